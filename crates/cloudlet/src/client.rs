@@ -1,0 +1,243 @@
+//! `cloudlet app …`: a client of the admin API. Human-readable output by default, the server's
+//! JSON with `--json`. Errors show the server's code and request id.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use clap::{Args, Subcommand};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+#[derive(Args)]
+pub struct Connection {
+    /// The server's base URL.
+    #[arg(
+        long,
+        env = "CLOUDLET_SERVER",
+        default_value = "http://127.0.0.1:8700",
+        global = true
+    )]
+    server: String,
+    /// The admin token, or an app's secret key.
+    #[arg(long, env = "CLOUDLET_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Print the server's JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum AppCommand {
+    /// Create an app and print its secret key (shown once).
+    Create { name: String },
+    /// List apps.
+    List,
+    /// Show one app.
+    Show { name: String },
+    /// Delete an app with all its data.
+    Delete {
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Replace an app's secret key; the old key stops working at once.
+    RotateKey { name: String },
+}
+
+pub async fn run(connection: Connection, command: AppCommand) -> Result<(), String> {
+    let api = Api::new(&connection)?;
+    let json = connection.json;
+    match command {
+        AppCommand::Create { name } => {
+            let app = api
+                .call(
+                    Method::POST,
+                    "/v1/admin/apps",
+                    Some(json!({ "name": name })),
+                )
+                .await?;
+            if json {
+                return print_json(&app);
+            }
+            println!("Created app {}", text(&app["name"]));
+            println!(
+                "Secret key (shown once, store it now):\n\n    {}\n",
+                text(&app["secret_key"])
+            );
+        }
+        AppCommand::List => {
+            let mut apps = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let path = match &cursor {
+                    Some(c) => format!("/v1/admin/apps?limit=500&cursor={c}"),
+                    None => "/v1/admin/apps?limit=500".to_owned(),
+                };
+                let mut page = api.call(Method::GET, &path, None).await?;
+                if let Some(items) = page["items"].as_array_mut() {
+                    apps.append(items);
+                }
+                match page["next_cursor"].as_str() {
+                    Some(next) => cursor = Some(next.to_owned()),
+                    None => break,
+                }
+            }
+            if json {
+                return print_json(&Value::Array(apps));
+            }
+            if apps.is_empty() {
+                println!("No apps yet. Create one with: cloudlet app create NAME");
+                return Ok(());
+            }
+            let width = apps
+                .iter()
+                .map(|a| text(&a["name"]).len())
+                .max()
+                .unwrap_or(4)
+                .max(4);
+            println!("{:width$}  {:24}  KEY", "NAME", "CREATED");
+            for app in &apps {
+                println!(
+                    "{:width$}  {:24}  {}…",
+                    text(&app["name"]),
+                    text(&app["created_at"]),
+                    text(&app["secret_key_hint"])
+                );
+            }
+        }
+        AppCommand::Show { name } => {
+            let app = api.call(Method::GET, &app_path(&name)?, None).await?;
+            if json {
+                return print_json(&app);
+            }
+            println!("name:        {}", text(&app["name"]));
+            println!("created:     {}", text(&app["created_at"]));
+            println!(
+                "secret key:  {}… (since {})",
+                text(&app["secret_key_hint"]),
+                text(&app["secret_key_created_at"])
+            );
+        }
+        AppCommand::Delete { name, yes } => {
+            let path = app_path(&name)?;
+            if !yes {
+                confirm_delete(&name)?;
+            }
+            api.call(Method::DELETE, &path, None).await?;
+            if json {
+                return print_json(&json!({ "name": name, "deleted": true }));
+            }
+            println!("Deleted app {name}");
+        }
+        AppCommand::RotateKey { name } => {
+            let path = format!("{}/keys/rotate", app_path(&name)?);
+            let key = api.call(Method::POST, &path, None).await?;
+            if json {
+                return print_json(&key);
+            }
+            println!(
+                "New secret key for {} (shown once; the old key no longer works):\n\n    {}\n",
+                text(&key["name"]),
+                text(&key["secret_key"])
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Refuses names that could change the URL; the server checks the rest.
+fn app_path(name: &str) -> Result<String, String> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(format!("{name:?} is not an app name (a-z, 0-9 and -)"));
+    }
+    Ok(format!("/v1/admin/apps/{name}"))
+}
+
+fn confirm_delete(name: &str) -> Result<(), String> {
+    if !std::io::stdin().is_terminal() {
+        return Err(format!(
+            "refusing to delete {name} without --yes (stdin is not a terminal)"
+        ));
+    }
+    eprint!("This deletes app {name} and all its data. Type its name to confirm: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| e.to_string())?;
+    if answer.trim() != name {
+        return Err("not confirmed; nothing was deleted".into());
+    }
+    Ok(())
+}
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or("-")
+}
+
+fn print_json(value: &Value) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    println!("{text}");
+    Ok(())
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Api {
+    fn new(connection: &Connection) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("cloudlet-cli/", env!("CARGO_PKG_VERSION")))
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Api {
+            http,
+            base: connection.server.trim_end_matches('/').to_owned(),
+            token: connection.token.clone(),
+        })
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, String> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|e| {
+            if e.is_connect() {
+                format!(
+                    "could not reach the server at {} (is `cloudlet serve` running?)",
+                    self.base
+                )
+            } else {
+                format!("request to {} failed: {e}", self.base)
+            }
+        })?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+        if status == StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|_| format!("the server answered {status} with a body that is not JSON"))?;
+        if status.is_success() {
+            return Ok(value);
+        }
+        let error = &value["error"];
+        let mut message = format!("{} ({})", text(&error["message"]), text(&error["code"]));
+        if error["code"] == "missing_credentials" {
+            message.push_str("; set CLOUDLET_TOKEN or pass --token");
+        }
+        if let Some(id) = error["request_id"].as_str() {
+            message.push_str(&format!(" [request {id}]"));
+        }
+        Err(message)
+    }
+}

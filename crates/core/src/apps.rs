@@ -1,0 +1,293 @@
+//! Apps (tenants): their names, lifecycle and secret keys.
+//!
+//! An app is a row in the system database plus its own database. Creating one inserts the row
+//! (the name's uniqueness is settled there, atomically) and then provisions the database; a
+//! failed provisioning removes the row again, so no half-made app stays behind.
+
+use std::fmt;
+use std::sync::Arc;
+
+use cloudlet_store::{AppRow, SigningKeyRow, StoreError, SystemStore, TenantStore};
+use serde::Serialize;
+
+use crate::clock::{Clock, Timestamp};
+use crate::random::Random;
+use crate::secrets::NewSecret;
+
+/// The most apps one listing page returns.
+pub const MAX_PAGE: usize = 500;
+
+/// Prefix of app secret keys.
+const SECRET_KEY_PREFIX: &str = "cls_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("invalid app name {name:?}: {reason}")]
+    InvalidName { name: String, reason: &'static str },
+    #[error("an app named {0:?} already exists")]
+    AlreadyExists(String),
+    #[error("no app named {0:?}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A valid app name: 2 to 40 characters of `a-z`, `0-9` and `-`, starting and ending with a
+/// letter or digit. Valid names are safe as path segments and URL segments.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct AppName(String);
+
+impl AppName {
+    pub fn parse(name: &str) -> Result<Self, AppError> {
+        let invalid = |reason| AppError::InvalidName {
+            name: name.chars().take(64).collect(),
+            reason,
+        };
+        if !(2..=40).contains(&name.len()) {
+            return Err(invalid("it must be 2 to 40 characters long"));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(invalid("only a-z, 0-9 and - are allowed"));
+        }
+        if name.starts_with('-') || name.ends_with('-') {
+            return Err(invalid("it must start and end with a letter or digit"));
+        }
+        Ok(AppName(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AppName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An app as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct App {
+    pub name: String,
+    pub created_at: Timestamp,
+    /// The first characters of the current secret key.
+    pub secret_key_hint: String,
+    pub secret_key_created_at: Timestamp,
+}
+
+impl From<AppRow> for App {
+    fn from(row: AppRow) -> Self {
+        App {
+            name: row.name,
+            created_at: Timestamp::from_unix_ms(row.created_at_ms),
+            secret_key_hint: row.secret_key_hint,
+            secret_key_created_at: Timestamp::from_unix_ms(row.secret_key_created_at_ms),
+        }
+    }
+}
+
+/// A new app, with its secret key: the only time the key is shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedApp {
+    pub name: String,
+    pub created_at: Timestamp,
+    pub secret_key: String,
+}
+
+/// A new secret key; the previous one stopped working when this was made.
+#[derive(Debug, Clone, Serialize)]
+pub struct RotatedKey {
+    pub name: String,
+    pub secret_key: String,
+    pub secret_key_created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AppPage {
+    pub items: Vec<App>,
+    pub next_cursor: Option<String>,
+}
+
+/// What reading an app's own database found.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppHealth {
+    pub app: String,
+    pub status: &'static str,
+    pub schema_version: i64,
+}
+
+/// The apps service. Cheap to clone.
+#[derive(Clone)]
+pub struct Apps {
+    system: Arc<dyn SystemStore>,
+    tenants: Arc<dyn TenantStore>,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn Random>,
+}
+
+impl Apps {
+    pub fn new(
+        system: Arc<dyn SystemStore>,
+        tenants: Arc<dyn TenantStore>,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn Random>,
+    ) -> Self {
+        Apps {
+            system,
+            tenants,
+            clock,
+            random,
+        }
+    }
+
+    pub async fn create(&self, name: &str) -> Result<CreatedApp, AppError> {
+        let name = AppName::parse(name)?;
+        let now = self.clock.now();
+        let key = NewSecret::generate(SECRET_KEY_PREFIX, &*self.random);
+        let mut signing_secret = vec![0u8; 32];
+        self.random.fill(&mut signing_secret);
+        let row = AppRow {
+            name: name.to_string(),
+            created_at_ms: now.unix_ms(),
+            secret_key_hash: key.hash.as_bytes().to_vec(),
+            secret_key_hint: key.hint,
+            secret_key_created_at_ms: now.unix_ms(),
+        };
+        let signing_key = SigningKeyRow {
+            kid: format!("k{}", now.unix_ms()),
+            secret: signing_secret,
+            created_at_ms: now.unix_ms(),
+        };
+        match self.system.insert_app(row, signing_key).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => return Err(AppError::AlreadyExists(name.to_string())),
+            Err(e) => return Err(e.into()),
+        }
+        if let Err(e) = self.tenants.provision(name.as_str()).await {
+            tracing::error!(app = %name, error = %e, "provisioning failed; removing the app");
+            let _ = self.system.delete_app(name.as_str()).await;
+            let _ = self.tenants.destroy(name.as_str()).await;
+            return Err(e.into());
+        }
+        tracing::info!(app = %name, "app created");
+        Ok(CreatedApp {
+            name: name.to_string(),
+            created_at: now,
+            secret_key: key.plain,
+        })
+    }
+
+    /// Apps in name order. `cursor` is the `next_cursor` of the previous page.
+    pub async fn list(&self, cursor: Option<&str>, limit: usize) -> Result<AppPage, AppError> {
+        let page = self
+            .system
+            .list_apps(cursor, limit.clamp(1, MAX_PAGE))
+            .await?;
+        Ok(AppPage {
+            items: page.items.into_iter().map(App::from).collect(),
+            next_cursor: page.next_after,
+        })
+    }
+
+    pub async fn get(&self, name: &str) -> Result<App, AppError> {
+        self.row(name).await.map(App::from)
+    }
+
+    /// Deletes the app, its keys and its database, with every record and file in it.
+    pub async fn delete(&self, name: &str) -> Result<(), AppError> {
+        let name = Self::existing_name(name)?;
+        if !self.system.delete_app(name.as_str()).await? {
+            return Err(AppError::NotFound(name.to_string()));
+        }
+        self.tenants.destroy(name.as_str()).await?;
+        tracing::info!(app = %name, "app deleted");
+        Ok(())
+    }
+
+    /// Replaces the app's secret key; the old one stops working at once.
+    pub async fn rotate_key(&self, name: &str) -> Result<RotatedKey, AppError> {
+        let name = Self::existing_name(name)?;
+        let now = self.clock.now();
+        let key = NewSecret::generate(SECRET_KEY_PREFIX, &*self.random);
+        let replaced = self
+            .system
+            .replace_app_key(
+                name.as_str(),
+                key.hash.as_bytes().to_vec(),
+                key.hint,
+                now.unix_ms(),
+            )
+            .await?;
+        if !replaced {
+            return Err(AppError::NotFound(name.to_string()));
+        }
+        tracing::info!(app = %name, "app secret key rotated");
+        Ok(RotatedKey {
+            name: name.to_string(),
+            secret_key: key.plain,
+            secret_key_created_at: now,
+        })
+    }
+
+    /// Reads from the app's own database, opening it if it is closed.
+    pub async fn health(&self, name: &str) -> Result<AppHealth, AppError> {
+        let row = self.row(name).await?;
+        let health = self.tenants.health(&row.name).await?;
+        Ok(AppHealth {
+            app: row.name,
+            status: "ok",
+            schema_version: health.schema_version,
+        })
+    }
+
+    /// How many app databases are open now.
+    pub fn open_databases(&self) -> usize {
+        self.tenants.open_count()
+    }
+
+    async fn row(&self, name: &str) -> Result<AppRow, AppError> {
+        let name = Self::existing_name(name)?;
+        self.system
+            .app(name.as_str())
+            .await?
+            .ok_or_else(|| AppError::NotFound(name.to_string()))
+    }
+
+    /// A name that can not be valid can not exist: it is "not found", and never reaches storage.
+    fn existing_name(name: &str) -> Result<AppName, AppError> {
+        AppName::parse(name).map_err(|_| AppError::NotFound(name.chars().take(64).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_names_follow_the_slug_rule() {
+        for ok in ["ab", "todo", "my-app-2", "0a", &"a".repeat(40)] {
+            assert!(AppName::parse(ok).is_ok(), "{ok} should be valid");
+        }
+        for bad in [
+            "",
+            "a",
+            "Todo",
+            "my_app",
+            "-ab",
+            "ab-",
+            "a b",
+            "../x",
+            "é1",
+            &"a".repeat(41),
+        ] {
+            assert!(
+                matches!(AppName::parse(bad), Err(AppError::InvalidName { .. })),
+                "{bad} should be invalid"
+            );
+        }
+    }
+}

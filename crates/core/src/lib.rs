@@ -1,0 +1,15 @@
+//! Cloudlet's domain services. Each module owns one domain, its rules and its error type; the
+//! HTTP layer in `cloudlet-server` maps those errors to stable codes.
+//!
+//! - [`apps`]: tenants: names, creation and deletion, secret keys, their databases.
+//! - [`access`]: who is calling the admin API: the admin token or an app's secret key.
+//! - [`clock`] and [`random`]: the one door for time and randomness, so tests can control both.
+//! - [`secrets`]: generating, hashing and comparing bearer secrets.
+//!
+//! Services see storage only through the traits of `cloudlet-store`; they never name a driver.
+
+pub mod access;
+pub mod apps;
+pub mod clock;
+pub mod random;
+pub mod secrets;

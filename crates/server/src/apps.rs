@@ -1,0 +1,101 @@
+//! HTTP routes for apps: the admin API (`/v1/admin/apps…`) and the per-app health check
+//! (`/v1/apps/{app}/health`). Handlers parse, authorize, call [`cloudlet_core::apps::Apps`] and
+//! map the result; nothing else.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cloudlet_core::apps::{AppHealth, AppPage, MAX_PAGE};
+use serde::Deserialize;
+
+use crate::error::{ApiError, Code};
+use crate::extract::{CallerOf, Json, Query};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/apps", post(create_app).get(list_apps))
+        .route("/v1/admin/apps/{app}", get(show_app).delete(delete_app))
+        .route("/v1/admin/apps/{app}/keys/rotate", post(rotate_key))
+        .route("/v1/apps/{app}/health", get(app_health))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewApp {
+    name: String,
+}
+
+async fn create_app(
+    State(state): State<AppState>,
+    CallerOf(caller): CallerOf,
+    Json(new): Json<NewApp>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let created = state.apps().create(&new.name).await?;
+    Ok((StatusCode::CREATED, axum::Json(created)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn list_apps(
+    State(state): State<AppState>,
+    CallerOf(caller): CallerOf,
+    Query(params): Query<ListParams>,
+) -> Result<axum::Json<AppPage>, ApiError> {
+    caller.require_admin()?;
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::new(
+            Code::InvalidQuery,
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    Ok(axum::Json(
+        state.apps().list(params.cursor.as_deref(), limit).await?,
+    ))
+}
+
+async fn show_app(
+    State(state): State<AppState>,
+    CallerOf(caller): CallerOf,
+    Path(app): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require_app(&app)?;
+    Ok(axum::Json(state.apps().get(&app).await?).into_response())
+}
+
+async fn delete_app(
+    State(state): State<AppState>,
+    CallerOf(caller): CallerOf,
+    Path(app): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_app(&app)?;
+    state.apps().delete(&app).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn rotate_key(
+    State(state): State<AppState>,
+    CallerOf(caller): CallerOf,
+    Path(app): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require_app(&app)?;
+    Ok(axum::Json(state.apps().rotate_key(&app).await?).into_response())
+}
+
+/// Public: reads from the app's own database, opening it if it is closed. What a client or a
+/// load balancer calls to check that one app answers.
+async fn app_health(
+    State(state): State<AppState>,
+    Path(app): Path<String>,
+) -> Result<axum::Json<AppHealth>, ApiError> {
+    Ok(axum::Json(state.apps().health(&app).await?))
+}

@@ -1,0 +1,234 @@
+//! Server configuration: defaults, then an optional TOML file, then environment and flags (the
+//! binary merges those two with clap). Unknown keys in the file are an error, and every value is
+//! checked against its bounds before the server starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("could not read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Every server setting. See `docs/configuration.md` for each one's meaning and bounds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Where the system database and every app's data live.
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+    pub http: HttpConfig,
+    pub apps: AppsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `cloudlet_server=debug,info`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Origins allowed by CORS; `["*"]` allows any.
+    pub cors_origins: Vec<String>,
+    /// How long shutdown waits for in-flight requests, in seconds.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppsConfig {
+    /// An app database unused this long is closed, in seconds.
+    pub idle_timeout_secs: u64,
+    /// How many app databases may be open at once.
+    pub max_open: usize,
+    /// Reader connections per open app database.
+    pub readers_per_app: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8700)),
+            data_dir: PathBuf::from("cloudlet-data"),
+            log: LogConfig::default(),
+            http: HttpConfig::default(),
+            apps: AppsConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 1024 * 1024,
+            cors_origins: vec!["*".into()],
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+impl Default for AppsConfig {
+    fn default() -> Self {
+        AppsConfig {
+            idle_timeout_secs: 300,
+            max_open: 1000,
+            readers_per_app: 2,
+        }
+    }
+}
+
+impl Config {
+    /// The defaults, overlaid with the TOML file at `path` if one is given.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks every value against its bounds.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn within<T: PartialOrd + std::fmt::Display>(
+            key: &'static str,
+            value: T,
+            min: T,
+            max: T,
+        ) -> Result<(), ConfigError> {
+            if value < min || value > max {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!("{value} is outside {min}..={max}"),
+                });
+            }
+            Ok(())
+        }
+        within(
+            "http.max_body_bytes",
+            self.http.max_body_bytes,
+            1024,
+            1 << 30,
+        )?;
+        within(
+            "http.shutdown_grace_secs",
+            self.http.shutdown_grace_secs,
+            0,
+            3600,
+        )?;
+        within(
+            "apps.idle_timeout_secs",
+            self.apps.idle_timeout_secs,
+            1,
+            86_400,
+        )?;
+        within("apps.max_open", self.apps.max_open, 1, 1_000_000)?;
+        within("apps.readers_per_app", self.apps.readers_per_app, 1, 64)?;
+        for origin in &self.http.cors_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(ConfigError::Invalid {
+                    key: "http.cors_origins",
+                    message: format!("{origin:?} is neither \"*\" nor an http(s) origin"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.apps.idle_timeout_secs)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.http.shutdown_grace_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str::<Config>(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_file_overrides_only_what_it_names() {
+        let config = parse("listen = \"0.0.0.0:9000\"\n[apps]\nmax_open = 10\n").unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.apps.max_open, 10);
+        assert_eq!(config.apps.idle_timeout_secs, 300);
+        assert_eq!(config.data_dir, PathBuf::from("cloudlet-data"));
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_at_every_level() {
+        assert!(
+            parse("lisen = \"0.0.0.0:9000\"")
+                .unwrap_err()
+                .contains("unknown field")
+        );
+        assert!(
+            parse("[apps]\nmax_opn = 1")
+                .unwrap_err()
+                .contains("unknown field")
+        );
+    }
+
+    #[test]
+    fn out_of_bounds_values_are_refused() {
+        let mut config = Config::default();
+        config.apps.max_open = 0;
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("apps.max_open")
+        );
+        let mut config = Config::default();
+        config.http.cors_origins = vec!["example.com".into()];
+        assert!(config.validate().is_err());
+    }
+}

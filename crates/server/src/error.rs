@@ -1,0 +1,149 @@
+//! The HTTP boundary's errors: one table of stable codes ([`Code`]), the JSON body every error
+//! has, and the mapping of each domain's error enum onto it. Internal causes are logged with the
+//! request id and never sent.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use cloudlet_core::access::AccessError;
+use cloudlet_core::apps::AppError;
+use serde_json::json;
+
+use crate::request_id;
+
+/// Every error code the API can answer with. Codes are part of the API: never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    RouteNotFound,
+    MethodNotAllowed,
+    InvalidJson,
+    InvalidBody,
+    InvalidQuery,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    MissingCredentials,
+    InvalidCredentials,
+    Forbidden,
+    InvalidAppName,
+    AppAlreadyExists,
+    AppNotFound,
+    NotReady,
+    InternalError,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::RouteNotFound => "route_not_found",
+            Code::MethodNotAllowed => "method_not_allowed",
+            Code::InvalidJson => "invalid_json",
+            Code::InvalidBody => "invalid_body",
+            Code::InvalidQuery => "invalid_query",
+            Code::UnsupportedMediaType => "unsupported_media_type",
+            Code::PayloadTooLarge => "payload_too_large",
+            Code::MissingCredentials => "missing_credentials",
+            Code::InvalidCredentials => "invalid_credentials",
+            Code::Forbidden => "forbidden",
+            Code::InvalidAppName => "invalid_app_name",
+            Code::AppAlreadyExists => "app_already_exists",
+            Code::AppNotFound => "app_not_found",
+            Code::NotReady => "not_ready",
+            Code::InternalError => "internal_error",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Code::RouteNotFound | Code::AppNotFound => StatusCode::NOT_FOUND,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Code::InvalidJson | Code::InvalidQuery | Code::InvalidAppName => {
+                StatusCode::BAD_REQUEST
+            }
+            Code::InvalidBody => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::MissingCredentials | Code::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Code::Forbidden => StatusCode::FORBIDDEN,
+            Code::AppAlreadyExists => StatusCode::CONFLICT,
+            Code::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Code::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An error as the client sees it: a code and a message that is safe to show.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: Code,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Logs `cause` with the request id and answers with a generic message.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        ApiError::new(
+            Code::InternalError,
+            "internal error; the server log has details",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error": {
+                "code": self.code.as_str(),
+                "message": self.message,
+                "request_id": request_id::current(),
+            }
+        });
+        (self.code.status(), Json(body)).into_response()
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        match &e {
+            AppError::InvalidName { .. } => ApiError::new(Code::InvalidAppName, e.to_string()),
+            AppError::AlreadyExists(_) => ApiError::new(Code::AppAlreadyExists, e.to_string()),
+            AppError::NotFound(_) => ApiError::new(Code::AppNotFound, e.to_string()),
+            AppError::Store(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        match &e {
+            AccessError::MissingCredentials => {
+                ApiError::new(Code::MissingCredentials, e.to_string())
+            }
+            AccessError::InvalidCredentials => {
+                ApiError::new(Code::InvalidCredentials, e.to_string())
+            }
+            AccessError::Forbidden => ApiError::new(Code::Forbidden, e.to_string()),
+            AccessError::WeakAdminToken | AccessError::Store(_) => ApiError::internal(&e),
+        }
+    }
+}
+
+/// Answers requests no route matches.
+pub async fn route_not_found() -> ApiError {
+    ApiError::new(Code::RouteNotFound, "no such route; see docs/api.md")
+}
+
+/// Answers requests whose route exists but not with this method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        Code::MethodNotAllowed,
+        "this route does not take that method",
+    )
+}

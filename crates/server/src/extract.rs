@@ -1,0 +1,101 @@
+//! Request extractors whose rejections speak the API's error codes: JSON bodies, query strings
+//! and the admin API's bearer credentials.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use cloudlet_core::access::{AccessError, Caller};
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, Code};
+use crate::state::AppState;
+
+/// A JSON body. Wrong content type, broken JSON, a body of the wrong shape and a body over the
+/// size limit each get their own code.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            Code::UnsupportedMediaType,
+            "the body must be JSON, sent with content-type: application/json",
+        ),
+        JsonRejection::JsonSyntaxError(e) => ApiError::new(
+            Code::InvalidJson,
+            format!("the body is not valid JSON: {}", e.body_text()),
+        ),
+        JsonRejection::JsonDataError(e) => ApiError::new(Code::InvalidBody, e.body_text()),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            Code::PayloadTooLarge,
+            "the body is larger than this server accepts (http.max_body_bytes)",
+        ),
+        other => ApiError::new(Code::InvalidBody, other.body_text()),
+    }
+}
+
+/// A query string.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Query(value))
+            .map_err(|e: QueryRejection| ApiError::new(Code::InvalidQuery, e.body_text()))
+    }
+}
+
+/// The caller of the admin API, from `Authorization: Bearer <admin token or app secret key>`.
+impl FromRequestParts<AppState> for CallerOf {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let bearer = match parts.headers.get(AUTHORIZATION) {
+            None => None,
+            Some(value) => Some(
+                bearer_token(value.to_str().ok())
+                    .ok_or_else(|| ApiError::from(AccessError::InvalidCredentials))?,
+            ),
+        };
+        Ok(CallerOf(state.access().authenticate(bearer).await?))
+    }
+}
+
+/// Extracts the authenticated [`Caller`].
+pub struct CallerOf(pub Caller);
+
+fn bearer_token(header: Option<&str>) -> Option<&str> {
+    let (scheme, token) = header?.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn bearer_tokens_are_read_leniently_but_only_from_the_bearer_scheme() {
+        assert_eq!(bearer_token(Some("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(Some("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer_token(Some("Basic abc")), None);
+        assert_eq!(bearer_token(Some("Bearer")), None);
+        assert_eq!(bearer_token(Some("Bearer ")), None);
+        assert_eq!(bearer_token(None), None);
+    }
+}

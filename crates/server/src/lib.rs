@@ -1,0 +1,292 @@
+//! Cloudlet's composition root. This crate alone picks the storage backends, builds the HTTP
+//! router from each domain's routes, runs the background work (closing idle apps) and shuts
+//! everything down in order.
+//!
+//! [`start`] brings a server up on the configured address and returns a [`Running`] handle;
+//! the binary and the integration tests both go through it.
+
+pub mod config;
+
+mod apps;
+mod error;
+mod extract;
+mod health;
+mod metrics;
+mod request_id;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware;
+use axum::routing::get;
+use cloudlet_core::access::{Access, AccessError};
+use cloudlet_core::apps::Apps;
+use cloudlet_core::clock::{Clock, SystemClock};
+use cloudlet_core::random::{OsRandom, Random};
+use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
+use cloudlet_store::{DataDir, StoreError, SystemStore, TenantStore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+pub use cloudlet_core::access::AdminTokenSetup;
+pub use config::Config;
+pub use error::Code;
+
+use crate::state::{AppState, Shared};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error("could not listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What the server needs from outside its config file.
+#[derive(Default)]
+pub struct StartOptions {
+    /// `CLOUDLET_ADMIN_TOKEN`: sets (or replaces) the admin token.
+    pub admin_token: Option<String>,
+}
+
+/// A server that is listening. Dropping it does not stop it; call [`Running::stop`] or trigger
+/// the [`Shutdown`] and [`Running::wait`].
+pub struct Running {
+    local_addr: SocketAddr,
+    admin_token: AdminTokenSetup,
+    shutdown: Shutdown,
+    task: JoinHandle<()>,
+}
+
+/// Starts a graceful shutdown when triggered. Cheap to clone.
+#[derive(Clone)]
+pub struct Shutdown(watch::Sender<bool>);
+
+impl Shutdown {
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl Running {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// What start-up did with the admin token (a generated token is to be printed once).
+    pub fn admin_token(&self) -> &AdminTokenSetup {
+        &self.admin_token
+    }
+
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the server has shut down: in-flight requests drained, writes flushed,
+    /// databases closed and the data directory unlocked.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        self.wait().await;
+    }
+}
+
+/// Opens the data directory, the databases and the listener, then serves until shut down.
+pub async fn start(config: Config, options: StartOptions) -> Result<Running, StartError> {
+    config.validate()?;
+    let data_dir = DataDir::open(&config.data_dir)?;
+    let system_path = data_dir.system_db();
+    let system: Arc<dyn SystemStore> = Arc::new(
+        tokio::task::spawn_blocking(move || SqliteSystemStore::open(&system_path))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??,
+    );
+    let tenants: Arc<dyn TenantStore> = Arc::new(SqliteTenants::new(
+        data_dir.apps_dir(),
+        TenantPoolOptions {
+            max_open: config.apps.max_open,
+            readers: config.apps.readers_per_app,
+        },
+    ));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let random: Arc<dyn Random> = Arc::new(OsRandom);
+
+    let (access, admin_token) = Access::start(
+        Arc::clone(&system),
+        options.admin_token.as_deref(),
+        &*random,
+    )
+    .await?;
+    let state = AppState::new(Shared {
+        apps: Apps::new(
+            Arc::clone(&system),
+            Arc::clone(&tenants),
+            clock,
+            Arc::clone(&random),
+        ),
+        access,
+        system: Arc::clone(&system),
+        metrics: metrics::Metrics::default(),
+        random,
+        accepting: AtomicBool::new(true),
+    });
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    tracing::info!(addr = %local_addr, data_dir = %config.data_dir.display(), "cloudlet listening");
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let sweeper = tokio::spawn(close_idle_apps(
+        Arc::clone(&tenants),
+        config.idle_timeout(),
+        shutdown_rx.clone(),
+    ));
+    let app = router(&config, state.clone());
+    let task = tokio::spawn(async move {
+        serve(listener, app, state, shutdown_rx, config.shutdown_grace()).await;
+        let _ = sweeper.await;
+        tenants.close_all().await;
+        system.close().await;
+        drop(data_dir);
+        tracing::info!("cloudlet stopped");
+    });
+    Ok(Running {
+        local_addr,
+        admin_token,
+        shutdown: Shutdown(shutdown_tx),
+        task,
+    })
+}
+
+/// Serves until `shutdown` turns true, then stops accepting and gives in-flight requests up to
+/// `grace` to finish.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    state: AppState,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let mut draining = shutdown.clone();
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stopped(&mut draining).await });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        result = &mut server => {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "the server stopped on an error");
+            }
+            return;
+        }
+        () = stopped(&mut shutdown) => {}
+    }
+    state.stop_accepting();
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: draining in-flight requests"
+    );
+    if tokio::time::timeout(grace, server).await.is_err() {
+        tracing::warn!("requests still in flight after the grace period were dropped");
+    }
+}
+
+/// Closes app databases that have been idle for `idle`, checking a few times per period.
+async fn close_idle_apps(
+    tenants: Arc<dyn TenantStore>,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {
+                let closed = tenants.close_idle(idle).await;
+                if closed > 0 {
+                    tracing::debug!(closed, "closed idle app databases");
+                }
+            }
+            () = stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+fn router(config: &Config, state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::live))
+        .route("/readyz", get(health::ready))
+        .route("/metrics", get(metrics::export))
+        .merge(apps::router())
+        .fallback(error::route_not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.http.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::observe,
+        ))
+        .layer(cors(&config.http.cors_origins))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_id::assign,
+        ))
+        .with_state(state)
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers([HeaderName::from_static(request_id::HEADER)])
+        .max_age(Duration::from_secs(3600))
+}
+
+/// Resolves once shutdown has been triggered (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Replaces the admin token of the data directory with a new random one and returns it; the
+/// offline recovery for a lost token. Refused while a server runs on the directory.
+pub async fn reset_admin_token(data_dir: &std::path::Path) -> Result<String, StartError> {
+    let data_dir = DataDir::open(data_dir)?;
+    let system_path = data_dir.system_db();
+    let system = tokio::task::spawn_blocking(move || SqliteSystemStore::open(&system_path))
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+    let token = Access::reset_admin_token(&system, &OsRandom).await?;
+    system.close().await;
+    Ok(token)
+}

@@ -1,0 +1,97 @@
+//! The data directory: its layout and the exclusive lock held while a server runs on it.
+//!
+//! ```text
+//! data-dir/
+//!   cloudlet.lock        held (flock) by the running server; holds its pid
+//!   system.db            control plane: admin token hash, apps, their keys
+//!   apps/{app}/data.db   one SQLite database per app
+//! ```
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::StoreError;
+
+/// An opened data directory. The lock is released when this value is dropped.
+#[derive(Debug)]
+pub struct DataDir {
+    root: PathBuf,
+    _lock: File,
+}
+
+impl DataDir {
+    /// Creates the directory if needed and takes its lock, or fails with
+    /// [`StoreError::DataDirLocked`] if another process holds it. Never blocks.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        fs::create_dir_all(root.join("apps")).map_err(StoreError::io(root))?;
+        let lock_path = root.join("cloudlet.lock");
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(StoreError::io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = lock.read_to_string(&mut pid);
+                let pid = pid.trim();
+                return Err(StoreError::DataDirLocked {
+                    path: root.to_path_buf(),
+                    pid: (!pid.is_empty()).then(|| pid.to_owned()),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(StoreError::io(&lock_path)(e)),
+        }
+        lock.set_len(0)
+            .and_then(|()| lock.seek(SeekFrom::Start(0)))
+            .and_then(|_| write!(lock, "{}", std::process::id()))
+            .map_err(StoreError::io(&lock_path))?;
+        Ok(DataDir {
+            root: root.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn system_db(&self) -> PathBuf {
+        self.root.join("system.db")
+    }
+
+    pub fn apps_dir(&self) -> PathBuf {
+        self.root.join("apps")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_open_is_refused_with_the_holders_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DataDir::open(dir.path()).unwrap();
+        let err = DataDir::open(dir.path()).unwrap_err();
+        match &err {
+            StoreError::DataDirLocked { pid, .. } => {
+                assert_eq!(
+                    pid.as_deref(),
+                    Some(std::process::id().to_string().as_str())
+                )
+            }
+            other => panic!("unexpected error: {other}"),
+        }
+        assert!(
+            err.to_string()
+                .contains("in use by another cloudlet process")
+        );
+        drop(first);
+        DataDir::open(dir.path()).unwrap();
+    }
+}

@@ -1,0 +1,55 @@
+//! The one error type of the storage layer. Driver errors are kept as sources for the logs;
+//! callers match on the variants, never on driver messages.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness constraint refused the write (for example, an app name taken twice).
+    #[error("a row with the same key already exists")]
+    Conflict,
+    /// Another process holds the data directory.
+    #[error(
+        "data directory {path} is in use by another cloudlet process{}; stop it or pass a different --data-dir",
+        .pid.as_deref().map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    DataDirLocked { path: PathBuf, pid: Option<String> },
+    /// The database was closed (the app was evicted or the server is shutting down).
+    #[error("the database is closed")]
+    Closed,
+    /// A database file was written by a newer Cloudlet than this one.
+    #[error("database {path} has schema version {found}, newer than this build knows ({known})")]
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| StoreError::Io { path, source }
+    }
+
+    /// Maps a unique or primary key violation to [`StoreError::Conflict`].
+    pub(crate) fn from_write(err: rusqlite::Error) -> Self {
+        match &err {
+            rusqlite::Error::SqliteFailure(e, _)
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                StoreError::Conflict
+            }
+            _ => StoreError::Sqlite(err),
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Storage for Cloudlet. This crate alone talks to database drivers.
+//!
+//! - [`DataDir`] owns the on-disk layout and the lock that keeps a second server off it.
+//! - [`SystemStore`] is the control plane (admin token, apps, their keys); [`TenantStore`] owns
+//!   each app's own database. Domain code in `cloudlet-core` sees only these traits.
+//! - [`sqlite`] implements both on SQLite: one writer thread per database that batches concurrent
+//!   writes into one transaction, and a small pool of reader connections.
+//!
+//! Nothing here knows what an app name may look like or who may call what: those are domain
+//! rules and live in `cloudlet-core`.
+
+mod data_dir;
+mod error;
+pub mod sqlite;
+mod system;
+mod tenants;
+
+pub use data_dir::DataDir;
+pub use error::StoreError;
+pub use system::{AppRow, Page, SigningKeyRow, SystemStore};
+pub use tenants::{TenantHealth, TenantStore};

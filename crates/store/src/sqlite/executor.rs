@@ -1,0 +1,327 @@
+//! One SQLite database file: a writer thread and a pool of readers.
+//!
+//! Writes are closures sent to the writer thread. The thread takes every write waiting in its
+//! queue (up to [`MAX_BATCH`]), runs each inside its own savepoint within one `BEGIN IMMEDIATE`
+//! transaction, commits once, and only then answers the callers. A failing write rolls back its
+//! savepoint alone; the others in its batch still commit. One fsync serves the whole batch, which
+//! is where SQLite's write throughput under concurrency comes from.
+//!
+//! Reads take a permit (at most `readers` at once), borrow an idle read-only connection (opening
+//! one on first need), and run on tokio's blocking pool.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{Semaphore, oneshot};
+
+use super::lock;
+use crate::StoreError;
+
+/// The most writes committed in one transaction.
+const MAX_BATCH: usize = 256;
+
+type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type WriteJob = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+type Migration = fn(&Connection, &Path) -> Result<(), StoreError>;
+
+#[derive(Clone, Copy)]
+pub struct DatabaseOptions {
+    /// Read-only connections kept at most (and reads running at once).
+    pub readers: usize,
+    /// Brings the schema up to date; runs on the writer connection before anything else.
+    pub migrate: Migration,
+}
+
+/// A handle to an open database. Cloning is cheap; the database closes when [`Database::close`]
+/// is called or the last handle is dropped.
+#[derive(Clone)]
+pub struct Database {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    reader_permits: Semaphore,
+}
+
+impl Database {
+    /// Opens (creating if needed) the database at `path`, migrates it and starts its writer
+    /// thread. Blocking: call it from a blocking context.
+    pub fn open(path: &Path, options: DatabaseOptions) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;",
+        )?;
+        (options.migrate)(&conn, path)?;
+
+        let (sender, receiver) = mpsc::channel::<WriteJob>();
+        let name = format!(
+            "sqlite-writer:{}",
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        );
+        let writer_thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || run_writer(conn, receiver))
+            .map_err(StoreError::io(path))?;
+
+        Ok(Database {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                writer: Mutex::new(Some(sender)),
+                writer_thread: Mutex::new(Some(writer_thread)),
+                readers: Mutex::new(Vec::new()),
+                reader_permits: Semaphore::new(options.readers.max(1)),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `write` on the writer thread inside a savepoint of the current batch and returns its
+    /// result once the batch has committed. The closure must not begin or end transactions.
+    pub async fn write<T, F>(&self, write: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            let outcome = run_in_savepoint(conn, write);
+            Box::new(move |committed: Result<(), StoreError>| {
+                let _ = reply.send(outcome.and_then(|value| committed.map(|()| value)));
+            })
+        });
+        let sender = lock(&self.inner.writer).clone().ok_or(StoreError::Closed)?;
+        sender.send(job).map_err(|_| StoreError::Closed)?;
+        answer
+            .await
+            .map_err(|_| StoreError::Task("the write batch could not begin".into()))?
+    }
+
+    /// Runs `read` on a read-only connection on tokio's blocking pool.
+    pub async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let permit = self
+            .inner
+            .reader_permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let inner = Arc::clone(&self.inner);
+        let result = tokio::task::spawn_blocking(move || {
+            let conn = match lock(&inner.readers).pop() {
+                Some(conn) => conn,
+                None => open_reader(&inner.path)?,
+            };
+            let result = read(&conn);
+            lock(&inner.readers).push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?;
+        drop(permit);
+        result
+    }
+
+    /// Stops accepting writes, waits for the queued ones to commit, and closes every connection.
+    /// Blocking: call it from a blocking context. Reads already running finish on their own.
+    pub fn close(&self) {
+        lock(&self.inner.writer).take();
+        if let Some(thread) = lock(&self.inner.writer_thread).take() {
+            let _ = thread.join();
+        }
+        self.inner.reader_permits.close();
+        lock(&self.inner.readers).clear();
+    }
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")?;
+    Ok(conn)
+}
+
+fn run_writer(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let e = StoreError::from(e);
+            tracing::error!(error = %e, path = ?conn.path(), "could not begin a write batch");
+            // Dropping the jobs unrun drops their reply channels: each caller gets an error.
+            drop(batch);
+            continue;
+        }
+        let completions: Vec<Completion> = batch.into_iter().map(|job| job(&conn)).collect();
+        let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for complete in completions {
+            complete(match &committed {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Task(format!("commit failed: {e}"))),
+            });
+        }
+    }
+    // The last sender is gone: every queued write has been answered. Dropping `conn` closes the
+    // file; SQLite checkpoints the WAL when its last connection closes.
+}
+
+fn run_in_savepoint<T>(
+    conn: &Connection,
+    write: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("SAVEPOINT job")?;
+    let outcome = catch_unwind(AssertUnwindSafe(|| write(conn)))
+        .unwrap_or_else(|_| Err(StoreError::Task("a write panicked".into())));
+    let end = if outcome.is_ok() {
+        "RELEASE job"
+    } else {
+        "ROLLBACK TO job; RELEASE job"
+    };
+    conn.execute_batch(end)?;
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn migrate(conn: &Connection, _: &Path) -> Result<(), StoreError> {
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS t(k TEXT PRIMARY KEY, v INTEGER)")?;
+        Ok(())
+    }
+
+    fn open(dir: &Path) -> Database {
+        let options = DatabaseOptions {
+            readers: 2,
+            migrate,
+        };
+        Database::open(&dir.join("t.db"), options).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_all_commit_and_a_failing_one_rolls_back_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                db.write(move |c| {
+                    c.execute("INSERT INTO t VALUES (?1, ?2)", (format!("k{i}"), i))?;
+                    if i % 50 == 0 {
+                        // Inserts its own key again: the whole job, first row too, must roll back.
+                        c.execute("INSERT INTO t VALUES (?1, 0)", [format!("k{i}")])
+                            .map_err(StoreError::from_write)?;
+                    }
+                    Ok(i)
+                })
+                .await
+            }));
+        }
+        let mut failed = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => {}
+                Err(StoreError::Conflict) => failed += 1,
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        }
+        assert_eq!(failed, 4);
+        let count: i64 = db
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(count, 196);
+        let has_k50: bool = db
+            .read(|c| {
+                Ok(
+                    c.query_row("SELECT count(*) FROM t WHERE k = 'k50'", [], |r| {
+                        r.get::<_, i64>(0)
+                    })? == 1,
+                )
+            })
+            .await
+            .unwrap();
+        assert!(!has_k50, "a failed job's own row must be rolled back");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_alone_and_the_writer_survives() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        let err = db
+            .write(|_| -> Result<(), StoreError> { panic!("boom") })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Task(_)));
+        db.write(|c| Ok(c.execute("INSERT INTO t VALUES ('a', 1)", [])?))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn close_flushes_queued_writes_and_refuses_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        let pending: Vec<_> = (0..50)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    db.write(move |c| {
+                        Ok(c.execute("INSERT INTO t VALUES (?1, 1)", [format!("k{i}")])?)
+                    })
+                    .await
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        let closer = db.clone();
+        tokio::task::spawn_blocking(move || closer.close())
+            .await
+            .unwrap();
+        let mut committed = 0;
+        for p in pending {
+            if p.await.unwrap().is_ok() {
+                committed += 1;
+            }
+        }
+        assert!(matches!(
+            db.write(|_| Ok(())).await,
+            Err(StoreError::Closed)
+        ));
+        // Reopen: exactly the writes that were acknowledged are there.
+        let db = open(dir.path());
+        let count: i64 = db
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(count, committed);
+    }
+}

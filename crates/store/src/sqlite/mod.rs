@@ -1,0 +1,35 @@
+//! SQLite implementations of the storage traits.
+//!
+//! [`Database`] is the executor every SQLite file goes through: WAL mode, one writer thread that
+//! batches concurrent writes into one transaction, and a small pool of read-only connections used
+//! from tokio's blocking pool, so the async runtime never waits on the disk.
+
+mod executor;
+mod migrate;
+mod system;
+mod tenants;
+
+pub use executor::{Database, DatabaseOptions};
+pub use system::SqliteSystemStore;
+pub use tenants::{SqliteTenants, TenantPoolOptions};
+
+use std::sync::{Mutex, MutexGuard};
+
+use crate::StoreError;
+
+/// Runs blocking database work on tokio's blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+}
+
+/// Locks a mutex whose sections only move values in and out: they never panic half-way, so a
+/// poisoned lock still guards consistent data.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

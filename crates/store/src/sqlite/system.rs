@@ -1,0 +1,289 @@
+//! [`SystemStore`] on SQLite: `data-dir/system.db`.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row};
+
+use super::{Database, DatabaseOptions, blocking, migrate};
+use crate::{AppRow, Page, SigningKeyRow, StoreError, SystemStore};
+
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    ) STRICT;
+    CREATE TABLE apps (
+        name                   TEXT PRIMARY KEY,
+        created_at             INTEGER NOT NULL,
+        secret_key_hash        BLOB NOT NULL UNIQUE,
+        secret_key_hint        TEXT NOT NULL,
+        secret_key_created_at  INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE app_signing_keys (
+        app         TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+        kid         TEXT NOT NULL,
+        secret      BLOB NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (app, kid)
+    ) STRICT;
+"];
+
+const ADMIN_TOKEN_HASH: &str = "admin_token_hash";
+const APP_COLUMNS: &str =
+    "name, created_at, secret_key_hash, secret_key_hint, secret_key_created_at";
+
+pub struct SqliteSystemStore {
+    db: Database,
+}
+
+impl SqliteSystemStore {
+    /// Opens (creating and migrating) the system database. Blocking.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = DatabaseOptions {
+            readers: 4,
+            migrate: |conn, path| migrate::apply(conn, path, MIGRATIONS),
+        };
+        Ok(SqliteSystemStore {
+            db: Database::open(path, options)?,
+        })
+    }
+}
+
+fn app_from_row(row: &Row<'_>) -> rusqlite::Result<AppRow> {
+    Ok(AppRow {
+        name: row.get(0)?,
+        created_at_ms: row.get(1)?,
+        secret_key_hash: row.get(2)?,
+        secret_key_hint: row.get(3)?,
+        secret_key_created_at_ms: row.get(4)?,
+    })
+}
+
+fn select_app(conn: &Connection, name: &str) -> Result<Option<AppRow>, StoreError> {
+    let sql = format!("SELECT {APP_COLUMNS} FROM apps WHERE name = ?1");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([name], app_from_row)
+        .optional()?)
+}
+
+#[async_trait]
+impl SystemStore for SqliteSystemStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db
+            .read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn admin_token_hash(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT value FROM settings WHERE key = ?1",
+                    [ADMIN_TOKEN_HASH],
+                    |r| r.get(0),
+                )
+                .optional()?)
+            })
+            .await
+    }
+
+    async fn set_admin_token_hash(&self, hash: Vec<u8>) -> Result<(), StoreError> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (ADMIN_TOKEN_HASH, hash),
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn insert_app(&self, app: AppRow, key: SigningKeyRow) -> Result<(), StoreError> {
+        self.db
+            .write(move |c| {
+                c.execute(
+                    &format!("INSERT INTO apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
+                    (
+                        &app.name,
+                        app.created_at_ms,
+                        &app.secret_key_hash,
+                        &app.secret_key_hint,
+                        app.secret_key_created_at_ms,
+                    ),
+                )
+                .map_err(StoreError::from_write)?;
+                c.execute(
+                    "INSERT INTO app_signing_keys (app, kid, secret, created_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    (&app.name, &key.kid, &key.secret, key.created_at_ms),
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn app(&self, name: &str) -> Result<Option<AppRow>, StoreError> {
+        let name = name.to_owned();
+        self.db.read(move |c| select_app(c, &name)).await
+    }
+
+    async fn app_by_key_hash(&self, hash: &[u8]) -> Result<Option<String>, StoreError> {
+        let hash = hash.to_vec();
+        self.db
+            .read(move |c| {
+                Ok(
+                    c.prepare_cached("SELECT name FROM apps WHERE secret_key_hash = ?1")?
+                        .query_row([hash], |r| r.get(0))
+                        .optional()?,
+                )
+            })
+            .await
+    }
+
+    async fn list_apps(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<AppRow>, StoreError> {
+        let after = after.unwrap_or_default().to_owned();
+        self.db
+            .read(move |c| {
+                let sql = format!(
+                    "SELECT {APP_COLUMNS} FROM apps WHERE name > ?1 ORDER BY name LIMIT ?2"
+                );
+                // One row more than asked tells whether there is a next page.
+                let mut items = c
+                    .prepare_cached(&sql)?
+                    .query_map((after, limit as i64 + 1), app_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let next_after = if items.len() > limit {
+                    items.truncate(limit);
+                    items.last().map(|a| a.name.clone())
+                } else {
+                    None
+                };
+                Ok(Page { items, next_after })
+            })
+            .await
+    }
+
+    async fn delete_app(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.db
+            .write(move |c| Ok(c.execute("DELETE FROM apps WHERE name = ?1", [name])? == 1))
+            .await
+    }
+
+    async fn replace_app_key(
+        &self,
+        name: &str,
+        hash: Vec<u8>,
+        hint: String,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.db
+            .write(move |c| {
+                let changed = c
+                    .execute(
+                        "UPDATE apps SET secret_key_hash = ?2, secret_key_hint = ?3,
+                         secret_key_created_at = ?4 WHERE name = ?1",
+                        (name, hash, hint, at_ms),
+                    )
+                    .map_err(StoreError::from_write)?;
+                Ok(changed == 1)
+            })
+            .await
+    }
+
+    async fn close(&self) {
+        let db = self.db.clone();
+        let _ = blocking(move || {
+            db.close();
+            Ok(())
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(name: &str, hash: u8) -> AppRow {
+        AppRow {
+            name: name.into(),
+            created_at_ms: 1,
+            secret_key_hash: vec![hash; 32],
+            secret_key_hint: "cls_abcd".into(),
+            secret_key_created_at_ms: 1,
+        }
+    }
+
+    fn key() -> SigningKeyRow {
+        SigningKeyRow {
+            kid: "k1".into(),
+            secret: vec![7; 32],
+            created_at_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn apps_round_trip_page_and_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteSystemStore::open(&dir.path().join("system.db")).unwrap();
+        for (i, name) in ["b", "a", "c"].iter().enumerate() {
+            store.insert_app(app(name, i as u8), key()).await.unwrap();
+        }
+        assert!(matches!(
+            store.insert_app(app("a", 9), key()).await,
+            Err(StoreError::Conflict)
+        ));
+        assert!(
+            matches!(
+                store.insert_app(app("d", 0), key()).await,
+                Err(StoreError::Conflict)
+            ),
+            "a duplicate key hash is a conflict too"
+        );
+
+        let first = store.list_apps(None, 2).await.unwrap();
+        let names: Vec<_> = first.items.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(first.next_after.as_deref(), Some("b"));
+        let second = store.list_apps(Some("b"), 2).await.unwrap();
+        assert_eq!(second.items.len(), 1);
+        assert_eq!(second.next_after, None);
+
+        assert_eq!(
+            store.app_by_key_hash(&[2; 32]).await.unwrap().as_deref(),
+            Some("c")
+        );
+        assert!(
+            store
+                .replace_app_key("c", vec![5; 32], "x".into(), 2)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.app_by_key_hash(&[2; 32]).await.unwrap(), None);
+        assert!(store.delete_app("c").await.unwrap());
+        assert!(!store.delete_app("c").await.unwrap());
+        assert_eq!(store.app("c").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("system.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 99")
+            .unwrap();
+        let err = SqliteSystemStore::open(&path).err().unwrap();
+        assert!(matches!(err, StoreError::SchemaTooNew { found: 99, .. }));
+    }
+}

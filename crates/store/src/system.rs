@@ -1,0 +1,63 @@
+//! The control plane's storage: the admin token hash, apps, their secret keys and signing keys.
+
+use async_trait::async_trait;
+
+use crate::StoreError;
+
+/// An app as the control plane stores it. Times are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRow {
+    pub name: String,
+    pub created_at_ms: i64,
+    /// SHA-256 of the secret key; the key itself is never stored.
+    pub secret_key_hash: Vec<u8>,
+    /// The key's first characters, so that a person can tell keys apart.
+    pub secret_key_hint: String,
+    pub secret_key_created_at_ms: i64,
+}
+
+/// A secret an app signs its access tokens with, named by a key id so that keys can rotate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyRow {
+    pub kid: String,
+    pub secret: Vec<u8>,
+    pub created_at_ms: i64,
+}
+
+/// One page of a keyset-paginated listing: `next_after` is the key to continue after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_after: Option<String>,
+}
+
+#[async_trait]
+pub trait SystemStore: Send + Sync {
+    /// Checks that the store answers a read.
+    async fn ping(&self) -> Result<(), StoreError>;
+    async fn admin_token_hash(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn set_admin_token_hash(&self, hash: Vec<u8>) -> Result<(), StoreError>;
+    /// Inserts an app with its first signing key; [`StoreError::Conflict`] if the name is taken.
+    async fn insert_app(&self, app: AppRow, signing_key: SigningKeyRow) -> Result<(), StoreError>;
+    async fn app(&self, name: &str) -> Result<Option<AppRow>, StoreError>;
+    /// The name of the app whose secret key hashes to `hash`.
+    async fn app_by_key_hash(&self, hash: &[u8]) -> Result<Option<String>, StoreError>;
+    /// Apps in name order, starting after `after`.
+    async fn list_apps(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<AppRow>, StoreError>;
+    /// Deletes an app and its keys; false if there was none.
+    async fn delete_app(&self, name: &str) -> Result<bool, StoreError>;
+    /// Replaces an app's secret key; false if there is no such app.
+    async fn replace_app_key(
+        &self,
+        name: &str,
+        hash: Vec<u8>,
+        hint: String,
+        at_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Flushes pending writes and closes the store.
+    async fn close(&self);
+}

@@ -1,0 +1,29 @@
+//! Each app's own database, opened on demand.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::StoreError;
+
+/// What a read of an app's database found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantHealth {
+    pub schema_version: i64,
+}
+
+#[async_trait]
+pub trait TenantStore: Send + Sync {
+    /// Creates the app's database. Idempotent.
+    async fn provision(&self, app: &str) -> Result<(), StoreError>;
+    /// Closes and deletes the app's database and everything stored beside it.
+    async fn destroy(&self, app: &str) -> Result<(), StoreError>;
+    /// Opens the app's database if it is closed and reads from it.
+    async fn health(&self, app: &str) -> Result<TenantHealth, StoreError>;
+    /// How many app databases are open now.
+    fn open_count(&self) -> usize;
+    /// Closes the databases nobody has used for `idle_for`; returns how many it closed.
+    async fn close_idle(&self, idle_for: Duration) -> usize;
+    /// Flushes and closes every open database.
+    async fn close_all(&self);
+}
