@@ -12,18 +12,27 @@ use serde::de::DeserializeOwned;
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
 
-/// A JSON body. Wrong content type, broken JSON, a body of the wrong shape and a body over the
-/// size limit each get their own code.
+/// A JSON object body. Wrong content type, broken JSON, a body of the wrong shape and a body
+/// over the size limit each get their own code. Every request body of the API is an object, so
+/// anything else (an array that serde would read as a struct's fields in order, say) is refused.
 pub struct Json<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(request, state)
+            .await
+            .map_err(json_rejection)?;
+        if !value.is_object() {
+            return Err(ApiError::new(
+                Code::InvalidBody,
+                "the body must be a JSON object",
+            ));
         }
+        serde_json::from_value(value)
+            .map(Json)
+            .map_err(|e| ApiError::new(Code::InvalidBody, format!("the body does not fit: {e}")))
     }
 }
 

@@ -1,0 +1,268 @@
+//! The apps admin API: lifecycle, secret keys and their scope, pagination, concurrency.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::support::{TestApp, expect_error, expect_json};
+
+#[tokio::test]
+async fn an_app_lives_from_creation_to_deletion() {
+    let t = TestApp::start().await;
+    let response = t
+        .admin(Method::POST, "/v1/admin/apps")
+        .json(&json!({ "name": "todo" }))
+        .send()
+        .await
+        .unwrap();
+    let created = expect_json(response, StatusCode::CREATED).await;
+    assert_eq!(created["name"], "todo");
+    let key = created["secret_key"].as_str().unwrap();
+    assert!(key.starts_with("cls_") && key.len() > 40, "{key}");
+    assert!(created["created_at"].as_str().unwrap().ends_with('Z'));
+    let db_file = t.data_dir.join("apps/todo/data.db");
+    assert!(db_file.exists(), "the app has its own database file");
+
+    let shown = expect_json(
+        t.admin(Method::GET, "/v1/admin/apps/todo")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(shown["name"], "todo");
+    assert_eq!(shown["created_at"], created["created_at"]);
+    assert_eq!(shown["secret_key_hint"], &key[..8]);
+    assert!(
+        shown.get("secret_key").is_none(),
+        "the key is shown only once"
+    );
+
+    let health = expect_json(
+        t.request(Method::GET, "/v1/apps/todo/health")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        health,
+        json!({ "app": "todo", "status": "ok", "schema_version": 1 })
+    );
+
+    let response = t
+        .admin(Method::DELETE, "/v1/admin/apps/todo")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(!t.data_dir.join("apps/todo").exists(), "its files are gone");
+    expect_error(
+        t.admin(Method::GET, "/v1/admin/apps/todo")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "app_not_found",
+    )
+    .await;
+    expect_error(
+        t.request(Method::GET, "/v1/apps/todo/health")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "app_not_found",
+    )
+    .await;
+    expect_error(
+        t.admin(Method::DELETE, "/v1/admin/apps/todo")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "app_not_found",
+    )
+    .await;
+
+    // The name is free again, with a new key; the old key is worthless.
+    let new_key = t.create_app("todo").await;
+    assert_ne!(new_key, key);
+    expect_error(
+        t.request(Method::GET, "/v1/admin/apps/todo")
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_secret_key_may_do_what_the_admin_token_may_for_its_own_app_only() {
+    let t = TestApp::start().await;
+    let key_a = t.create_app("app-a").await;
+    t.create_app("app-b").await;
+    let as_a = |method: Method, path: &str| t.request(method, path).bearer_auth(&key_a);
+
+    let shown = expect_json(
+        as_a(Method::GET, "/v1/admin/apps/app-a")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(shown["name"], "app-a");
+
+    let forbidden = [
+        (Method::GET, "/v1/admin/apps/app-b"),
+        (Method::DELETE, "/v1/admin/apps/app-b"),
+        (Method::POST, "/v1/admin/apps/app-b/keys/rotate"),
+        (Method::GET, "/v1/admin/apps/no-such-app"),
+        (Method::GET, "/v1/admin/apps"),
+    ];
+    for (method, path) in forbidden {
+        expect_error(
+            as_a(method.clone(), path).send().await.unwrap(),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        )
+        .await;
+    }
+    expect_error(
+        as_a(Method::POST, "/v1/admin/apps")
+            .json(&json!({ "name": "app-c" }))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    // app-b is untouched by all of that.
+    expect_json(
+        t.admin(Method::GET, "/v1/admin/apps/app-b")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+
+    // Rotating with the key itself: the old key stops at once, the new one works.
+    let rotated = expect_json(
+        as_a(Method::POST, "/v1/admin/apps/app-a/keys/rotate")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    let new_key = rotated["secret_key"].as_str().unwrap();
+    assert_ne!(new_key, key_a);
+    expect_error(
+        as_a(Method::GET, "/v1/admin/apps/app-a")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+    let response = t
+        .request(Method::DELETE, "/v1/admin/apps/app-a")
+        .bearer_auth(new_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn listing_pages_through_every_app_in_name_order() {
+    let t = TestApp::start().await;
+    let mut names: Vec<String> = (0..7).map(|i| format!("app-{}", 7 - i)).collect();
+    for name in &names {
+        t.create_app(name).await;
+    }
+    names.sort();
+    let mut seen = Vec::new();
+    let mut path = "/v1/admin/apps?limit=3".to_owned();
+    let mut pages = 0;
+    loop {
+        let page = expect_json(
+            t.admin(Method::GET, &path).send().await.unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        pages += 1;
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 3);
+        seen.extend(items.iter().map(|a| a["name"].as_str().unwrap().to_owned()));
+        assert!(items.iter().all(|a| a.get("secret_key").is_none()));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/admin/apps?limit=3&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, names);
+    assert_eq!(pages, 3);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_are_all_committed_and_a_name_is_won_once() {
+    let t = TestApp::start().await;
+    let create = |name: String| {
+        t.admin(Method::POST, "/v1/admin/apps")
+            .json(&json!({ "name": name }))
+            .send()
+    };
+    let distinct = futures_join((0..40).map(|i| create(format!("app-{i}")))).await;
+    assert!(
+        distinct.iter().all(|s| *s == StatusCode::CREATED),
+        "{distinct:?}"
+    );
+
+    let same = futures_join((0..10).map(|_| create("contested".into()))).await;
+    assert_eq!(
+        same.iter().filter(|s| **s == StatusCode::CREATED).count(),
+        1,
+        "{same:?}"
+    );
+    assert_eq!(
+        same.iter().filter(|s| **s == StatusCode::CONFLICT).count(),
+        9,
+        "{same:?}"
+    );
+
+    let page = expect_json(
+        t.admin(Method::GET, "/v1/admin/apps?limit=500")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 41);
+    t.stop().await;
+}
+
+/// Sends all requests at once and returns their statuses.
+async fn futures_join<F>(requests: impl Iterator<Item = F>) -> Vec<StatusCode>
+where
+    F: std::future::Future<Output = reqwest::Result<reqwest::Response>> + Send + 'static,
+{
+    let tasks: Vec<_> = requests.map(tokio::spawn).collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap().unwrap().status());
+    }
+    statuses
+}

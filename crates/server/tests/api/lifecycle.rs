@@ -1,0 +1,173 @@
+//! The server's life: idle apps closing, the bound on open apps, restarts, the admin token and
+//! the data directory lock.
+
+use std::time::{Duration, Instant};
+
+use cloudlet_server::{AdminTokenSetup, StartError};
+use reqwest::{Method, StatusCode};
+
+use crate::support::{ADMIN_TOKEN, TestApp, expect_error, expect_json};
+
+#[tokio::test]
+async fn app_databases_open_on_demand_stay_bounded_and_close_when_idle() {
+    let t = TestApp::builder()
+        .config(|c| {
+            c.apps.max_open = 2;
+            c.apps.idle_timeout_secs = 1;
+        })
+        .start()
+        .await;
+    for name in ["one", "two", "three"] {
+        t.create_app(name).await;
+    }
+    assert_eq!(t.open_apps().await, 0, "creating an app leaves it closed");
+    for name in ["one", "two", "three"] {
+        let path = format!("/v1/apps/{name}/health");
+        expect_json(
+            t.request(Method::GET, &path).send().await.unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+    }
+    assert_eq!(
+        t.open_apps().await,
+        2,
+        "never more than max_open once requests are done"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.open_apps().await > 0 {
+        assert!(Instant::now() < deadline, "idle apps were not closed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A closed app opens again on its next request.
+    expect_json(
+        t.request(Method::GET, "/v1/apps/one/health")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(t.open_apps().await, 1);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn apps_and_the_admin_token_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = TestApp::builder()
+        .data_dir(dir.path())
+        .without_admin_token()
+        .start()
+        .await;
+    let AdminTokenSetup::Generated(token) = first.running().admin_token() else {
+        panic!("a first start without CLOUDLET_ADMIN_TOKEN generates a token");
+    };
+    let token = token.clone();
+    let response = first
+        .request(Method::POST, "/v1/admin/apps")
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "name": "kept" }))
+        .send()
+        .await
+        .unwrap();
+    let key = expect_json(response, StatusCode::CREATED).await["secret_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    first.stop().await;
+    let stored = std::fs::read(dir.path().join("system.db")).unwrap();
+    assert!(
+        !stored.windows(token.len()).any(|w| w == token.as_bytes()),
+        "the admin token is stored only as a hash"
+    );
+
+    let second = TestApp::builder()
+        .data_dir(dir.path())
+        .without_admin_token()
+        .start()
+        .await;
+    assert_eq!(second.running().admin_token(), &AdminTokenSetup::Unchanged);
+    for bearer in [&token, &key] {
+        expect_json(
+            second
+                .request(Method::GET, "/v1/admin/apps/kept")
+                .bearer_auth(bearer)
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+    }
+    second.stop().await;
+
+    // CLOUDLET_ADMIN_TOKEN replaces a stored token: the way back in after losing it.
+    let third = TestApp::builder().data_dir(dir.path()).start().await;
+    assert_eq!(
+        third.running().admin_token(),
+        &AdminTokenSetup::FromEnvironment
+    );
+    expect_error(
+        third
+            .request(Method::GET, "/v1/admin/apps")
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+    expect_json(
+        third
+            .request(Method::GET, "/v1/admin/apps")
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    third.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_dir_is_refused_and_harms_nothing() {
+    let first = TestApp::start().await;
+    first.create_app("safe").await;
+    let err = TestApp::builder()
+        .data_dir(&first.data_dir)
+        .try_start()
+        .await
+        .err()
+        .expect("the second server must not start");
+    assert!(matches!(err, StartError::Store(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("in use by another cloudlet process"),
+        "{err}"
+    );
+    expect_json(
+        first
+            .admin(Method::GET, "/v1/apps/safe/health")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    first.stop().await;
+}
+
+#[tokio::test]
+async fn a_weak_admin_token_from_the_environment_is_refused() {
+    let err = TestApp::builder()
+        .admin_token("short")
+        .try_start()
+        .await
+        .err()
+        .expect("a 5-character admin token must be refused");
+    assert!(err.to_string().contains("shorter than 16"), "{err}");
+}

@@ -1,0 +1,11 @@
+//! Integration tests of the HTTP API, through real sockets against the real server with real
+//! SQLite databases in a temporary data directory. One test binary (link time matters on small
+//! machines); one module per area.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod apps;
+mod errors;
+mod http;
+mod lifecycle;
+mod support;

@@ -1,0 +1,173 @@
+//! `TestApp`: the real server on an ephemeral port with a temporary data directory, and helpers
+//! that read like the API's contract. Every integration test starts here.
+
+use std::path::{Path, PathBuf};
+
+use cloudlet_server::config::Config;
+use cloudlet_server::{Running, StartOptions, start};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub data_dir: PathBuf,
+    running: Option<Running>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+pub struct TestAppBuilder {
+    config: Config,
+    admin_token: Option<String>,
+    temp: Option<tempfile::TempDir>,
+}
+
+impl TestAppBuilder {
+    pub fn config(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        change(&mut self.config);
+        self
+    }
+
+    /// Reuses a data directory (to test restarts); the caller keeps it alive.
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.config.data_dir = dir.to_path_buf();
+        self.temp = None;
+        self
+    }
+
+    /// Starts without `CLOUDLET_ADMIN_TOKEN`, as a first start with no token set does.
+    pub fn without_admin_token(mut self) -> Self {
+        self.admin_token = None;
+        self
+    }
+
+    /// Starts as if `CLOUDLET_ADMIN_TOKEN` were `token`.
+    pub fn admin_token(mut self, token: &str) -> Self {
+        self.admin_token = Some(token.to_owned());
+        self
+    }
+
+    pub async fn try_start(self) -> Result<TestApp, cloudlet_server::StartError> {
+        let running = start(
+            self.config.clone(),
+            StartOptions {
+                admin_token: self.admin_token,
+            },
+        )
+        .await?;
+        Ok(TestApp {
+            base: format!("http://{}", running.local_addr()),
+            http: reqwest::Client::new(),
+            data_dir: self.config.data_dir,
+            running: Some(running),
+            _temp: self.temp,
+        })
+    }
+
+    pub async fn start(self) -> TestApp {
+        self.try_start().await.expect("the server starts")
+    }
+}
+
+impl TestApp {
+    pub fn builder() -> TestAppBuilder {
+        let temp = tempfile::tempdir().expect("a temp dir");
+        let mut config = Config::default();
+        config.listen = "127.0.0.1:0".parse().expect("an address");
+        config.data_dir = temp.path().join("data");
+        TestAppBuilder {
+            config,
+            admin_token: Some(ADMIN_TOKEN.into()),
+            temp: Some(temp),
+        }
+    }
+
+    pub async fn start() -> TestApp {
+        Self::builder().start().await
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("the server is running")
+    }
+
+    /// Shuts the server down gracefully and waits until it has flushed and unlocked.
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await;
+        }
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    /// A request with the admin token.
+    pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path).bearer_auth(ADMIN_TOKEN)
+    }
+
+    /// Creates an app with the admin token and returns its secret key.
+    pub async fn create_app(&self, name: &str) -> String {
+        let response = self
+            .admin(Method::POST, "/v1/admin/apps")
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .expect("the request is sent");
+        let body = expect_json(response, StatusCode::CREATED).await;
+        body["secret_key"]
+            .as_str()
+            .expect("a secret key")
+            .to_owned()
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.request(Method::GET, "/metrics")
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("a text body")
+    }
+
+    /// The value of the `cloudlet_open_apps` gauge.
+    pub async fn open_apps(&self) -> i64 {
+        let metrics = self.metrics().await;
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("cloudlet_open_apps "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("the open apps gauge")
+    }
+}
+
+/// Asserts the status and returns the JSON body.
+pub async fn expect_json(response: Response, status: StatusCode) -> Value {
+    let actual = response.status();
+    let text = response.text().await.expect("a body");
+    assert_eq!(actual, status, "unexpected status; body: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Asserts an error response: its status, its stable code, a message, and a request id equal to
+/// the `x-request-id` header.
+pub async fn expect_error(response: Response, status: StatusCode, code: &str) -> Value {
+    let header_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .expect("every response has x-request-id");
+    let body = expect_json(response, status).await;
+    let error = &body["error"];
+    assert_eq!(error["code"], code, "body: {body}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "body: {body}"
+    );
+    assert_eq!(error["request_id"], header_id.as_str(), "body: {body}");
+    body
+}
