@@ -74,9 +74,11 @@ impl TestAppBuilder {
 impl TestApp {
     pub fn builder() -> TestAppBuilder {
         let temp = tempfile::tempdir().expect("a temp dir");
-        let mut config = Config::default();
-        config.listen = "127.0.0.1:0".parse().expect("an address");
-        config.data_dir = temp.path().join("data");
+        let config = Config {
+            listen: "127.0.0.1:0".parse().expect("an address"),
+            data_dir: temp.path().join("data"),
+            ..Config::default()
+        };
         TestAppBuilder {
             config,
             admin_token: Some(ADMIN_TOKEN.into()),

@@ -1,0 +1,472 @@
+//! The `cloudlet` binary as a user runs it: `serve` in a child process, the `app` commands
+//! against it, configuration layering, the data directory lock and graceful shutdown.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cloudlet");
+const TOKEN: &str = "cli-test-admin-token-42";
+
+/// A `cloudlet serve` child process.
+struct Server {
+    child: Child,
+    addr: String,
+    /// Everything it printed on stdout up to "listening".
+    banner: String,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Server {
+    // Every path waits for the child: the error path here, the others in `Drop`.
+    #[allow(clippy::zombie_processes)]
+    fn start(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(BIN);
+        command
+            .arg("serve")
+            .args(["--data-dir", data_dir.to_str().unwrap()])
+            .args(args)
+            .env_remove("CLOUDLET_ADMIN_TOKEN")
+            .env_remove("CLOUDLET_LISTEN")
+            .env("CLOUDLET_LOG_LEVEL", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if !args.contains(&"--listen") && !envs.iter().any(|(k, _)| *k == "CLOUDLET_LISTEN") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let (err_tx, stderr) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = err_tx.send(line);
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut banner = String::new();
+        loop {
+            let mut line = String::new();
+            if stdout.read_line(&mut line).unwrap() == 0 {
+                let status = child.wait();
+                let errors: Vec<String> = stderr.try_iter().collect();
+                panic!(
+                    "serve exited ({status:?}) before listening: {banner}\n{}",
+                    errors.join("\n")
+                );
+            }
+            banner.push_str(&line);
+            if let Some(addr) = line.trim().strip_prefix("Cloudlet is listening on http://") {
+                let addr = addr.to_owned();
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+                });
+                return Server {
+                    child,
+                    addr,
+                    banner,
+                    stderr,
+                };
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Runs `cloudlet app …` against this server.
+    fn app(&self, args: &[&str], token: Option<&str>) -> Output {
+        let mut command = Command::new(BIN);
+        command
+            .arg("app")
+            .args(args)
+            .env("CLOUDLET_SERVER", self.url())
+            .env_remove("CLOUDLET_TOKEN")
+            .stdin(Stdio::null());
+        if let Some(token) = token {
+            command.env("CLOUDLET_TOKEN", token);
+        }
+        command.output().unwrap()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        self.child.wait().unwrap()
+    }
+
+    fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a command that is expected to exit by itself; kills it (failing the test) if it has not
+/// within 30 seconds, so that a server which starts when it should not can not hang the suite.
+fn exits(command: &mut Command) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{command:?} did not exit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    assert!(output.status.success(), "{}", stderr(output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn temp() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    (dir, data)
+}
+
+#[test]
+fn first_start_prints_a_token_once_and_the_app_commands_use_it() {
+    let (_dir, data) = temp();
+    let mut server = Server::start(&data, &[], &[]);
+    let token = server
+        .banner
+        .split_whitespace()
+        .find(|w| w.starts_with("cla_"))
+        .expect("the generated admin token is printed")
+        .to_owned();
+
+    let created = server.app(&["create", "todo"], Some(&token));
+    assert!(created.status.success(), "{}", stderr(&created));
+    assert!(stdout(&created).contains("Created app todo"));
+    assert!(stdout(&created).contains("cls_"));
+
+    let listed = server.app(&["list"], Some(&token));
+    assert!(
+        stdout(&listed).lines().any(|l| l.starts_with("todo ")),
+        "{}",
+        stdout(&listed)
+    );
+    let listed = json(&server.app(&["list", "--json"], Some(&token)));
+    assert_eq!(listed[0]["name"], "todo");
+
+    let shown = json(&server.app(&["show", "todo", "--json"], Some(&token)));
+    assert_eq!(shown["name"], "todo");
+    let rotated = json(&server.app(&["rotate-key", "todo", "--json"], Some(&token)));
+    let key = rotated["secret_key"].as_str().unwrap();
+    // The app's secret key works for its own app in the CLI too.
+    assert_eq!(
+        json(&server.app(&["show", "todo", "--json"], Some(key)))["name"],
+        "todo"
+    );
+
+    let refused = server.app(&["delete", "todo"], Some(&token));
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("without --yes"),
+        "{}",
+        stderr(&refused)
+    );
+    let deleted = server.app(&["delete", "todo", "--yes"], Some(&token));
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    let gone = server.app(&["show", "todo"], Some(&token));
+    assert!(!gone.status.success());
+    assert!(
+        stderr(&gone).contains("(app_not_found)"),
+        "{}",
+        stderr(&gone)
+    );
+
+    assert!(server.terminate().success());
+    let again = Server::start(&data, &[], &[]);
+    assert!(
+        !again.banner.contains("cla_"),
+        "the token is printed only once: {}",
+        again.banner
+    );
+}
+
+#[test]
+fn app_commands_report_server_errors_with_their_codes() {
+    let (_dir, data) = temp();
+    let server = Server::start(&data, &[], &[("CLOUDLET_ADMIN_TOKEN", TOKEN)]);
+    let cases: [(&[&str], Option<&str>, &str); 4] = [
+        (&["list"], None, "(missing_credentials); set CLOUDLET_TOKEN"),
+        (
+            &["list"],
+            Some("wrong-token-wrong-token"),
+            "(invalid_credentials)",
+        ),
+        (&["create", "Bad_Name"], Some(TOKEN), "(invalid_app_name)"),
+        (&["show", "../x"], Some(TOKEN), "is not an app name"),
+    ];
+    for (args, token, expected) in cases {
+        let output = server.app(args, token);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(
+            stderr(&output).contains(expected),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+    let created = server.app(&["create", "dup"], Some(TOKEN));
+    assert!(created.status.success());
+    let again = server.app(&["create", "dup"], Some(TOKEN));
+    assert!(
+        stderr(&again).contains("(app_already_exists)"),
+        "{}",
+        stderr(&again)
+    );
+
+    let unreachable = exits(
+        Command::new(BIN)
+            .args(["app", "list", "--server", "http://127.0.0.1:9"])
+            .env("CLOUDLET_TOKEN", TOKEN),
+    );
+    assert!(!unreachable.status.success());
+    assert!(
+        stderr(&unreachable).contains("could not reach the server"),
+        "{}",
+        stderr(&unreachable)
+    );
+}
+
+#[test]
+fn a_second_server_on_the_same_data_dir_exits_with_a_clear_message() {
+    let (_dir, data) = temp();
+    let mut first = Server::start(&data, &[], &[("CLOUDLET_ADMIN_TOKEN", TOKEN)]);
+    assert!(
+        first
+            .app(&["create", "precious"], Some(TOKEN))
+            .status
+            .success()
+    );
+    let second = exits(Command::new(BIN).args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]));
+    assert!(!second.status.success());
+    let message = stderr(&second);
+    assert!(
+        message.contains("is in use by another cloudlet process"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("pid {}", first.child.id())),
+        "{message}"
+    );
+    // The first server and its data are untouched.
+    assert_eq!(
+        json(&first.app(&["list", "--json"], Some(TOKEN)))[0]["name"],
+        "precious"
+    );
+    assert!(first.terminate().success());
+}
+
+#[test]
+fn sigterm_drains_an_in_flight_request_then_exits_zero() {
+    let (_dir, data) = temp();
+    let mut server = Server::start(&data, &[], &[("CLOUDLET_ADMIN_TOKEN", TOKEN)]);
+    let body = r#"{"name":"late"}"#;
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/admin/apps HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
+        body.len(),
+        &body[..5]
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    // The request was in flight when the signal came: it still completes.
+    stream.write_all(&body.as_bytes()[5..]).unwrap();
+    let mut response = String::new();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    let logs = server.stderr_lines().join("\n");
+    assert!(logs.contains("cloudlet stopped"), "{logs}");
+
+    // The write was flushed: a new server sees the app.
+    let restarted = Server::start(&data, &[], &[("CLOUDLET_ADMIN_TOKEN", TOKEN)]);
+    assert_eq!(
+        json(&restarted.app(&["show", "late", "--json"], Some(TOKEN)))["name"],
+        "late"
+    );
+}
+
+#[test]
+fn settings_come_from_defaults_then_file_then_environment_then_flags() {
+    let (dir, data) = temp();
+    let config = dir.path().join("cloudlet.toml");
+    std::fs::write(
+        &config,
+        "listen = \"192.0.2.1:9\"\n[log]\nformat = \"json\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+
+    // The file's listen (a documentation address, not bindable here) is overridden by the environment, and the
+    // environment by the flag.
+    let from_env = Server::start(
+        &data,
+        &["--config", config],
+        &[
+            ("CLOUDLET_LISTEN", "127.0.0.1:0"),
+            ("CLOUDLET_ADMIN_TOKEN", TOKEN),
+        ],
+    );
+    // The file's log format applies: every log line is a JSON object.
+    drop(from_env.app(&["list"], Some(TOKEN)));
+    std::thread::sleep(Duration::from_millis(100));
+    let logs = from_env.stderr_lines();
+    assert!(!logs.is_empty());
+    for line in &logs {
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(parsed["level"].is_string(), "{line}");
+    }
+    drop(from_env);
+
+    let flag_wins = exits(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--config",
+                config,
+                "--data-dir",
+                data.to_str().unwrap(),
+            ])
+            .args(["--listen", "192.0.2.1:9"])
+            .env("CLOUDLET_LISTEN", "127.0.0.1:0"),
+    );
+    assert!(!flag_wins.status.success());
+    assert!(
+        stderr(&flag_wins).contains("could not listen on 192.0.2.1:9"),
+        "{}",
+        stderr(&flag_wins)
+    );
+}
+
+#[test]
+fn bad_configuration_is_refused_before_anything_starts() {
+    let (dir, data) = temp();
+    let cases = [
+        ("lisen = \"127.0.0.1:0\"\n", "unknown field `lisen`"),
+        ("[apps]\nmax_open = 0\n", "apps.max_open"),
+        (
+            "[http]\ncors_origins = [\"example.com\"]\n",
+            "http.cors_origins",
+        ),
+        ("listen = 8700\n", "invalid type"),
+    ];
+    for (text, expected) in cases {
+        let config = dir.path().join("bad.toml");
+        std::fs::write(&config, text).unwrap();
+        let output = exits(Command::new(BIN).args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]));
+        assert!(!output.status.success(), "{text}");
+        assert!(
+            stderr(&output).contains(expected),
+            "{text}: {}",
+            stderr(&output)
+        );
+    }
+    let missing =
+        exits(Command::new(BIN).args(["serve", "--config", "/nonexistent/cloudlet.toml"]));
+    assert!(
+        stderr(&missing).contains("could not read config file"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[test]
+fn reset_token_replaces_a_lost_admin_token_and_is_refused_while_serving() {
+    let (_dir, data) = temp();
+    let mut server = Server::start(&data, &[], &[("CLOUDLET_ADMIN_TOKEN", TOKEN)]);
+    let refused = exits(Command::new(BIN).args([
+        "admin",
+        "reset-token",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]));
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("in use by another cloudlet process"));
+    assert!(server.terminate().success());
+
+    let reset = exits(Command::new(BIN).args([
+        "admin",
+        "reset-token",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]));
+    assert!(reset.status.success(), "{}", stderr(&reset));
+    let token = stdout(&reset)
+        .split_whitespace()
+        .find(|w| w.starts_with("cla_"))
+        .unwrap()
+        .to_owned();
+    let server = Server::start(&data, &[], &[]);
+    assert!(server.app(&["list"], Some(&token)).status.success());
+    let old = server.app(&["list"], Some(TOKEN));
+    assert!(stderr(&old).contains("(invalid_credentials)"));
+}
