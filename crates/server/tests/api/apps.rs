@@ -3,18 +3,16 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::support::{TestApp, expect_error, expect_json};
+use crate::support::{Expect, TestApp};
 
 #[tokio::test]
 async fn an_app_lives_from_creation_to_deletion() {
     let t = TestApp::start().await;
-    let response = t
+    let created = t
         .admin(Method::POST, "/v1/admin/apps")
         .json(&json!({ "name": "todo" }))
-        .send()
-        .await
-        .unwrap();
-    let created = expect_json(response, StatusCode::CREATED).await;
+        .expect(StatusCode::CREATED)
+        .await;
     assert_eq!(created["name"], "todo");
     let key = created["secret_key"].as_str().unwrap();
     assert!(key.starts_with("cls_") && key.len() > 40, "{key}");
@@ -22,14 +20,10 @@ async fn an_app_lives_from_creation_to_deletion() {
     let db_file = t.data_dir.join("apps/todo/data.db");
     assert!(db_file.exists(), "the app has its own database file");
 
-    let shown = expect_json(
-        t.admin(Method::GET, "/v1/admin/apps/todo")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let shown = t
+        .admin(Method::GET, "/v1/admin/apps/todo")
+        .expect(StatusCode::OK)
+        .await;
     assert_eq!(shown["name"], "todo");
     assert_eq!(shown["created_at"], created["created_at"]);
     assert_eq!(shown["secret_key_hint"], &key[..8]);
@@ -38,14 +32,10 @@ async fn an_app_lives_from_creation_to_deletion() {
         "the key is shown only once"
     );
 
-    let health = expect_json(
-        t.request(Method::GET, "/v1/apps/todo/health")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let health = t
+        .request(Method::GET, "/v1/apps/todo/health")
+        .expect(StatusCode::OK)
+        .await;
     assert_eq!(
         health,
         json!({ "app": "todo", "status": "ok", "schema_version": 1 })
@@ -58,47 +48,23 @@ async fn an_app_lives_from_creation_to_deletion() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert!(!t.data_dir.join("apps/todo").exists(), "its files are gone");
-    expect_error(
-        t.admin(Method::GET, "/v1/admin/apps/todo")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::NOT_FOUND,
-        "app_not_found",
-    )
-    .await;
-    expect_error(
-        t.request(Method::GET, "/v1/apps/todo/health")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::NOT_FOUND,
-        "app_not_found",
-    )
-    .await;
-    expect_error(
-        t.admin(Method::DELETE, "/v1/admin/apps/todo")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::NOT_FOUND,
-        "app_not_found",
-    )
-    .await;
+    t.admin(Method::GET, "/v1/admin/apps/todo")
+        .expect_error(StatusCode::NOT_FOUND, "app_not_found")
+        .await;
+    t.request(Method::GET, "/v1/apps/todo/health")
+        .expect_error(StatusCode::NOT_FOUND, "app_not_found")
+        .await;
+    t.admin(Method::DELETE, "/v1/admin/apps/todo")
+        .expect_error(StatusCode::NOT_FOUND, "app_not_found")
+        .await;
 
     // The name is free again, with a new key; the old key is worthless.
     let new_key = t.create_app("todo").await;
     assert_ne!(new_key, key);
-    expect_error(
-        t.request(Method::GET, "/v1/admin/apps/todo")
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::UNAUTHORIZED,
-        "invalid_credentials",
-    )
-    .await;
+    t.request(Method::GET, "/v1/admin/apps/todo")
+        .bearer_auth(key)
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_credentials")
+        .await;
     t.stop().await;
 }
 
@@ -109,14 +75,9 @@ async fn a_secret_key_may_do_what_the_admin_token_may_for_its_own_app_only() {
     t.create_app("app-b").await;
     let as_a = |method: Method, path: &str| t.request(method, path).bearer_auth(&key_a);
 
-    let shown = expect_json(
-        as_a(Method::GET, "/v1/admin/apps/app-a")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let shown = as_a(Method::GET, "/v1/admin/apps/app-a")
+        .expect(StatusCode::OK)
+        .await;
     assert_eq!(shown["name"], "app-a");
 
     let forbidden = [
@@ -127,53 +88,28 @@ async fn a_secret_key_may_do_what_the_admin_token_may_for_its_own_app_only() {
         (Method::GET, "/v1/admin/apps"),
     ];
     for (method, path) in forbidden {
-        expect_error(
-            as_a(method.clone(), path).send().await.unwrap(),
-            StatusCode::FORBIDDEN,
-            "forbidden",
-        )
-        .await;
+        as_a(method.clone(), path)
+            .expect_error(StatusCode::FORBIDDEN, "forbidden")
+            .await;
     }
-    expect_error(
-        as_a(Method::POST, "/v1/admin/apps")
-            .json(&json!({ "name": "app-c" }))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::FORBIDDEN,
-        "forbidden",
-    )
-    .await;
+    as_a(Method::POST, "/v1/admin/apps")
+        .json(&json!({ "name": "app-c" }))
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
     // app-b is untouched by all of that.
-    expect_json(
-        t.admin(Method::GET, "/v1/admin/apps/app-b")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    t.admin(Method::GET, "/v1/admin/apps/app-b")
+        .expect(StatusCode::OK)
+        .await;
 
     // Rotating with the key itself: the old key stops at once, the new one works.
-    let rotated = expect_json(
-        as_a(Method::POST, "/v1/admin/apps/app-a/keys/rotate")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let rotated = as_a(Method::POST, "/v1/admin/apps/app-a/keys/rotate")
+        .expect(StatusCode::OK)
+        .await;
     let new_key = rotated["secret_key"].as_str().unwrap();
     assert_ne!(new_key, key_a);
-    expect_error(
-        as_a(Method::GET, "/v1/admin/apps/app-a")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::UNAUTHORIZED,
-        "invalid_credentials",
-    )
-    .await;
+    as_a(Method::GET, "/v1/admin/apps/app-a")
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_credentials")
+        .await;
     let response = t
         .request(Method::DELETE, "/v1/admin/apps/app-a")
         .bearer_auth(new_key)
@@ -196,11 +132,7 @@ async fn listing_pages_through_every_app_in_name_order() {
     let mut path = "/v1/admin/apps?limit=3".to_owned();
     let mut pages = 0;
     loop {
-        let page = expect_json(
-            t.admin(Method::GET, &path).send().await.unwrap(),
-            StatusCode::OK,
-        )
-        .await;
+        let page = t.admin(Method::GET, &path).expect(StatusCode::OK).await;
         pages += 1;
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= 3);
@@ -242,14 +174,10 @@ async fn concurrent_creates_are_all_committed_and_a_name_is_won_once() {
         "{same:?}"
     );
 
-    let page = expect_json(
-        t.admin(Method::GET, "/v1/admin/apps?limit=500")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let page = t
+        .admin(Method::GET, "/v1/admin/apps?limit=500")
+        .expect(StatusCode::OK)
+        .await;
     assert_eq!(page["items"].as_array().unwrap().len(), 41);
     t.stop().await;
 }

@@ -4,7 +4,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::support::{TestApp, expect_error, expect_json};
+use crate::support::{Expect, TestApp, expect_error};
 
 /// A request and the error it must get.
 struct Case {
@@ -306,11 +306,10 @@ async fn every_bad_request_gets_its_own_stable_code_and_changes_nothing() {
     }
 
     // Nothing above created, changed or deleted anything.
-    let page = expect_json(
-        t.admin(Method::GET, "/v1/admin/apps").send().await.unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let page = t
+        .admin(Method::GET, "/v1/admin/apps")
+        .expect(StatusCode::OK)
+        .await;
     let names: Vec<_> = page["items"]
         .as_array()
         .unwrap()

@@ -3,22 +3,20 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::support::{TestApp, expect_json};
+use crate::support::{Expect, TestApp};
 
 #[tokio::test]
 async fn health_and_readiness_answer() {
     let t = TestApp::start().await;
-    let live = expect_json(
-        t.request(Method::GET, "/healthz").send().await.unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let live = t
+        .request(Method::GET, "/healthz")
+        .expect(StatusCode::OK)
+        .await;
     assert_eq!(live, json!({ "status": "ok" }));
-    let ready = expect_json(
-        t.request(Method::GET, "/readyz").send().await.unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let ready = t
+        .request(Method::GET, "/readyz")
+        .expect(StatusCode::OK)
+        .await;
     assert_eq!(ready, json!({ "status": "ready" }));
     t.stop().await;
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use cloudlet_server::{AdminTokenSetup, StartError};
 use reqwest::{Method, StatusCode};
 
-use crate::support::{ADMIN_TOKEN, TestApp, expect_error, expect_json};
+use crate::support::{ADMIN_TOKEN, Expect, TestApp};
 
 #[tokio::test]
 async fn app_databases_open_on_demand_stay_bounded_and_close_when_idle() {
@@ -23,11 +23,7 @@ async fn app_databases_open_on_demand_stay_bounded_and_close_when_idle() {
     assert_eq!(t.open_apps().await, 0, "creating an app leaves it closed");
     for name in ["one", "two", "three"] {
         let path = format!("/v1/apps/{name}/health");
-        expect_json(
-            t.request(Method::GET, &path).send().await.unwrap(),
-            StatusCode::OK,
-        )
-        .await;
+        t.request(Method::GET, &path).expect(StatusCode::OK).await;
     }
     assert_eq!(
         t.open_apps().await,
@@ -41,14 +37,9 @@ async fn app_databases_open_on_demand_stay_bounded_and_close_when_idle() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A closed app opens again on its next request.
-    expect_json(
-        t.request(Method::GET, "/v1/apps/one/health")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    t.request(Method::GET, "/v1/apps/one/health")
+        .expect(StatusCode::OK)
+        .await;
     assert_eq!(t.open_apps().await, 1);
     t.stop().await;
 }
@@ -65,14 +56,12 @@ async fn apps_and_the_admin_token_survive_a_restart() {
         panic!("a first start without CLOUDLET_ADMIN_TOKEN generates a token");
     };
     let token = token.clone();
-    let response = first
+    let key = first
         .request(Method::POST, "/v1/admin/apps")
         .bearer_auth(&token)
         .json(&serde_json::json!({ "name": "kept" }))
-        .send()
-        .await
-        .unwrap();
-    let key = expect_json(response, StatusCode::CREATED).await["secret_key"]
+        .expect(StatusCode::CREATED)
+        .await["secret_key"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -90,16 +79,11 @@ async fn apps_and_the_admin_token_survive_a_restart() {
         .await;
     assert_eq!(second.running().admin_token(), &AdminTokenSetup::Unchanged);
     for bearer in [&token, &key] {
-        expect_json(
-            second
-                .request(Method::GET, "/v1/admin/apps/kept")
-                .bearer_auth(bearer)
-                .send()
-                .await
-                .unwrap(),
-            StatusCode::OK,
-        )
-        .await;
+        second
+            .request(Method::GET, "/v1/admin/apps/kept")
+            .bearer_auth(bearer)
+            .expect(StatusCode::OK)
+            .await;
     }
     second.stop().await;
 
@@ -109,27 +93,16 @@ async fn apps_and_the_admin_token_survive_a_restart() {
         third.running().admin_token(),
         &AdminTokenSetup::FromEnvironment
     );
-    expect_error(
-        third
-            .request(Method::GET, "/v1/admin/apps")
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::UNAUTHORIZED,
-        "invalid_credentials",
-    )
-    .await;
-    expect_json(
-        third
-            .request(Method::GET, "/v1/admin/apps")
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    third
+        .request(Method::GET, "/v1/admin/apps")
+        .bearer_auth(&token)
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_credentials")
+        .await;
+    third
+        .request(Method::GET, "/v1/admin/apps")
+        .bearer_auth(ADMIN_TOKEN)
+        .expect(StatusCode::OK)
+        .await;
     third.stop().await;
 }
 
@@ -149,15 +122,10 @@ async fn a_second_server_on_the_same_data_dir_is_refused_and_harms_nothing() {
             .contains("in use by another cloudlet process"),
         "{err}"
     );
-    expect_json(
-        first
-            .admin(Method::GET, "/v1/apps/safe/health")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    first
+        .admin(Method::GET, "/v1/apps/safe/health")
+        .expect(StatusCode::OK)
+        .await;
     first.stop().await;
 }
 

@@ -173,3 +173,26 @@ pub async fn expect_error(response: Response, status: StatusCode, code: &str) ->
     assert_eq!(error["request_id"], header_id.as_str(), "body: {body}");
     body
 }
+
+/// Sends a request and checks its answer, so that a test reads as request → expected outcome.
+pub trait Expect {
+    /// Expects `status` and returns the JSON body.
+    fn expect(self, status: StatusCode) -> impl Future<Output = Value>;
+    /// Expects an error with `status` and `code` (see [`expect_error`]).
+    fn expect_error(self, status: StatusCode, code: &str) -> impl Future<Output = Value>;
+}
+
+impl Expect for RequestBuilder {
+    async fn expect(self, status: StatusCode) -> Value {
+        expect_json(self.send().await.expect("the request is sent"), status).await
+    }
+
+    async fn expect_error(self, status: StatusCode, code: &str) -> Value {
+        expect_error(
+            self.send().await.expect("the request is sent"),
+            status,
+            code,
+        )
+        .await
+    }
+}

@@ -101,47 +101,34 @@ impl SqliteTenants {
             .clone();
         if opened {
             tracing::debug!(app, "opened app database");
-            self.close_excess().await;
+            self.close_excess();
         }
         Ok(Lease { _slot: slot, db })
     }
 
     /// Takes out of the pool the unused slots that `choose` picks, then closes them.
-    /// `choose` sees how many slots there are and the unused ones.
-    async fn close_where(
+    /// Takes out of the pool the unused slots that `choose` picks (it sees how many slots there
+    /// are, and the unused ones); the caller closes them.
+    fn take_unused(
         &self,
         choose: impl FnOnce(usize, Vec<(&String, &Arc<Slot>)>) -> Vec<String>,
-    ) -> usize {
-        let evicted: Vec<Arc<Slot>> = {
-            let mut slots = lock(&self.slots);
-            let unused = slots
-                .iter()
-                .filter(|(_, slot)| Arc::strong_count(slot) == 1)
-                .collect();
-            choose(slots.len(), unused)
-                .into_iter()
-                .filter_map(|name| slots.remove(&name))
-                .collect()
-        };
-        let count = evicted.len();
-        if count > 0 {
-            blocking(move || {
-                for slot in evicted {
-                    if let Some(db) = slot.db.get() {
-                        db.close();
-                    }
-                }
-                Ok(())
-            })
-            .await
-            .ok();
-        }
-        count
+    ) -> Vec<Arc<Slot>> {
+        let mut slots = lock(&self.slots);
+        let unused = slots
+            .iter()
+            .filter(|(_, slot)| Arc::strong_count(slot) == 1)
+            .collect();
+        choose(slots.len(), unused)
+            .into_iter()
+            .filter_map(|name| slots.remove(&name))
+            .collect()
     }
 
-    async fn close_excess(&self) {
+    /// Closes the least recently used unused databases over `max_open`. The request that
+    /// opened one more does not wait for them: they close on the blocking pool.
+    fn close_excess(&self) {
         let max_open = self.options.max_open;
-        self.close_where(|total, mut unused| {
+        let evicted = self.take_unused(|total, mut unused| {
             let excess = total.saturating_sub(max_open);
             unused.sort_by_key(|(_, slot)| slot.last_used_ms.load(Ordering::Relaxed));
             unused
@@ -149,8 +136,19 @@ impl SqliteTenants {
                 .take(excess)
                 .map(|(name, _)| name.clone())
                 .collect()
-        })
-        .await;
+        });
+        if !evicted.is_empty() {
+            tokio::task::spawn_blocking(move || close_slots(evicted));
+        }
+    }
+}
+
+/// Closes the databases of slots already taken out of the pool. Blocking.
+fn close_slots(slots: Vec<Arc<Slot>>) {
+    for slot in slots {
+        if let Some(db) = slot.db.get() {
+            db.close();
+        }
     }
 }
 
@@ -207,24 +205,28 @@ impl TenantStore for SqliteTenants {
 
     async fn close_idle(&self, idle_for: Duration) -> usize {
         let cutoff = self.now_ms().saturating_sub(idle_for.as_millis() as u64);
-        self.close_where(|_, unused| {
+        let idle = self.take_unused(|_, unused| {
             unused
                 .into_iter()
                 .filter(|(_, slot)| slot.last_used_ms.load(Ordering::Relaxed) <= cutoff)
                 .map(|(name, _)| name.clone())
                 .collect()
-        })
-        .await
+        });
+        let count = idle.len();
+        if count > 0 {
+            let _ = blocking(move || {
+                close_slots(idle);
+                Ok(())
+            })
+            .await;
+        }
+        count
     }
 
     async fn close_all(&self) {
         let all: Vec<Arc<Slot>> = lock(&self.slots).drain().map(|(_, slot)| slot).collect();
         let _ = blocking(move || {
-            for slot in all {
-                if let Some(db) = slot.db.get() {
-                    db.close();
-                }
-            }
+            close_slots(all);
             Ok(())
         })
         .await;
