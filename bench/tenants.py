@@ -200,6 +200,7 @@ def run(args, pid, cold_samples, data):
         cold.append(client.timed_get(f"/v1/apps/{name}/health"))
         warm.append(client.timed_get(f"/v1/apps/{hot}/health"))
     rss_after_sweep = rss_kib(pid)
+    threads_after_sweep = thread_count(pid)
     open_after_sweep = metric(args.port, "cloudlet_open_apps")
 
     load = oha(f"http://127.0.0.1:{args.port}/v1/apps/{hot}/health", args.load_seconds, 16)
@@ -207,8 +208,10 @@ def run(args, pid, cold_samples, data):
     deadline = time.time() + args.idle_timeout * 4 + 10
     while metric(args.port, "cloudlet_open_apps") > 0 and time.time() < deadline:
         time.sleep(0.5)
-    time.sleep(1)
+    # Idle threads of tokio's blocking pool exit after 10 s; wait them out too.
+    time.sleep(12)
     rss_after_idle = rss_kib(pid)
+    threads_after_idle = thread_count(pid)
     open_after_idle = metric(args.port, "cloudlet_open_apps")
 
     ms = lambda xs, p: round(percentile(xs, p) * 1000, 3)
@@ -225,8 +228,10 @@ def run(args, pid, cold_samples, data):
             "open_apps_idle": open_idle,
             "rss_mib_after_sweep": round(rss_after_sweep / 1024, 1),
             "open_apps_after_sweep": open_after_sweep,
+            "threads_after_sweep": threads_after_sweep,
             "rss_mib_after_idle_close": round(rss_after_idle / 1024, 1),
             "open_apps_after_idle_close": open_after_idle,
+            "threads_after_idle_close": threads_after_idle,
         },
         "first_request": {
             "cold_p50_ms": ms(cold, 50),

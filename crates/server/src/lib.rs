@@ -11,6 +11,7 @@ mod apps;
 mod error;
 mod extract;
 mod health;
+mod memory;
 mod metrics;
 mod request_id;
 mod state;
@@ -231,6 +232,7 @@ async fn close_idle_apps(
                 let closed = tenants.close_idle(idle).await;
                 if closed > 0 {
                     tracing::debug!(closed, "closed idle app databases");
+                    let _ = tokio::task::spawn_blocking(memory::release_free_memory).await;
                 }
             }
             () = stopped(&mut shutdown) => return,
