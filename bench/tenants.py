@@ -257,8 +257,8 @@ Run of {meta['date']} at commit `{meta['commit']}` on {meta['cpus']} CPUs, {meta
 | create {c['apps']:,} apps through the API (8 clients) | {c['seconds']} s ({c['apps_per_sec']:,} apps/s) |
 | RSS, empty server | {m['rss_mib_empty']} MiB |
 | RSS, idle with {meta['apps']:,} apps (open: {m['open_apps_idle']:.0f}, threads: {m['threads_idle']}) | **{m['rss_mib_idle_with_apps']} MiB** |
-| RSS after opening {meta['cold_samples']:,} cold apps (open: {m['open_apps_after_sweep']:.0f}) | {m['rss_mib_after_sweep']} MiB |
-| RSS after the idle timeout closed them (open: {m['open_apps_after_idle_close']:.0f}) | {m['rss_mib_after_idle_close']} MiB |
+| RSS after opening {meta['cold_samples']:,} cold apps (open: {m['open_apps_after_sweep']:.0f}, threads: {m['threads_after_sweep']}) | {m['rss_mib_after_sweep']} MiB |
+| RSS after the idle timeout closed them (open: {m['open_apps_after_idle_close']:.0f}, threads: {m['threads_after_idle_close']}) | {m['rss_mib_after_idle_close']} MiB |
 | first request to a cold app, p50 / p99 / max | **{f['cold_p50_ms']} / {f['cold_p99_ms']} ms** / {f['cold_max_ms']} ms |
 | same request to a hot app, p50 / p99 (interleaved baseline) | {f['hot_p50_ms']} / {f['hot_p99_ms']} ms |
 | cold ÷ hot, p50 / p99 | {f['cold_over_hot_p50']}× / {f['cold_over_hot_p99']}× |

@@ -24,7 +24,7 @@ struct Cli {
 enum Command {
     /// Run the server (embedded defaults: ./cloudlet-data, SQLite, 127.0.0.1:8700).
     Serve(serve::ServeArgs),
-    /// Create, list, show and delete apps on a running server.
+    /// Create, list, show, delete apps and rotate their keys on a running server.
     App {
         #[command(flatten)]
         connection: client::Connection,

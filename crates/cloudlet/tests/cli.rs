@@ -469,4 +469,22 @@ fn reset_token_replaces_a_lost_admin_token_and_is_refused_while_serving() {
     assert!(server.app(&["list"], Some(&token)).status.success());
     let old = server.app(&["list"], Some(TOKEN));
     assert!(stderr(&old).contains("(invalid_credentials)"));
+
+    let nowhere = dir_that_does_not_exist();
+    let mistyped = exits(Command::new(BIN).args(["admin", "reset-token", "--data-dir", &nowhere]));
+    assert!(!mistyped.status.success());
+    assert!(
+        stderr(&mistyped).contains("is not a Cloudlet data directory"),
+        "{}",
+        stderr(&mistyped)
+    );
+    assert!(
+        !Path::new(&nowhere).exists(),
+        "a mistyped path is not created"
+    );
+}
+
+fn dir_that_does_not_exist() -> String {
+    let dir = tempfile::tempdir().unwrap();
+    dir.path().join("typo").to_str().unwrap().to_owned()
 }

@@ -57,8 +57,8 @@ impl Caller {
     }
 }
 
-/// What start-up did with the admin token.
-#[derive(Debug, PartialEq, Eq)]
+/// What start-up did with the admin token. (`Debug` hides a generated token.)
+#[derive(PartialEq, Eq)]
 pub enum AdminTokenSetup {
     /// A token was generated; this is the only time its text exists. Print it once.
     Generated(String),
@@ -66,6 +66,16 @@ pub enum AdminTokenSetup {
     FromEnvironment,
     /// The stored token stays.
     Unchanged,
+}
+
+impl std::fmt::Debug for AdminTokenSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AdminTokenSetup::Generated(_) => "Generated(..)",
+            AdminTokenSetup::FromEnvironment => "FromEnvironment",
+            AdminTokenSetup::Unchanged => "Unchanged",
+        })
+    }
 }
 
 #[derive(Clone)]

@@ -28,6 +28,8 @@ pub enum AppError {
     AlreadyExists(String),
     #[error("no app named {0:?}")]
     NotFound(String),
+    #[error("a page holds 1 to {MAX_PAGE} apps, not {0}")]
+    InvalidPageSize(usize),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -90,20 +92,38 @@ impl From<AppRow> for App {
     }
 }
 
-/// A new app, with its secret key: the only time the key is shown.
-#[derive(Debug, Clone, Serialize)]
+/// A new app, with its secret key: the only time the key is shown. (`Debug` hides the key.)
+#[derive(Clone, Serialize)]
 pub struct CreatedApp {
     pub name: String,
     pub created_at: Timestamp,
     pub secret_key: String,
 }
 
-/// A new secret key; the previous one stopped working when this was made.
-#[derive(Debug, Clone, Serialize)]
+/// A new secret key; the previous one stopped working when this was made. (`Debug` hides the
+/// key.)
+#[derive(Clone, Serialize)]
 pub struct RotatedKey {
     pub name: String,
     pub secret_key: String,
     pub secret_key_created_at: Timestamp,
+}
+
+impl fmt::Debug for CreatedApp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedApp")
+            .field("name", &self.name)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for RotatedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RotatedKey")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -181,12 +201,13 @@ impl Apps {
         })
     }
 
-    /// Apps in name order. `cursor` is the `next_cursor` of the previous page.
+    /// Apps in name order, `limit` (1 to [`MAX_PAGE`]) at a time. `cursor` is the
+    /// `next_cursor` of the previous page.
     pub async fn list(&self, cursor: Option<&str>, limit: usize) -> Result<AppPage, AppError> {
-        let page = self
-            .system
-            .list_apps(cursor, limit.clamp(1, MAX_PAGE))
-            .await?;
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(AppError::InvalidPageSize(limit));
+        }
+        let page = self.system.list_apps(cursor, limit).await?;
         Ok(AppPage {
             items: page.items.into_iter().map(App::from).collect(),
             next_cursor: page.next_after,
@@ -236,7 +257,12 @@ impl Apps {
     /// Reads from the app's own database, opening it if it is closed.
     pub async fn health(&self, name: &str) -> Result<AppHealth, AppError> {
         let row = self.row(name).await?;
-        let health = self.tenants.health(&row.name).await?;
+        let health = match self.tenants.health(&row.name).await {
+            Ok(health) => health,
+            // Deleted while this request was on its way.
+            Err(StoreError::NoSuchTenant) => return Err(AppError::NotFound(row.name)),
+            Err(e) => return Err(e.into()),
+        };
         Ok(AppHealth {
             app: row.name,
             status: "ok",

@@ -3,15 +3,15 @@
 //! map the result; nothing else.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use cloudlet_core::apps::{AppHealth, AppPage, MAX_PAGE};
+use cloudlet_core::apps::{AppError, AppHealth, AppPage};
 use serde::Deserialize;
 
-use crate::error::{ApiError, Code};
-use crate::extract::{CallerOf, Json, Query};
+use crate::error::ApiError;
+use crate::extract::{CallerOf, Json, Path, Query};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -34,7 +34,8 @@ async fn create_app(
     Json(new): Json<NewApp>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let created = state.apps().create(&new.name).await?;
+    let apps = state.apps().clone();
+    let created = to_completion(async move { apps.create(&new.name).await }).await?;
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }
 
@@ -52,12 +53,6 @@ async fn list_apps(
 ) -> Result<axum::Json<AppPage>, ApiError> {
     caller.require_admin()?;
     let limit = params.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::new(
-            Code::InvalidQuery,
-            format!("limit must be between 1 and {MAX_PAGE}"),
-        ));
-    }
     Ok(axum::Json(
         state.apps().list(params.cursor.as_deref(), limit).await?,
     ))
@@ -78,7 +73,8 @@ async fn delete_app(
     Path(app): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_app(&app)?;
-    state.apps().delete(&app).await?;
+    let apps = state.apps().clone();
+    to_completion(async move { apps.delete(&app).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -88,7 +84,9 @@ async fn rotate_key(
     Path(app): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require_app(&app)?;
-    Ok(axum::Json(state.apps().rotate_key(&app).await?).into_response())
+    let apps = state.apps().clone();
+    let rotated = to_completion(async move { apps.rotate_key(&app).await }).await?;
+    Ok(axum::Json(rotated).into_response())
 }
 
 /// Public: reads from the app's own database, opening it if it is closed. What a client or a
@@ -98,4 +96,15 @@ async fn app_health(
     Path(app): Path<String>,
 ) -> Result<axum::Json<AppHealth>, ApiError> {
     Ok(axum::Json(state.apps().health(&app).await?))
+}
+
+/// Runs a change that spans several stores as a task of its own, so that a client hanging up
+/// half-way (which drops the handler) can not leave it half done.
+async fn to_completion<T: Send + 'static>(
+    change: impl Future<Output = Result<T, AppError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::spawn(change).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(e) => Err(ApiError::internal(&e)),
+    }
 }

@@ -165,10 +165,12 @@ impl Config {
         within("apps.max_open", self.apps.max_open, 1, 1_000_000)?;
         within("apps.readers_per_app", self.apps.readers_per_app, 1, 64)?;
         for origin in &self.http.cors_origins {
-            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+            if origin != "*" && !is_origin(origin) {
                 return Err(ConfigError::Invalid {
                     key: "http.cors_origins",
-                    message: format!("{origin:?} is neither \"*\" nor an http(s) origin"),
+                    message: format!(
+                        "{origin:?} is neither \"*\" nor an origin such as \"https://app.example\" (scheme and host, no path)"
+                    ),
                 });
             }
         }
@@ -182,6 +184,20 @@ impl Config {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.http.shutdown_grace_secs)
     }
+}
+
+/// `http(s)://host[:port]`, exactly as browsers send it in `Origin`: no path, no trailing slash.
+fn is_origin(origin: &str) -> bool {
+    let Some(host) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
 }
 
 #[cfg(test)]
@@ -227,8 +243,18 @@ mod tests {
                 .to_string()
                 .contains("apps.max_open")
         );
+        for bad in [
+            "example.com",
+            "https://a.example/",
+            "https://a.example/app",
+            "http://",
+        ] {
+            let mut config = Config::default();
+            config.http.cors_origins = vec![bad.into()];
+            assert!(config.validate().is_err(), "{bad}");
+        }
         let mut config = Config::default();
-        config.http.cors_origins = vec!["example.com".into()];
-        assert!(config.validate().is_err());
+        config.http.cors_origins = vec!["https://a.example".into(), "http://localhost:5173".into()];
+        config.validate().unwrap();
     }
 }

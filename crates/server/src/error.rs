@@ -19,6 +19,7 @@ pub enum Code {
     InvalidJson,
     InvalidBody,
     InvalidQuery,
+    InvalidPath,
     UnsupportedMediaType,
     PayloadTooLarge,
     MissingCredentials,
@@ -39,6 +40,7 @@ impl Code {
             Code::InvalidJson => "invalid_json",
             Code::InvalidBody => "invalid_body",
             Code::InvalidQuery => "invalid_query",
+            Code::InvalidPath => "invalid_path",
             Code::UnsupportedMediaType => "unsupported_media_type",
             Code::PayloadTooLarge => "payload_too_large",
             Code::MissingCredentials => "missing_credentials",
@@ -56,7 +58,7 @@ impl Code {
         match self {
             Code::RouteNotFound | Code::AppNotFound => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Code::InvalidJson | Code::InvalidQuery | Code::InvalidAppName => {
+            Code::InvalidJson | Code::InvalidQuery | Code::InvalidPath | Code::InvalidAppName => {
                 StatusCode::BAD_REQUEST
             }
             Code::InvalidBody => StatusCode::UNPROCESSABLE_ENTITY,
@@ -115,6 +117,7 @@ impl From<AppError> for ApiError {
             AppError::InvalidName { .. } => ApiError::new(Code::InvalidAppName, e.to_string()),
             AppError::AlreadyExists(_) => ApiError::new(Code::AppAlreadyExists, e.to_string()),
             AppError::NotFound(_) => ApiError::new(Code::AppNotFound, e.to_string()),
+            AppError::InvalidPageSize(_) => ApiError::new(Code::InvalidQuery, e.to_string()),
             AppError::Store(cause) => ApiError::internal(cause),
         }
     }

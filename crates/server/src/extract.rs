@@ -69,7 +69,23 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     }
 }
 
+/// A path parameter. A segment that does not decode (`%FF`) gets `invalid_path`.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Path(value))
+            .map_err(|e| ApiError::new(Code::InvalidPath, e.body_text()))
+    }
+}
+
 /// The caller of the admin API, from `Authorization: Bearer <admin token or app secret key>`.
+pub struct CallerOf(pub Caller);
+
 impl FromRequestParts<AppState> for CallerOf {
     type Rejection = ApiError;
 
@@ -84,9 +100,6 @@ impl FromRequestParts<AppState> for CallerOf {
         Ok(CallerOf(state.access().authenticate(bearer).await?))
     }
 }
-
-/// Extracts the authenticated [`Caller`].
-pub struct CallerOf(pub Caller);
 
 fn bearer_token(header: Option<&str>) -> Option<&str> {
     let (scheme, token) = header?.trim().split_once(' ')?;

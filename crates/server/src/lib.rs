@@ -18,7 +18,6 @@ mod state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use axum::Router;
@@ -41,7 +40,7 @@ pub use cloudlet_core::access::AdminTokenSetup;
 pub use config::Config;
 pub use error::Code;
 
-use crate::state::{AppState, Shared};
+use crate::state::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -51,6 +50,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Access(#[from] AccessError),
+    #[error("{} is not a Cloudlet data directory (it has no system.db)", .0.display())]
+    NotADataDir(std::path::PathBuf),
     #[error("could not listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -110,23 +111,42 @@ impl Running {
     }
 }
 
-/// Opens the data directory, the databases and the listener, then serves until shut down.
-pub async fn start(config: Config, options: StartOptions) -> Result<Running, StartError> {
-    config.validate()?;
+/// The storage backends the server runs on.
+struct Storage {
+    data_dir: DataDir,
+    system: Arc<dyn SystemStore>,
+    tenants: Arc<dyn TenantStore>,
+}
+
+/// Locks the data directory and opens the embedded backends. Blocking.
+fn open_storage(config: &Config) -> Result<Storage, StoreError> {
     let data_dir = DataDir::open(&config.data_dir)?;
-    let system_path = data_dir.system_db();
-    let system: Arc<dyn SystemStore> = Arc::new(
-        tokio::task::spawn_blocking(move || SqliteSystemStore::open(&system_path))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))??,
-    );
-    let tenants: Arc<dyn TenantStore> = Arc::new(SqliteTenants::new(
+    let system = SqliteSystemStore::open(&data_dir.system_db())?;
+    let tenants = SqliteTenants::open(
         data_dir.apps_dir(),
         TenantPoolOptions {
             max_open: config.apps.max_open,
             readers: config.apps.readers_per_app,
         },
-    ));
+    )?;
+    Ok(Storage {
+        data_dir,
+        system: Arc::new(system),
+        tenants: Arc::new(tenants),
+    })
+}
+
+/// Opens the data directory, the databases and the listener, then serves until shut down.
+pub async fn start(config: Config, options: StartOptions) -> Result<Running, StartError> {
+    config.validate()?;
+    let opening = config.clone();
+    let Storage {
+        data_dir,
+        system,
+        tenants,
+    } = tokio::task::spawn_blocking(move || open_storage(&opening))
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let random: Arc<dyn Random> = Arc::new(OsRandom);
 
@@ -136,19 +156,13 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         &*random,
     )
     .await?;
-    let state = AppState::new(Shared {
-        apps: Apps::new(
-            Arc::clone(&system),
-            Arc::clone(&tenants),
-            clock,
-            Arc::clone(&random),
-        ),
-        access,
-        system: Arc::clone(&system),
-        metrics: metrics::Metrics::default(),
-        random,
-        accepting: AtomicBool::new(true),
-    });
+    let apps = Apps::new(
+        Arc::clone(&system),
+        Arc::clone(&tenants),
+        clock,
+        Arc::clone(&random),
+    );
+    let state = AppState::new(apps, access, Arc::clone(&system), &*random);
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -169,8 +183,12 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         shutdown_rx.clone(),
     ));
     let app = router(&config, state.clone());
+    let shutdown = Shutdown(shutdown_tx);
+    let stop_all = shutdown.clone();
     let task = tokio::spawn(async move {
         serve(listener, app, state, shutdown_rx, config.shutdown_grace()).await;
+        // Also when serving ended on its own: the background work must stop too.
+        stop_all.trigger();
         let _ = sweeper.await;
         tenants.close_all().await;
         system.close().await;
@@ -180,7 +198,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     Ok(Running {
         local_addr,
         admin_token,
-        shutdown: Shutdown(shutdown_tx),
+        shutdown,
         task,
     })
 }
@@ -283,12 +301,20 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 /// Replaces the admin token of the data directory with a new random one and returns it; the
 /// offline recovery for a lost token. Refused while a server runs on the directory.
 pub async fn reset_admin_token(data_dir: &std::path::Path) -> Result<String, StartError> {
-    let data_dir = DataDir::open(data_dir)?;
-    let system_path = data_dir.system_db();
-    let system = tokio::task::spawn_blocking(move || SqliteSystemStore::open(&system_path))
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))??;
+    let path = data_dir.to_path_buf();
+    let (data_dir, system) = tokio::task::spawn_blocking(move || {
+        // A mistyped path must not become a new, empty data directory.
+        if !path.join("system.db").is_file() {
+            return Err(StartError::NotADataDir(path));
+        }
+        let data_dir = DataDir::open(&path)?;
+        let system = SqliteSystemStore::open(&data_dir.system_db())?;
+        Ok((data_dir, system))
+    })
+    .await
+    .map_err(|e| StoreError::Task(e.to_string()))??;
     let token = Access::reset_admin_token(&system, &OsRandom).await?;
     system.close().await;
+    drop(data_dir);
     Ok(token)
 }

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -102,7 +103,7 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     let status = response.status().as_u16();
     state
         .metrics()
-        .observe(method.as_str(), &route, status, elapsed.as_secs_f64());
+        .observe(method_label(&method), &route, status, elapsed.as_secs_f64());
     tracing::info!(
         method = %method,
         path,
@@ -112,6 +113,21 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         "request"
     );
     response
+}
+
+/// The standard methods by name, anything else as `other`: clients choose methods, and each
+/// distinct label value would be a series that lives forever.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// `GET /metrics` in the OpenMetrics text format.

@@ -1,7 +1,7 @@
 //! The state every handler shares: a cheap clone over one `Arc`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use cloudlet_core::access::Access;
 use cloudlet_core::apps::Apps;
@@ -13,19 +13,36 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
 
-pub struct Shared {
-    pub apps: Apps,
-    pub access: Access,
-    pub system: Arc<dyn SystemStore>,
-    pub metrics: Metrics,
-    pub random: Arc<dyn Random>,
+struct Shared {
+    apps: Apps,
+    access: Access,
+    system: Arc<dyn SystemStore>,
+    metrics: Metrics,
+    /// Request ids are this random prefix and a counter: unique, and no syscall per request.
+    request_id_prefix: String,
+    requests: AtomicU64,
     /// False once shutdown has begun, so that load balancers stop sending traffic.
-    pub accepting: AtomicBool,
+    accepting: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(shared: Shared) -> Self {
-        AppState(Arc::new(shared))
+    pub fn new(
+        apps: Apps,
+        access: Access,
+        system: Arc<dyn SystemStore>,
+        random: &dyn Random,
+    ) -> Self {
+        let mut prefix = [0u8; 8];
+        random.fill(&mut prefix);
+        AppState(Arc::new(Shared {
+            apps,
+            access,
+            system,
+            metrics: Metrics::default(),
+            request_id_prefix: prefix.iter().map(|b| format!("{b:02x}")).collect(),
+            requests: AtomicU64::new(0),
+            accepting: AtomicBool::new(true),
+        }))
     }
 
     pub fn apps(&self) -> &Apps {
@@ -52,10 +69,9 @@ impl AppState {
         self.0.accepting.store(false, Ordering::SeqCst);
     }
 
-    /// 16 random bytes in hex.
+    /// 32 hex digits: the process's random prefix, then a counter.
     pub fn new_request_id(&self) -> String {
-        let mut bytes = [0u8; 16];
-        self.0.random.fill(&mut bytes);
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        let n = self.0.requests.fetch_add(1, Ordering::Relaxed);
+        format!("{}{n:016x}", self.0.request_id_prefix)
     }
 }

@@ -14,6 +14,9 @@ pub enum StoreError {
         .pid.as_deref().map(|p| format!(" (pid {p})")).unwrap_or_default()
     )]
     DataDirLocked { path: PathBuf, pid: Option<String> },
+    /// The app's database does not exist (never provisioned, or being destroyed).
+    #[error("the app's database does not exist")]
+    NoSuchTenant,
     /// The database was closed (the app was evicted or the server is shutting down).
     #[error("the database is closed")]
     Closed,

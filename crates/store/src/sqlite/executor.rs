@@ -24,13 +24,23 @@ use crate::StoreError;
 const MAX_BATCH: usize = 256;
 
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type WriteJob = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+/// Runs one write in the current batch. `intact` is false when the write's savepoint could not
+/// be released or rolled back: the batch can then not be trusted and is rolled back whole.
+type WriteJob = Box<dyn FnOnce(&Connection) -> RanJob + Send>;
+
+struct RanJob {
+    complete: Completion,
+    intact: bool,
+}
 type Migration = fn(&Connection, &Path) -> Result<(), StoreError>;
 
 #[derive(Clone, Copy)]
 pub struct DatabaseOptions {
     /// Read-only connections kept at most (and reads running at once).
     pub readers: usize,
+    /// Create the file if it is missing; otherwise opening a missing file fails with
+    /// [`StoreError::NoSuchTenant`].
+    pub create: bool,
     /// Brings the schema up to date; runs on the writer connection before anything else.
     pub migrate: Migration,
 }
@@ -47,14 +57,23 @@ struct Inner {
     writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
-    reader_permits: Semaphore,
+    reader_permits: Arc<Semaphore>,
 }
 
 impl Database {
     /// Opens (creating if needed) the database at `path`, migrates it and starts its writer
     /// thread. Blocking: call it from a blocking context.
     pub fn open(path: &Path, options: DatabaseOptions) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if options.create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| match &e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::CannotOpen => {
+                StoreError::NoSuchTenant
+            }
+            _ => StoreError::Sqlite(e),
+        })?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
@@ -81,7 +100,7 @@ impl Database {
                 writer: Mutex::new(Some(sender)),
                 writer_thread: Mutex::new(Some(writer_thread)),
                 readers: Mutex::new(Vec::new()),
-                reader_permits: Semaphore::new(options.readers.max(1)),
+                reader_permits: Arc::new(Semaphore::new(options.readers.max(1))),
             }),
         })
     }
@@ -99,10 +118,13 @@ impl Database {
     {
         let (reply, answer) = oneshot::channel();
         let job: WriteJob = Box::new(move |conn| {
-            let outcome = run_in_savepoint(conn, write);
-            Box::new(move |committed: Result<(), StoreError>| {
-                let _ = reply.send(outcome.and_then(|value| committed.map(|()| value)));
-            })
+            let (outcome, intact) = run_in_savepoint(conn, write);
+            RanJob {
+                complete: Box::new(move |committed: Result<(), StoreError>| {
+                    let _ = reply.send(outcome.and_then(|value| committed.map(|()| value)));
+                }),
+                intact,
+            }
         });
         let sender = lock(&self.inner.writer).clone().ok_or(StoreError::Closed)?;
         sender.send(job).map_err(|_| StoreError::Closed)?;
@@ -117,14 +139,15 @@ impl Database {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let permit = self
-            .inner
-            .reader_permits
-            .acquire()
+        // The permit moves into the blocking task: a caller that gives up waiting does not free
+        // its reader slot while the read still runs.
+        let permit = Arc::clone(&self.inner.reader_permits)
+            .acquire_owned()
             .await
             .map_err(|_| StoreError::Closed)?;
         let inner = Arc::clone(&self.inner);
-        let result = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let conn = match lock(&inner.readers).pop() {
                 Some(conn) => conn,
                 None => open_reader(&inner.path)?,
@@ -134,9 +157,13 @@ impl Database {
             result
         })
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))?;
-        drop(permit);
-        result
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// [`Database::close`] on the blocking pool.
+    pub async fn close_async(&self) {
+        let db = self.clone();
+        let _ = tokio::task::spawn_blocking(move || db.close()).await;
     }
 
     /// Stops accepting writes, waits for the queued ones to commit, and closes every connection.
@@ -176,27 +203,32 @@ fn run_writer(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
             drop(batch);
             continue;
         }
-        let completions: Vec<Completion> = batch.into_iter().map(|job| job(&conn)).collect();
-        let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        let ran: Vec<RanJob> = batch.into_iter().map(|job| job(&conn)).collect();
+        let committed = if ran.iter().all(|job| job.intact) {
+            conn.execute_batch("COMMIT")
+                .map_err(|e| format!("commit failed: {e}"))
+        } else {
+            Err("a savepoint could not be closed; the batch was rolled back".to_owned())
+        };
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        for complete in completions {
-            complete(match &committed {
-                Ok(()) => Ok(()),
-                Err(e) => Err(StoreError::Task(format!("commit failed: {e}"))),
-            });
+        for job in ran {
+            (job.complete)(committed.clone().map_err(StoreError::Task));
         }
     }
     // The last sender is gone: every queued write has been answered. Dropping `conn` closes the
     // file; SQLite checkpoints the WAL when its last connection closes.
 }
 
+/// Runs `write` in a savepoint; returns its outcome and whether the savepoint was closed.
 fn run_in_savepoint<T>(
     conn: &Connection,
     write: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT job")?;
+) -> (Result<T, StoreError>, bool) {
+    if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        return (Err(e.into()), true);
+    }
     let outcome = catch_unwind(AssertUnwindSafe(|| write(conn)))
         .unwrap_or_else(|_| Err(StoreError::Task("a write panicked".into())));
     let end = if outcome.is_ok() {
@@ -204,8 +236,10 @@ fn run_in_savepoint<T>(
     } else {
         "ROLLBACK TO job; RELEASE job"
     };
-    conn.execute_batch(end)?;
-    outcome
+    match conn.execute_batch(end) {
+        Ok(()) => (outcome, true),
+        Err(e) => (Err(e.into()), false),
+    }
 }
 
 #[cfg(test)]
@@ -220,6 +254,7 @@ mod tests {
     fn open(dir: &Path) -> Database {
         let options = DatabaseOptions {
             readers: 2,
+            create: true,
             migrate,
         };
         Database::open(&dir.join("t.db"), options).unwrap()

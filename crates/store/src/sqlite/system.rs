@@ -5,7 +5,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row};
 
-use super::{Database, DatabaseOptions, blocking, migrate};
+use super::{Database, DatabaseOptions, migrate};
 use crate::{AppRow, Page, SigningKeyRow, StoreError, SystemStore};
 
 const MIGRATIONS: &[&str] = &["
@@ -42,6 +42,7 @@ impl SqliteSystemStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let options = DatabaseOptions {
             readers: 4,
+            create: true,
             migrate: |conn, path| migrate::apply(conn, path, MIGRATIONS),
         };
         Ok(SqliteSystemStore {
@@ -201,12 +202,7 @@ impl SystemStore for SqliteSystemStore {
     }
 
     async fn close(&self) {
-        let db = self.db.clone();
-        let _ = blocking(move || {
-            db.close();
-            Ok(())
-        })
-        .await;
+        self.db.close_async().await;
     }
 }
 

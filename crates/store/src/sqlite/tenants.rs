@@ -4,8 +4,12 @@
 //! The set of open databases is bounded by `max_open`: opening one more closes the least recently
 //! used database that no request is using. A database in use is never closed under its user, so
 //! the bound can be exceeded for as long as more requests than `max_open` are in flight.
+//!
+//! Requests never create databases: only [`TenantStore::provision`] does, and it always starts
+//! from an empty directory. While an app is being destroyed its name is marked gone, so a
+//! request that raced the deletion can not reopen the files on their way out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +28,9 @@ const MIGRATIONS: &[&str] = &["
     ) STRICT;
 "];
 
+/// Directories of deleted apps are renamed to this prefix, then removed.
+const TRASH_PREFIX: &str = ".deleted-";
+
 #[derive(Debug, Clone, Copy)]
 pub struct TenantPoolOptions {
     /// How many app databases may stay open at once.
@@ -35,8 +42,18 @@ pub struct TenantPoolOptions {
 pub struct SqliteTenants {
     apps_dir: PathBuf,
     options: TenantPoolOptions,
-    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    pool: Mutex<Pool>,
     epoch: Instant,
+    trash_serial: AtomicU64,
+}
+
+#[derive(Default)]
+struct Pool {
+    slots: HashMap<String, Arc<Slot>>,
+    /// Apps being destroyed: leases are refused until their files are gone.
+    gone: HashSet<String>,
+    /// Set by `close_all`: nothing opens any more.
+    closed: bool,
 }
 
 /// One app's place in the pool. A request holds an `Arc<Slot>` while it uses the database, which
@@ -52,22 +69,37 @@ struct Lease {
 }
 
 impl SqliteTenants {
-    pub fn new(apps_dir: PathBuf, options: TenantPoolOptions) -> Self {
-        SqliteTenants {
+    /// Opens the pool on `apps_dir`, finishing the removal of apps whose deletion was cut
+    /// short. Blocking.
+    pub fn open(apps_dir: PathBuf, options: TenantPoolOptions) -> Result<Self, StoreError> {
+        let entries = std::fs::read_dir(&apps_dir).map_err(StoreError::io(&apps_dir))?;
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(TRASH_PREFIX)
+            {
+                let path = entry.path();
+                std::fs::remove_dir_all(&path).map_err(StoreError::io(&path))?;
+            }
+        }
+        Ok(SqliteTenants {
             apps_dir,
             options,
-            slots: Mutex::new(HashMap::new()),
+            pool: Mutex::new(Pool::default()),
             epoch: Instant::now(),
-        }
+            trash_serial: AtomicU64::new(0),
+        })
     }
 
-    fn database_path(&self, app: &str) -> PathBuf {
-        self.apps_dir.join(app).join("data.db")
+    fn app_dir(&self, app: &str) -> PathBuf {
+        self.apps_dir.join(app)
     }
 
-    fn database_options(&self) -> DatabaseOptions {
+    fn database_options(&self, create: bool) -> DatabaseOptions {
         DatabaseOptions {
             readers: self.options.readers,
+            create,
             migrate: |conn, path| migrate::apply(conn, path, MIGRATIONS),
         }
     }
@@ -78,8 +110,14 @@ impl SqliteTenants {
 
     async fn lease(&self, app: &str) -> Result<Lease, StoreError> {
         let slot = {
-            let mut slots = lock(&self.slots);
-            let slot = slots.entry(app.to_owned()).or_insert_with(|| {
+            let mut pool = lock(&self.pool);
+            if pool.closed {
+                return Err(StoreError::Closed);
+            }
+            if pool.gone.contains(app) {
+                return Err(StoreError::NoSuchTenant);
+            }
+            let slot = pool.slots.entry(app.to_owned()).or_insert_with(|| {
                 Arc::new(Slot {
                     db: OnceCell::new(),
                     last_used_ms: AtomicU64::new(0),
@@ -93,9 +131,9 @@ impl SqliteTenants {
             .db
             .get_or_try_init(|| {
                 opened = true;
-                let path = self.database_path(app);
-                let options = self.database_options();
-                blocking(move || open_existing(&path, options))
+                let path = self.app_dir(app).join("data.db");
+                let options = self.database_options(false);
+                blocking(move || Database::open(&path, options))
             })
             .await?
             .clone();
@@ -106,40 +144,59 @@ impl SqliteTenants {
         Ok(Lease { _slot: slot, db })
     }
 
-    /// Takes out of the pool the unused slots that `choose` picks, then closes them.
-    /// Takes out of the pool the unused slots that `choose` picks (it sees how many slots there
-    /// are, and the unused ones); the caller closes them.
+    /// Takes out of the pool the unused slots that `choose` picks; the caller closes them.
     fn take_unused(
-        &self,
-        choose: impl FnOnce(usize, Vec<(&String, &Arc<Slot>)>) -> Vec<String>,
+        pool: &mut Pool,
+        choose: impl FnOnce(Vec<(&String, &Arc<Slot>)>) -> Vec<String>,
     ) -> Vec<Arc<Slot>> {
-        let mut slots = lock(&self.slots);
-        let unused = slots
+        let unused = pool
+            .slots
             .iter()
             .filter(|(_, slot)| Arc::strong_count(slot) == 1)
             .collect();
-        choose(slots.len(), unused)
+        choose(unused)
             .into_iter()
-            .filter_map(|name| slots.remove(&name))
+            .filter_map(|name| pool.slots.remove(&name))
             .collect()
     }
 
     /// Closes the least recently used unused databases over `max_open`. The request that
     /// opened one more does not wait for them: they close on the blocking pool.
     fn close_excess(&self) {
-        let max_open = self.options.max_open;
-        let evicted = self.take_unused(|total, mut unused| {
-            let excess = total.saturating_sub(max_open);
-            unused.sort_by_key(|(_, slot)| slot.last_used_ms.load(Ordering::Relaxed));
-            unused
-                .into_iter()
-                .take(excess)
-                .map(|(name, _)| name.clone())
-                .collect()
-        });
-        if !evicted.is_empty() {
-            tokio::task::spawn_blocking(move || close_slots(evicted));
-        }
+        let evicted = {
+            let mut pool = lock(&self.pool);
+            let excess = pool.slots.len().saturating_sub(self.options.max_open);
+            if excess == 0 {
+                return;
+            }
+            Self::take_unused(&mut pool, |mut unused| {
+                unused.sort_by_key(|(_, slot)| slot.last_used_ms.load(Ordering::Relaxed));
+                unused
+                    .into_iter()
+                    .take(excess)
+                    .map(|(name, _)| name.clone())
+                    .collect()
+            })
+        };
+        tokio::task::spawn_blocking(move || close_slots(evicted));
+    }
+
+    /// A fresh name in the apps directory to move a directory to before removing it.
+    fn trash_path(&self, app: &str) -> PathBuf {
+        let serial = self.trash_serial.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        self.apps_dir
+            .join(format!("{TRASH_PREFIX}{app}-{pid}-{serial}"))
+    }
+}
+
+/// Moves `dir` to `trash` (its name is free at once) and removes it; fine if it is missing.
+/// Blocking.
+fn discard_dir(dir: &Path, trash: &Path) -> Result<(), StoreError> {
+    match std::fs::rename(dir, trash) {
+        Ok(()) => std::fs::remove_dir_all(trash).map_err(StoreError::io(trash)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::io(dir)(e)),
     }
 }
 
@@ -155,36 +212,36 @@ fn close_slots(slots: Vec<Arc<Slot>>) {
 #[async_trait]
 impl TenantStore for SqliteTenants {
     async fn provision(&self, app: &str) -> Result<(), StoreError> {
-        let path = self.database_path(app);
-        let options = self.database_options();
+        let dir = self.app_dir(app);
+        let trash = self.trash_path(app);
+        let options = self.database_options(true);
+        let stale = lock(&self.pool).slots.remove(app);
         blocking(move || {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
-            }
-            Database::open(&path, options)?.close();
+            close_slots(stale.into_iter().collect());
+            // Whatever is there belongs to no app (a deletion cut short): a new app starts empty.
+            discard_dir(&dir, &trash)?;
+            std::fs::create_dir(&dir).map_err(StoreError::io(&dir))?;
+            Database::open(&dir.join("data.db"), options)?.close();
             Ok(())
         })
         .await
     }
 
     async fn destroy(&self, app: &str) -> Result<(), StoreError> {
-        let slot = lock(&self.slots).remove(app);
-        let dir = self.apps_dir.join(app);
-        // Renaming first frees the name at once; a re-created app never sees the old files.
-        let trash = self
-            .apps_dir
-            .join(format!(".deleted-{app}-{}", self.now_ms()));
-        blocking(move || {
-            if let Some(db) = slot.as_ref().and_then(|s| s.db.get()) {
-                db.close();
-            }
-            match std::fs::rename(&dir, &trash) {
-                Ok(()) => std::fs::remove_dir_all(&trash).map_err(StoreError::io(&trash)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(StoreError::io(&dir)(e)),
-            }
+        let stale = {
+            let mut pool = lock(&self.pool);
+            pool.gone.insert(app.to_owned());
+            pool.slots.remove(app)
+        };
+        let dir = self.app_dir(app);
+        let trash = self.trash_path(app);
+        let result = blocking(move || {
+            close_slots(stale.into_iter().collect());
+            discard_dir(&dir, &trash)
         })
-        .await
+        .await;
+        lock(&self.pool).gone.remove(app);
+        result
     }
 
     async fn health(&self, app: &str) -> Result<TenantHealth, StoreError> {
@@ -197,7 +254,8 @@ impl TenantStore for SqliteTenants {
     }
 
     fn open_count(&self) -> usize {
-        lock(&self.slots)
+        lock(&self.pool)
+            .slots
             .values()
             .filter(|slot| slot.db.initialized())
             .count()
@@ -205,7 +263,7 @@ impl TenantStore for SqliteTenants {
 
     async fn close_idle(&self, idle_for: Duration) -> usize {
         let cutoff = self.now_ms().saturating_sub(idle_for.as_millis() as u64);
-        let idle = self.take_unused(|_, unused| {
+        let idle = Self::take_unused(&mut lock(&self.pool), |unused| {
             unused
                 .into_iter()
                 .filter(|(_, slot)| slot.last_used_ms.load(Ordering::Relaxed) <= cutoff)
@@ -224,7 +282,11 @@ impl TenantStore for SqliteTenants {
     }
 
     async fn close_all(&self) {
-        let all: Vec<Arc<Slot>> = lock(&self.slots).drain().map(|(_, slot)| slot).collect();
+        let all: Vec<Arc<Slot>> = {
+            let mut pool = lock(&self.pool);
+            pool.closed = true;
+            pool.slots.drain().map(|(_, slot)| slot).collect()
+        };
         let _ = blocking(move || {
             close_slots(all);
             Ok(())
@@ -233,27 +295,19 @@ impl TenantStore for SqliteTenants {
     }
 }
 
-/// Opens an app database that [`TenantStore::provision`] created; never creates one, so that a
-/// request can not leave files behind for an app that does not exist.
-fn open_existing(path: &Path, options: DatabaseOptions) -> Result<Database, StoreError> {
-    if !path.exists() {
-        return Err(StoreError::io(path)(std::io::ErrorKind::NotFound.into()));
-    }
-    Database::open(path, options)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn pool(dir: &Path, max_open: usize) -> SqliteTenants {
-        SqliteTenants::new(
+        SqliteTenants::open(
             dir.to_path_buf(),
             TenantPoolOptions {
                 max_open,
                 readers: 1,
             },
         )
+        .unwrap()
     }
 
     #[tokio::test]
@@ -284,7 +338,7 @@ mod tests {
         let tenants = pool(dir.path(), 2);
         assert!(matches!(
             tenants.health("ghost").await,
-            Err(StoreError::Io { .. })
+            Err(StoreError::NoSuchTenant)
         ));
         assert!(!dir.path().join("ghost").exists());
         assert_eq!(tenants.open_count(), 0);
@@ -302,5 +356,31 @@ mod tests {
         tenants.destroy("a").await.unwrap();
         tenants.provision("a").await.unwrap();
         tenants.health("a").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_new_app_never_sees_files_left_by_a_deletion_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let tenants = pool(dir.path(), 4);
+        std::fs::create_dir(dir.path().join("reused")).unwrap();
+        std::fs::write(dir.path().join("reused/data.db"), b"old data").unwrap();
+        std::fs::create_dir(dir.path().join(".deleted-x-1-0")).unwrap();
+        tenants.provision("reused").await.unwrap();
+        assert_eq!(tenants.health("reused").await.unwrap().schema_version, 1);
+        // Leftover trash is removed when the pool opens.
+        let tenants = pool(dir.path(), 4);
+        assert!(!dir.path().join(".deleted-x-1-0").exists());
+        tenants.health("reused").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn nothing_opens_after_close_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let tenants = pool(dir.path(), 4);
+        tenants.provision("a").await.unwrap();
+        tenants.health("a").await.unwrap();
+        tenants.close_all().await;
+        assert_eq!(tenants.open_count(), 0);
+        assert!(matches!(tenants.health("a").await, Err(StoreError::Closed)));
     }
 }
