@@ -132,6 +132,8 @@ def main():
     parser.add_argument("--idle-timeout", type=int, default=5)
     parser.add_argument("--load-seconds", type=int, default=10)
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
+    parser.add_argument("--no-load", action="store_true", help="skip the oha load phase")
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench/results/tenants.json"))
     args = parser.parse_args()
     cold_samples = min(args.cold_samples, args.apps - 1)
 
@@ -170,13 +172,14 @@ def main():
         "apps": args.apps,
         "cold_samples": cold_samples,
     }
-    os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench/results/tenants.json"), "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
         f.write("\n")
     print(json.dumps(results, indent=2))
     if not args.no_docs:
         write_docs(results)
+    check(results)
 
 
 def run(args, pid, cold_samples, data):
@@ -203,7 +206,9 @@ def run(args, pid, cold_samples, data):
     threads_after_sweep = thread_count(pid)
     open_after_sweep = metric(args.port, "cloudlet_open_apps")
 
-    load = oha(f"http://127.0.0.1:{args.port}/v1/apps/{hot}/health", args.load_seconds, 16)
+    load = None
+    if not args.no_load:
+        load = oha(f"http://127.0.0.1:{args.port}/v1/apps/{hot}/health", args.load_seconds, 16)
 
     deadline = time.time() + args.idle_timeout * 4 + 10
     while metric(args.port, "cloudlet_open_apps") > 0 and time.time() < deadline:
@@ -246,8 +251,24 @@ def run(args, pid, cold_samples, data):
     }
 
 
+def check(r):
+    """Fails the run when the measurements contradict themselves (not a speed assertion)."""
+    m = r["memory"]
+    problems = []
+    if m["open_apps_idle"] != 0:
+        problems.append("apps were open right after creation")
+    if m["open_apps_after_sweep"] < 1:
+        problems.append("the sweep opened no app")
+    if m["open_apps_after_idle_close"] != 0:
+        problems.append("idle apps were not closed")
+    if problems:
+        raise SystemExit("tenants benchmark: " + "; ".join(problems))
+
+
 def write_docs(r):
     m, f, c, l = r["memory"], r["first_request"], r["create"], r["hot_load"]
+    if l is None:
+        raise SystemExit("docs need the load phase: run without --no-load")
     meta = r["meta"]
     table = f"""<!-- tenants:begin (written by bench/tenants.py; do not edit by hand) -->
 Run of {meta['date']} at commit `{meta['commit']}` on {meta['cpus']} CPUs, {meta['apps']:,} apps.
