@@ -169,12 +169,15 @@ impl Database {
     /// Stops accepting writes, waits for the queued ones to commit, and closes every connection.
     /// Blocking: call it from a blocking context. Reads already running finish on their own.
     pub fn close(&self) {
+        // Readers go first so that the writer's connection is the last one: only the last
+        // connection to close checkpoints the WAL and removes the -wal and -shm files, and a
+        // read-only connection can not.
+        self.inner.reader_permits.close();
+        lock(&self.inner.readers).clear();
         lock(&self.inner.writer).take();
         if let Some(thread) = lock(&self.inner.writer_thread).take() {
             let _ = thread.join();
         }
-        self.inner.reader_permits.close();
-        lock(&self.inner.readers).clear();
     }
 }
 
@@ -358,5 +361,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(count, committed);
+    }
+
+    #[tokio::test]
+    async fn close_checkpoints_and_leaves_only_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        db.write(|c| Ok(c.execute("INSERT INTO t VALUES ('a', 1)", [])?))
+            .await
+            .unwrap();
+        db.read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))?))
+            .await
+            .unwrap();
+        db.close_async().await;
+        let mut files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        assert_eq!(files, ["t.db"]);
     }
 }
