@@ -141,6 +141,12 @@ fn exits(command: &mut Command) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Asserts that a command failed and said `expected` on stderr.
+fn fails_with(output: &Output, expected: &str) {
+    assert!(!output.status.success(), "it should have failed");
+    assert!(stderr(output).contains(expected), "{}", stderr(output));
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -196,21 +202,11 @@ fn first_start_prints_a_token_once_and_the_app_commands_use_it() {
     );
 
     let refused = server.app(&["delete", "todo"], Some(&token));
-    assert!(!refused.status.success());
-    assert!(
-        stderr(&refused).contains("without --yes"),
-        "{}",
-        stderr(&refused)
-    );
+    fails_with(&refused, "without --yes");
     let deleted = server.app(&["delete", "todo", "--yes"], Some(&token));
     assert!(deleted.status.success(), "{}", stderr(&deleted));
     let gone = server.app(&["show", "todo"], Some(&token));
-    assert!(!gone.status.success());
-    assert!(
-        stderr(&gone).contains("(app_not_found)"),
-        "{}",
-        stderr(&gone)
-    );
+    fails_with(&gone, "(app_not_found)");
 
     assert!(server.terminate().success());
     let again = Server::start(&data, &[], &[]);
@@ -236,21 +232,13 @@ fn app_commands_report_server_errors_with_their_codes() {
         (&["show", "../x"], Some(TOKEN), "is not an app name"),
     ];
     for (args, token, expected) in cases {
-        let output = server.app(args, token);
-        assert!(!output.status.success(), "{args:?}");
-        assert!(
-            stderr(&output).contains(expected),
-            "{args:?}: {}",
-            stderr(&output)
-        );
+        fails_with(&server.app(args, token), expected);
     }
     let created = server.app(&["create", "dup"], Some(TOKEN));
     assert!(created.status.success());
-    let again = server.app(&["create", "dup"], Some(TOKEN));
-    assert!(
-        stderr(&again).contains("(app_already_exists)"),
-        "{}",
-        stderr(&again)
+    fails_with(
+        &server.app(&["create", "dup"], Some(TOKEN)),
+        "(app_already_exists)",
     );
 
     let unreachable = exits(
@@ -258,12 +246,7 @@ fn app_commands_report_server_errors_with_their_codes() {
             .args(["app", "list", "--server", "http://127.0.0.1:9"])
             .env("CLOUDLET_TOKEN", TOKEN),
     );
-    assert!(!unreachable.status.success());
-    assert!(
-        stderr(&unreachable).contains("could not reach the server"),
-        "{}",
-        stderr(&unreachable)
-    );
+    fails_with(&unreachable, "could not reach the server");
 }
 
 #[test]
@@ -283,16 +266,8 @@ fn a_second_server_on_the_same_data_dir_exits_with_a_clear_message() {
         "--data-dir",
         data.to_str().unwrap(),
     ]));
-    assert!(!second.status.success());
-    let message = stderr(&second);
-    assert!(
-        message.contains("is in use by another cloudlet process"),
-        "{message}"
-    );
-    assert!(
-        message.contains(&format!("pid {}", first.child.id())),
-        "{message}"
-    );
+    fails_with(&second, "is in use by another cloudlet process");
+    fails_with(&second, &format!("pid {}", first.child.id()));
     // The first server and its data are untouched.
     assert_eq!(
         json(&first.app(&["list", "--json"], Some(TOKEN)))[0]["name"],
@@ -393,12 +368,7 @@ fn settings_come_from_defaults_then_file_then_environment_then_flags() {
             .args(["--listen", "192.0.2.1:9"])
             .env("CLOUDLET_LISTEN", "127.0.0.1:0"),
     );
-    assert!(!flag_wins.status.success());
-    assert!(
-        stderr(&flag_wins).contains("could not listen on 192.0.2.1:9"),
-        "{}",
-        stderr(&flag_wins)
-    );
+    fails_with(&flag_wins, "could not listen on 192.0.2.1:9");
 }
 
 #[test]
@@ -449,8 +419,7 @@ fn reset_token_replaces_a_lost_admin_token_and_is_refused_while_serving() {
         "--data-dir",
         data.to_str().unwrap(),
     ]));
-    assert!(!refused.status.success());
-    assert!(stderr(&refused).contains("in use by another cloudlet process"));
+    fails_with(&refused, "in use by another cloudlet process");
     assert!(server.terminate().success());
 
     let reset = exits(Command::new(BIN).args([
@@ -467,17 +436,11 @@ fn reset_token_replaces_a_lost_admin_token_and_is_refused_while_serving() {
         .to_owned();
     let server = Server::start(&data, &[], &[]);
     assert!(server.app(&["list"], Some(&token)).status.success());
-    let old = server.app(&["list"], Some(TOKEN));
-    assert!(stderr(&old).contains("(invalid_credentials)"));
+    fails_with(&server.app(&["list"], Some(TOKEN)), "(invalid_credentials)");
 
     let nowhere = dir_that_does_not_exist();
     let mistyped = exits(Command::new(BIN).args(["admin", "reset-token", "--data-dir", &nowhere]));
-    assert!(!mistyped.status.success());
-    assert!(
-        stderr(&mistyped).contains("is not a Cloudlet data directory"),
-        "{}",
-        stderr(&mistyped)
-    );
+    fails_with(&mistyped, "is not a Cloudlet data directory");
     assert!(
         !Path::new(&nowhere).exists(),
         "a mistyped path is not created"
