@@ -97,15 +97,15 @@ impl Server {
         command.output().unwrap()
     }
 
-    fn terminate(&mut self) -> std::process::ExitStatus {
+    /// Sends SIGTERM, as a service manager stopping the server does.
+    fn send_sigterm(&self) {
         let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(kill.success());
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        self.send_sigterm();
         self.child.wait().unwrap()
     }
 
@@ -292,14 +292,7 @@ fn sigterm_drains_an_in_flight_request_then_exits_zero() {
     .unwrap();
     std::thread::sleep(Duration::from_millis(200));
 
-    let pid = server.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.send_sigterm();
     std::thread::sleep(Duration::from_millis(200));
     // The request was in flight when the signal came: it still completes.
     stream.write_all(&body.as_bytes()[5..]).unwrap();
