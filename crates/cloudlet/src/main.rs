@@ -31,6 +31,8 @@ enum Command {
         #[command(subcommand)]
         command: client::AppCommand,
     },
+    /// Run the platform emulator: a local WeChat, QQ and Douyin login server.
+    Emulator(EmulatorArgs),
     /// Offline administration of a data directory.
     Admin {
         #[command(subcommand)]
@@ -42,6 +44,20 @@ enum Command {
 enum AdminCommand {
     /// Replace the admin token with a new one and print it (the server must be stopped).
     ResetToken(DataDirArg),
+}
+
+#[derive(Args)]
+struct EmulatorArgs {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "CLOUDLET_EMULATOR_LISTEN",
+        default_value = "127.0.0.1:8701"
+    )]
+    listen: std::net::SocketAddr,
+    /// How long a login code stays valid, in seconds.
+    #[arg(long, default_value_t = 300)]
+    code_ttl_secs: u64,
 }
 
 #[derive(Args)]
@@ -60,6 +76,7 @@ async fn main() -> ExitCode {
             connection,
             command,
         } => client::run(connection, command).await,
+        Command::Emulator(args) => run_emulator(args).await,
         Command::Admin {
             command: AdminCommand::ResetToken(args),
         } => reset_token(&args.data_dir).await,
@@ -71,6 +88,26 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn run_emulator(args: EmulatorArgs) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("could not listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let options = cloudlet_emulator::EmulatorOptions {
+        code_ttl: std::time::Duration::from_secs(args.code_ttl_secs),
+        ..Default::default()
+    };
+    println!("Cloudlet emulator is listening on http://{addr}");
+    println!("  WeChat base_url: http://{addr}/wechat");
+    println!("  QQ base_url:     http://{addr}/qq");
+    println!("  Douyin base_url: http://{addr}/douyin");
+    cloudlet_emulator::serve(listener, options, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
 async fn reset_token(data_dir: &std::path::Path) -> Result<(), String> {

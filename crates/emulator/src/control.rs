@@ -1,0 +1,137 @@
+//! The emulator's own API: registering platform apps and issuing login codes for named users.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::state::{App, Code, Emulator, Platform, new_code};
+
+type Answer = (StatusCode, Json<Value>);
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Answer {
+    (
+        status,
+        Json(json!({ "error": { "code": code, "message": message.into() } })),
+    )
+}
+
+fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, Answer> {
+    parsed
+        .map(|Json(value)| value)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewApp {
+    platform: Platform,
+    appid: String,
+    secret: String,
+    /// Apps registered with the same value share unionids (an Open Platform account).
+    #[serde(default)]
+    open_platform: Option<String>,
+}
+
+/// `POST /emulator/apps`: registers (or replaces) a platform app.
+pub(crate) async fn register_app(
+    State(emulator): State<Arc<Emulator>>,
+    parsed: Result<Json<NewApp>, JsonRejection>,
+) -> Answer {
+    let new = match body(parsed) {
+        Ok(new) => new,
+        Err(answer) => return answer,
+    };
+    if new.appid.is_empty() || new.secret.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "appid and secret are required",
+        );
+    }
+    let answer = json!({
+        "platform": new.platform,
+        "appid": new.appid,
+        "open_platform": new.open_platform,
+    });
+    emulator.state().apps.insert(
+        (new.platform, new.appid),
+        App {
+            secret: new.secret,
+            open_platform: new.open_platform,
+        },
+    );
+    (StatusCode::CREATED, Json(answer))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewCode {
+    platform: Platform,
+    appid: String,
+    user: String,
+    /// Douyin: an anonymous code (`tt.login` for a user who is not logged in to Douyin).
+    #[serde(default)]
+    anonymous: bool,
+}
+
+/// `POST /emulator/codes`: what `wx.login` (`qq.login`, `tt.login`) gives a mini program.
+pub(crate) async fn issue_code(
+    State(emulator): State<Arc<Emulator>>,
+    parsed: Result<Json<NewCode>, JsonRejection>,
+) -> Answer {
+    let new = match body(parsed) {
+        Ok(new) => new,
+        Err(answer) => return answer,
+    };
+    if new.user.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "invalid_body", "user is required");
+    }
+    if new.anonymous && new.platform != Platform::Douyin {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "only Douyin has anonymous codes",
+        );
+    }
+    let mut state = emulator.state();
+    if !state.apps.contains_key(&(new.platform, new.appid.clone())) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "app_not_registered",
+            format!(
+                "register {} app {} first (POST /emulator/apps)",
+                new.platform.as_str(),
+                new.appid
+            ),
+        );
+    }
+    let code = new_code();
+    state.codes.insert(
+        code.clone(),
+        Code {
+            platform: new.platform,
+            appid: new.appid,
+            user: new.user,
+            anonymous: new.anonymous,
+            issued: Instant::now(),
+            used: false,
+        },
+    );
+    (
+        StatusCode::CREATED,
+        Json(json!({
+            "code": code,
+            "expires_in": emulator.options.code_ttl.as_secs(),
+        })),
+    )
+}
+
+pub(crate) async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}

@@ -1,0 +1,144 @@
+//! WeChat's and QQ's `jscode2session`, and WeChat's `stable_token`, answered as the real
+//! servers answer (`shared/platforms.md` §1.1, §1.2, §5.2): HTTP 200 with an `errcode` envelope,
+//! and `jscode2session` sends its JSON as `text/plain`, as WeChat does.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::state::{
+    CodeProblem, Emulator, Platform, Token, new_session_key, new_token, openid, unionid,
+};
+
+fn refusal(errcode: i64, errmsg: &str) -> Value {
+    json!({ "errcode": errcode, "errmsg": format!("{errmsg} rid: emulator") })
+}
+
+/// WeChat's JSON-as-text quirk.
+fn text_json(value: Value) -> Response {
+    ([(CONTENT_TYPE, "text/plain")], value.to_string()).into_response()
+}
+
+pub(crate) async fn wechat_code_to_session(
+    State(emulator): State<Arc<Emulator>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    text_json(code_to_session(&emulator, Platform::Wechat, &query))
+}
+
+pub(crate) async fn qq_code_to_session(
+    State(emulator): State<Arc<Emulator>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    text_json(code_to_session(&emulator, Platform::Qq, &query))
+}
+
+fn code_to_session(
+    emulator: &Emulator,
+    platform: Platform,
+    query: &HashMap<String, String>,
+) -> Value {
+    let param = |name: &str| {
+        query
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let (Some(appid), Some(secret), Some(code)) =
+        (param("appid"), param("secret"), param("js_code"))
+    else {
+        return match (param("appid"), param("secret")) {
+            (None, _) => refusal(41002, "appid missing"),
+            (_, None) => refusal(41004, "appsecret missing"),
+            _ => refusal(41008, "missing code"),
+        };
+    };
+    if param("grant_type") != Some("authorization_code") {
+        return refusal(40002, "invalid grant_type");
+    }
+    let open_platform = {
+        let state = emulator.state();
+        let Some(app) = state.apps.get(&(platform, appid.to_owned())) else {
+            return refusal(40013, "invalid appid");
+        };
+        if app.secret != secret {
+            return refusal(40125, "invalid appsecret");
+        }
+        app.open_platform.clone()
+    };
+    let user = match emulator.take_code(platform, appid, code, false) {
+        Ok(user) => user,
+        Err(CodeProblem::Invalid) => return refusal(40029, "invalid code"),
+        Err(CodeProblem::Used) => return refusal(40163, "code been used"),
+    };
+    let mut answer = json!({
+        "openid": openid(platform, appid, &user),
+        "session_key": new_session_key(),
+    });
+    if let Some(open_platform) = open_platform {
+        answer["unionid"] = json!(unionid(platform, &open_platform, &user));
+    }
+    answer
+}
+
+#[derive(Deserialize)]
+struct StableTokenRequest {
+    grant_type: Option<String>,
+    appid: Option<String>,
+    secret: Option<String>,
+    #[serde(default)]
+    force_refresh: bool,
+}
+
+/// `POST /cgi-bin/stable_token`: the same token while it is valid, a new one when forced.
+pub(crate) async fn stable_token(State(emulator): State<Arc<Emulator>>, body: Bytes) -> Response {
+    let Ok(request) = serde_json::from_slice::<StableTokenRequest>(&body) else {
+        return axum::Json(refusal(47001, "data format error")).into_response();
+    };
+    axum::Json(issue_token(&emulator, request)).into_response()
+}
+
+fn issue_token(emulator: &Emulator, request: StableTokenRequest) -> Value {
+    if request.grant_type.as_deref() != Some("client_credential") {
+        return refusal(40002, "invalid grant_type");
+    }
+    let (Some(appid), Some(secret)) = (request.appid, request.secret) else {
+        return refusal(41002, "appid missing");
+    };
+    let mut state = emulator.state();
+    let key = (Platform::Wechat, appid);
+    match state.apps.get(&key) {
+        None => return refusal(40013, "invalid appid"),
+        Some(app) if app.secret != secret => return refusal(40125, "invalid appsecret"),
+        Some(_) => {}
+    }
+    let ttl = emulator.options.token_ttl;
+    let reuse = !request.force_refresh
+        && state
+            .tokens
+            .get(&key)
+            .is_some_and(|token| token.issued.elapsed() < ttl);
+    if !reuse {
+        state.tokens.insert(
+            key.clone(),
+            Token {
+                value: new_token(),
+                issued: Instant::now(),
+            },
+        );
+    }
+    match state.tokens.get(&key) {
+        Some(token) => json!({
+            "access_token": token.value,
+            "expires_in": ttl.saturating_sub(token.issued.elapsed()).as_secs(),
+        }),
+        None => refusal(-1, "system error"),
+    }
+}

@@ -1,0 +1,20 @@
+//! Clients of the mini-program platforms' server APIs. Each platform has a module with its
+//! protocol: endpoints, fields, error envelopes and crypto, as `shared/platforms.md` records
+//! them. Nothing here stores anything or serves HTTP: the auth service in `cloudlet-core` calls
+//! these clients, and the emulator (`cloudlet-emulator`) answers them locally.
+//!
+//! - [`wechat`]: `jscode2session`, `stable_token`, `encryptedData` decryption, the login-state
+//!   signature.
+//! - [`qq`]: QQ's clone of WeChat's `jscode2session`.
+//! - [`douyin`]: Douyin's v2 `jscode2session` (with anonymous codes).
+//!
+//! Every client takes a base URL, so that the emulator can stand in for the real servers.
+
+pub mod douyin;
+mod error;
+mod http;
+pub mod qq;
+pub mod wechat;
+
+pub use error::PlatformError;
+pub use http::PlatformHttp;

@@ -1,0 +1,323 @@
+//! The platform clients against the emulator, over real HTTP. The two are written separately
+//! from the protocol notes, so agreement here means both follow the protocol; the refusals are
+//! the real platforms' error codes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use cloudlet_emulator::EmulatorOptions;
+use cloudlet_platforms::douyin::DouyinClient;
+use cloudlet_platforms::qq::QqClient;
+use cloudlet_platforms::wechat::WeChatClient;
+use cloudlet_platforms::{PlatformError, PlatformHttp};
+use serde_json::{Value, json};
+
+/// An emulator on an ephemeral port.
+struct Emulator {
+    base: String,
+    http: reqwest::Client,
+    platforms: PlatformHttp,
+}
+
+impl Emulator {
+    async fn start(options: EmulatorOptions) -> Emulator {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(cloudlet_emulator::serve(
+            listener,
+            options,
+            std::future::pending(),
+        ));
+        Emulator {
+            base,
+            http: reqwest::Client::new(),
+            platforms: PlatformHttp::new(Duration::from_secs(5)).unwrap(),
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    async fn register(
+        &self,
+        platform: &str,
+        appid: &str,
+        secret: &str,
+        open_platform: Option<&str>,
+    ) {
+        let (status, _) = self
+            .post(
+                "/emulator/apps",
+                json!({ "platform": platform, "appid": appid, "secret": secret, "open_platform": open_platform }),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+
+    async fn code(&self, platform: &str, appid: &str, user: &str) -> String {
+        self.code_of_kind(platform, appid, user, false).await
+    }
+
+    async fn code_of_kind(
+        &self,
+        platform: &str,
+        appid: &str,
+        user: &str,
+        anonymous: bool,
+    ) -> String {
+        let (status, body) = self
+            .post(
+                "/emulator/codes",
+                json!({ "platform": platform, "appid": appid, "user": user, "anonymous": anonymous }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["code"].as_str().unwrap().to_owned()
+    }
+
+    fn wechat(&self, appid: &str, secret: &str) -> WeChatClient {
+        WeChatClient::new(
+            self.platforms.clone(),
+            &format!("{}/wechat", self.base),
+            appid,
+            secret,
+        )
+    }
+}
+
+fn refused_with(result: Result<impl std::fmt::Debug, PlatformError>, expected: i64) {
+    match result {
+        Err(PlatformError::Refused { code, .. }) => assert_eq!(code, expected),
+        other => panic!("expected refusal {expected}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn wechat_login_codes_trade_once_for_stable_ids() {
+    let emulator = Emulator::start(EmulatorOptions::default()).await;
+    emulator
+        .register("wechat", "wx-shop", "shop-secret", Some("dev-1"))
+        .await;
+    emulator
+        .register("wechat", "wx-blog", "blog-secret", Some("dev-1"))
+        .await;
+    let shop = emulator.wechat("wx-shop", "shop-secret");
+    let blog = emulator.wechat("wx-blog", "blog-secret");
+
+    let code = emulator.code("wechat", "wx-shop", "alice").await;
+    let first = shop.code_to_session(&code).await.unwrap();
+    assert!(first.openid.starts_with('o'));
+    assert_eq!(base64_len(&first.session_key), 16);
+    refused_with(shop.code_to_session(&code).await, 40163);
+
+    let again = shop
+        .code_to_session(&emulator.code("wechat", "wx-shop", "alice").await)
+        .await
+        .unwrap();
+    assert_eq!(again.openid, first.openid, "the same user, the same openid");
+    assert_ne!(
+        again.session_key, first.session_key,
+        "a new login, a new session key"
+    );
+
+    let bob = shop
+        .code_to_session(&emulator.code("wechat", "wx-shop", "bob").await)
+        .await
+        .unwrap();
+    assert_ne!(bob.openid, first.openid);
+
+    let in_blog = blog
+        .code_to_session(&emulator.code("wechat", "wx-blog", "alice").await)
+        .await
+        .unwrap();
+    assert_ne!(in_blog.openid, first.openid, "openids are per app");
+    assert_eq!(in_blog.unionid, first.unionid, "unionids are per developer");
+    assert!(first.unionid.is_some());
+}
+
+#[tokio::test]
+async fn wechat_refuses_what_the_real_server_refuses() {
+    let emulator = Emulator::start(EmulatorOptions::default()).await;
+    emulator.register("wechat", "wx-a", "secret-a", None).await;
+    emulator.register("wechat", "wx-b", "secret-b", None).await;
+    let a = emulator.wechat("wx-a", "secret-a");
+
+    let code_for_b = emulator.code("wechat", "wx-b", "alice").await;
+    refused_with(a.code_to_session(&code_for_b).await, 40029);
+    refused_with(a.code_to_session("made-up-code").await, 40029);
+    let code = emulator.code("wechat", "wx-a", "alice").await;
+    refused_with(
+        emulator
+            .wechat("wx-a", "wrong")
+            .code_to_session(&code)
+            .await,
+        40125,
+    );
+    refused_with(
+        emulator
+            .wechat("wx-zzz", "secret-a")
+            .code_to_session(&code)
+            .await,
+        40013,
+    );
+    // A refused attempt does not use the code up.
+    let session = a.code_to_session(&code).await.unwrap();
+    assert!(
+        session.unionid.is_none(),
+        "no unionid without an open platform account"
+    );
+}
+
+#[tokio::test]
+async fn login_codes_expire() {
+    let emulator = Emulator::start(EmulatorOptions {
+        code_ttl: Duration::from_millis(300),
+        ..EmulatorOptions::default()
+    })
+    .await;
+    emulator.register("wechat", "wx-a", "secret-a", None).await;
+    let code = emulator.code("wechat", "wx-a", "alice").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    refused_with(
+        emulator
+            .wechat("wx-a", "secret-a")
+            .code_to_session(&code)
+            .await,
+        40029,
+    );
+}
+
+#[tokio::test]
+async fn stable_tokens_are_stable_until_forced() {
+    let emulator = Emulator::start(EmulatorOptions::default()).await;
+    emulator.register("wechat", "wx-a", "secret-a", None).await;
+    let a = emulator.wechat("wx-a", "secret-a");
+    let first = a.stable_token(false).await.unwrap();
+    assert!(first.expires_in_secs > 7000 && first.expires_in_secs <= 7200);
+    assert_eq!(a.stable_token(false).await.unwrap().token, first.token);
+    let forced = a.stable_token(true).await.unwrap();
+    assert_ne!(forced.token, first.token);
+    assert_eq!(a.stable_token(false).await.unwrap().token, forced.token);
+    refused_with(
+        emulator.wechat("wx-a", "wrong").stable_token(false).await,
+        40125,
+    );
+    refused_with(
+        emulator.wechat("wx-none", "x").stable_token(false).await,
+        40013,
+    );
+}
+
+#[tokio::test]
+async fn qq_speaks_wechats_protocol_on_its_own_apps() {
+    let emulator = Emulator::start(EmulatorOptions::default()).await;
+    emulator.register("qq", "qq-a", "secret-a", None).await;
+    emulator.register("wechat", "qq-a", "secret-a", None).await;
+    let qq = QqClient::new(
+        emulator.platforms.clone(),
+        &format!("{}/qq", emulator.base),
+        "qq-a",
+        "secret-a",
+    );
+    let session = qq
+        .code_to_session(&emulator.code("qq", "qq-a", "alice").await)
+        .await
+        .unwrap();
+    let wechat = emulator
+        .wechat("qq-a", "secret-a")
+        .code_to_session(&emulator.code("wechat", "qq-a", "alice").await)
+        .await
+        .unwrap();
+    assert_ne!(session.openid, wechat.openid, "platforms never share ids");
+    let wechat_code = emulator.code("wechat", "qq-a", "bob").await;
+    refused_with(qq.code_to_session(&wechat_code).await, 40029);
+}
+
+#[tokio::test]
+async fn douyin_trades_login_and_anonymous_codes() {
+    let emulator = Emulator::start(EmulatorOptions::default()).await;
+    emulator
+        .register("douyin", "tt-a", "secret-a", Some("dev-9"))
+        .await;
+    let tt = DouyinClient::new(
+        emulator.platforms.clone(),
+        &format!("{}/douyin", emulator.base),
+        "tt-a",
+        "secret-a",
+    );
+
+    let code = emulator.code("douyin", "tt-a", "alice").await;
+    let session = tt.code_to_session(Some(&code), None).await.unwrap();
+    assert!(session.openid.is_some() && session.session_key.is_some() && session.unionid.is_some());
+    assert!(session.anonymous_openid.is_none());
+    refused_with(tt.code_to_session(Some(&code), None).await, 40018);
+
+    let anonymous = emulator
+        .code_of_kind("douyin", "tt-a", "guest-7", true)
+        .await;
+    let guest = tt.code_to_session(None, Some(&anonymous)).await.unwrap();
+    assert!(guest.anonymous_openid.is_some());
+    assert!(guest.openid.is_none() && guest.session_key.is_none());
+    refused_with(tt.code_to_session(None, Some(&anonymous)).await, 40019);
+
+    let code = emulator.code("douyin", "tt-a", "alice").await;
+    let wrong = DouyinClient::new(
+        emulator.platforms.clone(),
+        &format!("{}/douyin", emulator.base),
+        "tt-a",
+        "nope",
+    );
+    refused_with(wrong.code_to_session(Some(&code), None).await, 40017);
+    assert!(matches!(
+        tt.code_to_session(None, None).await,
+        Err(PlatformError::BadAnswer(_))
+    ));
+    // The refused attempt left the code usable, and the ids are stable.
+    let again = tt.code_to_session(Some(&code), None).await.unwrap();
+    assert_eq!(again.openid, session.openid);
+}
+
+#[tokio::test]
+async fn the_emulators_own_api_refuses_bad_requests() {
+    let emulator = Emulator::start(EmulatorOptions::default()).await;
+    let (status, body) = emulator
+        .post(
+            "/emulator/codes",
+            json!({ "platform": "wechat", "appid": "nope", "user": "a" }),
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "app_not_registered");
+    let (status, _) = emulator
+        .post(
+            "/emulator/apps",
+            json!({ "platform": "myspace", "appid": "a", "secret": "b" }),
+        )
+        .await;
+    assert_eq!(status, 400);
+    emulator.register("wechat", "wx-a", "s", None).await;
+    let (status, body) = emulator
+        .post(
+            "/emulator/codes",
+            json!({ "platform": "wechat", "appid": "wx-a", "user": "a", "anonymous": true }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
+
+fn base64_len(text: &str) -> usize {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
+        .len()
+}
