@@ -177,8 +177,10 @@ impl Apps {
             secret_key_hint: key.hint,
             secret_key_created_at_ms: now.unix_ms(),
         };
+        let mut kid = [0u8; 6];
+        self.random.fill(&mut kid);
         let signing_key = SigningKeyRow {
-            kid: format!("k{}", now.unix_ms()),
+            kid: kid.iter().map(|b| format!("{b:02x}")).collect(),
             secret: signing_secret,
             created_at_ms: now.unix_ms(),
         };

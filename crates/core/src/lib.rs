@@ -3,6 +3,8 @@
 //!
 //! - [`apps`]: tenants: names, creation and deletion, secret keys, their databases.
 //! - [`access`]: who is calling the admin API: the admin token or an app's secret key.
+//! - [`auth`]: end users: login providers, sessions, access tokens, accounts.
+//! - [`sealing`]: secrets encrypted at rest under the instance's master key.
 //! - [`clock`] and [`random`]: the one door for time and randomness, so tests can control both.
 //! - [`secrets`]: generating, hashing and comparing bearer secrets.
 //!
@@ -10,6 +12,8 @@
 
 pub mod access;
 pub mod apps;
+pub mod auth;
 pub mod clock;
 pub mod random;
+pub mod sealing;
 pub mod secrets;

@@ -74,7 +74,13 @@ async fn delete_app(
 ) -> Result<StatusCode, ApiError> {
     caller.require_app(&app)?;
     let apps = state.apps().clone();
-    to_completion(async move { apps.delete(&app).await }).await?;
+    let auth = state.auth().clone();
+    to_completion(async move {
+        apps.delete(&app).await?;
+        auth.forget_app(&app);
+        Ok(())
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

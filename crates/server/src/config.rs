@@ -39,6 +39,7 @@ pub struct Config {
     pub log: LogConfig,
     pub http: HttpConfig,
     pub apps: AppsConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,6 +63,27 @@ pub struct HttpConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// How long an access token is valid, in seconds.
+    pub access_token_ttl_secs: u64,
+    /// How long a session lasts without a refresh, in days.
+    pub session_ttl_days: u64,
+    /// Timeout of calls to the platforms' servers, in seconds.
+    pub platform_timeout_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            access_token_ttl_secs: 900,
+            session_ttl_days: 30,
+            platform_timeout_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct AppsConfig {
     /// An app database unused this long is closed, in seconds.
     pub idle_timeout_secs: u64,
@@ -79,6 +101,7 @@ impl Default for Config {
             log: LogConfig::default(),
             http: HttpConfig::default(),
             apps: AppsConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -164,6 +187,19 @@ impl Config {
         )?;
         within("apps.max_open", self.apps.max_open, 1, 1_000_000)?;
         within("apps.readers_per_app", self.apps.readers_per_app, 1, 64)?;
+        within(
+            "auth.access_token_ttl_secs",
+            self.auth.access_token_ttl_secs,
+            1,
+            86_400,
+        )?;
+        within("auth.session_ttl_days", self.auth.session_ttl_days, 1, 3650)?;
+        within(
+            "auth.platform_timeout_secs",
+            self.auth.platform_timeout_secs,
+            1,
+            120,
+        )?;
         for origin in &self.http.cors_origins {
             if origin != "*" && !is_origin(origin) {
                 return Err(ConfigError::Invalid {

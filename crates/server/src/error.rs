@@ -7,6 +7,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cloudlet_core::access::AccessError;
 use cloudlet_core::apps::AppError;
+use cloudlet_core::auth::AuthError;
+use cloudlet_store::StoreError;
 use serde_json::json;
 
 use crate::request_id;
@@ -28,6 +30,25 @@ pub enum Code {
     InvalidAppName,
     AppAlreadyExists,
     AppNotFound,
+    UnknownProvider,
+    ProviderNotEnabled,
+    InvalidProviderConfig,
+    InvalidLoginRequest,
+    InvalidLoginCode,
+    ProviderMisconfigured,
+    PlatformUnavailable,
+    InvalidEmail,
+    WeakPassword,
+    EmailTaken,
+    InvalidLogin,
+    InvalidToken,
+    TokenAppMismatch,
+    TokenExpired,
+    SessionRevoked,
+    InvalidSession,
+    SessionReused,
+    UserNotFound,
+    InvalidProfile,
     NotReady,
     InternalError,
 }
@@ -49,6 +70,25 @@ impl Code {
             Code::InvalidAppName => "invalid_app_name",
             Code::AppAlreadyExists => "app_already_exists",
             Code::AppNotFound => "app_not_found",
+            Code::UnknownProvider => "unknown_provider",
+            Code::ProviderNotEnabled => "provider_not_enabled",
+            Code::InvalidProviderConfig => "invalid_provider_config",
+            Code::InvalidLoginRequest => "invalid_login_request",
+            Code::InvalidLoginCode => "invalid_login_code",
+            Code::ProviderMisconfigured => "provider_misconfigured",
+            Code::PlatformUnavailable => "platform_unavailable",
+            Code::InvalidEmail => "invalid_email",
+            Code::WeakPassword => "weak_password",
+            Code::EmailTaken => "email_taken",
+            Code::InvalidLogin => "invalid_login",
+            Code::InvalidToken => "invalid_token",
+            Code::TokenAppMismatch => "token_app_mismatch",
+            Code::TokenExpired => "token_expired",
+            Code::SessionRevoked => "session_revoked",
+            Code::InvalidSession => "invalid_session",
+            Code::SessionReused => "session_reused",
+            Code::UserNotFound => "user_not_found",
+            Code::InvalidProfile => "invalid_profile",
             Code::NotReady => "not_ready",
             Code::InternalError => "internal_error",
         }
@@ -56,7 +96,24 @@ impl Code {
 
     pub fn status(self) -> StatusCode {
         match self {
-            Code::RouteNotFound | Code::AppNotFound => StatusCode::NOT_FOUND,
+            Code::RouteNotFound | Code::AppNotFound | Code::UserNotFound => StatusCode::NOT_FOUND,
+            Code::UnknownProvider
+            | Code::InvalidProviderConfig
+            | Code::InvalidLoginRequest
+            | Code::InvalidEmail
+            | Code::WeakPassword
+            | Code::InvalidProfile => StatusCode::BAD_REQUEST,
+            Code::ProviderNotEnabled => StatusCode::FORBIDDEN,
+            Code::InvalidLoginCode
+            | Code::InvalidLogin
+            | Code::InvalidToken
+            | Code::TokenAppMismatch
+            | Code::TokenExpired
+            | Code::SessionRevoked
+            | Code::InvalidSession
+            | Code::SessionReused => StatusCode::UNAUTHORIZED,
+            Code::ProviderMisconfigured | Code::PlatformUnavailable => StatusCode::BAD_GATEWAY,
+            Code::EmailTaken => StatusCode::CONFLICT,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::InvalidJson | Code::InvalidQuery | Code::InvalidPath | Code::InvalidAppName => {
                 StatusCode::BAD_REQUEST
@@ -135,6 +192,44 @@ impl From<AccessError> for ApiError {
             AccessError::Forbidden => ApiError::new(Code::Forbidden, e.to_string()),
             AccessError::WeakAdminToken | AccessError::Store(_) => ApiError::internal(&e),
         }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let code = match &e {
+            AuthError::UnknownProvider(_) => Code::UnknownProvider,
+            AuthError::ProviderNotEnabled(_) => Code::ProviderNotEnabled,
+            AuthError::InvalidProviderConfig(_) => Code::InvalidProviderConfig,
+            AuthError::InvalidLoginRequest(_) => Code::InvalidLoginRequest,
+            AuthError::InvalidLoginCode => Code::InvalidLoginCode,
+            AuthError::ProviderMisconfigured(_) => Code::ProviderMisconfigured,
+            AuthError::PlatformUnavailable(cause) => {
+                tracing::warn!(cause = %cause, "platform call failed");
+                return ApiError::new(
+                    Code::PlatformUnavailable,
+                    "the platform did not answer as expected; try again",
+                );
+            }
+            AuthError::InvalidEmail => Code::InvalidEmail,
+            AuthError::WeakPassword => Code::WeakPassword,
+            AuthError::EmailTaken => Code::EmailTaken,
+            AuthError::InvalidLogin => Code::InvalidLogin,
+            AuthError::MissingToken => Code::MissingCredentials,
+            AuthError::InvalidToken => Code::InvalidToken,
+            AuthError::TokenForOtherApp => Code::TokenAppMismatch,
+            AuthError::TokenExpired => Code::TokenExpired,
+            AuthError::SessionRevoked => Code::SessionRevoked,
+            AuthError::InvalidSession => Code::InvalidSession,
+            AuthError::SessionReused => Code::SessionReused,
+            AuthError::UserNotFound => Code::UserNotFound,
+            AuthError::InvalidProfile(_) => Code::InvalidProfile,
+            AuthError::Store(StoreError::NoSuchTenant) => {
+                return ApiError::new(Code::AppNotFound, "no such app");
+            }
+            AuthError::Store(_) | AuthError::Sealing => return ApiError::internal(&e),
+        };
+        ApiError::new(code, e.to_string())
     }
 }
 

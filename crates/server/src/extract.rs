@@ -3,9 +3,9 @@
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use cloudlet_core::access::{AccessError, Caller};
 use serde::de::DeserializeOwned;
 
@@ -90,14 +90,17 @@ impl FromRequestParts<AppState> for CallerOf {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let bearer = match parts.headers.get(AUTHORIZATION) {
-            None => None,
-            Some(value) => Some(
-                bearer_token(value.to_str().ok())
-                    .ok_or_else(|| ApiError::from(AccessError::InvalidCredentials))?,
-            ),
-        };
+        let bearer = bearer(&parts.headers).map_err(|()| AccessError::InvalidCredentials)?;
         Ok(CallerOf(state.access().authenticate(bearer).await?))
+    }
+}
+
+/// The bearer token of `Authorization`, if the header is there; `Err` if it is there but is not
+/// a bearer token.
+pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ()> {
+    match headers.get(AUTHORIZATION) {
+        None => Ok(None),
+        Some(value) => bearer_token(value.to_str().ok()).map(Some).ok_or(()),
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod config;
 
 mod apps;
+mod auth;
 mod error;
 mod extract;
 mod health;
@@ -27,10 +28,12 @@ use axum::middleware;
 use axum::routing::get;
 use cloudlet_core::access::{Access, AccessError};
 use cloudlet_core::apps::Apps;
+use cloudlet_core::auth::{Auth, AuthError, AuthOptions};
 use cloudlet_core::clock::{Clock, SystemClock};
 use cloudlet_core::random::{OsRandom, Random};
+use cloudlet_core::sealing::Sealer;
 use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
-use cloudlet_store::{DataDir, StoreError, SystemStore, TenantStore};
+use cloudlet_store::{DataDir, StoreError, SystemStore, TenantStore, UserStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -50,6 +53,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Access(#[from] AccessError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("{} is not a Cloudlet data directory (it has no system.db)", .0.display())]
     NotADataDir(std::path::PathBuf),
     #[error("could not listen on {addr}: {source}")]
@@ -114,13 +119,19 @@ impl Running {
 /// The storage backends the server runs on.
 struct Storage {
     data_dir: DataDir,
+    master_key: [u8; 32],
     system: Arc<dyn SystemStore>,
-    tenants: Arc<dyn TenantStore>,
+    tenants: Arc<SqliteTenants>,
 }
 
 /// Locks the data directory and opens the embedded backends. Blocking.
 fn open_storage(config: &Config) -> Result<Storage, StoreError> {
     let data_dir = DataDir::open(&config.data_dir)?;
+    let master_key = data_dir.master_key(|| {
+        let mut key = [0u8; 32];
+        OsRandom.fill(&mut key);
+        key
+    })?;
     let system = SqliteSystemStore::open(&data_dir.system_db())?;
     let tenants = SqliteTenants::open(
         data_dir.apps_dir(),
@@ -131,6 +142,7 @@ fn open_storage(config: &Config) -> Result<Storage, StoreError> {
     )?;
     Ok(Storage {
         data_dir,
+        master_key,
         system: Arc::new(system),
         tenants: Arc::new(tenants),
     })
@@ -142,6 +154,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let opening = config.clone();
     let Storage {
         data_dir,
+        master_key,
         system,
         tenants,
     } = tokio::task::spawn_blocking(move || open_storage(&opening))
@@ -156,13 +169,28 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         &*random,
     )
     .await?;
+    let tenant_store: Arc<dyn TenantStore> = tenants.clone();
+    let user_store: Arc<dyn UserStore> = tenants;
     let apps = Apps::new(
         Arc::clone(&system),
-        Arc::clone(&tenants),
-        clock,
+        Arc::clone(&tenant_store),
+        Arc::clone(&clock),
         Arc::clone(&random),
     );
-    let state = AppState::new(apps, access, Arc::clone(&system), &*random);
+    let auth = Auth::new(
+        Arc::clone(&system),
+        user_store,
+        clock,
+        Arc::clone(&random),
+        Sealer::new(&master_key),
+        AuthOptions {
+            access_token_ttl: Duration::from_secs(config.auth.access_token_ttl_secs),
+            session_ttl: Duration::from_secs(config.auth.session_ttl_days * 86_400),
+            platform_timeout: Duration::from_secs(config.auth.platform_timeout_secs),
+        },
+    )?;
+    let state = AppState::new(apps, auth, access, Arc::clone(&system), &*random);
+    let tenants = tenant_store;
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -264,6 +292,7 @@ fn router(config: &Config, state: AppState) -> Router {
         .route("/readyz", get(health::ready))
         .route("/metrics", get(metrics::export))
         .merge(apps::router())
+        .merge(auth::router())
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.http.max_body_bytes))

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use cloudlet_core::access::Access;
 use cloudlet_core::apps::Apps;
+use cloudlet_core::auth::Auth;
 use cloudlet_core::random::Random;
 use cloudlet_store::SystemStore;
 
@@ -15,6 +16,7 @@ pub struct AppState(Arc<Shared>);
 
 struct Shared {
     apps: Apps,
+    auth: Auth,
     access: Access,
     system: Arc<dyn SystemStore>,
     metrics: Metrics,
@@ -28,6 +30,7 @@ struct Shared {
 impl AppState {
     pub fn new(
         apps: Apps,
+        auth: Auth,
         access: Access,
         system: Arc<dyn SystemStore>,
         random: &dyn Random,
@@ -36,6 +39,7 @@ impl AppState {
         random.fill(&mut prefix);
         AppState(Arc::new(Shared {
             apps,
+            auth,
             access,
             system,
             metrics: Metrics::default(),
@@ -47,6 +51,10 @@ impl AppState {
 
     pub fn apps(&self) -> &Apps {
         &self.0.apps
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.0.auth
     }
 
     pub fn access(&self) -> &Access {

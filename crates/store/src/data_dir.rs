@@ -3,7 +3,8 @@
 //! ```text
 //! data-dir/
 //!   cloudlet.lock        held (flock) by the running server; holds its pid
-//!   system.db            control plane: admin token hash, apps, their keys
+//!   master.key           32 random bytes that seal secrets at rest (mode 0600)
+//!   system.db            control plane: admin token hash, apps, their keys, providers
 //!   apps/{app}/data.db   one SQLite database per app
 //! ```
 
@@ -67,6 +68,34 @@ impl DataDir {
     pub fn apps_dir(&self) -> PathBuf {
         self.root.join("apps")
     }
+
+    /// The instance's master key, which seals secrets at rest: read from `master.key`, or made
+    /// by `generate` and written there (mode 0600) on first use. Blocking.
+    pub fn master_key(&self, generate: impl FnOnce() -> [u8; 32]) -> Result<[u8; 32], StoreError> {
+        let path = self.root.join("master.key");
+        match fs::read(&path) {
+            Ok(bytes) => bytes.try_into().map_err(|_| StoreError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "master.key must hold exactly 32 bytes",
+                ),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = generate();
+                let mut options = OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let mut file = options.open(&path).map_err(StoreError::io(&path))?;
+                file.write_all(&key)
+                    .and_then(|()| file.sync_all())
+                    .map_err(StoreError::io(&path))?;
+                Ok(key)
+            }
+            Err(e) => Err(StoreError::io(&path)(e)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -93,5 +122,19 @@ mod tests {
         );
         drop(first);
         DataDir::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn the_master_key_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path()).unwrap();
+        let key = data.master_key(|| [7; 32]).unwrap();
+        assert_eq!(key, [7; 32]);
+        assert_eq!(data.master_key(|| [9; 32]).unwrap(), [7; 32]);
+        std::fs::write(dir.path().join("master.key"), b"short").unwrap();
+        assert!(
+            data.master_key(|| [9; 32]).is_err(),
+            "a damaged key is an error, never replaced"
+        );
     }
 }

@@ -14,8 +14,10 @@ mod error;
 pub mod sqlite;
 mod system;
 mod tenants;
+mod users;
 
 pub use data_dir::DataDir;
 pub use error::StoreError;
-pub use system::{AppRow, Page, SigningKeyRow, SystemStore};
+pub use system::{AppRow, Page, ProviderRow, SigningKeyRow, SystemStore};
 pub use tenants::{TenantHealth, TenantStore};
+pub use users::{IdentityRow, Rotation, SessionRow, UserRow, UserStore};

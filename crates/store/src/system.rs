@@ -24,6 +24,26 @@ pub struct SigningKeyRow {
     pub created_at_ms: i64,
 }
 
+/// A login provider's configuration for one app. Secrets are sealed by the caller.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProviderRow {
+    pub provider: String,
+    /// A JSON object of the settings that are not secret.
+    pub settings: String,
+    /// The secret settings, sealed (encrypted) with the instance's master key.
+    pub sealed_secrets: Option<Vec<u8>>,
+    pub updated_at_ms: i64,
+}
+
+impl std::fmt::Debug for ProviderRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderRow")
+            .field("provider", &self.provider)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One page of a keyset-paginated listing: `next_after` is the key to continue after.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page<T> {
@@ -58,6 +78,13 @@ pub trait SystemStore: Send + Sync {
         hint: String,
         at_ms: i64,
     ) -> Result<bool, StoreError>;
+    /// Creates or replaces a provider's configuration; [`StoreError::Conflict`] if the app is
+    /// gone.
+    async fn put_provider(&self, app: &str, row: ProviderRow) -> Result<(), StoreError>;
+    async fn provider(&self, app: &str, provider: &str) -> Result<Option<ProviderRow>, StoreError>;
+    async fn providers(&self, app: &str) -> Result<Vec<ProviderRow>, StoreError>;
+    /// The app's token-signing keys, newest first.
+    async fn signing_keys(&self, app: &str) -> Result<Vec<SigningKeyRow>, StoreError>;
     /// Flushes pending writes and closes the store.
     async fn close(&self);
 }

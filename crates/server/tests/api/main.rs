@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod apps;
+mod auth;
 mod errors;
 mod http;
 mod lifecycle;

@@ -8,6 +8,7 @@ mod executor;
 mod migrate;
 mod system;
 mod tenants;
+mod users;
 
 pub use executor::{Database, DatabaseOptions};
 pub use system::SqliteSystemStore;

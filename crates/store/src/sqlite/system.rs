@@ -6,9 +6,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::{Database, DatabaseOptions, migrate};
-use crate::{AppRow, Page, SigningKeyRow, StoreError, SystemStore};
+use crate::{AppRow, Page, ProviderRow, SigningKeyRow, StoreError, SystemStore};
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE settings (
         key   TEXT PRIMARY KEY,
         value BLOB NOT NULL
@@ -27,7 +28,18 @@ const MIGRATIONS: &[&str] = &["
         created_at  INTEGER NOT NULL,
         PRIMARY KEY (app, kid)
     ) STRICT;
-"];
+",
+    "
+    CREATE TABLE app_providers (
+        app             TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+        provider        TEXT NOT NULL,
+        settings        TEXT NOT NULL,
+        sealed_secrets  BLOB,
+        updated_at      INTEGER NOT NULL,
+        PRIMARY KEY (app, provider)
+    ) STRICT;
+",
+];
 
 const ADMIN_TOKEN_HASH: &str = "admin_token_hash";
 const APP_COLUMNS: &str =
@@ -58,6 +70,15 @@ fn app_from_row(row: &Row<'_>) -> rusqlite::Result<AppRow> {
         secret_key_hash: row.get(2)?,
         secret_key_hint: row.get(3)?,
         secret_key_created_at_ms: row.get(4)?,
+    })
+}
+
+fn provider_from_row(row: &Row<'_>) -> rusqlite::Result<ProviderRow> {
+    Ok(ProviderRow {
+        provider: row.get(0)?,
+        settings: row.get(1)?,
+        sealed_secrets: row.get(2)?,
+        updated_at_ms: row.get(3)?,
     })
 }
 
@@ -197,6 +218,71 @@ impl SystemStore for SqliteSystemStore {
                     )
                     .map_err(StoreError::from_write)?;
                 Ok(changed == 1)
+            })
+            .await
+    }
+
+    async fn put_provider(&self, app: &str, row: ProviderRow) -> Result<(), StoreError> {
+        let app = app.to_owned();
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO app_providers (app, provider, settings, sealed_secrets, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (app, provider) DO UPDATE SET settings = excluded.settings,
+                       sealed_secrets = excluded.sealed_secrets, updated_at = excluded.updated_at",
+                    (&app, &row.provider, &row.settings, &row.sealed_secrets, row.updated_at_ms),
+                )
+                .map_err(StoreError::from_write)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn provider(&self, app: &str, provider: &str) -> Result<Option<ProviderRow>, StoreError> {
+        let (app, provider) = (app.to_owned(), provider.to_owned());
+        self.db
+            .read(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT provider, settings, sealed_secrets, updated_at FROM app_providers
+                     WHERE app = ?1 AND provider = ?2",
+                )?
+                .query_row([app, provider], provider_from_row)
+                .optional()?)
+            })
+            .await
+    }
+
+    async fn providers(&self, app: &str) -> Result<Vec<ProviderRow>, StoreError> {
+        let app = app.to_owned();
+        self.db
+            .read(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT provider, settings, sealed_secrets, updated_at FROM app_providers
+                     WHERE app = ?1 ORDER BY provider",
+                )?
+                .query_map([app], provider_from_row)?
+                .collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+
+    async fn signing_keys(&self, app: &str) -> Result<Vec<SigningKeyRow>, StoreError> {
+        let app = app.to_owned();
+        self.db
+            .read(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT kid, secret, created_at FROM app_signing_keys
+                     WHERE app = ?1 ORDER BY created_at DESC",
+                )?
+                .query_map([app], |r| {
+                    Ok(SigningKeyRow {
+                        kid: r.get(0)?,
+                        secret: r.get(1)?,
+                        created_at_ms: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?)
             })
             .await
     }

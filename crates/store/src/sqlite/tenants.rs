@@ -21,12 +21,15 @@ use tokio::sync::OnceCell;
 use super::{Database, DatabaseOptions, blocking, lock, migrate};
 use crate::{StoreError, TenantHealth, TenantStore};
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE _cloudlet_meta (
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
     ) STRICT;
-"];
+    ",
+    super::users::MIGRATION,
+];
 
 /// Directories of deleted apps are renamed to this prefix, then removed.
 const TRASH_PREFIX: &str = ".deleted-";
@@ -63,9 +66,10 @@ struct Slot {
     last_used_ms: AtomicU64,
 }
 
-struct Lease {
+/// An app's open database, held for the length of one operation.
+pub(super) struct Lease {
     _slot: Arc<Slot>,
-    db: Database,
+    pub(super) db: Database,
 }
 
 impl SqliteTenants {
@@ -108,7 +112,7 @@ impl SqliteTenants {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    async fn lease(&self, app: &str) -> Result<Lease, StoreError> {
+    pub(super) async fn lease(&self, app: &str) -> Result<Lease, StoreError> {
         let slot = {
             let mut pool = lock(&self.pool);
             if pool.closed {
@@ -319,7 +323,7 @@ mod tests {
         }
         assert_eq!(tenants.open_count(), 0, "provisioning leaves nothing open");
         for app in ["a", "b", "c"] {
-            assert_eq!(tenants.health(app).await.unwrap().schema_version, 1);
+            assert_eq!(tenants.health(app).await.unwrap().schema_version, 2);
         }
         assert_eq!(
             tenants.open_count(),
@@ -366,7 +370,7 @@ mod tests {
         std::fs::write(dir.path().join("reused/data.db"), b"old data").unwrap();
         std::fs::create_dir(dir.path().join(".deleted-x-1-0")).unwrap();
         tenants.provision("reused").await.unwrap();
-        assert_eq!(tenants.health("reused").await.unwrap().schema_version, 1);
+        assert_eq!(tenants.health("reused").await.unwrap().schema_version, 2);
         // Leftover trash is removed when the pool opens.
         let tenants = pool(dir.path(), 4);
         assert!(!dir.path().join(".deleted-x-1-0").exists());

@@ -1,0 +1,953 @@
+//! End-user identity for each app: login through a provider, sessions, access tokens.
+//!
+//! A login trades the provider's proof (a platform login code, a password, …) for a user, found
+//! by the provider identity, else linked through the platform's unionid, else created. It opens
+//! a session, whose secret (the client's `session_id`) is stored only as a hash, and issues a
+//! short-lived access token signed with the app's key. Refreshing rotates the session secret;
+//! presenting a rotated-away secret revokes the whole session (reuse detection). Tokens are
+//! checked without a database read: the app's keys and its recently revoked sessions are kept
+//! in memory, loaded on the app's first check and updated on every revocation.
+
+pub mod providers;
+pub mod tokens;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cloudlet_platforms::douyin::DouyinClient;
+use cloudlet_platforms::qq::QqClient;
+use cloudlet_platforms::wechat::WeChatClient;
+use cloudlet_platforms::{PlatformError, PlatformHttp};
+use cloudlet_store::{
+    IdentityRow, ProviderRow, Rotation, SessionRow, StoreError, SystemStore, UserRow, UserStore,
+};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::clock::{Clock, Timestamp};
+use crate::random::Random;
+use crate::sealing::Sealer;
+use crate::secrets::SecretHash;
+use providers::{Platform, PlatformSettings, ProviderInput, ProviderKind, ProviderView, Settings};
+use tokens::{Claims, TokenProblem};
+
+/// The largest profile, as JSON text.
+pub const MAX_PROFILE_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("unknown login provider {0:?}")]
+    UnknownProvider(String),
+    #[error("login with {0:?} is not enabled for this app")]
+    ProviderNotEnabled(String),
+    #[error("invalid provider configuration: {0}")]
+    InvalidProviderConfig(String),
+    #[error("invalid login request: {0}")]
+    InvalidLoginRequest(String),
+    #[error("the login code is invalid, expired or already used")]
+    InvalidLoginCode,
+    #[error("the platform refused this app's credentials ({0}); check the provider configuration")]
+    ProviderMisconfigured(String),
+    #[error("the platform did not answer as expected: {0}")]
+    PlatformUnavailable(String),
+    #[error("the email address is not valid")]
+    InvalidEmail,
+    #[error("passwords must be 8 to 128 characters")]
+    WeakPassword,
+    #[error("an account with this email exists already")]
+    EmailTaken,
+    #[error("wrong email or password")]
+    InvalidLogin,
+    #[error("this request needs an access token")]
+    MissingToken,
+    #[error("the access token is not valid")]
+    InvalidToken,
+    #[error("the access token was issued for another app")]
+    TokenForOtherApp,
+    #[error("the access token has expired; refresh it")]
+    TokenExpired,
+    #[error("the session has been revoked")]
+    SessionRevoked,
+    #[error("the session id is not valid (unknown, expired or revoked)")]
+    InvalidSession,
+    #[error("the session id was already used; the session has been revoked")]
+    SessionReused,
+    #[error("no such user")]
+    UserNotFound,
+    #[error("invalid profile: {0}")]
+    InvalidProfile(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("a stored secret could not be opened")]
+    Sealing,
+}
+
+/// How long credentials live.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthOptions {
+    pub access_token_ttl: Duration,
+    pub session_ttl: Duration,
+    /// The HTTP timeout for calls to the platforms.
+    pub platform_timeout: Duration,
+}
+
+impl Default for AuthOptions {
+    fn default() -> Self {
+        AuthOptions {
+            access_token_ttl: Duration::from_secs(15 * 60),
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
+            platform_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A login attempt, as the client sends it.
+#[derive(Debug, Clone)]
+pub enum Login {
+    /// A platform login code (and for Douyin, optionally an anonymous code).
+    Platform {
+        provider: String,
+        code: Option<String>,
+        anonymous_code: Option<String>,
+    },
+    Password {
+        email: String,
+        password: String,
+    },
+    Anonymous,
+    Dev {
+        user: String,
+    },
+}
+
+/// A user as the API shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    pub id: String,
+    pub created_at: Timestamp,
+    pub last_login_at: Timestamp,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub profile: Value,
+}
+
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        User {
+            id: row.id,
+            created_at: Timestamp::from_unix_ms(row.created_at_ms),
+            last_login_at: Timestamp::from_unix_ms(row.last_login_at_ms),
+            email: row.email,
+            phone: row.phone,
+            profile: serde_json::from_str(&row.profile).unwrap_or(Value::Object(Map::new())),
+        }
+    }
+}
+
+/// What a login or a refresh gives the client. (`Debug` hides the secrets.)
+#[derive(Clone, Serialize)]
+pub struct SessionGrant {
+    /// The long-lived secret that refreshes the session; shown only here.
+    pub session_id: String,
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    pub user: User,
+}
+
+impl std::fmt::Debug for SessionGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionGrant")
+            .field("user", &self.user.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A session as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionView {
+    pub id: String,
+    pub provider: String,
+    pub created_at: Timestamp,
+    pub refreshed_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl From<SessionRow> for SessionView {
+    fn from(row: SessionRow) -> Self {
+        SessionView {
+            id: row.id,
+            provider: row.provider,
+            created_at: Timestamp::from_unix_ms(row.created_at_ms),
+            refreshed_at: Timestamp::from_unix_ms(row.refreshed_at_ms),
+            expires_at: Timestamp::from_unix_ms(row.expires_at_ms),
+            revoked_at: row.revoked_at_ms.map(Timestamp::from_unix_ms),
+        }
+    }
+}
+
+/// Who made a request with a valid access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub app: String,
+    pub user_id: String,
+    pub session_id: String,
+    pub provider: String,
+}
+
+/// An app's keys and the sessions revoked within one token lifetime, in memory.
+struct AppKeys {
+    keys: Vec<(String, Vec<u8>)>,
+    /// Revoked session ids and when they stop mattering (Unix ms).
+    revoked: Mutex<HashMap<String, i64>>,
+}
+
+/// The auth service. Cheap to clone.
+#[derive(Clone)]
+pub struct Auth(Arc<Inner>);
+
+struct Inner {
+    system: Arc<dyn SystemStore>,
+    users: Arc<dyn UserStore>,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn Random>,
+    sealer: Sealer,
+    http: PlatformHttp,
+    options: AuthOptions,
+    keys: Mutex<HashMap<String, Arc<AppKeys>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Auth {
+    pub fn new(
+        system: Arc<dyn SystemStore>,
+        users: Arc<dyn UserStore>,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn Random>,
+        sealer: Sealer,
+        options: AuthOptions,
+    ) -> Result<Self, AuthError> {
+        let http = PlatformHttp::new(options.platform_timeout)
+            .map_err(|e| AuthError::PlatformUnavailable(e.to_string()))?;
+        Ok(Auth(Arc::new(Inner {
+            system,
+            users,
+            clock,
+            random,
+            sealer,
+            http,
+            options,
+            keys: Mutex::new(HashMap::new()),
+        })))
+    }
+
+    // ---- provider configuration -------------------------------------------------------
+
+    pub async fn configure_provider(
+        &self,
+        app: &str,
+        provider: &str,
+        body: Value,
+    ) -> Result<ProviderView, AuthError> {
+        let kind = ProviderKind::of(provider)
+            .ok_or_else(|| AuthError::UnknownProvider(provider.to_owned()))?;
+        let input = ProviderInput::parse(kind, body).map_err(AuthError::InvalidProviderConfig)?;
+        let now = self.0.clock.now();
+        let sealed_secrets = input.secret.map(|secret| {
+            self.0.sealer.seal(
+                secret.as_bytes(),
+                &seal_place(app, provider),
+                &*self.0.random,
+            )
+        });
+        let settings = serde_json::to_string(&input.settings)
+            .map_err(|e| AuthError::InvalidProviderConfig(e.to_string()))?;
+        self.0
+            .system
+            .put_provider(
+                app,
+                ProviderRow {
+                    provider: provider.to_owned(),
+                    settings,
+                    sealed_secrets,
+                    updated_at_ms: now.unix_ms(),
+                },
+            )
+            .await?;
+        tracing::info!(app, provider, "login provider configured");
+        Ok(ProviderView::of(provider, &input.settings, Some(now)))
+    }
+
+    pub async fn provider_view(
+        &self,
+        app: &str,
+        provider: &str,
+    ) -> Result<ProviderView, AuthError> {
+        let kind = ProviderKind::of(provider)
+            .ok_or_else(|| AuthError::UnknownProvider(provider.to_owned()))?;
+        Ok(match self.0.system.provider(app, provider).await? {
+            Some(row) => ProviderView::of(
+                provider,
+                &parse_settings(&row)?,
+                Some(Timestamp::from_unix_ms(row.updated_at_ms)),
+            ),
+            None => ProviderView::of(
+                provider,
+                &Settings::Toggle {
+                    enabled: kind.enabled_by_default(),
+                },
+                None,
+            ),
+        })
+    }
+
+    /// The provider's settings and unsealed secret, if it is enabled.
+    async fn enabled_provider(
+        &self,
+        app: &str,
+        provider: &str,
+    ) -> Result<(ProviderKind, Settings, Option<String>), AuthError> {
+        let kind = ProviderKind::of(provider)
+            .ok_or_else(|| AuthError::UnknownProvider(provider.to_owned()))?;
+        let not_enabled = || AuthError::ProviderNotEnabled(provider.to_owned());
+        match self.0.system.provider(app, provider).await? {
+            None if kind.enabled_by_default() => {
+                Ok((kind, Settings::Toggle { enabled: true }, None))
+            }
+            None => Err(not_enabled()),
+            Some(row) => {
+                let settings = parse_settings(&row)?;
+                if !settings.enabled() {
+                    return Err(not_enabled());
+                }
+                let secret = match &row.sealed_secrets {
+                    Some(sealed) => {
+                        let plain = self
+                            .0
+                            .sealer
+                            .open(sealed, &seal_place(app, provider))
+                            .map_err(|_| AuthError::Sealing)?;
+                        Some(String::from_utf8(plain).map_err(|_| AuthError::Sealing)?)
+                    }
+                    None => None,
+                };
+                Ok((kind, settings, secret))
+            }
+        }
+    }
+
+    // ---- login ------------------------------------------------------------------------
+
+    pub async fn login(&self, app: &str, login: Login) -> Result<SessionGrant, AuthError> {
+        let (provider, user) = match login {
+            Login::Platform {
+                provider,
+                code,
+                anonymous_code,
+            } => {
+                let (user, session_key) = self
+                    .platform_login(app, &provider, code, anonymous_code)
+                    .await?;
+                return self
+                    .open_session(app, &provider, user, session_key.as_deref())
+                    .await;
+            }
+            Login::Password { email, password } => {
+                self.enabled_provider(app, "password").await?;
+                let user = self.password_login(app, &email, &password).await?;
+                ("password".to_owned(), user)
+            }
+            Login::Anonymous => {
+                self.enabled_provider(app, "anonymous").await?;
+                let user = self.new_user(None, None);
+                self.0
+                    .users
+                    .create_user(app, user.clone(), None, None)
+                    .await?;
+                ("anonymous".to_owned(), user)
+            }
+            Login::Dev { user: name } => {
+                self.enabled_provider(app, "dev").await?;
+                if !(1..=64).contains(&name.len()) {
+                    return Err(AuthError::InvalidLoginRequest(
+                        "user must be 1 to 64 characters".into(),
+                    ));
+                }
+                let user = self.find_or_create(app, "dev", "dev", &name, None).await?;
+                ("dev".to_owned(), user)
+            }
+        };
+        self.open_session(app, &provider, user, None).await
+    }
+
+    async fn platform_login(
+        &self,
+        app: &str,
+        provider: &str,
+        code: Option<String>,
+        anonymous_code: Option<String>,
+    ) -> Result<(UserRow, Option<String>), AuthError> {
+        let (kind, settings, secret) = self.enabled_provider(app, provider).await?;
+        let (ProviderKind::Platform(platform), Settings::Platform(settings), Some(secret)) =
+            (kind, settings, secret)
+        else {
+            return Err(AuthError::InvalidLoginRequest(format!(
+                "{provider} is not a platform provider"
+            )));
+        };
+        let PlatformSettings {
+            appid, base_url, ..
+        } = settings;
+        let http = self.0.http.clone();
+        let (subject, unionid, session_key) = match platform {
+            Platform::WeChat | Platform::Qq => {
+                let code =
+                    code.ok_or_else(|| AuthError::InvalidLoginRequest("code is required".into()))?;
+                let session = if platform == Platform::WeChat {
+                    WeChatClient::new(http, &base_url, &appid, &secret)
+                        .code_to_session(&code)
+                        .await
+                } else {
+                    QqClient::new(http, &base_url, &appid, &secret)
+                        .code_to_session(&code)
+                        .await
+                }
+                .map_err(platform_error)?;
+                (session.openid, session.unionid, Some(session.session_key))
+            }
+            Platform::Douyin => {
+                let session = DouyinClient::new(http, &base_url, &appid, &secret)
+                    .code_to_session(code.as_deref(), anonymous_code.as_deref())
+                    .await
+                    .map_err(platform_error)?;
+                match (session.openid, session.anonymous_openid) {
+                    (Some(openid), _) => (openid, session.unionid, session.session_key),
+                    (None, Some(anonymous)) => (format!("anonymous:{anonymous}"), None, None),
+                    (None, None) => {
+                        return Err(AuthError::PlatformUnavailable("no openid".into()));
+                    }
+                }
+            }
+        };
+        let user = self
+            .find_or_create(app, provider, platform.family(), &subject, unionid)
+            .await?;
+        Ok((user, session_key))
+    }
+
+    /// The user of this identity; else the user linked by unionid, with this identity added;
+    /// else a new user. A concurrent login of the same new identity wins once; the other finds
+    /// its user.
+    async fn find_or_create(
+        &self,
+        app: &str,
+        provider: &str,
+        family: &str,
+        subject: &str,
+        unionid: Option<String>,
+    ) -> Result<UserRow, AuthError> {
+        let users = &self.0.users;
+        if let Some(user) = users.user_by_identity(app, provider, subject).await? {
+            return Ok(user);
+        }
+        let identity = |user_id: &str| IdentityRow {
+            provider: provider.to_owned(),
+            subject: subject.to_owned(),
+            user_id: user_id.to_owned(),
+            unionid: unionid.clone(),
+            family: family.to_owned(),
+            created_at_ms: self.0.clock.now().unix_ms(),
+        };
+        let linked = match &unionid {
+            Some(unionid) => users.user_by_unionid(app, family, unionid).await?,
+            None => None,
+        };
+        let written = match &linked {
+            Some(user) => users.add_identity(app, identity(&user.id)).await,
+            None => {
+                let user = self.new_user(None, None);
+                let id = user.id.clone();
+                users
+                    .create_user(app, user, None, Some(identity(&id)))
+                    .await
+            }
+        };
+        match written {
+            Ok(()) | Err(StoreError::Conflict) => users
+                .user_by_identity(app, provider, subject)
+                .await?
+                .ok_or(AuthError::UserNotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn new_user(&self, email: Option<String>, phone: Option<String>) -> UserRow {
+        let now = self.0.clock.now().unix_ms();
+        UserRow {
+            id: self.random_id("usr_", 12),
+            created_at_ms: now,
+            last_login_at_ms: now,
+            email,
+            phone,
+            profile: "{}".into(),
+        }
+    }
+
+    fn random_id(&self, prefix: &str, bytes: usize) -> String {
+        let mut buf = vec![0u8; bytes];
+        self.0.random.fill(&mut buf);
+        format!("{prefix}{}", URL_SAFE_NO_PAD.encode(buf))
+    }
+
+    // ---- passwords ----------------------------------------------------------------------
+
+    /// Creates a password account and logs it in.
+    pub async fn sign_up(
+        &self,
+        app: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<SessionGrant, AuthError> {
+        self.enabled_provider(app, "password").await?;
+        let email = normalize_email(email)?;
+        check_password(password)?;
+        let hash = self.hash_password(password.to_owned()).await?;
+        let user = self.new_user(Some(email.clone()), None);
+        let identity = IdentityRow {
+            provider: "password".into(),
+            subject: email,
+            user_id: user.id.clone(),
+            unionid: None,
+            family: "password".into(),
+            created_at_ms: user.created_at_ms,
+        };
+        match self
+            .0
+            .users
+            .create_user(app, user.clone(), Some(hash), Some(identity))
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => return Err(AuthError::EmailTaken),
+            Err(e) => return Err(e.into()),
+        }
+        self.open_session(app, "password", user, None).await
+    }
+
+    async fn password_login(
+        &self,
+        app: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<UserRow, AuthError> {
+        let email = normalize_email(email).map_err(|_| AuthError::InvalidLogin)?;
+        let found = self.0.users.user_by_email(app, &email).await?;
+        let (user, hash) = match found {
+            Some((user, Some(hash))) => (Some(user), hash),
+            _ => (None, String::new()),
+        };
+        let password = password.to_owned();
+        let matches = blocking(move || {
+            let hash = if hash.is_empty() {
+                dummy_hash()
+            } else {
+                hash.as_str()
+            };
+            PasswordHash::new(hash)
+                .map(|parsed| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &parsed)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await?;
+        match user {
+            Some(user) if matches => Ok(user),
+            _ => Err(AuthError::InvalidLogin),
+        }
+    }
+
+    async fn hash_password(&self, password: String) -> Result<String, AuthError> {
+        let mut salt = [0u8; 16];
+        self.0.random.fill(&mut salt);
+        let salt = SaltString::encode_b64(&salt)
+            .map_err(|e| AuthError::InvalidLoginRequest(e.to_string()))?;
+        blocking(move || {
+            Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| AuthError::InvalidLoginRequest(e.to_string()))
+        })
+        .await?
+    }
+
+    // ---- sessions and tokens ----------------------------------------------------------
+
+    async fn open_session(
+        &self,
+        app: &str,
+        provider: &str,
+        user: UserRow,
+        platform_key: Option<&str>,
+    ) -> Result<SessionGrant, AuthError> {
+        let now = self.0.clock.now().unix_ms();
+        self.0.users.record_login(app, &user.id, now).await?;
+        let secret = self.random_id("cs_", 32);
+        let session = SessionRow {
+            id: self.random_id("ses_", 12),
+            user_id: user.id.clone(),
+            provider: provider.to_owned(),
+            secret_hash: SecretHash::of(&secret).as_bytes().to_vec(),
+            created_at_ms: now,
+            refreshed_at_ms: now,
+            expires_at_ms: now + self.0.options.session_ttl.as_millis() as i64,
+            revoked_at_ms: None,
+            sealed_platform_key: platform_key.map(|key| {
+                self.0.sealer.seal(
+                    key.as_bytes(),
+                    &format!("{app}/session-key"),
+                    &*self.0.random,
+                )
+            }),
+        };
+        let session_id = session.id.clone();
+        self.0.users.insert_session(app, session).await?;
+        let user = UserRow {
+            last_login_at_ms: now,
+            ..user
+        };
+        self.grant(app, provider, &session_id, secret, user).await
+    }
+
+    async fn grant(
+        &self,
+        app: &str,
+        provider: &str,
+        session_id: &str,
+        secret: String,
+        user: UserRow,
+    ) -> Result<SessionGrant, AuthError> {
+        let keys = self.app_keys(app).await?;
+        let (kid, key) = keys.keys.first().ok_or(AuthError::InvalidToken)?;
+        let now_secs = self.0.clock.now().unix_ms() / 1000;
+        let ttl = self.0.options.access_token_ttl.as_secs();
+        let claims = Claims {
+            iss: "cloudlet".into(),
+            aud: app.to_owned(),
+            sub: user.id.clone(),
+            sid: session_id.to_owned(),
+            prv: provider.to_owned(),
+            scope: "user".into(),
+            iat: now_secs,
+            exp: now_secs + ttl as i64,
+        };
+        Ok(SessionGrant {
+            session_id: secret,
+            access_token: tokens::sign(&claims, kid, key),
+            token_type: "Bearer",
+            expires_in: ttl,
+            user: user.into(),
+        })
+    }
+
+    /// Trades a session secret for a new access token and a new secret.
+    pub async fn refresh(
+        &self,
+        app: &str,
+        session_secret: &str,
+    ) -> Result<SessionGrant, AuthError> {
+        let now = self.0.clock.now().unix_ms();
+        let next = self.random_id("cs_", 32);
+        let rotation = self
+            .0
+            .users
+            .rotate_session(
+                app,
+                SecretHash::of(session_secret).as_bytes().to_vec(),
+                SecretHash::of(&next).as_bytes().to_vec(),
+                now,
+                now + self.0.options.session_ttl.as_millis() as i64,
+            )
+            .await?;
+        match rotation {
+            Rotation::Rotated(session) => {
+                let user = self
+                    .0
+                    .users
+                    .user(app, &session.user_id)
+                    .await?
+                    .ok_or(AuthError::UserNotFound)?;
+                self.grant(app, &session.provider, &session.id, next, user)
+                    .await
+            }
+            Rotation::Reused { session_id } => {
+                tracing::warn!(app, session = %session_id, "a rotated session id was replayed; session revoked");
+                self.remember_revoked(app, &[session_id]).await?;
+                Err(AuthError::SessionReused)
+            }
+            Rotation::Unknown => Err(AuthError::InvalidSession),
+        }
+    }
+
+    /// Checks an access token for `app`, without a database read once the app's keys are in
+    /// memory.
+    pub async fn authenticate(
+        &self,
+        app: &str,
+        token: Option<&str>,
+    ) -> Result<Principal, AuthError> {
+        let token = token.ok_or(AuthError::MissingToken)?;
+        let unverified = tokens::parse(token).map_err(token_error)?;
+        if unverified.claims.aud != app {
+            return Err(AuthError::TokenForOtherApp);
+        }
+        let keys = self.app_keys(app).await?;
+        let secret = keys
+            .keys
+            .iter()
+            .find(|(kid, _)| *kid == unverified.kid)
+            .map(|(_, secret)| secret.as_slice());
+        let now = self.0.clock.now().unix_ms();
+        let claims = unverified
+            .verify(app, secret, now / 1000)
+            .map_err(token_error)?;
+        if lock(&keys.revoked).contains_key(&claims.sid) {
+            return Err(AuthError::SessionRevoked);
+        }
+        Ok(Principal {
+            app: app.to_owned(),
+            user_id: claims.sub,
+            session_id: claims.sid,
+            provider: claims.prv,
+        })
+    }
+
+    /// Revokes a session; its access tokens stop working at once.
+    pub async fn revoke(&self, app: &str, session_id: &str) -> Result<bool, AuthError> {
+        let now = self.0.clock.now().unix_ms();
+        let revoked = self
+            .0
+            .users
+            .revoke_session(app, session_id, now)
+            .await?
+            .is_some();
+        self.remember_revoked(app, &[session_id.to_owned()]).await?;
+        Ok(revoked)
+    }
+
+    pub async fn sessions_of(
+        &self,
+        app: &str,
+        user_id: &str,
+    ) -> Result<Vec<SessionView>, AuthError> {
+        if self.0.users.user(app, user_id).await?.is_none() {
+            return Err(AuthError::UserNotFound);
+        }
+        let sessions = self.0.users.sessions_of(app, user_id).await?;
+        Ok(sessions.into_iter().map(SessionView::from).collect())
+    }
+
+    // ---- the user's own account ---------------------------------------------------------
+
+    pub async fn user(&self, principal: &Principal) -> Result<User, AuthError> {
+        self.0
+            .users
+            .user(&principal.app, &principal.user_id)
+            .await?
+            .map(User::from)
+            .ok_or(AuthError::UserNotFound)
+    }
+
+    /// Merges `changes` into the profile; a `null` removes a field.
+    pub async fn update_profile(
+        &self,
+        principal: &Principal,
+        changes: Map<String, Value>,
+    ) -> Result<User, AuthError> {
+        let user = self.user(principal).await?;
+        let mut profile = match user.profile {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        for (key, value) in changes {
+            if key.is_empty() || key.len() > 64 {
+                return Err(AuthError::InvalidProfile(
+                    "field names are 1 to 64 characters".into(),
+                ));
+            }
+            if value.is_null() {
+                profile.remove(&key);
+            } else {
+                profile.insert(key, value);
+            }
+        }
+        let text = Value::Object(profile).to_string();
+        if text.len() > MAX_PROFILE_BYTES {
+            return Err(AuthError::InvalidProfile(format!(
+                "a profile is at most {MAX_PROFILE_BYTES} bytes of JSON"
+            )));
+        }
+        self.0
+            .users
+            .update_profile(&principal.app, &principal.user_id, text)
+            .await?
+            .map(User::from)
+            .ok_or(AuthError::UserNotFound)
+    }
+
+    /// Deletes the account, its identities and sessions; its tokens stop working at once.
+    pub async fn delete_user(&self, principal: &Principal) -> Result<(), AuthError> {
+        let sessions = self
+            .0
+            .users
+            .delete_user(&principal.app, &principal.user_id)
+            .await?
+            .ok_or(AuthError::UserNotFound)?;
+        self.remember_revoked(&principal.app, &sessions).await?;
+        tracing::info!(app = %principal.app, user = %principal.user_id, "user deleted");
+        Ok(())
+    }
+
+    /// Drops what is cached for an app (after it is deleted).
+    pub fn forget_app(&self, app: &str) {
+        lock(&self.0.keys).remove(app);
+    }
+
+    async fn remember_revoked(&self, app: &str, sessions: &[String]) -> Result<(), AuthError> {
+        let keys = self.app_keys(app).await?;
+        let until =
+            self.0.clock.now().unix_ms() + self.0.options.access_token_ttl.as_millis() as i64;
+        let mut revoked = lock(&keys.revoked);
+        let now = self.0.clock.now().unix_ms();
+        revoked.retain(|_, expires| *expires > now);
+        for session in sessions {
+            revoked.insert(session.clone(), until);
+        }
+        Ok(())
+    }
+
+    /// The app's signing keys and recent revocations, loaded on first use.
+    async fn app_keys(&self, app: &str) -> Result<Arc<AppKeys>, AuthError> {
+        if let Some(keys) = lock(&self.0.keys).get(app) {
+            return Ok(Arc::clone(keys));
+        }
+        let keys: Vec<(String, Vec<u8>)> = self
+            .0
+            .system
+            .signing_keys(app)
+            .await?
+            .into_iter()
+            .map(|k| (k.kid, k.secret))
+            .collect();
+        let window = self.0.options.access_token_ttl.as_millis() as i64;
+        let now = self.0.clock.now().unix_ms();
+        let revoked = self
+            .0
+            .users
+            .revoked_since(app, now - window)
+            .await?
+            .into_iter()
+            .map(|session| (session, now + window))
+            .collect();
+        let loaded = Arc::new(AppKeys {
+            keys,
+            revoked: Mutex::new(revoked),
+        });
+        // Two first requests may both load; either result is complete, keep the first.
+        Ok(Arc::clone(
+            lock(&self.0.keys).entry(app.to_owned()).or_insert(loaded),
+        ))
+    }
+}
+
+fn seal_place(app: &str, provider: &str) -> String {
+    format!("{app}/provider/{provider}")
+}
+
+fn parse_settings(row: &ProviderRow) -> Result<Settings, AuthError> {
+    serde_json::from_str(&row.settings).map_err(|e| AuthError::InvalidProviderConfig(e.to_string()))
+}
+
+fn normalize_email(email: &str) -> Result<String, AuthError> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
+        && !email.chars().any(char::is_whitespace);
+    if valid {
+        Ok(email)
+    } else {
+        Err(AuthError::InvalidEmail)
+    }
+}
+
+fn check_password(password: &str) -> Result<(), AuthError> {
+    if (8..=128).contains(&password.chars().count()) {
+        Ok(())
+    } else {
+        Err(AuthError::WeakPassword)
+    }
+}
+
+fn token_error(problem: TokenProblem) -> AuthError {
+    match problem {
+        TokenProblem::Malformed | TokenProblem::BadSignature => AuthError::InvalidToken,
+        TokenProblem::OtherApp => AuthError::TokenForOtherApp,
+        TokenProblem::Expired => AuthError::TokenExpired,
+    }
+}
+
+/// Maps a platform's answer: a refused code is the user's problem, refused credentials the
+/// operator's, anything else the platform's.
+fn platform_error(e: PlatformError) -> AuthError {
+    match e {
+        PlatformError::Refused { code, message } => match code {
+            // WeChat/QQ: invalid or used code; Douyin: bad code, bad anonymous code.
+            40029 | 40163 | 40018 | 40019 => AuthError::InvalidLoginCode,
+            // Bad appid or secret (WeChat/QQ 40013, 40125, 40001; Douyin 40015, 40017).
+            40013 | 40125 | 40001 | 40015 | 40017 => {
+                AuthError::ProviderMisconfigured(format!("{code} {message}"))
+            }
+            _ => AuthError::PlatformUnavailable(format!("{code} {message}")),
+        },
+        PlatformError::BadAnswer(m) if m.contains("needed") => AuthError::InvalidLoginRequest(m),
+        other => AuthError::PlatformUnavailable(other.to_string()),
+    }
+}
+
+/// Runs CPU-heavy work (argon2) on the blocking pool, off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AuthError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| AuthError::Store(StoreError::Task(e.to_string())))
+}
+
+/// An argon2id hash to check against when an email is unknown, so that the answer takes as long
+/// as for a known one and timing does not tell which emails have accounts. Made once.
+fn dummy_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        let salt =
+            SaltString::encode_b64(b"cloudlet-dummy-salt").unwrap_or_else(|_| unreachable!());
+        Argon2::default()
+            .hash_password(b"not a password anyone has", &salt)
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
+}

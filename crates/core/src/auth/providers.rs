@@ -1,0 +1,268 @@
+//! Login providers and their per-app configuration.
+//!
+//! Provider ids: `password`, `anonymous`, `dev`, and the platforms `wechat`, `qq`, `douyin`, each
+//! optionally with a label (`wechat-shop`) so that one app can accept several mini programs of
+//! one developer, whose users the platform links by unionid.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::clock::Timestamp;
+
+/// The platforms whose login Cloudlet trades codes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    WeChat,
+    Qq,
+    Douyin,
+}
+
+impl Platform {
+    /// The scope in which the platform's unionids are unique.
+    pub fn family(self) -> &'static str {
+        match self {
+            Platform::WeChat => "wechat",
+            Platform::Qq => "qq",
+            Platform::Douyin => "douyin",
+        }
+    }
+
+    fn default_base_url(self) -> &'static str {
+        match self {
+            Platform::WeChat => cloudlet_platforms::wechat::API_BASE,
+            Platform::Qq => cloudlet_platforms::qq::API_BASE,
+            Platform::Douyin => cloudlet_platforms::douyin::API_BASE,
+        }
+    }
+}
+
+/// What kind of login a provider id names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    Platform(Platform),
+    Password,
+    Anonymous,
+    Dev,
+}
+
+impl ProviderKind {
+    /// Parses a provider id; `None` for ids Cloudlet does not know.
+    pub fn of(provider: &str) -> Option<Self> {
+        let (base, label) = match provider.split_once('-') {
+            Some((base, label)) => (base, Some(label)),
+            None => (provider, None),
+        };
+        let label_ok = label.is_none_or(|l| {
+            (1..=20).contains(&l.len())
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        });
+        let kind = match base {
+            "wechat" => ProviderKind::Platform(Platform::WeChat),
+            "qq" => ProviderKind::Platform(Platform::Qq),
+            "douyin" => ProviderKind::Platform(Platform::Douyin),
+            "password" if label.is_none() => ProviderKind::Password,
+            "anonymous" if label.is_none() => ProviderKind::Anonymous,
+            "dev" if label.is_none() => ProviderKind::Dev,
+            _ => return None,
+        };
+        label_ok.then_some(kind)
+    }
+
+    /// Whether a provider that was never configured is on: only password login is.
+    pub fn enabled_by_default(self) -> bool {
+        matches!(self, ProviderKind::Password)
+    }
+}
+
+/// The settings of a platform provider that are not secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformSettings {
+    pub appid: String,
+    pub base_url: String,
+    pub enabled: bool,
+}
+
+/// A provider's stored settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Settings {
+    Platform(PlatformSettings),
+    Toggle { enabled: bool },
+}
+
+impl Settings {
+    pub fn enabled(&self) -> bool {
+        match self {
+            Settings::Platform(p) => p.enabled,
+            Settings::Toggle { enabled } => *enabled,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlatformInput {
+    appid: String,
+    secret: String,
+    base_url: Option<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ToggleInput {
+    enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A provider configuration as given to `PUT …/auth/providers/{provider}`, split into its
+/// settings and its secret (sealed before it is stored).
+pub struct ProviderInput {
+    pub settings: Settings,
+    pub secret: Option<String>,
+}
+
+impl ProviderInput {
+    /// Checks a configuration for `kind`; the error says what is wrong.
+    pub fn parse(kind: ProviderKind, body: Value) -> Result<Self, String> {
+        match kind {
+            ProviderKind::Platform(platform) => {
+                let input: PlatformInput =
+                    serde_json::from_value(body).map_err(|e| e.to_string())?;
+                if !(1..=64).contains(&input.appid.len()) {
+                    return Err("appid must be 1 to 64 characters".into());
+                }
+                if !(1..=256).contains(&input.secret.len()) {
+                    return Err("secret must be 1 to 256 characters".into());
+                }
+                let base_url = input
+                    .base_url
+                    .unwrap_or_else(|| platform.default_base_url().to_owned());
+                if !(base_url.starts_with("https://") || base_url.starts_with("http://"))
+                    || base_url.len() > 200
+                {
+                    return Err("base_url must be an http(s) URL".into());
+                }
+                Ok(ProviderInput {
+                    settings: Settings::Platform(PlatformSettings {
+                        appid: input.appid,
+                        base_url: base_url.trim_end_matches('/').to_owned(),
+                        enabled: input.enabled,
+                    }),
+                    secret: Some(input.secret),
+                })
+            }
+            ProviderKind::Password | ProviderKind::Anonymous | ProviderKind::Dev => {
+                let input: ToggleInput = serde_json::from_value(body).map_err(|e| e.to_string())?;
+                Ok(ProviderInput {
+                    settings: Settings::Toggle {
+                        enabled: input.enabled,
+                    },
+                    secret: None,
+                })
+            }
+        }
+    }
+}
+
+/// A provider's configuration as the admin API shows it: secrets masked.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderView {
+    pub provider: String,
+    pub enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub appid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<&'static str>,
+    pub updated_at: Option<Timestamp>,
+}
+
+impl ProviderView {
+    pub fn of(provider: &str, settings: &Settings, updated_at: Option<Timestamp>) -> Self {
+        let (appid, base_url, secret) = match settings {
+            Settings::Platform(p) => (
+                Some(p.appid.clone()),
+                Some(p.base_url.clone()),
+                Some("********"),
+            ),
+            Settings::Toggle { .. } => (None, None, None),
+        };
+        ProviderView {
+            provider: provider.to_owned(),
+            enabled: settings.enabled(),
+            appid,
+            base_url,
+            secret,
+            updated_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn provider_ids_are_known_kinds_with_optional_labels() {
+        assert_eq!(
+            ProviderKind::of("wechat"),
+            Some(ProviderKind::Platform(Platform::WeChat))
+        );
+        assert_eq!(
+            ProviderKind::of("wechat-shop2"),
+            Some(ProviderKind::Platform(Platform::WeChat))
+        );
+        assert_eq!(ProviderKind::of("dev"), Some(ProviderKind::Dev));
+        for bad in [
+            "",
+            "facebook",
+            "wechat-",
+            "wechat-Shop",
+            "dev-x",
+            "wechat-a-b",
+            "password-1",
+        ] {
+            assert_eq!(ProviderKind::of(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn configurations_are_checked_and_split_from_their_secret() {
+        let wechat = ProviderKind::Platform(Platform::WeChat);
+        let input = ProviderInput::parse(wechat, json!({"appid":"wx1","secret":"s"})).unwrap();
+        assert_eq!(input.secret.as_deref(), Some("s"));
+        assert_eq!(
+            input.settings,
+            Settings::Platform(PlatformSettings {
+                appid: "wx1".into(),
+                base_url: "https://api.weixin.qq.com".into(),
+                enabled: true
+            })
+        );
+        let view = serde_json::to_value(ProviderView::of("wechat", &input.settings, None)).unwrap();
+        assert_eq!(view["secret"], "********");
+        for bad in [
+            json!({"appid":"wx1"}),
+            json!({"appid":"","secret":"s"}),
+            json!({"appid":"wx1","secret":"s","base_url":"ftp://x"}),
+            json!({"appid":"wx1","secret":"s","extra":1}),
+        ] {
+            assert!(ProviderInput::parse(wechat, bad).is_err());
+        }
+        assert!(ProviderInput::parse(ProviderKind::Dev, json!({"enabled":"yes"})).is_err());
+        assert!(
+            ProviderInput::parse(ProviderKind::Dev, json!({"enabled":true}))
+                .unwrap()
+                .settings
+                .enabled()
+        );
+    }
+}

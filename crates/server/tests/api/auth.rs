@@ -1,0 +1,556 @@
+//! End-user login and sessions, driven end to end: the server trades codes with the platform
+//! emulator over real HTTP, exactly as it would with WeChat, QQ and Douyin.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{Expect, TestApp};
+
+/// The emulator on an ephemeral port.
+struct Emulator {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Emulator {
+    async fn start() -> Emulator {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let options = cloudlet_emulator::EmulatorOptions::default();
+        tokio::spawn(cloudlet_emulator::serve(
+            listener,
+            options,
+            std::future::pending(),
+        ));
+        Emulator {
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn register(
+        &self,
+        platform: &str,
+        appid: &str,
+        secret: &str,
+        open_platform: Option<&str>,
+    ) {
+        let response = self
+            .http
+            .post(format!("{}/emulator/apps", self.base))
+            .json(&json!({ "platform": platform, "appid": appid, "secret": secret, "open_platform": open_platform }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+
+    async fn code(&self, platform: &str, appid: &str, user: &str, anonymous: bool) -> String {
+        let body: Value = self
+            .http
+            .post(format!("{}/emulator/codes", self.base))
+            .json(&json!({ "platform": platform, "appid": appid, "user": user, "anonymous": anonymous }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["code"].as_str().unwrap().to_owned()
+    }
+}
+
+impl TestApp {
+    async fn configure(&self, app: &str, provider: &str, config: Value) -> Value {
+        self.admin(
+            Method::PUT,
+            &format!("/v1/admin/apps/{app}/auth/providers/{provider}"),
+        )
+        .json(&config)
+        .expect(StatusCode::OK)
+        .await
+    }
+
+    fn login(&self, app: &str, body: Value) -> reqwest::RequestBuilder {
+        self.request(Method::POST, &format!("/v1/apps/{app}/auth/sessions"))
+            .json(&body)
+    }
+
+    fn as_user(
+        &self,
+        method: Method,
+        app: &str,
+        path: &str,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
+        self.request(method, &format!("/v1/apps/{app}{path}"))
+            .bearer_auth(token)
+    }
+}
+
+fn token(grant: &Value) -> &str {
+    grant["access_token"].as_str().unwrap()
+}
+
+#[tokio::test]
+async fn wechat_login_through_the_emulator_gives_a_session_and_a_token() {
+    let emulator = Emulator::start().await;
+    emulator
+        .register("wechat", "wx-shop", "shop-secret", None)
+        .await;
+    let t = TestApp::start().await;
+    t.create_app("shop").await;
+
+    let view = t
+        .configure(
+            "shop",
+            "wechat",
+            json!({ "appid": "wx-shop", "secret": "shop-secret", "base_url": format!("{}/wechat", emulator.base) }),
+        )
+        .await;
+    assert_eq!(view["secret"], "********");
+    assert_eq!(view["enabled"], true);
+    let shown = t
+        .admin(Method::GET, "/v1/admin/apps/shop/auth/providers/wechat")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(shown["appid"], "wx-shop");
+    assert_eq!(shown["secret"], "********");
+
+    let code = emulator.code("wechat", "wx-shop", "alice", false).await;
+    let grant = t
+        .login("shop", json!({ "provider": "wechat", "code": code }))
+        .expect(StatusCode::CREATED)
+        .await;
+    assert_eq!(grant["token_type"], "Bearer");
+    assert_eq!(grant["expires_in"], 900);
+    assert!(grant["session_id"].as_str().unwrap().len() > 40);
+    let user_id = grant["user"]["id"].as_str().unwrap().to_owned();
+
+    let me = t
+        .as_user(Method::GET, "shop", "/auth/user", token(&grant))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(me["id"], user_id.as_str());
+
+    // The same WeChat user logs in again: the same Cloudlet user.
+    let again = t
+        .login("shop", json!({ "provider": "wechat", "code": emulator.code("wechat", "wx-shop", "alice", false).await }))
+        .expect(StatusCode::CREATED)
+        .await;
+    assert_eq!(again["user"]["id"], user_id.as_str());
+    let bob = t
+        .login("shop", json!({ "provider": "wechat", "code": emulator.code("wechat", "wx-shop", "bob", false).await }))
+        .expect(StatusCode::CREATED)
+        .await;
+    assert_ne!(bob["user"]["id"], user_id.as_str());
+
+    // A used code, a made-up code.
+    t.login("shop", json!({ "provider": "wechat", "code": code }))
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_login_code")
+        .await;
+    t.login("shop", json!({ "provider": "wechat", "code": "nope" }))
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_login_code")
+        .await;
+    t.login("shop", json!({ "provider": "wechat" }))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_login_request")
+        .await;
+
+    // The secret is sealed at rest: not in the system database, not in its WAL.
+    for file in ["system.db", "system.db-wal"] {
+        if let Ok(bytes) = std::fs::read(t.data_dir.join(file)) {
+            assert!(
+                !bytes.windows(11).any(|w| w == b"shop-secret"),
+                "{file} holds the secret"
+            );
+        }
+    }
+
+    // A wrong secret is the operator's problem, and says so.
+    t.configure(
+        "shop",
+        "wechat",
+        json!({ "appid": "wx-shop", "secret": "wrong", "base_url": format!("{}/wechat", emulator.base) }),
+    )
+    .await;
+    t.login("shop", json!({ "provider": "wechat", "code": emulator.code("wechat", "wx-shop", "alice", false).await }))
+        .expect_error(StatusCode::BAD_GATEWAY, "provider_misconfigured")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn one_developers_mini_programs_share_users_through_the_unionid() {
+    let emulator = Emulator::start().await;
+    emulator
+        .register("wechat", "wx-shop", "s1", Some("acme"))
+        .await;
+    emulator
+        .register("wechat", "wx-blog", "s2", Some("acme"))
+        .await;
+    let t = TestApp::start().await;
+    t.create_app("acme").await;
+    let wechat = format!("{}/wechat", emulator.base);
+    t.configure(
+        "acme",
+        "wechat",
+        json!({ "appid": "wx-shop", "secret": "s1", "base_url": wechat }),
+    )
+    .await;
+    t.configure(
+        "acme",
+        "wechat-blog",
+        json!({ "appid": "wx-blog", "secret": "s2", "base_url": wechat }),
+    )
+    .await;
+
+    let in_shop = t
+        .login("acme", json!({ "provider": "wechat", "code": emulator.code("wechat", "wx-shop", "alice", false).await }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let in_blog = t
+        .login("acme", json!({ "provider": "wechat-blog", "code": emulator.code("wechat", "wx-blog", "alice", false).await }))
+        .expect(StatusCode::CREATED)
+        .await;
+    assert_eq!(in_shop["user"]["id"], in_blog["user"]["id"]);
+    let bob = t
+        .login("acme", json!({ "provider": "wechat-blog", "code": emulator.code("wechat", "wx-blog", "bob", false).await }))
+        .expect(StatusCode::CREATED)
+        .await;
+    assert_ne!(bob["user"]["id"], in_shop["user"]["id"]);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn qq_and_douyin_logins_work_the_same_way() {
+    let emulator = Emulator::start().await;
+    emulator.register("qq", "qq-1", "qs", None).await;
+    emulator.register("douyin", "tt-1", "ds", None).await;
+    let t = TestApp::start().await;
+    t.create_app("multi").await;
+    t.configure(
+        "multi",
+        "qq",
+        json!({ "appid": "qq-1", "secret": "qs", "base_url": format!("{}/qq", emulator.base) }),
+    )
+    .await;
+    t.configure(
+        "multi",
+        "douyin",
+        json!({ "appid": "tt-1", "secret": "ds", "base_url": format!("{}/douyin", emulator.base) }),
+    )
+    .await;
+
+    let qq = t
+        .login(
+            "multi",
+            json!({ "provider": "qq", "code": emulator.code("qq", "qq-1", "alice", false).await }),
+        )
+        .expect(StatusCode::CREATED)
+        .await;
+    let douyin = t
+        .login("multi", json!({ "provider": "douyin", "code": emulator.code("douyin", "tt-1", "alice", false).await }))
+        .expect(StatusCode::CREATED)
+        .await;
+    assert_ne!(
+        qq["user"]["id"], douyin["user"]["id"],
+        "no unionid, no link across platforms"
+    );
+    let guest = t
+        .login("multi", json!({ "provider": "douyin", "anonymous_code": emulator.code("douyin", "tt-1", "guest", true).await }))
+        .expect(StatusCode::CREATED)
+        .await;
+    assert_ne!(guest["user"]["id"], douyin["user"]["id"]);
+    t.login("multi", json!({ "provider": "douyin", "code": "bad" }))
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_login_code")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn providers_are_off_until_configured_except_password() {
+    let t = TestApp::start().await;
+    t.create_app("plain").await;
+    for body in [
+        json!({ "provider": "dev", "user": "alice" }),
+        json!({ "provider": "anonymous" }),
+        json!({ "provider": "wechat", "code": "x" }),
+    ] {
+        t.login("plain", body)
+            .expect_error(StatusCode::FORBIDDEN, "provider_not_enabled")
+            .await;
+    }
+    t.login("plain", json!({ "provider": "github", "code": "x" }))
+        .expect_error(StatusCode::BAD_REQUEST, "unknown_provider")
+        .await;
+    t.login("ghost", json!({ "provider": "anonymous" }))
+        .expect_error(StatusCode::NOT_FOUND, "app_not_found")
+        .await;
+    t.admin(Method::PUT, "/v1/admin/apps/plain/auth/providers/wechat")
+        .json(&json!({ "appid": "wx" }))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_provider_config")
+        .await;
+
+    t.configure("plain", "dev", json!({ "enabled": true }))
+        .await;
+    t.configure("plain", "anonymous", json!({ "enabled": true }))
+        .await;
+    let alice = t
+        .login("plain", json!({ "provider": "dev", "user": "alice" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let again = t
+        .login("plain", json!({ "provider": "dev", "user": "alice" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    assert_eq!(alice["user"]["id"], again["user"]["id"]);
+    let a1 = t
+        .login("plain", json!({ "provider": "anonymous" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let a2 = t
+        .login("plain", json!({ "provider": "anonymous" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    assert_ne!(
+        a1["user"]["id"], a2["user"]["id"],
+        "each anonymous login is a new user"
+    );
+
+    t.configure("plain", "dev", json!({ "enabled": false }))
+        .await;
+    t.login("plain", json!({ "provider": "dev", "user": "alice" }))
+        .expect_error(StatusCode::FORBIDDEN, "provider_not_enabled")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn password_accounts_sign_up_and_log_in() {
+    let t = TestApp::start().await;
+    t.create_app("pw").await;
+    let sign_up = |email: &str, password: &str| {
+        t.request(Method::POST, "/v1/apps/pw/auth/users")
+            .json(&json!({ "email": email, "password": password }))
+    };
+    let created = sign_up("Alice@Example.com", "correct horse")
+        .expect(StatusCode::CREATED)
+        .await;
+    assert_eq!(created["user"]["email"], "alice@example.com");
+    sign_up("alice@example.com", "another one")
+        .expect_error(StatusCode::CONFLICT, "email_taken")
+        .await;
+    sign_up("bob@example.com", "short")
+        .expect_error(StatusCode::BAD_REQUEST, "weak_password")
+        .await;
+    sign_up("not-an-email", "long enough")
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_email")
+        .await;
+
+    let login = |email: &str, password: &str| {
+        t.login(
+            "pw",
+            json!({ "provider": "password", "email": email, "password": password }),
+        )
+    };
+    let ok = login("alice@example.com", "correct horse")
+        .expect(StatusCode::CREATED)
+        .await;
+    assert_eq!(ok["user"]["id"], created["user"]["id"]);
+    login("alice@example.com", "wrong horse")
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_login")
+        .await;
+    login("nobody@example.com", "correct horse")
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_login")
+        .await;
+
+    t.configure("pw", "password", json!({ "enabled": false }))
+        .await;
+    login("alice@example.com", "correct horse")
+        .expect_error(StatusCode::FORBIDDEN, "provider_not_enabled")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_are_refused_when_forged_expired_foreign_or_revoked() {
+    let t = TestApp::builder()
+        .config(|c| c.auth.access_token_ttl_secs = 1)
+        .start()
+        .await;
+    for app in ["one", "two"] {
+        t.create_app(app).await;
+        t.configure(app, "dev", json!({ "enabled": true })).await;
+    }
+    let grant = t
+        .login("one", json!({ "provider": "dev", "user": "alice" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let good = token(&grant);
+    t.as_user(Method::GET, "one", "/auth/user", good)
+        .expect(StatusCode::OK)
+        .await;
+
+    t.request(Method::GET, "/v1/apps/one/auth/user")
+        .expect_error(StatusCode::UNAUTHORIZED, "missing_credentials")
+        .await;
+    let mut forged = good.to_owned();
+    forged.pop();
+    forged.push(if good.ends_with('A') { 'B' } else { 'A' });
+    t.as_user(Method::GET, "one", "/auth/user", &forged)
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_token")
+        .await;
+    t.as_user(Method::GET, "one", "/auth/user", "not.a.token")
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_token")
+        .await;
+    t.as_user(Method::GET, "two", "/auth/user", good)
+        .expect_error(StatusCode::UNAUTHORIZED, "token_app_mismatch")
+        .await;
+
+    // Logging out revokes at once.
+    let other = t
+        .login("one", json!({ "provider": "dev", "user": "bob" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let response = t
+        .as_user(
+            Method::DELETE,
+            "one",
+            "/auth/sessions/current",
+            token(&other),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    t.as_user(Method::GET, "one", "/auth/user", token(&other))
+        .expect_error(StatusCode::UNAUTHORIZED, "session_revoked")
+        .await;
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    t.as_user(Method::GET, "one", "/auth/user", good)
+        .expect_error(StatusCode::UNAUTHORIZED, "token_expired")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn refreshing_rotates_the_session_id_and_a_replay_revokes_the_session() {
+    let t = TestApp::start().await;
+    t.create_app("rot").await;
+    t.configure("rot", "dev", json!({ "enabled": true })).await;
+    let first = t
+        .login("rot", json!({ "provider": "dev", "user": "alice" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let refresh = |session_id: &Value| {
+        t.request(Method::POST, "/v1/apps/rot/auth/refresh")
+            .json(&json!({ "session_id": session_id }))
+    };
+    let second = refresh(&first["session_id"]).expect(StatusCode::OK).await;
+    assert_ne!(second["session_id"], first["session_id"]);
+    assert_eq!(second["user"]["id"], first["user"]["id"]);
+    t.as_user(Method::GET, "rot", "/auth/user", token(&second))
+        .expect(StatusCode::OK)
+        .await;
+
+    // Someone replays the old session id: the whole session dies, the new id and tokens too.
+    refresh(&first["session_id"])
+        .expect_error(StatusCode::UNAUTHORIZED, "session_reused")
+        .await;
+    refresh(&second["session_id"])
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_session")
+        .await;
+    t.as_user(Method::GET, "rot", "/auth/user", token(&second))
+        .expect_error(StatusCode::UNAUTHORIZED, "session_revoked")
+        .await;
+    refresh(&json!("cs_made_up"))
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_session")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn users_edit_their_profile_delete_their_account_and_admins_revoke_sessions() {
+    let t = TestApp::start().await;
+    t.create_app("acct").await;
+    t.configure("acct", "dev", json!({ "enabled": true })).await;
+    let grant = t
+        .login("acct", json!({ "provider": "dev", "user": "alice" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let user_id = grant["user"]["id"].as_str().unwrap().to_owned();
+
+    let updated = t
+        .as_user(Method::PATCH, "acct", "/auth/user", token(&grant))
+        .json(&json!({ "profile": { "nickname": "Alice", "city": "Hangzhou" } }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(
+        updated["profile"],
+        json!({ "nickname": "Alice", "city": "Hangzhou" })
+    );
+    let updated = t
+        .as_user(Method::PATCH, "acct", "/auth/user", token(&grant))
+        .json(&json!({ "profile": { "city": null } }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(updated["profile"], json!({ "nickname": "Alice" }));
+    t.as_user(Method::PATCH, "acct", "/auth/user", token(&grant))
+        .json(&json!({ "profile": { "bio": "x".repeat(20_000) } }))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_profile")
+        .await;
+
+    // An admin sees the user's sessions and revokes one.
+    let second = t
+        .login("acct", json!({ "provider": "dev", "user": "alice" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let sessions = t
+        .admin(
+            Method::GET,
+            &format!("/v1/admin/apps/acct/users/{user_id}/sessions"),
+        )
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(sessions.as_array().unwrap().len(), 2);
+    let newest = sessions[0]["id"].as_str().unwrap();
+    let response = t
+        .admin(
+            Method::DELETE,
+            &format!("/v1/admin/apps/acct/sessions/{newest}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    t.as_user(Method::GET, "acct", "/auth/user", token(&second))
+        .expect_error(StatusCode::UNAUTHORIZED, "session_revoked")
+        .await;
+    t.admin(Method::GET, "/v1/admin/apps/acct/users/usr_nobody/sessions")
+        .expect_error(StatusCode::NOT_FOUND, "user_not_found")
+        .await;
+
+    // Deleting the account ends every session.
+    let response = t
+        .as_user(Method::DELETE, "acct", "/auth/user", token(&grant))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    t.as_user(Method::GET, "acct", "/auth/user", token(&grant))
+        .expect_error(StatusCode::UNAUTHORIZED, "session_revoked")
+        .await;
+    let fresh = t
+        .login("acct", json!({ "provider": "dev", "user": "alice" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    assert_ne!(
+        fresh["user"]["id"],
+        user_id.as_str(),
+        "a deleted account is gone for good"
+    );
+    t.stop().await;
+}

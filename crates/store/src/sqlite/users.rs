@@ -1,0 +1,579 @@
+//! [`UserStore`] on SQLite: users, identities and sessions in each app's own database.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::SqliteTenants;
+use crate::{IdentityRow, Rotation, SessionRow, StoreError, UserRow, UserStore};
+
+/// Schema step 2 of an app database.
+pub(super) const MIGRATION: &str = "
+    CREATE TABLE users (
+        id             TEXT PRIMARY KEY,
+        created_at     INTEGER NOT NULL,
+        last_login_at  INTEGER NOT NULL,
+        email          TEXT UNIQUE,
+        password_hash  TEXT,
+        phone          TEXT,
+        profile        TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE identities (
+        provider    TEXT NOT NULL,
+        subject     TEXT NOT NULL,
+        user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        unionid     TEXT,
+        family      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (provider, subject)
+    ) STRICT;
+    CREATE INDEX identities_by_unionid ON identities (family, unionid) WHERE unionid IS NOT NULL;
+    CREATE INDEX identities_by_user ON identities (user_id);
+    CREATE TABLE sessions (
+        id                   TEXT PRIMARY KEY,
+        user_id              TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        provider             TEXT NOT NULL,
+        secret_hash          BLOB NOT NULL UNIQUE,
+        created_at           INTEGER NOT NULL,
+        refreshed_at         INTEGER NOT NULL,
+        expires_at           INTEGER NOT NULL,
+        revoked_at           INTEGER,
+        sealed_platform_key  BLOB
+    ) STRICT;
+    CREATE INDEX sessions_by_user ON sessions (user_id);
+    CREATE INDEX sessions_by_revocation ON sessions (revoked_at) WHERE revoked_at IS NOT NULL;
+    CREATE TABLE retired_session_secrets (
+        secret_hash  BLOB PRIMARY KEY,
+        session_id   TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE
+    ) STRICT;
+";
+
+const USER_COLUMNS: &str = "id, created_at, last_login_at, email, phone, profile";
+const SESSION_COLUMNS: &str = "id, user_id, provider, secret_hash, created_at, refreshed_at, \
+                               expires_at, revoked_at, sealed_platform_key";
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        id: row.get(0)?,
+        created_at_ms: row.get(1)?,
+        last_login_at_ms: row.get(2)?,
+        email: row.get(3)?,
+        phone: row.get(4)?,
+        profile: row.get(5)?,
+    })
+}
+
+fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
+    Ok(SessionRow {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        provider: row.get(2)?,
+        secret_hash: row.get(3)?,
+        created_at_ms: row.get(4)?,
+        refreshed_at_ms: row.get(5)?,
+        expires_at_ms: row.get(6)?,
+        revoked_at_ms: row.get(7)?,
+        sealed_platform_key: row.get(8)?,
+    })
+}
+
+fn select_user(conn: &Connection, id: &str) -> Result<Option<UserRow>, StoreError> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([id], user_from_row)
+        .optional()?)
+}
+
+fn select_session(conn: &Connection, id: &str) -> Result<Option<SessionRow>, StoreError> {
+    let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([id], session_from_row)
+        .optional()?)
+}
+
+fn insert_identity(conn: &Connection, identity: &IdentityRow) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO identities (provider, subject, user_id, unionid, family, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        identity.provider,
+        identity.subject,
+        identity.user_id,
+        identity.unionid,
+        identity.family,
+        identity.created_at_ms
+    ])
+    .map_err(StoreError::from_write)?;
+    Ok(())
+}
+
+impl SqliteTenants {
+    async fn read_app<T: Send + 'static>(
+        &self,
+        app: &str,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.lease(app).await?.db.read(read).await
+    }
+
+    async fn write_app<T: Send + 'static>(
+        &self,
+        app: &str,
+        write: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.lease(app).await?.db.write(write).await
+    }
+}
+
+#[async_trait]
+impl UserStore for SqliteTenants {
+    async fn user(&self, app: &str, id: &str) -> Result<Option<UserRow>, StoreError> {
+        let id = id.to_owned();
+        self.read_app(app, move |c| select_user(c, &id)).await
+    }
+
+    async fn user_by_identity(
+        &self,
+        app: &str,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<UserRow>, StoreError> {
+        let (provider, subject) = (provider.to_owned(), subject.to_owned());
+        self.read_app(app, move |c| {
+            let sql = format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE id =
+                 (SELECT user_id FROM identities WHERE provider = ?1 AND subject = ?2)"
+            );
+            Ok(c.prepare_cached(&sql)?
+                .query_row([provider, subject], user_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn user_by_unionid(
+        &self,
+        app: &str,
+        family: &str,
+        unionid: &str,
+    ) -> Result<Option<UserRow>, StoreError> {
+        let (family, unionid) = (family.to_owned(), unionid.to_owned());
+        self.read_app(app, move |c| {
+            let sql = format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE id =
+                 (SELECT user_id FROM identities WHERE family = ?1 AND unionid = ?2 LIMIT 1)"
+            );
+            Ok(c.prepare_cached(&sql)?
+                .query_row([family, unionid], user_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn user_by_email(
+        &self,
+        app: &str,
+        email: &str,
+    ) -> Result<Option<(UserRow, Option<String>)>, StoreError> {
+        let email = email.to_owned();
+        self.read_app(app, move |c| {
+            let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = ?1");
+            Ok(c.prepare_cached(&sql)?
+                .query_row([email], |r| Ok((user_from_row(r)?, r.get(6)?)))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn create_user(
+        &self,
+        app: &str,
+        user: UserRow,
+        password_hash: Option<String>,
+        identity: Option<IdentityRow>,
+    ) -> Result<(), StoreError> {
+        self.write_app(app, move |c| {
+            c.prepare_cached(
+                "INSERT INTO users (id, created_at, last_login_at, email, password_hash, phone, profile)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                user.id,
+                user.created_at_ms,
+                user.last_login_at_ms,
+                user.email,
+                password_hash,
+                user.phone,
+                user.profile
+            ])
+            .map_err(StoreError::from_write)?;
+            if let Some(identity) = &identity {
+                insert_identity(c, identity)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn add_identity(&self, app: &str, identity: IdentityRow) -> Result<(), StoreError> {
+        self.write_app(app, move |c| insert_identity(c, &identity))
+            .await
+    }
+
+    async fn record_login(&self, app: &str, user_id: &str, at_ms: i64) -> Result<(), StoreError> {
+        let user_id = user_id.to_owned();
+        self.write_app(app, move |c| {
+            c.prepare_cached("UPDATE users SET last_login_at = ?2 WHERE id = ?1")?
+                .execute(params![user_id, at_ms])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_profile(
+        &self,
+        app: &str,
+        user_id: &str,
+        profile: String,
+    ) -> Result<Option<UserRow>, StoreError> {
+        let user_id = user_id.to_owned();
+        self.write_app(app, move |c| {
+            c.prepare_cached("UPDATE users SET profile = ?2 WHERE id = ?1")?
+                .execute(params![user_id, profile])?;
+            select_user(c, &user_id)
+        })
+        .await
+    }
+
+    async fn delete_user(
+        &self,
+        app: &str,
+        user_id: &str,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let user_id = user_id.to_owned();
+        self.write_app(app, move |c| {
+            let live: Vec<String> = c
+                .prepare_cached(
+                    "SELECT id FROM sessions WHERE user_id = ?1 AND revoked_at IS NULL",
+                )?
+                .query_map([&user_id], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let deleted = c
+                .prepare_cached("DELETE FROM users WHERE id = ?1")?
+                .execute([&user_id])?;
+            Ok((deleted == 1).then_some(live))
+        })
+        .await
+    }
+
+    async fn insert_session(&self, app: &str, session: SessionRow) -> Result<(), StoreError> {
+        self.write_app(app, move |c| {
+            c.prepare_cached(&format!(
+                "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ))?
+            .execute(params![
+                session.id,
+                session.user_id,
+                session.provider,
+                session.secret_hash,
+                session.created_at_ms,
+                session.refreshed_at_ms,
+                session.expires_at_ms,
+                session.revoked_at_ms,
+                session.sealed_platform_key
+            ])
+            .map_err(StoreError::from_write)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rotate_session(
+        &self,
+        app: &str,
+        presented: Vec<u8>,
+        next: Vec<u8>,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<Rotation, StoreError> {
+        self.write_app(app, move |c| {
+            let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE secret_hash = ?1");
+            let current = c
+                .prepare_cached(&sql)?
+                .query_row([&presented], session_from_row)
+                .optional()?;
+            if let Some(session) = current {
+                if session.revoked_at_ms.is_some() || session.expires_at_ms <= now_ms {
+                    return Ok(Rotation::Unknown);
+                }
+                c.prepare_cached(
+                    "INSERT INTO retired_session_secrets (secret_hash, session_id) VALUES (?1, ?2)",
+                )?
+                .execute(params![presented, session.id])?;
+                c.prepare_cached(
+                    "UPDATE sessions SET secret_hash = ?2, refreshed_at = ?3, expires_at = ?4
+                     WHERE id = ?1",
+                )?
+                .execute(params![session.id, next, now_ms, expires_at_ms])?;
+                return Ok(select_session(c, &session.id)?
+                    .map(Rotation::Rotated)
+                    .unwrap_or(Rotation::Unknown));
+            }
+            let replayed: Option<String> = c
+                .prepare_cached(
+                    "SELECT session_id FROM retired_session_secrets WHERE secret_hash = ?1",
+                )?
+                .query_row([&presented], |r| r.get(0))
+                .optional()?;
+            match replayed {
+                Some(session_id) => {
+                    c.prepare_cached(
+                        "UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                    )?
+                    .execute(params![session_id, now_ms])?;
+                    Ok(Rotation::Reused { session_id })
+                }
+                None => Ok(Rotation::Unknown),
+            }
+        })
+        .await
+    }
+
+    async fn revoke_session(
+        &self,
+        app: &str,
+        session_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<SessionRow>, StoreError> {
+        let session_id = session_id.to_owned();
+        self.write_app(app, move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                )?
+                .execute(params![session_id, now_ms])?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            select_session(c, &session_id)
+        })
+        .await
+    }
+
+    async fn session(&self, app: &str, session_id: &str) -> Result<Option<SessionRow>, StoreError> {
+        let session_id = session_id.to_owned();
+        self.read_app(app, move |c| select_session(c, &session_id))
+            .await
+    }
+
+    async fn sessions_of(&self, app: &str, user_id: &str) -> Result<Vec<SessionRow>, StoreError> {
+        let user_id = user_id.to_owned();
+        self.read_app(app, move |c| {
+            let sql = format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?1 ORDER BY created_at DESC"
+            );
+            Ok(c.prepare_cached(&sql)?
+                .query_map([user_id], session_from_row)?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn revoked_since(&self, app: &str, since_ms: i64) -> Result<Vec<String>, StoreError> {
+        self.read_app(app, move |c| {
+            Ok(
+                c.prepare_cached("SELECT id FROM sessions WHERE revoked_at >= ?1")?
+                    .query_map([since_ms], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?,
+            )
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{TenantStore, sqlite::TenantPoolOptions};
+
+    async fn tenants() -> (tempfile::TempDir, SqliteTenants) {
+        let dir = tempfile::tempdir().unwrap();
+        let tenants = SqliteTenants::open(
+            dir.path().to_path_buf(),
+            TenantPoolOptions {
+                max_open: 4,
+                readers: 1,
+            },
+        )
+        .unwrap();
+        tenants.provision("app").await.unwrap();
+        (dir, tenants)
+    }
+
+    fn user(id: &str, email: Option<&str>) -> UserRow {
+        UserRow {
+            id: id.into(),
+            created_at_ms: 1,
+            last_login_at_ms: 1,
+            email: email.map(Into::into),
+            phone: None,
+            profile: "{}".into(),
+        }
+    }
+
+    fn identity(subject: &str, user_id: &str, unionid: Option<&str>) -> IdentityRow {
+        IdentityRow {
+            provider: "wechat".into(),
+            subject: subject.into(),
+            user_id: user_id.into(),
+            unionid: unionid.map(Into::into),
+            family: "wechat".into(),
+            created_at_ms: 1,
+        }
+    }
+
+    fn session(id: &str, user_id: &str, secret: u8) -> SessionRow {
+        SessionRow {
+            id: id.into(),
+            user_id: user_id.into(),
+            provider: "wechat".into(),
+            secret_hash: vec![secret; 32],
+            created_at_ms: 1,
+            refreshed_at_ms: 1,
+            expires_at_ms: 1_000,
+            revoked_at_ms: None,
+            sealed_platform_key: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn users_are_found_by_identity_unionid_and_email_and_unique() {
+        let (_dir, t) = tenants().await;
+        t.create_user(
+            "app",
+            user("u1", Some("a@x.io")),
+            Some("hash".into()),
+            Some(identity("o1", "u1", Some("un1"))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            t.user_by_identity("app", "wechat", "o1")
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            "u1"
+        );
+        assert_eq!(
+            t.user_by_unionid("app", "wechat", "un1")
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            "u1"
+        );
+        let (found, hash) = t.user_by_email("app", "a@x.io").await.unwrap().unwrap();
+        assert_eq!((found.id.as_str(), hash.as_deref()), ("u1", Some("hash")));
+        assert!(matches!(
+            t.create_user("app", user("u2", Some("a@x.io")), None, None)
+                .await,
+            Err(StoreError::Conflict)
+        ));
+        assert!(matches!(
+            t.create_user(
+                "app",
+                user("u3", None),
+                None,
+                Some(identity("o1", "u3", None))
+            )
+            .await,
+            Err(StoreError::Conflict)
+        ));
+        assert!(
+            t.user("app", "u3").await.unwrap().is_none(),
+            "a failed create leaves nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn rotation_replaces_the_secret_and_a_replay_revokes_the_session() {
+        let (_dir, t) = tenants().await;
+        t.create_user("app", user("u1", None), None, None)
+            .await
+            .unwrap();
+        t.insert_session("app", session("s1", "u1", 1))
+            .await
+            .unwrap();
+
+        let rotated = t
+            .rotate_session("app", vec![1; 32], vec![2; 32], 10, 2_000)
+            .await
+            .unwrap();
+        let Rotation::Rotated(s) = rotated else {
+            panic!("{rotated:?}")
+        };
+        assert_eq!((s.secret_hash, s.expires_at_ms), (vec![2; 32], 2_000));
+        assert_eq!(
+            t.rotate_session("app", vec![9; 32], vec![3; 32], 11, 2_000)
+                .await
+                .unwrap(),
+            Rotation::Unknown
+        );
+        assert_eq!(
+            t.rotate_session("app", vec![1; 32], vec![3; 32], 12, 2_000)
+                .await
+                .unwrap(),
+            Rotation::Reused {
+                session_id: "s1".into()
+            }
+        );
+        assert_eq!(
+            t.session("app", "s1").await.unwrap().unwrap().revoked_at_ms,
+            Some(12)
+        );
+        // The current secret of a revoked session no longer refreshes.
+        assert_eq!(
+            t.rotate_session("app", vec![2; 32], vec![4; 32], 13, 2_000)
+                .await
+                .unwrap(),
+            Rotation::Unknown
+        );
+        assert_eq!(t.revoked_since("app", 12).await.unwrap(), ["s1"]);
+    }
+
+    #[tokio::test]
+    async fn deleting_a_user_reports_their_live_sessions_and_removes_everything() {
+        let (_dir, t) = tenants().await;
+        t.create_user(
+            "app",
+            user("u1", None),
+            None,
+            Some(identity("o1", "u1", None)),
+        )
+        .await
+        .unwrap();
+        t.insert_session("app", session("s1", "u1", 1))
+            .await
+            .unwrap();
+        t.insert_session("app", session("s2", "u1", 2))
+            .await
+            .unwrap();
+        assert!(t.revoke_session("app", "s2", 5).await.unwrap().is_some());
+        assert!(t.revoke_session("app", "s2", 6).await.unwrap().is_none());
+        assert_eq!(
+            t.delete_user("app", "u1").await.unwrap(),
+            Some(vec!["s1".to_owned()])
+        );
+        assert!(
+            t.user_by_identity("app", "wechat", "o1")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(t.session("app", "s1").await.unwrap().is_none());
+        assert_eq!(t.delete_user("app", "u1").await.unwrap(), None);
+    }
+}

@@ -1,0 +1,144 @@
+//! Each app's users, their identities on the platforms, and their sessions, as stored in the
+//! app's own database. What a login means (linking by unionid, rotating session secrets,
+//! detecting reuse) is decided in `cloudlet-core`; these are the rows and the atomic steps.
+
+use async_trait::async_trait;
+
+use crate::StoreError;
+
+/// A user of one app. Times are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: String,
+    pub created_at_ms: i64,
+    pub last_login_at_ms: i64,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    /// A JSON object of profile fields.
+    pub profile: String,
+}
+
+/// A user's account on a login provider: WeChat openid, Alipay user id, an email, ….
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityRow {
+    /// The provider id as configured on the app (`wechat`, `qq`, `password`, …).
+    pub provider: String,
+    /// The user's id at that provider (openid, user_id, email, …).
+    pub subject: String,
+    pub user_id: String,
+    /// The platform-wide id that links a user's accounts across one developer's apps.
+    pub unionid: Option<String>,
+    /// The scope a unionid is unique in (`wechat`, `qq`, `douyin`).
+    pub family: String,
+    pub created_at_ms: i64,
+}
+
+/// A login session. Its secret is stored only as a hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub id: String,
+    pub user_id: String,
+    pub provider: String,
+    pub secret_hash: Vec<u8>,
+    pub created_at_ms: i64,
+    pub refreshed_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+    /// The platform's session key (WeChat), sealed with the instance's master key.
+    pub sealed_platform_key: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SessionRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRow")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("provider", &self.provider)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("revoked_at_ms", &self.revoked_at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What presenting a session secret for refresh found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The secret was current: it is replaced by the new one.
+    Rotated(SessionRow),
+    /// The secret was current once and has been rotated away: someone replayed it. The
+    /// session is now revoked.
+    Reused { session_id: String },
+    /// No session ever had this secret, or its session is revoked or expired.
+    Unknown,
+}
+
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    async fn user(&self, app: &str, id: &str) -> Result<Option<UserRow>, StoreError>;
+    async fn user_by_identity(
+        &self,
+        app: &str,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<UserRow>, StoreError>;
+    async fn user_by_unionid(
+        &self,
+        app: &str,
+        family: &str,
+        unionid: &str,
+    ) -> Result<Option<UserRow>, StoreError>;
+    /// The user with this email and their password hash.
+    async fn user_by_email(
+        &self,
+        app: &str,
+        email: &str,
+    ) -> Result<Option<(UserRow, Option<String>)>, StoreError>;
+    /// Creates a user, with an identity if given; [`StoreError::Conflict`] if the email or the
+    /// identity exists already.
+    async fn create_user(
+        &self,
+        app: &str,
+        user: UserRow,
+        password_hash: Option<String>,
+        identity: Option<IdentityRow>,
+    ) -> Result<(), StoreError>;
+    /// Links another identity to an existing user; [`StoreError::Conflict`] if it is taken.
+    async fn add_identity(&self, app: &str, identity: IdentityRow) -> Result<(), StoreError>;
+    async fn record_login(&self, app: &str, user_id: &str, at_ms: i64) -> Result<(), StoreError>;
+    async fn update_profile(
+        &self,
+        app: &str,
+        user_id: &str,
+        profile: String,
+    ) -> Result<Option<UserRow>, StoreError>;
+    /// Deletes the user with their identities and sessions; returns the ids of the sessions
+    /// that were not revoked yet, or `None` if there was no such user.
+    async fn delete_user(
+        &self,
+        app: &str,
+        user_id: &str,
+    ) -> Result<Option<Vec<String>>, StoreError>;
+    async fn insert_session(&self, app: &str, session: SessionRow) -> Result<(), StoreError>;
+    /// In one transaction: finds the live session whose current secret hashes to `presented`
+    /// and replaces the secret with `next` (keeping the old hash to recognise replays), or
+    /// revokes the session whose retired secret it is.
+    async fn rotate_session(
+        &self,
+        app: &str,
+        presented: Vec<u8>,
+        next: Vec<u8>,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<Rotation, StoreError>;
+    /// Revokes a session; returns it if it was live.
+    async fn revoke_session(
+        &self,
+        app: &str,
+        session_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<SessionRow>, StoreError>;
+    async fn session(&self, app: &str, session_id: &str) -> Result<Option<SessionRow>, StoreError>;
+    async fn sessions_of(&self, app: &str, user_id: &str) -> Result<Vec<SessionRow>, StoreError>;
+    /// Sessions revoked at or after `since_ms`: what token checks must refuse.
+    async fn revoked_since(&self, app: &str, since_ms: i64) -> Result<Vec<String>, StoreError>;
+}
