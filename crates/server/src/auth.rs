@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::extract::{CallerOf, Json, Path, bearer};
+use crate::limits::ClientIp;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -131,9 +132,11 @@ impl LoginBody {
 
 async fn create_session(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Path(app): Path<String>,
     Json(body): Json<LoginBody>,
 ) -> Result<Response, ApiError> {
+    state.limits().check(&app, ip)?;
     state.apps().get(&app).await?;
     let grant = state.auth().login(&app, body.into_login()?).await?;
     Ok((StatusCode::CREATED, axum::Json(grant)).into_response())
@@ -148,9 +151,11 @@ struct SignUp {
 
 async fn sign_up(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Path(app): Path<String>,
     Json(body): Json<SignUp>,
 ) -> Result<Response, ApiError> {
+    state.limits().check(&app, ip)?;
     state.apps().get(&app).await?;
     let grant = state
         .auth()
@@ -167,9 +172,11 @@ struct RefreshBody {
 
 async fn refresh(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Path(app): Path<String>,
     Json(body): Json<RefreshBody>,
 ) -> Result<Response, ApiError> {
+    state.limits().check(&app, ip)?;
     state.apps().get(&app).await?;
     Ok(axum::Json(state.auth().refresh(&app, &body.session_id).await?).into_response())
 }

@@ -59,6 +59,8 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
     /// How long shutdown waits for in-flight requests, in seconds.
     pub shutdown_grace_secs: u64,
+    /// Take the client's IP from `x-forwarded-for` (only behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -70,6 +72,10 @@ pub struct AuthConfig {
     pub session_ttl_days: u64,
     /// Timeout of calls to the platforms' servers, in seconds.
     pub platform_timeout_secs: u64,
+    /// Logins, sign-ups and refreshes one client IP may make a minute (and at once).
+    pub logins_per_ip_per_minute: u32,
+    /// Logins, sign-ups and refreshes one app may take a minute (and at once).
+    pub logins_per_app_per_minute: u32,
 }
 
 impl Default for AuthConfig {
@@ -78,6 +84,8 @@ impl Default for AuthConfig {
             access_token_ttl_secs: 900,
             session_ttl_days: 30,
             platform_timeout_secs: 10,
+            logins_per_ip_per_minute: 60,
+            logins_per_app_per_minute: 6000,
         }
     }
 }
@@ -121,6 +129,7 @@ impl Default for HttpConfig {
             max_body_bytes: 1024 * 1024,
             cors_origins: vec!["*".into()],
             shutdown_grace_secs: 30,
+            trust_forwarded_for: false,
         }
     }
 }
@@ -199,6 +208,18 @@ impl Config {
             self.auth.platform_timeout_secs,
             1,
             120,
+        )?;
+        within(
+            "auth.logins_per_ip_per_minute",
+            self.auth.logins_per_ip_per_minute,
+            1,
+            1_000_000,
+        )?;
+        within(
+            "auth.logins_per_app_per_minute",
+            self.auth.logins_per_app_per_minute,
+            1,
+            10_000_000,
         )?;
         for origin in &self.http.cors_origins {
             if origin != "*" && !is_origin(origin) {

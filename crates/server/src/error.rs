@@ -49,6 +49,7 @@ pub enum Code {
     SessionReused,
     UserNotFound,
     InvalidProfile,
+    TooManyRequests,
     NotReady,
     InternalError,
 }
@@ -89,6 +90,7 @@ impl Code {
             Code::SessionReused => "session_reused",
             Code::UserNotFound => "user_not_found",
             Code::InvalidProfile => "invalid_profile",
+            Code::TooManyRequests => "too_many_requests",
             Code::NotReady => "not_ready",
             Code::InternalError => "internal_error",
         }
@@ -114,6 +116,7 @@ impl Code {
             | Code::SessionReused => StatusCode::UNAUTHORIZED,
             Code::ProviderMisconfigured | Code::PlatformUnavailable => StatusCode::BAD_GATEWAY,
             Code::EmailTaken => StatusCode::CONFLICT,
+            Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::InvalidJson | Code::InvalidQuery | Code::InvalidPath | Code::InvalidAppName => {
                 StatusCode::BAD_REQUEST

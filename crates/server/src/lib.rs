@@ -12,6 +12,7 @@ mod auth;
 mod error;
 mod extract;
 mod health;
+mod limits;
 mod memory;
 mod metrics;
 mod request_id;
@@ -189,7 +190,12 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
             platform_timeout: Duration::from_secs(config.auth.platform_timeout_secs),
         },
     )?;
-    let state = AppState::new(apps, auth, access, Arc::clone(&system), &*random);
+    let limits = limits::AuthLimits {
+        per_ip: limits::RateLimiter::new(config.auth.logins_per_ip_per_minute),
+        per_app: limits::RateLimiter::new(config.auth.logins_per_app_per_minute),
+        trust_forwarded_for: config.http.trust_forwarded_for,
+    };
+    let state = AppState::new(apps, auth, limits, access, Arc::clone(&system), &*random);
     let tenants = tenant_store;
 
     let listener = TcpListener::bind(config.listen)
@@ -241,8 +247,11 @@ async fn serve(
     grace: Duration,
 ) {
     let mut draining = shutdown.clone();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stopped(&mut draining).await });
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stopped(&mut draining).await });
     let mut server = std::pin::pin!(server.into_future());
     tokio::select! {
         result = &mut server => {

@@ -9,6 +9,7 @@ use cloudlet_core::auth::Auth;
 use cloudlet_core::random::Random;
 use cloudlet_store::SystemStore;
 
+use crate::limits::AuthLimits;
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
@@ -17,6 +18,7 @@ pub struct AppState(Arc<Shared>);
 struct Shared {
     apps: Apps,
     auth: Auth,
+    limits: AuthLimits,
     access: Access,
     system: Arc<dyn SystemStore>,
     metrics: Metrics,
@@ -31,6 +33,7 @@ impl AppState {
     pub fn new(
         apps: Apps,
         auth: Auth,
+        limits: AuthLimits,
         access: Access,
         system: Arc<dyn SystemStore>,
         random: &dyn Random,
@@ -40,6 +43,7 @@ impl AppState {
         AppState(Arc::new(Shared {
             apps,
             auth,
+            limits,
             access,
             system,
             metrics: Metrics::default(),
@@ -55,6 +59,10 @@ impl AppState {
 
     pub fn auth(&self) -> &Auth {
         &self.0.auth
+    }
+
+    pub fn limits(&self) -> &AuthLimits {
+        &self.0.limits
     }
 
     pub fn access(&self) -> &Access {

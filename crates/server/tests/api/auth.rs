@@ -554,3 +554,55 @@ async fn users_edit_their_profile_delete_their_account_and_admins_revoke_session
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn logins_are_rate_limited_per_client_ip_and_per_app() {
+    let t = TestApp::builder()
+        .config(|c| {
+            c.auth.logins_per_ip_per_minute = 1000;
+            c.auth.logins_per_app_per_minute = 3;
+        })
+        .start()
+        .await;
+    for app in ["busy", "calm"] {
+        t.create_app(app).await;
+        t.configure(app, "dev", json!({ "enabled": true })).await;
+    }
+    for _ in 0..3 {
+        t.login("busy", json!({ "provider": "dev", "user": "a" }))
+            .expect(StatusCode::CREATED)
+            .await;
+    }
+    t.login("busy", json!({ "provider": "dev", "user": "a" }))
+        .expect_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
+        .await;
+    t.request(Method::POST, "/v1/apps/busy/auth/refresh")
+        .json(&json!({ "session_id": "x" }))
+        .expect_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
+        .await;
+    t.login("calm", json!({ "provider": "dev", "user": "a" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    t.stop().await;
+
+    let t = TestApp::builder()
+        .config(|c| c.auth.logins_per_ip_per_minute = 2)
+        .start()
+        .await;
+    for app in ["one", "two"] {
+        t.create_app(app).await;
+        t.configure(app, "dev", json!({ "enabled": true })).await;
+    }
+    t.login("one", json!({ "provider": "dev", "user": "a" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    t.login("two", json!({ "provider": "dev", "user": "a" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    // This client has had its share, whatever the app.
+    t.request(Method::POST, "/v1/apps/two/auth/users")
+        .json(&json!({ "email": "a@b.cd", "password": "long enough" }))
+        .expect_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
+        .await;
+    t.stop().await;
+}
