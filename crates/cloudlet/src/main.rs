@@ -31,7 +31,7 @@ enum Command {
         #[command(subcommand)]
         command: client::AppCommand,
     },
-    /// Run the platform emulator: a local WeChat, QQ and Douyin login server.
+    /// Run the platform emulator: a local WeChat, QQ, Douyin and Alipay login server.
     Emulator(EmulatorArgs),
     /// Offline administration of a data directory.
     Admin {
@@ -103,6 +103,7 @@ async fn run_emulator(args: EmulatorArgs) -> Result<(), String> {
     println!("  WeChat base_url: http://{addr}/wechat");
     println!("  QQ base_url:     http://{addr}/qq");
     println!("  Douyin base_url: http://{addr}/douyin");
+    println!("  Alipay base_url: http://{addr}/alipay/gateway.do");
     cloudlet_emulator::serve(listener, options, async {
         let _ = tokio::signal::ctrl_c().await;
     })

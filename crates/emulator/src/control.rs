@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::alipay;
 use crate::state::{App, Code, Emulator, Platform, new_code};
 
 type Answer = (StatusCode, Json<Value>);
@@ -31,14 +32,24 @@ fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, Answer> {
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewApp {
     platform: Platform,
+    #[serde(alias = "app_id")]
     appid: String,
-    secret: String,
+    /// WeChat, QQ, Douyin.
+    #[serde(default)]
+    secret: Option<String>,
+    /// Alipay: the app's public key (PEM or base64), which checks its request signatures.
+    #[serde(default)]
+    app_public_key: Option<String>,
+    /// Alipay: answer `open_id` instead of `user_id`.
+    #[serde(default)]
+    open_id_mode: bool,
     /// Apps registered with the same value share unionids (an Open Platform account).
     #[serde(default)]
     open_platform: Option<String>,
 }
 
-/// `POST /emulator/apps`: registers (or replaces) a platform app.
+/// `POST /emulator/apps`: registers (or replaces) a platform app. An Alipay app is answered
+/// with the emulator's Alipay public key, which its replies verify with.
 pub(crate) async fn register_app(
     State(emulator): State<Arc<Emulator>>,
     parsed: Result<Json<NewApp>, JsonRejection>,
@@ -47,25 +58,54 @@ pub(crate) async fn register_app(
         Ok(new) => new,
         Err(answer) => return answer,
     };
-    if new.appid.is_empty() || new.secret.is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            "appid and secret are required",
-        );
+    if new.appid.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "invalid_body", "appid is required");
     }
-    let answer = json!({
+    let mut answer = json!({
         "platform": new.platform,
         "appid": new.appid,
         "open_platform": new.open_platform,
     });
-    emulator.state().apps.insert(
-        (new.platform, new.appid),
+    let app = if new.platform == Platform::Alipay {
+        let Some(key) = new.app_public_key.as_deref().and_then(alipay::public_key) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "app_public_key must be an RSA public key (PEM or base64)",
+            );
+        };
+        match alipay::public_key_pem(&emulator).await {
+            Some(pem) => answer["alipay_public_key"] = json!(pem),
+            None => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "key_error",
+                    "could not make a key",
+                );
+            }
+        }
         App {
-            secret: new.secret,
+            secret: String::new(),
+            app_public_key: Some(key),
+            open_id_mode: new.open_id_mode,
             open_platform: new.open_platform,
-        },
-    );
+        }
+    } else {
+        let Some(secret) = new.secret.filter(|s| !s.is_empty()) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "secret is required",
+            );
+        };
+        App {
+            secret,
+            app_public_key: None,
+            open_id_mode: false,
+            open_platform: new.open_platform,
+        }
+    };
+    emulator.state().apps.insert((new.platform, new.appid), app);
     (StatusCode::CREATED, Json(answer))
 }
 
@@ -73,6 +113,7 @@ pub(crate) async fn register_app(
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewCode {
     platform: Platform,
+    #[serde(alias = "app_id")]
     appid: String,
     user: String,
     /// Douyin: an anonymous code (`tt.login` for a user who is not logged in to Douyin).

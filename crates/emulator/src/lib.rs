@@ -1,4 +1,4 @@
-//! The platform emulator: a local server that acts as the WeChat, QQ and Douyin servers for
+//! The platform emulator: a local server that acts as the WeChat, QQ, Douyin and Alipay servers for
 //! login, so that Cloudlet can be developed and tested on one machine, without a phone or a
 //! registered mini program. It is a product feature (`cloudlet emulator`), not a test double.
 //!
@@ -16,8 +16,10 @@
 //! POST /wechat/cgi-bin/stable_token           WeChat stable access token
 //! GET  /qq/sns/jscode2session                 QQ code2Session
 //! POST /douyin/api/apps/v2/jscode2session     Douyin code2Session (v2)
+//! POST /alipay/gateway.do                     Alipay gateway: alipay.system.oauth.token
 //! ```
 
+mod alipay;
 mod control;
 mod douyin;
 mod state;
@@ -70,6 +72,7 @@ pub fn router(options: EmulatorOptions) -> Router {
             "/douyin/api/apps/v2/jscode2session",
             post(douyin::code_to_session),
         )
+        .route("/alipay/gateway.do", post(alipay::gateway))
         .with_state(emulator)
 }
 

@@ -19,6 +19,7 @@ pub enum Platform {
     Wechat,
     Qq,
     Douyin,
+    Alipay,
 }
 
 impl Platform {
@@ -27,12 +28,18 @@ impl Platform {
             Platform::Wechat => "wechat",
             Platform::Qq => "qq",
             Platform::Douyin => "douyin",
+            Platform::Alipay => "alipay",
         }
     }
 }
 
 pub(crate) struct App {
+    /// WeChat, QQ, Douyin: the app secret.
     pub secret: String,
+    /// Alipay: the app's public key, which its request signatures verify with.
+    pub app_public_key: Option<rsa::RsaPublicKey>,
+    /// Alipay: answer `open_id` instead of `user_id`, as apps in OpenID mode get.
+    pub open_id_mode: bool,
     /// Apps of one developer share an open platform account, and so unionids.
     pub open_platform: Option<String>,
 }
@@ -61,6 +68,8 @@ pub(crate) struct State {
 pub(crate) struct Emulator {
     pub options: EmulatorOptions,
     state: Mutex<State>,
+    /// "Alipay"'s own key pair, made when the first Alipay app registers.
+    pub alipay_key: std::sync::OnceLock<rsa::RsaPrivateKey>,
 }
 
 /// Why a code was refused.
@@ -76,6 +85,7 @@ impl Emulator {
         Emulator {
             options,
             state: Mutex::new(State::default()),
+            alipay_key: std::sync::OnceLock::new(),
         }
     }
 

@@ -7,9 +7,11 @@
 //!   signature.
 //! - [`qq`]: QQ's clone of WeChat's `jscode2session`.
 //! - [`douyin`]: Douyin's v2 `jscode2session` (with anonymous codes).
+//! - [`alipay`]: the RSA2-signed gateway and `alipay.system.oauth.token`.
 //!
 //! Every client takes a base URL, so that the emulator can stand in for the real servers.
 
+pub mod alipay;
 pub mod douyin;
 mod error;
 mod http;

@@ -321,3 +321,160 @@ fn base64_len(text: &str) -> usize {
         .unwrap()
         .len()
 }
+
+/// An RSA key pair made by OpenSSL: (private PEM, public PEM).
+fn openssl_key_pair() -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(status.status.success());
+    };
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        "key.pem",
+    ]);
+    run(&["pkey", "-in", "key.pem", "-pubout", "-out", "pub.pem"]);
+    (
+        std::fs::read_to_string(dir.path().join("key.pem")).unwrap(),
+        std::fs::read_to_string(dir.path().join("pub.pem")).unwrap(),
+    )
+}
+
+#[allow(clippy::disallowed_methods)] // A test of a real server that reads its own clock.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[tokio::test]
+async fn alipay_auth_codes_trade_through_the_signed_gateway() {
+    use cloudlet_platforms::alipay::AlipayClient;
+
+    let emulator = Emulator::start(EmulatorOptions::default()).await;
+    let (private_pem, public_pem) = openssl_key_pair();
+    let (status, registered) = emulator
+        .post(
+            "/emulator/apps",
+            json!({ "platform": "alipay", "app_id": "2021000000000001", "app_public_key": public_pem }),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let alipay_public_key = registered["alipay_public_key"].as_str().unwrap().to_owned();
+    let gateway = format!("{}/alipay/gateway.do", emulator.base);
+    let client = AlipayClient::new(
+        emulator.platforms.clone(),
+        &gateway,
+        "2021000000000001",
+        &private_pem,
+        &alipay_public_key,
+    )
+    .unwrap();
+
+    let code = emulator.code("alipay", "2021000000000001", "alice").await;
+    let token = client.oauth_token(&code, now()).await.unwrap();
+    let user_id = token.user_id.clone().unwrap();
+    assert!(
+        user_id.starts_with("2088") && user_id.len() == 16,
+        "{user_id}"
+    );
+    assert!(!token.access_token.is_empty());
+    match client.oauth_token(&code, now()).await {
+        Err(PlatformError::Refused {
+            code: 40002,
+            message,
+        }) => assert!(message.starts_with("isv.code-invalid"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    let again = client
+        .oauth_token(
+            &emulator.code("alipay", "2021000000000001", "alice").await,
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.user_id, token.user_id);
+
+    // A stale timestamp, and a request signed with a key the gateway does not know.
+    let code = emulator.code("alipay", "2021000000000001", "alice").await;
+    match client.oauth_token(&code, now() - 3600).await {
+        Err(PlatformError::Refused { message, .. }) => {
+            assert!(message.contains("isv.invalid-timestamp"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let (other_private, _) = openssl_key_pair();
+    let impostor = AlipayClient::new(
+        emulator.platforms.clone(),
+        &gateway,
+        "2021000000000001",
+        &other_private,
+        &alipay_public_key,
+    )
+    .unwrap();
+    match impostor.oauth_token(&code, now()).await {
+        Err(PlatformError::Refused { message, .. }) => {
+            assert!(message.contains("isv.invalid-signature"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // The refused attempts left the code usable.
+    client.oauth_token(&code, now()).await.unwrap();
+
+    // The replies are signed: a client that trusts another Alipay key refuses them.
+    let (_, wrong_alipay_key) = openssl_key_pair();
+    let fooled = AlipayClient::new(
+        emulator.platforms.clone(),
+        &gateway,
+        "2021000000000001",
+        &private_pem,
+        &wrong_alipay_key,
+    )
+    .unwrap();
+    let code = emulator.code("alipay", "2021000000000001", "alice").await;
+    assert!(matches!(
+        fooled.oauth_token(&code, now()).await,
+        Err(PlatformError::Crypto(_))
+    ));
+}
+
+#[tokio::test]
+async fn alipay_apps_in_openid_mode_get_open_ids() {
+    use cloudlet_platforms::alipay::AlipayClient;
+
+    let emulator = Emulator::start(EmulatorOptions::default()).await;
+    let (private_pem, public_pem) = openssl_key_pair();
+    let (_, registered) = emulator
+        .post(
+            "/emulator/apps",
+            json!({ "platform": "alipay", "app_id": "2021000000000002", "app_public_key": public_pem, "open_id_mode": true }),
+        )
+        .await;
+    let client = AlipayClient::new(
+        emulator.platforms.clone(),
+        &format!("{}/alipay/gateway.do", emulator.base),
+        "2021000000000002",
+        &private_pem,
+        registered["alipay_public_key"].as_str().unwrap(),
+    )
+    .unwrap();
+    let token = client
+        .oauth_token(
+            &emulator.code("alipay", "2021000000000002", "alice").await,
+            now(),
+        )
+        .await
+        .unwrap();
+    assert!(token.user_id.is_none());
+    assert!(token.open_id.is_some());
+}

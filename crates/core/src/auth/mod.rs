@@ -19,6 +19,7 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cloudlet_platforms::alipay::AlipayClient;
 use cloudlet_platforms::douyin::DouyinClient;
 use cloudlet_platforms::qq::QqClient;
 use cloudlet_platforms::wechat::WeChatClient;
@@ -33,7 +34,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::random::Random;
 use crate::sealing::Sealer;
 use crate::secrets::SecretHash;
-use providers::{Platform, PlatformSettings, ProviderInput, ProviderKind, ProviderView, Settings};
+use providers::{Platform, ProviderInput, ProviderKind, ProviderView, Settings};
 use tokens::{Claims, TokenProblem};
 
 /// The largest profile, as JSON text.
@@ -397,35 +398,30 @@ impl Auth {
         anonymous_code: Option<String>,
     ) -> Result<(UserRow, Option<String>), AuthError> {
         let (kind, settings, secret) = self.enabled_provider(app, provider).await?;
-        let (ProviderKind::Platform(platform), Settings::Platform(settings), Some(secret)) =
-            (kind, settings, secret)
-        else {
+        let (ProviderKind::Platform(platform), Some(secret)) = (kind, secret) else {
             return Err(AuthError::InvalidLoginRequest(format!(
                 "{provider} is not a platform provider"
             )));
         };
-        let PlatformSettings {
-            appid, base_url, ..
-        } = settings;
         let http = self.0.http.clone();
-        let (subject, unionid, session_key) = match platform {
-            Platform::WeChat | Platform::Qq => {
-                let code =
-                    code.ok_or_else(|| AuthError::InvalidLoginRequest("code is required".into()))?;
+        let code_required = || AuthError::InvalidLoginRequest("code is required".into());
+        let (subject, unionid, session_key) = match (platform, settings) {
+            (Platform::WeChat | Platform::Qq, Settings::Platform(s)) => {
+                let code = code.ok_or_else(code_required)?;
                 let session = if platform == Platform::WeChat {
-                    WeChatClient::new(http, &base_url, &appid, &secret)
+                    WeChatClient::new(http, &s.base_url, &s.appid, &secret)
                         .code_to_session(&code)
                         .await
                 } else {
-                    QqClient::new(http, &base_url, &appid, &secret)
+                    QqClient::new(http, &s.base_url, &s.appid, &secret)
                         .code_to_session(&code)
                         .await
                 }
                 .map_err(platform_error)?;
                 (session.openid, session.unionid, Some(session.session_key))
             }
-            Platform::Douyin => {
-                let session = DouyinClient::new(http, &base_url, &appid, &secret)
+            (Platform::Douyin, Settings::Platform(s)) => {
+                let session = DouyinClient::new(http, &s.base_url, &s.appid, &secret)
                     .code_to_session(code.as_deref(), anonymous_code.as_deref())
                     .await
                     .map_err(platform_error)?;
@@ -436,6 +432,26 @@ impl Auth {
                         return Err(AuthError::PlatformUnavailable("no openid".into()));
                     }
                 }
+            }
+            (Platform::Alipay, Settings::Alipay(s)) => {
+                let code = code.ok_or_else(code_required)?;
+                let client =
+                    AlipayClient::new(http, &s.base_url, &s.app_id, &secret, &s.alipay_public_key)
+                        .map_err(|e| AuthError::ProviderMisconfigured(e.to_string()))?;
+                let now_secs = self.0.clock.now().unix_ms() / 1000;
+                let token = client
+                    .oauth_token(&code, now_secs)
+                    .await
+                    .map_err(alipay_error)?;
+                let subject = token.user_id.or(token.open_id).ok_or_else(|| {
+                    AuthError::PlatformUnavailable("no user_id or open_id".into())
+                })?;
+                (subject, token.union_id, None)
+            }
+            _ => {
+                return Err(AuthError::InvalidProviderConfig(
+                    "the stored settings do not fit the provider; configure it again".into(),
+                ));
             }
         };
         let user = self
@@ -925,6 +941,29 @@ fn platform_error(e: PlatformError) -> AuthError {
             _ => AuthError::PlatformUnavailable(format!("{code} {message}")),
         },
         PlatformError::BadAnswer(m) if m.contains("needed") => AuthError::InvalidLoginRequest(m),
+        other => AuthError::PlatformUnavailable(other.to_string()),
+    }
+}
+
+/// Maps Alipay's answer: `isv.code-invalid` is the user's problem, a refused app id or
+/// signature (or a reply that does not verify) the operator's.
+fn alipay_error(e: PlatformError) -> AuthError {
+    match e {
+        PlatformError::Refused { message, .. } if message.starts_with("isv.code-invalid") => {
+            AuthError::InvalidLoginCode
+        }
+        PlatformError::Refused { message, .. }
+            if [
+                "isv.invalid-app-id",
+                "isv.invalid-signature",
+                "isv.missing-signature",
+            ]
+            .iter()
+            .any(|sub| message.starts_with(sub)) =>
+        {
+            AuthError::ProviderMisconfigured(message)
+        }
+        PlatformError::Crypto(problem) => AuthError::ProviderMisconfigured(problem.to_owned()),
         other => AuthError::PlatformUnavailable(other.to_string()),
     }
 }

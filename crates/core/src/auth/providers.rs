@@ -15,6 +15,7 @@ pub enum Platform {
     WeChat,
     Qq,
     Douyin,
+    Alipay,
 }
 
 impl Platform {
@@ -24,6 +25,7 @@ impl Platform {
             Platform::WeChat => "wechat",
             Platform::Qq => "qq",
             Platform::Douyin => "douyin",
+            Platform::Alipay => "alipay",
         }
     }
 
@@ -32,6 +34,7 @@ impl Platform {
             Platform::WeChat => cloudlet_platforms::wechat::API_BASE,
             Platform::Qq => cloudlet_platforms::qq::API_BASE,
             Platform::Douyin => cloudlet_platforms::douyin::API_BASE,
+            Platform::Alipay => cloudlet_platforms::alipay::GATEWAY,
         }
     }
 }
@@ -61,6 +64,7 @@ impl ProviderKind {
             "wechat" => ProviderKind::Platform(Platform::WeChat),
             "qq" => ProviderKind::Platform(Platform::Qq),
             "douyin" => ProviderKind::Platform(Platform::Douyin),
+            "alipay" => ProviderKind::Platform(Platform::Alipay),
             "password" if label.is_none() => ProviderKind::Password,
             "anonymous" if label.is_none() => ProviderKind::Anonymous,
             "dev" if label.is_none() => ProviderKind::Dev,
@@ -83,10 +87,21 @@ pub struct PlatformSettings {
     pub enabled: bool,
 }
 
+/// The settings of an Alipay provider that are not secret (the app's private key is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlipaySettings {
+    pub app_id: String,
+    pub alipay_public_key: String,
+    pub base_url: String,
+    pub enabled: bool,
+}
+
 /// A provider's stored settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Settings {
+    Alipay(AlipaySettings),
     Platform(PlatformSettings),
     Toggle { enabled: bool },
 }
@@ -94,6 +109,7 @@ pub enum Settings {
 impl Settings {
     pub fn enabled(&self) -> bool {
         match self {
+            Settings::Alipay(a) => a.enabled,
             Settings::Platform(p) => p.enabled,
             Settings::Toggle { enabled } => *enabled,
         }
@@ -105,6 +121,17 @@ impl Settings {
 struct PlatformInput {
     appid: String,
     secret: String,
+    base_url: Option<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlipayInput {
+    app_id: String,
+    private_key: String,
+    alipay_public_key: String,
     base_url: Option<String>,
     #[serde(default = "yes")]
     enabled: bool,
@@ -131,6 +158,25 @@ impl ProviderInput {
     /// Checks a configuration for `kind`; the error says what is wrong.
     pub fn parse(kind: ProviderKind, body: Value) -> Result<Self, String> {
         match kind {
+            ProviderKind::Platform(Platform::Alipay) => {
+                let input: AlipayInput = serde_json::from_value(body).map_err(|e| e.to_string())?;
+                if !(1..=32).contains(&input.app_id.len()) {
+                    return Err("app_id must be 1 to 32 characters".into());
+                }
+                cloudlet_platforms::alipay::private_key(&input.private_key)
+                    .map_err(|e| format!("private_key: {e}"))?;
+                cloudlet_platforms::alipay::public_key(&input.alipay_public_key)
+                    .map_err(|e| format!("alipay_public_key: {e}"))?;
+                Ok(ProviderInput {
+                    settings: Settings::Alipay(AlipaySettings {
+                        app_id: input.app_id,
+                        alipay_public_key: input.alipay_public_key.trim().to_owned(),
+                        base_url: base_url_or_default(input.base_url, Platform::Alipay)?,
+                        enabled: input.enabled,
+                    }),
+                    secret: Some(input.private_key),
+                })
+            }
             ProviderKind::Platform(platform) => {
                 let input: PlatformInput =
                     serde_json::from_value(body).map_err(|e| e.to_string())?;
@@ -140,18 +186,10 @@ impl ProviderInput {
                 if !(1..=256).contains(&input.secret.len()) {
                     return Err("secret must be 1 to 256 characters".into());
                 }
-                let base_url = input
-                    .base_url
-                    .unwrap_or_else(|| platform.default_base_url().to_owned());
-                if !(base_url.starts_with("https://") || base_url.starts_with("http://"))
-                    || base_url.len() > 200
-                {
-                    return Err("base_url must be an http(s) URL".into());
-                }
                 Ok(ProviderInput {
                     settings: Settings::Platform(PlatformSettings {
                         appid: input.appid,
-                        base_url: base_url.trim_end_matches('/').to_owned(),
+                        base_url: base_url_or_default(input.base_url, platform)?,
                         enabled: input.enabled,
                     }),
                     secret: Some(input.secret),
@@ -170,6 +208,16 @@ impl ProviderInput {
     }
 }
 
+fn base_url_or_default(base_url: Option<String>, platform: Platform) -> Result<String, String> {
+    let base_url = base_url.unwrap_or_else(|| platform.default_base_url().to_owned());
+    if !(base_url.starts_with("https://") || base_url.starts_with("http://"))
+        || base_url.len() > 200
+    {
+        return Err("base_url must be an http(s) URL".into());
+    }
+    Ok(base_url.trim_end_matches('/').to_owned())
+}
+
 /// A provider's configuration as the admin API shows it: secrets masked.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderView {
@@ -178,30 +226,46 @@ pub struct ProviderView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub appid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alipay_public_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<&'static str>,
     pub updated_at: Option<Timestamp>,
 }
 
 impl ProviderView {
     pub fn of(provider: &str, settings: &Settings, updated_at: Option<Timestamp>) -> Self {
-        let (appid, base_url, secret) = match settings {
-            Settings::Platform(p) => (
-                Some(p.appid.clone()),
-                Some(p.base_url.clone()),
-                Some("********"),
-            ),
-            Settings::Toggle { .. } => (None, None, None),
-        };
-        ProviderView {
+        let mut view = ProviderView {
             provider: provider.to_owned(),
             enabled: settings.enabled(),
-            appid,
-            base_url,
-            secret,
+            appid: None,
+            app_id: None,
+            alipay_public_key: None,
+            base_url: None,
+            secret: None,
+            private_key: None,
             updated_at,
+        };
+        match settings {
+            Settings::Alipay(a) => {
+                view.app_id = Some(a.app_id.clone());
+                view.alipay_public_key = Some(a.alipay_public_key.clone());
+                view.base_url = Some(a.base_url.clone());
+                view.private_key = Some("********");
+            }
+            Settings::Platform(p) => {
+                view.appid = Some(p.appid.clone());
+                view.base_url = Some(p.base_url.clone());
+                view.secret = Some("********");
+            }
+            Settings::Toggle { .. } => {}
         }
+        view
     }
 }
 

@@ -606,3 +606,112 @@ async fn logins_are_rate_limited_per_client_ip_and_per_app() {
         .await;
     t.stop().await;
 }
+
+/// An RSA key pair made by OpenSSL: (private PEM, public PEM).
+fn openssl_key_pair() -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "key.pem",
+        ][..],
+        &["pkey", "-in", "key.pem", "-pubout", "-out", "pub.pem"][..],
+    ] {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+    }
+    (
+        std::fs::read_to_string(dir.path().join("key.pem")).unwrap(),
+        std::fs::read_to_string(dir.path().join("pub.pem")).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn alipay_login_goes_through_the_signed_gateway() {
+    let emulator = Emulator::start().await;
+    let (private_key, public_key) = openssl_key_pair();
+    let registered: Value = emulator
+        .http
+        .post(format!("{}/emulator/apps", emulator.base))
+        .json(&json!({ "platform": "alipay", "app_id": "2021000000000009", "app_public_key": public_key }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let t = TestApp::start().await;
+    t.create_app("ali").await;
+    let view = t
+        .configure(
+            "ali",
+            "alipay",
+            json!({
+                "app_id": "2021000000000009",
+                "private_key": private_key,
+                "alipay_public_key": registered["alipay_public_key"],
+                "base_url": format!("{}/alipay/gateway.do", emulator.base),
+            }),
+        )
+        .await;
+    assert_eq!(view["private_key"], "********");
+    assert_eq!(view["app_id"], "2021000000000009");
+
+    let code = emulator
+        .code("alipay", "2021000000000009", "alice", false)
+        .await;
+    let grant = t
+        .login("ali", json!({ "provider": "alipay", "code": code }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let again = t
+        .login("ali", json!({ "provider": "alipay", "code": emulator.code("alipay", "2021000000000009", "alice", false).await }))
+        .expect(StatusCode::CREATED)
+        .await;
+    assert_eq!(grant["user"]["id"], again["user"]["id"]);
+    t.login("ali", json!({ "provider": "alipay", "code": code }))
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_login_code")
+        .await;
+
+    // The private key is sealed at rest.
+    let marker = private_key.lines().nth(5).unwrap();
+    for file in ["system.db", "system.db-wal"] {
+        if let Ok(bytes) = std::fs::read(t.data_dir.join(file)) {
+            assert!(
+                !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+                "{file} holds the key"
+            );
+        }
+    }
+
+    // Keys are checked when configured; a key Alipay does not know is the operator's problem.
+    t.admin(Method::PUT, "/v1/admin/apps/ali/auth/providers/alipay")
+        .json(&json!({ "app_id": "2021000000000009", "private_key": "not a key", "alipay_public_key": registered["alipay_public_key"] }))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_provider_config")
+        .await;
+    let (other_key, _) = openssl_key_pair();
+    t.configure(
+        "ali",
+        "alipay",
+        json!({
+            "app_id": "2021000000000009",
+            "private_key": other_key,
+            "alipay_public_key": registered["alipay_public_key"],
+            "base_url": format!("{}/alipay/gateway.do", emulator.base),
+        }),
+    )
+    .await;
+    t.login("ali", json!({ "provider": "alipay", "code": emulator.code("alipay", "2021000000000009", "alice", false).await }))
+        .expect_error(StatusCode::BAD_GATEWAY, "provider_misconfigured")
+        .await;
+    t.stop().await;
+}
