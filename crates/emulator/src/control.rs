@@ -119,6 +119,9 @@ pub(crate) struct NewCode {
     /// Douyin: an anonymous code (`tt.login` for a user who is not logged in to Douyin).
     #[serde(default)]
     anonymous: bool,
+    /// WeChat: a `getPhoneNumber` code that reveals this phone number (e.g. `+86 13800138000`).
+    #[serde(default)]
+    phone: Option<String>,
 }
 
 /// `POST /emulator/codes`: what `wx.login` (`qq.login`, `tt.login`) gives a mini program.
@@ -140,6 +143,22 @@ pub(crate) async fn issue_code(
             "only Douyin has anonymous codes",
         );
     }
+    if let Some(phone) = &new.phone {
+        if new.platform != Platform::Wechat {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "only WeChat has phone codes",
+            );
+        }
+        if phone.trim().is_empty() || phone.len() > 32 {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "phone must be 1 to 32 characters",
+            );
+        }
+    }
     let mut state = emulator.state();
     if !state.apps.contains_key(&(new.platform, new.appid.clone())) {
         return error(
@@ -160,6 +179,7 @@ pub(crate) async fn issue_code(
             appid: new.appid,
             user: new.user,
             anonymous: new.anonymous,
+            phone: new.phone,
             issued: Instant::now(),
             used: false,
         },
@@ -171,6 +191,16 @@ pub(crate) async fn issue_code(
             "expires_in": emulator.options.code_ttl.as_secs(),
         })),
     )
+}
+
+/// `GET /emulator/stats`: counters that tests and developers can check.
+pub(crate) async fn stats(State(emulator): State<Arc<Emulator>>) -> Json<Value> {
+    let state = emulator.state();
+    Json(json!({
+        "apps": state.apps.len(),
+        "codes": state.codes.len(),
+        "token_requests": state.token_requests,
+    }))
 }
 
 pub(crate) async fn health() -> Json<Value> {

@@ -14,6 +14,8 @@
 //! POST /emulator/codes                        issue a login code for a user (what wx.login does)
 //! GET  /wechat/sns/jscode2session             WeChat code2Session
 //! POST /wechat/cgi-bin/stable_token           WeChat stable access token
+//! POST /wechat/wxa/business/getuserphonenumber WeChat phone number from a getPhoneNumber code
+//! GET  /emulator/stats                        counters (access tokens asked for, …)
 //! GET  /qq/sns/jscode2session                 QQ code2Session
 //! POST /douyin/api/apps/v2/jscode2session     Douyin code2Session (v2)
 //! POST /alipay/gateway.do                     Alipay gateway: alipay.system.oauth.token
@@ -62,6 +64,11 @@ pub fn router(options: EmulatorOptions) -> Router {
         .route("/emulator/apps", post(control::register_app))
         .route("/emulator/codes", post(control::issue_code))
         .route("/emulator/health", get(control::health))
+        .route("/emulator/stats", get(control::stats))
+        .route(
+            "/wechat/wxa/business/getuserphonenumber",
+            post(wechat::phone_number),
+        )
         .route(
             "/wechat/sns/jscode2session",
             get(wechat::wechat_code_to_session),

@@ -49,6 +49,8 @@ pub(crate) struct Code {
     pub appid: String,
     pub user: String,
     pub anonymous: bool,
+    /// A phone-number code (`getPhoneNumber`) carries the number it reveals.
+    pub phone: Option<String>,
     pub issued: Instant,
     pub used: bool,
 }
@@ -63,6 +65,8 @@ pub(crate) struct State {
     pub apps: HashMap<(Platform, String), App>,
     pub codes: HashMap<String, Code>,
     pub tokens: HashMap<(Platform, String), Token>,
+    /// How many access tokens `stable_token` has been asked for (whatever the answer).
+    pub token_requests: u64,
 }
 
 pub(crate) struct Emulator {
@@ -109,6 +113,7 @@ impl Emulator {
         if issued.platform != platform
             || issued.appid != appid
             || issued.anonymous != anonymous
+            || issued.phone.is_some()
             || issued.issued.elapsed() > self.options.code_ttl
         {
             return Err(CodeProblem::Invalid);
@@ -118,6 +123,34 @@ impl Emulator {
         }
         issued.used = true;
         Ok(issued.user.clone())
+    }
+}
+
+impl Emulator {
+    /// Marks a phone-number `code` of this WeChat app used, and returns its user and number.
+    pub fn take_phone_code(
+        &self,
+        appid: &str,
+        code: &str,
+    ) -> Result<(String, String), CodeProblem> {
+        let mut state = self.state();
+        let Some(issued) = state.codes.get_mut(code) else {
+            return Err(CodeProblem::Invalid);
+        };
+        let Some(phone) = issued.phone.clone() else {
+            return Err(CodeProblem::Invalid);
+        };
+        if issued.platform != Platform::Wechat
+            || issued.appid != appid
+            || issued.issued.elapsed() > self.options.code_ttl
+        {
+            return Err(CodeProblem::Invalid);
+        }
+        if issued.used {
+            return Err(CodeProblem::Used);
+        }
+        issued.used = true;
+        Ok((issued.user.clone(), phone))
     }
 }
 

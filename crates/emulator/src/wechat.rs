@@ -89,6 +89,63 @@ fn code_to_session(
 }
 
 #[derive(Deserialize)]
+struct PhoneRequest {
+    code: Option<String>,
+}
+
+/// `POST /wxa/business/getuserphonenumber?access_token=…` with `{"code"}` in the JSON body.
+pub(crate) async fn phone_number(
+    State(emulator): State<Arc<Emulator>>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    axum::Json(phone_answer(&emulator, &query, &body)).into_response()
+}
+
+fn phone_answer(emulator: &Emulator, query: &HashMap<String, String>, body: &[u8]) -> Value {
+    let Some(token) = query.get("access_token").filter(|t| !t.is_empty()) else {
+        return refusal(41001, "access_token missing");
+    };
+    let appid = {
+        let state = emulator.state();
+        let ttl = emulator.options.token_ttl;
+        let Some(((_, appid), _)) = state.tokens.iter().find(|((platform, _), t)| {
+            *platform == Platform::Wechat && t.value == *token && t.issued.elapsed() < ttl
+        }) else {
+            return refusal(
+                40001,
+                "invalid credential, access_token is invalid or not latest",
+            );
+        };
+        appid.clone()
+    };
+    let Ok(request) = serde_json::from_slice::<PhoneRequest>(body) else {
+        return refusal(47001, "data format error");
+    };
+    let Some(code) = request.code.filter(|c| !c.is_empty()) else {
+        return refusal(40029, "invalid code");
+    };
+    let phone = match emulator.take_phone_code(&appid, &code) {
+        Ok((_, phone)) => phone,
+        Err(CodeProblem::Invalid | CodeProblem::Used) => return refusal(40029, "invalid code"),
+    };
+    let (country_code, pure) = match phone.strip_prefix('+').and_then(|p| p.split_once(' ')) {
+        Some((country, number)) => (country.to_owned(), number.to_owned()),
+        None => ("86".to_owned(), phone.clone()),
+    };
+    json!({
+        "errcode": 0,
+        "errmsg": "ok",
+        "phone_info": {
+            "phoneNumber": format!("+{country_code}{pure}"),
+            "purePhoneNumber": pure,
+            "countryCode": country_code.parse::<u32>().map(Value::from).unwrap_or(Value::String(country_code)),
+            "watermark": { "timestamp": 1_700_000_000, "appid": appid },
+        }
+    })
+}
+
+#[derive(Deserialize)]
 struct StableTokenRequest {
     grant_type: Option<String>,
     appid: Option<String>,
@@ -106,6 +163,7 @@ pub(crate) async fn stable_token(State(emulator): State<Arc<Emulator>>, body: By
 }
 
 fn issue_token(emulator: &Emulator, request: StableTokenRequest) -> Value {
+    emulator.state().token_requests += 1;
     if request.grant_type.as_deref() != Some("client_credential") {
         return refusal(40002, "invalid grant_type");
     }

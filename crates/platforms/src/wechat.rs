@@ -103,6 +103,29 @@ struct TokenBody {
     expires_in: Option<u64>,
 }
 
+/// A user's phone number, from a `getPhoneNumber` code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneNumber {
+    /// With the country code, e.g. `+8613800138000`.
+    pub phone_number: String,
+    pub pure_phone_number: String,
+    pub country_code: String,
+}
+
+#[derive(Deserialize)]
+struct PhoneBody {
+    phone_info: Option<PhoneInfo>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PhoneInfo {
+    phone_number: String,
+    pure_phone_number: String,
+    /// A string in the docs, a number in their example: both are accepted.
+    country_code: Value,
+}
+
 #[derive(Serialize)]
 struct StableTokenRequest<'a> {
     grant_type: &'a str,
@@ -158,6 +181,47 @@ impl WeChatClient {
             )),
         }
     }
+}
+
+impl WeChatClient {
+    /// `POST /wxa/business/getuserphonenumber`: the phone number behind a `getPhoneNumber`
+    /// code. The code goes in the JSON body (in the query it is refused).
+    pub async fn phone_number(
+        &self,
+        access_token: &str,
+        code: &str,
+    ) -> Result<PhoneNumber, PlatformError> {
+        let response = self
+            .http
+            .client()
+            .post(format!("{}/wxa/business/getuserphonenumber", self.base_url))
+            .query(&[("access_token", access_token)])
+            .json(&serde_json::json!({ "code": code }))
+            .send()
+            .await?;
+        let body = PlatformHttp::json::<Envelope<PhoneBody>>(response)
+            .await?
+            .into_result()?;
+        let info = body
+            .phone_info
+            .ok_or_else(|| PlatformError::BadAnswer("no phone_info in the answer".into()))?;
+        let country_code = match info.country_code {
+            Value::String(s) => s,
+            Value::Number(n) => n.to_string(),
+            _ => String::new(),
+        };
+        Ok(PhoneNumber {
+            phone_number: info.phone_number,
+            pure_phone_number: info.pure_phone_number,
+            country_code,
+        })
+    }
+}
+
+/// Whether a WeChat error code means the access token is invalid or expired, so that a fresh
+/// one should be fetched and the call tried again.
+pub fn is_stale_token(code: i64) -> bool {
+    matches!(code, 40001 | 40014 | 42001)
 }
 
 /// `GET {base}/sns/jscode2session`, shared by WeChat and QQ (whose API is a clone).

@@ -37,6 +37,7 @@ pub fn router() -> Router<AppState> {
             "/v1/apps/{app}/auth/user",
             get(show_user).patch(update_user).delete(delete_user),
         )
+        .route("/v1/apps/{app}/auth/user/phone", post(bind_phone))
 }
 
 /// Checks the access token of a request to `app`.
@@ -217,6 +218,34 @@ async fn update_user(
         state
             .auth()
             .update_profile(&principal, body.profile)
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PhoneCode {
+    #[serde(default = "wechat")]
+    provider: String,
+    code: String,
+}
+
+fn wechat() -> String {
+    "wechat".into()
+}
+
+/// `POST …/auth/user/phone {"code"}`: the number behind a WeChat `getPhoneNumber` code.
+async fn bind_phone(
+    State(state): State<AppState>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<PhoneCode>,
+) -> Result<axum::Json<User>, ApiError> {
+    let principal = principal(&state, &app, &headers).await?;
+    Ok(axum::Json(
+        state
+            .auth()
+            .bind_phone(&principal, &body.provider, &body.code)
             .await?,
     ))
 }

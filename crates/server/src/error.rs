@@ -49,6 +49,7 @@ pub enum Code {
     SessionReused,
     UserNotFound,
     InvalidProfile,
+    InvalidPhoneCode,
     TooManyRequests,
     NotReady,
     InternalError,
@@ -90,6 +91,7 @@ impl Code {
             Code::SessionReused => "session_reused",
             Code::UserNotFound => "user_not_found",
             Code::InvalidProfile => "invalid_profile",
+            Code::InvalidPhoneCode => "invalid_phone_code",
             Code::TooManyRequests => "too_many_requests",
             Code::NotReady => "not_ready",
             Code::InternalError => "internal_error",
@@ -104,7 +106,8 @@ impl Code {
             | Code::InvalidLoginRequest
             | Code::InvalidEmail
             | Code::WeakPassword
-            | Code::InvalidProfile => StatusCode::BAD_REQUEST,
+            | Code::InvalidProfile
+            | Code::InvalidPhoneCode => StatusCode::BAD_REQUEST,
             Code::ProviderNotEnabled => StatusCode::FORBIDDEN,
             Code::InvalidLoginCode
             | Code::InvalidLogin
@@ -227,6 +230,7 @@ impl From<AuthError> for ApiError {
             AuthError::SessionReused => Code::SessionReused,
             AuthError::UserNotFound => Code::UserNotFound,
             AuthError::InvalidProfile(_) => Code::InvalidProfile,
+            AuthError::InvalidPhoneCode => Code::InvalidPhoneCode,
             AuthError::Store(StoreError::NoSuchTenant) => {
                 return ApiError::new(Code::AppNotFound, "no such app");
             }

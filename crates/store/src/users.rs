@@ -105,6 +105,13 @@ pub trait UserStore: Send + Sync {
     /// Links another identity to an existing user; [`StoreError::Conflict`] if it is taken.
     async fn add_identity(&self, app: &str, identity: IdentityRow) -> Result<(), StoreError>;
     async fn record_login(&self, app: &str, user_id: &str, at_ms: i64) -> Result<(), StoreError>;
+    /// Sets the user's verified phone number; `None` if there is no such user.
+    async fn set_phone(
+        &self,
+        app: &str,
+        user_id: &str,
+        phone: String,
+    ) -> Result<Option<UserRow>, StoreError>;
     async fn update_profile(
         &self,
         app: &str,

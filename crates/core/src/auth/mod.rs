@@ -80,6 +80,8 @@ pub enum AuthError {
     SessionReused,
     #[error("no such user")]
     UserNotFound,
+    #[error("the phone number code is invalid, expired or already used")]
+    InvalidPhoneCode,
     #[error("invalid profile: {0}")]
     InvalidProfile(String),
     #[error(transparent)]
@@ -222,6 +224,15 @@ struct Inner {
     http: PlatformHttp,
     options: AuthOptions,
     keys: Mutex<HashMap<String, Arc<AppKeys>>>,
+    /// WeChat access tokens per (app, provider), one fetch at a time per key.
+    vault: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<Option<VaultToken>>>>>,
+}
+
+/// A cached platform access token.
+struct VaultToken {
+    token: String,
+    /// When to fetch a new one: well before the platform's expiry.
+    refresh_after_ms: i64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -248,6 +259,7 @@ impl Auth {
             http,
             options,
             keys: Mutex::new(HashMap::new()),
+            vault: Mutex::new(HashMap::new()),
         })))
     }
 
@@ -284,6 +296,7 @@ impl Auth {
                 },
             )
             .await?;
+        lock(&self.0.vault).remove(&(app.to_owned(), provider.to_owned()));
         tracing::info!(app, provider, "login provider configured");
         Ok(ProviderView::of(provider, &input.settings, Some(now)))
     }
@@ -837,6 +850,87 @@ impl Auth {
     /// Drops what is cached for an app (after it is deleted).
     pub fn forget_app(&self, app: &str) {
         lock(&self.0.keys).remove(app);
+        lock(&self.0.vault).retain(|(vault_app, _), _| vault_app != app);
+    }
+
+    // ---- WeChat business APIs -----------------------------------------------------------
+
+    /// Binds the phone number behind a WeChat `getPhoneNumber` code to the user.
+    pub async fn bind_phone(
+        &self,
+        principal: &Principal,
+        provider: &str,
+        code: &str,
+    ) -> Result<User, AuthError> {
+        let app = principal.app.as_str();
+        let (kind, settings, secret) = self.enabled_provider(app, provider).await?;
+        let (ProviderKind::Platform(Platform::WeChat), Settings::Platform(s), Some(secret)) =
+            (kind, settings, secret)
+        else {
+            return Err(AuthError::InvalidLoginRequest(format!(
+                "{provider} is not a WeChat provider"
+            )));
+        };
+        let client = WeChatClient::new(self.0.http.clone(), &s.base_url, &s.appid, &secret);
+        let mut token = self
+            .wechat_access_token(app, provider, &client, None)
+            .await?;
+        let mut answer = client.phone_number(&token, code).await;
+        if let Err(PlatformError::Refused { code: errcode, .. }) = &answer {
+            if cloudlet_platforms::wechat::is_stale_token(*errcode) {
+                token = self
+                    .wechat_access_token(app, provider, &client, Some(&token))
+                    .await?;
+                answer = client.phone_number(&token, code).await;
+            }
+        }
+        let phone = match answer {
+            Ok(phone) => phone,
+            Err(PlatformError::Refused { code: 40029, .. }) => {
+                return Err(AuthError::InvalidPhoneCode);
+            }
+            Err(e) => return Err(platform_error(e)),
+        };
+        self.0
+            .users
+            .set_phone(app, &principal.user_id, phone.phone_number)
+            .await?
+            .map(User::from)
+            .ok_or(AuthError::UserNotFound)
+    }
+
+    /// The app's WeChat access token: cached, renewed at 80% of its life, fetched by one caller
+    /// at a time while the others wait for it. `stale` is a token the platform just refused:
+    /// then a new one is forced.
+    async fn wechat_access_token(
+        &self,
+        app: &str,
+        provider: &str,
+        client: &WeChatClient,
+        stale: Option<&str>,
+    ) -> Result<String, AuthError> {
+        let slot = Arc::clone(
+            lock(&self.0.vault)
+                .entry((app.to_owned(), provider.to_owned()))
+                .or_default(),
+        );
+        let mut cached = slot.lock().await;
+        let now = self.0.clock.now().unix_ms();
+        if let Some(token) = cached.as_ref() {
+            if token.refresh_after_ms > now && Some(token.token.as_str()) != stale {
+                return Ok(token.token.clone());
+            }
+        }
+        let fresh = client
+            .stable_token(stale.is_some())
+            .await
+            .map_err(platform_error)?;
+        let life_ms = (fresh.expires_in_secs as i64).saturating_mul(1000);
+        *cached = Some(VaultToken {
+            token: fresh.token.clone(),
+            refresh_after_ms: now + life_ms * 4 / 5,
+        });
+        Ok(fresh.token)
     }
 
     async fn remember_revoked(&self, app: &str, sessions: &[String]) -> Result<(), AuthError> {

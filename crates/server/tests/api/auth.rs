@@ -715,3 +715,106 @@ async fn alipay_login_goes_through_the_signed_gateway() {
         .await;
     t.stop().await;
 }
+
+#[tokio::test]
+async fn wechat_phone_numbers_bind_through_one_shared_access_token() {
+    let emulator = Emulator::start().await;
+    emulator
+        .register("wechat", "wx-phone", "phone-secret", None)
+        .await;
+    let t = TestApp::start().await;
+    t.create_app("tel").await;
+    t.configure(
+        "tel",
+        "wechat",
+        json!({ "appid": "wx-phone", "secret": "phone-secret", "base_url": format!("{}/wechat", emulator.base) }),
+    )
+    .await;
+    let grant = t
+        .login("tel", json!({ "provider": "wechat", "code": emulator.code("wechat", "wx-phone", "alice", false).await }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let access = token(&grant).to_owned();
+    let phone_code = |n: u32| {
+        let emulator = &emulator;
+        async move {
+            let body: Value = emulator
+                .http
+                .post(format!("{}/emulator/codes", emulator.base))
+                .json(&json!({ "platform": "wechat", "appid": "wx-phone", "user": "alice", "phone": format!("+86 1380013800{n}") }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["code"].as_str().unwrap().to_owned()
+        }
+    };
+    let token_requests = || async {
+        let stats: Value = emulator
+            .http
+            .get(format!("{}/emulator/stats", emulator.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats["token_requests"].as_u64().unwrap()
+    };
+
+    // Five binds at once: one access token fetched, shared by all.
+    let mut requests = Vec::new();
+    for n in 0..5 {
+        let code = phone_code(n).await;
+        requests.push(tokio::spawn(
+            t.as_user(Method::POST, "tel", "/auth/user/phone", &access)
+                .json(&json!({ "code": code }))
+                .send(),
+        ));
+    }
+    for request in requests {
+        assert_eq!(request.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(token_requests().await, 1);
+    let me = t
+        .as_user(Method::GET, "tel", "/auth/user", &access)
+        .expect(StatusCode::OK)
+        .await;
+    assert!(
+        me["phone"].as_str().unwrap().starts_with("+861380013800"),
+        "{me}"
+    );
+
+    // A used code; and a token that someone else rotated is noticed and replaced once.
+    let used = phone_code(7).await;
+    t.as_user(Method::POST, "tel", "/auth/user/phone", &access)
+        .json(&json!({ "code": used }))
+        .expect(StatusCode::OK)
+        .await;
+    t.as_user(Method::POST, "tel", "/auth/user/phone", &access)
+        .json(&json!({ "code": used }))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_phone_code")
+        .await;
+    let forced = emulator
+        .http
+        .post(format!("{}/wechat/cgi-bin/stable_token", emulator.base))
+        .json(&json!({ "grant_type": "client_credential", "appid": "wx-phone", "secret": "phone-secret", "force_refresh": true }))
+        .send()
+        .await
+        .unwrap();
+    assert!(forced.status().is_success());
+    let bound = t
+        .as_user(Method::POST, "tel", "/auth/user/phone", &access)
+        .json(&json!({ "code": phone_code(9).await }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(bound["phone"], "+8613800138009");
+    assert_eq!(
+        token_requests().await,
+        3,
+        "the stale token was replaced by one forced fetch"
+    );
+    t.stop().await;
+}

@@ -232,6 +232,21 @@ impl UserStore for SqliteTenants {
         .await
     }
 
+    async fn set_phone(
+        &self,
+        app: &str,
+        user_id: &str,
+        phone: String,
+    ) -> Result<Option<UserRow>, StoreError> {
+        let user_id = user_id.to_owned();
+        self.write_app(app, move |c| {
+            c.prepare_cached("UPDATE users SET phone = ?2 WHERE id = ?1")?
+                .execute(params![user_id, phone])?;
+            select_user(c, &user_id)
+        })
+        .await
+    }
+
     async fn update_profile(
         &self,
         app: &str,
