@@ -225,8 +225,11 @@ struct Inner {
     options: AuthOptions,
     keys: Mutex<HashMap<String, Arc<AppKeys>>>,
     /// WeChat access tokens per (app, provider), one fetch at a time per key.
-    vault: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<Option<VaultToken>>>>>,
+    vault: Mutex<HashMap<(String, String), VaultSlot>>,
 }
+
+/// One (app, provider)'s cached token; its lock makes fetches single-flight.
+type VaultSlot = Arc<tokio::sync::Mutex<Option<VaultToken>>>;
 
 /// A cached platform access token.
 struct VaultToken {
@@ -876,13 +879,13 @@ impl Auth {
             .wechat_access_token(app, provider, &client, None)
             .await?;
         let mut answer = client.phone_number(&token, code).await;
-        if let Err(PlatformError::Refused { code: errcode, .. }) = &answer {
-            if cloudlet_platforms::wechat::is_stale_token(*errcode) {
-                token = self
-                    .wechat_access_token(app, provider, &client, Some(&token))
-                    .await?;
-                answer = client.phone_number(&token, code).await;
-            }
+        if let Err(PlatformError::Refused { code: errcode, .. }) = &answer
+            && cloudlet_platforms::wechat::is_stale_token(*errcode)
+        {
+            token = self
+                .wechat_access_token(app, provider, &client, Some(&token))
+                .await?;
+            answer = client.phone_number(&token, code).await;
         }
         let phone = match answer {
             Ok(phone) => phone,
@@ -916,10 +919,11 @@ impl Auth {
         );
         let mut cached = slot.lock().await;
         let now = self.0.clock.now().unix_ms();
-        if let Some(token) = cached.as_ref() {
-            if token.refresh_after_ms > now && Some(token.token.as_str()) != stale {
-                return Ok(token.token.clone());
-            }
+        if let Some(token) = cached.as_ref()
+            && token.refresh_after_ms > now
+            && Some(token.token.as_str()) != stale
+        {
+            return Ok(token.token.clone());
         }
         let fresh = client
             .stable_token(stale.is_some())
