@@ -17,69 +17,15 @@ Only the standard library is used.
 
 import argparse
 import concurrent.futures
-import datetime
-import http.client
-import json
 import os
 import random
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 
-TOKEN = "bench-admin-token-0123456789"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def percentile(values, p):
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def thread_count(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    return -1
-
-
-class Client:
-    """One keep-alive HTTP/1.1 connection."""
-
-    def __init__(self, port):
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-
-    def call(self, method, path, body=None, auth=True):
-        headers = {}
-        if auth:
-            headers["authorization"] = f"Bearer {TOKEN}"
-        if body is not None:
-            body = json.dumps(body)
-            headers["content-type"] = "application/json"
-        self.conn.request(method, path, body=body, headers=headers)
-        response = self.conn.getresponse()
-        data = response.read()
-        return response.status, data
-
-    def timed_get(self, path):
-        start = time.perf_counter()
-        status, _ = self.call("GET", path, auth=False)
-        elapsed = time.perf_counter() - start
-        if status != 200:
-            raise RuntimeError(f"GET {path} answered {status}")
-        return elapsed
+from common import (ROOT, Client, meta, ms, oha, percentile, replace_docs_section, rss_kib,
+                    server, thread_count, write_results)
 
 
 def metric(port, name):
@@ -104,25 +50,6 @@ def create_apps(port, names, workers):
         list(pool.map(create, names))
 
 
-def oha(url, seconds, connections):
-    out = subprocess.run(
-        ["oha", "-z", f"{seconds}s", "-c", str(connections), "--no-tui", "--output-format", "json", url],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    report = json.loads(out)
-    latency = report["latencyPercentiles"]
-    return {
-        "requests_per_sec": round(report["summary"]["requestsPerSec"]),
-        "success_rate": report["summary"]["successRate"],
-        "p50_ms": round(latency["p50"] * 1000, 3),
-        "p99_ms": round(latency["p99"] * 1000, 3),
-        "connections": connections,
-        "seconds": seconds,
-    }
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--binary", default=os.path.join(ROOT, "target/release/cloudlet"))
@@ -137,52 +64,17 @@ def main():
     args = parser.parse_args()
     cold_samples = min(args.cold_samples, args.apps - 1)
 
-    data = tempfile.mkdtemp(prefix="cloudlet-bench-")
-    config = os.path.join(data, "bench.toml")
-    with open(config, "w") as f:
-        f.write(f"[apps]\nidle_timeout_secs = {args.idle_timeout}\n")
-    env = dict(os.environ, CLOUDLET_ADMIN_TOKEN=TOKEN, CLOUDLET_LOG_LEVEL="warn")
-    server = subprocess.Popen(
-        [args.binary, "serve", "--data-dir", os.path.join(data, "data"),
-         "--listen", f"127.0.0.1:{args.port}", "--config", config],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                if Client(args.port).call("GET", "/readyz", auth=False)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline or server.poll() is not None:
-                raise RuntimeError("the server did not become ready")
-            time.sleep(0.05)
-        results = run(args, server.pid, cold_samples, data)
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        subprocess.run(["rm", "-rf", data], check=False)
-
-    results["meta"] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                                 capture_output=True, text=True).stdout.strip(),
-        "cpus": os.cpu_count(),
-        "apps": args.apps,
-        "cold_samples": cold_samples,
-    }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
-        f.write("\n")
-    print(json.dumps(results, indent=2))
+    config = f"[apps]\nidle_timeout_secs = {args.idle_timeout}\n"
+    with server(args.binary, args.port, config) as process:
+        results = run(args, process.pid, cold_samples)
+    results["meta"] = meta(apps=args.apps, cold_samples=cold_samples)
+    write_results(args.out, results)
     if not args.no_docs:
         write_docs(results)
     check(results)
 
 
-def run(args, pid, cold_samples, data):
+def run(args, pid, cold_samples):
     rss_start = rss_kib(pid)
     names = [f"t{i:05d}" for i in range(args.apps)]
     started = time.perf_counter()
@@ -219,7 +111,6 @@ def run(args, pid, cold_samples, data):
     threads_after_idle = thread_count(pid)
     open_after_idle = metric(args.port, "cloudlet_open_apps")
 
-    ms = lambda xs, p: round(percentile(xs, p) * 1000, 3)
     return {
         "create": {
             "apps": args.apps,
@@ -270,8 +161,7 @@ def write_docs(r):
     if l is None:
         raise SystemExit("docs need the load phase: run without --no-load")
     meta = r["meta"]
-    table = f"""<!-- tenants:begin (written by bench/tenants.py; do not edit by hand) -->
-Run of {meta['date']} at commit `{meta['commit']}` on {meta['cpus']} CPUs, {meta['apps']:,} apps.
+    table = f"""Run of {meta['date']} at commit `{meta['commit']}` on {meta['cpus']} CPUs, {meta['apps']:,} apps.
 
 | measure | value |
 |---|---|
@@ -283,13 +173,8 @@ Run of {meta['date']} at commit `{meta['commit']}` on {meta['cpus']} CPUs, {meta
 | first request to a cold app, p50 / p99 / max | **{f['cold_p50_ms']} / {f['cold_p99_ms']} ms** / {f['cold_max_ms']} ms |
 | same request to a hot app, p50 / p99 (interleaved baseline) | {f['hot_p50_ms']} / {f['hot_p99_ms']} ms |
 | cold ÷ hot, p50 / p99 | {f['cold_over_hot_p50']}× / {f['cold_over_hot_p99']}× |
-| hot app under load (oha, {l['connections']} connections, {l['seconds']} s) | {l['requests_per_sec']:,} req/s, p50 {l['p50_ms']} ms, p99 {l['p99_ms']} ms |
-<!-- tenants:end -->"""
-    path = os.path.join(ROOT, "docs/performance.md")
-    text = open(path).read()
-    begin, end = text.index("<!-- tenants:begin"), text.index("<!-- tenants:end -->") + len("<!-- tenants:end -->")
-    with open(path, "w") as out:
-        out.write(text[:begin] + table + text[end:])
+| hot app under load (oha, {l['connections']} connections, {l['seconds']} s) | {l['requests_per_sec']:,} req/s, p50 {l['p50_ms']} ms, p99 {l['p99_ms']} ms |"""
+    replace_docs_section("tenants", table)
 
 
 if __name__ == "__main__":

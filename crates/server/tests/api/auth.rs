@@ -62,6 +62,38 @@ impl Emulator {
     }
 }
 
+impl Emulator {
+    /// Registers a WeChat, QQ or Douyin app with the emulator and configures it on `app` as
+    /// `provider`, pointed at the emulator.
+    async fn connect(&self, t: &TestApp, app: &str, provider: &str, appid: &str, secret: &str) {
+        let platform = provider.split('-').next().unwrap();
+        self.register(platform, appid, secret, None).await;
+        let base_url = format!("{}/{platform}", self.base);
+        t.configure(
+            app,
+            provider,
+            json!({ "appid": appid, "secret": secret, "base_url": base_url }),
+        )
+        .await;
+    }
+
+    /// Logs `user` in to `app` through `provider` with a fresh code; expects success.
+    async fn login_as(
+        &self,
+        t: &TestApp,
+        app: &str,
+        provider: &str,
+        appid: &str,
+        user: &str,
+    ) -> Value {
+        let platform = provider.split('-').next().unwrap();
+        let code = self.code(platform, appid, user, false).await;
+        t.login(app, json!({ "provider": provider, "code": code }))
+            .expect(StatusCode::CREATED)
+            .await
+    }
+}
+
 impl TestApp {
     async fn configure(&self, app: &str, provider: &str, config: Value) -> Value {
         self.admin(
@@ -206,18 +238,15 @@ async fn one_developers_mini_programs_share_users_through_the_unionid() {
     )
     .await;
 
-    let in_shop = t
-        .login("acme", json!({ "provider": "wechat", "code": emulator.code("wechat", "wx-shop", "alice", false).await }))
-        .expect(StatusCode::CREATED)
+    let in_shop = emulator
+        .login_as(&t, "acme", "wechat", "wx-shop", "alice")
         .await;
-    let in_blog = t
-        .login("acme", json!({ "provider": "wechat-blog", "code": emulator.code("wechat", "wx-blog", "alice", false).await }))
-        .expect(StatusCode::CREATED)
+    let in_blog = emulator
+        .login_as(&t, "acme", "wechat-blog", "wx-blog", "alice")
         .await;
     assert_eq!(in_shop["user"]["id"], in_blog["user"]["id"]);
-    let bob = t
-        .login("acme", json!({ "provider": "wechat-blog", "code": emulator.code("wechat", "wx-blog", "bob", false).await }))
-        .expect(StatusCode::CREATED)
+    let bob = emulator
+        .login_as(&t, "acme", "wechat-blog", "wx-blog", "bob")
         .await;
     assert_ne!(bob["user"]["id"], in_shop["user"]["id"]);
     t.stop().await;
@@ -226,33 +255,14 @@ async fn one_developers_mini_programs_share_users_through_the_unionid() {
 #[tokio::test]
 async fn qq_and_douyin_logins_work_the_same_way() {
     let emulator = Emulator::start().await;
-    emulator.register("qq", "qq-1", "qs", None).await;
-    emulator.register("douyin", "tt-1", "ds", None).await;
     let t = TestApp::start().await;
     t.create_app("multi").await;
-    t.configure(
-        "multi",
-        "qq",
-        json!({ "appid": "qq-1", "secret": "qs", "base_url": format!("{}/qq", emulator.base) }),
-    )
-    .await;
-    t.configure(
-        "multi",
-        "douyin",
-        json!({ "appid": "tt-1", "secret": "ds", "base_url": format!("{}/douyin", emulator.base) }),
-    )
-    .await;
+    emulator.connect(&t, "multi", "qq", "qq-1", "qs").await;
+    emulator.connect(&t, "multi", "douyin", "tt-1", "ds").await;
 
-    let qq = t
-        .login(
-            "multi",
-            json!({ "provider": "qq", "code": emulator.code("qq", "qq-1", "alice", false).await }),
-        )
-        .expect(StatusCode::CREATED)
-        .await;
-    let douyin = t
-        .login("multi", json!({ "provider": "douyin", "code": emulator.code("douyin", "tt-1", "alice", false).await }))
-        .expect(StatusCode::CREATED)
+    let qq = emulator.login_as(&t, "multi", "qq", "qq-1", "alice").await;
+    let douyin = emulator
+        .login_as(&t, "multi", "douyin", "tt-1", "alice")
         .await;
     assert_ne!(
         qq["user"]["id"], douyin["user"]["id"],
@@ -719,20 +729,13 @@ async fn alipay_login_goes_through_the_signed_gateway() {
 #[tokio::test]
 async fn wechat_phone_numbers_bind_through_one_shared_access_token() {
     let emulator = Emulator::start().await;
-    emulator
-        .register("wechat", "wx-phone", "phone-secret", None)
-        .await;
     let t = TestApp::start().await;
     t.create_app("tel").await;
-    t.configure(
-        "tel",
-        "wechat",
-        json!({ "appid": "wx-phone", "secret": "phone-secret", "base_url": format!("{}/wechat", emulator.base) }),
-    )
-    .await;
-    let grant = t
-        .login("tel", json!({ "provider": "wechat", "code": emulator.code("wechat", "wx-phone", "alice", false).await }))
-        .expect(StatusCode::CREATED)
+    emulator
+        .connect(&t, "tel", "wechat", "wx-phone", "phone-secret")
+        .await;
+    let grant = emulator
+        .login_as(&t, "tel", "wechat", "wx-phone", "alice")
         .await;
     let access = token(&grant).to_owned();
     let phone_code = |n: u32| {
