@@ -156,7 +156,7 @@ fn check_request(emulator: &Emulator, params: &BTreeMap<String, String>) -> Resu
             "签名类型无效 / sign_type must be RSA2",
         ));
     }
-    if get("charset").is_some_and(|c| !c.eq_ignore_ascii_case("utf-8")) {
+    if !get("charset").is_some_and(|c| c.eq_ignore_ascii_case("utf-8")) {
         return Err(invalid("charset", "字符集错误 / charset must be utf-8"));
     }
     if version != "1.0" {

@@ -171,6 +171,13 @@ pub(crate) async fn issue_code(
             ),
         );
     }
+    // Forget codes that can no longer be used, so that a long-running emulator stays small.
+    if state.codes.len() >= 10_000 {
+        let ttl = emulator.options.code_ttl;
+        state
+            .codes
+            .retain(|_, c| !c.used && c.issued.elapsed() <= ttl);
+    }
     let code = new_code();
     state.codes.insert(
         code.clone(),

@@ -54,6 +54,21 @@ fn answer(emulator: &Emulator, request: SessionRequest) -> Value {
         }
         app.open_platform.clone()
     };
+    // Both codes are checked before either is used up: a refused request uses nothing.
+    if let Some(code) = &code
+        && emulator
+            .check_code(Platform::Douyin, &appid, code, false)
+            .is_err()
+    {
+        return refusal(40018, "bad code");
+    }
+    if let Some(code) = &anonymous_code
+        && emulator
+            .check_code(Platform::Douyin, &appid, code, true)
+            .is_err()
+    {
+        return refusal(40019, "bad anonymous code");
+    }
     let mut data = json!({});
     if let Some(code) = code {
         let user = match emulator.take_code(Platform::Douyin, &appid, &code, false) {

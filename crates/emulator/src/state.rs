@@ -106,6 +106,28 @@ impl Emulator {
         code: &str,
         anonymous: bool,
     ) -> Result<String, CodeProblem> {
+        self.use_code(platform, appid, code, anonymous, true)
+    }
+
+    /// Whether `code` would be accepted, without using it up.
+    pub fn check_code(
+        &self,
+        platform: Platform,
+        appid: &str,
+        code: &str,
+        anonymous: bool,
+    ) -> Result<String, CodeProblem> {
+        self.use_code(platform, appid, code, anonymous, false)
+    }
+
+    fn use_code(
+        &self,
+        platform: Platform,
+        appid: &str,
+        code: &str,
+        anonymous: bool,
+        take: bool,
+    ) -> Result<String, CodeProblem> {
         let mut state = self.state();
         let Some(issued) = state.codes.get_mut(code) else {
             return Err(CodeProblem::Invalid);
@@ -121,7 +143,7 @@ impl Emulator {
         if issued.used {
             return Err(CodeProblem::Used);
         }
-        issued.used = true;
+        issued.used = take;
         Ok(issued.user.clone())
     }
 }

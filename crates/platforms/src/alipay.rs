@@ -247,7 +247,7 @@ impl AlipayClient {
             .form(&params)
             .send()
             .await?;
-        let body = response.text().await?;
+        let body = PlatformHttp::text(response).await?;
         let (object, body_text) = self.verified_response(&body, method)?;
         let token: TokenBody = serde_json::from_str(object)
             .map_err(|e| PlatformError::BadAnswer(format!("{body_text}: {e}")))?;
@@ -300,6 +300,12 @@ impl AlipayClient {
         method: &str,
     ) -> Result<(&'a str, &'static str), PlatformError> {
         let root = format!("{}_response", method.replace('.', "_"));
+        // A second root key after the signed object could smuggle fields past the signature.
+        if body.matches(&format!("\"{root}\"")).count() > 1 {
+            return Err(PlatformError::BadAnswer(
+                "the reply names its response object twice".into(),
+            ));
+        }
         let (object, is_error) = match response_object(body, &root) {
             Some(object) => (object, false),
             None => (

@@ -109,7 +109,15 @@ impl DouyinClient {
                 message: envelope.err_tips,
             });
         }
-        let session = envelope.data.unwrap_or_default();
+        // Empty strings are absent ids: an empty unionid must never link accounts.
+        let non_empty = |id: Option<String>| id.filter(|id| !id.is_empty());
+        let data = envelope.data.unwrap_or_default();
+        let session = DouyinSession {
+            openid: non_empty(data.openid),
+            session_key: non_empty(data.session_key),
+            unionid: non_empty(data.unionid),
+            anonymous_openid: non_empty(data.anonymous_openid),
+        };
         let complete = match code {
             Some(_) => session.openid.as_deref().is_some_and(|o| !o.is_empty()),
             None => session

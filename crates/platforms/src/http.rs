@@ -29,6 +29,22 @@ impl PlatformHttp {
         &self.client
     }
 
+    /// Reads an answer as text, refusing one over the size limit.
+    pub(crate) async fn text(response: reqwest::Response) -> Result<String, PlatformError> {
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_ANSWER_BYTES as u64)
+        {
+            return Err(PlatformError::BadAnswer("the answer is too large".into()));
+        }
+        let bytes = response.bytes().await?;
+        if bytes.len() > MAX_ANSWER_BYTES {
+            return Err(PlatformError::BadAnswer("the answer is too large".into()));
+        }
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| PlatformError::BadAnswer("the answer is not UTF-8".into()))
+    }
+
     /// Reads an answer as JSON whatever its content type says: WeChat's `jscode2session`
     /// famously answers JSON as `text/plain`.
     pub(crate) async fn json<T: DeserializeOwned>(

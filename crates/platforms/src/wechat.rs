@@ -210,8 +210,15 @@ impl WeChatClient {
             Value::Number(n) => n.to_string(),
             _ => String::new(),
         };
+        // WeChat leaves the country code off `phoneNumber` for domestic numbers: build the
+        // full number from its parts.
+        let phone_number = if country_code.is_empty() {
+            info.phone_number
+        } else {
+            format!("+{country_code}{}", info.pure_phone_number)
+        };
         Ok(PhoneNumber {
-            phone_number: info.phone_number,
+            phone_number,
             pure_phone_number: info.pure_phone_number,
             country_code,
         })

@@ -269,6 +269,14 @@ async fn douyin_trades_login_and_anonymous_codes() {
     assert!(guest.openid.is_none() && guest.session_key.is_none());
     refused_with(tt.code_to_session(None, Some(&anonymous)).await, 40019);
 
+    // A bad anonymous code refuses the request without using up its good login code.
+    let code = emulator.code("douyin", "tt-a", "alice").await;
+    refused_with(
+        tt.code_to_session(Some(&code), Some("made-up")).await,
+        40019,
+    );
+    tt.code_to_session(Some(&code), None).await.unwrap();
+
     let code = emulator.code("douyin", "tt-a", "alice").await;
     let wrong = DouyinClient::new(
         emulator.platforms.clone(),

@@ -137,7 +137,7 @@ async fn create_session(
     Path(app): Path<String>,
     Json(body): Json<LoginBody>,
 ) -> Result<Response, ApiError> {
-    state.limits().check(&app, ip)?;
+    state.limits().check_login(&app, ip)?;
     state.apps().get(&app).await?;
     let grant = state.auth().login(&app, body.into_login()?).await?;
     Ok((StatusCode::CREATED, axum::Json(grant)).into_response())
@@ -156,7 +156,7 @@ async fn sign_up(
     Path(app): Path<String>,
     Json(body): Json<SignUp>,
 ) -> Result<Response, ApiError> {
-    state.limits().check(&app, ip)?;
+    state.limits().check_login(&app, ip)?;
     state.apps().get(&app).await?;
     let grant = state
         .auth()
@@ -177,7 +177,7 @@ async fn refresh(
     Path(app): Path<String>,
     Json(body): Json<RefreshBody>,
 ) -> Result<Response, ApiError> {
-    state.limits().check(&app, ip)?;
+    state.limits().check_client(ip)?;
     state.apps().get(&app).await?;
     Ok(axum::Json(state.auth().refresh(&app, &body.session_id).await?).into_response())
 }

@@ -50,6 +50,7 @@ pub enum Code {
     UserNotFound,
     InvalidProfile,
     InvalidPhoneCode,
+    LoginBlocked,
     TooManyRequests,
     NotReady,
     InternalError,
@@ -92,6 +93,7 @@ impl Code {
             Code::UserNotFound => "user_not_found",
             Code::InvalidProfile => "invalid_profile",
             Code::InvalidPhoneCode => "invalid_phone_code",
+            Code::LoginBlocked => "login_blocked",
             Code::TooManyRequests => "too_many_requests",
             Code::NotReady => "not_ready",
             Code::InternalError => "internal_error",
@@ -108,7 +110,7 @@ impl Code {
             | Code::WeakPassword
             | Code::InvalidProfile
             | Code::InvalidPhoneCode => StatusCode::BAD_REQUEST,
-            Code::ProviderNotEnabled => StatusCode::FORBIDDEN,
+            Code::ProviderNotEnabled | Code::LoginBlocked => StatusCode::FORBIDDEN,
             Code::InvalidLoginCode
             | Code::InvalidLogin
             | Code::InvalidToken
@@ -231,6 +233,8 @@ impl From<AuthError> for ApiError {
             AuthError::UserNotFound => Code::UserNotFound,
             AuthError::InvalidProfile(_) => Code::InvalidProfile,
             AuthError::InvalidPhoneCode => Code::InvalidPhoneCode,
+            AuthError::LoginBlocked => Code::LoginBlocked,
+            AuthError::PlatformRateLimited => Code::TooManyRequests,
             AuthError::Store(StoreError::NoSuchTenant) => {
                 return ApiError::new(Code::AppNotFound, "no such app");
             }

@@ -71,34 +71,51 @@ pub struct AuthLimits {
 }
 
 impl AuthLimits {
-    /// Charges one request to the client's IP and to the app.
-    pub fn check(&self, app: &str, client: IpAddr) -> Result<(), ApiError> {
-        let refused = |wait: Duration| {
-            ApiError::new(
-                Code::TooManyRequests,
-                format!(
-                    "too many login attempts; try again in {} s",
-                    wait.as_secs() + 1
-                ),
-            )
-        };
-        self.per_ip.take(&format!("{client}")).map_err(refused)?;
-        self.per_app.take(app).map_err(refused)
+    /// Charges a login or sign-up to the client and to the app. (The app's bucket protects its
+    /// platform quota; refreshes, which call no platform, are charged to the client only, so
+    /// that nobody can lock an app's users out of their sessions.)
+    pub fn check_login(&self, app: &str, client: IpAddr) -> Result<(), ApiError> {
+        self.check_client(client)?;
+        self.per_app.take(app).map_err(too_many)
     }
 
-    /// The client's address: the peer, or the first `x-forwarded-for` entry when trusted.
+    /// Charges a request to the client: its IPv4 address, or its IPv6 /64 (one subscriber's
+    /// network, which hands out addresses freely).
+    pub fn check_client(&self, client: IpAddr) -> Result<(), ApiError> {
+        let key = match client {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        };
+        self.per_ip.take(&key).map_err(too_many)
+    }
+
+    /// The client's address: the peer's, or, behind a trusted proxy, the last `x-forwarded-for`
+    /// entry: the one that proxy appended (entries before it are the client's to write).
     pub fn client_ip(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> IpAddr {
         let forwarded = self
             .trust_forwarded_for
             .then(|| headers.get("x-forwarded-for"))
             .flatten()
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.rsplit(',').next())
             .and_then(|v| v.trim().parse().ok());
         forwarded
             .or(peer.map(|p| p.ip()))
             .unwrap_or(IpAddr::from([0, 0, 0, 0]))
     }
+}
+
+fn too_many(wait: Duration) -> ApiError {
+    ApiError::new(
+        Code::TooManyRequests,
+        format!(
+            "too many login attempts; try again in {} s",
+            wait.as_secs() + 1
+        ),
+    )
 }
 
 /// The client's IP address (see [`AuthLimits::client_ip`]).

@@ -44,11 +44,17 @@ impl StoreError {
         move |source| StoreError::Io { path, source }
     }
 
-    /// Maps a unique or primary key violation to [`StoreError::Conflict`].
+    /// Maps a unique or primary key violation to [`StoreError::Conflict`]; other constraint
+    /// failures (a foreign key, say) stay errors.
     pub(crate) fn from_write(err: rusqlite::Error) -> Self {
+        const SQLITE_CONSTRAINT_PRIMARYKEY: i32 = 1555;
+        const SQLITE_CONSTRAINT_UNIQUE: i32 = 2067;
         match &err {
             rusqlite::Error::SqliteFailure(e, _)
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                if matches!(
+                    e.extended_code,
+                    SQLITE_CONSTRAINT_PRIMARYKEY | SQLITE_CONSTRAINT_UNIQUE
+                ) =>
             {
                 StoreError::Conflict
             }

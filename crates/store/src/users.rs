@@ -118,12 +118,14 @@ pub trait UserStore: Send + Sync {
         user_id: &str,
         profile: String,
     ) -> Result<Option<UserRow>, StoreError>;
-    /// Deletes the user with their identities and sessions; returns the ids of the sessions
-    /// that were not revoked yet, or `None` if there was no such user.
+    /// Deletes the user with their identities and sessions, remembering every session as
+    /// revoked (live ones at `now_ms`); returns the ids of those that were live, or `None` if
+    /// there was no such user.
     async fn delete_user(
         &self,
         app: &str,
         user_id: &str,
+        now_ms: i64,
     ) -> Result<Option<Vec<String>>, StoreError>;
     async fn insert_session(&self, app: &str, session: SessionRow) -> Result<(), StoreError>;
     /// In one transaction: finds the live session whose current secret hashes to `presented`

@@ -82,6 +82,10 @@ pub enum AuthError {
     UserNotFound,
     #[error("the phone number code is invalid, expired or already used")]
     InvalidPhoneCode,
+    #[error("the platform refuses this user's login (a high-risk account)")]
+    LoginBlocked,
+    #[error("the platform limits how often this user may log in; try again in a minute")]
+    PlatformRateLimited,
     #[error("invalid profile: {0}")]
     InvalidProfile(String),
     #[error(transparent)]
@@ -487,6 +491,12 @@ impl Auth {
         subject: &str,
         unionid: Option<String>,
     ) -> Result<UserRow, AuthError> {
+        if subject.is_empty() {
+            return Err(AuthError::PlatformUnavailable(
+                "the platform answered an empty id".into(),
+            ));
+        }
+        let unionid = unionid.filter(|u| !u.is_empty());
         let users = &self.0.users;
         if let Some(user) = users.user_by_identity(app, provider, subject).await? {
             return Ok(user);
@@ -635,8 +645,9 @@ impl Auth {
         let now = self.0.clock.now().unix_ms();
         self.0.users.record_login(app, &user.id, now).await?;
         let secret = self.random_id("cs_", 32);
+        let session_id = self.random_id("ses_", 12);
         let session = SessionRow {
-            id: self.random_id("ses_", 12),
+            id: session_id.clone(),
             user_id: user.id.clone(),
             provider: provider.to_owned(),
             secret_hash: SecretHash::of(&secret).as_bytes().to_vec(),
@@ -647,12 +658,11 @@ impl Auth {
             sealed_platform_key: platform_key.map(|key| {
                 self.0.sealer.seal(
                     key.as_bytes(),
-                    &format!("{app}/session-key"),
+                    &format!("{app}/session/{session_id}/platform-key"),
                     &*self.0.random,
                 )
             }),
         };
-        let session_id = session.id.clone();
         self.0.users.insert_session(app, session).await?;
         let user = UserRow {
             last_login_at_ms: now,
@@ -670,7 +680,9 @@ impl Auth {
         user: UserRow,
     ) -> Result<SessionGrant, AuthError> {
         let keys = self.app_keys(app).await?;
-        let (kid, key) = keys.keys.first().ok_or(AuthError::InvalidToken)?;
+        let (kid, key) = keys.keys.first().ok_or_else(|| {
+            AuthError::Store(StoreError::Task(format!("app {app} has no signing key")))
+        })?;
         let now_secs = self.0.clock.now().unix_ms() / 1000;
         let ttl = self.0.options.access_token_ttl.as_secs();
         let claims = Claims {
@@ -842,7 +854,11 @@ impl Auth {
         let sessions = self
             .0
             .users
-            .delete_user(&principal.app, &principal.user_id)
+            .delete_user(
+                &principal.app,
+                &principal.user_id,
+                self.0.clock.now().unix_ms(),
+            )
             .await?
             .ok_or(AuthError::UserNotFound)?;
         self.remember_revoked(&principal.app, &sessions).await?;
@@ -919,16 +935,25 @@ impl Auth {
         );
         let mut cached = slot.lock().await;
         let now = self.0.clock.now().unix_ms();
+        // Another caller may have replaced the stale token while this one waited.
+        if let (Some(token), Some(stale)) = (cached.as_ref(), stale)
+            && token.token != stale
+            && token.refresh_after_ms > now
+        {
+            return Ok(token.token.clone());
+        }
         if let Some(token) = cached.as_ref()
             && token.refresh_after_ms > now
             && Some(token.token.as_str()) != stale
         {
             return Ok(token.token.clone());
         }
-        let fresh = client
-            .stable_token(stale.is_some())
-            .await
-            .map_err(platform_error)?;
+        // A normal call first: forcing is limited (20 a day, 30 s apart) and cancels the token
+        // for every other server of the app; only force when WeChat hands back the stale one.
+        let mut fresh = client.stable_token(false).await.map_err(platform_error)?;
+        if stale == Some(fresh.token.as_str()) {
+            fresh = client.stable_token(true).await.map_err(platform_error)?;
+        }
         let life_ms = (fresh.expires_in_secs as i64).saturating_mul(1000);
         *cached = Some(VaultToken {
             token: fresh.token.clone(),
@@ -963,6 +988,11 @@ impl Auth {
             .into_iter()
             .map(|k| (k.kid, k.secret))
             .collect();
+        if keys.is_empty() {
+            // No such app (every app has a key): refuse before touching any app database, and
+            // cache nothing, so that tokens naming made-up apps cost one system read.
+            return Err(AuthError::InvalidToken);
+        }
         let window = self.0.options.access_token_ttl.as_millis() as i64;
         let now = self.0.clock.now().unix_ms();
         let revoked = self
@@ -1032,6 +1062,9 @@ fn platform_error(e: PlatformError) -> AuthError {
         PlatformError::Refused { code, message } => match code {
             // WeChat/QQ: invalid or used code; Douyin: bad code, bad anonymous code.
             40029 | 40163 | 40018 | 40019 => AuthError::InvalidLoginCode,
+            // WeChat: "code blocked" (a high-risk user); "minute-quota reach limit" per user.
+            40226 => AuthError::LoginBlocked,
+            45011 => AuthError::PlatformRateLimited,
             // Bad appid or secret (WeChat/QQ 40013, 40125, 40001; Douyin 40015, 40017).
             40013 | 40125 | 40001 | 40015 | 40017 => {
                 AuthError::ProviderMisconfigured(format!("{code} {message}"))

@@ -586,9 +586,11 @@ async fn logins_are_rate_limited_per_client_ip_and_per_app() {
     t.login("busy", json!({ "provider": "dev", "user": "a" }))
         .expect_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
         .await;
+    // Refreshes call no platform: the app's bucket does not apply, so nobody can lock the
+    // app's users out of their sessions.
     t.request(Method::POST, "/v1/apps/busy/auth/refresh")
         .json(&json!({ "session_id": "x" }))
-        .expect_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_session")
         .await;
     t.login("calm", json!({ "provider": "dev", "user": "a" }))
         .expect(StatusCode::CREATED)
@@ -817,7 +819,54 @@ async fn wechat_phone_numbers_bind_through_one_shared_access_token() {
     assert_eq!(
         token_requests().await,
         3,
-        "the stale token was replaced by one forced fetch"
+        "the stale token was replaced with one fetch"
     );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_deleted_accounts_tokens_stay_dead_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestApp::builder().data_dir(dir.path()).start().await;
+    t.create_app("gone").await;
+    t.configure("gone", "dev", json!({ "enabled": true })).await;
+    let grant = t
+        .login("gone", json!({ "provider": "dev", "user": "alice" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let response = t
+        .as_user(Method::DELETE, "gone", "/auth/user", token(&grant))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    t.stop().await;
+
+    // A new process knows nothing in memory: the revocation must come from the database.
+    let t = TestApp::builder().data_dir(dir.path()).start().await;
+    t.as_user(Method::GET, "gone", "/auth/user", token(&grant))
+        .expect_error(StatusCode::UNAUTHORIZED, "session_revoked")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_naming_an_app_that_does_not_exist_touches_nothing() {
+    use base64::Engine;
+    let t = TestApp::start().await;
+    let part = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+    let forged = format!(
+        "{}.{}.{}",
+        part(r#"{"alg":"HS256","typ":"JWT","kid":"k"}"#),
+        part(
+            r#"{"iss":"cloudlet","aud":"ghost","sub":"u","sid":"s","prv":"dev","scope":"user","iat":1,"exp":99999999999}"#
+        ),
+        part("not a signature")
+    );
+    t.as_user(Method::GET, "ghost", "/auth/user", &forged)
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_token")
+        .await;
+    assert!(!t.data_dir.join("apps/ghost").exists());
+    assert_eq!(t.open_apps().await, 0);
     t.stop().await;
 }

@@ -47,6 +47,16 @@ pub(super) const MIGRATION: &str = "
     ) STRICT;
 ";
 
+/// Schema step 3: the sessions of deleted users, remembered until their tokens have expired,
+/// so that a restart does not bring those tokens back.
+pub(super) const TOMBSTONES: &str = "
+    CREATE TABLE session_tombstones (
+        session_id  TEXT PRIMARY KEY,
+        revoked_at  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX session_tombstones_by_time ON session_tombstones (revoked_at);
+";
+
 const USER_COLUMNS: &str = "id, created_at, last_login_at, email, phone, profile";
 const SESSION_COLUMNS: &str = "id, user_id, provider, secret_hash, created_at, refreshed_at, \
                                expires_at, revoked_at, sealed_platform_key";
@@ -266,6 +276,7 @@ impl UserStore for SqliteTenants {
         &self,
         app: &str,
         user_id: &str,
+        now_ms: i64,
     ) -> Result<Option<Vec<String>>, StoreError> {
         let user_id = user_id.to_owned();
         self.write_app(app, move |c| {
@@ -275,6 +286,12 @@ impl UserStore for SqliteTenants {
                 )?
                 .query_map([&user_id], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
+            // Every session, revoked ones too: their tokens may still be unexpired.
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO session_tombstones (session_id, revoked_at)
+                 SELECT id, COALESCE(revoked_at, ?2) FROM sessions WHERE user_id = ?1",
+            )?
+            .execute(params![user_id, now_ms])?;
             let deleted = c
                 .prepare_cached("DELETE FROM users WHERE id = ?1")?
                 .execute([&user_id])?;
@@ -398,11 +415,12 @@ impl UserStore for SqliteTenants {
 
     async fn revoked_since(&self, app: &str, since_ms: i64) -> Result<Vec<String>, StoreError> {
         self.read_app(app, move |c| {
-            Ok(
-                c.prepare_cached("SELECT id FROM sessions WHERE revoked_at >= ?1")?
-                    .query_map([since_ms], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?,
-            )
+            Ok(c.prepare_cached(
+                "SELECT id FROM sessions WHERE revoked_at >= ?1
+                     UNION ALL SELECT session_id FROM session_tombstones WHERE revoked_at >= ?1",
+            )?
+            .query_map([since_ms], |r| r.get(0))?
+            .collect::<Result<_, _>>()?)
         })
         .await
     }
@@ -579,8 +597,15 @@ mod tests {
         assert!(t.revoke_session("app", "s2", 5).await.unwrap().is_some());
         assert!(t.revoke_session("app", "s2", 6).await.unwrap().is_none());
         assert_eq!(
-            t.delete_user("app", "u1").await.unwrap(),
+            t.delete_user("app", "u1", 7).await.unwrap(),
             Some(vec!["s1".to_owned()])
+        );
+        let mut revoked = t.revoked_since("app", 5).await.unwrap();
+        revoked.sort();
+        assert_eq!(
+            revoked,
+            ["s1", "s2"],
+            "a deleted user's sessions stay revoked"
         );
         assert!(
             t.user_by_identity("app", "wechat", "o1")
@@ -589,6 +614,6 @@ mod tests {
                 .is_none()
         );
         assert!(t.session("app", "s1").await.unwrap().is_none());
-        assert_eq!(t.delete_user("app", "u1").await.unwrap(), None);
+        assert_eq!(t.delete_user("app", "u1", 8).await.unwrap(), None);
     }
 }
