@@ -1,0 +1,351 @@
+//! Compiling checked expressions to SQL. Every value becomes a bound parameter; identifiers come
+//! only from the schema and are quoted; JSON paths are built from checked segments and bound.
+//!
+//! Storage conventions the SQL relies on: one column per field, named as the field; bools as
+//! 0/1 on SQLite and `boolean` on PostgreSQL; datetimes as Unix milliseconds (integer /
+//! `bigint`); JSON as text on SQLite and `jsonb` on PostgreSQL.
+
+use crate::ast::{CompareOp, Expr, Literal, Operand, Variable};
+use crate::check::{Ty, check, datetime_ms, type_of};
+use crate::error::QueryError;
+use crate::schema::{FieldType, Schema};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A value bound to a parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+/// A parameter of compiled SQL: a value known now, or one the request supplies.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Value(Value),
+    /// The caller's user id (null when anonymous).
+    AuthId,
+    AuthProvider,
+    /// The request's time, in Unix milliseconds.
+    Now,
+    /// A field of the body being written.
+    RequestData(String),
+}
+
+/// Compiles expressions into SQL fragments that share one list of parameters, so that a rule
+/// and a filter can be ANDed into one statement.
+#[derive(Debug, Clone)]
+pub struct SqlBuilder {
+    dialect: Dialect,
+    params: Vec<Param>,
+}
+
+/// The PostgreSQL type a parameter is cast to (PostgreSQL can not always infer it).
+#[derive(Debug, Clone, Copy)]
+enum Cast {
+    Text,
+    TextArray,
+    BigInt,
+    Float,
+    Bool,
+}
+
+impl SqlBuilder {
+    pub fn new(dialect: Dialect) -> Self {
+        SqlBuilder {
+            dialect,
+            params: Vec::new(),
+        }
+    }
+
+    pub fn params(&self) -> &[Param] {
+        &self.params
+    }
+
+    pub fn into_params(self) -> Vec<Param> {
+        self.params
+    }
+
+    /// Checks `expr` against `schema` and compiles it to a boolean SQL expression.
+    pub fn compile(&mut self, expr: &Expr, schema: &Schema) -> Result<String, QueryError> {
+        check(expr, schema)?;
+        Ok(self.expr(expr, schema))
+    }
+
+    fn expr(&mut self, expr: &Expr, schema: &Schema) -> String {
+        match expr {
+            Expr::And(a, b) => format!("({} AND {})", self.expr(a, schema), self.expr(b, schema)),
+            Expr::Or(a, b) => format!("({} OR {})", self.expr(a, schema), self.expr(b, schema)),
+            // NOT of an unknown (NULL) comparison stays unknown: the row is not returned either
+            // way, which is the safe answer for a rule.
+            Expr::Not(inner, _) => format!("(NOT {})", self.expr(inner, schema)),
+            Expr::Truth(operand) => {
+                let literal = Operand::Literal {
+                    literal: Literal::Bool(true),
+                    at: operand.position(),
+                };
+                self.compare(operand, CompareOp::Eq, &literal, schema)
+            }
+            Expr::Compare {
+                left, op, right, ..
+            } => self.compare(left, *op, right, schema),
+            Expr::In { left, list, .. } => {
+                let json = self.is_json(left, schema);
+                let left_sql = self.operand(left, schema);
+                let items: Vec<String> = list
+                    .iter()
+                    .map(|item| self.value_side(item, schema, json))
+                    .collect();
+                format!("({left_sql} IN ({}))", items.join(", "))
+            }
+        }
+    }
+
+    fn is_json(&self, operand: &Operand, schema: &Schema) -> bool {
+        matches!(type_of(operand, schema), Ok(Ty::Json))
+    }
+
+    fn compare(
+        &mut self,
+        left: &Operand,
+        op: CompareOp,
+        right: &Operand,
+        schema: &Schema,
+    ) -> String {
+        let is_null = |o: &Operand| {
+            matches!(
+                o,
+                Operand::Literal {
+                    literal: Literal::Null,
+                    ..
+                }
+            )
+        };
+        if is_null(left) || is_null(right) {
+            let (other, null_both) = if is_null(left) {
+                (right, is_null(right))
+            } else {
+                (left, false)
+            };
+            let test = if op == CompareOp::Eq {
+                "IS NULL"
+            } else {
+                "IS NOT NULL"
+            };
+            if null_both {
+                return format!("(NULL {test})");
+            }
+            let sql = self.operand(other, schema);
+            return format!("({sql} {test})");
+        }
+        match op {
+            CompareOp::Contains | CompareOp::NotContains => {
+                let sql = self.contains(left, right, schema);
+                if op == CompareOp::NotContains {
+                    format!("(NOT {sql})")
+                } else {
+                    sql
+                }
+            }
+            _ => {
+                let json = self.is_json(left, schema) || self.is_json(right, schema);
+                let datetime = matches!(type_of(left, schema), Ok(Ty::Datetime))
+                    || matches!(type_of(right, schema), Ok(Ty::Datetime));
+                let l = self.side(left, schema, json, datetime);
+                let r = self.side(right, schema, json, datetime);
+                let symbol = match op {
+                    CompareOp::Eq => "=",
+                    CompareOp::Ne => "<>",
+                    CompareOp::Lt => "<",
+                    CompareOp::Le => "<=",
+                    CompareOp::Gt => ">",
+                    CompareOp::Ge => ">=",
+                    CompareOp::Contains | CompareOp::NotContains => unreachable!(),
+                };
+                format!("({l} {symbol} {r})")
+            }
+        }
+    }
+
+    /// One side of a comparison: JSON values are compared as JSON on PostgreSQL, and text
+    /// literals compared with datetimes become milliseconds.
+    fn side(&mut self, operand: &Operand, schema: &Schema, json: bool, datetime: bool) -> String {
+        if let Operand::Literal {
+            literal: Literal::Text(text),
+            ..
+        } = operand
+            && datetime
+            && let Some(ms) = datetime_ms(text)
+        {
+            return self.param(Param::Value(Value::Int(ms)), Cast::BigInt);
+        }
+        if json && !self.is_json(operand, schema) {
+            return self.value_side(operand, schema, true);
+        }
+        self.operand(operand, schema)
+    }
+
+    /// A non-JSON operand used where a JSON value is compared: wrapped as JSON on PostgreSQL.
+    fn value_side(&mut self, operand: &Operand, schema: &Schema, json: bool) -> String {
+        let sql = self.operand(operand, schema);
+        if json && self.dialect == Dialect::Postgres && !self.is_json(operand, schema) {
+            format!("to_jsonb({sql})")
+        } else {
+            sql
+        }
+    }
+
+    /// `~`: text contains (case-insensitive), or JSON array contains.
+    fn contains(&mut self, field: &Operand, value: &Operand, schema: &Schema) -> String {
+        let Operand::Literal { literal, .. } = value else {
+            unreachable!("checked: ~ takes a literal");
+        };
+        if self.is_json(field, schema) {
+            let (param, cast) = literal_param(literal);
+            return match self.dialect {
+                Dialect::Sqlite => {
+                    let source = match field {
+                        Operand::Field { path, .. } if path.len() > 1 => {
+                            let column = quote(&path[0]);
+                            let path = self.param(
+                                Param::Value(Value::Text(sqlite_path(&path[1..]))),
+                                Cast::Text,
+                            );
+                            format!("json_each({column}, {path})")
+                        }
+                        Operand::Field { path, .. } => format!("json_each({})", quote(&path[0])),
+                        _ => unreachable!("checked: a field"),
+                    };
+                    let p = self.param(param, cast);
+                    format!("EXISTS (SELECT 1 FROM {source} WHERE value = {p})")
+                }
+                Dialect::Postgres => {
+                    let column = self.operand(field, schema);
+                    let p = self.param(param, cast);
+                    format!("({column} @> jsonb_build_array({p}))")
+                }
+            };
+        }
+        let Literal::Text(text) = literal else {
+            unreachable!("checked: text for a text field");
+        };
+        let column = self.operand(field, schema);
+        let pattern = format!("%{}%", escape_like(text));
+        let p = self.param(Param::Value(Value::Text(pattern)), Cast::Text);
+        match self.dialect {
+            Dialect::Sqlite => format!("({column} LIKE {p} ESCAPE '\\')"),
+            Dialect::Postgres => format!("({column} ILIKE {p} ESCAPE '\\')"),
+        }
+    }
+
+    fn operand(&mut self, operand: &Operand, schema: &Schema) -> String {
+        match operand {
+            Operand::Field { path, .. } => {
+                let column = quote(&path[0]);
+                if path.len() == 1 {
+                    return column;
+                }
+                match self.dialect {
+                    Dialect::Sqlite => {
+                        let p = self.param(
+                            Param::Value(Value::Text(sqlite_path(&path[1..]))),
+                            Cast::Text,
+                        );
+                        format!("json_extract({column}, {p})")
+                    }
+                    Dialect::Postgres => {
+                        let p = self.param(
+                            Param::Value(Value::Text(format!("{{{}}}", path[1..].join(",")))),
+                            Cast::TextArray,
+                        );
+                        format!("({column} #> {p})")
+                    }
+                }
+            }
+            Operand::Variable { variable, .. } => match variable {
+                Variable::AuthId => self.param(Param::AuthId, Cast::Text),
+                Variable::AuthProvider => self.param(Param::AuthProvider, Cast::Text),
+                Variable::Now => self.param(Param::Now, Cast::BigInt),
+                Variable::RequestData(field) => {
+                    let cast = match schema.field(field) {
+                        Some(FieldType::Number) => Cast::Float,
+                        Some(FieldType::Integer | FieldType::Datetime) => Cast::BigInt,
+                        Some(FieldType::Bool) => Cast::Bool,
+                        _ => Cast::Text,
+                    };
+                    self.param(Param::RequestData(field.clone()), cast)
+                }
+            },
+            Operand::Literal { literal, .. } => {
+                let (param, cast) = literal_param(literal);
+                self.param(param, cast)
+            }
+        }
+    }
+
+    fn param(&mut self, param: Param, cast: Cast) -> String {
+        self.params.push(param);
+        let n = self.params.len();
+        match self.dialect {
+            Dialect::Sqlite => format!("?{n}"),
+            Dialect::Postgres => {
+                let ty = match cast {
+                    Cast::Text => "text",
+                    Cast::TextArray => "text[]",
+                    Cast::BigInt => "bigint",
+                    Cast::Float => "float8",
+                    Cast::Bool => "boolean",
+                };
+                format!("${n}::{ty}")
+            }
+        }
+    }
+}
+
+fn literal_param(literal: &Literal) -> (Param, Cast) {
+    match literal {
+        Literal::Null => (Param::Value(Value::Null), Cast::Text),
+        Literal::Bool(b) => (Param::Value(Value::Bool(*b)), Cast::Bool),
+        Literal::Int(i) => (Param::Value(Value::Int(*i)), Cast::BigInt),
+        Literal::Float(f) => (Param::Value(Value::Float(*f)), Cast::Float),
+        Literal::Text(t) => (Param::Value(Value::Text(t.clone())), Cast::Text),
+    }
+}
+
+/// A quoted identifier. Names come from the schema; quotes are doubled all the same.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `$.a.b[0]` from checked segments (word characters only).
+fn sqlite_path(segments: &[String]) -> String {
+    let mut path = String::from("$");
+    for segment in segments {
+        if segment.bytes().all(|b| b.is_ascii_digit()) {
+            path.push_str(&format!("[{segment}]"));
+        } else {
+            path.push('.');
+            path.push_str(segment);
+        }
+    }
+    path
+}
+
+/// Escapes LIKE's wildcards so that the text matches literally.
+fn escape_like(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}

@@ -1,0 +1,62 @@
+//! What the SQLite and PostgreSQL tests share: the schema, the rows, and the filters with the
+//! rows each must return. Both databases must agree on every one.
+
+#![allow(dead_code)]
+
+use cloudlet_query::{FieldType, Schema};
+
+pub fn schema() -> Schema {
+    Schema::new()
+        .with("title", FieldType::Text)
+        .with("done", FieldType::Bool)
+        .with("priority", FieldType::Integer)
+        .with("score", FieldType::Number)
+        .with("meta", FieldType::Json)
+        .with("due", FieldType::Datetime)
+}
+
+/// The rows, as SQL values that both databases read (bools as the words true/false are
+/// rewritten for SQLite by the caller).
+pub const ROWS: &str = "
+    ('a', 1, 1, 'alice', 'Buy milk', false, 3, 1.5, '{\"tags\":[\"home\",\"food\"],\"level\":2}', 1700000000000),
+    ('b', 2, 2, 'alice', 'Pay 100% of rent_now', true, 1, 2.5, '{\"tags\":[\"money\"],\"level\":5}', 1800000000000),
+    ('c', 3, 3, 'bob', 'Walk the dog', false, NULL, NULL, NULL, NULL),
+    ('d', 4, 4, 'bob', 'it''s \"quoted\"', true, 5, 0.0, '{\"tags\":[]}', 1600000000000)";
+
+/// The caller of the tests: alice, logged in with WeChat, at 1,750,000,000,000 ms.
+pub const AUTH_ID: &str = "alice";
+pub const AUTH_PROVIDER: &str = "wechat";
+pub const NOW_MS: i64 = 1_750_000_000_000;
+
+pub const CASES: &[(&str, &[&str])] = &[
+    ("owner = @auth.id", &["a", "b"]),
+    ("owner != @auth.id", &["c", "d"]),
+    ("done", &["b", "d"]),
+    ("!done", &["a", "c"]),
+    ("done = false && owner = 'bob'", &["c"]),
+    ("priority >= 3", &["a", "d"]),
+    ("priority < 3 || priority = null", &["b", "c"]),
+    ("score > 1.0 && score <= 2.5", &["a", "b"]),
+    ("title ~ 'MILK'", &["a"]),
+    ("title ~ '100%'", &["b"]),
+    ("title ~ '_now'", &["b"]),
+    ("title ~ '%'", &["b"]),
+    ("title !~ 'a'", &["a", "d"]),
+    ("title = 'it\\'s \"quoted\"'", &["d"]),
+    ("id in ['a', 'c', 'zzz']", &["a", "c"]),
+    ("meta.level > 3", &["b"]),
+    ("meta.level = 2", &["a"]),
+    ("meta.tags ~ 'food'", &["a"]),
+    ("meta.tags.0 = 'money'", &["b"]),
+    ("meta = null", &["c"]),
+    ("due < @now", &["a", "d"]),
+    ("due > '2026-01-01T00:00:00Z'", &["b"]),
+    (
+        "(owner = 'alice' || owner = 'bob') && !(done || priority = null)",
+        &["a"],
+    ),
+    (
+        "@auth.provider = 'wechat' && owner = @auth.id && done",
+        &["b"],
+    ),
+];

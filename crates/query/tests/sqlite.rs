@@ -1,0 +1,192 @@
+//! The compiled SQL run on a real SQLite database: each filter must return exactly the rows it
+//! means, and hostile input must stay data.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use cloudlet_query::{Dialect, ErrorKind, Limits, Param, SqlBuilder, Value, parse};
+use rusqlite::Connection;
+use rusqlite::types::ToSqlOutput;
+
+use common::schema;
+
+fn database() -> Connection {
+    let conn = Connection::open_in_memory().unwrap();
+    let rows = common::ROWS.replace("false", "0").replace("true", "1");
+    conn.execute_batch(&format!(
+        "CREATE TABLE todos (id TEXT, created_at INTEGER, updated_at INTEGER, owner TEXT,
+            title TEXT, done INTEGER, priority INTEGER, score REAL, meta TEXT, due INTEGER);
+         INSERT INTO todos VALUES {rows};"
+    ))
+    .unwrap();
+    conn
+}
+
+/// Resolves request parameters: alice is logged in, now is 1,750,000,000,000 ms.
+fn bind(param: &Param) -> ToSqlOutput<'static> {
+    use rusqlite::types::Value as Sql;
+    let value = match param {
+        Param::Value(Value::Null) => Sql::Null,
+        Param::Value(Value::Bool(b)) => Sql::Integer(i64::from(*b)),
+        Param::Value(Value::Int(i)) => Sql::Integer(*i),
+        Param::Value(Value::Float(f)) => Sql::Real(*f),
+        Param::Value(Value::Text(t)) => Sql::Text(t.clone()),
+        Param::AuthId => Sql::Text(common::AUTH_ID.into()),
+        Param::AuthProvider => Sql::Text(common::AUTH_PROVIDER.into()),
+        Param::Now => Sql::Integer(common::NOW_MS),
+        Param::RequestData(_) => Sql::Null,
+    };
+    ToSqlOutput::Owned(value)
+}
+
+fn ids(filter: &str) -> Vec<String> {
+    try_ids(filter).unwrap_or_else(|e| panic!("{filter}: {e}"))
+}
+
+fn try_ids(filter: &str) -> Result<Vec<String>, cloudlet_query::QueryError> {
+    let expr = parse(filter, Limits::default())?;
+    let mut sql = SqlBuilder::new(Dialect::Sqlite);
+    let condition = sql.compile(&expr, &schema())?;
+    let params: Vec<ToSqlOutput> = sql.params().iter().map(bind).collect();
+    let conn = database();
+    let mut statement = conn
+        .prepare(&format!(
+            "SELECT id FROM todos WHERE {condition} ORDER BY id"
+        ))
+        .unwrap_or_else(|e| panic!("{filter}: {condition}: {e}"));
+    Ok(statement
+        .query_map(rusqlite::params_from_iter(params.iter()), |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap())
+}
+
+#[test]
+fn filters_return_exactly_the_rows_they_mean() {
+    for (filter, expected) in common::CASES {
+        assert_eq!(ids(filter), *expected, "{filter}");
+    }
+}
+
+#[test]
+fn injection_attempts_stay_values() {
+    // Each is refused, or matches as plain data: never every row.
+    for filter in [
+        "title = 'x'' OR 1=1 --'",
+        "title = 'x\\' OR 1=1 --'",
+        "title = \"x\\\" OR 1=1 --\"",
+        "title ~ '%\\' OR \\'1\\'=\\'1'",
+        "meta.level = '1) OR (1=1'",
+    ] {
+        match try_ids(filter) {
+            Ok(rows) => assert!(rows.len() <= 1, "{filter}: {rows:?}"),
+            Err(e) => assert!(!e.message.is_empty(), "{filter}"),
+        }
+    }
+    // Names can only be fields of the schema.
+    let expr = parse("title = 'a'; DROP TABLE todos", Limits::default());
+    assert!(expr.is_err());
+    let expr = parse("\"title\" = 1", Limits::default()).unwrap();
+    assert!(
+        SqlBuilder::new(Dialect::Sqlite)
+            .compile(&expr, &schema())
+            .is_err()
+    );
+}
+
+#[test]
+fn checking_names_the_problem_and_where_it_is() {
+    let check = |filter: &str| {
+        let expr = parse(filter, Limits::default()).unwrap();
+        SqlBuilder::new(Dialect::Sqlite)
+            .compile(&expr, &schema())
+            .unwrap_err()
+    };
+    for (filter, kind, at) in [
+        ("nope = 1", ErrorKind::UnknownField, 0),
+        (
+            "title = 'x' && priority = 'high'",
+            ErrorKind::TypeMismatch,
+            24,
+        ),
+        ("done > true", ErrorKind::TypeMismatch, 5),
+        ("title.x = 1", ErrorKind::TypeMismatch, 0),
+        ("priority ~ 'x'", ErrorKind::TypeMismatch, 0),
+        ("title ~ owner", ErrorKind::TypeMismatch, 8),
+        ("title", ErrorKind::TypeMismatch, 0),
+        ("priority in [1, null]", ErrorKind::TypeMismatch, 16),
+        ("due < 'yesterday'", ErrorKind::TypeMismatch, 4),
+        ("@request.data.nope = 1", ErrorKind::UnknownField, 0),
+        ("priority > null", ErrorKind::TypeMismatch, 9),
+    ] {
+        let err = check(filter);
+        assert_eq!((err.kind, err.position), (kind, at), "{filter}: {err}");
+    }
+}
+
+#[test]
+fn a_rule_and_a_filter_share_one_parameter_list() {
+    let mut sql = SqlBuilder::new(Dialect::Sqlite);
+    let rule = sql
+        .compile(
+            &parse("owner = @auth.id", Limits::default()).unwrap(),
+            &schema(),
+        )
+        .unwrap();
+    let filter = sql
+        .compile(
+            &parse("priority > 2", Limits::default()).unwrap(),
+            &schema(),
+        )
+        .unwrap();
+    assert_eq!(rule, "(\"owner\" = ?1)");
+    assert_eq!(filter, "(\"priority\" > ?2)");
+    assert_eq!(sql.params(), [Param::AuthId, Param::Value(Value::Int(2))]);
+
+    let mut pg = SqlBuilder::new(Dialect::Postgres);
+    let compiled = pg
+        .compile(
+            &parse(
+                "owner = @auth.id && meta.level >= 3 && title ~ 'a'",
+                Limits::default(),
+            )
+            .unwrap(),
+            &schema(),
+        )
+        .unwrap();
+    assert_eq!(
+        compiled,
+        "(((\"owner\" = $1::text) AND ((\"meta\" #> $2::text[]) >= to_jsonb($3::bigint))) AND (\"title\" ILIKE $4::text ESCAPE '\\'))"
+    );
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the input, the parser answers (an expression or an error) and never panics.
+        #[test]
+        fn the_parser_never_panics(src in ".{0,200}") {
+            let _ = parse(&src, Limits::default());
+        }
+
+        /// Values never reach the SQL text: the SQL depends only on the filter's shape, and the
+        /// values travel as parameters.
+        #[test]
+        fn values_are_always_bound(text in "[^\\\\']{0,40}", n in any::<i64>()) {
+            let shape = |text: &str, n: i64| {
+                parse(&format!("title = '{text}' || priority = {n} || title ~ '{text}'"), Limits::default()).unwrap()
+            };
+            for dialect in [Dialect::Sqlite, Dialect::Postgres] {
+                let mut with_values = SqlBuilder::new(dialect);
+                let sql = with_values.compile(&shape(&text, n), &schema()).unwrap();
+                let mut plain = SqlBuilder::new(dialect);
+                prop_assert_eq!(&sql, &plain.compile(&shape("x", 0), &schema()).unwrap());
+                prop_assert_eq!(&with_values.params()[0], &Param::Value(Value::Text(text.clone())));
+                prop_assert_eq!(&with_values.params()[1], &Param::Value(Value::Int(n)));
+            }
+        }
+    }
+}
