@@ -2,7 +2,8 @@
 //!
 //! - [`DataDir`] owns the on-disk layout and the lock that keeps a second server off it.
 //! - [`SystemStore`] is the control plane (admin token, apps, their keys); [`TenantStore`] owns
-//!   each app's own database. Domain code in `cloudlet-core` sees only these traits.
+//!   each app's own database, in which [`UserStore`] keeps end users and sessions and
+//!   [`RecordStore`] keeps collections and their records. Domain code in `cloudlet-core` sees only these traits.
 //! - [`sqlite`] implements both on SQLite: one writer thread per database that batches concurrent
 //!   writes into one transaction, and a small pool of reader connections.
 //!
@@ -11,6 +12,7 @@
 
 mod data_dir;
 mod error;
+mod records;
 pub mod sqlite;
 mod system;
 mod tenants;
@@ -18,6 +20,10 @@ mod users;
 
 pub use data_dir::DataDir;
 pub use error::StoreError;
+pub use records::{
+    CollectionRow, ColumnDef, ColumnType, Condition, IndexDef, Record, RecordStore, Select,
+    SortKey, SqlValue, TableDef,
+};
 pub use system::{AppRow, Page, ProviderRow, SigningKeyRow, SystemStore};
 pub use tenants::{TenantHealth, TenantStore};
 pub use users::{IdentityRow, Rotation, SessionRow, UserRow, UserStore};

@@ -6,6 +6,7 @@
 
 mod executor;
 mod migrate;
+mod records;
 mod system;
 mod tenants;
 mod users;

@@ -120,7 +120,7 @@ fn insert_identity(conn: &Connection, identity: &IdentityRow) -> Result<(), Stor
 }
 
 impl SqliteTenants {
-    async fn read_app<T: Send + 'static>(
+    pub(super) async fn read_app<T: Send + 'static>(
         &self,
         app: &str,
         read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -128,7 +128,7 @@ impl SqliteTenants {
         self.lease(app).await?.db.read(read).await
     }
 
-    async fn write_app<T: Send + 'static>(
+    pub(super) async fn write_app<T: Send + 'static>(
         &self,
         app: &str,
         write: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,

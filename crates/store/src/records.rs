@@ -1,0 +1,145 @@
+//! Each app's collections and their records, as rows and columns. What a collection's fields
+//! mean, who may read what, and how filters become SQL are decided in `cloudlet-core` and
+//! `cloudlet-query`; the store creates tables, runs the conditions it is handed (SQL with
+//! numbered placeholders and their values), and pages through results.
+
+use async_trait::async_trait;
+
+use crate::StoreError;
+
+/// A value in a column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+/// How a column stores its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    Text,
+    Real,
+    Integer,
+    Bool,
+    /// JSON text (SQLite) or `jsonb` (PostgreSQL).
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnDef {
+    pub name: String,
+    pub column_type: ColumnType,
+    pub unique: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexDef {
+    pub columns: Vec<String>,
+    pub unique: bool,
+}
+
+/// A collection's table: the system columns (`id`, `created_at`, `updated_at`, `owner`) are
+/// always there and are not listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableDef {
+    pub columns: Vec<ColumnDef>,
+    pub indexes: Vec<IndexDef>,
+}
+
+/// A collection as stored: its definition (JSON, owned by core) and its schema version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionRow {
+    pub name: String,
+    pub definition: String,
+    pub version: i64,
+}
+
+/// A record: column names and values, system columns first.
+pub type Record = Vec<(String, SqlValue)>;
+
+/// A condition in SQL with numbered placeholders (`?1`, `?2`, …) and their values.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Condition {
+    pub sql: String,
+    pub params: Vec<SqlValue>,
+}
+
+impl Condition {
+    pub fn always() -> Self {
+        Condition {
+            sql: "1".into(),
+            params: Vec::new(),
+        }
+    }
+}
+
+/// One sort key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortKey {
+    pub column: String,
+    pub descending: bool,
+}
+
+/// What a listing asks for. Results are ordered by `sort`, then by `id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Select {
+    pub condition: Condition,
+    pub sort: Vec<SortKey>,
+    /// Keyset pagination: the sort values and id of the last record of the previous page.
+    pub after: Option<(Vec<SqlValue>, String)>,
+    pub limit: usize,
+    pub offset: usize,
+    pub count: bool,
+}
+
+#[async_trait]
+pub trait RecordStore: Send + Sync {
+    async fn collections(&self, app: &str) -> Result<Vec<CollectionRow>, StoreError>;
+    /// Creates the collection and its table; [`StoreError::Conflict`] if it exists.
+    async fn create_collection(
+        &self,
+        app: &str,
+        collection: CollectionRow,
+        table: TableDef,
+    ) -> Result<(), StoreError>;
+    /// Drops the collection and its table with every record; false if there was none.
+    async fn drop_collection(&self, app: &str, name: &str) -> Result<bool, StoreError>;
+    /// Inserts a record; [`StoreError::Conflict`] if a unique column already has the value.
+    async fn insert(&self, app: &str, collection: &str, record: Record) -> Result<(), StoreError>;
+    /// The records matching `select`, and their total count when asked.
+    async fn select(
+        &self,
+        app: &str,
+        collection: &str,
+        select: Select,
+    ) -> Result<(Vec<Record>, Option<i64>), StoreError>;
+    /// The record `id` if `condition` allows it.
+    async fn get(
+        &self,
+        app: &str,
+        collection: &str,
+        id: &str,
+        condition: Condition,
+    ) -> Result<Option<Record>, StoreError>;
+    /// In one transaction: if `condition` allows the record `id`, sets the columns of `set` and
+    /// returns the record before and after; [`StoreError::Conflict`] on a unique column.
+    async fn update(
+        &self,
+        app: &str,
+        collection: &str,
+        id: &str,
+        condition: Condition,
+        set: Record,
+    ) -> Result<Option<(Record, Record)>, StoreError>;
+    /// Deletes the record `id` if `condition` allows it; returns it.
+    async fn delete(
+        &self,
+        app: &str,
+        collection: &str,
+        id: &str,
+        condition: Condition,
+    ) -> Result<Option<Record>, StoreError>;
+}

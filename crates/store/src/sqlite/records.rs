@@ -1,0 +1,590 @@
+//! [`RecordStore`] on SQLite: a table `r_{collection}` per collection in the app's database,
+//! and the `_collections` table that holds their definitions.
+
+use async_trait::async_trait;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, ToSql, params};
+
+use super::SqliteTenants;
+use crate::StoreError;
+use crate::records::{
+    CollectionRow, ColumnType, Condition, Record, RecordStore, Select, SortKey, SqlValue, TableDef,
+};
+
+/// Schema step 4 of an app database.
+pub(super) const MIGRATION: &str = "
+    CREATE TABLE _collections (
+        name        TEXT PRIMARY KEY,
+        definition  TEXT NOT NULL,
+        version     INTEGER NOT NULL
+    ) STRICT;
+";
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn table(collection: &str) -> String {
+    quote(&format!("r_{collection}"))
+}
+
+impl ToSql for SqlValue {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            SqlValue::Null => ToSqlOutput::from(rusqlite::types::Null),
+            SqlValue::Bool(b) => ToSqlOutput::from(i64::from(*b)),
+            SqlValue::Int(i) => ToSqlOutput::from(*i),
+            SqlValue::Float(f) => ToSqlOutput::from(*f),
+            SqlValue::Text(t) => ToSqlOutput::from(t.as_str()),
+        })
+    }
+}
+
+fn value_of(value: ValueRef<'_>) -> SqlValue {
+    match value {
+        ValueRef::Null => SqlValue::Null,
+        ValueRef::Integer(i) => SqlValue::Int(i),
+        ValueRef::Real(f) => SqlValue::Float(f),
+        ValueRef::Text(t) | ValueRef::Blob(t) => {
+            SqlValue::Text(String::from_utf8_lossy(t).into_owned())
+        }
+    }
+}
+
+/// Reads every column of the rows `sql` selects, with their names.
+fn query_records(
+    conn: &Connection,
+    sql: &str,
+    params: &[SqlValue],
+) -> Result<Vec<Record>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let names: Vec<String> = statement
+        .column_names()
+        .iter()
+        .map(|n| (*n).to_owned())
+        .collect();
+    let mut rows = statement.query(rusqlite::params_from_iter(params.iter()))?;
+    let mut records = Vec::new();
+    while let Some(row) = rows.next()? {
+        let mut record = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            record.push((name.clone(), value_of(row.get_ref(i)?)));
+        }
+        records.push(record);
+    }
+    Ok(records)
+}
+
+fn create_table_sql(collection: &str, definition: &TableDef) -> Vec<String> {
+    let mut columns = vec![
+        "\"id\" TEXT PRIMARY KEY".to_owned(),
+        "\"created_at\" INTEGER NOT NULL".to_owned(),
+        "\"updated_at\" INTEGER NOT NULL".to_owned(),
+        "\"owner\" TEXT".to_owned(),
+    ];
+    for column in &definition.columns {
+        let ty = match column.column_type {
+            ColumnType::Text | ColumnType::Json => "TEXT",
+            ColumnType::Real => "REAL",
+            ColumnType::Integer | ColumnType::Bool => "INTEGER",
+        };
+        let unique = if column.unique { " UNIQUE" } else { "" };
+        columns.push(format!("{} {ty}{unique}", quote(&column.name)));
+    }
+    let name = format!("r_{collection}");
+    let mut statements = vec![
+        format!(
+            "CREATE TABLE {} ({})",
+            table(collection),
+            columns.join(", ")
+        ),
+        format!(
+            "CREATE INDEX {} ON {} (\"owner\", \"created_at\")",
+            quote(&format!("{name}_owner")),
+            table(collection)
+        ),
+        format!(
+            "CREATE INDEX {} ON {} (\"created_at\", \"id\")",
+            quote(&format!("{name}_created")),
+            table(collection)
+        ),
+    ];
+    for (i, index) in definition.indexes.iter().enumerate() {
+        let columns: Vec<String> = index.columns.iter().map(|c| quote(c)).collect();
+        statements.push(format!(
+            "CREATE {}INDEX {} ON {} ({})",
+            if index.unique { "UNIQUE " } else { "" },
+            quote(&format!("{name}_i{i}")),
+            table(collection),
+            columns.join(", ")
+        ));
+    }
+    statements
+}
+
+/// The keyset condition "after this record in this order", NULL-aware: SQLite sorts NULL first
+/// ascending and last descending. Placeholders start at `first`.
+fn after_sql(
+    sort: &[SortKey],
+    values: &[SqlValue],
+    id: &str,
+    first: usize,
+    params: &mut Vec<SqlValue>,
+) -> String {
+    let mut n = first;
+    let mut next = |value: &SqlValue, params: &mut Vec<SqlValue>| {
+        params.push(value.clone());
+        n += 1;
+        format!("?{}", n - 1)
+    };
+    let mut keys: Vec<(String, bool, SqlValue)> = sort
+        .iter()
+        .zip(values)
+        .map(|(key, value)| (quote(&key.column), key.descending, value.clone()))
+        .collect();
+    keys.push(("\"id\"".into(), false, SqlValue::Text(id.to_owned())));
+    let mut alternatives = Vec::new();
+    for i in 0..keys.len() {
+        let mut parts = Vec::new();
+        for (column, _, value) in &keys[..i] {
+            parts.push(match value {
+                SqlValue::Null => format!("{column} IS NULL"),
+                v => format!("{column} = {}", next(v, params)),
+            });
+        }
+        let (column, descending, value) = &keys[i];
+        parts.push(match (descending, value) {
+            (false, SqlValue::Null) => format!("{column} IS NOT NULL"),
+            (false, v) => format!("{column} > {}", next(v, params)),
+            (true, SqlValue::Null) => "0".to_owned(),
+            (true, v) => format!("({column} < {} OR {column} IS NULL)", next(v, params)),
+        });
+        alternatives.push(format!("({})", parts.join(" AND ")));
+    }
+    format!("({})", alternatives.join(" OR "))
+}
+
+#[async_trait]
+impl RecordStore for SqliteTenants {
+    async fn collections(&self, app: &str) -> Result<Vec<CollectionRow>, StoreError> {
+        self.read_app(app, |c| {
+            Ok(c.prepare_cached(
+                "SELECT name, definition, version FROM _collections ORDER BY name",
+            )?
+            .query_map([], |r| {
+                Ok(CollectionRow {
+                    name: r.get(0)?,
+                    definition: r.get(1)?,
+                    version: r.get(2)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn create_collection(
+        &self,
+        app: &str,
+        collection: CollectionRow,
+        definition: TableDef,
+    ) -> Result<(), StoreError> {
+        self.write_app(app, move |c| {
+            c.execute(
+                "INSERT INTO _collections (name, definition, version) VALUES (?1, ?2, ?3)",
+                params![collection.name, collection.definition, collection.version],
+            )
+            .map_err(StoreError::from_write)?;
+            for statement in create_table_sql(&collection.name, &definition) {
+                c.execute_batch(&statement)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn drop_collection(&self, app: &str, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.write_app(app, move |c| {
+            let removed = c.execute("DELETE FROM _collections WHERE name = ?1", [&name])?;
+            if removed == 1 {
+                c.execute_batch(&format!("DROP TABLE IF EXISTS {}", table(&name)))?;
+            }
+            Ok(removed == 1)
+        })
+        .await
+    }
+
+    async fn insert(&self, app: &str, collection: &str, record: Record) -> Result<(), StoreError> {
+        let collection = collection.to_owned();
+        self.write_app(app, move |c| {
+            let columns: Vec<String> = record.iter().map(|(name, _)| quote(name)).collect();
+            let placeholders: Vec<String> = (1..=record.len()).map(|i| format!("?{i}")).collect();
+            let sql = format!(
+                "INSERT INTO {} ({}) VALUES ({})",
+                table(&collection),
+                columns.join(", "),
+                placeholders.join(", ")
+            );
+            let values: Vec<&SqlValue> = record.iter().map(|(_, v)| v).collect();
+            c.prepare_cached(&sql)?
+                .execute(rusqlite::params_from_iter(values))
+                .map_err(StoreError::from_write)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn select(
+        &self,
+        app: &str,
+        collection: &str,
+        select: Select,
+    ) -> Result<(Vec<Record>, Option<i64>), StoreError> {
+        let collection = collection.to_owned();
+        self.read_app(app, move |c| {
+            let mut params = select.condition.params.clone();
+            let mut condition = format!("({})", select.condition.sql);
+            let total = if select.count {
+                let sql = format!(
+                    "SELECT count(*) FROM {} WHERE {condition}",
+                    table(&collection)
+                );
+                Some(
+                    c.prepare_cached(&sql)?
+                        .query_row(rusqlite::params_from_iter(params.iter()), |r| r.get(0))?,
+                )
+            } else {
+                None
+            };
+            if let Some((values, id)) = &select.after {
+                let first = params.len() + 1;
+                let after = after_sql(&select.sort, values, id, first, &mut params);
+                condition = format!("{condition} AND {after}");
+            }
+            let mut order: Vec<String> = select
+                .sort
+                .iter()
+                .map(|k| {
+                    format!(
+                        "{} {}",
+                        quote(&k.column),
+                        if k.descending { "DESC" } else { "ASC" }
+                    )
+                })
+                .collect();
+            order.push("\"id\" ASC".into());
+            params.push(SqlValue::Int(select.limit as i64));
+            params.push(SqlValue::Int(select.offset as i64));
+            let n = params.len();
+            let sql = format!(
+                "SELECT * FROM {} WHERE {condition} ORDER BY {} LIMIT ?{} OFFSET ?{}",
+                table(&collection),
+                order.join(", "),
+                n - 1,
+                n
+            );
+            Ok((query_records(c, &sql, &params)?, total))
+        })
+        .await
+    }
+
+    async fn get(
+        &self,
+        app: &str,
+        collection: &str,
+        id: &str,
+        condition: Condition,
+    ) -> Result<Option<Record>, StoreError> {
+        let (collection, id) = (collection.to_owned(), id.to_owned());
+        self.read_app(app, move |c| {
+            let mut params = condition.params;
+            params.push(SqlValue::Text(id));
+            let sql = format!(
+                "SELECT * FROM {} WHERE ({}) AND \"id\" = ?{}",
+                table(&collection),
+                condition.sql,
+                params.len()
+            );
+            Ok(query_records(c, &sql, &params)?.pop())
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        app: &str,
+        collection: &str,
+        id: &str,
+        condition: Condition,
+        set: Record,
+    ) -> Result<Option<(Record, Record)>, StoreError> {
+        let (collection, id) = (collection.to_owned(), id.to_owned());
+        self.write_app(app, move |c| {
+            let mut params = condition.params;
+            params.push(SqlValue::Text(id.clone()));
+            let select = format!(
+                "SELECT * FROM {} WHERE ({}) AND \"id\" = ?{}",
+                table(&collection),
+                condition.sql,
+                params.len()
+            );
+            let Some(old) = query_records(c, &select, &params)?.pop() else {
+                return Ok(None);
+            };
+            let assignments: Vec<String> = set
+                .iter()
+                .enumerate()
+                .map(|(i, (name, _))| format!("{} = ?{}", quote(name), i + 1))
+                .collect();
+            let mut values: Vec<SqlValue> = set.into_iter().map(|(_, v)| v).collect();
+            values.push(SqlValue::Text(id.clone()));
+            let sql = format!(
+                "UPDATE {} SET {} WHERE \"id\" = ?{}",
+                table(&collection),
+                assignments.join(", "),
+                values.len()
+            );
+            c.prepare_cached(&sql)?
+                .execute(rusqlite::params_from_iter(values.iter()))
+                .map_err(StoreError::from_write)?;
+            let new = query_records(
+                c,
+                &format!("SELECT * FROM {} WHERE \"id\" = ?1", table(&collection)),
+                &[SqlValue::Text(id)],
+            )?
+            .pop()
+            .ok_or_else(|| StoreError::Task("the updated record vanished".into()))?;
+            Ok(Some((old, new)))
+        })
+        .await
+    }
+
+    async fn delete(
+        &self,
+        app: &str,
+        collection: &str,
+        id: &str,
+        condition: Condition,
+    ) -> Result<Option<Record>, StoreError> {
+        let (collection, id) = (collection.to_owned(), id.to_owned());
+        self.write_app(app, move |c| {
+            let mut params = condition.params;
+            params.push(SqlValue::Text(id.clone()));
+            let select = format!(
+                "SELECT * FROM {} WHERE ({}) AND \"id\" = ?{}",
+                table(&collection),
+                condition.sql,
+                params.len()
+            );
+            let Some(old) = query_records(c, &select, &params)?.pop() else {
+                return Ok(None);
+            };
+            c.prepare_cached(&format!(
+                "DELETE FROM {} WHERE \"id\" = ?1",
+                table(&collection)
+            ))?
+            .execute([&id])?;
+            Ok(Some(old))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::TenantPoolOptions;
+    use crate::{ColumnDef, IndexDef, TenantStore};
+
+    async fn store() -> (tempfile::TempDir, SqliteTenants) {
+        let dir = tempfile::tempdir().unwrap();
+        let tenants = SqliteTenants::open(
+            dir.path().to_path_buf(),
+            TenantPoolOptions {
+                max_open: 4,
+                readers: 2,
+            },
+        )
+        .unwrap();
+        tenants.provision("app").await.unwrap();
+        let table = TableDef {
+            columns: vec![
+                ColumnDef {
+                    name: "title".into(),
+                    column_type: ColumnType::Text,
+                    unique: false,
+                },
+                ColumnDef {
+                    name: "rank".into(),
+                    column_type: ColumnType::Integer,
+                    unique: false,
+                },
+                ColumnDef {
+                    name: "code".into(),
+                    column_type: ColumnType::Text,
+                    unique: true,
+                },
+            ],
+            indexes: vec![IndexDef {
+                columns: vec!["rank".into()],
+                unique: false,
+            }],
+        };
+        let row = CollectionRow {
+            name: "todos".into(),
+            definition: "{}".into(),
+            version: 1,
+        };
+        tenants.create_collection("app", row, table).await.unwrap();
+        (dir, tenants)
+    }
+
+    fn record(id: &str, owner: &str, rank: Option<i64>, code: &str) -> Record {
+        vec![
+            ("id".into(), SqlValue::Text(id.into())),
+            ("created_at".into(), SqlValue::Int(1)),
+            ("updated_at".into(), SqlValue::Int(1)),
+            ("owner".into(), SqlValue::Text(owner.into())),
+            ("title".into(), SqlValue::Text(format!("t-{id}"))),
+            ("rank".into(), rank.map_or(SqlValue::Null, SqlValue::Int)),
+            ("code".into(), SqlValue::Text(code.into())),
+        ]
+    }
+
+    fn ids(records: &[Record]) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| match &r[0].1 {
+                SqlValue::Text(id) => id.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn owned_by(owner: &str) -> Condition {
+        Condition {
+            sql: "\"owner\" = ?1".into(),
+            params: vec![SqlValue::Text(owner.into())],
+        }
+    }
+
+    #[tokio::test]
+    async fn keyset_pages_cover_every_row_once_in_order_with_nulls() {
+        let (_dir, s) = store().await;
+        let ranks = [Some(3), None, Some(1), Some(3), None, Some(2), Some(1)];
+        for (i, rank) in ranks.iter().enumerate() {
+            s.insert(
+                "app",
+                "todos",
+                record(&format!("r{i}"), "alice", *rank, &format!("c{i}")),
+            )
+            .await
+            .unwrap();
+        }
+        s.insert("app", "todos", record("x", "bob", Some(1), "cx"))
+            .await
+            .unwrap();
+        for descending in [false, true] {
+            let sort = vec![SortKey {
+                column: "rank".into(),
+                descending,
+            }];
+            let mut seen = Vec::new();
+            let mut after = None;
+            loop {
+                let select = Select {
+                    condition: owned_by("alice"),
+                    sort: sort.clone(),
+                    after: after.clone(),
+                    limit: 2,
+                    offset: 0,
+                    count: seen.is_empty(),
+                };
+                let (page, total) = s.select("app", "todos", select).await.unwrap();
+                if seen.is_empty() {
+                    assert_eq!(total, Some(7));
+                }
+                let Some(last) = page.last() else { break };
+                after = Some((
+                    vec![last[5].1.clone()],
+                    ids(std::slice::from_ref(last))[0].clone(),
+                ));
+                seen.extend(ids(&page));
+            }
+            let everything = Select {
+                condition: owned_by("alice"),
+                sort: sort.clone(),
+                after: None,
+                limit: 100,
+                offset: 0,
+                count: false,
+            };
+            let (all, _) = s.select("app", "todos", everything).await.unwrap();
+            assert_eq!(seen, ids(&all), "descending: {descending}");
+            assert_eq!(seen.len(), 7);
+        }
+    }
+
+    #[tokio::test]
+    async fn conditions_guard_get_update_and_delete_and_unique_columns_hold() {
+        let (_dir, s) = store().await;
+        s.insert("app", "todos", record("a", "alice", Some(1), "same"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.insert("app", "todos", record("b", "bob", Some(1), "same"))
+                .await,
+            Err(StoreError::Conflict)
+        ));
+        assert!(
+            s.get("app", "todos", "a", owned_by("bob"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            s.get("app", "todos", "a", owned_by("alice"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let set = vec![("title".into(), SqlValue::Text("new".into()))];
+        assert!(
+            s.update("app", "todos", "a", owned_by("bob"), set.clone())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let (old, new) = s
+            .update("app", "todos", "a", owned_by("alice"), set)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (old[4].1.clone(), new[4].1.clone()),
+            (SqlValue::Text("t-a".into()), SqlValue::Text("new".into()))
+        );
+        assert!(
+            s.delete("app", "todos", "a", owned_by("bob"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            s.delete("app", "todos", "a", owned_by("alice"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            s.get("app", "todos", "a", Condition::always())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(s.drop_collection("app", "todos").await.unwrap());
+        assert!(!s.drop_collection("app", "todos").await.unwrap());
+        assert!(s.collections("app").await.unwrap().is_empty());
+    }
+}
