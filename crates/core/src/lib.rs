@@ -4,6 +4,7 @@
 //! - [`apps`]: tenants: names, creation and deletion, secret keys, their databases.
 //! - [`access`]: who is calling the admin API: the admin token or an app's secret key.
 //! - [`auth`]: end users: login providers, sessions, access tokens, accounts.
+//! - [`data`]: collections, records and the rules that guard them; change events.
 //! - [`sealing`]: secrets encrypted at rest under the instance's master key.
 //! - [`clock`] and [`random`]: the one door for time and randomness, so tests can control both.
 //! - [`secrets`]: generating, hashing and comparing bearer secrets.
@@ -14,6 +15,7 @@ pub mod access;
 pub mod apps;
 pub mod auth;
 pub mod clock;
+pub mod data;
 pub mod random;
 pub mod sealing;
 pub mod secrets;

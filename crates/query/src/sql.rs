@@ -45,6 +45,8 @@ pub enum Param {
 pub struct SqlBuilder {
     dialect: Dialect,
     params: Vec<Param>,
+    /// Placeholders already used by SQL this builder's output joins.
+    offset: usize,
 }
 
 /// The PostgreSQL type a parameter is cast to (PostgreSQL can not always infer it).
@@ -59,9 +61,16 @@ enum Cast {
 
 impl SqlBuilder {
     pub fn new(dialect: Dialect) -> Self {
+        Self::after(dialect, 0)
+    }
+
+    /// A builder whose placeholders continue after `taken` others (those of SQL it will be
+    /// joined with); its params list holds only its own.
+    pub fn after(dialect: Dialect, taken: usize) -> Self {
         SqlBuilder {
             dialect,
             params: Vec::new(),
+            offset: taken,
         }
     }
 
@@ -292,7 +301,7 @@ impl SqlBuilder {
 
     fn param(&mut self, param: Param, cast: Cast) -> String {
         self.params.push(param);
-        let n = self.params.len();
+        let n = self.offset + self.params.len();
         match self.dialect {
             Dialect::Sqlite => format!("?{n}"),
             Dialect::Postgres => {

@@ -75,9 +75,11 @@ async fn delete_app(
     caller.require_app(&app)?;
     let apps = state.apps().clone();
     let auth = state.auth().clone();
+    let data = state.data().clone();
     to_completion(async move {
         apps.delete(&app).await?;
         auth.forget_app(&app);
+        data.forget_app(&app);
         Ok(())
     })
     .await?;

@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 use cloudlet_core::access::AccessError;
 use cloudlet_core::apps::AppError;
 use cloudlet_core::auth::AuthError;
+use cloudlet_core::data::DataError;
+use cloudlet_query::ErrorKind;
 use cloudlet_store::StoreError;
 use serde_json::json;
 
@@ -52,6 +54,22 @@ pub enum Code {
     InvalidPhoneCode,
     LoginBlocked,
     TooManyRequests,
+    CollectionNotFound,
+    CollectionExists,
+    InvalidCollection,
+    RecordNotFound,
+    InvalidFilter,
+    UnknownField,
+    TypeMismatch,
+    FilterTooLong,
+    FilterTooDeep,
+    InvalidSort,
+    InvalidCursor,
+    ReadOnlyField,
+    MissingField,
+    InvalidFieldValue,
+    UniqueViolation,
+    RecordTooLarge,
     NotReady,
     InternalError,
 }
@@ -95,6 +113,22 @@ impl Code {
             Code::InvalidPhoneCode => "invalid_phone_code",
             Code::LoginBlocked => "login_blocked",
             Code::TooManyRequests => "too_many_requests",
+            Code::CollectionNotFound => "collection_not_found",
+            Code::CollectionExists => "collection_exists",
+            Code::InvalidCollection => "invalid_collection",
+            Code::RecordNotFound => "record_not_found",
+            Code::InvalidFilter => "invalid_filter",
+            Code::UnknownField => "unknown_field",
+            Code::TypeMismatch => "type_mismatch",
+            Code::FilterTooLong => "filter_too_long",
+            Code::FilterTooDeep => "filter_too_deep",
+            Code::InvalidSort => "invalid_sort",
+            Code::InvalidCursor => "invalid_cursor",
+            Code::ReadOnlyField => "read_only_field",
+            Code::MissingField => "missing_field",
+            Code::InvalidFieldValue => "invalid_field_value",
+            Code::UniqueViolation => "unique_violation",
+            Code::RecordTooLarge => "record_too_large",
             Code::NotReady => "not_ready",
             Code::InternalError => "internal_error",
         }
@@ -122,6 +156,22 @@ impl Code {
             Code::ProviderMisconfigured | Code::PlatformUnavailable => StatusCode::BAD_GATEWAY,
             Code::EmailTaken => StatusCode::CONFLICT,
             Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Code::CollectionNotFound => StatusCode::NOT_FOUND,
+            Code::CollectionExists => StatusCode::CONFLICT,
+            Code::InvalidCollection => StatusCode::BAD_REQUEST,
+            Code::RecordNotFound => StatusCode::NOT_FOUND,
+            Code::InvalidFilter => StatusCode::BAD_REQUEST,
+            Code::UnknownField => StatusCode::BAD_REQUEST,
+            Code::TypeMismatch => StatusCode::BAD_REQUEST,
+            Code::FilterTooLong => StatusCode::BAD_REQUEST,
+            Code::FilterTooDeep => StatusCode::BAD_REQUEST,
+            Code::InvalidSort => StatusCode::BAD_REQUEST,
+            Code::InvalidCursor => StatusCode::BAD_REQUEST,
+            Code::ReadOnlyField => StatusCode::BAD_REQUEST,
+            Code::MissingField => StatusCode::BAD_REQUEST,
+            Code::InvalidFieldValue => StatusCode::BAD_REQUEST,
+            Code::UniqueViolation => StatusCode::CONFLICT,
+            Code::RecordTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::InvalidJson | Code::InvalidQuery | Code::InvalidPath | Code::InvalidAppName => {
                 StatusCode::BAD_REQUEST
@@ -239,6 +289,39 @@ impl From<AuthError> for ApiError {
                 return ApiError::new(Code::AppNotFound, "no such app");
             }
             AuthError::Store(_) | AuthError::Sealing => return ApiError::internal(&e),
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<DataError> for ApiError {
+    fn from(e: DataError) -> Self {
+        let code = match &e {
+            DataError::CollectionNotFound(_) => Code::CollectionNotFound,
+            DataError::CollectionExists(_) => Code::CollectionExists,
+            DataError::InvalidCollection(_) => Code::InvalidCollection,
+            DataError::RecordNotFound => Code::RecordNotFound,
+            DataError::Forbidden(_) => Code::Forbidden,
+            DataError::InvalidFilter(q) => match q.kind {
+                ErrorKind::Syntax => Code::InvalidFilter,
+                ErrorKind::UnknownField => Code::UnknownField,
+                ErrorKind::TypeMismatch => Code::TypeMismatch,
+                ErrorKind::TooLong => Code::FilterTooLong,
+                ErrorKind::TooDeep => Code::FilterTooDeep,
+            },
+            DataError::InvalidSort(_) => Code::InvalidSort,
+            DataError::InvalidCursor => Code::InvalidCursor,
+            DataError::InvalidPage => Code::InvalidQuery,
+            DataError::UnknownField(_) => Code::UnknownField,
+            DataError::ReadOnlyField(_) => Code::ReadOnlyField,
+            DataError::MissingField(_) => Code::MissingField,
+            DataError::InvalidValue { .. } => Code::InvalidFieldValue,
+            DataError::UniqueViolation => Code::UniqueViolation,
+            DataError::RecordTooLarge => Code::RecordTooLarge,
+            DataError::Store(StoreError::NoSuchTenant) => {
+                return ApiError::new(Code::AppNotFound, "no such app");
+            }
+            DataError::Store(_) => return ApiError::internal(&e),
         };
         ApiError::new(code, e.to_string())
     }

@@ -9,6 +9,7 @@ pub mod config;
 
 mod apps;
 mod auth;
+mod data;
 mod error;
 mod extract;
 mod health;
@@ -31,10 +32,11 @@ use cloudlet_core::access::{Access, AccessError};
 use cloudlet_core::apps::Apps;
 use cloudlet_core::auth::{Auth, AuthError, AuthOptions};
 use cloudlet_core::clock::{Clock, SystemClock};
+use cloudlet_core::data::Data;
 use cloudlet_core::random::{OsRandom, Random};
 use cloudlet_core::sealing::Sealer;
 use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
-use cloudlet_store::{DataDir, StoreError, SystemStore, TenantStore, UserStore};
+use cloudlet_store::{DataDir, RecordStore, StoreError, SystemStore, TenantStore, UserStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -171,7 +173,9 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     )
     .await?;
     let tenant_store: Arc<dyn TenantStore> = tenants.clone();
+    let record_store: Arc<dyn RecordStore> = tenants.clone();
     let user_store: Arc<dyn UserStore> = tenants;
+    let data = Data::new(record_store, Arc::clone(&clock), Arc::clone(&random));
     let apps = Apps::new(
         Arc::clone(&system),
         Arc::clone(&tenant_store),
@@ -195,7 +199,15 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         per_app: limits::RateLimiter::new(config.auth.logins_per_app_per_minute),
         trust_forwarded_for: config.http.trust_forwarded_for,
     };
-    let state = AppState::new(apps, auth, limits, access, Arc::clone(&system), &*random);
+    let state = AppState::new(
+        apps,
+        auth,
+        data,
+        limits,
+        access,
+        Arc::clone(&system),
+        &*random,
+    );
     let tenants = tenant_store;
 
     let listener = TcpListener::bind(config.listen)
@@ -302,6 +314,7 @@ fn router(config: &Config, state: AppState) -> Router {
         .route("/metrics", get(metrics::export))
         .merge(apps::router())
         .merge(auth::router())
+        .merge(data::router())
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.http.max_body_bytes))

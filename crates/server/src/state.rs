@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use cloudlet_core::access::Access;
 use cloudlet_core::apps::Apps;
 use cloudlet_core::auth::Auth;
+use cloudlet_core::data::Data;
 use cloudlet_core::random::Random;
 use cloudlet_store::SystemStore;
 
@@ -18,6 +19,7 @@ pub struct AppState(Arc<Shared>);
 struct Shared {
     apps: Apps,
     auth: Auth,
+    data: Data,
     limits: AuthLimits,
     access: Access,
     system: Arc<dyn SystemStore>,
@@ -33,6 +35,7 @@ impl AppState {
     pub fn new(
         apps: Apps,
         auth: Auth,
+        data: Data,
         limits: AuthLimits,
         access: Access,
         system: Arc<dyn SystemStore>,
@@ -43,6 +46,7 @@ impl AppState {
         AppState(Arc::new(Shared {
             apps,
             auth,
+            data,
             limits,
             access,
             system,
@@ -59,6 +63,10 @@ impl AppState {
 
     pub fn auth(&self) -> &Auth {
         &self.0.auth
+    }
+
+    pub fn data(&self) -> &Data {
+        &self.0.data
     }
 
     pub fn limits(&self) -> &AuthLimits {

@@ -8,6 +8,9 @@ pub enum StoreError {
     /// A uniqueness constraint refused the write (for example, an app name taken twice).
     #[error("a row with the same key already exists")]
     Conflict,
+    /// A write's check condition did not hold; the write was rolled back.
+    #[error("the write's check condition does not hold")]
+    CheckFailed,
     /// Another process holds the data directory.
     #[error(
         "data directory {path} is in use by another cloudlet process{}; stop it or pass a different --data-dir",

@@ -107,8 +107,16 @@ pub trait RecordStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Drops the collection and its table with every record; false if there was none.
     async fn drop_collection(&self, app: &str, name: &str) -> Result<bool, StoreError>;
-    /// Inserts a record; [`StoreError::Conflict`] if a unique column already has the value.
-    async fn insert(&self, app: &str, collection: &str, record: Record) -> Result<(), StoreError>;
+    /// Inserts a record, then requires `check` of it, rolling back with
+    /// [`StoreError::CheckFailed`] if it does not hold; [`StoreError::Conflict`] if a unique
+    /// column already has the value.
+    async fn insert(
+        &self,
+        app: &str,
+        collection: &str,
+        record: Record,
+        check: Condition,
+    ) -> Result<(), StoreError>;
     /// The records matching `select`, and their total count when asked.
     async fn select(
         &self,

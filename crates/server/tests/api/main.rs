@@ -6,6 +6,7 @@
 
 mod apps;
 mod auth;
+mod data;
 mod errors;
 mod http;
 mod lifecycle;

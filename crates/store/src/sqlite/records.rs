@@ -215,9 +215,20 @@ impl RecordStore for SqliteTenants {
         .await
     }
 
-    async fn insert(&self, app: &str, collection: &str, record: Record) -> Result<(), StoreError> {
+    async fn insert(
+        &self,
+        app: &str,
+        collection: &str,
+        record: Record,
+        check: Condition,
+    ) -> Result<(), StoreError> {
         let collection = collection.to_owned();
         self.write_app(app, move |c| {
+            let id = record
+                .iter()
+                .find(|(name, _)| name == "id")
+                .map(|(_, v)| v.clone())
+                .unwrap_or(SqlValue::Null);
             let columns: Vec<String> = record.iter().map(|(name, _)| quote(name)).collect();
             let placeholders: Vec<String> = (1..=record.len()).map(|i| format!("?{i}")).collect();
             let sql = format!(
@@ -230,6 +241,21 @@ impl RecordStore for SqliteTenants {
             c.prepare_cached(&sql)?
                 .execute(rusqlite::params_from_iter(values))
                 .map_err(StoreError::from_write)?;
+            // The savepoint of this write rolls the insert back when the check fails.
+            let mut params = check.params;
+            params.push(id);
+            let sql = format!(
+                "SELECT count(*) FROM {} WHERE ({}) AND \"id\" = ?{}",
+                table(&collection),
+                check.sql,
+                params.len()
+            );
+            let holds: i64 = c
+                .prepare_cached(&sql)?
+                .query_row(rusqlite::params_from_iter(params.iter()), |r| r.get(0))?;
+            if holds == 0 {
+                return Err(StoreError::CheckFailed);
+            }
             Ok(())
         })
         .await
@@ -478,13 +504,19 @@ mod tests {
                 "app",
                 "todos",
                 record(&format!("r{i}"), "alice", *rank, &format!("c{i}")),
+                Condition::always(),
             )
             .await
             .unwrap();
         }
-        s.insert("app", "todos", record("x", "bob", Some(1), "cx"))
-            .await
-            .unwrap();
+        s.insert(
+            "app",
+            "todos",
+            record("x", "bob", Some(1), "cx"),
+            Condition::always(),
+        )
+        .await
+        .unwrap();
         for descending in [false, true] {
             let sort = vec![SortKey {
                 column: "rank".into(),
@@ -529,12 +561,39 @@ mod tests {
     #[tokio::test]
     async fn conditions_guard_get_update_and_delete_and_unique_columns_hold() {
         let (_dir, s) = store().await;
-        s.insert("app", "todos", record("a", "alice", Some(1), "same"))
-            .await
-            .unwrap();
+        s.insert(
+            "app",
+            "todos",
+            record("a", "alice", Some(1), "same"),
+            Condition::always(),
+        )
+        .await
+        .unwrap();
+        // A check that fails rolls the insert back.
         assert!(matches!(
-            s.insert("app", "todos", record("b", "bob", Some(1), "same"))
-                .await,
+            s.insert(
+                "app",
+                "todos",
+                record("z", "alice", Some(1), "zz"),
+                owned_by("bob")
+            )
+            .await,
+            Err(StoreError::CheckFailed)
+        ));
+        assert!(
+            s.get("app", "todos", "z", Condition::always())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(matches!(
+            s.insert(
+                "app",
+                "todos",
+                record("b", "bob", Some(1), "same"),
+                Condition::always()
+            )
+            .await,
             Err(StoreError::Conflict)
         ));
         assert!(

@@ -1,0 +1,1038 @@
+//! Collections and records: each app's data, and the rules that say who may see and change it.
+//!
+//! A collection is declared with typed fields and five rules (`list`, `view`, `create`,
+//! `update`, `delete`) in the filter language of `cloudlet-query`. Rules are compiled to SQL once
+//! per schema version and applied inside the database: the list rule is ANDed into every
+//! listing, the view, update and delete rules guard their statements, and the create rule is
+//! checked on the inserted row before the write commits. A record a caller may not see answers
+//! exactly as a missing one does. Every committed write is published as a [`ChangeEvent`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cloudlet_query::{
+    Dialect, Expr, FieldType, Limits, Param, QueryError, Schema, SqlBuilder, Value,
+};
+use cloudlet_store::{
+    CollectionRow, ColumnDef, ColumnType, Condition, IndexDef, Record, RecordStore, Select,
+    SortKey, SqlValue, StoreError, TableDef,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+use tokio::sync::broadcast;
+
+use crate::clock::{Clock, Timestamp};
+use crate::random::Random;
+
+/// The most records one page returns.
+pub const MAX_PAGE: usize = 500;
+/// The largest record, as JSON.
+pub const MAX_RECORD_BYTES: usize = 256 * 1024;
+const MAX_FIELDS: usize = 100;
+const MAX_OFFSET: usize = 10_000;
+const SYSTEM_FIELDS: [&str; 4] = ["id", "created_at", "updated_at", "owner"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("no collection named {0:?}")]
+    CollectionNotFound(String),
+    #[error("a collection named {0:?} exists already with another definition")]
+    CollectionExists(String),
+    #[error("invalid collection: {0}")]
+    InvalidCollection(String),
+    #[error("no such record")]
+    RecordNotFound,
+    #[error("the {0} rule does not allow this")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    InvalidFilter(QueryError),
+    #[error("invalid sort: {0}")]
+    InvalidSort(String),
+    #[error("invalid cursor")]
+    InvalidCursor,
+    #[error("limit must be 1 to {MAX_PAGE}, offset 0 to {MAX_OFFSET}")]
+    InvalidPage,
+    #[error("no field named {0:?}")]
+    UnknownField(String),
+    #[error("{0} is set by the server")]
+    ReadOnlyField(String),
+    #[error("{0} is required")]
+    MissingField(String),
+    #[error("invalid value for {field}: {problem}")]
+    InvalidValue { field: String, problem: String },
+    #[error("another record has the same value in a unique field")]
+    UniqueViolation,
+    #[error("a record is at most {MAX_RECORD_BYTES} bytes of JSON")]
+    RecordTooLarge,
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for DataError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => DataError::UniqueViolation,
+            other => DataError::Store(other),
+        }
+    }
+}
+
+// ---- definitions ------------------------------------------------------------------------
+
+/// A field as declared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldDef {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub field_type: FieldKind,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub required: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unique: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Json>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_length: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(default, rename = "enum", skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<Vec<Json>>,
+    /// For relations: the collection the ids point into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldKind {
+    Text,
+    Number,
+    Integer,
+    Bool,
+    Datetime,
+    Json,
+    Relation,
+    File,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexInput {
+    pub fields: Vec<String>,
+    #[serde(default)]
+    pub unique: bool,
+}
+
+/// A collection's definition: what `PUT …/collections/{name}` takes and `GET` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionDef {
+    #[serde(default)]
+    pub fields: Vec<FieldDef>,
+    #[serde(default)]
+    pub indexes: Vec<IndexInput>,
+    /// Each rule: an expression; `""` lets everyone; `null` lets only the admin token and the
+    /// app's secret key. A rule left out gets the default: only the owner.
+    #[serde(default)]
+    pub rules: BTreeMap<String, Option<String>>,
+}
+
+const ACTIONS: [&str; 5] = ["list", "view", "create", "update", "delete"];
+
+fn default_rule(action: &str) -> &'static str {
+    if action == "create" {
+        "@auth.id != null"
+    } else {
+        "owner = @auth.id"
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=40).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn query_type(kind: FieldKind) -> FieldType {
+    match kind {
+        FieldKind::Text => FieldType::Text,
+        FieldKind::Number => FieldType::Number,
+        FieldKind::Integer => FieldType::Integer,
+        FieldKind::Bool => FieldType::Bool,
+        FieldKind::Datetime => FieldType::Datetime,
+        FieldKind::Json => FieldType::Json,
+        FieldKind::Relation => FieldType::Relation,
+        FieldKind::File => FieldType::File,
+    }
+}
+
+fn column_type(kind: FieldKind) -> ColumnType {
+    match kind {
+        FieldKind::Text | FieldKind::Relation | FieldKind::File => ColumnType::Text,
+        FieldKind::Number => ColumnType::Real,
+        FieldKind::Integer | FieldKind::Datetime => ColumnType::Integer,
+        FieldKind::Bool => ColumnType::Bool,
+        FieldKind::Json => ColumnType::Json,
+    }
+}
+
+/// How a rule applies, compiled.
+#[derive(Debug, Clone)]
+enum RuleSql {
+    /// Only the admin token and the app's secret key.
+    Locked,
+    /// Everyone.
+    Open,
+    Sql {
+        sql: String,
+        params: Vec<Param>,
+    },
+}
+
+/// A collection ready to serve: its definition, schema and compiled rules.
+#[derive(Debug)]
+struct Compiled {
+    def: CollectionDef,
+    version: i64,
+    schema: Schema,
+    fields: BTreeMap<String, FieldDef>,
+    rules: HashMap<&'static str, RuleSql>,
+}
+
+impl Compiled {
+    fn new(mut def: CollectionDef, version: i64) -> Result<Self, DataError> {
+        let invalid = |m: String| DataError::InvalidCollection(m);
+        if def.fields.len() > MAX_FIELDS {
+            return Err(invalid(format!("at most {MAX_FIELDS} fields")));
+        }
+        let mut schema = Schema::new();
+        let mut fields = BTreeMap::new();
+        for field in &def.fields {
+            if !valid_name(&field.name) {
+                return Err(invalid(format!(
+                    "field name {:?}: 1 to 40 of a-z, 0-9 and _, starting with a letter",
+                    field.name
+                )));
+            }
+            if SYSTEM_FIELDS.contains(&field.name.as_str()) {
+                return Err(invalid(format!("{} is a system field", field.name)));
+            }
+            if fields.insert(field.name.clone(), field.clone()).is_some() {
+                return Err(invalid(format!("field {} is declared twice", field.name)));
+            }
+            if let Some(default) = &field.default {
+                to_sql(field, default)
+                    .map_err(|e| invalid(format!("default of {}: {e}", field.name)))?;
+            }
+            schema = schema.with(&field.name, query_type(field.field_type));
+        }
+        for index in &def.indexes {
+            if index.fields.is_empty() || index.fields.len() > 8 {
+                return Err(invalid("an index has 1 to 8 fields".into()));
+            }
+            for name in &index.fields {
+                if schema.field(name).is_none() {
+                    return Err(invalid(format!("index on unknown field {name:?}")));
+                }
+            }
+        }
+        for action in def.rules.keys() {
+            if !ACTIONS.contains(&action.as_str()) {
+                return Err(invalid(format!(
+                    "unknown rule {action:?}; rules: {}",
+                    ACTIONS.join(", ")
+                )));
+            }
+        }
+        let mut rules = HashMap::new();
+        for action in ACTIONS {
+            let text = def
+                .rules
+                .entry(action.to_owned())
+                .or_insert_with(|| Some(default_rule(action).to_owned()))
+                .clone();
+            let rule = match text {
+                None => RuleSql::Locked,
+                Some(text) if text.trim().is_empty() => RuleSql::Open,
+                Some(text) => {
+                    let expr = cloudlet_query::parse(&text, Limits::default())
+                        .map_err(|e| invalid(format!("{action} rule: {e}")))?;
+                    let mut sql = SqlBuilder::new(Dialect::Sqlite);
+                    let compiled = sql
+                        .compile(&expr, &schema)
+                        .map_err(|e| invalid(format!("{action} rule: {e}")))?;
+                    RuleSql::Sql {
+                        sql: compiled,
+                        params: sql.into_params(),
+                    }
+                }
+            };
+            rules.insert(action, rule);
+        }
+        Ok(Compiled {
+            def,
+            version,
+            schema,
+            fields,
+            rules,
+        })
+    }
+
+    fn table(&self) -> TableDef {
+        TableDef {
+            columns: self
+                .def
+                .fields
+                .iter()
+                .map(|f| ColumnDef {
+                    name: f.name.clone(),
+                    column_type: column_type(f.field_type),
+                    unique: f.unique,
+                })
+                .collect(),
+            indexes: self
+                .def
+                .indexes
+                .iter()
+                .map(|i| IndexDef {
+                    columns: i.fields.clone(),
+                    unique: i.unique,
+                })
+                .collect(),
+        }
+    }
+
+    fn field_kind(&self, name: &str) -> Option<FieldKind> {
+        match name {
+            "id" | "owner" => Some(FieldKind::Text),
+            "created_at" | "updated_at" => Some(FieldKind::Datetime),
+            _ => self.fields.get(name).map(|f| f.field_type),
+        }
+    }
+}
+
+// ---- values -------------------------------------------------------------------------------
+
+/// A JSON value for `field`, checked against its type and constraints, as a column value.
+fn to_sql(field: &FieldDef, value: &Json) -> Result<SqlValue, String> {
+    if value.is_null() {
+        return if field.required {
+            Err("is required".into())
+        } else {
+            Ok(SqlValue::Null)
+        };
+    }
+    if let Some(allowed) = &field.allowed
+        && !allowed.contains(value)
+    {
+        return Err("is not one of the allowed values".into());
+    }
+    let range = |n: f64| {
+        if field.min.is_some_and(|min| n < min) || field.max.is_some_and(|max| n > max) {
+            Err("is out of range".to_owned())
+        } else {
+            Ok(())
+        }
+    };
+    Ok(match field.field_type {
+        FieldKind::Text | FieldKind::Relation | FieldKind::File => {
+            let text = value.as_str().ok_or("must be text")?;
+            let len = text.chars().count();
+            if field.min_length.is_some_and(|m| len < m)
+                || field.max_length.is_some_and(|m| len > m)
+            {
+                return Err("has the wrong length".into());
+            }
+            SqlValue::Text(text.to_owned())
+        }
+        FieldKind::Number => {
+            let n = value.as_f64().ok_or("must be a number")?;
+            range(n)?;
+            SqlValue::Float(n)
+        }
+        FieldKind::Integer => {
+            let n = value.as_i64().ok_or("must be an integer")?;
+            range(n as f64)?;
+            SqlValue::Int(n)
+        }
+        FieldKind::Bool => SqlValue::Bool(value.as_bool().ok_or("must be true or false")?),
+        FieldKind::Datetime => {
+            let text = value.as_str().ok_or("must be an RFC 3339 time")?;
+            let ms =
+                time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| "must be an RFC 3339 time")?
+                    .unix_timestamp_nanos()
+                    / 1_000_000;
+            SqlValue::Int(ms as i64)
+        }
+        FieldKind::Json => SqlValue::Text(value.to_string()),
+    })
+}
+
+/// A column value as JSON for `kind`.
+fn to_json(kind: Option<FieldKind>, value: &SqlValue) -> Json {
+    match (kind, value) {
+        (_, SqlValue::Null) => Json::Null,
+        (Some(FieldKind::Datetime), SqlValue::Int(ms)) => {
+            Json::String(Timestamp::from_unix_ms(*ms).to_rfc3339())
+        }
+        (Some(FieldKind::Bool), SqlValue::Int(i)) => Json::Bool(*i != 0),
+        (Some(FieldKind::Json), SqlValue::Text(t)) => serde_json::from_str(t).unwrap_or(Json::Null),
+        (_, SqlValue::Bool(b)) => Json::Bool(*b),
+        (_, SqlValue::Int(i)) => Json::from(*i),
+        (_, SqlValue::Float(f)) => {
+            serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number)
+        }
+        (_, SqlValue::Text(t)) => Json::String(t.clone()),
+    }
+}
+
+fn record_json(compiled: &Compiled, record: &Record) -> Json {
+    let mut object = Map::new();
+    for (name, value) in record {
+        object.insert(name.clone(), to_json(compiled.field_kind(name), value));
+    }
+    Json::Object(object)
+}
+
+// ---- callers and events -------------------------------------------------------------------
+
+/// Who is reading or writing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// The admin token or the app's secret key: rules do not apply.
+    Admin,
+    User {
+        id: String,
+        provider: String,
+    },
+    Anonymous,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+}
+
+/// A committed write.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeEvent {
+    pub app: String,
+    pub collection: String,
+    pub id: String,
+    pub operation: Operation,
+    pub old: Option<Json>,
+    pub new: Option<Json>,
+}
+
+/// What a listing asks for, as the API takes it.
+#[derive(Debug, Clone, Default)]
+pub struct ListRequest {
+    pub filter: Option<String>,
+    pub sort: Option<String>,
+    pub limit: Option<usize>,
+    pub offset: Option<usize>,
+    pub cursor: Option<String>,
+    pub count: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordPage {
+    pub items: Vec<Json>,
+    pub next_cursor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<i64>,
+}
+
+/// A collection as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectionView {
+    pub name: String,
+    pub version: i64,
+    #[serde(flatten)]
+    pub def: CollectionDef,
+}
+
+// ---- the service --------------------------------------------------------------------------
+
+/// One app's compiled collections by name.
+type AppCollections = Arc<HashMap<String, Arc<Compiled>>>;
+
+/// The data service. Cheap to clone.
+#[derive(Clone)]
+pub struct Data(Arc<Inner>);
+
+struct Inner {
+    records: Arc<dyn RecordStore>,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn Random>,
+    /// Compiled collections per app, loaded on first use.
+    cache: Mutex<HashMap<String, AppCollections>>,
+    events: broadcast::Sender<ChangeEvent>,
+}
+
+impl Data {
+    pub fn new(
+        records: Arc<dyn RecordStore>,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn Random>,
+    ) -> Self {
+        let (events, _) = broadcast::channel(1024);
+        Data(Arc::new(Inner {
+            records,
+            clock,
+            random,
+            cache: Mutex::new(HashMap::new()),
+            events,
+        }))
+    }
+
+    /// Every committed write, as it happens. A slow subscriber misses events (it is told).
+    pub fn subscribe(&self) -> broadcast::Receiver<ChangeEvent> {
+        self.0.events.subscribe()
+    }
+
+    fn forget(&self, app: &str) {
+        self.0
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(app);
+    }
+
+    /// Drops what is cached for an app (after it is deleted).
+    pub fn forget_app(&self, app: &str) {
+        self.forget(app);
+    }
+
+    async fn collections_of(
+        &self,
+        app: &str,
+    ) -> Result<Arc<HashMap<String, Arc<Compiled>>>, DataError> {
+        if let Some(cached) = self
+            .0
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(app)
+        {
+            return Ok(Arc::clone(cached));
+        }
+        let mut loaded = HashMap::new();
+        for row in self.0.records.collections(app).await? {
+            let def: CollectionDef = serde_json::from_str(&row.definition).map_err(|e| {
+                DataError::Store(StoreError::Task(format!("stored definition: {e}")))
+            })?;
+            loaded.insert(row.name.clone(), Arc::new(Compiled::new(def, row.version)?));
+        }
+        let loaded = Arc::new(loaded);
+        self.0
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(app.to_owned(), Arc::clone(&loaded));
+        Ok(loaded)
+    }
+
+    async fn collection(&self, app: &str, name: &str) -> Result<Arc<Compiled>, DataError> {
+        self.collections_of(app)
+            .await?
+            .get(name)
+            .cloned()
+            .ok_or_else(|| DataError::CollectionNotFound(name.to_owned()))
+    }
+
+    /// Creates a collection; the same definition again changes nothing.
+    pub async fn put_collection(
+        &self,
+        app: &str,
+        name: &str,
+        def: CollectionDef,
+    ) -> Result<(CollectionView, bool), DataError> {
+        if !valid_name(name) {
+            return Err(DataError::InvalidCollection(format!(
+                "collection name {name:?}: 1 to 40 of a-z, 0-9 and _, starting with a letter"
+            )));
+        }
+        let compiled = Compiled::new(def, 1)?;
+        if let Some(existing) = self.collections_of(app).await?.get(name) {
+            if existing.def == compiled.def {
+                return Ok((view(name, existing), false));
+            }
+            return Err(DataError::CollectionExists(name.to_owned()));
+        }
+        let definition = serde_json::to_string(&compiled.def)
+            .map_err(|e| DataError::InvalidCollection(e.to_string()))?;
+        let row = CollectionRow {
+            name: name.to_owned(),
+            definition,
+            version: compiled.version,
+        };
+        let created = self
+            .0
+            .records
+            .create_collection(app, row, compiled.table())
+            .await;
+        self.forget(app);
+        match created {
+            Ok(()) => Ok((view(name, &compiled), true)),
+            Err(StoreError::Conflict) => Err(DataError::CollectionExists(name.to_owned())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn collections(&self, app: &str) -> Result<Vec<CollectionView>, DataError> {
+        let all = self.collections_of(app).await?;
+        let mut views: Vec<CollectionView> = all.iter().map(|(name, c)| view(name, c)).collect();
+        views.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(views)
+    }
+
+    pub async fn collection_view(
+        &self,
+        app: &str,
+        name: &str,
+    ) -> Result<CollectionView, DataError> {
+        Ok(view(name, &*self.collection(app, name).await?))
+    }
+
+    pub async fn drop_collection(&self, app: &str, name: &str) -> Result<(), DataError> {
+        let dropped = self.0.records.drop_collection(app, name).await?;
+        self.forget(app);
+        if dropped {
+            Ok(())
+        } else {
+            Err(DataError::CollectionNotFound(name.to_owned()))
+        }
+    }
+
+    // ---- records --------------------------------------------------------------------------
+
+    /// The condition of `action` for `actor`, or `None` when the actor may not act at all.
+    fn rule(
+        &self,
+        compiled: &Compiled,
+        action: &'static str,
+        actor: &Actor,
+        data: Option<&Map<String, Json>>,
+    ) -> Option<Condition> {
+        if *actor == Actor::Admin {
+            return Some(Condition::always());
+        }
+        match compiled.rules.get(action)? {
+            RuleSql::Locked => None,
+            RuleSql::Open => Some(Condition::always()),
+            RuleSql::Sql { sql, params } => Some(Condition {
+                sql: sql.clone(),
+                params: params
+                    .iter()
+                    .map(|p| self.bind(compiled, p, actor, data))
+                    .collect(),
+            }),
+        }
+    }
+
+    fn bind(
+        &self,
+        compiled: &Compiled,
+        param: &Param,
+        actor: &Actor,
+        data: Option<&Map<String, Json>>,
+    ) -> SqlValue {
+        match param {
+            Param::Value(Value::Null) => SqlValue::Null,
+            Param::Value(Value::Bool(b)) => SqlValue::Bool(*b),
+            Param::Value(Value::Int(i)) => SqlValue::Int(*i),
+            Param::Value(Value::Float(f)) => SqlValue::Float(*f),
+            Param::Value(Value::Text(t)) => SqlValue::Text(t.clone()),
+            Param::AuthId => match actor {
+                Actor::User { id, .. } => SqlValue::Text(id.clone()),
+                _ => SqlValue::Null,
+            },
+            Param::AuthProvider => match actor {
+                Actor::User { provider, .. } => SqlValue::Text(provider.clone()),
+                _ => SqlValue::Null,
+            },
+            Param::Now => SqlValue::Int(self.0.clock.now().unix_ms()),
+            Param::RequestData(field) => data
+                .and_then(|d| d.get(field))
+                .and_then(|v| compiled.fields.get(field).and_then(|f| to_sql(f, v).ok()))
+                .unwrap_or(SqlValue::Null),
+        }
+    }
+
+    /// Checks a body: known, writable fields of the right types.
+    fn values(
+        &self,
+        compiled: &Compiled,
+        data: &Map<String, Json>,
+        creating: bool,
+    ) -> Result<Record, DataError> {
+        if Json::Object(data.clone()).to_string().len() > MAX_RECORD_BYTES {
+            return Err(DataError::RecordTooLarge);
+        }
+        let mut record = Vec::new();
+        for (name, value) in data {
+            if SYSTEM_FIELDS.contains(&name.as_str()) {
+                return Err(DataError::ReadOnlyField(name.clone()));
+            }
+            let field = compiled
+                .fields
+                .get(name)
+                .ok_or_else(|| DataError::UnknownField(name.clone()))?;
+            if value.is_null() && field.required {
+                return Err(DataError::MissingField(name.clone()));
+            }
+            let value = to_sql(field, value).map_err(|problem| DataError::InvalidValue {
+                field: name.clone(),
+                problem,
+            })?;
+            record.push((name.clone(), value));
+        }
+        if creating {
+            for field in compiled.fields.values() {
+                if data.contains_key(&field.name) {
+                    continue;
+                }
+                match &field.default {
+                    Some(default) => record.push((
+                        field.name.clone(),
+                        to_sql(field, default).map_err(|problem| DataError::InvalidValue {
+                            field: field.name.clone(),
+                            problem,
+                        })?,
+                    )),
+                    None if field.required => {
+                        return Err(DataError::MissingField(field.name.clone()));
+                    }
+                    None => {}
+                }
+            }
+        }
+        Ok(record)
+    }
+
+    pub async fn create(
+        &self,
+        app: &str,
+        collection: &str,
+        actor: &Actor,
+        data: Map<String, Json>,
+    ) -> Result<Json, DataError> {
+        let compiled = self.collection(app, collection).await?;
+        let check = self
+            .rule(&compiled, "create", actor, Some(&data))
+            .ok_or(DataError::Forbidden("create"))?;
+        let values = self.values(&compiled, &data, true)?;
+        let now = self.0.clock.now().unix_ms();
+        let mut id = [0u8; 12];
+        self.0.random.fill(&mut id);
+        let id = URL_SAFE_NO_PAD.encode(id);
+        let owner = match actor {
+            Actor::User { id, .. } => SqlValue::Text(id.clone()),
+            _ => SqlValue::Null,
+        };
+        let mut record: Record = vec![
+            ("id".into(), SqlValue::Text(id.clone())),
+            ("created_at".into(), SqlValue::Int(now)),
+            ("updated_at".into(), SqlValue::Int(now)),
+            ("owner".into(), owner),
+        ];
+        record.extend(values);
+        match self
+            .0
+            .records
+            .insert(app, collection, record.clone(), check)
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::CheckFailed) => return Err(DataError::Forbidden("create")),
+            Err(e) => return Err(e.into()),
+        }
+        let created = record_json(&compiled, &record);
+        self.publish(
+            app,
+            collection,
+            &id,
+            Operation::Create,
+            None,
+            Some(created.clone()),
+        );
+        Ok(created)
+    }
+
+    pub async fn get(
+        &self,
+        app: &str,
+        collection: &str,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<Json, DataError> {
+        let compiled = self.collection(app, collection).await?;
+        let condition = self
+            .rule(&compiled, "view", actor, None)
+            .ok_or(DataError::RecordNotFound)?;
+        let record = self
+            .0
+            .records
+            .get(app, collection, id, condition)
+            .await?
+            .ok_or(DataError::RecordNotFound)?;
+        Ok(record_json(&compiled, &record))
+    }
+
+    pub async fn update(
+        &self,
+        app: &str,
+        collection: &str,
+        actor: &Actor,
+        id: &str,
+        data: Map<String, Json>,
+    ) -> Result<Json, DataError> {
+        let compiled = self.collection(app, collection).await?;
+        let condition = self
+            .rule(&compiled, "update", actor, Some(&data))
+            .ok_or(DataError::RecordNotFound)?;
+        let mut set = self.values(&compiled, &data, false)?;
+        set.push((
+            "updated_at".into(),
+            SqlValue::Int(self.0.clock.now().unix_ms()),
+        ));
+        let (old, new) = self
+            .0
+            .records
+            .update(app, collection, id, condition, set)
+            .await?
+            .ok_or(DataError::RecordNotFound)?;
+        let (old, new) = (record_json(&compiled, &old), record_json(&compiled, &new));
+        self.publish(
+            app,
+            collection,
+            id,
+            Operation::Update,
+            Some(old),
+            Some(new.clone()),
+        );
+        Ok(new)
+    }
+
+    pub async fn delete(
+        &self,
+        app: &str,
+        collection: &str,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<(), DataError> {
+        let compiled = self.collection(app, collection).await?;
+        let condition = self
+            .rule(&compiled, "delete", actor, None)
+            .ok_or(DataError::RecordNotFound)?;
+        let old = self
+            .0
+            .records
+            .delete(app, collection, id, condition)
+            .await?
+            .ok_or(DataError::RecordNotFound)?;
+        self.publish(
+            app,
+            collection,
+            id,
+            Operation::Delete,
+            Some(record_json(&compiled, &old)),
+            None,
+        );
+        Ok(())
+    }
+
+    pub async fn list(
+        &self,
+        app: &str,
+        collection: &str,
+        actor: &Actor,
+        request: ListRequest,
+    ) -> Result<RecordPage, DataError> {
+        let compiled = self.collection(app, collection).await?;
+        let Some(rule) = self.rule(&compiled, "list", actor, None) else {
+            return Ok(RecordPage {
+                items: Vec::new(),
+                next_cursor: None,
+                total: request.count.then_some(0),
+            });
+        };
+        let limit = request.limit.unwrap_or(20);
+        let offset = request.offset.unwrap_or(0);
+        if !(1..=MAX_PAGE).contains(&limit) || offset > MAX_OFFSET {
+            return Err(DataError::InvalidPage);
+        }
+        let mut condition = rule;
+        if let Some(filter) = request.filter.as_deref().filter(|f| !f.trim().is_empty()) {
+            let expr: Expr = cloudlet_query::parse(filter, Limits::default())
+                .map_err(DataError::InvalidFilter)?;
+            // The filter's placeholders follow the rule's.
+            let mut sql = SqlBuilder::after(Dialect::Sqlite, condition.params.len());
+            let filter_sql = sql
+                .compile(&expr, &compiled.schema)
+                .map_err(DataError::InvalidFilter)?;
+            condition.sql = format!("({}) AND {filter_sql}", condition.sql);
+            condition.params.extend(
+                sql.params()
+                    .iter()
+                    .map(|p| self.bind(&compiled, p, actor, None)),
+            );
+        }
+        let sort = parse_sort(request.sort.as_deref(), &compiled)?;
+        let after = match &request.cursor {
+            Some(cursor) => Some(decode_cursor(cursor, sort.len())?),
+            None => None,
+        };
+        let select = Select {
+            condition,
+            sort: sort.clone(),
+            after,
+            limit,
+            offset,
+            count: request.count,
+        };
+        let (records, total) = self.0.records.select(app, collection, select).await?;
+        let next_cursor = (records.len() == limit)
+            .then(|| records.last().map(|last| encode_cursor(&sort, last)))
+            .flatten();
+        Ok(RecordPage {
+            items: records.iter().map(|r| record_json(&compiled, r)).collect(),
+            next_cursor,
+            total,
+        })
+    }
+
+    fn publish(
+        &self,
+        app: &str,
+        collection: &str,
+        id: &str,
+        operation: Operation,
+        old: Option<Json>,
+        new: Option<Json>,
+    ) {
+        // No subscriber is fine: nothing consumes events yet.
+        let _ = self.0.events.send(ChangeEvent {
+            app: app.to_owned(),
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+            operation,
+            old,
+            new,
+        });
+    }
+}
+
+fn view(name: &str, compiled: &Compiled) -> CollectionView {
+    CollectionView {
+        name: name.to_owned(),
+        version: compiled.version,
+        def: compiled.def.clone(),
+    }
+}
+
+/// `-created_at,title` → sort keys, checked against the schema (json fields do not sort).
+fn parse_sort(sort: Option<&str>, compiled: &Compiled) -> Result<Vec<SortKey>, DataError> {
+    let Some(sort) = sort.filter(|s| !s.trim().is_empty()) else {
+        return Ok(vec![SortKey {
+            column: "created_at".into(),
+            descending: false,
+        }]);
+    };
+    let mut keys = Vec::new();
+    for part in sort.split(',') {
+        let part = part.trim();
+        let (descending, name) = match part.strip_prefix('-') {
+            Some(name) => (true, name),
+            None => (false, part.strip_prefix('+').unwrap_or(part)),
+        };
+        match compiled.field_kind(name) {
+            None => return Err(DataError::InvalidSort(format!("no field named {name:?}"))),
+            Some(FieldKind::Json) => {
+                return Err(DataError::InvalidSort(format!(
+                    "{name} is json and does not sort"
+                )));
+            }
+            Some(_) => keys.push(SortKey {
+                column: name.to_owned(),
+                descending,
+            }),
+        }
+        if keys.len() > 4 {
+            return Err(DataError::InvalidSort("at most 4 sort fields".into()));
+        }
+    }
+    Ok(keys)
+}
+
+fn cursor_value(value: &SqlValue) -> Json {
+    match value {
+        SqlValue::Null => Json::Null,
+        SqlValue::Bool(b) => Json::Bool(*b),
+        SqlValue::Int(i) => serde_json::json!({ "i": i }),
+        SqlValue::Float(f) => serde_json::json!({ "f": f }),
+        SqlValue::Text(t) => Json::String(t.clone()),
+    }
+}
+
+fn encode_cursor(sort: &[SortKey], record: &Record) -> String {
+    let value_of = |column: &str| {
+        record
+            .iter()
+            .find(|(name, _)| name == column)
+            .map_or(Json::Null, |(_, v)| cursor_value(v))
+    };
+    let mut values: Vec<Json> = sort.iter().map(|k| value_of(&k.column)).collect();
+    values.push(value_of("id"));
+    URL_SAFE_NO_PAD.encode(Json::Array(values).to_string())
+}
+
+fn decode_cursor(cursor: &str, keys: usize) -> Result<(Vec<SqlValue>, String), DataError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| DataError::InvalidCursor)?;
+    let values: Vec<Json> = serde_json::from_slice(&bytes).map_err(|_| DataError::InvalidCursor)?;
+    if values.len() != keys + 1 {
+        return Err(DataError::InvalidCursor);
+    }
+    let mut sql = Vec::new();
+    for value in &values[..keys] {
+        sql.push(match value {
+            Json::Null => SqlValue::Null,
+            Json::Bool(b) => SqlValue::Bool(*b),
+            Json::String(s) => SqlValue::Text(s.clone()),
+            Json::Object(o) => match (
+                o.get("i").and_then(Json::as_i64),
+                o.get("f").and_then(Json::as_f64),
+            ) {
+                (Some(i), _) => SqlValue::Int(i),
+                (None, Some(f)) => SqlValue::Float(f),
+                _ => return Err(DataError::InvalidCursor),
+            },
+            _ => return Err(DataError::InvalidCursor),
+        });
+    }
+    let id = values[keys]
+        .as_str()
+        .ok_or(DataError::InvalidCursor)?
+        .to_owned();
+    Ok((sql, id))
+}

@@ -1,0 +1,478 @@
+//! Collections, records and rules, for two users and an admin, through real HTTP on SQLite.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{Expect, TestApp};
+
+struct Scene {
+    t: TestApp,
+    key: String,
+    alice: String,
+    bob: String,
+    alice_id: String,
+    bob_id: String,
+}
+
+async fn scene() -> Scene {
+    let t = TestApp::start().await;
+    let key = t.create_app("notes").await;
+    t.admin(Method::PUT, "/v1/admin/apps/notes/auth/providers/dev")
+        .json(&json!({ "enabled": true }))
+        .expect(StatusCode::OK)
+        .await;
+    let login = |user: &str| {
+        t.request(Method::POST, "/v1/apps/notes/auth/sessions")
+            .json(&json!({ "provider": "dev", "user": user }))
+    };
+    let alice = login("alice").expect(StatusCode::CREATED).await;
+    let bob = login("bob").expect(StatusCode::CREATED).await;
+    let created = t
+        .admin(Method::PUT, "/v1/admin/apps/notes/collections/todos")
+        .json(&json!({
+            "fields": [
+                { "name": "title", "type": "text", "required": true, "max_length": 200 },
+                { "name": "done", "type": "bool", "default": false },
+                { "name": "priority", "type": "integer", "min": 0, "max": 5 },
+                { "name": "meta", "type": "json" },
+                { "name": "due", "type": "datetime" }
+            ],
+            "indexes": [{ "fields": ["done"] }]
+        }))
+        .expect(StatusCode::CREATED)
+        .await;
+    assert_eq!(
+        created["rules"]["list"], "owner = @auth.id",
+        "the default: only the owner"
+    );
+    Scene {
+        alice_id: alice["user"]["id"].as_str().unwrap().to_owned(),
+        bob_id: bob["user"]["id"].as_str().unwrap().to_owned(),
+        alice: alice["access_token"].as_str().unwrap().to_owned(),
+        bob: bob["access_token"].as_str().unwrap().to_owned(),
+        key,
+        t,
+    }
+}
+
+impl Scene {
+    fn records(&self, method: Method, token: Option<&str>, path: &str) -> reqwest::RequestBuilder {
+        let request = self.t.request(
+            method,
+            &format!("/v1/apps/notes/collections/todos/records{path}"),
+        );
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn create(&self, token: &str, body: Value) -> Value {
+        self.records(Method::POST, Some(token), "")
+            .json(&body)
+            .expect(StatusCode::CREATED)
+            .await
+    }
+
+    async fn list(&self, token: Option<&str>, query: &str) -> Value {
+        self.records(Method::GET, token, &format!("?{query}"))
+            .expect(StatusCode::OK)
+            .await
+    }
+}
+
+fn titles(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["title"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn each_user_sees_and_changes_only_their_own_records() {
+    let s = scene().await;
+    for (title, priority) in [("milk", 1), ("rent", 4), ("dog", 2)] {
+        let record = s
+            .create(&s.alice, json!({ "title": title, "priority": priority }))
+            .await;
+        assert_eq!(record["owner"], s.alice_id.as_str());
+        assert_eq!(record["done"], false, "the default applies");
+        assert!(record["created_at"].as_str().unwrap().ends_with('Z'));
+    }
+    let bobs = s
+        .create(
+            &s.bob,
+            json!({ "title": "bob's", "meta": { "tags": ["x"] } }),
+        )
+        .await;
+    s.create(&s.bob, json!({ "title": "bob's too" })).await;
+
+    assert_eq!(s.list(Some(&s.alice), "count=true").await["total"], 3);
+    assert_eq!(s.list(Some(&s.bob), "count=true").await["total"], 2);
+    assert_eq!(
+        s.list(None, "count=true").await["total"],
+        0,
+        "nobody sees nothing"
+    );
+    assert_eq!(
+        s.list(Some(&s.key), "count=true").await["total"],
+        5,
+        "the secret key sees all"
+    );
+
+    // Another user's record answers exactly as a missing one.
+    let theirs = format!("/{}", bobs["id"].as_str().unwrap());
+    for (method, body) in [
+        (Method::GET, None),
+        (Method::PATCH, Some(json!({ "done": true }))),
+        (Method::DELETE, None),
+    ] {
+        let mut request = s.records(method.clone(), Some(&s.alice), &theirs);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request
+            .expect_error(StatusCode::NOT_FOUND, "record_not_found")
+            .await;
+        s.records(method, Some(&s.alice), "/no-such-id")
+            .json(&json!({}))
+            .expect_error(StatusCode::NOT_FOUND, "record_not_found")
+            .await;
+    }
+    // A filter can not widen the rule: it is ANDed into it.
+    let widened = s
+        .list(
+            Some(&s.alice),
+            &format!(
+                "filter={}",
+                urlencode(&format!("owner = '{}' || true", s.bob_id))
+            ),
+        )
+        .await;
+    assert!(
+        titles(&widened).iter().all(|t| !t.starts_with("bob")),
+        "{widened}"
+    );
+    let bobs_view = s
+        .records(Method::GET, Some(&s.bob), &theirs)
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(bobs_view["meta"], json!({ "tags": ["x"] }));
+
+    // The owner may change and delete.
+    let updated = s
+        .records(Method::PATCH, Some(&s.bob), &theirs)
+        .json(&json!({ "done": true }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(updated["done"], true);
+    assert_eq!(updated["title"], "bob's");
+    let response = s
+        .records(Method::DELETE, Some(&s.bob), &theirs)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(s.list(Some(&s.bob), "count=true").await["total"], 1);
+    s.t.stop().await;
+}
+
+#[tokio::test]
+async fn filters_sorts_and_cursor_pages() {
+    let s = scene().await;
+    for (i, title) in ["a", "b", "c", "d", "e", "f", "g"].iter().enumerate() {
+        let body =
+            json!({ "title": title, "priority": i % 3, "done": i % 2 == 0, "meta": { "n": i } });
+        s.create(&s.alice, body).await;
+    }
+    let page = s
+        .list(
+            Some(&s.alice),
+            &format!(
+                "filter={}&sort=-priority,title",
+                urlencode("done = true && priority >= 1")
+            ),
+        )
+        .await;
+    assert_eq!(titles(&page), ["c", "e"]);
+    let page = s
+        .list(
+            Some(&s.alice),
+            &format!("filter={}", urlencode("meta.n > 4 || title ~ 'B'")),
+        )
+        .await;
+    assert_eq!(titles(&page), ["b", "f", "g"]);
+
+    let mut seen = Vec::new();
+    let mut query = "sort=-priority,title&limit=3".to_owned();
+    loop {
+        let page = s.list(Some(&s.alice), &query).await;
+        seen.extend(titles(&page));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => query = format!("sort=-priority,title&limit=3&cursor={cursor}"),
+            None => break,
+        }
+        // A record created between pages does not shift the pages.
+        s.create(&s.alice, json!({ "title": "zz", "priority": 0 }))
+            .await;
+    }
+    assert_eq!(&seen[..7], ["c", "f", "b", "e", "a", "d", "g"]);
+    let offset = s.list(Some(&s.alice), "sort=title&limit=2&offset=2").await;
+    assert_eq!(titles(&offset), ["c", "d"]);
+    s.t.stop().await;
+}
+
+#[tokio::test]
+async fn bad_records_bad_queries_and_bypass_attempts_get_their_codes() {
+    let s = scene().await;
+    let post = |body: Value| s.records(Method::POST, Some(&s.alice), "").json(&body);
+    for (body, code) in [
+        (
+            json!({ "title": "x", "owner": "someone" }),
+            "read_only_field",
+        ),
+        (json!({ "title": "x", "id": "mine" }), "read_only_field"),
+        (
+            json!({ "title": "x", "created_at": "2020-01-01T00:00:00Z" }),
+            "read_only_field",
+        ),
+        (json!({ "title": "x", "colour": "red" }), "unknown_field"),
+        (json!({ "priority": 1 }), "missing_field"),
+        (json!({ "title": 42 }), "invalid_field_value"),
+        (json!({ "title": ["x"] }), "invalid_field_value"),
+        (
+            json!({ "title": "x", "priority": 9 }),
+            "invalid_field_value",
+        ),
+        (
+            json!({ "title": "x", "priority": 1.5 }),
+            "invalid_field_value",
+        ),
+        (
+            json!({ "title": "x", "due": "tomorrow" }),
+            "invalid_field_value",
+        ),
+        (json!({ "title": "x".repeat(201) }), "invalid_field_value"),
+    ] {
+        post(body.clone())
+            .expect_error(StatusCode::BAD_REQUEST, code)
+            .await;
+    }
+    s.records(Method::POST, None, "")
+        .json(&json!({ "title": "x" }))
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    let mine = s.create(&s.alice, json!({ "title": "kept" })).await;
+    s.records(
+        Method::PATCH,
+        Some(&s.alice),
+        &format!("/{}", mine["id"].as_str().unwrap()),
+    )
+    .json(&json!({ "title": null }))
+    .expect_error(StatusCode::BAD_REQUEST, "missing_field")
+    .await;
+    s.records(
+        Method::PATCH,
+        Some(&s.alice),
+        &format!("/{}", mine["id"].as_str().unwrap()),
+    )
+    .json(&json!({ "owner": s.bob_id }))
+    .expect_error(StatusCode::BAD_REQUEST, "read_only_field")
+    .await;
+
+    for (query, code) in [
+        ("filter=title%20%3D", "invalid_filter"),
+        ("filter=nope%20%3D%201", "unknown_field"),
+        ("filter=priority%20%3D%20'high'", "type_mismatch"),
+        ("filter=title%20%3D%20'x''%20OR%201%3D1", "invalid_filter"),
+        ("sort=title%3B%20DROP%20TABLE%20r_todos", "invalid_sort"),
+        ("sort=meta", "invalid_sort"),
+        ("cursor=not-a-cursor", "invalid_cursor"),
+        ("limit=501", "invalid_query"),
+        ("limit=0", "invalid_query"),
+        ("colour=red", "invalid_query"),
+    ] {
+        s.records(Method::GET, Some(&s.alice), &format!("?{query}"))
+            .expect_error(StatusCode::BAD_REQUEST, code)
+            .await;
+    }
+    let long = urlencode(&format!("title = '{}'", "x".repeat(5000)));
+    s.records(Method::GET, Some(&s.alice), &format!("?filter={long}"))
+        .expect_error(StatusCode::BAD_REQUEST, "filter_too_long")
+        .await;
+    // Nothing above changed a row.
+    assert_eq!(titles(&s.list(Some(&s.alice), "").await), ["kept"]);
+    assert_eq!(s.list(Some(&s.key), "count=true").await["total"], 1);
+    s.t.stop().await;
+}
+
+#[tokio::test]
+async fn collections_declare_their_rules_and_constraints() {
+    let s = scene().await;
+    let put = |name: &str, body: Value| {
+        s.t.admin(
+            Method::PUT,
+            &format!("/v1/admin/apps/notes/collections/{name}"),
+        )
+        .json(&body)
+    };
+    // Public reading, signed-in writing, a unique field.
+    put(
+        "posts",
+        json!({
+            "fields": [{ "name": "slug", "type": "text", "unique": true, "required": true }],
+            "rules": { "list": "", "view": "" }
+        }),
+    )
+    .expect(StatusCode::CREATED)
+    .await;
+    let posts = |token: Option<&str>| {
+        let request =
+            s.t.request(Method::POST, "/v1/apps/notes/collections/posts/records");
+        match token {
+            Some(token) => request.bearer_auth(token.to_owned()),
+            None => request,
+        }
+    };
+    posts(Some(&s.alice))
+        .json(&json!({ "slug": "hello" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    posts(Some(&s.bob))
+        .json(&json!({ "slug": "hello" }))
+        .expect_error(StatusCode::CONFLICT, "unique_violation")
+        .await;
+    let public =
+        s.t.request(Method::GET, "/v1/apps/notes/collections/posts/records")
+            .expect(StatusCode::OK)
+            .await;
+    assert_eq!(
+        public["items"].as_array().unwrap().len(),
+        1,
+        "anyone may list"
+    );
+
+    // Locked: only the admin token and the secret key.
+    put(
+        "audit",
+        json!({
+            "fields": [{ "name": "line", "type": "text" }],
+            "rules": { "list": null, "view": null, "create": null, "update": null, "delete": null }
+        }),
+    )
+    .expect(StatusCode::CREATED)
+    .await;
+    let audit = "/v1/apps/notes/collections/audit/records";
+    s.t.request(Method::POST, audit)
+        .bearer_auth(&s.alice)
+        .json(&json!({ "line": "x" }))
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    s.t.request(Method::POST, audit)
+        .bearer_auth(&s.key)
+        .json(&json!({ "line": "by the server" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let seen =
+        s.t.request(Method::GET, audit)
+            .bearer_auth(&s.alice)
+            .expect(StatusCode::OK)
+            .await;
+    assert_eq!(seen["items"].as_array().unwrap().len(), 0);
+
+    // A create rule on the written data.
+    put(
+        "votes",
+        json!({
+            "fields": [{ "name": "stars", "type": "integer" }],
+            "rules": { "create": "@auth.id != null && @request.data.stars <= 5" }
+        }),
+    )
+    .expect(StatusCode::CREATED)
+    .await;
+    let votes = "/v1/apps/notes/collections/votes/records";
+    s.t.request(Method::POST, votes)
+        .bearer_auth(&s.alice)
+        .json(&json!({ "stars": 5 }))
+        .expect(StatusCode::CREATED)
+        .await;
+    s.t.request(Method::POST, votes)
+        .bearer_auth(&s.alice)
+        .json(&json!({ "stars": 6 }))
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+
+    // Definitions are checked; the same one again is a no-op; another is refused.
+    for (body, code) in [
+        (
+            json!({ "fields": [{ "name": "Bad Name", "type": "text" }] }),
+            "invalid_collection",
+        ),
+        (
+            json!({ "fields": [{ "name": "owner", "type": "text" }] }),
+            "invalid_collection",
+        ),
+        (
+            json!({ "fields": [{ "name": "x", "type": "colour" }] }),
+            "invalid_body",
+        ),
+        (
+            json!({ "rules": { "list": "nope = 1" } }),
+            "invalid_collection",
+        ),
+        (json!({ "rules": { "peek": "" } }), "invalid_collection"),
+        (
+            json!({ "fields": [{ "name": "n", "type": "integer", "default": "one" }] }),
+            "invalid_collection",
+        ),
+    ] {
+        let status = if code == "invalid_body" {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        put("broken", body).expect_error(status, code).await;
+    }
+    put("votes", json!({ "fields": [{ "name": "stars", "type": "integer" }], "rules": { "create": "@auth.id != null && @request.data.stars <= 5" } }))
+        .expect(StatusCode::OK)
+        .await;
+    put("votes", json!({ "fields": [] }))
+        .expect_error(StatusCode::CONFLICT, "collection_exists")
+        .await;
+    let listed =
+        s.t.admin(Method::GET, "/v1/admin/apps/notes/collections")
+            .expect(StatusCode::OK)
+            .await;
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["audit", "posts", "todos", "votes"]);
+    let response =
+        s.t.admin(Method::DELETE, "/v1/admin/apps/notes/collections/votes")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    s.t.request(Method::GET, votes)
+        .bearer_auth(&s.alice)
+        .expect_error(StatusCode::NOT_FOUND, "collection_not_found")
+        .await;
+    s.t.request(Method::GET, "/v1/apps/ghost/collections/todos/records")
+        .expect_error(StatusCode::NOT_FOUND, "app_not_found")
+        .await;
+    s.t.stop().await;
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
