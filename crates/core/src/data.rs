@@ -17,7 +17,7 @@ use cloudlet_query::{
 };
 use cloudlet_store::{
     CollectionRow, ColumnDef, ColumnType, Condition, IndexDef, Record, RecordStore, Select,
-    SortKey, SqlValue, StoreError, TableDef,
+    SortKey, SqlValue, StoreError, TableChange, TableDef,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
@@ -42,6 +42,8 @@ pub enum DataError {
     CollectionExists(String),
     #[error("invalid collection: {0}")]
     InvalidCollection(String),
+    #[error("{0}; send \"force\": true to do it anyway")]
+    DestructiveChange(String),
     #[error("no such record")]
     RecordNotFound,
     #[error("the {0} rule does not allow this")]
@@ -146,6 +148,9 @@ pub struct CollectionDef {
     /// app's secret key. A rule left out gets the default: only the owner.
     #[serde(default)]
     pub rules: BTreeMap<String, Option<String>>,
+    /// Allows an alteration that loses data (dropping a field, changing its type).
+    #[serde(default, skip_serializing)]
+    pub force: bool,
 }
 
 const ACTIONS: [&str; 5] = ["list", "view", "create", "update", "delete"];
@@ -570,13 +575,30 @@ impl Data {
                 "collection name {name:?}: 1 to 40 of a-z, 0-9 and _, starting with a letter"
             )));
         }
-        let compiled = Compiled::new(def, 1)?;
-        if let Some(existing) = self.collections_of(app).await?.get(name) {
+        let force = def.force;
+        let def = CollectionDef {
+            force: false,
+            ..def
+        };
+        if let Some(existing) = self.collections_of(app).await?.get(name).cloned() {
+            let compiled = Compiled::new(def, existing.version + 1)?;
             if existing.def == compiled.def {
-                return Ok((view(name, existing), false));
+                return Ok((view(name, &existing), false));
             }
-            return Err(DataError::CollectionExists(name.to_owned()));
+            let change = alteration(&existing, &compiled, force)?;
+            let definition = serde_json::to_string(&compiled.def)
+                .map_err(|e| DataError::InvalidCollection(e.to_string()))?;
+            let row = CollectionRow {
+                name: name.to_owned(),
+                definition,
+                version: compiled.version,
+            };
+            let altered = self.0.records.alter_collection(app, row, change).await;
+            self.forget(app);
+            altered?;
+            return Ok((view(name, &compiled), false));
         }
+        let compiled = Compiled::new(def, 1)?;
         let definition = serde_json::to_string(&compiled.def)
             .map_err(|e| DataError::InvalidCollection(e.to_string()))?;
         let row = CollectionRow {
@@ -938,6 +960,58 @@ impl Data {
             old,
             new,
         });
+    }
+}
+
+/// How the table changes from `old` to `new`: new fields become columns (no row is rewritten);
+/// dropped fields and changed types lose values, so they need `force`.
+fn alteration(old: &Compiled, new: &Compiled, force: bool) -> Result<TableChange, DataError> {
+    let mut change = TableChange::default();
+    let destructive = |what: String| {
+        if force {
+            Ok(())
+        } else {
+            Err(DataError::DestructiveChange(what))
+        }
+    };
+    for (name, field) in &old.fields {
+        match new.fields.get(name) {
+            None => {
+                destructive(format!("dropping field {name} deletes its values"))?;
+                change.drop.push(name.clone());
+            }
+            Some(now) if now.field_type != field.field_type => {
+                destructive(format!("changing the type of {name} deletes its values"))?;
+                change.drop.push(name.clone());
+                change.add.push(column(now));
+            }
+            Some(_) => {}
+        }
+    }
+    for (name, field) in &new.fields {
+        if !old.fields.contains_key(name) {
+            change.add.push(column(field));
+        }
+    }
+    change.indexes = new
+        .def
+        .fields
+        .iter()
+        .filter(|f| f.unique)
+        .map(|f| IndexDef {
+            columns: vec![f.name.clone()],
+            unique: true,
+        })
+        .chain(new.table().indexes)
+        .collect();
+    Ok(change)
+}
+
+fn column(field: &FieldDef) -> ColumnDef {
+    ColumnDef {
+        name: field.name.clone(),
+        column_type: column_type(field.field_type),
+        unique: field.unique,
     }
 }
 

@@ -49,6 +49,15 @@ pub struct TableDef {
     pub indexes: Vec<IndexDef>,
 }
 
+/// How a collection's table changes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TableChange {
+    pub add: Vec<ColumnDef>,
+    pub drop: Vec<String>,
+    /// The complete new set of declared indexes (unique columns included).
+    pub indexes: Vec<IndexDef>,
+}
+
 /// A collection as stored: its definition (JSON, owned by core) and its schema version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CollectionRow {
@@ -104,6 +113,15 @@ pub trait RecordStore: Send + Sync {
         app: &str,
         collection: CollectionRow,
         table: TableDef,
+    ) -> Result<(), StoreError>;
+    /// Changes a collection's table: adds and drops columns and replaces its declared indexes,
+    /// and stores the new definition and version, in one transaction. Adding a column never
+    /// rewrites rows; dropping one deletes its values.
+    async fn alter_collection(
+        &self,
+        app: &str,
+        collection: CollectionRow,
+        change: TableChange,
     ) -> Result<(), StoreError>;
     /// Drops the collection and its table with every record; false if there was none.
     async fn drop_collection(&self, app: &str, name: &str) -> Result<bool, StoreError>;

@@ -200,7 +200,10 @@ async fn filters_sorts_and_cursor_pages() {
     let page = s
         .list(
             Some(&s.alice),
-            &format!("filter={}", urlencode("meta.n > 4 || title ~ 'B'")),
+            &format!(
+                "filter={}&sort=title",
+                urlencode("meta.n > 4 || title ~ 'B'")
+            ),
         )
         .await;
     assert_eq!(titles(&page), ["b", "f", "g"]);
@@ -439,7 +442,7 @@ async fn collections_declare_their_rules_and_constraints() {
         .expect(StatusCode::OK)
         .await;
     put("votes", json!({ "fields": [] }))
-        .expect_error(StatusCode::CONFLICT, "collection_exists")
+        .expect_error(StatusCode::CONFLICT, "destructive_change")
         .await;
     let listed =
         s.t.admin(Method::GET, "/v1/admin/apps/notes/collections")
@@ -475,4 +478,99 @@ fn urlencode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[tokio::test]
+async fn collections_alter_without_rewriting_and_lose_data_only_when_forced() {
+    let s = scene().await;
+    let first = s
+        .create(&s.alice, json!({ "title": "kept", "priority": 3 }))
+        .await;
+    let id = format!("/{}", first["id"].as_str().unwrap());
+    let put = |body: Value| {
+        s.t.admin(Method::PUT, "/v1/admin/apps/notes/collections/todos")
+            .json(&body)
+    };
+    let fields = |extra: Value| {
+        let mut fields = vec![
+            json!({ "name": "title", "type": "text", "required": true, "max_length": 200 }),
+            json!({ "name": "done", "type": "bool", "default": false }),
+            json!({ "name": "priority", "type": "integer", "min": 0, "max": 5 }),
+            json!({ "name": "meta", "type": "json" }),
+            json!({ "name": "due", "type": "datetime" }),
+        ];
+        if let Value::Array(more) = extra {
+            fields.extend(more);
+        }
+        fields
+    };
+
+    // A new field and an open list rule: no row rewritten, the record still there.
+    let altered = put(json!({
+        "fields": fields(json!([{ "name": "tags", "type": "json" }])),
+        "indexes": [{ "fields": ["done"] }],
+        "rules": { "list": "" }
+    }))
+    .expect(StatusCode::OK)
+    .await;
+    assert_eq!(altered["version"], 2);
+    let seen = s
+        .records(Method::GET, Some(&s.alice), &id)
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(
+        (
+            seen["title"].as_str(),
+            seen["priority"].as_i64(),
+            seen["tags"].is_null()
+        ),
+        (Some("kept"), Some(3), true)
+    );
+    assert_eq!(
+        s.list(None, "count=true").await["total"],
+        1,
+        "the list rule changed"
+    );
+
+    // Dropping a field or changing a type loses values: only with force.
+    let without_priority: Vec<Value> = fields(json!([]))
+        .into_iter()
+        .filter(|f| f["name"] != "priority")
+        .collect();
+    put(json!({ "fields": without_priority }))
+        .expect_error(StatusCode::CONFLICT, "destructive_change")
+        .await;
+    let mut retyped = fields(json!([]));
+    retyped[0] = json!({ "name": "title", "type": "integer" });
+    put(json!({ "fields": retyped }))
+        .expect_error(StatusCode::CONFLICT, "destructive_change")
+        .await;
+    assert_eq!(
+        s.records(Method::GET, Some(&s.alice), &id)
+            .expect(StatusCode::OK)
+            .await["priority"],
+        3
+    );
+    put(json!({ "fields": without_priority, "force": true }))
+        .expect(StatusCode::OK)
+        .await;
+    let seen = s
+        .records(Method::GET, Some(&s.alice), &id)
+        .expect(StatusCode::OK)
+        .await;
+    assert!(seen.get("priority").is_none(), "{seen}");
+    s.create(&s.alice, json!({ "title": "kept" })).await;
+
+    // A unique constraint over duplicate values is refused, and nothing changes.
+    let mut unique_title: Vec<Value> = without_priority.clone();
+    unique_title[0] = json!({ "name": "title", "type": "text", "required": true, "unique": true });
+    put(json!({ "fields": unique_title }))
+        .expect_error(StatusCode::CONFLICT, "unique_violation")
+        .await;
+    let shown =
+        s.t.admin(Method::GET, "/v1/admin/apps/notes/collections/todos")
+            .expect(StatusCode::OK)
+            .await;
+    assert_eq!(shown["version"], 3);
+    s.t.stop().await;
 }

@@ -8,7 +8,8 @@ use rusqlite::{Connection, ToSql, params};
 use super::SqliteTenants;
 use crate::StoreError;
 use crate::records::{
-    CollectionRow, ColumnType, Condition, Record, RecordStore, Select, SortKey, SqlValue, TableDef,
+    CollectionRow, ColumnType, Condition, IndexDef, Record, RecordStore, Select, SortKey, SqlValue,
+    TableChange, TableDef,
 };
 
 /// Schema step 4 of an app database.
@@ -51,21 +52,27 @@ fn value_of(value: ValueRef<'_>) -> SqlValue {
     }
 }
 
-/// Reads every column of the rows `sql` selects, with their names.
+/// Reads every column of the rows `sql` selects, with their names. The names are read from the
+/// first row's statement: a cached statement is prepared again after an altered table, and only
+/// then has the table's current columns.
 fn query_records(
     conn: &Connection,
     sql: &str,
     params: &[SqlValue],
 ) -> Result<Vec<Record>, StoreError> {
     let mut statement = conn.prepare_cached(sql)?;
-    let names: Vec<String> = statement
-        .column_names()
-        .iter()
-        .map(|n| (*n).to_owned())
-        .collect();
     let mut rows = statement.query(rusqlite::params_from_iter(params.iter()))?;
+    let mut names: Vec<String> = Vec::new();
     let mut records = Vec::new();
     while let Some(row) = rows.next()? {
+        if names.is_empty() {
+            names = row
+                .as_ref()
+                .column_names()
+                .iter()
+                .map(|n| (*n).to_owned())
+                .collect();
+        }
         let mut record = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
             record.push((name.clone(), value_of(row.get_ref(i)?)));
@@ -83,13 +90,11 @@ fn create_table_sql(collection: &str, definition: &TableDef) -> Vec<String> {
         "\"owner\" TEXT".to_owned(),
     ];
     for column in &definition.columns {
-        let ty = match column.column_type {
-            ColumnType::Text | ColumnType::Json => "TEXT",
-            ColumnType::Real => "REAL",
-            ColumnType::Integer | ColumnType::Bool => "INTEGER",
-        };
-        let unique = if column.unique { " UNIQUE" } else { "" };
-        columns.push(format!("{} {ty}{unique}", quote(&column.name)));
+        columns.push(format!(
+            "{} {}",
+            quote(&column.name),
+            sqlite_type(column.column_type)
+        ));
     }
     let name = format!("r_{collection}");
     let mut statements = vec![
@@ -109,17 +114,45 @@ fn create_table_sql(collection: &str, definition: &TableDef) -> Vec<String> {
             table(collection)
         ),
     ];
-    for (i, index) in definition.indexes.iter().enumerate() {
-        let columns: Vec<String> = index.columns.iter().map(|c| quote(c)).collect();
-        statements.push(format!(
-            "CREATE {}INDEX {} ON {} ({})",
-            if index.unique { "UNIQUE " } else { "" },
-            quote(&format!("{name}_i{i}")),
-            table(collection),
-            columns.join(", ")
-        ));
-    }
+    // Unique columns are unique indexes, so that altering can add and drop them.
+    let mut indexes: Vec<IndexDef> = definition
+        .columns
+        .iter()
+        .filter(|c| c.unique)
+        .map(|c| IndexDef {
+            columns: vec![c.name.clone()],
+            unique: true,
+        })
+        .collect();
+    indexes.extend(definition.indexes.iter().cloned());
+    statements.extend(index_sql(collection, &indexes));
     statements
+}
+
+fn sqlite_type(column_type: ColumnType) -> &'static str {
+    match column_type {
+        ColumnType::Text | ColumnType::Json => "TEXT",
+        ColumnType::Real => "REAL",
+        ColumnType::Integer | ColumnType::Bool => "INTEGER",
+    }
+}
+
+/// The declared indexes of a collection's table, named `r_{collection}_i{n}`.
+fn index_sql(collection: &str, indexes: &[IndexDef]) -> Vec<String> {
+    indexes
+        .iter()
+        .enumerate()
+        .map(|(i, index)| {
+            let columns: Vec<String> = index.columns.iter().map(|c| quote(c)).collect();
+            format!(
+                "CREATE {}INDEX {} ON {} ({})",
+                if index.unique { "UNIQUE " } else { "" },
+                quote(&format!("r_{collection}_i{i}")),
+                table(collection),
+                columns.join(", ")
+            )
+        })
+        .collect()
 }
 
 /// The keyset condition "after this record in this order", NULL-aware: SQLite sorts NULL first
@@ -197,6 +230,62 @@ impl RecordStore for SqliteTenants {
             .map_err(StoreError::from_write)?;
             for statement in create_table_sql(&collection.name, &definition) {
                 c.execute_batch(&statement)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn alter_collection(
+        &self,
+        app: &str,
+        collection: CollectionRow,
+        change: TableChange,
+    ) -> Result<(), StoreError> {
+        self.write_app(app, move |c| {
+            let name = collection.name.clone();
+            let updated = c.execute(
+                "UPDATE _collections SET definition = ?2, version = ?3 WHERE name = ?1",
+                params![collection.name, collection.definition, collection.version],
+            )?;
+            if updated == 0 {
+                return Err(StoreError::NoSuchTenant);
+            }
+            // Declared indexes are dropped and made again; the system ones stay.
+            let existing: Vec<String> = c
+                .prepare(
+                    "SELECT name FROM sqlite_master
+                     WHERE type = 'index' AND tbl_name = ?1 AND name LIKE ?2 ESCAPE '\\'",
+                )?
+                .query_map(
+                    params![
+                        format!("r_{name}"),
+                        format!("r_{name}_i").replace('_', "\\_") + "%"
+                    ],
+                    |r| r.get(0),
+                )?
+                .collect::<Result<_, _>>()?;
+            for index in existing {
+                c.execute_batch(&format!("DROP INDEX {}", quote(&index)))?;
+            }
+            for column in &change.drop {
+                c.execute_batch(&format!(
+                    "ALTER TABLE {} DROP COLUMN {}",
+                    table(&name),
+                    quote(column)
+                ))?;
+            }
+            for column in &change.add {
+                c.execute_batch(&format!(
+                    "ALTER TABLE {} ADD COLUMN {} {}",
+                    table(&name),
+                    quote(&column.name),
+                    sqlite_type(column.column_type)
+                ))?;
+            }
+            for statement in index_sql(&name, &change.indexes) {
+                c.execute_batch(&statement)
+                    .map_err(StoreError::from_write)?;
             }
             Ok(())
         })
@@ -645,5 +734,84 @@ mod tests {
         assert!(s.drop_collection("app", "todos").await.unwrap());
         assert!(!s.drop_collection("app", "todos").await.unwrap());
         assert!(s.collections("app").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn altering_adds_and_drops_columns_and_remakes_indexes() {
+        let (_dir, s) = store().await;
+        s.insert(
+            "app",
+            "todos",
+            record("a", "alice", Some(1), "c1"),
+            Condition::always(),
+        )
+        .await
+        .unwrap();
+        // Read once before altering, so that the statement is cached with the old columns.
+        assert!(
+            s.get("app", "todos", "a", Condition::always())
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let row = |version| CollectionRow {
+            name: "todos".into(),
+            definition: "{}".into(),
+            version,
+        };
+        let change = TableChange {
+            add: vec![ColumnDef {
+                name: "tags".into(),
+                column_type: ColumnType::Json,
+                unique: false,
+            }],
+            drop: vec!["rank".into()],
+            indexes: vec![
+                IndexDef {
+                    columns: vec!["code".into()],
+                    unique: true,
+                },
+                IndexDef {
+                    columns: vec!["tags".into()],
+                    unique: false,
+                },
+            ],
+        };
+        s.alter_collection("app", row(2), change).await.unwrap();
+        let got = s
+            .get("app", "todos", "a", Condition::always())
+            .await
+            .unwrap()
+            .unwrap();
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "id",
+                "created_at",
+                "updated_at",
+                "owner",
+                "title",
+                "code",
+                "tags"
+            ]
+        );
+        assert_eq!(s.collections("app").await.unwrap()[0].version, 2);
+        // The unique index survived the remake.
+        assert!(matches!(
+            s.insert(
+                "app",
+                "todos",
+                vec![
+                    ("id".into(), SqlValue::Text("b".into())),
+                    ("created_at".into(), SqlValue::Int(1)),
+                    ("updated_at".into(), SqlValue::Int(1)),
+                    ("code".into(), SqlValue::Text("c1".into())),
+                ],
+                Condition::always()
+            )
+            .await,
+            Err(StoreError::Conflict)
+        ));
     }
 }
