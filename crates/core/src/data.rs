@@ -16,8 +16,8 @@ use cloudlet_query::{
     Dialect, Expr, FieldType, Limits, Param, QueryError, Schema, SqlBuilder, Value,
 };
 use cloudlet_store::{
-    CollectionRow, ColumnDef, ColumnType, Condition, IndexDef, Record, RecordStore, Select,
-    SortKey, SqlValue, StoreError, TableChange, TableDef,
+    BatchOp, BatchOutcome, CollectionRow, ColumnDef, ColumnType, Condition, IndexDef, Record,
+    RecordStore, Select, SortKey, SqlValue, StoreError, TableChange, TableDef,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
@@ -26,6 +26,8 @@ use tokio::sync::broadcast;
 use crate::clock::{Clock, Timestamp};
 use crate::random::Random;
 
+/// The most writes in one batch.
+pub const MAX_BATCH: usize = 100;
 /// The most records one page returns.
 pub const MAX_PAGE: usize = 500;
 /// The largest record, as JSON.
@@ -68,6 +70,13 @@ pub enum DataError {
     UniqueViolation,
     #[error("a record is at most {MAX_RECORD_BYTES} bytes of JSON")]
     RecordTooLarge,
+    #[error("{0}")]
+    InvalidBatch(String),
+    #[error("operation {index}: {source}")]
+    InBatch {
+        index: usize,
+        source: Box<DataError>,
+    },
     #[error(transparent)]
     Store(StoreError),
 }
@@ -210,6 +219,7 @@ enum RuleSql {
 /// A collection ready to serve: its definition, schema and compiled rules.
 #[derive(Debug)]
 struct Compiled {
+    name: String,
     def: CollectionDef,
     version: i64,
     schema: Schema,
@@ -218,7 +228,7 @@ struct Compiled {
 }
 
 impl Compiled {
-    fn new(mut def: CollectionDef, version: i64) -> Result<Self, DataError> {
+    fn new(name: &str, mut def: CollectionDef, version: i64) -> Result<Self, DataError> {
         let invalid = |m: String| DataError::InvalidCollection(m);
         if def.fields.len() > MAX_FIELDS {
             return Err(invalid(format!("at most {MAX_FIELDS} fields")));
@@ -288,6 +298,7 @@ impl Compiled {
             rules.insert(action, rule);
         }
         Ok(Compiled {
+            name: name.to_owned(),
             def,
             version,
             schema,
@@ -446,6 +457,35 @@ pub struct ChangeEvent {
     pub new: Option<Json>,
 }
 
+/// One write of a batch, as the API takes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Write {
+    Create {
+        collection: String,
+        data: Map<String, Json>,
+    },
+    Update {
+        collection: String,
+        id: String,
+        data: Map<String, Json>,
+    },
+    Delete {
+        collection: String,
+        id: String,
+    },
+}
+
+impl Write {
+    fn collection(&self) -> &str {
+        match self {
+            Write::Create { collection, .. }
+            | Write::Update { collection, .. }
+            | Write::Delete { collection, .. } => collection,
+        }
+    }
+}
+
 /// What a listing asks for, as the API takes it.
 #[derive(Debug, Clone, Default)]
 pub struct ListRequest {
@@ -544,7 +584,10 @@ impl Data {
             let def: CollectionDef = serde_json::from_str(&row.definition).map_err(|e| {
                 DataError::Store(StoreError::Task(format!("stored definition: {e}")))
             })?;
-            loaded.insert(row.name.clone(), Arc::new(Compiled::new(def, row.version)?));
+            loaded.insert(
+                row.name.clone(),
+                Arc::new(Compiled::new(&row.name, def, row.version)?),
+            );
         }
         let loaded = Arc::new(loaded);
         self.0
@@ -581,7 +624,7 @@ impl Data {
             ..def
         };
         if let Some(existing) = self.collections_of(app).await?.get(name).cloned() {
-            let compiled = Compiled::new(def, existing.version + 1)?;
+            let compiled = Compiled::new(name, def, existing.version + 1)?;
             if existing.def == compiled.def {
                 return Ok((view(name, &existing), false));
             }
@@ -598,7 +641,7 @@ impl Data {
             altered?;
             return Ok((view(name, &compiled), false));
         }
-        let compiled = Compiled::new(def, 1)?;
+        let compiled = Compiled::new(name, def, 1)?;
         let definition = serde_json::to_string(&compiled.def)
             .map_err(|e| DataError::InvalidCollection(e.to_string()))?;
         let row = CollectionRow {
@@ -750,18 +793,17 @@ impl Data {
         Ok(record)
     }
 
-    pub async fn create(
+    /// A new record from `data`, with its id and the create rule to check on it.
+    fn new_record(
         &self,
-        app: &str,
-        collection: &str,
+        compiled: &Compiled,
         actor: &Actor,
-        data: Map<String, Json>,
-    ) -> Result<Json, DataError> {
-        let compiled = self.collection(app, collection).await?;
+        data: &Map<String, Json>,
+    ) -> Result<(String, Record, Condition), DataError> {
         let check = self
-            .rule(&compiled, "create", actor, Some(&data))
+            .rule(compiled, "create", actor, Some(data))
             .ok_or(DataError::Forbidden("create"))?;
-        let values = self.values(&compiled, &data, true)?;
+        let values = self.values(compiled, data, true)?;
         let now = self.0.clock.now().unix_ms();
         let mut id = [0u8; 12];
         self.0.random.fill(&mut id);
@@ -777,6 +819,149 @@ impl Data {
             ("owner".into(), owner),
         ];
         record.extend(values);
+        Ok((id, record, check))
+    }
+
+    /// The update rule to guard with and the columns `data` sets.
+    fn changes(
+        &self,
+        compiled: &Compiled,
+        actor: &Actor,
+        data: &Map<String, Json>,
+    ) -> Result<(Condition, Record), DataError> {
+        let condition = self
+            .rule(compiled, "update", actor, Some(data))
+            .ok_or(DataError::RecordNotFound)?;
+        let mut set = self.values(compiled, data, false)?;
+        set.push((
+            "updated_at".into(),
+            SqlValue::Int(self.0.clock.now().unix_ms()),
+        ));
+        Ok((condition, set))
+    }
+
+    /// Several writes in one transaction: all of them, or none. Each obeys its rules.
+    pub async fn batch(
+        &self,
+        app: &str,
+        actor: &Actor,
+        operations: Vec<Write>,
+    ) -> Result<Vec<Json>, DataError> {
+        if operations.is_empty() || operations.len() > MAX_BATCH {
+            return Err(DataError::InvalidBatch(format!(
+                "a batch holds 1 to {MAX_BATCH} operations"
+            )));
+        }
+        let mut prepared = Vec::with_capacity(operations.len());
+        let mut collections = Vec::with_capacity(operations.len());
+        for (index, operation) in operations.into_iter().enumerate() {
+            let in_batch = |source: DataError| DataError::InBatch {
+                index,
+                source: Box::new(source),
+            };
+            let name = operation.collection().to_owned();
+            let compiled = self.collection(app, &name).await.map_err(in_batch)?;
+            let op = match operation {
+                Write::Create { data, .. } => {
+                    let (_, record, check) =
+                        self.new_record(&compiled, actor, &data).map_err(in_batch)?;
+                    BatchOp::Insert {
+                        collection: name,
+                        record,
+                        check,
+                    }
+                }
+                Write::Update { id, data, .. } => {
+                    let (condition, set) =
+                        self.changes(&compiled, actor, &data).map_err(in_batch)?;
+                    BatchOp::Update {
+                        collection: name,
+                        id,
+                        condition,
+                        set,
+                    }
+                }
+                Write::Delete { id, .. } => {
+                    let condition = self
+                        .rule(&compiled, "delete", actor, None)
+                        .ok_or(DataError::RecordNotFound)
+                        .map_err(in_batch)?;
+                    BatchOp::Delete {
+                        collection: name,
+                        id,
+                        condition,
+                    }
+                }
+            };
+            prepared.push(op);
+            collections.push(compiled);
+        }
+        let outcomes = self
+            .0
+            .records
+            .batch(app, prepared)
+            .await
+            .map_err(|e| match e {
+                StoreError::InBatch { index, source } => DataError::InBatch {
+                    index,
+                    source: Box::new(match *source {
+                        StoreError::CheckFailed => DataError::Forbidden("create"),
+                        StoreError::NotFound => DataError::RecordNotFound,
+                        other => DataError::from(other),
+                    }),
+                },
+                other => DataError::from(other),
+            })?;
+        let mut results = Vec::with_capacity(outcomes.len());
+        for (outcome, compiled) in outcomes.iter().zip(&collections) {
+            let name = &compiled.name;
+            match outcome {
+                BatchOutcome::Inserted(record) => {
+                    let created = record_json(compiled, record);
+                    let id = created["id"].as_str().unwrap_or_default().to_owned();
+                    self.publish(
+                        app,
+                        name,
+                        &id,
+                        Operation::Create,
+                        None,
+                        Some(created.clone()),
+                    );
+                    results.push(created);
+                }
+                BatchOutcome::Updated(old, new) => {
+                    let (old, new) = (record_json(compiled, old), record_json(compiled, new));
+                    let id = new["id"].as_str().unwrap_or_default().to_owned();
+                    self.publish(
+                        app,
+                        name,
+                        &id,
+                        Operation::Update,
+                        Some(old),
+                        Some(new.clone()),
+                    );
+                    results.push(new);
+                }
+                BatchOutcome::Deleted(old) => {
+                    let old = record_json(compiled, old);
+                    let id = old["id"].as_str().unwrap_or_default().to_owned();
+                    self.publish(app, name, &id, Operation::Delete, Some(old), None);
+                    results.push(serde_json::json!({ "id": id, "deleted": true }));
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    pub async fn create(
+        &self,
+        app: &str,
+        collection: &str,
+        actor: &Actor,
+        data: Map<String, Json>,
+    ) -> Result<Json, DataError> {
+        let compiled = self.collection(app, collection).await?;
+        let (id, record, check) = self.new_record(&compiled, actor, &data)?;
         match self
             .0
             .records
@@ -828,14 +1013,7 @@ impl Data {
         data: Map<String, Json>,
     ) -> Result<Json, DataError> {
         let compiled = self.collection(app, collection).await?;
-        let condition = self
-            .rule(&compiled, "update", actor, Some(&data))
-            .ok_or(DataError::RecordNotFound)?;
-        let mut set = self.values(&compiled, &data, false)?;
-        set.push((
-            "updated_at".into(),
-            SqlValue::Int(self.0.clock.now().unix_ms()),
-        ));
+        let (condition, set) = self.changes(&compiled, actor, &data)?;
         let (old, new) = self
             .0
             .records

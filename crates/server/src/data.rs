@@ -6,10 +6,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use cloudlet_core::access::Caller;
 use cloudlet_core::auth::AuthError;
-use cloudlet_core::data::{Actor, CollectionDef, ListRequest};
+use cloudlet_core::data::{Actor, CollectionDef, ListRequest, Write};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
             "/v1/apps/{app}/collections/{collection}/records/{id}",
             get(get_record).patch(update_record).delete(delete_record),
         )
+        .route("/v1/apps/{app}/batch", post(batch))
 }
 
 /// Who is calling: a JWT is a user's access token; any other bearer must be the admin token or
@@ -184,4 +185,22 @@ async fn delete_record(
     let actor = actor(&state, &app, &headers).await?;
     state.data().delete(&app, &collection, &actor, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    operations: Vec<Write>,
+}
+
+/// `POST /v1/apps/{app}/batch`: several writes in one transaction, all or nothing.
+async fn batch(
+    State(state): State<AppState>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Batch>,
+) -> Result<Response, ApiError> {
+    let actor = actor(&state, &app, &headers).await?;
+    let results = state.data().batch(&app, &actor, body.operations).await?;
+    Ok(axum::Json(serde_json::json!({ "results": results })).into_response())
 }

@@ -71,6 +71,7 @@ pub enum Code {
     InvalidFieldValue,
     UniqueViolation,
     RecordTooLarge,
+    InvalidBatch,
     NotReady,
     InternalError,
 }
@@ -131,6 +132,7 @@ impl Code {
             Code::InvalidFieldValue => "invalid_field_value",
             Code::UniqueViolation => "unique_violation",
             Code::RecordTooLarge => "record_too_large",
+            Code::InvalidBatch => "invalid_batch",
             Code::NotReady => "not_ready",
             Code::InternalError => "internal_error",
         }
@@ -175,6 +177,7 @@ impl Code {
             Code::InvalidFieldValue => StatusCode::BAD_REQUEST,
             Code::UniqueViolation => StatusCode::CONFLICT,
             Code::RecordTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::InvalidBatch => StatusCode::BAD_REQUEST,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::InvalidJson | Code::InvalidQuery | Code::InvalidPath | Code::InvalidAppName => {
                 StatusCode::BAD_REQUEST
@@ -299,6 +302,14 @@ impl From<AuthError> for ApiError {
 
 impl From<DataError> for ApiError {
     fn from(e: DataError) -> Self {
+        // A failed batch answers with its failing operation's code, and says which it was.
+        let e = match e {
+            DataError::InBatch { index, source } => {
+                let inner = ApiError::from(*source);
+                return ApiError::new(inner.code, format!("operation {index}: {}", inner.message));
+            }
+            other => other,
+        };
         let code = match &e {
             DataError::CollectionNotFound(_) => Code::CollectionNotFound,
             DataError::CollectionExists(_) => Code::CollectionExists,
@@ -322,6 +333,8 @@ impl From<DataError> for ApiError {
             DataError::InvalidValue { .. } => Code::InvalidFieldValue,
             DataError::UniqueViolation => Code::UniqueViolation,
             DataError::RecordTooLarge => Code::RecordTooLarge,
+            DataError::InvalidBatch(_) => Code::InvalidBatch,
+            DataError::InBatch { .. } => unreachable!("taken apart above"),
             DataError::Store(StoreError::NoSuchTenant) => {
                 return ApiError::new(Code::AppNotFound, "no such app");
             }

@@ -8,6 +8,15 @@ pub enum StoreError {
     /// A uniqueness constraint refused the write (for example, an app name taken twice).
     #[error("a row with the same key already exists")]
     Conflict,
+    /// No row the condition allows.
+    #[error("no such row")]
+    NotFound,
+    /// Operation `index` of a batch failed; none of the batch was written.
+    #[error("operation {index} of the batch failed: {source}")]
+    InBatch {
+        index: usize,
+        source: Box<StoreError>,
+    },
     /// A write's check condition did not hold; the write was rolled back.
     #[error("the write's check condition does not hold")]
     CheckFailed,

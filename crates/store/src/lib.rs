@@ -21,8 +21,8 @@ mod users;
 pub use data_dir::DataDir;
 pub use error::StoreError;
 pub use records::{
-    CollectionRow, ColumnDef, ColumnType, Condition, IndexDef, Record, RecordStore, Select,
-    SortKey, SqlValue, TableChange, TableDef,
+    BatchOp, BatchOutcome, CollectionRow, ColumnDef, ColumnType, Condition, IndexDef, Record,
+    RecordStore, Select, SortKey, SqlValue, TableChange, TableDef,
 };
 pub use system::{AppRow, Page, ProviderRow, SigningKeyRow, SystemStore};
 pub use tenants::{TenantHealth, TenantStore};

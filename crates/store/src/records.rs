@@ -66,6 +66,35 @@ pub struct CollectionRow {
     pub version: i64,
 }
 
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchOp {
+    Insert {
+        collection: String,
+        record: Record,
+        check: Condition,
+    },
+    Update {
+        collection: String,
+        id: String,
+        condition: Condition,
+        set: Record,
+    },
+    Delete {
+        collection: String,
+        id: String,
+        condition: Condition,
+    },
+}
+
+/// What one write of a batch did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchOutcome {
+    Inserted(Record),
+    Updated(Record, Record),
+    Deleted(Record),
+}
+
 /// A record: column names and values, system columns first.
 pub type Record = Vec<(String, SqlValue)>;
 
@@ -160,6 +189,13 @@ pub trait RecordStore: Send + Sync {
         condition: Condition,
         set: Record,
     ) -> Result<Option<(Record, Record)>, StoreError>;
+    /// Runs the operations in one transaction: all of them, or, when one fails (its index in
+    /// [`StoreError::InBatch`]), none.
+    async fn batch(
+        &self,
+        app: &str,
+        operations: Vec<BatchOp>,
+    ) -> Result<Vec<BatchOutcome>, StoreError>;
     /// Deletes the record `id` if `condition` allows it; returns it.
     async fn delete(
         &self,

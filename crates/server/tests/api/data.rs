@@ -574,3 +574,86 @@ async fn collections_alter_without_rewriting_and_lose_data_only_when_forced() {
     assert_eq!(shown["version"], 3);
     s.t.stop().await;
 }
+
+#[tokio::test]
+async fn a_batch_writes_everything_or_nothing() {
+    let s = scene().await;
+    let mine = s.create(&s.alice, json!({ "title": "old" })).await;
+    let bobs = s.create(&s.bob, json!({ "title": "bob's" })).await;
+    let batch = |operations: Value| {
+        s.t.request(Method::POST, "/v1/apps/notes/batch")
+            .bearer_auth(&s.alice)
+            .json(&json!({ "operations": operations }))
+    };
+    let done = batch(json!([
+        { "op": "create", "collection": "todos", "data": { "title": "new" } },
+        { "op": "update", "collection": "todos", "id": mine["id"], "data": { "done": true } },
+    ]))
+    .expect(StatusCode::OK)
+    .await;
+    assert_eq!(done["results"][0]["title"], "new");
+    assert_eq!(done["results"][1]["done"], true);
+
+    // The third operation touches bob's record: nothing of the batch is written.
+    let before = s.list(Some(&s.alice), "count=true").await["total"].clone();
+    let refused = batch(json!([
+        { "op": "create", "collection": "todos", "data": { "title": "ghost" } },
+        { "op": "delete", "collection": "todos", "id": mine["id"] },
+        { "op": "update", "collection": "todos", "id": bobs["id"], "data": { "title": "mine now" } },
+    ]))
+    .expect_error(StatusCode::NOT_FOUND, "record_not_found")
+    .await;
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("operation 2:"),
+        "{refused}"
+    );
+    assert_eq!(s.list(Some(&s.alice), "count=true").await["total"], before);
+    s.records(
+        Method::GET,
+        Some(&s.alice),
+        &format!("/{}", mine["id"].as_str().unwrap()),
+    )
+    .expect(StatusCode::OK)
+    .await;
+    assert_eq!(
+        s.records(
+            Method::GET,
+            Some(&s.bob),
+            &format!("/{}", bobs["id"].as_str().unwrap())
+        )
+        .expect(StatusCode::OK)
+        .await["title"],
+        "bob's"
+    );
+
+    for (operations, status, code) in [
+        (json!([]), StatusCode::BAD_REQUEST, "invalid_batch"),
+        (
+            json!([{ "op": "create", "collection": "todos", "data": { "owner": "x", "title": "t" } }]),
+            StatusCode::BAD_REQUEST,
+            "read_only_field",
+        ),
+        (
+            json!([{ "op": "create", "collection": "nope", "data": {} }]),
+            StatusCode::NOT_FOUND,
+            "collection_not_found",
+        ),
+        (
+            json!([{ "op": "upsert", "collection": "todos" }]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+    ] {
+        batch(operations).expect_error(status, code).await;
+    }
+    let too_many: Vec<Value> = (0..101)
+        .map(|i| json!({ "op": "create", "collection": "todos", "data": { "title": format!("t{i}") } }))
+        .collect();
+    batch(Value::Array(too_many))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_batch")
+        .await;
+    s.t.stop().await;
+}

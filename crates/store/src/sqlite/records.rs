@@ -8,8 +8,8 @@ use rusqlite::{Connection, ToSql, params};
 use super::SqliteTenants;
 use crate::StoreError;
 use crate::records::{
-    CollectionRow, ColumnType, Condition, IndexDef, Record, RecordStore, Select, SortKey, SqlValue,
-    TableChange, TableDef,
+    BatchOp, BatchOutcome, CollectionRow, ColumnType, Condition, IndexDef, Record, RecordStore,
+    Select, SortKey, SqlValue, TableChange, TableDef,
 };
 
 /// Schema step 4 of an app database.
@@ -312,42 +312,8 @@ impl RecordStore for SqliteTenants {
         check: Condition,
     ) -> Result<(), StoreError> {
         let collection = collection.to_owned();
-        self.write_app(app, move |c| {
-            let id = record
-                .iter()
-                .find(|(name, _)| name == "id")
-                .map(|(_, v)| v.clone())
-                .unwrap_or(SqlValue::Null);
-            let columns: Vec<String> = record.iter().map(|(name, _)| quote(name)).collect();
-            let placeholders: Vec<String> = (1..=record.len()).map(|i| format!("?{i}")).collect();
-            let sql = format!(
-                "INSERT INTO {} ({}) VALUES ({})",
-                table(&collection),
-                columns.join(", "),
-                placeholders.join(", ")
-            );
-            let values: Vec<&SqlValue> = record.iter().map(|(_, v)| v).collect();
-            c.prepare_cached(&sql)?
-                .execute(rusqlite::params_from_iter(values))
-                .map_err(StoreError::from_write)?;
-            // The savepoint of this write rolls the insert back when the check fails.
-            let mut params = check.params;
-            params.push(id);
-            let sql = format!(
-                "SELECT count(*) FROM {} WHERE ({}) AND \"id\" = ?{}",
-                table(&collection),
-                check.sql,
-                params.len()
-            );
-            let holds: i64 = c
-                .prepare_cached(&sql)?
-                .query_row(rusqlite::params_from_iter(params.iter()), |r| r.get(0))?;
-            if holds == 0 {
-                return Err(StoreError::CheckFailed);
-            }
-            Ok(())
-        })
-        .await
+        self.write_app(app, move |c| insert_in(c, &collection, &record, check))
+            .await
     }
 
     async fn select(
@@ -412,18 +378,8 @@ impl RecordStore for SqliteTenants {
         condition: Condition,
     ) -> Result<Option<Record>, StoreError> {
         let (collection, id) = (collection.to_owned(), id.to_owned());
-        self.read_app(app, move |c| {
-            let mut params = condition.params;
-            params.push(SqlValue::Text(id));
-            let sql = format!(
-                "SELECT * FROM {} WHERE ({}) AND \"id\" = ?{}",
-                table(&collection),
-                condition.sql,
-                params.len()
-            );
-            Ok(query_records(c, &sql, &params)?.pop())
-        })
-        .await
+        self.read_app(app, move |c| guarded(c, &collection, &id, condition))
+            .await
     }
 
     async fn update(
@@ -435,44 +391,8 @@ impl RecordStore for SqliteTenants {
         set: Record,
     ) -> Result<Option<(Record, Record)>, StoreError> {
         let (collection, id) = (collection.to_owned(), id.to_owned());
-        self.write_app(app, move |c| {
-            let mut params = condition.params;
-            params.push(SqlValue::Text(id.clone()));
-            let select = format!(
-                "SELECT * FROM {} WHERE ({}) AND \"id\" = ?{}",
-                table(&collection),
-                condition.sql,
-                params.len()
-            );
-            let Some(old) = query_records(c, &select, &params)?.pop() else {
-                return Ok(None);
-            };
-            let assignments: Vec<String> = set
-                .iter()
-                .enumerate()
-                .map(|(i, (name, _))| format!("{} = ?{}", quote(name), i + 1))
-                .collect();
-            let mut values: Vec<SqlValue> = set.into_iter().map(|(_, v)| v).collect();
-            values.push(SqlValue::Text(id.clone()));
-            let sql = format!(
-                "UPDATE {} SET {} WHERE \"id\" = ?{}",
-                table(&collection),
-                assignments.join(", "),
-                values.len()
-            );
-            c.prepare_cached(&sql)?
-                .execute(rusqlite::params_from_iter(values.iter()))
-                .map_err(StoreError::from_write)?;
-            let new = query_records(
-                c,
-                &format!("SELECT * FROM {} WHERE \"id\" = ?1", table(&collection)),
-                &[SqlValue::Text(id)],
-            )?
-            .pop()
-            .ok_or_else(|| StoreError::Task("the updated record vanished".into()))?;
-            Ok(Some((old, new)))
-        })
-        .await
+        self.write_app(app, move |c| update_in(c, &collection, &id, condition, set))
+            .await
     }
 
     async fn delete(
@@ -483,27 +403,168 @@ impl RecordStore for SqliteTenants {
         condition: Condition,
     ) -> Result<Option<Record>, StoreError> {
         let (collection, id) = (collection.to_owned(), id.to_owned());
+        self.write_app(app, move |c| delete_in(c, &collection, &id, condition))
+            .await
+    }
+
+    async fn batch(
+        &self,
+        app: &str,
+        operations: Vec<BatchOp>,
+    ) -> Result<Vec<BatchOutcome>, StoreError> {
+        // One write job: a failing operation fails the job, whose savepoint undoes them all.
         self.write_app(app, move |c| {
-            let mut params = condition.params;
-            params.push(SqlValue::Text(id.clone()));
-            let select = format!(
-                "SELECT * FROM {} WHERE ({}) AND \"id\" = ?{}",
-                table(&collection),
-                condition.sql,
-                params.len()
-            );
-            let Some(old) = query_records(c, &select, &params)?.pop() else {
-                return Ok(None);
-            };
-            c.prepare_cached(&format!(
-                "DELETE FROM {} WHERE \"id\" = ?1",
-                table(&collection)
-            ))?
-            .execute([&id])?;
-            Ok(Some(old))
+            let mut outcomes = Vec::with_capacity(operations.len());
+            for (index, operation) in operations.into_iter().enumerate() {
+                let failed = |source: StoreError| StoreError::InBatch {
+                    index,
+                    source: Box::new(source),
+                };
+                let outcome = match operation {
+                    BatchOp::Insert {
+                        collection,
+                        record,
+                        check,
+                    } => {
+                        insert_in(c, &collection, &record, check).map_err(failed)?;
+                        BatchOutcome::Inserted(record)
+                    }
+                    BatchOp::Update {
+                        collection,
+                        id,
+                        condition,
+                        set,
+                    } => {
+                        let (old, new) = update_in(c, &collection, &id, condition, set)
+                            .map_err(failed)?
+                            .ok_or_else(|| failed(StoreError::NotFound))?;
+                        BatchOutcome::Updated(old, new)
+                    }
+                    BatchOp::Delete {
+                        collection,
+                        id,
+                        condition,
+                    } => {
+                        let old = delete_in(c, &collection, &id, condition)
+                            .map_err(failed)?
+                            .ok_or_else(|| failed(StoreError::NotFound))?;
+                        BatchOutcome::Deleted(old)
+                    }
+                };
+                outcomes.push(outcome);
+            }
+            Ok(outcomes)
         })
         .await
     }
+}
+
+/// Inserts `record`, then requires `check` of it (the caller's savepoint undoes the insert
+/// when the check fails).
+fn insert_in(
+    c: &Connection,
+    collection: &str,
+    record: &Record,
+    check: Condition,
+) -> Result<(), StoreError> {
+    let id = record
+        .iter()
+        .find(|(name, _)| name == "id")
+        .map(|(_, v)| v.clone())
+        .unwrap_or(SqlValue::Null);
+    let columns: Vec<String> = record.iter().map(|(name, _)| quote(name)).collect();
+    let placeholders: Vec<String> = (1..=record.len()).map(|i| format!("?{i}")).collect();
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        table(collection),
+        columns.join(", "),
+        placeholders.join(", ")
+    );
+    let values: Vec<&SqlValue> = record.iter().map(|(_, v)| v).collect();
+    c.prepare_cached(&sql)?
+        .execute(rusqlite::params_from_iter(values))
+        .map_err(StoreError::from_write)?;
+    let mut params = check.params;
+    params.push(id);
+    let sql = format!(
+        "SELECT count(*) FROM {} WHERE ({}) AND \"id\" = ?{}",
+        table(collection),
+        check.sql,
+        params.len()
+    );
+    let holds: i64 = c
+        .prepare_cached(&sql)?
+        .query_row(rusqlite::params_from_iter(params.iter()), |r| r.get(0))?;
+    if holds == 0 {
+        return Err(StoreError::CheckFailed);
+    }
+    Ok(())
+}
+
+/// The record `id` if `condition` allows it.
+fn guarded(
+    c: &Connection,
+    collection: &str,
+    id: &str,
+    condition: Condition,
+) -> Result<Option<Record>, StoreError> {
+    let mut params = condition.params;
+    params.push(SqlValue::Text(id.to_owned()));
+    let sql = format!(
+        "SELECT * FROM {} WHERE ({}) AND \"id\" = ?{}",
+        table(collection),
+        condition.sql,
+        params.len()
+    );
+    Ok(query_records(c, &sql, &params)?.pop())
+}
+
+fn update_in(
+    c: &Connection,
+    collection: &str,
+    id: &str,
+    condition: Condition,
+    set: Record,
+) -> Result<Option<(Record, Record)>, StoreError> {
+    let Some(old) = guarded(c, collection, id, condition)? else {
+        return Ok(None);
+    };
+    let assignments: Vec<String> = set
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| format!("{} = ?{}", quote(name), i + 1))
+        .collect();
+    let mut values: Vec<SqlValue> = set.into_iter().map(|(_, v)| v).collect();
+    values.push(SqlValue::Text(id.to_owned()));
+    let sql = format!(
+        "UPDATE {} SET {} WHERE \"id\" = ?{}",
+        table(collection),
+        assignments.join(", "),
+        values.len()
+    );
+    c.prepare_cached(&sql)?
+        .execute(rusqlite::params_from_iter(values.iter()))
+        .map_err(StoreError::from_write)?;
+    let new = guarded(c, collection, id, Condition::always())?
+        .ok_or_else(|| StoreError::Task("the updated record vanished".into()))?;
+    Ok(Some((old, new)))
+}
+
+fn delete_in(
+    c: &Connection,
+    collection: &str,
+    id: &str,
+    condition: Condition,
+) -> Result<Option<Record>, StoreError> {
+    let Some(old) = guarded(c, collection, id, condition)? else {
+        return Ok(None);
+    };
+    c.prepare_cached(&format!(
+        "DELETE FROM {} WHERE \"id\" = ?1",
+        table(collection)
+    ))?
+    .execute([id])?;
+    Ok(Some(old))
 }
 
 #[cfg(test)]
