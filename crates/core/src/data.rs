@@ -72,6 +72,10 @@ pub enum DataError {
     RecordTooLarge,
     #[error("{0}")]
     InvalidBatch(String),
+    #[error("invalid fields: {0}")]
+    InvalidFields(String),
+    #[error("invalid expand: {0}")]
+    InvalidExpand(String),
     #[error("operation {index}: {source}")]
     InBatch {
         index: usize,
@@ -247,6 +251,14 @@ impl Compiled {
             }
             if fields.insert(field.name.clone(), field.clone()).is_some() {
                 return Err(invalid(format!("field {} is declared twice", field.name)));
+            }
+            if field.field_type == FieldKind::Relation
+                && field.collection.as_deref().is_none_or(|c| !valid_name(c))
+            {
+                return Err(invalid(format!(
+                    "relation {} needs \"collection\": the collection it points into",
+                    field.name
+                )));
             }
             if let Some(default) = &field.default {
                 to_sql(field, default)
@@ -490,6 +502,10 @@ impl Write {
 #[derive(Debug, Clone, Default)]
 pub struct ListRequest {
     pub filter: Option<String>,
+    /// `title,meta.tags`: the fields to answer with (`id` always comes).
+    pub fields: Option<String>,
+    /// `author,author.team`: relations to answer with the records they point to.
+    pub expand: Option<String>,
     pub sort: Option<String>,
     pub limit: Option<usize>,
     pub offset: Option<usize>,
@@ -990,6 +1006,8 @@ impl Data {
         collection: &str,
         actor: &Actor,
         id: &str,
+        fields: Option<&str>,
+        expand: Option<&str>,
     ) -> Result<Json, DataError> {
         let compiled = self.collection(app, collection).await?;
         let condition = self
@@ -1001,7 +1019,14 @@ impl Data {
             .get(app, collection, id, condition)
             .await?
             .ok_or(DataError::RecordNotFound)?;
-        Ok(record_json(&compiled, &record))
+        let shape = Shape::parse(&compiled, fields, expand)?;
+        let mut items = vec![record_json(&compiled, &record)];
+        self.expand(app, &compiled, actor, &mut items, &shape.expand)
+            .await?;
+        Ok(items
+            .pop()
+            .map(|item| shape.project(item))
+            .unwrap_or(Json::Null))
     }
 
     pub async fn update(
@@ -1113,10 +1138,107 @@ impl Data {
         let next_cursor = (records.len() == limit)
             .then(|| records.last().map(|last| encode_cursor(&sort, last)))
             .flatten();
+        let shape = Shape::parse(
+            &compiled,
+            request.fields.as_deref(),
+            request.expand.as_deref(),
+        )?;
+        let mut items: Vec<Json> = records.iter().map(|r| record_json(&compiled, r)).collect();
+        self.expand(app, &compiled, actor, &mut items, &shape.expand)
+            .await?;
         Ok(RecordPage {
-            items: records.iter().map(|r| record_json(&compiled, r)).collect(),
+            items: items.into_iter().map(|item| shape.project(item)).collect(),
             next_cursor,
             total,
+        })
+    }
+
+    /// Puts under `expand` of each record the records its relation fields point to, as far as
+    /// the view rules of their collections let the actor see them.
+    fn expand<'a>(
+        &'a self,
+        app: &'a str,
+        compiled: &'a Compiled,
+        actor: &'a Actor,
+        items: &'a mut [Json],
+        paths: &'a [Vec<String>],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), DataError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let mut heads: Vec<&str> = paths.iter().map(|p| p[0].as_str()).collect();
+            heads.sort_unstable();
+            heads.dedup();
+            for head in heads {
+                let field = compiled
+                    .fields
+                    .get(head)
+                    .ok_or_else(|| DataError::UnknownField(head.to_owned()))?;
+                let target_name = field
+                    .collection
+                    .clone()
+                    .ok_or_else(|| DataError::InvalidExpand(format!("{head} is not a relation")))?;
+                let target = self.collection(app, &target_name).await?;
+                let ids: Vec<String> = items
+                    .iter()
+                    .filter_map(|item| item[head].as_str().map(str::to_owned))
+                    .collect();
+                let mut related: HashMap<String, Json> = HashMap::new();
+                if !ids.is_empty()
+                    && let Some(mut condition) = self.rule(&target, "view", actor, None)
+                {
+                    let first = condition.params.len();
+                    let placeholders: Vec<String> =
+                        (1..=ids.len()).map(|i| format!("?{}", first + i)).collect();
+                    condition.sql = format!(
+                        "({}) AND \"id\" IN ({})",
+                        condition.sql,
+                        placeholders.join(", ")
+                    );
+                    condition
+                        .params
+                        .extend(ids.iter().cloned().map(SqlValue::Text));
+                    let select = Select {
+                        condition,
+                        sort: Vec::new(),
+                        after: None,
+                        limit: ids.len(),
+                        offset: 0,
+                        count: false,
+                    };
+                    let (records, _) = self.0.records.select(app, &target_name, select).await?;
+                    let mut found: Vec<Json> =
+                        records.iter().map(|r| record_json(&target, r)).collect();
+                    let deeper: Vec<Vec<String>> = paths
+                        .iter()
+                        .filter(|p| p[0] == head && p.len() > 1)
+                        .map(|p| p[1..].to_vec())
+                        .collect();
+                    if !deeper.is_empty() {
+                        self.expand(app, &target, actor, &mut found, &deeper)
+                            .await?;
+                    }
+                    for record in found {
+                        if let Some(id) = record["id"].as_str() {
+                            related.insert(id.to_owned(), record);
+                        }
+                    }
+                }
+                for item in items.iter_mut() {
+                    let Some(target) = item[head].as_str().and_then(|id| related.get(id)).cloned()
+                    else {
+                        continue;
+                    };
+                    if let Some(object) = item.as_object_mut() {
+                        let expand = object
+                            .entry("expand")
+                            .or_insert_with(|| Json::Object(Map::new()));
+                        if let Some(expand) = expand.as_object_mut() {
+                            expand.insert(head.to_owned(), target);
+                        }
+                    }
+                }
+            }
+            Ok(())
         })
     }
 
@@ -1190,6 +1312,120 @@ fn column(field: &FieldDef) -> ColumnDef {
         name: field.name.clone(),
         column_type: column_type(field.field_type),
         unique: field.unique,
+    }
+}
+
+/// How far relations expand: `a.b` is two levels.
+pub const MAX_EXPAND_DEPTH: usize = 2;
+
+/// Which fields to answer with, and which relations to expand.
+struct Shape {
+    fields: Option<Vec<Vec<String>>>,
+    expand: Vec<Vec<String>>,
+}
+
+impl Shape {
+    fn parse(
+        compiled: &Compiled,
+        fields: Option<&str>,
+        expand: Option<&str>,
+    ) -> Result<Shape, DataError> {
+        let split = |text: &str| -> Vec<Vec<String>> {
+            text.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| p.split('.').map(str::to_owned).collect())
+                .collect()
+        };
+        let fields = match fields.filter(|f| !f.trim().is_empty()) {
+            None => None,
+            Some(text) => {
+                let paths = split(text);
+                for path in &paths {
+                    let head = path[0].as_str();
+                    let known = head == "expand" || compiled.field_kind(head).is_some();
+                    if !known || path.iter().any(|s| s.is_empty()) || path.len() > 8 {
+                        return Err(DataError::InvalidFields(format!(
+                            "no field {:?}",
+                            path.join(".")
+                        )));
+                    }
+                    if path.len() > 1
+                        && head != "expand"
+                        && compiled.field_kind(head) != Some(FieldKind::Json)
+                    {
+                        return Err(DataError::InvalidFields(format!(
+                            "{head} is not json: it has no paths"
+                        )));
+                    }
+                }
+                Some(paths)
+            }
+        };
+        let expand = expand.map(split).unwrap_or_default();
+        for path in &expand {
+            if path.len() > MAX_EXPAND_DEPTH {
+                return Err(DataError::InvalidExpand(format!(
+                    "relations expand at most {MAX_EXPAND_DEPTH} levels deep"
+                )));
+            }
+            if compiled
+                .fields
+                .get(&path[0])
+                .is_none_or(|f| f.field_type != FieldKind::Relation)
+            {
+                return Err(DataError::InvalidExpand(format!(
+                    "{} is not a relation",
+                    path[0]
+                )));
+            }
+        }
+        Ok(Shape { fields, expand })
+    }
+
+    /// Keeps only the asked-for fields (and `id`).
+    fn project(&self, item: Json) -> Json {
+        let Some(paths) = &self.fields else {
+            return item;
+        };
+        let mut out = Map::new();
+        out.insert("id".into(), item["id"].clone());
+        for path in paths {
+            let mut value = &item;
+            for segment in path {
+                value = match value {
+                    Json::Array(items) => segment
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|i| items.get(i))
+                        .unwrap_or(&Json::Null),
+                    other => other.get(segment).unwrap_or(&Json::Null),
+                };
+            }
+            insert_path(&mut out, path, value.clone());
+        }
+        Json::Object(out)
+    }
+}
+
+/// Sets `value` at `path` in `map`, making the objects on the way.
+fn insert_path(map: &mut Map<String, Json>, path: &[String], value: Json) {
+    match path {
+        [] => {}
+        [last] => {
+            map.insert(last.clone(), value);
+        }
+        [head, rest @ ..] => {
+            let entry = map
+                .entry(head.clone())
+                .or_insert_with(|| Json::Object(Map::new()));
+            if !entry.is_object() {
+                *entry = Json::Object(Map::new());
+            }
+            if let Some(inner) = entry.as_object_mut() {
+                insert_path(inner, rest, value);
+            }
+        }
     }
 }
 

@@ -119,6 +119,15 @@ struct ListParams {
     cursor: Option<String>,
     #[serde(default)]
     count: bool,
+    fields: Option<String>,
+    expand: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetParams {
+    fields: Option<String>,
+    expand: Option<String>,
 }
 
 async fn list_records(
@@ -135,6 +144,8 @@ async fn list_records(
         offset: params.offset,
         cursor: params.cursor,
         count: params.count,
+        fields: params.fields,
+        expand: params.expand,
     };
     let page = state
         .data()
@@ -157,10 +168,22 @@ async fn create_record(
 async fn get_record(
     State(state): State<AppState>,
     Path((app, collection, id)): Path<(String, String, String)>,
+    Query(params): Query<GetParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let actor = actor(&state, &app, &headers).await?;
-    Ok(axum::Json(state.data().get(&app, &collection, &actor, &id).await?).into_response())
+    let record = state
+        .data()
+        .get(
+            &app,
+            &collection,
+            &actor,
+            &id,
+            params.fields.as_deref(),
+            params.expand.as_deref(),
+        )
+        .await?;
+    Ok(axum::Json(record).into_response())
 }
 
 async fn update_record(

@@ -72,6 +72,8 @@ pub enum Code {
     UniqueViolation,
     RecordTooLarge,
     InvalidBatch,
+    InvalidFields,
+    InvalidExpand,
     NotReady,
     InternalError,
 }
@@ -133,6 +135,8 @@ impl Code {
             Code::UniqueViolation => "unique_violation",
             Code::RecordTooLarge => "record_too_large",
             Code::InvalidBatch => "invalid_batch",
+            Code::InvalidFields => "invalid_fields",
+            Code::InvalidExpand => "invalid_expand",
             Code::NotReady => "not_ready",
             Code::InternalError => "internal_error",
         }
@@ -177,7 +181,9 @@ impl Code {
             Code::InvalidFieldValue => StatusCode::BAD_REQUEST,
             Code::UniqueViolation => StatusCode::CONFLICT,
             Code::RecordTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Code::InvalidBatch => StatusCode::BAD_REQUEST,
+            Code::InvalidBatch | Code::InvalidFields | Code::InvalidExpand => {
+                StatusCode::BAD_REQUEST
+            }
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::InvalidJson | Code::InvalidQuery | Code::InvalidPath | Code::InvalidAppName => {
                 StatusCode::BAD_REQUEST
@@ -334,6 +340,8 @@ impl From<DataError> for ApiError {
             DataError::UniqueViolation => Code::UniqueViolation,
             DataError::RecordTooLarge => Code::RecordTooLarge,
             DataError::InvalidBatch(_) => Code::InvalidBatch,
+            DataError::InvalidFields(_) => Code::InvalidFields,
+            DataError::InvalidExpand(_) => Code::InvalidExpand,
             DataError::InBatch { .. } => unreachable!("taken apart above"),
             DataError::Store(StoreError::NoSuchTenant) => {
                 return ApiError::new(Code::AppNotFound, "no such app");

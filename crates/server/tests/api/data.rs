@@ -657,3 +657,109 @@ async fn a_batch_writes_everything_or_nothing() {
         .await;
     s.t.stop().await;
 }
+
+#[tokio::test]
+async fn fields_pick_and_relations_expand_under_the_targets_view_rules() {
+    let s = scene().await;
+    let put = |name: &str, body: Value| {
+        s.t.admin(
+            Method::PUT,
+            &format!("/v1/admin/apps/notes/collections/{name}"),
+        )
+        .json(&body)
+        .expect(StatusCode::CREATED)
+    };
+    put("teams", json!({ "fields": [{ "name": "name", "type": "text" }], "rules": { "list": "", "view": "" } })).await;
+    put("people", json!({
+        "fields": [{ "name": "name", "type": "text" }, { "name": "team", "type": "relation", "collection": "teams" }],
+        "rules": { "list": "", "view": "" }
+    }))
+    .await;
+    put(
+        "secrets",
+        json!({ "fields": [{ "name": "text", "type": "text" }] }),
+    )
+    .await;
+    put(
+        "tasks",
+        json!({ "fields": [
+        { "name": "title", "type": "text" },
+        { "name": "assignee", "type": "relation", "collection": "people" },
+        { "name": "secret", "type": "relation", "collection": "secrets" },
+        { "name": "meta", "type": "json" }
+    ] }),
+    )
+    .await;
+    let as_key = |method: Method, path: &str| s.t.request(method, path).bearer_auth(&s.key);
+    let team = as_key(Method::POST, "/v1/apps/notes/collections/teams/records")
+        .json(&json!({ "name": "Core" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let person = as_key(Method::POST, "/v1/apps/notes/collections/people/records")
+        .json(&json!({ "name": "Pat", "team": team["id"] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let bobs_secret =
+        s.t.request(Method::POST, "/v1/apps/notes/collections/secrets/records")
+            .bearer_auth(&s.bob)
+            .json(&json!({ "text": "bob only" }))
+            .expect(StatusCode::CREATED)
+            .await;
+    let task = s.t
+        .request(Method::POST, "/v1/apps/notes/collections/tasks/records")
+        .bearer_auth(&s.alice)
+        .json(&json!({ "title": "ship", "assignee": person["id"], "secret": bobs_secret["id"], "meta": { "a": { "b": 1 }, "c": 2 } }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let task_path = format!(
+        "/v1/apps/notes/collections/tasks/records/{}",
+        task["id"].as_str().unwrap()
+    );
+    let get = |query: &str| {
+        s.t.request(Method::GET, &format!("{task_path}?{query}"))
+            .bearer_auth(&s.alice)
+    };
+
+    let expanded = get("expand=assignee.team,secret")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(expanded["expand"]["assignee"]["name"], "Pat");
+    assert_eq!(
+        expanded["expand"]["assignee"]["expand"]["team"]["name"],
+        "Core"
+    );
+    assert!(
+        expanded["expand"].get("secret").is_none(),
+        "bob's secret stays bob's: {expanded}"
+    );
+
+    let picked = get("fields=title,meta.a.b").expect(StatusCode::OK).await;
+    assert_eq!(
+        picked,
+        json!({ "id": task["id"], "title": "ship", "meta": { "a": { "b": 1 } } })
+    );
+    let listed =
+        s.t.request(
+            Method::GET,
+            "/v1/apps/notes/collections/tasks/records?fields=title,expand&expand=assignee",
+        )
+        .bearer_auth(&s.alice)
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(listed["items"][0]["expand"]["assignee"]["name"], "Pat");
+    assert!(listed["items"][0].get("assignee").is_none());
+
+    for (query, code) in [
+        ("expand=title", "invalid_expand"),
+        ("expand=assignee.team.x", "invalid_expand"),
+        ("fields=nope", "invalid_fields"),
+        ("fields=title.x", "invalid_fields"),
+    ] {
+        get(query).expect_error(StatusCode::BAD_REQUEST, code).await;
+    }
+    s.t.admin(Method::PUT, "/v1/admin/apps/notes/collections/loose")
+        .json(&json!({ "fields": [{ "name": "ref", "type": "relation" }] }))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_collection")
+        .await;
+    s.t.stop().await;
+}
