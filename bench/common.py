@@ -125,10 +125,13 @@ def emulator(binary, port):
         process.wait(timeout=60)
 
 
-def oha(url, seconds, connections, headers=()):
-    command = ["oha", "-z", f"{seconds}s", "-c", str(connections), "--no-tui", "--output-format", "json"]
+def oha(url, seconds, connections, headers=(), method="GET", body=None):
+    command = ["oha", "-z", f"{seconds}s", "-c", str(connections), "--no-tui", "--output-format", "json",
+               "-m", method]
     for header in headers:
         command += ["-H", header]
+    if body is not None:
+        command += ["-d", body]
     out = subprocess.run(command + [url], check=True, capture_output=True, text=True).stdout
     report = json.loads(out)
     latency = report["latencyPercentiles"]

