@@ -105,6 +105,13 @@ impl TestApp {
         .await
     }
 
+    /// Logs `user` in through the dev provider; expects success.
+    async fn dev_login(&self, app: &str, user: &str) -> Value {
+        self.login(app, json!({ "provider": "dev", "user": user }))
+            .expect(StatusCode::CREATED)
+            .await
+    }
+
     fn login(&self, app: &str, body: Value) -> reqwest::RequestBuilder {
         self.request(Method::POST, &format!("/v1/apps/{app}/auth/sessions"))
             .json(&body)
@@ -307,14 +314,8 @@ async fn providers_are_off_until_configured_except_password() {
         .await;
     t.configure("plain", "anonymous", json!({ "enabled": true }))
         .await;
-    let alice = t
-        .login("plain", json!({ "provider": "dev", "user": "alice" }))
-        .expect(StatusCode::CREATED)
-        .await;
-    let again = t
-        .login("plain", json!({ "provider": "dev", "user": "alice" }))
-        .expect(StatusCode::CREATED)
-        .await;
+    let alice = t.dev_login("plain", "alice").await;
+    let again = t.dev_login("plain", "alice").await;
     assert_eq!(alice["user"]["id"], again["user"]["id"]);
     let a1 = t
         .login("plain", json!({ "provider": "anonymous" }))
@@ -394,10 +395,7 @@ async fn tokens_are_refused_when_forged_expired_foreign_or_revoked() {
         t.create_app(app).await;
         t.configure(app, "dev", json!({ "enabled": true })).await;
     }
-    let grant = t
-        .login("one", json!({ "provider": "dev", "user": "alice" }))
-        .expect(StatusCode::CREATED)
-        .await;
+    let grant = t.dev_login("one", "alice").await;
     let good = token(&grant);
     t.as_user(Method::GET, "one", "/auth/user", good)
         .expect(StatusCode::OK)
@@ -420,10 +418,7 @@ async fn tokens_are_refused_when_forged_expired_foreign_or_revoked() {
         .await;
 
     // Logging out revokes at once.
-    let other = t
-        .login("one", json!({ "provider": "dev", "user": "bob" }))
-        .expect(StatusCode::CREATED)
-        .await;
+    let other = t.dev_login("one", "bob").await;
     let response = t
         .as_user(
             Method::DELETE,
@@ -451,10 +446,7 @@ async fn refreshing_rotates_the_session_id_and_a_replay_revokes_the_session() {
     let t = TestApp::start().await;
     t.create_app("rot").await;
     t.configure("rot", "dev", json!({ "enabled": true })).await;
-    let first = t
-        .login("rot", json!({ "provider": "dev", "user": "alice" }))
-        .expect(StatusCode::CREATED)
-        .await;
+    let first = t.dev_login("rot", "alice").await;
     let refresh = |session_id: &Value| {
         t.request(Method::POST, "/v1/apps/rot/auth/refresh")
             .json(&json!({ "session_id": session_id }))
@@ -487,10 +479,7 @@ async fn users_edit_their_profile_delete_their_account_and_admins_revoke_session
     let t = TestApp::start().await;
     t.create_app("acct").await;
     t.configure("acct", "dev", json!({ "enabled": true })).await;
-    let grant = t
-        .login("acct", json!({ "provider": "dev", "user": "alice" }))
-        .expect(StatusCode::CREATED)
-        .await;
+    let grant = t.dev_login("acct", "alice").await;
     let user_id = grant["user"]["id"].as_str().unwrap().to_owned();
 
     let updated = t
@@ -514,10 +503,7 @@ async fn users_edit_their_profile_delete_their_account_and_admins_revoke_session
         .await;
 
     // An admin sees the user's sessions and revokes one.
-    let second = t
-        .login("acct", json!({ "provider": "dev", "user": "alice" }))
-        .expect(StatusCode::CREATED)
-        .await;
+    let second = t.dev_login("acct", "alice").await;
     let sessions = t
         .admin(
             Method::GET,
@@ -553,10 +539,7 @@ async fn users_edit_their_profile_delete_their_account_and_admins_revoke_session
     t.as_user(Method::GET, "acct", "/auth/user", token(&grant))
         .expect_error(StatusCode::UNAUTHORIZED, "session_revoked")
         .await;
-    let fresh = t
-        .login("acct", json!({ "provider": "dev", "user": "alice" }))
-        .expect(StatusCode::CREATED)
-        .await;
+    let fresh = t.dev_login("acct", "alice").await;
     assert_ne!(
         fresh["user"]["id"],
         user_id.as_str(),
@@ -579,9 +562,7 @@ async fn logins_are_rate_limited_per_client_ip_and_per_app() {
         t.configure(app, "dev", json!({ "enabled": true })).await;
     }
     for _ in 0..3 {
-        t.login("busy", json!({ "provider": "dev", "user": "a" }))
-            .expect(StatusCode::CREATED)
-            .await;
+        t.dev_login("busy", "a").await;
     }
     t.login("busy", json!({ "provider": "dev", "user": "a" }))
         .expect_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
@@ -592,9 +573,7 @@ async fn logins_are_rate_limited_per_client_ip_and_per_app() {
         .json(&json!({ "session_id": "x" }))
         .expect_error(StatusCode::UNAUTHORIZED, "invalid_session")
         .await;
-    t.login("calm", json!({ "provider": "dev", "user": "a" }))
-        .expect(StatusCode::CREATED)
-        .await;
+    t.dev_login("calm", "a").await;
     t.stop().await;
 
     let t = TestApp::builder()
@@ -605,12 +584,8 @@ async fn logins_are_rate_limited_per_client_ip_and_per_app() {
         t.create_app(app).await;
         t.configure(app, "dev", json!({ "enabled": true })).await;
     }
-    t.login("one", json!({ "provider": "dev", "user": "a" }))
-        .expect(StatusCode::CREATED)
-        .await;
-    t.login("two", json!({ "provider": "dev", "user": "a" }))
-        .expect(StatusCode::CREATED)
-        .await;
+    t.dev_login("one", "a").await;
+    t.dev_login("two", "a").await;
     // This client has had its share, whatever the app.
     t.request(Method::POST, "/v1/apps/two/auth/users")
         .json(&json!({ "email": "a@b.cd", "password": "long enough" }))
@@ -830,10 +805,7 @@ async fn a_deleted_accounts_tokens_stay_dead_across_a_restart() {
     let t = TestApp::builder().data_dir(dir.path()).start().await;
     t.create_app("gone").await;
     t.configure("gone", "dev", json!({ "enabled": true })).await;
-    let grant = t
-        .login("gone", json!({ "provider": "dev", "user": "alice" }))
-        .expect(StatusCode::CREATED)
-        .await;
+    let grant = t.dev_login("gone", "alice").await;
     let response = t
         .as_user(Method::DELETE, "gone", "/auth/user", token(&grant))
         .send()
