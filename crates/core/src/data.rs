@@ -569,17 +569,13 @@ impl Data {
         self.0.events.subscribe()
     }
 
-    fn forget(&self, app: &str) {
+    /// Drops what is cached for an app: after its collections change, or it is deleted.
+    pub fn forget_app(&self, app: &str) {
         self.0
             .cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(app);
-    }
-
-    /// Drops what is cached for an app (after it is deleted).
-    pub fn forget_app(&self, app: &str) {
-        self.forget(app);
     }
 
     async fn collections_of(
@@ -653,7 +649,7 @@ impl Data {
                 version: compiled.version,
             };
             let altered = self.0.records.alter_collection(app, row, change).await;
-            self.forget(app);
+            self.forget_app(app);
             altered?;
             return Ok((view(name, &compiled), false));
         }
@@ -670,7 +666,7 @@ impl Data {
             .records
             .create_collection(app, row, compiled.table())
             .await;
-        self.forget(app);
+        self.forget_app(app);
         match created {
             Ok(()) => Ok((view(name, &compiled), true)),
             Err(StoreError::Conflict) => Err(DataError::CollectionExists(name.to_owned())),
@@ -695,7 +691,7 @@ impl Data {
 
     pub async fn drop_collection(&self, app: &str, name: &str) -> Result<(), DataError> {
         let dropped = self.0.records.drop_collection(app, name).await?;
-        self.forget(app);
+        self.forget_app(app);
         if dropped {
             Ok(())
         } else {
