@@ -104,7 +104,7 @@ fn create_table_sql(collection: &str, definition: &TableDef) -> Vec<String> {
             columns.join(", ")
         ),
         format!(
-            "CREATE INDEX {} ON {} (\"owner\", \"created_at\")",
+            "CREATE INDEX {} ON {} (\"owner\", \"created_at\", \"id\")",
             quote(&format!("{name}_owner")),
             table(collection)
         ),
@@ -137,13 +137,18 @@ fn sqlite_type(column_type: ColumnType) -> &'static str {
     }
 }
 
-/// The declared indexes of a collection's table, named `r_{collection}_i{n}`.
+/// The declared indexes of a collection's table, named `r_{collection}_i{n}`. A non-unique
+/// index ends with `id`, the tie-break of every sort, so that a list sorted on the index's fields
+/// reads its page straight from the index instead of sorting every matching row.
 fn index_sql(collection: &str, indexes: &[IndexDef]) -> Vec<String> {
     indexes
         .iter()
         .enumerate()
         .map(|(i, index)| {
-            let columns: Vec<String> = index.columns.iter().map(|c| quote(c)).collect();
+            let mut columns: Vec<String> = index.columns.iter().map(|c| quote(c)).collect();
+            if !index.unique && index.columns.last().map(String::as_str) != Some("id") {
+                columns.push(quote("id"));
+            }
             format!(
                 "CREATE {}INDEX {} ON {} ({})",
                 if index.unique { "UNIQUE " } else { "" },
@@ -153,6 +158,13 @@ fn index_sql(collection: &str, indexes: &[IndexDef]) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Ties are broken by `id` in the direction of the last sort key, so that an index on the sort
+/// fields (which ends with `id`) yields rows in exactly the order asked, read forwards or
+/// backwards.
+fn ties_descending(sort: &[SortKey]) -> bool {
+    sort.last().is_some_and(|key| key.descending)
 }
 
 /// The keyset condition "after this record in this order", NULL-aware: SQLite sorts NULL first
@@ -175,7 +187,11 @@ fn after_sql(
         .zip(values)
         .map(|(key, value)| (quote(&key.column), key.descending, value.clone()))
         .collect();
-    keys.push(("\"id\"".into(), false, SqlValue::Text(id.to_owned())));
+    keys.push((
+        "\"id\"".into(),
+        ties_descending(sort),
+        SqlValue::Text(id.to_owned()),
+    ));
     let mut alternatives = Vec::new();
     for i in 0..keys.len() {
         let mut parts = Vec::new();
@@ -354,7 +370,14 @@ impl RecordStore for SqliteTenants {
                     )
                 })
                 .collect();
-            order.push("\"id\" ASC".into());
+            order.push(
+                if ties_descending(&select.sort) {
+                    "\"id\" DESC"
+                } else {
+                    "\"id\" ASC"
+                }
+                .into(),
+            );
             params.push(SqlValue::Int(select.limit as i64));
             params.push(SqlValue::Int(select.offset as i64));
             let n = params.len();
@@ -378,7 +401,7 @@ impl RecordStore for SqliteTenants {
         condition: Condition,
     ) -> Result<Option<Record>, StoreError> {
         let (collection, id) = (collection.to_owned(), id.to_owned());
-        self.read_app(app, move |c| guarded(c, &collection, &id, condition))
+        self.read_app(app, move |c| guarded(c, &collection, &id, &condition))
             .await
     }
 
@@ -506,9 +529,9 @@ fn guarded(
     c: &Connection,
     collection: &str,
     id: &str,
-    condition: Condition,
+    condition: &Condition,
 ) -> Result<Option<Record>, StoreError> {
-    let mut params = condition.params;
+    let mut params = condition.params.clone();
     params.push(SqlValue::Text(id.to_owned()));
     let sql = format!(
         "SELECT * FROM {} WHERE ({}) AND \"id\" = ?{}",
@@ -526,7 +549,7 @@ fn update_in(
     condition: Condition,
     set: Record,
 ) -> Result<Option<(Record, Record)>, StoreError> {
-    let Some(old) = guarded(c, collection, id, condition)? else {
+    let Some(old) = guarded(c, collection, id, &condition)? else {
         return Ok(None);
     };
     let assignments: Vec<String> = set
@@ -545,7 +568,7 @@ fn update_in(
     c.prepare_cached(&sql)?
         .execute(rusqlite::params_from_iter(values.iter()))
         .map_err(StoreError::from_write)?;
-    let new = guarded(c, collection, id, Condition::always())?
+    let new = guarded(c, collection, id, &Condition::always())?
         .ok_or_else(|| StoreError::Task("the updated record vanished".into()))?;
     Ok(Some((old, new)))
 }
@@ -556,7 +579,7 @@ fn delete_in(
     id: &str,
     condition: Condition,
 ) -> Result<Option<Record>, StoreError> {
-    let Some(old) = guarded(c, collection, id, condition)? else {
+    let Some(old) = guarded(c, collection, id, &condition)? else {
         return Ok(None);
     };
     c.prepare_cached(&format!(
@@ -704,8 +727,40 @@ mod tests {
             };
             let (all, _) = s.select("app", "todos", everything).await.unwrap();
             assert_eq!(seen, ids(&all), "descending: {descending}");
-            assert_eq!(seen.len(), 7);
+            // NULL first ascending and last descending; ties by id in the sort's direction.
+            let expected = if descending {
+                ["r3", "r0", "r5", "r6", "r2", "r4", "r1"]
+            } else {
+                ["r1", "r4", "r2", "r6", "r5", "r0", "r3"]
+            };
+            assert_eq!(seen, expected, "descending: {descending}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_list_sorted_on_an_index_reads_its_page_from_the_index() {
+        let (_dir, s) = store().await;
+        let plan = |sql: String| {
+            s.read_app("app", move |c| {
+                let mut statement = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let rows = statement.query_map([], |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?.join("; "))
+            })
+        };
+        // The declared index on rank ends with id, so both directions need no sorting step.
+        for direction in ["ASC", "DESC"] {
+            let sql = format!(
+                "SELECT * FROM r_todos WHERE rank > 0 ORDER BY rank {direction}, id {direction} LIMIT 5"
+            );
+            let plan = plan(sql).await.unwrap();
+            assert!(plan.contains("USING INDEX r_todos_i1"), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        }
+        // The owner index serves the default sort, under the default owner rule.
+        let sql = "SELECT * FROM r_todos WHERE owner = 'a' ORDER BY created_at, id LIMIT 5";
+        let plan = plan(sql.into()).await.unwrap();
+        assert!(plan.contains("USING INDEX r_todos_owner"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
     }
 
     #[tokio::test]
