@@ -159,7 +159,7 @@ impl SystemStore for SqliteSystemStore {
             .read(move |c| {
                 Ok(
                     c.prepare_cached("SELECT name FROM apps WHERE secret_key_hash = ?1")?
-                        .query_row([hash], |r| r.get(0))
+                        .query_row([&hash], |r| r.get(0))
                         .optional()?,
                 )
             })
@@ -180,7 +180,7 @@ impl SystemStore for SqliteSystemStore {
                 // One row more than asked tells whether there is a next page.
                 let mut items = c
                     .prepare_cached(&sql)?
-                    .query_map((after, limit as i64 + 1), app_from_row)?
+                    .query_map((&after, limit as i64 + 1), app_from_row)?
                     .collect::<Result<Vec<_>, _>>()?;
                 let next_after = if items.len() > limit {
                     items.truncate(limit);
@@ -247,7 +247,7 @@ impl SystemStore for SqliteSystemStore {
                     "SELECT provider, settings, sealed_secrets, updated_at FROM app_providers
                      WHERE app = ?1 AND provider = ?2",
                 )?
-                .query_row([app, provider], provider_from_row)
+                .query_row([&app, &provider], provider_from_row)
                 .optional()?)
             })
             .await
@@ -261,7 +261,7 @@ impl SystemStore for SqliteSystemStore {
                     "SELECT provider, settings, sealed_secrets, updated_at FROM app_providers
                      WHERE app = ?1 ORDER BY provider",
                 )?
-                .query_map([app], provider_from_row)?
+                .query_map([&app], provider_from_row)?
                 .collect::<Result<_, _>>()?)
             })
             .await
@@ -275,7 +275,7 @@ impl SystemStore for SqliteSystemStore {
                     "SELECT kid, secret, created_at FROM app_signing_keys
                      WHERE app = ?1 ORDER BY created_at DESC",
                 )?
-                .query_map([app], |r| {
+                .query_map([&app], |r| {
                     Ok(SigningKeyRow {
                         kid: r.get(0)?,
                         secret: r.get(1)?,

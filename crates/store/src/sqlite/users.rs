@@ -123,7 +123,7 @@ impl SqliteTenants {
     pub(super) async fn read_app<T: Send + 'static>(
         &self,
         app: &str,
-        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        read: impl Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         self.lease(app).await?.db.read(read).await
     }
@@ -157,7 +157,7 @@ impl UserStore for SqliteTenants {
                  (SELECT user_id FROM identities WHERE provider = ?1 AND subject = ?2)"
             );
             Ok(c.prepare_cached(&sql)?
-                .query_row([provider, subject], user_from_row)
+                .query_row([&provider, &subject], user_from_row)
                 .optional()?)
         })
         .await
@@ -176,7 +176,7 @@ impl UserStore for SqliteTenants {
                  (SELECT user_id FROM identities WHERE family = ?1 AND unionid = ?2 LIMIT 1)"
             );
             Ok(c.prepare_cached(&sql)?
-                .query_row([family, unionid], user_from_row)
+                .query_row([&family, &unionid], user_from_row)
                 .optional()?)
         })
         .await
@@ -191,7 +191,7 @@ impl UserStore for SqliteTenants {
         self.read_app(app, move |c| {
             let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = ?1");
             Ok(c.prepare_cached(&sql)?
-                .query_row([email], |r| Ok((user_from_row(r)?, r.get(6)?)))
+                .query_row([&email], |r| Ok((user_from_row(r)?, r.get(6)?)))
                 .optional()?)
         })
         .await
@@ -407,7 +407,7 @@ impl UserStore for SqliteTenants {
                 "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?1 ORDER BY created_at DESC"
             );
             Ok(c.prepare_cached(&sql)?
-                .query_map([user_id], session_from_row)?
+                .query_map([&user_id], session_from_row)?
                 .collect::<Result<_, _>>()?)
         })
         .await
