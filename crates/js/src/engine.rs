@@ -1,0 +1,907 @@
+//! QuickJS inside a worker: compiling sources to bytecode, and running invocations of compiled
+//! functions in runtimes that each belong to one function version.
+//!
+//! A runtime is created on a version's first invocation (a cold start: a fresh runtime and
+//! context, the prelude, the modules loaded from bytecode) and kept warm for the next ones until
+//! it idles out or the cache is full. One invocation runs at a time; it ends when the function's
+//! promise settles, when it overruns its deadline (the interrupt handler stops JavaScript; the
+//! wait for host replies and timers stops at the deadline too), or when it exhausts its memory.
+//! A runtime that timed out or ran out of memory is dropped, never reused.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use rquickjs::loader::{Loader, Resolver};
+use rquickjs::module::Declared;
+use rquickjs::{
+    CatchResultExt, CaughtError, Context, Ctx, Function, Module, Object, Persistent, Promise,
+    Runtime, Value, WriteOptions, promise::PromiseState,
+};
+use sha2::{Digest, Sha256};
+
+use crate::protocol::{
+    Bundle, CompileError, Finished, HostOutcome, Invocation, Limits, LogLine, Outcome,
+};
+
+const PRELUDE: &str = include_str!("prelude.js");
+/// The longest console line kept.
+const MAX_LOG_LINE: usize = 8 * 1024;
+
+/// Names the bytecode format: a digest of a probe module's bytecode, so that any change of the
+/// engine (whose bytecode is only readable by the same build) asks for a new compile.
+pub fn engine_version() -> String {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION
+        .get_or_init(|| {
+            let probe = || -> rquickjs::Result<Vec<u8>> {
+                let runtime = Runtime::new()?;
+                let context = Context::full(&runtime)?;
+                context.with(|ctx| {
+                    Module::declare(
+                        ctx,
+                        "probe.js",
+                        "export default async (a, b) => [a?.b, `${b}`];",
+                    )?
+                    .write(WriteOptions::default())
+                })
+            };
+            match probe() {
+                Ok(bytes) => format!("quickjs-{}", hex_prefix(&Sha256::digest(bytes))),
+                Err(e) => format!("quickjs-unknown-{e}"),
+            }
+        })
+        .clone()
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What an invocation waits on outside the runtime: the server's replies to host calls.
+pub trait HostIo {
+    /// Sends a host call of the running invocation to the server.
+    fn call(&mut self, call: u64, method: &str, args: serde_json::Value);
+    /// Waits until `until` for the reply to a host call; `None` when the time came first.
+    fn reply(&mut self, until: Instant) -> Option<(u64, HostOutcome)>;
+}
+
+/// Compiles `files` (ES modules by file name) to bytecode. Every file is compiled, so a syntax
+/// error anywhere is reported at deploy, with its file, line and column.
+pub fn compile(files: &BTreeMap<String, String>, entry: &str) -> Result<Bundle, CompileError> {
+    let failure = |file: &str, message: String| CompileError {
+        file: file.to_owned(),
+        line: 0,
+        column: 0,
+        message,
+    };
+    if !files.contains_key(entry) {
+        return Err(failure(
+            entry,
+            "the entry file is not among the files".into(),
+        ));
+    }
+    let runtime = Runtime::new().map_err(|e| failure(entry, e.to_string()))?;
+    runtime.set_memory_limit(256 * 1024 * 1024);
+    runtime.set_max_stack_size(1024 * 1024);
+    // Compiling a module compiles the files it imports too, so a missing file is reported here.
+    runtime.set_loader(
+        FileResolver,
+        SourceLoader {
+            files: files.clone(),
+        },
+    );
+    let mut modules = BTreeMap::new();
+    for (name, source) in files {
+        // A context per file: each file's module is compiled once in it, on its own.
+        let context = Context::full(&runtime).map_err(|e| failure(name, e.to_string()))?;
+        let written = context.with(|ctx| {
+            Module::declare(ctx.clone(), name.as_str(), source.as_str())
+                .and_then(|module| module.write(WriteOptions::default()))
+                .catch(&ctx)
+                .map_err(|caught| compile_error(name, caught))
+        })?;
+        modules.insert(name.clone(), BASE64.encode(written));
+    }
+    Ok(Bundle {
+        engine: engine_version(),
+        entry: entry.to_owned(),
+        modules,
+    })
+}
+
+/// Compiles imported files from source, while compiling.
+struct SourceLoader {
+    files: BTreeMap<String, String>,
+}
+
+impl Loader for SourceLoader {
+    fn load<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        name: &str,
+        _attributes: Option<rquickjs::loader::ImportAttributes<'js>>,
+    ) -> rquickjs::Result<Module<'js, Declared>> {
+        let source = self
+            .files
+            .get(name)
+            .ok_or_else(|| rquickjs::Error::new_loading_message(name, "no such file"))?;
+        Module::declare(ctx.clone(), name, source.as_str())
+    }
+}
+
+/// Reads the position out of a syntax error's stack (`at file:line:column`).
+fn compile_error(file: &str, caught: CaughtError<'_>) -> CompileError {
+    let (message, stack) = match &caught {
+        CaughtError::Exception(e) => (
+            e.message().unwrap_or_default(),
+            e.stack().unwrap_or_default(),
+        ),
+        other => (other.to_string(), String::new()),
+    };
+    // The error may be in a file that `file` imports: the stack names it.
+    let (file, line, column) = stack
+        .lines()
+        .find_map(|l| {
+            let at = l.trim().strip_prefix("at ")?;
+            let at = at
+                .rsplit_once('(')
+                .map_or(at, |(_, p)| p.trim_end_matches(')'));
+            let mut parts = at.rsplitn(3, ':');
+            let column = parts.next()?.parse().ok()?;
+            let line = parts.next()?.parse().ok()?;
+            Some((parts.next()?.to_owned(), line, column))
+        })
+        .unwrap_or_else(|| (file.to_owned(), 0, 0));
+    CompileError {
+        file,
+        line,
+        column,
+        message,
+    }
+}
+
+/// The runtimes and bytecode of one worker.
+pub struct Engine {
+    bundles: HashMap<String, (Bundle, Instant)>,
+    warm: HashMap<String, (Instance, Instant)>,
+    max_bundles: usize,
+    max_warm: usize,
+}
+
+impl Engine {
+    pub fn new(max_warm: usize, max_bundles: usize) -> Self {
+        Engine {
+            bundles: HashMap::new(),
+            warm: HashMap::new(),
+            max_bundles,
+            max_warm,
+        }
+    }
+
+    /// Whether the worker has the code of `key` (or must be sent it).
+    pub fn has_code(&self, key: &str) -> bool {
+        self.warm.contains_key(key) || self.bundles.contains_key(key)
+    }
+
+    /// Drops runtimes and bytecode unused for `idle`.
+    pub fn drop_idle(&mut self, idle: Duration) {
+        let now = Instant::now();
+        self.warm
+            .retain(|_, (_, used)| now.duration_since(*used) < idle);
+        self.bundles
+            .retain(|_, (_, used)| now.duration_since(*used) < idle);
+    }
+
+    /// Runs one invocation. `None` when the code of `invocation.key` is neither warm nor sent.
+    pub fn invoke(&mut self, invocation: Invocation, io: &mut dyn HostIo) -> Option<Finished> {
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(invocation.limits.timeout_ms);
+        if let Some(bundle) = invocation.bundle.clone() {
+            remember(&mut self.bundles, self.max_bundles, &invocation.key, bundle);
+        }
+        let (instance, cold) = match self.warm.remove(&invocation.key) {
+            Some((instance, _)) => (Ok(instance), false),
+            None => {
+                let (bundle, used) = self.bundles.get_mut(&invocation.key)?;
+                *used = started;
+                (
+                    Instance::new(bundle, &invocation.limits, deadline, io),
+                    true,
+                )
+            }
+        };
+        let (outcome, state, memory, keep) = match instance {
+            Ok(instance) => {
+                let outcome = instance.run(&invocation, deadline, io);
+                let memory = instance.memory();
+                let keep = matches!(outcome, Outcome::Ok { .. } | Outcome::Error { .. });
+                let state = Rc::clone(&instance.state);
+                if keep {
+                    remember(&mut self.warm, self.max_warm, &invocation.key, instance);
+                }
+                (outcome, state, memory, keep)
+            }
+            Err((outcome, state)) => (outcome, state, 0, false),
+        };
+        let _ = keep;
+        let (logs, logs_dropped) = state.take_logs();
+        Some(Finished {
+            outcome,
+            logs,
+            logs_dropped,
+            memory_bytes: memory,
+            cold,
+            micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        })
+    }
+}
+
+/// Inserts into a bounded map, evicting the least recently used entry when full.
+fn remember<T>(map: &mut HashMap<String, (T, Instant)>, max: usize, key: &str, value: T) {
+    if map.len() >= max.max(1) && !map.contains_key(key) {
+        let oldest = map
+            .iter()
+            .min_by_key(|(_, (_, used))| *used)
+            .map(|(k, _)| k.clone());
+        if let Some(oldest) = oldest {
+            map.remove(&oldest);
+        }
+    }
+    map.insert(key.to_owned(), (value, Instant::now()));
+}
+
+/// What the native functions of one runtime share with its driver.
+#[derive(Default)]
+struct State {
+    deadline: Cell<Option<Instant>>,
+    interrupted: Cell<bool>,
+    next_call: Cell<u64>,
+    outbox: RefCell<Vec<(u64, String, String)>>,
+    next_timer: Cell<u32>,
+    timers: RefCell<BTreeMap<u32, Instant>>,
+    logs: RefCell<Vec<LogLine>>,
+    logs_dropped: Cell<usize>,
+    max_log_lines: Cell<usize>,
+    random: RefCell<Drbg>,
+}
+
+impl State {
+    fn take_logs(&self) -> (Vec<LogLine>, usize) {
+        (
+            std::mem::take(&mut *self.logs.borrow_mut()),
+            self.logs_dropped.replace(0),
+        )
+    }
+
+    fn log(&self, level: String, mut message: String) {
+        if self.logs.borrow().len() >= self.max_log_lines.get() {
+            self.logs_dropped.set(self.logs_dropped.get() + 1);
+            return;
+        }
+        if message.len() > MAX_LOG_LINE {
+            let mut end = MAX_LOG_LINE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
+        self.logs.borrow_mut().push(LogLine { level, message });
+    }
+}
+
+/// `crypto.getRandomValues`: SHA-256 in counter mode over the invocation's seed.
+#[derive(Default)]
+struct Drbg {
+    seed: [u8; 32],
+    counter: u64,
+}
+
+impl Drbg {
+    fn fill(&mut self, out: &mut [u8]) {
+        for chunk in out.chunks_mut(32) {
+            let block = Sha256::new()
+                .chain_update(self.seed)
+                .chain_update(self.counter.to_le_bytes())
+                .finalize();
+            self.counter += 1;
+            chunk.copy_from_slice(&block[..chunk.len()]);
+        }
+    }
+}
+
+/// A warm runtime of one function version.
+struct Instance {
+    // Field order is drop order: the persistent values before their context and runtime.
+    driver: Persistent<Object<'static>>,
+    handler: Persistent<Function<'static>>,
+    context: Context,
+    runtime: Runtime,
+    state: Rc<State>,
+}
+
+type Failed = (Outcome, Rc<State>);
+
+impl Instance {
+    fn new(
+        bundle: &Bundle,
+        limits: &Limits,
+        deadline: Instant,
+        io: &mut dyn HostIo,
+    ) -> Result<Self, Failed> {
+        let state = Rc::new(State::default());
+        state.max_log_lines.set(limits.max_log_lines);
+        state.deadline.set(Some(deadline));
+        let fail = |message: String, state: &Rc<State>| {
+            (
+                Outcome::Error {
+                    message,
+                    stack: String::new(),
+                },
+                Rc::clone(state),
+            )
+        };
+        if bundle.engine != engine_version() {
+            return Err(fail(
+                format!("compiled by {}; deploy the function again", bundle.engine),
+                &state,
+            ));
+        }
+        let runtime = Runtime::new().map_err(|e| fail(e.to_string(), &state))?;
+        runtime.set_memory_limit(limits.memory_bytes);
+        runtime.set_max_stack_size(limits.stack_bytes);
+        let watch = Rc::clone(&state);
+        runtime.set_interrupt_handler(Some(Box::new(move || {
+            let over = watch.deadline.get().is_some_and(|d| Instant::now() >= d);
+            if over {
+                watch.interrupted.set(true);
+            }
+            over
+        })));
+        let mut modules = HashMap::new();
+        for (name, code) in &bundle.modules {
+            let bytes = BASE64
+                .decode(code)
+                .map_err(|e| fail(format!("{name}: {e}"), &state))?;
+            modules.insert(name.clone(), bytes);
+        }
+        runtime.set_loader(FileResolver, BytecodeLoader { modules });
+        let context = Context::full(&runtime).map_err(|e| fail(e.to_string(), &state))?;
+        let entry = bundle.entry.clone();
+        let built = context.with(|ctx| -> Result<_, Outcome> {
+            install_natives(&ctx, &state).map_err(|e| error_outcome(&ctx, e, &state))?;
+            let driver: Object = ctx
+                .eval(PRELUDE)
+                .catch(&ctx)
+                .map_err(|e| caught_outcome(e, &state))?;
+            let import = Module::import(&ctx, entry.as_str())
+                .catch(&ctx)
+                .map_err(|e| caught_outcome(e, &state))?;
+            let namespace: Object = settle(&ctx, &driver, &state, &import, deadline, io)?;
+            let handler: Function = namespace.get("default").map_err(|_| Outcome::Error {
+                message: format!("{entry} has no default export: export default async function (event, ctx) {{ … }}"),
+                stack: String::new(),
+            })?;
+            Ok((Persistent::save(&ctx, driver), Persistent::save(&ctx, handler)))
+        });
+        match built {
+            Ok((driver, handler)) => Ok(Instance {
+                driver,
+                handler,
+                context,
+                runtime,
+                state,
+            }),
+            Err(outcome) => Err((outcome, state)),
+        }
+    }
+
+    fn run(&self, invocation: &Invocation, deadline: Instant, io: &mut dyn HostIo) -> Outcome {
+        let state = &self.state;
+        state.deadline.set(Some(deadline));
+        state.interrupted.set(false);
+        state.max_log_lines.set(invocation.limits.max_log_lines);
+        *state.random.borrow_mut() = Drbg {
+            seed: invocation.seed,
+            counter: 0,
+        };
+        self.runtime
+            .set_memory_limit(invocation.limits.memory_bytes);
+        let outcome = self.context.with(|ctx| -> Result<String, Outcome> {
+            let driver = self
+                .driver
+                .clone()
+                .restore(&ctx)
+                .map_err(|e| error_outcome(&ctx, e, state))?;
+            let handler = self
+                .handler
+                .clone()
+                .restore(&ctx)
+                .map_err(|e| error_outcome(&ctx, e, state))?;
+            let run: Function = driver
+                .get("run")
+                .map_err(|e| error_outcome(&ctx, e, state))?;
+            let promise: Promise = run
+                .call((
+                    handler,
+                    invocation.event.to_string(),
+                    invocation.context.to_string(),
+                ))
+                .catch(&ctx)
+                .map_err(|e| caught_outcome(e, state))?;
+            settle(&ctx, &driver, state, &promise, deadline, io)
+        });
+        state.deadline.set(None);
+        // Timers left behind do not outlive their invocation.
+        state.timers.borrow_mut().clear();
+        match outcome {
+            Ok(json) if json.len() > invocation.limits.max_result_bytes => {
+                Outcome::ResultTooLarge { bytes: json.len() }
+            }
+            Ok(json) => Outcome::Ok { json },
+            Err(outcome) => outcome,
+        }
+    }
+
+    fn memory(&self) -> usize {
+        usize::try_from(self.runtime.memory_usage().memory_used_size).unwrap_or(0)
+    }
+}
+
+/// Drives the runtime until `promise` settles: runs its jobs, sends host calls, waits for their
+/// replies and for timers, all before `deadline`.
+fn settle<'js, T: rquickjs::FromJs<'js>>(
+    ctx: &Ctx<'js>,
+    driver: &Object<'js>,
+    state: &Rc<State>,
+    promise: &Promise<'js>,
+    deadline: Instant,
+    io: &mut dyn HostIo,
+) -> Result<T, Outcome> {
+    let driver_call = |name: &str| -> Result<Function<'js>, Outcome> {
+        driver.get(name).map_err(|e| error_outcome(ctx, e, state))
+    };
+    let mut outstanding = 0usize;
+    loop {
+        while ctx.execute_pending_job() {}
+        if state.interrupted.get() {
+            return Err(Outcome::Timeout);
+        }
+        match promise.state() {
+            PromiseState::Resolved => {
+                return promise
+                    .result::<T>()
+                    .unwrap_or(Err(rquickjs::Error::Unknown))
+                    .catch(ctx)
+                    .map_err(|e| caught_outcome(e, state));
+            }
+            PromiseState::Rejected => {
+                let error = promise
+                    .result::<Value>()
+                    .unwrap_or(Err(rquickjs::Error::Unknown))
+                    .catch(ctx)
+                    .err()
+                    .map(|e| caught_outcome(e, state));
+                return Err(error.unwrap_or(Outcome::Error {
+                    message: "the function failed".into(),
+                    stack: String::new(),
+                }));
+            }
+            PromiseState::Pending => {}
+        }
+        for (call, method, args) in state.outbox.borrow_mut().drain(..) {
+            let args = serde_json::from_str(&args).unwrap_or(serde_json::Value::Null);
+            io.call(call, &method, args);
+            outstanding += 1;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Outcome::Timeout);
+        }
+        let due = state
+            .timers
+            .borrow()
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| *id)
+            .collect::<Vec<_>>();
+        if !due.is_empty() {
+            let fire = driver_call("fire")?;
+            for id in due {
+                state.timers.borrow_mut().remove(&id);
+                fire.call::<_, ()>((id,))
+                    .catch(ctx)
+                    .map_err(|e| caught_outcome(e, state))?;
+            }
+            continue;
+        }
+        let next_timer = state.timers.borrow().values().min().copied();
+        if outstanding == 0 && next_timer.is_none() {
+            // Nothing can settle it any more: it would only time out.
+            return Err(Outcome::Timeout);
+        }
+        let until = next_timer.map_or(deadline, |t| t.min(deadline));
+        if outstanding > 0 {
+            if let Some((call, outcome)) = io.reply(until) {
+                outstanding = outstanding.saturating_sub(1);
+                let (ok, json) = match outcome {
+                    HostOutcome::Ok { value } => (true, value.to_string()),
+                    HostOutcome::Error { code, message } => (
+                        false,
+                        serde_json::json!({ "code": code, "message": message }).to_string(),
+                    ),
+                };
+                driver_call("settle")?
+                    .call::<_, ()>((call, ok, json))
+                    .catch(ctx)
+                    .map_err(|e| caught_outcome(e, state))?;
+            }
+        } else {
+            std::thread::sleep(until.saturating_duration_since(Instant::now()));
+        }
+    }
+}
+
+/// The native functions the prelude builds on, under `globalThis.__cloudlet`.
+fn install_natives<'js>(ctx: &Ctx<'js>, state: &Rc<State>) -> rquickjs::Result<()> {
+    let natives = Object::new(ctx.clone())?;
+    let s = Rc::clone(state);
+    natives.set(
+        "call",
+        Function::new(ctx.clone(), move |method: String, args: String| {
+            let call = s.next_call.get() + 1;
+            s.next_call.set(call);
+            s.outbox.borrow_mut().push((call, method, args));
+            call
+        })?,
+    )?;
+    let s = Rc::clone(state);
+    natives.set(
+        "log",
+        Function::new(ctx.clone(), move |level: String, message: String| {
+            s.log(level, message)
+        })?,
+    )?;
+    let s = Rc::clone(state);
+    natives.set(
+        "timer",
+        Function::new(ctx.clone(), move |ms: f64| {
+            let id = s.next_timer.get() + 1;
+            s.next_timer.set(id);
+            let delay = Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 86_400.0));
+            s.timers.borrow_mut().insert(id, Instant::now() + delay);
+            id
+        })?,
+    )?;
+    let s = Rc::clone(state);
+    natives.set(
+        "cancel",
+        Function::new(ctx.clone(), move |id: u32| {
+            s.timers.borrow_mut().remove(&id);
+        })?,
+    )?;
+    let s = Rc::clone(state);
+    natives.set(
+        "random",
+        Function::new(ctx.clone(), move |n: usize| {
+            let mut bytes = vec![0u8; n.min(65536)];
+            s.random.borrow_mut().fill(&mut bytes);
+            bytes
+        })?,
+    )?;
+    ctx.globals().set("__cloudlet", natives)?;
+    Ok(())
+}
+
+fn error_outcome(ctx: &Ctx<'_>, error: rquickjs::Error, state: &State) -> Outcome {
+    caught_outcome(CaughtError::from_error(ctx, error), state)
+}
+
+fn caught_outcome(caught: CaughtError<'_>, state: &State) -> Outcome {
+    if state.interrupted.get() {
+        return Outcome::Timeout;
+    }
+    let (message, stack) = match &caught {
+        CaughtError::Exception(e) => (
+            e.message().unwrap_or_default(),
+            e.stack().unwrap_or_default(),
+        ),
+        CaughtError::Value(v) => (
+            v.as_string()
+                .and_then(|s| s.to_string().ok())
+                .unwrap_or_else(|| format!("{v:?}")),
+            String::new(),
+        ),
+        CaughtError::Error(e) => (e.to_string(), String::new()),
+    };
+    if message == "out of memory"
+        || matches!(caught, CaughtError::Error(rquickjs::Error::Allocation))
+    {
+        return Outcome::MemoryLimit;
+    }
+    Outcome::Error { message, stack }
+}
+
+/// Resolves imports among the function's own files: `./lib.js` from `dir/index.js` is
+/// `dir/lib.js`. Packages (bare names) are not available.
+struct FileResolver;
+
+impl Resolver for FileResolver {
+    fn resolve<'js>(
+        &mut self,
+        _ctx: &Ctx<'js>,
+        base: &str,
+        name: &str,
+        _attributes: Option<rquickjs::loader::ImportAttributes<'js>>,
+    ) -> rquickjs::Result<String> {
+        if !(name.starts_with("./") || name.starts_with("../")) {
+            if base.is_empty() || base == "<eval>" {
+                return Ok(name.to_owned());
+            }
+            return Err(rquickjs::Error::new_resolving_message(
+                base,
+                name,
+                "only relative imports of the function's own files",
+            ));
+        }
+        let mut parts: Vec<&str> = base.split('/').collect();
+        parts.pop();
+        for part in name.split('/') {
+            match part {
+                "." | "" => {}
+                ".." => {
+                    if parts.pop().is_none() {
+                        return Err(rquickjs::Error::new_resolving_message(
+                            base,
+                            name,
+                            "outside the function's files",
+                        ));
+                    }
+                }
+                part => parts.push(part),
+            }
+        }
+        Ok(parts.join("/"))
+    }
+}
+
+struct BytecodeLoader {
+    modules: HashMap<String, Vec<u8>>,
+}
+
+impl Loader for BytecodeLoader {
+    fn load<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        name: &str,
+        _attributes: Option<rquickjs::loader::ImportAttributes<'js>>,
+    ) -> rquickjs::Result<Module<'js, Declared>> {
+        let bytes = self
+            .modules
+            .get(name)
+            .ok_or_else(|| rquickjs::Error::new_loading_message(name, "no such file"))?;
+        // SAFETY: the bytecode was written by `compile` with this engine version (checked in
+        // `Instance::new`) and stored by the server; it is never taken from a client.
+        #[allow(unsafe_code)]
+        unsafe {
+            Module::load(ctx.clone(), bytes)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers host calls from a script of replies; records what was called.
+    #[derive(Default)]
+    struct Replies {
+        calls: Vec<(String, serde_json::Value)>,
+        queued: std::collections::VecDeque<(u64, HostOutcome)>,
+    }
+
+    impl HostIo for Replies {
+        fn call(&mut self, call: u64, method: &str, args: serde_json::Value) {
+            self.calls.push((method.to_owned(), args.clone()));
+            let value = serde_json::json!({ "echo": args });
+            self.queued.push_back((call, HostOutcome::Ok { value }));
+        }
+        fn reply(&mut self, _until: Instant) -> Option<(u64, HostOutcome)> {
+            self.queued.pop_front()
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            memory_bytes: 16 * 1024 * 1024,
+            stack_bytes: 256 * 1024,
+            timeout_ms: 1000,
+            max_result_bytes: 1024 * 1024,
+            max_log_lines: 10,
+        }
+    }
+
+    fn run(files: &[(&str, &str)], event: serde_json::Value) -> (Finished, Replies) {
+        let files = files
+            .iter()
+            .map(|(n, s)| ((*n).to_owned(), (*s).to_owned()))
+            .collect();
+        let bundle = compile(&files, "index.js").unwrap();
+        let mut engine = Engine::new(4, 4);
+        let mut io = Replies::default();
+        let invocation = Invocation {
+            key: "k".into(),
+            bundle: Some(bundle),
+            event,
+            context: serde_json::json!({ "auth": { "id": "u1" } }),
+            limits: limits(),
+            seed: [7; 32],
+        };
+        let finished = engine.invoke(invocation, &mut io).unwrap();
+        (finished, io)
+    }
+
+    fn ok(finished: &Finished) -> serde_json::Value {
+        match &finished.outcome {
+            Outcome::Ok { json } => serde_json::from_str(json).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_function_gets_its_event_and_context_and_its_result_is_json() {
+        let source = "export default async function (event, ctx) {
+            console.log('hello', { n: event.n });
+            return { doubled: event.n * 2, user: ctx.auth.id };
+        }";
+        let (finished, _) = run(&[("index.js", source)], serde_json::json!({ "n": 21 }));
+        assert_eq!(
+            ok(&finished),
+            serde_json::json!({ "doubled": 42, "user": "u1" })
+        );
+        assert_eq!(finished.logs.len(), 1);
+        assert_eq!(finished.logs[0].message, r#"hello {"n":21}"#);
+        assert!(finished.cold);
+    }
+
+    #[test]
+    fn modules_import_each_other_and_a_syntax_error_has_its_position() {
+        let files = [
+            (
+                "index.js",
+                "import { twice } from './lib/math.js';\nexport default async () => twice(4);",
+            ),
+            ("lib/math.js", "export const twice = (n) => n * 2;"),
+        ];
+        let (finished, _) = run(&files, serde_json::Value::Null);
+        assert_eq!(ok(&finished), serde_json::json!(8));
+
+        let broken: BTreeMap<String, String> = [
+            ("index.js".to_owned(), "export default 1;".to_owned()),
+            ("lib.js".to_owned(), "const a = 1;\nlet = = 2;\n".to_owned()),
+        ]
+        .into();
+        let error = compile(&broken, "index.js").unwrap_err();
+        assert_eq!(
+            (error.file.as_str(), error.line),
+            ("lib.js", 2),
+            "{error:?}"
+        );
+        assert!(error.column > 0, "{error:?}");
+    }
+
+    #[test]
+    fn host_calls_resolve_the_promises_of_fetch_and_db() {
+        let source = "export default async (event, ctx) => {
+            const record = await ctx.db.collection('todos').get('r1');
+            const response = await fetch('https://example.com/x', { method: 'post' });
+            return { record, status: response.status ?? null };
+        }";
+        let (finished, io) = run(&[("index.js", source)], serde_json::Value::Null);
+        assert_eq!(io.calls.len(), 2);
+        assert_eq!(io.calls[0].0, "db");
+        assert_eq!(io.calls[0].1["op"], "get");
+        assert_eq!(io.calls[0].1["admin"], false);
+        assert_eq!(io.calls[1].1["method"], "POST");
+        let result = ok(&finished);
+        assert_eq!(result["record"]["echo"]["collection"], "todos");
+    }
+
+    #[test]
+    fn web_basics_work() {
+        let source = "export default async () => {
+            const bytes = new TextEncoder().encode('héllo €𝄞');
+            const back = new TextDecoder().decode(bytes);
+            const url = new URL('https://user@Example.com:443/a/b?x=1&y=two+words#h');
+            url.searchParams.set('z', 'a&b');
+            const uuid = crypto.randomUUID();
+            await new Promise((resolve) => setTimeout(resolve, 5));
+            return { n: bytes.length, back, b64: btoa('hi!?'), un: atob('aGkhPw=='),
+                     href: url.href, y: url.searchParams.get('y'), host: url.host,
+                     uuid: /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(uuid) };
+        }";
+        let (finished, _) = run(&[("index.js", source)], serde_json::Value::Null);
+        assert_eq!(
+            ok(&finished),
+            serde_json::json!({
+                "n": 14, "back": "héllo €𝄞", "b64": "aGkhPw==", "un": "hi!?",
+                "href": "https://user@example.com/a/b?x=1&y=two+words&z=a%26b#h",
+                "y": "two words", "host": "example.com", "uuid": true
+            })
+        );
+    }
+
+    #[test]
+    fn runaway_code_ends_with_its_outcome() {
+        let cases = [
+            ("export default async () => { for (;;) {} }", "timeout"),
+            (
+                "export default async () => new Promise(() => {})",
+                "timeout",
+            ),
+            (
+                "export default async () => { const a = []; for (;;) a.push('x'.repeat(1000)); }",
+                "memory",
+            ),
+            (
+                "const f = (n) => f(n + 1) + 1; export default async () => f(0);",
+                "error",
+            ),
+            (
+                "export default async () => { throw new Error('nope'); }",
+                "error",
+            ),
+            (
+                "export default async () => 'x'.repeat(2 * 1024 * 1024)",
+                "too large",
+            ),
+        ];
+        for (source, expected) in cases {
+            let (finished, _) = run(&[("index.js", source)], serde_json::Value::Null);
+            let got = match &finished.outcome {
+                Outcome::Timeout => "timeout",
+                Outcome::MemoryLimit => "memory",
+                Outcome::Error { .. } => "error",
+                Outcome::ResultTooLarge { .. } => "too large",
+                Outcome::Ok { .. } => "ok",
+            };
+            assert_eq!(got, expected, "{source}: {:?}", finished.outcome);
+        }
+    }
+
+    #[test]
+    fn a_warm_runtime_serves_the_next_call_and_a_timed_out_one_is_dropped() {
+        let source = "let calls = 0; export default async (e) => { calls += 1; if (e.spin) for(;;){} return calls; }";
+        let files = [("index.js".to_owned(), source.to_owned())].into();
+        let bundle = compile(&files, "index.js").unwrap();
+        let mut engine = Engine::new(4, 4);
+        let mut invoke = |event: serde_json::Value, bundle: Option<Bundle>| {
+            let invocation = Invocation {
+                key: "k".into(),
+                bundle,
+                event,
+                context: serde_json::json!({}),
+                limits: Limits {
+                    timeout_ms: 100,
+                    ..limits()
+                },
+                seed: [0; 32],
+            };
+            engine.invoke(invocation, &mut Replies::default()).unwrap()
+        };
+        let first = invoke(serde_json::json!({}), Some(bundle));
+        let second = invoke(serde_json::json!({}), None);
+        assert_eq!((ok(&first), first.cold), (serde_json::json!(1), true));
+        assert_eq!((ok(&second), second.cold), (serde_json::json!(2), false));
+        assert_eq!(
+            invoke(serde_json::json!({ "spin": true }), None).outcome,
+            Outcome::Timeout
+        );
+        let fresh = invoke(serde_json::json!({}), None);
+        assert_eq!((ok(&fresh), fresh.cold), (serde_json::json!(1), true));
+    }
+}

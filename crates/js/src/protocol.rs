@@ -1,0 +1,167 @@
+//! What the server and a worker process say to each other, and how it is framed on the pipes.
+//!
+//! Each message is one frame: a little-endian `u32` length, then that many bytes of JSON. The
+//! server writes to the worker's stdin and reads its stdout; nothing else crosses.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+/// The largest frame either side accepts (a deploy's sources, a function's result).
+pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// A function version compiled to QuickJS bytecode: one entry per module file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Bundle {
+    /// The QuickJS version that wrote the bytecode; other versions must compile again.
+    pub engine: String,
+    pub entry: String,
+    /// Module name → bytecode, base64.
+    pub modules: BTreeMap<String, String>,
+}
+
+/// The limits of one invocation.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_bytes: usize,
+    pub stack_bytes: usize,
+    /// Wall time, JavaScript and waiting together.
+    pub timeout_ms: u64,
+    pub max_result_bytes: usize,
+    pub max_log_lines: usize,
+}
+
+/// Server → worker.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToWorker {
+    Compile {
+        files: BTreeMap<String, String>,
+        entry: String,
+    },
+    Invoke(Box<Invocation>),
+    /// The answer to a host call of the running invocation.
+    HostReply {
+        call: u64,
+        outcome: HostOutcome,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Invocation {
+    /// Names the compiled code: warm runtimes are kept per key (app, function, version).
+    pub key: String,
+    /// Sent when the worker may not have the code yet.
+    pub bundle: Option<Bundle>,
+    pub event: serde_json::Value,
+    /// What becomes `ctx` (besides its methods): auth, env, request id, …
+    pub context: serde_json::Value,
+    pub limits: Limits,
+    /// Seeds `crypto.getRandomValues` for this invocation.
+    pub seed: [u8; 32],
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum HostOutcome {
+    Ok { value: serde_json::Value },
+    Error { code: String, message: String },
+}
+
+/// Worker → server.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromWorker {
+    Ready,
+    Compiled {
+        outcome: Result<Bundle, CompileError>,
+    },
+    /// The running invocation asks the server for something (`ctx.db`, `fetch`, …).
+    HostCall {
+        call: u64,
+        method: String,
+        args: serde_json::Value,
+    },
+    Finished(Box<Finished>),
+    /// The worker does not have the invocation's code: send it again with the bundle.
+    NeedCode {
+        key: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct CompileError {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Finished {
+    pub outcome: Outcome,
+    pub logs: Vec<LogLine>,
+    /// Lines left out over the limit.
+    pub logs_dropped: usize,
+    /// The runtime's heap in use when the invocation ended.
+    pub memory_bytes: usize,
+    /// Whether the runtime was created for this invocation.
+    pub cold: bool,
+    /// Time inside the worker, from receiving the invocation to its end.
+    pub micros: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The function's result, as JSON text (`undefined` becomes `null`).
+    Ok {
+        json: String,
+    },
+    /// The function threw or rejected: the message goes to the caller, the stack to the log.
+    Error {
+        message: String,
+        stack: String,
+    },
+    Timeout,
+    MemoryLimit,
+    ResultTooLarge {
+        bytes: usize,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: String,
+    pub message: String,
+}
+
+/// Writes one frame.
+pub fn write_frame(out: &mut impl Write, message: &impl Serialize) -> io::Result<()> {
+    let body = serde_json::to_vec(message).map_err(io::Error::other)?;
+    let length = u32::try_from(body.len()).map_err(io::Error::other)?;
+    out.write_all(&length.to_le_bytes())?;
+    out.write_all(&body)?;
+    out.flush()
+}
+
+/// Reads one frame; `None` at a clean end of input.
+pub fn read_frame<T: for<'de> Deserialize<'de>>(input: &mut impl Read) -> io::Result<Option<T>> {
+    let mut length = [0u8; 4];
+    match input.read_exact(&mut length) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let length = u32::from_le_bytes(length) as usize;
+    if length > MAX_FRAME {
+        return Err(io::Error::other(format!("a frame of {length} bytes")));
+    }
+    let mut body = vec![0u8; length];
+    input.read_exact(&mut body)?;
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(io::Error::other)
+}
