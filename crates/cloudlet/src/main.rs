@@ -33,6 +33,10 @@ enum Command {
     },
     /// Run the platform emulator: a local WeChat, QQ, Douyin and Alipay login server.
     Emulator(EmulatorArgs),
+    /// A function worker process, started by the server (not by hand): it reads invocations on
+    /// stdin and answers on stdout.
+    #[command(hide = true)]
+    Worker,
     /// Offline administration of a data directory.
     Admin {
         #[command(subcommand)]
@@ -67,10 +71,27 @@ struct DataDirArg {
     data_dir: PathBuf,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        // A worker is single-threaded and runs no async runtime.
+        Command::Worker => cloudlet_js::worker::run().map_err(|e| e.to_string()),
+        command => match tokio::runtime::Runtime::new() {
+            Ok(runtime) => runtime.block_on(run(command)),
+            Err(e) => Err(format!("could not start the async runtime: {e}")),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), String> {
+    match command {
         Command::Serve(args) => serve::run(args).await,
         Command::App {
             connection,
@@ -80,13 +101,7 @@ async fn main() -> ExitCode {
         Command::Admin {
             command: AdminCommand::ResetToken(args),
         } => reset_token(&args.data_dir).await,
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
-        }
+        Command::Worker => Err("a worker runs outside the async runtime".into()),
     }
 }
 

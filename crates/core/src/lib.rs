@@ -5,6 +5,7 @@
 //! - [`access`]: who is calling the admin API: the admin token or an app's secret key.
 //! - [`auth`]: end users: login providers, sessions, access tokens, accounts.
 //! - [`data`]: collections, records and the rules that guard them; change events.
+//! - [`functions`]: deployed JavaScript, its versions, environment secrets, invocations, logs.
 //! - [`sealing`]: secrets encrypted at rest under the instance's master key.
 //! - [`clock`] and [`random`]: the one door for time and randomness, so tests can control both.
 //! - [`secrets`]: generating, hashing and comparing bearer secrets.
@@ -16,6 +17,7 @@ pub mod apps;
 pub mod auth;
 pub mod clock;
 pub mod data;
+pub mod functions;
 pub mod random;
 pub mod sealing;
 pub mod secrets;

@@ -49,6 +49,8 @@ pub enum PoolError {
     Died(String),
     #[error("the worker pool is closed")]
     Closed,
+    #[error("the stored code is unreadable: {0}")]
+    BadCode(String),
 }
 
 pub struct Pool {
@@ -97,11 +99,11 @@ impl Pool {
         }
     }
 
-    /// Runs an invocation of the code `bundle` under the key `invocation.key`.
+    /// Runs an invocation; `bundle` gives its code when the worker does not have it yet.
     pub async fn invoke(
         &self,
         mut invocation: Invocation,
-        bundle: &Bundle,
+        bundle: &(dyn Fn() -> Result<Bundle, String> + Send + Sync),
         host: &dyn Host,
     ) -> Result<Finished, PoolError> {
         let _slot = self.slots.acquire().await.map_err(|_| PoolError::Closed)?;
@@ -110,7 +112,7 @@ impl Pool {
         let hard_deadline =
             Duration::from_millis(invocation.limits.timeout_ms) + self.options.grace;
         if !worker.loaded.contains(&invocation.key) {
-            invocation.bundle = Some(bundle.clone());
+            invocation.bundle = Some(bundle().map_err(PoolError::BadCode)?);
         }
         let key = invocation.key.clone();
         let exchange = async {
@@ -124,7 +126,7 @@ impl Pool {
                         worker.send(&ToWorker::HostReply { call, outcome }).await?;
                     }
                     FromWorker::NeedCode { .. } => {
-                        invocation.bundle = Some(bundle.clone());
+                        invocation.bundle = Some(bundle().map_err(PoolError::BadCode)?);
                         worker
                             .send(&ToWorker::Invoke(Box::new(invocation.clone())))
                             .await?;

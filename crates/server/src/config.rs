@@ -40,6 +40,45 @@ pub struct Config {
     pub http: HttpConfig,
     pub apps: AppsConfig,
     pub auth: AuthConfig,
+    pub functions: FunctionsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FunctionsConfig {
+    /// Worker processes at most (each runs one invocation at a time).
+    pub workers: usize,
+    /// A worker idle this long exits, in seconds.
+    pub worker_idle_secs: u64,
+    /// The program started as a worker (`<it> worker`); empty means this executable.
+    pub worker_program: PathBuf,
+    /// Wall time of an invocation unless its function sets one, in milliseconds.
+    pub default_timeout_ms: u64,
+    /// The most a function may set.
+    pub max_timeout_ms: u64,
+    /// Memory of an invocation unless its function sets one, in MiB.
+    pub default_memory_mb: u64,
+    pub max_memory_mb: u64,
+    /// Invocations of one app running at once; more answer `function_overloaded`.
+    pub max_concurrent_per_app: usize,
+    /// Let `fetch` reach loopback, private and link-local addresses (for local development).
+    pub allow_private_fetch: bool,
+}
+
+impl Default for FunctionsConfig {
+    fn default() -> Self {
+        FunctionsConfig {
+            workers: 4,
+            worker_idle_secs: 300,
+            worker_program: PathBuf::new(),
+            default_timeout_ms: 10_000,
+            max_timeout_ms: 60_000,
+            default_memory_mb: 64,
+            max_memory_mb: 512,
+            max_concurrent_per_app: 32,
+            allow_private_fetch: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -110,6 +149,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             apps: AppsConfig::default(),
             auth: AuthConfig::default(),
+            functions: FunctionsConfig::default(),
         }
     }
 }
@@ -176,6 +216,37 @@ impl Config {
             }
             Ok(())
         }
+        within("functions.workers", self.functions.workers, 1, 256)?;
+        within(
+            "functions.max_timeout_ms",
+            self.functions.max_timeout_ms,
+            1,
+            900_000,
+        )?;
+        within(
+            "functions.default_timeout_ms",
+            self.functions.default_timeout_ms,
+            1,
+            self.functions.max_timeout_ms,
+        )?;
+        within(
+            "functions.max_memory_mb",
+            self.functions.max_memory_mb,
+            1,
+            4096,
+        )?;
+        within(
+            "functions.default_memory_mb",
+            self.functions.default_memory_mb,
+            1,
+            self.functions.max_memory_mb,
+        )?;
+        within(
+            "functions.max_concurrent_per_app",
+            self.functions.max_concurrent_per_app,
+            1,
+            100_000,
+        )?;
         within(
             "http.max_body_bytes",
             self.http.max_body_bytes,

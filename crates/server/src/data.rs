@@ -39,7 +39,11 @@ pub fn router() -> Router<AppState> {
 
 /// Who is calling: a JWT is a user's access token; any other bearer must be the admin token or
 /// this app's secret key.
-async fn actor(state: &AppState, app: &str, headers: &HeaderMap) -> Result<Actor, ApiError> {
+pub(crate) async fn actor(
+    state: &AppState,
+    app: &str,
+    headers: &HeaderMap,
+) -> Result<Actor, ApiError> {
     let token = bearer(headers).map_err(|()| AuthError::InvalidToken)?;
     match token {
         None => Ok(Actor::Anonymous),

@@ -9,6 +9,7 @@ use cloudlet_core::access::AccessError;
 use cloudlet_core::apps::AppError;
 use cloudlet_core::auth::AuthError;
 use cloudlet_core::data::DataError;
+use cloudlet_core::functions::FunctionError;
 use cloudlet_query::ErrorKind;
 use cloudlet_store::StoreError;
 use serde_json::json;
@@ -74,6 +75,16 @@ pub enum Code {
     InvalidBatch,
     InvalidFields,
     InvalidExpand,
+    FunctionNotFound,
+    VersionNotFound,
+    InvalidFunction,
+    FunctionSyntaxError,
+    FunctionError,
+    FunctionTimeout,
+    FunctionMemoryLimit,
+    FunctionResultTooLarge,
+    FunctionOverloaded,
+    InvalidEnv,
     NotReady,
     InternalError,
 }
@@ -137,6 +148,16 @@ impl Code {
             Code::InvalidBatch => "invalid_batch",
             Code::InvalidFields => "invalid_fields",
             Code::InvalidExpand => "invalid_expand",
+            Code::FunctionNotFound => "function_not_found",
+            Code::VersionNotFound => "version_not_found",
+            Code::InvalidFunction => "invalid_function",
+            Code::FunctionSyntaxError => "function_syntax_error",
+            Code::FunctionError => "function_error",
+            Code::FunctionTimeout => "function_timeout",
+            Code::FunctionMemoryLimit => "function_memory_limit",
+            Code::FunctionResultTooLarge => "function_result_too_large",
+            Code::FunctionOverloaded => "function_overloaded",
+            Code::InvalidEnv => "invalid_env",
             Code::NotReady => "not_ready",
             Code::InternalError => "internal_error",
         }
@@ -164,6 +185,16 @@ impl Code {
             Code::ProviderMisconfigured | Code::PlatformUnavailable => StatusCode::BAD_GATEWAY,
             Code::EmailTaken => StatusCode::CONFLICT,
             Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Code::FunctionNotFound => StatusCode::NOT_FOUND,
+            Code::VersionNotFound => StatusCode::NOT_FOUND,
+            Code::InvalidFunction => StatusCode::BAD_REQUEST,
+            Code::FunctionSyntaxError => StatusCode::BAD_REQUEST,
+            Code::FunctionError => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::FunctionTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Code::FunctionMemoryLimit => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::FunctionResultTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::FunctionOverloaded => StatusCode::TOO_MANY_REQUESTS,
+            Code::InvalidEnv => StatusCode::BAD_REQUEST,
             Code::CollectionNotFound => StatusCode::NOT_FOUND,
             Code::CollectionExists => StatusCode::CONFLICT,
             Code::DestructiveChange => StatusCode::CONFLICT,
@@ -347,6 +378,37 @@ impl From<DataError> for ApiError {
                 return ApiError::new(Code::AppNotFound, "no such app");
             }
             DataError::Store(_) => return ApiError::internal(&e),
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<FunctionError> for ApiError {
+    fn from(e: FunctionError) -> Self {
+        let code = match &e {
+            FunctionError::NotFound(_) => Code::FunctionNotFound,
+            FunctionError::VersionNotFound(_) => Code::VersionNotFound,
+            FunctionError::Invalid(_) => Code::InvalidFunction,
+            FunctionError::Syntax(failure) => {
+                return ApiError::new(
+                    Code::FunctionSyntaxError,
+                    format!(
+                        "{}:{}:{}: {}",
+                        failure.file, failure.line, failure.column, failure.message
+                    ),
+                );
+            }
+            FunctionError::Unauthenticated => Code::MissingCredentials,
+            FunctionError::Failed(_) => Code::FunctionError,
+            FunctionError::Timeout => Code::FunctionTimeout,
+            FunctionError::MemoryLimit => Code::FunctionMemoryLimit,
+            FunctionError::ResultTooLarge(_) => Code::FunctionResultTooLarge,
+            FunctionError::Overloaded => Code::FunctionOverloaded,
+            FunctionError::InvalidEnv(_) => Code::InvalidEnv,
+            FunctionError::Store(StoreError::NoSuchTenant) => {
+                return ApiError::new(Code::AppNotFound, "no such app");
+            }
+            FunctionError::Engine(_) | FunctionError::Store(_) => return ApiError::internal(&e),
         };
         ApiError::new(code, e.to_string())
     }

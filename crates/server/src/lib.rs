@@ -12,6 +12,7 @@ mod auth;
 mod data;
 mod error;
 mod extract;
+mod functions;
 mod health;
 mod limits;
 mod memory;
@@ -33,10 +34,13 @@ use cloudlet_core::apps::Apps;
 use cloudlet_core::auth::{Auth, AuthError, AuthOptions};
 use cloudlet_core::clock::{Clock, SystemClock};
 use cloudlet_core::data::Data;
+use cloudlet_core::functions::{FunctionLimits, Functions};
 use cloudlet_core::random::{OsRandom, Random};
 use cloudlet_core::sealing::Sealer;
 use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
-use cloudlet_store::{DataDir, RecordStore, StoreError, SystemStore, TenantStore, UserStore};
+use cloudlet_store::{
+    DataDir, FunctionStore, RecordStore, StoreError, SystemStore, TenantStore, UserStore,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -60,6 +64,8 @@ pub enum StartError {
     Auth(#[from] AuthError),
     #[error("{} is not a Cloudlet data directory (it has no system.db)", .0.display())]
     NotADataDir(std::path::PathBuf),
+    #[error("could not start functions: {0}")]
+    Functions(String),
     #[error("could not listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -174,8 +180,18 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     .await?;
     let tenant_store: Arc<dyn TenantStore> = tenants.clone();
     let record_store: Arc<dyn RecordStore> = tenants.clone();
-    let user_store: Arc<dyn UserStore> = tenants;
+    let user_store: Arc<dyn UserStore> = tenants.clone();
+    let function_store: Arc<dyn FunctionStore> = tenants;
     let data = Data::new(record_store, Arc::clone(&clock), Arc::clone(&random));
+    let functions = start_functions(
+        &config.functions,
+        function_store,
+        Arc::clone(&clock),
+        Arc::clone(&random),
+        Sealer::new(&master_key),
+    )?;
+    let fetcher = functions::Fetcher::new(config.functions.allow_private_fetch)
+        .map_err(|e| StartError::Functions(e.to_string()))?;
     let apps = Apps::new(
         Arc::clone(&system),
         Arc::clone(&tenant_store),
@@ -203,6 +219,8 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         apps,
         auth,
         data,
+        functions,
+        fetcher,
         limits,
         access,
         Arc::clone(&system),
@@ -315,6 +333,7 @@ fn router(config: &Config, state: AppState) -> Router {
         .merge(apps::router())
         .merge(auth::router())
         .merge(data::router())
+        .merge(functions::router())
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.http.max_body_bytes))
@@ -347,6 +366,44 @@ fn cors(origins: &[String]) -> CorsLayer {
 /// Resolves once shutdown has been triggered (or its sender is gone).
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// The function service on a pool of `cloudlet worker` processes.
+fn start_functions(
+    config: &config::FunctionsConfig,
+    store: Arc<dyn FunctionStore>,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn Random>,
+    sealer: Sealer,
+) -> Result<Functions, StartError> {
+    let program = if config.worker_program.as_os_str().is_empty() {
+        std::env::current_exe().map_err(|e| StartError::Functions(e.to_string()))?
+    } else {
+        config.worker_program.clone()
+    };
+    let pool = cloudlet_js::pool::Pool::new(cloudlet_js::pool::PoolOptions {
+        program,
+        args: vec!["worker".into()],
+        max_workers: config.workers,
+        grace: Duration::from_millis(500),
+        idle_timeout: Duration::from_secs(config.worker_idle_secs),
+    });
+    let limits = FunctionLimits {
+        default_timeout_ms: config.default_timeout_ms,
+        max_timeout_ms: config.max_timeout_ms,
+        default_memory_mb: config.default_memory_mb,
+        max_memory_mb: config.max_memory_mb,
+        max_concurrent_per_app: config.max_concurrent_per_app,
+        ..FunctionLimits::default()
+    };
+    Ok(Functions::new(
+        store,
+        Arc::new(functions::WorkerEngine { pool }),
+        clock,
+        random,
+        sealer,
+        limits,
+    ))
 }
 
 /// Replaces the admin token of the data directory with a new random one and returns it; the

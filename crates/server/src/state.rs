@@ -7,9 +7,11 @@ use cloudlet_core::access::Access;
 use cloudlet_core::apps::Apps;
 use cloudlet_core::auth::Auth;
 use cloudlet_core::data::Data;
+use cloudlet_core::functions::Functions;
 use cloudlet_core::random::Random;
 use cloudlet_store::SystemStore;
 
+use crate::functions::Fetcher;
 use crate::limits::AuthLimits;
 use crate::metrics::Metrics;
 
@@ -20,6 +22,8 @@ struct Shared {
     apps: Apps,
     auth: Auth,
     data: Data,
+    functions: Functions,
+    fetcher: Fetcher,
     limits: AuthLimits,
     access: Access,
     system: Arc<dyn SystemStore>,
@@ -32,10 +36,13 @@ struct Shared {
 }
 
 impl AppState {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         apps: Apps,
         auth: Auth,
         data: Data,
+        functions: Functions,
+        fetcher: Fetcher,
         limits: AuthLimits,
         access: Access,
         system: Arc<dyn SystemStore>,
@@ -47,6 +54,8 @@ impl AppState {
             apps,
             auth,
             data,
+            functions,
+            fetcher,
             limits,
             access,
             system,
@@ -67,6 +76,14 @@ impl AppState {
 
     pub fn data(&self) -> &Data {
         &self.0.data
+    }
+
+    pub fn functions(&self) -> &Functions {
+        &self.0.functions
+    }
+
+    pub fn fetcher(&self) -> &Fetcher {
+        &self.0.fetcher
     }
 
     pub fn limits(&self) -> &AuthLimits {

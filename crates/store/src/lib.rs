@@ -3,7 +3,8 @@
 //! - [`DataDir`] owns the on-disk layout and the lock that keeps a second server off it.
 //! - [`SystemStore`] is the control plane (admin token, apps, their keys); [`TenantStore`] owns
 //!   each app's own database, in which [`UserStore`] keeps end users and sessions and
-//!   [`RecordStore`] keeps collections and their records. Domain code in `cloudlet-core` sees only these traits.
+//!   [`RecordStore`] keeps collections and their records, and [`FunctionStore`] functions,
+//!   their versions, invocation logs and environment secrets. Domain code in `cloudlet-core` sees only these traits.
 //! - [`sqlite`] implements both on SQLite: one writer thread per database that batches concurrent
 //!   writes into one transaction, and a small pool of reader connections.
 //!
@@ -12,6 +13,7 @@
 
 mod data_dir;
 mod error;
+mod functions;
 mod records;
 pub mod sqlite;
 mod system;
@@ -20,6 +22,7 @@ mod users;
 
 pub use data_dir::DataDir;
 pub use error::StoreError;
+pub use functions::{FunctionLogRow, FunctionRow, FunctionStore, FunctionVersionRow, LogQuery};
 pub use records::{
     BatchOp, BatchOutcome, CollectionRow, ColumnDef, ColumnType, Condition, IndexDef, Record,
     RecordStore, Select, SortKey, SqlValue, TableChange, TableDef,

@@ -1,0 +1,748 @@
+//! Functions: deploying JavaScript as immutable versions, rolling back, per-app environment
+//! secrets, invoking a version under limits, and the invocation log.
+//!
+//! The engine that compiles and runs code is behind [`Engine`], and what a running function may
+//! ask of the server (`ctx.db`, `fetch`) is behind [`HostCalls`]; both are supplied by the
+//! composition root, so this module knows neither QuickJS nor HTTP. It owns the rules: names,
+//! sizes, limits within the instance's maxima, who may call what, what `ctx` carries, and how
+//! each ending is reported.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use cloudlet_store::{FunctionLogRow, FunctionStore, FunctionVersionRow, LogQuery, StoreError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+use tokio::sync::mpsc;
+
+use crate::clock::{Clock, Timestamp};
+use crate::data::Actor;
+use crate::random::Random;
+use crate::sealing::Sealer;
+
+/// A compile error, where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CompileFailure {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+}
+
+/// One run of compiled code.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// Names the code (app, function, version): warm runtimes are kept per key.
+    pub key: String,
+    /// The compiled code, as the engine produced it.
+    pub bundle: Arc<str>,
+    pub event: Json,
+    pub context: Json,
+    pub limits: RunLimits,
+    pub seed: [u8; 32],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunLimits {
+    pub memory_bytes: usize,
+    pub stack_bytes: usize,
+    pub timeout_ms: u64,
+    pub max_result_bytes: usize,
+    pub max_log_lines: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    /// The result as JSON text.
+    Ok(String),
+    Error {
+        message: String,
+        stack: String,
+    },
+    Timeout,
+    MemoryLimit,
+    ResultTooLarge(usize),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ran {
+    pub outcome: RunOutcome,
+    pub logs: Vec<(String, String)>,
+    pub logs_dropped: usize,
+    pub memory_bytes: usize,
+    pub cold: bool,
+    pub micros: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the function engine failed: {0}")]
+pub struct EngineError(pub String);
+
+/// Compiles and runs JavaScript.
+#[async_trait]
+pub trait Engine: Send + Sync {
+    /// Compiles the files; the outer error is the engine's, the inner one the code's.
+    async fn compile(
+        &self,
+        files: BTreeMap<String, String>,
+        entry: String,
+    ) -> Result<Result<String, CompileFailure>, EngineError>;
+    async fn run(&self, run: Run, host: Arc<dyn HostCalls>) -> Result<Ran, EngineError>;
+}
+
+/// A host call's failure: a stable code and a message, handed to the function as an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFailure {
+    pub code: String,
+    pub message: String,
+}
+
+/// What a running function may ask of the server, on behalf of one invocation.
+#[async_trait]
+pub trait HostCalls: Send + Sync {
+    async fn call(&self, method: &str, args: Json) -> Result<Json, HostFailure>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionError {
+    #[error("no function named {0:?}")]
+    NotFound(String),
+    #[error("no version {0} of this function")]
+    VersionNotFound(i64),
+    #[error("invalid function: {0}")]
+    Invalid(String),
+    #[error("{0:?}")]
+    Syntax(CompileFailure),
+    #[error("this function needs an access token")]
+    Unauthenticated,
+    /// The function threw: its message, for the caller.
+    #[error("{0}")]
+    Failed(String),
+    #[error("the function ran out of time")]
+    Timeout,
+    #[error("the function ran out of memory")]
+    MemoryLimit,
+    #[error("the function's result is {0} bytes, over the limit")]
+    ResultTooLarge(usize),
+    #[error("too many invocations of this app's functions at once")]
+    Overloaded,
+    #[error("invalid environment: {0}")]
+    InvalidEnv(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Instance-wide defaults and maxima (the `[functions]` settings).
+#[derive(Debug, Clone, Copy)]
+pub struct FunctionLimits {
+    pub default_timeout_ms: u64,
+    pub max_timeout_ms: u64,
+    pub default_memory_mb: u64,
+    pub max_memory_mb: u64,
+    pub stack_bytes: usize,
+    pub max_result_bytes: usize,
+    pub max_log_lines: usize,
+    /// Invocations running at once per app.
+    pub max_concurrent_per_app: usize,
+    /// Log entries kept per app (the newest).
+    pub log_retention: i64,
+}
+
+impl Default for FunctionLimits {
+    fn default() -> Self {
+        FunctionLimits {
+            default_timeout_ms: 10_000,
+            max_timeout_ms: 60_000,
+            default_memory_mb: 64,
+            max_memory_mb: 512,
+            stack_bytes: 512 * 1024,
+            max_result_bytes: 6 * 1024 * 1024,
+            max_log_lines: 100,
+            max_concurrent_per_app: 32,
+            log_retention: 10_000,
+        }
+    }
+}
+
+const MAX_FILES: usize = 64;
+const MAX_SOURCE_BYTES: usize = 1024 * 1024;
+const MAX_ENV_VALUE: usize = 16 * 1024;
+const MAX_ENV_VARS: usize = 100;
+
+/// `PUT …/functions/{name}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deploy {
+    pub source: Option<String>,
+    pub files: Option<BTreeMap<String, String>>,
+    pub entry: Option<String>,
+    #[serde(default)]
+    pub public: bool,
+    pub timeout_ms: Option<u64>,
+    pub memory_mb: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub public: bool,
+    pub timeout_ms: u64,
+    pub memory_mb: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionInfo {
+    pub name: String,
+    pub version: i64,
+    #[serde(flatten)]
+    pub settings: Settings,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionInfo {
+    pub version: i64,
+    pub created_at: Timestamp,
+    pub active: bool,
+}
+
+/// One invocation: of what, for whom, why.
+#[derive(Debug, Clone, Copy)]
+pub struct Invoke<'a> {
+    pub app: &'a str,
+    pub name: &'a str,
+    pub actor: &'a Actor,
+    pub request_id: &'a str,
+    pub trigger: Trigger,
+}
+
+/// Who or what started an invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Call,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Call => "call",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogEntry {
+    pub id: i64,
+    pub at: Timestamp,
+    pub request_id: String,
+    pub function: String,
+    pub version: i64,
+    pub trigger: String,
+    pub outcome: String,
+    pub micros: i64,
+    pub memory_bytes: i64,
+    pub cold: bool,
+    #[serde(flatten)]
+    pub detail: Json,
+}
+
+#[derive(Clone)]
+pub struct Functions(Arc<Inner>);
+
+struct Inner {
+    store: Arc<dyn FunctionStore>,
+    engine: Arc<dyn Engine>,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn Random>,
+    sealer: Sealer,
+    limits: FunctionLimits,
+    running: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    log: mpsc::UnboundedSender<(String, FunctionLogRow)>,
+}
+
+/// Holds an app's running count up while an invocation runs.
+struct Running(Arc<AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Functions {
+    /// Must be called inside the tokio runtime: log entries are written by a task of their own,
+    /// in batches, off the invocation's path.
+    pub fn new(
+        store: Arc<dyn FunctionStore>,
+        engine: Arc<dyn Engine>,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn Random>,
+        sealer: Sealer,
+        limits: FunctionLimits,
+    ) -> Self {
+        let (log, mut entries) = mpsc::unbounded_channel::<(String, FunctionLogRow)>();
+        let writer = Arc::clone(&store);
+        let keep = limits.log_retention;
+        tokio::spawn(async move {
+            while let Some(first) = entries.recv().await {
+                let mut by_app: HashMap<String, Vec<FunctionLogRow>> = HashMap::new();
+                by_app.entry(first.0).or_default().push(first.1);
+                while let Ok((app, row)) = entries.try_recv() {
+                    by_app.entry(app).or_default().push(row);
+                }
+                for (app, rows) in by_app {
+                    if let Err(e) = writer.append_logs(&app, rows, keep).await {
+                        tracing::warn!(app, error = %e, "could not write function logs");
+                    }
+                }
+            }
+        });
+        Functions(Arc::new(Inner {
+            store,
+            engine,
+            clock,
+            random,
+            sealer,
+            limits,
+            running: Mutex::new(HashMap::new()),
+            log,
+        }))
+    }
+
+    pub fn limits(&self) -> &FunctionLimits {
+        &self.0.limits
+    }
+
+    /// Compiles and stores a new version and makes it the active one.
+    pub async fn deploy(
+        &self,
+        app: &str,
+        name: &str,
+        deploy: Deploy,
+    ) -> Result<FunctionInfo, FunctionError> {
+        check_name(name)?;
+        let limits = &self.0.limits;
+        let (files, entry) = match (deploy.source, deploy.files) {
+            (Some(source), None) => (
+                BTreeMap::from([("index.js".to_owned(), source)]),
+                "index.js".to_owned(),
+            ),
+            (None, Some(files)) => {
+                let entry = deploy.entry.unwrap_or_else(|| "index.js".to_owned());
+                (files, entry)
+            }
+            _ => {
+                return Err(FunctionError::Invalid(
+                    "send either \"source\" or \"files\" (with \"entry\")".into(),
+                ));
+            }
+        };
+        check_files(&files, &entry)?;
+        let settings = Settings {
+            public: deploy.public,
+            timeout_ms: deploy.timeout_ms.unwrap_or(limits.default_timeout_ms),
+            memory_mb: deploy.memory_mb.unwrap_or(limits.default_memory_mb),
+        };
+        if !(1..=limits.max_timeout_ms).contains(&settings.timeout_ms) {
+            return Err(FunctionError::Invalid(format!(
+                "timeout_ms is 1 to {}",
+                limits.max_timeout_ms
+            )));
+        }
+        if !(1..=limits.max_memory_mb).contains(&settings.memory_mb) {
+            return Err(FunctionError::Invalid(format!(
+                "memory_mb is 1 to {}",
+                limits.max_memory_mb
+            )));
+        }
+        let source = json!({ "files": files, "entry": entry }).to_string();
+        let bundle = self
+            .0
+            .engine
+            .compile(files, entry)
+            .await?
+            .map_err(FunctionError::Syntax)?;
+        let now = self.0.clock.now();
+        let row = FunctionVersionRow {
+            version: 0,
+            source,
+            bundle,
+            created_at_ms: now.unix_ms(),
+        };
+        let settings_json =
+            serde_json::to_string(&settings).map_err(|e| FunctionError::Invalid(e.to_string()))?;
+        let version = self
+            .0
+            .store
+            .deploy_function(app, name, settings_json, row)
+            .await?;
+        Ok(FunctionInfo {
+            name: name.to_owned(),
+            version,
+            settings,
+            updated_at: now,
+        })
+    }
+
+    pub async fn list(&self, app: &str) -> Result<Vec<FunctionInfo>, FunctionError> {
+        Ok(self
+            .0
+            .store
+            .functions(app)
+            .await?
+            .into_iter()
+            .map(|row| FunctionInfo {
+                settings: parse_settings(&row.settings),
+                name: row.name,
+                version: row.version,
+                updated_at: Timestamp::from_unix_ms(row.updated_at_ms),
+            })
+            .collect())
+    }
+
+    /// The function, its versions (newest first) and its active sources.
+    pub async fn show(&self, app: &str, name: &str) -> Result<Json, FunctionError> {
+        let (row, active) = self
+            .0
+            .store
+            .function(app, name)
+            .await?
+            .ok_or_else(|| FunctionError::NotFound(name.to_owned()))?;
+        let versions: Vec<VersionInfo> = self
+            .0
+            .store
+            .function_versions(app, name)
+            .await?
+            .into_iter()
+            .map(|(version, at)| VersionInfo {
+                version,
+                created_at: Timestamp::from_unix_ms(at),
+                active: version == row.version,
+            })
+            .collect();
+        let source: Json = serde_json::from_str(&active.source).unwrap_or(Json::Null);
+        let info = FunctionInfo {
+            settings: parse_settings(&row.settings),
+            name: row.name,
+            version: row.version,
+            updated_at: Timestamp::from_unix_ms(row.updated_at_ms),
+        };
+        let mut shown = serde_json::to_value(info).unwrap_or(Json::Null);
+        if let Some(object) = shown.as_object_mut() {
+            object.insert("versions".into(), json!(versions));
+            object.insert("files".into(), source["files"].clone());
+            object.insert("entry".into(), source["entry"].clone());
+        }
+        Ok(shown)
+    }
+
+    /// Makes an earlier (or later) version the active one.
+    pub async fn rollback(
+        &self,
+        app: &str,
+        name: &str,
+        version: i64,
+    ) -> Result<FunctionInfo, FunctionError> {
+        let now = self.0.clock.now();
+        if !self
+            .0
+            .store
+            .activate_version(app, name, version, now.unix_ms())
+            .await?
+        {
+            return match self.0.store.function(app, name).await? {
+                None => Err(FunctionError::NotFound(name.to_owned())),
+                Some(_) => Err(FunctionError::VersionNotFound(version)),
+            };
+        }
+        self.list(app)
+            .await?
+            .into_iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| FunctionError::NotFound(name.to_owned()))
+    }
+
+    pub async fn delete(&self, app: &str, name: &str) -> Result<(), FunctionError> {
+        if self.0.store.delete_function(app, name).await? {
+            Ok(())
+        } else {
+            Err(FunctionError::NotFound(name.to_owned()))
+        }
+    }
+
+    /// Sets or (with `None`) removes an environment secret; values are sealed at rest and never
+    /// shown back.
+    pub async fn set_env(
+        &self,
+        app: &str,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<(), FunctionError> {
+        let valid = (1..=64).contains(&name.len())
+            && name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return Err(FunctionError::InvalidEnv(format!(
+                "{name:?}: 1 to 64 of A-Z, 0-9 and _, not starting with a digit"
+            )));
+        }
+        let sealed = match value {
+            Some(value) if value.len() > MAX_ENV_VALUE => {
+                return Err(FunctionError::InvalidEnv(format!(
+                    "a value is at most {MAX_ENV_VALUE} bytes"
+                )));
+            }
+            Some(value) => {
+                let names = self.env_names(app).await?;
+                if names.len() >= MAX_ENV_VARS && !names.iter().any(|n| n == name) {
+                    return Err(FunctionError::InvalidEnv(format!(
+                        "at most {MAX_ENV_VARS} values"
+                    )));
+                }
+                Some(
+                    self.0
+                        .sealer
+                        .seal(value.as_bytes(), &env_place(app, name), &*self.0.random),
+                )
+            }
+            None => None,
+        };
+        let removing = sealed.is_none();
+        if !self.0.store.set_env(app, name, sealed).await? && removing {
+            return Err(FunctionError::InvalidEnv(format!("no value named {name}")));
+        }
+        Ok(())
+    }
+
+    pub async fn env_names(&self, app: &str) -> Result<Vec<String>, FunctionError> {
+        Ok(self
+            .0
+            .store
+            .env(app)
+            .await?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    pub async fn logs(&self, app: &str, query: LogQuery) -> Result<Vec<LogEntry>, FunctionError> {
+        Ok(self
+            .0
+            .store
+            .function_logs(app, query)
+            .await?
+            .into_iter()
+            .map(|row| LogEntry {
+                id: row.id,
+                at: Timestamp::from_unix_ms(row.at_ms),
+                request_id: row.request_id,
+                function: row.function,
+                version: row.version,
+                trigger: row.trigger,
+                outcome: row.outcome,
+                micros: row.micros,
+                memory_bytes: row.memory_bytes,
+                cold: row.cold,
+                detail: serde_json::from_str(&row.detail).unwrap_or(Json::Null),
+            })
+            .collect())
+    }
+
+    /// Runs the active version of `name` for `actor` and answers its result.
+    pub async fn invoke(
+        &self,
+        call: Invoke<'_>,
+        event: Json,
+        host: Arc<dyn HostCalls>,
+    ) -> Result<Json, FunctionError> {
+        let Invoke {
+            app,
+            name,
+            actor,
+            request_id,
+            trigger,
+        } = call;
+        let (row, version) = self
+            .0
+            .store
+            .function(app, name)
+            .await?
+            .ok_or_else(|| FunctionError::NotFound(name.to_owned()))?;
+        let settings = parse_settings(&row.settings);
+        if !settings.public && matches!(actor, Actor::Anonymous) {
+            return Err(FunctionError::Unauthenticated);
+        }
+        let _running = self.admit(app)?;
+        let mut env = serde_json::Map::new();
+        for (key, sealed) in self.0.store.env(app).await? {
+            if let Ok(value) = self.0.sealer.open(&sealed, &env_place(app, &key)) {
+                env.insert(
+                    key,
+                    Json::String(String::from_utf8_lossy(&value).into_owned()),
+                );
+            }
+        }
+        let auth = match actor {
+            Actor::User { id, provider } => json!({ "id": id, "provider": provider }),
+            Actor::Admin => json!({ "admin": true }),
+            Actor::Anonymous => Json::Null,
+        };
+        let context = json!({
+            "app": app,
+            "function": name,
+            "version": row.version,
+            "request_id": request_id,
+            "trigger": trigger.as_str(),
+            "auth": auth,
+            "env": env,
+        });
+        let limits = &self.0.limits;
+        let mut seed = [0u8; 32];
+        self.0.random.fill(&mut seed);
+        let run = Run {
+            key: format!("{app}/{name}/{}", row.version),
+            bundle: Arc::from(version.bundle),
+            event,
+            context,
+            limits: RunLimits {
+                memory_bytes: usize::try_from(settings.memory_mb * 1024 * 1024)
+                    .unwrap_or(usize::MAX),
+                stack_bytes: limits.stack_bytes,
+                timeout_ms: settings.timeout_ms,
+                max_result_bytes: limits.max_result_bytes,
+                max_log_lines: limits.max_log_lines,
+            },
+            seed,
+        };
+        let started = self.0.clock.now();
+        let ran = self.0.engine.run(run, host).await?;
+        let (outcome, result, error) = match ran.outcome {
+            RunOutcome::Ok(json) => (
+                "ok",
+                Ok(serde_json::from_str(&json).unwrap_or(Json::Null)),
+                Json::Null,
+            ),
+            RunOutcome::Error { message, stack } => (
+                "error",
+                Err(FunctionError::Failed(message.clone())),
+                json!({ "message": message, "stack": stack }),
+            ),
+            RunOutcome::Timeout => ("timeout", Err(FunctionError::Timeout), Json::Null),
+            RunOutcome::MemoryLimit => {
+                ("memory_limit", Err(FunctionError::MemoryLimit), Json::Null)
+            }
+            RunOutcome::ResultTooLarge(bytes) => (
+                "result_too_large",
+                Err(FunctionError::ResultTooLarge(bytes)),
+                Json::Null,
+            ),
+        };
+        let logs: Vec<Json> = ran
+            .logs
+            .into_iter()
+            .map(|(level, message)| json!({ "level": level, "message": message }))
+            .collect();
+        let entry = FunctionLogRow {
+            id: 0,
+            at_ms: started.unix_ms(),
+            request_id: request_id.to_owned(),
+            function: name.to_owned(),
+            version: row.version,
+            trigger: trigger.as_str().to_owned(),
+            outcome: outcome.to_owned(),
+            micros: i64::try_from(ran.micros).unwrap_or(i64::MAX),
+            memory_bytes: i64::try_from(ran.memory_bytes).unwrap_or(i64::MAX),
+            cold: ran.cold,
+            detail: json!({ "logs": logs, "logs_dropped": ran.logs_dropped, "error": error })
+                .to_string(),
+        };
+        let _ = self.0.log.send((app.to_owned(), entry));
+        result
+    }
+
+    /// Counts the invocation against its app's concurrency limit.
+    fn admit(&self, app: &str) -> Result<Running, FunctionError> {
+        let counter = {
+            let mut running = self
+                .0
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(running.entry(app.to_owned()).or_default())
+        };
+        if counter.fetch_add(1, Ordering::AcqRel) >= self.0.limits.max_concurrent_per_app {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return Err(FunctionError::Overloaded);
+        }
+        Ok(Running(counter))
+    }
+}
+
+fn env_place(app: &str, name: &str) -> String {
+    format!("env:{app}:{name}")
+}
+
+fn parse_settings(settings: &str) -> Settings {
+    serde_json::from_str(settings).unwrap_or(Settings {
+        public: false,
+        timeout_ms: FunctionLimits::default().default_timeout_ms,
+        memory_mb: FunctionLimits::default().default_memory_mb,
+    })
+}
+
+/// Function names: 1 to 40 of `a-z`, `0-9`, `_` and `-`, starting with a letter.
+fn check_name(name: &str) -> Result<(), FunctionError> {
+    let valid = (1..=40).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(FunctionError::Invalid(format!(
+            "name {name:?}: 1 to 40 of a-z, 0-9, _ and -, starting with a letter"
+        )))
+    }
+}
+
+/// File names are relative paths of `.js`/`.mjs` files, without `.` or `..` segments.
+fn check_files(files: &BTreeMap<String, String>, entry: &str) -> Result<(), FunctionError> {
+    if files.is_empty() || files.len() > MAX_FILES {
+        return Err(FunctionError::Invalid(format!("1 to {MAX_FILES} files")));
+    }
+    let total: usize = files.values().map(String::len).sum();
+    if total > MAX_SOURCE_BYTES {
+        return Err(FunctionError::Invalid(format!(
+            "the sources are {total} bytes; at most {MAX_SOURCE_BYTES}"
+        )));
+    }
+    for name in files.keys() {
+        let valid = (name.ends_with(".js") || name.ends_with(".mjs"))
+            && name.len() <= 200
+            && name.split('/').all(|part| {
+                !part.is_empty()
+                    && part != "."
+                    && part != ".."
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            });
+        if !valid {
+            return Err(FunctionError::Invalid(format!(
+                "file name {name:?}: a relative path of a .js or .mjs file"
+            )));
+        }
+    }
+    if !files.contains_key(entry) {
+        return Err(FunctionError::Invalid(format!(
+            "the entry {entry:?} is not among the files"
+        )));
+    }
+    Ok(())
+}
