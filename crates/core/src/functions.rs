@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use cloudlet_store::{FunctionLogRow, FunctionStore, FunctionVersionRow, LogQuery, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::clock::{Clock, Timestamp};
 use crate::data::Actor;
@@ -146,8 +146,11 @@ pub struct FunctionLimits {
     pub stack_bytes: usize,
     pub max_result_bytes: usize,
     pub max_log_lines: usize,
-    /// Invocations running at once per app.
+    /// Invocations of one app running or waiting at once; more answer `Overloaded`.
     pub max_concurrent_per_app: usize,
+    /// Invocations of one app running at once (the rest wait), so that one busy app never takes
+    /// every worker from the others.
+    pub max_running_per_app: usize,
     /// Log entries kept per app (the newest).
     pub log_retention: i64,
 }
@@ -163,6 +166,7 @@ impl Default for FunctionLimits {
             max_result_bytes: 6 * 1024 * 1024,
             max_log_lines: 100,
             max_concurrent_per_app: 32,
+            max_running_per_app: 3,
             log_retention: 10_000,
         }
     }
@@ -259,16 +263,22 @@ struct Inner {
     random: Arc<dyn Random>,
     sealer: Sealer,
     limits: FunctionLimits,
-    running: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    running: Mutex<HashMap<String, Arc<Admission>>>,
     log: mpsc::UnboundedSender<(String, FunctionLogRow)>,
 }
 
-/// Holds an app's running count up while an invocation runs.
-struct Running(Arc<AtomicUsize>);
+/// An app's invocations: how many are in (running or waiting), and the turns to run.
+struct Admission {
+    inside: AtomicUsize,
+    turns: Semaphore,
+}
 
-impl Drop for Running {
+/// Holds an app's count up while an invocation waits and runs.
+struct Admitted(Arc<Admission>);
+
+impl Drop for Admitted {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.inside.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -577,7 +587,13 @@ impl Functions {
         if !settings.public && matches!(actor, Actor::Anonymous) {
             return Err(FunctionError::Unauthenticated);
         }
-        let _running = self.admit(app)?;
+        let admitted = self.admit(app)?;
+        let _turn = admitted
+            .0
+            .turns
+            .acquire()
+            .await
+            .map_err(|_| FunctionError::Overloaded)?;
         let mut env = serde_json::Map::new();
         for (key, sealed) in self.0.store.env(app).await? {
             if let Ok(value) = self.0.sealer.open(&sealed, &env_place(app, &key)) {
@@ -665,21 +681,27 @@ impl Functions {
         result
     }
 
-    /// Counts the invocation against its app's concurrency limit.
-    fn admit(&self, app: &str) -> Result<Running, FunctionError> {
-        let counter = {
+    /// Counts the invocation against its app's limits: refused when too many are in already.
+    fn admit(&self, app: &str) -> Result<Admitted, FunctionError> {
+        let limits = &self.0.limits;
+        let admission = {
             let mut running = self
                 .0
                 .running
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(running.entry(app.to_owned()).or_default())
+            Arc::clone(running.entry(app.to_owned()).or_insert_with(|| {
+                Arc::new(Admission {
+                    inside: AtomicUsize::new(0),
+                    turns: Semaphore::new(limits.max_running_per_app.max(1)),
+                })
+            }))
         };
-        if counter.fetch_add(1, Ordering::AcqRel) >= self.0.limits.max_concurrent_per_app {
-            counter.fetch_sub(1, Ordering::AcqRel);
+        if admission.inside.fetch_add(1, Ordering::AcqRel) >= limits.max_concurrent_per_app {
+            admission.inside.fetch_sub(1, Ordering::AcqRel);
             return Err(FunctionError::Overloaded);
         }
-        Ok(Running(counter))
+        Ok(Admitted(admission))
     }
 }
 

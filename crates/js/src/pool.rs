@@ -164,7 +164,7 @@ impl Pool {
         }
     }
 
-    /// Workers running now, idle ones included.
+    /// Workers running now and waiting for work.
     pub fn idle_workers(&self) -> usize {
         self.lock_idle().len()
     }
@@ -253,5 +253,78 @@ impl Worker {
         tokio::spawn(async move {
             let _ = self.child.wait().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Limits;
+
+    struct NoHost;
+
+    #[async_trait]
+    impl Host for NoHost {
+        async fn call(&self, _: &str, _: serde_json::Value) -> HostOutcome {
+            HostOutcome::Error {
+                code: "none".into(),
+                message: "none".into(),
+            }
+        }
+    }
+
+    /// A worker that says it is ready and then never answers, as one stuck inside a long
+    /// built-in call would be.
+    fn stuck_pool() -> Arc<Pool> {
+        Pool::new(PoolOptions {
+            program: "/bin/sh".into(),
+            args: vec![
+                "-c".into(),
+                r#"printf '\020\000\000\000{"type":"ready"}'; exec sleep 30"#.into(),
+            ],
+            max_workers: 1,
+            grace: Duration::from_millis(100),
+            idle_timeout: Duration::from_secs(60),
+        })
+    }
+
+    fn invocation() -> Invocation {
+        Invocation {
+            key: "app/f/1".into(),
+            bundle: None,
+            event: serde_json::Value::Null,
+            context: serde_json::Value::Null,
+            limits: Limits {
+                memory_bytes: 1 << 20,
+                stack_bytes: 1 << 16,
+                timeout_ms: 200,
+                max_result_bytes: 1 << 20,
+                max_log_lines: 1,
+            },
+            seed: [0; 32],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_worker_past_its_hard_deadline_is_killed_and_the_call_times_out() {
+        let pool = stuck_pool();
+        let bundle = || {
+            Ok(Bundle {
+                engine: String::new(),
+                entry: "index.js".into(),
+                modules: BTreeMap::new(),
+            })
+        };
+        let started = Instant::now();
+        let finished = pool.invoke(invocation(), &bundle, &NoHost).await.unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(finished.outcome, Outcome::Timeout);
+        // Deadline 200 ms plus grace 100 ms; not the worker's 30 s.
+        assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+        // The killed worker is not kept; the slot is free for the next call.
+        assert_eq!(pool.idle_workers(), 0);
+        let again = pool.invoke(invocation(), &bundle, &NoHost).await.unwrap();
+        assert_eq!(again.outcome, Outcome::Timeout);
     }
 }

@@ -475,6 +475,8 @@ pub struct Fetcher {
 }
 
 const MAX_FETCH_BODY: usize = 10 * 1024 * 1024;
+/// How the resolver says it refused a name.
+const NOT_PUBLIC: &str = "resolves to no public address";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -529,18 +531,15 @@ impl Fetcher {
             request = request.body(body);
         }
         let mut response = request.send().await.map_err(|e| {
-            let refused = std::error::Error::source(&e)
-                .map(|s| s.to_string().contains("not a public address"))
-                .unwrap_or(false)
-                || e.to_string().contains("not a public address");
-            if refused {
-                failure(
-                    "fetch_refused",
-                    "the host resolves to an address that is not public",
-                )
-            } else {
-                failure("fetch_failed", e.to_string())
+            // The resolver's refusal comes back wrapped in the connection error.
+            let mut source: Option<&dyn std::error::Error> = Some(&e);
+            while let Some(error) = source {
+                if error.to_string().contains(NOT_PUBLIC) {
+                    return failure("fetch_refused", error.to_string());
+                }
+                source = error.source();
             }
+            failure("fetch_failed", e.to_string())
         })?;
         let status = response.status().as_u16();
         let final_url = response.url().to_string();
@@ -592,7 +591,7 @@ impl reqwest::dns::Resolve for PublicOnly {
                 .filter(|a| allow_private || is_public(a.ip()))
                 .collect();
             if found.is_empty() {
-                return Err(format!("{}: not a public address", name.as_str()).into());
+                return Err(format!("{} {NOT_PUBLIC}", name.as_str()).into());
             }
             Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs)
         })

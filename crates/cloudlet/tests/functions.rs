@@ -1,0 +1,699 @@
+//! Functions through real HTTP: the real server, with `cloudlet worker` processes of this very
+//! binary running the code, and real SQLite underneath `ctx.db`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../server/tests/api/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::{Expect, TestApp};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cloudlet");
+
+async fn server(allow_private_fetch: bool) -> TestApp {
+    TestApp::builder()
+        .config(|c| {
+            c.functions.worker_program = BIN.into();
+            c.functions.allow_private_fetch = allow_private_fetch;
+        })
+        .start()
+        .await
+}
+
+/// An app with the dev login on, a `todos` collection, and two users' tokens.
+async fn scene(t: &TestApp, app: &str) -> (String, String) {
+    t.create_app(app).await;
+    t.admin(
+        Method::PUT,
+        &format!("/v1/admin/apps/{app}/auth/providers/dev"),
+    )
+    .json(&json!({ "enabled": true }))
+    .expect(StatusCode::OK)
+    .await;
+    t.admin(
+        Method::PUT,
+        &format!("/v1/admin/apps/{app}/collections/todos"),
+    )
+    .json(&json!({ "fields": [{ "name": "title", "type": "text" }] }))
+    .expect(StatusCode::CREATED)
+    .await;
+    let mut tokens = Vec::new();
+    for user in ["alice", "bob"] {
+        let login = t
+            .request(Method::POST, &format!("/v1/apps/{app}/auth/sessions"))
+            .json(&json!({ "provider": "dev", "user": user }))
+            .expect(StatusCode::CREATED)
+            .await;
+        tokens.push(login["access_token"].as_str().unwrap().to_owned());
+    }
+    (tokens.remove(0), tokens.remove(0))
+}
+
+async fn deploy(t: &TestApp, app: &str, name: &str, body: Value) -> Value {
+    t.admin(
+        Method::PUT,
+        &format!("/v1/admin/apps/{app}/functions/{name}"),
+    )
+    .json(&body)
+    .expect(StatusCode::CREATED)
+    .await
+}
+
+fn call(
+    t: &TestApp,
+    app: &str,
+    name: &str,
+    token: Option<&str>,
+    event: Value,
+) -> reqwest::RequestBuilder {
+    let request = t
+        .request(Method::POST, &format!("/v1/apps/{app}/functions/{name}"))
+        .json(&event);
+    match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    }
+}
+
+#[tokio::test]
+async fn deploy_call_new_versions_roll_back_and_delete() {
+    let t = server(false).await;
+    let (alice, _) = scene(&t, "shop").await;
+    let v1 = deploy(&t, "shop", "greet", json!({
+        "source": "export default async (event, ctx) => ({ hello: event.name, user: ctx.auth.id, v: 1 })"
+    }))
+    .await;
+    assert_eq!(
+        (v1["version"].as_i64(), v1["public"].as_bool()),
+        (Some(1), Some(false))
+    );
+    assert_eq!(
+        (v1["timeout_ms"].as_i64(), v1["memory_mb"].as_i64()),
+        (Some(10_000), Some(64))
+    );
+
+    let answer = call(&t, "shop", "greet", Some(&alice), json!({ "name": "Ada" }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(answer["hello"], "Ada");
+    assert_eq!(answer["v"], 1);
+    let user_id = answer["user"].as_str().unwrap().to_owned();
+    assert!(!user_id.is_empty());
+
+    deploy(
+        &t,
+        "shop",
+        "greet",
+        json!({
+            "source": "export default async () => ({ v: 2 })"
+        }),
+    )
+    .await;
+    let answer = call(&t, "shop", "greet", Some(&alice), json!({}))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(answer, json!({ "v": 2 }));
+
+    let shown = t
+        .admin(Method::GET, "/v1/admin/apps/shop/functions/greet")
+        .expect(StatusCode::OK)
+        .await;
+    let versions: Vec<(i64, bool)> = shown["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_i64().unwrap(),
+                v["active"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(versions, vec![(2, true), (1, false)]);
+    assert!(
+        shown["files"]["index.js"]
+            .as_str()
+            .unwrap()
+            .contains("v: 2")
+    );
+
+    t.admin(Method::POST, "/v1/admin/apps/shop/functions/greet/rollback")
+        .json(&json!({ "version": 1 }))
+        .expect(StatusCode::OK)
+        .await;
+    let answer = call(&t, "shop", "greet", Some(&alice), json!({ "name": "Bo" }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(
+        (answer["v"].as_i64(), answer["hello"].as_str()),
+        (Some(1), Some("Bo"))
+    );
+    t.admin(Method::POST, "/v1/admin/apps/shop/functions/greet/rollback")
+        .json(&json!({ "version": 9 }))
+        .expect_error(StatusCode::NOT_FOUND, "version_not_found")
+        .await;
+
+    let listed = t
+        .admin(Method::GET, "/v1/admin/apps/shop/functions")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(listed["items"][0]["name"], "greet");
+    assert_eq!(listed["items"][0]["version"], 1);
+
+    t.admin(Method::DELETE, "/v1/admin/apps/shop/functions/greet")
+        .send()
+        .await
+        .unwrap();
+    call(&t, "shop", "greet", Some(&alice), json!({}))
+        .expect_error(StatusCode::NOT_FOUND, "function_not_found")
+        .await;
+    t.admin(Method::DELETE, "/v1/admin/apps/shop/functions/greet")
+        .expect_error(StatusCode::NOT_FOUND, "function_not_found")
+        .await;
+}
+
+#[tokio::test]
+async fn modules_import_each_other_and_syntax_errors_name_file_line_and_column() {
+    let t = server(false).await;
+    scene(&t, "mods").await;
+    deploy(&t, "mods", "sum", json!({
+        "files": {
+            "main.js": "import { add } from './lib/math.js';\nexport default async (e) => add(e.a, e.b);",
+            "lib/math.js": "export const add = (a, b) => a + b;"
+        },
+        "entry": "main.js",
+        "public": true
+    }))
+    .await;
+    let sum = call(&t, "mods", "sum", None, json!({ "a": 2, "b": 40 }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(sum, json!(42));
+
+    let error = t
+        .admin(Method::PUT, "/v1/admin/apps/mods/functions/broken")
+        .json(&json!({
+            "files": {
+                "index.js": "import './util.js';\nexport default async () => 1;",
+                "util.js": "const a = 1;\nconst b = ;\n"
+            }
+        }))
+        .expect_error(StatusCode::BAD_REQUEST, "function_syntax_error")
+        .await;
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("util.js:2:"), "{message}");
+    // Nothing was stored.
+    call(&t, "mods", "broken", None, json!({}))
+        .expect_error(StatusCode::NOT_FOUND, "function_not_found")
+        .await;
+}
+
+#[tokio::test]
+async fn bad_deploys_are_refused_with_their_codes() {
+    let t = server(false).await;
+    t.create_app("bad").await;
+    let cases = [
+        (
+            "Bad-Name",
+            json!({ "source": "export default async () => 1" }),
+            "invalid_function",
+        ),
+        ("f", json!({}), "invalid_function"),
+        (
+            "f",
+            json!({ "source": "x", "files": { "index.js": "x" } }),
+            "invalid_function",
+        ),
+        (
+            "f",
+            json!({ "files": { "../escape.js": "x" } }),
+            "invalid_function",
+        ),
+        (
+            "f",
+            json!({ "files": { "a.js": "x" }, "entry": "b.js" }),
+            "invalid_function",
+        ),
+        (
+            "f",
+            json!({ "files": { "a.txt": "x" }, "entry": "a.txt" }),
+            "invalid_function",
+        ),
+        (
+            "f",
+            json!({ "source": "export default 1", "timeout_ms": 3_600_000 }),
+            "invalid_function",
+        ),
+        (
+            "f",
+            json!({ "source": "export default 1", "memory_mb": 0 }),
+            "invalid_function",
+        ),
+        (
+            "f",
+            json!({ "source": "export default 1", "colour": "red" }),
+            "invalid_function",
+        ),
+        (
+            "f",
+            json!({ "source": "export default async () => {" }),
+            "function_syntax_error",
+        ),
+    ];
+    for (name, body, code) in cases {
+        t.admin(Method::PUT, &format!("/v1/admin/apps/bad/functions/{name}"))
+            .json(&body)
+            .expect_error(StatusCode::BAD_REQUEST, code)
+            .await;
+    }
+    t.admin(Method::PUT, "/v1/admin/apps/nope/functions/f")
+        .json(&json!({ "source": "export default 1" }))
+        .expect_error(StatusCode::NOT_FOUND, "app_not_found")
+        .await;
+    // Another app's secret key may not deploy here.
+    let other_key = t.create_app("other").await;
+    t.request(Method::PUT, "/v1/admin/apps/bad/functions/f")
+        .bearer_auth(other_key)
+        .json(&json!({ "source": "export default 1" }))
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+}
+
+#[tokio::test]
+async fn callers_need_a_token_unless_public_and_ctx_db_keeps_each_users_rules() {
+    let t = server(false).await;
+    let (alice, bob) = scene(&t, "notes").await;
+    deploy(&t, "notes", "add", json!({
+        "source": "export default async (e, ctx) => ctx.db.collection('todos').add({ title: e.title })"
+    }))
+    .await;
+    deploy(
+        &t,
+        "notes",
+        "read",
+        json!({
+            "source": "export default async (e, ctx) => {
+            const db = e.admin ? ctx.admin.db : ctx.db;
+            try { return { record: await db.collection('todos').get(e.id) }; }
+            catch (error) { return { code: error.code }; }
+        }"
+        }),
+    )
+    .await;
+    deploy(&t, "notes", "mine", json!({
+        "source": "export default async (e, ctx) => (await ctx.db.collection('todos').list({ sort: 'title' })).items.map((t) => t.title)"
+    }))
+    .await;
+
+    call(&t, "notes", "add", None, json!({ "title": "x" }))
+        .expect_error(StatusCode::UNAUTHORIZED, "missing_credentials")
+        .await;
+    let created = call(
+        &t,
+        "notes",
+        "add",
+        Some(&alice),
+        json!({ "title": "alice's" }),
+    )
+    .expect(StatusCode::OK)
+    .await;
+    let id = created["id"].as_str().unwrap();
+    call(&t, "notes", "add", Some(&bob), json!({ "title": "bob's" }))
+        .expect(StatusCode::OK)
+        .await;
+
+    let own = call(&t, "notes", "read", Some(&alice), json!({ "id": id }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(own["record"]["title"], "alice's");
+    // Bob's function call sees no more than Bob may: the record does not exist for him.
+    let other = call(&t, "notes", "read", Some(&bob), json!({ "id": id }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(other, json!({ "code": "record_not_found" }));
+    // ctx.admin.db bypasses the rules.
+    let admin = call(
+        &t,
+        "notes",
+        "read",
+        Some(&bob),
+        json!({ "id": id, "admin": true }),
+    )
+    .expect(StatusCode::OK)
+    .await;
+    assert_eq!(admin["record"]["title"], "alice's");
+    let mine = call(&t, "notes", "mine", Some(&bob), json!({}))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(mine, json!(["bob's"]));
+
+    // A token of another app is refused.
+    scene(&t, "elsewhere").await;
+    let (stranger, _) = {
+        let login = t
+            .request(Method::POST, "/v1/apps/elsewhere/auth/sessions")
+            .json(&json!({ "provider": "dev", "user": "mallory" }))
+            .expect(StatusCode::CREATED)
+            .await;
+        (login["access_token"].as_str().unwrap().to_owned(), ())
+    };
+    call(&t, "notes", "mine", Some(&stranger), json!({}))
+        .expect_error(StatusCode::UNAUTHORIZED, "token_app_mismatch")
+        .await;
+}
+
+#[tokio::test]
+async fn environment_secrets_reach_functions_and_are_never_shown_back() {
+    let t = server(false).await;
+    scene(&t, "keys").await;
+    t.admin(Method::PUT, "/v1/admin/apps/keys/env/API_KEY")
+        .json(&json!({ "value": "s3cret" }))
+        .send()
+        .await
+        .unwrap();
+    let names = t
+        .admin(Method::GET, "/v1/admin/apps/keys/env")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(names, json!({ "names": ["API_KEY"] }));
+    deploy(
+        &t,
+        "keys",
+        "env",
+        json!({
+            "source": "export default async (e, ctx) => ctx.env.API_KEY ?? null", "public": true
+        }),
+    )
+    .await;
+    let value = call(&t, "keys", "env", None, json!({}))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(value, "s3cret");
+    let db = t.data_dir.join("apps/keys/data.db");
+    let mut raw = std::fs::read(&db).unwrap();
+    raw.extend(std::fs::read(db.with_extension("db-wal")).unwrap_or_default());
+    assert!(
+        raw.windows(7).any(|w| w == b"API_KEY"),
+        "the name is stored"
+    );
+    assert!(
+        !raw.windows(6).any(|w| w == b"s3cret"),
+        "the value is sealed at rest"
+    );
+
+    t.admin(Method::PUT, "/v1/admin/apps/keys/env/lower")
+        .json(&json!({ "value": "x" }))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_env")
+        .await;
+    t.admin(Method::DELETE, "/v1/admin/apps/keys/env/API_KEY")
+        .send()
+        .await
+        .unwrap();
+    let value = call(&t, "keys", "env", None, json!({}))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(value, Value::Null);
+    t.admin(Method::DELETE, "/v1/admin/apps/keys/env/API_KEY")
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_env")
+        .await;
+}
+
+#[tokio::test]
+async fn hostile_code_ends_with_its_code_within_its_deadline_while_other_apps_keep_working() {
+    let t = server(false).await;
+    scene(&t, "evil").await;
+    scene(&t, "good").await;
+    deploy(
+        &t,
+        "good",
+        "ping",
+        json!({
+            "source": "export default async (e) => ({ pong: e.n })", "public": true
+        }),
+    )
+    .await;
+    let attacks = [
+        ("spin", "for (;;) {}", vec!["function_timeout"]),
+        (
+            "parse",
+            "const s = JSON.stringify(Array(10000).fill('x')); while (true) JSON.parse(s);",
+            vec!["function_timeout"],
+        ),
+        (
+            "join",
+            "return new Array(1e9).join();",
+            vec!["function_memory_limit", "function_timeout"],
+        ),
+        (
+            "recurse",
+            "const f = (n) => f(n + 1) + 1; return f(0);",
+            vec!["function_error"],
+        ),
+        (
+            "never",
+            "return new Promise(() => {});",
+            vec!["function_timeout"],
+        ),
+        (
+            "huge",
+            "return 'x'.repeat(100 * 1024 * 1024);",
+            vec!["function_memory_limit", "function_result_too_large"],
+        ),
+        (
+            "regex",
+            "return /^(a+)+$/.test('a'.repeat(40) + 'b');",
+            vec!["function_timeout"],
+        ),
+        // Blocking the worker's thread is refused outright.
+        (
+            "wait",
+            "Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0); return 1;",
+            vec!["function_error"],
+        ),
+    ];
+    for (name, body, _) in &attacks {
+        deploy(
+            &t,
+            "evil",
+            name,
+            json!({
+                "source": format!("export default async () => {{ {body} }}"),
+                "public": true,
+                "timeout_ms": 500
+            }),
+        )
+        .await;
+    }
+    // Another app's calls run all through the attack and must all succeed.
+    let base = t.base.clone();
+    let good = tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let mut n = 0;
+        let until = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < until {
+            let answer: Value = http
+                .post(format!("{base}/v1/apps/good/functions/ping"))
+                .json(&json!({ "n": n }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(answer, json!({ "pong": n }));
+            n += 1;
+        }
+        n
+    });
+    let mut attackers = Vec::new();
+    for (name, _, codes) in attacks {
+        let request = call(&t, "evil", name, None, json!({}));
+        attackers.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let response = request.send().await.unwrap();
+            let elapsed = started.elapsed();
+            let status = response.status();
+            let body: Value = response.json().await.unwrap();
+            let code = body["error"]["code"].as_str().unwrap_or("").to_owned();
+            assert!(codes.contains(&code.as_str()), "{name}: {status} {body}");
+            // The deadline is 500 ms; the hard kill comes 500 ms after it.
+            assert!(elapsed < Duration::from_secs(3), "{name} took {elapsed:?}");
+        }));
+    }
+    for attacker in attackers {
+        attacker.await.unwrap();
+    }
+    let served = good.await.unwrap();
+    assert!(served > 0);
+    // The app under attack still works afterwards.
+    deploy(
+        &t,
+        "evil",
+        "fine",
+        json!({ "source": "export default async () => 'ok'", "public": true }),
+    )
+    .await;
+    let fine = call(&t, "evil", "fine", None, json!({}))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(fine, "ok");
+}
+
+#[tokio::test]
+async fn fetch_refuses_private_addresses_unless_allowed() {
+    let t = server(false).await;
+    scene(&t, "net").await;
+    deploy(
+        &t,
+        "net",
+        "get",
+        json!({
+            "source": "export default async (e) => {
+            try { const r = await fetch(e.url); return { status: r.status, body: await r.text() }; }
+            catch (error) { return { code: error.code, message: error.message }; }
+        }",
+            "public": true
+        }),
+    )
+    .await;
+    let port = t.base.rsplit(':').next().unwrap().to_owned();
+    for url in [
+        format!("http://127.0.0.1:{port}/healthz"),
+        format!("http://localhost:{port}/healthz"),
+        "http://10.0.0.1/".to_owned(),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://[::1]/".to_owned(),
+        "file:///etc/passwd".to_owned(),
+    ] {
+        let answer = call(&t, "net", "get", None, json!({ "url": url }))
+            .expect(StatusCode::OK)
+            .await;
+        assert_eq!(answer["code"], "fetch_refused", "{url}: {answer}");
+    }
+
+    // With private addresses allowed (local development), fetch reaches this very server.
+    let open = server(true).await;
+    scene(&open, "net").await;
+    deploy(&open, "net", "get", json!({
+        "source": "export default async (e) => { const r = await fetch(e.url); return { status: r.status, json: await r.json() }; }",
+        "public": true
+    }))
+    .await;
+    let url = format!("{}/v1/apps/net/health", open.base);
+    let answer = call(&open, "net", "get", None, json!({ "url": url }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(answer["status"], 200);
+    assert_eq!(answer["json"]["app"], "net");
+}
+
+#[tokio::test]
+async fn every_invocation_is_logged_with_its_outcome_and_console_lines() {
+    let t = server(false).await;
+    scene(&t, "logged").await;
+    deploy(&t, "logged", "talk", json!({
+        "source": "export default async (e) => { console.log('got', e); console.error('careful'); if (e.fail) throw new Error('no luck'); return 1; }",
+        "public": true
+    }))
+    .await;
+    call(&t, "logged", "talk", None, json!({ "n": 1 }))
+        .expect(StatusCode::OK)
+        .await;
+    let failed = call(&t, "logged", "talk", None, json!({ "fail": true }))
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "function_error")
+        .await;
+    assert_eq!(failed["error"]["message"], "no luck");
+    let request_id = failed["error"]["request_id"].as_str().unwrap().to_owned();
+
+    // The log is written off the request path: wait for it.
+    let mut items = Vec::new();
+    for _ in 0..50 {
+        let logs = t
+            .admin(Method::GET, "/v1/admin/apps/logged/logs?function=talk")
+            .expect(StatusCode::OK)
+            .await;
+        items = logs["items"].as_array().unwrap().clone();
+        if items.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(items.len(), 2);
+    let newest = &items[0];
+    assert_eq!(newest["outcome"], "error");
+    assert_eq!(newest["request_id"], request_id.as_str());
+    assert_eq!(newest["error"]["message"], "no luck");
+    assert!(
+        newest["error"]["stack"]
+            .as_str()
+            .unwrap()
+            .contains("index.js")
+    );
+    assert_eq!(
+        newest["logs"][1],
+        json!({ "level": "error", "message": "careful" })
+    );
+    assert_eq!(items[1]["outcome"], "ok");
+    assert_eq!(items[1]["logs"][0]["message"], r#"got {"n":1}"#);
+    assert_eq!(
+        (items[0]["cold"].as_bool(), items[1]["cold"].as_bool()),
+        (Some(false), Some(true))
+    );
+
+    let errors = t
+        .admin(
+            Method::GET,
+            "/v1/admin/apps/logged/logs?outcome=error&limit=1",
+        )
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(errors["items"].as_array().unwrap().len(), 1);
+    t.admin(Method::GET, "/v1/admin/apps/logged/logs?limit=0")
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_query")
+        .await;
+}
+
+#[tokio::test]
+async fn an_app_over_its_concurrency_limit_is_told_it_is_overloaded() {
+    let t = TestApp::builder()
+        .config(|c| {
+            c.functions.worker_program = BIN.into();
+            c.functions.max_concurrent_per_app = 2;
+        })
+        .start()
+        .await;
+    scene(&t, "busy").await;
+    deploy(&t, "busy", "slow", json!({
+        "source": "export default async () => { await new Promise((r) => setTimeout(r, 400)); return 'done'; }",
+        "public": true
+    }))
+    .await;
+    let calls: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(call(&t, "busy", "slow", None, json!({})).send()))
+        .collect();
+    let mut statuses = Vec::new();
+    for c in calls {
+        let response = c.await.unwrap().unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(body["error"]["code"], "function_overloaded");
+        } else {
+            assert_eq!((status, body), (StatusCode::OK, json!("done")));
+        }
+        statuses.push(status);
+    }
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert!(ok >= 2, "{statuses:?}");
+    assert!(ok < 6, "{statuses:?}");
+    // Once they are done, the app is admitted again.
+    let again = call(&t, "busy", "slow", None, json!({}))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(again, "done");
+}
