@@ -36,7 +36,11 @@ enum Command {
     /// A function worker process, started by the server (not by hand): it reads invocations on
     /// stdin and answers on stdout.
     #[command(hide = true)]
-    Worker,
+    Worker {
+        /// A function's warm runtime unused this long is dropped, in seconds.
+        #[arg(long, default_value_t = 60.0)]
+        idle_secs: f64,
+    },
     /// Offline administration of a data directory.
     Admin {
         #[command(subcommand)]
@@ -75,7 +79,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         // A worker is single-threaded and runs no async runtime.
-        Command::Worker => cloudlet_js::worker::run().map_err(|e| e.to_string()),
+        Command::Worker { idle_secs } => {
+            let idle = std::time::Duration::try_from_secs_f64(idle_secs).map_err(|e| e.to_string());
+            idle.and_then(|idle| cloudlet_js::worker::run(idle).map_err(|e| e.to_string()))
+        }
         command => match tokio::runtime::Runtime::new() {
             Ok(runtime) => runtime.block_on(run(command)),
             Err(e) => Err(format!("could not start the async runtime: {e}")),
@@ -101,7 +108,7 @@ async fn run(command: Command) -> Result<(), String> {
         Command::Admin {
             command: AdminCommand::ResetToken(args),
         } => reset_token(&args.data_dir).await,
-        Command::Worker => Err("a worker runs outside the async runtime".into()),
+        Command::Worker { .. } => Err("a worker runs outside the async runtime".into()),
     }
 }
 

@@ -8,13 +8,13 @@
 //! each ending is reported.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use cloudlet_store::{FunctionLogRow, FunctionStore, FunctionVersionRow, LogQuery, StoreError};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value as Json, json};
+use serde_json::{Map, Value as Json, json};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::clock::{Clock, Timestamp};
@@ -173,6 +173,8 @@ impl Default for FunctionLimits {
 }
 
 const MAX_FILES: usize = 64;
+/// How long the log writer gathers entries before writing them in one transaction.
+const LOG_BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 const MAX_SOURCE_BYTES: usize = 1024 * 1024;
 const MAX_ENV_VALUE: usize = 16 * 1024;
 const MAX_ENV_VARS: usize = 100;
@@ -264,7 +266,24 @@ struct Inner {
     sealer: Sealer,
     limits: FunctionLimits,
     running: Mutex<HashMap<String, Arc<Admission>>>,
+    /// Active versions and unsealed environments, loaded on first use and forgotten on every
+    /// change made through this service (and when an app is deleted).
+    active: Mutex<HashMap<(String, String), Arc<Active>>>,
+    envs: Mutex<HashMap<String, Arc<Map<String, Json>>>>,
+    /// Bumped by every forgetting, so that a load that raced with a change is not cached.
+    generation: AtomicU64,
     log: mpsc::UnboundedSender<(String, FunctionLogRow)>,
+}
+
+/// The active version of a function, as invocations need it.
+struct Active {
+    version: i64,
+    settings: Settings,
+    bundle: Arc<str>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// An app's invocations: how many are in (running or waiting), and the turns to run.
@@ -298,6 +317,8 @@ impl Functions {
         let keep = limits.log_retention;
         tokio::spawn(async move {
             while let Some(first) = entries.recv().await {
+                // Gather what arrives for a moment: one write for many invocations.
+                tokio::time::sleep(LOG_BATCH_WINDOW).await;
                 let mut by_app: HashMap<String, Vec<FunctionLogRow>> = HashMap::new();
                 by_app.entry(first.0).or_default().push(first.1);
                 while let Ok((app, row)) = entries.try_recv() {
@@ -318,6 +339,9 @@ impl Functions {
             sealer,
             limits,
             running: Mutex::new(HashMap::new()),
+            active: Mutex::new(HashMap::new()),
+            envs: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
             log,
         }))
     }
@@ -389,6 +413,7 @@ impl Functions {
             .store
             .deploy_function(app, name, settings_json, row)
             .await?;
+        self.forget(app, name);
         Ok(FunctionInfo {
             name: name.to_owned(),
             version,
@@ -457,12 +482,13 @@ impl Functions {
         version: i64,
     ) -> Result<FunctionInfo, FunctionError> {
         let now = self.0.clock.now();
-        if !self
+        let activated = self
             .0
             .store
             .activate_version(app, name, version, now.unix_ms())
-            .await?
-        {
+            .await?;
+        self.forget(app, name);
+        if !activated {
             return match self.0.store.function(app, name).await? {
                 None => Err(FunctionError::NotFound(name.to_owned())),
                 Some(_) => Err(FunctionError::VersionNotFound(version)),
@@ -476,7 +502,9 @@ impl Functions {
     }
 
     pub async fn delete(&self, app: &str, name: &str) -> Result<(), FunctionError> {
-        if self.0.store.delete_function(app, name).await? {
+        let deleted = self.0.store.delete_function(app, name).await?;
+        self.forget(app, name);
+        if deleted {
             Ok(())
         } else {
             Err(FunctionError::NotFound(name.to_owned()))
@@ -523,7 +551,10 @@ impl Functions {
             None => None,
         };
         let removing = sealed.is_none();
-        if !self.0.store.set_env(app, name, sealed).await? && removing {
+        let changed = self.0.store.set_env(app, name, sealed).await?;
+        self.0.generation.fetch_add(1, Ordering::AcqRel);
+        lock(&self.0.envs).remove(app);
+        if !changed && removing {
             return Err(FunctionError::InvalidEnv(format!("no value named {name}")));
         }
         Ok(())
@@ -577,13 +608,8 @@ impl Functions {
             request_id,
             trigger,
         } = call;
-        let (row, version) = self
-            .0
-            .store
-            .function(app, name)
-            .await?
-            .ok_or_else(|| FunctionError::NotFound(name.to_owned()))?;
-        let settings = parse_settings(&row.settings);
+        let active = self.active(app, name).await?;
+        let settings = active.settings;
         if !settings.public && matches!(actor, Actor::Anonymous) {
             return Err(FunctionError::Unauthenticated);
         }
@@ -594,15 +620,7 @@ impl Functions {
             .acquire()
             .await
             .map_err(|_| FunctionError::Overloaded)?;
-        let mut env = serde_json::Map::new();
-        for (key, sealed) in self.0.store.env(app).await? {
-            if let Ok(value) = self.0.sealer.open(&sealed, &env_place(app, &key)) {
-                env.insert(
-                    key,
-                    Json::String(String::from_utf8_lossy(&value).into_owned()),
-                );
-            }
-        }
+        let env = self.env(app).await?;
         let auth = match actor {
             Actor::User { id, provider } => json!({ "id": id, "provider": provider }),
             Actor::Admin => json!({ "admin": true }),
@@ -611,18 +629,18 @@ impl Functions {
         let context = json!({
             "app": app,
             "function": name,
-            "version": row.version,
+            "version": active.version,
             "request_id": request_id,
             "trigger": trigger.as_str(),
             "auth": auth,
-            "env": env,
+            "env": *env,
         });
         let limits = &self.0.limits;
         let mut seed = [0u8; 32];
         self.0.random.fill(&mut seed);
         let run = Run {
-            key: format!("{app}/{name}/{}", row.version),
-            bundle: Arc::from(version.bundle),
+            key: format!("{app}/{name}/{}", active.version),
+            bundle: Arc::clone(&active.bundle),
             event,
             context,
             limits: RunLimits {
@@ -668,7 +686,7 @@ impl Functions {
             at_ms: started.unix_ms(),
             request_id: request_id.to_owned(),
             function: name.to_owned(),
-            version: row.version,
+            version: active.version,
             trigger: trigger.as_str().to_owned(),
             outcome: outcome.to_owned(),
             micros: i64::try_from(ran.micros).unwrap_or(i64::MAX),
@@ -681,15 +699,70 @@ impl Functions {
         result
     }
 
+    /// Forgets everything cached of an app (it was deleted).
+    pub fn forget_app(&self, app: &str) {
+        self.0.generation.fetch_add(1, Ordering::AcqRel);
+        lock(&self.0.active).retain(|(a, _), _| a != app);
+        lock(&self.0.envs).remove(app);
+        lock(&self.0.running).remove(app);
+    }
+
+    fn forget(&self, app: &str, name: &str) {
+        self.0.generation.fetch_add(1, Ordering::AcqRel);
+        lock(&self.0.active).remove(&(app.to_owned(), name.to_owned()));
+    }
+
+    /// The active version of a function, from memory after its first call.
+    async fn active(&self, app: &str, name: &str) -> Result<Arc<Active>, FunctionError> {
+        let key = (app.to_owned(), name.to_owned());
+        if let Some(active) = lock(&self.0.active).get(&key) {
+            return Ok(Arc::clone(active));
+        }
+        let generation = self.0.generation.load(Ordering::Acquire);
+        let (row, version) = self
+            .0
+            .store
+            .function(app, name)
+            .await?
+            .ok_or_else(|| FunctionError::NotFound(name.to_owned()))?;
+        let active = Arc::new(Active {
+            version: row.version,
+            settings: parse_settings(&row.settings),
+            bundle: Arc::from(version.bundle),
+        });
+        let mut cache = lock(&self.0.active);
+        if self.0.generation.load(Ordering::Acquire) == generation {
+            cache.insert(key, Arc::clone(&active));
+        }
+        Ok(active)
+    }
+
+    /// The app's environment, unsealed, from memory after its first use.
+    async fn env(&self, app: &str) -> Result<Arc<Map<String, Json>>, FunctionError> {
+        if let Some(env) = lock(&self.0.envs).get(app) {
+            return Ok(Arc::clone(env));
+        }
+        let generation = self.0.generation.load(Ordering::Acquire);
+        let mut env = Map::new();
+        for (key, sealed) in self.0.store.env(app).await? {
+            if let Ok(value) = self.0.sealer.open(&sealed, &env_place(app, &key)) {
+                let value = String::from_utf8_lossy(&value).into_owned();
+                env.insert(key, Json::String(value));
+            }
+        }
+        let env = Arc::new(env);
+        let mut cache = lock(&self.0.envs);
+        if self.0.generation.load(Ordering::Acquire) == generation {
+            cache.insert(app.to_owned(), Arc::clone(&env));
+        }
+        Ok(env)
+    }
+
     /// Counts the invocation against its app's limits: refused when too many are in already.
     fn admit(&self, app: &str) -> Result<Admitted, FunctionError> {
         let limits = &self.0.limits;
         let admission = {
-            let mut running = self
-                .0
-                .running
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut running = lock(&self.0.running);
             Arc::clone(running.entry(app.to_owned()).or_insert_with(|| {
                 Arc::new(Admission {
                     inside: AtomicUsize::new(0),

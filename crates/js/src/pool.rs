@@ -226,9 +226,12 @@ impl Worker {
     async fn send(&mut self, message: &ToWorker) -> Result<(), PoolError> {
         let body = serde_json::to_vec(message).map_err(|e| PoolError::Died(e.to_string()))?;
         let length = u32::try_from(body.len()).map_err(|e| PoolError::Died(e.to_string()))?;
+        // One write, one system call.
+        let mut frame = Vec::with_capacity(4 + body.len());
+        frame.extend_from_slice(&length.to_le_bytes());
+        frame.extend_from_slice(&body);
         let write = async {
-            self.stdin.write_all(&length.to_le_bytes()).await?;
-            self.stdin.write_all(&body).await?;
+            self.stdin.write_all(&frame).await?;
             self.stdin.flush().await
         };
         write.await.map_err(|e| PoolError::Died(e.to_string()))
@@ -280,7 +283,7 @@ mod tests {
             program: "/bin/sh".into(),
             args: vec![
                 "-c".into(),
-                r#"printf '\020\000\000\000{"type":"ready"}'; exec sleep 30"#.into(),
+                r#"printf '\007\000\000\000"ready"'; exec sleep 30"#.into(),
             ],
             max_workers: 1,
             grace: Duration::from_millis(100),

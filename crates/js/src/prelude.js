@@ -354,6 +354,7 @@
     const db = (op, args) => host("db", { admin, op, ...args });
     return {
       collection(name) {
+        name = String(name);
         return {
           get: (id, query = {}) => db("get", { collection: name, id, query }),
           add: (data) => db("create", { collection: name, data }),
@@ -366,13 +367,10 @@
     };
   }
 
+  const db = database(false);
+  const admin = Object.freeze({ db: database(true) });
   function makeContext(context) {
-    return Object.freeze({
-      ...context,
-      log: console.log,
-      db: database(false),
-      admin: Object.freeze({ db: database(true) }),
-    });
+    return Object.freeze({ ...context, log: console.log, db, admin });
   }
 
   return driver;

@@ -34,7 +34,7 @@ pub struct Limits {
 
 /// Server → worker.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum ToWorker {
     Compile {
         files: BTreeMap<String, String>,
@@ -63,7 +63,7 @@ pub struct Invocation {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "status", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum HostOutcome {
     Ok { value: serde_json::Value },
     Error { code: String, message: String },
@@ -71,7 +71,7 @@ pub enum HostOutcome {
 
 /// Worker → server.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum FromWorker {
     Ready,
     Compiled {
@@ -114,7 +114,7 @@ pub struct Finished {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The function's result, as JSON text (`undefined` becomes `null`).
     Ok {

@@ -1,10 +1,14 @@
 //! The `cloudlet worker` process: reads frames on stdin, runs them one at a time, answers on
-//! stdout. It opens nothing of its own: the file-descriptor limit is lowered to the three it
-//! was given, so JavaScript (which has no file or socket API here anyway) could not open a
-//! file or a socket even through a bug in the engine; every I/O is a host call.
+//! stdout. It opens nothing of its own: the file-descriptor limit is lowered to the ones it
+//! holds, so JavaScript (which has no file or socket API here anyway) could not open a file or a
+//! socket even through a bug in the engine; every I/O is a host call.
+//!
+//! One thread does everything: it waits for input with `poll`, so that it can also sweep idle
+//! runtimes and stop at an invocation's deadline, with no reader thread to hand frames over.
 
-use std::io::{self, BufWriter, Write};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use crate::engine::{self, Engine, HostIo};
@@ -14,37 +18,32 @@ use crate::protocol::{FromWorker, HostOutcome, ToWorker, read_frame, write_frame
 const MAX_WARM: usize = 32;
 /// Compiled versions kept per worker (cheap: bytecode).
 const MAX_BUNDLES: usize = 256;
-/// Runtimes and bytecode unused this long are dropped: an idle function costs nothing.
-const IDLE: Duration = Duration::from_secs(60);
 
-/// Runs the worker until its stdin closes.
-pub fn run() -> io::Result<()> {
+/// Runs the worker until its stdin closes. Runtimes and bytecode unused for `idle` are dropped:
+/// an idle function costs nothing.
+pub fn run(idle: Duration) -> io::Result<()> {
+    // Our own buffered reader over stdin (std's has a buffer `poll` cannot see into).
+    let mut input = Input(BufReader::new(File::from(
+        io::stdin().as_fd().try_clone_to_owned()?,
+    )));
     confine();
-    let (sender, receiver) = mpsc::channel::<ToWorker>();
-    std::thread::Builder::new()
-        .name("worker-stdin".into())
-        .spawn(move || {
-            let mut stdin = io::stdin().lock();
-            while let Ok(Some(message)) = read_frame::<ToWorker>(&mut stdin) {
-                if sender.send(message).is_err() {
-                    break;
-                }
-            }
-        })?;
+    // Compiled once per process; done before saying ready so that no invocation waits for it.
+    engine::warm_up();
     let mut out = BufWriter::new(io::stdout().lock());
     write_frame(&mut out, &FromWorker::Ready)?;
     let mut engine = Engine::new(MAX_WARM, MAX_BUNDLES);
+    let sweep = (idle / 2).max(Duration::from_millis(100));
     loop {
-        match receiver.recv_timeout(IDLE / 2) {
-            Ok(ToWorker::Compile { files, entry }) => {
+        match input.next(Instant::now() + sweep)? {
+            Next::Frame(ToWorker::Compile { files, entry }) => {
                 let outcome = engine::compile(&files, &entry);
                 write_frame(&mut out, &FromWorker::Compiled { outcome })?;
             }
-            Ok(ToWorker::Invoke(invocation)) => {
+            Next::Frame(ToWorker::Invoke(invocation)) => {
                 let key = invocation.key.clone();
                 let mut io = Pipes {
                     out: &mut out,
-                    replies: &receiver,
+                    input: &mut input,
                     failed: None,
                 };
                 let finished = engine.invoke(*invocation, &mut io);
@@ -59,16 +58,64 @@ pub fn run() -> io::Result<()> {
                 }
             }
             // The reply to a call of an invocation that has ended already.
-            Ok(ToWorker::HostReply { .. }) => {}
-            Err(RecvTimeoutError::Timeout) => engine.drop_idle(IDLE),
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            Next::Frame(ToWorker::HostReply { .. }) => {}
+            Next::Timeout => engine.drop_idle(idle),
+            Next::Closed => return Ok(()),
+        }
+    }
+}
+
+enum Next {
+    Frame(ToWorker),
+    Timeout,
+    Closed,
+}
+
+struct Input(BufReader<File>);
+
+impl Input {
+    /// The next frame, or `Timeout` if none starts arriving before `until`.
+    fn next(&mut self, until: Instant) -> io::Result<Next> {
+        if self.0.buffer().is_empty() && !readable(self.0.get_ref(), until)? {
+            return Ok(Next::Timeout);
+        }
+        Ok(match read_frame::<ToWorker>(&mut self.0)? {
+            Some(frame) => Next::Frame(frame),
+            None => Next::Closed,
+        })
+    }
+}
+
+/// Waits until `file` has input (or its end) or `until` passes.
+fn readable(file: &File, until: Instant) -> io::Result<bool> {
+    loop {
+        let wait = until.saturating_duration_since(Instant::now());
+        let mut fd = libc::pollfd {
+            fd: file.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let millis =
+            i32::try_from(wait.as_millis().max(u128::from(!wait.is_zero()))).unwrap_or(i32::MAX);
+        // SAFETY: `fd` is one valid pollfd for a descriptor this process owns.
+        #[allow(unsafe_code)]
+        let ready = unsafe { libc::poll(&mut fd, 1, millis) };
+        match ready {
+            n if n > 0 => return Ok(true),
+            0 => return Ok(false),
+            _ => {
+                let error = io::Error::last_os_error();
+                if error.kind() != io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
         }
     }
 }
 
 struct Pipes<'a, W: Write> {
     out: &'a mut W,
-    replies: &'a Receiver<ToWorker>,
+    input: &'a mut Input,
     failed: Option<io::Error>,
 }
 
@@ -86,11 +133,21 @@ impl<W: Write> HostIo for Pipes<'_, W> {
 
     fn reply(&mut self, until: Instant) -> Option<(u64, HostOutcome)> {
         loop {
-            let wait = until.saturating_duration_since(Instant::now());
-            match self.replies.recv_timeout(wait) {
-                Ok(ToWorker::HostReply { call, outcome }) => return Some((call, outcome)),
-                Ok(_) => continue,
-                Err(_) => return None,
+            match self.input.next(until) {
+                Ok(Next::Frame(ToWorker::HostReply { call, outcome })) => {
+                    return Some((call, outcome));
+                }
+                Ok(Next::Frame(_)) => continue,
+                Ok(Next::Timeout) => return None,
+                Ok(Next::Closed) => {
+                    self.failed
+                        .get_or_insert(io::Error::from(io::ErrorKind::UnexpectedEof));
+                    return None;
+                }
+                Err(e) => {
+                    self.failed.get_or_insert(e);
+                    return None;
+                }
             }
         }
     }
@@ -102,17 +159,14 @@ fn confine() {
         rlim_cur: value,
         rlim_max: value,
     };
+    // Descriptors 0 to 3 (stdin, stdout, stderr, and our copy of stdin) stay usable; no
+    // other can be opened.
+    let _ = io::stdout().flush();
     // SAFETY: setrlimit and prctl take plain values and change only this process.
     #[allow(unsafe_code)]
     unsafe {
         libc::setrlimit(libc::RLIMIT_CORE, &limit(0));
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-    }
-    // Threads are created after this, and need no descriptors.
-    let _ = io::stdout().flush();
-    #[allow(unsafe_code)]
-    // SAFETY: as above.
-    unsafe {
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit(3));
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit(4));
     }
 }

@@ -76,10 +76,12 @@ async fn delete_app(
     let apps = state.apps().clone();
     let auth = state.auth().clone();
     let data = state.data().clone();
+    let functions = state.functions().clone();
     to_completion(async move {
         apps.delete(&app).await?;
         auth.forget_app(&app);
         data.forget_app(&app);
+        functions.forget_app(&app);
         Ok(())
     })
     .await?;

@@ -52,6 +52,8 @@ pub struct FunctionsConfig {
     pub worker_idle_secs: u64,
     /// The program started as a worker (`<it> worker`); empty means this executable.
     pub worker_program: PathBuf,
+    /// A function's warm runtime unused this long is dropped, in seconds.
+    pub runtime_idle_secs: f64,
     /// Wall time of an invocation unless its function sets one, in milliseconds.
     pub default_timeout_ms: u64,
     /// The most a function may set.
@@ -71,6 +73,7 @@ impl Default for FunctionsConfig {
             workers: 4,
             worker_idle_secs: 300,
             worker_program: PathBuf::new(),
+            runtime_idle_secs: 60.0,
             default_timeout_ms: 10_000,
             max_timeout_ms: 60_000,
             default_memory_mb: 64,
@@ -217,6 +220,12 @@ impl Config {
             Ok(())
         }
         within("functions.workers", self.functions.workers, 1, 256)?;
+        within(
+            "functions.runtime_idle_secs",
+            self.functions.runtime_idle_secs,
+            0.1,
+            86_400.0,
+        )?;
         within(
             "functions.max_timeout_ms",
             self.functions.max_timeout_ms,

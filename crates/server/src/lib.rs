@@ -383,7 +383,11 @@ fn start_functions(
     };
     let pool = cloudlet_js::pool::Pool::new(cloudlet_js::pool::PoolOptions {
         program,
-        args: vec!["worker".into()],
+        args: vec![
+            "worker".into(),
+            "--idle-secs".into(),
+            config.runtime_idle_secs.to_string(),
+        ],
         max_workers: config.workers,
         grace: Duration::from_millis(500),
         idle_timeout: Duration::from_secs(config.worker_idle_secs),
