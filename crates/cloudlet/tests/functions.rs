@@ -697,3 +697,130 @@ async fn an_app_over_its_concurrency_limit_is_told_it_is_overloaded() {
         .await;
     assert_eq!(again, "done");
 }
+
+#[tokio::test]
+async fn http_routes_hand_the_request_to_the_function_and_send_back_its_answer() {
+    let t = server(false).await;
+    scene(&t, "web").await;
+    deploy(&t, "web", "hook", json!({
+        "source": "export default async (e) => ({
+            status: 201,
+            headers: { 'x-hook': e.path, 'content-length': '1' },
+            body: { method: e.method, a: e.query.a, body: e.body, signature: e.headers['x-signature'] }
+        })",
+        "public": true
+    }))
+    .await;
+    deploy(
+        &t,
+        "web",
+        "plain",
+        json!({
+            "source": "export default async (e) => ({ path: e.path })", "public": true
+        }),
+    )
+    .await;
+    deploy(&t, "web", "text", json!({
+        "source": "export default async () => ({ status: 200, headers: { 'content-type': 'text/plain' }, body: 'ok' })"
+    }))
+    .await;
+
+    let response = t
+        .request(Method::POST, "/v1/apps/web/http/hook/orders/42?a=1&b=2")
+        .header("x-signature", "sig")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()["x-hook"], "/orders/42");
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({ "method": "POST", "a": "1", "body": "hello", "signature": "sig" })
+    );
+
+    let plain = t
+        .request(Method::GET, "/v1/apps/web/http/plain")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(plain, json!({ "path": "/" }));
+    // Not public: a token is needed, as for calls.
+    t.request(Method::GET, "/v1/apps/web/http/text")
+        .expect_error(StatusCode::UNAUTHORIZED, "missing_credentials")
+        .await;
+    t.request(Method::GET, "/v1/apps/web/http/missing/x")
+        .expect_error(StatusCode::NOT_FOUND, "function_not_found")
+        .await;
+}
+
+#[tokio::test]
+async fn data_triggers_run_after_writes_and_stop_at_a_bounded_depth() {
+    let t = server(false).await;
+    let (alice, _) = scene(&t, "audited").await;
+    t.admin(Method::PUT, "/v1/admin/apps/audited/collections/audit")
+        .json(&json!({ "fields": [{ "name": "note", "type": "text" }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    deploy(&t, "audited", "audit", json!({
+        "source": "export default async (e, ctx) => ctx.db.collection('audit').add({ note: `${e.operation} ${e.new.title}` })",
+        "triggers": [{ "collection": "todos", "on": ["create"] }]
+    }))
+    .await;
+    // Writes to the collection it is triggered by: each write triggers it again, until the depth
+    // limit stops the chain.
+    deploy(&t, "audited", "echo", json!({
+        "source": "export default async (e, ctx) => ctx.db.collection('audit').add({ note: 'echo ' + e.new.note })",
+        "triggers": [{ "collection": "audit", "on": ["create"] }]
+    }))
+    .await;
+    t.request(Method::POST, "/v1/apps/audited/collections/todos/records")
+        .bearer_auth(&alice)
+        .json(&json!({ "title": "milk" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let notes = || async {
+        let page = t
+            .admin(
+                Method::GET,
+                "/v1/apps/audited/collections/audit/records?sort=created_at",
+            )
+            .expect(StatusCode::OK)
+            .await;
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["note"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        found = notes().await;
+        if found.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The client's write (depth 0) ran `audit`; its write (1) ran `echo`, whose write (2) ran
+    // `echo` again, whose write (3) runs nothing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    found = notes().await;
+    found.sort();
+    assert_eq!(
+        found,
+        vec!["create milk", "echo create milk", "echo echo create milk"]
+    );
+    let logs = t
+        .admin(Method::GET, "/v1/admin/apps/audited/logs?function=audit")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(logs["items"][0]["trigger"], "data");
+    assert_eq!(logs["items"][0]["outcome"], "ok");
+
+    t.admin(Method::PUT, "/v1/admin/apps/audited/functions/bad")
+        .json(&json!({ "source": "export default 1", "triggers": [{ "collection": "Bad Name" }] }))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_function")
+        .await;
+}

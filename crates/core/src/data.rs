@@ -176,7 +176,7 @@ fn default_rule(action: &str) -> &'static str {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     (1..=40).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -450,7 +450,7 @@ pub enum Actor {
     Anonymous,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
     Create,
@@ -467,6 +467,14 @@ pub struct ChangeEvent {
     pub operation: Operation,
     pub old: Option<Json>,
     pub new: Option<Json>,
+    /// 0 for a client's write; one more than its trigger's event for a write a triggered
+    /// function made, so that triggers writing to each other stop at a bounded depth.
+    pub depth: u8,
+}
+
+tokio::task_local! {
+    /// Set around a triggered function's invocation: the depth its writes' events carry.
+    pub static TRIGGER_DEPTH: u8;
 }
 
 /// One write of a batch, as the API takes it.
@@ -1255,6 +1263,7 @@ impl Data {
             operation,
             old,
             new,
+            depth: TRIGGER_DEPTH.try_with(|depth| *depth).unwrap_or(0),
         });
     }
 }

@@ -18,7 +18,7 @@ use serde_json::{Map, Value as Json, json};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::clock::{Clock, Timestamp};
-use crate::data::Actor;
+use crate::data::{Actor, Operation};
 use crate::random::Random;
 use crate::sealing::Sealer;
 
@@ -190,13 +190,37 @@ pub struct Deploy {
     pub public: bool,
     pub timeout_ms: Option<u64>,
     pub memory_mb: Option<u64>,
+    /// Data events that run the function after they commit.
+    #[serde(default)]
+    pub triggers: Vec<DataTrigger>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Runs a function after writes to a collection commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataTrigger {
+    pub collection: String,
+    /// Which writes; all three when left out.
+    #[serde(default = "all_operations")]
+    pub on: Vec<Operation>,
+}
+
+fn all_operations() -> Vec<Operation> {
+    vec![Operation::Create, Operation::Update, Operation::Delete]
+}
+
+/// The most triggers one function may declare.
+const MAX_TRIGGERS: usize = 16;
+/// A triggered function's writes trigger others at most this deep.
+pub const MAX_TRIGGER_DEPTH: u8 = 3;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
     pub public: bool,
     pub timeout_ms: u64,
     pub memory_mb: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<DataTrigger>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -228,13 +252,20 @@ pub struct Invoke<'a> {
 /// Who or what started an invocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
+    /// `POST /v1/apps/{app}/functions/{name}`.
     Call,
+    /// `/v1/apps/{app}/http/{name}/…`.
+    Http,
+    /// A data event.
+    Data,
 }
 
 impl Trigger {
     fn as_str(self) -> &'static str {
         match self {
             Trigger::Call => "call",
+            Trigger::Http => "http",
+            Trigger::Data => "data",
         }
     }
 }
@@ -270,10 +301,15 @@ struct Inner {
     /// change made through this service (and when an app is deleted).
     active: Mutex<HashMap<(String, String), Arc<Active>>>,
     envs: Mutex<HashMap<String, Arc<Map<String, Json>>>>,
+    /// Each app's functions with data triggers.
+    triggered: Mutex<HashMap<String, Triggered>>,
     /// Bumped by every forgetting, so that a load that raced with a change is not cached.
     generation: AtomicU64,
     log: mpsc::UnboundedSender<(String, FunctionLogRow)>,
 }
+
+/// An app's functions that have data triggers, with their triggers.
+type Triggered = Arc<Vec<(String, Vec<DataTrigger>)>>;
 
 /// The active version of a function, as invocations need it.
 struct Active {
@@ -341,6 +377,7 @@ impl Functions {
             running: Mutex::new(HashMap::new()),
             active: Mutex::new(HashMap::new()),
             envs: Mutex::new(HashMap::new()),
+            triggered: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             log,
         }))
@@ -375,10 +412,24 @@ impl Functions {
             }
         };
         check_files(&files, &entry)?;
+        if deploy.triggers.len() > MAX_TRIGGERS {
+            return Err(FunctionError::Invalid(format!(
+                "at most {MAX_TRIGGERS} triggers"
+            )));
+        }
+        for trigger in &deploy.triggers {
+            if !crate::data::valid_name(&trigger.collection) || trigger.on.is_empty() {
+                return Err(FunctionError::Invalid(format!(
+                    "trigger on {:?}: a collection name and at least one of create, update, delete",
+                    trigger.collection
+                )));
+            }
+        }
         let settings = Settings {
             public: deploy.public,
             timeout_ms: deploy.timeout_ms.unwrap_or(limits.default_timeout_ms),
             memory_mb: deploy.memory_mb.unwrap_or(limits.default_memory_mb),
+            triggers: deploy.triggers,
         };
         if !(1..=limits.max_timeout_ms).contains(&settings.timeout_ms) {
             return Err(FunctionError::Invalid(format!(
@@ -609,7 +660,7 @@ impl Functions {
             trigger,
         } = call;
         let active = self.active(app, name).await?;
-        let settings = active.settings;
+        let settings = &active.settings;
         if !settings.public && matches!(actor, Actor::Anonymous) {
             return Err(FunctionError::Unauthenticated);
         }
@@ -705,11 +756,53 @@ impl Functions {
         lock(&self.0.active).retain(|(a, _), _| a != app);
         lock(&self.0.envs).remove(app);
         lock(&self.0.running).remove(app);
+        lock(&self.0.triggered).remove(app);
     }
 
     fn forget(&self, app: &str, name: &str) {
         self.0.generation.fetch_add(1, Ordering::AcqRel);
         lock(&self.0.active).remove(&(app.to_owned(), name.to_owned()));
+        lock(&self.0.triggered).remove(app);
+    }
+
+    /// The functions a data event runs: those with a trigger on its collection and operation.
+    pub async fn triggered_by(
+        &self,
+        app: &str,
+        collection: &str,
+        operation: Operation,
+    ) -> Result<Vec<String>, FunctionError> {
+        let cached = lock(&self.0.triggered).get(app).cloned();
+        let all = match cached {
+            Some(all) => all,
+            None => {
+                let generation = self.0.generation.load(Ordering::Acquire);
+                let all: Vec<(String, Vec<DataTrigger>)> = self
+                    .0
+                    .store
+                    .functions(app)
+                    .await?
+                    .into_iter()
+                    .map(|row| (row.name, parse_settings(&row.settings).triggers))
+                    .filter(|(_, triggers)| !triggers.is_empty())
+                    .collect();
+                let all = Arc::new(all);
+                let mut cache = lock(&self.0.triggered);
+                if self.0.generation.load(Ordering::Acquire) == generation {
+                    cache.insert(app.to_owned(), Arc::clone(&all));
+                }
+                all
+            }
+        };
+        Ok(all
+            .iter()
+            .filter(|(_, triggers)| {
+                triggers
+                    .iter()
+                    .any(|t| t.collection == collection && t.on.contains(&operation))
+            })
+            .map(|(name, _)| name.clone())
+            .collect())
     }
 
     /// The active version of a function, from memory after its first call.
@@ -787,6 +880,7 @@ fn parse_settings(settings: &str) -> Settings {
         public: false,
         timeout_ms: FunctionLimits::default().default_timeout_ms,
         memory_mb: FunctionLimits::default().default_memory_mb,
+        triggers: Vec::new(),
     })
 }
 

@@ -17,12 +17,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use cloudlet_core::data::{Actor, Data, ListRequest, Write};
+use axum::routing::{any, get, post, put};
+use cloudlet_core::data::{Actor, ChangeEvent, Data, ListRequest, TRIGGER_DEPTH, Write};
 
 use cloudlet_core::functions::{
-    CompileFailure, Deploy, Engine, EngineError, HostCalls, HostFailure, Invoke, Ran, Run,
-    RunOutcome, Trigger,
+    CompileFailure, Deploy, Engine, EngineError, HostCalls, HostFailure, Invoke, MAX_TRIGGER_DEPTH,
+    Ran, Run, RunOutcome, Trigger,
 };
 use cloudlet_js::pool::{Pool, PoolError};
 use cloudlet_js::protocol::{Bundle, HostOutcome, Invocation, Limits, Outcome};
@@ -54,6 +54,8 @@ pub fn router() -> Router<AppState> {
         )
         .route("/v1/admin/apps/{app}/logs", get(logs))
         .route("/v1/apps/{app}/functions/{name}", post(invoke))
+        .route("/v1/apps/{app}/http/{name}", any(http_route))
+        .route("/v1/apps/{app}/http/{name}/{*path}", any(http_route))
 }
 
 async fn list_functions(
@@ -225,6 +227,179 @@ async fn invoke(
     };
     let result = state.functions().invoke(call, event, host).await?;
     Ok(axum::Json(result).into_response())
+}
+
+/// Response headers a function may not set: the server owns the framing.
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "keep-alive",
+    "upgrade",
+    "x-request-id",
+];
+
+/// `ANY /v1/apps/{app}/http/{name}/{*path}`: the request as the event, the function's answer
+/// as the response. A function answers `{status, headers, body}` (a string body as is, any
+/// other body as JSON); any other value is sent as JSON with status 200.
+async fn http_route(
+    State(state): State<AppState>,
+    axum::extract::Path(params): axum::extract::Path<BTreeMap<String, String>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let app = params.get("app").cloned().unwrap_or_default();
+    let name = params.get("name").cloned().unwrap_or_default();
+    let path = format!("/{}", params.get("path").map(String::as_str).unwrap_or(""));
+    let actor = crate::data::actor(&state, &app, &headers).await?;
+    let query: Map<String, Value> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+        .collect();
+    let request_headers: Map<String, Value> = headers
+        .iter()
+        .filter_map(|(k, v)| {
+            let value = v.to_str().ok()?.to_owned();
+            Some((k.as_str().to_owned(), Value::String(value)))
+        })
+        .collect();
+    let event = json!({
+        "method": method.as_str(),
+        "path": path,
+        "query": query,
+        "headers": request_headers,
+        "body": String::from_utf8_lossy(&body),
+    });
+    let host = Arc::new(Host {
+        data: state.data().clone(),
+        app: app.clone(),
+        actor: actor.clone(),
+        fetch: state.fetcher().clone(),
+    });
+    let request_id = crate::request_id::current();
+    let call = Invoke {
+        app: &app,
+        name: &name,
+        actor: &actor,
+        request_id: &request_id,
+        trigger: Trigger::Http,
+    };
+    let result = state.functions().invoke(call, event, host).await?;
+    Ok(http_response(result))
+}
+
+fn http_response(result: Value) -> Response {
+    let Some(status) = result
+        .get("status")
+        .and_then(Value::as_u64)
+        .and_then(|s| u16::try_from(s).ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+    else {
+        return axum::Json(result).into_response();
+    };
+    let (body, json) = match result.get("body") {
+        None | Some(Value::Null) => (String::new(), false),
+        Some(Value::String(text)) => (text.clone(), false),
+        Some(other) => (other.to_string(), true),
+    };
+    let mut response = (status, body).into_response();
+    let out = response.headers_mut();
+    if json {
+        out.insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+    }
+    let headers = result.get("headers").and_then(Value::as_object);
+    for (name, value) in headers.into_iter().flatten().take(64) {
+        let value = match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let name = axum::http::HeaderName::from_bytes(name.as_bytes());
+        let value = axum::http::HeaderValue::from_str(&value);
+        if let (Ok(name), Ok(value)) = (name, value)
+            && !HOP_BY_HOP.contains(&name.as_str())
+        {
+            out.insert(name, value);
+        }
+    }
+    response
+}
+
+/// Runs the functions whose triggers match each committed write, as the admin (rules do not
+/// apply), until shutdown. Best effort: an event missed while the bus overflowed is logged, not
+/// replayed.
+pub async fn run_triggers(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut events = state.data().subscribe();
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = shutdown.changed() => return,
+        };
+        match event {
+            Ok(event) if event.depth >= MAX_TRIGGER_DEPTH => {
+                tracing::warn!(
+                    app = event.app,
+                    collection = event.collection,
+                    "a write by triggered functions {MAX_TRIGGER_DEPTH} deep triggers nothing more"
+                );
+            }
+            Ok(event) => {
+                tokio::spawn(run_triggered(state.clone(), event));
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "function triggers missed data events");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn run_triggered(state: AppState, event: ChangeEvent) {
+    let functions = state.functions();
+    let names = match functions
+        .triggered_by(&event.app, &event.collection, event.operation)
+        .await
+    {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::warn!(app = event.app, error = %e, "could not look up triggers");
+            return;
+        }
+    };
+    for name in names {
+        let state = state.clone();
+        let event = event.clone();
+        tokio::spawn(TRIGGER_DEPTH.scope(event.depth + 1, async move {
+            let host = Arc::new(Host {
+                data: state.data().clone(),
+                app: event.app.clone(),
+                actor: Actor::Admin,
+                fetch: state.fetcher().clone(),
+            });
+            let request_id = state.new_request_id();
+            let call = Invoke {
+                app: &event.app,
+                name: &name,
+                actor: &Actor::Admin,
+                request_id: &request_id,
+                trigger: Trigger::Data,
+            };
+            let payload = json!({
+                "collection": event.collection,
+                "id": event.id,
+                "operation": event.operation,
+                "old": event.old,
+                "new": event.new,
+            });
+            // The outcome is in the function log.
+            if let Err(e) = state.functions().invoke(call, payload, host).await {
+                tracing::debug!(app = event.app, function = name, error = %e, "a triggered function failed");
+            }
+        }));
+    }
 }
 
 /// Runs functions on the worker pool.

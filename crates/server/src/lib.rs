@@ -246,6 +246,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         config.idle_timeout(),
         shutdown_rx.clone(),
     ));
+    let triggers = tokio::spawn(functions::run_triggers(state.clone(), shutdown_rx.clone()));
     let app = router(&config, state.clone());
     let shutdown = Shutdown(shutdown_tx);
     let stop_all = shutdown.clone();
@@ -254,6 +255,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         // Also when serving ended on its own: the background work must stop too.
         stop_all.trigger();
         let _ = sweeper.await;
+        let _ = triggers.await;
         tenants.close_all().await;
         system.close().await;
         drop(data_dir);
