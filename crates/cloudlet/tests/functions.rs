@@ -795,10 +795,8 @@ async fn data_triggers_run_after_writes_and_stop_at_a_bounded_depth() {
             .map(|r| r["note"].as_str().unwrap().to_owned())
             .collect::<Vec<_>>()
     };
-    let mut found = Vec::new();
     for _ in 0..100 {
-        found = notes().await;
-        if found.len() >= 3 {
+        if notes().await.len() >= 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -806,7 +804,7 @@ async fn data_triggers_run_after_writes_and_stop_at_a_bounded_depth() {
     // The client's write (depth 0) ran `audit`; its write (1) ran `echo`, whose write (2) ran
     // `echo` again, whose write (3) runs nothing.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    found = notes().await;
+    let mut found = notes().await;
     found.sort();
     assert_eq!(
         found,
