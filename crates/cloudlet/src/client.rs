@@ -22,7 +22,7 @@ pub struct Connection {
     token: Option<String>,
     /// Print the server's JSON instead of text.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Subcommand)]
@@ -146,7 +146,7 @@ pub async fn run(connection: Connection, command: AppCommand) -> Result<(), Stri
 }
 
 /// Refuses names that could change the URL; the server checks the rest.
-fn app_path(name: &str) -> Result<String, String> {
+pub(crate) fn app_path(name: &str) -> Result<String, String> {
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
         return Err(format!("{name:?} is not an app name (a-z, 0-9 and -)"));
     }
@@ -172,24 +172,24 @@ fn confirm_delete(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn text(value: &Value) -> &str {
+pub(crate) fn text(value: &Value) -> &str {
     value.as_str().unwrap_or("-")
 }
 
-fn print_json(value: &Value) -> Result<(), String> {
+pub(crate) fn print_json(value: &Value) -> Result<(), String> {
     let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
     println!("{text}");
     Ok(())
 }
 
-struct Api {
+pub(crate) struct Api {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
 }
 
 impl Api {
-    fn new(connection: &Connection) -> Result<Self, String> {
+    pub(crate) fn new(connection: &Connection) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("cloudlet-cli/", env!("CARGO_PKG_VERSION")))
             .timeout(std::time::Duration::from_secs(60))
@@ -202,7 +202,12 @@ impl Api {
         })
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, String> {
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);

@@ -2,6 +2,7 @@
 //! (`serve`) or to the admin API client (`app …`). No business logic lives here.
 
 mod client;
+mod functions;
 mod serve;
 
 use std::path::PathBuf;
@@ -30,6 +31,31 @@ enum Command {
         connection: client::Connection,
         #[command(subcommand)]
         command: client::AppCommand,
+    },
+    /// Deploy, list, show, roll back, call and delete an app's functions.
+    Fn {
+        #[command(flatten)]
+        connection: client::Connection,
+        #[command(subcommand)]
+        command: functions::FnCommand,
+    },
+    /// Print an app's function log; `--follow` keeps printing new entries.
+    Logs {
+        #[command(flatten)]
+        connection: client::Connection,
+        app: String,
+        /// Only this function's invocations.
+        #[arg(long)]
+        function: Option<String>,
+        /// Only invocations that ended so: ok, error, timeout, memory_limit, result_too_large.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// How many of the newest entries to print first.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Keep printing new entries as they come.
+        #[arg(long, short)]
+        follow: bool,
     },
     /// Run the platform emulator: a local WeChat, QQ, Douyin and Alipay login server.
     Emulator(EmulatorArgs),
@@ -104,6 +130,18 @@ async fn run(command: Command) -> Result<(), String> {
             connection,
             command,
         } => client::run(connection, command).await,
+        Command::Fn {
+            connection,
+            command,
+        } => functions::run(connection, command).await,
+        Command::Logs {
+            connection,
+            app,
+            function,
+            outcome,
+            limit,
+            follow,
+        } => functions::logs(connection, app, function, outcome, limit, follow).await,
         Command::Emulator(args) => run_emulator(args).await,
         Command::Admin {
             command: AdminCommand::ResetToken(args),

@@ -97,6 +97,17 @@ impl Server {
         command.output().unwrap()
     }
 
+    /// Runs `cloudlet <args>` (any command) against this server with `token`.
+    fn run(&self, args: &[&str], token: &str) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("CLOUDLET_SERVER", self.url())
+            .env("CLOUDLET_TOKEN", token)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
     /// Sends SIGTERM, as a service manager stopping the server does.
     fn send_sigterm(&self) {
         let pid = self.child.id().to_string();
@@ -443,4 +454,103 @@ fn reset_token_replaces_a_lost_admin_token_and_is_refused_while_serving() {
 fn dir_that_does_not_exist() -> String {
     let dir = tempfile::tempdir().unwrap();
     dir.path().join("typo").to_str().unwrap().to_owned()
+}
+
+#[test]
+fn fn_commands_deploy_a_folder_call_it_roll_it_back_and_logs_show_the_calls() {
+    let (dir, data) = temp();
+    let server = Server::start(&data, &[], &[("CLOUDLET_ADMIN_TOKEN", TOKEN)]);
+    let ok = |output: Output| {
+        assert!(output.status.success(), "{}", stderr(&output));
+        output
+    };
+    ok(server.app(&["create", "shop"], Some(TOKEN)));
+    let folder = dir.path().join("greet");
+    std::fs::create_dir_all(folder.join("lib")).unwrap();
+    std::fs::write(
+        folder.join("index.js"),
+        "import { hello } from './lib/hello.js';\nexport default async (e) => { console.log('called'); return hello(e.name); };",
+    )
+    .unwrap();
+    std::fs::write(
+        folder.join("lib/hello.js"),
+        "export const hello = (n) => `hello ${n}`;",
+    )
+    .unwrap();
+    let folder = folder.to_str().unwrap();
+
+    let deployed = ok(server.run(&["fn", "deploy", "shop", "greet", folder], TOKEN));
+    assert!(
+        stdout(&deployed).contains("Deployed greet version 1"),
+        "{}",
+        stdout(&deployed)
+    );
+    let called = ok(server.run(
+        &[
+            "fn",
+            "invoke",
+            "shop",
+            "greet",
+            "--data",
+            r#"{"name":"Ada"}"#,
+        ],
+        TOKEN,
+    ));
+    assert_eq!(json(&called), "hello Ada");
+
+    let single = dir.path().join("v2.js");
+    std::fs::write(&single, "export default async () => 'v2';").unwrap();
+    ok(server.run(
+        &["fn", "deploy", "shop", "greet", single.to_str().unwrap()],
+        TOKEN,
+    ));
+    let called = ok(server.run(&["fn", "invoke", "shop", "greet"], TOKEN));
+    assert_eq!(json(&called), "v2");
+    let listed = ok(server.run(&["fn", "list", "shop", "--json"], TOKEN));
+    assert_eq!(json(&listed)["items"][0]["version"], 2);
+
+    let rolled = ok(server.run(&["fn", "rollback", "shop", "greet", "1"], TOKEN));
+    assert!(stdout(&rolled).contains("now runs version 1"));
+    let called = ok(server.run(
+        &[
+            "fn",
+            "invoke",
+            "shop",
+            "greet",
+            "--data",
+            r#"{"name":"Bo"}"#,
+        ],
+        TOKEN,
+    ));
+    assert_eq!(json(&called), "hello Bo");
+
+    // The log is written a moment after each call.
+    let mut printed = String::new();
+    for _ in 0..50 {
+        printed = stdout(&ok(
+            server.run(&["logs", "shop", "--function", "greet"], TOKEN)
+        ));
+        if printed.matches(" greet ").count() == 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(printed.matches(" greet ").count(), 3, "{printed}");
+    assert!(printed.contains("info  called"), "{printed}");
+
+    let bad = server.run(
+        &["fn", "invoke", "shop", "greet", "--data", "{not json"],
+        TOKEN,
+    );
+    fails_with(&bad, "--data is not JSON");
+    let broken = dir.path().join("broken.js");
+    std::fs::write(&broken, "export default async () => {").unwrap();
+    let refused = server.run(
+        &["fn", "deploy", "shop", "broken", broken.to_str().unwrap()],
+        TOKEN,
+    );
+    fails_with(&refused, "(function_syntax_error)");
+    ok(server.run(&["fn", "delete", "shop", "greet"], TOKEN));
+    let gone = server.run(&["fn", "invoke", "shop", "greet"], TOKEN);
+    fails_with(&gone, "(function_not_found)");
 }
