@@ -822,3 +822,74 @@ async fn data_triggers_run_after_writes_and_stop_at_a_bounded_depth() {
         .expect_error(StatusCode::BAD_REQUEST, "invalid_function")
         .await;
 }
+
+#[tokio::test]
+async fn schedules_run_their_function_until_it_is_deleted() {
+    let t = server(false).await;
+    scene(&t, "timed").await;
+    t.admin(Method::PUT, "/v1/admin/apps/timed/collections/ticks")
+        .json(&json!({ "fields": [{ "name": "n", "type": "integer" }, { "name": "at", "type": "text" }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    deploy(&t, "timed", "tick", json!({
+        "source": "export default async (e, ctx) => ctx.db.collection('ticks').add({ n: e.data.n, at: e.scheduled_at })",
+        "schedules": [{ "cron": "* * * * * *", "timezone": "Asia/Shanghai", "data": { "n": 7 } }]
+    }))
+    .await;
+    let ticks = || async {
+        t.admin(
+            Method::GET,
+            "/v1/apps/timed/collections/ticks/records?count=true&limit=100",
+        )
+        .expect(StatusCode::OK)
+        .await
+    };
+    let mut page = ticks().await;
+    for _ in 0..60 {
+        if page["total"].as_i64().unwrap() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        page = ticks().await;
+    }
+    assert!(page["total"].as_i64().unwrap() >= 2, "{page}");
+    assert_eq!(page["items"][0]["n"], 7);
+    // Each run is claimed once: one record per scheduled second.
+    let mut seconds: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["at"].as_str().unwrap())
+        .collect();
+    let runs = seconds.len();
+    seconds.dedup();
+    assert_eq!(seconds.len(), runs, "{page}");
+    let logs = t
+        .admin(
+            Method::GET,
+            "/v1/admin/apps/timed/logs?function=tick&limit=1",
+        )
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(logs["items"][0]["trigger"], "schedule");
+
+    t.admin(Method::DELETE, "/v1/admin/apps/timed/functions/tick")
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = ticks().await["total"].as_i64().unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        ticks().await["total"].as_i64().unwrap(),
+        before,
+        "no runs after the delete"
+    );
+
+    for (cron, zone) in [("61 * * * *", "UTC"), ("0 3 * * *", "Mars/Olympus")] {
+        t.admin(Method::PUT, "/v1/admin/apps/timed/functions/bad")
+            .json(&json!({ "source": "export default 1", "schedules": [{ "cron": cron, "timezone": zone }] }))
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_function")
+            .await;
+    }
+}

@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use cloudlet_store::{FunctionLogRow, FunctionStore, FunctionVersionRow, LogQuery, StoreError};
+use cloudlet_store::{
+    FunctionLogRow, FunctionStore, FunctionVersionRow, LogQuery, ScheduleRow, StoreError,
+    SystemStore,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
 use tokio::sync::{Semaphore, mpsc};
@@ -193,6 +196,51 @@ pub struct Deploy {
     /// Data events that run the function after they commit.
     #[serde(default)]
     pub triggers: Vec<DataTrigger>,
+    /// Times that run the function.
+    #[serde(default)]
+    pub schedules: Vec<Schedule>,
+}
+
+/// Runs a function at the times a cron pattern names, in a time zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// Croner syntax: `min hour day month weekday`, an optional leading seconds field, and
+    /// `L`, `#`, `W` and nicknames such as `@daily`.
+    pub cron: String,
+    /// An IANA time zone (`Asia/Shanghai`); UTC when left out.
+    #[serde(default = "utc")]
+    pub timezone: String,
+    /// Handed to the function as the event's `data`.
+    #[serde(default)]
+    pub data: Json,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+/// The most schedules one function may declare.
+const MAX_SCHEDULES: usize = 8;
+
+impl Schedule {
+    /// The first time after `after` (Unix milliseconds) the schedule names; `None` if it names
+    /// none (a pattern for a date that never comes).
+    pub fn next_after(&self, after: i64) -> Result<Option<i64>, String> {
+        let cron: croner::Cron = self
+            .cron
+            .parse()
+            .map_err(|e| format!("cron {:?}: {e}", self.cron))?;
+        let zone = jiff::tz::TimeZone::get(&self.timezone)
+            .map_err(|e| format!("time zone {:?}: {e}", self.timezone))?;
+        let start = jiff::Timestamp::from_millisecond(after)
+            .map_err(|e| e.to_string())?
+            .to_zoned(zone);
+        match cron.find_next_occurrence(&start, false) {
+            Ok(next) => Ok(Some(next.timestamp().as_millisecond())),
+            Err(_) => Ok(None),
+        }
+    }
 }
 
 /// Runs a function after writes to a collection commit.
@@ -221,6 +269,8 @@ pub struct Settings {
     pub memory_mb: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub triggers: Vec<DataTrigger>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<Schedule>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -258,6 +308,8 @@ pub enum Trigger {
     Http,
     /// A data event.
     Data,
+    /// A cron schedule.
+    Schedule,
 }
 
 impl Trigger {
@@ -266,6 +318,7 @@ impl Trigger {
             Trigger::Call => "call",
             Trigger::Http => "http",
             Trigger::Data => "data",
+            Trigger::Schedule => "schedule",
         }
     }
 }
@@ -291,6 +344,9 @@ pub struct Functions(Arc<Inner>);
 
 struct Inner {
     store: Arc<dyn FunctionStore>,
+    /// Where schedules live: the instance-wide system database, so that due runs are found
+    /// without opening every app.
+    system: Arc<dyn SystemStore>,
     engine: Arc<dyn Engine>,
     clock: Arc<dyn Clock>,
     random: Arc<dyn Random>,
@@ -342,6 +398,7 @@ impl Functions {
     /// in batches, off the invocation's path.
     pub fn new(
         store: Arc<dyn FunctionStore>,
+        system: Arc<dyn SystemStore>,
         engine: Arc<dyn Engine>,
         clock: Arc<dyn Clock>,
         random: Arc<dyn Random>,
@@ -369,6 +426,7 @@ impl Functions {
         });
         Functions(Arc::new(Inner {
             store,
+            system,
             engine,
             clock,
             random,
@@ -425,11 +483,33 @@ impl Functions {
                 )));
             }
         }
+        if deploy.schedules.len() > MAX_SCHEDULES {
+            return Err(FunctionError::Invalid(format!(
+                "at most {MAX_SCHEDULES} schedules"
+            )));
+        }
+        let now = self.0.clock.now();
+        let mut schedules = Vec::new();
+        for (index, schedule) in deploy.schedules.iter().enumerate() {
+            let next = schedule
+                .next_after(now.unix_ms())
+                .map_err(FunctionError::Invalid)?;
+            schedules.push(ScheduleRow {
+                app: app.to_owned(),
+                function: name.to_owned(),
+                index: index as i64,
+                cron: schedule.cron.clone(),
+                timezone: schedule.timezone.clone(),
+                data: schedule.data.to_string(),
+                next_at_ms: next.unwrap_or(i64::MAX),
+            });
+        }
         let settings = Settings {
             public: deploy.public,
             timeout_ms: deploy.timeout_ms.unwrap_or(limits.default_timeout_ms),
             memory_mb: deploy.memory_mb.unwrap_or(limits.default_memory_mb),
             triggers: deploy.triggers,
+            schedules: deploy.schedules,
         };
         if !(1..=limits.max_timeout_ms).contains(&settings.timeout_ms) {
             return Err(FunctionError::Invalid(format!(
@@ -450,7 +530,6 @@ impl Functions {
             .compile(files, entry)
             .await?
             .map_err(FunctionError::Syntax)?;
-        let now = self.0.clock.now();
         let row = FunctionVersionRow {
             version: 0,
             source,
@@ -465,6 +544,10 @@ impl Functions {
             .deploy_function(app, name, settings_json, row)
             .await?;
         self.forget(app, name);
+        self.0
+            .system
+            .replace_schedules(app, name, schedules)
+            .await?;
         Ok(FunctionInfo {
             name: name.to_owned(),
             version,
@@ -555,6 +638,10 @@ impl Functions {
     pub async fn delete(&self, app: &str, name: &str) -> Result<(), FunctionError> {
         let deleted = self.0.store.delete_function(app, name).await?;
         self.forget(app, name);
+        self.0
+            .system
+            .replace_schedules(app, name, Vec::new())
+            .await?;
         if deleted {
             Ok(())
         } else {
@@ -750,6 +837,36 @@ impl Functions {
         result
     }
 
+    /// Claims the schedules due now: each is moved to its next time (so it is claimed once) and
+    /// returned with the event its run gets. A run missed while the server was down runs once,
+    /// late; the ones before it are not caught up.
+    pub async fn claim_due(&self, limit: usize) -> Result<Vec<(ScheduleRow, Json)>, FunctionError> {
+        let now = self.0.clock.now();
+        let mut claimed = Vec::new();
+        for row in self.0.system.due_schedules(now.unix_ms(), limit).await? {
+            let schedule = Schedule {
+                cron: row.cron.clone(),
+                timezone: row.timezone.clone(),
+                data: Json::Null,
+            };
+            let next = schedule
+                .next_after(now.unix_ms())
+                .ok()
+                .flatten()
+                .unwrap_or(i64::MAX);
+            if self.0.system.advance_schedule(&row, next).await? {
+                let event = json!({
+                    "cron": row.cron,
+                    "timezone": row.timezone,
+                    "scheduled_at": Timestamp::from_unix_ms(row.next_at_ms),
+                    "data": serde_json::from_str::<Json>(&row.data).unwrap_or(Json::Null),
+                });
+                claimed.push((row, event));
+            }
+        }
+        Ok(claimed)
+    }
+
     /// Forgets everything cached of an app (it was deleted).
     pub fn forget_app(&self, app: &str) {
         self.0.generation.fetch_add(1, Ordering::AcqRel);
@@ -881,6 +998,7 @@ fn parse_settings(settings: &str) -> Settings {
         timeout_ms: FunctionLimits::default().default_timeout_ms,
         memory_mb: FunctionLimits::default().default_memory_mb,
         triggers: Vec::new(),
+        schedules: Vec::new(),
     })
 }
 
@@ -934,4 +1052,57 @@ fn check_files(files: &BTreeMap<String, String>, entry: &str) -> Result<(), Func
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(rfc3339: &str) -> i64 {
+        rfc3339.parse::<jiff::Timestamp>().unwrap().as_millisecond()
+    }
+
+    fn schedule(cron: &str, timezone: &str) -> Schedule {
+        Schedule {
+            cron: cron.into(),
+            timezone: timezone.into(),
+            data: Json::Null,
+        }
+    }
+
+    #[test]
+    fn schedules_name_their_next_time_in_their_time_zone() {
+        let noon = at("2026-11-21T12:00:00Z");
+        // 03:00 in Shanghai (UTC+8) is 19:00 UTC the day before.
+        let daily = schedule("0 3 * * *", "Asia/Shanghai");
+        assert_eq!(daily.next_after(noon), Ok(Some(at("2026-11-21T19:00:00Z"))));
+        assert_eq!(
+            schedule("0 3 * * *", "UTC").next_after(noon),
+            Ok(Some(at("2026-11-22T03:00:00Z")))
+        );
+        // A leading seconds field; "after" is exclusive.
+        assert_eq!(
+            schedule("*/5 * * * * *", "UTC").next_after(noon),
+            Ok(Some(at("2026-11-21T12:00:05Z")))
+        );
+        assert_eq!(
+            schedule("@monthly", "UTC").next_after(noon),
+            Ok(Some(at("2026-12-01T00:00:00Z")))
+        );
+        // New York is UTC-5 in November.
+        assert_eq!(
+            schedule("30 9 * * MON-FRI", "America/New_York").next_after(noon),
+            Ok(Some(at("2026-11-23T14:30:00Z")))
+        );
+        for (cron, zone) in [
+            ("61 * * * *", "UTC"),
+            ("nonsense", "UTC"),
+            ("0 3 * * *", "Mars/Olympus"),
+        ] {
+            assert!(
+                schedule(cron, zone).next_after(noon).is_err(),
+                "{cron} {zone}"
+            );
+        }
+    }
 }

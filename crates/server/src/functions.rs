@@ -402,6 +402,48 @@ async fn run_triggered(state: AppState, event: ChangeEvent) {
     }
 }
 
+/// Runs the functions whose schedules are due, as the admin, checking every second until
+/// shutdown.
+pub async fn run_schedules(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let due = match state.functions().claim_due(100).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the schedules");
+                continue;
+            }
+        };
+        for (schedule, event) in due {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let host = Arc::new(Host {
+                    data: state.data().clone(),
+                    app: schedule.app.clone(),
+                    actor: Actor::Admin,
+                    fetch: state.fetcher().clone(),
+                });
+                let request_id = state.new_request_id();
+                let call = Invoke {
+                    app: &schedule.app,
+                    name: &schedule.function,
+                    actor: &Actor::Admin,
+                    request_id: &request_id,
+                    trigger: Trigger::Schedule,
+                };
+                if let Err(e) = state.functions().invoke(call, event, host).await {
+                    tracing::debug!(app = schedule.app, function = schedule.function, error = %e, "a scheduled run failed");
+                }
+            });
+        }
+    }
+}
+
 /// Runs functions on the worker pool.
 pub struct WorkerEngine {
     pub pool: Arc<Pool>,

@@ -186,6 +186,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let functions = start_functions(
         &config.functions,
         function_store,
+        Arc::clone(&system),
         Arc::clone(&clock),
         Arc::clone(&random),
         Sealer::new(&master_key),
@@ -247,6 +248,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         shutdown_rx.clone(),
     ));
     let triggers = tokio::spawn(functions::run_triggers(state.clone(), shutdown_rx.clone()));
+    let schedules = tokio::spawn(functions::run_schedules(state.clone(), shutdown_rx.clone()));
     let app = router(&config, state.clone());
     let shutdown = Shutdown(shutdown_tx);
     let stop_all = shutdown.clone();
@@ -256,6 +258,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         stop_all.trigger();
         let _ = sweeper.await;
         let _ = triggers.await;
+        let _ = schedules.await;
         tenants.close_all().await;
         system.close().await;
         drop(data_dir);
@@ -374,6 +377,7 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 fn start_functions(
     config: &config::FunctionsConfig,
     store: Arc<dyn FunctionStore>,
+    system: Arc<dyn SystemStore>,
     clock: Arc<dyn Clock>,
     random: Arc<dyn Random>,
     sealer: Sealer,
@@ -406,6 +410,7 @@ fn start_functions(
     };
     Ok(Functions::new(
         store,
+        system,
         Arc::new(functions::WorkerEngine { pool }),
         clock,
         random,

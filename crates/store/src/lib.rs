@@ -27,6 +27,6 @@ pub use records::{
     BatchOp, BatchOutcome, CollectionRow, ColumnDef, ColumnType, Condition, IndexDef, Record,
     RecordStore, Select, SortKey, SqlValue, TableChange, TableDef,
 };
-pub use system::{AppRow, Page, ProviderRow, SigningKeyRow, SystemStore};
+pub use system::{AppRow, Page, ProviderRow, ScheduleRow, SigningKeyRow, SystemStore};
 pub use tenants::{TenantHealth, TenantStore};
 pub use users::{IdentityRow, Rotation, SessionRow, UserRow, UserStore};

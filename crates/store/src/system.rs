@@ -44,6 +44,20 @@ impl std::fmt::Debug for ProviderRow {
     }
 }
 
+/// A function's cron schedule, and when it runs next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleRow {
+    pub app: String,
+    pub function: String,
+    /// Its place among the function's schedules.
+    pub index: i64,
+    pub cron: String,
+    pub timezone: String,
+    /// The event's `data`, as JSON.
+    pub data: String,
+    pub next_at_ms: i64,
+}
+
 /// One page of a keyset-paginated listing: `next_after` is the key to continue after.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page<T> {
@@ -86,5 +100,22 @@ pub trait SystemStore: Send + Sync {
     /// The app's token-signing keys, newest first.
     async fn signing_keys(&self, app: &str) -> Result<Vec<SigningKeyRow>, StoreError>;
     /// Flushes pending writes and closes the store.
+    /// Replaces a function's schedules (none: it has no more).
+    async fn replace_schedules(
+        &self,
+        app: &str,
+        function: &str,
+        schedules: Vec<ScheduleRow>,
+    ) -> Result<(), StoreError>;
+    /// Schedules due at `now_ms`, soonest first.
+    async fn due_schedules(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRow>, StoreError>;
+    /// Moves a schedule's next run from `from_ms` to `to_ms`; false if it was not at `from_ms`
+    /// any more (another claimed it, or it changed), so that each run is claimed once.
+    async fn advance_schedule(&self, row: &ScheduleRow, to_ms: i64) -> Result<bool, StoreError>;
+
     async fn close(&self);
 }

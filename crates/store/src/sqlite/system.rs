@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::{Database, DatabaseOptions, migrate};
-use crate::{AppRow, Page, ProviderRow, SigningKeyRow, StoreError, SystemStore};
+use crate::{AppRow, Page, ProviderRow, ScheduleRow, SigningKeyRow, StoreError, SystemStore};
 
 const MIGRATIONS: &[&str] = &[
     "
@@ -38,6 +38,19 @@ const MIGRATIONS: &[&str] = &[
         updated_at      INTEGER NOT NULL,
         PRIMARY KEY (app, provider)
     ) STRICT;
+",
+    "
+    CREATE TABLE schedules (
+        app       TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+        function  TEXT NOT NULL,
+        idx       INTEGER NOT NULL,
+        cron      TEXT NOT NULL,
+        timezone  TEXT NOT NULL,
+        data      TEXT NOT NULL,
+        next_at   INTEGER NOT NULL,
+        PRIMARY KEY (app, function, idx)
+    ) STRICT;
+    CREATE INDEX schedules_by_next ON schedules (next_at);
 ",
 ];
 
@@ -263,6 +276,79 @@ impl SystemStore for SqliteSystemStore {
                 )?
                 .query_map([&app], provider_from_row)?
                 .collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+
+    async fn replace_schedules(
+        &self,
+        app: &str,
+        function: &str,
+        schedules: Vec<ScheduleRow>,
+    ) -> Result<(), StoreError> {
+        let (app, function) = (app.to_owned(), function.to_owned());
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "DELETE FROM schedules WHERE app = ?1 AND function = ?2",
+                    [&app, &function],
+                )?;
+                let mut insert = c.prepare_cached(
+                    "INSERT INTO schedules (app, function, idx, cron, timezone, data, next_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for s in &schedules {
+                    insert.execute(rusqlite::params![
+                        s.app,
+                        s.function,
+                        s.index,
+                        s.cron,
+                        s.timezone,
+                        s.data,
+                        s.next_at_ms
+                    ])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn due_schedules(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRow>, StoreError> {
+        self.db
+            .read(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT app, function, idx, cron, timezone, data, next_at FROM schedules
+                     WHERE next_at <= ?1 ORDER BY next_at LIMIT ?2",
+                )?
+                .query_map(rusqlite::params![now_ms, limit as i64], |r| {
+                    Ok(ScheduleRow {
+                        app: r.get(0)?,
+                        function: r.get(1)?,
+                        index: r.get(2)?,
+                        cron: r.get(3)?,
+                        timezone: r.get(4)?,
+                        data: r.get(5)?,
+                        next_at_ms: r.get(6)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+
+    async fn advance_schedule(&self, row: &ScheduleRow, to_ms: i64) -> Result<bool, StoreError> {
+        let row = row.clone();
+        self.db
+            .write(move |c| {
+                Ok(c.execute(
+                    "UPDATE schedules SET next_at = ?5
+                     WHERE app = ?1 AND function = ?2 AND idx = ?3 AND next_at = ?4",
+                    rusqlite::params![row.app, row.function, row.index, row.next_at_ms, to_ms],
+                )? == 1)
             })
             .await
     }
