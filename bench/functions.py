@@ -173,7 +173,7 @@ def write_docs(r):
     )
     warm_rows = "\n".join(
         f"| {label} | {w[key]['requests_per_sec']:,} | {w[key]['p50_ms']} ms | {w[key]['p99_ms']} ms |"
-        for key, label in [("cloudlet", "Cloudlet"), ("workerd", f"workerd {m['workerd']}"), ("node", f"Node.js {m['node']} `http`")]
+        for key, label in [("cloudlet", "Cloudlet"), ("workerd", m['workerd']), ("node", f"Node.js {m['node']} `http`")]
     )
     table = f"""Run of {m['date']} at commit `{m['commit']}` on {m['cpus']} CPUs.
 
