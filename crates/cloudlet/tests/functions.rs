@@ -696,6 +696,24 @@ async fn an_app_over_its_concurrency_limit_is_told_it_is_overloaded() {
         .expect(StatusCode::OK)
         .await;
     assert_eq!(again, "done");
+
+    // A function's own limit, below the app's.
+    deploy(&t, "busy", "single", json!({
+        "source": "export default async () => { await new Promise((r) => setTimeout(r, 1000)); return 1; }",
+        "public": true,
+        "max_concurrency": 1
+    }))
+    .await;
+    let first = tokio::spawn(call(&t, "busy", "single", None, json!({})).send());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    call(&t, "busy", "single", None, json!({}))
+        .expect_error(StatusCode::TOO_MANY_REQUESTS, "function_overloaded")
+        .await;
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+    t.admin(Method::PUT, "/v1/admin/apps/busy/functions/zero")
+        .json(&json!({ "source": "export default 1", "max_concurrency": 0 }))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_function")
+        .await;
 }
 
 #[tokio::test]
@@ -892,4 +910,133 @@ async fn schedules_run_their_function_until_it_is_deleted() {
             .expect_error(StatusCode::BAD_REQUEST, "invalid_function")
             .await;
     }
+}
+
+#[tokio::test]
+async fn ctx_auth_carries_the_platform_openid_and_unionid_across_refreshes() {
+    // The platform emulator on an ephemeral port, with a WeChat app in an Open Platform account.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let emulator = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(cloudlet_emulator::serve(
+        listener,
+        cloudlet_emulator::EmulatorOptions::default(),
+        std::future::pending(),
+    ));
+    let http = reqwest::Client::new();
+    let registered = http
+        .post(format!("{emulator}/emulator/apps"))
+        .json(&json!({ "platform": "wechat", "appid": "wx-fn", "secret": "fn-secret", "open_platform": "acme" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let code = || async {
+        let body: Value = http
+            .post(format!("{emulator}/emulator/codes"))
+            .json(&json!({ "platform": "wechat", "appid": "wx-fn", "user": "alice" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["code"].as_str().unwrap().to_owned()
+    };
+    // What WeChat says alice's ids are, asked the way a server asks.
+    let session: Value = http
+        .get(format!(
+            "{emulator}/wechat/sns/jscode2session?appid=wx-fn&secret=fn-secret&js_code={}&grant_type=authorization_code",
+            code().await
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let openid = session["openid"].as_str().unwrap().to_owned();
+    let unionid = session["unionid"].as_str().unwrap().to_owned();
+
+    let t = server(false).await;
+    t.create_app("wx").await;
+    t.admin(Method::PUT, "/v1/admin/apps/wx/auth/providers/wechat")
+        .json(&json!({ "appid": "wx-fn", "secret": "fn-secret", "base_url": format!("{emulator}/wechat") }))
+        .expect(StatusCode::OK)
+        .await;
+    let grant = t
+        .request(Method::POST, "/v1/apps/wx/auth/sessions")
+        .json(&json!({ "provider": "wechat", "code": code().await }))
+        .expect(StatusCode::CREATED)
+        .await;
+    deploy(
+        &t,
+        "wx",
+        "context",
+        json!({ "source": "export default async (e, ctx) => ctx.auth" }),
+    )
+    .await;
+    let auth = call(
+        &t,
+        "wx",
+        "context",
+        grant["access_token"].as_str(),
+        json!({}),
+    )
+    .expect(StatusCode::OK)
+    .await;
+    assert_eq!(auth["id"], grant["user"]["id"]);
+    assert_eq!(auth["provider"], "wechat");
+    assert_eq!(auth["openid"], openid.as_str());
+    assert_eq!(auth["unionid"], unionid.as_str());
+
+    let refreshed = t
+        .request(Method::POST, "/v1/apps/wx/auth/refresh")
+        .json(&json!({ "session_id": grant["session_id"] }))
+        .expect(StatusCode::OK)
+        .await;
+    let again = call(
+        &t,
+        "wx",
+        "context",
+        refreshed["access_token"].as_str(),
+        json!({}),
+    )
+    .expect(StatusCode::OK)
+    .await;
+    assert_eq!(again, auth);
+}
+
+#[tokio::test]
+async fn a_function_reaches_no_data_of_another_app_even_as_admin() {
+    let t = server(false).await;
+    let (alice, _) = scene(&t, "victim").await;
+    scene(&t, "thief").await;
+    let secret = t
+        .request(Method::POST, "/v1/apps/victim/collections/todos/records")
+        .bearer_auth(&alice)
+        .json(&json!({ "title": "secret" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    deploy(
+        &t,
+        "thief",
+        "steal",
+        json!({
+            "source": "export default async (e, ctx) => {
+            const found = [];
+            for (const db of [ctx.db, ctx.admin.db]) {
+                try { found.push(await db.collection('todos').get(e.id)); }
+                catch (error) { found.push(error.code); }
+                found.push((await db.collection('todos').list({})).items.length);
+            }
+            return found;
+        }",
+            "public": true
+        }),
+    )
+    .await;
+    let found = call(&t, "thief", "steal", None, json!({ "id": secret["id"] }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(found, json!(["record_not_found", 0, "record_not_found", 0]));
 }

@@ -446,6 +446,9 @@ pub enum Actor {
     User {
         id: String,
         provider: String,
+        /// The user's id at the provider (openid), and their unionid, when known.
+        openid: Option<String>,
+        unionid: Option<String>,
     },
     Anonymous,
 }

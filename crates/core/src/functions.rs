@@ -193,6 +193,9 @@ pub struct Deploy {
     pub public: bool,
     pub timeout_ms: Option<u64>,
     pub memory_mb: Option<u64>,
+    /// Invocations of this function in at once (running or waiting); more answer
+    /// `Overloaded`. Only the app's limit when left out.
+    pub max_concurrency: Option<usize>,
     /// Data events that run the function after they commit.
     #[serde(default)]
     pub triggers: Vec<DataTrigger>,
@@ -267,6 +270,8 @@ pub struct Settings {
     pub public: bool,
     pub timeout_ms: u64,
     pub memory_mb: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<usize>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub triggers: Vec<DataTrigger>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -353,6 +358,8 @@ struct Inner {
     sealer: Sealer,
     limits: FunctionLimits,
     running: Mutex<HashMap<String, Arc<Admission>>>,
+    /// Per function, for functions with a `max_concurrency` (their `turns` are unused).
+    running_functions: Mutex<HashMap<(String, String), Arc<Admission>>>,
     /// Active versions and unsealed environments, loaded on first use and forgotten on every
     /// change made through this service (and when an app is deleted).
     active: Mutex<HashMap<(String, String), Arc<Active>>>,
@@ -433,6 +440,7 @@ impl Functions {
             sealer,
             limits,
             running: Mutex::new(HashMap::new()),
+            running_functions: Mutex::new(HashMap::new()),
             active: Mutex::new(HashMap::new()),
             envs: Mutex::new(HashMap::new()),
             triggered: Mutex::new(HashMap::new()),
@@ -483,6 +491,11 @@ impl Functions {
                 )));
             }
         }
+        if deploy.max_concurrency == Some(0) {
+            return Err(FunctionError::Invalid(
+                "max_concurrency is at least 1".into(),
+            ));
+        }
         if deploy.schedules.len() > MAX_SCHEDULES {
             return Err(FunctionError::Invalid(format!(
                 "at most {MAX_SCHEDULES} schedules"
@@ -508,6 +521,7 @@ impl Functions {
             public: deploy.public,
             timeout_ms: deploy.timeout_ms.unwrap_or(limits.default_timeout_ms),
             memory_mb: deploy.memory_mb.unwrap_or(limits.default_memory_mb),
+            max_concurrency: deploy.max_concurrency,
             triggers: deploy.triggers,
             schedules: deploy.schedules,
         };
@@ -751,6 +765,10 @@ impl Functions {
         if !settings.public && matches!(actor, Actor::Anonymous) {
             return Err(FunctionError::Unauthenticated);
         }
+        let _function_admitted = match settings.max_concurrency {
+            Some(max) => Some(self.admit_function(app, name, max)?),
+            None => None,
+        };
         let admitted = self.admit(app)?;
         let _turn = admitted
             .0
@@ -760,7 +778,12 @@ impl Functions {
             .map_err(|_| FunctionError::Overloaded)?;
         let env = self.env(app).await?;
         let auth = match actor {
-            Actor::User { id, provider } => json!({ "id": id, "provider": provider }),
+            Actor::User {
+                id,
+                provider,
+                openid,
+                unionid,
+            } => json!({ "id": id, "provider": provider, "openid": openid, "unionid": unionid }),
             Actor::Admin => json!({ "admin": true }),
             Actor::Anonymous => Json::Null,
         };
@@ -873,6 +896,7 @@ impl Functions {
         lock(&self.0.active).retain(|(a, _), _| a != app);
         lock(&self.0.envs).remove(app);
         lock(&self.0.running).remove(app);
+        lock(&self.0.running_functions).retain(|(a, _), _| a != app);
         lock(&self.0.triggered).remove(app);
     }
 
@@ -969,6 +993,25 @@ impl Functions {
     }
 
     /// Counts the invocation against its app's limits: refused when too many are in already.
+    /// Counts the invocation against its function's own limit.
+    fn admit_function(&self, app: &str, name: &str, max: usize) -> Result<Admitted, FunctionError> {
+        let admission = Arc::clone(
+            lock(&self.0.running_functions)
+                .entry((app.to_owned(), name.to_owned()))
+                .or_insert_with(|| {
+                    Arc::new(Admission {
+                        inside: AtomicUsize::new(0),
+                        turns: Semaphore::new(0),
+                    })
+                }),
+        );
+        if admission.inside.fetch_add(1, Ordering::AcqRel) >= max {
+            admission.inside.fetch_sub(1, Ordering::AcqRel);
+            return Err(FunctionError::Overloaded);
+        }
+        Ok(Admitted(admission))
+    }
+
     fn admit(&self, app: &str) -> Result<Admitted, FunctionError> {
         let limits = &self.0.limits;
         let admission = {
@@ -997,6 +1040,7 @@ fn parse_settings(settings: &str) -> Settings {
         public: false,
         timeout_ms: FunctionLimits::default().default_timeout_ms,
         memory_mb: FunctionLimits::default().default_memory_mb,
+        max_concurrency: None,
         triggers: Vec::new(),
         schedules: Vec::new(),
     })

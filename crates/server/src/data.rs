@@ -52,6 +52,8 @@ pub(crate) async fn actor(
             Ok(Actor::User {
                 id: principal.user_id,
                 provider: principal.provider,
+                openid: principal.openid,
+                unionid: principal.unionid,
             })
         }
         Some(key) => match state.access().authenticate(Some(key)).await? {

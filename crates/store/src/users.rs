@@ -81,6 +81,13 @@ pub trait UserStore: Send + Sync {
         provider: &str,
         subject: &str,
     ) -> Result<Option<UserRow>, StoreError>;
+    /// The user's id at `provider` and their unionid there, if they have that identity.
+    async fn identity_of(
+        &self,
+        app: &str,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Option<(String, Option<String>)>, StoreError>;
     async fn user_by_unionid(
         &self,
         app: &str,

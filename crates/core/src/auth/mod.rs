@@ -206,6 +206,9 @@ pub struct Principal {
     pub user_id: String,
     pub session_id: String,
     pub provider: String,
+    /// The user's id at the provider (openid on WeChat and QQ), from the token.
+    pub openid: Option<String>,
+    pub unionid: Option<String>,
 }
 
 /// An app's keys and the sessions revoked within one token lifetime, in memory.
@@ -685,6 +688,11 @@ impl Auth {
         })?;
         let now_secs = self.0.clock.now().unix_ms() / 1000;
         let ttl = self.0.options.access_token_ttl.as_secs();
+        // The platform ids ride in the token, so that functions get them without a lookup.
+        let (oid, uni) = match self.0.users.identity_of(app, &user.id, provider).await? {
+            Some((subject, unionid)) => (Some(subject), unionid),
+            None => (None, None),
+        };
         let claims = Claims {
             iss: "cloudlet".into(),
             aud: app.to_owned(),
@@ -694,6 +702,8 @@ impl Auth {
             scope: "user".into(),
             iat: now_secs,
             exp: now_secs + ttl as i64,
+            oid,
+            uni,
         };
         Ok(SessionGrant {
             session_id: secret,
@@ -773,6 +783,8 @@ impl Auth {
             user_id: claims.sub,
             session_id: claims.sid,
             provider: claims.prv,
+            openid: claims.oid,
+            unionid: claims.uni,
         })
     }
 

@@ -27,6 +27,12 @@ pub struct Claims {
     pub scope: String,
     pub iat: i64,
     pub exp: i64,
+    /// The user's id at the provider (a WeChat openid, an Alipay user_id, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oid: Option<String>,
+    /// The user's unionid at the provider's platform, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uni: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -147,6 +153,8 @@ mod tests {
             scope: "user".into(),
             iat: 100,
             exp,
+            oid: None,
+            uni: None,
         }
     }
 

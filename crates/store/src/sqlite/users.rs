@@ -163,6 +163,23 @@ impl UserStore for SqliteTenants {
         .await
     }
 
+    async fn identity_of(
+        &self,
+        app: &str,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Option<(String, Option<String>)>, StoreError> {
+        let (user_id, provider) = (user_id.to_owned(), provider.to_owned());
+        self.read_app(app, move |c| {
+            Ok(c.prepare_cached(
+                "SELECT subject, unionid FROM identities WHERE user_id = ?1 AND provider = ?2",
+            )?
+            .query_row([&user_id, &provider], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+        })
+        .await
+    }
+
     async fn user_by_unionid(
         &self,
         app: &str,
