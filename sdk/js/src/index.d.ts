@@ -1,0 +1,111 @@
+// Types of cloudlet-sdk (src/index.js).
+
+export interface ClientOptions {
+  /** The server's base URL, e.g. `https://api.example.com`. */
+  server: string;
+  /** The app's name. */
+  app: string;
+  /** The platform adapter; detected (`wx`, `qq`, `tt`, `my`, then `fetch`) when left out. */
+  adapter?: Adapter;
+  /** Prefix of the storage key the session is kept under. */
+  storageKey?: string;
+}
+
+export interface Adapter {
+  name: string;
+  request(request: {
+    url: string;
+    method: string;
+    headers: Record<string, string>;
+    body?: unknown;
+  }): Promise<{ status: number; data: unknown; headers: Record<string, string> }>;
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+  removeItem(key: string): void;
+  /** The platform's login call, as the body of `POST …/auth/sessions`. */
+  login(): Promise<Record<string, string>>;
+}
+
+export interface User {
+  id: string;
+  created_at: string;
+  last_login_at: string;
+  email: string | null;
+  phone: string | null;
+  profile: Record<string, unknown>;
+}
+
+export type Record_ = {
+  id: string;
+  created_at: string;
+  updated_at: string;
+  owner: string | null;
+  [field: string]: unknown;
+};
+
+export interface Page<T = Record_> {
+  items: T[];
+  next_cursor: string | null;
+  total?: number;
+  /** The page after this one, or null on the last page. */
+  next: (() => Promise<Page<T>>) | null;
+}
+
+export type Operator = "=" | "!=" | "<" | "<=" | ">" | ">=" | "~" | "!~" | "in";
+export type Value = string | number | boolean | null | Date;
+
+export interface Query<T = Record_> {
+  where(field: string, op: Operator, value: Value | Value[]): Query<T>;
+  where(field: string, value: Value): Query<T>;
+  where(fields: Record<string, Value>): Query<T>;
+  /** A filter in the language itself (docs/data.md); you quote its values. */
+  filter(text: string): Query<T>;
+  orderBy(field: string, direction?: "asc" | "desc"): Query<T>;
+  limit(n: number): Query<T>;
+  paginate(page: number, size?: number): Query<T>;
+  fields(...names: string[]): Query<T>;
+  expand(...names: string[]): Query<T>;
+  get(): Promise<Page<T>>;
+  count(): Promise<number>;
+}
+
+export interface Collection<T = Record_> extends Omit<Query<T>, "get"> {
+  add(data: Partial<T>): Promise<T>;
+  get(id: string): Promise<T>;
+  update(id: string, data: Partial<T>): Promise<T>;
+  remove(id: string): Promise<null>;
+  list(): Promise<Page<T>>;
+}
+
+export interface Client {
+  readonly server: string;
+  readonly app: string;
+  readonly adapter: Adapter;
+  auth: {
+    /** The platform's login (wx.login, my.getAuthCode, tt.login, qq.login). */
+    login(): Promise<User>;
+    loginWithPassword(email: string, password: string): Promise<User>;
+    signUp(email: string, password: string): Promise<User>;
+    loginAnonymously(): Promise<User>;
+    loginForDevelopment(user: string): Promise<User>;
+    logout(): Promise<void>;
+    user(): Promise<User>;
+    session(): { user: User; expires_at: number } | null;
+    isLoggedIn(): boolean;
+  };
+  db: { collection<T = Record_>(name: string): Collection<T> };
+  functions: { call<R = unknown>(name: string, data?: unknown): Promise<R> };
+}
+
+export declare function createClient(options: ClientOptions): Client;
+
+/** A value as a literal of the filter language, quoted so that it stays a value. */
+export declare function literal(value: Value): string;
+
+export declare class CloudError extends Error {
+  /** The server's stable error code (`record_not_found`, …), or `network_error`. */
+  code: string;
+  /** The HTTP status, 0 when the request did not get an answer. */
+  status: number;
+  requestId: string | null;
+}

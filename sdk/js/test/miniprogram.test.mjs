@@ -1,0 +1,85 @@
+// Each mini-program adapter, driven through a stand-in `wx`, `qq`, `tt` or `my` global that
+// does real HTTP: the SDK logs in with the platform's login call (a code from the platform
+// emulator), the server trades the code with the emulator, and the data and functions calls go
+// through the stand-in's `request`.
+import assert from "node:assert/strict";
+import { generateKeyPairSync } from "node:crypto";
+import { after, before, test } from "node:test";
+
+import { createClient } from "../dist/index.mjs";
+import { createApp, standIn, startEmulator, startServer } from "./support.mjs";
+
+let server;
+let emulator;
+before(async () => {
+  server = await startServer();
+  emulator = await startEmulator();
+  await createApp(server, "mini");
+  for (const [platform, provider] of [["wechat", "wechat"], ["qq", "qq"], ["douyin", "douyin"]]) {
+    const appid = `${platform}-app`;
+    await emulator.register({ platform, appid, secret: `${platform}-secret` });
+    await server.admin("PUT", `/v1/admin/apps/mini/auth/providers/${provider}`, {
+      appid,
+      secret: `${platform}-secret`,
+      base_url: `${emulator.url}/${platform}`,
+    });
+  }
+  const { privateKey, publicKey } = generateKeyPairSync("rsa", {
+    modulusLength: 2048,
+    privateKeyEncoding: { type: "pkcs8", format: "pem" },
+    publicKeyEncoding: { type: "spki", format: "pem" },
+  });
+  const registered = await emulator.register({ platform: "alipay", app_id: "2021000000000001", app_public_key: publicKey });
+  await server.admin("PUT", "/v1/admin/apps/mini/auth/providers/alipay", {
+    app_id: "2021000000000001",
+    private_key: privateKey,
+    alipay_public_key: registered.alipay_public_key,
+    base_url: `${emulator.url}/alipay/gateway.do`,
+  });
+});
+after(async () => {
+  await emulator.stop();
+  await server.stop();
+});
+
+const platforms = [
+  ["wx", "wechat", "wechat-app"],
+  ["qq", "qq", "qq-app"],
+  ["tt", "douyin", "douyin-app"],
+  ["my", "alipay", "2021000000000001"],
+];
+
+for (const [global, platform, appid] of platforms) {
+  test(`${platform}: the ${global} adapter logs in with the platform and keeps its session in ${global}'s storage`, async () => {
+    const api = standIn(platform, emulator, appid, "alice");
+    globalThis[global] = api;
+    try {
+      const cloud = createClient({ server: server.url, app: "mini" });
+      assert.equal(cloud.adapter.name, platform);
+      const user = await cloud.auth.login();
+      assert.deepEqual(api.calls[0], platform === "alipay" ? ["getAuthCode", "auth_base"] : ["login"]);
+      assert.ok([...api.storage.keys()].includes("cloudlet.session:mini"), "the session is in the platform's storage");
+
+      const todo = await cloud.db.collection("todos").add({ title: `from ${platform}` });
+      assert.equal(todo.owner, user.id);
+      const mine = await cloud.db.collection("todos").where({ title: `from ${platform}` }).get();
+      assert.deepEqual(mine.items.map((t) => t.id), [todo.id]);
+      const stats = await cloud.functions.call("stats");
+      assert.equal(stats.user, user.id);
+
+      // A new client on the same storage (the mini program restarted) is still logged in.
+      const restarted = createClient({ server: server.url, app: "mini" });
+      assert.equal((await restarted.auth.user()).id, user.id);
+      // The same platform user logging in again is the same user.
+      const again = await createClient({ server: server.url, app: "mini" }).auth.login();
+      assert.equal(again.id, user.id);
+      // Another platform user is another user, who does not see the todo.
+      globalThis[global] = standIn(platform, emulator, appid, "bob");
+      const bob = createClient({ server: server.url, app: "mini" });
+      await bob.auth.login();
+      await assert.rejects(bob.db.collection("todos").get(todo.id), (e) => e.code === "record_not_found");
+    } finally {
+      delete globalThis[global];
+    }
+  });
+}

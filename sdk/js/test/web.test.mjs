@@ -1,0 +1,172 @@
+// The SDK in Node (the web adapter: fetch, in-memory storage) against the real server.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+
+import { CloudError, createClient, literal } from "../dist/index.mjs";
+import { createApp, startServer } from "./support.mjs";
+
+let server;
+before(async () => {
+  server = await startServer();
+  await createApp(server, "todo");
+});
+after(() => server.stop());
+
+const client = () => createClient({ server: server.url, app: "todo" });
+
+describe("auth", () => {
+  test("development and anonymous logins keep a session; logout forgets it", async () => {
+    const cloud = client();
+    assert.equal(cloud.adapter.name, "web");
+    assert.equal(cloud.auth.isLoggedIn(), false);
+    const alice = await cloud.auth.loginForDevelopment("alice");
+    assert.match(alice.id, /\S/);
+    assert.equal(cloud.auth.isLoggedIn(), true);
+    assert.deepEqual((await cloud.auth.user()).id, alice.id);
+    const again = await client().auth.loginForDevelopment("alice");
+    assert.equal(again.id, alice.id, "the same name is the same user");
+    await cloud.auth.logout();
+    assert.equal(cloud.auth.isLoggedIn(), false);
+    await assert.rejects(cloud.auth.user(), (e) => e instanceof CloudError && e.code === "missing_credentials");
+
+    const guest = await cloud.auth.loginAnonymously();
+    assert.notEqual(guest.id, alice.id);
+  });
+
+  test("passwords: sign up, log in, and a wrong password is a CloudError with its code", async () => {
+    const cloud = client();
+    const user = await cloud.auth.signUp("ada@example.com", "correct horse battery");
+    assert.equal(user.email, "ada@example.com");
+    const again = await client().auth.loginWithPassword("ada@example.com", "correct horse battery");
+    assert.equal(again.id, user.id);
+    await assert.rejects(client().auth.loginWithPassword("ada@example.com", "wrong password!"), (e) => {
+      assert.ok(e instanceof CloudError);
+      assert.equal(e.code, "invalid_login");
+      assert.equal(e.status, 401);
+      assert.match(e.requestId, /\S/);
+      return true;
+    });
+    await assert.rejects(client().auth.login(), (e) => e.code === "unsupported");
+  });
+
+  test("an access token about to expire is refreshed once for many callers, and the rotated session is kept", async () => {
+    const cloud = client();
+    await cloud.auth.loginForDevelopment("carol");
+    const key = `cloudlet.session:todo`;
+    const stored = JSON.parse(cloud.adapter.getItem(key));
+    // As if the token were about to expire.
+    cloud.adapter.setItem(key, JSON.stringify({ ...stored, expires_at: Date.now() + 5_000 }));
+    // Refreshing twice with the same session id would be a replay, which revokes the session:
+    // these succeed only if the refresh is single-flight.
+    const results = await Promise.all([1, 2, 3, 4, 5].map(() => cloud.auth.user()));
+    assert.ok(results.every((u) => u.id === stored.user.id));
+    const rotated = JSON.parse(cloud.adapter.getItem(key));
+    assert.notEqual(rotated.session_id, stored.session_id);
+    assert.ok(rotated.expires_at > Date.now() + 60_000);
+    assert.equal((await cloud.auth.user()).id, stored.user.id);
+  });
+
+  test("a refused access token is refreshed once and the call retried", async () => {
+    const cloud = client();
+    await cloud.auth.loginForDevelopment("dave");
+    const key = `cloudlet.session:todo`;
+    const stored = JSON.parse(cloud.adapter.getItem(key));
+    cloud.adapter.setItem(key, JSON.stringify({ ...stored, access_token: `${stored.access_token}x` }));
+    assert.equal((await cloud.auth.user()).id, stored.user.id);
+    // A session that can not be refreshed any more ends the login.
+    cloud.adapter.setItem(key, JSON.stringify({ ...stored, session_id: "nope", access_token: "a.b.c" }));
+    await assert.rejects(cloud.auth.user(), (e) => e.code === "invalid_session");
+    assert.equal(cloud.auth.isLoggedIn(), false);
+  });
+});
+
+describe("db", () => {
+  test("add, get, update, remove; each user sees only their own", async () => {
+    const alice = client();
+    await alice.auth.loginForDevelopment("alice-db");
+    const bob = client();
+    await bob.auth.loginForDevelopment("bob-db");
+    const todos = alice.db.collection("todos");
+    const milk = await todos.add({ title: "milk", priority: 2 });
+    assert.equal(milk.done, false);
+    assert.equal((await todos.get(milk.id)).title, "milk");
+    const done = await todos.update(milk.id, { done: true });
+    assert.equal(done.done, true);
+    await assert.rejects(bob.db.collection("todos").get(milk.id), (e) => e.code === "record_not_found" && e.status === 404);
+    assert.equal((await bob.db.collection("todos").list()).items.length, 0);
+    assert.equal(await todos.remove(milk.id), null);
+    await assert.rejects(todos.get(milk.id), (e) => e.code === "record_not_found");
+    await assert.rejects(todos.add({ title: 42 }), (e) => e.code === "invalid_field_value");
+  });
+
+  test("queries: where in both styles, orderBy, limit, paginate, cursor pages, fields, count", async () => {
+    const cloud = client();
+    await cloud.auth.loginForDevelopment("erin");
+    const todos = cloud.db.collection("todos");
+    for (let i = 0; i < 7; i++) {
+      await todos.add({ title: `todo ${i}`, priority: i % 3, done: i % 2 === 0 });
+    }
+    const open = await todos.where("done", "=", false).orderBy("title").get();
+    assert.deepEqual(open.items.map((t) => t.title), ["todo 1", "todo 3", "todo 5"]);
+    const same = await todos.where({ done: false }).orderBy("title", "asc").get();
+    assert.deepEqual(same.items.map((t) => t.id), open.items.map((t) => t.id));
+    const urgent = await todos.where("priority", ">=", 2).where("done", false).get();
+    assert.deepEqual(urgent.items.map((t) => t.title), ["todo 5"]);
+    const some = await todos.where("title", "in", ["todo 0", "todo 6"]).orderBy("title", "desc").get();
+    assert.deepEqual(some.items.map((t) => t.title), ["todo 6", "todo 0"]);
+
+    // Cursor pages: 3 + 3 + 1, every record once.
+    let page = await todos.orderBy("title").limit(3).get();
+    const seen = [...page.items];
+    while (page.next) {
+      page = await page.next();
+      seen.push(...page.items);
+    }
+    assert.deepEqual(seen.map((t) => t.title), [0, 1, 2, 3, 4, 5, 6].map((i) => `todo ${i}`));
+    const second = await todos.orderBy("title").paginate(2, 3).get();
+    assert.deepEqual(second.items.map((t) => t.title), ["todo 3", "todo 4", "todo 5"]);
+    const slim = await todos.fields("title").limit(1).get();
+    assert.deepEqual(Object.keys(slim.items[0]).sort(), ["id", "title"]);
+    assert.equal(await todos.count(), 7);
+    assert.equal(await todos.where("done", true).count(), 4);
+  });
+
+  test("values can not change a filter: quotes and operators stay inside the value", async () => {
+    const alice = client();
+    await alice.auth.loginForDevelopment("injector");
+    const todos = alice.db.collection("todos");
+    await todos.add({ title: "it's mine" });
+    const tricky = ["x' || title != '", "\\' || true || '", "a\nb", "%", "' = '"];
+    for (const title of tricky) {
+      assert.equal(await todos.where("title", title).count(), 0, title);
+      await todos.add({ title });
+      assert.equal((await todos.where({ title }).get()).items.length, 1, title);
+    }
+    assert.equal((await todos.where("title", "it's mine").get()).items.length, 1);
+    assert.equal(literal("it's"), "'it\\'s'");
+    assert.equal(literal(new Date("2026-11-21T00:00:00Z")), "'2026-11-21T00:00:00.000Z'");
+    assert.throws(() => todos.where("title) || (1", "=", 1), (e) => e.code === "invalid_filter");
+    assert.throws(() => todos.where("title", "== 1 ||", 1), (e) => e.code === "invalid_filter");
+    assert.throws(() => todos.where("title", "=", { $ne: 1 }), (e) => e.code === "invalid_filter");
+    assert.throws(() => alice.db.collection("../apps"), (e) => e.code === "invalid_collection");
+  });
+});
+
+describe("functions", () => {
+  test("call a function with the user's identity; its errors are CloudErrors", async () => {
+    const cloud = client();
+    const user = await cloud.auth.loginForDevelopment("frank");
+    await cloud.db.collection("todos").add({ title: "a" });
+    await cloud.db.collection("todos").add({ title: "b", done: true });
+    const stats = await cloud.functions.call("stats", { hello: "world" });
+    assert.deepEqual(stats, { user: user.id, total: 2, open: 1, echo: { hello: "world" } });
+    await assert.rejects(cloud.functions.call("missing"), (e) => e.code === "function_not_found");
+    await cloud.auth.logout();
+    await assert.rejects(cloud.functions.call("stats"), (e) => e.code === "missing_credentials");
+  });
+
+  test("a server that can not be reached is a network_error", async () => {
+    const cloud = createClient({ server: "http://127.0.0.1:9", app: "todo" });
+    await assert.rejects(cloud.auth.loginForDevelopment("x"), (e) => e instanceof CloudError && e.code === "network_error");
+  });
+});
