@@ -9,6 +9,7 @@
 //! - [`sealing`]: secrets encrypted at rest under the instance's master key.
 //! - [`clock`] and [`random`]: the one door for time and randomness, so tests can control both.
 //! - [`secrets`]: generating, hashing and comparing bearer secrets.
+//! - [`sites`]: each app's static site, served at `/sites/{app}/`.
 //!
 //! Services see storage only through the traits of `cloudlet-store`; they never name a driver.
 
@@ -21,3 +22,4 @@ pub mod functions;
 pub mod random;
 pub mod sealing;
 pub mod secrets;
+pub mod sites;

@@ -85,6 +85,8 @@ pub enum Code {
     FunctionResultTooLarge,
     FunctionOverloaded,
     InvalidEnv,
+    InvalidSitePath,
+    SiteFileNotFound,
     NotReady,
     InternalError,
 }
@@ -158,6 +160,8 @@ impl Code {
             Code::FunctionResultTooLarge => "function_result_too_large",
             Code::FunctionOverloaded => "function_overloaded",
             Code::InvalidEnv => "invalid_env",
+            Code::InvalidSitePath => "invalid_site_path",
+            Code::SiteFileNotFound => "site_file_not_found",
             Code::NotReady => "not_ready",
             Code::InternalError => "internal_error",
         }
@@ -195,6 +199,8 @@ impl Code {
             Code::FunctionResultTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
             Code::FunctionOverloaded => StatusCode::TOO_MANY_REQUESTS,
             Code::InvalidEnv => StatusCode::BAD_REQUEST,
+            Code::InvalidSitePath => StatusCode::BAD_REQUEST,
+            Code::SiteFileNotFound => StatusCode::NOT_FOUND,
             Code::CollectionNotFound => StatusCode::NOT_FOUND,
             Code::CollectionExists => StatusCode::CONFLICT,
             Code::DestructiveChange => StatusCode::CONFLICT,

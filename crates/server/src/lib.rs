@@ -18,6 +18,7 @@ mod limits;
 mod memory;
 mod metrics;
 mod request_id;
+mod sites;
 mod state;
 
 use std::net::SocketAddr;
@@ -37,9 +38,10 @@ use cloudlet_core::data::Data;
 use cloudlet_core::functions::{FunctionLimits, Functions};
 use cloudlet_core::random::{OsRandom, Random};
 use cloudlet_core::sealing::Sealer;
+use cloudlet_core::sites::Sites;
 use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
 use cloudlet_store::{
-    DataDir, FunctionStore, RecordStore, StoreError, SystemStore, TenantStore, UserStore,
+    DataDir, FunctionStore, RecordStore, SiteStore, StoreError, SystemStore, TenantStore, UserStore,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -181,7 +183,9 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let tenant_store: Arc<dyn TenantStore> = tenants.clone();
     let record_store: Arc<dyn RecordStore> = tenants.clone();
     let user_store: Arc<dyn UserStore> = tenants.clone();
-    let function_store: Arc<dyn FunctionStore> = tenants;
+    let function_store: Arc<dyn FunctionStore> = tenants.clone();
+    let site_store: Arc<dyn SiteStore> = tenants;
+    let sites = Sites::new(site_store, Arc::clone(&clock));
     let data = Data::new(record_store, Arc::clone(&clock), Arc::clone(&random));
     let functions = start_functions(
         &config.functions,
@@ -222,6 +226,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         data,
         functions,
         fetcher,
+        sites,
         limits,
         access,
         Arc::clone(&system),
@@ -339,6 +344,7 @@ fn router(config: &Config, state: AppState) -> Router {
         .merge(auth::router())
         .merge(data::router())
         .merge(functions::router())
+        .merge(sites::router())
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.http.max_body_bytes))

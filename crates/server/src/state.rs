@@ -9,6 +9,7 @@ use cloudlet_core::auth::Auth;
 use cloudlet_core::data::Data;
 use cloudlet_core::functions::Functions;
 use cloudlet_core::random::Random;
+use cloudlet_core::sites::Sites;
 use cloudlet_store::SystemStore;
 
 use crate::functions::Fetcher;
@@ -24,6 +25,7 @@ struct Shared {
     data: Data,
     functions: Functions,
     fetcher: Fetcher,
+    sites: Sites,
     limits: AuthLimits,
     access: Access,
     system: Arc<dyn SystemStore>,
@@ -43,6 +45,7 @@ impl AppState {
         data: Data,
         functions: Functions,
         fetcher: Fetcher,
+        sites: Sites,
         limits: AuthLimits,
         access: Access,
         system: Arc<dyn SystemStore>,
@@ -56,6 +59,7 @@ impl AppState {
             data,
             functions,
             fetcher,
+            sites,
             limits,
             access,
             system,
@@ -80,6 +84,10 @@ impl AppState {
 
     pub fn functions(&self) -> &Functions {
         &self.0.functions
+    }
+
+    pub fn sites(&self) -> &Sites {
+        &self.0.sites
     }
 
     pub fn fetcher(&self) -> &Fetcher {

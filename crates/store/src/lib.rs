@@ -4,7 +4,8 @@
 //! - [`SystemStore`] is the control plane (admin token, apps, their keys); [`TenantStore`] owns
 //!   each app's own database, in which [`UserStore`] keeps end users and sessions and
 //!   [`RecordStore`] keeps collections and their records, and [`FunctionStore`] functions,
-//!   their versions, invocation logs and environment secrets. Domain code in `cloudlet-core` sees only these traits.
+//!   their versions, invocation logs and environment secrets, and [`SiteStore`] the app's
+//!   static site. Domain code in `cloudlet-core` sees only these traits.
 //! - [`sqlite`] implements both on SQLite: one writer thread per database that batches concurrent
 //!   writes into one transaction, and a small pool of reader connections.
 //!
@@ -15,6 +16,7 @@ mod data_dir;
 mod error;
 mod functions;
 mod records;
+mod sites;
 pub mod sqlite;
 mod system;
 mod tenants;
@@ -27,6 +29,7 @@ pub use records::{
     BatchOp, BatchOutcome, CollectionRow, ColumnDef, ColumnType, Condition, IndexDef, Record,
     RecordStore, Select, SortKey, SqlValue, TableChange, TableDef,
 };
+pub use sites::{SiteFile, SiteStore};
 pub use system::{AppRow, Page, ProviderRow, ScheduleRow, SigningKeyRow, SystemStore};
 pub use tenants::{TenantHealth, TenantStore};
 pub use users::{IdentityRow, Rotation, SessionRow, UserRow, UserStore};

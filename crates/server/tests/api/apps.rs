@@ -38,7 +38,7 @@ async fn an_app_lives_from_creation_to_deletion() {
         .await;
     assert_eq!(
         health,
-        json!({ "app": "todo", "status": "ok", "schema_version": 5 })
+        json!({ "app": "todo", "status": "ok", "schema_version": 6 })
     );
 
     let response = t

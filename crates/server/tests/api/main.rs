@@ -10,4 +10,5 @@ mod data;
 mod errors;
 mod http;
 mod lifecycle;
+mod sites;
 mod support;

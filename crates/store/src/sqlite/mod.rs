@@ -8,6 +8,7 @@ mod executor;
 mod functions;
 mod migrate;
 mod records;
+mod sites;
 mod system;
 mod tenants;
 mod users;

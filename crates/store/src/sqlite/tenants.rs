@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     super::users::TOMBSTONES,
     super::records::MIGRATION,
     super::functions::MIGRATION,
+    super::sites::MIGRATION,
 ];
 
 /// Directories of deleted apps are renamed to this prefix, then removed.
@@ -326,7 +327,7 @@ mod tests {
         }
         assert_eq!(tenants.open_count(), 0, "provisioning leaves nothing open");
         for app in ["a", "b", "c"] {
-            assert_eq!(tenants.health(app).await.unwrap().schema_version, 5);
+            assert_eq!(tenants.health(app).await.unwrap().schema_version, 6);
         }
         assert_eq!(
             tenants.open_count(),
@@ -373,7 +374,7 @@ mod tests {
         std::fs::write(dir.path().join("reused/data.db"), b"old data").unwrap();
         std::fs::create_dir(dir.path().join(".deleted-x-1-0")).unwrap();
         tenants.provision("reused").await.unwrap();
-        assert_eq!(tenants.health("reused").await.unwrap().schema_version, 5);
+        assert_eq!(tenants.health("reused").await.unwrap().schema_version, 6);
         // Leftover trash is removed when the pool opens.
         let tenants = pool(dir.path(), 4);
         assert!(!dir.path().join(".deleted-x-1-0").exists());

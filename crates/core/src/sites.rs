@@ -1,0 +1,158 @@
+//! Each app's static site, served at `/sites/{app}/`: files by path, their content types and
+//! ETags, and which file answers a path (`index.html` for a folder).
+
+use std::sync::Arc;
+
+use cloudlet_store::{SiteFile, SiteStore, StoreError};
+use sha2::{Digest, Sha256};
+
+use crate::clock::Clock;
+
+/// The largest file a site may hold.
+pub const MAX_FILE_BYTES: usize = 10 * 1024 * 1024;
+/// The most files a site may hold.
+const MAX_FILES: usize = 2_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    #[error("invalid site path {0:?}: segments of A-Z, a-z, 0-9, `.`, `_` and `-`, no `.` or `..`")]
+    InvalidPath(String),
+    #[error("a site file is at most {MAX_FILE_BYTES} bytes")]
+    TooLarge,
+    #[error("a site holds at most {MAX_FILES} files")]
+    TooManyFiles,
+    #[error("no such file")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Clone)]
+pub struct Sites(Arc<Inner>);
+
+struct Inner {
+    store: Arc<dyn SiteStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Sites {
+    pub fn new(store: Arc<dyn SiteStore>, clock: Arc<dyn Clock>) -> Self {
+        Sites(Arc::new(Inner { store, clock }))
+    }
+
+    pub async fn files(&self, app: &str) -> Result<Vec<SiteFile>, SiteError> {
+        Ok(self.0.store.site_files(app).await?)
+    }
+
+    /// Stores a file; its content type comes from its extension.
+    pub async fn put(
+        &self,
+        app: &str,
+        path: &str,
+        content: Vec<u8>,
+    ) -> Result<SiteFile, SiteError> {
+        check_path(path)?;
+        if content.len() > MAX_FILE_BYTES {
+            return Err(SiteError::TooLarge);
+        }
+        let files = self.0.store.site_files(app).await?;
+        if files.len() >= MAX_FILES && !files.iter().any(|f| f.path == path) {
+            return Err(SiteError::TooManyFiles);
+        }
+        let file = SiteFile {
+            path: path.to_owned(),
+            content_type: content_type(path).to_owned(),
+            sha256: hex::encode(Sha256::digest(&content)),
+            size: content.len() as i64,
+            updated_at_ms: self.0.clock.now().unix_ms(),
+        };
+        self.0
+            .store
+            .put_site_file(app, file.clone(), content)
+            .await?;
+        Ok(file)
+    }
+
+    pub async fn delete(&self, app: &str, path: &str) -> Result<(), SiteError> {
+        check_path(path)?;
+        if self.0.store.delete_site_file(app, path).await? {
+            Ok(())
+        } else {
+            Err(SiteError::NotFound)
+        }
+    }
+
+    /// The file that answers `path` (as requested, without the leading `/`): the file itself,
+    /// or for a folder (`""`, `docs/`) its `index.html`.
+    pub async fn serve(&self, app: &str, path: &str) -> Result<(SiteFile, Vec<u8>), SiteError> {
+        let path = if path.is_empty() || path.ends_with('/') {
+            format!("{path}index.html")
+        } else {
+            path.to_owned()
+        };
+        check_path(&path).map_err(|_| SiteError::NotFound)?;
+        self.0
+            .store
+            .site_file(app, &path)
+            .await?
+            .ok_or(SiteError::NotFound)
+    }
+}
+
+fn check_path(path: &str) -> Result<(), SiteError> {
+    let valid = (1..=200).contains(&path.len())
+        && path.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(SiteError::InvalidPath(path.to_owned()))
+    }
+}
+
+/// The content type of a file, by extension.
+pub fn content_type(path: &str) -> &'static str {
+    let extension = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    match extension.as_deref() {
+        Some("html" | "htm") => "text/html; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("json" | "map") => "application/json",
+        Some("txt") => "text/plain; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("gif") => "image/gif",
+        Some("webp") => "image/webp",
+        Some("ico") => "image/x-icon",
+        Some("wasm") => "application/wasm",
+        Some("woff") => "font/woff",
+        Some("woff2") => "font/woff2",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_plain_relative_paths() {
+        for good in ["index.html", "assets/app.js", "a-b_c.d/e.css"] {
+            assert!(check_path(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "", "/abs", "a//b", "../x", "a/./b", "a b", "a\\b", "%2e%2e/x", "x/",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        assert_eq!(content_type("a/App.JS"), "text/javascript; charset=utf-8");
+        assert_eq!(content_type("README"), "application/octet-stream");
+    }
+}
