@@ -202,6 +202,27 @@ impl Api {
         })
     }
 
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends raw bytes (a site file) and reads the answer as [`Api::call`] does.
+    pub(crate) async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Value, String> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .body(bytes);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        self.answer(request).await
+    }
+
     pub(crate) async fn call(
         &self,
         method: Method,
@@ -215,6 +236,10 @@ impl Api {
         if let Some(body) = body {
             request = request.json(&body);
         }
+        self.answer(request).await
+    }
+
+    async fn answer(&self, request: reqwest::RequestBuilder) -> Result<Value, String> {
         let response = request.send().await.map_err(|e| {
             if e.is_connect() {
                 format!(

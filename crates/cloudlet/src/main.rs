@@ -3,6 +3,7 @@
 
 mod client;
 mod functions;
+mod project;
 mod serve;
 
 use std::path::PathBuf;
@@ -56,6 +57,28 @@ enum Command {
         /// Keep printing new entries as they come.
         #[arg(long, short)]
         follow: bool,
+    },
+    /// Create a project folder from a template.
+    Init {
+        dir: PathBuf,
+        /// The template: `todo`.
+        #[arg(long, default_value = "todo")]
+        template: String,
+        /// The app's name (the folder's name by default).
+        #[arg(long)]
+        app: Option<String>,
+    },
+    /// Bring an app in line with a project folder: print the plan, then apply it.
+    Deploy {
+        #[command(flatten)]
+        connection: client::Connection,
+        dir: PathBuf,
+        /// Apply a plan that loses data (dropping or retyping a field).
+        #[arg(long)]
+        force: bool,
+        /// Print the plan only.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Run the platform emulator: a local WeChat, QQ, Douyin and Alipay login server.
     Emulator(EmulatorArgs),
@@ -142,6 +165,13 @@ async fn run(command: Command) -> Result<(), String> {
             limit,
             follow,
         } => functions::logs(connection, app, function, outcome, limit, follow).await,
+        Command::Init { dir, template, app } => project::init(&dir, &template, app.as_deref()),
+        Command::Deploy {
+            connection,
+            dir,
+            force,
+            dry_run,
+        } => project::deploy(connection, &dir, force, dry_run).await,
         Command::Emulator(args) => run_emulator(args).await,
         Command::Admin {
             command: AdminCommand::ResetToken(args),

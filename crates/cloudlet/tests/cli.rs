@@ -554,3 +554,134 @@ fn fn_commands_deploy_a_folder_call_it_roll_it_back_and_logs_show_the_calls() {
     let gone = server.run(&["fn", "invoke", "shop", "greet"], TOKEN);
     fails_with(&gone, "(function_not_found)");
 }
+
+/// A GET over a plain socket: the status line and the body.
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer.lines().next().unwrap_or("").to_owned();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn init_and_deploy_bring_an_app_in_line_with_a_project_and_a_second_deploy_changes_nothing() {
+    let (dir, data) = temp();
+    let server = Server::start(&data, &[], &[("CLOUDLET_ADMIN_TOKEN", TOKEN)]);
+    let project = dir.path().join("shop");
+    let project_arg = project.to_str().unwrap();
+    let run = |args: &[&str]| server.run(args, TOKEN);
+
+    let created = run(&["init", project_arg, "--template", "todo"]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    assert!(
+        stdout(&created).contains("for app \"shop\""),
+        "{}",
+        stdout(&created)
+    );
+    assert!(project.join("miniprogram/lib/cloudlet-sdk.js").is_file());
+    let again = run(&["init", project_arg]);
+    fails_with(&again, "already holds a project");
+
+    let planned = run(&["deploy", project_arg, "--dry-run"]);
+    assert!(planned.status.success(), "{}", stderr(&planned));
+    assert!(
+        stdout(&planned).contains("+ create app shop"),
+        "{}",
+        stdout(&planned)
+    );
+    assert!(
+        server.app(&["show", "shop"], Some(TOKEN)).status.code() == Some(1),
+        "a dry run creates nothing"
+    );
+
+    let deployed = run(&["deploy", project_arg]);
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+    let printed = stdout(&deployed);
+    for step in [
+        "create app shop",
+        "create collection todos",
+        "upload function stats",
+        "upload function cleanup (with 1 schedule)",
+        "upload site/index.html",
+        "Deployed app shop: 8 changes.",
+    ] {
+        assert!(printed.contains(step), "{step}: {printed}");
+    }
+    let second = run(&["deploy", project_arg]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(
+        stdout(&second).trim(),
+        "Nothing to change: app shop is up to date."
+    );
+
+    let (status, page) = http_get(&server.addr, "/sites/shop/");
+    assert!(status.contains("200"), "{status}");
+    assert!(page.contains("<title>Todo"), "{page}");
+    let (status, _) = http_get(&server.addr, "/sdk/cloudlet.js");
+    assert!(status.contains("200"), "{status}");
+
+    // A change to a function and a removed site file are planned and applied; dropping a field
+    // loses data and needs --force.
+    let toml = std::fs::read_to_string(project.join("cloudlet.toml")).unwrap();
+    std::fs::write(
+        project.join("cloudlet.toml"),
+        toml.replace("  { name = \"done_at\", type = \"datetime\" },\n", ""),
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("functions/stats/index.js"),
+        "export default async () => ({ total: 0, open: 0, done: 0 });",
+    )
+    .unwrap();
+    std::fs::remove_file(project.join("site/style.css")).unwrap();
+    let refused = run(&["deploy", project_arg]);
+    fails_with(&refused, "--force");
+    let printed = stdout(&refused);
+    assert!(
+        printed.contains("! alter collection todos, LOSING DATA"),
+        "{printed}"
+    );
+    assert!(printed.contains("+ update function stats"), "{printed}");
+    assert!(printed.contains("+ remove site/style.css"), "{printed}");
+    let forced = run(&["deploy", project_arg, "--force"]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert!(stdout(&forced).contains("Deployed app shop: 3 changes."));
+    let (status, _) = http_get(&server.addr, "/sites/shop/style.css");
+    assert!(status.contains("404"), "{status}");
+    let last = run(&["deploy", project_arg]);
+    assert_eq!(
+        stdout(&last).trim(),
+        "Nothing to change: app shop is up to date."
+    );
+
+    let broken = dir.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(
+        broken.join("cloudlet.toml"),
+        "app = \"broken\"\ncolour = 1\n",
+    )
+    .unwrap();
+    fails_with(
+        &run(&["deploy", broken.to_str().unwrap()]),
+        "unknown key \"colour\"",
+    );
+    std::fs::write(
+        broken.join("cloudlet.toml"),
+        "app = \"broken\"\n[functions.ghost]\n",
+    )
+    .unwrap();
+    fails_with(
+        &run(&["deploy", broken.to_str().unwrap()]),
+        "neither functions/ghost/",
+    );
+}

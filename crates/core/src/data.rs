@@ -164,6 +164,20 @@ pub struct CollectionDef {
     /// Allows an alteration that loses data (dropping a field, changing its type).
     #[serde(default, skip_serializing)]
     pub force: bool,
+    /// Only say what a `PUT` would do ([`Data::plan_collection`]).
+    #[serde(default, skip_serializing)]
+    pub dry_run: bool,
+}
+
+/// What putting a definition would do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Plan {
+    Create,
+    Alter,
+    /// An alteration that loses data: it needs `force`.
+    Destroy,
+    Unchanged,
 }
 
 const ACTIONS: [&str; 5] = ["list", "view", "create", "update", "delete"];
@@ -644,6 +658,7 @@ impl Data {
         let force = def.force;
         let def = CollectionDef {
             force: false,
+            dry_run: false,
             ..def
         };
         if let Some(existing) = self.collections_of(app).await?.get(name).cloned() {
@@ -682,6 +697,37 @@ impl Data {
             Ok(()) => Ok((view(name, &compiled), true)),
             Err(StoreError::Conflict) => Err(DataError::CollectionExists(name.to_owned())),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// What [`Data::put_collection`] would do with `def`, changing nothing.
+    pub async fn plan_collection(
+        &self,
+        app: &str,
+        name: &str,
+        def: CollectionDef,
+    ) -> Result<Plan, DataError> {
+        let def = CollectionDef {
+            force: false,
+            dry_run: false,
+            ..def
+        };
+        match self.collections_of(app).await?.get(name).cloned() {
+            None => {
+                Compiled::new(name, def, 1)?;
+                Ok(Plan::Create)
+            }
+            Some(existing) => {
+                let compiled = Compiled::new(name, def, existing.version + 1)?;
+                if existing.def == compiled.def {
+                    return Ok(Plan::Unchanged);
+                }
+                match alteration(&existing, &compiled, false) {
+                    Ok(_) => Ok(Plan::Alter),
+                    Err(DataError::DestructiveChange(_)) => Ok(Plan::Destroy),
+                    Err(e) => Err(e),
+                }
+            }
         }
     }
 

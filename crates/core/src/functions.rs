@@ -202,6 +202,18 @@ pub struct Deploy {
     /// Times that run the function.
     #[serde(default)]
     pub schedules: Vec<Schedule>,
+    /// Only say whether deploying would change anything ([`Functions::plan`]).
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What deploying would do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeployPlan {
+    Create,
+    Update,
+    Unchanged,
 }
 
 /// Runs a function at the times a cron pattern names, in a time zone.
@@ -453,6 +465,28 @@ impl Functions {
         &self.0.limits
     }
 
+    /// Whether deploying `deploy` would change the function: the same sources and settings as
+    /// the active version change nothing. Checks everything a deploy checks but the syntax.
+    pub async fn plan(
+        &self,
+        app: &str,
+        name: &str,
+        deploy: Deploy,
+    ) -> Result<DeployPlan, FunctionError> {
+        let (source, settings, _) = self.prepare(app, name, deploy)?;
+        Ok(match self.0.store.function(app, name).await? {
+            None => DeployPlan::Create,
+            Some((row, active)) => {
+                let same_source = serde_json::from_str::<Json>(&active.source).ok() == Some(source);
+                if same_source && parse_settings(&row.settings) == settings {
+                    DeployPlan::Unchanged
+                } else {
+                    DeployPlan::Update
+                }
+            }
+        })
+    }
+
     /// Compiles and stores a new version and makes it the active one.
     pub async fn deploy(
         &self,
@@ -460,6 +494,51 @@ impl Functions {
         name: &str,
         deploy: Deploy,
     ) -> Result<FunctionInfo, FunctionError> {
+        let (source, settings, schedules) = self.prepare(app, name, deploy)?;
+        let files: BTreeMap<String, String> =
+            serde_json::from_value(source["files"].clone()).unwrap_or_default();
+        let entry = source["entry"].as_str().unwrap_or("index.js").to_owned();
+        let source = source.to_string();
+        let bundle = self
+            .0
+            .engine
+            .compile(files, entry)
+            .await?
+            .map_err(FunctionError::Syntax)?;
+        let now = self.0.clock.now();
+        let row = FunctionVersionRow {
+            version: 0,
+            source,
+            bundle,
+            created_at_ms: now.unix_ms(),
+        };
+        let settings_json =
+            serde_json::to_string(&settings).map_err(|e| FunctionError::Invalid(e.to_string()))?;
+        let version = self
+            .0
+            .store
+            .deploy_function(app, name, settings_json, row)
+            .await?;
+        self.forget(app, name);
+        self.0
+            .system
+            .replace_schedules(app, name, schedules)
+            .await?;
+        Ok(FunctionInfo {
+            name: name.to_owned(),
+            version,
+            settings,
+            updated_at: now,
+        })
+    }
+
+    /// Checks a deploy and returns its sources (`{"files","entry"}`), settings and schedules.
+    fn prepare(
+        &self,
+        app: &str,
+        name: &str,
+        deploy: Deploy,
+    ) -> Result<(Json, Settings, Vec<ScheduleRow>), FunctionError> {
         check_name(name)?;
         let limits = &self.0.limits;
         let (files, entry) = match (deploy.source, deploy.files) {
@@ -537,37 +616,11 @@ impl Functions {
                 limits.max_memory_mb
             )));
         }
-        let source = json!({ "files": files, "entry": entry }).to_string();
-        let bundle = self
-            .0
-            .engine
-            .compile(files, entry)
-            .await?
-            .map_err(FunctionError::Syntax)?;
-        let row = FunctionVersionRow {
-            version: 0,
-            source,
-            bundle,
-            created_at_ms: now.unix_ms(),
-        };
-        let settings_json =
-            serde_json::to_string(&settings).map_err(|e| FunctionError::Invalid(e.to_string()))?;
-        let version = self
-            .0
-            .store
-            .deploy_function(app, name, settings_json, row)
-            .await?;
-        self.forget(app, name);
-        self.0
-            .system
-            .replace_schedules(app, name, schedules)
-            .await?;
-        Ok(FunctionInfo {
-            name: name.to_owned(),
-            version,
+        Ok((
+            json!({ "files": files, "entry": entry }),
             settings,
-            updated_at: now,
-        })
+            schedules,
+        ))
     }
 
     pub async fn list(&self, app: &str) -> Result<Vec<FunctionInfo>, FunctionError> {

@@ -95,6 +95,10 @@ async fn put_collection(
 ) -> Result<Response, ApiError> {
     caller.require_app(&app)?;
     state.apps().get(&app).await?;
+    if def.dry_run {
+        let plan = state.data().plan_collection(&app, &name, def).await?;
+        return Ok(axum::Json(serde_json::json!({ "name": name, "plan": plan })).into_response());
+    }
     let (view, created) = state.data().put_collection(&app, &name, def).await?;
     let status = if created {
         StatusCode::CREATED

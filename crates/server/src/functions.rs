@@ -89,6 +89,10 @@ async fn deploy_function(
     state.apps().get(&app).await?;
     let deploy: Deploy = serde_json::from_value(body)
         .map_err(|e| ApiError::new(Code::InvalidFunction, e.to_string()))?;
+    if deploy.dry_run {
+        let plan = state.functions().plan(&app, &name, deploy).await?;
+        return Ok(axum::Json(json!({ "name": name, "plan": plan })).into_response());
+    }
     let deployed = state.functions().deploy(&app, &name, deploy).await?;
     Ok((StatusCode::CREATED, axum::Json(deployed)).into_response())
 }

@@ -1,5 +1,6 @@
 //! HTTP routes for static sites: uploading and listing files (admin API), and serving them at
-//! `/sites/{app}/…` with content types, ETags and cache headers.
+//! `/sites/{app}/…` with content types, ETags and cache headers; and the client SDK at
+//! `/sdk/cloudlet.js` for them to import.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -21,6 +22,7 @@ pub fn router() -> Router<AppState> {
             "/v1/admin/apps/{app}/site/{*path}",
             axum::routing::put(put_file).delete(delete_file),
         )
+        .route("/sdk/cloudlet.js", get(sdk))
         .route("/sites/{app}", get(to_folder))
         .route("/sites/{app}/", get(serve_index))
         .route("/sites/{app}/{*path}", get(serve))
@@ -81,6 +83,24 @@ async fn delete_file(
     state.apps().get(&app).await?;
     state.sites().delete(&app, &path).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The client SDK as an ES module, so that a site served here imports it from its own origin
+/// (`import { createClient } from "/sdk/cloudlet.js"`).
+const SDK: &str = include_str!("../../../sdk/js/src/index.js");
+
+async fn sdk() -> Response {
+    let mut response = SDK.into_response();
+    let out = response.headers_mut();
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/javascript; charset=utf-8"),
+    );
+    out.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
 }
 
 /// `/sites/{app}` → `/sites/{app}/`, so that the page's relative links resolve inside the site.

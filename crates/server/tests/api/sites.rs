@@ -118,7 +118,12 @@ async fn bad_site_paths_and_other_apps_keys_are_refused() {
     t.create_app("web").await;
     let other = t.create_app("other").await;
     // (Dot segments never get here: URLs lose them on the way.)
-    for path in ["a%20b.html", "a%5Cb.html", "a%2F%2Fb.html", "x/%2E%2E%2Fy.html"] {
+    for path in [
+        "a%20b.html",
+        "a%5Cb.html",
+        "a%2F%2Fb.html",
+        "x/%2E%2E%2Fy.html",
+    ] {
         t.admin(Method::PUT, &format!("/v1/admin/apps/web/site/{path}"))
             .body("x")
             .expect_error(StatusCode::BAD_REQUEST, "invalid_site_path")

@@ -1,0 +1,507 @@
+//! Project folders: `cloudlet init DIR --template todo` writes one; `cloudlet deploy DIR`
+//! compares it with the server, prints the plan and applies it.
+//!
+//! A project is `cloudlet.toml` (the app, its collections, functions' settings, schedules and
+//! logins), `functions/NAME/` (or `functions/NAME.js`) for each function, and `site/` for the
+//! static site served at `/sites/{app}/`. The server decides what would change (`dry_run`
+//! requests), so a second deploy of the same folder changes nothing and says so.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::client::{Api, Connection, app_path};
+
+/// The todo template, built into the binary.
+const TODO: &[(&str, &str)] = &[
+    (
+        "cloudlet.toml",
+        include_str!("../../../examples/todo/cloudlet.toml"),
+    ),
+    (
+        "functions/stats/index.js",
+        include_str!("../../../examples/todo/functions/stats/index.js"),
+    ),
+    (
+        "functions/cleanup/index.js",
+        include_str!("../../../examples/todo/functions/cleanup/index.js"),
+    ),
+    (
+        "site/index.html",
+        include_str!("../../../examples/todo/site/index.html"),
+    ),
+    (
+        "site/app.js",
+        include_str!("../../../examples/todo/site/app.js"),
+    ),
+    (
+        "site/style.css",
+        include_str!("../../../examples/todo/site/style.css"),
+    ),
+    (
+        "miniprogram/app.js",
+        include_str!("../../../examples/todo/miniprogram/app.js"),
+    ),
+    (
+        "miniprogram/app.json",
+        include_str!("../../../examples/todo/miniprogram/app.json"),
+    ),
+    (
+        "miniprogram/config.js",
+        include_str!("../../../examples/todo/miniprogram/config.js"),
+    ),
+    (
+        "miniprogram/project.config.json",
+        include_str!("../../../examples/todo/miniprogram/project.config.json"),
+    ),
+    (
+        "miniprogram/sitemap.json",
+        include_str!("../../../examples/todo/miniprogram/sitemap.json"),
+    ),
+    (
+        "miniprogram/pages/index/index.js",
+        include_str!("../../../examples/todo/miniprogram/pages/index/index.js"),
+    ),
+    (
+        "miniprogram/pages/index/index.json",
+        include_str!("../../../examples/todo/miniprogram/pages/index/index.json"),
+    ),
+    (
+        "miniprogram/pages/index/index.wxml",
+        include_str!("../../../examples/todo/miniprogram/pages/index/index.wxml"),
+    ),
+    (
+        "miniprogram/pages/index/index.wxss",
+        include_str!("../../../examples/todo/miniprogram/pages/index/index.wxss"),
+    ),
+];
+
+/// The SDK's source (an ES module), written into a new project's mini program as CommonJS.
+const SDK: &str = include_str!("../../../sdk/js/src/index.js");
+
+/// `cloudlet init DIR --template todo [--app NAME]`.
+pub fn init(dir: &Path, template: &str, app: Option<&str>) -> Result<(), String> {
+    if template != "todo" {
+        return Err(format!("no template {template:?}; the templates: todo"));
+    }
+    if dir.join("cloudlet.toml").exists() {
+        return Err(format!(
+            "{} already holds a project (cloudlet.toml)",
+            dir.display()
+        ));
+    }
+    let app = match app {
+        Some(app) => app.to_owned(),
+        None => dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(|n| n.to_ascii_lowercase())
+            .filter(|n| app_path(n).is_ok())
+            .unwrap_or_else(|| "todo".to_owned()),
+    };
+    app_path(&app)?;
+    for (path, content) in TODO {
+        let content = match *path {
+            "cloudlet.toml" => content.replacen("app = \"todo\"", &format!("app = \"{app}\""), 1),
+            "miniprogram/config.js" => {
+                content.replacen("app: \"todo\"", &format!("app: \"{app}\""), 1)
+            }
+            _ => (*content).to_owned(),
+        };
+        write(&dir.join(path), &content)?;
+    }
+    write(
+        &dir.join("miniprogram/lib/cloudlet-sdk.js"),
+        &commonjs(SDK)?,
+    )?;
+    println!(
+        "Created the {template} project for app {app:?} in {}:",
+        dir.display()
+    );
+    println!("  cloudlet.toml      collections, functions, schedules, logins");
+    println!("  functions/         stats (called by the clients), cleanup (daily)");
+    println!("  site/              the web client, served at /sites/{app}/");
+    println!("  miniprogram/       the WeChat mini program (open it in the developer tools)");
+    println!("Next: cloudlet deploy {}", dir.display());
+    Ok(())
+}
+
+fn write(path: &Path, content: &str) -> Result<(), String> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    std::fs::write(path, content).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The SDK as CommonJS: its one `export { … };` line becomes `exports.x = x;` lines (as
+/// `sdk/js/scripts/build.mjs` does).
+fn commonjs(source: &str) -> Result<String, String> {
+    let line = source
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("export { "))
+        .ok_or("the SDK source has no export line")?;
+    let names = line
+        .trim_start_matches("export { ")
+        .trim_end_matches(" };")
+        .split(',')
+        .map(str::trim);
+    let exports: String = names.map(|n| format!("exports.{n} = {n};\n")).collect();
+    Ok(format!(
+        "\"use strict\";\n{}{exports}",
+        source.replacen(line, "", 1)
+    ))
+}
+
+/// A project folder, read.
+struct Project {
+    app: String,
+    collections: BTreeMap<String, Value>,
+    functions: BTreeMap<String, Value>,
+    providers: BTreeMap<String, Value>,
+    site: BTreeMap<String, Vec<u8>>,
+}
+
+fn load(dir: &Path) -> Result<Project, String> {
+    let file = dir.join("cloudlet.toml");
+    let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let config: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let config = serde_json::to_value(config).map_err(|e| e.to_string())?;
+    let known = ["app", "collections", "functions", "providers"];
+    if let Some(unknown) = config
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .find(|k| !known.contains(&k.as_str()))
+    {
+        return Err(format!("{}: unknown key {unknown:?}", file.display()));
+    }
+    let app = config["app"]
+        .as_str()
+        .ok_or_else(|| format!("{}: `app = \"name\"` is missing", file.display()))?
+        .to_owned();
+    app_path(&app)?;
+    let table = |key: &str| -> BTreeMap<String, Value> {
+        config[key]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    };
+    let mut functions = BTreeMap::new();
+    let folder = dir.join("functions");
+    for (name, settings) in table("functions") {
+        let mut body: Map<String, Value> = settings.as_object().cloned().unwrap_or_default();
+        let single = folder.join(format!("{name}.js"));
+        if folder.join(&name).is_dir() {
+            body.insert("files".into(), json!(read_sources(&folder.join(&name))?));
+            body.entry("entry").or_insert(json!("index.js"));
+        } else if single.is_file() {
+            let source = std::fs::read_to_string(&single)
+                .map_err(|e| format!("{}: {e}", single.display()))?;
+            body.insert("source".into(), json!(source));
+        } else {
+            return Err(format!(
+                "function {name}: neither functions/{name}/ nor functions/{name}.js"
+            ));
+        }
+        functions.insert(name, Value::Object(body));
+    }
+    let mut providers = BTreeMap::new();
+    for (name, settings) in table("providers") {
+        providers.insert(name.clone(), with_env_secrets(&name, settings)?);
+    }
+    let site_dir = dir.join("site");
+    let site = if site_dir.is_dir() {
+        read_tree(&site_dir, &|_| true)?
+    } else {
+        BTreeMap::new()
+    };
+    Ok(Project {
+        app,
+        collections: table("collections"),
+        functions,
+        providers,
+        site,
+    })
+}
+
+/// `secret = { env = "WECHAT_SECRET" }` → the variable's value, so that secrets stay out of
+/// the project folder.
+fn with_env_secrets(provider: &str, settings: Value) -> Result<Value, String> {
+    let mut settings = settings.as_object().cloned().unwrap_or_default();
+    for (key, value) in settings.iter_mut() {
+        if let Some(var) = value.get("env").and_then(Value::as_str) {
+            let secret = std::env::var(var).map_err(|_| {
+                format!("providers.{provider}.{key}: set the environment variable {var}")
+            })?;
+            *value = json!(secret);
+        }
+    }
+    Ok(Value::Object(settings))
+}
+
+fn read_sources(dir: &Path) -> Result<BTreeMap<String, String>, String> {
+    read_tree(dir, &|name| name.ends_with(".js") || name.ends_with(".mjs"))?
+        .into_iter()
+        .map(|(path, bytes)| {
+            String::from_utf8(bytes)
+                .map(|text| (path.clone(), text))
+                .map_err(|_| format!("{path}: not UTF-8"))
+        })
+        .collect()
+}
+
+/// The files under `root` that `keep` accepts, by `/`-separated relative path (hidden files and
+/// `node_modules` left out).
+fn read_tree(
+    root: &Path,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let mut files = BTreeMap::new();
+    let mut folders: Vec<PathBuf> = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let entries =
+            std::fs::read_dir(&folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+        for entry in entries {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_owned();
+            if name.starts_with('.') || name == "node_modules" {
+                continue;
+            }
+            if path.is_dir() {
+                folders.push(path);
+            } else if keep(&name) {
+                let relative: Vec<String> = path
+                    .strip_prefix(root)
+                    .map_err(|e| e.to_string())?
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                files.insert(relative.join("/"), bytes);
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// One step of a deploy.
+struct Step {
+    what: String,
+    method: Method,
+    path: String,
+    body: Body,
+    destructive: bool,
+}
+
+enum Body {
+    Json(Value),
+    Bytes(Vec<u8>),
+    None,
+}
+
+/// `cloudlet deploy DIR`.
+pub async fn deploy(
+    connection: Connection,
+    dir: &Path,
+    force: bool,
+    dry_run: bool,
+) -> Result<(), String> {
+    let project = load(dir)?;
+    let api = Api::new(&connection)?;
+    let app = &project.app;
+    let base = app_path(app)?;
+    let exists = match api.call(Method::GET, &base, None).await {
+        Ok(_) => true,
+        Err(e) if e.contains("(app_not_found)") => false,
+        Err(e) => return Err(e),
+    };
+    let mut steps = Vec::new();
+    if !exists {
+        steps.push(Step {
+            what: format!("create app {app}"),
+            method: Method::POST,
+            path: "/v1/admin/apps".into(),
+            body: Body::Json(json!({ "name": app })),
+            destructive: false,
+        });
+    }
+    for (name, settings) in &project.providers {
+        let path = format!("{base}/auth/providers/{name}");
+        let current = if exists {
+            api.call(Method::GET, &path, None).await?
+        } else {
+            Value::Null
+        };
+        // Secrets are never shown back: compare the rest, and send secrets only with a change.
+        let differs = settings.as_object().into_iter().flatten().any(|(k, v)| {
+            let secret = current.get(k).and_then(Value::as_str) == Some("********");
+            !secret && current.get(k) != Some(v)
+        });
+        if differs {
+            steps.push(Step {
+                what: format!("configure login {name}"),
+                method: Method::PUT,
+                path,
+                body: Body::Json(settings.clone()),
+                destructive: false,
+            });
+        }
+    }
+    for (name, definition) in &project.collections {
+        let path = format!("{base}/collections/{name}");
+        let plan = if exists {
+            dry_run_plan(&api, &path, definition).await?
+        } else {
+            "create".to_owned()
+        };
+        let mut body = definition.clone();
+        if plan == "destroy" && force {
+            body["force"] = json!(true);
+        }
+        match plan.as_str() {
+            "unchanged" => {}
+            "create" | "alter" | "destroy" => steps.push(Step {
+                what: match plan.as_str() {
+                    "create" => format!("create collection {name}"),
+                    "alter" => format!("alter collection {name}"),
+                    _ => {
+                        format!("alter collection {name}, LOSING DATA (a field dropped or retyped)")
+                    }
+                },
+                method: Method::PUT,
+                path,
+                body: Body::Json(body),
+                destructive: plan == "destroy",
+            }),
+            other => return Err(format!("collection {name}: unexpected plan {other:?}")),
+        }
+    }
+    for (name, body) in &project.functions {
+        let path = format!("{base}/functions/{name}");
+        let plan = if exists {
+            dry_run_plan(&api, &path, body).await?
+        } else {
+            "create".to_owned()
+        };
+        if plan != "unchanged" {
+            let schedules = body["schedules"].as_array().map_or(0, Vec::len);
+            let mut what = format!(
+                "{} function {name}",
+                if plan == "create" { "upload" } else { "update" }
+            );
+            if schedules > 0 {
+                what.push_str(&format!(
+                    " (with {schedules} schedule{})",
+                    if schedules == 1 { "" } else { "s" }
+                ));
+            }
+            steps.push(Step {
+                what,
+                method: Method::PUT,
+                path,
+                body: Body::Json(body.clone()),
+                destructive: false,
+            });
+        }
+    }
+    let deployed: BTreeMap<String, String> = if exists {
+        let listed = api.call(Method::GET, &format!("{base}/site"), None).await?;
+        listed["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| {
+                Some((
+                    f["path"].as_str()?.to_owned(),
+                    f["sha256"].as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    for (path, bytes) in &project.site {
+        let hash = hex(&Sha256::digest(bytes));
+        if deployed.get(path) != Some(&hash) {
+            steps.push(Step {
+                what: format!("upload site/{path}"),
+                method: Method::PUT,
+                path: format!("{base}/site/{path}"),
+                body: Body::Bytes(bytes.clone()),
+                destructive: false,
+            });
+        }
+    }
+    for path in deployed.keys().filter(|p| !project.site.contains_key(*p)) {
+        steps.push(Step {
+            what: format!("remove site/{path}"),
+            method: Method::DELETE,
+            path: format!("{base}/site/{path}"),
+            body: Body::None,
+            destructive: false,
+        });
+    }
+
+    if steps.is_empty() {
+        println!("Nothing to change: app {app} is up to date.");
+        return Ok(());
+    }
+    println!("Plan for app {app}:");
+    for step in &steps {
+        println!(
+            "  {} {}",
+            if step.destructive { "!" } else { "+" },
+            step.what
+        );
+    }
+    if dry_run {
+        return Ok(());
+    }
+    if steps.iter().any(|s| s.destructive) && !force {
+        return Err("the plan loses data (marked !); run again with --force to apply it".into());
+    }
+    let total = steps.len();
+    for (i, step) in steps.into_iter().enumerate() {
+        println!("[{}/{total}] {}", i + 1, step.what);
+        let answer = match step.body {
+            Body::Json(body) => api.call(step.method, &step.path, Some(body)).await,
+            Body::Bytes(bytes) => api.send_bytes(step.method, &step.path, bytes).await,
+            Body::None => api.call(step.method, &step.path, None).await,
+        }
+        .map_err(|e| format!("{}: {e}", step.what))?;
+        if let (true, Some(key)) = (step.path == "/v1/admin/apps", answer["secret_key"].as_str()) {
+            println!("      the app's secret key (shown once, store it now): {key}");
+        }
+    }
+    println!(
+        "Deployed app {app}: {total} change{}.",
+        if total == 1 { "" } else { "s" }
+    );
+    println!("Its site: {}/sites/{app}/", api.base());
+    Ok(())
+}
+
+/// Asks the server what a `PUT` of `body` to `path` would do.
+async fn dry_run_plan(api: &Api, path: &str, body: &Value) -> Result<String, String> {
+    let mut body = body.clone();
+    body["dry_run"] = json!(true);
+    let answer = api.call(Method::PUT, path, Some(body)).await?;
+    answer["plan"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{path}: the server did not answer a plan"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
