@@ -1,0 +1,132 @@
+// The todo template end to end, as a user meets it: `cloudlet init` and `cloudlet deploy` a
+// project onto a real server, then two people sign up in Debian's Chromium (driven by
+// Playwright), add, complete and delete todos, and neither sees the other's.
+import assert from "node:assert/strict";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
+
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const BIN = process.env.CLOUDLET_BIN ?? resolve(here, "../../../target/debug/cloudlet");
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const TOKEN = "e2e-admin-token-0123456789";
+
+let dir;
+let server;
+let base;
+let browser;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), "cloudlet-e2e-"));
+  server = spawn(BIN, ["serve", "--data-dir", join(dir, "data"), "--listen", "127.0.0.1:0"], {
+    env: { ...process.env, CLOUDLET_ADMIN_TOKEN: TOKEN, CLOUDLET_LOG_LEVEL: "warn" },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  base = await new Promise((resolvePromise, reject) => {
+    let out = "";
+    server.stdout.on("data", (chunk) => {
+      out += chunk;
+      const match = out.match(/listening on (http:\/\/[0-9.:]+)/);
+      if (match) resolvePromise(match[1]);
+    });
+    server.on("exit", (code) => reject(new Error(`the server exited: ${code} ${out}`)));
+  });
+  const cli = (...args) =>
+    execFileSync(BIN, args, { env: { ...process.env, CLOUDLET_SERVER: base, CLOUDLET_TOKEN: TOKEN }, encoding: "utf8" });
+  const project = join(dir, "todo");
+  cli("init", project, "--template", "todo");
+  const deployed = cli("deploy", project);
+  assert.match(deployed, /Deployed app todo/);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill("SIGTERM");
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A person with their own browser profile, signed up and looking at their todos. */
+async function person(email) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (error) => errors.push(error));
+  await page.goto(`${base}/sites/todo/`);
+  await page.fill("#email", email);
+  await page.fill("#password", "a good long password");
+  await page.click("#sign-up");
+  await page.waitForSelector("#todos:not([hidden])");
+  assert.equal(await page.textContent("#user"), email);
+  return { page, errors, context };
+}
+
+const titles = (page) => page.$$eval("#list li .title", (items) => items.map((i) => i.textContent));
+
+async function add(page, title) {
+  const before = (await titles(page)).length;
+  await page.fill("#title", title);
+  await page.click("#add button");
+  await page.waitForFunction((n) => document.querySelectorAll("#list li").length === n, before + 1);
+}
+
+test("two people each keep their own todos: add, complete, delete", async () => {
+  const alice = await person("alice@example.com");
+  const bob = await person("bob@example.com");
+
+  await add(alice.page, "Buy milk");
+  await add(alice.page, "Walk the dog");
+  await add(bob.page, "Bob's secret plan");
+  assert.deepEqual(await titles(alice.page), ["Buy milk", "Walk the dog"]);
+  assert.deepEqual(await titles(bob.page), ["Bob's secret plan"]);
+
+  // Complete one: it is struck through and counted by the stats function.
+  await alice.page.check('#list li:has-text("Buy milk") input[type=checkbox]');
+  await alice.page.waitForSelector('#list li.done:has-text("Buy milk")');
+  await alice.page.waitForFunction(() => document.querySelector("#stats").textContent === "1 open, 1 done");
+
+  // Delete one.
+  await alice.page.click('#list li:has-text("Walk the dog") button');
+  await alice.page.waitForFunction(() => document.querySelectorAll("#list li").length === 1);
+  assert.deepEqual(await titles(alice.page), ["Buy milk"]);
+
+  // After a reload (the session is kept), each still sees only their own.
+  await bob.page.reload();
+  await bob.page.waitForSelector("#todos:not([hidden])");
+  await bob.page.waitForFunction(() => document.querySelector("#stats").textContent !== "");
+  assert.deepEqual(await titles(bob.page), ["Bob's secret plan"]);
+  assert.equal(await bob.page.textContent("#stats"), "1 open, 0 done");
+  await alice.page.reload();
+  await alice.page.waitForSelector('#list li.done:has-text("Buy milk")');
+  assert.deepEqual(await titles(alice.page), ["Buy milk"]);
+
+  // Bob can not reach Alice's todo even by asking for it: the API says it does not exist.
+  const aliceId = await alice.page.getAttribute("#list li", "data-id");
+  const answer = await bob.page.evaluate(async (id) => {
+    const { createClient } = await import("/sdk/cloudlet.js");
+    const cloud = createClient({ server: location.origin, app: "todo" });
+    try {
+      await cloud.db.collection("todos").get(id);
+      return "found";
+    } catch (error) {
+      return error.code;
+    }
+  }, aliceId);
+  assert.equal(answer, "record_not_found");
+
+  // Logging out shows the login form again.
+  await bob.page.click("#logout");
+  await bob.page.waitForSelector("#login:not([hidden])");
+  assert.deepEqual(alice.errors, []);
+  assert.deepEqual(bob.errors, []);
+  await alice.context.close();
+  await bob.context.close();
+});
