@@ -190,6 +190,11 @@ pub(crate) struct Api {
 
 impl Api {
     pub(crate) fn new(connection: &Connection) -> Result<Self, String> {
+        Self::to(&connection.server, connection.token.clone())
+    }
+
+    /// A client of the server at `base`, with `token`.
+    pub(crate) fn to(base: &str, token: Option<String>) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("cloudlet-cli/", env!("CARGO_PKG_VERSION")))
             .timeout(std::time::Duration::from_secs(60))
@@ -197,8 +202,8 @@ impl Api {
             .map_err(|e| e.to_string())?;
         Ok(Api {
             http,
-            base: connection.server.trim_end_matches('/').to_owned(),
-            token: connection.token.clone(),
+            base: base.trim_end_matches('/').to_owned(),
+            token,
         })
     }
 

@@ -2,6 +2,7 @@
 //! (`serve`) or to the admin API client (`app …`). No business logic lives here.
 
 mod client;
+mod dev;
 mod functions;
 mod project;
 mod serve;
@@ -79,6 +80,16 @@ enum Command {
         /// Print the plan only.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Develop a project: a local server and emulator, the dev login on, deployed on every change.
+    Dev {
+        dir: PathBuf,
+        /// Address of the server.
+        #[arg(long, default_value = "127.0.0.1:8700")]
+        listen: std::net::SocketAddr,
+        /// Address of the platform emulator.
+        #[arg(long, default_value = "127.0.0.1:8701")]
+        emulator: std::net::SocketAddr,
     },
     /// Run the platform emulator: a local WeChat, QQ, Douyin and Alipay login server.
     Emulator(EmulatorArgs),
@@ -172,6 +183,11 @@ async fn run(command: Command) -> Result<(), String> {
             force,
             dry_run,
         } => project::deploy(connection, &dir, force, dry_run).await,
+        Command::Dev {
+            dir,
+            listen,
+            emulator,
+        } => dev::run(dir, listen, emulator).await,
         Command::Emulator(args) => run_emulator(args).await,
         Command::Admin {
             command: AdminCommand::ResetToken(args),

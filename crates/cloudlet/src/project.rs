@@ -22,6 +22,10 @@ const TODO: &[(&str, &str)] = &[
         include_str!("../../../examples/todo/cloudlet.toml"),
     ),
     (
+        ".gitignore",
+        include_str!("../../../examples/todo/.gitignore"),
+    ),
+    (
         "functions/stats/index.js",
         include_str!("../../../examples/todo/functions/stats/index.js"),
     ),
@@ -316,8 +320,24 @@ pub async fn deploy(
     force: bool,
     dry_run: bool,
 ) -> Result<(), String> {
-    let project = load(dir)?;
     let api = Api::new(&connection)?;
+    deploy_to(&api, dir, force, dry_run, false).await
+}
+
+/// Deploys the project in `dir` with `api`; `development` also turns the `dev` login on.
+pub async fn deploy_to(
+    api: &Api,
+    dir: &Path,
+    force: bool,
+    dry_run: bool,
+    development: bool,
+) -> Result<(), String> {
+    let mut project = load(dir)?;
+    if development {
+        project
+            .providers
+            .insert("dev".into(), json!({ "enabled": true }));
+    }
     let app = &project.app;
     let base = app_path(app)?;
     let exists = match api.call(Method::GET, &base, None).await {
@@ -360,7 +380,7 @@ pub async fn deploy(
     for (name, definition) in &project.collections {
         let path = format!("{base}/collections/{name}");
         let plan = if exists {
-            dry_run_plan(&api, &path, definition).await?
+            dry_run_plan(api, &path, definition).await?
         } else {
             "create".to_owned()
         };
@@ -389,7 +409,7 @@ pub async fn deploy(
     for (name, body) in &project.functions {
         let path = format!("{base}/functions/{name}");
         let plan = if exists {
-            dry_run_plan(&api, &path, body).await?
+            dry_run_plan(api, &path, body).await?
         } else {
             "create".to_owned()
         };
@@ -489,6 +509,28 @@ pub async fn deploy(
     );
     println!("Its site: {}/sites/{app}/", api.base());
     Ok(())
+}
+
+/// What changes in a project folder: each watched file's path, size and modification time.
+pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut found = Vec::new();
+    let mut folders = vec![dir.join("functions"), dir.join("site")];
+    if let Ok(meta) = std::fs::metadata(dir.join("cloudlet.toml")) {
+        found.push((dir.join("cloudlet.toml"), meta.len(), meta.modified().ok()));
+    }
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                folders.push(path);
+            } else {
+                found.push((path, meta.len(), meta.modified().ok()));
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// Asks the server what a `PUT` of `body` to `path` would do.

@@ -685,3 +685,76 @@ fn init_and_deploy_bring_an_app_in_line_with_a_project_and_a_second_deploy_chang
         "neither functions/ghost/",
     );
 }
+
+#[test]
+fn dev_serves_a_project_with_the_dev_login_and_deploys_every_change() {
+    let (dir, _) = temp();
+    let project = dir.path().join("notes");
+    let init = Command::new(BIN)
+        .args(["init", project.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", stderr(&init));
+    let mut child = Command::new(BIN)
+        .args([
+            "dev",
+            project.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--emulator",
+            "127.0.0.1:0",
+        ])
+        .env("CLOUDLET_LOG_LEVEL", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("dev prints its address").unwrap();
+        if let Some(addr) = line.strip_prefix("Cloudlet (development) is listening on http://") {
+            break addr.to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let wait_for = |path: &str, wanted: &str| {
+        for _ in 0..100 {
+            let (status, body) = http_get(&addr, path);
+            if status.contains("200") && body.contains(wanted) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{path} never answered with {wanted:?}");
+    };
+    // Deployed at start: the site is up.
+    wait_for("/sites/notes/", "<title>Todo");
+    // The dev login is on.
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    let body = r#"{"provider":"dev","user":"alice"}"#;
+    write!(
+        stream,
+        "POST /v1/apps/notes/auth/sessions HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    // A change to the folder is deployed.
+    std::fs::write(project.join("site/hello.txt"), "hello from dev").unwrap();
+    wait_for("/sites/notes/hello.txt", "hello from dev");
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
