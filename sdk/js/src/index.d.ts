@@ -107,5 +107,8 @@ export declare class CloudError extends Error {
   code: string;
   /** The HTTP status, 0 when the request did not get an answer. */
   status: number;
+  /** The `x-request-id` of the request, to find it in the server's log. */
+  request_id: string | null;
+  /** The same as `request_id`. */
   requestId: string | null;
 }

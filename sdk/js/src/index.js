@@ -14,6 +14,8 @@ class CloudError extends Error {
     this.name = "CloudError";
     this.code = code;
     this.status = status;
+    // The server's names, and the camel-case one JavaScript code expects.
+    this.request_id = requestId;
     this.requestId = requestId;
   }
 }

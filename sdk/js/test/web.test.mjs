@@ -43,7 +43,8 @@ describe("auth", () => {
       assert.ok(e instanceof CloudError);
       assert.equal(e.code, "invalid_login");
       assert.equal(e.status, 401);
-      assert.match(e.requestId, /\S/);
+      assert.match(e.request_id, /\S/);
+      assert.equal(e.requestId, e.request_id);
       return true;
     });
     await assert.rejects(client().auth.login(), (e) => e.code === "unsupported");
