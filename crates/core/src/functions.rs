@@ -1045,42 +1045,44 @@ impl Functions {
         Ok(env)
     }
 
-    /// Counts the invocation against its app's limits: refused when too many are in already.
     /// Counts the invocation against its function's own limit.
     fn admit_function(&self, app: &str, name: &str, max: usize) -> Result<Admitted, FunctionError> {
+        let key = (app.to_owned(), name.to_owned());
         let admission = Arc::clone(
             lock(&self.0.running_functions)
-                .entry((app.to_owned(), name.to_owned()))
-                .or_insert_with(|| {
-                    Arc::new(Admission {
-                        inside: AtomicUsize::new(0),
-                        turns: Semaphore::new(0),
-                    })
-                }),
+                .entry(key)
+                .or_insert_with(|| Admission::new(0)),
         );
-        if admission.inside.fetch_add(1, Ordering::AcqRel) >= max {
-            admission.inside.fetch_sub(1, Ordering::AcqRel);
-            return Err(FunctionError::Overloaded);
-        }
-        Ok(Admitted(admission))
+        admission.enter(max)
     }
 
+    /// Counts the invocation against its app's limits: refused when too many are in already.
     fn admit(&self, app: &str) -> Result<Admitted, FunctionError> {
         let limits = &self.0.limits;
-        let admission = {
-            let mut running = lock(&self.0.running);
-            Arc::clone(running.entry(app.to_owned()).or_insert_with(|| {
-                Arc::new(Admission {
-                    inside: AtomicUsize::new(0),
-                    turns: Semaphore::new(limits.max_running_per_app.max(1)),
-                })
-            }))
-        };
-        if admission.inside.fetch_add(1, Ordering::AcqRel) >= limits.max_concurrent_per_app {
-            admission.inside.fetch_sub(1, Ordering::AcqRel);
+        let admission = Arc::clone(
+            lock(&self.0.running)
+                .entry(app.to_owned())
+                .or_insert_with(|| Admission::new(limits.max_running_per_app.max(1))),
+        );
+        admission.enter(limits.max_concurrent_per_app)
+    }
+}
+
+impl Admission {
+    fn new(turns: usize) -> Arc<Self> {
+        Arc::new(Admission {
+            inside: AtomicUsize::new(0),
+            turns: Semaphore::new(turns),
+        })
+    }
+
+    /// Counts one more in, unless `max` are in already.
+    fn enter(self: Arc<Self>, max: usize) -> Result<Admitted, FunctionError> {
+        if self.inside.fetch_add(1, Ordering::AcqRel) >= max {
+            self.inside.fetch_sub(1, Ordering::AcqRel);
             return Err(FunctionError::Overloaded);
         }
-        Ok(Admitted(admission))
+        Ok(Admitted(self))
     }
 }
 

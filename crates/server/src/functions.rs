@@ -21,8 +21,8 @@ use axum::routing::{any, get, post, put};
 use cloudlet_core::data::{Actor, ChangeEvent, Data, ListRequest, TRIGGER_DEPTH, Write};
 
 use cloudlet_core::functions::{
-    CompileFailure, Deploy, Engine, EngineError, HostCalls, HostFailure, Invoke, MAX_TRIGGER_DEPTH,
-    Ran, Run, RunOutcome, Trigger,
+    CompileFailure, Deploy, Engine, EngineError, FunctionError, HostCalls, HostFailure, Invoke,
+    MAX_TRIGGER_DEPTH, Ran, Run, RunOutcome, Trigger,
 };
 use cloudlet_js::pool::{Pool, PoolError};
 use cloudlet_js::protocol::{Bundle, HostOutcome, Invocation, Limits, Outcome};
@@ -215,22 +215,44 @@ async fn invoke(
 ) -> Result<Response, ApiError> {
     // No look-up of the app: a missing app has no functions, and says so.
     let actor = crate::data::actor(&state, &app, &headers).await?;
+    let request_id = crate::request_id::current();
+    let result = run(
+        &state,
+        &app,
+        &name,
+        actor,
+        Trigger::Call,
+        &request_id,
+        event,
+    )
+    .await?;
+    Ok(axum::Json(result).into_response())
+}
+
+/// Runs `name` of `app` for `actor`, answering its host calls on the actor's behalf.
+async fn run(
+    state: &AppState,
+    app: &str,
+    name: &str,
+    actor: Actor,
+    trigger: Trigger,
+    request_id: &str,
+    event: Value,
+) -> Result<Value, FunctionError> {
     let host = Arc::new(Host {
         data: state.data().clone(),
-        app: app.clone(),
+        app: app.to_owned(),
         actor: actor.clone(),
         fetch: state.fetcher().clone(),
     });
-    let request_id = crate::request_id::current();
     let call = Invoke {
-        app: &app,
-        name: &name,
+        app,
+        name,
         actor: &actor,
-        request_id: &request_id,
-        trigger: Trigger::Call,
+        request_id,
+        trigger,
     };
-    let result = state.functions().invoke(call, event, host).await?;
-    Ok(axum::Json(result).into_response())
+    state.functions().invoke(call, event, host).await
 }
 
 /// Response headers a function may not set: the server owns the framing.
@@ -275,21 +297,17 @@ async fn http_route(
         "headers": request_headers,
         "body": String::from_utf8_lossy(&body),
     });
-    let host = Arc::new(Host {
-        data: state.data().clone(),
-        app: app.clone(),
-        actor: actor.clone(),
-        fetch: state.fetcher().clone(),
-    });
     let request_id = crate::request_id::current();
-    let call = Invoke {
-        app: &app,
-        name: &name,
-        actor: &actor,
-        request_id: &request_id,
-        trigger: Trigger::Http,
-    };
-    let result = state.functions().invoke(call, event, host).await?;
+    let result = run(
+        &state,
+        &app,
+        &name,
+        actor,
+        Trigger::Http,
+        &request_id,
+        event,
+    )
+    .await?;
     Ok(http_response(result))
 }
 
@@ -377,20 +395,7 @@ async fn run_triggered(state: AppState, event: ChangeEvent) {
         let state = state.clone();
         let event = event.clone();
         tokio::spawn(TRIGGER_DEPTH.scope(event.depth + 1, async move {
-            let host = Arc::new(Host {
-                data: state.data().clone(),
-                app: event.app.clone(),
-                actor: Actor::Admin,
-                fetch: state.fetcher().clone(),
-            });
             let request_id = state.new_request_id();
-            let call = Invoke {
-                app: &event.app,
-                name: &name,
-                actor: &Actor::Admin,
-                request_id: &request_id,
-                trigger: Trigger::Data,
-            };
             let payload = json!({
                 "collection": event.collection,
                 "id": event.id,
@@ -399,7 +404,8 @@ async fn run_triggered(state: AppState, event: ChangeEvent) {
                 "new": event.new,
             });
             // The outcome is in the function log.
-            if let Err(e) = state.functions().invoke(call, payload, host).await {
+            let outcome = run(&state, &event.app, &name, Actor::Admin, Trigger::Data, &request_id, payload);
+            if let Err(e) = outcome.await {
                 tracing::debug!(app = event.app, function = name, error = %e, "a triggered function failed");
             }
         }));
@@ -426,21 +432,18 @@ pub async fn run_schedules(state: AppState, mut shutdown: tokio::sync::watch::Re
         for (schedule, event) in due {
             let state = state.clone();
             tokio::spawn(async move {
-                let host = Arc::new(Host {
-                    data: state.data().clone(),
-                    app: schedule.app.clone(),
-                    actor: Actor::Admin,
-                    fetch: state.fetcher().clone(),
-                });
                 let request_id = state.new_request_id();
-                let call = Invoke {
-                    app: &schedule.app,
-                    name: &schedule.function,
-                    actor: &Actor::Admin,
-                    request_id: &request_id,
-                    trigger: Trigger::Schedule,
-                };
-                if let Err(e) = state.functions().invoke(call, event, host).await {
+                let (app, name) = (&schedule.app, &schedule.function);
+                let outcome = run(
+                    &state,
+                    app,
+                    name,
+                    Actor::Admin,
+                    Trigger::Schedule,
+                    &request_id,
+                    event,
+                );
+                if let Err(e) = outcome.await {
                     tracing::debug!(app = schedule.app, function = schedule.function, error = %e, "a scheduled run failed");
                 }
             });
