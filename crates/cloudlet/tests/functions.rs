@@ -653,6 +653,13 @@ async fn every_invocation_is_logged_with_its_outcome_and_console_lines() {
         .expect(StatusCode::OK)
         .await;
     assert_eq!(errors["items"].as_array().unwrap().len(), 1);
+    let metrics = t.metrics().await;
+    for line in [
+        r#"cloudlet_function_invocations_total{trigger="call",outcome="ok"} 1"#,
+        r#"cloudlet_function_invocations_total{trigger="call",outcome="function_error"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
     t.admin(Method::GET, "/v1/admin/apps/logged/logs?limit=0")
         .expect_error(StatusCode::BAD_REQUEST, "invalid_query")
         .await;

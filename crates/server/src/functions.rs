@@ -252,7 +252,20 @@ async fn run(
         request_id,
         trigger,
     };
-    state.functions().invoke(call, event, host).await
+    let result = state.functions().invoke(call, event, host).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(FunctionError::Failed(_)) => "function_error",
+        Err(FunctionError::Timeout) => "function_timeout",
+        Err(FunctionError::MemoryLimit) => "function_memory_limit",
+        Err(FunctionError::ResultTooLarge(_)) => "function_result_too_large",
+        Err(FunctionError::Overloaded) => "function_overloaded",
+        Err(FunctionError::NotFound(_)) => "function_not_found",
+        Err(FunctionError::Unauthenticated) => "missing_credentials",
+        Err(_) => "other",
+    };
+    state.metrics().function(trigger.as_str(), outcome);
+    result
 }
 
 /// Response headers a function may not set: the server owns the framing.

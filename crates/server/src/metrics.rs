@@ -1,5 +1,5 @@
-//! Prometheus metrics: requests by route, method and status, latency histograms by route, and
-//! open app databases. Routes are labelled by their template (`/v1/admin/apps/{app}`), never by
+//! Prometheus metrics: requests by route, method and status, latency histograms by route, open
+//! app databases, and function invocations by trigger and outcome. Routes are labelled by their template (`/v1/admin/apps/{app}`), never by
 //! the concrete path, so the number of series stays bounded however many apps there are.
 
 use std::time::Instant;
@@ -32,6 +32,12 @@ struct RouteLabels {
     route: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FunctionLabels {
+    trigger: &'static str,
+    outcome: &'static str,
+}
+
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -39,6 +45,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily,
     open_apps: Gauge,
+    functions: Family<FunctionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -60,16 +67,30 @@ impl Default for Metrics {
         );
         let open_apps = Gauge::default();
         registry.register("open_apps", "App databases open now", open_apps.clone());
+        let functions = Family::<FunctionLabels, Counter>::default();
+        registry.register(
+            "function_invocations",
+            "Function invocations, by trigger (call, http, data, schedule) and outcome (ok or the error code)",
+            functions.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             open_apps,
+            functions,
         }
     }
 }
 
 impl Metrics {
+    /// Counts a function invocation; both labels come from small fixed sets.
+    pub fn function(&self, trigger: &'static str, outcome: &'static str) {
+        self.functions
+            .get_or_create(&FunctionLabels { trigger, outcome })
+            .inc();
+    }
+
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
         let (method, route) = (method.to_owned(), route.to_owned());
         self.latency
