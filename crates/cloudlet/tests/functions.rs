@@ -175,6 +175,19 @@ async fn deploy_call_new_versions_roll_back_and_delete() {
     t.admin(Method::DELETE, "/v1/admin/apps/shop/functions/greet")
         .expect_error(StatusCode::NOT_FOUND, "function_not_found")
         .await;
+    // Deployed again, it is version 1 again, and the workers' warm runtimes of the old version 1
+    // must not answer for it.
+    deploy(
+        &t,
+        "shop",
+        "greet",
+        json!({ "source": "export default async () => 'new'" }),
+    )
+    .await;
+    let answer = call(&t, "shop", "greet", Some(&alice), json!({}))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(answer, "new");
 }
 
 #[tokio::test]
@@ -730,8 +743,9 @@ async fn http_routes_hand_the_request_to_the_function_and_send_back_its_answer()
     deploy(&t, "web", "hook", json!({
         "source": "export default async (e) => ({
             status: 201,
-            headers: { 'x-hook': e.path, 'content-length': '1' },
-            body: { method: e.method, a: e.query.a, body: e.body, signature: e.headers['x-signature'] }
+            headers: { 'x-hook': e.path, 'content-length': '1', 'set-cookie': 'sid=1' },
+            body: { method: e.method, a: e.query.a, body: e.body, signature: e.headers['x-signature'],
+                    credentials: e.headers.authorization ?? null }
         })",
         "public": true
     }))
@@ -752,6 +766,7 @@ async fn http_routes_hand_the_request_to_the_function_and_send_back_its_answer()
 
     let response = t
         .request(Method::POST, "/v1/apps/web/http/hook/orders/42?a=1&b=2")
+        .bearer_auth(support::ADMIN_TOKEN)
         .header("x-signature", "sig")
         .body("hello")
         .send()
@@ -760,10 +775,14 @@ async fn http_routes_hand_the_request_to_the_function_and_send_back_its_answer()
     assert_eq!(response.status(), StatusCode::CREATED);
     assert_eq!(response.headers()["x-hook"], "/orders/42");
     assert_eq!(response.headers()["content-type"], "application/json");
+    // A page a function returns runs no script on the API's origin, and sets no cookie there.
+    assert_eq!(response.headers()["content-security-policy"], "sandbox");
+    assert!(response.headers().get("set-cookie").is_none());
     let body: Value = response.json().await.unwrap();
+    // The caller's credentials (here the admin token) are not handed to the function.
     assert_eq!(
         body,
-        json!({ "method": "POST", "a": "1", "body": "hello", "signature": "sig" })
+        json!({ "method": "POST", "a": "1", "body": "hello", "signature": "sig", "credentials": null })
     );
 
     let plain = t
@@ -1046,4 +1065,48 @@ async fn a_function_reaches_no_data_of_another_app_even_as_admin() {
         .expect(StatusCode::OK)
         .await;
     assert_eq!(found, json!(["record_not_found", 0, "record_not_found", 0]));
+}
+
+#[tokio::test]
+async fn work_a_function_did_not_await_never_runs_for_the_next_caller() {
+    let t = server(false).await;
+    let (alice, bob) = scene(&t, "loose").await;
+    deploy(
+        &t,
+        "loose",
+        "fire",
+        json!({
+            // Neither awaited: dropped when the function returns.
+            "source": "export default async (e, ctx) => {
+            if (e.title) {
+                ctx.db.collection('todos').add({ title: e.title });
+                setTimeout(() => ctx.db.collection('todos').add({ title: 'timer' }), 0);
+                return 'done';
+            }
+            return (await ctx.db.collection('todos').list({})).items.map((t) => t.title);
+        }"
+        }),
+    )
+    .await;
+    deploy(&t, "loose", "mine", json!({
+        "source": "export default async (e, ctx) => (await ctx.db.collection('todos').list({})).items.map((t) => t.title)"
+    }))
+    .await;
+    call(
+        &t,
+        "loose",
+        "fire",
+        Some(&alice),
+        json!({ "title": "alice's" }),
+    )
+    .expect(StatusCode::OK)
+    .await;
+    // The same warm runtime now serves Bob, and makes a host call of its own.
+    let bobs = call(&t, "loose", "fire", Some(&bob), json!({}))
+        .expect(StatusCode::OK)
+        .await;
+    let alices = call(&t, "loose", "mine", Some(&alice), json!({}))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!((bobs, alices), (json!([]), json!([])));
 }

@@ -18,6 +18,7 @@ use cloudlet_store::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
+use sha2::Digest;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::clock::{Clock, Timestamp};
@@ -391,6 +392,10 @@ struct Active {
     version: i64,
     settings: Settings,
     bundle: Arc<str>,
+    /// Names this code in the workers, which keep runtimes and bytecode by it. The version
+    /// alone is not enough: a deleted function's numbers start again, and a deleted app's name
+    /// may be taken again, and neither may ever meet the old code or its module state.
+    key: String,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -853,7 +858,7 @@ impl Functions {
         let mut seed = [0u8; 32];
         self.0.random.fill(&mut seed);
         let run = Run {
-            key: format!("{app}/{name}/{}", active.version),
+            key: active.key.clone(),
             bundle: Arc::clone(&active.bundle),
             event,
             context,
@@ -1001,8 +1006,8 @@ impl Functions {
 
     /// The active version of a function, from memory after its first call.
     async fn active(&self, app: &str, name: &str) -> Result<Arc<Active>, FunctionError> {
-        let key = (app.to_owned(), name.to_owned());
-        if let Some(active) = lock(&self.0.active).get(&key) {
+        let cached = (app.to_owned(), name.to_owned());
+        if let Some(active) = lock(&self.0.active).get(&cached) {
             return Ok(Arc::clone(active));
         }
         let generation = self.0.generation.load(Ordering::Acquire);
@@ -1012,14 +1017,22 @@ impl Functions {
             .function(app, name)
             .await?
             .ok_or_else(|| FunctionError::NotFound(name.to_owned()))?;
+        let digest = sha2::Sha256::digest(version.bundle.as_bytes());
+        let key = format!(
+            "{app}/{name}/{}/{}/{}",
+            row.version,
+            version.created_at_ms,
+            hex::encode(&digest[..8])
+        );
         let active = Arc::new(Active {
             version: row.version,
             settings: parse_settings(&row.settings),
             bundle: Arc::from(version.bundle),
+            key,
         });
         let mut cache = lock(&self.0.active);
         if self.0.generation.load(Ordering::Acquire) == generation {
-            cache.insert(key, Arc::clone(&active));
+            cache.insert(cached, Arc::clone(&active));
         }
         Ok(active)
     }

@@ -28,6 +28,8 @@ use crate::protocol::{
 };
 
 const PRELUDE: &str = include_str!("prelude.js");
+/// The warm runtimes of one worker keep at most this much heap between them.
+const WARM_HEAP_BUDGET: usize = 512 * 1024 * 1024;
 /// How often a warm runtime's heap is measured (see `Instance::memory`).
 const MEMORY_SAMPLE_EVERY: u64 = 16;
 /// The longest console line kept.
@@ -272,6 +274,7 @@ impl Engine {
                 let state = Rc::clone(&instance.state);
                 if keep {
                     remember(&mut self.warm, self.max_warm, &invocation.key, instance);
+                    self.trim_warm();
                 }
                 (outcome, state, memory, keep)
             }
@@ -287,6 +290,28 @@ impl Engine {
             cold,
             micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         })
+    }
+}
+
+impl Engine {
+    /// Drops the least recently used warm runtimes while their heaps (as last measured) add up
+    /// to more than [`WARM_HEAP_BUDGET`], so that a worker's memory stays bounded however large
+    /// each function may grow.
+    fn trim_warm(&mut self) {
+        let heap = |warm: &HashMap<String, (Instance, Instant)>| -> usize {
+            warm.values().map(|(i, _)| i.state.memory.get()).sum()
+        };
+        while self.warm.len() > 1 && heap(&self.warm) > WARM_HEAP_BUDGET {
+            let oldest = self
+                .warm
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(key) => self.warm.remove(&key),
+                None => break,
+            };
+        }
     }
 }
 
@@ -486,8 +511,21 @@ impl Instance {
             settle(&ctx, &driver, state, &promise, deadline, io)
         });
         state.deadline.set(None);
-        // Timers left behind do not outlive their invocation.
+        // Nothing an invocation left behind reaches the next one: host calls it did not await
+        // (they would be answered for the next caller) and its timers.
         state.timers.borrow_mut().clear();
+        state.outbox.borrow_mut().clear();
+        self.context.with(|ctx| {
+            let reset = self
+                .driver
+                .clone()
+                .restore(&ctx)
+                .and_then(|driver| driver.get::<_, Function>("reset"))
+                .and_then(|reset| reset.call::<_, ()>(()));
+            if reset.is_err() {
+                ctx.catch();
+            }
+        });
         match outcome {
             Ok(json) if json.len() > invocation.limits.max_result_bytes => {
                 Outcome::ResultTooLarge { bytes: json.len() }
@@ -660,6 +698,21 @@ fn error_outcome(ctx: &Ctx<'_>, error: rquickjs::Error, state: &State) -> Outcom
     caught_outcome(CaughtError::from_error(ctx, error), state)
 }
 
+/// The most of a thrown error's message and stack kept (the message goes to the caller).
+const MAX_ERROR_TEXT: usize = 8 * 1024;
+
+fn truncated(mut text: String) -> String {
+    if text.len() > MAX_ERROR_TEXT {
+        let mut end = MAX_ERROR_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
 fn caught_outcome(caught: CaughtError<'_>, state: &State) -> Outcome {
     if state.interrupted.get() {
         return Outcome::Timeout;
@@ -682,7 +735,10 @@ fn caught_outcome(caught: CaughtError<'_>, state: &State) -> Outcome {
     {
         return Outcome::MemoryLimit;
     }
-    Outcome::Error { message, stack }
+    Outcome::Error {
+        message: truncated(message),
+        stack: truncated(stack),
+    }
 }
 
 /// Resolves imports among the function's own files: `./lib.js` from `dir/index.js` is

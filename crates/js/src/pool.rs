@@ -24,6 +24,9 @@ use crate::protocol::{
     ToWorker,
 };
 
+/// How long compiling a deploy may take before its worker is killed.
+const COMPILE_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
     /// The executable and arguments that start a worker (`cloudlet worker`).
@@ -68,12 +71,31 @@ struct Worker {
 }
 
 impl Pool {
+    /// Must be called inside the tokio runtime: a task lets idle workers go.
     pub fn new(options: PoolOptions) -> Arc<Self> {
-        Arc::new(Pool {
+        let every =
+            (options.idle_timeout / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let pool = Arc::new(Pool {
             slots: Semaphore::new(options.max_workers.max(1)),
             options,
             idle: Mutex::new(Vec::new()),
-        })
+        });
+        let weak = Arc::downgrade(&pool);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(pool) = weak.upgrade() else { return };
+                pool.prune();
+            }
+        });
+        pool
+    }
+
+    /// Lets workers idle past `idle_timeout` go (dropping one kills it).
+    fn prune(&self) {
+        let timeout = self.options.idle_timeout;
+        self.lock_idle()
+            .retain(|(_, since)| since.elapsed() < timeout);
     }
 
     /// Compiles sources to bytecode in a worker.
@@ -84,18 +106,27 @@ impl Pool {
     ) -> Result<Result<Bundle, CompileError>, PoolError> {
         let _slot = self.slots.acquire().await.map_err(|_| PoolError::Closed)?;
         let mut worker = self.take(None).await?;
-        let sent = worker.send(&ToWorker::Compile { files, entry }).await;
-        let answer = match sent {
-            Ok(()) => worker.receive().await,
-            Err(e) => Err(e),
+        let exchange = async {
+            worker.send(&ToWorker::Compile { files, entry }).await?;
+            worker.receive().await
         };
-        match answer {
-            Ok(FromWorker::Compiled { outcome }) => {
+        match tokio::time::timeout(COMPILE_TIMEOUT, exchange).await {
+            Ok(Ok(FromWorker::Compiled { outcome })) => {
                 self.put_back(worker);
                 Ok(outcome)
             }
-            Ok(other) => Err(PoolError::Died(format!("unexpected {other:?}"))),
-            Err(e) => Err(e),
+            Ok(Ok(other)) => {
+                worker.kill();
+                Err(PoolError::Died(format!("unexpected {other:?}")))
+            }
+            Ok(Err(e)) => {
+                worker.kill();
+                Err(e)
+            }
+            Err(_) => {
+                worker.kill();
+                Err(PoolError::Died("compiling took too long".into()))
+            }
         }
     }
 

@@ -33,6 +33,11 @@
       if (ok) waiting.resolve(value);
       else waiting.reject(hostError(value.code, value.message));
     },
+    /** Forgets what an ended invocation left behind: unanswered host calls, pending timers. */
+    reset() {
+      pending.clear();
+      timers.clear();
+    },
     fire(id) {
       const timer = timers.get(id);
       if (!timer) return;
@@ -73,7 +78,7 @@
     return id;
   };
   globalThis.clearTimeout = (id) => {
-    timers.delete(id);
+    if (!timers.delete(id)) return;
     native.cancel(id);
   };
 

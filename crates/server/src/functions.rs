@@ -268,15 +268,21 @@ async fn run(
     result
 }
 
-/// Response headers a function may not set: the server owns the framing.
-const HOP_BY_HOP: [&str; 6] = [
+/// Response headers a function may not set: the server owns the framing, and cookies on the
+/// API's origin are not an app's to set.
+const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "content-length",
     "transfer-encoding",
     "keep-alive",
     "upgrade",
     "x-request-id",
+    "set-cookie",
+    "content-security-policy",
 ];
+
+/// Request headers an HTTP function does not get.
+const PRIVATE_REQUEST_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
 
 /// `ANY /v1/apps/{app}/http/{name}/{*path}`: the request as the event, the function's answer
 /// as the response. A function answers `{status, headers, body}` (a string body as is, any
@@ -296,8 +302,11 @@ async fn http_route(
     let query: Map<String, Value> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
         .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
         .collect();
+    // The caller's credentials are Cloudlet's (the admin token, a key, a user's token): they are
+    // not the function's to see.
     let request_headers: Map<String, Value> = headers
         .iter()
+        .filter(|(k, _)| !PRIVATE_REQUEST_HEADERS.contains(&k.as_str()))
         .filter_map(|(k, v)| {
             let value = v.to_str().ok()?.to_owned();
             Some((k.as_str().to_owned(), Value::String(value)))
@@ -340,6 +349,16 @@ fn http_response(result: Value) -> Response {
     };
     let mut response = (status, body).into_response();
     let out = response.headers_mut();
+    // Every app's functions answer on the API's origin: a page one of them returns may not run
+    // scripts there (it could read other apps' sessions), nor be sniffed into one.
+    out.insert(
+        axum::http::header::CONTENT_SECURITY_POLICY,
+        axum::http::HeaderValue::from_static("sandbox"),
+    );
+    out.insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
     if json {
         out.insert(
             axum::http::header::CONTENT_TYPE,
@@ -728,6 +747,8 @@ struct FetchCall {
 impl Fetcher {
     pub fn new(allow_private: bool) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
+            // A proxy would resolve names itself, past the resolver's check.
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
@@ -743,7 +764,7 @@ impl Fetcher {
         let call: FetchCall =
             serde_json::from_value(args).map_err(|e| failure("fetch_failed", e.to_string()))?;
         let url = reqwest::Url::parse(&call.url)
-            .map_err(|e| failure("fetch_failed", format!("{}: {e}", call.url)))?;
+            .map_err(|e| failure("fetch_failed", format!("not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(failure("fetch_refused", "only http and https URLs"));
         }
@@ -776,7 +797,8 @@ impl Fetcher {
                 }
                 source = error.source();
             }
-            failure("fetch_failed", e.to_string())
+            // Without the URL: its query may hold a key the caller must not see.
+            failure("fetch_failed", e.without_url().to_string())
         })?;
         let status = response.status().as_u16();
         let final_url = response.url().to_string();
@@ -840,7 +862,7 @@ impl reqwest::dns::Resolve for PublicOnly {
 fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(ip) => {
-            let [a, b, ..] = ip.octets();
+            let [a, b, c, _] = ip.octets();
             !(ip.is_loopback()
                 || ip.is_private()
                 || ip.is_link_local()
@@ -850,18 +872,43 @@ fn is_public(ip: IpAddr) -> bool {
                 || ip.is_documentation()
                 || a == 0
                 || (a == 100 && (64..128).contains(&b))
-                || (a == 198 && (b == 18 || b == 19)))
+                || (a == 198 && (b == 18 || b == 19))
+                || (a == 192 && b == 0 && c == 0)
+                || a >= 240)
         }
         IpAddr::V6(ip) => {
+            let segments = ip.segments();
+            let octets = ip.octets();
+            let embedded = |at: usize| {
+                IpAddr::V4(std::net::Ipv4Addr::new(
+                    octets[at],
+                    octets[at + 1],
+                    octets[at + 2],
+                    octets[at + 3],
+                ))
+            };
+            // Addresses that carry an IPv4 address are judged by it: mapped (`::ffff:a.b.c.d`),
+            // compatible (`::a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`) and 6to4 (`2002:a.b.c.d::`).
             if let Some(v4) = ip.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = ip.segments()[0];
+            let compatible = segments[..6].iter().all(|s| *s == 0);
+            if compatible && !ip.is_loopback() && !ip.is_unspecified() {
+                return is_public(embedded(12));
+            }
+            if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_public(embedded(12));
+            }
+            if segments[0] == 0x2002 {
+                return is_public(embedded(2));
+            }
+            let first = segments[0];
             !(ip.is_loopback()
                 || ip.is_unspecified()
                 || ip.is_multicast()
                 || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
+                || (first & 0xffc0) == 0xfe80
+                || (first & 0xffc0) == 0xfec0)
         }
     }
 }
@@ -885,6 +932,12 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::",
+            "fec0::1",
+            "240.0.0.1",
+            "192.0.0.8",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }

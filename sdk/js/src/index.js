@@ -130,8 +130,12 @@ function literal(value) {
   if (value === null || value === undefined) return "null";
   if (typeof value === "boolean") return value ? "true" : "false";
   if (typeof value === "number") {
-    if (!Number.isFinite(value)) throw new CloudError("invalid_filter", `${value} is not a number a filter can hold`);
-    return String(value);
+    const text = String(value);
+    // The language has no exponents (1e21, 1e-7): such numbers are refused, not mangled.
+    if (!Number.isFinite(value) || /e/i.test(text)) {
+      throw new CloudError("invalid_filter", `${value} is not a number a filter can hold`);
+    }
+    return text;
   }
   if (value instanceof Date) return literal(value.toISOString());
   if (typeof value === "string") {
@@ -257,7 +261,12 @@ class Collection {
 
   _path(id) {
     const base = `/collections/${this.name}/records`;
-    return id === undefined ? base : `${base}/${encodeURIComponent(id)}`;
+    if (id === undefined) return base;
+    // "." and ".." would be taken out of the URL on the way, naming another route.
+    if (typeof id !== "string" || id === "" || id === "." || id === "..") {
+      throw new CloudError("invalid_id", `${JSON.stringify(id)} is not a record id`);
+    }
+    return `${base}/${encodeURIComponent(id)}`;
   }
 
   add(data) {
@@ -385,29 +394,42 @@ class Client {
     }
   }
 
-  /** Refreshes the access token once, however many callers ask at the same time. */
+  /** Refreshes the access token once, however many callers ask at the same time (in a browser,
+   * across tabs too: a session id sent twice would be taken as stolen and revoked). */
   _refresh() {
     if (!this._refreshing) {
-      this._refreshing = (async () => {
-        const session = this._session();
-        if (!session) throw new CloudError("missing_credentials", "not logged in", { status: 401 });
-        try {
-          const grant = await this._request(
-            "POST",
-            `/v1/apps/${this.app}/auth/refresh`,
-            { session_id: session.session_id },
-            false,
-          );
-          return this._save(grant);
-        } catch (error) {
-          if (error instanceof CloudError && error.status === 401) this.adapter.removeItem(this._storageKey);
-          throw error;
+      const stale = this._session();
+      const locks = typeof navigator !== "undefined" && navigator.locks;
+      const refresh = () => {
+        // Another tab may have refreshed while this one waited for the lock.
+        const now = this._session();
+        if (now && stale && now.session_id !== stale.session_id && now.expires_at - Date.now() >= REFRESH_EARLY_MS) {
+          return now;
         }
-      })().finally(() => {
+        return this._refreshNow();
+      };
+      this._refreshing = (locks ? locks.request(this._storageKey, refresh) : refresh()).finally(() => {
         this._refreshing = null;
       });
     }
     return this._refreshing;
+  }
+
+  async _refreshNow() {
+    const session = this._session();
+    if (!session) throw new CloudError("missing_credentials", "not logged in", { status: 401 });
+    try {
+      const grant = await this._request(
+        "POST",
+        `/v1/apps/${this.app}/auth/refresh`,
+        { session_id: session.session_id },
+        false,
+      );
+      return this._save(grant);
+    } catch (error) {
+      if (error instanceof CloudError && error.status === 401) this.adapter.removeItem(this._storageKey);
+      throw error;
+    }
   }
 
   /** The access token to send, refreshed first when it is about to expire. */

@@ -150,6 +150,9 @@ describe("db", () => {
     assert.throws(() => todos.where("title", "== 1 ||", 1), (e) => e.code === "invalid_filter");
     assert.throws(() => todos.where("title", "=", { $ne: 1 }), (e) => e.code === "invalid_filter");
     assert.throws(() => alice.db.collection("../apps"), (e) => e.code === "invalid_collection");
+    assert.throws(() => todos.where("priority", "=", 1e21), (e) => e.code === "invalid_filter");
+    assert.throws(() => todos.where("priority", "=", NaN), (e) => e.code === "invalid_filter");
+    assert.throws(() => todos.get(".."), (e) => e.code === "invalid_id");
   });
 });
 
