@@ -50,24 +50,44 @@ impl TestAppBuilder {
     }
 
     pub async fn try_start(self) -> Result<TestApp, cloudlet_server::StartError> {
-        let running = start(
+        let running = self.launch().await?;
+        Ok(self.with(running))
+    }
+
+    async fn launch(&self) -> Result<Running, cloudlet_server::StartError> {
+        start(
             self.config.clone(),
             StartOptions {
-                admin_token: self.admin_token,
+                admin_token: self.admin_token.clone(),
             },
         )
-        .await?;
-        Ok(TestApp {
+        .await
+    }
+
+    fn with(self, running: Running) -> TestApp {
+        TestApp {
             base: format!("http://{}", running.local_addr()),
             http: reqwest::Client::new(),
             data_dir: self.config.data_dir,
             running: Some(running),
             _temp: self.temp,
-        })
+        }
     }
 
+    /// Starts the server. A restart on the same data directory retries briefly while the lock is
+    /// held: another test of this process may be spawning a program (`openssl`, a worker), and a
+    /// child holds every descriptor of its parent, the lock's too, from its fork to its exec.
     pub async fn start(self) -> TestApp {
-        self.try_start().await.expect("the server starts")
+        for _ in 0..50 {
+            match self.launch().await {
+                Err(cloudlet_server::StartError::Store(
+                    cloudlet_store::StoreError::DataDirLocked { .. },
+                )) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                started => return self.with(started.expect("the server starts")),
+            }
+        }
+        let running = self.launch().await.expect("the server starts");
+        self.with(running)
     }
 }
 
