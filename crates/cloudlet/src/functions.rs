@@ -1,8 +1,7 @@
 //! `cloudlet fn …` and `cloudlet logs …`: deploying and calling functions and reading their
 //! log, through the admin API.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Subcommand;
@@ -68,7 +67,7 @@ pub async fn run(connection: Connection, command: FnCommand) -> Result<(), Strin
         } => {
             let mut body = json!({ "public": public });
             if path.is_dir() {
-                body["files"] = json!(read_folder(&path)?);
+                body["files"] = json!(crate::project::read_sources(&path)?);
                 body["entry"] = json!(entry);
             } else {
                 let source = std::fs::read_to_string(&path)
@@ -257,39 +256,4 @@ fn function_path(app: &str, name: &str) -> Result<String, String> {
 
 fn encode(value: &str) -> String {
     form_urlencoded::byte_serialize(value.as_bytes()).collect()
-}
-
-/// The .js and .mjs files under `root`, by path relative to it (with `/`).
-fn read_folder(root: &Path) -> Result<BTreeMap<String, String>, String> {
-    let mut files = BTreeMap::new();
-    let mut folders = vec![root.to_path_buf()];
-    while let Some(folder) = folders.pop() {
-        let entries =
-            std::fs::read_dir(&folder).map_err(|e| format!("{}: {e}", folder.display()))?;
-        for entry in entries {
-            let path = entry.map_err(|e| e.to_string())?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.starts_with('.') || name == "node_modules" {
-                continue;
-            }
-            if path.is_dir() {
-                folders.push(path);
-            } else if name.ends_with(".js") || name.ends_with(".mjs") {
-                let relative = path
-                    .strip_prefix(root)
-                    .map_err(|e| e.to_string())?
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect::<Vec<_>>()
-                    .join("/");
-                let source = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                files.insert(relative, source);
-            }
-        }
-    }
-    if files.is_empty() {
-        return Err(format!("{}: no .js or .mjs files", root.display()));
-    }
-    Ok(files)
 }

@@ -249,7 +249,8 @@ fn with_env_secrets(provider: &str, settings: Value) -> Result<Value, String> {
     Ok(Value::Object(settings))
 }
 
-fn read_sources(dir: &Path) -> Result<BTreeMap<String, String>, String> {
+/// The .js and .mjs files under `dir` (a function's folder), by relative path.
+pub(crate) fn read_sources(dir: &Path) -> Result<BTreeMap<String, String>, String> {
     read_tree(dir, &|name| name.ends_with(".js") || name.ends_with(".mjs"))?
         .into_iter()
         .map(|(path, bytes)| {

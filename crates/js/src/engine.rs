@@ -515,17 +515,6 @@ impl Instance {
         // (they would be answered for the next caller) and its timers.
         state.timers.borrow_mut().clear();
         state.outbox.borrow_mut().clear();
-        self.context.with(|ctx| {
-            let reset = self
-                .driver
-                .clone()
-                .restore(&ctx)
-                .and_then(|driver| driver.get::<_, Function>("reset"))
-                .and_then(|reset| reset.call::<_, ()>(()));
-            if reset.is_err() {
-                ctx.catch();
-            }
-        });
         match outcome {
             Ok(json) if json.len() > invocation.limits.max_result_bytes => {
                 Outcome::ResultTooLarge { bytes: json.len() }

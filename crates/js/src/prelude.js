@@ -33,11 +33,6 @@
       if (ok) waiting.resolve(value);
       else waiting.reject(hostError(value.code, value.message));
     },
-    /** Forgets what an ended invocation left behind: unanswered host calls, pending timers. */
-    reset() {
-      pending.clear();
-      timers.clear();
-    },
     fire(id) {
       const timer = timers.get(id);
       if (!timer) return;
@@ -45,6 +40,10 @@
       timer.callback(...timer.args);
     },
     async run(handler, eventJson, contextJson) {
+      // What an earlier invocation left behind (host calls it did not await, its timers) is
+      // forgotten: it never completes, and never for this caller.
+      pending.clear();
+      timers.clear();
       const result = await handler(JSON.parse(eventJson), makeContext(JSON.parse(contextJson)));
       const json = JSON.stringify(result);
       return json === undefined ? "null" : json;
