@@ -56,8 +56,7 @@ async fn configure_provider(
     Path((app, provider)): Path<(String, String)>,
     Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
-    caller.require_app(&app)?;
-    state.apps().get(&app).await?;
+    state.admin_app(&caller, &app).await?;
     Ok(axum::Json(
         state
             .auth()
@@ -72,8 +71,7 @@ async fn show_provider(
     CallerOf(caller): CallerOf,
     Path((app, provider)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    caller.require_app(&app)?;
-    state.apps().get(&app).await?;
+    state.admin_app(&caller, &app).await?;
     Ok(axum::Json(state.auth().provider_view(&app, &provider).await?).into_response())
 }
 
@@ -82,8 +80,7 @@ async fn user_sessions(
     CallerOf(caller): CallerOf,
     Path((app, user)): Path<(String, String)>,
 ) -> Result<axum::Json<Vec<SessionView>>, ApiError> {
-    caller.require_app(&app)?;
-    state.apps().get(&app).await?;
+    state.admin_app(&caller, &app).await?;
     Ok(axum::Json(state.auth().sessions_of(&app, &user).await?))
 }
 
@@ -92,8 +89,7 @@ async fn revoke_session(
     CallerOf(caller): CallerOf,
     Path((app, session)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_app(&app)?;
-    state.apps().get(&app).await?;
+    state.admin_app(&caller, &app).await?;
     state.auth().revoke(&app, &session).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -72,8 +72,7 @@ async fn list_collections(
     CallerOf(caller): CallerOf,
     Path(app): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller.require_app(&app)?;
-    state.apps().get(&app).await?;
+    state.admin_app(&caller, &app).await?;
     Ok(axum::Json(state.data().collections(&app).await?).into_response())
 }
 
@@ -82,8 +81,7 @@ async fn show_collection(
     CallerOf(caller): CallerOf,
     Path((app, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    caller.require_app(&app)?;
-    state.apps().get(&app).await?;
+    state.admin_app(&caller, &app).await?;
     Ok(axum::Json(state.data().collection_view(&app, &name).await?).into_response())
 }
 
@@ -93,8 +91,7 @@ async fn put_collection(
     Path((app, name)): Path<(String, String)>,
     Json(def): Json<CollectionDef>,
 ) -> Result<Response, ApiError> {
-    caller.require_app(&app)?;
-    state.apps().get(&app).await?;
+    state.admin_app(&caller, &app).await?;
     if def.dry_run {
         let plan = state.data().plan_collection(&app, &name, def).await?;
         return Ok(axum::Json(serde_json::json!({ "name": name, "plan": plan })).into_response());
@@ -113,8 +110,7 @@ async fn drop_collection(
     CallerOf(caller): CallerOf,
     Path((app, name)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_app(&app)?;
-    state.apps().get(&app).await?;
+    state.admin_app(&caller, &app).await?;
     state.data().drop_collection(&app, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -63,8 +63,7 @@ async fn list_functions(
     CallerOf(caller): CallerOf,
     Path(app): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller.require_app(&app)?;
-    state.apps().get(&app).await?;
+    state.admin_app(&caller, &app).await?;
     let functions = state.functions().list(&app).await?;
     Ok(axum::Json(json!({ "items": functions })).into_response())
 }
@@ -74,8 +73,7 @@ async fn show_function(
     CallerOf(caller): CallerOf,
     Path((app, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    caller.require_app(&app)?;
-    state.apps().get(&app).await?;
+    state.admin_app(&caller, &app).await?;
     Ok(axum::Json(state.functions().show(&app, &name).await?).into_response())
 }
 
@@ -85,8 +83,7 @@ async fn deploy_function(
     Path((app, name)): Path<(String, String)>,
     Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
-    caller.require_app(&app)?;
-    state.apps().get(&app).await?;
+    state.admin_app(&caller, &app).await?;
     let deploy: Deploy = serde_json::from_value(body)
         .map_err(|e| ApiError::new(Code::InvalidFunction, e.to_string()))?;
     if deploy.dry_run {
@@ -109,8 +106,7 @@ async fn rollback_function(
     Path((app, name)): Path<(String, String)>,
     Json(body): Json<Rollback>,
 ) -> Result<Response, ApiError> {
-    caller.require_app(&app)?;
-    state.apps().get(&app).await?;
+    state.admin_app(&caller, &app).await?;
     let info = state
         .functions()
         .rollback(&app, &name, body.version)
@@ -123,8 +119,7 @@ async fn delete_function(
     CallerOf(caller): CallerOf,
     Path((app, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    caller.require_app(&app)?;
-    state.apps().get(&app).await?;
+    state.admin_app(&caller, &app).await?;
     state.functions().delete(&app, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -134,8 +129,7 @@ async fn list_env(
     CallerOf(caller): CallerOf,
     Path(app): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller.require_app(&app)?;
-    state.apps().get(&app).await?;
+    state.admin_app(&caller, &app).await?;
     let names = state.functions().env_names(&app).await?;
     Ok(axum::Json(json!({ "names": names })).into_response())
 }
@@ -152,8 +146,7 @@ async fn set_env(
     Path((app, name)): Path<(String, String)>,
     Json(body): Json<EnvValue>,
 ) -> Result<Response, ApiError> {
-    caller.require_app(&app)?;
-    state.apps().get(&app).await?;
+    state.admin_app(&caller, &app).await?;
     state
         .functions()
         .set_env(&app, &name, Some(&body.value))
@@ -166,8 +159,7 @@ async fn delete_env(
     CallerOf(caller): CallerOf,
     Path((app, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    caller.require_app(&app)?;
-    state.apps().get(&app).await?;
+    state.admin_app(&caller, &app).await?;
     state.functions().set_env(&app, &name, None).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -190,8 +182,7 @@ async fn logs(
     Path(app): Path<String>,
     Query(params): Query<LogParams>,
 ) -> Result<Response, ApiError> {
-    caller.require_app(&app)?;
-    state.apps().get(&app).await?;
+    state.admin_app(&caller, &app).await?;
     let limit = params.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::new(Code::InvalidQuery, "limit is 1 to 500"));

@@ -49,8 +49,7 @@ async fn list_files(
     CallerOf(caller): CallerOf,
     Path(app): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller.require_app(&app)?;
-    state.apps().get(&app).await?;
+    state.admin_app(&caller, &app).await?;
     let files: Vec<_> = state
         .sites()
         .files(&app)
@@ -67,8 +66,7 @@ async fn put_file(
     Path((app, path)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    caller.require_app(&app)?;
-    state.apps().get(&app).await?;
+    state.admin_app(&caller, &app).await?;
     let file = state.sites().put(&app, &path, body.to_vec()).await?;
     let answer = json!({ "path": file.path, "content_type": file.content_type, "sha256": file.sha256, "size": file.size });
     Ok(axum::Json(answer).into_response())
@@ -79,8 +77,7 @@ async fn delete_file(
     CallerOf(caller): CallerOf,
     Path((app, path)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_app(&app)?;
-    state.apps().get(&app).await?;
+    state.admin_app(&caller, &app).await?;
     state.sites().delete(&app, &path).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use cloudlet_core::access::Access;
+use cloudlet_core::access::{Access, Caller};
 use cloudlet_core::apps::Apps;
 use cloudlet_core::auth::Auth;
 use cloudlet_core::data::Data;
@@ -12,6 +12,7 @@ use cloudlet_core::random::Random;
 use cloudlet_core::sites::Sites;
 use cloudlet_store::SystemStore;
 
+use crate::error::ApiError;
 use crate::functions::Fetcher;
 use crate::limits::AuthLimits;
 use crate::metrics::Metrics;
@@ -68,6 +69,14 @@ impl AppState {
             requests: AtomicU64::new(0),
             accepting: AtomicBool::new(true),
         }))
+    }
+
+    /// Checks that `caller` may administer `app` (the admin token, or that app's key) and that
+    /// the app exists: the start of every admin route of one app.
+    pub async fn admin_app(&self, caller: &Caller, app: &str) -> Result<(), ApiError> {
+        caller.require_app(app)?;
+        self.apps().get(app).await?;
+        Ok(())
     }
 
     pub fn apps(&self) -> &Apps {
