@@ -1110,3 +1110,119 @@ async fn work_a_function_did_not_await_never_runs_for_the_next_caller() {
         .await;
     assert_eq!((bobs, alices), (json!([]), json!([])));
 }
+
+/// Sends `calls` concurrent calls and answers each one's status, body and time.
+async fn concurrently(
+    requests: Vec<reqwest::RequestBuilder>,
+) -> Vec<(StatusCode, Value, Duration)> {
+    let calls: Vec<_> = requests
+        .into_iter()
+        .map(|request| {
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let response = request.send().await.unwrap();
+                let status = response.status();
+                let body: Value = response.json().await.unwrap();
+                (status, body, started.elapsed())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for c in calls {
+        answers.push(c.await.unwrap());
+    }
+    answers
+}
+
+#[tokio::test]
+async fn calls_queued_behind_one_that_waits_are_given_back_and_run_elsewhere() {
+    let t = server(false).await;
+    scene(&t, "queue").await;
+    deploy(&t, "queue", "nap", json!({
+        "source": "export default async (e) => { if (e.ms) await new Promise((r) => setTimeout(r, e.ms)); return e.n; }",
+        "public": true
+    }))
+    .await;
+    // Quick calls first: the pool learns that this code runs short, so it packs the next
+    // calls behind a running one on its warm worker rather than waking another.
+    for n in 0..20 {
+        let answer = call(&t, "queue", "nap", None, json!({ "n": n }))
+            .expect(StatusCode::OK)
+            .await;
+        assert_eq!(answer, n);
+    }
+    let nap = tokio::spawn(call(&t, "queue", "nap", None, json!({ "n": -1, "ms": 3000 })).send());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let quick = (0..6)
+        .map(|n| call(&t, "queue", "nap", None, json!({ "n": n })))
+        .collect();
+    for (n, (status, body, elapsed)) in concurrently(quick).await.into_iter().enumerate() {
+        assert_eq!((status, body), (StatusCode::OK, json!(n)));
+        // Not held until the nap ends, 2.8 s from now.
+        assert!(
+            elapsed < Duration::from_millis(1500),
+            "call {n} took {elapsed:?}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    let nap = nap.await.unwrap().unwrap();
+    assert_eq!(nap.status(), StatusCode::OK);
+    assert_eq!(nap.json::<Value>().await.unwrap(), -1);
+}
+
+#[tokio::test]
+async fn an_app_filling_its_workers_never_holds_up_another_apps_calls() {
+    let t = server(false).await;
+    scene(&t, "hog").await;
+    scene(&t, "calm").await;
+    deploy(
+        &t,
+        "hog",
+        "spin",
+        json!({
+            "source": "export default async (e) => { if (e.spin) for (;;) {} return 0; }",
+            "public": true,
+            "timeout_ms": 2000
+        }),
+    )
+    .await;
+    deploy(
+        &t,
+        "calm",
+        "ping",
+        json!({
+            "source": "export default async (e) => ({ pong: e.n })",
+            "public": true
+        }),
+    )
+    .await;
+    for _ in 0..20 {
+        call(&t, "hog", "spin", None, json!({}))
+            .expect(StatusCode::OK)
+            .await;
+    }
+    // More spinning calls than the hog's workers take, queued behind each other as deep as
+    // the pool lets them.
+    let spins = (0..12)
+        .map(|_| call(&t, "hog", "spin", None, json!({ "spin": true })))
+        .collect();
+    let hog = tokio::spawn(concurrently(spins));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for n in 0..5 {
+        let started = Instant::now();
+        let answer = call(&t, "calm", "ping", None, json!({ "n": n }))
+            .expect(StatusCode::OK)
+            .await;
+        assert_eq!(answer, json!({ "pong": n }));
+        // The spins run 2 s each: a call waiting behind one would take that long.
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_millis(1000),
+            "call {n} took {elapsed:?}"
+        );
+    }
+    for (status, body, _) in hog.await.unwrap() {
+        assert_eq!(body["error"]["code"], "function_timeout", "{status} {body}");
+    }
+}

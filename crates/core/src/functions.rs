@@ -152,8 +152,8 @@ pub struct FunctionLimits {
     pub max_log_lines: usize,
     /// Invocations of one app running or waiting at once; more answer `Overloaded`.
     pub max_concurrent_per_app: usize,
-    /// Invocations of one app running at once (the rest wait), so that one busy app never takes
-    /// every worker from the others.
+    /// Invocations of one app handed to the engine at once (the rest wait); the engine keeps
+    /// one busy app from taking every worker from the others.
     pub max_running_per_app: usize,
     /// Log entries kept per app (the newest).
     pub log_retention: i64,

@@ -71,6 +71,10 @@ pub trait HostIo {
     fn call(&mut self, call: u64, method: &str, args: serde_json::Value);
     /// Waits until `until` for the reply to a host call; `None` when the time came first.
     fn reply(&mut self, until: Instant) -> Option<(u64, HostOutcome)>;
+    /// Waits until `until` with no host call outstanding (for a timer).
+    fn pause(&mut self, until: Instant) {
+        std::thread::sleep(until.saturating_duration_since(Instant::now()));
+    }
 }
 
 /// The prelude as module bytecode, compiled once per process: parsing it took a millisecond,
@@ -237,6 +241,11 @@ impl Engine {
     /// Whether the worker has the code of `key` (or must be sent it).
     pub fn has_code(&self, key: &str) -> bool {
         self.warm.contains_key(key) || self.bundles.contains_key(key)
+    }
+
+    /// Keeps the code of `key` for its next invocations.
+    pub fn keep_bundle(&mut self, key: &str, bundle: Bundle) {
+        remember(&mut self.bundles, self.max_bundles, key, bundle);
     }
 
     /// Drops runtimes and bytecode unused for `idle`.
@@ -627,7 +636,7 @@ fn settle<'js, T: rquickjs::FromJs<'js>>(
                     .map_err(|e| caught_outcome(e, state))?;
             }
         } else {
-            std::thread::sleep(until.saturating_duration_since(Instant::now()));
+            io.pause(until);
         }
     }
 }
@@ -838,6 +847,7 @@ mod tests {
         let mut engine = Engine::new(4, 4);
         let mut io = Replies::default();
         let invocation = Invocation {
+            id: 1,
             key: "k".into(),
             bundle: Some(bundle),
             event,
@@ -985,6 +995,7 @@ mod tests {
         let mut engine = Engine::new(4, 4);
         let mut invoke = |event: serde_json::Value, bundle: Option<Bundle>| {
             let invocation = Invocation {
+                id: 1,
                 key: "k".into(),
                 bundle,
                 event,

@@ -1,31 +1,46 @@
-//! The server's side of the workers: a bounded set of `cloudlet worker` processes, each running
-//! one invocation at a time.
+//! The server's side of the workers: a bounded set of `cloudlet worker` processes.
 //!
-//! An invocation takes an idle worker (preferring one that already has its code, so it finds its
-//! runtime warm), or starts one if fewer than `max_workers` run; otherwise it waits its turn. While
-//! it runs, the pool answers its host calls through [`Host`]. If it has not finished by its
-//! deadline plus a grace period (the engine's interrupt hook does not fire inside one long
-//! built-in call), the worker is killed and a fresh one takes its place on the next call.
-//! Workers idle for `idle_timeout` exit, so an idle instance runs none.
+//! An invocation goes to an idle worker (preferring one that already has its code, so it finds
+//! its runtime warm), or to a new one while fewer than `max_workers` run. When none is free it
+//! may queue behind a running invocation of the same app (one deep), so that the worker goes
+//! straight on to it, or else it waits its turn. An app never occupies more than all workers
+//! but one, and never queues behind another app's code, so one app cannot hold up another.
+//!
+//! Each worker has a supervisor task that reads everything the worker says and passes it to
+//! the invocation it is about; the invocation's own task answers its host calls through
+//! [`Host`]. If the running invocation has not finished by its deadline plus a grace period
+//! (the engine's interrupt hook does not fire inside one long built-in call), the supervisor
+//! kills the worker, and the invocations queued behind it run elsewhere. A worker whose running
+//! invocation waits on a host call gives back the ones queued behind it, which run elsewhere
+//! too. Workers idle for `idle_timeout` exit, so an idle instance runs none.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, mpsc};
 
 use crate::protocol::{
-    Bundle, CompileError, Finished, FromWorker, HostOutcome, Invocation, MAX_FRAME, Outcome,
-    ToWorker,
+    Bundle, CompileError, Finished, FromWorker, HostOutcome, Invocation, InvokeRef, Outcome,
+    ToWorker, decode, encode,
 };
 
 /// How long compiling a deploy may take before its worker is killed.
 const COMPILE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Invocations a worker holds at once: the running one and those queued behind it.
+pub const DEPTH: usize = 4;
+/// Invocations of a code that typically run shorter than this are packed onto warm workers.
+const SHORT_MICROS: u32 = 1000;
+/// Codes whose typical run time the pool remembers; past this it starts over.
+const MAX_TYPICAL: usize = 4096;
 
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
@@ -58,175 +73,353 @@ pub enum PoolError {
 
 pub struct Pool {
     options: PoolOptions,
-    idle: Mutex<Vec<(Worker, Instant)>>,
-    slots: Semaphore,
+    state: Mutex<State>,
+    /// Signalled when a worker takes on less work or goes away.
+    room: Notify,
+    next_id: AtomicU64,
 }
 
-struct Worker {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+#[derive(Default)]
+struct State {
+    workers: Vec<Slot>,
+    /// The apps of the workers being started, counted against `max_workers` (and each app's
+    /// share of them).
+    starting: Vec<String>,
+    /// Per code key, a moving average of its invocations' time in the worker.
+    typical_micros: HashMap<String, u32>,
+}
+
+/// A worker as the pool's choices see it.
+struct Slot {
+    worker: Arc<Worker>,
+    /// Sent to the worker, in order: the first runs, the others wait behind it.
+    jobs: VecDeque<Job>,
+    /// Given to this worker, not sent yet.
+    reserved: Vec<Job>,
     /// The code keys this worker has been sent.
     loaded: HashSet<String>,
+    idle_since: Instant,
+}
+
+/// What the invocations' tasks share with a worker's supervisor.
+struct Worker {
+    stdin: Arc<tokio::sync::Mutex<ChildStdin>>,
+    /// Wakes the supervisor when an idle worker is sent work (a deadline to watch).
+    wake: Notify,
+}
+
+struct Job {
+    id: u64,
+    /// Empty for a compile, which never has anything queued behind it.
+    app: String,
+    key: String,
+    timeout: Duration,
+    /// When it started running (became the first of its worker's jobs).
+    started: Option<Instant>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+/// What a job's task hears from its worker.
+enum Event {
+    HostCall {
+        call: u64,
+        method: String,
+        args: serde_json::Value,
+    },
+    Finished(Box<Finished>),
+    Compiled(Result<Bundle, CompileError>),
+    NeedCode,
+    /// Not run: run it elsewhere.
+    Returned,
+    TimedOut,
+    Died(String),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Only on a worker of its own (a compile, or an invocation given back once).
+    Alone,
+    /// Possibly queued behind a running invocation of the same app.
+    MayQueue,
 }
 
 impl Pool {
-    /// Must be called inside the tokio runtime: a task lets idle workers go.
     pub fn new(options: PoolOptions) -> Arc<Self> {
-        let every =
-            (options.idle_timeout / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
-        let pool = Arc::new(Pool {
-            slots: Semaphore::new(options.max_workers.max(1)),
+        Arc::new(Pool {
             options,
-            idle: Mutex::new(Vec::new()),
-        });
-        let weak = Arc::downgrade(&pool);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let Some(pool) = weak.upgrade() else { return };
-                pool.prune();
-            }
-        });
-        pool
-    }
-
-    /// Lets workers idle past `idle_timeout` go (dropping one kills it).
-    fn prune(&self) {
-        let timeout = self.options.idle_timeout;
-        self.lock_idle()
-            .retain(|(_, since)| since.elapsed() < timeout);
+            state: Mutex::new(State::default()),
+            room: Notify::new(),
+            next_id: AtomicU64::new(1),
+        })
     }
 
     /// Compiles sources to bytecode in a worker.
     pub async fn compile(
-        &self,
+        self: &Arc<Self>,
         files: BTreeMap<String, String>,
         entry: String,
     ) -> Result<Result<Bundle, CompileError>, PoolError> {
-        let _slot = self.slots.acquire().await.map_err(|_| PoolError::Closed)?;
-        let mut worker = self.take(None).await?;
-        let exchange = async {
-            worker.send(&ToWorker::Compile { files, entry }).await?;
-            worker.receive().await
-        };
-        match tokio::time::timeout(COMPILE_TIMEOUT, exchange).await {
-            Ok(Ok(FromWorker::Compiled { outcome })) => {
-                self.put_back(worker);
-                Ok(outcome)
+        let frame = encode(&ToWorker::Compile { files, entry }).map_err(died)?;
+        loop {
+            let (job, mut events) = self.job(String::new(), String::new(), COMPILE_TIMEOUT);
+            let (reservation, _) = self.assign(job, Mode::Alone).await?;
+            if !self.send(reservation, frame.clone()).await {
+                continue;
             }
-            Ok(Ok(other)) => {
-                worker.kill();
-                Err(PoolError::Died(format!("unexpected {other:?}")))
-            }
-            Ok(Err(e)) => {
-                worker.kill();
-                Err(e)
-            }
-            Err(_) => {
-                worker.kill();
-                Err(PoolError::Died("compiling took too long".into()))
-            }
+            return match events.recv().await {
+                Some(Event::Compiled(outcome)) => Ok(outcome),
+                Some(Event::TimedOut) => Err(PoolError::Died("compiling took too long".into())),
+                Some(Event::Returned) => continue,
+                Some(Event::Died(message)) => Err(PoolError::Died(message)),
+                Some(_) => Err(PoolError::Died("an unexpected answer".into())),
+                None => Err(PoolError::Died("the worker went away".into())),
+            };
         }
     }
 
-    /// Runs an invocation; `bundle` gives its code when the worker does not have it yet.
+    /// Runs an invocation; `bundle` gives its code when the worker does not have it yet. The
+    /// invocation's key starts with its app's name and a `/`.
     pub async fn invoke(
-        &self,
+        self: &Arc<Self>,
         mut invocation: Invocation,
         bundle: &(dyn Fn() -> Result<Bundle, String> + Send + Sync),
         host: &dyn Host,
     ) -> Result<Finished, PoolError> {
-        let _slot = self.slots.acquire().await.map_err(|_| PoolError::Closed)?;
         let started = Instant::now();
-        let mut worker = self.take(Some(&invocation.key)).await?;
-        let hard_deadline =
-            Duration::from_millis(invocation.limits.timeout_ms) + self.options.grace;
-        if !worker.loaded.contains(&invocation.key) {
-            invocation.bundle = Some(bundle().map_err(PoolError::BadCode)?);
-        }
-        let key = invocation.key.clone();
-        let exchange = async {
-            worker
-                .send(&ToWorker::Invoke(Box::new(invocation.clone())))
-                .await?;
+        let app = invocation
+            .key
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let timeout = Duration::from_millis(invocation.limits.timeout_ms);
+        let mut mode = Mode::MayQueue;
+        let mut send_code = false;
+        loop {
+            let (job, mut events) = self.job(app.clone(), invocation.key.clone(), timeout);
+            // Each attempt is a job of its own: frames about an earlier one are not for it.
+            invocation.id = job.id;
+            let (reservation, loaded) = self.assign(job, mode).await?;
+            let worker = Arc::clone(&reservation.worker);
+            invocation.bundle = if send_code || !loaded {
+                Some(bundle().map_err(PoolError::BadCode)?)
+            } else {
+                None
+            };
+            let frame = encode(&InvokeRef::Invoke(&invocation)).map_err(died)?;
+            if !self.send(reservation, frame).await {
+                continue;
+            }
             loop {
-                match worker.receive().await? {
-                    FromWorker::HostCall { call, method, args } => {
+                match events.recv().await {
+                    Some(Event::HostCall { call, method, args }) => {
                         let outcome = host.call(&method, args).await;
-                        worker.send(&ToWorker::HostReply { call, outcome }).await?;
+                        let reply = encode(&ToWorker::HostReply { call, outcome }).map_err(died)?;
+                        write(&worker, reply).await;
                     }
-                    FromWorker::NeedCode { .. } => {
-                        invocation.bundle = Some(bundle().map_err(PoolError::BadCode)?);
-                        worker
-                            .send(&ToWorker::Invoke(Box::new(invocation.clone())))
-                            .await?;
+                    Some(Event::Finished(finished)) => return Ok(*finished),
+                    Some(Event::NeedCode) => {
+                        send_code = true;
+                        break;
                     }
-                    FromWorker::Finished(finished) => return Ok(*finished),
-                    other => return Err(PoolError::Died(format!("unexpected {other:?}"))),
+                    Some(Event::Returned) => {
+                        mode = Mode::Alone;
+                        break;
+                    }
+                    Some(Event::TimedOut) => {
+                        tracing::warn!(
+                            key = invocation.key,
+                            "an invocation outran its deadline: its worker was killed"
+                        );
+                        return Ok(Finished {
+                            outcome: Outcome::Timeout,
+                            logs: Vec::new(),
+                            logs_dropped: 0,
+                            memory_bytes: 0,
+                            cold: false,
+                            micros: u64::try_from(started.elapsed().as_micros())
+                                .unwrap_or(u64::MAX),
+                        });
+                    }
+                    Some(Event::Died(message)) => return Err(PoolError::Died(message)),
+                    Some(Event::Compiled(_)) => {
+                        return Err(PoolError::Died("an unexpected answer".into()));
+                    }
+                    None => return Err(PoolError::Died("the worker went away".into())),
                 }
-            }
-        };
-        match tokio::time::timeout(hard_deadline, exchange).await {
-            Ok(Ok(finished)) => {
-                worker.loaded.insert(key);
-                self.put_back(worker);
-                Ok(finished)
-            }
-            Ok(Err(e)) => {
-                worker.kill();
-                Err(e)
-            }
-            Err(_) => {
-                tracing::warn!(
-                    key,
-                    "an invocation outran its deadline: its worker was killed"
-                );
-                worker.kill();
-                Ok(Finished {
-                    outcome: Outcome::Timeout,
-                    logs: Vec::new(),
-                    logs_dropped: 0,
-                    memory_bytes: 0,
-                    cold: false,
-                    micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                })
             }
         }
     }
 
     /// Workers running now and waiting for work.
     pub fn idle_workers(&self) -> usize {
-        self.lock_idle().len()
+        self.lock().workers.iter().filter(|s| s.load() == 0).count()
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<(Worker, Instant)>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// An idle worker (one with `key` loaded if any), or a new one.
-    async fn take(&self, key: Option<&str>) -> Result<Worker, PoolError> {
-        let found = {
-            let mut idle = self.lock_idle();
-            let timeout = self.options.idle_timeout;
-            // Workers idle too long exit (their drop kills them).
-            idle.retain(|(_, since)| since.elapsed() < timeout);
-            let position = key
-                .and_then(|key| idle.iter().position(|(w, _)| w.loaded.contains(key)))
-                .or_else(|| idle.len().checked_sub(1));
-            position.map(|i| idle.swap_remove(i).0)
+    fn job(
+        &self,
+        app: String,
+        key: String,
+        timeout: Duration,
+    ) -> (Job, mpsc::UnboundedReceiver<Event>) {
+        let (events, receiver) = mpsc::unbounded_channel();
+        let job = Job {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            app,
+            key,
+            timeout,
+            started: None,
+            events,
         };
-        match found {
-            Some(worker) => Ok(worker),
-            None => self.spawn().await,
+        (job, receiver)
+    }
+
+    /// Gives `job` a worker, waiting for one if need be; also says whether that worker has the
+    /// job's code already.
+    async fn assign(
+        self: &Arc<Self>,
+        job: Job,
+        mode: Mode,
+    ) -> Result<(Reservation, bool), PoolError> {
+        let mut job = Some(job);
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            let spawn = {
+                let mut state = self.lock();
+                let Some(pending) = job.as_ref() else {
+                    return Err(PoolError::Closed);
+                };
+                match self.choose(&state, pending, mode) {
+                    Choice::Worker(at) => {
+                        let slot = &mut state.workers[at];
+                        let job = job.take().ok_or(PoolError::Closed)?;
+                        let loaded = !slot.loaded.insert(job.key.clone());
+                        let reservation = Reservation {
+                            pool: Arc::clone(self),
+                            worker: Arc::clone(&slot.worker),
+                            id: job.id,
+                            sent: false,
+                        };
+                        slot.reserved.push(job);
+                        return Ok((reservation, loaded));
+                    }
+                    Choice::Spawn => {
+                        state.starting.push(pending.app.clone());
+                        true
+                    }
+                    Choice::Wait => false,
+                }
+            };
+            if !spawn {
+                room.await;
+                continue;
+            }
+            let starting = Starting(
+                self,
+                job.as_ref().map(|j| j.app.clone()).unwrap_or_default(),
+            );
+            let spawned = self.spawn().await;
+            drop(starting);
+            let (worker, child, stdout, buffer) = spawned?;
+            let job = job.take().ok_or(PoolError::Closed)?;
+            let reservation = Reservation {
+                pool: Arc::clone(self),
+                worker: Arc::clone(&worker),
+                id: job.id,
+                sent: false,
+            };
+            self.lock().workers.push(Slot {
+                worker: Arc::clone(&worker),
+                loaded: HashSet::from([job.key.clone()]),
+                jobs: VecDeque::new(),
+                reserved: vec![job],
+                idle_since: Instant::now(),
+            });
+            tokio::spawn(Arc::clone(self).supervise(worker, child, stdout, buffer));
+            return Ok((reservation, false));
         }
     }
 
-    fn put_back(&self, worker: Worker) {
-        self.lock_idle().push((worker, Instant::now()));
+    fn choose(&self, state: &State, job: &Job, mode: Mode) -> Choice {
+        let workers = &state.workers;
+        let cap = self.options.max_workers.saturating_sub(1).max(1);
+        let occupied = workers.iter().filter(|s| s.serves(&job.app)).count()
+            + state.starting.iter().filter(|app| **app == job.app).count();
+        let open = |s: &Slot| s.load() < DEPTH && s.only_serves(&job.app);
+        // A short invocation goes behind others of its code on a warm worker before it wakes
+        // another: on few cores, one busy worker outruns several that take turns sleeping.
+        let short = state
+            .typical_micros
+            .get(&job.key)
+            .is_some_and(|&micros| micros < SHORT_MICROS);
+        if mode == Mode::MayQueue && short {
+            let warm = workers
+                .iter()
+                .position(|s| open(s) && s.loaded.contains(&job.key));
+            if let Some(at) = warm {
+                return Choice::Worker(at);
+            }
+        }
+        if job.app.is_empty() || occupied < cap {
+            let warm = workers
+                .iter()
+                .position(|s| s.load() == 0 && s.loaded.contains(&job.key));
+            if let Some(at) = warm.or_else(|| workers.iter().position(|s| s.load() == 0)) {
+                return Choice::Worker(at);
+            }
+            if workers.len() + state.starting.len() < self.options.max_workers.max(1) {
+                return Choice::Spawn;
+            }
+        }
+        if mode == Mode::MayQueue {
+            let warm = workers
+                .iter()
+                .position(|s| open(s) && s.loaded.contains(&job.key));
+            if let Some(at) = warm.or_else(|| workers.iter().position(open)) {
+                return Choice::Worker(at);
+            }
+        }
+        Choice::Wait
     }
 
-    async fn spawn(&self) -> Result<Worker, PoolError> {
+    /// Sends a reserved job's frame; `false` if its worker went away first (assign another).
+    async fn send(&self, mut reservation: Reservation, frame: Vec<u8>) -> bool {
+        let stdin = Arc::clone(&reservation.worker.stdin).lock_owned().await;
+        let wake = {
+            let mut state = self.lock();
+            let Some(slot) = state
+                .workers
+                .iter_mut()
+                .find(|s| Arc::ptr_eq(&s.worker, &reservation.worker))
+            else {
+                return false;
+            };
+            let Some(at) = slot.reserved.iter().position(|j| j.id == reservation.id) else {
+                return false;
+            };
+            let mut job = slot.reserved.swap_remove(at);
+            let first = slot.jobs.is_empty();
+            if first {
+                job.started = Some(Instant::now());
+            }
+            slot.jobs.push_back(job);
+            first
+        };
+        reservation.sent = true;
+        if wake {
+            reservation.worker.wake.notify_one();
+        }
+        write_locked(stdin, frame).await;
+        true
+    }
+
+    async fn spawn(&self) -> Result<(Arc<Worker>, Child, ChildStdout, Vec<u8>), PoolError> {
         let mut child = Command::new(&self.options.program)
             .args(&self.options.args)
             .env_clear()
@@ -237,56 +430,328 @@ impl Pool {
             .kill_on_drop(true)
             .spawn()
             .map_err(PoolError::Spawn)?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let (Some(stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(PoolError::Died("no pipes".into()));
         };
-        let mut worker = Worker {
-            child,
-            stdin,
-            stdout: BufReader::new(stdout),
-            loaded: HashSet::new(),
+        let mut buffer = Vec::with_capacity(64 * 1024);
+        let ready = loop {
+            if let Some(frame) = decode::<FromWorker>(&mut buffer).map_err(died)? {
+                break frame;
+            }
+            if stdout.read_buf(&mut buffer).await.map_err(died)? == 0 {
+                return Err(PoolError::Died(
+                    "the worker stopped before it was ready".into(),
+                ));
+            }
         };
-        match worker.receive().await? {
-            FromWorker::Ready => Ok(worker),
+        match ready {
+            FromWorker::Ready => Ok((
+                Arc::new(Worker {
+                    stdin: Arc::new(tokio::sync::Mutex::new(stdin)),
+                    wake: Notify::new(),
+                }),
+                child,
+                stdout,
+                buffer,
+            )),
             other => Err(PoolError::Died(format!("unexpected {other:?}"))),
         }
     }
+
+    /// Reads everything a worker says and passes it on, watches the running job's deadline,
+    /// and lets the worker go when idle; tells its jobs when it is gone.
+    async fn supervise(
+        self: Arc<Self>,
+        worker: Arc<Worker>,
+        mut child: Child,
+        mut stdout: ChildStdout,
+        mut buffer: Vec<u8>,
+    ) {
+        let grace = self.options.grace;
+        let idle_timeout = self.options.idle_timeout;
+        let end = loop {
+            let check = self.next_check(&worker, grace, idle_timeout);
+            let sleep = async {
+                match check {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                read = stdout.read_buf(&mut buffer) => {
+                    match read {
+                        Ok(0) => break End::Died("the worker stopped".into()),
+                        Ok(_) => {}
+                        Err(e) => break End::Died(e.to_string()),
+                    }
+                    if let Err(message) = self.route_all(&worker, &mut buffer) {
+                        break End::Died(message);
+                    }
+                }
+                () = worker.wake.notified() => {}
+                () = sleep => match self.overdue(&worker, grace, idle_timeout) {
+                    Overdue::Running => break End::TimedOut,
+                    Overdue::Idle => break End::Idle,
+                    Overdue::No => {}
+                },
+            }
+        };
+        let _ = child.start_kill();
+        self.bury(&worker, &end);
+        let _ = child.wait().await;
+    }
+
+    /// When the supervisor must look again: the running job's deadline, or when the worker has
+    /// been idle long enough to go.
+    fn next_check(&self, worker: &Arc<Worker>, grace: Duration, idle: Duration) -> Option<Instant> {
+        let state = self.lock();
+        let slot = state
+            .workers
+            .iter()
+            .find(|s| Arc::ptr_eq(&s.worker, worker))?;
+        match slot.jobs.front() {
+            Some(job) => job.started.map(|at| at + job.timeout + grace),
+            None if slot.reserved.is_empty() => Some(slot.idle_since + idle),
+            None => None,
+        }
+    }
+
+    fn overdue(&self, worker: &Arc<Worker>, grace: Duration, idle: Duration) -> Overdue {
+        let mut state = self.lock();
+        let Some(at) = state
+            .workers
+            .iter()
+            .position(|s| Arc::ptr_eq(&s.worker, worker))
+        else {
+            return Overdue::Idle;
+        };
+        let slot = &state.workers[at];
+        let now = Instant::now();
+        match slot.jobs.front() {
+            Some(job) if job.started.is_some_and(|s| now >= s + job.timeout + grace) => {
+                Overdue::Running
+            }
+            None if slot.reserved.is_empty() && now >= slot.idle_since + idle => {
+                // Gone from the pool before anyone can choose it.
+                state.workers.swap_remove(at);
+                Overdue::Idle
+            }
+            _ => Overdue::No,
+        }
+    }
+
+    /// Passes on every whole frame in `buffer`.
+    fn route_all(&self, worker: &Arc<Worker>, buffer: &mut Vec<u8>) -> Result<(), String> {
+        while let Some(frame) = decode::<FromWorker>(buffer).map_err(|e| e.to_string())? {
+            self.route(worker, frame)?;
+        }
+        Ok(())
+    }
+
+    fn route(&self, worker: &Arc<Worker>, frame: FromWorker) -> Result<(), String> {
+        let (id, event) = match frame {
+            FromWorker::HostCall {
+                id,
+                call,
+                method,
+                args,
+            } => (Some(id), Event::HostCall { call, method, args }),
+            FromWorker::Finished { id, finished } => (Some(id), Event::Finished(finished)),
+            FromWorker::NeedCode { id } => (Some(id), Event::NeedCode),
+            FromWorker::Returned { id } => (Some(id), Event::Returned),
+            FromWorker::Compiled { outcome } => (None, Event::Compiled(outcome)),
+            FromWorker::Ready => return Err("said it was ready twice".into()),
+        };
+        let mut state = self.lock();
+        let slot = state
+            .workers
+            .iter_mut()
+            .find(|s| Arc::ptr_eq(&s.worker, worker))
+            .ok_or("no longer in the pool")?;
+        let at = match id {
+            Some(id) => slot.jobs.iter().position(|j| j.id == id),
+            None => (!slot.jobs.is_empty()).then_some(0),
+        }
+        .ok_or("spoke of an invocation it does not have")?;
+        if let Event::HostCall { call, .. } = &event {
+            let call = *call;
+            if slot.jobs[at].events.send(event).is_err() {
+                // Its caller went away: answer for it, so the worker does not wait.
+                let outcome = HostOutcome::Error {
+                    code: "cancelled".into(),
+                    message: "the caller went away".into(),
+                };
+                if let Ok(reply) = encode(&ToWorker::HostReply { call, outcome }) {
+                    let worker = Arc::clone(&slot.worker);
+                    tokio::spawn(async move { write(&worker, reply).await });
+                }
+            }
+            return Ok(());
+        }
+        // Any other frame ends the job.
+        let Some(job) = slot.jobs.remove(at) else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        match slot.jobs.front_mut() {
+            Some(next) if at == 0 => next.started = Some(now),
+            Some(_) => {}
+            None => slot.idle_since = now,
+        }
+        if let Event::Finished(finished) = &event {
+            let micros = u32::try_from(finished.micros).unwrap_or(u32::MAX);
+            if state.typical_micros.len() >= MAX_TYPICAL {
+                state.typical_micros.clear();
+            }
+            let typical = state
+                .typical_micros
+                .entry(job.key.clone())
+                .or_insert(micros);
+            *typical = (*typical / 4) * 3 + micros / 4;
+        }
+        drop(state);
+        let _ = job.events.send(event);
+        self.room.notify_waiters();
+        Ok(())
+    }
+
+    /// Takes a worker out of the pool and tells its jobs: the running one timed out or died,
+    /// the ones behind it never started and run elsewhere.
+    fn bury(&self, worker: &Arc<Worker>, end: &End) {
+        let slot = {
+            let mut state = self.lock();
+            let at = state
+                .workers
+                .iter()
+                .position(|s| Arc::ptr_eq(&s.worker, worker));
+            at.map(|at| state.workers.swap_remove(at))
+        };
+        if let Some(slot) = slot {
+            for (i, job) in slot.jobs.into_iter().enumerate() {
+                let event = match end {
+                    _ if i > 0 => Event::Returned,
+                    End::TimedOut => Event::TimedOut,
+                    End::Died(message) => Event::Died(message.clone()),
+                    End::Idle => Event::Returned,
+                };
+                let _ = job.events.send(event);
+            }
+        }
+        self.room.notify_waiters();
+    }
 }
 
-impl Worker {
-    async fn send(&mut self, message: &ToWorker) -> Result<(), PoolError> {
-        let body = serde_json::to_vec(message).map_err(|e| PoolError::Died(e.to_string()))?;
-        let length = u32::try_from(body.len()).map_err(|e| PoolError::Died(e.to_string()))?;
-        // One write, one system call.
-        let mut frame = Vec::with_capacity(4 + body.len());
-        frame.extend_from_slice(&length.to_le_bytes());
-        frame.extend_from_slice(&body);
-        let write = async {
-            self.stdin.write_all(&frame).await?;
-            self.stdin.flush().await
-        };
-        write.await.map_err(|e| PoolError::Died(e.to_string()))
+enum Choice {
+    Worker(usize),
+    Spawn,
+    Wait,
+}
+
+enum Overdue {
+    Running,
+    Idle,
+    No,
+}
+
+enum End {
+    TimedOut,
+    Died(String),
+    Idle,
+}
+
+impl Slot {
+    fn load(&self) -> usize {
+        self.jobs.len() + self.reserved.len()
     }
 
-    async fn receive(&mut self) -> Result<FromWorker, PoolError> {
-        let died = |e: std::io::Error| PoolError::Died(e.to_string());
-        let mut length = [0u8; 4];
-        self.stdout.read_exact(&mut length).await.map_err(died)?;
-        let length = u32::from_le_bytes(length) as usize;
-        if length > MAX_FRAME {
-            return Err(PoolError::Died(format!("a frame of {length} bytes")));
+    fn serves(&self, app: &str) -> bool {
+        self.jobs.iter().chain(&self.reserved).any(|j| j.app == app)
+    }
+
+    /// Has work, all of it `app`'s, none of it a compile.
+    fn only_serves(&self, app: &str) -> bool {
+        self.load() > 0 && self.jobs.iter().chain(&self.reserved).all(|j| j.app == app)
+    }
+}
+
+/// A job given to a worker and not sent yet; dropped unsent (its caller went away), it gives
+/// the room back.
+struct Reservation {
+    pool: Arc<Pool>,
+    worker: Arc<Worker>,
+    id: u64,
+    sent: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.sent {
+            return;
         }
-        let mut body = vec![0u8; length];
-        self.stdout.read_exact(&mut body).await.map_err(died)?;
-        serde_json::from_slice(&body).map_err(|e| PoolError::Died(e.to_string()))
+        {
+            let mut state = self.pool.lock();
+            if let Some(slot) = state
+                .workers
+                .iter_mut()
+                .find(|s| Arc::ptr_eq(&s.worker, &self.worker))
+            {
+                slot.reserved.retain(|j| j.id != self.id);
+            }
+        }
+        self.pool.room.notify_waiters();
     }
+}
 
-    fn kill(mut self) {
-        let _ = self.child.start_kill();
-        // Reap it off the request path.
-        tokio::spawn(async move {
-            let _ = self.child.wait().await;
+/// A worker being started for an app; counted against the maximum until dropped.
+struct Starting<'a>(&'a Pool, String);
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        if let Some(at) = state.starting.iter().position(|app| *app == self.1) {
+            state.starting.swap_remove(at);
+        }
+        drop(state);
+        self.0.room.notify_waiters();
+    }
+}
+
+/// Writes what the pipe takes without waiting; `None` if it failed.
+fn write_now(stdin: &mut ChildStdin, frame: &[u8]) -> Option<usize> {
+    let mut written = 0;
+    let mut context = Context::from_waker(Waker::noop());
+    while written < frame.len() {
+        match Pin::new(&mut *stdin).poll_write(&mut context, &frame[written..]) {
+            Poll::Ready(Ok(n)) if n > 0 => written += n,
+            Poll::Ready(_) => return None,
+            Poll::Pending => break,
+        }
+    }
+    Some(written)
+}
+
+fn died(e: std::io::Error) -> PoolError {
+    PoolError::Died(e.to_string())
+}
+
+async fn write(worker: &Worker, frame: Vec<u8>) {
+    let stdin = Arc::clone(&worker.stdin).lock_owned().await;
+    write_locked(stdin, frame).await;
+}
+
+/// Writes a whole frame, even if the task that asked goes away halfway: what the pipe takes at
+/// once is written here, the rest by a task of its own. A frame cut short would garble every
+/// frame after it. A failed write is left to the supervisor, which sees the worker gone.
+async fn write_locked(mut stdin: tokio::sync::OwnedMutexGuard<ChildStdin>, frame: Vec<u8>) {
+    let Some(written) = write_now(&mut stdin, &frame) else {
+        return;
+    };
+    if written < frame.len() {
+        let rest = tokio::spawn(async move {
+            let _ = stdin.write_all(&frame[written..]).await;
         });
+        let _ = rest.await;
     }
 }
 
@@ -324,6 +789,7 @@ mod tests {
 
     fn invocation() -> Invocation {
         Invocation {
+            id: 0,
             key: "app/f/1".into(),
             bundle: None,
             event: serde_json::Value::Null,
@@ -360,5 +826,38 @@ mod tests {
         assert_eq!(pool.idle_workers(), 0);
         let again = pool.invoke(invocation(), &bundle, &NoHost).await.unwrap();
         assert_eq!(again.outcome, Outcome::Timeout);
+    }
+
+    #[tokio::test]
+    async fn a_call_queued_behind_a_killed_one_runs_again_elsewhere_with_its_own_deadline() {
+        // One worker at most: the second call can only queue behind the first.
+        let pool = stuck_pool();
+        let bundle = || {
+            Ok(Bundle {
+                engine: String::new(),
+                entry: "index.js".into(),
+                modules: BTreeMap::new(),
+            })
+        };
+        let started = Instant::now();
+        let first = pool.invoke(invocation(), &bundle, &NoHost);
+        let second = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let finished = pool.invoke(invocation(), &bundle, &NoHost).await;
+            (finished, started.elapsed())
+        };
+        let queued = async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            pool.lock().workers.iter().map(Slot::load).collect::<Vec<_>>()
+        };
+        let (first, (second, second_done), queued) = tokio::join!(first, second, queued);
+        // Both on the one worker, the second behind the first.
+        assert_eq!(queued, [2]);
+        assert_eq!(first.unwrap().outcome, Outcome::Timeout);
+        // Not lost with the first worker, nor cut short by its deadline: it started over on a
+        // fresh worker (deadline 200 ms, grace 100 ms, after the first's 300 ms).
+        assert_eq!(second.unwrap().outcome, Outcome::Timeout);
+        assert!(second_done >= Duration::from_millis(600), "{second_done:?}");
+        assert_eq!(pool.idle_workers(), 0);
     }
 }

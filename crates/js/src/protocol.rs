@@ -2,6 +2,11 @@
 //!
 //! Each message is one frame: a little-endian `u32` length, then that many bytes of JSON. The
 //! server writes to the worker's stdin and reads its stdout; nothing else crosses.
+//!
+//! A worker runs its invocations one at a time, in the order they arrive, but the server may send
+//! one while another runs (so the worker never waits for it): frames about an invocation carry
+//! its `id`. A worker whose running invocation waits on a host call gives back the ones queued
+//! behind it (`Returned`), which the server runs elsewhere.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -50,6 +55,8 @@ pub enum ToWorker {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Invocation {
+    /// Names this invocation in the frames about it; unique per server.
+    pub id: u64,
     /// Names the compiled code: warm runtimes are kept per key (app, function, version).
     pub key: String,
     /// Sent when the worker may not have the code yet.
@@ -79,15 +86,30 @@ pub enum FromWorker {
     },
     /// The running invocation asks the server for something (`ctx.db`, `fetch`, …).
     HostCall {
+        id: u64,
         call: u64,
         method: String,
         args: serde_json::Value,
     },
-    Finished(Box<Finished>),
+    Finished {
+        id: u64,
+        finished: Box<Finished>,
+    },
     /// The worker does not have the invocation's code: send it again with the bundle.
     NeedCode {
-        key: String,
+        id: u64,
     },
+    /// Not run: it was queued behind an invocation that waits on a host call.
+    Returned {
+        id: u64,
+    },
+}
+
+/// Borrows what [`ToWorker::Invoke`] owns, to send an invocation without copying it.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvokeRef<'a> {
+    Invoke(&'a Invocation),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, thiserror::Error)]
@@ -140,11 +162,34 @@ pub struct LogLine {
 
 /// Writes one frame.
 pub fn write_frame(out: &mut impl Write, message: &impl Serialize) -> io::Result<()> {
-    let body = serde_json::to_vec(message).map_err(io::Error::other)?;
-    let length = u32::try_from(body.len()).map_err(io::Error::other)?;
-    out.write_all(&length.to_le_bytes())?;
-    out.write_all(&body)?;
+    out.write_all(&encode(message)?)?;
     out.flush()
+}
+
+/// One frame, length first, ready to write in one call.
+pub fn encode(message: &impl Serialize) -> io::Result<Vec<u8>> {
+    let mut frame = vec![0u8; 4];
+    serde_json::to_writer(&mut frame, message).map_err(io::Error::other)?;
+    let length = u32::try_from(frame.len() - 4).map_err(io::Error::other)?;
+    frame[..4].copy_from_slice(&length.to_le_bytes());
+    Ok(frame)
+}
+
+/// Takes the first whole frame off the front of `buffer`, if it holds one.
+pub fn decode<T: for<'de> Deserialize<'de>>(buffer: &mut Vec<u8>) -> io::Result<Option<T>> {
+    let Some(length) = buffer.get(..4) else {
+        return Ok(None);
+    };
+    let length = u32::from_le_bytes([length[0], length[1], length[2], length[3]]) as usize;
+    if length > MAX_FRAME {
+        return Err(io::Error::other(format!("a frame of {length} bytes")));
+    }
+    if buffer.len() < 4 + length {
+        return Ok(None);
+    }
+    let message = serde_json::from_slice(&buffer[4..4 + length]).map_err(io::Error::other);
+    buffer.drain(..4 + length);
+    message.map(Some)
 }
 
 /// Reads one frame; `None` at a clean end of input.

@@ -5,19 +5,26 @@
 //!
 //! One thread does everything: it waits for input with `poll`, so that it can also sweep idle
 //! runtimes and stop at an invocation's deadline, with no reader thread to hand frames over.
+//!
+//! The server may queue an invocation behind the running one, so that the worker goes on to it
+//! without a round trip. If the running one waits on a host call for longer than
+//! [`GIVE_BACK_AFTER`], the queued ones are given back to run elsewhere.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use crate::engine::{self, Engine, HostIo};
-use crate::protocol::{FromWorker, HostOutcome, ToWorker, read_frame, write_frame};
+use crate::protocol::{Bundle, FromWorker, HostOutcome, ToWorker, read_frame, write_frame};
 
 /// Warm runtimes kept per worker.
 const MAX_WARM: usize = 32;
 /// Compiled versions kept per worker (cheap: bytecode).
 const MAX_BUNDLES: usize = 256;
+/// How long a host call may keep the invocations queued behind it waiting.
+pub const GIVE_BACK_AFTER: Duration = Duration::from_millis(1);
 
 /// Runs the worker until its stdin closes. Runtimes and bytecode unused for `idle` are dropped:
 /// an idle function costs nothing.
@@ -33,28 +40,45 @@ pub fn run(idle: Duration) -> io::Result<()> {
     write_frame(&mut out, &FromWorker::Ready)?;
     let mut engine = Engine::new(MAX_WARM, MAX_BUNDLES);
     let sweep = (idle / 2).max(Duration::from_millis(100));
+    // Frames that arrived while an invocation waited on a host call, in order.
+    let mut held = VecDeque::new();
     loop {
-        match input.next(Instant::now() + sweep)? {
+        let next = match held.pop_front() {
+            Some(frame) => Next::Frame(frame),
+            None => input.next(Instant::now() + sweep)?,
+        };
+        match next {
             Next::Frame(ToWorker::Compile { files, entry }) => {
                 let outcome = engine::compile(&files, &entry);
                 write_frame(&mut out, &FromWorker::Compiled { outcome })?;
             }
             Next::Frame(ToWorker::Invoke(invocation)) => {
-                let key = invocation.key.clone();
+                let id = invocation.id;
                 let mut io = Pipes {
                     out: &mut out,
                     input: &mut input,
+                    held: &mut held,
+                    running: id,
+                    returned: Vec::new(),
                     failed: None,
                 };
                 let finished = engine.invoke(*invocation, &mut io);
+                // The code of invocations given back is kept all the same: they come again.
+                for (key, bundle) in std::mem::take(&mut io.returned) {
+                    engine.keep_bundle(&key, bundle);
+                }
                 if let Some(e) = io.failed {
                     return Err(e);
                 }
                 match finished {
-                    Some(finished) => {
-                        write_frame(&mut out, &FromWorker::Finished(Box::new(finished)))?
-                    }
-                    None => write_frame(&mut out, &FromWorker::NeedCode { key })?,
+                    Some(finished) => write_frame(
+                        &mut out,
+                        &FromWorker::Finished {
+                            id,
+                            finished: Box::new(finished),
+                        },
+                    )?,
+                    None => write_frame(&mut out, &FromWorker::NeedCode { id })?,
                 }
             }
             // The reply to a call of an invocation that has ended already.
@@ -116,28 +140,59 @@ fn readable(file: &File, until: Instant) -> io::Result<bool> {
 struct Pipes<'a, W: Write> {
     out: &'a mut W,
     input: &'a mut Input,
+    held: &'a mut VecDeque<ToWorker>,
+    /// The running invocation.
+    running: u64,
+    /// The code that came with invocations given back.
+    returned: Vec<(String, Bundle)>,
     failed: Option<io::Error>,
 }
 
-impl<W: Write> HostIo for Pipes<'_, W> {
-    fn call(&mut self, call: u64, method: &str, args: serde_json::Value) {
-        let frame = FromWorker::HostCall {
-            call,
-            method: method.to_owned(),
-            args,
-        };
-        if let Err(e) = write_frame(self.out, &frame) {
+impl<W: Write> Pipes<'_, W> {
+    fn send(&mut self, frame: &FromWorker) {
+        if let Err(e) = write_frame(self.out, frame) {
             self.failed.get_or_insert(e);
         }
     }
 
-    fn reply(&mut self, until: Instant) -> Option<(u64, HostOutcome)> {
+    /// Gives back the invocations held, for the server to run elsewhere.
+    fn give_back(&mut self) {
+        let mut kept = VecDeque::new();
+        while let Some(frame) = self.held.pop_front() {
+            match frame {
+                ToWorker::Invoke(invocation) => {
+                    let invocation = *invocation;
+                    self.send(&FromWorker::Returned { id: invocation.id });
+                    if let Some(bundle) = invocation.bundle {
+                        self.returned.push((invocation.key, bundle));
+                    }
+                }
+                other => kept.push_back(other),
+            }
+        }
+        *self.held = kept;
+    }
+
+    /// Waits for a host reply until `until`, holding the frames that come meanwhile; past
+    /// [`GIVE_BACK_AFTER`], the invocations held are given back.
+    fn wait(&mut self, until: Instant) -> Option<(u64, HostOutcome)> {
+        let give_back_at = Instant::now() + GIVE_BACK_AFTER;
         loop {
-            match self.input.next(until) {
+            let late = Instant::now() >= give_back_at;
+            if late && !self.held.is_empty() {
+                self.give_back();
+            }
+            let wait = if late || self.held.is_empty() {
+                until
+            } else {
+                until.min(give_back_at)
+            };
+            match self.input.next(wait) {
                 Ok(Next::Frame(ToWorker::HostReply { call, outcome })) => {
                     return Some((call, outcome));
                 }
-                Ok(Next::Frame(_)) => continue,
+                Ok(Next::Frame(frame)) => self.held.push_back(frame),
+                Ok(Next::Timeout) if Instant::now() < until => {}
                 Ok(Next::Timeout) => return None,
                 Ok(Next::Closed) => {
                     self.failed
@@ -150,6 +205,27 @@ impl<W: Write> HostIo for Pipes<'_, W> {
                 }
             }
         }
+    }
+}
+
+impl<W: Write> HostIo for Pipes<'_, W> {
+    fn call(&mut self, call: u64, method: &str, args: serde_json::Value) {
+        let frame = FromWorker::HostCall {
+            id: self.running,
+            call,
+            method: method.to_owned(),
+            args,
+        };
+        self.send(&frame);
+    }
+
+    fn reply(&mut self, until: Instant) -> Option<(u64, HostOutcome)> {
+        self.wait(until)
+    }
+
+    fn pause(&mut self, until: Instant) {
+        // With no host call outstanding, a reply is one an earlier invocation left unawaited.
+        while self.wait(until).is_some() {}
     }
 }
 

@@ -502,6 +502,8 @@ impl Engine for WorkerEngine {
 
     async fn run(&self, run: Run, host: Arc<dyn HostCalls>) -> Result<Ran, EngineError> {
         let invocation = Invocation {
+            // The pool numbers it.
+            id: 0,
             key: run.key,
             bundle: None,
             event: run.event,

@@ -410,8 +410,9 @@ fn start_functions(
         default_memory_mb: config.default_memory_mb,
         max_memory_mb: config.max_memory_mb,
         max_concurrent_per_app: config.max_concurrent_per_app,
-        // One worker always stays free for the other apps.
-        max_running_per_app: config.workers.saturating_sub(1).max(1),
+        // The pool keeps one worker free for the other apps; an app's invocations may queue one
+        // deep behind each other on the rest.
+        max_running_per_app: config.workers.saturating_sub(1).max(1) * cloudlet_js::pool::DEPTH,
         ..FunctionLimits::default()
     };
     Ok(Functions::new(
