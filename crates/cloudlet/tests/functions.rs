@@ -1226,3 +1226,44 @@ async fn an_app_filling_its_workers_never_holds_up_another_apps_calls() {
         assert_eq!(body["error"]["code"], "function_timeout", "{status} {body}");
     }
 }
+
+#[tokio::test]
+async fn an_event_that_is_not_a_json_object_is_refused_with_its_code() {
+    let t = server(false).await;
+    scene(&t, "events").await;
+    deploy(
+        &t,
+        "events",
+        "echo",
+        json!({
+            "source": "export default async (e) => e",
+            "public": true
+        }),
+    )
+    .await;
+    let path = "/v1/apps/events/functions/echo";
+    let send = |body: &'static str, content_type: &'static str| {
+        t.request(Method::POST, path)
+            .header("content-type", content_type)
+            .body(body)
+    };
+    send("{\"n\": ", "application/json")
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_json")
+        .await;
+    for body in ["[1, 2]", "\"text\"", "7", "null"] {
+        send(body, "application/json")
+            .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
+            .await;
+    }
+    send("{\"n\": 1}", "text/plain")
+        .expect_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+        .await;
+    // The event reaches the function as sent, and its answer comes back as it returned it.
+    let answer = send(
+        " \n {\"n\": 1, \"s\": \"é\\u0000\", \"deep\": [{}]} ",
+        "application/json",
+    )
+    .expect(StatusCode::OK)
+    .await;
+    assert_eq!(answer, json!({ "n": 1, "s": "é\u{0}", "deep": [{}] }));
+}

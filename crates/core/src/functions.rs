@@ -17,6 +17,7 @@ use cloudlet_store::{
     SystemStore,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json, json};
 use sha2::Digest;
 use tokio::sync::{Semaphore, mpsc};
@@ -42,8 +43,9 @@ pub struct Run {
     pub key: String,
     /// The compiled code, as the engine produced it.
     pub bundle: Arc<str>,
-    pub event: Json,
-    pub context: Json,
+    /// JSON handed through as it came, never taken apart on the way.
+    pub event: Box<RawValue>,
+    pub context: Box<RawValue>,
     pub limits: RunLimits,
     pub seed: [u8; 32],
 }
@@ -57,20 +59,42 @@ pub struct RunLimits {
     pub max_log_lines: usize,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunOutcome {
-    /// The result as JSON text.
-    Ok(String),
-    Error {
-        message: String,
-        stack: String,
+/// What a function's `ctx` is made from (besides its methods), written straight to JSON.
+#[derive(Serialize)]
+struct Context<'a> {
+    app: &'a str,
+    function: &'a str,
+    version: i64,
+    request_id: &'a str,
+    trigger: &'a str,
+    auth: Option<AuthContext<'a>>,
+    env: &'a Map<String, Json>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum AuthContext<'a> {
+    User {
+        id: &'a str,
+        provider: &'a str,
+        openid: Option<&'a str>,
+        unionid: Option<&'a str>,
     },
+    Admin {
+        admin: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum RunOutcome {
+    Ok(Box<RawValue>),
+    Error { message: String, stack: String },
     Timeout,
     MemoryLimit,
     ResultTooLarge(usize),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Ran {
     pub outcome: RunOutcome,
     pub logs: Vec<(String, String)>,
@@ -804,13 +828,14 @@ impl Functions {
             .collect())
     }
 
-    /// Runs the active version of `name` for `actor` and answers its result.
+    /// Runs the active version of `name` for `actor` and answers its result. The event and
+    /// the result pass through as JSON text, never taken apart.
     pub async fn invoke(
         &self,
         call: Invoke<'_>,
-        event: Json,
+        event: Box<RawValue>,
         host: Arc<dyn HostCalls>,
-    ) -> Result<Json, FunctionError> {
+    ) -> Result<Box<RawValue>, FunctionError> {
         let Invoke {
             app,
             name,
@@ -841,19 +866,25 @@ impl Functions {
                 provider,
                 openid,
                 unionid,
-            } => json!({ "id": id, "provider": provider, "openid": openid, "unionid": unionid }),
-            Actor::Admin => json!({ "admin": true }),
-            Actor::Anonymous => Json::Null,
+            } => Some(AuthContext::User {
+                id,
+                provider,
+                openid: openid.as_deref(),
+                unionid: unionid.as_deref(),
+            }),
+            Actor::Admin => Some(AuthContext::Admin { admin: true }),
+            Actor::Anonymous => None,
         };
-        let context = json!({
-            "app": app,
-            "function": name,
-            "version": active.version,
-            "request_id": request_id,
-            "trigger": trigger.as_str(),
-            "auth": auth,
-            "env": *env,
-        });
+        let context = serde_json::value::to_raw_value(&Context {
+            app,
+            function: name,
+            version: active.version,
+            request_id,
+            trigger: trigger.as_str(),
+            auth,
+            env: &env,
+        })
+        .map_err(|e| FunctionError::Engine(EngineError(e.to_string())))?;
         let limits = &self.0.limits;
         let mut seed = [0u8; 32];
         self.0.random.fill(&mut seed);
@@ -875,11 +906,7 @@ impl Functions {
         let started = self.0.clock.now();
         let ran = self.0.engine.run(run, host).await?;
         let (outcome, result, error) = match ran.outcome {
-            RunOutcome::Ok(json) => (
-                "ok",
-                Ok(serde_json::from_str(&json).unwrap_or(Json::Null)),
-                Json::Null,
-            ),
+            RunOutcome::Ok(json) => ("ok", Ok(json), Json::Null),
             RunOutcome::Error { message, stack } => (
                 "error",
                 Err(FunctionError::Failed(message.clone())),

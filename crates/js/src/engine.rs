@@ -21,6 +21,7 @@ use rquickjs::{
     CatchResultExt, CaughtError, Context, Ctx, Function, Module, Object, Persistent, Promise,
     Runtime, Value, WriteOptions, promise::PromiseState,
 };
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::protocol::{
@@ -510,11 +511,7 @@ impl Instance {
                 .get("run")
                 .map_err(|e| error_outcome(&ctx, e, state))?;
             let promise: Promise = run
-                .call((
-                    handler,
-                    invocation.event.to_string(),
-                    invocation.context.to_string(),
-                ))
+                .call((handler, invocation.event.get(), invocation.context.get()))
                 .catch(&ctx)
                 .map_err(|e| caught_outcome(e, state))?;
             settle(&ctx, &driver, state, &promise, deadline, io)
@@ -528,7 +525,13 @@ impl Instance {
             Ok(json) if json.len() > invocation.limits.max_result_bytes => {
                 Outcome::ResultTooLarge { bytes: json.len() }
             }
-            Ok(json) => Outcome::Ok { json },
+            Ok(json) => match RawValue::from_string(json) {
+                Ok(json) => Outcome::Ok { json },
+                Err(e) => Outcome::Error {
+                    message: format!("the result is not JSON: {e}"),
+                    stack: String::new(),
+                },
+            },
             Err(outcome) => outcome,
         }
     }
@@ -828,6 +831,10 @@ mod tests {
         }
     }
 
+    fn raw(value: serde_json::Value) -> Box<RawValue> {
+        serde_json::value::to_raw_value(&value).unwrap()
+    }
+
     fn limits() -> Limits {
         Limits {
             memory_bytes: 16 * 1024 * 1024,
@@ -850,8 +857,8 @@ mod tests {
             id: 1,
             key: "k".into(),
             bundle: Some(bundle),
-            event,
-            context: serde_json::json!({ "auth": { "id": "u1" } }),
+            event: raw(event),
+            context: raw(serde_json::json!({ "auth": { "id": "u1" } })),
             limits: limits(),
             seed: [7; 32],
         };
@@ -861,7 +868,7 @@ mod tests {
 
     fn ok(finished: &Finished) -> serde_json::Value {
         match &finished.outcome {
-            Outcome::Ok { json } => serde_json::from_str(json).unwrap(),
+            Outcome::Ok { json } => serde_json::from_str(json.get()).unwrap(),
             other => panic!("{other:?}"),
         }
     }
@@ -998,8 +1005,8 @@ mod tests {
                 id: 1,
                 key: "k".into(),
                 bundle,
-                event,
-                context: serde_json::json!({}),
+                event: raw(event),
+                context: raw(serde_json::json!({})),
                 limits: Limits {
                     timeout_ms: 100,
                     ..limits()

@@ -792,8 +792,8 @@ mod tests {
             id: 0,
             key: "app/f/1".into(),
             bundle: None,
-            event: serde_json::Value::Null,
-            context: serde_json::Value::Null,
+            event: serde_json::value::RawValue::from_string("null".into()).unwrap(),
+            context: serde_json::value::RawValue::from_string("null".into()).unwrap(),
             limits: Limits {
                 memory_bytes: 1 << 20,
                 stack_bytes: 1 << 16,
@@ -848,7 +848,11 @@ mod tests {
         };
         let queued = async {
             tokio::time::sleep(Duration::from_millis(150)).await;
-            pool.lock().workers.iter().map(Slot::load).collect::<Vec<_>>()
+            pool.lock()
+                .workers
+                .iter()
+                .map(Slot::load)
+                .collect::<Vec<_>>()
         };
         let (first, (second, second_done), queued) = tokio::join!(first, second, queued);
         // Both on the one worker, the second behind the first.

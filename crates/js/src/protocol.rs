@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// The largest frame either side accepts (a deploy's sources, a function's result).
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
@@ -61,9 +62,10 @@ pub struct Invocation {
     pub key: String,
     /// Sent when the worker may not have the code yet.
     pub bundle: Option<Bundle>,
-    pub event: serde_json::Value,
+    /// JSON passed through as it came, never taken apart on the way.
+    pub event: Box<RawValue>,
     /// What becomes `ctx` (besides its methods): auth, env, request id, …
-    pub context: serde_json::Value,
+    pub context: Box<RawValue>,
     pub limits: Limits,
     /// Seeds `crypto.getRandomValues` for this invocation.
     pub seed: [u8; 32],
@@ -135,12 +137,12 @@ pub struct Finished {
     pub micros: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
-    /// The function's result, as JSON text (`undefined` becomes `null`).
+    /// The function's result, as JSON (`undefined` becomes `null`).
     Ok {
-        json: String,
+        json: Box<RawValue>,
     },
     /// The function threw or rejected: the message goes to the caller, the stack to the log.
     Error {
@@ -152,6 +154,28 @@ pub enum Outcome {
     ResultTooLarge {
         bytes: usize,
     },
+}
+
+impl PartialEq for Outcome {
+    fn eq(&self, other: &Self) -> bool {
+        use Outcome::*;
+        match (self, other) {
+            (Ok { json: a }, Ok { json: b }) => a.get() == b.get(),
+            (
+                Error {
+                    message: a,
+                    stack: s,
+                },
+                Error {
+                    message: b,
+                    stack: t,
+                },
+            ) => a == b && s == t,
+            (Timeout, Timeout) | (MemoryLimit, MemoryLimit) => true,
+            (ResultTooLarge { bytes: a }, ResultTooLarge { bytes: b }) => a == b,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

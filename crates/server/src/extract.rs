@@ -36,6 +36,28 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     }
 }
 
+/// A JSON object body kept as text, for what only passes it on (a function's event): checked
+/// like [`Json`], never taken apart.
+pub struct RawJson(pub Box<serde_json::value::RawValue>);
+
+impl<S: Send + Sync> FromRequest<S> for RawJson {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(raw) =
+            axum::Json::<Box<serde_json::value::RawValue>>::from_request(request, state)
+                .await
+                .map_err(json_rejection)?;
+        if !raw.get().starts_with('{') {
+            return Err(ApiError::new(
+                Code::InvalidBody,
+                "the body must be a JSON object",
+            ));
+        }
+        Ok(RawJson(raw))
+    }
+}
+
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => ApiError::new(

@@ -15,7 +15,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 use cloudlet_core::data::{Actor, ChangeEvent, Data, ListRequest, TRIGGER_DEPTH, Write};
@@ -28,10 +29,11 @@ use cloudlet_js::pool::{Pool, PoolError};
 use cloudlet_js::protocol::{Bundle, HostOutcome, Invocation, Limits, Outcome};
 use cloudlet_store::LogQuery;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, Code};
-use crate::extract::{CallerOf, Json, Path, Query};
+use crate::extract::{CallerOf, Json, Path, Query, RawJson};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -202,7 +204,7 @@ async fn invoke(
     State(state): State<AppState>,
     Path((app, name)): Path<(String, String)>,
     headers: HeaderMap,
-    Json(event): Json<Value>,
+    RawJson(event): RawJson,
 ) -> Result<Response, ApiError> {
     // No look-up of the app: a missing app has no functions, and says so.
     let actor = crate::data::actor(&state, &app, &headers).await?;
@@ -217,7 +219,12 @@ async fn invoke(
         event,
     )
     .await?;
-    Ok(axum::Json(result).into_response())
+    let json: Box<str> = result.into();
+    Ok((
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        json.into_string(),
+    )
+        .into_response())
 }
 
 /// Runs `name` of `app` for `actor`, answering its host calls on the actor's behalf.
@@ -228,8 +235,8 @@ async fn run(
     actor: Actor,
     trigger: Trigger,
     request_id: &str,
-    event: Value,
-) -> Result<Value, FunctionError> {
+    event: Box<RawValue>,
+) -> Result<Box<RawValue>, FunctionError> {
     let host = Arc::new(Host {
         data: state.data().clone(),
         app: app.to_owned(),
@@ -303,13 +310,13 @@ async fn http_route(
             Some((k.as_str().to_owned(), Value::String(value)))
         })
         .collect();
-    let event = json!({
+    let event = raw(&json!({
         "method": method.as_str(),
         "path": path,
         "query": query,
         "headers": request_headers,
         "body": String::from_utf8_lossy(&body),
-    });
+    }))?;
     let request_id = crate::request_id::current();
     let result = run(
         &state,
@@ -321,6 +328,7 @@ async fn http_route(
         event,
     )
     .await?;
+    let result = serde_json::from_str(result.get()).unwrap_or(Value::Null);
     Ok(http_response(result))
 }
 
@@ -419,16 +427,19 @@ async fn run_triggered(state: AppState, event: ChangeEvent) {
         let event = event.clone();
         tokio::spawn(TRIGGER_DEPTH.scope(event.depth + 1, async move {
             let request_id = state.new_request_id();
-            let payload = json!({
+            let payload = raw(&json!({
                 "collection": event.collection,
                 "id": event.id,
                 "operation": event.operation,
                 "old": event.old,
                 "new": event.new,
-            });
+            }));
             // The outcome is in the function log.
-            let outcome = run(&state, &event.app, &name, Actor::Admin, Trigger::Data, &request_id, payload);
-            if let Err(e) = outcome.await {
+            let outcome = match payload {
+                Ok(payload) => run(&state, &event.app, &name, Actor::Admin, Trigger::Data, &request_id, payload).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = outcome {
                 tracing::debug!(app = event.app, function = name, error = %e, "a triggered function failed");
             }
         }));
@@ -457,21 +468,33 @@ pub async fn run_schedules(state: AppState, mut shutdown: tokio::sync::watch::Re
             tokio::spawn(async move {
                 let request_id = state.new_request_id();
                 let (app, name) = (&schedule.app, &schedule.function);
-                let outcome = run(
-                    &state,
-                    app,
-                    name,
-                    Actor::Admin,
-                    Trigger::Schedule,
-                    &request_id,
-                    event,
-                );
-                if let Err(e) = outcome.await {
+                let outcome = match raw(&event) {
+                    Ok(event) => {
+                        run(
+                            &state,
+                            app,
+                            name,
+                            Actor::Admin,
+                            Trigger::Schedule,
+                            &request_id,
+                            event,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = outcome {
                     tracing::debug!(app = schedule.app, function = schedule.function, error = %e, "a scheduled run failed");
                 }
             });
         }
     }
+}
+
+/// An event as JSON text, for a function.
+fn raw(event: &Value) -> Result<Box<RawValue>, FunctionError> {
+    serde_json::value::to_raw_value(event)
+        .map_err(|e| FunctionError::Engine(cloudlet_core::functions::EngineError(e.to_string())))
 }
 
 /// Runs functions on the worker pool.
