@@ -1135,40 +1135,57 @@ async fn concurrently(
 }
 
 #[tokio::test]
-async fn calls_queued_behind_one_that_waits_are_given_back_and_run_elsewhere() {
+async fn calls_queued_behind_one_that_waits_or_computes_are_given_back_and_run_elsewhere() {
     let t = server(false).await;
     scene(&t, "queue").await;
-    deploy(&t, "queue", "nap", json!({
-        "source": "export default async (e) => { if (e.ms) await new Promise((r) => setTimeout(r, e.ms)); return e.n; }",
-        "public": true
-    }))
+    deploy(
+        &t,
+        "queue",
+        "slow",
+        json!({
+            "source": "export default async (e) => {
+            if (e.nap) await new Promise((r) => setTimeout(r, e.nap));
+            const end = Date.now() + (e.spin ?? 0);
+            while (Date.now() < end) {}
+            return e.n;
+        }",
+            "public": true
+        }),
+    )
     .await;
     // Quick calls first: the pool learns that this code runs short, so it packs the next
     // calls behind a running one on its warm worker rather than waking another.
     for n in 0..20 {
-        let answer = call(&t, "queue", "nap", None, json!({ "n": n }))
+        let answer = call(&t, "queue", "slow", None, json!({ "n": n }))
             .expect(StatusCode::OK)
             .await;
         assert_eq!(answer, n);
     }
-    let nap = tokio::spawn(call(&t, "queue", "nap", None, json!({ "n": -1, "ms": 3000 })).send());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let started = Instant::now();
-    let quick = (0..6)
-        .map(|n| call(&t, "queue", "nap", None, json!({ "n": n })))
-        .collect();
-    for (n, (status, body, elapsed)) in concurrently(quick).await.into_iter().enumerate() {
-        assert_eq!((status, body), (StatusCode::OK, json!(n)));
-        // Not held until the nap ends, 2.8 s from now.
-        assert!(
-            elapsed < Duration::from_millis(1500),
-            "call {n} took {elapsed:?}"
-        );
+    // One that waits on a timer, then one that computes: neither holds up the calls queued
+    // behind it for long.
+    for head in [
+        json!({ "n": -1, "nap": 3000 }),
+        json!({ "n": -1, "spin": 3000 }),
+    ] {
+        let slow = tokio::spawn(call(&t, "queue", "slow", None, head).send());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        let quick = (0..6)
+            .map(|n| call(&t, "queue", "slow", None, json!({ "n": n })))
+            .collect();
+        for (n, (status, body, elapsed)) in concurrently(quick).await.into_iter().enumerate() {
+            assert_eq!((status, body), (StatusCode::OK, json!(n)));
+            // Not held until the slow one ends, 2.8 s from now.
+            assert!(
+                elapsed < Duration::from_millis(1500),
+                "call {n} took {elapsed:?}"
+            );
+        }
+        assert!(started.elapsed() < Duration::from_millis(1500));
+        let slow = slow.await.unwrap().unwrap();
+        assert_eq!(slow.status(), StatusCode::OK);
+        assert_eq!(slow.json::<Value>().await.unwrap(), -1);
     }
-    assert!(started.elapsed() < Duration::from_millis(1500));
-    let nap = nap.await.unwrap().unwrap();
-    assert_eq!(nap.status(), StatusCode::OK);
-    assert_eq!(nap.json::<Value>().await.unwrap(), -1);
 }
 
 #[tokio::test]

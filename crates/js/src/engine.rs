@@ -221,12 +221,20 @@ fn compile_error(file: &str, caught: CaughtError<'_>) -> CompileError {
     }
 }
 
+/// Called now and then, from the engine's interrupt hook, while an invocation's JavaScript has
+/// been running for [`LONG_RUN`] or more (the worker gives back the calls queued behind it).
+pub type LongRun = Rc<dyn Fn()>;
+
+/// How long an invocation's JavaScript runs before [`LongRun`] is called, and how often after.
+pub const LONG_RUN: Duration = Duration::from_millis(1);
+
 /// The runtimes and bytecode of one worker.
 pub struct Engine {
     bundles: HashMap<String, (Bundle, Instant)>,
     warm: HashMap<String, (Instance, Instant)>,
     max_bundles: usize,
     max_warm: usize,
+    long_run: Option<LongRun>,
 }
 
 impl Engine {
@@ -236,7 +244,14 @@ impl Engine {
             warm: HashMap::new(),
             max_bundles,
             max_warm,
+            long_run: None,
         }
+    }
+
+    /// Calls `hook` while an invocation's JavaScript runs long (see [`LongRun`]).
+    pub fn on_long_run(mut self, hook: LongRun) -> Self {
+        self.long_run = Some(hook);
+        self
     }
 
     /// Whether the worker has the code of `key` (or must be sent it).
@@ -271,7 +286,13 @@ impl Engine {
                 let (bundle, used) = self.bundles.get_mut(&invocation.key)?;
                 *used = started;
                 (
-                    Instance::new(bundle, &invocation.limits, deadline, io),
+                    Instance::new(
+                        bundle,
+                        &invocation.limits,
+                        deadline,
+                        self.long_run.clone(),
+                        io,
+                    ),
                     true,
                 )
             }
@@ -355,6 +376,9 @@ struct State {
     /// Invocations run, and the heap measured at the last sample.
     runs: Cell<u64>,
     memory: Cell<usize>,
+    long_run: Option<LongRun>,
+    /// While an invocation runs: its start, then when `long_run` was last called.
+    since: Cell<Option<Instant>>,
 }
 
 impl State {
@@ -419,9 +443,15 @@ impl Instance {
         bundle: &Bundle,
         limits: &Limits,
         deadline: Instant,
+        long_run: Option<LongRun>,
         io: &mut dyn HostIo,
     ) -> Result<Self, Failed> {
-        let state = Rc::new(State::default());
+        let state = Rc::new(State {
+            long_run,
+            // The module's own code counts as running, like the call it is made for.
+            since: Cell::new(Some(Instant::now())),
+            ..State::default()
+        });
         state.max_log_lines.set(limits.max_log_lines);
         state.deadline.set(Some(deadline));
         let fail = |message: String, state: &Rc<State>| {
@@ -444,9 +474,15 @@ impl Instance {
         runtime.set_max_stack_size(limits.stack_bytes);
         let watch = Rc::clone(&state);
         runtime.set_interrupt_handler(Some(Box::new(move || {
-            let over = watch.deadline.get().is_some_and(|d| Instant::now() >= d);
+            let now = Instant::now();
+            let over = watch.deadline.get().is_some_and(|d| now >= d);
             if over {
                 watch.interrupted.set(true);
+            } else if let (Some(hook), Some(since)) = (&watch.long_run, watch.since.get())
+                && now >= since + LONG_RUN
+            {
+                watch.since.set(Some(now));
+                hook();
             }
             over
         })));
@@ -488,6 +524,7 @@ impl Instance {
     fn run(&self, invocation: &Invocation, deadline: Instant, io: &mut dyn HostIo) -> Outcome {
         let state = &self.state;
         state.deadline.set(Some(deadline));
+        state.since.set(Some(Instant::now()));
         state.interrupted.set(false);
         state.max_log_lines.set(invocation.limits.max_log_lines);
         *state.random.borrow_mut() = Drbg {
@@ -517,6 +554,7 @@ impl Instance {
             settle(&ctx, &driver, state, &promise, deadline, io)
         });
         state.deadline.set(None);
+        state.since.set(None);
         // Nothing an invocation left behind reaches the next one: host calls it did not await
         // (they would be answered for the next caller) and its timers.
         state.timers.borrow_mut().clear();

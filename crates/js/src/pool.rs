@@ -35,10 +35,11 @@ use crate::protocol::{
 
 /// How long compiling a deploy may take before its worker is killed.
 const COMPILE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Invocations a worker holds at once: the running one and those queued behind it.
-pub const DEPTH: usize = 4;
-/// Invocations of a code that typically run shorter than this are packed onto warm workers.
-const SHORT_MICROS: u32 = 1000;
+/// Most invocations a worker holds at once: the running one and those queued behind it.
+pub const MAX_DEPTH: usize = 16;
+/// A call goes behind others on a busy worker only while the work queued there is expected to
+/// take less than this (by the typical run times of its codes).
+const QUEUE_BUDGET_MICROS: u64 = 1000;
 /// Codes whose typical run time the pool remembers; past this it starts over.
 const MAX_TYPICAL: usize = 4096;
 
@@ -86,7 +87,7 @@ struct State {
     /// share of them).
     starting: Vec<String>,
     /// Per code key, a moving average of its invocations' time in the worker.
-    typical_micros: HashMap<String, u32>,
+    typical_micros: HashMap<String, u64>,
 }
 
 /// A worker as the pool's choices see it.
@@ -114,6 +115,8 @@ struct Job {
     app: String,
     key: String,
     timeout: Duration,
+    /// How long its code typically runs, when known (else the whole queue budget).
+    expected_micros: u64,
     /// When it started running (became the first of its worker's jobs).
     started: Option<Instant>,
     events: mpsc::UnboundedSender<Event>,
@@ -272,6 +275,7 @@ impl Pool {
             app,
             key,
             timeout,
+            expected_micros: QUEUE_BUDGET_MICROS,
             started: None,
             events,
         };
@@ -292,9 +296,12 @@ impl Pool {
             room.as_mut().enable();
             let spawn = {
                 let mut state = self.lock();
-                let Some(pending) = job.as_ref() else {
+                let Some(pending) = job.as_mut() else {
                     return Err(PoolError::Closed);
                 };
+                if let Some(&micros) = state.typical_micros.get(&pending.key) {
+                    pending.expected_micros = micros;
+                }
                 match self.choose(&state, pending, mode) {
                     Choice::Worker(at) => {
                         let slot = &mut state.workers[at];
@@ -351,17 +358,17 @@ impl Pool {
         let cap = self.options.max_workers.saturating_sub(1).max(1);
         let occupied = workers.iter().filter(|s| s.serves(&job.app)).count()
             + state.starting.iter().filter(|app| **app == job.app).count();
-        let open = |s: &Slot| s.load() < DEPTH && s.only_serves(&job.app);
-        // A short invocation goes behind others of its code on a warm worker before it wakes
-        // another: on few cores, one busy worker outruns several that take turns sleeping.
-        let short = state
-            .typical_micros
-            .get(&job.key)
-            .is_some_and(|&micros| micros < SHORT_MICROS);
-        if mode == Mode::MayQueue && short {
+        // Short calls go behind others of their app on a warm worker before they wake another:
+        // one busy worker outruns several that take turns sleeping, and the wait stays short.
+        let packs = |s: &Slot| {
+            s.load() < MAX_DEPTH
+                && s.only_serves(&job.app)
+                && s.expected_micros() + job.expected_micros < QUEUE_BUDGET_MICROS
+        };
+        if mode == Mode::MayQueue {
             let warm = workers
                 .iter()
-                .position(|s| open(s) && s.loaded.contains(&job.key));
+                .position(|s| packs(s) && s.loaded.contains(&job.key));
             if let Some(at) = warm {
                 return Choice::Worker(at);
             }
@@ -377,7 +384,9 @@ impl Pool {
                 return Choice::Spawn;
             }
         }
+        // No worker free: a long call waits one deep behind another of its app.
         if mode == Mode::MayQueue {
+            let open = |s: &Slot| packs(s) || (s.load() < 2 && s.only_serves(&job.app));
             let warm = workers
                 .iter()
                 .position(|s| open(s) && s.loaded.contains(&job.key));
@@ -600,7 +609,7 @@ impl Pool {
             None => slot.idle_since = now,
         }
         if let Event::Finished(finished) = &event {
-            let micros = u32::try_from(finished.micros).unwrap_or(u32::MAX);
+            let micros = finished.micros;
             if state.typical_micros.len() >= MAX_TYPICAL {
                 state.typical_micros.clear();
             }
@@ -667,6 +676,14 @@ impl Slot {
 
     fn serves(&self, app: &str) -> bool {
         self.jobs.iter().chain(&self.reserved).any(|j| j.app == app)
+    }
+
+    /// How long the work given to it is expected to take.
+    fn expected_micros(&self) -> u64 {
+        self.jobs
+            .iter()
+            .chain(&self.reserved)
+            .fold(0, |sum, j| sum.saturating_add(j.expected_micros))
     }
 
     /// Has work, all of it `app`'s, none of it a compile.

@@ -9,7 +9,7 @@
 //! behind it (`Returned`), which the server runs elsewhere.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -184,12 +184,6 @@ pub struct LogLine {
     pub message: String,
 }
 
-/// Writes one frame.
-pub fn write_frame(out: &mut impl Write, message: &impl Serialize) -> io::Result<()> {
-    out.write_all(&encode(message)?)?;
-    out.flush()
-}
-
 /// One frame, length first, ready to write in one call.
 pub fn encode(message: &impl Serialize) -> io::Result<Vec<u8>> {
     let mut frame = vec![0u8; 4];
@@ -214,23 +208,4 @@ pub fn decode<T: for<'de> Deserialize<'de>>(buffer: &mut Vec<u8>) -> io::Result<
     let message = serde_json::from_slice(&buffer[4..4 + length]).map_err(io::Error::other);
     buffer.drain(..4 + length);
     message.map(Some)
-}
-
-/// Reads one frame; `None` at a clean end of input.
-pub fn read_frame<T: for<'de> Deserialize<'de>>(input: &mut impl Read) -> io::Result<Option<T>> {
-    let mut length = [0u8; 4];
-    match input.read_exact(&mut length) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let length = u32::from_le_bytes(length) as usize;
-    if length > MAX_FRAME {
-        return Err(io::Error::other(format!("a frame of {length} bytes")));
-    }
-    let mut body = vec![0u8; length];
-    input.read_exact(&mut body)?;
-    serde_json::from_slice(&body)
-        .map(Some)
-        .map_err(io::Error::other)
 }

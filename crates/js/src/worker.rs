@@ -6,79 +6,81 @@
 //! One thread does everything: it waits for input with `poll`, so that it can also sweep idle
 //! runtimes and stop at an invocation's deadline, with no reader thread to hand frames over.
 //!
-//! The server may queue an invocation behind the running one, so that the worker goes on to it
-//! without a round trip. If the running one waits on a host call for longer than
-//! [`GIVE_BACK_AFTER`], the queued ones are given back to run elsewhere.
+//! The server may queue invocations behind the running one, so that the worker goes on to the
+//! next without a round trip. None waits long behind another: once the running one has waited
+//! on a host call or a timer, or run JavaScript, for [`GIVE_BACK_AFTER`], the worker gives the
+//! queued ones back (`Returned`) for the server to run elsewhere.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::engine::{self, Engine, HostIo};
-use crate::protocol::{Bundle, FromWorker, HostOutcome, ToWorker, read_frame, write_frame};
+use crate::engine::{self, Engine, HostIo, LONG_RUN};
+use crate::protocol::{Bundle, FromWorker, HostOutcome, ToWorker, decode, encode};
 
 /// Warm runtimes kept per worker.
 const MAX_WARM: usize = 32;
 /// Compiled versions kept per worker (cheap: bytecode).
 const MAX_BUNDLES: usize = 256;
-/// How long a host call may keep the invocations queued behind it waiting.
-pub const GIVE_BACK_AFTER: Duration = Duration::from_millis(1);
+/// How long the running invocation may keep the ones queued behind it waiting.
+pub const GIVE_BACK_AFTER: Duration = LONG_RUN;
 
 /// Runs the worker until its stdin closes. Runtimes and bytecode unused for `idle` are dropped:
 /// an idle function costs nothing.
 pub fn run(idle: Duration) -> io::Result<()> {
-    // Our own buffered reader over stdin (std's has a buffer `poll` cannot see into).
-    let mut input = Input(BufReader::new(File::from(
-        io::stdin().as_fd().try_clone_to_owned()?,
-    )));
+    let inbox = Rc::new(RefCell::new(Inbox {
+        stdin: File::from(io::stdin().as_fd().try_clone_to_owned()?),
+        chunk: vec![0; 64 * 1024],
+        bytes: Vec::with_capacity(64 * 1024),
+        frames: VecDeque::new(),
+        returned: Vec::new(),
+        closed: false,
+    }));
     confine();
     // Compiled once per process; done before saying ready so that no invocation waits for it.
     engine::warm_up();
-    let mut out = BufWriter::new(io::stdout().lock());
-    write_frame(&mut out, &FromWorker::Ready)?;
-    let mut engine = Engine::new(MAX_WARM, MAX_BUNDLES);
+    send(&FromWorker::Ready)?;
+    // JavaScript that runs long gives back the invocations queued behind it.
+    let hook = Rc::clone(&inbox);
+    let mut engine = Engine::new(MAX_WARM, MAX_BUNDLES).on_long_run(Rc::new(move || {
+        if let Ok(mut inbox) = hook.try_borrow_mut() {
+            let _ = inbox.take_in(Instant::now());
+            let _ = inbox.give_back();
+        }
+    }));
     let sweep = (idle / 2).max(Duration::from_millis(100));
-    // Frames that arrived while an invocation waited on a host call, in order.
-    let mut held = VecDeque::new();
     loop {
-        let next = match held.pop_front() {
-            Some(frame) => Next::Frame(frame),
-            None => input.next(Instant::now() + sweep)?,
-        };
+        let next = inbox.borrow_mut().next(Instant::now() + sweep)?;
         match next {
             Next::Frame(ToWorker::Compile { files, entry }) => {
                 let outcome = engine::compile(&files, &entry);
-                write_frame(&mut out, &FromWorker::Compiled { outcome })?;
+                send(&FromWorker::Compiled { outcome })?;
             }
             Next::Frame(ToWorker::Invoke(invocation)) => {
                 let id = invocation.id;
                 let mut io = Pipes {
-                    out: &mut out,
-                    input: &mut input,
-                    held: &mut held,
+                    inbox: &inbox,
                     running: id,
-                    returned: Vec::new(),
                     failed: None,
                 };
                 let finished = engine.invoke(*invocation, &mut io);
-                // The code of invocations given back is kept all the same: they come again.
-                for (key, bundle) in std::mem::take(&mut io.returned) {
-                    engine.keep_bundle(&key, bundle);
-                }
                 if let Some(e) = io.failed {
                     return Err(e);
                 }
+                // The code of invocations given back is kept all the same: they come again.
+                for (key, bundle) in std::mem::take(&mut inbox.borrow_mut().returned) {
+                    engine.keep_bundle(&key, bundle);
+                }
                 match finished {
-                    Some(finished) => write_frame(
-                        &mut out,
-                        &FromWorker::Finished {
-                            id,
-                            finished: Box::new(finished),
-                        },
-                    )?,
-                    None => write_frame(&mut out, &FromWorker::NeedCode { id })?,
+                    Some(finished) => send(&FromWorker::Finished {
+                        id,
+                        finished: Box::new(finished),
+                    })?,
+                    None => send(&FromWorker::NeedCode { id })?,
                 }
             }
             // The reply to a call of an invocation that has ended already.
@@ -89,24 +91,109 @@ pub fn run(idle: Duration) -> io::Result<()> {
     }
 }
 
+/// Writes one frame to the server, whole.
+fn send(frame: &FromWorker) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(&encode(frame)?)?;
+    out.flush()
+}
+
 enum Next {
     Frame(ToWorker),
     Timeout,
     Closed,
 }
 
-struct Input(BufReader<File>);
+/// What has come in on stdin and is not handled yet; shared by the worker's loop and the
+/// engine's long-run hook.
+struct Inbox {
+    stdin: File,
+    /// Where reads land.
+    chunk: Vec<u8>,
+    /// Bytes of a frame not wholly read yet.
+    bytes: Vec<u8>,
+    /// Whole frames, in the order they came.
+    frames: VecDeque<ToWorker>,
+    /// The code that came with invocations given back.
+    returned: Vec<(String, Bundle)>,
+    closed: bool,
+}
 
-impl Input {
-    /// The next frame, or `Timeout` if none starts arriving before `until`.
+impl Inbox {
+    /// The next frame, or `Timeout` if none comes before `until`.
     fn next(&mut self, until: Instant) -> io::Result<Next> {
-        if self.0.buffer().is_empty() && !readable(self.0.get_ref(), until)? {
-            return Ok(Next::Timeout);
+        loop {
+            if let Some(frame) = self.frames.pop_front() {
+                return Ok(Next::Frame(frame));
+            }
+            if self.closed {
+                return Ok(Next::Closed);
+            }
+            if !self.take_in(until)? {
+                return Ok(Next::Timeout);
+            }
         }
-        Ok(match read_frame::<ToWorker>(&mut self.0)? {
-            Some(frame) => Next::Frame(frame),
-            None => Next::Closed,
-        })
+    }
+
+    /// The first host reply that has come, before any other frame.
+    fn reply(&mut self) -> Option<(u64, HostOutcome)> {
+        let at = self
+            .frames
+            .iter()
+            .position(|f| matches!(f, ToWorker::HostReply { .. }))?;
+        match self.frames.remove(at) {
+            Some(ToWorker::HostReply { call, outcome }) => Some((call, outcome)),
+            _ => None,
+        }
+    }
+
+    /// Reads what stdin has, once it has something or `until` passes, and takes its whole
+    /// frames; `false` if nothing came in time.
+    fn take_in(&mut self, until: Instant) -> io::Result<bool> {
+        if !readable(&self.stdin, until)? {
+            return Ok(false);
+        }
+        let read = loop {
+            match self.stdin.read(&mut self.chunk) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break other?,
+            }
+        };
+        if read == 0 {
+            self.closed = true;
+            return Ok(true);
+        }
+        self.bytes.extend_from_slice(&self.chunk[..read]);
+        while let Some(frame) = decode::<ToWorker>(&mut self.bytes)? {
+            self.frames.push_back(frame);
+        }
+        Ok(true)
+    }
+
+    /// Gives back the invocations waiting, for the server to run elsewhere.
+    fn give_back(&mut self) -> io::Result<()> {
+        let mut kept = VecDeque::with_capacity(self.frames.len());
+        let mut result = Ok(());
+        for frame in self.frames.drain(..) {
+            match frame {
+                ToWorker::Invoke(invocation) => {
+                    let invocation = *invocation;
+                    if result.is_ok() {
+                        result = send(&FromWorker::Returned { id: invocation.id });
+                    }
+                    if let Some(bundle) = invocation.bundle {
+                        self.returned.push((invocation.key, bundle));
+                    }
+                }
+                other => kept.push_back(other),
+            }
+        }
+        self.frames = kept;
+        result
+    }
+
+    fn has_invocations(&self) -> bool {
+        self.frames.iter().any(|f| matches!(f, ToWorker::Invoke(_)))
     }
 }
 
@@ -137,78 +224,52 @@ fn readable(file: &File, until: Instant) -> io::Result<bool> {
     }
 }
 
-struct Pipes<'a, W: Write> {
-    out: &'a mut W,
-    input: &'a mut Input,
-    held: &'a mut VecDeque<ToWorker>,
+/// The running invocation's side of the pipes.
+struct Pipes<'a> {
+    inbox: &'a Rc<RefCell<Inbox>>,
     /// The running invocation.
     running: u64,
-    /// The code that came with invocations given back.
-    returned: Vec<(String, Bundle)>,
     failed: Option<io::Error>,
 }
 
-impl<W: Write> Pipes<'_, W> {
-    fn send(&mut self, frame: &FromWorker) {
-        if let Err(e) = write_frame(self.out, frame) {
-            self.failed.get_or_insert(e);
-        }
-    }
-
-    /// Gives back the invocations held, for the server to run elsewhere.
-    fn give_back(&mut self) {
-        let mut kept = VecDeque::new();
-        while let Some(frame) = self.held.pop_front() {
-            match frame {
-                ToWorker::Invoke(invocation) => {
-                    let invocation = *invocation;
-                    self.send(&FromWorker::Returned { id: invocation.id });
-                    if let Some(bundle) = invocation.bundle {
-                        self.returned.push((invocation.key, bundle));
-                    }
-                }
-                other => kept.push_back(other),
-            }
-        }
-        *self.held = kept;
-    }
-
-    /// Waits for a host reply until `until`, holding the frames that come meanwhile; past
-    /// [`GIVE_BACK_AFTER`], the invocations held are given back.
+impl Pipes<'_> {
+    /// Waits for a host reply until `until`, keeping the frames that come meanwhile; past
+    /// [`GIVE_BACK_AFTER`], the invocations waiting are given back.
     fn wait(&mut self, until: Instant) -> Option<(u64, HostOutcome)> {
         let give_back_at = Instant::now() + GIVE_BACK_AFTER;
+        let mut inbox = self.inbox.borrow_mut();
         loop {
-            let late = Instant::now() >= give_back_at;
-            if late && !self.held.is_empty() {
-                self.give_back();
+            if let Some(reply) = inbox.reply() {
+                return Some(reply);
             }
-            let wait = if late || self.held.is_empty() {
-                until
-            } else {
+            let now = Instant::now();
+            if now >= give_back_at
+                && let Err(e) = inbox.give_back()
+            {
+                self.failed.get_or_insert(e);
+            }
+            if inbox.closed {
+                self.failed
+                    .get_or_insert(io::Error::from(io::ErrorKind::UnexpectedEof));
+                return None;
+            }
+            if now >= until {
+                return None;
+            }
+            let wait = if inbox.has_invocations() {
                 until.min(give_back_at)
+            } else {
+                until
             };
-            match self.input.next(wait) {
-                Ok(Next::Frame(ToWorker::HostReply { call, outcome })) => {
-                    return Some((call, outcome));
-                }
-                Ok(Next::Frame(frame)) => self.held.push_back(frame),
-                Ok(Next::Timeout) if Instant::now() < until => {}
-                Ok(Next::Timeout) => return None,
-                Ok(Next::Closed) => {
-                    self.failed
-                        .get_or_insert(io::Error::from(io::ErrorKind::UnexpectedEof));
-                    return None;
-                }
-                Err(e) => {
-                    self.failed.get_or_insert(e);
-                    return None;
-                }
+            if let Err(e) = inbox.take_in(wait) {
+                self.failed.get_or_insert(e);
+                return None;
             }
         }
     }
 }
 
-impl<W: Write> HostIo for Pipes<'_, W> {
+impl HostIo for Pipes<'_> {
     fn call(&mut self, call: u64, method: &str, args: serde_json::Value) {
         let frame = FromWorker::HostCall {
             id: self.running,
@@ -216,7 +277,9 @@ impl<W: Write> HostIo for Pipes<'_, W> {
             method: method.to_owned(),
             args,
         };
-        self.send(&frame);
+        if let Err(e) = send(&frame) {
+            self.failed.get_or_insert(e);
+        }
     }
 
     fn reply(&mut self, until: Instant) -> Option<(u64, HostOutcome)> {

@@ -410,9 +410,9 @@ fn start_functions(
         default_memory_mb: config.default_memory_mb,
         max_memory_mb: config.max_memory_mb,
         max_concurrent_per_app: config.max_concurrent_per_app,
-        // The pool keeps one worker free for the other apps; an app's invocations may queue one
-        // deep behind each other on the rest.
-        max_running_per_app: config.workers.saturating_sub(1).max(1) * cloudlet_js::pool::DEPTH,
+        // The pool keeps one worker free for the other apps; an app's short invocations may
+        // queue behind each other on the rest.
+        max_running_per_app: config.workers.saturating_sub(1).max(1) * cloudlet_js::pool::MAX_DEPTH,
         ..FunctionLimits::default()
     };
     Ok(Functions::new(
