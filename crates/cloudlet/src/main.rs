@@ -13,7 +13,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 /// mimalloc serves the server's many small, short-lived allocations (requests, frames, JSON)
-/// with less locking than glibc's allocator across threads.
+/// faster than glibc's allocator: twice the rate on the hot data path, 15 % on warm function
+/// calls. It is built without transparent huge pages, which held several times the memory
+/// (docs/performance.md, "Many tenants").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
