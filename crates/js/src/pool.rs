@@ -360,10 +360,11 @@ impl Pool {
             + state.starting.iter().filter(|app| **app == job.app).count();
         // Short calls go behind others of their app on a warm worker before they wake another:
         // one busy worker outruns several that take turns sleeping, and the wait stays short.
+        let now = Instant::now();
         let packs = |s: &Slot| {
             s.load() < MAX_DEPTH
                 && s.only_serves(&job.app)
-                && s.expected_micros() + job.expected_micros < QUEUE_BUDGET_MICROS
+                && s.expected_micros(now) + job.expected_micros < QUEUE_BUDGET_MICROS
         };
         if mode == Mode::MayQueue {
             let warm = workers
@@ -678,12 +679,20 @@ impl Slot {
         self.jobs.iter().chain(&self.reserved).any(|j| j.app == app)
     }
 
-    /// How long the work given to it is expected to take.
-    fn expected_micros(&self) -> u64 {
+    /// How long the work given to it is expected to take: for the running job, at least as
+    /// long as it has run already.
+    fn expected_micros(&self, now: Instant) -> u64 {
         self.jobs
             .iter()
             .chain(&self.reserved)
-            .fold(0, |sum, j| sum.saturating_add(j.expected_micros))
+            .map(|j| {
+                let ran = j.started.map_or(0, |at| {
+                    u64::try_from(now.saturating_duration_since(at).as_micros())
+                        .unwrap_or(u64::MAX)
+                });
+                j.expected_micros.max(ran)
+            })
+            .fold(0, u64::saturating_add)
     }
 
     /// Has work, all of it `app`'s, none of it a compile.
