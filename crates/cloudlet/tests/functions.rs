@@ -1143,8 +1143,10 @@ async fn calls_queued_behind_one_that_waits_or_computes_are_given_back_and_run_e
         "queue",
         "slow",
         json!({
-            "source": "export default async (e) => {
+            "source": "export default async (e, ctx) => {
             if (e.nap) await new Promise((r) => setTimeout(r, e.nap));
+            const chatty = Date.now() + (e.chatty ?? 0);
+            while (Date.now() < chatty) await ctx.admin.db.collection('todos').list({ limit: 1 });
             const end = Date.now() + (e.spin ?? 0);
             while (Date.now() < end) {}
             return e.n;
@@ -1161,11 +1163,13 @@ async fn calls_queued_behind_one_that_waits_or_computes_are_given_back_and_run_e
             .await;
         assert_eq!(answer, n);
     }
-    // One that waits on a timer, then one that computes: neither holds up the calls queued
-    // behind it for long.
+    // One that waits on a timer, one that computes, one that makes many quick host calls: none
+    // holds up the calls queued behind it for long.
     for head in [
         json!({ "n": -1, "nap": 3000 }),
         json!({ "n": -1, "spin": 3000 }),
+        // Many quick host calls: no single wait is long, the call as a whole is.
+        json!({ "n": -1, "chatty": 3000 }),
     ] {
         let slow = tokio::spawn(call(&t, "queue", "slow", None, head).send());
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1283,4 +1287,85 @@ async fn an_event_that_is_not_a_json_object_is_refused_with_its_code() {
     .expect(StatusCode::OK)
     .await;
     assert_eq!(answer, json!({ "n": 1, "s": "é\u{0}", "deep": [{}] }));
+}
+
+/// An HTTP server on loopback that answers `GET /{ms}` with `late {ms}` after `ms` milliseconds.
+async fn slow_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = socket.read(&mut chunk).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&chunk[..n]);
+                }
+                let text = String::from_utf8_lossy(&request);
+                let path = text.split(' ').nth(1).unwrap_or("/0");
+                let ms: u64 = path.trim_start_matches('/').parse().unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                let body = format!("late {ms}");
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    base
+}
+
+#[tokio::test]
+async fn a_late_reply_to_a_call_that_ended_never_reaches_the_next_one() {
+    let t = server(true).await;
+    scene(&t, "late").await;
+    scene(&t, "next").await;
+    let slow = slow_server().await;
+    let source = "export default async (e) => (await fetch(e.url)).text()";
+    deploy(
+        &t,
+        "late",
+        "fetch",
+        json!({ "source": source, "public": true, "timeout_ms": 300 }),
+    )
+    .await;
+    deploy(
+        &t,
+        "next",
+        "fetch",
+        json!({ "source": source, "public": true }),
+    )
+    .await;
+    // The first call times out at 300 ms while its fetch is still out (answered at 500 ms),
+    // which frees its worker; another app's call then runs there and waits for its own fetch
+    // (until about 650 ms). The first's answer, when it comes, is not the second's.
+    let first = call(
+        &t,
+        "late",
+        "fetch",
+        None,
+        json!({ "url": format!("{slow}/500") }),
+    );
+    let first = tokio::spawn(first.send());
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let second = call(
+        &t,
+        "next",
+        "fetch",
+        None,
+        json!({ "url": format!("{slow}/300") }),
+    )
+    .expect(StatusCode::OK)
+    .await;
+    assert_eq!(second, "late 300");
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status(), StatusCode::GATEWAY_TIMEOUT);
 }

@@ -216,9 +216,21 @@ impl Pool {
             loop {
                 match events.recv().await {
                     Some(Event::HostCall { call, method, args }) => {
+                        // Answered even if this task goes away meanwhile, so that the worker
+                        // does not wait for the reply until the deadline.
+                        let mut pending = PendingReply {
+                            worker: Some(Arc::clone(&worker)),
+                            id: invocation.id,
+                            call,
+                        };
                         let outcome = host.call(&method, args).await;
-                        let reply = encode(&ToWorker::HostReply { call, outcome }).map_err(died)?;
-                        write(&worker, reply).await;
+                        pending.worker = None;
+                        let reply = ToWorker::HostReply {
+                            id: invocation.id,
+                            call,
+                            outcome,
+                        };
+                        write(&worker, encode(&reply).map_err(died)?).await;
                     }
                     Some(Event::Finished(finished)) => return Ok(*finished),
                     Some(Event::NeedCode) => {
@@ -327,13 +339,12 @@ impl Pool {
                 room.await;
                 continue;
             }
-            let starting = Starting(
-                self,
-                job.as_ref().map(|j| j.app.clone()).unwrap_or_default(),
-            );
-            let spawned = self.spawn().await;
-            drop(starting);
-            let (worker, child, stdout, buffer) = spawned?;
+            let mut starting = Starting {
+                pool: self,
+                app: job.as_ref().map(|j| j.app.clone()).unwrap_or_default(),
+                done: false,
+            };
+            let (worker, child, stdout, buffer) = self.spawn().await?;
             let job = job.take().ok_or(PoolError::Closed)?;
             let reservation = Reservation {
                 pool: Arc::clone(self),
@@ -341,13 +352,18 @@ impl Pool {
                 id: job.id,
                 sent: false,
             };
-            self.lock().workers.push(Slot {
-                worker: Arc::clone(&worker),
-                loaded: HashSet::from([job.key.clone()]),
-                jobs: VecDeque::new(),
-                reserved: vec![job],
-                idle_since: Instant::now(),
-            });
+            {
+                // In one step, so that no choice in between counts it twice or not at all.
+                let mut state = self.lock();
+                starting.done(&mut state);
+                state.workers.push(Slot {
+                    worker: Arc::clone(&worker),
+                    loaded: HashSet::from([job.key.clone()]),
+                    jobs: VecDeque::new(),
+                    reserved: vec![job],
+                    idle_since: Instant::now(),
+                });
+            }
             tokio::spawn(Arc::clone(self).supervise(worker, child, stdout, buffer));
             return Ok((reservation, false));
         }
@@ -364,7 +380,7 @@ impl Pool {
         let packs = |s: &Slot| {
             s.load() < MAX_DEPTH
                 && s.only_serves(&job.app)
-                && s.expected_micros(now) + job.expected_micros < QUEUE_BUDGET_MICROS
+                && s.expected_micros(now).saturating_add(job.expected_micros) < QUEUE_BUDGET_MICROS
         };
         if mode == Mode::MayQueue {
             let warm = workers
@@ -586,16 +602,10 @@ impl Pool {
         .ok_or("spoke of an invocation it does not have")?;
         if let Event::HostCall { call, .. } = &event {
             let call = *call;
-            if slot.jobs[at].events.send(event).is_err() {
+            let job = &slot.jobs[at];
+            if job.events.send(event).is_err() {
                 // Its caller went away: answer for it, so the worker does not wait.
-                let outcome = HostOutcome::Error {
-                    code: "cancelled".into(),
-                    message: "the caller went away".into(),
-                };
-                if let Ok(reply) = encode(&ToWorker::HostReply { call, outcome }) {
-                    let worker = Arc::clone(&slot.worker);
-                    tokio::spawn(async move { write(&worker, reply).await });
-                }
+                cancel_call(&slot.worker, job.id, call);
             }
             return Ok(());
         }
@@ -687,8 +697,7 @@ impl Slot {
             .chain(&self.reserved)
             .map(|j| {
                 let ran = j.started.map_or(0, |at| {
-                    u64::try_from(now.saturating_duration_since(at).as_micros())
-                        .unwrap_or(u64::MAX)
+                    u64::try_from(now.saturating_duration_since(at).as_micros()).unwrap_or(u64::MAX)
                 });
                 j.expected_micros.max(ran)
             })
@@ -725,21 +734,36 @@ impl Drop for Reservation {
                 slot.reserved.retain(|j| j.id != self.id);
             }
         }
+        // Its supervisor may be waiting for it to be sent, not watching the idle time.
+        self.worker.wake.notify_one();
         self.pool.room.notify_waiters();
     }
 }
 
 /// A worker being started for an app; counted against the maximum until dropped.
-struct Starting<'a>(&'a Pool, String);
+struct Starting<'a> {
+    pool: &'a Pool,
+    app: String,
+    done: bool,
+}
+
+impl Starting<'_> {
+    /// No longer being started (it runs, or it failed).
+    fn done(&mut self, state: &mut State) {
+        if let Some(at) = state.starting.iter().position(|app| *app == self.app) {
+            state.starting.swap_remove(at);
+        }
+        self.done = true;
+    }
+}
 
 impl Drop for Starting<'_> {
     fn drop(&mut self) {
-        let mut state = self.0.lock();
-        if let Some(at) = state.starting.iter().position(|app| *app == self.1) {
-            state.starting.swap_remove(at);
+        if !self.done {
+            let pool = self.pool;
+            self.done(&mut pool.lock());
         }
-        drop(state);
-        self.0.room.notify_waiters();
+        self.pool.room.notify_waiters();
     }
 }
 
@@ -755,6 +779,34 @@ fn write_now(stdin: &mut ChildStdin, frame: &[u8]) -> Option<usize> {
         }
     }
     Some(written)
+}
+
+/// A host call whose task has not answered yet; dropped unanswered (its caller went away), it
+/// answers that the call was cancelled.
+struct PendingReply {
+    worker: Option<Arc<Worker>>,
+    id: u64,
+    call: u64,
+}
+
+impl Drop for PendingReply {
+    fn drop(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            cancel_call(&worker, self.id, self.call);
+        }
+    }
+}
+
+/// Answers a host call whose caller went away, from a task of its own.
+fn cancel_call(worker: &Arc<Worker>, id: u64, call: u64) {
+    let outcome = HostOutcome::Error {
+        code: "cancelled".into(),
+        message: "the caller went away".into(),
+    };
+    if let Ok(reply) = encode(&ToWorker::HostReply { id, call, outcome }) {
+        let worker = Arc::clone(worker);
+        tokio::spawn(async move { write(&worker, reply).await });
+    }
 }
 
 fn died(e: std::io::Error) -> PoolError {

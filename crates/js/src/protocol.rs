@@ -47,8 +47,10 @@ pub enum ToWorker {
         entry: String,
     },
     Invoke(Box<Invocation>),
-    /// The answer to a host call of the running invocation.
+    /// The answer to a host call of invocation `id`; one that comes after that invocation ended
+    /// (its caller answered late) is dropped.
     HostReply {
+        id: u64,
         call: u64,
         outcome: HostOutcome,
     },

@@ -65,6 +65,7 @@ pub fn run(idle: Duration) -> io::Result<()> {
                 let mut io = Pipes {
                     inbox: &inbox,
                     running: id,
+                    give_back_at: Instant::now() + GIVE_BACK_AFTER,
                     failed: None,
                 };
                 let finished = engine.invoke(*invocation, &mut io);
@@ -135,14 +136,17 @@ impl Inbox {
         }
     }
 
-    /// The first host reply that has come, before any other frame.
-    fn reply(&mut self) -> Option<(u64, HostOutcome)> {
+    /// The first host reply for invocation `running` that has come; replies for invocations
+    /// that have ended (answered late) are dropped.
+    fn reply(&mut self, running: u64) -> Option<(u64, HostOutcome)> {
+        self.frames
+            .retain(|f| !matches!(f, ToWorker::HostReply { id, .. } if *id != running));
         let at = self
             .frames
             .iter()
             .position(|f| matches!(f, ToWorker::HostReply { .. }))?;
         match self.frames.remove(at) {
-            Some(ToWorker::HostReply { call, outcome }) => Some((call, outcome)),
+            Some(ToWorker::HostReply { call, outcome, .. }) => Some((call, outcome)),
             _ => None,
         }
     }
@@ -229,17 +233,19 @@ struct Pipes<'a> {
     inbox: &'a Rc<RefCell<Inbox>>,
     /// The running invocation.
     running: u64,
+    /// When the invocations queued behind it are given back if it is still waiting.
+    give_back_at: Instant,
     failed: Option<io::Error>,
 }
 
 impl Pipes<'_> {
-    /// Waits for a host reply until `until`, keeping the frames that come meanwhile; past
-    /// [`GIVE_BACK_AFTER`], the invocations waiting are given back.
+    /// Waits for a host reply until `until`, keeping the frames that come meanwhile; once the
+    /// invocation has run for [`GIVE_BACK_AFTER`], the invocations waiting are given back.
     fn wait(&mut self, until: Instant) -> Option<(u64, HostOutcome)> {
-        let give_back_at = Instant::now() + GIVE_BACK_AFTER;
+        let give_back_at = self.give_back_at;
         let mut inbox = self.inbox.borrow_mut();
         loop {
-            if let Some(reply) = inbox.reply() {
+            if let Some(reply) = inbox.reply(self.running) {
                 return Some(reply);
             }
             let now = Instant::now();
@@ -287,7 +293,7 @@ impl HostIo for Pipes<'_> {
     }
 
     fn pause(&mut self, until: Instant) {
-        // With no host call outstanding, a reply is one an earlier invocation left unawaited.
+        // With no host call outstanding, no reply is expected: any that comes is dropped.
         while self.wait(until).is_some() {}
     }
 }
