@@ -883,16 +883,19 @@ mod tests {
         }
     }
 
+    /// Code no worker here ever runs.
+    fn empty_bundle() -> Result<Bundle, String> {
+        Ok(Bundle {
+            engine: String::new(),
+            entry: "index.js".into(),
+            modules: BTreeMap::new(),
+        })
+    }
+
     #[tokio::test]
     async fn a_worker_past_its_hard_deadline_is_killed_and_the_call_times_out() {
         let pool = stuck_pool();
-        let bundle = || {
-            Ok(Bundle {
-                engine: String::new(),
-                entry: "index.js".into(),
-                modules: BTreeMap::new(),
-            })
-        };
+        let bundle = empty_bundle;
         let started = Instant::now();
         let finished = pool.invoke(invocation(), &bundle, &NoHost).await.unwrap();
         let elapsed = started.elapsed();
@@ -910,13 +913,7 @@ mod tests {
     async fn a_call_queued_behind_a_killed_one_runs_again_elsewhere_with_its_own_deadline() {
         // One worker at most: the second call can only queue behind the first.
         let pool = stuck_pool();
-        let bundle = || {
-            Ok(Bundle {
-                engine: String::new(),
-                entry: "index.js".into(),
-                modules: BTreeMap::new(),
-            })
-        };
+        let bundle = empty_bundle;
         let started = Instant::now();
         let first = pool.invoke(invocation(), &bundle, &NoHost);
         let second = async {
