@@ -318,7 +318,10 @@ impl Pool {
                     Choice::Worker(at) => {
                         let slot = &mut state.workers[at];
                         let job = job.take().ok_or(PoolError::Closed)?;
-                        let loaded = !slot.loaded.insert(job.key.clone());
+                        let loaded = slot.loaded.contains(&job.key);
+                        if !loaded && !job.key.is_empty() {
+                            slot.loaded.insert(job.key.clone());
+                        }
                         let reservation = Reservation {
                             pool: Arc::clone(self),
                             worker: Arc::clone(&slot.worker),
@@ -624,11 +627,13 @@ impl Pool {
             if state.typical_micros.len() >= MAX_TYPICAL {
                 state.typical_micros.clear();
             }
-            let typical = state
-                .typical_micros
-                .entry(job.key.clone())
-                .or_insert(micros);
-            *typical = (*typical / 4) * 3 + micros / 4;
+            // A moving average: a quarter of the weight on the newest run.
+            match state.typical_micros.get_mut(&job.key) {
+                Some(typical) => *typical = (*typical / 4) * 3 + micros / 4,
+                None => {
+                    state.typical_micros.insert(job.key.clone(), micros);
+                }
+            }
         }
         drop(state);
         let _ = job.events.send(event);
