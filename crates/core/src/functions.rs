@@ -39,6 +39,8 @@ pub struct CompileFailure {
 /// One run of compiled code.
 #[derive(Debug, Clone)]
 pub struct Run {
+    /// Whose code it is: the engine keeps apps apart.
+    pub app: String,
     /// Names the code (app, function, version): warm runtimes are kept per key.
     pub key: String,
     /// The compiled code, as the engine produced it.
@@ -889,6 +891,7 @@ impl Functions {
         let mut seed = [0u8; 32];
         self.0.random.fill(&mut seed);
         let run = Run {
+            app: app.to_owned(),
             key: active.key.clone(),
             bundle: Arc::clone(&active.bundle),
             event,

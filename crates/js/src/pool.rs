@@ -180,26 +180,21 @@ impl Pool {
         }
     }
 
-    /// Runs an invocation; `bundle` gives its code when the worker does not have it yet. The
-    /// invocation's key starts with its app's name and a `/`.
+    /// Runs an invocation of `app`'s code; `bundle` gives the code when the worker does not
+    /// have it yet.
     pub async fn invoke(
         self: &Arc<Self>,
+        app: &str,
         mut invocation: Invocation,
         bundle: &(dyn Fn() -> Result<Bundle, String> + Send + Sync),
         host: &dyn Host,
     ) -> Result<Finished, PoolError> {
         let started = Instant::now();
-        let app = invocation
-            .key
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
         let timeout = Duration::from_millis(invocation.limits.timeout_ms);
         let mut mode = Mode::MayQueue;
         let mut send_code = false;
         loop {
-            let (job, mut events) = self.job(app.clone(), invocation.key.clone(), timeout);
+            let (job, mut events) = self.job(app.to_owned(), invocation.key.clone(), timeout);
             // Each attempt is a job of its own: frames about an earlier one are not for it.
             invocation.id = job.id;
             let (reservation, loaded) = self.assign(job, mode).await?;
@@ -902,7 +897,10 @@ mod tests {
         let pool = stuck_pool();
         let bundle = empty_bundle;
         let started = Instant::now();
-        let finished = pool.invoke(invocation(), &bundle, &NoHost).await.unwrap();
+        let finished = pool
+            .invoke("app", invocation(), &bundle, &NoHost)
+            .await
+            .unwrap();
         let elapsed = started.elapsed();
         assert_eq!(finished.outcome, Outcome::Timeout);
         // Deadline 200 ms plus grace 100 ms; not the worker's 30 s.
@@ -910,7 +908,10 @@ mod tests {
         assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
         // The killed worker is not kept; the slot is free for the next call.
         assert_eq!(pool.idle_workers(), 0);
-        let again = pool.invoke(invocation(), &bundle, &NoHost).await.unwrap();
+        let again = pool
+            .invoke("app", invocation(), &bundle, &NoHost)
+            .await
+            .unwrap();
         assert_eq!(again.outcome, Outcome::Timeout);
     }
 
@@ -920,10 +921,10 @@ mod tests {
         let pool = stuck_pool();
         let bundle = empty_bundle;
         let started = Instant::now();
-        let first = pool.invoke(invocation(), &bundle, &NoHost);
+        let first = pool.invoke("app", invocation(), &bundle, &NoHost);
         let second = async {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let finished = pool.invoke(invocation(), &bundle, &NoHost).await;
+            let finished = pool.invoke("app", invocation(), &bundle, &NoHost).await;
             (finished, started.elapsed())
         };
         let queued = async {

@@ -544,7 +544,7 @@ impl Engine for WorkerEngine {
         let bundle = move || serde_json::from_str::<Bundle>(&code).map_err(|e| e.to_string());
         let finished = self
             .pool
-            .invoke(invocation, &bundle, &HostBridge(host))
+            .invoke(&run.app, invocation, &bundle, &HostBridge(host))
             .await
             .map_err(|e| match e {
                 PoolError::Died(_)
