@@ -1,13 +1,15 @@
-//! Who is calling the admin API, and what they may do.
+//! Who is calling ([`Caller`]), and what they may do.
 //!
-//! Two kinds of bearer secret exist: the instance's admin token (everything) and each app's
-//! secret key (everything the admin token may do, for that app only). Both are stored as hashes;
-//! the admin token's hash is kept in memory so that the common check needs no database read.
+//! Two kinds of bearer secret administer apps: the instance's admin token (everything) and each
+//! app's secret key (everything the admin token may do, for that app only). Both are stored as
+//! hashes; the admin token's hash is kept in memory so that the common check needs no database
+//! read. End users carry access tokens instead, checked by [`crate::auth`].
 
 use std::sync::Arc;
 
-use cloudlet_store::{StoreError, SystemStore};
+use cloudlet_store::{AppName, StoreError, SystemStore};
 
+use crate::auth::Principal;
 use crate::random::Random;
 use crate::secrets::{NewSecret, SecretHash};
 
@@ -30,12 +32,18 @@ pub enum AccessError {
     Store(#[from] StoreError),
 }
 
-/// An authenticated caller of the admin API.
+/// Who is calling: decided once per request, from its credentials and the app it names, and the
+/// only answer to that question that handlers and services see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
+    /// The instance's admin token: everything, on every app.
     Admin,
-    /// Holds the secret key of this app.
-    App(String),
+    /// An app's secret key: everything the admin token may do, for that app only.
+    AppKey(AppName),
+    /// An end user of the app the request names, with a valid access token.
+    User(Principal),
+    /// No credentials.
+    Anonymous,
 }
 
 impl Caller {
@@ -43,16 +51,34 @@ impl Caller {
     pub fn require_admin(&self) -> Result<(), AccessError> {
         match self {
             Caller::Admin => Ok(()),
-            Caller::App(_) => Err(AccessError::Forbidden),
+            Caller::Anonymous => Err(AccessError::MissingCredentials),
+            Caller::AppKey(_) | Caller::User(_) => Err(AccessError::Forbidden),
         }
     }
 
-    /// Operations on one app.
-    pub fn require_app(&self, app: &str) -> Result<(), AccessError> {
+    /// Administering one app: the admin token or that app's key.
+    pub fn require_app_admin(&self, app: &AppName) -> Result<(), AccessError> {
         match self {
-            Caller::Admin => Ok(()),
-            Caller::App(own) if own == app => Ok(()),
-            Caller::App(_) => Err(AccessError::Forbidden),
+            _ if self.administers(app) => Ok(()),
+            Caller::Anonymous => Err(AccessError::MissingCredentials),
+            _ => Err(AccessError::Forbidden),
+        }
+    }
+
+    /// Whether the caller administers `app`: rules do not apply to it there.
+    pub fn administers(&self, app: &AppName) -> bool {
+        match self {
+            Caller::Admin => true,
+            Caller::AppKey(own) => own == app,
+            Caller::User(_) | Caller::Anonymous => false,
+        }
+    }
+
+    /// The end user calling, if it is one.
+    pub fn user(&self) -> Option<&Principal> {
+        match self {
+            Caller::User(principal) => Some(principal),
+            _ => None,
         }
     }
 }
@@ -148,7 +174,7 @@ impl Access {
             return Ok(Caller::Admin);
         }
         match self.system.app_by_key_hash(hash.as_bytes()).await? {
-            Some(app) => Ok(Caller::App(app)),
+            Some(app) => Ok(Caller::AppKey(app)),
             None => Err(AccessError::InvalidCredentials),
         }
     }

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+pub use cloudlet_store::{AppName, InvalidAppName};
 use cloudlet_store::{AppRow, SigningKeyRow, StoreError, SystemStore, TenantStore};
 use serde::Serialize;
 
@@ -23,7 +24,10 @@ const SECRET_KEY_PREFIX: &str = "cls_";
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("invalid app name {name:?}: {reason}")]
-    InvalidName { name: String, reason: &'static str },
+    InvalidName {
+        name: String,
+        reason: InvalidAppName,
+    },
     #[error("an app named {0:?} already exists")]
     AlreadyExists(String),
     #[error("no app named {0:?}")]
@@ -32,43 +36,6 @@ pub enum AppError {
     InvalidPageSize(usize),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// A valid app name: 2 to 40 characters of `a-z`, `0-9` and `-`, starting and ending with a
-/// letter or digit. Valid names are safe as path segments and URL segments.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct AppName(String);
-
-impl AppName {
-    pub fn parse(name: &str) -> Result<Self, AppError> {
-        let invalid = |reason| AppError::InvalidName {
-            name: name.chars().take(64).collect(),
-            reason,
-        };
-        if !(2..=40).contains(&name.len()) {
-            return Err(invalid("it must be 2 to 40 characters long"));
-        }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return Err(invalid("only a-z, 0-9 and - are allowed"));
-        }
-        if name.starts_with('-') || name.ends_with('-') {
-            return Err(invalid("it must start and end with a letter or digit"));
-        }
-        Ok(AppName(name.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for AppName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 /// An app as the admin API shows it.
@@ -165,7 +132,10 @@ impl Apps {
     }
 
     pub async fn create(&self, name: &str) -> Result<CreatedApp, AppError> {
-        let name = AppName::parse(name)?;
+        let name = AppName::parse(name).map_err(|reason| AppError::InvalidName {
+            name: name.chars().take(64).collect(),
+            reason,
+        })?;
         let now = self.clock.now();
         let key = NewSecret::generate(SECRET_KEY_PREFIX, &*self.random);
         let mut signing_secret = vec![0u8; 32];
@@ -189,10 +159,10 @@ impl Apps {
             Err(StoreError::Conflict) => return Err(AppError::AlreadyExists(name.to_string())),
             Err(e) => return Err(e.into()),
         }
-        if let Err(e) = self.tenants.provision(name.as_str()).await {
+        if let Err(e) = self.tenants.provision(&name).await {
             tracing::error!(app = %name, error = %e, "provisioning failed; removing the app");
-            let _ = self.system.delete_app(name.as_str()).await;
-            let _ = self.tenants.destroy(name.as_str()).await;
+            let _ = self.system.delete_app(&name).await;
+            let _ = self.tenants.destroy(&name).await;
             return Err(e.into());
         }
         tracing::info!(app = %name, "app created");
@@ -216,34 +186,27 @@ impl Apps {
         })
     }
 
-    pub async fn get(&self, name: &str) -> Result<App, AppError> {
+    pub async fn get(&self, name: &AppName) -> Result<App, AppError> {
         self.row(name).await.map(App::from)
     }
 
     /// Deletes the app, its keys and its database, with every record and file in it.
-    pub async fn delete(&self, name: &str) -> Result<(), AppError> {
-        let name = Self::existing_name(name)?;
-        if !self.system.delete_app(name.as_str()).await? {
+    pub async fn delete(&self, name: &AppName) -> Result<(), AppError> {
+        if !self.system.delete_app(name).await? {
             return Err(AppError::NotFound(name.to_string()));
         }
-        self.tenants.destroy(name.as_str()).await?;
+        self.tenants.destroy(name).await?;
         tracing::info!(app = %name, "app deleted");
         Ok(())
     }
 
     /// Replaces the app's secret key; the old one stops working at once.
-    pub async fn rotate_key(&self, name: &str) -> Result<RotatedKey, AppError> {
-        let name = Self::existing_name(name)?;
+    pub async fn rotate_key(&self, name: &AppName) -> Result<RotatedKey, AppError> {
         let now = self.clock.now();
         let key = NewSecret::generate(SECRET_KEY_PREFIX, &*self.random);
         let replaced = self
             .system
-            .replace_app_key(
-                name.as_str(),
-                key.hash.as_bytes().to_vec(),
-                key.hint,
-                now.unix_ms(),
-            )
+            .replace_app_key(name, key.hash.as_bytes().to_vec(), key.hint, now.unix_ms())
             .await?;
         if !replaced {
             return Err(AppError::NotFound(name.to_string()));
@@ -257,9 +220,9 @@ impl Apps {
     }
 
     /// Reads from the app's own database, opening it if it is closed.
-    pub async fn health(&self, name: &str) -> Result<AppHealth, AppError> {
+    pub async fn health(&self, name: &AppName) -> Result<AppHealth, AppError> {
         let row = self.row(name).await?;
-        let health = match self.tenants.health(&row.name).await {
+        let health = match self.tenants.health(name).await {
             Ok(health) => health,
             // Deleted while this request was on its way.
             Err(StoreError::NoSuchTenant) => return Err(AppError::NotFound(row.name)),
@@ -277,45 +240,10 @@ impl Apps {
         self.tenants.open_count()
     }
 
-    async fn row(&self, name: &str) -> Result<AppRow, AppError> {
-        let name = Self::existing_name(name)?;
+    async fn row(&self, name: &AppName) -> Result<AppRow, AppError> {
         self.system
-            .app(name.as_str())
+            .app(name)
             .await?
             .ok_or_else(|| AppError::NotFound(name.to_string()))
-    }
-
-    /// A name that can not be valid can not exist: it is "not found", and never reaches storage.
-    fn existing_name(name: &str) -> Result<AppName, AppError> {
-        AppName::parse(name).map_err(|_| AppError::NotFound(name.chars().take(64).collect()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn app_names_follow_the_slug_rule() {
-        for ok in ["ab", "todo", "my-app-2", "0a", &"a".repeat(40)] {
-            assert!(AppName::parse(ok).is_ok(), "{ok} should be valid");
-        }
-        for bad in [
-            "",
-            "a",
-            "Todo",
-            "my_app",
-            "-ab",
-            "ab-",
-            "a b",
-            "../x",
-            "é1",
-            &"a".repeat(41),
-        ] {
-            assert!(
-                matches!(AppName::parse(bad), Err(AppError::InvalidName { .. })),
-                "{bad} should be invalid"
-            );
-        }
     }
 }

@@ -16,13 +16,14 @@ use cloudlet_query::{
     Dialect, Expr, FieldType, Limits, Param, QueryError, Schema, SqlBuilder, Value,
 };
 use cloudlet_store::{
-    BatchOp, BatchOutcome, CollectionRow, ColumnDef, ColumnType, Condition, IndexDef, Record,
-    RecordStore, Select, SortKey, SqlValue, StoreError, TableChange, TableDef,
+    AppName, BatchOp, BatchOutcome, CollectionRow, ColumnDef, ColumnType, Condition, IndexDef,
+    Record, RecordStore, Select, SortKey, SqlValue, StoreError, TableChange, TableDef,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 use tokio::sync::broadcast;
 
+use crate::access::Caller;
 use crate::clock::{Clock, Timestamp};
 use crate::random::Random;
 
@@ -452,21 +453,6 @@ fn record_json(compiled: &Compiled, record: &Record) -> Json {
 
 // ---- callers and events -------------------------------------------------------------------
 
-/// Who is reading or writing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Actor {
-    /// The admin token or the app's secret key: rules do not apply.
-    Admin,
-    User {
-        id: String,
-        provider: String,
-        /// The user's id at the provider (openid), and their unionid, when known.
-        openid: Option<String>,
-        unionid: Option<String>,
-    },
-    Anonymous,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
@@ -478,7 +464,7 @@ pub enum Operation {
 /// A committed write.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChangeEvent {
-    pub app: String,
+    pub app: AppName,
     pub collection: String,
     pub id: String,
     pub operation: Operation,
@@ -555,6 +541,20 @@ pub struct CollectionView {
     pub def: CollectionDef,
 }
 
+/// A caller of another app never reaches its records: the server's extractor already pins keys
+/// and tokens to the app a request names, and this keeps that true for every other way in.
+fn admit(app: &AppName, caller: &Caller) -> Result<(), DataError> {
+    let foreign = match caller {
+        Caller::AppKey(own) => own != app,
+        Caller::User(user) => user.app != *app,
+        Caller::Admin | Caller::Anonymous => false,
+    };
+    if foreign {
+        return Err(DataError::Forbidden("act for another app"));
+    }
+    Ok(())
+}
+
 // ---- the service --------------------------------------------------------------------------
 
 /// One app's compiled collections by name.
@@ -569,7 +569,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     random: Arc<dyn Random>,
     /// Compiled collections per app, loaded on first use.
-    cache: Mutex<HashMap<String, AppCollections>>,
+    cache: Mutex<HashMap<AppName, AppCollections>>,
     events: broadcast::Sender<ChangeEvent>,
 }
 
@@ -595,7 +595,7 @@ impl Data {
     }
 
     /// Drops what is cached for an app: after its collections change, or it is deleted.
-    pub fn forget_app(&self, app: &str) {
+    pub fn forget_app(&self, app: &AppName) {
         self.0
             .cache
             .lock()
@@ -605,7 +605,7 @@ impl Data {
 
     async fn collections_of(
         &self,
-        app: &str,
+        app: &AppName,
     ) -> Result<Arc<HashMap<String, Arc<Compiled>>>, DataError> {
         if let Some(cached) = self
             .0
@@ -635,7 +635,7 @@ impl Data {
         Ok(loaded)
     }
 
-    async fn collection(&self, app: &str, name: &str) -> Result<Arc<Compiled>, DataError> {
+    async fn collection(&self, app: &AppName, name: &str) -> Result<Arc<Compiled>, DataError> {
         self.collections_of(app)
             .await?
             .get(name)
@@ -646,7 +646,7 @@ impl Data {
     /// Creates a collection; the same definition again changes nothing.
     pub async fn put_collection(
         &self,
-        app: &str,
+        app: &AppName,
         name: &str,
         def: CollectionDef,
     ) -> Result<(CollectionView, bool), DataError> {
@@ -703,7 +703,7 @@ impl Data {
     /// What [`Data::put_collection`] would do with `def`, changing nothing.
     pub async fn plan_collection(
         &self,
-        app: &str,
+        app: &AppName,
         name: &str,
         def: CollectionDef,
     ) -> Result<Plan, DataError> {
@@ -731,7 +731,7 @@ impl Data {
         }
     }
 
-    pub async fn collections(&self, app: &str) -> Result<Vec<CollectionView>, DataError> {
+    pub async fn collections(&self, app: &AppName) -> Result<Vec<CollectionView>, DataError> {
         let all = self.collections_of(app).await?;
         let mut views: Vec<CollectionView> = all.iter().map(|(name, c)| view(name, c)).collect();
         views.sort_by(|a, b| a.name.cmp(&b.name));
@@ -740,13 +740,13 @@ impl Data {
 
     pub async fn collection_view(
         &self,
-        app: &str,
+        app: &AppName,
         name: &str,
     ) -> Result<CollectionView, DataError> {
         Ok(view(name, &*self.collection(app, name).await?))
     }
 
-    pub async fn drop_collection(&self, app: &str, name: &str) -> Result<(), DataError> {
+    pub async fn drop_collection(&self, app: &AppName, name: &str) -> Result<(), DataError> {
         let dropped = self.0.records.drop_collection(app, name).await?;
         self.forget_app(app);
         if dropped {
@@ -763,10 +763,11 @@ impl Data {
         &self,
         compiled: &Compiled,
         action: &'static str,
-        actor: &Actor,
+        actor: &Caller,
         data: Option<&Map<String, Json>>,
     ) -> Option<Condition> {
-        if *actor == Actor::Admin {
+        // The caller was checked against the app on the way in (see `check_caller`).
+        if matches!(actor, Caller::Admin | Caller::AppKey(_)) {
             return Some(Condition::always());
         }
         match compiled.rules.get(action)? {
@@ -786,7 +787,7 @@ impl Data {
         &self,
         compiled: &Compiled,
         param: &Param,
-        actor: &Actor,
+        actor: &Caller,
         data: Option<&Map<String, Json>>,
     ) -> SqlValue {
         match param {
@@ -796,11 +797,11 @@ impl Data {
             Param::Value(Value::Float(f)) => SqlValue::Float(*f),
             Param::Value(Value::Text(t)) => SqlValue::Text(t.clone()),
             Param::AuthId => match actor {
-                Actor::User { id, .. } => SqlValue::Text(id.clone()),
+                Caller::User(user) => SqlValue::Text(user.user_id.clone()),
                 _ => SqlValue::Null,
             },
             Param::AuthProvider => match actor {
-                Actor::User { provider, .. } => SqlValue::Text(provider.clone()),
+                Caller::User(user) => SqlValue::Text(user.provider.clone()),
                 _ => SqlValue::Null,
             },
             Param::Now => SqlValue::Int(self.0.clock.now().unix_ms()),
@@ -866,7 +867,7 @@ impl Data {
     fn new_record(
         &self,
         compiled: &Compiled,
-        actor: &Actor,
+        actor: &Caller,
         data: &Map<String, Json>,
     ) -> Result<(String, Record, Condition), DataError> {
         let check = self
@@ -878,7 +879,7 @@ impl Data {
         self.0.random.fill(&mut id);
         let id = URL_SAFE_NO_PAD.encode(id);
         let owner = match actor {
-            Actor::User { id, .. } => SqlValue::Text(id.clone()),
+            Caller::User(user) => SqlValue::Text(user.user_id.clone()),
             _ => SqlValue::Null,
         };
         let mut record: Record = vec![
@@ -895,7 +896,7 @@ impl Data {
     fn changes(
         &self,
         compiled: &Compiled,
-        actor: &Actor,
+        actor: &Caller,
         data: &Map<String, Json>,
     ) -> Result<(Condition, Record), DataError> {
         let condition = self
@@ -912,10 +913,11 @@ impl Data {
     /// Several writes in one transaction: all of them, or none. Each obeys its rules.
     pub async fn batch(
         &self,
-        app: &str,
-        actor: &Actor,
+        app: &AppName,
+        actor: &Caller,
         operations: Vec<Write>,
     ) -> Result<Vec<Json>, DataError> {
+        admit(app, actor)?;
         if operations.is_empty() || operations.len() > MAX_BATCH {
             return Err(DataError::InvalidBatch(format!(
                 "a batch holds 1 to {MAX_BATCH} operations"
@@ -1024,11 +1026,12 @@ impl Data {
 
     pub async fn create(
         &self,
-        app: &str,
+        app: &AppName,
         collection: &str,
-        actor: &Actor,
+        actor: &Caller,
         data: Map<String, Json>,
     ) -> Result<Json, DataError> {
+        admit(app, actor)?;
         let compiled = self.collection(app, collection).await?;
         let (id, record, check) = self.new_record(&compiled, actor, &data)?;
         match self
@@ -1055,13 +1058,14 @@ impl Data {
 
     pub async fn get(
         &self,
-        app: &str,
+        app: &AppName,
         collection: &str,
-        actor: &Actor,
+        actor: &Caller,
         id: &str,
         fields: Option<&str>,
         expand: Option<&str>,
     ) -> Result<Json, DataError> {
+        admit(app, actor)?;
         let compiled = self.collection(app, collection).await?;
         let condition = self
             .rule(&compiled, "view", actor, None)
@@ -1084,12 +1088,13 @@ impl Data {
 
     pub async fn update(
         &self,
-        app: &str,
+        app: &AppName,
         collection: &str,
-        actor: &Actor,
+        actor: &Caller,
         id: &str,
         data: Map<String, Json>,
     ) -> Result<Json, DataError> {
+        admit(app, actor)?;
         let compiled = self.collection(app, collection).await?;
         let (condition, set) = self.changes(&compiled, actor, &data)?;
         let (old, new) = self
@@ -1112,11 +1117,12 @@ impl Data {
 
     pub async fn delete(
         &self,
-        app: &str,
+        app: &AppName,
         collection: &str,
-        actor: &Actor,
+        actor: &Caller,
         id: &str,
     ) -> Result<(), DataError> {
+        admit(app, actor)?;
         let compiled = self.collection(app, collection).await?;
         let condition = self
             .rule(&compiled, "delete", actor, None)
@@ -1140,11 +1146,12 @@ impl Data {
 
     pub async fn list(
         &self,
-        app: &str,
+        app: &AppName,
         collection: &str,
-        actor: &Actor,
+        actor: &Caller,
         request: ListRequest,
     ) -> Result<RecordPage, DataError> {
+        admit(app, actor)?;
         let compiled = self.collection(app, collection).await?;
         let Some(rule) = self.rule(&compiled, "list", actor, None) else {
             return Ok(RecordPage {
@@ -1210,9 +1217,9 @@ impl Data {
     /// the view rules of their collections let the actor see them.
     fn expand<'a>(
         &'a self,
-        app: &'a str,
+        app: &'a AppName,
         compiled: &'a Compiled,
-        actor: &'a Actor,
+        actor: &'a Caller,
         items: &'a mut [Json],
         paths: &'a [Vec<String>],
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), DataError>> + Send + 'a>>
@@ -1297,7 +1304,7 @@ impl Data {
 
     fn publish(
         &self,
-        app: &str,
+        app: &AppName,
         collection: &str,
         id: &str,
         operation: Operation,

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use cloudlet_store::{
-    FunctionLogRow, FunctionStore, FunctionVersionRow, LogQuery, ScheduleRow, StoreError,
+    AppName, FunctionLogRow, FunctionStore, FunctionVersionRow, LogQuery, ScheduleRow, StoreError,
     SystemStore,
 };
 use serde::{Deserialize, Serialize};
@@ -22,8 +22,9 @@ use serde_json::{Map, Value as Json, json};
 use sha2::Digest;
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::access::Caller;
 use crate::clock::{Clock, Timestamp};
-use crate::data::{Actor, Operation};
+use crate::data::Operation;
 use crate::random::Random;
 use crate::sealing::Sealer;
 
@@ -40,7 +41,7 @@ pub struct CompileFailure {
 #[derive(Debug, Clone)]
 pub struct Run {
     /// Whose code it is: the engine keeps apps apart.
-    pub app: String,
+    pub app: AppName,
     /// Names the code (app, function, version): warm runtimes are kept per key.
     pub key: String,
     /// The compiled code, as the engine produced it.
@@ -336,9 +337,9 @@ pub struct VersionInfo {
 /// One invocation: of what, for whom, why.
 #[derive(Debug, Clone, Copy)]
 pub struct Invoke<'a> {
-    pub app: &'a str,
+    pub app: &'a AppName,
     pub name: &'a str,
-    pub actor: &'a Actor,
+    pub caller: &'a Caller,
     pub request_id: &'a str,
     pub trigger: Trigger,
 }
@@ -396,18 +397,18 @@ struct Inner {
     random: Arc<dyn Random>,
     sealer: Sealer,
     limits: FunctionLimits,
-    running: Mutex<HashMap<String, Arc<Admission>>>,
+    running: Mutex<HashMap<AppName, Arc<Admission>>>,
     /// Per function, for functions with a `max_concurrency` (their `turns` are unused).
-    running_functions: Mutex<HashMap<(String, String), Arc<Admission>>>,
+    running_functions: Mutex<HashMap<(AppName, String), Arc<Admission>>>,
     /// Active versions and unsealed environments, loaded on first use and forgotten on every
     /// change made through this service (and when an app is deleted).
-    active: Mutex<HashMap<(String, String), Arc<Active>>>,
-    envs: Mutex<HashMap<String, Arc<Map<String, Json>>>>,
+    active: Mutex<HashMap<(AppName, String), Arc<Active>>>,
+    envs: Mutex<HashMap<AppName, Arc<Map<String, Json>>>>,
     /// Each app's functions with data triggers.
-    triggered: Mutex<HashMap<String, Triggered>>,
+    triggered: Mutex<HashMap<AppName, Triggered>>,
     /// Bumped by every forgetting, so that a load that raced with a change is not cached.
     generation: AtomicU64,
-    log: mpsc::UnboundedSender<(String, FunctionLogRow)>,
+    log: mpsc::UnboundedSender<(AppName, FunctionLogRow)>,
 }
 
 /// An app's functions that have data triggers, with their triggers.
@@ -455,21 +456,21 @@ impl Functions {
         sealer: Sealer,
         limits: FunctionLimits,
     ) -> Self {
-        let (log, mut entries) = mpsc::unbounded_channel::<(String, FunctionLogRow)>();
+        let (log, mut entries) = mpsc::unbounded_channel::<(AppName, FunctionLogRow)>();
         let writer = Arc::clone(&store);
         let keep = limits.log_retention;
         tokio::spawn(async move {
             while let Some(first) = entries.recv().await {
                 // Gather what arrives for a moment: one write for many invocations.
                 tokio::time::sleep(LOG_BATCH_WINDOW).await;
-                let mut by_app: HashMap<String, Vec<FunctionLogRow>> = HashMap::new();
+                let mut by_app: HashMap<AppName, Vec<FunctionLogRow>> = HashMap::new();
                 by_app.entry(first.0).or_default().push(first.1);
                 while let Ok((app, row)) = entries.try_recv() {
                     by_app.entry(app).or_default().push(row);
                 }
                 for (app, rows) in by_app {
                     if let Err(e) = writer.append_logs(&app, rows, keep).await {
-                        tracing::warn!(app, error = %e, "could not write function logs");
+                        tracing::warn!(app = %app, error = %e, "could not write function logs");
                     }
                 }
             }
@@ -500,7 +501,7 @@ impl Functions {
     /// the active version change nothing. Checks everything a deploy checks but the syntax.
     pub async fn plan(
         &self,
-        app: &str,
+        app: &AppName,
         name: &str,
         deploy: Deploy,
     ) -> Result<DeployPlan, FunctionError> {
@@ -521,7 +522,7 @@ impl Functions {
     /// Compiles and stores a new version and makes it the active one.
     pub async fn deploy(
         &self,
-        app: &str,
+        app: &AppName,
         name: &str,
         deploy: Deploy,
     ) -> Result<FunctionInfo, FunctionError> {
@@ -566,7 +567,7 @@ impl Functions {
     /// Checks a deploy and returns its sources (`{"files","entry"}`), settings and schedules.
     fn prepare(
         &self,
-        app: &str,
+        app: &AppName,
         name: &str,
         deploy: Deploy,
     ) -> Result<(Json, Settings, Vec<ScheduleRow>), FunctionError> {
@@ -654,7 +655,7 @@ impl Functions {
         ))
     }
 
-    pub async fn list(&self, app: &str) -> Result<Vec<FunctionInfo>, FunctionError> {
+    pub async fn list(&self, app: &AppName) -> Result<Vec<FunctionInfo>, FunctionError> {
         Ok(self
             .0
             .store
@@ -671,7 +672,7 @@ impl Functions {
     }
 
     /// The function, its versions (newest first) and its active sources.
-    pub async fn show(&self, app: &str, name: &str) -> Result<Json, FunctionError> {
+    pub async fn show(&self, app: &AppName, name: &str) -> Result<Json, FunctionError> {
         let (row, active) = self
             .0
             .store
@@ -709,7 +710,7 @@ impl Functions {
     /// Makes an earlier (or later) version the active one.
     pub async fn rollback(
         &self,
-        app: &str,
+        app: &AppName,
         name: &str,
         version: i64,
     ) -> Result<FunctionInfo, FunctionError> {
@@ -733,7 +734,7 @@ impl Functions {
             .ok_or_else(|| FunctionError::NotFound(name.to_owned()))
     }
 
-    pub async fn delete(&self, app: &str, name: &str) -> Result<(), FunctionError> {
+    pub async fn delete(&self, app: &AppName, name: &str) -> Result<(), FunctionError> {
         let deleted = self.0.store.delete_function(app, name).await?;
         self.forget(app, name);
         self.0
@@ -751,7 +752,7 @@ impl Functions {
     /// shown back.
     pub async fn set_env(
         &self,
-        app: &str,
+        app: &AppName,
         name: &str,
         value: Option<&str>,
     ) -> Result<(), FunctionError> {
@@ -796,7 +797,7 @@ impl Functions {
         Ok(())
     }
 
-    pub async fn env_names(&self, app: &str) -> Result<Vec<String>, FunctionError> {
+    pub async fn env_names(&self, app: &AppName) -> Result<Vec<String>, FunctionError> {
         Ok(self
             .0
             .store
@@ -807,7 +808,11 @@ impl Functions {
             .collect())
     }
 
-    pub async fn logs(&self, app: &str, query: LogQuery) -> Result<Vec<LogEntry>, FunctionError> {
+    pub async fn logs(
+        &self,
+        app: &AppName,
+        query: LogQuery,
+    ) -> Result<Vec<LogEntry>, FunctionError> {
         Ok(self
             .0
             .store
@@ -841,13 +846,13 @@ impl Functions {
         let Invoke {
             app,
             name,
-            actor,
+            caller,
             request_id,
             trigger,
         } = call;
         let active = self.active(app, name).await?;
         let settings = &active.settings;
-        if !settings.public && matches!(actor, Actor::Anonymous) {
+        if !settings.public && matches!(caller, Caller::Anonymous) {
             return Err(FunctionError::Unauthenticated);
         }
         let _function_admitted = match settings.max_concurrency {
@@ -862,20 +867,15 @@ impl Functions {
             .await
             .map_err(|_| FunctionError::Overloaded)?;
         let env = self.env(app).await?;
-        let auth = match actor {
-            Actor::User {
-                id,
-                provider,
-                openid,
-                unionid,
-            } => Some(AuthContext::User {
-                id,
-                provider,
-                openid: openid.as_deref(),
-                unionid: unionid.as_deref(),
+        let auth = match caller {
+            Caller::User(user) => Some(AuthContext::User {
+                id: &user.user_id,
+                provider: &user.provider,
+                openid: user.openid.as_deref(),
+                unionid: user.unionid.as_deref(),
             }),
-            Actor::Admin => Some(AuthContext::Admin { admin: true }),
-            Actor::Anonymous => None,
+            Caller::Admin | Caller::AppKey(_) => Some(AuthContext::Admin { admin: true }),
+            Caller::Anonymous => None,
         };
         let context = serde_json::value::to_raw_value(&Context {
             app,
@@ -979,7 +979,7 @@ impl Functions {
     }
 
     /// Forgets everything cached of an app (it was deleted).
-    pub fn forget_app(&self, app: &str) {
+    pub fn forget_app(&self, app: &AppName) {
         self.0.generation.fetch_add(1, Ordering::AcqRel);
         lock(&self.0.active).retain(|(a, _), _| a != app);
         lock(&self.0.envs).remove(app);
@@ -988,7 +988,7 @@ impl Functions {
         lock(&self.0.triggered).remove(app);
     }
 
-    fn forget(&self, app: &str, name: &str) {
+    fn forget(&self, app: &AppName, name: &str) {
         self.0.generation.fetch_add(1, Ordering::AcqRel);
         lock(&self.0.active).remove(&(app.to_owned(), name.to_owned()));
         lock(&self.0.triggered).remove(app);
@@ -997,7 +997,7 @@ impl Functions {
     /// The functions a data event runs: those with a trigger on its collection and operation.
     pub async fn triggered_by(
         &self,
-        app: &str,
+        app: &AppName,
         collection: &str,
         operation: Operation,
     ) -> Result<Vec<String>, FunctionError> {
@@ -1035,7 +1035,7 @@ impl Functions {
     }
 
     /// The active version of a function, from memory after its first call.
-    async fn active(&self, app: &str, name: &str) -> Result<Arc<Active>, FunctionError> {
+    async fn active(&self, app: &AppName, name: &str) -> Result<Arc<Active>, FunctionError> {
         let cached = (app.to_owned(), name.to_owned());
         if let Some(active) = lock(&self.0.active).get(&cached) {
             return Ok(Arc::clone(active));
@@ -1068,7 +1068,7 @@ impl Functions {
     }
 
     /// The app's environment, unsealed, from memory after its first use.
-    async fn env(&self, app: &str) -> Result<Arc<Map<String, Json>>, FunctionError> {
+    async fn env(&self, app: &AppName) -> Result<Arc<Map<String, Json>>, FunctionError> {
         if let Some(env) = lock(&self.0.envs).get(app) {
             return Ok(Arc::clone(env));
         }
@@ -1089,7 +1089,12 @@ impl Functions {
     }
 
     /// Counts the invocation against its function's own limit.
-    fn admit_function(&self, app: &str, name: &str, max: usize) -> Result<Admitted, FunctionError> {
+    fn admit_function(
+        &self,
+        app: &AppName,
+        name: &str,
+        max: usize,
+    ) -> Result<Admitted, FunctionError> {
         let key = (app.to_owned(), name.to_owned());
         let admission = Arc::clone(
             lock(&self.0.running_functions)
@@ -1100,7 +1105,7 @@ impl Functions {
     }
 
     /// Counts the invocation against its app's limits: refused when too many are in already.
-    fn admit(&self, app: &str) -> Result<Admitted, FunctionError> {
+    fn admit(&self, app: &AppName) -> Result<Admitted, FunctionError> {
         let limits = &self.0.limits;
         let admission = Arc::clone(
             lock(&self.0.running)
@@ -1129,7 +1134,7 @@ impl Admission {
     }
 }
 
-fn env_place(app: &str, name: &str) -> String {
+fn env_place(app: &AppName, name: &str) -> String {
     format!("env:{app}:{name}")
 }
 

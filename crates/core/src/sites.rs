@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use cloudlet_store::{SiteFile, SiteStore, StoreError};
+use cloudlet_store::{AppName, SiteFile, SiteStore, StoreError};
 use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
@@ -40,14 +40,14 @@ impl Sites {
         Sites(Arc::new(Inner { store, clock }))
     }
 
-    pub async fn files(&self, app: &str) -> Result<Vec<SiteFile>, SiteError> {
+    pub async fn files(&self, app: &AppName) -> Result<Vec<SiteFile>, SiteError> {
         Ok(self.0.store.site_files(app).await?)
     }
 
     /// Stores a file; its content type comes from its extension.
     pub async fn put(
         &self,
-        app: &str,
+        app: &AppName,
         path: &str,
         content: Vec<u8>,
     ) -> Result<SiteFile, SiteError> {
@@ -73,7 +73,7 @@ impl Sites {
         Ok(file)
     }
 
-    pub async fn delete(&self, app: &str, path: &str) -> Result<(), SiteError> {
+    pub async fn delete(&self, app: &AppName, path: &str) -> Result<(), SiteError> {
         check_path(path)?;
         if self.0.store.delete_site_file(app, path).await? {
             Ok(())
@@ -84,7 +84,7 @@ impl Sites {
 
     /// The file that answers `path` (as requested, without the leading `/`): the file itself,
     /// or for a folder (`""`, `docs/`) its `index.html`.
-    pub async fn serve(&self, app: &str, path: &str) -> Result<(SiteFile, Vec<u8>), SiteError> {
+    pub async fn serve(&self, app: &AppName, path: &str) -> Result<(SiteFile, Vec<u8>), SiteError> {
         let path = if path.is_empty() || path.ends_with('/') {
             format!("{path}index.html")
         } else {

@@ -11,7 +11,7 @@ use cloudlet_core::apps::{AppError, AppHealth, AppPage};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::extract::{CallerOf, Json, Path, Query};
+use crate::extract::{CallerOf, Json, Query, TargetApp};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -60,19 +60,19 @@ async fn list_apps(
 
 async fn show_app(
     State(state): State<AppState>,
+    TargetApp(app): TargetApp,
     CallerOf(caller): CallerOf,
-    Path(app): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller.require_app(&app)?;
+    caller.require_app_admin(&app)?;
     Ok(axum::Json(state.apps().get(&app).await?).into_response())
 }
 
 async fn delete_app(
     State(state): State<AppState>,
+    TargetApp(app): TargetApp,
     CallerOf(caller): CallerOf,
-    Path(app): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_app(&app)?;
+    caller.require_app_admin(&app)?;
     let apps = state.apps().clone();
     let auth = state.auth().clone();
     let data = state.data().clone();
@@ -90,10 +90,10 @@ async fn delete_app(
 
 async fn rotate_key(
     State(state): State<AppState>,
+    TargetApp(app): TargetApp,
     CallerOf(caller): CallerOf,
-    Path(app): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller.require_app(&app)?;
+    caller.require_app_admin(&app)?;
     let apps = state.apps().clone();
     let rotated = to_completion(async move { apps.rotate_key(&app).await }).await?;
     Ok(axum::Json(rotated).into_response())
@@ -103,7 +103,7 @@ async fn rotate_key(
 /// load balancer calls to check that one app answers.
 async fn app_health(
     State(state): State<AppState>,
-    Path(app): Path<String>,
+    TargetApp(app): TargetApp,
 ) -> Result<axum::Json<AppHealth>, ApiError> {
     Ok(axum::Json(state.apps().health(&app).await?))
 }

@@ -3,15 +3,16 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
+use cloudlet_core::access::Caller;
 use cloudlet_core::auth::{AuthError, Login, Principal, SessionView, User};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::error::ApiError;
-use crate::extract::{CallerOf, Json, Path, bearer};
+use crate::error::{ApiError, Code};
+use crate::extract::{CallerOf, Json, Path, TargetApp};
 use crate::limits::ClientIp;
 use crate::state::AppState;
 
@@ -40,27 +41,35 @@ pub fn router() -> Router<AppState> {
         .route("/v1/apps/{app}/auth/user/phone", post(bind_phone))
 }
 
-/// Checks the access token of a request to `app`.
-async fn principal(
-    state: &AppState,
-    app: &str,
-    headers: &HeaderMap,
-) -> Result<Principal, ApiError> {
-    let token = bearer(headers).map_err(|()| AuthError::InvalidToken)?;
-    Ok(state.auth().authenticate(app, token).await?)
+/// The end user a route of the user's own account is for: it takes a user's access token.
+fn user(caller: Caller) -> Result<Principal, ApiError> {
+    match caller {
+        Caller::User(principal) => Ok(principal),
+        Caller::Anonymous => Err(AuthError::MissingToken.into()),
+        Caller::Admin | Caller::AppKey(_) => Err(ApiError::new(
+            Code::Forbidden,
+            "this route acts for one user: call it with that user's access token",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct ProviderPath {
+    provider: String,
 }
 
 async fn configure_provider(
     State(state): State<AppState>,
+    TargetApp(app): TargetApp,
     CallerOf(caller): CallerOf,
-    Path((app, provider)): Path<(String, String)>,
+    Path(path): Path<ProviderPath>,
     Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
     state.admin_app(&caller, &app).await?;
     Ok(axum::Json(
         state
             .auth()
-            .configure_provider(&app, &provider, body)
+            .configure_provider(&app, &path.provider, body)
             .await?,
     )
     .into_response())
@@ -68,29 +77,44 @@ async fn configure_provider(
 
 async fn show_provider(
     State(state): State<AppState>,
+    TargetApp(app): TargetApp,
     CallerOf(caller): CallerOf,
-    Path((app, provider)): Path<(String, String)>,
+    Path(path): Path<ProviderPath>,
 ) -> Result<Response, ApiError> {
     state.admin_app(&caller, &app).await?;
-    Ok(axum::Json(state.auth().provider_view(&app, &provider).await?).into_response())
+    Ok(axum::Json(state.auth().provider_view(&app, &path.provider).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct UserPath {
+    user: String,
 }
 
 async fn user_sessions(
     State(state): State<AppState>,
+    TargetApp(app): TargetApp,
     CallerOf(caller): CallerOf,
-    Path((app, user)): Path<(String, String)>,
+    Path(path): Path<UserPath>,
 ) -> Result<axum::Json<Vec<SessionView>>, ApiError> {
     state.admin_app(&caller, &app).await?;
-    Ok(axum::Json(state.auth().sessions_of(&app, &user).await?))
+    Ok(axum::Json(
+        state.auth().sessions_of(&app, &path.user).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct SessionPath {
+    session: String,
 }
 
 async fn revoke_session(
     State(state): State<AppState>,
+    TargetApp(app): TargetApp,
     CallerOf(caller): CallerOf,
-    Path((app, session)): Path<(String, String)>,
+    Path(path): Path<SessionPath>,
 ) -> Result<StatusCode, ApiError> {
     state.admin_app(&caller, &app).await?;
-    state.auth().revoke(&app, &session).await?;
+    state.auth().revoke(&app, &path.session).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -130,7 +154,7 @@ impl LoginBody {
 async fn create_session(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    Path(app): Path<String>,
+    TargetApp(app): TargetApp,
     Json(body): Json<LoginBody>,
 ) -> Result<Response, ApiError> {
     state.limits().check_login(&app, ip)?;
@@ -149,7 +173,7 @@ struct SignUp {
 async fn sign_up(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    Path(app): Path<String>,
+    TargetApp(app): TargetApp,
     Json(body): Json<SignUp>,
 ) -> Result<Response, ApiError> {
     state.limits().check_login(&app, ip)?;
@@ -170,7 +194,7 @@ struct RefreshBody {
 async fn refresh(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    Path(app): Path<String>,
+    TargetApp(app): TargetApp,
     Json(body): Json<RefreshBody>,
 ) -> Result<Response, ApiError> {
     state.limits().check_client(ip)?;
@@ -180,20 +204,20 @@ async fn refresh(
 
 async fn log_out(
     State(state): State<AppState>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
+    TargetApp(app): TargetApp,
+    CallerOf(caller): CallerOf,
 ) -> Result<StatusCode, ApiError> {
-    let principal = principal(&state, &app, &headers).await?;
+    let principal = user(caller)?;
     state.auth().revoke(&app, &principal.session_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn show_user(
     State(state): State<AppState>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
+    TargetApp(_): TargetApp,
+    CallerOf(caller): CallerOf,
 ) -> Result<axum::Json<User>, ApiError> {
-    let principal = principal(&state, &app, &headers).await?;
+    let principal = user(caller)?;
     Ok(axum::Json(state.auth().user(&principal).await?))
 }
 
@@ -205,11 +229,11 @@ struct ProfileChange {
 
 async fn update_user(
     State(state): State<AppState>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
+    TargetApp(_): TargetApp,
+    CallerOf(caller): CallerOf,
     Json(body): Json<ProfileChange>,
 ) -> Result<axum::Json<User>, ApiError> {
-    let principal = principal(&state, &app, &headers).await?;
+    let principal = user(caller)?;
     Ok(axum::Json(
         state
             .auth()
@@ -233,11 +257,11 @@ fn wechat() -> String {
 /// `POST …/auth/user/phone {"code"}`: the number behind a WeChat `getPhoneNumber` code.
 async fn bind_phone(
     State(state): State<AppState>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
+    TargetApp(_): TargetApp,
+    CallerOf(caller): CallerOf,
     Json(body): Json<PhoneCode>,
 ) -> Result<axum::Json<User>, ApiError> {
-    let principal = principal(&state, &app, &headers).await?;
+    let principal = user(caller)?;
     Ok(axum::Json(
         state
             .auth()
@@ -248,10 +272,10 @@ async fn bind_phone(
 
 async fn delete_user(
     State(state): State<AppState>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
+    TargetApp(_): TargetApp,
+    CallerOf(caller): CallerOf,
 ) -> Result<StatusCode, ApiError> {
-    let principal = principal(&state, &app, &headers).await?;
+    let principal = user(caller)?;
     state.auth().delete_user(&principal).await?;
     Ok(StatusCode::NO_CONTENT)
 }

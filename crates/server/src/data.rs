@@ -1,20 +1,18 @@
 //! HTTP routes for data: collections (admin API) and records (`/v1/apps/{app}/collections/…`).
-//! A request's actor is the admin token or the app's secret key (rules do not apply), a user's
+//! The caller is the admin token or the app's secret key (rules do not apply), a user with an
 //! access token, or nobody.
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use cloudlet_core::access::Caller;
-use cloudlet_core::auth::AuthError;
-use cloudlet_core::data::{Actor, CollectionDef, ListRequest, Write};
+use cloudlet_core::data::{CollectionDef, ListRequest, Write};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::error::{ApiError, Code};
-use crate::extract::{CallerOf, Json, Path, Query, bearer};
+use crate::error::ApiError;
+use crate::extract::{CallerOf, Json, Path, Query, TargetApp};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -37,40 +35,28 @@ pub fn router() -> Router<AppState> {
         .route("/v1/apps/{app}/batch", post(batch))
 }
 
-/// Who is calling: a JWT is a user's access token; any other bearer must be the admin token or
-/// this app's secret key.
-pub(crate) async fn actor(
-    state: &AppState,
-    app: &str,
-    headers: &HeaderMap,
-) -> Result<Actor, ApiError> {
-    let token = bearer(headers).map_err(|()| AuthError::InvalidToken)?;
-    match token {
-        None => Ok(Actor::Anonymous),
-        Some(token) if token.contains('.') => {
-            let principal = state.auth().authenticate(app, Some(token)).await?;
-            Ok(Actor::User {
-                id: principal.user_id,
-                provider: principal.provider,
-                openid: principal.openid,
-                unionid: principal.unionid,
-            })
-        }
-        Some(key) => match state.access().authenticate(Some(key)).await? {
-            Caller::Admin => Ok(Actor::Admin),
-            Caller::App(own) if own == app => Ok(Actor::Admin),
-            Caller::App(_) => Err(ApiError::new(
-                Code::Forbidden,
-                "this key belongs to another app",
-            )),
-        },
-    }
+#[derive(Deserialize)]
+struct CollectionName {
+    name: String,
+}
+
+/// `…/collections/{collection}/records`.
+#[derive(Deserialize)]
+struct RecordsPath {
+    collection: String,
+}
+
+/// `…/collections/{collection}/records/{id}`.
+#[derive(Deserialize)]
+struct RecordPath {
+    collection: String,
+    id: String,
 }
 
 async fn list_collections(
     State(state): State<AppState>,
+    TargetApp(app): TargetApp,
     CallerOf(caller): CallerOf,
-    Path(app): Path<String>,
 ) -> Result<Response, ApiError> {
     state.admin_app(&caller, &app).await?;
     Ok(axum::Json(state.data().collections(&app).await?).into_response())
@@ -78,8 +64,9 @@ async fn list_collections(
 
 async fn show_collection(
     State(state): State<AppState>,
+    TargetApp(app): TargetApp,
     CallerOf(caller): CallerOf,
-    Path((app, name)): Path<(String, String)>,
+    Path(CollectionName { name }): Path<CollectionName>,
 ) -> Result<Response, ApiError> {
     state.admin_app(&caller, &app).await?;
     Ok(axum::Json(state.data().collection_view(&app, &name).await?).into_response())
@@ -87,8 +74,9 @@ async fn show_collection(
 
 async fn put_collection(
     State(state): State<AppState>,
+    TargetApp(app): TargetApp,
     CallerOf(caller): CallerOf,
-    Path((app, name)): Path<(String, String)>,
+    Path(CollectionName { name }): Path<CollectionName>,
     Json(def): Json<CollectionDef>,
 ) -> Result<Response, ApiError> {
     state.admin_app(&caller, &app).await?;
@@ -107,8 +95,9 @@ async fn put_collection(
 
 async fn drop_collection(
     State(state): State<AppState>,
+    TargetApp(app): TargetApp,
     CallerOf(caller): CallerOf,
-    Path((app, name)): Path<(String, String)>,
+    Path(CollectionName { name }): Path<CollectionName>,
 ) -> Result<StatusCode, ApiError> {
     state.admin_app(&caller, &app).await?;
     state.data().drop_collection(&app, &name).await?;
@@ -138,11 +127,11 @@ struct GetParams {
 
 async fn list_records(
     State(state): State<AppState>,
-    Path((app, collection)): Path<(String, String)>,
+    TargetApp(app): TargetApp,
+    CallerOf(caller): CallerOf,
+    Path(RecordsPath { collection }): Path<RecordsPath>,
     Query(params): Query<ListParams>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let actor = actor(&state, &app, &headers).await?;
     let request = ListRequest {
         filter: params.filter,
         sort: params.sort,
@@ -155,36 +144,39 @@ async fn list_records(
     };
     let page = state
         .data()
-        .list(&app, &collection, &actor, request)
+        .list(&app, &collection, &caller, request)
         .await?;
     Ok(axum::Json(page).into_response())
 }
 
 async fn create_record(
     State(state): State<AppState>,
-    Path((app, collection)): Path<(String, String)>,
-    headers: HeaderMap,
+    TargetApp(app): TargetApp,
+    CallerOf(caller): CallerOf,
+    Path(RecordsPath { collection }): Path<RecordsPath>,
     Json(data): Json<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
-    let actor = actor(&state, &app, &headers).await?;
-    let record = state.data().create(&app, &collection, &actor, data).await?;
+    let record = state
+        .data()
+        .create(&app, &collection, &caller, data)
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(record)).into_response())
 }
 
 async fn get_record(
     State(state): State<AppState>,
-    Path((app, collection, id)): Path<(String, String, String)>,
+    TargetApp(app): TargetApp,
+    CallerOf(caller): CallerOf,
+    Path(path): Path<RecordPath>,
     Query(params): Query<GetParams>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let actor = actor(&state, &app, &headers).await?;
     let record = state
         .data()
         .get(
             &app,
-            &collection,
-            &actor,
-            &id,
+            &path.collection,
+            &caller,
+            &path.id,
             params.fields.as_deref(),
             params.expand.as_deref(),
         )
@@ -194,25 +186,28 @@ async fn get_record(
 
 async fn update_record(
     State(state): State<AppState>,
-    Path((app, collection, id)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    TargetApp(app): TargetApp,
+    CallerOf(caller): CallerOf,
+    Path(path): Path<RecordPath>,
     Json(data): Json<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
-    let actor = actor(&state, &app, &headers).await?;
     let record = state
         .data()
-        .update(&app, &collection, &actor, &id, data)
+        .update(&app, &path.collection, &caller, &path.id, data)
         .await?;
     Ok(axum::Json(record).into_response())
 }
 
 async fn delete_record(
     State(state): State<AppState>,
-    Path((app, collection, id)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    TargetApp(app): TargetApp,
+    CallerOf(caller): CallerOf,
+    Path(path): Path<RecordPath>,
 ) -> Result<StatusCode, ApiError> {
-    let actor = actor(&state, &app, &headers).await?;
-    state.data().delete(&app, &collection, &actor, &id).await?;
+    state
+        .data()
+        .delete(&app, &path.collection, &caller, &path.id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -225,11 +220,10 @@ struct Batch {
 /// `POST /v1/apps/{app}/batch`: several writes in one transaction, all or nothing.
 async fn batch(
     State(state): State<AppState>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
+    TargetApp(app): TargetApp,
+    CallerOf(caller): CallerOf,
     Json(body): Json<Batch>,
 ) -> Result<Response, ApiError> {
-    let actor = actor(&state, &app, &headers).await?;
-    let results = state.data().batch(&app, &actor, body.operations).await?;
+    let results = state.data().batch(&app, &caller, body.operations).await?;
     Ok(axum::Json(serde_json::json!({ "results": results })).into_response())
 }

@@ -1,12 +1,14 @@
-//! Request extractors whose rejections speak the API's error codes: JSON bodies, query strings
-//! and the admin API's bearer credentials.
+//! Request extractors whose rejections speak the API's error codes: JSON bodies, query strings,
+//! path parameters, the app a request names ([`TargetApp`]) and who is calling ([`CallerOf`]).
+//! Handlers never read a raw app name or an `Authorization` header themselves.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use cloudlet_core::access::{AccessError, Caller};
+use cloudlet_core::apps::AppName;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, Code};
@@ -105,15 +107,80 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
     }
 }
 
-/// The caller of the admin API, from `Authorization: Bearer <admin token or app secret key>`.
+/// The app a request names in its path (`{app}`), parsed into an [`AppName`] before anything
+/// else happens. A segment that can not be an app's name (an encoded slash, `..`, a NUL, too
+/// long) answers `404 app_not_found`, exactly like an app that does not exist; nothing is opened
+/// for it. An app that does not exist is found out by the store, which opens without creating.
+pub struct TargetApp(pub AppName);
+
+impl<S: Send + Sync> FromRequestParts<S> for TargetApp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match app_param(parts, state).await? {
+            Some(app) => Ok(TargetApp(app)),
+            None => Err(ApiError::internal(
+                &"a route without {app} asked for its app",
+            )),
+        }
+    }
+}
+
+/// The `{app}` path parameter, if the route has one. It is read from the path itself (the
+/// segment where the route's template has `{app}`) and decoded here, so that a segment that does
+/// not even decode (`%FF`) is not found like any other impossible name.
+async fn app_param<S: Send + Sync>(
+    parts: &mut Parts,
+    _state: &S,
+) -> Result<Option<AppName>, ApiError> {
+    let Some(template) = parts.extensions.get::<MatchedPath>() else {
+        return Ok(None);
+    };
+    let Some(index) = template.as_str().split('/').position(|s| s == "{app}") else {
+        return Ok(None);
+    };
+    let raw = parts.uri.path().split('/').nth(index).unwrap_or_default();
+    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    AppName::parse(&decoded).map(Some).map_err(|_| {
+        let shown: String = decoded.chars().take(64).collect();
+        ApiError::new(Code::AppNotFound, format!("no app named {shown:?}"))
+    })
+}
+
+/// Who is calling, from `Authorization: Bearer …`: nobody without the header; an end user with
+/// an access token (a JWT) of the app the path names; the admin token; or an app's secret key,
+/// refused (`403 forbidden`) on another app's routes. Routes say what they need of the caller
+/// (`require_admin`, `require_app_admin`, a user); this only establishes who it is.
 pub struct CallerOf(pub Caller);
 
 impl FromRequestParts<AppState> for CallerOf {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let bearer = bearer(&parts.headers).map_err(|()| AccessError::InvalidCredentials)?;
-        Ok(CallerOf(state.access().authenticate(bearer).await?))
+        // The app first: a name that can not be an app's is not found, whoever asks.
+        let app = app_param(parts, state).await?;
+        let token = bearer(&parts.headers).map_err(|()| AccessError::InvalidCredentials)?;
+        let Some(token) = token else {
+            return Ok(CallerOf(Caller::Anonymous));
+        };
+        if token.contains('.') {
+            // Access tokens are JWTs; secret keys and the admin token have no dot.
+            let Some(app) = app else {
+                return Err(AccessError::InvalidCredentials.into());
+            };
+            let principal = state.auth().authenticate(&app, Some(token)).await?;
+            return Ok(CallerOf(Caller::User(principal)));
+        }
+        let caller = state.access().authenticate(Some(token)).await?;
+        if let (Caller::AppKey(own), Some(app)) = (&caller, &app)
+            && own != app
+        {
+            return Err(ApiError::new(
+                Code::Forbidden,
+                "this key belongs to another app",
+            ));
+        }
+        Ok(CallerOf(caller))
     }
 }
 

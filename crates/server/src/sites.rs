@@ -8,11 +8,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
+use cloudlet_core::apps::AppName;
 use cloudlet_core::sites::SiteError;
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::{ApiError, Code};
-use crate::extract::{CallerOf, Path};
+use crate::extract::{CallerOf, Path, TargetApp};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -44,10 +46,16 @@ impl From<SiteError> for ApiError {
     }
 }
 
+/// `…/site/{*path}` and `/sites/{app}/{*path}`: a file's path in the site.
+#[derive(Deserialize)]
+struct SitePath {
+    path: String,
+}
+
 async fn list_files(
     State(state): State<AppState>,
+    TargetApp(app): TargetApp,
     CallerOf(caller): CallerOf,
-    Path(app): Path<String>,
 ) -> Result<Response, ApiError> {
     state.admin_app(&caller, &app).await?;
     let files: Vec<_> = state
@@ -62,8 +70,9 @@ async fn list_files(
 
 async fn put_file(
     State(state): State<AppState>,
+    TargetApp(app): TargetApp,
     CallerOf(caller): CallerOf,
-    Path((app, path)): Path<(String, String)>,
+    Path(SitePath { path }): Path<SitePath>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     state.admin_app(&caller, &app).await?;
@@ -74,8 +83,9 @@ async fn put_file(
 
 async fn delete_file(
     State(state): State<AppState>,
+    TargetApp(app): TargetApp,
     CallerOf(caller): CallerOf,
-    Path((app, path)): Path<(String, String)>,
+    Path(SitePath { path }): Path<SitePath>,
 ) -> Result<StatusCode, ApiError> {
     state.admin_app(&caller, &app).await?;
     state.sites().delete(&app, &path).await?;
@@ -101,13 +111,13 @@ async fn sdk() -> Response {
 }
 
 /// `/sites/{app}` → `/sites/{app}/`, so that the page's relative links resolve inside the site.
-async fn to_folder(Path(app): Path<String>) -> Redirect {
+async fn to_folder(TargetApp(app): TargetApp) -> Redirect {
     Redirect::permanent(&format!("/sites/{app}/"))
 }
 
 async fn serve_index(
     state: State<AppState>,
-    Path(app): Path<String>,
+    TargetApp(app): TargetApp,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     serve_path(&state, &app, "", &headers).await
@@ -115,7 +125,8 @@ async fn serve_index(
 
 async fn serve(
     state: State<AppState>,
-    Path((app, path)): Path<(String, String)>,
+    TargetApp(app): TargetApp,
+    Path(SitePath { path }): Path<SitePath>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     serve_path(&state, &app, &path, &headers).await
@@ -123,7 +134,7 @@ async fn serve(
 
 async fn serve_path(
     state: &AppState,
-    app: &str,
+    app: &AppName,
     path: &str,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use cloudlet_core::access::{Access, Caller};
-use cloudlet_core::apps::Apps;
+use cloudlet_core::apps::{AppName, Apps};
 use cloudlet_core::auth::Auth;
 use cloudlet_core::data::Data;
 use cloudlet_core::functions::Functions;
@@ -73,8 +73,8 @@ impl AppState {
 
     /// Checks that `caller` may administer `app` (the admin token, or that app's key) and that
     /// the app exists: the start of every admin route of one app.
-    pub async fn admin_app(&self, caller: &Caller, app: &str) -> Result<(), ApiError> {
-        caller.require_app(app)?;
+    pub async fn admin_app(&self, caller: &Caller, app: &AppName) -> Result<(), ApiError> {
+        caller.require_app_admin(app)?;
         self.apps().get(app).await?;
         Ok(())
     }

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use crate::StoreError;
+use crate::{AppName, StoreError};
 
 /// A function and the version that answers its calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +57,7 @@ pub trait FunctionStore: Send + Sync {
     /// Stores a new version and makes it the active one; returns its number.
     async fn deploy_function(
         &self,
-        app: &str,
+        app: &AppName,
         name: &str,
         settings: String,
         version: FunctionVersionRow,
@@ -65,42 +65,45 @@ pub trait FunctionStore: Send + Sync {
     /// The function and its active version.
     async fn function(
         &self,
-        app: &str,
+        app: &AppName,
         name: &str,
     ) -> Result<Option<(FunctionRow, FunctionVersionRow)>, StoreError>;
-    async fn functions(&self, app: &str) -> Result<Vec<FunctionRow>, StoreError>;
+    async fn functions(&self, app: &AppName) -> Result<Vec<FunctionRow>, StoreError>;
     /// Version numbers and times, newest first (sources and code left out).
-    async fn function_versions(&self, app: &str, name: &str)
-    -> Result<Vec<(i64, i64)>, StoreError>;
+    async fn function_versions(
+        &self,
+        app: &AppName,
+        name: &str,
+    ) -> Result<Vec<(i64, i64)>, StoreError>;
     /// Makes `version` the active one; false when the function or version does not exist.
     async fn activate_version(
         &self,
-        app: &str,
+        app: &AppName,
         name: &str,
         version: i64,
         at_ms: i64,
     ) -> Result<bool, StoreError>;
     /// Deletes the function and every version; false when it did not exist.
-    async fn delete_function(&self, app: &str, name: &str) -> Result<bool, StoreError>;
+    async fn delete_function(&self, app: &AppName, name: &str) -> Result<bool, StoreError>;
     /// Appends entries, keeping at most `keep` (the newest) in the app's log.
     async fn append_logs(
         &self,
-        app: &str,
+        app: &AppName,
         entries: Vec<FunctionLogRow>,
         keep: i64,
     ) -> Result<(), StoreError>;
     /// Newest first (oldest first with `after_id`).
     async fn function_logs(
         &self,
-        app: &str,
+        app: &AppName,
         query: LogQuery,
     ) -> Result<Vec<FunctionLogRow>, StoreError>;
     /// Sets (`Some`) or removes (`None`) an environment value; false when removing a missing one.
     async fn set_env(
         &self,
-        app: &str,
+        app: &AppName,
         name: &str,
         sealed: Option<Vec<u8>>,
     ) -> Result<bool, StoreError>;
-    async fn env(&self, app: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    async fn env(&self, app: &AppName) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }

@@ -9,9 +9,12 @@
 //! - [`sqlite`] implements both on SQLite: one writer thread per database that batches concurrent
 //!   writes into one transaction, and a small pool of reader connections.
 //!
-//! Nothing here knows what an app name may look like or who may call what: those are domain
-//! rules and live in `cloudlet-core`.
+//! Every store takes an app as an [`AppName`], never a string: the name becomes a directory of
+//! the data directory, so the type that guarantees it is one plain path segment lives here, next
+//! to the code that joins it to a path. Who may call what is a domain rule and lives in
+//! `cloudlet-core`.
 
+mod app_name;
 mod data_dir;
 mod error;
 mod functions;
@@ -22,6 +25,7 @@ mod system;
 mod tenants;
 mod users;
 
+pub use app_name::{AppName, InvalidAppName};
 pub use data_dir::DataDir;
 pub use error::StoreError;
 pub use functions::{FunctionLogRow, FunctionRow, FunctionStore, FunctionVersionRow, LogQuery};

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 
-use crate::StoreError;
+use crate::{AppName, StoreError};
 
 /// A value in a column.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,11 +135,11 @@ pub struct Select {
 
 #[async_trait]
 pub trait RecordStore: Send + Sync {
-    async fn collections(&self, app: &str) -> Result<Vec<CollectionRow>, StoreError>;
+    async fn collections(&self, app: &AppName) -> Result<Vec<CollectionRow>, StoreError>;
     /// Creates the collection and its table; [`StoreError::Conflict`] if it exists.
     async fn create_collection(
         &self,
-        app: &str,
+        app: &AppName,
         collection: CollectionRow,
         table: TableDef,
     ) -> Result<(), StoreError>;
@@ -148,18 +148,18 @@ pub trait RecordStore: Send + Sync {
     /// rewrites rows; dropping one deletes its values.
     async fn alter_collection(
         &self,
-        app: &str,
+        app: &AppName,
         collection: CollectionRow,
         change: TableChange,
     ) -> Result<(), StoreError>;
     /// Drops the collection and its table with every record; false if there was none.
-    async fn drop_collection(&self, app: &str, name: &str) -> Result<bool, StoreError>;
+    async fn drop_collection(&self, app: &AppName, name: &str) -> Result<bool, StoreError>;
     /// Inserts a record, then requires `check` of it, rolling back with
     /// [`StoreError::CheckFailed`] if it does not hold; [`StoreError::Conflict`] if a unique
     /// column already has the value.
     async fn insert(
         &self,
-        app: &str,
+        app: &AppName,
         collection: &str,
         record: Record,
         check: Condition,
@@ -167,14 +167,14 @@ pub trait RecordStore: Send + Sync {
     /// The records matching `select`, and their total count when asked.
     async fn select(
         &self,
-        app: &str,
+        app: &AppName,
         collection: &str,
         select: Select,
     ) -> Result<(Vec<Record>, Option<i64>), StoreError>;
     /// The record `id` if `condition` allows it.
     async fn get(
         &self,
-        app: &str,
+        app: &AppName,
         collection: &str,
         id: &str,
         condition: Condition,
@@ -183,7 +183,7 @@ pub trait RecordStore: Send + Sync {
     /// returns the record before and after; [`StoreError::Conflict`] on a unique column.
     async fn update(
         &self,
-        app: &str,
+        app: &AppName,
         collection: &str,
         id: &str,
         condition: Condition,
@@ -193,13 +193,13 @@ pub trait RecordStore: Send + Sync {
     /// [`StoreError::InBatch`]), none.
     async fn batch(
         &self,
-        app: &str,
+        app: &AppName,
         operations: Vec<BatchOp>,
     ) -> Result<Vec<BatchOutcome>, StoreError>;
     /// Deletes the record `id` if `condition` allows it; returns it.
     async fn delete(
         &self,
-        app: &str,
+        app: &AppName,
         collection: &str,
         id: &str,
         condition: Condition,

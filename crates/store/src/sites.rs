@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use crate::StoreError;
+use crate::{AppName, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteFile {
@@ -18,19 +18,19 @@ pub struct SiteFile {
 #[async_trait]
 pub trait SiteStore: Send + Sync {
     /// Every file, without content, by path.
-    async fn site_files(&self, app: &str) -> Result<Vec<SiteFile>, StoreError>;
+    async fn site_files(&self, app: &AppName) -> Result<Vec<SiteFile>, StoreError>;
     /// One file and its content.
     async fn site_file(
         &self,
-        app: &str,
+        app: &AppName,
         path: &str,
     ) -> Result<Option<(SiteFile, Vec<u8>)>, StoreError>;
     async fn put_site_file(
         &self,
-        app: &str,
+        app: &AppName,
         file: SiteFile,
         content: Vec<u8>,
     ) -> Result<(), StoreError>;
     /// False when there was no such file.
-    async fn delete_site_file(&self, app: &str, path: &str) -> Result<bool, StoreError>;
+    async fn delete_site_file(&self, app: &AppName, path: &str) -> Result<bool, StoreError>;
 }

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::StoreError;
+use crate::{AppName, StoreError};
 
 /// An app as the control plane stores it. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +47,7 @@ impl std::fmt::Debug for ProviderRow {
 /// A function's cron schedule, and when it runs next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleRow {
-    pub app: String,
+    pub app: AppName,
     pub function: String,
     /// Its place among the function's schedules.
     pub index: i64,
@@ -73,9 +73,9 @@ pub trait SystemStore: Send + Sync {
     async fn set_admin_token_hash(&self, hash: Vec<u8>) -> Result<(), StoreError>;
     /// Inserts an app with its first signing key; [`StoreError::Conflict`] if the name is taken.
     async fn insert_app(&self, app: AppRow, signing_key: SigningKeyRow) -> Result<(), StoreError>;
-    async fn app(&self, name: &str) -> Result<Option<AppRow>, StoreError>;
+    async fn app(&self, name: &AppName) -> Result<Option<AppRow>, StoreError>;
     /// The name of the app whose secret key hashes to `hash`.
-    async fn app_by_key_hash(&self, hash: &[u8]) -> Result<Option<String>, StoreError>;
+    async fn app_by_key_hash(&self, hash: &[u8]) -> Result<Option<AppName>, StoreError>;
     /// Apps in name order, starting after `after`.
     async fn list_apps(
         &self,
@@ -83,27 +83,31 @@ pub trait SystemStore: Send + Sync {
         limit: usize,
     ) -> Result<Page<AppRow>, StoreError>;
     /// Deletes an app and its keys; false if there was none.
-    async fn delete_app(&self, name: &str) -> Result<bool, StoreError>;
+    async fn delete_app(&self, name: &AppName) -> Result<bool, StoreError>;
     /// Replaces an app's secret key; false if there is no such app.
     async fn replace_app_key(
         &self,
-        name: &str,
+        name: &AppName,
         hash: Vec<u8>,
         hint: String,
         at_ms: i64,
     ) -> Result<bool, StoreError>;
     /// Creates or replaces a provider's configuration; [`StoreError::Conflict`] if the app is
     /// gone.
-    async fn put_provider(&self, app: &str, row: ProviderRow) -> Result<(), StoreError>;
-    async fn provider(&self, app: &str, provider: &str) -> Result<Option<ProviderRow>, StoreError>;
-    async fn providers(&self, app: &str) -> Result<Vec<ProviderRow>, StoreError>;
+    async fn put_provider(&self, app: &AppName, row: ProviderRow) -> Result<(), StoreError>;
+    async fn provider(
+        &self,
+        app: &AppName,
+        provider: &str,
+    ) -> Result<Option<ProviderRow>, StoreError>;
+    async fn providers(&self, app: &AppName) -> Result<Vec<ProviderRow>, StoreError>;
     /// The app's token-signing keys, newest first.
-    async fn signing_keys(&self, app: &str) -> Result<Vec<SigningKeyRow>, StoreError>;
+    async fn signing_keys(&self, app: &AppName) -> Result<Vec<SigningKeyRow>, StoreError>;
     /// Flushes pending writes and closes the store.
     /// Replaces a function's schedules (none: it has no more).
     async fn replace_schedules(
         &self,
-        app: &str,
+        app: &AppName,
         function: &str,
         schedules: Vec<ScheduleRow>,
     ) -> Result<(), StoreError>;

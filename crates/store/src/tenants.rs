@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::StoreError;
+use crate::{AppName, StoreError};
 
 /// What a read of an app's database found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,11 +15,11 @@ pub struct TenantHealth {
 #[async_trait]
 pub trait TenantStore: Send + Sync {
     /// Creates the app's database. Idempotent.
-    async fn provision(&self, app: &str) -> Result<(), StoreError>;
+    async fn provision(&self, app: &AppName) -> Result<(), StoreError>;
     /// Closes and deletes the app's database and everything stored beside it.
-    async fn destroy(&self, app: &str) -> Result<(), StoreError>;
+    async fn destroy(&self, app: &AppName) -> Result<(), StoreError>;
     /// Opens the app's database if it is closed and reads from it.
-    async fn health(&self, app: &str) -> Result<TenantHealth, StoreError>;
+    async fn health(&self, app: &AppName) -> Result<TenantHealth, StoreError>;
     /// How many app databases are open now.
     fn open_count(&self) -> usize;
     /// Closes the databases nobody has used for `idle_for`; returns how many it closed.

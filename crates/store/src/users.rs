@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use crate::StoreError;
+use crate::{AppName, StoreError};
 
 /// A user of one app. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,54 +74,59 @@ pub enum Rotation {
 
 #[async_trait]
 pub trait UserStore: Send + Sync {
-    async fn user(&self, app: &str, id: &str) -> Result<Option<UserRow>, StoreError>;
+    async fn user(&self, app: &AppName, id: &str) -> Result<Option<UserRow>, StoreError>;
     async fn user_by_identity(
         &self,
-        app: &str,
+        app: &AppName,
         provider: &str,
         subject: &str,
     ) -> Result<Option<UserRow>, StoreError>;
     /// The user's id at `provider` and their unionid there, if they have that identity.
     async fn identity_of(
         &self,
-        app: &str,
+        app: &AppName,
         user_id: &str,
         provider: &str,
     ) -> Result<Option<(String, Option<String>)>, StoreError>;
     async fn user_by_unionid(
         &self,
-        app: &str,
+        app: &AppName,
         family: &str,
         unionid: &str,
     ) -> Result<Option<UserRow>, StoreError>;
     /// The user with this email and their password hash.
     async fn user_by_email(
         &self,
-        app: &str,
+        app: &AppName,
         email: &str,
     ) -> Result<Option<(UserRow, Option<String>)>, StoreError>;
     /// Creates a user, with an identity if given; [`StoreError::Conflict`] if the email or the
     /// identity exists already.
     async fn create_user(
         &self,
-        app: &str,
+        app: &AppName,
         user: UserRow,
         password_hash: Option<String>,
         identity: Option<IdentityRow>,
     ) -> Result<(), StoreError>;
     /// Links another identity to an existing user; [`StoreError::Conflict`] if it is taken.
-    async fn add_identity(&self, app: &str, identity: IdentityRow) -> Result<(), StoreError>;
-    async fn record_login(&self, app: &str, user_id: &str, at_ms: i64) -> Result<(), StoreError>;
+    async fn add_identity(&self, app: &AppName, identity: IdentityRow) -> Result<(), StoreError>;
+    async fn record_login(
+        &self,
+        app: &AppName,
+        user_id: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError>;
     /// Sets the user's verified phone number; `None` if there is no such user.
     async fn set_phone(
         &self,
-        app: &str,
+        app: &AppName,
         user_id: &str,
         phone: String,
     ) -> Result<Option<UserRow>, StoreError>;
     async fn update_profile(
         &self,
-        app: &str,
+        app: &AppName,
         user_id: &str,
         profile: String,
     ) -> Result<Option<UserRow>, StoreError>;
@@ -130,17 +135,17 @@ pub trait UserStore: Send + Sync {
     /// there was no such user.
     async fn delete_user(
         &self,
-        app: &str,
+        app: &AppName,
         user_id: &str,
         now_ms: i64,
     ) -> Result<Option<Vec<String>>, StoreError>;
-    async fn insert_session(&self, app: &str, session: SessionRow) -> Result<(), StoreError>;
+    async fn insert_session(&self, app: &AppName, session: SessionRow) -> Result<(), StoreError>;
     /// In one transaction: finds the live session whose current secret hashes to `presented`
     /// and replaces the secret with `next` (keeping the old hash to recognise replays), or
     /// revokes the session whose retired secret it is.
     async fn rotate_session(
         &self,
-        app: &str,
+        app: &AppName,
         presented: Vec<u8>,
         next: Vec<u8>,
         now_ms: i64,
@@ -149,12 +154,20 @@ pub trait UserStore: Send + Sync {
     /// Revokes a session; returns it if it was live.
     async fn revoke_session(
         &self,
-        app: &str,
+        app: &AppName,
         session_id: &str,
         now_ms: i64,
     ) -> Result<Option<SessionRow>, StoreError>;
-    async fn session(&self, app: &str, session_id: &str) -> Result<Option<SessionRow>, StoreError>;
-    async fn sessions_of(&self, app: &str, user_id: &str) -> Result<Vec<SessionRow>, StoreError>;
+    async fn session(
+        &self,
+        app: &AppName,
+        session_id: &str,
+    ) -> Result<Option<SessionRow>, StoreError>;
+    async fn sessions_of(
+        &self,
+        app: &AppName,
+        user_id: &str,
+    ) -> Result<Vec<SessionRow>, StoreError>;
     /// Sessions revoked at or after `since_ms`: what token checks must refuse.
-    async fn revoked_since(&self, app: &str, since_ms: i64) -> Result<Vec<String>, StoreError>;
+    async fn revoked_since(&self, app: &AppName, since_ms: i64) -> Result<Vec<String>, StoreError>;
 }

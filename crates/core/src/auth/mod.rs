@@ -25,7 +25,8 @@ use cloudlet_platforms::qq::QqClient;
 use cloudlet_platforms::wechat::WeChatClient;
 use cloudlet_platforms::{PlatformError, PlatformHttp};
 use cloudlet_store::{
-    IdentityRow, ProviderRow, Rotation, SessionRow, StoreError, SystemStore, UserRow, UserStore,
+    AppName, IdentityRow, ProviderRow, Rotation, SessionRow, StoreError, SystemStore, UserRow,
+    UserStore,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -202,7 +203,7 @@ impl From<SessionRow> for SessionView {
 /// Who made a request with a valid access token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    pub app: String,
+    pub app: AppName,
     pub user_id: String,
     pub session_id: String,
     pub provider: String,
@@ -230,9 +231,9 @@ struct Inner {
     sealer: Sealer,
     http: PlatformHttp,
     options: AuthOptions,
-    keys: Mutex<HashMap<String, Arc<AppKeys>>>,
+    keys: Mutex<HashMap<AppName, Arc<AppKeys>>>,
     /// WeChat access tokens per (app, provider), one fetch at a time per key.
-    vault: Mutex<HashMap<(String, String), VaultSlot>>,
+    vault: Mutex<HashMap<(AppName, String), VaultSlot>>,
 }
 
 /// One (app, provider)'s cached token; its lock makes fetches single-flight.
@@ -277,7 +278,7 @@ impl Auth {
 
     pub async fn configure_provider(
         &self,
-        app: &str,
+        app: &AppName,
         provider: &str,
         body: Value,
     ) -> Result<ProviderView, AuthError> {
@@ -307,13 +308,13 @@ impl Auth {
             )
             .await?;
         lock(&self.0.vault).remove(&(app.to_owned(), provider.to_owned()));
-        tracing::info!(app, provider, "login provider configured");
+        tracing::info!(app = %app, provider, "login provider configured");
         Ok(ProviderView::of(provider, &input.settings, Some(now)))
     }
 
     pub async fn provider_view(
         &self,
-        app: &str,
+        app: &AppName,
         provider: &str,
     ) -> Result<ProviderView, AuthError> {
         let kind = ProviderKind::of(provider)
@@ -337,7 +338,7 @@ impl Auth {
     /// The provider's settings and unsealed secret, if it is enabled.
     async fn enabled_provider(
         &self,
-        app: &str,
+        app: &AppName,
         provider: &str,
     ) -> Result<(ProviderKind, Settings, Option<String>), AuthError> {
         let kind = ProviderKind::of(provider)
@@ -371,7 +372,7 @@ impl Auth {
 
     // ---- login ------------------------------------------------------------------------
 
-    pub async fn login(&self, app: &str, login: Login) -> Result<SessionGrant, AuthError> {
+    pub async fn login(&self, app: &AppName, login: Login) -> Result<SessionGrant, AuthError> {
         let (provider, user) = match login {
             Login::Platform {
                 provider,
@@ -415,7 +416,7 @@ impl Auth {
 
     async fn platform_login(
         &self,
-        app: &str,
+        app: &AppName,
         provider: &str,
         code: Option<String>,
         anonymous_code: Option<String>,
@@ -488,7 +489,7 @@ impl Auth {
     /// its user.
     async fn find_or_create(
         &self,
-        app: &str,
+        app: &AppName,
         provider: &str,
         family: &str,
         subject: &str,
@@ -558,7 +559,7 @@ impl Auth {
     /// Creates a password account and logs it in.
     pub async fn sign_up(
         &self,
-        app: &str,
+        app: &AppName,
         email: &str,
         password: &str,
     ) -> Result<SessionGrant, AuthError> {
@@ -590,7 +591,7 @@ impl Auth {
 
     async fn password_login(
         &self,
-        app: &str,
+        app: &AppName,
         email: &str,
         password: &str,
     ) -> Result<UserRow, AuthError> {
@@ -640,7 +641,7 @@ impl Auth {
 
     async fn open_session(
         &self,
-        app: &str,
+        app: &AppName,
         provider: &str,
         user: UserRow,
         platform_key: Option<&str>,
@@ -676,7 +677,7 @@ impl Auth {
 
     async fn grant(
         &self,
-        app: &str,
+        app: &AppName,
         provider: &str,
         session_id: &str,
         secret: String,
@@ -695,7 +696,7 @@ impl Auth {
         };
         let claims = Claims {
             iss: "cloudlet".into(),
-            aud: app.to_owned(),
+            aud: app.to_string(),
             sub: user.id.clone(),
             sid: session_id.to_owned(),
             prv: provider.to_owned(),
@@ -717,7 +718,7 @@ impl Auth {
     /// Trades a session secret for a new access token and a new secret.
     pub async fn refresh(
         &self,
-        app: &str,
+        app: &AppName,
         session_secret: &str,
     ) -> Result<SessionGrant, AuthError> {
         let now = self.0.clock.now().unix_ms();
@@ -745,7 +746,7 @@ impl Auth {
                     .await
             }
             Rotation::Reused { session_id } => {
-                tracing::warn!(app, session = %session_id, "a rotated session id was replayed; session revoked");
+                tracing::warn!(app = %app, session = %session_id, "a rotated session id was replayed; session revoked");
                 self.remember_revoked(app, &[session_id]).await?;
                 Err(AuthError::SessionReused)
             }
@@ -757,12 +758,12 @@ impl Auth {
     /// memory.
     pub async fn authenticate(
         &self,
-        app: &str,
+        app: &AppName,
         token: Option<&str>,
     ) -> Result<Principal, AuthError> {
         let token = token.ok_or(AuthError::MissingToken)?;
         let unverified = tokens::parse(token).map_err(token_error)?;
-        if unverified.claims.aud != app {
+        if unverified.claims.aud != *app {
             return Err(AuthError::TokenForOtherApp);
         }
         let keys = self.app_keys(app).await?;
@@ -789,7 +790,7 @@ impl Auth {
     }
 
     /// Revokes a session; its access tokens stop working at once.
-    pub async fn revoke(&self, app: &str, session_id: &str) -> Result<bool, AuthError> {
+    pub async fn revoke(&self, app: &AppName, session_id: &str) -> Result<bool, AuthError> {
         let now = self.0.clock.now().unix_ms();
         let revoked = self
             .0
@@ -803,7 +804,7 @@ impl Auth {
 
     pub async fn sessions_of(
         &self,
-        app: &str,
+        app: &AppName,
         user_id: &str,
     ) -> Result<Vec<SessionView>, AuthError> {
         if self.0.users.user(app, user_id).await?.is_none() {
@@ -879,7 +880,7 @@ impl Auth {
     }
 
     /// Drops what is cached for an app (after it is deleted).
-    pub fn forget_app(&self, app: &str) {
+    pub fn forget_app(&self, app: &AppName) {
         lock(&self.0.keys).remove(app);
         lock(&self.0.vault).retain(|(vault_app, _), _| vault_app != app);
     }
@@ -893,7 +894,7 @@ impl Auth {
         provider: &str,
         code: &str,
     ) -> Result<User, AuthError> {
-        let app = principal.app.as_str();
+        let app = &principal.app;
         let (kind, settings, secret) = self.enabled_provider(app, provider).await?;
         let (ProviderKind::Platform(Platform::WeChat), Settings::Platform(s), Some(secret)) =
             (kind, settings, secret)
@@ -935,7 +936,7 @@ impl Auth {
     /// then a new one is forced.
     async fn wechat_access_token(
         &self,
-        app: &str,
+        app: &AppName,
         provider: &str,
         client: &WeChatClient,
         stale: Option<&str>,
@@ -974,7 +975,7 @@ impl Auth {
         Ok(fresh.token)
     }
 
-    async fn remember_revoked(&self, app: &str, sessions: &[String]) -> Result<(), AuthError> {
+    async fn remember_revoked(&self, app: &AppName, sessions: &[String]) -> Result<(), AuthError> {
         let keys = self.app_keys(app).await?;
         let until =
             self.0.clock.now().unix_ms() + self.0.options.access_token_ttl.as_millis() as i64;
@@ -988,7 +989,7 @@ impl Auth {
     }
 
     /// The app's signing keys and recent revocations, loaded on first use.
-    async fn app_keys(&self, app: &str) -> Result<Arc<AppKeys>, AuthError> {
+    async fn app_keys(&self, app: &AppName) -> Result<Arc<AppKeys>, AuthError> {
         if let Some(keys) = lock(&self.0.keys).get(app) {
             return Ok(Arc::clone(keys));
         }
@@ -1026,7 +1027,7 @@ impl Auth {
     }
 }
 
-fn seal_place(app: &str, provider: &str) -> String {
+fn seal_place(app: &AppName, provider: &str) -> String {
     format!("{app}/provider/{provider}")
 }
 

@@ -6,6 +6,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cloudlet_store::AppName;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -108,11 +109,11 @@ impl Unverified<'_> {
     /// Checks audience, signature (in constant time) and expiry, in that order.
     pub fn verify(
         self,
-        app: &str,
+        app: &AppName,
         secret: Option<&[u8]>,
         now_secs: i64,
     ) -> Result<Claims, TokenProblem> {
-        if self.claims.aud != app {
+        if self.claims.aud != app.as_str() {
             return Err(TokenProblem::OtherApp);
         }
         let secret = secret.ok_or(TokenProblem::BadSignature)?;
@@ -158,6 +159,10 @@ mod tests {
         }
     }
 
+    fn shop() -> AppName {
+        AppName::parse("shop").unwrap()
+    }
+
     #[test]
     fn a_signed_token_verifies_and_every_tampering_is_caught() {
         let token = sign(&claims(1_000), "k1", b"secret");
@@ -165,14 +170,15 @@ mod tests {
         assert_eq!(
             parse(&token)
                 .unwrap()
-                .verify("shop", Some(b"secret"), 999)
+                .verify(&shop(), Some(b"secret"), 999)
                 .unwrap(),
             claims(1_000)
         );
 
         let check = |token: &str, app: &str, secret: &[u8], now: i64| {
+            let app = AppName::parse(app).unwrap();
             parse(token)
-                .and_then(|t| t.verify(app, Some(secret), now))
+                .and_then(|t| t.verify(&app, Some(secret), now))
                 .unwrap_err()
         };
         assert_eq!(

@@ -8,6 +8,7 @@ mod apps;
 mod auth;
 mod data;
 mod errors;
+mod hostile;
 mod http;
 mod lifecycle;
 mod sites;

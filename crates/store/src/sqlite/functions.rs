@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
 use super::SqliteTenants;
-use crate::StoreError;
 use crate::functions::{FunctionLogRow, FunctionRow, FunctionStore, FunctionVersionRow, LogQuery};
+use crate::{AppName, StoreError};
 
 pub(super) const MIGRATION: &str = "
     CREATE TABLE _functions (
@@ -62,7 +62,7 @@ fn log_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FunctionLogRow> {
 impl FunctionStore for SqliteTenants {
     async fn deploy_function(
         &self,
-        app: &str,
+        app: &AppName,
         name: &str,
         settings: String,
         version: FunctionVersionRow,
@@ -92,7 +92,7 @@ impl FunctionStore for SqliteTenants {
 
     async fn function(
         &self,
-        app: &str,
+        app: &AppName,
         name: &str,
     ) -> Result<Option<(FunctionRow, FunctionVersionRow)>, StoreError> {
         let name = name.to_owned();
@@ -123,7 +123,7 @@ impl FunctionStore for SqliteTenants {
         .await
     }
 
-    async fn functions(&self, app: &str) -> Result<Vec<FunctionRow>, StoreError> {
+    async fn functions(&self, app: &AppName) -> Result<Vec<FunctionRow>, StoreError> {
         self.read_app(app, |c| {
             Ok(c.prepare_cached(
                 "SELECT name, version, settings, updated_at FROM _functions ORDER BY name",
@@ -143,7 +143,7 @@ impl FunctionStore for SqliteTenants {
 
     async fn function_versions(
         &self,
-        app: &str,
+        app: &AppName,
         name: &str,
     ) -> Result<Vec<(i64, i64)>, StoreError> {
         let name = name.to_owned();
@@ -160,7 +160,7 @@ impl FunctionStore for SqliteTenants {
 
     async fn activate_version(
         &self,
-        app: &str,
+        app: &AppName,
         name: &str,
         version: i64,
         at_ms: i64,
@@ -176,7 +176,7 @@ impl FunctionStore for SqliteTenants {
         .await
     }
 
-    async fn delete_function(&self, app: &str, name: &str) -> Result<bool, StoreError> {
+    async fn delete_function(&self, app: &AppName, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();
         self.write_app(app, move |c| {
             c.execute("DELETE FROM _function_versions WHERE name = ?1", [&name])?;
@@ -187,7 +187,7 @@ impl FunctionStore for SqliteTenants {
 
     async fn append_logs(
         &self,
-        app: &str,
+        app: &AppName,
         entries: Vec<FunctionLogRow>,
         keep: i64,
     ) -> Result<(), StoreError> {
@@ -222,7 +222,7 @@ impl FunctionStore for SqliteTenants {
 
     async fn function_logs(
         &self,
-        app: &str,
+        app: &AppName,
         query: LogQuery,
     ) -> Result<Vec<FunctionLogRow>, StoreError> {
         self.read_app(app, move |c| {
@@ -254,7 +254,7 @@ impl FunctionStore for SqliteTenants {
 
     async fn set_env(
         &self,
-        app: &str,
+        app: &AppName,
         name: &str,
         sealed: Option<Vec<u8>>,
     ) -> Result<bool, StoreError> {
@@ -275,7 +275,7 @@ impl FunctionStore for SqliteTenants {
         .await
     }
 
-    async fn env(&self, app: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    async fn env(&self, app: &AppName) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.read_app(app, |c| {
             Ok(
                 c.prepare_cached("SELECT name, sealed FROM _env ORDER BY name")?

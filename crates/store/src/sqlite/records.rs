@@ -6,11 +6,11 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ToSql, params};
 
 use super::SqliteTenants;
-use crate::StoreError;
 use crate::records::{
     BatchOp, BatchOutcome, CollectionRow, ColumnType, Condition, IndexDef, Record, RecordStore,
     Select, SortKey, SqlValue, TableChange, TableDef,
 };
+use crate::{AppName, StoreError};
 
 /// Schema step 4 of an app database.
 pub(super) const MIGRATION: &str = "
@@ -215,7 +215,7 @@ fn after_sql(
 
 #[async_trait]
 impl RecordStore for SqliteTenants {
-    async fn collections(&self, app: &str) -> Result<Vec<CollectionRow>, StoreError> {
+    async fn collections(&self, app: &AppName) -> Result<Vec<CollectionRow>, StoreError> {
         self.read_app(app, |c| {
             Ok(c.prepare_cached(
                 "SELECT name, definition, version FROM _collections ORDER BY name",
@@ -234,7 +234,7 @@ impl RecordStore for SqliteTenants {
 
     async fn create_collection(
         &self,
-        app: &str,
+        app: &AppName,
         collection: CollectionRow,
         definition: TableDef,
     ) -> Result<(), StoreError> {
@@ -254,7 +254,7 @@ impl RecordStore for SqliteTenants {
 
     async fn alter_collection(
         &self,
-        app: &str,
+        app: &AppName,
         collection: CollectionRow,
         change: TableChange,
     ) -> Result<(), StoreError> {
@@ -308,7 +308,7 @@ impl RecordStore for SqliteTenants {
         .await
     }
 
-    async fn drop_collection(&self, app: &str, name: &str) -> Result<bool, StoreError> {
+    async fn drop_collection(&self, app: &AppName, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();
         self.write_app(app, move |c| {
             let removed = c.execute("DELETE FROM _collections WHERE name = ?1", [&name])?;
@@ -322,7 +322,7 @@ impl RecordStore for SqliteTenants {
 
     async fn insert(
         &self,
-        app: &str,
+        app: &AppName,
         collection: &str,
         record: Record,
         check: Condition,
@@ -334,7 +334,7 @@ impl RecordStore for SqliteTenants {
 
     async fn select(
         &self,
-        app: &str,
+        app: &AppName,
         collection: &str,
         select: Select,
     ) -> Result<(Vec<Record>, Option<i64>), StoreError> {
@@ -395,7 +395,7 @@ impl RecordStore for SqliteTenants {
 
     async fn get(
         &self,
-        app: &str,
+        app: &AppName,
         collection: &str,
         id: &str,
         condition: Condition,
@@ -407,7 +407,7 @@ impl RecordStore for SqliteTenants {
 
     async fn update(
         &self,
-        app: &str,
+        app: &AppName,
         collection: &str,
         id: &str,
         condition: Condition,
@@ -420,7 +420,7 @@ impl RecordStore for SqliteTenants {
 
     async fn delete(
         &self,
-        app: &str,
+        app: &AppName,
         collection: &str,
         id: &str,
         condition: Condition,
@@ -432,7 +432,7 @@ impl RecordStore for SqliteTenants {
 
     async fn batch(
         &self,
-        app: &str,
+        app: &AppName,
         operations: Vec<BatchOp>,
     ) -> Result<Vec<BatchOutcome>, StoreError> {
         // One write job: a failing operation fails the job, whose savepoint undoes them all.
@@ -593,6 +593,10 @@ fn delete_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn name(text: &str) -> crate::AppName {
+        crate::AppName::parse(text).expect("a valid app name")
+    }
     use crate::sqlite::TenantPoolOptions;
     use crate::{ColumnDef, IndexDef, TenantStore};
 
@@ -606,7 +610,7 @@ mod tests {
             },
         )
         .unwrap();
-        tenants.provision("app").await.unwrap();
+        tenants.provision(&name("app")).await.unwrap();
         let table = TableDef {
             columns: vec![
                 ColumnDef {
@@ -635,7 +639,10 @@ mod tests {
             definition: "{}".into(),
             version: 1,
         };
-        tenants.create_collection("app", row, table).await.unwrap();
+        tenants
+            .create_collection(&name("app"), row, table)
+            .await
+            .unwrap();
         (dir, tenants)
     }
 
@@ -674,7 +681,7 @@ mod tests {
         let ranks = [Some(3), None, Some(1), Some(3), None, Some(2), Some(1)];
         for (i, rank) in ranks.iter().enumerate() {
             s.insert(
-                "app",
+                &name("app"),
                 "todos",
                 record(&format!("r{i}"), "alice", *rank, &format!("c{i}")),
                 Condition::always(),
@@ -683,7 +690,7 @@ mod tests {
             .unwrap();
         }
         s.insert(
-            "app",
+            &name("app"),
             "todos",
             record("x", "bob", Some(1), "cx"),
             Condition::always(),
@@ -706,7 +713,7 @@ mod tests {
                     offset: 0,
                     count: seen.is_empty(),
                 };
-                let (page, total) = s.select("app", "todos", select).await.unwrap();
+                let (page, total) = s.select(&name("app"), "todos", select).await.unwrap();
                 if seen.is_empty() {
                     assert_eq!(total, Some(7));
                 }
@@ -725,7 +732,7 @@ mod tests {
                 offset: 0,
                 count: false,
             };
-            let (all, _) = s.select("app", "todos", everything).await.unwrap();
+            let (all, _) = s.select(&name("app"), "todos", everything).await.unwrap();
             assert_eq!(seen, ids(&all), "descending: {descending}");
             // NULL first ascending and last descending; ties by id in the sort's direction.
             let expected = if descending {
@@ -740,8 +747,9 @@ mod tests {
     #[tokio::test]
     async fn a_list_sorted_on_an_index_reads_its_page_from_the_index() {
         let (_dir, s) = store().await;
+        let app = name("app");
         let plan = |sql: String| {
-            s.read_app("app", move |c| {
+            s.read_app(&app, move |c| {
                 let mut statement = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
                 let rows = statement.query_map([], |r| r.get::<_, String>(3))?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?.join("; "))
@@ -767,7 +775,7 @@ mod tests {
     async fn conditions_guard_get_update_and_delete_and_unique_columns_hold() {
         let (_dir, s) = store().await;
         s.insert(
-            "app",
+            &name("app"),
             "todos",
             record("a", "alice", Some(1), "same"),
             Condition::always(),
@@ -777,7 +785,7 @@ mod tests {
         // A check that fails rolls the insert back.
         assert!(matches!(
             s.insert(
-                "app",
+                &name("app"),
                 "todos",
                 record("z", "alice", Some(1), "zz"),
                 owned_by("bob")
@@ -786,14 +794,14 @@ mod tests {
             Err(StoreError::CheckFailed)
         ));
         assert!(
-            s.get("app", "todos", "z", Condition::always())
+            s.get(&name("app"), "todos", "z", Condition::always())
                 .await
                 .unwrap()
                 .is_none()
         );
         assert!(matches!(
             s.insert(
-                "app",
+                &name("app"),
                 "todos",
                 record("b", "bob", Some(1), "same"),
                 Condition::always()
@@ -802,26 +810,26 @@ mod tests {
             Err(StoreError::Conflict)
         ));
         assert!(
-            s.get("app", "todos", "a", owned_by("bob"))
+            s.get(&name("app"), "todos", "a", owned_by("bob"))
                 .await
                 .unwrap()
                 .is_none()
         );
         assert!(
-            s.get("app", "todos", "a", owned_by("alice"))
+            s.get(&name("app"), "todos", "a", owned_by("alice"))
                 .await
                 .unwrap()
                 .is_some()
         );
         let set = vec![("title".into(), SqlValue::Text("new".into()))];
         assert!(
-            s.update("app", "todos", "a", owned_by("bob"), set.clone())
+            s.update(&name("app"), "todos", "a", owned_by("bob"), set.clone())
                 .await
                 .unwrap()
                 .is_none()
         );
         let (old, new) = s
-            .update("app", "todos", "a", owned_by("alice"), set)
+            .update(&name("app"), "todos", "a", owned_by("alice"), set)
             .await
             .unwrap()
             .unwrap();
@@ -830,33 +838,33 @@ mod tests {
             (SqlValue::Text("t-a".into()), SqlValue::Text("new".into()))
         );
         assert!(
-            s.delete("app", "todos", "a", owned_by("bob"))
+            s.delete(&name("app"), "todos", "a", owned_by("bob"))
                 .await
                 .unwrap()
                 .is_none()
         );
         assert!(
-            s.delete("app", "todos", "a", owned_by("alice"))
+            s.delete(&name("app"), "todos", "a", owned_by("alice"))
                 .await
                 .unwrap()
                 .is_some()
         );
         assert!(
-            s.get("app", "todos", "a", Condition::always())
+            s.get(&name("app"), "todos", "a", Condition::always())
                 .await
                 .unwrap()
                 .is_none()
         );
-        assert!(s.drop_collection("app", "todos").await.unwrap());
-        assert!(!s.drop_collection("app", "todos").await.unwrap());
-        assert!(s.collections("app").await.unwrap().is_empty());
+        assert!(s.drop_collection(&name("app"), "todos").await.unwrap());
+        assert!(!s.drop_collection(&name("app"), "todos").await.unwrap());
+        assert!(s.collections(&name("app")).await.unwrap().is_empty());
     }
 
     #[tokio::test]
     async fn altering_adds_and_drops_columns_and_remakes_indexes() {
         let (_dir, s) = store().await;
         s.insert(
-            "app",
+            &name("app"),
             "todos",
             record("a", "alice", Some(1), "c1"),
             Condition::always(),
@@ -865,7 +873,7 @@ mod tests {
         .unwrap();
         // Read once before altering, so that the statement is cached with the old columns.
         assert!(
-            s.get("app", "todos", "a", Condition::always())
+            s.get(&name("app"), "todos", "a", Condition::always())
                 .await
                 .unwrap()
                 .is_some()
@@ -893,9 +901,11 @@ mod tests {
                 },
             ],
         };
-        s.alter_collection("app", row(2), change).await.unwrap();
+        s.alter_collection(&name("app"), row(2), change)
+            .await
+            .unwrap();
         let got = s
-            .get("app", "todos", "a", Condition::always())
+            .get(&name("app"), "todos", "a", Condition::always())
             .await
             .unwrap()
             .unwrap();
@@ -912,11 +922,11 @@ mod tests {
                 "tags"
             ]
         );
-        assert_eq!(s.collections("app").await.unwrap()[0].version, 2);
+        assert_eq!(s.collections(&name("app")).await.unwrap()[0].version, 2);
         // The unique index survived the remake.
         assert!(matches!(
             s.insert(
-                "app",
+                &name("app"),
                 "todos",
                 vec![
                     ("id".into(), SqlValue::Text("b".into())),

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
 use super::SqliteTenants;
-use crate::StoreError;
 use crate::sites::{SiteFile, SiteStore};
+use crate::{AppName, StoreError};
 
 pub(super) const MIGRATION: &str = "
     CREATE TABLE _site_files (
@@ -30,7 +30,7 @@ fn file_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SiteFile> {
 
 #[async_trait]
 impl SiteStore for SqliteTenants {
-    async fn site_files(&self, app: &str) -> Result<Vec<SiteFile>, StoreError> {
+    async fn site_files(&self, app: &AppName) -> Result<Vec<SiteFile>, StoreError> {
         self.read_app(app, |c| {
             Ok(c.prepare_cached(
                 "SELECT path, content_type, sha256, size, updated_at FROM _site_files ORDER BY path",
@@ -43,7 +43,7 @@ impl SiteStore for SqliteTenants {
 
     async fn site_file(
         &self,
-        app: &str,
+        app: &AppName,
         path: &str,
     ) -> Result<Option<(SiteFile, Vec<u8>)>, StoreError> {
         let path = path.to_owned();
@@ -60,7 +60,7 @@ impl SiteStore for SqliteTenants {
 
     async fn put_site_file(
         &self,
-        app: &str,
+        app: &AppName,
         file: SiteFile,
         content: Vec<u8>,
     ) -> Result<(), StoreError> {
@@ -85,7 +85,7 @@ impl SiteStore for SqliteTenants {
         .await
     }
 
-    async fn delete_site_file(&self, app: &str, path: &str) -> Result<bool, StoreError> {
+    async fn delete_site_file(&self, app: &AppName, path: &str) -> Result<bool, StoreError> {
         let path = path.to_owned();
         self.write_app(app, move |c| {
             Ok(c.execute("DELETE FROM _site_files WHERE path = ?1", [&path])? == 1)

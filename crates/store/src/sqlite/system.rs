@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::{Database, DatabaseOptions, migrate};
-use crate::{AppRow, Page, ProviderRow, ScheduleRow, SigningKeyRow, StoreError, SystemStore};
+use crate::{
+    AppName, AppRow, Page, ProviderRow, ScheduleRow, SigningKeyRow, StoreError, SystemStore,
+};
 
 const MIGRATIONS: &[&str] = &[
     "
@@ -161,12 +163,12 @@ impl SystemStore for SqliteSystemStore {
             .await
     }
 
-    async fn app(&self, name: &str) -> Result<Option<AppRow>, StoreError> {
+    async fn app(&self, name: &AppName) -> Result<Option<AppRow>, StoreError> {
         let name = name.to_owned();
         self.db.read(move |c| select_app(c, &name)).await
     }
 
-    async fn app_by_key_hash(&self, hash: &[u8]) -> Result<Option<String>, StoreError> {
+    async fn app_by_key_hash(&self, hash: &[u8]) -> Result<Option<AppName>, StoreError> {
         let hash = hash.to_vec();
         self.db
             .read(move |c| {
@@ -206,7 +208,7 @@ impl SystemStore for SqliteSystemStore {
             .await
     }
 
-    async fn delete_app(&self, name: &str) -> Result<bool, StoreError> {
+    async fn delete_app(&self, name: &AppName) -> Result<bool, StoreError> {
         let name = name.to_owned();
         self.db
             .write(move |c| Ok(c.execute("DELETE FROM apps WHERE name = ?1", [name])? == 1))
@@ -215,7 +217,7 @@ impl SystemStore for SqliteSystemStore {
 
     async fn replace_app_key(
         &self,
-        name: &str,
+        name: &AppName,
         hash: Vec<u8>,
         hint: String,
         at_ms: i64,
@@ -235,7 +237,7 @@ impl SystemStore for SqliteSystemStore {
             .await
     }
 
-    async fn put_provider(&self, app: &str, row: ProviderRow) -> Result<(), StoreError> {
+    async fn put_provider(&self, app: &AppName, row: ProviderRow) -> Result<(), StoreError> {
         let app = app.to_owned();
         self.db
             .write(move |c| {
@@ -252,7 +254,11 @@ impl SystemStore for SqliteSystemStore {
             .await
     }
 
-    async fn provider(&self, app: &str, provider: &str) -> Result<Option<ProviderRow>, StoreError> {
+    async fn provider(
+        &self,
+        app: &AppName,
+        provider: &str,
+    ) -> Result<Option<ProviderRow>, StoreError> {
         let (app, provider) = (app.to_owned(), provider.to_owned());
         self.db
             .read(move |c| {
@@ -260,13 +266,13 @@ impl SystemStore for SqliteSystemStore {
                     "SELECT provider, settings, sealed_secrets, updated_at FROM app_providers
                      WHERE app = ?1 AND provider = ?2",
                 )?
-                .query_row([&app, &provider], provider_from_row)
+                .query_row((&app, &provider), provider_from_row)
                 .optional()?)
             })
             .await
     }
 
-    async fn providers(&self, app: &str) -> Result<Vec<ProviderRow>, StoreError> {
+    async fn providers(&self, app: &AppName) -> Result<Vec<ProviderRow>, StoreError> {
         let app = app.to_owned();
         self.db
             .read(move |c| {
@@ -282,7 +288,7 @@ impl SystemStore for SqliteSystemStore {
 
     async fn replace_schedules(
         &self,
-        app: &str,
+        app: &AppName,
         function: &str,
         schedules: Vec<ScheduleRow>,
     ) -> Result<(), StoreError> {
@@ -291,7 +297,7 @@ impl SystemStore for SqliteSystemStore {
             .write(move |c| {
                 c.execute(
                     "DELETE FROM schedules WHERE app = ?1 AND function = ?2",
-                    [&app, &function],
+                    (&app, &function),
                 )?;
                 let mut insert = c.prepare_cached(
                     "INSERT INTO schedules (app, function, idx, cron, timezone, data, next_at)
@@ -353,7 +359,7 @@ impl SystemStore for SqliteSystemStore {
             .await
     }
 
-    async fn signing_keys(&self, app: &str) -> Result<Vec<SigningKeyRow>, StoreError> {
+    async fn signing_keys(&self, app: &AppName) -> Result<Vec<SigningKeyRow>, StoreError> {
         let app = app.to_owned();
         self.db
             .read(move |c| {
@@ -382,6 +388,10 @@ impl SystemStore for SqliteSystemStore {
 mod tests {
     use super::*;
 
+    fn name(text: &str) -> crate::AppName {
+        crate::AppName::parse(text).expect("a valid app name")
+    }
+
     fn app(name: &str, hash: u8) -> AppRow {
         AppRow {
             name: name.into(),
@@ -404,16 +414,16 @@ mod tests {
     async fn apps_round_trip_page_and_conflict() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteSystemStore::open(&dir.path().join("system.db")).unwrap();
-        for (i, name) in ["b", "a", "c"].iter().enumerate() {
+        for (i, name) in ["bb", "aa", "cc"].iter().enumerate() {
             store.insert_app(app(name, i as u8), key()).await.unwrap();
         }
         assert!(matches!(
-            store.insert_app(app("a", 9), key()).await,
+            store.insert_app(app("aa", 9), key()).await,
             Err(StoreError::Conflict)
         ));
         assert!(
             matches!(
-                store.insert_app(app("d", 0), key()).await,
+                store.insert_app(app("dd", 0), key()).await,
                 Err(StoreError::Conflict)
             ),
             "a duplicate key hash is a conflict too"
@@ -421,26 +431,26 @@ mod tests {
 
         let first = store.list_apps(None, 2).await.unwrap();
         let names: Vec<_> = first.items.iter().map(|a| a.name.as_str()).collect();
-        assert_eq!(names, ["a", "b"]);
-        assert_eq!(first.next_after.as_deref(), Some("b"));
-        let second = store.list_apps(Some("b"), 2).await.unwrap();
+        assert_eq!(names, ["aa", "bb"]);
+        assert_eq!(first.next_after.as_deref(), Some("bb"));
+        let second = store.list_apps(Some("bb"), 2).await.unwrap();
         assert_eq!(second.items.len(), 1);
         assert_eq!(second.next_after, None);
 
         assert_eq!(
             store.app_by_key_hash(&[2; 32]).await.unwrap().as_deref(),
-            Some("c")
+            Some("cc")
         );
         assert!(
             store
-                .replace_app_key("c", vec![5; 32], "x".into(), 2)
+                .replace_app_key(&name("cc"), vec![5; 32], "x".into(), 2)
                 .await
                 .unwrap()
         );
         assert_eq!(store.app_by_key_hash(&[2; 32]).await.unwrap(), None);
-        assert!(store.delete_app("c").await.unwrap());
-        assert!(!store.delete_app("c").await.unwrap());
-        assert_eq!(store.app("c").await.unwrap(), None);
+        assert!(store.delete_app(&name("cc")).await.unwrap());
+        assert!(!store.delete_app(&name("cc")).await.unwrap());
+        assert_eq!(store.app(&name("cc")).await.unwrap(), None);
     }
 
     #[tokio::test]

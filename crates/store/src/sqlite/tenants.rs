@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
 use super::{Database, DatabaseOptions, blocking, lock, migrate};
-use crate::{StoreError, TenantHealth, TenantStore};
+use crate::{AppName, StoreError, TenantHealth, TenantStore};
 
 const MIGRATIONS: &[&str] = &[
     "
@@ -56,9 +56,9 @@ pub struct SqliteTenants {
 
 #[derive(Default)]
 struct Pool {
-    slots: HashMap<String, Arc<Slot>>,
+    slots: HashMap<AppName, Arc<Slot>>,
     /// Apps being destroyed: leases are refused until their files are gone.
-    gone: HashSet<String>,
+    gone: HashSet<AppName>,
     /// Set by `close_all`: nothing opens any more.
     closed: bool,
 }
@@ -100,8 +100,8 @@ impl SqliteTenants {
         })
     }
 
-    fn app_dir(&self, app: &str) -> PathBuf {
-        self.apps_dir.join(app)
+    fn app_dir(&self, app: &AppName) -> PathBuf {
+        self.apps_dir.join(app.as_str())
     }
 
     fn database_options(&self, create: bool) -> DatabaseOptions {
@@ -116,7 +116,7 @@ impl SqliteTenants {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    pub(super) async fn lease(&self, app: &str) -> Result<Lease, StoreError> {
+    pub(super) async fn lease(&self, app: &AppName) -> Result<Lease, StoreError> {
         let slot = {
             let mut pool = lock(&self.pool);
             if pool.closed {
@@ -143,10 +143,25 @@ impl SqliteTenants {
                 let options = self.database_options(false);
                 blocking(move || Database::open(&path, options))
             })
-            .await?
-            .clone();
+            .await;
+        let db = match db {
+            Ok(db) => db.clone(),
+            Err(e) => {
+                // A name with no database (never created, or gone) leaves nothing behind: a
+                // stream of made-up names must not grow the map.
+                let mut pool = lock(&self.pool);
+                if pool
+                    .slots
+                    .get(app)
+                    .is_some_and(|s| Arc::ptr_eq(s, &slot) && !s.db.initialized())
+                {
+                    pool.slots.remove(app);
+                }
+                return Err(e);
+            }
+        };
         if opened {
-            tracing::debug!(app, "opened app database");
+            tracing::debug!(app = %app, "opened app database");
             self.close_excess();
         }
         Ok(Lease { _slot: slot, db })
@@ -155,7 +170,7 @@ impl SqliteTenants {
     /// Takes out of the pool the unused slots that `choose` picks; the caller closes them.
     fn take_unused(
         pool: &mut Pool,
-        choose: impl FnOnce(Vec<(&String, &Arc<Slot>)>) -> Vec<String>,
+        choose: impl FnOnce(Vec<(&AppName, &Arc<Slot>)>) -> Vec<AppName>,
     ) -> Vec<Arc<Slot>> {
         let unused = pool
             .slots
@@ -190,7 +205,7 @@ impl SqliteTenants {
     }
 
     /// A fresh name in the apps directory to move a directory to before removing it.
-    fn trash_path(&self, app: &str) -> PathBuf {
+    fn trash_path(&self, app: &AppName) -> PathBuf {
         let serial = self.trash_serial.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         self.apps_dir
@@ -219,7 +234,7 @@ fn close_slots(slots: Vec<Arc<Slot>>) {
 
 #[async_trait]
 impl TenantStore for SqliteTenants {
-    async fn provision(&self, app: &str) -> Result<(), StoreError> {
+    async fn provision(&self, app: &AppName) -> Result<(), StoreError> {
         let dir = self.app_dir(app);
         let trash = self.trash_path(app);
         let options = self.database_options(true);
@@ -235,7 +250,7 @@ impl TenantStore for SqliteTenants {
         .await
     }
 
-    async fn destroy(&self, app: &str) -> Result<(), StoreError> {
+    async fn destroy(&self, app: &AppName) -> Result<(), StoreError> {
         let stale = {
             let mut pool = lock(&self.pool);
             pool.gone.insert(app.to_owned());
@@ -252,7 +267,7 @@ impl TenantStore for SqliteTenants {
         result
     }
 
-    async fn health(&self, app: &str) -> Result<TenantHealth, StoreError> {
+    async fn health(&self, app: &AppName) -> Result<TenantHealth, StoreError> {
         let lease = self.lease(app).await?;
         let schema_version = lease
             .db
@@ -307,6 +322,10 @@ impl TenantStore for SqliteTenants {
 mod tests {
     use super::*;
 
+    fn name(text: &str) -> crate::AppName {
+        crate::AppName::parse(text).expect("a valid app name")
+    }
+
     fn pool(dir: &Path, max_open: usize) -> SqliteTenants {
         SqliteTenants::open(
             dir.to_path_buf(),
@@ -322,12 +341,12 @@ mod tests {
     async fn databases_open_on_demand_and_the_pool_stays_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let tenants = pool(dir.path(), 2);
-        for app in ["a", "b", "c"] {
-            tenants.provision(app).await.unwrap();
+        for app in ["aa", "bb", "cc"] {
+            tenants.provision(&name(app)).await.unwrap();
         }
         assert_eq!(tenants.open_count(), 0, "provisioning leaves nothing open");
-        for app in ["a", "b", "c"] {
-            assert_eq!(tenants.health(app).await.unwrap().schema_version, 6);
+        for app in ["aa", "bb", "cc"] {
+            assert_eq!(tenants.health(&name(app)).await.unwrap().schema_version, 6);
         }
         assert_eq!(
             tenants.open_count(),
@@ -336,7 +355,7 @@ mod tests {
         );
         assert_eq!(tenants.close_idle(Duration::ZERO).await, 2);
         assert_eq!(tenants.open_count(), 0);
-        tenants.health("a").await.unwrap();
+        tenants.health(&name("aa")).await.unwrap();
         assert_eq!(tenants.open_count(), 1);
     }
 
@@ -345,25 +364,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tenants = pool(dir.path(), 2);
         assert!(matches!(
-            tenants.health("ghost").await,
+            tenants.health(&name("ghost")).await,
             Err(StoreError::NoSuchTenant)
         ));
         assert!(!dir.path().join("ghost").exists());
         assert_eq!(tenants.open_count(), 0);
+        assert!(
+            lock(&tenants.pool).slots.is_empty(),
+            "a failed open keeps no slot"
+        );
     }
 
     #[tokio::test]
     async fn destroy_removes_the_files_and_the_name_can_be_reused() {
         let dir = tempfile::tempdir().unwrap();
         let tenants = pool(dir.path(), 4);
-        tenants.provision("a").await.unwrap();
-        tenants.health("a").await.unwrap();
-        tenants.destroy("a").await.unwrap();
+        tenants.provision(&name("aa")).await.unwrap();
+        tenants.health(&name("aa")).await.unwrap();
+        tenants.destroy(&name("aa")).await.unwrap();
         assert_eq!(tenants.open_count(), 0);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        tenants.destroy("a").await.unwrap();
-        tenants.provision("a").await.unwrap();
-        tenants.health("a").await.unwrap();
+        tenants.destroy(&name("aa")).await.unwrap();
+        tenants.provision(&name("aa")).await.unwrap();
+        tenants.health(&name("aa")).await.unwrap();
     }
 
     #[tokio::test]
@@ -373,22 +396,32 @@ mod tests {
         std::fs::create_dir(dir.path().join("reused")).unwrap();
         std::fs::write(dir.path().join("reused/data.db"), b"old data").unwrap();
         std::fs::create_dir(dir.path().join(".deleted-x-1-0")).unwrap();
-        tenants.provision("reused").await.unwrap();
-        assert_eq!(tenants.health("reused").await.unwrap().schema_version, 6);
+        tenants.provision(&name("reused")).await.unwrap();
+        assert_eq!(
+            tenants
+                .health(&name("reused"))
+                .await
+                .unwrap()
+                .schema_version,
+            6
+        );
         // Leftover trash is removed when the pool opens.
         let tenants = pool(dir.path(), 4);
         assert!(!dir.path().join(".deleted-x-1-0").exists());
-        tenants.health("reused").await.unwrap();
+        tenants.health(&name("reused")).await.unwrap();
     }
 
     #[tokio::test]
     async fn nothing_opens_after_close_all() {
         let dir = tempfile::tempdir().unwrap();
         let tenants = pool(dir.path(), 4);
-        tenants.provision("a").await.unwrap();
-        tenants.health("a").await.unwrap();
+        tenants.provision(&name("aa")).await.unwrap();
+        tenants.health(&name("aa")).await.unwrap();
         tenants.close_all().await;
         assert_eq!(tenants.open_count(), 0);
-        assert!(matches!(tenants.health("a").await, Err(StoreError::Closed)));
+        assert!(matches!(
+            tenants.health(&name("aa")).await,
+            Err(StoreError::Closed)
+        ));
     }
 }

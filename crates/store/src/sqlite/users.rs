@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqliteTenants;
-use crate::{IdentityRow, Rotation, SessionRow, StoreError, UserRow, UserStore};
+use crate::{AppName, IdentityRow, Rotation, SessionRow, StoreError, UserRow, UserStore};
 
 /// Schema step 2 of an app database.
 pub(super) const MIGRATION: &str = "
@@ -122,7 +122,7 @@ fn insert_identity(conn: &Connection, identity: &IdentityRow) -> Result<(), Stor
 impl SqliteTenants {
     pub(super) async fn read_app<T: Send + 'static>(
         &self,
-        app: &str,
+        app: &AppName,
         read: impl Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         self.lease(app).await?.db.read(read).await
@@ -130,7 +130,7 @@ impl SqliteTenants {
 
     pub(super) async fn write_app<T: Send + 'static>(
         &self,
-        app: &str,
+        app: &AppName,
         write: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         self.lease(app).await?.db.write(write).await
@@ -139,14 +139,14 @@ impl SqliteTenants {
 
 #[async_trait]
 impl UserStore for SqliteTenants {
-    async fn user(&self, app: &str, id: &str) -> Result<Option<UserRow>, StoreError> {
+    async fn user(&self, app: &AppName, id: &str) -> Result<Option<UserRow>, StoreError> {
         let id = id.to_owned();
         self.read_app(app, move |c| select_user(c, &id)).await
     }
 
     async fn user_by_identity(
         &self,
-        app: &str,
+        app: &AppName,
         provider: &str,
         subject: &str,
     ) -> Result<Option<UserRow>, StoreError> {
@@ -165,7 +165,7 @@ impl UserStore for SqliteTenants {
 
     async fn identity_of(
         &self,
-        app: &str,
+        app: &AppName,
         user_id: &str,
         provider: &str,
     ) -> Result<Option<(String, Option<String>)>, StoreError> {
@@ -182,7 +182,7 @@ impl UserStore for SqliteTenants {
 
     async fn user_by_unionid(
         &self,
-        app: &str,
+        app: &AppName,
         family: &str,
         unionid: &str,
     ) -> Result<Option<UserRow>, StoreError> {
@@ -201,7 +201,7 @@ impl UserStore for SqliteTenants {
 
     async fn user_by_email(
         &self,
-        app: &str,
+        app: &AppName,
         email: &str,
     ) -> Result<Option<(UserRow, Option<String>)>, StoreError> {
         let email = email.to_owned();
@@ -216,7 +216,7 @@ impl UserStore for SqliteTenants {
 
     async fn create_user(
         &self,
-        app: &str,
+        app: &AppName,
         user: UserRow,
         password_hash: Option<String>,
         identity: Option<IdentityRow>,
@@ -244,12 +244,17 @@ impl UserStore for SqliteTenants {
         .await
     }
 
-    async fn add_identity(&self, app: &str, identity: IdentityRow) -> Result<(), StoreError> {
+    async fn add_identity(&self, app: &AppName, identity: IdentityRow) -> Result<(), StoreError> {
         self.write_app(app, move |c| insert_identity(c, &identity))
             .await
     }
 
-    async fn record_login(&self, app: &str, user_id: &str, at_ms: i64) -> Result<(), StoreError> {
+    async fn record_login(
+        &self,
+        app: &AppName,
+        user_id: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
         let user_id = user_id.to_owned();
         self.write_app(app, move |c| {
             c.prepare_cached("UPDATE users SET last_login_at = ?2 WHERE id = ?1")?
@@ -261,7 +266,7 @@ impl UserStore for SqliteTenants {
 
     async fn set_phone(
         &self,
-        app: &str,
+        app: &AppName,
         user_id: &str,
         phone: String,
     ) -> Result<Option<UserRow>, StoreError> {
@@ -276,7 +281,7 @@ impl UserStore for SqliteTenants {
 
     async fn update_profile(
         &self,
-        app: &str,
+        app: &AppName,
         user_id: &str,
         profile: String,
     ) -> Result<Option<UserRow>, StoreError> {
@@ -291,7 +296,7 @@ impl UserStore for SqliteTenants {
 
     async fn delete_user(
         &self,
-        app: &str,
+        app: &AppName,
         user_id: &str,
         now_ms: i64,
     ) -> Result<Option<Vec<String>>, StoreError> {
@@ -317,7 +322,7 @@ impl UserStore for SqliteTenants {
         .await
     }
 
-    async fn insert_session(&self, app: &str, session: SessionRow) -> Result<(), StoreError> {
+    async fn insert_session(&self, app: &AppName, session: SessionRow) -> Result<(), StoreError> {
         self.write_app(app, move |c| {
             c.prepare_cached(&format!(
                 "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
@@ -341,7 +346,7 @@ impl UserStore for SqliteTenants {
 
     async fn rotate_session(
         &self,
-        app: &str,
+        app: &AppName,
         presented: Vec<u8>,
         next: Vec<u8>,
         now_ms: i64,
@@ -392,7 +397,7 @@ impl UserStore for SqliteTenants {
 
     async fn revoke_session(
         &self,
-        app: &str,
+        app: &AppName,
         session_id: &str,
         now_ms: i64,
     ) -> Result<Option<SessionRow>, StoreError> {
@@ -411,13 +416,21 @@ impl UserStore for SqliteTenants {
         .await
     }
 
-    async fn session(&self, app: &str, session_id: &str) -> Result<Option<SessionRow>, StoreError> {
+    async fn session(
+        &self,
+        app: &AppName,
+        session_id: &str,
+    ) -> Result<Option<SessionRow>, StoreError> {
         let session_id = session_id.to_owned();
         self.read_app(app, move |c| select_session(c, &session_id))
             .await
     }
 
-    async fn sessions_of(&self, app: &str, user_id: &str) -> Result<Vec<SessionRow>, StoreError> {
+    async fn sessions_of(
+        &self,
+        app: &AppName,
+        user_id: &str,
+    ) -> Result<Vec<SessionRow>, StoreError> {
         let user_id = user_id.to_owned();
         self.read_app(app, move |c| {
             let sql = format!(
@@ -430,7 +443,7 @@ impl UserStore for SqliteTenants {
         .await
     }
 
-    async fn revoked_since(&self, app: &str, since_ms: i64) -> Result<Vec<String>, StoreError> {
+    async fn revoked_since(&self, app: &AppName, since_ms: i64) -> Result<Vec<String>, StoreError> {
         self.read_app(app, move |c| {
             Ok(c.prepare_cached(
                 "SELECT id FROM sessions WHERE revoked_at >= ?1
@@ -446,6 +459,10 @@ impl UserStore for SqliteTenants {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn name(text: &str) -> crate::AppName {
+        crate::AppName::parse(text).expect("a valid app name")
+    }
     use crate::{TenantStore, sqlite::TenantPoolOptions};
 
     async fn tenants() -> (tempfile::TempDir, SqliteTenants) {
@@ -458,7 +475,7 @@ mod tests {
             },
         )
         .unwrap();
-        tenants.provision("app").await.unwrap();
+        tenants.provision(&name("app")).await.unwrap();
         (dir, tenants)
     }
 
@@ -502,7 +519,7 @@ mod tests {
     async fn users_are_found_by_identity_unionid_and_email_and_unique() {
         let (_dir, t) = tenants().await;
         t.create_user(
-            "app",
+            &name("app"),
             user("u1", Some("a@x.io")),
             Some("hash".into()),
             Some(identity("o1", "u1", Some("un1"))),
@@ -510,7 +527,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(
-            t.user_by_identity("app", "wechat", "o1")
+            t.user_by_identity(&name("app"), "wechat", "o1")
                 .await
                 .unwrap()
                 .unwrap()
@@ -518,23 +535,27 @@ mod tests {
             "u1"
         );
         assert_eq!(
-            t.user_by_unionid("app", "wechat", "un1")
+            t.user_by_unionid(&name("app"), "wechat", "un1")
                 .await
                 .unwrap()
                 .unwrap()
                 .id,
             "u1"
         );
-        let (found, hash) = t.user_by_email("app", "a@x.io").await.unwrap().unwrap();
+        let (found, hash) = t
+            .user_by_email(&name("app"), "a@x.io")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((found.id.as_str(), hash.as_deref()), ("u1", Some("hash")));
         assert!(matches!(
-            t.create_user("app", user("u2", Some("a@x.io")), None, None)
+            t.create_user(&name("app"), user("u2", Some("a@x.io")), None, None)
                 .await,
             Err(StoreError::Conflict)
         ));
         assert!(matches!(
             t.create_user(
-                "app",
+                &name("app"),
                 user("u3", None),
                 None,
                 Some(identity("o1", "u3", None))
@@ -543,7 +564,7 @@ mod tests {
             Err(StoreError::Conflict)
         ));
         assert!(
-            t.user("app", "u3").await.unwrap().is_none(),
+            t.user(&name("app"), "u3").await.unwrap().is_none(),
             "a failed create leaves nothing"
         );
     }
@@ -551,15 +572,15 @@ mod tests {
     #[tokio::test]
     async fn rotation_replaces_the_secret_and_a_replay_revokes_the_session() {
         let (_dir, t) = tenants().await;
-        t.create_user("app", user("u1", None), None, None)
+        t.create_user(&name("app"), user("u1", None), None, None)
             .await
             .unwrap();
-        t.insert_session("app", session("s1", "u1", 1))
+        t.insert_session(&name("app"), session("s1", "u1", 1))
             .await
             .unwrap();
 
         let rotated = t
-            .rotate_session("app", vec![1; 32], vec![2; 32], 10, 2_000)
+            .rotate_session(&name("app"), vec![1; 32], vec![2; 32], 10, 2_000)
             .await
             .unwrap();
         let Rotation::Rotated(s) = rotated else {
@@ -567,13 +588,13 @@ mod tests {
         };
         assert_eq!((s.secret_hash, s.expires_at_ms), (vec![2; 32], 2_000));
         assert_eq!(
-            t.rotate_session("app", vec![9; 32], vec![3; 32], 11, 2_000)
+            t.rotate_session(&name("app"), vec![9; 32], vec![3; 32], 11, 2_000)
                 .await
                 .unwrap(),
             Rotation::Unknown
         );
         assert_eq!(
-            t.rotate_session("app", vec![1; 32], vec![3; 32], 12, 2_000)
+            t.rotate_session(&name("app"), vec![1; 32], vec![3; 32], 12, 2_000)
                 .await
                 .unwrap(),
             Rotation::Reused {
@@ -581,43 +602,57 @@ mod tests {
             }
         );
         assert_eq!(
-            t.session("app", "s1").await.unwrap().unwrap().revoked_at_ms,
+            t.session(&name("app"), "s1")
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at_ms,
             Some(12)
         );
         // The current secret of a revoked session no longer refreshes.
         assert_eq!(
-            t.rotate_session("app", vec![2; 32], vec![4; 32], 13, 2_000)
+            t.rotate_session(&name("app"), vec![2; 32], vec![4; 32], 13, 2_000)
                 .await
                 .unwrap(),
             Rotation::Unknown
         );
-        assert_eq!(t.revoked_since("app", 12).await.unwrap(), ["s1"]);
+        assert_eq!(t.revoked_since(&name("app"), 12).await.unwrap(), ["s1"]);
     }
 
     #[tokio::test]
     async fn deleting_a_user_reports_their_live_sessions_and_removes_everything() {
         let (_dir, t) = tenants().await;
         t.create_user(
-            "app",
+            &name("app"),
             user("u1", None),
             None,
             Some(identity("o1", "u1", None)),
         )
         .await
         .unwrap();
-        t.insert_session("app", session("s1", "u1", 1))
+        t.insert_session(&name("app"), session("s1", "u1", 1))
             .await
             .unwrap();
-        t.insert_session("app", session("s2", "u1", 2))
+        t.insert_session(&name("app"), session("s2", "u1", 2))
             .await
             .unwrap();
-        assert!(t.revoke_session("app", "s2", 5).await.unwrap().is_some());
-        assert!(t.revoke_session("app", "s2", 6).await.unwrap().is_none());
+        assert!(
+            t.revoke_session(&name("app"), "s2", 5)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            t.revoke_session(&name("app"), "s2", 6)
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(
-            t.delete_user("app", "u1", 7).await.unwrap(),
+            t.delete_user(&name("app"), "u1", 7).await.unwrap(),
             Some(vec!["s1".to_owned()])
         );
-        let mut revoked = t.revoked_since("app", 5).await.unwrap();
+        let mut revoked = t.revoked_since(&name("app"), 5).await.unwrap();
         revoked.sort();
         assert_eq!(
             revoked,
@@ -625,12 +660,12 @@ mod tests {
             "a deleted user's sessions stay revoked"
         );
         assert!(
-            t.user_by_identity("app", "wechat", "o1")
+            t.user_by_identity(&name("app"), "wechat", "o1")
                 .await
                 .unwrap()
                 .is_none()
         );
-        assert!(t.session("app", "s1").await.unwrap().is_none());
-        assert_eq!(t.delete_user("app", "u1", 8).await.unwrap(), None);
+        assert!(t.session(&name("app"), "s1").await.unwrap().is_none());
+        assert_eq!(t.delete_user(&name("app"), "u1", 8).await.unwrap(), None);
     }
 }
