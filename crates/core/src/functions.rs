@@ -207,6 +207,9 @@ const MAX_FILES: usize = 64;
 /// How long the log writer gathers entries before writing them in one transaction.
 const LOG_BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 const MAX_SOURCE_BYTES: usize = 1024 * 1024;
+/// The largest deploy request: its sources as JSON strings (escaping can grow them) and the
+/// settings around them.
+pub const MAX_DEPLOY_BYTES: usize = 4 * MAX_SOURCE_BYTES + 64 * 1024;
 const MAX_ENV_VALUE: usize = 16 * 1024;
 const MAX_ENV_VARS: usize = 100;
 

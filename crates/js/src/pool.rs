@@ -35,6 +35,9 @@ use crate::protocol::{
 
 /// How long compiling a deploy may take before its worker is killed.
 const COMPILE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Descriptors the server holds for one worker: the pipes to its stdin and from its stdout, and
+/// the process handle.
+pub const DESCRIPTORS_PER_WORKER: u64 = 3;
 /// Most invocations a worker holds at once: the running one and those queued behind it.
 pub const MAX_DEPTH: usize = 16;
 /// A call goes behind others on a busy worker only while the work queued there is expected to

@@ -10,16 +10,18 @@ use axum::routing::{get, post};
 use cloudlet_core::apps::{AppError, AppHealth, AppPage};
 use serde::Deserialize;
 
+use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::ApiError;
 use crate::extract::{CallerOf, Json, Query, TargetApp};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router(limits: &BodyLimits) -> Router<AppState> {
+    let routes = Router::new()
         .route("/v1/admin/apps", post(create_app).get(list_apps))
         .route("/v1/admin/apps/{app}", get(show_app).delete(delete_app))
         .route("/v1/admin/apps/{app}/keys/rotate", post(rotate_key))
-        .route("/v1/apps/{app}/health", get(app_health))
+        .route("/v1/apps/{app}/health", get(app_health));
+    with_body_limit(routes, limits.json)
 }
 
 #[derive(Deserialize)]

@@ -11,13 +11,14 @@ use cloudlet_core::auth::{AuthError, Login, Principal, SessionView, User};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::{ApiError, Code};
 use crate::extract::{CallerOf, Json, Path, TargetApp};
 use crate::limits::ClientIp;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router(limits: &BodyLimits) -> Router<AppState> {
+    let routes = Router::new()
         .route(
             "/v1/admin/apps/{app}/auth/providers/{provider}",
             put(configure_provider).get(show_provider),
@@ -38,7 +39,8 @@ pub fn router() -> Router<AppState> {
             "/v1/apps/{app}/auth/user",
             get(show_user).patch(update_user).delete(delete_user),
         )
-        .route("/v1/apps/{app}/auth/user/phone", post(bind_phone))
+        .route("/v1/apps/{app}/auth/user/phone", post(bind_phone));
+    with_body_limit(routes, limits.json)
 }
 
 /// The end user a route of the user's own account is for: it takes a user's access token.

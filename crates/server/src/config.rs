@@ -95,8 +95,25 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// The largest request body accepted, in bytes.
+    /// The largest JSON request body accepted, in bytes (uploads and deploys have their own).
     pub max_body_bytes: usize,
+    /// The longest request target (path and query), in bytes.
+    pub max_uri_bytes: usize,
+    /// The most bytes of request headers, names and values together.
+    pub max_header_bytes: usize,
+    /// Open connections at most; 0 derives it from the descriptor limit (see `docs`).
+    pub max_connections: usize,
+    /// Open connections from one address at most; 0 for no such cap (the default, since many
+    /// users can share one address behind a proxy or a carrier's NAT).
+    pub max_connections_per_address: usize,
+    /// How long a client has to send a request's head, from the connection's start or from its
+    /// first byte, in seconds.
+    pub header_read_timeout_secs: u64,
+    /// A connection with no request in flight and no byte moving this long is closed, in
+    /// seconds.
+    pub idle_timeout_secs: u64,
+    /// The longest pause while a request body arrives, in seconds.
+    pub body_read_timeout_secs: u64,
     /// Origins allowed by CORS; `["*"]` allows any.
     pub cors_origins: Vec<String>,
     /// How long shutdown waits for in-flight requests, in seconds.
@@ -170,6 +187,13 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             max_body_bytes: 1024 * 1024,
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 16 * 1024,
+            max_connections: 0,
+            max_connections_per_address: 0,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            body_read_timeout_secs: 30,
             cors_origins: vec!["*".into()],
             shutdown_grace_secs: 30,
             trust_forwarded_for: false,
@@ -263,6 +287,48 @@ impl Config {
             1 << 30,
         )?;
         within(
+            "http.max_uri_bytes",
+            self.http.max_uri_bytes,
+            256,
+            64 * 1024,
+        )?;
+        within(
+            "http.max_header_bytes",
+            self.http.max_header_bytes,
+            1024,
+            256 * 1024,
+        )?;
+        within(
+            "http.max_connections",
+            self.http.max_connections,
+            0,
+            10_000_000,
+        )?;
+        within(
+            "http.max_connections_per_address",
+            self.http.max_connections_per_address,
+            0,
+            10_000_000,
+        )?;
+        within(
+            "http.header_read_timeout_secs",
+            self.http.header_read_timeout_secs,
+            1,
+            3600,
+        )?;
+        within(
+            "http.idle_timeout_secs",
+            self.http.idle_timeout_secs,
+            1,
+            86_400,
+        )?;
+        within(
+            "http.body_read_timeout_secs",
+            self.http.body_read_timeout_secs,
+            1,
+            3600,
+        )?;
+        within(
             "http.shutdown_grace_secs",
             self.http.shutdown_grace_secs,
             0,
@@ -321,7 +387,52 @@ impl Config {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.http.shutdown_grace_secs)
     }
+
+    /// The cap on open connections when the process may hold `descriptor_limit` descriptors:
+    /// `http.max_connections` if set, else what is left once every open app database
+    /// (`apps.max_open`, a writer and `apps.readers_per_app` readers each), every worker and
+    /// [`RESERVED_DESCRIPTORS`] have theirs. A configuration that needs more descriptors than
+    /// the process may hold is refused: it would fail later, under load, with
+    /// `Too many open files`.
+    pub fn max_connections(&self, descriptor_limit: u64) -> Result<usize, ConfigError> {
+        let per_app = (1 + self.apps.readers_per_app as u64)
+            * cloudlet_store::sqlite::DESCRIPTORS_PER_CONNECTION;
+        let committed = RESERVED_DESCRIPTORS
+            + self.apps.max_open as u64 * per_app
+            + self.functions.workers as u64 * cloudlet_js::pool::DESCRIPTORS_PER_WORKER;
+        let left = descriptor_limit.saturating_sub(committed);
+        let explain = format!(
+            "the process may hold {descriptor_limit} descriptors (ulimit -n); {} open apps \
+             (apps.max_open) need {}, {} workers {}, and {RESERVED_DESCRIPTORS} are kept for the \
+             rest, which leaves {left} for connections",
+            self.apps.max_open,
+            self.apps.max_open as u64 * per_app,
+            self.functions.workers,
+            self.functions.workers as u64 * cloudlet_js::pool::DESCRIPTORS_PER_WORKER,
+        );
+        match self.http.max_connections {
+            0 if left < MIN_CONNECTIONS => Err(ConfigError::Invalid {
+                key: "apps.max_open",
+                message: format!(
+                    "{explain}, fewer than {MIN_CONNECTIONS}: lower apps.max_open or raise the limit"
+                ),
+            }),
+            0 => Ok(usize::try_from(left).unwrap_or(usize::MAX)),
+            wanted if wanted as u64 > left => Err(ConfigError::Invalid {
+                key: "http.max_connections",
+                message: format!("{wanted} overcommits: {explain}"),
+            }),
+            wanted => Ok(wanted),
+        }
+    }
 }
+
+/// Descriptors kept for all that is neither an app database, a worker nor a client connection:
+/// the system database, the listener, standard streams, the runtime's own, and outbound HTTP
+/// (platform logins, `fetch`).
+pub const RESERVED_DESCRIPTORS: u64 = 256;
+/// The fewest connections a server derives for itself before it refuses to start.
+const MIN_CONNECTIONS: u64 = 64;
 
 /// `http(s)://host[:port]`, exactly as browsers send it in `Origin`: no path, no trailing slash.
 fn is_origin(origin: &str) -> bool {
@@ -393,5 +504,26 @@ mod tests {
         let mut config = Config::default();
         config.http.cors_origins = vec!["https://a.example".into(), "http://localhost:5173".into()];
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn the_connection_cap_is_what_the_descriptors_leave_and_overcommitting_is_refused() {
+        let config = Config::default();
+        // 1000 open apps × 3 connections × 3 descriptors, 4 workers × 3, 256 kept.
+        assert_eq!(
+            config.max_connections(20_000).unwrap(),
+            20_000 - 9_000 - 12 - 256
+        );
+        let too_few = config.max_connections(4096).unwrap_err().to_string();
+        assert!(too_few.contains("apps.max_open"), "{too_few}");
+        let mut config = Config::default();
+        config.http.max_connections = 15_000;
+        let over = config.max_connections(20_000).unwrap_err().to_string();
+        assert!(
+            over.contains("http.max_connections") && over.contains("overcommits"),
+            "{over}"
+        );
+        config.http.max_connections = 500;
+        assert_eq!(config.max_connections(20_000).unwrap(), 500);
     }
 }

@@ -11,12 +11,13 @@ use cloudlet_core::data::{CollectionDef, ListRequest, Write};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::ApiError;
 use crate::extract::{CallerOf, Json, Path, Query, TargetApp};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router(limits: &BodyLimits) -> Router<AppState> {
+    let routes = Router::new()
         .route("/v1/admin/apps/{app}/collections", get(list_collections))
         .route(
             "/v1/admin/apps/{app}/collections/{name}",
@@ -32,7 +33,8 @@ pub fn router() -> Router<AppState> {
             "/v1/apps/{app}/collections/{collection}/records/{id}",
             get(get_record).patch(update_record).delete(delete_record),
         )
-        .route("/v1/apps/{app}/batch", post(batch))
+        .route("/v1/apps/{app}/batch", post(batch));
+    with_body_limit(routes, limits.json)
 }
 
 #[derive(Deserialize)]

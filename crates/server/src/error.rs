@@ -16,225 +16,135 @@ use serde_json::json;
 
 use crate::request_id;
 
-/// Every error code the API can answer with. Codes are part of the API: never rename one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Code {
-    RouteNotFound,
-    MethodNotAllowed,
-    InvalidJson,
-    InvalidBody,
-    InvalidQuery,
-    InvalidPath,
-    UnsupportedMediaType,
-    PayloadTooLarge,
-    MissingCredentials,
-    InvalidCredentials,
-    Forbidden,
-    InvalidAppName,
-    AppAlreadyExists,
-    AppNotFound,
-    UnknownProvider,
-    ProviderNotEnabled,
-    InvalidProviderConfig,
-    InvalidLoginRequest,
-    InvalidLoginCode,
-    ProviderMisconfigured,
-    PlatformUnavailable,
-    InvalidEmail,
-    WeakPassword,
-    EmailTaken,
-    InvalidLogin,
-    InvalidToken,
-    TokenAppMismatch,
-    TokenExpired,
-    SessionRevoked,
-    InvalidSession,
-    SessionReused,
-    UserNotFound,
-    InvalidProfile,
-    InvalidPhoneCode,
-    LoginBlocked,
-    TooManyRequests,
-    CollectionNotFound,
-    CollectionExists,
-    DestructiveChange,
-    InvalidCollection,
-    RecordNotFound,
-    InvalidFilter,
-    UnknownField,
-    TypeMismatch,
-    FilterTooLong,
-    FilterTooDeep,
-    InvalidSort,
-    InvalidCursor,
-    ReadOnlyField,
-    MissingField,
-    InvalidFieldValue,
-    UniqueViolation,
-    RecordTooLarge,
-    InvalidBatch,
-    InvalidFields,
-    InvalidExpand,
-    FunctionNotFound,
-    VersionNotFound,
-    InvalidFunction,
-    FunctionSyntaxError,
-    FunctionError,
-    FunctionTimeout,
-    FunctionMemoryLimit,
-    FunctionResultTooLarge,
-    FunctionOverloaded,
-    InvalidEnv,
-    InvalidSitePath,
-    SiteFileNotFound,
-    NotReady,
-    InternalError,
+/// Writes [`Code`] from one table: each code once, with its status and when it is answered.
+/// `docs/api.md` lists the same table (a test compares them), and the OpenAPI document's error
+/// schema enumerates [`Code::ALL`].
+macro_rules! codes {
+    ($($variant:ident = $code:literal, $status:literal, $when:literal;)*) => {
+        /// Every error code the API can answer with. Codes are part of the API: never rename one.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $($variant,)*
+        }
+
+        impl Code {
+            /// Every code, in the table's order.
+            pub const ALL: &[Code] = &[$(Code::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $code,)*
+                }
+            }
+
+            /// The HTTP status that goes with the code.
+            pub fn status(self) -> StatusCode {
+                let status: u16 = match self {
+                    $(Code::$variant => $status,)*
+                };
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+
+            /// When it is answered, as `docs/api.md` says.
+            pub fn when(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $when,)*
+                }
+            }
+        }
+    };
 }
 
-impl Code {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Code::RouteNotFound => "route_not_found",
-            Code::MethodNotAllowed => "method_not_allowed",
-            Code::InvalidJson => "invalid_json",
-            Code::InvalidBody => "invalid_body",
-            Code::InvalidQuery => "invalid_query",
-            Code::InvalidPath => "invalid_path",
-            Code::UnsupportedMediaType => "unsupported_media_type",
-            Code::PayloadTooLarge => "payload_too_large",
-            Code::MissingCredentials => "missing_credentials",
-            Code::InvalidCredentials => "invalid_credentials",
-            Code::Forbidden => "forbidden",
-            Code::InvalidAppName => "invalid_app_name",
-            Code::AppAlreadyExists => "app_already_exists",
-            Code::AppNotFound => "app_not_found",
-            Code::UnknownProvider => "unknown_provider",
-            Code::ProviderNotEnabled => "provider_not_enabled",
-            Code::InvalidProviderConfig => "invalid_provider_config",
-            Code::InvalidLoginRequest => "invalid_login_request",
-            Code::InvalidLoginCode => "invalid_login_code",
-            Code::ProviderMisconfigured => "provider_misconfigured",
-            Code::PlatformUnavailable => "platform_unavailable",
-            Code::InvalidEmail => "invalid_email",
-            Code::WeakPassword => "weak_password",
-            Code::EmailTaken => "email_taken",
-            Code::InvalidLogin => "invalid_login",
-            Code::InvalidToken => "invalid_token",
-            Code::TokenAppMismatch => "token_app_mismatch",
-            Code::TokenExpired => "token_expired",
-            Code::SessionRevoked => "session_revoked",
-            Code::InvalidSession => "invalid_session",
-            Code::SessionReused => "session_reused",
-            Code::UserNotFound => "user_not_found",
-            Code::InvalidProfile => "invalid_profile",
-            Code::InvalidPhoneCode => "invalid_phone_code",
-            Code::LoginBlocked => "login_blocked",
-            Code::TooManyRequests => "too_many_requests",
-            Code::CollectionNotFound => "collection_not_found",
-            Code::CollectionExists => "collection_exists",
-            Code::DestructiveChange => "destructive_change",
-            Code::InvalidCollection => "invalid_collection",
-            Code::RecordNotFound => "record_not_found",
-            Code::InvalidFilter => "invalid_filter",
-            Code::UnknownField => "unknown_field",
-            Code::TypeMismatch => "type_mismatch",
-            Code::FilterTooLong => "filter_too_long",
-            Code::FilterTooDeep => "filter_too_deep",
-            Code::InvalidSort => "invalid_sort",
-            Code::InvalidCursor => "invalid_cursor",
-            Code::ReadOnlyField => "read_only_field",
-            Code::MissingField => "missing_field",
-            Code::InvalidFieldValue => "invalid_field_value",
-            Code::UniqueViolation => "unique_violation",
-            Code::RecordTooLarge => "record_too_large",
-            Code::InvalidBatch => "invalid_batch",
-            Code::InvalidFields => "invalid_fields",
-            Code::InvalidExpand => "invalid_expand",
-            Code::FunctionNotFound => "function_not_found",
-            Code::VersionNotFound => "version_not_found",
-            Code::InvalidFunction => "invalid_function",
-            Code::FunctionSyntaxError => "function_syntax_error",
-            Code::FunctionError => "function_error",
-            Code::FunctionTimeout => "function_timeout",
-            Code::FunctionMemoryLimit => "function_memory_limit",
-            Code::FunctionResultTooLarge => "function_result_too_large",
-            Code::FunctionOverloaded => "function_overloaded",
-            Code::InvalidEnv => "invalid_env",
-            Code::InvalidSitePath => "invalid_site_path",
-            Code::SiteFileNotFound => "site_file_not_found",
-            Code::NotReady => "not_ready",
-            Code::InternalError => "internal_error",
-        }
-    }
-
-    pub fn status(self) -> StatusCode {
-        match self {
-            Code::RouteNotFound | Code::AppNotFound | Code::UserNotFound => StatusCode::NOT_FOUND,
-            Code::UnknownProvider
-            | Code::InvalidProviderConfig
-            | Code::InvalidLoginRequest
-            | Code::InvalidEmail
-            | Code::WeakPassword
-            | Code::InvalidProfile
-            | Code::InvalidPhoneCode => StatusCode::BAD_REQUEST,
-            Code::ProviderNotEnabled | Code::LoginBlocked => StatusCode::FORBIDDEN,
-            Code::InvalidLoginCode
-            | Code::InvalidLogin
-            | Code::InvalidToken
-            | Code::TokenAppMismatch
-            | Code::TokenExpired
-            | Code::SessionRevoked
-            | Code::InvalidSession
-            | Code::SessionReused => StatusCode::UNAUTHORIZED,
-            Code::ProviderMisconfigured | Code::PlatformUnavailable => StatusCode::BAD_GATEWAY,
-            Code::EmailTaken => StatusCode::CONFLICT,
-            Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            Code::FunctionNotFound => StatusCode::NOT_FOUND,
-            Code::VersionNotFound => StatusCode::NOT_FOUND,
-            Code::InvalidFunction => StatusCode::BAD_REQUEST,
-            Code::FunctionSyntaxError => StatusCode::BAD_REQUEST,
-            Code::FunctionError => StatusCode::UNPROCESSABLE_ENTITY,
-            Code::FunctionTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Code::FunctionMemoryLimit => StatusCode::UNPROCESSABLE_ENTITY,
-            Code::FunctionResultTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
-            Code::FunctionOverloaded => StatusCode::TOO_MANY_REQUESTS,
-            Code::InvalidEnv => StatusCode::BAD_REQUEST,
-            Code::InvalidSitePath => StatusCode::BAD_REQUEST,
-            Code::SiteFileNotFound => StatusCode::NOT_FOUND,
-            Code::CollectionNotFound => StatusCode::NOT_FOUND,
-            Code::CollectionExists => StatusCode::CONFLICT,
-            Code::DestructiveChange => StatusCode::CONFLICT,
-            Code::InvalidCollection => StatusCode::BAD_REQUEST,
-            Code::RecordNotFound => StatusCode::NOT_FOUND,
-            Code::InvalidFilter => StatusCode::BAD_REQUEST,
-            Code::UnknownField => StatusCode::BAD_REQUEST,
-            Code::TypeMismatch => StatusCode::BAD_REQUEST,
-            Code::FilterTooLong => StatusCode::BAD_REQUEST,
-            Code::FilterTooDeep => StatusCode::BAD_REQUEST,
-            Code::InvalidSort => StatusCode::BAD_REQUEST,
-            Code::InvalidCursor => StatusCode::BAD_REQUEST,
-            Code::ReadOnlyField => StatusCode::BAD_REQUEST,
-            Code::MissingField => StatusCode::BAD_REQUEST,
-            Code::InvalidFieldValue => StatusCode::BAD_REQUEST,
-            Code::UniqueViolation => StatusCode::CONFLICT,
-            Code::RecordTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Code::InvalidBatch | Code::InvalidFields | Code::InvalidExpand => {
-                StatusCode::BAD_REQUEST
-            }
-            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Code::InvalidJson | Code::InvalidQuery | Code::InvalidPath | Code::InvalidAppName => {
-                StatusCode::BAD_REQUEST
-            }
-            Code::InvalidBody => StatusCode::UNPROCESSABLE_ENTITY,
-            Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Code::MissingCredentials | Code::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Code::Forbidden => StatusCode::FORBIDDEN,
-            Code::AppAlreadyExists => StatusCode::CONFLICT,
-            Code::NotReady => StatusCode::SERVICE_UNAVAILABLE,
-            Code::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
+codes! {
+    // The request itself.
+    RouteNotFound = "route_not_found", 404, "no such route";
+    MethodNotAllowed = "method_not_allowed", 405, "the route exists, not with this method";
+    InvalidJson = "invalid_json", 400, "the body is not valid JSON";
+    InvalidBody = "invalid_body", 422, "valid JSON of the wrong shape: not an object, a missing or unknown field, a wrong type";
+    InvalidQuery = "invalid_query", 400, "a query parameter is unknown, malformed or out of range";
+    InvalidPath = "invalid_path", 400, "a path segment does not decode (for example `%FF`)";
+    UnsupportedMediaType = "unsupported_media_type", 415, "a body without `content-type: application/json`";
+    PayloadTooLarge = "payload_too_large", 413, "the body is over the route's limit: said by its `content-length` (refused before it is read) or found while reading";
+    UriTooLong = "uri_too_long", 414, "the request target is over `http.max_uri_bytes`";
+    HeadersTooLarge = "headers_too_large", 431, "the request headers are over `http.max_header_bytes`";
+    RequestTimeout = "request_timeout", 408, "the request body paused longer than `http.body_read_timeout_secs`";
+    ServerBusy = "server_busy", 503, "the server is at its connection limit (`retry-after` says when to try again)";
+    // Who is calling.
+    MissingCredentials = "missing_credentials", 401, "no `Authorization` header where the route needs one";
+    InvalidCredentials = "invalid_credentials", 401, "not a bearer token, or no such token or key";
+    Forbidden = "forbidden", 403, "a valid key or token used on another app, or on a route it may not use";
+    // Apps.
+    InvalidAppName = "invalid_app_name", 400, "a new app's name breaks the naming rule";
+    AppAlreadyExists = "app_already_exists", 409, "the app name is taken";
+    AppNotFound = "app_not_found", 404, "no such app (also for names that can not exist)";
+    // Login and sessions.
+    UnknownProvider = "unknown_provider", 400, "the provider id is not one Cloudlet knows";
+    ProviderNotEnabled = "provider_not_enabled", 403, "the provider is not configured or turned off for this app";
+    InvalidProviderConfig = "invalid_provider_config", 400, "a provider configuration is incomplete or malformed";
+    InvalidLoginRequest = "invalid_login_request", 400, "the login body lacks what the provider needs";
+    InvalidLoginCode = "invalid_login_code", 401, "the platform refused the code: made up, expired or used";
+    ProviderMisconfigured = "provider_misconfigured", 502, "the platform refused the app's appid, secret or signature";
+    PlatformUnavailable = "platform_unavailable", 502, "the platform did not answer, or not as its protocol says";
+    InvalidEmail = "invalid_email", 400, "not an email address: one `@`, no control characters, at most 254 bytes";
+    WeakPassword = "weak_password", 400, "a password too short, too common, too guessable or equal to the email";
+    EmailTaken = "email_taken", 409, "sign-up with an email that has an account";
+    InvalidLogin = "invalid_login", 401, "wrong email or password";
+    InvalidToken = "invalid_token", 401, "a malformed or forged access token";
+    TokenAppMismatch = "token_app_mismatch", 401, "an access token of another app";
+    TokenExpired = "token_expired", 401, "the access token expired: refresh it";
+    SessionRevoked = "session_revoked", 401, "the token's session was logged out, revoked or its user deleted";
+    InvalidSession = "invalid_session", 401, "refresh with an unknown, expired or revoked session id";
+    SessionReused = "session_reused", 401, "refresh with a spent session id; the session is now revoked";
+    UserNotFound = "user_not_found", 404, "no such user";
+    InvalidProfile = "invalid_profile", 400, "a profile change over 16 KiB or with a bad field name";
+    InvalidPhoneCode = "invalid_phone_code", 400, "the phone-number code is made up, expired or used";
+    LoginBlocked = "login_blocked", 403, "WeChat refuses this user's login (a high-risk account)";
+    TooManyRequests = "too_many_requests", 429, "over a rate limit (`retry-after` says when to try again)";
+    // Data.
+    CollectionNotFound = "collection_not_found", 404, "no such collection";
+    CollectionExists = "collection_exists", 409, "a collection of that name exists";
+    DestructiveChange = "destructive_change", 409, "a collection change would lose data and was not forced";
+    InvalidCollection = "invalid_collection", 400, "a collection definition breaks a rule";
+    RecordNotFound = "record_not_found", 404, "no such record, or the caller may not see it";
+    InvalidFilter = "invalid_filter", 400, "a filter does not parse";
+    UnknownField = "unknown_field", 400, "a field the collection does not have";
+    TypeMismatch = "type_mismatch", 400, "a filter compares a field with a value of another type";
+    FilterTooLong = "filter_too_long", 400, "a filter over its length limit";
+    FilterTooDeep = "filter_too_deep", 400, "a filter nested too deep";
+    InvalidSort = "invalid_sort", 400, "a sort on an unknown field or in a bad form";
+    InvalidCursor = "invalid_cursor", 400, "a cursor that is not one this listing gave";
+    ReadOnlyField = "read_only_field", 400, "a write to `id`, `owner`, `created_at` or `updated_at`";
+    MissingField = "missing_field", 400, "a required field is missing or null";
+    InvalidFieldValue = "invalid_field_value", 400, "a value breaks its field's type or constraints";
+    UniqueViolation = "unique_violation", 409, "a value a unique field already has";
+    RecordTooLarge = "record_too_large", 413, "a record over 256 KiB";
+    InvalidBatch = "invalid_batch", 400, "a batch that is empty or over 100 operations";
+    InvalidFields = "invalid_fields", 400, "a `fields` projection names an unknown field";
+    InvalidExpand = "invalid_expand", 400, "an `expand` of a field that is not a relation, or too deep";
+    // Functions.
+    FunctionNotFound = "function_not_found", 404, "no such function (or it was deleted)";
+    VersionNotFound = "version_not_found", 404, "rollback to a version that does not exist";
+    InvalidFunction = "invalid_function", 400, "a deploy breaks a rule of functions";
+    FunctionSyntaxError = "function_syntax_error", 400, "a deploy does not compile";
+    FunctionError = "function_error", 422, "the function threw or rejected; the message is its error's";
+    FunctionTimeout = "function_timeout", 504, "it ran past its wall time";
+    FunctionMemoryLimit = "function_memory_limit", 422, "it ran out of memory";
+    FunctionResultTooLarge = "function_result_too_large", 422, "its JSON result is over the limit";
+    FunctionInvalidResponse = "function_invalid_response", 502, "an HTTP function answered a status outside 200 to 599, a bad header or a bad base64 body";
+    FunctionOverloaded = "function_overloaded", 429, "the app (or the function) has too many invocations in already";
+    InvalidEnv = "invalid_env", 400, "an environment name or value breaks a rule";
+    // Inside functions: the `code` of a host call's error (never an HTTP answer of its own).
+    UnknownHostCall = "unknown_host_call", 400, "inside functions: a host call the server does not have, or malformed arguments";
+    HostCallTooLarge = "host_call_too_large", 413, "inside functions: a host call's arguments or answer over the frame budget";
+    FetchRefused = "fetch_refused", 403, "inside functions: `fetch` to a non-public address or a scheme other than http(s)";
+    FetchFailed = "fetch_failed", 502, "inside functions: `fetch` could not connect, timed out or got more than 10 MiB";
+    Cancelled = "cancelled", 503, "inside functions: the caller went away before the host call was answered";
+    // Sites.
+    InvalidSitePath = "invalid_site_path", 400, "a site file path that breaks the path rule, or one file too many";
+    SiteFileNotFound = "site_file_not_found", 404, "no such file in the site";
+    // The server.
+    NotReady = "not_ready", 503, "from `/readyz` only: the server is starting or shutting down";
+    InternalError = "internal_error", 500, "a fault of the server; the details are in its log under the request id";
 }
 
 /// An error as the client sees it: a code and a message that is safe to show.
@@ -431,4 +341,50 @@ pub async fn method_not_allowed() -> ApiError {
         Code::MethodNotAllowed,
         "this route does not take that method",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Code;
+
+    /// `docs/api.md` lists exactly the codes of the table, with their statuses and meanings.
+    #[test]
+    fn the_documented_codes_are_the_table() {
+        let docs =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api.md"))
+                .expect("docs/api.md");
+        let start = docs.find("<!-- codes:").expect("the codes' start marker");
+        let end = docs
+            .find("<!-- end of codes -->")
+            .expect("the codes' end marker");
+        let documented: Vec<&str> = docs[start..end]
+            .lines()
+            .filter(|line| line.starts_with("| ") && !line.starts_with("| status"))
+            .collect();
+        let table: Vec<String> = Code::ALL
+            .iter()
+            .map(|code| {
+                format!(
+                    "| {} | `{}` | {} |",
+                    code.status().as_u16(),
+                    code.as_str(),
+                    code.when()
+                )
+            })
+            .collect();
+        assert_eq!(documented, table, "regenerate the table in docs/api.md");
+    }
+
+    #[test]
+    fn codes_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for code in Code::ALL {
+            let text = code.as_str();
+            assert!(seen.insert(text), "{text} twice");
+            assert!(
+                text.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{text}"
+            );
+        }
+    }
 }

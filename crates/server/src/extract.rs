@@ -61,6 +61,9 @@ impl<S: Send + Sync> FromRequest<S> for RawJson {
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if let Some(failure) = crate::bounds::body_failure(&rejection) {
+        return failure;
+    }
     match rejection {
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             Code::UnsupportedMediaType,
@@ -73,9 +76,27 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::JsonDataError(e) => ApiError::new(Code::InvalidBody, e.body_text()),
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             Code::PayloadTooLarge,
-            "the body is larger than this server accepts (http.max_body_bytes)",
+            "the body is larger than this route accepts",
         ),
         other => ApiError::new(Code::InvalidBody, other.body_text()),
+    }
+}
+
+/// A body of any type, as bytes (a site file, an HTTP function's request). Its failures speak
+/// the API's codes like the JSON ones.
+pub struct BodyBytes(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for BodyBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        axum::body::Bytes::from_request(request, state)
+            .await
+            .map(BodyBytes)
+            .map_err(|rejection| {
+                crate::bounds::body_failure(&rejection)
+                    .unwrap_or_else(|| ApiError::new(Code::InvalidBody, rejection.body_text()))
+            })
     }
 }
 

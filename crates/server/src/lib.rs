@@ -9,6 +9,7 @@ pub mod config;
 
 mod apps;
 mod auth;
+mod bounds;
 mod data;
 mod error;
 mod extract;
@@ -18,6 +19,7 @@ mod limits;
 mod memory;
 mod metrics;
 mod request_id;
+mod serve;
 mod sites;
 mod state;
 
@@ -47,6 +49,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 pub use cloudlet_core::access::AdminTokenSetup;
 pub use config::Config;
@@ -162,6 +165,13 @@ fn open_storage(config: &Config) -> Result<Storage, StoreError> {
 /// Opens the data directory, the databases and the listener, then serves until shut down.
 pub async fn start(config: Config, options: StartOptions) -> Result<Running, StartError> {
     config.validate()?;
+    let connection_limits = serve::ConnectionLimits {
+        max_connections: config.max_connections(serve::descriptor_limit())?,
+        max_per_address: config.http.max_connections_per_address,
+        header_read_timeout: Duration::from_secs(config.http.header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(config.http.idle_timeout_secs),
+        max_head_bytes: config.http.max_header_bytes.saturating_mul(4),
+    };
     let opening = config.clone();
     let Storage {
         data_dir,
@@ -244,7 +254,12 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         addr: config.listen,
         source,
     })?;
-    tracing::info!(addr = %local_addr, data_dir = %config.data_dir.display(), "cloudlet listening");
+    tracing::info!(
+        addr = %local_addr,
+        data_dir = %config.data_dir.display(),
+        max_connections = connection_limits.max_connections,
+        "cloudlet listening"
+    );
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let sweeper = tokio::spawn(close_idle_apps(
@@ -258,7 +273,15 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let shutdown = Shutdown(shutdown_tx);
     let stop_all = shutdown.clone();
     let task = tokio::spawn(async move {
-        serve(listener, app, state, shutdown_rx, config.shutdown_grace()).await;
+        serve::serve(
+            listener,
+            app,
+            state,
+            connection_limits,
+            shutdown_rx,
+            config.shutdown_grace(),
+        )
+        .await;
         // Also when serving ended on its own: the background work must stop too.
         stop_all.trigger();
         let _ = sweeper.await;
@@ -275,41 +298,6 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         shutdown,
         task,
     })
-}
-
-/// Serves until `shutdown` turns true, then stops accepting and gives in-flight requests up to
-/// `grace` to finish.
-async fn serve(
-    listener: TcpListener,
-    app: Router,
-    state: AppState,
-    mut shutdown: watch::Receiver<bool>,
-    grace: Duration,
-) {
-    let mut draining = shutdown.clone();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { stopped(&mut draining).await });
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        result = &mut server => {
-            if let Err(e) = result {
-                tracing::error!(error = %e, "the server stopped on an error");
-            }
-            return;
-        }
-        () = stopped(&mut shutdown) => {}
-    }
-    state.stop_accepting();
-    tracing::info!(
-        grace_secs = grace.as_secs(),
-        "shutting down: draining in-flight requests"
-    );
-    if tokio::time::timeout(grace, server).await.is_err() {
-        tracing::warn!("requests still in flight after the grace period were dropped");
-    }
 }
 
 /// Closes app databases that have been idle for `idle`, checking a few times per period.
@@ -336,23 +324,42 @@ async fn close_idle_apps(
 }
 
 fn router(config: &Config, state: AppState) -> Router {
-    Router::new()
+    let bodies = bounds::BodyLimits {
+        json: config.http.max_body_bytes,
+        deploy: cloudlet_core::functions::MAX_DEPLOY_BYTES,
+        site_file: cloudlet_core::sites::MAX_FILE_BYTES,
+    };
+    let heads = bounds::HeadLimits {
+        max_uri_bytes: config.http.max_uri_bytes,
+        max_header_bytes: config.http.max_header_bytes,
+    };
+    let probes = Router::new()
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
-        .route("/metrics", get(metrics::export))
-        .merge(apps::router())
-        .merge(auth::router())
-        .merge(data::router())
-        .merge(functions::router())
-        .merge(sites::router())
+        .route("/metrics", get(metrics::export));
+    Router::new()
+        .merge(bounds::with_body_limit(probes, bodies.json))
+        .merge(apps::router(&bodies))
+        .merge(auth::router(&bodies))
+        .merge(data::router(&bodies))
+        .merge(functions::router(&bodies))
+        .merge(sites::router(&bodies))
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(DefaultBodyLimit::max(config.http.max_body_bytes))
+        // Every route limits its own body (see `bounds`); this only keeps axum's default of
+        // 2 MiB from cutting the larger ones.
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
+            config.http.body_read_timeout_secs,
+        )))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::observe,
         ))
         .layer(cors(&config.http.cors_origins))
+        .layer(middleware::from_fn(move |request, next| {
+            bounds::check_head(heads, request, next)
+        }))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_id::assign,

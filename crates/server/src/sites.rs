@@ -3,7 +3,6 @@
 //! `/sdk/cloudlet.js` for them to import.
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -13,21 +12,23 @@ use cloudlet_core::sites::SiteError;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::{ApiError, Code};
-use crate::extract::{CallerOf, Path, TargetApp};
+use crate::extract::{BodyBytes, CallerOf, Path, TargetApp};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router(limits: &BodyLimits) -> Router<AppState> {
+    let files = Router::new().route(
+        "/v1/admin/apps/{app}/site/{*path}",
+        axum::routing::put(put_file).delete(delete_file),
+    );
+    let rest = Router::new()
         .route("/v1/admin/apps/{app}/site", get(list_files))
-        .route(
-            "/v1/admin/apps/{app}/site/{*path}",
-            axum::routing::put(put_file).delete(delete_file),
-        )
         .route("/sdk/cloudlet.js", get(sdk))
         .route("/sites/{app}", get(to_folder))
         .route("/sites/{app}/", get(serve_index))
-        .route("/sites/{app}/{*path}", get(serve))
+        .route("/sites/{app}/{*path}", get(serve));
+    with_body_limit(files, limits.site_file).merge(with_body_limit(rest, limits.json))
 }
 
 impl From<SiteError> for ApiError {
@@ -73,7 +74,7 @@ async fn put_file(
     TargetApp(app): TargetApp,
     CallerOf(caller): CallerOf,
     Path(SitePath { path }): Path<SitePath>,
-    body: Bytes,
+    BodyBytes(body): BodyBytes,
 ) -> Result<Response, ApiError> {
     state.admin_app(&caller, &app).await?;
     let file = state.sites().put(&app, &path, body.to_vec()).await?;

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::{raw, run};
 use crate::error::ApiError;
-use crate::extract::{CallerOf, Path, TargetApp};
+use crate::extract::{BodyBytes, CallerOf, Path, TargetApp};
 use crate::state::AppState;
 
 /// Response headers a function may not set: the server owns the framing, and cookies on the
@@ -46,7 +46,7 @@ pub(super) async fn http_route(
     CallerOf(caller): CallerOf,
     Path(route): Path<HttpPath>,
     request: Parts,
-    body: axum::body::Bytes,
+    BodyBytes(body): BodyBytes,
 ) -> Result<Response, ApiError> {
     let Parts {
         method,

@@ -37,19 +37,20 @@ pub use engine::WorkerEngine;
 pub use fetch::Fetcher;
 pub use triggers::{run_schedules, run_triggers};
 
+use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::{ApiError, Code};
 use crate::extract::{CallerOf, Json, Path, Query, RawJson, TargetApp};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router(limits: &BodyLimits) -> Router<AppState> {
+    let deploys = Router::new().route(
+        "/v1/admin/apps/{app}/functions/{name}",
+        get(show_function)
+            .put(deploy_function)
+            .delete(delete_function),
+    );
+    let rest = Router::new()
         .route("/v1/admin/apps/{app}/functions", get(list_functions))
-        .route(
-            "/v1/admin/apps/{app}/functions/{name}",
-            get(show_function)
-                .put(deploy_function)
-                .delete(delete_function),
-        )
         .route(
             "/v1/admin/apps/{app}/functions/{name}/rollback",
             post(rollback_function),
@@ -62,7 +63,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/admin/apps/{app}/logs", get(logs))
         .route("/v1/apps/{app}/functions/{name}", post(invoke))
         .route("/v1/apps/{app}/http/{name}", any(http::http_route))
-        .route("/v1/apps/{app}/http/{name}/{*path}", any(http::http_route))
+        .route("/v1/apps/{app}/http/{name}/{*path}", any(http::http_route));
+    with_body_limit(deploys, limits.deploy).merge(with_body_limit(rest, limits.json))
 }
 
 /// `…/functions/{name}` and `…/env/{name}`.

@@ -206,3 +206,42 @@ async fn hostile_app_names_answer_app_not_found_on_every_route_and_touch_nothing
     assert_eq!(root_entries, ["data", "victim"], "nothing new beside them");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn every_route_refuses_a_declared_body_over_its_limit_before_reading_it() {
+    let t = TestApp::start().await;
+    t.create_app("real").await;
+    let addr = t.running().local_addr();
+    let mut routes: Vec<(&str, &str)> = ROUTES
+        .iter()
+        .flat_map(|(template, methods)| methods.iter().map(move |m| (*template, *m)))
+        .collect();
+    routes.extend([
+        ("/v1/admin/apps", "POST"),
+        ("/v1/admin/apps", "GET"),
+        ("/healthz", "GET"),
+        ("/readyz", "GET"),
+        ("/metrics", "GET"),
+        ("/sdk/cloudlet.js", "GET"),
+    ]);
+    for (template, method) in routes {
+        let target = fill(template, "real");
+        // A terabyte is announced; none of it is sent. The answer must not wait for it.
+        let head = format!(
+            "{method} {target} HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {ADMIN_TOKEN}\r\ncontent-type: application/json\r\ncontent-length: 1099511627776"
+        );
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            raw_request(addr, head.as_bytes(), b""),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{method} {target} waited for the body"));
+        assert_eq!(answer.status, 413, "{method} {target}");
+        assert_eq!(
+            answer.json()["error"]["code"],
+            "payload_too_large",
+            "{method} {target}"
+        );
+    }
+    t.stop().await;
+}

@@ -6,6 +6,7 @@
 
 mod apps;
 mod auth;
+mod connections;
 mod data;
 mod errors;
 mod hostile;

@@ -17,6 +17,10 @@ pub use executor::{Database, DatabaseOptions};
 pub use system::SqliteSystemStore;
 pub use tenants::{SqliteTenants, TenantPoolOptions};
 
+/// Descriptors one open SQLite connection holds in WAL mode: the database, its `-wal` and its
+/// `-shm`. An open app holds one writer connection and up to `readers` reader connections.
+pub const DESCRIPTORS_PER_CONNECTION: u64 = 3;
+
 use std::sync::{Mutex, MutexGuard};
 
 use crate::StoreError;
