@@ -800,6 +800,109 @@ async fn http_routes_hand_the_request_to_the_function_and_send_back_its_answer()
 }
 
 #[tokio::test]
+async fn http_functions_answer_only_real_statuses_and_headers_and_carry_bytes_both_ways() {
+    let t = server(false).await;
+    t.create_app("web").await;
+    // Answers whatever the request asks for.
+    deploy(
+        &t,
+        "web",
+        "echo",
+        json!({
+            "source": "export default async (e) => JSON.parse(e.query.answer)",
+            "public": true
+        }),
+    )
+    .await;
+    // Echoes the body it got, bytes included.
+    deploy(&t, "web", "bytes", json!({
+        "source": "export default async (e) => ({ status: 200, headers: { 'content-type': 'application/octet-stream' }, body: e.isBase64Encoded ? e.body : btoa(String.fromCharCode(...new TextEncoder().encode(e.body))), isBase64Encoded: true })",
+        "public": true
+    }))
+    .await;
+    let answer = |value: Value| {
+        let encoded: String =
+            form_urlencoded::byte_serialize(value.to_string().as_bytes()).collect();
+        t.request(
+            Method::GET,
+            &format!("/v1/apps/web/http/echo?answer={encoded}"),
+        )
+    };
+    for status in [100, 101, 103, 199, 600, 999, 0, -5] {
+        answer(json!({ "status": status, "body": "x" }))
+            .expect_error(StatusCode::BAD_GATEWAY, "function_invalid_response")
+            .await;
+    }
+    for headers in [
+        json!({ "bad name": "x" }),
+        json!({ "x-a": "line\r\nbreak" }),
+        json!({ "x-a": { "nested": true } }),
+    ] {
+        answer(json!({ "status": 200, "headers": headers }))
+            .expect_error(StatusCode::BAD_GATEWAY, "function_invalid_response")
+            .await;
+    }
+    let ok = answer(json!({ "status": 599, "headers": { "x-a": 1 }, "body": "fine" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 599);
+    assert_eq!(ok.headers()["x-a"], "1");
+    assert_eq!(ok.text().await.unwrap(), "fine");
+    // A `status` that is not a number is part of a plain JSON answer.
+    assert_eq!(
+        answer(json!({ "status": "ok" }))
+            .expect(StatusCode::OK)
+            .await,
+        json!({ "status": "ok" })
+    );
+    // Refused answers are failed invocations in the log (written in batches), with the reason.
+    let mut logs = Value::Null;
+    for _ in 0..100 {
+        logs = t
+            .admin(
+                Method::GET,
+                "/v1/admin/apps/web/logs?function=echo&outcome=error",
+            )
+            .expect(StatusCode::OK)
+            .await;
+        if logs["items"].as_array().unwrap().len() == 11 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let entries = logs["items"].as_array().unwrap();
+    assert_eq!(entries.len(), 11, "{logs}");
+    assert!(
+        entries[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid HTTP response"),
+        "{logs}"
+    );
+
+    let binary: Vec<u8> = (0..=255u8).rev().collect();
+    let echoed = t
+        .request(Method::POST, "/v1/apps/web/http/bytes")
+        .body(binary.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.status(), StatusCode::OK);
+    assert_eq!(echoed.bytes().await.unwrap().to_vec(), binary);
+    let text = t
+        .request(Method::POST, "/v1/apps/web/http/bytes")
+        .body("plain text, é")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        text.bytes().await.unwrap().to_vec(),
+        "plain text, é".as_bytes()
+    );
+}
+
+#[tokio::test]
 async fn data_triggers_run_after_writes_and_stop_at_a_bounded_depth() {
     let t = server(false).await;
     let (alice, _) = scene(&t, "audited").await;

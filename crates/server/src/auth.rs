@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use cloudlet_core::access::Caller;
-use cloudlet_core::auth::{AuthError, Login, Principal, SessionView, User};
+use cloudlet_core::auth::{AuthError, Login, Principal, SessionView, User, policy};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -159,10 +159,25 @@ async fn create_session(
     TargetApp(app): TargetApp,
     Json(body): Json<LoginBody>,
 ) -> Result<Response, ApiError> {
-    state.limits().check_login(&app, ip)?;
+    let limits = state.limits();
+    limits.check_login(&app, ip)?;
+    // Password guesses are counted per account as well as per address.
+    let account = (body.provider == "password")
+        .then(|| body.email.as_deref().map(policy::account_of))
+        .flatten();
+    if let Some(account) = &account {
+        limits.check_account(&app, account, ip)?;
+    }
     state.apps().get(&app).await?;
-    let grant = state.auth().login(&app, body.into_login()?).await?;
-    Ok((StatusCode::CREATED, axum::Json(grant)).into_response())
+    let login = state.auth().login(&app, body.into_login()?).await;
+    if let Some(account) = &account {
+        match &login {
+            Ok(_) => limits.logged_in(&app, account, ip),
+            Err(AuthError::InvalidLogin) => limits.password_failed(&app, account, ip),
+            Err(_) => {}
+        }
+    }
+    Ok((StatusCode::CREATED, axum::Json(login?)).into_response())
 }
 
 #[derive(Deserialize)]

@@ -135,6 +135,11 @@ pub struct AuthConfig {
     pub logins_per_ip_per_minute: u32,
     /// Logins, sign-ups and refreshes one app may take a minute (and at once).
     pub logins_per_app_per_minute: u32,
+    /// Failed password logins one account may have a minute (and at once) from addresses that
+    /// have not logged in to it before.
+    pub password_failures_per_account_per_minute: u32,
+    /// The strength a new password must reach on zxcvbn's scale, 0 to 4.
+    pub min_password_score: u8,
 }
 
 impl Default for AuthConfig {
@@ -145,6 +150,8 @@ impl Default for AuthConfig {
             platform_timeout_secs: 10,
             logins_per_ip_per_minute: 60,
             logins_per_app_per_minute: 6000,
+            password_failures_per_account_per_minute: 5,
+            min_password_score: 2,
         }
     }
 }
@@ -366,6 +373,18 @@ impl Config {
             self.auth.logins_per_app_per_minute,
             1,
             10_000_000,
+        )?;
+        within(
+            "auth.password_failures_per_account_per_minute",
+            self.auth.password_failures_per_account_per_minute,
+            1,
+            1_000_000,
+        )?;
+        within(
+            "auth.min_password_score",
+            self.auth.min_password_score,
+            0,
+            4,
         )?;
         for origin in &self.http.cors_origins {
             if origin != "*" && !is_origin(origin) {

@@ -152,6 +152,8 @@ codes! {
 pub struct ApiError {
     pub code: Code,
     pub message: String,
+    /// Seconds after which trying again may work: sent as `retry-after`.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -159,7 +161,14 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Says when to try again (`retry-after`, in seconds).
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
     }
 
     /// Logs `cause` with the request id and answers with a generic message.
@@ -181,7 +190,13 @@ impl IntoResponse for ApiError {
                 "request_id": request_id::current(),
             }
         });
-        (self.code.status(), Json(body)).into_response()
+        let mut response = (self.code.status(), Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
@@ -228,8 +243,8 @@ impl From<AuthError> for ApiError {
                     "the platform did not answer as expected; try again",
                 );
             }
-            AuthError::InvalidEmail => Code::InvalidEmail,
-            AuthError::WeakPassword => Code::WeakPassword,
+            AuthError::InvalidEmail(_) => Code::InvalidEmail,
+            AuthError::WeakPassword(_) => Code::WeakPassword,
             AuthError::EmailTaken => Code::EmailTaken,
             AuthError::InvalidLogin => Code::InvalidLogin,
             AuthError::MissingToken => Code::MissingCredentials,
@@ -319,7 +334,10 @@ impl From<FunctionError> for ApiError {
             FunctionError::Timeout => Code::FunctionTimeout,
             FunctionError::MemoryLimit => Code::FunctionMemoryLimit,
             FunctionError::ResultTooLarge(_) => Code::FunctionResultTooLarge,
-            FunctionError::Overloaded => Code::FunctionOverloaded,
+            FunctionError::InvalidResponse(_) => Code::FunctionInvalidResponse,
+            FunctionError::Overloaded => {
+                return ApiError::new(Code::FunctionOverloaded, e.to_string()).retry_after(1);
+            }
             FunctionError::InvalidEnv(_) => Code::InvalidEnv,
             FunctionError::Store(StoreError::NoSuchTenant) => {
                 return ApiError::new(Code::AppNotFound, "no such app");

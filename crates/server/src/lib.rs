@@ -223,13 +223,15 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
             access_token_ttl: Duration::from_secs(config.auth.access_token_ttl_secs),
             session_ttl: Duration::from_secs(config.auth.session_ttl_days * 86_400),
             platform_timeout: Duration::from_secs(config.auth.platform_timeout_secs),
+            min_password_score: config.auth.min_password_score,
         },
     )?;
-    let limits = limits::AuthLimits {
-        per_ip: limits::RateLimiter::new(config.auth.logins_per_ip_per_minute),
-        per_app: limits::RateLimiter::new(config.auth.logins_per_app_per_minute),
-        trust_forwarded_for: config.http.trust_forwarded_for,
-    };
+    let limits = limits::AuthLimits::new(
+        config.auth.logins_per_ip_per_minute,
+        config.auth.logins_per_app_per_minute,
+        config.auth.password_failures_per_account_per_minute,
+        config.http.trust_forwarded_for,
+    );
     let state = AppState::new(
         apps,
         auth,

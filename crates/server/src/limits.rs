@@ -1,6 +1,12 @@
 //! Rate limits on the routes that attackers hammer: logins, sign-ups and refreshes. Token
-//! buckets per client IP and per app, in memory on this node: a burst of `per_minute` is
-//! allowed, then `per_minute` requests a minute.
+//! buckets per client, per app and per password account, in memory on this node: a burst of
+//! `per_minute` is allowed, then `per_minute` requests a minute. A client is its IPv4 address
+//! (also when it arrives IPv4-mapped on a dual-stack listener) or its IPv6 /64.
+//!
+//! Failed password logins are also counted per account, so that guesses spread over many
+//! addresses are slowed as much as guesses from one. The account's owner is not locked out by
+//! them: an address that has logged in to the account before (within [`KNOWN_FOR`]) is not held
+//! to the account's bucket, only to its own.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -37,6 +43,15 @@ impl RateLimiter {
 
     /// Takes one request from `key`'s bucket; `Err` with the time to wait when it is empty.
     pub fn take(&self, key: &str) -> Result<(), Duration> {
+        self.draw(key, true)
+    }
+
+    /// Whether `key`'s bucket has a request left, without taking it.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        self.draw(key, false)
+    }
+
+    fn draw(&self, key: &str, take: bool) -> Result<(), Duration> {
         let capacity = f64::from(self.per_minute);
         let per_sec = capacity / 60.0;
         let now = Instant::now();
@@ -54,7 +69,9 @@ impl RateLimiter {
         bucket.tokens = (bucket.tokens + refill).min(capacity);
         bucket.updated = now;
         if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+            if take {
+                bucket.tokens -= 1.0;
+            }
             Ok(())
         } else {
             Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_sec))
@@ -62,15 +79,39 @@ impl RateLimiter {
     }
 }
 
+/// How long an address that logged in to an account stays known to it.
+pub const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The most (account, address) pairs remembered.
+const MAX_KNOWN: usize = 100_000;
+
 /// The limiters of the auth routes.
 pub struct AuthLimits {
     pub per_ip: RateLimiter,
     pub per_app: RateLimiter,
+    /// Failed password logins per account, from addresses not known to it.
+    pub per_account: RateLimiter,
+    /// When each (app, account, client) pair last logged in.
+    known: Mutex<HashMap<String, Instant>>,
     /// Whether to believe `x-forwarded-for` (only behind a proxy that sets it).
     pub trust_forwarded_for: bool,
 }
 
 impl AuthLimits {
+    pub fn new(
+        per_ip_per_minute: u32,
+        per_app_per_minute: u32,
+        failures_per_account_per_minute: u32,
+        trust_forwarded_for: bool,
+    ) -> Self {
+        AuthLimits {
+            per_ip: RateLimiter::new(per_ip_per_minute),
+            per_app: RateLimiter::new(per_app_per_minute),
+            per_account: RateLimiter::new(failures_per_account_per_minute),
+            known: Mutex::new(HashMap::new()),
+            trust_forwarded_for,
+        }
+    }
+
     /// Charges a login or sign-up to the client and to the app. (The app's bucket protects its
     /// platform quota; refreshes, which call no platform, are charged to the client only, so
     /// that nobody can lock an app's users out of their sessions.)
@@ -79,17 +120,48 @@ impl AuthLimits {
         self.per_app.take(app).map_err(too_many)
     }
 
-    /// Charges a request to the client: its IPv4 address, or its IPv6 /64 (one subscriber's
-    /// network, which hands out addresses freely).
+    /// Charges a request to the client.
     pub fn check_client(&self, client: IpAddr) -> Result<(), ApiError> {
-        let key = match client {
-            IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        self.per_ip.take(&client_key(client)).map_err(too_many)
+    }
+
+    /// Before a password login: refused while the account has no failures left, unless the
+    /// client has logged in to it before.
+    pub fn check_account(&self, app: &str, account: &str, client: IpAddr) -> Result<(), ApiError> {
+        if self.is_known(app, account, client) {
+            return Ok(());
+        }
+        self.per_account
+            .check(&account_key(app, account))
+            .map_err(too_many)
+    }
+
+    /// After a wrong password: one failure off the account's bucket (unless the client is known
+    /// to the account, whose own failures its address's bucket already counts).
+    pub fn password_failed(&self, app: &str, account: &str, client: IpAddr) {
+        if !self.is_known(app, account, client) {
+            let _ = self.per_account.take(&account_key(app, account));
+        }
+    }
+
+    /// After a successful login: the client is known to the account from now on.
+    pub fn logged_in(&self, app: &str, account: &str, client: IpAddr) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= MAX_KNOWN {
+            known.retain(|_, at| at.elapsed() < KNOWN_FOR);
+            if known.len() >= MAX_KNOWN {
+                known.clear();
             }
-        };
-        self.per_ip.take(&key).map_err(too_many)
+        }
+        known.insert(known_key(app, account, client), Instant::now());
+    }
+
+    fn is_known(&self, app: &str, account: &str, client: IpAddr) -> bool {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&known_key(app, account, client))
+            .is_some_and(|at| at.elapsed() < KNOWN_FOR)
     }
 
     /// The client's address: the peer's, or, behind a trusted proxy, the last `x-forwarded-for`
@@ -108,14 +180,33 @@ impl AuthLimits {
     }
 }
 
+/// A client's bucket: its IPv4 address (an IPv4-mapped IPv6 address is its IPv4 one), or its
+/// IPv6 /64 (one subscriber's network, which hands out addresses freely).
+fn client_key(client: IpAddr) -> String {
+    match client.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
+fn account_key(app: &str, account: &str) -> String {
+    format!("{app}\0{account}")
+}
+
+fn known_key(app: &str, account: &str, client: IpAddr) -> String {
+    format!("{app}\0{account}\0{}", client_key(client))
+}
+
 fn too_many(wait: Duration) -> ApiError {
+    let secs = wait.as_secs() + 1;
     ApiError::new(
         Code::TooManyRequests,
-        format!(
-            "too many login attempts; try again in {} s",
-            wait.as_secs() + 1
-        ),
+        format!("too many login attempts; try again in {secs} s"),
     )
+    .retry_after(secs)
 }
 
 /// The client's IP address (see [`AuthLimits::client_ip`]).
@@ -143,6 +234,7 @@ mod tests {
     #[test]
     fn a_bucket_allows_its_burst_then_refuses_with_a_wait() {
         let limiter = RateLimiter::new(3);
+        limiter.check("a").unwrap();
         for _ in 0..3 {
             limiter.take("a").unwrap();
         }
@@ -152,5 +244,43 @@ mod tests {
             "{wait:?}"
         );
         limiter.take("b").unwrap();
+    }
+
+    #[test]
+    fn ipv4_mapped_clients_share_their_ipv4_bucket_and_ipv6_goes_by_64() {
+        let v4: IpAddr = "203.0.113.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
+        let other: IpAddr = "::ffff:203.0.113.8".parse().unwrap();
+        assert_eq!(client_key(v4), client_key(mapped));
+        assert_ne!(client_key(mapped), client_key(other));
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+    }
+
+    #[test]
+    fn failures_slow_an_account_for_strangers_but_not_for_known_addresses() {
+        let limits = AuthLimits::new(1000, 1000, 2, false);
+        let owner: IpAddr = "198.51.100.1".parse().unwrap();
+        limits.logged_in("shop", "ann@example.com", owner);
+        for i in 0..2 {
+            let stranger = IpAddr::from([10, 0, 0, i]);
+            limits
+                .check_account("shop", "ann@example.com", stranger)
+                .unwrap();
+            limits.password_failed("shop", "ann@example.com", stranger);
+        }
+        let next = IpAddr::from([10, 0, 0, 9]);
+        let refused = limits
+            .check_account("shop", "ann@example.com", next)
+            .unwrap_err();
+        assert_eq!(refused.code, Code::TooManyRequests);
+        assert!(refused.retry_after.is_some());
+        limits
+            .check_account("shop", "ann@example.com", owner)
+            .unwrap();
+        limits
+            .check_account("shop", "bob@example.com", next)
+            .unwrap();
     }
 }

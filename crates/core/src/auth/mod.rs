@@ -8,6 +8,7 @@
 //! checked without a database read: the app's keys and its recently revoked sessions are kept
 //! in memory, loaded on the app's first check and updated on every revocation.
 
+pub mod policy;
 pub mod providers;
 pub mod tokens;
 
@@ -35,6 +36,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::random::Random;
 use crate::sealing::Sealer;
 use crate::secrets::SecretHash;
+use policy::{check_password, normalize_email};
 use providers::{Platform, ProviderInput, ProviderKind, ProviderView, Settings};
 use tokens::{Claims, TokenProblem};
 
@@ -57,10 +59,10 @@ pub enum AuthError {
     ProviderMisconfigured(String),
     #[error("the platform did not answer as expected: {0}")]
     PlatformUnavailable(String),
-    #[error("the email address is not valid")]
-    InvalidEmail,
-    #[error("passwords must be 8 to 128 characters")]
-    WeakPassword,
+    #[error("the email address is not valid: {0}")]
+    InvalidEmail(String),
+    #[error("the password is not accepted: {0}")]
+    WeakPassword(String),
     #[error("an account with this email exists already")]
     EmailTaken,
     #[error("wrong email or password")]
@@ -102,6 +104,8 @@ pub struct AuthOptions {
     pub session_ttl: Duration,
     /// The HTTP timeout for calls to the platforms.
     pub platform_timeout: Duration,
+    /// The strength a new password must reach, 0 to 4 (see [`policy`]).
+    pub min_password_score: u8,
 }
 
 impl Default for AuthOptions {
@@ -110,6 +114,7 @@ impl Default for AuthOptions {
             access_token_ttl: Duration::from_secs(15 * 60),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             platform_timeout: Duration::from_secs(10),
+            min_password_score: 2,
         }
     }
 }
@@ -565,7 +570,7 @@ impl Auth {
     ) -> Result<SessionGrant, AuthError> {
         self.enabled_provider(app, "password").await?;
         let email = normalize_email(email)?;
-        check_password(password)?;
+        check_password(password, &email, self.0.options.min_password_score)?;
         let hash = self.hash_password(password.to_owned()).await?;
         let user = self.new_user(Some(email.clone()), None);
         let identity = IdentityRow {
@@ -1033,31 +1038,6 @@ fn seal_place(app: &AppName, provider: &str) -> String {
 
 fn parse_settings(row: &ProviderRow) -> Result<Settings, AuthError> {
     serde_json::from_str(&row.settings).map_err(|e| AuthError::InvalidProviderConfig(e.to_string()))
-}
-
-fn normalize_email(email: &str) -> Result<String, AuthError> {
-    let email = email.trim().to_lowercase();
-    let valid = email.len() <= 254
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        })
-        && !email.chars().any(char::is_whitespace);
-    if valid {
-        Ok(email)
-    } else {
-        Err(AuthError::InvalidEmail)
-    }
-}
-
-fn check_password(password: &str) -> Result<(), AuthError> {
-    if (8..=128).contains(&password.chars().count()) {
-        Ok(())
-    } else {
-        Err(AuthError::WeakPassword)
-    }
 }
 
 fn token_error(problem: TokenProblem) -> AuthError {

@@ -1,31 +1,22 @@
 //! HTTP functions: `ANY /v1/apps/{app}/http/{name}/{*path}` turns the request into the event,
-//! runs the function, and turns its answer into the response.
+//! runs the function, and turns its answer (checked by `cloudlet_core::functions::http`) into
+//! the response.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cloudlet_core::functions::Trigger;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use cloudlet_core::functions::http::HttpAnswer;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{raw, run};
+use super::{raw, run_http};
 use crate::error::ApiError;
 use crate::extract::{BodyBytes, CallerOf, Path, TargetApp};
 use crate::state::AppState;
-
-/// Response headers a function may not set: the server owns the framing, and cookies on the
-/// API's origin are not an app's to set.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "content-length",
-    "transfer-encoding",
-    "keep-alive",
-    "upgrade",
-    "x-request-id",
-    "set-cookie",
-    "content-security-policy",
-];
 
 /// Request headers an HTTP function does not get.
 const PRIVATE_REQUEST_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
@@ -68,71 +59,44 @@ pub(super) async fn http_route(
             Some((k.as_str().to_owned(), Value::String(value)))
         })
         .collect();
+    // A body that is not UTF-8 comes base64-encoded, flagged, as API gateways pass it.
+    let (body, base64) = match std::str::from_utf8(&body) {
+        Ok(text) => (text.to_owned(), false),
+        Err(_) => (BASE64.encode(&body), true),
+    };
     let event = raw(&json!({
         "method": method.as_str(),
         "path": path,
         "query": query,
         "headers": request_headers,
-        "body": String::from_utf8_lossy(&body),
+        "body": body,
+        "isBase64Encoded": base64,
     }))?;
     let request_id = crate::request_id::current();
-    let result = run(
-        &state,
-        &app,
-        &route.name,
-        caller,
-        Trigger::Http,
-        &request_id,
-        event,
-    )
-    .await?;
-    let result = serde_json::from_str(result.get()).unwrap_or(Value::Null);
-    Ok(http_response(result))
+    let answer = run_http(&state, &app, &route.name, caller, &request_id, event).await?;
+    Ok(http_response(answer))
 }
 
-fn http_response(result: Value) -> Response {
-    let Some(status) = result
-        .get("status")
-        .and_then(Value::as_u64)
-        .and_then(|s| u16::try_from(s).ok())
-        .and_then(|s| StatusCode::from_u16(s).ok())
-    else {
-        return axum::Json(result).into_response();
-    };
-    let (body, json) = match result.get("body") {
-        None | Some(Value::Null) => (String::new(), false),
-        Some(Value::String(text)) => (text.clone(), false),
-        Some(other) => (other.to_string(), true),
-    };
-    let mut response = (status, body).into_response();
+/// The response for a checked answer. Every app's functions answer on the API's origin: a page
+/// one of them returns may not run scripts there (it could read other apps' sessions), nor be
+/// sniffed into one.
+fn http_response(answer: HttpAnswer) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = (status, answer.body).into_response();
     let out = response.headers_mut();
-    // Every app's functions answer on the API's origin: a page one of them returns may not run
-    // scripts there (it could read other apps' sessions), nor be sniffed into one.
-    out.insert(
-        axum::http::header::CONTENT_SECURITY_POLICY,
-        axum::http::HeaderValue::from_static("sandbox"),
-    );
-    out.insert(
-        axum::http::header::X_CONTENT_TYPE_OPTIONS,
-        axum::http::HeaderValue::from_static("nosniff"),
-    );
-    if json {
-        out.insert(
-            axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderValue::from_static("application/json"),
-        );
+    out.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox"));
+    out.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if answer.json {
+        out.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    } else {
+        out.remove(CONTENT_TYPE);
     }
-    let headers = result.get("headers").and_then(Value::as_object);
-    for (name, value) in headers.into_iter().flatten().take(64) {
-        let value = match value {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let name = axum::http::HeaderName::from_bytes(name.as_bytes());
-        let value = axum::http::HeaderValue::from_str(&value);
-        if let (Ok(name), Ok(value)) = (name, value)
-            && !HOP_BY_HOP.contains(&name.as_str())
-        {
+    for (name, value) in answer.headers {
+        // Both were checked by the answer's rules, which are stricter than these.
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
             out.insert(name, value);
         }
     }

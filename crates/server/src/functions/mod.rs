@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 use cloudlet_core::access::Caller;
 use cloudlet_core::apps::AppName;
+use cloudlet_core::functions::http::HttpAnswer;
 use cloudlet_core::functions::{Deploy, EngineError, FunctionError, Invoke, Trigger};
 use cloudlet_store::LogQuery;
 use serde::Deserialize;
@@ -247,7 +248,8 @@ async fn invoke(
 }
 
 /// Runs `name` of `app` for `caller`, answering its host calls on the caller's behalf: the one
-/// way every trigger (a call, an HTTP request, a data event, a schedule) runs a function.
+/// way every trigger (a call, a data event, a schedule) runs a function; HTTP functions go
+/// through [`run_http`], which differs only in the answer it expects.
 async fn run(
     state: &AppState,
     app: &AppName,
@@ -257,12 +259,7 @@ async fn run(
     request_id: &str,
     event: Box<RawValue>,
 ) -> Result<Box<RawValue>, FunctionError> {
-    let host = Arc::new(host::Host::new(
-        state.data().clone(),
-        app.clone(),
-        caller.clone(),
-        state.fetcher().clone(),
-    ));
+    let host = host_for(state, app, &caller);
     let call = Invoke {
         app,
         name,
@@ -271,19 +268,56 @@ async fn run(
         trigger,
     };
     let result = state.functions().invoke(call, event, host).await;
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(FunctionError::Failed(_)) => "function_error",
-        Err(FunctionError::Timeout) => "function_timeout",
-        Err(FunctionError::MemoryLimit) => "function_memory_limit",
-        Err(FunctionError::ResultTooLarge(_)) => "function_result_too_large",
-        Err(FunctionError::Overloaded) => "function_overloaded",
-        Err(FunctionError::NotFound(_)) => "function_not_found",
-        Err(FunctionError::Unauthenticated) => "missing_credentials",
-        Err(_) => "other",
+    count(state, trigger, result.as_ref().err());
+    result
+}
+
+/// [`run`] for an HTTP function: its result must be an HTTP answer.
+async fn run_http(
+    state: &AppState,
+    app: &AppName,
+    name: &str,
+    caller: Caller,
+    request_id: &str,
+    event: Box<RawValue>,
+) -> Result<HttpAnswer, FunctionError> {
+    let host = host_for(state, app, &caller);
+    let call = Invoke {
+        app,
+        name,
+        caller: &caller,
+        request_id,
+        trigger: Trigger::Http,
+    };
+    let result = state.functions().invoke_http(call, event, host).await;
+    count(state, Trigger::Http, result.as_ref().err());
+    result
+}
+
+fn host_for(state: &AppState, app: &AppName, caller: &Caller) -> Arc<host::Host> {
+    Arc::new(host::Host::new(
+        state.data().clone(),
+        app.clone(),
+        caller.clone(),
+        state.fetcher().clone(),
+    ))
+}
+
+/// Counts an invocation in the metrics, by trigger and outcome.
+fn count(state: &AppState, trigger: Trigger, error: Option<&FunctionError>) {
+    let outcome = match error {
+        None => "ok",
+        Some(FunctionError::Failed(_)) => "function_error",
+        Some(FunctionError::Timeout) => "function_timeout",
+        Some(FunctionError::MemoryLimit) => "function_memory_limit",
+        Some(FunctionError::ResultTooLarge(_)) => "function_result_too_large",
+        Some(FunctionError::InvalidResponse(_)) => "function_invalid_response",
+        Some(FunctionError::Overloaded) => "function_overloaded",
+        Some(FunctionError::NotFound(_)) => "function_not_found",
+        Some(FunctionError::Unauthenticated) => "missing_credentials",
+        Some(_) => "other",
     };
     state.metrics().function(trigger.as_str(), outcome);
-    result
 }
 
 /// An event as JSON text, for a function.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{Expect, TestApp};
+use crate::support::{Expect, TestApp, raw_request_from};
 
 /// The emulator on an ephemeral port.
 struct Emulator {
@@ -840,5 +840,134 @@ async fn a_token_naming_an_app_that_does_not_exist_touches_nothing() {
         .await;
     assert!(!t.data_dir.join("apps/ghost").exists());
     assert_eq!(t.open_apps().await, 0);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn weak_passwords_and_malformed_emails_are_refused_with_their_codes() {
+    let t = TestApp::start().await;
+    t.create_app("pw").await;
+    let sign_up = |email: &str, password: &str| {
+        t.request(Method::POST, "/v1/apps/pw/auth/users")
+            .json(&json!({ "email": email, "password": password }))
+    };
+    for weak in [
+        "password",
+        "12345678",
+        "        ",
+        "carol@example.com",
+        "Carol@Example.com",
+    ] {
+        let refused = sign_up("carol@example.com", weak)
+            .expect_error(StatusCode::BAD_REQUEST, "weak_password")
+            .await;
+        assert!(
+            refused["error"]["message"].as_str().unwrap().len() > 20,
+            "{refused}"
+        );
+    }
+    for bad in ["a@@x.com", "a\u{0}b@x.com", "a b@x.com", "a@x", "a@b@x.com"] {
+        sign_up(bad, "blue-kettle-91-marsh")
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_email")
+            .await;
+    }
+    sign_up("carol@example.com", "blue-kettle-91-marsh")
+        .expect(StatusCode::CREATED)
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn password_guesses_from_many_addresses_are_slowed_per_account_but_the_owner_gets_in() {
+    let t = TestApp::builder()
+        .config(|c| {
+            c.http.trust_forwarded_for = true;
+            c.auth.password_failures_per_account_per_minute = 5;
+        })
+        .start()
+        .await;
+    t.create_app("pw").await;
+    let owner = "198.51.100.7";
+    let login = |from: String, password: &str| {
+        t.request(Method::POST, "/v1/apps/pw/auth/sessions")
+            .header("x-forwarded-for", from)
+            .json(&json!({ "provider": "password", "email": "dan@example.com", "password": password }))
+    };
+    t.request(Method::POST, "/v1/apps/pw/auth/users")
+        .header("x-forwarded-for", owner)
+        .json(&json!({ "email": "dan@example.com", "password": "blue-kettle-91-marsh" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    login(owner.into(), "blue-kettle-91-marsh")
+        .expect(StatusCode::CREATED)
+        .await;
+    let (mut wrong, mut throttled) = (0, 0);
+    for i in 0..200 {
+        let from = format!("203.0.{}.{}", i / 200, i % 200 + 1);
+        let answer = login(from, &format!("guess number {i}"))
+            .send()
+            .await
+            .unwrap();
+        match answer.status() {
+            StatusCode::UNAUTHORIZED => wrong += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                let retry: u64 = answer.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=60).contains(&retry), "{retry}");
+                let body: serde_json::Value = answer.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "too_many_requests");
+                throttled += 1;
+            }
+            other => panic!("guess {i}: {other}"),
+        }
+    }
+    assert!(
+        throttled >= 190,
+        "{throttled} of 200 throttled ({wrong} checked)"
+    );
+    // The owner's address has logged in before: the account's bucket does not hold it back.
+    login(owner.into(), "blue-kettle-91-marsh")
+        .expect(StatusCode::CREATED)
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn ipv4_clients_of_a_dual_stack_listener_have_a_bucket_each() {
+    let t = TestApp::builder()
+        .config(|c| {
+            c.listen = "[::]:0".parse().unwrap();
+            c.auth.logins_per_ip_per_minute = 2;
+        })
+        .start()
+        .await;
+    t.create_app("ds").await;
+    t.configure("ds", "dev", json!({ "enabled": true })).await;
+    let port = t.running().local_addr().port();
+    let server: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let body = br#"{"provider":"dev","user":"u"}"#;
+    let head = format!(
+        "POST /v1/apps/ds/auth/sessions HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: {}",
+        body.len()
+    );
+    let from = |last: u8| std::net::IpAddr::from([127, 0, 0, last]);
+    for _ in 0..2 {
+        let answer = raw_request_from(from(2), server, head.as_bytes(), body).await;
+        assert_eq!(answer.status, 201);
+    }
+    let refused = raw_request_from(from(2), server, head.as_bytes(), body).await;
+    assert_eq!(refused.status, 429);
+    assert!(refused.header("retry-after").is_some());
+    // Another IPv4 client, arriving as ::ffff:127.0.0.3, is not in 127.0.0.2's bucket.
+    let other = raw_request_from(from(3), server, head.as_bytes(), body).await;
+    assert_eq!(
+        other.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&other.body)
+    );
     t.stop().await;
 }

@@ -248,10 +248,34 @@ impl RawAnswer {
 /// given, on a connection of its own, and reads the whole answer. No client library in between
 /// rewrites the target (`..`, `%2F`, control characters reach the server as written).
 pub async fn raw_request(addr: std::net::SocketAddr, head: &[u8], body: &[u8]) -> RawAnswer {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
+    let stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("the server accepts");
+    raw_exchange(stream, head, body).await
+}
+
+/// [`raw_request`] from the local address `source` (for example `127.0.0.2`, another client
+/// as far as the server can tell).
+pub async fn raw_request_from(
+    source: std::net::IpAddr,
+    addr: std::net::SocketAddr,
+    head: &[u8],
+    body: &[u8],
+) -> RawAnswer {
+    let socket = match source {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .expect("a socket");
+    socket
+        .bind(std::net::SocketAddr::new(source, 0))
+        .expect("the source address binds");
+    let stream = socket.connect(addr).await.expect("the server accepts");
+    raw_exchange(stream, head, body).await
+}
+
+async fn raw_exchange(mut stream: tokio::net::TcpStream, head: &[u8], body: &[u8]) -> RawAnswer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut request = head.to_vec();
     request.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
     request.extend_from_slice(body);

@@ -7,6 +7,8 @@
 //! sizes, limits within the instance's maxima, who may call what, what `ctx` carries, and how
 //! each ending is reported.
 
+pub mod http;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -159,6 +161,9 @@ pub enum FunctionError {
     ResultTooLarge(usize),
     #[error("too many invocations of this app's functions at once")]
     Overloaded,
+    /// An HTTP function answered something that is not an HTTP response.
+    #[error("the function's answer is not a valid HTTP response: {0}")]
+    InvalidResponse(String),
     #[error("invalid environment: {0}")]
     InvalidEnv(String),
     #[error(transparent)]
@@ -846,6 +851,31 @@ impl Functions {
         event: Box<RawValue>,
         host: Arc<dyn HostCalls>,
     ) -> Result<Box<RawValue>, FunctionError> {
+        self.invoke_as(call, event, host, Ok).await
+    }
+
+    /// Runs an HTTP function: like [`Functions::invoke`], and its result must be an HTTP
+    /// answer (see [`http`]); one that is not fails the invocation, in its log too.
+    pub async fn invoke_http(
+        &self,
+        call: Invoke<'_>,
+        event: Box<RawValue>,
+        host: Arc<dyn HostCalls>,
+    ) -> Result<http::HttpAnswer, FunctionError> {
+        self.invoke_as(call, event, host, |result| {
+            http::HttpAnswer::from_result(result.get())
+        })
+        .await
+    }
+
+    /// Runs an invocation whose successful result `shape` turns into a `T`, or refuses.
+    async fn invoke_as<T>(
+        &self,
+        call: Invoke<'_>,
+        event: Box<RawValue>,
+        host: Arc<dyn HostCalls>,
+        shape: impl FnOnce(Box<RawValue>) -> Result<T, String>,
+    ) -> Result<T, FunctionError> {
         let Invoke {
             app,
             name,
@@ -912,7 +942,14 @@ impl Functions {
         let started = self.0.clock.now();
         let ran = self.0.engine.run(run, host).await?;
         let (outcome, result, error) = match ran.outcome {
-            RunOutcome::Ok(json) => ("ok", Ok(json), Json::Null),
+            RunOutcome::Ok(json) => match shape(json) {
+                Ok(shaped) => ("ok", Ok(shaped), Json::Null),
+                Err(problem) => (
+                    "error",
+                    Err(FunctionError::InvalidResponse(problem.clone())),
+                    json!({ "message": format!("not a valid HTTP response: {problem}"), "stack": "" }),
+                ),
+            },
             RunOutcome::Error { message, stack } => (
                 "error",
                 Err(FunctionError::Failed(message.clone())),
