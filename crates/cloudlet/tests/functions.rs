@@ -1352,6 +1352,86 @@ async fn an_app_filling_its_workers_never_holds_up_another_apps_calls() {
 }
 
 #[tokio::test]
+async fn five_hostile_apps_computing_and_awaiting_never_hold_up_a_neighbours_calls() {
+    // A small pool, so that the hostile apps fill it: 10 workers, 2 per app, 4 kept free.
+    let t = TestApp::builder()
+        .config(|c| {
+            c.functions.worker_program = BIN.into();
+            c.functions.workers = 10;
+            c.functions.workers_per_app = 2;
+            c.functions.reserved_workers = 4;
+        })
+        .start()
+        .await;
+    let hostile: Vec<String> = (1..=5).map(|i| format!("hostile-{i}")).collect();
+    for app in &hostile {
+        t.create_app(app).await;
+        deploy(
+            &t,
+            app,
+            "spin",
+            json!({
+                "source": "export default async () => { for (;;) {} }",
+                "public": true, "timeout_ms": 2000
+            }),
+        )
+        .await;
+        deploy(&t, app, "sleep", json!({
+            "source": "export default async () => { await new Promise((r) => setTimeout(r, 2000)); return 1; }",
+            "public": true, "timeout_ms": 5000
+        }))
+        .await;
+    }
+    t.create_app("neighbour").await;
+    deploy(
+        &t,
+        "neighbour",
+        "ping",
+        json!({
+            "source": "export default async (e) => ({ pong: e.n })", "public": true
+        }),
+    )
+    .await;
+    // Every hostile app asks for twice its share, half of it computing, half awaiting.
+    let mut attacks = Vec::new();
+    for app in &hostile {
+        for i in 0..4 {
+            let name = if i % 2 == 0 { "spin" } else { "sleep" };
+            let request = call(&t, app, name, None, json!({}));
+            attacks.push(tokio::spawn(async move {
+                request.send().await.map(|r| r.status())
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for n in 0..10 {
+        let answer = call(&t, "neighbour", "ping", None, json!({ "n": n }))
+            .expect(StatusCode::OK)
+            .await;
+        assert_eq!(answer, json!({ "pong": n }));
+    }
+    // Order, not time: all of the neighbour's calls are done while every hostile call still
+    // runs (they take 2 s, and half of them start only after the first half).
+    let finished = attacks.iter().filter(|a| a.is_finished()).count();
+    assert_eq!(
+        finished, 0,
+        "hostile calls ended before the neighbour was served"
+    );
+    for attack in attacks {
+        let status = attack.await.unwrap().unwrap();
+        assert!(
+            [
+                StatusCode::OK,
+                StatusCode::GATEWAY_TIMEOUT,
+                StatusCode::TOO_MANY_REQUESTS
+            ]
+            .contains(&status),
+            "{status}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_event_that_is_not_a_json_object_is_refused_with_its_code() {
     let t = server(false).await;
     scene(&t, "events").await;

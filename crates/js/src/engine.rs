@@ -320,6 +320,7 @@ impl Engine {
             memory_bytes: memory,
             cold,
             micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            retire: false,
         })
     }
 }

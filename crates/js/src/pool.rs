@@ -3,8 +3,15 @@
 //! An invocation goes to an idle worker (preferring one that already has its code, so it finds
 //! its runtime warm), or to a new one while fewer than `max_workers` run. When none is free it
 //! may queue behind a running invocation of the same app (one deep), so that the worker goes
-//! straight on to it, or else it waits its turn. An app never occupies more than all workers
-//! but one, and never queues behind another app's code, so one app cannot hold up another.
+//! straight on to it, or else it waits its turn. It never queues behind another app's code.
+//!
+//! Fairness between apps: an app that holds no worker may take any free one (idle, or one more
+//! process under `max_workers`). An app that holds some may take another only while it holds
+//! fewer than `per_app` and more than `reserved` stay free, so however many apps are busy, and
+//! however they are busy (computing, awaiting, flooding), `reserved` workers' worth of room is
+//! always there for apps that ask for little. Long computations cannot crowd the processor
+//! either: a worker whose invocation has computed for a while runs at the lowest priority and
+//! is retired afterwards (see `worker`).
 //!
 //! Each worker has a supervisor task that reads everything the worker says and passes it to
 //! the invocation it is about; the invocation's own task answers its host calls through
@@ -52,6 +59,11 @@ pub struct PoolOptions {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub max_workers: usize,
+    /// The most workers one app holds at once.
+    pub per_app: usize,
+    /// Workers kept free for apps that hold none: an app that holds some takes no more while
+    /// only this many are free.
+    pub reserved: usize,
     /// How long past its deadline an invocation may run before its worker is killed.
     pub grace: Duration,
     pub idle_timeout: Duration,
@@ -103,6 +115,8 @@ struct Slot {
     /// The code keys this worker has been sent.
     loaded: HashSet<String>,
     idle_since: Instant,
+    /// It runs at the lowest priority now: given no more work, and ended once idle.
+    retiring: bool,
 }
 
 /// What the invocations' tasks share with a worker's supervisor.
@@ -252,6 +266,7 @@ impl Pool {
                             cold: false,
                             micros: u64::try_from(started.elapsed().as_micros())
                                 .unwrap_or(u64::MAX),
+                            retire: false,
                         });
                     }
                     Some(Event::Died(message)) => return Err(PoolError::Died(message)),
@@ -266,7 +281,7 @@ impl Pool {
 
     /// Workers running now and waiting for work.
     pub fn idle_workers(&self) -> usize {
-        self.lock().workers.iter().filter(|s| s.load() == 0).count()
+        self.lock().workers.iter().filter(|s| s.is_idle()).count()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -363,6 +378,7 @@ impl Pool {
                     jobs: VecDeque::new(),
                     reserved: vec![job],
                     idle_since: Instant::now(),
+                    retiring: false,
                 });
             }
             tokio::spawn(Arc::clone(self).supervise(worker, child, stdout, buffer));
@@ -372,14 +388,23 @@ impl Pool {
 
     fn choose(&self, state: &State, job: &Job, mode: Mode) -> Choice {
         let workers = &state.workers;
-        let cap = self.options.max_workers.saturating_sub(1).max(1);
-        let occupied = workers.iter().filter(|s| s.serves(&job.app)).count()
+        let max = self.options.max_workers.max(1);
+        let held = workers.iter().filter(|s| s.serves(&job.app)).count()
             + state.starting.iter().filter(|app| **app == job.app).count();
+        let idle = workers.iter().filter(|s| s.is_idle()).count();
+        let unspawned = max.saturating_sub(workers.len() + state.starting.len());
+        let free = idle + unspawned;
+        // Compiles and apps that hold no worker take any free one; the others keep `reserved`
+        // free for them (see the module's notes).
+        let may_grow = job.app.is_empty()
+            || held == 0
+            || (held < self.options.per_app && free > self.options.reserved);
         // Short calls go behind others of their app on a warm worker before they wake another:
         // one busy worker outruns several that take turns sleeping, and the wait stays short.
         let now = Instant::now();
         let packs = |s: &Slot| {
-            s.load() < MAX_DEPTH
+            !s.retiring
+                && s.load() < MAX_DEPTH
                 && s.only_serves(&job.app)
                 && s.expected_micros(now).saturating_add(job.expected_micros) < QUEUE_BUDGET_MICROS
         };
@@ -391,20 +416,21 @@ impl Pool {
                 return Choice::Worker(at);
             }
         }
-        if job.app.is_empty() || occupied < cap {
+        if may_grow {
             let warm = workers
                 .iter()
-                .position(|s| s.load() == 0 && s.loaded.contains(&job.key));
-            if let Some(at) = warm.or_else(|| workers.iter().position(|s| s.load() == 0)) {
+                .position(|s| s.is_idle() && s.loaded.contains(&job.key));
+            if let Some(at) = warm.or_else(|| workers.iter().position(Slot::is_idle)) {
                 return Choice::Worker(at);
             }
-            if workers.len() + state.starting.len() < self.options.max_workers.max(1) {
+            if unspawned > 0 {
                 return Choice::Spawn;
             }
         }
         // No worker free: a long call waits one deep behind another of its app.
         if mode == Mode::MayQueue {
-            let open = |s: &Slot| packs(s) || (s.load() < 2 && s.only_serves(&job.app));
+            let open =
+                |s: &Slot| packs(s) || (!s.retiring && s.load() < 2 && s.only_serves(&job.app));
             let warm = workers
                 .iter()
                 .position(|s| open(s) && s.loaded.contains(&job.key));
@@ -539,6 +565,7 @@ impl Pool {
             .find(|s| Arc::ptr_eq(&s.worker, worker))?;
         match slot.jobs.front() {
             Some(job) => job.started.map(|at| at + job.timeout + grace),
+            None if slot.reserved.is_empty() && slot.retiring => Some(slot.idle_since),
             None if slot.reserved.is_empty() => Some(slot.idle_since + idle),
             None => None,
         }
@@ -559,7 +586,9 @@ impl Pool {
             Some(job) if job.started.is_some_and(|s| now >= s + job.timeout + grace) => {
                 Overdue::Running
             }
-            None if slot.reserved.is_empty() && now >= slot.idle_since + idle => {
+            None if slot.reserved.is_empty()
+                && (slot.retiring || now >= slot.idle_since + idle) =>
+            {
                 // Gone from the pool before anyone can choose it.
                 state.workers.swap_remove(at);
                 Overdue::Idle
@@ -621,6 +650,7 @@ impl Pool {
             None => slot.idle_since = now,
         }
         if let Event::Finished(finished) = &event {
+            slot.retiring |= finished.retire;
             let micros = finished.micros;
             if state.typical_micros.len() >= MAX_TYPICAL {
                 state.typical_micros.clear();
@@ -686,6 +716,11 @@ enum End {
 impl Slot {
     fn load(&self) -> usize {
         self.jobs.len() + self.reserved.len()
+    }
+
+    /// Free for any app's next invocation.
+    fn is_idle(&self) -> bool {
+        self.load() == 0 && !self.retiring
     }
 
     fn serves(&self, app: &str) -> bool {
@@ -863,6 +898,8 @@ mod tests {
                 r#"printf '\007\000\000\000"ready"'; exec sleep 30"#.into(),
             ],
             max_workers: 1,
+            per_app: 1,
+            reserved: 0,
             grace: Duration::from_millis(100),
             idle_timeout: Duration::from_secs(60),
         })

@@ -137,6 +137,10 @@ pub struct Finished {
     pub cold: bool,
     /// Time inside the worker, from receiving the invocation to its end.
     pub micros: u64,
+    /// The worker lowered its own CPU priority for this invocation, which computed long (see
+    /// `worker::DEMOTE_AFTER`), and can not raise it again: retire it once it is idle.
+    #[serde(default)]
+    pub retire: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

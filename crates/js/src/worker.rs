@@ -10,6 +10,12 @@
 //! next without a round trip. None waits long behind another: once the running one has waited
 //! on a host call or a timer, or run JavaScript, for [`GIVE_BACK_AFTER`], the worker gives the
 //! queued ones back (`Returned`) for the server to run elsewhere.
+//!
+//! Short calls go first: an invocation that has used [`DEMOTE_AFTER`] of CPU moves its worker to
+//! the lowest CPU priority (nice 19), so that however many long computations run, the short
+//! calls of other workers and the server itself get the processor as soon as they wake. A
+//! process may not raise its priority again, so the worker says so when the invocation ends
+//! (`retire`) and the server replaces it once it is idle.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -28,6 +34,8 @@ const MAX_WARM: usize = 32;
 const MAX_BUNDLES: usize = 256;
 /// How long the running invocation may keep the ones queued behind it waiting.
 pub const GIVE_BACK_AFTER: Duration = LONG_RUN;
+/// The CPU time after which an invocation runs at the lowest priority.
+pub const DEMOTE_AFTER: Duration = Duration::from_millis(20);
 
 /// Runs the worker until its stdin closes. Runtimes and bytecode unused for `idle` are dropped:
 /// an idle function costs nothing.
@@ -39,6 +47,8 @@ pub fn run(idle: Duration) -> io::Result<()> {
         frames: VecDeque::new(),
         returned: Vec::new(),
         closed: false,
+        cpu_at_start: Duration::ZERO,
+        demoted: false,
     }));
     confine();
     // Compiled once per process; done before saying ready so that no invocation waits for it.
@@ -50,6 +60,7 @@ pub fn run(idle: Duration) -> io::Result<()> {
         if let Ok(mut inbox) = hook.try_borrow_mut() {
             let _ = inbox.take_in(Instant::now());
             let _ = inbox.give_back();
+            inbox.demote_if_long();
         }
     }));
     let sweep = (idle / 2).max(Duration::from_millis(100));
@@ -62,6 +73,7 @@ pub fn run(idle: Duration) -> io::Result<()> {
             }
             Next::Frame(ToWorker::Invoke(invocation)) => {
                 let id = invocation.id;
+                inbox.borrow_mut().cpu_at_start = cpu_time();
                 let mut io = Pipes {
                     inbox: &inbox,
                     running: id,
@@ -77,10 +89,13 @@ pub fn run(idle: Duration) -> io::Result<()> {
                     engine.keep_bundle(&key, bundle);
                 }
                 match finished {
-                    Some(finished) => send(&FromWorker::Finished {
-                        id,
-                        finished: Box::new(finished),
-                    })?,
+                    Some(mut finished) => {
+                        finished.retire = inbox.borrow().demoted;
+                        send(&FromWorker::Finished {
+                            id,
+                            finished: Box::new(finished),
+                        })?
+                    }
                     None => send(&FromWorker::NeedCode { id })?,
                 }
             }
@@ -118,6 +133,10 @@ struct Inbox {
     /// The code that came with invocations given back.
     returned: Vec<(String, Bundle)>,
     closed: bool,
+    /// The process's CPU time when the running invocation started.
+    cpu_at_start: Duration,
+    /// Whether this process runs at the lowest priority now.
+    demoted: bool,
 }
 
 impl Inbox {
@@ -194,6 +213,21 @@ impl Inbox {
         }
         self.frames = kept;
         result
+    }
+
+    /// Moves the process to the lowest CPU priority once the running invocation has used
+    /// [`DEMOTE_AFTER`] of CPU (the process runs nothing else meanwhile).
+    fn demote_if_long(&mut self) {
+        if self.demoted || cpu_time().saturating_sub(self.cpu_at_start) < DEMOTE_AFTER {
+            return;
+        }
+        // SAFETY: setpriority takes plain values and changes only this process; lowering one's
+        // own priority needs no privilege.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+        }
+        self.demoted = true;
     }
 
     fn has_invocations(&self) -> bool {
@@ -296,6 +330,24 @@ impl HostIo for Pipes<'_> {
         // With no host call outstanding, no reply is expected: any that comes is dropped.
         while self.wait(until).is_some() {}
     }
+}
+
+/// The CPU time this process has used.
+fn cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec owned by this frame.
+    #[allow(unsafe_code)]
+    let read = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) };
+    if read != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// No new files or sockets, no new privileges, no core dumps.

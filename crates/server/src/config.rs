@@ -48,6 +48,10 @@ pub struct Config {
 pub struct FunctionsConfig {
     /// Worker processes at most (each runs one invocation at a time).
     pub workers: usize,
+    /// The most workers one app holds at once.
+    pub workers_per_app: usize,
+    /// Workers kept free for apps that hold none (see `docs/functions.md`, fairness).
+    pub reserved_workers: usize,
     /// A worker idle this long exits, in seconds.
     pub worker_idle_secs: u64,
     /// The program started as a worker (`<it> worker`); empty means this executable.
@@ -70,7 +74,9 @@ pub struct FunctionsConfig {
 impl Default for FunctionsConfig {
     fn default() -> Self {
         FunctionsConfig {
-            workers: 4,
+            workers: 32,
+            workers_per_app: 8,
+            reserved_workers: 8,
             worker_idle_secs: 300,
             worker_program: PathBuf::new(),
             runtime_idle_secs: 60.0,
@@ -250,7 +256,19 @@ impl Config {
             }
             Ok(())
         }
-        within("functions.workers", self.functions.workers, 1, 256)?;
+        within("functions.workers", self.functions.workers, 2, 1024)?;
+        within(
+            "functions.workers_per_app",
+            self.functions.workers_per_app,
+            1,
+            self.functions.workers,
+        )?;
+        within(
+            "functions.reserved_workers",
+            self.functions.reserved_workers,
+            1,
+            self.functions.workers - 1,
+        )?;
         within(
             "functions.runtime_idle_secs",
             self.functions.runtime_idle_secs,
@@ -528,10 +546,10 @@ mod tests {
     #[test]
     fn the_connection_cap_is_what_the_descriptors_leave_and_overcommitting_is_refused() {
         let config = Config::default();
-        // 1000 open apps × 3 connections × 3 descriptors, 4 workers × 3, 256 kept.
+        // 1000 open apps × 3 connections × 3 descriptors, 32 workers × 3, 256 kept.
         assert_eq!(
             config.max_connections(20_000).unwrap(),
-            20_000 - 9_000 - 12 - 256
+            20_000 - 9_000 - 96 - 256
         );
         let too_few = config.max_connections(4096).unwrap_err().to_string();
         assert!(too_few.contains("apps.max_open"), "{too_few}");

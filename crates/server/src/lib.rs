@@ -410,6 +410,8 @@ fn start_functions(
             config.runtime_idle_secs.to_string(),
         ],
         max_workers: config.workers,
+        per_app: config.workers_per_app,
+        reserved: config.reserved_workers,
         grace: Duration::from_millis(500),
         idle_timeout: Duration::from_secs(config.worker_idle_secs),
     });
@@ -419,9 +421,8 @@ fn start_functions(
         default_memory_mb: config.default_memory_mb,
         max_memory_mb: config.max_memory_mb,
         max_concurrent_per_app: config.max_concurrent_per_app,
-        // The pool keeps one worker free for the other apps; an app's short invocations may
-        // queue behind each other on the rest.
-        max_running_per_app: config.workers.saturating_sub(1).max(1) * cloudlet_js::pool::MAX_DEPTH,
+        // An app's short invocations may queue behind each other on the workers it holds.
+        max_running_per_app: config.workers_per_app * cloudlet_js::pool::MAX_DEPTH,
         ..FunctionLimits::default()
     };
     Ok(Functions::new(
