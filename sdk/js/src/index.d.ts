@@ -11,19 +11,35 @@ export interface ClientOptions {
   storageKey?: string;
 }
 
-export interface Adapter {
-  name: string;
+/** The `request` capability: HTTP with a JSON body. */
+export interface RequestCapability {
   request(request: {
     url: string;
     method: string;
     headers: Record<string, string>;
     body?: unknown;
   }): Promise<{ status: number; data: unknown; headers: Record<string, string> }>;
+}
+
+/** The `storage` capability: strings kept across restarts (where the session is kept). */
+export interface StorageCapability {
   getItem(key: string): string | null;
   setItem(key: string, value: string): void;
   removeItem(key: string): void;
+}
+
+/** The `login` capability: the platform's own login. */
+export interface LoginCapability {
   /** The platform's login call, as the body of `POST …/auth/sessions`. */
   login(): Promise<Record<string, string>>;
+}
+
+/**
+ * A platform, as the methods of its capabilities. The client refuses a call that needs a method
+ * the adapter lacks with `CloudError` `unsupported_on_platform`.
+ */
+export interface Adapter extends RequestCapability, StorageCapability, LoginCapability {
+  name: string;
 }
 
 export interface User {
@@ -98,6 +114,14 @@ export interface Client {
 }
 
 export declare function createClient(options: ClientOptions): Client;
+
+/**
+ * Adds a namespace, `cloud[name] = build(cloud)`, to every client created afterwards: how the
+ * SDK's own namespaces are made (docs/sdk.md, "Extending the SDK"). Throws `CloudError`
+ * `invalid_feature` when a feature of that name is already registered (and `createClient` does,
+ * when the name is one a client already has, such as `server`).
+ */
+export declare function registerFeature<T>(name: string, build: (client: Client) => T): void;
 
 /** A value as a literal of the filter language, quoted so that it stays a value. */
 export declare function literal(value: Value): string;

@@ -2,6 +2,19 @@
 // Alipay, Douyin or QQ mini program, or a browser), logs the user in with that platform's login
 // call, keeps the session in the platform's storage, refreshes the access token before it
 // expires (and once, single-flight, on a 401), and wraps the records and functions APIs.
+//
+// How it is put together, section by section:
+// - Platforms: each mini-program platform described once (its global, its login, its storage,
+//   where its calls spell options differently from WeChat's).
+// - Capabilities: what the client needs from a platform (`request`, `storage`, `login`), each
+//   implemented for mini programs from those descriptions and for the web; a platform lacks a
+//   capability it has no implementation of, and the client refuses it with
+//   `unsupported_on_platform`.
+// - The client: sessions, token refresh and the calls every feature makes.
+// - Client features: the `cloud.*` namespaces (`auth`, `db`, `functions`), each built over the
+//   client.
+// - Registries, at the end: the capabilities and the features, each listed in one place.
+// docs/sdk.md ("Extending the SDK") says how to add a platform, a capability or a feature.
 
 const SESSION_KEY = "cloudlet.session";
 /// Refresh this long before the access token expires.
@@ -20,70 +33,122 @@ class CloudError extends Error {
   }
 }
 
-// ---- Platform adapters -------------------------------------------------------------------
+// ---- Platforms ---------------------------------------------------------------------------
+//
+// Capabilities call the platforms' APIs in WeChat's spelling (QQ and Douyin copied it); a
+// platform that spells a call differently says so in its description, under `calls`, and
+// `callApi` translates.
+
+/** Storage called with the key as argument: `wx.getStorageSync(key)`, `wx.setStorageSync(key, value)`. */
+const STORAGE_BY_ARGUMENTS = {
+  get: (api, key) => api.getStorageSync(key),
+  set: (api, key, value) => api.setStorageSync(key, value),
+  remove: (api, key) => api.removeStorageSync(key),
+};
+
+/** Storage called with options: `my.getStorageSync({ key })` answering `{ data }`,
+ * `my.setStorageSync({ key, data })`. */
+const STORAGE_BY_OPTIONS = {
+  get: (api, key) => api.getStorageSync({ key }).data,
+  set: (api, key, data) => api.setStorageSync({ key, data }),
+  remove: (api, key) => api.removeStorageSync({ key }),
+};
 
 /**
- * A mini-program platform's global (`wx`, `my`, `tt`, `qq`) as an adapter: HTTP, storage and
- * the login call, each returning promises.
+ * The mini-program platforms, in the order they are looked for. Each one:
+ * - `name`: the adapter's name;
+ * - `global`: the object its API hangs on; taken for the platform only with its login call on
+ *   it, so that a web page's own global of that name is not;
+ * - `login`: that call, its options, and its answer as the body of `POST …/auth/sessions`;
+ * - `storage`: how its synchronous storage is called;
+ * - `calls` (where it differs from WeChat): for each call, `options` turns WeChat's options into
+ *   its own and `answer` its answer into WeChat's; `failure` does the same for what every call
+ *   fails with.
  */
-function miniProgramAdapter(name, api) {
-  const call = (method, options) =>
-    new Promise((resolve, reject) => {
-      api[method]({ ...options, success: resolve, fail: reject });
+const MINI_PROGRAMS = [
+  {
+    name: "wechat",
+    global: "wx",
+    login: { call: "login", body: ({ code }) => ({ provider: "wechat", code }) },
+    storage: STORAGE_BY_ARGUMENTS,
+  },
+  {
+    name: "qq",
+    global: "qq",
+    login: { call: "login", body: ({ code }) => ({ provider: "qq", code }) },
+    storage: STORAGE_BY_ARGUMENTS,
+  },
+  {
+    name: "douyin",
+    global: "tt",
+    login: {
+      call: "login",
+      // Someone not logged in to Douyin itself gets only an anonymous code.
+      body: ({ code, anonymousCode }) =>
+        !code && anonymousCode
+          ? { provider: "douyin", anonymous_code: anonymousCode }
+          : { provider: "douyin", code },
+    },
+    storage: STORAGE_BY_ARGUMENTS,
+  },
+  {
+    name: "alipay",
+    global: "my",
+    login: {
+      call: "getAuthCode",
+      options: { scopes: "auth_base" },
+      body: ({ authCode }) => ({ provider: "alipay", code: authCode }),
+    },
+    storage: STORAGE_BY_OPTIONS,
+    calls: {
+      // my.request alone names the header option `headers` (my.uploadFile takes `header`, as
+      // wx does), and answers `status` and `headers`.
+      request: {
+        options: ({ header, ...options }) => ({ ...options, headers: header }),
+        answer: ({ status, headers, ...answer }) => ({ statusCode: status, header: headers, ...answer }),
+      },
+    },
+    failure: (error) => ({ errMsg: error && error.errorMessage, ...error }),
+  },
+];
+
+/**
+ * `api[method](options)` of a mini-program platform, waiting for its `success` or `fail`
+ * callback. Options go in and answers come out in WeChat's spelling.
+ */
+function callApi(platform, api, method, options) {
+  const spelling = platform.calls?.[method] ?? {};
+  return new Promise((resolve, reject) => {
+    api[method]({
+      ...(spelling.options ? spelling.options(options) : options),
+      success: (answer) => resolve(spelling.answer ? spelling.answer(answer) : answer),
+      fail: (error) => reject(platform.failure ? platform.failure(error) : error),
     });
-  return {
-    name,
-    async request({ url, method, headers, body }) {
-      const options = { url, method, data: body, dataType: "json" };
-      // Alipay names the header option `headers`; the others `header`.
-      if (name === "alipay") options.headers = headers;
-      else options.header = headers;
-      const response = await call("request", options).catch((error) => {
-        throw new CloudError("network_error", (error && (error.errMsg || error.errorMessage)) || "the request failed");
-      });
-      return {
-        status: response.statusCode ?? response.status,
-        data: response.data,
-        headers: response.header ?? response.headers ?? {},
-      };
-    },
-    getItem(key) {
-      try {
-        const value = name === "alipay" ? api.getStorageSync({ key }).data : api.getStorageSync(key);
-        return value === "" || value === undefined ? null : value;
-      } catch {
-        return null;
-      }
-    },
-    setItem(key, value) {
-      if (name === "alipay") api.setStorageSync({ key, data: value });
-      else api.setStorageSync(key, value);
-    },
-    removeItem(key) {
-      if (name === "alipay") api.removeStorageSync({ key });
-      else api.removeStorageSync(key);
-    },
-    /** The platform's login: the body of `POST …/auth/sessions`. */
-    async login() {
-      if (name === "alipay") {
-        const { authCode } = await call("getAuthCode", { scopes: "auth_base" });
-        return { provider: "alipay", code: authCode };
-      }
-      const result = await call("login", {});
-      if (name === "douyin" && !result.code && result.anonymousCode) {
-        return { provider: "douyin", anonymous_code: result.anonymousCode };
-      }
-      return { provider: name, code: result.code };
-    },
-  };
+  });
 }
 
-/** The browser (or Node 18+): `fetch` and `localStorage` (in memory when there is none). */
-function webAdapter() {
-  const memory = new Map();
-  const storage = typeof localStorage === "undefined" ? null : localStorage;
-  return {
-    name: "web",
+// ---- Capabilities ------------------------------------------------------------------------
+//
+// A capability is what the client needs from the platform it runs on, as the adapter methods
+// that make it up (`methods`) and how each kind of platform provides them:
+// `miniProgram(platform, api)` from a mini-program platform's description and global, `web()`
+// in a browser or Node. A platform lacks a capability that has no implementation for it (write
+// `web: null`, or answer `null` from `miniProgram` for that platform, and say why): its adapter
+// has no such methods, and the client refuses them with `unsupported_on_platform`.
+
+/** HTTP with a JSON body: `request({ url, method, headers, body })` → `{ status, data, headers }`. */
+const request = {
+  methods: ["request"],
+  miniProgram: (platform, api) => ({
+    async request({ url, method, headers, body }) {
+      const options = { url, method, header: headers, data: body, dataType: "json" };
+      const answer = await callApi(platform, api, "request", options).catch((error) => {
+        throw new CloudError("network_error", (error && error.errMsg) || "the request failed");
+      });
+      return { status: answer.statusCode, data: answer.data, headers: answer.header ?? {} };
+    },
+  }),
+  web: () => ({
     async request({ url, method, headers, body }) {
       let response;
       try {
@@ -104,23 +169,92 @@ function webAdapter() {
       }
       return { status: response.status, data, headers: Object.fromEntries(response.headers) };
     },
-    getItem: (key) => (storage ? storage.getItem(key) : memory.get(key) ?? null),
-    setItem: (key, value) => (storage ? storage.setItem(key, value) : memory.set(key, value)),
-    removeItem: (key) => (storage ? storage.removeItem(key) : memory.delete(key)),
+  }),
+};
+
+/** Strings kept across restarts: `getItem(key)` (null when absent), `setItem`, `removeItem`. */
+const storage = {
+  methods: ["getItem", "setItem", "removeItem"],
+  miniProgram: (platform, api) => ({
+    getItem(key) {
+      try {
+        const value = platform.storage.get(api, key);
+        // A key never set reads as "" on wx, as nothing on my.
+        return value === "" || value === undefined ? null : value;
+      } catch {
+        return null;
+      }
+    },
+    setItem: (key, value) => platform.storage.set(api, key, value),
+    removeItem: (key) => platform.storage.remove(api, key),
+  }),
+  // `localStorage`, or memory where there is none (Node).
+  web: () => {
+    const memory = new Map();
+    const local = typeof localStorage === "undefined" ? null : localStorage;
+    return {
+      getItem: (key) => (local ? local.getItem(key) : memory.get(key) ?? null),
+      setItem: (key, value) => (local ? local.setItem(key, value) : memory.set(key, value)),
+      removeItem: (key) => (local ? local.removeItem(key) : memory.delete(key)),
+    };
+  },
+};
+
+/** The platform's own login: `login()` → the body of `POST …/auth/sessions`. */
+const login = {
+  methods: ["login"],
+  miniProgram: (platform, api) => ({
+    async login() {
+      const { call, options = {}, body } = platform.login;
+      return body(await callApi(platform, api, call, options));
+    },
+  }),
+  // The web has no login of its own, yet implements this to refuse with `unsupported`: that
+  // code is older than `unsupported_on_platform`, and callers may switch on it.
+  web: () => ({
     async login() {
       throw new CloudError("unsupported", "the web has no platform login: use loginWithPassword or loginAnonymously");
     },
-  };
+  }),
+};
+
+/** An adapter: the platform's name and the methods of each capability `implement` gives. */
+function adapterOf(name, implement) {
+  const adapter = { name };
+  for (const capability of Object.values(CAPABILITIES)) Object.assign(adapter, implement(capability));
+  return adapter;
 }
 
-/** The platform this code runs on, most specific first. */
+/** The adapter of the platform this code runs on: the first mini program found, else the web. */
 function detectAdapter() {
   const g = typeof globalThis === "undefined" ? {} : globalThis;
-  if (typeof g.wx === "object" && g.wx && typeof g.wx.login === "function") return miniProgramAdapter("wechat", g.wx);
-  if (typeof g.qq === "object" && g.qq && typeof g.qq.login === "function") return miniProgramAdapter("qq", g.qq);
-  if (typeof g.tt === "object" && g.tt && typeof g.tt.login === "function") return miniProgramAdapter("douyin", g.tt);
-  if (typeof g.my === "object" && g.my && typeof g.my.getAuthCode === "function") return miniProgramAdapter("alipay", g.my);
-  return webAdapter();
+  for (const platform of MINI_PROGRAMS) {
+    const api = g[platform.global];
+    if (typeof api === "object" && api && typeof api[platform.login.call] === "function") {
+      return adapterOf(platform.name, (capability) => capability.miniProgram?.(platform, api));
+    }
+  }
+  return adapterOf("web", (capability) => capability.web?.());
+}
+
+/**
+ * What the client calls instead of the adapter itself: every method of every capability,
+ * forwarded to the adapter, or refused with `unsupported_on_platform` where the adapter has no
+ * such method (its platform lacks the capability, or a custom adapter left it out).
+ */
+function capabilitiesOf(adapter) {
+  const methods = {};
+  for (const [capability, { methods: names }] of Object.entries(CAPABILITIES)) {
+    for (const name of names) {
+      methods[name] = (...args) => {
+        if (typeof adapter[name] !== "function") {
+          throw new CloudError("unsupported_on_platform", `${capability} is not available on ${adapter.name}`);
+        }
+        return adapter[name](...args);
+      };
+    }
+  }
+  return methods;
 }
 
 // ---- Filters -----------------------------------------------------------------------------
@@ -171,7 +305,7 @@ function condition(args) {
   return `${field(name)} ${op} ${literal(value)}`;
 }
 
-// ---- The client --------------------------------------------------------------------------
+// ---- Collections and queries (`cloud.db`) ------------------------------------------------
 
 class Query {
   constructor(collection, state = {}) {
@@ -322,40 +456,26 @@ class Collection {
   }
 }
 
+// ---- The client --------------------------------------------------------------------------
+
 class Client {
   constructor({ server, app, adapter, storageKey } = {}) {
     if (!server || !app) throw new CloudError("invalid_config", "createClient needs { server, app }");
     this.server = String(server).replace(/\/+$/, "");
     this.app = app;
     this.adapter = adapter ?? detectAdapter();
+    this._platform = capabilitiesOf(this.adapter);
     this._storageKey = `${storageKey ?? SESSION_KEY}:${app}`;
     this._refreshing = null;
-    this.auth = {
-      login: () => this._login(() => this.adapter.login()),
-      loginWithPassword: (email, password) => this._login({ provider: "password", email, password }),
-      signUp: async (email, password) => {
-        await this._request("POST", `/v1/apps/${this.app}/auth/users`, { email, password }, false);
-        return this._login({ provider: "password", email, password });
-      },
-      loginAnonymously: () => this._login({ provider: "anonymous" }),
-      loginForDevelopment: (user) => this._login({ provider: "dev", user }),
-      logout: () => this._logout(),
-      user: () => this._call("GET", "/auth/user"),
-      /** The stored session, if any: `{ user, expires_at }` (no secrets). */
-      session: () => {
-        const s = this._session();
-        return s ? { user: s.user, expires_at: s.expires_at } : null;
-      },
-      isLoggedIn: () => this._session() !== null,
-    };
-    this.db = { collection: (name) => new Collection(this, name) };
-    this.functions = {
-      call: (name, data = {}) => this._call("POST", `/functions/${encodeURIComponent(name)}`, data),
-    };
+    for (const [name, build] of FEATURES) {
+      // A feature must not hide what every client has: its server, app, adapter, methods.
+      if (name in this) throw new CloudError("invalid_feature", `a client already has ${name}`);
+      this[name] = build(this);
+    }
   }
 
   _session() {
-    const raw = this.adapter.getItem(this._storageKey);
+    const raw = this._platform.getItem(this._storageKey);
     if (!raw) return null;
     try {
       return typeof raw === "string" ? JSON.parse(raw) : raw;
@@ -371,7 +491,7 @@ class Client {
       expires_at: Date.now() + grant.expires_in * 1000,
       user: grant.user,
     };
-    this.adapter.setItem(this._storageKey, JSON.stringify(session));
+    this._platform.setItem(this._storageKey, JSON.stringify(session));
     return session;
   }
 
@@ -384,7 +504,7 @@ class Client {
 
   async _logout() {
     const session = this._session();
-    this.adapter.removeItem(this._storageKey);
+    this._platform.removeItem(this._storageKey);
     if (!session) return;
     try {
       await this._request("DELETE", `/v1/apps/${this.app}/auth/sessions/current`, undefined, session.access_token);
@@ -427,7 +547,7 @@ class Client {
       );
       return this._save(grant);
     } catch (error) {
-      if (error instanceof CloudError && error.status === 401) this.adapter.removeItem(this._storageKey);
+      if (error instanceof CloudError && error.status === 401) this._platform.removeItem(this._storageKey);
       throw error;
     }
   }
@@ -459,7 +579,7 @@ class Client {
     const headers = {};
     if (body !== undefined) headers["content-type"] = "application/json";
     if (token) headers.authorization = `Bearer ${token}`;
-    const response = await this.adapter.request({ url: `${this.server}${path}`, method, headers, body });
+    const response = await this._platform.request({ url: `${this.server}${path}`, method, headers, body });
     if (response.status >= 200 && response.status < 300) {
       return response.status === 204 ? null : response.data;
     }
@@ -471,9 +591,69 @@ class Client {
   }
 }
 
+// ---- Client features ---------------------------------------------------------------------
+//
+// Each namespace of the client (`cloud.auth`, `cloud.db`, …) is a feature: a function that
+// builds it over the client. What a feature builds on: `client._call(method, path, body)` for
+// an app route as the user (token refreshed, retried once), `client._token()` for the user's
+// access token, `client._request(method, path, body, token)` for any route, and
+// `client._platform` for the capabilities of the platform it runs on.
+
+/** `cloud.auth`: the logins, the session, the user. */
+function auth(client) {
+  return {
+    login: () => client._login(() => client._platform.login()),
+    loginWithPassword: (email, password) => client._login({ provider: "password", email, password }),
+    signUp: async (email, password) => {
+      await client._request("POST", `/v1/apps/${client.app}/auth/users`, { email, password }, false);
+      return client._login({ provider: "password", email, password });
+    },
+    loginAnonymously: () => client._login({ provider: "anonymous" }),
+    loginForDevelopment: (user) => client._login({ provider: "dev", user }),
+    logout: () => client._logout(),
+    user: () => client._call("GET", "/auth/user"),
+    /** The stored session, if any: `{ user, expires_at }` (no secrets). */
+    session: () => {
+      const s = client._session();
+      return s ? { user: s.user, expires_at: s.expires_at } : null;
+    },
+    isLoggedIn: () => client._session() !== null,
+  };
+}
+
+/** `cloud.db`: the app's collections. */
+function db(client) {
+  return { collection: (name) => new Collection(client, name) };
+}
+
+/** `cloud.functions`: the app's functions, called as the user. */
+function functions(client) {
+  return {
+    call: (name, data = {}) => client._call("POST", `/functions/${encodeURIComponent(name)}`, data),
+  };
+}
+
+// ---- Registries --------------------------------------------------------------------------
+//
+// A new capability or feature is a section above and one entry here.
+
+/** The capabilities an adapter may have, by name. */
+const CAPABILITIES = { request, storage, login };
+
+/** The client's namespaces, by name, in the order a client builds them. */
+const FEATURES = new Map(Object.entries({ auth, db, functions }));
+
+/** Adds `cloud[name] = build(cloud)` to every client created from now on. */
+function registerFeature(name, build) {
+  if (FEATURES.has(name)) {
+    throw new CloudError("invalid_feature", `the ${JSON.stringify(name)} feature is already registered`);
+  }
+  FEATURES.set(name, build);
+}
+
 /** `createClient({ server: 'https://api.example.com', app: 'todo' })`. */
 function createClient(options) {
   return new Client(options);
 }
 
-export { createClient, CloudError, literal };
+export { createClient, CloudError, literal, registerFeature };

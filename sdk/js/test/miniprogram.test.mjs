@@ -42,11 +42,12 @@ after(async () => {
   await server.stop();
 });
 
+// Each platform's global, name, emulated app id, and the option its `request` takes headers in.
 const platforms = [
-  ["wx", "wechat", "wechat-app"],
-  ["qq", "qq", "qq-app"],
-  ["tt", "douyin", "douyin-app"],
-  ["my", "alipay", "2021000000000001"],
+  ["wx", "wechat", "wechat-app", "header"],
+  ["qq", "qq", "qq-app", "header"],
+  ["tt", "douyin", "douyin-app", "header"],
+  ["my", "alipay", "2021000000000001", "headers"],
 ];
 
 for (const [global, platform, appid] of platforms) {
@@ -78,6 +79,40 @@ for (const [global, platform, appid] of platforms) {
       const bob = createClient({ server: server.url, app: "mini" });
       await bob.auth.login();
       await assert.rejects(bob.db.collection("todos").get(todo.id), (e) => e.code === "record_not_found");
+    } finally {
+      delete globalThis[global];
+    }
+  });
+}
+
+// How each platform spells what the SDK asks of it, as its stand-in global receives it.
+for (const [global, platform, appid, headerOption] of platforms) {
+  test(`${platform}: ${global}.request gets its headers as \`${headerOption}\`, and its failures read as network_error`, async () => {
+    const api = standIn(platform, emulator, appid, "carol");
+    globalThis[global] = api;
+    try {
+      const cloud = createClient({ server: server.url, app: "mini" });
+      const user = await cloud.auth.login();
+      await cloud.functions.call("stats");
+      const otherOption = headerOption === "header" ? "headers" : "header";
+      for (const options of api.requests) {
+        assert.equal(typeof options[headerOption], "object", `${global}.request takes \`${headerOption}\``);
+        assert.ok(!(otherOption in options), `${global}.request gets no \`${otherOption}\``);
+        assert.equal(options.dataType, "json");
+      }
+      const last = api.requests.at(-1)[headerOption];
+      assert.equal(last["content-type"], "application/json");
+      assert.match(last.authorization, /^Bearer \S+$/);
+      // Stored the platform's way (`setStorageSync(key, value)` or `({ key, data })`), as a string.
+      assert.equal(JSON.parse(api.storage.get("cloudlet.session:mini")).user.id, user.id);
+
+      // A request that fails the platform's way is a network_error carrying the platform's message.
+      const offline = createClient({ server: "http://127.0.0.1:9", app: "mini" });
+      await assert.rejects(offline.auth.loginForDevelopment("x"), (e) => {
+        assert.equal(e.code, "network_error");
+        assert.match(e.message, /^request:fail /);
+        return true;
+      });
     } finally {
       delete globalThis[global];
     }

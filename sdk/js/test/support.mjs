@@ -118,10 +118,15 @@ export async function createApp(server, app) {
   });
 }
 
-/** A stand-in for a mini-program platform's global: the calls the SDK makes, done for real. */
+/** A stand-in for a mini-program platform's global: the calls the SDK makes, done for real.
+ * `calls` records the login calls, `requests` the options of each request (callbacks left out). */
 export function standIn(platform, emulator, appid, user) {
   const storage = new Map();
-  const request = ({ url, method = "GET", data, success, fail, ...rest }) => {
+  // Alipay fails with `error` and `errorMessage`; the others with `errMsg`.
+  const failure = (message) => (platform === "alipay" ? { error: 12, errorMessage: message } : { errMsg: message });
+  const request = ({ success, fail, ...options }) => {
+    api.requests.push(options);
+    const { url, method = "GET", data, ...rest } = options;
     const headers = platform === "alipay" ? rest.headers : rest.header;
     fetch(url, {
       method,
@@ -139,7 +144,7 @@ export function standIn(platform, emulator, appid, user) {
         if (platform === "alipay") success({ status: response.status, data: body, headers: headersOut });
         else success({ statusCode: response.status, data: body, header: headersOut });
       })
-      .catch((error) => fail({ errMsg: `request:fail ${error.message}` }));
+      .catch((error) => fail(failure(`request:fail ${error.message}`)));
   };
   const login = ({ success, fail }) => {
     emulator
@@ -147,9 +152,9 @@ export function standIn(platform, emulator, appid, user) {
       .then((answer) =>
         platform === "alipay" ? success({ authCode: answer.code }) : success({ code: answer.code }),
       )
-      .catch((error) => fail({ errMsg: `login:fail ${error.message}` }));
+      .catch((error) => fail(failure(`login:fail ${error.message}`)));
   };
-  const api = { request, calls: [] };
+  const api = { request, calls: [], requests: [] };
   if (platform === "alipay") {
     api.getAuthCode = (options) => {
       api.calls.push(["getAuthCode", options.scopes]);
