@@ -603,6 +603,38 @@ async fn fetch_refuses_private_addresses_unless_allowed() {
         .await;
     assert_eq!(answer["status"], 200);
     assert_eq!(answer["json"]["app"], "net");
+
+    // Bytes cross as bytes both ways: a function posts binary to an HTTP function that echoes
+    // it, and reads the answer back as bytes and as text.
+    deploy(&open, "net", "echo", json!({
+        "source": "export default async (e) => ({ status: 200, headers: { 'content-type': 'application/octet-stream' }, body: e.isBase64Encoded ? e.body : btoa(String.fromCharCode(...new TextEncoder().encode(e.body))), isBase64Encoded: true })",
+        "public": true
+    }))
+    .await;
+    deploy(
+        &open,
+        "net",
+        "post",
+        json!({
+            "source": "export default async (e) => {
+            const bytes = new Uint8Array([0, 255, 1, 128, 13, 10, 0]);
+            const r = await fetch(e.url, { method: 'POST', body: bytes });
+            const back = await r.bytes();
+            const text = await (await fetch(e.url, { method: 'POST', body: 'héllo' })).text();
+            return { back: [...back], text };
+        }",
+            "public": true
+        }),
+    )
+    .await;
+    let url = format!("{}/v1/apps/net/http/echo", open.base);
+    let answer = call(&open, "net", "post", None, json!({ "url": url }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(
+        answer,
+        json!({ "back": [0, 255, 1, 128, 13, 10, 0], "text": "héllo" })
+    );
 }
 
 #[tokio::test]

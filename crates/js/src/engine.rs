@@ -25,7 +25,8 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::protocol::{
-    Bundle, CompileError, Finished, HostOutcome, Invocation, Limits, LogLine, Outcome,
+    Bundle, CompileError, Finished, HostOutcome, Invocation, Limits, LogLine, MAX_HOST_CALL,
+    Outcome, Shim,
 };
 
 const PRELUDE: &str = include_str!("prelude.js");
@@ -66,12 +67,15 @@ fn hex_prefix(bytes: &[u8]) -> String {
     bytes[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A host call's answer as it comes back: the call it answers, its outcome, and its bytes.
+pub type HostAnswer = (u64, HostOutcome, Vec<u8>);
+
 /// What an invocation waits on outside the runtime: the server's replies to host calls.
 pub trait HostIo {
-    /// Sends a host call of the running invocation to the server.
-    fn call(&mut self, call: u64, method: &str, args: serde_json::Value);
+    /// Sends a host call of the running invocation to the server, with its bytes.
+    fn call(&mut self, call: u64, capability: &str, args: serde_json::Value, bytes: Vec<u8>);
     /// Waits until `until` for the reply to a host call; `None` when the time came first.
-    fn reply(&mut self, until: Instant) -> Option<(u64, HostOutcome)>;
+    fn reply(&mut self, until: Instant) -> Option<HostAnswer>;
     /// Waits until `until` with no host call outstanding (for a timer).
     fn pause(&mut self, until: Instant) {
         std::thread::sleep(until.saturating_duration_since(Instant::now()));
@@ -124,6 +128,36 @@ fn load_prelude<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>, CaughtError<'js>> {
     while ctx.execute_pending_job() {}
     evaluated.result::<Value>().transpose().catch(ctx)?;
     module.get("default").catch(ctx)
+}
+
+/// The module name of a capability's shim.
+fn shim_module(name: &str) -> String {
+    format!("cloudlet:capability:{name}")
+}
+
+/// Loads each shim's bytecode and hands its default export to the prelude's driver, which
+/// installs what it returns (see `prelude.js`, `install`).
+fn install_shims<'js>(
+    ctx: &Ctx<'js>,
+    driver: &Object<'js>,
+    shims: &[CompiledShim],
+) -> Result<(), CaughtError<'js>> {
+    let install: Function = driver.get("install").catch(ctx)?;
+    for shim in shims {
+        // SAFETY: the bytecode was written by `Engine::with_shims` in this process, by this
+        // engine.
+        #[allow(unsafe_code)]
+        let module = unsafe { Module::load(ctx.clone(), &shim.bytecode) }.catch(ctx)?;
+        let (module, evaluated) = module.eval().catch(ctx)?;
+        // A shim has no top-level await: its evaluation settles in one round of jobs.
+        while ctx.execute_pending_job() {}
+        evaluated.result::<Value>().transpose().catch(ctx)?;
+        let factory: Function = module.get("default").catch(ctx)?;
+        install
+            .call::<_, ()>((shim.name.as_str(), factory))
+            .catch(ctx)?;
+    }
+    Ok(())
 }
 
 /// Compiles `files` (ES modules by file name) to bytecode. Every file is compiled, so a syntax
@@ -235,6 +269,13 @@ pub struct Engine {
     max_bundles: usize,
     max_warm: usize,
     long_run: Option<LongRun>,
+    shims: Rc<Vec<CompiledShim>>,
+}
+
+/// A capability's shim as module bytecode: compiled once per worker, loaded into each runtime.
+struct CompiledShim {
+    name: String,
+    bytecode: Vec<u8>,
 }
 
 impl Engine {
@@ -245,7 +286,30 @@ impl Engine {
             max_bundles,
             max_warm,
             long_run: None,
+            shims: Rc::new(Vec::new()),
         }
+    }
+
+    /// Installs `shims` (the capabilities' JavaScript) in every runtime after the prelude.
+    /// Fails if one does not compile: shims are the server's code, so that is a bug to report.
+    pub fn with_shims(mut self, shims: &[Shim]) -> Result<Self, String> {
+        let runtime = Runtime::new().map_err(|e| e.to_string())?;
+        let context = Context::full(&runtime).map_err(|e| e.to_string())?;
+        let mut compiled = Vec::with_capacity(shims.len());
+        for shim in shims {
+            let bytecode = context.with(|ctx| {
+                Module::declare(ctx.clone(), shim_module(&shim.name), shim.source.as_str())
+                    .and_then(|module| module.write(WriteOptions::default()))
+                    .catch(&ctx)
+                    .map_err(|e| format!("the shim of {}: {e}", shim.name))
+            })?;
+            compiled.push(CompiledShim {
+                name: shim.name.clone(),
+                bytecode,
+            });
+        }
+        self.shims = Rc::new(compiled);
+        Ok(self)
     }
 
     /// Calls `hook` while an invocation's JavaScript runs long (see [`LongRun`]).
@@ -288,6 +352,7 @@ impl Engine {
                 (
                     Instance::new(
                         bundle,
+                        &self.shims,
                         &invocation.limits,
                         deadline,
                         self.long_run.clone(),
@@ -361,13 +426,23 @@ fn remember<T>(map: &mut HashMap<String, (T, Instant)>, max: usize, key: &str, v
     map.insert(key.to_owned(), (value, Instant::now()));
 }
 
+/// A host call made by JavaScript, waiting to be sent.
+struct OutgoingCall {
+    call: u64,
+    capability: String,
+    /// JSON text.
+    args: String,
+    bytes: Vec<u8>,
+}
+
 /// What the native functions of one runtime share with its driver.
 #[derive(Default)]
 struct State {
     deadline: Cell<Option<Instant>>,
     interrupted: Cell<bool>,
     next_call: Cell<u64>,
-    outbox: RefCell<Vec<(u64, String, String)>>,
+    /// Host calls made and not sent yet.
+    outbox: RefCell<Vec<OutgoingCall>>,
     next_timer: Cell<u32>,
     timers: RefCell<BTreeMap<u32, Instant>>,
     logs: RefCell<Vec<LogLine>>,
@@ -442,6 +517,7 @@ type Failed = (Outcome, Rc<State>);
 impl Instance {
     fn new(
         bundle: &Bundle,
+        shims: &[CompiledShim],
         limits: &Limits,
         deadline: Instant,
         long_run: Option<LongRun>,
@@ -500,6 +576,7 @@ impl Instance {
         let built = context.with(|ctx| -> Result<_, Outcome> {
             install_natives(&ctx, &state).map_err(|e| error_outcome(&ctx, e, &state))?;
             let driver = load_prelude(&ctx).map_err(|e| caught_outcome(e, &state))?;
+            install_shims(&ctx, &driver, shims).map_err(|e| caught_outcome(e, &state))?;
             let import = Module::import(&ctx, entry.as_str())
                 .catch(&ctx)
                 .map_err(|e| caught_outcome(e, &state))?;
@@ -630,9 +707,9 @@ fn settle<'js, T: rquickjs::FromJs<'js>>(
             }
             PromiseState::Pending => {}
         }
-        for (call, method, args) in state.outbox.borrow_mut().drain(..) {
-            let args = serde_json::from_str(&args).unwrap_or(serde_json::Value::Null);
-            io.call(call, &method, args);
+        for outgoing in state.outbox.borrow_mut().drain(..) {
+            let args = serde_json::from_str(&outgoing.args).unwrap_or(serde_json::Value::Null);
+            io.call(outgoing.call, &outgoing.capability, args, outgoing.bytes);
             outstanding += 1;
         }
         let now = Instant::now();
@@ -663,7 +740,7 @@ fn settle<'js, T: rquickjs::FromJs<'js>>(
         }
         let until = next_timer.map_or(deadline, |t| t.min(deadline));
         if outstanding > 0 {
-            if let Some((call, outcome)) = io.reply(until) {
+            if let Some((call, outcome, bytes)) = io.reply(until) {
                 outstanding = outstanding.saturating_sub(1);
                 let (ok, json) = match outcome {
                     HostOutcome::Ok { value } => (true, value.to_string()),
@@ -672,8 +749,16 @@ fn settle<'js, T: rquickjs::FromJs<'js>>(
                         serde_json::json!({ "code": code, "message": message }).to_string(),
                     ),
                 };
+                let bytes = if bytes.is_empty() {
+                    None
+                } else {
+                    Some(
+                        rquickjs::TypedArray::<u8>::new(ctx.clone(), bytes)
+                            .map_err(|e| error_outcome(ctx, e, state))?,
+                    )
+                };
                 driver_call("settle")?
-                    .call::<_, ()>((call, ok, json))
+                    .call::<_, ()>((call, ok, json, bytes))
                     .catch(ctx)
                     .map_err(|e| caught_outcome(e, state))?;
             }
@@ -689,12 +774,33 @@ fn install_natives<'js>(ctx: &Ctx<'js>, state: &Rc<State>) -> rquickjs::Result<(
     let s = Rc::clone(state);
     natives.set(
         "call",
-        Function::new(ctx.clone(), move |method: String, args: String| {
-            let call = s.next_call.get() + 1;
-            s.next_call.set(call);
-            s.outbox.borrow_mut().push((call, method, args));
-            call
-        })?,
+        Function::new(
+            ctx.clone(),
+            move |capability: String,
+                  args: String,
+                  bytes: rquickjs::function::Opt<rquickjs::TypedArray<'js, u8>>|
+                  -> f64 {
+                // SAFETY: the bytes are copied out before any JavaScript runs again.
+                #[allow(unsafe_code)]
+                let bytes = bytes
+                    .0
+                    .and_then(|array| unsafe { array.as_bytes() }.map(<[u8]>::to_vec))
+                    .unwrap_or_default();
+                if args.len() + bytes.len() > MAX_HOST_CALL {
+                    // The prelude rejects the call with `host_call_too_large`.
+                    return -1.0;
+                }
+                let call = s.next_call.get() + 1;
+                s.next_call.set(call);
+                s.outbox.borrow_mut().push(OutgoingCall {
+                    call,
+                    capability,
+                    args,
+                    bytes,
+                });
+                call as f64
+            },
+        )?,
     )?;
     let s = Rc::clone(state);
     natives.set(
@@ -852,23 +958,33 @@ impl Loader for BytecodeLoader {
 mod tests {
     use super::*;
 
-    /// Answers host calls from a script of replies; records what was called.
+    /// Answers every host call with its arguments under `echo` and its bytes reversed;
+    /// records what was called.
     #[derive(Default)]
     struct Replies {
-        calls: Vec<(String, serde_json::Value)>,
-        queued: std::collections::VecDeque<(u64, HostOutcome)>,
+        calls: Vec<(String, serde_json::Value, Vec<u8>)>,
+        queued: std::collections::VecDeque<HostAnswer>,
     }
 
     impl HostIo for Replies {
-        fn call(&mut self, call: u64, method: &str, args: serde_json::Value) {
-            self.calls.push((method.to_owned(), args.clone()));
+        fn call(&mut self, call: u64, capability: &str, args: serde_json::Value, bytes: Vec<u8>) {
+            self.calls
+                .push((capability.to_owned(), args.clone(), bytes.clone()));
             let value = serde_json::json!({ "echo": args });
-            self.queued.push_back((call, HostOutcome::Ok { value }));
+            let reversed = bytes.into_iter().rev().collect();
+            self.queued
+                .push_back((call, HostOutcome::Ok { value }, reversed));
         }
-        fn reply(&mut self, _until: Instant) -> Option<(u64, HostOutcome)> {
+        fn reply(&mut self, _until: Instant) -> Option<HostAnswer> {
             self.queued.pop_front()
         }
     }
+
+    /// A capability for the tests: `ctx.echo.send(args, bytes)` and a global `echoed(args)`.
+    const ECHO_SHIM: &str = "export default (host) => ({
+        ctx: { echo: Object.freeze({ send: (args, bytes) => host.call(args, bytes) }) },
+        global: { echoed: async (args) => (await host.call(args)).value },
+    });";
 
     fn raw(value: serde_json::Value) -> Box<RawValue> {
         serde_json::value::to_raw_value(&value).unwrap()
@@ -890,7 +1006,11 @@ mod tests {
             .map(|(n, s)| ((*n).to_owned(), (*s).to_owned()))
             .collect();
         let bundle = compile(&files, "index.js").unwrap();
-        let mut engine = Engine::new(4, 4);
+        let shim = Shim {
+            name: "echo".into(),
+            source: ECHO_SHIM.into(),
+        };
+        let mut engine = Engine::new(4, 4).with_shims(&[shim]).unwrap();
         let mut io = Replies::default();
         let invocation = Invocation {
             id: 1,
@@ -955,20 +1075,67 @@ mod tests {
     }
 
     #[test]
-    fn host_calls_resolve_the_promises_of_fetch_and_db() {
+    fn capabilities_installed_by_shims_carry_json_and_bytes_both_ways() {
         let source = "export default async (event, ctx) => {
-            const record = await ctx.db.collection('todos').get('r1');
-            const response = await fetch('https://example.com/x', { method: 'post' });
-            return { record, status: response.status ?? null };
+            const { value, bytes } = await ctx.echo.send({ a: 1 }, new Uint8Array([1, 2, 255]));
+            const global = await echoed({ b: 2 });
+            const empty = await ctx.echo.send({ c: 3 });
+            let tooLarge = null;
+            try {
+                await ctx.echo.send({}, new Uint8Array(17 * 1024 * 1024));
+            } catch (e) {
+                tooLarge = e.code;
+            }
+            return { value, bytes: [...bytes], global, empty: empty.bytes, tooLarge,
+                     response: [...await new Response(bytes).bytes()], text: await new Response(new Uint8Array([104, 105])).text() };
         }";
-        let (finished, io) = run(&[("index.js", source)], serde_json::Value::Null);
-        assert_eq!(io.calls.len(), 2);
-        assert_eq!(io.calls[0].0, "db");
-        assert_eq!(io.calls[0].1["op"], "get");
-        assert_eq!(io.calls[0].1["admin"], false);
-        assert_eq!(io.calls[1].1["method"], "POST");
-        let result = ok(&finished);
-        assert_eq!(result["record"]["echo"]["collection"], "todos");
+        let files: BTreeMap<String, String> = [("index.js".to_owned(), source.to_owned())].into();
+        let bundle = compile(&files, "index.js").unwrap();
+        let shim = Shim {
+            name: "echo".into(),
+            source: ECHO_SHIM.into(),
+        };
+        let mut engine = Engine::new(4, 4).with_shims(&[shim]).unwrap();
+        let mut io = Replies::default();
+        let invocation = Invocation {
+            id: 1,
+            key: "k".into(),
+            bundle: Some(bundle),
+            event: raw(serde_json::Value::Null),
+            context: raw(serde_json::json!({})),
+            limits: Limits {
+                memory_bytes: 64 * 1024 * 1024,
+                ..limits()
+            },
+            seed: [7; 32],
+        };
+        let finished = engine.invoke(invocation, &mut io).unwrap();
+        assert_eq!(
+            ok(&finished),
+            serde_json::json!({
+                "value": { "echo": { "a": 1 } },
+                "bytes": [255, 2, 1],
+                "global": { "echo": { "b": 2 } },
+                "empty": null,
+                "tooLarge": "host_call_too_large",
+                "response": [255, 2, 1],
+                "text": "hi"
+            })
+        );
+        // The too-large call never left the runtime.
+        assert_eq!(io.calls.len(), 3);
+        assert_eq!(io.calls[0].0, "echo");
+        assert_eq!(io.calls[0].2, [1, 2, 255]);
+    }
+
+    #[test]
+    fn a_shim_that_does_not_compile_is_refused() {
+        let broken = Shim {
+            name: "broken".into(),
+            source: "export default (host) => {".into(),
+        };
+        let error = Engine::new(1, 1).with_shims(&[broken]).err().unwrap();
+        assert!(error.contains("broken"), "{error}");
     }
 
     #[test]

@@ -36,8 +36,8 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{Notify, mpsc};
 
 use crate::protocol::{
-    Bundle, CompileError, Finished, FromWorker, HostOutcome, Invocation, InvokeRef, Outcome,
-    ToWorker, decode, encode,
+    Bundle, CompileError, Finished, FromWorker, HostOutcome, Invocation, InvokeRef, Outcome, Shim,
+    ToWorker, decode, encode, encode_with,
 };
 
 /// How long compiling a deploy may take before its worker is killed.
@@ -59,6 +59,8 @@ pub struct PoolOptions {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub max_workers: usize,
+    /// The capabilities' JavaScript, sent to every worker when it starts.
+    pub shims: Vec<Shim>,
     /// The most workers one app holds at once.
     pub per_app: usize,
     /// Workers kept free for apps that hold none: an app that holds some takes no more while
@@ -69,10 +71,16 @@ pub struct PoolOptions {
     pub idle_timeout: Duration,
 }
 
-/// Answers the host calls of a running invocation.
+/// Answers the host calls of a running invocation: each names a capability, carries JSON
+/// arguments and bytes, and is answered with an outcome and bytes.
 #[async_trait]
 pub trait Host: Send + Sync {
-    async fn call(&self, method: &str, args: serde_json::Value) -> HostOutcome;
+    async fn call(
+        &self,
+        capability: &str,
+        args: serde_json::Value,
+        bytes: Vec<u8>,
+    ) -> (HostOutcome, Vec<u8>);
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,8 +151,9 @@ struct Job {
 enum Event {
     HostCall {
         call: u64,
-        method: String,
+        capability: String,
         args: serde_json::Value,
+        bytes: Vec<u8>,
     },
     Finished(Box<Finished>),
     Compiled(Result<Bundle, CompileError>),
@@ -227,7 +236,12 @@ impl Pool {
             }
             loop {
                 match events.recv().await {
-                    Some(Event::HostCall { call, method, args }) => {
+                    Some(Event::HostCall {
+                        call,
+                        capability,
+                        args,
+                        bytes,
+                    }) => {
                         // Answered even if this task goes away meanwhile, so that the worker
                         // does not wait for the reply until the deadline.
                         let mut pending = PendingReply {
@@ -235,14 +249,27 @@ impl Pool {
                             id: invocation.id,
                             call,
                         };
-                        let outcome = host.call(&method, args).await;
+                        let (outcome, bytes) = host.call(&capability, args, bytes).await;
                         pending.worker = None;
                         let reply = ToWorker::HostReply {
                             id: invocation.id,
                             call,
                             outcome,
                         };
-                        write(&worker, encode(&reply).map_err(died)?).await;
+                        let frame = match encode_with(&reply, &bytes) {
+                            Ok(frame) => frame,
+                            // Over the frame limit: the capability broke its own bound.
+                            Err(e) => encode(&ToWorker::HostReply {
+                                id: invocation.id,
+                                call,
+                                outcome: HostOutcome::Error {
+                                    code: "host_call_too_large".into(),
+                                    message: e.to_string(),
+                                },
+                            })
+                            .map_err(died)?,
+                        };
+                        write(&worker, frame).await;
                     }
                     Some(Event::Finished(finished)) => return Ok(*finished),
                     Some(Event::NeedCode) => {
@@ -486,10 +513,16 @@ impl Pool {
         let (Some(stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(PoolError::Died("no pipes".into()));
         };
+        let mut stdin = stdin;
+        let setup = encode(&ToWorker::Setup {
+            shims: self.options.shims.clone(),
+        })
+        .map_err(died)?;
+        stdin.write_all(&setup).await.map_err(died)?;
         let mut buffer = Vec::with_capacity(64 * 1024);
         let ready = loop {
             if let Some(frame) = decode::<FromWorker>(&mut buffer).map_err(died)? {
-                break frame;
+                break frame.message;
             }
             if stdout.read_buf(&mut buffer).await.map_err(died)? == 0 {
                 return Err(PoolError::Died(
@@ -599,20 +632,33 @@ impl Pool {
 
     /// Passes on every whole frame in `buffer`.
     fn route_all(&self, worker: &Arc<Worker>, buffer: &mut Vec<u8>) -> Result<(), String> {
-        while let Some(frame) = decode::<FromWorker>(buffer).map_err(|e| e.to_string())? {
-            self.route(worker, frame)?;
+        while let Some(framed) = decode::<FromWorker>(buffer).map_err(|e| e.to_string())? {
+            self.route(worker, framed.message, framed.attachment)?;
         }
         Ok(())
     }
 
-    fn route(&self, worker: &Arc<Worker>, frame: FromWorker) -> Result<(), String> {
+    fn route(
+        &self,
+        worker: &Arc<Worker>,
+        frame: FromWorker,
+        attachment: Vec<u8>,
+    ) -> Result<(), String> {
         let (id, event) = match frame {
             FromWorker::HostCall {
                 id,
                 call,
-                method,
+                capability,
                 args,
-            } => (Some(id), Event::HostCall { call, method, args }),
+            } => (
+                Some(id),
+                Event::HostCall {
+                    call,
+                    capability,
+                    args,
+                    bytes: attachment,
+                },
+            ),
             FromWorker::Finished { id, finished } => (Some(id), Event::Finished(finished)),
             FromWorker::NeedCode { id } => (Some(id), Event::NeedCode),
             FromWorker::Returned { id } => (Some(id), Event::Returned),
@@ -880,11 +926,12 @@ mod tests {
 
     #[async_trait]
     impl Host for NoHost {
-        async fn call(&self, _: &str, _: serde_json::Value) -> HostOutcome {
-            HostOutcome::Error {
+        async fn call(&self, _: &str, _: serde_json::Value, _: Vec<u8>) -> (HostOutcome, Vec<u8>) {
+            let outcome = HostOutcome::Error {
                 code: "none".into(),
                 message: "none".into(),
-            }
+            };
+            (outcome, Vec::new())
         }
     }
 
@@ -895,9 +942,10 @@ mod tests {
             program: "/bin/sh".into(),
             args: vec![
                 "-c".into(),
-                r#"printf '\007\000\000\000"ready"'; exec sleep 30"#.into(),
+                r#"printf '\013\000\000\000\007\000\000\000"ready"'; exec sleep 30"#.into(),
             ],
             max_workers: 1,
+            shims: Vec::new(),
             per_app: 1,
             reserved: 0,
             grace: Duration::from_millis(100),

@@ -1,7 +1,9 @@
 // Runs once in every new runtime, before the function's modules. It builds what QuickJS lacks
-// (console, timers, fetch, URL, TextEncoder, atob, crypto) on a handful of native functions that
-// the worker installs, then hides them. Everything a function does outside its runtime is a host
-// call answered by the server.
+// (console, timers, URL, Headers, Response, TextEncoder, atob, crypto) on a handful of native
+// functions that the worker installs, then hides them. Everything a function does outside its
+// runtime is a host call to one of the server's capabilities, answered by the server. The
+// capabilities bring their own JavaScript (their shims: `ctx.db`, `fetch`, …), which the driver's
+// `install` puts in place; this file knows none of them.
 (() => {
   "use strict";
   const native = globalThis.__cloudlet;
@@ -16,21 +18,58 @@
     return error;
   }
 
-  function host(method, args) {
-    return new Promise((resolve, reject) => {
-      const call = native.call(method, JSON.stringify(args));
-      pending.set(call, { resolve, reject });
+  const asBytes = (data) => {
+    if (data === undefined || data === null) return undefined;
+    if (data instanceof Uint8Array) return data;
+    if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    if (data instanceof ArrayBuffer) return new Uint8Array(data);
+    throw new TypeError("bytes must be a Uint8Array, a typed array or an ArrayBuffer");
+  };
+
+  // A capability's side of the bridge: `call(args, bytes)` sends `args` (JSON) and `bytes` (as
+  // they are) to the capability and resolves to `{ value, bytes }`, or rejects with an Error
+  // whose `code` is the server's.
+  function bridge(capability) {
+    return Object.freeze({
+      call(args, bytes) {
+        return new Promise((resolve, reject) => {
+          const json = JSON.stringify(args);
+          const attached = asBytes(bytes);
+          const call = attached ? native.call(capability, json, attached) : native.call(capability, json);
+          if (call < 0) {
+            reject(hostError("host_call_too_large", `a ${capability} call over 16 MiB`));
+            return;
+          }
+          pending.set(call, { resolve, reject });
+        });
+      },
     });
   }
 
-  // The worker's side: settles host calls and fires timers.
+  // What the capabilities add, by where it goes.
+  const capabilities = { ctx: {}, global: {} };
+  const merge = (into, parts) => {
+    for (const [key, value] of Object.entries(parts ?? {})) {
+      const plain = value && typeof value === "object" && !Array.isArray(value);
+      if (plain && into[key] && typeof into[key] === "object") merge(into[key], value);
+      else into[key] = value;
+    }
+  };
+
+  // The worker's side: installs capabilities, settles host calls and fires timers.
   const driver = {
-    settle(call, ok, json) {
+    install(name, factory) {
+      const parts = factory(bridge(name));
+      merge(capabilities.ctx, parts.ctx);
+      merge(capabilities.global, parts.global);
+      Object.assign(globalThis, parts.global ?? {});
+    },
+    settle(call, ok, json, bytes) {
       const waiting = pending.get(call);
       if (!waiting) return;
       pending.delete(call);
       const value = JSON.parse(json);
-      if (ok) waiting.resolve(value);
+      if (ok) waiting.resolve({ value, bytes: bytes ?? null });
       else waiting.reject(hostError(value.code, value.message));
     },
     fire(id) {
@@ -318,10 +357,11 @@
   }
   globalThis.Headers = Headers;
 
+  // A response's body is text or bytes; it is read once, as either.
   class Response {
     #body;
     constructor(body, init = {}) {
-      this.#body = body == null ? "" : String(body);
+      this.#body = body == null ? new Uint8Array() : typeof body === "string" ? body : asBytes(body);
       this.status = init.status ?? 200;
       this.statusText = init.statusText ?? "";
       this.headers = new Headers(init.headers);
@@ -331,50 +371,22 @@
       return this.status >= 200 && this.status < 300;
     }
     async text() {
-      return this.#body;
+      return typeof this.#body === "string" ? this.#body : new TextDecoder().decode(this.#body);
     }
     async json() {
-      return JSON.parse(this.#body);
+      return JSON.parse(await this.text());
+    }
+    async bytes() {
+      return typeof this.#body === "string" ? new TextEncoder().encode(this.#body) : this.#body.slice();
+    }
+    async arrayBuffer() {
+      return (await this.bytes()).buffer;
     }
   }
   globalThis.Response = Response;
 
-  globalThis.fetch = async (input, init = {}) => {
-    const url = String(input instanceof URL ? input.href : input);
-    const headers = Object.fromEntries(new Headers(init.headers ?? {}).entries());
-    let body = init.body;
-    if (body !== undefined && body !== null && typeof body !== "string") {
-      if (body instanceof URLSearchParams) {
-        body = body.toString();
-        headers["content-type"] ??= "application/x-www-form-urlencoded";
-      } else if (body instanceof Uint8Array) body = new TextDecoder().decode(body);
-      else throw new TypeError("fetch: the body must be a string, URLSearchParams or Uint8Array");
-    }
-    const reply = await host("fetch", { url, method: (init.method ?? "GET").toUpperCase(), headers, body: body ?? null });
-    return new Response(reply.body, { status: reply.status, headers: reply.headers, url: reply.url });
-  };
-
-  function database(admin) {
-    const db = (op, args) => host("db", { admin, op, ...args });
-    return {
-      collection(name) {
-        name = String(name);
-        return {
-          get: (id, query = {}) => db("get", { collection: name, id, query }),
-          add: (data) => db("create", { collection: name, data }),
-          update: (id, data) => db("update", { collection: name, id, data }),
-          remove: (id) => db("delete", { collection: name, id }),
-          list: (query = {}) => db("list", { collection: name, query }),
-        };
-      },
-      batch: (operations) => db("batch", { operations }),
-    };
-  }
-
-  const db = database(false);
-  const admin = Object.freeze({ db: database(true) });
   function makeContext(context) {
-    return Object.freeze({ ...context, log: console.log, db, admin });
+    return Object.freeze({ ...context, log: console.log, ...capabilities.ctx });
   }
 
   return driver;

@@ -1,7 +1,10 @@
 //! What the server and a worker process say to each other, and how it is framed on the pipes.
 //!
-//! Each message is one frame: a little-endian `u32` length, then that many bytes of JSON. The
-//! server writes to the worker's stdin and reads its stdout; nothing else crosses.
+//! Each message is one frame: a little-endian `u32` length of the rest, a `u32` length of the
+//! message, the message as JSON, then raw bytes: an attachment, empty for most frames, that
+//! carries a host call's or a reply's binary data as it is (an image a function fetched, a file
+//! it stores), never squeezed through text. The server writes to the worker's stdin and reads
+//! its stdout; nothing else crosses.
 //!
 //! A worker runs its invocations one at a time, in the order they arrive, but the server may send
 //! one while another runs (so the worker never waits for it): frames about an invocation carry
@@ -16,6 +19,19 @@ use serde_json::value::RawValue;
 
 /// The largest frame either side accepts (a deploy's sources, a function's result).
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+/// The largest host call or reply, its JSON and its attachment together: well under a frame, so
+/// that one call can never make a frame too large for the other side.
+pub const MAX_HOST_CALL: usize = 16 * 1024 * 1024;
+
+/// A capability's JavaScript: a module whose default export takes the capability's side of the
+/// bridge and returns what it adds to `ctx` and to the globals (see `prelude.js`). The server
+/// sends a worker the shims of its capabilities once, before anything else.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Shim {
+    /// The capability's host-call name (`db`, `fetch`, …).
+    pub name: String,
+    pub source: String,
+}
 
 /// A function version compiled to QuickJS bytecode: one entry per module file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -42,13 +58,17 @@ pub struct Limits {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ToWorker {
+    /// The first frame: the shims every runtime installs after the prelude.
+    Setup {
+        shims: Vec<Shim>,
+    },
     Compile {
         files: BTreeMap<String, String>,
         entry: String,
     },
     Invoke(Box<Invocation>),
-    /// The answer to a host call of invocation `id`; one that comes after that invocation ended
-    /// (its caller answered late) is dropped.
+    /// The answer to a host call of invocation `id`, with the reply's bytes as the attachment;
+    /// one that comes after that invocation ended (its caller answered late) is dropped.
     HostReply {
         id: u64,
         call: u64,
@@ -88,11 +108,12 @@ pub enum FromWorker {
     Compiled {
         outcome: Result<Bundle, CompileError>,
     },
-    /// The running invocation asks the server for something (`ctx.db`, `fetch`, …).
+    /// The running invocation asks a capability for something (`ctx.db`, `fetch`, …), with the
+    /// call's bytes as the attachment.
     HostCall {
         id: u64,
         call: u64,
-        method: String,
+        capability: String,
         args: serde_json::Value,
     },
     Finished {
@@ -190,28 +211,81 @@ pub struct LogLine {
     pub message: String,
 }
 
-/// One frame, length first, ready to write in one call.
+/// One frame without an attachment, ready to write in one call.
 pub fn encode(message: &impl Serialize) -> io::Result<Vec<u8>> {
-    let mut frame = vec![0u8; 4];
+    encode_with(message, &[])
+}
+
+/// One frame: the message and its attachment, lengths first, ready to write in one call.
+pub fn encode_with(message: &impl Serialize, attachment: &[u8]) -> io::Result<Vec<u8>> {
+    let mut frame = vec![0u8; 8];
     serde_json::to_writer(&mut frame, message).map_err(io::Error::other)?;
+    let json = u32::try_from(frame.len() - 8).map_err(io::Error::other)?;
+    frame.extend_from_slice(attachment);
     let length = u32::try_from(frame.len() - 4).map_err(io::Error::other)?;
+    if frame.len() - 4 > MAX_FRAME {
+        return Err(io::Error::other(format!(
+            "a frame of {} bytes",
+            frame.len() - 4
+        )));
+    }
     frame[..4].copy_from_slice(&length.to_le_bytes());
+    frame[4..8].copy_from_slice(&json.to_le_bytes());
     Ok(frame)
 }
 
+/// A message and the bytes attached to it.
+#[derive(Debug)]
+pub struct Framed<T> {
+    pub message: T,
+    pub attachment: Vec<u8>,
+}
+
 /// Takes the first whole frame off the front of `buffer`, if it holds one.
-pub fn decode<T: for<'de> Deserialize<'de>>(buffer: &mut Vec<u8>) -> io::Result<Option<T>> {
-    let Some(length) = buffer.get(..4) else {
+pub fn decode<T: for<'de> Deserialize<'de>>(buffer: &mut Vec<u8>) -> io::Result<Option<Framed<T>>> {
+    let Some(head) = buffer.get(..8) else {
         return Ok(None);
     };
-    let length = u32::from_le_bytes([length[0], length[1], length[2], length[3]]) as usize;
-    if length > MAX_FRAME {
-        return Err(io::Error::other(format!("a frame of {length} bytes")));
+    let length = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let json = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+    if length > MAX_FRAME || json + 4 > length {
+        return Err(io::Error::other(format!(
+            "a frame of {length} bytes with {json} of JSON"
+        )));
     }
     if buffer.len() < 4 + length {
         return Ok(None);
     }
-    let message = serde_json::from_slice(&buffer[4..4 + length]).map_err(io::Error::other);
+    let message = serde_json::from_slice(&buffer[8..8 + json]).map_err(io::Error::other);
+    let attachment = buffer[8 + json..4 + length].to_vec();
     buffer.drain(..4 + length);
-    message.map(Some)
+    message.map(|message| {
+        Some(Framed {
+            message,
+            attachment,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_carry_their_attachment_as_it_is_and_come_apart_whole() {
+        let bytes: Vec<u8> = (0..=255u8).collect();
+        let mut buffer = encode_with(&ToWorker::Setup { shims: Vec::new() }, &bytes).unwrap();
+        buffer.extend(encode(&FromWorker::Ready).unwrap());
+        let mut partial = buffer[..10].to_vec();
+        assert!(decode::<ToWorker>(&mut partial).unwrap().is_none());
+        let first = decode::<ToWorker>(&mut buffer).unwrap().unwrap();
+        assert!(matches!(first.message, ToWorker::Setup { .. }));
+        assert_eq!(first.attachment, bytes);
+        let second = decode::<FromWorker>(&mut buffer).unwrap().unwrap();
+        assert!(matches!(second.message, FromWorker::Ready));
+        assert!(second.attachment.is_empty() && buffer.is_empty());
+        let mut lying = vec![8, 0, 0, 0, 200, 0, 0, 0];
+        lying.extend([0u8; 8]);
+        assert!(decode::<FromWorker>(&mut lying).is_err());
+    }
 }

@@ -25,8 +25,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::engine::{self, Engine, HostIo, LONG_RUN};
-use crate::protocol::{Bundle, FromWorker, HostOutcome, ToWorker, decode, encode};
+use crate::engine::{self, Engine, HostAnswer, HostIo, LONG_RUN};
+use crate::protocol::{Bundle, FromWorker, HostOutcome, ToWorker, decode, encode_with};
 
 /// Warm runtimes kept per worker.
 const MAX_WARM: usize = 32;
@@ -45,24 +45,33 @@ pub fn run(idle: Duration) -> io::Result<()> {
         chunk: vec![0; 64 * 1024],
         bytes: Vec::with_capacity(64 * 1024),
         frames: VecDeque::new(),
+        replies: VecDeque::new(),
         returned: Vec::new(),
         closed: false,
         cpu_at_start: Duration::ZERO,
         demoted: false,
     }));
     confine();
+    // The server's first frame names the capabilities' shims.
+    let shims = match inbox.borrow_mut().next(Instant::now() + SETUP_TIMEOUT)? {
+        Next::Frame(ToWorker::Setup { shims }) => shims,
+        _ => return Err(io::Error::other("the first frame was not the setup")),
+    };
+    // JavaScript that runs long gives back the invocations queued behind it.
+    let hook = Rc::clone(&inbox);
+    let mut engine = Engine::new(MAX_WARM, MAX_BUNDLES)
+        .with_shims(&shims)
+        .map_err(io::Error::other)?
+        .on_long_run(Rc::new(move || {
+            if let Ok(mut inbox) = hook.try_borrow_mut() {
+                let _ = inbox.take_in(Instant::now());
+                let _ = inbox.give_back();
+                inbox.demote_if_long();
+            }
+        }));
     // Compiled once per process; done before saying ready so that no invocation waits for it.
     engine::warm_up();
     send(&FromWorker::Ready)?;
-    // JavaScript that runs long gives back the invocations queued behind it.
-    let hook = Rc::clone(&inbox);
-    let mut engine = Engine::new(MAX_WARM, MAX_BUNDLES).on_long_run(Rc::new(move || {
-        if let Ok(mut inbox) = hook.try_borrow_mut() {
-            let _ = inbox.take_in(Instant::now());
-            let _ = inbox.give_back();
-            inbox.demote_if_long();
-        }
-    }));
     let sweep = (idle / 2).max(Duration::from_millis(100));
     loop {
         let next = inbox.borrow_mut().next(Instant::now() + sweep)?;
@@ -99,18 +108,27 @@ pub fn run(idle: Duration) -> io::Result<()> {
                     None => send(&FromWorker::NeedCode { id })?,
                 }
             }
-            // The reply to a call of an invocation that has ended already.
-            Next::Frame(ToWorker::HostReply { .. }) => {}
+            // Replies come apart from the frames (see `Inbox::take_in`); a second setup is a
+            // mistake of the server's, ignored.
+            Next::Frame(ToWorker::HostReply { .. } | ToWorker::Setup { .. }) => {}
             Next::Timeout => engine.drop_idle(idle),
             Next::Closed => return Ok(()),
         }
     }
 }
 
+/// How long a new worker waits for the server's setup frame.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Writes one frame to the server, whole.
 fn send(frame: &FromWorker) -> io::Result<()> {
+    send_with(frame, &[])
+}
+
+/// Writes one frame and its attachment to the server, whole.
+fn send_with(frame: &FromWorker, attachment: &[u8]) -> io::Result<()> {
     let mut out = io::stdout().lock();
-    out.write_all(&encode(frame)?)?;
+    out.write_all(&encode_with(frame, attachment)?)?;
     out.flush()
 }
 
@@ -128,8 +146,10 @@ struct Inbox {
     chunk: Vec<u8>,
     /// Bytes of a frame not wholly read yet.
     bytes: Vec<u8>,
-    /// Whole frames, in the order they came.
+    /// Whole frames, in the order they came, but for host replies.
     frames: VecDeque<ToWorker>,
+    /// Host replies: invocation, call, outcome, bytes.
+    replies: VecDeque<(u64, u64, HostOutcome, Vec<u8>)>,
     /// The code that came with invocations given back.
     returned: Vec<(String, Bundle)>,
     closed: bool,
@@ -142,6 +162,8 @@ struct Inbox {
 impl Inbox {
     /// The next frame, or `Timeout` if none comes before `until`.
     fn next(&mut self, until: Instant) -> io::Result<Next> {
+        // No invocation runs here: a reply that came is for one that ended (answered late).
+        self.replies.clear();
         loop {
             if let Some(frame) = self.frames.pop_front() {
                 return Ok(Next::Frame(frame));
@@ -157,17 +179,13 @@ impl Inbox {
 
     /// The first host reply for invocation `running` that has come; replies for invocations
     /// that have ended (answered late) are dropped.
-    fn reply(&mut self, running: u64) -> Option<(u64, HostOutcome)> {
-        self.frames
-            .retain(|f| !matches!(f, ToWorker::HostReply { id, .. } if *id != running));
-        let at = self
-            .frames
-            .iter()
-            .position(|f| matches!(f, ToWorker::HostReply { .. }))?;
-        match self.frames.remove(at) {
-            Some(ToWorker::HostReply { call, outcome, .. }) => Some((call, outcome)),
-            _ => None,
+    fn reply(&mut self, running: u64) -> Option<HostAnswer> {
+        while let Some((id, call, outcome, bytes)) = self.replies.pop_front() {
+            if id == running {
+                return Some((call, outcome, bytes));
+            }
         }
+        None
     }
 
     /// Reads what stdin has, once it has something or `until` passes, and takes its whole
@@ -187,8 +205,14 @@ impl Inbox {
             return Ok(true);
         }
         self.bytes.extend_from_slice(&self.chunk[..read]);
-        while let Some(frame) = decode::<ToWorker>(&mut self.bytes)? {
-            self.frames.push_back(frame);
+        while let Some(framed) = decode::<ToWorker>(&mut self.bytes)? {
+            match framed.message {
+                ToWorker::HostReply { id, call, outcome } => {
+                    self.replies
+                        .push_back((id, call, outcome, framed.attachment));
+                }
+                other => self.frames.push_back(other),
+            }
         }
         Ok(true)
     }
@@ -275,7 +299,7 @@ struct Pipes<'a> {
 impl Pipes<'_> {
     /// Waits for a host reply until `until`, keeping the frames that come meanwhile; once the
     /// invocation has run for [`GIVE_BACK_AFTER`], the invocations waiting are given back.
-    fn wait(&mut self, until: Instant) -> Option<(u64, HostOutcome)> {
+    fn wait(&mut self, until: Instant) -> Option<HostAnswer> {
         let give_back_at = self.give_back_at;
         let mut inbox = self.inbox.borrow_mut();
         loop {
@@ -310,19 +334,19 @@ impl Pipes<'_> {
 }
 
 impl HostIo for Pipes<'_> {
-    fn call(&mut self, call: u64, method: &str, args: serde_json::Value) {
+    fn call(&mut self, call: u64, capability: &str, args: serde_json::Value, bytes: Vec<u8>) {
         let frame = FromWorker::HostCall {
             id: self.running,
             call,
-            method: method.to_owned(),
+            capability: capability.to_owned(),
             args,
         };
-        if let Err(e) = send(&frame) {
+        if let Err(e) = send_with(&frame, &bytes) {
             self.failed.get_or_insert(e);
         }
     }
 
-    fn reply(&mut self, until: Instant) -> Option<(u64, HostOutcome)> {
+    fn reply(&mut self, until: Instant) -> Option<HostAnswer> {
         self.wait(until)
     }
 

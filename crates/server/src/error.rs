@@ -134,7 +134,7 @@ codes! {
     FunctionOverloaded = "function_overloaded", 429, "the app (or the function) has too many invocations in already";
     InvalidEnv = "invalid_env", 400, "an environment name or value breaks a rule";
     // Inside functions: the `code` of a host call's error (never an HTTP answer of its own).
-    UnknownHostCall = "unknown_host_call", 400, "inside functions: a host call the server does not have, or malformed arguments";
+    InvalidHostCall = "invalid_host_call", 400, "inside functions: a call of a capability the server does not have, or with arguments it does not take";
     HostCallTooLarge = "host_call_too_large", 413, "inside functions: a host call's arguments or answer over the frame budget";
     FetchRefused = "fetch_refused", 403, "inside functions: `fetch` to a non-public address or a scheme other than http(s)";
     FetchFailed = "fetch_failed", 502, "inside functions: `fetch` could not connect, timed out or got more than 10 MiB";

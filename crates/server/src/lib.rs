@@ -37,7 +37,7 @@ use cloudlet_core::apps::Apps;
 use cloudlet_core::auth::{Auth, AuthError, AuthOptions};
 use cloudlet_core::clock::{Clock, SystemClock};
 use cloudlet_core::data::Data;
-use cloudlet_core::functions::{FunctionLimits, Functions};
+use cloudlet_core::functions::{Capabilities, Execution, FunctionLimits, Functions};
 use cloudlet_core::random::{OsRandom, Random};
 use cloudlet_core::sealing::Sealer;
 use cloudlet_core::sites::Sites;
@@ -197,6 +197,8 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let site_store: Arc<dyn SiteStore> = tenants;
     let sites = Sites::new(site_store, Arc::clone(&clock));
     let data = Data::new(record_store, Arc::clone(&clock), Arc::clone(&random));
+    let fetcher = functions::Fetcher::new(config.functions.allow_private_fetch)
+        .map_err(|e| StartError::Functions(e.to_string()))?;
     let functions = start_functions(
         &config.functions,
         function_store,
@@ -204,9 +206,8 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         Arc::clone(&clock),
         Arc::clone(&random),
         Sealer::new(&master_key),
+        functions::capabilities(data.clone(), fetcher),
     )?;
-    let fetcher = functions::Fetcher::new(config.functions.allow_private_fetch)
-        .map_err(|e| StartError::Functions(e.to_string()))?;
     let apps = Apps::new(
         Arc::clone(&system),
         Arc::clone(&tenant_store),
@@ -237,7 +238,6 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         auth,
         data,
         functions,
-        fetcher,
         sites,
         limits,
         access,
@@ -396,6 +396,7 @@ fn start_functions(
     clock: Arc<dyn Clock>,
     random: Arc<dyn Random>,
     sealer: Sealer,
+    capabilities: Capabilities,
 ) -> Result<Functions, StartError> {
     let program = if config.worker_program.as_os_str().is_empty() {
         std::env::current_exe().map_err(|e| StartError::Functions(e.to_string()))?
@@ -410,6 +411,14 @@ fn start_functions(
             config.runtime_idle_secs.to_string(),
         ],
         max_workers: config.workers,
+        shims: capabilities
+            .shims()
+            .into_iter()
+            .map(|(name, source)| cloudlet_js::protocol::Shim {
+                name: name.into(),
+                source: source.into(),
+            })
+            .collect(),
         per_app: config.workers_per_app,
         reserved: config.reserved_workers,
         grace: Duration::from_millis(500),
@@ -425,14 +434,12 @@ fn start_functions(
         max_running_per_app: config.workers_per_app * cloudlet_js::pool::MAX_DEPTH,
         ..FunctionLimits::default()
     };
+    let execution = Execution {
+        engine: Arc::new(functions::WorkerEngine { pool }),
+        capabilities: Arc::new(capabilities),
+    };
     Ok(Functions::new(
-        store,
-        system,
-        Arc::new(functions::WorkerEngine { pool }),
-        clock,
-        random,
-        sealer,
-        limits,
+        store, system, execution, clock, random, sealer, limits,
     ))
 }
 

@@ -13,7 +13,6 @@ use cloudlet_core::sites::Sites;
 use cloudlet_store::SystemStore;
 
 use crate::error::ApiError;
-use crate::functions::Fetcher;
 use crate::limits::AuthLimits;
 use crate::metrics::Metrics;
 
@@ -25,7 +24,6 @@ struct Shared {
     auth: Auth,
     data: Data,
     functions: Functions,
-    fetcher: Fetcher,
     sites: Sites,
     limits: AuthLimits,
     access: Access,
@@ -45,7 +43,6 @@ impl AppState {
         auth: Auth,
         data: Data,
         functions: Functions,
-        fetcher: Fetcher,
         sites: Sites,
         limits: AuthLimits,
         access: Access,
@@ -59,7 +56,6 @@ impl AppState {
             auth,
             data,
             functions,
-            fetcher,
             sites,
             limits,
             access,
@@ -97,10 +93,6 @@ impl AppState {
 
     pub fn sites(&self) -> &Sites {
         &self.0.sites
-    }
-
-    pub fn fetcher(&self) -> &Fetcher {
-        &self.0.fetcher
     }
 
     pub fn limits(&self) -> &AuthLimits {

@@ -2,11 +2,12 @@
 //! secrets, invoking a version under limits, and the invocation log.
 //!
 //! The engine that compiles and runs code is behind [`Engine`], and what a running function may
-//! ask of the server (`ctx.db`, `fetch`) is behind [`HostCalls`]; both are supplied by the
+//! ask of the server (`ctx.db`, `fetch`) is a [`host::Capability`]; both are supplied by the
 //! composition root, so this module knows neither QuickJS nor HTTP. It owns the rules: names,
 //! sizes, limits within the instance's maxima, who may call what, what `ctx` carries, and how
 //! each ending is reported.
 
+pub mod host;
 pub mod http;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,6 +30,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::data::Operation;
 use crate::random::Random;
 use crate::sealing::Sealer;
+pub use host::{CallScope, Capabilities, Capability, HostFailure, HostReply, ScopedCalls};
 
 /// A compile error, where it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -113,6 +115,12 @@ pub struct Ran {
 #[error("the function engine failed: {0}")]
 pub struct EngineError(pub String);
 
+/// What runs functions: the engine, and the capabilities their host calls reach.
+pub struct Execution {
+    pub engine: Arc<dyn Engine>,
+    pub capabilities: Arc<Capabilities>,
+}
+
 /// Compiles and runs JavaScript.
 #[async_trait]
 pub trait Engine: Send + Sync {
@@ -122,20 +130,8 @@ pub trait Engine: Send + Sync {
         files: BTreeMap<String, String>,
         entry: String,
     ) -> Result<Result<String, CompileFailure>, EngineError>;
-    async fn run(&self, run: Run, host: Arc<dyn HostCalls>) -> Result<Ran, EngineError>;
-}
-
-/// A host call's failure: a stable code and a message, handed to the function as an error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostFailure {
-    pub code: String,
-    pub message: String,
-}
-
-/// What a running function may ask of the server, on behalf of one invocation.
-#[async_trait]
-pub trait HostCalls: Send + Sync {
-    async fn call(&self, method: &str, args: Json) -> Result<Json, HostFailure>;
+    /// Runs code; its host calls are answered by `host`, on the invocation's behalf.
+    async fn run(&self, run: Run, host: Arc<ScopedCalls>) -> Result<Ran, EngineError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -405,6 +401,8 @@ struct Inner {
     random: Arc<dyn Random>,
     sealer: Sealer,
     limits: FunctionLimits,
+    /// What running functions may ask of the server.
+    capabilities: Arc<Capabilities>,
     running: Mutex<HashMap<AppName, Arc<Admission>>>,
     /// Per function, for functions with a `max_concurrency` (their `turns` are unused).
     running_functions: Mutex<HashMap<(AppName, String), Arc<Admission>>>,
@@ -458,12 +456,16 @@ impl Functions {
     pub fn new(
         store: Arc<dyn FunctionStore>,
         system: Arc<dyn SystemStore>,
-        engine: Arc<dyn Engine>,
+        execution: Execution,
         clock: Arc<dyn Clock>,
         random: Arc<dyn Random>,
         sealer: Sealer,
         limits: FunctionLimits,
     ) -> Self {
+        let Execution {
+            engine,
+            capabilities,
+        } = execution;
         let (log, mut entries) = mpsc::unbounded_channel::<(AppName, FunctionLogRow)>();
         let writer = Arc::clone(&store);
         let keep = limits.log_retention;
@@ -491,6 +493,7 @@ impl Functions {
             random,
             sealer,
             limits,
+            capabilities,
             running: Mutex::new(HashMap::new()),
             running_functions: Mutex::new(HashMap::new()),
             active: Mutex::new(HashMap::new()),
@@ -849,9 +852,8 @@ impl Functions {
         &self,
         call: Invoke<'_>,
         event: Box<RawValue>,
-        host: Arc<dyn HostCalls>,
     ) -> Result<Box<RawValue>, FunctionError> {
-        self.invoke_as(call, event, host, Ok).await
+        self.invoke_as(call, event, Ok).await
     }
 
     /// Runs an HTTP function: like [`Functions::invoke`], and its result must be an HTTP
@@ -860,9 +862,8 @@ impl Functions {
         &self,
         call: Invoke<'_>,
         event: Box<RawValue>,
-        host: Arc<dyn HostCalls>,
     ) -> Result<http::HttpAnswer, FunctionError> {
-        self.invoke_as(call, event, host, |result| {
+        self.invoke_as(call, event, |result| {
             http::HttpAnswer::from_result(result.get())
         })
         .await
@@ -873,7 +874,6 @@ impl Functions {
         &self,
         call: Invoke<'_>,
         event: Box<RawValue>,
-        host: Arc<dyn HostCalls>,
         shape: impl FnOnce(Box<RawValue>) -> Result<T, String>,
     ) -> Result<T, FunctionError> {
         let Invoke {
@@ -940,6 +940,14 @@ impl Functions {
             seed,
         };
         let started = self.0.clock.now();
+        let host = Arc::new(ScopedCalls {
+            capabilities: Arc::clone(&self.0.capabilities),
+            scope: CallScope {
+                app: app.clone(),
+                caller: caller.clone(),
+                request_id: request_id.to_owned(),
+            },
+        });
         let ran = self.0.engine.run(run, host).await?;
         let (outcome, result, error) = match ran.outcome {
             RunOutcome::Ok(json) => match shape(json) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cloudlet_core::functions::{
-    CompileFailure, Engine, EngineError, HostCalls, HostFailure, Ran, Run, RunOutcome,
+    CompileFailure, Engine, EngineError, HostFailure, HostReply, Ran, Run, RunOutcome, ScopedCalls,
 };
 use cloudlet_js::pool::{Pool, PoolError};
 use cloudlet_js::protocol::{Bundle, HostOutcome, Invocation, Limits, Outcome};
@@ -38,7 +38,7 @@ impl Engine for WorkerEngine {
         }
     }
 
-    async fn run(&self, run: Run, host: Arc<dyn HostCalls>) -> Result<Ran, EngineError> {
+    async fn run(&self, run: Run, host: Arc<ScopedCalls>) -> Result<Ran, EngineError> {
         let invocation = Invocation {
             // The pool numbers it.
             id: 0,
@@ -88,14 +88,17 @@ impl Engine for WorkerEngine {
     }
 }
 
-struct HostBridge(Arc<dyn HostCalls>);
+/// The pool's host calls answered by the invocation's capabilities.
+struct HostBridge(Arc<ScopedCalls>);
 
 #[async_trait]
 impl cloudlet_js::pool::Host for HostBridge {
-    async fn call(&self, method: &str, args: Value) -> HostOutcome {
-        match self.0.call(method, args).await {
-            Ok(value) => HostOutcome::Ok { value },
-            Err(HostFailure { code, message }) => HostOutcome::Error { code, message },
+    async fn call(&self, capability: &str, args: Value, bytes: Vec<u8>) -> (HostOutcome, Vec<u8>) {
+        match self.0.call(capability, args, bytes).await {
+            Ok(HostReply { value, bytes }) => (HostOutcome::Ok { value }, bytes),
+            Err(HostFailure { code, message }) => {
+                (HostOutcome::Error { code, message }, Vec::new())
+            }
         }
     }
 }

@@ -7,16 +7,13 @@
 //! - [`triggers`]: the background loops that run functions on data events and schedules.
 //! - [`engine`]: [`WorkerEngine`], the adapter to `cloudlet-js`'s worker pool (the one place
 //!   where engine types meet the server, see `docs/architecture.md`).
-//! - [`host`]: what a running function may ask of the server (`ctx.db`, `fetch`).
-//! - [`fetch`]: outbound HTTP for functions, to public addresses only unless allowed.
+//! - [`capabilities`]: what a running function may ask of the server (`ctx.db`, `fetch`), each
+//!   one module with its JavaScript, registered in one place.
 
+mod capabilities;
 mod engine;
-mod fetch;
-mod host;
 mod http;
 mod triggers;
-
-use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -34,8 +31,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+pub use capabilities::{Fetcher, all as capabilities};
 pub use engine::WorkerEngine;
-pub use fetch::Fetcher;
 pub use triggers::{run_schedules, run_triggers};
 
 use crate::bounds::{BodyLimits, with_body_limit};
@@ -259,7 +256,6 @@ async fn run(
     request_id: &str,
     event: Box<RawValue>,
 ) -> Result<Box<RawValue>, FunctionError> {
-    let host = host_for(state, app, &caller);
     let call = Invoke {
         app,
         name,
@@ -267,7 +263,7 @@ async fn run(
         request_id,
         trigger,
     };
-    let result = state.functions().invoke(call, event, host).await;
+    let result = state.functions().invoke(call, event).await;
     count(state, trigger, result.as_ref().err());
     result
 }
@@ -281,7 +277,6 @@ async fn run_http(
     request_id: &str,
     event: Box<RawValue>,
 ) -> Result<HttpAnswer, FunctionError> {
-    let host = host_for(state, app, &caller);
     let call = Invoke {
         app,
         name,
@@ -289,18 +284,9 @@ async fn run_http(
         request_id,
         trigger: Trigger::Http,
     };
-    let result = state.functions().invoke_http(call, event, host).await;
+    let result = state.functions().invoke_http(call, event).await;
     count(state, Trigger::Http, result.as_ref().err());
     result
-}
-
-fn host_for(state: &AppState, app: &AppName, caller: &Caller) -> Arc<host::Host> {
-    Arc::new(host::Host::new(
-        state.data().clone(),
-        app.clone(),
-        caller.clone(),
-        state.fetcher().clone(),
-    ))
 }
 
 /// Counts an invocation in the metrics, by trigger and outcome.

@@ -1,17 +1,22 @@
-//! Outbound HTTP for functions (`fetch`): public addresses only unless the instance allows
+//! `fetch`: outbound HTTP for functions. Public addresses only unless the instance allows
 //! private ones (the resolver refuses names that point inward, and literal addresses are checked
-//! too), no redirects followed, no proxies, bounded time and size.
+//! too), no redirects followed, no proxies, bounded time and size. Bodies cross as bytes both
+//! ways (`fetch.js` turns strings, `URLSearchParams` and typed arrays into them, and the reply
+//! into a `Response` that reads them as text, JSON or bytes).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloudlet_core::functions::HostFailure;
+use async_trait::async_trait;
+use cloudlet_core::functions::{CallScope, Capability, HostFailure, HostReply};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::host::failure;
+fn failure(code: &str, message: impl Into<String>) -> HostFailure {
+    HostFailure::new(code, message)
+}
 
 /// Outbound HTTP for functions: public addresses only (unless allowed), no redirects followed,
 /// bounded time and size.
@@ -25,14 +30,39 @@ const MAX_FETCH_BODY: usize = 10 * 1024 * 1024;
 /// How the resolver says it refused a name.
 const NOT_PUBLIC: &str = "resolves to no public address";
 
+/// A request: its body is the call's bytes.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FetchCall {
+pub struct FetchCall {
     url: String,
     method: String,
     #[serde(default)]
     headers: BTreeMap<String, String>,
-    body: Option<String>,
+    /// Whether there is a body (an empty one included).
+    #[serde(default)]
+    body: bool,
+}
+
+#[async_trait]
+impl Capability for Fetcher {
+    type Request = FetchCall;
+
+    fn name(&self) -> &'static str {
+        "fetch"
+    }
+
+    fn shim(&self) -> &'static str {
+        include_str!("fetch.js")
+    }
+
+    async fn call(
+        &self,
+        _scope: &CallScope,
+        call: FetchCall,
+        body: Vec<u8>,
+    ) -> Result<HostReply, HostFailure> {
+        self.fetch(call, body).await
+    }
 }
 
 impl Fetcher {
@@ -51,9 +81,7 @@ impl Fetcher {
         })
     }
 
-    pub(super) async fn fetch(&self, args: Value) -> Result<Value, HostFailure> {
-        let call: FetchCall =
-            serde_json::from_value(args).map_err(|e| failure("fetch_failed", e.to_string()))?;
+    async fn fetch(&self, call: FetchCall, body: Vec<u8>) -> Result<HostReply, HostFailure> {
         let url = reqwest::Url::parse(&call.url)
             .map_err(|e| failure("fetch_failed", format!("not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -76,7 +104,7 @@ impl Fetcher {
         for (name, value) in &call.headers {
             request = request.header(name, value);
         }
-        if let Some(body) = call.body {
+        if call.body {
             request = request.body(body);
         }
         let mut response = request.send().await.map_err(|e| {
@@ -117,12 +145,10 @@ impl Fetcher {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(json!({
-            "status": status,
-            "headers": headers,
-            "url": final_url,
-            "body": String::from_utf8_lossy(&body),
-        }))
+        Ok(HostReply {
+            value: json!({ "status": status, "headers": headers, "url": final_url }),
+            bytes: body,
+        })
     }
 }
 

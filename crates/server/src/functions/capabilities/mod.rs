@@ -1,0 +1,28 @@
+//! The capabilities a running function reaches outside its runtime, each one module here with
+//! its JavaScript beside it (`<name>.js`), registered in [`all`], the one place that lists them.
+//! A new one (`ctx.files`, `ctx.queue`, …) is a module that implements
+//! `cloudlet_core::functions::Capability` and a line in [`all`]; the engine, the worker protocol
+//! and the other capabilities do not change.
+
+mod db;
+mod fetch;
+
+use cloudlet_core::data::Data;
+use cloudlet_core::functions::{Capabilities, HostFailure};
+
+pub use fetch::Fetcher;
+
+use crate::error::ApiError;
+
+/// Every capability of the instance.
+pub fn all(data: Data, fetcher: Fetcher) -> Capabilities {
+    Capabilities::new()
+        .with(db::Database { data })
+        .with(fetcher)
+}
+
+/// A domain error as a host call's failure: the same code and message the HTTP API answers.
+fn failure(error: impl Into<ApiError>) -> HostFailure {
+    let error = error.into();
+    HostFailure::new(error.code.as_str(), error.message)
+}
