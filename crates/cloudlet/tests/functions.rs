@@ -1003,6 +1003,57 @@ async fn data_triggers_run_after_writes_and_stop_at_a_bounded_depth() {
 }
 
 #[tokio::test]
+async fn shutdown_lets_triggered_runs_finish_and_flushes_their_log_before_closing() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        TestApp::builder()
+            .data_dir(dir.path())
+            .config(|c| c.functions.worker_program = BIN.into())
+            .start()
+    };
+    let t = start().await;
+    scene(&t, "drain").await;
+    t.admin(Method::PUT, "/v1/admin/apps/drain/collections/audit")
+        .json(&json!({ "fields": [{ "name": "note", "type": "text" }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    deploy(
+        &t,
+        "drain",
+        "slow-audit",
+        json!({
+            "source": "export default async (e, ctx) => {
+            await new Promise((r) => setTimeout(r, 400));
+            return ctx.admin.db.collection('audit').add({ note: e.new.title });
+        }",
+            "triggers": [{ "collection": "todos", "on": ["create"] }]
+        }),
+    )
+    .await;
+    t.admin(Method::POST, "/v1/apps/drain/collections/todos/records")
+        .json(&json!({ "title": "milk" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    // Shut down while the triggered run waits on its timer.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    t.stop().await;
+
+    let t = start().await;
+    let audit = t
+        .admin(Method::GET, "/v1/apps/drain/collections/audit/records")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 1, "{audit}");
+    assert_eq!(audit["items"][0]["note"], "milk");
+    let logs = t
+        .admin(Method::GET, "/v1/admin/apps/drain/logs?function=slow-audit")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(logs["items"].as_array().unwrap().len(), 1, "{logs}");
+    assert_eq!(logs["items"][0]["outcome"], "ok");
+}
+
+#[tokio::test]
 async fn schedules_run_their_function_until_it_is_deleted() {
     let t = server(false).await;
     scene(&t, "timed").await;

@@ -37,7 +37,7 @@ use cloudlet_core::apps::Apps;
 use cloudlet_core::auth::{Auth, AuthError, AuthOptions};
 use cloudlet_core::clock::{Clock, SystemClock};
 use cloudlet_core::data::Data;
-use cloudlet_core::functions::{Capabilities, Execution, FunctionLimits, Functions};
+use cloudlet_core::functions::{Capabilities, Execution, FunctionLimits, Functions, LogWriter};
 use cloudlet_core::random::{OsRandom, Random};
 use cloudlet_core::sealing::Sealer;
 use cloudlet_core::sites::Sites;
@@ -199,7 +199,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let data = Data::new(record_store, Arc::clone(&clock), Arc::clone(&random));
     let fetcher = functions::Fetcher::new(config.functions.allow_private_fetch)
         .map_err(|e| StartError::Functions(e.to_string()))?;
-    let functions = start_functions(
+    let (functions, log_writer) = start_functions(
         &config.functions,
         function_store,
         Arc::clone(&system),
@@ -264,31 +264,35 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     );
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let sweeper = tokio::spawn(close_idle_apps(
+    // Every background task is tracked, so that shutdown joins them before the databases close.
+    let tasks = state.tasks().clone();
+    tasks.spawn(close_idle_apps(
         Arc::clone(&tenants),
         config.idle_timeout(),
         shutdown_rx.clone(),
     ));
-    let triggers = tokio::spawn(functions::run_triggers(state.clone(), shutdown_rx.clone()));
-    let schedules = tokio::spawn(functions::run_schedules(state.clone(), shutdown_rx.clone()));
+    tasks.spawn(functions::run_triggers(state.clone(), shutdown_rx.clone()));
+    tasks.spawn(functions::run_schedules(state.clone(), shutdown_rx.clone()));
+    let (stop_log, log_stopped) = tokio::sync::oneshot::channel::<()>();
+    let log = tokio::spawn(log_writer.run(async move {
+        let _ = log_stopped.await;
+    }));
     let app = router(&config, state.clone());
     let shutdown = Shutdown(shutdown_tx);
     let stop_all = shutdown.clone();
+    let grace = config.shutdown_grace();
     let task = tokio::spawn(async move {
-        serve::serve(
-            listener,
-            app,
-            state,
-            connection_limits,
-            shutdown_rx,
-            config.shutdown_grace(),
-        )
-        .await;
-        // Also when serving ended on its own: the background work must stop too.
+        serve::serve(listener, app, state, connection_limits, shutdown_rx, grace).await;
+        // Also when serving ended on its own: the background work must stop too. The loops
+        // stop at once; the runs they started (triggered and scheduled functions) finish.
         stop_all.trigger();
-        let _ = sweeper.await;
-        let _ = triggers.await;
-        let _ = schedules.await;
+        tasks.close();
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            tracing::warn!("background runs still going after the grace period were dropped");
+        }
+        // Last, the invocation log: every run that could write to it has ended.
+        let _ = stop_log.send(());
+        let _ = log.await;
         tenants.close_all().await;
         system.close().await;
         drop(data_dir);
@@ -397,7 +401,7 @@ fn start_functions(
     random: Arc<dyn Random>,
     sealer: Sealer,
     capabilities: Capabilities,
-) -> Result<Functions, StartError> {
+) -> Result<(Functions, LogWriter), StartError> {
     let program = if config.worker_program.as_os_str().is_empty() {
         std::env::current_exe().map_err(|e| StartError::Functions(e.to_string()))?
     } else {

@@ -11,6 +11,7 @@ use cloudlet_core::functions::Functions;
 use cloudlet_core::random::Random;
 use cloudlet_core::sites::Sites;
 use cloudlet_store::SystemStore;
+use tokio_util::task::TaskTracker;
 
 use crate::error::ApiError;
 use crate::limits::AuthLimits;
@@ -29,6 +30,9 @@ struct Shared {
     access: Access,
     system: Arc<dyn SystemStore>,
     metrics: Metrics,
+    /// Background work (trigger and schedule runs, the loops that start them, idle sweeps):
+    /// joined at shutdown before the databases close.
+    tasks: TaskTracker,
     /// Request ids are this random prefix and a counter: unique, and no syscall per request.
     request_id_prefix: String,
     requests: AtomicU64,
@@ -61,6 +65,7 @@ impl AppState {
             access,
             system,
             metrics: Metrics::default(),
+            tasks: TaskTracker::new(),
             request_id_prefix: prefix.iter().map(|b| format!("{b:02x}")).collect(),
             requests: AtomicU64::new(0),
             accepting: AtomicBool::new(true),
@@ -109,6 +114,11 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    /// Where background work is spawned, so that shutdown waits for it.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.0.tasks
     }
 
     pub fn is_accepting(&self) -> bool {

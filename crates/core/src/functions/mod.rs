@@ -450,9 +450,51 @@ impl Drop for Admitted {
     }
 }
 
+/// Writes invocation logs off the invocations' path, gathering what arrives within
+/// [`LOG_BATCH_WINDOW`] into one write per app. The composition root runs it (see
+/// [`LogWriter::run`]) so that shutdown can flush it before the databases close.
+pub struct LogWriter {
+    entries: mpsc::UnboundedReceiver<(AppName, FunctionLogRow)>,
+    store: Arc<dyn FunctionStore>,
+    keep: i64,
+}
+
+impl LogWriter {
+    /// Writes entries as they come until `stop` resolves, then writes what is queued and
+    /// returns.
+    pub async fn run(mut self, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            let first = tokio::select! {
+                first = self.entries.recv() => first,
+                () = &mut stop => None,
+            };
+            let Some(first) = first else { break };
+            // Gather what arrives for a moment: one write for many invocations.
+            tokio::time::sleep(LOG_BATCH_WINDOW).await;
+            self.write(Some(first)).await;
+        }
+        self.write(None).await;
+    }
+
+    async fn write(&mut self, first: Option<(AppName, FunctionLogRow)>) {
+        let mut by_app: HashMap<AppName, Vec<FunctionLogRow>> = HashMap::new();
+        for (app, row) in first.into_iter() {
+            by_app.entry(app).or_default().push(row);
+        }
+        while let Ok((app, row)) = self.entries.try_recv() {
+            by_app.entry(app).or_default().push(row);
+        }
+        for (app, rows) in by_app {
+            if let Err(e) = self.store.append_logs(&app, rows, self.keep).await {
+                tracing::warn!(app = %app, error = %e, "could not write function logs");
+            }
+        }
+    }
+}
+
 impl Functions {
-    /// Must be called inside the tokio runtime: log entries are written by a task of their own,
-    /// in batches, off the invocation's path.
+    /// The service, and the writer of its invocation logs, which the caller runs.
     pub fn new(
         store: Arc<dyn FunctionStore>,
         system: Arc<dyn SystemStore>,
@@ -461,31 +503,18 @@ impl Functions {
         random: Arc<dyn Random>,
         sealer: Sealer,
         limits: FunctionLimits,
-    ) -> Self {
+    ) -> (Self, LogWriter) {
         let Execution {
             engine,
             capabilities,
         } = execution;
-        let (log, mut entries) = mpsc::unbounded_channel::<(AppName, FunctionLogRow)>();
-        let writer = Arc::clone(&store);
-        let keep = limits.log_retention;
-        tokio::spawn(async move {
-            while let Some(first) = entries.recv().await {
-                // Gather what arrives for a moment: one write for many invocations.
-                tokio::time::sleep(LOG_BATCH_WINDOW).await;
-                let mut by_app: HashMap<AppName, Vec<FunctionLogRow>> = HashMap::new();
-                by_app.entry(first.0).or_default().push(first.1);
-                while let Ok((app, row)) = entries.try_recv() {
-                    by_app.entry(app).or_default().push(row);
-                }
-                for (app, rows) in by_app {
-                    if let Err(e) = writer.append_logs(&app, rows, keep).await {
-                        tracing::warn!(app = %app, error = %e, "could not write function logs");
-                    }
-                }
-            }
-        });
-        Functions(Arc::new(Inner {
+        let (log, entries) = mpsc::unbounded_channel::<(AppName, FunctionLogRow)>();
+        let writer = LogWriter {
+            entries,
+            store: Arc::clone(&store),
+            keep: limits.log_retention,
+        };
+        let functions = Functions(Arc::new(Inner {
             store,
             system,
             engine,
@@ -501,7 +530,8 @@ impl Functions {
             triggered: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             log,
-        }))
+        }));
+        (functions, writer)
     }
 
     pub fn limits(&self) -> &FunctionLimits {

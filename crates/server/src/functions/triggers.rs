@@ -30,7 +30,7 @@ pub async fn run_triggers(state: AppState, mut shutdown: tokio::sync::watch::Rec
                 );
             }
             Ok(event) => {
-                tokio::spawn(run_triggered(state.clone(), event));
+                state.tasks().spawn(run_triggered(state.clone(), event));
             }
             Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "function triggers missed data events");
@@ -53,9 +53,10 @@ async fn run_triggered(state: AppState, event: ChangeEvent) {
         }
     };
     for name in names {
-        let state = state.clone();
+        let run_state = state.clone();
         let event = event.clone();
-        tokio::spawn(TRIGGER_DEPTH.scope(event.depth + 1, async move {
+        state.tasks().spawn(TRIGGER_DEPTH.scope(event.depth + 1, async move {
+            let state = run_state;
             let request_id = state.new_request_id();
             let payload = raw(&json!({
                 "collection": event.collection,
@@ -94,8 +95,9 @@ pub async fn run_schedules(state: AppState, mut shutdown: tokio::sync::watch::Re
             }
         };
         for (schedule, event) in due {
-            let state = state.clone();
-            tokio::spawn(async move {
+            let run_state = state.clone();
+            state.tasks().spawn(async move {
+                let state = run_state;
                 let request_id = state.new_request_id();
                 let (app, name) = (&schedule.app, &schedule.function);
                 let outcome = match raw(&event) {
