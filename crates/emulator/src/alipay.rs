@@ -7,10 +7,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
@@ -62,6 +64,11 @@ pub(crate) async fn public_key_pem(emulator: &Arc<Emulator>) -> Option<String> {
 }
 
 /// `POST /alipay/gateway.do`.
+/// Alipay's signed gateway (`alipay.system.oauth.token`).
+pub(crate) fn routes() -> Router<Arc<Emulator>> {
+    Router::new().route("/alipay/gateway.do", post(gateway))
+}
+
 pub(crate) async fn gateway(
     State(emulator): State<Arc<Emulator>>,
     RawQuery(query): RawQuery,

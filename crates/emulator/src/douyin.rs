@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -23,6 +25,11 @@ struct SessionRequest {
 
 fn refusal(err_no: i64, err_tips: &str) -> Value {
     json!({ "err_no": err_no, "err_tips": err_tips, "log_id": new_token()[..20] })
+}
+
+/// Douyin's login (code2Session v2).
+pub(crate) fn routes() -> Router<Arc<Emulator>> {
+    Router::new().route("/douyin/api/apps/v2/jscode2session", post(code_to_session))
 }
 
 pub(crate) async fn code_to_session(

@@ -57,29 +57,24 @@ impl Default for EmulatorOptions {
     }
 }
 
-/// The emulator's routes.
+/// Each platform protocol the emulator speaks: one module per platform, each with its own
+/// routes under its own prefix. A new protocol (WeChat Pay, Alipay's trade API) is a module with
+/// a `routes` function and one line here; the others do not change. A module that needs state
+/// of its own (orders, say) keeps it in its routes (an `Extension` layer), not in [`Emulator`].
+const PROTOCOLS: [fn() -> Router<Arc<Emulator>>; 3] =
+    [wechat::routes, douyin::routes, alipay::routes];
+
+/// The emulator's routes: its control API and every protocol's.
 pub fn router(options: EmulatorOptions) -> Router {
     let emulator = Arc::new(Emulator::new(options));
-    Router::new()
+    let control = Router::new()
         .route("/emulator/apps", post(control::register_app))
         .route("/emulator/codes", post(control::issue_code))
         .route("/emulator/health", get(control::health))
-        .route("/emulator/stats", get(control::stats))
-        .route(
-            "/wechat/wxa/business/getuserphonenumber",
-            post(wechat::phone_number),
-        )
-        .route(
-            "/wechat/sns/jscode2session",
-            get(wechat::wechat_code_to_session),
-        )
-        .route("/wechat/cgi-bin/stable_token", post(wechat::stable_token))
-        .route("/qq/sns/jscode2session", get(wechat::qq_code_to_session))
-        .route(
-            "/douyin/api/apps/v2/jscode2session",
-            post(douyin::code_to_session),
-        )
-        .route("/alipay/gateway.do", post(alipay::gateway))
+        .route("/emulator/stats", get(control::stats));
+    PROTOCOLS
+        .iter()
+        .fold(control, |router, routes| router.merge(routes()))
         .with_state(emulator)
 }
 

@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -24,6 +26,19 @@ fn refusal(errcode: i64, errmsg: &str) -> Value {
 /// WeChat's JSON-as-text quirk.
 fn text_json(value: Value) -> Response {
     ([(CONTENT_TYPE, "text/plain")], value.to_string()).into_response()
+}
+
+/// WeChat's login, access token and phone-number endpoints, and QQ's login, which is WeChat's
+/// protocol under another host.
+pub(crate) fn routes() -> Router<Arc<Emulator>> {
+    Router::new()
+        .route("/wechat/sns/jscode2session", get(wechat_code_to_session))
+        .route("/wechat/cgi-bin/stable_token", post(stable_token))
+        .route(
+            "/wechat/wxa/business/getuserphonenumber",
+            post(phone_number),
+        )
+        .route("/qq/sns/jscode2session", get(qq_code_to_session))
 }
 
 pub(crate) async fn wechat_code_to_session(
