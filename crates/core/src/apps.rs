@@ -40,6 +40,7 @@ pub enum AppError {
 
 /// An app as the admin API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct App {
     pub name: String,
     pub created_at: Timestamp,
@@ -61,6 +62,7 @@ impl From<AppRow> for App {
 
 /// A new app, with its secret key: the only time the key is shown. (`Debug` hides the key.)
 #[derive(Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedApp {
     pub name: String,
     pub created_at: Timestamp,
@@ -70,6 +72,7 @@ pub struct CreatedApp {
 /// A new secret key; the previous one stopped working when this was made. (`Debug` hides the
 /// key.)
 #[derive(Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RotatedKey {
     pub name: String,
     pub secret_key: String,
@@ -94,6 +97,7 @@ impl fmt::Debug for RotatedKey {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppPage {
     pub items: Vec<App>,
     pub next_cursor: Option<String>,
@@ -101,6 +105,7 @@ pub struct AppPage {
 
 /// What reading an app's own database found.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppHealth {
     pub app: String,
     pub status: &'static str,

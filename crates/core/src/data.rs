@@ -99,6 +99,7 @@ impl From<StoreError> for DataError {
 
 /// A field as declared.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FieldDef {
     pub name: String,
@@ -130,6 +131,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum FieldKind {
     Text,
@@ -143,6 +145,7 @@ pub enum FieldKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct IndexInput {
     pub fields: Vec<String>,
@@ -152,6 +155,7 @@ pub struct IndexInput {
 
 /// A collection's definition: what `PUT …/collections/{name}` takes and `GET` shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CollectionDef {
     #[serde(default)]
@@ -172,6 +176,7 @@ pub struct CollectionDef {
 
 /// What putting a definition would do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Plan {
     Create,
@@ -454,6 +459,7 @@ fn record_json(compiled: &Compiled, record: &Record) -> Json {
 // ---- callers and events -------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
     Create,
@@ -482,6 +488,7 @@ tokio::task_local! {
 
 /// One write of a batch, as the API takes it.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Write {
     Create {
@@ -525,6 +532,7 @@ pub struct ListRequest {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RecordPage {
     pub items: Vec<Json>,
     pub next_cursor: Option<String>,
@@ -534,11 +542,13 @@ pub struct RecordPage {
 
 /// A collection as the admin API shows it.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CollectionView {
     pub name: String,
     pub version: i64,
-    #[serde(flatten)]
-    pub def: CollectionDef,
+    pub fields: Vec<FieldDef>,
+    pub indexes: Vec<IndexInput>,
+    pub rules: BTreeMap<String, Option<String>>,
 }
 
 /// A caller of another app never reaches its records: the server's extractor already pins keys
@@ -1491,10 +1501,13 @@ fn insert_path(map: &mut Map<String, Json>, path: &[String], value: Json) {
 }
 
 fn view(name: &str, compiled: &Compiled) -> CollectionView {
+    let def = compiled.def.clone();
     CollectionView {
         name: name.to_owned(),
         version: compiled.version,
-        def: compiled.def.clone(),
+        fields: def.fields,
+        indexes: def.indexes,
+        rules: def.rules,
     }
 }
 

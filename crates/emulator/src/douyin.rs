@@ -28,6 +28,7 @@ fn refusal(err_no: i64, err_tips: &str) -> Value {
 }
 
 /// Douyin's login (code2Session v2).
+#[allow(clippy::disallowed_methods)] // The platform's routes, not Cloudlet's API: no contract.
 pub(crate) fn routes() -> Router<Arc<Emulator>> {
     Router::new().route("/douyin/api/apps/v2/jscode2session", post(code_to_session))
 }

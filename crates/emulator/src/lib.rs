@@ -65,6 +65,7 @@ const PROTOCOLS: [fn() -> Router<Arc<Emulator>>; 3] =
     [wechat::routes, douyin::routes, alipay::routes];
 
 /// The emulator's routes: its control API and every protocol's.
+#[allow(clippy::disallowed_methods)] // The platforms' routes, not Cloudlet's API: no contract.
 pub fn router(options: EmulatorOptions) -> Router {
     let emulator = Arc::new(Emulator::new(options));
     let control = Router::new()

@@ -30,6 +30,7 @@ fn text_json(value: Value) -> Response {
 
 /// WeChat's login, access token and phone-number endpoints, and QQ's login, which is WeChat's
 /// protocol under another host.
+#[allow(clippy::disallowed_methods)] // The platform's routes, not Cloudlet's API: no contract.
 pub(crate) fn routes() -> Router<Arc<Emulator>> {
     Router::new()
         .route("/wechat/sns/jscode2session", get(wechat_code_to_session))

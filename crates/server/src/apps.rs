@@ -2,34 +2,41 @@
 //! (`/v1/apps/{app}/health`). Handlers parse, authorize, call [`cloudlet_core::apps::Apps`] and
 //! map the result; nothing else.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use cloudlet_core::apps::{AppError, AppHealth, AppPage};
+use cloudlet_core::apps::{App, AppError, AppHealth, AppName, AppPage, CreatedApp, RotatedKey};
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::ApiError;
 use crate::extract::{CallerOf, Json, Query, TargetApp};
+use crate::openapi::Routes;
 use crate::state::AppState;
 
-pub fn router(limits: &BodyLimits) -> Router<AppState> {
-    let routes = Router::new()
-        .route("/v1/admin/apps", post(create_app).get(list_apps))
-        .route("/v1/admin/apps/{app}", get(show_app).delete(delete_app))
-        .route("/v1/admin/apps/{app}/keys/rotate", post(rotate_key))
-        .route("/v1/apps/{app}/health", get(app_health));
+pub fn router(limits: &BodyLimits) -> Routes {
+    let routes = OpenApiRouter::new()
+        .routes(routes!(create_app, list_apps))
+        .routes(routes!(show_app, delete_app))
+        .routes(routes!(rotate_key))
+        .routes(routes!(app_health));
     with_body_limit(routes, limits.json)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewApp {
+    /// 2 to 40 of `a-z`, `0-9` and `-`, starting and ending with a letter or digit.
+    #[schema(value_type = AppName)]
     name: String,
 }
 
+/// Creates an app; its secret key is in the answer, once.
+#[utoipa::path(post, path = "/v1/admin/apps", tag = "apps", request_body = NewApp,
+    responses((status = 201, body = CreatedApp)))]
 async fn create_app(
     State(state): State<AppState>,
     CallerOf(caller): CallerOf,
@@ -41,13 +48,19 @@ async fn create_app(
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// 1 to 500; 100 by default.
     limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// Apps in name order, a page at a time.
+#[utoipa::path(get, path = "/v1/admin/apps", tag = "apps", params(ListParams),
+    responses((status = 200, body = AppPage)))]
 async fn list_apps(
     State(state): State<AppState>,
     CallerOf(caller): CallerOf,
@@ -60,6 +73,8 @@ async fn list_apps(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/admin/apps/{app}", tag = "apps",
+    params(("app" = AppName, Path)), responses((status = 200, body = App)))]
 async fn show_app(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -69,6 +84,9 @@ async fn show_app(
     Ok(axum::Json(state.apps().get(&app).await?).into_response())
 }
 
+/// Deletes the app with all its data.
+#[utoipa::path(delete, path = "/v1/admin/apps/{app}", tag = "apps",
+    params(("app" = AppName, Path)), responses((status = 204, description = "deleted")))]
 async fn delete_app(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -90,6 +108,9 @@ async fn delete_app(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Replaces the app's secret key; the old one stops working at once.
+#[utoipa::path(post, path = "/v1/admin/apps/{app}/keys/rotate", tag = "apps",
+    params(("app" = AppName, Path)), responses((status = 200, body = RotatedKey)))]
 async fn rotate_key(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -103,6 +124,8 @@ async fn rotate_key(
 
 /// Public: reads from the app's own database, opening it if it is closed. What a client or a
 /// load balancer calls to check that one app answers.
+#[utoipa::path(get, path = "/v1/apps/{app}/health", tag = "apps",
+    params(("app" = AppName, Path)), responses((status = 200, body = AppHealth)))]
 async fn app_health(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,

@@ -1,45 +1,37 @@
 //! HTTP routes for end-user auth: login (`/v1/apps/{app}/auth/…`), the user's own account, and
 //! the admin side (provider configuration, a user's sessions, revocation).
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
 use cloudlet_core::access::Caller;
-use cloudlet_core::auth::{AuthError, Login, Principal, SessionView, User, policy};
+use cloudlet_core::apps::AppName;
+use cloudlet_core::auth::providers::ProviderView;
+use cloudlet_core::auth::{AuthError, Login, Principal, SessionGrant, SessionView, User, policy};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::{ApiError, Code};
 use crate::extract::{CallerOf, Json, Path, TargetApp};
 use crate::limits::ClientIp;
+use crate::openapi::Routes;
 use crate::state::AppState;
 
-pub fn router(limits: &BodyLimits) -> Router<AppState> {
-    let routes = Router::new()
-        .route(
-            "/v1/admin/apps/{app}/auth/providers/{provider}",
-            put(configure_provider).get(show_provider),
-        )
-        .route(
-            "/v1/admin/apps/{app}/users/{user}/sessions",
-            get(user_sessions),
-        )
-        .route(
-            "/v1/admin/apps/{app}/sessions/{session}",
-            delete(revoke_session),
-        )
-        .route("/v1/apps/{app}/auth/sessions", post(create_session))
-        .route("/v1/apps/{app}/auth/sessions/current", delete(log_out))
-        .route("/v1/apps/{app}/auth/users", post(sign_up))
-        .route("/v1/apps/{app}/auth/refresh", post(refresh))
-        .route(
-            "/v1/apps/{app}/auth/user",
-            get(show_user).patch(update_user).delete(delete_user),
-        )
-        .route("/v1/apps/{app}/auth/user/phone", post(bind_phone));
+pub fn router(limits: &BodyLimits) -> Routes {
+    let routes = OpenApiRouter::new()
+        .routes(routes!(configure_provider, show_provider))
+        .routes(routes!(user_sessions))
+        .routes(routes!(revoke_session))
+        .routes(routes!(create_session))
+        .routes(routes!(log_out))
+        .routes(routes!(sign_up))
+        .routes(routes!(refresh))
+        .routes(routes!(show_user, update_user, delete_user))
+        .routes(routes!(bind_phone));
     with_body_limit(routes, limits.json)
 }
 
@@ -60,6 +52,11 @@ struct ProviderPath {
     provider: String,
 }
 
+/// Configures a login provider of the app (its settings and secrets, or `enabled`).
+#[utoipa::path(put, path = "/v1/admin/apps/{app}/auth/providers/{provider}", tag = "auth",
+    params(("app" = AppName, Path), ("provider" = String, Path)),
+    request_body(content = Object, description = "the provider's settings; see docs/auth.md"),
+    responses((status = 200, body = ProviderView)))]
 async fn configure_provider(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -77,6 +74,10 @@ async fn configure_provider(
     .into_response())
 }
 
+/// A provider's configuration, secrets left out.
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/auth/providers/{provider}", tag = "auth",
+    params(("app" = AppName, Path), ("provider" = String, Path)),
+    responses((status = 200, body = ProviderView)))]
 async fn show_provider(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -92,6 +93,10 @@ struct UserPath {
     user: String,
 }
 
+/// A user's sessions.
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/users/{user}/sessions", tag = "auth",
+    params(("app" = AppName, Path), ("user" = String, Path)),
+    responses((status = 200, body = Vec<SessionView>)))]
 async fn user_sessions(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -109,6 +114,10 @@ struct SessionPath {
     session: String,
 }
 
+/// Revokes a session; its access tokens stop working at once.
+#[utoipa::path(delete, path = "/v1/admin/apps/{app}/sessions/{session}", tag = "auth",
+    params(("app" = AppName, Path), ("session" = String, Path)),
+    responses((status = 204, description = "revoked")))]
 async fn revoke_session(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -121,7 +130,7 @@ async fn revoke_session(
 }
 
 /// `POST …/auth/sessions`: one body for every provider; which fields it needs depends on it.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
     provider: String,
@@ -153,6 +162,10 @@ impl LoginBody {
     }
 }
 
+/// Logs a user in: a platform's login code, an email and password, anonymous, or dev.
+#[utoipa::path(post, path = "/v1/apps/{app}/auth/sessions", tag = "auth",
+    params(("app" = AppName, Path)), request_body = LoginBody,
+    responses((status = 201, body = SessionGrant)))]
 async fn create_session(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -180,13 +193,17 @@ async fn create_session(
     Ok((StatusCode::CREATED, axum::Json(login?)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SignUp {
     email: String,
     password: String,
 }
 
+/// Creates a password account and logs it in.
+#[utoipa::path(post, path = "/v1/apps/{app}/auth/users", tag = "auth",
+    params(("app" = AppName, Path)), request_body = SignUp,
+    responses((status = 201, body = SessionGrant)))]
 async fn sign_up(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -202,12 +219,16 @@ async fn sign_up(
     Ok((StatusCode::CREATED, axum::Json(grant)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RefreshBody {
     session_id: String,
 }
 
+/// Trades a session id for a new access token and a new session id.
+#[utoipa::path(post, path = "/v1/apps/{app}/auth/refresh", tag = "auth",
+    params(("app" = AppName, Path)), request_body = RefreshBody,
+    responses((status = 200, body = SessionGrant)))]
 async fn refresh(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -219,6 +240,9 @@ async fn refresh(
     Ok(axum::Json(state.auth().refresh(&app, &body.session_id).await?).into_response())
 }
 
+/// Ends the caller's session.
+#[utoipa::path(delete, path = "/v1/apps/{app}/auth/sessions/current", tag = "auth",
+    params(("app" = AppName, Path)), responses((status = 204, description = "logged out")))]
 async fn log_out(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -229,6 +253,9 @@ async fn log_out(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The caller's account.
+#[utoipa::path(get, path = "/v1/apps/{app}/auth/user", tag = "auth",
+    params(("app" = AppName, Path)), responses((status = 200, body = User)))]
 async fn show_user(
     State(state): State<AppState>,
     TargetApp(_): TargetApp,
@@ -238,12 +265,16 @@ async fn show_user(
     Ok(axum::Json(state.auth().user(&principal).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ProfileChange {
     profile: Map<String, Value>,
 }
 
+/// Merges changes into the caller's profile (`null` removes a field).
+#[utoipa::path(patch, path = "/v1/apps/{app}/auth/user", tag = "auth",
+    params(("app" = AppName, Path)), request_body = ProfileChange,
+    responses((status = 200, body = User)))]
 async fn update_user(
     State(state): State<AppState>,
     TargetApp(_): TargetApp,
@@ -259,7 +290,7 @@ async fn update_user(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PhoneCode {
     #[serde(default = "wechat")]
@@ -272,6 +303,9 @@ fn wechat() -> String {
 }
 
 /// `POST …/auth/user/phone {"code"}`: the number behind a WeChat `getPhoneNumber` code.
+#[utoipa::path(post, path = "/v1/apps/{app}/auth/user/phone", tag = "auth",
+    params(("app" = AppName, Path)), request_body = PhoneCode,
+    responses((status = 200, body = User)))]
 async fn bind_phone(
     State(state): State<AppState>,
     TargetApp(_): TargetApp,
@@ -287,6 +321,9 @@ async fn bind_phone(
     ))
 }
 
+/// Deletes the caller's account, its identities and sessions.
+#[utoipa::path(delete, path = "/v1/apps/{app}/auth/user", tag = "auth",
+    params(("app" = AppName, Path)), responses((status = 204, description = "deleted")))]
 async fn delete_user(
     State(state): State<AppState>,
     TargetApp(_): TargetApp,

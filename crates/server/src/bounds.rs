@@ -83,12 +83,9 @@ pub async fn limit_body(bytes: usize, request: Request, next: Next) -> Response 
     next.run(request).await
 }
 
-/// `router` with its routes' bodies limited to `bytes` (see [`limit_body`]).
-pub fn with_body_limit<S>(router: axum::Router<S>, bytes: usize) -> axum::Router<S>
-where
-    S: Clone + Send + Sync + 'static,
-{
-    router.route_layer(axum::middleware::from_fn(move |request, next| {
+/// `routes` with their bodies limited to `bytes` (see [`limit_body`]).
+pub fn with_body_limit(routes: crate::openapi::Routes, bytes: usize) -> crate::openapi::Routes {
+    routes.route_layer(axum::middleware::from_fn(move |request, next| {
         limit_body(bytes, request, next)
     }))
 }

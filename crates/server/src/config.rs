@@ -126,6 +126,10 @@ pub struct HttpConfig {
     pub shutdown_grace_secs: u64,
     /// Take the client's IP from `x-forwarded-for` (only behind a proxy that sets it).
     pub trust_forwarded_for: bool,
+    /// The address clients reach this server at (`https://api.example.com`, perhaps with a
+    /// path prefix): what absolute URLs the server hands out start with. Empty: this server's
+    /// own address (`http://127.0.0.1:8700`), fine for local use only.
+    pub public_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -210,6 +214,7 @@ impl Default for HttpConfig {
             cors_origins: vec!["*".into()],
             shutdown_grace_secs: 30,
             trust_forwarded_for: false,
+            public_url: String::new(),
         }
     }
 }
@@ -404,6 +409,12 @@ impl Config {
             0,
             4,
         )?;
+        if !self.http.public_url.is_empty() {
+            PublicUrl::parse(&self.http.public_url).map_err(|message| ConfigError::Invalid {
+                key: "http.public_url",
+                message,
+            })?;
+        }
         for origin in &self.http.cors_origins {
             if origin != "*" && !is_origin(origin) {
                 return Err(ConfigError::Invalid {
@@ -470,6 +481,59 @@ impl Config {
 pub const RESERVED_DESCRIPTORS: u64 = 256;
 /// The fewest connections a server derives for itself before it refuses to start.
 const MIN_CONNECTIONS: u64 = 64;
+
+/// The address clients reach the server at, checked: `http` or `https`, a host, no user, query
+/// or fragment; a path prefix is kept (a proxy may serve the API under one), without its
+/// trailing slash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl(String);
+
+impl PublicUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let url = reqwest::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+        let problem = if !matches!(url.scheme(), "http" | "https") {
+            Some("its scheme must be http or https")
+        } else if url.host_str().is_none_or(str::is_empty) {
+            Some("it has no host")
+        } else if !url.username().is_empty() || url.password().is_some() {
+            Some("it may not hold a user or password")
+        } else if url.query().is_some() || url.fragment().is_some() {
+            Some("it may not have a query or fragment")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(format!("{text:?}: {problem}"));
+        }
+        Ok(PublicUrl(url.as_str().trim_end_matches('/').to_owned()))
+    }
+
+    /// This server's own address, for when none is configured: loopback if it listens on
+    /// every address.
+    pub fn of_listener(addr: SocketAddr) -> Self {
+        let ip = match addr.ip() {
+            ip if ip.is_unspecified() && ip.is_ipv4() => std::net::IpAddr::from([127, 0, 0, 1]),
+            ip if ip.is_unspecified() => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        PublicUrl(format!("http://{}", SocketAddr::new(ip, addr.port())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The absolute URL of `path` (which starts with `/`).
+    pub fn join(&self, path: &str) -> String {
+        format!("{}{path}", self.0)
+    }
+
+    /// The WebSocket URL of `path`: `wss://` behind `https://`, `ws://` behind `http://`.
+    pub fn websocket(&self, path: &str) -> String {
+        let rest = self.0.strip_prefix("http").unwrap_or(&self.0);
+        format!("ws{rest}{path}")
+    }
+}
 
 /// `http(s)://host[:port]`, exactly as browsers send it in `Origin`: no path, no trailing slash.
 fn is_origin(origin: &str) -> bool {
@@ -562,5 +626,45 @@ mod tests {
         );
         config.http.max_connections = 500;
         assert_eq!(config.max_connections(20_000).unwrap(), 500);
+    }
+
+    #[test]
+    fn a_public_url_is_an_absolute_http_address_and_builds_the_urls_handed_out() {
+        let url = PublicUrl::parse("https://api.example.com/cloud/").unwrap();
+        assert_eq!(url.as_str(), "https://api.example.com/cloud");
+        assert_eq!(
+            url.join("/v1/apps/shop/pay/wechat/notify"),
+            "https://api.example.com/cloud/v1/apps/shop/pay/wechat/notify"
+        );
+        assert_eq!(
+            url.websocket("/v1/apps/shop/realtime"),
+            "wss://api.example.com/cloud/v1/apps/shop/realtime"
+        );
+        let local = PublicUrl::parse("http://127.0.0.1:8700").unwrap();
+        assert_eq!(local.websocket("/x"), "ws://127.0.0.1:8700/x");
+        for bad in [
+            "api.example.com",
+            "ftp://example.com",
+            "https://",
+            "https://user:pw@example.com",
+            "https://example.com/?a=1",
+            "https://example.com/#top",
+            "",
+        ] {
+            assert!(PublicUrl::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            PublicUrl::of_listener("0.0.0.0:8700".parse().unwrap()).as_str(),
+            "http://127.0.0.1:8700"
+        );
+        let mut config = Config::default();
+        config.http.public_url = "example.com".into();
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("http.public_url")
+        );
     }
 }

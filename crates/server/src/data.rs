@@ -2,38 +2,30 @@
 //! The caller is the admin token or the app's secret key (rules do not apply), a user with an
 //! access token, or nobody.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use cloudlet_core::data::{CollectionDef, ListRequest, Write};
-use serde::Deserialize;
+use cloudlet_core::apps::AppName;
+use cloudlet_core::data::{CollectionDef, CollectionView, ListRequest, Plan, RecordPage, Write};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::ApiError;
 use crate::extract::{CallerOf, Json, Path, Query, TargetApp};
+use crate::openapi::Routes;
 use crate::state::AppState;
 
-pub fn router(limits: &BodyLimits) -> Router<AppState> {
-    let routes = Router::new()
-        .route("/v1/admin/apps/{app}/collections", get(list_collections))
-        .route(
-            "/v1/admin/apps/{app}/collections/{name}",
-            get(show_collection)
-                .put(put_collection)
-                .delete(drop_collection),
-        )
-        .route(
-            "/v1/apps/{app}/collections/{collection}/records",
-            get(list_records).post(create_record),
-        )
-        .route(
-            "/v1/apps/{app}/collections/{collection}/records/{id}",
-            get(get_record).patch(update_record).delete(delete_record),
-        )
-        .route("/v1/apps/{app}/batch", post(batch));
+pub fn router(limits: &BodyLimits) -> Routes {
+    let routes = OpenApiRouter::new()
+        .routes(routes!(list_collections))
+        .routes(routes!(show_collection, put_collection, drop_collection))
+        .routes(routes!(list_records, create_record))
+        .routes(routes!(get_record, update_record, delete_record))
+        .routes(routes!(batch));
     with_body_limit(routes, limits.json)
 }
 
@@ -55,6 +47,24 @@ struct RecordPath {
     id: String,
 }
 
+/// What a dry run of a collection change would do.
+#[derive(Serialize, ToSchema)]
+struct CollectionPlan {
+    name: String,
+    plan: Plan,
+}
+
+/// The answer to `PUT …/collections/{name}`: the collection, or the plan of a dry run.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+enum CollectionChange {
+    Done(CollectionView),
+    Planned(CollectionPlan),
+}
+
+/// The app's collections.
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/collections", tag = "data",
+    params(("app" = AppName, Path)), responses((status = 200, body = Vec<CollectionView>)))]
 async fn list_collections(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -64,6 +74,9 @@ async fn list_collections(
     Ok(axum::Json(state.data().collections(&app).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/collections/{name}", tag = "data",
+    params(("app" = AppName, Path), ("name" = String, Path)),
+    responses((status = 200, body = CollectionView)))]
 async fn show_collection(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -74,6 +87,11 @@ async fn show_collection(
     Ok(axum::Json(state.data().collection_view(&app, &name).await?).into_response())
 }
 
+/// Creates or changes a collection (`dry_run` plans it, `force` lets it lose data).
+#[utoipa::path(put, path = "/v1/admin/apps/{app}/collections/{name}", tag = "data",
+    params(("app" = AppName, Path), ("name" = String, Path)), request_body = CollectionDef,
+    responses((status = 201, body = CollectionView, description = "created"),
+        (status = 200, body = CollectionChange, description = "changed, or planned")))]
 async fn put_collection(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -84,7 +102,8 @@ async fn put_collection(
     state.admin_app(&caller, &app).await?;
     if def.dry_run {
         let plan = state.data().plan_collection(&app, &name, def).await?;
-        return Ok(axum::Json(serde_json::json!({ "name": name, "plan": plan })).into_response());
+        let planned = CollectionChange::Planned(CollectionPlan { name, plan });
+        return Ok(axum::Json(planned).into_response());
     }
     let (view, created) = state.data().put_collection(&app, &name, def).await?;
     let status = if created {
@@ -92,9 +111,13 @@ async fn put_collection(
     } else {
         StatusCode::OK
     };
-    Ok((status, axum::Json(view)).into_response())
+    Ok((status, axum::Json(CollectionChange::Done(view))).into_response())
 }
 
+/// Drops a collection and its records.
+#[utoipa::path(delete, path = "/v1/admin/apps/{app}/collections/{name}", tag = "data",
+    params(("app" = AppName, Path), ("name" = String, Path)),
+    responses((status = 204, description = "dropped")))]
 async fn drop_collection(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -106,8 +129,9 @@ async fn drop_collection(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
     filter: Option<String>,
     sort: Option<String>,
@@ -120,13 +144,18 @@ struct ListParams {
     expand: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct GetParams {
     fields: Option<String>,
     expand: Option<String>,
 }
 
+/// Records the caller may list, filtered, sorted and paged (see docs/data.md).
+#[utoipa::path(get, path = "/v1/apps/{app}/collections/{collection}/records", tag = "data",
+    params(("app" = AppName, Path), ("collection" = String, Path, example = "todos"), ListParams),
+    responses((status = 200, body = RecordPage)))]
 async fn list_records(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -151,6 +180,10 @@ async fn list_records(
     Ok(axum::Json(page).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/apps/{app}/collections/{collection}/records", tag = "data",
+    params(("app" = AppName, Path), ("collection" = String, Path, example = "todos")),
+    request_body(content = Object, description = "the record's fields"),
+    responses((status = 201, body = Object, description = "the record")))]
 async fn create_record(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -165,6 +198,9 @@ async fn create_record(
     Ok((StatusCode::CREATED, axum::Json(record)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/apps/{app}/collections/{collection}/records/{id}", tag = "data",
+    params(("app" = AppName, Path), ("collection" = String, Path, example = "todos"), ("id" = String, Path), GetParams),
+    responses((status = 200, body = Object, description = "the record")))]
 async fn get_record(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -186,6 +222,10 @@ async fn get_record(
     Ok(axum::Json(record).into_response())
 }
 
+#[utoipa::path(patch, path = "/v1/apps/{app}/collections/{collection}/records/{id}", tag = "data",
+    params(("app" = AppName, Path), ("collection" = String, Path, example = "todos"), ("id" = String, Path)),
+    request_body(content = Object, description = "the fields to change"),
+    responses((status = 200, body = Object, description = "the record")))]
 async fn update_record(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -200,6 +240,9 @@ async fn update_record(
     Ok(axum::Json(record).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/apps/{app}/collections/{collection}/records/{id}", tag = "data",
+    params(("app" = AppName, Path), ("collection" = String, Path, example = "todos"), ("id" = String, Path)),
+    responses((status = 204, description = "deleted")))]
 async fn delete_record(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -213,13 +256,22 @@ async fn delete_record(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Batch {
     operations: Vec<Write>,
 }
 
+/// What each operation of a batch answered, in order.
+#[derive(Serialize, ToSchema)]
+struct BatchResults {
+    results: Vec<Value>,
+}
+
 /// `POST /v1/apps/{app}/batch`: several writes in one transaction, all or nothing.
+#[utoipa::path(post, path = "/v1/apps/{app}/batch", tag = "data",
+    params(("app" = AppName, Path)), request_body = Batch,
+    responses((status = 200, body = BatchResults)))]
 async fn batch(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -227,5 +279,5 @@ async fn batch(
     Json(body): Json<Batch>,
 ) -> Result<Response, ApiError> {
     let results = state.data().batch(&app, &caller, body.operations).await?;
-    Ok(axum::Json(serde_json::json!({ "results": results })).into_response())
+    Ok(axum::Json(BatchResults { results }).into_response())
 }

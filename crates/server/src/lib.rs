@@ -18,6 +18,7 @@ mod health;
 mod limits;
 mod memory;
 mod metrics;
+mod openapi;
 mod request_id;
 mod serve;
 mod sites;
@@ -31,7 +32,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware;
-use axum::routing::get;
 use cloudlet_core::access::{Access, AccessError};
 use cloudlet_core::apps::Apps;
 use cloudlet_core::auth::{Auth, AuthError, AuthOptions};
@@ -52,7 +52,7 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 pub use cloudlet_core::access::AdminTokenSetup;
-pub use config::Config;
+pub use config::{Config, PublicUrl};
 pub use error::Code;
 
 use crate::state::AppState;
@@ -233,17 +233,6 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         config.auth.password_failures_per_account_per_minute,
         config.http.trust_forwarded_for,
     );
-    let state = AppState::new(
-        apps,
-        auth,
-        data,
-        functions,
-        sites,
-        limits,
-        access,
-        Arc::clone(&system),
-        &*random,
-    );
     let tenants = tenant_store;
 
     let listener = TcpListener::bind(config.listen)
@@ -256,8 +245,29 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         addr: config.listen,
         source,
     })?;
+    let public_url = match config.http.public_url.as_str() {
+        "" => PublicUrl::of_listener(local_addr),
+        configured => PublicUrl::parse(configured).map_err(|message| {
+            StartError::Config(config::ConfigError::Invalid {
+                key: "http.public_url",
+                message,
+            })
+        })?,
+    };
+    let (routes, contract) = api(&config, public_url.as_str());
+    let services = state::Services {
+        apps,
+        auth,
+        data,
+        functions,
+        sites,
+        access,
+        system: Arc::clone(&system),
+    };
+    let state = AppState::new(services, limits, &contract, &*random);
     tracing::info!(
         addr = %local_addr,
+        public_url = public_url.as_str(),
         data_dir = %config.data_dir.display(),
         max_connections = connection_limits.max_connections,
         "cloudlet listening"
@@ -277,7 +287,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let log = tokio::spawn(log_writer.run(async move {
         let _ = log_stopped.await;
     }));
-    let app = router(&config, state.clone());
+    let app = router(&config, routes, state.clone());
     let shutdown = Shutdown(shutdown_tx);
     let stop_all = shutdown.clone();
     let grace = config.shutdown_grace();
@@ -329,27 +339,32 @@ async fn close_idle_apps(
     }
 }
 
-fn router(config: &Config, state: AppState) -> Router {
+/// Every route of the API, and the OpenAPI document that describes them: one table.
+fn api(config: &Config, public_url: &str) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let bodies = bounds::BodyLimits {
         json: config.http.max_body_bytes,
         deploy: cloudlet_core::functions::MAX_DEPLOY_BYTES,
         site_file: cloudlet_core::sites::MAX_FILE_BYTES,
     };
-    let heads = bounds::HeadLimits {
-        max_uri_bytes: config.http.max_uri_bytes,
-        max_header_bytes: config.http.max_header_bytes,
-    };
-    let probes = Router::new()
-        .route("/healthz", get(health::live))
-        .route("/readyz", get(health::ready))
-        .route("/metrics", get(metrics::export));
-    Router::new()
-        .merge(bounds::with_body_limit(probes, bodies.json))
+    let (routes, doc) = utoipa_axum::router::OpenApiRouter::new()
+        .merge(bounds::with_body_limit(health::routes(), bodies.json))
+        .merge(bounds::with_body_limit(openapi::routes(), bodies.json))
         .merge(apps::router(&bodies))
         .merge(auth::router(&bodies))
         .merge(data::router(&bodies))
         .merge(functions::router(&bodies))
         .merge(sites::router(&bodies))
+        .split_for_parts();
+    (routes, openapi::finish(doc, public_url))
+}
+
+/// The routes with what every request goes through, outermost last.
+fn router(config: &Config, routes: Router<AppState>, state: AppState) -> Router {
+    let heads = bounds::HeadLimits {
+        max_uri_bytes: config.http.max_uri_bytes,
+        max_header_bytes: config.http.max_header_bytes,
+    };
+    routes
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         // Every route limits its own body (see `bounds`); this only keeps axum's default of

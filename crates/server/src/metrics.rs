@@ -152,6 +152,8 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 /// `GET /metrics` in the OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", tag = "server", responses((status = 200,
+    description = "the metrics", content_type = "application/openmetrics-text")))]
 pub async fn export(State(state): State<AppState>) -> Result<Response, ApiError> {
     let metrics = state.metrics();
     metrics.open_apps.set(state.apps().open_databases() as i64);

@@ -2,32 +2,31 @@
 //! `/sites/{app}/…` with content types, ETags and cache headers; and the client SDK at
 //! `/sdk/cloudlet.js` for them to import.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
 use cloudlet_core::apps::AppName;
 use cloudlet_core::sites::SiteError;
-use serde::Deserialize;
-use serde_json::json;
+use cloudlet_store::SiteFile;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::{ApiError, Code};
 use crate::extract::{BodyBytes, CallerOf, Path, TargetApp};
+use crate::openapi::Routes;
 use crate::state::AppState;
 
-pub fn router(limits: &BodyLimits) -> Router<AppState> {
-    let files = Router::new().route(
-        "/v1/admin/apps/{app}/site/{*path}",
-        axum::routing::put(put_file).delete(delete_file),
-    );
-    let rest = Router::new()
-        .route("/v1/admin/apps/{app}/site", get(list_files))
-        .route("/sdk/cloudlet.js", get(sdk))
-        .route("/sites/{app}", get(to_folder))
-        .route("/sites/{app}/", get(serve_index))
-        .route("/sites/{app}/{*path}", get(serve));
+pub fn router(limits: &BodyLimits) -> Routes {
+    let files = OpenApiRouter::new().routes(routes!(put_file, delete_file));
+    let rest = OpenApiRouter::new()
+        .routes(routes!(list_files))
+        .routes(routes!(sdk))
+        .routes(routes!(to_folder))
+        .routes(routes!(serve_index))
+        .routes(routes!(serve));
     with_body_limit(files, limits.site_file).merge(with_body_limit(rest, limits.json))
 }
 
@@ -53,22 +52,50 @@ struct SitePath {
     path: String,
 }
 
+/// A site file as the admin API shows it.
+#[derive(Serialize, ToSchema)]
+struct SiteFileView {
+    path: String,
+    content_type: String,
+    sha256: String,
+    size: i64,
+}
+
+impl From<SiteFile> for SiteFileView {
+    fn from(f: SiteFile) -> Self {
+        SiteFileView {
+            path: f.path,
+            content_type: f.content_type,
+            sha256: f.sha256,
+            size: f.size,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+struct SiteFiles {
+    files: Vec<SiteFileView>,
+}
+
+/// The files of the app's site.
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/site", tag = "sites",
+    params(("app" = AppName, Path)), responses((status = 200, body = SiteFiles)))]
 async fn list_files(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
     CallerOf(caller): CallerOf,
 ) -> Result<Response, ApiError> {
     state.admin_app(&caller, &app).await?;
-    let files: Vec<_> = state
-        .sites()
-        .files(&app)
-        .await?
-        .into_iter()
-        .map(|f| json!({ "path": f.path, "content_type": f.content_type, "sha256": f.sha256, "size": f.size }))
-        .collect();
-    Ok(axum::Json(json!({ "files": files })).into_response())
+    let files = state.sites().files(&app).await?;
+    let files = files.into_iter().map(SiteFileView::from).collect();
+    Ok(axum::Json(SiteFiles { files }).into_response())
 }
 
+/// Uploads one file of the site (its content type follows its name).
+#[utoipa::path(put, path = "/v1/admin/apps/{app}/site/{*path}", tag = "sites",
+    params(("app" = AppName, Path), ("path" = String, Path)),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, body = SiteFileView)))]
 async fn put_file(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -78,10 +105,12 @@ async fn put_file(
 ) -> Result<Response, ApiError> {
     state.admin_app(&caller, &app).await?;
     let file = state.sites().put(&app, &path, body.to_vec()).await?;
-    let answer = json!({ "path": file.path, "content_type": file.content_type, "sha256": file.sha256, "size": file.size });
-    Ok(axum::Json(answer).into_response())
+    Ok(axum::Json(SiteFileView::from(file)).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/admin/apps/{app}/site/{*path}", tag = "sites",
+    params(("app" = AppName, Path), ("path" = String, Path)),
+    responses((status = 204, description = "deleted")))]
 async fn delete_file(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -97,6 +126,9 @@ async fn delete_file(
 /// (`import { createClient } from "/sdk/cloudlet.js"`).
 const SDK: &str = include_str!("../../../sdk/js/src/index.js");
 
+/// The client SDK, as an ES module.
+#[utoipa::path(get, path = "/sdk/cloudlet.js", tag = "sites",
+    responses((status = 200, description = "the SDK", content_type = "text/javascript")))]
 async fn sdk() -> Response {
     let mut response = SDK.into_response();
     let out = response.headers_mut();
@@ -112,10 +144,16 @@ async fn sdk() -> Response {
 }
 
 /// `/sites/{app}` → `/sites/{app}/`, so that the page's relative links resolve inside the site.
+#[utoipa::path(get, path = "/sites/{app}", tag = "sites", params(("app" = AppName, Path)),
+    responses((status = 308, description = "to `/sites/{app}/`")))]
 async fn to_folder(TargetApp(app): TargetApp) -> Redirect {
     Redirect::permanent(&format!("/sites/{app}/"))
 }
 
+/// The site's `index.html`.
+#[utoipa::path(get, path = "/sites/{app}/", tag = "sites", params(("app" = AppName, Path)),
+    responses((status = 200, description = "the file", content_type = "*/*"),
+        (status = 304, description = "not modified")))]
 async fn serve_index(
     state: State<AppState>,
     TargetApp(app): TargetApp,
@@ -124,6 +162,11 @@ async fn serve_index(
     serve_path(&state, &app, "", &headers).await
 }
 
+/// A file of the site, with its content type, ETag and cache headers.
+#[utoipa::path(get, path = "/sites/{app}/{*path}", tag = "sites",
+    params(("app" = AppName, Path), ("path" = String, Path)),
+    responses((status = 200, description = "the file", content_type = "*/*"),
+        (status = 304, description = "not modified")))]
 async fn serve(
     state: State<AppState>,
     TargetApp(app): TargetApp,

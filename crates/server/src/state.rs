@@ -29,6 +29,8 @@ struct Shared {
     limits: AuthLimits,
     access: Access,
     system: Arc<dyn SystemStore>,
+    /// The OpenAPI document, as served.
+    contract: String,
     metrics: Metrics,
     /// Background work (trigger and schedule runs, the loops that start them, idle sweeps):
     /// joined at shutdown before the databases close.
@@ -40,19 +42,33 @@ struct Shared {
     accepting: AtomicBool,
 }
 
+/// The services every handler reaches.
+pub struct Services {
+    pub apps: Apps,
+    pub auth: Auth,
+    pub data: Data,
+    pub functions: Functions,
+    pub sites: Sites,
+    pub access: Access,
+    pub system: Arc<dyn SystemStore>,
+}
+
 impl AppState {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        apps: Apps,
-        auth: Auth,
-        data: Data,
-        functions: Functions,
-        sites: Sites,
+        services: Services,
         limits: AuthLimits,
-        access: Access,
-        system: Arc<dyn SystemStore>,
+        contract: &utoipa::openapi::OpenApi,
         random: &dyn Random,
     ) -> Self {
+        let Services {
+            apps,
+            auth,
+            data,
+            functions,
+            sites,
+            access,
+            system,
+        } = services;
         let mut prefix = [0u8; 8];
         random.fill(&mut prefix);
         AppState(Arc::new(Shared {
@@ -64,6 +80,7 @@ impl AppState {
             limits,
             access,
             system,
+            contract: contract.to_json().unwrap_or_default(),
             metrics: Metrics::default(),
             tasks: TaskTracker::new(),
             request_id_prefix: prefix.iter().map(|b| format!("{b:02x}")).collect(),
@@ -110,6 +127,11 @@ impl AppState {
 
     pub fn system(&self) -> &dyn SystemStore {
         &*self.0.system
+    }
+
+    /// The OpenAPI document (JSON).
+    pub fn contract(&self) -> &str {
+        &self.0.contract
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -133,6 +133,24 @@ impl<'de> serde::Deserialize<'de> for AppName {
     }
 }
 
+/// What [`AppName::parse`] takes, as a schema.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for AppName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(AppName::MIN_LEN))
+            .max_length(Some(AppName::MAX_LEN))
+            .pattern(Some("^[a-z0-9][a-z0-9-]*[a-z0-9]$"))
+            .examples(["demo"])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for AppName {}
+
 /// Names read back from a database were valid when they were written; one that is not any more
 /// is a damaged row, never used as a path.
 impl rusqlite::types::FromSql for AppName {

@@ -140,6 +140,7 @@ pub enum Login {
 
 /// A user as the API shows them.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     pub id: String,
     pub created_at: Timestamp,
@@ -164,6 +165,7 @@ impl From<UserRow> for User {
 
 /// What a login or a refresh gives the client. (`Debug` hides the secrets.)
 #[derive(Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionGrant {
     /// The long-lived secret that refreshes the session; shown only here.
     pub session_id: String,
@@ -183,6 +185,7 @@ impl std::fmt::Debug for SessionGrant {
 
 /// A session as the admin API shows it.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionView {
     pub id: String,
     pub provider: String,

@@ -81,6 +81,7 @@ impl ProviderKind {
 
 /// The settings of a platform provider that are not secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlatformSettings {
     pub appid: String,
     pub base_url: String,
@@ -89,6 +90,7 @@ pub struct PlatformSettings {
 
 /// The settings of an Alipay provider that are not secret (the app's private key is).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AlipaySettings {
     pub app_id: String,
@@ -99,6 +101,7 @@ pub struct AlipaySettings {
 
 /// A provider's stored settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum Settings {
     Alipay(AlipaySettings),
@@ -220,6 +223,7 @@ fn base_url_or_default(base_url: Option<String>, platform: Platform) -> Result<S
 
 /// A provider's configuration as the admin API shows it: secrets masked.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderView {
     pub provider: String,
     pub enabled: bool,

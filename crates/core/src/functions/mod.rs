@@ -34,6 +34,7 @@ pub use host::{CallScope, Capabilities, Capability, HostFailure, HostReply, Scop
 
 /// A compile error, where it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompileFailure {
     pub file: String,
     pub line: u32,
@@ -216,6 +217,7 @@ const MAX_ENV_VARS: usize = 100;
 
 /// `PUT …/functions/{name}`.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Deploy {
     pub source: Option<String>,
@@ -241,6 +243,7 @@ pub struct Deploy {
 
 /// What deploying would do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum DeployPlan {
     Create,
@@ -250,6 +253,7 @@ pub enum DeployPlan {
 
 /// Runs a function at the times a cron pattern names, in a time zone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     /// Croner syntax: `min hour day month weekday`, an optional leading seconds field, and
@@ -292,6 +296,7 @@ impl Schedule {
 
 /// Runs a function after writes to a collection commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DataTrigger {
     pub collection: String,
@@ -310,6 +315,7 @@ const MAX_TRIGGERS: usize = 16;
 pub const MAX_TRIGGER_DEPTH: u8 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Settings {
     pub public: bool,
     pub timeout_ms: u64,
@@ -323,6 +329,7 @@ pub struct Settings {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FunctionInfo {
     pub name: String,
     pub version: i64,
@@ -332,6 +339,7 @@ pub struct FunctionInfo {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VersionInfo {
     pub version: i64,
     pub created_at: Timestamp,
@@ -373,6 +381,7 @@ impl Trigger {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogEntry {
     pub id: i64,
     pub at: Timestamp,

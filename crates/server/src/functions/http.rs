@@ -9,6 +9,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use cloudlet_core::apps::AppName;
 use cloudlet_core::functions::http::HttpAnswer;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -28,14 +29,50 @@ pub(super) struct HttpPath {
     path: Option<String>,
 }
 
-/// `ANY /v1/apps/{app}/http/{name}/{*path}`: the request as the event, the function's answer
-/// as the response. A function answers `{status, headers, body}` (a string body as is, any
-/// other body as JSON); any other value is sent as JSON with status 200.
-pub(super) async fn http_route(
+/// An HTTP function: the request is its event, its answer the response (see docs/functions.md).
+/// Both bodies are the app's own. (`OPTIONS` is CORS's: preflights are answered before any
+/// function runs.)
+#[utoipa::path(method(get, post, put, patch, delete, head),
+    path = "/v1/apps/{app}/http/{name}", tag = "functions",
+    params(("app" = AppName, Path), ("name" = String, Path)),
+    request_body(content = inline(Object), content_type = "*/*", description = "any body"),
+    responses((status = 200, description = "the function's answer, any status from 200 to 599",
+        content_type = "*/*")))]
+pub(super) async fn http_function(
+    state: State<AppState>,
+    app: TargetApp,
+    caller: CallerOf,
+    Path(route): Path<HttpPath>,
+    request: Parts,
+    body: BodyBytes,
+) -> Result<Response, ApiError> {
+    answer(state, app, caller, route, request, body).await
+}
+
+/// [`http_function`] with a path after the function's name, handed to it as `event.path`.
+#[utoipa::path(method(get, post, put, patch, delete, head),
+    path = "/v1/apps/{app}/http/{name}/{*path}", tag = "functions",
+    params(("app" = AppName, Path), ("name" = String, Path), ("path" = String, Path)),
+    request_body(content = inline(Object), content_type = "*/*", description = "any body"),
+    responses((status = 200, description = "the function's answer, any status from 200 to 599",
+        content_type = "*/*")))]
+pub(super) async fn http_function_path(
+    state: State<AppState>,
+    app: TargetApp,
+    caller: CallerOf,
+    Path(route): Path<HttpPath>,
+    request: Parts,
+    body: BodyBytes,
+) -> Result<Response, ApiError> {
+    answer(state, app, caller, route, request, body).await
+}
+
+/// Runs the function with the request as its event and answers what it returns.
+async fn answer(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
     CallerOf(caller): CallerOf,
-    Path(route): Path<HttpPath>,
+    route: HttpPath,
     request: Parts,
     BodyBytes(body): BodyBytes,
 ) -> Result<Response, ApiError> {

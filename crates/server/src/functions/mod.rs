@@ -15,21 +15,24 @@ mod engine;
 mod http;
 mod triggers;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post, put};
 use cloudlet_core::access::Caller;
 use cloudlet_core::apps::AppName;
 use cloudlet_core::functions::http::HttpAnswer;
-use cloudlet_core::functions::{Deploy, EngineError, FunctionError, Invoke, Trigger};
+use cloudlet_core::functions::{
+    Deploy, DeployPlan, EngineError, FunctionError, FunctionInfo, Invoke, LogEntry, Trigger,
+};
 use cloudlet_store::LogQuery;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use capabilities::{Fetcher, all as capabilities};
 pub use engine::WorkerEngine;
@@ -38,30 +41,21 @@ pub use triggers::{run_schedules, run_triggers};
 use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::{ApiError, Code};
 use crate::extract::{CallerOf, Json, Path, Query, RawJson, TargetApp};
+use crate::openapi::Routes;
 use crate::state::AppState;
 
-pub fn router(limits: &BodyLimits) -> Router<AppState> {
-    let deploys = Router::new().route(
-        "/v1/admin/apps/{app}/functions/{name}",
-        get(show_function)
-            .put(deploy_function)
-            .delete(delete_function),
-    );
-    let rest = Router::new()
-        .route("/v1/admin/apps/{app}/functions", get(list_functions))
-        .route(
-            "/v1/admin/apps/{app}/functions/{name}/rollback",
-            post(rollback_function),
-        )
-        .route("/v1/admin/apps/{app}/env", get(list_env))
-        .route(
-            "/v1/admin/apps/{app}/env/{name}",
-            put(set_env).delete(delete_env),
-        )
-        .route("/v1/admin/apps/{app}/logs", get(logs))
-        .route("/v1/apps/{app}/functions/{name}", post(invoke))
-        .route("/v1/apps/{app}/http/{name}", any(http::http_route))
-        .route("/v1/apps/{app}/http/{name}/{*path}", any(http::http_route));
+pub fn router(limits: &BodyLimits) -> Routes {
+    let deploys =
+        OpenApiRouter::new().routes(routes!(show_function, deploy_function, delete_function));
+    let rest = OpenApiRouter::new()
+        .routes(routes!(list_functions))
+        .routes(routes!(rollback_function))
+        .routes(routes!(list_env))
+        .routes(routes!(set_env, delete_env))
+        .routes(routes!(logs))
+        .routes(routes!(invoke))
+        .routes(routes!(http::http_function))
+        .routes(routes!(http::http_function_path));
     with_body_limit(deploys, limits.deploy).merge(with_body_limit(rest, limits.json))
 }
 
@@ -71,6 +65,22 @@ struct NamePath {
     name: String,
 }
 
+/// `{"items": […]}` of a listing.
+#[derive(Serialize, ToSchema)]
+struct Items<T> {
+    items: Vec<T>,
+}
+
+/// What a dry run of a deploy would do.
+#[derive(Serialize, ToSchema)]
+struct DeployPlanned {
+    name: String,
+    plan: DeployPlan,
+}
+
+/// The app's functions and their active versions.
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/functions", tag = "functions",
+    params(("app" = AppName, Path)), responses((status = 200, body = Items<FunctionInfo>)))]
 async fn list_functions(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -78,9 +88,13 @@ async fn list_functions(
 ) -> Result<Response, ApiError> {
     state.admin_app(&caller, &app).await?;
     let functions = state.functions().list(&app).await?;
-    Ok(axum::Json(json!({ "items": functions })).into_response())
+    Ok(axum::Json(Items { items: functions }).into_response())
 }
 
+/// A function: its active version's settings and sources, and its versions.
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/functions/{name}", tag = "functions",
+    params(("app" = AppName, Path), ("name" = String, Path)),
+    responses((status = 200, body = Object, description = "the function")))]
 async fn show_function(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -91,6 +105,11 @@ async fn show_function(
     Ok(axum::Json(state.functions().show(&app, &name).await?).into_response())
 }
 
+/// Deploys a new version (or, with `dry_run`, says whether it would change anything).
+#[utoipa::path(put, path = "/v1/admin/apps/{app}/functions/{name}", tag = "functions",
+    params(("app" = AppName, Path), ("name" = String, Path)), request_body = Deploy,
+    responses((status = 201, body = FunctionInfo, description = "deployed"),
+        (status = 200, body = DeployPlanned, description = "planned")))]
 async fn deploy_function(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -103,18 +122,22 @@ async fn deploy_function(
         .map_err(|e| ApiError::new(Code::InvalidFunction, e.to_string()))?;
     if deploy.dry_run {
         let plan = state.functions().plan(&app, &name, deploy).await?;
-        return Ok(axum::Json(json!({ "name": name, "plan": plan })).into_response());
+        return Ok(axum::Json(DeployPlanned { name, plan }).into_response());
     }
     let deployed = state.functions().deploy(&app, &name, deploy).await?;
     Ok((StatusCode::CREATED, axum::Json(deployed)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Rollback {
     version: i64,
 }
 
+/// Makes an earlier version the active one.
+#[utoipa::path(post, path = "/v1/admin/apps/{app}/functions/{name}/rollback", tag = "functions",
+    params(("app" = AppName, Path), ("name" = String, Path)), request_body = Rollback,
+    responses((status = 200, body = FunctionInfo)))]
 async fn rollback_function(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -130,6 +153,10 @@ async fn rollback_function(
     Ok(axum::Json(info).into_response())
 }
 
+/// Deletes a function and all its versions.
+#[utoipa::path(delete, path = "/v1/admin/apps/{app}/functions/{name}", tag = "functions",
+    params(("app" = AppName, Path), ("name" = String, Path)),
+    responses((status = 204, description = "deleted")))]
 async fn delete_function(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -141,6 +168,9 @@ async fn delete_function(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The names of the app's environment secrets (never their values).
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/env", tag = "functions",
+    params(("app" = AppName, Path)), responses((status = 200, body = EnvNames)))]
 async fn list_env(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -148,15 +178,19 @@ async fn list_env(
 ) -> Result<Response, ApiError> {
     state.admin_app(&caller, &app).await?;
     let names = state.functions().env_names(&app).await?;
-    Ok(axum::Json(json!({ "names": names })).into_response())
+    Ok(axum::Json(EnvNames { names }).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EnvValue {
     value: String,
 }
 
+/// Sets an environment secret, sealed at rest.
+#[utoipa::path(put, path = "/v1/admin/apps/{app}/env/{name}", tag = "functions",
+    params(("app" = AppName, Path), ("name" = String, Path)), request_body = EnvValue,
+    responses((status = 204, description = "set")))]
 async fn set_env(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -172,6 +206,9 @@ async fn set_env(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/admin/apps/{app}/env/{name}", tag = "functions",
+    params(("app" = AppName, Path), ("name" = String, Path)),
+    responses((status = 204, description = "removed")))]
 async fn delete_env(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -183,8 +220,14 @@ async fn delete_env(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, ToSchema)]
+struct EnvNames {
+    names: Vec<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct LogParams {
     function: Option<String>,
     outcome: Option<String>,
@@ -195,6 +238,10 @@ struct LogParams {
     limit: Option<usize>,
 }
 
+/// The invocation log, newest first (or, with `after`, oldest first from there).
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/logs", tag = "functions",
+    params(("app" = AppName, Path), LogParams),
+    responses((status = 200, body = Items<LogEntry>)))]
 async fn logs(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
@@ -214,9 +261,15 @@ async fn logs(
         limit,
     };
     let items = state.functions().logs(&app, query).await?;
-    Ok(axum::Json(json!({ "items": items })).into_response())
+    Ok(axum::Json(Items { items }).into_response())
 }
 
+/// Calls a function with a JSON object as its event; answers its result.
+#[utoipa::path(post, path = "/v1/apps/{app}/functions/{name}", tag = "functions",
+    params(("app" = AppName, Path), ("name" = String, Path)),
+    request_body(content = Object, description = "the event"),
+    responses((status = 200, description = "the function's result, as JSON",
+        content_type = "application/json")))]
 async fn invoke(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
