@@ -13,6 +13,10 @@ called by a logged-in user with `{"n": 1}`.
 - Warm: oha, 16 connections, against Cloudlet, against the same function on Cloudflare's workerd
   (npm package `workerd`), and on a plain Node.js `http` server, one after the other in this run.
   workerd and Node decode the token without verifying it; Cloudlet verifies it.
+- Fairness: a neighbour app's trivial call, timed one at a time, alone and then beside five
+  hostile apps at the default worker settings. Each hostile app keeps 8 calls spinning in a CPU
+  loop until their 10 s deadline, 8 calls awaiting a 9 s timer, and a flood of short calls
+  (oha, 4 connections).
 
 Each run starts a new server and new peers; every figure, the ratios too, is the median of the
 runs, with their spread. Writes bench/results/functions.json and the tables between the markers
@@ -23,6 +27,7 @@ import argparse
 import os
 import subprocess
 import sys
+import threading
 import time
 
 from common import (ROOT, Client, figure, heading, meta, oha, parse_args, repeat, replace_docs_section,
@@ -132,13 +137,99 @@ def peer(command, port):
             time.sleep(0.1)
 
 
+HOSTILE_APPS = 5
+HOSTILE_SOURCES = {
+    "spin": "export default async () => { for (;;) {} }",
+    "sleep": "export default async () => { await new Promise((r) => setTimeout(r, 9000)); return 1; }",
+    "ping": "export default async (e) => ({ pong: e.n ?? 0 })",
+}
+
+
+def fairness(args):
+    """The neighbour's calls alone, beside five hostile apps computing and awaiting, and beside
+    the same apps also flooding, each on a server of its own."""
+    alone, busy = neighbour_calls(args, hostile=False, flood=False)
+    _, flooded = neighbour_calls(args, hostile=True, flood=True)
+    return {
+        "alone_ms": summary(alone),
+        "beside_hostile_ms": summary(busy),
+        "beside_hostile_and_floods_ms": summary(flooded),
+        "p99_beside_hostile_over_alone": round(summary(busy)["p99"] / summary(alone)["p99"], 2),
+    }
+
+
+def neighbour_calls(args, hostile, flood):
+    """The neighbour's call times alone, then beside the hostile apps (computing and awaiting,
+    and flooding if `flood`); the hostile phase is skipped unless `hostile` or `flood`."""
+    config = "[auth]\nlogins_per_ip_per_minute = 1000000\n"
+    with server(args.binary, args.port, config):
+        admin = Client(args.port)
+        for app in [f"hostile-{i}" for i in range(1, HOSTILE_APPS + 1)] + ["neighbour"]:
+            admin.json("POST", "/v1/admin/apps", {"name": app}, expect=201)
+            for name, source in HOSTILE_SOURCES.items():
+                admin.json("PUT", f"/v1/admin/apps/{app}/functions/{name}",
+                           {"source": source, "public": True}, expect=201)
+        neighbour = Client(args.port, bearer=None)
+        ping = lambda n: neighbour.json("POST", "/v1/apps/neighbour/functions/ping", {"n": n}, auth=False)
+        for n in range(50):
+            ping(n)
+        alone = timed_calls(ping, args.fairness_samples)
+        stop = threading.Event()
+        loops = hostile_loops(args.port, stop)
+        floods = [subprocess.Popen(
+            ["oha", "-z", f"{args.seconds * 3}s", "-c", "4", "--no-tui", "-m", "POST",
+             "-H", "Content-Type: application/json", "-d", '{"n":1}',
+             f"http://127.0.0.1:{args.port}/v1/apps/hostile-{i}/functions/ping"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for i in range(1, HOSTILE_APPS + 1)] if flood else []
+        try:
+            time.sleep(2)  # the hostile calls take every worker they may
+            beside = timed_calls(ping, args.fairness_samples)
+        finally:
+            stop.set()
+            for process in floods:
+                process.terminate()
+            for loop in loops:
+                loop.join(timeout=15)
+    return alone, beside
+
+
+def timed_calls(call, samples):
+    times = []
+    for n in range(samples):
+        started = time.perf_counter()
+        call(n)
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def hostile_loops(port, stop):
+    """Per hostile app, 8 threads that keep a CPU-spinning call in, and 8 that keep a 9 s
+    await in, until `stop`."""
+    def keep_calling(app, name):
+        while not stop.is_set():
+            # Calls queued behind the app's own may wait past the client's timeout: start over.
+            try:
+                Client(port, bearer=None).call(
+                    "POST", f"/v1/apps/{app}/functions/{name}", {}, auth=False)
+            except OSError:
+                pass
+    loops = [threading.Thread(target=keep_calling, args=(f"hostile-{i}", name), daemon=True)
+             for i in range(1, HOSTILE_APPS + 1) for name in ["spin", "sleep"] for _ in range(8)]
+    for loop in loops:
+        loop.start()
+    return loops
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--binary", default=os.path.join(ROOT, "target/release/cloudlet"))
     parser.add_argument("--cold-samples", type=int, default=200)
     parser.add_argument("--idle-samples", type=int, default=30)
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--no-load", action="store_true", help="cold starts only (no oha, no peers)")
+    parser.add_argument("--fairness-samples", type=int, default=1000)
+    parser.add_argument("--no-load", action="store_true",
+                        help="cold starts only (no oha, no peers, no fairness)")
     parser.add_argument("--no-docs", action="store_true")
     parser.add_argument("--port", type=int, default=18740,
                         help="Cloudlet's; workerd and Node.js listen on the next two")
@@ -168,6 +259,7 @@ def run(args):
         cloudlet = warm(f"http://127.0.0.1:{args.port}/v1/apps/bench/functions/who", token, args.seconds)
     results["warm"] = {"cloudlet": cloudlet, **warm_peers(args.port, token, args.seconds)}
     results["ratios"] = ratios(results["warm"])
+    results["fairness"] = fairness(args)
     return results
 
 
@@ -189,7 +281,7 @@ def version(command):
 
 
 def write_docs(r):
-    m, w = r["meta"], r["warm"]
+    m, w, fair = r["meta"], r["warm"], r["fairness"]
     cold = "\n".join(
         f"| {label} | {figure(r[key]['inside_ms'], 'p50', ' ms')} | {figure(r[key]['inside_ms'], 'p99', ' ms')} "
         f"| {figure(r[key]['end_to_end_ms'], 'p50', ' ms')} | {figure(r[key]['end_to_end_ms'], 'p99', ' ms')} "
@@ -211,7 +303,14 @@ def write_docs(r):
 |---|---|---|---|
 {warm_rows}
 
-Cloudlet ÷ workerd: **{figure(ratios, 'vs_workerd', '×')}**; Cloudlet ÷ Node.js: **{figure(ratios, 'vs_node', '×')}**."""
+Cloudlet ÷ workerd: **{figure(ratios, 'vs_workerd', '×')}**; Cloudlet ÷ Node.js: **{figure(ratios, 'vs_node', '×')}**.
+
+| a neighbour's trivial call, one at a time | p50 | p99 | samples per run |
+|---|---|---|---|
+| alone | {figure(fair['unloaded_ms'], 'p50', ' ms')} | {figure(fair['unloaded_ms'], 'p99', ' ms')} | {fair['unloaded_ms']['samples']} |
+| beside 5 hostile apps (each: 8 CPU loops, 8 awaits of 9 s, a flood) | {figure(fair['loaded_ms'], 'p50', ' ms')} | **{figure(fair['loaded_ms'], 'p99', ' ms')}** | {fair['loaded_ms']['samples']} |
+
+The neighbour's p99 beside them is **{figure(fair, 'p99_loaded_over_unloaded', '×')}** its p99 alone."""
     replace_docs_section("functions", table)
 
 

@@ -21,6 +21,25 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
+/// What an acknowledged write survives (see `docs/operations.md`, durability).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Power loss: every commit is on disk before it is acknowledged.
+    Full,
+    /// A crash of the process, not of the machine.
+    Process,
+}
+
+impl From<Durability> for cloudlet_store::sqlite::Durability {
+    fn from(d: Durability) -> Self {
+        match d {
+            Durability::Full => cloudlet_store::sqlite::Durability::Full,
+            Durability::Process => cloudlet_store::sqlite::Durability::Process,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -36,6 +55,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the system database and every app's data live.
     pub data_dir: PathBuf,
+    /// What an acknowledged write survives: `full` (power loss) or `process` (a crash of the
+    /// process, not of the machine).
+    pub durability: Durability,
     pub log: LogConfig,
     pub http: HttpConfig,
     pub apps: AppsConfig,
@@ -182,6 +204,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8700)),
             data_dir: PathBuf::from("cloudlet-data"),
+            durability: Durability::Full,
             log: LogConfig::default(),
             http: HttpConfig::default(),
             apps: AppsConfig::default(),

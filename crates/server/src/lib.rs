@@ -146,12 +146,13 @@ fn open_storage(config: &Config) -> Result<Storage, StoreError> {
         OsRandom.fill(&mut key);
         key
     })?;
-    let system = SqliteSystemStore::open(&data_dir.system_db())?;
+    let system = SqliteSystemStore::open(&data_dir.system_db(), config.durability.into())?;
     let tenants = SqliteTenants::open(
         data_dir.apps_dir(),
         TenantPoolOptions {
             max_open: config.apps.max_open,
             readers: config.apps.readers_per_app,
+            durability: config.durability.into(),
         },
     )?;
     Ok(Storage {
@@ -472,7 +473,10 @@ pub async fn reset_admin_token(data_dir: &std::path::Path) -> Result<String, Sta
             return Err(StartError::NotADataDir(path));
         }
         let data_dir = DataDir::open(&path)?;
-        let system = SqliteSystemStore::open(&data_dir.system_db())?;
+        let system = SqliteSystemStore::open(
+            &data_dir.system_db(),
+            cloudlet_store::sqlite::Durability::Full,
+        )?;
         Ok((data_dir, system))
     })
     .await

@@ -139,3 +139,33 @@ async fn a_weak_admin_token_from_the_environment_is_refused() {
         .expect("a 5-character admin token must be refused");
     assert!(err.to_string().contains("shorter than 16"), "{err}");
 }
+
+#[tokio::test]
+async fn the_public_url_is_checked_at_start_and_names_the_server_in_the_contract() {
+    for bad in [
+        "api.example.com",
+        "ftp://example.com",
+        "https://example.com/?a=1",
+    ] {
+        let err = TestApp::builder()
+            .config(|c| c.http.public_url = bad.into())
+            .try_start()
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{bad} must be refused"));
+        assert!(err.to_string().contains("http.public_url"), "{err}");
+    }
+    let t = TestApp::builder()
+        .config(|c| c.http.public_url = "https://api.example.com/cloud/".into())
+        .start()
+        .await;
+    let contract = t
+        .request(Method::GET, "/v1/openapi.json")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(
+        contract["servers"][0]["url"],
+        "https://api.example.com/cloud"
+    );
+    t.stop().await;
+}

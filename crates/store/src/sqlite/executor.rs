@@ -53,11 +53,35 @@ type Migration = fn(&Connection, &Path) -> Result<(), StoreError>;
 pub struct DatabaseOptions {
     /// Read-only connections kept at most (and reads running at once).
     pub readers: usize,
+    /// What an acknowledged write survives.
+    pub durability: Durability,
     /// Create the file if it is missing; otherwise opening a missing file fails with
     /// [`StoreError::NoSuchTenant`].
     pub create: bool,
     /// Brings the schema up to date; runs on the writer connection before anything else.
     pub migrate: Migration,
+}
+
+/// What a write survives once it is acknowledged. Either way the database is never corrupted:
+/// the difference is whether the last commits before an OS crash or a power loss are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit is on disk (fsync) before it is acknowledged: it survives power loss.
+    /// Concurrent writers share one commit, so under load they share its fsync too.
+    Full,
+    /// A commit is in the operating system's hands when acknowledged: it survives the process
+    /// crashing, but the last commits may be lost if the machine does (SQLite's WAL with
+    /// `synchronous = NORMAL`).
+    Process,
+}
+
+impl Durability {
+    fn synchronous(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Process => "NORMAL",
+        }
+    }
 }
 
 /// A handle to an open database. Cloning is cheap; the database closes when [`Database::close`]
@@ -89,12 +113,13 @@ impl Database {
             }
             _ => StoreError::Sqlite(e),
         })?;
-        conn.execute_batch(
+        conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
+             PRAGMA synchronous = {};
              PRAGMA foreign_keys = ON;
              PRAGMA busy_timeout = 5000;",
-        )?;
+            options.durability.synchronous()
+        ))?;
         stable_plans(&conn)?;
         (options.migrate)(&conn, path)?;
 
@@ -355,12 +380,32 @@ mod tests {
     }
 
     fn open(dir: &Path) -> Database {
+        open_with(dir, Durability::Full)
+    }
+
+    fn open_with(dir: &Path, durability: Durability) -> Database {
         let options = DatabaseOptions {
             readers: 2,
+            durability,
             create: true,
             migrate,
         };
         Database::open(&dir.join("t.db"), options).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_writer_commits_as_durably_as_asked() {
+        // SQLite's `synchronous`: 2 is FULL (fsync every commit), 1 is NORMAL.
+        for (durability, synchronous) in [(Durability::Full, 2), (Durability::Process, 1)] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = open_with(dir.path(), durability);
+            let found: i64 = db
+                .write(|c| Ok(c.query_row("PRAGMA synchronous", [], |r| r.get(0))?))
+                .await
+                .unwrap();
+            assert_eq!(found, synchronous, "{durability:?}");
+            db.close();
+        }
     }
 
     /// Runs `sql` (one integer back) through `read` and tells which threads ran the closure.

@@ -13,7 +13,7 @@ mod system;
 mod tenants;
 mod users;
 
-pub use executor::{Database, DatabaseOptions};
+pub use executor::{Database, DatabaseOptions, Durability};
 pub use system::SqliteSystemStore;
 pub use tenants::{SqliteTenants, TenantPoolOptions};
 

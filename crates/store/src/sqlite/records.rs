@@ -607,6 +607,7 @@ mod tests {
             TenantPoolOptions {
                 max_open: 4,
                 readers: 2,
+                durability: crate::sqlite::Durability::Process,
             },
         )
         .unwrap();

@@ -5,7 +5,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row};
 
-use super::{Database, DatabaseOptions, migrate};
+use super::{Database, DatabaseOptions, Durability, migrate};
 use crate::{
     AppName, AppRow, Page, ProviderRow, ScheduleRow, SigningKeyRow, StoreError, SystemStore,
 };
@@ -66,9 +66,10 @@ pub struct SqliteSystemStore {
 
 impl SqliteSystemStore {
     /// Opens (creating and migrating) the system database. Blocking.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
         let options = DatabaseOptions {
             readers: 4,
+            durability,
             create: true,
             migrate: |conn, path| migrate::apply(conn, path, MIGRATIONS),
         };
@@ -413,7 +414,8 @@ mod tests {
     #[tokio::test]
     async fn apps_round_trip_page_and_conflict() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteSystemStore::open(&dir.path().join("system.db")).unwrap();
+        let store =
+            SqliteSystemStore::open(&dir.path().join("system.db"), Durability::Full).unwrap();
         for (i, name) in ["bb", "aa", "cc"].iter().enumerate() {
             store.insert_app(app(name, i as u8), key()).await.unwrap();
         }
@@ -461,7 +463,9 @@ mod tests {
             .unwrap()
             .execute_batch("PRAGMA user_version = 99")
             .unwrap();
-        let err = SqliteSystemStore::open(&path).err().unwrap();
+        let err = SqliteSystemStore::open(&path, Durability::Full)
+            .err()
+            .unwrap();
         assert!(matches!(err, StoreError::SchemaTooNew { found: 99, .. }));
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
-use super::{Database, DatabaseOptions, blocking, lock, migrate};
+use super::{Database, DatabaseOptions, Durability, blocking, lock, migrate};
 use crate::{AppName, StoreError, TenantHealth, TenantStore};
 
 const MIGRATIONS: &[&str] = &[
@@ -44,6 +44,8 @@ pub struct TenantPoolOptions {
     pub max_open: usize,
     /// Reader connections per open app.
     pub readers: usize,
+    /// What an acknowledged write survives.
+    pub durability: Durability,
 }
 
 pub struct SqliteTenants {
@@ -107,6 +109,7 @@ impl SqliteTenants {
     fn database_options(&self, create: bool) -> DatabaseOptions {
         DatabaseOptions {
             readers: self.options.readers,
+            durability: self.options.durability,
             create,
             migrate: |conn, path| migrate::apply(conn, path, MIGRATIONS),
         }
@@ -332,6 +335,7 @@ mod tests {
             TenantPoolOptions {
                 max_open,
                 readers: 1,
+                durability: Durability::Full,
             },
         )
         .unwrap()

@@ -472,6 +472,7 @@ mod tests {
             TenantPoolOptions {
                 max_open: 4,
                 readers: 1,
+                durability: crate::sqlite::Durability::Process,
             },
         )
         .unwrap();
