@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::{ApiError, Code};
 use crate::extract::{CallerOf, Json, Path, TargetApp};
-use crate::limits::ClientIp;
+use crate::limits::{AccountOutcome, ClientIp};
 use crate::openapi::Routes;
 use crate::state::AppState;
 
@@ -178,17 +178,26 @@ async fn create_session(
     let account = (body.provider == "password")
         .then(|| body.email.as_deref().map(policy::account_of))
         .flatten();
+    let request = body.into_login()?;
+    let took = match &account {
+        Some(account) => limits.take_account(&app, account, ip)?,
+        None => false,
+    };
+    let login = match state.apps().get(&app).await {
+        Ok(_) => state
+            .auth()
+            .login(&app, request)
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(ApiError::from(e)),
+    };
     if let Some(account) = &account {
-        limits.check_account(&app, account, ip)?;
-    }
-    state.apps().get(&app).await?;
-    let login = state.auth().login(&app, body.into_login()?).await;
-    if let Some(account) = &account {
-        match &login {
-            Ok(_) => limits.logged_in(&app, account, ip),
-            Err(AuthError::InvalidLogin) => limits.password_failed(&app, account, ip),
-            Err(_) => {}
-        }
+        let outcome = match &login {
+            Ok(_) => AccountOutcome::LoggedIn,
+            Err(e) if e.code == Code::InvalidLogin => AccountOutcome::WrongPassword,
+            Err(_) => AccountOutcome::Other,
+        };
+        limits.settle_account(&app, account, ip, took, outcome);
     }
     Ok((StatusCode::CREATED, axum::Json(login?)).into_response())
 }
@@ -216,6 +225,10 @@ async fn sign_up(
         .auth()
         .sign_up(&app, &body.email, &body.password)
         .await?;
+    // Whoever made the account is its owner: their address is known to it from now on.
+    state
+        .limits()
+        .logged_in(&app, &policy::account_of(&body.email), ip);
     Ok((StatusCode::CREATED, axum::Json(grant)).into_response())
 }
 

@@ -46,9 +46,13 @@ impl RateLimiter {
         self.draw(key, true)
     }
 
-    /// Whether `key`'s bucket has a request left, without taking it.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
-        self.draw(key, false)
+    /// Puts back one request taken from `key`'s bucket (one that turned out not to count).
+    pub fn give_back(&self, key: &str) {
+        let capacity = f64::from(self.per_minute);
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(bucket) = buckets.get_mut(key) {
+            bucket.tokens = (bucket.tokens + 1.0).min(capacity);
+        }
     }
 
     fn draw(&self, key: &str, take: bool) -> Result<(), Duration> {
@@ -77,6 +81,15 @@ impl RateLimiter {
             Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_sec))
         }
     }
+}
+
+/// How a password login ended, for the account's count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountOutcome {
+    LoggedIn,
+    WrongPassword,
+    /// Refused before any password was checked (the provider is off, the app is gone, …).
+    Other,
 }
 
 /// How long an address that logged in to an account stays known to it.
@@ -125,33 +138,51 @@ impl AuthLimits {
         self.per_ip.take(&client_key(client)).map_err(too_many)
     }
 
-    /// Before a password login: refused while the account has no failures left, unless the
-    /// client has logged in to it before.
-    pub fn check_account(&self, app: &str, account: &str, client: IpAddr) -> Result<(), ApiError> {
+    /// Before a password is checked: takes one try from the account's bucket, refused while it
+    /// is empty, unless the client has logged in to the account before (its own client bucket
+    /// counts its tries). Taking before the check counts the guesses that run at once too.
+    /// `Ok(true)` when a try was taken: [`AuthLimits::settle_account`] gives it back unless the
+    /// password was wrong.
+    pub fn take_account(&self, app: &str, account: &str, client: IpAddr) -> Result<bool, ApiError> {
         if self.is_known(app, account, client) {
-            return Ok(());
+            return Ok(false);
         }
         self.per_account
-            .check(&account_key(app, account))
-            .map_err(too_many)
+            .take(&account_key(app, account))
+            .map_err(too_many)?;
+        Ok(true)
     }
 
-    /// After a wrong password: one failure off the account's bucket (unless the client is known
-    /// to the account, whose own failures its address's bucket already counts).
-    pub fn password_failed(&self, app: &str, account: &str, client: IpAddr) {
-        if !self.is_known(app, account, client) {
-            let _ = self.per_account.take(&account_key(app, account));
+    /// After a password login: a wrong password keeps the try it took; anything else gives it
+    /// back, and a success makes the client known to the account.
+    pub fn settle_account(
+        &self,
+        app: &str,
+        account: &str,
+        client: IpAddr,
+        took: bool,
+        outcome: AccountOutcome,
+    ) {
+        if took && outcome != AccountOutcome::WrongPassword {
+            self.per_account.give_back(&account_key(app, account));
+        }
+        if outcome == AccountOutcome::LoggedIn {
+            self.logged_in(app, account, client);
         }
     }
 
-    /// After a successful login: the client is known to the account from now on.
+    /// The client is known to the account from now on (it logged in, or signed the account up).
     pub fn logged_in(&self, app: &str, account: &str, client: IpAddr) {
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         if known.len() >= MAX_KNOWN {
             known.retain(|_, at| at.elapsed() < KNOWN_FOR);
-            if known.len() >= MAX_KNOWN {
-                known.clear();
-            }
+        }
+        if known.len() >= MAX_KNOWN {
+            // Forget the tenth seen longest ago, not everyone at once.
+            let mut times: Vec<Instant> = known.values().copied().collect();
+            times.sort_unstable();
+            let cutoff = times[MAX_KNOWN / 10];
+            known.retain(|_, at| *at > cutoff);
         }
         known.insert(known_key(app, account, client), Instant::now());
     }
@@ -234,7 +265,6 @@ mod tests {
     #[test]
     fn a_bucket_allows_its_burst_then_refuses_with_a_wait() {
         let limiter = RateLimiter::new(3);
-        limiter.check("a").unwrap();
         for _ in 0..3 {
             limiter.take("a").unwrap();
         }
@@ -263,24 +293,34 @@ mod tests {
         let limits = AuthLimits::new(1000, 1000, 2, false);
         let owner: IpAddr = "198.51.100.1".parse().unwrap();
         limits.logged_in("shop", "ann@example.com", owner);
-        for i in 0..2 {
-            let stranger = IpAddr::from([10, 0, 0, i]);
-            limits
-                .check_account("shop", "ann@example.com", stranger)
-                .unwrap();
-            limits.password_failed("shop", "ann@example.com", stranger);
-        }
+        // Two guesses in flight at once both take their try before either is checked.
+        let guesses: Vec<bool> = (0..2)
+            .map(|i| {
+                let stranger = IpAddr::from([10, 0, 0, i]);
+                limits
+                    .take_account("shop", "ann@example.com", stranger)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(guesses, [true, true]);
         let next = IpAddr::from([10, 0, 0, 9]);
         let refused = limits
-            .check_account("shop", "ann@example.com", next)
+            .take_account("shop", "ann@example.com", next)
             .unwrap_err();
         assert_eq!(refused.code, Code::TooManyRequests);
         assert!(refused.retry_after.is_some());
-        limits
-            .check_account("shop", "ann@example.com", owner)
-            .unwrap();
-        limits
-            .check_account("shop", "bob@example.com", next)
-            .unwrap();
+        // The owner's address is not held to the account's bucket.
+        assert!(
+            !limits
+                .take_account("shop", "ann@example.com", owner)
+                .unwrap()
+        );
+        // A try that checked no password is given back.
+        for _ in 0..3 {
+            let took = limits
+                .take_account("shop", "bob@example.com", next)
+                .unwrap();
+            limits.settle_account("shop", "bob@example.com", next, took, AccountOutcome::Other);
+        }
     }
 }

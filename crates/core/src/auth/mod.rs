@@ -603,7 +603,8 @@ impl Auth {
         email: &str,
         password: &str,
     ) -> Result<UserRow, AuthError> {
-        let email = normalize_email(email).map_err(|_| AuthError::InvalidLogin)?;
+        // Leniently: an account made under older rules still logs in.
+        let email = policy::account_of(email);
         let found = self.0.users.user_by_email(app, &email).await?;
         let (user, hash) = match found {
             Some((user, Some(hash))) => (Some(user), hash),
