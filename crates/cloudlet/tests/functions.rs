@@ -1590,6 +1590,66 @@ async fn slow_server() -> String {
 }
 
 #[tokio::test]
+async fn host_calls_run_at_once_and_none_outlives_the_deadline() {
+    let t = server(true).await;
+    t.create_app("net").await;
+    let slow = slow_server().await;
+    deploy(&t, "net", "parallel", json!({
+        "source": "export default async (e) => {
+            const started = Date.now();
+            const texts = await Promise.all([1, 2, 3].map(() => fetch(`${e.slow}/600`).then((r) => r.text())));
+            return { texts, ms: Date.now() - started };
+        }",
+        "public": true
+    }))
+    .await;
+    // Three calls of 600 ms each, at once: well under the 1.8 s they would take in turn.
+    let answer = call(&t, "net", "parallel", None, json!({ "slow": slow }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(answer["texts"], json!(["late 600", "late 600", "late 600"]));
+    assert!(answer["ms"].as_u64().unwrap() < 1500, "{answer}");
+
+    // Six calls of 2 s each against a 0.5 s deadline: the call ends at its deadline, not after
+    // the calls, and the records the function meant to write after them are never written.
+    t.admin(Method::PUT, "/v1/admin/apps/net/collections/after")
+        .json(&json!({ "fields": [{ "name": "n", "type": "integer" }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    deploy(
+        &t,
+        "net",
+        "stuck",
+        json!({
+            "source": "export default async (e, ctx) => {
+            for (let i = 0; i < 6; i++) {
+                await fetch(`${e.slow}/2000`);
+                await ctx.admin.db.collection('after').add({ n: i });
+            }
+        }",
+            "public": true,
+            "timeout_ms": 500
+        }),
+    )
+    .await;
+    let started = Instant::now();
+    call(&t, "net", "stuck", None, json!({ "slow": slow }))
+        .expect_error(StatusCode::GATEWAY_TIMEOUT, "function_timeout")
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1800),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let written = t
+        .admin(Method::GET, "/v1/apps/net/collections/after/records")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(written["items"], json!([]), "{written}");
+}
+
+#[tokio::test]
 async fn a_late_reply_to_a_call_that_ended_never_reaches_the_next_one() {
     let t = server(true).await;
     scene(&t, "late").await;

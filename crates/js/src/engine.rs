@@ -259,6 +259,10 @@ fn compile_error(file: &str, caught: CaughtError<'_>) -> CompileError {
 /// been running for [`LONG_RUN`] or more (the worker gives back the calls queued behind it).
 pub type LongRun = Rc<dyn Fn()>;
 
+/// Host calls one invocation may have waiting for answers at once (`too_many_host_calls` past
+/// it); together they hold at most `MAX_HOST_CALL` bytes.
+pub const MAX_UNANSWERED_CALLS: usize = 16;
+
 /// How long an invocation's JavaScript runs before [`LongRun`] is called, and how often after.
 pub const LONG_RUN: Duration = Duration::from_millis(1);
 
@@ -443,6 +447,8 @@ struct State {
     next_call: Cell<u64>,
     /// Host calls made and not sent yet.
     outbox: RefCell<Vec<OutgoingCall>>,
+    /// Host calls made and not answered yet, with their size (arguments and bytes).
+    unanswered: RefCell<HashMap<u64, usize>>,
     next_timer: Cell<u32>,
     timers: RefCell<BTreeMap<u32, Instant>>,
     logs: RefCell<Vec<LogLine>>,
@@ -637,6 +643,7 @@ impl Instance {
         // (they would be answered for the next caller) and its timers.
         state.timers.borrow_mut().clear();
         state.outbox.borrow_mut().clear();
+        state.unanswered.borrow_mut().clear();
         match outcome {
             Ok(json) if json.len() > invocation.limits.max_result_bytes => {
                 Outcome::ResultTooLarge { bytes: json.len() }
@@ -742,6 +749,7 @@ fn settle<'js, T: rquickjs::FromJs<'js>>(
         if outstanding > 0 {
             if let Some((call, outcome, bytes)) = io.reply(until) {
                 outstanding = outstanding.saturating_sub(1);
+                state.unanswered.borrow_mut().remove(&call);
                 let (ok, json) = match outcome {
                     HostOutcome::Ok { value } => (true, value.to_string()),
                     HostOutcome::Error { code, message } => (
@@ -786,12 +794,21 @@ fn install_natives<'js>(ctx: &Ctx<'js>, state: &Rc<State>) -> rquickjs::Result<(
                     .0
                     .and_then(|array| unsafe { array.as_bytes() }.map(<[u8]>::to_vec))
                     .unwrap_or_default();
-                if args.len() + bytes.len() > MAX_HOST_CALL {
+                let size = args.len() + bytes.len();
+                if size > MAX_HOST_CALL {
                     // The prelude rejects the call with `host_call_too_large`.
                     return -1.0;
                 }
+                let mut unanswered = s.unanswered.borrow_mut();
+                let held: usize = unanswered.values().sum();
+                if unanswered.len() >= MAX_UNANSWERED_CALLS || held + size > MAX_HOST_CALL {
+                    // With `too_many_host_calls`: what waits for answers is bounded, in number
+                    // and in bytes, outside the runtime's own memory limit.
+                    return -2.0;
+                }
                 let call = s.next_call.get() + 1;
                 s.next_call.set(call);
+                unanswered.insert(call, size);
                 s.outbox.borrow_mut().push(OutgoingCall {
                     call,
                     capability,
@@ -1080,13 +1097,17 @@ mod tests {
             const { value, bytes } = await ctx.echo.send({ a: 1 }, new Uint8Array([1, 2, 255]));
             const global = await echoed({ b: 2 });
             const empty = await ctx.echo.send({ c: 3 });
+            const many = [];
+            for (let i = 0; i < 17; i++) many.push(ctx.echo.send({ i }).then(() => 'ok', (e) => e.code));
+            const waiting = await Promise.all(many);
             let tooLarge = null;
             try {
                 await ctx.echo.send({}, new Uint8Array(17 * 1024 * 1024));
             } catch (e) {
                 tooLarge = e.code;
             }
-            return { value, bytes: [...bytes], global, empty: empty.bytes, tooLarge,
+            return { value, bytes: [...bytes], global, empty: empty.bytes, tooLarge, tooMany: waiting[16],
+                     answered: waiting.filter((w) => w === 'ok').length,
                      response: [...await new Response(bytes).bytes()], text: await new Response(new Uint8Array([104, 105])).text() };
         }";
         let files: BTreeMap<String, String> = [("index.js".to_owned(), source.to_owned())].into();
@@ -1118,12 +1139,14 @@ mod tests {
                 "global": { "echo": { "b": 2 } },
                 "empty": null,
                 "tooLarge": "host_call_too_large",
+                "tooMany": "too_many_host_calls",
+                "answered": 16,
                 "response": [255, 2, 1],
                 "text": "hi"
             })
         );
-        // The too-large call never left the runtime.
-        assert_eq!(io.calls.len(), 3);
+        // The too-large call and the seventeenth waiting one never left the runtime.
+        assert_eq!(io.calls.len(), 3 + 16);
         assert_eq!(io.calls[0].0, "echo");
         assert_eq!(io.calls[0].2, [1, 2, 255]);
     }

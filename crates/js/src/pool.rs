@@ -31,6 +31,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{Notify, mpsc};
@@ -234,8 +236,26 @@ impl Pool {
             if !self.send(reservation, frame).await {
                 continue;
             }
+            // Host calls run at once, as the function's promises expect, and none outlives the
+            // invocation's deadline: past it, the ones still running are dropped and answered
+            // `cancelled` (see `PendingReply`), and new ones are not started.
+            let deadline = Instant::now() + timeout + self.options.grace;
+            let mut calls = FuturesUnordered::new();
             loop {
-                match events.recv().await {
+                let event = tokio::select! {
+                    event = events.recv() => event,
+                    Some(answered) = calls.next() => {
+                        let (call, (outcome, bytes), mut pending): Answered = answered;
+                        pending.worker = None;
+                        write(&worker, reply_frame(invocation.id, call, outcome, &bytes)?).await;
+                        continue;
+                    }
+                    () = tokio::time::sleep_until(deadline.into()), if !calls.is_empty() => {
+                        calls.clear();
+                        continue;
+                    }
+                };
+                match event {
                     Some(Event::HostCall {
                         call,
                         capability,
@@ -244,32 +264,18 @@ impl Pool {
                     }) => {
                         // Answered even if this task goes away meanwhile, so that the worker
                         // does not wait for the reply until the deadline.
-                        let mut pending = PendingReply {
+                        let pending = PendingReply {
                             worker: Some(Arc::clone(&worker)),
                             id: invocation.id,
                             call,
                         };
-                        let (outcome, bytes) = host.call(&capability, args, bytes).await;
-                        pending.worker = None;
-                        let reply = ToWorker::HostReply {
-                            id: invocation.id,
-                            call,
-                            outcome,
-                        };
-                        let frame = match encode_with(&reply, &bytes) {
-                            Ok(frame) => frame,
-                            // Over the frame limit: the capability broke its own bound.
-                            Err(e) => encode(&ToWorker::HostReply {
-                                id: invocation.id,
-                                call,
-                                outcome: HostOutcome::Error {
-                                    code: "host_call_too_large".into(),
-                                    message: e.to_string(),
-                                },
-                            })
-                            .map_err(died)?,
-                        };
-                        write(&worker, frame).await;
+                        if Instant::now() >= deadline {
+                            continue;
+                        }
+                        calls.push(async move {
+                            let answer = host.call(&capability, args, bytes).await;
+                            (call, answer, pending)
+                        });
                     }
                     Some(Event::Finished(finished)) => return Ok(*finished),
                     Some(Event::NeedCode) => {
@@ -890,6 +896,33 @@ fn cancel_call(worker: &Arc<Worker>, id: u64, call: u64) {
     if let Ok(reply) = encode(&ToWorker::HostReply { id, call, outcome }) {
         let worker = Arc::clone(worker);
         tokio::spawn(async move { write(&worker, reply).await });
+    }
+}
+
+/// A host call answered: its number, its outcome and bytes, and the guard that would have
+/// answered it `cancelled`.
+type Answered = (u64, (HostOutcome, Vec<u8>), PendingReply);
+
+/// The frame answering host call `call` of invocation `id`.
+fn reply_frame(
+    id: u64,
+    call: u64,
+    outcome: HostOutcome,
+    bytes: &[u8],
+) -> Result<Vec<u8>, PoolError> {
+    let reply = ToWorker::HostReply { id, call, outcome };
+    match encode_with(&reply, bytes) {
+        Ok(frame) => Ok(frame),
+        // Over the frame limit: the capability broke its own bound.
+        Err(e) => encode(&ToWorker::HostReply {
+            id,
+            call,
+            outcome: HostOutcome::Error {
+                code: "host_call_too_large".into(),
+                message: e.to_string(),
+            },
+        })
+        .map_err(died),
     }
 }
 

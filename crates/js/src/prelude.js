@@ -36,8 +36,13 @@
           const json = JSON.stringify(args);
           const attached = asBytes(bytes);
           const call = attached ? native.call(capability, json, attached) : native.call(capability, json);
-          if (call < 0) {
+          if (call === -1) {
             reject(hostError("host_call_too_large", `a ${capability} call over 16 MiB`));
+            return;
+          }
+          if (call < 0) {
+            const why = "16 host calls, or 16 MiB of them, already wait for answers: await some first";
+            reject(hostError("too_many_host_calls", why));
             return;
           }
           pending.set(call, { resolve, reject });

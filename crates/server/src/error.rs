@@ -135,7 +135,8 @@ codes! {
     InvalidEnv = "invalid_env", 400, "an environment name or value breaks a rule";
     // Inside functions: the `code` of a host call's error (never an HTTP answer of its own).
     InvalidHostCall = "invalid_host_call", 400, "inside functions: a call of a capability the server does not have, or with arguments it does not take";
-    HostCallTooLarge = "host_call_too_large", 413, "inside functions: a host call's arguments or answer over the frame budget";
+    HostCallTooLarge = "host_call_too_large", 413, "inside functions: a host call's arguments or answer over 16 MiB";
+    TooManyHostCalls = "too_many_host_calls", 429, "inside functions: 16 host calls, or 16 MiB of them, already wait for answers";
     FetchRefused = "fetch_refused", 403, "inside functions: `fetch` to a non-public address or a scheme other than http(s)";
     FetchFailed = "fetch_failed", 502, "inside functions: `fetch` could not connect, timed out or got more than 10 MiB";
     Cancelled = "cancelled", 503, "inside functions: the caller went away before the host call was answered";

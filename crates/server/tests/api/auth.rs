@@ -1008,7 +1008,10 @@ async fn guesses_sent_all_at_once_are_counted_before_any_is_checked() {
         .iter()
         .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
         .count();
-    assert!(checked <= 5, "{checked} of 40 guesses sent at once were checked");
+    assert!(
+        checked <= 5,
+        "{checked} of 40 guesses sent at once were checked"
+    );
     assert_eq!(checked + throttled, 40, "{statuses:?}");
     t.stop().await;
 }
