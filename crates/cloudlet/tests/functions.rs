@@ -881,6 +881,31 @@ async fn http_functions_answer_only_real_statuses_and_headers_and_carry_bytes_bo
     assert_eq!(ok.status().as_u16(), 599);
     assert_eq!(ok.headers()["x-a"], "1");
     assert_eq!(ok.text().await.unwrap(), "fine");
+    // Headers the server owns, or that would act on every app sharing this origin, are dropped;
+    // a 204 carries no body whatever the function returned.
+    let dropped = answer(json!({
+        "status": 204,
+        "headers": {
+            "set-cookie": "session=stolen; Path=/",
+            "strict-transport-security": "max-age=63072000",
+            "content-length": "999",
+            "x-request-id": "forged",
+            "Cache-Control": "no-store",
+            "x-mine": "kept"
+        },
+        "body": "never sent"
+    }))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(dropped.status(), StatusCode::NO_CONTENT);
+    let headers = dropped.headers().clone();
+    assert!(headers.get("set-cookie").is_none());
+    assert!(headers.get("strict-transport-security").is_none());
+    assert_ne!(headers["x-request-id"], "forged");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(headers["x-mine"], "kept");
+    assert!(dropped.bytes().await.unwrap().is_empty());
     // A `status` that is not a number is part of a plain JSON answer.
     assert_eq!(
         answer(json!({ "status": "ok" }))

@@ -28,6 +28,9 @@ pub enum AccessError {
         "the admin token from the environment is shorter than {MIN_ADMIN_TOKEN_LEN} characters"
     )]
     WeakAdminToken,
+    /// A token with a dot reads as a user's access token (a JWT), so it could never be used.
+    #[error("the admin token from the environment may not contain a dot")]
+    DottedAdminToken,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -125,6 +128,9 @@ impl Access {
         let (admin, setup) = match (env_token, stored) {
             (Some(token), _) if token.len() < MIN_ADMIN_TOKEN_LEN => {
                 return Err(AccessError::WeakAdminToken);
+            }
+            (Some(token), _) if token.contains('.') => {
+                return Err(AccessError::DottedAdminToken);
             }
             (Some(token), stored) => {
                 let hash = SecretHash::of(token);

@@ -23,7 +23,7 @@ pub fn router(limits: &BodyLimits) -> Routes {
         .routes(routes!(show_app, delete_app))
         .routes(routes!(rotate_key))
         .routes(routes!(app_health));
-    with_body_limit(routes, limits.json)
+    with_body_limit(routes, limits, limits.json)
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::{ApiError, Code};
-use crate::extract::{CallerOf, Json, Path, TargetApp};
+use crate::extract::{AdminOf, CallerOf, Json, Path, TargetApp};
 use crate::limits::{AccountOutcome, ClientIp};
 use crate::openapi::Routes;
 use crate::state::AppState;
@@ -32,7 +32,7 @@ pub fn router(limits: &BodyLimits) -> Routes {
         .routes(routes!(refresh))
         .routes(routes!(show_user, update_user, delete_user))
         .routes(routes!(bind_phone));
-    with_body_limit(routes, limits.json)
+    with_body_limit(routes, limits, limits.json)
 }
 
 /// The end user a route of the user's own account is for: it takes a user's access token.
@@ -59,12 +59,10 @@ struct ProviderPath {
     responses((status = 200, body = ProviderView)))]
 async fn configure_provider(
     State(state): State<AppState>,
-    TargetApp(app): TargetApp,
-    CallerOf(caller): CallerOf,
+    AdminOf(app): AdminOf,
     Path(path): Path<ProviderPath>,
     Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
-    state.admin_app(&caller, &app).await?;
     Ok(axum::Json(
         state
             .auth()
@@ -80,11 +78,9 @@ async fn configure_provider(
     responses((status = 200, body = ProviderView)))]
 async fn show_provider(
     State(state): State<AppState>,
-    TargetApp(app): TargetApp,
-    CallerOf(caller): CallerOf,
+    AdminOf(app): AdminOf,
     Path(path): Path<ProviderPath>,
 ) -> Result<Response, ApiError> {
-    state.admin_app(&caller, &app).await?;
     Ok(axum::Json(state.auth().provider_view(&app, &path.provider).await?).into_response())
 }
 
@@ -99,11 +95,9 @@ struct UserPath {
     responses((status = 200, body = Vec<SessionView>)))]
 async fn user_sessions(
     State(state): State<AppState>,
-    TargetApp(app): TargetApp,
-    CallerOf(caller): CallerOf,
+    AdminOf(app): AdminOf,
     Path(path): Path<UserPath>,
 ) -> Result<axum::Json<Vec<SessionView>>, ApiError> {
-    state.admin_app(&caller, &app).await?;
     Ok(axum::Json(
         state.auth().sessions_of(&app, &path.user).await?,
     ))
@@ -120,11 +114,9 @@ struct SessionPath {
     responses((status = 204, description = "revoked")))]
 async fn revoke_session(
     State(state): State<AppState>,
-    TargetApp(app): TargetApp,
-    CallerOf(caller): CallerOf,
+    AdminOf(app): AdminOf,
     Path(path): Path<SessionPath>,
 ) -> Result<StatusCode, ApiError> {
-    state.admin_app(&caller, &app).await?;
     state.auth().revoke(&app, &path.session).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -7,6 +7,10 @@
 //! head larger than its read buffer (`431`, four times `http.max_header_bytes`), a target over
 //! 65,534 bytes (`414`), more than 100 headers (`431`), and heads that are not HTTP (`400`).
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
 use axum::extract::Request;
 use axum::http::header::CONTENT_LENGTH;
 use axum::middleware::Next;
@@ -23,6 +27,9 @@ pub struct BodyLimits {
     pub deploy: usize,
     /// One file of a static site.
     pub site_file: usize,
+    /// How long a body may take before it must keep up [`MIN_BODY_RATE`]
+    /// (`http.body_read_timeout_secs`).
+    pub rate_grace: Duration,
 }
 
 /// The target and head limits checked before routing.
@@ -69,7 +76,7 @@ pub async fn check_head(limits: HeadLimits, request: Request, next: Next) -> Res
 /// Middleware for a group of routes whose bodies may be up to `bytes`: a declared length over it
 /// is refused at once, before the body is read (the client need not send it), and a body that
 /// grows past it while it is read fails its extractor with the same code.
-pub async fn limit_body(bytes: usize, request: Request, next: Next) -> Response {
+pub async fn limit_body(bytes: usize, grace: Duration, request: Request, next: Next) -> Response {
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -78,15 +85,80 @@ pub async fn limit_body(bytes: usize, request: Request, next: Next) -> Response 
     if declared.is_some_and(|length| length > bytes as u64) {
         return too_large(bytes).into_response();
     }
-    let request =
-        request.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, bytes)));
+    let request = request.map(|body| {
+        let paced = Paced {
+            inner: body,
+            started: Instant::now(),
+            grace,
+            received: 0,
+        };
+        axum::body::Body::new(http_body_util::Limited::new(paced, bytes))
+    });
     next.run(request).await
 }
 
+/// Bytes a second a body must average once it has taken longer than the grace
+/// (`http.body_read_timeout_secs`): lenient enough for an upload over a poor mobile network,
+/// and enough to end a body sent a byte at a time, which the timeout between chunks alone would
+/// let run for ever.
+pub const MIN_BODY_RATE: u64 = 1024;
+
+/// A body that fails with [`TooSlow`] once it falls behind [`MIN_BODY_RATE`].
+struct Paced<B> {
+    inner: B,
+    started: Instant,
+    grace: Duration,
+    received: u64,
+}
+
+/// A request body that arrived too slowly.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body arrived slower than {MIN_BODY_RATE} bytes a second")]
+pub struct TooSlow;
+
+impl<B> http_body::Body for Paced<B>
+where
+    B: http_body::Body<Data = axum::body::Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = axum::body::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.received += data.len() as u64;
+            let late = self.started.elapsed().saturating_sub(self.grace);
+            if self.received < MIN_BODY_RATE * late.as_secs() {
+                return Poll::Ready(Some(Err(Box::new(TooSlow))));
+            }
+        }
+        polled.map(|frame| frame.map(|result| result.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// `routes` with their bodies limited to `bytes` (see [`limit_body`]).
-pub fn with_body_limit(routes: crate::openapi::Routes, bytes: usize) -> crate::openapi::Routes {
+pub fn with_body_limit(
+    routes: crate::openapi::Routes,
+    limits: &BodyLimits,
+    bytes: usize,
+) -> crate::openapi::Routes {
+    let grace = limits.rate_grace;
     routes.route_layer(axum::middleware::from_fn(move |request, next| {
-        limit_body(bytes, request, next)
+        limit_body(bytes, grace, request, next)
     }))
 }
 
@@ -105,6 +177,9 @@ pub fn body_failure(error: &(dyn std::error::Error + 'static)) -> Option<ApiErro
                 Code::RequestTimeout,
                 "the request body paused too long (http.body_read_timeout_secs)",
             ));
+        }
+        if error.is::<TooSlow>() {
+            return Some(ApiError::new(Code::RequestTimeout, TooSlow.to_string()));
         }
         cause = error.source();
     }

@@ -500,7 +500,7 @@ impl Config {
 
 /// Descriptors kept for all that is neither an app database, a worker nor a client connection:
 /// the system database, the listener, standard streams, the runtime's own, and outbound HTTP
-/// (platform logins, `fetch`).
+/// (platform logins; functions' `fetch`, at most 128 sockets at once).
 pub const RESERVED_DESCRIPTORS: u64 = 256;
 /// The fewest connections a server derives for itself before it refuses to start.
 const MIN_CONNECTIONS: u64 = 64;

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::ApiError;
-use crate::extract::{CallerOf, Json, Path, Query, TargetApp};
+use crate::extract::{AdminOf, CallerOf, Json, Path, Query, TargetApp};
 use crate::openapi::Routes;
 use crate::state::AppState;
 
@@ -26,7 +26,7 @@ pub fn router(limits: &BodyLimits) -> Routes {
         .routes(routes!(list_records, create_record))
         .routes(routes!(get_record, update_record, delete_record))
         .routes(routes!(batch));
-    with_body_limit(routes, limits.json)
+    with_body_limit(routes, limits, limits.json)
 }
 
 #[derive(Deserialize)]
@@ -67,10 +67,8 @@ enum CollectionChange {
     params(("app" = AppName, Path)), responses((status = 200, body = Vec<CollectionView>)))]
 async fn list_collections(
     State(state): State<AppState>,
-    TargetApp(app): TargetApp,
-    CallerOf(caller): CallerOf,
+    AdminOf(app): AdminOf,
 ) -> Result<Response, ApiError> {
-    state.admin_app(&caller, &app).await?;
     Ok(axum::Json(state.data().collections(&app).await?).into_response())
 }
 
@@ -79,11 +77,9 @@ async fn list_collections(
     responses((status = 200, body = CollectionView)))]
 async fn show_collection(
     State(state): State<AppState>,
-    TargetApp(app): TargetApp,
-    CallerOf(caller): CallerOf,
+    AdminOf(app): AdminOf,
     Path(CollectionName { name }): Path<CollectionName>,
 ) -> Result<Response, ApiError> {
-    state.admin_app(&caller, &app).await?;
     Ok(axum::Json(state.data().collection_view(&app, &name).await?).into_response())
 }
 
@@ -94,12 +90,10 @@ async fn show_collection(
         (status = 200, body = CollectionChange, description = "changed, or planned")))]
 async fn put_collection(
     State(state): State<AppState>,
-    TargetApp(app): TargetApp,
-    CallerOf(caller): CallerOf,
+    AdminOf(app): AdminOf,
     Path(CollectionName { name }): Path<CollectionName>,
     Json(def): Json<CollectionDef>,
 ) -> Result<Response, ApiError> {
-    state.admin_app(&caller, &app).await?;
     if def.dry_run {
         let plan = state.data().plan_collection(&app, &name, def).await?;
         let planned = CollectionChange::Planned(CollectionPlan { name, plan });
@@ -120,11 +114,9 @@ async fn put_collection(
     responses((status = 204, description = "dropped")))]
 async fn drop_collection(
     State(state): State<AppState>,
-    TargetApp(app): TargetApp,
-    CallerOf(caller): CallerOf,
+    AdminOf(app): AdminOf,
     Path(CollectionName { name }): Path<CollectionName>,
 ) -> Result<StatusCode, ApiError> {
-    state.admin_app(&caller, &app).await?;
     state.data().drop_collection(&app, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -94,8 +94,16 @@ impl<S: Send + Sync> FromRequest<S> for BodyBytes {
             .await
             .map(BodyBytes)
             .map_err(|rejection| {
-                crate::bounds::body_failure(&rejection)
-                    .unwrap_or_else(|| ApiError::new(Code::InvalidBody, rejection.body_text()))
+                if let Some(failure) = crate::bounds::body_failure(&rejection) {
+                    return failure;
+                }
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    return ApiError::new(
+                        Code::PayloadTooLarge,
+                        "the body is larger than this route accepts",
+                    );
+                }
+                ApiError::new(Code::InvalidBody, rejection.body_text())
             })
     }
 }
@@ -202,6 +210,23 @@ impl FromRequestParts<AppState> for CallerOf {
             ));
         }
         Ok(CallerOf(caller))
+    }
+}
+
+/// The app an admin route acts on, once its caller is known to administer it (the admin token,
+/// or that app's key) and the app is known to exist. It runs before the body is read, so that
+/// nobody without credentials can make the server read an upload or a deploy.
+pub struct AdminOf(pub AppName);
+
+impl FromRequestParts<AppState> for AdminOf {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let TargetApp(app) = TargetApp::from_request_parts(parts, state).await?;
+        let CallerOf(caller) = CallerOf::from_request_parts(parts, state).await?;
+        caller.require_app_admin(&app)?;
+        state.apps().get(&app).await?;
+        Ok(AdminOf(app))
     }
 }
 

@@ -346,10 +346,19 @@ fn api(config: &Config, public_url: &str) -> (Router<AppState>, utoipa::openapi:
         json: config.http.max_body_bytes,
         deploy: cloudlet_core::functions::MAX_DEPLOY_BYTES,
         site_file: cloudlet_core::sites::MAX_FILE_BYTES,
+        rate_grace: Duration::from_secs(config.http.body_read_timeout_secs),
     };
     let (routes, doc) = utoipa_axum::router::OpenApiRouter::new()
-        .merge(bounds::with_body_limit(health::routes(), bodies.json))
-        .merge(bounds::with_body_limit(openapi::routes(), bodies.json))
+        .merge(bounds::with_body_limit(
+            health::routes(),
+            &bodies,
+            bodies.json,
+        ))
+        .merge(bounds::with_body_limit(
+            openapi::routes(),
+            &bodies,
+            bodies.json,
+        ))
         .merge(apps::router(&bodies))
         .merge(auth::router(&bodies))
         .merge(data::router(&bodies))
@@ -378,10 +387,11 @@ fn router(config: &Config, routes: Router<AppState>, state: AppState) -> Router 
             state.clone(),
             metrics::observe,
         ))
-        .layer(cors(&config.http.cors_origins))
         .layer(middleware::from_fn(move |request, next| {
             bounds::check_head(heads, request, next)
         }))
+        // Outside the head check, so that a browser can read its 414 and 431 too.
+        .layer(cors(&config.http.cors_origins))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_id::assign,

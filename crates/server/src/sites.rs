@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::{ApiError, Code};
-use crate::extract::{BodyBytes, CallerOf, Path, TargetApp};
+use crate::extract::{AdminOf, BodyBytes, Path, TargetApp};
 use crate::openapi::Routes;
 use crate::state::AppState;
 
@@ -27,7 +27,11 @@ pub fn router(limits: &BodyLimits) -> Routes {
         .routes(routes!(to_folder))
         .routes(routes!(serve_index))
         .routes(routes!(serve));
-    with_body_limit(files, limits.site_file).merge(with_body_limit(rest, limits.json))
+    with_body_limit(files, limits, limits.site_file).merge(with_body_limit(
+        rest,
+        limits,
+        limits.json,
+    ))
 }
 
 impl From<SiteError> for ApiError {
@@ -82,10 +86,8 @@ struct SiteFiles {
     params(("app" = AppName, Path)), responses((status = 200, body = SiteFiles)))]
 async fn list_files(
     State(state): State<AppState>,
-    TargetApp(app): TargetApp,
-    CallerOf(caller): CallerOf,
+    AdminOf(app): AdminOf,
 ) -> Result<Response, ApiError> {
-    state.admin_app(&caller, &app).await?;
     let files = state.sites().files(&app).await?;
     let files = files.into_iter().map(SiteFileView::from).collect();
     Ok(axum::Json(SiteFiles { files }).into_response())
@@ -98,12 +100,10 @@ async fn list_files(
     responses((status = 200, body = SiteFileView)))]
 async fn put_file(
     State(state): State<AppState>,
-    TargetApp(app): TargetApp,
-    CallerOf(caller): CallerOf,
+    AdminOf(app): AdminOf,
     Path(SitePath { path }): Path<SitePath>,
     BodyBytes(body): BodyBytes,
 ) -> Result<Response, ApiError> {
-    state.admin_app(&caller, &app).await?;
     let file = state.sites().put(&app, &path, body.to_vec()).await?;
     Ok(axum::Json(SiteFileView::from(file)).into_response())
 }
@@ -113,11 +113,9 @@ async fn put_file(
     responses((status = 204, description = "deleted")))]
 async fn delete_file(
     State(state): State<AppState>,
-    TargetApp(app): TargetApp,
-    CallerOf(caller): CallerOf,
+    AdminOf(app): AdminOf,
     Path(SitePath { path }): Path<SitePath>,
 ) -> Result<StatusCode, ApiError> {
-    state.admin_app(&caller, &app).await?;
     state.sites().delete(&app, &path).await?;
     Ok(StatusCode::NO_CONTENT)
 }

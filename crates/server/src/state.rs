@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use cloudlet_core::access::{Access, Caller};
-use cloudlet_core::apps::{AppName, Apps};
+use cloudlet_core::access::Access;
+use cloudlet_core::apps::Apps;
 use cloudlet_core::auth::Auth;
 use cloudlet_core::data::Data;
 use cloudlet_core::functions::Functions;
@@ -13,7 +13,6 @@ use cloudlet_core::sites::Sites;
 use cloudlet_store::SystemStore;
 use tokio_util::task::TaskTracker;
 
-use crate::error::ApiError;
 use crate::limits::AuthLimits;
 use crate::metrics::Metrics;
 
@@ -87,14 +86,6 @@ impl AppState {
             requests: AtomicU64::new(0),
             accepting: AtomicBool::new(true),
         }))
-    }
-
-    /// Checks that `caller` may administer `app` (the admin token, or that app's key) and that
-    /// the app exists: the start of every admin route of one app.
-    pub async fn admin_app(&self, caller: &Caller, app: &AppName) -> Result<(), ApiError> {
-        caller.require_app_admin(app)?;
-        self.apps().get(app).await?;
-        Ok(())
     }
 
     pub fn apps(&self) -> &Apps {

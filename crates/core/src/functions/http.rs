@@ -12,19 +12,37 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::Value as Json;
 
-/// Response headers a function may not set: the server owns the framing, and cookies and
-/// policies on the API's origin are not an app's to set. They are dropped, not refused, so that
-/// a function written for another platform keeps working.
-pub const SERVER_OWNED_HEADERS: [&str; 8] = [
-    "connection",
-    "content-length",
-    "transfer-encoding",
-    "keep-alive",
-    "upgrade",
-    "x-request-id",
-    "set-cookie",
-    "content-security-policy",
+/// The response headers a function may set, besides its own `x-` headers: what describes its
+/// content, its caching, redirects and authentication challenges. Anything else is dropped: the
+/// server owns the framing (`content-length`, `connection`, …), and every app's functions answer
+/// on the API's origin, where cookies, security policies, HSTS, reporting endpoints or
+/// `clear-site-data` would act on every other app too.
+pub const ALLOWED_HEADERS: [&str; 16] = [
+    "accept-ranges",
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "content-range",
+    "content-type",
+    "etag",
+    "expires",
+    "last-modified",
+    "link",
+    "location",
+    "retry-after",
+    "vary",
+    "www-authenticate",
+    "age",
 ];
+
+/// `x-` headers the server owns.
+const SERVER_X_HEADERS: [&str; 2] = ["x-request-id", "x-content-type-options"];
+
+/// Whether a function may set the header `name` (lower case).
+pub fn may_set(name: &str) -> bool {
+    ALLOWED_HEADERS.contains(&name) || (name.starts_with("x-") && !SERVER_X_HEADERS.contains(&name))
+}
 
 /// The most headers an answer may set.
 pub const MAX_HEADERS: usize = 64;
@@ -75,6 +93,12 @@ impl HttpAnswer {
             Some(Json::String(text)) => (text.as_bytes().to_vec(), false),
             Some(other) => (other.to_string().into_bytes(), true),
         };
+        // These statuses have no body (RFC 9110): one the function gave is dropped.
+        let (body, json) = if matches!(status, 204 | 205 | 304) {
+            (Vec::new(), false)
+        } else {
+            (body, json)
+        };
         let headers = match value.get("headers") {
             None | Some(Json::Null) => Vec::new(),
             Some(Json::Object(headers)) => checked_headers(headers)?,
@@ -116,7 +140,7 @@ fn checked_headers(
                 "header {name}: the value holds a control character"
             ));
         }
-        if !SERVER_OWNED_HEADERS.contains(&lower.as_str()) {
+        if may_set(&lower) {
             checked.push((lower, value));
         }
     }
@@ -146,12 +170,15 @@ mod tests {
     #[test]
     fn a_numeric_status_makes_a_response_and_anything_else_is_json() {
         let answer =
-            HttpAnswer::from_result(r#"{"status":201,"headers":{"X-A":"1","n":2},"body":"hi"}"#)
+            HttpAnswer::from_result(r#"{"status":201,"headers":{"X-A":"1","x-n":2},"body":"hi"}"#)
                 .unwrap();
         assert_eq!(answer.status, 201);
         assert_eq!(
             answer.headers,
-            [("x-a".to_owned(), "1".to_owned()), ("n".into(), "2".into())]
+            [
+                ("x-a".to_owned(), "1".to_owned()),
+                ("x-n".into(), "2".into())
+            ]
         );
         assert_eq!(answer.body, b"hi");
         assert!(!answer.json);
@@ -167,9 +194,19 @@ mod tests {
             HttpAnswer::from_result(r#"{"status":200,"body":"AP8A","isBase64Encoded":true}"#)
                 .unwrap();
         assert_eq!(binary.body, [0, 255, 0]);
-        let owned =
-            HttpAnswer::from_result(r#"{"status":200,"headers":{"Set-Cookie":"a=b"}}"#).unwrap();
-        assert!(owned.headers.is_empty());
+        let dropped = HttpAnswer::from_result(
+            r#"{"status":200,"headers":{"Set-Cookie":"a=b","NEL":"{}","Strict-Transport-Security":"max-age=1","X-Content-Type-Options":"none","Clear-Site-Data":"*","Content-Length":"3","X-Mine":"1","Cache-Control":"no-store"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            dropped.headers,
+            [
+                ("cache-control".to_owned(), "no-store".to_owned()),
+                ("x-mine".into(), "1".into())
+            ]
+        );
+        let empty = HttpAnswer::from_result(r#"{"status":204,"body":"not empty"}"#).unwrap();
+        assert!(empty.body.is_empty());
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub use triggers::{run_schedules, run_triggers};
 
 use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::{ApiError, Code};
-use crate::extract::{CallerOf, Json, Path, Query, RawJson, TargetApp};
+use crate::extract::{AdminOf, CallerOf, Json, Path, Query, RawJson, TargetApp};
 use crate::openapi::Routes;
 use crate::state::AppState;
 
@@ -56,7 +56,11 @@ pub fn router(limits: &BodyLimits) -> Routes {
         .routes(routes!(invoke))
         .routes(routes!(http::http_function))
         .routes(routes!(http::http_function_path));
-    with_body_limit(deploys, limits.deploy).merge(with_body_limit(rest, limits.json))
+    with_body_limit(deploys, limits, limits.deploy).merge(with_body_limit(
+        rest,
+        limits,
+        limits.json,
+    ))
 }
 
 /// `…/functions/{name}` and `…/env/{name}`.
@@ -83,10 +87,8 @@ struct DeployPlanned {
     params(("app" = AppName, Path)), responses((status = 200, body = Items<FunctionInfo>)))]
 async fn list_functions(
     State(state): State<AppState>,
-    TargetApp(app): TargetApp,
-    CallerOf(caller): CallerOf,
+    AdminOf(app): AdminOf,
 ) -> Result<Response, ApiError> {
-    state.admin_app(&caller, &app).await?;
     let functions = state.functions().list(&app).await?;
     Ok(axum::Json(Items { items: functions }).into_response())
 }
@@ -97,11 +99,9 @@ async fn list_functions(
     responses((status = 200, body = Object, description = "the function")))]
 async fn show_function(
     State(state): State<AppState>,
-    TargetApp(app): TargetApp,
-    CallerOf(caller): CallerOf,
+    AdminOf(app): AdminOf,
     Path(NamePath { name }): Path<NamePath>,
 ) -> Result<Response, ApiError> {
-    state.admin_app(&caller, &app).await?;
     Ok(axum::Json(state.functions().show(&app, &name).await?).into_response())
 }
 
@@ -112,12 +112,10 @@ async fn show_function(
         (status = 200, body = DeployPlanned, description = "planned")))]
 async fn deploy_function(
     State(state): State<AppState>,
-    TargetApp(app): TargetApp,
-    CallerOf(caller): CallerOf,
+    AdminOf(app): AdminOf,
     Path(NamePath { name }): Path<NamePath>,
     Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
-    state.admin_app(&caller, &app).await?;
     let deploy: Deploy = serde_json::from_value(body)
         .map_err(|e| ApiError::new(Code::InvalidFunction, e.to_string()))?;
     if deploy.dry_run {
@@ -140,12 +138,10 @@ struct Rollback {
     responses((status = 200, body = FunctionInfo)))]
 async fn rollback_function(
     State(state): State<AppState>,
-    TargetApp(app): TargetApp,
-    CallerOf(caller): CallerOf,
+    AdminOf(app): AdminOf,
     Path(NamePath { name }): Path<NamePath>,
     Json(body): Json<Rollback>,
 ) -> Result<Response, ApiError> {
-    state.admin_app(&caller, &app).await?;
     let info = state
         .functions()
         .rollback(&app, &name, body.version)
@@ -159,11 +155,9 @@ async fn rollback_function(
     responses((status = 204, description = "deleted")))]
 async fn delete_function(
     State(state): State<AppState>,
-    TargetApp(app): TargetApp,
-    CallerOf(caller): CallerOf,
+    AdminOf(app): AdminOf,
     Path(NamePath { name }): Path<NamePath>,
 ) -> Result<Response, ApiError> {
-    state.admin_app(&caller, &app).await?;
     state.functions().delete(&app, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -173,10 +167,8 @@ async fn delete_function(
     params(("app" = AppName, Path)), responses((status = 200, body = EnvNames)))]
 async fn list_env(
     State(state): State<AppState>,
-    TargetApp(app): TargetApp,
-    CallerOf(caller): CallerOf,
+    AdminOf(app): AdminOf,
 ) -> Result<Response, ApiError> {
-    state.admin_app(&caller, &app).await?;
     let names = state.functions().env_names(&app).await?;
     Ok(axum::Json(EnvNames { names }).into_response())
 }
@@ -193,12 +185,10 @@ struct EnvValue {
     responses((status = 204, description = "set")))]
 async fn set_env(
     State(state): State<AppState>,
-    TargetApp(app): TargetApp,
-    CallerOf(caller): CallerOf,
+    AdminOf(app): AdminOf,
     Path(NamePath { name }): Path<NamePath>,
     Json(body): Json<EnvValue>,
 ) -> Result<Response, ApiError> {
-    state.admin_app(&caller, &app).await?;
     state
         .functions()
         .set_env(&app, &name, Some(&body.value))
@@ -211,11 +201,9 @@ async fn set_env(
     responses((status = 204, description = "removed")))]
 async fn delete_env(
     State(state): State<AppState>,
-    TargetApp(app): TargetApp,
-    CallerOf(caller): CallerOf,
+    AdminOf(app): AdminOf,
     Path(NamePath { name }): Path<NamePath>,
 ) -> Result<Response, ApiError> {
-    state.admin_app(&caller, &app).await?;
     state.functions().set_env(&app, &name, None).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -244,11 +232,9 @@ struct LogParams {
     responses((status = 200, body = Items<LogEntry>)))]
 async fn logs(
     State(state): State<AppState>,
-    TargetApp(app): TargetApp,
-    CallerOf(caller): CallerOf,
+    AdminOf(app): AdminOf,
     Query(params): Query<LogParams>,
 ) -> Result<Response, ApiError> {
-    state.admin_app(&caller, &app).await?;
     let limit = params.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::new(Code::InvalidQuery, "limit is 1 to 500"));

@@ -251,3 +251,78 @@ async fn oversize_targets_and_headers_and_odd_paths_answer_in_the_json_shape() {
     }
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_body_sent_a_byte_at_a_time_is_cut_off_and_uploads_wait_for_credentials() {
+    let t = TestApp::builder()
+        .config(|c| c.http.body_read_timeout_secs = 1)
+        .start()
+        .await;
+    t.create_app("shop").await;
+    let addr = t.running().local_addr();
+    // Each byte comes before the pause between chunks runs out, but far below the least rate.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /v1/apps/shop/auth/sessions HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..40 {
+            if stream.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        stream
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut stream = trickle.await.unwrap();
+    let (answer, _) = until_closed_now(&mut stream).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408") && answer.contains("\"request_timeout\""),
+        "{answer}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // An upload to an admin route without credentials is refused before its body is read.
+    let started = Instant::now();
+    let refused = raw_request(
+        addr,
+        b"PUT /v1/admin/apps/shop/site/big.bin HTTP/1.1\r\nhost: t\r\ncontent-length: 9000000",
+        b"",
+    )
+    .await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.json()["error"]["code"], "missing_credentials");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    t.stop().await;
+}
+
+/// What the server sent on `stream` until it closed it.
+async fn until_closed_now(stream: &mut TcpStream) -> (Vec<u8>, Instant) {
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    (answer, Instant::now())
+}
+
+#[tokio::test]
+async fn refused_targets_still_carry_cors_headers() {
+    let t = TestApp::start().await;
+    let addr = t.running().local_addr();
+    let head = format!(
+        "GET /healthz?x={} HTTP/1.1\r\nhost: t\r\norigin: https://app.example",
+        "a".repeat(9000)
+    );
+    let answer = raw_request(addr, head.as_bytes(), b"").await;
+    assert_eq!(answer.status, 414);
+    assert_eq!(answer.header("access-control-allow-origin"), Some("*"));
+    t.stop().await;
+}

@@ -331,31 +331,35 @@ async fn a_chunked_body_over_the_limit_is_refused_too() {
         .config(|c| c.http.max_body_bytes = 4096)
         .start()
         .await;
+    t.create_app("web").await;
     let addr = t.running().local_addr();
-    // No content-length: the limit must hold while the body streams in.
-    let response = tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        let chunk = format!("{{\"name\":\"{}\"}}", "a".repeat(8192));
-        write!(
-            stream,
-            "POST /v1/admin/apps HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
-             content-type: application/json\r\ntransfer-encoding: chunked\r\n\
-             connection: close\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
-            crate::support::ADMIN_TOKEN,
-            chunk.len()
-        )
+    // No content-length: the limit must hold while the body streams in, on JSON routes and on
+    // the raw bodies HTTP functions are given.
+    for path in ["/v1/admin/apps", "/v1/apps/web/http/anything"] {
+        let response = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            let chunk = format!("{{\"name\":\"{}\"}}", "a".repeat(8192));
+            write!(
+                stream,
+                "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+                 content-type: application/json\r\ntransfer-encoding: chunked\r\n\
+                 connection: close\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+                crate::support::ADMIN_TOKEN,
+                chunk.len()
+            )
+            .unwrap();
+            let mut response = String::new();
+            let _ = stream.read_to_string(&mut response);
+            response
+        })
+        .await
         .unwrap();
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        response
-    })
-    .await
-    .unwrap();
-    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
-    assert!(
-        response.contains("\"code\":\"payload_too_large\""),
-        "{response}"
-    );
+        assert!(response.starts_with("HTTP/1.1 413"), "{path}: {response}");
+        assert!(
+            response.contains("\"code\":\"payload_too_large\""),
+            "{path}: {response}"
+        );
+    }
     t.stop().await;
 }

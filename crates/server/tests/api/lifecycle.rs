@@ -169,3 +169,14 @@ async fn the_public_url_is_checked_at_start_and_names_the_server_in_the_contract
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn an_admin_token_with_a_dot_is_refused_since_it_would_read_as_a_user_token() {
+    let err = TestApp::builder()
+        .admin_token("review.admin.token.0123456789")
+        .try_start()
+        .await
+        .err()
+        .expect("a dotted admin token must be refused");
+    assert!(err.to_string().contains("dot"), "{err}");
+}

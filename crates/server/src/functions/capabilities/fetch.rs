@@ -24,7 +24,14 @@ fn failure(code: &str, message: impl Into<String>) -> HostFailure {
 pub struct Fetcher {
     client: reqwest::Client,
     allow_private: bool,
+    /// Requests in flight at once, instance-wide: each holds a socket, and sockets are
+    /// descriptors the server has budgeted for (`config::RESERVED_DESCRIPTORS`).
+    sockets: Arc<tokio::sync::Semaphore>,
 }
+
+/// Requests `fetch` makes at once across the instance; more wait their turn (within their
+/// invocation's deadline).
+pub const MAX_FETCHES: usize = 128;
 
 const MAX_FETCH_BODY: usize = 10 * 1024 * 1024;
 /// How the resolver says it refused a name.
@@ -74,10 +81,14 @@ impl Fetcher {
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
             .dns_resolver(Arc::new(PublicOnly { allow_private }))
+            // No idle sockets kept: a function can reach any number of hosts, and each idle
+            // socket would be a descriptor outside the budget.
+            .pool_max_idle_per_host(0)
             .build()?;
         Ok(Fetcher {
             client,
             allow_private,
+            sockets: Arc::new(tokio::sync::Semaphore::new(MAX_FETCHES)),
         })
     }
 
@@ -107,6 +118,11 @@ impl Fetcher {
         if call.body {
             request = request.body(body);
         }
+        let _socket = self
+            .sockets
+            .acquire()
+            .await
+            .map_err(|_| failure("fetch_failed", "the server is shutting down"))?;
         let mut response = request.send().await.map_err(|e| {
             // The resolver's refusal comes back wrapped in the connection error.
             let mut source: Option<&dyn std::error::Error> = Some(&e);
