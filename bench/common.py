@@ -248,13 +248,14 @@ def write_results(path, results):
     print(json.dumps(results, indent=2))
 
 
-def replace_docs_section(name, text):
-    """Replaces what stands between `<!-- {name}:begin …` and `<!-- {name}:end -->`."""
+def replace_docs_section(name, text, script=None):
+    """Replaces what stands between `<!-- {name}:begin …` and `<!-- {name}:end -->`; the section
+    says it was written by `bench/{script}.py` (by default, the section's name)."""
     path = os.path.join(ROOT, "docs/performance.md")
     doc = open(path).read()
     begin = doc.index(f"<!-- {name}:begin")
     end_marker = f"<!-- {name}:end -->"
     end = doc.index(end_marker) + len(end_marker)
-    block = f"<!-- {name}:begin (written by bench/{name}.py; do not edit by hand) -->\n{text}\n{end_marker}"
+    block = f"<!-- {name}:begin (written by bench/{script or name}.py; do not edit by hand) -->\n{text}\n{end_marker}"
     with open(path, "w") as out:
         out.write(doc[:begin] + block + doc[end:])

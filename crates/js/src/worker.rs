@@ -12,8 +12,9 @@
 //! queued ones back (`Returned`) for the server to run elsewhere.
 //!
 //! Short calls go first: an invocation that has used [`DEMOTE_AFTER`] of CPU moves its worker to
-//! the lowest CPU priority (`SCHED_IDLE`), so that however many long computations run, the short
-//! calls of other workers and the server itself get the processor as soon as they wake. A
+//! the lowest CPU priority (`SCHED_IDLE`) and off the first processor, so that however many long
+//! computations run, the short calls of other workers and the server itself get a processor as
+//! soon as they wake. A
 //! process may not raise its priority again, so the worker says so when the invocation ends
 //! (`retire`) and the server replaces it once it is idle.
 
@@ -241,20 +242,34 @@ impl Inbox {
 
     /// Moves the process to the lowest CPU priority once the running invocation has used
     /// [`DEMOTE_AFTER`] of CPU (the process runs nothing else meanwhile): Linux's `SCHED_IDLE`
-    /// class, which runs only when nothing else wants the processor and is preempted at once
-    /// when something does (a nice value of 19 still took time slices from the tasks it
-    /// competed with: 3 ms at a time under the kernel's EEVDF scheduler).
+    /// class, which runs only when nothing else wants the processor (a nice value of 19 still
+    /// took time slices from the tasks it competed with: 3 ms at a time under the kernel's EEVDF
+    /// scheduler), and off the first processor it may use, which is left to the server, short
+    /// calls and everything else. The class alone is not enough: a task woken on a processor
+    /// busy with idle-class work still waited there for whole 4 ms ticks now and then (a
+    /// neighbour's p99 went from 0.2 ms to 3-8 ms beside five apps computing; with one processor
+    /// left to it, 0.45 ms).
     fn demote_if_long(&mut self) {
         if self.demoted || cpu_time().saturating_sub(self.cpu_at_start) < DEMOTE_AFTER {
             return;
         }
         let idle = libc::sched_param { sched_priority: 0 };
-        // SAFETY: sched_setscheduler and setpriority take plain values and change only this
-        // process; lowering one's own priority needs no privilege.
+        // SAFETY: these calls take plain values or a cpu_set_t this function owns, and change
+        // only this process; lowering one's own priority or narrowing one's own processors
+        // needs no privilege.
         #[allow(unsafe_code)]
         unsafe {
             if libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) != 0 {
                 libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+            }
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            let mut cpus: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, size, &mut cpus) == 0 && libc::CPU_COUNT(&cpus) > 1 {
+                let all = usize::try_from(libc::CPU_SETSIZE).unwrap_or(0);
+                if let Some(first) = (0..all).find(|&cpu| libc::CPU_ISSET(cpu, &cpus)) {
+                    libc::CPU_CLR(first, &mut cpus);
+                    libc::sched_setaffinity(0, size, &cpus);
+                }
             }
         }
         self.demoted = true;
