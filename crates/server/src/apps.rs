@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::ApiError;
-use crate::extract::{CallerOf, Json, Query, TargetApp};
+use crate::extract::{Admin, CallerOf, Json, Query, TargetApp};
 use crate::openapi::Routes;
 use crate::state::AppState;
 
@@ -39,10 +39,9 @@ struct NewApp {
     responses((status = 201, body = CreatedApp)))]
 async fn create_app(
     State(state): State<AppState>,
-    CallerOf(caller): CallerOf,
+    _: Admin,
     Json(new): Json<NewApp>,
 ) -> Result<Response, ApiError> {
-    caller.require_admin()?;
     let apps = state.apps().clone();
     let created = to_completion(async move { apps.create(&new.name).await }).await?;
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
@@ -63,10 +62,9 @@ struct ListParams {
     responses((status = 200, body = AppPage)))]
 async fn list_apps(
     State(state): State<AppState>,
-    CallerOf(caller): CallerOf,
+    _: Admin,
     Query(params): Query<ListParams>,
 ) -> Result<axum::Json<AppPage>, ApiError> {
-    caller.require_admin()?;
     let limit = params.limit.unwrap_or(100);
     Ok(axum::Json(
         state.apps().list(params.cursor.as_deref(), limit).await?,

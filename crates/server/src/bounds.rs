@@ -27,9 +27,9 @@ pub struct BodyLimits {
     pub deploy: usize,
     /// One file of a static site.
     pub site_file: usize,
-    /// How long a body may take before it must keep up [`MIN_BODY_RATE`]
+    /// The stretch over which a body must average [`MIN_BODY_RATE`]
     /// (`http.body_read_timeout_secs`).
-    pub rate_grace: Duration,
+    pub rate_window: Duration,
 }
 
 /// The target and head limits checked before routing.
@@ -76,7 +76,7 @@ pub async fn check_head(limits: HeadLimits, request: Request, next: Next) -> Res
 /// Middleware for a group of routes whose bodies may be up to `bytes`: a declared length over it
 /// is refused at once, before the body is read (the client need not send it), and a body that
 /// grows past it while it is read fails its extractor with the same code.
-pub async fn limit_body(bytes: usize, grace: Duration, request: Request, next: Next) -> Response {
+pub async fn limit_body(bytes: usize, window: Duration, request: Request, next: Next) -> Response {
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -88,8 +88,8 @@ pub async fn limit_body(bytes: usize, grace: Duration, request: Request, next: N
     let request = request.map(|body| {
         let paced = Paced {
             inner: body,
-            started: Instant::now(),
-            grace,
+            window,
+            since: Instant::now(),
             received: 0,
         };
         axum::body::Body::new(http_body_util::Limited::new(paced, bytes))
@@ -97,17 +97,21 @@ pub async fn limit_body(bytes: usize, grace: Duration, request: Request, next: N
     next.run(request).await
 }
 
-/// Bytes a second a body must average once it has taken longer than the grace
-/// (`http.body_read_timeout_secs`): lenient enough for an upload over a poor mobile network,
-/// and enough to end a body sent a byte at a time, which the timeout between chunks alone would
-/// let run for ever.
+/// Bytes a second a body must average over every stretch of `http.body_read_timeout_secs` or
+/// more: lenient enough for an upload over a poor mobile network, and enough to end a body sent
+/// a byte at a time, which the timeout between chunks alone would let run for ever (and one sent
+/// fast up to a point and then a byte at a time: each stretch is judged on its own).
 pub const MIN_BODY_RATE: u64 = 1024;
 
-/// A body that fails with [`TooSlow`] once it falls behind [`MIN_BODY_RATE`].
+/// A body that fails with [`TooSlow`] once a stretch of at least `window` averaged under
+/// [`MIN_BODY_RATE`]. Stretches are measured from one chunk to another: a pause longer than the
+/// window is the pause timeout's to end.
 struct Paced<B> {
     inner: B,
-    started: Instant,
-    grace: Duration,
+    window: Duration,
+    /// When the current stretch began.
+    since: Instant,
+    /// Bytes received in it.
     received: u64,
 }
 
@@ -133,9 +137,14 @@ where
             && let Some(data) = frame.data_ref()
         {
             self.received += data.len() as u64;
-            let late = self.started.elapsed().saturating_sub(self.grace);
-            if self.received < MIN_BODY_RATE * late.as_secs() {
-                return Poll::Ready(Some(Err(Box::new(TooSlow))));
+            let stretch = self.since.elapsed();
+            if stretch >= self.window {
+                let expected = u128::from(MIN_BODY_RATE) * stretch.as_millis() / 1000;
+                if u128::from(self.received) < expected {
+                    return Poll::Ready(Some(Err(Box::new(TooSlow))));
+                }
+                self.since = Instant::now();
+                self.received = 0;
             }
         }
         polled.map(|frame| frame.map(|result| result.map_err(Into::into)))
@@ -156,9 +165,9 @@ pub fn with_body_limit(
     limits: &BodyLimits,
     bytes: usize,
 ) -> crate::openapi::Routes {
-    let grace = limits.rate_grace;
+    let window = limits.rate_window;
     routes.route_layer(axum::middleware::from_fn(move |request, next| {
-        limit_body(bytes, grace, request, next)
+        limit_body(bytes, window, request, next)
     }))
 }
 

@@ -230,6 +230,19 @@ impl FromRequestParts<AppState> for AdminOf {
     }
 }
 
+/// The instance's administrator (the admin token), checked before the body is read.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let CallerOf(caller) = CallerOf::from_request_parts(parts, state).await?;
+        caller.require_admin()?;
+        Ok(Admin)
+    }
+}
+
 /// The bearer token of `Authorization`, if the header is there; `Err` if it is there but is not
 /// a bearer token.
 pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ()> {

@@ -172,6 +172,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         header_read_timeout: Duration::from_secs(config.http.header_read_timeout_secs),
         idle_timeout: Duration::from_secs(config.http.idle_timeout_secs),
         max_head_bytes: config.http.max_header_bytes.saturating_mul(4),
+        cors_any_origin: config.http.cors_origins.iter().any(|o| o == "*"),
     };
     let opening = config.clone();
     let Storage {
@@ -346,7 +347,7 @@ fn api(config: &Config, public_url: &str) -> (Router<AppState>, utoipa::openapi:
         json: config.http.max_body_bytes,
         deploy: cloudlet_core::functions::MAX_DEPLOY_BYTES,
         site_file: cloudlet_core::sites::MAX_FILE_BYTES,
-        rate_grace: Duration::from_secs(config.http.body_read_timeout_secs),
+        rate_window: Duration::from_secs(config.http.body_read_timeout_secs),
     };
     let (routes, doc) = utoipa_axum::router::OpenApiRouter::new()
         .merge(bounds::with_body_limit(

@@ -40,6 +40,10 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// The largest request head hyper itself reads; past it hyper answers `431` on its own.
     pub max_head_bytes: usize,
+    /// CORS allows any origin: the `503` of a shed connection, written before any request is
+    /// read, says so too, so that a browser can read it (with listed origins it can not know
+    /// the request's).
+    pub cors_any_origin: bool,
 }
 
 /// Connections being refused at once, each for at most [`SHED_TIMEOUT`]: past this, a refused
@@ -150,8 +154,9 @@ pub async fn serve(
             None => {
                 if let Ok(permit) = Arc::clone(&connections.shedding).try_acquire_owned() {
                     let id = state.new_request_id();
+                    let cors = limits.cors_any_origin;
                     tracker.spawn(async move {
-                        shed(stream, &id).await;
+                        shed(stream, &id, cors).await;
                         drop(permit);
                     });
                 }
@@ -171,7 +176,7 @@ pub async fn serve(
 }
 
 /// Answers a connection over the cap with `503` and closes it.
-async fn shed(mut stream: TcpStream, request_id: &str) {
+async fn shed(mut stream: TcpStream, request_id: &str, cors_any_origin: bool) {
     let body = serde_json::json!({
         "error": {
             "code": crate::error::Code::ServerBusy.as_str(),
@@ -180,9 +185,14 @@ async fn shed(mut stream: TcpStream, request_id: &str) {
         }
     })
     .to_string();
+    let cors = if cors_any_origin {
+        "access-control-allow-origin: *\r\naccess-control-expose-headers: x-request-id,retry-after\r\n"
+    } else {
+        ""
+    };
     let answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
-         x-request-id: {request_id}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+         x-request-id: {request_id}\r\n{cors}connection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
     let _ = tokio::time::timeout(SHED_TIMEOUT, async {

@@ -13,11 +13,13 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::Value as Json;
 
 /// The response headers a function may set, besides its own `x-` headers: what describes its
-/// content, its caching, redirects and authentication challenges. Anything else is dropped: the
-/// server owns the framing (`content-length`, `connection`, …), and every app's functions answer
-/// on the API's origin, where cookies, security policies, HSTS, reporting endpoints or
-/// `clear-site-data` would act on every other app too.
-pub const ALLOWED_HEADERS: [&str; 16] = [
+/// content, its caching and redirects. Anything else is dropped: the server owns the framing
+/// (`content-length`, `connection`, …), and every app's functions answer on the API's origin,
+/// where cookies, security policies, HSTS, reporting endpoints or `clear-site-data` would act on
+/// every other app too. (`www-authenticate` is left out: the function never sees the
+/// `authorization` header, so a challenge could only raise a browser's login prompt on the
+/// API's origin.)
+pub const ALLOWED_HEADERS: [&str; 15] = [
     "accept-ranges",
     "cache-control",
     "content-disposition",
@@ -32,16 +34,33 @@ pub const ALLOWED_HEADERS: [&str; 16] = [
     "location",
     "retry-after",
     "vary",
-    "www-authenticate",
     "age",
 ];
 
-/// `x-` headers the server owns.
-const SERVER_X_HEADERS: [&str; 2] = ["x-request-id", "x-content-type-options"];
+/// `x-` headers a function may not set: the server's own, and those a reverse proxy in front of
+/// it would obey (an internal redirect to a file or location of the proxy's, forwarded client
+/// addresses) or a browser would apply as a security policy of the origin.
+const RESERVED_X_HEADERS: [&str; 5] = [
+    "x-request-id",
+    "x-content-type-options",
+    "x-real-ip",
+    "x-content-security-policy",
+    "x-webkit-csp",
+];
+const RESERVED_X_PREFIXES: [&str; 5] = [
+    "x-accel-",
+    "x-sendfile",
+    "x-lighttpd-",
+    "x-litespeed-",
+    "x-forwarded-",
+];
 
 /// Whether a function may set the header `name` (lower case).
 pub fn may_set(name: &str) -> bool {
-    ALLOWED_HEADERS.contains(&name) || (name.starts_with("x-") && !SERVER_X_HEADERS.contains(&name))
+    ALLOWED_HEADERS.contains(&name)
+        || (name.starts_with("x-")
+            && !RESERVED_X_HEADERS.contains(&name)
+            && !RESERVED_X_PREFIXES.iter().any(|p| name.starts_with(p)))
 }
 
 /// The most headers an answer may set.
@@ -195,7 +214,7 @@ mod tests {
                 .unwrap();
         assert_eq!(binary.body, [0, 255, 0]);
         let dropped = HttpAnswer::from_result(
-            r#"{"status":200,"headers":{"Set-Cookie":"a=b","NEL":"{}","Strict-Transport-Security":"max-age=1","X-Content-Type-Options":"none","Clear-Site-Data":"*","Content-Length":"3","X-Mine":"1","Cache-Control":"no-store"}}"#,
+            r#"{"status":200,"headers":{"Set-Cookie":"a=b","NEL":"{}","Strict-Transport-Security":"max-age=1","X-Content-Type-Options":"none","Clear-Site-Data":"*","Content-Length":"3","X-Mine":"1","Cache-Control":"no-store","WWW-Authenticate":"Basic","X-Accel-Redirect":"/internal/secrets","X-Sendfile":"/etc/passwd","X-Forwarded-For":"1.2.3.4","X-Real-IP":"1.2.3.4","X-WebKit-CSP":"none"}}"#,
         )
         .unwrap();
         assert_eq!(

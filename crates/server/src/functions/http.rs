@@ -129,10 +129,11 @@ fn http_response(answer: HttpAnswer) -> Response {
         out.remove(CONTENT_TYPE);
     }
     for (name, value) in answer.headers {
-        // Both were checked by the answer's rules, which are stricter than these.
+        // Both were checked by the answer's rules, which are the same as these (a value's bytes
+        // past ASCII, a UTF-8 file name say, go as they are).
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
+            HeaderValue::from_bytes(value.as_bytes()),
         ) {
             out.insert(name, value);
         }

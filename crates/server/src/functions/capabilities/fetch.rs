@@ -4,15 +4,17 @@
 //! ways (`fetch.js` turns strings, `URLSearchParams` and typed arrays into them, and the reply
 //! into a `Response` that reads them as text, JSON or bytes).
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cloudlet_core::apps::AppName;
 use cloudlet_core::functions::{CallScope, Capability, HostFailure, HostReply};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 fn failure(code: &str, message: impl Into<String>) -> HostFailure {
     HostFailure::new(code, message)
@@ -26,12 +28,20 @@ pub struct Fetcher {
     allow_private: bool,
     /// Requests in flight at once, instance-wide: each holds a socket, and sockets are
     /// descriptors the server has budgeted for (`config::RESERVED_DESCRIPTORS`).
-    sockets: Arc<tokio::sync::Semaphore>,
+    sockets: Arc<Semaphore>,
+    /// Each app's share of them, so that one app fetching from slow servers can not hold every
+    /// other app's requests up.
+    apps: Arc<AppShares>,
 }
 
 /// Requests `fetch` makes at once across the instance; more wait their turn (within their
 /// invocation's deadline).
 pub const MAX_FETCHES: usize = 128;
+/// Requests one app's functions make at once; more wait their turn.
+pub const MAX_FETCHES_PER_APP: usize = 16;
+/// Name lookups in flight at once. A lookup runs on a thread of its own (the system resolver
+/// blocks), which goes on after its fetch gave up, so they are counted until they end.
+const MAX_LOOKUPS: usize = 32;
 
 const MAX_FETCH_BODY: usize = 10 * 1024 * 1024;
 /// How the resolver says it refused a name.
@@ -64,11 +74,11 @@ impl Capability for Fetcher {
 
     async fn call(
         &self,
-        _scope: &CallScope,
+        scope: &CallScope,
         call: FetchCall,
         body: Vec<u8>,
     ) -> Result<HostReply, HostFailure> {
-        self.fetch(call, body).await
+        self.fetch(&scope.app, call, body).await
     }
 }
 
@@ -80,7 +90,10 @@ impl Fetcher {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
-            .dns_resolver(Arc::new(PublicOnly { allow_private }))
+            .dns_resolver(Arc::new(PublicOnly {
+                allow_private,
+                lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
+            }))
             // No idle sockets kept: a function can reach any number of hosts, and each idle
             // socket would be a descriptor outside the budget.
             .pool_max_idle_per_host(0)
@@ -88,11 +101,17 @@ impl Fetcher {
         Ok(Fetcher {
             client,
             allow_private,
-            sockets: Arc::new(tokio::sync::Semaphore::new(MAX_FETCHES)),
+            sockets: Arc::new(Semaphore::new(MAX_FETCHES)),
+            apps: Arc::default(),
         })
     }
 
-    async fn fetch(&self, call: FetchCall, body: Vec<u8>) -> Result<HostReply, HostFailure> {
+    async fn fetch(
+        &self,
+        app: &AppName,
+        call: FetchCall,
+        body: Vec<u8>,
+    ) -> Result<HostReply, HostFailure> {
         let url = reqwest::Url::parse(&call.url)
             .map_err(|e| failure("fetch_failed", format!("not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -118,6 +137,8 @@ impl Fetcher {
         if call.body {
             request = request.body(body);
         }
+        // The app's share first, so that an app at its share waits without holding a socket.
+        let _share = AppShares::take(&self.apps, app).await;
         let _socket = self
             .sockets
             .acquire()
@@ -168,18 +189,80 @@ impl Fetcher {
     }
 }
 
+/// Each app's share of the requests in flight: a semaphore per app that has requests in flight,
+/// forgotten when its last one ends.
+#[derive(Default)]
+struct AppShares {
+    apps: Mutex<HashMap<AppName, Arc<Semaphore>>>,
+}
+
+/// One request's place in its app's share.
+struct Share {
+    shares: Arc<AppShares>,
+    app: AppName,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl AppShares {
+    async fn take(shares: &Arc<AppShares>, app: &AppName) -> Share {
+        let semaphore = {
+            let mut apps = shares.apps.lock().unwrap_or_else(PoisonError::into_inner);
+            let semaphore = apps
+                .entry(app.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(MAX_FETCHES_PER_APP)));
+            Arc::clone(semaphore)
+        };
+        // Never closed, so acquiring only waits.
+        let permit = semaphore.acquire_owned().await.ok();
+        Share {
+            shares: Arc::clone(shares),
+            app: app.clone(),
+            permit,
+        }
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut apps = self
+            .shares
+            .apps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        drop(self.permit.take());
+        // Only the map holds it, with every permit back: nobody fetches or waits for this app.
+        let unused = apps.get(&self.app).is_some_and(|semaphore| {
+            Arc::strong_count(semaphore) == 1
+                && semaphore.available_permits() == MAX_FETCHES_PER_APP
+        });
+        if unused {
+            apps.remove(&self.app);
+        }
+    }
+}
+
 /// Resolves names, keeping only public addresses (unless private ones are allowed), so that a
 /// name pointing at loopback, a private network or a cloud metadata address is refused.
 struct PublicOnly {
     allow_private: bool,
+    /// Lookups in flight, each holding its permit until its thread ends.
+    lookups: Arc<Semaphore>,
 }
 
 impl reqwest::dns::Resolve for PublicOnly {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let allow_private = self.allow_private;
+        let lookups = Arc::clone(&self.lookups);
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
-                .await?
+            let permit = lookups.acquire_owned().await?;
+            let host = name.as_str().to_owned();
+            // The permit goes with the thread: a lookup its fetch gave up on still counts.
+            let resolved = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                (host.as_str(), 0).to_socket_addrs()
+            })
+            .await??;
+            let found: Vec<SocketAddr> = resolved
                 .filter(|a| allow_private || is_public(a.ip()))
                 .collect();
             if found.is_empty() {
