@@ -364,9 +364,31 @@ pub async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// Answers a request whose handler panicked (a fault of ours): `500 internal_error` in the
+/// usual shape, with the panic in the log under the request id, instead of a dropped
+/// connection.
+pub fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    ApiError::internal(&format_args!("a handler panicked: {message}")).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::Code;
+
+    #[tokio::test]
+    async fn a_panic_answers_internal_error_in_the_usual_shape() {
+        let response = super::panicked(Box::new("index out of bounds"));
+        assert_eq!(response.status(), 500);
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "internal_error");
+        assert!(!body["error"]["message"].as_str().unwrap().contains("index"));
+    }
 
     /// `docs/api.md` lists exactly the codes of the table, with their statuses and meanings.
     #[test]

@@ -48,6 +48,7 @@ use cloudlet_store::{
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
@@ -391,6 +392,9 @@ fn router(config: &Config, routes: Router<AppState>, state: AppState) -> Router 
         .layer(middleware::from_fn(move |request, next| {
             bounds::check_head(heads, request, next)
         }))
+        // A handler's panic answers like any other fault (inside CORS and the request id, so
+        // that its answer has both).
+        .layer(CatchPanicLayer::custom(error::panicked))
         // Outside the head check, so that a browser can read its 414 and 431 too.
         .layer(cors(&config.http.cors_origins))
         .layer(middleware::from_fn_with_state(
