@@ -384,7 +384,9 @@ mod tests {
     async fn a_panic_answers_internal_error_in_the_usual_shape() {
         let response = super::panicked(Box::new("index out of bounds"));
         assert_eq!(response.status(), 500);
-        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"]["code"], "internal_error");
         assert!(!body["error"]["message"].as_str().unwrap().contains("index"));
