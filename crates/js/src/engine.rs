@@ -1018,6 +1018,14 @@ mod tests {
     }
 
     fn run(files: &[(&str, &str)], event: serde_json::Value) -> (Finished, Replies) {
+        run_with(files, event, limits())
+    }
+
+    fn run_with(
+        files: &[(&str, &str)],
+        event: serde_json::Value,
+        limits: Limits,
+    ) -> (Finished, Replies) {
         let files = files
             .iter()
             .map(|(n, s)| ((*n).to_owned(), (*s).to_owned()))
@@ -1035,7 +1043,7 @@ mod tests {
             bundle: Some(bundle),
             event: raw(event),
             context: raw(serde_json::json!({ "auth": { "id": "u1" } })),
-            limits: limits(),
+            limits,
             seed: [7; 32],
         };
         let finished = engine.invoke(invocation, &mut io).unwrap();
@@ -1110,27 +1118,11 @@ mod tests {
                      answered: waiting.filter((w) => w === 'ok').length,
                      response: [...await new Response(bytes).bytes()], text: await new Response(new Uint8Array([104, 105])).text() };
         }";
-        let files: BTreeMap<String, String> = [("index.js".to_owned(), source.to_owned())].into();
-        let bundle = compile(&files, "index.js").unwrap();
-        let shim = Shim {
-            name: "echo".into(),
-            source: ECHO_SHIM.into(),
+        let big = Limits {
+            memory_bytes: 64 * 1024 * 1024,
+            ..limits()
         };
-        let mut engine = Engine::new(4, 4).with_shims(&[shim]).unwrap();
-        let mut io = Replies::default();
-        let invocation = Invocation {
-            id: 1,
-            key: "k".into(),
-            bundle: Some(bundle),
-            event: raw(serde_json::Value::Null),
-            context: raw(serde_json::json!({})),
-            limits: Limits {
-                memory_bytes: 64 * 1024 * 1024,
-                ..limits()
-            },
-            seed: [7; 32],
-        };
-        let finished = engine.invoke(invocation, &mut io).unwrap();
+        let (finished, io) = run_with(&[("index.js", source)], serde_json::Value::Null, big);
         assert_eq!(
             ok(&finished),
             serde_json::json!({
