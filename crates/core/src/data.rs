@@ -516,8 +516,15 @@ impl Write {
     }
 }
 
-/// What a listing asks for, as the API takes it.
-#[derive(Debug, Clone, Default)]
+/// What a listing asks for, as the API takes it: the records route's query string, and the
+/// same as an object from a function's `ctx.db`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams),
+    into_params(parameter_in = Query)
+)]
 pub struct ListRequest {
     pub filter: Option<String>,
     /// `title,meta.tags`: the fields to answer with (`id` always comes).
@@ -528,6 +535,7 @@ pub struct ListRequest {
     pub limit: Option<usize>,
     pub offset: Option<usize>,
     pub cursor: Option<String>,
+    #[serde(default)]
     pub count: bool,
 }
 

@@ -124,21 +124,6 @@ async fn drop_collection(
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-struct ListParams {
-    filter: Option<String>,
-    sort: Option<String>,
-    limit: Option<usize>,
-    offset: Option<usize>,
-    cursor: Option<String>,
-    #[serde(default)]
-    count: bool,
-    fields: Option<String>,
-    expand: Option<String>,
-}
-
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 struct GetParams {
     fields: Option<String>,
     expand: Option<String>,
@@ -146,25 +131,15 @@ struct GetParams {
 
 /// Records the caller may list, filtered, sorted and paged (see docs/data.md).
 #[utoipa::path(get, path = "/v1/apps/{app}/collections/{collection}/records", tag = "data",
-    params(("app" = AppName, Path), ("collection" = String, Path, example = "todos"), ListParams),
+    params(("app" = AppName, Path), ("collection" = String, Path, example = "todos"), ListRequest),
     responses((status = 200, body = RecordPage)))]
 async fn list_records(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
     CallerOf(caller): CallerOf,
     Path(RecordsPath { collection }): Path<RecordsPath>,
-    Query(params): Query<ListParams>,
+    Query(request): Query<ListRequest>,
 ) -> Result<Response, ApiError> {
-    let request = ListRequest {
-        filter: params.filter,
-        sort: params.sort,
-        limit: params.limit,
-        offset: params.offset,
-        cursor: params.cursor,
-        count: params.count,
-        fields: params.fields,
-        expand: params.expand,
-    };
     let page = state
         .data()
         .list(&app, &collection, &caller, request)

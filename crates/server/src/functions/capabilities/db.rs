@@ -29,7 +29,7 @@ enum DbRequest {
         collection: String,
         id: String,
         #[serde(default)]
-        query: RecordQuery,
+        query: ListRequest,
     },
     Create {
         collection: String,
@@ -49,41 +49,11 @@ enum DbRequest {
     List {
         collection: String,
         #[serde(default)]
-        query: RecordQuery,
+        query: ListRequest,
     },
     Batch {
         operations: Vec<Write>,
     },
-}
-
-/// What the records API takes in its query string, as an object.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RecordQuery {
-    filter: Option<String>,
-    sort: Option<String>,
-    limit: Option<usize>,
-    offset: Option<usize>,
-    cursor: Option<String>,
-    #[serde(default)]
-    count: bool,
-    fields: Option<String>,
-    expand: Option<String>,
-}
-
-impl From<RecordQuery> for ListRequest {
-    fn from(q: RecordQuery) -> Self {
-        ListRequest {
-            filter: q.filter,
-            sort: q.sort,
-            limit: q.limit,
-            offset: q.offset,
-            cursor: q.cursor,
-            count: q.count,
-            fields: q.fields,
-            expand: q.expand,
-        }
-    }
 }
 
 #[async_trait]
@@ -140,7 +110,7 @@ impl Capability for Database {
                 .await
                 .map(|()| Value::Null),
             DbRequest::List { collection, query } => data
-                .list(app, &collection, caller, query.into())
+                .list(app, &collection, caller, query)
                 .await
                 .map(|page| serde_json::to_value(page).unwrap_or(Value::Null)),
             DbRequest::Batch { operations } => data
