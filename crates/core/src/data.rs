@@ -12,9 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cloudlet_query::{
-    Dialect, Expr, FieldType, Limits, Param, QueryError, Schema, SqlBuilder, Value,
-};
+use cloudlet_query::{Bindings, Expr, FieldType, Limits, Predicate, QueryError, Schema};
 use cloudlet_store::{
     AppName, BatchOp, BatchOutcome, CollectionRow, ColumnDef, ColumnType, Condition, IndexDef,
     Record, RecordStore, Select, SortKey, SqlValue, StoreError, TableChange, TableDef,
@@ -234,10 +232,8 @@ enum RuleSql {
     Locked,
     /// Everyone.
     Open,
-    Sql {
-        sql: String,
-        params: Vec<Param>,
-    },
+    /// Those the checked expression holds for.
+    When(Arc<Predicate>),
 }
 
 /// A collection ready to serve: its definition, schema and compiled rules.
@@ -246,7 +242,7 @@ struct Compiled {
     name: String,
     def: CollectionDef,
     version: i64,
-    schema: Schema,
+    schema: Arc<Schema>,
     fields: BTreeMap<String, FieldDef>,
     rules: HashMap<&'static str, RuleSql>,
 }
@@ -304,6 +300,7 @@ impl Compiled {
                 )));
             }
         }
+        let schema = Arc::new(schema);
         let mut rules = HashMap::new();
         for action in ACTIONS {
             let text = def
@@ -317,14 +314,9 @@ impl Compiled {
                 Some(text) => {
                     let expr = cloudlet_query::parse(&text, Limits::default())
                         .map_err(|e| invalid(format!("{action} rule: {e}")))?;
-                    let mut sql = SqlBuilder::new(Dialect::Sqlite);
-                    let compiled = sql
-                        .compile(&expr, &schema)
+                    let predicate = Predicate::new(expr, schema.clone())
                         .map_err(|e| invalid(format!("{action} rule: {e}")))?;
-                    RuleSql::Sql {
-                        sql: compiled,
-                        params: sql.into_params(),
-                    }
+                    RuleSql::When(Arc::new(predicate))
                 }
             };
             rules.insert(action, rule);
@@ -785,48 +777,41 @@ impl Data {
         data: Option<&Map<String, Json>>,
     ) -> Option<Condition> {
         // The caller was checked against the app on the way in (see `check_caller`).
+        let all = Condition::with_bindings(self.bindings(compiled, actor, data));
         if matches!(actor, Caller::Admin | Caller::AppKey(_)) {
-            return Some(Condition::always());
+            return Some(all);
         }
         match compiled.rules.get(action)? {
             RuleSql::Locked => None,
-            RuleSql::Open => Some(Condition::always()),
-            RuleSql::Sql { sql, params } => Some(Condition {
-                sql: sql.clone(),
-                params: params
-                    .iter()
-                    .map(|p| self.bind(compiled, p, actor, data))
-                    .collect(),
-            }),
+            RuleSql::Open => Some(all),
+            RuleSql::When(predicate) => Some(all.and(predicate.clone())),
         }
     }
 
-    fn bind(
+    /// What `@auth`, `@now` and `@request.data` stand for in this request.
+    fn bindings(
         &self,
         compiled: &Compiled,
-        param: &Param,
         actor: &Caller,
         data: Option<&Map<String, Json>>,
-    ) -> SqlValue {
-        match param {
-            Param::Value(Value::Null) => SqlValue::Null,
-            Param::Value(Value::Bool(b)) => SqlValue::Bool(*b),
-            Param::Value(Value::Int(i)) => SqlValue::Int(*i),
-            Param::Value(Value::Float(f)) => SqlValue::Float(*f),
-            Param::Value(Value::Text(t)) => SqlValue::Text(t.clone()),
-            Param::AuthId => match actor {
-                Caller::User(user) => SqlValue::Text(user.user_id.clone()),
-                _ => SqlValue::Null,
-            },
-            Param::AuthProvider => match actor {
-                Caller::User(user) => SqlValue::Text(user.provider.clone()),
-                _ => SqlValue::Null,
-            },
-            Param::Now => SqlValue::Int(self.0.clock.now().unix_ms()),
-            Param::RequestData(field) => data
-                .and_then(|d| d.get(field))
-                .and_then(|v| compiled.fields.get(field).and_then(|f| to_sql(f, v).ok()))
-                .unwrap_or(SqlValue::Null),
+    ) -> Bindings {
+        let (auth_id, auth_provider) = match actor {
+            Caller::User(user) => (Some(user.user_id.clone()), Some(user.provider.clone())),
+            _ => (None, None),
+        };
+        let request_data = data
+            .into_iter()
+            .flatten()
+            .filter_map(|(name, value)| {
+                let field = compiled.fields.get(name)?;
+                Some((name.clone(), to_sql(field, value).ok()?))
+            })
+            .collect();
+        Bindings {
+            auth_id,
+            auth_provider,
+            now_ms: self.0.clock.now().unix_ms(),
+            request_data,
         }
     }
 
@@ -1187,17 +1172,9 @@ impl Data {
         if let Some(filter) = request.filter.as_deref().filter(|f| !f.trim().is_empty()) {
             let expr: Expr = cloudlet_query::parse(filter, Limits::default())
                 .map_err(DataError::InvalidFilter)?;
-            // The filter's placeholders follow the rule's.
-            let mut sql = SqlBuilder::after(Dialect::Sqlite, condition.params.len());
-            let filter_sql = sql
-                .compile(&expr, &compiled.schema)
-                .map_err(DataError::InvalidFilter)?;
-            condition.sql = format!("({}) AND {filter_sql}", condition.sql);
-            condition.params.extend(
-                sql.params()
-                    .iter()
-                    .map(|p| self.bind(&compiled, p, actor, None)),
-            );
+            let filter =
+                Predicate::new(expr, compiled.schema.clone()).map_err(DataError::InvalidFilter)?;
+            condition = condition.and(Arc::new(filter));
         }
         let sort = parse_sort(request.sort.as_deref(), &compiled)?;
         let after = match &request.cursor {
@@ -1262,24 +1239,14 @@ impl Data {
                     .collect();
                 let mut related: HashMap<String, Json> = HashMap::new();
                 if !ids.is_empty()
-                    && let Some(mut condition) = self.rule(&target, "view", actor, None)
+                    && let Some(condition) = self.rule(&target, "view", actor, None)
                 {
-                    let first = condition.params.len();
-                    let placeholders: Vec<String> =
-                        (1..=ids.len()).map(|i| format!("?{}", first + i)).collect();
-                    condition.sql = format!(
-                        "({}) AND \"id\" IN ({})",
-                        condition.sql,
-                        placeholders.join(", ")
-                    );
-                    condition
-                        .params
-                        .extend(ids.iter().cloned().map(SqlValue::Text));
+                    let limit = ids.len();
                     let select = Select {
-                        condition,
+                        condition: condition.and_id_in(ids),
                         sort: Vec::new(),
                         after: None,
-                        limit: ids.len(),
+                        limit,
                         offset: 0,
                         count: false,
                     };

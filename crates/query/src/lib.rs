@@ -17,6 +17,7 @@ mod ast;
 mod check;
 mod error;
 mod parse;
+mod predicate;
 mod schema;
 mod sql;
 
@@ -24,5 +25,6 @@ pub use ast::{CompareOp, Expr, Literal, Operand, Variable};
 pub use check::check;
 pub use error::{ErrorKind, QueryError};
 pub use parse::{Limits, parse};
+pub use predicate::{Bindings, Compiled, Predicate};
 pub use schema::{FieldType, Schema};
 pub use sql::{Dialect, Param, SqlBuilder, Value};

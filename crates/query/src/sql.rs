@@ -16,6 +16,17 @@ pub enum Dialect {
     Postgres,
 }
 
+impl Dialect {
+    /// The placeholder of parameter `n` (from 1): every crate numbers placeholders through this.
+    pub fn placeholder(self, n: usize) -> String {
+        match self {
+            // `$1` would be a *named* parameter in SQLite.
+            Dialect::Sqlite => format!("?{n}"),
+            Dialect::Postgres => format!("${n}"),
+        }
+    }
+}
+
 /// A value bound to a parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -86,6 +97,11 @@ impl SqlBuilder {
     pub fn compile(&mut self, expr: &Expr, schema: &Schema) -> Result<String, QueryError> {
         check(expr, schema)?;
         Ok(self.expr(expr, schema))
+    }
+
+    /// Compiles an expression already checked against `schema`.
+    pub(crate) fn compile_checked(&mut self, expr: &Expr, schema: &Schema) -> String {
+        self.expr(expr, schema)
     }
 
     fn expr(&mut self, expr: &Expr, schema: &Schema) -> String {
@@ -301,9 +317,9 @@ impl SqlBuilder {
 
     fn param(&mut self, param: Param, cast: Cast) -> String {
         self.params.push(param);
-        let n = self.offset + self.params.len();
+        let placeholder = self.dialect.placeholder(self.offset + self.params.len());
         match self.dialect {
-            Dialect::Sqlite => format!("?{n}"),
+            Dialect::Sqlite => placeholder,
             Dialect::Postgres => {
                 let ty = match cast {
                     Cast::Text => "text",
@@ -312,7 +328,7 @@ impl SqlBuilder {
                     Cast::Float => "float8",
                     Cast::Bool => "boolean",
                 };
-                format!("${n}::{ty}")
+                format!("{placeholder}::{ty}")
             }
         }
     }

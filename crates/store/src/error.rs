@@ -39,8 +39,9 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    /// The database failed; the driver's error is kept for the logs.
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Database(Box<dyn std::error::Error + Send + Sync>),
     #[error("i/o error on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -54,23 +55,5 @@ impl StoreError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| StoreError::Io { path, source }
-    }
-
-    /// Maps a unique or primary key violation to [`StoreError::Conflict`]; other constraint
-    /// failures (a foreign key, say) stay errors.
-    pub(crate) fn from_write(err: rusqlite::Error) -> Self {
-        const SQLITE_CONSTRAINT_PRIMARYKEY: i32 = 1555;
-        const SQLITE_CONSTRAINT_UNIQUE: i32 = 2067;
-        match &err {
-            rusqlite::Error::SqliteFailure(e, _)
-                if matches!(
-                    e.extended_code,
-                    SQLITE_CONSTRAINT_PRIMARYKEY | SQLITE_CONSTRAINT_UNIQUE
-                ) =>
-            {
-                StoreError::Conflict
-            }
-            _ => StoreError::Sqlite(err),
-        }
     }
 }

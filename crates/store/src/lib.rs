@@ -18,6 +18,7 @@ mod app_name;
 mod data_dir;
 mod error;
 mod functions;
+mod listing;
 mod records;
 mod sites;
 pub mod sqlite;

@@ -1,21 +1,18 @@
 //! Each app's collections and their records, as rows and columns. What a collection's fields
-//! mean, who may read what, and how filters become SQL are decided in `cloudlet-core` and
-//! `cloudlet-query`; the store creates tables, runs the conditions it is handed (SQL with
-//! numbered placeholders and their values), and pages through results.
+//! mean and who may read what are decided in `cloudlet-core`; it hands the store a
+//! [`Condition`] made of checked [`Predicate`]s of `cloudlet-query` and the request's
+//! [`Bindings`]. Each backend compiles a condition for its own dialect, creates tables, and pages
+//! through results.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use cloudlet_query::{Bindings, Dialect, Predicate};
 
 use crate::{AppName, StoreError};
 
-/// A value in a column.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SqlValue {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Text(String),
-}
+/// A value in a column: the values of the query language.
+pub type SqlValue = cloudlet_query::Value;
 
 /// How a column stores its values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +64,7 @@ pub struct CollectionRow {
 }
 
 /// One write of a batch.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum BatchOp {
     Insert {
         collection: String,
@@ -98,19 +95,78 @@ pub enum BatchOutcome {
 /// A record: column names and values, system columns first.
 pub type Record = Vec<(String, SqlValue)>;
 
-/// A condition in SQL with numbered placeholders (`?1`, `?2`, …) and their values.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Which records an operation may touch: every record, narrowed by each of its terms.
+#[derive(Debug, Clone, Default)]
 pub struct Condition {
-    pub sql: String,
-    pub params: Vec<SqlValue>,
+    terms: Vec<Term>,
+    bindings: Bindings,
+}
+
+#[derive(Debug, Clone)]
+enum Term {
+    Predicate(Arc<Predicate>),
+    IdIn(Vec<String>),
 }
 
 impl Condition {
+    /// Every record.
     pub fn always() -> Self {
+        Condition::default()
+    }
+
+    /// Every record, with what the parameters of predicates added later stand for.
+    pub fn with_bindings(bindings: Bindings) -> Self {
         Condition {
-            sql: "1".into(),
-            params: Vec::new(),
+            terms: Vec::new(),
+            bindings,
         }
+    }
+
+    /// Only the records `predicate` holds for.
+    pub fn and(mut self, predicate: Arc<Predicate>) -> Self {
+        self.terms.push(Term::Predicate(predicate));
+        self
+    }
+
+    /// Only the records whose id is one of `ids`.
+    pub fn and_id_in(mut self, ids: Vec<String>) -> Self {
+        self.terms.push(Term::IdIn(ids));
+        self
+    }
+
+    /// The condition as SQL of `dialect` whose placeholders follow `taken` others, and the
+    /// values of its own placeholders.
+    pub(crate) fn to_sql(&self, dialect: Dialect, taken: usize) -> (String, Vec<SqlValue>) {
+        let mut parts = Vec::with_capacity(self.terms.len());
+        let mut values = Vec::new();
+        for term in &self.terms {
+            let first = taken + values.len();
+            match term {
+                Term::Predicate(predicate) => {
+                    let owned;
+                    let compiled = if first == 0 {
+                        predicate.sql(dialect)
+                    } else {
+                        owned = predicate.sql_after(dialect, first);
+                        &owned
+                    };
+                    parts.push(format!("({})", compiled.sql));
+                    values.extend(compiled.params.iter().map(|p| self.bindings.resolve(p)));
+                }
+                Term::IdIn(ids) if ids.is_empty() => parts.push("(FALSE)".to_owned()),
+                Term::IdIn(ids) => {
+                    let placeholders: Vec<String> = (1..=ids.len())
+                        .map(|i| dialect.placeholder(first + i))
+                        .collect();
+                    parts.push(format!("(\"id\" IN ({}))", placeholders.join(", ")));
+                    values.extend(ids.iter().cloned().map(SqlValue::Text));
+                }
+            }
+        }
+        if parts.is_empty() {
+            return ("(TRUE)".to_owned(), values);
+        }
+        (parts.join(" AND "), values)
     }
 }
 
@@ -122,7 +178,7 @@ pub struct SortKey {
 }
 
 /// What a listing asks for. Results are ordered by `sort`, then by `id`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Select {
     pub condition: Condition,
     pub sort: Vec<SortKey>,

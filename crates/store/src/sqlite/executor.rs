@@ -111,7 +111,7 @@ impl Database {
             rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::CannotOpen => {
                 StoreError::NoSuchTenant
             }
-            _ => StoreError::Sqlite(e),
+            _ => e.into(),
         })?;
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL;
@@ -495,7 +495,7 @@ mod tests {
                     if i % 50 == 0 {
                         // Inserts its own key again: the whole job, first row too, must roll back.
                         c.execute("INSERT INTO t VALUES (?1, 0)", [format!("k{i}")])
-                            .map_err(StoreError::from_write)?;
+                            .map_err(crate::sqlite::from_write)?;
                     }
                     Ok(i)
                 })

@@ -25,6 +25,30 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::StoreError;
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        StoreError::Database(Box::new(err))
+    }
+}
+
+/// Maps a unique or primary key violation to [`StoreError::Conflict`]; other constraint
+/// failures (a foreign key, say) stay errors.
+pub(crate) fn from_write(err: rusqlite::Error) -> StoreError {
+    const SQLITE_CONSTRAINT_PRIMARYKEY: i32 = 1555;
+    const SQLITE_CONSTRAINT_UNIQUE: i32 = 2067;
+    match &err {
+        rusqlite::Error::SqliteFailure(e, _)
+            if matches!(
+                e.extended_code,
+                SQLITE_CONSTRAINT_PRIMARYKEY | SQLITE_CONSTRAINT_UNIQUE
+            ) =>
+        {
+            StoreError::Conflict
+        }
+        _ => err.into(),
+    }
+}
+
 /// Runs blocking database work on tokio's blocking pool.
 pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,

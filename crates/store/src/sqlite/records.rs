@@ -2,13 +2,15 @@
 //! and the `_collections` table that holds their definitions.
 
 use async_trait::async_trait;
+use cloudlet_query::Dialect;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ToSql, params};
 
 use super::SqliteTenants;
+use crate::listing::{keyset_after, order_by, quote, table};
 use crate::records::{
     BatchOp, BatchOutcome, CollectionRow, ColumnType, Condition, IndexDef, Record, RecordStore,
-    Select, SortKey, SqlValue, TableChange, TableDef,
+    Select, SqlValue, TableChange, TableDef,
 };
 use crate::{AppName, StoreError};
 
@@ -21,17 +23,12 @@ pub(super) const MIGRATION: &str = "
     ) STRICT;
 ";
 
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+/// A value as a SQLite parameter.
+struct Param<'a>(&'a SqlValue);
 
-fn table(collection: &str) -> String {
-    quote(&format!("r_{collection}"))
-}
-
-impl ToSql for SqlValue {
+impl ToSql for Param<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(match self {
+        Ok(match self.0 {
             SqlValue::Null => ToSqlOutput::from(rusqlite::types::Null),
             SqlValue::Bool(b) => ToSqlOutput::from(i64::from(*b)),
             SqlValue::Int(i) => ToSqlOutput::from(*i),
@@ -39,6 +36,16 @@ impl ToSql for SqlValue {
             SqlValue::Text(t) => ToSqlOutput::from(t.as_str()),
         })
     }
+}
+
+/// Values as SQLite parameters.
+fn bind(values: &[SqlValue]) -> impl rusqlite::Params + '_ {
+    rusqlite::params_from_iter(values.iter().map(Param))
+}
+
+/// A condition as SQLite SQL and its values.
+fn sql_of(condition: &Condition) -> (String, Vec<SqlValue>) {
+    condition.to_sql(Dialect::Sqlite, 0)
 }
 
 fn value_of(value: ValueRef<'_>) -> SqlValue {
@@ -61,7 +68,7 @@ fn query_records(
     params: &[SqlValue],
 ) -> Result<Vec<Record>, StoreError> {
     let mut statement = conn.prepare_cached(sql)?;
-    let mut rows = statement.query(rusqlite::params_from_iter(params.iter()))?;
+    let mut rows = statement.query(bind(params))?;
     let mut names: Vec<String> = Vec::new();
     let mut records = Vec::new();
     while let Some(row) = rows.next()? {
@@ -160,59 +167,6 @@ fn index_sql(collection: &str, indexes: &[IndexDef]) -> Vec<String> {
         .collect()
 }
 
-/// Ties are broken by `id` in the direction of the last sort key, so that an index on the sort
-/// fields (which ends with `id`) yields rows in exactly the order asked, read forwards or
-/// backwards.
-fn ties_descending(sort: &[SortKey]) -> bool {
-    sort.last().is_some_and(|key| key.descending)
-}
-
-/// The keyset condition "after this record in this order", NULL-aware: SQLite sorts NULL first
-/// ascending and last descending. Placeholders start at `first`.
-fn after_sql(
-    sort: &[SortKey],
-    values: &[SqlValue],
-    id: &str,
-    first: usize,
-    params: &mut Vec<SqlValue>,
-) -> String {
-    let mut n = first;
-    let mut next = |value: &SqlValue, params: &mut Vec<SqlValue>| {
-        params.push(value.clone());
-        n += 1;
-        format!("?{}", n - 1)
-    };
-    let mut keys: Vec<(String, bool, SqlValue)> = sort
-        .iter()
-        .zip(values)
-        .map(|(key, value)| (quote(&key.column), key.descending, value.clone()))
-        .collect();
-    keys.push((
-        "\"id\"".into(),
-        ties_descending(sort),
-        SqlValue::Text(id.to_owned()),
-    ));
-    let mut alternatives = Vec::new();
-    for i in 0..keys.len() {
-        let mut parts = Vec::new();
-        for (column, _, value) in &keys[..i] {
-            parts.push(match value {
-                SqlValue::Null => format!("{column} IS NULL"),
-                v => format!("{column} = {}", next(v, params)),
-            });
-        }
-        let (column, descending, value) = &keys[i];
-        parts.push(match (descending, value) {
-            (false, SqlValue::Null) => format!("{column} IS NOT NULL"),
-            (false, v) => format!("{column} > {}", next(v, params)),
-            (true, SqlValue::Null) => "0".to_owned(),
-            (true, v) => format!("({column} < {} OR {column} IS NULL)", next(v, params)),
-        });
-        alternatives.push(format!("({})", parts.join(" AND ")));
-    }
-    format!("({})", alternatives.join(" OR "))
-}
-
 #[async_trait]
 impl RecordStore for SqliteTenants {
     async fn collections(&self, app: &AppName) -> Result<Vec<CollectionRow>, StoreError> {
@@ -243,7 +197,7 @@ impl RecordStore for SqliteTenants {
                 "INSERT INTO _collections (name, definition, version) VALUES (?1, ?2, ?3)",
                 params![collection.name, collection.definition, collection.version],
             )
-            .map_err(StoreError::from_write)?;
+            .map_err(super::from_write)?;
             for statement in create_table_sql(&collection.name, &definition) {
                 c.execute_batch(&statement)?;
             }
@@ -300,8 +254,7 @@ impl RecordStore for SqliteTenants {
                 ))?;
             }
             for statement in index_sql(&name, &change.indexes) {
-                c.execute_batch(&statement)
-                    .map_err(StoreError::from_write)?;
+                c.execute_batch(&statement).map_err(super::from_write)?;
             }
             Ok(())
         })
@@ -340,8 +293,7 @@ impl RecordStore for SqliteTenants {
     ) -> Result<(Vec<Record>, Option<i64>), StoreError> {
         let collection = collection.to_owned();
         self.read_app(app, move |c| {
-            let mut params = select.condition.params.clone();
-            let mut condition = format!("({})", select.condition.sql);
+            let (mut condition, mut params) = sql_of(&select.condition);
             let total = if select.count {
                 let sql = format!(
                     "SELECT count(*) FROM {} WHERE {condition}",
@@ -349,42 +301,22 @@ impl RecordStore for SqliteTenants {
                 );
                 Some(
                     c.prepare_cached(&sql)?
-                        .query_row(rusqlite::params_from_iter(params.iter()), |r| r.get(0))?,
+                        .query_row(bind(&params), |r| r.get(0))?,
                 )
             } else {
                 None
             };
             if let Some((values, id)) = &select.after {
-                let first = params.len() + 1;
-                let after = after_sql(&select.sort, values, id, first, &mut params);
+                let after = keyset_after(Dialect::Sqlite, &select.sort, values, id, &mut params);
                 condition = format!("{condition} AND {after}");
             }
-            let mut order: Vec<String> = select
-                .sort
-                .iter()
-                .map(|k| {
-                    format!(
-                        "{} {}",
-                        quote(&k.column),
-                        if k.descending { "DESC" } else { "ASC" }
-                    )
-                })
-                .collect();
-            order.push(
-                if ties_descending(&select.sort) {
-                    "\"id\" DESC"
-                } else {
-                    "\"id\" ASC"
-                }
-                .into(),
-            );
+            let order = order_by(Dialect::Sqlite, &select.sort);
             params.push(SqlValue::Int(select.limit as i64));
             params.push(SqlValue::Int(select.offset as i64));
             let n = params.len();
             let sql = format!(
-                "SELECT * FROM {} WHERE {condition} ORDER BY {} LIMIT ?{} OFFSET ?{}",
+                "SELECT * FROM {} WHERE {condition} ORDER BY {order} LIMIT ?{} OFFSET ?{}",
                 table(&collection),
-                order.join(", "),
                 n - 1,
                 n
             );
@@ -503,21 +435,20 @@ fn insert_in(
         columns.join(", "),
         placeholders.join(", ")
     );
-    let values: Vec<&SqlValue> = record.iter().map(|(_, v)| v).collect();
+    let values: Vec<SqlValue> = record.iter().map(|(_, v)| v.clone()).collect();
     c.prepare_cached(&sql)?
-        .execute(rusqlite::params_from_iter(values))
-        .map_err(StoreError::from_write)?;
-    let mut params = check.params;
+        .execute(bind(&values))
+        .map_err(super::from_write)?;
+    let (condition, mut params) = sql_of(&check);
     params.push(id);
     let sql = format!(
-        "SELECT count(*) FROM {} WHERE ({}) AND \"id\" = ?{}",
+        "SELECT count(*) FROM {} WHERE {condition} AND \"id\" = ?{}",
         table(collection),
-        check.sql,
         params.len()
     );
     let holds: i64 = c
         .prepare_cached(&sql)?
-        .query_row(rusqlite::params_from_iter(params.iter()), |r| r.get(0))?;
+        .query_row(bind(&params), |r| r.get(0))?;
     if holds == 0 {
         return Err(StoreError::CheckFailed);
     }
@@ -531,12 +462,11 @@ fn guarded(
     id: &str,
     condition: &Condition,
 ) -> Result<Option<Record>, StoreError> {
-    let mut params = condition.params.clone();
+    let (condition, mut params) = sql_of(condition);
     params.push(SqlValue::Text(id.to_owned()));
     let sql = format!(
-        "SELECT * FROM {} WHERE ({}) AND \"id\" = ?{}",
+        "SELECT * FROM {} WHERE {condition} AND \"id\" = ?{}",
         table(collection),
-        condition.sql,
         params.len()
     );
     Ok(query_records(c, &sql, &params)?.pop())
@@ -566,8 +496,8 @@ fn update_in(
         values.len()
     );
     c.prepare_cached(&sql)?
-        .execute(rusqlite::params_from_iter(values.iter()))
-        .map_err(StoreError::from_write)?;
+        .execute(bind(&values))
+        .map_err(super::from_write)?;
     let new = guarded(c, collection, id, &Condition::always())?
         .ok_or_else(|| StoreError::Task("the updated record vanished".into()))?;
     Ok(Some((old, new)))
@@ -593,6 +523,7 @@ fn delete_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SortKey;
 
     fn name(text: &str) -> crate::AppName {
         crate::AppName::parse(text).expect("a valid app name")
@@ -670,10 +601,15 @@ mod tests {
     }
 
     fn owned_by(owner: &str) -> Condition {
-        Condition {
-            sql: "\"owner\" = ?1".into(),
-            params: vec![SqlValue::Text(owner.into())],
-        }
+        let schema = std::sync::Arc::new(cloudlet_query::Schema::new());
+        let expr = cloudlet_query::parse("owner = @auth.id", cloudlet_query::Limits::default())
+            .expect("a valid rule");
+        let rule = cloudlet_query::Predicate::new(expr, schema).expect("a checked rule");
+        Condition::with_bindings(cloudlet_query::Bindings {
+            auth_id: Some(owner.into()),
+            ..Default::default()
+        })
+        .and(std::sync::Arc::new(rule))
     }
 
     #[tokio::test]

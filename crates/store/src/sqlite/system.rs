@@ -153,7 +153,7 @@ impl SystemStore for SqliteSystemStore {
                         app.secret_key_created_at_ms,
                     ),
                 )
-                .map_err(StoreError::from_write)?;
+                .map_err(super::from_write)?;
                 c.execute(
                     "INSERT INTO app_signing_keys (app, kid, secret, created_at)
                      VALUES (?1, ?2, ?3, ?4)",
@@ -232,7 +232,7 @@ impl SystemStore for SqliteSystemStore {
                          secret_key_created_at = ?4 WHERE name = ?1",
                         (name, hash, hint, at_ms),
                     )
-                    .map_err(StoreError::from_write)?;
+                    .map_err(super::from_write)?;
                 Ok(changed == 1)
             })
             .await
@@ -249,7 +249,7 @@ impl SystemStore for SqliteSystemStore {
                        sealed_secrets = excluded.sealed_secrets, updated_at = excluded.updated_at",
                     (&app, &row.provider, &row.settings, &row.sealed_secrets, row.updated_at_ms),
                 )
-                .map_err(StoreError::from_write)?;
+                .map_err(super::from_write)?;
                 Ok(())
             })
             .await

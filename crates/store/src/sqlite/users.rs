@@ -115,7 +115,7 @@ fn insert_identity(conn: &Connection, identity: &IdentityRow) -> Result<(), Stor
         identity.family,
         identity.created_at_ms
     ])
-    .map_err(StoreError::from_write)?;
+    .map_err(super::from_write)?;
     Ok(())
 }
 
@@ -235,7 +235,7 @@ impl UserStore for SqliteTenants {
                 user.phone,
                 user.profile
             ])
-            .map_err(StoreError::from_write)?;
+            .map_err(super::from_write)?;
             if let Some(identity) = &identity {
                 insert_identity(c, identity)?;
             }
@@ -338,7 +338,7 @@ impl UserStore for SqliteTenants {
                 session.revoked_at_ms,
                 session.sealed_platform_key
             ])
-            .map_err(StoreError::from_write)?;
+            .map_err(super::from_write)?;
             Ok(())
         })
         .await
