@@ -29,6 +29,10 @@ pub enum StoreError {
     /// The app's database does not exist (never provisioned, or being destroyed).
     #[error("the app's database does not exist")]
     NoSuchTenant,
+    /// The database can not be reached now (a server restarting, every connection busy past
+    /// the wait); the request may be retried.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     /// The database was closed (the app was evicted or the server is shutting down).
     #[error("the database is closed")]
     Closed,

@@ -19,6 +19,7 @@ mod data_dir;
 mod error;
 mod functions;
 mod listing;
+pub mod postgres;
 mod records;
 mod sites;
 pub mod sqlite;
@@ -29,6 +30,7 @@ mod users;
 pub use app_name::{AppName, InvalidAppName};
 pub use data_dir::DataDir;
 pub use error::StoreError;
+pub use sqlite::Durability;
 pub use functions::{FunctionLogRow, FunctionRow, FunctionStore, FunctionVersionRow, LogQuery};
 pub use records::{
     BatchOp, BatchOutcome, CollectionRow, ColumnDef, ColumnType, Condition, IndexDef, Record,

@@ -1,0 +1,362 @@
+//! PostgreSQL implementations of the storage traits, for several nodes on one database.
+//!
+//! Layout: the control plane lives in schema `cloudlet`; each app in its own schema
+//! `app_{name}` holding the same tables as an app's SQLite file, so that a collection is a real
+//! table with typed columns on both backends, one filter compiler serves both, and deleting an
+//! app is one `DROP SCHEMA … CASCADE` (docs/architecture.md has the reasons and the costs).
+//!
+//! [`Postgres`] holds one connection pool for every app and implements every trait. Statements
+//! are prepared once per connection and kept; the cache is cleared when a collection's table
+//! changes (a prepared `SELECT *` must not outlive its columns) and when idle apps are swept,
+//! so it holds only the statements of apps in use.
+
+mod functions;
+mod records;
+mod sites;
+mod system;
+mod tenants;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod users;
+
+use std::collections::HashMap;
+use std::error::Error;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::{NoTls, Row};
+
+use crate::records::{Record, SqlValue};
+use crate::{AppName, Durability, StoreError};
+
+/// How to reach PostgreSQL and how many connections to hold.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// A `postgres://user:password@host:port/database` URL (or a key=value string).
+    pub url: String,
+    /// The most connections this node holds.
+    pub pool_size: usize,
+    /// How long a request waits for a free connection before it fails as unavailable.
+    pub wait: Duration,
+    /// What an acknowledged write survives: `Process` turns off `synchronous_commit`.
+    pub durability: Durability,
+}
+
+/// Every store on one PostgreSQL database.
+pub struct Postgres {
+    pool: Pool,
+    /// Apps used recently, with when: what "open" means on a server that opens nothing per app.
+    touched: Mutex<HashMap<AppName, Instant>>,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres").finish_non_exhaustive()
+    }
+}
+
+impl Postgres {
+    /// Connects, then creates or upgrades the control plane's schema. Fails with
+    /// [`StoreError::Unavailable`] naming the server when it can not be reached.
+    pub async fn open(options: PostgresOptions) -> Result<Self, StoreError> {
+        let mut config = tokio_postgres::Config::from_str(&options.url)
+            .map_err(|e| StoreError::Unavailable(format!("the database URL is invalid: {e}")))?;
+        config.application_name("cloudlet");
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        if options.durability == Durability::Process {
+            config.options("-c synchronous_commit=off");
+        }
+        let target = describe(&config);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .wait_timeout(Some(options.wait))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let store = Postgres {
+            pool,
+            touched: Mutex::new(HashMap::new()),
+        };
+        let mut client = store.client().await.map_err(|e| match e {
+            StoreError::Unavailable(why) => {
+                StoreError::Unavailable(format!("PostgreSQL at {target}: {why}"))
+            }
+            other => other,
+        })?;
+        migrate(&mut client, SYSTEM_SCHEMA, system::MIGRATIONS).await?;
+        Ok(store)
+    }
+
+    /// A pooled connection.
+    pub(crate) async fn client(&self) -> Result<Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// A pooled connection for work on `app`, which counts as a use of the app.
+    pub(crate) async fn app_client(&self, app: &AppName) -> Result<Object, StoreError> {
+        super::sqlite::lock(&self.touched).insert(app.clone(), Instant::now());
+        self.client().await
+    }
+
+    /// Forgets every prepared statement of every connection.
+    pub(crate) fn forget_statements(&self) {
+        self.pool.manager().statement_caches.clear();
+    }
+}
+
+/// `host:port/database` of a configuration, for messages (never the password).
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().unwrap_or("(default)");
+    format!("{host}:{port}/{db}")
+}
+
+/// The schema of the control plane.
+pub(crate) const SYSTEM_SCHEMA: &str = "\"cloudlet\"";
+
+/// The schema of an app, quoted. App names are `a-z`, `0-9` and `-`, at most 40 characters,
+/// so the identifier is at most 44 bytes and needs no escaping.
+pub(crate) fn schema(app: &AppName) -> String {
+    format!("\"app_{}\"", app.as_str())
+}
+
+/// Brings `schema` up to date with `steps` (each may name the schema as `{s}`), holding a
+/// transaction-level advisory lock so that nodes starting together migrate it once. Returns
+/// the version reached; a schema newer than the steps is refused, never touched.
+pub(crate) async fn migrate(
+    client: &mut Object,
+    schema: &str,
+    steps: &[&str],
+) -> Result<i64, StoreError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&schema])
+        .await?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}._cloudlet_meta (key text PRIMARY KEY, value text NOT NULL);"
+    ))
+    .await?;
+    let found: i64 = match tx
+        .query_opt(
+            &format!("SELECT value FROM {schema}._cloudlet_meta WHERE key = 'schema_version'"),
+            &[],
+        )
+        .await?
+    {
+        Some(row) => row.get::<_, String>(0).parse().unwrap_or(i64::MAX),
+        None => 0,
+    };
+    let known = steps.len() as i64;
+    if found > known {
+        return Err(StoreError::SchemaTooNew {
+            path: schema.into(),
+            found,
+            known,
+        });
+    }
+    for step in steps.iter().skip(found as usize) {
+        tx.batch_execute(&step.replace("{s}", schema)).await?;
+    }
+    if found < known {
+        tx.execute(
+            &format!(
+                "INSERT INTO {schema}._cloudlet_meta (key, value) VALUES ('schema_version', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+            ),
+            &[&known.to_string()],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(known)
+}
+
+/// The rows of `sql`, prepared once per connection.
+pub(crate) async fn rows(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, StoreError> {
+    let statement = client.prepare_cached(sql).await?;
+    Ok(client.query(&statement, params).await?)
+}
+
+/// The row of `sql`, if any, prepared once per connection.
+pub(crate) async fn row(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, StoreError> {
+    let statement = client.prepare_cached(sql).await?;
+    Ok(client.query_opt(&statement, params).await?)
+}
+
+/// Runs `sql`, prepared once per connection; returns how many rows it changed.
+pub(crate) async fn execute(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let statement = client.prepare_cached(sql).await?;
+    Ok(client.execute(&statement, params).await?)
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        if let Some(db) = err.as_db_error() {
+            let code = db.code();
+            if *code == SqlState::UNIQUE_VIOLATION {
+                return StoreError::Conflict;
+            }
+            if *code == SqlState::UNDEFINED_TABLE || *code == SqlState::INVALID_SCHEMA_NAME {
+                return StoreError::NoSuchTenant;
+            }
+            if code.code().starts_with("08")
+                || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::TOO_MANY_CONNECTIONS
+            {
+                return StoreError::Unavailable(db.message().to_owned());
+            }
+        }
+        if err.is_closed() || err.source().is_some_and(|s| s.is::<std::io::Error>()) {
+            return StoreError::Unavailable(err.to_string());
+        }
+        StoreError::Database(Box::new(err))
+    }
+}
+
+impl From<PoolError> for StoreError {
+    fn from(err: PoolError) -> Self {
+        match err {
+            PoolError::Backend(e) => e.into(),
+            PoolError::Timeout(_) => {
+                StoreError::Unavailable("no database connection was free in time".into())
+            }
+            PoolError::Closed => StoreError::Closed,
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// A value as a PostgreSQL parameter, converted to the column's type: integers into `bigint`,
+/// `integer` or `float8`, text into `text` or `jsonb`.
+#[derive(Debug)]
+pub(crate) struct Param<'a>(pub(crate) &'a SqlValue);
+
+impl ToSql for Param<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        match (self.0, ty) {
+            (SqlValue::Null, _) => Ok(IsNull::Yes),
+            (SqlValue::Bool(b), &Type::BOOL) => b.to_sql(ty, out),
+            (SqlValue::Int(i), &Type::INT8) => i.to_sql(ty, out),
+            (SqlValue::Int(i), &Type::INT4) => i32::try_from(*i)?.to_sql(ty, out),
+            (SqlValue::Int(i), &Type::FLOAT8) => (*i as f64).to_sql(ty, out),
+            (SqlValue::Float(f), &Type::FLOAT8) => f.to_sql(ty, out),
+            (SqlValue::Text(t), &Type::JSONB) => {
+                out.put_u8(1);
+                out.put_slice(t.as_bytes());
+                Ok(IsNull::No)
+            }
+            (SqlValue::Text(t), &Type::TEXT | &Type::VARCHAR | &Type::JSON) => {
+                t.as_str().to_sql(ty, out)
+            }
+            (value, ty) => Err(format!("{value:?} can not be sent as {ty}").into()),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// Values as PostgreSQL parameters.
+pub(crate) fn params(values: &[SqlValue]) -> Vec<Param<'_>> {
+    values.iter().map(Param).collect()
+}
+
+/// References to parameters, as the driver takes them.
+pub(crate) fn refs<'a>(params: &'a [Param<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+}
+
+/// A column's value read back: the inverse of [`Param`].
+struct Cell(SqlValue);
+
+impl<'a> FromSql<'a> for Cell {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn Error + Sync + Send>> {
+        Ok(Cell(match *ty {
+            Type::BOOL => SqlValue::Bool(bool::from_sql(ty, raw)?),
+            Type::INT8 => SqlValue::Int(i64::from_sql(ty, raw)?),
+            Type::INT4 => SqlValue::Int(i32::from_sql(ty, raw)?.into()),
+            Type::INT2 => SqlValue::Int(i16::from_sql(ty, raw)?.into()),
+            Type::FLOAT8 => SqlValue::Float(f64::from_sql(ty, raw)?),
+            Type::FLOAT4 => SqlValue::Float(f32::from_sql(ty, raw)?.into()),
+            Type::JSONB => match raw.split_first() {
+                Some((1, json)) => SqlValue::Text(std::str::from_utf8(json)?.to_owned()),
+                _ => return Err("unsupported jsonb version".into()),
+            },
+            _ => SqlValue::Text(String::from_sql(ty, raw)?),
+        }))
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Self, Box<dyn Error + Sync + Send>> {
+        Ok(Cell(SqlValue::Null))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(
+            *ty,
+            Type::BOOL
+                | Type::INT8
+                | Type::INT4
+                | Type::INT2
+                | Type::FLOAT8
+                | Type::FLOAT4
+                | Type::JSONB
+                | Type::JSON
+                | Type::TEXT
+                | Type::VARCHAR
+                | Type::NAME
+                | Type::BPCHAR
+        )
+    }
+}
+
+/// Every column of a row, with its name.
+pub(crate) fn record_of(row: &Row) -> Result<Record, StoreError> {
+    let mut record = Vec::with_capacity(row.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let cell: Cell = row.try_get(i)?;
+        record.push((column.name().to_owned(), cell.0));
+    }
+    Ok(record)
+}

@@ -1,0 +1,2 @@
+//! placeholder
+pub(crate) const MIGRATIONS: &[&str] = &[];
