@@ -30,13 +30,13 @@ mod users;
 pub use app_name::{AppName, InvalidAppName};
 pub use data_dir::DataDir;
 pub use error::StoreError;
-pub use sqlite::Durability;
 pub use functions::{FunctionLogRow, FunctionRow, FunctionStore, FunctionVersionRow, LogQuery};
 pub use records::{
     BatchOp, BatchOutcome, CollectionRow, ColumnDef, ColumnType, Condition, IndexDef, Record,
     RecordStore, Select, SortKey, SqlValue, TableChange, TableDef,
 };
 pub use sites::{SiteFile, SiteStore};
+pub use sqlite::Durability;
 pub use system::{AppRow, Page, ProviderRow, ScheduleRow, SigningKeyRow, SystemStore};
 pub use tenants::{TenantHealth, TenantStore};
 pub use users::{IdentityRow, Rotation, SessionRow, UserRow, UserStore};

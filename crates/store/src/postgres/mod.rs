@@ -26,10 +26,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::GenericClient;
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
-use deadpool_postgres::GenericClient;
 use tokio_postgres::{NoTls, Row};
 
 use crate::records::{Record, SqlValue};
@@ -271,7 +273,11 @@ impl From<PoolError> for StoreError {
 pub(crate) struct Param<'a>(pub(crate) &'a SqlValue);
 
 impl ToSql for Param<'_> {
-    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
         match (self.0, ty) {
             (SqlValue::Null, _) => Ok(IsNull::Yes),
             (SqlValue::Bool(b), &Type::BOOL) => b.to_sql(ty, out),

@@ -1,1 +1,3 @@
 //! placeholder
+
+pub(super) const MIGRATION: &str = "";

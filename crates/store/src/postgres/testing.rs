@@ -26,7 +26,9 @@ pub struct TestServer {
 
 impl std::fmt::Debug for TestServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestServer").field("port", &self.port).finish()
+        f.debug_struct("TestServer")
+            .field("port", &self.port)
+            .finish()
     }
 }
 
@@ -39,7 +41,9 @@ fn postgres_bin() -> PathBuf {
         .filter(|bin| bin.join("postgres").exists())
         .collect();
     versions.sort();
-    versions.pop().expect("a PostgreSQL version with a postgres binary")
+    versions
+        .pop()
+        .expect("a PostgreSQL version with a postgres binary")
 }
 
 fn is_root() -> bool {
@@ -79,17 +83,36 @@ impl TestServer {
         let data = dir.join("data");
         std::fs::create_dir(&data).unwrap();
         if is_root() {
-            let _ = Command::new("chown").args(["-R", "postgres"]).arg(&dir).status();
+            let _ = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(&dir)
+                .status();
         }
         let init = as_postgres(bin.join("initdb").to_str().unwrap())
             .arg("-D")
             .arg(&data)
-            .args(["-U", "cloudlet", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"])
+            .args([
+                "-U",
+                "cloudlet",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
             .stdout(Stdio::null())
             .output()
             .unwrap();
-        assert!(init.status.success(), "initdb: {}", String::from_utf8_lossy(&init.stderr));
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        assert!(
+            init.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let server = TestServer {
             bin,
             port,
@@ -128,7 +151,11 @@ impl TestServer {
         *self.guard.lock().unwrap() = Some((child, stdin));
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.psql("postgres", "SELECT 1").status.success() {
-            assert!(Instant::now() < deadline, "PostgreSQL did not start: see {}/log", self.dir.display());
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not start: see {}/log",
+                self.dir.display()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -170,13 +197,26 @@ impl TestServer {
     /// Runs `sql` in database `db` with psql; panics with its error if it fails.
     pub fn sql(&self, db: &str, sql: &str) -> String {
         let output = self.psql(db, sql);
-        assert!(output.status.success(), "{sql}\n{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{sql}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8(output.stdout).unwrap()
     }
 
     fn psql(&self, db: &str, sql: &str) -> std::process::Output {
         let mut child = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "cloudlet", "-d", db])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "cloudlet",
+                "-d",
+                db,
+            ])
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"])
             .env("PGCONNECT_TIMEOUT", "2")
             .stdin(Stdio::piped())
@@ -184,7 +224,12 @@ impl TestServer {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(sql.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(sql.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     }
 

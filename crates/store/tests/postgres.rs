@@ -1,0 +1,73 @@
+//! The PostgreSQL backend on a real server started by the test (see `postgres::testing`):
+//! behaviour only PostgreSQL has (schemas, migrations by several nodes, unavailability). What
+//! both backends share is proven by the API suite, which runs on each.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use cloudlet_store::postgres::testing::TestServer;
+use cloudlet_store::postgres::{Postgres, PostgresOptions};
+use cloudlet_store::{AppName, Durability, StoreError, TenantStore};
+
+fn options(url: String) -> PostgresOptions {
+    PostgresOptions {
+        url,
+        pool_size: 4,
+        wait: Duration::from_secs(2),
+        durability: Durability::Full,
+    }
+}
+
+fn app(name: &str) -> AppName {
+    AppName::parse(name).unwrap()
+}
+
+#[tokio::test]
+async fn an_app_is_a_schema_provisioned_once_and_dropped_whole() {
+    let server = TestServer::shared();
+    let url = server.database();
+    let store = Postgres::open(options(url.clone())).await.unwrap();
+    let shop = app("shop-1");
+    assert!(matches!(
+        store.health(&shop).await,
+        Err(StoreError::NoSuchTenant)
+    ));
+    store.provision(&shop).await.unwrap();
+    store.provision(&shop).await.unwrap();
+    let health = store.health(&shop).await.unwrap();
+    assert!(health.schema_version >= 1);
+    let db = url.rsplit('/').next().unwrap();
+    let schemas = server.sql(
+        db,
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'app_%'",
+    );
+    assert_eq!(schemas.trim(), "app_shop-1");
+    store.destroy(&shop).await.unwrap();
+    assert!(matches!(
+        store.health(&shop).await,
+        Err(StoreError::NoSuchTenant)
+    ));
+    let schemas = server.sql(
+        db,
+        "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'app_%'",
+    );
+    assert_eq!(schemas.trim(), "0");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_clear_error_naming_it() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://cloudlet@127.0.0.1:{port}/nothing?connect_timeout=2");
+    let err = Postgres::open(options(url)).await.unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(
+        message.contains(&format!("127.0.0.1:{port}/nothing")),
+        "{message}"
+    );
+}
