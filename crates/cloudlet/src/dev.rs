@@ -42,6 +42,7 @@ pub async fn run(dir: PathBuf, listen: SocketAddr, emulator: SocketAddr) -> Resu
         config,
         StartOptions {
             admin_token: Some(token.clone()),
+            ..StartOptions::default()
         },
     )
     .await

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use cloudlet_server::config::{Config, LogFormat};
+use cloudlet_server::config::{Config, DatabaseUrl, LogFormat};
 use cloudlet_server::{AdminTokenSetup, StartOptions, start};
 use tracing_subscriber::EnvFilter;
 
@@ -18,6 +18,10 @@ pub struct ServeArgs {
     /// Where data lives [default: cloudlet-data]
     #[arg(long, env = "CLOUDLET_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// A `postgres://` URL to keep apps' data in PostgreSQL, shared by every node given the same
+    /// URL [default: SQLite files in the data directory]
+    #[arg(long, env = "CLOUDLET_DATABASE", hide_env_values = true)]
+    database: Option<String>,
     /// Address to listen on [default: 127.0.0.1:8700]
     #[arg(long, env = "CLOUDLET_LISTEN")]
     listen: Option<SocketAddr>,
@@ -40,6 +44,9 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
+    if let Some(url) = args.database {
+        config.database.url = DatabaseUrl::parse(&url).map_err(|e| format!("--database: {e}"))?;
+    }
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
@@ -58,6 +65,9 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         admin_token: std::env::var("CLOUDLET_ADMIN_TOKEN")
             .ok()
             .filter(|t| !t.is_empty()),
+        master_key: std::env::var("CLOUDLET_MASTER_KEY")
+            .ok()
+            .filter(|k| !k.is_empty()),
     };
     let running = start(config, options).await.map_err(|e| e.to_string())?;
     if let AdminTokenSetup::Generated(token) = running.admin_token() {

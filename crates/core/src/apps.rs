@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::clock::{Clock, Timestamp};
 use crate::random::Random;
+use crate::sealing::Sealer;
 use crate::secrets::NewSecret;
 
 /// The most apps one listing page returns.
@@ -119,6 +120,12 @@ pub struct Apps {
     tenants: Arc<dyn TenantStore>,
     clock: Arc<dyn Clock>,
     random: Arc<dyn Random>,
+    sealer: Sealer,
+}
+
+/// Where an app's token-signing key is sealed: it opens only as that app's key of that id.
+pub fn signing_key_place(app: &str, kid: &str) -> String {
+    format!("{app}/signing-key/{kid}")
 }
 
 impl Apps {
@@ -127,12 +134,14 @@ impl Apps {
         tenants: Arc<dyn TenantStore>,
         clock: Arc<dyn Clock>,
         random: Arc<dyn Random>,
+        sealer: Sealer,
     ) -> Self {
         Apps {
             system,
             tenants,
             clock,
             random,
+            sealer,
         }
     }
 
@@ -154,9 +163,16 @@ impl Apps {
         };
         let mut kid = [0u8; 6];
         self.random.fill(&mut kid);
+        let kid: String = kid.iter().map(|b| format!("{b:02x}")).collect();
+        // Sealed like provider secrets: a database shared by several nodes (or its backups)
+        // must not be enough to forge tokens.
         let signing_key = SigningKeyRow {
-            kid: kid.iter().map(|b| format!("{b:02x}")).collect(),
-            secret: signing_secret,
+            secret: self.sealer.seal(
+                &signing_secret,
+                &signing_key_place(&name, &kid),
+                &*self.random,
+            ),
+            kid,
             created_at_ms: now.unix_ms(),
         };
         match self.system.insert_app(row, signing_key).await {

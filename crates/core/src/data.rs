@@ -390,6 +390,9 @@ fn to_sql(field: &FieldDef, value: &Json) -> Result<SqlValue, String> {
     Ok(match field.field_type {
         FieldKind::Text | FieldKind::Relation | FieldKind::File => {
             let text = value.as_str().ok_or("must be text")?;
+            if text.contains('\0') {
+                return Err(NUL.into());
+            }
             let len = text.chars().count();
             if field.min_length.is_some_and(|m| len < m)
                 || field.max_length.is_some_and(|m| len > m)
@@ -418,8 +421,23 @@ fn to_sql(field: &FieldDef, value: &Json) -> Result<SqlValue, String> {
                     / 1_000_000;
             SqlValue::Int(ms as i64)
         }
+        FieldKind::Json if has_nul(value) => return Err(NUL.into()),
         FieldKind::Json => SqlValue::Text(value.to_string()),
     })
+}
+
+/// Text may not hold NUL: PostgreSQL can store it neither in `text` nor in `jsonb`, and both
+/// backends must accept the same records.
+const NUL: &str = "must not contain the NUL character";
+
+/// Whether any string or key of `value` holds NUL.
+fn has_nul(value: &Json) -> bool {
+    match value {
+        Json::String(s) => s.contains('\0'),
+        Json::Array(items) => items.iter().any(has_nul),
+        Json::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 /// A column value as JSON for `kind`.
@@ -1178,7 +1196,13 @@ impl Data {
         }
         let sort = parse_sort(request.sort.as_deref(), &compiled)?;
         let after = match &request.cursor {
-            Some(cursor) => Some(decode_cursor(cursor, sort.len())?),
+            Some(cursor) => {
+                let kinds: Vec<Option<FieldKind>> = sort
+                    .iter()
+                    .map(|k| compiled.field_kind(&k.column))
+                    .collect();
+                Some(decode_cursor(cursor, &kinds)?)
+            }
             None => None,
         };
         let select = Select {
@@ -1542,7 +1566,13 @@ fn encode_cursor(sort: &[SortKey], record: &Record) -> String {
     URL_SAFE_NO_PAD.encode(Json::Array(values).to_string())
 }
 
-fn decode_cursor(cursor: &str, keys: usize) -> Result<(Vec<SqlValue>, String), DataError> {
+/// The sort values and id of a cursor, each of the type of its sort key's field (a cursor is
+/// the client's to send back, so a forged one is checked like any input).
+fn decode_cursor(
+    cursor: &str,
+    kinds: &[Option<FieldKind>],
+) -> Result<(Vec<SqlValue>, String), DataError> {
+    let keys = kinds.len();
     let bytes = URL_SAFE_NO_PAD
         .decode(cursor)
         .map_err(|_| DataError::InvalidCursor)?;
@@ -1551,8 +1581,8 @@ fn decode_cursor(cursor: &str, keys: usize) -> Result<(Vec<SqlValue>, String), D
         return Err(DataError::InvalidCursor);
     }
     let mut sql = Vec::new();
-    for value in &values[..keys] {
-        sql.push(match value {
+    for (value, kind) in values[..keys].iter().zip(kinds) {
+        let value = match value {
             Json::Null => SqlValue::Null,
             Json::Bool(b) => SqlValue::Bool(*b),
             Json::String(s) => SqlValue::Text(s.clone()),
@@ -1564,6 +1594,18 @@ fn decode_cursor(cursor: &str, keys: usize) -> Result<(Vec<SqlValue>, String), D
                 (None, Some(f)) => SqlValue::Float(f),
                 _ => return Err(DataError::InvalidCursor),
             },
+            _ => return Err(DataError::InvalidCursor),
+        };
+        use FieldKind as K;
+        sql.push(match (kind, value) {
+            (_, SqlValue::Null) => SqlValue::Null,
+            (Some(K::Text | K::Relation | K::File), text @ SqlValue::Text(_)) => text,
+            (Some(K::Integer | K::Datetime), int @ SqlValue::Int(_)) => int,
+            (Some(K::Number), float @ SqlValue::Float(_)) => float,
+            (Some(K::Number), SqlValue::Int(i)) => SqlValue::Float(i as f64),
+            (Some(K::Bool), bool @ SqlValue::Bool(_)) => bool,
+            // SQLite keeps booleans as 0 and 1.
+            (Some(K::Bool), SqlValue::Int(i @ (0 | 1))) => SqlValue::Bool(i == 1),
             _ => return Err(DataError::InvalidCursor),
         });
     }

@@ -323,7 +323,9 @@ impl SqlBuilder {
             Dialect::Postgres => {
                 let ty = match cast {
                     Cast::Text => "text",
-                    Cast::TextArray => "text[]",
+                    // Sent as the text of an array literal (`{a,b}`, word characters only)
+                    // and cast by the server, so every parameter is a scalar on the wire.
+                    Cast::TextArray => "text::text[]",
                     Cast::BigInt => "bigint",
                     Cast::Float => "float8",
                     Cast::Bool => "boolean",

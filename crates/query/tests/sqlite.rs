@@ -157,7 +157,7 @@ fn a_rule_and_a_filter_share_one_parameter_list() {
         .unwrap();
     assert_eq!(
         compiled,
-        "(((\"owner\" = $1::text) AND ((\"meta\" #> $2::text[]) >= to_jsonb($3::bigint))) AND (\"title\" ILIKE $4::text ESCAPE '\\'))"
+        "(((\"owner\" = $1::text) AND ((\"meta\" #> $2::text::text[]) >= to_jsonb($3::bigint))) AND (\"title\" ILIKE $4::text ESCAPE '\\'))"
     );
 }
 

@@ -31,11 +31,66 @@ pub enum Durability {
     Process,
 }
 
-impl From<Durability> for cloudlet_store::sqlite::Durability {
+impl From<Durability> for cloudlet_store::Durability {
     fn from(d: Durability) -> Self {
         match d {
-            Durability::Full => cloudlet_store::sqlite::Durability::Full,
-            Durability::Process => cloudlet_store::sqlite::Durability::Process,
+            Durability::Full => cloudlet_store::Durability::Full,
+            Durability::Process => cloudlet_store::Durability::Process,
+        }
+    }
+}
+
+/// Where apps' data lives: SQLite files in the data directory (the default), or one PostgreSQL
+/// database that several nodes share.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// A `postgres://` URL; empty for SQLite.
+    pub url: DatabaseUrl,
+    /// The most PostgreSQL connections this node holds.
+    pub pool_size: usize,
+    /// How long a request waits for a free connection before `503 database_unavailable`, in
+    /// seconds.
+    pub pool_wait_secs: f64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: DatabaseUrl::default(),
+            pool_size: 16,
+            pool_wait_secs: 5.0,
+        }
+    }
+}
+
+/// A database URL, which may hold a password: never printed.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Empty (SQLite) or a `postgres://` / `postgresql://` URL.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let url = url.trim();
+        if url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DatabaseUrl(url.to_owned()))
+        } else {
+            Err("expected a postgres:// URL (or nothing, for SQLite in the data directory)".into())
+        }
+    }
+
+    /// The PostgreSQL URL, if one is set.
+    pub fn postgres(&self) -> Option<&str> {
+        (!self.0.is_empty()).then_some(self.0.as_str())
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.postgres() {
+            Some(_) => f.write_str("DatabaseUrl(postgres://…)"),
+            None => f.write_str("DatabaseUrl(sqlite)"),
         }
     }
 }
@@ -58,6 +113,10 @@ pub struct Config {
     /// What an acknowledged write survives: `full` (power loss) or `process` (a crash of the
     /// process, not of the machine).
     pub durability: Durability,
+    /// A file holding the master key (32 bytes, or 64 hex digits) instead of the data
+    /// directory's `master.key`; `CLOUDLET_MASTER_KEY` wins over it.
+    pub master_key_file: Option<PathBuf>,
+    pub database: DatabaseConfig,
     pub log: LogConfig,
     pub http: HttpConfig,
     pub apps: AppsConfig,
@@ -205,6 +264,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8700)),
             data_dir: PathBuf::from("cloudlet-data"),
             durability: Durability::Full,
+            master_key_file: None,
+            database: DatabaseConfig::default(),
             log: LogConfig::default(),
             http: HttpConfig::default(),
             apps: AppsConfig::default(),
@@ -284,6 +345,17 @@ impl Config {
             }
             Ok(())
         }
+        DatabaseUrl::parse(&self.database.url.0).map_err(|message| ConfigError::Invalid {
+            key: "database.url",
+            message,
+        })?;
+        within("database.pool_size", self.database.pool_size, 1, 1000)?;
+        within(
+            "database.pool_wait_secs",
+            self.database.pool_wait_secs,
+            0.01,
+            300.0,
+        )?;
         within("functions.workers", self.functions.workers, 2, 1024)?;
         within(
             "functions.workers_per_app",

@@ -145,6 +145,7 @@ codes! {
     SiteFileNotFound = "site_file_not_found", 404, "no such file in the site";
     // The server.
     NotReady = "not_ready", 503, "from `/readyz` only: the server is starting or shutting down";
+    DatabaseUnavailable = "database_unavailable", 503, "the database can not be reached now, or every connection stayed busy past `database.pool_wait_secs` (`retry-after` says when to try again)";
     InternalError = "internal_error", 500, "a fault of the server; the details are in its log under the request id";
 }
 
@@ -170,6 +171,23 @@ impl ApiError {
     pub fn retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs.max(1));
         self
+    }
+
+    /// A storage failure: the database out of reach is `503 database_unavailable` (try again),
+    /// an app whose database is gone `404 app_not_found`, anything else internal.
+    pub fn store(cause: &StoreError, whole: &dyn std::fmt::Display) -> Self {
+        match cause {
+            StoreError::Unavailable(why) => {
+                tracing::warn!(cause = %why, "database unavailable");
+                ApiError::new(
+                    Code::DatabaseUnavailable,
+                    "the database is unavailable; try again",
+                )
+                .retry_after(1)
+            }
+            StoreError::NoSuchTenant => ApiError::new(Code::AppNotFound, "no such app"),
+            _ => ApiError::internal(whole),
+        }
     }
 
     /// Logs `cause` with the request id and answers with a generic message.
@@ -208,7 +226,7 @@ impl From<AppError> for ApiError {
             AppError::AlreadyExists(_) => ApiError::new(Code::AppAlreadyExists, e.to_string()),
             AppError::NotFound(_) => ApiError::new(Code::AppNotFound, e.to_string()),
             AppError::InvalidPageSize(_) => ApiError::new(Code::InvalidQuery, e.to_string()),
-            AppError::Store(cause) => ApiError::internal(cause),
+            AppError::Store(cause) => ApiError::store(cause, cause),
         }
     }
 }
@@ -223,9 +241,8 @@ impl From<AccessError> for ApiError {
                 ApiError::new(Code::InvalidCredentials, e.to_string())
             }
             AccessError::Forbidden => ApiError::new(Code::Forbidden, e.to_string()),
-            AccessError::WeakAdminToken | AccessError::DottedAdminToken | AccessError::Store(_) => {
-                ApiError::internal(&e)
-            }
+            AccessError::Store(cause) => ApiError::store(cause, &e),
+            AccessError::WeakAdminToken | AccessError::DottedAdminToken => ApiError::internal(&e),
         }
     }
 }
@@ -262,10 +279,8 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidPhoneCode => Code::InvalidPhoneCode,
             AuthError::LoginBlocked => Code::LoginBlocked,
             AuthError::PlatformRateLimited => Code::TooManyRequests,
-            AuthError::Store(StoreError::NoSuchTenant) => {
-                return ApiError::new(Code::AppNotFound, "no such app");
-            }
-            AuthError::Store(_) | AuthError::Sealing => return ApiError::internal(&e),
+            AuthError::Store(cause) => return ApiError::store(cause, &e),
+            AuthError::Sealing => return ApiError::internal(&e),
         };
         ApiError::new(code, e.to_string())
     }
@@ -308,10 +323,7 @@ impl From<DataError> for ApiError {
             DataError::InvalidFields(_) => Code::InvalidFields,
             DataError::InvalidExpand(_) => Code::InvalidExpand,
             DataError::InBatch { .. } => unreachable!("taken apart above"),
-            DataError::Store(StoreError::NoSuchTenant) => {
-                return ApiError::new(Code::AppNotFound, "no such app");
-            }
-            DataError::Store(_) => return ApiError::internal(&e),
+            DataError::Store(cause) => return ApiError::store(cause, &e),
         };
         ApiError::new(code, e.to_string())
     }
@@ -342,10 +354,8 @@ impl From<FunctionError> for ApiError {
                 return ApiError::new(Code::FunctionOverloaded, e.to_string()).retry_after(1);
             }
             FunctionError::InvalidEnv(_) => Code::InvalidEnv,
-            FunctionError::Store(StoreError::NoSuchTenant) => {
-                return ApiError::new(Code::AppNotFound, "no such app");
-            }
-            FunctionError::Engine(_) | FunctionError::Store(_) => return ApiError::internal(&e),
+            FunctionError::Store(cause) => return ApiError::store(cause, &e),
+            FunctionError::Engine(_) => return ApiError::internal(&e),
         };
         ApiError::new(code, e.to_string())
     }

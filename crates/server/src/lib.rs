@@ -41,6 +41,7 @@ use cloudlet_core::functions::{Capabilities, Execution, FunctionLimits, Function
 use cloudlet_core::random::{OsRandom, Random};
 use cloudlet_core::sealing::Sealer;
 use cloudlet_core::sites::Sites;
+use cloudlet_store::postgres::{Postgres, PostgresOptions};
 use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
 use cloudlet_store::{
     DataDir, FunctionStore, RecordStore, SiteStore, StoreError, SystemStore, TenantStore, UserStore,
@@ -72,6 +73,8 @@ pub enum StartError {
     NotADataDir(std::path::PathBuf),
     #[error("could not start functions: {0}")]
     Functions(String),
+    #[error("master key: {0}")]
+    MasterKey(String),
     #[error("could not listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -84,6 +87,52 @@ pub enum StartError {
 pub struct StartOptions {
     /// `CLOUDLET_ADMIN_TOKEN`: sets (or replaces) the admin token.
     pub admin_token: Option<String>,
+    /// `CLOUDLET_MASTER_KEY`: the master key as 64 hex digits, for nodes without a persistent
+    /// data directory (it wins over `master_key_file`).
+    pub master_key: Option<String>,
+}
+
+/// 32 bytes written as 64 hex digits.
+fn hex_key(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(key)
+}
+
+/// The master key given from outside the data directory: `CLOUDLET_MASTER_KEY`, else the file
+/// `master_key_file` (32 raw bytes, or 64 hex digits).
+fn given_master_key(
+    config: &Config,
+    options: &StartOptions,
+) -> Result<Option<[u8; 32]>, StartError> {
+    if let Some(text) = &options.master_key {
+        return hex_key(text).map(Some).ok_or_else(|| {
+            StartError::MasterKey(
+                "CLOUDLET_MASTER_KEY must be 64 hex digits (openssl rand -hex 32)".into(),
+            )
+        });
+    }
+    let Some(path) = &config.master_key_file else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(path)
+        .map_err(|e| StartError::MasterKey(format!("{}: {e}", path.display())))?;
+    let key = match <[u8; 32]>::try_from(bytes.as_slice()) {
+        Ok(raw) => Some(raw),
+        Err(_) => std::str::from_utf8(&bytes).ok().and_then(hex_key),
+    };
+    key.map(Some).ok_or_else(|| {
+        StartError::MasterKey(format!(
+            "{} must hold 32 bytes, or 64 hex digits",
+            path.display()
+        ))
+    })
 }
 
 /// A server that is listening. Dropping it does not stop it; call [`Running::stop`] or trigger
@@ -136,31 +185,103 @@ struct Storage {
     data_dir: DataDir,
     master_key: [u8; 32],
     system: Arc<dyn SystemStore>,
-    tenants: Arc<SqliteTenants>,
+    apps: AppStores,
 }
 
-/// Locks the data directory and opens the embedded backends. Blocking.
-fn open_storage(config: &Config) -> Result<Storage, StoreError> {
-    let data_dir = DataDir::open(&config.data_dir)?;
-    let master_key = data_dir.master_key(|| {
-        let mut key = [0u8; 32];
-        OsRandom.fill(&mut key);
-        key
-    })?;
-    let system = SqliteSystemStore::open(&data_dir.system_db(), config.durability.into())?;
-    let tenants = SqliteTenants::open(
-        data_dir.apps_dir(),
-        TenantPoolOptions {
-            max_open: config.apps.max_open,
-            readers: config.apps.readers_per_app,
+/// Every per-app store, as the one backend that implements them all.
+struct AppStores {
+    tenants: Arc<dyn TenantStore>,
+    records: Arc<dyn RecordStore>,
+    users: Arc<dyn UserStore>,
+    functions: Arc<dyn FunctionStore>,
+    sites: Arc<dyn SiteStore>,
+}
+
+impl AppStores {
+    fn of<B>(backend: Arc<B>) -> Self
+    where
+        B: TenantStore + RecordStore + UserStore + FunctionStore + SiteStore + 'static,
+    {
+        AppStores {
+            tenants: backend.clone(),
+            records: backend.clone(),
+            users: backend.clone(),
+            functions: backend.clone(),
+            sites: backend,
+        }
+    }
+}
+
+/// Locks the data directory and opens the configured backends: SQLite files in the data
+/// directory, or the PostgreSQL database of `database.url`.
+async fn open_storage(config: &Config, options: &StartOptions) -> Result<Storage, StartError> {
+    let given = given_master_key(config, options)?;
+    let opening = config.clone();
+    let (data_dir, master_key) = tokio::task::spawn_blocking(move || {
+        let data_dir = DataDir::open(&opening.data_dir)?;
+        let master_key = match given {
+            Some(key) => {
+                if data_dir
+                    .stored_master_key()?
+                    .is_some_and(|stored| stored != key)
+                {
+                    return Err(StartError::MasterKey(format!(
+                        "the key given differs from {}/master.key, which sealed this data \
+                         directory's secrets; give that key, or move the file away",
+                        opening.data_dir.display()
+                    )));
+                }
+                key
+            }
+            None => data_dir.master_key(|| {
+                let mut key = [0u8; 32];
+                OsRandom.fill(&mut key);
+                key
+            })?,
+        };
+        Ok::<_, StartError>((data_dir, master_key))
+    })
+    .await
+    .map_err(|e| StoreError::Task(e.to_string()))??;
+    if let Some(url) = config.database.url.postgres() {
+        let postgres = Postgres::open(PostgresOptions {
+            url: url.to_owned(),
+            pool_size: config.database.pool_size,
+            wait: Duration::from_secs_f64(config.database.pool_wait_secs),
             durability: config.durability.into(),
-        },
-    )?;
+            max_open: config.apps.max_open,
+        })
+        .await?;
+        let postgres = Arc::new(postgres);
+        return Ok(Storage {
+            data_dir,
+            master_key,
+            system: postgres.clone(),
+            apps: AppStores::of(postgres),
+        });
+    }
+    let opening = config.clone();
+    let apps_dir = data_dir.apps_dir();
+    let system_db = data_dir.system_db();
+    let (system, tenants) = tokio::task::spawn_blocking(move || {
+        let system = SqliteSystemStore::open(&system_db, opening.durability.into())?;
+        let tenants = SqliteTenants::open(
+            apps_dir,
+            TenantPoolOptions {
+                max_open: opening.apps.max_open,
+                readers: opening.apps.readers_per_app,
+                durability: opening.durability.into(),
+            },
+        )?;
+        Ok::<_, StoreError>((system, tenants))
+    })
+    .await
+    .map_err(|e| StoreError::Task(e.to_string()))??;
     Ok(Storage {
         data_dir,
         master_key,
         system: Arc::new(system),
-        tenants: Arc::new(tenants),
+        apps: AppStores::of(Arc::new(tenants)),
     })
 }
 
@@ -175,15 +296,12 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         max_head_bytes: config.http.max_header_bytes.saturating_mul(4),
         cors_any_origin: config.http.cors_origins.iter().any(|o| o == "*"),
     };
-    let opening = config.clone();
     let Storage {
         data_dir,
         master_key,
         system,
-        tenants,
-    } = tokio::task::spawn_blocking(move || open_storage(&opening))
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))??;
+        apps: stores,
+    } = open_storage(&config, &options).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let random: Arc<dyn Random> = Arc::new(OsRandom);
 
@@ -193,11 +311,13 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         &*random,
     )
     .await?;
-    let tenant_store: Arc<dyn TenantStore> = tenants.clone();
-    let record_store: Arc<dyn RecordStore> = tenants.clone();
-    let user_store: Arc<dyn UserStore> = tenants.clone();
-    let function_store: Arc<dyn FunctionStore> = tenants.clone();
-    let site_store: Arc<dyn SiteStore> = tenants;
+    let AppStores {
+        tenants: tenant_store,
+        records: record_store,
+        users: user_store,
+        functions: function_store,
+        sites: site_store,
+    } = stores;
     let sites = Sites::new(site_store, Arc::clone(&clock));
     let data = Data::new(record_store, Arc::clone(&clock), Arc::clone(&random));
     let fetcher = functions::Fetcher::new(config.functions.allow_private_fetch)
@@ -216,6 +336,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         Arc::clone(&tenant_store),
         Arc::clone(&clock),
         Arc::clone(&random),
+        Sealer::new(&master_key),
     );
     let auth = Auth::new(
         Arc::clone(&system),
@@ -488,10 +609,8 @@ pub async fn reset_admin_token(data_dir: &std::path::Path) -> Result<String, Sta
             return Err(StartError::NotADataDir(path));
         }
         let data_dir = DataDir::open(&path)?;
-        let system = SqliteSystemStore::open(
-            &data_dir.system_db(),
-            cloudlet_store::sqlite::Durability::Full,
-        )?;
+        let system =
+            SqliteSystemStore::open(&data_dir.system_db(), cloudlet_store::Durability::Full)?;
         Ok((data_dir, system))
     })
     .await

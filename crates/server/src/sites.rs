@@ -41,10 +41,7 @@ impl From<SiteError> for ApiError {
             SiteError::TooLarge => Code::PayloadTooLarge,
             SiteError::TooManyFiles => Code::InvalidSitePath,
             SiteError::NotFound => Code::SiteFileNotFound,
-            SiteError::Store(cloudlet_store::StoreError::NoSuchTenant) => {
-                return ApiError::new(Code::AppNotFound, "no such app");
-            }
-            SiteError::Store(_) => return ApiError::internal(&e),
+            SiteError::Store(cause) => return ApiError::store(cause, &e),
         };
         ApiError::new(code, e.to_string())
     }

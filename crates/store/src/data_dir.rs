@@ -69,32 +69,39 @@ impl DataDir {
         self.root.join("apps")
     }
 
-    /// The instance's master key, which seals secrets at rest: read from `master.key`, or made
-    /// by `generate` and written there (mode 0600) on first use. Blocking.
-    pub fn master_key(&self, generate: impl FnOnce() -> [u8; 32]) -> Result<[u8; 32], StoreError> {
+    /// The master key stored in `master.key`, if there is one. Blocking.
+    pub fn stored_master_key(&self) -> Result<Option<[u8; 32]>, StoreError> {
         let path = self.root.join("master.key");
         match fs::read(&path) {
-            Ok(bytes) => bytes.try_into().map_err(|_| StoreError::Io {
+            Ok(bytes) => bytes.try_into().map(Some).map_err(|_| StoreError::Io {
                 path: path.clone(),
                 source: std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
                     "master.key must hold exactly 32 bytes",
                 ),
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = generate();
-                let mut options = OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(&path).map_err(StoreError::io(&path))?;
-                file.write_all(&key)
-                    .and_then(|()| file.sync_all())
-                    .map_err(StoreError::io(&path))?;
-                Ok(key)
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::io(&path)(e)),
         }
+    }
+
+    /// The instance's master key, which seals secrets at rest: read from `master.key`, or made
+    /// by `generate` and written there (mode 0600) on first use. Blocking.
+    pub fn master_key(&self, generate: impl FnOnce() -> [u8; 32]) -> Result<[u8; 32], StoreError> {
+        if let Some(key) = self.stored_master_key()? {
+            return Ok(key);
+        }
+        let path = self.root.join("master.key");
+        let key = generate();
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path).map_err(StoreError::io(&path))?;
+        file.write_all(&key)
+            .and_then(|()| file.sync_all())
+            .map_err(StoreError::io(&path))?;
+        Ok(key)
     }
 }
 

@@ -16,6 +16,7 @@ fn options(url: String) -> PostgresOptions {
         pool_size: 4,
         wait: Duration::from_secs(2),
         durability: Durability::Full,
+        max_open: 1000,
     }
 }
 

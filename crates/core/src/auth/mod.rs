@@ -32,9 +32,14 @@ use cloudlet_store::{
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::apps::signing_key_place;
 use crate::clock::{Clock, Timestamp};
 use crate::random::Random;
 use crate::sealing::Sealer;
+
+/// The length of a signing key stored unsealed (before keys were sealed); a sealed key is
+/// longer by its nonce and tag.
+const LEGACY_SIGNING_KEY_LEN: usize = 32;
 use crate::secrets::SecretHash;
 use policy::{check_password, normalize_email};
 use providers::{Platform, ProviderInput, ProviderKind, ProviderView, Settings};
@@ -1002,14 +1007,19 @@ impl Auth {
         if let Some(keys) = lock(&self.0.keys).get(app) {
             return Ok(Arc::clone(keys));
         }
-        let keys: Vec<(String, Vec<u8>)> = self
-            .0
-            .system
-            .signing_keys(app)
-            .await?
-            .into_iter()
-            .map(|k| (k.kid, k.secret))
-            .collect();
+        let mut keys: Vec<(String, Vec<u8>)> = Vec::new();
+        for key in self.0.system.signing_keys(app).await? {
+            let secret = if key.secret.len() == LEGACY_SIGNING_KEY_LEN {
+                // Made before keys were sealed; `cloudlet migrate` seals them.
+                key.secret
+            } else {
+                self.0
+                    .sealer
+                    .open(&key.secret, &signing_key_place(app, &key.kid))
+                    .map_err(|_| AuthError::Sealing)?
+            };
+            keys.push((key.kid, secret));
+        }
         if keys.is_empty() {
             // No such app (every app has a key): refuse before touching any app database, and
             // cache nothing, so that tokens naming made-up apps cost one system read.

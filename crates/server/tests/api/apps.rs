@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::support::{Expect, TestApp};
+use crate::support::{Backend, Expect, TestApp};
 
 #[tokio::test]
 async fn an_app_lives_from_creation_to_deletion() {
@@ -17,8 +17,7 @@ async fn an_app_lives_from_creation_to_deletion() {
     let key = created["secret_key"].as_str().unwrap();
     assert!(key.starts_with("cls_") && key.len() > 40, "{key}");
     assert!(created["created_at"].as_str().unwrap().ends_with('Z'));
-    let db_file = t.data_dir.join("apps/todo/data.db");
-    assert!(db_file.exists(), "the app has its own database file");
+    assert!(t.app_storage_exists("todo"), "the app has its own database");
 
     let shown = t
         .admin(Method::GET, "/v1/admin/apps/todo")
@@ -36,9 +35,13 @@ async fn an_app_lives_from_creation_to_deletion() {
         .request(Method::GET, "/v1/apps/todo/health")
         .expect(StatusCode::OK)
         .await;
+    let version = match Backend::under_test() {
+        Backend::Sqlite => 6,
+        Backend::Postgres => 4,
+    };
     assert_eq!(
         health,
-        json!({ "app": "todo", "status": "ok", "schema_version": 6 })
+        json!({ "app": "todo", "status": "ok", "schema_version": version })
     );
 
     let response = t
@@ -47,7 +50,7 @@ async fn an_app_lives_from_creation_to_deletion() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    assert!(!t.data_dir.join("apps/todo").exists(), "its files are gone");
+    assert!(!t.app_storage_exists("todo"), "its data is gone");
     t.admin(Method::GET, "/v1/admin/apps/todo")
         .expect_error(StatusCode::NOT_FOUND, "app_not_found")
         .await;

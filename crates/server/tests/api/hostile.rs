@@ -119,11 +119,7 @@ async fn hostile_app_names_answer_app_not_found_on_every_route_and_touch_nothing
     t.create_app("real").await;
 
     let outside_before = snapshot(&victim);
-    let apps_before: Vec<_> = std::fs::read_dir(data_dir.join("apps"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let apps_before = t.stored_apps();
     let addr = t.running().local_addr();
     let routes: Vec<_> = routes(&t)
         .await
@@ -170,12 +166,7 @@ async fn hostile_app_names_answer_app_not_found_on_every_route_and_touch_nothing
         "the victim database was opened by SQLite"
     );
     assert_eq!(open_under(&victim), Vec::<PathBuf>::new(), "held open");
-    let apps_after: Vec<_> = std::fs::read_dir(data_dir.join("apps"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert_eq!(apps_after, apps_before, "no app directory was made");
+    assert_eq!(t.stored_apps(), apps_before, "no app storage was made");
     let root_entries: Vec<_> = std::fs::read_dir(root.path())
         .unwrap()
         .flatten()

@@ -1,19 +1,60 @@
 //! `TestApp`: the real server on an ephemeral port with a temporary data directory, and helpers
 //! that read like the API's contract. Every integration test starts here.
+//!
+//! The suite runs on SQLite by default and on PostgreSQL when `CLOUDLET_TEST_DATABASE=postgres`
+//! (`.ci/run` runs it both ways): each data directory then gets its own database on a
+//! PostgreSQL server the suite starts itself, and a restart on the same data directory finds
+//! the same database.
 
 use std::path::{Path, PathBuf};
 
-use cloudlet_server::config::Config;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use cloudlet_server::config::{Config, DatabaseUrl};
 use cloudlet_server::{Running, StartOptions, start};
+use cloudlet_store::postgres::testing::TestServer;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// The storage backend the suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn under_test() -> Backend {
+        match std::env::var("CLOUDLET_TEST_DATABASE").as_deref() {
+            Ok("postgres") => Backend::Postgres,
+            Ok("sqlite") | Ok("") | Err(_) => Backend::Sqlite,
+            Ok(other) => panic!("CLOUDLET_TEST_DATABASE={other}: expected sqlite or postgres"),
+        }
+    }
+}
+
+/// The PostgreSQL database of a data directory: a new one the first time, the same one after.
+fn postgres_for(data_dir: &Path) -> String {
+    static DATABASES: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
+    let mut databases = DATABASES
+        .get_or_init(Default::default)
+        .lock()
+        .expect("the map of databases");
+    databases
+        .entry(data_dir.to_path_buf())
+        .or_insert_with(|| TestServer::shared().database())
+        .clone()
+}
+
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     pub data_dir: PathBuf,
+    /// The PostgreSQL database when the suite runs on PostgreSQL.
+    pub database: Option<String>,
     running: Option<Running>,
     _temp: Option<tempfile::TempDir>,
 }
@@ -21,6 +62,7 @@ pub struct TestApp {
 pub struct TestAppBuilder {
     config: Config,
     admin_token: Option<String>,
+    master_key: Option<String>,
     temp: Option<tempfile::TempDir>,
 }
 
@@ -43,6 +85,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// Starts as if `CLOUDLET_MASTER_KEY` were `key`.
+    pub fn master_key(mut self, key: &str) -> Self {
+        self.master_key = Some(key.to_owned());
+        self
+    }
+
     /// Starts as if `CLOUDLET_ADMIN_TOKEN` were `token`.
     pub fn admin_token(mut self, token: &str) -> Self {
         self.admin_token = Some(token.to_owned());
@@ -50,8 +98,9 @@ impl TestAppBuilder {
     }
 
     pub async fn try_start(self) -> Result<TestApp, cloudlet_server::StartError> {
-        let running = self.launch().await?;
-        Ok(self.with(running))
+        let this = self.with_backend();
+        let running = this.launch().await?;
+        Ok(this.with(running))
     }
 
     async fn launch(&self) -> Result<Running, cloudlet_server::StartError> {
@@ -59,6 +108,7 @@ impl TestAppBuilder {
             self.config.clone(),
             StartOptions {
                 admin_token: self.admin_token.clone(),
+                master_key: self.master_key.clone(),
             },
         )
         .await
@@ -68,16 +118,31 @@ impl TestAppBuilder {
         TestApp {
             base: format!("http://{}", running.local_addr()),
             http: reqwest::Client::new(),
+            database: self.config.database.url.postgres().map(str::to_owned),
             data_dir: self.config.data_dir,
             running: Some(running),
             _temp: self.temp,
         }
     }
 
+    /// Picks the database of the backend under test.
+    fn with_backend(mut self) -> Self {
+        if let Backend::Postgres = Backend::under_test() {
+            let url = postgres_for(&self.config.data_dir);
+            self.config.database.url = DatabaseUrl::parse(&url).expect("a postgres URL");
+        }
+        self
+    }
+
     /// Starts the server. A restart on the same data directory retries briefly while the lock is
     /// held: another test of this process may be spawning a program (`openssl`, a worker), and a
     /// child holds every descriptor of its parent, the lock's too, from its fork to its exec.
     pub async fn start(self) -> TestApp {
+        let this = self.with_backend();
+        this.start_here().await
+    }
+
+    async fn start_here(self) -> TestApp {
         for _ in 0..50 {
             match self.launch().await {
                 Err(cloudlet_server::StartError::Store(
@@ -102,6 +167,7 @@ impl TestApp {
         TestAppBuilder {
             config,
             admin_token: Some(ADMIN_TOKEN.into()),
+            master_key: None,
             temp: Some(temp),
         }
     }
@@ -153,6 +219,68 @@ impl TestApp {
             .text()
             .await
             .expect("a text body")
+    }
+
+    /// Whether `needle` is stored anywhere the backend keeps data: in any file of the data
+    /// directory, or in the PostgreSQL database (as text, or as the hex of a byte string).
+    pub fn stored_anywhere(&self, needle: &[u8]) -> bool {
+        fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    files(&path, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        let contains =
+            |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+        let mut all = Vec::new();
+        files(&self.data_dir, &mut all);
+        if all
+            .iter()
+            .any(|f| std::fs::read(f).is_ok_and(|bytes| contains(&bytes, needle)))
+        {
+            return true;
+        }
+        match &self.database {
+            Some(url) => {
+                let dump = TestServer::shared().dump(url);
+                let hex: String = needle.iter().map(|b| format!("{b:02x}")).collect();
+                contains(dump.as_bytes(), needle) || dump.contains(&hex)
+            }
+            None => false,
+        }
+    }
+
+    /// The apps that have storage: directories of the data directory's `apps`, or PostgreSQL
+    /// schemas `app_*`; sorted.
+    pub fn stored_apps(&self) -> Vec<String> {
+        let mut apps: Vec<String> = match &self.database {
+            Some(url) => TestServer::shared()
+                .sql(
+                    TestServer::database_name(url),
+                    "SELECT substr(nspname, 5) FROM pg_namespace WHERE nspname LIKE 'app\\_%'",
+                )
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            None => std::fs::read_dir(self.data_dir.join("apps"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+        };
+        apps.sort();
+        apps
+    }
+
+    /// Whether anything of app `name` is stored.
+    pub fn app_storage_exists(&self, name: &str) -> bool {
+        self.stored_apps().iter().any(|a| a == name)
     }
 
     /// The value of the `cloudlet_open_apps` gauge.

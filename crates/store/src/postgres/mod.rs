@@ -48,11 +48,15 @@ pub struct PostgresOptions {
     pub wait: Duration,
     /// What an acknowledged write survives: `Process` turns off `synchronous_commit`.
     pub durability: Durability,
+    /// How many apps count as open at once: using one more forgets the least recently used
+    /// one's prepared statements (as SQLite closes its database).
+    pub max_open: usize,
 }
 
 /// Every store on one PostgreSQL database.
 pub struct Postgres {
     pool: Pool,
+    max_open: usize,
     /// Apps used recently, with when: what "open" means on a server that opens nothing per app.
     touched: Mutex<HashMap<AppName, Instant>>,
 }
@@ -94,6 +98,7 @@ impl Postgres {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let store = Postgres {
             pool,
+            max_open: options.max_open.max(1),
             touched: Mutex::new(HashMap::new()),
         };
         let mut client = store.client().await.map_err(|e| match e {
@@ -113,7 +118,23 @@ impl Postgres {
 
     /// A pooled connection for work on `app`, which counts as a use of the app.
     pub(crate) async fn app_client(&self, app: &AppName) -> Result<Object, StoreError> {
-        super::sqlite::lock(&self.touched).insert(app.clone(), Instant::now());
+        let evicted = {
+            let mut touched = super::sqlite::lock(&self.touched);
+            touched.insert(app.clone(), Instant::now());
+            let evict = touched.len() > self.max_open;
+            if evict
+                && let Some(oldest) = touched
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(name, _)| name.clone())
+            {
+                touched.remove(&oldest);
+            }
+            evict
+        };
+        if evicted {
+            self.forget_statements();
+        }
         self.client().await
     }
 

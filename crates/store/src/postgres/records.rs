@@ -1,3 +1,507 @@
-//! placeholder
+//! [`RecordStore`] on PostgreSQL: each collection is a table `r_{collection}` with typed columns
+//! in the app's schema (booleans as `boolean`, JSON as `jsonb`, datetimes as `bigint`
+//! milliseconds), listed in `_collections`. Conditions, orders and keysets are compiled for the
+//! PostgreSQL dialect; a write locks the row it guards (`FOR UPDATE`), so two nodes updating one
+//! record serialise as the SQLite writer thread serialises them on one node.
 
-pub(super) const MIGRATION: &str = "";
+use async_trait::async_trait;
+use cloudlet_query::Dialect;
+use deadpool_postgres::{GenericClient, Transaction};
+
+use super::{Postgres, execute, params, record_of, refs, rows, schema};
+use crate::listing::{keyset_after, order_by, quote, table};
+use crate::records::{
+    BatchOp, BatchOutcome, CollectionRow, ColumnType, Condition, IndexDef, Record, RecordStore,
+    Select, SqlValue, TableChange, TableDef,
+};
+use crate::{AppName, StoreError};
+
+/// The app schema's step that lists collections.
+pub(super) const MIGRATION: &str = "
+    CREATE TABLE {s}._collections (
+        name        text COLLATE \"C\" PRIMARY KEY,
+        definition  text NOT NULL,
+        version     bigint NOT NULL
+    );
+";
+
+/// A column's type. Text compares byte by byte (`COLLATE "C"`), as on SQLite, whatever the
+/// database's locale: filters, sorts and cursors must mean the same on both backends.
+fn pg_type(column_type: ColumnType) -> &'static str {
+    match column_type {
+        ColumnType::Text => "text COLLATE \"C\"",
+        ColumnType::Json => "jsonb",
+        ColumnType::Real => "float8",
+        ColumnType::Integer => "bigint",
+        ColumnType::Bool => "boolean",
+    }
+}
+
+/// A collection's table, qualified by the app's schema.
+fn qualified(app: &str, collection: &str) -> String {
+    format!("{app}.{}", table(collection))
+}
+
+fn create_table_sql(app: &str, collection: &str, definition: &TableDef) -> Vec<String> {
+    let mut columns = vec![
+        "\"id\" text COLLATE \"C\" PRIMARY KEY".to_owned(),
+        "\"created_at\" bigint NOT NULL".to_owned(),
+        "\"updated_at\" bigint NOT NULL".to_owned(),
+        "\"owner\" text COLLATE \"C\"".to_owned(),
+    ];
+    for column in &definition.columns {
+        columns.push(format!(
+            "{} {}",
+            quote(&column.name),
+            pg_type(column.column_type)
+        ));
+    }
+    let name = format!("r_{collection}");
+    let table = qualified(app, collection);
+    let mut statements = vec![
+        format!("CREATE TABLE {table} ({})", columns.join(", ")),
+        format!(
+            "CREATE INDEX {} ON {table} (\"owner\", \"created_at\", \"id\")",
+            quote(&format!("{name}_owner")),
+        ),
+        format!(
+            "CREATE INDEX {} ON {table} (\"created_at\", \"id\")",
+            quote(&format!("{name}_created")),
+        ),
+    ];
+    // Unique columns are unique indexes, so that altering can add and drop them.
+    let mut indexes: Vec<IndexDef> = definition
+        .columns
+        .iter()
+        .filter(|c| c.unique)
+        .map(|c| IndexDef {
+            columns: vec![c.name.clone()],
+            unique: true,
+        })
+        .collect();
+    indexes.extend(definition.indexes.iter().cloned());
+    statements.extend(index_sql(app, collection, &indexes));
+    statements
+}
+
+/// The declared indexes of a collection's table, named `r_{collection}_i{n}`; a non-unique
+/// index ends with `id`, the tie-break of every sort (as on SQLite).
+fn index_sql(app: &str, collection: &str, indexes: &[IndexDef]) -> Vec<String> {
+    indexes
+        .iter()
+        .enumerate()
+        .map(|(i, index)| {
+            let mut columns: Vec<String> = index.columns.iter().map(|c| quote(c)).collect();
+            if !index.unique && index.columns.last().map(String::as_str) != Some("id") {
+                columns.push(quote("id"));
+            }
+            format!(
+                "CREATE {}INDEX {} ON {} ({})",
+                if index.unique { "UNIQUE " } else { "" },
+                quote(&format!("r_{collection}_i{i}")),
+                qualified(app, collection),
+                columns.join(", ")
+            )
+        })
+        .collect()
+}
+
+/// The records `sql` selects.
+async fn records(
+    client: &impl GenericClient,
+    sql: &str,
+    values: &[SqlValue],
+) -> Result<Vec<Record>, StoreError> {
+    let params = params(values);
+    rows(client, sql, &refs(&params))
+        .await?
+        .iter()
+        .map(record_of)
+        .collect()
+}
+
+#[async_trait]
+impl RecordStore for Postgres {
+    async fn collections(&self, app: &AppName) -> Result<Vec<CollectionRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT name, definition, version FROM {}._collections ORDER BY name",
+            schema(app)
+        );
+        Ok(rows(&client, &sql, &[])
+            .await?
+            .iter()
+            .map(|r| CollectionRow {
+                name: r.get(0),
+                definition: r.get(1),
+                version: r.get(2),
+            })
+            .collect())
+    }
+
+    async fn create_collection(
+        &self,
+        app: &AppName,
+        collection: CollectionRow,
+        definition: TableDef,
+    ) -> Result<(), StoreError> {
+        let s = schema(app);
+        let mut client = self.app_client(app).await?;
+        let tx = client.transaction().await?;
+        execute(
+            &tx,
+            &format!(
+                "INSERT INTO {s}._collections (name, definition, version) VALUES ($1, $2, $3)"
+            ),
+            &[
+                &collection.name,
+                &collection.definition,
+                &collection.version,
+            ],
+        )
+        .await?;
+        for statement in create_table_sql(&s, &collection.name, &definition) {
+            tx.batch_execute(&statement).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn alter_collection(
+        &self,
+        app: &AppName,
+        collection: CollectionRow,
+        change: TableChange,
+    ) -> Result<(), StoreError> {
+        let s = schema(app);
+        let name = collection.name.clone();
+        let mut client = self.app_client(app).await?;
+        let tx = client.transaction().await?;
+        let updated = execute(
+            &tx,
+            &format!("UPDATE {s}._collections SET definition = $2, version = $3 WHERE name = $1"),
+            &[
+                &collection.name,
+                &collection.definition,
+                &collection.version,
+            ],
+        )
+        .await?;
+        if updated == 0 {
+            return Err(StoreError::NoSuchTenant);
+        }
+        // Declared indexes are dropped and made again; the system ones stay.
+        let existing = tx
+            .query(
+                "SELECT indexname FROM pg_indexes
+                 WHERE schemaname = $1 AND tablename = $2 AND starts_with(indexname, $3)",
+                &[
+                    &format!("app_{}", app.as_str()),
+                    &format!("r_{name}"),
+                    &format!("r_{name}_i"),
+                ],
+            )
+            .await?;
+        for index in existing {
+            let index: String = index.get(0);
+            tx.batch_execute(&format!("DROP INDEX {s}.{}", quote(&index)))
+                .await?;
+        }
+        let table = qualified(&s, &name);
+        for column in &change.drop {
+            tx.batch_execute(&format!(
+                "ALTER TABLE {table} DROP COLUMN {}",
+                quote(column)
+            ))
+            .await?;
+        }
+        for column in &change.add {
+            tx.batch_execute(&format!(
+                "ALTER TABLE {table} ADD COLUMN {} {}",
+                quote(&column.name),
+                pg_type(column.column_type)
+            ))
+            .await?;
+        }
+        for statement in index_sql(&s, &name, &change.indexes) {
+            tx.batch_execute(&statement).await?;
+        }
+        tx.commit().await?;
+        // Statements prepared on the old columns must not be reused.
+        self.forget_statements();
+        Ok(())
+    }
+
+    async fn drop_collection(&self, app: &AppName, name: &str) -> Result<bool, StoreError> {
+        let s = schema(app);
+        let mut client = self.app_client(app).await?;
+        let tx = client.transaction().await?;
+        let removed = execute(
+            &tx,
+            &format!("DELETE FROM {s}._collections WHERE name = $1"),
+            &[&name],
+        )
+        .await?;
+        if removed == 1 {
+            tx.batch_execute(&format!("DROP TABLE IF EXISTS {}", qualified(&s, name)))
+                .await?;
+        }
+        tx.commit().await?;
+        self.forget_statements();
+        Ok(removed == 1)
+    }
+
+    async fn insert(
+        &self,
+        app: &AppName,
+        collection: &str,
+        record: Record,
+        check: Condition,
+    ) -> Result<(), StoreError> {
+        let mut client = self.app_client(app).await?;
+        let tx = client.transaction().await?;
+        insert_in(&tx, &schema(app), collection, &record, &check).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn select(
+        &self,
+        app: &AppName,
+        collection: &str,
+        select: Select,
+    ) -> Result<(Vec<Record>, Option<i64>), StoreError> {
+        let client = self.app_client(app).await?;
+        let table = qualified(&schema(app), collection);
+        let (mut condition, mut values) = select.condition.to_sql(Dialect::Postgres, 0);
+        let total = if select.count {
+            let sql = format!("SELECT count(*) FROM {table} WHERE {condition}");
+            let params = params(&values);
+            let counted = rows(&client, &sql, &refs(&params)).await?;
+            Some(counted.first().map_or(0, |r| r.get::<_, i64>(0)))
+        } else {
+            None
+        };
+        if let Some((after, id)) = &select.after {
+            let after = keyset_after(Dialect::Postgres, &select.sort, after, id, &mut values);
+            condition = format!("{condition} AND {after}");
+        }
+        let order = order_by(Dialect::Postgres, &select.sort);
+        values.push(SqlValue::Int(select.limit as i64));
+        values.push(SqlValue::Int(select.offset as i64));
+        let n = values.len();
+        let sql = format!(
+            "SELECT * FROM {table} WHERE {condition} ORDER BY {order} LIMIT ${} OFFSET ${n}",
+            n - 1
+        );
+        Ok((records(&client, &sql, &values).await?, total))
+    }
+
+    async fn get(
+        &self,
+        app: &AppName,
+        collection: &str,
+        id: &str,
+        condition: Condition,
+    ) -> Result<Option<Record>, StoreError> {
+        let client = self.app_client(app).await?;
+        guarded(&client, &schema(app), collection, id, &condition, false).await
+    }
+
+    async fn update(
+        &self,
+        app: &AppName,
+        collection: &str,
+        id: &str,
+        condition: Condition,
+        set: Record,
+    ) -> Result<Option<(Record, Record)>, StoreError> {
+        let mut client = self.app_client(app).await?;
+        let tx = client.transaction().await?;
+        let updated = update_in(&tx, &schema(app), collection, id, &condition, set).await?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    async fn batch(
+        &self,
+        app: &AppName,
+        operations: Vec<BatchOp>,
+    ) -> Result<Vec<BatchOutcome>, StoreError> {
+        let s = schema(app);
+        let mut client = self.app_client(app).await?;
+        let tx = client.transaction().await?;
+        let mut outcomes = Vec::with_capacity(operations.len());
+        for (index, operation) in operations.into_iter().enumerate() {
+            let failed = |source: StoreError| StoreError::InBatch {
+                index,
+                source: Box::new(source),
+            };
+            let outcome = match operation {
+                BatchOp::Insert {
+                    collection,
+                    record,
+                    check,
+                } => {
+                    insert_in(&tx, &s, &collection, &record, &check)
+                        .await
+                        .map_err(failed)?;
+                    BatchOutcome::Inserted(record)
+                }
+                BatchOp::Update {
+                    collection,
+                    id,
+                    condition,
+                    set,
+                } => {
+                    let (old, new) = update_in(&tx, &s, &collection, &id, &condition, set)
+                        .await
+                        .map_err(failed)?
+                        .ok_or_else(|| failed(StoreError::NotFound))?;
+                    BatchOutcome::Updated(old, new)
+                }
+                BatchOp::Delete {
+                    collection,
+                    id,
+                    condition,
+                } => {
+                    let old = delete_in(&tx, &s, &collection, &id, &condition)
+                        .await
+                        .map_err(failed)?
+                        .ok_or_else(|| failed(StoreError::NotFound))?;
+                    BatchOutcome::Deleted(old)
+                }
+            };
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn delete(
+        &self,
+        app: &AppName,
+        collection: &str,
+        id: &str,
+        condition: Condition,
+    ) -> Result<Option<Record>, StoreError> {
+        let mut client = self.app_client(app).await?;
+        let tx = client.transaction().await?;
+        let deleted = delete_in(&tx, &schema(app), collection, id, &condition).await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+}
+
+/// Inserts `record`, then requires `check` of it; the caller's transaction is dropped
+/// (rolled back) when the check fails.
+async fn insert_in(
+    tx: &Transaction<'_>,
+    app: &str,
+    collection: &str,
+    record: &Record,
+    check: &Condition,
+) -> Result<(), StoreError> {
+    let id = record
+        .iter()
+        .find(|(name, _)| name == "id")
+        .map(|(_, v)| v.clone())
+        .unwrap_or(SqlValue::Null);
+    let table = qualified(app, collection);
+    let columns: Vec<String> = record.iter().map(|(name, _)| quote(name)).collect();
+    let placeholders: Vec<String> = (1..=record.len())
+        .map(|i| Dialect::Postgres.placeholder(i))
+        .collect();
+    let sql = format!(
+        "INSERT INTO {table} ({}) VALUES ({})",
+        columns.join(", "),
+        placeholders.join(", ")
+    );
+    let values: Vec<SqlValue> = record.iter().map(|(_, v)| v.clone()).collect();
+    let inserted = params(&values);
+    execute(tx, &sql, &refs(&inserted)).await?;
+    let (condition, mut values) = check.to_sql(Dialect::Postgres, 0);
+    values.push(id);
+    let sql = format!(
+        "SELECT count(*) FROM {table} WHERE {condition} AND \"id\" = ${}",
+        values.len()
+    );
+    let checked = params(&values);
+    let holds = rows(tx, &sql, &refs(&checked))
+        .await?
+        .first()
+        .map_or(0, |r| r.get::<_, i64>(0));
+    if holds == 0 {
+        return Err(StoreError::CheckFailed);
+    }
+    Ok(())
+}
+
+/// The record `id` if `condition` allows it; locked until the transaction ends when `lock`.
+async fn guarded(
+    client: &impl GenericClient,
+    app: &str,
+    collection: &str,
+    id: &str,
+    condition: &Condition,
+    lock: bool,
+) -> Result<Option<Record>, StoreError> {
+    let (condition, mut values) = condition.to_sql(Dialect::Postgres, 0);
+    values.push(SqlValue::Text(id.to_owned()));
+    let sql = format!(
+        "SELECT * FROM {} WHERE {condition} AND \"id\" = ${}{}",
+        qualified(app, collection),
+        values.len(),
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    Ok(records(client, &sql, &values).await?.pop())
+}
+
+async fn update_in(
+    tx: &Transaction<'_>,
+    app: &str,
+    collection: &str,
+    id: &str,
+    condition: &Condition,
+    set: Record,
+) -> Result<Option<(Record, Record)>, StoreError> {
+    let Some(old) = guarded(tx, app, collection, id, condition, true).await? else {
+        return Ok(None);
+    };
+    let assignments: Vec<String> = set
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| format!("{} = ${}", quote(name), i + 1))
+        .collect();
+    let mut values: Vec<SqlValue> = set.into_iter().map(|(_, v)| v).collect();
+    values.push(SqlValue::Text(id.to_owned()));
+    let sql = format!(
+        "UPDATE {} SET {} WHERE \"id\" = ${} RETURNING *",
+        qualified(app, collection),
+        assignments.join(", "),
+        values.len()
+    );
+    let new = records(tx, &sql, &values)
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Task("the updated record vanished".into()))?;
+    Ok(Some((old, new)))
+}
+
+async fn delete_in(
+    tx: &Transaction<'_>,
+    app: &str,
+    collection: &str,
+    id: &str,
+    condition: &Condition,
+) -> Result<Option<Record>, StoreError> {
+    let Some(old) = guarded(tx, app, collection, id, condition, true).await? else {
+        return Ok(None);
+    };
+    let sql = format!(
+        "DELETE FROM {} WHERE \"id\" = $1",
+        qualified(app, collection)
+    );
+    execute(tx, &sql, &[&id]).await?;
+    Ok(Some(old))
+}

@@ -1,3 +1,101 @@
-//! placeholder
+//! [`SiteStore`] on PostgreSQL, in each app's schema: the static site's files and their
+//! content. Every write is one statement (an upsert, a delete), so nodes need no lock.
 
-pub(super) const MIGRATION: &str = "";
+use async_trait::async_trait;
+use tokio_postgres::Row;
+
+use super::{Postgres, execute, row, rows, schema};
+use crate::sites::{SiteFile, SiteStore};
+use crate::{AppName, StoreError};
+
+/// Paths are `COLLATE "C"`, so that files list in byte order as in SQLite.
+pub(super) const MIGRATION: &str = "
+    CREATE TABLE {s}._site_files (
+        path          text COLLATE \"C\" PRIMARY KEY,
+        content_type  text NOT NULL,
+        sha256        text NOT NULL,
+        size          bigint NOT NULL,
+        updated_at    bigint NOT NULL,
+        content       bytea NOT NULL
+    );
+";
+
+fn file_from_row(r: &Row) -> Result<SiteFile, StoreError> {
+    Ok(SiteFile {
+        path: r.try_get(0)?,
+        content_type: r.try_get(1)?,
+        sha256: r.try_get(2)?,
+        size: r.try_get(3)?,
+        updated_at_ms: r.try_get(4)?,
+    })
+}
+
+#[async_trait]
+impl SiteStore for Postgres {
+    async fn site_files(&self, app: &AppName) -> Result<Vec<SiteFile>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT path, content_type, sha256, size, updated_at FROM {}._site_files ORDER BY path",
+            schema(app)
+        );
+        rows(&client, &sql, &[])
+            .await?
+            .iter()
+            .map(file_from_row)
+            .collect()
+    }
+
+    async fn site_file(
+        &self,
+        app: &AppName,
+        path: &str,
+    ) -> Result<Option<(SiteFile, Vec<u8>)>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT path, content_type, sha256, size, updated_at, content FROM {}._site_files
+             WHERE path = $1",
+            schema(app)
+        );
+        row(&client, &sql, &[&path])
+            .await?
+            .map(|r| Ok((file_from_row(&r)?, r.try_get(5)?)))
+            .transpose()
+    }
+
+    async fn put_site_file(
+        &self,
+        app: &AppName,
+        file: SiteFile,
+        content: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "INSERT INTO {}._site_files (path, content_type, sha256, size, updated_at, content)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (path) DO UPDATE SET content_type = excluded.content_type,
+               sha256 = excluded.sha256, size = excluded.size,
+               updated_at = excluded.updated_at, content = excluded.content",
+            schema(app)
+        );
+        execute(
+            &client,
+            &sql,
+            &[
+                &file.path,
+                &file.content_type,
+                &file.sha256,
+                &file.size,
+                &file.updated_at_ms,
+                &content,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_site_file(&self, app: &AppName, path: &str) -> Result<bool, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!("DELETE FROM {}._site_files WHERE path = $1", schema(app));
+        Ok(execute(&client, &sql, &[&path]).await? == 1)
+    }
+}

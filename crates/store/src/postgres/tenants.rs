@@ -22,7 +22,8 @@ const MIGRATIONS: &[&str] = &[
 #[async_trait]
 impl TenantStore for Postgres {
     async fn provision(&self, app: &AppName) -> Result<(), StoreError> {
-        let mut client = self.app_client(app).await?;
+        // Not a use of the app: creating one leaves it closed, as on SQLite.
+        let mut client = self.client().await?;
         super::migrate(&mut client, &schema(app), MIGRATIONS).await?;
         Ok(())
     }

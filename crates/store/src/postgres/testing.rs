@@ -194,6 +194,34 @@ impl TestServer {
         self.url(&name)
     }
 
+    /// The name of the database of `url`.
+    pub fn database_name(url: &str) -> &str {
+        url.rsplit('/').next().unwrap_or(url)
+    }
+
+    /// Everything stored in the database of `url`, as `pg_dump` writes it (byte strings as
+    /// hex).
+    pub fn dump(&self, url: &str) -> String {
+        let output = Command::new(self.bin.join("pg_dump"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "cloudlet",
+            ])
+            .arg(Self::database_name(url))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// Runs `sql` in database `db` with psql; panics with its error if it fails.
     pub fn sql(&self, db: &str, sql: &str) -> String {
         let output = self.psql(db, sql);
