@@ -5,7 +5,24 @@
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 
+use cloudlet_store::{StoreError, SystemStore};
+
 use crate::random::Random;
+
+/// Where the master-key check is sealed.
+const KEY_CHECK: &str = "master-key-check";
+
+/// Why the master key can not be used with this database.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyCheckError {
+    #[error(
+        "this database's secrets were sealed under another master key: give every node the \
+         same key (CLOUDLET_MASTER_KEY or master_key_file)"
+    )]
+    Mismatch,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 const NONCE_LEN: usize = 12;
 
@@ -46,6 +63,22 @@ impl Sealer {
             .encrypt(Nonce::from_slice(&nonce), payload)
             .unwrap_or_default();
         [nonce.as_slice(), &sealed].concat()
+    }
+
+    /// Refuses a master key other than the one this database's secrets are sealed under,
+    /// before anything is written with it: the first start seals a check value, and every
+    /// later start (of any node on the same database) must open it.
+    pub async fn check_key(
+        &self,
+        system: &dyn SystemStore,
+        random: &dyn Random,
+    ) -> Result<(), KeyCheckError> {
+        let proposed = self.seal(KEY_CHECK.as_bytes(), KEY_CHECK, random);
+        let stored = system.settle_setting(KEY_CHECK, proposed).await?;
+        match self.open(&stored, KEY_CHECK) {
+            Ok(plain) if plain == KEY_CHECK.as_bytes() => Ok(()),
+            _ => Err(KeyCheckError::Mismatch),
+        }
     }
 
     pub fn open(&self, sealed: &[u8], place: &str) -> Result<Vec<u8>, Unsealable> {

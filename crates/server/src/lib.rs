@@ -304,6 +304,10 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     } = open_storage(&config, &options).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let random: Arc<dyn Random> = Arc::new(OsRandom);
+    Sealer::new(&master_key)
+        .check_key(&*system, &*random)
+        .await
+        .map_err(|e| StartError::MasterKey(e.to_string()))?;
 
     let (access, admin_token) = Access::start(
         Arc::clone(&system),

@@ -71,6 +71,9 @@ pub trait SystemStore: Send + Sync {
     async fn ping(&self) -> Result<(), StoreError>;
     async fn admin_token_hash(&self) -> Result<Option<Vec<u8>>, StoreError>;
     async fn set_admin_token_hash(&self, hash: Vec<u8>) -> Result<(), StoreError>;
+    /// Stores `value` under `key` unless a value is there already; returns the value stored
+    /// (the first writer's, when several race).
+    async fn settle_setting(&self, key: &str, value: Vec<u8>) -> Result<Vec<u8>, StoreError>;
     /// Inserts an app with its first signing key; [`StoreError::Conflict`] if the name is taken.
     async fn insert_app(&self, app: AppRow, signing_key: SigningKeyRow) -> Result<(), StoreError>;
     async fn app(&self, name: &AppName) -> Result<Option<AppRow>, StoreError>;

@@ -125,9 +125,11 @@ impl TestAppBuilder {
         }
     }
 
-    /// Picks the database of the backend under test.
+    /// Picks the database of the backend under test, unless the test chose one.
     fn with_backend(mut self) -> Self {
-        if let Backend::Postgres = Backend::under_test() {
+        if Backend::under_test() == Backend::Postgres
+            && self.config.database.url.postgres().is_none()
+        {
             let url = postgres_for(&self.config.data_dir);
             self.config.database.url = DatabaseUrl::parse(&url).expect("a postgres URL");
         }

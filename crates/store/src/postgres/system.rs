@@ -124,6 +124,20 @@ impl SystemStore for Postgres {
         Ok(())
     }
 
+    async fn settle_setting(&self, key: &str, value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let client = self.client().await?;
+        let insert = format!(
+            "INSERT INTO {SYSTEM_SCHEMA}.settings (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO NOTHING"
+        );
+        execute(&client, &insert, &[&key, &value]).await?;
+        let select = format!("SELECT value FROM {SYSTEM_SCHEMA}.settings WHERE key = $1");
+        let stored = row(&client, &select, &[&key])
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(stored.try_get(0)?)
+    }
+
     async fn insert_app(&self, app: AppRow, key: SigningKeyRow) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;

@@ -140,6 +140,21 @@ impl SystemStore for SqliteSystemStore {
             .await
     }
 
+    async fn settle_setting(&self, key: &str, value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let key = key.to_owned();
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                    (&key, &value),
+                )?;
+                Ok(c.query_row("SELECT value FROM settings WHERE key = ?1", [&key], |r| {
+                    r.get(0)
+                })?)
+            })
+            .await
+    }
+
     async fn insert_app(&self, app: AppRow, key: SigningKeyRow) -> Result<(), StoreError> {
         self.db
             .write(move |c| {
