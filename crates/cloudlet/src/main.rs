@@ -113,6 +113,16 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Move an instance from its data directory (SQLite) into PostgreSQL, verified by counts
+    /// and checksums; the server must be stopped. Running it again after an interruption
+    /// finishes the job.
+    Migrate {
+        #[command(flatten)]
+        source: DataDirArg,
+        /// The PostgreSQL database to move into: empty, or filled by an earlier run.
+        #[arg(long, env = "CLOUDLET_DATABASE", hide_env_values = true)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -199,8 +209,32 @@ async fn run(command: Command) -> Result<(), String> {
         Command::Admin {
             command: AdminCommand::ResetToken(args),
         } => reset_token(&args.data_dir).await,
+        Command::Migrate { source, to } => migrate(&source.data_dir, &to).await,
         Command::Worker { .. } => Err("a worker runs outside the async runtime".into()),
     }
+}
+
+async fn migrate(data_dir: &std::path::Path, to: &str) -> Result<(), String> {
+    let report = cloudlet_server::migrate::migrate_to_postgres(data_dir, to, |app, moved| {
+        let rows: u64 = moved.tables.iter().map(|t| t.rows).sum();
+        let what = if moved.copied {
+            "copied"
+        } else {
+            "already there, verified"
+        };
+        println!(
+            "{app}: {what} ({} tables, {rows} rows, checksums equal)",
+            moved.tables.len()
+        );
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    println!(
+        "Done: {} apps and {} settings are in PostgreSQL. Start the server with --database.",
+        report.apps.len(),
+        report.settings
+    );
+    Ok(())
 }
 
 async fn run_emulator(args: EmulatorArgs) -> Result<(), String> {

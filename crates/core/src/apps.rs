@@ -128,6 +128,26 @@ pub fn signing_key_place(app: &str, kid: &str) -> String {
     format!("{app}/signing-key/{kid}")
 }
 
+/// The length of a signing key stored unsealed, before keys were sealed; a sealed key is longer
+/// by its nonce and tag.
+pub const UNSEALED_SIGNING_KEY_LEN: usize = 32;
+
+/// `key` sealed: one stored before keys were sealed is sealed now, a sealed one kept as it is.
+pub fn sealed_signing_key(
+    sealer: &Sealer,
+    random: &dyn Random,
+    app: &str,
+    key: SigningKeyRow,
+) -> SigningKeyRow {
+    if key.secret.len() != UNSEALED_SIGNING_KEY_LEN {
+        return key;
+    }
+    SigningKeyRow {
+        secret: sealer.seal(&key.secret, &signing_key_place(app, &key.kid), random),
+        ..key
+    }
+}
+
 impl Apps {
     pub fn new(
         system: Arc<dyn SystemStore>,
@@ -266,5 +286,34 @@ impl Apps {
             .app(name)
             .await?
             .ok_or_else(|| AppError::NotFound(name.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::SeededRandom;
+
+    #[test]
+    fn an_unsealed_signing_key_is_sealed_in_its_place_and_a_sealed_one_kept() {
+        let sealer = Sealer::new(&[7; 32]);
+        let random = SeededRandom::new(1);
+        let clear = SigningKeyRow {
+            kid: "k1".into(),
+            secret: vec![42; UNSEALED_SIGNING_KEY_LEN],
+            created_at_ms: 5,
+        };
+        let sealed = sealed_signing_key(&sealer, &random, "shop", clear.clone());
+        assert_ne!(sealed.secret, clear.secret);
+        assert_eq!((sealed.kid.as_str(), sealed.created_at_ms), ("k1", 5));
+        let place = signing_key_place("shop", "k1");
+        assert_eq!(sealer.open(&sealed.secret, &place).unwrap(), clear.secret);
+        assert!(
+            sealer
+                .open(&sealed.secret, &signing_key_place("other", "k1"))
+                .is_err()
+        );
+        let again = sealed_signing_key(&sealer, &random, "shop", sealed.clone());
+        assert_eq!(again, sealed, "a sealed key is not sealed twice");
     }
 }

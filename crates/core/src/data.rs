@@ -440,6 +440,14 @@ fn has_nul(value: &Json) -> bool {
     }
 }
 
+/// The table a stored collection has: what a copy to another backend must create before its
+/// rows (`cloudlet migrate`).
+pub fn table_of(row: &CollectionRow) -> Result<TableDef, DataError> {
+    let def: CollectionDef = serde_json::from_str(&row.definition)
+        .map_err(|e| DataError::Store(StoreError::Task(format!("stored definition: {e}"))))?;
+    Ok(Compiled::new(&row.name, def, row.version)?.table())
+}
+
 /// A column value as JSON for `kind`.
 fn to_json(kind: Option<FieldKind>, value: &SqlValue) -> Json {
     match (kind, value) {

@@ -18,6 +18,7 @@ mod health;
 mod limits;
 mod memory;
 mod metrics;
+pub mod migrate;
 mod openapi;
 mod request_id;
 mod serve;
@@ -75,6 +76,8 @@ pub enum StartError {
     Functions(String),
     #[error("master key: {0}")]
     MasterKey(String),
+    #[error("migration stopped: {0}")]
+    Migrate(String),
     #[error("could not listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,

@@ -25,6 +25,7 @@ mod sites;
 pub mod sqlite;
 mod system;
 mod tenants;
+pub mod transfer;
 mod users;
 
 pub use app_name::{AppName, InvalidAppName};

@@ -32,14 +32,10 @@ use cloudlet_store::{
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::apps::signing_key_place;
+use crate::apps::{UNSEALED_SIGNING_KEY_LEN, signing_key_place};
 use crate::clock::{Clock, Timestamp};
 use crate::random::Random;
 use crate::sealing::Sealer;
-
-/// The length of a signing key stored unsealed (before keys were sealed); a sealed key is
-/// longer by its nonce and tag.
-const LEGACY_SIGNING_KEY_LEN: usize = 32;
 use crate::secrets::SecretHash;
 use policy::{check_password, normalize_email};
 use providers::{Platform, ProviderInput, ProviderKind, ProviderView, Settings};
@@ -1009,7 +1005,7 @@ impl Auth {
         }
         let mut keys: Vec<(String, Vec<u8>)> = Vec::new();
         for key in self.0.system.signing_keys(app).await? {
-            let secret = if key.secret.len() == LEGACY_SIGNING_KEY_LEN {
+            let secret = if key.secret.len() == UNSEALED_SIGNING_KEY_LEN {
                 // Made before keys were sealed; `cloudlet migrate` seals them.
                 key.secret
             } else {

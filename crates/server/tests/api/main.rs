@@ -12,5 +12,6 @@ mod errors;
 mod hostile;
 mod http;
 mod lifecycle;
+mod postgres;
 mod sites;
 mod support;

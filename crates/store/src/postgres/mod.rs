@@ -15,6 +15,8 @@ mod records;
 mod sites;
 mod system;
 mod tenants;
+pub(crate) use records::create_table_sql;
+pub(crate) use tenants::MIGRATIONS as APP_MIGRATIONS;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod users;
@@ -77,6 +79,13 @@ impl Postgres {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
+        // A server that froze or vanished without closing its connections (a paused VM, a
+        // dropped network) is noticed within about half a minute instead of hanging requests:
+        // unacknowledged writes time out, and idle connections are probed.
+        config.tcp_user_timeout(Duration::from_secs(30));
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
         if options.durability == Durability::Process {
             config.options("-c synchronous_commit=off");
         }
@@ -177,6 +186,17 @@ pub(crate) async fn migrate(
     steps: &[&str],
 ) -> Result<i64, StoreError> {
     let tx = client.transaction().await?;
+    let version = migrate_in(&tx, schema, steps).await?;
+    tx.commit().await?;
+    Ok(version)
+}
+
+/// [`migrate`] inside the caller's transaction.
+pub(crate) async fn migrate_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    schema: &str,
+    steps: &[&str],
+) -> Result<i64, StoreError> {
     tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&schema])
         .await?;
     tx.batch_execute(&format!(
@@ -215,7 +235,6 @@ pub(crate) async fn migrate(
         )
         .await?;
     }
-    tx.commit().await?;
     Ok(known)
 }
 

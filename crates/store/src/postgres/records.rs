@@ -42,7 +42,7 @@ fn qualified(app: &str, collection: &str) -> String {
     format!("{app}.{}", table(collection))
 }
 
-fn create_table_sql(app: &str, collection: &str, definition: &TableDef) -> Vec<String> {
+pub(crate) fn create_table_sql(app: &str, collection: &str, definition: &TableDef) -> Vec<String> {
     let mut columns = vec![
         "\"id\" text COLLATE \"C\" PRIMARY KEY".to_owned(),
         "\"created_at\" bigint NOT NULL".to_owned(),

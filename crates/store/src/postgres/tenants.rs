@@ -12,7 +12,7 @@ use crate::sqlite::lock;
 use crate::{AppName, StoreError, TenantHealth, TenantStore};
 
 /// The schema steps of an app, in order; steps are only ever appended.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     super::users::MIGRATION,
     super::records::MIGRATION,
     super::functions::MIGRATION,

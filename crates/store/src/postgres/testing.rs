@@ -233,8 +233,25 @@ impl TestServer {
         String::from_utf8(output.stdout).unwrap()
     }
 
-    fn psql(&self, db: &str, sql: &str) -> std::process::Output {
-        let mut child = Command::new(self.bin.join("psql"))
+    /// Runs `sql` in database `db` in a `psql` session that stays connected (its input stays
+    /// open) until the returned [`Session`] is released or dropped: for example `BEGIN; LOCK
+    /// TABLE …;` to hold a lock while a test does something else.
+    pub fn session(&self, db: &str, sql: &str) -> Session {
+        let mut child = self.psql_command(db).spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // A psql that could not connect has exited: `release` returns its error.
+        let _ = stdin
+            .write_all(sql.as_bytes())
+            .and_then(|()| stdin.write_all(b"\n"));
+        Session {
+            child: Some((child, stdin)),
+        }
+    }
+
+    /// `psql` on database `db`, reading SQL from its standard input.
+    fn psql_command(&self, db: &str) -> Command {
+        let mut command = Command::new(self.bin.join("psql"));
+        command
             .args([
                 "-h",
                 "127.0.0.1",
@@ -249,21 +266,54 @@ impl TestServer {
             .env("PGCONNECT_TIMEOUT", "2")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(sql.as_bytes())
-            .unwrap();
+            .stderr(Stdio::piped());
+        command
+    }
+
+    fn psql(&self, db: &str, sql: &str) -> std::process::Output {
+        let mut child = self.psql_command(db).spawn().unwrap();
+        // psql exits without reading its input when it can not connect (as while `resume`
+        // waits for the server): the write then fails with a broken pipe, and the exit status
+        // says what happened.
+        let _ = child.stdin.take().unwrap().write_all(sql.as_bytes());
         child.wait_with_output().unwrap()
     }
 
     /// The data directory's parent (the log is `log` in it).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// A `psql` session of [`TestServer::session`], connected until released or dropped.
+pub struct Session {
+    child: Option<(Child, ChildStdin)>,
+}
+
+impl Session {
+    /// Ends the session (its open transaction rolls back, its locks are released) and returns
+    /// what psql wrote: its output, and its errors if it failed.
+    pub fn release(mut self) -> Result<String, String> {
+        self.end()
+    }
+
+    fn end(&mut self) -> Result<String, String> {
+        let Some((child, stdin)) = self.child.take() else {
+            return Ok(String::new());
+        };
+        drop(stdin);
+        let output = child.wait_with_output().unwrap();
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.end();
     }
 }
 

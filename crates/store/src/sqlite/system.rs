@@ -65,6 +65,13 @@ pub struct SqliteSystemStore {
 }
 
 impl SqliteSystemStore {
+    /// The database, for copying it elsewhere.
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
+    }
+}
+
+impl SqliteSystemStore {
     /// Opens (creating and migrating) the system database. Blocking.
     pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
         let options = DatabaseOptions {

@@ -120,7 +120,7 @@ fn insert_identity(conn: &Connection, identity: &IdentityRow) -> Result<(), Stor
 }
 
 impl SqliteTenants {
-    pub(super) async fn read_app<T: Send + 'static>(
+    pub(crate) async fn read_app<T: Send + 'static>(
         &self,
         app: &AppName,
         read: impl Fn(&Connection) -> Result<T, StoreError> + Send + 'static,

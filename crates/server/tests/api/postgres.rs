@@ -1,0 +1,499 @@
+//! Faults of the PostgreSQL backend, on PostgreSQL servers the tests start themselves (always,
+//! whatever `CLOUDLET_TEST_DATABASE` says): the database out of reach at start, restarted under
+//! load, a pool exhausted by slow queries, and nodes that disagree on the master key.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cloudlet_server::StartError;
+use cloudlet_server::config::DatabaseUrl;
+use cloudlet_store::StoreError;
+use cloudlet_store::postgres::testing::TestServer;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{ADMIN_TOKEN, Expect, TestApp, TestAppBuilder, expect_error};
+
+/// A builder for a node on the PostgreSQL database `url`.
+fn on(url: &str) -> TestAppBuilder {
+    let url = DatabaseUrl::parse(url).unwrap();
+    TestApp::builder().config(move |c| c.database.url = url)
+}
+
+/// A loopback port nothing listens on (bound, then closed).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Creates app `app` with a collection `todos` of titles; returns the app's secret key.
+async fn app_with_todos(t: &TestApp, app: &str) -> String {
+    let key = t.create_app(app).await;
+    t.admin(
+        Method::PUT,
+        &format!("/v1/admin/apps/{app}/collections/todos"),
+    )
+    .json(&json!({ "fields": [{ "name": "title", "type": "text", "required": true }] }))
+    .expect(StatusCode::CREATED)
+    .await;
+    key
+}
+
+/// Runs blocking work (psql, stopping PostgreSQL) without stalling the server, which runs on
+/// the test's runtime.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(work)
+}
+
+/// Polls `done` every 20 ms until it holds; panics with `what` after `limit`.
+async fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "waited {limit:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_database_at_start_is_a_clear_error_and_nothing_listens() {
+    let db_port = closed_port();
+    let listen_port = closed_port();
+    let started = Instant::now();
+    let builder = on(&format!("postgres://cloudlet@127.0.0.1:{db_port}/fleet"))
+        .config(|c| c.listen = ([127, 0, 0, 1], listen_port).into());
+    let data_dir = tempfile::tempdir().unwrap();
+    let err = builder
+        .data_dir(data_dir.path())
+        .try_start()
+        .await
+        .err()
+        .expect("a server whose database is unreachable must not start");
+    let took = started.elapsed();
+    let message = err.to_string();
+    assert!(
+        matches!(err, StartError::Store(StoreError::Unavailable(_))),
+        "{err:?}"
+    );
+    assert!(
+        message.contains(&format!("127.0.0.1:{db_port}/fleet")),
+        "the error names the server and database: {message}"
+    );
+    assert!(took < Duration::from_secs(10), "it took {took:?} to fail");
+    // Nothing listens on the configured address, and the address is free.
+    let connected = tokio::net::TcpStream::connect(("127.0.0.1", listen_port)).await;
+    assert!(connected.is_err(), "something listens on {listen_port}");
+    std::net::TcpListener::bind(("127.0.0.1", listen_port))
+        .unwrap_or_else(|e| panic!("port {listen_port} is still taken: {e}"));
+    // And the data directory is not left locked.
+    let t = TestApp::builder().data_dir(data_dir.path()).start().await;
+    t.stop().await;
+}
+
+/// What one request of a writer got.
+#[derive(Debug, Clone)]
+struct Outcome {
+    sent: Instant,
+    done: Instant,
+    title: String,
+    /// The status, the error code, `retry-after` and the created record's id; or why no
+    /// answer came (a timeout, a dropped connection).
+    answer: Result<Answer, String>,
+}
+
+#[derive(Debug, Clone)]
+struct Answer {
+    status: StatusCode,
+    code: Option<String>,
+    retry_after: Option<String>,
+    id: Option<String>,
+}
+
+async fn create_todo(http: &reqwest::Client, url: &str, key: &str, title: &str) -> Outcome {
+    let sent = Instant::now();
+    let answer = async {
+        let response = http
+            .post(url)
+            .bearer_auth(key)
+            .json(&json!({ "title": title }))
+            .send()
+            .await
+            .map_err(|e| format!("no answer: {e:?}"))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| format!("{status} with a body that is not JSON: {e:?}"))?;
+        Ok(Answer {
+            status,
+            code: body["error"]["code"].as_str().map(str::to_owned),
+            retry_after,
+            id: body["id"].as_str().map(str::to_owned),
+        })
+    }
+    .await;
+    Outcome {
+        sent,
+        done: Instant::now(),
+        title: title.to_owned(),
+        answer,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restarted_under_load_answers_503_then_recovers_and_loses_nothing() {
+    const WRITERS: usize = 4;
+    let pg = Arc::new(blocking(TestServer::start));
+    let url = pg.database();
+    let t = on(&url).start().await;
+    let key = app_with_todos(&t, "load").await;
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(4))
+        .build()
+        .unwrap();
+    let records = format!("{}/v1/apps/load/collections/todos/records", t.base);
+    let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let (http, records, key) = (http.clone(), records.clone(), key.clone());
+            let (outcomes, stop) = (outcomes.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let outcome =
+                        create_todo(&http, &records, &key, &format!("w{writer}-{n}")).await;
+                    outcomes.lock().unwrap().push(outcome);
+                    n += 1;
+                    // Pacing, so that fast failures do not flood the log.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+    let count = |pick: &dyn Fn(&Outcome) -> bool| {
+        outcomes.lock().unwrap().iter().filter(|o| pick(o)).count()
+    };
+    let created = |o: &Outcome| matches!(&o.answer, Ok(a) if a.status == StatusCode::CREATED);
+
+    // Healthy: writes go through.
+    wait_until(Duration::from_secs(15), "30 records created", || {
+        count(&created) >= 30
+    })
+    .await;
+
+    // PostgreSQL stops (a fast shutdown: sessions are cut, new ones refused).
+    let stopping = Instant::now();
+    blocking(|| pg.stop());
+    let stopped = Instant::now();
+    wait_until(
+        Duration::from_secs(15),
+        "20 answers to requests sent while PostgreSQL was down",
+        || count(&|o: &Outcome| o.sent >= stopped) >= 20,
+    )
+    .await;
+
+    // PostgreSQL comes back on the same port; Cloudlet is not restarted.
+    let resuming = Instant::now();
+    blocking(|| pg.resume());
+    let resumed = Instant::now();
+    wait_until(
+        Duration::from_secs(15),
+        "10 records created after PostgreSQL came back",
+        || count(&|o: &Outcome| o.sent >= resumed && created(o)) >= 10,
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let outcomes = outcomes.lock().unwrap().clone();
+
+    // Every request was answered in time, with 201 or with 503 database_unavailable and
+    // retry-after: never a hang, a dropped connection or another status such as 500.
+    let mut unavailable = Vec::new();
+    for o in &outcomes {
+        let a = o.answer.as_ref().unwrap_or_else(|e| {
+            panic!("{} got no answer after {:?}: {e}", o.title, o.done - o.sent)
+        });
+        match a.status {
+            StatusCode::CREATED => assert!(a.id.is_some(), "{a:?}"),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(a.code.as_deref(), Some("database_unavailable"), "{a:?}");
+                let secs: u64 = a
+                    .retry_after
+                    .as_deref()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("a 503 without a retry-after in seconds: {a:?}"));
+                assert!(secs >= 1, "{a:?}");
+                unavailable.push(o.done - o.sent);
+            }
+            other => panic!("{} answered {other}: {a:?}", o.title),
+        }
+    }
+    let phase = |from: Instant, to: Instant| -> Vec<&Outcome> {
+        outcomes
+            .iter()
+            .filter(|o| o.sent >= from && o.done <= to)
+            .collect()
+    };
+    let before = phase(outcomes[0].sent, stopping);
+    assert!(
+        before.iter().all(|o| created(o)),
+        "a write failed while PostgreSQL was up"
+    );
+    let down = phase(stopped, resuming);
+    assert!(down.len() >= 20, "{} answers while down", down.len());
+    assert!(
+        down.iter().all(|o| !created(o)),
+        "a write succeeded while PostgreSQL was down"
+    );
+    let slowest = unavailable.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a 503 took {slowest:?}: not failing fast"
+    );
+    let recovered = outcomes
+        .iter()
+        .filter(|o| o.sent >= resumed && created(o))
+        .map(|o| o.done - resumed)
+        .min()
+        .unwrap();
+    eprintln!(
+        "restart under load: {} requests, {} created, {} answered 503 (slowest {slowest:?}); \
+         {} sent or in flight while it stopped; stop took {:?}, resume {:?}; first success {recovered:?} \
+         after resume",
+        outcomes.len(),
+        outcomes.iter().filter(|o| created(o)).count(),
+        unavailable.len(),
+        outcomes
+            .iter()
+            .filter(|o| o.sent < stopped && o.done > stopping)
+            .count(),
+        stopped - stopping,
+        resumed - resuming,
+    );
+
+    // Nothing acknowledged was lost: every created record reads back, as written.
+    let acknowledged: Vec<(&str, &str)> = outcomes
+        .iter()
+        .filter_map(|o| match &o.answer {
+            Ok(a) if a.status == StatusCode::CREATED => Some((o.title.as_str(), a.id.as_deref()?)),
+            _ => None,
+        })
+        .collect();
+    for (title, id) in &acknowledged {
+        let record = t
+            .request(
+                Method::GET,
+                &format!("/v1/apps/load/collections/todos/records/{id}"),
+            )
+            .bearer_auth(&key)
+            .expect(StatusCode::OK)
+            .await;
+        assert_eq!(record["title"], *title, "{record}");
+    }
+    let stored: usize = blocking(|| {
+        pg.sql(
+            TestServer::database_name(&url),
+            "SELECT count(*) FROM \"app_load\".\"r_todos\"",
+        )
+    })
+    .trim()
+    .parse()
+    .unwrap();
+    assert!(
+        stored >= acknowledged.len(),
+        "{stored} stored, {} acknowledged",
+        acknowledged.len()
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_held_by_a_slow_query_answers_503_after_the_wait_and_the_query_completes() {
+    let pg = TestServer::shared();
+    let url = pg.database();
+    let db = TestServer::database_name(&url).to_owned();
+    let t = on(&url)
+        .config(|c| {
+            c.database.pool_size = 1;
+            c.database.pool_wait_secs = 0.3;
+        })
+        .start()
+        .await;
+    let key = app_with_todos(&t, "slow").await;
+    let record = t
+        .request(Method::POST, "/v1/apps/slow/collections/todos/records")
+        .bearer_auth(&key)
+        .json(&json!({ "title": "held" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let id = record["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/apps/slow/collections/todos/records/{id}");
+
+    // Another session locks the collection's table, so that a read of it waits inside
+    // PostgreSQL, holding the only connection of Cloudlet's pool.
+    let lock = blocking(|| {
+        pg.session(
+            &db,
+            "BEGIN; LOCK TABLE \"app_slow\".\"r_todos\" IN ACCESS EXCLUSIVE MODE;",
+        )
+    });
+    let held = |sql: &str| blocking(|| pg.sql(&db, sql)).trim() == "1";
+    wait_until(Duration::from_secs(10), "the table lock", || {
+        held(
+            "SELECT count(*) FROM pg_locks WHERE granted AND mode = 'AccessExclusiveLock' \
+             AND relation = '\"app_slow\".\"r_todos\"'::regclass \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+    })
+    .await;
+    let slow = tokio::spawn(
+        t.request(Method::GET, &path)
+            .bearer_auth(&key)
+            .timeout(Duration::from_secs(15))
+            .send(),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "Cloudlet's read to wait for the lock",
+        || {
+            held(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name = 'cloudlet' AND wait_event_type = 'Lock'",
+            )
+        },
+    )
+    .await;
+
+    // The pool is empty: another request waits pool_wait_secs for a connection, then 503.
+    for _ in 0..2 {
+        let started = Instant::now();
+        let response = t
+            .request(Method::GET, "/v1/apps/slow/collections/todos/records")
+            .bearer_auth(&key)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("an answer well before 5 s");
+        let took = started.elapsed();
+        let retry_after = response.headers().get("retry-after").cloned();
+        expect_error(
+            response,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+        )
+        .await;
+        assert_eq!(retry_after.as_ref().map(|v| v.to_str().unwrap()), Some("1"));
+        assert!(
+            took >= Duration::from_millis(280) && took < Duration::from_secs(2),
+            "the 503 came after {took:?}, not after the 0.3 s wait"
+        );
+        eprintln!("pool exhausted: 503 after {took:?}");
+    }
+    assert!(!slow.is_finished(), "the held read must still be waiting");
+
+    // The lock goes: the held read completes, and the pool serves again.
+    let released = Instant::now();
+    blocking(|| lock.release()).expect("the locking session ran");
+    let response = slow.await.unwrap().expect("the held read is answered");
+    eprintln!(
+        "pool exhausted: held read answered {:?} after the release",
+        released.elapsed()
+    );
+    let body = crate::support::expect_json(response, StatusCode::OK).await;
+    assert_eq!(body["id"], id.as_str());
+    assert_eq!(body["title"], "held");
+    let page = t
+        .request(Method::GET, "/v1/apps/slow/collections/todos/records")
+        .bearer_auth(&key)
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(page["items"][0]["id"], id.as_str(), "{page}");
+    t.stop().await;
+}
+
+/// Everything stored in the database of `url`, as lines of `pg_dump` (without its
+/// `\restrict` lines, whose key is new each time).
+fn contents(pg: &TestServer, url: &str) -> Vec<String> {
+    pg.dump(url)
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_master_key_is_refused_and_one_with_the_same_key_shares_tokens() {
+    const K1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+    const K2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+    let pg = TestServer::shared();
+    let url = pg.database();
+    let a = on(&url).master_key(K1).start().await;
+    a.create_app("fleet").await;
+    let grant = a
+        .request(Method::POST, "/v1/apps/fleet/auth/users")
+        .json(&json!({ "email": "kim@example.com", "password": "correct horse battery" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let access = grant["access_token"].as_str().unwrap().to_owned();
+
+    // Node B, another data directory and another key (and another admin token, which it
+    // would store if it went on): refused, naming the master key, having written nothing.
+    let before = blocking(|| contents(pg, &url));
+    let b_dir = tempfile::tempdir().unwrap();
+    let err = on(&url)
+        .data_dir(b_dir.path())
+        .master_key(K2)
+        .admin_token("node-b-admin-token-0123456789")
+        .try_start()
+        .await
+        .err()
+        .expect("a node with another master key must not start");
+    assert!(matches!(err, StartError::MasterKey(_)), "{err:?}");
+    assert!(err.to_string().contains("master key"), "{err}");
+    let after = blocking(|| contents(pg, &url));
+    if before != after {
+        let gone: Vec<_> = before.iter().filter(|l| !after.contains(l)).collect();
+        let new: Vec<_> = after.iter().filter(|l| !before.contains(l)).collect();
+        panic!("node B changed the database: without {gone:?}, with {new:?}");
+    }
+    assert!(
+        !b_dir.path().join("master.key").exists(),
+        "node B stored a key"
+    );
+    // A still works, with its admin token and its user's token.
+    a.admin(Method::GET, "/v1/admin/apps/fleet")
+        .expect(StatusCode::OK)
+        .await;
+    a.request(Method::GET, "/v1/apps/fleet/auth/user")
+        .bearer_auth(&access)
+        .expect(StatusCode::OK)
+        .await;
+
+    // Node C, another data directory with A's key: starts, and takes A's tokens.
+    let c = on(&url).master_key(K1).start().await;
+    let me = c
+        .request(Method::GET, "/v1/apps/fleet/auth/user")
+        .bearer_auth(&access)
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(me["email"], "kim@example.com", "{me}");
+    assert_eq!(me["id"], grant["user"]["id"], "{me}");
+    c.request(Method::GET, "/v1/admin/apps/fleet")
+        .bearer_auth(ADMIN_TOKEN)
+        .expect(StatusCode::OK)
+        .await;
+    a.stop().await;
+    c.stop().await;
+}
