@@ -1,11 +1,12 @@
-//! SQL that every backend writes the same way for a collection's table: quoting, the order of a
-//! listing and its keyset condition, in both dialects. NULLs sort first ascending and last
-//! descending on every backend (SQLite's order; PostgreSQL is told so), so a cursor taken on one
-//! backend means the same on the other.
+//! SQL that every backend writes the same way for a collection's table: quoting, the table and
+//! its indexes, the order of a listing and its keyset condition, in both dialects. NULLs sort
+//! first ascending and last descending on every backend (SQLite's order; PostgreSQL is told
+//! so), and text compares byte by byte (PostgreSQL's text columns are `COLLATE "C"`), so a
+//! filter, a sort or a cursor means the same on either backend.
 
 use cloudlet_query::Dialect;
 
-use crate::records::{SortKey, SqlValue};
+use crate::records::{ColumnType, IndexDef, SortKey, SqlValue, TableDef};
 
 /// A quoted identifier.
 pub(crate) fn quote(name: &str) -> String {
@@ -15,6 +16,92 @@ pub(crate) fn quote(name: &str) -> String {
 /// The table of collection `collection`.
 pub(crate) fn table(collection: &str) -> String {
     quote(&format!("r_{collection}"))
+}
+
+/// A column's type in `dialect`.
+pub(crate) fn column_type(dialect: Dialect, column_type: ColumnType) -> &'static str {
+    match (dialect, column_type) {
+        (Dialect::Sqlite, ColumnType::Text | ColumnType::Json) => "TEXT",
+        (Dialect::Sqlite, ColumnType::Real) => "REAL",
+        (Dialect::Sqlite, ColumnType::Integer | ColumnType::Bool) => "INTEGER",
+        (Dialect::Postgres, ColumnType::Text) => "text COLLATE \"C\"",
+        (Dialect::Postgres, ColumnType::Json) => "jsonb",
+        (Dialect::Postgres, ColumnType::Real) => "float8",
+        (Dialect::Postgres, ColumnType::Integer) => "bigint",
+        (Dialect::Postgres, ColumnType::Bool) => "boolean",
+    }
+}
+
+/// The statements that create collection `collection`'s table, `table` (quoted, and qualified
+/// where the backend needs it), with its system indexes and declared ones.
+pub(crate) fn create_table_sql(
+    dialect: Dialect,
+    table: &str,
+    collection: &str,
+    definition: &TableDef,
+) -> Vec<String> {
+    let text = column_type(dialect, ColumnType::Text);
+    let integer = column_type(dialect, ColumnType::Integer);
+    let mut columns = vec![
+        format!("\"id\" {text} PRIMARY KEY"),
+        format!("\"created_at\" {integer} NOT NULL"),
+        format!("\"updated_at\" {integer} NOT NULL"),
+        format!("\"owner\" {text}"),
+    ];
+    for column in &definition.columns {
+        columns.push(format!(
+            "{} {}",
+            quote(&column.name),
+            column_type(dialect, column.column_type)
+        ));
+    }
+    let name = format!("r_{collection}");
+    let mut statements = vec![
+        format!("CREATE TABLE {table} ({})", columns.join(", ")),
+        format!(
+            "CREATE INDEX {} ON {table} (\"owner\", \"created_at\", \"id\")",
+            quote(&format!("{name}_owner")),
+        ),
+        format!(
+            "CREATE INDEX {} ON {table} (\"created_at\", \"id\")",
+            quote(&format!("{name}_created")),
+        ),
+    ];
+    // Unique columns are unique indexes, so that altering can add and drop them.
+    let mut indexes: Vec<IndexDef> = definition
+        .columns
+        .iter()
+        .filter(|c| c.unique)
+        .map(|c| IndexDef {
+            columns: vec![c.name.clone()],
+            unique: true,
+        })
+        .collect();
+    indexes.extend(definition.indexes.iter().cloned());
+    statements.extend(index_sql(table, collection, &indexes));
+    statements
+}
+
+/// The declared indexes of a collection's table, named `r_{collection}_i{n}`. A non-unique
+/// index ends with `id`, the tie-break of every sort, so that a list sorted on the index's fields
+/// reads its page straight from the index instead of sorting every matching row.
+pub(crate) fn index_sql(table: &str, collection: &str, indexes: &[IndexDef]) -> Vec<String> {
+    indexes
+        .iter()
+        .enumerate()
+        .map(|(i, index)| {
+            let mut columns: Vec<String> = index.columns.iter().map(|c| quote(c)).collect();
+            if !index.unique && index.columns.last().map(String::as_str) != Some("id") {
+                columns.push(quote("id"));
+            }
+            format!(
+                "CREATE {}INDEX {} ON {table} ({})",
+                if index.unique { "UNIQUE " } else { "" },
+                quote(&format!("r_{collection}_i{i}")),
+                columns.join(", ")
+            )
+        })
+        .collect()
 }
 
 /// Ties are broken by `id` in the direction of the last sort key, so that an index on the sort

@@ -9,10 +9,10 @@ use cloudlet_query::Dialect;
 use deadpool_postgres::{GenericClient, Transaction};
 
 use super::{Postgres, execute, params, record_of, refs, rows, schema};
-use crate::listing::{keyset_after, order_by, quote, table};
+use crate::listing::{self, column_type, index_sql, keyset_after, order_by, quote, table};
 use crate::records::{
-    BatchOp, BatchOutcome, CollectionRow, ColumnType, Condition, IndexDef, Record, RecordStore,
-    Select, SqlValue, TableChange, TableDef,
+    BatchOp, BatchOutcome, CollectionRow, Condition, Record, RecordStore, Select, SqlValue,
+    TableChange, TableDef,
 };
 use crate::{AppName, StoreError};
 
@@ -25,85 +25,19 @@ pub(super) const MIGRATION: &str = "
     );
 ";
 
-/// A column's type. Text compares byte by byte (`COLLATE "C"`), as on SQLite, whatever the
-/// database's locale: filters, sorts and cursors must mean the same on both backends.
-fn pg_type(column_type: ColumnType) -> &'static str {
-    match column_type {
-        ColumnType::Text => "text COLLATE \"C\"",
-        ColumnType::Json => "jsonb",
-        ColumnType::Real => "float8",
-        ColumnType::Integer => "bigint",
-        ColumnType::Bool => "boolean",
-    }
-}
-
 /// A collection's table, qualified by the app's schema.
 fn qualified(app: &str, collection: &str) -> String {
     format!("{app}.{}", table(collection))
 }
 
+/// The statements that create a collection's table in schema `app`.
 pub(crate) fn create_table_sql(app: &str, collection: &str, definition: &TableDef) -> Vec<String> {
-    let mut columns = vec![
-        "\"id\" text COLLATE \"C\" PRIMARY KEY".to_owned(),
-        "\"created_at\" bigint NOT NULL".to_owned(),
-        "\"updated_at\" bigint NOT NULL".to_owned(),
-        "\"owner\" text COLLATE \"C\"".to_owned(),
-    ];
-    for column in &definition.columns {
-        columns.push(format!(
-            "{} {}",
-            quote(&column.name),
-            pg_type(column.column_type)
-        ));
-    }
-    let name = format!("r_{collection}");
-    let table = qualified(app, collection);
-    let mut statements = vec![
-        format!("CREATE TABLE {table} ({})", columns.join(", ")),
-        format!(
-            "CREATE INDEX {} ON {table} (\"owner\", \"created_at\", \"id\")",
-            quote(&format!("{name}_owner")),
-        ),
-        format!(
-            "CREATE INDEX {} ON {table} (\"created_at\", \"id\")",
-            quote(&format!("{name}_created")),
-        ),
-    ];
-    // Unique columns are unique indexes, so that altering can add and drop them.
-    let mut indexes: Vec<IndexDef> = definition
-        .columns
-        .iter()
-        .filter(|c| c.unique)
-        .map(|c| IndexDef {
-            columns: vec![c.name.clone()],
-            unique: true,
-        })
-        .collect();
-    indexes.extend(definition.indexes.iter().cloned());
-    statements.extend(index_sql(app, collection, &indexes));
-    statements
-}
-
-/// The declared indexes of a collection's table, named `r_{collection}_i{n}`; a non-unique
-/// index ends with `id`, the tie-break of every sort (as on SQLite).
-fn index_sql(app: &str, collection: &str, indexes: &[IndexDef]) -> Vec<String> {
-    indexes
-        .iter()
-        .enumerate()
-        .map(|(i, index)| {
-            let mut columns: Vec<String> = index.columns.iter().map(|c| quote(c)).collect();
-            if !index.unique && index.columns.last().map(String::as_str) != Some("id") {
-                columns.push(quote("id"));
-            }
-            format!(
-                "CREATE {}INDEX {} ON {} ({})",
-                if index.unique { "UNIQUE " } else { "" },
-                quote(&format!("r_{collection}_i{i}")),
-                qualified(app, collection),
-                columns.join(", ")
-            )
-        })
-        .collect()
+    listing::create_table_sql(
+        Dialect::Postgres,
+        &qualified(app, collection),
+        collection,
+        definition,
+    )
 }
 
 /// The records `sql` selects.
@@ -219,11 +153,11 @@ impl RecordStore for Postgres {
             tx.batch_execute(&format!(
                 "ALTER TABLE {table} ADD COLUMN {} {}",
                 quote(&column.name),
-                pg_type(column.column_type)
+                column_type(Dialect::Postgres, column.column_type)
             ))
             .await?;
         }
-        for statement in index_sql(&s, &name, &change.indexes) {
+        for statement in index_sql(&table, &name, &change.indexes) {
             tx.batch_execute(&statement).await?;
         }
         tx.commit().await?;

@@ -7,10 +7,12 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ToSql, params};
 
 use super::SqliteTenants;
-use crate::listing::{keyset_after, order_by, quote, table};
+use crate::listing::{
+    column_type, create_table_sql, index_sql, keyset_after, order_by, quote, table,
+};
 use crate::records::{
-    BatchOp, BatchOutcome, CollectionRow, ColumnType, Condition, IndexDef, Record, RecordStore,
-    Select, SqlValue, TableChange, TableDef,
+    BatchOp, BatchOutcome, CollectionRow, Condition, Record, RecordStore, Select, SqlValue,
+    TableChange, TableDef,
 };
 use crate::{AppName, StoreError};
 
@@ -89,84 +91,6 @@ fn query_records(
     Ok(records)
 }
 
-fn create_table_sql(collection: &str, definition: &TableDef) -> Vec<String> {
-    let mut columns = vec![
-        "\"id\" TEXT PRIMARY KEY".to_owned(),
-        "\"created_at\" INTEGER NOT NULL".to_owned(),
-        "\"updated_at\" INTEGER NOT NULL".to_owned(),
-        "\"owner\" TEXT".to_owned(),
-    ];
-    for column in &definition.columns {
-        columns.push(format!(
-            "{} {}",
-            quote(&column.name),
-            sqlite_type(column.column_type)
-        ));
-    }
-    let name = format!("r_{collection}");
-    let mut statements = vec![
-        format!(
-            "CREATE TABLE {} ({})",
-            table(collection),
-            columns.join(", ")
-        ),
-        format!(
-            "CREATE INDEX {} ON {} (\"owner\", \"created_at\", \"id\")",
-            quote(&format!("{name}_owner")),
-            table(collection)
-        ),
-        format!(
-            "CREATE INDEX {} ON {} (\"created_at\", \"id\")",
-            quote(&format!("{name}_created")),
-            table(collection)
-        ),
-    ];
-    // Unique columns are unique indexes, so that altering can add and drop them.
-    let mut indexes: Vec<IndexDef> = definition
-        .columns
-        .iter()
-        .filter(|c| c.unique)
-        .map(|c| IndexDef {
-            columns: vec![c.name.clone()],
-            unique: true,
-        })
-        .collect();
-    indexes.extend(definition.indexes.iter().cloned());
-    statements.extend(index_sql(collection, &indexes));
-    statements
-}
-
-fn sqlite_type(column_type: ColumnType) -> &'static str {
-    match column_type {
-        ColumnType::Text | ColumnType::Json => "TEXT",
-        ColumnType::Real => "REAL",
-        ColumnType::Integer | ColumnType::Bool => "INTEGER",
-    }
-}
-
-/// The declared indexes of a collection's table, named `r_{collection}_i{n}`. A non-unique
-/// index ends with `id`, the tie-break of every sort, so that a list sorted on the index's fields
-/// reads its page straight from the index instead of sorting every matching row.
-fn index_sql(collection: &str, indexes: &[IndexDef]) -> Vec<String> {
-    indexes
-        .iter()
-        .enumerate()
-        .map(|(i, index)| {
-            let mut columns: Vec<String> = index.columns.iter().map(|c| quote(c)).collect();
-            if !index.unique && index.columns.last().map(String::as_str) != Some("id") {
-                columns.push(quote("id"));
-            }
-            format!(
-                "CREATE {}INDEX {} ON {} ({})",
-                if index.unique { "UNIQUE " } else { "" },
-                quote(&format!("r_{collection}_i{i}")),
-                table(collection),
-                columns.join(", ")
-            )
-        })
-        .collect()
-}
-
 #[async_trait]
 impl RecordStore for SqliteTenants {
     async fn collections(&self, app: &AppName) -> Result<Vec<CollectionRow>, StoreError> {
@@ -198,7 +122,12 @@ impl RecordStore for SqliteTenants {
                 params![collection.name, collection.definition, collection.version],
             )
             .map_err(super::from_write)?;
-            for statement in create_table_sql(&collection.name, &definition) {
+            for statement in create_table_sql(
+                Dialect::Sqlite,
+                &table(&collection.name),
+                &collection.name,
+                &definition,
+            ) {
                 c.execute_batch(&statement)?;
             }
             Ok(())
@@ -250,10 +179,10 @@ impl RecordStore for SqliteTenants {
                     "ALTER TABLE {} ADD COLUMN {} {}",
                     table(&name),
                     quote(&column.name),
-                    sqlite_type(column.column_type)
+                    column_type(Dialect::Sqlite, column.column_type)
                 ))?;
             }
-            for statement in index_sql(&name, &change.indexes) {
+            for statement in index_sql(&table(&name), &name, &change.indexes) {
                 c.execute_batch(&statement).map_err(super::from_write)?;
             }
             Ok(())
@@ -523,7 +452,7 @@ fn delete_in(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SortKey;
+    use crate::{ColumnType, SortKey};
 
     fn name(text: &str) -> crate::AppName {
         crate::AppName::parse(text).expect("a valid app name")
