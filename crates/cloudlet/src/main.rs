@@ -5,6 +5,7 @@ mod client;
 mod dev;
 mod functions;
 mod project;
+mod queues;
 mod serve;
 
 use std::path::PathBuf;
@@ -47,6 +48,13 @@ enum Command {
         connection: client::Connection,
         #[command(subcommand)]
         command: functions::FnCommand,
+    },
+    /// Inspect an app's queues: ls, peek, send, dlq, replay, purge.
+    Queue {
+        #[command(flatten)]
+        connection: client::Connection,
+        #[command(subcommand)]
+        command: queues::QueueCommand,
     },
     /// Print an app's function log; `--follow` keeps printing new entries.
     Logs {
@@ -185,6 +193,10 @@ async fn run(command: Command) -> Result<(), String> {
             connection,
             command,
         } => functions::run(connection, command).await,
+        Command::Queue {
+            connection,
+            command,
+        } => queues::run(connection, command).await,
         Command::Logs {
             connection,
             app,

@@ -18,8 +18,8 @@ pub struct ServeArgs {
     /// Where data lives [default: cloudlet-data]
     #[arg(long, env = "CLOUDLET_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// A `postgres://` URL to keep apps' data in PostgreSQL, shared by every node given the same
-    /// URL [default: SQLite files in the data directory]
+    /// A `postgres://` URL to keep apps' data in PostgreSQL (one node per database for now)
+    /// [default: SQLite files in the data directory]
     #[arg(long, env = "CLOUDLET_DATABASE", hide_env_values = true)]
     database: Option<String>,
     /// Address to listen on [default: 127.0.0.1:8700]

@@ -1778,3 +1778,200 @@ async fn one_app_fetching_from_slow_servers_never_holds_up_another_apps_fetches(
         .count();
     assert!(timed_out >= 7, "{statuses:?}");
 }
+
+#[tokio::test]
+async fn queue_consumers_take_batches_retry_failures_and_dead_letter_poison() {
+    let t = server(false).await;
+    scene(&t, "jobs").await;
+    t.admin(Method::PUT, "/v1/admin/apps/jobs/queues/work")
+        .json(&json!({ "max_attempts": 2, "backoff_secs": 0, "max_backoff_secs": 0 }))
+        .expect(StatusCode::CREATED)
+        .await;
+    // The consumer writes a record per message and reports the poison ones as failed; it
+    // sees the message ids and attempts, so it could be idempotent.
+    deploy(&t, "jobs", "worker", json!({
+        "source": "export default async (event, ctx) => { \
+            const failed = []; \
+            for (const m of event.messages) { \
+              if (m.payload.poison) { failed.push(m.id); continue; } \
+              await ctx.admin.db.collection('todos').add({ title: `${event.queue}:${m.payload.title}:${m.attempt}` }); \
+            } \
+            return { failed }; }",
+        "triggers": [{ "queue": "work", "batch": 4, "concurrency": 2 }]
+    }))
+    .await;
+    // A producer function sends through ctx.queue: one message, then a batch, one with a key
+    // sent twice.
+    deploy(
+        &t,
+        "jobs",
+        "producer",
+        json!({
+            "public": true,
+            "source": "export default async (event, ctx) => { \
+                const one = await ctx.queue.send('work', { title: 'single' }); \
+                const many = await ctx.queue.sendBatch('work', [ \
+                  { payload: { title: 'b1' } }, { payload: { title: 'b2' }, key: 'k' }, \
+                  { payload: { title: 'dup' }, key: 'k' }, { payload: { poison: true } } ]); \
+                return { one, many }; }"
+        }),
+    )
+    .await;
+    let produced = call(&t, "jobs", "producer", None, json!({}))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(produced["one"]["duplicate"], false);
+    let many = produced["many"].as_array().unwrap();
+    assert_eq!(many.len(), 4);
+    assert_eq!(many[2]["duplicate"], true, "{produced}");
+    assert_eq!(many[2]["id"], many[1]["id"]);
+    let messages: Vec<Value> = (0..8)
+        .map(|i| json!({ "payload": { "title": format!("m{i}") } }))
+        .collect();
+    t.admin(Method::POST, "/v1/admin/apps/jobs/queues/work/messages")
+        .json(&json!({ "messages": messages }))
+        .expect(StatusCode::CREATED)
+        .await;
+
+    // 11 good messages become 11 records; the poison one dies after its 2 attempts.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (titles, queue) = loop {
+        let page = t
+            .admin(
+                Method::GET,
+                "/v1/apps/jobs/collections/todos/records?limit=100",
+            )
+            .expect(StatusCode::OK)
+            .await;
+        let queue = t
+            .admin(Method::GET, "/v1/admin/apps/jobs/queues/work")
+            .expect(StatusCode::OK)
+            .await;
+        let titles: Vec<String> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["title"].as_str().unwrap().to_owned())
+            .collect();
+        if titles.len() >= 11 && queue["dead"] == 1 {
+            break (titles, queue);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not consumed in time: {titles:?} {queue}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(titles.len(), 11, "each good message once: {titles:?}");
+    assert!(
+        titles
+            .iter()
+            .all(|t| t.starts_with("work:") && t.ends_with(":1"))
+    );
+    assert!(titles.iter().any(|t| t == "work:single:1"));
+    assert!(
+        !titles.iter().any(|t| t.contains("dup")),
+        "the keyed duplicate was not sent"
+    );
+    assert_eq!(
+        (queue["ready"].as_i64(), queue["in_flight"].as_i64()),
+        (Some(0), Some(0)),
+        "{queue}"
+    );
+    let dead = t
+        .admin(
+            Method::GET,
+            "/v1/admin/apps/jobs/queues/work/messages?state=dead",
+        )
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(dead["items"][0]["payload"], json!({ "poison": true }));
+    assert_eq!(dead["items"][0]["attempt"], 2);
+    assert_eq!(
+        dead["items"][0]["last_error"],
+        "the function reported it failed"
+    );
+    let logs = loop {
+        let logs = t
+            .admin(Method::GET, "/v1/admin/apps/jobs/logs?function=worker")
+            .expect(StatusCode::OK)
+            .await;
+        if !logs["items"].as_array().unwrap().is_empty() || Instant::now() > deadline {
+            break logs;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(logs["items"][0]["trigger"], "queue");
+}
+
+#[tokio::test]
+async fn a_consumer_that_throws_fails_its_delivery_and_the_retry_succeeds() {
+    let t = server(false).await;
+    scene(&t, "flaky").await;
+    t.admin(Method::PUT, "/v1/admin/apps/flaky/queues/jobs")
+        .json(&json!({ "max_attempts": 3, "backoff_secs": 0, "max_backoff_secs": 0 }))
+        .expect(StatusCode::CREATED)
+        .await;
+    // Throws on a message's first two attempts, then records it.
+    deploy(
+        &t,
+        "flaky",
+        "worker",
+        json!({
+            "source": "export default async (event, ctx) => { \
+                const m = event.messages[0]; \
+                if (m.attempt < 3) throw new Error('not yet ' + m.attempt); \
+                await ctx.admin.db.collection('todos').add({ title: m.payload.title }); }",
+            "triggers": [{ "queue": "jobs" }]
+        }),
+    )
+    .await;
+    t.admin(Method::POST, "/v1/admin/apps/flaky/queues/jobs/messages")
+        .json(&json!({ "messages": [{ "payload": { "title": "third time" } }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = t
+            .admin(Method::GET, "/v1/apps/flaky/collections/todos/records")
+            .expect(StatusCode::OK)
+            .await;
+        if page["items"].as_array().unwrap().len() == 1 {
+            assert_eq!(page["items"][0]["title"], "third time");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never consumed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The log is written in the background: wait for the three runs.
+    let outcomes = loop {
+        let logs = t
+            .admin(Method::GET, "/v1/admin/apps/flaky/logs?function=worker")
+            .expect(StatusCode::OK)
+            .await;
+        let outcomes: Vec<String> = logs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["outcome"].as_str().unwrap().to_owned())
+            .collect();
+        if outcomes.len() >= 3 || Instant::now() > deadline {
+            break outcomes;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(outcomes, ["ok", "error", "error"]);
+    let queue = t
+        .admin(Method::GET, "/v1/admin/apps/flaky/queues/jobs")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(
+        (
+            queue["ready"].as_i64(),
+            queue["in_flight"].as_i64(),
+            queue["dead"].as_i64()
+        ),
+        (Some(0), Some(0), Some(0)),
+        "{queue}"
+    );
+}

@@ -32,6 +32,10 @@ pub const MAX_PAGE: usize = 500;
 /// The largest record, as JSON.
 pub const MAX_RECORD_BYTES: usize = 256 * 1024;
 const MAX_FIELDS: usize = 100;
+/// Declared indexes per collection, and collections per app: every table and index is a lock
+/// a schema change takes and an entry in the database's catalog.
+const MAX_INDEXES: usize = 32;
+pub const MAX_COLLECTIONS: usize = 200;
 const MAX_OFFSET: usize = 10_000;
 const SYSTEM_FIELDS: [&str; 4] = ["id", "created_at", "updated_at", "owner"];
 
@@ -282,6 +286,9 @@ impl Compiled {
             }
             schema = schema.with(&field.name, query_type(field.field_type));
         }
+        if def.indexes.len() > MAX_INDEXES {
+            return Err(invalid(format!("at most {MAX_INDEXES} indexes")));
+        }
         for index in &def.indexes {
             if index.fields.is_empty() || index.fields.len() > 8 {
                 return Err(invalid("an index has 1 to 8 fields".into()));
@@ -424,6 +431,20 @@ fn to_sql(field: &FieldDef, value: &Json) -> Result<SqlValue, String> {
         FieldKind::Json if has_nul(value) => return Err(NUL.into()),
         FieldKind::Json => SqlValue::Text(value.to_string()),
     })
+}
+
+/// A record id as the API takes it: 1 to 64 URL-safe characters (ids are made of 16). Any
+/// other is a record that does not exist, refused before the database sees it.
+fn record_id(id: &str) -> Result<(), DataError> {
+    let ok = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(DataError::RecordNotFound)
+    }
 }
 
 /// Text may not hold NUL: PostgreSQL can store it neither in `text` nor in `jsonb`, and both
@@ -716,6 +737,11 @@ impl Data {
             return Ok((view(name, &compiled), false));
         }
         let compiled = Compiled::new(name, def, 1)?;
+        if self.collections_of(app).await?.len() >= MAX_COLLECTIONS {
+            return Err(DataError::InvalidCollection(format!(
+                "an app has at most {MAX_COLLECTIONS} collections"
+            )));
+        }
         let definition = serde_json::to_string(&compiled.def)
             .map_err(|e| DataError::InvalidCollection(e.to_string()))?;
         let row = CollectionRow {
@@ -972,6 +998,7 @@ impl Data {
                     }
                 }
                 Write::Update { id, data, .. } => {
+                    record_id(&id).map_err(in_batch)?;
                     let (condition, set) =
                         self.changes(&compiled, actor, &data).map_err(in_batch)?;
                     BatchOp::Update {
@@ -982,6 +1009,7 @@ impl Data {
                     }
                 }
                 Write::Delete { id, .. } => {
+                    record_id(&id).map_err(in_batch)?;
                     let condition = self
                         .rule(&compiled, "delete", actor, None)
                         .ok_or(DataError::RecordNotFound)
@@ -1096,6 +1124,7 @@ impl Data {
     ) -> Result<Json, DataError> {
         admit(app, actor)?;
         let compiled = self.collection(app, collection).await?;
+        record_id(id)?;
         let condition = self
             .rule(&compiled, "view", actor, None)
             .ok_or(DataError::RecordNotFound)?;
@@ -1125,6 +1154,7 @@ impl Data {
     ) -> Result<Json, DataError> {
         admit(app, actor)?;
         let compiled = self.collection(app, collection).await?;
+        record_id(id)?;
         let (condition, set) = self.changes(&compiled, actor, &data)?;
         let (old, new) = self
             .0
@@ -1153,6 +1183,7 @@ impl Data {
     ) -> Result<(), DataError> {
         admit(app, actor)?;
         let compiled = self.collection(app, collection).await?;
+        record_id(id)?;
         let condition = self
             .rule(&compiled, "delete", actor, None)
             .ok_or(DataError::RecordNotFound)?;
@@ -1593,6 +1624,7 @@ fn decode_cursor(
         let value = match value {
             Json::Null => SqlValue::Null,
             Json::Bool(b) => SqlValue::Bool(*b),
+            Json::String(s) if s.contains('\0') => return Err(DataError::InvalidCursor),
             Json::String(s) => SqlValue::Text(s.clone()),
             Json::Object(o) => match (
                 o.get("i").and_then(Json::as_i64),
@@ -1619,6 +1651,7 @@ fn decode_cursor(
     }
     let id = values[keys]
         .as_str()
+        .filter(|id| record_id(id).is_ok())
         .ok_or(DataError::InvalidCursor)?
         .to_owned();
     Ok((sql, id))

@@ -186,6 +186,15 @@ pub fn parse(src: &str, limits: Limits) -> Result<Expr, QueryError> {
             format!("a filter is at most {} bytes", limits.max_length),
         ));
     }
+    // No database stores NUL in text alike (PostgreSQL refuses it): an expression holding one
+    // is refused here, for both.
+    if let Some(at) = src.find('\0') {
+        return Err(QueryError::new(
+            ErrorKind::Syntax,
+            at,
+            "a filter may not contain the NUL character",
+        ));
+    }
     let mut lexer = Lexer { src, pos: 0 };
     let (token, at) = lexer.next()?;
     let mut parser = Parser {

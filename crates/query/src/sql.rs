@@ -68,6 +68,8 @@ enum Cast {
     BigInt,
     Float,
     Bool,
+    /// JSON sent as its text.
+    Json,
 }
 
 impl SqlBuilder {
@@ -303,6 +305,7 @@ impl SqlBuilder {
                         Some(FieldType::Number) => Cast::Float,
                         Some(FieldType::Integer | FieldType::Datetime) => Cast::BigInt,
                         Some(FieldType::Bool) => Cast::Bool,
+                        Some(FieldType::Json) => Cast::Json,
                         _ => Cast::Text,
                     };
                     self.param(Param::RequestData(field.clone()), cast)
@@ -329,6 +332,7 @@ impl SqlBuilder {
                     Cast::BigInt => "bigint",
                     Cast::Float => "float8",
                     Cast::Bool => "boolean",
+                    Cast::Json => "text::jsonb",
                 };
                 format!("{placeholder}::{ty}")
             }

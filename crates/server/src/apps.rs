@@ -95,12 +95,16 @@ async fn delete_app(
     let auth = state.auth().clone();
     let data = state.data().clone();
     let functions = state.functions().clone();
+    let queues = state.queues().clone();
     to_completion(async move {
-        apps.delete(&app).await?;
+        let deleted = apps.delete(&app).await;
+        // Forgotten whether or not the deletion finished: its row may be gone already, and
+        // nothing cached of the old app may serve a new one of the same name.
         auth.forget_app(&app);
         data.forget_app(&app);
         functions.forget_app(&app);
-        Ok(())
+        queues.forget(&app);
+        deleted
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)

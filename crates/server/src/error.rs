@@ -140,6 +140,12 @@ codes! {
     FetchRefused = "fetch_refused", 403, "inside functions: `fetch` to a non-public address or a scheme other than http(s)";
     FetchFailed = "fetch_failed", 502, "inside functions: `fetch` could not connect, timed out or got more than 10 MiB";
     Cancelled = "cancelled", 503, "inside functions: the caller went away before the host call was answered";
+    // Queues.
+    QueueNotFound = "queue_not_found", 404, "no such queue (also for names that can not be one)";
+    InvalidQueue = "invalid_queue", 400, "a queue's name or settings break a rule";
+    InvalidMessage = "invalid_message", 400, "a send, claim or settle breaks a rule: 1 to 100 messages, a delay of 0 to 7 days, a key of 1 to 256 bytes, a visibility timeout of 1 s to 12 h";
+    MessageTooLarge = "message_too_large", 413, "a message payload over 256 KiB of JSON";
+    StaleLease = "stale_lease", 409, "acknowledging, extending or failing with a lease that is not the message's current one: the claim expired and the message went to another consumer, or it was settled already";
     // Sites.
     InvalidSitePath = "invalid_site_path", 400, "a site file path that breaks the path rule, or one file too many";
     SiteFileNotFound = "site_file_not_found", 404, "no such file in the site";

@@ -20,6 +20,7 @@ mod memory;
 mod metrics;
 pub mod migrate;
 mod openapi;
+mod queues;
 mod request_id;
 mod serve;
 mod sites;
@@ -39,13 +40,15 @@ use cloudlet_core::auth::{Auth, AuthError, AuthOptions};
 use cloudlet_core::clock::{Clock, SystemClock};
 use cloudlet_core::data::Data;
 use cloudlet_core::functions::{Capabilities, Execution, FunctionLimits, Functions, LogWriter};
+use cloudlet_core::queues::Queues;
 use cloudlet_core::random::{OsRandom, Random};
 use cloudlet_core::sealing::Sealer;
 use cloudlet_core::sites::Sites;
 use cloudlet_store::postgres::{Postgres, PostgresOptions};
 use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
 use cloudlet_store::{
-    DataDir, FunctionStore, RecordStore, SiteStore, StoreError, SystemStore, TenantStore, UserStore,
+    DataDir, FunctionStore, QueueStore, RecordStore, SiteStore, StoreError, SystemStore,
+    TenantStore, UserStore,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -198,19 +201,21 @@ struct AppStores {
     users: Arc<dyn UserStore>,
     functions: Arc<dyn FunctionStore>,
     sites: Arc<dyn SiteStore>,
+    queues: Arc<dyn QueueStore>,
 }
 
 impl AppStores {
     fn of<B>(backend: Arc<B>) -> Self
     where
-        B: TenantStore + RecordStore + UserStore + FunctionStore + SiteStore + 'static,
+        B: TenantStore + RecordStore + UserStore + FunctionStore + SiteStore + QueueStore + 'static,
     {
         AppStores {
             tenants: backend.clone(),
             records: backend.clone(),
             users: backend.clone(),
             functions: backend.clone(),
-            sites: backend,
+            sites: backend.clone(),
+            queues: backend,
         }
     }
 }
@@ -230,7 +235,8 @@ async fn open_storage(config: &Config, options: &StartOptions) -> Result<Storage
                 {
                     return Err(StartError::MasterKey(format!(
                         "the key given differs from {}/master.key, which sealed this data \
-                         directory's secrets; give that key, or move the file away",
+                         directory's secrets; give that key (its 64 hex digits: \
+                         xxd -p -c 32 master.key)",
                         opening.data_dir.display()
                     )));
                 }
@@ -255,6 +261,7 @@ async fn open_storage(config: &Config, options: &StartOptions) -> Result<Storage
             max_open: config.apps.max_open,
         })
         .await?;
+        postgres.claim_sole_node().await?;
         let postgres = Arc::new(postgres);
         return Ok(Storage {
             data_dir,
@@ -324,8 +331,15 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         users: user_store,
         functions: function_store,
         sites: site_store,
+        queues: queue_store,
     } = stores;
     let sites = Sites::new(site_store, Arc::clone(&clock));
+    let queues = Queues::new(
+        queue_store,
+        Arc::clone(&system),
+        Arc::clone(&clock),
+        Arc::clone(&random),
+    );
     let data = Data::new(record_store, Arc::clone(&clock), Arc::clone(&random));
     let fetcher = functions::Fetcher::new(config.functions.allow_private_fetch)
         .map_err(|e| StartError::Functions(e.to_string()))?;
@@ -336,7 +350,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         Arc::clone(&clock),
         Arc::clone(&random),
         Sealer::new(&master_key),
-        functions::capabilities(data.clone(), fetcher),
+        functions::capabilities(data.clone(), queues.clone(), fetcher),
     )?;
     let apps = Apps::new(
         Arc::clone(&system),
@@ -391,6 +405,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         auth,
         data,
         functions,
+        queues,
         sites,
         access,
         system: Arc::clone(&system),
@@ -414,6 +429,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     ));
     tasks.spawn(functions::run_triggers(state.clone(), shutdown_rx.clone()));
     tasks.spawn(functions::run_schedules(state.clone(), shutdown_rx.clone()));
+    tasks.spawn(queues::run_dispatcher(state.clone(), shutdown_rx.clone()));
     let (stop_log, log_stopped) = tokio::sync::oneshot::channel::<()>();
     let log = tokio::spawn(log_writer.run(async move {
         let _ = log_stopped.await;
@@ -493,6 +509,7 @@ fn api(config: &Config, public_url: &str) -> (Router<AppState>, utoipa::openapi:
         .merge(auth::router(&bodies))
         .merge(data::router(&bodies))
         .merge(functions::router(&bodies))
+        .merge(queues::router(&bodies))
         .merge(sites::router(&bodies))
         .split_for_parts();
     (routes, openapi::finish(doc, public_url))

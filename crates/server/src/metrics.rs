@@ -70,7 +70,7 @@ impl Default for Metrics {
         let functions = Family::<FunctionLabels, Counter>::default();
         registry.register(
             "function_invocations",
-            "Function invocations, by trigger (call, http, data, schedule) and outcome (ok or the error code)",
+            "Function invocations, by trigger (call, http, data, schedule, queue) and outcome (ok or the error code)",
             functions.clone(),
         );
         Metrics {

@@ -15,7 +15,8 @@ use cloudlet_store::postgres::{Postgres, PostgresOptions};
 use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
 use cloudlet_store::transfer::{AppTransfer, transfer_app, transfer_settings};
 use cloudlet_store::{
-    AppName, DataDir, Durability, RecordStore, SigningKeyRow, StoreError, SystemStore, TenantStore,
+    AppName, DataDir, Durability, QueueStore, RecordStore, SigningKeyRow, StoreError, SystemStore,
+    TenantStore,
 };
 
 use crate::StartError;
@@ -66,6 +67,8 @@ pub async fn migrate_to_postgres(
         max_open: 4,
     })
     .await?;
+    // No node may serve the database while it is being filled.
+    target.claim_sole_node().await?;
     let sealer = Sealer::new(&master_key);
     let random = OsRandom;
     // The target takes this instance's master key, or refuses before anything is copied.
@@ -110,6 +113,15 @@ pub async fn migrate_to_postgres(
         let moved = transfer_app(&system, &tenants, &target, &app, &collections, &keys)
             .await
             .map_err(|e| StartError::Migrate(format!("app {name}: {e}")))?;
+        // The moved app's queued work, if any, must be found on time there too.
+        let queues: Vec<String> = QueueStore::queues(&target, &app)
+            .await?
+            .into_iter()
+            .map(|q| q.name)
+            .collect();
+        if let Some(at) = QueueStore::next_due(&target, &app, queues).await? {
+            SystemStore::hint_due(&target, &app, at).await?;
+        }
         progress(&name, &moved);
         report.apps.push((name, moved));
     }

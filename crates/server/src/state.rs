@@ -8,6 +8,7 @@ use cloudlet_core::apps::Apps;
 use cloudlet_core::auth::Auth;
 use cloudlet_core::data::Data;
 use cloudlet_core::functions::Functions;
+use cloudlet_core::queues::Queues;
 use cloudlet_core::random::Random;
 use cloudlet_core::sites::Sites;
 use cloudlet_store::SystemStore;
@@ -24,6 +25,7 @@ struct Shared {
     auth: Auth,
     data: Data,
     functions: Functions,
+    queues: Queues,
     sites: Sites,
     limits: AuthLimits,
     access: Access,
@@ -47,6 +49,7 @@ pub struct Services {
     pub auth: Auth,
     pub data: Data,
     pub functions: Functions,
+    pub queues: Queues,
     pub sites: Sites,
     pub access: Access,
     pub system: Arc<dyn SystemStore>,
@@ -64,6 +67,7 @@ impl AppState {
             auth,
             data,
             functions,
+            queues,
             sites,
             access,
             system,
@@ -75,6 +79,7 @@ impl AppState {
             auth,
             data,
             functions,
+            queues,
             sites,
             limits,
             access,
@@ -102,6 +107,10 @@ impl AppState {
 
     pub fn functions(&self) -> &Functions {
         &self.0.functions
+    }
+
+    pub fn queues(&self) -> &Queues {
+        &self.0.queues
     }
 
     pub fn sites(&self) -> &Sites {

@@ -20,6 +20,7 @@ mod error;
 mod functions;
 mod listing;
 pub mod postgres;
+mod queues;
 mod records;
 mod sites;
 pub mod sqlite;
@@ -32,6 +33,10 @@ pub use app_name::{AppName, InvalidAppName};
 pub use data_dir::DataDir;
 pub use error::StoreError;
 pub use functions::{FunctionLogRow, FunctionRow, FunctionStore, FunctionVersionRow, LogQuery};
+pub use queues::{
+    Claimed, DueApp, Failed, MessageRow, MessageState, NewMessage, QueueRow, QueueStats,
+    QueueStore, Sent,
+};
 pub use records::{
     BatchOp, BatchOutcome, CollectionRow, ColumnDef, ColumnType, Condition, IndexDef, Record,
     RecordStore, Select, SortKey, SqlValue, TableChange, TableDef,

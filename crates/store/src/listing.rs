@@ -42,8 +42,15 @@ pub(crate) fn create_table_sql(
 ) -> Vec<String> {
     let text = column_type(dialect, ColumnType::Text);
     let integer = column_type(dialect, ColumnType::Integer);
+    // Index and constraint names join the collection's with `:`, which no collection name
+    // has, so that no collection's table can take the name of another's index.
+    let name = format!("r_{collection}");
+    let primary = match dialect {
+        Dialect::Sqlite => String::new(),
+        Dialect::Postgres => format!("CONSTRAINT {} ", quote(&format!("{name}:pk"))),
+    };
     let mut columns = vec![
-        format!("\"id\" {text} PRIMARY KEY"),
+        format!("\"id\" {text} {primary}PRIMARY KEY"),
         format!("\"created_at\" {integer} NOT NULL"),
         format!("\"updated_at\" {integer} NOT NULL"),
         format!("\"owner\" {text}"),
@@ -55,16 +62,15 @@ pub(crate) fn create_table_sql(
             column_type(dialect, column.column_type)
         ));
     }
-    let name = format!("r_{collection}");
     let mut statements = vec![
         format!("CREATE TABLE {table} ({})", columns.join(", ")),
         format!(
             "CREATE INDEX {} ON {table} (\"owner\", \"created_at\", \"id\")",
-            quote(&format!("{name}_owner")),
+            quote(&format!("{name}:owner")),
         ),
         format!(
             "CREATE INDEX {} ON {table} (\"created_at\", \"id\")",
-            quote(&format!("{name}_created")),
+            quote(&format!("{name}:created")),
         ),
     ];
     // Unique columns are unique indexes, so that altering can add and drop them.
@@ -82,7 +88,8 @@ pub(crate) fn create_table_sql(
     statements
 }
 
-/// The declared indexes of a collection's table, named `r_{collection}_i{n}`. A non-unique
+/// The declared indexes of a collection's table, named `r_{collection}:i{n}` (tables made before
+/// names had `:` have `r_{collection}_i{n}`; see [`declared_index_prefixes`]). A non-unique
 /// index ends with `id`, the tie-break of every sort, so that a list sorted on the index's fields
 /// reads its page straight from the index instead of sorting every matching row.
 pub(crate) fn index_sql(table: &str, collection: &str, indexes: &[IndexDef]) -> Vec<String> {
@@ -97,11 +104,17 @@ pub(crate) fn index_sql(table: &str, collection: &str, indexes: &[IndexDef]) -> 
             format!(
                 "CREATE {}INDEX {} ON {table} ({})",
                 if index.unique { "UNIQUE " } else { "" },
-                quote(&format!("r_{collection}_i{i}")),
+                quote(&format!("r_{collection}:i{i}")),
                 columns.join(", ")
             )
         })
         .collect()
+}
+
+/// The prefixes of the names of a collection's declared indexes: today's, and the one of
+/// tables made before names had `:`.
+pub(crate) fn declared_index_prefixes(collection: &str) -> [String; 2] {
+    [format!("r_{collection}:i"), format!("r_{collection}_i")]
 }
 
 /// Ties are broken by `id` in the direction of the last sort key, so that an index on the sort

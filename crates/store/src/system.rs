@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::{AppName, StoreError};
+use crate::{AppName, DueApp, StoreError};
 
 /// An app as the control plane stores it. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +123,23 @@ pub trait SystemStore: Send + Sync {
     /// Moves a schedule's next run from `from_ms` to `to_ms`; false if it was not at `from_ms`
     /// any more (another claimed it, or it changed), so that each run is claimed once.
     async fn advance_schedule(&self, row: &ScheduleRow, to_ms: i64) -> Result<bool, StoreError>;
+
+    /// Notes that `app` has queued work due at `at_ms`: the hint becomes the earlier of the two
+    /// and its version moves on. Written before the app's own write, so that the hint is never
+    /// later than the work (a hint with nothing behind it costs one look).
+    async fn hint_due(&self, app: &AppName, at_ms: i64) -> Result<(), StoreError>;
+    /// Apps whose hint is due at `now_ms`, earliest first.
+    async fn due_apps(&self, now_ms: i64, limit: usize) -> Result<Vec<DueApp>, StoreError>;
+    /// Replaces the hint of `app` with `next` (or removes it) if its version is still
+    /// `version`; false if a send moved it meanwhile (look again).
+    async fn settle_due(
+        &self,
+        app: &AppName,
+        version: i64,
+        next: Option<i64>,
+    ) -> Result<bool, StoreError>;
+    /// The earliest hint of any app.
+    async fn next_hint(&self) -> Result<Option<i64>, StoreError>;
 
     async fn close(&self);
 }

@@ -16,6 +16,7 @@ use std::error::Error;
 
 use bytes::{BufMut, BytesMut};
 use deadpool_postgres::Transaction;
+use futures_util::TryStreamExt;
 use rusqlite::types::ValueRef;
 use sha2::{Digest, Sha256};
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
@@ -26,8 +27,27 @@ use crate::postgres::{
 use crate::sqlite::{SqliteSystemStore, SqliteTenants};
 use crate::{AppName, CollectionRow, SigningKeyRow, StoreError, TableDef};
 
-/// Rows read and written per statement.
+/// Rows read and written per statement, at most; and about how many bytes (a chunk stops at the
+/// row that passes it), so that site files of megabytes do not make one huge statement.
 const CHUNK: i64 = 500;
+const CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// JSON written the one way both sides agree on: parsed, negative zero as zero (PostgreSQL's
+/// numbers have no negative zero), written again with sorted keys.
+fn canonical_json(mut value: serde_json::Value) -> String {
+    fn fix(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Number(n) if n.as_f64() == Some(0.0) && n.is_f64() => {
+                *value = serde_json::json!(0.0);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(fix),
+            serde_json::Value::Object(map) => map.values_mut().for_each(fix),
+            _ => {}
+        }
+    }
+    fix(&mut value);
+    value.to_string()
+}
 
 /// App tables in an order that satisfies their foreign keys; the others follow by name.
 const FIRST: &[&str] = &[
@@ -87,7 +107,7 @@ impl Cell {
             (ValueRef::Text(t), &Type::JSONB | &Type::JSON) => {
                 let json: serde_json::Value =
                     serde_json::from_slice(t).map_err(|e| StoreError::Task(e.to_string()))?;
-                Cell::Json(json.to_string())
+                Cell::Json(canonical_json(json))
             }
             (ValueRef::Text(t), &Type::TEXT | &Type::VARCHAR) => {
                 Cell::Text(String::from_utf8(t.to_vec()).map_err(|_| refused())?)
@@ -95,6 +115,15 @@ impl Cell {
             (ValueRef::Blob(b) | ValueRef::Text(b), &Type::BYTEA) => Cell::Bytes(b.to_vec()),
             _ => return Err(refused()),
         })
+    }
+
+    /// About how many bytes the value takes.
+    fn size(&self) -> usize {
+        match self {
+            Cell::Text(t) | Cell::Json(t) => t.len(),
+            Cell::Bytes(b) => b.len(),
+            _ => 8,
+        }
     }
 
     /// Feeds the value, tagged and length-prefixed, to a hash.
@@ -159,7 +188,7 @@ impl<'a> FromSql<'a> for Cell {
                     _ => raw,
                 };
                 let json: serde_json::Value = serde_json::from_slice(text)?;
-                Cell::Json(json.to_string())
+                Cell::Json(canonical_json(json))
             }
             _ => Cell::Text(String::from_sql(ty, raw)?),
         })
@@ -253,13 +282,19 @@ impl Source<'_> {
             let mut rows = statement.query([after])?;
             let mut out = Vec::new();
             let mut last = after;
+            let mut bytes = 0;
             while let Some(row) = rows.next()? {
                 last = row.get(0)?;
                 let mut cells = Vec::with_capacity(types.len());
                 for (i, ty) in types.iter().enumerate() {
-                    cells.push(Cell::convert(row.get_ref(i + 1)?, ty)?);
+                    let cell = Cell::convert(row.get_ref(i + 1)?, ty)?;
+                    bytes += cell.size();
+                    cells.push(cell);
                 }
                 out.push(cells);
+                if bytes >= CHUNK_BYTES {
+                    break;
+                }
             }
             Ok((out, last))
         };
@@ -372,7 +407,12 @@ async fn tally_target(
         quote(table)
     );
     let mut tally = Tally::default();
-    for row in tx.query(sql.as_str(), &[]).await? {
+    // Streamed: a table is read back row by row, never held whole.
+    let rows = tx
+        .query_raw(sql.as_str(), std::iter::empty::<&(dyn ToSql + Sync)>())
+        .await?;
+    futures_util::pin_mut!(rows);
+    while let Some(row) = rows.try_next().await? {
         let mut cells = Vec::with_capacity(row.len());
         for i in 0..row.len() {
             cells.push(row.try_get::<_, Cell>(i)?);

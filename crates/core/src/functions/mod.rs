@@ -230,9 +230,9 @@ pub struct Deploy {
     /// Invocations of this function in at once (running or waiting); more answer
     /// `Overloaded`. Only the app's limit when left out.
     pub max_concurrency: Option<usize>,
-    /// Data events that run the function after they commit.
+    /// What runs the function without a caller: data events after they commit, queues.
     #[serde(default)]
-    pub triggers: Vec<DataTrigger>,
+    pub triggers: Vec<TriggerDef>,
     /// Times that run the function.
     #[serde(default)]
     pub schedules: Vec<Schedule>,
@@ -305,6 +305,36 @@ pub struct DataTrigger {
     pub on: Vec<Operation>,
 }
 
+/// Runs a function on the messages of a queue, `batch` at a time, at most `concurrency`
+/// batches at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct QueueTrigger {
+    pub queue: String,
+    #[serde(default = "one")]
+    pub batch: usize,
+    #[serde(default = "one")]
+    pub concurrency: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// The most messages a queue trigger takes at once, and the most batches it runs at once.
+pub const MAX_QUEUE_BATCH: usize = 100;
+pub const MAX_QUEUE_CONCURRENCY: usize = 64;
+
+/// One trigger of a function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(untagged)]
+pub enum TriggerDef {
+    Data(DataTrigger),
+    Queue(QueueTrigger),
+}
+
 fn all_operations() -> Vec<Operation> {
     vec![Operation::Create, Operation::Update, Operation::Delete]
 }
@@ -323,7 +353,7 @@ pub struct Settings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<usize>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub triggers: Vec<DataTrigger>,
+    pub triggers: Vec<TriggerDef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schedules: Vec<Schedule>,
 }
@@ -367,6 +397,8 @@ pub enum Trigger {
     Data,
     /// A cron schedule.
     Schedule,
+    /// Messages of a queue.
+    Queue,
 }
 
 impl Trigger {
@@ -376,6 +408,7 @@ impl Trigger {
             Trigger::Http => "http",
             Trigger::Data => "data",
             Trigger::Schedule => "schedule",
+            Trigger::Queue => "queue",
         }
     }
 }
@@ -419,15 +452,15 @@ struct Inner {
     /// change made through this service (and when an app is deleted).
     active: Mutex<HashMap<(AppName, String), Arc<Active>>>,
     envs: Mutex<HashMap<AppName, Arc<Map<String, Json>>>>,
-    /// Each app's functions with data triggers.
+    /// Each app's functions with triggers.
     triggered: Mutex<HashMap<AppName, Triggered>>,
     /// Bumped by every forgetting, so that a load that raced with a change is not cached.
     generation: AtomicU64,
     log: mpsc::UnboundedSender<(AppName, FunctionLogRow)>,
 }
 
-/// An app's functions that have data triggers, with their triggers.
-type Triggered = Arc<Vec<(String, Vec<DataTrigger>)>>;
+/// An app's functions that have triggers, with their triggers.
+type Triggered = Arc<Vec<(String, Vec<TriggerDef>)>>;
 
 /// The active version of a function, as invocations need it.
 struct Active {
@@ -645,11 +678,26 @@ impl Functions {
             )));
         }
         for trigger in &deploy.triggers {
-            if !crate::data::valid_name(&trigger.collection) || trigger.on.is_empty() {
-                return Err(FunctionError::Invalid(format!(
-                    "trigger on {:?}: a collection name and at least one of create, update, delete",
-                    trigger.collection
-                )));
+            match trigger {
+                TriggerDef::Data(trigger) => {
+                    if !crate::data::valid_name(&trigger.collection) || trigger.on.is_empty() {
+                        return Err(FunctionError::Invalid(format!(
+                            "trigger on {:?}: a collection name and at least one of create, update, delete",
+                            trigger.collection
+                        )));
+                    }
+                }
+                TriggerDef::Queue(trigger) => {
+                    if !crate::queues::valid_queue_name(&trigger.queue)
+                        || !(1..=MAX_QUEUE_BATCH).contains(&trigger.batch)
+                        || !(1..=MAX_QUEUE_CONCURRENCY).contains(&trigger.concurrency)
+                    {
+                        return Err(FunctionError::Invalid(format!(
+                            "trigger on queue {:?}: a queue name, batch 1 to {MAX_QUEUE_BATCH}, concurrency 1 to {MAX_QUEUE_CONCURRENCY}",
+                            trigger.queue
+                        )));
+                    }
+                }
             }
         }
         if deploy.max_concurrency == Some(0) {
@@ -1082,43 +1130,65 @@ impl Functions {
     }
 
     /// The functions a data event runs: those with a trigger on its collection and operation.
+    /// The functions whose data triggers match a write.
     pub async fn triggered_by(
         &self,
         app: &AppName,
         collection: &str,
         operation: Operation,
     ) -> Result<Vec<String>, FunctionError> {
-        let cached = lock(&self.0.triggered).get(app).cloned();
-        let all = match cached {
-            Some(all) => all,
-            None => {
-                let generation = self.0.generation.load(Ordering::Acquire);
-                let all: Vec<(String, Vec<DataTrigger>)> = self
-                    .0
-                    .store
-                    .functions(app)
-                    .await?
-                    .into_iter()
-                    .map(|row| (row.name, parse_settings(&row.settings).triggers))
-                    .filter(|(_, triggers)| !triggers.is_empty())
-                    .collect();
-                let all = Arc::new(all);
-                let mut cache = lock(&self.0.triggered);
-                if self.0.generation.load(Ordering::Acquire) == generation {
-                    cache.insert(app.to_owned(), Arc::clone(&all));
-                }
-                all
-            }
-        };
-        Ok(all
+        Ok(self
+            .triggers(app)
+            .await?
             .iter()
             .filter(|(_, triggers)| {
-                triggers
-                    .iter()
-                    .any(|t| t.collection == collection && t.on.contains(&operation))
+                triggers.iter().any(|t| {
+                    matches!(t, TriggerDef::Data(t) if t.collection == collection && t.on.contains(&operation))
+                })
             })
             .map(|(name, _)| name.clone())
             .collect())
+    }
+
+    /// The app's queue consumers: each function with a queue trigger, and the trigger.
+    pub async fn queue_consumers(
+        &self,
+        app: &AppName,
+    ) -> Result<Vec<(String, QueueTrigger)>, FunctionError> {
+        Ok(self
+            .triggers(app)
+            .await?
+            .iter()
+            .flat_map(|(name, triggers)| {
+                triggers.iter().filter_map(move |t| match t {
+                    TriggerDef::Queue(q) => Some((name.clone(), q.clone())),
+                    TriggerDef::Data(_) => None,
+                })
+            })
+            .collect())
+    }
+
+    /// The app's functions that have triggers, from memory after the first look.
+    async fn triggers(&self, app: &AppName) -> Result<Triggered, FunctionError> {
+        if let Some(found) = lock(&self.0.triggered).get(app).cloned() {
+            return Ok(found);
+        }
+        let generation = self.0.generation.load(Ordering::Acquire);
+        let all: Vec<(String, Vec<TriggerDef>)> = self
+            .0
+            .store
+            .functions(app)
+            .await?
+            .into_iter()
+            .map(|row| (row.name, parse_settings(&row.settings).triggers))
+            .filter(|(_, triggers)| !triggers.is_empty())
+            .collect();
+        let all = Arc::new(all);
+        let mut cache = lock(&self.0.triggered);
+        if self.0.generation.load(Ordering::Acquire) == generation {
+            cache.insert(app.to_owned(), Arc::clone(&all));
+        }
+        Ok(all)
     }
 
     /// The active version of a function, from memory after its first call.

@@ -122,7 +122,21 @@ async fn deploy_function(
         let plan = state.functions().plan(&app, &name, deploy).await?;
         return Ok(axum::Json(DeployPlanned { name, plan }).into_response());
     }
+    let consumes = deploy
+        .triggers
+        .iter()
+        .any(|t| matches!(t, cloudlet_core::functions::TriggerDef::Queue(_)));
     let deployed = state.functions().deploy(&app, &name, deploy).await?;
+    if consumes {
+        // Messages may be waiting for this consumer: the app is worth a look now.
+        let now = state.queues().now_ms();
+        state
+            .system()
+            .hint_due(&app, now)
+            .await
+            .map_err(|e| ApiError::store(&e, &e))?;
+        state.queues().doorbell().notify_one();
+    }
     Ok((StatusCode::CREATED, axum::Json(deployed)).into_response())
 }
 
@@ -286,7 +300,7 @@ async fn invoke(
 /// Runs `name` of `app` for `caller`, answering its host calls on the caller's behalf: the one
 /// way every trigger (a call, a data event, a schedule) runs a function; HTTP functions go
 /// through [`run_http`], which differs only in the answer it expects.
-async fn run(
+pub(crate) async fn run(
     state: &AppState,
     app: &AppName,
     name: &str,
@@ -346,7 +360,7 @@ fn count(state: &AppState, trigger: Trigger, error: Option<&FunctionError>) {
 }
 
 /// An event as JSON text, for a function.
-fn raw(event: &Value) -> Result<Box<RawValue>, FunctionError> {
+pub(crate) fn raw(event: &Value) -> Result<Box<RawValue>, FunctionError> {
     serde_json::value::to_raw_value(event)
         .map_err(|e| FunctionError::Engine(EngineError(e.to_string())))
 }

@@ -36,8 +36,8 @@ async fn an_app_lives_from_creation_to_deletion() {
         .expect(StatusCode::OK)
         .await;
     let version = match Backend::under_test() {
-        Backend::Sqlite => 6,
-        Backend::Postgres => 4,
+        Backend::Sqlite => 7,
+        Backend::Postgres => 5,
     };
     assert_eq!(
         health,

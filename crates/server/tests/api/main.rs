@@ -13,5 +13,6 @@ mod hostile;
 mod http;
 mod lifecycle;
 mod postgres;
+mod queues;
 mod sites;
 mod support;

@@ -434,7 +434,7 @@ fn contents(pg: &TestServer, url: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_with_another_master_key_is_refused_and_one_with_the_same_key_shares_tokens() {
+async fn one_node_per_database_and_a_node_with_another_master_key_is_refused() {
     const K1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
     const K2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
     let pg = TestServer::shared();
@@ -447,6 +447,22 @@ async fn a_node_with_another_master_key_is_refused_and_one_with_the_same_key_sha
         .expect(StatusCode::CREATED)
         .await;
     let access = grant["access_token"].as_str().unwrap().to_owned();
+
+    // A second node while A serves: refused, naming why, whatever its key.
+    let second = tempfile::tempdir().unwrap();
+    let err = on(&url)
+        .data_dir(second.path())
+        .master_key(K1)
+        .try_start()
+        .await
+        .err()
+        .expect("a second node on one database must not start");
+    assert!(err.to_string().contains("another Cloudlet node"), "{err}");
+    a.request(Method::GET, "/v1/apps/fleet/auth/user")
+        .bearer_auth(&access)
+        .expect(StatusCode::OK)
+        .await;
+    a.stop().await;
 
     // Node B, another data directory and another key (and another admin token, which it
     // would store if it went on): refused, naming the master key, having written nothing.
@@ -472,14 +488,6 @@ async fn a_node_with_another_master_key_is_refused_and_one_with_the_same_key_sha
         !b_dir.path().join("master.key").exists(),
         "node B stored a key"
     );
-    // A still works, with its admin token and its user's token.
-    a.admin(Method::GET, "/v1/admin/apps/fleet")
-        .expect(StatusCode::OK)
-        .await;
-    a.request(Method::GET, "/v1/apps/fleet/auth/user")
-        .bearer_auth(&access)
-        .expect(StatusCode::OK)
-        .await;
 
     // Node C, another data directory with A's key: starts, and takes A's tokens.
     let c = on(&url).master_key(K1).start().await;
@@ -494,6 +502,5 @@ async fn a_node_with_another_master_key_is_refused_and_one_with_the_same_key_sha
         .bearer_auth(ADMIN_TOKEN)
         .expect(StatusCode::OK)
         .await;
-    a.stop().await;
     c.stop().await;
 }

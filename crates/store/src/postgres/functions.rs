@@ -136,7 +136,7 @@ impl FunctionStore for Postgres {
              JOIN {s}._function_versions v ON v.name = f.name AND v.version = f.version
              WHERE f.name = $1"
         );
-        row(&client, &sql, &[&name])
+        row(&*client, &sql, &[&name])
             .await?
             .map(|r| {
                 Ok((
@@ -158,7 +158,7 @@ impl FunctionStore for Postgres {
             "SELECT name, version, settings, updated_at FROM {}._functions ORDER BY name",
             schema(app)
         );
-        rows(&client, &sql, &[])
+        rows(&*client, &sql, &[])
             .await?
             .iter()
             .map(function_from_row)
@@ -176,7 +176,7 @@ impl FunctionStore for Postgres {
              ORDER BY version DESC",
             schema(app)
         );
-        rows(&client, &sql, &[&name])
+        rows(&*client, &sql, &[&name])
             .await?
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
@@ -196,7 +196,7 @@ impl FunctionStore for Postgres {
             "UPDATE {s}._functions SET version = $2, updated_at = $3 WHERE name = $1
              AND EXISTS (SELECT 1 FROM {s}._function_versions WHERE name = $1 AND version = $2)"
         );
-        Ok(execute(&client, &sql, &[&name, &version, &at_ms]).await? == 1)
+        Ok(execute(&*client, &sql, &[&name, &version, &at_ms]).await? == 1)
     }
 
     async fn delete_function(&self, app: &AppName, name: &str) -> Result<bool, StoreError> {
@@ -300,7 +300,7 @@ impl FunctionStore for Postgres {
             },
             params.len()
         );
-        rows(&client, &sql, &params)
+        rows(&*client, &sql, &params)
             .await?
             .iter()
             .map(log_from_row)
@@ -321,12 +321,12 @@ impl FunctionStore for Postgres {
                     "INSERT INTO {s}._env (name, sealed) VALUES ($1, $2)
                      ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed"
                 );
-                execute(&client, &sql, &[&name, sealed]).await?;
+                execute(&*client, &sql, &[&name, sealed]).await?;
                 true
             }
             None => {
                 let sql = format!("DELETE FROM {s}._env WHERE name = $1");
-                execute(&client, &sql, &[&name]).await? == 1
+                execute(&*client, &sql, &[&name]).await? == 1
             }
         })
     }
@@ -337,7 +337,7 @@ impl FunctionStore for Postgres {
             "SELECT name, sealed FROM {}._env ORDER BY name",
             schema(app)
         );
-        rows(&client, &sql, &[])
+        rows(&*client, &sql, &[])
             .await?
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))

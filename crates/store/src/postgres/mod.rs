@@ -11,6 +11,7 @@
 //! so it holds only the statements of apps in use.
 
 mod functions;
+mod queues;
 mod records;
 mod sites;
 mod system;
@@ -24,7 +25,7 @@ mod users;
 use std::collections::HashMap;
 use std::error::Error;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
@@ -32,6 +33,7 @@ use deadpool_postgres::GenericClient;
 use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{NoTls, Row};
@@ -40,7 +42,7 @@ use crate::records::{Record, SqlValue};
 use crate::{AppName, Durability, StoreError};
 
 /// How to reach PostgreSQL and how many connections to hold.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PostgresOptions {
     /// A `postgres://user:password@host:port/database` URL (or a key=value string).
     pub url: String,
@@ -55,12 +57,36 @@ pub struct PostgresOptions {
     pub max_open: usize,
 }
 
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("PostgresOptions")
+            .field("pool_size", &self.pool_size)
+            .field("wait", &self.wait)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a pooled connection is kept: closing older ones (idle, at the idle sweeps) bounds
+/// what each server process has cached of the apps it served.
+pub(crate) const CONNECTION_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// How long one statement may run: a request's query that runs longer (a pathological filter
+/// over a large table) is cancelled by the server, so it can not hold a connection for ever.
+const STATEMENT_TIMEOUT: &str = "30s";
+
 /// Every store on one PostgreSQL database.
 pub struct Postgres {
     pool: Pool,
     max_open: usize,
-    /// Apps used recently, with when: what "open" means on a server that opens nothing per app.
-    touched: Mutex<HashMap<AppName, Instant>>,
+    /// Apps used recently: what "open" means on a server that opens nothing per app.
+    touched: Mutex<HashMap<AppName, Slot>>,
+    /// How many connections one app may hold at once, and how long it waits for one.
+    per_app: usize,
+    wait: Duration,
+    /// The connection holding the sole-node lock, once claimed.
+    node_lock: Mutex<Option<deadpool_postgres::ClientWrapper>>,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -86,9 +112,11 @@ impl Postgres {
         config
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30));
+        let mut settings = format!("-c statement_timeout={STATEMENT_TIMEOUT}");
         if options.durability == Durability::Process {
-            config.options("-c synchronous_commit=off");
+            settings.push_str(" -c synchronous_commit=off");
         }
+        config.options(&settings);
         let target = describe(&config);
         let manager = Manager::from_config(
             config,
@@ -108,7 +136,10 @@ impl Postgres {
         let store = Postgres {
             pool,
             max_open: options.max_open.max(1),
+            node_lock: Mutex::new(None),
             touched: Mutex::new(HashMap::new()),
+            per_app: (options.pool_size / 2).max(1),
+            wait: options.wait,
         };
         let mut client = store.client().await.map_err(|e| match e {
             StoreError::Unavailable(why) => {
@@ -125,31 +156,97 @@ impl Postgres {
         Ok(self.pool.get().await?)
     }
 
-    /// A pooled connection for work on `app`, which counts as a use of the app.
-    pub(crate) async fn app_client(&self, app: &AppName) -> Result<Object, StoreError> {
-        let evicted = {
+    /// A pooled connection for work on `app`, which counts as a use of the app. The map of
+    /// apps in use keeps at most `max_open` names (a name that is no app's costs an entry
+    /// until it is pushed out, never a statement: nothing prepares on a missing schema).
+    /// An app holds at most half the pool: one app's slow queries (a pathological filter over
+    /// a large table, say) can not take every connection from the others.
+    pub(crate) async fn app_client(&self, app: &AppName) -> Result<AppClient, StoreError> {
+        let permits = {
             let mut touched = super::sqlite::lock(&self.touched);
-            touched.insert(app.clone(), Instant::now());
-            let evict = touched.len() > self.max_open;
-            if evict
+            let slot = touched.entry(app.clone()).or_insert_with(|| Slot {
+                at: Instant::now(),
+                permits: Arc::new(Semaphore::new(self.per_app)),
+            });
+            slot.at = Instant::now();
+            let permits = Arc::clone(&slot.permits);
+            if touched.len() > self.max_open
                 && let Some(oldest) = touched
                     .iter()
-                    .min_by_key(|(_, at)| **at)
+                    .min_by_key(|(_, slot)| slot.at)
                     .map(|(name, _)| name.clone())
             {
                 touched.remove(&oldest);
             }
-            evict
+            permits
         };
-        if evicted {
-            self.forget_statements();
+        let permit = tokio::time::timeout(self.wait, permits.acquire_owned())
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(
+                    "the app's share of database connections stayed busy".into(),
+                )
+            })?
+            .map_err(|_| StoreError::Closed)?;
+        Ok(AppClient {
+            client: self.client().await?,
+            _permit: permit,
+        })
+    }
+
+    /// Makes this process the only node serving the database, for as long as it runs (a
+    /// session lock on a connection of its own): until nodes keep their caches in step, a
+    /// second node would serve rules, keys and sessions the first one changed.
+    pub async fn claim_sole_node(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        let claimed: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtext('cloudlet: the serving node'))",
+                &[],
+            )
+            .await?
+            .try_get(0)?;
+        if !claimed {
+            return Err(StoreError::Unavailable(
+                "another Cloudlet node serves this database; run one node per database \
+                 (docs/operations.md#postgresql)"
+                    .into(),
+            ));
         }
-        self.client().await
+        // The lock lives with its session: keep the connection out of the pool for good.
+        *super::sqlite::lock(&self.node_lock) = Some(Object::take(client));
+        Ok(())
     }
 
     /// Forgets every prepared statement of every connection.
     pub(crate) fn forget_statements(&self) {
         self.pool.manager().statement_caches.clear();
+    }
+}
+
+/// An app recently used, and its share of the pool.
+pub(crate) struct Slot {
+    pub(crate) at: Instant,
+    permits: Arc<Semaphore>,
+}
+
+/// A pooled connection held for one app, within the app's share of the pool.
+pub(crate) struct AppClient {
+    client: Object,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for AppClient {
+    type Target = Object;
+
+    fn deref(&self) -> &Object {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for AppClient {
+    fn deref_mut(&mut self) -> &mut Object {
+        &mut self.client
     }
 }
 

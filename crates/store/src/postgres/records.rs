@@ -9,7 +9,9 @@ use cloudlet_query::Dialect;
 use deadpool_postgres::{GenericClient, Transaction};
 
 use super::{Postgres, execute, params, record_of, refs, rows, schema};
-use crate::listing::{self, column_type, index_sql, keyset_after, order_by, quote, table};
+use crate::listing::{
+    self, column_type, declared_index_prefixes, index_sql, keyset_after, order_by, quote, table,
+};
 use crate::records::{
     BatchOp, BatchOutcome, CollectionRow, Condition, Record, RecordStore, Select, SqlValue,
     TableChange, TableDef,
@@ -40,6 +42,28 @@ pub(crate) fn create_table_sql(app: &str, collection: &str, definition: &TableDe
     )
 }
 
+/// The rows of `sql`, prepared for this one use. A listing's SQL follows the request (its
+/// filter, sort and count, the fields a write sets), so caching it per connection would let
+/// any client grow the cache without bound; a prepare costs one more round trip instead.
+async fn dynamic_rows(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+    let statement = client.prepare(sql).await?;
+    Ok(client.query(&statement, params).await?)
+}
+
+/// [`dynamic_rows`] for a statement that returns no rows.
+async fn dynamic_execute(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let statement = client.prepare(sql).await?;
+    Ok(client.execute(&statement, params).await?)
+}
+
 /// The records `sql` selects.
 async fn records(
     client: &impl GenericClient,
@@ -47,7 +71,7 @@ async fn records(
     values: &[SqlValue],
 ) -> Result<Vec<Record>, StoreError> {
     let params = params(values);
-    rows(client, sql, &refs(&params))
+    dynamic_rows(client, sql, &refs(&params))
         .await?
         .iter()
         .map(record_of)
@@ -62,7 +86,7 @@ impl RecordStore for Postgres {
             "SELECT name, definition, version FROM {}._collections ORDER BY name",
             schema(app)
         );
-        Ok(rows(&client, &sql, &[])
+        Ok(rows(&*client, &sql, &[])
             .await?
             .iter()
             .map(|r| CollectionRow {
@@ -125,14 +149,17 @@ impl RecordStore for Postgres {
             return Err(StoreError::NoSuchTenant);
         }
         // Declared indexes are dropped and made again; the system ones stay.
+        let [current, legacy] = declared_index_prefixes(&name);
         let existing = tx
             .query(
                 "SELECT indexname FROM pg_indexes
-                 WHERE schemaname = $1 AND tablename = $2 AND starts_with(indexname, $3)",
+                 WHERE schemaname = $1 AND tablename = $2
+                 AND (starts_with(indexname, $3) OR starts_with(indexname, $4))",
                 &[
                     &format!("app_{}", app.as_str()),
                     &format!("r_{name}"),
-                    &format!("r_{name}_i"),
+                    &current,
+                    &legacy,
                 ],
             )
             .await?;
@@ -161,8 +188,6 @@ impl RecordStore for Postgres {
             tx.batch_execute(&statement).await?;
         }
         tx.commit().await?;
-        // Statements prepared on the old columns must not be reused.
-        self.forget_statements();
         Ok(())
     }
 
@@ -181,7 +206,6 @@ impl RecordStore for Postgres {
                 .await?;
         }
         tx.commit().await?;
-        self.forget_statements();
         Ok(removed == 1)
     }
 
@@ -211,7 +235,7 @@ impl RecordStore for Postgres {
         let total = if select.count {
             let sql = format!("SELECT count(*) FROM {table} WHERE {condition}");
             let params = params(&values);
-            let counted = rows(&client, &sql, &refs(&params)).await?;
+            let counted = dynamic_rows(&*client, &sql, &refs(&params)).await?;
             Some(counted.first().map_or(0, |r| r.get::<_, i64>(0)))
         } else {
             None
@@ -228,7 +252,7 @@ impl RecordStore for Postgres {
             "SELECT * FROM {table} WHERE {condition} ORDER BY {order} LIMIT ${} OFFSET ${n}",
             n - 1
         );
-        Ok((records(&client, &sql, &values).await?, total))
+        Ok((records(&*client, &sql, &values).await?, total))
     }
 
     async fn get(
@@ -239,7 +263,7 @@ impl RecordStore for Postgres {
         condition: Condition,
     ) -> Result<Option<Record>, StoreError> {
         let client = self.app_client(app).await?;
-        guarded(&client, &schema(app), collection, id, &condition, false).await
+        guarded(&*client, &schema(app), collection, id, &condition, false).await
     }
 
     async fn update(
@@ -353,7 +377,7 @@ async fn insert_in(
     );
     let values: Vec<SqlValue> = record.iter().map(|(_, v)| v.clone()).collect();
     let inserted = params(&values);
-    execute(tx, &sql, &refs(&inserted)).await?;
+    dynamic_execute(tx, &sql, &refs(&inserted)).await?;
     let (condition, mut values) = check.to_sql(Dialect::Postgres, 0);
     values.push(id);
     let sql = format!(
@@ -361,7 +385,7 @@ async fn insert_in(
         values.len()
     );
     let checked = params(&values);
-    let holds = rows(tx, &sql, &refs(&checked))
+    let holds = dynamic_rows(tx, &sql, &refs(&checked))
         .await?
         .first()
         .map_or(0, |r| r.get::<_, i64>(0));
@@ -436,6 +460,6 @@ async fn delete_in(
         "DELETE FROM {} WHERE \"id\" = $1",
         qualified(app, collection)
     );
-    execute(tx, &sql, &[&id]).await?;
+    dynamic_execute(tx, &sql, &[&id]).await?;
     Ok(Some(old))
 }

@@ -38,7 +38,7 @@ impl SiteStore for Postgres {
             "SELECT path, content_type, sha256, size, updated_at FROM {}._site_files ORDER BY path",
             schema(app)
         );
-        rows(&client, &sql, &[])
+        rows(&*client, &sql, &[])
             .await?
             .iter()
             .map(file_from_row)
@@ -56,7 +56,7 @@ impl SiteStore for Postgres {
              WHERE path = $1",
             schema(app)
         );
-        row(&client, &sql, &[&path])
+        row(&*client, &sql, &[&path])
             .await?
             .map(|r| Ok((file_from_row(&r)?, r.try_get(5)?)))
             .transpose()
@@ -78,7 +78,7 @@ impl SiteStore for Postgres {
             schema(app)
         );
         execute(
-            &client,
+            &*client,
             &sql,
             &[
                 &file.path,
@@ -96,6 +96,6 @@ impl SiteStore for Postgres {
     async fn delete_site_file(&self, app: &AppName, path: &str) -> Result<bool, StoreError> {
         let client = self.app_client(app).await?;
         let sql = format!("DELETE FROM {}._site_files WHERE path = $1", schema(app));
-        Ok(execute(&client, &sql, &[&path]).await? == 1)
+        Ok(execute(&*client, &sql, &[&path]).await? == 1)
     }
 }

@@ -10,12 +10,13 @@ use tokio_postgres::Row;
 
 use super::{Postgres, SYSTEM_SCHEMA, execute, row, rows};
 use crate::{
-    AppName, AppRow, Page, ProviderRow, ScheduleRow, SigningKeyRow, StoreError, SystemStore,
+    AppName, AppRow, DueApp, Page, ProviderRow, ScheduleRow, SigningKeyRow, StoreError, SystemStore,
 };
 
 /// The control plane's schema steps, in order; steps are only ever appended. The first one is
 /// SQLite's three steps in one.
-pub(crate) const MIGRATIONS: &[&str] = &["
+pub(crate) const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE {s}.settings (
         key    text PRIMARY KEY,
         value  bytea NOT NULL
@@ -53,7 +54,16 @@ pub(crate) const MIGRATIONS: &[&str] = &["
         PRIMARY KEY (app, function, idx)
     );
     CREATE INDEX schedules_by_next ON {s}.schedules (next_at);
-"];
+",
+    "
+    CREATE TABLE {s}.due_work (
+        app      text COLLATE \"C\" PRIMARY KEY REFERENCES {s}.apps (name) ON DELETE CASCADE,
+        at       bigint NOT NULL,
+        version  bigint NOT NULL
+    );
+    CREATE INDEX due_work_by_at ON {s}.due_work (at);
+",
+];
 
 const ADMIN_TOKEN_HASH: &str = "admin_token_hash";
 const APP_COLUMNS: &str =
@@ -366,6 +376,69 @@ impl SystemStore for Postgres {
         )
         .await?;
         Ok(changed == 1)
+    }
+
+    async fn hint_due(&self, app: &AppName, at_ms: i64) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "INSERT INTO {SYSTEM_SCHEMA}.due_work AS d (app, at, version) VALUES ($1, $2, 1)
+             ON CONFLICT (app) DO UPDATE
+             SET at = least(d.at, excluded.at), version = d.version + 1"
+        );
+        execute(&client, &sql, &[&app.as_str(), &at_ms]).await?;
+        Ok(())
+    }
+
+    async fn due_apps(&self, now_ms: i64, limit: usize) -> Result<Vec<DueApp>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT app, at, version FROM {SYSTEM_SCHEMA}.due_work
+             WHERE at <= $1 ORDER BY at LIMIT $2"
+        );
+        rows(&client, &sql, &[&now_ms, &(limit as i64)])
+            .await?
+            .iter()
+            .map(|r| {
+                let name: String = r.try_get(0)?;
+                Ok(DueApp {
+                    app: AppName::parse(&name)
+                        .map_err(|e| StoreError::Task(format!("stored app name {name:?}: {e}")))?,
+                    at_ms: r.try_get(1)?,
+                    version: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn settle_due(
+        &self,
+        app: &AppName,
+        version: i64,
+        next: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let changed = match next {
+            Some(at) => {
+                let sql = format!(
+                    "UPDATE {SYSTEM_SCHEMA}.due_work SET at = $3 WHERE app = $1 AND version = $2"
+                );
+                execute(&client, &sql, &[&app.as_str(), &version, &at]).await?
+            }
+            None => {
+                let sql =
+                    format!("DELETE FROM {SYSTEM_SCHEMA}.due_work WHERE app = $1 AND version = $2");
+                execute(&client, &sql, &[&app.as_str(), &version]).await?
+            }
+        };
+        Ok(changed == 1)
+    }
+
+    async fn next_hint(&self) -> Result<Option<i64>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!("SELECT min(at) FROM {SYSTEM_SCHEMA}.due_work");
+        Ok(row(&client, &sql, &[])
+            .await?
+            .and_then(|r| r.get::<_, Option<i64>>(0)))
     }
 
     async fn signing_keys(&self, app: &AppName) -> Result<Vec<SigningKeyRow>, StoreError> {

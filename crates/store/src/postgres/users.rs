@@ -130,7 +130,7 @@ impl UserStore for Postgres {
             "SELECT {USER_COLUMNS} FROM {}.users WHERE id = $1",
             schema(app)
         );
-        user_of(row(&client, &sql, &[&id]).await?)
+        user_of(row(&*client, &sql, &[&id]).await?)
     }
 
     async fn user_by_identity(
@@ -145,7 +145,7 @@ impl UserStore for Postgres {
             "SELECT {USER_COLUMNS} FROM {s}.users WHERE id =
              (SELECT user_id FROM {s}.identities WHERE provider = $1 AND subject = $2)"
         );
-        user_of(row(&client, &sql, &[&provider, &subject]).await?)
+        user_of(row(&*client, &sql, &[&provider, &subject]).await?)
     }
 
     async fn identity_of(
@@ -159,7 +159,7 @@ impl UserStore for Postgres {
             "SELECT subject, unionid FROM {}.identities WHERE user_id = $1 AND provider = $2",
             schema(app)
         );
-        row(&client, &sql, &[&user_id, &provider])
+        row(&*client, &sql, &[&user_id, &provider])
             .await?
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .transpose()
@@ -177,7 +177,7 @@ impl UserStore for Postgres {
             "SELECT {USER_COLUMNS} FROM {s}.users WHERE id =
              (SELECT user_id FROM {s}.identities WHERE family = $1 AND unionid = $2 LIMIT 1)"
         );
-        user_of(row(&client, &sql, &[&family, &unionid]).await?)
+        user_of(row(&*client, &sql, &[&family, &unionid]).await?)
     }
 
     async fn user_by_email(
@@ -190,7 +190,7 @@ impl UserStore for Postgres {
             "SELECT {USER_COLUMNS}, password_hash FROM {}.users WHERE email = $1",
             schema(app)
         );
-        row(&client, &sql, &[&email])
+        row(&*client, &sql, &[&email])
             .await?
             .map(|r| Ok((user_from_row(&r)?, r.try_get(6)?)))
             .transpose()
@@ -234,7 +234,7 @@ impl UserStore for Postgres {
 
     async fn add_identity(&self, app: &AppName, identity: IdentityRow) -> Result<(), StoreError> {
         let client = self.app_client(app).await?;
-        insert_identity(&client, app, &identity).await
+        insert_identity(&*client, app, &identity).await
     }
 
     async fn record_login(
@@ -248,7 +248,7 @@ impl UserStore for Postgres {
             "UPDATE {}.users SET last_login_at = $2 WHERE id = $1",
             schema(app)
         );
-        execute(&client, &sql, &[&user_id, &at_ms]).await?;
+        execute(&*client, &sql, &[&user_id, &at_ms]).await?;
         Ok(())
     }
 
@@ -263,7 +263,7 @@ impl UserStore for Postgres {
             "UPDATE {}.users SET phone = $2 WHERE id = $1 RETURNING {USER_COLUMNS}",
             schema(app)
         );
-        user_of(row(&client, &sql, &[&user_id, &phone]).await?)
+        user_of(row(&*client, &sql, &[&user_id, &phone]).await?)
     }
 
     async fn update_profile(
@@ -277,7 +277,7 @@ impl UserStore for Postgres {
             "UPDATE {}.users SET profile = $2 WHERE id = $1 RETURNING {USER_COLUMNS}",
             schema(app)
         );
-        user_of(row(&client, &sql, &[&user_id, &profile]).await?)
+        user_of(row(&*client, &sql, &[&user_id, &profile]).await?)
     }
 
     async fn delete_user(
@@ -323,7 +323,7 @@ impl UserStore for Postgres {
             schema(app)
         );
         execute(
-            &client,
+            &*client,
             &sql,
             &[
                 &session.id,
@@ -399,7 +399,7 @@ impl UserStore for Postgres {
              RETURNING {SESSION_COLUMNS}",
             schema(app)
         );
-        session_of(row(&client, &sql, &[&session_id, &now_ms]).await?)
+        session_of(row(&*client, &sql, &[&session_id, &now_ms]).await?)
     }
 
     async fn session(
@@ -412,7 +412,7 @@ impl UserStore for Postgres {
             "SELECT {SESSION_COLUMNS} FROM {}.sessions WHERE id = $1",
             schema(app)
         );
-        session_of(row(&client, &sql, &[&session_id]).await?)
+        session_of(row(&*client, &sql, &[&session_id]).await?)
     }
 
     async fn sessions_of(
@@ -425,7 +425,7 @@ impl UserStore for Postgres {
             "SELECT {SESSION_COLUMNS} FROM {}.sessions WHERE user_id = $1 ORDER BY created_at DESC",
             schema(app)
         );
-        rows(&client, &sql, &[&user_id])
+        rows(&*client, &sql, &[&user_id])
             .await?
             .iter()
             .map(session_from_row)
@@ -439,7 +439,7 @@ impl UserStore for Postgres {
             "SELECT id FROM {s}.sessions WHERE revoked_at >= $1
              UNION ALL SELECT session_id FROM {s}.session_tombstones WHERE revoked_at >= $1"
         );
-        Ok(rows(&client, &sql, &[&since_ms])
+        Ok(rows(&*client, &sql, &[&since_ms])
             .await?
             .iter()
             .map(|r| r.try_get(0))

@@ -7,6 +7,7 @@
 mod executor;
 mod functions;
 mod migrate;
+mod queues;
 mod records;
 mod sites;
 mod system;

@@ -8,7 +8,8 @@ use rusqlite::{Connection, ToSql, params};
 
 use super::SqliteTenants;
 use crate::listing::{
-    column_type, create_table_sql, index_sql, keyset_after, order_by, quote, table,
+    column_type, create_table_sql, declared_index_prefixes, index_sql, keyset_after, order_by,
+    quote, table,
 };
 use crate::records::{
     BatchOp, BatchOutcome, CollectionRow, Condition, Record, RecordStore, Select, SqlValue,
@@ -151,18 +152,14 @@ impl RecordStore for SqliteTenants {
                 return Err(StoreError::NoSuchTenant);
             }
             // Declared indexes are dropped and made again; the system ones stay.
+            let [current, legacy] = declared_index_prefixes(&name);
             let existing: Vec<String> = c
                 .prepare(
                     "SELECT name FROM sqlite_master
-                     WHERE type = 'index' AND tbl_name = ?1 AND name LIKE ?2 ESCAPE '\\'",
+                     WHERE type = 'index' AND tbl_name = ?1
+                     AND (substr(name, 1, length(?2)) = ?2 OR substr(name, 1, length(?3)) = ?3)",
                 )?
-                .query_map(
-                    params![
-                        format!("r_{name}"),
-                        format!("r_{name}_i").replace('_', "\\_") + "%"
-                    ],
-                    |r| r.get(0),
-                )?
+                .query_map(params![format!("r_{name}"), current, legacy], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             for index in existing {
                 c.execute_batch(&format!("DROP INDEX {}", quote(&index)))?;
@@ -627,13 +624,13 @@ mod tests {
                 "SELECT * FROM r_todos WHERE rank > 0 ORDER BY rank {direction}, id {direction} LIMIT 5"
             );
             let plan = plan(sql).await.unwrap();
-            assert!(plan.contains("USING INDEX r_todos_i1"), "{plan}");
+            assert!(plan.contains("USING INDEX r_todos:i1"), "{plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{plan}");
         }
         // The owner index serves the default sort, under the default owner rule.
         let sql = "SELECT * FROM r_todos WHERE owner = 'a' ORDER BY created_at, id LIMIT 5";
         let plan = plan(sql.into()).await.unwrap();
-        assert!(plan.contains("USING INDEX r_todos_owner"), "{plan}");
+        assert!(plan.contains("USING INDEX r_todos:owner"), "{plan}");
         assert!(!plan.contains("TEMP B-TREE"), "{plan}");
     }
 

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::{Database, DatabaseOptions, Durability, migrate};
 use crate::{
-    AppName, AppRow, Page, ProviderRow, ScheduleRow, SigningKeyRow, StoreError, SystemStore,
+    AppName, AppRow, DueApp, Page, ProviderRow, ScheduleRow, SigningKeyRow, StoreError, SystemStore,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -53,6 +53,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (app, function, idx)
     ) STRICT;
     CREATE INDEX schedules_by_next ON schedules (next_at);
+",
+    "
+    CREATE TABLE due_work (
+        app      TEXT PRIMARY KEY REFERENCES apps(name) ON DELETE CASCADE,
+        at       INTEGER NOT NULL,
+        version  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX due_work_by_at ON due_work (at);
 ",
 ];
 
@@ -379,6 +387,69 @@ impl SystemStore for SqliteSystemStore {
                     rusqlite::params![row.app, row.function, row.index, row.next_at_ms, to_ms],
                 )? == 1)
             })
+            .await
+    }
+
+    async fn hint_due(&self, app: &AppName, at_ms: i64) -> Result<(), StoreError> {
+        let app = app.to_owned();
+        self.db
+            .write(move |c| {
+                c.prepare_cached(
+                    "INSERT INTO due_work (app, at, version) VALUES (?1, ?2, 1)
+                     ON CONFLICT (app) DO UPDATE
+                     SET at = min(at, excluded.at), version = version + 1",
+                )?
+                .execute(rusqlite::params![app, at_ms])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn due_apps(&self, now_ms: i64, limit: usize) -> Result<Vec<DueApp>, StoreError> {
+        self.db
+            .read(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT app, at, version FROM due_work WHERE at <= ?1 ORDER BY at LIMIT ?2",
+                )?
+                .query_map(rusqlite::params![now_ms, limit as i64], |r| {
+                    Ok(DueApp {
+                        app: r.get(0)?,
+                        at_ms: r.get(1)?,
+                        version: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+
+    async fn settle_due(
+        &self,
+        app: &AppName,
+        version: i64,
+        next: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let app = app.to_owned();
+        self.db
+            .write(move |c| {
+                let changed = match next {
+                    Some(at) => c
+                        .prepare_cached(
+                            "UPDATE due_work SET at = ?3 WHERE app = ?1 AND version = ?2",
+                        )?
+                        .execute(rusqlite::params![app, version, at])?,
+                    None => c
+                        .prepare_cached("DELETE FROM due_work WHERE app = ?1 AND version = ?2")?
+                        .execute(rusqlite::params![app, version])?,
+                };
+                Ok(changed == 1)
+            })
+            .await
+    }
+
+    async fn next_hint(&self) -> Result<Option<i64>, StoreError> {
+        self.db
+            .read(|c| Ok(c.query_row("SELECT min(at) FROM due_work", [], |r| r.get(0))?))
             .await
     }
 

@@ -33,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     super::records::MIGRATION,
     super::functions::MIGRATION,
     super::sites::MIGRATION,
+    super::queues::MIGRATION,
 ];
 
 /// Directories of deleted apps are renamed to this prefix, then removed.
@@ -350,7 +351,7 @@ mod tests {
         }
         assert_eq!(tenants.open_count(), 0, "provisioning leaves nothing open");
         for app in ["aa", "bb", "cc"] {
-            assert_eq!(tenants.health(&name(app)).await.unwrap().schema_version, 6);
+            assert_eq!(tenants.health(&name(app)).await.unwrap().schema_version, 7);
         }
         assert_eq!(
             tenants.open_count(),
@@ -407,7 +408,7 @@ mod tests {
                 .await
                 .unwrap()
                 .schema_version,
-            6
+            7
         );
         // Leftover trash is removed when the pool opens.
         let tenants = pool(dir.path(), 4);

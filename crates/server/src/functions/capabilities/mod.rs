@@ -6,18 +6,21 @@
 
 mod db;
 mod fetch;
+mod queue;
 
 use cloudlet_core::data::Data;
 use cloudlet_core::functions::{Capabilities, HostFailure};
+use cloudlet_core::queues::Queues;
 
 pub use fetch::Fetcher;
 
 use crate::error::ApiError;
 
 /// Every capability of the instance.
-pub fn all(data: Data, fetcher: Fetcher) -> Capabilities {
+pub fn all(data: Data, queues: Queues, fetcher: Fetcher) -> Capabilities {
     Capabilities::new()
         .with(db::Database { data })
+        .with(queue::Queue { queues })
         .with(fetcher)
 }
 

@@ -1,0 +1,716 @@
+//! Durable queues: each app's named queues with SQS's contract. A message is delivered at least
+//! once; a delivery (a claim) hides it for a visibility timeout and carries a lease token and
+//! an attempt number; only that lease may acknowledge, extend or fail it; a failure retries
+//! with exponential backoff and jitter until `max_attempts`, then moves the message, once, to
+//! the dead letters with its last error. Messages may be delayed, and may carry an idempotency
+//! key that makes a repeated send a no-op for `dedup_window_secs`.
+//!
+//! Storage is the app's own database (`QueueStore`); the control plane keeps a hint of when each
+//! app next has work due (`SystemStore::hint_due`), written before the message, so the
+//! dispatcher finds due work without opening idle apps: the app's database is the truth, and a
+//! hint without work behind it costs one look. A send rings [`Queues::doorbell`], so a waiting
+//! consumer starts at once rather than at the next poll.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cloudlet_store::{
+    AppName, Claimed, Failed, MessageRow, MessageState, NewMessage, QueueRow, QueueStats,
+    QueueStore, Sent, StoreError, SystemStore,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use tokio::sync::Notify;
+
+use crate::clock::{Clock, Timestamp};
+use crate::random::Random;
+
+/// The largest message payload, as JSON text (SQS's limit).
+pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+/// The longest delay of a message: 7 days.
+pub const MAX_DELAY_SECS: u64 = 7 * 24 * 3600;
+/// The most messages one send may carry.
+pub const MAX_BATCH: usize = 100;
+/// The most queues an app may declare.
+pub const MAX_QUEUES: usize = 100;
+/// The longest idempotency key.
+pub const MAX_KEY_BYTES: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("no queue named {0:?}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidQueue(String),
+    #[error("{0}")]
+    InvalidMessage(String),
+    #[error("a message payload is {0} bytes; at most {MAX_PAYLOAD_BYTES}")]
+    TooLarge(usize),
+    #[error(
+        "the lease is not the message's current one: the claim expired and the message went to another consumer, or it was settled already"
+    )]
+    StaleLease,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A queue's settings, as declared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSettings {
+    /// How long a claimed message stays hidden before another consumer may claim it.
+    pub visibility_timeout_secs: u64,
+    /// Deliveries before a message moves to the dead letters.
+    pub max_attempts: u32,
+    /// The first retry's delay; each further retry doubles it, up to `max_backoff_secs`, with
+    /// up to a fifth of random jitter either way.
+    pub backoff_secs: u64,
+    pub max_backoff_secs: u64,
+    /// How long a message may wait undelivered, and a dead letter be kept.
+    pub retention_secs: u64,
+    /// How long an idempotency key makes a repeated send a no-op.
+    pub dedup_window_secs: u64,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            visibility_timeout_secs: 30,
+            max_attempts: 5,
+            backoff_secs: 1,
+            max_backoff_secs: 300,
+            retention_secs: 14 * 24 * 3600,
+            dedup_window_secs: 300,
+        }
+    }
+}
+
+impl QueueSettings {
+    fn check(&self) -> Result<(), QueueError> {
+        let within = |name: &str, value: u64, min: u64, max: u64| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(QueueError::InvalidQueue(format!(
+                    "{name} is {value}; it must be {min} to {max}"
+                )))
+            }
+        };
+        within(
+            "visibility_timeout_secs",
+            self.visibility_timeout_secs,
+            1,
+            12 * 3600,
+        )?;
+        within("max_attempts", self.max_attempts.into(), 1, 100)?;
+        within("backoff_secs", self.backoff_secs, 0, 24 * 3600)?;
+        within(
+            "max_backoff_secs",
+            self.max_backoff_secs,
+            self.backoff_secs,
+            24 * 3600,
+        )?;
+        within("retention_secs", self.retention_secs, 60, 30 * 24 * 3600)?;
+        within(
+            "dedup_window_secs",
+            self.dedup_window_secs,
+            1,
+            7 * 24 * 3600,
+        )?;
+        Ok(())
+    }
+
+    /// The delay before retry `attempt` (1 for the retry after the first delivery), in ms.
+    fn backoff_ms(&self, attempt: i64, random: &dyn Random) -> i64 {
+        let base = (self.backoff_secs * 1000) as i64;
+        let doubled = base.saturating_mul(1i64 << (attempt - 1).clamp(0, 30));
+        let capped = doubled.min((self.max_backoff_secs * 1000) as i64);
+        let mut bytes = [0u8; 2];
+        random.fill(&mut bytes);
+        // Jitter in [-20 %, +20 %], so that failures of one burst do not retry in step.
+        let unit = f64::from(u16::from_be_bytes(bytes)) / f64::from(u16::MAX);
+        (capped as f64 * (0.8 + 0.4 * unit)) as i64
+    }
+}
+
+/// A queue with its counts, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QueueView {
+    pub name: String,
+    pub settings: QueueSettings,
+    pub created_at: String,
+    pub ready: i64,
+    pub delayed: i64,
+    pub in_flight: i64,
+    pub dead: i64,
+}
+
+/// One message to send.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Outgoing {
+    /// Any JSON; the consumer receives it as is.
+    pub payload: Json,
+    /// Deliver no sooner than this many seconds from now (fractions allowed).
+    #[serde(default)]
+    pub delay_secs: Option<f64>,
+    /// An idempotency key: sending the same key again within the queue's
+    /// `dedup_window_secs` sends nothing and answers the first message's id.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// What a send did with one message.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SendReceipt {
+    pub id: String,
+    /// True when the key was seen within the window: nothing new was sent.
+    pub duplicate: bool,
+}
+
+/// A delivery: a claimed message and the lease that settles it.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Delivery {
+    pub id: String,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub lease: String,
+    pub payload: Json,
+    pub sent_at: String,
+}
+
+/// A stored message, for inspection.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MessageView {
+    pub id: String,
+    pub state: &'static str,
+    pub payload: Json,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    /// Waiting: when it may be delivered; in flight: when its claim expires.
+    pub visible_at: String,
+    pub last_error: Option<String>,
+    pub sent_at: String,
+}
+
+/// Which messages an inspection or a purge means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Which {
+    Waiting,
+    InFlight,
+    Dead,
+}
+
+impl Which {
+    fn state(self) -> MessageState {
+        match self {
+            Which::Waiting => MessageState::Waiting,
+            Which::InFlight => MessageState::Claimed,
+            Which::Dead => MessageState::Dead,
+        }
+    }
+}
+
+fn state_name(state: MessageState) -> &'static str {
+    match state {
+        MessageState::Waiting => "waiting",
+        MessageState::Claimed => "in_flight",
+        MessageState::Dead => "dead",
+    }
+}
+
+/// A queue name: 1 to 64 of `a-z`, `0-9`, `_` and `-`, starting with a letter.
+pub fn valid_queue_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// The queues service. Cheap to clone.
+#[derive(Clone)]
+pub struct Queues(Arc<Inner>);
+
+struct Inner {
+    store: Arc<dyn QueueStore>,
+    system: Arc<dyn SystemStore>,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn Random>,
+    /// Each app's declared queues, loaded on first use.
+    declared: Mutex<HashMap<AppName, Arc<HashMap<String, QueueSettings>>>>,
+    doorbell: Notify,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn time(ms: i64) -> String {
+    Timestamp::from_unix_ms(ms).to_rfc3339()
+}
+
+impl Queues {
+    pub fn new(
+        store: Arc<dyn QueueStore>,
+        system: Arc<dyn SystemStore>,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn Random>,
+    ) -> Self {
+        Queues(Arc::new(Inner {
+            store,
+            system,
+            clock,
+            random,
+            declared: Mutex::new(HashMap::new()),
+            doorbell: Notify::new(),
+        }))
+    }
+
+    /// Rung when work may have become due: a send, a failure to retry, a settled delivery.
+    pub fn doorbell(&self) -> &Notify {
+        &self.0.doorbell
+    }
+
+    fn now(&self) -> i64 {
+        self.0.clock.now().unix_ms()
+    }
+
+    /// The service's clock, in Unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        self.now()
+    }
+
+    fn token(&self, prefix: &str) -> String {
+        let mut bytes = [0u8; 16];
+        self.0.random.fill(&mut bytes);
+        format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    async fn declared(
+        &self,
+        app: &AppName,
+    ) -> Result<Arc<HashMap<String, QueueSettings>>, QueueError> {
+        if let Some(found) = lock(&self.0.declared).get(app) {
+            return Ok(Arc::clone(found));
+        }
+        let mut loaded = HashMap::new();
+        for row in self.0.store.queues(app).await? {
+            let settings = serde_json::from_str(&row.settings).unwrap_or_default();
+            loaded.insert(row.name, settings);
+        }
+        let loaded = Arc::new(loaded);
+        lock(&self.0.declared).insert(app.clone(), Arc::clone(&loaded));
+        Ok(loaded)
+    }
+
+    async fn settings(&self, app: &AppName, queue: &str) -> Result<QueueSettings, QueueError> {
+        self.declared(app)
+            .await?
+            .get(queue)
+            .cloned()
+            .ok_or_else(|| QueueError::NotFound(queue.to_owned()))
+    }
+
+    /// Forgets an app's cached queues (it was deleted, or idled out).
+    pub fn forget(&self, app: &AppName) {
+        lock(&self.0.declared).remove(app);
+    }
+
+    /// Creates a queue or replaces its settings; true if it was created.
+    pub async fn declare(
+        &self,
+        app: &AppName,
+        name: &str,
+        settings: QueueSettings,
+    ) -> Result<(QueueView, bool), QueueError> {
+        if !valid_queue_name(name) {
+            return Err(QueueError::InvalidQueue(format!(
+                "queue name {name:?}: 1 to 64 of a-z, 0-9, _ and -, starting with a letter"
+            )));
+        }
+        settings.check()?;
+        let declared = self.declared(app).await?;
+        if !declared.contains_key(name) && declared.len() >= MAX_QUEUES {
+            return Err(QueueError::InvalidQueue(format!(
+                "an app has at most {MAX_QUEUES} queues"
+            )));
+        }
+        let json = serde_json::to_string(&settings)
+            .map_err(|e| QueueError::InvalidQueue(e.to_string()))?;
+        let created = self
+            .0
+            .store
+            .put_queue(
+                app,
+                QueueRow {
+                    name: name.to_owned(),
+                    settings: json,
+                    created_at_ms: self.now(),
+                },
+            )
+            .await?;
+        self.forget(app);
+        Ok((self.view(app, name).await?, created))
+    }
+
+    pub async fn delete(&self, app: &AppName, name: &str) -> Result<(), QueueError> {
+        let deleted = self.0.store.delete_queue(app, name).await?;
+        self.forget(app);
+        if !deleted {
+            return Err(QueueError::NotFound(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Every queue of the app with its counts.
+    pub async fn list(&self, app: &AppName) -> Result<Vec<QueueView>, QueueError> {
+        let stats = self.0.store.queue_stats(app, self.now()).await?;
+        let rows = self.0.store.queues(app).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let counts = stats
+                    .iter()
+                    .find(|s| s.queue == row.name)
+                    .cloned()
+                    .unwrap_or_default();
+                view_of(row, counts)
+            })
+            .collect())
+    }
+
+    pub async fn view(&self, app: &AppName, name: &str) -> Result<QueueView, QueueError> {
+        self.list(app)
+            .await?
+            .into_iter()
+            .find(|q| q.name == name)
+            .ok_or_else(|| QueueError::NotFound(name.to_owned()))
+    }
+
+    /// Sends messages to a queue in one transaction.
+    pub async fn send(
+        &self,
+        app: &AppName,
+        queue: &str,
+        messages: Vec<Outgoing>,
+    ) -> Result<Vec<SendReceipt>, QueueError> {
+        if messages.is_empty() || messages.len() > MAX_BATCH {
+            return Err(QueueError::InvalidMessage(format!(
+                "send 1 to {MAX_BATCH} messages"
+            )));
+        }
+        let settings = self.settings(app, queue).await?;
+        let now = self.now();
+        let mut new = Vec::with_capacity(messages.len());
+        for message in messages {
+            let payload = message.payload.to_string();
+            if payload.len() > MAX_PAYLOAD_BYTES {
+                return Err(QueueError::TooLarge(payload.len()));
+            }
+            let delay = message.delay_secs.unwrap_or(0.0);
+            if !delay.is_finite() || !(0.0..=MAX_DELAY_SECS as f64).contains(&delay) {
+                return Err(QueueError::InvalidMessage(format!(
+                    "delay_secs must be 0 to {MAX_DELAY_SECS}"
+                )));
+            }
+            if let Some(key) = &message.key
+                && (key.is_empty() || key.len() > MAX_KEY_BYTES || key.contains('\0'))
+            {
+                return Err(QueueError::InvalidMessage(format!(
+                    "a key is 1 to {MAX_KEY_BYTES} bytes, without NUL"
+                )));
+            }
+            new.push(NewMessage {
+                id: self.token("msg_"),
+                payload,
+                key: message.key,
+                visible_at_ms: now + (delay * 1000.0) as i64,
+                max_attempts: settings.max_attempts.into(),
+            });
+        }
+        // The hint first: it may then only be early, never late.
+        let due = new.iter().map(|m| m.visible_at_ms).min().unwrap_or(now);
+        self.0.system.hint_due(app, due).await?;
+        let sent = self
+            .0
+            .store
+            .send(
+                app,
+                queue,
+                new,
+                now,
+                (settings.dedup_window_secs * 1000) as i64,
+            )
+            .await?;
+        self.0.doorbell.notify_one();
+        Ok(sent
+            .into_iter()
+            .map(|s| match s {
+                Sent::Queued(id) => SendReceipt {
+                    id,
+                    duplicate: false,
+                },
+                Sent::Duplicate(id) => SendReceipt {
+                    id,
+                    duplicate: true,
+                },
+            })
+            .collect())
+    }
+
+    /// Claims up to `max` messages for `hide_secs` (the queue's visibility timeout when `None`).
+    pub async fn claim(
+        &self,
+        app: &AppName,
+        queue: &str,
+        max: usize,
+        hide_secs: Option<u64>,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let settings = self.settings(app, queue).await?;
+        if !(1..=MAX_BATCH).contains(&max) {
+            return Err(QueueError::InvalidMessage(format!(
+                "claim 1 to {MAX_BATCH} messages"
+            )));
+        }
+        let hide = hide_secs.unwrap_or(settings.visibility_timeout_secs);
+        if !(1..=12 * 3600).contains(&hide) {
+            return Err(QueueError::InvalidMessage(
+                "a claim hides a message for 1 to 43200 seconds".into(),
+            ));
+        }
+        let now = self.now();
+        // The claim expires at `until`: the hint must not be later, or an expired claim could
+        // wait for the next unrelated send.
+        let until = now + (hide * 1000) as i64;
+        self.0.system.hint_due(app, until).await?;
+        let leases = (0..max).map(|_| self.token("lease_")).collect();
+        let claimed = self.0.store.claim(app, queue, leases, now, until).await?;
+        Ok(claimed.into_iter().map(delivery).collect())
+    }
+
+    /// Acknowledges a delivery: the message is done and deleted.
+    pub async fn ack(&self, app: &AppName, id: &str, lease: &str) -> Result<(), QueueError> {
+        if self.0.store.ack(app, id, lease).await? {
+            Ok(())
+        } else {
+            Err(QueueError::StaleLease)
+        }
+    }
+
+    /// Keeps a delivery hidden `hide_secs` more from now.
+    pub async fn extend(
+        &self,
+        app: &AppName,
+        id: &str,
+        lease: &str,
+        hide_secs: u64,
+    ) -> Result<(), QueueError> {
+        if !(1..=12 * 3600).contains(&hide_secs) {
+            return Err(QueueError::InvalidMessage(
+                "a claim hides a message for 1 to 43200 seconds".into(),
+            ));
+        }
+        let until = self.now() + (hide_secs * 1000) as i64;
+        self.0.system.hint_due(app, until).await?;
+        if self.0.store.extend(app, id, lease, until).await? {
+            Ok(())
+        } else {
+            Err(QueueError::StaleLease)
+        }
+    }
+
+    /// Fails a delivery of attempt `attempt`: it is retried after the queue's backoff, or
+    /// moves to the dead letters when its attempts are spent.
+    pub async fn fail(
+        &self,
+        app: &AppName,
+        queue: &str,
+        id: &str,
+        lease: &str,
+        attempt: i64,
+        error: &str,
+    ) -> Result<Failed, QueueError> {
+        let settings = self.settings(app, queue).await?;
+        let now = self.now();
+        let retry_at = now + settings.backoff_ms(attempt, &*self.0.random);
+        self.0.system.hint_due(app, retry_at).await?;
+        let error: String = error.chars().take(2000).collect();
+        let failed = self
+            .0
+            .store
+            .fail(app, id, lease, &error, now, retry_at)
+            .await?;
+        match failed {
+            Failed::Stale => Err(QueueError::StaleLease),
+            outcome => {
+                self.0.doorbell.notify_one();
+                Ok(outcome)
+            }
+        }
+    }
+
+    /// Messages of a queue in one state, by id.
+    pub async fn messages(
+        &self,
+        app: &AppName,
+        queue: &str,
+        which: Which,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<MessageView>, QueueError> {
+        self.settings(app, queue).await?;
+        let rows = self
+            .0
+            .store
+            .messages(app, queue, which.state(), after, limit.clamp(1, 1000))
+            .await?;
+        Ok(rows.into_iter().map(message_view).collect())
+    }
+
+    /// Moves dead letters back to the queue (those of `ids`, or all); returns how many.
+    pub async fn replay(
+        &self,
+        app: &AppName,
+        queue: &str,
+        ids: Option<Vec<String>>,
+    ) -> Result<u64, QueueError> {
+        self.settings(app, queue).await?;
+        let now = self.now();
+        self.0.system.hint_due(app, now).await?;
+        let moved = self.0.store.replay(app, queue, ids, now).await?;
+        self.0.doorbell.notify_one();
+        Ok(moved)
+    }
+
+    /// Deletes a queue's messages in one state, or all of them; returns how many.
+    pub async fn purge(
+        &self,
+        app: &AppName,
+        queue: &str,
+        which: Option<Which>,
+    ) -> Result<u64, QueueError> {
+        self.settings(app, queue).await?;
+        Ok(self
+            .0
+            .store
+            .purge(app, queue, which.map(Which::state))
+            .await?)
+    }
+
+    /// The earliest time a message of the app's `queues` becomes claimable.
+    pub async fn next_due(
+        &self,
+        app: &AppName,
+        queues: Vec<String>,
+    ) -> Result<Option<i64>, QueueError> {
+        Ok(self.0.store.next_due(app, queues).await?)
+    }
+
+    /// Deletes what the app's queues no longer keep: dead letters and undelivered messages past
+    /// their queue's retention, and expired keys.
+    pub async fn sweep(&self, app: &AppName) -> Result<u64, QueueError> {
+        let retention = self
+            .declared(app)
+            .await?
+            .values()
+            .map(|s| s.retention_secs)
+            .max()
+            .unwrap_or(QueueSettings::default().retention_secs);
+        let now = self.now();
+        let before = now - (retention * 1000) as i64;
+        Ok(self.0.store.sweep_queues(app, now, before, before).await?)
+    }
+}
+
+fn view_of(row: QueueRow, counts: QueueStats) -> QueueView {
+    QueueView {
+        settings: serde_json::from_str(&row.settings).unwrap_or_default(),
+        name: row.name,
+        created_at: time(row.created_at_ms),
+        ready: counts.ready,
+        delayed: counts.delayed,
+        in_flight: counts.in_flight,
+        dead: counts.dead,
+    }
+}
+
+fn delivery(claimed: Claimed) -> Delivery {
+    Delivery {
+        payload: serde_json::from_str(&claimed.payload).unwrap_or(Json::Null),
+        id: claimed.id,
+        attempt: claimed.attempt,
+        max_attempts: claimed.max_attempts,
+        lease: claimed.lease,
+        sent_at: time(claimed.created_at_ms),
+    }
+}
+
+fn message_view(row: MessageRow) -> MessageView {
+    MessageView {
+        payload: serde_json::from_str(&row.payload).unwrap_or(Json::Null),
+        id: row.id,
+        state: state_name(row.state),
+        attempt: row.attempt,
+        max_attempts: row.max_attempts,
+        visible_at: time(row.visible_at_ms),
+        last_error: row.last_error,
+        sent_at: time(row.created_at_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::SeededRandom;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_with_a_fifth_of_jitter() {
+        let settings = QueueSettings {
+            backoff_secs: 2,
+            max_backoff_secs: 10,
+            ..QueueSettings::default()
+        };
+        let random = SeededRandom::new(9);
+        for (attempt, nominal) in [(1, 2000), (2, 4000), (3, 8000), (4, 10_000), (40, 10_000)] {
+            for _ in 0..50 {
+                let delay = settings.backoff_ms(attempt, &random);
+                assert!(
+                    (nominal * 8 / 10..=nominal * 12 / 10).contains(&delay),
+                    "attempt {attempt}: {delay} ms"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn queue_names_and_settings_are_checked() {
+        assert!(valid_queue_name("emails"));
+        assert!(valid_queue_name("a-b_c9"));
+        for bad in ["", "9a", "A", "a b", "a/b", &"a".repeat(65)] {
+            assert!(!valid_queue_name(bad), "{bad:?}");
+        }
+        assert!(QueueSettings::default().check().is_ok());
+        let zero = QueueSettings {
+            max_attempts: 0,
+            ..QueueSettings::default()
+        };
+        assert!(zero.check().is_err());
+        let inverted = QueueSettings {
+            backoff_secs: 60,
+            max_backoff_secs: 10,
+            ..QueueSettings::default()
+        };
+        assert!(inverted.check().is_err());
+    }
+}

@@ -1,0 +1,647 @@
+//! Queues over HTTP (the admin API: declare, inspect, send, claim and settle, replay, purge) and
+//! the dispatcher that delivers messages to the functions that consume them.
+//!
+//! The dispatcher wakes when a send rings the doorbell, when the earliest hint of the control
+//! plane comes due, and at least once a second. For each app the hint says is due it claims, per
+//! consumer (a function with a `{"queue": …}` trigger), up to `batch` messages at a time while
+//! fewer than `concurrency` batches of that consumer run, and runs the function on them as the
+//! admin. A run that returns acknowledges the batch (except the ids it lists under `failed`);
+//! one that throws, times out or runs out of memory fails every message of it, which then retry
+//! with backoff and at last move to the dead letters. Then the app's hint is settled to its next
+//! due time, unless a send moved the hint meanwhile.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use cloudlet_core::access::Caller;
+use cloudlet_core::apps::AppName;
+use cloudlet_core::functions::{QueueTrigger, Trigger};
+use cloudlet_core::queues::{
+    Delivery, MessageView, Outgoing, QueueError, QueueSettings, QueueView, SendReceipt, Which,
+    valid_queue_name,
+};
+use cloudlet_store::Failed;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::bounds::{BodyLimits, with_body_limit};
+use crate::error::{ApiError, Code};
+use crate::extract::{AdminOf, Json, Path, Query};
+use crate::openapi::Routes;
+use crate::state::AppState;
+
+pub fn router(limits: &BodyLimits) -> Routes {
+    let routes = OpenApiRouter::new()
+        .routes(routes!(list_queues))
+        .routes(routes!(put_queue, get_queue, delete_queue))
+        .routes(routes!(send, peek, purge))
+        .routes(routes!(replay))
+        .routes(routes!(claim))
+        .routes(routes!(ack))
+        .routes(routes!(extend))
+        .routes(routes!(fail));
+    with_body_limit(routes, limits, limits.json)
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        let code = match &e {
+            QueueError::NotFound(_) => Code::QueueNotFound,
+            QueueError::InvalidQueue(_) => Code::InvalidQueue,
+            QueueError::InvalidMessage(_) => Code::InvalidMessage,
+            QueueError::TooLarge(_) => Code::MessageTooLarge,
+            QueueError::StaleLease => Code::StaleLease,
+            QueueError::Store(cause) => return ApiError::store(cause, &e),
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+/// `{queue}` of a route: a name that can not be a queue's is a queue that does not exist.
+#[derive(Deserialize)]
+struct QueuePath {
+    queue: String,
+}
+
+impl QueuePath {
+    fn name(&self) -> Result<&str, ApiError> {
+        if valid_queue_name(&self.queue) {
+            Ok(&self.queue)
+        } else {
+            Err(QueueError::NotFound(self.queue.chars().take(64).collect()).into())
+        }
+    }
+}
+
+/// `{queue}` and `{id}`: a message id is at most 64 URL-safe characters.
+#[derive(Deserialize)]
+struct MessagePath {
+    queue: String,
+    id: String,
+}
+
+impl MessagePath {
+    fn parts(&self) -> Result<(&str, &str), ApiError> {
+        let queue = QueuePath {
+            queue: self.queue.clone(),
+        };
+        queue.name()?;
+        let id_ok = (1..=64).contains(&self.id.len())
+            && self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !id_ok {
+            return Err(QueueError::StaleLease.into());
+        }
+        Ok((&self.queue, &self.id))
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+struct QueueList {
+    items: Vec<QueueView>,
+}
+
+/// The app's queues with their counts.
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/queues", tag = "queues",
+    params(("app" = AppName, Path)), responses((status = 200, body = QueueList)))]
+async fn list_queues(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+) -> Result<axum::Json<QueueList>, ApiError> {
+    let items = state.queues().list(&app).await?;
+    Ok(axum::Json(QueueList { items }))
+}
+
+/// Declares a queue, or changes its settings (every setting may be left out for its default).
+#[utoipa::path(put, path = "/v1/admin/apps/{app}/queues/{queue}", tag = "queues",
+    params(("app" = AppName, Path), ("queue" = String, Path)),
+    request_body = QueueSettings,
+    responses((status = 201, body = QueueView), (status = 200, body = QueueView)))]
+async fn put_queue(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Path(path): Path<QueuePath>,
+    Json(settings): Json<QueueSettings>,
+) -> Result<Response, ApiError> {
+    let name = &path.queue;
+    let (view, created) = state.queues().declare(&app, name, settings).await?;
+    // A consumer may be waiting for this queue's messages: look now.
+    state.queues().doorbell().notify_one();
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(view)).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/queues/{queue}", tag = "queues",
+    params(("app" = AppName, Path), ("queue" = String, Path)),
+    responses((status = 200, body = QueueView)))]
+async fn get_queue(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Path(path): Path<QueuePath>,
+) -> Result<axum::Json<QueueView>, ApiError> {
+    Ok(axum::Json(state.queues().view(&app, path.name()?).await?))
+}
+
+/// Deletes a queue with every message in it.
+#[utoipa::path(delete, path = "/v1/admin/apps/{app}/queues/{queue}", tag = "queues",
+    params(("app" = AppName, Path), ("queue" = String, Path)),
+    responses((status = 204, description = "deleted")))]
+async fn delete_queue(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Path(path): Path<QueuePath>,
+) -> Result<StatusCode, ApiError> {
+    state.queues().delete(&app, path.name()?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    /// 1 to 100 messages, sent in one transaction.
+    messages: Vec<Outgoing>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct SendAnswer {
+    sent: Vec<SendReceipt>,
+}
+
+/// Sends messages.
+#[utoipa::path(post, path = "/v1/admin/apps/{app}/queues/{queue}/messages", tag = "queues",
+    params(("app" = AppName, Path), ("queue" = String, Path)),
+    request_body = SendBody, responses((status = 201, body = SendAnswer)))]
+async fn send(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Path(path): Path<QueuePath>,
+    Json(body): Json<SendBody>,
+) -> Result<Response, ApiError> {
+    let sent = state
+        .queues()
+        .send(&app, path.name()?, body.messages)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(SendAnswer { sent })).into_response())
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct PeekQuery {
+    /// `waiting` (the default), `in_flight` or `dead`.
+    state: Option<Which>,
+    /// The last id of the previous page.
+    after: Option<String>,
+    /// 1 to 1000; 50 when left out.
+    limit: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct MessageList {
+    items: Vec<MessageView>,
+}
+
+/// The messages of a queue in one state, by id: a look that changes nothing.
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/queues/{queue}/messages", tag = "queues",
+    params(("app" = AppName, Path), ("queue" = String, Path), PeekQuery),
+    responses((status = 200, body = MessageList)))]
+async fn peek(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Path(path): Path<QueuePath>,
+    Query(query): Query<PeekQuery>,
+) -> Result<axum::Json<MessageList>, ApiError> {
+    let items = state
+        .queues()
+        .messages(
+            &app,
+            path.name()?,
+            query.state.unwrap_or(Which::Waiting),
+            query.after.as_deref(),
+            query.limit.unwrap_or(50),
+        )
+        .await?;
+    Ok(axum::Json(MessageList { items }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct PurgeQuery {
+    /// Only the messages in this state; all of them when left out.
+    state: Option<Which>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Purged {
+    purged: u64,
+}
+
+/// Deletes a queue's messages (in one state, or all).
+#[utoipa::path(delete, path = "/v1/admin/apps/{app}/queues/{queue}/messages", tag = "queues",
+    params(("app" = AppName, Path), ("queue" = String, Path), PurgeQuery),
+    responses((status = 200, body = Purged)))]
+async fn purge(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Path(path): Path<QueuePath>,
+    Query(query): Query<PurgeQuery>,
+) -> Result<axum::Json<Purged>, ApiError> {
+    let purged = state
+        .queues()
+        .purge(&app, path.name()?, query.state)
+        .await?;
+    Ok(axum::Json(Purged { purged }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    /// Only these dead letters; all of them when left out.
+    #[serde(default)]
+    ids: Option<Vec<String>>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Replayed {
+    replayed: u64,
+}
+
+/// Moves dead letters back to the queue, their attempts reset.
+#[utoipa::path(post, path = "/v1/admin/apps/{app}/queues/{queue}/replay", tag = "queues",
+    params(("app" = AppName, Path), ("queue" = String, Path)),
+    request_body = ReplayBody, responses((status = 200, body = Replayed)))]
+async fn replay(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Path(path): Path<QueuePath>,
+    Json(body): Json<ReplayBody>,
+) -> Result<axum::Json<Replayed>, ApiError> {
+    if body.ids.as_ref().is_some_and(|ids| ids.len() > 1000) {
+        return Err(QueueError::InvalidMessage("replay at most 1000 ids at once".into()).into());
+    }
+    let replayed = state.queues().replay(&app, path.name()?, body.ids).await?;
+    Ok(axum::Json(Replayed { replayed }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ClaimBody {
+    /// 1 to 100; 1 when left out.
+    #[serde(default)]
+    max: Option<usize>,
+    /// How long the messages stay hidden; the queue's `visibility_timeout_secs` when left out.
+    #[serde(default)]
+    visibility_timeout_secs: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Claims {
+    deliveries: Vec<Delivery>,
+}
+
+/// Claims messages for a consumer outside Cloudlet: each delivery's `lease` acknowledges,
+/// extends or fails it.
+#[utoipa::path(post, path = "/v1/admin/apps/{app}/queues/{queue}/claims", tag = "queues",
+    params(("app" = AppName, Path), ("queue" = String, Path)),
+    request_body = ClaimBody, responses((status = 200, body = Claims)))]
+async fn claim(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Path(path): Path<QueuePath>,
+    Json(body): Json<ClaimBody>,
+) -> Result<axum::Json<Claims>, ApiError> {
+    let deliveries = state
+        .queues()
+        .claim(
+            &app,
+            path.name()?,
+            body.max.unwrap_or(1),
+            body.visibility_timeout_secs,
+        )
+        .await?;
+    Ok(axum::Json(Claims { deliveries }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct LeaseBody {
+    lease: String,
+}
+
+/// Acknowledges a delivery: the message is done. `409 stale_lease` if the lease is not the
+/// message's current one.
+#[utoipa::path(post, path = "/v1/admin/apps/{app}/queues/{queue}/messages/{id}/ack",
+    tag = "queues",
+    params(("app" = AppName, Path), ("queue" = String, Path), ("id" = String, Path)),
+    request_body = LeaseBody, responses((status = 204, description = "acknowledged")))]
+async fn ack(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Path(path): Path<MessagePath>,
+    Json(body): Json<LeaseBody>,
+) -> Result<StatusCode, ApiError> {
+    let (_, id) = path.parts()?;
+    state.queues().ack(&app, id, &body.lease).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ExtendBody {
+    lease: String,
+    /// Hidden this long from now.
+    visibility_timeout_secs: u64,
+}
+
+/// Keeps a delivery hidden longer.
+#[utoipa::path(post, path = "/v1/admin/apps/{app}/queues/{queue}/messages/{id}/extend",
+    tag = "queues",
+    params(("app" = AppName, Path), ("queue" = String, Path), ("id" = String, Path)),
+    request_body = ExtendBody, responses((status = 204, description = "extended")))]
+async fn extend(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Path(path): Path<MessagePath>,
+    Json(body): Json<ExtendBody>,
+) -> Result<StatusCode, ApiError> {
+    let (_, id) = path.parts()?;
+    state
+        .queues()
+        .extend(&app, id, &body.lease, body.visibility_timeout_secs)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct FailBody {
+    lease: String,
+    /// The delivery's attempt, which sets the backoff; 1 when left out.
+    #[serde(default)]
+    attempt: Option<i64>,
+    /// Kept as the message's `last_error` (at most 2,000 characters).
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct FailAnswer {
+    /// `retrying` or `dead`.
+    state: &'static str,
+}
+
+/// Fails a delivery: it is retried after the queue's backoff, or moves to the dead letters.
+#[utoipa::path(post, path = "/v1/admin/apps/{app}/queues/{queue}/messages/{id}/fail",
+    tag = "queues",
+    params(("app" = AppName, Path), ("queue" = String, Path), ("id" = String, Path)),
+    request_body = FailBody, responses((status = 200, body = FailAnswer)))]
+async fn fail(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Path(path): Path<MessagePath>,
+    Json(body): Json<FailBody>,
+) -> Result<axum::Json<FailAnswer>, ApiError> {
+    let (queue, id) = path.parts()?;
+    let attempt = body.attempt.unwrap_or(1).clamp(1, 100);
+    let error = body.error.as_deref().unwrap_or("failed");
+    let failed = state
+        .queues()
+        .fail(&app, queue, id, &body.lease, attempt, error)
+        .await?;
+    Ok(axum::Json(FailAnswer {
+        state: if failed == Failed::Dead {
+            "dead"
+        } else {
+            "retrying"
+        },
+    }))
+}
+
+// ---- the dispatcher -----------------------------------------------------------------------
+
+/// Batches running now, per app and consuming function.
+type Running = Arc<Mutex<HashMap<(AppName, String), usize>>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How long the dispatcher sleeps at most between looks.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// How long an app whose due work has no consumer, or whose consumers are all busy, waits
+/// before the next look (a finished batch or a new consumer rings sooner).
+const IDLE_RECHECK_MS: i64 = 5_000;
+
+/// Delivers due messages to their consumers until shutdown.
+pub async fn run_dispatcher(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let running: Running = Arc::default();
+    loop {
+        let wait = match state.system().next_hint().await {
+            Ok(Some(at)) => {
+                let now = state.queues().now_ms();
+                Duration::from_millis((at - now).clamp(0, MAX_SLEEP.as_millis() as i64) as u64)
+            }
+            Ok(None) => MAX_SLEEP,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the queue hints");
+                MAX_SLEEP
+            }
+        };
+        if !wait.is_zero() {
+            tokio::select! {
+                _ = state.queues().doorbell().notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        let due = match state.system().due_apps(state.queues().now_ms(), 64).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the queue hints");
+                tokio::time::sleep(MAX_SLEEP).await;
+                continue;
+            }
+        };
+        for app in due {
+            dispatch_app(&state, &running, &app.app, app.version).await;
+        }
+    }
+}
+
+/// Claims and runs what `app` has due, then settles its hint.
+async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, version: i64) {
+    let consumers = match state.functions().queue_consumers(app).await {
+        Ok(consumers) => consumers,
+        Err(e) => {
+            tracing::warn!(app = %app, error = %e, "could not read the queue consumers");
+            Vec::new()
+        }
+    };
+    let mut busy = false;
+    let consumed: Vec<String> = consumers.iter().map(|(_, t)| t.queue.clone()).collect();
+    for (function, trigger) in consumers {
+        let key = (app.clone(), function.clone());
+        loop {
+            let now_running = lock(running).get(&key).copied().unwrap_or(0);
+            if now_running >= trigger.concurrency {
+                busy = true;
+                break;
+            }
+            let batch = match state
+                .queues()
+                .claim(app, &trigger.queue, trigger.batch, None)
+                .await
+            {
+                Ok(batch) => batch,
+                Err(QueueError::NotFound(_)) => break,
+                Err(e) => {
+                    tracing::warn!(app = %app, queue = trigger.queue, error = %e, "could not claim");
+                    break;
+                }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            *lock(running).entry(key.clone()).or_insert(0) += 1;
+            let (state, running, key, trigger) = (
+                state.clone(),
+                Arc::clone(running),
+                key.clone(),
+                trigger.clone(),
+            );
+            state.clone().tasks().spawn(async move {
+                consume(&state, &key.0, &key.1, &trigger, batch).await;
+                if let Some(count) = lock(&running).get_mut(&key) {
+                    *count = count.saturating_sub(1);
+                }
+                // A place came free: the app is worth a look now, whatever its hint said.
+                let now = state.queues().now_ms();
+                if let Err(e) = state.system().hint_due(&key.0, now).await {
+                    tracing::warn!(app = %key.0, error = %e, "could not hint the queue");
+                }
+                state.queues().doorbell().notify_one();
+            });
+        }
+    }
+    let now = state.queues().now_ms();
+    // Only queues somebody consumes: messages nobody takes need no look until a consumer is
+    // deployed (which rings for the app).
+    let next = match state.queues().next_due(app, consumed).await {
+        Ok(next) => next,
+        Err(e) => {
+            tracing::warn!(app = %app, error = %e, "could not read the next due message");
+            Some(now + IDLE_RECHECK_MS)
+        }
+    };
+    // Work due now that nobody took (no consumer, or all busy) is looked at again later; a
+    // finished batch or a deploy rings sooner.
+    let next = next.map(|at| if at <= now { now + IDLE_RECHECK_MS } else { at });
+    let next = if busy {
+        next.map(|at| at.min(now + IDLE_RECHECK_MS))
+    } else {
+        next
+    };
+    match state.system().settle_due(app, version, next).await {
+        Ok(true) => {}
+        // A send moved the hint meanwhile: it is due again, and the loop looks again.
+        Ok(false) => state.queues().doorbell().notify_one(),
+        Err(e) => tracing::warn!(app = %app, error = %e, "could not settle the queue hint"),
+    }
+}
+
+/// Runs `function` on a batch and settles each message by the outcome.
+async fn consume(
+    state: &AppState,
+    app: &AppName,
+    function: &str,
+    trigger: &QueueTrigger,
+    batch: Vec<Delivery>,
+) {
+    let event = json!({
+        "queue": trigger.queue,
+        "messages": batch.iter().map(|d| json!({
+            "id": d.id,
+            "attempt": d.attempt,
+            "payload": d.payload,
+            "sent_at": d.sent_at,
+        })).collect::<Vec<_>>(),
+    });
+    let request_id = state.new_request_id();
+    let outcome = match crate::functions::raw(&event) {
+        Ok(event) => {
+            crate::functions::run(
+                state,
+                app,
+                function,
+                Caller::Admin,
+                Trigger::Queue,
+                &request_id,
+                event,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    let (failed, error): (Vec<String>, String) = match outcome {
+        Ok(result) => {
+            let result: Value = serde_json::from_str(result.get()).unwrap_or(Value::Null);
+            (
+                reported_failures(&result),
+                "the function reported it failed".into(),
+            )
+        }
+        Err(e) => (batch.iter().map(|d| d.id.clone()).collect(), e.to_string()),
+    };
+    for delivery in batch {
+        let settled = if failed.contains(&delivery.id) {
+            state
+                .queues()
+                .fail(
+                    app,
+                    &trigger.queue,
+                    &delivery.id,
+                    &delivery.lease,
+                    delivery.attempt,
+                    &error,
+                )
+                .await
+                .map(|_| ())
+        } else {
+            state.queues().ack(app, &delivery.id, &delivery.lease).await
+        };
+        if let Err(e) = settled {
+            // A stale lease: the claim expired while the function ran, and the message went
+            // (or will go) to another delivery. At least once, so nothing is lost.
+            tracing::warn!(app = %app, queue = trigger.queue, id = delivery.id, error = %e, "a delivery could not be settled");
+        }
+    }
+}
+
+/// The ids a consumer's result lists under `failed`.
+fn reported_failures(result: &Value) -> Vec<String> {
+    result
+        .get("failed")
+        .and_then(Value::as_array)
+        .map(|ids| {
+            ids.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,492 @@
+//! [`QueueStore`] on PostgreSQL, in each app's schema: declared queues, their messages and
+//! idempotency keys, with the same rows and the same outcomes as on SQLite.
+//!
+//! On SQLite one writer thread serialises every step; here several nodes, each with several
+//! connections, claim and settle at once, so each step is made safe on its own:
+//!
+//! - a claim is one short transaction that locks the messages it takes with
+//!   `FOR UPDATE SKIP LOCKED`, so concurrent claimers take disjoint messages and never wait on
+//!   each other; expired claims whose attempts are spent are buried the same way first, and a
+//!   claim never takes one of those even if it could not bury it (another claimer holds it);
+//! - acknowledging, extending and failing are one conditional statement each on the message's
+//!   row (its state and current lease), so of two settlements of one delivery exactly one
+//!   changes the row, and a failure decides retry or dead on the row it locked;
+//! - a send takes an idempotency key with one `INSERT … ON CONFLICT DO UPDATE … WHERE` that
+//!   only replaces an expired key: of two concurrent sends of one key the second waits for the
+//!   first, then finds the key alive and reports it a duplicate. A send takes its keys in key
+//!   order, so that two sends of overlapping keys can not deadlock;
+//! - the sweep skips rows that others hold: what it skips is swept next time.
+
+use async_trait::async_trait;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::{Postgres, execute, row, rows, schema};
+use crate::queues::{
+    Claimed, EXPIRED, Failed, MessageRow, MessageState, NewMessage, QueueRow, QueueStats,
+    QueueStore, Sent,
+};
+use crate::{AppName, StoreError};
+
+/// The schema step of an app's queues. Message states are SQLite's codes (0 waiting,
+/// 1 claimed, 2 dead); statements spell them as literals, so that the planner can match the
+/// partial indexes. `rowid` stands for SQLite's own: the order of sending, by which messages
+/// due at the same moment are claimed (and under that name `cloudlet migrate` copies SQLite's
+/// values into it).
+pub(super) const MIGRATION: &str = "
+    CREATE TABLE {s}._queues (
+        name        text COLLATE \"C\" PRIMARY KEY,
+        settings    text NOT NULL,
+        created_at  bigint NOT NULL
+    );
+    CREATE TABLE {s}._queue_messages (
+        id            text COLLATE \"C\" PRIMARY KEY,
+        rowid         bigint GENERATED ALWAYS AS IDENTITY,
+        queue         text COLLATE \"C\" NOT NULL,
+        payload       text NOT NULL,
+        state         bigint NOT NULL,
+        visible_at    bigint NOT NULL,
+        attempt       bigint NOT NULL,
+        max_attempts  bigint NOT NULL,
+        lease         text,
+        last_error    text,
+        created_at    bigint NOT NULL,
+        updated_at    bigint NOT NULL
+    );
+    CREATE INDEX _queue_messages_due ON {s}._queue_messages (queue, visible_at, rowid)
+        WHERE state < 2;
+    CREATE INDEX _queue_messages_next ON {s}._queue_messages (visible_at) WHERE state < 2;
+    CREATE INDEX _queue_messages_by_state ON {s}._queue_messages (queue, state, id);
+    CREATE TABLE {s}._queue_keys (
+        queue       text COLLATE \"C\" NOT NULL,
+        key         text COLLATE \"C\" NOT NULL,
+        message_id  text NOT NULL,
+        expires_at  bigint NOT NULL,
+        PRIMARY KEY (queue, key)
+    );
+";
+
+/// How many times `put_queue` tries when a concurrent put or delete keeps changing its answer.
+const PUT_TRIES: usize = 4;
+
+const MESSAGE_COLUMNS: &str =
+    "id, queue, payload, state, visible_at, attempt, max_attempts, last_error, created_at";
+
+fn message_from_row(r: &Row) -> Result<MessageRow, StoreError> {
+    Ok(MessageRow {
+        id: r.try_get(0)?,
+        queue: r.try_get(1)?,
+        payload: r.try_get(2)?,
+        state: MessageState::from_code(r.try_get(3)?),
+        visible_at_ms: r.try_get(4)?,
+        attempt: r.try_get(5)?,
+        max_attempts: r.try_get(6)?,
+        last_error: r.try_get(7)?,
+        created_at_ms: r.try_get(8)?,
+    })
+}
+
+#[async_trait]
+impl QueueStore for Postgres {
+    async fn queues(&self, app: &AppName) -> Result<Vec<QueueRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT name, settings, created_at FROM {}._queues ORDER BY name",
+            schema(app)
+        );
+        rows(&*client, &sql, &[])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(QueueRow {
+                    name: r.try_get(0)?,
+                    settings: r.try_get(1)?,
+                    created_at_ms: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_queue(&self, app: &AppName, queue: QueueRow) -> Result<bool, StoreError> {
+        let s = schema(app);
+        let client = self.app_client(app).await?;
+        let update = format!("UPDATE {s}._queues SET settings = $2 WHERE name = $1");
+        let insert = format!(
+            "INSERT INTO {s}._queues (name, settings, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO NOTHING"
+        );
+        // Updated, or else created: a concurrent put may create it between the two (then this
+        // one updates it), or a concurrent delete remove it (then this one creates it).
+        for _ in 0..PUT_TRIES {
+            if execute(&*client, &update, &[&queue.name, &queue.settings]).await? == 1 {
+                return Ok(false);
+            }
+            let params: [&(dyn ToSql + Sync); 3] =
+                [&queue.name, &queue.settings, &queue.created_at_ms];
+            if execute(&*client, &insert, &params).await? == 1 {
+                return Ok(true);
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    async fn delete_queue(&self, app: &AppName, name: &str) -> Result<bool, StoreError> {
+        let s = schema(app);
+        let mut client = self.app_client(app).await?;
+        let tx = client.transaction().await?;
+        let sql = format!("DELETE FROM {s}._queues WHERE name = $1");
+        let removed = execute(&tx, &sql, &[&name]).await?;
+        let sql = format!("DELETE FROM {s}._queue_messages WHERE queue = $1");
+        execute(&tx, &sql, &[&name]).await?;
+        let sql = format!("DELETE FROM {s}._queue_keys WHERE queue = $1");
+        execute(&tx, &sql, &[&name]).await?;
+        tx.commit().await?;
+        Ok(removed == 1)
+    }
+
+    async fn send(
+        &self,
+        app: &AppName,
+        queue: &str,
+        messages: Vec<NewMessage>,
+        now_ms: i64,
+        key_ttl_ms: i64,
+    ) -> Result<Vec<Sent>, StoreError> {
+        let s = schema(app);
+        let mut client = self.app_client(app).await?;
+        let tx = client.transaction().await?;
+        // The keys first, in key order (then message order, so that within a send the first
+        // message of a key wins, as on SQLite): concurrent sends lock keys in one order.
+        let mut keyed: Vec<(&str, usize)> = messages
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.key.as_deref().map(|key| (key, i)))
+            .collect();
+        keyed.sort_unstable();
+        let mut duplicates: Vec<Option<String>> = vec![None; messages.len()];
+        // Takes the key if it is new or expired; an unexpired key is left alone (and locked,
+        // so that it can not expire or go before it is read below).
+        let take = format!(
+            "INSERT INTO {s}._queue_keys AS k (queue, key, message_id, expires_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (queue, key) DO UPDATE
+             SET message_id = excluded.message_id, expires_at = excluded.expires_at
+             WHERE k.expires_at <= $5
+             RETURNING k.message_id"
+        );
+        let seen = format!("SELECT message_id FROM {s}._queue_keys WHERE queue = $1 AND key = $2");
+        let expires_at = now_ms + key_ttl_ms;
+        for (key, i) in keyed {
+            let id = &messages[i].id;
+            let params: [&(dyn ToSql + Sync); 5] = [&queue, &key, id, &expires_at, &now_ms];
+            if row(&tx, &take, &params).await?.is_some() {
+                continue;
+            }
+            let first: String = row(&tx, &seen, &[&queue, &key])
+                .await?
+                .ok_or(StoreError::Conflict)?
+                .try_get(0)?;
+            duplicates[i] = Some(first);
+        }
+        let mut ids = Vec::new();
+        let mut payloads = Vec::new();
+        let mut visible = Vec::new();
+        let mut attempts = Vec::new();
+        for (message, duplicate) in messages.iter().zip(&duplicates) {
+            if duplicate.is_none() {
+                ids.push(message.id.as_str());
+                payloads.push(message.payload.as_str());
+                visible.push(message.visible_at_ms);
+                attempts.push(message.max_attempts);
+            }
+        }
+        if !ids.is_empty() {
+            let insert = format!(
+                "INSERT INTO {s}._queue_messages (id, queue, payload, state, visible_at, attempt,
+                     max_attempts, created_at, updated_at)
+                 SELECT m.id, $1, m.payload, 0, m.visible_at, 0, m.max_attempts, $2, $2
+                 FROM unnest($3::text[], $4::text[], $5::bigint[], $6::bigint[])
+                     WITH ORDINALITY AS m (id, payload, visible_at, max_attempts, n)
+                 ORDER BY m.n"
+            );
+            let params: [&(dyn ToSql + Sync); 6] =
+                [&queue, &now_ms, &ids, &payloads, &visible, &attempts];
+            execute(&tx, &insert, &params).await?;
+        }
+        tx.commit().await?;
+        Ok(messages
+            .into_iter()
+            .zip(duplicates)
+            .map(|(message, duplicate)| match duplicate {
+                Some(first) => Sent::Duplicate(first),
+                None => Sent::Queued(message.id),
+            })
+            .collect())
+    }
+
+    async fn claim(
+        &self,
+        app: &AppName,
+        queue: &str,
+        leases: Vec<String>,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let s = schema(app);
+        let mut client = self.app_client(app).await?;
+        let tx = client.transaction().await?;
+        // Expired claims with their attempts spent die. One held by someone else (a claimer
+        // burying it, its holder settling it) is theirs: skipped here, and never claimed below.
+        let bury = format!(
+            "UPDATE {s}._queue_messages
+             SET state = 2, lease = NULL, last_error = $3, updated_at = $2
+             WHERE id IN (
+                 SELECT id FROM {s}._queue_messages
+                 WHERE queue = $1 AND state = 1 AND visible_at <= $2 AND attempt >= max_attempts
+                 FOR UPDATE SKIP LOCKED)"
+        );
+        execute(&tx, &bury, &[&queue, &now_ms, &EXPIRED]).await?;
+        // The due messages by due time, then order of sending, numbered to pair with the
+        // leases. Rows another transaction holds are skipped; one changed by a transaction
+        // that committed since this statement began is checked again, and left if no longer due.
+        let take = format!(
+            "WITH picked AS (
+                 SELECT id, row_number() OVER (ORDER BY visible_at, rowid) AS n FROM (
+                     SELECT id, visible_at, rowid FROM {s}._queue_messages
+                     WHERE queue = $1 AND state < 2 AND visible_at <= $2
+                       AND (state = 0 OR attempt < max_attempts)
+                     ORDER BY visible_at, rowid LIMIT $3
+                     FOR UPDATE SKIP LOCKED) due
+             )
+             UPDATE {s}._queue_messages m
+             SET state = 1, lease = l.lease, visible_at = $4, attempt = m.attempt + 1,
+                 updated_at = $2
+             FROM picked JOIN unnest($5::text[]) WITH ORDINALITY AS l (lease, n) USING (n)
+             WHERE m.id = picked.id
+             RETURNING picked.n, m.id, m.payload, m.attempt, m.max_attempts, m.lease, m.created_at"
+        );
+        let limit = leases.len() as i64;
+        let params: [&(dyn ToSql + Sync); 5] = [&queue, &now_ms, &limit, &until_ms, &leases];
+        let taken = rows(&tx, &take, &params).await?;
+        tx.commit().await?;
+        let mut claimed = taken
+            .iter()
+            .map(|r| {
+                let n: i64 = r.try_get(0)?;
+                Ok((
+                    n,
+                    Claimed {
+                        id: r.try_get(1)?,
+                        payload: r.try_get(2)?,
+                        attempt: r.try_get(3)?,
+                        max_attempts: r.try_get(4)?,
+                        lease: r.try_get(5)?,
+                        created_at_ms: r.try_get(6)?,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        claimed.sort_unstable_by_key(|(n, _)| *n);
+        Ok(claimed.into_iter().map(|(_, c)| c).collect())
+    }
+
+    async fn ack(&self, app: &AppName, id: &str, lease: &str) -> Result<bool, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "DELETE FROM {}._queue_messages WHERE id = $1 AND state = 1 AND lease = $2",
+            schema(app)
+        );
+        Ok(execute(&*client, &sql, &[&id, &lease]).await? == 1)
+    }
+
+    async fn extend(
+        &self,
+        app: &AppName,
+        id: &str,
+        lease: &str,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "UPDATE {}._queue_messages SET visible_at = $3
+             WHERE id = $1 AND state = 1 AND lease = $2",
+            schema(app)
+        );
+        Ok(execute(&*client, &sql, &[&id, &lease, &until_ms]).await? == 1)
+    }
+
+    async fn fail(
+        &self,
+        app: &AppName,
+        id: &str,
+        lease: &str,
+        error: &str,
+        now_ms: i64,
+        retry_at_ms: i64,
+    ) -> Result<Failed, StoreError> {
+        let client = self.app_client(app).await?;
+        // Retry or dead is decided on the row this locks, from its attempts before the update.
+        let sql = format!(
+            "UPDATE {}._queue_messages
+             SET state = CASE WHEN attempt >= max_attempts THEN 2 ELSE 0 END,
+                 lease = NULL, last_error = $3, visible_at = $4, updated_at = $5
+             WHERE id = $1 AND state = 1 AND lease = $2
+             RETURNING state",
+            schema(app)
+        );
+        let params: [&(dyn ToSql + Sync); 5] = [&id, &lease, &error, &retry_at_ms, &now_ms];
+        Ok(match row(&*client, &sql, &params).await? {
+            None => Failed::Stale,
+            Some(r) => match MessageState::from_code(r.try_get(0)?) {
+                MessageState::Dead => Failed::Dead,
+                _ => Failed::Retrying,
+            },
+        })
+    }
+
+    async fn queue_stats(&self, app: &AppName, now_ms: i64) -> Result<Vec<QueueStats>, StoreError> {
+        let s = schema(app);
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT q.name,
+                count(m.id) FILTER (WHERE m.state = 0 AND m.visible_at <= $1),
+                count(m.id) FILTER (WHERE m.state = 0 AND m.visible_at > $1),
+                count(m.id) FILTER (WHERE m.state = 1),
+                count(m.id) FILTER (WHERE m.state = 2),
+                min(m.visible_at) FILTER (WHERE m.state < 2)
+             FROM {s}._queues q LEFT JOIN {s}._queue_messages m ON m.queue = q.name
+             GROUP BY q.name ORDER BY q.name"
+        );
+        rows(&*client, &sql, &[&now_ms])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(QueueStats {
+                    queue: r.try_get(0)?,
+                    ready: r.try_get(1)?,
+                    delayed: r.try_get(2)?,
+                    in_flight: r.try_get(3)?,
+                    dead: r.try_get(4)?,
+                    next_at_ms: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn messages(
+        &self,
+        app: &AppName,
+        queue: &str,
+        state: MessageState,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM {}._queue_messages
+             WHERE queue = $1 AND state = $2 AND id > $3 ORDER BY id LIMIT $4",
+            schema(app)
+        );
+        let after = after.unwrap_or("");
+        let params: [&(dyn ToSql + Sync); 4] = [&queue, &state.code(), &after, &(limit as i64)];
+        rows(&*client, &sql, &params)
+            .await?
+            .iter()
+            .map(message_from_row)
+            .collect()
+    }
+
+    async fn replay(
+        &self,
+        app: &AppName,
+        queue: &str,
+        ids: Option<Vec<String>>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let s = schema(app);
+        let client = self.app_client(app).await?;
+        let set = format!(
+            "UPDATE {s}._queue_messages
+             SET state = 0, attempt = 0, visible_at = $2, updated_at = $2, created_at = $2
+             WHERE queue = $1 AND state = 2"
+        );
+        match ids {
+            None => execute(&*client, &set, &[&queue, &now_ms]).await,
+            Some(ids) => {
+                let sql = format!("{set} AND id = ANY($3::text[])");
+                execute(&*client, &sql, &[&queue, &now_ms, &ids]).await
+            }
+        }
+    }
+
+    async fn purge(
+        &self,
+        app: &AppName,
+        queue: &str,
+        state: Option<MessageState>,
+    ) -> Result<u64, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "DELETE FROM {}._queue_messages WHERE queue = $1",
+            schema(app)
+        );
+        match state {
+            None => execute(&*client, &sql, &[&queue]).await,
+            Some(state) => {
+                let sql = format!("{sql} AND state = $2");
+                execute(&*client, &sql, &[&queue, &state.code()]).await
+            }
+        }
+    }
+
+    async fn next_due(
+        &self,
+        app: &AppName,
+        queues: Vec<String>,
+    ) -> Result<Option<i64>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT min(visible_at) FROM {}._queue_messages
+             WHERE queue = ANY($1::text[]) AND state < 2",
+            schema(app)
+        );
+        Ok(match row(&*client, &sql, &[&queues]).await? {
+            Some(r) => r.try_get(0)?,
+            None => None,
+        })
+    }
+
+    async fn sweep_queues(
+        &self,
+        app: &AppName,
+        now_ms: i64,
+        dead_before_ms: i64,
+        created_before_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let s = schema(app);
+        let mut client = self.app_client(app).await?;
+        let tx = client.transaction().await?;
+        // Rows someone else holds (a claim in flight, a send taking an expired key) are left
+        // for the next sweep rather than waited for.
+        let sql = format!(
+            "DELETE FROM {s}._queue_messages WHERE id IN (
+                 SELECT id FROM {s}._queue_messages WHERE state = 2 AND updated_at < $1
+                 FOR UPDATE SKIP LOCKED)"
+        );
+        let dead = execute(&tx, &sql, &[&dead_before_ms]).await?;
+        let sql = format!(
+            "DELETE FROM {s}._queue_messages WHERE id IN (
+                 SELECT id FROM {s}._queue_messages WHERE state = 0 AND created_at < $1
+                 FOR UPDATE SKIP LOCKED)"
+        );
+        let old = execute(&tx, &sql, &[&created_before_ms]).await?;
+        let sql = format!(
+            "DELETE FROM {s}._queue_keys WHERE (queue, key) IN (
+                 SELECT queue, key FROM {s}._queue_keys WHERE expires_at <= $1
+                 FOR UPDATE SKIP LOCKED)"
+        );
+        execute(&tx, &sql, &[&now_ms]).await?;
+        tx.commit().await?;
+        Ok(dead + old)
+    }
+}

@@ -1,0 +1,449 @@
+//! [`QueueStore`] on SQLite, in each app's database. Every step is one write of the app's
+//! writer thread, so claims, acknowledgements and failures are serialised by construction.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::SqliteTenants;
+use crate::queues::{
+    Claimed, EXPIRED, Failed, MessageRow, MessageState, NewMessage, QueueRow, QueueStats,
+    QueueStore, Sent,
+};
+use crate::{AppName, StoreError};
+
+/// Schema step 7 of an app database.
+pub(super) const MIGRATION: &str = "
+    CREATE TABLE _queues (
+        name        TEXT PRIMARY KEY,
+        settings    TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE _queue_messages (
+        id            TEXT PRIMARY KEY,
+        queue         TEXT NOT NULL,
+        payload       TEXT NOT NULL,
+        state         INTEGER NOT NULL,
+        visible_at    INTEGER NOT NULL,
+        attempt       INTEGER NOT NULL,
+        max_attempts  INTEGER NOT NULL,
+        lease         TEXT,
+        last_error    TEXT,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX _queue_messages_due ON _queue_messages (queue, state, visible_at);
+    CREATE INDEX _queue_messages_next ON _queue_messages (visible_at) WHERE state < 2;
+    CREATE TABLE _queue_keys (
+        queue       TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        message_id  TEXT NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        PRIMARY KEY (queue, key)
+    ) STRICT;
+";
+
+const WAITING: i64 = 0;
+const CLAIMED: i64 = 1;
+const DEAD: i64 = 2;
+
+const MESSAGE_COLUMNS: &str =
+    "id, queue, payload, state, visible_at, attempt, max_attempts, last_error, created_at";
+
+fn message_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
+    Ok(MessageRow {
+        id: r.get(0)?,
+        queue: r.get(1)?,
+        payload: r.get(2)?,
+        state: MessageState::from_code(r.get(3)?),
+        visible_at_ms: r.get(4)?,
+        attempt: r.get(5)?,
+        max_attempts: r.get(6)?,
+        last_error: r.get(7)?,
+        created_at_ms: r.get(8)?,
+    })
+}
+
+/// Moves expired claims of `queue` whose attempts are spent to the dead letters.
+fn bury_expired(c: &Connection, queue: &str, now_ms: i64) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "UPDATE _queue_messages SET state = ?3, lease = NULL, last_error = ?4, updated_at = ?2
+         WHERE queue = ?1 AND state = ?5 AND visible_at <= ?2 AND attempt >= max_attempts",
+    )?
+    .execute(params![queue, now_ms, DEAD, EXPIRED, CLAIMED])?;
+    Ok(())
+}
+
+#[async_trait]
+impl QueueStore for SqliteTenants {
+    async fn queues(&self, app: &AppName) -> Result<Vec<QueueRow>, StoreError> {
+        self.read_app(app, |c| {
+            let mut statement =
+                c.prepare_cached("SELECT name, settings, created_at FROM _queues ORDER BY name")?;
+            let rows = statement
+                .query_map([], |r| {
+                    Ok(QueueRow {
+                        name: r.get(0)?,
+                        settings: r.get(1)?,
+                        created_at_ms: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn put_queue(&self, app: &AppName, queue: QueueRow) -> Result<bool, StoreError> {
+        self.write_app(app, move |c| {
+            let updated = c
+                .prepare_cached("UPDATE _queues SET settings = ?2 WHERE name = ?1")?
+                .execute(params![queue.name, queue.settings])?;
+            if updated == 1 {
+                return Ok(false);
+            }
+            c.prepare_cached(
+                "INSERT INTO _queues (name, settings, created_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![queue.name, queue.settings, queue.created_at_ms])?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn delete_queue(&self, app: &AppName, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.write_app(app, move |c| {
+            let removed = c
+                .prepare_cached("DELETE FROM _queues WHERE name = ?1")?
+                .execute([&name])?;
+            c.prepare_cached("DELETE FROM _queue_messages WHERE queue = ?1")?
+                .execute([&name])?;
+            c.prepare_cached("DELETE FROM _queue_keys WHERE queue = ?1")?
+                .execute([&name])?;
+            Ok(removed == 1)
+        })
+        .await
+    }
+
+    async fn send(
+        &self,
+        app: &AppName,
+        queue: &str,
+        messages: Vec<NewMessage>,
+        now_ms: i64,
+        key_ttl_ms: i64,
+    ) -> Result<Vec<Sent>, StoreError> {
+        let queue = queue.to_owned();
+        self.write_app(app, move |c| {
+            let mut sent = Vec::with_capacity(messages.len());
+            for message in &messages {
+                if let Some(key) = &message.key {
+                    let seen: Option<String> = c
+                        .prepare_cached(
+                            "SELECT message_id FROM _queue_keys
+                             WHERE queue = ?1 AND key = ?2 AND expires_at > ?3",
+                        )?
+                        .query_row(params![queue, key, now_ms], |r| r.get(0))
+                        .optional()?;
+                    if let Some(id) = seen {
+                        sent.push(Sent::Duplicate(id));
+                        continue;
+                    }
+                    c.prepare_cached(
+                        "INSERT INTO _queue_keys (queue, key, message_id, expires_at)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (queue, key) DO UPDATE
+                         SET message_id = excluded.message_id, expires_at = excluded.expires_at",
+                    )?
+                    .execute(params![
+                        queue,
+                        key,
+                        message.id,
+                        now_ms + key_ttl_ms
+                    ])?;
+                }
+                c.prepare_cached(
+                    "INSERT INTO _queue_messages (id, queue, payload, state, visible_at, attempt,
+                         max_attempts, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?7)",
+                )?
+                .execute(params![
+                    message.id,
+                    queue,
+                    message.payload,
+                    WAITING,
+                    message.visible_at_ms,
+                    message.max_attempts,
+                    now_ms
+                ])
+                .map_err(super::from_write)?;
+                sent.push(Sent::Queued(message.id.clone()));
+            }
+            Ok(sent)
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        app: &AppName,
+        queue: &str,
+        leases: Vec<String>,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let queue = queue.to_owned();
+        self.write_app(app, move |c| {
+            bury_expired(c, &queue, now_ms)?;
+            let ids: Vec<String> = c
+                .prepare_cached(
+                    "SELECT id FROM _queue_messages
+                     WHERE queue = ?1 AND state < ?2 AND visible_at <= ?3
+                     ORDER BY visible_at, rowid LIMIT ?4",
+                )?
+                .query_map(params![queue, DEAD, now_ms, leases.len() as i64], |r| {
+                    r.get(0)
+                })?
+                .collect::<Result<_, _>>()?;
+            let mut claimed = Vec::with_capacity(ids.len());
+            let mut update = c.prepare_cached(
+                "UPDATE _queue_messages
+                 SET state = ?2, lease = ?3, visible_at = ?4, attempt = attempt + 1, updated_at = ?5
+                 WHERE id = ?1
+                 RETURNING payload, attempt, max_attempts, created_at",
+            )?;
+            for (id, lease) in ids.into_iter().zip(leases) {
+                let (payload, attempt, max_attempts, created_at_ms) = update
+                    .query_row(params![id, CLAIMED, lease, until_ms, now_ms], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })?;
+                claimed.push(Claimed {
+                    id,
+                    payload,
+                    attempt,
+                    max_attempts,
+                    lease,
+                    created_at_ms,
+                });
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn ack(&self, app: &AppName, id: &str, lease: &str) -> Result<bool, StoreError> {
+        let (id, lease) = (id.to_owned(), lease.to_owned());
+        self.write_app(app, move |c| {
+            let deleted = c
+                .prepare_cached(
+                    "DELETE FROM _queue_messages WHERE id = ?1 AND state = ?2 AND lease = ?3",
+                )?
+                .execute(params![id, CLAIMED, lease])?;
+            Ok(deleted == 1)
+        })
+        .await
+    }
+
+    async fn extend(
+        &self,
+        app: &AppName,
+        id: &str,
+        lease: &str,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (id, lease) = (id.to_owned(), lease.to_owned());
+        self.write_app(app, move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE _queue_messages SET visible_at = ?4
+                     WHERE id = ?1 AND state = ?2 AND lease = ?3",
+                )?
+                .execute(params![id, CLAIMED, lease, until_ms])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn fail(
+        &self,
+        app: &AppName,
+        id: &str,
+        lease: &str,
+        error: &str,
+        now_ms: i64,
+        retry_at_ms: i64,
+    ) -> Result<Failed, StoreError> {
+        let (id, lease, error) = (id.to_owned(), lease.to_owned(), error.to_owned());
+        self.write_app(app, move |c| {
+            let spent: Option<bool> = c
+                .prepare_cached(
+                    "SELECT attempt >= max_attempts FROM _queue_messages
+                     WHERE id = ?1 AND state = ?2 AND lease = ?3",
+                )?
+                .query_row(params![id, CLAIMED, lease], |r| r.get(0))
+                .optional()?;
+            let Some(spent) = spent else {
+                return Ok(Failed::Stale);
+            };
+            let state = if spent { DEAD } else { WAITING };
+            c.prepare_cached(
+                "UPDATE _queue_messages
+                 SET state = ?2, lease = NULL, last_error = ?3, visible_at = ?4, updated_at = ?5
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, state, error, retry_at_ms, now_ms])?;
+            Ok(if spent {
+                Failed::Dead
+            } else {
+                Failed::Retrying
+            })
+        })
+        .await
+    }
+
+    async fn queue_stats(&self, app: &AppName, now_ms: i64) -> Result<Vec<QueueStats>, StoreError> {
+        self.read_app(app, move |c| {
+            let mut statement = c.prepare_cached(
+                "SELECT q.name,
+                    count(m.id) FILTER (WHERE m.state = 0 AND m.visible_at <= ?1),
+                    count(m.id) FILTER (WHERE m.state = 0 AND m.visible_at > ?1),
+                    count(m.id) FILTER (WHERE m.state = 1),
+                    count(m.id) FILTER (WHERE m.state = 2),
+                    min(m.visible_at) FILTER (WHERE m.state < 2)
+                 FROM _queues q LEFT JOIN _queue_messages m ON m.queue = q.name
+                 GROUP BY q.name ORDER BY q.name",
+            )?;
+            let rows = statement
+                .query_map([now_ms], |r| {
+                    Ok(QueueStats {
+                        queue: r.get(0)?,
+                        ready: r.get(1)?,
+                        delayed: r.get(2)?,
+                        in_flight: r.get(3)?,
+                        dead: r.get(4)?,
+                        next_at_ms: r.get(5)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn messages(
+        &self,
+        app: &AppName,
+        queue: &str,
+        state: MessageState,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        let queue = queue.to_owned();
+        let after = after.unwrap_or("").to_owned();
+        self.read_app(app, move |c| {
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM _queue_messages
+                 WHERE queue = ?1 AND state = ?2 AND id > ?3 ORDER BY id LIMIT ?4"
+            );
+            let rows = c
+                .prepare_cached(&sql)?
+                .query_map(
+                    params![queue, state.code(), after, limit as i64],
+                    message_from_row,
+                )?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn replay(
+        &self,
+        app: &AppName,
+        queue: &str,
+        ids: Option<Vec<String>>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let queue = queue.to_owned();
+        self.write_app(app, move |c| {
+            let mut update = c.prepare_cached(
+                "UPDATE _queue_messages
+                 SET state = ?3, attempt = 0, visible_at = ?4, updated_at = ?4, created_at = ?4
+                 WHERE queue = ?1 AND state = ?2 AND (?5 IS NULL OR id = ?5)",
+            )?;
+            let moved = match &ids {
+                None => update.execute(params![queue, DEAD, WAITING, now_ms, None::<String>])?,
+                Some(ids) => {
+                    let mut moved = 0;
+                    for id in ids {
+                        moved += update.execute(params![queue, DEAD, WAITING, now_ms, id])?;
+                    }
+                    moved
+                }
+            };
+            Ok(moved as u64)
+        })
+        .await
+    }
+
+    async fn purge(
+        &self,
+        app: &AppName,
+        queue: &str,
+        state: Option<MessageState>,
+    ) -> Result<u64, StoreError> {
+        let queue = queue.to_owned();
+        self.write_app(app, move |c| {
+            let deleted = c
+                .prepare_cached(
+                    "DELETE FROM _queue_messages WHERE queue = ?1 AND (?2 IS NULL OR state = ?2)",
+                )?
+                .execute(params![queue, state.map(MessageState::code)])?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+
+    async fn next_due(
+        &self,
+        app: &AppName,
+        queues: Vec<String>,
+    ) -> Result<Option<i64>, StoreError> {
+        self.read_app(app, move |c| {
+            let mut next: Option<i64> = None;
+            let mut statement = c.prepare_cached(
+                "SELECT min(visible_at) FROM _queue_messages WHERE queue = ?1 AND state < 2",
+            )?;
+            for queue in &queues {
+                let at: Option<i64> = statement.query_row([queue], |r| r.get(0))?;
+                next = match (next, at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            Ok(next)
+        })
+        .await
+    }
+
+    async fn sweep_queues(
+        &self,
+        app: &AppName,
+        now_ms: i64,
+        dead_before_ms: i64,
+        created_before_ms: i64,
+    ) -> Result<u64, StoreError> {
+        self.write_app(app, move |c| {
+            let dead = c
+                .prepare_cached("DELETE FROM _queue_messages WHERE state = ?1 AND updated_at < ?2")?
+                .execute(params![DEAD, dead_before_ms])?;
+            let old = c
+                .prepare_cached("DELETE FROM _queue_messages WHERE state = ?1 AND created_at < ?2")?
+                .execute(params![WAITING, created_before_ms])?;
+            c.prepare_cached("DELETE FROM _queue_keys WHERE expires_at <= ?1")?
+                .execute([now_ms])?;
+            Ok((dead + old) as u64)
+        })
+        .await
+    }
+}
