@@ -175,7 +175,7 @@ mod properties {
         /// Values never reach the SQL text: the SQL depends only on the filter's shape, and the
         /// values travel as parameters.
         #[test]
-        fn values_are_always_bound(text in "[^\\\\']{0,40}", n in any::<i64>()) {
+        fn values_are_always_bound(text in "[^\\\\'\\x00]{0,40}", n in any::<i64>()) {
             let shape = |text: &str, n: i64| {
                 parse(&format!("title = '{text}' || priority = {n} || title ~ '{text}'"), Limits::default()).unwrap()
             };
@@ -189,4 +189,12 @@ mod properties {
             }
         }
     }
+}
+
+#[test]
+fn a_filter_holding_nul_is_refused_with_its_place() {
+    let err = parse("title = 'a\0b'", Limits::default()).unwrap_err();
+    assert_eq!(err.kind.code(), "invalid_filter");
+    assert_eq!(err.position, 10);
+    assert!(err.to_string().contains("NUL"), "{err}");
 }

@@ -14,9 +14,11 @@ pub struct TenantHealth {
 
 #[async_trait]
 pub trait TenantStore: Send + Sync {
-    /// Creates the app's database. Idempotent.
+    /// Creates the app's database, empty: anything a deletion cut short left is discarded.
     async fn provision(&self, app: &AppName) -> Result<(), StoreError>;
-    /// Closes and deletes the app's database and everything stored beside it.
+    /// Closes and deletes the app's database and everything stored beside it. Called once the
+    /// app's row is gone from the control plane; on PostgreSQL, an app whose row is back (made
+    /// again meanwhile, with a new database) keeps its schema.
     async fn destroy(&self, app: &AppName) -> Result<(), StoreError>;
     /// Opens the app's database if it is closed and reads from it.
     async fn health(&self, app: &AppName) -> Result<TenantHealth, StoreError>;

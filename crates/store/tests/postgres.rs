@@ -72,3 +72,70 @@ async fn an_unreachable_server_is_a_clear_error_naming_it() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_new_app_starts_empty_and_a_late_deletion_spares_a_recreated_app() {
+    use cloudlet_store::{
+        AppRow, CollectionRow, RecordStore, SigningKeyRow, SystemStore, TableDef,
+    };
+    let store = Postgres::open(options(TestServer::shared().database()))
+        .await
+        .unwrap();
+    let shop = app("shop");
+    let row = |hash: u8| AppRow {
+        name: "shop".into(),
+        created_at_ms: 1,
+        secret_key_hash: vec![hash; 32],
+        secret_key_hint: "cls_".into(),
+        secret_key_created_at_ms: 1,
+    };
+    let key = SigningKeyRow {
+        kid: "k".into(),
+        secret: vec![1; 60],
+        created_at_ms: 1,
+    };
+    store.insert_app(row(1), key.clone()).await.unwrap();
+    store.provision(&shop).await.unwrap();
+    let todos = CollectionRow {
+        name: "todos".into(),
+        definition: "{}".into(),
+        version: 1,
+    };
+    let table = TableDef {
+        columns: Vec::new(),
+        indexes: Vec::new(),
+    };
+    store.create_collection(&shop, todos, table).await.unwrap();
+    // Deleted, but the schema's removal is cut short (the database went away, say): the row
+    // is gone, the schema stays.
+    assert!(store.delete_app(&shop).await.unwrap());
+    // A new app of the same name starts empty.
+    store.insert_app(row(2), key).await.unwrap();
+    store.provision(&shop).await.unwrap();
+    assert_eq!(store.collections(&shop).await.unwrap(), []);
+    store
+        .create_collection(
+            &shop,
+            CollectionRow {
+                name: "notes".into(),
+                definition: "{}".into(),
+                version: 1,
+            },
+            TableDef {
+                columns: Vec::new(),
+                indexes: Vec::new(),
+            },
+        )
+        .await
+        .unwrap();
+    // The first deletion, finishing late, leaves the new app alone.
+    store.destroy(&shop).await.unwrap();
+    let names: Vec<String> = store
+        .collections(&shop)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["notes"]);
+}

@@ -817,6 +817,7 @@ async fn an_app_never_provisioned_is_no_tenant(stores: Stores) {
         Err(StoreError::NoSuchTenant)
     ));
     let app = new_app(&stores, "gone", 1).await;
+    assert!(stores.system.delete_app(&app).await.unwrap());
     stores.tenants.destroy(&app).await.unwrap();
     assert!(matches!(
         stores.functions.env(&app).await,
