@@ -201,6 +201,7 @@ async fn send(
 #[serde(deny_unknown_fields)]
 struct PeekQuery {
     /// `waiting` (the default), `in_flight` or `dead`.
+    #[param(inline)]
     state: Option<Which>,
     /// The last id of the previous page.
     after: Option<String>,
@@ -240,6 +241,7 @@ async fn peek(
 #[serde(deny_unknown_fields)]
 struct PurgeQuery {
     /// Only the messages in this state; all of them when left out.
+    #[param(inline)]
     state: Option<Which>,
 }
 
