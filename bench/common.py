@@ -92,24 +92,30 @@ def wait_ready(port, process, path="/readyz"):
 
 
 @contextlib.contextmanager
-def server(binary, port, config_text=""):
-    """`cloudlet serve` on a fresh data directory; yields the process."""
+def server(binary, port, config_text="", database=None, log=None):
+    """`cloudlet serve` on a fresh data directory; yields the process. With `database` (a
+    `postgres://` URL) the data lives there; with `log` (a path) the server's output goes to
+    that file instead of nowhere."""
     data = tempfile.mkdtemp(prefix="cloudlet-bench-")
     config = os.path.join(data, "bench.toml")
     with open(config, "w") as f:
         f.write(config_text)
     env = dict(os.environ, CLOUDLET_ADMIN_TOKEN=TOKEN, CLOUDLET_LOG_LEVEL="warn")
-    process = subprocess.Popen(
-        [binary, "serve", "--data-dir", os.path.join(data, "data"),
-         "--listen", f"127.0.0.1:{port}", "--config", config],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    command = [binary, "serve", "--data-dir", os.path.join(data, "data"),
+               "--listen", f"127.0.0.1:{port}", "--config", config]
+    if database:
+        command += ["--database", database]
+        env.pop("CLOUDLET_DATABASE", None)
+    output = open(log, "ab") if log else subprocess.DEVNULL
+    process = subprocess.Popen(command, env=env, stdout=output, stderr=output)
     try:
         wait_ready(port, process)
         yield process
     finally:
         process.terminate()
         process.wait(timeout=60)
+        if log:
+            output.close()
         subprocess.run(["rm", "-rf", data], check=False)
 
 
@@ -128,7 +134,10 @@ def emulator(binary, port):
         process.wait(timeout=60)
 
 
-def oha(url, seconds, connections, headers=(), method="GET", body=None):
+def oha(url, seconds, connections, headers=(), method="GET", body=None, expect_status=None):
+    """oha's figures for `url` under `connections` for `seconds`. oha counts any response as a
+    success, whatever its status: with `expect_status`, every response must have that status,
+    or this raises with the statuses and errors oha saw."""
     command = ["oha", "-z", f"{seconds}s", "-c", str(connections), "--no-tui", "--output-format", "json",
                "-m", method]
     for header in headers:
@@ -137,6 +146,10 @@ def oha(url, seconds, connections, headers=(), method="GET", body=None):
         command += ["-d", body]
     out = subprocess.run(command + [url], check=True, capture_output=True, text=True).stdout
     report = json.loads(out)
+    statuses = report.get("statusCodeDistribution", {})
+    if expect_status is not None and set(statuses) != {str(expect_status)}:
+        raise RuntimeError(f"{method} {url}: expected only {expect_status}, oha saw statuses "
+                           f"{statuses} and errors {report.get('errorDistribution', {})}")
     latency = report["latencyPercentiles"]
     return {
         "requests_per_sec": round(report["summary"]["requestsPerSec"]),

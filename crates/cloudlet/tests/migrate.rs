@@ -7,84 +7,15 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cloudlet_store::postgres::testing::TestServer;
-use serde_json::{Value, json};
+use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_cloudlet");
-const TOKEN: &str = "migrate-test-admin-token-42";
+mod common;
 
-/// `cloudlet serve` on `data_dir` (and `database`, if given); stopped when dropped.
-struct Serve {
-    child: Child,
-    base: String,
-}
-
-impl Serve {
-    fn start(data_dir: &Path, database: Option<&str>) -> Serve {
-        let mut command = Command::new(BIN);
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("CLOUDLET_ADMIN_TOKEN", TOKEN)
-            .env_remove("CLOUDLET_DATABASE")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        if let Some(url) = database {
-            command.args(["--database", url]);
-        }
-        let mut child = command.spawn().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("serve prints where it listens")
-                .unwrap();
-            if let Some(addr) = line.trim().strip_prefix("Cloudlet is listening on ") {
-                break addr.to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Serve { child, base }
-    }
-
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn call(
-    method: reqwest::Method,
-    url: String,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .request(method, url)
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
+use common::{BIN, Serve, TOKEN, call};
 
 fn migrate(data_dir: &Path, url: &str) -> std::process::Output {
     Command::new(BIN)

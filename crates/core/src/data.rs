@@ -14,8 +14,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cloudlet_query::{Bindings, Expr, FieldType, Limits, Predicate, QueryError, Schema};
 use cloudlet_store::{
-    AppName, BatchOp, BatchOutcome, CollectionRow, ColumnDef, ColumnType, Condition, IndexDef,
-    Record, RecordStore, Select, SortKey, SqlValue, StoreError, TableChange, TableDef,
+    AppName, BatchOp, BatchOutcome, CollectionRow, ColumnDef, ColumnType, Condition, Emit,
+    IndexDef, Record, RecordStore, Select, SortKey, SqlValue, StoreError, TableChange, TableDef,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
@@ -469,6 +469,26 @@ pub fn table_of(row: &CollectionRow) -> Result<TableDef, DataError> {
     Ok(Compiled::new(&row.name, def, row.version)?.table())
 }
 
+/// A record from its stored columns as an event holds them.
+fn stored_record(columns: &Map<String, Json>) -> Record {
+    columns
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                Json::Null => SqlValue::Null,
+                Json::Bool(b) => SqlValue::Bool(*b),
+                Json::Number(n) => match n.as_i64() {
+                    Some(i) => SqlValue::Int(i),
+                    None => SqlValue::Float(n.as_f64().unwrap_or_default()),
+                },
+                Json::String(s) => SqlValue::Text(s.clone()),
+                other => SqlValue::Text(other.to_string()),
+            };
+            (name.clone(), value)
+        })
+        .collect()
+}
+
 /// A column value as JSON for `kind`.
 fn to_json(kind: Option<FieldKind>, value: &SqlValue) -> Json {
     match (kind, value) {
@@ -628,6 +648,25 @@ struct Inner {
     /// Compiled collections per app, loaded on first use.
     cache: Mutex<HashMap<AppName, AppCollections>>,
     events: broadcast::Sender<ChangeEvent>,
+    /// Which functions a write triggers, set once the functions service exists.
+    triggers: std::sync::OnceLock<Arc<dyn Triggers>>,
+}
+
+/// What routes a write to the functions it triggers (the composition root provides it: the
+/// functions service knows the triggers, the queues deliver them).
+#[async_trait::async_trait]
+pub trait Triggers: Send + Sync {
+    /// What a write to `collection` by `operation`, made `depth` triggers deep, records
+    /// beside it: `None` when it triggers nothing.
+    async fn emit_for(
+        &self,
+        app: &AppName,
+        collection: &str,
+        operation: Operation,
+        depth: u8,
+    ) -> Result<Option<Emit>, StoreError>;
+    /// Called once a write that recorded deliveries has committed.
+    fn emitted(&self, app: &AppName);
 }
 
 impl Data {
@@ -643,7 +682,70 @@ impl Data {
             random,
             cache: Mutex::new(HashMap::new()),
             events,
+            triggers: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Connects writes to the functions they trigger. Set once; later calls are ignored.
+    pub fn set_triggers(&self, triggers: Arc<dyn Triggers>) {
+        let _ = self.0.triggers.set(triggers);
+    }
+
+    /// What a write records for its triggers, at the depth of the running trigger (0 outside
+    /// one).
+    async fn emit(
+        &self,
+        app: &AppName,
+        collection: &str,
+        operation: Operation,
+    ) -> Result<Option<Emit>, DataError> {
+        let Some(triggers) = self.0.triggers.get() else {
+            return Ok(None);
+        };
+        let depth = TRIGGER_DEPTH.try_with(|depth| *depth).unwrap_or(0);
+        Ok(triggers.emit_for(app, collection, operation, depth).await?)
+    }
+
+    /// Deletes the app's events recorded before `before_ms` (their deliveries have long run or
+    /// died; the log is not an archive).
+    pub async fn sweep_events(&self, app: &AppName, before_ms: i64) -> Result<u64, DataError> {
+        Ok(self.0.records.sweep_events(app, before_ms).await?)
+    }
+
+    fn emitted(&self, app: &AppName, emitted: bool) {
+        if emitted && let Some(triggers) = self.0.triggers.get() {
+            triggers.emitted(app);
+        }
+    }
+
+    /// The event `seq` of the app's log as a trigger receives it: `{event_id, collection, id,
+    /// operation, old, new}` with the records as the API shows them, and its depth.
+    pub async fn trigger_event(
+        &self,
+        app: &AppName,
+        seq: i64,
+    ) -> Result<Option<(Json, u8)>, DataError> {
+        let Some(event) = self.0.records.event(app, seq).await? else {
+            return Ok(None);
+        };
+        let mut payload: Json = serde_json::from_str(&event.payload)
+            .map_err(|e| DataError::Store(StoreError::Task(format!("stored event: {e}"))))?;
+        let collection = payload["collection"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        // Stored columns as the API shows them, when the collection still exists.
+        if let Ok(compiled) = self.collection(app, &collection).await {
+            for side in ["old", "new"] {
+                if let Some(columns) = payload[side].as_object() {
+                    let record = stored_record(columns);
+                    payload[side] = record_json(&compiled, &record);
+                }
+            }
+        }
+        payload["event_id"] = Json::from(event.seq);
+        let depth = u8::try_from(event.depth).unwrap_or(u8::MAX);
+        Ok(Some((payload, depth)))
     }
 
     /// Every committed write, as it happens. A slow subscriber misses events (it is told).
@@ -980,6 +1082,7 @@ impl Data {
         }
         let mut prepared = Vec::with_capacity(operations.len());
         let mut collections = Vec::with_capacity(operations.len());
+        let mut emitting = false;
         for (index, operation) in operations.into_iter().enumerate() {
             let in_batch = |source: DataError| DataError::InBatch {
                 index,
@@ -991,21 +1094,33 @@ impl Data {
                 Write::Create { data, .. } => {
                     let (_, record, check) =
                         self.new_record(&compiled, actor, &data).map_err(in_batch)?;
+                    let emit = self
+                        .emit(app, &name, Operation::Create)
+                        .await
+                        .map_err(in_batch)?;
+                    emitting |= emit.is_some();
                     BatchOp::Insert {
                         collection: name,
                         record,
                         check,
+                        emit,
                     }
                 }
                 Write::Update { id, data, .. } => {
                     record_id(&id).map_err(in_batch)?;
                     let (condition, set) =
                         self.changes(&compiled, actor, &data).map_err(in_batch)?;
+                    let emit = self
+                        .emit(app, &name, Operation::Update)
+                        .await
+                        .map_err(in_batch)?;
+                    emitting |= emit.is_some();
                     BatchOp::Update {
                         collection: name,
                         id,
                         condition,
                         set,
+                        emit,
                     }
                 }
                 Write::Delete { id, .. } => {
@@ -1014,10 +1129,16 @@ impl Data {
                         .rule(&compiled, "delete", actor, None)
                         .ok_or(DataError::RecordNotFound)
                         .map_err(in_batch)?;
+                    let emit = self
+                        .emit(app, &name, Operation::Delete)
+                        .await
+                        .map_err(in_batch)?;
+                    emitting |= emit.is_some();
                     BatchOp::Delete {
                         collection: name,
                         id,
                         condition,
+                        emit,
                     }
                 }
             };
@@ -1040,6 +1161,7 @@ impl Data {
                 },
                 other => DataError::from(other),
             })?;
+        self.emitted(app, emitting);
         let mut results = Vec::with_capacity(outcomes.len());
         for (outcome, compiled) in outcomes.iter().zip(&collections) {
             let name = &compiled.name;
@@ -1091,16 +1213,19 @@ impl Data {
         admit(app, actor)?;
         let compiled = self.collection(app, collection).await?;
         let (id, record, check) = self.new_record(&compiled, actor, &data)?;
+        let emit = self.emit(app, collection, Operation::Create).await?;
+        let emitting = emit.is_some();
         match self
             .0
             .records
-            .insert(app, collection, record.clone(), check)
+            .insert(app, collection, record.clone(), check, emit)
             .await
         {
             Ok(()) => {}
             Err(StoreError::CheckFailed) => return Err(DataError::Forbidden("create")),
             Err(e) => return Err(e.into()),
         }
+        self.emitted(app, emitting);
         let created = record_json(&compiled, &record);
         self.publish(
             app,
@@ -1156,12 +1281,15 @@ impl Data {
         let compiled = self.collection(app, collection).await?;
         record_id(id)?;
         let (condition, set) = self.changes(&compiled, actor, &data)?;
+        let emit = self.emit(app, collection, Operation::Update).await?;
+        let emitting = emit.is_some();
         let (old, new) = self
             .0
             .records
-            .update(app, collection, id, condition, set)
+            .update(app, collection, id, condition, set, emit)
             .await?
             .ok_or(DataError::RecordNotFound)?;
+        self.emitted(app, emitting);
         let (old, new) = (record_json(&compiled, &old), record_json(&compiled, &new));
         self.publish(
             app,
@@ -1187,12 +1315,15 @@ impl Data {
         let condition = self
             .rule(&compiled, "delete", actor, None)
             .ok_or(DataError::RecordNotFound)?;
+        let emit = self.emit(app, collection, Operation::Delete).await?;
+        let emitting = emit.is_some();
         let old = self
             .0
             .records
-            .delete(app, collection, id, condition)
+            .delete(app, collection, id, condition, emit)
             .await?
             .ok_or(DataError::RecordNotFound)?;
+        self.emitted(app, emitting);
         self.publish(
             app,
             collection,

@@ -18,7 +18,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cloudlet_store::{
     AppName, Claimed, Failed, MessageRow, MessageState, NewMessage, QueueRow, QueueStats,
-    QueueStore, Sent, StoreError, SystemStore,
+    QueueStore, Sent, StoreError, SystemStore, TRIGGER_QUEUE,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -229,6 +229,20 @@ fn state_name(state: MessageState) -> &'static str {
     }
 }
 
+/// The settings of the queue that carries data triggers' deliveries ([`TRIGGER_QUEUE`]): a
+/// delivery hides for `visibility_timeout_secs` (two minutes by default: longer than a function
+/// may run), and a trigger that keeps failing is retried for about a minute, then kept with the
+/// dead letters.
+fn trigger_settings(visibility_timeout_secs: u64) -> QueueSettings {
+    QueueSettings {
+        visibility_timeout_secs,
+        max_attempts: 5,
+        backoff_secs: 1,
+        max_backoff_secs: 60,
+        ..QueueSettings::default()
+    }
+}
+
 /// A queue name: 1 to 64 of `a-z`, `0-9`, `_` and `-`, starting with a letter.
 pub fn valid_queue_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
@@ -250,6 +264,7 @@ struct Inner {
     /// Each app's declared queues, loaded on first use.
     declared: Mutex<HashMap<AppName, Arc<HashMap<String, QueueSettings>>>>,
     doorbell: Notify,
+    triggers: QueueSettings,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -261,11 +276,14 @@ fn time(ms: i64) -> String {
 }
 
 impl Queues {
+    /// `trigger_visibility_secs`: how long a data trigger's delivery stays hidden before it is
+    /// delivered again (it must outlast the functions it runs).
     pub fn new(
         store: Arc<dyn QueueStore>,
         system: Arc<dyn SystemStore>,
         clock: Arc<dyn Clock>,
         random: Arc<dyn Random>,
+        trigger_visibility_secs: u64,
     ) -> Self {
         Queues(Arc::new(Inner {
             store,
@@ -274,7 +292,13 @@ impl Queues {
             random,
             declared: Mutex::new(HashMap::new()),
             doorbell: Notify::new(),
+            triggers: trigger_settings(trigger_visibility_secs),
         }))
+    }
+
+    /// The settings of the triggers' queue.
+    pub fn trigger_settings(&self) -> &QueueSettings {
+        &self.0.triggers
     }
 
     /// Rung when work may have become due: a send, a failure to retry, a settled delivery.
@@ -284,6 +308,11 @@ impl Queues {
 
     fn now(&self) -> i64 {
         self.0.clock.now().unix_ms()
+    }
+
+    /// A new message id.
+    pub fn new_message_id(&self) -> String {
+        self.token("msg_")
     }
 
     /// The service's clock, in Unix milliseconds.
@@ -315,6 +344,9 @@ impl Queues {
     }
 
     async fn settings(&self, app: &AppName, queue: &str) -> Result<QueueSettings, QueueError> {
+        if queue == TRIGGER_QUEUE {
+            return Ok(self.0.triggers.clone());
+        }
         self.declared(app)
             .await?
             .get(queue)
@@ -405,6 +437,10 @@ impl Queues {
         queue: &str,
         messages: Vec<Outgoing>,
     ) -> Result<Vec<SendReceipt>, QueueError> {
+        if queue == TRIGGER_QUEUE {
+            // Filled only by writes, in their own transactions.
+            return Err(QueueError::NotFound(queue.to_owned()));
+        }
         if messages.is_empty() || messages.len() > MAX_BATCH {
             return Err(QueueError::InvalidMessage(format!(
                 "send 1 to {MAX_BATCH} messages"
@@ -470,7 +506,30 @@ impl Queues {
     }
 
     /// Claims up to `max` messages for `hide_secs` (the queue's visibility timeout when `None`).
+    /// The triggers' queue is the dispatcher's alone: see [`Queues::claim_triggers`].
     pub async fn claim(
+        &self,
+        app: &AppName,
+        queue: &str,
+        max: usize,
+        hide_secs: Option<u64>,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        if queue == TRIGGER_QUEUE {
+            return Err(QueueError::NotFound(queue.to_owned()));
+        }
+        self.claim_from(app, queue, max, hide_secs).await
+    }
+
+    /// Claims data triggers' deliveries.
+    pub async fn claim_triggers(
+        &self,
+        app: &AppName,
+        max: usize,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        self.claim_from(app, TRIGGER_QUEUE, max, None).await
+    }
+
+    async fn claim_from(
         &self,
         app: &AppName,
         queue: &str,

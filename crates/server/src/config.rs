@@ -122,6 +122,23 @@ pub struct Config {
     pub apps: AppsConfig,
     pub auth: AuthConfig,
     pub functions: FunctionsConfig,
+    pub queues: QueuesConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueuesConfig {
+    /// How long a data trigger's delivery stays hidden before it is delivered again: longer
+    /// than the functions it runs may take, in seconds.
+    pub trigger_visibility_secs: u64,
+}
+
+impl Default for QueuesConfig {
+    fn default() -> Self {
+        QueuesConfig {
+            trigger_visibility_secs: 120,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -271,6 +288,7 @@ impl Default for Config {
             apps: AppsConfig::default(),
             auth: AuthConfig::default(),
             functions: FunctionsConfig::default(),
+            queues: QueuesConfig::default(),
         }
     }
 }
@@ -355,6 +373,12 @@ impl Config {
             self.database.pool_wait_secs,
             0.01,
             300.0,
+        )?;
+        within(
+            "queues.trigger_visibility_secs",
+            self.queues.trigger_visibility_secs,
+            1,
+            12 * 3600,
         )?;
         within("functions.workers", self.functions.workers, 2, 1024)?;
         within(

@@ -339,6 +339,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         Arc::clone(&system),
         Arc::clone(&clock),
         Arc::clone(&random),
+        config.queues.trigger_visibility_secs,
     );
     let data = Data::new(record_store, Arc::clone(&clock), Arc::clone(&random));
     let fetcher = functions::Fetcher::new(config.functions.allow_private_fetch)
@@ -352,6 +353,11 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         Sealer::new(&master_key),
         functions::capabilities(data.clone(), queues.clone(), fetcher),
     )?;
+    data.set_triggers(Arc::new(queues::TriggerRouting {
+        functions: functions.clone(),
+        queues: queues.clone(),
+        system: Arc::clone(&system),
+    }));
     let apps = Apps::new(
         Arc::clone(&system),
         Arc::clone(&tenant_store),
@@ -427,7 +433,6 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         config.idle_timeout(),
         shutdown_rx.clone(),
     ));
-    tasks.spawn(functions::run_triggers(state.clone(), shutdown_rx.clone()));
     tasks.spawn(functions::run_schedules(state.clone(), shutdown_rx.clone()));
     tasks.spawn(queues::run_dispatcher(state.clone(), shutdown_rx.clone()));
     let (stop_log, log_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -19,12 +19,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cloudlet_core::access::Caller;
 use cloudlet_core::apps::AppName;
-use cloudlet_core::functions::{QueueTrigger, Trigger};
+use cloudlet_core::functions::{MAX_TRIGGER_DEPTH, QueueTrigger, Trigger};
 use cloudlet_core::queues::{
     Delivery, MessageView, Outgoing, QueueError, QueueSettings, QueueView, SendReceipt, Which,
     valid_queue_name,
 };
-use cloudlet_store::Failed;
+use cloudlet_store::{Emit, Failed, StoreError, TRIGGER_QUEUE, TriggerDelivery};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -72,7 +72,8 @@ struct QueuePath {
 
 impl QueuePath {
     fn name(&self) -> Result<&str, ApiError> {
-        if valid_queue_name(&self.queue) {
+        // The triggers' queue may be looked at, replayed and purged like any other.
+        if valid_queue_name(&self.queue) || self.queue == TRIGGER_QUEUE {
             Ok(&self.queue)
         } else {
             Err(QueueError::NotFound(self.queue.chars().take(64).collect()).into())
@@ -431,10 +432,81 @@ async fn fail(
     }))
 }
 
+// ---- data triggers ------------------------------------------------------------------------
+
+/// Routes writes to the functions their data triggers name: each write that triggers records,
+/// in its own transaction, one delivery per function on the triggers' queue, which the
+/// dispatcher runs like any queue's messages (at least once, with retries).
+pub struct TriggerRouting {
+    pub functions: cloudlet_core::functions::Functions,
+    pub queues: cloudlet_core::queues::Queues,
+    pub system: Arc<dyn cloudlet_store::SystemStore>,
+}
+
+#[async_trait::async_trait]
+impl cloudlet_core::data::Triggers for TriggerRouting {
+    async fn emit_for(
+        &self,
+        app: &AppName,
+        collection: &str,
+        operation: cloudlet_core::data::Operation,
+        depth: u8,
+    ) -> Result<Option<Emit>, StoreError> {
+        let functions = match self
+            .functions
+            .triggered_by(app, collection, operation)
+            .await
+        {
+            Ok(functions) => functions,
+            Err(cloudlet_core::functions::FunctionError::Store(e)) => return Err(e),
+            Err(e) => return Err(StoreError::Task(e.to_string())),
+        };
+        if functions.is_empty() {
+            return Ok(None);
+        }
+        if depth >= MAX_TRIGGER_DEPTH {
+            tracing::warn!(
+                app = %app,
+                collection,
+                "a write by triggered functions {MAX_TRIGGER_DEPTH} deep triggers nothing more"
+            );
+            return Ok(None);
+        }
+        let now = self.queues.now_ms();
+        // The hint first, as for any send: it may only be early.
+        self.system.hint_due(app, now).await?;
+        let max_attempts = self.queues.trigger_settings().max_attempts.into();
+        Ok(Some(Emit {
+            depth: depth.into(),
+            at_ms: now,
+            deliveries: functions
+                .into_iter()
+                .map(|function| TriggerDelivery {
+                    message_id: self.queues.new_message_id(),
+                    function,
+                    max_attempts,
+                })
+                .collect(),
+        }))
+    }
+
+    fn emitted(&self, _app: &AppName) {
+        self.queues.doorbell().notify_one();
+    }
+}
+
+/// How many deliveries of data triggers one app runs at once.
+const TRIGGER_CONCURRENCY: usize = 8;
+
 // ---- the dispatcher -----------------------------------------------------------------------
 
 /// Batches running now, per app and consuming function.
 type Running = Arc<Mutex<HashMap<(AppName, String), usize>>>;
+
+/// How often an app's queues and event log are swept of what they no longer keep, and how long
+/// the event log keeps an event.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+const EVENT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
@@ -449,6 +521,7 @@ const IDLE_RECHECK_MS: i64 = 5_000;
 /// Delivers due messages to their consumers until shutdown.
 pub async fn run_dispatcher(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let running: Running = Arc::default();
+    let mut swept: HashMap<AppName, std::time::Instant> = HashMap::new();
     loop {
         let wait = match state.system().next_hint().await {
             Ok(Some(at)) => {
@@ -481,7 +554,28 @@ pub async fn run_dispatcher(state: AppState, mut shutdown: tokio::sync::watch::R
         };
         for app in due {
             dispatch_app(&state, &running, &app.app, app.version).await;
+            let stale = swept
+                .get(&app.app)
+                .is_none_or(|at| at.elapsed() >= SWEEP_EVERY);
+            if stale {
+                sweep(&state, &app.app).await;
+                swept.insert(app.app.clone(), std::time::Instant::now());
+            }
         }
+        if swept.len() > 100_000 {
+            swept.retain(|_, at| at.elapsed() < SWEEP_EVERY);
+        }
+    }
+}
+
+/// Deletes what the app's queues and event log no longer keep.
+async fn sweep(state: &AppState, app: &AppName) {
+    if let Err(e) = state.queues().sweep(app).await {
+        tracing::warn!(app = %app, error = %e, "could not sweep the queues");
+    }
+    let before = state.queues().now_ms() - EVENT_RETENTION_MS;
+    if let Err(e) = state.data().sweep_events(app, before).await {
+        tracing::warn!(app = %app, error = %e, "could not sweep the event log");
     }
 }
 
@@ -495,7 +589,16 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
         }
     };
     let mut busy = false;
-    let consumed: Vec<String> = consumers.iter().map(|(_, t)| t.queue.clone()).collect();
+    let mut consumed: Vec<String> = consumers.iter().map(|(_, t)| t.queue.clone()).collect();
+    let triggered = state
+        .functions()
+        .has_data_triggers(app)
+        .await
+        .unwrap_or(false);
+    if triggered {
+        consumed.push(TRIGGER_QUEUE.to_owned());
+        busy |= dispatch_triggers(state, running, app).await;
+    }
     for (function, trigger) in consumers {
         let key = (app.clone(), function.clone());
         loop {
@@ -563,6 +666,97 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
         // A send moved the hint meanwhile: it is due again, and the loop looks again.
         Ok(false) => state.queues().doorbell().notify_one(),
         Err(e) => tracing::warn!(app = %app, error = %e, "could not settle the queue hint"),
+    }
+}
+
+/// Claims and runs the app's due trigger deliveries; true if it had to leave some for lack of
+/// room.
+async fn dispatch_triggers(state: &AppState, running: &Running, app: &AppName) -> bool {
+    let key = (app.clone(), TRIGGER_QUEUE.to_owned());
+    loop {
+        let now_running = lock(running).get(&key).copied().unwrap_or(0);
+        if now_running >= TRIGGER_CONCURRENCY {
+            return true;
+        }
+        let batch = match state.queues().claim_triggers(app, 1).await {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::warn!(app = %app, error = %e, "could not claim trigger deliveries");
+                return false;
+            }
+        };
+        let Some(delivery) = batch.into_iter().next() else {
+            return false;
+        };
+        *lock(running).entry(key.clone()).or_insert(0) += 1;
+        let (state, running, key) = (state.clone(), Arc::clone(running), key.clone());
+        state.clone().tasks().spawn(async move {
+            deliver_trigger(&state, &key.0, delivery).await;
+            if let Some(count) = lock(&running).get_mut(&key) {
+                *count = count.saturating_sub(1);
+            }
+            let now = state.queues().now_ms();
+            if let Err(e) = state.system().hint_due(&key.0, now).await {
+                tracing::warn!(app = %key.0, error = %e, "could not hint the queue");
+            }
+            state.queues().doorbell().notify_one();
+        });
+    }
+}
+
+/// Runs the function a trigger delivery names on its event, as the admin, one trigger deeper,
+/// and settles the delivery by the outcome.
+async fn deliver_trigger(state: &AppState, app: &AppName, delivery: Delivery) {
+    let function = delivery.payload["function"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let seq = delivery.payload["event"].as_i64().unwrap_or_default();
+    let outcome = match state.data().trigger_event(app, seq).await {
+        // The event is gone (swept, or the app's data replaced): nothing to run.
+        Ok(None) => Ok(()),
+        Ok(Some((mut event, depth))) => {
+            event["attempt"] = Value::from(delivery.attempt);
+            let request_id = state.new_request_id();
+            match crate::functions::raw(&event) {
+                Ok(event) => cloudlet_core::data::TRIGGER_DEPTH
+                    .scope(
+                        depth.saturating_add(1),
+                        crate::functions::run(
+                            state,
+                            app,
+                            &function,
+                            Caller::Admin,
+                            Trigger::Data,
+                            &request_id,
+                            event,
+                        ),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    let settled = match outcome {
+        Ok(()) => state.queues().ack(app, &delivery.id, &delivery.lease).await,
+        Err(error) => state
+            .queues()
+            .fail(
+                app,
+                TRIGGER_QUEUE,
+                &delivery.id,
+                &delivery.lease,
+                delivery.attempt,
+                &error,
+            )
+            .await
+            .map(|_| ()),
+    };
+    if let Err(e) = settled {
+        tracing::warn!(app = %app, function, error = %e, "a trigger delivery could not be settled");
     }
 }
 

@@ -38,8 +38,9 @@ pub use queues::{
     QueueStore, Sent,
 };
 pub use records::{
-    BatchOp, BatchOutcome, CollectionRow, ColumnDef, ColumnType, Condition, IndexDef, Record,
-    RecordStore, Select, SortKey, SqlValue, TableChange, TableDef,
+    BatchOp, BatchOutcome, CollectionRow, ColumnDef, ColumnType, Condition, Emit, EventRow,
+    IndexDef, Record, RecordStore, Select, SortKey, SqlValue, TRIGGER_QUEUE, TableChange, TableDef,
+    TriggerDelivery,
 };
 pub use sites::{SiteFile, SiteStore};
 pub use sqlite::Durability;

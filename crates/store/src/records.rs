@@ -70,18 +70,95 @@ pub enum BatchOp {
         collection: String,
         record: Record,
         check: Condition,
+        emit: Option<Emit>,
     },
     Update {
         collection: String,
         id: String,
         condition: Condition,
         set: Record,
+        emit: Option<Emit>,
     },
     Delete {
         collection: String,
         id: String,
         condition: Condition,
+        emit: Option<Emit>,
     },
+}
+
+/// The queue that carries data triggers' deliveries: a name no declared queue can have.
+pub const TRIGGER_QUEUE: &str = "_triggers";
+
+/// What a write records in the same transaction: its event in the app's event log
+/// (`records.create`, `records.update` or `records.delete`, keyed `{collection}/{id}`, with the
+/// record before and after as stored columns), and one message on [`TRIGGER_QUEUE`] per
+/// function it triggers, so that a crash between the write and its triggers loses neither.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emit {
+    /// How deep in a chain of triggers the write is (0 for a client's).
+    pub depth: i64,
+    pub at_ms: i64,
+    pub deliveries: Vec<TriggerDelivery>,
+}
+
+/// One function a write triggers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerDelivery {
+    pub message_id: String,
+    pub function: String,
+    pub max_attempts: i64,
+}
+
+/// An event of the app's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub seq: i64,
+    pub kind: String,
+    pub key: String,
+    /// JSON: `{collection, id, operation, old, new}`, records as their stored columns.
+    pub payload: String,
+    pub depth: i64,
+    pub at_ms: i64,
+}
+
+/// A stored record as JSON: its columns and their values as stored.
+pub(crate) fn record_value(record: &Record) -> serde_json::Value {
+    let mut object = serde_json::Map::new();
+    for (name, value) in record {
+        let value = match value {
+            SqlValue::Null => serde_json::Value::Null,
+            SqlValue::Bool(b) => serde_json::Value::Bool(*b),
+            SqlValue::Int(i) => serde_json::Value::from(*i),
+            SqlValue::Float(f) => serde_json::Number::from_f64(*f)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number),
+            SqlValue::Text(t) => serde_json::Value::String(t.clone()),
+        };
+        object.insert(name.clone(), value);
+    }
+    serde_json::Value::Object(object)
+}
+
+/// The event of a write: its kind, key and payload.
+pub(crate) fn event_of(
+    operation: &str,
+    collection: &str,
+    id: &str,
+    old: Option<&Record>,
+    new: Option<&Record>,
+) -> (String, String, String) {
+    let payload = serde_json::json!({
+        "collection": collection,
+        "id": id,
+        "operation": operation,
+        "old": old.map(record_value),
+        "new": new.map(record_value),
+    });
+    (
+        format!("records.{operation}"),
+        format!("{collection}/{id}"),
+        payload.to_string(),
+    )
 }
 
 /// What one write of a batch did.
@@ -219,6 +296,7 @@ pub trait RecordStore: Send + Sync {
         collection: &str,
         record: Record,
         check: Condition,
+        emit: Option<Emit>,
     ) -> Result<(), StoreError>;
     /// The records matching `select`, and their total count when asked.
     async fn select(
@@ -244,6 +322,7 @@ pub trait RecordStore: Send + Sync {
         id: &str,
         condition: Condition,
         set: Record,
+        emit: Option<Emit>,
     ) -> Result<Option<(Record, Record)>, StoreError>;
     /// Runs the operations in one transaction: all of them, or, when one fails (its index in
     /// [`StoreError::InBatch`]), none.
@@ -259,5 +338,10 @@ pub trait RecordStore: Send + Sync {
         collection: &str,
         id: &str,
         condition: Condition,
+        emit: Option<Emit>,
     ) -> Result<Option<Record>, StoreError>;
+    /// The event `seq` of the app's log.
+    async fn event(&self, app: &AppName, seq: i64) -> Result<Option<EventRow>, StoreError>;
+    /// Deletes the events recorded before `before_ms`; returns how many.
+    async fn sweep_events(&self, app: &AppName, before_ms: i64) -> Result<u64, StoreError>;
 }

@@ -1150,6 +1150,15 @@ impl Functions {
             .collect())
     }
 
+    /// Whether any of the app's functions has a data trigger.
+    pub async fn has_data_triggers(&self, app: &AppName) -> Result<bool, FunctionError> {
+        Ok(self
+            .triggers(app)
+            .await?
+            .iter()
+            .any(|(_, triggers)| triggers.iter().any(|t| matches!(t, TriggerDef::Data(_)))))
+    }
+
     /// The app's queue consumers: each function with a queue trigger, and the trigger.
     pub async fn queue_consumers(
         &self,

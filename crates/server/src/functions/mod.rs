@@ -36,7 +36,7 @@ use utoipa_axum::routes;
 
 pub use capabilities::{Fetcher, all as capabilities};
 pub use engine::WorkerEngine;
-pub use triggers::{run_schedules, run_triggers};
+pub use triggers::run_schedules;
 
 use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::{ApiError, Code};

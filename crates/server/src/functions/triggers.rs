@@ -1,81 +1,13 @@
-//! The background loops that run functions without a client: data triggers (on committed
-//! writes) and cron schedules. Both run as the admin: rules do not apply.
+//! The background loop that runs functions on cron schedules, as the admin: rules do not
+//! apply. (Data triggers and queues are delivered by the queue dispatcher, `crate::queues`.)
 
 use std::time::Duration;
 
 use cloudlet_core::access::Caller;
-use cloudlet_core::data::{ChangeEvent, TRIGGER_DEPTH};
-use cloudlet_core::functions::{MAX_TRIGGER_DEPTH, Trigger};
-use serde_json::json;
+use cloudlet_core::functions::Trigger;
 
 use super::{raw, run};
 use crate::state::AppState;
-
-/// Runs the functions whose triggers match each committed write, as the admin (rules do not
-/// apply), until shutdown. Best effort: an event missed while the bus overflowed is logged, not
-/// replayed.
-pub async fn run_triggers(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut events = state.data().subscribe();
-    loop {
-        let event = tokio::select! {
-            event = events.recv() => event,
-            _ = shutdown.changed() => return,
-        };
-        match event {
-            Ok(event) if event.depth >= MAX_TRIGGER_DEPTH => {
-                tracing::warn!(
-                    app = %event.app,
-                    collection = event.collection,
-                    "a write by triggered functions {MAX_TRIGGER_DEPTH} deep triggers nothing more"
-                );
-            }
-            Ok(event) => {
-                state.tasks().spawn(run_triggered(state.clone(), event));
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "function triggers missed data events");
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        }
-    }
-}
-
-async fn run_triggered(state: AppState, event: ChangeEvent) {
-    let functions = state.functions();
-    let names = match functions
-        .triggered_by(&event.app, &event.collection, event.operation)
-        .await
-    {
-        Ok(names) => names,
-        Err(e) => {
-            tracing::warn!(app = %event.app, error = %e, "could not look up triggers");
-            return;
-        }
-    };
-    for name in names {
-        let run_state = state.clone();
-        let event = event.clone();
-        state.tasks().spawn(TRIGGER_DEPTH.scope(event.depth + 1, async move {
-            let state = run_state;
-            let request_id = state.new_request_id();
-            let payload = raw(&json!({
-                "collection": event.collection,
-                "id": event.id,
-                "operation": event.operation,
-                "old": event.old,
-                "new": event.new,
-            }));
-            // The outcome is in the function log.
-            let outcome = match payload {
-                Ok(payload) => run(&state, &event.app, &name, Caller::Admin, Trigger::Data, &request_id, payload).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = outcome {
-                tracing::debug!(app = %event.app, function = name, error = %e, "a triggered function failed");
-            }
-        }));
-    }
-}
 
 /// Runs the functions whose schedules are due, as the admin, checking every second until
 /// shutdown.

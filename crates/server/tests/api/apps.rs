@@ -36,8 +36,8 @@ async fn an_app_lives_from_creation_to_deletion() {
         .expect(StatusCode::OK)
         .await;
     let version = match Backend::under_test() {
-        Backend::Sqlite => 7,
-        Backend::Postgres => 5,
+        Backend::Sqlite => cloudlet_store::sqlite::SCHEMA_VERSION,
+        Backend::Postgres => cloudlet_store::postgres::SCHEMA_VERSION,
     };
     assert_eq!(
         health,

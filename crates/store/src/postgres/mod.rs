@@ -18,6 +18,7 @@ mod system;
 mod tenants;
 pub(crate) use records::create_table_sql;
 pub(crate) use tenants::MIGRATIONS as APP_MIGRATIONS;
+pub use tenants::SCHEMA_VERSION;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod users;
@@ -67,6 +68,9 @@ impl std::fmt::Debug for PostgresOptions {
             .finish_non_exhaustive()
     }
 }
+
+/// The session lock of the node serving the database.
+const SOLE_NODE_LOCK: &str = "cloudlet: the serving node";
 
 /// How long a pooled connection is kept: closing older ones (idle, at the idle sweeps) bounds
 /// what each server process has cached of the apps it served.
@@ -216,6 +220,20 @@ impl Postgres {
         // The lock lives with its session: keep the connection out of the pool for good.
         *super::sqlite::lock(&self.node_lock) = Some(Object::take(client));
         Ok(())
+    }
+
+    /// Gives up the sole-node lock, if this process holds it, so that a node started right
+    /// after this one stops is not refused.
+    pub(crate) async fn release_sole_node(&self) {
+        let held = super::sqlite::lock(&self.node_lock).take();
+        if let Some(client) = held {
+            let _ = client
+                .execute(
+                    &format!("SELECT pg_advisory_unlock(hashtext('{SOLE_NODE_LOCK}'))"),
+                    &[],
+                )
+                .await;
+        }
     }
 
     /// Forgets every prepared statement of every connection.

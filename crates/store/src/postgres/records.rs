@@ -8,13 +8,13 @@ use async_trait::async_trait;
 use cloudlet_query::Dialect;
 use deadpool_postgres::{GenericClient, Transaction};
 
-use super::{Postgres, execute, params, record_of, refs, rows, schema};
+use super::{Postgres, execute, params, record_of, refs, row, rows, schema};
 use crate::listing::{
     self, column_type, declared_index_prefixes, index_sql, keyset_after, order_by, quote, table,
 };
 use crate::records::{
-    BatchOp, BatchOutcome, CollectionRow, Condition, Record, RecordStore, Select, SqlValue,
-    TableChange, TableDef,
+    BatchOp, BatchOutcome, CollectionRow, Condition, Emit, EventRow, Record, RecordStore, Select,
+    SqlValue, TRIGGER_QUEUE, TableChange, TableDef, event_of,
 };
 use crate::{AppName, StoreError};
 
@@ -215,10 +215,22 @@ impl RecordStore for Postgres {
         collection: &str,
         record: Record,
         check: Condition,
+        emit: Option<Emit>,
     ) -> Result<(), StoreError> {
+        let s = schema(app);
         let mut client = self.app_client(app).await?;
         let tx = client.transaction().await?;
-        insert_in(&tx, &schema(app), collection, &record, &check).await?;
+        insert_in(&tx, &s, collection, &record, &check).await?;
+        emit_in(
+            &tx,
+            &s,
+            emit.as_ref(),
+            "create",
+            collection,
+            None,
+            Some(&record),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -273,10 +285,24 @@ impl RecordStore for Postgres {
         id: &str,
         condition: Condition,
         set: Record,
+        emit: Option<Emit>,
     ) -> Result<Option<(Record, Record)>, StoreError> {
+        let s = schema(app);
         let mut client = self.app_client(app).await?;
         let tx = client.transaction().await?;
-        let updated = update_in(&tx, &schema(app), collection, id, &condition, set).await?;
+        let updated = update_in(&tx, &s, collection, id, &condition, set).await?;
+        if let Some((old, new)) = &updated {
+            emit_in(
+                &tx,
+                &s,
+                emit.as_ref(),
+                "update",
+                collection,
+                Some(old),
+                Some(new),
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(updated)
     }
@@ -300,10 +326,22 @@ impl RecordStore for Postgres {
                     collection,
                     record,
                     check,
+                    emit,
                 } => {
                     insert_in(&tx, &s, &collection, &record, &check)
                         .await
                         .map_err(failed)?;
+                    emit_in(
+                        &tx,
+                        &s,
+                        emit.as_ref(),
+                        "create",
+                        &collection,
+                        None,
+                        Some(&record),
+                    )
+                    .await
+                    .map_err(failed)?;
                     BatchOutcome::Inserted(record)
                 }
                 BatchOp::Update {
@@ -311,22 +349,46 @@ impl RecordStore for Postgres {
                     id,
                     condition,
                     set,
+                    emit,
                 } => {
                     let (old, new) = update_in(&tx, &s, &collection, &id, &condition, set)
                         .await
                         .map_err(failed)?
                         .ok_or_else(|| failed(StoreError::NotFound))?;
+                    emit_in(
+                        &tx,
+                        &s,
+                        emit.as_ref(),
+                        "update",
+                        &collection,
+                        Some(&old),
+                        Some(&new),
+                    )
+                    .await
+                    .map_err(failed)?;
                     BatchOutcome::Updated(old, new)
                 }
                 BatchOp::Delete {
                     collection,
                     id,
                     condition,
+                    emit,
                 } => {
                     let old = delete_in(&tx, &s, &collection, &id, &condition)
                         .await
                         .map_err(failed)?
                         .ok_or_else(|| failed(StoreError::NotFound))?;
+                    emit_in(
+                        &tx,
+                        &s,
+                        emit.as_ref(),
+                        "delete",
+                        &collection,
+                        Some(&old),
+                        None,
+                    )
+                    .await
+                    .map_err(failed)?;
                     BatchOutcome::Deleted(old)
                 }
             };
@@ -342,13 +404,126 @@ impl RecordStore for Postgres {
         collection: &str,
         id: &str,
         condition: Condition,
+        emit: Option<Emit>,
     ) -> Result<Option<Record>, StoreError> {
+        let s = schema(app);
         let mut client = self.app_client(app).await?;
         let tx = client.transaction().await?;
-        let deleted = delete_in(&tx, &schema(app), collection, id, &condition).await?;
+        let deleted = delete_in(&tx, &s, collection, id, &condition).await?;
+        if let Some(old) = &deleted {
+            emit_in(
+                &tx,
+                &s,
+                emit.as_ref(),
+                "delete",
+                collection,
+                Some(old),
+                None,
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(deleted)
     }
+
+    async fn event(&self, app: &AppName, seq: i64) -> Result<Option<EventRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT seq, kind, key, payload, depth, at FROM {}._events WHERE seq = $1",
+            schema(app)
+        );
+        row(&*client, &sql, &[&seq])
+            .await?
+            .map(|r| {
+                Ok(EventRow {
+                    seq: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    key: r.try_get(2)?,
+                    payload: r.try_get(3)?,
+                    depth: r.try_get(4)?,
+                    at_ms: r.try_get(5)?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn sweep_events(&self, app: &AppName, before_ms: i64) -> Result<u64, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!("DELETE FROM {}._events WHERE at < $1", schema(app));
+        execute(&*client, &sql, &[&before_ms]).await
+    }
+}
+
+/// The app schema's step that adds the event log.
+pub(super) const EVENTS: &str = "
+    CREATE TABLE {s}._events (
+        seq      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        kind     text NOT NULL,
+        key      text NOT NULL,
+        payload  text NOT NULL,
+        depth    bigint NOT NULL,
+        at       bigint NOT NULL
+    );
+    CREATE INDEX _events_by_time ON {s}._events (at);
+";
+
+/// Records a write's event and its trigger deliveries, in the write's own transaction.
+async fn emit_in(
+    tx: &Transaction<'_>,
+    app: &str,
+    emit: Option<&Emit>,
+    operation: &str,
+    collection: &str,
+    old: Option<&Record>,
+    new: Option<&Record>,
+) -> Result<(), StoreError> {
+    let Some(emit) = emit else {
+        return Ok(());
+    };
+    let id = new
+        .or(old)
+        .and_then(|r| r.iter().find(|(name, _)| name == "id"))
+        .and_then(|(_, v)| match v {
+            SqlValue::Text(id) => Some(id.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let (kind, key, payload) = event_of(operation, collection, &id, old, new);
+    let sql = format!(
+        "INSERT INTO {app}._events (kind, key, payload, depth, at) VALUES ($1, $2, $3, $4, $5)
+         RETURNING seq"
+    );
+    let seq: i64 = rows(tx, &sql, &[&kind, &key, &payload, &emit.depth, &emit.at_ms])
+        .await?
+        .first()
+        .map(|r| r.try_get(0))
+        .transpose()?
+        .ok_or_else(|| StoreError::Task("the event was not recorded".into()))?;
+    let send = format!(
+        "INSERT INTO {app}._queue_messages (id, queue, payload, state, visible_at, attempt,
+             max_attempts, created_at, updated_at)
+         VALUES ($1, $2, $3, 0, $4, 0, $5, $4, $4)"
+    );
+    for delivery in &emit.deliveries {
+        let message = serde_json::json!({
+            "function": delivery.function,
+            "event": seq,
+            "depth": emit.depth,
+        });
+        execute(
+            tx,
+            &send,
+            &[
+                &delivery.message_id,
+                &TRIGGER_QUEUE,
+                &message.to_string(),
+                &emit.at_ms,
+                &delivery.max_attempts,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Inserts `record`, then requires `check` of it; the caller's transaction is dropped

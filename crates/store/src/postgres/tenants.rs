@@ -11,6 +11,9 @@ use super::{Postgres, row, schema};
 use crate::sqlite::lock;
 use crate::{AppName, StoreError, TenantHealth, TenantStore};
 
+/// The schema version of an up-to-date app schema.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
 /// The schema steps of an app, in order; steps are only ever appended.
 pub(crate) const MIGRATIONS: &[&str] = &[
     super::users::MIGRATION,
@@ -18,6 +21,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     super::functions::MIGRATION,
     super::sites::MIGRATION,
     super::queues::MIGRATION,
+    super::records::EVENTS,
 ];
 
 #[async_trait]
@@ -105,6 +109,7 @@ impl TenantStore for Postgres {
 
     async fn close_all(&self) {
         lock(&self.touched).clear();
+        self.release_sole_node().await;
         self.pool.close();
     }
 }

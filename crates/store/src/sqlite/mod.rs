@@ -16,7 +16,7 @@ mod users;
 
 pub use executor::{Database, DatabaseOptions, Durability};
 pub use system::SqliteSystemStore;
-pub use tenants::{SqliteTenants, TenantPoolOptions};
+pub use tenants::{SCHEMA_VERSION, SqliteTenants, TenantPoolOptions};
 
 /// Descriptors one open SQLite connection holds in WAL mode: the database, its `-wal` and its
 /// `-shm`. An open app holds one writer connection and up to `readers` reader connections.

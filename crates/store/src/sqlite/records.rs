@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use cloudlet_query::Dialect;
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, ToSql, params};
+use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
 use super::SqliteTenants;
 use crate::listing::{
@@ -12,8 +12,8 @@ use crate::listing::{
     quote, table,
 };
 use crate::records::{
-    BatchOp, BatchOutcome, CollectionRow, Condition, Record, RecordStore, Select, SqlValue,
-    TableChange, TableDef,
+    BatchOp, BatchOutcome, CollectionRow, Condition, Emit, EventRow, Record, RecordStore, Select,
+    SqlValue, TRIGGER_QUEUE, TableChange, TableDef, event_of,
 };
 use crate::{AppName, StoreError};
 
@@ -205,10 +205,14 @@ impl RecordStore for SqliteTenants {
         collection: &str,
         record: Record,
         check: Condition,
+        emit: Option<Emit>,
     ) -> Result<(), StoreError> {
         let collection = collection.to_owned();
-        self.write_app(app, move |c| insert_in(c, &collection, &record, check))
-            .await
+        self.write_app(app, move |c| {
+            insert_in(c, &collection, &record, check)?;
+            emit_in(c, emit.as_ref(), "create", &collection, None, Some(&record))
+        })
+        .await
     }
 
     async fn select(
@@ -270,10 +274,24 @@ impl RecordStore for SqliteTenants {
         id: &str,
         condition: Condition,
         set: Record,
+        emit: Option<Emit>,
     ) -> Result<Option<(Record, Record)>, StoreError> {
         let (collection, id) = (collection.to_owned(), id.to_owned());
-        self.write_app(app, move |c| update_in(c, &collection, &id, condition, set))
-            .await
+        self.write_app(app, move |c| {
+            let updated = update_in(c, &collection, &id, condition, set)?;
+            if let Some((old, new)) = &updated {
+                emit_in(
+                    c,
+                    emit.as_ref(),
+                    "update",
+                    &collection,
+                    Some(old),
+                    Some(new),
+                )?;
+            }
+            Ok(updated)
+        })
+        .await
     }
 
     async fn delete(
@@ -282,10 +300,47 @@ impl RecordStore for SqliteTenants {
         collection: &str,
         id: &str,
         condition: Condition,
+        emit: Option<Emit>,
     ) -> Result<Option<Record>, StoreError> {
         let (collection, id) = (collection.to_owned(), id.to_owned());
-        self.write_app(app, move |c| delete_in(c, &collection, &id, condition))
-            .await
+        self.write_app(app, move |c| {
+            let deleted = delete_in(c, &collection, &id, condition)?;
+            if let Some(old) = &deleted {
+                emit_in(c, emit.as_ref(), "delete", &collection, Some(old), None)?;
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn event(&self, app: &AppName, seq: i64) -> Result<Option<EventRow>, StoreError> {
+        self.read_app(app, move |c| {
+            Ok(c.prepare_cached(
+                "SELECT seq, kind, key, payload, depth, at FROM _events WHERE seq = ?1",
+            )?
+            .query_row([seq], |r| {
+                Ok(EventRow {
+                    seq: r.get(0)?,
+                    kind: r.get(1)?,
+                    key: r.get(2)?,
+                    payload: r.get(3)?,
+                    depth: r.get(4)?,
+                    at_ms: r.get(5)?,
+                })
+            })
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn sweep_events(&self, app: &AppName, before_ms: i64) -> Result<u64, StoreError> {
+        self.write_app(app, move |c| {
+            let deleted = c
+                .prepare_cached("DELETE FROM _events WHERE at < ?1")?
+                .execute([before_ms])?;
+            Ok(deleted as u64)
+        })
+        .await
     }
 
     async fn batch(
@@ -306,8 +361,11 @@ impl RecordStore for SqliteTenants {
                         collection,
                         record,
                         check,
+                        emit,
                     } => {
                         insert_in(c, &collection, &record, check).map_err(failed)?;
+                        emit_in(c, emit.as_ref(), "create", &collection, None, Some(&record))
+                            .map_err(failed)?;
                         BatchOutcome::Inserted(record)
                     }
                     BatchOp::Update {
@@ -315,20 +373,33 @@ impl RecordStore for SqliteTenants {
                         id,
                         condition,
                         set,
+                        emit,
                     } => {
                         let (old, new) = update_in(c, &collection, &id, condition, set)
                             .map_err(failed)?
                             .ok_or_else(|| failed(StoreError::NotFound))?;
+                        emit_in(
+                            c,
+                            emit.as_ref(),
+                            "update",
+                            &collection,
+                            Some(&old),
+                            Some(&new),
+                        )
+                        .map_err(failed)?;
                         BatchOutcome::Updated(old, new)
                     }
                     BatchOp::Delete {
                         collection,
                         id,
                         condition,
+                        emit,
                     } => {
                         let old = delete_in(c, &collection, &id, condition)
                             .map_err(failed)?
                             .ok_or_else(|| failed(StoreError::NotFound))?;
+                        emit_in(c, emit.as_ref(), "delete", &collection, Some(&old), None)
+                            .map_err(failed)?;
                         BatchOutcome::Deleted(old)
                     }
                 };
@@ -338,6 +409,70 @@ impl RecordStore for SqliteTenants {
         })
         .await
     }
+}
+
+/// Schema step 8 of an app database: the event log.
+pub(super) const EVENTS: &str = "
+    CREATE TABLE _events (
+        seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind     TEXT NOT NULL,
+        key      TEXT NOT NULL,
+        payload  TEXT NOT NULL,
+        depth    INTEGER NOT NULL,
+        at       INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX _events_by_time ON _events (at);
+";
+
+/// Records a write's event and its trigger deliveries, in the write's own transaction.
+fn emit_in(
+    c: &Connection,
+    emit: Option<&Emit>,
+    operation: &str,
+    collection: &str,
+    old: Option<&Record>,
+    new: Option<&Record>,
+) -> Result<(), StoreError> {
+    let Some(emit) = emit else {
+        return Ok(());
+    };
+    let id = new
+        .or(old)
+        .and_then(|r| r.iter().find(|(name, _)| name == "id"))
+        .and_then(|(_, v)| match v {
+            SqlValue::Text(id) => Some(id.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let (kind, key, payload) = event_of(operation, collection, &id, old, new);
+    let seq: i64 = c
+        .prepare_cached(
+            "INSERT INTO _events (kind, key, payload, depth, at) VALUES (?1, ?2, ?3, ?4, ?5)
+             RETURNING seq",
+        )?
+        .query_row(params![kind, key, payload, emit.depth, emit.at_ms], |r| {
+            r.get(0)
+        })?;
+    let mut send = c.prepare_cached(
+        "INSERT INTO _queue_messages (id, queue, payload, state, visible_at, attempt,
+             max_attempts, created_at, updated_at)
+         VALUES (?1, ?2, ?3, 0, ?4, 0, ?5, ?4, ?4)",
+    )?;
+    for delivery in &emit.deliveries {
+        let message = serde_json::json!({
+            "function": delivery.function,
+            "event": seq,
+            "depth": emit.depth,
+        });
+        send.execute(params![
+            delivery.message_id,
+            TRIGGER_QUEUE,
+            message.to_string(),
+            emit.at_ms,
+            delivery.max_attempts
+        ])?;
+    }
+    Ok(())
 }
 
 /// Inserts `record`, then requires `check` of it (the caller's savepoint undoes the insert
@@ -548,6 +683,7 @@ mod tests {
                 "todos",
                 record(&format!("r{i}"), "alice", *rank, &format!("c{i}")),
                 Condition::always(),
+                None,
             )
             .await
             .unwrap();
@@ -557,6 +693,7 @@ mod tests {
             "todos",
             record("x", "bob", Some(1), "cx"),
             Condition::always(),
+            None,
         )
         .await
         .unwrap();
@@ -642,6 +779,7 @@ mod tests {
             "todos",
             record("a", "alice", Some(1), "same"),
             Condition::always(),
+            None,
         )
         .await
         .unwrap();
@@ -651,7 +789,8 @@ mod tests {
                 &name("app"),
                 "todos",
                 record("z", "alice", Some(1), "zz"),
-                owned_by("bob")
+                owned_by("bob"),
+                None
             )
             .await,
             Err(StoreError::CheckFailed)
@@ -667,7 +806,8 @@ mod tests {
                 &name("app"),
                 "todos",
                 record("b", "bob", Some(1), "same"),
-                Condition::always()
+                Condition::always(),
+                None
             )
             .await,
             Err(StoreError::Conflict)
@@ -686,13 +826,20 @@ mod tests {
         );
         let set = vec![("title".into(), SqlValue::Text("new".into()))];
         assert!(
-            s.update(&name("app"), "todos", "a", owned_by("bob"), set.clone())
-                .await
-                .unwrap()
-                .is_none()
+            s.update(
+                &name("app"),
+                "todos",
+                "a",
+                owned_by("bob"),
+                set.clone(),
+                None
+            )
+            .await
+            .unwrap()
+            .is_none()
         );
         let (old, new) = s
-            .update(&name("app"), "todos", "a", owned_by("alice"), set)
+            .update(&name("app"), "todos", "a", owned_by("alice"), set, None)
             .await
             .unwrap()
             .unwrap();
@@ -701,13 +848,13 @@ mod tests {
             (SqlValue::Text("t-a".into()), SqlValue::Text("new".into()))
         );
         assert!(
-            s.delete(&name("app"), "todos", "a", owned_by("bob"))
+            s.delete(&name("app"), "todos", "a", owned_by("bob"), None)
                 .await
                 .unwrap()
                 .is_none()
         );
         assert!(
-            s.delete(&name("app"), "todos", "a", owned_by("alice"))
+            s.delete(&name("app"), "todos", "a", owned_by("alice"), None)
                 .await
                 .unwrap()
                 .is_some()
@@ -731,6 +878,7 @@ mod tests {
             "todos",
             record("a", "alice", Some(1), "c1"),
             Condition::always(),
+            None,
         )
         .await
         .unwrap();
@@ -797,7 +945,8 @@ mod tests {
                     ("updated_at".into(), SqlValue::Int(1)),
                     ("code".into(), SqlValue::Text("c1".into())),
                 ],
-                Condition::always()
+                Condition::always(),
+                None
             )
             .await,
             Err(StoreError::Conflict)

@@ -34,7 +34,11 @@ const MIGRATIONS: &[&str] = &[
     super::functions::MIGRATION,
     super::sites::MIGRATION,
     super::queues::MIGRATION,
+    super::records::EVENTS,
 ];
+
+/// The schema version of an up-to-date app database.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Directories of deleted apps are renamed to this prefix, then removed.
 const TRASH_PREFIX: &str = ".deleted-";
@@ -351,7 +355,10 @@ mod tests {
         }
         assert_eq!(tenants.open_count(), 0, "provisioning leaves nothing open");
         for app in ["aa", "bb", "cc"] {
-            assert_eq!(tenants.health(&name(app)).await.unwrap().schema_version, 7);
+            assert_eq!(
+                tenants.health(&name(app)).await.unwrap().schema_version,
+                SCHEMA_VERSION
+            );
         }
         assert_eq!(
             tenants.open_count(),
@@ -408,7 +415,7 @@ mod tests {
                 .await
                 .unwrap()
                 .schema_version,
-            7
+            SCHEMA_VERSION
         );
         // Leftover trash is removed when the pool opens.
         let tenants = pool(dir.path(), 4);
