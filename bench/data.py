@@ -159,18 +159,28 @@ def setup_cloudlet(port, others):
     }
 
 
-def measure(port, setup, seconds, check_status=False):
+def measure(port, setup, seconds, check_status=False, cpu=None):
     """list, get and create under oha. A setup may bring its own request headers (`headers`,
     instead of a bearer token); with `check_status`, every response must be a success (200, and
-    the setup's `create_status` for create)."""
+    the setup's `create_status` for create); with `cpu` (a function returning CPU seconds by
+    process), each workload also gets their CPU time per request, in microseconds."""
     auth = setup.get("headers") or [f"Authorization: Bearer {setup['token']}"]
     base = f"http://127.0.0.1:{port}"
     ok = 200 if check_status else None
-    results = {
-        "list": oha(base + setup["list"], seconds, 16, auth, expect_status=ok),
-        "get": oha(base + setup["get"].format(id=setup["one_id"]), seconds, 16, auth, expect_status=ok),
-        "create": measure_create(port, setup, seconds, check_status),
+    workloads = {
+        "list": lambda: oha(base + setup["list"], seconds, 16, auth, expect_status=ok),
+        "get": lambda: oha(base + setup["get"].format(id=setup["one_id"]), seconds, 16, auth,
+                           expect_status=ok),
+        "create": lambda: measure_create(port, setup, seconds, check_status),
     }
+    results = {}
+    for name, workload in workloads.items():
+        before = cpu() if cpu else None
+        results[name] = workload()
+        if cpu:
+            after, requests = cpu(), results[name]["requests_per_sec"] * seconds
+            results[name]["cpu_us_per_request"] = {
+                who: round((after[who] - before[who]) * 1e6 / requests) for who in after}
     for name, result in results.items():
         if result["success_rate"] < 1.0:
             raise SystemExit(f"{name}: some requests failed ({result['success_rate']})")

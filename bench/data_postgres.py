@@ -47,7 +47,7 @@ import urllib.parse
 
 from common import ROOT, figure, fold, meta, replace_docs_section, server, wait_ready, write_results
 from data import measure, parallel, setup_cloudlet
-from postgres_layout import PostgresServer
+from postgres_layout import PostgresServer, postgres_cpu, proc_cpu
 
 PARSE_APP_ID = "bench"
 PARSE_MASTER_KEY = "bench-parse-master-key-0123456789"
@@ -155,6 +155,18 @@ def parse_server(parse_dir, database_url, port, processes, access, log):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def group_cpu(pgid):
+    """CPU seconds of the processes still running in a process group (Parse's primary and its
+    workers)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if os.getpgid(int(entry)) == pgid:
+                    total += proc_cpu(int(entry))
+    return total
 
 
 def group_alive(pgid):
@@ -311,12 +323,13 @@ def run_cloudlet_postgres(ctx):
     url = ctx.database(name)
     log = ctx.log("cloudlet-postgres")
     try:
-        with server(ctx.args.binary, ctx.args.port, CLOUDLET_SETTINGS, database=url, log=log):
+        with server(ctx.args.binary, ctx.args.port, CLOUDLET_SETTINGS, database=url, log=log) as process:
             setup = setup_cloudlet(ctx.args.port, ctx.args.others)
             check_cloudlet(ctx.args.port, setup)
             ctx.settle(name)
+            cpu = lambda: {"server": proc_cpu(process.pid), "postgres": postgres_cpu(ctx.pg)}
             try:
-                result = measure(ctx.args.port, setup, ctx.args.seconds, check_status=True)
+                result = measure(ctx.args.port, setup, ctx.args.seconds, check_status=True, cpu=cpu)
             except (RuntimeError, SystemExit) as e:
                 raise SystemExit(f"Cloudlet on PostgreSQL failed under load: {e}\n"
                                  f"its log ({log}) ends with:\n{read_text(log)[-3000:]}")
@@ -332,12 +345,13 @@ def run_parse(ctx, processes):
     log = ctx.log(f"parse-{processes}")
     port = ctx.args.port + 1
     try:
-        with parse_server(ctx.args.parse, url, port, processes, ctx.args.parse_access, log):
+        with parse_server(ctx.args.parse, url, port, processes, ctx.args.parse_access, log) as process:
             setup = setup_parse(port, ctx.args.others, ctx.args.parse_access)
             check_parse(port, setup, processes)
             ctx.settle(name)
+            cpu = lambda: {"server": group_cpu(process.pid), "postgres": postgres_cpu(ctx.pg)}
             try:
-                result = measure(port, setup, ctx.args.seconds, check_status=True)
+                result = measure(port, setup, ctx.args.seconds, check_status=True, cpu=cpu)
             except (RuntimeError, SystemExit) as e:
                 raise SystemExit(f"Parse Server ({processes} process(es)) failed under load: {e}\n"
                                  f"its log ({log}) ends with:\n{read_text(log)[-3000:]}")
@@ -349,10 +363,11 @@ def run_parse(ctx, processes):
 
 def run_cloudlet_sqlite(ctx):
     log = ctx.log("cloudlet-sqlite")
-    with server(ctx.args.binary, ctx.args.port, CLOUDLET_SETTINGS, log=log):
+    with server(ctx.args.binary, ctx.args.port, CLOUDLET_SETTINGS, log=log) as process:
         setup = setup_cloudlet(ctx.args.port, ctx.args.others)
         check_cloudlet(ctx.args.port, setup)
-        return measure(ctx.args.port, setup, ctx.args.seconds, check_status=True)
+        return measure(ctx.args.port, setup, ctx.args.seconds, check_status=True,
+                       cpu=lambda: {"server": proc_cpu(process.pid)})
 
 
 def one_run(ctx):
@@ -480,12 +495,16 @@ def table(r):
         columns.append((f"parse_{n}", f"Parse Server {m['parse_version']}, "
                         + ("1 process" if n == 1 else f"cluster of {n}")))
     columns.append(("cloudlet_sqlite", "Cloudlet on SQLite"))
-    out = ["| workload | server | requests/s | p50 | p99 |", "|---|---|---|---|---|"]
+    out = ["| workload | server | requests/s | p50 | p99 | CPU per request: server | PostgreSQL |",
+           "|---|---|---|---|---|---|---|"]
     for op in OPERATIONS:
         for key, label in columns:
             s = r[key][op]
+            cpu = s["cpu_us_per_request"]
+            postgres = figure(cpu, "postgres", " µs") if "postgres" in cpu else ""
             out.append(f"| {op} | {label} | {figure(s, 'requests_per_sec')} | "
-                       f"{figure(s, 'p50_ms', ' ms')} | {figure(s, 'p99_ms', ' ms')} |")
+                       f"{figure(s, 'p50_ms', ' ms')} | {figure(s, 'p99_ms', ' ms')} | "
+                       f"{figure(cpu, 'server', ' µs')} | {postgres} |")
     out += ["", "| workload | Cloudlet on PostgreSQL ÷ Parse: throughput | p99 | 5× target "
                 "(and a lower p99) | Parse's faster configuration | Cloudlet on SQLite ÷ on PostgreSQL: throughput |",
             "|---|---|---|---|---|---|"]

@@ -123,12 +123,39 @@ impl SqlBuilder {
             Expr::Compare {
                 left, op, right, ..
             } => self.compare(left, *op, right, schema),
+            Expr::In { left, list, .. } if self.is_json(left, schema) => {
+                // Each item compares with a JSON value of its own type only.
+                let mut groups: Vec<(JsonKind, Vec<&Operand>)> = Vec::new();
+                for item in list {
+                    let Some(kind) = json_kind(type_of(item, schema).unwrap_or(Ty::Null)) else {
+                        continue;
+                    };
+                    match groups.iter_mut().find(|(k, _)| *k == kind) {
+                        Some((_, items)) => items.push(item),
+                        None => groups.push((kind, vec![item])),
+                    }
+                }
+                if groups.is_empty() {
+                    return "(NULL)".into();
+                }
+                let alternatives: Vec<String> = groups
+                    .into_iter()
+                    .map(|(kind, items)| {
+                        let left_sql = self.json_guarded(left, kind, schema);
+                        let items: Vec<String> = items
+                            .into_iter()
+                            .map(|item| self.value_side(item, schema, true))
+                            .collect();
+                        format!("({left_sql} IN ({}))", items.join(", "))
+                    })
+                    .collect();
+                format!("({})", alternatives.join(" OR "))
+            }
             Expr::In { left, list, .. } => {
-                let json = self.is_json(left, schema);
                 let left_sql = self.operand(left, schema);
                 let items: Vec<String> = list
                     .iter()
-                    .map(|item| self.value_side(item, schema, json))
+                    .map(|item| self.value_side(item, schema, false))
                     .collect();
                 format!("({left_sql} IN ({}))", items.join(", "))
             }
@@ -170,6 +197,11 @@ impl SqlBuilder {
                 return format!("(NULL {test})");
             }
             let sql = self.operand(other, schema);
+            // A JSON `null` is null, as a missing key is (PostgreSQL's `#>` answers the JSON
+            // value `null`, SQLite's `json_extract` SQL NULL).
+            if self.dialect == Dialect::Postgres && self.is_json(other, schema) {
+                return format!("(NULLIF({sql}, 'null'::jsonb) {test})");
+            }
             return format!("({sql} {test})");
         }
         match op {
@@ -181,22 +213,79 @@ impl SqlBuilder {
                     sql
                 }
             }
+            _ if self.is_json(left, schema) != self.is_json(right, schema) => {
+                // A JSON value compares only with a value of its own type; any other (and JSON
+                // null) makes the comparison unknown, on both databases alike.
+                let (json_side, other) = if self.is_json(left, schema) {
+                    (left, right)
+                } else {
+                    (right, left)
+                };
+                let Some(kind) = json_kind(type_of(other, schema).unwrap_or(Ty::Null)) else {
+                    return "(NULL)".into();
+                };
+                let (l, r) = if std::ptr::eq(json_side, left) {
+                    let l = self.json_guarded(left, kind, schema);
+                    (l, self.value_side(right, schema, true))
+                } else {
+                    let l = self.value_side(left, schema, true);
+                    (l, self.json_guarded(right, kind, schema))
+                };
+                format!("({l} {} {r})", symbol(op))
+            }
             _ => {
                 let json = self.is_json(left, schema) || self.is_json(right, schema);
                 let datetime = matches!(type_of(left, schema), Ok(Ty::Datetime))
                     || matches!(type_of(right, schema), Ok(Ty::Datetime));
                 let l = self.side(left, schema, json, datetime);
                 let r = self.side(right, schema, json, datetime);
-                let symbol = match op {
-                    CompareOp::Eq => "=",
-                    CompareOp::Ne => "<>",
-                    CompareOp::Lt => "<",
-                    CompareOp::Le => "<=",
-                    CompareOp::Gt => ">",
-                    CompareOp::Ge => ">=",
-                    CompareOp::Contains | CompareOp::NotContains => unreachable!(),
+                format!("({l} {} {r})", symbol(op))
+            }
+        }
+    }
+
+    /// A JSON operand as a value of `kind`, or NULL when it holds another type (or JSON null,
+    /// or nothing).
+    fn json_guarded(&mut self, operand: &Operand, kind: JsonKind, schema: &Schema) -> String {
+        let Operand::Field { path, .. } = operand else {
+            return self.operand(operand, schema);
+        };
+        let column = quote(&path[0]);
+        match self.dialect {
+            Dialect::Sqlite => {
+                let types = match kind {
+                    JsonKind::Number => "'integer', 'real'",
+                    JsonKind::Text => "'text'",
+                    JsonKind::Bool => "'true', 'false'",
                 };
-                format!("({l} {symbol} {r})")
+                let p = if path.len() == 1 {
+                    "'$'".to_owned()
+                } else {
+                    self.param(
+                        Param::Value(Value::Text(sqlite_path(&path[1..]))),
+                        Cast::Text,
+                    )
+                };
+                format!(
+                    "(CASE WHEN json_type({column}, {p}) IN ({types}) THEN json_extract({column}, {p}) END)"
+                )
+            }
+            Dialect::Postgres => {
+                let json_type = match kind {
+                    JsonKind::Number => "number",
+                    JsonKind::Text => "string",
+                    JsonKind::Bool => "boolean",
+                };
+                let value = if path.len() == 1 {
+                    column
+                } else {
+                    let p = self.param(
+                        Param::Value(Value::Text(format!("{{{}}}", path[1..].join(",")))),
+                        Cast::TextArray,
+                    );
+                    format!("({column} #> {p})")
+                };
+                format!("(CASE WHEN jsonb_typeof({value}) = '{json_type}' THEN {value} END)")
             }
         }
     }
@@ -337,6 +426,37 @@ impl SqlBuilder {
                 format!("{placeholder}::{ty}")
             }
         }
+    }
+}
+
+/// The JSON types a JSON value may compare with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JsonKind {
+    Number,
+    Text,
+    Bool,
+}
+
+/// The JSON type a value of type `ty` compares with; none for JSON itself and null.
+fn json_kind(ty: Ty) -> Option<JsonKind> {
+    match ty {
+        Ty::Number | Ty::Datetime => Some(JsonKind::Number),
+        Ty::Text => Some(JsonKind::Text),
+        Ty::Bool => Some(JsonKind::Bool),
+        Ty::Json | Ty::Null => None,
+    }
+}
+
+/// The SQL of a comparison operator.
+fn symbol(op: CompareOp) -> &'static str {
+    match op {
+        CompareOp::Eq => "=",
+        CompareOp::Ne => "<>",
+        CompareOp::Lt => "<",
+        CompareOp::Le => "<=",
+        CompareOp::Gt => ">",
+        CompareOp::Ge => ">=",
+        CompareOp::Contains | CompareOp::NotContains => unreachable!("`~` compiles on its own"),
     }
 }
 

@@ -59,3 +59,36 @@ fn postgres_returns_the_same_rows_as_sqlite_for_every_filter() {
         assert_eq!(ids, *expected, "{filter}\n{condition}");
     }
 }
+
+#[test]
+fn json_values_compare_only_with_values_of_their_own_type() {
+    let pg = TestServer::shared();
+    let url = pg.database();
+    let db = TestServer::database_name(&url);
+    pg.sql(
+        db,
+        &format!(
+            "CREATE TABLE notes (id text, meta jsonb); INSERT INTO notes VALUES {};",
+            common::JSON_ROWS
+        ),
+    );
+    for (n, (filter, expected)) in common::JSON_CASES.iter().enumerate() {
+        let expr = parse(filter, Limits::default()).unwrap();
+        let mut sql = SqlBuilder::new(Dialect::Postgres);
+        let condition = sql.compile(&expr, &common::schema()).unwrap();
+        let arguments: Vec<String> = sql.params().iter().map(literal).collect();
+        let execute = if arguments.is_empty() {
+            format!("EXECUTE j{n}")
+        } else {
+            format!("EXECUTE j{n}({})", arguments.join(", "))
+        };
+        let out = pg.sql(
+            db,
+            &format!(
+                "PREPARE j{n} AS SELECT id FROM notes WHERE {condition} ORDER BY id; {execute};"
+            ),
+        );
+        let ids: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(ids, *expected, "{filter}\n{condition}");
+    }
+}

@@ -157,7 +157,7 @@ fn a_rule_and_a_filter_share_one_parameter_list() {
         .unwrap();
     assert_eq!(
         compiled,
-        "(((\"owner\" = $1::text) AND ((\"meta\" #> $2::text::text[]) >= to_jsonb($3::bigint))) AND (\"title\" ILIKE $4::text ESCAPE '\\'))"
+        "(((\"owner\" = $1::text) AND ((CASE WHEN jsonb_typeof((\"meta\" #> $2::text::text[])) = 'number' THEN (\"meta\" #> $2::text::text[]) END) >= to_jsonb($3::bigint))) AND (\"title\" ILIKE $4::text ESCAPE '\\'))"
     );
 }
 
@@ -197,4 +197,31 @@ fn a_filter_holding_nul_is_refused_with_its_place() {
     assert_eq!(err.kind.code(), "invalid_filter");
     assert_eq!(err.position, 10);
     assert!(err.to_string().contains("NUL"), "{err}");
+}
+
+#[test]
+fn json_values_compare_only_with_values_of_their_own_type() {
+    let conn = Connection::open_in_memory().unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TABLE notes (id TEXT, meta TEXT); INSERT INTO notes VALUES {};",
+        common::JSON_ROWS
+    ))
+    .unwrap();
+    for (filter, expected) in common::JSON_CASES {
+        let expr = parse(filter, Limits::default()).unwrap();
+        let mut sql = SqlBuilder::new(Dialect::Sqlite);
+        let condition = sql.compile(&expr, &schema()).unwrap();
+        let params: Vec<ToSqlOutput> = sql.params().iter().map(bind).collect();
+        let mut statement = conn
+            .prepare(&format!(
+                "SELECT id FROM notes WHERE {condition} ORDER BY id"
+            ))
+            .unwrap();
+        let found: Vec<String> = statement
+            .query_map(rusqlite::params_from_iter(params.iter()), |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(found, *expected, "{filter}\n{condition}");
+    }
 }

@@ -60,3 +60,28 @@ pub const CASES: &[(&str, &[&str])] = &[
         &["b"],
     ),
 ];
+
+/// Rows of a table `notes (id, meta)` whose `meta.v` holds a value of every JSON type, for the
+/// comparisons where SQLite's and PostgreSQL's own JSON semantics differ: both must return what
+/// the language means. A JSON value compares only with a value of its own type (a number with
+/// a number, a string with a string, a boolean with a boolean); otherwise, and for JSON `null`
+/// or a missing key, the comparison is unknown and the row is not returned.
+pub const JSON_ROWS: &str = r#"
+    ('j1', '{"v": 2}'), ('j2', '{"v": "2"}'), ('j3', '{"v": true}'), ('j4', '{"v": null}'),
+    ('j5', '{"v": 1}'), ('j6', '{}'), ('j7', '{"v": "abc"}'), ('j8', '{"v": [1, 2]}')"#;
+
+pub const JSON_CASES: &[(&str, &[&str])] = &[
+    ("meta.v = 2", &["j1"]),
+    ("meta.v = '2'", &["j2"]),
+    ("meta.v = true", &["j3"]),
+    ("meta.v", &["j3"]),
+    ("!meta.v", &[]),
+    ("meta.v = null", &["j4", "j6"]),
+    ("meta.v != null", &["j1", "j2", "j3", "j5", "j7", "j8"]),
+    ("meta.v < 5", &["j1", "j5"]),
+    ("meta.v >= 1.5", &["j1"]),
+    ("meta.v > 'a'", &["j7"]),
+    ("meta.v != 2", &["j5"]),
+    ("meta.v in [1, 2]", &["j1", "j5"]),
+    ("meta.v in ['2', 'abc']", &["j2", "j7"]),
+];
