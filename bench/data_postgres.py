@@ -541,5 +541,7 @@ def write_docs(r):
         f"Node.js {m['node_version']}, NODE_ENV=production, log level warn, no log files, its "
         f"default 10 PostgreSQL connections per process; owner-only through {access}; session "
         f"tokens from users signed up beforehand. The ratios compare Cloudlet on PostgreSQL with "
-        f"the faster Parse configuration on each workload within each run.\n\n" + table(r))
+        f"the faster Parse configuration on each workload within each run. CPU per request: the "
+        f"CPU time the server's processes (and all of PostgreSQL's) spent during the workload, "
+        f"over its requests; oha ran on the same 2 cores.\n\n" + table(r))
     replace_docs_section("data-postgres", text, script="data")

@@ -1,10 +1,10 @@
 //! Project folders: `cloudlet init DIR --template todo` writes one; `cloudlet deploy DIR`
 //! compares it with the server, prints the plan and applies it.
 //!
-//! A project is `cloudlet.toml` (the app, its collections, functions' settings, schedules and
-//! logins), `functions/NAME/` (or `functions/NAME.js`) for each function, and `site/` for the
-//! static site served at `/sites/{app}/`. The server decides what would change (`dry_run`
-//! requests), so a second deploy of the same folder changes nothing and says so.
+//! A project is `cloudlet.toml` (the app, its collections, queues, functions' settings,
+//! schedules and logins), `functions/NAME/` (or `functions/NAME.js`) for each function, and
+//! `site/` for the static site served at `/sites/{app}/`. The server decides what would change
+//! (`dry_run` requests), so a second deploy of the same folder changes nothing and says so.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -164,6 +164,7 @@ fn commonjs(source: &str) -> Result<String, String> {
 struct Project {
     app: String,
     collections: BTreeMap<String, Value>,
+    queues: BTreeMap<String, Value>,
     functions: BTreeMap<String, Value>,
     providers: BTreeMap<String, Value>,
     site: BTreeMap<String, Vec<u8>>,
@@ -175,7 +176,7 @@ fn load(dir: &Path) -> Result<Project, String> {
     let config: toml::Table =
         toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
     let config = serde_json::to_value(config).map_err(|e| e.to_string())?;
-    let known = ["app", "collections", "functions", "providers"];
+    let known = ["app", "collections", "queues", "functions", "providers"];
     if let Some(unknown) = config
         .as_object()
         .into_iter()
@@ -228,6 +229,7 @@ fn load(dir: &Path) -> Result<Project, String> {
     Ok(Project {
         app,
         collections: table("collections"),
+        queues: table("queues"),
         functions,
         providers,
         site,
@@ -377,6 +379,44 @@ pub async fn deploy_to(
                 destructive: false,
             });
         }
+    }
+    // Queues before functions, so that a consumer finds its queue.
+    let declared: BTreeMap<String, Value> = if exists && !project.queues.is_empty() {
+        let listed = api
+            .call(Method::GET, &format!("{base}/queues"), None)
+            .await?;
+        listed["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|q| Some((q["name"].as_str()?.to_owned(), q["settings"].clone())))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    for (name, settings) in &project.queues {
+        let path = format!("{base}/queues/{name}");
+        let what = match declared.get(name) {
+            None => format!("declare queue {name}"),
+            // Settings left out keep their defaults: only those written down must match.
+            Some(current)
+                if settings
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .all(|(key, value)| &current[key] == value) =>
+            {
+                continue;
+            }
+            Some(_) => format!("change queue {name}"),
+        };
+        steps.push(Step {
+            what,
+            method: Method::PUT,
+            path,
+            body: Body::Json(settings.clone()),
+            destructive: false,
+        });
     }
     for (name, definition) in &project.collections {
         let path = format!("{base}/collections/{name}");

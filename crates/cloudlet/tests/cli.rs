@@ -758,3 +758,86 @@ fn dev_serves_a_project_with_the_dev_login_and_deploys_every_change() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn deploy_declares_queues_and_the_queue_commands_inspect_send_and_purge() {
+    let (dir, data) = temp();
+    let server = Server::start(&data, &[], &[("CLOUDLET_ADMIN_TOKEN", TOKEN)]);
+    let project = dir.path().join("jobs");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(
+        project.join("cloudlet.toml"),
+        "app = \"jobs\"\n\n[queues.mail]\nmax_attempts = 2\n",
+    )
+    .unwrap();
+    let project_arg = project.to_str().unwrap();
+    let run = |args: &[&str]| server.run(args, TOKEN);
+
+    let deployed = run(&["deploy", project_arg]);
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+    assert!(
+        stdout(&deployed).contains("declare queue mail"),
+        "{}",
+        stdout(&deployed)
+    );
+    let again = run(&["deploy", project_arg]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(!stdout(&again).contains("queue mail"), "{}", stdout(&again));
+    std::fs::write(
+        project.join("cloudlet.toml"),
+        "app = \"jobs\"\n\n[queues.mail]\nmax_attempts = 3\n",
+    )
+    .unwrap();
+    let changed = run(&["deploy", project_arg]);
+    assert!(
+        stdout(&changed).contains("change queue mail"),
+        "{}",
+        stdout(&changed)
+    );
+
+    let sent = run(&[
+        "queue",
+        "send",
+        "jobs",
+        "mail",
+        r#"{"to": "kim"}"#,
+        "--key",
+        "k1",
+    ]);
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    assert!(stdout(&sent).starts_with("Sent msg_"), "{}", stdout(&sent));
+    let twice = run(&[
+        "queue",
+        "send",
+        "jobs",
+        "mail",
+        r#"{"to": "kim"}"#,
+        "--key",
+        "k1",
+    ]);
+    assert!(stdout(&twice).contains("Not sent"), "{}", stdout(&twice));
+    let listed = run(&["queue", "ls", "jobs"]);
+    let line = stdout(&listed)
+        .lines()
+        .find(|l| l.starts_with("mail"))
+        .unwrap_or_default()
+        .to_owned();
+    let columns: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(columns, ["mail", "1", "0", "0", "0"], "{}", stdout(&listed));
+    let peeked = run(&["queue", "peek", "jobs", "mail"]);
+    assert!(
+        stdout(&peeked).contains(r#"{"to":"kim"}"#),
+        "{}",
+        stdout(&peeked)
+    );
+    let dead = run(&["queue", "dlq", "jobs", "mail"]);
+    assert_eq!(stdout(&dead), "");
+    let purged = run(&["queue", "purge", "jobs", "mail"]);
+    assert!(
+        stdout(&purged).contains("Purged 1 messages"),
+        "{}",
+        stdout(&purged)
+    );
+    fails_with(&run(&["queue", "peek", "jobs", "nope"]), "queue_not_found");
+    fails_with(&run(&["queue", "peek", "jobs", "../x"]), "not a queue name");
+}
