@@ -265,6 +265,10 @@ struct Inner {
     declared: Mutex<HashMap<AppName, Arc<HashMap<String, QueueSettings>>>>,
     doorbell: Notify,
     triggers: QueueSettings,
+    /// Per app, a time the control plane's hint is known to be at or before: a hint for a
+    /// later time needs no write. Only this process writes and settles hints (one node per
+    /// database), so what it wrote stays true until it settles or the app goes.
+    hinted: Mutex<HashMap<AppName, i64>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -293,6 +297,7 @@ impl Queues {
             declared: Mutex::new(HashMap::new()),
             doorbell: Notify::new(),
             triggers: trigger_settings(trigger_visibility_secs),
+            hinted: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -354,9 +359,40 @@ impl Queues {
             .ok_or_else(|| QueueError::NotFound(queue.to_owned()))
     }
 
-    /// Forgets an app's cached queues (it was deleted, or idled out).
+    /// Forgets an app's cached queues and hint (it was deleted, or idled out).
     pub fn forget(&self, app: &AppName) {
         lock(&self.0.declared).remove(app);
+        lock(&self.0.hinted).remove(app);
+    }
+
+    /// Makes the control plane's hint for `app` no later than `at_ms` (before the write that
+    /// makes work due at `at_ms`): one write, unless the hint is known to be early enough.
+    pub async fn hint(&self, app: &AppName, at_ms: i64) -> Result<(), StoreError> {
+        if lock(&self.0.hinted)
+            .get(app)
+            .is_some_and(|known| *known <= at_ms)
+        {
+            return Ok(());
+        }
+        self.0.system.hint_due(app, at_ms).await?;
+        let mut hinted = lock(&self.0.hinted);
+        let known = hinted.entry(app.clone()).or_insert(at_ms);
+        *known = (*known).min(at_ms);
+        Ok(())
+    }
+
+    /// Moves the hint of `app` to `next` (or removes it) if its version is still `version`;
+    /// false if it moved meanwhile.
+    pub async fn settle(
+        &self,
+        app: &AppName,
+        version: i64,
+        next: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        // Forgotten first: a hint written while this settles must not be skipped for a stale
+        // belief.
+        lock(&self.0.hinted).remove(app);
+        self.0.system.settle_due(app, version, next).await
     }
 
     /// Creates a queue or replaces its settings; true if it was created.
@@ -477,7 +513,7 @@ impl Queues {
         }
         // The hint first: it may then only be early, never late.
         let due = new.iter().map(|m| m.visible_at_ms).min().unwrap_or(now);
-        self.0.system.hint_due(app, due).await?;
+        self.hint(app, due).await?;
         let sent = self
             .0
             .store
@@ -517,16 +553,18 @@ impl Queues {
         if queue == TRIGGER_QUEUE {
             return Err(QueueError::NotFound(queue.to_owned()));
         }
-        self.claim_from(app, queue, max, hide_secs).await
+        self.claim_from(app, queue, max, hide_secs, true).await
     }
 
-    /// Claims data triggers' deliveries.
-    pub async fn claim_triggers(
+    /// Claims for the dispatcher, which settles the app's hint to the next due time (a claim's
+    /// expiry included) once it has claimed: no hint per claim.
+    pub async fn claim_for_dispatch(
         &self,
         app: &AppName,
+        queue: &str,
         max: usize,
     ) -> Result<Vec<Delivery>, QueueError> {
-        self.claim_from(app, TRIGGER_QUEUE, max, None).await
+        self.claim_from(app, queue, max, None, false).await
     }
 
     async fn claim_from(
@@ -535,6 +573,7 @@ impl Queues {
         queue: &str,
         max: usize,
         hide_secs: Option<u64>,
+        hint: bool,
     ) -> Result<Vec<Delivery>, QueueError> {
         let settings = self.settings(app, queue).await?;
         if !(1..=MAX_BATCH).contains(&max) {
@@ -552,7 +591,9 @@ impl Queues {
         // The claim expires at `until`: the hint must not be later, or an expired claim could
         // wait for the next unrelated send.
         let until = now + (hide * 1000) as i64;
-        self.0.system.hint_due(app, until).await?;
+        if hint {
+            self.hint(app, until).await?;
+        }
         let leases = (0..max).map(|_| self.token("lease_")).collect();
         let claimed = self.0.store.claim(app, queue, leases, now, until).await?;
         Ok(claimed.into_iter().map(delivery).collect())
@@ -581,7 +622,7 @@ impl Queues {
             ));
         }
         let until = self.now() + (hide_secs * 1000) as i64;
-        self.0.system.hint_due(app, until).await?;
+        self.hint(app, until).await?;
         if self.0.store.extend(app, id, lease, until).await? {
             Ok(())
         } else {
@@ -603,7 +644,7 @@ impl Queues {
         let settings = self.settings(app, queue).await?;
         let now = self.now();
         let retry_at = now + settings.backoff_ms(attempt, &*self.0.random);
-        self.0.system.hint_due(app, retry_at).await?;
+        self.hint(app, retry_at).await?;
         let error: String = error.chars().take(2000).collect();
         let failed = self
             .0
@@ -646,7 +687,7 @@ impl Queues {
     ) -> Result<u64, QueueError> {
         self.settings(app, queue).await?;
         let now = self.now();
-        self.0.system.hint_due(app, now).await?;
+        self.hint(app, now).await?;
         let moved = self.0.store.replay(app, queue, ids, now).await?;
         self.0.doorbell.notify_one();
         Ok(moved)

@@ -356,7 +356,6 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     data.set_triggers(Arc::new(queues::TriggerRouting {
         functions: functions.clone(),
         queues: queues.clone(),
-        system: Arc::clone(&system),
     }));
     let apps = Apps::new(
         Arc::clone(&system),

@@ -440,7 +440,6 @@ async fn fail(
 pub struct TriggerRouting {
     pub functions: cloudlet_core::functions::Functions,
     pub queues: cloudlet_core::queues::Queues,
-    pub system: Arc<dyn cloudlet_store::SystemStore>,
 }
 
 #[async_trait::async_trait]
@@ -474,7 +473,7 @@ impl cloudlet_core::data::Triggers for TriggerRouting {
         }
         let now = self.queues.now_ms();
         // The hint first, as for any send: it may only be early.
-        self.system.hint_due(app, now).await?;
+        self.queues.hint(app, now).await?;
         let max_attempts = self.queues.trigger_settings().max_attempts.into();
         Ok(Some(Emit {
             depth: depth.into(),
@@ -514,9 +513,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// How long the dispatcher sleeps at most between looks.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
-/// How long an app whose due work has no consumer, or whose consumers are all busy, waits
-/// before the next look (a finished batch or a new consumer rings sooner).
-const IDLE_RECHECK_MS: i64 = 5_000;
+/// How long an app whose consumers are all busy waits before the next look (a finished batch
+/// rings sooner; after a crash, nothing does).
+const IDLE_RECHECK_MS: i64 = 1_000;
 
 /// Delivers due messages to their consumers until shutdown.
 pub async fn run_dispatcher(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -609,7 +608,7 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
             }
             let batch = match state
                 .queues()
-                .claim(app, &trigger.queue, trigger.batch, None)
+                .claim_for_dispatch(app, &trigger.queue, trigger.batch)
                 .await
             {
                 Ok(batch) => batch,
@@ -636,7 +635,7 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
                 }
                 // A place came free: the app is worth a look now, whatever its hint said.
                 let now = state.queues().now_ms();
-                if let Err(e) = state.system().hint_due(&key.0, now).await {
+                if let Err(e) = state.queues().hint(&key.0, now).await {
                     tracing::warn!(app = %key.0, error = %e, "could not hint the queue");
                 }
                 state.queues().doorbell().notify_one();
@@ -661,7 +660,7 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
     } else {
         next
     };
-    match state.system().settle_due(app, version, next).await {
+    match state.queues().settle(app, version, next).await {
         Ok(true) => {}
         // A send moved the hint meanwhile: it is due again, and the loop looks again.
         Ok(false) => state.queues().doorbell().notify_one(),
@@ -678,7 +677,11 @@ async fn dispatch_triggers(state: &AppState, running: &Running, app: &AppName) -
         if now_running >= TRIGGER_CONCURRENCY {
             return true;
         }
-        let batch = match state.queues().claim_triggers(app, 1).await {
+        let batch = match state
+            .queues()
+            .claim_for_dispatch(app, TRIGGER_QUEUE, 1)
+            .await
+        {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::warn!(app = %app, error = %e, "could not claim trigger deliveries");
@@ -696,7 +699,7 @@ async fn dispatch_triggers(state: &AppState, running: &Running, app: &AppName) -
                 *count = count.saturating_sub(1);
             }
             let now = state.queues().now_ms();
-            if let Err(e) = state.system().hint_due(&key.0, now).await {
+            if let Err(e) = state.queues().hint(&key.0, now).await {
                 tracing::warn!(app = %key.0, error = %e, "could not hint the queue");
             }
             state.queues().doorbell().notify_one();

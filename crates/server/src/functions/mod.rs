@@ -131,8 +131,8 @@ async fn deploy_function(
         // Messages may be waiting for this consumer: the app is worth a look now.
         let now = state.queues().now_ms();
         state
-            .system()
-            .hint_due(&app, now)
+            .queues()
+            .hint(&app, now)
             .await
             .map_err(|e| ApiError::store(&e, &e))?;
         state.queues().doorbell().notify_one();
