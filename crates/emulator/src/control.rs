@@ -1,4 +1,5 @@
 //! The emulator's own API: registering platform apps and issuing login codes for named users.
+//! (WeChat's subscribe messages have their own control endpoints, in `subscribe`.)
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,18 +12,18 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::alipay;
-use crate::state::{App, Code, Emulator, Platform, new_code};
+use crate::state::{App, Code, Emulator, Platform, new_code, openid};
 
-type Answer = (StatusCode, Json<Value>);
+pub(crate) type Answer = (StatusCode, Json<Value>);
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Answer {
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Answer {
     (
         status,
         Json(json!({ "error": { "code": code, "message": message.into() } })),
     )
 }
 
-fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, Answer> {
+pub(crate) fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, Answer> {
     parsed
         .map(|Json(value)| value)
         .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))
@@ -177,6 +178,12 @@ pub(crate) async fn issue_code(
         state
             .codes
             .retain(|_, c| !c.used && c.issued.elapsed() <= ttl);
+    }
+    if new.platform != Platform::Alipay {
+        let openid = openid(new.platform, &new.appid, &new.user);
+        state
+            .users
+            .insert((new.platform, new.appid.clone(), openid), new.user.clone());
     }
     let code = new_code();
     state.codes.insert(

@@ -1,6 +1,7 @@
 //! The platform emulator: a local server that acts as the WeChat, QQ, Douyin and Alipay servers for
-//! login, so that Cloudlet can be developed and tested on one machine, without a phone or a
-//! registered mini program. It is a product feature (`cloudlet emulator`), not a test double.
+//! login (and as WeChat for subscribe messages), so that Cloudlet can be developed and tested on
+//! one machine, without a phone or a registered mini program. It is a product feature
+//! (`cloudlet emulator`), not a test double.
 //!
 //! It implements the platforms' protocols on its own, from `shared/platforms.md`, and shares no
 //! code with the clients in `cloudlet-platforms`: when both agree, it is because both follow the
@@ -15,6 +16,12 @@
 //! GET  /wechat/sns/jscode2session             WeChat code2Session
 //! POST /wechat/cgi-bin/stable_token           WeChat stable access token
 //! POST /wechat/wxa/business/getuserphonenumber WeChat phone number from a getPhoneNumber code
+//! POST /wechat/cgi-bin/message/subscribe/send WeChat subscribe message
+//! POST /emulator/wechat/templates             register a WeChat subscribe-message template
+//! POST /emulator/wechat/subscriptions         grant a user subscriptions (wx.requestSubscribeMessage)
+//! GET  /emulator/wechat/subscriptions         the subscriptions users have left
+//! GET  /emulator/wechat/messages              the subscribe messages users received
+//! POST /emulator/wechat/busy                  make the next subscribe sends answer -1 (busy)
 //! GET  /emulator/stats                        counters (access tokens asked for, …)
 //! GET  /qq/sns/jscode2session                 QQ code2Session
 //! POST /douyin/api/apps/v2/jscode2session     Douyin code2Session (v2)
@@ -25,6 +32,7 @@ mod alipay;
 mod control;
 mod douyin;
 mod state;
+mod subscribe;
 mod wechat;
 
 use std::future::Future;
@@ -61,8 +69,12 @@ impl Default for EmulatorOptions {
 /// routes under its own prefix. A new protocol (WeChat Pay, Alipay's trade API) is a module with
 /// a `routes` function and one line here; the others do not change. A module that needs state
 /// of its own (orders, say) keeps it in its routes (an `Extension` layer), not in [`Emulator`].
-const PROTOCOLS: [fn() -> Router<Arc<Emulator>>; 3] =
-    [wechat::routes, douyin::routes, alipay::routes];
+const PROTOCOLS: [fn() -> Router<Arc<Emulator>>; 4] = [
+    wechat::routes,
+    subscribe::routes,
+    douyin::routes,
+    alipay::routes,
+];
 
 /// The emulator's routes: its control API and every protocol's.
 #[allow(clippy::disallowed_methods)] // The platforms' routes, not Cloudlet's API: no contract.

@@ -1,6 +1,7 @@
-//! What the emulator remembers: registered platform apps, issued login codes, access tokens.
-//! Users are not stored: a user's ids are derived from the app and the user's name, so the same
-//! user always gets the same openid, across restarts too.
+//! What the emulator remembers: registered platform apps, issued login codes, access tokens, and
+//! which users it has seen. A user's ids are derived from the app and the user's name, so the
+//! same user always gets the same openid, across restarts too; the emulator only remembers which
+//! openids belong to users it has met, so that APIs addressed to an openid can refuse strangers.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -65,6 +66,9 @@ pub(crate) struct State {
     pub apps: HashMap<(Platform, String), App>,
     pub codes: HashMap<String, Code>,
     pub tokens: HashMap<(Platform, String), Token>,
+    /// `(platform, appid, openid)` → user name, for every user the emulator has met in that app:
+    /// issued a login code, or subscribed to a message. (Alipay users have no openid here.)
+    pub users: HashMap<(Platform, String, String), String>,
     /// How many access tokens `stable_token` has been asked for (whatever the answer).
     pub token_requests: u64,
 }

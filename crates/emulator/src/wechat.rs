@@ -1,6 +1,7 @@
-//! WeChat's and QQ's `jscode2session`, and WeChat's `stable_token`, answered as the real
-//! servers answer (`shared/platforms.md` §1.1, §1.2, §5.2): HTTP 200 with an `errcode` envelope,
-//! and `jscode2session` sends its JSON as `text/plain`, as WeChat does.
+//! WeChat's and QQ's `jscode2session`, and WeChat's `stable_token` and phone number, answered as
+//! the real servers answer (`shared/platforms.md` §1.1, §1.2, §1.5, §5.2): HTTP 200 with an
+//! `errcode` envelope, and `jscode2session` sends its JSON as `text/plain`, as WeChat does.
+//! Subscribe messages (§1.6) have their own module, `subscribe`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use crate::state::{
     CodeProblem, Emulator, Platform, Token, new_session_key, new_token, openid, unionid,
 };
 
-fn refusal(errcode: i64, errmsg: &str) -> Value {
+pub(crate) fn refusal(errcode: i64, errmsg: &str) -> Value {
     json!({ "errcode": errcode, "errmsg": format!("{errmsg} rid: emulator") })
 }
 
@@ -104,6 +105,33 @@ fn code_to_session(
     answer
 }
 
+/// The WeChat app whose `access_token` is in the query, as the business APIs check it: 41001
+/// when it is missing, 42001 when it was the app's token but has expired, 40001 when the
+/// emulator never issued it or has replaced it since (a forced refresh invalidates the old one).
+pub(crate) fn token_app(
+    emulator: &Emulator,
+    query: &HashMap<String, String>,
+) -> Result<String, Value> {
+    let Some(token) = query.get("access_token").filter(|t| !t.is_empty()) else {
+        return Err(refusal(41001, "access_token missing"));
+    };
+    let state = emulator.state();
+    let Some(((_, appid), known)) = state
+        .tokens
+        .iter()
+        .find(|((platform, _), t)| *platform == Platform::Wechat && t.value == *token)
+    else {
+        return Err(refusal(
+            40001,
+            "invalid credential, access_token is invalid or not latest",
+        ));
+    };
+    if known.issued.elapsed() >= emulator.options.token_ttl {
+        return Err(refusal(42001, "access_token expired"));
+    }
+    Ok(appid.clone())
+}
+
 #[derive(Deserialize)]
 struct PhoneRequest {
     code: Option<String>,
@@ -119,21 +147,9 @@ pub(crate) async fn phone_number(
 }
 
 fn phone_answer(emulator: &Emulator, query: &HashMap<String, String>, body: &[u8]) -> Value {
-    let Some(token) = query.get("access_token").filter(|t| !t.is_empty()) else {
-        return refusal(41001, "access_token missing");
-    };
-    let appid = {
-        let state = emulator.state();
-        let ttl = emulator.options.token_ttl;
-        let Some(((_, appid), _)) = state.tokens.iter().find(|((platform, _), t)| {
-            *platform == Platform::Wechat && t.value == *token && t.issued.elapsed() < ttl
-        }) else {
-            return refusal(
-                40001,
-                "invalid credential, access_token is invalid or not latest",
-            );
-        };
-        appid.clone()
+    let appid = match token_app(emulator, query) {
+        Ok(appid) => appid,
+        Err(refused) => return refused,
     };
     let Ok(request) = serde_json::from_slice::<PhoneRequest>(body) else {
         return refusal(47001, "data format error");

@@ -3,8 +3,8 @@
 //! them. Nothing here stores anything or serves HTTP: the auth service in `cloudlet-core` calls
 //! these clients, and the emulator (`cloudlet-emulator`) answers them locally.
 //!
-//! - [`wechat`]: `jscode2session`, `stable_token`, `encryptedData` decryption, the login-state
-//!   signature.
+//! - [`wechat`]: `jscode2session`, `stable_token`, the phone number, subscribe messages,
+//!   `encryptedData` decryption, the login-state signature.
 //! - [`qq`]: QQ's clone of WeChat's `jscode2session`.
 //! - [`douyin`]: Douyin's v2 `jscode2session` (with anonymous codes).
 //! - [`alipay`]: the RSA2-signed gateway and `alipay.system.oauth.token`.

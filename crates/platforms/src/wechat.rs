@@ -2,6 +2,13 @@
 //!
 //! Every answer may carry `errcode`/`errmsg`; success is a missing or zero `errcode`, and
 //! `errmsg` is never compared (it carries request ids).
+//!
+//! Subscribe messages (§1.6) are in their own module, re-exported here: [`SubscribeMessage`],
+//! [`WeChatClient::send_subscribe_message`] and its [`SubscribeError`].
+
+mod subscribe;
+
+pub use subscribe::{Lang, MiniProgramState, SubscribeError, SubscribeMessage};
 
 use aes::cipher::{BlockDecryptMut, KeyIvInit, block_padding::Pkcs7};
 use base64::Engine;

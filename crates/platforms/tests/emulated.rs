@@ -4,12 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cloudlet_emulator::EmulatorOptions;
 use cloudlet_platforms::douyin::DouyinClient;
 use cloudlet_platforms::qq::QqClient;
-use cloudlet_platforms::wechat::WeChatClient;
+use cloudlet_platforms::wechat::{
+    Lang, MiniProgramState, SubscribeError, SubscribeMessage, WeChatClient,
+};
 use cloudlet_platforms::{PlatformError, PlatformHttp};
 use serde_json::{Value, json};
 
@@ -41,6 +44,16 @@ impl Emulator {
             .http
             .post(format!("{}{path}", self.base))
             .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
             .send()
             .await
             .unwrap();
@@ -485,4 +498,224 @@ async fn alipay_apps_in_openid_mode_get_open_ids() {
         .unwrap();
     assert!(token.user_id.is_none());
     assert!(token.open_id.is_some());
+}
+
+/// A WeChat app `wx-shop` with the template `shipped` (`thing1`, `time2`), and alice logged in:
+/// her openid, from the client's own `code_to_session`.
+async fn shop_with_alice(emulator: &Emulator) -> (WeChatClient, String) {
+    emulator
+        .register("wechat", "wx-shop", "shop-secret", None)
+        .await;
+    let (status, body) = emulator
+        .post(
+            "/emulator/wechat/templates",
+            json!({ "appid": "wx-shop", "template_id": "shipped", "keys": { "thing1": "thing", "time2": "time" } }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let shop = emulator.wechat("wx-shop", "shop-secret");
+    let alice = shop
+        .code_to_session(&emulator.code("wechat", "wx-shop", "alice").await)
+        .await
+        .unwrap()
+        .openid;
+    (shop, alice)
+}
+
+async fn grant(emulator: &Emulator, openid: &str, grant: Value) {
+    let mut body = json!({ "appid": "wx-shop", "openid": openid, "template_id": "shipped" });
+    body.as_object_mut()
+        .unwrap()
+        .extend(grant.as_object().unwrap().clone());
+    let (status, answer) = emulator.post("/emulator/wechat/subscriptions", body).await;
+    assert_eq!(status, 201, "{answer}");
+}
+
+fn shipped(touser: &str) -> SubscribeMessage {
+    SubscribeMessage {
+        touser: touser.to_owned(),
+        template_id: "shipped".to_owned(),
+        page: Some("pages/order?id=7".to_owned()),
+        data: BTreeMap::from([
+            ("thing1".to_owned(), "Your order shipped".to_owned()),
+            ("time2".to_owned(), "2026-12-02 15:01".to_owned()),
+        ]),
+        miniprogram_state: None,
+        lang: None,
+    }
+}
+
+#[tokio::test]
+async fn wechat_subscribe_messages_reach_the_user_once_per_grant() {
+    let emulator = Emulator::start(EmulatorOptions::default()).await;
+    let (shop, alice) = shop_with_alice(&emulator).await;
+    let token = shop.stable_token(false).await.unwrap().token;
+    grant(&emulator, &alice, json!({ "times": 1 })).await;
+
+    let message = SubscribeMessage {
+        miniprogram_state: Some(MiniProgramState::Trial),
+        lang: Some(Lang::EnUs),
+        ..shipped(&alice)
+    };
+    shop.send_subscribe_message(&token, &message).await.unwrap();
+    let (status, inbox) = emulator
+        .get(&format!(
+            "/emulator/wechat/messages?appid=wx-shop&openid={alice}"
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let received = inbox["messages"].as_array().unwrap();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0]["user"], "alice");
+    assert_eq!(received[0]["template_id"], "shipped");
+    assert_eq!(received[0]["page"], "pages/order?id=7");
+    assert_eq!(received[0]["data"]["thing1"], "Your order shipped");
+    assert_eq!(received[0]["data"]["time2"], "2026-12-02 15:01");
+    assert_eq!(received[0]["miniprogram_state"], "trial");
+    assert_eq!(received[0]["lang"], "en_US");
+
+    // The one-time grant was used by the first send.
+    let second = shop.send_subscribe_message(&token, &shipped(&alice)).await;
+    assert!(
+        matches!(second, Err(SubscribeError::NoSubscription { .. })),
+        "{second:?}"
+    );
+    assert!(!second.unwrap_err().is_retryable());
+
+    // A long-term subscription is not used up.
+    grant(&emulator, &alice, json!({ "long_term": true })).await;
+    for _ in 0..2 {
+        shop.send_subscribe_message(&token, &shipped(&alice))
+            .await
+            .unwrap();
+    }
+    let (_, inbox) = emulator
+        .get(&format!(
+            "/emulator/wechat/messages?appid=wx-shop&openid={alice}"
+        ))
+        .await;
+    assert_eq!(inbox["messages"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn wechat_subscribe_refusals_say_what_to_do() {
+    let emulator = Emulator::start(EmulatorOptions::default()).await;
+    let (shop, alice) = shop_with_alice(&emulator).await;
+    grant(&emulator, &alice, json!({ "times": 1 })).await;
+    let token = shop.stable_token(false).await.unwrap().token;
+
+    // Caller errors: the user, the template, the data.
+    let invalid = |result: Result<(), SubscribeError>, expected: i64| match result {
+        Err(error @ SubscribeError::InvalidMessage { code, .. }) if code == expected => {
+            assert!(!error.is_retryable());
+            error.to_string()
+        }
+        other => panic!("expected InvalidMessage {expected}, got {other:?}"),
+    };
+    invalid(
+        shop.send_subscribe_message(&token, &shipped("o-not-a-user"))
+            .await,
+        40003,
+    );
+    let unknown_template = SubscribeMessage {
+        template_id: "made-up".to_owned(),
+        ..shipped(&alice)
+    };
+    invalid(
+        shop.send_subscribe_message(&token, &unknown_template).await,
+        40037,
+    );
+    let mut too_long = shipped(&alice);
+    too_long.data.insert("thing1".to_owned(), "x".repeat(21));
+    let problem = invalid(shop.send_subscribe_message(&token, &too_long).await, 47003);
+    assert!(problem.contains("data.thing1"), "{problem}");
+    let mut missing = shipped(&alice);
+    missing.data.remove("time2");
+    let problem = invalid(shop.send_subscribe_message(&token, &missing).await, 47003);
+    assert!(problem.contains("data.time2"), "{problem}");
+
+    // Token problems: refresh and retry. A made-up token, and one a forced refresh replaced.
+    let stale = |result: Result<(), SubscribeError>| match result {
+        Err(error @ SubscribeError::StaleToken { code: 40001, .. }) => {
+            assert!(error.is_retryable())
+        }
+        other => panic!("expected StaleToken 40001, got {other:?}"),
+    };
+    stale(
+        shop.send_subscribe_message("made-up", &shipped(&alice))
+            .await,
+    );
+    shop.stable_token(true).await.unwrap();
+    stale(shop.send_subscribe_message(&token, &shipped(&alice)).await);
+    let token = shop.stable_token(false).await.unwrap().token;
+
+    // WeChat busy: retryable, and nothing used up.
+    let (status, _) = emulator
+        .post(
+            "/emulator/wechat/busy",
+            json!({ "appid": "wx-shop", "times": 1 }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    match shop.send_subscribe_message(&token, &shipped(&alice)).await {
+        Err(error @ SubscribeError::Unavailable(_)) => {
+            assert!(error.is_retryable());
+            assert_eq!(error.code(), Some(-1));
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    // None of the refusals used alice's grant; the retry does, and the next send finds none.
+    shop.send_subscribe_message(&token, &shipped(&alice))
+        .await
+        .unwrap();
+    match shop.send_subscribe_message(&token, &shipped(&alice)).await {
+        Err(error @ SubscribeError::NoSubscription { .. }) => {
+            assert_eq!(error.code(), Some(43101))
+        }
+        other => panic!("expected NoSubscription, got {other:?}"),
+    }
+
+    // A network failure: nothing listens on the port.
+    let closed = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let unreachable = WeChatClient::new(
+        emulator.platforms.clone(),
+        &format!("http://{closed}/wechat"),
+        "wx-shop",
+        "shop-secret",
+    );
+    match unreachable
+        .send_subscribe_message(&token, &shipped(&alice))
+        .await
+    {
+        Err(error @ SubscribeError::Unavailable(PlatformError::Unreachable(_))) => {
+            assert!(error.is_retryable());
+            assert_eq!(error.code(), None);
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn wechat_expired_tokens_are_stale_and_a_fresh_one_sends() {
+    let emulator = Emulator::start(EmulatorOptions {
+        token_ttl: Duration::from_millis(300),
+        ..EmulatorOptions::default()
+    })
+    .await;
+    let (shop, alice) = shop_with_alice(&emulator).await;
+    grant(&emulator, &alice, json!({})).await;
+    let token = shop.stable_token(false).await.unwrap().token;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let expired = shop.send_subscribe_message(&token, &shipped(&alice)).await;
+    assert!(
+        matches!(expired, Err(SubscribeError::StaleToken { code: 42001, .. })),
+        "{expired:?}"
+    );
+    let fresh = shop.stable_token(false).await.unwrap().token;
+    shop.send_subscribe_message(&fresh, &shipped(&alice))
+        .await
+        .unwrap();
 }
