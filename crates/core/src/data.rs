@@ -23,6 +23,7 @@ use tokio::sync::broadcast;
 
 use crate::access::Caller;
 use crate::clock::{Clock, Timestamp};
+use crate::queues::HintTicket;
 use crate::random::Random;
 
 /// The most writes in one batch.
@@ -657,16 +658,16 @@ struct Inner {
 #[async_trait::async_trait]
 pub trait Triggers: Send + Sync {
     /// What a write to `collection` by `operation`, made `depth` triggers deep, records
-    /// beside it: `None` when it triggers nothing.
+    /// beside it: `None` when it triggers nothing; with the ticket of the hint taken for it.
     async fn emit_for(
         &self,
         app: &AppName,
         collection: &str,
         operation: Operation,
         depth: u8,
-    ) -> Result<Option<Emit>, StoreError>;
-    /// Called once a write that recorded deliveries has committed.
-    fn emitted(&self, app: &AppName);
+    ) -> Result<Option<(Emit, HintTicket)>, StoreError>;
+    /// Called once a write that recorded deliveries is done.
+    async fn emitted(&self, app: &AppName, ticket: HintTicket);
 }
 
 impl Data {
@@ -698,7 +699,7 @@ impl Data {
         app: &AppName,
         collection: &str,
         operation: Operation,
-    ) -> Result<Option<Emit>, DataError> {
+    ) -> Result<Option<(Emit, HintTicket)>, DataError> {
         let Some(triggers) = self.0.triggers.get() else {
             return Ok(None);
         };
@@ -712,9 +713,11 @@ impl Data {
         Ok(self.0.records.sweep_events(app, before_ms).await?)
     }
 
-    fn emitted(&self, app: &AppName, emitted: bool) {
-        if emitted && let Some(triggers) = self.0.triggers.get() {
-            triggers.emitted(app);
+    async fn emitted(&self, app: &AppName, tickets: Vec<HintTicket>) {
+        if let Some(triggers) = self.0.triggers.get() {
+            for ticket in tickets {
+                triggers.emitted(app, ticket).await;
+            }
         }
     }
 
@@ -1082,7 +1085,7 @@ impl Data {
         }
         let mut prepared = Vec::with_capacity(operations.len());
         let mut collections = Vec::with_capacity(operations.len());
-        let mut emitting = false;
+        let mut tickets = Vec::new();
         for (index, operation) in operations.into_iter().enumerate() {
             let in_batch = |source: DataError| DataError::InBatch {
                 index,
@@ -1094,11 +1097,12 @@ impl Data {
                 Write::Create { data, .. } => {
                     let (_, record, check) =
                         self.new_record(&compiled, actor, &data).map_err(in_batch)?;
-                    let emit = self
+                    let (emit, ticket) = self
                         .emit(app, &name, Operation::Create)
                         .await
-                        .map_err(in_batch)?;
-                    emitting |= emit.is_some();
+                        .map_err(in_batch)?
+                        .unzip();
+                    tickets.extend(ticket);
                     BatchOp::Insert {
                         collection: name,
                         record,
@@ -1110,11 +1114,12 @@ impl Data {
                     record_id(&id).map_err(in_batch)?;
                     let (condition, set) =
                         self.changes(&compiled, actor, &data).map_err(in_batch)?;
-                    let emit = self
+                    let (emit, ticket) = self
                         .emit(app, &name, Operation::Update)
                         .await
-                        .map_err(in_batch)?;
-                    emitting |= emit.is_some();
+                        .map_err(in_batch)?
+                        .unzip();
+                    tickets.extend(ticket);
                     BatchOp::Update {
                         collection: name,
                         id,
@@ -1129,11 +1134,12 @@ impl Data {
                         .rule(&compiled, "delete", actor, None)
                         .ok_or(DataError::RecordNotFound)
                         .map_err(in_batch)?;
-                    let emit = self
+                    let (emit, ticket) = self
                         .emit(app, &name, Operation::Delete)
                         .await
-                        .map_err(in_batch)?;
-                    emitting |= emit.is_some();
+                        .map_err(in_batch)?
+                        .unzip();
+                    tickets.extend(ticket);
                     BatchOp::Delete {
                         collection: name,
                         id,
@@ -1145,23 +1151,19 @@ impl Data {
             prepared.push(op);
             collections.push(compiled);
         }
-        let outcomes = self
-            .0
-            .records
-            .batch(app, prepared)
-            .await
-            .map_err(|e| match e {
-                StoreError::InBatch { index, source } => DataError::InBatch {
-                    index,
-                    source: Box::new(match *source {
-                        StoreError::CheckFailed => DataError::Forbidden("create"),
-                        StoreError::NotFound => DataError::RecordNotFound,
-                        other => DataError::from(other),
-                    }),
-                },
-                other => DataError::from(other),
-            })?;
-        self.emitted(app, emitting);
+        let outcomes = self.0.records.batch(app, prepared).await;
+        self.emitted(app, tickets).await;
+        let outcomes = outcomes.map_err(|e| match e {
+            StoreError::InBatch { index, source } => DataError::InBatch {
+                index,
+                source: Box::new(match *source {
+                    StoreError::CheckFailed => DataError::Forbidden("create"),
+                    StoreError::NotFound => DataError::RecordNotFound,
+                    other => DataError::from(other),
+                }),
+            },
+            other => DataError::from(other),
+        })?;
         let mut results = Vec::with_capacity(outcomes.len());
         for (outcome, compiled) in outcomes.iter().zip(&collections) {
             let name = &compiled.name;
@@ -1213,8 +1215,7 @@ impl Data {
         admit(app, actor)?;
         let compiled = self.collection(app, collection).await?;
         let (id, record, check) = self.new_record(&compiled, actor, &data)?;
-        let emit = self.emit(app, collection, Operation::Create).await?;
-        let emitting = emit.is_some();
+        let (emit, ticket) = self.emit(app, collection, Operation::Create).await?.unzip();
         match self
             .0
             .records
@@ -1225,7 +1226,7 @@ impl Data {
             Err(StoreError::CheckFailed) => return Err(DataError::Forbidden("create")),
             Err(e) => return Err(e.into()),
         }
-        self.emitted(app, emitting);
+        self.emitted(app, ticket.into_iter().collect()).await;
         let created = record_json(&compiled, &record);
         self.publish(
             app,
@@ -1281,15 +1282,14 @@ impl Data {
         let compiled = self.collection(app, collection).await?;
         record_id(id)?;
         let (condition, set) = self.changes(&compiled, actor, &data)?;
-        let emit = self.emit(app, collection, Operation::Update).await?;
-        let emitting = emit.is_some();
-        let (old, new) = self
+        let (emit, ticket) = self.emit(app, collection, Operation::Update).await?.unzip();
+        let updated = self
             .0
             .records
             .update(app, collection, id, condition, set, emit)
-            .await?
-            .ok_or(DataError::RecordNotFound)?;
-        self.emitted(app, emitting);
+            .await;
+        self.emitted(app, ticket.into_iter().collect()).await;
+        let (old, new) = updated?.ok_or(DataError::RecordNotFound)?;
         let (old, new) = (record_json(&compiled, &old), record_json(&compiled, &new));
         self.publish(
             app,
@@ -1315,15 +1315,14 @@ impl Data {
         let condition = self
             .rule(&compiled, "delete", actor, None)
             .ok_or(DataError::RecordNotFound)?;
-        let emit = self.emit(app, collection, Operation::Delete).await?;
-        let emitting = emit.is_some();
-        let old = self
+        let (emit, ticket) = self.emit(app, collection, Operation::Delete).await?.unzip();
+        let deleted = self
             .0
             .records
             .delete(app, collection, id, condition, emit)
-            .await?
-            .ok_or(DataError::RecordNotFound)?;
-        self.emitted(app, emitting);
+            .await;
+        self.emitted(app, ticket.into_iter().collect()).await;
+        let old = deleted?.ok_or(DataError::RecordNotFound)?;
         self.publish(
             app,
             collection,

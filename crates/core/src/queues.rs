@@ -239,9 +239,15 @@ fn trigger_settings(visibility_timeout_secs: u64) -> QueueSettings {
         max_attempts: 5,
         backoff_secs: 1,
         max_backoff_secs: 60,
+        // Shorter than the event log keeps events, so that a dead delivery replayed finds its
+        // event.
+        retention_secs: TRIGGER_RETENTION_SECS,
         ..QueueSettings::default()
     }
 }
+
+/// How long the triggers' queue keeps a delivery; the event log keeps events a day longer.
+pub const TRIGGER_RETENTION_SECS: u64 = 7 * 24 * 3600;
 
 /// A queue name: 1 to 64 of `a-z`, `0-9`, `_` and `-`, starting with a letter.
 pub fn valid_queue_name(name: &str) -> bool {
@@ -265,10 +271,23 @@ struct Inner {
     declared: Mutex<HashMap<AppName, Arc<HashMap<String, QueueSettings>>>>,
     doorbell: Notify,
     triggers: QueueSettings,
-    /// Per app, a time the control plane's hint is known to be at or before: a hint for a
-    /// later time needs no write. Only this process writes and settles hints (one node per
-    /// database), so what it wrote stays true until it settles or the app goes.
-    hinted: Mutex<HashMap<AppName, i64>>,
+    /// Per app, what keeps the hint protocol safe in a live process (see [`Queues::hint`]).
+    pulses: Mutex<HashMap<AppName, Pulse>>,
+}
+
+/// Per app: `epoch` moves on whenever a write that made work due completes; `settles` counts
+/// the dispatcher's settles of the app's hint.
+#[derive(Debug, Default, Clone, Copy)]
+struct Pulse {
+    epoch: u64,
+    settles: u64,
+}
+
+/// What a caller of [`Queues::hint`] hands back to [`Queues::hinted`] once its write is done.
+#[derive(Debug, Clone, Copy)]
+pub struct HintTicket {
+    settles: u64,
+    at_ms: i64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -297,7 +316,7 @@ impl Queues {
             declared: Mutex::new(HashMap::new()),
             doorbell: Notify::new(),
             triggers: trigger_settings(trigger_visibility_secs),
-            hinted: Mutex::new(HashMap::new()),
+            pulses: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -359,39 +378,68 @@ impl Queues {
             .ok_or_else(|| QueueError::NotFound(queue.to_owned()))
     }
 
-    /// Forgets an app's cached queues and hint (it was deleted, or idled out).
+    /// Forgets what is kept of an app (it was deleted).
     pub fn forget(&self, app: &AppName) {
         lock(&self.0.declared).remove(app);
-        lock(&self.0.hinted).remove(app);
+        lock(&self.0.pulses).remove(app);
     }
 
-    /// Makes the control plane's hint for `app` no later than `at_ms` (before the write that
-    /// makes work due at `at_ms`): one write, unless the hint is known to be early enough.
-    pub async fn hint(&self, app: &AppName, at_ms: i64) -> Result<(), StoreError> {
-        if lock(&self.0.hinted)
-            .get(app)
-            .is_some_and(|known| *known <= at_ms)
-        {
-            return Ok(());
-        }
+    /// Makes the control plane's hint for `app` no later than `at_ms`, before the write that
+    /// makes work due then; the caller hands the ticket to [`Queues::hinted`] once that write
+    /// is done. Together they keep the hint never later than the work, also when the dispatcher
+    /// settles the hint between the two: the hint (durable, before the write) covers a crash;
+    /// the pulse after the write stops a settle that looked at the app before the write
+    /// committed, or, when the settle already happened, writes the hint again.
+    pub async fn hint(&self, app: &AppName, at_ms: i64) -> Result<HintTicket, StoreError> {
+        let settles = lock(&self.0.pulses).entry(app.clone()).or_default().settles;
         self.0.system.hint_due(app, at_ms).await?;
-        let mut hinted = lock(&self.0.hinted);
-        let known = hinted.entry(app.clone()).or_insert(at_ms);
-        *known = (*known).min(at_ms);
+        Ok(HintTicket { settles, at_ms })
+    }
+
+    /// The second half of [`Queues::hint`], once the write is done.
+    pub async fn hinted(&self, app: &AppName, ticket: HintTicket) -> Result<(), StoreError> {
+        let settled_since = {
+            let mut pulses = lock(&self.0.pulses);
+            let pulse = pulses.entry(app.clone()).or_default();
+            pulse.epoch += 1;
+            pulse.settles != ticket.settles
+        };
+        if settled_since {
+            self.0.system.hint_due(app, ticket.at_ms).await?;
+        }
         Ok(())
     }
 
-    /// Moves the hint of `app` to `next` (or removes it) if its version is still `version`;
-    /// false if it moved meanwhile.
+    /// A hint with no write behind it: the app is worth a look at `at_ms`.
+    pub async fn touch(&self, app: &AppName, at_ms: i64) -> Result<(), StoreError> {
+        let ticket = self.hint(app, at_ms).await?;
+        self.hinted(app, ticket).await
+    }
+
+    /// Where the app's pulse is now: the dispatcher takes it before it looks at the app's due
+    /// work, and hands it to [`Queues::settle`].
+    pub fn pulse(&self, app: &AppName) -> u64 {
+        lock(&self.0.pulses).entry(app.clone()).or_default().epoch
+    }
+
+    /// Moves the hint of `app` to `next` (or removes it) unless a write made work due since the
+    /// dispatcher took the app's `pulse`, or a hint moved its `version` since it was read; false
+    /// if so (look again).
     pub async fn settle(
         &self,
         app: &AppName,
         version: i64,
         next: Option<i64>,
+        pulse: u64,
     ) -> Result<bool, StoreError> {
-        // Forgotten first: a hint written while this settles must not be skipped for a stale
-        // belief.
-        lock(&self.0.hinted).remove(app);
+        {
+            let mut pulses = lock(&self.0.pulses);
+            let current = pulses.entry(app.clone()).or_default();
+            if current.epoch != pulse {
+                return Ok(false);
+            }
+            current.settles += 1;
+        }
         self.0.system.settle_due(app, version, next).await
     }
 
@@ -433,6 +481,11 @@ impl Queues {
     }
 
     pub async fn delete(&self, app: &AppName, name: &str) -> Result<(), QueueError> {
+        if name == TRIGGER_QUEUE {
+            return Err(QueueError::InvalidQueue(
+                "the triggers' queue can not be deleted (purge its messages instead)".into(),
+            ));
+        }
         let deleted = self.0.store.delete_queue(app, name).await?;
         self.forget(app);
         if !deleted {
@@ -491,9 +544,11 @@ impl Queues {
                 return Err(QueueError::TooLarge(payload.len()));
             }
             let delay = message.delay_secs.unwrap_or(0.0);
-            if !delay.is_finite() || !(0.0..=MAX_DELAY_SECS as f64).contains(&delay) {
+            // A message is kept `retention_secs`: one delayed longer would be swept unseen.
+            let most = MAX_DELAY_SECS.min(settings.retention_secs);
+            if !delay.is_finite() || !(0.0..=most as f64).contains(&delay) {
                 return Err(QueueError::InvalidMessage(format!(
-                    "delay_secs must be 0 to {MAX_DELAY_SECS}"
+                    "delay_secs must be 0 to {most} (7 days, and at most the queue's retention)"
                 )));
             }
             if let Some(key) = &message.key
@@ -513,7 +568,7 @@ impl Queues {
         }
         // The hint first: it may then only be early, never late.
         let due = new.iter().map(|m| m.visible_at_ms).min().unwrap_or(now);
-        self.hint(app, due).await?;
+        let ticket = self.hint(app, due).await?;
         let sent = self
             .0
             .store
@@ -525,6 +580,7 @@ impl Queues {
                 (settings.dedup_window_secs * 1000) as i64,
             )
             .await?;
+        self.hinted(app, ticket).await?;
         self.0.doorbell.notify_one();
         Ok(sent
             .into_iter()
@@ -591,11 +647,16 @@ impl Queues {
         // The claim expires at `until`: the hint must not be later, or an expired claim could
         // wait for the next unrelated send.
         let until = now + (hide * 1000) as i64;
-        if hint {
-            self.hint(app, until).await?;
-        }
+        let ticket = if hint {
+            Some(self.hint(app, until).await?)
+        } else {
+            None
+        };
         let leases = (0..max).map(|_| self.token("lease_")).collect();
         let claimed = self.0.store.claim(app, queue, leases, now, until).await?;
+        if let Some(ticket) = ticket {
+            self.hinted(app, ticket).await?;
+        }
         Ok(claimed.into_iter().map(delivery).collect())
     }
 
@@ -622,8 +683,10 @@ impl Queues {
             ));
         }
         let until = self.now() + (hide_secs * 1000) as i64;
-        self.hint(app, until).await?;
-        if self.0.store.extend(app, id, lease, until).await? {
+        let ticket = self.hint(app, until).await?;
+        let extended = self.0.store.extend(app, id, lease, until).await?;
+        self.hinted(app, ticket).await?;
+        if extended {
             Ok(())
         } else {
             Err(QueueError::StaleLease)
@@ -644,13 +707,19 @@ impl Queues {
         let settings = self.settings(app, queue).await?;
         let now = self.now();
         let retry_at = now + settings.backoff_ms(attempt, &*self.0.random);
-        self.hint(app, retry_at).await?;
-        let error: String = error.chars().take(2000).collect();
+        let ticket = self.hint(app, retry_at).await?;
+        // NUL can not be stored as text on PostgreSQL; the error is a message, not data.
+        let error: String = error
+            .chars()
+            .take(2000)
+            .map(|c| if c == '\0' { '\u{fffd}' } else { c })
+            .collect();
         let failed = self
             .0
             .store
             .fail(app, id, lease, &error, now, retry_at)
             .await?;
+        self.hinted(app, ticket).await?;
         match failed {
             Failed::Stale => Err(QueueError::StaleLease),
             outcome => {
@@ -687,8 +756,9 @@ impl Queues {
     ) -> Result<u64, QueueError> {
         self.settings(app, queue).await?;
         let now = self.now();
-        self.hint(app, now).await?;
+        let ticket = self.hint(app, now).await?;
         let moved = self.0.store.replay(app, queue, ids, now).await?;
+        self.hinted(app, ticket).await?;
         self.0.doorbell.notify_one();
         Ok(moved)
     }
@@ -718,18 +788,26 @@ impl Queues {
     }
 
     /// Deletes what the app's queues no longer keep: dead letters and undelivered messages past
-    /// their queue's retention, and expired keys.
+    /// each queue's own retention, and expired keys.
     pub async fn sweep(&self, app: &AppName) -> Result<u64, QueueError> {
-        let retention = self
+        let mut queues: Vec<(String, QueueSettings)> = self
             .declared(app)
             .await?
-            .values()
-            .map(|s| s.retention_secs)
-            .max()
-            .unwrap_or(QueueSettings::default().retention_secs);
+            .iter()
+            .map(|(name, settings)| (name.clone(), settings.clone()))
+            .collect();
+        queues.push((TRIGGER_QUEUE.to_owned(), self.0.triggers.clone()));
         let now = self.now();
-        let before = now - (retention * 1000) as i64;
-        Ok(self.0.store.sweep_queues(app, now, before, before).await?)
+        let mut swept = 0;
+        for (queue, settings) in queues {
+            let before = now - (settings.retention_secs * 1000) as i64;
+            swept += self
+                .0
+                .store
+                .sweep_queues(app, &queue, now, before, before)
+                .await?;
+        }
+        Ok(swept)
     }
 }
 

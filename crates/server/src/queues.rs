@@ -21,8 +21,8 @@ use cloudlet_core::access::Caller;
 use cloudlet_core::apps::AppName;
 use cloudlet_core::functions::{MAX_TRIGGER_DEPTH, QueueTrigger, Trigger};
 use cloudlet_core::queues::{
-    Delivery, MessageView, Outgoing, QueueError, QueueSettings, QueueView, SendReceipt, Which,
-    valid_queue_name,
+    Delivery, HintTicket, MessageView, Outgoing, QueueError, QueueSettings, QueueView, SendReceipt,
+    Which, valid_queue_name,
 };
 use cloudlet_store::{Emit, Failed, StoreError, TRIGGER_QUEUE, TriggerDelivery};
 use serde::{Deserialize, Serialize};
@@ -225,6 +225,16 @@ async fn peek(
     Path(path): Path<QueuePath>,
     Query(query): Query<PeekQuery>,
 ) -> Result<axum::Json<MessageList>, ApiError> {
+    if query
+        .after
+        .as_deref()
+        .is_some_and(|after| !token_like(after))
+    {
+        return Err(ApiError::new(
+            Code::InvalidQuery,
+            "after is the last id of the previous page",
+        ));
+    }
     let items = state
         .queues()
         .messages(
@@ -291,8 +301,13 @@ async fn replay(
     Path(path): Path<QueuePath>,
     Json(body): Json<ReplayBody>,
 ) -> Result<axum::Json<Replayed>, ApiError> {
-    if body.ids.as_ref().is_some_and(|ids| ids.len() > 1000) {
-        return Err(QueueError::InvalidMessage("replay at most 1000 ids at once".into()).into());
+    if let Some(ids) = &body.ids
+        && (ids.len() > 1000 || !ids.iter().all(|id| token_like(id)))
+    {
+        return Err(QueueError::InvalidMessage(
+            "replay at most 1000 ids at once, each 1 to 64 URL-safe characters".into(),
+        )
+        .into());
     }
     let replayed = state.queues().replay(&app, path.name()?, body.ids).await?;
     Ok(axum::Json(Replayed { replayed }))
@@ -343,6 +358,24 @@ struct LeaseBody {
     lease: String,
 }
 
+/// A lease or a message id as the API takes them: 1 to 64 URL-safe characters. Anything else
+/// can be no message's, and is refused before the database sees it.
+fn token_like(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A lease that can be no delivery's is a stale one.
+fn lease(lease: &str) -> Result<&str, ApiError> {
+    if token_like(lease) {
+        Ok(lease)
+    } else {
+        Err(QueueError::StaleLease.into())
+    }
+}
+
 /// Acknowledges a delivery: the message is done. `409 stale_lease` if the lease is not the
 /// message's current one.
 #[utoipa::path(post, path = "/v1/admin/apps/{app}/queues/{queue}/messages/{id}/ack",
@@ -356,7 +389,7 @@ async fn ack(
     Json(body): Json<LeaseBody>,
 ) -> Result<StatusCode, ApiError> {
     let (_, id) = path.parts()?;
-    state.queues().ack(&app, id, &body.lease).await?;
+    state.queues().ack(&app, id, lease(&body.lease)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -382,7 +415,7 @@ async fn extend(
     let (_, id) = path.parts()?;
     state
         .queues()
-        .extend(&app, id, &body.lease, body.visibility_timeout_secs)
+        .extend(&app, id, lease(&body.lease)?, body.visibility_timeout_secs)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -421,7 +454,7 @@ async fn fail(
     let error = body.error.as_deref().unwrap_or("failed");
     let failed = state
         .queues()
-        .fail(&app, queue, id, &body.lease, attempt, error)
+        .fail(&app, queue, id, lease(&body.lease)?, attempt, error)
         .await?;
     Ok(axum::Json(FailAnswer {
         state: if failed == Failed::Dead {
@@ -450,7 +483,7 @@ impl cloudlet_core::data::Triggers for TriggerRouting {
         collection: &str,
         operation: cloudlet_core::data::Operation,
         depth: u8,
-    ) -> Result<Option<Emit>, StoreError> {
+    ) -> Result<Option<(Emit, HintTicket)>, StoreError> {
         let functions = match self
             .functions
             .triggered_by(app, collection, operation)
@@ -473,9 +506,9 @@ impl cloudlet_core::data::Triggers for TriggerRouting {
         }
         let now = self.queues.now_ms();
         // The hint first, as for any send: it may only be early.
-        self.queues.hint(app, now).await?;
+        let ticket = self.queues.hint(app, now).await?;
         let max_attempts = self.queues.trigger_settings().max_attempts.into();
-        Ok(Some(Emit {
+        let emit = Emit {
             depth: depth.into(),
             at_ms: now,
             deliveries: functions
@@ -486,16 +519,33 @@ impl cloudlet_core::data::Triggers for TriggerRouting {
                     max_attempts,
                 })
                 .collect(),
-        }))
+        };
+        Ok(Some((emit, ticket)))
     }
 
-    fn emitted(&self, _app: &AppName) {
+    async fn emitted(&self, app: &AppName, ticket: HintTicket) {
+        if let Err(e) = self.queues.hinted(app, ticket).await {
+            tracing::warn!(app = %app, error = %e, "could not hint the triggers' queue");
+        }
         self.queues.doorbell().notify_one();
     }
 }
 
-/// How many deliveries of data triggers one app runs at once.
+/// How many deliveries of data triggers one app runs at once, and how many runs of all its
+/// consumers and triggers together: half of an app's default `max_concurrent_per_app`, so that
+/// the app's own calls keep room and a run is never refused as overloaded for the
+/// dispatcher's doing.
 const TRIGGER_CONCURRENCY: usize = 8;
+const DISPATCH_PER_APP: usize = 16;
+
+/// How many runs the dispatcher has going for `app`.
+fn app_running(running: &Running, app: &AppName) -> usize {
+    lock(running)
+        .iter()
+        .filter(|((a, _), _)| a == app)
+        .map(|(_, n)| *n)
+        .sum()
+}
 
 // ---- the dispatcher -----------------------------------------------------------------------
 
@@ -505,7 +555,8 @@ type Running = Arc<Mutex<HashMap<(AppName, String), usize>>>;
 /// How often an app's queues and event log are swept of what they no longer keep, and how long
 /// the event log keeps an event.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
-const EVENT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+const EVENT_RETENTION_MS: i64 =
+    (cloudlet_core::queues::TRIGGER_RETENTION_SECS as i64 + 24 * 3600) * 1000;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
@@ -580,20 +631,29 @@ async fn sweep(state: &AppState, app: &AppName) {
 
 /// Claims and runs what `app` has due, then settles its hint.
 async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, version: i64) {
+    // Taken before anything is read: a write that makes work due after this point stops the
+    // settle below (see `Queues::hint`).
+    let pulse = state.queues().pulse(app);
+    let now = state.queues().now_ms();
+    let later = Some(now + IDLE_RECHECK_MS);
     let consumers = match state.functions().queue_consumers(app).await {
         Ok(consumers) => consumers,
         Err(e) => {
             tracing::warn!(app = %app, error = %e, "could not read the queue consumers");
-            Vec::new()
+            settle(state, app, version, later, pulse).await;
+            return;
         }
     };
     let mut busy = false;
     let mut consumed: Vec<String> = consumers.iter().map(|(_, t)| t.queue.clone()).collect();
-    let triggered = state
-        .functions()
-        .has_data_triggers(app)
-        .await
-        .unwrap_or(false);
+    let triggered = match state.functions().has_data_triggers(app).await {
+        Ok(triggered) => triggered,
+        Err(e) => {
+            tracing::warn!(app = %app, error = %e, "could not read the data triggers");
+            settle(state, app, version, later, pulse).await;
+            return;
+        }
+    };
     if triggered {
         consumed.push(TRIGGER_QUEUE.to_owned());
         busy |= dispatch_triggers(state, running, app).await;
@@ -602,7 +662,7 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
         let key = (app.clone(), function.clone());
         loop {
             let now_running = lock(running).get(&key).copied().unwrap_or(0);
-            if now_running >= trigger.concurrency {
+            if now_running >= trigger.concurrency || app_running(running, app) >= DISPATCH_PER_APP {
                 busy = true;
                 break;
             }
@@ -635,7 +695,7 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
                 }
                 // A place came free: the app is worth a look now, whatever its hint said.
                 let now = state.queues().now_ms();
-                if let Err(e) = state.queues().hint(&key.0, now).await {
+                if let Err(e) = state.queues().touch(&key.0, now).await {
                     tracing::warn!(app = %key.0, error = %e, "could not hint the queue");
                 }
                 state.queues().doorbell().notify_one();
@@ -660,11 +720,20 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
     } else {
         next
     };
-    match state.queues().settle(app, version, next).await {
+    settle(state, app, version, next, pulse).await;
+}
+
+/// Moves the app's hint to `next`, unless work became due since the look began.
+async fn settle(state: &AppState, app: &AppName, version: i64, next: Option<i64>, pulse: u64) {
+    match state.queues().settle(app, version, next, pulse).await {
         Ok(true) => {}
-        // A send moved the hint meanwhile: it is due again, and the loop looks again.
+        // Work became due meanwhile: the hint stays due, and the loop looks again.
         Ok(false) => state.queues().doorbell().notify_one(),
-        Err(e) => tracing::warn!(app = %app, error = %e, "could not settle the queue hint"),
+        Err(e) => {
+            tracing::warn!(app = %app, error = %e, "could not settle the queue hint");
+            // Not a tight loop on a failing database.
+            tokio::time::sleep(MAX_SLEEP).await;
+        }
     }
 }
 
@@ -674,7 +743,7 @@ async fn dispatch_triggers(state: &AppState, running: &Running, app: &AppName) -
     let key = (app.clone(), TRIGGER_QUEUE.to_owned());
     loop {
         let now_running = lock(running).get(&key).copied().unwrap_or(0);
-        if now_running >= TRIGGER_CONCURRENCY {
+        if now_running >= TRIGGER_CONCURRENCY || app_running(running, app) >= DISPATCH_PER_APP {
             return true;
         }
         let batch = match state
@@ -699,7 +768,7 @@ async fn dispatch_triggers(state: &AppState, running: &Running, app: &AppName) -
                 *count = count.saturating_sub(1);
             }
             let now = state.queues().now_ms();
-            if let Err(e) = state.queues().hint(&key.0, now).await {
+            if let Err(e) = state.queues().touch(&key.0, now).await {
                 tracing::warn!(app = %key.0, error = %e, "could not hint the queue");
             }
             state.queues().doorbell().notify_one();

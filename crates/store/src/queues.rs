@@ -213,11 +213,13 @@ pub trait QueueStore: Send + Sync {
     /// The earliest `visible_at` of any waiting or claimed message of the app's `queues`.
     async fn next_due(&self, app: &AppName, queues: Vec<String>)
     -> Result<Option<i64>, StoreError>;
-    /// Deletes dead letters that died before `dead_before_ms`, waiting messages created before
-    /// `created_before_ms` and keys expired at `now_ms`; returns how many messages.
+    /// Deletes the dead letters of `queue` that died before `dead_before_ms`, its waiting
+    /// messages created before `created_before_ms` and its keys expired at `now_ms`; returns
+    /// how many messages.
     async fn sweep_queues(
         &self,
         app: &AppName,
+        queue: &str,
         now_ms: i64,
         dead_before_ms: i64,
         created_before_ms: i64,

@@ -963,9 +963,15 @@ async fn sweep_deletes_old_messages_and_keys(st: Stores) {
     )
     .await;
     st.kill("q", "d-new", 300).await;
+    // Another queue's old message is its own queue's to sweep.
+    st.send("other", vec![msg("o-old", 0)], 0).await;
 
     // Dead before 300 and waiting since before 300 go; keys expired at 500 go.
-    assert_eq!(q.sweep_queues(a, 500, 300, 300).await.unwrap(), 3);
+    assert_eq!(q.sweep_queues(a, "q", 500, 300, 300).await.unwrap(), 3);
+    assert_eq!(
+        row_ids(&st.messages("other", MessageState::Waiting).await),
+        ["o-old"]
+    );
     assert_eq!(
         row_ids(&st.messages("q", MessageState::Dead).await),
         ["d-new"]
@@ -978,7 +984,7 @@ async fn sweep_deletes_old_messages_and_keys(st: Stores) {
         row_ids(&st.messages("q", MessageState::Waiting).await),
         ["k-new", "w-new"]
     );
-    assert_eq!(q.sweep_queues(a, 500, 300, 300).await.unwrap(), 0);
+    assert_eq!(q.sweep_queues(a, "q", 500, 300, 300).await.unwrap(), 0);
     let sent = q
         .send(
             a,
@@ -1358,10 +1364,13 @@ async fn claims_and_sweeps_pass_over_rows_another_transaction_holds() {
     .expect("the claim waited for a held row")
     .unwrap();
     assert_eq!(ids_of(&claimed), ["m2", "m3"]);
-    let swept = tokio::time::timeout(patience, node.sweep_queues(&app, 20, 1_000, 1))
-        .await
-        .expect("the sweep waited for a held row")
-        .unwrap();
+    let swept = tokio::time::timeout(patience, async {
+        let q = node.sweep_queues(&app, "q", 20, 1_000, 1).await.unwrap();
+        let keys = node.sweep_queues(&app, "keys", 20, 1_000, 1).await.unwrap();
+        q + keys
+    })
+    .await
+    .expect("the sweep waited for a held row");
     assert_eq!(swept, 0);
     let dead = node
         .messages(&app, "q", MessageState::Dead, None, 10)
@@ -1385,7 +1394,11 @@ async fn claims_and_sweeps_pass_over_rows_another_transaction_holds() {
         .unwrap();
     assert_eq!(row_ids(&dead), ["dead", "spent"]);
     assert_eq!(dead[1].last_error.as_deref(), Some(EXPIRED));
-    assert_eq!(node.sweep_queues(&app, 20, 1_000, 1).await.unwrap(), 2);
+    assert_eq!(node.sweep_queues(&app, "q", 20, 1_000, 1).await.unwrap(), 2);
+    assert_eq!(
+        node.sweep_queues(&app, "keys", 20, 1_000, 1).await.unwrap(),
+        0
+    );
     let sent = node
         .send(&app, "keys", vec![keyed("k2", "k")], 20, 1)
         .await

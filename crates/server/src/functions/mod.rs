@@ -130,11 +130,10 @@ async fn deploy_function(
     if consumes {
         // Messages may be waiting for this consumer: the app is worth a look now.
         let now = state.queues().now_ms();
-        state
-            .queues()
-            .hint(&app, now)
-            .await
-            .map_err(|e| ApiError::store(&e, &e))?;
+        // The deploy is done either way; the dispatcher also looks again within a second.
+        if let Err(e) = state.queues().touch(&app, now).await {
+            tracing::warn!(app = %app, error = %e, "could not hint the queues");
+        }
         state.queues().doorbell().notify_one();
     }
     Ok((StatusCode::CREATED, axum::Json(deployed)).into_response())

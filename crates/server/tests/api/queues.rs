@@ -323,3 +323,60 @@ async fn failures_retry_then_die_once_and_replay_brings_them_back() {
         .await;
     t.stop().await;
 }
+
+#[tokio::test]
+async fn the_triggers_queue_and_malformed_tokens_are_refused_with_their_codes() {
+    let t = setup(json!({ "retention_secs": 3600 })).await;
+    t.admin(Method::DELETE, "/v1/admin/apps/shop/queues/_triggers")
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_queue")
+        .await;
+    t.admin(
+        Method::POST,
+        "/v1/admin/apps/shop/queues/_triggers/messages",
+    )
+    .json(&json!({ "messages": [{ "payload": 1 }] }))
+    .expect_error(StatusCode::NOT_FOUND, "queue_not_found")
+    .await;
+    t.admin(Method::POST, "/v1/admin/apps/shop/queues/_triggers/claims")
+        .json(&json!({}))
+        .expect_error(StatusCode::NOT_FOUND, "queue_not_found")
+        .await;
+    // Looked at, it is there (and empty).
+    let empty = t
+        .admin(
+            Method::GET,
+            "/v1/admin/apps/shop/queues/_triggers/messages?state=dead",
+        )
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(empty["items"], json!([]));
+
+    send(&t, json!([{ "payload": "a" }])).await;
+    let delivery = claim(&t, 1, None).await.remove(0);
+    for lease in ["lease with spaces", "\u{0}", &"x".repeat(65)] {
+        settle(&t, &delivery, "ack")
+            .json(&json!({ "lease": lease }))
+            .expect_error(StatusCode::CONFLICT, "stale_lease")
+            .await;
+    }
+    t.admin(Method::POST, &q("/replay"))
+        .json(&json!({ "ids": ["a b"] }))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_message")
+        .await;
+    t.admin(Method::GET, &q("/messages?after=%00"))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_query")
+        .await;
+    // Delayed past the queue's retention, it would be swept unseen.
+    t.admin(Method::POST, &q("/messages"))
+        .json(&json!({ "messages": [{ "payload": 1, "delay_secs": 7200 }] }))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_message")
+        .await;
+    // The delivery is still the consumer's to settle.
+    settle(&t, &delivery, "ack")
+        .json(&json!({ "lease": delivery["lease"] }))
+        .send()
+        .await
+        .map(|r| assert_eq!(r.status(), StatusCode::NO_CONTENT))
+        .unwrap();
+    t.stop().await;
+}

@@ -136,10 +136,13 @@ impl QueueStore for Postgres {
         let tx = client.transaction().await?;
         let sql = format!("DELETE FROM {s}._queues WHERE name = $1");
         let removed = execute(&tx, &sql, &[&name]).await?;
-        let sql = format!("DELETE FROM {s}._queue_messages WHERE queue = $1");
-        execute(&tx, &sql, &[&name]).await?;
-        let sql = format!("DELETE FROM {s}._queue_keys WHERE queue = $1");
-        execute(&tx, &sql, &[&name]).await?;
+        // Only a declared queue's messages (as on SQLite).
+        if removed == 1 {
+            let sql = format!("DELETE FROM {s}._queue_messages WHERE queue = $1");
+            execute(&tx, &sql, &[&name]).await?;
+            let sql = format!("DELETE FROM {s}._queue_keys WHERE queue = $1");
+            execute(&tx, &sql, &[&name]).await?;
+        }
         tx.commit().await?;
         Ok(removed == 1)
     }
@@ -459,6 +462,7 @@ impl QueueStore for Postgres {
     async fn sweep_queues(
         &self,
         app: &AppName,
+        queue: &str,
         now_ms: i64,
         dead_before_ms: i64,
         created_before_ms: i64,
@@ -470,22 +474,24 @@ impl QueueStore for Postgres {
         // for the next sweep rather than waited for.
         let sql = format!(
             "DELETE FROM {s}._queue_messages WHERE id IN (
-                 SELECT id FROM {s}._queue_messages WHERE state = 2 AND updated_at < $1
+                 SELECT id FROM {s}._queue_messages
+                 WHERE queue = $2 AND state = 2 AND updated_at < $1
                  FOR UPDATE SKIP LOCKED)"
         );
-        let dead = execute(&tx, &sql, &[&dead_before_ms]).await?;
+        let dead = execute(&tx, &sql, &[&dead_before_ms, &queue]).await?;
         let sql = format!(
             "DELETE FROM {s}._queue_messages WHERE id IN (
-                 SELECT id FROM {s}._queue_messages WHERE state = 0 AND created_at < $1
+                 SELECT id FROM {s}._queue_messages
+                 WHERE queue = $2 AND state = 0 AND created_at < $1
                  FOR UPDATE SKIP LOCKED)"
         );
-        let old = execute(&tx, &sql, &[&created_before_ms]).await?;
+        let old = execute(&tx, &sql, &[&created_before_ms, &queue]).await?;
         let sql = format!(
             "DELETE FROM {s}._queue_keys WHERE (queue, key) IN (
-                 SELECT queue, key FROM {s}._queue_keys WHERE expires_at <= $1
+                 SELECT queue, key FROM {s}._queue_keys WHERE queue = $2 AND expires_at <= $1
                  FOR UPDATE SKIP LOCKED)"
         );
-        execute(&tx, &sql, &[&now_ms]).await?;
+        execute(&tx, &sql, &[&now_ms, &queue]).await?;
         tx.commit().await?;
         Ok(dead + old)
     }
