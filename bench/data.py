@@ -237,7 +237,7 @@ def main():
         args.out = os.path.join(ROOT, "bench/results/" + (
             "data_postgres.json" if args.database == "postgres" else "data.json"))
     if args.database == "postgres":
-        import data_postgres  # noqa: PLC0415 (only this mode needs it)
+        import data_postgres  # here: it imports this module
         return data_postgres.main(args)
 
     results = repeat(args.runs, lambda: run_side_by_side(args))

@@ -14,8 +14,8 @@ create (a new one, owned by her). Before the load, each server is checked: alice
 page, bob reading alice's todo is refused. Under the load, every response must be a success.
 
 Parse Server 9 (npm, bench/peers/parse, installed by bench/data.sh into bench/.tools/parse) runs
-from its command line in production mode (NODE_ENV=production, log level warn, no log files, no
-dashboard, GraphQL or LiveQuery), with its default pool of 10 PostgreSQL connections per
+from its command line in production mode (NODE_ENV=production, log level warn, no dashboard,
+GraphQL or LiveQuery), with its default pool of 10 PostgreSQL connections per
 process; `--parse-processes 1,2` measures it as one process and with its cluster option at 2
 processes, both in every run, and the ratios are taken against the faster of the two on each
 workload in each run. Owner-only access on Parse: class-level permissions with pointer
@@ -110,10 +110,12 @@ def parse_server(parse_dir, database_url, port, processes, access, log):
         "cloud": CLOUD_CODE,
         # No client may create classes or add fields (the default, said again).
         "allowClientClassCreation": False,
-        # Warnings and errors only, to the console (a file here), none to log files: Cloudlet
-        # runs at its `warn` level too.
+        # Warnings and errors only (Cloudlet runs at its `warn` level too): to the console (a
+        # file here) and to Parse's log files, which stay empty under the load. (The command
+        # line puts its default back for `"logsFolder": null`, and takes the environment's
+        # `null` for a folder's name: it always writes log files.)
         "logLevel": "warn",
-        "logsFolder": None,
+        "logsFolder": os.path.join(work, "logs"),
         "mountGraphQL": False,
         "mountPlayground": False,
         "startLiveQueryServer": False,
@@ -371,7 +373,7 @@ def run_cloudlet_sqlite(ctx):
 
 
 def one_run(ctx):
-    """Every server once, in an order that rotates from run to run; the ratios of this run."""
+    """Every server once, in an order that rotates from run to run."""
     steps = [("cloudlet_postgres", lambda: run_cloudlet_postgres(ctx))]
     steps += [(f"parse_{p}", lambda p=p: run_parse(ctx, p)) for p in ctx.processes]
     steps += [("cloudlet_sqlite", lambda: run_cloudlet_sqlite(ctx))]
@@ -414,6 +416,29 @@ def ratios(results, processes):
 # ---------------------------------------------------------------------------------------------
 
 
+def server_log_notes(logs):
+    """What the servers logged beyond starting (Cloudlet logs at `warn`, Parse at `warn`): the
+    first lines of each log that has more, leaving out Parse's deprecation notices at start, the
+    `Object not found` of the checks (bob reading alice's todo) and its shutdown."""
+    notes = {}
+    for name in sorted(os.listdir(logs)):
+        lines = read_text(os.path.join(logs, name)).splitlines()
+        if "cloudlet" in name:
+            interesting = [line for line in lines if not line.startswith("Cloudlet is listening")]
+        else:
+            interesting = [line for line in lines if line.startswith("error:")
+                           and not line.startswith("error: Object not found.")]
+        if interesting:
+            notes[name.removesuffix(".log")] = [line[:300] for line in interesting[:5]]
+            print(f"   {name}: {len(interesting)} line(s) logged, the first: {interesting[0][:300]}",
+                  file=sys.stderr)
+    return notes
+
+
+def git(*args):
+    return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True).stdout
+
+
 def machine():
     model = ""
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
@@ -438,6 +463,10 @@ def main(args):
     if not os.path.exists(os.path.join(args.parse, "node_modules/parse-server/bin/parse-server")):
         raise SystemExit(f"Parse Server is not installed in {args.parse}: bench/data.sh installs it")
     os.environ.pop("CLOUDLET_DATABASE", None)
+    # What the binary was presumably built from: the commit, and any uncommitted changes to the
+    # Rust sources, as they stand when the run starts.
+    commit = git("rev-parse", "--short", "HEAD").strip()
+    uncommitted = git("status", "--porcelain", "--", "crates", "Cargo.toml", "Cargo.lock").splitlines()
     logs = tempfile.mkdtemp(prefix="data-postgres-logs-")
     print("== starting a throwaway PostgreSQL server", file=sys.stderr)
     pg = PostgresServer()
@@ -465,6 +494,7 @@ def main(args):
     finally:
         pg.stop()
     results = fold(runs)
+    log_notes = server_log_notes(logs)
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
     results["meta"] = meta(
         args.runs, records=1000 + args.others, alices=1000, seconds=args.seconds, connections=16,
@@ -472,7 +502,10 @@ def main(args):
         parse_version=parse_version(args.parse), node_version=node,
         parse_processes=processes, parse_access=args.parse_access,
         parse_faster_processes=best, minutes=round((time.time() - started) / 60, 1),
-        load_at_start=load_at_start, load_at_end=round(os.getloadavg()[0], 2), **machine())
+        load_at_start=load_at_start, load_at_end=round(os.getloadavg()[0], 2),
+        uncommitted_sources=[line[3:] for line in uncommitted], server_log_notes=log_notes,
+        **machine())
+    results["meta"]["commit"] = commit
     if args.out:
         write_results(args.out, results)
     else:
@@ -529,7 +562,11 @@ def write_docs(r):
               if m["parse_access"] == "pointer" else "per-object ACLs set by a `beforeSave` trigger")
     cpus = f"{m['cpus']} CPUs ({m['cpu_model']}), {m['memory_mib'] / 1024:.0f} GiB"
     text = (
-        f"{runs} finished {m['date']} at commit `{m['commit']}` on {cpus}, shared with other "
+        f"{runs} finished {m['date']} at commit `{m['commit']}`"
+        + (f" (the working tree also had uncommitted changes to "
+           f"{', '.join(f'`{f}`' for f in m['uncommitted_sources'])})"
+           if m["uncommitted_sources"] else "")
+        + f" on {cpus}, shared with other "
         f"work (load average {m['load_at_start']} at the start, {m['load_at_end']} at the end; "
         f"{m['minutes']:.0f} minutes); {m['records']:,} records, {m['alices']:,} of them the "
         f"caller's; oha, {m['connections']} connections, {m['seconds']} s each. PostgreSQL "
@@ -538,7 +575,8 @@ def write_docs(r):
         f"shared_buffers {int(s.get('shared_buffers', 0)) * 8 // 1024} MiB, max_connections "
         f"{s.get('max_connections')}. Cloudlet: release build, `durability = \"full\"` (the "
         f"default), `database.pool_size` 16 (the default). Parse Server {m['parse_version']} on "
-        f"Node.js {m['node_version']}, NODE_ENV=production, log level warn, no log files, its "
+        f"Node.js {m['node_version']}, NODE_ENV=production, log level warn (nothing logged under "
+        f"the load), its "
         f"default 10 PostgreSQL connections per process; owner-only through {access}; session "
         f"tokens from users signed up beforehand. The ratios compare Cloudlet on PostgreSQL with "
         f"the faster Parse configuration on each workload within each run. CPU per request: the "

@@ -62,14 +62,15 @@ pub(crate) fn create_table_sql(
             column_type(dialect, column.column_type)
         ));
     }
+    let nulls = index_nulls(dialect);
     let mut statements = vec![
         format!("CREATE TABLE {table} ({})", columns.join(", ")),
         format!(
-            "CREATE INDEX {} ON {table} (\"owner\", \"created_at\", \"id\")",
+            "CREATE INDEX {} ON {table} (\"owner\"{nulls}, \"created_at\"{nulls}, \"id\"{nulls})",
             quote(&format!("{name}:owner")),
         ),
         format!(
-            "CREATE INDEX {} ON {table} (\"created_at\", \"id\")",
+            "CREATE INDEX {} ON {table} (\"created_at\"{nulls}, \"id\"{nulls})",
             quote(&format!("{name}:created")),
         ),
     ];
@@ -84,15 +85,30 @@ pub(crate) fn create_table_sql(
         })
         .collect();
     indexes.extend(definition.indexes.iter().cloned());
-    statements.extend(index_sql(table, collection, &indexes));
+    statements.extend(index_sql(dialect, table, collection, &indexes));
     statements
+}
+
+/// How an index orders NULLs: as listings sort them (first ascending, last descending), so
+/// that an index serves a sort in either direction. SQLite's indexes already do.
+fn index_nulls(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "",
+        Dialect::Postgres => " NULLS FIRST",
+    }
 }
 
 /// The declared indexes of a collection's table, named `r_{collection}:i{n}` (tables made before
 /// names had `:` have `r_{collection}_i{n}`; see [`declared_index_prefixes`]). A non-unique
 /// index ends with `id`, the tie-break of every sort, so that a list sorted on the index's fields
 /// reads its page straight from the index instead of sorting every matching row.
-pub(crate) fn index_sql(table: &str, collection: &str, indexes: &[IndexDef]) -> Vec<String> {
+pub(crate) fn index_sql(
+    dialect: Dialect,
+    table: &str,
+    collection: &str,
+    indexes: &[IndexDef],
+) -> Vec<String> {
+    let nulls = index_nulls(dialect);
     indexes
         .iter()
         .enumerate()
@@ -101,6 +117,7 @@ pub(crate) fn index_sql(table: &str, collection: &str, indexes: &[IndexDef]) -> 
             if !index.unique && index.columns.last().map(String::as_str) != Some("id") {
                 columns.push(quote("id"));
             }
+            let columns: Vec<String> = columns.into_iter().map(|c| format!("{c}{nulls}")).collect();
             format!(
                 "CREATE {}INDEX {} ON {table} ({})",
                 if index.unique { "UNIQUE " } else { "" },

@@ -42,31 +42,63 @@ pub(crate) fn create_table_sql(app: &str, collection: &str, definition: &TableDe
     )
 }
 
-/// The rows of `sql`, prepared for this one use. A listing's SQL follows the request (its
-/// filter, sort and count, the fields a write sets), so caching it per connection would let
-/// any client grow the cache without bound; a prepare costs one more round trip instead.
+/// A connection, or a transaction on one, with its cache of prepared statements.
+pub(crate) trait Cached: GenericClient {
+    fn cache(&self) -> &deadpool_postgres::StatementCache;
+}
+
+impl Cached for deadpool_postgres::Object {
+    fn cache(&self) -> &deadpool_postgres::StatementCache {
+        &self.statement_cache
+    }
+}
+
+impl Cached for Transaction<'_> {
+    fn cache(&self) -> &deadpool_postgres::StatementCache {
+        &self.statement_cache
+    }
+}
+
+/// The most statements one connection keeps prepared. A collection's SQL follows the request
+/// (its filter, sort and count, the fields a write sets), so unbounded, any client could grow
+/// the cache without end; bounded, the common shapes stay prepared and a flood of odd ones costs
+/// only re-preparing.
+const STATEMENTS_PER_CONNECTION: usize = 512;
+
+/// `sql` prepared on this connection, from its cache while the cache has room.
+async fn prepared(
+    client: &impl Cached,
+    sql: &str,
+) -> Result<tokio_postgres::Statement, StoreError> {
+    if client.cache().size() >= STATEMENTS_PER_CONNECTION {
+        client.cache().clear();
+    }
+    Ok(client.prepare_cached(sql).await?)
+}
+
+/// The rows of a collection statement.
 async fn dynamic_rows(
-    client: &impl GenericClient,
+    client: &impl Cached,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-    let statement = client.prepare(sql).await?;
+    let statement = prepared(client, sql).await?;
     Ok(client.query(&statement, params).await?)
 }
 
 /// [`dynamic_rows`] for a statement that returns no rows.
 async fn dynamic_execute(
-    client: &impl GenericClient,
+    client: &impl Cached,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<u64, StoreError> {
-    let statement = client.prepare(sql).await?;
+    let statement = prepared(client, sql).await?;
     Ok(client.execute(&statement, params).await?)
 }
 
 /// The records `sql` selects.
 async fn records(
-    client: &impl GenericClient,
+    client: &impl Cached,
     sql: &str,
     values: &[SqlValue],
 ) -> Result<Vec<Record>, StoreError> {
@@ -184,10 +216,12 @@ impl RecordStore for Postgres {
             ))
             .await?;
         }
-        for statement in index_sql(&table, &name, &change.indexes) {
+        for statement in index_sql(Dialect::Postgres, &table, &name, &change.indexes) {
             tx.batch_execute(&statement).await?;
         }
         tx.commit().await?;
+        // Statements prepared on the old columns (`SELECT *`) must not be used again.
+        self.forget_statements();
         Ok(())
     }
 
@@ -206,6 +240,7 @@ impl RecordStore for Postgres {
                 .await?;
         }
         tx.commit().await?;
+        self.forget_statements();
         Ok(removed == 1)
     }
 
@@ -572,7 +607,7 @@ async fn insert_in(
 
 /// The record `id` if `condition` allows it; locked until the transaction ends when `lock`.
 async fn guarded(
-    client: &impl GenericClient,
+    client: &impl Cached,
     app: &str,
     collection: &str,
     id: &str,

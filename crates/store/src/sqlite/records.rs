@@ -179,7 +179,7 @@ impl RecordStore for SqliteTenants {
                     column_type(Dialect::Sqlite, column.column_type)
                 ))?;
             }
-            for statement in index_sql(&table(&name), &name, &change.indexes) {
+            for statement in index_sql(Dialect::Sqlite, &table(&name), &name, &change.indexes) {
                 c.execute_batch(&statement).map_err(super::from_write)?;
             }
             Ok(())
