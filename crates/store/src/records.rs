@@ -139,6 +139,22 @@ pub(crate) fn record_value(record: &Record) -> serde_json::Value {
     serde_json::Value::Object(object)
 }
 
+/// The id of the record a write touched.
+pub(crate) fn written_id(old: Option<&Record>, new: Option<&Record>) -> String {
+    new.or(old)
+        .and_then(|r| r.iter().find(|(name, _)| name == "id"))
+        .and_then(|(_, v)| match v {
+            SqlValue::Text(id) => Some(id.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// The payload of a trigger delivery: which function, which event, how deep.
+pub(crate) fn delivery_payload(function: &str, seq: i64, depth: i64) -> String {
+    serde_json::json!({ "function": function, "event": seq, "depth": depth }).to_string()
+}
+
 /// The event of a write: its kind, key and payload.
 pub(crate) fn event_of(
     operation: &str,

@@ -14,7 +14,7 @@ use crate::listing::{
 };
 use crate::records::{
     BatchOp, BatchOutcome, CollectionRow, Condition, Emit, EventRow, Record, RecordStore, Select,
-    SqlValue, TRIGGER_QUEUE, TableChange, TableDef, event_of,
+    SqlValue, TRIGGER_QUEUE, TableChange, TableDef, delivery_payload, event_of, written_id,
 };
 use crate::{AppName, StoreError};
 
@@ -515,14 +515,7 @@ async fn emit_in(
     let Some(emit) = emit else {
         return Ok(());
     };
-    let id = new
-        .or(old)
-        .and_then(|r| r.iter().find(|(name, _)| name == "id"))
-        .and_then(|(_, v)| match v {
-            SqlValue::Text(id) => Some(id.clone()),
-            _ => None,
-        })
-        .unwrap_or_default();
+    let id = written_id(old, new);
     let (kind, key, payload) = event_of(operation, collection, &id, old, new);
     let sql = format!(
         "INSERT INTO {app}._events (kind, key, payload, depth, at) VALUES ($1, $2, $3, $4, $5)
@@ -540,18 +533,14 @@ async fn emit_in(
          VALUES ($1, $2, $3, 0, $4, 0, $5, $4, $4)"
     );
     for delivery in &emit.deliveries {
-        let message = serde_json::json!({
-            "function": delivery.function,
-            "event": seq,
-            "depth": emit.depth,
-        });
+        let message = delivery_payload(&delivery.function, seq, emit.depth);
         execute(
             tx,
             &send,
             &[
                 &delivery.message_id,
                 &TRIGGER_QUEUE,
-                &message.to_string(),
+                &message,
                 &emit.at_ms,
                 &delivery.max_attempts,
             ],

@@ -13,7 +13,7 @@ use crate::listing::{
 };
 use crate::records::{
     BatchOp, BatchOutcome, CollectionRow, Condition, Emit, EventRow, Record, RecordStore, Select,
-    SqlValue, TRIGGER_QUEUE, TableChange, TableDef, event_of,
+    SqlValue, TRIGGER_QUEUE, TableChange, TableDef, delivery_payload, event_of, written_id,
 };
 use crate::{AppName, StoreError};
 
@@ -436,14 +436,7 @@ fn emit_in(
     let Some(emit) = emit else {
         return Ok(());
     };
-    let id = new
-        .or(old)
-        .and_then(|r| r.iter().find(|(name, _)| name == "id"))
-        .and_then(|(_, v)| match v {
-            SqlValue::Text(id) => Some(id.clone()),
-            _ => None,
-        })
-        .unwrap_or_default();
+    let id = written_id(old, new);
     let (kind, key, payload) = event_of(operation, collection, &id, old, new);
     let seq: i64 = c
         .prepare_cached(
@@ -459,15 +452,11 @@ fn emit_in(
          VALUES (?1, ?2, ?3, 0, ?4, 0, ?5, ?4, ?4)",
     )?;
     for delivery in &emit.deliveries {
-        let message = serde_json::json!({
-            "function": delivery.function,
-            "event": seq,
-            "depth": emit.depth,
-        });
+        let message = delivery_payload(&delivery.function, seq, emit.depth);
         send.execute(params![
             delivery.message_id,
             TRIGGER_QUEUE,
-            message.to_string(),
+            message,
             emit.at_ms,
             delivery.max_attempts
         ])?;
