@@ -207,6 +207,11 @@ impl Condition {
         Condition::default()
     }
 
+    /// Whether the condition holds for every record.
+    pub(crate) fn is_always(&self) -> bool {
+        self.terms.is_empty()
+    }
+
     /// Every record, with what the parameters of predicates added later stand for.
     pub fn with_bindings(bindings: Bindings) -> Self {
         Condition {

@@ -390,6 +390,10 @@ impl From<tokio_postgres::Error> for StoreError {
             if *code == SqlState::UNIQUE_VIOLATION {
                 return StoreError::Conflict;
             }
+            // Raised by `check_failed()`, when a write's check condition does not hold.
+            if code.code() == "CL001" {
+                return StoreError::CheckFailed;
+            }
             if *code == SqlState::UNDEFINED_TABLE || *code == SqlState::INVALID_SCHEMA_NAME {
                 return StoreError::NoSuchTenant;
             }
@@ -404,6 +408,16 @@ impl From<tokio_postgres::Error> for StoreError {
         }
         if err.is_closed() || err.source().is_some_and(|s| s.is::<std::io::Error>()) {
             return StoreError::Unavailable(err.to_string());
+        }
+        // The driver's own text is only "db error": the log needs what the server said.
+        if let Some(db) = err.as_db_error() {
+            let detail = format!(
+                "{} ({}){}",
+                db.message(),
+                db.code().code(),
+                db.detail().map(|d| format!(": {d}")).unwrap_or_default()
+            );
+            return StoreError::Database(detail.into());
         }
         StoreError::Database(Box::new(err))
     }

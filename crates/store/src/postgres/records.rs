@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use cloudlet_query::Dialect;
 use deadpool_postgres::{GenericClient, Transaction};
 
-use super::{Postgres, execute, params, record_of, refs, row, rows, schema};
+use super::{Postgres, SYSTEM_SCHEMA, execute, params, record_of, refs, row, rows, schema};
 use crate::listing::{
     self, column_type, declared_index_prefixes, index_sql, keyset_after, order_by, quote, table,
 };
@@ -553,46 +553,44 @@ async fn emit_in(
 /// Inserts `record`, then requires `check` of it; the caller's transaction is dropped
 /// (rolled back) when the check fails.
 async fn insert_in(
-    tx: &Transaction<'_>,
+    client: &impl Cached,
     app: &str,
     collection: &str,
     record: &Record,
     check: &Condition,
 ) -> Result<(), StoreError> {
-    let id = record
-        .iter()
-        .find(|(name, _)| name == "id")
-        .map(|(_, v)| v.clone())
-        .unwrap_or(SqlValue::Null);
     let table = qualified(app, collection);
     let columns: Vec<String> = record.iter().map(|(name, _)| quote(name)).collect();
     let placeholders: Vec<String> = (1..=record.len())
         .map(|i| Dialect::Postgres.placeholder(i))
         .collect();
-    let sql = format!(
+    let insert = format!(
         "INSERT INTO {table} ({}) VALUES ({})",
         columns.join(", "),
         placeholders.join(", ")
     );
-    let values: Vec<SqlValue> = record.iter().map(|(_, v)| v.clone()).collect();
-    let inserted = params(&values);
-    dynamic_execute(tx, &sql, &refs(&inserted)).await?;
-    let (condition, mut values) = check.to_sql(Dialect::Postgres, 0);
-    values.push(id);
-    let sql = format!(
-        "SELECT count(*) FROM {table} WHERE {condition} AND \"id\" = ${}",
-        values.len()
-    );
-    let checked = params(&values);
-    let holds = dynamic_rows(tx, &sql, &refs(&checked))
-        .await?
-        .first()
-        .map_or(0, |r| r.get::<_, i64>(0));
-    if holds == 0 {
-        return Err(StoreError::CheckFailed);
+    let mut values: Vec<SqlValue> = record.iter().map(|(_, v)| v.clone()).collect();
+    if check.is_always() {
+        let inserted = params(&values);
+        dynamic_execute(client, &insert, &refs(&inserted)).await?;
+        return Ok(());
     }
+    // One statement: the row goes in, then the check is evaluated on it; when it does not
+    // hold the statement fails (`check_failed()` raises), which undoes the insert with it.
+    let (condition, checked) = check.to_sql(Dialect::Postgres, values.len());
+    values.extend(checked);
+    let sql = format!(
+        "WITH {TABLE_ALIAS} AS ({insert} RETURNING *)
+         SELECT CASE WHEN {condition} THEN true ELSE {SYSTEM_SCHEMA}.check_failed() END
+         FROM {TABLE_ALIAS}"
+    );
+    let all = params(&values);
+    dynamic_rows(client, &sql, &refs(&all)).await?;
     Ok(())
 }
+
+/// The name the inserted row goes by while its check is evaluated: no field can be named so.
+const TABLE_ALIAS: &str = "\"inserted:row\"";
 
 /// The record `id` if `condition` allows it; locked until the transaction ends when `lock`.
 async fn guarded(

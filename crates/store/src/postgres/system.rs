@@ -63,6 +63,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX due_work_by_at ON {s}.due_work (at);
 ",
+    // Raised by a write whose check condition does not hold, undoing the write with it.
+    "
+    CREATE FUNCTION {s}.check_failed() RETURNS boolean LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'the write''s check condition does not hold' USING ERRCODE = 'CL001';
+    END
+    $$;
+",
 ];
 
 const ADMIN_TOKEN_HASH: &str = "admin_token_hash";
