@@ -613,14 +613,22 @@ impl Queues {
     }
 
     /// Claims for the dispatcher, which settles the app's hint to the next due time (a claim's
-    /// expiry included) once it has claimed: no hint per claim.
+    /// expiry included) once it has claimed: no hint per claim. The messages stay hidden at
+    /// least `min_hide_secs` (longer than the run that will take them may last), or the queue's
+    /// visibility timeout if longer.
     pub async fn claim_for_dispatch(
         &self,
         app: &AppName,
         queue: &str,
         max: usize,
+        min_hide_secs: u64,
     ) -> Result<Vec<Delivery>, QueueError> {
-        self.claim_from(app, queue, max, None, false).await
+        let settings = self.settings(app, queue).await?;
+        let hide = settings
+            .visibility_timeout_secs
+            .max(min_hide_secs)
+            .min(12 * 3600);
+        self.claim_from(app, queue, max, Some(hide), false).await
     }
 
     async fn claim_from(

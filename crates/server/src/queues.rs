@@ -531,6 +531,9 @@ impl cloudlet_core::data::Triggers for TriggerRouting {
     }
 }
 
+/// Added to a consumer's timeout to hide its claimed messages: time to wait for a worker.
+const RUN_MARGIN_SECS: u64 = 5;
+
 /// How many deliveries of data triggers one app runs at once, and how many runs of all its
 /// consumers and triggers together: half of an app's default `max_concurrent_per_app`, so that
 /// the app's own calls keep room and a run is never refused as overloaded for the
@@ -660,6 +663,12 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
     }
     for (function, trigger) in consumers {
         let key = (app.clone(), function.clone());
+        // A claim outlives the run that takes it: the function's time, and a margin for
+        // waiting for a worker.
+        let hide_secs = match state.functions().timeout_ms(app, &function).await {
+            Ok(ms) => ms.div_ceil(1000) + RUN_MARGIN_SECS,
+            Err(_) => continue,
+        };
         loop {
             let now_running = lock(running).get(&key).copied().unwrap_or(0);
             if now_running >= trigger.concurrency || app_running(running, app) >= DISPATCH_PER_APP {
@@ -668,7 +677,7 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
             }
             let batch = match state
                 .queues()
-                .claim_for_dispatch(app, &trigger.queue, trigger.batch)
+                .claim_for_dispatch(app, &trigger.queue, trigger.batch, hide_secs)
                 .await
             {
                 Ok(batch) => batch,
@@ -748,7 +757,7 @@ async fn dispatch_triggers(state: &AppState, running: &Running, app: &AppName) -
         }
         let batch = match state
             .queues()
-            .claim_for_dispatch(app, TRIGGER_QUEUE, 1)
+            .claim_for_dispatch(app, TRIGGER_QUEUE, 1, 0)
             .await
         {
             Ok(batch) => batch,

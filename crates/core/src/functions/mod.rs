@@ -1150,6 +1150,12 @@ impl Functions {
             .collect())
     }
 
+    /// How long a run of the function may take, in milliseconds (from memory after its first
+    /// call).
+    pub async fn timeout_ms(&self, app: &AppName, name: &str) -> Result<u64, FunctionError> {
+        Ok(self.active(app, name).await?.settings.timeout_ms)
+    }
+
     /// Whether any of the app's functions has a data trigger.
     pub async fn has_data_triggers(&self, app: &AppName) -> Result<bool, FunctionError> {
         Ok(self
