@@ -1,0 +1,321 @@
+#!/usr/bin/env python3
+"""Durable queues: Cloudlet against BullMQ on Redis, side by side, in the same run.
+
+Both keep every acknowledged write on disk: Cloudlet on SQLite with its default durability
+(`full`: each commit fsynced before it is acknowledged), Redis with `appendonly yes` and
+`appendfsync always`. Redis is Debian's `redis-server`, started here on a temporary directory
+and a loopback port; BullMQ is npm `bullmq` (with `ioredis`) as locked in bench/peers/bullmq.
+One Node.js process (bench/queues.mjs) drives either side. Each run measures, on fresh servers
+(a fresh app, or a flushed Redis, per workload):
+
+- enqueue: 8 concurrent clients sending batches of 100 for `--seconds`; Cloudlet through
+  `POST /v1/admin/apps/{app}/queues/{q}/messages`, BullMQ through `Queue.addBulk`;
+- claim and acknowledge, 16 no-op consumers, on `--messages` messages sent beforehand; Cloudlet
+  through the HTTP API (16 loops, each `POST …/claims {"max": 16}` then `POST …/messages/{id}/ack`
+  per delivery, until the claims come back empty) and through a no-op function consumer
+  (`batch: 10, concurrency: 16`, until `GET …/queues/{q}` counts nothing left); BullMQ through a
+  `Worker` with concurrency 16, a no-op processor and `removeOnComplete`;
+- enqueue to start, an idle consumer: one message at a time, `--gap-ms` apart; the consumer
+  notes when it starts. Cloudlet: a function consumer (`batch: 1`), writing its start time into
+  a record; BullMQ: a `Worker` (concurrency 1) in the sending process.
+
+Every figure, the ratios too, is the median of the runs with their spread. Writes
+bench/results/queues.json and the `queues` section of docs/performance.md.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+
+from common import (ROOT, TOKEN, Client, figure, heading, meta, parse_args, repeat, replace_docs_section,
+                    server)
+
+TARGETS = {"enqueue": 20000, "claim_ack": 10000, "latency_p50_ms": 1.0, "latency_p99_ms": 5.0}
+
+LATENCY_FUNCTION = """
+export default async (event, ctx) => {
+  // Wall-clock milliseconds, sub-millisecond where the runtime has performance.timeOrigin.
+  const hr = typeof performance !== 'undefined' && performance.timeOrigin
+    ? performance.timeOrigin + performance.now() : NaN;
+  const wall = Date.now();
+  const started = Math.abs(hr - wall) < 50 ? hr : wall;
+  for (const m of event.messages) {
+    await ctx.db.collection('starts').add({ sent: m.payload.sent, started, hr: started === hr });
+  }
+};
+"""
+
+
+def node(mode, settings):
+    out = subprocess.run(["node", os.path.join(ROOT, "bench/queues.mjs"), mode, json.dumps(settings)],
+                         check=True, capture_output=True, text=True)
+    if out.stderr.strip():
+        print(out.stderr.strip(), file=sys.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def redis(port):
+    """redis-server on a temporary directory: every write in the append-only file, fsynced before
+    it is acknowledged; no RDB snapshots."""
+    data = tempfile.mkdtemp(prefix="redis-bench-")
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", data,
+         "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
+         "--maxmemory-policy", "noeviction"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                             text=True).stdout.strip() != "PONG":
+            if time.time() > deadline or process.poll() is not None:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        settings = {key: redis_cli(port, "config", "get", key).split("\n")[1]
+                    for key in ["appendonly", "appendfsync"]}
+        if settings != {"appendonly": "yes", "appendfsync": "always"}:
+            raise RuntimeError(f"redis-server runs with {settings}")
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def redis_cli(port, *args):
+    return subprocess.run(["redis-cli", "-p", str(port), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def new_app(port, name, queue, **queue_settings):
+    admin = Client(port)
+    key = admin.json("POST", "/v1/admin/apps", {"name": name}, expect=201)
+    admin.json("PUT", f"/v1/admin/apps/{name}/queues/{queue}", queue_settings, expect=201)
+    return key
+
+
+def counts(admin, app, queue):
+    return admin.json("GET", f"/v1/admin/apps/{app}/queues/{queue}")
+
+
+def deploy(admin, app, name, source, trigger):
+    status, body = admin.call("PUT", f"/v1/admin/apps/{app}/functions/{name}",
+                              {"source": source, "triggers": [trigger]})
+    if status not in (200, 201):
+        raise RuntimeError(f"deploy {name}: {status} {body[:300]!r}")
+
+
+def left(queue_counts):
+    return sum(queue_counts.get(k, 0) for k in ["ready", "delayed", "in_flight"])
+
+
+def measure_cloudlet(args):
+    port = args.port
+    base = {"port": port, "token": TOKEN, "queue": "q"}
+    results = {}
+    with server(args.binary, port, log=args.log):
+        admin = Client(port)
+
+        new_app(port, "enqueue", "q")
+        results["enqueue"] = node("cloudlet-enqueue", {**base, "app": "enqueue", "clients": 8,
+                                                       "batch": 100, "seconds": args.seconds})
+
+        new_app(port, "claim", "q")
+        node("cloudlet-fill", {**base, "app": "claim", "count": args.messages})
+        results["claim_ack_http"] = node("cloudlet-claim", {**base, "app": "claim", "consumers": 16,
+                                                            "max": 16})
+        results["claim_ack_http"]["left"] = left(counts(admin, "claim", "q"))
+
+        new_app(port, "drain", "q")
+        node("cloudlet-fill", {**base, "app": "drain", "count": args.messages})
+        start = time.perf_counter()
+        deploy(admin, "drain", "noop", "export default async () => {}",
+               {"queue": "q", "batch": 10, "concurrency": 16})
+        deadline = start + max(120, args.messages / 100)
+        while True:
+            c = counts(admin, "drain", "q")
+            if left(c) == 0:
+                break
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"the function consumer did not drain the queue: {c}")
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - start
+        results["claim_ack_function"] = {"messages_per_sec": round(args.messages / elapsed),
+                                         "seconds": round(elapsed, 3), "dead": c.get("dead", 0)}
+
+        key = new_app(port, "latency", "q")
+        admin.json("PUT", "/v1/admin/apps/latency/collections/starts", {
+            "fields": [{"name": "sent", "type": "number"}, {"name": "started", "type": "number"},
+                       {"name": "hr", "type": "bool"}]}, expect=201)
+        deploy(admin, "latency", "stamp", LATENCY_FUNCTION, {"queue": "q", "batch": 1, "concurrency": 1})
+        # One warm-up message (the first run compiles the function), not counted.
+        node("cloudlet-latency-send", {**base, "app": "latency", "count": 1, "gap_ms": 500})
+        node("cloudlet-latency-send", {**base, "app": "latency", "count": args.latency_messages,
+                                       "gap_ms": args.gap_ms})
+        time.sleep(1)
+        records = list_records(port, key["secret_key"], "latency", "starts")
+        records.sort(key=lambda r: r["sent"])
+        delays = [(r["started"] - r["sent"]) for r in records[1:]]
+        if len(delays) != args.latency_messages:
+            raise RuntimeError(f"{len(delays)} of {args.latency_messages} latency messages started")
+        results["latency_function"] = {
+            "p50_ms": percentile(delays, 50), "p99_ms": percentile(delays, 99),
+            "max_ms": percentile(delays, 100), "samples": len(delays),
+            "clock": "performance.timeOrigin + performance.now()" if all(r["hr"] for r in records)
+            else "Date.now() (1 ms resolution)",
+        }
+    return results
+
+
+def list_records(port, key, app, collection):
+    client, records, cursor = Client(port, bearer=key), [], None
+    while True:
+        path = f"/v1/apps/{app}/collections/{collection}/records?limit=100" + ("&cursor=" + urllib.parse.quote(cursor) if cursor else "")
+        page = client.json("GET", path)
+        records += page["items"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return records
+
+
+def percentile(values, p):
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))], 3)
+
+
+def measure_bullmq(args):
+    port = free_port()
+    base = {"redis_port": port, "modules": args.bullmq_modules, "queue": "q"}
+    results = {}
+    with redis(port):
+        results["enqueue"] = node("bullmq-enqueue", {**base, "clients": 8, "batch": 100, "seconds": args.seconds})
+        redis_cli(port, "flushall")
+        results["claim_ack"] = node("bullmq-work", {**base, "count": args.messages, "concurrency": 16})
+        redis_cli(port, "flushall")
+        results["latency"] = node("bullmq-latency", {**base, "count": args.latency_messages, "gap_ms": args.gap_ms})
+        results["redis_aof"] = {key: redis_cli(port, "config", "get", key).split("\n")[1]
+                                for key in ["appendonly", "appendfsync"]}
+    return results
+
+
+def run_side_by_side(args):
+    results = {"cloudlet": measure_cloudlet(args), "bullmq": measure_bullmq(args)}
+    c, b = results["cloudlet"], results["bullmq"]
+    results["ratios"] = {
+        "enqueue": round(c["enqueue"]["messages_per_sec"] / b["enqueue"]["messages_per_sec"], 2),
+        "claim_ack_http": round(c["claim_ack_http"]["messages_per_sec"] / b["claim_ack"]["messages_per_sec"], 2),
+        "claim_ack_function": round(c["claim_ack_function"]["messages_per_sec"] / b["claim_ack"]["messages_per_sec"], 2),
+        "latency_p50": round(c["latency_function"]["p50_ms"] / b["latency"]["p50_ms"], 2),
+        "latency_p99": round(c["latency_function"]["p99_ms"] / b["latency"]["p99_ms"], 2),
+    }
+    return results
+
+
+def versions(args):
+    bullmq = json.load(open(os.path.join(args.bullmq_modules, "bullmq/package.json")))["version"]
+    ioredis = json.load(open(os.path.join(args.bullmq_modules, "ioredis/package.json")))["version"]
+    redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
+    return {"bullmq": bullmq, "ioredis": ioredis, "redis": redis_version.removeprefix("v="),
+            "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()}
+
+
+def met(value, target, lower_is_better=False, resolution=0.0):
+    """With `resolution` (a latency taken from a clock that truncates the start time to whole
+    milliseconds), the true value lies in [value, value + resolution)."""
+    if lower_is_better and value <= target < value + resolution:
+        return f"undetermined: {value} to {round(value + resolution, 3)} ms with a 1 ms clock"
+    ok = value <= target if lower_is_better else value >= target
+    return "met" if ok else "**not met**"
+
+
+def write_docs(r):
+    c, b, ratio, m = r["cloudlet"], r["bullmq"], r["ratios"], r["meta"]
+    v = m["versions"]
+    t = TARGETS
+    # A function has no performance.now(): Date.now() truncates its start time to whole
+    # milliseconds, so each Cloudlet delay reads up to 1 ms short.
+    res = 1.0 if c["latency_function"]["clock"].startswith("Date.now") else 0.0
+    rows = [
+        f"| enqueue, 8 clients × batches of 100 | admin HTTP `POST …/queues/q/messages`: "
+        f"{figure(c['enqueue'], 'messages_per_sec', ' msg/s')} | `Queue.addBulk`: "
+        f"{figure(b['enqueue'], 'messages_per_sec', ' msg/s')} | {figure(ratio, 'enqueue', '×')} "
+        f"| ≥ {t['enqueue']:,} msg/s: {met(c['enqueue']['messages_per_sec'], t['enqueue'])} |",
+        f"| claim + ack, 16 no-op consumers | HTTP `…/claims {{\"max\": 16}}` + `…/ack` per message: "
+        f"{figure(c['claim_ack_http'], 'messages_per_sec', ' msg/s')} | `Worker`, concurrency 16: "
+        f"{figure(b['claim_ack'], 'messages_per_sec', ' msg/s')} | {figure(ratio, 'claim_ack_http', '×')} "
+        f"| ≥ {t['claim_ack']:,} msg/s: {met(c['claim_ack_http']['messages_per_sec'], t['claim_ack'])} |",
+        f"| drain, no-op consumer | function trigger `batch: 10, concurrency: 16`: "
+        f"{figure(c['claim_ack_function'], 'messages_per_sec', ' msg/s')} | (the same `Worker`) "
+        f"| {figure(ratio, 'claim_ack_function', '×')} "
+        f"| ≥ {t['claim_ack']:,} msg/s: {met(c['claim_ack_function']['messages_per_sec'], t['claim_ack'])} |",
+        f"| enqueue to start, idle consumer, p50 | function trigger (`batch: 1`): "
+        f"{figure(c['latency_function'], 'p50_ms', ' ms')} | `Worker`: {figure(b['latency'], 'p50_ms', ' ms')} "
+        f"| {figure(ratio, 'latency_p50', '×')} "
+        f"| ≤ {t['latency_p50_ms']} ms: {met(c['latency_function']['p50_ms'], t['latency_p50_ms'], True, res)} |",
+        f"| enqueue to start, idle consumer, p99 | function trigger (`batch: 1`): "
+        f"{figure(c['latency_function'], 'p99_ms', ' ms')} | `Worker`: {figure(b['latency'], 'p99_ms', ' ms')} "
+        f"| {figure(ratio, 'latency_p99', '×')} "
+        f"| ≤ {t['latency_p99_ms']} ms: {met(c['latency_function']['p99_ms'], t['latency_p99_ms'], True, res)} |",
+    ]
+    table = f"""{heading(m)}; BullMQ {v['bullmq']} (ioredis {v['ioredis']}) on Redis {v['redis']} with `appendonly yes`, `appendfsync always`; Cloudlet on SQLite, `durability = "full"` (the default); both driven by one Node.js {v['node']} process (bench/queues.mjs) on the same machine. {m['messages']:,} messages for the claim and drain rows, {m['seconds']} s of enqueueing, {m['latency_messages']} latency samples {m['gap_ms']} ms apart (Cloudlet's start time: {c['latency_function']['clock']} inside the function, so with a 1 ms clock its delays read 0 to 1 ms short; BullMQ's: `performance.now()` in the sending process).
+
+| workload | Cloudlet | BullMQ | Cloudlet / BullMQ | issue 15's target for Cloudlet |
+|---|---|---|---|---|
+""" + "\n".join(rows)
+    replace_docs_section("queues", table)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--binary", default=os.path.join(ROOT, "target/release/cloudlet"))
+    parser.add_argument("--bullmq-modules", default=os.path.join(ROOT, "bench/.tools/bullmq/node_modules"))
+    parser.add_argument("--port", type=int, default=18760, help="Cloudlet's")
+    parser.add_argument("--seconds", type=int, help="enqueue duration (default 10; 2 with --quick)")
+    parser.add_argument("--messages", type=int, help="messages to claim and drain (default 20,000; 2,000 with --quick)")
+    parser.add_argument("--latency-messages", type=int, help="latency samples (default 500; 50 with --quick)")
+    parser.add_argument("--gap-ms", type=int, default=20, help="between latency messages")
+    parser.add_argument("--log", help="Cloudlet's output goes to this file")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: one run, small counts; no docs, no results file")
+    parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--out", help="results file (default bench/results/queues.json; none with --quick)")
+    explicit_runs = any(a == "--runs" or a.startswith("--runs=") for a in sys.argv[1:])
+    args = parse_args(parser)
+    args.bullmq_modules = os.path.abspath(args.bullmq_modules)
+    if args.quick and not explicit_runs:
+        args.runs = 1
+    args.seconds = args.seconds or (2 if args.quick else 10)
+    args.messages = args.messages or (2000 if args.quick else 20000)
+    args.latency_messages = args.latency_messages or (50 if args.quick else 500)
+    if args.out is None and not args.quick:
+        args.out = os.path.join(ROOT, "bench/results/queues.json")
+
+    results = repeat(args.runs, lambda: run_side_by_side(args))
+    results["meta"] = meta(args.runs, seconds=args.seconds, messages=args.messages,
+                           latency_messages=args.latency_messages, gap_ms=args.gap_ms,
+                           versions=versions(args), targets=TARGETS)
+    if args.out:
+        from common import write_results
+        write_results(args.out, results)
+    else:
+        print(json.dumps(results, indent=2))
+    if not (args.quick or args.no_docs):
+        write_docs(results)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
