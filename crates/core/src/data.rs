@@ -934,15 +934,22 @@ impl Data {
         data: Option<&Map<String, Json>>,
     ) -> Option<Condition> {
         // The caller was checked against the app on the way in (see `check_caller`).
+        let rule = if matches!(actor, Caller::Admin | Caller::AppKey(_)) {
+            None
+        } else {
+            match compiled.rules.get(action)? {
+                RuleSql::Locked => return None,
+                RuleSql::Open => None,
+                RuleSql::When(predicate) => Some(predicate),
+            }
+        };
+        // The body's values are converted only for a rule that reads them.
+        let data = data.filter(|_| rule.is_some_and(|p| p.uses_request_data()));
         let all = Condition::with_bindings(self.bindings(compiled, actor, data));
-        if matches!(actor, Caller::Admin | Caller::AppKey(_)) {
-            return Some(all);
-        }
-        match compiled.rules.get(action)? {
-            RuleSql::Locked => None,
-            RuleSql::Open => Some(all),
-            RuleSql::When(predicate) => Some(all.and(predicate.clone())),
-        }
+        Some(match rule {
+            Some(predicate) => all.and(predicate.clone()),
+            None => all,
+        })
     }
 
     /// What `@auth`, `@now` and `@request.data` stand for in this request.

@@ -40,6 +40,15 @@ impl Predicate {
         })
     }
 
+    /// Whether the expression refers to the body being written (`@request.data.…`), so that
+    /// its bindings need the body's values.
+    pub fn uses_request_data(&self) -> bool {
+        self.sql(Dialect::Sqlite)
+            .params
+            .iter()
+            .any(|p| matches!(p, Param::RequestData(_)))
+    }
+
     /// The SQL for `dialect` with placeholders numbered from 1, built on first use.
     pub fn sql(&self, dialect: Dialect) -> &Compiled {
         let cell = match dialect {

@@ -225,3 +225,18 @@ fn json_values_compare_only_with_values_of_their_own_type() {
         assert_eq!(found, *expected, "{filter}\n{condition}");
     }
 }
+
+#[test]
+fn a_predicate_says_whether_it_reads_the_body_being_written() {
+    use cloudlet_query::Predicate;
+    use std::sync::Arc;
+    let schema = Arc::new(schema());
+    let reads = |text: &str| {
+        Predicate::new(parse(text, Limits::default()).unwrap(), schema.clone())
+            .unwrap()
+            .uses_request_data()
+    };
+    assert!(reads("@request.data.priority <= 5"));
+    assert!(reads("owner = @auth.id || @request.data.title = 'x'"));
+    assert!(!reads("owner = @auth.id && done"));
+}
