@@ -6,7 +6,41 @@
 
 use cloudlet_query::Dialect;
 
-use crate::records::{ColumnType, IndexDef, SortKey, SqlValue, TableDef};
+use crate::records::{ColumnType, IndexDef, Select, SortKey, SqlValue, TableDef};
+
+/// A listing as SQL of one dialect: the statement that counts (when asked) and the one that
+/// reads the page, each with its values.
+pub(crate) struct ListingSql {
+    pub(crate) count: Option<(String, Vec<SqlValue>)>,
+    pub(crate) page: (String, Vec<SqlValue>),
+}
+
+/// The SQL of `select` on `table` (quoted, and qualified where the backend needs it).
+pub(crate) fn listing_sql(dialect: Dialect, table: &str, select: &Select) -> ListingSql {
+    let (mut condition, mut values) = select.condition.to_sql(dialect, 0);
+    let count = select.count.then(|| {
+        (
+            format!("SELECT count(*) FROM {table} WHERE {condition}"),
+            values.clone(),
+        )
+    });
+    if let Some((after, id)) = &select.after {
+        let after = keyset_after(dialect, &select.sort, after, id, &mut values);
+        condition = format!("{condition} AND {after}");
+    }
+    let order = order_by(dialect, &select.sort);
+    values.push(SqlValue::Int(select.limit as i64));
+    let limit = dialect.placeholder(values.len());
+    values.push(SqlValue::Int(select.offset as i64));
+    let offset = dialect.placeholder(values.len());
+    let page = format!(
+        "SELECT * FROM {table} WHERE {condition} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
+    );
+    ListingSql {
+        count,
+        page: (page, values),
+    }
+}
 
 /// A quoted identifier.
 pub(crate) fn quote(name: &str) -> String {
@@ -142,7 +176,7 @@ fn ties_descending(sort: &[SortKey]) -> bool {
 }
 
 /// `ORDER BY`'s list: the sort keys, then `id`.
-pub(crate) fn order_by(dialect: Dialect, sort: &[SortKey]) -> String {
+fn order_by(dialect: Dialect, sort: &[SortKey]) -> String {
     let nulls = |descending: bool| match (dialect, descending) {
         (Dialect::Sqlite, _) => "",
         (Dialect::Postgres, false) => " NULLS FIRST",
@@ -165,7 +199,7 @@ pub(crate) fn order_by(dialect: Dialect, sort: &[SortKey]) -> String {
 
 /// The keyset condition "after this record in this order", NULL-aware. Its values are appended
 /// to `params`, its placeholders numbered after those already there.
-pub(crate) fn keyset_after(
+fn keyset_after(
     dialect: Dialect,
     sort: &[SortKey],
     values: &[SqlValue],

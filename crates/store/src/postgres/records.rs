@@ -10,7 +10,7 @@ use deadpool_postgres::{GenericClient, Transaction};
 
 use super::{Postgres, SYSTEM_SCHEMA, execute, params, record_of, refs, row, rows, schema};
 use crate::listing::{
-    self, column_type, declared_index_prefixes, index_sql, keyset_after, order_by, quote, table,
+    self, column_type, declared_index_prefixes, index_sql, listing_sql, quote, table,
 };
 use crate::records::{
     BatchOp, BatchOutcome, CollectionRow, Condition, Emit, EventRow, Record, RecordStore, Select,
@@ -278,28 +278,17 @@ impl RecordStore for Postgres {
     ) -> Result<(Vec<Record>, Option<i64>), StoreError> {
         let client = self.app_client(app).await?;
         let table = qualified(&schema(app), collection);
-        let (mut condition, mut values) = select.condition.to_sql(Dialect::Postgres, 0);
-        let total = if select.count {
-            let sql = format!("SELECT count(*) FROM {table} WHERE {condition}");
-            let params = params(&values);
-            let counted = dynamic_rows(&*client, &sql, &refs(&params)).await?;
-            Some(counted.first().map_or(0, |r| r.get::<_, i64>(0)))
-        } else {
-            None
+        let listing = listing_sql(Dialect::Postgres, &table, &select);
+        let total = match &listing.count {
+            Some((sql, values)) => {
+                let params = params(values);
+                let counted = dynamic_rows(&*client, sql, &refs(&params)).await?;
+                Some(counted.first().map_or(0, |r| r.get::<_, i64>(0)))
+            }
+            None => None,
         };
-        if let Some((after, id)) = &select.after {
-            let after = keyset_after(Dialect::Postgres, &select.sort, after, id, &mut values);
-            condition = format!("{condition} AND {after}");
-        }
-        let order = order_by(Dialect::Postgres, &select.sort);
-        values.push(SqlValue::Int(select.limit as i64));
-        values.push(SqlValue::Int(select.offset as i64));
-        let n = values.len();
-        let sql = format!(
-            "SELECT * FROM {table} WHERE {condition} ORDER BY {order} LIMIT ${} OFFSET ${n}",
-            n - 1
-        );
-        Ok((records(&*client, &sql, &values).await?, total))
+        let (sql, values) = &listing.page;
+        Ok((records(&*client, sql, values).await?, total))
     }
 
     async fn get(

@@ -8,8 +8,7 @@ use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
 use super::SqliteTenants;
 use crate::listing::{
-    column_type, create_table_sql, declared_index_prefixes, index_sql, keyset_after, order_by,
-    quote, table,
+    column_type, create_table_sql, declared_index_prefixes, index_sql, listing_sql, quote, table,
 };
 use crate::records::{
     BatchOp, BatchOutcome, CollectionRow, Condition, Emit, EventRow, Record, RecordStore, Select,
@@ -223,34 +222,16 @@ impl RecordStore for SqliteTenants {
     ) -> Result<(Vec<Record>, Option<i64>), StoreError> {
         let collection = collection.to_owned();
         self.read_app(app, move |c| {
-            let (mut condition, mut params) = sql_of(&select.condition);
-            let total = if select.count {
-                let sql = format!(
-                    "SELECT count(*) FROM {} WHERE {condition}",
-                    table(&collection)
-                );
-                Some(
-                    c.prepare_cached(&sql)?
-                        .query_row(bind(&params), |r| r.get(0))?,
-                )
-            } else {
-                None
+            let listing = listing_sql(Dialect::Sqlite, &table(&collection), &select);
+            let total = match &listing.count {
+                Some((sql, params)) => Some(
+                    c.prepare_cached(sql)?
+                        .query_row(bind(params), |r| r.get(0))?,
+                ),
+                None => None,
             };
-            if let Some((values, id)) = &select.after {
-                let after = keyset_after(Dialect::Sqlite, &select.sort, values, id, &mut params);
-                condition = format!("{condition} AND {after}");
-            }
-            let order = order_by(Dialect::Sqlite, &select.sort);
-            params.push(SqlValue::Int(select.limit as i64));
-            params.push(SqlValue::Int(select.offset as i64));
-            let n = params.len();
-            let sql = format!(
-                "SELECT * FROM {} WHERE {condition} ORDER BY {order} LIMIT ?{} OFFSET ?{}",
-                table(&collection),
-                n - 1,
-                n
-            );
-            Ok((query_records(c, &sql, &params)?, total))
+            let (sql, params) = &listing.page;
+            Ok((query_records(c, sql, params)?, total))
         })
         .await
     }
