@@ -1246,6 +1246,118 @@ async fn ctx_auth_carries_the_platform_openid_and_unionid_across_refreshes() {
 }
 
 #[tokio::test]
+async fn ctx_messages_send_takes_a_grant_and_the_message_reaches_the_user() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let emulator = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(cloudlet_emulator::serve(
+        listener,
+        cloudlet_emulator::EmulatorOptions::default(),
+        std::future::pending(),
+    ));
+    let http = reqwest::Client::new();
+    let control = |path: &'static str, body: Value| {
+        let (http, emulator) = (http.clone(), emulator.clone());
+        async move {
+            let response = http
+                .post(format!("{emulator}{path}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success(), "{path}");
+        }
+    };
+    control(
+        "/emulator/apps",
+        json!({ "platform": "wechat", "appid": "wx-msg", "secret": "msg-secret" }),
+    )
+    .await;
+    control(
+        "/emulator/wechat/templates",
+        json!({ "appid": "wx-msg", "template_id": "TPL", "keys": { "thing1": "thing" } }),
+    )
+    .await;
+    control(
+        "/emulator/wechat/subscriptions",
+        json!({ "appid": "wx-msg", "user": "alice", "template_id": "TPL" }),
+    )
+    .await;
+    let code: Value = http
+        .post(format!("{emulator}/emulator/codes"))
+        .json(&json!({ "platform": "wechat", "appid": "wx-msg", "user": "alice" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let t = server(false).await;
+    t.create_app("shop").await;
+    t.admin(Method::PUT, "/v1/admin/apps/shop/auth/providers/wechat")
+        .json(&json!({ "appid": "wx-msg", "secret": "msg-secret", "base_url": format!("{emulator}/wechat") }))
+        .expect(StatusCode::OK)
+        .await;
+    let grant = t
+        .request(Method::POST, "/v1/apps/shop/auth/sessions")
+        .json(&json!({ "provider": "wechat", "code": code["code"] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let token = grant["access_token"].as_str();
+    t.request(Method::POST, "/v1/apps/shop/messages/subscriptions")
+        .bearer_auth(token.unwrap())
+        .json(&json!({ "answers": { "TPL": "accept" } }))
+        .expect(StatusCode::OK)
+        .await;
+    deploy(
+        &t,
+        "shop",
+        "notify",
+        json!({ "source": r#"export default async (e, ctx) => {
+            const message = { to: ctx.auth.id, template_id: "TPL", data: { thing1: "Shipped" } };
+            const sent = await ctx.messages.send(message);
+            let refused = null;
+            try { await ctx.messages.send(message); }
+            catch (error) { refused = error.code; }
+            return { id: sent.id, duplicate: sent.duplicate, refused };
+        }"# }),
+    )
+    .await;
+    let answer = call(&t, "shop", "notify", token, json!({}))
+        .expect(StatusCode::OK)
+        .await;
+    assert!(
+        answer["id"].as_str().unwrap().starts_with("msg_"),
+        "{answer}"
+    );
+    assert_eq!(answer["duplicate"], false);
+    assert_eq!(
+        answer["refused"], "no_subscription",
+        "one grant, one message"
+    );
+
+    let mut inbox = Vec::new();
+    for _ in 0..200 {
+        let body: Value = http
+            .get(format!("{emulator}/emulator/wechat/messages?appid=wx-msg"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        inbox = body["messages"].as_array().unwrap().clone();
+        if !inbox.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0]["user"], "alice");
+    assert_eq!(inbox[0]["data"], json!({ "thing1": "Shipped" }));
+}
+
+#[tokio::test]
 async fn a_function_reaches_no_data_of_another_app_even_as_admin() {
     let t = server(false).await;
     let (alice, _) = scene(&t, "victim").await;

@@ -6,6 +6,7 @@
 //! - [`auth`]: end users: login providers, sessions, access tokens, accounts.
 //! - [`data`]: collections, records and the rules that guard them; change events.
 //! - [`functions`]: deployed JavaScript, its versions, environment secrets, invocations, logs.
+//! - [`messages`]: subscribe messages: the consent ledger, sending through a queue.
 //! - [`queues`]: durable queues: sends, claims with leases, retries, dead letters.
 //! - [`sealing`]: secrets encrypted at rest under the instance's master key.
 //! - [`clock`] and [`random`]: the one door for time and randomness, so tests can control both.
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod clock;
 pub mod data;
 pub mod functions;
+pub mod messages;
 pub mod queues;
 pub mod random;
 pub mod sealing;

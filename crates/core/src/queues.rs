@@ -249,6 +249,30 @@ fn trigger_settings(visibility_timeout_secs: u64) -> QueueSettings {
 /// How long the triggers' queue keeps a delivery; the event log keeps events a day longer.
 pub const TRIGGER_RETENTION_SECS: u64 = 7 * 24 * 3600;
 
+/// The queue that carries subscribe messages to the platform (see `crate::messages`).
+pub const MESSAGE_QUEUE: &str = "_messages";
+
+/// The settings of [`MESSAGE_QUEUE`]: a send is one call to the platform, retried with backoff
+/// (2 s, doubling) for about an hour while the platform is unavailable, then kept with the dead
+/// letters.
+fn message_settings() -> QueueSettings {
+    QueueSettings {
+        visibility_timeout_secs: 60,
+        max_attempts: 10,
+        backoff_secs: 2,
+        max_backoff_secs: 1800,
+        retention_secs: TRIGGER_RETENTION_SECS,
+        // A send's `key` holds a day: a trigger retried within it does not send twice.
+        dedup_window_secs: 24 * 3600,
+    }
+}
+
+/// Whether `name` is one of Cloudlet's own queues, which only Cloudlet sends to and consumes:
+/// they can be inspected, replayed and purged, never declared, deleted, sent to or claimed.
+pub fn is_builtin_queue(name: &str) -> bool {
+    name == TRIGGER_QUEUE || name == MESSAGE_QUEUE
+}
+
 /// A queue name: 1 to 64 of `a-z`, `0-9`, `_` and `-`, starting with a letter.
 pub fn valid_queue_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
@@ -271,6 +295,7 @@ struct Inner {
     declared: Mutex<HashMap<AppName, Arc<HashMap<String, QueueSettings>>>>,
     doorbell: Notify,
     triggers: QueueSettings,
+    messages: QueueSettings,
     /// Per app, what keeps the hint protocol safe in a live process (see [`Queues::hint`]).
     pulses: Mutex<HashMap<AppName, Pulse>>,
 }
@@ -316,6 +341,7 @@ impl Queues {
             declared: Mutex::new(HashMap::new()),
             doorbell: Notify::new(),
             triggers: trigger_settings(trigger_visibility_secs),
+            messages: message_settings(),
             pulses: Mutex::new(HashMap::new()),
         }))
     }
@@ -368,8 +394,10 @@ impl Queues {
     }
 
     async fn settings(&self, app: &AppName, queue: &str) -> Result<QueueSettings, QueueError> {
-        if queue == TRIGGER_QUEUE {
-            return Ok(self.0.triggers.clone());
+        match queue {
+            TRIGGER_QUEUE => return Ok(self.0.triggers.clone()),
+            MESSAGE_QUEUE => return Ok(self.0.messages.clone()),
+            _ => {}
         }
         self.declared(app)
             .await?
@@ -481,10 +509,10 @@ impl Queues {
     }
 
     pub async fn delete(&self, app: &AppName, name: &str) -> Result<(), QueueError> {
-        if name == TRIGGER_QUEUE {
-            return Err(QueueError::InvalidQueue(
-                "the triggers' queue can not be deleted (purge its messages instead)".into(),
-            ));
+        if is_builtin_queue(name) {
+            return Err(QueueError::InvalidQueue(format!(
+                "{name} is Cloudlet's own queue: it can not be deleted (purge its messages instead)"
+            )));
         }
         let deleted = self.0.store.delete_queue(app, name).await?;
         self.forget(app);
@@ -526,10 +554,21 @@ impl Queues {
         queue: &str,
         messages: Vec<Outgoing>,
     ) -> Result<Vec<SendReceipt>, QueueError> {
-        if queue == TRIGGER_QUEUE {
-            // Filled only by writes, in their own transactions.
+        if is_builtin_queue(queue) {
+            // Filled only by Cloudlet: triggers' deliveries by writes, in their own
+            // transactions; subscribe messages by `crate::messages`.
             return Err(QueueError::NotFound(queue.to_owned()));
         }
+        self.send_to(app, queue, messages).await
+    }
+
+    /// Sends to any queue, Cloudlet's own too.
+    pub(crate) async fn send_to(
+        &self,
+        app: &AppName,
+        queue: &str,
+        messages: Vec<Outgoing>,
+    ) -> Result<Vec<SendReceipt>, QueueError> {
         if messages.is_empty() || messages.len() > MAX_BATCH {
             return Err(QueueError::InvalidMessage(format!(
                 "send 1 to {MAX_BATCH} messages"
@@ -606,7 +645,7 @@ impl Queues {
         max: usize,
         hide_secs: Option<u64>,
     ) -> Result<Vec<Delivery>, QueueError> {
-        if queue == TRIGGER_QUEUE {
+        if is_builtin_queue(queue) {
             return Err(QueueError::NotFound(queue.to_owned()));
         }
         self.claim_from(app, queue, max, hide_secs, true).await
@@ -715,7 +754,37 @@ impl Queues {
         let settings = self.settings(app, queue).await?;
         let now = self.now();
         let retry_at = now + settings.backoff_ms(attempt, &*self.0.random);
-        let ticket = self.hint(app, retry_at).await?;
+        self.settle_failure(app, id, lease, error, now, Some(retry_at))
+            .await
+    }
+
+    /// Fails a delivery for good: the failure will not pass on a retry, so the message moves
+    /// to the dead letters at once, whatever attempts it has left.
+    pub async fn give_up(
+        &self,
+        app: &AppName,
+        id: &str,
+        lease: &str,
+        error: &str,
+    ) -> Result<Failed, QueueError> {
+        let now = self.now();
+        self.settle_failure(app, id, lease, error, now, None).await
+    }
+
+    async fn settle_failure(
+        &self,
+        app: &AppName,
+        id: &str,
+        lease: &str,
+        error: &str,
+        now: i64,
+        retry_at: Option<i64>,
+    ) -> Result<Failed, QueueError> {
+        // A retry makes work due; a message given up makes none.
+        let ticket = match retry_at {
+            Some(at) => Some(self.hint(app, at).await?),
+            None => None,
+        };
         // NUL can not be stored as text on PostgreSQL; the error is a message, not data.
         let error: String = error
             .chars()
@@ -727,7 +796,9 @@ impl Queues {
             .store
             .fail(app, id, lease, &error, now, retry_at)
             .await?;
-        self.hinted(app, ticket).await?;
+        if let Some(ticket) = ticket {
+            self.hinted(app, ticket).await?;
+        }
         match failed {
             Failed::Stale => Err(QueueError::StaleLease),
             outcome => {
@@ -805,6 +876,7 @@ impl Queues {
             .map(|(name, settings)| (name.clone(), settings.clone()))
             .collect();
         queues.push((TRIGGER_QUEUE.to_owned(), self.0.triggers.clone()));
+        queues.push((MESSAGE_QUEUE.to_owned(), self.0.messages.clone()));
         let now = self.now();
         let mut swept = 0;
         for (queue, settings) in queues {

@@ -143,9 +143,12 @@ codes! {
     // Queues.
     QueueNotFound = "queue_not_found", 404, "no such queue (also for names that can not be one)";
     InvalidQueue = "invalid_queue", 400, "a queue's name or settings break a rule";
-    InvalidMessage = "invalid_message", 400, "a send, claim or settle breaks a rule: 1 to 100 messages, a delay of 0 to 7 days, a key of 1 to 256 bytes, a visibility timeout of 1 s to 12 h";
+    InvalidMessage = "invalid_message", 400, "a send, claim or settle breaks a rule: 1 to 100 messages, a delay of 0 to 7 days, a key of 1 to 256 bytes, a visibility timeout of 1 s to 12 h; or a subscribe message, or a report of a user's answers, breaks one (`docs/messages.md`)";
     MessageTooLarge = "message_too_large", 413, "a message payload over 256 KiB of JSON";
     StaleLease = "stale_lease", 409, "acknowledging, extending or failing with a lease that is not the message's current one: the claim expired and the message went to another consumer, or it was settled already";
+    // Subscribe messages.
+    NoPlatformIdentity = "no_platform_identity", 409, "the user has never logged in to the mini program of the WeChat provider named (default `wechat`), so has no openid there";
+    NoSubscription = "no_subscription", 409, "the recipient has no grant left for the template: they have not allowed it in `wx.requestSubscribeMessage`, or every message they allowed was sent";
     // Sites.
     InvalidSitePath = "invalid_site_path", 400, "a site file path that breaks the path rule, or one file too many";
     SiteFileNotFound = "site_file_not_found", 404, "no such file in the site";

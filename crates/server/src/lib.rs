@@ -17,6 +17,7 @@ mod functions;
 mod health;
 mod limits;
 mod memory;
+mod messages;
 mod metrics;
 pub mod migrate;
 mod openapi;
@@ -40,6 +41,7 @@ use cloudlet_core::auth::{Auth, AuthError, AuthOptions};
 use cloudlet_core::clock::{Clock, SystemClock};
 use cloudlet_core::data::Data;
 use cloudlet_core::functions::{Capabilities, Execution, FunctionLimits, Functions, LogWriter};
+use cloudlet_core::messages::Messages;
 use cloudlet_core::queues::Queues;
 use cloudlet_core::random::{OsRandom, Random};
 use cloudlet_core::sealing::Sealer;
@@ -342,6 +344,20 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         config.queues.trigger_visibility_secs,
     );
     let data = Data::new(record_store, Arc::clone(&clock), Arc::clone(&random));
+    let auth = Auth::new(
+        Arc::clone(&system),
+        Arc::clone(&user_store),
+        Arc::clone(&clock),
+        Arc::clone(&random),
+        Sealer::new(&master_key),
+        AuthOptions {
+            access_token_ttl: Duration::from_secs(config.auth.access_token_ttl_secs),
+            session_ttl: Duration::from_secs(config.auth.session_ttl_days * 86_400),
+            platform_timeout: Duration::from_secs(config.auth.platform_timeout_secs),
+            min_password_score: config.auth.min_password_score,
+        },
+    )?;
+    let messages = Messages::new(auth.clone(), user_store, queues.clone(), Arc::clone(&clock));
     let fetcher = functions::Fetcher::new(config.functions.allow_private_fetch)
         .map_err(|e| StartError::Functions(e.to_string()))?;
     let (functions, log_writer) = start_functions(
@@ -351,7 +367,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         Arc::clone(&clock),
         Arc::clone(&random),
         Sealer::new(&master_key),
-        functions::capabilities(data.clone(), queues.clone(), fetcher),
+        functions::capabilities(data.clone(), queues.clone(), messages.clone(), fetcher),
     )?;
     data.set_triggers(Arc::new(queues::TriggerRouting {
         functions: functions.clone(),
@@ -364,19 +380,6 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         Arc::clone(&random),
         Sealer::new(&master_key),
     );
-    let auth = Auth::new(
-        Arc::clone(&system),
-        user_store,
-        clock,
-        Arc::clone(&random),
-        Sealer::new(&master_key),
-        AuthOptions {
-            access_token_ttl: Duration::from_secs(config.auth.access_token_ttl_secs),
-            session_ttl: Duration::from_secs(config.auth.session_ttl_days * 86_400),
-            platform_timeout: Duration::from_secs(config.auth.platform_timeout_secs),
-            min_password_score: config.auth.min_password_score,
-        },
-    )?;
     let limits = limits::AuthLimits::new(
         config.auth.logins_per_ip_per_minute,
         config.auth.logins_per_app_per_minute,
@@ -410,6 +413,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         auth,
         data,
         functions,
+        messages,
         queues,
         sites,
         access,
@@ -513,6 +517,7 @@ fn api(config: &Config, public_url: &str) -> (Router<AppState>, utoipa::openapi:
         .merge(auth::router(&bodies))
         .merge(data::router(&bodies))
         .merge(functions::router(&bodies))
+        .merge(messages::router(&bodies))
         .merge(queues::router(&bodies))
         .merge(sites::router(&bodies))
         .split_for_parts();

@@ -21,8 +21,8 @@ use cloudlet_core::access::Caller;
 use cloudlet_core::apps::AppName;
 use cloudlet_core::functions::{MAX_TRIGGER_DEPTH, QueueTrigger, Trigger};
 use cloudlet_core::queues::{
-    Delivery, HintTicket, MessageView, Outgoing, QueueError, QueueSettings, QueueView, SendReceipt,
-    Which, valid_queue_name,
+    Delivery, HintTicket, MESSAGE_QUEUE, MessageView, Outgoing, QueueError, QueueSettings,
+    QueueView, SendReceipt, Which, is_builtin_queue, valid_queue_name,
 };
 use cloudlet_store::{Emit, Failed, StoreError, TRIGGER_QUEUE, TriggerDelivery};
 use serde::{Deserialize, Serialize};
@@ -72,8 +72,8 @@ struct QueuePath {
 
 impl QueuePath {
     fn name(&self) -> Result<&str, ApiError> {
-        // The triggers' queue may be looked at, replayed and purged like any other.
-        if valid_queue_name(&self.queue) || self.queue == TRIGGER_QUEUE {
+        // Cloudlet's own queues may be looked at, replayed and purged like any other.
+        if valid_queue_name(&self.queue) || is_builtin_queue(&self.queue) {
             Ok(&self.queue)
         } else {
             Err(QueueError::NotFound(self.queue.chars().take(64).collect()).into())
@@ -539,6 +539,8 @@ const RUN_MARGIN_SECS: u64 = 5;
 /// the app's own calls keep room and a run is never refused as overloaded for the
 /// dispatcher's doing.
 const TRIGGER_CONCURRENCY: usize = 8;
+/// How many subscribe messages one app has on their way to WeChat at once.
+const MESSAGE_CONCURRENCY: usize = 4;
 const DISPATCH_PER_APP: usize = 16;
 
 /// How many runs the dispatcher has going for `app`.
@@ -659,8 +661,11 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
     };
     if triggered {
         consumed.push(TRIGGER_QUEUE.to_owned());
-        busy |= dispatch_triggers(state, running, app).await;
+        busy |= dispatch_builtin(state, running, app, Builtin::Triggers).await;
     }
+    // Subscribe messages are sent whether or not the app has functions.
+    consumed.push(MESSAGE_QUEUE.to_owned());
+    busy |= dispatch_builtin(state, running, app, Builtin::Messages).await;
     for (function, trigger) in consumers {
         let key = (app.clone(), function.clone());
         // A claim outlives the run that takes it: the function's time, and a margin for
@@ -746,23 +751,61 @@ async fn settle(state: &AppState, app: &AppName, version: i64, next: Option<i64>
     }
 }
 
-/// Claims and runs the app's due trigger deliveries; true if it had to leave some for lack of
-/// room.
-async fn dispatch_triggers(state: &AppState, running: &Running, app: &AppName) -> bool {
-    let key = (app.clone(), TRIGGER_QUEUE.to_owned());
+/// Cloudlet's own queues, which the dispatcher consumes itself.
+#[derive(Debug, Clone, Copy)]
+enum Builtin {
+    /// Data triggers' deliveries: each runs a function.
+    Triggers,
+    /// Subscribe messages: each is one call to WeChat.
+    Messages,
+}
+
+impl Builtin {
+    fn queue(self) -> &'static str {
+        match self {
+            Builtin::Triggers => TRIGGER_QUEUE,
+            Builtin::Messages => MESSAGE_QUEUE,
+        }
+    }
+
+    /// How many of its deliveries one app runs at once.
+    fn concurrency(self) -> usize {
+        match self {
+            Builtin::Triggers => TRIGGER_CONCURRENCY,
+            Builtin::Messages => MESSAGE_CONCURRENCY,
+        }
+    }
+
+    async fn deliver(self, state: &AppState, app: &AppName, delivery: Delivery) {
+        match self {
+            Builtin::Triggers => deliver_trigger(state, app, delivery).await,
+            Builtin::Messages => state.messages().deliver(app, delivery).await,
+        }
+    }
+}
+
+/// Claims and runs the app's due deliveries of one of Cloudlet's queues; true if it had to
+/// leave some for lack of room.
+async fn dispatch_builtin(
+    state: &AppState,
+    running: &Running,
+    app: &AppName,
+    builtin: Builtin,
+) -> bool {
+    let key = (app.clone(), builtin.queue().to_owned());
     loop {
         let now_running = lock(running).get(&key).copied().unwrap_or(0);
-        if now_running >= TRIGGER_CONCURRENCY || app_running(running, app) >= DISPATCH_PER_APP {
+        if now_running >= builtin.concurrency() || app_running(running, app) >= DISPATCH_PER_APP {
             return true;
         }
         let batch = match state
             .queues()
-            .claim_for_dispatch(app, TRIGGER_QUEUE, 1, 0)
+            .claim_for_dispatch(app, builtin.queue(), 1, 0)
             .await
         {
             Ok(batch) => batch,
             Err(e) => {
-                tracing::warn!(app = %app, error = %e, "could not claim trigger deliveries");
+                tracing::warn!(app = %app, queue = builtin.queue(), error = %e, "could not claim");
                 return false;
             }
         };
@@ -772,7 +815,7 @@ async fn dispatch_triggers(state: &AppState, running: &Running, app: &AppName) -
         *lock(running).entry(key.clone()).or_insert(0) += 1;
         let (state, running, key) = (state.clone(), Arc::clone(running), key.clone());
         state.clone().tasks().spawn(async move {
-            deliver_trigger(&state, &key.0, delivery).await;
+            builtin.deliver(&state, &key.0, delivery).await;
             if let Some(count) = lock(&running).get_mut(&key) {
                 *count = count.saturating_sub(1);
             }

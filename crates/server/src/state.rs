@@ -8,6 +8,7 @@ use cloudlet_core::apps::Apps;
 use cloudlet_core::auth::Auth;
 use cloudlet_core::data::Data;
 use cloudlet_core::functions::Functions;
+use cloudlet_core::messages::Messages;
 use cloudlet_core::queues::Queues;
 use cloudlet_core::random::Random;
 use cloudlet_core::sites::Sites;
@@ -25,6 +26,7 @@ struct Shared {
     auth: Auth,
     data: Data,
     functions: Functions,
+    messages: Messages,
     queues: Queues,
     sites: Sites,
     limits: AuthLimits,
@@ -49,6 +51,7 @@ pub struct Services {
     pub auth: Auth,
     pub data: Data,
     pub functions: Functions,
+    pub messages: Messages,
     pub queues: Queues,
     pub sites: Sites,
     pub access: Access,
@@ -67,6 +70,7 @@ impl AppState {
             auth,
             data,
             functions,
+            messages,
             queues,
             sites,
             access,
@@ -79,6 +83,7 @@ impl AppState {
             auth,
             data,
             functions,
+            messages,
             queues,
             sites,
             limits,
@@ -107,6 +112,10 @@ impl AppState {
 
     pub fn functions(&self) -> &Functions {
         &self.0.functions
+    }
+
+    pub fn messages(&self) -> &Messages {
+        &self.0.messages
     }
 
     pub fn queues(&self) -> &Queues {

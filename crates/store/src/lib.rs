@@ -46,4 +46,4 @@ pub use sites::{SiteFile, SiteStore};
 pub use sqlite::Durability;
 pub use system::{AppRow, Page, ProviderRow, ScheduleRow, SigningKeyRow, SystemStore};
 pub use tenants::{TenantHealth, TenantStore};
-pub use users::{IdentityRow, Rotation, SessionRow, UserRow, UserStore};
+pub use users::{GrantKey, GrantRow, IdentityRow, Rotation, SessionRow, UserRow, UserStore};

@@ -174,7 +174,7 @@ pub trait QueueStore: Send + Sync {
         until_ms: i64,
     ) -> Result<bool, StoreError>;
     /// Settles a failed delivery at `now_ms`: waiting again from `retry_at_ms`, or dead if its
-    /// attempts are spent.
+    /// attempts are spent or there is no retry (`None`: the failure will not pass on a retry).
     async fn fail(
         &self,
         app: &AppName,
@@ -182,7 +182,7 @@ pub trait QueueStore: Send + Sync {
         lease: &str,
         error: &str,
         now_ms: i64,
-        retry_at_ms: i64,
+        retry_at_ms: Option<i64>,
     ) -> Result<Failed, StoreError>;
     async fn queue_stats(&self, app: &AppName, now_ms: i64) -> Result<Vec<QueueStats>, StoreError>;
     /// Messages of `queue` in `state`, by id after `after`.

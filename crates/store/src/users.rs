@@ -72,6 +72,26 @@ pub enum Rotation {
     Unknown,
 }
 
+/// Where one user stands with one subscribe-message template of one mini program: how many
+/// one-time subscriptions ("allow" answers to `wx.requestSubscribeMessage`) are left to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRow {
+    /// The mini program's appid.
+    pub appid: String,
+    pub template_id: String,
+    pub remaining: i64,
+    pub updated_at_ms: i64,
+}
+
+/// One user's grants to one template of one mini program: the key of the consent ledger.
+#[derive(Debug, Clone, Copy)]
+pub struct GrantKey<'a> {
+    pub appid: &'a str,
+    /// The user's openid in that mini program.
+    pub openid: &'a str,
+    pub template_id: &'a str,
+}
+
 #[async_trait]
 pub trait UserStore: Send + Sync {
     async fn user(&self, app: &AppName, id: &str) -> Result<Option<UserRow>, StoreError>;
@@ -170,4 +190,39 @@ pub trait UserStore: Send + Sync {
     ) -> Result<Vec<SessionRow>, StoreError>;
     /// Sessions revoked at or after `since_ms`: what token checks must refuse.
     async fn revoked_since(&self, app: &AppName, since_ms: i64) -> Result<Vec<String>, StoreError>;
+
+    /// Adds one grant to each key for `user_id`, keeping at most `cap` per key.
+    async fn add_grants(
+        &self,
+        app: &AppName,
+        user_id: &str,
+        keys: &[GrantKey<'_>],
+        now_ms: i64,
+        cap: i64,
+    ) -> Result<(), StoreError>;
+    /// Takes one grant of the key if one is left: true if it did.
+    async fn take_grant(
+        &self,
+        app: &AppName,
+        key: GrantKey<'_>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Gives back a grant taken for a message the platform refused without using it, keeping
+    /// at most `cap`.
+    async fn return_grant(
+        &self,
+        app: &AppName,
+        key: GrantKey<'_>,
+        now_ms: i64,
+        cap: i64,
+    ) -> Result<(), StoreError>;
+    /// Sets the key's grants to none: the platform said the user has none left.
+    async fn clear_grants(
+        &self,
+        app: &AppName,
+        key: GrantKey<'_>,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// The user's grants, by appid and template.
+    async fn grants_of(&self, app: &AppName, user_id: &str) -> Result<Vec<GrantRow>, StoreError>;
 }

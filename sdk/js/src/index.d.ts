@@ -34,11 +34,20 @@ export interface LoginCapability {
   login(): Promise<Record<string, string>>;
 }
 
+/** The `subscribe` capability (WeChat only): `wx.requestSubscribeMessage`'s answers. */
+export interface SubscribeCapability {
+  requestSubscribe(templateIds: string[]): Promise<Record<string, SubscribeAnswer>>;
+}
+
 /**
  * A platform, as the methods of its capabilities. The client refuses a call that needs a method
  * the adapter lacks with `CloudError` `unsupported_on_platform`.
  */
-export interface Adapter extends RequestCapability, StorageCapability, LoginCapability {
+export interface Adapter
+  extends RequestCapability,
+    StorageCapability,
+    LoginCapability,
+    Partial<SubscribeCapability> {
   name: string;
 }
 
@@ -111,6 +120,28 @@ export interface Client {
   };
   db: { collection<T = Record_>(name: string): Collection<T> };
   functions: { call<R = unknown>(name: string, data?: unknown): Promise<R> };
+  messages: {
+    /**
+     * WeChat's `wx.requestSubscribeMessage` for 1 to 3 templates (from a tap or after a
+     * payment), its answers reported so that each "accept" allows one message. Other platforms
+     * reject with `unsupported_on_platform`.
+     */
+    requestSubscribe(
+      templateIds: string[],
+      options?: { provider?: string },
+    ): Promise<{ answers: Record<string, SubscribeAnswer>; grants: Grant[] }>;
+    /** What may still be sent to the user, per mini program and template. */
+    grants(): Promise<Grant[]>;
+  };
+}
+
+export type SubscribeAnswer = "accept" | "reject" | "ban" | "filter";
+
+export interface Grant {
+  appid: string;
+  template_id: string;
+  remaining: number;
+  updated_at: string;
 }
 
 export declare function createClient(options: ClientOptions): Client;

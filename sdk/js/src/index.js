@@ -218,6 +218,30 @@ const login = {
   }),
 };
 
+/**
+ * Asking the user to allow subscribe messages: `requestSubscribe(templateIds)` → WeChat's
+ * answers, `{ [templateId]: "accept" | "reject" | "ban" | "filter" }`. WeChat only: Cloudlet
+ * sends subscribe messages through WeChat's API alone (docs/messages.md says why not the
+ * others yet); the web has no such thing.
+ */
+const subscribe = {
+  methods: ["requestSubscribe"],
+  miniProgram: (platform, api) =>
+    platform.name === "wechat" && typeof api.requestSubscribeMessage === "function"
+      ? {
+          async requestSubscribe(tmplIds) {
+            const answer = await callApi(platform, api, "requestSubscribeMessage", { tmplIds }).catch((error) => {
+              throw new CloudError("subscribe_failed", (error && error.errMsg) || "requestSubscribeMessage failed");
+            });
+            const answers = {};
+            for (const id of tmplIds) if (typeof answer[id] === "string") answers[id] = answer[id];
+            return answers;
+          },
+        }
+      : null,
+  web: null,
+};
+
 /** An adapter: the platform's name and the methods of each capability `implement` gives. */
 function adapterOf(name, implement) {
   const adapter = { name };
@@ -633,15 +657,42 @@ function functions(client) {
   };
 }
 
+/** `cloud.messages`: subscribe messages the user allows (sending is the server's: `ctx.messages`). */
+function messages(client) {
+  return {
+    /**
+     * Shows WeChat's "allow messages" sheet for up to 3 templates (call it from a tap, or after
+     * a payment, as WeChat requires), reports the answers so that each "accept" allows one
+     * message, and answers `{ answers, grants }`.
+     */
+    requestSubscribe: async (templateIds, { provider } = {}) => {
+      const ids = Array.from(templateIds ?? [], String);
+      if (ids.length < 1 || ids.length > 3) {
+        throw new CloudError("invalid_message", "requestSubscribe takes 1 to 3 template ids, as WeChat does");
+      }
+      const answers = await client._platform.requestSubscribe(ids);
+      if (Object.keys(answers).length === 0) {
+        const { grants } = await client._call("GET", "/messages/subscriptions");
+        return { answers, grants };
+      }
+      const body = provider === undefined ? { answers } : { provider, answers };
+      const { grants } = await client._call("POST", "/messages/subscriptions", body);
+      return { answers, grants };
+    },
+    /** What may still be sent to the user: `[{ appid, template_id, remaining, updated_at }]`. */
+    grants: async () => (await client._call("GET", "/messages/subscriptions")).grants,
+  };
+}
+
 // ---- Registries --------------------------------------------------------------------------
 //
 // A new capability or feature is a section above and one entry here.
 
 /** The capabilities an adapter may have, by name. */
-const CAPABILITIES = { request, storage, login };
+const CAPABILITIES = { request, storage, login, subscribe };
 
 /** The client's namespaces, by name, in the order a client builds them. */
-const FEATURES = new Map(Object.entries({ auth, db, functions }));
+const FEATURES = new Map(Object.entries({ auth, db, functions, messages }));
 
 /** Adds `cloud[name] = build(cloud)` to every client created from now on. */
 function registerFeature(name, build) {

@@ -118,3 +118,63 @@ for (const [global, platform, appid, headerOption] of platforms) {
     }
   });
 }
+
+test("wechat: cloud.messages.requestSubscribe asks wx, reports each accept, and the server sends one message", async () => {
+  await emulator.post("/emulator/wechat/templates", {
+    appid: "wechat-app",
+    template_id: "TPL_shipped",
+    keys: { thing1: "thing" },
+  });
+  const api = standIn("wechat", emulator, "wechat-app", "dora");
+  const asked = [];
+  // Dora allows the first template and declines the second; WeChat records what she allowed.
+  api.requestSubscribeMessage = ({ tmplIds, success, fail }) => {
+    asked.push(tmplIds);
+    emulator
+      .post("/emulator/wechat/subscriptions", { appid: "wechat-app", user: "dora", template_id: tmplIds[0] })
+      .then(() => success({ errMsg: "requestSubscribeMessage:ok", [tmplIds[0]]: "accept", [tmplIds[1]]: "reject" }))
+      .catch((error) => fail({ errMsg: String(error) }));
+  };
+  globalThis.wx = api;
+  try {
+    const cloud = createClient({ server: server.url, app: "mini" });
+    const user = await cloud.auth.login();
+    const { answers, grants } = await cloud.messages.requestSubscribe(["TPL_shipped", "TPL_other"]);
+    assert.deepEqual(asked, [["TPL_shipped", "TPL_other"]]);
+    assert.deepEqual(answers, { TPL_shipped: "accept", TPL_other: "reject" });
+    assert.deepEqual(grants.map((g) => [g.appid, g.template_id, g.remaining]), [["wechat-app", "TPL_shipped", 1]]);
+
+    const receipt = await server.admin("POST", "/v1/admin/apps/mini/messages", {
+      to: user.id,
+      template_id: "TPL_shipped",
+      data: { thing1: "Shipped" },
+    });
+    assert.match(receipt.id, /^msg_/);
+    let inbox = [];
+    for (let i = 0; i < 200 && inbox.length === 0; i++) {
+      inbox = (await emulator.get("/emulator/wechat/messages?appid=wechat-app&template_id=TPL_shipped")).messages;
+      if (inbox.length === 0) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.deepEqual(inbox.map((m) => [m.user, m.data]), [["dora", { thing1: "Shipped" }]]);
+    assert.deepEqual((await cloud.messages.grants()).map((g) => g.remaining), [0]);
+
+    await assert.rejects(cloud.messages.requestSubscribe([]), (e) => e.code === "invalid_message");
+    await assert.rejects(cloud.messages.requestSubscribe(["a", "b", "c", "d"]), (e) => e.code === "invalid_message");
+    assert.equal(asked.length, 1, "nothing more was asked of wx");
+  } finally {
+    delete globalThis.wx;
+  }
+});
+
+test("requestSubscribe is WeChat's: other platforms and the web refuse it as unsupported_on_platform", async () => {
+  globalThis.qq = standIn("qq", emulator, "qq-app", "erin");
+  try {
+    const cloud = createClient({ server: server.url, app: "mini" });
+    await cloud.auth.login();
+    await assert.rejects(cloud.messages.requestSubscribe(["TPL"]), (e) => e.code === "unsupported_on_platform");
+  } finally {
+    delete globalThis.qq;
+  }
+  const web = createClient({ server: server.url, app: "mini" });
+  await assert.rejects(web.messages.requestSubscribe(["TPL"]), (e) => e.code === "unsupported_on_platform");
+});

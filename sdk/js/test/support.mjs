@@ -90,6 +90,8 @@ export async function startEmulator() {
     url,
     register: (app) => post("/emulator/apps", app),
     code: (platform, appid, user) => post("/emulator/codes", { platform, appid, user }),
+    post,
+    get: async (path) => (await fetch(`${url}${path}`)).json(),
     stop: () => stop(child),
   };
 }

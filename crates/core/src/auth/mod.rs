@@ -23,7 +23,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cloudlet_platforms::alipay::AlipayClient;
 use cloudlet_platforms::douyin::DouyinClient;
 use cloudlet_platforms::qq::QqClient;
-use cloudlet_platforms::wechat::WeChatClient;
+use cloudlet_platforms::wechat::{SubscribeError, SubscribeMessage, WeChatClient};
 use cloudlet_platforms::{PlatformError, PlatformHttp};
 use cloudlet_store::{
     AppName, IdentityRow, ProviderRow, Rotation, SessionRow, StoreError, SystemStore, UserRow,
@@ -905,15 +905,7 @@ impl Auth {
         code: &str,
     ) -> Result<User, AuthError> {
         let app = &principal.app;
-        let (kind, settings, secret) = self.enabled_provider(app, provider).await?;
-        let (ProviderKind::Platform(Platform::WeChat), Settings::Platform(s), Some(secret)) =
-            (kind, settings, secret)
-        else {
-            return Err(AuthError::InvalidLoginRequest(format!(
-                "{provider} is not a WeChat provider"
-            )));
-        };
-        let client = WeChatClient::new(self.0.http.clone(), &s.base_url, &s.appid, &secret);
+        let client = self.wechat_client(app, provider).await?;
         let mut token = self
             .wechat_access_token(app, provider, &client, None)
             .await?;
@@ -939,6 +931,57 @@ impl Auth {
             .await?
             .map(User::from)
             .ok_or(AuthError::UserNotFound)
+    }
+
+    /// A client for an enabled WeChat provider of the app.
+    async fn wechat_client(
+        &self,
+        app: &AppName,
+        provider: &str,
+    ) -> Result<WeChatClient, AuthError> {
+        let (kind, settings, secret) = self.enabled_provider(app, provider).await?;
+        let (ProviderKind::Platform(Platform::WeChat), Settings::Platform(s), Some(secret)) =
+            (kind, settings, secret)
+        else {
+            return Err(AuthError::InvalidLoginRequest(format!(
+                "{provider} is not a WeChat provider"
+            )));
+        };
+        Ok(WeChatClient::new(
+            self.0.http.clone(),
+            &s.base_url,
+            &s.appid,
+            &secret,
+        ))
+    }
+
+    /// The appid of an enabled WeChat provider of the app.
+    pub async fn wechat_appid(&self, app: &AppName, provider: &str) -> Result<String, AuthError> {
+        Ok(self.wechat_client(app, provider).await?.appid().to_owned())
+    }
+
+    /// Sends a subscribe message with the app's access token for `provider` (renewed and sent
+    /// again once if WeChat calls it stale). The outer error is the provider's (not enabled,
+    /// misconfigured, no token to be had); the inner one is WeChat's answer to the message.
+    pub async fn send_subscribe_message(
+        &self,
+        app: &AppName,
+        provider: &str,
+        message: &SubscribeMessage,
+    ) -> Result<Result<(), SubscribeError>, AuthError> {
+        let client = self.wechat_client(app, provider).await?;
+        let token = self
+            .wechat_access_token(app, provider, &client, None)
+            .await?;
+        match client.send_subscribe_message(&token, message).await {
+            Err(SubscribeError::StaleToken { .. }) => {
+                let token = self
+                    .wechat_access_token(app, provider, &client, Some(&token))
+                    .await?;
+                Ok(client.send_subscribe_message(&token, message).await)
+            }
+            answer => Ok(answer),
+        }
     }
 
     /// The app's WeChat access token: cached, renewed at 80% of its life, fetched by one caller

@@ -9,13 +9,13 @@ use serde_json::{Value, json};
 use crate::support::{Expect, TestApp, raw_request_from};
 
 /// The emulator on an ephemeral port.
-struct Emulator {
-    base: String,
-    http: reqwest::Client,
+pub(crate) struct Emulator {
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Emulator {
-    async fn start() -> Emulator {
+    pub(crate) async fn start() -> Emulator {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let options = cloudlet_emulator::EmulatorOptions::default();
@@ -30,7 +30,7 @@ impl Emulator {
         }
     }
 
-    async fn register(
+    pub(crate) async fn register(
         &self,
         platform: &str,
         appid: &str,
@@ -47,7 +47,13 @@ impl Emulator {
         assert_eq!(response.status(), StatusCode::CREATED);
     }
 
-    async fn code(&self, platform: &str, appid: &str, user: &str, anonymous: bool) -> String {
+    pub(crate) async fn code(
+        &self,
+        platform: &str,
+        appid: &str,
+        user: &str,
+        anonymous: bool,
+    ) -> String {
         let body: Value = self
             .http
             .post(format!("{}/emulator/codes", self.base))
@@ -65,7 +71,14 @@ impl Emulator {
 impl Emulator {
     /// Registers a WeChat, QQ or Douyin app with the emulator and configures it on `app` as
     /// `provider`, pointed at the emulator.
-    async fn connect(&self, t: &TestApp, app: &str, provider: &str, appid: &str, secret: &str) {
+    pub(crate) async fn connect(
+        &self,
+        t: &TestApp,
+        app: &str,
+        provider: &str,
+        appid: &str,
+        secret: &str,
+    ) {
         let platform = provider.split('-').next().unwrap();
         self.register(platform, appid, secret, None).await;
         let base_url = format!("{}/{platform}", self.base);
@@ -78,7 +91,7 @@ impl Emulator {
     }
 
     /// Logs `user` in to `app` through `provider` with a fresh code; expects success.
-    async fn login_as(
+    pub(crate) async fn login_as(
         &self,
         t: &TestApp,
         app: &str,
@@ -95,7 +108,7 @@ impl Emulator {
 }
 
 impl TestApp {
-    async fn configure(&self, app: &str, provider: &str, config: Value) -> Value {
+    pub(crate) async fn configure(&self, app: &str, provider: &str, config: Value) -> Value {
         self.admin(
             Method::PUT,
             &format!("/v1/admin/apps/{app}/auth/providers/{provider}"),
@@ -106,18 +119,18 @@ impl TestApp {
     }
 
     /// Logs `user` in through the dev provider; expects success.
-    async fn dev_login(&self, app: &str, user: &str) -> Value {
+    pub(crate) async fn dev_login(&self, app: &str, user: &str) -> Value {
         self.login(app, json!({ "provider": "dev", "user": user }))
             .expect(StatusCode::CREATED)
             .await
     }
 
-    fn login(&self, app: &str, body: Value) -> reqwest::RequestBuilder {
+    pub(crate) fn login(&self, app: &str, body: Value) -> reqwest::RequestBuilder {
         self.request(Method::POST, &format!("/v1/apps/{app}/auth/sessions"))
             .json(&body)
     }
 
-    fn as_user(
+    pub(crate) fn as_user(
         &self,
         method: Method,
         app: &str,
@@ -129,7 +142,7 @@ impl TestApp {
     }
 }
 
-fn token(grant: &Value) -> &str {
+pub(crate) fn token(grant: &Value) -> &str {
     grant["access_token"].as_str().unwrap()
 }
 

@@ -12,6 +12,7 @@ mod errors;
 mod hostile;
 mod http;
 mod lifecycle;
+mod messages;
 mod postgres;
 mod queues;
 mod sites;

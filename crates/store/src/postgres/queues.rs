@@ -325,14 +325,14 @@ impl QueueStore for Postgres {
         lease: &str,
         error: &str,
         now_ms: i64,
-        retry_at_ms: i64,
+        retry_at_ms: Option<i64>,
     ) -> Result<Failed, StoreError> {
         let client = self.app_client(app).await?;
         // Retry or dead is decided on the row this locks, from its attempts before the update.
         let sql = format!(
             "UPDATE {}._queue_messages
-             SET state = CASE WHEN attempt >= max_attempts THEN 2 ELSE 0 END,
-                 lease = NULL, last_error = $3, visible_at = $4, updated_at = $5
+             SET state = CASE WHEN attempt >= max_attempts OR $4::bigint IS NULL THEN 2 ELSE 0 END,
+                 lease = NULL, last_error = $3, visible_at = COALESCE($4, $5), updated_at = $5
              WHERE id = $1 AND state = 1 AND lease = $2
              RETURNING state",
             schema(app)

@@ -22,6 +22,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     super::sites::MIGRATION,
     super::queues::MIGRATION,
     super::records::EVENTS,
+    super::users::GRANTS,
 ];
 
 #[async_trait]

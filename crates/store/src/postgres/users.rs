@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use tokio_postgres::Row;
 
 use super::{Postgres, execute, row, rows, schema};
-use crate::{AppName, IdentityRow, Rotation, SessionRow, StoreError, UserRow, UserStore};
+use crate::{
+    AppName, GrantKey, GrantRow, IdentityRow, Rotation, SessionRow, StoreError, UserRow, UserStore,
+};
 
 /// Schema step 1 of an app: SQLite's steps 2 (users, identities, sessions) and 3 (tombstones).
 pub(super) const MIGRATION: &str = "
@@ -55,6 +57,20 @@ pub(super) const MIGRATION: &str = "
         revoked_at  bigint NOT NULL
     );
     CREATE INDEX session_tombstones_by_time ON {s}.session_tombstones (revoked_at);
+";
+
+/// Schema step 7 of an app: SQLite's step 9, the consent ledger of subscribe messages.
+pub(super) const GRANTS: &str = "
+    CREATE TABLE {s}.subscription_grants (
+        appid        text COLLATE \"C\" NOT NULL,
+        openid       text COLLATE \"C\" NOT NULL,
+        template_id  text COLLATE \"C\" NOT NULL,
+        user_id      text NOT NULL REFERENCES {s}.users(id) ON DELETE CASCADE,
+        remaining    bigint NOT NULL,
+        updated_at   bigint NOT NULL,
+        PRIMARY KEY (appid, openid, template_id)
+    );
+    CREATE INDEX subscription_grants_by_user ON {s}.subscription_grants (user_id);
 ";
 
 const USER_COLUMNS: &str = "id, created_at, last_login_at, email, phone, profile";
@@ -444,5 +460,129 @@ impl UserStore for Postgres {
             .iter()
             .map(|r| r.try_get(0))
             .collect::<Result<_, _>>()?)
+    }
+
+    async fn add_grants(
+        &self,
+        app: &AppName,
+        user_id: &str,
+        keys: &[GrantKey<'_>],
+        now_ms: i64,
+        cap: i64,
+    ) -> Result<(), StoreError> {
+        let mut client = self.app_client(app).await?;
+        let sql = format!(
+            "INSERT INTO {s}.subscription_grants AS g
+                 (appid, openid, template_id, user_id, remaining, updated_at)
+             VALUES ($1, $2, $3, $4, 1, $5)
+             ON CONFLICT (appid, openid, template_id) DO UPDATE
+             SET remaining = LEAST(g.remaining + 1, $6), user_id = excluded.user_id,
+                 updated_at = excluded.updated_at",
+            s = schema(app)
+        );
+        let tx = client.transaction().await?;
+        let statement = tx.prepare_cached(&sql).await?;
+        for key in keys {
+            tx.execute(
+                &statement,
+                &[
+                    &key.appid,
+                    &key.openid,
+                    &key.template_id,
+                    &user_id,
+                    &now_ms,
+                    &cap,
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn take_grant(
+        &self,
+        app: &AppName,
+        key: GrantKey<'_>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "UPDATE {}.subscription_grants SET remaining = remaining - 1, updated_at = $4
+             WHERE appid = $1 AND openid = $2 AND template_id = $3 AND remaining > 0",
+            schema(app)
+        );
+        let taken = execute(
+            &*client,
+            &sql,
+            &[&key.appid, &key.openid, &key.template_id, &now_ms],
+        )
+        .await?;
+        Ok(taken == 1)
+    }
+
+    async fn return_grant(
+        &self,
+        app: &AppName,
+        key: GrantKey<'_>,
+        now_ms: i64,
+        cap: i64,
+    ) -> Result<(), StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "UPDATE {}.subscription_grants SET remaining = LEAST(remaining + 1, $5),
+                 updated_at = $4
+             WHERE appid = $1 AND openid = $2 AND template_id = $3",
+            schema(app)
+        );
+        execute(
+            &*client,
+            &sql,
+            &[&key.appid, &key.openid, &key.template_id, &now_ms, &cap],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn clear_grants(
+        &self,
+        app: &AppName,
+        key: GrantKey<'_>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "UPDATE {}.subscription_grants SET remaining = 0, updated_at = $4
+             WHERE appid = $1 AND openid = $2 AND template_id = $3",
+            schema(app)
+        );
+        execute(
+            &*client,
+            &sql,
+            &[&key.appid, &key.openid, &key.template_id, &now_ms],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn grants_of(&self, app: &AppName, user_id: &str) -> Result<Vec<GrantRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT appid, template_id, remaining, updated_at FROM {}.subscription_grants
+             WHERE user_id = $1 ORDER BY appid, template_id",
+            schema(app)
+        );
+        rows(&*client, &sql, &[&user_id])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(GrantRow {
+                    appid: r.try_get(0)?,
+                    template_id: r.try_get(1)?,
+                    remaining: r.try_get(2)?,
+                    updated_at_ms: r.try_get(3)?,
+                })
+            })
+            .collect()
     }
 }

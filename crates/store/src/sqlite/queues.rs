@@ -276,7 +276,7 @@ impl QueueStore for SqliteTenants {
         lease: &str,
         error: &str,
         now_ms: i64,
-        retry_at_ms: i64,
+        retry_at_ms: Option<i64>,
     ) -> Result<Failed, StoreError> {
         let (id, lease, error) = (id.to_owned(), lease.to_owned(), error.to_owned());
         self.write_app(app, move |c| {
@@ -290,13 +290,20 @@ impl QueueStore for SqliteTenants {
             let Some(spent) = spent else {
                 return Ok(Failed::Stale);
             };
+            let spent = spent || retry_at_ms.is_none();
             let state = if spent { DEAD } else { WAITING };
             c.prepare_cached(
                 "UPDATE _queue_messages
                  SET state = ?2, lease = NULL, last_error = ?3, visible_at = ?4, updated_at = ?5
                  WHERE id = ?1",
             )?
-            .execute(params![id, state, error, retry_at_ms, now_ms])?;
+            .execute(params![
+                id,
+                state,
+                error,
+                retry_at_ms.unwrap_or(now_ms),
+                now_ms
+            ])?;
             Ok(if spent {
                 Failed::Dead
             } else {

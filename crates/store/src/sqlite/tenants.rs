@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     super::sites::MIGRATION,
     super::queues::MIGRATION,
     super::records::EVENTS,
+    super::users::GRANTS,
 ];
 
 /// The schema version of an up-to-date app database.

@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqliteTenants;
-use crate::{AppName, IdentityRow, Rotation, SessionRow, StoreError, UserRow, UserStore};
+use crate::{
+    AppName, GrantKey, GrantRow, IdentityRow, Rotation, SessionRow, StoreError, UserRow, UserStore,
+};
 
 /// Schema step 2 of an app database.
 pub(super) const MIGRATION: &str = "
@@ -55,6 +57,21 @@ pub(super) const TOMBSTONES: &str = "
         revoked_at  INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX session_tombstones_by_time ON session_tombstones (revoked_at);
+";
+
+/// Schema step 9: the consent ledger of subscribe messages. Keyed as the platform keys it (the
+/// user's openid in a mini program, and a template); the user id deletes it with the user.
+pub(super) const GRANTS: &str = "
+    CREATE TABLE subscription_grants (
+        appid        TEXT NOT NULL,
+        openid       TEXT NOT NULL,
+        template_id  TEXT NOT NULL,
+        user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        remaining    INTEGER NOT NULL,
+        updated_at   INTEGER NOT NULL,
+        PRIMARY KEY (appid, openid, template_id)
+    ) STRICT;
+    CREATE INDEX subscription_grants_by_user ON subscription_grants (user_id);
 ";
 
 const USER_COLUMNS: &str = "id, created_at, last_login_at, email, phone, profile";
@@ -454,6 +471,123 @@ impl UserStore for SqliteTenants {
         })
         .await
     }
+
+    async fn add_grants(
+        &self,
+        app: &AppName,
+        user_id: &str,
+        keys: &[GrantKey<'_>],
+        now_ms: i64,
+        cap: i64,
+    ) -> Result<(), StoreError> {
+        let user_id = user_id.to_owned();
+        let keys = owned_keys(keys);
+        self.write_app(app, move |c| {
+            let mut statement = c.prepare_cached(
+                "INSERT INTO subscription_grants
+                     (appid, openid, template_id, user_id, remaining, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 1, ?5)
+                 ON CONFLICT (appid, openid, template_id) DO UPDATE
+                 SET remaining = min(remaining + 1, ?6), user_id = excluded.user_id,
+                     updated_at = excluded.updated_at",
+            )?;
+            for (appid, openid, template) in &keys {
+                statement.execute(params![appid, openid, template, user_id, now_ms, cap])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_grant(
+        &self,
+        app: &AppName,
+        key: GrantKey<'_>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (appid, openid, template) = owned_key(key);
+        self.write_app(app, move |c| {
+            let taken = c
+                .prepare_cached(
+                    "UPDATE subscription_grants SET remaining = remaining - 1, updated_at = ?4
+                     WHERE appid = ?1 AND openid = ?2 AND template_id = ?3 AND remaining > 0",
+                )?
+                .execute(params![appid, openid, template, now_ms])?;
+            Ok(taken == 1)
+        })
+        .await
+    }
+
+    async fn return_grant(
+        &self,
+        app: &AppName,
+        key: GrantKey<'_>,
+        now_ms: i64,
+        cap: i64,
+    ) -> Result<(), StoreError> {
+        let (appid, openid, template) = owned_key(key);
+        self.write_app(app, move |c| {
+            c.prepare_cached(
+                "UPDATE subscription_grants SET remaining = min(remaining + 1, ?5), updated_at = ?4
+                 WHERE appid = ?1 AND openid = ?2 AND template_id = ?3",
+            )?
+            .execute(params![appid, openid, template, now_ms, cap])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn clear_grants(
+        &self,
+        app: &AppName,
+        key: GrantKey<'_>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (appid, openid, template) = owned_key(key);
+        self.write_app(app, move |c| {
+            c.prepare_cached(
+                "UPDATE subscription_grants SET remaining = 0, updated_at = ?4
+                 WHERE appid = ?1 AND openid = ?2 AND template_id = ?3",
+            )?
+            .execute(params![appid, openid, template, now_ms])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn grants_of(&self, app: &AppName, user_id: &str) -> Result<Vec<GrantRow>, StoreError> {
+        let user_id = user_id.to_owned();
+        self.read_app(app, move |c| {
+            let mut statement = c.prepare_cached(
+                "SELECT appid, template_id, remaining, updated_at FROM subscription_grants
+                 WHERE user_id = ?1 ORDER BY appid, template_id",
+            )?;
+            let rows = statement
+                .query_map([&user_id], |r| {
+                    Ok(GrantRow {
+                        appid: r.get(0)?,
+                        template_id: r.get(1)?,
+                        remaining: r.get(2)?,
+                        updated_at_ms: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+}
+
+fn owned_key(key: GrantKey<'_>) -> (String, String, String) {
+    (
+        key.appid.to_owned(),
+        key.openid.to_owned(),
+        key.template_id.to_owned(),
+    )
+}
+
+fn owned_keys(keys: &[GrantKey<'_>]) -> Vec<(String, String, String)> {
+    keys.iter().copied().map(owned_key).collect()
 }
 
 #[cfg(test)]

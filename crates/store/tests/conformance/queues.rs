@@ -190,6 +190,7 @@ conformance!(
     extend_keeps_a_claim_hidden,
     failures_retry_then_die_once,
     expired_claims_with_attempts_spent_die,
+    a_failure_without_retry_dies_at_once,
     idempotency_keys_hold_for_their_window,
     a_failed_send_enqueues_nothing,
     stats_count_each_state,
@@ -294,7 +295,7 @@ impl Stores {
 
     async fn fail(&self, id: &str, lease: &str, error: &str, now_ms: i64, retry: i64) -> Failed {
         self.q()
-            .fail(&self.app, id, lease, error, now_ms, retry)
+            .fail(&self.app, id, lease, error, now_ms, Some(retry))
             .await
             .unwrap()
     }
@@ -541,6 +542,37 @@ async fn failures_retry_then_die_once(st: Stores) {
     );
     let stats = st.q().queue_stats(&st.app, 10_000).await.unwrap();
     assert_eq!((stats[0].dead, stats[0].next_at_ms), (1, None));
+}
+
+async fn a_failure_without_retry_dies_at_once(st: Stores) {
+    st.put("q").await;
+    st.send("q", vec![with_attempts(msg("m", 0), 5)], 0).await;
+    st.claim("q", &["l1"], 0, 100).await;
+    assert_eq!(
+        st.q()
+            .fail(&st.app, "m", "l1", "refused", 10, None)
+            .await
+            .unwrap(),
+        Failed::Dead
+    );
+    let dead = st.messages("q", MessageState::Dead).await;
+    assert_eq!(row_ids(&dead), ["m"]);
+    assert_eq!(
+        (
+            dead[0].attempt,
+            dead[0].visible_at_ms,
+            dead[0].last_error.as_deref()
+        ),
+        (1, 10, Some("refused"))
+    );
+    assert!(st.messages("q", MessageState::Waiting).await.is_empty());
+    assert_eq!(
+        st.q()
+            .fail(&st.app, "m", "l1", "again", 11, None)
+            .await
+            .unwrap(),
+        Failed::Stale
+    );
 }
 
 async fn expired_claims_with_attempts_spent_die(st: Stores) {
@@ -1213,7 +1245,7 @@ async fn concurrent_settlements_of_one_delivery_settle_once() {
                     node.ack(&app, &id, &lease).await.unwrap()
                 } else {
                     let failed = node
-                        .fail(&app, &id, &lease, &format!("side {side}"), 10, 10_000)
+                        .fail(&app, &id, &lease, &format!("side {side}"), 10, Some(10_000))
                         .await
                         .unwrap();
                     failed != Failed::Stale
@@ -1320,7 +1352,10 @@ async fn claims_and_sweeps_pass_over_rows_another_transaction_holds() {
         .await
         .unwrap();
     assert_eq!(ids_of(&claimed), ["dead", "spent"]);
-    let failed = node.fail(&app, "dead", "l1", "e", 0, 0).await.unwrap();
+    let failed = node
+        .fail(&app, "dead", "l1", "e", 0, Some(0))
+        .await
+        .unwrap();
     assert_eq!(failed, Failed::Dead);
     let fresh = vec![msg("m1", 20), msg("m2", 20), msg("m3", 20)];
     node.send(&app, "q", fresh, 0, 1_000).await.unwrap();
@@ -1467,7 +1502,10 @@ async fn queues_move_from_sqlite_in_order() {
         .unwrap();
     assert_eq!(ids_of(&claimed), ["z", "y", "x"]);
     assert_eq!(
-        tenants.fail(&app, "x", "l3", "e", 6, 6).await.unwrap(),
+        tenants
+            .fail(&app, "x", "l3", "e", 6, Some(6))
+            .await
+            .unwrap(),
         Failed::Dead
     );
     assert!(tenants.ack(&app, "y", "l2").await.unwrap());

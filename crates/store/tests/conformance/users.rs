@@ -11,8 +11,8 @@ use cloudlet_store::postgres::testing::TestServer;
 use cloudlet_store::postgres::{Postgres, PostgresOptions};
 use cloudlet_store::sqlite::{SqliteTenants, TenantPoolOptions};
 use cloudlet_store::{
-    AppName, Durability, IdentityRow, Rotation, SessionRow, StoreError, TenantStore, UserRow,
-    UserStore,
+    AppName, Durability, GrantKey, GrantRow, IdentityRow, Rotation, SessionRow, StoreError,
+    TenantStore, UserRow, UserStore,
 };
 
 fn app() -> AppName {
@@ -561,6 +561,100 @@ where
     }
 }
 
+fn grant<'a>(appid: &'a str, openid: &'a str, template_id: &'a str) -> GrantKey<'a> {
+    GrantKey {
+        appid,
+        openid,
+        template_id,
+    }
+}
+
+fn remaining(rows: &[GrantRow]) -> Vec<(&str, &str, i64)> {
+    rows.iter()
+        .map(|g| (g.appid.as_str(), g.template_id.as_str(), g.remaining))
+        .collect()
+}
+
+async fn grants_accumulate_up_to_the_cap_and_are_taken_one_by_one(
+    s: &(impl UserStore + TenantStore),
+) {
+    let a = &app();
+    s.create_user(a, user("u1", None), None, None)
+        .await
+        .unwrap();
+    let (t1, t2) = (grant("wx1", "o1", "T1"), grant("wx1", "o1", "T2"));
+    s.add_grants(a, "u1", &[t1, t2], 10, 3).await.unwrap();
+    s.add_grants(a, "u1", &[t1], 11, 3).await.unwrap();
+    assert_eq!(
+        remaining(&s.grants_of(a, "u1").await.unwrap()),
+        [("wx1", "T1", 2), ("wx1", "T2", 1)]
+    );
+    // The cap holds however often the user taps "allow".
+    for at in 12..20 {
+        s.add_grants(a, "u1", &[t2], at, 3).await.unwrap();
+    }
+    let rows = s.grants_of(a, "u1").await.unwrap();
+    assert_eq!(remaining(&rows), [("wx1", "T1", 2), ("wx1", "T2", 3)]);
+    assert_eq!(rows[1].updated_at_ms, 19);
+
+    assert!(s.take_grant(a, t1, 30).await.unwrap());
+    assert!(s.take_grant(a, t1, 31).await.unwrap());
+    assert!(!s.take_grant(a, t1, 32).await.unwrap(), "none left");
+    assert!(!s.take_grant(a, grant("wx2", "o1", "T1"), 32).await.unwrap());
+    assert!(!s.take_grant(a, grant("wx1", "o2", "T1"), 32).await.unwrap());
+    s.return_grant(a, t1, 33, 3).await.unwrap();
+    s.return_grant(a, grant("wx9", "o9", "T9"), 33, 3)
+        .await
+        .unwrap();
+    s.clear_grants(a, t2, 34).await.unwrap();
+    let rows = s.grants_of(a, "u1").await.unwrap();
+    assert_eq!(remaining(&rows), [("wx1", "T1", 1), ("wx1", "T2", 0)]);
+    assert_eq!((rows[0].updated_at_ms, rows[1].updated_at_ms), (33, 34));
+    s.return_grant(a, t1, 35, 1).await.unwrap();
+    assert_eq!(
+        remaining(&s.grants_of(a, "u1").await.unwrap())[0],
+        ("wx1", "T1", 1),
+        "a returned grant keeps to the cap"
+    );
+    assert!(s.grants_of(a, "nobody").await.unwrap().is_empty());
+
+    // Deleting the user deletes their grants.
+    s.delete_user(a, "u1", 40).await.unwrap();
+    assert!(!s.take_grant(a, t1, 41).await.unwrap());
+    assert!(s.grants_of(a, "u1").await.unwrap().is_empty());
+    // A grant for a user that does not exist is refused.
+    assert!(s.add_grants(a, "u1", &[t1], 42, 3).await.is_err());
+}
+
+async fn concurrent_takes_use_each_grant_once<S>(s: Arc<S>)
+where
+    S: UserStore + TenantStore + 'static,
+{
+    const GRANTS: i64 = 5;
+    const RACERS: usize = 16;
+    let a = &app();
+    s.create_user(a, user("u1", None), None, None)
+        .await
+        .unwrap();
+    for at in 0..GRANTS {
+        s.add_grants(a, "u1", &[grant("wx1", "o1", "T")], at, 100)
+            .await
+            .unwrap();
+    }
+    let racers: Vec<_> = (0..RACERS)
+        .map(|_| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.take_grant(&app(), grant("wx1", "o1", "T"), 50).await })
+        })
+        .collect();
+    let mut taken = 0;
+    for racer in racers {
+        taken += i64::from(racer.await.unwrap().unwrap());
+    }
+    assert_eq!(taken, GRANTS, "each grant taken exactly once");
+    assert_eq!(s.grants_of(a, "u1").await.unwrap()[0].remaining, 0);
+}
+
 /// One test per scenario and backend.
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
@@ -579,6 +673,12 @@ macro_rules! conformance {
                 super::concurrent_rotations_of_one_secret_rotate_once(std::sync::Arc::new(store))
                     .await;
             }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_takes_use_each_grant_once() {
+                let (_dir, store) = super::sqlite().await;
+                super::concurrent_takes_use_each_grant_once(std::sync::Arc::new(store)).await;
+            }
         }
 
         mod on_postgres {
@@ -596,6 +696,12 @@ macro_rules! conformance {
                 super::concurrent_rotations_of_one_secret_rotate_once(std::sync::Arc::new(store))
                     .await;
             }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_takes_use_each_grant_once() {
+                let store = super::postgres().await;
+                super::concurrent_takes_use_each_grant_once(std::sync::Arc::new(store)).await;
+            }
         }
     };
 }
@@ -608,4 +714,5 @@ conformance!(
     sessions_are_stored_listed_and_revoked,
     rotation_replaces_the_secret_and_a_replay_revokes_the_session,
     deleting_a_user_reports_live_sessions_and_leaves_tombstones,
+    grants_accumulate_up_to_the_cap_and_are_taken_one_by_one,
 );

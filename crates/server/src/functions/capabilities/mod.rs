@@ -6,10 +6,12 @@
 
 mod db;
 mod fetch;
+mod messages;
 mod queue;
 
 use cloudlet_core::data::Data;
 use cloudlet_core::functions::{Capabilities, HostFailure};
+use cloudlet_core::messages::Messages;
 use cloudlet_core::queues::Queues;
 
 pub use fetch::Fetcher;
@@ -17,10 +19,11 @@ pub use fetch::Fetcher;
 use crate::error::ApiError;
 
 /// Every capability of the instance.
-pub fn all(data: Data, queues: Queues, fetcher: Fetcher) -> Capabilities {
+pub fn all(data: Data, queues: Queues, messages: Messages, fetcher: Fetcher) -> Capabilities {
     Capabilities::new()
         .with(db::Database { data })
         .with(queue::Queue { queues })
+        .with(messages::SubscribeMessages { messages })
         .with(fetcher)
 }
 
