@@ -1030,6 +1030,148 @@ async fn data_triggers_run_after_writes_and_stop_at_a_bounded_depth() {
 }
 
 #[tokio::test]
+async fn a_cycle_through_a_queue_and_a_trigger_stops_at_the_bound() {
+    let t = server(false).await;
+    scene(&t, "loop").await;
+    t.admin(Method::PUT, "/v1/admin/apps/loop/collections/audit")
+        .json(&json!({ "fields": [{ "name": "note", "type": "text" }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    t.admin(Method::PUT, "/v1/admin/apps/loop/queues/hops")
+        .json(&json!({}))
+        .expect(StatusCode::CREATED)
+        .await;
+    // Each audit record is relayed through the queue, whose consumer writes another: without
+    // the depth riding on the message, this would never end.
+    deploy(&t, "loop", "relay", json!({
+        "source": "export default async (e, ctx) => ctx.queue.send('hops', { note: e.new.note })",
+        "triggers": [{ "collection": "audit", "on": ["create"] }]
+    }))
+    .await;
+    deploy(&t, "loop", "hop", json!({
+        "source": "export default async (e, ctx) => { \
+            for (const m of e.messages) await ctx.admin.db.collection('audit').add({ note: 'hop ' + m.payload.note }); }",
+        "triggers": [{ "queue": "hops" }]
+    }))
+    .await;
+    t.admin(Method::POST, "/v1/apps/loop/collections/audit/records")
+        .json(&json!({ "note": "start" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let notes = || async {
+        let page = t
+            .admin(
+                Method::GET,
+                "/v1/apps/loop/collections/audit/records?limit=100",
+            )
+            .expect(StatusCode::OK)
+            .await;
+        let mut notes: Vec<String> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["note"].as_str().unwrap().to_owned())
+            .collect();
+        notes.sort();
+        notes
+    };
+    for _ in 0..200 {
+        if notes().await.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The client's write (depth 0) relays at 1; the hop writes at 1, relayed at 2; at 2, relayed
+    // at 3; the hop's write at 3 triggers nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        notes().await,
+        ["hop hop hop start", "hop hop start", "hop start", "start"]
+    );
+    let queue = t
+        .admin(Method::GET, "/v1/admin/apps/loop/queues/hops")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(
+        (
+            queue["ready"].as_i64(),
+            queue["in_flight"].as_i64(),
+            queue["dead"].as_i64()
+        ),
+        (Some(0), Some(0), Some(0)),
+        "{queue}"
+    );
+}
+
+#[tokio::test]
+async fn auth_triggers_run_when_users_are_created_and_deleted() {
+    let t = server(false).await;
+    t.create_app("members").await;
+    t.admin(Method::PUT, "/v1/admin/apps/members/collections/audit")
+        .json(&json!({ "fields": [{ "name": "note", "type": "text" }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    deploy(&t, "members", "welcome", json!({
+        "source": "export default async (e, ctx) => ctx.db.collection('audit').add({ \
+            note: [e.event, e.user.email, e.provider, typeof e.event_id, e.attempt, ctx.trigger, \
+                   e.user.created_at.endsWith('Z')].join(' ') })",
+        "triggers": [{ "auth": ["user_created", "user_deleted"] }]
+    }))
+    .await;
+    t.request(Method::POST, "/v1/apps/members/auth/users")
+        .json(&json!({ "email": "kim@example.com", "password": "correct horse battery staple" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let login = t
+        .request(Method::POST, "/v1/apps/members/auth/sessions")
+        .json(&json!({ "provider": "password", "email": "kim@example.com", "password": "correct horse battery staple" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let deleted = t
+        .request(Method::DELETE, "/v1/apps/members/auth/user")
+        .bearer_auth(login["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let notes = || async {
+        let page = t
+            .admin(Method::GET, "/v1/apps/members/collections/audit/records")
+            .expect(StatusCode::OK)
+            .await;
+        let mut notes: Vec<String> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["note"].as_str().unwrap().to_owned())
+            .collect();
+        notes.sort();
+        notes
+    };
+    for _ in 0..200 {
+        if notes().await.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        notes().await,
+        [
+            "auth.user_created kim@example.com password number 1 auth true",
+            "auth.user_deleted kim@example.com  number 1 auth true",
+        ]
+    );
+    t.admin(Method::PUT, "/v1/admin/apps/members/functions/bad")
+        .json(&json!({ "source": "export default 1", "triggers": [{ "auth": [] }] }))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_function")
+        .await;
+    t.admin(Method::PUT, "/v1/admin/apps/members/functions/bad")
+        .json(&json!({ "source": "export default 1", "triggers": [{ "auth": ["user_updated"] }] }))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_function")
+        .await;
+}
+
+#[tokio::test]
 async fn shutdown_lets_triggered_runs_finish_and_flushes_their_log_before_closing() {
     let dir = tempfile::tempdir().unwrap();
     let start = || {

@@ -666,6 +666,13 @@ pub trait Triggers: Send + Sync {
         operation: Operation,
         depth: u8,
     ) -> Result<Option<(Emit, HintTicket)>, StoreError>;
+    /// What an event of users' accounts (`auth.user_created`, …) records beside its write.
+    async fn emit_for_auth(
+        &self,
+        app: &AppName,
+        kind: &str,
+        depth: u8,
+    ) -> Result<Option<(Emit, HintTicket)>, StoreError>;
     /// Called once a write that recorded deliveries is done.
     async fn emitted(&self, app: &AppName, ticket: HintTicket);
 }
@@ -721,8 +728,9 @@ impl Data {
         }
     }
 
-    /// The event `seq` of the app's log as a trigger receives it: `{event_id, collection, id,
-    /// operation, old, new}` with the records as the API shows them, and its depth.
+    /// The event `seq` of the app's log as a trigger receives it, and its depth: `{event,
+    /// event_id, collection, id, operation, old, new}` for a write (the records as the API
+    /// shows them), `{event, event_id, user, provider}` for an account's.
     pub async fn trigger_event(
         &self,
         app: &AppName,
@@ -733,19 +741,35 @@ impl Data {
         };
         let mut payload: Json = serde_json::from_str(&event.payload)
             .map_err(|e| DataError::Store(StoreError::Task(format!("stored event: {e}"))))?;
-        let collection = payload["collection"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        // Stored columns as the API shows them, when the collection still exists.
-        if let Ok(compiled) = self.collection(app, &collection).await {
-            for side in ["old", "new"] {
-                if let Some(columns) = payload[side].as_object() {
-                    let record = stored_record(columns);
-                    payload[side] = record_json(&compiled, &record);
+        if event.kind.starts_with("auth.") {
+            // The user as the API shows one: times as RFC 3339.
+            if let Some(user) = payload.get_mut("user").and_then(Json::as_object_mut) {
+                for (stored, shown) in [
+                    ("created_at_ms", "created_at"),
+                    ("last_login_at_ms", "last_login_at"),
+                ] {
+                    if let Some(ms) = user.remove(stored).and_then(|ms| ms.as_i64()) {
+                        let time = Timestamp::from_unix_ms(ms).to_rfc3339();
+                        user.insert(shown.to_owned(), Json::from(time));
+                    }
+                }
+            }
+        } else {
+            let collection = payload["collection"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            // Stored columns as the API shows them, when the collection still exists.
+            if let Ok(compiled) = self.collection(app, &collection).await {
+                for side in ["old", "new"] {
+                    if let Some(columns) = payload[side].as_object() {
+                        let record = stored_record(columns);
+                        payload[side] = record_json(&compiled, &record);
+                    }
                 }
             }
         }
+        payload["event"] = Json::from(event.kind);
         payload["event_id"] = Json::from(event.seq);
         let depth = u8::try_from(event.depth).unwrap_or(u8::MAX);
         Ok(Some((payload, depth)))

@@ -179,6 +179,9 @@ pub struct SendReceipt {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Delivery {
     pub id: String,
+    /// The trigger depth it was sent at: its consumer runs at it.
+    #[serde(skip)]
+    pub depth: u8,
     pub attempt: i64,
     pub max_attempts: i64,
     pub lease: String,
@@ -576,6 +579,12 @@ impl Queues {
         }
         let settings = self.settings(app, queue).await?;
         let now = self.now();
+        // Sent from a triggered run, a message carries its depth to its consumer: a trigger
+        // that sends to a queue whose consumer writes what triggers it again stops at the
+        // bound, as triggers writing to each other do.
+        let depth = crate::data::TRIGGER_DEPTH
+            .try_with(|depth| i64::from(*depth))
+            .unwrap_or(0);
         let mut new = Vec::with_capacity(messages.len());
         for message in messages {
             let payload = message.payload.to_string();
@@ -598,6 +607,7 @@ impl Queues {
                 )));
             }
             new.push(NewMessage {
+                depth,
                 id: self.token("msg_"),
                 payload,
                 key: message.key,
@@ -911,6 +921,7 @@ fn delivery(claimed: Claimed) -> Delivery {
         max_attempts: claimed.max_attempts,
         lease: claimed.lease,
         sent_at: time(claimed.created_at_ms),
+        depth: u8::try_from(claimed.depth).unwrap_or(u8::MAX),
     }
 }
 

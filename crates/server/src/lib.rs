@@ -369,10 +369,12 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         Sealer::new(&master_key),
         functions::capabilities(data.clone(), queues.clone(), messages.clone(), fetcher),
     )?;
-    data.set_triggers(Arc::new(queues::TriggerRouting {
+    let routing = Arc::new(queues::TriggerRouting {
         functions: functions.clone(),
         queues: queues.clone(),
-    }));
+    });
+    data.set_triggers(Arc::clone(&routing) as Arc<dyn cloudlet_core::data::Triggers>);
+    auth.set_triggers(routing);
     let apps = Apps::new(
         Arc::clone(&system),
         Arc::clone(&tenant_store),

@@ -19,7 +19,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cloudlet_core::access::Caller;
 use cloudlet_core::apps::AppName;
-use cloudlet_core::functions::{MAX_TRIGGER_DEPTH, QueueTrigger, Trigger};
+use cloudlet_core::functions::{
+    AuthEvent, FunctionError, MAX_TRIGGER_DEPTH, QueueTrigger, Trigger,
+};
 use cloudlet_core::queues::{
     Delivery, HintTicket, MESSAGE_QUEUE, MessageView, Outgoing, QueueError, QueueSettings,
     QueueView, SendReceipt, Which, is_builtin_queue, valid_queue_name,
@@ -484,13 +486,48 @@ impl cloudlet_core::data::Triggers for TriggerRouting {
         operation: cloudlet_core::data::Operation,
         depth: u8,
     ) -> Result<Option<(Emit, HintTicket)>, StoreError> {
-        let functions = match self
+        let functions = self
             .functions
             .triggered_by(app, collection, operation)
-            .await
-        {
+            .await;
+        self.emit(app, collection, functions, depth).await
+    }
+
+    async fn emit_for_auth(
+        &self,
+        app: &AppName,
+        kind: &str,
+        depth: u8,
+    ) -> Result<Option<(Emit, HintTicket)>, StoreError> {
+        let event = match kind {
+            cloudlet_store::USER_CREATED => AuthEvent::UserCreated,
+            _ => AuthEvent::UserDeleted,
+        };
+        let functions = self.functions.triggered_by_auth(app, event).await;
+        self.emit(app, kind, functions, depth).await
+    }
+
+    async fn emitted(&self, app: &AppName, ticket: HintTicket) {
+        if let Err(e) = self.queues.hinted(app, ticket).await {
+            tracing::warn!(app = %app, error = %e, "could not hint the triggers' queue");
+        }
+        self.queues.doorbell().notify_one();
+    }
+}
+
+impl TriggerRouting {
+    /// One delivery per function an event (of `source`: a collection, an account event)
+    /// triggers, unless the chain is too deep.
+    async fn emit(
+        &self,
+        app: &AppName,
+        source: &str,
+        functions: Result<Vec<String>, FunctionError>,
+        depth: u8,
+    ) -> Result<Option<(Emit, HintTicket)>, StoreError> {
+        let functions = match functions {
             Ok(functions) => functions,
-            Err(cloudlet_core::functions::FunctionError::Store(e)) => return Err(e),
+            Err(FunctionError::Store(e)) => return Err(e),
             Err(e) => return Err(StoreError::Task(e.to_string())),
         };
         if functions.is_empty() {
@@ -499,7 +536,7 @@ impl cloudlet_core::data::Triggers for TriggerRouting {
         if depth >= MAX_TRIGGER_DEPTH {
             tracing::warn!(
                 app = %app,
-                collection,
+                source,
                 "a write by triggered functions {MAX_TRIGGER_DEPTH} deep triggers nothing more"
             );
             return Ok(None);
@@ -521,13 +558,6 @@ impl cloudlet_core::data::Triggers for TriggerRouting {
                 .collect(),
         };
         Ok(Some((emit, ticket)))
-    }
-
-    async fn emitted(&self, app: &AppName, ticket: HintTicket) {
-        if let Err(e) = self.queues.hinted(app, ticket).await {
-            tracing::warn!(app = %app, error = %e, "could not hint the triggers' queue");
-        }
-        self.queues.doorbell().notify_one();
     }
 }
 
@@ -651,7 +681,7 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
     };
     let mut busy = false;
     let mut consumed: Vec<String> = consumers.iter().map(|(_, t)| t.queue.clone()).collect();
-    let triggered = match state.functions().has_data_triggers(app).await {
+    let triggered = match state.functions().has_event_triggers(app).await {
         Ok(triggered) => triggered,
         Err(e) => {
             tracing::warn!(app = %app, error = %e, "could not read the data triggers");
@@ -841,6 +871,14 @@ async fn deliver_trigger(state: &AppState, app: &AppName, delivery: Delivery) {
         Ok(None) => Ok(()),
         Ok(Some((mut event, depth))) => {
             event["attempt"] = Value::from(delivery.attempt);
+            let trigger = if event["event"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("auth."))
+            {
+                Trigger::Auth
+            } else {
+                Trigger::Data
+            };
             let request_id = state.new_request_id();
             match crate::functions::raw(&event) {
                 Ok(event) => cloudlet_core::data::TRIGGER_DEPTH
@@ -851,7 +889,7 @@ async fn deliver_trigger(state: &AppState, app: &AppName, delivery: Delivery) {
                             app,
                             &function,
                             Caller::Admin,
-                            Trigger::Data,
+                            trigger,
                             &request_id,
                             event,
                         ),
@@ -902,18 +940,25 @@ async fn consume(
         })).collect::<Vec<_>>(),
     });
     let request_id = state.new_request_id();
+    // The run's writes and sends carry the depth its messages were sent at (the deepest of
+    // the batch), so that a cycle through queues and triggers stops at the bound.
+    let depth = batch.iter().map(|d| d.depth).max().unwrap_or(0);
     let outcome = match crate::functions::raw(&event) {
         Ok(event) => {
-            crate::functions::run(
-                state,
-                app,
-                function,
-                Caller::Admin,
-                Trigger::Queue,
-                &request_id,
-                event,
-            )
-            .await
+            cloudlet_core::data::TRIGGER_DEPTH
+                .scope(
+                    depth,
+                    crate::functions::run(
+                        state,
+                        app,
+                        function,
+                        Caller::Admin,
+                        Trigger::Queue,
+                        &request_id,
+                        event,
+                    ),
+                )
+                .await
         }
         Err(e) => Err(e),
     };

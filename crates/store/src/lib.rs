@@ -46,4 +46,7 @@ pub use sites::{SiteFile, SiteStore};
 pub use sqlite::Durability;
 pub use system::{AppRow, Page, ProviderRow, ScheduleRow, SigningKeyRow, SystemStore};
 pub use tenants::{TenantHealth, TenantStore};
-pub use users::{GrantKey, GrantRow, IdentityRow, Rotation, SessionRow, UserRow, UserStore};
+pub use users::{
+    GrantKey, GrantRow, IdentityRow, Rotation, SessionRow, USER_CREATED, USER_DELETED, UserRow,
+    UserStore,
+};

@@ -36,6 +36,9 @@ pub struct NewMessage {
     /// When it may first be claimed (now, or later for a delayed message).
     pub visible_at_ms: i64,
     pub max_attempts: i64,
+    /// The trigger depth of the run that sent it (0 for a client or the admin): its consumer
+    /// runs at this depth, so that triggers and queues feeding each other stop at the bound.
+    pub depth: i64,
 }
 
 /// What a send did with one message.
@@ -57,6 +60,8 @@ pub struct Claimed {
     /// The token that alone may acknowledge, extend or fail this delivery.
     pub lease: String,
     pub created_at_ms: i64,
+    /// As sent (see [`NewMessage::depth`]).
+    pub depth: i64,
 }
 
 /// Where a message is.

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use crate::{AppName, StoreError};
+use crate::{AppName, Emit, StoreError};
 
 /// A user of one app. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,29 @@ pub struct UserRow {
     /// A JSON object of profile fields.
     pub profile: String,
 }
+
+/// The event of a user's account: `auth.user_created` or `auth.user_deleted`, keyed by the
+/// user id, with the user as stored (`profile` as JSON) and, for a creation, the provider it
+/// came through. Core turns it into what triggers receive.
+pub(crate) fn user_event(kind: &str, user: &UserRow, provider: Option<&str>) -> (String, String) {
+    let payload = serde_json::json!({
+        "user": {
+            "id": user.id,
+            "created_at_ms": user.created_at_ms,
+            "last_login_at_ms": user.last_login_at_ms,
+            "email": user.email,
+            "phone": user.phone,
+            "profile": serde_json::from_str::<serde_json::Value>(&user.profile)
+                .unwrap_or(serde_json::Value::Null),
+        },
+        "provider": provider,
+    });
+    (kind.to_owned(), payload.to_string())
+}
+
+/// The kinds of account events.
+pub const USER_CREATED: &str = "auth.user_created";
+pub const USER_DELETED: &str = "auth.user_deleted";
 
 /// A user's account on a login provider: WeChat openid, Alipay user id, an email, ….
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,13 +144,15 @@ pub trait UserStore: Send + Sync {
         email: &str,
     ) -> Result<Option<(UserRow, Option<String>)>, StoreError>;
     /// Creates a user, with an identity if given; [`StoreError::Conflict`] if the email or the
-    /// identity exists already.
+    /// identity exists already. With `emit`, records `auth.user_created` (see [`user_event`])
+    /// and its trigger deliveries in the same transaction.
     async fn create_user(
         &self,
         app: &AppName,
         user: UserRow,
         password_hash: Option<String>,
         identity: Option<IdentityRow>,
+        emit: Option<Emit>,
     ) -> Result<(), StoreError>;
     /// Links another identity to an existing user; [`StoreError::Conflict`] if it is taken.
     async fn add_identity(&self, app: &AppName, identity: IdentityRow) -> Result<(), StoreError>;
@@ -152,12 +177,14 @@ pub trait UserStore: Send + Sync {
     ) -> Result<Option<UserRow>, StoreError>;
     /// Deletes the user with their identities and sessions, remembering every session as
     /// revoked (live ones at `now_ms`); returns the ids of those that were live, or `None` if
-    /// there was no such user.
+    /// there was no such user. With `emit`, records `auth.user_deleted` (the user as they were)
+    /// and its trigger deliveries in the same transaction.
     async fn delete_user(
         &self,
         app: &AppName,
         user_id: &str,
         now_ms: i64,
+        emit: Option<Emit>,
     ) -> Result<Option<Vec<String>>, StoreError>;
     async fn insert_session(&self, app: &AppName, session: SessionRow) -> Result<(), StoreError>;
     /// In one transaction: finds the live session whose current secret hashes to `presented`

@@ -26,14 +26,16 @@ use cloudlet_platforms::qq::QqClient;
 use cloudlet_platforms::wechat::{SubscribeError, SubscribeMessage, WeChatClient};
 use cloudlet_platforms::{PlatformError, PlatformHttp};
 use cloudlet_store::{
-    AppName, IdentityRow, ProviderRow, Rotation, SessionRow, StoreError, SystemStore, UserRow,
-    UserStore,
+    AppName, Emit, IdentityRow, ProviderRow, Rotation, SessionRow, StoreError, SystemStore,
+    USER_CREATED, USER_DELETED, UserRow, UserStore,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::apps::{UNSEALED_SIGNING_KEY_LEN, signing_key_place};
 use crate::clock::{Clock, Timestamp};
+use crate::data::Triggers;
+use crate::queues::HintTicket;
 use crate::random::Random;
 use crate::sealing::Sealer;
 use crate::secrets::SecretHash;
@@ -243,6 +245,8 @@ struct Inner {
     keys: Mutex<HashMap<AppName, Arc<AppKeys>>>,
     /// WeChat access tokens per (app, provider), one fetch at a time per key.
     vault: Mutex<HashMap<(AppName, String), VaultSlot>>,
+    /// Where account events go (the functions they trigger): set by the composition root.
+    triggers: OnceLock<Arc<dyn Triggers>>,
 }
 
 /// One (app, provider)'s cached token; its lock makes fetches single-flight.
@@ -280,6 +284,7 @@ impl Auth {
             options,
             keys: Mutex::new(HashMap::new()),
             vault: Mutex::new(HashMap::new()),
+            triggers: OnceLock::new(),
         })))
     }
 
@@ -403,10 +408,7 @@ impl Auth {
             Login::Anonymous => {
                 self.enabled_provider(app, "anonymous").await?;
                 let user = self.new_user(None, None);
-                self.0
-                    .users
-                    .create_user(app, user.clone(), None, None)
-                    .await?;
+                self.create_user(app, user.clone(), None, None).await?;
                 ("anonymous".to_owned(), user)
             }
             Login::Dev { user: name } => {
@@ -531,9 +533,7 @@ impl Auth {
             None => {
                 let user = self.new_user(None, None);
                 let id = user.id.clone();
-                users
-                    .create_user(app, user, None, Some(identity(&id)))
-                    .await
+                self.create_user(app, user, None, Some(identity(&id))).await
             }
         };
         match written {
@@ -543,6 +543,54 @@ impl Auth {
                 .ok_or(AuthError::UserNotFound),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Creates a user, recording `auth.user_created` for the functions it triggers.
+    async fn create_user(
+        &self,
+        app: &AppName,
+        user: UserRow,
+        password_hash: Option<String>,
+        identity: Option<IdentityRow>,
+    ) -> Result<(), StoreError> {
+        let (emit, ticket) = self.emit(app, USER_CREATED).await?;
+        self.0
+            .users
+            .create_user(app, user, password_hash, identity, emit)
+            .await?;
+        self.emitted(app, ticket).await;
+        Ok(())
+    }
+
+    /// What an account event records for the functions it triggers, at the depth of the
+    /// running trigger (0 outside one).
+    async fn emit(
+        &self,
+        app: &AppName,
+        kind: &str,
+    ) -> Result<(Option<Emit>, Option<HintTicket>), StoreError> {
+        let Some(triggers) = self.0.triggers.get() else {
+            return Ok((None, None));
+        };
+        let depth = crate::data::TRIGGER_DEPTH
+            .try_with(|depth| *depth)
+            .unwrap_or(0);
+        Ok(match triggers.emit_for_auth(app, kind, depth).await? {
+            Some((emit, ticket)) => (Some(emit), Some(ticket)),
+            None => (None, None),
+        })
+    }
+
+    async fn emitted(&self, app: &AppName, ticket: Option<HintTicket>) {
+        if let (Some(triggers), Some(ticket)) = (self.0.triggers.get(), ticket) {
+            triggers.emitted(app, ticket).await;
+        }
+    }
+
+    /// Connects account events to the functions they trigger. Set once; later calls are
+    /// ignored.
+    pub fn set_triggers(&self, triggers: Arc<dyn Triggers>) {
+        let _ = self.0.triggers.set(triggers);
     }
 
     fn new_user(&self, email: Option<String>, phone: Option<String>) -> UserRow {
@@ -586,8 +634,6 @@ impl Auth {
             created_at_ms: user.created_at_ms,
         };
         match self
-            .0
-            .users
             .create_user(app, user.clone(), Some(hash), Some(identity))
             .await
         {
@@ -874,6 +920,7 @@ impl Auth {
 
     /// Deletes the account, its identities and sessions; its tokens stop working at once.
     pub async fn delete_user(&self, principal: &Principal) -> Result<(), AuthError> {
+        let (emit, ticket) = self.emit(&principal.app, USER_DELETED).await?;
         let sessions = self
             .0
             .users
@@ -881,9 +928,11 @@ impl Auth {
                 &principal.app,
                 &principal.user_id,
                 self.0.clock.now().unix_ms(),
+                emit,
             )
             .await?
             .ok_or(AuthError::UserNotFound)?;
+        self.emitted(&principal.app, ticket).await;
         self.remember_revoked(&principal.app, &sessions).await?;
         tracing::info!(app = %principal.app, user = %principal.user_id, "user deleted");
         Ok(())

@@ -326,6 +326,35 @@ fn one() -> usize {
 pub const MAX_QUEUE_BATCH: usize = 100;
 pub const MAX_QUEUE_CONCURRENCY: usize = 64;
 
+/// An event of users' accounts a function may be triggered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AuthEvent {
+    /// A new user: a first login through a platform, a sign-up, an anonymous or dev login.
+    UserCreated,
+    /// A user deleted their account.
+    UserDeleted,
+}
+
+impl AuthEvent {
+    /// The event's kind in the event log.
+    pub fn kind(self) -> &'static str {
+        match self {
+            AuthEvent::UserCreated => cloudlet_store::USER_CREATED,
+            AuthEvent::UserDeleted => cloudlet_store::USER_DELETED,
+        }
+    }
+}
+
+/// Runs a function after events of users' accounts: `{"auth": ["user_created"]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AuthTrigger {
+    pub auth: Vec<AuthEvent>,
+}
+
 /// One trigger of a function.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -333,6 +362,7 @@ pub const MAX_QUEUE_CONCURRENCY: usize = 64;
 pub enum TriggerDef {
     Data(DataTrigger),
     Queue(QueueTrigger),
+    Auth(AuthTrigger),
 }
 
 fn all_operations() -> Vec<Operation> {
@@ -395,6 +425,8 @@ pub enum Trigger {
     Http,
     /// A data event.
     Data,
+    /// An event of users' accounts.
+    Auth,
     /// A cron schedule.
     Schedule,
     /// Messages of a queue.
@@ -407,6 +439,7 @@ impl Trigger {
             Trigger::Call => "call",
             Trigger::Http => "http",
             Trigger::Data => "data",
+            Trigger::Auth => "auth",
             Trigger::Schedule => "schedule",
             Trigger::Queue => "queue",
         }
@@ -685,6 +718,14 @@ impl Functions {
                             "trigger on {:?}: a collection name and at least one of create, update, delete",
                             trigger.collection
                         )));
+                    }
+                }
+                TriggerDef::Auth(trigger) => {
+                    if trigger.auth.is_empty() {
+                        return Err(FunctionError::Invalid(
+                            "an auth trigger names at least one of user_created, user_deleted"
+                                .into(),
+                        ));
                     }
                 }
                 TriggerDef::Queue(trigger) => {
@@ -1150,19 +1191,39 @@ impl Functions {
             .collect())
     }
 
+    /// The functions an event of users' accounts runs.
+    pub async fn triggered_by_auth(
+        &self,
+        app: &AppName,
+        event: AuthEvent,
+    ) -> Result<Vec<String>, FunctionError> {
+        Ok(self
+            .triggers(app)
+            .await?
+            .iter()
+            .filter(|(_, triggers)| {
+                triggers
+                    .iter()
+                    .any(|t| matches!(t, TriggerDef::Auth(t) if t.auth.contains(&event)))
+            })
+            .map(|(name, _)| name.clone())
+            .collect())
+    }
+
     /// How long a run of the function may take, in milliseconds (from memory after its first
     /// call).
     pub async fn timeout_ms(&self, app: &AppName, name: &str) -> Result<u64, FunctionError> {
         Ok(self.active(app, name).await?.settings.timeout_ms)
     }
 
-    /// Whether any of the app's functions has a data trigger.
-    pub async fn has_data_triggers(&self, app: &AppName) -> Result<bool, FunctionError> {
-        Ok(self
-            .triggers(app)
-            .await?
-            .iter()
-            .any(|(_, triggers)| triggers.iter().any(|t| matches!(t, TriggerDef::Data(_)))))
+    /// Whether any of the app's functions is triggered by events of the log (writes, users'
+    /// accounts): whether the triggers' queue has a consumer.
+    pub async fn has_event_triggers(&self, app: &AppName) -> Result<bool, FunctionError> {
+        Ok(self.triggers(app).await?.iter().any(|(_, triggers)| {
+            triggers
+                .iter()
+                .any(|t| matches!(t, TriggerDef::Data(_) | TriggerDef::Auth(_)))
+        }))
     }
 
     /// The app's queue consumers: each function with a queue trigger, and the trigger.
@@ -1177,7 +1238,7 @@ impl Functions {
             .flat_map(|(name, triggers)| {
                 triggers.iter().filter_map(move |t| match t {
                     TriggerDef::Queue(q) => Some((name.clone(), q.clone())),
-                    TriggerDef::Data(_) => None,
+                    TriggerDef::Data(_) | TriggerDef::Auth(_) => None,
                 })
             })
             .collect())

@@ -33,6 +33,11 @@ use crate::{AppName, StoreError};
 /// partial indexes. `rowid` stands for SQLite's own: the order of sending, by which messages
 /// due at the same moment are claimed (and under that name `cloudlet migrate` copies SQLite's
 /// values into it).
+/// Schema step 8 of an app: SQLite's step 10, the trigger depth a message was sent at.
+pub(super) const DEPTH: &str = "
+    ALTER TABLE {s}._queue_messages ADD COLUMN depth bigint NOT NULL DEFAULT 0;
+";
+
 pub(super) const MIGRATION: &str = "
     CREATE TABLE {s}._queues (
         name        text COLLATE \"C\" PRIMARY KEY,
@@ -195,25 +200,28 @@ impl QueueStore for Postgres {
         let mut payloads = Vec::new();
         let mut visible = Vec::new();
         let mut attempts = Vec::new();
+        let mut depths = Vec::new();
         for (message, duplicate) in messages.iter().zip(&duplicates) {
             if duplicate.is_none() {
                 ids.push(message.id.as_str());
                 payloads.push(message.payload.as_str());
                 visible.push(message.visible_at_ms);
                 attempts.push(message.max_attempts);
+                depths.push(message.depth);
             }
         }
         if !ids.is_empty() {
             let insert = format!(
                 "INSERT INTO {s}._queue_messages (id, queue, payload, state, visible_at, attempt,
-                     max_attempts, created_at, updated_at)
-                 SELECT m.id, $1, m.payload, 0, m.visible_at, 0, m.max_attempts, $2, $2
-                 FROM unnest($3::text[], $4::text[], $5::bigint[], $6::bigint[])
-                     WITH ORDINALITY AS m (id, payload, visible_at, max_attempts, n)
+                     max_attempts, created_at, updated_at, depth)
+                 SELECT m.id, $1, m.payload, 0, m.visible_at, 0, m.max_attempts, $2, $2, m.depth
+                 FROM unnest($3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[])
+                     WITH ORDINALITY AS m (id, payload, visible_at, max_attempts, depth, n)
                  ORDER BY m.n"
             );
-            let params: [&(dyn ToSql + Sync); 6] =
-                [&queue, &now_ms, &ids, &payloads, &visible, &attempts];
+            let params: [&(dyn ToSql + Sync); 7] = [
+                &queue, &now_ms, &ids, &payloads, &visible, &attempts, &depths,
+            ];
             execute(&tx, &insert, &params).await?;
         }
         tx.commit().await?;
@@ -266,7 +274,8 @@ impl QueueStore for Postgres {
                  updated_at = $2
              FROM picked JOIN unnest($5::text[]) WITH ORDINALITY AS l (lease, n) USING (n)
              WHERE m.id = picked.id
-             RETURNING picked.n, m.id, m.payload, m.attempt, m.max_attempts, m.lease, m.created_at"
+             RETURNING picked.n, m.id, m.payload, m.attempt, m.max_attempts, m.lease, m.created_at,
+                 m.depth"
         );
         let limit = leases.len() as i64;
         let params: [&(dyn ToSql + Sync); 5] = [&queue, &now_ms, &limit, &until_ms, &leases];
@@ -285,6 +294,7 @@ impl QueueStore for Postgres {
                         max_attempts: r.try_get(4)?,
                         lease: r.try_get(5)?,
                         created_at_ms: r.try_get(6)?,
+                        depth: r.try_get(7)?,
                     },
                 ))
             })

@@ -506,6 +506,19 @@ async fn emit_in(
     };
     let id = written_id(old, new);
     let (kind, key, payload) = event_of(operation, collection, &id, old, new);
+    record_event(tx, app, &kind, &key, &payload, emit).await
+}
+
+/// Records an event and its trigger deliveries, in the caller's transaction (`app` is the
+/// app's schema).
+pub(super) async fn record_event(
+    tx: &Transaction<'_>,
+    app: &str,
+    kind: &str,
+    key: &str,
+    payload: &str,
+    emit: &Emit,
+) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO {app}._events (kind, key, payload, depth, at) VALUES ($1, $2, $3, $4, $5)
          RETURNING seq"

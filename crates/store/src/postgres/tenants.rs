@@ -23,6 +23,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     super::queues::MIGRATION,
     super::records::EVENTS,
     super::users::GRANTS,
+    super::queues::DEPTH,
 ];
 
 #[async_trait]

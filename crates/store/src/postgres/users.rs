@@ -7,9 +7,12 @@
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
+use super::records::record_event;
 use super::{Postgres, execute, row, rows, schema};
+use crate::users::user_event;
 use crate::{
-    AppName, GrantKey, GrantRow, IdentityRow, Rotation, SessionRow, StoreError, UserRow, UserStore,
+    AppName, Emit, GrantKey, GrantRow, IdentityRow, Rotation, SessionRow, StoreError, USER_CREATED,
+    USER_DELETED, UserRow, UserStore,
 };
 
 /// Schema step 1 of an app: SQLite's steps 2 (users, identities, sessions) and 3 (tombstones).
@@ -218,6 +221,7 @@ impl UserStore for Postgres {
         user: UserRow,
         password_hash: Option<String>,
         identity: Option<IdentityRow>,
+        emit: Option<Emit>,
     ) -> Result<(), StoreError> {
         let mut client = self.app_client(app).await?;
         let tx = client.transaction().await?;
@@ -243,6 +247,13 @@ impl UserStore for Postgres {
         .await?;
         if let Some(identity) = &identity {
             insert_identity(&tx, app, identity).await?;
+        }
+        if let Some(emit) = &emit {
+            let provider = identity
+                .as_ref()
+                .map_or("password", |i| i.provider.as_str());
+            let (kind, payload) = user_event(USER_CREATED, &user, Some(provider));
+            record_event(&tx, &schema(app), &kind, &user.id, &payload, emit).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -301,16 +312,17 @@ impl UserStore for Postgres {
         app: &AppName,
         user_id: &str,
         now_ms: i64,
+        emit: Option<Emit>,
     ) -> Result<Option<Vec<String>>, StoreError> {
         let s = schema(app);
         let mut client = self.app_client(app).await?;
         let tx = client.transaction().await?;
         // Locking the user holds off new sessions (their foreign key check waits for it);
         // locking the live sessions holds off their revocation and rotation.
-        let sql = format!("SELECT id FROM {s}.users WHERE id = $1 FOR UPDATE");
-        if row(&tx, &sql, &[&user_id]).await?.is_none() {
+        let sql = format!("SELECT {USER_COLUMNS} FROM {s}.users WHERE id = $1 FOR UPDATE");
+        let Some(user) = user_of(row(&tx, &sql, &[&user_id]).await?)? else {
             return Ok(None);
-        }
+        };
         let sql = format!(
             "SELECT id FROM {s}.sessions WHERE user_id = $1 AND revoked_at IS NULL FOR UPDATE"
         );
@@ -328,6 +340,10 @@ impl UserStore for Postgres {
         execute(&tx, &sql, &[&user_id, &now_ms]).await?;
         let sql = format!("DELETE FROM {s}.users WHERE id = $1");
         let deleted = execute(&tx, &sql, &[&user_id]).await?;
+        if let Some(emit) = &emit {
+            let (kind, payload) = user_event(USER_DELETED, &user, None);
+            record_event(&tx, &s, &kind, &user.id, &payload, emit).await?;
+        }
         tx.commit().await?;
         Ok((deleted == 1).then_some(live))
     }

@@ -12,6 +12,11 @@ use crate::queues::{
 use crate::{AppName, StoreError};
 
 /// Schema step 7 of an app database.
+/// Schema step 10: the trigger depth a message was sent at.
+pub(super) const DEPTH: &str = "
+    ALTER TABLE _queue_messages ADD COLUMN depth INTEGER NOT NULL DEFAULT 0;
+";
+
 pub(super) const MIGRATION: &str = "
     CREATE TABLE _queues (
         name        TEXT PRIMARY KEY,
@@ -169,8 +174,8 @@ impl QueueStore for SqliteTenants {
                 }
                 c.prepare_cached(
                     "INSERT INTO _queue_messages (id, queue, payload, state, visible_at, attempt,
-                         max_attempts, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?7)",
+                         max_attempts, created_at, updated_at, depth)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?7, ?8)",
                 )?
                 .execute(params![
                     message.id,
@@ -179,7 +184,8 @@ impl QueueStore for SqliteTenants {
                     WAITING,
                     message.visible_at_ms,
                     message.max_attempts,
-                    now_ms
+                    now_ms,
+                    message.depth
                 ])
                 .map_err(super::from_write)?;
                 sent.push(Sent::Queued(message.id.clone()));
@@ -215,12 +221,12 @@ impl QueueStore for SqliteTenants {
                 "UPDATE _queue_messages
                  SET state = ?2, lease = ?3, visible_at = ?4, attempt = attempt + 1, updated_at = ?5
                  WHERE id = ?1
-                 RETURNING payload, attempt, max_attempts, created_at",
+                 RETURNING payload, attempt, max_attempts, created_at, depth",
             )?;
             for (id, lease) in ids.into_iter().zip(leases) {
-                let (payload, attempt, max_attempts, created_at_ms) = update
+                let (payload, attempt, max_attempts, created_at_ms, depth) = update
                     .query_row(params![id, CLAIMED, lease, until_ms, now_ms], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                     })?;
                 claimed.push(Claimed {
                     id,
@@ -229,6 +235,7 @@ impl QueueStore for SqliteTenants {
                     max_attempts,
                     lease,
                     created_at_ms,
+                    depth,
                 });
             }
             Ok(claimed)

@@ -419,6 +419,17 @@ fn emit_in(
     };
     let id = written_id(old, new);
     let (kind, key, payload) = event_of(operation, collection, &id, old, new);
+    record_event(c, &kind, &key, &payload, emit)
+}
+
+/// Records an event and its trigger deliveries, in the caller's transaction.
+pub(super) fn record_event(
+    c: &Connection,
+    kind: &str,
+    key: &str,
+    payload: &str,
+    emit: &Emit,
+) -> Result<(), StoreError> {
     let seq: i64 = c
         .prepare_cached(
             "INSERT INTO _events (kind, key, payload, depth, at) VALUES (?1, ?2, ?3, ?4, ?5)

@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     super::queues::MIGRATION,
     super::records::EVENTS,
     super::users::GRANTS,
+    super::queues::DEPTH,
 ];
 
 /// The schema version of an up-to-date app database.

@@ -4,8 +4,11 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqliteTenants;
+use super::records::record_event;
+use crate::users::user_event;
 use crate::{
-    AppName, GrantKey, GrantRow, IdentityRow, Rotation, SessionRow, StoreError, UserRow, UserStore,
+    AppName, Emit, GrantKey, GrantRow, IdentityRow, Rotation, SessionRow, StoreError, USER_CREATED,
+    USER_DELETED, UserRow, UserStore,
 };
 
 /// Schema step 2 of an app database.
@@ -237,6 +240,7 @@ impl UserStore for SqliteTenants {
         user: UserRow,
         password_hash: Option<String>,
         identity: Option<IdentityRow>,
+        emit: Option<Emit>,
     ) -> Result<(), StoreError> {
         self.write_app(app, move |c| {
             c.prepare_cached(
@@ -255,6 +259,11 @@ impl UserStore for SqliteTenants {
             .map_err(super::from_write)?;
             if let Some(identity) = &identity {
                 insert_identity(c, identity)?;
+            }
+            if let Some(emit) = &emit {
+                let provider = identity.as_ref().map_or("password", |i| i.provider.as_str());
+                let (kind, payload) = user_event(USER_CREATED, &user, Some(provider));
+                record_event(c, &kind, &user.id, &payload, emit)?;
             }
             Ok(())
         })
@@ -316,9 +325,13 @@ impl UserStore for SqliteTenants {
         app: &AppName,
         user_id: &str,
         now_ms: i64,
+        emit: Option<Emit>,
     ) -> Result<Option<Vec<String>>, StoreError> {
         let user_id = user_id.to_owned();
         self.write_app(app, move |c| {
+            let Some(user) = select_user(c, &user_id)? else {
+                return Ok(None);
+            };
             let live: Vec<String> = c
                 .prepare_cached(
                     "SELECT id FROM sessions WHERE user_id = ?1 AND revoked_at IS NULL",
@@ -334,6 +347,10 @@ impl UserStore for SqliteTenants {
             let deleted = c
                 .prepare_cached("DELETE FROM users WHERE id = ?1")?
                 .execute([&user_id])?;
+            if let Some(emit) = &emit {
+                let (kind, payload) = user_event(USER_DELETED, &user, None);
+                record_event(c, &kind, &user.id, &payload, emit)?;
+            }
             Ok((deleted == 1).then_some(live))
         })
         .await
@@ -658,6 +675,7 @@ mod tests {
             user("u1", Some("a@x.io")),
             Some("hash".into()),
             Some(identity("o1", "u1", Some("un1"))),
+            None,
         )
         .await
         .unwrap();
@@ -684,7 +702,7 @@ mod tests {
             .unwrap();
         assert_eq!((found.id.as_str(), hash.as_deref()), ("u1", Some("hash")));
         assert!(matches!(
-            t.create_user(&name("app"), user("u2", Some("a@x.io")), None, None)
+            t.create_user(&name("app"), user("u2", Some("a@x.io")), None, None, None)
                 .await,
             Err(StoreError::Conflict)
         ));
@@ -693,7 +711,8 @@ mod tests {
                 &name("app"),
                 user("u3", None),
                 None,
-                Some(identity("o1", "u3", None))
+                Some(identity("o1", "u3", None)),
+                None
             )
             .await,
             Err(StoreError::Conflict)
@@ -707,7 +726,7 @@ mod tests {
     #[tokio::test]
     async fn rotation_replaces_the_secret_and_a_replay_revokes_the_session() {
         let (_dir, t) = tenants().await;
-        t.create_user(&name("app"), user("u1", None), None, None)
+        t.create_user(&name("app"), user("u1", None), None, None, None)
             .await
             .unwrap();
         t.insert_session(&name("app"), session("s1", "u1", 1))
@@ -762,6 +781,7 @@ mod tests {
             user("u1", None),
             None,
             Some(identity("o1", "u1", None)),
+            None,
         )
         .await
         .unwrap();
@@ -784,7 +804,7 @@ mod tests {
                 .is_none()
         );
         assert_eq!(
-            t.delete_user(&name("app"), "u1", 7).await.unwrap(),
+            t.delete_user(&name("app"), "u1", 7, None).await.unwrap(),
             Some(vec!["s1".to_owned()])
         );
         let mut revoked = t.revoked_since(&name("app"), 5).await.unwrap();
@@ -801,6 +821,9 @@ mod tests {
                 .is_none()
         );
         assert!(t.session(&name("app"), "s1").await.unwrap().is_none());
-        assert_eq!(t.delete_user(&name("app"), "u1", 8).await.unwrap(), None);
+        assert_eq!(
+            t.delete_user(&name("app"), "u1", 8, None).await.unwrap(),
+            None
+        );
     }
 }

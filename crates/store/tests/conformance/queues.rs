@@ -215,6 +215,7 @@ fn msg(id: &str, visible_at_ms: i64) -> NewMessage {
         key: None,
         visible_at_ms,
         max_attempts: 3,
+        depth: 0,
     }
 }
 
@@ -390,7 +391,15 @@ async fn claims_take_due_messages_in_order(st: Stores) {
     let sent = st
         .send(
             "work",
-            vec![msg("c", 100), msg("b", 50), msg("a", 50), msg("later", 500)],
+            vec![
+                msg("c", 100),
+                NewMessage {
+                    depth: 2,
+                    ..msg("b", 50)
+                },
+                msg("a", 50),
+                msg("later", 500),
+            ],
             7,
         )
         .await;
@@ -409,6 +418,7 @@ async fn claims_take_due_messages_in_order(st: Stores) {
                 max_attempts: 3,
                 lease: "l1".into(),
                 created_at_ms: 7,
+                depth: 2,
             },
             Claimed {
                 id: "a".into(),
@@ -417,6 +427,7 @@ async fn claims_take_due_messages_in_order(st: Stores) {
                 max_attempts: 3,
                 lease: "l2".into(),
                 created_at_ms: 7,
+                depth: 0,
             },
         ],
         "by visible_at, then first sent first (not by id); leases in order"

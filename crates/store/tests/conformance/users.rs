@@ -104,10 +104,11 @@ async fn users_are_found_by_identity_unionid_and_email(s: &(impl UserStore + Ten
         u1.clone(),
         Some("hash".into()),
         Some(identity("wechat", "o1", "u1", Some("un1"))),
+        None,
     )
     .await
     .unwrap();
-    s.create_user(a, user("u2", None), None, None)
+    s.create_user(a, user("u2", None), None, None, None)
         .await
         .unwrap();
 
@@ -144,16 +145,17 @@ async fn duplicates_conflict_and_leave_nothing(s: &(impl UserStore + TenantStore
         user("u1", Some("a@x.io")),
         None,
         Some(identity("wechat", "o1", "u1", None)),
+        None,
     )
     .await
     .unwrap();
     assert!(matches!(
-        s.create_user(a, user("u2", Some("a@x.io")), None, None)
+        s.create_user(a, user("u2", Some("a@x.io")), None, None, None)
             .await,
         Err(StoreError::Conflict)
     ));
     assert!(matches!(
-        s.create_user(a, user("u1", None), None, None).await,
+        s.create_user(a, user("u1", None), None, None, None).await,
         Err(StoreError::Conflict)
     ));
     assert!(matches!(
@@ -161,7 +163,8 @@ async fn duplicates_conflict_and_leave_nothing(s: &(impl UserStore + TenantStore
             a,
             user("u3", Some("c@x.io")),
             None,
-            Some(identity("wechat", "o1", "u3", None))
+            Some(identity("wechat", "o1", "u3", None)),
+            None
         )
         .await,
         Err(StoreError::Conflict)
@@ -174,20 +177,20 @@ async fn duplicates_conflict_and_leave_nothing(s: &(impl UserStore + TenantStore
     );
     assert_eq!(s.user_by_email(a, "c@x.io").await.unwrap(), None);
     // Users without an email do not collide.
-    s.create_user(a, user("u4", None), None, None)
+    s.create_user(a, user("u4", None), None, None, None)
         .await
         .unwrap();
-    s.create_user(a, user("u5", None), None, None)
+    s.create_user(a, user("u5", None), None, None, None)
         .await
         .unwrap();
 }
 
 async fn identities_link_to_users(s: &(impl UserStore + TenantStore)) {
     let a = &app();
-    s.create_user(a, user("u1", None), None, None)
+    s.create_user(a, user("u1", None), None, None, None)
         .await
         .unwrap();
-    s.create_user(a, user("u2", None), None, None)
+    s.create_user(a, user("u2", None), None, None, None)
         .await
         .unwrap();
     assert_eq!(s.identity_of(a, "u1", "wechat").await.unwrap(), None);
@@ -240,7 +243,7 @@ async fn identities_link_to_users(s: &(impl UserStore + TenantStore)) {
 
 async fn phone_and_profile_update_existing_users_only(s: &(impl UserStore + TenantStore)) {
     let a = &app();
-    s.create_user(a, user("u1", Some("a@x.io")), None, None)
+    s.create_user(a, user("u1", Some("a@x.io")), None, None, None)
         .await
         .unwrap();
     let with_phone = s
@@ -279,10 +282,10 @@ async fn phone_and_profile_update_existing_users_only(s: &(impl UserStore + Tena
 
 async fn sessions_are_stored_listed_and_revoked(s: &(impl UserStore + TenantStore)) {
     let a = &app();
-    s.create_user(a, user("u1", None), None, None)
+    s.create_user(a, user("u1", None), None, None, None)
         .await
         .unwrap();
-    s.create_user(a, user("u2", None), None, None)
+    s.create_user(a, user("u2", None), None, None, None)
         .await
         .unwrap();
     let s1 = SessionRow {
@@ -345,7 +348,7 @@ async fn rotation_replaces_the_secret_and_a_replay_revokes_the_session(
     s: &(impl UserStore + TenantStore),
 ) {
     let a = &app();
-    s.create_user(a, user("u1", None), None, None)
+    s.create_user(a, user("u1", None), None, None, None)
         .await
         .unwrap();
     s.insert_session(a, session("s1", "u1", 1, 1))
@@ -445,10 +448,11 @@ async fn deleting_a_user_reports_live_sessions_and_leaves_tombstones(
         user("u1", Some("a@x.io")),
         None,
         Some(identity("wechat", "o1", "u1", Some("un1"))),
+        None,
     )
     .await
     .unwrap();
-    s.create_user(a, user("u2", None), None, None)
+    s.create_user(a, user("u2", None), None, None, None)
         .await
         .unwrap();
     s.insert_session(a, session("s1", "u1", 1, 1))
@@ -468,7 +472,7 @@ async fn deleting_a_user_reports_live_sessions_and_leaves_tombstones(
         .unwrap();
     s.revoke_session(a, "s2", 5).await.unwrap().unwrap();
 
-    let live = s.delete_user(a, "u1", 7).await.unwrap().unwrap();
+    let live = s.delete_user(a, "u1", 7, None).await.unwrap().unwrap();
     assert_eq!(sorted(live), ["s1", "s3"]);
     assert_eq!(
         sorted(s.revoked_since(a, 5).await.unwrap()),
@@ -503,14 +507,15 @@ async fn deleting_a_user_reports_live_sessions_and_leaves_tombstones(
         user("u3", Some("a@x.io")),
         None,
         Some(identity("wechat", "o1", "u3", None)),
+        None,
     )
     .await
     .unwrap();
 
-    assert_eq!(s.delete_user(a, "u1", 8).await.unwrap(), None);
-    assert_eq!(s.delete_user(a, "nobody", 8).await.unwrap(), None);
+    assert_eq!(s.delete_user(a, "u1", 8, None).await.unwrap(), None);
+    assert_eq!(s.delete_user(a, "nobody", 8, None).await.unwrap(), None);
     // A user without sessions is deleted with nothing to report.
-    assert_eq!(s.delete_user(a, "u3", 9).await.unwrap(), Some(vec![]));
+    assert_eq!(s.delete_user(a, "u3", 9, None).await.unwrap(), Some(vec![]));
     assert_eq!(s.user(a, "u3").await.unwrap(), None);
 }
 
@@ -523,7 +528,7 @@ where
     const ROUNDS: u8 = 10;
     const RACERS: u8 = 12;
     let a = &app();
-    s.create_user(a, user("u1", None), None, None)
+    s.create_user(a, user("u1", None), None, None, None)
         .await
         .unwrap();
     for round in 0..ROUNDS {
@@ -579,7 +584,7 @@ async fn grants_accumulate_up_to_the_cap_and_are_taken_one_by_one(
     s: &(impl UserStore + TenantStore),
 ) {
     let a = &app();
-    s.create_user(a, user("u1", None), None, None)
+    s.create_user(a, user("u1", None), None, None, None)
         .await
         .unwrap();
     let (t1, t2) = (grant("wx1", "o1", "T1"), grant("wx1", "o1", "T2"));
@@ -619,7 +624,7 @@ async fn grants_accumulate_up_to_the_cap_and_are_taken_one_by_one(
     assert!(s.grants_of(a, "nobody").await.unwrap().is_empty());
 
     // Deleting the user deletes their grants.
-    s.delete_user(a, "u1", 40).await.unwrap();
+    s.delete_user(a, "u1", 40, None).await.unwrap();
     assert!(!s.take_grant(a, t1, 41).await.unwrap());
     assert!(s.grants_of(a, "u1").await.unwrap().is_empty());
     // A grant for a user that does not exist is refused.
@@ -633,7 +638,7 @@ where
     const GRANTS: i64 = 5;
     const RACERS: usize = 16;
     let a = &app();
-    s.create_user(a, user("u1", None), None, None)
+    s.create_user(a, user("u1", None), None, None, None)
         .await
         .unwrap();
     for at in 0..GRANTS {
