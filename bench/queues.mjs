@@ -5,7 +5,7 @@
 //   node bench/queues.mjs MODE '{"json": "settings"}'   # prints one JSON object
 //
 // Modes: cloudlet-enqueue, cloudlet-claim, cloudlet-fill, cloudlet-latency-send,
-// bullmq-enqueue, bullmq-work, bullmq-latency. BullMQ is loaded from `settings.modules` (the
+// cloudlet-delayed-send, bullmq-enqueue, bullmq-work, bullmq-latency, bullmq-delayed. BullMQ is loaded from `settings.modules` (the
 // node_modules that `npm ci` filled from bench/peers/bullmq).
 import http from 'node:http';
 import { createRequire } from 'node:module';
@@ -130,6 +130,20 @@ async function cloudletLatencySend() {
   return { sent: s.count, errors: httpErrors };
 }
 
+// `count` messages with random delays in [0, window_s), sent in batches of 100 at once; each
+// carries its due time (taken before its request leaves, so lateness reads long, never short).
+// `delays` is the same list of delays on both sides (from the Python driver), for a fair race.
+async function cloudletDelayedSend() {
+  for (let i = 0; i < s.delays.length; i += 100) {
+    const sentAt = now();
+    const messages = s.delays.slice(i, i + 100).map((delay) => ({
+      payload: { due: sentAt + delay * 1000 }, delay_secs: delay,
+    }));
+    if (!(await must('POST', `${queuePath()}/messages`, { messages }, 201))) throw new Error('send failed');
+  }
+  return { sent: s.delays.length, errors: httpErrors };
+}
+
 // ------------------------------------------------------------------------------------ BullMQ
 function bullmq() {
   const require = createRequire(path.join(s.modules, 'noop.js'));
@@ -209,6 +223,31 @@ async function bullmqLatency() {
   return { p50_ms: pct(delays, 50), p99_ms: pct(delays, 99), max_ms: pct(delays, 100), samples: delays.length };
 }
 
+async function bullmqDelayed() {
+  // The same delays through `Queue.addBulk` with `opts.delay`; a Worker (concurrency
+  // `concurrency`) in this process writes down how late each job started.
+  const { Queue, Worker } = bullmq();
+  const queue = new Queue(s.queue, { connection: connection() });
+  const late = [];
+  const worker = new Worker(s.queue, async (job) => { late.push(now() - job.data.due); },
+                            { connection: connection(), concurrency: s.concurrency });
+  await worker.waitUntilReady();
+  await queue.waitUntilReady();
+  for (let i = 0; i < s.delays.length; i += 100) {
+    const sentAt = now();
+    await queue.addBulk(s.delays.slice(i, i + 100).map((delay) => ({
+      name: 'm', data: { due: sentAt + delay * 1000 },
+      opts: { delay: Math.round(delay * 1000), removeOnComplete: true },
+    })));
+  }
+  const deadline = now() + (Math.max(...s.delays) + 30) * 1000;
+  while (late.length < s.delays.length && now() < deadline) await sleep(50);
+  await worker.close();
+  await queue.close();
+  return { p50_ms: pct(late, 50), p99_ms: pct(late, 99), max_ms: pct(late, 100), started: late.length,
+           sent: s.delays.length };
+}
+
 // ----------------------------------------------------------------------------------- helpers
 function pct(values, p) {
   if (!values.length) return null;
@@ -219,8 +258,9 @@ function round(x) { return Math.round(x * 1000) / 1000; }
 
 const modes = {
   'cloudlet-enqueue': cloudletEnqueue, 'cloudlet-fill': cloudletFill, 'cloudlet-claim': cloudletClaim,
-  'cloudlet-latency-send': cloudletLatencySend,
+  'cloudlet-latency-send': cloudletLatencySend, 'cloudlet-delayed-send': cloudletDelayedSend,
   'bullmq-enqueue': bullmqEnqueue, 'bullmq-work': bullmqWork, 'bullmq-latency': bullmqLatency,
+  'bullmq-delayed': bullmqDelayed,
 };
 const result = await modes[mode]();
 console.log(JSON.stringify(result));

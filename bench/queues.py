@@ -18,6 +18,11 @@ One Node.js process (bench/queues.mjs) drives either side. Each run measures, on
 - enqueue to start, an idle consumer: one message at a time, `--gap-ms` apart; the consumer
   notes when it starts. Cloudlet: a function consumer (`batch: 1`), writing its start time into
   a record; BullMQ: a `Worker` (concurrency 1) in the sending process.
+- delayed messages: `--delayed` messages (10,000) with random delays spread over
+  `--delayed-window` seconds (60), sent at once in batches of 100, the same delays on both
+  sides; how late each starts after its due time. Cloudlet: a function consumer (`batch: 10,
+  concurrency: 4`) writing its start time into a record; BullMQ: `addBulk` with `opts.delay` and
+  a `Worker` (concurrency 4) in the sending process.
 
 Every figure, the ratios too, is the median of the runs with their spread. Writes
 bench/results/queues.json and the `queues` section of docs/performance.md.
@@ -27,6 +32,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -38,7 +44,20 @@ import urllib.parse
 from common import (ROOT, TOKEN, Client, figure, heading, meta, parse_args, repeat, replace_docs_section,
                     server)
 
-TARGETS = {"enqueue": 20000, "claim_ack": 10000, "latency_p50_ms": 1.0, "latency_p99_ms": 5.0}
+TARGETS = {"enqueue": 20000, "claim_ack": 10000, "latency_p50_ms": 1.0, "latency_p99_ms": 5.0,
+           "delayed_p99_ms": 100.0}
+
+DELAYED_FUNCTION = """
+export default async (event, ctx) => {
+  const hr = typeof performance !== 'undefined' && performance.timeOrigin
+    ? performance.timeOrigin + performance.now() : NaN;
+  const wall = Date.now();
+  const started = Math.abs(hr - wall) < 50 ? hr : wall;
+  await ctx.db.batch(event.messages.map((m) => ({
+    op: 'create', collection: 'starts', data: { sent: m.payload.due, started, hr: started === hr },
+  })));
+};
+"""
 
 LATENCY_FUNCTION = """
 export default async (event, ctx) => {
@@ -178,6 +197,21 @@ def measure_cloudlet(args):
             "clock": "performance.timeOrigin + performance.now()" if all(r["hr"] for r in records)
             else "Date.now() (1 ms resolution)",
         }
+
+        key = new_app(port, "delayed", "q")
+        admin.json("PUT", "/v1/admin/apps/delayed/collections/starts", {
+            "fields": [{"name": "sent", "type": "number"}, {"name": "started", "type": "number"},
+                       {"name": "hr", "type": "bool"}]}, expect=201)
+        deploy(admin, "delayed", "stamp", DELAYED_FUNCTION, {"queue": "q", "batch": 10, "concurrency": 4})
+        node("cloudlet-delayed-send", {**base, "app": "delayed", "delays": args.delays})
+        deadline = time.perf_counter() + max(args.delays) + 60
+        while left(counts(admin, "delayed", "q")) > 0 and time.perf_counter() < deadline:
+            time.sleep(0.5)
+        records = list_records(port, key["secret_key"], "delayed", "starts")
+        late = [r["started"] - r["sent"] for r in records]
+        results["delayed"] = {"p50_ms": percentile(late, 50), "p99_ms": percentile(late, 99),
+                              "max_ms": percentile(late, 100), "started": len(late),
+                              "sent": len(args.delays)}
     return results
 
 
@@ -207,6 +241,8 @@ def measure_bullmq(args):
         results["claim_ack"] = node("bullmq-work", {**base, "count": args.messages, "concurrency": 16})
         redis_cli(port, "flushall")
         results["latency"] = node("bullmq-latency", {**base, "count": args.latency_messages, "gap_ms": args.gap_ms})
+        redis_cli(port, "flushall")
+        results["delayed"] = node("bullmq-delayed", {**base, "delays": args.delays, "concurrency": 4})
         results["redis_aof"] = {key: redis_cli(port, "config", "get", key).split("\n")[1]
                                 for key in ["appendonly", "appendfsync"]}
     return results
@@ -221,6 +257,7 @@ def run_side_by_side(args):
         "claim_ack_function": round(c["claim_ack_function"]["messages_per_sec"] / b["claim_ack"]["messages_per_sec"], 2),
         "latency_p50": round(c["latency_function"]["p50_ms"] / b["latency"]["p50_ms"], 2),
         "latency_p99": round(c["latency_function"]["p99_ms"] / b["latency"]["p99_ms"], 2),
+        "delayed_p99": round(c["delayed"]["p99_ms"] / b["delayed"]["p99_ms"], 2),
     }
     return results
 
@@ -270,6 +307,12 @@ def write_docs(r):
         f"{figure(c['latency_function'], 'p99_ms', ' ms')} | `Worker`: {figure(b['latency'], 'p99_ms', ' ms')} "
         f"| {figure(ratio, 'latency_p99', '×')} "
         f"| ≤ {t['latency_p99_ms']} ms: {met(c['latency_function']['p99_ms'], t['latency_p99_ms'], True, res)} |",
+        f"| {m['delayed']:,} delayed messages over {m['delayed_window']} s, start after due, p99 "
+        f"| function trigger (`batch: 10, concurrency: 4`): {figure(c['delayed'], 'p99_ms', ' ms')} "
+        f"(p50 {figure(c['delayed'], 'p50_ms', ' ms')}) | `opts.delay`, `Worker` concurrency 4: "
+        f"{figure(b['delayed'], 'p99_ms', ' ms')} (p50 {figure(b['delayed'], 'p50_ms', ' ms')}) "
+        f"| {figure(ratio, 'delayed_p99', '×')} "
+        f"| ≤ {t['delayed_p99_ms']:g} ms: {met(c['delayed']['p99_ms'], t['delayed_p99_ms'], True, res)} |",
     ]
     table = f"""{heading(m)}; BullMQ {v['bullmq']} (ioredis {v['ioredis']}) on Redis {v['redis']} with `appendonly yes`, `appendfsync always`; Cloudlet on SQLite, `durability = "full"` (the default); both driven by one Node.js {v['node']} process (bench/queues.mjs) on the same machine. {m['messages']:,} messages for the claim and drain rows, {m['seconds']} s of enqueueing, {m['latency_messages']} latency samples {m['gap_ms']} ms apart (Cloudlet's start time: {c['latency_function']['clock']} inside the function, so with a 1 ms clock its delays read 0 to 1 ms short; BullMQ's: `performance.now()` in the sending process).
 
@@ -288,6 +331,8 @@ def main():
     parser.add_argument("--messages", type=int, help="messages to claim and drain (default 20,000; 2,000 with --quick)")
     parser.add_argument("--latency-messages", type=int, help="latency samples (default 500; 50 with --quick)")
     parser.add_argument("--gap-ms", type=int, default=20, help="between latency messages")
+    parser.add_argument("--delayed", type=int, help="delayed messages (default 10,000; 500 with --quick)")
+    parser.add_argument("--delayed-window", type=int, help="their delays' spread in seconds (default 60; 5 with --quick)")
     parser.add_argument("--log", help="Cloudlet's output goes to this file")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: one run, small counts; no docs, no results file")
@@ -301,12 +346,18 @@ def main():
     args.seconds = args.seconds or (2 if args.quick else 10)
     args.messages = args.messages or (2000 if args.quick else 20000)
     args.latency_messages = args.latency_messages or (50 if args.quick else 500)
+    args.delayed = args.delayed or (500 if args.quick else 10000)
+    args.delayed_window = args.delayed_window or (5 if args.quick else 60)
+    # The same random delays on both sides (and in every run), so that both race one schedule.
+    rng = random.Random(15)
+    args.delays = [round(rng.uniform(0, args.delayed_window), 3) for _ in range(args.delayed)]
     if args.out is None and not args.quick:
         args.out = os.path.join(ROOT, "bench/results/queues.json")
 
     results = repeat(args.runs, lambda: run_side_by_side(args))
     results["meta"] = meta(args.runs, seconds=args.seconds, messages=args.messages,
                            latency_messages=args.latency_messages, gap_ms=args.gap_ms,
+                           delayed=args.delayed, delayed_window=args.delayed_window,
                            versions=versions(args), targets=TARGETS)
     if args.out:
         from common import write_results
