@@ -2034,6 +2034,75 @@ async fn one_app_fetching_from_slow_servers_never_holds_up_another_apps_fetches(
 }
 
 #[tokio::test]
+async fn a_flood_on_one_apps_queue_does_not_hold_up_another_apps_messages() {
+    let t = server(false).await;
+    for app in ["flood", "calm"] {
+        scene(&t, app).await;
+        t.admin(Method::PUT, &format!("/v1/admin/apps/{app}/queues/work"))
+            .json(&json!({}))
+            .expect(StatusCode::CREATED)
+            .await;
+    }
+    // The flood's consumer takes 20 ms a message, two at a time: its backlog lasts a minute.
+    deploy(
+        &t,
+        "flood",
+        "slow",
+        json!({
+            "source": "export default async () => { await new Promise((r) => setTimeout(r, 20)); }",
+            "triggers": [{ "queue": "work", "batch": 1, "concurrency": 2 }]
+        }),
+    )
+    .await;
+    deploy(&t, "calm", "note", json!({
+        "source": "export default async (e, ctx) => { \
+            for (const m of e.messages) await ctx.admin.db.collection('todos').add({ title: m.payload.title }); }",
+        "triggers": [{ "queue": "work" }]
+    }))
+    .await;
+    for chunk in 0..30 {
+        let messages: Vec<Value> = (0..100)
+            .map(|i| json!({ "payload": { "n": chunk * 100 + i } }))
+            .collect();
+        t.admin(Method::POST, "/v1/admin/apps/flood/queues/work/messages")
+            .json(&json!({ "messages": messages }))
+            .expect(StatusCode::CREATED)
+            .await;
+    }
+    t.admin(Method::POST, "/v1/admin/apps/calm/queues/work/messages")
+        .json(&json!({ "messages": [{ "payload": { "title": "not starved" } }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = t
+            .admin(
+                Method::GET,
+                "/v1/apps/calm/collections/todos/records?filter=title%3D%22not%20starved%22",
+            )
+            .expect(StatusCode::OK)
+            .await;
+        if !page["items"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the calm app's message never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // It ran while the flood's backlog was still there: not behind it.
+    let flood = t
+        .admin(Method::GET, "/v1/admin/apps/flood/queues/work")
+        .expect(StatusCode::OK)
+        .await;
+    assert!(flood["ready"].as_i64().unwrap() > 2000, "{flood}");
+    t.admin(Method::DELETE, "/v1/admin/apps/flood/queues/work/messages")
+        .expect(StatusCode::OK)
+        .await;
+}
+
+#[tokio::test]
 async fn queue_consumers_take_batches_retry_failures_and_dead_letter_poison() {
     let t = server(false).await;
     scene(&t, "jobs").await;

@@ -679,7 +679,10 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
             return;
         }
     };
+    // Work left due for lack of room (`busy`: a finished batch rings), or because a step
+    // failed (`failed`: looked at again after a pause, not in a tight loop).
     let mut busy = false;
+    let mut failed = false;
     let mut consumed: Vec<String> = consumers.iter().map(|(_, t)| t.queue.clone()).collect();
     let triggered = match state.functions().has_event_triggers(app).await {
         Ok(triggered) => triggered,
@@ -691,18 +694,25 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
     };
     if triggered {
         consumed.push(TRIGGER_QUEUE.to_owned());
-        busy |= dispatch_builtin(state, running, app, Builtin::Triggers).await;
+        let look = dispatch_builtin(state, running, app, Builtin::Triggers).await;
+        busy |= look == Look::Busy;
+        failed |= look == Look::Failed;
     }
     // Subscribe messages are sent whether or not the app has functions.
     consumed.push(MESSAGE_QUEUE.to_owned());
-    busy |= dispatch_builtin(state, running, app, Builtin::Messages).await;
+    let look = dispatch_builtin(state, running, app, Builtin::Messages).await;
+    busy |= look == Look::Busy;
+    failed |= look == Look::Failed;
     for (function, trigger) in consumers {
         let key = (app.clone(), function.clone());
         // A claim outlives the run that takes it: the function's time, and a margin for
         // waiting for a worker.
         let hide_secs = match state.functions().timeout_ms(app, &function).await {
             Ok(ms) => ms.div_ceil(1000) + RUN_MARGIN_SECS,
-            Err(_) => continue,
+            Err(_) => {
+                failed = true;
+                continue;
+            }
         };
         loop {
             let now_running = lock(running).get(&key).copied().unwrap_or(0);
@@ -719,6 +729,7 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
                 Err(QueueError::NotFound(_)) => break,
                 Err(e) => {
                     tracing::warn!(app = %app, queue = trigger.queue, error = %e, "could not claim");
+                    failed = true;
                     break;
                 }
             };
@@ -756,9 +767,14 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
             Some(now + IDLE_RECHECK_MS)
         }
     };
-    // Work due now that nobody took (no consumer, or all busy) is looked at again later; a
-    // finished batch or a deploy rings sooner.
-    let next = next.map(|at| if at <= now { now + IDLE_RECHECK_MS } else { at });
+    // Work due now that was not taken: with every consumer busy, or after a failed step, it is
+    // looked at again later (a finished batch rings sooner); otherwise it became due while
+    // this look went on, after its claims, and is looked at again at once.
+    let next = next.map(|at| match at <= now {
+        true if busy || failed => now + IDLE_RECHECK_MS,
+        true => now,
+        false => at,
+    });
     let next = if busy {
         next.map(|at| at.min(now + IDLE_RECHECK_MS))
     } else {
@@ -814,19 +830,29 @@ impl Builtin {
     }
 }
 
-/// Claims and runs the app's due deliveries of one of Cloudlet's queues; true if it had to
-/// leave some for lack of room.
+/// How a look at one queue ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// Nothing due is left.
+    Idle,
+    /// Some was left for lack of room.
+    Busy,
+    /// A claim failed.
+    Failed,
+}
+
+/// Claims and runs the app's due deliveries of one of Cloudlet's queues.
 async fn dispatch_builtin(
     state: &AppState,
     running: &Running,
     app: &AppName,
     builtin: Builtin,
-) -> bool {
+) -> Look {
     let key = (app.clone(), builtin.queue().to_owned());
     loop {
         let now_running = lock(running).get(&key).copied().unwrap_or(0);
         if now_running >= builtin.concurrency() || app_running(running, app) >= DISPATCH_PER_APP {
-            return true;
+            return Look::Busy;
         }
         let batch = match state
             .queues()
@@ -836,11 +862,11 @@ async fn dispatch_builtin(
             Ok(batch) => batch,
             Err(e) => {
                 tracing::warn!(app = %app, queue = builtin.queue(), error = %e, "could not claim");
-                return false;
+                return Look::Failed;
             }
         };
         let Some(delivery) = batch.into_iter().next() else {
-            return false;
+            return Look::Idle;
         };
         *lock(running).entry(key.clone()).or_insert(0) += 1;
         let (state, running, key) = (state.clone(), Arc::clone(running), key.clone());
