@@ -5,7 +5,8 @@
 //   node bench/queues.mjs MODE '{"json": "settings"}'   # prints one JSON object
 //
 // Modes: cloudlet-enqueue, cloudlet-claim, cloudlet-fill, cloudlet-latency-send,
-// cloudlet-delayed-send, bullmq-enqueue, bullmq-work, bullmq-latency, bullmq-delayed. BullMQ is loaded from `settings.modules` (the
+// cloudlet-delayed-send, bullmq-enqueue, bullmq-work, bullmq-latency, bullmq-delayed,
+// graphile-enqueue, graphile-work, graphile-latency, graphile-delayed. BullMQ is loaded from `settings.modules` (the
 // node_modules that `npm ci` filled from bench/peers/bullmq).
 import http from 'node:http';
 import { createRequire } from 'node:module';
@@ -248,6 +249,115 @@ async function bullmqDelayed() {
            sent: s.delays.length };
 }
 
+// --------------------------------------------------------------------------- graphile-worker
+// On the PostgreSQL server bench/queues.py started (`settings.database`, its own database),
+// with its defaults but for a silent logger: a pool of 10 connections, `pollInterval` 2 s
+// (new jobs are announced by LISTEN/NOTIFY; jobs due later are found by that poll).
+function graphile() {
+  const require = createRequire(path.join(s.modules, 'noop.js'));
+  return require('graphile-worker');
+}
+const quiet = () => new (graphile().Logger)(() => () => {});
+
+async function graphileUtils() {
+  const utils = await graphile().makeWorkerUtils({ connectionString: s.database, logger: quiet() });
+  await utils.migrate();
+  return utils;
+}
+
+// A runner whose task `m` calls `onJob(payload)`; `done` counts its successes.
+async function graphileRunner(concurrency, onJob) {
+  const counter = { done: 0, failed: 0 };
+  const runner = await graphile().run({
+    connectionString: s.database, concurrency, noHandleSignals: true, logger: quiet(),
+    taskList: { m: async (payload) => { onJob(payload); } },
+  });
+  runner.events.on('job:success', () => { counter.done++; });
+  runner.events.on('job:failed', () => { counter.failed++; });
+  return { runner, counter };
+}
+
+async function graphileEnqueue() {
+  // `clients` loops sharing one WorkerUtils (its pool of 10), each adding batches of `batch`
+  // with `addJobs` for `seconds`.
+  const utils = await graphileUtils();
+  const end = now() + s.seconds * 1000;
+  let sent = 0, requests = 0;
+  const latencies = [];
+  const start = now();
+  await Promise.all(Array.from({ length: s.clients }, async () => {
+    while (now() < end) {
+      const t = now();
+      const jobs = Array.from({ length: s.batch }, (_, i) => ({
+        identifier: 'm', payload: { n: sent + i, body: 'x'.repeat(s.payload_bytes || 64) },
+      }));
+      sent += (await utils.addJobs(jobs)).length;
+      latencies.push(now() - t);
+      requests++;
+    }
+  }));
+  const elapsed = (now() - start) / 1000;
+  await utils.release();
+  return { messages_per_sec: Math.round(sent / elapsed), messages: sent, requests,
+           request_p50_ms: pct(latencies, 50), request_p99_ms: pct(latencies, 99) };
+}
+
+async function graphileWork() {
+  // `count` jobs added beforehand (not measured), then a runner with `concurrency` and a no-op
+  // task until every one has succeeded (graphile-worker deletes a job when it succeeds).
+  const utils = await graphileUtils();
+  for (let i = 0; i < s.count; i += 100) {
+    await utils.addJobs(Array.from({ length: Math.min(100, s.count - i) }, (_, j) => ({
+      identifier: 'm', payload: { n: i + j, body: 'x'.repeat(s.payload_bytes || 64) },
+    })));
+  }
+  const start = now();
+  const { runner, counter } = await graphileRunner(s.concurrency, () => {});
+  while (counter.done < s.count) await sleep(5);
+  const elapsed = (now() - start) / 1000;
+  await runner.stop();
+  await utils.release();
+  return { messages_per_sec: Math.round(counter.done / elapsed), completed: counter.done,
+           failed: counter.failed, seconds: round(elapsed) };
+}
+
+async function graphileLatency() {
+  // An idle runner (concurrency 1); one job at a time, `gap_ms` apart; the task writes down
+  // how long after its sending it started.
+  const utils = await graphileUtils();
+  const delays = [];
+  const { runner } = await graphileRunner(1, (payload) => { delays.push(now() - payload.sent); });
+  await sleep(500);
+  for (let i = 0; i < s.count; i++) {
+    await utils.addJob('m', { i, sent: now() });
+    await sleep(s.gap_ms);
+  }
+  while (delays.length < s.count) await sleep(10);
+  await runner.stop();
+  await utils.release();
+  return { p50_ms: pct(delays, 50), p99_ms: pct(delays, 99), max_ms: pct(delays, 100), samples: delays.length };
+}
+
+async function graphileDelayed() {
+  // The same delays as `runAt` dates through `addJobs`; a runner (concurrency `concurrency`).
+  const utils = await graphileUtils();
+  const late = [];
+  const { runner } = await graphileRunner(s.concurrency, (payload) => { late.push(now() - payload.due); });
+  for (let i = 0; i < s.delays.length; i += 100) {
+    const sentAt = now();
+    await utils.addJobs(s.delays.slice(i, i + 100).map((delay) => {
+      const due = sentAt + delay * 1000;
+      return { identifier: 'm', payload: { due }, runAt: new Date(due) };
+    }));
+  }
+  const deadline = now() + (Math.max(...s.delays) + 30) * 1000;
+  while (late.length < s.delays.length && now() < deadline) await sleep(50);
+  await runner.stop();
+  await utils.release();
+  return { p50_ms: pct(late, 50), p99_ms: pct(late, 99), max_ms: pct(late, 100), started: late.length,
+           sent: s.delays.length };
+}
+
 // ----------------------------------------------------------------------------------- helpers
 function pct(values, p) {
   if (!values.length) return null;
@@ -261,6 +371,8 @@ const modes = {
   'cloudlet-latency-send': cloudletLatencySend, 'cloudlet-delayed-send': cloudletDelayedSend,
   'bullmq-enqueue': bullmqEnqueue, 'bullmq-work': bullmqWork, 'bullmq-latency': bullmqLatency,
   'bullmq-delayed': bullmqDelayed,
+  'graphile-enqueue': graphileEnqueue, 'graphile-work': graphileWork, 'graphile-latency': graphileLatency,
+  'graphile-delayed': graphileDelayed,
 };
 const result = await modes[mode]();
 console.log(JSON.stringify(result));

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Durable queues: Cloudlet against BullMQ on Redis, side by side, in the same run.
+"""Durable queues: Cloudlet against BullMQ on Redis (or, with `--database postgres`, against
+graphile-worker on PostgreSQL), side by side, in the same run.
 
 Both keep every acknowledged write on disk: Cloudlet on SQLite with its default durability
 (`full`: each commit fsynced before it is acknowledged), Redis with `appendonly yes` and
@@ -24,8 +25,15 @@ One Node.js process (bench/queues.mjs) drives either side. Each run measures, on
   concurrency: 4`) writing its start time into a record; BullMQ: `addBulk` with `opts.delay` and
   a `Worker` (concurrency 4) in the sending process.
 
+With `--database postgres`, Cloudlet stores its queues on PostgreSQL and the peer is
+graphile-worker (npm, as locked in bench/peers/graphile-worker) on the same throwaway server
+(Debian's PostgreSQL, default settings: fsync on, synchronous_commit on), each in its own
+database; the same workloads, through `WorkerUtils.addJobs`, a runner with the same
+concurrency and `runAt` for the delayed messages.
+
 Every figure, the ratios too, is the median of the runs with their spread. Writes
-bench/results/queues.json and the `queues` section of docs/performance.md.
+bench/results/queues.json and the `queues` section of docs/performance.md (or
+queues_postgres.json and `queues-postgres`).
 """
 
 import argparse
@@ -146,7 +154,7 @@ def measure_cloudlet(args):
     port = args.port
     base = {"port": port, "token": TOKEN, "queue": "q"}
     results = {}
-    with server(args.binary, port, log=args.log):
+    with server(args.binary, port, log=args.log, database=args.database_url):
         admin = Client(port)
 
         new_app(port, "enqueue", "q")
@@ -248,9 +256,35 @@ def measure_bullmq(args):
     return results
 
 
+def measure_graphile(args):
+    base = {"database": args.peer_database, "modules": args.graphile_modules}
+    results = {}
+    args.pg.psql("postgres", "DROP DATABASE IF EXISTS graphile WITH (FORCE)")
+    args.pg.psql("postgres", "CREATE DATABASE graphile")
+    results["enqueue"] = node("graphile-enqueue", {**base, "clients": 8, "batch": 100, "seconds": args.seconds})
+    graphile_reset(args)
+    results["claim_ack"] = node("graphile-work", {**base, "count": args.messages, "concurrency": 16})
+    graphile_reset(args)
+    results["latency"] = node("graphile-latency", {**base, "count": args.latency_messages, "gap_ms": args.gap_ms})
+    graphile_reset(args)
+    results["delayed"] = node("graphile-delayed", {**base, "delays": args.delays, "concurrency": 4})
+    return results
+
+
+def graphile_reset(args):
+    """Empties graphile-worker's tables between workloads, as a flushed Redis for BullMQ."""
+    args.pg.psql("graphile", "TRUNCATE graphile_worker._private_jobs CASCADE")
+
+
 def run_side_by_side(args):
-    results = {"cloudlet": measure_cloudlet(args), "bullmq": measure_bullmq(args)}
-    c, b = results["cloudlet"], results["bullmq"]
+    if args.database == "postgres":
+        # A fresh database for Cloudlet each run.
+        args.pg.psql("postgres", "DROP DATABASE IF EXISTS cloudlet WITH (FORCE)")
+        args.pg.psql("postgres", "CREATE DATABASE cloudlet")
+        results = {"cloudlet": measure_cloudlet(args), "peer": measure_graphile(args)}
+    else:
+        results = {"cloudlet": measure_cloudlet(args), "peer": measure_bullmq(args)}
+    c, b = results["cloudlet"], results["peer"]
     results["ratios"] = {
         "enqueue": round(c["enqueue"]["messages_per_sec"] / b["enqueue"]["messages_per_sec"], 2),
         "claim_ack_http": round(c["claim_ack_http"]["messages_per_sec"] / b["claim_ack"]["messages_per_sec"], 2),
@@ -263,6 +297,11 @@ def run_side_by_side(args):
 
 
 def versions(args):
+    node_version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    if args.database == "postgres":
+        graphile = json.load(open(os.path.join(args.graphile_modules, "graphile-worker/package.json")))["version"]
+        pg = json.load(open(os.path.join(args.graphile_modules, "pg/package.json")))["version"]
+        return {"graphile_worker": graphile, "pg": pg, "postgres": args.pg.version, "node": node_version}
     bullmq = json.load(open(os.path.join(args.bullmq_modules, "bullmq/package.json")))["version"]
     ioredis = json.load(open(os.path.join(args.bullmq_modules, "ioredis/package.json")))["version"]
     redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
@@ -280,19 +319,26 @@ def met(value, target, lower_is_better=False, resolution=0.0):
 
 
 def write_docs(r):
-    c, b, ratio, m = r["cloudlet"], r["bullmq"], r["ratios"], r["meta"]
+    c, b, ratio, m = r["cloudlet"], r["peer"], r["ratios"], r["meta"]
     v = m["versions"]
+    postgres = m.get("database") == "postgres"
+    peer = "graphile-worker" if postgres else "BullMQ"
+    api = ({"enqueue": "`WorkerUtils.addJobs`", "work": "runner, concurrency 16",
+            "latency": "runner, concurrency 1", "delayed": "`runAt`, runner concurrency 4"}
+           if postgres else
+           {"enqueue": "`Queue.addBulk`", "work": "`Worker`, concurrency 16", "latency": "`Worker`",
+            "delayed": "`opts.delay`, `Worker` concurrency 4"})
     t = TARGETS
     # A function has no performance.now(): Date.now() truncates its start time to whole
     # milliseconds, so each Cloudlet delay reads up to 1 ms short.
     res = 1.0 if c["latency_function"]["clock"].startswith("Date.now") else 0.0
     rows = [
         f"| enqueue, 8 clients × batches of 100 | admin HTTP `POST …/queues/q/messages`: "
-        f"{figure(c['enqueue'], 'messages_per_sec', ' msg/s')} | `Queue.addBulk`: "
+        f"{figure(c['enqueue'], 'messages_per_sec', ' msg/s')} | {api['enqueue']}: "
         f"{figure(b['enqueue'], 'messages_per_sec', ' msg/s')} | {figure(ratio, 'enqueue', '×')} "
         f"| ≥ {t['enqueue']:,} msg/s: {met(c['enqueue']['messages_per_sec'], t['enqueue'])} |",
         f"| claim + ack, 16 no-op consumers | HTTP `…/claims {{\"max\": 16}}` + `…/ack` per message: "
-        f"{figure(c['claim_ack_http'], 'messages_per_sec', ' msg/s')} | `Worker`, concurrency 16: "
+        f"{figure(c['claim_ack_http'], 'messages_per_sec', ' msg/s')} | {api['work']}: "
         f"{figure(b['claim_ack'], 'messages_per_sec', ' msg/s')} | {figure(ratio, 'claim_ack_http', '×')} "
         f"| ≥ {t['claim_ack']:,} msg/s: {met(c['claim_ack_http']['messages_per_sec'], t['claim_ack'])} |",
         f"| drain, no-op consumer | function trigger `batch: 10, concurrency: 16`: "
@@ -300,32 +346,44 @@ def write_docs(r):
         f"| {figure(ratio, 'claim_ack_function', '×')} "
         f"| ≥ {t['claim_ack']:,} msg/s: {met(c['claim_ack_function']['messages_per_sec'], t['claim_ack'])} |",
         f"| enqueue to start, idle consumer, p50 | function trigger (`batch: 1`): "
-        f"{figure(c['latency_function'], 'p50_ms', ' ms')} | `Worker`: {figure(b['latency'], 'p50_ms', ' ms')} "
+        f"{figure(c['latency_function'], 'p50_ms', ' ms')} | {api['latency']}: {figure(b['latency'], 'p50_ms', ' ms')} "
         f"| {figure(ratio, 'latency_p50', '×')} "
         f"| ≤ {t['latency_p50_ms']} ms: {met(c['latency_function']['p50_ms'], t['latency_p50_ms'], True, res)} |",
         f"| enqueue to start, idle consumer, p99 | function trigger (`batch: 1`): "
-        f"{figure(c['latency_function'], 'p99_ms', ' ms')} | `Worker`: {figure(b['latency'], 'p99_ms', ' ms')} "
+        f"{figure(c['latency_function'], 'p99_ms', ' ms')} | {api['latency']}: {figure(b['latency'], 'p99_ms', ' ms')} "
         f"| {figure(ratio, 'latency_p99', '×')} "
         f"| ≤ {t['latency_p99_ms']} ms: {met(c['latency_function']['p99_ms'], t['latency_p99_ms'], True, res)} |",
         f"| {m['delayed']:,} delayed messages over {m['delayed_window']} s, start after due, p99 "
         f"| function trigger (`batch: 10, concurrency: 4`): {figure(c['delayed'], 'p99_ms', ' ms')} "
-        f"(p50 {figure(c['delayed'], 'p50_ms', ' ms')}) | `opts.delay`, `Worker` concurrency 4: "
+        f"(p50 {figure(c['delayed'], 'p50_ms', ' ms')}) | {api['delayed']}: "
         f"{figure(b['delayed'], 'p99_ms', ' ms')} (p50 {figure(b['delayed'], 'p50_ms', ' ms')}) "
         f"| {figure(ratio, 'delayed_p99', '×')} "
         f"| ≤ {t['delayed_p99_ms']:g} ms: {met(c['delayed']['p99_ms'], t['delayed_p99_ms'], True, res)} |",
     ]
-    table = f"""{heading(m)}; BullMQ {v['bullmq']} (ioredis {v['ioredis']}) on Redis {v['redis']} with `appendonly yes`, `appendfsync always`; Cloudlet on SQLite, `durability = "full"` (the default); both driven by one Node.js {v['node']} process (bench/queues.mjs) on the same machine. {m['messages']:,} messages for the claim and drain rows, {m['seconds']} s of enqueueing, {m['latency_messages']} latency samples {m['gap_ms']} ms apart (Cloudlet's start time: {c['latency_function']['clock']} inside the function, so with a 1 ms clock its delays read 0 to 1 ms short; BullMQ's: `performance.now()` in the sending process).
+    if postgres:
+        setup = (f"graphile-worker {v['graphile_worker']} (pg {v['pg']}, its defaults: a pool of 10, "
+                 f"`pollInterval` 2 s) and Cloudlet (`database.pool_size` 16, the default) on one "
+                 f"PostgreSQL {v['postgres']} server with its default settings (fsync on, "
+                 f"synchronous_commit on), each in its own database; both driven")
+    else:
+        setup = (f"BullMQ {v['bullmq']} (ioredis {v['ioredis']}) on Redis {v['redis']} with `appendonly yes`, "
+                 f"`appendfsync always`; Cloudlet on SQLite, `durability = \"full\"` (the default); both driven")
+    table = f"""{heading(m)}; {setup} by one Node.js {v['node']} process (bench/queues.mjs) on the same machine. {m['messages']:,} messages for the claim and drain rows, {m['seconds']} s of enqueueing, {m['latency_messages']} latency samples {m['gap_ms']} ms apart (Cloudlet's start time: {c['latency_function']['clock']} inside the function, so with a 1 ms clock its delays read 0 to 1 ms short; {peer}'s: `performance.now()` in the sending process).
 
-| workload | Cloudlet | BullMQ | Cloudlet / BullMQ | issue 15's target for Cloudlet |
+| workload | Cloudlet | {peer} | Cloudlet / {peer} | issue 15's target for Cloudlet |
 |---|---|---|---|---|
 """ + "\n".join(rows)
-    replace_docs_section("queues", table)
+    replace_docs_section("queues-postgres" if postgres else "queues", table, script="queues")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--binary", default=os.path.join(ROOT, "target/release/cloudlet"))
     parser.add_argument("--bullmq-modules", default=os.path.join(ROOT, "bench/.tools/bullmq/node_modules"))
+    parser.add_argument("--graphile-modules",
+                        default=os.path.join(ROOT, "bench/.tools/graphile-worker/node_modules"))
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite",
+                        help="Cloudlet's storage, and so the peer: BullMQ, or graphile-worker")
     parser.add_argument("--port", type=int, default=18760, help="Cloudlet's")
     parser.add_argument("--seconds", type=int, help="enqueue duration (default 10; 2 with --quick)")
     parser.add_argument("--messages", type=int, help="messages to claim and drain (default 20,000; 2,000 with --quick)")
@@ -351,14 +409,28 @@ def main():
     # The same random delays on both sides (and in every run), so that both race one schedule.
     rng = random.Random(15)
     args.delays = [round(rng.uniform(0, args.delayed_window), 3) for _ in range(args.delayed)]
+    args.graphile_modules = os.path.abspath(args.graphile_modules)
     if args.out is None and not args.quick:
-        args.out = os.path.join(ROOT, "bench/results/queues.json")
+        name = "queues_postgres.json" if args.database == "postgres" else "queues.json"
+        args.out = os.path.join(ROOT, "bench/results", name)
 
-    results = repeat(args.runs, lambda: run_side_by_side(args))
-    results["meta"] = meta(args.runs, seconds=args.seconds, messages=args.messages,
+    args.database_url = args.pg = None
+    if args.database == "postgres":
+        sys.path.insert(0, os.path.join(ROOT, "bench"))
+        from postgres_layout import PostgresServer
+        args.pg = PostgresServer()
+        args.database_url = args.pg.url
+        args.peer_database = f"postgres://cloudlet@127.0.0.1:{args.pg.port}/graphile"
+    try:
+        results = repeat(args.runs, lambda: run_side_by_side(args))
+        version_info = versions(args)
+    finally:
+        if args.pg:
+            args.pg.stop()
+    results["meta"] = meta(args.runs, seconds=args.seconds, messages=args.messages, database=args.database,
                            latency_messages=args.latency_messages, gap_ms=args.gap_ms,
                            delayed=args.delayed, delayed_window=args.delayed_window,
-                           versions=versions(args), targets=TARGETS)
+                           versions=version_info, targets=TARGETS)
     if args.out:
         from common import write_results
         write_results(args.out, results)

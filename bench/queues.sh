@@ -7,8 +7,14 @@
 # runs bench/queues.py. Results: bench/results/queues.json and the `queues` section of
 # docs/performance.md.
 #
-#   bench/queues.sh           # 3 runs
-#   bench/queues.sh --quick   # smoke run, about a minute, writes nothing
+# With --database postgres: Cloudlet on PostgreSQL against graphile-worker on the same throwaway
+# PostgreSQL server (installs, if missing: PostgreSQL (apt: postgresql), graphile-worker (npm ci
+# from bench/peers/graphile-worker into bench/.tools/graphile-worker)). Results:
+# bench/results/queues_postgres.json and the `queues-postgres` section.
+#
+#   bench/queues.sh                              # 3 runs
+#   bench/queues.sh --quick                      # smoke run, a few minutes, writes nothing
+#   bench/queues.sh --database postgres          # on PostgreSQL, against graphile-worker
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +38,20 @@ if [ bench/peers/bullmq/package-lock.json -nt "$bullmq/node_modules/.package-loc
   mkdir -p "$bullmq"
   cp bench/peers/bullmq/package.json bench/peers/bullmq/package-lock.json "$bullmq/"
   (cd "$bullmq" && npm ci --no-audit --no-fund)
+fi
+
+if [[ " $* " == *" --database postgres "* || " $* " == *" --database=postgres "* ]]; then
+  if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+    echo "== installing PostgreSQL (apt: postgresql)"
+    apt-get update && apt-get install -y postgresql
+  fi
+  graphile=bench/.tools/graphile-worker
+  if [ bench/peers/graphile-worker/package-lock.json -nt "$graphile/node_modules/.package-lock.json" ]; then
+    echo "== installing graphile-worker (npm ci, bench/peers/graphile-worker) into $graphile"
+    mkdir -p "$graphile"
+    cp bench/peers/graphile-worker/package.json bench/peers/graphile-worker/package-lock.json "$graphile/"
+    (cd "$graphile" && npm ci --no-audit --no-fund)
+  fi
 fi
 
 exec python3 bench/queues.py --binary target/release/cloudlet --bullmq-modules "$bullmq/node_modules" "$@"
