@@ -29,6 +29,9 @@ use crate::queues::{Delivery, MESSAGE_QUEUE, Outgoing, QueueError, Queues};
 
 /// The most grants one user holds for one template: "allow" answers beyond it are not counted.
 pub const MAX_GRANTS: i64 = 50;
+/// The most templates one user holds grants for, per mini program: what a client can make the
+/// ledger keep is bounded (a mini program picks a handful of templates).
+pub const MAX_TEMPLATES_PER_USER: usize = 100;
 /// Templates in one `wx.requestSubscribeMessage` call, and so in one report of its answers.
 pub const MAX_TEMPLATES_PER_REQUEST: usize = 3;
 /// Keys in a message's `data`.
@@ -130,7 +133,9 @@ impl From<GrantRow> for Grant {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Answer {
-    /// Allowed: one message of the template may be sent.
+    /// Allowed: one message of the template may be sent. (`acceptWithAudio` and
+    /// `acceptWithAlert`, WeChat's answers for templates with a voice or an alert, count too.)
+    #[serde(alias = "acceptWithAudio", alias = "acceptWithAlert")]
     Accept,
     /// Declined this time.
     Reject,
@@ -138,6 +143,10 @@ pub enum Answer {
     Ban,
     /// Filtered by WeChat (the template's title repeats another): nothing may be sent.
     Filter,
+    /// An answer WeChat may add later: counted as no grant, so that the report's other
+    /// answers still count.
+    #[serde(other)]
+    Other,
 }
 
 /// The queued form of a message: who it goes to, and WeChat's body.
@@ -200,7 +209,12 @@ impl Messages {
         user_id: &str,
         provider: &str,
     ) -> Result<(String, String), MessageError> {
-        let appid = self.0.auth.wechat_appid(app, provider).await?;
+        let appid = match self.0.auth.wechat_appid(app, provider).await {
+            Ok(appid) => appid,
+            // Another kind of provider: the message names the wrong one.
+            Err(AuthError::InvalidLoginRequest(why)) => return Err(MessageError::Invalid(why)),
+            Err(e) => return Err(e.into()),
+        };
         match self.0.users.identity_of(app, user_id, provider).await? {
             Some((openid, _)) => Ok((appid, openid)),
             None if self.0.users.user(app, user_id).await?.is_none() => {
@@ -232,6 +246,25 @@ impl Messages {
         let provider = provider.unwrap_or_else(|| default_provider(principal));
         let app = &principal.app;
         let (appid, openid) = self.recipient(app, &principal.user_id, provider).await?;
+        let held: Vec<GrantRow> = self
+            .0
+            .users
+            .grants_of(app, &principal.user_id)
+            .await?
+            .into_iter()
+            .filter(|g| g.appid == appid)
+            .collect();
+        let new = answers
+            .iter()
+            .filter(|(id, answer)| {
+                **answer == Answer::Accept && !held.iter().any(|g| &g.template_id == *id)
+            })
+            .count();
+        if held.len() + new > MAX_TEMPLATES_PER_USER {
+            return Err(MessageError::Invalid(format!(
+                "a user holds grants for at most {MAX_TEMPLATES_PER_USER} templates of a mini program"
+            )));
+        }
         let keys: Vec<GrantKey<'_>> = answers
             .iter()
             .filter(|(_, answer)| **answer == Answer::Accept)
@@ -274,6 +307,16 @@ impl Messages {
             .unwrap_or_else(|| DEFAULT_PROVIDER.to_owned());
         let data = check(&message)?;
         let (appid, openid) = self.recipient(app, &message.to, &provider).await?;
+        // A send repeated with its key (a retried trigger) answers the first message, grant or
+        // no grant left: the first one holds its own.
+        if let Some(key) = &message.key
+            && let Some(id) = self.0.queues.keyed(app, MESSAGE_QUEUE, key).await?
+        {
+            return Ok(MessageReceipt {
+                id,
+                duplicate: true,
+            });
+        }
         let key = GrantKey {
             appid: &appid,
             openid: &openid,
@@ -651,6 +694,19 @@ mod tests {
         .unwrap();
         assert_eq!(answers["a"], Answer::Accept);
         assert_eq!(answers["d"], Answer::Filter);
-        assert!(serde_json::from_value::<Answer>(json!("ACCEPT")).is_err());
+        for accepted in ["acceptWithAudio", "acceptWithAlert"] {
+            assert_eq!(
+                serde_json::from_value::<Answer>(json!(accepted)).unwrap(),
+                Answer::Accept
+            );
+        }
+        assert_eq!(
+            serde_json::from_value::<Answer>(json!("ACCEPT")).unwrap(),
+            Answer::Other
+        );
+        assert_eq!(
+            serde_json::from_value::<Answer>(json!("maybe")).unwrap(),
+            Answer::Other
+        );
     }
 }

@@ -256,12 +256,13 @@ pub const TRIGGER_RETENTION_SECS: u64 = 7 * 24 * 3600;
 pub const MESSAGE_QUEUE: &str = "_messages";
 
 /// The settings of [`MESSAGE_QUEUE`]: a send is one call to the platform, retried with backoff
-/// (2 s, doubling) for about an hour while the platform is unavailable, then kept with the dead
-/// letters.
+/// (2 s, doubling, at most 30 minutes) for about an hour while the platform is unavailable
+/// (12 attempts: 2 + 4 + … + 1024 s, then 1800 s), then kept with the dead letters. A claim
+/// hides a message at least as long as a delivery may take (see the dispatcher).
 fn message_settings() -> QueueSettings {
     QueueSettings {
         visibility_timeout_secs: 60,
-        max_attempts: 10,
+        max_attempts: 12,
         backoff_secs: 2,
         max_backoff_secs: 1800,
         retention_secs: TRIGGER_RETENTION_SECS,
@@ -865,6 +866,16 @@ impl Queues {
             .store
             .purge(app, queue, which.map(Which::state))
             .await?)
+    }
+
+    /// The message a live idempotency key of `queue` names, if any.
+    pub(crate) async fn keyed(
+        &self,
+        app: &AppName,
+        queue: &str,
+        key: &str,
+    ) -> Result<Option<String>, QueueError> {
+        Ok(self.0.store.keyed(app, queue, key, self.now()).await?)
     }
 
     /// The earliest time a message of the app's `queues` becomes claimable.

@@ -501,7 +501,8 @@ impl cloudlet_core::data::Triggers for TriggerRouting {
     ) -> Result<Option<(Emit, HintTicket)>, StoreError> {
         let event = match kind {
             cloudlet_store::USER_CREATED => AuthEvent::UserCreated,
-            _ => AuthEvent::UserDeleted,
+            cloudlet_store::USER_DELETED => AuthEvent::UserDeleted,
+            other => return Err(StoreError::Task(format!("no account event {other:?}"))),
         };
         let functions = self.functions.triggered_by_auth(app, event).await;
         self.emit(app, kind, functions, depth).await
@@ -670,6 +671,7 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
     // settle below (see `Queues::hint`).
     let pulse = state.queues().pulse(app);
     let now = state.queues().now_ms();
+    let started = now;
     let later = Some(now + IDLE_RECHECK_MS);
     let consumers = match state.functions().queue_consumers(app).await {
         Ok(consumers) => consumers,
@@ -767,13 +769,18 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
             Some(now + IDLE_RECHECK_MS)
         }
     };
-    // Work due now that was not taken: with every consumer busy, or after a failed step, it is
-    // looked at again later (a finished batch rings sooner); otherwise it became due while
-    // this look went on, after its claims, and is looked at again at once.
-    let next = next.map(|at| match at <= now {
-        true if busy || failed => now + IDLE_RECHECK_MS,
-        true => now,
-        false => at,
+    // Work due now that was not taken. When it became due while this look went on, after its
+    // claims, it is looked at again at once. When it was due before the look began, something
+    // kept it (every consumer busy, a failed step, a row another transaction holds): it is
+    // looked at again later, not in a tight loop (a finished batch rings sooner).
+    let next = next.map(|at| {
+        if at > now {
+            at
+        } else if at > started && !busy && !failed {
+            now
+        } else {
+            now + IDLE_RECHECK_MS
+        }
     });
     let next = if busy {
         next.map(|at| at.min(now + IDLE_RECHECK_MS))
@@ -822,6 +829,16 @@ impl Builtin {
         }
     }
 
+    /// How long a claim hides a delivery at least: longer than the delivery may take. A data
+    /// trigger's is `queues.trigger_visibility_secs`; a subscribe message may fetch a token and
+    /// send twice, each a platform call.
+    fn min_hide_secs(self, state: &AppState) -> u64 {
+        match self {
+            Builtin::Triggers => 0,
+            Builtin::Messages => 4 * state.auth().platform_timeout().as_secs() + 10,
+        }
+    }
+
     async fn deliver(self, state: &AppState, app: &AppName, delivery: Delivery) {
         match self {
             Builtin::Triggers => deliver_trigger(state, app, delivery).await,
@@ -849,6 +866,20 @@ async fn dispatch_builtin(
     builtin: Builtin,
 ) -> Look {
     let key = (app.clone(), builtin.queue().to_owned());
+    // A read first: most looks find nothing due here, and a claim is a write.
+    match state
+        .queues()
+        .next_due(app, vec![builtin.queue().to_owned()])
+        .await
+    {
+        Ok(Some(at)) if at <= state.queues().now_ms() => {}
+        Ok(_) => return Look::Idle,
+        Err(e) => {
+            tracing::warn!(app = %app, queue = builtin.queue(), error = %e, "could not look");
+            return Look::Failed;
+        }
+    }
+    let hide_secs = builtin.min_hide_secs(state);
     loop {
         let now_running = lock(running).get(&key).copied().unwrap_or(0);
         if now_running >= builtin.concurrency() || app_running(running, app) >= DISPATCH_PER_APP {
@@ -856,7 +887,7 @@ async fn dispatch_builtin(
         }
         let batch = match state
             .queues()
-            .claim_for_dispatch(app, builtin.queue(), 1, 0)
+            .claim_for_dispatch(app, builtin.queue(), 1, hide_secs)
             .await
         {
             Ok(batch) => batch,

@@ -215,6 +215,14 @@ pub trait QueueStore: Send + Sync {
         queue: &str,
         state: Option<MessageState>,
     ) -> Result<u64, StoreError>;
+    /// The message an idempotency key of `queue` names while it lives (`expires_at > now_ms`).
+    async fn keyed(
+        &self,
+        app: &AppName,
+        queue: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<String>, StoreError>;
     /// The earliest `visible_at` of any waiting or claimed message of the app's `queues`.
     async fn next_due(&self, app: &AppName, queues: Vec<String>)
     -> Result<Option<i64>, StoreError>;

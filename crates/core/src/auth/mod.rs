@@ -1004,6 +1004,11 @@ impl Auth {
         ))
     }
 
+    /// How long one call to a platform may take.
+    pub fn platform_timeout(&self) -> Duration {
+        self.0.options.platform_timeout
+    }
+
     /// The appid of an enabled WeChat provider of the app.
     pub async fn wechat_appid(&self, app: &AppName, provider: &str) -> Result<String, AuthError> {
         Ok(self.wechat_client(app, provider).await?.appid().to_owned())

@@ -193,29 +193,29 @@ async fn an_allowed_message_is_delivered_once_and_uses_the_grant() {
 }
 
 #[tokio::test]
-async fn a_key_sends_once_and_keeps_the_second_grant() {
+async fn a_key_sends_once_even_when_the_first_send_used_the_last_grant() {
     let (t, emulator, alice, user) = setup().await;
-    for _ in 0..2 {
-        emulator
-            .control(
-                "subscriptions",
-                json!({ "appid": APPID, "user": "alice", "template_id": TEMPLATE }),
-            )
-            .await;
-        report(&t, &alice, json!({ TEMPLATE: "accept" }))
-            .expect(StatusCode::OK)
-            .await;
-    }
-    assert_eq!(remaining(&t, &alice).await, [(TEMPLATE.to_owned(), 2)]);
+    emulator
+        .control(
+            "subscriptions",
+            json!({ "appid": APPID, "user": "alice", "template_id": TEMPLATE }),
+        )
+        .await;
+    // WeChat's answer for a template with a voice reminder counts as an "allow".
+    report(&t, &alice, json!({ TEMPLATE: "acceptWithAudio" }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(remaining(&t, &alice).await, [(TEMPLATE.to_owned(), 1)]);
     let mut keyed = shipped(&user);
     keyed["key"] = json!("order-42-shipped");
     let first = send(&t, keyed.clone()).expect(StatusCode::ACCEPTED).await;
+    // A retried trigger sends again with its key: the first message, not no_subscription.
     let again = send(&t, keyed).expect(StatusCode::ACCEPTED).await;
     assert_eq!(again["id"], first["id"]);
     assert_eq!(again["duplicate"], true);
     assert_eq!(
         remaining(&t, &alice).await,
-        [(TEMPLATE.to_owned(), 1)],
+        [(TEMPLATE.to_owned(), 0)],
         "a duplicate takes no grant"
     );
     eventually("the message reaches Alice", || async {
@@ -317,9 +317,14 @@ async fn bad_reports_and_sends_have_their_codes() {
     invalid(json!({})).await;
     invalid(json!({ "a": "accept", "b": "accept", "c": "accept", "d": "accept" })).await;
     invalid(json!({ "bad id": "accept" })).await;
-    report(&t, &alice, json!({ TEMPLATE: "maybe" }))
+    report(&t, &alice, json!({ TEMPLATE: true }))
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
         .await;
+    // An answer WeChat may add later counts as no grant; the report still counts.
+    let grants = report(&t, &alice, json!({ TEMPLATE: "maybe" }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(grants["grants"], json!([]));
     // The route is a user's: no token, or the admin's, is refused.
     t.request(Method::POST, "/v1/apps/shop/messages/subscriptions")
         .json(&json!({ "answers": { TEMPLATE: "accept" } }))
@@ -376,8 +381,33 @@ async fn bad_reports_and_sends_have_their_codes() {
     t.admin(Method::DELETE, "/v1/admin/apps/shop/queues/_messages")
         .expect_error(StatusCode::BAD_REQUEST, "invalid_queue")
         .await;
+    // A non-WeChat provider is the wrong provider for a message.
+    let mut password = shipped(&user);
+    password["provider"] = json!("password");
+    send(&t, password)
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_message")
+        .await;
     // Nothing of this took a grant or reached WeChat.
     assert!(remaining(&t, &alice).await.is_empty());
+    // What a client can make the ledger keep is bounded: 100 templates per user.
+    for round in 0..33 {
+        let answers: serde_json::Map<String, Value> = (0..3)
+            .map(|i| (format!("T{round}_{i}"), json!("accept")))
+            .collect();
+        report(&t, &alice, Value::Object(answers))
+            .expect(StatusCode::OK)
+            .await;
+    }
+    report(&t, &alice, json!({ "T_a": "accept", "T_b": "accept" }))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_message")
+        .await;
+    report(&t, &alice, json!({ "T_a": "accept" }))
+        .expect(StatusCode::OK)
+        .await;
+    report(&t, &alice, json!({ "T0_0": "accept", "T_b": "reject" }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(remaining(&t, &alice).await.len(), 100);
     let _ = emulator;
     t.stop().await;
 }

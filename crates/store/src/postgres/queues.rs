@@ -28,16 +28,16 @@ use crate::queues::{
 };
 use crate::{AppName, StoreError};
 
-/// The schema step of an app's queues. Message states are SQLite's codes (0 waiting,
-/// 1 claimed, 2 dead); statements spell them as literals, so that the planner can match the
-/// partial indexes. `rowid` stands for SQLite's own: the order of sending, by which messages
-/// due at the same moment are claimed (and under that name `cloudlet migrate` copies SQLite's
-/// values into it).
 /// Schema step 8 of an app: SQLite's step 10, the trigger depth a message was sent at.
 pub(super) const DEPTH: &str = "
     ALTER TABLE {s}._queue_messages ADD COLUMN depth bigint NOT NULL DEFAULT 0;
 ";
 
+/// The schema step of an app's queues. Message states are SQLite's codes (0 waiting,
+/// 1 claimed, 2 dead); statements spell them as literals, so that the planner can match the
+/// partial indexes. `rowid` stands for SQLite's own: the order of sending, by which messages
+/// due at the same moment are claimed (and under that name `cloudlet migrate` copies SQLite's
+/// values into it).
 pub(super) const MIGRATION: &str = "
     CREATE TABLE {s}._queues (
         name        text COLLATE \"C\" PRIMARY KEY,
@@ -449,6 +449,25 @@ impl QueueStore for Postgres {
                 let sql = format!("{sql} AND state = $2");
                 execute(&*client, &sql, &[&queue, &state.code()]).await
             }
+        }
+    }
+
+    async fn keyed(
+        &self,
+        app: &AppName,
+        queue: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT message_id FROM {}._queue_keys
+             WHERE queue = $1 AND key = $2 AND expires_at > $3",
+            schema(app)
+        );
+        match row(&*client, &sql, &[&queue, &key, &now_ms]).await? {
+            Some(r) => Ok(Some(r.try_get(0)?)),
+            None => Ok(None),
         }
     }
 

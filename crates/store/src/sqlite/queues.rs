@@ -11,12 +11,12 @@ use crate::queues::{
 };
 use crate::{AppName, StoreError};
 
-/// Schema step 7 of an app database.
-/// Schema step 10: the trigger depth a message was sent at.
+/// Schema step 10 of an app database: the trigger depth a message was sent at.
 pub(super) const DEPTH: &str = "
     ALTER TABLE _queue_messages ADD COLUMN depth INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// Schema step 7 of an app database.
 pub(super) const MIGRATION: &str = "
     CREATE TABLE _queues (
         name        TEXT PRIMARY KEY,
@@ -419,6 +419,25 @@ impl QueueStore for SqliteTenants {
                 )?
                 .execute(params![queue, state.map(MessageState::code)])?;
             Ok(deleted as u64)
+        })
+        .await
+    }
+
+    async fn keyed(
+        &self,
+        app: &AppName,
+        queue: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let (queue, key) = (queue.to_owned(), key.to_owned());
+        self.read_app(app, move |c| {
+            Ok(c.prepare_cached(
+                "SELECT message_id FROM _queue_keys
+                 WHERE queue = ?1 AND key = ?2 AND expires_at > ?3",
+            )?
+            .query_row(params![queue, key, now_ms], |r| r.get(0))
+            .optional()?)
         })
         .await
     }

@@ -656,6 +656,14 @@ async fn idempotency_keys_hold_for_their_window(st: Stores) {
         ],
         "the first of a key in one send wins"
     );
+    // A key is looked up without sending, while it lives (1,000 + 100 ms) and in its queue only.
+    assert_eq!(
+        q.keyed(a, "q", "k1", 1_099).await.unwrap(),
+        Some("a".into())
+    );
+    assert_eq!(q.keyed(a, "q", "k1", 1_100).await.unwrap(), None);
+    assert_eq!(q.keyed(a, "other", "k1", 1_050).await.unwrap(), None);
+    assert_eq!(q.keyed(a, "q", "k9", 1_050).await.unwrap(), None);
     let again = q
         .send(a, "q", vec![keyed("e", "k1")], 1_099, 100)
         .await
