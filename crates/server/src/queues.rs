@@ -700,11 +700,6 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
         busy |= look == Look::Busy;
         failed |= look == Look::Failed;
     }
-    // Subscribe messages are sent whether or not the app has functions.
-    consumed.push(MESSAGE_QUEUE.to_owned());
-    let look = dispatch_builtin(state, running, app, Builtin::Messages).await;
-    busy |= look == Look::Busy;
-    failed |= look == Look::Failed;
     for (function, trigger) in consumers {
         let key = (app.clone(), function.clone());
         // A claim outlives the run that takes it: the function's time, and a margin for
@@ -759,6 +754,12 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
             });
         }
     }
+    // Subscribe messages are sent whether or not the app has functions; last, as they wait on
+    // a platform anyway, and the app's own consumers should not wait for this look.
+    consumed.push(MESSAGE_QUEUE.to_owned());
+    let look = dispatch_builtin(state, running, app, Builtin::Messages).await;
+    busy |= look == Look::Busy;
+    failed |= look == Look::Failed;
     let now = state.queues().now_ms();
     // Only queues somebody consumes: messages nobody takes need no look until a consumer is
     // deployed (which rings for the app).
