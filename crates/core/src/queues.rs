@@ -727,6 +727,19 @@ impl Queues {
         }
     }
 
+    /// Acknowledges deliveries in one transaction; answers, in order, whether each was (false:
+    /// its lease is stale).
+    pub async fn ack_many(
+        &self,
+        app: &AppName,
+        acks: Vec<(String, String)>,
+    ) -> Result<Vec<bool>, QueueError> {
+        if acks.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.0.store.ack_many(app, acks).await?)
+    }
+
     /// Keeps a delivery hidden `hide_secs` more from now.
     pub async fn extend(
         &self,

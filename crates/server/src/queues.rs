@@ -1030,26 +1030,39 @@ async fn consume(
         }
         Err(e) => (batch.iter().map(|d| d.id.clone()).collect(), e.to_string()),
     };
-    for delivery in batch {
-        let settled = if failed.contains(&delivery.id) {
-            state
-                .queues()
-                .fail(
-                    app,
-                    &trigger.queue,
-                    &delivery.id,
-                    &delivery.lease,
-                    delivery.attempt,
-                    &error,
-                )
-                .await
-                .map(|_| ())
-        } else {
-            state.queues().ack(app, &delivery.id, &delivery.lease).await
-        };
+    // The successes are acknowledged together, in one commit; the failures one by one.
+    let (failures, successes): (Vec<Delivery>, Vec<Delivery>) =
+        batch.into_iter().partition(|d| failed.contains(&d.id));
+    let acks: Vec<(String, String)> = successes.into_iter().map(|d| (d.id, d.lease)).collect();
+    match state.queues().ack_many(app, acks.clone()).await {
+        Ok(acked) => {
+            for ((id, _), acked) in acks.iter().zip(acked) {
+                if !acked {
+                    // A stale lease: the claim expired while the function ran, and the
+                    // message went (or will go) to another delivery. At least once, so nothing
+                    // is lost.
+                    tracing::warn!(app = %app, queue = trigger.queue, id, "a delivery could not be acknowledged: its lease is stale");
+                }
+            }
+        }
+        // Unacknowledged, the messages are delivered again when their claims expire.
+        Err(e) => {
+            tracing::warn!(app = %app, queue = trigger.queue, error = %e, "a batch could not be acknowledged");
+        }
+    }
+    for delivery in failures {
+        let settled = state
+            .queues()
+            .fail(
+                app,
+                &trigger.queue,
+                &delivery.id,
+                &delivery.lease,
+                delivery.attempt,
+                &error,
+            )
+            .await;
         if let Err(e) = settled {
-            // A stale lease: the claim expired while the function ran, and the message went
-            // (or will go) to another delivery. At least once, so nothing is lost.
             tracing::warn!(app = %app, queue = trigger.queue, id = delivery.id, error = %e, "a delivery could not be settled");
         }
     }

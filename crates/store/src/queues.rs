@@ -170,6 +170,13 @@ pub trait QueueStore: Send + Sync {
     ) -> Result<Vec<Claimed>, StoreError>;
     /// Deletes a claimed message if `lease` is its current lease; false if stale.
     async fn ack(&self, app: &AppName, id: &str, lease: &str) -> Result<bool, StoreError>;
+    /// [`QueueStore::ack`] for each `(id, lease)`, in one transaction (one commit for a whole
+    /// batch); answers, in order, whether each was acknowledged.
+    async fn ack_many(
+        &self,
+        app: &AppName,
+        acks: Vec<(String, String)>,
+    ) -> Result<Vec<bool>, StoreError>;
     /// Keeps a claimed message hidden until `until_ms` if `lease` is its current lease.
     async fn extend(
         &self,

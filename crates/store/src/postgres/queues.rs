@@ -312,6 +312,32 @@ impl QueueStore for Postgres {
         Ok(execute(&*client, &sql, &[&id, &lease]).await? == 1)
     }
 
+    async fn ack_many(
+        &self,
+        app: &AppName,
+        acks: Vec<(String, String)>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let client = self.app_client(app).await?;
+        // One statement: the messages whose lease is current go, in one commit.
+        let sql = format!(
+            "DELETE FROM {}._queue_messages m
+             USING unnest($1::text[], $2::text[]) AS a (id, lease)
+             WHERE m.id = a.id AND m.state = 1 AND m.lease = a.lease
+             RETURNING m.id",
+            schema(app)
+        );
+        let (ids, leases): (Vec<&str>, Vec<&str>) = acks
+            .iter()
+            .map(|(id, lease)| (id.as_str(), lease.as_str()))
+            .unzip();
+        let gone: std::collections::HashSet<String> = rows(&*client, &sql, &[&ids, &leases])
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        Ok(acks.iter().map(|(id, _)| gone.contains(id)).collect())
+    }
+
     async fn extend(
         &self,
         app: &AppName,

@@ -256,6 +256,22 @@ impl QueueStore for SqliteTenants {
         .await
     }
 
+    async fn ack_many(
+        &self,
+        app: &AppName,
+        acks: Vec<(String, String)>,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.write_app(app, move |c| {
+            let mut delete = c.prepare_cached(
+                "DELETE FROM _queue_messages WHERE id = ?1 AND state = ?2 AND lease = ?3",
+            )?;
+            acks.iter()
+                .map(|(id, lease)| Ok(delete.execute(params![id, CLAIMED, lease])? == 1))
+                .collect()
+        })
+        .await
+    }
+
     async fn extend(
         &self,
         app: &AppName,

@@ -189,6 +189,7 @@ conformance!(
     an_expired_claim_goes_to_the_next_consumer,
     extend_keeps_a_claim_hidden,
     failures_retry_then_die_once,
+    a_batch_is_acknowledged_at_once_and_stale_leases_change_nothing,
     expired_claims_with_attempts_spent_die,
     a_failure_without_retry_dies_at_once,
     idempotency_keys_hold_for_their_window,
@@ -506,6 +507,61 @@ async fn extend_keeps_a_claim_hidden(st: Stores) {
     assert!(st.q().extend(&st.app, "m", "l", 250).await.unwrap());
     let claimed = st.claim("q", &["next"], 250, 400).await;
     assert_eq!((claimed[0].attempt, claimed[0].lease.as_str()), (2, "next"));
+}
+
+async fn a_batch_is_acknowledged_at_once_and_stale_leases_change_nothing(st: Stores) {
+    st.put("q").await;
+    st.send(
+        "q",
+        vec![msg("a", 0), msg("b", 0), msg("c", 0), msg("d", 0)],
+        0,
+    )
+    .await;
+    st.claim("q", &["la", "lb", "lc"], 0, 100).await;
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(id, lease)| ((*id).to_owned(), (*lease).to_owned()))
+            .collect()
+    };
+    let acked = st
+        .q()
+        .ack_many(
+            &st.app,
+            pairs(&[
+                ("a", "la"),
+                ("b", "stale"),
+                ("c", "lc"),
+                ("d", "ld"),
+                ("x", "lx"),
+            ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(acked, [true, false, true, false, false]);
+    assert_eq!(
+        row_ids(&st.messages("q", MessageState::Claimed).await),
+        ["b"],
+        "the stale lease left b claimed"
+    );
+    assert_eq!(
+        row_ids(&st.messages("q", MessageState::Waiting).await),
+        ["d"]
+    );
+    assert_eq!(
+        st.q()
+            .ack_many(&st.app, pairs(&[("a", "la")]))
+            .await
+            .unwrap(),
+        [false],
+        "once only"
+    );
+    assert!(
+        st.q()
+            .ack_many(&st.app, Vec::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn failures_retry_then_die_once(st: Stores) {
