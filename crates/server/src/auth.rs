@@ -36,7 +36,7 @@ pub fn router(limits: &BodyLimits) -> Routes {
 }
 
 /// The end user a route of the user's own account is for: it takes a user's access token.
-fn user(caller: Caller) -> Result<Principal, ApiError> {
+pub(crate) fn user(caller: Caller) -> Result<Principal, ApiError> {
     match caller {
         Caller::User(principal) => Ok(principal),
         Caller::Anonymous => Err(AuthError::MissingToken.into()),

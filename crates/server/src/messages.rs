@@ -6,15 +6,14 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use cloudlet_core::access::Caller;
 use cloudlet_core::apps::AppName;
-use cloudlet_core::auth::AuthError;
 use cloudlet_core::messages::{Answer, Grant, MessageError, MessageReceipt, NewMessage};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::user;
 use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::{ApiError, Code};
 use crate::extract::{AdminOf, CallerOf, Json, TargetApp};
@@ -38,18 +37,6 @@ impl From<MessageError> for ApiError {
             MessageError::Queue(e) => return e.into(),
         };
         ApiError::new(code, e.to_string())
-    }
-}
-
-/// The end user the route is for: it takes a user's access token.
-fn user(caller: Caller) -> Result<cloudlet_core::auth::Principal, ApiError> {
-    match caller {
-        Caller::User(principal) => Ok(principal),
-        Caller::Anonymous => Err(AuthError::MissingToken.into()),
-        Caller::Admin | Caller::AppKey(_) => Err(ApiError::new(
-            Code::Forbidden,
-            "this route acts for one user: call it with that user's access token",
-        )),
     }
 }
 
