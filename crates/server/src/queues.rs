@@ -23,8 +23,8 @@ use cloudlet_core::functions::{
     AuthEvent, FunctionError, MAX_TRIGGER_DEPTH, QueueTrigger, Trigger,
 };
 use cloudlet_core::queues::{
-    Delivery, HintTicket, MESSAGE_QUEUE, MessageView, Outgoing, QueueError, QueueSettings,
-    QueueView, SendReceipt, Which, is_builtin_queue, valid_queue_name,
+    Delivery, HintTicket, MAX_BATCH, MESSAGE_QUEUE, MessageView, Outgoing, QueueError,
+    QueueSettings, QueueView, SendReceipt, Which, is_builtin_queue, valid_queue_name,
 };
 use cloudlet_store::{Emit, Failed, StoreError, TRIGGER_QUEUE, TriggerDelivery};
 use serde::{Deserialize, Serialize};
@@ -47,6 +47,7 @@ pub fn router(limits: &BodyLimits) -> Routes {
         .routes(routes!(replay))
         .routes(routes!(claim))
         .routes(routes!(ack))
+        .routes(routes!(ack_many))
         .routes(routes!(extend))
         .routes(routes!(fail));
     with_body_limit(routes, limits, limits.json)
@@ -393,6 +394,66 @@ async fn ack(
     let (_, id) = path.parts()?;
     state.queues().ack(&app, id, lease(&body.lease)?).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// One delivery to acknowledge.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct AckItem {
+    id: String,
+    lease: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct AcksBody {
+    /// 1 to 100 deliveries.
+    acks: Vec<AckItem>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Acked {
+    /// In the order given: whether each was acknowledged (false: its lease is stale).
+    acked: Vec<bool>,
+}
+
+/// Acknowledges up to 100 deliveries in one transaction (one commit), like SQS's
+/// `DeleteMessageBatch`: a consumer that handled a claimed batch settles it in one call. A
+/// stale lease is `false` in the answer, not an error: the others still count.
+#[utoipa::path(post, path = "/v1/admin/apps/{app}/queues/{queue}/acks", tag = "queues",
+    params(("app" = AppName, Path), ("queue" = String, Path)),
+    request_body = AcksBody, responses((status = 200, body = Acked)))]
+async fn ack_many(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Path(path): Path<QueuePath>,
+    Json(body): Json<AcksBody>,
+) -> Result<axum::Json<Acked>, ApiError> {
+    path.name()?;
+    if body.acks.is_empty() || body.acks.len() > MAX_BATCH {
+        return Err(
+            QueueError::InvalidMessage(format!("acknowledge 1 to {MAX_BATCH} deliveries")).into(),
+        );
+    }
+    // An id or lease that can be no delivery's is stale: false, without a look.
+    let valid: Vec<bool> = body
+        .acks
+        .iter()
+        .map(|a| token_like(&a.id) && token_like(&a.lease))
+        .collect();
+    let acks: Vec<(String, String)> = body
+        .acks
+        .into_iter()
+        .zip(&valid)
+        .filter(|(_, valid)| **valid)
+        .map(|(a, _)| (a.id, a.lease))
+        .collect();
+    let mut done = state.queues().ack_many(&app, acks).await?.into_iter();
+    let acked = valid
+        .into_iter()
+        .map(|valid| valid && done.next().unwrap_or(false))
+        .collect();
+    Ok(axum::Json(Acked { acked }))
 }
 
 #[derive(Deserialize, ToSchema)]

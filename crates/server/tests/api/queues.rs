@@ -260,6 +260,52 @@ async fn leases_settle_deliveries_once_and_stale_ones_are_refused() {
 }
 
 #[tokio::test]
+async fn a_claimed_batch_is_acknowledged_in_one_call_and_stale_leases_read_false() {
+    let t = setup(json!({})).await;
+    send(
+        &t,
+        json!([{ "payload": "a" }, { "payload": "b" }, { "payload": "c" }]),
+    )
+    .await;
+    let batch = claim(&t, 3, None).await;
+    assert_eq!(batch.len(), 3);
+    let acks = |leases: &[(&Value, Value)]| json!({ "acks": leases.iter().map(|(d, lease)| json!({ "id": d["id"], "lease": lease })).collect::<Vec<_>>() });
+    let answer = t
+        .admin(Method::POST, &q("/acks"))
+        .json(&acks(&[
+            (&batch[0], batch[0]["lease"].clone()),
+            (&batch[1], json!("not-its-lease")),
+            (&batch[2], batch[2]["lease"].clone()),
+            (&batch[2], json!("bad lease!")),
+        ]))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(answer["acked"], json!([true, false, true, false]));
+    // Only b is left, still claimed; acknowledging a again is stale.
+    assert_eq!(counts(&t).await, json!([0, 0, 1, 0]));
+    let again = t
+        .admin(Method::POST, &q("/acks"))
+        .json(&acks(&[(&batch[0], batch[0]["lease"].clone())]))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(again["acked"], json!([false]));
+    for bad in [
+        json!({ "acks": [] }),
+        acks(&vec![(&batch[1], json!("l")); 101]),
+    ] {
+        t.admin(Method::POST, &q("/acks"))
+            .json(&bad)
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_message")
+            .await;
+    }
+    t.admin(Method::POST, "/v1/admin/apps/shop/queues/nope!/acks")
+        .json(&acks(&[(&batch[1], batch[1]["lease"].clone())]))
+        .expect_error(StatusCode::NOT_FOUND, "queue_not_found")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
 async fn failures_retry_then_die_once_and_replay_brings_them_back() {
     let t = setup(json!({ "max_attempts": 2, "backoff_secs": 0, "max_backoff_secs": 0 })).await;
     send(&t, json!([{ "payload": "poison" }, { "payload": "fine" }])).await;
