@@ -55,6 +55,34 @@ async fn scene(t: &TestApp, app: &str) -> (String, String) {
     (tokens.remove(0), tokens.remove(0))
 }
 
+/// The `note` of every record of `app`'s `audit` collection, sorted.
+async fn audit_notes(t: &TestApp, app: &str) -> Vec<String> {
+    let page = t
+        .admin(
+            Method::GET,
+            &format!("/v1/apps/{app}/collections/audit/records?limit=100"),
+        )
+        .expect(StatusCode::OK)
+        .await;
+    let mut notes: Vec<String> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["note"].as_str().unwrap().to_owned())
+        .collect();
+    notes.sort();
+    notes
+}
+
+/// A queue's ready, in-flight and dead counts.
+async fn queue_counts(t: &TestApp, app: &str, queue: &str) -> [Option<i64>; 3] {
+    let view = t
+        .admin(Method::GET, &format!("/v1/admin/apps/{app}/queues/{queue}"))
+        .expect(StatusCode::OK)
+        .await;
+    ["ready", "in_flight", "dead"].map(|count| view[count].as_i64())
+}
+
 async fn deploy(t: &TestApp, app: &str, name: &str, body: Value) -> Value {
     t.admin(
         Method::PUT,
@@ -1058,23 +1086,7 @@ async fn a_cycle_through_a_queue_and_a_trigger_stops_at_the_bound() {
         .json(&json!({ "note": "start" }))
         .expect(StatusCode::CREATED)
         .await;
-    let notes = || async {
-        let page = t
-            .admin(
-                Method::GET,
-                "/v1/apps/loop/collections/audit/records?limit=100",
-            )
-            .expect(StatusCode::OK)
-            .await;
-        let mut notes: Vec<String> = page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["note"].as_str().unwrap().to_owned())
-            .collect();
-        notes.sort();
-        notes
-    };
+    let notes = || audit_notes(&t, "loop");
     for _ in 0..200 {
         if notes().await.len() >= 4 {
             break;
@@ -1088,19 +1100,7 @@ async fn a_cycle_through_a_queue_and_a_trigger_stops_at_the_bound() {
         notes().await,
         ["hop hop hop start", "hop hop start", "hop start", "start"]
     );
-    let queue = t
-        .admin(Method::GET, "/v1/admin/apps/loop/queues/hops")
-        .expect(StatusCode::OK)
-        .await;
-    assert_eq!(
-        (
-            queue["ready"].as_i64(),
-            queue["in_flight"].as_i64(),
-            queue["dead"].as_i64()
-        ),
-        (Some(0), Some(0), Some(0)),
-        "{queue}"
-    );
+    assert_eq!(queue_counts(&t, "loop", "hops").await, [Some(0); 3]);
 }
 
 #[tokio::test]
@@ -1134,20 +1134,7 @@ async fn auth_triggers_run_when_users_are_created_and_deleted() {
         .await
         .unwrap();
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    let notes = || async {
-        let page = t
-            .admin(Method::GET, "/v1/apps/members/collections/audit/records")
-            .expect(StatusCode::OK)
-            .await;
-        let mut notes: Vec<String> = page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["note"].as_str().unwrap().to_owned())
-            .collect();
-        notes.sort();
-        notes
-    };
+    let notes = || audit_notes(&t, "members");
     for _ in 0..200 {
         if notes().await.len() >= 2 {
             break;
@@ -2284,19 +2271,7 @@ async fn a_consumer_that_throws_fails_its_delivery_and_the_retry_succeeds() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(outcomes, ["ok", "error", "error"]);
-    let queue = t
-        .admin(Method::GET, "/v1/admin/apps/flaky/queues/jobs")
-        .expect(StatusCode::OK)
-        .await;
-    assert_eq!(
-        (
-            queue["ready"].as_i64(),
-            queue["in_flight"].as_i64(),
-            queue["dead"].as_i64()
-        ),
-        (Some(0), Some(0), Some(0)),
-        "{queue}"
-    );
+    assert_eq!(queue_counts(&t, "flaky", "jobs").await, [Some(0); 3]);
 }
 
 #[tokio::test]
