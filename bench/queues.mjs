@@ -99,7 +99,7 @@ async function cloudletFill() {
 }
 
 async function cloudletClaim() {
-  // `consumers` loops, each claiming up to `max` and acknowledging each delivery in turn, until
+  // `consumers` loops, each claiming up to `max` and acknowledging the batch in one call, until
   // the claims come back empty; `count` messages were sent beforehand (cloudlet-fill).
   let acked = 0, claims = 0, emptyClaims = 0;
   const start = now();
@@ -109,8 +109,10 @@ async function cloudletClaim() {
       claims++;
       if (!body) continue;
       if (body.deliveries.length === 0) { emptyClaims++; return; }
-      for (const d of body.deliveries) {
-        if ((await call('POST', `${queuePath()}/messages/${d.id}/ack`, { lease: d.lease })).status === 204) acked++;
+      const acks = body.deliveries.map((d) => ({ id: d.id, lease: d.lease }));
+      const answer = await must('POST', `${queuePath()}/acks`, { acks }, 200);
+      for (const ok of answer ? answer.acked : []) {
+        if (ok) acked++;
         else httpErrors['ack'] = (httpErrors['ack'] || 0) + 1;
       }
     }

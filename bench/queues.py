@@ -12,8 +12,8 @@ One Node.js process (bench/queues.mjs) drives either side. Each run measures, on
 - enqueue: 8 concurrent clients sending batches of 100 for `--seconds`; Cloudlet through
   `POST /v1/admin/apps/{app}/queues/{q}/messages`, BullMQ through `Queue.addBulk`;
 - claim and acknowledge, 16 no-op consumers, on `--messages` messages sent beforehand; Cloudlet
-  through the HTTP API (16 loops, each `POST …/claims {"max": 16}` then `POST …/messages/{id}/ack`
-  per delivery, until the claims come back empty) and through a no-op function consumer
+  through the HTTP API (16 loops, each `POST …/claims {"max": 16}` then one `POST …/acks` for
+  the batch, until the claims come back empty) and through a no-op function consumer
   (`batch: 10, concurrency: 16`, until `GET …/queues/{q}` counts nothing left); BullMQ through a
   `Worker` with concurrency 16, a no-op processor and `removeOnComplete`;
 - enqueue to start, an idle consumer: one message at a time, `--gap-ms` apart; the consumer
@@ -338,7 +338,7 @@ def write_docs(r):
         f"{figure(c['enqueue'], 'messages_per_sec', ' msg/s')} | {api['enqueue']}: "
         f"{figure(b['enqueue'], 'messages_per_sec', ' msg/s')} | {figure(ratio, 'enqueue', '×')} "
         f"| ≥ {t['enqueue']:,} msg/s: {met(c['enqueue']['messages_per_sec'], t['enqueue'])} |",
-        f"| claim + ack, 16 no-op consumers | HTTP `…/claims {{\"max\": 16}}` + `…/ack` per message: "
+        f"| claim + ack, 16 no-op consumers | HTTP `…/claims {{\"max\": 16}}` + `…/acks` per batch: "
         f"{figure(c['claim_ack_http'], 'messages_per_sec', ' msg/s')} | {api['work']}: "
         f"{figure(b['claim_ack'], 'messages_per_sec', ' msg/s')} | {figure(ratio, 'claim_ack_http', '×')} "
         f"| ≥ {t['claim_ack']:,} msg/s: {met(c['claim_ack_http']['messages_per_sec'], t['claim_ack'])} |",

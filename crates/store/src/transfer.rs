@@ -570,7 +570,8 @@ async fn app_tables(tenants: &SqliteTenants, app: &AppName) -> Result<Vec<String
     Ok(names)
 }
 
-/// Copies the control plane's settings but the master-key check (the target keeps its own).
+/// Copies the control plane's settings but the master-key check (the target keeps its own) and
+/// SQLite's mark of an open database.
 pub async fn transfer_settings(
     system: &SqliteSystemStore,
     target: &Postgres,
@@ -578,10 +579,11 @@ pub async fn transfer_settings(
     let rows: Vec<(String, Vec<u8>)> = system
         .database()
         .read(|c| {
-            let mut statement =
-                c.prepare("SELECT key, value FROM settings WHERE key <> 'master-key-check'")?;
+            let mut statement = c.prepare(
+                "SELECT key, value FROM settings WHERE key NOT IN ('master-key-check', ?1)",
+            )?;
             let rows = statement
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map([super::sqlite::OPEN_MARK], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })

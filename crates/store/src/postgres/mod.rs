@@ -374,6 +374,17 @@ pub(crate) async fn row(
 }
 
 /// Runs `sql`, prepared once per connection; returns how many rows it changed.
+/// Lets the current transaction commit without waiting for its WAL to reach the disk
+/// (`synchronous_commit = off` for it alone): for bookkeeping whose loss in a crash of
+/// PostgreSQL is harmless or repaired (a queue claim, a hint of due work). It never breaks the
+/// database, and as the WAL is written in order, any later ordinary commit's flush takes it to
+/// disk too.
+pub(crate) async fn relax_commit(tx: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await?;
+    Ok(())
+}
+
 pub(crate) async fn execute(
     client: &impl GenericClient,
     sql: &str,

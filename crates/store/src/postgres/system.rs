@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
-use super::{Postgres, SYSTEM_SCHEMA, execute, row, rows};
+use super::{Postgres, SYSTEM_SCHEMA, execute, relax_commit, row, rows};
 use crate::{
     AppName, AppRow, DueApp, Page, ProviderRow, ScheduleRow, SigningKeyRow, StoreError, SystemStore,
 };
@@ -387,13 +387,18 @@ impl SystemStore for Postgres {
     }
 
     async fn hint_due(&self, app: &AppName, at_ms: i64) -> Result<(), StoreError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        // Relaxed: the write the hint announces commits after it, in the same WAL, and its
+        // flush takes the hint to disk too.
+        let tx = client.transaction().await?;
+        relax_commit(&tx).await?;
         let sql = format!(
             "INSERT INTO {SYSTEM_SCHEMA}.due_work AS d (app, at, version) VALUES ($1, $2, 1)
              ON CONFLICT (app) DO UPDATE
              SET at = least(d.at, excluded.at), version = d.version + 1"
         );
-        execute(&client, &sql, &[&app.as_str(), &at_ms]).await?;
+        execute(&tx, &sql, &[&app.as_str(), &at_ms]).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -424,20 +429,24 @@ impl SystemStore for Postgres {
         version: i64,
         next: Option<i64>,
     ) -> Result<bool, StoreError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        // Relaxed: a settle lost to a crash leaves the hint early, never late.
+        let tx = client.transaction().await?;
+        relax_commit(&tx).await?;
         let changed = match next {
             Some(at) => {
                 let sql = format!(
                     "UPDATE {SYSTEM_SCHEMA}.due_work SET at = $3 WHERE app = $1 AND version = $2"
                 );
-                execute(&client, &sql, &[&app.as_str(), &version, &at]).await?
+                execute(&tx, &sql, &[&app.as_str(), &version, &at]).await?
             }
             None => {
                 let sql =
                     format!("DELETE FROM {SYSTEM_SCHEMA}.due_work WHERE app = $1 AND version = $2");
-                execute(&client, &sql, &[&app.as_str(), &version]).await?
+                execute(&tx, &sql, &[&app.as_str(), &version]).await?
             }
         };
+        tx.commit().await?;
         Ok(changed == 1)
     }
 

@@ -6,6 +6,12 @@
 //! savepoint alone; the others in its batch still commit. One fsync serves the whole batch, which
 //! is where SQLite's write throughput under concurrency comes from.
 //!
+//! A write may be *relaxed* ([`Database::write_relaxed`]): bookkeeping whose loss on a power
+//! failure is harmless or repaired (a queue claim, a hint). A batch of relaxed writes only
+//! commits without its fsync (`synchronous = NORMAL` for that commit): it still survives the
+//! process crashing, and the next full commit's fsync covers it, since the WAL is written in
+//! order. A batch with any ordinary write commits as the database's durability says.
+//!
 //! Reads take a permit (at most `readers` at once) and borrow an idle read-only connection. A
 //! read first runs inline, on the task that asked for it, within a budget of
 //! [`INLINE_BUDGET`]: most reads are index lookups of a few microseconds, for which handing the
@@ -41,7 +47,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// Runs one write in the current batch. `intact` is false when the write's savepoint could not
 /// be released or rolled back: the batch can then not be trusted and is rolled back whole.
-type WriteJob = Box<dyn FnOnce(&Connection) -> RanJob + Send>;
+struct WriteJob {
+    run: Box<dyn FnOnce(&Connection) -> RanJob + Send>,
+    relaxed: bool,
+}
 
 struct RanJob {
     complete: Completion,
@@ -132,7 +141,7 @@ impl Database {
         );
         let writer_thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || run_writer(conn, receiver))
+            .spawn(move || run_writer(conn, options.durability, receiver))
             .map_err(StoreError::io(path))?;
 
         Ok(Database {
@@ -157,8 +166,28 @@ impl Database {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.submit(write, false).await
+    }
+
+    /// [`Database::write`] for bookkeeping that need not wait for the disk: once answered it
+    /// survives the process crashing, and it is on disk once any later ordinary write commits;
+    /// only a power loss before that may undo it. With [`Durability::Process`] the same as
+    /// `write`.
+    pub async fn write_relaxed<T, F>(&self, write: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(write, true).await
+    }
+
+    async fn submit<T, F>(&self, write: F, relaxed: bool) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
-        let job: WriteJob = Box::new(move |conn| {
+        let run = Box::new(move |conn: &Connection| {
             let (outcome, intact) = run_in_savepoint(conn, write);
             RanJob {
                 complete: Box::new(move |committed: Result<(), StoreError>| {
@@ -167,6 +196,7 @@ impl Database {
                 intact,
             }
         });
+        let job = WriteJob { run, relaxed };
         let sender = lock(&self.inner.writer).clone().ok_or(StoreError::Closed)?;
         sender.send(job).map_err(|_| StoreError::Closed)?;
         answer
@@ -315,7 +345,9 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-fn run_writer(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
+fn run_writer(conn: Connection, durability: Durability, jobs: mpsc::Receiver<WriteJob>) {
+    // Whether the connection now commits without fsync for a relaxed batch.
+    let mut relaxed_now = false;
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -324,6 +356,21 @@ fn run_writer(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
                 Err(_) => break,
             }
         }
+        let relaxed = durability == Durability::Full && batch.iter().all(|job| job.relaxed);
+        if relaxed != relaxed_now {
+            let synchronous = if relaxed {
+                Durability::Process.synchronous()
+            } else {
+                durability.synchronous()
+            };
+            if let Err(e) = conn.execute_batch(&format!("PRAGMA synchronous = {synchronous}")) {
+                let e = StoreError::from(e);
+                tracing::error!(error = %e, path = ?conn.path(), "could not set synchronous");
+                drop(batch);
+                continue;
+            }
+            relaxed_now = relaxed;
+        }
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let e = StoreError::from(e);
             tracing::error!(error = %e, path = ?conn.path(), "could not begin a write batch");
@@ -331,7 +378,7 @@ fn run_writer(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
             drop(batch);
             continue;
         }
-        let ran: Vec<RanJob> = batch.into_iter().map(|job| job(&conn)).collect();
+        let ran: Vec<RanJob> = batch.into_iter().map(|job| (job.run)(&conn)).collect();
         let committed = if ran.iter().all(|job| job.intact) {
             conn.execute_batch("COMMIT")
                 .map_err(|e| format!("commit failed: {e}"))
@@ -406,6 +453,26 @@ mod tests {
             assert_eq!(found, synchronous, "{durability:?}");
             db.close();
         }
+    }
+
+    #[tokio::test]
+    async fn a_relaxed_write_alone_skips_the_fsync_and_an_ordinary_one_restores_it() {
+        let synchronous = |c: &Connection| -> Result<i64, StoreError> {
+            Ok(c.query_row("PRAGMA synchronous", [], |r| r.get(0))?)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_with(dir.path(), Durability::Full);
+        assert_eq!(db.write_relaxed(synchronous).await.unwrap(), 1);
+        assert_eq!(db.write(synchronous).await.unwrap(), 2);
+        assert_eq!(db.write_relaxed(synchronous).await.unwrap(), 1);
+        db.close();
+
+        // With process durability every commit is already relaxed.
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_with(dir.path(), Durability::Process);
+        assert_eq!(db.write_relaxed(synchronous).await.unwrap(), 1);
+        assert_eq!(db.write(synchronous).await.unwrap(), 1);
+        db.close();
     }
 
     /// Runs `sql` (one integer back) through `read` and tells which threads ran the closure.

@@ -15,6 +15,7 @@ mod tenants;
 mod users;
 
 pub use executor::{Database, DatabaseOptions, Durability};
+pub(crate) use system::OPEN_MARK;
 pub use system::SqliteSystemStore;
 pub use tenants::{SCHEMA_VERSION, SqliteTenants, TenantPoolOptions};
 

@@ -204,7 +204,9 @@ impl QueueStore for SqliteTenants {
         until_ms: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
         let queue = queue.to_owned();
-        self.write_app(app, move |c| {
+        // Relaxed: a claim lost to a power cut (not to a crash of the process) only means its
+        // messages are delivered again under the same attempt number.
+        self.write_app_relaxed(app, move |c| {
             bury_expired(c, &queue, now_ms)?;
             let ids: Vec<String> = c
                 .prepare_cached(

@@ -65,6 +65,9 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 const ADMIN_TOKEN_HASH: &str = "admin_token_hash";
+/// Set while a process has the system database open; cleared by a clean close. Found at open,
+/// it tells that the last stop was a crash or a power cut (see [`recover_hints`]).
+pub(crate) const OPEN_MARK: &str = "sqlite-open";
 const APP_COLUMNS: &str =
     "name, created_at, secret_key_hash, secret_key_hint, secret_key_created_at";
 
@@ -86,12 +89,46 @@ impl SqliteSystemStore {
             readers: 4,
             durability,
             create: true,
-            migrate: |conn, path| migrate::apply(conn, path, MIGRATIONS),
+            migrate: |conn, path| {
+                migrate::apply(conn, path, MIGRATIONS)?;
+                recover_hints(conn)
+            },
         };
         Ok(SqliteSystemStore {
             db: Database::open(path, options)?,
         })
     }
+}
+
+/// The hints of due work are written relaxed (no fsync: they are on the path of every send and
+/// claim), so a power cut may lose the last of them while the app database keeps the message
+/// they announced. After a stop that did not close the database (the mark is still there), every
+/// app is hinted due at once: the dispatcher looks at each once and settles its hint from the
+/// app's own database, the truth. A crash of the process alone loses no relaxed commit, so this
+/// look is only ever early, never needed late.
+fn recover_hints(conn: &Connection) -> Result<(), StoreError> {
+    let unclean = conn
+        .query_row("SELECT 1 FROM settings WHERE key = ?1", [OPEN_MARK], |_| {
+            Ok(())
+        })
+        .optional()?
+        .is_some();
+    if unclean {
+        let hinted = conn.execute(
+            "INSERT INTO due_work (app, at, version) SELECT name, 0, 1 FROM apps WHERE true
+             ON CONFLICT (app) DO UPDATE SET at = 0, version = version + 1",
+            [],
+        )?;
+        tracing::info!(
+            apps = hinted,
+            "the last stop was not clean: every app gets a look"
+        );
+    }
+    conn.execute(
+        "INSERT OR REPLACE INTO settings (key, value) VALUES (?1, x'01')",
+        [OPEN_MARK],
+    )?;
+    Ok(())
 }
 
 fn app_from_row(row: &Row<'_>) -> rusqlite::Result<AppRow> {
@@ -392,8 +429,9 @@ impl SystemStore for SqliteSystemStore {
 
     async fn hint_due(&self, app: &AppName, at_ms: i64) -> Result<(), StoreError> {
         let app = app.to_owned();
+        // Relaxed: see `recover_hints`.
         self.db
-            .write(move |c| {
+            .write_relaxed(move |c| {
                 c.prepare_cached(
                     "INSERT INTO due_work (app, at, version) VALUES (?1, ?2, 1)
                      ON CONFLICT (app) DO UPDATE
@@ -430,8 +468,9 @@ impl SystemStore for SqliteSystemStore {
         next: Option<i64>,
     ) -> Result<bool, StoreError> {
         let app = app.to_owned();
+        // Relaxed: a settle undone by a power cut leaves the hint early, never late.
         self.db
-            .write(move |c| {
+            .write_relaxed(move |c| {
                 let changed = match next {
                     Some(at) => c
                         .prepare_cached(
@@ -474,6 +513,17 @@ impl SystemStore for SqliteSystemStore {
     }
 
     async fn close(&self) {
+        // An ordinary commit: its fsync also takes every relaxed one before it to disk.
+        let unmark = self
+            .db
+            .write(|c| {
+                c.execute("DELETE FROM settings WHERE key = ?1", [OPEN_MARK])?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = unmark {
+            tracing::warn!(error = %e, "could not mark the system database closed");
+        }
         self.db.close_async().await;
     }
 }
@@ -546,6 +596,41 @@ mod tests {
         assert!(store.delete_app(&name("cc")).await.unwrap());
         assert!(!store.delete_app(&name("cc")).await.unwrap());
         assert_eq!(store.app(&name("cc")).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn after_a_stop_that_did_not_close_every_app_is_hinted_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("system.db");
+        let due_at = |store: SqliteSystemStore| async move {
+            let mut due: Vec<(String, i64)> = store
+                .due_apps(1_000, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| (d.app.as_str().to_owned(), d.at_ms))
+                .collect();
+            due.sort();
+            (store, due)
+        };
+        let store = SqliteSystemStore::open(&path, Durability::Full).unwrap();
+        store.insert_app(app("aa", 1), key()).await.unwrap();
+        store.insert_app(app("bb", 2), key()).await.unwrap();
+        store.hint_due(&name("aa"), 5_000).await.unwrap();
+        store.close().await;
+
+        // A clean stop: the hints are as they were.
+        let store = SqliteSystemStore::open(&path, Durability::Full).unwrap();
+        let (store, due) = due_at(store).await;
+        assert_eq!(due, []);
+        assert_eq!(store.next_hint().await.unwrap(), Some(5_000));
+
+        // A crash: the file is closed without the store's close.
+        store.db.close();
+        let store = SqliteSystemStore::open(&path, Durability::Full).unwrap();
+        let (store, due) = due_at(store).await;
+        assert_eq!(due, [("aa".to_owned(), 0), ("bb".to_owned(), 0)]);
+        store.close().await;
     }
 
     #[tokio::test]

@@ -155,6 +155,15 @@ impl SqliteTenants {
     ) -> Result<T, StoreError> {
         self.lease(app).await?.db.write(write).await
     }
+
+    /// [`SqliteTenants::write_app`] through [`Database::write_relaxed`](super::Database::write_relaxed).
+    pub(super) async fn write_app_relaxed<T: Send + 'static>(
+        &self,
+        app: &AppName,
+        write: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.lease(app).await?.db.write_relaxed(write).await
+    }
 }
 
 #[async_trait]
