@@ -53,6 +53,9 @@ pub enum StoreError {
     },
     #[error("storage task failed: {0}")]
     Task(String),
+    /// The blob store (S3, say) failed; its message is kept for the logs.
+    #[error("blob store error: {0}")]
+    Blobs(String),
 }
 
 impl StoreError {

@@ -5,7 +5,9 @@
 //!   each app's own database, in which [`UserStore`] keeps end users and sessions and
 //!   [`RecordStore`] keeps collections and their records, and [`FunctionStore`] functions,
 //!   their versions, invocation logs and environment secrets, and [`SiteStore`] the app's
-//!   static site. Domain code in `cloudlet-core` sees only these traits.
+//!   static site, and [`FileStore`] what each uploaded file is; a [`BlobStore`] keeps the
+//!   files' bytes (a local directory or S3). Domain code in `cloudlet-core` sees only these
+//!   traits.
 //! - [`sqlite`] implements both on SQLite: one writer thread per database that batches concurrent
 //!   writes into one transaction, and a small pool of reader connections.
 //!
@@ -15,8 +17,10 @@
 //! `cloudlet-core`.
 
 mod app_name;
+pub mod blobs;
 mod data_dir;
 mod error;
+mod files;
 mod functions;
 mod listing;
 pub mod postgres;
@@ -30,8 +34,12 @@ pub mod transfer;
 mod users;
 
 pub use app_name::{AppName, InvalidAppName};
+pub use blobs::{Blob, BlobKey, BlobStore, ByteStream, FileId, LocalBlobs, S3Blobs, S3Settings};
 pub use data_dir::DataDir;
 pub use error::StoreError;
+pub use files::{
+    BucketRow, FileQuery, FileQuota, FileRow, FileStore, FileUsage, NewFile, StoredBytes,
+};
 pub use functions::{FunctionLogRow, FunctionRow, FunctionStore, FunctionVersionRow, LogQuery};
 pub use queues::{
     Claimed, DueApp, Failed, MessageRow, MessageState, NewMessage, QueueRow, QueueStats,

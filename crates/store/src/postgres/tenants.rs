@@ -24,6 +24,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     super::records::EVENTS,
     super::users::GRANTS,
     super::queues::DEPTH,
+    super::files::MIGRATION,
 ];
 
 #[async_trait]

@@ -5,6 +5,7 @@
 //! from tokio's blocking pool, so the async runtime never waits on the disk.
 
 mod executor;
+mod files;
 mod functions;
 mod migrate;
 mod queues;

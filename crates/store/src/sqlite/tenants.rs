@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     super::records::EVENTS,
     super::users::GRANTS,
     super::queues::DEPTH,
+    super::files::MIGRATION,
 ];
 
 /// The schema version of an up-to-date app database.

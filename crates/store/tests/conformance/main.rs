@@ -1,8 +1,11 @@
 //! The store's integration tests, one binary: the same scenarios through the traits on SQLite
-//! and on PostgreSQL (`users`, `system`, `queues`), and what only PostgreSQL has (`postgres`).
+//! and on PostgreSQL (`users`, `system`, `queues`, `files`), what only PostgreSQL has
+//! (`postgres`), and the blob stores on a local directory and on a real S3 server (`blobs`).
 //! One binary links the store once instead of four times, which keeps CI's disk and link time
 //! small.
 
+mod blobs;
+mod files;
 mod postgres;
 mod queues;
 mod system;

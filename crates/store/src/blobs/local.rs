@@ -1,0 +1,173 @@
+//! Blobs in a directory: `{root}/{app}/{file id}`. A blob is written to `{root}/.tmp/` and
+//! renamed into place once whole, so a reader (or a crash) never sees part of one; whatever a
+//! crash leaves in `.tmp/` is removed when the store opens (one process holds a data
+//! directory). With [`Durability::Full`] the file and its directory are fsynced before the
+//! write is answered, as a database commit would be.
+
+use std::io::SeekFrom;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::{Blob, BlobKey, BlobStore, ByteStream};
+use crate::{AppName, Durability, StoreError};
+
+/// The read buffer of a blob being sent.
+const READ_CHUNK: usize = 64 * 1024;
+
+pub struct LocalBlobs {
+    root: PathBuf,
+    durability: Durability,
+}
+
+impl LocalBlobs {
+    /// The store at `root` (created if missing), its leftover temporary files removed. Blocking.
+    pub fn open(root: &Path, durability: Durability) -> Result<LocalBlobs, StoreError> {
+        let tmp = root.join(".tmp");
+        match std::fs::remove_dir_all(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(&tmp)(e)),
+        }
+        std::fs::create_dir_all(&tmp).map_err(StoreError::io(&tmp))?;
+        Ok(LocalBlobs {
+            root: root.to_path_buf(),
+            durability,
+        })
+    }
+
+    fn path(&self, key: &BlobKey) -> PathBuf {
+        self.root.join(key.app().as_str()).join(key.file().as_str())
+    }
+
+    async fn write_whole(&self, tmp: &Path, mut body: ByteStream) -> Result<(), StoreError> {
+        let mut file = tokio::fs::File::create(tmp)
+            .await
+            .map_err(StoreError::io(tmp))?;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(StoreError::io(tmp))?;
+            file.write_all(&chunk).await.map_err(StoreError::io(tmp))?;
+        }
+        file.flush().await.map_err(StoreError::io(tmp))?;
+        if self.durability == Durability::Full {
+            file.sync_all().await.map_err(StoreError::io(tmp))?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlobStore for LocalBlobs {
+    async fn put(&self, key: &BlobKey, body: ByteStream) -> Result<(), StoreError> {
+        let tmp = self
+            .root
+            .join(".tmp")
+            .join(format!("{}-{}", key.app().as_str(), key.file()));
+        if let Err(e) = self.write_whole(&tmp, body).await {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+        let path = self.path(key);
+        let dir = self.root.join(key.app().as_str());
+        let placed = async {
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(StoreError::io(&dir))?;
+            tokio::fs::rename(&tmp, &path)
+                .await
+                .map_err(StoreError::io(&path))?;
+            if self.durability == Durability::Full {
+                sync_dir(&dir).await?;
+            }
+            Ok(())
+        };
+        let placed: Result<(), StoreError> = placed.await;
+        if placed.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        placed
+    }
+
+    async fn get(
+        &self,
+        key: &BlobKey,
+        range: Option<Range<u64>>,
+    ) -> Result<Option<Blob>, StoreError> {
+        let path = self.path(key);
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(&path)(e)),
+        };
+        let size = file.metadata().await.map_err(StoreError::io(&path))?.len();
+        let range = range.unwrap_or(0..size);
+        if range.start > range.end || range.end > size {
+            return Err(StoreError::Task(format!(
+                "range {range:?} is outside blob {key} of {size} bytes"
+            )));
+        }
+        file.seek(SeekFrom::Start(range.start))
+            .await
+            .map_err(StoreError::io(&path))?;
+        // The open file stays readable if the blob is deleted meanwhile: a download that began
+        // ends whole.
+        let reader = file.take(range.end - range.start);
+        let body = tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK);
+        Ok(Some(Blob {
+            size,
+            body: Box::pin(body),
+        }))
+    }
+
+    async fn delete(&self, key: &BlobKey) -> Result<(), StoreError> {
+        let path = self.path(key);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io(&path)(e)),
+        }
+    }
+
+    async fn delete_app(&self, app: &AppName) -> Result<(), StoreError> {
+        let dir = self.root.join(app.as_str());
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io(&dir)(e)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("local:{}", self.root.display())
+    }
+}
+
+/// Makes a rename in `dir` durable.
+async fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(StoreError::io(&dir))
+    })
+    .await
+    .map_err(|e| StoreError::Task(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_crash_left_in_tmp_is_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("files");
+        std::fs::create_dir_all(root.join(".tmp")).unwrap();
+        std::fs::write(root.join(".tmp").join("shop-fil_half"), b"half a photo").unwrap();
+        LocalBlobs::open(&root, Durability::Full).unwrap();
+        assert_eq!(std::fs::read_dir(root.join(".tmp")).unwrap().count(), 0);
+    }
+}

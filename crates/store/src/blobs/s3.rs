@@ -1,0 +1,218 @@
+//! Blobs in S3-compatible object storage (AWS S3, MinIO, Cloudflare R2, Tencent COS, Aliyun
+//! OSS…), through the `object_store` crate: objects `{prefix}{app}/{file id}` in one bucket.
+//!
+//! An upload is streamed: a blob smaller than [`PART_BYTES`] is sent in one `PutObject`; a
+//! larger one as a multipart upload of `PART_BYTES` parts, at most [`PARTS_IN_FLIGHT`] in flight,
+//! completed only once the stream ends (an object is never visible half written). One upload
+//! therefore holds at most `PART_BYTES × (PARTS_IN_FLIGHT + 1)` of memory (15 MiB). A failed
+//! upload is aborted; one cut short by a crash leaves an incomplete multipart upload that S3 does
+//! not show, which the bucket's lifecycle rule `AbortIncompleteMultipartUpload` removes.
+//!
+//! Some S3-compatible servers (those built on gofakes3, `rclone serve s3` among them) answer a
+//! ranged `GET` with `200 OK`, the `Content-Range` header and only the range's bytes, where S3
+//! says `206`. [`RangeTolerant`] reads such an answer as the `206` it is, so ranged reads work
+//! on them too; a `200` without `Content-Range` is left alone (and refused as not partial).
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::buffered::BufWriter;
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService, ReqwestConnector,
+};
+use object_store::path::Path as ObjectPath;
+use object_store::{GetOptions, GetRange, ObjectStore};
+use tokio::io::AsyncWriteExt;
+
+use super::{Blob, BlobKey, BlobStore, ByteStream};
+use crate::{AppName, StoreError};
+
+/// The part size of a multipart upload, S3's smallest.
+pub const PART_BYTES: usize = 5 * 1024 * 1024;
+/// Parts of one upload sent at once.
+pub const PARTS_IN_FLIGHT: usize = 2;
+
+/// Where and how to reach the bucket.
+#[derive(Clone, Default)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// Prepended to every object name; empty, or ending in `/`.
+    pub prefix: String,
+    /// `https://…` of an S3-compatible service; empty for AWS.
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// `https://endpoint/bucket/key` instead of `https://bucket.endpoint/key` (MinIO, most
+    /// self-hosted servers).
+    pub path_style: bool,
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct S3Blobs {
+    store: Arc<dyn ObjectStore>,
+    settings: S3Settings,
+}
+
+impl S3Blobs {
+    /// A client for the bucket; nothing is sent until the first call.
+    pub fn new(settings: S3Settings) -> Result<S3Blobs, StoreError> {
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(&settings.bucket)
+            .with_region(if settings.region.is_empty() {
+                "us-east-1"
+            } else {
+                &settings.region
+            })
+            .with_access_key_id(&settings.access_key_id)
+            .with_secret_access_key(&settings.secret_access_key)
+            .with_virtual_hosted_style_request(!settings.path_style)
+            .with_http_connector(RangeTolerantConnector);
+        if !settings.endpoint.is_empty() {
+            builder = builder
+                .with_endpoint(&settings.endpoint)
+                .with_allow_http(settings.endpoint.starts_with("http://"));
+        }
+        let store = builder
+            .build()
+            .map_err(|e| StoreError::Blobs(e.to_string()))?;
+        Ok(S3Blobs {
+            store: Arc::new(store),
+            settings,
+        })
+    }
+
+    fn path(&self, key: &BlobKey) -> ObjectPath {
+        ObjectPath::from(format!("{}{key}", self.settings.prefix))
+    }
+
+    fn app_prefix(&self, app: &AppName) -> ObjectPath {
+        ObjectPath::from(format!("{}{}", self.settings.prefix, app.as_str()))
+    }
+}
+
+/// Connects as `object_store` does, through [`RangeTolerant`].
+#[derive(Debug)]
+struct RangeTolerantConnector;
+
+impl HttpConnector for RangeTolerantConnector {
+    fn connect(&self, options: &object_store::ClientOptions) -> object_store::Result<HttpClient> {
+        let inner = ReqwestConnector::default().connect(options)?;
+        Ok(HttpClient::new(RangeTolerant(inner)))
+    }
+}
+
+/// Takes a `200 OK` carrying `Content-Range`, in answer to a ranged request, for the `206
+/// Partial Content` it is.
+#[derive(Debug)]
+struct RangeTolerant(HttpClient);
+
+#[async_trait]
+impl HttpService for RangeTolerant {
+    async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let ranged = request.headers().contains_key(http::header::RANGE);
+        let mut response = self.0.execute(request).await?;
+        if ranged
+            && response.status() == http::StatusCode::OK
+            && response.headers().contains_key(http::header::CONTENT_RANGE)
+        {
+            *response.status_mut() = http::StatusCode::PARTIAL_CONTENT;
+        }
+        Ok(response)
+    }
+}
+
+fn blob_error(e: object_store::Error) -> StoreError {
+    StoreError::Blobs(e.to_string())
+}
+
+#[async_trait]
+impl BlobStore for S3Blobs {
+    async fn put(&self, key: &BlobKey, mut body: ByteStream) -> Result<(), StoreError> {
+        let mut writer =
+            BufWriter::with_capacity(Arc::clone(&self.store), self.path(key), PART_BYTES)
+                .with_max_concurrency(PARTS_IN_FLIGHT);
+        let sent: Result<(), StoreError> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| StoreError::Blobs(format!("upload: {e}")))?;
+                writer.put(chunk).await.map_err(blob_error)?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = sent {
+            // Nothing was completed: drop the parts sent so far.
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+        // Puts a small blob, or completes the multipart upload. If that fails, the parts
+        // already sent are an incomplete upload, which the lifecycle rule removes.
+        writer
+            .shutdown()
+            .await
+            .map_err(|e| StoreError::Blobs(e.to_string()))
+    }
+
+    async fn get(
+        &self,
+        key: &BlobKey,
+        range: Option<Range<u64>>,
+    ) -> Result<Option<Blob>, StoreError> {
+        let options = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..GetOptions::default()
+        };
+        let found = match self.store.get_opts(&self.path(key), options).await {
+            Ok(found) => found,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(blob_error(e)),
+        };
+        let size = found.meta.size;
+        let body = found
+            .into_stream()
+            .map_err(|e| std::io::Error::other(e.to_string()));
+        Ok(Some(Blob {
+            size,
+            body: Box::pin(body),
+        }))
+    }
+
+    async fn delete(&self, key: &BlobKey) -> Result<(), StoreError> {
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(blob_error(e)),
+        }
+    }
+
+    async fn delete_app(&self, app: &AppName) -> Result<(), StoreError> {
+        let prefix = self.app_prefix(app);
+        let locations = self
+            .store
+            .list(Some(&prefix))
+            .map_ok(|meta| meta.location)
+            .boxed();
+        self.store
+            .delete_stream(locations)
+            .try_for_each(|_| futures_util::future::ready(Ok(())))
+            .await
+            .map_err(blob_error)
+    }
+
+    fn describe(&self) -> String {
+        format!("s3://{}/{}", self.settings.bucket, self.settings.prefix)
+    }
+}

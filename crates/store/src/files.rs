@@ -1,0 +1,132 @@
+//! What each uploaded file is, kept in the app's database beside its records: the app's
+//! buckets (name and settings), one row per file (bucket, owner, name, sniffed type, size,
+//! SHA-256, metadata), the bytes each owner and the whole app hold, and the trash of blobs to
+//! delete. The bytes themselves are in a [`BlobStore`](crate::BlobStore).
+//!
+//! A file's row exists before its blob: an upload begins as a row in state *uploading*, the
+//! blob is written, and completing the upload makes the row *ready* and counts its bytes in the
+//! same transaction, refused ([`StoreError::CheckFailed`]) when that would pass a quota. Every
+//! deletion of a file row, however it happens (a delete, a bucket's deletion, its owner's
+//! account deleted by cascade, an upload abandoned), puts the file id into the trash and
+//! uncounts its bytes in the same transaction (a database trigger does both), and the sweep
+//! deletes the trashed blobs. So no blob outlives its row for longer than a sweep, and none is
+//! deleted while its row lives.
+
+use async_trait::async_trait;
+
+use crate::{AppName, StoreError};
+
+/// `_file_usage.owner` of the whole app's line (no user id is empty).
+pub(crate) const APP_USAGE: &str = "";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketRow {
+    pub name: String,
+    /// The bucket's settings as JSON (types, sizes, rules), as the files service wrote them.
+    pub settings: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A file being uploaded: its row before its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewFile {
+    pub id: String,
+    pub bucket: String,
+    /// The uploading user; `None` for the admin API and functions without a caller.
+    pub owner: Option<String>,
+    pub name: String,
+    /// JSON object.
+    pub metadata: String,
+    pub created_at_ms: i64,
+}
+
+/// What the bytes turned out to be, once all were stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBytes {
+    pub content_type: String,
+    pub size: i64,
+    pub sha256: String,
+}
+
+/// The most an owner, and the whole app, may hold; `None` is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FileQuota {
+    pub app_bytes: Option<i64>,
+    pub app_files: Option<i64>,
+    pub owner_bytes: Option<i64>,
+    pub owner_files: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRow {
+    pub id: String,
+    pub bucket: String,
+    pub owner: Option<String>,
+    pub name: String,
+    pub content_type: String,
+    pub size: i64,
+    pub sha256: String,
+    pub metadata: String,
+    pub created_at_ms: i64,
+}
+
+/// Bytes and files held, by an owner or (owner `None`) the whole app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FileUsage {
+    pub bytes: i64,
+    pub files: i64,
+}
+
+/// A page of a bucket's ready files, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileQuery {
+    pub bucket: String,
+    /// Only this owner's files.
+    pub owner: Option<String>,
+    /// After this file of the previous page: its `(created_at_ms, id)`.
+    pub after: Option<(i64, String)>,
+    pub limit: usize,
+}
+
+#[async_trait]
+pub trait FileStore: Send + Sync {
+    async fn put_bucket(&self, app: &AppName, bucket: BucketRow) -> Result<(), StoreError>;
+    async fn bucket(&self, app: &AppName, name: &str) -> Result<Option<BucketRow>, StoreError>;
+    async fn buckets(&self, app: &AppName) -> Result<Vec<BucketRow>, StoreError>;
+    /// Deletes the bucket and its files (into the trash); false if there was none.
+    async fn delete_bucket(&self, app: &AppName, name: &str) -> Result<bool, StoreError>;
+
+    /// Inserts the row of a file about to be uploaded. [`StoreError::NotFound`] without the
+    /// bucket; [`StoreError::Conflict`] for a taken id.
+    async fn begin_upload(&self, app: &AppName, file: NewFile) -> Result<(), StoreError>;
+    /// Makes an uploading file ready with what its bytes are, counting them for its owner and
+    /// the app. [`StoreError::CheckFailed`] when `quota` would be passed (nothing changes);
+    /// [`StoreError::NotFound`] if the upload is not pending (abandoned and swept).
+    async fn complete_upload(
+        &self,
+        app: &AppName,
+        id: &str,
+        bytes: StoredBytes,
+        quota: FileQuota,
+    ) -> Result<FileRow, StoreError>;
+    /// Forgets an upload that failed; its blob id goes to the trash.
+    async fn abandon_upload(&self, app: &AppName, id: &str) -> Result<(), StoreError>;
+
+    /// A ready file.
+    async fn file(&self, app: &AppName, id: &str) -> Result<Option<FileRow>, StoreError>;
+    async fn files(&self, app: &AppName, query: FileQuery) -> Result<Vec<FileRow>, StoreError>;
+    /// Deletes a ready file (its blob into the trash) and answers its row; `None` if none.
+    async fn delete_file(&self, app: &AppName, id: &str) -> Result<Option<FileRow>, StoreError>;
+    /// What `owner` (or, with `None`, the whole app) holds.
+    async fn file_usage(&self, app: &AppName, owner: Option<&str>)
+    -> Result<FileUsage, StoreError>;
+
+    /// Abandons uploads begun before `before_ms` and never completed (a crash, a client gone);
+    /// answers how many.
+    async fn drop_stale_uploads(&self, app: &AppName, before_ms: i64) -> Result<u64, StoreError>;
+    /// Up to `limit` file ids whose blobs are to be deleted.
+    async fn trashed(&self, app: &AppName, limit: usize) -> Result<Vec<String>, StoreError>;
+    /// Takes ids out of the trash, once their blobs are deleted.
+    async fn forget_trashed(&self, app: &AppName, ids: Vec<String>) -> Result<(), StoreError>;
+}

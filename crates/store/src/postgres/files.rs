@@ -1,0 +1,350 @@
+//! [`FileStore`] on PostgreSQL, in each app's schema. As on SQLite, the trigger `_files_gone`
+//! puts every deleted file's id into `_blob_trash` and uncounts a ready file's bytes, whatever
+//! deleted the row. Completing uploads of one owner at once is safe across nodes: the usage
+//! upserts lock the owner's and the app's lines until the transaction ends, so each completion
+//! checks its quota against every completion committed before it.
+
+use async_trait::async_trait;
+use tokio_postgres::Row;
+
+use super::{Postgres, execute, row, rows, schema};
+use crate::files::{
+    APP_USAGE, BucketRow, FileQuery, FileQuota, FileRow, FileStore, FileUsage, NewFile, StoredBytes,
+};
+use crate::{AppName, StoreError};
+
+pub(super) const MIGRATION: &str = "
+    CREATE TABLE {s}._buckets (
+        name        text COLLATE \"C\" PRIMARY KEY,
+        settings    text NOT NULL,
+        created_at  bigint NOT NULL,
+        updated_at  bigint NOT NULL
+    );
+    CREATE TABLE {s}._files (
+        id          text COLLATE \"C\" PRIMARY KEY,
+        bucket      text COLLATE \"C\" NOT NULL REFERENCES {s}._buckets(name) ON DELETE CASCADE,
+        owner       text REFERENCES {s}.users(id) ON DELETE CASCADE,
+        name        text NOT NULL,
+        type        text NOT NULL DEFAULT '',
+        size        bigint NOT NULL DEFAULT 0,
+        sha256      text NOT NULL DEFAULT '',
+        metadata    text NOT NULL,
+        ready       boolean NOT NULL DEFAULT false,
+        created_at  bigint NOT NULL
+    );
+    CREATE INDEX _files_by_bucket ON {s}._files (bucket, created_at DESC, id DESC) WHERE ready;
+    CREATE INDEX _files_by_owner ON {s}._files (owner, bucket, created_at DESC, id DESC);
+    CREATE INDEX _files_pending ON {s}._files (created_at) WHERE NOT ready;
+    CREATE TABLE {s}._file_usage (
+        owner  text PRIMARY KEY,
+        bytes  bigint NOT NULL,
+        files  bigint NOT NULL
+    );
+    CREATE TABLE {s}._blob_trash (file_id text COLLATE \"C\" PRIMARY KEY);
+    CREATE FUNCTION {s}._files_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO {s}._blob_trash (file_id) VALUES (OLD.id) ON CONFLICT DO NOTHING;
+        IF OLD.ready THEN
+            UPDATE {s}._file_usage SET bytes = bytes - OLD.size, files = files - 1
+            WHERE owner = '' OR owner = OLD.owner;
+        END IF;
+        RETURN OLD;
+    END $$;
+    CREATE TRIGGER _files_gone AFTER DELETE ON {s}._files
+        FOR EACH ROW EXECUTE FUNCTION {s}._files_gone();
+";
+
+const FILE_COLUMNS: &str = "id, bucket, owner, name, type, size, sha256, metadata, created_at";
+
+fn file_from_row(r: &Row) -> Result<FileRow, StoreError> {
+    Ok(FileRow {
+        id: r.try_get(0)?,
+        bucket: r.try_get(1)?,
+        owner: r.try_get(2)?,
+        name: r.try_get(3)?,
+        content_type: r.try_get(4)?,
+        size: r.try_get(5)?,
+        sha256: r.try_get(6)?,
+        metadata: r.try_get(7)?,
+        created_at_ms: r.try_get(8)?,
+    })
+}
+
+fn bucket_from_row(r: &Row) -> Result<BucketRow, StoreError> {
+    Ok(BucketRow {
+        name: r.try_get(0)?,
+        settings: r.try_get(1)?,
+        created_at_ms: r.try_get(2)?,
+        updated_at_ms: r.try_get(3)?,
+    })
+}
+
+/// Counts `size` more bytes and one more file for `owner`; false if `bytes`/`files` would then
+/// pass their limits.
+async fn count(
+    tx: &deadpool_postgres::Transaction<'_>,
+    s: &str,
+    owner: &str,
+    size: i64,
+    bytes: Option<i64>,
+    files: Option<i64>,
+) -> Result<bool, StoreError> {
+    let sql = format!(
+        "INSERT INTO {s}._file_usage AS u (owner, bytes, files) VALUES ($1, $2, 1)
+         ON CONFLICT (owner) DO UPDATE SET bytes = u.bytes + excluded.bytes, files = u.files + 1
+         RETURNING bytes, files"
+    );
+    let held = row(tx, &sql, &[&owner, &size])
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let (held_bytes, held_files): (i64, i64) = (held.try_get(0)?, held.try_get(1)?);
+    Ok(bytes.is_none_or(|most| held_bytes <= most) && files.is_none_or(|most| held_files <= most))
+}
+
+#[async_trait]
+impl FileStore for Postgres {
+    async fn put_bucket(&self, app: &AppName, bucket: BucketRow) -> Result<(), StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "INSERT INTO {}._buckets (name, settings, created_at, updated_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE
+             SET settings = excluded.settings, updated_at = excluded.updated_at",
+            schema(app)
+        );
+        execute(
+            &*client,
+            &sql,
+            &[
+                &bucket.name,
+                &bucket.settings,
+                &bucket.created_at_ms,
+                &bucket.updated_at_ms,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn bucket(&self, app: &AppName, name: &str) -> Result<Option<BucketRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT name, settings, created_at, updated_at FROM {}._buckets WHERE name = $1",
+            schema(app)
+        );
+        row(&*client, &sql, &[&name])
+            .await?
+            .map(|r| bucket_from_row(&r))
+            .transpose()
+    }
+
+    async fn buckets(&self, app: &AppName) -> Result<Vec<BucketRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT name, settings, created_at, updated_at FROM {}._buckets ORDER BY name",
+            schema(app)
+        );
+        rows(&*client, &sql, &[])
+            .await?
+            .iter()
+            .map(bucket_from_row)
+            .collect()
+    }
+
+    async fn delete_bucket(&self, app: &AppName, name: &str) -> Result<bool, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!("DELETE FROM {}._buckets WHERE name = $1", schema(app));
+        Ok(execute(&*client, &sql, &[&name]).await? == 1)
+    }
+
+    async fn begin_upload(&self, app: &AppName, file: NewFile) -> Result<(), StoreError> {
+        let client = self.app_client(app).await?;
+        let s = schema(app);
+        let sql = format!(
+            "INSERT INTO {s}._files (id, bucket, owner, name, metadata, created_at)
+             SELECT $1, name, $3, $4, $5, $6 FROM {s}._buckets WHERE name = $2"
+        );
+        let inserted = execute(
+            &*client,
+            &sql,
+            &[
+                &file.id,
+                &file.bucket,
+                &file.owner,
+                &file.name,
+                &file.metadata,
+                &file.created_at_ms,
+            ],
+        )
+        .await?;
+        if inserted == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn complete_upload(
+        &self,
+        app: &AppName,
+        id: &str,
+        bytes: StoredBytes,
+        quota: FileQuota,
+    ) -> Result<FileRow, StoreError> {
+        let s = schema(app);
+        let mut client = self.app_client(app).await?;
+        let tx = client.transaction().await?;
+        let sql = format!(
+            "UPDATE {s}._files SET type = $2, size = $3, sha256 = $4, ready = true
+             WHERE id = $1 AND NOT ready RETURNING {FILE_COLUMNS}"
+        );
+        let file = row(
+            &tx,
+            &sql,
+            &[&id, &bytes.content_type, &bytes.size, &bytes.sha256],
+        )
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let file = file_from_row(&file)?;
+        let mut within = count(
+            &tx,
+            &s,
+            APP_USAGE,
+            bytes.size,
+            quota.app_bytes,
+            quota.app_files,
+        )
+        .await?;
+        if let Some(owner) = &file.owner {
+            within &= count(
+                &tx,
+                &s,
+                owner,
+                bytes.size,
+                quota.owner_bytes,
+                quota.owner_files,
+            )
+            .await?;
+        }
+        if !within {
+            // Dropping the transaction rolls it back: nothing counted, the upload still pending.
+            return Err(StoreError::CheckFailed);
+        }
+        tx.commit().await?;
+        Ok(file)
+    }
+
+    async fn abandon_upload(&self, app: &AppName, id: &str) -> Result<(), StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "DELETE FROM {}._files WHERE id = $1 AND NOT ready",
+            schema(app)
+        );
+        execute(&*client, &sql, &[&id]).await?;
+        Ok(())
+    }
+
+    async fn file(&self, app: &AppName, id: &str) -> Result<Option<FileRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT {FILE_COLUMNS} FROM {}._files WHERE id = $1 AND ready",
+            schema(app)
+        );
+        row(&*client, &sql, &[&id])
+            .await?
+            .map(|r| file_from_row(&r))
+            .transpose()
+    }
+
+    async fn files(&self, app: &AppName, query: FileQuery) -> Result<Vec<FileRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let (after_at, after_id) = query
+            .after
+            .map_or((None, None), |(at, id)| (Some(at), Some(id)));
+        let sql = format!(
+            "SELECT {FILE_COLUMNS} FROM {}._files
+             WHERE bucket = $1 AND ready AND ($2::text IS NULL OR owner = $2)
+               AND ($3::bigint IS NULL OR (created_at, id) < ($3, $4::text))
+             ORDER BY created_at DESC, id DESC LIMIT $5",
+            schema(app)
+        );
+        rows(
+            &*client,
+            &sql,
+            &[
+                &query.bucket,
+                &query.owner,
+                &after_at,
+                &after_id,
+                &(query.limit as i64),
+            ],
+        )
+        .await?
+        .iter()
+        .map(file_from_row)
+        .collect()
+    }
+
+    async fn delete_file(&self, app: &AppName, id: &str) -> Result<Option<FileRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "DELETE FROM {}._files WHERE id = $1 AND ready RETURNING {FILE_COLUMNS}",
+            schema(app)
+        );
+        row(&*client, &sql, &[&id])
+            .await?
+            .map(|r| file_from_row(&r))
+            .transpose()
+    }
+
+    async fn file_usage(
+        &self,
+        app: &AppName,
+        owner: Option<&str>,
+    ) -> Result<FileUsage, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT bytes, files FROM {}._file_usage WHERE owner = $1",
+            schema(app)
+        );
+        let owner = owner.unwrap_or(APP_USAGE);
+        match row(&*client, &sql, &[&owner]).await? {
+            Some(r) => Ok(FileUsage {
+                bytes: r.try_get(0)?,
+                files: r.try_get(1)?,
+            }),
+            None => Ok(FileUsage::default()),
+        }
+    }
+
+    async fn drop_stale_uploads(&self, app: &AppName, before_ms: i64) -> Result<u64, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "DELETE FROM {}._files WHERE NOT ready AND created_at < $1",
+            schema(app)
+        );
+        execute(&*client, &sql, &[&before_ms]).await
+    }
+
+    async fn trashed(&self, app: &AppName, limit: usize) -> Result<Vec<String>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT file_id FROM {}._blob_trash ORDER BY file_id LIMIT $1",
+            schema(app)
+        );
+        rows(&*client, &sql, &[&(limit as i64)])
+            .await?
+            .iter()
+            .map(|r| Ok(r.try_get(0)?))
+            .collect()
+    }
+
+    async fn forget_trashed(&self, app: &AppName, ids: Vec<String>) -> Result<(), StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "DELETE FROM {}._blob_trash WHERE file_id = ANY($1)",
+            schema(app)
+        );
+        execute(&*client, &sql, &[&ids]).await?;
+        Ok(())
+    }
+}
