@@ -14,7 +14,7 @@
 
 use async_trait::async_trait;
 
-use crate::{AppName, StoreError};
+use crate::{AppName, Condition, StoreError};
 
 /// `_file_usage.owner` of the whole app's line (no user id is empty).
 pub(crate) const APP_USAGE: &str = "";
@@ -67,8 +67,10 @@ pub struct FileRow {
     pub content_type: String,
     pub size: i64,
     pub sha256: String,
+    /// A JSON object (as the backend writes it: compare parsed).
     pub metadata: String,
     pub created_at_ms: i64,
+    pub updated_at_ms: i64,
 }
 
 /// Bytes and files held, by an owner or (owner `None`) the whole app.
@@ -113,11 +115,30 @@ pub trait FileStore: Send + Sync {
     /// Forgets an upload that failed; its blob id goes to the trash.
     async fn abandon_upload(&self, app: &AppName, id: &str) -> Result<(), StoreError>;
 
-    /// A ready file.
-    async fn file(&self, app: &AppName, id: &str) -> Result<Option<FileRow>, StoreError>;
-    async fn files(&self, app: &AppName, query: FileQuery) -> Result<Vec<FileRow>, StoreError>;
-    /// Deletes a ready file (its blob into the trash) and answers its row; `None` if none.
-    async fn delete_file(&self, app: &AppName, id: &str) -> Result<Option<FileRow>, StoreError>;
+    /// A ready file, if `condition` (a bucket's rule, compiled against the file's columns
+    /// `id`, `bucket`, `owner`, `name`, `type`, `size`, `metadata`, `created_at`,
+    /// `updated_at`) holds for it.
+    async fn file(
+        &self,
+        app: &AppName,
+        id: &str,
+        condition: Condition,
+    ) -> Result<Option<FileRow>, StoreError>;
+    /// A page of the bucket's ready files for which `condition` holds.
+    async fn files(
+        &self,
+        app: &AppName,
+        query: FileQuery,
+        condition: Condition,
+    ) -> Result<Vec<FileRow>, StoreError>;
+    /// Deletes a ready file for which `condition` holds (its blob into the trash) and answers
+    /// its row; `None` if there is none.
+    async fn delete_file(
+        &self,
+        app: &AppName,
+        id: &str,
+        condition: Condition,
+    ) -> Result<Option<FileRow>, StoreError>;
     /// What `owner` (or, with `None`, the whole app) holds.
     async fn file_usage(&self, app: &AppName, owner: Option<&str>)
     -> Result<FileUsage, StoreError>;

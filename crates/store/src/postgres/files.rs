@@ -7,11 +7,13 @@
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
-use super::{Postgres, execute, row, rows, schema};
+use cloudlet_query::Dialect;
+
+use super::{Postgres, execute, params, refs, row, rows, schema};
 use crate::files::{
     APP_USAGE, BucketRow, FileQuery, FileQuota, FileRow, FileStore, FileUsage, NewFile, StoredBytes,
 };
-use crate::{AppName, StoreError};
+use crate::{AppName, Condition, SqlValue, StoreError};
 
 pub(super) const MIGRATION: &str = "
     CREATE TABLE {s}._buckets (
@@ -28,9 +30,10 @@ pub(super) const MIGRATION: &str = "
         type        text NOT NULL DEFAULT '',
         size        bigint NOT NULL DEFAULT 0,
         sha256      text NOT NULL DEFAULT '',
-        metadata    text NOT NULL,
+        metadata    jsonb NOT NULL,
         ready       boolean NOT NULL DEFAULT false,
-        created_at  bigint NOT NULL
+        created_at  bigint NOT NULL,
+        updated_at  bigint NOT NULL
     );
     CREATE INDEX _files_by_bucket ON {s}._files (bucket, created_at DESC, id DESC) WHERE ready;
     CREATE INDEX _files_by_owner ON {s}._files (owner, bucket, created_at DESC, id DESC);
@@ -54,7 +57,10 @@ pub(super) const MIGRATION: &str = "
         FOR EACH ROW EXECUTE FUNCTION {s}._files_gone();
 ";
 
-const FILE_COLUMNS: &str = "id, bucket, owner, name, type, size, sha256, metadata, created_at";
+/// `metadata` is `jsonb` (so that rules reach into it as into a record's JSON field), read back
+/// as text.
+const FILE_COLUMNS: &str =
+    "id, bucket, owner, name, type, size, sha256, metadata::text, created_at, updated_at";
 
 fn file_from_row(r: &Row) -> Result<FileRow, StoreError> {
     Ok(FileRow {
@@ -67,6 +73,7 @@ fn file_from_row(r: &Row) -> Result<FileRow, StoreError> {
         sha256: r.try_get(6)?,
         metadata: r.try_get(7)?,
         created_at_ms: r.try_get(8)?,
+        updated_at_ms: r.try_get(9)?,
     })
 }
 
@@ -161,8 +168,8 @@ impl FileStore for Postgres {
         let client = self.app_client(app).await?;
         let s = schema(app);
         let sql = format!(
-            "INSERT INTO {s}._files (id, bucket, owner, name, metadata, created_at)
-             SELECT $1, name, $3, $4, $5, $6 FROM {s}._buckets WHERE name = $2"
+            "INSERT INTO {s}._files (id, bucket, owner, name, metadata, created_at, updated_at)
+             SELECT $1, name, $3, $4, $5::text::jsonb, $6, $6 FROM {s}._buckets WHERE name = $2"
         );
         let inserted = execute(
             &*client,
@@ -243,54 +250,79 @@ impl FileStore for Postgres {
         Ok(())
     }
 
-    async fn file(&self, app: &AppName, id: &str) -> Result<Option<FileRow>, StoreError> {
+    async fn file(
+        &self,
+        app: &AppName,
+        id: &str,
+        condition: Condition,
+    ) -> Result<Option<FileRow>, StoreError> {
         let client = self.app_client(app).await?;
+        let (condition, mut values) = condition.to_sql(Dialect::Postgres, 1);
+        values.insert(0, SqlValue::Text(id.to_owned()));
         let sql = format!(
-            "SELECT {FILE_COLUMNS} FROM {}._files WHERE id = $1 AND ready",
+            "SELECT {FILE_COLUMNS} FROM {}._files WHERE id = $1 AND ready AND {condition}",
             schema(app)
         );
-        row(&*client, &sql, &[&id])
+        let params = params(&values);
+        row(&*client, &sql, &refs(&params))
             .await?
             .map(|r| file_from_row(&r))
             .transpose()
     }
 
-    async fn files(&self, app: &AppName, query: FileQuery) -> Result<Vec<FileRow>, StoreError> {
+    async fn files(
+        &self,
+        app: &AppName,
+        query: FileQuery,
+        condition: Condition,
+    ) -> Result<Vec<FileRow>, StoreError> {
         let client = self.app_client(app).await?;
         let (after_at, after_id) = query
             .after
-            .map_or((None, None), |(at, id)| (Some(at), Some(id)));
+            .map_or((SqlValue::Null, SqlValue::Null), |(at, id)| {
+                (SqlValue::Int(at), SqlValue::Text(id))
+            });
+        let mut values = vec![
+            SqlValue::Text(query.bucket),
+            query.owner.map_or(SqlValue::Null, SqlValue::Text),
+            after_at,
+            after_id,
+            SqlValue::Int(query.limit as i64),
+        ];
+        let (condition, more) = condition.to_sql(Dialect::Postgres, values.len());
+        values.extend(more);
         let sql = format!(
             "SELECT {FILE_COLUMNS} FROM {}._files
-             WHERE bucket = $1 AND ready AND ($2::text IS NULL OR owner = $2)
-               AND ($3::bigint IS NULL OR (created_at, id) < ($3, $4::text))
-             ORDER BY created_at DESC, id DESC LIMIT $5",
+             WHERE bucket = $1 AND ready AND ($2::text IS NULL OR owner = $2::text)
+               AND ($3::bigint IS NULL OR (created_at, id) < ($3::bigint, $4::text))
+               AND {condition}
+             ORDER BY created_at DESC, id DESC LIMIT $5::bigint",
             schema(app)
         );
-        rows(
-            &*client,
-            &sql,
-            &[
-                &query.bucket,
-                &query.owner,
-                &after_at,
-                &after_id,
-                &(query.limit as i64),
-            ],
-        )
-        .await?
-        .iter()
-        .map(file_from_row)
-        .collect()
+        let params = params(&values);
+        rows(&*client, &sql, &refs(&params))
+            .await?
+            .iter()
+            .map(file_from_row)
+            .collect()
     }
 
-    async fn delete_file(&self, app: &AppName, id: &str) -> Result<Option<FileRow>, StoreError> {
+    async fn delete_file(
+        &self,
+        app: &AppName,
+        id: &str,
+        condition: Condition,
+    ) -> Result<Option<FileRow>, StoreError> {
         let client = self.app_client(app).await?;
+        let (condition, mut values) = condition.to_sql(Dialect::Postgres, 1);
+        values.insert(0, SqlValue::Text(id.to_owned()));
         let sql = format!(
-            "DELETE FROM {}._files WHERE id = $1 AND ready RETURNING {FILE_COLUMNS}",
+            "DELETE FROM {}._files WHERE id = $1 AND ready AND {condition}
+             RETURNING {FILE_COLUMNS}",
             schema(app)
         );
-        row(&*client, &sql, &[&id])
+        let params = params(&values);
+        row(&*client, &sql, &refs(&params))
             .await?
             .map(|r| file_from_row(&r))
             .transpose()

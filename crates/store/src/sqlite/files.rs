@@ -3,13 +3,15 @@
 //! row (a cascade from `users` or `_buckets` included).
 
 use async_trait::async_trait;
+use cloudlet_query::Dialect;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteTenants;
+use super::records::bind;
 use crate::files::{
     APP_USAGE, BucketRow, FileQuery, FileQuota, FileRow, FileStore, FileUsage, NewFile, StoredBytes,
 };
-use crate::{AppName, StoreError};
+use crate::{AppName, Condition, SqlValue, StoreError};
 
 pub(super) const MIGRATION: &str = "
     CREATE TABLE _buckets (
@@ -28,7 +30,8 @@ pub(super) const MIGRATION: &str = "
         sha256      TEXT NOT NULL DEFAULT '',
         metadata    TEXT NOT NULL,
         ready       INTEGER NOT NULL DEFAULT 0,
-        created_at  INTEGER NOT NULL
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX _files_by_bucket ON _files (bucket, created_at DESC, id DESC) WHERE ready = 1;
     CREATE INDEX _files_by_owner ON _files (owner, bucket, created_at DESC, id DESC);
@@ -46,7 +49,8 @@ pub(super) const MIGRATION: &str = "
     END;
 ";
 
-const FILE_COLUMNS: &str = "id, bucket, owner, name, type, size, sha256, metadata, created_at";
+const FILE_COLUMNS: &str =
+    "id, bucket, owner, name, type, size, sha256, metadata, created_at, updated_at";
 
 fn file_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
     Ok(FileRow {
@@ -59,6 +63,7 @@ fn file_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
         sha256: r.get(6)?,
         metadata: r.get(7)?,
         created_at_ms: r.get(8)?,
+        updated_at_ms: r.get(9)?,
     })
 }
 
@@ -71,11 +76,17 @@ fn bucket_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BucketRow> {
     })
 }
 
-fn select_file(c: &Connection, id: &str) -> Result<Option<FileRow>, StoreError> {
+fn select_file(
+    c: &Connection,
+    id: &str,
+    condition: &Condition,
+) -> Result<Option<FileRow>, StoreError> {
+    let (condition, mut values) = condition.to_sql(Dialect::Sqlite, 1);
+    values.insert(0, SqlValue::Text(id.to_owned()));
     Ok(c.prepare_cached(&format!(
-        "SELECT {FILE_COLUMNS} FROM _files WHERE id = ?1 AND ready = 1"
+        "SELECT {FILE_COLUMNS} FROM _files WHERE id = ?1 AND ready = 1 AND {condition}"
     ))?
-    .query_row([id], file_from_row)
+    .query_row(bind(&values), file_from_row)
     .optional()?)
 }
 
@@ -157,8 +168,8 @@ impl FileStore for SqliteTenants {
         self.write_app(app, move |c| {
             let inserted = c
                 .prepare_cached(
-                    "INSERT INTO _files (id, bucket, owner, name, metadata, created_at)
-                     SELECT ?1, name, ?3, ?4, ?5, ?6 FROM _buckets WHERE name = ?2",
+                    "INSERT INTO _files (id, bucket, owner, name, metadata, created_at, updated_at)
+                     SELECT ?1, name, ?3, ?4, ?5, ?6, ?6 FROM _buckets WHERE name = ?2",
                 )?
                 .execute(params![
                     file.id,
@@ -205,7 +216,7 @@ impl FileStore for SqliteTenants {
                 // The savepoint rolls back: nothing was counted, the upload stays pending.
                 return Err(StoreError::CheckFailed);
             }
-            select_file(c, &id)?.ok_or(StoreError::NotFound)
+            select_file(c, &id, &Condition::always())?.ok_or(StoreError::NotFound)
         })
         .await
     }
@@ -220,46 +231,67 @@ impl FileStore for SqliteTenants {
         .await
     }
 
-    async fn file(&self, app: &AppName, id: &str) -> Result<Option<FileRow>, StoreError> {
+    async fn file(
+        &self,
+        app: &AppName,
+        id: &str,
+        condition: Condition,
+    ) -> Result<Option<FileRow>, StoreError> {
         let id = id.to_owned();
-        self.read_app(app, move |c| select_file(c, &id)).await
+        self.read_app(app, move |c| select_file(c, &id, &condition))
+            .await
     }
 
-    async fn files(&self, app: &AppName, query: FileQuery) -> Result<Vec<FileRow>, StoreError> {
+    async fn files(
+        &self,
+        app: &AppName,
+        query: FileQuery,
+        condition: Condition,
+    ) -> Result<Vec<FileRow>, StoreError> {
+        let (after_at, after_id) = query
+            .after
+            .map_or((SqlValue::Null, SqlValue::Null), |(at, id)| {
+                (SqlValue::Int(at), SqlValue::Text(id))
+            });
+        let mut values = vec![
+            SqlValue::Text(query.bucket),
+            query.owner.map_or(SqlValue::Null, SqlValue::Text),
+            after_at,
+            after_id,
+            SqlValue::Int(query.limit as i64),
+        ];
+        let (condition, more) = condition.to_sql(Dialect::Sqlite, values.len());
+        values.extend(more);
+        let sql = format!(
+            "SELECT {FILE_COLUMNS} FROM _files
+             WHERE bucket = ?1 AND ready = 1 AND (?2 IS NULL OR owner = ?2)
+               AND (?3 IS NULL OR (created_at, id) < (?3, ?4)) AND {condition}
+             ORDER BY created_at DESC, id DESC LIMIT ?5"
+        );
         self.read_app(app, move |c| {
-            let (after_at, after_id) = query
-                .after
-                .clone()
-                .map_or((None, None), |(at, id)| (Some(at), Some(id)));
-            Ok(c.prepare_cached(&format!(
-                "SELECT {FILE_COLUMNS} FROM _files
-                 WHERE bucket = ?1 AND ready = 1 AND (?2 IS NULL OR owner = ?2)
-                   AND (?3 IS NULL OR (created_at, id) < (?3, ?4))
-                 ORDER BY created_at DESC, id DESC LIMIT ?5"
-            ))?
-            .query_map(
-                params![
-                    query.bucket,
-                    query.owner,
-                    after_at,
-                    after_id,
-                    query.limit as i64
-                ],
-                file_from_row,
-            )?
-            .collect::<Result<_, _>>()?)
+            Ok(c.prepare_cached(&sql)?
+                .query_map(bind(&values), file_from_row)?
+                .collect::<Result<_, _>>()?)
         })
         .await
     }
 
-    async fn delete_file(&self, app: &AppName, id: &str) -> Result<Option<FileRow>, StoreError> {
-        let id = id.to_owned();
+    async fn delete_file(
+        &self,
+        app: &AppName,
+        id: &str,
+        condition: Condition,
+    ) -> Result<Option<FileRow>, StoreError> {
+        let (condition, mut values) = condition.to_sql(Dialect::Sqlite, 1);
+        values.insert(0, SqlValue::Text(id.to_owned()));
+        let sql = format!(
+            "DELETE FROM _files WHERE id = ?1 AND ready = 1 AND {condition}
+             RETURNING {FILE_COLUMNS}"
+        );
         self.write_app(app, move |c| {
-            Ok(c.prepare_cached(&format!(
-                "DELETE FROM _files WHERE id = ?1 AND ready = 1 RETURNING {FILE_COLUMNS}"
-            ))?
-            .query_row([&id], file_from_row)
-            .optional()?)
+            Ok(c.prepare_cached(&sql)?
+                .query_row(bind(&values), file_from_row)
+                .optional()?)
         })
         .await
     }

@@ -41,7 +41,7 @@ impl ToSql for Param<'_> {
 }
 
 /// Values as SQLite parameters.
-fn bind(values: &[SqlValue]) -> impl rusqlite::Params + '_ {
+pub(super) fn bind(values: &[SqlValue]) -> impl rusqlite::Params + '_ {
     rusqlite::params_from_iter(values.iter().map(Param))
 }
 

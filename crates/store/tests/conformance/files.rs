@@ -8,12 +8,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use cloudlet_query::{Bindings, Limits, Predicate, Schema};
 use cloudlet_store::postgres::testing::TestServer;
 use cloudlet_store::postgres::{Postgres, PostgresOptions};
 use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
 use cloudlet_store::{
-    AppName, AppRow, BucketRow, Durability, FileQuery, FileQuota, FileRow, FileStore, FileUsage,
-    NewFile, SigningKeyRow, StoreError, StoredBytes, SystemStore, TenantStore, UserRow, UserStore,
+    AppName, AppRow, BucketRow, Condition, Durability, FileQuery, FileQuota, FileRow, FileStore,
+    FileUsage, NewFile, SigningKeyRow, StoreError, StoredBytes, SystemStore, TenantStore, UserRow,
+    UserStore,
 };
 use tokio::task::JoinSet;
 
@@ -127,6 +129,7 @@ conformance!(
     a_completion_past_a_quota_changes_nothing,
     every_deletion_trashes_the_blob_and_uncounts_its_bytes,
     files_page_newest_first_and_by_owner,
+    rules_narrow_what_a_caller_reaches,
 );
 
 fn bucket(name: &str, settings: &str, at: i64) -> BucketRow {
@@ -192,6 +195,38 @@ async fn trashed(st: &Stores) -> Vec<String> {
     st.files.trashed(&st.app, 100).await.unwrap()
 }
 
+fn always() -> Condition {
+    Condition::always()
+}
+
+/// A file row with its metadata written as this test writes JSON: PostgreSQL's `jsonb` spaces
+/// it its own way.
+fn same_json(mut row: FileRow) -> FileRow {
+    let value: serde_json::Value = serde_json::from_str(&row.metadata).unwrap();
+    row.metadata = value.to_string();
+    row
+}
+
+/// `rule` over a file's columns, for `auth` at time 100.
+fn rule(rule: &str, auth: Option<&str>) -> Condition {
+    use cloudlet_query::FieldType;
+    let schema = Schema::new()
+        .with("bucket", FieldType::Text)
+        .with("name", FieldType::Text)
+        .with("type", FieldType::Text)
+        .with("size", FieldType::Integer)
+        .with("metadata", FieldType::Json);
+    let expr = cloudlet_query::parse(rule, Limits::default()).unwrap();
+    let predicate = Predicate::new(expr, Arc::new(schema)).unwrap();
+    Condition::with_bindings(Bindings {
+        auth_id: auth.map(Into::into),
+        auth_provider: None,
+        now_ms: 100,
+        request_data: Default::default(),
+    })
+    .and(Arc::new(predicate))
+}
+
 fn ids(rows: &[FileRow]) -> Vec<&str> {
     rows.iter().map(|r| r.id.as_str()).collect()
 }
@@ -236,7 +271,11 @@ async fn an_upload_is_invisible_until_completed_and_then_counted(st: Stores) {
         f.begin_upload(a, new_file("f1", "photos", None, 11)).await,
         Err(StoreError::Conflict)
     ));
-    assert_eq!(f.file(a, "f1").await.unwrap(), None, "pending: not visible");
+    assert_eq!(
+        f.file(a, "f1", always()).await.unwrap(),
+        None,
+        "pending: not visible"
+    );
     assert_eq!(usage(&st, None).await, (0, 0));
 
     let done = f
@@ -253,9 +292,11 @@ async fn an_upload_is_invisible_until_completed_and_then_counted(st: Stores) {
         sha256: format!("{:064x}", 300),
         metadata: r#"{"album":"trip"}"#.into(),
         created_at_ms: 10,
+        updated_at_ms: 10,
     };
-    assert_eq!(done, expected);
-    assert_eq!(f.file(a, "f1").await.unwrap(), Some(expected));
+    assert_eq!(same_json(done), expected);
+    let found = f.file(a, "f1", always()).await.unwrap().unwrap();
+    assert_eq!(same_json(found), expected);
     assert_eq!(usage(&st, None).await, (300, 1));
     assert_eq!(usage(&st, Some("u1")).await, (300, 1));
     assert!(matches!(
@@ -295,7 +336,7 @@ async fn a_completion_past_a_quota_changes_nothing(st: Stores) {
         f.complete_upload(a, "f2", bytes(41), quota).await,
         Err(StoreError::CheckFailed)
     ));
-    assert_eq!(f.file(a, "f2").await.unwrap(), None);
+    assert_eq!(f.file(a, "f2", always()).await.unwrap(), None);
     assert_eq!(usage(&st, Some("u1")).await, (60, 1));
     assert_eq!(usage(&st, None).await, (60, 1));
     let done = f.complete_upload(a, "f2", bytes(40), quota).await.unwrap();
@@ -345,10 +386,14 @@ async fn every_deletion_trashes_the_blob_and_uncounts_its_bytes(st: Stores) {
     assert_eq!(usage(&st, None).await, (100, 4));
 
     // A file deleted.
-    let gone = f.delete_file(a, "f1").await.unwrap().unwrap();
+    let gone = f.delete_file(a, "f1", always()).await.unwrap().unwrap();
     assert_eq!(gone.size, 10);
-    assert_eq!(f.delete_file(a, "f1").await.unwrap(), None);
-    assert_eq!(f.delete_file(a, "new").await.unwrap(), None, "not ready");
+    assert_eq!(f.delete_file(a, "f1", always()).await.unwrap(), None);
+    assert_eq!(
+        f.delete_file(a, "new", always()).await.unwrap(),
+        None,
+        "not ready"
+    );
     assert_eq!(trashed(&st).await, ["f1"]);
     assert_eq!(usage(&st, None).await, (90, 3));
     assert_eq!(usage(&st, Some("u1")).await, (0, 0));
@@ -405,14 +450,20 @@ async fn files_page_newest_first_and_by_owner(st: Stores) {
         after: after.map(|(at, id)| (at, id.to_owned())),
         limit,
     };
-    let first = f.files(a, page(None, None, 3)).await.unwrap();
+    let first = f.files(a, page(None, None, 3), always()).await.unwrap();
     assert_eq!(ids(&first), ["d", "c", "b"]);
-    let second = f.files(a, page(None, Some((2, "b")), 3)).await.unwrap();
+    let second = f
+        .files(a, page(None, Some((2, "b")), 3), always())
+        .await
+        .unwrap();
     assert_eq!(ids(&second), ["a"]);
-    let mine = f.files(a, page(Some("u1"), None, 10)).await.unwrap();
+    let mine = f
+        .files(a, page(Some("u1"), None, 10), always())
+        .await
+        .unwrap();
     assert_eq!(ids(&mine), ["d", "c", "a"]);
     let after = f
-        .files(a, page(Some("u1"), Some((2, "c")), 10))
+        .files(a, page(Some("u1"), Some((2, "c")), 10), always())
         .await
         .unwrap();
     assert_eq!(ids(&after), ["a"]);
@@ -467,4 +518,56 @@ async fn concurrent_completions_of_one_owner_hold_the_quota() {
     assert_eq!((completed, refused), (10, 30));
     assert_eq!(usage(&st, Some("u1")).await, (100, 10));
     assert_eq!(usage(&st, None).await, (100, 10));
+}
+
+async fn rules_narrow_what_a_caller_reaches(st: Stores) {
+    let (f, a) = (&st.files, &st.app);
+    add_user(&st, "u1").await;
+    add_user(&st, "u2").await;
+    f.put_bucket(a, bucket("photos", "{}", 1)).await.unwrap();
+    upload(&st, "a", "photos", Some("u1"), 1, 10).await;
+    upload(&st, "b", "photos", Some("u2"), 2, 2_000).await;
+    let all = FileQuery {
+        bucket: "photos".into(),
+        owner: None,
+        after: None,
+        limit: 10,
+    };
+    let owner = "owner = @auth.id";
+    let listed = f
+        .files(a, all.clone(), rule(owner, Some("u1")))
+        .await
+        .unwrap();
+    assert_eq!(ids(&listed), ["a"]);
+    let nobody = f.files(a, all.clone(), rule(owner, None)).await.unwrap();
+    assert_eq!(ids(&nobody), Vec::<&str>::new());
+    let small = "size < 1000 && type = 'image/jpeg' && metadata.album = 'trip'";
+    let listed = f.files(a, all, rule(small, None)).await.unwrap();
+    assert_eq!(ids(&listed), ["a"]);
+    assert!(
+        f.file(a, "b", rule(owner, Some("u1")))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        f.file(a, "b", rule(owner, Some("u2")))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // A delete the rule refuses deletes nothing.
+    assert_eq!(
+        f.delete_file(a, "b", rule(owner, Some("u1")))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(trashed(&st).await, Vec::<String>::new());
+    let gone = f
+        .delete_file(a, "b", rule(owner, Some("u2")))
+        .await
+        .unwrap();
+    assert_eq!(gone.map(|r| r.id), Some("b".to_owned()));
+    assert_eq!(trashed(&st).await, ["b"]);
 }
