@@ -20,6 +20,9 @@ pub enum StoreError {
     /// A write's check condition did not hold; the write was rolled back.
     #[error("the write's check condition does not hold")]
     CheckFailed,
+    /// The write would pass a quota; it was rolled back.
+    #[error("the write would pass a quota")]
+    OverQuota,
     /// Another process holds the data directory.
     #[error(
         "data directory {path} is in use by another cloudlet process{}; stop it or pass a different --data-dir",

@@ -5,7 +5,7 @@
 //!
 //! A file's row exists before its blob: an upload begins as a row in state *uploading*, the
 //! blob is written, and completing the upload makes the row *ready* and counts its bytes in the
-//! same transaction, refused ([`StoreError::CheckFailed`]) when that would pass a quota. Every
+//! same transaction, refused ([`StoreError::OverQuota`]) when that would pass a quota. Every
 //! deletion of a file row, however it happens (a delete, a bucket's deletion, its owner's
 //! account deleted by cascade, an upload abandoned), puts the file id into the trash and
 //! uncounts its bytes in the same transaction (a database trigger does both), and the sweep
@@ -38,6 +38,11 @@ pub struct NewFile {
     pub name: String,
     /// JSON object.
     pub metadata: String,
+    /// The type and size the client declares (its part's `Content-Type`, its body's
+    /// `Content-Length`; empty and 0 when unknown): the row holds them while the bytes arrive,
+    /// so a create rule can refuse an upload before its first byte.
+    pub declared_type: String,
+    pub declared_size: i64,
     pub created_at_ms: i64,
 }
 
@@ -99,18 +104,27 @@ pub trait FileStore: Send + Sync {
     /// Deletes the bucket and its files (into the trash); false if there was none.
     async fn delete_bucket(&self, app: &AppName, name: &str) -> Result<bool, StoreError>;
 
-    /// Inserts the row of a file about to be uploaded. [`StoreError::NotFound`] without the
-    /// bucket; [`StoreError::Conflict`] for a taken id.
-    async fn begin_upload(&self, app: &AppName, file: NewFile) -> Result<(), StoreError>;
+    /// Inserts the row of a file about to be uploaded, if `check` (the bucket's create rule)
+    /// holds for it. [`StoreError::NotFound`] without the bucket; [`StoreError::Conflict`] for
+    /// a taken id; [`StoreError::CheckFailed`] when the rule refuses (nothing is inserted).
+    async fn begin_upload(
+        &self,
+        app: &AppName,
+        file: NewFile,
+        check: Condition,
+    ) -> Result<(), StoreError>;
     /// Makes an uploading file ready with what its bytes are, counting them for its owner and
-    /// the app. [`StoreError::CheckFailed`] when `quota` would be passed (nothing changes);
-    /// [`StoreError::NotFound`] if the upload is not pending (abandoned and swept).
+    /// the app, if `check` (the create rule, again, now on the real type and size) holds. When
+    /// it does not, [`StoreError::CheckFailed`]; when `quota` would be passed,
+    /// [`StoreError::OverQuota`]; either way nothing changes. [`StoreError::NotFound`] if the
+    /// upload is not pending (abandoned and swept).
     async fn complete_upload(
         &self,
         app: &AppName,
         id: &str,
         bytes: StoredBytes,
         quota: FileQuota,
+        check: Condition,
     ) -> Result<FileRow, StoreError>;
     /// Forgets an upload that failed; its blob id goes to the trash.
     async fn abandon_upload(&self, app: &AppName, id: &str) -> Result<(), StoreError>;

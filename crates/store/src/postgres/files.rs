@@ -86,6 +86,23 @@ fn bucket_from_row(r: &Row) -> Result<BucketRow, StoreError> {
     })
 }
 
+/// [`StoreError::CheckFailed`] unless `check` holds for file `id` (ready or not).
+async fn holds(
+    tx: &deadpool_postgres::Transaction<'_>,
+    s: &str,
+    id: &str,
+    check: &Condition,
+) -> Result<(), StoreError> {
+    let (condition, mut values) = check.to_sql(Dialect::Postgres, 1);
+    values.insert(0, SqlValue::Text(id.to_owned()));
+    let sql = format!("SELECT 1 FROM {s}._files WHERE id = $1 AND {condition}");
+    let params = params(&values);
+    match row(tx, &sql, &refs(&params)).await? {
+        Some(_) => Ok(()),
+        None => Err(StoreError::CheckFailed),
+    }
+}
+
 /// Counts `size` more bytes and one more file for `owner`; false if `bytes`/`files` would then
 /// pass their limits.
 async fn count(
@@ -164,15 +181,23 @@ impl FileStore for Postgres {
         Ok(execute(&*client, &sql, &[&name]).await? == 1)
     }
 
-    async fn begin_upload(&self, app: &AppName, file: NewFile) -> Result<(), StoreError> {
-        let client = self.app_client(app).await?;
+    async fn begin_upload(
+        &self,
+        app: &AppName,
+        file: NewFile,
+        check: Condition,
+    ) -> Result<(), StoreError> {
         let s = schema(app);
+        let mut client = self.app_client(app).await?;
+        let tx = client.transaction().await?;
         let sql = format!(
-            "INSERT INTO {s}._files (id, bucket, owner, name, metadata, created_at, updated_at)
-             SELECT $1, name, $3, $4, $5::text::jsonb, $6, $6 FROM {s}._buckets WHERE name = $2"
+            "INSERT INTO {s}._files (id, bucket, owner, name, metadata, type, size,
+                                     created_at, updated_at)
+             SELECT $1, name, $3, $4, $5::text::jsonb, $6, $7, $8, $8
+             FROM {s}._buckets WHERE name = $2"
         );
         let inserted = execute(
-            &*client,
+            &tx,
             &sql,
             &[
                 &file.id,
@@ -180,6 +205,8 @@ impl FileStore for Postgres {
                 &file.owner,
                 &file.name,
                 &file.metadata,
+                &file.declared_type,
+                &file.declared_size,
                 &file.created_at_ms,
             ],
         )
@@ -187,6 +214,9 @@ impl FileStore for Postgres {
         if inserted == 0 {
             return Err(StoreError::NotFound);
         }
+        // Dropping the transaction rolls the insert back when the rule refuses.
+        holds(&tx, &s, &file.id, &check).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -196,6 +226,7 @@ impl FileStore for Postgres {
         id: &str,
         bytes: StoredBytes,
         quota: FileQuota,
+        check: Condition,
     ) -> Result<FileRow, StoreError> {
         let s = schema(app);
         let mut client = self.app_client(app).await?;
@@ -212,6 +243,8 @@ impl FileStore for Postgres {
         .await?
         .ok_or(StoreError::NotFound)?;
         let file = file_from_row(&file)?;
+        // Either refusal drops the transaction: nothing counted, the upload still pending.
+        holds(&tx, &s, id, &check).await?;
         let mut within = count(
             &tx,
             &s,
@@ -233,8 +266,7 @@ impl FileStore for Postgres {
             .await?;
         }
         if !within {
-            // Dropping the transaction rolls it back: nothing counted, the upload still pending.
-            return Err(StoreError::CheckFailed);
+            return Err(StoreError::OverQuota);
         }
         tx.commit().await?;
         Ok(file)

@@ -90,6 +90,19 @@ fn select_file(
     .optional()?)
 }
 
+/// [`StoreError::CheckFailed`] unless `check` holds for file `id` (ready or not).
+fn holds(c: &Connection, id: &str, check: &Condition) -> Result<(), StoreError> {
+    let (condition, mut values) = check.to_sql(Dialect::Sqlite, 1);
+    values.insert(0, SqlValue::Text(id.to_owned()));
+    let found = c
+        .prepare_cached(&format!(
+            "SELECT 1 FROM _files WHERE id = ?1 AND {condition}"
+        ))?
+        .query_row(bind(&values), |_| Ok(()))
+        .optional()?;
+    found.ok_or(StoreError::CheckFailed)
+}
+
 /// Counts `size` more bytes and one more file for `owner`; false if `bytes`/`files` would then
 /// pass their limits.
 fn count(
@@ -164,12 +177,19 @@ impl FileStore for SqliteTenants {
         .await
     }
 
-    async fn begin_upload(&self, app: &AppName, file: NewFile) -> Result<(), StoreError> {
+    async fn begin_upload(
+        &self,
+        app: &AppName,
+        file: NewFile,
+        check: Condition,
+    ) -> Result<(), StoreError> {
+        let id = file.id.clone();
         self.write_app(app, move |c| {
             let inserted = c
                 .prepare_cached(
-                    "INSERT INTO _files (id, bucket, owner, name, metadata, created_at, updated_at)
-                     SELECT ?1, name, ?3, ?4, ?5, ?6, ?6 FROM _buckets WHERE name = ?2",
+                    "INSERT INTO _files (id, bucket, owner, name, metadata, type, size,
+                                         created_at, updated_at)
+                     SELECT ?1, name, ?3, ?4, ?5, ?6, ?7, ?8, ?8 FROM _buckets WHERE name = ?2",
                 )?
                 .execute(params![
                     file.id,
@@ -177,13 +197,16 @@ impl FileStore for SqliteTenants {
                     file.owner,
                     file.name,
                     file.metadata,
+                    file.declared_type,
+                    file.declared_size,
                     file.created_at_ms
                 ])
                 .map_err(super::from_write)?;
             if inserted == 0 {
                 return Err(StoreError::NotFound);
             }
-            Ok(())
+            // The savepoint rolls the insert back when the rule refuses.
+            holds(c, &id, &check)
         })
         .await
     }
@@ -194,6 +217,7 @@ impl FileStore for SqliteTenants {
         id: &str,
         bytes: StoredBytes,
         quota: FileQuota,
+        check: Condition,
     ) -> Result<FileRow, StoreError> {
         let id = id.to_owned();
         self.write_app(app, move |c| {
@@ -208,13 +232,14 @@ impl FileStore for SqliteTenants {
                 )
                 .optional()?
                 .ok_or(StoreError::NotFound)?;
+            // Either refusal rolls the savepoint back: nothing counted, the upload pending.
+            holds(c, &id, &check)?;
             let mut within = count(c, APP_USAGE, bytes.size, quota.app_bytes, quota.app_files)?;
             if let Some(owner) = &owner {
                 within &= count(c, owner, bytes.size, quota.owner_bytes, quota.owner_files)?;
             }
             if !within {
-                // The savepoint rolls back: nothing was counted, the upload stays pending.
-                return Err(StoreError::CheckFailed);
+                return Err(StoreError::OverQuota);
             }
             select_file(c, &id, &Condition::always())?.ok_or(StoreError::NotFound)
         })

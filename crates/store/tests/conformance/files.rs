@@ -130,6 +130,7 @@ conformance!(
     every_deletion_trashes_the_blob_and_uncounts_its_bytes,
     files_page_newest_first_and_by_owner,
     rules_narrow_what_a_caller_reaches,
+    a_create_rule_refuses_before_the_bytes_and_after,
 );
 
 fn bucket(name: &str, settings: &str, at: i64) -> BucketRow {
@@ -148,6 +149,8 @@ fn new_file(id: &str, bucket: &str, owner: Option<&str>, at: i64) -> NewFile {
         owner: owner.map(Into::into),
         name: format!("{id}.jpg"),
         metadata: r#"{"album":"trip"}"#.into(),
+        declared_type: "image/jpeg".into(),
+        declared_size: 0,
         created_at_ms: at,
     }
 }
@@ -178,10 +181,10 @@ async fn add_user(st: &Stores, id: &str) {
 /// Begins and completes an upload without limits.
 async fn upload(st: &Stores, id: &str, bucket: &str, owner: Option<&str>, at: i64, size: i64) {
     let f = &st.files;
-    f.begin_upload(&st.app, new_file(id, bucket, owner, at))
+    f.begin_upload(&st.app, new_file(id, bucket, owner, at), always())
         .await
         .unwrap();
-    f.complete_upload(&st.app, id, bytes(size), FileQuota::default())
+    f.complete_upload(&st.app, id, bytes(size), FileQuota::default(), always())
         .await
         .unwrap();
 }
@@ -259,16 +262,17 @@ async fn an_upload_is_invisible_until_completed_and_then_counted(st: Stores) {
     let (f, a) = (&st.files, &st.app);
     add_user(&st, "u1").await;
     assert!(matches!(
-        f.begin_upload(a, new_file("f1", "photos", Some("u1"), 10))
+        f.begin_upload(a, new_file("f1", "photos", Some("u1"), 10), always())
             .await,
         Err(StoreError::NotFound)
     ));
     f.put_bucket(a, bucket("photos", "{}", 1)).await.unwrap();
-    f.begin_upload(a, new_file("f1", "photos", Some("u1"), 10))
+    f.begin_upload(a, new_file("f1", "photos", Some("u1"), 10), always())
         .await
         .unwrap();
     assert!(matches!(
-        f.begin_upload(a, new_file("f1", "photos", None, 11)).await,
+        f.begin_upload(a, new_file("f1", "photos", None, 11), always())
+            .await,
         Err(StoreError::Conflict)
     ));
     assert_eq!(
@@ -279,7 +283,7 @@ async fn an_upload_is_invisible_until_completed_and_then_counted(st: Stores) {
     assert_eq!(usage(&st, None).await, (0, 0));
 
     let done = f
-        .complete_upload(a, "f1", bytes(300), FileQuota::default())
+        .complete_upload(a, "f1", bytes(300), FileQuota::default(), always())
         .await
         .unwrap();
     let expected = FileRow {
@@ -300,7 +304,7 @@ async fn an_upload_is_invisible_until_completed_and_then_counted(st: Stores) {
     assert_eq!(usage(&st, None).await, (300, 1));
     assert_eq!(usage(&st, Some("u1")).await, (300, 1));
     assert!(matches!(
-        f.complete_upload(a, "f1", bytes(300), FileQuota::default())
+        f.complete_upload(a, "f1", bytes(300), FileQuota::default(), always())
             .await,
         Err(StoreError::NotFound)
     ));
@@ -329,31 +333,36 @@ async fn a_completion_past_a_quota_changes_nothing(st: Stores) {
         owner_files: None,
     };
     // u1 holds 60 of 100 bytes: 41 more is one too many, 40 fits exactly.
-    f.begin_upload(a, new_file("f2", "photos", Some("u1"), 2))
+    f.begin_upload(a, new_file("f2", "photos", Some("u1"), 2), always())
         .await
         .unwrap();
     assert!(matches!(
-        f.complete_upload(a, "f2", bytes(41), quota).await,
-        Err(StoreError::CheckFailed)
+        f.complete_upload(a, "f2", bytes(41), quota, always()).await,
+        Err(StoreError::OverQuota)
     ));
     assert_eq!(f.file(a, "f2", always()).await.unwrap(), None);
     assert_eq!(usage(&st, Some("u1")).await, (60, 1));
     assert_eq!(usage(&st, None).await, (60, 1));
-    let done = f.complete_upload(a, "f2", bytes(40), quota).await.unwrap();
+    let done = f
+        .complete_upload(a, "f2", bytes(40), quota, always())
+        .await
+        .unwrap();
     assert_eq!(done.size, 40);
     assert_eq!(usage(&st, Some("u1")).await, (100, 2));
 
     // The app's file count: a third file fits, a fourth does not, whoever uploads it.
-    f.begin_upload(a, new_file("f3", "photos", Some("u2"), 3))
+    f.begin_upload(a, new_file("f3", "photos", Some("u2"), 3), always())
         .await
         .unwrap();
-    f.complete_upload(a, "f3", bytes(1), quota).await.unwrap();
-    f.begin_upload(a, new_file("f4", "photos", Some("u2"), 4))
+    f.complete_upload(a, "f3", bytes(1), quota, always())
+        .await
+        .unwrap();
+    f.begin_upload(a, new_file("f4", "photos", Some("u2"), 4), always())
         .await
         .unwrap();
     assert!(matches!(
-        f.complete_upload(a, "f4", bytes(1), quota).await,
-        Err(StoreError::CheckFailed)
+        f.complete_upload(a, "f4", bytes(1), quota, always()).await,
+        Err(StoreError::OverQuota)
     ));
     assert_eq!(usage(&st, None).await, (101, 3));
     assert_eq!(usage(&st, Some("u2")).await, (1, 1));
@@ -377,10 +386,10 @@ async fn every_deletion_trashes_the_blob_and_uncounts_its_bytes(st: Stores) {
     upload(&st, "f2", "photos", Some("u2"), 2, 20).await;
     upload(&st, "f3", "photos", Some("u2"), 3, 30).await;
     upload(&st, "f4", "tmp", None, 4, 40).await;
-    f.begin_upload(a, new_file("old", "photos", Some("u1"), 5))
+    f.begin_upload(a, new_file("old", "photos", Some("u1"), 5), always())
         .await
         .unwrap();
-    f.begin_upload(a, new_file("new", "photos", Some("u1"), 50))
+    f.begin_upload(a, new_file("new", "photos", Some("u1"), 50), always())
         .await
         .unwrap();
     assert_eq!(usage(&st, None).await, (100, 4));
@@ -418,7 +427,7 @@ async fn every_deletion_trashes_the_blob_and_uncounts_its_bytes(st: Stores) {
     assert_eq!(f.drop_stale_uploads(a, 10).await.unwrap(), 1);
     assert_eq!(trashed(&st).await, ["f1", "f2", "f3", "f4", "old"]);
     assert!(
-        f.complete_upload(a, "new", bytes(5), FileQuota::default())
+        f.complete_upload(a, "new", bytes(5), FileQuota::default(), always())
             .await
             .is_ok()
     );
@@ -441,7 +450,7 @@ async fn files_page_newest_first_and_by_owner(st: Stores) {
     upload(&st, "c", "photos", Some("u1"), 2, 1).await;
     upload(&st, "d", "photos", Some("u1"), 3, 1).await;
     upload(&st, "e", "other", Some("u1"), 4, 1).await;
-    f.begin_upload(a, new_file("p", "photos", Some("u1"), 9))
+    f.begin_upload(a, new_file("p", "photos", Some("u1"), 9), always())
         .await
         .unwrap();
     let page = |owner: Option<&str>, after: Option<(i64, &str)>, limit| FileQuery {
@@ -491,7 +500,11 @@ async fn concurrent_completions_of_one_owner_hold_the_quota() {
     }
     for i in 0..40 {
         st.files
-            .begin_upload(&app, new_file(&format!("f{i}"), "photos", Some("u1"), i))
+            .begin_upload(
+                &app,
+                new_file(&format!("f{i}"), "photos", Some("u1"), i),
+                always(),
+            )
             .await
             .unwrap();
     }
@@ -503,7 +516,7 @@ async fn concurrent_completions_of_one_owner_hold_the_quota() {
     for i in 0..40 {
         let (node, app) = (Arc::clone(&nodes[i % nodes.len()]), app.clone());
         runs.spawn(async move {
-            node.complete_upload(&app, &format!("f{i}"), bytes(10), quota)
+            node.complete_upload(&app, &format!("f{i}"), bytes(10), quota, always())
                 .await
         });
     }
@@ -511,7 +524,7 @@ async fn concurrent_completions_of_one_owner_hold_the_quota() {
     while let Some(outcome) = runs.join_next().await {
         match outcome.unwrap() {
             Ok(_) => completed += 1,
-            Err(StoreError::CheckFailed) => refused += 1,
+            Err(StoreError::OverQuota) => refused += 1,
             Err(e) => panic!("{e}"),
         }
     }
@@ -570,4 +583,49 @@ async fn rules_narrow_what_a_caller_reaches(st: Stores) {
         .unwrap();
     assert_eq!(gone.map(|r| r.id), Some("b".to_owned()));
     assert_eq!(trashed(&st).await, ["b"]);
+}
+
+async fn a_create_rule_refuses_before_the_bytes_and_after(st: Stores) {
+    let (f, a) = (&st.files, &st.app);
+    add_user(&st, "u1").await;
+    f.put_bucket(a, bucket("photos", "{}", 1)).await.unwrap();
+    let create = "@auth.id != null && type = 'image/jpeg' && size < 100";
+    // Anonymous: refused before any byte; nothing is left.
+    assert!(matches!(
+        f.begin_upload(a, new_file("f1", "photos", None, 1), rule(create, None))
+            .await,
+        Err(StoreError::CheckFailed)
+    ));
+    f.begin_upload(
+        a,
+        new_file("f1", "photos", Some("u1"), 1),
+        rule(create, Some("u1")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(trashed(&st).await, Vec::<String>::new());
+    // The bytes turn out to be a PNG: refused again, nothing counted, still pending.
+    let png = StoredBytes {
+        content_type: "image/png".into(),
+        ..bytes(10)
+    };
+    assert!(matches!(
+        f.complete_upload(a, "f1", png, FileQuota::default(), rule(create, Some("u1")))
+            .await,
+        Err(StoreError::CheckFailed)
+    ));
+    assert_eq!(usage(&st, None).await, (0, 0));
+    assert!(f.file(a, "f1", always()).await.unwrap().is_none());
+    let done = f
+        .complete_upload(
+            a,
+            "f1",
+            bytes(10),
+            FileQuota::default(),
+            rule(create, Some("u1")),
+        )
+        .await
+        .unwrap();
+    assert_eq!((done.content_type.as_str(), done.size), ("image/jpeg", 10));
+    assert_eq!(usage(&st, Some("u1")).await, (10, 1));
 }
