@@ -20,6 +20,7 @@ pub mod apps;
 pub mod auth;
 pub mod clock;
 pub mod data;
+pub mod files;
 pub mod functions;
 pub mod messages;
 pub mod queues;
