@@ -22,6 +22,10 @@ pub struct ServeArgs {
     /// [default: SQLite files in the data directory]
     #[arg(long, env = "CLOUDLET_DATABASE", hide_env_values = true)]
     database: Option<String>,
+    /// Where uploaded files' bytes live: `s3://bucket[/prefix]` (with `[files]` settings or
+    /// `CLOUDLET_S3_*` keys) [default: the data directory's `files/`]
+    #[arg(long, env = "CLOUDLET_FILES")]
+    files: Option<String>,
     /// Address to listen on [default: 127.0.0.1:8700]
     #[arg(long, env = "CLOUDLET_LISTEN")]
     listen: Option<SocketAddr>,
@@ -46,6 +50,9 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     }
     if let Some(url) = args.database {
         config.database.url = DatabaseUrl::parse(&url).map_err(|e| format!("--database: {e}"))?;
+    }
+    if let Some(url) = args.files {
+        config.files.url = url;
     }
     if let Some(listen) = args.listen {
         config.listen = listen;

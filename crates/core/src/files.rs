@@ -51,6 +51,9 @@ const MAX_BUCKETS: usize = 100;
 const MAX_NAME_BYTES: usize = 255;
 /// A file's metadata: most bytes of JSON.
 const MAX_METADATA_BYTES: usize = 4 * 1024;
+/// What a multipart body may hold beyond its file: the boundaries, part headers and form
+/// fields.
+pub const MULTIPART_SLACK: u64 = 64 * 1024;
 /// How many leading bytes decide a file's type.
 const SNIFF_BYTES: usize = 8 * 1024;
 /// A page of files: most.
@@ -172,8 +175,10 @@ pub struct Upload {
     /// The type the client declares (a part's `Content-Type`), for the create rule's first
     /// look only.
     pub declared_type: Option<String>,
-    /// The body's exact length, when the client says it (a plain upload's `Content-Length`).
+    /// The file's exact length, when the client says it (a plain upload's `Content-Length`).
     pub declared_size: Option<u64>,
+    /// The length of a multipart body that carries the file: the file is somewhat smaller.
+    pub body_length: Option<u64>,
 }
 
 /// A signed URL's query: `expires` (Unix seconds), `thumb` (if any) and `sig`.
@@ -201,6 +206,8 @@ pub struct Download {
     /// The bytes sent: the whole file, or the range asked for.
     pub range: Range<u64>,
     pub body: ByteStream,
+    /// Opened with a signed URL: how long it is still valid, in seconds.
+    pub signed_for_secs: Option<u64>,
 }
 
 impl std::fmt::Debug for Download {
@@ -691,7 +698,11 @@ impl Files {
         admit(app, caller)?;
         let bucket = self.bucket_of(app, bucket_name).await?;
         let max = bucket.view.max_bytes;
-        if upload.declared_size.is_some_and(|size| size > max) {
+        if upload.declared_size.is_some_and(|size| size > max)
+            || upload
+                .body_length
+                .is_some_and(|size| size > max + MULTIPART_SLACK)
+        {
             return Err(FileError::TooLarge(max));
         }
         if upload.declared_size == Some(0) {
@@ -833,16 +844,22 @@ impl Files {
         &self,
         app: &AppName,
         caller: &Caller,
+        bucket: &str,
         id: &str,
     ) -> Result<FileView, FileError> {
         admit(app, caller)?;
-        let (bucket, row) = self.find(app, id).await?;
+        let (bucket, row) = self.find(app, bucket, id).await?;
         let row = self.check(app, &bucket, "view", caller, row).await?;
         Ok(self.view(&bucket, row))
     }
 
-    /// The row and bucket of a ready file, rules aside.
-    async fn find(&self, app: &AppName, id: &str) -> Result<(Arc<Bucket>, FileRow), FileError> {
+    /// The row and bucket of a ready file of bucket `bucket` (`None`: any), rules aside.
+    async fn find(
+        &self,
+        app: &AppName,
+        bucket: impl Into<Option<&str>>,
+        id: &str,
+    ) -> Result<(Arc<Bucket>, FileRow), FileError> {
         if FileId::parse(id).is_none() {
             return Err(FileError::NotFound);
         }
@@ -852,6 +869,9 @@ impl Files {
             .file(app, id, Condition::always())
             .await?
             .ok_or(FileError::NotFound)?;
+        if bucket.into().is_some_and(|b| b != row.bucket) {
+            return Err(FileError::NotFound);
+        }
         let bucket = self
             .bucket_of(app, &row.bucket)
             .await
@@ -930,9 +950,15 @@ impl Files {
     }
 
     /// Deletes a file the delete rule lets `caller` reach (its blob at once, or by the sweep).
-    pub async fn delete(&self, app: &AppName, caller: &Caller, id: &str) -> Result<(), FileError> {
+    pub async fn delete(
+        &self,
+        app: &AppName,
+        caller: &Caller,
+        bucket: &str,
+        id: &str,
+    ) -> Result<(), FileError> {
         admit(app, caller)?;
-        let (bucket, _) = self.find(app, id).await?;
+        let (bucket, _) = self.find(app, bucket, id).await?;
         let condition = self
             .condition(&bucket, "delete", caller)
             .ok_or(FileError::NotFound)?;
@@ -950,18 +976,16 @@ impl Files {
         &self,
         app: &AppName,
         caller: &Caller,
+        bucket: &str,
         id: &str,
         signature: Option<&Signature>,
         range: Option<ByteRange>,
     ) -> Result<Download, FileError> {
         admit(app, caller)?;
-        let (bucket, row) = self.find(app, id).await?;
-        let row = match signature {
-            Some(signature) => {
-                self.verify(app, id, signature)?;
-                row
-            }
-            None => self.check(app, &bucket, "view", caller, row).await?,
+        let (bucket, row) = self.find(app, bucket, id).await?;
+        let (row, signed_for_secs) = match signature {
+            Some(signature) => (row, Some(self.verify(app, id, signature)?)),
+            None => (self.check(app, &bucket, "view", caller, row).await?, None),
         };
         let size = row.size.max(0) as u64;
         let range = match range {
@@ -979,6 +1003,7 @@ impl Files {
             file: self.view(&bucket, row),
             range,
             body: blob.body,
+            signed_for_secs,
         })
     }
 
@@ -997,7 +1022,8 @@ impl Files {
         Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
     }
 
-    fn verify(&self, app: &AppName, id: &str, signature: &Signature) -> Result<(), FileError> {
+    /// Checks a signed URL; answers how long it is still valid, in seconds.
+    fn verify(&self, app: &AppName, id: &str, signature: &Signature) -> Result<u64, FileError> {
         let thumb = signature.thumb.as_deref().unwrap_or("");
         let expected = self.signature_of(app, id, signature.expires, thumb)?;
         let matches: bool =
@@ -1009,7 +1035,7 @@ impl Files {
         if signature.expires < now {
             return Err(FileError::Expired);
         }
-        Ok(())
+        Ok(signature.expires - now)
     }
 
     /// Signed URLs for the files of `ids` that `caller` may view (`None` for the others), valid
@@ -1044,7 +1070,7 @@ impl Files {
         let expires = (now + ttl).div_ceil(URL_WINDOW_SECS) * URL_WINDOW_SECS;
         let mut urls = Vec::with_capacity(ids.len());
         for id in ids {
-            let visible = match self.find(app, id).await {
+            let visible = match self.find(app, None, id).await {
                 Ok((bucket, row)) => self.check(app, &bucket, "view", caller, row).await,
                 Err(e) => Err(e),
             };
@@ -1055,8 +1081,9 @@ impl Files {
                     let thumb_query = thumb.map(|t| format!("&thumb={t}")).unwrap_or_default();
                     urls.push(Some(SignedUrl {
                         url: format!(
-                            "/v1/apps/{}/files/{}?expires={expires}{thumb_query}&sig={sig}",
+                            "/v1/apps/{}/files/{}/{}?expires={expires}{thumb_query}&sig={sig}",
                             app.as_str(),
+                            row.bucket,
                             row.id
                         ),
                         expires_at: Timestamp::from_unix_ms((expires * 1000) as i64).to_rfc3339(),
@@ -1103,6 +1130,17 @@ impl Files {
         self.0.blobs.delete_app(app).await?;
         Ok(())
     }
+}
+
+/// The key that signs file URLs, derived from the master key (so that it is the same on every
+/// node and changes with the master key).
+pub fn url_key(master_key: &[u8; 32]) -> [u8; 32] {
+    // The master key is 32 uniformly random bytes: a hash of it with a label is a key of its
+    // own, unrelated to any other derived from it.
+    let mut hash = Sha256::new();
+    hash.update(b"cloudlet/files/signed-urls/v1\0");
+    hash.update(master_key);
+    hash.finalize().into()
 }
 
 /// A byte range a request asks for, parsed from `Range: bytes=…`, not yet checked against the

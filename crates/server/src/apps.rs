@@ -96,8 +96,16 @@ async fn delete_app(
     let data = state.data().clone();
     let functions = state.functions().clone();
     let queues = state.queues().clone();
+    let files = state.files().clone();
     to_completion(async move {
         let deleted = apps.delete(&app).await;
+        // The blobs after the database: a file row never outlives its blob. Blobs left by a
+        // deletion cut short are gone with the next deletion of the name.
+        if deleted.is_ok()
+            && let Err(e) = files.delete_app(&app).await
+        {
+            tracing::warn!(app = %app, error = %e, "could not delete the app's files");
+        }
         // Forgotten whether or not the deletion finished: its row may be gone already, and
         // nothing cached of the old app may serve a new one of the same name.
         auth.forget_app(&app);

@@ -326,7 +326,7 @@ async fn bind_phone(
     ))
 }
 
-/// Deletes the caller's account, its identities and sessions.
+/// Deletes the caller's account, its identities and sessions, and their files.
 #[utoipa::path(delete, path = "/v1/apps/{app}/auth/user", tag = "auth",
     params(("app" = AppName, Path)), responses((status = 204, description = "deleted")))]
 async fn delete_user(
@@ -336,5 +336,9 @@ async fn delete_user(
 ) -> Result<StatusCode, ApiError> {
     let principal = user(caller)?;
     state.auth().delete_user(&principal).await?;
+    // Their files' rows went with the account (a cascade), their blobs into the trash.
+    if let Err(e) = state.files().sweep(&principal.app).await {
+        tracing::warn!(app = %principal.app, error = %e, "could not sweep the files' trash");
+    }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -123,6 +123,114 @@ pub struct Config {
     pub auth: AuthConfig,
     pub functions: FunctionsConfig,
     pub queues: QueuesConfig,
+    pub files: FilesConfig,
+}
+
+/// Where uploaded files' bytes live, and how much each app and user may hold.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// `""` for the data directory's `files/`, or `s3://bucket` or `s3://bucket/prefix`.
+    pub url: String,
+    /// An S3-compatible service's endpoint (`https://…`); empty for AWS.
+    pub endpoint: String,
+    pub region: String,
+    /// The S3 keys; `CLOUDLET_S3_ACCESS_KEY_ID` and `CLOUDLET_S3_SECRET_ACCESS_KEY` win.
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// `endpoint/bucket/key` addressing instead of `bucket.endpoint/key` (MinIO and most
+    /// self-hosted servers).
+    pub path_style: bool,
+    /// Quotas (0: none): bytes and files per app, and per user within an app.
+    pub app_bytes: u64,
+    pub app_files: u64,
+    pub user_bytes: u64,
+    pub user_files: u64,
+}
+
+impl std::fmt::Debug for FilesConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilesConfig")
+            .field("url", &self.url)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        let quotas = cloudlet_core::files::Quotas::default();
+        FilesConfig {
+            url: String::new(),
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            path_style: false,
+            app_bytes: quotas.app_bytes.unwrap_or(0),
+            app_files: quotas.app_files.unwrap_or(0),
+            user_bytes: quotas.user_bytes.unwrap_or(0),
+            user_files: quotas.user_files.unwrap_or(0),
+        }
+    }
+}
+
+impl FilesConfig {
+    pub fn quotas(&self) -> cloudlet_core::files::Quotas {
+        let limit = |n: u64| (n > 0).then_some(n);
+        cloudlet_core::files::Quotas {
+            app_bytes: limit(self.app_bytes),
+            app_files: limit(self.app_files),
+            user_bytes: limit(self.user_bytes),
+            user_files: limit(self.user_files),
+        }
+    }
+
+    /// The S3 bucket of `url`, with the keys from the environment if set there; `None` for
+    /// the local directory.
+    pub fn s3_settings(&self) -> Result<Option<cloudlet_store::S3Settings>, ConfigError> {
+        if self.url.is_empty() {
+            return Ok(None);
+        }
+        let invalid = |message: String| ConfigError::Invalid {
+            key: "files.url",
+            message,
+        };
+        let rest = self
+            .url
+            .strip_prefix("s3://")
+            .ok_or_else(|| invalid("\"\" (the data directory) or s3://bucket[/prefix]".into()))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let valid_bucket = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !valid_bucket {
+            return Err(invalid(format!("{bucket:?} is not an S3 bucket name")));
+        }
+        let prefix = prefix.trim_matches('/');
+        let from_env = |name: &str, configured: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| configured.to_owned())
+        };
+        Ok(Some(cloudlet_store::S3Settings {
+            bucket: bucket.to_owned(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            access_key_id: from_env("CLOUDLET_S3_ACCESS_KEY_ID", &self.access_key_id),
+            secret_access_key: from_env("CLOUDLET_S3_SECRET_ACCESS_KEY", &self.secret_access_key),
+            path_style: self.path_style,
+        }))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -289,6 +397,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             functions: FunctionsConfig::default(),
             queues: QueuesConfig::default(),
+            files: FilesConfig::default(),
         }
     }
 }

@@ -152,6 +152,20 @@ codes! {
     // Sites.
     InvalidSitePath = "invalid_site_path", 400, "a site file path that breaks the path rule, or one file too many";
     SiteFileNotFound = "site_file_not_found", 404, "no such file in the site";
+    // Files.
+    BucketNotFound = "bucket_not_found", 404, "no such bucket (also for names that can not be one)";
+    InvalidBucket = "invalid_bucket", 400, "a bucket's name or settings break a rule";
+    FileNotFound = "file_not_found", 404, "no such file, or the caller may not see it (the two answer alike)";
+    FileTooLarge = "file_too_large", 413, "a file over its bucket's `max_bytes`: said by the request's `content-length` (refused before the body) or found while storing it";
+    FileTypeNotAllowed = "file_type_not_allowed", 415, "the file's bytes are of a type the bucket does not take (the type is sniffed from the bytes, never taken from the name)";
+    EmptyFile = "empty_file", 400, "a file of zero bytes";
+    InvalidFileName = "invalid_file_name", 400, "a file name with control characters or NUL, or over 255 bytes";
+    InvalidUpload = "invalid_upload", 400, "an upload's form is malformed: no boundary, no file part, a second file, text fields over 4 KiB or after the file, metadata that is not a JSON object";
+    IncompleteUpload = "incomplete_upload", 400, "the upload's body ended before its file did (a truncated multipart body, a client gone)";
+    QuotaExceeded = "quota_exceeded", 403, "the upload would pass the app's or the user's quota of bytes or files (`files.*` settings)";
+    RangeNotSatisfiable = "range_not_satisfiable", 416, "a `Range` that starts past the file's end (`content-range: bytes */size` says its size)";
+    InvalidSignature = "invalid_signature", 403, "a signed URL whose signature does not match its app, file, expiry and transform";
+    UrlExpired = "url_expired", 403, "a signed URL past its expiry";
     // The server.
     NotReady = "not_ready", 503, "from `/readyz` only: the server is starting or shutting down";
     DatabaseUnavailable = "database_unavailable", 503, "the database can not be reached now, or every connection stayed busy past `database.pool_wait_secs` (`retry-after` says when to try again)";

@@ -13,6 +13,7 @@ mod bounds;
 mod data;
 mod error;
 mod extract;
+mod files;
 mod functions;
 mod health;
 mod limits;
@@ -40,6 +41,7 @@ use cloudlet_core::apps::Apps;
 use cloudlet_core::auth::{Auth, AuthError, AuthOptions};
 use cloudlet_core::clock::{Clock, SystemClock};
 use cloudlet_core::data::Data;
+use cloudlet_core::files::Files;
 use cloudlet_core::functions::{Capabilities, Execution, FunctionLimits, Functions, LogWriter};
 use cloudlet_core::messages::Messages;
 use cloudlet_core::queues::Queues;
@@ -49,8 +51,8 @@ use cloudlet_core::sites::Sites;
 use cloudlet_store::postgres::{Postgres, PostgresOptions};
 use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
 use cloudlet_store::{
-    DataDir, FunctionStore, QueueStore, RecordStore, SiteStore, StoreError, SystemStore,
-    TenantStore, UserStore,
+    BlobStore, DataDir, FileStore, FunctionStore, LocalBlobs, QueueStore, RecordStore, S3Blobs,
+    SiteStore, StoreError, SystemStore, TenantStore, UserStore,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -204,12 +206,20 @@ struct AppStores {
     functions: Arc<dyn FunctionStore>,
     sites: Arc<dyn SiteStore>,
     queues: Arc<dyn QueueStore>,
+    files: Arc<dyn FileStore>,
 }
 
 impl AppStores {
     fn of<B>(backend: Arc<B>) -> Self
     where
-        B: TenantStore + RecordStore + UserStore + FunctionStore + SiteStore + QueueStore + 'static,
+        B: TenantStore
+            + RecordStore
+            + UserStore
+            + FunctionStore
+            + SiteStore
+            + QueueStore
+            + FileStore
+            + 'static,
     {
         AppStores {
             tenants: backend.clone(),
@@ -217,7 +227,8 @@ impl AppStores {
             users: backend.clone(),
             functions: backend.clone(),
             sites: backend.clone(),
-            queues: backend,
+            queues: backend.clone(),
+            files: backend,
         }
     }
 }
@@ -297,6 +308,19 @@ async fn open_storage(config: &Config, options: &StartOptions) -> Result<Storage
     })
 }
 
+/// The blob store of `files.url`: S3, or the data directory's `files/`.
+async fn open_blobs(config: &Config, data_dir: &DataDir) -> Result<Arc<dyn BlobStore>, StartError> {
+    if let Some(settings) = config.files.s3_settings().map_err(StartError::Config)? {
+        return Ok(Arc::new(S3Blobs::new(settings)?));
+    }
+    let root = data_dir.root().join("files");
+    let durability = config.durability.into();
+    let blobs = tokio::task::spawn_blocking(move || LocalBlobs::open(&root, durability))
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+    Ok(Arc::new(blobs))
+}
+
 /// Opens the data directory, the databases and the listener, then serves until shut down.
 pub async fn start(config: Config, options: StartOptions) -> Result<Running, StartError> {
     config.validate()?;
@@ -334,7 +358,17 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         functions: function_store,
         sites: site_store,
         queues: queue_store,
+        files: file_store,
     } = stores;
+    let files = Files::new(
+        file_store,
+        open_blobs(&config, &data_dir).await?,
+        Arc::clone(&clock),
+        Arc::clone(&random),
+        cloudlet_core::files::url_key(&master_key),
+        config.files.quotas(),
+    );
+    tracing::info!(files = files.blobs_description(), "file storage");
     let sites = Sites::new(site_store, Arc::clone(&clock));
     let queues = Queues::new(
         queue_store,
@@ -418,6 +452,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         messages,
         queues,
         sites,
+        files,
         access,
         system: Arc::clone(&system),
     };
@@ -522,6 +557,7 @@ fn api(config: &Config, public_url: &str) -> (Router<AppState>, utoipa::openapi:
         .merge(messages::router(&bodies))
         .merge(queues::router(&bodies))
         .merge(sites::router(&bodies))
+        .merge(files::router(&bodies))
         .split_for_parts();
     (routes, openapi::finish(doc, public_url))
 }

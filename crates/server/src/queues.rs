@@ -724,6 +724,9 @@ async fn sweep(state: &AppState, app: &AppName) {
     if let Err(e) = state.data().sweep_events(app, before).await {
         tracing::warn!(app = %app, error = %e, "could not sweep the event log");
     }
+    if let Err(e) = state.files().sweep(app).await {
+        tracing::warn!(app = %app, error = %e, "could not sweep the files' trash");
+    }
 }
 
 /// Claims and runs what `app` has due, then settles its hint.

@@ -7,6 +7,7 @@ use cloudlet_core::access::Access;
 use cloudlet_core::apps::Apps;
 use cloudlet_core::auth::Auth;
 use cloudlet_core::data::Data;
+use cloudlet_core::files::Files;
 use cloudlet_core::functions::Functions;
 use cloudlet_core::messages::Messages;
 use cloudlet_core::queues::Queues;
@@ -29,6 +30,7 @@ struct Shared {
     messages: Messages,
     queues: Queues,
     sites: Sites,
+    files: Files,
     limits: AuthLimits,
     access: Access,
     system: Arc<dyn SystemStore>,
@@ -54,6 +56,7 @@ pub struct Services {
     pub messages: Messages,
     pub queues: Queues,
     pub sites: Sites,
+    pub files: Files,
     pub access: Access,
     pub system: Arc<dyn SystemStore>,
 }
@@ -73,6 +76,7 @@ impl AppState {
             messages,
             queues,
             sites,
+            files,
             access,
             system,
         } = services;
@@ -86,6 +90,7 @@ impl AppState {
             messages,
             queues,
             sites,
+            files,
             limits,
             access,
             system,
@@ -124,6 +129,10 @@ impl AppState {
 
     pub fn sites(&self) -> &Sites {
         &self.0.sites
+    }
+
+    pub fn files(&self) -> &Files {
+        &self.0.files
     }
 
     pub fn limits(&self) -> &AuthLimits {

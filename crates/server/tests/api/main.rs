@@ -9,6 +9,7 @@ mod auth;
 mod connections;
 mod data;
 mod errors;
+mod files;
 mod hostile;
 mod http;
 mod lifecycle;

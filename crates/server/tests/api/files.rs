@@ -1,0 +1,676 @@
+//! Files through the HTTP API: uploads in the form `wx.uploadFile` sends and as plain bodies,
+//! the bucket's rules and limits, downloads with ranges and ETags, signed URLs, quotas, and
+//! every refusal's code, with the blobs on disk checked after each (nothing half written, no
+//! orphan). Multipart bodies are written by hand here, so that broken ones can be too.
+
+use std::path::PathBuf;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{Expect, TestApp, expect_error};
+
+/// `204 No Content`, and nothing else.
+trait NoContent {
+    async fn no_content(self);
+}
+
+impl NoContent for reqwest::RequestBuilder {
+    async fn no_content(self) {
+        let answer = self.send().await.unwrap();
+        let status = answer.status();
+        assert_eq!(
+            status,
+            StatusCode::NO_CONTENT,
+            "{}",
+            answer.text().await.unwrap()
+        );
+    }
+}
+
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
+const BOUNDARY: &str = "----wxboundary7MA4YWxkTrZu0gW";
+
+struct Scene {
+    t: TestApp,
+    alice: String,
+    alice_id: String,
+    bob: String,
+}
+
+async fn scene(bucket: Value) -> Scene {
+    scene_with(bucket, |_| {}).await
+}
+
+async fn scene_with(
+    bucket: Value,
+    config: impl FnOnce(&mut cloudlet_server::config::Config),
+) -> Scene {
+    let t = TestApp::builder().config(config).start().await;
+    t.create_app("notes").await;
+    t.admin(Method::PUT, "/v1/admin/apps/notes/auth/providers/dev")
+        .json(&json!({ "enabled": true }))
+        .expect(StatusCode::OK)
+        .await;
+    let login = |user: &str| {
+        t.request(Method::POST, "/v1/apps/notes/auth/sessions")
+            .json(&json!({ "provider": "dev", "user": user }))
+    };
+    let alice = login("alice").expect(StatusCode::CREATED).await;
+    let bob = login("bob").expect(StatusCode::CREATED).await;
+    t.admin(Method::PUT, "/v1/admin/apps/notes/buckets/photos")
+        .json(&bucket)
+        .expect(StatusCode::OK)
+        .await;
+    Scene {
+        alice: alice["access_token"].as_str().unwrap().to_owned(),
+        alice_id: alice["user"]["id"].as_str().unwrap().to_owned(),
+        bob: bob["access_token"].as_str().unwrap().to_owned(),
+        t,
+    }
+}
+
+/// A part of a form: a text field, or a file with its name and declared type.
+enum Part<'a> {
+    Text(&'a str, &'a str),
+    File(&'a str, &'a str, &'a [u8]),
+}
+
+fn form(parts: &[Part<'_>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for part in parts {
+        body.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
+        match part {
+            Part::Text(name, value) => {
+                body.extend_from_slice(
+                    format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                        .as_bytes(),
+                );
+            }
+            Part::File(name, content_type, bytes) => {
+                body.extend_from_slice(
+                    format!(
+                        "Content-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+                         Content-Type: {content_type}\r\n\r\n"
+                    )
+                    .as_bytes(),
+                );
+                body.extend_from_slice(bytes);
+                body.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+impl Scene {
+    fn upload(&self, token: Option<&str>, body: Vec<u8>) -> reqwest::RequestBuilder {
+        let request = self
+            .t
+            .request(Method::POST, "/v1/apps/notes/files/photos")
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(body);
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    fn file(&self, method: Method, token: Option<&str>, path: &str) -> reqwest::RequestBuilder {
+        let request = self.t.request(method, path);
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// The blobs on disk for the app, temporary files included.
+    fn blobs(&self) -> Vec<PathBuf> {
+        let root = self.t.data_dir.join("files");
+        let mut found = Vec::new();
+        for dir in [root.join("notes"), root.join(".tmp")] {
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                found.extend(entries.map(|e| e.unwrap().path()));
+            }
+        }
+        found.sort();
+        found
+    }
+}
+
+fn url(id: &str) -> String {
+    format!("/v1/apps/notes/files/photos/{id}")
+}
+
+#[tokio::test]
+async fn an_upload_in_the_mini_program_form_is_kept_for_its_owner_alone() {
+    let s = scene(json!({ "types": ["image/*"], "max_bytes": 1000 })).await;
+    // What wx.uploadFile sends: formData fields first, then the file under the chosen name, with
+    // a temporary path for a name and a type that says nothing.
+    let body = form(&[
+        Part::Text("album", "trip"),
+        Part::File("wxfile://tmp_4f2a.jpg", "application/octet-stream", PNG),
+    ]);
+    let file = s
+        .upload(Some(&s.alice), body)
+        .expect(StatusCode::CREATED)
+        .await;
+    let id = file["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("fil_"));
+    assert_eq!(file["type"], "image/png", "sniffed from the bytes");
+    assert_eq!(file["name"], "tmp_4f2a.jpg");
+    assert_eq!(file["size"], PNG.len());
+    assert_eq!(file["owner"], s.alice_id);
+    assert_eq!(file["metadata"], json!({ "album": "trip" }));
+    assert_eq!(file["public"], false);
+
+    // Alice reads it back; Bob and nobody get what a missing file gets.
+    let got = s
+        .file(Method::GET, Some(&s.alice), &url(&id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.headers()["content-type"], "image/png");
+    assert_eq!(got.headers()["cache-control"], "private, max-age=3600");
+    let etag = got.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(got.bytes().await.unwrap().as_ref(), PNG);
+    for token in [Some(s.bob.as_str()), None] {
+        let hidden = s.file(Method::GET, token, &url(&id)).send().await.unwrap();
+        let missing = s
+            .file(Method::GET, token, &url("fil_AAAAAAAAAAAAAAAAAAAAAA"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(hidden.status(), missing.status());
+        let hidden = expect_error(hidden, StatusCode::NOT_FOUND, "file_not_found").await;
+        let missing = expect_error(missing, StatusCode::NOT_FOUND, "file_not_found").await;
+        assert_eq!(hidden["error"]["message"], missing["error"]["message"]);
+    }
+    // Under another bucket's name, or as no id at all: not found either.
+    for path in [
+        "/v1/apps/notes/files/other/".to_owned() + &id,
+        url("..%2F..%2Fsystem.db"),
+        url("fil_..%2F..%2F..%2Fsystem.db"),
+    ] {
+        let answer = s
+            .file(Method::GET, Some(&s.alice), &path)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+
+    // Ranges, ETags.
+    let tail = s
+        .file(Method::GET, Some(&s.alice), &url(&id))
+        .header("range", "bytes=-4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tail.status(), StatusCode::PARTIAL_CONTENT);
+    let n = PNG.len();
+    assert_eq!(
+        tail.headers()["content-range"],
+        format!("bytes {}-{}/{n}", n - 4, n - 1)
+    );
+    assert_eq!(tail.bytes().await.unwrap().as_ref(), &PNG[n - 4..]);
+    let past = s
+        .file(Method::GET, Some(&s.alice), &url(&id))
+        .header("range", format!("bytes={n}-"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(past.headers()["content-range"], format!("bytes */{n}"));
+    expect_error(
+        past,
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "range_not_satisfiable",
+    )
+    .await;
+    let same = s
+        .file(Method::GET, Some(&s.alice), &url(&id))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same.status(), StatusCode::NOT_MODIFIED);
+
+    // Listed for Alice, not for Bob; its record.
+    let list = |token: &str| {
+        s.file(
+            Method::GET,
+            Some(token),
+            "/v1/apps/notes/buckets/photos/files",
+        )
+        .expect(StatusCode::OK)
+    };
+    assert_eq!(list(&s.alice).await["items"].as_array().unwrap().len(), 1);
+    assert_eq!(list(&s.bob).await["items"], json!([]));
+    let info = s
+        .file(Method::GET, Some(&s.alice), &format!("{}/info", url(&id)))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(
+        info["sha256"].as_str().map(|h| format!("\"{h}\"")),
+        Some(etag)
+    );
+
+    // Deleting: not Bob's to delete; Alice's; then the blob is gone from the disk.
+    assert_eq!(s.blobs().len(), 1);
+    let refused = s
+        .file(Method::DELETE, Some(&s.bob), &url(&id))
+        .send()
+        .await
+        .unwrap();
+    expect_error(refused, StatusCode::NOT_FOUND, "file_not_found").await;
+    s.file(Method::DELETE, Some(&s.alice), &url(&id))
+        .no_content()
+        .await;
+    let gone = s
+        .file(Method::GET, Some(&s.alice), &url(&id))
+        .send()
+        .await
+        .unwrap();
+    expect_error(gone, StatusCode::NOT_FOUND, "file_not_found").await;
+    assert_eq!(s.blobs(), Vec::<PathBuf>::new());
+}
+
+#[tokio::test]
+async fn bad_uploads_get_their_codes_and_leave_nothing_behind() {
+    let s = scene(json!({ "types": ["image/*"], "max_bytes": 64 })).await;
+    let png = |name: &'static str| Part::File(name, "image/png", PNG);
+    let cases: Vec<(&str, Option<&str>, Vec<u8>, StatusCode, &str)> = vec![
+        (
+            "anonymous",
+            None,
+            form(&[png("a.png")]),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            "a lying type",
+            Some(&s.alice),
+            form(&[Part::File(
+                "a.png",
+                "image/png",
+                b"<html><script>alert(1)</script></html>",
+            )]),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "file_type_not_allowed",
+        ),
+        (
+            "too large",
+            Some(&s.alice),
+            form(&[Part::File(
+                "a.png",
+                "image/png",
+                &[PNG, &[0u8; 100]].concat(),
+            )]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "file_too_large",
+        ),
+        (
+            "empty",
+            Some(&s.alice),
+            form(&[Part::File("a.png", "image/png", b"")]),
+            StatusCode::BAD_REQUEST,
+            "empty_file",
+        ),
+        (
+            "two files",
+            Some(&s.alice),
+            form(&[png("a.png"), png("b.png")]),
+            StatusCode::BAD_REQUEST,
+            "invalid_upload",
+        ),
+        (
+            "no file",
+            Some(&s.alice),
+            form(&[Part::Text("album", "trip")]),
+            StatusCode::BAD_REQUEST,
+            "invalid_upload",
+        ),
+        (
+            "metadata that is no object",
+            Some(&s.alice),
+            form(&[Part::Text("metadata", "[1,2]"), png("a.png")]),
+            StatusCode::BAD_REQUEST,
+            "invalid_upload",
+        ),
+        (
+            "a control character in a part's header",
+            Some(&s.alice),
+            form(&[png("a\u{1}b.png")]),
+            StatusCode::BAD_REQUEST,
+            "invalid_upload",
+        ),
+    ];
+    for (what, token, body, status, code) in cases {
+        let answer = s.upload(token, body).send().await.unwrap();
+        assert_eq!(answer.status(), status, "{what}");
+        expect_error(answer, status, code).await;
+    }
+    // A truncated body: the file part never ends.
+    let mut truncated = form(&[png("a.png")]);
+    truncated.truncate(truncated.len() - BOUNDARY.len() - 10);
+    let answer = s.upload(Some(&s.alice), truncated).send().await.unwrap();
+    expect_error(answer, StatusCode::BAD_REQUEST, "incomplete_upload").await;
+    // A boundary missing from the header, and one that lies.
+    let no_boundary =
+        s.t.request(Method::POST, "/v1/apps/notes/files/photos")
+            .bearer_auth(&s.alice)
+            .header("content-type", "multipart/form-data")
+            .body(form(&[png("a.png")]))
+            .send()
+            .await
+            .unwrap();
+    expect_error(no_boundary, StatusCode::BAD_REQUEST, "invalid_upload").await;
+    let lying =
+        s.t.request(Method::POST, "/v1/apps/notes/files/photos")
+            .bearer_auth(&s.alice)
+            .header("content-type", "multipart/form-data; boundary=not-the-one")
+            .body(form(&[png("a.png")]))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(lying.status(), StatusCode::BAD_REQUEST);
+    // A plain body: over the limit by its content-length, refused before it is read; a name
+    // with NUL; an unknown bucket.
+    let plain = |path: &str, body: Vec<u8>| {
+        s.t.request(Method::POST, path)
+            .bearer_auth(&s.alice)
+            .header("content-type", "image/png")
+            .body(body)
+    };
+    let big = plain("/v1/apps/notes/files/photos", vec![0u8; 65])
+        .send()
+        .await
+        .unwrap();
+    expect_error(big, StatusCode::PAYLOAD_TOO_LARGE, "file_too_large").await;
+    let nul = plain("/v1/apps/notes/files/photos?name=a%00b.png", PNG.to_vec())
+        .send()
+        .await
+        .unwrap();
+    expect_error(nul, StatusCode::BAD_REQUEST, "invalid_file_name").await;
+    let nowhere = plain("/v1/apps/notes/files/nowhere", PNG.to_vec())
+        .send()
+        .await
+        .unwrap();
+    expect_error(nowhere, StatusCode::NOT_FOUND, "bucket_not_found").await;
+
+    // Nothing of any of them was kept: no file listed, no blob, no temporary file.
+    let listed =
+        s.t.admin(Method::GET, "/v1/apps/notes/buckets/photos/files")
+            .expect(StatusCode::OK)
+            .await;
+    assert_eq!(listed["items"], json!([]));
+    assert_eq!(s.blobs(), Vec::<PathBuf>::new());
+
+    // And the same file, well formed, is taken: the refusals were about the requests.
+    let fine = plain(
+        "/v1/apps/notes/files/photos?name=fine.png&metadata=%7B%22a%22%3A1%7D",
+        PNG.to_vec(),
+    )
+    .expect(StatusCode::CREATED)
+    .await;
+    assert_eq!(fine["metadata"], json!({ "a": 1 }));
+    assert_eq!(s.blobs().len(), 1);
+}
+
+#[tokio::test]
+async fn signed_urls_open_a_file_as_signed_and_only_so() {
+    let s = scene(json!({ "types": ["image/*"] })).await;
+    let alices = s
+        .upload(
+            Some(&s.alice),
+            form(&[Part::File("a.png", "image/png", PNG)]),
+        )
+        .expect(StatusCode::CREATED)
+        .await;
+    let bobs = s
+        .upload(Some(&s.bob), form(&[Part::File("b.png", "image/png", PNG)]))
+        .expect(StatusCode::CREATED)
+        .await;
+    let sign = |ids: Value| {
+        s.file(Method::POST, Some(&s.alice), "/v1/apps/notes/file-urls")
+            .json(&json!({ "ids": ids }))
+            .expect(StatusCode::OK)
+    };
+    let ids = json!([
+        alices["id"],
+        bobs["id"],
+        "fil_AAAAAAAAAAAAAAAAAAAAAA",
+        "nonsense"
+    ]);
+    let signed = sign(ids.clone()).await;
+    let urls = signed["urls"].as_array().unwrap();
+    assert_eq!(urls[1], Value::Null, "Bob's file is not Alice's to sign");
+    assert_eq!(urls[2], Value::Null);
+    assert_eq!(urls[3], Value::Null);
+    let link = urls[0]["url"].as_str().unwrap().to_owned();
+    // Signed again within the window: the same URL, so the image stays cached.
+    assert_eq!(sign(ids).await["urls"][0]["url"], link.as_str());
+
+    let got = s.file(Method::GET, None, &link).send().await.unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert!(
+        got.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .starts_with("private, max-age=")
+    );
+    assert_eq!(got.bytes().await.unwrap().as_ref(), PNG);
+
+    // Any change to what was signed is refused.
+    let expires: u64 = link
+        .split("expires=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let tampered = [
+        link.replace(
+            &format!("expires={expires}"),
+            &format!("expires={}", expires + 600),
+        ),
+        link.replace("&sig=", "&thumb=200x200&sig="),
+        link.replace(alices["id"].as_str().unwrap(), bobs["id"].as_str().unwrap()),
+        format!("{}x", link),
+    ];
+    for url in tampered {
+        let answer = s.file(Method::GET, None, &url).send().await.unwrap();
+        expect_error(answer, StatusCode::FORBIDDEN, "invalid_signature").await;
+    }
+    let half = link.split("&sig=").next().unwrap().to_owned();
+    let answer = s.file(Method::GET, None, &half).send().await.unwrap();
+    expect_error(answer, StatusCode::FORBIDDEN, "invalid_signature").await;
+    // Bad requests to sign.
+    for body in [
+        json!({ "ids": [] }),
+        json!({ "ids": ["a"], "ttl_secs": 0 }),
+        json!({ "ids": ["a"], "thumb": "big" }),
+    ] {
+        let answer = s
+            .file(Method::POST, Some(&s.alice), "/v1/apps/notes/file-urls")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        expect_error(answer, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
+    }
+}
+
+#[tokio::test]
+async fn a_public_bucket_serves_anyone_and_never_renders_what_is_not_an_image() {
+    let s = scene(json!({ "types": ["*/*"], "rules": { "view": "", "list": "" } })).await;
+    let page = b"<!doctype html><html><script>alert(document.cookie)</script></html>";
+    let html = s
+        .upload(
+            Some(&s.alice),
+            form(&[Part::File("cat.png", "image/png", page)]),
+        )
+        .expect(StatusCode::CREATED)
+        .await;
+    assert_eq!(html["type"], "text/html");
+    assert_eq!(html["public"], true);
+    let png = s
+        .upload(
+            Some(&s.alice),
+            form(&[Part::File("照片.png", "image/png", PNG)]),
+        )
+        .expect(StatusCode::CREATED)
+        .await;
+    let got = s
+        .file(Method::GET, None, &url(html["id"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    let headers = got.headers();
+    assert_eq!(
+        headers["content-disposition"],
+        "attachment; filename*=UTF-8''cat%2Epng"
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(
+        headers["content-security-policy"],
+        "default-src 'none'; sandbox"
+    );
+    assert_eq!(
+        headers["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    let image = s
+        .file(Method::GET, None, &url(png["id"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        image.headers().get("content-disposition").is_none(),
+        "an image shows inline"
+    );
+    let listed = s
+        .file(
+            Method::GET,
+            None,
+            "/v1/apps/notes/buckets/photos/files?limit=1",
+        )
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    let cursor = listed["next_cursor"].as_str().unwrap();
+    let rest = s
+        .file(
+            Method::GET,
+            None,
+            &format!("/v1/apps/notes/buckets/photos/files?limit=1&cursor={cursor}"),
+        )
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["next_cursor"], Value::Null);
+    // Still, only the owner deletes.
+    let refused = s
+        .file(
+            Method::DELETE,
+            Some(&s.bob),
+            &url(png["id"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_error(refused, StatusCode::NOT_FOUND, "file_not_found").await;
+}
+
+#[tokio::test]
+async fn quotas_hold_and_deleted_users_and_apps_leave_no_blob() {
+    let s = scene_with(json!({ "types": ["image/*"] }), |config| {
+        config.files.user_files = 2;
+    })
+    .await;
+    let up = |token: &str| s.upload(Some(token), form(&[Part::File("a.png", "image/png", PNG)]));
+    up(&s.alice).expect(StatusCode::CREATED).await;
+    up(&s.alice).expect(StatusCode::CREATED).await;
+    let over = up(&s.alice).send().await.unwrap();
+    expect_error(over, StatusCode::FORBIDDEN, "quota_exceeded").await;
+    up(&s.bob).expect(StatusCode::CREATED).await;
+    assert_eq!(s.blobs().len(), 3, "the refused upload left no blob");
+
+    // Alice deletes her account: her files go with it.
+    s.file(Method::DELETE, Some(&s.alice), "/v1/apps/notes/auth/user")
+        .no_content()
+        .await;
+    assert_eq!(s.blobs().len(), 1);
+    // The app is deleted: every blob goes.
+    s.t.admin(Method::DELETE, "/v1/admin/apps/notes")
+        .no_content()
+        .await;
+    assert_eq!(s.blobs(), Vec::<PathBuf>::new());
+    assert!(!s.t.data_dir.join("files").join("notes").exists());
+}
+
+#[tokio::test]
+async fn buckets_are_admin_only_and_checked() {
+    let s = scene(json!({})).await;
+    let shown =
+        s.t.admin(Method::GET, "/v1/admin/apps/notes/buckets/photos")
+            .expect(StatusCode::OK)
+            .await;
+    assert_eq!(shown["types"], json!(["*/*"]));
+    assert_eq!(shown["rules"]["view"], "owner = @auth.id");
+    let as_user = s
+        .file(
+            Method::PUT,
+            Some(&s.alice),
+            "/v1/admin/apps/notes/buckets/mine",
+        )
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_user.status(), StatusCode::FORBIDDEN);
+    for (name, body) in [
+        ("Photos", json!({})),
+        ("ok", json!({ "types": ["image"] })),
+        ("ok", json!({ "max_bytes": 0 })),
+        ("ok", json!({ "rules": { "view": "size >" } })),
+        ("ok", json!({ "rules": { "update": "" } })),
+    ] {
+        let answer =
+            s.t.admin(Method::PUT, &format!("/v1/admin/apps/notes/buckets/{name}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+        expect_error(answer, StatusCode::BAD_REQUEST, "invalid_bucket").await;
+    }
+    let unknown =
+        s.t.admin(Method::PUT, "/v1/admin/apps/notes/buckets/ok")
+            .json(&json!({ "colour": "red" }))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(unknown.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    s.t.admin(Method::DELETE, "/v1/admin/apps/notes/buckets/photos")
+        .no_content()
+        .await;
+    let again =
+        s.t.admin(Method::DELETE, "/v1/admin/apps/notes/buckets/photos")
+            .send()
+            .await
+            .unwrap();
+    expect_error(again, StatusCode::NOT_FOUND, "bucket_not_found").await;
+    let listed =
+        s.t.admin(Method::GET, "/v1/admin/apps/notes/buckets")
+            .expect(StatusCode::OK)
+            .await;
+    assert_eq!(listed["buckets"], json!([]));
+}
