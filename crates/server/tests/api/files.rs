@@ -284,7 +284,9 @@ async fn an_upload_in_the_mini_program_form_is_kept_for_its_owner_alone() {
 async fn bad_uploads_get_their_codes_and_leave_nothing_behind() {
     let s = scene(json!({ "types": ["image/*"], "max_bytes": 64 })).await;
     let png = |name: &'static str| Part::File(name, "image/png", PNG);
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, StatusCode, &str)> = vec![
+    /// What is wrong, who sends it, the body, and the answer.
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, StatusCode, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (
             "anonymous",
             None,
