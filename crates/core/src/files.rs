@@ -66,8 +66,12 @@ const URL_WINDOW_SECS: u64 = 600;
 pub const MAX_SIGN: usize = 100;
 /// An upload not completed after this long is abandoned by the sweep.
 const STALE_UPLOAD_MS: i64 = 24 * 3_600 * 1_000;
-/// Blobs deleted per sweep step.
+/// Blobs deleted per sweep step, and steps per sweep.
 const SWEEP_BATCH: usize = 200;
+const SWEEP_STEPS: usize = 10;
+/// Uploads running at once: per user (WeChat allows ten `uploadFile`s at once) and per app.
+pub const UPLOADS_PER_USER: usize = 10;
+pub const UPLOADS_PER_APP: usize = 64;
 
 const ACTIONS: [&str; 4] = ["list", "view", "create", "delete"];
 
@@ -103,6 +107,8 @@ pub enum FileError {
     Expired,
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("too many uploads at once: at most {0} per user and {UPLOADS_PER_APP} per app")]
+    TooManyUploads(usize),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -387,6 +393,11 @@ pub fn clean_name(name: &str) -> Result<String, FileError> {
     if last.chars().any(char::is_control) {
         return Err(FileError::InvalidName("control characters or NUL"));
     }
+    // Bidirectional overrides make `gpj.exe` read as `exe.jpg`.
+    let bidi = |c: char| matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    if last.chars().any(bidi) {
+        return Err(FileError::InvalidName("bidirectional control characters"));
+    }
     if last.len() > MAX_NAME_BYTES {
         return Err(FileError::InvalidName("at most 255 bytes"));
     }
@@ -517,7 +528,37 @@ struct Inner {
     /// Signs URLs: derived from the master key by the composition root.
     url_key: [u8; 32],
     quotas: Quotas,
-    cache: Mutex<HashMap<AppName, AppBuckets>>,
+    cache: Mutex<Cache>,
+    /// Uploads running, per app and per (app, user).
+    running: Mutex<HashMap<(AppName, Option<String>), usize>>,
+}
+
+/// Compiled buckets per app, and a count of changes: a load that began before a change must not
+/// put what it read into the cache after it.
+#[derive(Default)]
+struct Cache {
+    apps: HashMap<AppName, AppBuckets>,
+    changes: u64,
+}
+
+/// One upload's place among those running; given back when dropped.
+struct UploadSlot {
+    files: Files,
+    keys: [(AppName, Option<String>); 2],
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut running = lock(&self.files.0.running);
+        for key in &self.keys {
+            if let Some(count) = running.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    running.remove(key);
+                }
+            }
+        }
+    }
 }
 
 impl Files {
@@ -536,7 +577,8 @@ impl Files {
             random,
             url_key,
             quotas,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
+            running: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -548,9 +590,13 @@ impl Files {
     // ---- buckets ----------------------------------------------------------------------------
 
     async fn buckets_of(&self, app: &AppName) -> Result<AppBuckets, FileError> {
-        if let Some(found) = lock(&self.0.cache).get(app) {
-            return Ok(Arc::clone(found));
-        }
+        let changes = {
+            let cache = lock(&self.0.cache);
+            if let Some(found) = cache.apps.get(app) {
+                return Ok(Arc::clone(found));
+            }
+            cache.changes
+        };
         let mut loaded = HashMap::new();
         for row in self.0.store.buckets(app).await? {
             let input: BucketInput = serde_json::from_str(&row.settings)
@@ -559,7 +605,10 @@ impl Files {
             loaded.insert(row.name, Arc::new(bucket));
         }
         let loaded = Arc::new(loaded);
-        lock(&self.0.cache).insert(app.clone(), Arc::clone(&loaded));
+        let mut cache = lock(&self.0.cache);
+        if cache.changes == changes {
+            cache.apps.insert(app.clone(), Arc::clone(&loaded));
+        }
         Ok(loaded)
     }
 
@@ -573,7 +622,9 @@ impl Files {
 
     /// Forgets what is cached of an app (it was deleted).
     pub fn forget(&self, app: &AppName) {
-        lock(&self.0.cache).remove(app);
+        let mut cache = lock(&self.0.cache);
+        cache.apps.remove(app);
+        cache.changes += 1;
     }
 
     /// Declares or replaces a bucket. Admin and app key only.
@@ -645,7 +696,7 @@ impl Files {
         if !deleted {
             return Err(FileError::BucketNotFound(name.to_owned()));
         }
-        self.sweep(app).await?;
+        self.sweep_quietly(app).await;
         Ok(())
     }
 
@@ -686,6 +737,57 @@ impl Files {
 
     // ---- uploads ----------------------------------------------------------------------------
 
+    /// What can be checked of an upload before its body is read: the bucket exists, the caller
+    /// may upload at all (a locked create rule), the body's declared length fits. Answers the
+    /// bucket's `max_bytes`, to bound the reading of a form.
+    pub async fn prepare_upload(
+        &self,
+        app: &AppName,
+        caller: &Caller,
+        bucket_name: &str,
+        body_length: Option<u64>,
+    ) -> Result<u64, FileError> {
+        admit(app, caller)?;
+        let bucket = self.bucket_of(app, bucket_name).await?;
+        self.condition(&bucket, "create", caller)
+            .ok_or(FileError::Forbidden("create"))?;
+        let max = bucket.view.max_bytes;
+        if body_length.is_some_and(|size| size > max + MULTIPART_SLACK) {
+            return Err(FileError::TooLarge(max));
+        }
+        Ok(max)
+    }
+
+    /// A place among the uploads running, or [`FileError::TooManyUploads`].
+    fn take_slot(&self, app: &AppName, caller: &Caller) -> Result<UploadSlot, FileError> {
+        let user = match caller {
+            Caller::User(user) => Some(user.user_id.clone()),
+            _ => None,
+        };
+        let keys = [(app.clone(), None), (app.clone(), user.clone())];
+        let mut running = lock(&self.0.running);
+        let in_app = running.get(&keys[0]).copied().unwrap_or(0);
+        let by_user = running.get(&keys[1]).copied().unwrap_or(0);
+        if in_app >= UPLOADS_PER_APP || (user.is_some() && by_user >= UPLOADS_PER_USER) {
+            return Err(FileError::TooManyUploads(UPLOADS_PER_USER));
+        }
+        *running.entry(keys[0].clone()).or_insert(0) += 1;
+        if user.is_some() {
+            *running.entry(keys[1].clone()).or_insert(0) += 1;
+        }
+        drop(running);
+        let keys = if user.is_some() {
+            keys
+        } else {
+            // Counted once: the second key is the app's own line, not taken twice.
+            [keys[0].clone(), (app.clone(), Some(String::new()))]
+        };
+        Ok(UploadSlot {
+            files: self.clone(),
+            keys,
+        })
+    }
+
     /// Stores an upload into `bucket` and answers the file, or why not.
     pub async fn upload(
         &self,
@@ -696,6 +798,7 @@ impl Files {
         body: ByteStream,
     ) -> Result<FileView, FileError> {
         admit(app, caller)?;
+        let _slot = self.take_slot(app, caller)?;
         let bucket = self.bucket_of(app, bucket_name).await?;
         let max = bucket.view.max_bytes;
         if upload.declared_size.is_some_and(|size| size > max)
@@ -713,6 +816,10 @@ impl Files {
             .ok_or(FileError::Forbidden("create"))?;
         let name = clean_name(&upload.name)?;
         let metadata = Json::Object(upload.metadata.unwrap_or_default()).to_string();
+        // PostgreSQL's jsonb refuses NUL; so do both backends.
+        if metadata.contains("\\u0000") {
+            return Err(FileError::InvalidMetadata("NUL in a key or a value".into()));
+        }
         if metadata.len() > MAX_METADATA_BYTES {
             return Err(FileError::InvalidMetadata(format!(
                 "at most {MAX_METADATA_BYTES} bytes of JSON"
@@ -778,6 +885,9 @@ impl Files {
                 self.abandon(app, &key).await;
                 return Err(match e {
                     StoreError::CheckFailed => FileError::Forbidden("create"),
+                    StoreError::NotFound => FileError::Incomplete(
+                        "the upload was dropped meanwhile (its bucket or its owner deleted)".into(),
+                    ),
                     StoreError::OverQuota => FileError::QuotaExceeded(if caller_is_user(caller) {
                         "user's or app's"
                     } else {
@@ -793,11 +903,21 @@ impl Files {
     /// Drops a failed upload: its blob at once if it got that far (the row's trash entry covers
     /// a crash before this).
     async fn abandon(&self, app: &AppName, key: &BlobKey) {
-        if let Err(e) = self.0.blobs.delete(key).await {
-            tracing::warn!(app = %app, key = %key, error = %e, "could not delete a failed upload's blob");
-        }
-        if let Err(e) = self.0.store.abandon_upload(app, key.file().as_str()).await {
+        let id = key.file().as_str().to_owned();
+        if let Err(e) = self.0.store.abandon_upload(app, &id).await {
             tracing::warn!(app = %app, key = %key, error = %e, "could not drop a failed upload");
+            return;
+        }
+        // Its row is gone, its id in the trash: the blob can go, and then the trash entry.
+        match self.0.blobs.delete(key).await {
+            Ok(()) => {
+                if let Err(e) = self.0.store.forget_trashed(app, vec![id]).await {
+                    tracing::warn!(app = %app, key = %key, error = %e, "could not empty the trash");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(app = %app, key = %key, error = %e, "could not delete a failed upload's blob");
+            }
         }
     }
 
@@ -966,7 +1086,8 @@ impl Files {
         if gone.is_none() {
             return Err(FileError::NotFound);
         }
-        self.sweep(app).await?;
+        // The file is deleted; its blob goes now or with a later sweep.
+        self.sweep_quietly(app).await;
         Ok(())
     }
 
@@ -1061,10 +1182,11 @@ impl Files {
                 "ttl_secs must be 1 to {MAX_URL_SECS}"
             )));
         }
-        if let Some(thumb) = thumb
-            && parse_thumb(thumb).is_none()
-        {
-            return Err(FileError::InvalidRequest("thumb is WxH (200x200)".into()));
+        if thumb.is_some() {
+            // Not served yet: a URL signed for a thumbnail would open the original.
+            return Err(FileError::InvalidRequest(
+                "thumbnails are not served yet: sign without thumb".into(),
+            ));
         }
         let now = (self.0.clock.now().unix_ms() / 1000).max(0) as u64;
         let expires = (now + ttl).div_ceil(URL_WINDOW_SECS) * URL_WINDOW_SECS;
@@ -1099,28 +1221,48 @@ impl Files {
 
     // ---- the sweep --------------------------------------------------------------------------
 
-    /// Deletes the blobs of deleted files, and abandons uploads never completed.
+    /// Deletes the blobs of deleted files, and abandons uploads never completed. A blob that
+    /// cannot be deleted now stays in the trash for the next sweep, without holding up the
+    /// others; a sweep does at most [`SWEEP_STEPS`] batches.
     pub async fn sweep(&self, app: &AppName) -> Result<(), FileError> {
         let before = self.0.clock.now().unix_ms() - STALE_UPLOAD_MS;
         self.0.store.drop_stale_uploads(app, before).await?;
-        loop {
+        for _ in 0..SWEEP_STEPS {
             let ids = self.0.store.trashed(app, SWEEP_BATCH).await?;
-            if ids.is_empty() {
-                return Ok(());
-            }
-            let mut done = Vec::with_capacity(ids.len());
+            let full = ids.len() == SWEEP_BATCH;
+            let mut deleted = Vec::with_capacity(ids.len());
+            let mut failed = 0;
             for id in ids {
                 // An id that is no file id was never a blob: forgotten all the same.
-                if let Some(file) = FileId::parse(&id) {
-                    self.0.blobs.delete(&BlobKey::new(app, &file)).await?;
+                let outcome = match FileId::parse(&id) {
+                    Some(file) => self.0.blobs.delete(&BlobKey::new(app, &file)).await,
+                    None => Ok(()),
+                };
+                match outcome {
+                    Ok(()) => deleted.push(id),
+                    Err(e) => {
+                        failed += 1;
+                        tracing::warn!(app = %app, file = id, error = %e, "could not delete a trashed blob");
+                    }
                 }
-                done.push(id);
             }
-            let last = done.len() < SWEEP_BATCH;
-            self.0.store.forget_trashed(app, done).await?;
-            if last {
+            let progress = !deleted.is_empty();
+            if progress {
+                self.0.store.forget_trashed(app, deleted).await?;
+            }
+            // Done, or stuck on what failed: the next sweep tries again.
+            if !full || failed > 0 || !progress {
                 return Ok(());
             }
+        }
+        Ok(())
+    }
+
+    /// [`Files::sweep`] for callers that have already done what they were asked: a failure is
+    /// logged, and the next sweep tries again.
+    pub async fn sweep_quietly(&self, app: &AppName) {
+        if let Err(e) = self.sweep(app).await {
+            tracing::warn!(app = %app, error = %e, "could not sweep the files' trash");
         }
     }
 
@@ -1263,6 +1405,10 @@ mod tests {
         assert_eq!(clean_name("").unwrap(), "file");
         assert_eq!(clean_name("照片.jpg").unwrap(), "照片.jpg");
         assert!(matches!(clean_name("a\0b"), Err(FileError::InvalidName(_))));
+        assert!(matches!(
+            clean_name("cat\u{202E}gpj.exe"),
+            Err(FileError::InvalidName(_))
+        ));
         assert!(matches!(clean_name("a\nb"), Err(FileError::InvalidName(_))));
         assert!(matches!(
             clean_name(&"a".repeat(1000)),

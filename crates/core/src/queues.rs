@@ -437,7 +437,9 @@ impl Queues {
             pulse.settles != ticket.settles
         };
         if settled_since {
-            self.0.system.hint_due(app, ticket.at_ms).await?;
+            // After the write: its own commit must reach the disk, no later one of the work
+            // would take it there.
+            self.0.system.hint_due_durably(app, ticket.at_ms).await?;
         }
         Ok(())
     }

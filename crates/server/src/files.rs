@@ -18,7 +18,10 @@ use cloudlet_core::files::{
     MULTIPART_SLACK, Signature, SignedUrl, Upload,
 };
 use cloudlet_store::ByteStream;
-use futures_util::TryStreamExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 use utoipa::ToSchema;
@@ -64,6 +67,7 @@ impl From<FileError> for ApiError {
             FileError::RangeNotSatisfiable { .. } => Code::RangeNotSatisfiable,
             FileError::InvalidSignature(_) => Code::InvalidSignature,
             FileError::Expired => Code::UrlExpired,
+            FileError::TooManyUploads(_) => Code::TooManyRequests,
             FileError::Store(cause) => return ApiError::store(cause, &e),
         };
         ApiError::new(code, e.to_string())
@@ -191,6 +195,11 @@ async fn upload(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    // What can be refused before the body is read, is.
+    let max_bytes = state
+        .files()
+        .prepare_upload(&app, &caller, &path.bucket, length)
+        .await?;
     let body = request.into_body().into_data_stream();
     let view = if content_type
         .to_ascii_lowercase()
@@ -202,7 +211,12 @@ async fn upload(
                 format!("multipart without a boundary: {e}"),
             )
         })?;
-        upload_multipart(&state, &app, &caller, &path.bucket, length, body, boundary).await?
+        let form = Form {
+            length,
+            max_bytes,
+            boundary,
+        };
+        upload_multipart(&state, &app, &caller, &path.bucket, form, body).await?
     } else {
         let metadata = query.metadata.as_deref().map(parse_metadata).transpose()?;
         let upload = Upload {
@@ -236,16 +250,44 @@ fn body_error(e: axum::Error) -> std::io::Error {
     std::io::Error::other(e)
 }
 
+/// A form's envelope: its length, its bucket's largest file and its boundary.
+struct Form {
+    length: Option<u64>,
+    max_bytes: u64,
+    boundary: String,
+}
+
+/// Bytes of a form outside its file (boundaries, part headers, text fields, anything after the
+/// file) that are read at most, with room for what the parser reads ahead of the file's start.
+const OUTSIDE_FILE_BYTES: i64 = MULTIPART_SLACK as i64 + 1024 * 1024;
+
 async fn upload_multipart(
     state: &AppState,
     app: &AppName,
     caller: &cloudlet_core::access::Caller,
     bucket: &str,
-    length: Option<u64>,
+    form: Form,
     body: axum::body::BodyDataStream,
-    boundary: String,
 ) -> Result<FileView, ApiError> {
-    let mut multipart = multer::Multipart::new(body, boundary);
+    // The parser buffers what it reads until it finds a boundary or a header's end: bounded
+    // here, so that no form without a file (or with a header that never ends) is held whole.
+    let in_file = Arc::new(AtomicBool::new(false));
+    let budget = Arc::new(AtomicI64::new(OUTSIDE_FILE_BYTES));
+    let (counting, left) = (Arc::clone(&in_file), Arc::clone(&budget));
+    let body = body.map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        if !counting.load(Ordering::Relaxed) {
+            let size = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
+            if left.fetch_sub(size, Ordering::Relaxed) < size {
+                return Err(std::io::Error::other(OutsideTooLarge));
+            }
+        }
+        Ok(chunk)
+    });
+    let limits = multer::Constraints::new()
+        .size_limit(multer::SizeLimit::new().whole_stream(form.max_bytes + MULTIPART_SLACK));
+    let mut multipart = multer::Multipart::with_constraints(body, form.boundary, limits);
+    let length = form.length;
     let mut fields: Map<String, Json> = Map::new();
     let mut fields_bytes = 0usize;
     let mut name: Option<String> = None;
@@ -295,10 +337,13 @@ async fn upload_multipart(
             body_length: length,
         };
         let stream: ByteStream = Box::pin(field.map_err(|e| std::io::Error::other(e.to_string())));
-        let view = state
+        in_file.store(true, Ordering::Relaxed);
+        let stored = state
             .files()
             .upload(app, caller, bucket, upload, stream)
-            .await?;
+            .await;
+        in_file.store(false, Ordering::Relaxed);
+        let view = stored?;
         // One file per request: a second one undoes the first.
         match multipart.next_field().await {
             Ok(None) => return Ok(view),
@@ -328,9 +373,33 @@ fn admin_of(app: &AppName) -> cloudlet_core::access::Caller {
     cloudlet_core::access::Caller::AppKey(app.clone())
 }
 
+/// A form whose parts outside its file passed [`OUTSIDE_FILE_BYTES`].
+#[derive(Debug, thiserror::Error)]
+#[error("the form holds more than its file and a few fields")]
+struct OutsideTooLarge;
+
 fn multipart_error(e: multer::Error) -> ApiError {
     if let Some(failure) = body_failure(&e) {
         return failure;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(error) = cause {
+        // An `io::Error` names its inner error's source as its own, not the inner error.
+        let outside = error.is::<OutsideTooLarge>()
+            || error
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .is_some_and(|inner| inner.is::<OutsideTooLarge>());
+        if outside {
+            return ApiError::new(Code::InvalidUpload, OutsideTooLarge.to_string());
+        }
+        cause = error.source();
+    }
+    if matches!(
+        e,
+        multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. }
+    ) {
+        return ApiError::new(Code::FileTooLarge, format!("the form: {e}"));
     }
     let code = match e {
         multer::Error::IncompleteStream
@@ -390,9 +459,8 @@ async fn list_files(
     Ok(axum::Json(page))
 }
 
-/// A signed URL's query, or none.
+/// A signed URL's query, or none. Other parameters (a cache-buster) are ignored.
 #[derive(Deserialize, Default, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
 struct DownloadQuery {
     /// Unix seconds after which the signed URL is refused.
     expires: Option<u64>,
@@ -508,7 +576,9 @@ fn respond(download: Download, headers: &HeaderMap) -> Response {
     let cache = match signed_for_secs {
         _ if file.public => "public, max-age=31536000, immutable".to_owned(),
         Some(left) => format!("private, max-age={left}"),
-        None => "private, max-age=3600".to_owned(),
+        // Asked again each time (the ETag makes it a 304), and never kept by a shared cache
+        // or for the next user of a browser.
+        None => "private, no-cache".to_owned(),
     };
     set(header::CACHE_CONTROL, cache);
     set(header::ACCEPT_RANGES, "bytes".to_owned());

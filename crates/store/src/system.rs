@@ -128,6 +128,9 @@ pub trait SystemStore: Send + Sync {
     /// and its version moves on. Written before the app's own write, so that the hint is never
     /// later than the work (a hint with nothing behind it costs one look).
     async fn hint_due(&self, app: &AppName, at_ms: i64) -> Result<(), StoreError>;
+    /// [`SystemStore::hint_due`] as an ordinary (fsynced) commit: for a hint written after the
+    /// work it announces, which no later commit of that work would take to disk.
+    async fn hint_due_durably(&self, app: &AppName, at_ms: i64) -> Result<(), StoreError>;
     /// Apps whose hint is due at `now_ms`, earliest first.
     async fn due_apps(&self, now_ms: i64, limit: usize) -> Result<Vec<DueApp>, StoreError>;
     /// Replaces the hint of `app` with `next` (or removes it) if its version is still

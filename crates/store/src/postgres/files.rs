@@ -47,9 +47,12 @@ pub(super) const MIGRATION: &str = "
     CREATE FUNCTION {s}._files_gone() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         INSERT INTO {s}._blob_trash (file_id) VALUES (OLD.id) ON CONFLICT DO NOTHING;
+        -- The app's line before the owner's, in the order completions lock them: no deadlock.
         IF OLD.ready THEN
             UPDATE {s}._file_usage SET bytes = bytes - OLD.size, files = files - 1
-            WHERE owner = '' OR owner = OLD.owner;
+            WHERE owner = '';
+            UPDATE {s}._file_usage SET bytes = bytes - OLD.size, files = files - 1
+            WHERE owner = OLD.owner;
         END IF;
         RETURN OLD;
     END $$;

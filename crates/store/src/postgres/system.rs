@@ -114,6 +114,15 @@ fn app_name(text: &str) -> Result<AppName, StoreError> {
     AppName::parse(text).map_err(|e| StoreError::Database(Box::new(e)))
 }
 
+/// Makes an app's hint no later than `$2`, and moves its version.
+fn lower_hint_sql() -> String {
+    format!(
+        "INSERT INTO {SYSTEM_SCHEMA}.due_work AS d (app, at, version) VALUES ($1, $2, 1)
+         ON CONFLICT (app) DO UPDATE
+         SET at = least(d.at, excluded.at), version = d.version + 1"
+    )
+}
+
 #[async_trait]
 impl SystemStore for Postgres {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -392,13 +401,14 @@ impl SystemStore for Postgres {
         // flush takes the hint to disk too.
         let tx = client.transaction().await?;
         relax_commit(&tx).await?;
-        let sql = format!(
-            "INSERT INTO {SYSTEM_SCHEMA}.due_work AS d (app, at, version) VALUES ($1, $2, 1)
-             ON CONFLICT (app) DO UPDATE
-             SET at = least(d.at, excluded.at), version = d.version + 1"
-        );
-        execute(&tx, &sql, &[&app.as_str(), &at_ms]).await?;
+        execute(&tx, &lower_hint_sql(), &[&app.as_str(), &at_ms]).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    async fn hint_due_durably(&self, app: &AppName, at_ms: i64) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        execute(&client, &lower_hint_sql(), &[&app.as_str(), &at_ms]).await?;
         Ok(())
     }
 

@@ -100,6 +100,17 @@ impl SqliteSystemStore {
     }
 }
 
+/// Makes the hint of `app` no later than `at_ms`, and moves its version.
+fn lower_hint(c: &Connection, app: &AppName, at_ms: i64) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO due_work (app, at, version) VALUES (?1, ?2, 1)
+         ON CONFLICT (app) DO UPDATE
+         SET at = min(at, excluded.at), version = version + 1",
+    )?
+    .execute(rusqlite::params![app, at_ms])?;
+    Ok(())
+}
+
 /// The hints of due work are written relaxed (no fsync: they are on the path of every send and
 /// claim), so a power cut may lose the last of them while the app database keeps the message
 /// they announced. After a stop that did not close the database (the mark is still there), every
@@ -431,16 +442,13 @@ impl SystemStore for SqliteSystemStore {
         let app = app.to_owned();
         // Relaxed: see `recover_hints`.
         self.db
-            .write_relaxed(move |c| {
-                c.prepare_cached(
-                    "INSERT INTO due_work (app, at, version) VALUES (?1, ?2, 1)
-                     ON CONFLICT (app) DO UPDATE
-                     SET at = min(at, excluded.at), version = version + 1",
-                )?
-                .execute(rusqlite::params![app, at_ms])?;
-                Ok(())
-            })
+            .write_relaxed(move |c| lower_hint(c, &app, at_ms))
             .await
+    }
+
+    async fn hint_due_durably(&self, app: &AppName, at_ms: i64) -> Result<(), StoreError> {
+        let app = app.to_owned();
+        self.db.write(move |c| lower_hint(c, &app, at_ms)).await
     }
 
     async fn due_apps(&self, now_ms: i64, limit: usize) -> Result<Vec<DueApp>, StoreError> {
@@ -617,6 +625,7 @@ mod tests {
         store.insert_app(app("aa", 1), key()).await.unwrap();
         store.insert_app(app("bb", 2), key()).await.unwrap();
         store.hint_due(&name("aa"), 5_000).await.unwrap();
+        store.hint_due_durably(&name("aa"), 6_000).await.unwrap();
         store.close().await;
 
         // A clean stop: the hints are as they were.
