@@ -170,7 +170,9 @@ struct UploadQuery {
 /// Uploads one file into the bucket, under its create rule and limits: `multipart/form-data`
 /// as `wx.uploadFile`, `qq.uploadFile`, `tt.uploadFile` and `my.uploadFile` send it (one file
 /// part; text fields before it become the file's metadata, or the field `metadata` as a JSON
-/// object; Alipay's `fileName` names the file), or any other body as the file itself.
+/// object; the field `filename` names the file, else the part's file name does; Alipay's
+/// `fileName` and `fileType` are its own plumbing, ignored), or any other body as the file
+/// itself.
 #[utoipa::path(post, path = "/v1/apps/{app}/files/{bucket}", tag = "files",
     params(("app" = AppName, Path), ("bucket" = String, Path), UploadQuery),
     request_body(content = Vec<u8>, content_type = "multipart/form-data"),
@@ -300,7 +302,7 @@ async fn upload_multipart(
             ));
         };
         if field.file_name().is_none() {
-            // A text field: metadata, or Alipay's name and type of the file.
+            // A text field: metadata, the file's name, or Alipay's plumbing.
             let key = field.name().unwrap_or("").to_owned();
             let mut text = Vec::new();
             while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
@@ -318,8 +320,9 @@ async fn upload_multipart(
             })?;
             match key.as_str() {
                 "metadata" => fields.extend(parse_metadata(&text)?),
-                "fileName" => name = Some(text),
-                "fileType" => {}
+                "filename" => name = Some(text),
+                // Alipay's own: the file part's field name, and a media kind.
+                "fileName" | "fileType" => {}
                 _ => {
                     fields.insert(key, Json::String(text));
                 }

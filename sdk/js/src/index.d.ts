@@ -39,6 +39,27 @@ export interface SubscribeCapability {
   requestSubscribe(templateIds: string[]): Promise<Record<string, SubscribeAnswer>>;
 }
 
+/** The `upload` capability: one file in the form the platform's `uploadFile` sends. */
+export interface UploadCapability {
+  uploadFile(upload: {
+    url: string;
+    /** A mini program's temporary path, or a web `Blob`/`File`. */
+    file: string | Blob;
+    name?: string;
+    kind?: "image" | "video" | "audio";
+    formData: Record<string, string>;
+    headers: Record<string, string>;
+    onProgress?: (progress: UploadProgress) => void;
+  }): Promise<{ status: number; data: unknown }>;
+}
+
+export interface UploadProgress {
+  /** 0 to 100. */
+  progress: number;
+  sent: number;
+  total: number;
+}
+
 /**
  * A platform, as the methods of its capabilities. The client refuses a call that needs a method
  * the adapter lacks with `CloudError` `unsupported_on_platform`.
@@ -47,7 +68,8 @@ export interface Adapter
   extends RequestCapability,
     StorageCapability,
     LoginCapability,
-    Partial<SubscribeCapability> {
+    Partial<SubscribeCapability>,
+    Partial<UploadCapability> {
   name: string;
 }
 
@@ -133,6 +155,54 @@ export interface Client {
     /** What may still be sent to the user, per mini program and template. */
     grants(): Promise<Grant[]>;
   };
+  files: {
+    /**
+     * Uploads a file (a mini program's temporary path, or a web `Blob`/`File`) into a bucket
+     * through the platform's `uploadFile`; its type is sniffed from its bytes by the server.
+     */
+    upload(
+      bucket: string,
+      file: string | Blob,
+      options?: {
+        name?: string;
+        metadata?: Record<string, unknown>;
+        kind?: "image" | "video" | "audio";
+        onProgress?: (progress: UploadProgress) => void;
+      },
+    ): Promise<FileInfo>;
+    /** Signed URLs for `<image src>`, in one call; `null` for a file the user may not view. */
+    urls(ids: string[], options?: { ttl?: number }): Promise<(SignedUrl | null)[]>;
+    /** The plain URL of a file of a public bucket. */
+    url(bucket: string, id: string): string;
+    info(bucket: string, id: string): Promise<FileInfo>;
+    list(
+      bucket: string,
+      options?: { mine?: boolean; limit?: number; cursor?: string },
+    ): Promise<{ items: FileInfo[]; next_cursor: string | null }>;
+    remove(bucket: string, id: string): Promise<null>;
+  };
+}
+
+export interface FileInfo {
+  id: string;
+  bucket: string;
+  owner: string | null;
+  name: string;
+  /** Sniffed from the bytes. */
+  type: string;
+  size: number;
+  sha256: string;
+  metadata: Record<string, unknown>;
+  created_at: string;
+  /** In a bucket anyone may view: its plain URL needs no token. */
+  public: boolean;
+}
+
+export interface SignedUrl {
+  id: string;
+  /** Absolute: the server's URL and the signed path. */
+  url: string;
+  expires_at: string;
 }
 
 export type SubscribeAnswer = "accept" | "reject" | "ban" | "filter";

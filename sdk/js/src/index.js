@@ -242,6 +242,69 @@ const subscribe = {
   web: null,
 };
 
+/**
+ * Uploading one file in the form every platform's `uploadFile` sends: `uploadFile({ url, file,
+ * name, formData, headers, onProgress })` → `{ status, data }` (`data` parsed from JSON). In a
+ * mini program `file` is a temporary path (`wx.chooseMedia`'s `tempFilePath`), sent under the
+ * form field `file` with `formData` before it; on the web a `Blob` or `File`, through `fetch`
+ * and `FormData` (whose progress is reported once, when done).
+ */
+const upload = {
+  methods: ["uploadFile"],
+  miniProgram: (platform, api) =>
+    typeof api.uploadFile === "function"
+      ? {
+          uploadFile({ url, file, kind, formData, headers, onProgress }) {
+            return new Promise((resolve, reject) => {
+              const options = { url, filePath: file, header: headers, formData };
+              // Alipay names the file's form field `fileName` and wants a `fileType`.
+              if (platform.name === "alipay") Object.assign(options, { fileName: "file", fileType: kind ?? "image" });
+              else options.name = "file";
+              const task = api.uploadFile({
+                ...options,
+                success: (answer) => resolve({ status: answer.statusCode, data: parsed(answer.data) }),
+                fail: (error) => {
+                  const failure = platform.failure ? platform.failure(error) : error;
+                  reject(new CloudError("network_error", (failure && failure.errMsg) || "the upload failed"));
+                },
+              });
+              if (onProgress && task && typeof task.onProgressUpdate === "function") {
+                task.onProgressUpdate((p) =>
+                  onProgress({ progress: p.progress, sent: p.totalBytesSent, total: p.totalBytesExpectedToSend }),
+                );
+              }
+            });
+          },
+        }
+      : null,
+  web: () => ({
+    async uploadFile({ url, file, name, formData, headers, onProgress }) {
+      const form = new FormData();
+      for (const [key, value] of Object.entries(formData ?? {})) form.append(key, value);
+      form.append("file", file, name ?? file.name ?? "file");
+      let response;
+      try {
+        response = await fetch(url, { method: "POST", headers, body: form });
+      } catch (error) {
+        throw new CloudError("network_error", String(error && error.message ? error.message : error));
+      }
+      const data = parsed(await response.text());
+      if (onProgress) onProgress({ progress: 100, sent: file.size, total: file.size });
+      return { status: response.status, data };
+    },
+  }),
+};
+
+/** A body as JSON when it is JSON (mini programs hand `uploadFile`'s answer over as text). */
+function parsed(data) {
+  if (typeof data !== "string") return data;
+  try {
+    return data ? JSON.parse(data) : null;
+  } catch {
+    return data;
+  }
+}
+
 /** An adapter: the platform's name and the methods of each capability `implement` gives. */
 function adapterOf(name, implement) {
   const adapter = { name };
@@ -599,6 +662,15 @@ class Client {
     }
   }
 
+  /** A response's error as a `CloudError`. */
+  _failure(response) {
+    const error = response.data && response.data.error;
+    if (error && error.code) {
+      return new CloudError(error.code, error.message, { status: response.status, requestId: error.request_id });
+    }
+    return new CloudError("http_error", `the server answered ${response.status}`, { status: response.status });
+  }
+
   async _request(method, path, body, token) {
     const headers = {};
     if (body !== undefined) headers["content-type"] = "application/json";
@@ -607,11 +679,7 @@ class Client {
     if (response.status >= 200 && response.status < 300) {
       return response.status === 204 ? null : response.data;
     }
-    const error = response.data && response.data.error;
-    if (error && error.code) {
-      throw new CloudError(error.code, error.message, { status: response.status, requestId: error.request_id });
-    }
-    throw new CloudError("http_error", `the server answered ${response.status}`, { status: response.status });
+    throw this._failure(response);
   }
 }
 
@@ -684,15 +752,80 @@ function messages(client) {
   };
 }
 
+/** `cloud.files`: the app's buckets, as the user (docs/files.md). */
+function files(client) {
+  const path = (bucket, id) => `/files/${encodeURIComponent(bucket)}/${encodeURIComponent(id)}`;
+  const send = async (bucket, file, { name, metadata, kind, onProgress }, token) => {
+    const formData = {};
+    if (metadata !== undefined) formData.metadata = JSON.stringify(metadata);
+    if (name !== undefined) formData.filename = String(name);
+    const response = await client._platform.uploadFile({
+      url: `${client.server}/v1/apps/${client.app}/files/${encodeURIComponent(bucket)}`,
+      file,
+      name,
+      kind,
+      formData,
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+      onProgress,
+    });
+    if (response.status === 201) return response.data;
+    throw client._failure(response);
+  };
+  return {
+    /**
+     * Uploads `file` (a mini program's temporary path, or a web `Blob`/`File`) into `bucket`
+     * through the platform's `uploadFile`; answers the file (`id`, `type` sniffed from its
+     * bytes, `size`, …). `name` names it, `metadata` (an object) is kept with it for rules and
+     * lists, `onProgress({ progress, sent, total })` follows it; `kind` (`image`, `video`,
+     * `audio`) is Alipay's `fileType` (the server sniffs the real type either way).
+     */
+    upload: async (bucket, file, options = {}) => {
+      const token = await client._token();
+      try {
+        return await send(bucket, file, options, token);
+      } catch (error) {
+        const stale = ["token_expired", "invalid_token", "session_revoked"].includes(error.code);
+        if (!token || !(error instanceof CloudError) || !stale) throw error;
+        const session = await client._refresh();
+        return send(bucket, file, options, session.access_token);
+      }
+    },
+    /**
+     * Signed URLs for a list of files, for `<image src>` (one call, like
+     * `wx.cloud.getTempFileURL`): `[{ id, url, expires_at } | null]`, with `url` absolute.
+     */
+    urls: async (ids, { ttl } = {}) => {
+      const body = ttl === undefined ? { ids } : { ids, ttl_secs: ttl };
+      const { urls } = await client._call("POST", "/file-urls", body);
+      return urls.map((u) => (u ? { ...u, url: `${client.server}${u.url}` } : null));
+    },
+    /** The plain URL of a file, for a public bucket (no token, no signature needed). */
+    url: (bucket, id) => `${client.server}/v1/apps/${client.app}${path(bucket, id)}`,
+    /** The file's record. */
+    info: (bucket, id) => client._call("GET", `${path(bucket, id)}/info`),
+    /** A page of the bucket's files the user may see, newest first: `{ items, next_cursor }`. */
+    list: (bucket, { mine, limit, cursor } = {}) => {
+      const query = new URLSearchParams();
+      if (mine) query.set("mine", "true");
+      if (limit !== undefined) query.set("limit", String(limit));
+      if (cursor) query.set("cursor", cursor);
+      const q = query.toString();
+      return client._call("GET", `/buckets/${encodeURIComponent(bucket)}/files${q ? `?${q}` : ""}`);
+    },
+    /** Deletes a file the bucket's delete rule lets the user delete. */
+    remove: (bucket, id) => client._call("DELETE", path(bucket, id)),
+  };
+}
+
 // ---- Registries --------------------------------------------------------------------------
 //
 // A new capability or feature is a section above and one entry here.
 
 /** The capabilities an adapter may have, by name. */
-const CAPABILITIES = { request, storage, login, subscribe };
+const CAPABILITIES = { request, storage, login, subscribe, upload };
 
 /** The client's namespaces, by name, in the order a client builds them. */
-const FEATURES = new Map(Object.entries({ auth, db, functions, messages }));
+const FEATURES = new Map(Object.entries({ auth, db, functions, messages, files }));
 
 /** Adds `cloud[name] = build(cloud)` to every client created from now on. */
 function registerFeature(name, build) {

@@ -178,3 +178,57 @@ test("requestSubscribe is WeChat's: other platforms and the web refuse it as uns
   const web = createClient({ server: server.url, app: "mini" });
   await assert.rejects(web.messages.requestSubscribe(["TPL"]), (e) => e.code === "unsupported_on_platform");
 });
+
+// A 1×1 PNG, written where a mini program keeps the temporary file of a chosen image.
+const PNG = Buffer.from(
+  "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c63f8cfc0f01f0005000201a5f1b1a20000000049454e44ae426082",
+  "hex",
+);
+
+for (const [global, platform, appid] of platforms) {
+  test(`${platform}: files go up through ${global}.uploadFile in the platform's form, and come back by signed URL`, async () => {
+    const { mkdtempSync, writeFileSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    await server.admin("PUT", "/v1/admin/apps/mini/buckets/photos", { types: ["image/*"] });
+    const tempFilePath = join(mkdtempSync(join(tmpdir(), "wxfile-")), "tmp_4f2a.jpg");
+    writeFileSync(tempFilePath, PNG);
+    const api = standIn(platform, emulator, appid, `${platform}-uploader`);
+    globalThis[global] = api;
+    try {
+      const cloud = createClient({ server: server.url, app: "mini" });
+      const user = await cloud.auth.login();
+      const progress = [];
+      const file = await cloud.files.upload("photos", tempFilePath, {
+        name: "cat.png",
+        metadata: { album: "trip" },
+        onProgress: (p) => progress.push(p.progress),
+      });
+      assert.equal(file.type, "image/png", "sniffed, whatever the path says");
+      assert.equal(file.name, "cat.png");
+      assert.equal(file.owner, user.id);
+      assert.deepEqual(file.metadata, { album: "trip" });
+      assert.deepEqual(progress, [100]);
+      const sent = api.uploads[0];
+      assert.equal(sent.filePath, tempFilePath);
+      assert.equal(sent.header.authorization.startsWith("Bearer "), true);
+      if (platform === "alipay") assert.deepEqual([sent.fileName, sent.fileType], ["file", "image"]);
+      else assert.equal(sent.name, "file");
+
+      const [signed, hidden] = await cloud.files.urls([file.id, "fil_AAAAAAAAAAAAAAAAAAAAAA"]);
+      assert.equal(hidden, null);
+      const image = await fetch(signed.url);
+      assert.equal(image.status, 200);
+      assert.deepEqual(Buffer.from(await image.arrayBuffer()), PNG);
+      assert.equal((await cloud.files.info("photos", file.id)).sha256, file.sha256);
+      assert.deepEqual((await cloud.files.list("photos", { mine: true })).items.map((f) => f.id), [file.id]);
+      await cloud.files.remove("photos", file.id);
+      await assert.rejects(cloud.files.info("photos", file.id), (e) => e.code === "file_not_found" && e.status === 404);
+      // A refusal comes back as the server's code.
+      writeFileSync(tempFilePath, "<html></html>");
+      await assert.rejects(cloud.files.upload("photos", tempFilePath), (e) => e.code === "file_type_not_allowed" && e.status === 415);
+    } finally {
+      delete globalThis[global];
+    }
+  });
+}

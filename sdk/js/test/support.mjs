@@ -156,7 +156,35 @@ export function standIn(platform, emulator, appid, user) {
       )
       .catch((error) => fail(failure(`login:fail ${error.message}`)));
   };
-  const api = { request, calls: [], requests: [] };
+  // `uploadFile` as the platforms send it: `formData` fields, then the file read from its
+  // temporary path under the field the options name (`name`; Alipay's `fileName`), answered with
+  // the body as text; the task reports progress once, at the end.
+  const uploadFile = ({ success, fail, ...options }) => {
+    api.uploads.push(options);
+    const listeners = [];
+    const field = platform === "alipay" ? options.fileName : options.name;
+    const form = new FormData();
+    for (const [key, value] of Object.entries(options.formData ?? {})) form.append(key, value);
+    if (platform === "alipay") {
+      form.append("fileName", options.fileName);
+      form.append("fileType", options.fileType);
+    }
+    import("node:fs/promises")
+      .then((fs) => fs.readFile(options.filePath))
+      .then((bytes) => {
+        form.append(field, new Blob([bytes]), options.filePath.split("/").pop());
+        return fetch(options.url, { method: "POST", headers: options.header, body: form }).then(async (response) => {
+          const text = await response.text();
+          for (const listener of listeners) {
+            listener({ progress: 100, totalBytesSent: bytes.length, totalBytesExpectedToSend: bytes.length });
+          }
+          success({ statusCode: response.status, data: text, header: Object.fromEntries(response.headers) });
+        });
+      })
+      .catch((error) => fail(failure(`uploadFile:fail ${error.message}`)));
+    return { onProgressUpdate: (listener) => listeners.push(listener) };
+  };
+  const api = { request, uploadFile, calls: [], requests: [], uploads: [] };
   if (platform === "alipay") {
     api.getAuthCode = (options) => {
       api.calls.push(["getAuthCode", options.scopes]);

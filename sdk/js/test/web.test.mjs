@@ -174,3 +174,22 @@ describe("functions", () => {
     await assert.rejects(cloud.auth.loginForDevelopment("x"), (e) => e instanceof CloudError && e.code === "network_error");
   });
 });
+
+test("files: the web uploads a Blob with fetch and FormData, signs URLs, lists and removes", async () => {
+  await server.admin("PUT", "/v1/admin/apps/todo/buckets/docs", { types: ["*/*"] });
+  const cloud = createClient({ server: server.url, app: "todo" });
+  await cloud.auth.loginForDevelopment("wendy");
+  const pdf = new Blob(["%PDF-1.7\n%\u00e2\u00e3\n1 0 obj\n<<>>\nendobj\n"]);
+  const file = await cloud.files.upload("docs", pdf, { name: "notes.pdf", metadata: { topic: "maths" } });
+  assert.equal(file.type, "application/pdf");
+  assert.equal(file.name, "notes.pdf");
+  assert.deepEqual(file.metadata, { topic: "maths" });
+  const [signed] = await cloud.files.urls([file.id], { ttl: 60 });
+  const answer = await fetch(signed.url);
+  assert.equal(answer.status, 200);
+  assert.equal(answer.headers.get("content-disposition"), "attachment; filename*=UTF-8''notes%2Epdf");
+  assert.equal((await cloud.files.list("docs")).items.length, 1);
+  await cloud.files.remove("docs", file.id);
+  assert.deepEqual((await cloud.files.list("docs")).items, []);
+  await assert.rejects(cloud.files.upload("nowhere", pdf), (e) => e.code === "bucket_not_found");
+});
