@@ -106,9 +106,19 @@ fn form(parts: &[Part<'_>]) -> Vec<u8> {
 
 impl Scene {
     fn upload(&self, token: Option<&str>, body: Vec<u8>) -> reqwest::RequestBuilder {
+        self.upload_to("photos", token, body)
+    }
+
+    /// A form of `body` posted into `bucket`, as `token`'s user.
+    fn upload_to(
+        &self,
+        bucket: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> reqwest::RequestBuilder {
         let request = self
             .t
-            .request(Method::POST, "/v1/apps/notes/files/photos")
+            .request(Method::POST, &format!("/v1/apps/notes/files/{bucket}"))
             .header(
                 "content-type",
                 format!("multipart/form-data; boundary={BOUNDARY}"),
@@ -395,30 +405,18 @@ async fn bad_uploads_get_their_codes_and_leave_nothing_behind() {
         .expect(StatusCode::OK)
         .await;
     let endless = [b"x".repeat(3 * 1024 * 1024), form(&[png("a.png")])].concat();
-    let answer =
-        s.t.request(Method::POST, "/v1/apps/notes/files/big")
-            .bearer_auth(&s.alice)
-            .header(
-                "content-type",
-                format!("multipart/form-data; boundary={BOUNDARY}"),
-            )
-            .body(endless)
-            .send()
-            .await
-            .unwrap();
+    let answer = s
+        .upload_to("big", Some(&s.alice), endless)
+        .send()
+        .await
+        .unwrap();
     expect_error(answer, StatusCode::BAD_REQUEST, "invalid_upload").await;
     // Which the same form without its preamble is not.
-    let answer =
-        s.t.request(Method::POST, "/v1/apps/notes/files/big")
-            .bearer_auth(&s.alice)
-            .header(
-                "content-type",
-                format!("multipart/form-data; boundary={BOUNDARY}"),
-            )
-            .body(form(&[png("a.png")]))
-            .send()
-            .await
-            .unwrap();
+    let answer = s
+        .upload_to("big", Some(&s.alice), form(&[png("a.png")]))
+        .send()
+        .await
+        .unwrap();
     let kept = expect_json(answer, StatusCode::CREATED).await;
     s.file(
         Method::DELETE,
@@ -429,17 +427,11 @@ async fn bad_uploads_get_their_codes_and_leave_nothing_behind() {
     .await;
     // Refused before the body, whatever it is: an unknown bucket, a caller the create rule
     // locks out, a form larger than the bucket's file and envelope.
-    let nowhere =
-        s.t.request(Method::POST, "/v1/apps/notes/files/nowhere")
-            .bearer_auth(&s.alice)
-            .header(
-                "content-type",
-                format!("multipart/form-data; boundary={BOUNDARY}"),
-            )
-            .body(form(&[png("a.png")]))
-            .send()
-            .await
-            .unwrap();
+    let nowhere = s
+        .upload_to("nowhere", Some(&s.alice), form(&[png("a.png")]))
+        .send()
+        .await
+        .unwrap();
     expect_error(nowhere, StatusCode::NOT_FOUND, "bucket_not_found").await;
     let huge = s
         .upload(Some(&s.alice), vec![b'x'; 70 * 1024])

@@ -6,18 +6,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use cloudlet_query::{Bindings, Limits, Predicate, Schema};
 use cloudlet_store::postgres::testing::TestServer;
-use cloudlet_store::postgres::{Postgres, PostgresOptions};
-use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
 use cloudlet_store::{
-    AppName, AppRow, BucketRow, Condition, Durability, FileQuery, FileQuota, FileRow, FileStore,
-    FileUsage, NewFile, SigningKeyRow, StoreError, StoredBytes, SystemStore, TenantStore, UserRow,
-    UserStore,
+    AppName, BucketRow, Condition, FileQuery, FileQuota, FileRow, FileStore, FileUsage, NewFile,
+    StoreError, StoredBytes, UserRow, UserStore,
 };
 use tokio::task::JoinSet;
+
+use crate::backends::{self, add_app, open_postgres};
 
 #[derive(Clone)]
 struct Stores {
@@ -27,66 +25,19 @@ struct Stores {
     _dir: Option<Arc<tempfile::TempDir>>,
 }
 
-async fn add_app(system: &dyn SystemStore, tenants: &dyn TenantStore, text: &str) -> AppName {
-    let row = AppRow {
-        name: text.into(),
-        created_at_ms: 1,
-        secret_key_hash: text.as_bytes().to_vec(),
-        secret_key_hint: format!("cls_{text}"),
-        secret_key_created_at_ms: 1,
-    };
-    let key = SigningKeyRow {
-        kid: "k1".into(),
-        secret: vec![7; 32],
-        created_at_ms: 1,
-    };
-    system.insert_app(row, key).await.unwrap();
-    let app = AppName::parse(text).unwrap();
-    tenants.provision(&app).await.unwrap();
-    app
-}
-
 async fn sqlite() -> Stores {
-    let dir = tempfile::tempdir().unwrap();
-    let (system_path, apps_dir) = (dir.path().join("system.db"), dir.path().join("apps"));
-    std::fs::create_dir(&apps_dir).unwrap();
-    let (system, tenants) = tokio::task::spawn_blocking(move || {
-        let system = SqliteSystemStore::open(&system_path, Durability::Full).unwrap();
-        let options = TenantPoolOptions {
-            max_open: 8,
-            readers: 2,
-            durability: Durability::Full,
-        };
-        (system, SqliteTenants::open(apps_dir, options).unwrap())
-    })
-    .await
-    .unwrap();
-    let tenants = Arc::new(tenants);
-    let app = add_app(&system, &*tenants, "shop").await;
+    let (system, tenants, dir) = backends::sqlite().await;
+    let app = add_app(&*system, &*tenants, "shop").await;
     Stores {
         files: tenants.clone(),
         users: tenants,
         app,
-        _dir: Some(Arc::new(dir)),
+        _dir: Some(dir),
     }
 }
 
-async fn open_postgres(url: &str) -> Arc<Postgres> {
-    Arc::new(
-        Postgres::open(PostgresOptions {
-            url: url.to_owned(),
-            pool_size: 8,
-            wait: Duration::from_secs(10),
-            durability: Durability::Full,
-            max_open: 64,
-        })
-        .await
-        .unwrap(),
-    )
-}
-
 async fn postgres() -> Stores {
-    let store = open_postgres(&TestServer::shared().database()).await;
+    let store = open_postgres(&TestServer::shared().database(), 8).await;
     let app = add_app(&*store, &*store, "shop").await;
     Stores {
         files: store.clone(),
@@ -480,7 +431,7 @@ async fn files_page_newest_first_and_by_owner(st: Stores) {
 
 async fn concurrent_completions_of_one_owner_hold_the_quota() {
     let url = TestServer::shared().database();
-    let first = open_postgres(&url).await;
+    let first = open_postgres(&url, 8).await;
     let app = add_app(&*first, &*first, "shop").await;
     let st = Stores {
         files: first.clone(),
@@ -496,7 +447,7 @@ async fn concurrent_completions_of_one_owner_hold_the_quota() {
     // Four stores, as four nodes; 40 uploads of 10 bytes against a quota of 100.
     let mut nodes = vec![first];
     for _ in 0..3 {
-        nodes.push(open_postgres(&url).await);
+        nodes.push(open_postgres(&url, 8).await);
     }
     for i in 0..40 {
         st.files

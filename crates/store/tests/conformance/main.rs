@@ -4,6 +4,7 @@
 //! One binary links the store once instead of four times, which keeps CI's disk and link time
 //! small.
 
+mod backends;
 mod blobs;
 mod files;
 mod postgres;

@@ -15,15 +15,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cloudlet_store::postgres::Postgres;
 use cloudlet_store::postgres::testing::TestServer;
-use cloudlet_store::postgres::{Postgres, PostgresOptions};
 use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
 use cloudlet_store::{
-    AppName, AppRow, Claimed, DueApp, Durability, Failed, MessageRow, MessageState, NewMessage,
-    QueueRow, QueueStats, QueueStore, Sent, SigningKeyRow, StoreError, SystemStore, TenantStore,
+    AppName, Claimed, DueApp, Durability, Failed, MessageRow, MessageState, NewMessage, QueueRow,
+    QueueStats, QueueStore, Sent, StoreError, SystemStore, TenantStore,
 };
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
+
+use crate::backends::{self, add_app, name, open_postgres, signing_key};
 
 /// What an expired claim whose attempts are spent records (the same text on both backends).
 const EXPIRED: &str = "the claim expired before it was acknowledged";
@@ -40,77 +42,16 @@ struct Stores {
     _dir: Option<Arc<tempfile::TempDir>>,
 }
 
-fn name(text: &str) -> AppName {
-    AppName::parse(text).unwrap()
-}
-
-fn app_row(name: &str) -> AppRow {
-    AppRow {
-        name: name.into(),
-        created_at_ms: 1,
-        secret_key_hash: name.as_bytes().to_vec(),
-        secret_key_hint: format!("cls_{name}"),
-        secret_key_created_at_ms: 1,
-    }
-}
-
-fn signing_key() -> SigningKeyRow {
-    SigningKeyRow {
-        kid: "k1".into(),
-        secret: vec![7; 32],
-        created_at_ms: 1,
-    }
-}
-
-/// Adds `text` to the control plane and gives it its database.
-async fn add_app(system: &dyn SystemStore, tenants: &dyn TenantStore, text: &str) -> AppName {
-    system
-        .insert_app(app_row(text), signing_key())
-        .await
-        .unwrap();
-    let app = name(text);
-    tenants.provision(&app).await.unwrap();
-    app
-}
-
 async fn sqlite() -> Stores {
-    let dir = tempfile::tempdir().unwrap();
-    let (system_path, apps_dir) = (dir.path().join("system.db"), dir.path().join("apps"));
-    std::fs::create_dir(&apps_dir).unwrap();
-    let (system, tenants) = tokio::task::spawn_blocking(move || {
-        let system = SqliteSystemStore::open(&system_path, Durability::Full).unwrap();
-        let options = TenantPoolOptions {
-            max_open: 8,
-            readers: 2,
-            durability: Durability::Full,
-        };
-        (system, SqliteTenants::open(apps_dir, options).unwrap())
-    })
-    .await
-    .unwrap();
-    let (system, tenants) = (Arc::new(system), Arc::new(tenants));
+    let (system, tenants, dir) = backends::sqlite().await;
     let app = add_app(&*system, &*tenants, "shop").await;
     Stores {
         queues: tenants.clone(),
         system,
         tenants,
         app,
-        _dir: Some(Arc::new(dir)),
+        _dir: Some(dir),
     }
-}
-
-async fn open_postgres(url: &str, pool_size: usize) -> Arc<Postgres> {
-    Arc::new(
-        Postgres::open(PostgresOptions {
-            url: url.to_owned(),
-            pool_size,
-            wait: Duration::from_secs(10),
-            durability: Durability::Full,
-            max_open: 64,
-        })
-        .await
-        .unwrap(),
-    )
 }
 
 async fn postgres() -> Stores {
