@@ -2310,3 +2310,101 @@ async fn a_data_trigger_that_fails_is_delivered_again_with_its_event_id() {
     assert_eq!(parts[1..], ["2", "milk"], "{note}");
     assert!(parts[0].parse::<i64>().is_ok_and(|id| id > 0), "{note}");
 }
+
+#[tokio::test]
+async fn ctx_files_writes_reads_lists_signs_and_removes_under_the_callers_rules() {
+    let t = server(false).await;
+    let (alice, bob) = scene(&t, "notes").await;
+    t.admin(Method::PUT, "/v1/admin/apps/notes/buckets/reports")
+        .json(&json!({ "types": ["*/*"] }))
+        .expect(StatusCode::OK)
+        .await;
+    deploy(
+        &t,
+        "notes",
+        "report",
+        json!({
+            "source": "export default async (e, ctx) => {
+            const files = e.admin ? ctx.admin.files : ctx.files;
+            try {
+              if (e.op === 'write') return await files.write('reports', JSON.stringify(e.data), { name: 'report.json', metadata: { kind: 'daily' } });
+              if (e.op === 'bytes') return await files.write('reports', new Uint8Array([0x25, 0x50, 0x44, 0x46, 0x2d, 0x31]));
+              if (e.op === 'read') { const r = await files.read('reports', e.id); return { file: r.file, data: r.json(), size: r.bytes.length }; }
+              if (e.op === 'list') return (await files.list('reports', { mine: e.mine })).items.map((f) => f.id);
+              if (e.op === 'urls') return await files.urls([e.id]);
+              if (e.op === 'remove') return await files.remove('reports', e.id);
+              if (e.op === 'bad') return await files.write('reports', 42);
+            } catch (error) { return { code: error.code, message: error.message }; }
+        }"
+        }),
+    )
+    .await;
+    let run = |token: Option<&str>, event: Value| call(&t, "notes", "report", token, event);
+
+    let written = run(
+        Some(&alice),
+        json!({ "op": "write", "data": { "done": 3 } }),
+    )
+    .expect(StatusCode::OK)
+    .await;
+    let id = written["id"].as_str().unwrap().to_owned();
+    assert_eq!(written["name"], "report.json");
+    assert_eq!(written["metadata"], json!({ "kind": "daily" }));
+    assert!(
+        written["owner"].is_string(),
+        "the caller owns what the function wrote"
+    );
+    let pdf = run(Some(&alice), json!({ "op": "bytes" }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(
+        pdf["type"], "application/pdf",
+        "sniffed from the bytes written"
+    );
+
+    let read = run(Some(&alice), json!({ "op": "read", "id": id }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(read["data"], json!({ "done": 3 }));
+    assert_eq!(read["size"], written["size"]);
+    // Bob's function call runs under Bob's rules: Alice's file is not there for him; as the
+    // admin the function reaches it.
+    let hidden = run(Some(&bob), json!({ "op": "read", "id": id }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(hidden["code"], "file_not_found");
+    let admin = run(Some(&bob), json!({ "op": "read", "id": id, "admin": true }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(admin["data"], json!({ "done": 3 }));
+    let listed = run(Some(&alice), json!({ "op": "list", "mine": true }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    let signed = run(Some(&alice), json!({ "op": "urls", "id": id }))
+        .expect(StatusCode::OK)
+        .await;
+    let url = signed[0]["url"].as_str().unwrap();
+    let fetched = t.request(Method::GET, url).send().await.unwrap();
+    assert_eq!(fetched.status(), StatusCode::OK);
+    assert_eq!(fetched.json::<Value>().await.unwrap(), json!({ "done": 3 }));
+
+    let bad = run(Some(&alice), json!({ "op": "bad" }))
+        .expect(StatusCode::OK)
+        .await;
+    assert!(
+        bad["message"].as_str().unwrap().contains("ctx.files.write"),
+        "{bad}"
+    );
+    let refused = run(Some(&bob), json!({ "op": "remove", "id": id }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(refused["code"], "file_not_found");
+    run(Some(&alice), json!({ "op": "remove", "id": id }))
+        .expect(StatusCode::OK)
+        .await;
+    let gone = run(Some(&alice), json!({ "op": "read", "id": id }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(gone["code"], "file_not_found");
+}

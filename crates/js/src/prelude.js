@@ -56,8 +56,14 @@
   const merge = (into, parts) => {
     for (const [key, value] of Object.entries(parts ?? {})) {
       const plain = value && typeof value === "object" && !Array.isArray(value);
-      if (plain && into[key] && typeof into[key] === "object") merge(into[key], value);
-      else into[key] = value;
+      if (plain && into[key] && typeof into[key] === "object") {
+        // Two capabilities may each add to one namespace (`ctx.admin.db`, `ctx.admin.files`):
+        // one that froze it leaves a copy to add to, frozen again once added to.
+        const frozen = Object.isFrozen(into[key]);
+        if (frozen) into[key] = { ...into[key] };
+        merge(into[key], value);
+        if (frozen) Object.freeze(into[key]);
+      } else into[key] = value;
     }
   };
 

@@ -401,7 +401,13 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         Arc::clone(&clock),
         Arc::clone(&random),
         Sealer::new(&master_key),
-        functions::capabilities(data.clone(), queues.clone(), messages.clone(), fetcher),
+        functions::capabilities(
+            data.clone(),
+            queues.clone(),
+            messages.clone(),
+            files.clone(),
+            fetcher,
+        ),
     )?;
     let routing = Arc::new(queues::TriggerRouting {
         functions: functions.clone(),

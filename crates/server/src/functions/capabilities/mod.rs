@@ -6,10 +6,12 @@
 
 mod db;
 mod fetch;
+mod files;
 mod messages;
 mod queue;
 
 use cloudlet_core::data::Data;
+use cloudlet_core::files::Files;
 use cloudlet_core::functions::{Capabilities, HostFailure};
 use cloudlet_core::messages::Messages;
 use cloudlet_core::queues::Queues;
@@ -19,9 +21,16 @@ pub use fetch::Fetcher;
 use crate::error::ApiError;
 
 /// Every capability of the instance.
-pub fn all(data: Data, queues: Queues, messages: Messages, fetcher: Fetcher) -> Capabilities {
+pub fn all(
+    data: Data,
+    queues: Queues,
+    messages: Messages,
+    files: Files,
+    fetcher: Fetcher,
+) -> Capabilities {
     Capabilities::new()
         .with(db::Database { data })
+        .with(files::FileAccess { files })
         .with(queue::Queue { queues })
         .with(messages::SubscribeMessages { messages })
         .with(fetcher)
