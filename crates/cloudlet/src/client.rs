@@ -228,6 +228,33 @@ impl Api {
         self.answer(request).await
     }
 
+    /// A body as bytes (a file), or the server's error as [`Api::call`] says it.
+    pub(crate) async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, String> {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("request to {} failed: {e}", self.base))?;
+        if response.status().is_success() {
+            let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+            return Ok(bytes.to_vec());
+        }
+        let status = response.status();
+        let value: Value = response
+            .json()
+            .await
+            .map_err(|_| format!("the server answered {status}"))?;
+        let error = &value["error"];
+        Err(format!(
+            "{} ({})",
+            text(&error["message"]),
+            text(&error["code"])
+        ))
+    }
+
     pub(crate) async fn call(
         &self,
         method: Method,

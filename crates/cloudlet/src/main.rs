@@ -3,6 +3,7 @@
 
 mod client;
 mod dev;
+mod files;
 mod functions;
 mod project;
 mod queues;
@@ -55,6 +56,13 @@ enum Command {
         connection: client::Connection,
         #[command(subcommand)]
         command: queues::QueueCommand,
+    },
+    /// An app's buckets and files: ls, put, get, rm.
+    Files {
+        #[command(flatten)]
+        connection: client::Connection,
+        #[command(subcommand)]
+        command: files::FilesCommand,
     },
     /// Print an app's function log; `--follow` keeps printing new entries.
     Logs {
@@ -197,6 +205,10 @@ async fn run(command: Command) -> Result<(), String> {
             connection,
             command,
         } => queues::run(connection, command).await,
+        Command::Files {
+            connection,
+            command,
+        } => files::run(connection, command).await,
         Command::Logs {
             connection,
             app,

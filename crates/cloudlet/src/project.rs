@@ -1,7 +1,7 @@
 //! Project folders: `cloudlet init DIR --template todo` writes one; `cloudlet deploy DIR`
 //! compares it with the server, prints the plan and applies it.
 //!
-//! A project is `cloudlet.toml` (the app, its collections, queues, functions' settings,
+//! A project is `cloudlet.toml` (the app, its collections, queues, buckets, functions' settings,
 //! schedules and logins), `functions/NAME/` (or `functions/NAME.js`) for each function, and
 //! `site/` for the static site served at `/sites/{app}/`. The server decides what would change
 //! (`dry_run` requests), so a second deploy of the same folder changes nothing and says so.
@@ -165,6 +165,7 @@ struct Project {
     app: String,
     collections: BTreeMap<String, Value>,
     queues: BTreeMap<String, Value>,
+    buckets: BTreeMap<String, Value>,
     functions: BTreeMap<String, Value>,
     providers: BTreeMap<String, Value>,
     site: BTreeMap<String, Vec<u8>>,
@@ -176,7 +177,14 @@ fn load(dir: &Path) -> Result<Project, String> {
     let config: toml::Table =
         toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
     let config = serde_json::to_value(config).map_err(|e| e.to_string())?;
-    let known = ["app", "collections", "queues", "functions", "providers"];
+    let known = [
+        "app",
+        "collections",
+        "queues",
+        "buckets",
+        "functions",
+        "providers",
+    ];
     if let Some(unknown) = config
         .as_object()
         .into_iter()
@@ -230,10 +238,31 @@ fn load(dir: &Path) -> Result<Project, String> {
         app,
         collections: table("collections"),
         queues: table("queues"),
+        buckets: table("buckets"),
         functions,
         providers,
         site,
     })
+}
+
+/// Whether a bucket as the server shows it has every setting `written` says, its rules one by
+/// one (a rule left out keeps its default).
+fn same_bucket(written: &Value, current: &Value) -> bool {
+    written
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(key, value)| {
+            if key == "rules" {
+                value
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .all(|(action, rule)| &current["rules"][action] == rule)
+            } else {
+                &current[key] == value
+            }
+        })
 }
 
 /// `secret = { env = "WECHAT_SECRET" }` → the variable's value, so that secrets stay out of
@@ -414,6 +443,34 @@ pub async fn deploy_to(
             what,
             method: Method::PUT,
             path,
+            body: Body::Json(settings.clone()),
+            destructive: false,
+        });
+    }
+    // Buckets: settings written down must match; rules one by one.
+    let declared: BTreeMap<String, Value> = if exists && !project.buckets.is_empty() {
+        let listed = api
+            .call(Method::GET, &format!("{base}/buckets"), None)
+            .await?;
+        listed["buckets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| Some((b["name"].as_str()?.to_owned(), b.clone())))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    for (name, settings) in &project.buckets {
+        let what = match declared.get(name) {
+            None => format!("declare bucket {name}"),
+            Some(current) if same_bucket(settings, current) => continue,
+            Some(_) => format!("change bucket {name}"),
+        };
+        steps.push(Step {
+            what,
+            method: Method::PUT,
+            path: format!("{base}/buckets/{name}"),
             body: Body::Json(settings.clone()),
             destructive: false,
         });

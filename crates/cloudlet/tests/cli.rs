@@ -841,3 +841,90 @@ fn deploy_declares_queues_and_the_queue_commands_inspect_send_and_purge() {
     fails_with(&run(&["queue", "peek", "jobs", "nope"]), "queue_not_found");
     fails_with(&run(&["queue", "peek", "jobs", "../x"]), "not a queue name");
 }
+
+#[test]
+fn deploy_declares_buckets_and_the_files_commands_put_list_get_and_remove() {
+    let (dir, data) = temp();
+    let server = Server::start(&data, &[], &[("CLOUDLET_ADMIN_TOKEN", TOKEN)]);
+    let project = dir.path().join("pics");
+    std::fs::create_dir(&project).unwrap();
+    let config = |max: u64| {
+        format!(
+            "app = \"pics\"\n\n[buckets.photos]\ntypes = [\"image/*\"]\nmax_bytes = {max}\n\n\
+             [buckets.photos.rules]\nview = \"\"\n"
+        )
+    };
+    std::fs::write(project.join("cloudlet.toml"), config(1000)).unwrap();
+    let project_arg = project.to_str().unwrap();
+    let run = |args: &[&str]| server.run(args, TOKEN);
+
+    let deployed = run(&["deploy", project_arg]);
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+    assert!(
+        stdout(&deployed).contains("declare bucket photos"),
+        "{}",
+        stdout(&deployed)
+    );
+    let again = run(&["deploy", project_arg]);
+    assert!(
+        !stdout(&again).contains("bucket photos"),
+        "{}",
+        stdout(&again)
+    );
+    std::fs::write(project.join("cloudlet.toml"), config(2000)).unwrap();
+    let changed = run(&["deploy", project_arg]);
+    assert!(
+        stdout(&changed).contains("change bucket photos"),
+        "{}",
+        stdout(&changed)
+    );
+
+    let png = dir.path().join("dot.png");
+    let bytes = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
+    std::fs::write(&png, bytes).unwrap();
+    let put = run(&["files", "put", "pics", "photos", png.to_str().unwrap()]);
+    assert!(put.status.success(), "{}", stderr(&put));
+    let out = stdout(&put);
+    assert!(
+        out.starts_with("Stored fil_") && out.contains("image/png"),
+        "{out}"
+    );
+    let id = out.split_whitespace().nth(1).unwrap().to_owned();
+
+    let listed = run(&["files", "ls", "pics", "photos"]);
+    assert!(
+        stdout(&listed).contains(&id) && stdout(&listed).contains("dot.png"),
+        "{}",
+        stdout(&listed)
+    );
+    let buckets = run(&["files", "ls", "pics"]);
+    assert!(stdout(&buckets).contains("photos"), "{}", stdout(&buckets));
+    let back = dir.path().join("back.png");
+    let got = run(&[
+        "files",
+        "get",
+        "pics",
+        "photos",
+        &id,
+        "--out",
+        back.to_str().unwrap(),
+    ]);
+    assert!(got.status.success(), "{}", stderr(&got));
+    assert_eq!(std::fs::read(&back).unwrap(), bytes);
+    let removed = run(&["files", "rm", "pics", "photos", &id]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    fails_with(
+        &run(&["files", "get", "pics", "photos", &id]),
+        "file_not_found",
+    );
+    fails_with(
+        &run(&["files", "put", "pics", "photos", project_arg]),
+        "could not read",
+    );
+    fails_with(&run(&["files", "ls", "pics", "../x"]), "not a bucket name");
+    std::fs::write(&png, b"<html></html>").unwrap();
+    fails_with(
+        &run(&["files", "put", "pics", "photos", png.to_str().unwrap()]),
+        "file_type_not_allowed",
+    );
+}

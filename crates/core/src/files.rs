@@ -1569,4 +1569,126 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert!(matches!(t.refusal, Some(FileError::EmptyFile)));
     }
+
+    /// A files service on real stores (SQLite, a directory) with a clock the test moves.
+    async fn service(dir: &std::path::Path) -> (Files, AppName, Arc<crate::clock::ManualClock>) {
+        use cloudlet_store::sqlite::{SqliteTenants, TenantPoolOptions};
+        use cloudlet_store::{Durability, LocalBlobs, TenantStore};
+        let apps_dir = dir.join("apps");
+        std::fs::create_dir_all(&apps_dir).unwrap();
+        let options = TenantPoolOptions {
+            max_open: 4,
+            readers: 1,
+            durability: Durability::Process,
+        };
+        let tenants = Arc::new(SqliteTenants::open(apps_dir, options).unwrap());
+        let app = AppName::parse("shop").unwrap();
+        tenants.provision(&app).await.unwrap();
+        let blobs = Arc::new(LocalBlobs::open(&dir.join("files"), Durability::Process).unwrap());
+        let clock = Arc::new(crate::clock::ManualClock::at(Timestamp::from_unix_ms(
+            1_800_000_000_000,
+        )));
+        let files = Files::new(
+            tenants,
+            blobs,
+            clock.clone(),
+            Arc::new(crate::random::OsRandom),
+            [7; 32],
+            Quotas::default(),
+        );
+        (files, app, clock)
+    }
+
+    #[tokio::test]
+    async fn a_signed_url_opens_its_file_until_its_expiry_and_not_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, app, clock) = service(dir.path()).await;
+        files
+            .put_bucket(&app, &Caller::Admin, "photos", BucketInput::default())
+            .await
+            .unwrap();
+        let upload = Upload {
+            name: "a.pdf".into(),
+            ..Upload::default()
+        };
+        let file = files
+            .upload(
+                &app,
+                &Caller::Admin,
+                "photos",
+                upload,
+                body_of(b"%PDF-1.7\n".to_vec()),
+            )
+            .await
+            .unwrap();
+        let signed = files
+            .sign(
+                &app,
+                &Caller::Admin,
+                std::slice::from_ref(&file.id),
+                Some(60),
+                None,
+            )
+            .await
+            .unwrap()
+            .remove(0)
+            .unwrap();
+        let query = signed.url.split_once('?').unwrap().1;
+        let param = |name: &str| {
+            query
+                .split('&')
+                .find_map(|p| p.strip_prefix(&format!("{name}=")))
+                .unwrap()
+                .to_owned()
+        };
+        let signature = Signature {
+            expires: param("expires").parse().unwrap(),
+            thumb: None,
+            sig: param("sig"),
+        };
+        // Rounded up to the window: valid at least the minute asked, at most the window more.
+        let now = 1_800_000_000;
+        assert!(signature.expires >= now + 60 && signature.expires <= now + 60 + URL_WINDOW_SECS);
+        assert_eq!(signature.expires % URL_WINDOW_SECS, 0);
+
+        let open = |signature: Option<Signature>| {
+            let (files, app, id) = (files.clone(), app.clone(), file.id.clone());
+            async move {
+                files
+                    .open(
+                        &app,
+                        &Caller::Anonymous,
+                        "photos",
+                        &id,
+                        signature.as_ref(),
+                        None,
+                    )
+                    .await
+                    .map(|d| d.signed_for_secs)
+            }
+        };
+        let left = open(Some(signature.clone())).await.unwrap();
+        assert_eq!(left, Some(signature.expires - now));
+        assert!(
+            matches!(open(None).await, Err(FileError::NotFound)),
+            "owner-only without it"
+        );
+        // The last second it is valid, then not.
+        clock.advance_ms(((signature.expires - now) * 1000) as i64);
+        assert_eq!(open(Some(signature.clone())).await.unwrap(), Some(0));
+        clock.advance_ms(1000);
+        assert!(matches!(
+            open(Some(signature.clone())).await,
+            Err(FileError::Expired)
+        ));
+        // A changed expiry is a bad signature, not an extension.
+        let extended = Signature {
+            expires: signature.expires + 3600,
+            ..signature
+        };
+        assert!(matches!(
+            open(Some(extended)).await,
+            Err(FileError::InvalidSignature(_))
+        ));
+    }
 }
