@@ -2408,3 +2408,80 @@ async fn ctx_files_writes_reads_lists_signs_and_removes_under_the_callers_rules(
         .await;
     assert_eq!(gone["code"], "file_not_found");
 }
+
+#[tokio::test]
+async fn file_triggers_run_after_uploads_and_deletions_of_their_bucket() {
+    let t = server(false).await;
+    let (alice, _) = scene(&t, "album").await;
+    t.admin(Method::PUT, "/v1/admin/apps/album/collections/audit")
+        .json(&json!({ "fields": [{ "name": "note", "type": "text" }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    for bucket in ["photos", "other"] {
+        t.admin(
+            Method::PUT,
+            &format!("/v1/admin/apps/album/buckets/{bucket}"),
+        )
+        .json(&json!({}))
+        .expect(StatusCode::OK)
+        .await;
+    }
+    deploy(&t, "album", "catalogue", json!({
+        "source": "export default async (e, ctx) => ctx.db.collection('audit').add({ \
+            note: [e.event, e.file.bucket, e.file.name, e.file.type, e.file.size, \
+                   e.file.metadata.album, ctx.trigger, e.file.created_at.endsWith('Z')].join(' ') })",
+        "triggers": [{ "bucket": "photos" }]
+    }))
+    .await;
+    let upload = |bucket: &str, name: &str| {
+        t.request(
+            Method::POST,
+            &format!(
+                "/v1/apps/album/files/{bucket}?name={name}&metadata=%7B%22album%22%3A%22trip%22%7D"
+            ),
+        )
+        .bearer_auth(&alice)
+        .body(b"%PDF-1.7\n".to_vec())
+        .expect(StatusCode::CREATED)
+    };
+    let kept = upload("photos", "a.pdf").await;
+    upload("other", "b.pdf").await;
+    let deleted = t
+        .request(
+            Method::DELETE,
+            &format!(
+                "/v1/apps/album/files/photos/{}",
+                kept["id"].as_str().unwrap()
+            ),
+        )
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let notes = || audit_notes(&t, "album");
+    for _ in 0..200 {
+        if notes().await.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        notes().await,
+        [
+            "files.delete photos a.pdf application/pdf 9 trip files true",
+            "files.upload photos a.pdf application/pdf 9 trip files true",
+        ],
+        "the other bucket triggers nothing"
+    );
+    for bad in [
+        json!({ "bucket": "Photos" }),
+        json!({ "bucket": "photos", "on": [] }),
+        json!({ "bucket": "photos", "on": ["rename"] }),
+    ] {
+        t.admin(Method::PUT, "/v1/admin/apps/album/functions/bad")
+            .json(&json!({ "source": "export default 1", "triggers": [bad] }))
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_function")
+            .await;
+    }
+}

@@ -673,6 +673,15 @@ pub trait Triggers: Send + Sync {
         kind: &str,
         depth: u8,
     ) -> Result<Option<(Emit, HintTicket)>, StoreError>;
+    /// What an event of a bucket's files (`files.upload`, `files.delete`) records beside its
+    /// write.
+    async fn emit_for_files(
+        &self,
+        app: &AppName,
+        bucket: &str,
+        kind: &str,
+        depth: u8,
+    ) -> Result<Option<(Emit, HintTicket)>, StoreError>;
     /// Called once a write that recorded deliveries is done.
     async fn emitted(&self, app: &AppName, ticket: HintTicket);
 }
@@ -741,7 +750,15 @@ impl Data {
         };
         let mut payload: Json = serde_json::from_str(&event.payload)
             .map_err(|e| DataError::Store(StoreError::Task(format!("stored event: {e}"))))?;
-        if event.kind.starts_with("auth.") {
+        if event.kind.starts_with("files.") {
+            // The file as the API shows one: its time as RFC 3339.
+            if let Some(file) = payload.get_mut("file").and_then(Json::as_object_mut)
+                && let Some(ms) = file.remove("created_at_ms").and_then(|ms| ms.as_i64())
+            {
+                let time = Timestamp::from_unix_ms(ms).to_rfc3339();
+                file.insert("created_at".to_owned(), Json::from(time));
+            }
+        } else if event.kind.starts_with("auth.") {
             // The user as the API shows one: times as RFC 3339.
             if let Some(user) = payload.get_mut("user").and_then(Json::as_object_mut) {
                 for (stored, shown) in [

@@ -28,8 +28,8 @@ use bytes::Bytes;
 use cloudlet_query::{Bindings, FieldType, Limits, Predicate, Schema};
 use cloudlet_store::blobs::FILE_ID_PREFIX;
 use cloudlet_store::{
-    AppName, BlobKey, BlobStore, BucketRow, ByteStream, Condition, FileId, FileQuery, FileQuota,
-    FileRow, FileStore, NewFile, StoreError, StoredBytes,
+    AppName, BlobKey, BlobStore, BucketRow, ByteStream, Condition, FILE_DELETED, FILE_UPLOADED,
+    FileId, FileQuery, FileQuota, FileRow, FileStore, NewFile, StoreError, StoredBytes,
 };
 use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
@@ -528,6 +528,8 @@ struct Inner {
     /// Signs URLs: derived from the master key by the composition root.
     url_key: [u8; 32],
     quotas: Quotas,
+    /// Which functions a file's upload or deletion triggers, set once the functions exist.
+    triggers: std::sync::OnceLock<Arc<dyn crate::data::Triggers>>,
     cache: Mutex<Cache>,
     /// Uploads running, per app and per (app, user).
     running: Mutex<HashMap<(AppName, Option<String>), usize>>,
@@ -577,9 +579,38 @@ impl Files {
             random,
             url_key,
             quotas,
+            triggers: std::sync::OnceLock::new(),
             cache: Mutex::new(Cache::default()),
             running: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// Routes files' events to the functions they trigger (the composition root sets it once).
+    pub fn set_triggers(&self, triggers: Arc<dyn crate::data::Triggers>) {
+        let _ = self.0.triggers.set(triggers);
+    }
+
+    /// What an event of `bucket` (`files.upload`, `files.delete`) records beside its write, if
+    /// it triggers anything; as deep as the run that causes it.
+    async fn emit(
+        &self,
+        app: &AppName,
+        bucket: &str,
+        kind: &str,
+    ) -> Result<Option<(cloudlet_store::Emit, crate::queues::HintTicket)>, FileError> {
+        let Some(triggers) = self.0.triggers.get() else {
+            return Ok(None);
+        };
+        let depth = crate::data::TRIGGER_DEPTH
+            .try_with(|depth| *depth)
+            .unwrap_or(0);
+        Ok(triggers.emit_for_files(app, bucket, kind, depth).await?)
+    }
+
+    async fn emitted(&self, app: &AppName, ticket: Option<crate::queues::HintTicket>) {
+        if let (Some(triggers), Some(ticket)) = (self.0.triggers.get(), ticket) {
+            triggers.emitted(app, ticket).await;
+        }
     }
 
     /// Where the bytes are kept, for logs.
@@ -874,11 +905,21 @@ impl Files {
             self.abandon(app, &key).await;
             return Err(refusal.unwrap_or(FileError::Store(e)));
         }
+        let (emit, ticket) = match self.emit(app, bucket_name, FILE_UPLOADED).await {
+            Ok(Some((emit, ticket))) => (Some(emit), Some(ticket)),
+            Ok(None) => (None, None),
+            Err(e) => {
+                self.abandon(app, &key).await;
+                return Err(e);
+            }
+        };
         let completed = self
             .0
             .store
-            .complete_upload(app, id.as_str(), bytes, self.quota(caller), check)
+            .complete_upload(app, id.as_str(), bytes, self.quota(caller), check, emit)
             .await;
+        // Rung whether or not the write committed: a hint may be early, never late.
+        self.emitted(app, ticket).await;
         let file = match completed {
             Ok(file) => file,
             Err(e) => {
@@ -1082,8 +1123,13 @@ impl Files {
         let condition = self
             .condition(&bucket, "delete", caller)
             .ok_or(FileError::NotFound)?;
-        let gone = self.0.store.delete_file(app, id, condition).await?;
-        if gone.is_none() {
+        let (emit, ticket) = match self.emit(app, &bucket.view.name, FILE_DELETED).await? {
+            Some((emit, ticket)) => (Some(emit), Some(ticket)),
+            None => (None, None),
+        };
+        let gone = self.0.store.delete_file(app, id, condition, emit).await;
+        self.emitted(app, ticket).await;
+        if gone?.is_none() {
             return Err(FileError::NotFound);
         }
         // The file is deleted; its blob goes now or with a later sweep.

@@ -414,6 +414,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         queues: queues.clone(),
     });
     data.set_triggers(Arc::clone(&routing) as Arc<dyn cloudlet_core::data::Triggers>);
+    files.set_triggers(Arc::clone(&routing) as Arc<dyn cloudlet_core::data::Triggers>);
     auth.set_triggers(routing);
     let apps = Apps::new(
         Arc::clone(&system),

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use cloudlet_core::access::Caller;
 use cloudlet_core::apps::AppName;
 use cloudlet_core::functions::{
-    AuthEvent, FunctionError, MAX_TRIGGER_DEPTH, QueueTrigger, Trigger,
+    AuthEvent, FileEvent, FunctionError, MAX_TRIGGER_DEPTH, QueueTrigger, Trigger,
 };
 use cloudlet_core::queues::{
     Delivery, HintTicket, MAX_BATCH, MESSAGE_QUEUE, MessageView, Outgoing, QueueError,
@@ -569,6 +569,22 @@ impl cloudlet_core::data::Triggers for TriggerRouting {
         self.emit(app, kind, functions, depth).await
     }
 
+    async fn emit_for_files(
+        &self,
+        app: &AppName,
+        bucket: &str,
+        kind: &str,
+        depth: u8,
+    ) -> Result<Option<(Emit, HintTicket)>, StoreError> {
+        let event = match kind {
+            cloudlet_store::FILE_UPLOADED => FileEvent::Upload,
+            cloudlet_store::FILE_DELETED => FileEvent::Delete,
+            other => return Err(StoreError::Task(format!("no files' event {other:?}"))),
+        };
+        let functions = self.functions.triggered_by_files(app, bucket, event).await;
+        self.emit(app, kind, functions, depth).await
+    }
+
     async fn emitted(&self, app: &AppName, ticket: HintTicket) {
         if let Err(e) = self.queues.hinted(app, ticket).await {
             tracing::warn!(app = %app, error = %e, "could not hint the triggers' queue");
@@ -993,11 +1009,11 @@ async fn deliver_trigger(state: &AppState, app: &AppName, delivery: Delivery) {
         Ok(None) => Ok(()),
         Ok(Some((mut event, depth))) => {
             event["attempt"] = Value::from(delivery.attempt);
-            let trigger = if event["event"]
-                .as_str()
-                .is_some_and(|k| k.starts_with("auth."))
-            {
+            let kind = event["event"].as_str().unwrap_or_default();
+            let trigger = if kind.starts_with("auth.") {
                 Trigger::Auth
+            } else if kind.starts_with("files.") {
+                Trigger::Files
             } else {
                 Trigger::Data
             };

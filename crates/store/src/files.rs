@@ -14,10 +14,34 @@
 
 use async_trait::async_trait;
 
-use crate::{AppName, Condition, StoreError};
+use crate::{AppName, Condition, Emit, StoreError};
 
 /// `_file_usage.owner` of the whole app's line (no user id is empty).
 pub(crate) const APP_USAGE: &str = "";
+
+/// The kinds of files' events in the event log.
+pub const FILE_UPLOADED: &str = "files.upload";
+pub const FILE_DELETED: &str = "files.delete";
+
+/// A file's event for the log: its kind, its key (`{bucket}/{id}`) and its payload (the file,
+/// its metadata parsed, times in Unix milliseconds).
+pub(crate) fn file_event(file: &FileRow) -> (String, String) {
+    let payload = serde_json::json!({
+        "file": {
+            "id": file.id,
+            "bucket": file.bucket,
+            "owner": file.owner,
+            "name": file.name,
+            "type": file.content_type,
+            "size": file.size,
+            "sha256": file.sha256,
+            "metadata": serde_json::from_str::<serde_json::Value>(&file.metadata)
+                .unwrap_or(serde_json::Value::Null),
+            "created_at_ms": file.created_at_ms,
+        }
+    });
+    (format!("{}/{}", file.bucket, file.id), payload.to_string())
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BucketRow {
@@ -117,7 +141,8 @@ pub trait FileStore: Send + Sync {
     /// the app, if `check` (the create rule, again, now on the real type and size) holds. When
     /// it does not, [`StoreError::CheckFailed`]; when `quota` would be passed,
     /// [`StoreError::OverQuota`]; either way nothing changes. [`StoreError::NotFound`] if the
-    /// upload is not pending (abandoned and swept).
+    /// upload is not pending (abandoned and swept). With `emit`, records `files.upload` and
+    /// its trigger deliveries in the same transaction.
     async fn complete_upload(
         &self,
         app: &AppName,
@@ -125,6 +150,7 @@ pub trait FileStore: Send + Sync {
         bytes: StoredBytes,
         quota: FileQuota,
         check: Condition,
+        emit: Option<Emit>,
     ) -> Result<FileRow, StoreError>;
     /// Forgets an upload that failed; its blob id goes to the trash.
     async fn abandon_upload(&self, app: &AppName, id: &str) -> Result<(), StoreError>;
@@ -146,12 +172,14 @@ pub trait FileStore: Send + Sync {
         condition: Condition,
     ) -> Result<Vec<FileRow>, StoreError>;
     /// Deletes a ready file for which `condition` holds (its blob into the trash) and answers
-    /// its row; `None` if there is none.
+    /// its row; `None` if there is none. With `emit`, records `files.delete` and its trigger
+    /// deliveries in the same transaction.
     async fn delete_file(
         &self,
         app: &AppName,
         id: &str,
         condition: Condition,
+        emit: Option<Emit>,
     ) -> Result<Option<FileRow>, StoreError>;
     /// What `owner` (or, with `None`, the whole app) holds.
     async fn file_usage(&self, app: &AppName, owner: Option<&str>)

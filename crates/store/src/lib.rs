@@ -38,7 +38,8 @@ pub use blobs::{Blob, BlobKey, BlobStore, ByteStream, FileId, LocalBlobs, S3Blob
 pub use data_dir::DataDir;
 pub use error::StoreError;
 pub use files::{
-    BucketRow, FileQuery, FileQuota, FileRow, FileStore, FileUsage, NewFile, StoredBytes,
+    BucketRow, FILE_DELETED, FILE_UPLOADED, FileQuery, FileQuota, FileRow, FileStore, FileUsage,
+    NewFile, StoredBytes,
 };
 pub use functions::{FunctionLogRow, FunctionRow, FunctionStore, FunctionVersionRow, LogQuery};
 pub use queues::{

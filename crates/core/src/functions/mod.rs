@@ -355,6 +355,43 @@ pub struct AuthTrigger {
     pub auth: Vec<AuthEvent>,
 }
 
+/// An event of a bucket's files a function may be triggered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum FileEvent {
+    /// A file was uploaded (its upload completed).
+    Upload,
+    /// A file was deleted, one by one (not with its bucket, its owner or its app).
+    Delete,
+}
+
+impl FileEvent {
+    /// The event's kind in the event log.
+    pub fn kind(self) -> &'static str {
+        match self {
+            FileEvent::Upload => cloudlet_store::FILE_UPLOADED,
+            FileEvent::Delete => cloudlet_store::FILE_DELETED,
+        }
+    }
+}
+
+fn all_file_events() -> Vec<FileEvent> {
+    vec![FileEvent::Upload, FileEvent::Delete]
+}
+
+/// Runs a function after files of a bucket are uploaded or deleted:
+/// `{"bucket": "photos", "on": ["upload"]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FileTrigger {
+    pub bucket: String,
+    /// Which events; both when left out.
+    #[serde(default = "all_file_events")]
+    pub on: Vec<FileEvent>,
+}
+
 /// One trigger of a function.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -363,6 +400,7 @@ pub enum TriggerDef {
     Data(DataTrigger),
     Queue(QueueTrigger),
     Auth(AuthTrigger),
+    Files(FileTrigger),
 }
 
 fn all_operations() -> Vec<Operation> {
@@ -427,6 +465,8 @@ pub enum Trigger {
     Data,
     /// An event of users' accounts.
     Auth,
+    /// An event of a bucket's files.
+    Files,
     /// A cron schedule.
     Schedule,
     /// Messages of a queue.
@@ -440,6 +480,7 @@ impl Trigger {
             Trigger::Http => "http",
             Trigger::Data => "data",
             Trigger::Auth => "auth",
+            Trigger::Files => "files",
             Trigger::Schedule => "schedule",
             Trigger::Queue => "queue",
         }
@@ -717,6 +758,14 @@ impl Functions {
                         return Err(FunctionError::Invalid(format!(
                             "trigger on {:?}: a collection name and at least one of create, update, delete",
                             trigger.collection
+                        )));
+                    }
+                }
+                TriggerDef::Files(trigger) => {
+                    if !crate::data::valid_name(&trigger.bucket) || trigger.on.is_empty() {
+                        return Err(FunctionError::Invalid(format!(
+                            "trigger on bucket {:?}: a bucket name and at least one of upload, delete",
+                            trigger.bucket
                         )));
                     }
                 }
@@ -1210,6 +1259,26 @@ impl Functions {
             .collect())
     }
 
+    /// The app's functions that an event of `bucket`'s files triggers.
+    pub async fn triggered_by_files(
+        &self,
+        app: &AppName,
+        bucket: &str,
+        event: FileEvent,
+    ) -> Result<Vec<String>, FunctionError> {
+        Ok(self
+            .triggers(app)
+            .await?
+            .iter()
+            .filter(|(_, triggers)| {
+                triggers.iter().any(
+                    |t| matches!(t, TriggerDef::Files(t) if t.bucket == bucket && t.on.contains(&event)),
+                )
+            })
+            .map(|(name, _)| name.clone())
+            .collect())
+    }
+
     /// How long a run of the function may take, in milliseconds (from memory after its first
     /// call).
     pub async fn timeout_ms(&self, app: &AppName, name: &str) -> Result<u64, FunctionError> {
@@ -1220,9 +1289,12 @@ impl Functions {
     /// accounts): whether the triggers' queue has a consumer.
     pub async fn has_event_triggers(&self, app: &AppName) -> Result<bool, FunctionError> {
         Ok(self.triggers(app).await?.iter().any(|(_, triggers)| {
-            triggers
-                .iter()
-                .any(|t| matches!(t, TriggerDef::Data(_) | TriggerDef::Auth(_)))
+            triggers.iter().any(|t| {
+                matches!(
+                    t,
+                    TriggerDef::Data(_) | TriggerDef::Auth(_) | TriggerDef::Files(_)
+                )
+            })
         }))
     }
 
@@ -1238,7 +1310,7 @@ impl Functions {
             .flat_map(|(name, triggers)| {
                 triggers.iter().filter_map(move |t| match t {
                     TriggerDef::Queue(q) => Some((name.clone(), q.clone())),
-                    TriggerDef::Data(_) | TriggerDef::Auth(_) => None,
+                    TriggerDef::Data(_) | TriggerDef::Auth(_) | TriggerDef::Files(_) => None,
                 })
             })
             .collect())

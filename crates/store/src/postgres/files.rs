@@ -9,11 +9,13 @@ use tokio_postgres::Row;
 
 use cloudlet_query::Dialect;
 
+use super::records::record_event;
 use super::{Postgres, execute, params, refs, row, rows, schema};
 use crate::files::{
-    APP_USAGE, BucketRow, FileQuery, FileQuota, FileRow, FileStore, FileUsage, NewFile, StoredBytes,
+    APP_USAGE, BucketRow, FILE_DELETED, FILE_UPLOADED, FileQuery, FileQuota, FileRow, FileStore,
+    FileUsage, NewFile, StoredBytes, file_event,
 };
-use crate::{AppName, Condition, SqlValue, StoreError};
+use crate::{AppName, Condition, Emit, SqlValue, StoreError};
 
 pub(super) const MIGRATION: &str = "
     CREATE TABLE {s}._buckets (
@@ -230,6 +232,7 @@ impl FileStore for Postgres {
         bytes: StoredBytes,
         quota: FileQuota,
         check: Condition,
+        emit: Option<Emit>,
     ) -> Result<FileRow, StoreError> {
         let s = schema(app);
         let mut client = self.app_client(app).await?;
@@ -270,6 +273,10 @@ impl FileStore for Postgres {
         }
         if !within {
             return Err(StoreError::OverQuota);
+        }
+        if let Some(emit) = &emit {
+            let (key, payload) = file_event(&file);
+            record_event(&tx, &s, FILE_UPLOADED, &key, &payload, emit).await?;
         }
         tx.commit().await?;
         Ok(file)
@@ -347,20 +354,28 @@ impl FileStore for Postgres {
         app: &AppName,
         id: &str,
         condition: Condition,
+        emit: Option<Emit>,
     ) -> Result<Option<FileRow>, StoreError> {
-        let client = self.app_client(app).await?;
+        let s = schema(app);
+        let mut client = self.app_client(app).await?;
+        let tx = client.transaction().await?;
         let (condition, mut values) = condition.to_sql(Dialect::Postgres, 1);
         values.insert(0, SqlValue::Text(id.to_owned()));
         let sql = format!(
-            "DELETE FROM {}._files WHERE id = $1 AND ready AND {condition}
-             RETURNING {FILE_COLUMNS}",
-            schema(app)
+            "DELETE FROM {s}._files WHERE id = $1 AND ready AND {condition}
+             RETURNING {FILE_COLUMNS}"
         );
         let params = params(&values);
-        row(&*client, &sql, &refs(&params))
+        let gone = row(&tx, &sql, &refs(&params))
             .await?
             .map(|r| file_from_row(&r))
-            .transpose()
+            .transpose()?;
+        if let (Some(file), Some(emit)) = (&gone, &emit) {
+            let (key, payload) = file_event(file);
+            record_event(&tx, &s, FILE_DELETED, &key, &payload, emit).await?;
+        }
+        tx.commit().await?;
+        Ok(gone)
     }
 
     async fn file_usage(

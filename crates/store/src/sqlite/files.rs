@@ -7,11 +7,12 @@ use cloudlet_query::Dialect;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteTenants;
-use super::records::bind;
+use super::records::{bind, record_event};
 use crate::files::{
-    APP_USAGE, BucketRow, FileQuery, FileQuota, FileRow, FileStore, FileUsage, NewFile, StoredBytes,
+    APP_USAGE, BucketRow, FILE_DELETED, FILE_UPLOADED, FileQuery, FileQuota, FileRow, FileStore,
+    FileUsage, NewFile, StoredBytes, file_event,
 };
-use crate::{AppName, Condition, SqlValue, StoreError};
+use crate::{AppName, Condition, Emit, SqlValue, StoreError};
 
 pub(super) const MIGRATION: &str = "
     CREATE TABLE _buckets (
@@ -218,6 +219,7 @@ impl FileStore for SqliteTenants {
         bytes: StoredBytes,
         quota: FileQuota,
         check: Condition,
+        emit: Option<Emit>,
     ) -> Result<FileRow, StoreError> {
         let id = id.to_owned();
         self.write_app(app, move |c| {
@@ -241,7 +243,12 @@ impl FileStore for SqliteTenants {
             if !within {
                 return Err(StoreError::OverQuota);
             }
-            select_file(c, &id, &Condition::always())?.ok_or(StoreError::NotFound)
+            let file = select_file(c, &id, &Condition::always())?.ok_or(StoreError::NotFound)?;
+            if let Some(emit) = &emit {
+                let (key, payload) = file_event(&file);
+                record_event(c, FILE_UPLOADED, &key, &payload, emit)?;
+            }
+            Ok(file)
         })
         .await
     }
@@ -306,6 +313,7 @@ impl FileStore for SqliteTenants {
         app: &AppName,
         id: &str,
         condition: Condition,
+        emit: Option<Emit>,
     ) -> Result<Option<FileRow>, StoreError> {
         let (condition, mut values) = condition.to_sql(Dialect::Sqlite, 1);
         values.insert(0, SqlValue::Text(id.to_owned()));
@@ -314,9 +322,15 @@ impl FileStore for SqliteTenants {
              RETURNING {FILE_COLUMNS}"
         );
         self.write_app(app, move |c| {
-            Ok(c.prepare_cached(&sql)?
+            let gone = c
+                .prepare_cached(&sql)?
                 .query_row(bind(&values), file_from_row)
-                .optional()?)
+                .optional()?;
+            if let (Some(file), Some(emit)) = (&gone, &emit) {
+                let (key, payload) = file_event(file);
+                record_event(c, FILE_DELETED, &key, &payload, emit)?;
+            }
+            Ok(gone)
         })
         .await
     }

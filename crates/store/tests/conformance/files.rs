@@ -135,9 +135,16 @@ async fn upload(st: &Stores, id: &str, bucket: &str, owner: Option<&str>, at: i6
     f.begin_upload(&st.app, new_file(id, bucket, owner, at), always())
         .await
         .unwrap();
-    f.complete_upload(&st.app, id, bytes(size), FileQuota::default(), always())
-        .await
-        .unwrap();
+    f.complete_upload(
+        &st.app,
+        id,
+        bytes(size),
+        FileQuota::default(),
+        always(),
+        None,
+    )
+    .await
+    .unwrap();
 }
 
 async fn usage(st: &Stores, owner: Option<&str>) -> (i64, i64) {
@@ -234,7 +241,7 @@ async fn an_upload_is_invisible_until_completed_and_then_counted(st: Stores) {
     assert_eq!(usage(&st, None).await, (0, 0));
 
     let done = f
-        .complete_upload(a, "f1", bytes(300), FileQuota::default(), always())
+        .complete_upload(a, "f1", bytes(300), FileQuota::default(), always(), None)
         .await
         .unwrap();
     let expected = FileRow {
@@ -255,7 +262,7 @@ async fn an_upload_is_invisible_until_completed_and_then_counted(st: Stores) {
     assert_eq!(usage(&st, None).await, (300, 1));
     assert_eq!(usage(&st, Some("u1")).await, (300, 1));
     assert!(matches!(
-        f.complete_upload(a, "f1", bytes(300), FileQuota::default(), always())
+        f.complete_upload(a, "f1", bytes(300), FileQuota::default(), always(), None)
             .await,
         Err(StoreError::NotFound)
     ));
@@ -288,14 +295,15 @@ async fn a_completion_past_a_quota_changes_nothing(st: Stores) {
         .await
         .unwrap();
     assert!(matches!(
-        f.complete_upload(a, "f2", bytes(41), quota, always()).await,
+        f.complete_upload(a, "f2", bytes(41), quota, always(), None)
+            .await,
         Err(StoreError::OverQuota)
     ));
     assert_eq!(f.file(a, "f2", always()).await.unwrap(), None);
     assert_eq!(usage(&st, Some("u1")).await, (60, 1));
     assert_eq!(usage(&st, None).await, (60, 1));
     let done = f
-        .complete_upload(a, "f2", bytes(40), quota, always())
+        .complete_upload(a, "f2", bytes(40), quota, always(), None)
         .await
         .unwrap();
     assert_eq!(done.size, 40);
@@ -305,14 +313,15 @@ async fn a_completion_past_a_quota_changes_nothing(st: Stores) {
     f.begin_upload(a, new_file("f3", "photos", Some("u2"), 3), always())
         .await
         .unwrap();
-    f.complete_upload(a, "f3", bytes(1), quota, always())
+    f.complete_upload(a, "f3", bytes(1), quota, always(), None)
         .await
         .unwrap();
     f.begin_upload(a, new_file("f4", "photos", Some("u2"), 4), always())
         .await
         .unwrap();
     assert!(matches!(
-        f.complete_upload(a, "f4", bytes(1), quota, always()).await,
+        f.complete_upload(a, "f4", bytes(1), quota, always(), None)
+            .await,
         Err(StoreError::OverQuota)
     ));
     assert_eq!(usage(&st, None).await, (101, 3));
@@ -346,11 +355,15 @@ async fn every_deletion_trashes_the_blob_and_uncounts_its_bytes(st: Stores) {
     assert_eq!(usage(&st, None).await, (100, 4));
 
     // A file deleted.
-    let gone = f.delete_file(a, "f1", always()).await.unwrap().unwrap();
+    let gone = f
+        .delete_file(a, "f1", always(), None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(gone.size, 10);
-    assert_eq!(f.delete_file(a, "f1", always()).await.unwrap(), None);
+    assert_eq!(f.delete_file(a, "f1", always(), None).await.unwrap(), None);
     assert_eq!(
-        f.delete_file(a, "new", always()).await.unwrap(),
+        f.delete_file(a, "new", always(), None).await.unwrap(),
         None,
         "not ready"
     );
@@ -378,7 +391,7 @@ async fn every_deletion_trashes_the_blob_and_uncounts_its_bytes(st: Stores) {
     assert_eq!(f.drop_stale_uploads(a, 10).await.unwrap(), 1);
     assert_eq!(trashed(&st).await, ["f1", "f2", "f3", "f4", "old"]);
     assert!(
-        f.complete_upload(a, "new", bytes(5), FileQuota::default(), always())
+        f.complete_upload(a, "new", bytes(5), FileQuota::default(), always(), None)
             .await
             .is_ok()
     );
@@ -467,7 +480,7 @@ async fn concurrent_completions_of_one_owner_hold_the_quota() {
     for i in 0..40 {
         let (node, app) = (Arc::clone(&nodes[i % nodes.len()]), app.clone());
         runs.spawn(async move {
-            node.complete_upload(&app, &format!("f{i}"), bytes(10), quota, always())
+            node.complete_upload(&app, &format!("f{i}"), bytes(10), quota, always(), None)
                 .await
         });
     }
@@ -522,14 +535,14 @@ async fn rules_narrow_what_a_caller_reaches(st: Stores) {
     );
     // A delete the rule refuses deletes nothing.
     assert_eq!(
-        f.delete_file(a, "b", rule(owner, Some("u1")))
+        f.delete_file(a, "b", rule(owner, Some("u1")), None)
             .await
             .unwrap(),
         None
     );
     assert_eq!(trashed(&st).await, Vec::<String>::new());
     let gone = f
-        .delete_file(a, "b", rule(owner, Some("u2")))
+        .delete_file(a, "b", rule(owner, Some("u2")), None)
         .await
         .unwrap();
     assert_eq!(gone.map(|r| r.id), Some("b".to_owned()));
@@ -561,8 +574,15 @@ async fn a_create_rule_refuses_before_the_bytes_and_after(st: Stores) {
         ..bytes(10)
     };
     assert!(matches!(
-        f.complete_upload(a, "f1", png, FileQuota::default(), rule(create, Some("u1")))
-            .await,
+        f.complete_upload(
+            a,
+            "f1",
+            png,
+            FileQuota::default(),
+            rule(create, Some("u1")),
+            None
+        )
+        .await,
         Err(StoreError::CheckFailed)
     ));
     assert_eq!(usage(&st, None).await, (0, 0));
@@ -574,6 +594,7 @@ async fn a_create_rule_refuses_before_the_bytes_and_after(st: Stores) {
             bytes(10),
             FileQuota::default(),
             rule(create, Some("u1")),
+            None,
         )
         .await
         .unwrap();
