@@ -651,6 +651,16 @@ struct Inner {
     events: broadcast::Sender<ChangeEvent>,
     /// Which functions a write triggers, set once the functions service exists.
     triggers: std::sync::OnceLock<Arc<dyn Triggers>>,
+    /// Who may view which file, set once the files service exists.
+    files: std::sync::OnceLock<Arc<dyn FileViews>>,
+}
+
+/// Whether a caller may view a stored file: what a record's `file` field may hold (the files
+/// service answers; otherwise anyone could copy another user's file id into a record of their
+/// own and read the file through the record's rules).
+#[async_trait::async_trait]
+pub trait FileViews: Send + Sync {
+    async fn may_view(&self, app: &AppName, caller: &Caller, id: &str) -> Result<bool, StoreError>;
 }
 
 /// What routes a write to the functions it triggers (the composition root provides it: the
@@ -700,7 +710,53 @@ impl Data {
             cache: Mutex::new(HashMap::new()),
             events,
             triggers: std::sync::OnceLock::new(),
+            files: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Connects `file` fields to the files service, which says who may view which file.
+    pub fn set_files(&self, files: Arc<dyn FileViews>) {
+        let _ = self.0.files.set(files);
+    }
+
+    /// Refuses a write that puts into a `file` field a file the writer may not view (the admin
+    /// and the app's key may put any). A `file` field holds a file id.
+    async fn check_file_fields(
+        &self,
+        app: &AppName,
+        compiled: &Compiled,
+        actor: &Caller,
+        data: &Map<String, Json>,
+    ) -> Result<(), DataError> {
+        for (name, value) in data {
+            let Some(field) = compiled.fields.get(name) else {
+                continue;
+            };
+            if field.field_type != FieldKind::File {
+                continue;
+            }
+            let Some(id) = value.as_str() else {
+                continue;
+            };
+            let invalid = |problem: &str| DataError::InvalidValue {
+                field: name.clone(),
+                problem: problem.to_owned(),
+            };
+            if cloudlet_store::FileId::parse(id).is_none() {
+                return Err(invalid("is not a file id"));
+            }
+            if matches!(actor, Caller::Admin | Caller::AppKey(_)) {
+                continue;
+            }
+            let visible = match self.0.files.get() {
+                Some(files) => files.may_view(app, actor, id).await?,
+                None => false,
+            };
+            if !visible {
+                return Err(invalid("is not a file the writer may view"));
+            }
+        }
+        Ok(())
     }
 
     /// Connects writes to the functions they trigger. Set once; later calls are ignored.
@@ -1143,6 +1199,9 @@ impl Data {
             let compiled = self.collection(app, &name).await.map_err(in_batch)?;
             let op = match operation {
                 Write::Create { data, .. } => {
+                    self.check_file_fields(app, &compiled, actor, &data)
+                        .await
+                        .map_err(in_batch)?;
                     let (_, record, check) =
                         self.new_record(&compiled, actor, &data).map_err(in_batch)?;
                     let (emit, ticket) = self
@@ -1160,6 +1219,9 @@ impl Data {
                 }
                 Write::Update { id, data, .. } => {
                     record_id(&id).map_err(in_batch)?;
+                    self.check_file_fields(app, &compiled, actor, &data)
+                        .await
+                        .map_err(in_batch)?;
                     let (condition, set) =
                         self.changes(&compiled, actor, &data).map_err(in_batch)?;
                     let (emit, ticket) = self
@@ -1262,6 +1324,7 @@ impl Data {
     ) -> Result<Json, DataError> {
         admit(app, actor)?;
         let compiled = self.collection(app, collection).await?;
+        self.check_file_fields(app, &compiled, actor, &data).await?;
         let (id, record, check) = self.new_record(&compiled, actor, &data)?;
         let (emit, ticket) = self.emit(app, collection, Operation::Create).await?.unzip();
         match self
@@ -1329,6 +1392,7 @@ impl Data {
         admit(app, actor)?;
         let compiled = self.collection(app, collection).await?;
         record_id(id)?;
+        self.check_file_fields(app, &compiled, actor, &data).await?;
         let (condition, set) = self.changes(&compiled, actor, &data)?;
         let (emit, ticket) = self.emit(app, collection, Operation::Update).await?.unzip();
         let updated = self

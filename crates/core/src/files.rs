@@ -1331,6 +1331,23 @@ pub fn url_key(master_key: &[u8; 32]) -> [u8; 32] {
     hash.finalize().into()
 }
 
+#[async_trait::async_trait]
+impl crate::data::FileViews for Files {
+    async fn may_view(&self, app: &AppName, caller: &Caller, id: &str) -> Result<bool, StoreError> {
+        match self.find(app, None, id).await {
+            Ok((bucket, row)) => match self.check(app, &bucket, "view", caller, row).await {
+                Ok(_) => Ok(true),
+                Err(FileError::NotFound) => Ok(false),
+                Err(FileError::Store(e)) => Err(e),
+                Err(e) => Err(StoreError::Task(e.to_string())),
+            },
+            Err(FileError::NotFound) => Ok(false),
+            Err(FileError::Store(e)) => Err(e),
+            Err(e) => Err(StoreError::Task(e.to_string())),
+        }
+    }
+}
+
 /// A byte range a request asks for, parsed from `Range: bytes=…`, not yet checked against the
 /// file's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

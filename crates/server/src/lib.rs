@@ -415,6 +415,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     });
     data.set_triggers(Arc::clone(&routing) as Arc<dyn cloudlet_core::data::Triggers>);
     files.set_triggers(Arc::clone(&routing) as Arc<dyn cloudlet_core::data::Triggers>);
+    data.set_files(Arc::new(files.clone()));
     auth.set_triggers(routing);
     let apps = Apps::new(
         Arc::clone(&system),

@@ -738,3 +738,64 @@ async fn buckets_are_admin_only_and_checked() {
             .await;
     assert_eq!(listed["buckets"], json!([]));
 }
+
+#[tokio::test]
+async fn a_record_points_only_at_files_its_writer_may_view() {
+    let s = scene(json!({ "types": ["image/*"] })).await;
+    s.t.admin(Method::PUT, "/v1/admin/apps/notes/collections/posts")
+        .json(&json!({ "fields": [{ "name": "photo", "type": "file" }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let alices = s
+        .upload(
+            Some(&s.alice),
+            form(&[Part::File("a.png", "image/png", PNG)]),
+        )
+        .expect(StatusCode::CREATED)
+        .await;
+    let id = alices["id"].as_str().unwrap();
+    let post = |token: &str, photo: &str| {
+        s.file(
+            Method::POST,
+            Some(token),
+            "/v1/apps/notes/collections/posts/records",
+        )
+        .json(&json!({ "photo": photo }))
+    };
+    let mine = post(&s.alice, id).expect(StatusCode::CREATED).await;
+    assert_eq!(mine["photo"], id);
+    // Bob may not put Alice's file into a record of his (and read it through his own rules).
+    for photo in [id, "fil_AAAAAAAAAAAAAAAAAAAAAA", "../../system.db"] {
+        let refused = post(&s.bob, photo).send().await.unwrap();
+        expect_error(refused, StatusCode::BAD_REQUEST, "invalid_field_value").await;
+    }
+    let record = mine["id"].as_str().unwrap();
+    let update = s
+        .file(
+            Method::PATCH,
+            Some(&s.bob),
+            &format!("/v1/apps/notes/collections/posts/records/{record}"),
+        )
+        .json(&json!({ "photo": id }))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(update.status(), StatusCode::OK);
+    let batch = s
+        .file(Method::POST, Some(&s.bob), "/v1/apps/notes/batch")
+        .json(&json!({ "operations": [{ "op": "create", "collection": "posts", "data": { "photo": id } }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(batch.status(), StatusCode::BAD_REQUEST);
+    // The admin may; and once the bucket is public, so may anyone.
+    s.t.admin(Method::POST, "/v1/apps/notes/collections/posts/records")
+        .json(&json!({ "photo": id }))
+        .expect(StatusCode::CREATED)
+        .await;
+    s.t.admin(Method::PUT, "/v1/admin/apps/notes/buckets/photos")
+        .json(&json!({ "types": ["image/*"], "rules": { "view": "" } }))
+        .expect(StatusCode::OK)
+        .await;
+    post(&s.bob, id).expect(StatusCode::CREATED).await;
+}
