@@ -71,7 +71,7 @@ const SWEEP_BATCH: usize = 200;
 const SWEEP_STEPS: usize = 10;
 /// Uploads running at once: per user (WeChat allows ten `uploadFile`s at once) and per app.
 pub const UPLOADS_PER_USER: usize = 10;
-pub const UPLOADS_PER_APP: usize = 64;
+pub const UPLOADS_PER_APP: usize = 128;
 
 const ACTIONS: [&str; 4] = ["list", "view", "create", "delete"];
 
