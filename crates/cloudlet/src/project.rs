@@ -245,24 +245,33 @@ fn load(dir: &Path) -> Result<Project, String> {
     })
 }
 
-/// Whether a bucket as the server shows it has every setting `written` says, its rules one by
-/// one (a rule left out keeps its default).
+/// Whether a bucket as the server shows it is what `written` declares, with what it leaves out
+/// at its default (as a PUT of `written` would make it): a setting or rule taken out of the
+/// project goes back to its default, it is not left as it was.
 fn same_bucket(written: &Value, current: &Value) -> bool {
-    written
-        .as_object()
-        .into_iter()
-        .flatten()
-        .all(|(key, value)| {
-            if key == "rules" {
-                value
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .all(|(action, rule)| &current["rules"][action] == rule)
-            } else {
-                &current[key] == value
+    let mut expected = json!({
+        "types": ["*/*"],
+        "max_bytes": 10 * 1024 * 1024,
+        "thumbs": [],
+        "rules": {
+            "list": "owner = @auth.id",
+            "view": "owner = @auth.id",
+            "create": "@auth.id != null",
+            "delete": "owner = @auth.id",
+        },
+    });
+    for (key, value) in written.as_object().into_iter().flatten() {
+        if key == "rules" {
+            for (action, rule) in value.as_object().into_iter().flatten() {
+                expected["rules"][action] = rule.clone();
             }
-        })
+        } else {
+            expected[key] = value.clone();
+        }
+    }
+    ["types", "max_bytes", "thumbs", "rules"]
+        .iter()
+        .all(|key| current[*key] == expected[*key])
 }
 
 /// `secret = { env = "WECHAT_SECRET" }` → the variable's value, so that secrets stay out of
@@ -462,6 +471,15 @@ pub async fn deploy_to(
         BTreeMap::new()
     };
     for (name, settings) in &project.buckets {
+        let plain = name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !plain {
+            return Err(format!(
+                "bucket {name:?}: a name is a-z, 0-9 and _, starting with a letter"
+            ));
+        }
         let what = match declared.get(name) {
             None => format!("declare bucket {name}"),
             Some(current) if same_bucket(settings, current) => continue,

@@ -878,6 +878,26 @@ fn deploy_declares_buckets_and_the_files_commands_put_list_get_and_remove() {
         "{}",
         stdout(&changed)
     );
+    // A rule taken out of the project goes back to its default: the public view is undone.
+    std::fs::write(
+        project.join("cloudlet.toml"),
+        "app = \"pics\"\n\n[buckets.photos]\ntypes = [\"image/*\"]\nmax_bytes = 2000\n",
+    )
+    .unwrap();
+    let private = run(&["deploy", project_arg]);
+    assert!(
+        stdout(&private).contains("change bucket photos"),
+        "{}",
+        stdout(&private)
+    );
+    let settled = run(&["deploy", project_arg]);
+    assert!(
+        !stdout(&settled).contains("bucket photos"),
+        "{}",
+        stdout(&settled)
+    );
+    std::fs::write(project.join("cloudlet.toml"), config(2000)).unwrap();
+    run(&["deploy", project_arg]);
 
     let png = dir.path().join("dot.png");
     let bytes = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";

@@ -34,6 +34,9 @@ use crate::extract::{AdminOf, CallerOf, Json as JsonBody, Path, Query, TargetApp
 use crate::openapi::Routes;
 use crate::state::AppState;
 
+/// A refused upload's body is read to its end when it is at most this long.
+const SMALL_BODY_BYTES: u64 = 64 * 1024;
+
 /// Text fields of a multipart upload: at most this many bytes in all.
 const MAX_FIELDS_BYTES: usize = 4 * 1024;
 
@@ -197,11 +200,23 @@ async fn upload(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    // What can be refused before the body is read, is.
-    let max_bytes = state
+    // What can be refused before the body is read, is. A small body is read (and dropped)
+    // first all the same: a client still sending it would otherwise see the connection close
+    // under it instead of the answer.
+    let prepared = state
         .files()
         .prepare_upload(&app, &caller, &path.bucket, length)
-        .await?;
+        .await;
+    let max_bytes = match prepared {
+        Ok(max_bytes) => max_bytes,
+        Err(e) => {
+            if length.is_some_and(|n| n <= SMALL_BODY_BYTES) {
+                let limit = usize::try_from(SMALL_BODY_BYTES).unwrap_or(usize::MAX);
+                let _ = axum::body::to_bytes(request.into_body(), limit).await;
+            }
+            return Err(e.into());
+        }
+    };
     let body = request.into_body().into_data_stream();
     let view = if content_type
         .to_ascii_lowercase()

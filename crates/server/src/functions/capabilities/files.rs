@@ -12,11 +12,17 @@ use serde_json::{Map, Value, json};
 
 use super::failure;
 
-/// The most bytes a read hands back: what one host call carries.
-const MAX_READ_BYTES: i64 = 16 * 1024 * 1024;
+/// The most bytes a read hands back: what one host call carries, less room for the file's
+/// record beside them.
+const MAX_READ_BYTES: i64 = 16 * 1024 * 1024 - 64 * 1024;
+/// The most bytes of reads held at once by every function of the instance: a read waits for
+/// room, so that many calls reading large files cannot exhaust the server's memory.
+pub const READS_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
 
 pub struct FileAccess {
     pub files: Files,
+    /// Permits are bytes: a read holds as many as its file's size while it runs.
+    pub reads: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// One call: as the admin (`ctx.admin.files`) or as the caller, and what it asks.
@@ -118,13 +124,25 @@ impl Capability for FileAccess {
                          and fetch it for larger ones"
                     ))));
                 }
+                let size = usize::try_from(info.size).unwrap_or(0);
+                let _room = self
+                    .reads
+                    .acquire_many(u32::try_from(size).unwrap_or(u32::MAX))
+                    .await
+                    .map_err(|e| HostFailure::new("internal_error", e.to_string()))?;
                 let download = files
                     .open(app, caller, &bucket, &id, None, None)
                     .await
                     .map_err(failure)?;
                 let bytes: Vec<u8> = download
                     .body
-                    .try_fold(Vec::new(), |mut all, chunk| async move {
+                    .try_fold(Vec::with_capacity(size), |mut all, chunk| async move {
+                        // Never more than the file's recorded size.
+                        if all.len() + chunk.len() > size {
+                            return Err(std::io::Error::other(
+                                "the file is larger than its record",
+                            ));
+                        }
                         all.extend_from_slice(&chunk);
                         Ok(all)
                     })

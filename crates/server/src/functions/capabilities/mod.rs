@@ -30,7 +30,10 @@ pub fn all(
 ) -> Capabilities {
     Capabilities::new()
         .with(db::Database { data })
-        .with(files::FileAccess { files })
+        .with(files::FileAccess {
+            files,
+            reads: std::sync::Arc::new(tokio::sync::Semaphore::new(files::READS_IN_FLIGHT_BYTES)),
+        })
         .with(queue::Queue { queues })
         .with(messages::SubscribeMessages { messages })
         .with(fetcher)
