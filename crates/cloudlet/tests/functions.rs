@@ -74,6 +74,19 @@ async fn audit_notes(t: &TestApp, app: &str) -> Vec<String> {
     notes
 }
 
+/// The notes of `app`'s `audit` collection once there are at least `count` of them (triggered
+/// runs are asynchronous), or as they are after four seconds.
+async fn audit_notes_when(t: &TestApp, app: &str, count: usize) -> Vec<String> {
+    for _ in 0..200 {
+        let notes = audit_notes(t, app).await;
+        if notes.len() >= count {
+            return notes;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    audit_notes(t, app).await
+}
+
 /// A queue's ready, in-flight and dead counts.
 async fn queue_counts(t: &TestApp, app: &str, queue: &str) -> [Option<i64>; 3] {
     let view = t
@@ -1086,18 +1099,12 @@ async fn a_cycle_through_a_queue_and_a_trigger_stops_at_the_bound() {
         .json(&json!({ "note": "start" }))
         .expect(StatusCode::CREATED)
         .await;
-    let notes = || audit_notes(&t, "loop");
-    for _ in 0..200 {
-        if notes().await.len() >= 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    audit_notes_when(&t, "loop", 4).await;
     // The client's write (depth 0) relays at 1; the hop writes at 1, relayed at 2; at 2, relayed
     // at 3; the hop's write at 3 triggers nothing.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        notes().await,
+        audit_notes(&t, "loop").await,
         ["hop hop hop start", "hop hop start", "hop start", "start"]
     );
     assert_eq!(queue_counts(&t, "loop", "hops").await, [Some(0); 3]);
@@ -1134,15 +1141,8 @@ async fn auth_triggers_run_when_users_are_created_and_deleted() {
         .await
         .unwrap();
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    let notes = || audit_notes(&t, "members");
-    for _ in 0..200 {
-        if notes().await.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     assert_eq!(
-        notes().await,
+        audit_notes_when(&t, "members", 2).await,
         [
             "auth.user_created kim@example.com password number 1 auth true",
             "auth.user_deleted kim@example.com  number 1 auth true",
@@ -2459,15 +2459,8 @@ async fn file_triggers_run_after_uploads_and_deletions_of_their_bucket() {
         .await
         .unwrap();
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    let notes = || audit_notes(&t, "album");
-    for _ in 0..200 {
-        if notes().await.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     assert_eq!(
-        notes().await,
+        audit_notes_when(&t, "album", 2).await,
         [
             "files.delete photos a.pdf application/pdf 9 trip files true",
             "files.upload photos a.pdf application/pdf 9 trip files true",

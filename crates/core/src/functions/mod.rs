@@ -1219,25 +1219,32 @@ impl Functions {
         lock(&self.0.triggered).remove(app);
     }
 
+    /// The app's functions with a trigger that `matches`.
+    async fn triggered_where(
+        &self,
+        app: &AppName,
+        matches: impl Fn(&TriggerDef) -> bool,
+    ) -> Result<Vec<String>, FunctionError> {
+        Ok(self
+            .triggers(app)
+            .await?
+            .iter()
+            .filter(|(_, triggers)| triggers.iter().any(&matches))
+            .map(|(name, _)| name.clone())
+            .collect())
+    }
+
     /// The functions a data event runs: those with a trigger on its collection and operation.
-    /// The functions whose data triggers match a write.
     pub async fn triggered_by(
         &self,
         app: &AppName,
         collection: &str,
         operation: Operation,
     ) -> Result<Vec<String>, FunctionError> {
-        Ok(self
-            .triggers(app)
-            .await?
-            .iter()
-            .filter(|(_, triggers)| {
-                triggers.iter().any(|t| {
-                    matches!(t, TriggerDef::Data(t) if t.collection == collection && t.on.contains(&operation))
-                })
-            })
-            .map(|(name, _)| name.clone())
-            .collect())
+        self.triggered_where(app, |t| {
+            matches!(t, TriggerDef::Data(t) if t.collection == collection && t.on.contains(&operation))
+        })
+        .await
     }
 
     /// The functions an event of users' accounts runs.
@@ -1246,37 +1253,25 @@ impl Functions {
         app: &AppName,
         event: AuthEvent,
     ) -> Result<Vec<String>, FunctionError> {
-        Ok(self
-            .triggers(app)
-            .await?
-            .iter()
-            .filter(|(_, triggers)| {
-                triggers
-                    .iter()
-                    .any(|t| matches!(t, TriggerDef::Auth(t) if t.auth.contains(&event)))
-            })
-            .map(|(name, _)| name.clone())
-            .collect())
+        self.triggered_where(
+            app,
+            |t| matches!(t, TriggerDef::Auth(t) if t.auth.contains(&event)),
+        )
+        .await
     }
 
-    /// The app's functions that an event of `bucket`'s files triggers.
+    /// The functions an event of `bucket`'s files runs.
     pub async fn triggered_by_files(
         &self,
         app: &AppName,
         bucket: &str,
         event: FileEvent,
     ) -> Result<Vec<String>, FunctionError> {
-        Ok(self
-            .triggers(app)
-            .await?
-            .iter()
-            .filter(|(_, triggers)| {
-                triggers.iter().any(
-                    |t| matches!(t, TriggerDef::Files(t) if t.bucket == bucket && t.on.contains(&event)),
-                )
-            })
-            .map(|(name, _)| name.clone())
-            .collect())
+        self.triggered_where(
+            app,
+            |t| matches!(t, TriggerDef::Files(t) if t.bucket == bucket && t.on.contains(&event)),
+        )
+        .await
     }
 
     /// How long a run of the function may take, in milliseconds (from memory after its first

@@ -17,10 +17,9 @@ use std::time::Duration;
 
 use cloudlet_store::postgres::Postgres;
 use cloudlet_store::postgres::testing::TestServer;
-use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
 use cloudlet_store::{
-    AppName, Claimed, DueApp, Durability, Failed, MessageRow, MessageState, NewMessage, QueueRow,
-    QueueStats, QueueStore, Sent, StoreError, SystemStore, TenantStore,
+    AppName, Claimed, DueApp, Failed, MessageRow, MessageState, NewMessage, QueueRow, QueueStats,
+    QueueStore, Sent, StoreError, SystemStore, TenantStore,
 };
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
@@ -1482,21 +1481,8 @@ async fn concurrent_puts_of_one_queue_create_it_once() {
 /// `cloudlet migrate` copies an app's queues as they are: PostgreSQL's `rowid` takes SQLite's,
 /// so messages due at the same moment keep their order, and later sends come after them.
 async fn queues_move_from_sqlite_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let (system_path, apps_dir) = (dir.path().join("system.db"), dir.path().join("apps"));
-    std::fs::create_dir(&apps_dir).unwrap();
-    let (system, tenants) = tokio::task::spawn_blocking(move || {
-        let system = SqliteSystemStore::open(&system_path, Durability::Full).unwrap();
-        let options = TenantPoolOptions {
-            max_open: 8,
-            readers: 2,
-            durability: Durability::Full,
-        };
-        (system, SqliteTenants::open(apps_dir, options).unwrap())
-    })
-    .await
-    .unwrap();
-    let app = add_app(&system, &tenants, "moving").await;
+    let (system, tenants, _dir) = backends::sqlite().await;
+    let app = add_app(&*system, &*tenants, "moving").await;
     tenants
         .put_queue(&app, queue("q", r#"{"v":1}"#, 3))
         .await
@@ -1538,7 +1524,7 @@ async fn queues_move_from_sqlite_in_order() {
     .await
     .unwrap();
     assert!(moved.copied);
-    let from: &dyn QueueStore = &tenants;
+    let from: &dyn QueueStore = &*tenants;
     let to: &dyn QueueStore = &*target;
     assert_eq!(
         to.queues(&app).await.unwrap(),

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use cloudlet_store::postgres::testing::TestServer;
 use cloudlet_store::postgres::{Postgres, PostgresOptions};
-use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
 use cloudlet_store::{
     AppName, AppRow, Durability, FunctionLogRow, FunctionRow, FunctionStore, FunctionVersionRow,
     LogQuery, ProviderRow, ScheduleRow, SigningKeyRow, SiteFile, SiteStore, StoreError,
@@ -30,27 +29,13 @@ struct Stores {
 }
 
 async fn sqlite() -> Stores {
-    let dir = tempfile::tempdir().unwrap();
-    let (system_path, apps_dir) = (dir.path().join("system.db"), dir.path().join("apps"));
-    std::fs::create_dir(&apps_dir).unwrap();
-    let (system, tenants) = tokio::task::spawn_blocking(move || {
-        let system = SqliteSystemStore::open(&system_path, Durability::Full).unwrap();
-        let options = TenantPoolOptions {
-            max_open: 8,
-            readers: 2,
-            durability: Durability::Full,
-        };
-        (system, SqliteTenants::open(apps_dir, options).unwrap())
-    })
-    .await
-    .unwrap();
-    let tenants = Arc::new(tenants);
+    let (system, tenants, dir) = crate::backends::sqlite().await;
     Stores {
-        system: Arc::new(system),
+        system,
         tenants: tenants.clone(),
         functions: tenants.clone(),
         sites: tenants,
-        _dir: Some(Arc::new(dir)),
+        _dir: Some(dir),
     }
 }
 
