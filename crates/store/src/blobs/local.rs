@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Blob, BlobKey, BlobStore, ByteStream};
 use crate::{AppName, Durability, StoreError};
@@ -97,28 +97,25 @@ impl BlobStore for LocalBlobs {
         range: Option<Range<u64>>,
     ) -> Result<Option<Blob>, StoreError> {
         let path = self.path(key);
-        let mut file = match tokio::fs::File::open(&path).await {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::io(&path)(e)),
-        };
-        let size = file.metadata().await.map_err(StoreError::io(&path))?.len();
-        let range = range.unwrap_or(0..size);
-        if range.start > range.end || range.end > size {
-            return Err(StoreError::Task(format!(
-                "range {range:?} is outside blob {key} of {size} bytes"
-            )));
-        }
-        file.seek(SeekFrom::Start(range.start))
+        let name = key.to_string();
+        // Opening, sizing, seeking and, for a small read, reading: one trip to the blocking
+        // pool, not one per step (a thumbnail or an avatar is read whole in it).
+        let opened = tokio::task::spawn_blocking(move || open_at(&path, range, &name))
             .await
-            .map_err(StoreError::io(&path))?;
-        // The open file stays readable if the blob is deleted meanwhile: a download that began
-        // ends whole.
-        let reader = file.take(range.end - range.start);
-        let body = tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK);
-        Ok(Some(Blob {
-            size,
-            body: Box::pin(body),
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        Ok(opened.map(|(size, opened)| {
+            let body: ByteStream = match opened {
+                Opened::Whole(bytes) => {
+                    Box::pin(futures_util::stream::once(async move { Ok(bytes) }))
+                }
+                Opened::Stream(file, length) => {
+                    let reader = tokio::fs::File::from_std(file).take(length);
+                    Box::pin(tokio_util::io::ReaderStream::with_capacity(
+                        reader, READ_CHUNK,
+                    ))
+                }
+            };
+            Blob { size, body }
         }))
     }
 
@@ -143,6 +140,48 @@ impl BlobStore for LocalBlobs {
     fn describe(&self) -> String {
         format!("local:{}", self.root.display())
     }
+}
+
+/// A blob opened for reading: its bytes when they fit in one read, or the file at the start
+/// of the range and how many bytes to read from there.
+enum Opened {
+    Whole(bytes::Bytes),
+    Stream(std::fs::File, u64),
+}
+
+/// Opens the blob at `path` at `range` (all of it when `None`): its size and how to read it, or
+/// `None` when there is none. Blocking.
+fn open_at(
+    path: &Path,
+    range: Option<Range<u64>>,
+    name: &str,
+) -> Result<Option<(u64, Opened)>, StoreError> {
+    use std::io::{Read, Seek};
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io(path)(e)),
+    };
+    let size = file.metadata().map_err(StoreError::io(path))?.len();
+    let range = range.unwrap_or(0..size);
+    if range.start > range.end || range.end > size {
+        return Err(StoreError::Task(format!(
+            "range {range:?} is outside blob {name} of {size} bytes"
+        )));
+    }
+    if range.start > 0 {
+        file.seek(SeekFrom::Start(range.start))
+            .map_err(StoreError::io(path))?;
+    }
+    let length = range.end - range.start;
+    // The open file stays readable if the blob is deleted meanwhile: a download that began
+    // ends whole.
+    if length <= READ_CHUNK as u64 {
+        let mut bytes = vec![0u8; length as usize];
+        file.read_exact(&mut bytes).map_err(StoreError::io(path))?;
+        return Ok(Some((size, Opened::Whole(bytes.into()))));
+    }
+    Ok(Some((size, Opened::Stream(file, length))))
 }
 
 /// Makes a rename in `dir` durable.
