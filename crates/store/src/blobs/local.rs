@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use super::{Blob, BlobKey, BlobStore, ByteStream};
 use crate::{AppName, Durability, StoreError};
@@ -21,7 +21,14 @@ const READ_CHUNK: usize = 64 * 1024;
 pub struct LocalBlobs {
     root: PathBuf,
     durability: Durability,
+    /// Writes to files running at once, across every upload: each holds a thread of the
+    /// blocking pool (and that thread's allocator caches), so a hundred uploads at once take
+    /// turns on a few threads instead of starting a hundred.
+    writes: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Blocking writes of uploads running at once.
+const WRITES_AT_ONCE: usize = 8;
 
 impl LocalBlobs {
     /// The store at `root` (created if missing), its leftover temporary files removed. Blocking.
@@ -36,6 +43,7 @@ impl LocalBlobs {
         Ok(LocalBlobs {
             root: root.to_path_buf(),
             durability,
+            writes: std::sync::Arc::new(tokio::sync::Semaphore::new(WRITES_AT_ONCE)),
         })
     }
 
@@ -44,18 +52,46 @@ impl LocalBlobs {
     }
 
     async fn write_whole(&self, tmp: &Path, mut body: ByteStream) -> Result<(), StoreError> {
-        let mut file = tokio::fs::File::create(tmp)
-            .await
-            .map_err(StoreError::io(tmp))?;
+        let path = tmp.to_path_buf();
+        let mut file = Some(
+            self.blocking(move || std::fs::File::create(&path))
+                .await
+                .map_err(StoreError::io(tmp))?,
+        );
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(StoreError::io(tmp))?;
-            file.write_all(&chunk).await.map_err(StoreError::io(tmp))?;
+            let mut open = file.take().ok_or(StoreError::Closed)?;
+            let open = self
+                .blocking(move || {
+                    use std::io::Write;
+                    open.write_all(&chunk).map(|()| open)
+                })
+                .await
+                .map_err(StoreError::io(tmp))?;
+            file = Some(open);
         }
-        file.flush().await.map_err(StoreError::io(tmp))?;
+        let open = file.take().ok_or(StoreError::Closed)?;
         if self.durability == Durability::Full {
-            file.sync_all().await.map_err(StoreError::io(tmp))?;
+            self.blocking(move || open.sync_all())
+                .await
+                .map_err(StoreError::io(tmp))?;
         }
         Ok(())
+    }
+
+    /// Runs one blocking write, when one of the [`WRITES_AT_ONCE`] places is free.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
+        let _place = self
+            .writes
+            .acquire()
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?
     }
 }
 
