@@ -40,6 +40,13 @@ use sha2::{Digest, Sha256};
 use crate::access::Caller;
 use crate::clock::{Clock, Timestamp};
 use crate::random::Random;
+use crate::thumbs::ThumbSpec;
+
+mod thumbnails;
+
+use thumbnails::declared;
+
+pub use thumbnails::MAX_THUMB_SOURCE_BYTES;
 
 /// The largest file any bucket may take.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024 * 1024;
@@ -109,6 +116,16 @@ pub enum FileError {
     InvalidRequest(String),
     #[error("too many uploads at once: at most {0} per user and {UPLOADS_PER_APP} per app")]
     TooManyUploads(usize),
+    #[error("this bucket serves thumbnails of the sizes it declares ({0}), not {1:?}")]
+    ThumbNotDeclared(String, String),
+    #[error(transparent)]
+    Thumb(#[from] crate::thumbs::ThumbError),
+    #[error(
+        "the file is {0} bytes: thumbnails are made of images of at most {MAX_THUMB_SOURCE_BYTES}"
+    )]
+    ImageTooLarge(u64),
+    #[error("too many thumbnails are being made: try again shortly")]
+    Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -206,9 +223,14 @@ pub struct SignedUrl {
     pub expires_at: String,
 }
 
-/// A file being read.
+/// A file, or one of its thumbnails, being read.
 pub struct Download {
     pub file: FileView,
+    /// What is sent: the file, or a thumbnail of it.
+    pub content_type: String,
+    pub size: u64,
+    /// The quoted `ETag`: the file's SHA-256 (and the thumbnail size).
+    pub etag: String,
     /// The bytes sent: the whole file, or the range asked for.
     pub range: Range<u64>,
     pub body: ByteStream,
@@ -280,9 +302,12 @@ impl Bucket {
             return Err(invalid(format!("max_bytes: 1 to {MAX_FILE_BYTES}")));
         }
         let thumbs = input.thumbs.unwrap_or_default();
-        if thumbs.len() > 16 || thumbs.iter().any(|t| parse_thumb(t).is_none()) {
+        let canonical = |t: &String| ThumbSpec::parse(t).is_some_and(|s| s.to_string() == *t);
+        if thumbs.len() > 16 || !thumbs.iter().all(canonical) {
             return Err(invalid(
-                "thumbs: up to 16 sizes WxH, each side 1 to 2000 (200x200)".into(),
+                "thumbs: up to 16 sizes WxH (200x200, 200x200t, 200x200b, 200x200f, 0x200, \
+                 200x0), each side at most 2000"
+                    .into(),
             ));
         }
         for action in input.rules.keys() {
@@ -373,17 +398,6 @@ fn valid_type_pattern(pattern: &str) -> bool {
         Some((family, sub)) => token(family) && token(sub),
         None => false,
     }
-}
-
-/// `WxH`, each side 1 to 2000.
-pub fn parse_thumb(text: &str) -> Option<(u32, u32)> {
-    let (w, h) = text.split_once('x')?;
-    let side = |s: &str| {
-        s.parse::<u32>()
-            .ok()
-            .filter(|n| (1..=2000).contains(n) && !s.starts_with('0'))
-    };
-    Some((side(w)?, side(h)?))
 }
 
 /// The name a client gave, cleaned: its last path segment (mini programs send temporary paths),
@@ -533,6 +547,7 @@ struct Inner {
     cache: Mutex<Cache>,
     /// Uploads running, per app and per (app, user).
     running: Mutex<HashMap<(AppName, Option<String>), usize>>,
+    thumbnails: thumbnails::Thumbnails,
 }
 
 /// Compiled buckets per app, and a count of changes: a load that began before a change must not
@@ -582,6 +597,7 @@ impl Files {
             triggers: std::sync::OnceLock::new(),
             cache: Mutex::new(Cache::default()),
             running: Mutex::new(HashMap::new()),
+            thumbnails: thumbnails::Thumbnails::new(),
         }))
     }
 
@@ -1166,8 +1182,12 @@ impl Files {
             .get(&key, (range != (0..size)).then(|| range.clone()))
             .await?
             .ok_or(FileError::NotFound)?;
+        let file = self.view(&bucket, row);
         Ok(Download {
-            file: self.view(&bucket, row),
+            content_type: file.content_type.clone(),
+            etag: format!("\"{}\"", file.sha256),
+            file,
+            size,
             range,
             body: blob.body,
             signed_for_secs,
@@ -1228,10 +1248,9 @@ impl Files {
                 "ttl_secs must be 1 to {MAX_URL_SECS}"
             )));
         }
-        if thumb.is_some() {
-            // Not served yet: a URL signed for a thumbnail would open the original.
+        if thumb.is_some_and(|t| ThumbSpec::parse(t).is_none()) {
             return Err(FileError::InvalidRequest(
-                "thumbnails are not served yet: sign without thumb".into(),
+                "thumb: a size such as 200x200, 200x200f or 0x200".into(),
             ));
         }
         let now = (self.0.clock.now().unix_ms() / 1000).max(0) as u64;
@@ -1239,7 +1258,12 @@ impl Files {
         let mut urls = Vec::with_capacity(ids.len());
         for id in ids {
             let visible = match self.find(app, None, id).await {
-                Ok((bucket, row)) => self.check(app, &bucket, "view", caller, row).await,
+                Ok((bucket, row)) => {
+                    if let Some(thumb) = thumb {
+                        declared(&bucket, thumb)?;
+                    }
+                    self.check(app, &bucket, "view", caller, row).await
+                }
                 Err(e) => Err(e),
             };
             match visible {

@@ -28,3 +28,4 @@ pub mod random;
 pub mod sealing;
 pub mod secrets;
 pub mod sites;
+pub mod thumbs;

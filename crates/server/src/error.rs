@@ -166,6 +166,9 @@ codes! {
     RangeNotSatisfiable = "range_not_satisfiable", 416, "a `Range` that starts past the file's end (`content-range: bytes */size` says its size)";
     InvalidSignature = "invalid_signature", 403, "a signed URL whose signature does not match its app, file, expiry and transform";
     UrlExpired = "url_expired", 403, "a signed URL past its expiry";
+    InvalidThumb = "invalid_thumb", 400, "a thumbnail size the file's bucket does not declare in its `thumbs`";
+    ThumbUnavailable = "thumb_unavailable", 422, "no thumbnail can be made of the file: it is no JPEG, PNG, GIF or WebP image, or its bytes do not decode";
+    ImageTooLarge = "image_too_large", 422, "an image with more pixels than a thumbnail is made from (64 million for a JPEG, 25 million for the others), or over 64 MiB";
     // The server.
     NotReady = "not_ready", 503, "from `/readyz` only: the server is starting or shutting down";
     DatabaseUnavailable = "database_unavailable", 503, "the database can not be reached now, or every connection stayed busy past `database.pool_wait_secs` (`retry-after` says when to try again)";

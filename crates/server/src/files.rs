@@ -17,6 +17,7 @@ use cloudlet_core::files::{
     BucketInput, BucketView, ByteRange, Download, FileError, FilePage, FileView, MAX_FILE_BYTES,
     MULTIPART_SLACK, Signature, SignedUrl, Upload,
 };
+use cloudlet_core::thumbs::ThumbError;
 use cloudlet_store::ByteStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -70,7 +71,12 @@ impl From<FileError> for ApiError {
             FileError::RangeNotSatisfiable { .. } => Code::RangeNotSatisfiable,
             FileError::InvalidSignature(_) => Code::InvalidSignature,
             FileError::Expired => Code::UrlExpired,
-            FileError::TooManyUploads(_) => Code::TooManyRequests,
+            FileError::TooManyUploads(_) | FileError::Busy => Code::TooManyRequests,
+            FileError::ThumbNotDeclared(..) => Code::InvalidThumb,
+            FileError::Thumb(ThumbError::TooManyPixels { .. }) | FileError::ImageTooLarge(_) => {
+                Code::ImageTooLarge
+            }
+            FileError::Thumb(_) => Code::ThumbUnavailable,
             FileError::Store(cause) => return ApiError::store(cause, &e),
         };
         ApiError::new(code, e.to_string())
@@ -477,18 +483,20 @@ async fn list_files(
     Ok(axum::Json(page))
 }
 
-/// A signed URL's query, or none. Other parameters (a cache-buster) are ignored.
+/// A thumbnail size, and a signed URL's query, or none. Other parameters (a cache-buster) are
+/// ignored.
 #[derive(Deserialize, Default, utoipa::IntoParams)]
 struct DownloadQuery {
     /// Unix seconds after which the signed URL is refused.
     expires: Option<u64>,
-    /// A thumbnail size the URL was signed for.
+    /// A thumbnail size the bucket declares (`200x200`); a signed URL is signed for it.
     thumb: Option<String>,
     sig: Option<String>,
 }
 
-/// The file's bytes, to a caller the view rule lets see it, or with a signed URL's query; a
-/// `Range` of one span is answered `206`, an `If-None-Match` of its ETag `304`.
+/// The file's bytes, or a thumbnail of it (`?thumb=`), to a caller the view rule lets see it,
+/// or with a signed URL's query; a `Range` of one span is answered `206`, an `If-None-Match` of
+/// its ETag `304`.
 #[utoipa::path(get, path = "/v1/apps/{app}/files/{bucket}/{file}", tag = "files",
     params(("app" = AppName, Path), ("bucket" = String, Path), ("file" = String, Path), DownloadQuery),
     responses((status = 200, description = "the file", content_type = "*/*"),
@@ -505,10 +513,10 @@ async fn download(
     let signature = match (query.expires, query.sig) {
         (Some(expires), Some(sig)) => Some(Signature {
             expires,
-            thumb: query.thumb,
+            thumb: query.thumb.clone(),
             sig,
         }),
-        (None, None) if query.thumb.is_none() => None,
+        (None, None) => None,
         _ => {
             return Err(ApiError::new(
                 Code::InvalidSignature,
@@ -516,6 +524,21 @@ async fn download(
             ));
         }
     };
+    if let Some(thumb) = &query.thumb {
+        // A thumbnail is sent whole: a `Range` may be ignored, and is.
+        let download = state
+            .files()
+            .thumbnail(
+                &app,
+                &caller,
+                &path.bucket,
+                &path.file,
+                thumb,
+                signature.as_ref(),
+            )
+            .await?;
+        return Ok(respond(download, &headers));
+    }
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
@@ -559,11 +582,13 @@ fn inline(content_type: &str) -> bool {
 fn respond(download: Download, headers: &HeaderMap) -> Response {
     let Download {
         file,
+        content_type,
+        size,
+        etag,
         range,
         body,
         signed_for_secs,
     } = download;
-    let etag = format!("\"{}\"", file.sha256);
     let not_modified = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -571,7 +596,6 @@ fn respond(download: Download, headers: &HeaderMap) -> Response {
             v.split(',')
                 .any(|tag| tag.trim() == etag || tag.trim() == "*")
         });
-    let size = file.size.max(0) as u64;
     let partial = range != (0..size);
     let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
@@ -616,8 +640,7 @@ fn respond(download: Download, headers: &HeaderMap) -> Response {
                 ),
             );
         }
-        set(header::CONTENT_TYPE, file.content_type.clone());
-        if !inline(&file.content_type) {
+        if !inline(&content_type) {
             let name: String = percent_encoding::utf8_percent_encode(
                 &file.name,
                 percent_encoding::NON_ALPHANUMERIC,
@@ -632,6 +655,7 @@ fn respond(download: Download, headers: &HeaderMap) -> Response {
                 "default-src 'none'; sandbox".to_owned(),
             );
         }
+        set(header::CONTENT_TYPE, content_type);
     }
     response
 }
@@ -680,7 +704,8 @@ struct SignBody {
     ids: Vec<String>,
     /// How long the URLs stay valid at least, in seconds (default 3,600; at most 7 days).
     ttl_secs: Option<u64>,
-    /// A thumbnail size of the bucket, `WxH`.
+    /// A thumbnail size every file's bucket declares (`200x200`): the URLs open that
+    /// thumbnail.
     thumb: Option<String>,
 }
 

@@ -1,5 +1,5 @@
 //! Prometheus metrics: requests by route, method and status, latency histograms by route, open
-//! app databases, and function invocations by trigger and outcome. Routes are labelled by their template (`/v1/admin/apps/{app}`), never by
+//! app databases, function invocations by trigger and outcome, and thumbnails made. Routes are labelled by their template (`/v1/admin/apps/{app}`), never by
 //! the concrete path, so the number of series stays bounded however many apps there are.
 
 use std::time::Instant;
@@ -46,6 +46,7 @@ pub struct Metrics {
     latency: HistogramFamily,
     open_apps: Gauge,
     functions: Family<FunctionLabels, Counter>,
+    thumbnails: Counter,
 }
 
 impl Default for Metrics {
@@ -73,12 +74,19 @@ impl Default for Metrics {
             "Function invocations, by trigger (call, http, data, schedule, queue) and outcome (ok or the error code)",
             functions.clone(),
         );
+        let thumbnails = Counter::default();
+        registry.register(
+            "thumbnails_made",
+            "Thumbnails made (each an image decoded; a kept one is not counted again)",
+            thumbnails.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             open_apps,
             functions,
+            thumbnails,
         }
     }
 }
@@ -157,6 +165,11 @@ fn method_label(method: &Method) -> &'static str {
 pub async fn export(State(state): State<AppState>) -> Result<Response, ApiError> {
     let metrics = state.metrics();
     metrics.open_apps.set(state.apps().open_databases() as i64);
+    // The files service counts; the counter shows its count (never less than before).
+    metrics.thumbnails.inner().fetch_max(
+        state.files().thumbnails_made(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let mut body = String::new();
     prometheus_client::encoding::text::encode(&mut body, &metrics.registry)
         .map_err(|e| ApiError::internal(&e))?;

@@ -58,11 +58,33 @@ impl fmt::Display for FileId {
     }
 }
 
-/// Where a file's bytes are kept: `{app}/{file id}`.
+/// A form of a file kept beside it (a thumbnail size, `200x200f`): 1 to 32 of `a-z` and
+/// `0-9`, so it can be part of a path or an object name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Variant(String);
+
+impl Variant {
+    /// `text` if it is a variant's name, or `None`.
+    pub fn parse(text: &str) -> Option<Variant> {
+        let well_formed = (1..=32).contains(&text.len())
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        well_formed.then(|| Variant(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Where a file's bytes are kept: `{app}/{file id}`, and a variant of it (a thumbnail) at
+/// `{app}/thumbs/{file id}/{variant}`. Deleting a file's blob deletes its variants too.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BlobKey {
     app: AppName,
     file: FileId,
+    variant: Option<Variant>,
 }
 
 impl BlobKey {
@@ -70,6 +92,16 @@ impl BlobKey {
         BlobKey {
             app: app.clone(),
             file: file.clone(),
+            variant: None,
+        }
+    }
+
+    /// The key of `variant` of the file.
+    pub fn variant(app: &AppName, file: &FileId, variant: &Variant) -> BlobKey {
+        BlobKey {
+            app: app.clone(),
+            file: file.clone(),
+            variant: Some(variant.clone()),
         }
     }
 
@@ -80,11 +112,23 @@ impl BlobKey {
     pub fn file(&self) -> &FileId {
         &self.file
     }
+
+    pub fn variant_of(&self) -> Option<&Variant> {
+        self.variant.as_ref()
+    }
+
+    /// Where the file's variants are kept: `{app}/thumbs/{file id}/`.
+    pub(crate) fn variants_prefix(&self) -> String {
+        format!("{}/thumbs/{}/", self.app.as_str(), self.file)
+    }
 }
 
 impl fmt::Display for BlobKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.app.as_str(), self.file)
+        match &self.variant {
+            None => write!(f, "{}/{}", self.app.as_str(), self.file),
+            Some(variant) => write!(f, "{}{}", self.variants_prefix(), variant.as_str()),
+        }
     }
 }
 
@@ -115,7 +159,7 @@ pub trait BlobStore: Send + Sync {
         range: Option<Range<u64>>,
     ) -> Result<Option<Blob>, StoreError>;
 
-    /// Deletes the blob; a missing one is no error.
+    /// Deletes the blob, and a file's variants with it; a missing one is no error.
     async fn delete(&self, key: &BlobKey) -> Result<(), StoreError>;
 
     /// Deletes every blob of `app` (the app was deleted).
@@ -147,5 +191,23 @@ mod tests {
         ] {
             assert_eq!(FileId::parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn variants_are_parsed_strictly_and_kept_beside_their_file() {
+        for bad in ["", "200X200", "../x", "a/b", "a.b", "a-b", &"a".repeat(33)] {
+            assert_eq!(Variant::parse(bad), None, "{bad:?}");
+        }
+        let app = AppName::parse("shop").unwrap();
+        let file = FileId::parse("fil_AAAAAAAAAAAAAAAAAAAAAA").unwrap();
+        let thumb = Variant::parse("200x200f").unwrap();
+        assert_eq!(
+            BlobKey::variant(&app, &file, &thumb).to_string(),
+            "shop/thumbs/fil_AAAAAAAAAAAAAAAAAAAAAA/200x200f"
+        );
+        assert_eq!(
+            BlobKey::new(&app, &file).to_string(),
+            "shop/fil_AAAAAAAAAAAAAAAAAAAAAA"
+        );
     }
 }

@@ -182,6 +182,10 @@ pub trait FileStore: Send + Sync {
         emit: Option<Emit>,
     ) -> Result<Option<FileRow>, StoreError>;
     /// What `owner` (or, with `None`, the whole app) holds.
+    /// Counts `bytes` of a thumbnail of file `id` in the app's usage (and takes them back when
+    /// the file goes); false, counting nothing, when there is no such ready file.
+    async fn count_thumb(&self, app: &AppName, id: &str, bytes: i64) -> Result<bool, StoreError>;
+
     async fn file_usage(&self, app: &AppName, owner: Option<&str>)
     -> Result<FileUsage, StoreError>;
 

@@ -34,7 +34,9 @@ pub mod transfer;
 mod users;
 
 pub use app_name::{AppName, InvalidAppName};
-pub use blobs::{Blob, BlobKey, BlobStore, ByteStream, FileId, LocalBlobs, S3Blobs, S3Settings};
+pub use blobs::{
+    Blob, BlobKey, BlobStore, ByteStream, FileId, LocalBlobs, S3Blobs, S3Settings, Variant,
+};
 pub use data_dir::DataDir;
 pub use error::StoreError;
 pub use files::{

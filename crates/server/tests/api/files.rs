@@ -773,3 +773,221 @@ async fn a_record_points_only_at_files_its_writer_may_view() {
         .await;
     post(&s.bob, id).expect(StatusCode::CREATED).await;
 }
+
+/// A `width`×`height` JPEG: red on the left half, blue on the right.
+fn jpeg(width: u16, height: u16) -> Vec<u8> {
+    let mut pixels = Vec::with_capacity(usize::from(width) * usize::from(height) * 3);
+    for _ in 0..height {
+        for x in 0..width {
+            pixels.extend_from_slice(if x < width / 2 {
+                &[250, 0, 0]
+            } else {
+                &[0, 0, 250]
+            });
+        }
+    }
+    let mut bytes = Vec::new();
+    jpeg_encoder::Encoder::new(&mut bytes, 90)
+        .encode(&pixels, width, height, jpeg_encoder::ColorType::Rgb)
+        .unwrap();
+    bytes
+}
+
+/// A JPEG's width and height.
+fn jpeg_size(bytes: &[u8]) -> (u16, u16) {
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    decoder.read_info().unwrap();
+    let info = decoder.info().unwrap();
+    (info.width, info.height)
+}
+
+/// A PNG of 65 bytes whose header claims 100,000 × 100,000 pixels.
+fn png_bomb() -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    png.extend_from_slice(&100_000u32.to_be_bytes());
+    png.extend_from_slice(&100_000u32.to_be_bytes());
+    png.extend_from_slice(&[8, 6, 0, 0, 0]);
+    let crc = crc32(&png[12..]);
+    png.extend_from_slice(&crc.to_be_bytes());
+    // The first of the pixels: a few compressed bytes (a real bomb has many, all zeros).
+    let idat = b"IDAT\x78\x9c\x03\x00\x00\x00\x00\x01";
+    png.extend_from_slice(&8u32.to_be_bytes());
+    png.extend_from_slice(idat);
+    png.extend_from_slice(&crc32(idat).to_be_bytes());
+    png.extend_from_slice(b"\0\0\0\0IEND\xaeB`\x82");
+    png
+}
+
+#[tokio::test]
+async fn thumbnails_are_made_once_in_declared_sizes_and_go_with_their_file() {
+    let s =
+        scene(json!({ "types": ["image/*", "application/pdf"], "thumbs": ["100x100", "80x0"] }))
+            .await;
+    let photo = jpeg(640, 480);
+    let up = s
+        .upload(
+            Some(&s.alice),
+            form(&[Part::File("p.jpg", "image/jpeg", &photo)]),
+        )
+        .expect(StatusCode::CREATED)
+        .await;
+    let id = up["id"].as_str().unwrap().to_owned();
+    let thumb = format!("{}?thumb=100x100", url(&id));
+
+    // Twenty at once: one decode, twenty equal answers.
+    let requests = (0..20).map(|_| s.file(Method::GET, Some(&s.alice), &thumb).send());
+    let answers = futures_util::future::join_all(requests).await;
+    let mut bodies = Vec::new();
+    for answer in answers {
+        let answer = answer.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert_eq!(answer.headers()["content-type"], "image/jpeg");
+        let etag = format!("\"{}-100x100\"", up["sha256"].as_str().unwrap());
+        assert_eq!(answer.headers()["etag"].to_str().unwrap(), etag);
+        assert!(answer.headers().get("content-disposition").is_none());
+        bodies.push(answer.bytes().await.unwrap());
+    }
+    assert!(bodies.iter().all(|b| *b == bodies[0]));
+    assert_eq!(jpeg_size(&bodies[0]), (100, 100));
+    assert!(
+        s.t.metrics()
+            .await
+            .contains("cloudlet_thumbnails_made_total 1\n")
+    );
+    let kept =
+        s.t.data_dir
+            .join("files/notes/thumbs")
+            .join(&id)
+            .join("100x100");
+    assert_eq!(std::fs::read(&kept).unwrap(), bodies[0].as_ref());
+
+    // Asked again: the kept one, and a 304 for its ETag.
+    let etag = format!("\"{}-100x100\"", up["sha256"].as_str().unwrap());
+    let again = s
+        .file(Method::GET, Some(&s.alice), &thumb)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert!(
+        s.t.metrics()
+            .await
+            .contains("cloudlet_thumbnails_made_total 1\n")
+    );
+
+    // Only the declared sizes, and only for those who may view the file.
+    for size in ["200x200", "100x100f", "big", "0x0", "../100x100"] {
+        s.file(
+            Method::GET,
+            Some(&s.alice),
+            &format!("{}?thumb={size}", url(&id)),
+        )
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_thumb")
+        .await;
+    }
+    s.file(Method::GET, Some(&s.bob), &thumb)
+        .expect_error(StatusCode::NOT_FOUND, "file_not_found")
+        .await;
+    s.file(Method::GET, None, &thumb)
+        .expect_error(StatusCode::NOT_FOUND, "file_not_found")
+        .await;
+
+    // A URL signed for a thumbnail opens that thumbnail, and no other.
+    let signed = s
+        .file(Method::POST, Some(&s.alice), "/v1/apps/notes/file-urls")
+        .json(&json!({ "ids": [id], "thumb": "80x0" }))
+        .expect(StatusCode::OK)
+        .await;
+    let link = signed["urls"][0]["url"].as_str().unwrap().to_owned();
+    assert!(link.contains("thumb=80x0"), "{link}");
+    let got = s.file(Method::GET, None, &link).send().await.unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(jpeg_size(&got.bytes().await.unwrap()), (80, 60));
+    for tampered in [
+        link.replace("thumb=80x0", "thumb=100x100"),
+        link.replace("&thumb=80x0", ""),
+    ] {
+        s.file(Method::GET, None, &tampered)
+            .expect_error(StatusCode::FORBIDDEN, "invalid_signature")
+            .await;
+    }
+    s.file(Method::POST, Some(&s.alice), "/v1/apps/notes/file-urls")
+        .json(&json!({ "ids": [id], "thumb": "300x300" }))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_thumb")
+        .await;
+
+    // What is not an image, a decompression bomb, and bytes that do not decode, each with its
+    // code; a failure is not kept, so asking again fails again the same way.
+    let pdf = s
+        .upload(
+            Some(&s.alice),
+            form(&[Part::File("a.pdf", "application/pdf", b"%PDF-1.7\n")]),
+        )
+        .expect(StatusCode::CREATED)
+        .await;
+    let bomb = s
+        .upload(
+            Some(&s.alice),
+            form(&[Part::File("b.png", "image/png", &png_bomb())]),
+        )
+        .expect(StatusCode::CREATED)
+        .await;
+    let mut broken = photo[..photo.len() / 4].to_vec();
+    broken.extend_from_slice(&[0xff; 64]);
+    let broken = s
+        .upload(
+            Some(&s.alice),
+            form(&[Part::File("c.jpg", "image/jpeg", &broken)]),
+        )
+        .expect(StatusCode::CREATED)
+        .await;
+    for (file, status, code) in [
+        (&pdf, StatusCode::UNPROCESSABLE_ENTITY, "thumb_unavailable"),
+        (&bomb, StatusCode::UNPROCESSABLE_ENTITY, "image_too_large"),
+        (
+            &broken,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "thumb_unavailable",
+        ),
+        (
+            &broken,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "thumb_unavailable",
+        ),
+    ] {
+        let path = format!("{}?thumb=100x100", url(file["id"].as_str().unwrap()));
+        s.file(Method::GET, Some(&s.alice), &path)
+            .expect_error(status, code)
+            .await;
+    }
+    assert!(
+        !s.t.data_dir
+            .join("files/notes/thumbs")
+            .join(broken["id"].as_str().unwrap())
+            .exists()
+    );
+
+    // The file deleted: its thumbnails go with it.
+    s.file(Method::DELETE, Some(&s.alice), &url(&id))
+        .no_content()
+        .await;
+    assert!(!s.t.data_dir.join("files/notes/thumbs").join(&id).exists());
+    s.file(Method::GET, Some(&s.alice), &thumb)
+        .expect_error(StatusCode::NOT_FOUND, "file_not_found")
+        .await;
+}

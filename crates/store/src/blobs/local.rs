@@ -1,4 +1,5 @@
-//! Blobs in a directory: `{root}/{app}/{file id}`. A blob is written to `{root}/.tmp/` and
+//! Blobs in a directory: `{root}/{app}/{file id}`, a file's thumbnails in
+//! `{root}/{app}/thumbs/{file id}/`. A blob is written to `{root}/.tmp/` and
 //! renamed into place once whole, so a reader (or a crash) never sees part of one; whatever a
 //! crash leaves in `.tmp/` is removed when the store opens (one process holds a data
 //! directory). With [`Durability::Full`] the file and its directory are fsynced before the
@@ -48,7 +49,7 @@ impl LocalBlobs {
     }
 
     fn path(&self, key: &BlobKey) -> PathBuf {
-        self.root.join(key.app().as_str()).join(key.file().as_str())
+        self.root.join(key.to_string())
     }
 
     async fn write_whole(&self, tmp: &Path, mut body: ByteStream) -> Result<(), StoreError> {
@@ -101,13 +102,13 @@ impl BlobStore for LocalBlobs {
         let tmp = self
             .root
             .join(".tmp")
-            .join(format!("{}-{}", key.app().as_str(), key.file()));
+            .join(key.to_string().replace('/', "-"));
         if let Err(e) = self.write_whole(&tmp, body).await {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(e);
         }
         let path = self.path(key);
-        let dir = self.root.join(key.app().as_str());
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         let placed = async {
             tokio::fs::create_dir_all(&dir)
                 .await
@@ -158,9 +159,18 @@ impl BlobStore for LocalBlobs {
     async fn delete(&self, key: &BlobKey) -> Result<(), StoreError> {
         let path = self.path(key);
         match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(&path)(e)),
+        }
+        if key.variant_of().is_some() {
+            return Ok(());
+        }
+        let variants = self.root.join(key.variants_prefix());
+        match tokio::fs::remove_dir_all(&variants).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StoreError::io(&path)(e)),
+            Err(e) => Err(StoreError::io(&variants)(e)),
         }
     }
 

@@ -193,16 +193,33 @@ impl BlobStore for S3Blobs {
 
     async fn delete(&self, key: &BlobKey) -> Result<(), StoreError> {
         match self.store.delete(&self.path(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(blob_error(e)),
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(blob_error(e)),
         }
+        if key.variant_of().is_some() {
+            return Ok(());
+        }
+        // A file's thumbnails: a listing, which finds none for most files.
+        let variants =
+            ObjectPath::from(format!("{}{}", self.settings.prefix, key.variants_prefix()));
+        self.delete_under(&variants).await
     }
 
     async fn delete_app(&self, app: &AppName) -> Result<(), StoreError> {
-        let prefix = self.app_prefix(app);
+        self.delete_under(&self.app_prefix(app)).await
+    }
+
+    fn describe(&self) -> String {
+        format!("s3://{}/{}", self.settings.bucket, self.settings.prefix)
+    }
+}
+
+impl S3Blobs {
+    /// Deletes every object under `prefix` (whole path segments).
+    async fn delete_under(&self, prefix: &ObjectPath) -> Result<(), StoreError> {
         let locations = self
             .store
-            .list(Some(&prefix))
+            .list(Some(prefix))
             .map_ok(|meta| meta.location)
             .boxed();
         self.store
@@ -210,9 +227,5 @@ impl BlobStore for S3Blobs {
             .try_for_each(|_| futures_util::future::ready(Ok(())))
             .await
             .map_err(blob_error)
-    }
-
-    fn describe(&self) -> String {
-        format!("s3://{}/{}", self.settings.bucket, self.settings.prefix)
     }
 }

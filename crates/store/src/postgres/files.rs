@@ -62,6 +62,25 @@ pub(super) const MIGRATION: &str = "
         FOR EACH ROW EXECUTE FUNCTION {s}._files_gone();
 ";
 
+/// Step two: thumbnails' bytes, kept on their file's row and counted in the app's usage (not
+/// the owner's: a user chooses neither their number nor their size).
+pub(super) const THUMBS: &str = "
+    ALTER TABLE {s}._files ADD COLUMN thumb_bytes bigint NOT NULL DEFAULT 0;
+    CREATE OR REPLACE FUNCTION {s}._files_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO {s}._blob_trash (file_id) VALUES (OLD.id) ON CONFLICT DO NOTHING;
+        -- The app's line before the owner's, in the order completions lock them: no deadlock.
+        IF OLD.ready THEN
+            UPDATE {s}._file_usage
+            SET bytes = bytes - OLD.size - OLD.thumb_bytes, files = files - 1
+            WHERE owner = '';
+            UPDATE {s}._file_usage SET bytes = bytes - OLD.size, files = files - 1
+            WHERE owner = OLD.owner;
+        END IF;
+        RETURN OLD;
+    END $$;
+";
+
 /// `metadata` is `jsonb` (so that rules reach into it as into a record's JSON field), read back
 /// as text.
 const FILE_COLUMNS: &str =
@@ -376,6 +395,31 @@ impl FileStore for Postgres {
         }
         tx.commit().await?;
         Ok(gone)
+    }
+
+    async fn count_thumb(&self, app: &AppName, id: &str, bytes: i64) -> Result<bool, StoreError> {
+        let s = schema(app);
+        let mut client = self.app_client(app).await?;
+        let tx = client.transaction().await?;
+        // The file's row, then the app's line: the order a deletion takes them in.
+        let counted = tx
+            .execute(
+                &format!(
+                    "UPDATE {s}._files SET thumb_bytes = thumb_bytes + $2 WHERE id = $1 AND ready"
+                ),
+                &[&id, &bytes],
+            )
+            .await?
+            == 1;
+        if counted {
+            tx.execute(
+                &format!("UPDATE {s}._file_usage SET bytes = bytes + $1 WHERE owner = ''"),
+                &[&bytes],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(counted)
     }
 
     async fn file_usage(

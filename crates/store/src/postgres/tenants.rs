@@ -25,6 +25,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     super::users::GRANTS,
     super::queues::DEPTH,
     super::files::MIGRATION,
+    super::files::THUMBS,
 ];
 
 #[async_trait]

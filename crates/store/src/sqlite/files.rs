@@ -50,6 +50,20 @@ pub(super) const MIGRATION: &str = "
     END;
 ";
 
+/// Step two: thumbnails' bytes, kept on their file's row and counted in the app's usage (not
+/// the owner's: a user chooses neither their number nor their size).
+pub(super) const THUMBS: &str = "
+    ALTER TABLE _files ADD COLUMN thumb_bytes INTEGER NOT NULL DEFAULT 0;
+    DROP TRIGGER _files_gone;
+    CREATE TRIGGER _files_gone AFTER DELETE ON _files BEGIN
+        INSERT OR IGNORE INTO _blob_trash (file_id) VALUES (OLD.id);
+        UPDATE _file_usage SET bytes = bytes - OLD.size - OLD.thumb_bytes, files = files - 1
+        WHERE OLD.ready = 1 AND owner = '';
+        UPDATE _file_usage SET bytes = bytes - OLD.size, files = files - 1
+        WHERE OLD.ready = 1 AND owner = OLD.owner;
+    END;
+";
+
 const FILE_COLUMNS: &str =
     "id, bucket, owner, name, type, size, sha256, metadata, created_at, updated_at";
 
@@ -331,6 +345,24 @@ impl FileStore for SqliteTenants {
                 record_event(c, FILE_DELETED, &key, &payload, emit)?;
             }
             Ok(gone)
+        })
+        .await
+    }
+
+    async fn count_thumb(&self, app: &AppName, id: &str, bytes: i64) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.write_app(app, move |c| {
+            let counted = c
+                .prepare_cached(
+                    "UPDATE _files SET thumb_bytes = thumb_bytes + ?2 WHERE id = ?1 AND ready = 1",
+                )?
+                .execute(params![id, bytes])?
+                == 1;
+            if counted {
+                c.prepare_cached("UPDATE _file_usage SET bytes = bytes + ?1 WHERE owner = ''")?
+                    .execute(params![bytes])?;
+            }
+            Ok(counted)
         })
         .await
     }

@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     super::users::GRANTS,
     super::queues::DEPTH,
     super::files::MIGRATION,
+    super::files::THUMBS,
 ];
 
 /// The schema version of an up-to-date app database.

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use cloudlet_store::blobs::FILE_ID_PREFIX;
 use cloudlet_store::{
     AppName, BlobKey, BlobStore, ByteStream, Durability, FileId, LocalBlobs, S3Blobs, S3Settings,
+    Variant,
 };
 use futures_util::{StreamExt, stream};
 use sha2::{Digest, Sha256};
@@ -160,6 +161,7 @@ conformance!(
     a_large_blob_streams_in_parts,
     a_failed_upload_leaves_nothing,
     deletes_are_idempotent_and_an_app_goes_whole,
+    a_files_variants_go_with_it,
     a_wrong_secret_is_refused,
 );
 
@@ -282,6 +284,43 @@ async fn deletes_are_idempotent_and_an_app_goes_whole(under: Under) {
         keys[2].to_string().into_bytes(),
         "another app's blobs stay"
     );
+}
+
+async fn a_files_variants_go_with_it(under: Under) {
+    let blobs = &*under.blobs;
+    let shop = app("shop");
+    let (a, b) = (file('a'), file('b'));
+    let small = Variant::parse("200x200").unwrap();
+    let wide = Variant::parse("800x0").unwrap();
+    let keys = [
+        BlobKey::new(&shop, &a),
+        BlobKey::variant(&shop, &a, &small),
+        BlobKey::variant(&shop, &a, &wide),
+        BlobKey::new(&shop, &b),
+        BlobKey::variant(&shop, &b, &small),
+    ];
+    for key in &keys {
+        blobs
+            .put(key, body(vec![key.to_string().into_bytes()]))
+            .await
+            .unwrap();
+    }
+    for key in &keys {
+        assert_eq!(
+            read(blobs, key, None).await.unwrap(),
+            key.to_string().into_bytes()
+        );
+    }
+    // A variant alone goes alone.
+    blobs.delete(&keys[2]).await.unwrap();
+    assert!(blobs.get(&keys[2], None).await.unwrap().is_none());
+    assert!(blobs.get(&keys[0], None).await.unwrap().is_some());
+    // The file goes with its variants; another file's stay.
+    blobs.delete(&keys[0]).await.unwrap();
+    assert!(blobs.get(&keys[1], None).await.unwrap().is_none());
+    assert!(blobs.get(&keys[4], None).await.unwrap().is_some());
+    blobs.delete_app(&shop).await.unwrap();
+    assert!(blobs.get(&keys[4], None).await.unwrap().is_none());
 }
 
 async fn a_wrong_secret_is_refused(under: Under) {

@@ -79,6 +79,7 @@ conformance!(
     an_upload_is_invisible_until_completed_and_then_counted,
     a_completion_past_a_quota_changes_nothing,
     every_deletion_trashes_the_blob_and_uncounts_its_bytes,
+    thumbnails_count_in_the_apps_usage_until_their_file_goes,
     files_page_newest_first_and_by_owner,
     rules_narrow_what_a_caller_reaches,
     a_create_rule_refuses_before_the_bytes_and_after,
@@ -402,6 +403,31 @@ async fn every_deletion_trashes_the_blob_and_uncounts_its_bytes(st: Stores) {
         .unwrap();
     assert_eq!(trashed(&st).await, ["f3", "f4", "old"]);
     assert_eq!(st.files.trashed(a, 2).await.unwrap(), ["f3", "f4"]);
+}
+
+async fn thumbnails_count_in_the_apps_usage_until_their_file_goes(st: Stores) {
+    let (f, a) = (&st.files, &st.app);
+    add_user(&st, "u1").await;
+    f.put_bucket(a, bucket("photos", "{}", 1)).await.unwrap();
+    upload(&st, "f1", "photos", Some("u1"), 1, 100).await;
+    f.begin_upload(a, new_file("half", "photos", Some("u1"), 2), always())
+        .await
+        .unwrap();
+    assert!(f.count_thumb(a, "f1", 7).await.unwrap());
+    assert!(f.count_thumb(a, "f1", 5).await.unwrap());
+    assert!(!f.count_thumb(a, "half", 5).await.unwrap(), "not ready");
+    assert!(!f.count_thumb(a, "nothing", 5).await.unwrap());
+    // The app's usage, not the owner's.
+    assert_eq!(usage(&st, None).await, (112, 1));
+    assert_eq!(usage(&st, Some("u1")).await, (100, 1));
+    f.delete_file(a, "f1", always(), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(usage(&st, None).await, (0, 0));
+    assert_eq!(usage(&st, Some("u1")).await, (0, 0));
+    assert!(!f.count_thumb(a, "f1", 5).await.unwrap(), "gone");
+    assert_eq!(usage(&st, None).await, (0, 0));
 }
 
 async fn files_page_newest_first_and_by_owner(st: Stores) {
