@@ -42,6 +42,8 @@ const SYSTEM_FIELDS: [&str; 4] = ["id", "created_at", "updated_at", "owner"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
+    #[error("{0}")]
+    InvalidFileUrls(String),
     #[error("no collection named {0:?}")]
     CollectionNotFound(String),
     #[error("a collection named {0:?} exists already with another definition")]
@@ -597,6 +599,9 @@ pub struct ListRequest {
     pub cursor: Option<String>,
     #[serde(default)]
     pub count: bool,
+    /// `true`, or a thumbnail size (`200x200`): answer signed URLs of the files the page's
+    /// `file` fields hold, under `file_urls`.
+    pub file_urls: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -606,6 +611,10 @@ pub struct RecordPage {
     pub next_cursor: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total: Option<i64>,
+    /// With `file_urls`: by file id, `{url, expires_at}`, or `null` for a file gone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub file_urls: Option<Map<String, Json>>,
 }
 
 /// A collection as the admin API shows it.
@@ -661,6 +670,15 @@ struct Inner {
 #[async_trait::async_trait]
 pub trait FileViews: Send + Sync {
     async fn may_view(&self, app: &AppName, caller: &Caller, id: &str) -> Result<bool, StoreError>;
+
+    /// Signed URLs of the files `ids` (`null` for a missing one), for a caller who may see
+    /// the records that hold them; of thumbnail `thumb` when given.
+    async fn urls_for_records(
+        &self,
+        app: &AppName,
+        ids: &[String],
+        thumb: Option<&str>,
+    ) -> Result<Map<String, Json>, DataError>;
 }
 
 /// What routes a write to the functions it triggers (the composition root provides it: the
@@ -1460,6 +1478,7 @@ impl Data {
                 items: Vec::new(),
                 next_cursor: None,
                 total: request.count.then_some(0),
+                file_urls: request.file_urls.is_some().then(Map::new),
             });
         };
         let limit = request.limit.unwrap_or(20);
@@ -1506,11 +1525,54 @@ impl Data {
         let mut items: Vec<Json> = records.iter().map(|r| record_json(&compiled, r)).collect();
         self.expand(app, &compiled, actor, &mut items, &shape.expand)
             .await?;
+        let items: Vec<Json> = items.into_iter().map(|item| shape.project(item)).collect();
+        let file_urls = match request.file_urls.as_deref() {
+            None => None,
+            Some(which) => Some(self.file_urls(app, &compiled, &items, which).await?),
+        };
         Ok(RecordPage {
-            items: items.into_iter().map(|item| shape.project(item)).collect(),
+            items,
             next_cursor,
             total,
+            file_urls,
         })
+    }
+
+    /// Signed URLs of the files the `file` fields of `items` hold: the originals (`which` is
+    /// `true`) or thumbnails of size `which`.
+    async fn file_urls(
+        &self,
+        app: &AppName,
+        compiled: &Compiled,
+        items: &[Json],
+        which: &str,
+    ) -> Result<Map<String, Json>, DataError> {
+        let thumb = match which {
+            "true" => None,
+            size if crate::thumbs::ThumbSpec::parse(size).is_some() => Some(size),
+            _ => {
+                return Err(DataError::InvalidFileUrls(
+                    "file_urls is true or a thumbnail size (200x200)".into(),
+                ));
+            }
+        };
+        let mut ids: Vec<String> = Vec::new();
+        for (name, field) in &compiled.fields {
+            if field.field_type != FieldKind::File {
+                continue;
+            }
+            for item in items {
+                if let Some(id) = item.get(name).and_then(Json::as_str)
+                    && !ids.iter().any(|known| known == id)
+                {
+                    ids.push(id.to_owned());
+                }
+            }
+        }
+        match self.0.files.get() {
+            Some(files) if !ids.is_empty() => files.urls_for_records(app, &ids, thumb).await,
+            _ => Ok(Map::new()),
+        }
     }
 
     /// Puts under `expand` of each record the records its relation fields point to, as far as

@@ -1253,8 +1253,7 @@ impl Files {
                 "thumb: a size such as 200x200, 200x200f or 0x200".into(),
             ));
         }
-        let now = (self.0.clock.now().unix_ms() / 1000).max(0) as u64;
-        let expires = (now + ttl).div_ceil(URL_WINDOW_SECS) * URL_WINDOW_SECS;
+        let expires = self.expiry(ttl);
         let mut urls = Vec::with_capacity(ids.len());
         for id in ids {
             let visible = match self.find(app, None, id).await {
@@ -1267,20 +1266,59 @@ impl Files {
                 Err(e) => Err(e),
             };
             match visible {
-                Ok(row) => {
-                    let thumb_text = thumb.unwrap_or("");
-                    let sig = self.signature_of(app, &row.id, expires, thumb_text)?;
-                    let thumb_query = thumb.map(|t| format!("&thumb={t}")).unwrap_or_default();
-                    urls.push(Some(SignedUrl {
-                        url: format!(
-                            "/v1/apps/{}/files/{}/{}?expires={expires}{thumb_query}&sig={sig}",
-                            app.as_str(),
-                            row.bucket,
-                            row.id
-                        ),
-                        expires_at: Timestamp::from_unix_ms((expires * 1000) as i64).to_rfc3339(),
-                        id: row.id,
-                    }));
+                Ok(row) => urls.push(Some(self.signed_url(app, &row, expires, thumb)?)),
+                Err(FileError::NotFound) => urls.push(None),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(urls)
+    }
+
+    /// The expiry of a URL signed now for at least `ttl` seconds: rounded up to a window.
+    fn expiry(&self, ttl: u64) -> u64 {
+        let now = (self.0.clock.now().unix_ms() / 1000).max(0) as u64;
+        (now + ttl).div_ceil(URL_WINDOW_SECS) * URL_WINDOW_SECS
+    }
+
+    fn signed_url(
+        &self,
+        app: &AppName,
+        row: &FileRow,
+        expires: u64,
+        thumb: Option<&str>,
+    ) -> Result<SignedUrl, FileError> {
+        let sig = self.signature_of(app, &row.id, expires, thumb.unwrap_or(""))?;
+        let thumb_query = thumb.map(|t| format!("&thumb={t}")).unwrap_or_default();
+        Ok(SignedUrl {
+            url: format!(
+                "/v1/apps/{}/files/{}/{}?expires={expires}{thumb_query}&sig={sig}",
+                app.as_str(),
+                row.bucket,
+                row.id
+            ),
+            expires_at: Timestamp::from_unix_ms((expires * 1000) as i64).to_rfc3339(),
+            id: row.id.clone(),
+        })
+    }
+
+    /// Signed URLs (valid an hour at least) for files that records hold: the caller may see
+    /// the records, and a record holds only ids its writer could view, so the record's rules
+    /// are the files' here. A missing file is `None`.
+    pub async fn sign_for_records(
+        &self,
+        app: &AppName,
+        ids: &[String],
+        thumb: Option<&str>,
+    ) -> Result<Vec<Option<SignedUrl>>, FileError> {
+        let expires = self.expiry(DEFAULT_URL_SECS);
+        let mut urls = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.find(app, None, id).await {
+                Ok((bucket, row)) => {
+                    if let Some(thumb) = thumb {
+                        declared(&bucket, thumb)?;
+                    }
+                    urls.push(Some(self.signed_url(app, &row, expires, thumb)?));
                 }
                 Err(FileError::NotFound) => urls.push(None),
                 Err(e) => return Err(e),
@@ -1369,6 +1407,33 @@ impl crate::data::FileViews for Files {
             Err(FileError::Store(e)) => Err(e),
             Err(e) => Err(StoreError::Task(e.to_string())),
         }
+    }
+
+    async fn urls_for_records(
+        &self,
+        app: &AppName,
+        ids: &[String],
+        thumb: Option<&str>,
+    ) -> Result<Map<String, Json>, crate::data::DataError> {
+        use crate::data::DataError;
+        let urls = self
+            .sign_for_records(app, ids, thumb)
+            .await
+            .map_err(|e| match e {
+                FileError::Store(e) => DataError::Store(e),
+                other => DataError::InvalidFileUrls(other.to_string()),
+            })?;
+        Ok(ids
+            .iter()
+            .zip(urls)
+            .map(|(id, url)| {
+                let url = url.map_or(
+                    Json::Null,
+                    |u| serde_json::json!({ "url": u.url, "expires_at": u.expires_at }),
+                );
+                (id.clone(), url)
+            })
+            .collect())
     }
 }
 
@@ -1584,7 +1649,7 @@ mod tests {
                 ..BucketInput::default()
             },
             BucketInput {
-                thumbs: Some(vec!["0x10".into()]),
+                thumbs: Some(vec!["0x0".into()]),
                 ..BucketInput::default()
             },
             BucketInput {

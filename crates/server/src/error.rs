@@ -338,7 +338,7 @@ impl From<DataError> for ApiError {
             },
             DataError::InvalidSort(_) => Code::InvalidSort,
             DataError::InvalidCursor => Code::InvalidCursor,
-            DataError::InvalidPage => Code::InvalidQuery,
+            DataError::InvalidPage | DataError::InvalidFileUrls(_) => Code::InvalidQuery,
             DataError::UnknownField(_) => Code::UnknownField,
             DataError::ReadOnlyField(_) => Code::ReadOnlyField,
             DataError::MissingField(_) => Code::MissingField,

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use cloudlet_store::{AppName, BlobKey, FileId, FileRow, StoreError, Variant};
+use cloudlet_store::{AppName, BlobKey, ByteStream, FileId, FileRow, StoreError, Variant};
 use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
@@ -97,6 +97,19 @@ fn thumb_type(content_type: &str) -> &'static str {
     } else {
         "image/png"
     }
+}
+
+/// The bytes of `body`, if at most `max`.
+async fn read_whole(mut body: ByteStream, max: u64, key: &BlobKey) -> Result<Vec<u8>, FileError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| StoreError::Task(format!("reading {key}: {e}")))?;
+        if (bytes.len() + chunk.len()) as u64 > max {
+            return Err(FileError::ImageTooLarge(bytes.len() as u64));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }
 
 impl Files {
@@ -213,22 +226,21 @@ impl Files {
             .acquire()
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?;
+        // Kept by a flight that ended between this request's look and its start.
+        if let Some(kept) = self.0.blobs.get(key, None).await? {
+            return read_whole(kept.body, MAX_THUMB_SOURCE_BYTES, key)
+                .await
+                .map(Bytes::from);
+        }
         let source_key = BlobKey::new(app, key.file());
-        let mut source = Vec::with_capacity(size as usize);
-        let mut body = self
+        let body = self
             .0
             .blobs
             .get(&source_key, None)
             .await?
             .ok_or(FileError::NotFound)?
             .body;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| StoreError::Task(format!("reading {key}: {e}")))?;
-            if (source.len() + chunk.len()) as u64 > MAX_THUMB_SOURCE_BYTES {
-                return Err(FileError::ImageTooLarge(size));
-            }
-            source.extend_from_slice(&chunk);
-        }
+        let source = read_whole(body, MAX_THUMB_SOURCE_BYTES, &source_key).await?;
         let content_type = row.content_type.clone();
         let thumbnail =
             tokio::task::spawn_blocking(move || thumbs::render(&source, &content_type, &spec))

@@ -774,6 +774,74 @@ async fn a_record_points_only_at_files_its_writer_may_view() {
     post(&s.bob, id).expect(StatusCode::CREATED).await;
 }
 
+#[tokio::test]
+async fn a_page_of_records_comes_with_its_files_signed() {
+    let s = scene(json!({ "types": ["image/*"], "thumbs": ["100x100"] })).await;
+    s.t.admin(Method::PUT, "/v1/admin/apps/notes/collections/posts")
+        .json(&json!({
+            "fields": [{ "name": "photo", "type": "file" }, { "name": "title", "type": "text" }],
+            "rules": { "list": "", "view": "" }
+        }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let photo = jpeg(64, 48);
+    let alices = s
+        .upload(
+            Some(&s.alice),
+            form(&[Part::File("a.jpg", "image/jpeg", &photo)]),
+        )
+        .expect(StatusCode::CREATED)
+        .await;
+    let id = alices["id"].as_str().unwrap();
+    let gone = "fil_AAAAAAAAAAAAAAAAAAAAAA";
+    for (title, photo) in [("one", id), ("two", id), ("three", gone)] {
+        s.t.admin(Method::POST, "/v1/apps/notes/collections/posts/records")
+            .json(&json!({ "title": title, "photo": photo }))
+            .expect(StatusCode::CREATED)
+            .await;
+    }
+    let list = |query: &str| {
+        s.file(
+            Method::GET,
+            Some(&s.bob),
+            &format!("/v1/apps/notes/collections/posts/records?{query}"),
+        )
+    };
+    // Bob may list the posts, so he gets their photos, each once; a file gone is null.
+    let page = list("file_urls=true").expect(StatusCode::OK).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 3);
+    let urls = page["file_urls"].as_object().unwrap();
+    assert_eq!(urls.len(), 2);
+    assert_eq!(urls[gone], Value::Null);
+    let link = urls[id]["url"].as_str().unwrap();
+    let got = s.file(Method::GET, None, link).send().await.unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), photo.as_slice());
+    // Thumbnails of a size the bucket declares.
+    let page = list("file_urls=100x100").expect(StatusCode::OK).await;
+    let link = page["file_urls"][id]["url"].as_str().unwrap();
+    assert!(link.contains("thumb=100x100"), "{link}");
+    let got = s.file(Method::GET, None, link).send().await.unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(
+        jpeg_size(&got.bytes().await.unwrap()),
+        (48, 48),
+        "cropped to the square and never enlarged"
+    );
+    // Only what the page shows; nothing unasked; nothing malformed.
+    let page = list("fields=title&file_urls=true")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(page["file_urls"], json!({}));
+    let page = list("").expect(StatusCode::OK).await;
+    assert!(page.get("file_urls").is_none());
+    for bad in ["file_urls=yes", "file_urls=300x300", "file_urls="] {
+        list(bad)
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_query")
+            .await;
+    }
+}
+
 /// A `width`×`height` JPEG: red on the left half, blue on the right.
 fn jpeg(width: u16, height: u16) -> Vec<u8> {
     let mut pixels = Vec::with_capacity(usize::from(width) * usize::from(height) * 3);
@@ -906,6 +974,16 @@ async fn thumbnails_are_made_once_in_declared_sizes_and_go_with_their_file() {
     s.file(Method::GET, None, &thumb)
         .expect_error(StatusCode::NOT_FOUND, "file_not_found")
         .await;
+    for path in [
+        thumb.replace("/notes/", "/ghost/"),
+        url(&id).replace("/notes/", "/ghost/"),
+    ] {
+        s.file(Method::GET, None, &path)
+            .expect_error(StatusCode::NOT_FOUND, "app_not_found")
+            .await;
+    }
+    assert!(!s.t.data_dir.join("apps").join("ghost").exists());
+    assert!(!s.t.data_dir.join("files").join("ghost").exists());
 
     // A URL signed for a thumbnail opens that thumbnail, and no other.
     let signed = s
