@@ -94,6 +94,8 @@ export interface Page<T = Record_> {
   items: T[];
   next_cursor: string | null;
   total?: number;
+  /** With `fileUrls()`: by file id, a signed URL (absolute), or null for a file gone. */
+  file_urls?: Record<string, { url: string; expires_at: string } | null>;
   /** The page after this one, or null on the last page. */
   next: (() => Promise<Page<T>>) | null;
 }
@@ -112,6 +114,8 @@ export interface Query<T = Record_> {
   paginate(page: number, size?: number): Query<T>;
   fields(...names: string[]): Query<T>;
   expand(...names: string[]): Query<T>;
+  /** Sign the files the page's `file` fields hold (or their `thumb`nails): `page.file_urls`. */
+  fileUrls(thumb?: string): Query<T>;
   get(): Promise<Page<T>>;
   count(): Promise<number>;
 }
@@ -171,9 +175,9 @@ export interface Client {
       },
     ): Promise<FileInfo>;
     /** Signed URLs for `<image src>`, in one call; `null` for a file the user may not view. */
-    urls(ids: string[], options?: { ttl?: number }): Promise<(SignedUrl | null)[]>;
-    /** The plain URL of a file of a public bucket. */
-    url(bucket: string, id: string): string;
+    urls(ids: string[], options?: { ttl?: number; thumb?: string }): Promise<(SignedUrl | null)[]>;
+    /** The plain URL of a file (or of its `thumb`nail) of a public bucket. */
+    url(bucket: string, id: string, options?: { thumb?: string }): string;
     info(bucket: string, id: string): Promise<FileInfo>;
     list(
       bucket: string,

@@ -437,6 +437,15 @@ class Query {
     return this._with({ expand: names.flat().map(field).join(",") });
   }
 
+  /**
+   * Signed URLs of the files the page's `file` fields hold, under `file_urls` by file id
+   * (`{ url, expires_at }`, `url` absolute): of the files, or of thumbnails of `thumb`
+   * (`"200x200"`, a size their bucket declares).
+   */
+  fileUrls(thumb) {
+    return this._with({ fileUrls: thumb === undefined ? "true" : String(thumb) });
+  }
+
   _params(extra = {}) {
     const s = this._state;
     const params = {};
@@ -447,6 +456,7 @@ class Query {
     if (s.fields) params.fields = s.fields;
     if (s.expand) params.expand = s.expand;
     if (s.cursor) params.cursor = s.cursor;
+    if (s.fileUrls) params.file_urls = s.fileUrls;
     return { ...params, ...extra };
   }
 
@@ -458,8 +468,14 @@ class Query {
 
   _page(page) {
     const cursor = page.next_cursor;
+    const server = this._collection._client.server;
+    const fileUrls = page.file_urls && {};
+    for (const [id, signed] of Object.entries(page.file_urls ?? {})) {
+      fileUrls[id] = signed && { ...signed, url: `${server}${signed.url}` };
+    }
     return {
       ...page,
+      ...(fileUrls ? { file_urls: fileUrls } : {}),
       next: cursor ? () => this._with({ cursor, offset: 0 }).get() : null,
     };
   }
@@ -533,6 +549,9 @@ class Collection {
   }
   expand(...names) {
     return new Query(this).expand(...names);
+  }
+  fileUrls(thumb) {
+    return new Query(this).fileUrls(thumb);
   }
   count() {
     return new Query(this).count();
@@ -792,15 +811,20 @@ function files(client) {
     },
     /**
      * Signed URLs for a list of files, for `<image src>` (one call, like
-     * `wx.cloud.getTempFileURL`): `[{ id, url, expires_at } | null]`, with `url` absolute.
+     * `wx.cloud.getTempFileURL`): `[{ id, url, expires_at } | null]`, with `url` absolute;
+     * of thumbnails of size `thumb` (`"200x200"`) when given.
      */
-    urls: async (ids, { ttl } = {}) => {
-      const body = ttl === undefined ? { ids } : { ids, ttl_secs: ttl };
+    urls: async (ids, { ttl, thumb } = {}) => {
+      const body = { ids };
+      if (ttl !== undefined) body.ttl_secs = ttl;
+      if (thumb !== undefined) body.thumb = String(thumb);
       const { urls } = await client._call("POST", "/file-urls", body);
       return urls.map((u) => (u ? { ...u, url: `${client.server}${u.url}` } : null));
     },
-    /** The plain URL of a file, for a public bucket (no token, no signature needed). */
-    url: (bucket, id) => `${client.server}/v1/apps/${client.app}${path(bucket, id)}`,
+    /** The plain URL of a file (or its `thumb`), for a public bucket (no token or signature). */
+    url: (bucket, id, { thumb } = {}) =>
+      `${client.server}/v1/apps/${client.app}${path(bucket, id)}` +
+      (thumb === undefined ? "" : `?thumb=${encodeURIComponent(thumb)}`),
     /** The file's record. */
     info: (bucket, id) => client._call("GET", `${path(bucket, id)}/info`),
     /** A page of the bucket's files the user may see, newest first: `{ items, next_cursor }`. */

@@ -193,3 +193,32 @@ test("files: the web uploads a Blob with fetch and FormData, signs URLs, lists a
   assert.deepEqual((await cloud.files.list("docs")).items, []);
   await assert.rejects(cloud.files.upload("nowhere", pdf), (e) => e.code === "bucket_not_found");
 });
+
+test("files in records: a page signs its files, or their thumbnails", async () => {
+  await server.admin("PUT", "/v1/admin/apps/todo/buckets/pictures", { types: ["image/*"], thumbs: ["10x10"] });
+  await server.admin("PUT", "/v1/admin/apps/todo/collections/albums", { fields: [{ name: "cover", type: "file" }] });
+  const cloud = createClient({ server: server.url, app: "todo" });
+  await cloud.auth.loginForDevelopment("xavier");
+  // A 1x1 PNG.
+  const png = Uint8Array.from(
+    atob("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="),
+    (c) => c.charCodeAt(0),
+  );
+  const file = await cloud.files.upload("pictures", new Blob([png]), { name: "dot.png" });
+  assert.equal(file.type, "image/png");
+  await cloud.db.collection("albums").add({ cover: file.id });
+  const page = await cloud.db.collection("albums").fileUrls("10x10").get();
+  const signed = page.file_urls[file.id];
+  assert.match(signed.url, /^http:\/\/127\.0\.0\.1:\d+\/v1\/apps\/todo\/files\/pictures\/fil_.*thumb=10x10/);
+  const thumb = await fetch(signed.url);
+  assert.equal(thumb.status, 200);
+  assert.equal(thumb.headers.get("content-type"), "image/png");
+  const plain = await cloud.db.collection("albums").list();
+  assert.equal(plain.file_urls, undefined);
+  const [original] = await cloud.files.urls([file.id], { thumb: "10x10" });
+  assert.equal((await fetch(original.url)).status, 200);
+  await assert.rejects(
+    cloud.db.collection("albums").fileUrls("99x99").get(),
+    (e) => e instanceof CloudError && e.code === "invalid_query",
+  );
+});
