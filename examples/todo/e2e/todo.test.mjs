@@ -1,6 +1,6 @@
 // The todo template end to end, as a user meets it: `cloudlet init` and `cloudlet deploy` a
 // project onto a real server, then two people sign up in Debian's Chromium (driven by
-// Playwright), add, complete and delete todos, and neither sees the other's.
+// Playwright), add, complete, photograph and delete todos, and neither sees the other's.
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -78,7 +78,7 @@ async function add(page, title) {
   await page.waitForFunction((n) => document.querySelectorAll("#list li").length === n, before + 1);
 }
 
-test("two people each keep their own todos: add, complete, delete", async () => {
+test("two people each keep their own todos: add, complete, attach a photo, delete", async () => {
   const alice = await person("alice@example.com");
   const bob = await person("bob@example.com");
 
@@ -92,6 +92,28 @@ test("two people each keep their own todos: add, complete, delete", async () => 
   await alice.page.check('#list li:has-text("Buy milk") input[type=checkbox]');
   await alice.page.waitForSelector('#list li.done:has-text("Buy milk")');
   await alice.page.waitForFunction(() => document.querySelector("#stats").textContent === "1 open, 1 done");
+
+  // A photo on a todo: uploaded from a file input, then shown as its thumbnail, whose signed
+  // URL came with the list.
+  const dot = Buffer.from(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==",
+    "base64",
+  );
+  await alice.page.setInputFiles('#list li:has-text("Buy milk") input[type=file]', {
+    name: "milk.png",
+    mimeType: "image/png",
+    buffer: dot,
+  });
+  const photoLoaded = () => {
+    const image = document.querySelector("#list li img.photo");
+    return Boolean(image && image.complete && image.naturalWidth === 1);
+  };
+  await alice.page.waitForFunction(photoLoaded);
+  const src = await alice.page.getAttribute("#list li img.photo", "src");
+  assert.match(src, /\/v1\/apps\/todo\/files\/photos\/fil_[^?]+\?expires=\d+&thumb=120x120&sig=/);
+  // Without its signature the photo is Alice's alone: to Bob it does not exist.
+  const unsigned = await bob.page.evaluate(async (url) => (await fetch(url)).status, src.split("?")[0]);
+  assert.equal(unsigned, 404);
 
   // Delete one.
   await alice.page.click('#list li:has-text("Walk the dog") button');
@@ -107,6 +129,7 @@ test("two people each keep their own todos: add, complete, delete", async () => 
   await alice.page.reload();
   await alice.page.waitForSelector('#list li.done:has-text("Buy milk")');
   assert.deepEqual(await titles(alice.page), ["Buy milk"]);
+  await alice.page.waitForFunction(photoLoaded);
 
   // Bob can not reach Alice's todo even by asking for it: the API says it does not exist.
   const aliceId = await alice.page.getAttribute("#list li", "data-id");

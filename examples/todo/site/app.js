@@ -1,5 +1,5 @@
 // The todo web client: the Cloudlet SDK (served by the server itself at /sdk/cloudlet.js),
-// password login, and the user's todos.
+// password login, and the user's todos, each with a photo if they like.
 import { createClient } from "/sdk/cloudlet.js";
 
 // The site is served at /sites/{app}/: the app is in the path, the server is this origin.
@@ -19,13 +19,14 @@ async function show() {
   $("todos").hidden = !session;
   if (!session) return;
   $("user").textContent = session.user.email ?? session.user.id;
-  const page = await todos.orderBy("created_at").limit(200).get();
-  $("list").replaceChildren(...page.items.map(row));
+  // The photos' thumbnails come signed with the page: one request for the list and its images.
+  const page = await todos.orderBy("created_at").limit(200).fileUrls("120x120").get();
+  $("list").replaceChildren(...page.items.map((todo) => row(todo, page.file_urls[todo.photo])));
   const stats = await cloud.functions.call("stats");
   $("stats").textContent = `${stats.open} open, ${stats.done} done`;
 }
 
-function row(todo) {
+function row(todo, photo) {
   const item = document.createElement("li");
   item.className = todo.done ? "done" : "";
   item.dataset.id = todo.id;
@@ -43,8 +44,38 @@ function row(todo) {
   const remove = document.createElement("button");
   remove.textContent = "Delete";
   remove.onclick = () => todos.remove(todo.id).then(show, fail);
-  item.append(box, title, remove);
+  item.append(box, title, attach(todo), remove);
+  if (photo) {
+    const image = document.createElement("img");
+    image.className = "photo";
+    image.src = photo.url;
+    image.alt = `photo: ${todo.title}`;
+    item.prepend(image);
+  }
   return item;
+}
+
+/** A button that picks an image, uploads it and puts it on the todo. */
+function attach(todo) {
+  const label = document.createElement("label");
+  label.className = "attach";
+  label.textContent = todo.photo ? "Change photo" : "Add photo";
+  const input = document.createElement("input");
+  input.type = "file";
+  input.accept = "image/*";
+  input.onchange = async () => {
+    const [picked] = input.files;
+    if (!picked) return;
+    try {
+      const file = await cloud.files.upload("photos", picked, { name: picked.name });
+      await todos.update(todo.id, { photo: file.id });
+      await show();
+    } catch (error) {
+      fail(error);
+    }
+  };
+  label.append(input);
+  return label;
 }
 
 $("login").onsubmit = (event) => {

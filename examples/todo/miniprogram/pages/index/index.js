@@ -1,7 +1,7 @@
 const app = getApp();
 
 Page({
-  data: { todos: [], title: "", stats: null, error: "" },
+  data: { todos: [], photos: {}, title: "", stats: null, error: "" },
 
   async onShow() {
     try {
@@ -15,9 +15,15 @@ Page({
 
   async refresh() {
     const todos = app.cloud.db.collection("todos");
-    const page = await todos.orderBy("created_at").limit(200).get();
+    // The photos' thumbnails come signed with the page, for <image src> (no header there).
+    const page = await todos.orderBy("created_at").limit(200).fileUrls("120x120").get();
+    const photos = {};
+    for (const todo of page.items) {
+      const signed = todo.photo && page.file_urls[todo.photo];
+      if (signed) photos[todo.id] = signed.url;
+    }
     const stats = await app.cloud.functions.call("stats");
-    this.setData({ todos: page.items, stats, error: "" });
+    this.setData({ todos: page.items, photos, stats, error: "" });
   },
 
   onInput(event) {
@@ -38,6 +44,21 @@ Page({
       .collection("todos")
       .update(id, { done: !done, done_at: done ? null : new Date().toISOString() });
     await this.refresh();
+  },
+
+  /** Picks a photo (camera or album), uploads it with wx.uploadFile and puts it on the todo. */
+  async attach(event) {
+    const { id } = event.currentTarget.dataset;
+    try {
+      const picked = await wx.chooseMedia({ count: 1, mediaType: ["image"], sizeType: ["compressed"] });
+      const file = await app.cloud.files.upload("photos", picked.tempFiles[0].tempFilePath);
+      await app.cloud.db.collection("todos").update(id, { photo: file.id });
+      await this.refresh();
+    } catch (error) {
+      // Closing the picker is no error.
+      if (error.errMsg && error.errMsg.includes("cancel")) return;
+      this.setData({ error: `${error.message ?? error.errMsg} (${error.code ?? "chooseMedia"})` });
+    }
   },
 
   async remove(event) {
