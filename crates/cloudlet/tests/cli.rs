@@ -609,11 +609,12 @@ fn init_and_deploy_bring_an_app_in_line_with_a_project_and_a_second_deploy_chang
     let printed = stdout(&deployed);
     for step in [
         "create app shop",
+        "declare bucket photos",
         "create collection todos",
         "upload function stats",
         "upload function cleanup (with 1 schedule)",
         "upload site/index.html",
-        "Deployed app shop: 8 changes.",
+        "Deployed app shop: 9 changes.",
     ] {
         assert!(printed.contains(step), "{step}: {printed}");
     }
