@@ -7,7 +7,7 @@
 //! checked on the inserted row before the write commits. A record a caller may not see answers
 //! exactly as a missing one does. Every committed write is published as a [`ChangeEvent`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
@@ -1557,13 +1557,14 @@ impl Data {
             }
         };
         let mut ids: Vec<String> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
         for (name, field) in &compiled.fields {
             if field.field_type != FieldKind::File {
                 continue;
             }
             for item in items {
                 if let Some(id) = item.get(name).and_then(Json::as_str)
-                    && !ids.iter().any(|known| known == id)
+                    && seen.insert(id)
                 {
                     ids.push(id.to_owned());
                 }

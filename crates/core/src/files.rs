@@ -1165,10 +1165,15 @@ impl Files {
         range: Option<ByteRange>,
     ) -> Result<Download, FileError> {
         admit(app, caller)?;
+        // The signature first: a wrong one answers the same for a file that is and one that
+        // is not, so no one learns which ids exist.
+        let signed_for_secs = signature
+            .map(|signature| self.verify(app, id, signature))
+            .transpose()?;
         let (bucket, row) = self.find(app, bucket, id).await?;
-        let (row, signed_for_secs) = match signature {
-            Some(signature) => (row, Some(self.verify(app, id, signature)?)),
-            None => (self.check(app, &bucket, "view", caller, row).await?, None),
+        let row = match signed_for_secs {
+            Some(_) => row,
+            None => self.check(app, &bucket, "view", caller, row).await?,
         };
         let size = row.size.max(0) as u64;
         let range = match range {
@@ -1258,10 +1263,12 @@ impl Files {
         for id in ids {
             let visible = match self.find(app, None, id).await {
                 Ok((bucket, row)) => {
-                    if let Some(thumb) = thumb {
+                    let row = self.check(app, &bucket, "view", caller, row).await;
+                    // Only to whom may view the file: what sizes its bucket serves.
+                    if let (Ok(_), Some(thumb)) = (&row, thumb) {
                         declared(&bucket, thumb)?;
                     }
-                    self.check(app, &bucket, "view", caller, row).await
+                    row
                 }
                 Err(e) => Err(e),
             };
@@ -1303,7 +1310,8 @@ impl Files {
 
     /// Signed URLs (valid an hour at least) for files that records hold: the caller may see
     /// the records, and a record holds only ids its writer could view, so the record's rules
-    /// are the files' here. A missing file is `None`.
+    /// are the files' here. A missing file, or one whose bucket does not serve `thumb`, is
+    /// `None`: one photo of another bucket does not fail a whole page.
     pub async fn sign_for_records(
         &self,
         app: &AppName,
@@ -1311,18 +1319,36 @@ impl Files {
         thumb: Option<&str>,
     ) -> Result<Vec<Option<SignedUrl>>, FileError> {
         let expires = self.expiry(DEFAULT_URL_SECS);
+        let wanted: Vec<String> = ids
+            .iter()
+            .filter(|id| FileId::parse(id).is_some())
+            .cloned()
+            .collect();
+        let mut rows: HashMap<String, FileRow> = HashMap::with_capacity(wanted.len());
+        // A page of 500 records with several file fields: a few reads, each within what a
+        // statement may bind.
+        for chunk in wanted.chunks(FILES_PER_READ) {
+            for row in self.0.store.files_by_id(app, chunk.to_vec()).await? {
+                rows.insert(row.id.clone(), row);
+            }
+        }
         let mut urls = Vec::with_capacity(ids.len());
         for id in ids {
-            match self.find(app, None, id).await {
-                Ok((bucket, row)) => {
-                    if let Some(thumb) = thumb {
-                        declared(&bucket, thumb)?;
-                    }
-                    urls.push(Some(self.signed_url(app, &row, expires, thumb)?));
-                }
-                Err(FileError::NotFound) => urls.push(None),
+            let Some(row) = rows.get(id) else {
+                urls.push(None);
+                continue;
+            };
+            // A file of a bucket gone, or one that does not serve this size, gets no URL.
+            let served = match self.bucket_of(app, &row.bucket).await {
+                Ok(bucket) => thumb.is_none_or(|size| declared(&bucket, size).is_ok()),
+                Err(FileError::BucketNotFound(_)) => false,
                 Err(e) => return Err(e),
-            }
+            };
+            urls.push(if served {
+                Some(self.signed_url(app, row, expires, thumb)?)
+            } else {
+                None
+            });
         }
         Ok(urls)
     }
@@ -1381,6 +1407,9 @@ impl Files {
         Ok(())
     }
 }
+
+/// File ids read in one statement when a page of records is signed.
+const FILES_PER_READ: usize = 500;
 
 /// The key that signs file URLs, derived from the master key (so that it is the same on every
 /// node and changes with the master key).

@@ -6,12 +6,17 @@
 //! (a small PNG may claim 100,000 × 100,000 pixels: 40 GB decoded). A JPEG is decoded straight
 //! to the smallest power-of-two fraction (1/2, 1/4, 1/8) still at least the thumbnail's size,
 //! which the DCT gives almost for free: a 4000×3000 photo bound for 200×200 is decoded as
-//! 500×375, 1/64 of the memory and a fraction of the time. The EXIF orientation is applied, and
-//! nothing of the source's metadata (EXIF, GPS position, XMP, ICC) is written to a thumbnail.
+//! 500×375, 1/64 of the memory and a fraction of the time. A progressive JPEG cannot be: its
+//! decoder keeps every coefficient until the last scan, 2 bytes per pixel and component, so it
+//! is held to [`MAX_PROGRESSIVE_BYTES`]; a JPEG has at most [`MAX_SCANS`] scans (each one a pass
+//! over the image), and lossless JPEGs (rare, and never scaled) have no thumbnails. The EXIF
+//! orientation is applied, and nothing of the source's metadata (EXIF, GPS position, XMP, ICC)
+//! is written to a thumbnail.
 //!
 //! Sizes follow PocketBase's notation, so its users know them: `WxH` crops to fill from the
 //! centre, `WxHt` and `WxHb` crop from the top or bottom, `WxHf` fits inside without cropping,
-//! `Wx0` and `0xH` keep the aspect ratio with one side given. An image is never enlarged.
+//! `Wx0` and `0xH` keep the aspect ratio with one side given (the other side at most
+//! [`MAX_SIDE`] too: a very tall image gets a narrower thumbnail). An image is never enlarged.
 
 use std::fmt;
 use std::io::Cursor;
@@ -24,8 +29,14 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 pub const MAX_SIDE: u32 = 2000;
 /// A JPEG's most pixels (an 8000×8000 photo): decoded scaled down, it costs far less than that.
 pub const MAX_JPEG_PIXELS: u64 = 64_000_000;
-/// A PNG's, GIF's or WebP's most pixels: decoded whole, 4 bytes each (100 MB at most).
+/// A PNG's, GIF's or WebP's most pixels: decoded whole.
 pub const MAX_OTHER_PIXELS: u64 = 25_000_000;
+/// What a PNG, GIF or WebP may take decoded (a 16-bit PNG takes 8 bytes a pixel).
+const MAX_OTHER_BYTES: u64 = 100 * 1024 * 1024;
+/// What a progressive JPEG's coefficients may take (about 21 million pixels in colour).
+pub const MAX_PROGRESSIVE_BYTES: u64 = 128 * 1024 * 1024;
+/// A JPEG's most scans (a baseline one has one to four, a progressive one about ten).
+pub const MAX_SCANS: usize = 100;
 /// What one decode may allocate.
 const MAX_DECODE_BYTES: u64 = 256 * 1024 * 1024;
 /// A JPEG thumbnail's quality.
@@ -129,14 +140,14 @@ impl ThumbSpec {
                 }
             }
             Fit::Width => {
-                let scale = (tw / fw).min(1.0);
+                let scale = (tw / fw).min(f64::from(MAX_SIDE) / fh).min(1.0);
                 Plan {
                     crop: whole,
                     out: (side(fw * scale), side(fh * scale)),
                 }
             }
             Fit::Height => {
-                let scale = (th / fh).min(1.0);
+                let scale = (th / fh).min(f64::from(MAX_SIDE) / fw).min(1.0);
                 Plan {
                     crop: whole,
                     out: (side(fw * scale), side(fh * scale)),
@@ -239,6 +250,23 @@ fn decode_jpeg(bytes: &[u8], spec: &ThumbSpec) -> Result<DynamicImage, ThumbErro
         .ok_or_else(|| ThumbError::Invalid("no frame header".into()))?;
     let (w, h) = (u32::from(info.width), u32::from(info.height));
     check_pixels(w.into(), h.into(), MAX_JPEG_PIXELS)?;
+    match info.coding_process {
+        jpeg_decoder::CodingProcess::Lossless => {
+            return Err(ThumbError::NotAnImage("a lossless JPEG".into()));
+        }
+        jpeg_decoder::CodingProcess::DctProgressive => {
+            let components: u64 = match info.pixel_format {
+                jpeg_decoder::PixelFormat::L8 | jpeg_decoder::PixelFormat::L16 => 1,
+                jpeg_decoder::PixelFormat::RGB24 => 3,
+                jpeg_decoder::PixelFormat::CMYK32 => 4,
+            };
+            check_pixels(w.into(), h.into(), MAX_PROGRESSIVE_BYTES / (components * 2))?;
+        }
+        jpeg_decoder::CodingProcess::DctSequential => {}
+    }
+    if scans(bytes) > MAX_SCANS {
+        return Err(ThumbError::Invalid(format!("more than {MAX_SCANS} scans")));
+    }
     // The scale is the same along both sides, so the orientation (read only with the pixels)
     // does not change it.
     let factor = spec.plan(w, h).factor().max(spec.plan(h, w).factor());
@@ -280,6 +308,15 @@ fn decode_jpeg(bytes: &[u8], spec: &ThumbSpec) -> Result<DynamicImage, ThumbErro
     Ok(image)
 }
 
+/// How many scans a JPEG has, at most: its start-of-scan markers (entropy-coded data never
+/// holds one; a metadata segment might, which only counts too many).
+fn scans(bytes: &[u8]) -> usize {
+    bytes
+        .windows(2)
+        .filter(|pair| pair == &[0xFF, 0xDA])
+        .count()
+}
+
 fn decode_other(bytes: &[u8], format: ImageFormat) -> Result<DynamicImage, ThumbError> {
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = Limits::default();
@@ -288,6 +325,8 @@ fn decode_other(bytes: &[u8], format: ImageFormat) -> Result<DynamicImage, Thumb
     let mut decoder = reader.into_decoder().map_err(invalid)?;
     let (w, h) = decoder.dimensions();
     check_pixels(w.into(), h.into(), MAX_OTHER_PIXELS)?;
+    let depth = u64::from(decoder.color_type().bytes_per_pixel());
+    check_pixels(w.into(), h.into(), MAX_OTHER_BYTES / depth.max(1))?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(invalid)?;
     image.apply_orientation(orientation);
@@ -402,6 +441,12 @@ mod tests {
         assert_eq!(spec("200x200f").plan(100, 50).out, (100, 50));
         let small = spec("200x200").plan(100, 50);
         assert_eq!((small.crop, small.out), ((25, 0, 50, 50), (50, 50)));
+        // A very tall image to a width, a very wide one to a height: the other side is held
+        // to the largest side too, so neither is decoded whole.
+        let tall = spec("800x0").plan(976, 65535);
+        assert_eq!(tall.out, (30, MAX_SIDE));
+        assert!(tall.factor() < 0.05, "{}", tall.factor());
+        assert_eq!(spec("0x800").plan(65535, 976).out, (MAX_SIDE, 30));
     }
 
     fn jpeg(width: u16, height: u16, exif: Option<&[u8]>) -> Vec<u8> {
@@ -540,6 +585,72 @@ mod tests {
             Err(ThumbError::TooManyPixels { width, height, .. }) => {
                 assert_eq!((width, height), (100_000, 100_000));
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn progressive_jpeg(width: u16, height: u16) -> Vec<u8> {
+        let pixels = vec![120u8; usize::from(width) * usize::from(height) * 3];
+        let mut bytes = Vec::new();
+        let mut encoder = jpeg_encoder::Encoder::new(&mut bytes, 90);
+        encoder.set_progressive(true);
+        encoder
+            .encode(&pixels, width, height, jpeg_encoder::ColorType::Rgb)
+            .expect("encode");
+        bytes
+    }
+
+    #[test]
+    fn a_progressive_jpeg_is_held_to_what_its_coefficients_take() {
+        let real = progressive_jpeg(64, 48);
+        assert!(scans(&real) > 1, "progressive: several scans");
+        let thumb = render(&real, "image/jpeg", &spec("32x32")).unwrap();
+        assert_eq!(decoded(&thumb).width(), 32);
+        // The same header claiming 7000×7000: fewer pixels than a baseline JPEG may have, but
+        // its coefficients would take 294 MB.
+        let sof = real
+            .windows(2)
+            .position(|pair| pair == [0xFF, 0xC2])
+            .expect("a progressive frame header");
+        let mut claimed = real.clone();
+        claimed[sof + 5..sof + 7].copy_from_slice(&7000u16.to_be_bytes());
+        claimed[sof + 7..sof + 9].copy_from_slice(&7000u16.to_be_bytes());
+        match render(&claimed, "image/jpeg", &spec("32x32")) {
+            Err(ThumbError::TooManyPixels { width, height, max }) => {
+                assert_eq!(
+                    (width, height, max),
+                    (7000, 7000, MAX_PROGRESSIVE_BYTES / 6)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_jpeg_of_too_many_scans_is_refused() {
+        let mut many = jpeg(16, 16, None);
+        // A comment segment right after the start of image, holding start-of-scan markers.
+        let comment: Vec<u8> = std::iter::repeat_n([0xFF, 0xDA], MAX_SCANS)
+            .flatten()
+            .collect();
+        let length = u16::try_from(comment.len() + 2).unwrap().to_be_bytes();
+        let segment = [&[0xFF, 0xFE], &length[..], &comment].concat();
+        many.splice(2..2, segment);
+        assert!(matches!(
+            render(&many, "image/jpeg", &spec("8x8")),
+            Err(ThumbError::Invalid(reason)) if reason.contains("scans")
+        ));
+    }
+
+    #[test]
+    fn a_sixteen_bit_png_is_held_to_its_bytes() {
+        // 4000×4000 is within the pixels allowed, but 16-bit RGBA takes 128 MB decoded.
+        let mut wide = claimed_png(4000, 4000);
+        wide[24] = 16;
+        let crc = crc32(&wide[12..29]);
+        wide[29..33].copy_from_slice(&crc.to_be_bytes());
+        match render(&wide, "image/png", &spec("200x200")) {
+            Err(ThumbError::TooManyPixels { max, .. }) => assert_eq!(max, MAX_OTHER_BYTES / 8),
             other => panic!("{other:?}"),
         }
     }

@@ -47,6 +47,7 @@ pub struct Metrics {
     open_apps: Gauge,
     functions: Family<FunctionLabels, Counter>,
     thumbnails: Counter,
+    thumbnail_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -80,6 +81,12 @@ impl Default for Metrics {
             "Thumbnails made (each an image decoded; a kept one is not counted again)",
             thumbnails.clone(),
         );
+        let thumbnail_failures = Counter::default();
+        registry.register(
+            "thumbnail_failures",
+            "Images a thumbnail could not be made of (each remembered: asking again decodes nothing)",
+            thumbnail_failures.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -87,6 +94,7 @@ impl Default for Metrics {
             open_apps,
             functions,
             thumbnails,
+            thumbnail_failures,
         }
     }
 }
@@ -168,6 +176,10 @@ pub async fn export(State(state): State<AppState>) -> Result<Response, ApiError>
     // The files service counts; the counter shows its count (never less than before).
     metrics.thumbnails.inner().fetch_max(
         state.files().thumbnails_made(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    metrics.thumbnail_failures.inner().fetch_max(
+        state.files().thumbnail_failures(),
         std::sync::atomic::Ordering::Relaxed,
     );
     let mut body = String::new();

@@ -164,6 +164,13 @@ pub trait FileStore: Send + Sync {
         id: &str,
         condition: Condition,
     ) -> Result<Option<FileRow>, StoreError>;
+    /// The ready files among `ids` (a page's worth; ids of no ready file are left out), in no
+    /// particular order, whatever their bucket: one read for a page of records' files.
+    async fn files_by_id(
+        &self,
+        app: &AppName,
+        ids: Vec<String>,
+    ) -> Result<Vec<FileRow>, StoreError>;
     /// A page of the bucket's ready files for which `condition` holds.
     async fn files(
         &self,

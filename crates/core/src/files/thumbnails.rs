@@ -4,9 +4,11 @@
 //! The first request for a size starts its making; every request for it that comes meanwhile
 //! waits for that one result (a single flight), so fifty people opening the same new photo
 //! decode it once. The making runs as a task of its own, so a client that goes away does not
-//! waste what others wait for; at most [`MAX_FLIGHTS`] run or wait, and at most one decode per
-//! CPU (up to four) holds an image in memory. A failure is answered to those waiting and not
-//! kept: the next request tries again.
+//! waste what others wait for; at most [`MAX_FLIGHTS`] run or wait (at most
+//! [`MAX_FLIGHTS_PER_APP`] of one app, so one app's users cannot take every place), and at most
+//! one decode per CPU (up to four) holds an image in memory. An image that does not decode is
+//! remembered as such (a file's bytes never change), so asking again costs no decode; any
+//! other failure is answered to those waiting and not kept: the next request tries again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,8 +27,12 @@ use crate::thumbs::{self, ThumbError, ThumbSpec};
 pub const MAX_THUMB_SOURCE_BYTES: u64 = 64 * 1024 * 1024;
 /// Thumbnails being made or waiting to be, across apps.
 const MAX_FLIGHTS: usize = 256;
+/// Flights of one app, at most.
+const MAX_FLIGHTS_PER_APP: usize = 64;
 /// Decodes at once, at most.
 const MAX_DECODES: usize = 4;
+/// Images remembered as not decoding, at most; forgotten all at once when full.
+const MAX_FAILURES: usize = 4096;
 
 /// A failure shared by everyone waiting on one flight.
 #[derive(Debug, Clone)]
@@ -60,13 +66,18 @@ impl From<FileError> for Failed {
 }
 
 type Flight = Shared<BoxFuture<'static, Result<Bytes, Failed>>>;
+/// A thumbnail's app, file id and size.
+type ThumbName = (AppName, String, String);
 
-/// Flights by app, file and size; and the decodes' places.
+/// Flights by app, file and size; the decodes' places; the images that do not decode.
 pub(super) struct Thumbnails {
-    flights: Mutex<HashMap<(AppName, String, String), Flight>>,
+    flights: Mutex<HashMap<ThumbName, Flight>>,
     decodes: Arc<tokio::sync::Semaphore>,
+    failures: Mutex<HashMap<ThumbName, ThumbError>>,
     /// Thumbnails made since the start (each decoded an image).
     made: AtomicU64,
+    /// Decodes that failed since the start.
+    failed: AtomicU64,
 }
 
 impl Thumbnails {
@@ -75,7 +86,9 @@ impl Thumbnails {
         Thumbnails {
             flights: Mutex::new(HashMap::new()),
             decodes: Arc::new(tokio::sync::Semaphore::new(cpus.clamp(1, MAX_DECODES))),
+            failures: Mutex::new(HashMap::new()),
             made: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
         }
     }
 }
@@ -118,6 +131,11 @@ impl Files {
         self.0.thumbnails.made.load(Ordering::Relaxed)
     }
 
+    /// How many images this process failed to make a thumbnail of, for metrics.
+    pub fn thumbnail_failures(&self) -> u64 {
+        self.0.thumbnails.failed.load(Ordering::Relaxed)
+    }
+
     /// The `thumb` thumbnail of a file, to a caller the view rule lets see it, or with a URL
     /// signed for that thumbnail; made on first request and kept.
     pub async fn thumbnail(
@@ -130,15 +148,18 @@ impl Files {
         signature: Option<&Signature>,
     ) -> Result<Download, FileError> {
         admit(app, caller)?;
-        let (bucket, row) = self.find(app, bucket, id).await?;
-        let (row, signed_for_secs) = match signature {
-            Some(signature) => {
-                if signature.thumb.as_deref() != Some(thumb) {
-                    return Err(FileError::InvalidSignature("signed for another thumbnail"));
-                }
-                (row, Some(self.verify(app, id, signature)?))
+        // The signature before the file, as for the file itself.
+        let signed_for_secs = match signature {
+            Some(signature) if signature.thumb.as_deref() != Some(thumb) => {
+                return Err(FileError::InvalidSignature("signed for another thumbnail"));
             }
-            None => (self.check(app, &bucket, "view", caller, row).await?, None),
+            Some(signature) => Some(self.verify(app, id, signature)?),
+            None => None,
+        };
+        let (bucket, row) = self.find(app, bucket, id).await?;
+        let row = match signed_for_secs {
+            Some(_) => row,
+            None => self.check(app, &bucket, "view", caller, row).await?,
         };
         let spec = declared(&bucket, thumb)?;
         if !thumbs::supported(&row.content_type) {
@@ -177,19 +198,33 @@ impl Files {
         row: FileRow,
     ) -> Result<Bytes, FileError> {
         let name = (app.clone(), row.id.clone(), spec.to_string());
+        if let Some(failure) = lock(&self.0.thumbnails.failures).get(&name) {
+            return Err(FileError::Thumb(failure.clone()));
+        }
         let flight = {
             let mut flights = lock(&self.0.thumbnails.flights);
             match flights.get(&name) {
                 Some(flight) => flight.clone(),
                 None => {
-                    if flights.len() >= MAX_FLIGHTS {
+                    let of_app = flights.keys().filter(|(a, ..)| a == app).count();
+                    if flights.len() >= MAX_FLIGHTS || of_app >= MAX_FLIGHTS_PER_APP {
                         return Err(FileError::Busy);
                     }
                     let files = self.clone();
                     let (app, forget) = (app.clone(), name.clone());
                     let task = tokio::spawn(async move {
                         let made = files.make(&app, &key, spec, &row).await;
-                        lock(&files.0.thumbnails.flights).remove(&forget);
+                        let thumbnails = &files.0.thumbnails;
+                        if let Err(FileError::Thumb(e)) = &made {
+                            // Remembered before the flight ends: no one decodes it again.
+                            thumbnails.failed.fetch_add(1, Ordering::Relaxed);
+                            let mut failures = lock(&thumbnails.failures);
+                            if failures.len() >= MAX_FAILURES {
+                                failures.clear();
+                            }
+                            failures.insert(forget.clone(), e.clone());
+                        }
+                        lock(&thumbnails.flights).remove(&forget);
                         made.map_err(Failed::from)
                     });
                     let flight = async move {

@@ -835,7 +835,16 @@ async fn a_page_of_records_comes_with_its_files_signed() {
     assert_eq!(page["file_urls"], json!({}));
     let page = list("").expect(StatusCode::OK).await;
     assert!(page.get("file_urls").is_none());
-    for bad in ["file_urls=yes", "file_urls=300x300", "file_urls="] {
+    // A size the bucket does not serve: no URL for its files, and the page all the same.
+    let page = list("file_urls=300x300").expect(StatusCode::OK).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 3);
+    assert_eq!(page["file_urls"], json!({ id: null, gone: null }));
+    for bad in [
+        "file_urls=yes",
+        "file_urls=0x0",
+        "file_urls=",
+        "file_urls=2x2x2",
+    ] {
         list(bad)
             .expect_error(StatusCode::BAD_REQUEST, "invalid_query")
             .await;
@@ -1008,9 +1017,24 @@ async fn thumbnails_are_made_once_in_declared_sizes_and_go_with_their_file() {
         .json(&json!({ "ids": [id], "thumb": "300x300" }))
         .expect_error(StatusCode::BAD_REQUEST, "invalid_thumb")
         .await;
+    // Whoever may not view the file learns nothing of its bucket's sizes.
+    let none = s
+        .file(Method::POST, Some(&s.bob), "/v1/apps/notes/file-urls")
+        .json(&json!({ "ids": [id], "thumb": "300x300" }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(none["urls"], json!([null]));
+    // A wrong signature answers the same for a file that is and one that is not.
+    for file in [id.as_str(), "fil_AAAAAAAAAAAAAAAAAAAAAA"] {
+        for query in ["expires=1&sig=x", "expires=1&thumb=80x0&sig=x"] {
+            s.file(Method::GET, None, &format!("{}?{query}", url(file)))
+                .expect_error(StatusCode::FORBIDDEN, "invalid_signature")
+                .await;
+        }
+    }
 
     // What is not an image, a decompression bomb, and bytes that do not decode, each with its
-    // code; a failure is not kept, so asking again fails again the same way.
+    // code; asking again fails again the same way.
     let pdf = s
         .upload(
             Some(&s.alice),
@@ -1058,6 +1082,13 @@ async fn thumbnails_are_made_once_in_declared_sizes_and_go_with_their_file() {
             .join("files/notes/thumbs")
             .join(broken["id"].as_str().unwrap())
             .exists()
+    );
+    // The bomb and the broken JPEG each failed one decode: the second ask of the broken one
+    // was answered from memory.
+    assert!(
+        s.t.metrics()
+            .await
+            .contains("cloudlet_thumbnail_failures_total 2\n")
     );
 
     // The file deleted: its thumbnails go with it.

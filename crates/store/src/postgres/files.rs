@@ -331,6 +331,27 @@ impl FileStore for Postgres {
             .transpose()
     }
 
+    async fn files_by_id(
+        &self,
+        app: &AppName,
+        ids: Vec<String>,
+    ) -> Result<Vec<FileRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let (condition, values) = Condition::always()
+            .and_id_in(ids)
+            .to_sql(Dialect::Postgres, 0);
+        let sql = format!(
+            "SELECT {FILE_COLUMNS} FROM {}._files WHERE ready AND {condition}",
+            schema(app)
+        );
+        let params = params(&values);
+        rows(&*client, &sql, &refs(&params))
+            .await?
+            .iter()
+            .map(file_from_row)
+            .collect()
+    }
+
     async fn files(
         &self,
         app: &AppName,

@@ -288,6 +288,23 @@ impl FileStore for SqliteTenants {
             .await
     }
 
+    async fn files_by_id(
+        &self,
+        app: &AppName,
+        ids: Vec<String>,
+    ) -> Result<Vec<FileRow>, StoreError> {
+        let (condition, values) = Condition::always()
+            .and_id_in(ids)
+            .to_sql(Dialect::Sqlite, 0);
+        let sql = format!("SELECT {FILE_COLUMNS} FROM _files WHERE ready = 1 AND {condition}");
+        self.read_app(app, move |c| {
+            Ok(c.prepare_cached(&sql)?
+                .query_map(bind(&values), file_from_row)?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     async fn files(
         &self,
         app: &AppName,

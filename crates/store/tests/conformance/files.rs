@@ -239,6 +239,13 @@ async fn an_upload_is_invisible_until_completed_and_then_counted(st: Stores) {
         None,
         "pending: not visible"
     );
+    assert!(
+        f.files_by_id(a, vec!["f1".into()])
+            .await
+            .unwrap()
+            .is_empty(),
+        "pending: not found by id either"
+    );
     assert_eq!(usage(&st, None).await, (0, 0));
 
     let done = f
@@ -277,6 +284,18 @@ async fn an_upload_is_invisible_until_completed_and_then_counted(st: Stores) {
     assert_eq!(usage(&st, None).await, (350, 2));
     assert_eq!(usage(&st, Some("u1")).await, (300, 1));
     assert_eq!(trashed(&st).await, Vec::<String>::new());
+    // By id, in one read: the ready ones, each once, unknown ids left out.
+    let ids = ["f2", "nope", "f1", "f2"].map(String::from).to_vec();
+    let mut found: Vec<String> = f
+        .files_by_id(a, ids)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.id)
+        .collect();
+    found.sort();
+    assert_eq!(found, ["f1", "f2"]);
+    assert!(f.files_by_id(a, Vec::new()).await.unwrap().is_empty());
 }
 
 async fn a_completion_past_a_quota_changes_nothing(st: Stores) {
