@@ -230,7 +230,7 @@ def figure(section, key, unit=""):
     value = section[key]
     text = f"{value:,}{unit}"
     spread = section.get("spread", {}).get(key)
-    if spread:
+    if spread and value:
         deviation = max(spread["max"] - value, value - spread["min"]) / value
         text += f" ±{deviation:.1%}"
     return text

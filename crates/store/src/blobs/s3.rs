@@ -4,7 +4,9 @@
 //! An upload is streamed: a blob smaller than [`PART_BYTES`] is sent in one `PutObject`; a
 //! larger one as a multipart upload of `PART_BYTES` parts, at most [`PARTS_IN_FLIGHT`] in flight,
 //! completed only once the stream ends (an object is never visible half written). One upload
-//! therefore holds at most `PART_BYTES × (PARTS_IN_FLIGHT + 1)` of memory (15 MiB). A failed
+//! therefore holds at most `PART_BYTES × (PARTS_IN_FLIGHT + 1)` of memory (15 MiB), and at most
+//! [`MAX_PUTS`] uploads stream at once (the others wait their turn, their bytes held back by
+//! TCP), so all of a server's part buffers stay under 240 MiB however many upload. A failed
 //! upload is aborted; one cut short by a crash leaves an incomplete multipart upload that S3 does
 //! not show, which the bucket's lifecycle rule `AbortIncompleteMultipartUpload` removes.
 //!
@@ -34,6 +36,8 @@ use crate::{AppName, StoreError};
 pub const PART_BYTES: usize = 5 * 1024 * 1024;
 /// Parts of one upload sent at once.
 pub const PARTS_IN_FLIGHT: usize = 2;
+/// Uploads streaming to the bucket at once, across apps.
+pub const MAX_PUTS: usize = 16;
 
 /// Where and how to reach the bucket.
 #[derive(Clone, Default)]
@@ -66,6 +70,8 @@ impl std::fmt::Debug for S3Settings {
 pub struct S3Blobs {
     store: Arc<dyn ObjectStore>,
     settings: S3Settings,
+    /// Places for uploads streaming now ([`MAX_PUTS`]).
+    puts: tokio::sync::Semaphore,
 }
 
 impl S3Blobs {
@@ -93,6 +99,7 @@ impl S3Blobs {
         Ok(S3Blobs {
             store: Arc::new(store),
             settings,
+            puts: tokio::sync::Semaphore::new(MAX_PUTS),
         })
     }
 
@@ -143,6 +150,11 @@ fn blob_error(e: object_store::Error) -> StoreError {
 #[async_trait]
 impl BlobStore for S3Blobs {
     async fn put(&self, key: &BlobKey, mut body: ByteStream) -> Result<(), StoreError> {
+        let _place = self
+            .puts
+            .acquire()
+            .await
+            .map_err(|e| StoreError::Blobs(e.to_string()))?;
         let mut writer =
             BufWriter::with_capacity(Arc::clone(&self.store), self.path(key), PART_BYTES)
                 .with_max_concurrency(PARTS_IN_FLIGHT);
