@@ -166,6 +166,13 @@ pub fn check(expr: &Expr, schema: &Schema) -> Result<(), QueryError> {
                     format!("can not compare {} with {}", l.name(), r.name()),
                 ));
             }
+            if l == Ty::Json && r == Ty::Json {
+                // The databases compare JSON with JSON each their own way.
+                return Err(mismatch(
+                    *at,
+                    "compare a json value with a value, not with another json value".into(),
+                ));
+            }
             let null = l == Ty::Null || r == Ty::Null;
             match op {
                 CompareOp::Eq | CompareOp::Ne => Ok(()),

@@ -16,6 +16,7 @@
 mod ast;
 mod check;
 mod error;
+mod eval;
 mod parse;
 mod predicate;
 mod schema;
@@ -24,6 +25,7 @@ mod sql;
 pub use ast::{CompareOp, Expr, Literal, Operand, Variable};
 pub use check::check;
 pub use error::{ErrorKind, QueryError};
+pub use eval::Record;
 pub use parse::{Limits, parse};
 pub use predicate::{Bindings, Compiled, Predicate};
 pub use schema::{FieldType, Schema};

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use crate::ast::Expr;
 use crate::check::check;
 use crate::error::QueryError;
+use crate::eval::{Eval, Record};
 use crate::schema::Schema;
 use crate::sql::{Dialect, Param, SqlBuilder, Value};
 
@@ -47,6 +48,23 @@ impl Predicate {
             .params
             .iter()
             .any(|p| matches!(p, Param::RequestData(_)))
+    }
+
+    /// The expression's truth for `record` (its columns as stored, see [`Record`]) and the
+    /// caller of `bindings`, in memory: `Some(true)`, `Some(false)`, or `None` for unknown (a
+    /// comparison with a null decided it), exactly as the compiled SQL would answer.
+    pub fn eval(&self, record: &Record, bindings: &Bindings) -> Option<bool> {
+        Eval {
+            schema: &self.schema,
+            record,
+            bindings,
+        }
+        .expr(&self.expr)
+    }
+
+    /// Whether `record` is one the compiled SQL would return: the expression is true for it.
+    pub fn matches(&self, record: &Record, bindings: &Bindings) -> bool {
+        self.eval(record, bindings) == Some(true)
     }
 
     /// The SQL for `dialect` with placeholders numbered from 1, built on first use.

@@ -153,9 +153,11 @@ impl SqlBuilder {
             }
             Expr::In { left, list, .. } => {
                 let left_sql = self.operand(left, schema);
+                // Beside a datetime, a time's text is its milliseconds, as in a comparison.
+                let datetime = matches!(type_of(left, schema), Ok(Ty::Datetime));
                 let items: Vec<String> = list
                     .iter()
-                    .map(|item| self.value_side(item, schema, false))
+                    .map(|item| self.side(item, schema, false, datetime))
                     .collect();
                 format!("({left_sql} IN ({}))", items.join(", "))
             }
@@ -327,20 +329,34 @@ impl SqlBuilder {
             let (param, cast) = literal_param(literal);
             return match self.dialect {
                 Dialect::Sqlite => {
-                    let source = match field {
-                        Operand::Field { path, .. } if path.len() > 1 => {
-                            let column = quote(&path[0]);
-                            let path = self.param(
-                                Param::Value(Value::Text(sqlite_path(&path[1..]))),
-                                Cast::Text,
-                            );
-                            format!("json_each({column}, {path})")
-                        }
-                        Operand::Field { path, .. } => format!("json_each({})", quote(&path[0])),
-                        _ => unreachable!("checked: a field"),
+                    // As PostgreSQL's `@>` of a one-element array: only an array contains,
+                    // and only an element of the value's own JSON type; any other JSON value
+                    // (null included) does not; nothing there is unknown.
+                    let Operand::Field { path, .. } = field else {
+                        unreachable!("checked: a field");
+                    };
+                    let column = quote(&path[0]);
+                    let json_path = if path.len() > 1 {
+                        self.param(
+                            Param::Value(Value::Text(sqlite_path(&path[1..]))),
+                            Cast::Text,
+                        )
+                    } else {
+                        "'$'".to_owned()
+                    };
+                    let types = match literal {
+                        Literal::Int(_) | Literal::Float(_) => "'integer', 'real'",
+                        Literal::Bool(_) => "'true', 'false'",
+                        _ => "'text'",
                     };
                     let p = self.param(param, cast);
-                    format!("EXISTS (SELECT 1 FROM {source} WHERE value = {p})")
+                    // (`?N` may stand twice for one parameter.)
+                    let json_type = format!("json_type({column}, {json_path})");
+                    format!(
+                        "(CASE WHEN {json_type} IS NULL THEN NULL WHEN {json_type} = 'array' \
+                         THEN EXISTS (SELECT 1 FROM json_each({column}, {json_path}) \
+                         WHERE type IN ({types}) AND value = {p}) ELSE 0 END)"
+                    )
                 }
                 Dialect::Postgres => {
                     let column = self.operand(field, schema);

@@ -78,3 +78,90 @@ fn json_values_compare_only_with_values_of_their_own_type() {
         common::JSON_CASES,
     );
 }
+
+/// The in-memory evaluator against PostgreSQL over generated expressions and records (the
+/// SQLite run of `eval.rs` checks many more): every case's rows in one table, every case's
+/// query in one `psql` session.
+#[test]
+fn the_evaluator_agrees_with_postgres() {
+    use cloudlet_query::Predicate;
+    use common::generated::{bindings, expression, rows};
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+    use std::sync::Arc;
+
+    let mut runner = TestRunner::deterministic();
+    let strategy = (expression(), rows(), proptest::bool::ANY);
+    let cases: Vec<_> = (0..300)
+        .map(|_| strategy.new_tree(&mut runner).unwrap().current())
+        .collect();
+    let pg = TestServer::shared();
+    let url = pg.database();
+    let db = TestServer::database_name(&url);
+    let values: Vec<String> = cases
+        .iter()
+        .enumerate()
+        .flat_map(|(n, (_, rows, _))| rows.iter().map(move |row| row.pg_values(n)))
+        .collect();
+    pg.sql(
+        db,
+        &format!(
+            "CREATE TABLE todos (case_no int, id text, created_at bigint, updated_at bigint,
+                owner text, title text, done boolean, priority bigint, score float8, meta jsonb,
+                due bigint);
+             INSERT INTO todos VALUES {};",
+            values.join(", ")
+        ),
+    );
+    let schema = Arc::new(common::schema());
+    let mut script = String::new();
+    let mut predicates = Vec::new();
+    for (n, (filter, _, anonymous)) in cases.iter().enumerate() {
+        let auth = (!anonymous).then_some(common::AUTH_ID);
+        let predicate =
+            Predicate::new(parse(filter, Limits::default()).unwrap(), schema.clone()).unwrap();
+        let compiled = predicate.sql(Dialect::Postgres);
+        let arguments: Vec<String> = compiled
+            .params
+            .iter()
+            .map(|p| match (p, auth) {
+                (Param::AuthId | Param::AuthProvider, None) => "NULL".to_owned(),
+                _ => literal(p),
+            })
+            .collect();
+        let execute = if arguments.is_empty() {
+            format!("EXECUTE q{n}")
+        } else {
+            format!("EXECUTE q{n}({})", arguments.join(", "))
+        };
+        script.push_str(&format!(
+            "PREPARE q{n} AS SELECT id FROM todos WHERE case_no = {n} AND {} ORDER BY id; \
+             {execute}; SELECT 'end';\n",
+            compiled.sql
+        ));
+        predicates.push((predicate, auth));
+    }
+    let out = pg.sql(db, &script);
+    let answers: Vec<Vec<&str>> = out
+        .split("end\n")
+        .map(|block| block.lines().filter(|l| !l.is_empty()).collect())
+        .collect();
+    assert_eq!(answers.len(), cases.len() + 1, "one answer per case");
+    let matching = answers.iter().filter(|ids| !ids.is_empty()).count();
+    assert!(
+        matching > cases.len() / 10,
+        "the cases match something: {matching}"
+    );
+    for (n, ((filter, rows, _), (predicate, auth))) in cases.iter().zip(&predicates).enumerate() {
+        let in_memory: Vec<&str> = {
+            let mut ids: Vec<&str> = rows
+                .iter()
+                .filter(|row| predicate.matches(&row.record(), &bindings(*auth)))
+                .map(|row| row.id.as_str())
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        assert_eq!(answers[n], in_memory, "{filter}\n{rows:#?}");
+    }
+}

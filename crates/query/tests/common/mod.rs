@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod generated;
+
 use cloudlet_query::{FieldType, Schema};
 
 pub fn schema() -> Schema {
@@ -52,6 +54,10 @@ pub const CASES: &[(&str, &[&str])] = &[
     ("due < @now", &["a", "d"]),
     ("due > '2026-01-01T00:00:00Z'", &["b"]),
     (
+        "due in ['2023-11-14T22:13:20Z', '2020-01-01T00:00:00Z']",
+        &["a"],
+    ),
+    (
         "(owner = 'alice' || owner = 'bob') && !(done || priority = null)",
         &["a"],
     ),
@@ -84,4 +90,9 @@ pub const JSON_CASES: &[(&str, &[&str])] = &[
     ("meta.v != 2", &["j5"]),
     ("meta.v in [1, 2]", &["j1", "j5"]),
     ("meta.v in ['2', 'abc']", &["j2", "j7"]),
+    // `~` on JSON: an array with an element of the value's type equal to it; any other value
+    // (JSON null included) does not contain it; nothing there is unknown.
+    ("meta.v ~ 1", &["j8"]),
+    ("meta.v ~ '1'", &[]),
+    ("meta.v !~ 1", &["j1", "j2", "j3", "j4", "j5", "j7"]),
 ];
