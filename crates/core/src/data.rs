@@ -1677,6 +1677,158 @@ impl Data {
     }
 }
 
+// ---- watching: what a change is to one subscriber --------------------------------------------
+
+/// A live view of a collection for one caller: the records its list rule lets the caller see,
+/// narrowed by a filter. Each change is checked against it in memory ([`Data::judge`]), with
+/// the collection's rules as they are at that change (a rule changed meanwhile applies at once).
+#[derive(Debug)]
+pub struct Watch {
+    collection: String,
+    caller: Caller,
+    filter: Option<String>,
+    /// The filter, compiled for the collection's version it was compiled against.
+    compiled: (i64, Option<Arc<Predicate>>),
+}
+
+impl Watch {
+    pub fn collection(&self) -> &str {
+        &self.collection
+    }
+
+    /// The same view for the same user with a fresh token (a token refreshed on a socket).
+    pub fn reauthorize(&mut self, caller: Caller) {
+        self.caller = caller;
+    }
+}
+
+/// What a change is to a watcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Seen {
+    /// A record created that the watcher sees.
+    Create,
+    /// A record the watcher sees, updated; possibly one it did not see before (an upsert).
+    Update,
+    /// A record the watcher saw, deleted.
+    Delete,
+    /// A record the watcher saw, updated so that it no longer does: only its id is sent.
+    Leave,
+}
+
+impl Data {
+    /// A watch of `collection` for `caller`, its filter checked now (`invalid_filter`).
+    pub async fn watch(
+        &self,
+        app: &AppName,
+        caller: &Caller,
+        collection: &str,
+        filter: Option<&str>,
+    ) -> Result<Watch, DataError> {
+        admit(app, caller)?;
+        let compiled = self.collection(app, collection).await?;
+        let filter = filter.map(str::trim).filter(|f| !f.is_empty());
+        let predicate = filter.map(|f| compile_filter(f, &compiled)).transpose()?;
+        Ok(Watch {
+            collection: collection.to_owned(),
+            caller: caller.clone(),
+            filter: filter.map(str::to_owned),
+            compiled: (compiled.version, predicate),
+        })
+    }
+
+    /// What `event` is to `watch`: nothing, or what to tell the watcher. A record counts as
+    /// seen when the collection's list rule and the watch's filter hold for it, decided as the
+    /// database would decide them ([`Predicate::eval`]), before and after the change.
+    pub async fn judge(
+        &self,
+        watch: &mut Watch,
+        event: &ChangeEvent,
+    ) -> Result<Option<Seen>, DataError> {
+        if event.collection != watch.collection {
+            return Ok(None);
+        }
+        let compiled = self.collection(&event.app, &watch.collection).await?;
+        if watch.compiled.0 != compiled.version {
+            // The collection changed: its filter is compiled again (or no longer holds).
+            let predicate = watch
+                .filter
+                .as_deref()
+                .map(|f| compile_filter(f, &compiled))
+                .transpose()?;
+            watch.compiled = (compiled.version, predicate);
+        }
+        let rule = match &watch.caller {
+            Caller::Admin | Caller::AppKey(_) => None,
+            caller => match compiled.rules.get("list") {
+                None | Some(RuleSql::Locked) => return Ok(None),
+                Some(RuleSql::Open) => None,
+                Some(RuleSql::When(predicate)) => {
+                    Some((predicate, self.bindings(&compiled, caller, None)))
+                }
+            },
+        };
+        let filter = watch.compiled.1.as_ref();
+        let filter_bindings = filter.map(|_| self.bindings(&compiled, &watch.caller, None));
+        let sees = |record: Option<&Json>| {
+            let Some(record) = record else {
+                return false;
+            };
+            let stored = columns_of(&compiled, record);
+            rule.as_ref()
+                .is_none_or(|(predicate, bindings)| predicate.matches(&stored, bindings))
+                && filter
+                    .zip(filter_bindings.as_ref())
+                    .is_none_or(|(predicate, bindings)| predicate.matches(&stored, bindings))
+        };
+        let (before, after) = (sees(event.old.as_ref()), sees(event.new.as_ref()));
+        Ok(match (event.operation, before, after) {
+            (Operation::Create, _, true) | (Operation::Update, _, true) => {
+                Some(if event.operation == Operation::Create {
+                    Seen::Create
+                } else {
+                    Seen::Update
+                })
+            }
+            (Operation::Update, true, false) => Some(Seen::Leave),
+            (Operation::Delete, true, _) => Some(Seen::Delete),
+            _ => None,
+        })
+    }
+}
+
+fn compile_filter(filter: &str, compiled: &Compiled) -> Result<Arc<Predicate>, DataError> {
+    let expr: Expr =
+        cloudlet_query::parse(filter, Limits::default()).map_err(DataError::InvalidFilter)?;
+    Predicate::new(expr, compiled.schema.clone())
+        .map(Arc::new)
+        .map_err(DataError::InvalidFilter)
+}
+
+/// A record as the API shows it, as its columns hold it (datetimes as milliseconds), for
+/// [`Predicate::eval`].
+fn columns_of(compiled: &Compiled, record: &Json) -> cloudlet_query::Record {
+    let Some(fields) = record.as_object() else {
+        return cloudlet_query::Record::new();
+    };
+    fields
+        .iter()
+        .map(|(name, value)| {
+            let stored = match (compiled.field_kind(name), value) {
+                (Some(FieldKind::Datetime), Json::String(text)) => time::OffsetDateTime::parse(
+                    text,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .map_or(Json::Null, |t| {
+                    Json::from((t.unix_timestamp_nanos() / 1_000_000) as i64)
+                }),
+                _ => value.clone(),
+            };
+            (name.clone(), stored)
+        })
+        .collect()
+}
+
 /// How the table changes from `old` to `new`: new fields become columns (no row is rewritten);
 /// dropped fields and changed types lose values, so they need `force`.
 fn alteration(old: &Compiled, new: &Compiled, force: bool) -> Result<TableChange, DataError> {

@@ -25,6 +25,7 @@ pub mod functions;
 pub mod messages;
 pub mod queues;
 pub mod random;
+pub mod realtime;
 pub mod sealing;
 pub mod secrets;
 pub mod sites;

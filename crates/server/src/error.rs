@@ -62,6 +62,7 @@ codes! {
     InvalidJson = "invalid_json", 400, "the body is not valid JSON";
     InvalidBody = "invalid_body", 422, "valid JSON of the wrong shape: not an object, a missing or unknown field, a wrong type";
     InvalidQuery = "invalid_query", 400, "a query parameter is unknown, malformed or out of range";
+    UpgradeRequired = "upgrade_required", 426, "the route is a WebSocket: open it with a WebSocket handshake";
     InvalidPath = "invalid_path", 400, "a path segment does not decode (for example `%FF`)";
     UnsupportedMediaType = "unsupported_media_type", 415, "a body without `content-type: application/json`";
     PayloadTooLarge = "payload_too_large", 413, "the body is over the route's limit: said by its `content-length` (refused before it is read) or found while reading";

@@ -192,25 +192,43 @@ impl FromRequestParts<AppState> for CallerOf {
         let Some(token) = token else {
             return Ok(CallerOf(Caller::Anonymous));
         };
-        if token.contains('.') {
-            // Access tokens are JWTs; secret keys and the admin token have no dot.
-            let Some(app) = app else {
-                return Err(AccessError::InvalidCredentials.into());
-            };
-            let principal = state.auth().authenticate(&app, Some(token)).await?;
-            return Ok(CallerOf(Caller::User(principal)));
-        }
-        let caller = state.access().authenticate(Some(token)).await?;
-        if let (Caller::AppKey(own), Some(app)) = (&caller, &app)
-            && own != app
-        {
-            return Err(ApiError::new(
-                Code::Forbidden,
-                "this key belongs to another app",
-            ));
-        }
-        Ok(CallerOf(caller))
+        caller_of(state, app.as_ref(), token).await.map(CallerOf)
     }
+}
+
+/// Who a token (sent some other way than the header: a realtime socket's first message) is,
+/// for the routes of `app`, as [`CallerOf`] decides it.
+pub async fn caller_of_token(
+    state: &AppState,
+    app: &AppName,
+    token: &str,
+) -> Result<Caller, ApiError> {
+    caller_of(state, Some(app), token).await
+}
+
+async fn caller_of(
+    state: &AppState,
+    app: Option<&AppName>,
+    token: &str,
+) -> Result<Caller, ApiError> {
+    if token.contains('.') {
+        // Access tokens are JWTs; secret keys and the admin token have no dot.
+        let Some(app) = app else {
+            return Err(AccessError::InvalidCredentials.into());
+        };
+        let principal = state.auth().authenticate(app, Some(token)).await?;
+        return Ok(Caller::User(principal));
+    }
+    let caller = state.access().authenticate(Some(token)).await?;
+    if let (Caller::AppKey(own), Some(app)) = (&caller, app)
+        && own != app
+    {
+        return Err(ApiError::new(
+            Code::Forbidden,
+            "this key belongs to another app",
+        ));
+    }
+    Ok(caller)
 }
 
 /// The app an admin route acts on, once its caller is known to administer it (the admin token,

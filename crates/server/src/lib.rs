@@ -23,6 +23,7 @@ mod metrics;
 pub mod migrate;
 mod openapi;
 mod queues;
+mod realtime;
 mod request_id;
 mod serve;
 mod sites;
@@ -452,6 +453,8 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         })?,
     };
     let (routes, contract) = api(&config, public_url.as_str());
+    let hub =
+        cloudlet_core::realtime::Hub::new(data.clone(), Arc::clone(&random), Arc::clone(&clock));
     let services = state::Services {
         apps,
         auth,
@@ -461,6 +464,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         queues,
         sites,
         files,
+        realtime: hub.clone(),
         access,
         system: Arc::clone(&system),
     };
@@ -483,6 +487,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     ));
     tasks.spawn(functions::run_schedules(state.clone(), shutdown_rx.clone()));
     tasks.spawn(queues::run_dispatcher(state.clone(), shutdown_rx.clone()));
+    tasks.spawn(run_realtime(hub, state.auth().clone(), shutdown_rx.clone()));
     let (stop_log, log_stopped) = tokio::sync::oneshot::channel::<()>();
     let log = tokio::spawn(log_writer.run(async move {
         let _ = log_stopped.await;
@@ -514,6 +519,18 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         shutdown,
         task,
     })
+}
+
+/// The realtime hub, until shutdown; then every socket is told the server is going away.
+async fn run_realtime(
+    hub: cloudlet_core::realtime::Hub,
+    auth: Auth,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    tokio::select! {
+        () = hub.clone().run(auth) => {}
+        () = stopped(&mut shutdown) => hub.close_all().await,
+    }
 }
 
 /// Closes app databases that have been idle for `idle`, checking a few times per period.
@@ -566,6 +583,7 @@ fn api(config: &Config, public_url: &str) -> (Router<AppState>, utoipa::openapi:
         .merge(queues::router(&bodies))
         .merge(sites::router(&bodies))
         .merge(files::router(&bodies))
+        .merge(realtime::router(&bodies))
         .split_for_parts();
     (routes, openapi::finish(doc, public_url))
 }

@@ -12,6 +12,7 @@ use cloudlet_core::functions::Functions;
 use cloudlet_core::messages::Messages;
 use cloudlet_core::queues::Queues;
 use cloudlet_core::random::Random;
+use cloudlet_core::realtime::Hub;
 use cloudlet_core::sites::Sites;
 use cloudlet_store::SystemStore;
 use tokio_util::task::TaskTracker;
@@ -31,6 +32,7 @@ struct Shared {
     queues: Queues,
     sites: Sites,
     files: Files,
+    realtime: Hub,
     limits: AuthLimits,
     access: Access,
     system: Arc<dyn SystemStore>,
@@ -57,6 +59,7 @@ pub struct Services {
     pub queues: Queues,
     pub sites: Sites,
     pub files: Files,
+    pub realtime: Hub,
     pub access: Access,
     pub system: Arc<dyn SystemStore>,
 }
@@ -77,6 +80,7 @@ impl AppState {
             queues,
             sites,
             files,
+            realtime,
             access,
             system,
         } = services;
@@ -91,6 +95,7 @@ impl AppState {
             queues,
             sites,
             files,
+            realtime,
             limits,
             access,
             system,
@@ -133,6 +138,10 @@ impl AppState {
 
     pub fn files(&self) -> &Files {
         &self.0.files
+    }
+
+    pub fn realtime(&self) -> &Hub {
+        &self.0.realtime
     }
 
     pub fn limits(&self) -> &AuthLimits {

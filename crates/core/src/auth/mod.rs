@@ -221,6 +221,8 @@ pub struct Principal {
     /// The user's id at the provider (openid on WeChat and QQ), from the token.
     pub openid: Option<String>,
     pub unionid: Option<String>,
+    /// When the token stops authenticating, in Unix milliseconds.
+    pub expires_at_ms: i64,
 }
 
 /// An app's keys and the sessions revoked within one token lifetime, in memory.
@@ -247,6 +249,16 @@ struct Inner {
     vault: Mutex<HashMap<(AppName, String), VaultSlot>>,
     /// Where account events go (the functions they trigger): set by the composition root.
     triggers: OnceLock<Arc<dyn Triggers>>,
+    /// Sessions revoked (logged out, revoked, their user deleted), for whoever holds them open.
+    revocations: tokio::sync::broadcast::Sender<Revocation>,
+}
+
+/// Sessions of an app that were just revoked: their tokens no longer authenticate, and
+/// whatever they hold open (realtime sockets) is closed.
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    pub app: AppName,
+    pub sessions: Vec<String>,
 }
 
 /// One (app, provider)'s cached token; its lock makes fetches single-flight.
@@ -285,6 +297,7 @@ impl Auth {
             keys: Mutex::new(HashMap::new()),
             vault: Mutex::new(HashMap::new()),
             triggers: OnceLock::new(),
+            revocations: tokio::sync::broadcast::channel(1024).0,
         })))
     }
 
@@ -842,6 +855,7 @@ impl Auth {
             provider: claims.prv,
             openid: claims.oid,
             unionid: claims.uni,
+            expires_at_ms: claims.exp.saturating_mul(1000),
         })
     }
 
@@ -1092,7 +1106,18 @@ impl Auth {
         for session in sessions {
             revoked.insert(session.clone(), until);
         }
+        drop(revoked);
+        // Nobody listening is fine.
+        let _ = self.0.revocations.send(Revocation {
+            app: app.to_owned(),
+            sessions: sessions.to_vec(),
+        });
         Ok(())
+    }
+
+    /// Sessions as they are revoked, from now on.
+    pub fn revocations(&self) -> tokio::sync::broadcast::Receiver<Revocation> {
+        self.0.revocations.subscribe()
     }
 
     /// The app's signing keys and recent revocations, loaded on first use.

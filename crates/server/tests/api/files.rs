@@ -8,25 +8,7 @@ use std::path::PathBuf;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{Expect, TestApp, expect_error, expect_json};
-
-/// `204 No Content`, and nothing else.
-trait NoContent {
-    async fn no_content(self);
-}
-
-impl NoContent for reqwest::RequestBuilder {
-    async fn no_content(self) {
-        let answer = self.send().await.unwrap();
-        let status = answer.status();
-        assert_eq!(
-            status,
-            StatusCode::NO_CONTENT,
-            "{}",
-            answer.text().await.unwrap()
-        );
-    }
-}
+use crate::support::{Expect, NoContent, TestApp, expect_error, expect_json};
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
 const BOUNDARY: &str = "----wxboundary7MA4YWxkTrZu0gW";

@@ -16,5 +16,6 @@ mod lifecycle;
 mod messages;
 mod postgres;
 mod queues;
+mod realtime;
 mod sites;
 mod support;

@@ -470,3 +470,21 @@ fn unchunk(mut data: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// `204 No Content`, and nothing else.
+pub trait NoContent {
+    async fn no_content(self);
+}
+
+impl NoContent for reqwest::RequestBuilder {
+    async fn no_content(self) {
+        let answer = self.send().await.unwrap();
+        let status = answer.status();
+        assert_eq!(
+            status,
+            StatusCode::NO_CONTENT,
+            "{}",
+            answer.text().await.unwrap()
+        );
+    }
+}

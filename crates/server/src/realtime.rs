@@ -1,0 +1,454 @@
+//! `GET /v1/apps/{app}/realtime`: one WebSocket per client, speaking the JSON protocol of
+//! docs/realtime.md. This module owns the socket: who is on it (a token in the `Authorization`
+//! header, which `wx.connectSocket` can send, or in the first message, never in the URL), what
+//! it may send (text frames of JSON, at most [`MAX_MESSAGE`] bytes, at most
+//! [`MAX_MESSAGES_PER_SECOND`]), keeping it alive (a protocol ping and an application-level
+//! `ping` every [`PING_EVERY`], under the 60 s idle timeout of common proxies; a mini program's
+//! JavaScript never sees protocol pings), and ending it when its token expires unrefreshed.
+//! What it receives comes from the hub ([`cloudlet_core::realtime::Hub`]).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use cloudlet_core::access::Caller;
+use cloudlet_core::apps::AppName;
+use cloudlet_core::realtime::{Close, ConnectionId, Hub, Outbound, RealtimeError};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+use tokio::time::Instant;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::bounds::{BodyLimits, with_body_limit};
+use crate::error::{ApiError, Code};
+use crate::extract::{CallerOf, TargetApp, caller_of_token};
+use crate::openapi::Routes;
+use crate::state::AppState;
+
+/// The largest message a client may send.
+pub const MAX_MESSAGE: usize = 16 * 1024;
+/// Messages a client may send per second (enough for a client restoring its subscriptions
+/// after a reconnect, far from a flood).
+pub const MAX_MESSAGES_PER_SECOND: u32 = 120;
+/// How often the server pings.
+const PING_EVERY: Duration = Duration::from_secs(25);
+/// How long an unauthenticated socket may wait for its `auth` message.
+const AUTH_WITHIN: Duration = Duration::from_secs(10);
+
+pub fn router(limits: &BodyLimits) -> Routes {
+    // A handshake has no body; one announced is refused like on every route.
+    with_body_limit(OpenApiRouter::new().routes(routes!(connect)), limits, limits.json)
+}
+
+/// Opens the app's realtime socket (a WebSocket upgrade). Authenticate with `Authorization:
+/// Bearer` or with a first message `{"type": "auth", "token": "…"}` within 10 seconds.
+#[utoipa::path(get, path = "/v1/apps/{app}/realtime", tag = "realtime",
+    params(("app" = AppName, Path)),
+    responses(
+        (status = 101, description = "switching to the WebSocket protocol"),
+        (status = 426, description = "upgrade_required: not a WebSocket handshake"),
+    ))]
+async fn connect(
+    State(state): State<AppState>,
+    TargetApp(app): TargetApp,
+    CallerOf(caller): CallerOf,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    state.apps().get(&app).await?;
+    let upgrade = upgrade.map_err(|e| ApiError::new(Code::UpgradeRequired, e.body_text()))?;
+    Ok(upgrade
+        // Small buffers: most sockets are idle most of the time.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        // The library refuses what is far over the limit before buffering it; what is just
+        // over is refused here, with its own close code.
+        .max_message_size(4 * MAX_MESSAGE)
+        .max_frame_size(4 * MAX_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            let hub = state.realtime().clone();
+            Session {
+                state,
+                hub,
+                app,
+                socket,
+            }
+            .run(caller)
+            .await;
+        }))
+}
+
+/// What a client sends.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+enum ClientMessage {
+    /// A token: the first one, or a fresh one before the last expires.
+    Auth {
+        token: String,
+    },
+    Subscribe {
+        id: String,
+        collection: String,
+        #[serde(default)]
+        filter: Option<String>,
+    },
+    Unsubscribe {
+        id: String,
+    },
+    Ping {
+        #[serde(default)]
+        id: Option<Json>,
+    },
+    Pong {
+        #[serde(default, rename = "id")]
+        _id: Option<Json>,
+    },
+}
+
+const TYPES: &[&str] = &["auth", "subscribe", "unsubscribe", "ping", "pong"];
+
+/// Why a client's message is refused: the error's code and message.
+struct Refusal(&'static str, String);
+
+impl From<ApiError> for Refusal {
+    fn from(e: ApiError) -> Self {
+        Refusal(e.code.as_str(), e.message)
+    }
+}
+
+impl From<RealtimeError> for Refusal {
+    fn from(e: RealtimeError) -> Self {
+        let code = match &e {
+            RealtimeError::TooManySubscriptions => "too_many_subscriptions",
+            RealtimeError::SubscriptionExists => "subscription_exists",
+            RealtimeError::NoSubscription => "no_subscription",
+            RealtimeError::TooManyConnections => "too_many_connections",
+            RealtimeError::Closed => "closed",
+            RealtimeError::Data(_) => {
+                let RealtimeError::Data(e) = e else {
+                    unreachable!("matched above")
+                };
+                return ApiError::from(e).into();
+            }
+        };
+        Refusal(code, e.to_string())
+    }
+}
+
+/// Parses a client's text frame: `invalid_json`, `unknown_type` or `invalid_message` if it is
+/// not one.
+fn parse(text: &str) -> Result<ClientMessage, Refusal> {
+    let value: Json = serde_json::from_str(text)
+        .map_err(|e| Refusal("invalid_json", format!("the message is not JSON: {e}")))?;
+    let kind = value.get("type").and_then(Json::as_str).unwrap_or_default();
+    if !TYPES.contains(&kind) {
+        return Err(Refusal(
+            "unknown_type",
+            format!("a message's type is one of {}", TYPES.join(", ")),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| Refusal("invalid_message", e.to_string()))
+}
+
+/// A subscription's id: 1 to 64 letters, digits, `_` and `-`.
+fn sub_id(id: &str) -> Result<&str, Refusal> {
+    let valid = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    valid.then_some(id).ok_or_else(|| {
+        Refusal(
+            "invalid_message",
+            "a subscription id is 1 to 64 letters, digits, _ and -".into(),
+        )
+    })
+}
+
+struct Session {
+    state: AppState,
+    hub: Hub,
+    app: AppName,
+    socket: WebSocket,
+}
+
+impl Session {
+    async fn send(&mut self, value: Json) -> bool {
+        self.socket
+            .send(Message::Text(Utf8Bytes::from(value.to_string())))
+            .await
+            .is_ok()
+    }
+
+    async fn refuse(&mut self, refusal: Refusal, id: Option<&str>) -> bool {
+        let Refusal(code, message) = refusal;
+        self.send(json!({ "type": "error", "code": code, "message": message, "id": id }))
+            .await
+    }
+
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        let _ = self
+            .socket
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            })))
+            .await;
+    }
+
+    /// The caller of a token sent in a message.
+    async fn authenticate(&mut self, token: &str) -> Result<Caller, Refusal> {
+        Ok(caller_of_token(&self.state, &self.app, token).await?)
+    }
+
+    /// Waits for the first message to be `auth`; the caller, or `None` after closing.
+    async fn first_auth(&mut self) -> Option<Caller> {
+        let deadline = tokio::time::sleep(AUTH_WITHIN);
+        tokio::pin!(deadline);
+        loop {
+            let message = tokio::select! {
+                message = self.socket.recv() => message,
+                () = &mut deadline => {
+                    self.close(4000, "auth_timeout").await;
+                    return None;
+                }
+            };
+            let text = match message {
+                Some(Ok(Message::Text(text))) if text.len() <= MAX_MESSAGE => text,
+                Some(Ok(Message::Text(_))) => {
+                    self.close(1009, "message_too_large").await;
+                    return None;
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Binary(_))) => {
+                    self.close(1003, "binary_frame").await;
+                    return None;
+                }
+                _ => return None,
+            };
+            match parse(&text) {
+                Ok(ClientMessage::Auth { token }) => match self.authenticate(&token).await {
+                    Ok(caller) => return Some(caller),
+                    Err(refusal) => {
+                        self.refuse(refusal, None).await;
+                        self.close(4000, "auth_failed").await;
+                        return None;
+                    }
+                },
+                Ok(_) => {
+                    let refusal = Refusal(
+                        "auth_required",
+                        "the first message is {\"type\": \"auth\", \"token\": …}".into(),
+                    );
+                    self.refuse(refusal, None).await;
+                    self.close(4000, "auth_required").await;
+                    return None;
+                }
+                Err(refusal) => {
+                    self.refuse(refusal, None).await;
+                }
+            }
+        }
+    }
+
+    async fn run(mut self, caller: Caller) {
+        let caller = match caller {
+            Caller::Anonymous => match self.first_auth().await {
+                Some(caller) => caller,
+                None => return,
+            },
+            caller => caller,
+        };
+        let (id, mut outbound) = match self.hub.connect(&self.app, &caller).await {
+            Ok(connected) => connected,
+            Err(e) => {
+                self.refuse(e.into(), None).await;
+                self.close(4009, "too_many_connections").await;
+                return;
+            }
+        };
+        self.serve(id, caller, &mut outbound).await;
+        self.hub.disconnect(id).await;
+    }
+
+    async fn serve(
+        &mut self,
+        id: ConnectionId,
+        mut caller: Caller,
+        outbound: &mut tokio::sync::mpsc::Receiver<Outbound>,
+    ) {
+        if !self.send(ready(&caller)).await {
+            return;
+        }
+        let mut pings = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+        let expiry = tokio::time::sleep_until(expires(&caller, self.hub.now_ms()));
+        tokio::pin!(expiry);
+        let mut window = (Instant::now(), 0u32);
+        loop {
+            tokio::select! {
+                message = self.socket.recv() => {
+                    let text = match message {
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Ok(Message::Binary(_))) => {
+                            self.close(1003, "binary_frame").await;
+                            return;
+                        }
+                        Some(Ok(Message::Close(_))) | None => return,
+                        // Broken framing, or far over the size limit.
+                        Some(Err(_)) => {
+                            self.close(1002, "protocol_error").await;
+                            return;
+                        }
+                    };
+                    if text.len() > MAX_MESSAGE {
+                        self.close(1009, "message_too_large").await;
+                        return;
+                    }
+                    if window.0.elapsed() >= Duration::from_secs(1) {
+                        window = (Instant::now(), 0);
+                    }
+                    window.1 += 1;
+                    if window.1 > MAX_MESSAGES_PER_SECOND {
+                        self.close(Close::RateLimited.code(), Close::RateLimited.reason()).await;
+                        return;
+                    }
+                    match parse(&text) {
+                        Ok(message) => {
+                            if !self.handle(id, &mut caller, message, expiry.as_mut()).await {
+                                return;
+                            }
+                        }
+                        Err(refusal) => {
+                            if !self.refuse(refusal, None).await {
+                                return;
+                            }
+                        }
+                    }
+                }
+                out = outbound.recv() => match out {
+                    Some(Outbound::Close(why)) => {
+                        self.close(why.code(), why.reason()).await;
+                        return;
+                    }
+                    Some(message) => {
+                        let value = serde_json::to_value(&message).unwrap_or(Json::Null);
+                        if !self.send(value).await {
+                            return;
+                        }
+                    }
+                    // The hub let go of this connection without a word: its queue was full.
+                    None => {
+                        self.close(Close::SlowConsumer.code(), Close::SlowConsumer.reason()).await;
+                        return;
+                    }
+                },
+                _ = pings.tick() => {
+                    if self.socket.send(Message::Ping(Default::default())).await.is_err()
+                        || !self.send(json!({ "type": "ping" })).await
+                    {
+                        return;
+                    }
+                }
+                () = &mut expiry => {
+                    self.close(Close::TokenExpired.code(), Close::TokenExpired.reason()).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Acts on one message; false when the socket is gone.
+    async fn handle(
+        &mut self,
+        id: ConnectionId,
+        caller: &mut Caller,
+        message: ClientMessage,
+        expiry: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> bool {
+        match message {
+            ClientMessage::Auth { token } => match self.authenticate(&token).await {
+                Ok(fresh) if same_identity(caller, &fresh) => {
+                    if let Err(e) = self.hub.reauthorize(id, &fresh).await {
+                        return self.refuse(e.into(), None).await;
+                    }
+                    expiry.reset(expires(&fresh, self.hub.now_ms()));
+                    *caller = fresh;
+                    self.send(ready(caller)).await
+                }
+                Ok(_) => {
+                    let refusal = Refusal(
+                        "invalid_token",
+                        "a socket's token is refreshed with a token of the same user".into(),
+                    );
+                    self.refuse(refusal, None).await
+                }
+                Err(refusal) => self.refuse(refusal, None).await,
+            },
+            ClientMessage::Subscribe {
+                id: sub,
+                collection,
+                filter,
+            } => {
+                let sub = match sub_id(&sub) {
+                    Ok(sub) => sub.to_owned(),
+                    Err(refusal) => return self.refuse(refusal, None).await,
+                };
+                match self
+                    .hub
+                    .subscribe(id, caller, &sub, &collection, filter.as_deref())
+                    .await
+                {
+                    Ok(epoch) => {
+                        self.send(json!({ "type": "subscribed", "id": sub, "epoch": epoch }))
+                            .await
+                    }
+                    Err(e) => self.refuse(e.into(), Some(&sub)).await,
+                }
+            }
+            ClientMessage::Unsubscribe { id: sub } => match self.hub.unsubscribe(id, &sub).await {
+                Ok(()) => {
+                    self.send(json!({ "type": "unsubscribed", "id": sub }))
+                        .await
+                }
+                Err(e) => self.refuse(e.into(), Some(&sub)).await,
+            },
+            ClientMessage::Ping { id } => self.send(json!({ "type": "pong", "id": id })).await,
+            ClientMessage::Pong { .. } => true,
+        }
+    }
+}
+
+/// `ready`: who the socket is for, and until when its token holds.
+fn ready(caller: &Caller) -> Json {
+    match caller {
+        Caller::User(principal) => json!({
+            "type": "ready",
+            "user": principal.user_id,
+            "expires_at": cloudlet_core::clock::Timestamp::from_unix_ms(principal.expires_at_ms)
+                .to_rfc3339(),
+        }),
+        _ => json!({ "type": "ready", "user": null, "expires_at": null }),
+    }
+}
+
+/// When the caller's token stops holding (the admin token and app keys do not expire).
+fn expires(caller: &Caller, now_ms: i64) -> Instant {
+    let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    let Caller::User(principal) = caller else {
+        return far;
+    };
+    let left = u64::try_from(principal.expires_at_ms - now_ms).unwrap_or(0);
+    Instant::now() + Duration::from_millis(left)
+}
+
+/// Whether a fresh token is the same caller's (the same user, or the same key).
+fn same_identity(current: &Caller, fresh: &Caller) -> bool {
+    match (current, fresh) {
+        (Caller::User(a), Caller::User(b)) => a.user_id == b.user_id,
+        (Caller::Admin, Caller::Admin) => true,
+        (Caller::AppKey(a), Caller::AppKey(b)) => a == b,
+        _ => false,
+    }
+}

@@ -1,0 +1,399 @@
+//! The realtime socket over real WebSockets: who may open one, record changes delivered only
+//! to those whose list rule and filter hold (and `leave` when one stops holding), revocation
+//! closing the socket, and every bad frame with its code.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Message, http};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::support::{Expect, NoContent, TestApp};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+struct Scene {
+    t: TestApp,
+    alice: String,
+    bob: String,
+}
+
+async fn scene() -> Scene {
+    let t = TestApp::start().await;
+    t.create_app("notes").await;
+    t.admin(Method::PUT, "/v1/admin/apps/notes/auth/providers/dev")
+        .json(&json!({ "enabled": true }))
+        .expect(StatusCode::OK)
+        .await;
+    let login = |user: &str| {
+        t.request(Method::POST, "/v1/apps/notes/auth/sessions")
+            .json(&json!({ "provider": "dev", "user": user }))
+    };
+    let alice = login("alice").expect(StatusCode::CREATED).await;
+    let bob = login("bob").expect(StatusCode::CREATED).await;
+    // The default rules: each user lists their own todos.
+    t.admin(Method::PUT, "/v1/admin/apps/notes/collections/todos")
+        .json(&json!({
+            "fields": [
+                { "name": "title", "type": "text" },
+                { "name": "done", "type": "bool", "default": false }
+            ]
+        }))
+        .expect(StatusCode::CREATED)
+        .await;
+    Scene {
+        alice: alice["access_token"].as_str().unwrap().to_owned(),
+        bob: bob["access_token"].as_str().unwrap().to_owned(),
+        t,
+    }
+}
+
+impl Scene {
+    fn url(&self, app: &str) -> String {
+        format!(
+            "ws://{}/v1/apps/{app}/realtime",
+            self.t.running().local_addr()
+        )
+    }
+
+    /// A socket authenticated by its `Authorization` header.
+    async fn open(&self, token: &str) -> Socket {
+        let mut request = self.url("notes").into_client_request().unwrap();
+        request.headers_mut().insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        assert_eq!(next(&mut socket).await["type"], "ready");
+        socket
+    }
+
+    /// A socket with no header: it must authenticate in its first message.
+    async fn open_bare(&self) -> Socket {
+        tokio_tungstenite::connect_async(self.url("notes"))
+            .await
+            .unwrap()
+            .0
+    }
+
+    async fn create(&self, token: &str, body: Value) -> Value {
+        self.t
+            .request(Method::POST, "/v1/apps/notes/collections/todos/records")
+            .bearer_auth(token)
+            .json(&body)
+            .expect(StatusCode::CREATED)
+            .await
+    }
+
+    async fn update(&self, token: &str, id: &str, body: Value) {
+        self.t
+            .request(
+                Method::PATCH,
+                &format!("/v1/apps/notes/collections/todos/records/{id}"),
+            )
+            .bearer_auth(token)
+            .json(&body)
+            .expect(StatusCode::OK)
+            .await;
+    }
+}
+
+async fn send(socket: &mut Socket, value: Value) {
+    socket.send(Message::text(value.to_string())).await.unwrap();
+}
+
+/// The next message of the protocol (pings of either kind skipped), within 5 seconds.
+async fn next(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("the socket is open")
+            .expect("a frame");
+        match message {
+            Message::Text(text) => {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["type"] != "ping" {
+                    return value;
+                }
+            }
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+}
+
+/// Nothing more arrives for a moment.
+async fn quiet(socket: &mut Socket) {
+    if let Ok(Some(Ok(Message::Text(text)))) =
+        tokio::time::timeout(Duration::from_millis(300), socket.next()).await
+    {
+        panic!("expected nothing, got {text}");
+    }
+}
+
+/// The close code and reason the server ends the socket with.
+async fn closed(socket: &mut Socket) -> (u16, String) {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("the close within 5 s");
+        match message {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (u16::from(frame.code), frame.reason.to_string());
+            }
+            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return (0, String::new()),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+async fn subscribe(socket: &mut Socket, id: &str, filter: Option<&str>) -> String {
+    send(
+        socket,
+        json!({ "type": "subscribe", "id": id, "collection": "todos", "filter": filter }),
+    )
+    .await;
+    let answer = next(socket).await;
+    assert_eq!(answer["type"], "subscribed", "{answer}");
+    assert_eq!(answer["id"], id);
+    answer["epoch"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn changes_reach_only_those_who_may_list_them() {
+    let s = scene().await;
+    let mut alice = s.open(&s.alice).await;
+    let mut bob = s.open_bare().await;
+    send(&mut bob, json!({ "type": "auth", "token": s.bob })).await;
+    assert_eq!(next(&mut bob).await["type"], "ready");
+    subscribe(&mut alice, "all", None).await;
+    subscribe(&mut alice, "open", Some("done = false")).await;
+    subscribe(&mut bob, "all", None).await;
+
+    // Alice's new todo: both of her subscriptions, numbered each on its own; not Bob.
+    let todo = s.create(&s.alice, json!({ "title": "milk" })).await;
+    let id = todo["id"].as_str().unwrap();
+    let mut got = [next(&mut alice).await, next(&mut alice).await];
+    got.sort_by_key(|m| m["sub"].as_str().unwrap().to_owned());
+    for (message, sub) in got.iter().zip(["all", "open"]) {
+        assert_eq!(message["type"], "change");
+        assert_eq!(message["sub"], sub);
+        assert_eq!(message["event"], "create");
+        assert_eq!(message["seq"], 1);
+        assert_eq!(message["id"], id);
+        assert_eq!(message["record"]["title"], "milk");
+    }
+    // Bob's own todo is the first thing Bob hears of.
+    s.create(&s.bob, json!({ "title": "bread" })).await;
+    let first = next(&mut bob).await;
+    assert_eq!(
+        (&first["event"], &first["record"]["title"], &first["seq"]),
+        (&json!("create"), &json!("bread"), &json!(1))
+    );
+    quiet(&mut alice).await;
+
+    // Done: still in "all", gone from "open" (a `leave`, with the id alone).
+    s.update(&s.alice, id, json!({ "done": true })).await;
+    let mut got = [next(&mut alice).await, next(&mut alice).await];
+    got.sort_by_key(|m| m["sub"].as_str().unwrap().to_owned());
+    assert_eq!(
+        (&got[0]["sub"], &got[0]["event"], &got[0]["seq"]),
+        (&json!("all"), &json!("update"), &json!(2))
+    );
+    assert_eq!(got[0]["record"]["done"], true);
+    assert_eq!(
+        (&got[1]["sub"], &got[1]["event"], &got[1]["seq"]),
+        (&json!("open"), &json!("leave"), &json!(2))
+    );
+    assert!(got[1].get("record").is_none(), "{}", got[1]);
+    // Deleted: "all" hears it; "open" no longer saw it.
+    s.t.request(
+        Method::DELETE,
+        &format!("/v1/apps/notes/collections/todos/records/{id}"),
+    )
+    .bearer_auth(&s.alice)
+    .no_content()
+    .await;
+    let gone = next(&mut alice).await;
+    assert_eq!(
+        (&gone["sub"], &gone["event"], &gone["seq"]),
+        (&json!("all"), &json!("delete"), &json!(3))
+    );
+    quiet(&mut alice).await;
+    quiet(&mut bob).await;
+
+    // A rule changed: it applies to live subscriptions at once.
+    s.t.admin(Method::PUT, "/v1/admin/apps/notes/collections/todos")
+        .json(&json!({
+            "fields": [
+                { "name": "title", "type": "text" },
+                { "name": "done", "type": "bool", "default": false }
+            ],
+            "rules": { "list": "", "view": "" }
+        }))
+        .expect(StatusCode::OK)
+        .await;
+    s.create(&s.alice, json!({ "title": "for all" })).await;
+    let seen = next(&mut bob).await;
+    assert_eq!(
+        (&seen["event"], &seen["record"]["title"], &seen["seq"]),
+        (&json!("create"), &json!("for all"), &json!(2))
+    );
+
+    // A batch's writes are delivered too, after it commits, in its order.
+    s.t.request(Method::POST, "/v1/apps/notes/batch")
+        .bearer_auth(&s.alice)
+        .json(&json!({ "operations": [
+            { "op": "create", "collection": "todos", "data": { "title": "one" } },
+            { "op": "create", "collection": "todos", "data": { "title": "two" } }
+        ] }))
+        .expect(StatusCode::OK)
+        .await;
+    for (title, seq) in [("one", 3), ("two", 4)] {
+        let seen = next(&mut bob).await;
+        assert_eq!(
+            (&seen["event"], &seen["record"]["title"], &seen["seq"]),
+            (&json!("create"), &json!(title), &json!(seq))
+        );
+    }
+
+    // Unsubscribed: nothing more.
+    send(&mut bob, json!({ "type": "unsubscribe", "id": "all" })).await;
+    assert_eq!(next(&mut bob).await["type"], "unsubscribed");
+    s.create(&s.alice, json!({ "title": "again" })).await;
+    quiet(&mut bob).await;
+}
+
+#[tokio::test]
+async fn a_socket_is_for_someone_and_ends_with_their_session() {
+    let s = scene().await;
+    // Not a WebSocket handshake; no such app.
+    s.t.request(Method::GET, "/v1/apps/notes/realtime")
+        .expect_error(StatusCode::UPGRADE_REQUIRED, "upgrade_required")
+        .await;
+    match tokio_tungstenite::connect_async(s.url("ghost")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A header with a bad token is refused before the upgrade.
+    let mut request = s.url("notes").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert(http::header::AUTHORIZATION, "Bearer a.b.c".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(request).await.is_err());
+
+    // No header: anything but `auth` first closes the socket.
+    let mut bare = s.open_bare().await;
+    send(&mut bare, json!({ "type": "ping" })).await;
+    assert_eq!(next(&mut bare).await["code"], "auth_required");
+    assert_eq!(closed(&mut bare).await, (4000, "auth_required".into()));
+    // A bad token in the message: its code, then closed.
+    let mut bare = s.open_bare().await;
+    send(&mut bare, json!({ "type": "auth", "token": "x.y.z" })).await;
+    let refused = next(&mut bare).await;
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["code"], "invalid_token", "{refused}");
+    assert_eq!(closed(&mut bare).await, (4000, "auth_failed".into()));
+
+    // A fresh token of the same user keeps the socket; another user's is refused.
+    let mut alice = s.open(&s.alice).await;
+    subscribe(&mut alice, "all", None).await;
+    send(&mut alice, json!({ "type": "auth", "token": s.bob })).await;
+    assert_eq!(next(&mut alice).await["code"], "invalid_token");
+    send(&mut alice, json!({ "type": "auth", "token": s.alice })).await;
+    assert_eq!(next(&mut alice).await["type"], "ready");
+
+    // Logging out closes every socket of the session.
+    s.t.request(Method::DELETE, "/v1/apps/notes/auth/sessions/current")
+        .bearer_auth(&s.alice)
+        .no_content()
+        .await;
+    assert_eq!(closed(&mut alice).await, (4003, "session_revoked".into()));
+}
+
+#[tokio::test]
+async fn bad_messages_get_their_codes_and_leave_the_socket_open() {
+    let s = scene().await;
+    let mut alice = s.open(&s.alice).await;
+    let cases = [
+        (json!("not an object"), "unknown_type"),
+        (json!({ "type": "dance" }), "unknown_type"),
+        (json!({ "type": "subscribe", "id": "a" }), "invalid_message"),
+        (
+            json!({ "type": "subscribe", "id": "a b", "collection": "todos" }),
+            "invalid_message",
+        ),
+        (
+            json!({ "type": "subscribe", "id": "a", "collection": "todos", "extra": 1 }),
+            "invalid_message",
+        ),
+        (
+            json!({ "type": "subscribe", "id": "a", "collection": "nope" }),
+            "collection_not_found",
+        ),
+        (
+            json!({ "type": "subscribe", "id": "a", "collection": "todos", "filter": "done ==" }),
+            "invalid_filter",
+        ),
+        (
+            json!({ "type": "subscribe", "id": "a", "collection": "todos", "filter": "nope = 1" }),
+            "unknown_field",
+        ),
+        (
+            json!({ "type": "unsubscribe", "id": "zz" }),
+            "no_subscription",
+        ),
+    ];
+    for (message, code) in cases {
+        send(&mut alice, message.clone()).await;
+        let answer = next(&mut alice).await;
+        assert_eq!(answer["type"], "error", "{message}: {answer}");
+        assert_eq!(answer["code"], code, "{message}: {answer}");
+    }
+    alice.send(Message::text("{not json")).await.unwrap();
+    assert_eq!(next(&mut alice).await["code"], "invalid_json");
+    subscribe(&mut alice, "a", None).await;
+    send(
+        &mut alice,
+        json!({ "type": "subscribe", "id": "a", "collection": "todos" }),
+    )
+    .await;
+    assert_eq!(next(&mut alice).await["code"], "subscription_exists");
+    for n in 1..64 {
+        subscribe(&mut alice, &format!("s{n}"), None).await;
+    }
+    send(
+        &mut alice,
+        json!({ "type": "subscribe", "id": "one-more", "collection": "todos" }),
+    )
+    .await;
+    assert_eq!(next(&mut alice).await["code"], "too_many_subscriptions");
+    send(&mut alice, json!({ "type": "ping", "id": 7 })).await;
+    assert_eq!(next(&mut alice).await, json!({ "type": "pong", "id": 7 }));
+
+    // A binary frame, a frame over the limit, a flood: each ends the socket.
+    alice.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    assert_eq!(closed(&mut alice).await, (1003, "binary_frame".into()));
+    let mut big = s.open(&s.alice).await;
+    let huge = json!({ "type": "ping", "id": "x".repeat(20_000) });
+    let _ = big.send(Message::text(huge.to_string())).await;
+    assert_eq!(closed(&mut big).await, (1009, "message_too_large".into()));
+    let mut flood = s.open(&s.alice).await;
+    for _ in 0..300 {
+        if flood
+            .send(Message::text(r#"{"type":"pong"}"#))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(closed(&mut flood).await, (4029, "rate_limited".into()));
+}
