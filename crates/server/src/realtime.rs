@@ -40,7 +40,11 @@ const AUTH_WITHIN: Duration = Duration::from_secs(10);
 
 pub fn router(limits: &BodyLimits) -> Routes {
     // A handshake has no body; one announced is refused like on every route.
-    with_body_limit(OpenApiRouter::new().routes(routes!(connect)), limits, limits.json)
+    with_body_limit(
+        OpenApiRouter::new().routes(routes!(connect)),
+        limits,
+        limits.json,
+    )
 }
 
 /// Opens the app's realtime socket (a WebSocket upgrade). Authenticate with `Authorization:
