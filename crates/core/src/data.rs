@@ -1771,10 +1771,11 @@ impl Data {
         let filter = watch.compiled.1.as_ref();
         let filter_bindings = filter.map(|_| self.bindings(&compiled, &watch.caller, None));
         let sees = |record: Option<&Json>| {
-            let Some(record) = record else {
+            // A record that does not convert (a datetime out of range) is not seen: never a
+            // record the rule might refuse.
+            let Some(stored) = record.and_then(|record| columns_of(&compiled, record)) else {
                 return false;
             };
-            let stored = columns_of(&compiled, record);
             rule.as_ref()
                 .is_none_or(|(predicate, bindings)| predicate.matches(&stored, bindings))
                 && filter
@@ -1806,25 +1807,23 @@ fn compile_filter(filter: &str, compiled: &Compiled) -> Result<Arc<Predicate>, D
 }
 
 /// A record as the API shows it, as its columns hold it (datetimes as milliseconds), for
-/// [`Predicate::eval`].
-fn columns_of(compiled: &Compiled, record: &Json) -> cloudlet_query::Record {
-    let Some(fields) = record.as_object() else {
-        return cloudlet_query::Record::new();
-    };
-    fields
+/// [`Predicate::eval`]; `None` if a value does not convert back.
+fn columns_of(compiled: &Compiled, record: &Json) -> Option<cloudlet_query::Record> {
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    record
+        .as_object()?
         .iter()
         .map(|(name, value)| {
             let stored = match (compiled.field_kind(name), value) {
-                (Some(FieldKind::Datetime), Json::String(text)) => time::OffsetDateTime::parse(
-                    text,
-                    &time::format_description::well_known::Rfc3339,
-                )
-                .map_or(Json::Null, |t| {
-                    Json::from((t.unix_timestamp_nanos() / 1_000_000) as i64)
-                }),
+                (Some(FieldKind::Datetime), Json::String(text)) => {
+                    let time = time::OffsetDateTime::parse(text, rfc3339).ok()?;
+                    Json::from((time.unix_timestamp_nanos() / 1_000_000) as i64)
+                }
+                (Some(FieldKind::Datetime), Json::Null) => Json::Null,
+                (Some(FieldKind::Datetime), _) => return None,
                 _ => value.clone(),
             };
-            (name.clone(), stored)
+            Some((name.clone(), stored))
         })
         .collect()
 }

@@ -83,9 +83,10 @@ pub enum Outbound {
         event: Seen,
         collection: String,
         id: String,
-        /// The record after the change (none for `delete` and `leave`).
+        /// The record after the change (none for `delete` and `leave`), shared by every
+        /// subscriber it goes to.
         #[serde(skip_serializing_if = "Option::is_none")]
-        record: Option<Json>,
+        record: Option<Arc<Json>>,
     },
     /// The subscription may have missed changes: refetch, then carry on from `epoch`.
     Reset {
@@ -102,6 +103,15 @@ pub enum Outbound {
     /// Close the connection.
     #[serde(skip)]
     Close(Close),
+}
+
+/// Which of an app's sockets to close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppSockets {
+    /// Every one (the app is deleted).
+    All,
+    /// Those opened with the app's secret key (it was rotated).
+    OfKey,
 }
 
 /// Why a request on a connection is refused.
@@ -136,6 +146,8 @@ struct Connection {
     /// The session and user of its token (none for the admin token or an app key).
     session: Option<String>,
     user: Option<String>,
+    /// Opened with the app's secret key.
+    key: bool,
     out: mpsc::Sender<Outbound>,
     subscriptions: HashMap<String, Subscription>,
 }
@@ -197,21 +209,22 @@ impl Hub {
         let mut revocations = auth.revocations();
         loop {
             tokio::select! {
+                // Revocations first: a revoked session must hear nothing more.
+                biased;
+                revoked = revocations.recv() => match revoked {
+                    Ok(revocation) => self.revoke(&revocation).await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Some were missed: every user's session is checked again.
+                        tracing::warn!("the realtime hub missed session revocations");
+                        self.recheck(&auth).await;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
                 change = changes.recv() => match change {
                     Ok(event) => self.deliver(&event).await,
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "the realtime hub fell behind the changes");
                         self.reset_all("missed").await;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                revoked = revocations.recv() => match revoked {
-                    Ok(revocation) => self.revoke(&revocation).await,
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Revocations are rare; missing some would leave a socket open that
-                        // should not be. Every token is checked again on its refresh, and
-                        // a revoked one is refused there.
-                        tracing::warn!("the realtime hub missed session revocations");
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
@@ -225,6 +238,7 @@ impl Hub {
         app: &AppName,
         caller: &Caller,
     ) -> Result<(ConnectionId, mpsc::Receiver<Outbound>), RealtimeError> {
+        let key = matches!(caller, Caller::AppKey(_));
         let (session, user) = match caller {
             Caller::User(principal) => (
                 Some(principal.session_id.clone()),
@@ -256,6 +270,7 @@ impl Hub {
                 app: app.clone(),
                 session,
                 user,
+                key,
                 out,
                 subscriptions: HashMap::new(),
             },
@@ -366,6 +381,8 @@ impl Hub {
             return;
         };
         let mut slow = Vec::new();
+        // One copy of the record for every subscriber it goes to.
+        let shared = event.new.clone().map(Arc::new);
         for id in ids {
             let Some(connection) = registry.connections.get_mut(&id) else {
                 continue;
@@ -385,7 +402,7 @@ impl Hub {
                 };
                 subscription.seq += 1;
                 let record = matches!(seen, Seen::Create | Seen::Update)
-                    .then(|| event.new.clone())
+                    .then(|| shared.clone())
                     .flatten();
                 let message = Outbound::Change {
                     sub: name.clone(),
@@ -402,15 +419,22 @@ impl Hub {
             }
             for (name, error) in ended {
                 connection.subscriptions.remove(&name);
-                let code = match error {
-                    DataError::CollectionNotFound(_) => "collection_not_found",
-                    DataError::InvalidFilter(_) => "invalid_filter",
-                    _ => "internal",
+                let (code, message) = match error {
+                    DataError::CollectionNotFound(_) => ("collection_not_found", error.to_string()),
+                    DataError::InvalidFilter(_) => ("invalid_filter", error.to_string()),
+                    other => {
+                        // A store's error says nothing the subscriber should read.
+                        tracing::warn!(app = %event.app, error = %other, "a subscription failed");
+                        (
+                            "internal_error",
+                            "the subscription failed; subscribe again".to_owned(),
+                        )
+                    }
                 };
                 let message = Outbound::Ended {
                     sub: name,
                     code,
-                    message: error.to_string(),
+                    message,
                 };
                 if connection.out.try_send(message).is_err() {
                     slow.push(id);
@@ -462,6 +486,47 @@ impl Hub {
                     .is_some_and(|s| revocation.sessions.contains(s))
             });
             if revoked {
+                registry.close(id, Close::SessionRevoked);
+            }
+        }
+    }
+
+    /// Checks every user connection's session against the revoked ones (some revocations were
+    /// missed).
+    async fn recheck(&self, auth: &Auth) {
+        let sessions: Vec<(ConnectionId, AppName, String)> = {
+            let registry = self.0.registry.lock().await;
+            registry
+                .connections
+                .iter()
+                .filter_map(|(id, c)| Some((*id, c.app.clone(), c.session.clone()?)))
+                .collect()
+        };
+        let mut revoked = Vec::new();
+        for (id, app, session) in sessions {
+            if auth.is_revoked(&app, &session).await {
+                revoked.push(id);
+            }
+        }
+        let mut registry = self.0.registry.lock().await;
+        for id in revoked {
+            registry.close(id, Close::SessionRevoked);
+        }
+    }
+
+    /// Closes an app's sockets: all of them (the app is deleted), or those of its secret key
+    /// (it was rotated).
+    pub async fn close_app(&self, app: &AppName, which: AppSockets) {
+        let mut registry = self.0.registry.lock().await;
+        let Some(ids) = registry.by_app.get(app).cloned() else {
+            return;
+        };
+        for id in ids {
+            let close = match which {
+                AppSockets::All => true,
+                AppSockets::OfKey => registry.connections.get(&id).is_some_and(|c| c.key),
+            };
+            if close {
                 registry.close(id, Close::SessionRevoked);
             }
         }

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cloudlet_core::apps::{App, AppError, AppHealth, AppName, AppPage, CreatedApp, RotatedKey};
+use cloudlet_core::realtime::AppSockets;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -97,7 +98,11 @@ async fn delete_app(
     let functions = state.functions().clone();
     let queues = state.queues().clone();
     let files = state.files().clone();
+    let realtime = state.realtime().clone();
     to_completion(async move {
+        // Its sockets first: nothing of the app may reach them while it goes, nor of a new app
+        // of the same name after.
+        realtime.close_app(&app, AppSockets::All).await;
         let deleted = apps.delete(&app).await;
         // The blobs after the database: a file row never outlives its blob. Blobs left by a
         // deletion cut short are gone with the next deletion of the name.
@@ -128,7 +133,14 @@ async fn rotate_key(
 ) -> Result<Response, ApiError> {
     caller.require_app_admin(&app)?;
     let apps = state.apps().clone();
-    let rotated = to_completion(async move { apps.rotate_key(&app).await }).await?;
+    let realtime = state.realtime().clone();
+    let rotated = to_completion(async move {
+        let rotated = apps.rotate_key(&app).await;
+        // The old key stops working at once: the sockets it opened too.
+        realtime.close_app(&app, AppSockets::OfKey).await;
+        rotated
+    })
+    .await?;
     Ok(axum::Json(rotated).into_response())
 }
 

@@ -35,8 +35,12 @@ pub const MAX_MESSAGE: usize = 16 * 1024;
 pub const MAX_MESSAGES_PER_SECOND: u32 = 120;
 /// How often the server pings.
 const PING_EVERY: Duration = Duration::from_secs(25);
-/// How long an unauthenticated socket may wait for its `auth` message.
+/// How long an unauthenticated socket may take, all told, to authenticate.
 const AUTH_WITHIN: Duration = Duration::from_secs(10);
+/// Refused messages an unauthenticated socket may send before it is closed.
+const AUTH_TRIES: u32 = 3;
+/// How long one frame may take to go out: a client that stops reading holds nothing longer.
+const SEND_WITHIN: Duration = Duration::from_secs(10);
 
 pub fn router(limits: &BodyLimits) -> Routes {
     // A handshake has no body; one announced is refused like on every route.
@@ -178,11 +182,17 @@ struct Session {
 }
 
 impl Session {
+    /// Sends a frame; false when the socket is gone or took longer than [`SEND_WITHIN`].
+    async fn send_frame(&mut self, message: Message) -> bool {
+        matches!(
+            tokio::time::timeout(SEND_WITHIN, self.socket.send(message)).await,
+            Ok(Ok(()))
+        )
+    }
+
     async fn send(&mut self, value: Json) -> bool {
-        self.socket
-            .send(Message::Text(Utf8Bytes::from(value.to_string())))
+        self.send_frame(Message::Text(Utf8Bytes::from(value.to_string())))
             .await
-            .is_ok()
     }
 
     async fn refuse(&mut self, refusal: Refusal, id: Option<&str>) -> bool {
@@ -192,13 +202,22 @@ impl Session {
     }
 
     async fn close(&mut self, code: u16, reason: &'static str) {
-        let _ = self
-            .socket
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(reason),
-            })))
-            .await;
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        self.send_frame(Message::Close(Some(frame))).await;
+    }
+
+    /// Whether the caller's session has been revoked since its token was checked.
+    async fn revoked(&mut self, caller: &Caller) -> bool {
+        match caller {
+            Caller::User(principal) => {
+                let auth = self.state.auth().clone();
+                auth.is_revoked(&self.app, &principal.session_id).await
+            }
+            _ => false,
+        }
     }
 
     /// The caller of a token sent in a message.
@@ -206,18 +225,22 @@ impl Session {
         Ok(caller_of_token(&self.state, &self.app, token).await?)
     }
 
-    /// Waits for the first message to be `auth`; the caller, or `None` after closing.
+    /// Waits for the first message to be `auth`, all of it within [`AUTH_WITHIN`]; the
+    /// caller, or `None` after closing.
     async fn first_auth(&mut self) -> Option<Caller> {
-        let deadline = tokio::time::sleep(AUTH_WITHIN);
-        tokio::pin!(deadline);
+        match tokio::time::timeout(AUTH_WITHIN, self.wait_for_auth()).await {
+            Ok(caller) => caller,
+            Err(_) => {
+                self.close(4000, "auth_timeout").await;
+                None
+            }
+        }
+    }
+
+    async fn wait_for_auth(&mut self) -> Option<Caller> {
+        let mut tries = 0;
         loop {
-            let message = tokio::select! {
-                message = self.socket.recv() => message,
-                () = &mut deadline => {
-                    self.close(4000, "auth_timeout").await;
-                    return None;
-                }
-            };
+            let message = self.socket.recv().await;
             let text = match message {
                 Some(Ok(Message::Text(text))) if text.len() <= MAX_MESSAGE => text,
                 Some(Ok(Message::Text(_))) => {
@@ -250,7 +273,11 @@ impl Session {
                     return None;
                 }
                 Err(refusal) => {
-                    self.refuse(refusal, None).await;
+                    tries += 1;
+                    if tries >= AUTH_TRIES || !self.refuse(refusal, None).await {
+                        self.close(4000, "auth_required").await;
+                        return None;
+                    }
                 }
             }
         }
@@ -272,6 +299,13 @@ impl Session {
                 return;
             }
         };
+        // A revocation between the token's check and the registration found no socket to close.
+        if self.revoked(&caller).await {
+            self.hub.disconnect(id).await;
+            self.close(Close::SessionRevoked.code(), Close::SessionRevoked.reason())
+                .await;
+            return;
+        }
         self.serve(id, caller, &mut outbound).await;
         self.hub.disconnect(id).await;
     }
@@ -349,7 +383,7 @@ impl Session {
                     }
                 },
                 _ = pings.tick() => {
-                    if self.socket.send(Message::Ping(Default::default())).await.is_err()
+                    if !self.send_frame(Message::Ping(Default::default())).await
                         || !self.send(json!({ "type": "ping" })).await
                     {
                         return;
@@ -376,6 +410,11 @@ impl Session {
                 Ok(fresh) if same_identity(caller, &fresh) => {
                     if let Err(e) = self.hub.reauthorize(id, &fresh).await {
                         return self.refuse(e.into(), None).await;
+                    }
+                    if self.revoked(&fresh).await {
+                        self.close(Close::SessionRevoked.code(), Close::SessionRevoked.reason())
+                            .await;
+                        return false;
                     }
                     expiry.reset(expires(&fresh, self.hub.now_ms()));
                     *caller = fresh;

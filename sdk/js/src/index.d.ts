@@ -53,6 +53,17 @@ export interface UploadCapability {
   }): Promise<{ status: number; data: unknown }>;
 }
 
+/** The `socket` capability: a WebSocket, through the platform's `connectSocket`. */
+export interface SocketCapability {
+  connectSocket(options: { url: string }): {
+    send(text: string): void;
+    close(code?: number, reason?: string): void;
+    onOpen(fn: () => void): void;
+    onMessage(fn: (text: string) => void): void;
+    onClose(fn: (code: number, reason: string) => void): void;
+  };
+}
+
 export interface UploadProgress {
   /** 0 to 100. */
   progress: number;
@@ -69,7 +80,8 @@ export interface Adapter
     StorageCapability,
     LoginCapability,
     Partial<SubscribeCapability>,
-    Partial<UploadCapability> {
+    Partial<UploadCapability>,
+    Partial<SocketCapability> {
   name: string;
 }
 
@@ -118,6 +130,31 @@ export interface Query<T = Record_> {
   fileUrls(thumb?: string): Query<T>;
   get(): Promise<Page<T>>;
   count(): Promise<number>;
+  /** Watches the records the query's filter matches, live (`cloud.realtime.watch`). */
+  watch(onChange: (change: Change<T>) => void, options?: WatchOptions): Watching;
+}
+
+/** A change a watch sees: `leave` and `delete` carry no record. */
+export interface Change<T = Record_> {
+  event: "create" | "update" | "delete" | "leave";
+  id: string;
+  record: T | null;
+  /** The change's number within the watch (from 1, again after a reset). */
+  seq: number;
+}
+
+export interface WatchOptions {
+  /** A filter in the language of docs/data.md. */
+  filter?: string;
+  onError?: (error: CloudError) => void;
+  /** Changes may have been missed (a reconnect, a server that fell behind): list again. */
+  onReset?: (reason: string) => void;
+}
+
+export interface Watching {
+  /** Resolves once the server has started the subscription: changes from then on arrive. */
+  ready: Promise<void>;
+  close(): void;
 }
 
 export interface Collection<T = Record_> extends Omit<Query<T>, "get"> {
@@ -158,6 +195,12 @@ export interface Client {
     ): Promise<{ answers: Record<string, SubscribeAnswer>; grants: Grant[] }>;
     /** What may still be sent to the user, per mini program and template. */
     grants(): Promise<Grant[]>;
+  };
+  realtime: {
+    /** Watches a collection over the client's one shared socket. */
+    watch<T = Record_>(collection: string, onChange: (change: Change<T>) => void, options?: WatchOptions): Watching;
+    /** Closes the socket and every watch. */
+    close(): void;
   };
   files: {
     /**

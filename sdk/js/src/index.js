@@ -295,6 +295,50 @@ const upload = {
   }),
 };
 
+/**
+ * A WebSocket: `connectSocket({ url })` → `{ send(text), close(code, reason), onOpen(fn),
+ * onMessage(fn(text)), onClose(fn(code, reason)) }`. Through each platform's `connectSocket`
+ * (Alipay's with `multiple: true`, for a task of its own) or the browser's `WebSocket`. The
+ * token goes in the first message, never in the URL, so no platform needs to send headers.
+ */
+const socket = {
+  methods: ["connectSocket"],
+  miniProgram: (platform, api) =>
+    typeof api.connectSocket === "function"
+      ? {
+          connectSocket({ url }) {
+            const options = { url };
+            if (platform.name === "alipay") options.multiple = true;
+            const task = api.connectSocket(options);
+            // Alipay's task hands the text as `data.data` in older base libraries.
+            const text = (data) => (data && typeof data === "object" && "data" in data ? data.data : data);
+            return {
+              send: (data) => task.send({ data }),
+              close: (code, reason) => task.close({ code, reason }),
+              onOpen: (fn) => task.onOpen(() => fn()),
+              onMessage: (fn) => task.onMessage((message) => fn(text(message.data))),
+              onClose: (fn) => task.onClose((event) => fn(event && event.code, event && event.reason)),
+            };
+          },
+        }
+      : null,
+  web: () =>
+    typeof WebSocket === "function"
+      ? {
+          connectSocket({ url }) {
+            const ws = new WebSocket(url);
+            return {
+              send: (data) => ws.send(data),
+              close: (code, reason) => ws.close(code, reason),
+              onOpen: (fn) => ws.addEventListener("open", () => fn()),
+              onMessage: (fn) => ws.addEventListener("message", (event) => fn(event.data)),
+              onClose: (fn) => ws.addEventListener("close", (event) => fn(event.code, event.reason)),
+            };
+          },
+        }
+      : null,
+};
+
 /** A body as JSON when it is JSON (mini programs hand `uploadFile`'s answer over as text). */
 function parsed(data) {
   if (typeof data !== "string") return data;
@@ -480,6 +524,13 @@ class Query {
     };
   }
 
+  /** Watches the records this query's filter matches (its sort and limits do not apply):
+   * `cloud.realtime.watch` with the query's filter. */
+  watch(onChange, options = {}) {
+    const filter = this._state.where.length ? this._state.where.join(" && ") : undefined;
+    return this._collection._client.realtime.watch(this._collection.name, onChange, { ...options, filter });
+  }
+
   /** How many records match (under the caller's rules). */
   async count() {
     const page = await this._collection._list(this._params({ count: true, limit: 1 }));
@@ -553,6 +604,11 @@ class Collection {
   fileUrls(thumb) {
     return new Query(this).fileUrls(thumb);
   }
+  /** Watches the collection's records: see `cloud.realtime.watch`. */
+  watch(onChange, options) {
+    return this._client.realtime.watch(this.name, onChange, options);
+  }
+
   count() {
     return new Query(this).count();
   }
@@ -846,10 +902,248 @@ function files(client) {
 // A new capability or feature is a section above and one entry here.
 
 /** The capabilities an adapter may have, by name. */
-const CAPABILITIES = { request, storage, login, subscribe, upload };
+/** Close codes after which reconnecting would not help: the user must log in again. */
+const FINAL_CLOSES = new Set([4000, 4003]);
+/** Reconnection waits, from half a second up to half a minute, with jitter. */
+const RECONNECT_MIN_MS = 500;
+const RECONNECT_MAX_MS = 30_000;
+/** How long a socket may stay silent (the server pings every 25 s) before it counts as dead. */
+const SILENCE_MS = 60_000;
+
+/**
+ * `cloud.realtime`: one shared socket for the whole client (WeChat allows five per mini
+ * program), opened on the first `watch` and closed after the last. It authenticates with the
+ * user's token, refreshes it in-band before it expires, reconnects with jittered backoff after
+ * a drop (and at once when a mini program comes back to the foreground), and subscribes again
+ * to everything watched. A watcher is told `reset` when changes may have been missed (after a
+ * reconnect too): list again.
+ */
+function realtime(client) {
+  const watches = new Map();
+  let counter = 0;
+  let socket = null;
+  let ready = false;
+  let attempts = 0;
+  let reconnectTimer = null;
+  let refreshTimer = null;
+  let silenceTimer = null;
+  let stopped = true;
+
+  const send = (message) => {
+    if (socket && ready) socket.send(JSON.stringify(message));
+  };
+  const subscribeMessage = (id, w) => ({ type: "subscribe", id, collection: w.collection, filter: w.filter });
+  const clearTimers = () => {
+    for (const timer of [reconnectTimer, refreshTimer, silenceTimer]) if (timer) clearTimeout(timer);
+    reconnectTimer = refreshTimer = silenceTimer = null;
+  };
+  const heard = () => {
+    if (silenceTimer) clearTimeout(silenceTimer);
+    // A half-open socket says nothing: drop it and connect again.
+    silenceTimer = setTimeout(() => drop(), SILENCE_MS);
+  };
+  const drop = () => {
+    const old = socket;
+    socket = null;
+    ready = false;
+    if (old) {
+      try {
+        old.close(1000, "reconnecting");
+      } catch {
+        // Already closed.
+      }
+    }
+    scheduleReconnect();
+  };
+  const scheduleReconnect = () => {
+    if (stopped || reconnectTimer || watches.size === 0) return;
+    const ceiling = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** attempts);
+    attempts += 1;
+    reconnectTimer = setTimeout(() => {
+      reconnectTimer = null;
+      connect();
+    }, ceiling / 2 + Math.random() * (ceiling / 2));
+  };
+  const fail = (error) => {
+    for (const w of watches.values()) w.onError?.(error);
+  };
+
+  const onMessage = (text) => {
+    heard();
+    let message;
+    try {
+      message = JSON.parse(text);
+    } catch {
+      return;
+    }
+    switch (message.type) {
+      case "ready": {
+        const first = !ready;
+        ready = true;
+        attempts = 0;
+        if (first) for (const [id, w] of watches) send(subscribeMessage(id, w));
+        if (message.expires_at) {
+          const wait = Date.parse(message.expires_at) - Date.now() - REFRESH_EARLY_MS;
+          if (refreshTimer) clearTimeout(refreshTimer);
+          refreshTimer = setTimeout(async () => {
+            try {
+              const session = await client._refresh();
+              send({ type: "auth", token: session.access_token });
+            } catch (error) {
+              fail(error);
+            }
+          }, Math.max(wait, 1_000));
+        }
+        break;
+      }
+      case "subscribed": {
+        const w = watches.get(message.id);
+        if (!w) break;
+        // Subscribed again after a reconnect: what happened while the socket was down is
+        // unknown, so list again (from now on nothing is missed).
+        if (w.active) w.onReset?.("reconnected");
+        w.active = true;
+        w.subscribed();
+        break;
+      }
+      case "change": {
+        const w = watches.get(message.sub);
+        if (w) w.onChange({ event: message.event, id: message.id, record: message.record ?? null, seq: message.seq });
+        break;
+      }
+      case "reset": {
+        watches.get(message.sub)?.onReset?.(message.reason);
+        break;
+      }
+      case "ended":
+      case "error": {
+        const error = new CloudError(message.code, message.message);
+        const w = message.id ?? message.sub;
+        if (w && watches.has(w)) {
+          watches.get(w).onError?.(error);
+          if (message.type === "ended") watches.delete(w);
+        } else {
+          fail(error);
+        }
+        break;
+      }
+      case "ping":
+        send({ type: "pong" });
+        break;
+      default:
+        break;
+    }
+  };
+
+  async function connect() {
+    if (socket || stopped) return;
+    let token;
+    try {
+      token = await client._token();
+    } catch (error) {
+      fail(error);
+      scheduleReconnect();
+      return;
+    }
+    if (!token) {
+      fail(new CloudError("missing_credentials", "log in before watching"));
+      return;
+    }
+    if (socket || stopped) return;
+    const url = `${client.server.replace(/^http/, "ws")}/v1/apps/${client.app}/realtime`;
+    let opened;
+    try {
+      opened = client._platform.connectSocket({ url });
+    } catch (error) {
+      fail(error);
+      return;
+    }
+    socket = opened;
+    ready = false;
+    opened.onOpen(() => {
+      heard();
+      opened.send(JSON.stringify({ type: "auth", token }));
+    });
+    opened.onMessage((text) => {
+      if (socket === opened) onMessage(text);
+    });
+    opened.onClose((code, reason) => {
+      if (socket !== opened) return;
+      socket = null;
+      ready = false;
+      clearTimers();
+      if (FINAL_CLOSES.has(code)) {
+        fail(new CloudError(reason || "closed", `the server closed the socket (${code})`));
+        return;
+      }
+      scheduleReconnect();
+    });
+  }
+
+  // A mini program's network is cut in the background: come back at once in the foreground.
+  const g = typeof globalThis === "undefined" ? {} : globalThis;
+  for (const name of ["wx", "qq", "tt", "my"]) {
+    const api = g[name];
+    if (api && typeof api.onAppShow === "function" && client.adapter.name !== "web") {
+      api.onAppShow(() => {
+        if (!stopped && !socket) {
+          if (reconnectTimer) clearTimeout(reconnectTimer);
+          reconnectTimer = null;
+          attempts = 0;
+          connect();
+        }
+      });
+      break;
+    }
+  }
+
+  return {
+    /**
+     * Watches a collection: `onChange({ event, id, record, seq })` for each change the user may
+     * see (`event`: create, update, delete, leave). Options: `filter` (the filter language),
+     * `onError(CloudError)`, `onReset(reason)` (changes may have been missed: list again).
+     * Answers `{ close() }`.
+     */
+    watch(collection, onChange, { filter, onError, onReset } = {}) {
+      if (typeof onChange !== "function") throw new CloudError("invalid_argument", "watch needs an onChange function");
+      counter += 1;
+      const id = `w${counter}`;
+      let subscribed;
+      const started = new Promise((resolve) => (subscribed = resolve));
+      const w = { collection, filter, onChange, onError, onReset, subscribed, active: false };
+      watches.set(id, w);
+      stopped = false;
+      if (ready) send(subscribeMessage(id, w));
+      else connect();
+      return {
+        /** Resolves once the server has started the subscription: changes from then on arrive. */
+        ready: started,
+        close() {
+          if (!watches.delete(id)) return;
+          send({ type: "unsubscribe", id });
+          if (watches.size === 0) closeAll();
+        },
+      };
+    },
+    /** Closes the socket and forgets every watch. */
+    close: () => closeAll(),
+  };
+
+  function closeAll() {
+    watches.clear();
+    stopped = true;
+    clearTimers();
+    const old = socket;
+    socket = null;
+    ready = false;
+    if (old) old.close(1000, "done");
+  }
+}
+
+const CAPABILITIES = { request, storage, login, subscribe, upload, socket };
 
 /** The client's namespaces, by name, in the order a client builds them. */
-const FEATURES = new Map(Object.entries({ auth, db, functions, messages, files }));
+const FEATURES = new Map(Object.entries({ auth, db, functions, messages, files, realtime }));
 
 /** Adds `cloud[name] = build(cloud)` to every client created from now on. */
 function registerFeature(name, build) {

@@ -232,3 +232,46 @@ for (const [global, platform, appid] of platforms) {
     }
   });
 }
+
+for (const [global, platform, appid] of [platforms[0], platforms[3]]) {
+  test(`${platform}: a watch over ${global}.connectSocket hears changes, and comes back after the socket is cut`, async () => {
+    const api = standIn(platform, emulator, appid, `${platform}-watcher`);
+    globalThis[global] = api;
+    try {
+      const cloud = createClient({ server: server.url, app: "mini" });
+      await cloud.auth.login();
+      const heard = [];
+      const resets = [];
+      let wake;
+      const onChange = (change) => {
+        heard.push(change);
+        wake?.();
+      };
+      const next = () => new Promise((resolve) => (wake = resolve));
+      const watching = cloud.db.collection("todos").watch(onChange, { onReset: (r) => resets.push(r) });
+      await watching.ready;
+      assert.equal(api.sockets.length, 1);
+      assert.ok(!api.sockets[0].options.url.includes("token"), "no token in the URL");
+      let heardOne = next();
+      const first = await cloud.db.collection("todos").add({ title: "one" });
+      await heardOne;
+      assert.deepEqual([heard[0].event, heard[0].id], ["create", first.id]);
+
+      // The network drops (the app went to the background); it comes back to the foreground.
+      api.sockets[0].cut();
+      await new Promise((r) => setTimeout(r, 100));
+      api.show();
+      const deadline = Date.now() + 5_000;
+      while (resets.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(resets, ["reconnected"], "told to list again");
+      assert.equal(api.sockets.length, 2, "one new socket");
+      heardOne = next();
+      const second = await cloud.db.collection("todos").add({ title: "two" });
+      await heardOne;
+      assert.deepEqual([heard[1].event, heard[1].id, heard[1].seq], ["create", second.id, 1]);
+      cloud.realtime.close();
+    } finally {
+      delete globalThis[global];
+    }
+  });
+}

@@ -184,7 +184,36 @@ export function standIn(platform, emulator, appid, user) {
       .catch((error) => fail(failure(`uploadFile:fail ${error.message}`)));
     return { onProgressUpdate: (listener) => listeners.push(listener) };
   };
-  const api = { request, uploadFile, calls: [], requests: [], uploads: [] };
+  // `connectSocket` as the platforms answer it: a task with `send`, `close` and listeners, over
+  // a real WebSocket (Node's, `--experimental-websocket` on Node 20). Alipay's task hands a
+  // message's text as `data.data`. `sockets` keeps each task, so a test can cut one.
+  const connectSocket = (options) => {
+    const ws = new WebSocket(options.url);
+    const task = {
+      options,
+      cut: () => ws.close(4999, "cut by the test"),
+      send: ({ data }) => ws.send(data),
+      close: ({ code, reason } = {}) => ws.close(code, reason),
+      onOpen: (fn) => ws.addEventListener("open", () => fn({})),
+      onMessage: (fn) =>
+        ws.addEventListener("message", (e) => fn(platform === "alipay" ? { data: { data: e.data } } : { data: e.data })),
+      onClose: (fn) => ws.addEventListener("close", (e) => fn({ code: e.code, reason: e.reason })),
+    };
+    api.sockets.push(task);
+    return task;
+  };
+  const shown = [];
+  const api = {
+    request,
+    uploadFile,
+    connectSocket,
+    onAppShow: (fn) => shown.push(fn),
+    show: () => shown.forEach((fn) => fn({})),
+    calls: [],
+    requests: [],
+    uploads: [],
+    sockets: [],
+  };
   if (platform === "alipay") {
     api.getAuthCode = (options) => {
       api.calls.push(["getAuthCode", options.scopes]);

@@ -217,8 +217,72 @@ test("files in records: a page signs its files, or their thumbnails", async () =
   assert.equal(plain.file_urls, undefined);
   const [original] = await cloud.files.urls([file.id], { thumb: "10x10" });
   assert.equal((await fetch(original.url)).status, 200);
+  // A size the bucket does not declare: no URL for that file, the page all the same.
+  const undeclared = await cloud.db.collection("albums").fileUrls("99x99").get();
+  assert.equal(undeclared.file_urls[file.id], null);
   await assert.rejects(
-    cloud.db.collection("albums").fileUrls("99x99").get(),
+    cloud.db.collection("albums").fileUrls("big").get(),
     (e) => e instanceof CloudError && e.code === "invalid_query",
   );
+});
+
+/** Calls `fn` with each change heard, and resolves with the first for which it answers true. */
+function listener() {
+  const heard = [];
+  const waiting = [];
+  const onChange = (change) => {
+    heard.push(change);
+    for (const w of waiting.splice(0)) {
+      if (!w.test(change)) waiting.push(w);
+      else w.resolve(change);
+    }
+  };
+  const until = (test, ms = 5_000) =>
+    new Promise((resolve, reject) => {
+      const found = heard.find(test);
+      if (found) return resolve(found);
+      waiting.push({ test, resolve });
+      setTimeout(() => reject(new Error(`not heard within ${ms} ms: ${JSON.stringify(heard)}`)), ms);
+    });
+  return { heard, onChange, until };
+}
+
+describe("realtime", () => {
+  test("a watch hears the user's changes live, under the rules and the filter, until closed", async () => {
+    const alice = client();
+    await alice.auth.loginForDevelopment("rt-alice");
+    const bob = client();
+    await bob.auth.loginForDevelopment("rt-bob");
+    const open = listener();
+    const resets = [];
+    const watching = alice.db
+      .collection("todos")
+      .where("done", false)
+      .watch(open.onChange, { onReset: (reason) => resets.push(reason) });
+    await watching.ready;
+    await bob.db.collection("todos").add({ title: "bob's" });
+    const milk = await alice.db.collection("todos").add({ title: "milk" });
+    const created = await open.until((c) => c.id === milk.id);
+    assert.equal(created.event, "create");
+    assert.equal(created.record.title, "milk");
+    assert.equal(created.seq, 1, "bob's todo was never sent to alice");
+    await alice.db.collection("todos").update(milk.id, { done: true });
+    const left = await open.until((c) => c.event === "leave");
+    assert.deepEqual([left.id, left.record, left.seq], [milk.id, null, 2]);
+    watching.close();
+    await alice.db.collection("todos").add({ title: "after" });
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(open.heard.length, 2);
+    assert.deepEqual(resets, []);
+    alice.realtime.close();
+  });
+
+  test("watching needs a login", async () => {
+    const errors = [];
+    const cloud = client();
+    cloud.realtime.watch("todos", () => {}, { onError: (e) => errors.push(e) });
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(errors[0]?.code, "missing_credentials");
+    cloud.realtime.close();
+  });
 });

@@ -1115,6 +1115,16 @@ impl Auth {
         Ok(())
     }
 
+    /// Whether a session was revoked within the last token lifetime (its tokens then no
+    /// longer authenticate): for what holds a session open, to check again.
+    pub async fn is_revoked(&self, app: &AppName, session_id: &str) -> bool {
+        match self.app_keys(app).await {
+            Ok(keys) => lock(&keys.revoked).contains_key(session_id),
+            // Keys that can not be read: the app is gone, or its store is; hold nothing open.
+            Err(_) => true,
+        }
+    }
+
     /// Sessions as they are revoked, from now on.
     pub fn revocations(&self) -> tokio::sync::broadcast::Receiver<Revocation> {
         self.0.revocations.subscribe()

@@ -18,13 +18,14 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 struct Scene {
     t: TestApp,
+    key: String,
     alice: String,
     bob: String,
 }
 
 async fn scene() -> Scene {
     let t = TestApp::start().await;
-    t.create_app("notes").await;
+    let key = t.create_app("notes").await;
     t.admin(Method::PUT, "/v1/admin/apps/notes/auth/providers/dev")
         .json(&json!({ "enabled": true }))
         .expect(StatusCode::OK)
@@ -48,6 +49,7 @@ async fn scene() -> Scene {
     Scene {
         alice: alice["access_token"].as_str().unwrap().to_owned(),
         bob: bob["access_token"].as_str().unwrap().to_owned(),
+        key,
         t,
     }
 }
@@ -74,7 +76,11 @@ impl Scene {
 
     /// A socket with no header: it must authenticate in its first message.
     async fn open_bare(&self) -> Socket {
-        tokio_tungstenite::connect_async(self.url("notes"))
+        self.open_bare_on("notes").await
+    }
+
+    async fn open_bare_on(&self, app: &str) -> Socket {
+        tokio_tungstenite::connect_async(self.url(app))
             .await
             .unwrap()
             .0
@@ -316,6 +322,43 @@ async fn a_socket_is_for_someone_and_ends_with_their_session() {
         .no_content()
         .await;
     assert_eq!(closed(&mut alice).await, (4003, "session_revoked".into()));
+
+    // The app's key opens a socket that sees every record; rotating the key closes it, and
+    // deleting the app closes the rest.
+    let mut server = s.open(&s.key).await;
+    subscribe(&mut server, "all", None).await;
+    s.create(&s.bob, json!({ "title": "seen by the key" }))
+        .await;
+    assert_eq!(
+        next(&mut server).await["record"]["title"],
+        "seen by the key"
+    );
+    let mut bob = s.open(&s.bob).await;
+    s.t.admin(Method::POST, "/v1/admin/apps/notes/keys/rotate")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(closed(&mut server).await, (4003, "session_revoked".into()));
+    send(&mut bob, json!({ "type": "ping", "id": 1 })).await;
+    assert_eq!(
+        next(&mut bob).await["type"],
+        "pong",
+        "a user's socket stays"
+    );
+    s.t.admin(Method::DELETE, "/v1/admin/apps/notes")
+        .no_content()
+        .await;
+    assert_eq!(closed(&mut bob).await, (4003, "session_revoked".into()));
+
+    // Unauthenticated, three refused messages are all a socket gets.
+    s.t.create_app("notes2").await;
+    let mut bare = s.open_bare_on("notes2").await;
+    for _ in 0..3 {
+        bare.send(Message::text("{oops")).await.unwrap();
+    }
+    for _ in 0..2 {
+        assert_eq!(next(&mut bare).await["code"], "invalid_json");
+    }
+    assert_eq!(closed(&mut bare).await, (4000, "auth_required".into()));
 }
 
 #[tokio::test]
