@@ -21,7 +21,7 @@ use crate::ast::{CompareOp, Expr, Literal, Operand, Variable};
 use crate::check::{Ty, datetime_ms, type_of};
 use crate::predicate::Bindings;
 use crate::schema::{FieldType, Schema};
-use crate::sql::Value;
+use crate::sql::{JsonKind, Value, json_kind};
 
 /// A record's columns by field name, as stored (see the module's documentation).
 pub type Record = serde_json::Map<String, Json>;
@@ -36,23 +36,6 @@ enum V<'a> {
     Bool(bool),
     /// A JSON field's value (or one below it); JSON `null` is [`V::Null`].
     Json(&'a Json),
-}
-
-/// What a JSON value must be to compare with a value of another type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Number,
-    Text,
-    Bool,
-}
-
-fn kind_of(ty: Ty) -> Option<Kind> {
-    match ty {
-        Ty::Number | Ty::Datetime => Some(Kind::Number),
-        Ty::Text => Some(Kind::Text),
-        Ty::Bool => Some(Kind::Bool),
-        Ty::Json | Ty::Null => None,
-    }
 }
 
 /// Three-valued AND, OR and NOT, as SQL has them (`None` is unknown).
@@ -214,7 +197,7 @@ impl<'a> Eval<'a> {
             } else {
                 (right, left)
             };
-            let kind = kind_of(self.ty(other))?;
+            let kind = json_kind(self.ty(other))?;
             let json_value = guarded(self.value(json), kind)?;
             let other_value = self.value(other);
             return if json_left {
@@ -243,10 +226,10 @@ impl<'a> Eval<'a> {
         if self.is_json(left) {
             let mut answer = Some(false);
             let mut any = false;
-            for kind in [Kind::Number, Kind::Text, Kind::Bool] {
+            for kind in [JsonKind::Number, JsonKind::Text, JsonKind::Bool] {
                 let items: Vec<&Operand> = list
                     .iter()
-                    .filter(|item| kind_of(self.ty(item)) == Some(kind))
+                    .filter(|item| json_kind(self.ty(item)) == Some(kind))
                     .collect();
                 if items.is_empty() {
                     continue;
@@ -300,9 +283,9 @@ impl<'a> Eval<'a> {
                 return Some(false);
             };
             let kind = match needle {
-                V::Int(_) | V::Float(_) => Kind::Number,
-                V::Text(_) => Kind::Text,
-                V::Bool(_) => Kind::Bool,
+                V::Int(_) | V::Float(_) => JsonKind::Number,
+                V::Text(_) => JsonKind::Text,
+                V::Bool(_) => JsonKind::Bool,
                 V::Null | V::Json(_) => return None,
             };
             return Some(items.iter().any(|item| {
@@ -343,11 +326,11 @@ fn scalar(stored: &Json) -> V<'_> {
 }
 
 /// A JSON value as a value of `kind`, or `None` when it is of another type (or null).
-fn guarded(value: V<'_>, kind: Kind) -> Option<V<'_>> {
+fn guarded(value: V<'_>, kind: JsonKind) -> Option<V<'_>> {
     match (value, kind) {
-        (V::Json(Json::Number(_)), Kind::Number)
-        | (V::Json(Json::String(_)), Kind::Text)
-        | (V::Json(Json::Bool(_)), Kind::Bool) => match value {
+        (V::Json(Json::Number(_)), JsonKind::Number)
+        | (V::Json(Json::String(_)), JsonKind::Text)
+        | (V::Json(Json::Bool(_)), JsonKind::Bool) => match value {
             V::Json(json) => Some(scalar(json)),
             other => Some(other),
         },

@@ -447,14 +447,14 @@ impl SqlBuilder {
 
 /// The JSON types a JSON value may compare with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum JsonKind {
+pub(crate) enum JsonKind {
     Number,
     Text,
     Bool,
 }
 
 /// The JSON type a value of type `ty` compares with; none for JSON itself and null.
-fn json_kind(ty: Ty) -> Option<JsonKind> {
+pub(crate) fn json_kind(ty: Ty) -> Option<JsonKind> {
     match ty {
         Ty::Number | Ty::Datetime => Some(JsonKind::Number),
         Ty::Text => Some(JsonKind::Text),
