@@ -145,6 +145,19 @@ test("two people each keep their own todos: add, complete, attach a photo, delet
   }, aliceId);
   assert.equal(answer, "record_not_found");
 
+  // Live: what Alice adds in a second tab shows in the first without a reload, and no change
+  // of Alice's reaches Bob's list.
+  const second = await alice.context.newPage();
+  second.on("pageerror", (error) => alice.errors.push(error));
+  await second.goto(`${base}/sites/todo/`);
+  await second.waitForSelector("#todos:not([hidden])");
+  await add(second, "Added in another tab");
+  await alice.page.waitForFunction(() =>
+    [...document.querySelectorAll("#list li .title")].some((t) => t.textContent === "Added in another tab"),
+  );
+  assert.deepEqual(await titles(bob.page), ["Bob's secret plan"]);
+  await second.close();
+
   // Logging out shows the login form again.
   await bob.page.click("#logout");
   await bob.page.waitForSelector("#login:not([hidden])");

@@ -1,5 +1,6 @@
 // The todo web client: the Cloudlet SDK (served by the server itself at /sdk/cloudlet.js),
-// password login, and the user's todos, each with a photo if they like.
+// password login, and the user's todos, each with a photo if they like, kept live: a change
+// made anywhere else (another tab, the mini program, a function) shows at once.
 import { createClient } from "/sdk/cloudlet.js";
 
 // The site is served at /sites/{app}/: the app is in the path, the server is this origin.
@@ -12,11 +13,30 @@ function fail(error) {
   $("error").textContent = error.code ? `${error.message} (${error.code})` : String(error);
 }
 
+let watching = null;
+let soon = null;
+
+/** Watches the user's todos: any change shows the list again (a few at once, once). */
+function live(on) {
+  if (!on) {
+    watching?.close();
+    watching = null;
+    return;
+  }
+  if (watching) return;
+  const again = () => {
+    clearTimeout(soon);
+    soon = setTimeout(() => show().catch(fail), 50);
+  };
+  watching = todos.watch(again, { onReset: again, onError: fail });
+}
+
 async function show() {
   $("error").textContent = "";
   const session = cloud.auth.session();
   $("login").hidden = Boolean(session);
   $("todos").hidden = !session;
+  live(Boolean(session));
   if (!session) return;
   $("user").textContent = session.user.email ?? session.user.id;
   // The photos' thumbnails come signed with the page: one request for the list and its images.
@@ -83,7 +103,11 @@ $("login").onsubmit = (event) => {
   cloud.auth.loginWithPassword($("email").value, $("password").value).then(show, fail);
 };
 $("sign-up").onclick = () => cloud.auth.signUp($("email").value, $("password").value).then(show, fail);
-$("logout").onclick = () => cloud.auth.logout().then(show, fail);
+$("logout").onclick = () => {
+  // The watch first: the logout closes its socket.
+  live(false);
+  cloud.auth.logout().then(show, fail);
+};
 $("add").onsubmit = (event) => {
   event.preventDefault();
   const title = $("title").value.trim();

@@ -8,9 +8,22 @@ Page({
       // wx.login → a code → a Cloudlet session; kept in the mini program's storage.
       if (!app.cloud.auth.isLoggedIn()) await app.cloud.auth.login();
       await this.refresh();
+      // Live: a change made elsewhere (the web, another phone, a function) shows at once.
+      if (!this.watching) {
+        const again = () => {
+          clearTimeout(this.soon);
+          this.soon = setTimeout(() => this.refresh().catch(() => {}), 50);
+        };
+        this.watching = app.cloud.db.collection("todos").watch(again, { onReset: again });
+      }
     } catch (error) {
       this.setData({ error: `${error.message} (${error.code})` });
     }
+  },
+
+  onUnload() {
+    if (this.watching) this.watching.close();
+    this.watching = null;
   },
 
   async refresh() {
