@@ -26,16 +26,10 @@ struct Scene {
 async fn scene() -> Scene {
     let t = TestApp::start().await;
     let key = t.create_app("notes").await;
-    t.admin(Method::PUT, "/v1/admin/apps/notes/auth/providers/dev")
-        .json(&json!({ "enabled": true }))
-        .expect(StatusCode::OK)
+    t.configure("notes", "dev", json!({ "enabled": true }))
         .await;
-    let login = |user: &str| {
-        t.request(Method::POST, "/v1/apps/notes/auth/sessions")
-            .json(&json!({ "provider": "dev", "user": user }))
-    };
-    let alice = login("alice").expect(StatusCode::CREATED).await;
-    let bob = login("bob").expect(StatusCode::CREATED).await;
+    let alice = t.dev_login("notes", "alice").await;
+    let bob = t.dev_login("notes", "bob").await;
     // The default rules: each user lists their own todos.
     t.admin(Method::PUT, "/v1/admin/apps/notes/collections/todos")
         .json(&json!({
