@@ -1737,65 +1737,82 @@ impl Data {
         })
     }
 
-    /// What `event` is to `watch`: nothing, or what to tell the watcher. A record counts as
-    /// seen when the collection's list rule and the watch's filter hold for it, decided as the
-    /// database would decide them ([`Predicate::eval`]), before and after the change.
-    pub async fn judge(
-        &self,
-        watch: &mut Watch,
-        event: &ChangeEvent,
-    ) -> Result<Option<Seen>, DataError> {
-        if event.collection != watch.collection {
+    /// A change made ready to be judged for every watcher of its collection: the collection
+    /// as it is now, and the record before and after as their columns (converted once).
+    pub async fn prepare(&self, event: &ChangeEvent) -> Result<Prepared, DataError> {
+        let compiled = self.collection(&event.app, &event.collection).await?;
+        // A record that does not convert (a datetime out of range) is seen by nobody: never a
+        // record the rule might refuse.
+        let columns =
+            |record: &Option<Json>| record.as_ref().and_then(|r| columns_of(&compiled, r));
+        Ok(Prepared {
+            old: columns(&event.old),
+            new: columns(&event.new),
+            operation: event.operation,
+            collection: event.collection.clone(),
+            now_ms: self.0.clock.now().unix_ms(),
+            compiled,
+        })
+    }
+
+    /// What a prepared change is to `watch`: nothing, or what to tell the watcher. A record
+    /// counts as seen when the collection's list rule and the watch's filter hold for it,
+    /// decided as the database would decide them ([`Predicate::eval`]), before and after the
+    /// change. In memory: no database read, nothing awaited.
+    pub fn judge(&self, change: &Prepared, watch: &mut Watch) -> Result<Option<Seen>, DataError> {
+        if change.collection != watch.collection {
             return Ok(None);
         }
-        let compiled = self.collection(&event.app, &watch.collection).await?;
+        let compiled = &change.compiled;
         if watch.compiled.0 != compiled.version {
             // The collection changed: its filter is compiled again (or no longer holds).
             let predicate = watch
                 .filter
                 .as_deref()
-                .map(|f| compile_filter(f, &compiled))
+                .map(|f| compile_filter(f, compiled))
                 .transpose()?;
             watch.compiled = (compiled.version, predicate);
         }
         let rule = match &watch.caller {
             Caller::Admin | Caller::AppKey(_) => None,
-            caller => match compiled.rules.get("list") {
+            _ => match compiled.rules.get("list") {
                 None | Some(RuleSql::Locked) => return Ok(None),
                 Some(RuleSql::Open) => None,
-                Some(RuleSql::When(predicate)) => {
-                    Some((predicate, self.bindings(&compiled, caller, None)))
-                }
+                Some(RuleSql::When(predicate)) => Some(predicate),
             },
         };
         let filter = watch.compiled.1.as_ref();
-        let filter_bindings = filter.map(|_| self.bindings(&compiled, &watch.caller, None));
-        let sees = |record: Option<&Json>| {
-            // A record that does not convert (a datetime out of range) is not seen: never a
-            // record the rule might refuse.
-            let Some(stored) = record.and_then(|record| columns_of(&compiled, record)) else {
-                return false;
-            };
-            rule.as_ref()
-                .is_none_or(|(predicate, bindings)| predicate.matches(&stored, bindings))
-                && filter
-                    .zip(filter_bindings.as_ref())
-                    .is_none_or(|(predicate, bindings)| predicate.matches(&stored, bindings))
+        // One `@now` for every watcher of the change.
+        let bindings = Bindings {
+            now_ms: change.now_ms,
+            ..self.bindings(compiled, &watch.caller, None)
         };
-        let (before, after) = (sees(event.old.as_ref()), sees(event.new.as_ref()));
-        Ok(match (event.operation, before, after) {
-            (Operation::Create, _, true) | (Operation::Update, _, true) => {
-                Some(if event.operation == Operation::Create {
-                    Seen::Create
-                } else {
-                    Seen::Update
-                })
-            }
+        let sees = |record: Option<&cloudlet_query::Record>| {
+            record.is_some_and(|stored| {
+                rule.is_none_or(|p| p.matches(stored, &bindings))
+                    && filter.is_none_or(|p| p.matches(stored, &bindings))
+            })
+        };
+        let (before, after) = (sees(change.old.as_ref()), sees(change.new.as_ref()));
+        Ok(match (change.operation, before, after) {
+            (Operation::Create, _, true) => Some(Seen::Create),
+            (Operation::Update, _, true) => Some(Seen::Update),
             (Operation::Update, true, false) => Some(Seen::Leave),
             (Operation::Delete, true, _) => Some(Seen::Delete),
             _ => None,
         })
     }
+}
+
+/// A change ready to be judged for each watcher ([`Data::prepare`]).
+pub struct Prepared {
+    compiled: Arc<Compiled>,
+    collection: String,
+    operation: Operation,
+    old: Option<cloudlet_query::Record>,
+    new: Option<cloudlet_query::Record>,
+    /// `@now` for every watcher of this change.
+    now_ms: i64,
 }
 
 fn compile_filter(filter: &str, compiled: &Compiled) -> Result<Arc<Predicate>, DataError> {

@@ -376,6 +376,12 @@ impl Hub {
     }
 
     async fn deliver(&self, event: &ChangeEvent) {
+        if !self.watched(event).await {
+            return;
+        }
+        // The collection and the record's columns once for every watcher, before the registry
+        // is held: judging then awaits nothing.
+        let change = self.0.data.prepare(event).await;
         let mut registry = self.0.registry.lock().await;
         let Some(ids) = registry.by_app.get(&event.app).cloned() else {
             return;
@@ -392,7 +398,16 @@ impl Hub {
                 if subscription.watch.collection() != event.collection {
                     continue;
                 }
-                let seen = match self.0.data.judge(&mut subscription.watch, event).await {
+                let judged = match &change {
+                    Ok(change) => self.0.data.judge(change, &mut subscription.watch),
+                    Err(DataError::CollectionNotFound(name)) => {
+                        Err(DataError::CollectionNotFound(name.clone()))
+                    }
+                    Err(_) => Err(DataError::Store(cloudlet_store::StoreError::Task(
+                        "the collection could not be read".into(),
+                    ))),
+                };
+                let seen = match judged {
                     Ok(Some(seen)) => seen,
                     Ok(None) => continue,
                     Err(e) => {
@@ -444,6 +459,21 @@ impl Hub {
         for id in slow {
             registry.close(id, Close::SlowConsumer);
         }
+    }
+
+    /// Whether any subscription of the event's app watches its collection (most changes of
+    /// most apps have no watcher: they cost one look).
+    async fn watched(&self, event: &ChangeEvent) -> bool {
+        let registry = self.0.registry.lock().await;
+        registry.by_app.get(&event.app).is_some_and(|ids| {
+            ids.iter().any(|id| {
+                registry.connections.get(id).is_some_and(|c| {
+                    c.subscriptions
+                        .values()
+                        .any(|s| s.watch.collection() == event.collection)
+                })
+            })
+        })
     }
 
     async fn reset_all(&self, reason: &'static str) {
