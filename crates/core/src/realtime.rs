@@ -30,8 +30,15 @@ use crate::random::Random;
 
 /// Subscriptions one connection may hold.
 pub const MAX_SUBSCRIPTIONS: usize = 64;
-/// Connections one user may hold open to one app (WeChat allows five sockets per mini program).
-pub const MAX_CONNECTIONS_PER_USER: usize = 16;
+
+/// How many connections may be open.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Of one app at once, whoever opened them: one app's clients cannot take every socket.
+    pub per_app: usize,
+    /// Of one user to one app (WeChat allows five sockets per mini program).
+    pub per_user: usize,
+}
 /// Messages waiting to be sent to one connection before it counts as not reading.
 pub const QUEUE: usize = 256;
 
@@ -123,8 +130,10 @@ pub enum RealtimeError {
     SubscriptionExists,
     #[error("no subscription with this id on this connection")]
     NoSubscription,
-    #[error("at most {MAX_CONNECTIONS_PER_USER} connections per user")]
-    TooManyConnections,
+    #[error("at most {0} connections per user")]
+    TooManyConnections(usize),
+    #[error("the app has {0} connections open already")]
+    AppFull(usize),
     #[error("the connection is closed")]
     Closed,
     #[error(transparent)]
@@ -187,16 +196,18 @@ struct Inner {
     data: Data,
     random: Arc<dyn Random>,
     clock: Arc<dyn Clock>,
+    limits: Limits,
     registry: Mutex<Registry>,
     next: AtomicU64,
 }
 
 impl Hub {
-    pub fn new(data: Data, random: Arc<dyn Random>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(data: Data, random: Arc<dyn Random>, clock: Arc<dyn Clock>, limits: Limits) -> Self {
         Hub(Arc::new(Inner {
             data,
             random,
             clock,
+            limits,
             registry: Mutex::new(Registry::default()),
             next: AtomicU64::new(1),
         }))
@@ -247,6 +258,10 @@ impl Hub {
             _ => (None, None),
         };
         let mut registry = self.0.registry.lock().await;
+        let limits = self.0.limits;
+        if registry.by_app.get(app).map_or(0, HashSet::len) >= limits.per_app {
+            return Err(RealtimeError::AppFull(limits.per_app));
+        }
         if let Some(user) = &user {
             let open = registry.by_app.get(app).map_or(0, |ids| {
                 ids.iter()
@@ -258,8 +273,8 @@ impl Hub {
                     })
                     .count()
             });
-            if open >= MAX_CONNECTIONS_PER_USER {
-                return Err(RealtimeError::TooManyConnections);
+            if open >= limits.per_user {
+                return Err(RealtimeError::TooManyConnections(limits.per_user));
             }
         }
         let id = ConnectionId(self.0.next.fetch_add(1, Ordering::Relaxed));

@@ -124,6 +124,26 @@ pub struct Config {
     pub functions: FunctionsConfig,
     pub queues: QueuesConfig,
     pub files: FilesConfig,
+    pub realtime: RealtimeConfig,
+}
+
+/// How many realtime sockets may be open.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RealtimeConfig {
+    /// Sockets of one app at once, whoever opened them (users, its key, the admin token).
+    pub max_connections_per_app: usize,
+    /// Sockets of one user to one app at once.
+    pub max_connections_per_user: usize,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        RealtimeConfig {
+            max_connections_per_app: 5_000,
+            max_connections_per_user: 16,
+        }
+    }
 }
 
 /// Where uploaded files' bytes live, and how much each app and user may hold.
@@ -398,6 +418,7 @@ impl Default for Config {
             functions: FunctionsConfig::default(),
             queues: QueuesConfig::default(),
             files: FilesConfig::default(),
+            realtime: RealtimeConfig::default(),
         }
     }
 }
@@ -482,6 +503,18 @@ impl Config {
             self.database.pool_wait_secs,
             0.01,
             300.0,
+        )?;
+        within(
+            "realtime.max_connections_per_app",
+            self.realtime.max_connections_per_app,
+            1,
+            1_000_000,
+        )?;
+        within(
+            "realtime.max_connections_per_user",
+            self.realtime.max_connections_per_user,
+            1,
+            self.realtime.max_connections_per_app,
         )?;
         within(
             "queues.trigger_visibility_secs",

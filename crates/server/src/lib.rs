@@ -453,8 +453,15 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         })?,
     };
     let (routes, contract) = api(&config, public_url.as_str());
-    let hub =
-        cloudlet_core::realtime::Hub::new(data.clone(), Arc::clone(&random), Arc::clone(&clock));
+    let hub = cloudlet_core::realtime::Hub::new(
+        data.clone(),
+        Arc::clone(&random),
+        Arc::clone(&clock),
+        cloudlet_core::realtime::Limits {
+            per_app: config.realtime.max_connections_per_app,
+            per_user: config.realtime.max_connections_per_user,
+        },
+    );
     let services = state::Services {
         apps,
         auth,

@@ -132,7 +132,9 @@ impl From<RealtimeError> for Refusal {
             RealtimeError::TooManySubscriptions => "too_many_subscriptions",
             RealtimeError::SubscriptionExists => "subscription_exists",
             RealtimeError::NoSubscription => "no_subscription",
-            RealtimeError::TooManyConnections => "too_many_connections",
+            RealtimeError::TooManyConnections(_) | RealtimeError::AppFull(_) => {
+                "too_many_connections"
+            }
             RealtimeError::Closed => "closed",
             RealtimeError::Data(_) => {
                 let RealtimeError::Data(e) = e else {

@@ -24,7 +24,11 @@ struct Scene {
 }
 
 async fn scene() -> Scene {
-    let t = TestApp::start().await;
+    scene_with(|_| {}).await
+}
+
+async fn scene_with(config: impl FnOnce(&mut cloudlet_server::config::Config)) -> Scene {
+    let t = TestApp::builder().config(config).start().await;
     let key = t.create_app("notes").await;
     t.configure("notes", "dev", json!({ "enabled": true }))
         .await;
@@ -433,4 +437,44 @@ async fn bad_messages_get_their_codes_and_leave_the_socket_open() {
         }
     }
     assert_eq!(closed(&mut flood).await, (4029, "rate_limited".into()));
+}
+
+#[tokio::test]
+async fn sockets_are_capped_per_user_and_per_app() {
+    let s = scene_with(|c| {
+        c.realtime.max_connections_per_app = 2;
+        c.realtime.max_connections_per_user = 1;
+    })
+    .await;
+    let mut alice = s.open(&s.alice).await;
+    // Alice's second socket: over her cap.
+    let mut again = s.open_bare().await;
+    send(&mut again, json!({ "type": "auth", "token": s.alice })).await;
+    assert_eq!(next(&mut again).await["code"], "too_many_connections");
+    assert_eq!(
+        closed(&mut again).await,
+        (4009, "too_many_connections".into())
+    );
+    // Bob's fills the app; then even the app's key finds no room.
+    let _bob = s.open(&s.bob).await;
+    let mut key = s.open_bare().await;
+    send(&mut key, json!({ "type": "auth", "token": s.key })).await;
+    assert_eq!(next(&mut key).await["code"], "too_many_connections");
+    assert_eq!(
+        closed(&mut key).await,
+        (4009, "too_many_connections".into())
+    );
+    // A socket closed gives its place back.
+    alice.close(None).await.unwrap();
+    drop(alice);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut retry = s.open_bare().await;
+        send(&mut retry, json!({ "type": "auth", "token": s.alice })).await;
+        if next(&mut retry).await["type"] == "ready" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the place came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
