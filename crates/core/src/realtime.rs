@@ -188,6 +188,22 @@ impl Registry {
     }
 }
 
+/// Why a subscription ends: its code and the message its subscriber reads.
+fn ending(app: &AppName, error: &DataError) -> (&'static str, String) {
+    match error {
+        DataError::CollectionNotFound(_) => ("collection_not_found", error.to_string()),
+        DataError::InvalidFilter(_) => ("invalid_filter", error.to_string()),
+        other => {
+            // A store's error says nothing the subscriber should read.
+            tracing::warn!(app = %app, error = %other, "a subscription failed");
+            (
+                "internal_error",
+                "the subscription failed; subscribe again".to_owned(),
+            )
+        }
+    }
+}
+
 /// The hub. Cheap to clone.
 #[derive(Clone)]
 pub struct Hub(Arc<Inner>);
@@ -396,7 +412,12 @@ impl Hub {
         }
         // The collection and the record's columns once for every watcher, before the registry
         // is held: judging then awaits nothing.
-        let change = self.0.data.prepare(event).await;
+        let change = self
+            .0
+            .data
+            .prepare(event)
+            .await
+            .map_err(|e| ending(&event.app, &e));
         let mut registry = self.0.registry.lock().await;
         let Some(ids) = registry.by_app.get(&event.app).cloned() else {
             return;
@@ -414,13 +435,12 @@ impl Hub {
                     continue;
                 }
                 let judged = match &change {
-                    Ok(change) => self.0.data.judge(change, &mut subscription.watch),
-                    Err(DataError::CollectionNotFound(name)) => {
-                        Err(DataError::CollectionNotFound(name.clone()))
-                    }
-                    Err(_) => Err(DataError::Store(cloudlet_store::StoreError::Task(
-                        "the collection could not be read".into(),
-                    ))),
+                    Ok(change) => self
+                        .0
+                        .data
+                        .judge(change, &mut subscription.watch)
+                        .map_err(|e| ending(&event.app, &e)),
+                    Err(end) => Err(end.clone()),
                 };
                 let seen = match judged {
                     Ok(Some(seen)) => seen,
@@ -447,20 +467,8 @@ impl Hub {
                     break;
                 }
             }
-            for (name, error) in ended {
+            for (name, (code, message)) in ended {
                 connection.subscriptions.remove(&name);
-                let (code, message) = match error {
-                    DataError::CollectionNotFound(_) => ("collection_not_found", error.to_string()),
-                    DataError::InvalidFilter(_) => ("invalid_filter", error.to_string()),
-                    other => {
-                        // A store's error says nothing the subscriber should read.
-                        tracing::warn!(app = %event.app, error = %other, "a subscription failed");
-                        (
-                            "internal_error",
-                            "the subscription failed; subscribe again".to_owned(),
-                        )
-                    }
-                };
                 let message = Outbound::Ended {
                     sub: name,
                     code,

@@ -128,6 +128,9 @@ impl From<ApiError> for Refusal {
 
 impl From<RealtimeError> for Refusal {
     fn from(e: RealtimeError) -> Self {
+        if let RealtimeError::Data(e) = e {
+            return ApiError::from(e).into();
+        }
         let code = match &e {
             RealtimeError::TooManySubscriptions => "too_many_subscriptions",
             RealtimeError::SubscriptionExists => "subscription_exists",
@@ -136,12 +139,7 @@ impl From<RealtimeError> for Refusal {
                 "too_many_connections"
             }
             RealtimeError::Closed => "closed",
-            RealtimeError::Data(_) => {
-                let RealtimeError::Data(e) = e else {
-                    unreachable!("matched above")
-                };
-                return ApiError::from(e).into();
-            }
+            RealtimeError::Data(_) => "internal_error",
         };
         Refusal(code, e.to_string())
     }
