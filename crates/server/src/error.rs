@@ -170,6 +170,11 @@ codes! {
     InvalidThumb = "invalid_thumb", 400, "a thumbnail size the file's bucket does not declare in its `thumbs`";
     ThumbUnavailable = "thumb_unavailable", 422, "no thumbnail can be made of the file: it is no JPEG, PNG, GIF or WebP image, or its bytes do not decode";
     ImageTooLarge = "image_too_large", 422, "an image with more pixels than a thumbnail is made from (64 million for a JPEG, 25 million for the others), or over 64 MiB";
+    // Realtime.
+    InvalidRealtimeSettings = "invalid_realtime_settings", 400, "realtime settings that break a rule (a channel kind's name, a rule that does not check, a history over its limits); the message names the field";
+    InvalidChannel = "invalid_channel", 400, "a channel name that is not `kind` or `kind:key` (1 to 32 lowercase letters, digits and `_`; a key of 1 to 128 letters, digits and `_ - . : @`)";
+    ChannelNotFound = "channel_not_found", 404, "a channel of a kind the app's realtime settings do not declare";
+    InvalidRecipient = "invalid_recipient", 400, "a direct message's recipient that is not a user id";
     // The server.
     NotReady = "not_ready", 503, "from `/readyz` only: the server is starting or shutting down";
     DatabaseUnavailable = "database_unavailable", 503, "the database can not be reached now, or every connection stayed busy past `database.pool_wait_secs` (`retry-after` says when to try again)";

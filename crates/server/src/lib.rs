@@ -455,6 +455,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let (routes, contract) = api(&config, public_url.as_str());
     let hub = cloudlet_core::realtime::Hub::new(
         data.clone(),
+        Arc::clone(&tenants),
         Arc::clone(&random),
         Arc::clone(&clock),
         cloudlet_core::realtime::Limits {

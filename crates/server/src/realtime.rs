@@ -15,7 +15,10 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::response::Response;
 use cloudlet_core::access::Caller;
 use cloudlet_core::apps::AppName;
-use cloudlet_core::realtime::{Close, ConnectionId, Hub, Outbound, RealtimeError};
+use cloudlet_core::realtime::{
+    ChannelName, Close, ConnectionId, Hub, MAX_PRESENCE_PAGE, Outbound, PresencePage,
+    RealtimeError, Resume, SettingsBody,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use tokio::time::Instant;
@@ -24,7 +27,9 @@ use utoipa_axum::routes;
 
 use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::{ApiError, Code};
-use crate::extract::{CallerOf, TargetApp, caller_of_token};
+use crate::extract::{
+    AdminOf, CallerOf, Json as JsonBody, Path, Query, TargetApp, caller_of_token,
+};
 use crate::openapi::Routes;
 use crate::state::AppState;
 
@@ -41,14 +46,161 @@ const AUTH_WITHIN: Duration = Duration::from_secs(10);
 const AUTH_TRIES: u32 = 3;
 /// How long one frame may take to go out: a client that stops reading holds nothing longer.
 const SEND_WITHIN: Duration = Duration::from_secs(10);
+/// Publishes and direct messages a client may send per second; more are refused
+/// (`rate_limited`) and the socket stays open.
+pub const MAX_PUBLISHES_PER_SECOND: u32 = 20;
 
 pub fn router(limits: &BodyLimits) -> Routes {
     // A handshake has no body; one announced is refused like on every route.
-    with_body_limit(
-        OpenApiRouter::new().routes(routes!(connect)),
-        limits,
-        limits.json,
-    )
+    let routes = OpenApiRouter::new()
+        .routes(routes!(connect))
+        .routes(routes!(get_settings, put_settings))
+        .routes(routes!(publish))
+        .routes(routes!(send_to_user))
+        .routes(routes!(presence));
+    with_body_limit(routes, limits, limits.json)
+}
+
+/// The largest message the server side publishes or sends, as JSON.
+pub const MAX_SERVER_MESSAGE: usize = 64 * 1024;
+
+/// The app's realtime settings: its kinds of channel and their rules, direct messages,
+/// anonymous sockets.
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/realtime", tag = "realtime",
+    params(("app" = AppName, Path)), responses((status = 200, body = SettingsBody)))]
+async fn get_settings(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+) -> Result<axum::Json<SettingsBody>, ApiError> {
+    let settings = state.realtime().settings(&app).await?;
+    Ok(axum::Json(settings.body.clone()))
+}
+
+/// Replaces the app's realtime settings (every field may be left out for its default). Live
+/// channel subscriptions the new rules refuse end with `forbidden`.
+#[utoipa::path(put, path = "/v1/admin/apps/{app}/realtime", tag = "realtime",
+    params(("app" = AppName, Path)), request_body = SettingsBody,
+    responses((status = 200, body = SettingsBody)))]
+async fn put_settings(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    JsonBody(body): JsonBody<SettingsBody>,
+) -> Result<axum::Json<SettingsBody>, ApiError> {
+    let settings = state.realtime().put_settings(&app, body).await?;
+    Ok(axum::Json(settings.body.clone()))
+}
+
+/// A message from the server side.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Publish {
+    /// Any JSON, at most 64 KiB of it.
+    data: Json,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Published {
+    /// The message's number in its channel (or in the user's direct messages).
+    seq: u64,
+}
+
+fn server_message(publish: &Publish) -> Result<(), ApiError> {
+    if publish.data.to_string().len() > MAX_SERVER_MESSAGE {
+        return Err(ApiError::new(
+            Code::PayloadTooLarge,
+            format!("a message's data is at most {MAX_SERVER_MESSAGE} bytes of JSON"),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct ChannelPath {
+    channel: String,
+}
+
+/// Publishes a message to a channel's subscribers, as the server (`from: null`), whatever
+/// the channel's rules.
+#[utoipa::path(post, path = "/v1/admin/apps/{app}/realtime/channels/{channel}/messages",
+    tag = "realtime", params(("app" = AppName, Path), ("channel" = String, Path)),
+    request_body = Publish, responses((status = 200, body = Published)))]
+async fn publish(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Path(path): Path<ChannelPath>,
+    JsonBody(body): JsonBody<Publish>,
+) -> Result<axum::Json<Published>, ApiError> {
+    let channel = channel_name(&path.channel)?;
+    server_message(&body)?;
+    let seq = state
+        .realtime()
+        .publish(&app, &Caller::Admin, &channel, &body.data)
+        .await?;
+    Ok(axum::Json(Published { seq }))
+}
+
+#[derive(Deserialize)]
+struct UserPath {
+    user: String,
+}
+
+/// Sends a direct message to every socket of a user that listens to its direct messages
+/// (and keeps it for those that come back).
+#[utoipa::path(post, path = "/v1/admin/apps/{app}/realtime/users/{user}/messages",
+    tag = "realtime", params(("app" = AppName, Path), ("user" = String, Path)),
+    request_body = Publish, responses((status = 200, body = Published)))]
+async fn send_to_user(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Path(path): Path<UserPath>,
+    JsonBody(body): JsonBody<Publish>,
+) -> Result<axum::Json<Published>, ApiError> {
+    server_message(&body)?;
+    let seq = state
+        .realtime()
+        .send_direct(&app, &Caller::Admin, &path.user, &body.data)
+        .await?;
+    Ok(axum::Json(Published { seq }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct PresenceQuery {
+    /// The last member of the previous page.
+    after: Option<String>,
+    /// 1 to 1,000 (default 100).
+    limit: Option<usize>,
+}
+
+/// Who is present in a channel: how many, and a page of them in member order.
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/realtime/channels/{channel}/presence",
+    tag = "realtime", params(("app" = AppName, Path), ("channel" = String, Path), PresenceQuery),
+    responses((status = 200, body = PresencePage)))]
+async fn presence(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Path(path): Path<ChannelPath>,
+    Query(query): Query<PresenceQuery>,
+) -> Result<axum::Json<PresencePage>, ApiError> {
+    let channel = channel_name(&path.channel)?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_PRESENCE_PAGE).contains(&limit) {
+        return Err(ApiError::new(
+            Code::InvalidQuery,
+            format!("limit is 1 to {MAX_PRESENCE_PAGE}"),
+        ));
+    }
+    let page = state
+        .realtime()
+        .presence(
+            &app,
+            &Caller::Admin,
+            &channel,
+            query.after.as_deref(),
+            limit,
+        )
+        .await?;
+    Ok(axum::Json(page))
 }
 
 /// Opens the app's realtime socket (a WebSocket upgrade). Authenticate with `Authorization:
@@ -82,6 +234,7 @@ async fn connect(
                 hub,
                 app,
                 socket,
+                publishes: (Instant::now(), 0),
             }
             .run(caller)
             .await;
@@ -96,14 +249,56 @@ enum ClientMessage {
     Auth {
         token: String,
     },
+    /// To a collection's changes, a channel, or the caller's direct messages (`direct: true`).
     Subscribe {
         id: String,
-        collection: String,
+        #[serde(default)]
+        collection: Option<String>,
         #[serde(default)]
         filter: Option<String>,
+        #[serde(default)]
+        channel: Option<String>,
+        #[serde(default)]
+        direct: bool,
+        /// With the channel's presence changes.
+        #[serde(default)]
+        presence: bool,
+        /// Where the client left the channel, to get what it missed.
+        #[serde(default)]
+        after: Option<Resume>,
     },
     Unsubscribe {
         id: String,
+    },
+    Publish {
+        #[serde(default)]
+        id: Option<String>,
+        channel: String,
+        data: Json,
+    },
+    Send {
+        #[serde(default)]
+        id: Option<String>,
+        to: String,
+        data: Json,
+    },
+    /// Be present, with a state, in the channel of subscription `id`.
+    Track {
+        id: String,
+        state: Json,
+    },
+    Untrack {
+        id: String,
+    },
+    /// A page of who is present in a channel.
+    Presence {
+        #[serde(default)]
+        id: Option<String>,
+        channel: String,
+        #[serde(default)]
+        after: Option<String>,
+        #[serde(default)]
+        limit: Option<usize>,
     },
     Ping {
         #[serde(default)]
@@ -115,7 +310,18 @@ enum ClientMessage {
     },
 }
 
-const TYPES: &[&str] = &["auth", "subscribe", "unsubscribe", "ping", "pong"];
+const TYPES: &[&str] = &[
+    "auth",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "send",
+    "track",
+    "untrack",
+    "presence",
+    "ping",
+    "pong",
+];
 
 /// Why a client's message is refused: the error's code and message.
 struct Refusal(&'static str, String);
@@ -128,21 +334,48 @@ impl From<ApiError> for Refusal {
 
 impl From<RealtimeError> for Refusal {
     fn from(e: RealtimeError) -> Self {
-        if let RealtimeError::Data(e) = e {
-            return ApiError::from(e).into();
-        }
         let code = match &e {
             RealtimeError::TooManySubscriptions => "too_many_subscriptions",
-            RealtimeError::SubscriptionExists => "subscription_exists",
+            RealtimeError::SubscriptionExists | RealtimeError::JoinedAlready => {
+                "subscription_exists"
+            }
             RealtimeError::NoSubscription => "no_subscription",
+            RealtimeError::NotAChannel(_) | RealtimeError::InvalidState => "invalid_message",
             RealtimeError::TooManyConnections(_) | RealtimeError::AppFull(_) => {
                 "too_many_connections"
             }
             RealtimeError::Closed => "closed",
-            RealtimeError::Data(_) => "internal_error",
+            _ => return ApiError::from(e).into(),
         };
         Refusal(code, e.to_string())
     }
+}
+
+impl From<RealtimeError> for ApiError {
+    fn from(e: RealtimeError) -> Self {
+        let code = match e {
+            RealtimeError::Data(e) => return e.into(),
+            RealtimeError::Store(ref cause) => return ApiError::store(cause, &e),
+            RealtimeError::ChannelNotFound(_) => Code::ChannelNotFound,
+            RealtimeError::Forbidden(_) => Code::Forbidden,
+            RealtimeError::InvalidRecipient => Code::InvalidRecipient,
+            RealtimeError::InvalidSettings(_) => Code::InvalidRealtimeSettings,
+            RealtimeError::InvalidState | RealtimeError::NotAChannel(_) => Code::InvalidBody,
+            RealtimeError::TooManySubscriptions
+            | RealtimeError::SubscriptionExists
+            | RealtimeError::JoinedAlready
+            | RealtimeError::NoSubscription
+            | RealtimeError::TooManyConnections(_)
+            | RealtimeError::AppFull(_)
+            | RealtimeError::Closed => Code::InvalidBody,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+/// A channel's name from a client or a path: `invalid_channel` if it is not one.
+pub(crate) fn channel_name(text: &str) -> Result<ChannelName, ApiError> {
+    ChannelName::parse(text).map_err(|message| ApiError::new(Code::InvalidChannel, message))
 }
 
 /// Parses a client's text frame: `invalid_json`, `unknown_type` or `invalid_message` if it is
@@ -179,6 +412,8 @@ struct Session {
     hub: Hub,
     app: AppName,
     socket: WebSocket,
+    /// The current second's publishes and direct messages.
+    publishes: (Instant, u32),
 }
 
 impl Session {
@@ -225,11 +460,12 @@ impl Session {
         Ok(caller_of_token(&self.state, &self.app, token).await?)
     }
 
-    /// Waits for the first message to be `auth`, all of it within [`AUTH_WITHIN`]; the
-    /// caller, or `None` after closing.
-    async fn first_auth(&mut self) -> Option<Caller> {
-        match tokio::time::timeout(AUTH_WITHIN, self.wait_for_auth()).await {
-            Ok(caller) => caller,
+    /// Waits for the first message to be `auth`, all of it within [`AUTH_WITHIN`]: the caller
+    /// and, where the app lets sockets in without a token and the first message is another,
+    /// that message, to act on as an anonymous caller's; `None` after closing.
+    async fn first_auth(&mut self, anonymous: bool) -> Option<(Caller, Option<ClientMessage>)> {
+        match tokio::time::timeout(AUTH_WITHIN, self.wait_for_auth(anonymous)).await {
+            Ok(first) => first,
             Err(_) => {
                 self.close(4000, "auth_timeout").await;
                 None
@@ -237,7 +473,7 @@ impl Session {
         }
     }
 
-    async fn wait_for_auth(&mut self) -> Option<Caller> {
+    async fn wait_for_auth(&mut self, anonymous: bool) -> Option<(Caller, Option<ClientMessage>)> {
         let mut tries = 0;
         loop {
             let message = self.socket.recv().await;
@@ -256,13 +492,14 @@ impl Session {
             };
             match parse(&text) {
                 Ok(ClientMessage::Auth { token }) => match self.authenticate(&token).await {
-                    Ok(caller) => return Some(caller),
+                    Ok(caller) => return Some((caller, None)),
                     Err(refusal) => {
                         self.refuse(refusal, None).await;
                         self.close(4000, "auth_failed").await;
                         return None;
                     }
                 },
+                Ok(message) if anonymous => return Some((Caller::Anonymous, Some(message))),
                 Ok(_) => {
                     let refusal = Refusal(
                         "auth_required",
@@ -284,12 +521,22 @@ impl Session {
     }
 
     async fn run(mut self, caller: Caller) {
-        let caller = match caller {
-            Caller::Anonymous => match self.first_auth().await {
-                Some(caller) => caller,
-                None => return,
-            },
-            caller => caller,
+        let (caller, first) = match caller {
+            Caller::Anonymous => {
+                let anonymous = match self.hub.settings(&self.app).await {
+                    Ok(settings) => settings.body.anonymous,
+                    Err(e) => {
+                        self.refuse(e.into(), None).await;
+                        self.close(1011, "internal_error").await;
+                        return;
+                    }
+                };
+                match self.first_auth(anonymous).await {
+                    Some(first) => first,
+                    None => return,
+                }
+            }
+            caller => (caller, None),
         };
         let (id, mut outbound) = match self.hub.connect(&self.app, &caller).await {
             Ok(connected) => connected,
@@ -306,7 +553,7 @@ impl Session {
                 .await;
             return;
         }
-        self.serve(id, caller, &mut outbound).await;
+        self.serve(id, caller, first, &mut outbound).await;
         self.hub.disconnect(id).await;
     }
 
@@ -314,14 +561,20 @@ impl Session {
         &mut self,
         id: ConnectionId,
         mut caller: Caller,
+        first: Option<ClientMessage>,
         outbound: &mut tokio::sync::mpsc::Receiver<Outbound>,
     ) {
         if !self.send(ready(&caller)).await {
             return;
         }
-        let mut pings = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
         let expiry = tokio::time::sleep_until(expires(&caller, self.hub.now_ms()));
         tokio::pin!(expiry);
+        if let Some(first) = first
+            && !self.handle(id, &mut caller, first, expiry.as_mut()).await
+        {
+            return;
+        }
+        let mut pings = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
         let mut window = (Instant::now(), 0u32);
         loop {
             tokio::select! {
@@ -370,6 +623,12 @@ impl Session {
                         self.close(why.code(), why.reason()).await;
                         return;
                     }
+                    Some(Outbound::Frame(frame)) => {
+                        let text = Message::Text(Utf8Bytes::from(String::from(&*frame)));
+                        if !self.send_frame(text).await {
+                            return;
+                        }
+                    }
                     Some(message) => {
                         let value = serde_json::to_value(&message).unwrap_or(Json::Null);
                         if !self.send(value).await {
@@ -394,6 +653,79 @@ impl Session {
                     return;
                 }
             }
+        }
+    }
+
+    /// Counts a publish or a direct message against [`MAX_PUBLISHES_PER_SECOND`]: false when
+    /// over it.
+    fn publish_allowed(&mut self) -> bool {
+        if self.publishes.0.elapsed() >= Duration::from_secs(1) {
+            self.publishes = (Instant::now(), 0);
+        }
+        self.publishes.1 += 1;
+        self.publishes.1 <= MAX_PUBLISHES_PER_SECOND
+    }
+
+    /// Subscribes to a collection's changes; false when the socket is gone.
+    async fn subscribe(
+        &mut self,
+        id: ConnectionId,
+        caller: &Caller,
+        sub: &str,
+        collection: &str,
+        filter: Option<String>,
+    ) -> bool {
+        match self
+            .hub
+            .subscribe(id, caller, sub, collection, filter.as_deref())
+            .await
+        {
+            Ok(epoch) => {
+                self.send(json!({ "type": "subscribed", "id": sub, "epoch": epoch }))
+                    .await
+            }
+            Err(e) => self.refuse(e.into(), Some(sub)).await,
+        }
+    }
+
+    /// Joins a channel: `subscribed`, then what the client missed since `after`, in order, or
+    /// a `reset` if it is no longer kept; false when the socket is gone.
+    async fn join(
+        &mut self,
+        id: ConnectionId,
+        caller: &Caller,
+        sub: &str,
+        channel: ChannelName,
+        presence: bool,
+        after: Option<Resume>,
+    ) -> bool {
+        let joined = match self
+            .hub
+            .join(id, caller, sub, channel, presence, after)
+            .await
+        {
+            Ok(joined) => joined,
+            Err(e) => return self.refuse(e.into(), Some(sub)).await,
+        };
+        let subscribed =
+            json!({ "type": "subscribed", "id": sub, "epoch": joined.epoch, "seq": joined.seq });
+        if !self.send(subscribed).await {
+            return false;
+        }
+        for frame in joined.missed {
+            let text = Message::Text(Utf8Bytes::from(String::from(&*frame)));
+            if !self.send_frame(text).await {
+                return false;
+            }
+        }
+        match joined.reset {
+            Some(reason) => {
+                self.send(json!({
+                    "type": "reset", "sub": sub, "epoch": joined.epoch, "reason": reason,
+                }))
+                .await
+            }
+            None => true,
         }
     }
 
@@ -433,21 +765,130 @@ impl Session {
                 id: sub,
                 collection,
                 filter,
+                channel,
+                direct,
+                presence,
+                after,
             } => {
                 let sub = match sub_id(&sub) {
                     Ok(sub) => sub.to_owned(),
                     Err(refusal) => return self.refuse(refusal, None).await,
                 };
-                match self
-                    .hub
-                    .subscribe(id, caller, &sub, &collection, filter.as_deref())
-                    .await
-                {
-                    Ok(epoch) => {
-                        self.send(json!({ "type": "subscribed", "id": sub, "epoch": epoch }))
+                let target = match (collection, channel, direct) {
+                    (Some(collection), None, false) if !presence && after.is_none() => {
+                        return self.subscribe(id, caller, &sub, &collection, filter).await;
+                    }
+                    (None, Some(channel), false) if filter.is_none() => channel_name(&channel),
+                    (None, None, true) if filter.is_none() => match caller {
+                        Caller::User(user) => Ok(ChannelName::direct(&user.user_id)),
+                        _ => Err(ApiError::new(
+                            Code::Forbidden,
+                            "direct messages go to a user's socket: authenticate first",
+                        )),
+                    },
+                    _ => {
+                        let refusal = Refusal(
+                            "invalid_message",
+                            "a subscription follows one of `collection` (with its `filter`), \
+                             `channel` or `direct: true` (with `presence` and `after`)"
+                                .into(),
+                        );
+                        return self.refuse(refusal, Some(&sub)).await;
+                    }
+                };
+                match target {
+                    Ok(channel) => self.join(id, caller, &sub, channel, presence, after).await,
+                    Err(e) => self.refuse(e.into(), Some(&sub)).await,
+                }
+            }
+            ClientMessage::Publish {
+                id: request,
+                channel,
+                data,
+            } => {
+                let request = match request.as_deref().map(sub_id).transpose() {
+                    Ok(request) => request.map(str::to_owned),
+                    Err(refusal) => return self.refuse(refusal, None).await,
+                };
+                if !self.publish_allowed() {
+                    return self.refuse(rate_limited(), request.as_deref()).await;
+                }
+                let published = match channel_name(&channel) {
+                    Ok(channel) => self
+                        .hub
+                        .publish(&self.app, caller, &channel, &data)
+                        .await
+                        .map_err(Refusal::from),
+                    Err(e) => Err(e.into()),
+                };
+                match published {
+                    Ok(seq) => {
+                        self.send(json!({ "type": "published", "id": request, "seq": seq }))
                             .await
                     }
+                    Err(refusal) => self.refuse(refusal, request.as_deref()).await,
+                }
+            }
+            ClientMessage::Send {
+                id: request,
+                to,
+                data,
+            } => {
+                let request = match request.as_deref().map(sub_id).transpose() {
+                    Ok(request) => request.map(str::to_owned),
+                    Err(refusal) => return self.refuse(refusal, None).await,
+                };
+                if !self.publish_allowed() {
+                    return self.refuse(rate_limited(), request.as_deref()).await;
+                }
+                match self.hub.send_direct(&self.app, caller, &to, &data).await {
+                    Ok(_) => self.send(json!({ "type": "sent", "id": request })).await,
+                    Err(e) => self.refuse(e.into(), request.as_deref()).await,
+                }
+            }
+            ClientMessage::Track { id: sub, state } => {
+                match self.hub.track(id, &sub, state).await {
+                    Ok(()) => self.send(json!({ "type": "tracked", "id": sub })).await,
                     Err(e) => self.refuse(e.into(), Some(&sub)).await,
+                }
+            }
+            ClientMessage::Untrack { id: sub } => match self.hub.untrack(id, &sub).await {
+                Ok(()) => self.send(json!({ "type": "untracked", "id": sub })).await,
+                Err(e) => self.refuse(e.into(), Some(&sub)).await,
+            },
+            ClientMessage::Presence {
+                id: request,
+                channel,
+                after,
+                limit,
+            } => {
+                let request = match request.as_deref().map(sub_id).transpose() {
+                    Ok(request) => request.map(str::to_owned),
+                    Err(refusal) => return self.refuse(refusal, None).await,
+                };
+                let page = match channel_name(&channel) {
+                    Ok(name) => self
+                        .hub
+                        .presence(
+                            &self.app,
+                            caller,
+                            &name,
+                            after.as_deref(),
+                            limit.unwrap_or(100),
+                        )
+                        .await
+                        .map_err(Refusal::from),
+                    Err(e) => Err(e.into()),
+                };
+                match page {
+                    Ok(page) => {
+                        self.send(json!({
+                            "type": "presence", "id": request, "channel": channel,
+                            "count": page.count, "members": page.members, "next": page.next,
+                        }))
+                        .await
+                    }
+                    Err(refusal) => self.refuse(refusal, request.as_deref()).await,
                 }
             }
             ClientMessage::Unsubscribe { id: sub } => match self.hub.unsubscribe(id, &sub).await {
@@ -461,6 +902,13 @@ impl Session {
             ClientMessage::Pong { .. } => true,
         }
     }
+}
+
+fn rate_limited() -> Refusal {
+    Refusal(
+        "rate_limited",
+        format!("at most {MAX_PUBLISHES_PER_SECOND} publishes and direct messages a second"),
+    )
 }
 
 /// `ready`: who the socket is for, and until when its token holds.
@@ -492,6 +940,8 @@ fn same_identity(current: &Caller, fresh: &Caller) -> bool {
         (Caller::User(a), Caller::User(b)) => a.user_id == b.user_id,
         (Caller::Admin, Caller::Admin) => true,
         (Caller::AppKey(a), Caller::AppKey(b)) => a == b,
+        // A socket let in without a token may log in.
+        (Caller::Anonymous, Caller::User(_)) => true,
         _ => false,
     }
 }

@@ -22,6 +22,17 @@ pub trait TenantStore: Send + Sync {
     async fn destroy(&self, app: &AppName) -> Result<(), StoreError>;
     /// Opens the app's database if it is closed and reads from it.
     async fn health(&self, app: &AppName) -> Result<TenantHealth, StoreError>;
+    /// An app-wide setting kept in the app's database (`realtime`: its channels and their
+    /// rules), as the JSON text it was stored as.
+    async fn setting(&self, app: &AppName, key: &str) -> Result<Option<String>, StoreError>;
+    /// Creates or replaces an app-wide setting.
+    async fn put_setting(
+        &self,
+        app: &AppName,
+        key: &str,
+        value: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError>;
     /// How many app databases are open now.
     fn open_count(&self) -> usize;
     /// Closes the databases nobody has used for `idle_for`; returns how many it closed.

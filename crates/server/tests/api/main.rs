@@ -6,6 +6,7 @@
 
 mod apps;
 mod auth;
+mod channels;
 mod connections;
 mod data;
 mod errors;

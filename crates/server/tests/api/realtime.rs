@@ -14,20 +14,20 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::support::{Expect, NoContent, TestApp};
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-struct Scene {
-    t: TestApp,
-    key: String,
-    alice: String,
-    bob: String,
+pub(crate) struct Scene {
+    pub(crate) t: TestApp,
+    pub(crate) key: String,
+    pub(crate) alice: String,
+    pub(crate) bob: String,
 }
 
-async fn scene() -> Scene {
+pub(crate) async fn scene() -> Scene {
     scene_with(|_| {}).await
 }
 
-async fn scene_with(config: impl FnOnce(&mut cloudlet_server::config::Config)) -> Scene {
+pub(crate) async fn scene_with(config: impl FnOnce(&mut cloudlet_server::config::Config)) -> Scene {
     let t = TestApp::builder().config(config).start().await;
     let key = t.create_app("notes").await;
     t.configure("notes", "dev", json!({ "enabled": true }))
@@ -61,7 +61,7 @@ impl Scene {
     }
 
     /// A socket authenticated by its `Authorization` header.
-    async fn open(&self, token: &str) -> Socket {
+    pub(crate) async fn open(&self, token: &str) -> Socket {
         let mut request = self.url("notes").into_client_request().unwrap();
         request.headers_mut().insert(
             http::header::AUTHORIZATION,
@@ -73,7 +73,7 @@ impl Scene {
     }
 
     /// A socket with no header: it must authenticate in its first message.
-    async fn open_bare(&self) -> Socket {
+    pub(crate) async fn open_bare(&self) -> Socket {
         self.open_bare_on("notes").await
     }
 
@@ -106,12 +106,12 @@ impl Scene {
     }
 }
 
-async fn send(socket: &mut Socket, value: Value) {
+pub(crate) async fn send(socket: &mut Socket, value: Value) {
     socket.send(Message::text(value.to_string())).await.unwrap();
 }
 
 /// The next message of the protocol (pings of either kind skipped), within 5 seconds.
-async fn next(socket: &mut Socket) -> Value {
+pub(crate) async fn next(socket: &mut Socket) -> Value {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
             .await
@@ -132,7 +132,7 @@ async fn next(socket: &mut Socket) -> Value {
 }
 
 /// Nothing more arrives for a moment.
-async fn quiet(socket: &mut Socket) {
+pub(crate) async fn quiet(socket: &mut Socket) {
     if let Ok(Some(Ok(Message::Text(text)))) =
         tokio::time::timeout(Duration::from_millis(300), socket.next()).await
     {
@@ -141,7 +141,7 @@ async fn quiet(socket: &mut Socket) {
 }
 
 /// The close code and reason the server ends the socket with.
-async fn closed(socket: &mut Socket) -> (u16, String) {
+pub(crate) async fn closed(socket: &mut Socket) -> (u16, String) {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
             .await

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Postgres, row, schema};
+use super::{Postgres, execute, row, schema};
 use crate::sqlite::lock;
 use crate::{AppName, StoreError, TenantHealth, TenantStore};
 
@@ -26,7 +26,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     super::queues::DEPTH,
     super::files::MIGRATION,
     super::files::THUMBS,
+    SETTINGS,
 ];
+
+/// App-wide settings, one JSON document per key.
+const SETTINGS: &str = "
+    CREATE TABLE {s}._settings (
+        key        text COLLATE \"C\" PRIMARY KEY,
+        value      text NOT NULL,
+        updated_at bigint NOT NULL
+    );
+";
 
 #[async_trait]
 impl TenantStore for Postgres {
@@ -86,6 +96,30 @@ impl TenantStore for Postgres {
         Ok(TenantHealth {
             schema_version: version,
         })
+    }
+
+    async fn setting(&self, app: &AppName, key: &str) -> Result<Option<String>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!("SELECT value FROM {}._settings WHERE key = $1", schema(app));
+        Ok(row(&*client, &sql, &[&key]).await?.map(|r| r.get(0)))
+    }
+
+    async fn put_setting(
+        &self,
+        app: &AppName,
+        key: &str,
+        value: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "INSERT INTO {}._settings (key, value, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (key) DO UPDATE
+             SET value = excluded.value, updated_at = excluded.updated_at",
+            schema(app)
+        );
+        execute(&*client, &sql, &[&key, &value, &at_ms]).await?;
+        Ok(())
     }
 
     fn open_count(&self) -> usize {

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use rusqlite::OptionalExtension;
 use tokio::sync::OnceCell;
 
 use super::{Database, DatabaseOptions, Durability, blocking, lock, migrate};
@@ -39,7 +40,17 @@ const MIGRATIONS: &[&str] = &[
     super::queues::DEPTH,
     super::files::MIGRATION,
     super::files::THUMBS,
+    SETTINGS,
 ];
+
+/// App-wide settings, one JSON document per key.
+const SETTINGS: &str = "
+    CREATE TABLE _settings (
+        key        TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) STRICT;
+";
 
 /// The schema version of an up-to-date app database.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -286,6 +297,38 @@ impl TenantStore for SqliteTenants {
             .read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
             .await?;
         Ok(TenantHealth { schema_version })
+    }
+
+    async fn setting(&self, app: &AppName, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_owned();
+        self.read_app(app, move |c| {
+            Ok(
+                c.prepare_cached("SELECT value FROM _settings WHERE key = ?1")?
+                    .query_row([&key], |r| r.get(0))
+                    .optional()?,
+            )
+        })
+        .await
+    }
+
+    async fn put_setting(
+        &self,
+        app: &AppName,
+        key: &str,
+        value: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.write_app(app, move |c| {
+            c.prepare_cached(
+                "INSERT INTO _settings (key, value, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE
+                 SET value = excluded.value, updated_at = excluded.updated_at",
+            )?
+            .execute(rusqlite::params![key, value, at_ms])?;
+            Ok(())
+        })
+        .await
     }
 
     fn open_count(&self) -> usize {

@@ -89,6 +89,7 @@ on_both!(
     logs,
     environment,
     site_files,
+    app_settings,
     an_app_never_provisioned_is_no_tenant,
     concurrent_writes,
 );
@@ -782,6 +783,34 @@ async fn site_files(stores: Stores) {
     assert!(!sites.delete_site_file(&app, "style.css").await.unwrap());
     assert_eq!(sites.site_file(&app, "Style.css").await.unwrap(), None);
     assert_eq!(sites.site_files(&app).await.unwrap(), [logo, index]);
+}
+
+async fn app_settings(stores: Stores) {
+    let app = new_app(&stores, "settings", 1).await;
+    let other = new_app(&stores, "others", 2).await;
+    let tenants = &*stores.tenants;
+    assert_eq!(tenants.setting(&app, "realtime").await.unwrap(), None);
+    tenants
+        .put_setting(&app, "realtime", r#"{"channels":{}}"#, 10)
+        .await
+        .unwrap();
+    tenants
+        .put_setting(&app, "realtime", r#"{"anonymous":true}"#, 11)
+        .await
+        .unwrap();
+    tenants
+        .put_setting(&app, "Realtime", "[]", 12)
+        .await
+        .unwrap();
+    assert_eq!(
+        tenants.setting(&app, "realtime").await.unwrap().as_deref(),
+        Some(r#"{"anonymous":true}"#)
+    );
+    assert_eq!(
+        tenants.setting(&app, "Realtime").await.unwrap().as_deref(),
+        Some("[]")
+    );
+    assert_eq!(tenants.setting(&other, "realtime").await.unwrap(), None);
 }
 
 async fn an_app_never_provisioned_is_no_tenant(stores: Stores) {

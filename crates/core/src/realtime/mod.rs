@@ -1,5 +1,8 @@
-//! The realtime hub: who is connected to which app, what each connection watches, and the one
-//! task that hands every committed change to the subscribers allowed to see it.
+//! The realtime hub: who is connected to which app, what each connection watches, the one
+//! task that hands every committed change to the subscribers allowed to see it, and the app's
+//! channels: messages published to a channel's subscribers (numbered, some kept for clients
+//! that come back, see [`channels`]), presence, and direct messages to a user (a stream of its
+//! own per user). Who may do what on a channel is the app's [`settings`].
 //!
 //! A connection is registered with its caller and gets a bounded queue of what to send
 //! ([`Outbound`]); the transport (the server's WebSocket) drains it. Subscriptions are indexed
@@ -13,14 +16,22 @@
 //! subscription gets a `reset` (refetch, then carry on). Revoked sessions (logout, revocation,
 //! a deleted user) have their connections closed at once.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+pub mod channels;
+pub mod settings;
+mod streams;
 
-use cloudlet_store::AppName;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use cloudlet_store::{AppName, StoreError, TenantStore};
 use serde::Serialize;
 use serde_json::Value as Json;
 use tokio::sync::{Mutex, broadcast, mpsc};
+
+use self::channels::{Channel, Member};
+pub use self::settings::{Act, ChannelName, InvalidSettings, Settings, SettingsBody};
 
 use crate::access::Caller;
 use crate::auth::{Auth, Revocation};
@@ -30,6 +41,16 @@ use crate::random::Random;
 
 /// Subscriptions one connection may hold.
 pub const MAX_SUBSCRIPTIONS: usize = 64;
+/// The largest presence state, as JSON.
+pub const MAX_STATE: usize = 1024;
+/// The most bytes of messages one app's channels keep, all told.
+pub const APP_HISTORY_BYTES: usize = 16 << 20;
+/// The longest page of a channel's presence.
+pub const MAX_PRESENCE_PAGE: usize = 1000;
+/// How often kept messages past their age are dropped (publishing drops them too).
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// The settings' key in the app's database.
+const SETTINGS_KEY: &str = "realtime";
 
 /// How many connections may be open.
 #[derive(Debug, Clone, Copy)]
@@ -107,6 +128,10 @@ pub enum Outbound {
         code: &'static str,
         message: String,
     },
+    /// A frame serialized once for every connection it goes to (a channel's message, a
+    /// presence change).
+    #[serde(skip)]
+    Frame(Arc<str>),
     /// Close the connection.
     #[serde(skip)]
     Close(Close),
@@ -136,56 +161,205 @@ pub enum RealtimeError {
     AppFull(usize),
     #[error("the connection is closed")]
     Closed,
+    #[error("the app declares no channel of kind {0}")]
+    ChannelNotFound(String),
+    #[error("the app's realtime rules do not let this caller {0}")]
+    Forbidden(&'static str),
+    #[error("this connection has joined the channel already")]
+    JoinedAlready,
+    #[error("subscription {0} is not a channel's")]
+    NotAChannel(String),
+    #[error("a presence state is a JSON object of at most {MAX_STATE} bytes")]
+    InvalidState,
+    #[error("a recipient is a user id: 1 to 64 letters, digits, _ and -")]
+    InvalidRecipient,
+    #[error(transparent)]
+    InvalidSettings(#[from] InvalidSettings),
     #[error(transparent)]
     Data(#[from] DataError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A connection's handle in the hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnectionId(u64);
 
-struct Subscription {
-    watch: Watch,
-    epoch: String,
-    seq: u64,
+/// What a subscription follows.
+enum Subscription {
+    /// Changes to a collection's records.
+    Records {
+        watch: Box<Watch>,
+        epoch: String,
+        seq: u64,
+    },
+    /// A channel's messages (a user's direct messages included); its sequence is the channel's.
+    Channel(ChannelName),
+}
+
+impl Subscription {
+    fn watches(&self, collection: &str) -> bool {
+        matches!(self, Subscription::Records { watch, .. } if watch.collection() == collection)
+    }
+}
+
+/// Where a client that comes back left a channel: the epoch and the last message it has.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resume {
+    pub epoch: String,
+    pub seq: u64,
+}
+
+/// A channel subscription's start: where the channel is, what the client missed (frames to
+/// send, in order, before anything else), or why it must start over.
+#[derive(Debug)]
+pub struct Joined {
+    pub epoch: String,
+    pub seq: u64,
+    pub missed: Vec<Arc<str>>,
+    /// Set when what the client missed is no longer kept (`history`), or the channel is not
+    /// the one it left (`epoch`: the server restarted, or the channel was forgotten).
+    pub reset: Option<&'static str>,
+}
+
+/// One page of a channel's presence.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PresencePage {
+    pub count: usize,
+    pub members: Vec<PresenceEntry>,
+    /// The member to list after for the next page.
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PresenceEntry {
+    pub member: String,
+    pub user: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub state: Arc<Json>,
 }
 
 struct Connection {
     app: AppName,
+    /// Who opened it, as of its latest token.
+    caller: Caller,
     /// The session and user of its token (none for the admin token or an app key).
     session: Option<String>,
     user: Option<String>,
     /// Opened with the app's secret key.
     key: bool,
+    /// Its id in channels' presence.
+    member: String,
     out: mpsc::Sender<Outbound>,
     subscriptions: HashMap<String, Subscription>,
 }
 
-#[derive(Default)]
 struct Registry {
+    /// Channels are stamped with it when left.
+    clock: Arc<dyn Clock>,
     connections: HashMap<ConnectionId, Connection>,
     by_app: HashMap<AppName, HashSet<ConnectionId>>,
+    channels: HashMap<(AppName, ChannelName), Channel>,
+    /// The bytes each app's channels keep.
+    kept: HashMap<AppName, usize>,
+}
+
+/// A presence change, as sent to the channel's presence watchers.
+fn presence_frame(channel: &ChannelName, member: &str, present: Option<&Member>) -> Arc<str> {
+    let value = match present {
+        Some(m) => serde_json::json!({
+            "type": "presence_diff", "channel": channel.as_str(),
+            "join": {"member": member, "user": m.user, "state": m.state},
+        }),
+        None => serde_json::json!({
+            "type": "presence_diff", "channel": channel.as_str(), "leave": {"member": member},
+        }),
+    };
+    Arc::from(value.to_string())
 }
 
 impl Registry {
-    fn remove(&mut self, id: ConnectionId) -> Option<Connection> {
-        let connection = self.connections.remove(&id)?;
-        if let Some(ids) = self.by_app.get_mut(&connection.app) {
-            ids.remove(&id);
-            if ids.is_empty() {
-                self.by_app.remove(&connection.app);
+    /// Forgets connections and what they held, telling each why if the server closes it
+    /// (`None`: its socket closed). A presence change this makes may find other connections
+    /// not reading: they go too.
+    fn drop_connections(&mut self, mut gone: Vec<(ConnectionId, Option<Close>)>) {
+        while let Some((id, why)) = gone.pop() {
+            let Some(connection) = self.connections.remove(&id) else {
+                continue;
+            };
+            if let Some(ids) = self.by_app.get_mut(&connection.app) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.by_app.remove(&connection.app);
+                }
+            }
+            if let Some(why) = why {
+                // A full queue is the reason itself; the transport ends when the queue closes.
+                let _ = connection.out.try_send(Outbound::Close(why));
+            }
+            for subscription in connection.subscriptions.values() {
+                if let Subscription::Channel(channel) = subscription {
+                    let slow = self.leave(&connection.app, channel, id, &connection.member);
+                    gone.extend(slow.into_iter().map(|id| (id, Some(Close::SlowConsumer))));
+                }
             }
         }
-        Some(connection)
     }
 
-    /// Closes a connection from the server's side: it is told why, and forgotten.
-    fn close(&mut self, id: ConnectionId, why: Close) {
-        if let Some(connection) = self.remove(id) {
-            // A full queue is the reason itself; the transport ends when the queue closes.
-            let _ = connection.out.try_send(Outbound::Close(why));
+    /// Closes connections from the server's side.
+    fn close(&mut self, ids: impl IntoIterator<Item = ConnectionId>, why: Close) {
+        self.drop_connections(ids.into_iter().map(|id| (id, Some(why))).collect());
+    }
+
+    /// Takes connection `id` out of a channel; those its presence change did not fit.
+    fn leave(
+        &mut self,
+        app: &AppName,
+        channel: &ChannelName,
+        id: ConnectionId,
+        member: &str,
+    ) -> Vec<ConnectionId> {
+        let key = (app.clone(), channel.clone());
+        let Some(state) = self.channels.get_mut(&key) else {
+            return Vec::new();
+        };
+        state.subscribers.remove(&id);
+        state.touched_ms = self.clock.now().unix_ms();
+        if state.members.remove(member).is_some() {
+            let frame = presence_frame(channel, member, None);
+            send_to(&self.connections, state.subscribers.iter(), true, &frame)
+        } else {
+            Vec::new()
         }
     }
+}
+
+/// Sends `frame` to `subscribers` (those watching presence only, if `presence`); the
+/// connections it did not fit.
+fn send_to<'a>(
+    connections: &HashMap<ConnectionId, Connection>,
+    subscribers: impl Iterator<Item = (&'a ConnectionId, &'a bool)>,
+    presence: bool,
+    frame: &Arc<str>,
+) -> Vec<ConnectionId> {
+    let mut slow = Vec::new();
+    for (id, watches) in subscribers {
+        if presence && !watches {
+            continue;
+        }
+        if let Some(connection) = connections.get(id)
+            && connection
+                .out
+                .try_send(Outbound::Frame(Arc::clone(frame)))
+                .is_err()
+        {
+            slow.push(*id);
+        }
+    }
+    slow
 }
 
 /// Why a subscription ends: its code and the message its subscriber reads.
@@ -210,21 +384,42 @@ pub struct Hub(Arc<Inner>);
 
 struct Inner {
     data: Data,
+    tenants: Arc<dyn TenantStore>,
     random: Arc<dyn Random>,
     clock: Arc<dyn Clock>,
     limits: Limits,
     registry: Mutex<Registry>,
+    /// Each app's settings, compiled, as last read or written.
+    settings: StdMutex<HashMap<AppName, Arc<Settings>>>,
+    /// Held while settings are read from or written to the store, so that a read cannot put
+    /// back what a write replaced.
+    settings_io: Mutex<()>,
     next: AtomicU64,
 }
 
 impl Hub {
-    pub fn new(data: Data, random: Arc<dyn Random>, clock: Arc<dyn Clock>, limits: Limits) -> Self {
+    pub fn new(
+        data: Data,
+        tenants: Arc<dyn TenantStore>,
+        random: Arc<dyn Random>,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+    ) -> Self {
         Hub(Arc::new(Inner {
             data,
+            tenants,
             random,
-            clock,
+            clock: Arc::clone(&clock),
             limits,
-            registry: Mutex::new(Registry::default()),
+            registry: Mutex::new(Registry {
+                clock,
+                connections: HashMap::new(),
+                by_app: HashMap::new(),
+                channels: HashMap::new(),
+                kept: HashMap::new(),
+            }),
+            settings: StdMutex::new(HashMap::new()),
+            settings_io: Mutex::new(()),
             next: AtomicU64::new(1),
         }))
     }
@@ -234,6 +429,7 @@ impl Hub {
     pub async fn run(self, auth: Auth) {
         let mut changes = self.0.data.subscribe();
         let mut revocations = auth.revocations();
+        let mut sweeps = tokio::time::interval(SWEEP_EVERY);
         loop {
             tokio::select! {
                 // Revocations first: a revoked session must hear nothing more.
@@ -255,6 +451,7 @@ impl Hub {
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
+                _ = sweeps.tick() => self.sweep().await,
             }
         }
     }
@@ -294,14 +491,17 @@ impl Hub {
             }
         }
         let id = ConnectionId(self.0.next.fetch_add(1, Ordering::Relaxed));
+        let member = self.epoch();
         let (out, receiver) = mpsc::channel(QUEUE);
         registry.connections.insert(
             id,
             Connection {
                 app: app.clone(),
+                caller: caller.clone(),
                 session,
                 user,
                 key,
+                member,
                 out,
                 subscriptions: HashMap::new(),
             },
@@ -312,7 +512,11 @@ impl Hub {
 
     /// Forgets a connection (its socket closed).
     pub async fn disconnect(&self, id: ConnectionId) {
-        self.0.registry.lock().await.remove(id);
+        self.0
+            .registry
+            .lock()
+            .await
+            .drop_connections(vec![(id, None)]);
     }
 
     /// Starts a subscription `sub` of the connection; answers its epoch.
@@ -351,8 +555,8 @@ impl Hub {
         }
         connection.subscriptions.insert(
             sub.to_owned(),
-            Subscription {
-                watch,
+            Subscription::Records {
+                watch: Box::new(watch),
                 epoch: epoch.clone(),
                 seq: 0,
             },
@@ -367,11 +571,16 @@ impl Hub {
             .connections
             .get_mut(&id)
             .ok_or(RealtimeError::Closed)?;
-        connection
+        let subscription = connection
             .subscriptions
             .remove(sub)
-            .map(|_| ())
-            .ok_or(RealtimeError::NoSubscription)
+            .ok_or(RealtimeError::NoSubscription)?;
+        if let Subscription::Channel(channel) = subscription {
+            let (app, member) = (connection.app.clone(), connection.member.clone());
+            let slow = registry.leave(&app, &channel, id, &member);
+            registry.close(slow, Close::SlowConsumer);
+        }
+        Ok(())
     }
 
     /// The connection's user, authenticated again with a fresh token: its subscriptions go on
@@ -387,10 +596,15 @@ impl Hub {
             .get_mut(&id)
             .ok_or(RealtimeError::Closed)?;
         if let Caller::User(principal) = caller {
+            // The same user, or (on a socket let in without a token) its first.
             connection.session = Some(principal.session_id.clone());
+            connection.user = Some(principal.user_id.clone());
         }
+        connection.caller = caller.clone();
         for subscription in connection.subscriptions.values_mut() {
-            subscription.watch.reauthorize(caller.clone());
+            if let Subscription::Records { watch, .. } = subscription {
+                watch.reauthorize(caller.clone());
+            }
         }
         Ok(())
     }
@@ -431,14 +645,17 @@ impl Hub {
             };
             let mut ended = Vec::new();
             for (name, subscription) in &mut connection.subscriptions {
-                if subscription.watch.collection() != event.collection {
+                let Subscription::Records { watch, seq, .. } = subscription else {
+                    continue;
+                };
+                if watch.collection() != event.collection {
                     continue;
                 }
                 let judged = match &change {
                     Ok(change) => self
                         .0
                         .data
-                        .judge(change, &mut subscription.watch)
+                        .judge(change, watch)
                         .map_err(|e| ending(&event.app, &e)),
                     Err(end) => Err(end.clone()),
                 };
@@ -450,13 +667,13 @@ impl Hub {
                         continue;
                     }
                 };
-                subscription.seq += 1;
+                *seq += 1;
                 let record = matches!(seen, Seen::Create | Seen::Update)
                     .then(|| shared.clone())
                     .flatten();
                 let message = Outbound::Change {
                     sub: name.clone(),
-                    seq: subscription.seq,
+                    seq: *seq,
                     event: seen,
                     collection: event.collection.clone(),
                     id: event.id.clone(),
@@ -479,9 +696,7 @@ impl Hub {
                 }
             }
         }
-        for id in slow {
-            registry.close(id, Close::SlowConsumer);
-        }
+        registry.close(slow, Close::SlowConsumer);
     }
 
     /// Whether any subscription of the event's app watches its collection (most changes of
@@ -493,7 +708,7 @@ impl Hub {
                 registry.connections.get(id).is_some_and(|c| {
                     c.subscriptions
                         .values()
-                        .any(|s| s.watch.collection() == event.collection)
+                        .any(|s| s.watches(&event.collection))
                 })
             })
         })
@@ -509,8 +724,16 @@ impl Hub {
                 continue;
             };
             for (name, subscription) in &mut connection.subscriptions {
-                subscription.epoch = epoch.clone();
-                subscription.seq = 0;
+                let Subscription::Records {
+                    epoch: current,
+                    seq,
+                    ..
+                } = subscription
+                else {
+                    continue;
+                };
+                *current = epoch.clone();
+                *seq = 0;
                 let message = Outbound::Reset {
                     sub: name.clone(),
                     epoch: epoch.clone(),
@@ -522,9 +745,7 @@ impl Hub {
                 }
             }
         }
-        for id in slow {
-            registry.close(id, Close::SlowConsumer);
-        }
+        registry.close(slow, Close::SlowConsumer);
     }
 
     async fn revoke(&self, revocation: &Revocation) {
@@ -532,16 +753,17 @@ impl Hub {
         let Some(ids) = registry.by_app.get(&revocation.app).cloned() else {
             return;
         };
-        for id in ids {
-            let revoked = registry.connections.get(&id).is_some_and(|c| {
-                c.session
-                    .as_ref()
-                    .is_some_and(|s| revocation.sessions.contains(s))
-            });
-            if revoked {
-                registry.close(id, Close::SessionRevoked);
-            }
-        }
+        let revoked: Vec<ConnectionId> = ids
+            .into_iter()
+            .filter(|id| {
+                registry.connections.get(id).is_some_and(|c| {
+                    c.session
+                        .as_ref()
+                        .is_some_and(|s| revocation.sessions.contains(s))
+                })
+            })
+            .collect();
+        registry.close(revoked, Close::SessionRevoked);
     }
 
     /// Checks every user connection's session against the revoked ones (some revocations were
@@ -561,36 +783,47 @@ impl Hub {
                 revoked.push(id);
             }
         }
-        let mut registry = self.0.registry.lock().await;
-        for id in revoked {
-            registry.close(id, Close::SessionRevoked);
-        }
+        self.0
+            .registry
+            .lock()
+            .await
+            .close(revoked, Close::SessionRevoked);
     }
 
     /// Closes an app's sockets: all of them (the app is deleted), or those of its secret key
     /// (it was rotated).
     pub async fn close_app(&self, app: &AppName, which: AppSockets) {
         let mut registry = self.0.registry.lock().await;
+        if which == AppSockets::All {
+            // Its channels and settings go with it: an app made again under its name starts
+            // afresh.
+            registry.channels.retain(|(of, _), _| of != app);
+            registry.kept.remove(app);
+            lock(&self.0.settings).remove(app);
+        }
         let Some(ids) = registry.by_app.get(app).cloned() else {
             return;
         };
-        for id in ids {
-            let close = match which {
+        let closed: Vec<ConnectionId> = ids
+            .into_iter()
+            .filter(|id| match which {
                 AppSockets::All => true,
-                AppSockets::OfKey => registry.connections.get(&id).is_some_and(|c| c.key),
-            };
-            if close {
-                registry.close(id, Close::SessionRevoked);
-            }
-        }
+                AppSockets::OfKey => registry.connections.get(id).is_some_and(|c| c.key),
+            })
+            .collect();
+        registry.close(closed, Close::SessionRevoked);
     }
 
     /// Closes every connection (the server is shutting down).
     pub async fn close_all(&self) {
         let mut registry = self.0.registry.lock().await;
         let ids: Vec<ConnectionId> = registry.connections.keys().copied().collect();
-        for id in ids {
-            registry.close(id, Close::GoingAway);
-        }
+        registry.close(ids, Close::GoingAway);
     }
+}
+
+fn lock<T>(mutex: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -1,0 +1,460 @@
+//! The hub's channels: an app's settings (read once, kept until replaced), joining a channel
+//! (and catching up where a client left it), publishing, direct messages to a user, presence,
+//! and dropping what is kept past its age.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use cloudlet_store::AppName;
+use serde_json::{Value as Json, json};
+
+use super::channels::{Channel, Member};
+use super::{
+    APP_HISTORY_BYTES, Act, ChannelName, Close, ConnectionId, Hub, Joined, MAX_PRESENCE_PAGE,
+    MAX_STATE, MAX_SUBSCRIPTIONS, Outbound, PresenceEntry, PresencePage, RealtimeError, Registry,
+    Resume, SETTINGS_KEY, Settings, SettingsBody, Subscription, lock, presence_frame, send_to,
+};
+use crate::access::Caller;
+
+/// Whether the caller acts for the server (the admin token, the app's key, a function).
+fn server(caller: &Caller) -> bool {
+    matches!(caller, Caller::Admin | Caller::AppKey(_))
+}
+
+/// A user id as a recipient: 1 to 64 letters, digits, `_` and `-`.
+fn recipient(to: &str) -> Result<&str, RealtimeError> {
+    let valid = (1..=64).contains(&to.len())
+        && to
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    valid.then_some(to).ok_or(RealtimeError::InvalidRecipient)
+}
+
+impl Hub {
+    /// The app's settings, compiled (the defaults if it stored none: no channel, nobody
+    /// anonymous, direct messages from the server only).
+    pub async fn settings(&self, app: &AppName) -> Result<Arc<Settings>, RealtimeError> {
+        if let Some(settings) = lock(&self.0.settings).get(app) {
+            return Ok(Arc::clone(settings));
+        }
+        let _io = self.0.settings_io.lock().await;
+        if let Some(settings) = lock(&self.0.settings).get(app) {
+            return Ok(Arc::clone(settings));
+        }
+        let stored = self.0.tenants.setting(app, SETTINGS_KEY).await?;
+        let settings = match stored {
+            None => Settings::default(),
+            Some(text) => serde_json::from_str::<SettingsBody>(&text)
+                .map_err(|e| e.to_string())
+                .and_then(|body| Settings::compile(body).map_err(|e| e.to_string()))
+                .unwrap_or_else(|error| {
+                    // Written by this server after the same checks: a bug, not a user's error.
+                    tracing::error!(app = %app, error, "stored realtime settings do not compile");
+                    Settings::default()
+                }),
+        };
+        let settings = Arc::new(settings);
+        lock(&self.0.settings).insert(app.clone(), Arc::clone(&settings));
+        Ok(settings)
+    }
+
+    /// Checks, stores and applies the app's settings: live channel subscriptions the new rules
+    /// refuse end (`forbidden`).
+    pub async fn put_settings(
+        &self,
+        app: &AppName,
+        body: SettingsBody,
+    ) -> Result<Arc<Settings>, RealtimeError> {
+        let settings = Arc::new(Settings::compile(body)?);
+        let text = serde_json::to_string(&settings.body).map_err(|e| {
+            RealtimeError::Store(cloudlet_store::StoreError::Unavailable(e.to_string()))
+        })?;
+        {
+            let _io = self.0.settings_io.lock().await;
+            let now = self.now_ms();
+            self.0
+                .tenants
+                .put_setting(app, SETTINGS_KEY, &text, now)
+                .await?;
+            lock(&self.0.settings).insert(app.clone(), Arc::clone(&settings));
+        }
+        self.recheck_channels(app, &settings).await;
+        Ok(settings)
+    }
+
+    /// Ends the app's channel subscriptions its settings no longer allow.
+    async fn recheck_channels(&self, app: &AppName, settings: &Settings) {
+        let now = self.now_ms();
+        let mut registry = self.0.registry.lock().await;
+        let Some(ids) = registry.by_app.get(app).cloned() else {
+            return;
+        };
+        let mut slow = Vec::new();
+        for id in ids {
+            let Some(connection) = registry.connections.get(&id) else {
+                continue;
+            };
+            let refused: Vec<(String, ChannelName)> = connection
+                .subscriptions
+                .iter()
+                .filter_map(|(name, subscription)| match subscription {
+                    Subscription::Channel(channel) => Some((name, channel)),
+                    Subscription::Records { .. } => None,
+                })
+                .filter(|(_, channel)| {
+                    let watches = registry
+                        .channels
+                        .get(&(app.clone(), (*channel).clone()))
+                        .and_then(|c| c.subscribers.get(&id).copied())
+                        .unwrap_or(false);
+                    let caller = &connection.caller;
+                    !settings.allows(caller, channel, Act::Join, now)
+                        || (watches && !settings.allows(caller, channel, Act::Presence, now))
+                })
+                .map(|(name, channel)| (name.clone(), channel.clone()))
+                .collect();
+            let member = connection.member.clone();
+            for (name, channel) in refused {
+                if let Some(connection) = registry.connections.get_mut(&id) {
+                    connection.subscriptions.remove(&name);
+                    let ended = Outbound::Ended {
+                        sub: name,
+                        code: "forbidden",
+                        message: "the app's realtime rules no longer let this caller in".into(),
+                    };
+                    if connection.out.try_send(ended).is_err() {
+                        slow.push(id);
+                    }
+                }
+                slow.extend(registry.leave(app, &channel, id, &member));
+            }
+        }
+        registry.close(slow, Close::SlowConsumer);
+    }
+
+    /// Checks that `caller` may `act` on `channel` of `app`.
+    fn admit(
+        settings: &Settings,
+        caller: &Caller,
+        channel: &ChannelName,
+        act: Act,
+        now_ms: i64,
+    ) -> Result<(), RealtimeError> {
+        if !server(caller) && !channel.is_direct() && settings.kind(channel).is_none() {
+            return Err(RealtimeError::ChannelNotFound(channel.kind().to_owned()));
+        }
+        if !settings.allows(caller, channel, act, now_ms) {
+            return Err(RealtimeError::Forbidden(match act {
+                Act::Join => "join this channel",
+                Act::Publish => "publish to this channel",
+                Act::Presence => "see this channel's presence",
+            }));
+        }
+        Ok(())
+    }
+
+    /// Subscribes the connection to a channel (`presence`: with its presence changes too),
+    /// catching up from `after` when the channel still keeps what came since.
+    pub async fn join(
+        &self,
+        id: ConnectionId,
+        caller: &Caller,
+        sub: &str,
+        channel: ChannelName,
+        presence: bool,
+        after: Option<Resume>,
+    ) -> Result<Joined, RealtimeError> {
+        let app = self.app_of(id).await?;
+        let settings = self.settings(&app).await?;
+        let now = self.now_ms();
+        Self::admit(&settings, caller, &channel, Act::Join, now)?;
+        if presence {
+            Self::admit(&settings, caller, &channel, Act::Presence, now)?;
+        }
+        let epoch = self.epoch();
+        let mut registry = self.0.registry.lock().await;
+        let Registry {
+            connections,
+            channels,
+            ..
+        } = &mut *registry;
+        let connection = connections.get_mut(&id).ok_or(RealtimeError::Closed)?;
+        if connection.subscriptions.contains_key(sub) {
+            return Err(RealtimeError::SubscriptionExists);
+        }
+        if connection.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+            return Err(RealtimeError::TooManySubscriptions);
+        }
+        let joined = connection
+            .subscriptions
+            .values()
+            .any(|s| matches!(s, Subscription::Channel(c) if *c == channel));
+        if joined {
+            return Err(RealtimeError::JoinedAlready);
+        }
+        connection
+            .subscriptions
+            .insert(sub.to_owned(), Subscription::Channel(channel.clone()));
+        let state = channels
+            .entry((app, channel.clone()))
+            .or_insert_with(|| Channel::new(epoch, settings.history(&channel), now));
+        state.subscribers.insert(id, presence);
+        state.touched_ms = now;
+        let (epoch, seq) = (state.epoch.clone(), state.seq);
+        let caught_up = match &after {
+            None => Some((seq, Vec::new())),
+            Some(after) if after.epoch == epoch && after.seq <= seq => {
+                state.since(after.seq).map(|missed| (after.seq, missed))
+            }
+            Some(_) => None,
+        };
+        Ok(match caught_up {
+            Some((seq, missed)) => Joined {
+                epoch,
+                seq,
+                missed,
+                reset: None,
+            },
+            None => Joined {
+                epoch: epoch.clone(),
+                seq,
+                missed: Vec::new(),
+                reset: Some(match after {
+                    Some(after) if after.epoch == epoch => "history",
+                    _ => "epoch",
+                }),
+            },
+        })
+    }
+
+    async fn app_of(&self, id: ConnectionId) -> Result<AppName, RealtimeError> {
+        let registry = self.0.registry.lock().await;
+        let connection = registry.connections.get(&id).ok_or(RealtimeError::Closed)?;
+        Ok(connection.app.clone())
+    }
+
+    /// Publishes `data` to a channel of `app` as `caller`; the message's number.
+    pub async fn publish(
+        &self,
+        app: &AppName,
+        caller: &Caller,
+        channel: &ChannelName,
+        data: &Json,
+    ) -> Result<u64, RealtimeError> {
+        let settings = self.settings(app).await?;
+        Self::admit(&settings, caller, channel, Act::Publish, self.now_ms())?;
+        let from = user_of(caller);
+        let frame = |seq: u64| {
+            json!({
+                "type": "message", "channel": channel.as_str(), "seq": seq, "from": from,
+                "data": data,
+            })
+        };
+        Ok(self.emit(app, channel, &settings, frame).await)
+    }
+
+    /// Sends `data` to every connection of user `to` that listens to its direct messages (and
+    /// keeps it for those that come back); the message's number in the user's stream.
+    pub async fn send_direct(
+        &self,
+        app: &AppName,
+        caller: &Caller,
+        to: &str,
+        data: &Json,
+    ) -> Result<u64, RealtimeError> {
+        let to = recipient(to)?;
+        let settings = self.settings(app).await?;
+        if !settings.allows_direct(caller, to, self.now_ms()) {
+            return Err(RealtimeError::Forbidden(
+                "send direct messages to this user",
+            ));
+        }
+        let from = user_of(caller);
+        let frame = |seq: u64| json!({ "type": "direct", "seq": seq, "from": from, "data": data });
+        Ok(self
+            .emit(app, &ChannelName::direct(to), &settings, frame)
+            .await)
+    }
+
+    /// Numbers a message, keeps it as the channel's settings say, and sends it to the
+    /// channel's subscribers, all under the registry's lock: every subscriber sees the
+    /// channel's messages in one order.
+    async fn emit(
+        &self,
+        app: &AppName,
+        channel: &ChannelName,
+        settings: &Settings,
+        frame: impl FnOnce(u64) -> Json,
+    ) -> u64 {
+        let now = self.now_ms();
+        let keep = settings.history(channel);
+        let epoch = self.epoch();
+        let mut registry = self.0.registry.lock().await;
+        let Registry {
+            connections,
+            channels,
+            kept,
+            ..
+        } = &mut *registry;
+        let key = (app.clone(), channel.clone());
+        let state = channels
+            .entry(key.clone())
+            .or_insert_with(|| Channel::new(epoch, keep, now));
+        state.keep = keep;
+        state.touched_ms = now;
+        let app_kept = kept.entry(app.clone()).or_default();
+        *app_kept = app_kept.saturating_sub(state.expire(now));
+        state.seq += 1;
+        let seq = state.seq;
+        let frame: Arc<str> = Arc::from(frame(seq).to_string());
+        let room = APP_HISTORY_BYTES.saturating_sub(*app_kept);
+        let (added, freed) = state.keep(seq, now, &frame, room);
+        *app_kept = (*app_kept + added).saturating_sub(freed);
+        let slow = send_to(connections, state.subscribers.iter(), false, &frame);
+        registry.close(slow, Close::SlowConsumer);
+        seq
+    }
+
+    /// Puts the connection in the presence of the channel of subscription `sub` with `state`
+    /// (or replaces its state): a `join` to everyone watching the channel's presence.
+    pub async fn track(
+        &self,
+        id: ConnectionId,
+        sub: &str,
+        state: Json,
+    ) -> Result<(), RealtimeError> {
+        let fits = state.is_object() && state.to_string().len() <= MAX_STATE;
+        if !fits {
+            return Err(RealtimeError::InvalidState);
+        }
+        self.presence_change(id, sub, Some(state)).await
+    }
+
+    /// Takes the connection out of the presence of the channel of subscription `sub`.
+    pub async fn untrack(&self, id: ConnectionId, sub: &str) -> Result<(), RealtimeError> {
+        self.presence_change(id, sub, None).await
+    }
+
+    async fn presence_change(
+        &self,
+        id: ConnectionId,
+        sub: &str,
+        state: Option<Json>,
+    ) -> Result<(), RealtimeError> {
+        let mut registry = self.0.registry.lock().await;
+        let Registry {
+            connections,
+            channels,
+            ..
+        } = &mut *registry;
+        let connection = connections.get(&id).ok_or(RealtimeError::Closed)?;
+        let channel = match connection.subscriptions.get(sub) {
+            Some(Subscription::Channel(channel)) => channel.clone(),
+            Some(Subscription::Records { .. }) => {
+                return Err(RealtimeError::NotAChannel(sub.to_owned()));
+            }
+            None => return Err(RealtimeError::NoSubscription),
+        };
+        let member_id = connection.member.clone();
+        let Some(channel_state) = channels.get_mut(&(connection.app.clone(), channel.clone()))
+        else {
+            return Err(RealtimeError::NoSubscription);
+        };
+        let frame = match state {
+            Some(state) => {
+                let member = Member {
+                    connection: id,
+                    user: connection.user.clone(),
+                    state: Arc::new(state),
+                };
+                let frame = presence_frame(&channel, &member_id, Some(&member));
+                channel_state.members.insert(member_id, member);
+                frame
+            }
+            None => {
+                if channel_state.members.remove(&member_id).is_none() {
+                    return Ok(());
+                }
+                presence_frame(&channel, &member_id, None)
+            }
+        };
+        let slow = send_to(connections, channel_state.subscribers.iter(), true, &frame);
+        registry.close(slow, Close::SlowConsumer);
+        Ok(())
+    }
+
+    /// A page of who is present in a channel: `limit` members (at most
+    /// [`MAX_PRESENCE_PAGE`]) after member `after`, in member order, and how many there are.
+    pub async fn presence(
+        &self,
+        app: &AppName,
+        caller: &Caller,
+        channel: &ChannelName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<PresencePage, RealtimeError> {
+        let settings = self.settings(app).await?;
+        Self::admit(&settings, caller, channel, Act::Presence, self.now_ms())?;
+        let limit = limit.clamp(1, MAX_PRESENCE_PAGE);
+        let registry = self.0.registry.lock().await;
+        let Some(state) = registry.channels.get(&(app.clone(), channel.clone())) else {
+            return Ok(PresencePage {
+                count: 0,
+                members: Vec::new(),
+                next: None,
+            });
+        };
+        let from = match after {
+            Some(after) => Bound::Excluded(after.to_owned()),
+            None => Bound::Unbounded,
+        };
+        let mut members: Vec<PresenceEntry> = state
+            .members
+            .range((from, Bound::Unbounded))
+            .take(limit + 1)
+            .map(|(member, m)| PresenceEntry {
+                member: member.clone(),
+                user: m.user.clone(),
+                state: Arc::clone(&m.state),
+            })
+            .collect();
+        let next = (members.len() > limit).then(|| {
+            members.truncate(limit);
+            members.last().map(|m| m.member.clone())
+        });
+        Ok(PresencePage {
+            count: state.members.len(),
+            members,
+            next: next.flatten(),
+        })
+    }
+
+    /// Drops kept messages past their age, and channels nobody holds that keep nothing.
+    pub(super) async fn sweep(&self) {
+        let now = self.now_ms();
+        let mut registry = self.0.registry.lock().await;
+        let Registry { channels, kept, .. } = &mut *registry;
+        let mut freed: HashMap<AppName, usize> = HashMap::new();
+        channels.retain(|(app, _), channel| {
+            *freed.entry(app.clone()).or_default() += channel.expire(now);
+            !channel.is_idle(now)
+        });
+        for (app, bytes) in freed {
+            if let Some(total) = kept.get_mut(&app) {
+                *total = total.saturating_sub(bytes);
+                if *total == 0 {
+                    kept.remove(&app);
+                }
+            }
+        }
+    }
+}
+
+/// Who a message is from: the user, or `null` for the server.
+fn user_of(caller: &Caller) -> Option<&str> {
+    match caller {
+        Caller::User(user) => Some(&user.user_id),
+        _ => None,
+    }
+}
