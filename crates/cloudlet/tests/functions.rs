@@ -2478,3 +2478,85 @@ async fn file_triggers_run_after_uploads_and_deletions_of_their_bucket() {
             .await;
     }
 }
+
+#[tokio::test]
+async fn functions_publish_send_and_read_presence_through_ctx_realtime() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let t = server(false).await;
+    let (alice, _) = scene(&t, "live").await;
+    t.admin(Method::PUT, "/v1/admin/apps/live/realtime")
+        .json(&json!({ "channels": { "room": { "rules": { "join": "" } } } }))
+        .expect(StatusCode::OK)
+        .await;
+    let me = t
+        .request(Method::GET, "/v1/apps/live/auth/user")
+        .bearer_auth(&alice)
+        .expect(StatusCode::OK)
+        .await;
+    let alice_id = me["id"].as_str().unwrap().to_owned();
+    let url = format!("ws://{}/v1/apps/live/realtime", t.running().local_addr());
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let next = async move |socket: &mut tokio_tungstenite::WebSocketStream<_>| loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message within 10 s")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = frame {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if value["type"] != "ping" {
+                return value;
+            }
+        }
+    };
+    for message in [
+        json!({ "type": "auth", "token": alice }),
+        json!({ "type": "subscribe", "id": "r", "channel": "room:1" }),
+        json!({ "type": "subscribe", "id": "dm", "direct": true }),
+        json!({ "type": "track", "id": "r", "state": { "here": true } }),
+    ] {
+        socket
+            .send(Message::text(message.to_string()))
+            .await
+            .unwrap();
+        let answer = next(&mut socket).await;
+        assert_ne!(answer["type"], "error", "{answer}");
+    }
+
+    deploy(&t, "live", "announce", json!({
+        "public": true,
+        "source": "export default async (event, ctx) => { \
+            const a = await ctx.realtime.publish('room:1', { text: event.text }); \
+            const b = await ctx.realtime.send(event.to, 'psst'); \
+            const present = await ctx.realtime.presence('room:1', { limit: 10 }); \
+            let refused = null; \
+            try { await ctx.realtime.publish('Room 1', 1); } catch (e) { refused = e.code; } \
+            return { a: a.seq, b: b.seq, count: present.count, state: present.members[0].state, refused }; }"
+    }))
+    .await;
+    let result = call(
+        &t,
+        "live",
+        "announce",
+        None,
+        json!({ "text": "hello", "to": alice_id }),
+    )
+    .expect(StatusCode::OK)
+    .await;
+    assert_eq!(
+        result,
+        json!({ "a": 1, "b": 1, "count": 1, "state": { "here": true }, "refused": "invalid_channel" })
+    );
+    let published = next(&mut socket).await;
+    assert_eq!(
+        published,
+        json!({ "type": "message", "channel": "room:1", "seq": 1, "from": null, "data": { "text": "hello" } })
+    );
+    let direct = next(&mut socket).await;
+    assert_eq!(
+        (&direct["type"], &direct["data"]),
+        (&json!("direct"), &json!("psst"))
+    );
+}

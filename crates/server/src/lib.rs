@@ -393,6 +393,16 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         },
     )?;
     let messages = Messages::new(auth.clone(), user_store, queues.clone(), Arc::clone(&clock));
+    let hub = cloudlet_core::realtime::Hub::new(
+        data.clone(),
+        Arc::clone(&tenant_store),
+        Arc::clone(&random),
+        Arc::clone(&clock),
+        cloudlet_core::realtime::Limits {
+            per_app: config.realtime.max_connections_per_app,
+            per_user: config.realtime.max_connections_per_user,
+        },
+    );
     let fetcher = functions::Fetcher::new(config.functions.allow_private_fetch)
         .map_err(|e| StartError::Functions(e.to_string()))?;
     let (functions, log_writer) = start_functions(
@@ -407,6 +417,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
             queues.clone(),
             messages.clone(),
             files.clone(),
+            hub.clone(),
             fetcher,
         ),
     )?;
@@ -453,16 +464,6 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         })?,
     };
     let (routes, contract) = api(&config, public_url.as_str());
-    let hub = cloudlet_core::realtime::Hub::new(
-        data.clone(),
-        Arc::clone(&tenants),
-        Arc::clone(&random),
-        Arc::clone(&clock),
-        cloudlet_core::realtime::Limits {
-            per_app: config.realtime.max_connections_per_app,
-            per_user: config.realtime.max_connections_per_user,
-        },
-    );
     let services = state::Services {
         apps,
         auth,

@@ -9,12 +9,14 @@ mod fetch;
 mod files;
 mod messages;
 mod queue;
+mod realtime;
 
 use cloudlet_core::data::Data;
 use cloudlet_core::files::Files;
 use cloudlet_core::functions::{Capabilities, HostFailure};
 use cloudlet_core::messages::Messages;
 use cloudlet_core::queues::Queues;
+use cloudlet_core::realtime::Hub;
 
 pub use fetch::Fetcher;
 
@@ -26,6 +28,7 @@ pub fn all(
     queues: Queues,
     messages: Messages,
     files: Files,
+    hub: Hub,
     fetcher: Fetcher,
 ) -> Capabilities {
     Capabilities::new()
@@ -35,6 +38,7 @@ pub fn all(
             reads: std::sync::Arc::new(tokio::sync::Semaphore::new(files::READS_IN_FLIGHT_BYTES)),
         })
         .with(queue::Queue { queues })
+        .with(realtime::Realtime { hub })
         .with(messages::SubscribeMessages { messages })
         .with(fetcher)
 }
