@@ -9,6 +9,8 @@ export interface ClientOptions {
   adapter?: Adapter;
   /** Prefix of the storage key the session is kept under. */
   storageKey?: string;
+  /** `anonymous`: open the realtime socket without a login, where the app allows it. */
+  realtime?: { anonymous?: boolean };
 }
 
 /** The `request` capability: HTTP with a JSON body. */
@@ -157,6 +159,39 @@ export interface Watching {
   close(): void;
 }
 
+/** A channel's or a user's message. */
+export interface RealtimeMessage<D = unknown> {
+  data: D;
+  /** The user who sent it; null for the server (functions, the admin API). */
+  from: string | null;
+  /** Its number in the channel (or the user's direct messages). */
+  seq: number;
+}
+
+export interface PresenceMember<S = Record_> {
+  member: string;
+  user: string | null;
+  state: S;
+}
+
+export type PresenceDiff<S = Record_> = { join: PresenceMember<S> } | { leave: { member: string } };
+
+export interface PresencePage<S = Record_> {
+  count: number;
+  members: PresenceMember<S>[];
+  next: string | null;
+}
+
+export interface Channel<D = unknown> extends Watching {
+  on(event: "message", listener: (message: RealtimeMessage<D>) => void): Channel<D>;
+  on(event: "presence", listener: (diff: PresenceDiff) => void): Channel<D>;
+  publish(data: D): Promise<{ seq: number }>;
+  /** Be present in the channel with a state (a JSON object of at most 1 KiB). */
+  track(state: Record_): Promise<void>;
+  untrack(): Promise<void>;
+  presence(options?: { after?: string; limit?: number }): Promise<PresencePage>;
+}
+
 export interface Collection<T = Record_> extends Omit<Query<T>, "get"> {
   add(data: Partial<T>): Promise<T>;
   get(id: string): Promise<T>;
@@ -199,6 +234,20 @@ export interface Client {
   realtime: {
     /** Watches a collection over the client's one shared socket. */
     watch<T = Record_>(collection: string, onChange: (change: Change<T>) => void, options?: WatchOptions): Watching;
+    /** Joins a channel; after a reconnect it carries on where it left off. */
+    channel<D = unknown>(
+      name: string,
+      options?: { presence?: boolean; onError?: (error: CloudError) => void; onReset?: (reason: string) => void },
+    ): Channel<D>;
+    /** Listens to the user's direct messages. */
+    onMessage<D = unknown>(
+      listener: (message: RealtimeMessage<D>) => void,
+      options?: { onError?: (error: CloudError) => void; onReset?: (reason: string) => void },
+    ): Watching;
+    /** A direct message to a user, where the app's `direct` rule allows it. */
+    send(to: string, data: unknown): Promise<void>;
+    /** Publishes to a channel without joining it. */
+    publish(channel: string, data: unknown): Promise<{ seq: number }>;
     /** Closes the socket and every watch. */
     close(): void;
   };

@@ -621,7 +621,7 @@ class Collection {
 // ---- The client --------------------------------------------------------------------------
 
 class Client {
-  constructor({ server, app, adapter, storageKey } = {}) {
+  constructor({ server, app, adapter, storageKey, realtime: realtimeOptions } = {}) {
     if (!server || !app) throw new CloudError("invalid_config", "createClient needs { server, app }");
     this.server = String(server).replace(/\/+$/, "");
     this.app = app;
@@ -629,6 +629,8 @@ class Client {
     this._platform = capabilitiesOf(this.adapter);
     this._storageKey = `${storageKey ?? SESSION_KEY}:${app}`;
     this._refreshing = null;
+    // Whether the realtime socket may open without a login (where the app allows it).
+    this._realtimeAnonymous = Boolean(realtimeOptions?.anonymous);
     for (const [name, build] of FEATURES) {
       // A feature must not hide what every client has: its server, app, adapter, methods.
       if (name in this) throw new CloudError("invalid_feature", `a client already has ${name}`);
@@ -912,14 +914,19 @@ const SILENCE_MS = 60_000;
 
 /**
  * `cloud.realtime`: one shared socket for the whole client (WeChat allows five per mini
- * program), opened on the first `watch` and closed after the last. It authenticates with the
- * user's token, refreshes it in-band before it expires, reconnects with jittered backoff after
- * a drop (and at once when a mini program comes back to the foreground), and subscribes again
- * to everything watched. A watcher is told `reset` when changes may have been missed (after a
- * reconnect too): list again.
+ * program), opened on the first `watch`, `channel` or `onMessage` and closed after the last. It
+ * authenticates with the user's token (or none, where the app lets anonymous sockets in),
+ * refreshes it in-band before it expires, reconnects with jittered backoff after a drop (and at
+ * once when a mini program comes back to the foreground), and subscribes again to everything
+ * watched. A record watcher is told `reset` when changes may have been missed (after a
+ * reconnect too): list again. Channels and direct messages resume where they left off: the
+ * server sends what was missed, in order, once, or a `reset` when it no longer keeps it.
  */
 function realtime(client) {
+  // Every subscription by its id: `{ kind: "records" | "channel" | "direct", … }`.
   const watches = new Map();
+  // Requests waiting for their answer (publish, send, track, presence), by request id.
+  const pending = new Map();
   let counter = 0;
   let socket = null;
   let ready = false;
@@ -932,7 +939,42 @@ function realtime(client) {
   const send = (message) => {
     if (socket && ready) socket.send(JSON.stringify(message));
   };
-  const subscribeMessage = (id, w) => ({ type: "subscribe", id, collection: w.collection, filter: w.filter });
+  const subscribeMessage = (id, w) => {
+    if (w.kind === "records") return { type: "subscribe", id, collection: w.collection, filter: w.filter };
+    const target = w.kind === "channel" ? { channel: w.channel, presence: w.presence } : { direct: true };
+    return { type: "subscribe", id, ...target, after: w.last ?? undefined };
+  };
+  const streamOf = (message) => {
+    for (const w of watches.values()) {
+      if (message.type === "message" ? w.channel === message.channel : w.kind === "direct") return w;
+    }
+    return null;
+  };
+  // Sends a request once the socket is ready; answers with the server's reply to it, which
+  // names the request by its id (a fresh one, or for `track` and `untrack` their
+  // subscription's: those are answered in the order sent).
+  const ask = (message) =>
+    new Promise((resolve, reject) => {
+      stopped = false;
+      counter += 1;
+      const request = { resolve, reject, message: message.id ? message : { ...message, id: `q${counter}` } };
+      const id = request.message.id;
+      pending.set(id, [...(pending.get(id) ?? []), request]);
+      if (ready) send(request.message);
+      else connect();
+    });
+  // The oldest request waiting under `id`, taken out.
+  const answered = (id) => {
+    const waiting = pending.get(id);
+    if (!waiting) return null;
+    const request = waiting.shift();
+    if (waiting.length === 0) pending.delete(id);
+    return request;
+  };
+  const failPending = (error) => {
+    for (const waiting of pending.values()) for (const request of waiting) request.reject(error);
+    pending.clear();
+  };
   const clearTimers = () => {
     for (const timer of [reconnectTimer, refreshTimer, silenceTimer]) if (timer) clearTimeout(timer);
     reconnectTimer = refreshTimer = silenceTimer = null;
@@ -956,7 +998,7 @@ function realtime(client) {
     scheduleReconnect();
   };
   const scheduleReconnect = () => {
-    if (stopped || reconnectTimer || watches.size === 0) return;
+    if (stopped || reconnectTimer || (watches.size === 0 && pending.size === 0)) return;
     const ceiling = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** attempts);
     attempts += 1;
     reconnectTimer = setTimeout(() => {
@@ -966,6 +1008,7 @@ function realtime(client) {
   };
   const fail = (error) => {
     for (const w of watches.values()) w.onError?.(error);
+    failPending(error);
   };
 
   const onMessage = (text) => {
@@ -981,7 +1024,10 @@ function realtime(client) {
         const first = !ready;
         ready = true;
         attempts = 0;
-        if (first) for (const [id, w] of watches) send(subscribeMessage(id, w));
+        if (first) {
+          for (const [id, w] of watches) send(subscribeMessage(id, w));
+          for (const waiting of pending.values()) for (const request of waiting) send(request.message);
+        }
         if (message.expires_at) {
           const wait = Date.parse(message.expires_at) - Date.now() - REFRESH_EARLY_MS;
           if (refreshTimer) clearTimeout(refreshTimer);
@@ -999,11 +1045,44 @@ function realtime(client) {
       case "subscribed": {
         const w = watches.get(message.id);
         if (!w) break;
-        // Subscribed again after a reconnect: what happened while the socket was down is
-        // unknown, so list again (from now on nothing is missed).
-        if (w.active) w.onReset?.("reconnected");
+        if (w.kind === "records") {
+          // Subscribed again after a reconnect: what happened while the socket was down is
+          // unknown, so list again (from now on nothing is missed).
+          if (w.active) w.onReset?.("reconnected");
+        } else {
+          // A channel carries on from here: what was missed follows, in order.
+          w.last = { epoch: message.epoch, seq: message.seq };
+          // Presence is per socket: be present again.
+          if (w.state !== undefined) send({ type: "track", id: message.id, state: w.state });
+        }
         w.active = true;
         w.subscribed();
+        break;
+      }
+      case "message":
+      case "direct": {
+        const w = streamOf(message);
+        // Never twice: a message at or before the last one heard is a repeat.
+        if (!w || (w.last && message.seq <= w.last.seq)) break;
+        w.last = { epoch: w.last?.epoch, seq: message.seq };
+        for (const listener of w.listeners.message) listener({ data: message.data, from: message.from, seq: message.seq });
+        break;
+      }
+      case "presence_diff": {
+        const w = streamOf({ type: "message", channel: message.channel });
+        if (w) for (const listener of w.listeners.presence) listener(message.join ? { join: message.join } : { leave: message.leave });
+        break;
+      }
+      case "published":
+      case "sent":
+      case "presence":
+      case "tracked":
+      case "untracked": {
+        const request = answered(message.id);
+        if (request) {
+          const { type: _type, id: _id, ...answer } = message;
+          request.resolve(answer);
+        }
         break;
       }
       case "change": {
@@ -1012,14 +1091,18 @@ function realtime(client) {
         break;
       }
       case "reset": {
-        watches.get(message.sub)?.onReset?.(message.reason);
+        const w = watches.get(message.sub);
+        if (w && w.kind !== "records") w.last = { epoch: message.epoch, seq: w.last?.seq ?? 0 };
+        w?.onReset?.(message.reason);
         break;
       }
       case "ended":
       case "error": {
         const error = new CloudError(message.code, message.message);
         const w = message.id ?? message.sub;
-        if (w && watches.has(w)) {
+        if (w && message.type === "error" && pending.has(w)) {
+          answered(w).reject(error);
+        } else if (w && watches.has(w)) {
           watches.get(w).onError?.(error);
           if (message.type === "ended") watches.delete(w);
         } else {
@@ -1045,7 +1128,7 @@ function realtime(client) {
       scheduleReconnect();
       return;
     }
-    if (!token) {
+    if (!token && !client._realtimeAnonymous) {
       fail(new CloudError("missing_credentials", "log in before watching"));
       return;
     }
@@ -1062,7 +1145,8 @@ function realtime(client) {
     ready = false;
     opened.onOpen(() => {
       heard();
-      opened.send(JSON.stringify({ type: "auth", token }));
+      // Without a token, a first message that is not `auth` makes the socket anonymous.
+      opened.send(JSON.stringify(token ? { type: "auth", token } : { type: "ping", id: 0 }));
     });
     opened.onMessage((text) => {
       if (socket === opened) onMessage(text);
@@ -1072,6 +1156,8 @@ function realtime(client) {
       socket = null;
       ready = false;
       clearTimers();
+      // Requests in flight may or may not have been acted on: their callers decide.
+      failPending(new CloudError("disconnected", `the socket closed (${code}) before the answer`));
       if (FINAL_CLOSES.has(code)) {
         fail(new CloudError(reason || "closed", `the server closed the socket (${code})`));
         return;
@@ -1110,27 +1196,87 @@ function realtime(client) {
       const id = `w${counter}`;
       let subscribed;
       const started = new Promise((resolve) => (subscribed = resolve));
-      const w = { collection, filter, onChange, onError, onReset, subscribed, active: false };
-      watches.set(id, w);
-      stopped = false;
-      if (ready) send(subscribeMessage(id, w));
-      else connect();
-      return {
-        /** Resolves once the server has started the subscription: changes from then on arrive. */
-        ready: started,
-        close() {
-          if (!watches.delete(id)) return;
-          send({ type: "unsubscribe", id });
-          if (watches.size === 0) closeAll();
-        },
-      };
+      const w = { kind: "records", collection, filter, onChange, onError, onReset, subscribed, active: false };
+      const { ready: subscribed_, close } = start(id, w, started);
+      return { ready: subscribed_, close };
     },
+    /**
+     * Joins a channel (`room:42`): `on("message", ({ data, from, seq }) => …)`,
+     * `on("presence", ({ join } | { leave }) => …)` (with `presence: true`), `publish(data)`,
+     * `track(state)`, `untrack()`, `presence({ after, limit })`, `close()`. Options: `presence`,
+     * `onError(CloudError)`, `onReset(reason)` (messages were missed beyond what the server
+     * keeps). After a reconnect it carries on where it left off, and tracks its state again.
+     */
+    channel(name, { presence = false, onError, onReset } = {}) {
+      counter += 1;
+      const id = `c${counter}`;
+      let subscribed;
+      const started = new Promise((resolve) => (subscribed = resolve));
+      const w = {
+        kind: "channel", channel: String(name), presence: Boolean(presence), onError, onReset, subscribed,
+        active: false, listeners: { message: [], presence: [] },
+      };
+      const { ready: joined, close } = start(id, w, started);
+      const handle = {
+        ready: joined,
+        on(event, listener) {
+          if (!w.listeners[event]) throw new CloudError("invalid_argument", "a channel's events are message and presence");
+          w.listeners[event].push(listener);
+          return handle;
+        },
+        publish: (data) => ask({ type: "publish", channel: w.channel, data: data ?? null }),
+        track(state) {
+          w.state = state ?? {};
+          return joined.then(() => ask({ type: "track", id, state: w.state }).then(() => undefined));
+        },
+        untrack() {
+          w.state = undefined;
+          return joined.then(() => ask({ type: "untrack", id }).then(() => undefined));
+        },
+        presence: ({ after, limit } = {}) => ask({ type: "presence", channel: w.channel, after, limit }),
+        close,
+      };
+      return handle;
+    },
+    /**
+     * Listens to the user's direct messages (`({ data, from, seq }) => …`), on this and every
+     * other socket of the user. Answers `{ ready, close() }`.
+     */
+    onMessage(listener, { onError, onReset } = {}) {
+      counter += 1;
+      const id = `d${counter}`;
+      let subscribed;
+      const started = new Promise((resolve) => (subscribed = resolve));
+      const w = { kind: "direct", onError, onReset, subscribed, active: false, listeners: { message: [listener], presence: [] } };
+      return start(id, w, started);
+    },
+    /** Sends a direct message to a user, where the app's `direct` rule allows it. */
+    send: (to, data) => ask({ type: "send", to: String(to), data: data ?? null }).then(() => undefined),
+    /** Publishes to a channel without joining it. Answers `{ seq }`. */
+    publish: (channel, data) => ask({ type: "publish", channel: String(channel), data: data ?? null }),
     /** Closes the socket and forgets every watch. */
     close: () => closeAll(),
   };
 
+  function start(id, w, started) {
+    watches.set(id, w);
+    stopped = false;
+    if (ready) send(subscribeMessage(id, w));
+    else connect();
+    return {
+      /** Resolves once the server has started the subscription: what follows arrives. */
+      ready: started,
+      close() {
+        if (!watches.delete(id)) return;
+        send({ type: "unsubscribe", id });
+        if (watches.size === 0) closeAll();
+      },
+    };
+  }
+
   function closeAll() {
     watches.clear();
+    failPending(new CloudError("closed", "the realtime socket was closed"));
     stopped = true;
     clearTimers();
     const old = socket;

@@ -275,3 +275,42 @@ for (const [global, platform, appid] of [platforms[0], platforms[3]]) {
     }
   });
 }
+
+test("wechat: a channel over wx.connectSocket carries on where it left off after the socket is cut", async () => {
+  const [global, platform, appid] = platforms[0];
+  const api = standIn(platform, emulator, appid, `${platform}-channel`);
+  globalThis[global] = api;
+  try {
+    await server.admin("PUT", "/v1/admin/apps/mini/realtime", {
+      channels: { room: { rules: { join: "@auth.id != null" }, history: { count: 1000, age_secs: 300 } } },
+    });
+    const cloud = createClient({ server: server.url, app: "mini" });
+    await cloud.auth.login();
+    const heard = [];
+    const resets = [];
+    const room = cloud.realtime.channel("room:mp", { onReset: (r) => resets.push(r) }).on("message", (m) => heard.push(m));
+    await room.ready;
+    const publish = (data) => server.admin("POST", "/v1/admin/apps/mini/realtime/channels/room:mp/messages", { data });
+    await publish(1);
+    const until = async (test) => {
+      const deadline = Date.now() + 5_000;
+      while (!test() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(test(), JSON.stringify(heard));
+    };
+    await until(() => heard.length === 1);
+
+    // Gone to the background: fifty messages are published meanwhile.
+    api.sockets[0].cut();
+    await new Promise((r) => setTimeout(r, 100));
+    for (let n = 2; n <= 51; n += 1) await publish(n);
+    api.show();
+    await until(() => heard.length === 51);
+    assert.deepEqual(heard.map((m) => m.seq), Array.from({ length: 51 }, (_, i) => i + 1), "every one, in order, once");
+    assert.deepEqual(heard.map((m) => m.data), Array.from({ length: 51 }, (_, i) => i + 1));
+    assert.deepEqual(resets, [], "nothing was lost: no reset");
+    assert.equal(api.sockets.length, 2);
+    cloud.realtime.close();
+  } finally {
+    delete globalThis[global];
+  }
+});

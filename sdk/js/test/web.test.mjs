@@ -277,6 +277,56 @@ describe("realtime", () => {
     alice.realtime.close();
   });
 
+  test("channels: messages in order from their user, presence diffs and pages, direct messages", async () => {
+    await server.admin("PUT", "/v1/admin/apps/todo/realtime", {
+      direct: "to != @auth.id",
+      channels: { room: { rules: { join: "@auth.id != null", publish: "@auth.id != null", presence: "@auth.id != null" } } },
+    });
+    const alice = client();
+    const a = await alice.auth.loginForDevelopment("ch-alice");
+    const bob = client();
+    const b = await bob.auth.loginForDevelopment("ch-bob");
+    const heard = [];
+    const diffs = [];
+    const room = alice.realtime
+      .channel("room:sdk", { presence: true })
+      .on("message", (m) => heard.push(m))
+      .on("presence", (d) => diffs.push(d));
+    await room.ready;
+    const bobs = bob.realtime.channel("room:sdk");
+    await bobs.ready;
+    await bobs.track({ typing: true });
+    assert.deepEqual(await bobs.publish({ text: "hi" }), { seq: 1 });
+    assert.deepEqual(await bob.realtime.publish("room:sdk", "again"), { seq: 2 });
+    const until = async (test) => {
+      const deadline = Date.now() + 5_000;
+      while (!test() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(test(), JSON.stringify({ heard, diffs }));
+    };
+    await until(() => heard.length === 2 && diffs.length === 1);
+    assert.deepEqual(heard, [
+      { data: { text: "hi" }, from: b.id, seq: 1 },
+      { data: "again", from: b.id, seq: 2 },
+    ]);
+    assert.deepEqual([diffs[0].join.user, diffs[0].join.state], [b.id, { typing: true }]);
+    const page = await room.presence();
+    assert.deepEqual([page.count, page.members[0].member, page.next], [1, diffs[0].join.member, null]);
+
+    const inbox = [];
+    const listening = alice.realtime.onMessage((m) => inbox.push(m));
+    await listening.ready;
+    await bob.realtime.send(a.id, "psst");
+    await until(() => inbox.length === 1);
+    assert.deepEqual(inbox[0], { data: "psst", from: b.id, seq: 1 });
+    await assert.rejects(alice.realtime.send(a.id, "to myself"), (e) => e instanceof CloudError && e.code === "forbidden");
+    await assert.rejects(alice.realtime.channel("nope:1").publish(1), (e) => e.code === "channel_not_found");
+
+    bob.realtime.close();
+    await until(() => diffs.length === 2);
+    assert.deepEqual(diffs[1], { leave: { member: diffs[0].join.member } });
+    alice.realtime.close();
+  });
+
   test("watching needs a login", async () => {
     const errors = [];
     const cloud = client();
