@@ -2560,3 +2560,85 @@ async fn functions_publish_send_and_read_presence_through_ctx_realtime() {
         (&json!("direct"), &json!("psst"))
     );
 }
+
+#[tokio::test]
+async fn sockets_opening_and_closing_trigger_functions() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let t = server(false).await;
+    let (alice, _) = scene(&t, "sockets").await;
+    t.admin(Method::PUT, "/v1/admin/apps/sockets/collections/seen")
+        .json(&json!({ "fields": [{ "name": "note", "type": "text" }], "rules": { "list": "" } }))
+        .expect(StatusCode::CREATED)
+        .await;
+    deploy(&t, "sockets", "seen", json!({
+        "source": "export default async (e, ctx) => ctx.db.collection('seen').add({ \
+            note: `${e.event} ${e.user} ${typeof e.member} ${typeof e.event_id} ${e.attempt}` })",
+        "triggers": [{ "realtime": ["connect", "disconnect"] }]
+    }))
+    .await;
+    t.admin(Method::PUT, "/v1/admin/apps/sockets/functions/bad")
+        .json(&json!({ "source": "export default 1", "triggers": [{ "realtime": [] }] }))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_function")
+        .await;
+    let me = t
+        .request(Method::GET, "/v1/apps/sockets/auth/user")
+        .bearer_auth(&alice)
+        .expect(StatusCode::OK)
+        .await;
+    let alice_id = me["id"].as_str().unwrap().to_owned();
+
+    let url = format!("ws://{}/v1/apps/sockets/realtime", t.running().local_addr());
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let auth = json!({ "type": "auth", "token": alice });
+    socket.send(Message::text(auth.to_string())).await.unwrap();
+    let notes = || async {
+        let page = t
+            .admin(
+                Method::GET,
+                "/v1/apps/sockets/collections/seen/records?sort=created_at",
+            )
+            .expect(StatusCode::OK)
+            .await;
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["note"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let until = |count: usize| {
+        let notes = &notes;
+        async move {
+            for _ in 0..250 {
+                let seen = notes().await;
+                if seen.len() >= count {
+                    return seen;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            notes().await
+        }
+    };
+    assert_eq!(
+        until(1).await,
+        vec![format!("realtime.connect {alice_id} string number 1")]
+    );
+    socket.close(None).await.unwrap();
+    assert_eq!(
+        until(2).await,
+        vec![
+            format!("realtime.connect {alice_id} string number 1"),
+            format!("realtime.disconnect {alice_id} string number 1"),
+        ]
+    );
+    // The admin token's sockets are the server's own: no event.
+    let url = format!("ws://{}/v1/apps/sockets/realtime", t.running().local_addr());
+    let (mut admin, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let auth = json!({ "type": "auth", "token": support::ADMIN_TOKEN });
+    admin.send(Message::text(auth.to_string())).await.unwrap();
+    admin.close(None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(notes().await.len(), 2);
+}

@@ -710,6 +710,12 @@ pub trait Triggers: Send + Sync {
         kind: &str,
         depth: u8,
     ) -> Result<Option<(Emit, HintTicket)>, StoreError>;
+    /// What an event of the app's realtime sockets (`realtime.connect`, …) records.
+    async fn emit_for_realtime(
+        &self,
+        app: &AppName,
+        kind: &str,
+    ) -> Result<Option<(Emit, HintTicket)>, StoreError>;
     /// Called once a write that recorded deliveries is done.
     async fn emitted(&self, app: &AppName, ticket: HintTicket);
 }
@@ -797,6 +803,30 @@ impl Data {
         Ok(triggers.emit_for(app, collection, operation, depth).await?)
     }
 
+    /// Records an event no write causes (`realtime.connect`, `realtime.disconnect`) for the
+    /// functions it triggers, if any: `payload` is what they receive besides `event` and
+    /// `event_id`.
+    pub async fn record_event(
+        &self,
+        app: &AppName,
+        kind: &str,
+        key: &str,
+        payload: &Json,
+    ) -> Result<(), DataError> {
+        let Some(triggers) = self.0.triggers.get() else {
+            return Ok(());
+        };
+        let Some((emit, ticket)) = triggers.emit_for_realtime(app, kind).await? else {
+            return Ok(());
+        };
+        self.0
+            .records
+            .append_event(app, kind, key, &payload.to_string(), emit)
+            .await?;
+        triggers.emitted(app, ticket).await;
+        Ok(())
+    }
+
     /// Deletes the app's events recorded before `before_ms` (their deliveries have long run or
     /// died; the log is not an archive).
     pub async fn sweep_events(&self, app: &AppName, before_ms: i64) -> Result<u64, DataError> {
@@ -832,6 +862,8 @@ impl Data {
                 let time = Timestamp::from_unix_ms(ms).to_rfc3339();
                 file.insert("created_at".to_owned(), Json::from(time));
             }
+        } else if event.kind.starts_with("realtime.") {
+            // As recorded: who, which socket.
         } else if event.kind.starts_with("auth.") {
             // The user as the API shows one: times as RFC 3339.
             if let Some(user) = payload.get_mut("user").and_then(Json::as_object_mut) {

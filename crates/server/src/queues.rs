@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use cloudlet_core::access::Caller;
 use cloudlet_core::apps::AppName;
 use cloudlet_core::functions::{
-    AuthEvent, FileEvent, FunctionError, MAX_TRIGGER_DEPTH, QueueTrigger, Trigger,
+    AuthEvent, FileEvent, FunctionError, MAX_TRIGGER_DEPTH, QueueTrigger, RealtimeEvent, Trigger,
 };
 use cloudlet_core::queues::{
     Delivery, HintTicket, MAX_BATCH, MESSAGE_QUEUE, MessageView, Outgoing, QueueError,
@@ -569,6 +569,21 @@ impl cloudlet_core::data::Triggers for TriggerRouting {
         self.emit(app, kind, functions, depth).await
     }
 
+    async fn emit_for_realtime(
+        &self,
+        app: &AppName,
+        kind: &str,
+    ) -> Result<Option<(Emit, HintTicket)>, StoreError> {
+        let event = match kind {
+            cloudlet_store::REALTIME_CONNECTED => RealtimeEvent::Connect,
+            cloudlet_store::REALTIME_DISCONNECTED => RealtimeEvent::Disconnect,
+            other => return Err(StoreError::Task(format!("no realtime event {other:?}"))),
+        };
+        let functions = self.functions.triggered_by_realtime(app, event).await;
+        // Sockets open outside any trigger's run.
+        self.emit(app, kind, functions, 0).await
+    }
+
     async fn emit_for_files(
         &self,
         app: &AppName,
@@ -1014,6 +1029,8 @@ async fn deliver_trigger(state: &AppState, app: &AppName, delivery: Delivery) {
                 Trigger::Auth
             } else if kind.starts_with("files.") {
                 Trigger::Files
+            } else if kind.starts_with("realtime.") {
+                Trigger::Realtime
             } else {
                 Trigger::Data
             };

@@ -50,8 +50,8 @@ pub use queues::{
 };
 pub use records::{
     BatchOp, BatchOutcome, CollectionRow, ColumnDef, ColumnType, Condition, Emit, EventRow,
-    IndexDef, Record, RecordStore, Select, SortKey, SqlValue, TRIGGER_QUEUE, TableChange, TableDef,
-    TriggerDelivery,
+    IndexDef, REALTIME_CONNECTED, REALTIME_DISCONNECTED, Record, RecordStore, Select, SortKey,
+    SqlValue, TRIGGER_QUEUE, TableChange, TableDef, TriggerDelivery,
 };
 pub use sites::{SiteFile, SiteStore};
 pub use sqlite::Durability;

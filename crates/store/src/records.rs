@@ -365,4 +365,18 @@ pub trait RecordStore: Send + Sync {
     async fn event(&self, app: &AppName, seq: i64) -> Result<Option<EventRow>, StoreError>;
     /// Deletes the events recorded before `before_ms`; returns how many.
     async fn sweep_events(&self, app: &AppName, before_ms: i64) -> Result<u64, StoreError>;
+    /// Records an event that no write of the app's data causes (a realtime socket opened or
+    /// closed) with its trigger deliveries, in one transaction.
+    async fn append_event(
+        &self,
+        app: &AppName,
+        kind: &str,
+        key: &str,
+        payload: &str,
+        emit: Emit,
+    ) -> Result<(), StoreError>;
 }
+
+/// The log's kinds of realtime events.
+pub const REALTIME_CONNECTED: &str = "realtime.connect";
+pub const REALTIME_DISCONNECTED: &str = "realtime.disconnect";

@@ -392,6 +392,35 @@ pub struct FileTrigger {
     pub on: Vec<FileEvent>,
 }
 
+/// An event of the app's realtime sockets a function may be triggered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RealtimeEvent {
+    /// A socket of a user (or an anonymous one) was opened and authenticated.
+    Connect,
+    /// It closed, whoever closed it.
+    Disconnect,
+}
+
+impl RealtimeEvent {
+    /// The event's kind in the event log.
+    pub fn kind(self) -> &'static str {
+        match self {
+            RealtimeEvent::Connect => cloudlet_store::REALTIME_CONNECTED,
+            RealtimeEvent::Disconnect => cloudlet_store::REALTIME_DISCONNECTED,
+        }
+    }
+}
+
+/// Runs a function when sockets open or close: `{"realtime": ["connect", "disconnect"]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeTrigger {
+    pub realtime: Vec<RealtimeEvent>,
+}
+
 /// One trigger of a function.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -401,6 +430,7 @@ pub enum TriggerDef {
     Queue(QueueTrigger),
     Auth(AuthTrigger),
     Files(FileTrigger),
+    Realtime(RealtimeTrigger),
 }
 
 fn all_operations() -> Vec<Operation> {
@@ -467,6 +497,8 @@ pub enum Trigger {
     Auth,
     /// An event of a bucket's files.
     Files,
+    /// A realtime socket opened or closed.
+    Realtime,
     /// A cron schedule.
     Schedule,
     /// Messages of a queue.
@@ -481,6 +513,7 @@ impl Trigger {
             Trigger::Data => "data",
             Trigger::Auth => "auth",
             Trigger::Files => "files",
+            Trigger::Realtime => "realtime",
             Trigger::Schedule => "schedule",
             Trigger::Queue => "queue",
         }
@@ -767,6 +800,13 @@ impl Functions {
                             "trigger on bucket {:?}: a bucket name and at least one of upload, delete",
                             trigger.bucket
                         )));
+                    }
+                }
+                TriggerDef::Realtime(trigger) => {
+                    if trigger.realtime.is_empty() {
+                        return Err(FunctionError::Invalid(
+                            "a realtime trigger names at least one of connect, disconnect".into(),
+                        ));
                     }
                 }
                 TriggerDef::Auth(trigger) => {
@@ -1260,6 +1300,19 @@ impl Functions {
         .await
     }
 
+    /// The functions an event of the app's realtime sockets runs.
+    pub async fn triggered_by_realtime(
+        &self,
+        app: &AppName,
+        event: RealtimeEvent,
+    ) -> Result<Vec<String>, FunctionError> {
+        self.triggered_where(
+            app,
+            |t| matches!(t, TriggerDef::Realtime(t) if t.realtime.contains(&event)),
+        )
+        .await
+    }
+
     /// The functions an event of `bucket`'s files runs.
     pub async fn triggered_by_files(
         &self,
@@ -1287,7 +1340,10 @@ impl Functions {
             triggers.iter().any(|t| {
                 matches!(
                     t,
-                    TriggerDef::Data(_) | TriggerDef::Auth(_) | TriggerDef::Files(_)
+                    TriggerDef::Data(_)
+                        | TriggerDef::Auth(_)
+                        | TriggerDef::Files(_)
+                        | TriggerDef::Realtime(_)
                 )
             })
         }))
@@ -1305,7 +1361,10 @@ impl Functions {
             .flat_map(|(name, triggers)| {
                 triggers.iter().filter_map(move |t| match t {
                     TriggerDef::Queue(q) => Some((name.clone(), q.clone())),
-                    TriggerDef::Data(_) | TriggerDef::Auth(_) | TriggerDef::Files(_) => None,
+                    TriggerDef::Data(_)
+                    | TriggerDef::Auth(_)
+                    | TriggerDef::Files(_)
+                    | TriggerDef::Realtime(_) => None,
                 })
             })
             .collect())

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use cloudlet_store::{AppName, StoreError, TenantStore};
+use cloudlet_store::{AppName, REALTIME_CONNECTED, REALTIME_DISCONNECTED, StoreError, TenantStore};
 use serde::Serialize;
 use serde_json::Value as Json;
 use tokio::sync::{Mutex, broadcast, mpsc};
@@ -260,11 +260,54 @@ struct Connection {
 struct Registry {
     /// Channels are stamped with it when left.
     clock: Arc<dyn Clock>,
+    /// Where sockets opening and closing are told, for the app's triggers.
+    events: mpsc::Sender<SocketEvent>,
     connections: HashMap<ConnectionId, Connection>,
     by_app: HashMap<AppName, HashSet<ConnectionId>>,
     channels: HashMap<(AppName, ChannelName), Channel>,
     /// The bytes each app's channels keep.
     kept: HashMap<AppName, usize>,
+}
+
+/// Socket events waiting to be recorded; beyond, they are dropped with a warning.
+const SOCKET_EVENTS: usize = 10_000;
+/// Socket events recorded at once.
+const RECORDING: usize = 8;
+
+/// A user's (or an anonymous) socket opened or closed, for the app's triggers.
+struct SocketEvent {
+    app: AppName,
+    kind: &'static str,
+    user: Option<String>,
+    member: String,
+    at_ms: i64,
+}
+
+impl SocketEvent {
+    /// The event of `connection`, unless it is the server's own (the admin token, an app key).
+    fn of(connection: &Connection, kind: &'static str, at_ms: i64) -> Option<SocketEvent> {
+        matches!(connection.caller, Caller::User(_) | Caller::Anonymous).then(|| SocketEvent {
+            app: connection.app.clone(),
+            kind,
+            user: connection.user.clone(),
+            member: connection.member.clone(),
+            at_ms,
+        })
+    }
+}
+
+trait Tell {
+    fn tell(self, events: &mpsc::Sender<SocketEvent>);
+}
+
+impl Tell for Option<SocketEvent> {
+    fn tell(self, events: &mpsc::Sender<SocketEvent>) {
+        if let Some(event) = self
+            && events.try_send(event).is_err()
+        {
+            tracing::warn!("realtime socket events are dropped: their recording fell behind");
+        }
+    }
 }
 
 /// A presence change, as sent to the channel's presence watchers.
@@ -300,6 +343,8 @@ impl Registry {
                 // A full queue is the reason itself; the transport ends when the queue closes.
                 let _ = connection.out.try_send(Outbound::Close(why));
             }
+            let at_ms = self.clock.now().unix_ms();
+            SocketEvent::of(&connection, REALTIME_DISCONNECTED, at_ms).tell(&self.events);
             for subscription in connection.subscriptions.values() {
                 if let Subscription::Channel(channel) = subscription {
                     let slow = self.leave(&connection.app, channel, id, &connection.member);
@@ -394,6 +439,8 @@ struct Inner {
     /// Held while settings are read from or written to the store, so that a read cannot put
     /// back what a write replaced.
     settings_io: Mutex<()>,
+    /// Socket events to record, taken by [`Hub::run`].
+    events: StdMutex<Option<mpsc::Receiver<SocketEvent>>>,
     next: AtomicU64,
 }
 
@@ -405,6 +452,7 @@ impl Hub {
         clock: Arc<dyn Clock>,
         limits: Limits,
     ) -> Self {
+        let (events, recorded) = mpsc::channel(SOCKET_EVENTS);
         Hub(Arc::new(Inner {
             data,
             tenants,
@@ -413,6 +461,7 @@ impl Hub {
             limits,
             registry: Mutex::new(Registry {
                 clock,
+                events,
                 connections: HashMap::new(),
                 by_app: HashMap::new(),
                 channels: HashMap::new(),
@@ -420,6 +469,7 @@ impl Hub {
             }),
             settings: StdMutex::new(HashMap::new()),
             settings_io: Mutex::new(()),
+            events: StdMutex::new(Some(recorded)),
             next: AtomicU64::new(1),
         }))
     }
@@ -427,6 +477,9 @@ impl Hub {
     /// Runs the hub until the change stream ends: every committed change to its subscribers,
     /// every revoked session's connections closed. Spawn it once.
     pub async fn run(self, auth: Auth) {
+        if let Some(events) = lock(&self.0.events).take() {
+            tokio::spawn(record(self.0.data.clone(), events));
+        }
         let mut changes = self.0.data.subscribe();
         let mut revocations = auth.revocations();
         let mut sweeps = tokio::time::interval(SWEEP_EVERY);
@@ -507,6 +560,10 @@ impl Hub {
             },
         );
         registry.by_app.entry(app.clone()).or_default().insert(id);
+        if let Some(connection) = registry.connections.get(&id) {
+            let at_ms = self.now_ms();
+            SocketEvent::of(connection, REALTIME_CONNECTED, at_ms).tell(&registry.events);
+        }
         Ok((id, receiver))
     }
 
@@ -819,6 +876,32 @@ impl Hub {
         let mut registry = self.0.registry.lock().await;
         let ids: Vec<ConnectionId> = registry.connections.keys().copied().collect();
         registry.close(ids, Close::GoingAway);
+    }
+}
+
+/// Records socket events for the app's triggers, a few at once, until the hub is gone.
+async fn record(data: Data, mut events: mpsc::Receiver<SocketEvent>) {
+    let room = Arc::new(tokio::sync::Semaphore::new(RECORDING));
+    while let Some(event) = events.recv().await {
+        let Ok(permit) = Arc::clone(&room).acquire_owned().await else {
+            return;
+        };
+        let data = data.clone();
+        tokio::spawn(async move {
+            let payload = serde_json::json!({
+                "user": event.user,
+                "member": event.member,
+                "at": crate::clock::Timestamp::from_unix_ms(event.at_ms).to_rfc3339(),
+            });
+            if let Err(e) = data
+                .record_event(&event.app, event.kind, &event.member, &payload)
+                .await
+            {
+                tracing::warn!(app = %event.app, kind = event.kind, error = %e,
+                    "a realtime socket event was not recorded");
+            }
+            drop(permit);
+        });
     }
 }
 

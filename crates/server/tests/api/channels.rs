@@ -649,3 +649,65 @@ async fn the_server_side_routes_check_what_they_are_given() {
         settings
     );
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_and_the_others_get_everything() {
+    let s = scene().await;
+    configure(
+        &s,
+        json!({ "channels": { "room": { "rules": { "join": "" } } } }),
+    )
+    .await;
+    let mut reader = s.open(&s.alice).await;
+    let mut stalled = s.open(&s.bob).await;
+    joined(&mut reader, "r", "room:1").await;
+    joined(&mut stalled, "r", "room:1").await;
+    // Bob stops reading. Big messages fill the socket's buffers, then his queue (256).
+    let big = "x".repeat(50_000);
+    let publishes = 400u64;
+    let publishing = async {
+        for n in 1..=publishes {
+            admin_publish(&s, "room:1", json!({ "n": n, "pad": big })).await;
+        }
+    };
+    let reading = async {
+        for n in 1..=publishes {
+            let message = next(&mut reader).await;
+            assert_eq!(
+                (&message["seq"], &message["data"]["n"]),
+                (&json!(n), &json!(n))
+            );
+        }
+    };
+    tokio::join!(publishing, reading);
+    // What reached Bob before the cut is in order; then the socket closes with 4008.
+    let mut last = 0;
+    let code = loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(15), {
+            use futures_util::StreamExt;
+            stalled.next()
+        })
+        .await
+        .expect("the cut within 15 s");
+        match frame {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) => {
+                let message: Value = serde_json::from_str(&text).unwrap();
+                if message["type"] == "message" {
+                    let seq = message["seq"].as_u64().unwrap();
+                    assert_eq!(seq, last + 1, "in order, without a gap");
+                    last = seq;
+                }
+            }
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
+                break frame.map(|f| u16::from(f.code));
+            }
+            Some(Ok(_)) => {}
+            other => panic!("expected the close, got {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(4008));
+    assert!(last < publishes, "bob was cut before the end ({last})");
+    // The reader is still served.
+    admin_publish(&s, "room:1", json!("after")).await;
+    assert_eq!(next(&mut reader).await["data"], "after");
+}

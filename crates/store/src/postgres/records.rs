@@ -476,6 +476,21 @@ impl RecordStore for Postgres {
         let sql = format!("DELETE FROM {}._events WHERE at < $1", schema(app));
         execute(&*client, &sql, &[&before_ms]).await
     }
+
+    async fn append_event(
+        &self,
+        app: &AppName,
+        kind: &str,
+        key: &str,
+        payload: &str,
+        emit: Emit,
+    ) -> Result<(), StoreError> {
+        let mut client = self.app_client(app).await?;
+        let tx = client.transaction().await?;
+        record_event(&tx, &schema(app), kind, key, payload, &emit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 /// The app schema's step that adds the event log.

@@ -324,6 +324,19 @@ impl RecordStore for SqliteTenants {
         .await
     }
 
+    async fn append_event(
+        &self,
+        app: &AppName,
+        kind: &str,
+        key: &str,
+        payload: &str,
+        emit: Emit,
+    ) -> Result<(), StoreError> {
+        let (kind, key, payload) = (kind.to_owned(), key.to_owned(), payload.to_owned());
+        self.write_app(app, move |c| record_event(c, &kind, &key, &payload, &emit))
+            .await
+    }
+
     async fn batch(
         &self,
         app: &AppName,
