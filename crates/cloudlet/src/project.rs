@@ -166,6 +166,8 @@ struct Project {
     collections: BTreeMap<String, Value>,
     queues: BTreeMap<String, Value>,
     buckets: BTreeMap<String, Value>,
+    /// The app's realtime settings (channels and their rules), if the project declares them.
+    realtime: Option<Value>,
     functions: BTreeMap<String, Value>,
     providers: BTreeMap<String, Value>,
     site: BTreeMap<String, Vec<u8>>,
@@ -182,6 +184,7 @@ fn load(dir: &Path) -> Result<Project, String> {
         "collections",
         "queues",
         "buckets",
+        "realtime",
         "functions",
         "providers",
     ];
@@ -239,6 +242,7 @@ fn load(dir: &Path) -> Result<Project, String> {
         collections: table("collections"),
         queues: table("queues"),
         buckets: table("buckets"),
+        realtime: config.get("realtime").cloned(),
         functions,
         providers,
         site,
@@ -272,6 +276,41 @@ fn same_bucket(written: &Value, current: &Value) -> bool {
     ["types", "max_bytes", "thumbs", "rules"]
         .iter()
         .all(|key| current[*key] == expected[*key])
+}
+
+/// Whether the realtime settings as the server shows them are what `written` declares, with
+/// what it leaves out at its default (as a PUT of `written` would make them).
+fn same_realtime(written: &Value, current: &Value) -> bool {
+    let history = json!({ "count": 100, "age_secs": 120 });
+    let mut expected = json!({
+        "anonymous": false,
+        "direct": null,
+        "direct_history": history,
+        "channels": {},
+    });
+    for (key, value) in written.as_object().into_iter().flatten() {
+        if key == "channels" {
+            for (kind, declared) in value.as_object().into_iter().flatten() {
+                let mut channel = json!({
+                    "rules": { "join": null, "publish": null, "presence": null },
+                    "history": history,
+                });
+                for (part, settings) in declared.as_object().into_iter().flatten() {
+                    for (name, setting) in settings.as_object().into_iter().flatten() {
+                        channel[part][name] = setting.clone();
+                    }
+                }
+                expected["channels"][kind] = channel;
+            }
+        } else if key == "direct_history" {
+            for (name, setting) in value.as_object().into_iter().flatten() {
+                expected[key][name] = setting.clone();
+            }
+        } else {
+            expected[key] = value.clone();
+        }
+    }
+    &expected == current
 }
 
 /// `secret = { env = "WECHAT_SECRET" }` → the variable's value, so that secrets stay out of
@@ -492,6 +531,25 @@ pub async fn deploy_to(
             body: Body::Json(settings.clone()),
             destructive: false,
         });
+    }
+    if let Some(written) = &project.realtime {
+        let current = if exists {
+            Some(
+                api.call(Method::GET, &format!("{base}/realtime"), None)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        if !current.is_some_and(|current| same_realtime(written, &current)) {
+            steps.push(Step {
+                what: "set the realtime settings".into(),
+                method: Method::PUT,
+                path: format!("{base}/realtime"),
+                body: Body::Json(written.clone()),
+                destructive: false,
+            });
+        }
     }
     for (name, definition) in &project.collections {
         let path = format!("{base}/collections/{name}");

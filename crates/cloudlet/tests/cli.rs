@@ -844,6 +844,54 @@ fn deploy_declares_queues_and_the_queue_commands_inspect_send_and_purge() {
 }
 
 #[test]
+fn deploy_sets_the_realtime_settings_once() {
+    let (dir, data) = temp();
+    let server = Server::start(&data, &[], &[("CLOUDLET_ADMIN_TOKEN", TOKEN)]);
+    let project = dir.path().join("chat");
+    std::fs::create_dir(&project).unwrap();
+    let config = |count: u64| {
+        format!(
+            "app = \"chat\"\n\n[realtime]\ndirect = \"to != @auth.id\"\n\n\
+             [realtime.channels.room]\nrules = {{ join = \"\", publish = \"@auth.id != null\" }}\n\
+             history = {{ count = {count} }}\n"
+        )
+    };
+    std::fs::write(project.join("cloudlet.toml"), config(500)).unwrap();
+    let project_arg = project.to_str().unwrap();
+    let run = |args: &[&str]| server.run(args, TOKEN);
+    let deployed = run(&["deploy", project_arg]);
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+    assert!(
+        stdout(&deployed).contains("set the realtime settings"),
+        "{}",
+        stdout(&deployed)
+    );
+    let again = run(&["deploy", project_arg]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(!stdout(&again).contains("realtime"), "{}", stdout(&again));
+    std::fs::write(project.join("cloudlet.toml"), config(600)).unwrap();
+    let changed = run(&["deploy", project_arg]);
+    assert!(
+        stdout(&changed).contains("set the realtime settings"),
+        "{}",
+        stdout(&changed)
+    );
+    // A rule that does not check is the server's refusal, with the field it names.
+    std::fs::write(
+        project.join("cloudlet.toml"),
+        "app = \"chat\"\n\n[realtime.channels.room.rules]\njoin = \"nope = 1\"\n",
+    )
+    .unwrap();
+    let refused = run(&["deploy", project_arg]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("channels.room.rules.join"),
+        "{}",
+        stderr(&refused)
+    );
+}
+
+#[test]
 fn deploy_declares_buckets_and_the_files_commands_put_list_get_and_remove() {
     let (dir, data) = temp();
     let server = Server::start(&data, &[], &[("CLOUDLET_ADMIN_TOKEN", TOKEN)]);
