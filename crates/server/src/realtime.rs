@@ -393,6 +393,14 @@ fn parse(text: &str) -> Result<ClientMessage, Refusal> {
     serde_json::from_value(value).map_err(|e| Refusal("invalid_message", e.to_string()))
 }
 
+/// A request's id, if it has one: the same form as a subscription's.
+fn request_id(id: Option<String>) -> Result<Option<String>, Refusal> {
+    match id {
+        Some(id) => sub_id(&id).map(|_| Some(id.clone())),
+        None => Ok(None),
+    }
+}
+
 /// A subscription's id: 1 to 64 letters, digits, `_` and `-`.
 fn sub_id(id: &str) -> Result<&str, Refusal> {
     let valid = (1..=64).contains(&id.len())
@@ -806,8 +814,8 @@ impl Session {
                 channel,
                 data,
             } => {
-                let request = match request.as_deref().map(sub_id).transpose() {
-                    Ok(request) => request.map(str::to_owned),
+                let request = match request_id(request) {
+                    Ok(request) => request,
                     Err(refusal) => return self.refuse(refusal, None).await,
                 };
                 if !self.publish_allowed() {
@@ -834,8 +842,8 @@ impl Session {
                 to,
                 data,
             } => {
-                let request = match request.as_deref().map(sub_id).transpose() {
-                    Ok(request) => request.map(str::to_owned),
+                let request = match request_id(request) {
+                    Ok(request) => request,
                     Err(refusal) => return self.refuse(refusal, None).await,
                 };
                 if !self.publish_allowed() {
@@ -862,8 +870,8 @@ impl Session {
                 after,
                 limit,
             } => {
-                let request = match request.as_deref().map(sub_id).transpose() {
-                    Ok(request) => request.map(str::to_owned),
+                let request = match request_id(request) {
+                    Ok(request) => request,
                     Err(refusal) => return self.refuse(refusal, None).await,
                 };
                 let page = match channel_name(&channel) {
