@@ -8,6 +8,9 @@
 //! - [`qq`]: QQ's clone of WeChat's `jscode2session`.
 //! - [`douyin`]: Douyin's v2 `jscode2session` (with anonymous codes).
 //! - [`alipay`]: the RSA2-signed gateway and `alipay.system.oauth.token`.
+//! - [`wechat_pay`]: WeChat Pay API v3's request signatures, `paySign`, verifying replies and
+//!   notifications, decrypting their resources.
+//! - [`rsa2`]: SHA256withRSA keys and signatures, as Alipay and WeChat Pay use them.
 //!
 //! Every client takes a base URL, so that the emulator can stand in for the real servers.
 
@@ -16,7 +19,9 @@ pub mod douyin;
 mod error;
 mod http;
 pub mod qq;
+pub mod rsa2;
 pub mod wechat;
+pub mod wechat_pay;
 
 pub use error::PlatformError;
 pub use http::PlatformHttp;
