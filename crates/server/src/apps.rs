@@ -115,6 +115,8 @@ async fn delete_app(
         // nothing cached of the old app may serve a new one of the same name.
         auth.forget_app(&app);
         data.forget_app(&app);
+        // Again: a settings read in flight during the deletion may have cached the old app's.
+        realtime.close_app(&app, AppSockets::All).await;
         functions.forget_app(&app);
         queues.forget(&app);
         deleted

@@ -175,6 +175,8 @@ codes! {
     InvalidChannel = "invalid_channel", 400, "a channel name that is not `kind` or `kind:key` (1 to 32 lowercase letters, digits and `_`; a key of 1 to 128 letters, digits and `_ - . : @`)";
     ChannelNotFound = "channel_not_found", 404, "a channel of a kind the app's realtime settings do not declare";
     InvalidRecipient = "invalid_recipient", 400, "a direct message's recipient that is not a user id";
+    TooManyChannels = "too_many_channels", 429, "the app holds as many channels in memory as it may (50,000, direct message streams included): a new one waits until some are forgotten";
+    PresenceFull = "presence_full", 429, "the app's presence holds as many bytes as it may (16 MiB of states)";
     // The server.
     NotReady = "not_ready", 503, "from `/readyz` only: the server is starting or shutting down";
     DatabaseUnavailable = "database_unavailable", 503, "the database can not be reached now, or every connection stayed busy past `database.pool_wait_secs` (`retry-after` says when to try again)";

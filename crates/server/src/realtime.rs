@@ -359,6 +359,8 @@ impl From<RealtimeError> for ApiError {
             RealtimeError::ChannelNotFound(_) => Code::ChannelNotFound,
             RealtimeError::Forbidden(_) => Code::Forbidden,
             RealtimeError::InvalidRecipient => Code::InvalidRecipient,
+            RealtimeError::TooManyChannels => Code::TooManyChannels,
+            RealtimeError::PresenceFull => Code::PresenceFull,
             RealtimeError::InvalidSettings(_) => Code::InvalidRealtimeSettings,
             RealtimeError::InvalidState | RealtimeError::NotAChannel(_) => Code::InvalidBody,
             RealtimeError::TooManySubscriptions
@@ -855,15 +857,32 @@ impl Session {
                 }
             }
             ClientMessage::Track { id: sub, state } => {
+                let sub = match sub_id(&sub) {
+                    Ok(sub) => sub.to_owned(),
+                    Err(refusal) => return self.refuse(refusal, None).await,
+                };
+                // Each one is a diff to every watcher of the channel's presence.
+                if !self.publish_allowed() {
+                    return self.refuse(rate_limited(), Some(&sub)).await;
+                }
                 match self.hub.track(id, &sub, state).await {
                     Ok(()) => self.send(json!({ "type": "tracked", "id": sub })).await,
                     Err(e) => self.refuse(e.into(), Some(&sub)).await,
                 }
             }
-            ClientMessage::Untrack { id: sub } => match self.hub.untrack(id, &sub).await {
-                Ok(()) => self.send(json!({ "type": "untracked", "id": sub })).await,
-                Err(e) => self.refuse(e.into(), Some(&sub)).await,
-            },
+            ClientMessage::Untrack { id: sub } => {
+                let sub = match sub_id(&sub) {
+                    Ok(sub) => sub.to_owned(),
+                    Err(refusal) => return self.refuse(refusal, None).await,
+                };
+                if !self.publish_allowed() {
+                    return self.refuse(rate_limited(), Some(&sub)).await;
+                }
+                match self.hub.untrack(id, &sub).await {
+                    Ok(()) => self.send(json!({ "type": "untracked", "id": sub })).await,
+                    Err(e) => self.refuse(e.into(), Some(&sub)).await,
+                }
+            }
             ClientMessage::Presence {
                 id: request,
                 channel,
@@ -874,16 +893,21 @@ impl Session {
                     Ok(request) => request,
                     Err(refusal) => return self.refuse(refusal, None).await,
                 };
+                if !self.publish_allowed() {
+                    return self.refuse(rate_limited(), request.as_deref()).await;
+                }
+                let limit = limit.unwrap_or(100);
+                if !(1..=MAX_PRESENCE_PAGE).contains(&limit) {
+                    let refusal = Refusal(
+                        "invalid_message",
+                        format!("a presence page's limit is 1 to {MAX_PRESENCE_PAGE}"),
+                    );
+                    return self.refuse(refusal, request.as_deref()).await;
+                }
                 let page = match channel_name(&channel) {
                     Ok(name) => self
                         .hub
-                        .presence(
-                            &self.app,
-                            caller,
-                            &name,
-                            after.as_deref(),
-                            limit.unwrap_or(100),
-                        )
+                        .presence(&self.app, caller, &name, after.as_deref(), limit)
                         .await
                         .map_err(Refusal::from),
                     Err(e) => Err(e.into()),
@@ -899,13 +923,19 @@ impl Session {
                     Err(refusal) => self.refuse(refusal, request.as_deref()).await,
                 }
             }
-            ClientMessage::Unsubscribe { id: sub } => match self.hub.unsubscribe(id, &sub).await {
-                Ok(()) => {
-                    self.send(json!({ "type": "unsubscribed", "id": sub }))
-                        .await
+            ClientMessage::Unsubscribe { id: sub } => {
+                let sub = match sub_id(&sub) {
+                    Ok(sub) => sub.to_owned(),
+                    Err(refusal) => return self.refuse(refusal, None).await,
+                };
+                match self.hub.unsubscribe(id, &sub).await {
+                    Ok(()) => {
+                        self.send(json!({ "type": "unsubscribed", "id": sub }))
+                            .await
+                    }
+                    Err(e) => self.refuse(e.into(), Some(&sub)).await,
                 }
-                Err(e) => self.refuse(e.into(), Some(&sub)).await,
-            },
+            }
             ClientMessage::Ping { id } => self.send(json!({ "type": "pong", "id": id })).await,
             ClientMessage::Pong { .. } => true,
         }
@@ -915,7 +945,10 @@ impl Session {
 fn rate_limited() -> Refusal {
     Refusal(
         "rate_limited",
-        format!("at most {MAX_PUBLISHES_PER_SECOND} publishes and direct messages a second"),
+        format!(
+            "at most {MAX_PUBLISHES_PER_SECOND} publishes, direct messages, presence changes \
+             and presence pages a second"
+        ),
     )
 }
 

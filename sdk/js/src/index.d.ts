@@ -162,7 +162,7 @@ export interface Watching {
 /** A channel's or a user's message. */
 export interface RealtimeMessage<D = unknown> {
   data: D;
-  /** The user who sent it; null for the server (functions, the admin API). */
+  /** The user who sent it; "anonymous" from a socket without a login; null for the server (functions, the admin API). */
   from: string | null;
   /** Its number in the channel (or the user's direct messages). */
   seq: number;

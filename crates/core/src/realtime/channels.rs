@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use serde_json::Value as Json;
+use serde_json::value::RawValue;
 
 use super::ConnectionId;
 use super::settings::History;
@@ -27,13 +27,24 @@ impl Kept {
     }
 }
 
-/// Someone present in a channel: one connection, with the state it tracks.
+/// Someone present in a channel: one connection, with the state it tracks (as the JSON text
+/// it sent, counted in bytes against the app's presence budget).
 #[derive(Debug, Clone)]
 pub struct Member {
     pub connection: ConnectionId,
     pub user: Option<String>,
-    pub state: Arc<Json>,
+    pub state: Box<RawValue>,
 }
+
+impl Member {
+    /// What it costs the app's presence budget.
+    pub fn size(&self) -> usize {
+        self.state.get().len() + MEMBER_OVERHEAD
+    }
+}
+
+/// What a member costs beyond its state.
+pub const MEMBER_OVERHEAD: usize = 128;
 
 pub struct Channel {
     pub epoch: String,
@@ -48,6 +59,9 @@ pub struct Channel {
     kept_bytes: usize,
     /// Subscribed connections, and whether each watches presence.
     pub subscribers: HashMap<ConnectionId, bool>,
+    /// Whether anyone ever subscribed: a channel only published to is not remembered once it
+    /// keeps nothing (nobody can come back to it).
+    pub joined: bool,
     /// Who is present, by member id (one per connection), in id order for paging.
     pub members: BTreeMap<String, Member>,
 }
@@ -62,6 +76,7 @@ impl Channel {
             kept: VecDeque::new(),
             kept_bytes: 0,
             subscribers: HashMap::new(),
+            joined: false,
             members: BTreeMap::new(),
         }
     }
@@ -72,7 +87,7 @@ impl Channel {
         self.subscribers.is_empty()
             && self.members.is_empty()
             && self.kept.is_empty()
-            && now_ms - self.touched_ms >= i64::from(self.keep.age_secs) * 1000
+            && (!self.joined || now_ms - self.touched_ms >= i64::from(self.keep.age_secs) * 1000)
     }
 
     /// Drops what is older than the channel keeps at `now_ms`; the bytes freed.
@@ -196,6 +211,7 @@ mod tests {
         c.expire(1_500);
         assert_eq!(c.kept_bytes(), 0);
         // Remembered for the history's age after it was last touched.
+        c.joined = true;
         assert!(!c.is_idle(999));
         assert!(c.is_idle(1_000));
     }

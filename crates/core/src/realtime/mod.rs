@@ -47,6 +47,10 @@ pub const MAX_STATE: usize = 1024;
 pub const APP_HISTORY_BYTES: usize = 16 << 20;
 /// The longest page of a channel's presence.
 pub const MAX_PRESENCE_PAGE: usize = 1000;
+/// The most channels (direct message streams included) one app holds in memory at once.
+pub const MAX_CHANNELS_PER_APP: usize = 50_000;
+/// The most bytes of presence (states and members) one app holds at once.
+pub const APP_PRESENCE_BYTES: usize = 16 << 20;
 /// How often kept messages past their age are dropped (publishing drops them too).
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// The settings' key in the app's database.
@@ -76,12 +80,15 @@ pub enum Close {
     RateLimited,
     /// The server is shutting down.
     GoingAway,
+    /// The app no longer lets sockets in without a token.
+    AuthRequired,
 }
 
 impl Close {
     pub fn code(self) -> u16 {
         match self {
             Close::GoingAway => 1001,
+            Close::AuthRequired => 4000,
             Close::TokenExpired => 4001,
             Close::SessionRevoked => 4003,
             Close::SlowConsumer => 4008,
@@ -96,6 +103,7 @@ impl Close {
             Close::SlowConsumer => "slow_consumer",
             Close::RateLimited => "rate_limited",
             Close::GoingAway => "going_away",
+            Close::AuthRequired => "auth_required",
         }
     }
 }
@@ -173,6 +181,10 @@ pub enum RealtimeError {
     InvalidState,
     #[error("a recipient is a user id: 1 to 64 letters, digits, _ and -")]
     InvalidRecipient,
+    #[error("the app holds {MAX_CHANNELS_PER_APP} channels already")]
+    TooManyChannels,
+    #[error("the app's presence holds {APP_PRESENCE_BYTES} bytes already")]
+    PresenceFull,
     #[error(transparent)]
     InvalidSettings(#[from] InvalidSettings),
     #[error(transparent)]
@@ -239,7 +251,7 @@ pub struct PresenceEntry {
     pub member: String,
     pub user: Option<String>,
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    pub state: Arc<Json>,
+    pub state: Box<serde_json::value::RawValue>,
 }
 
 struct Connection {
@@ -265,8 +277,16 @@ struct Registry {
     connections: HashMap<ConnectionId, Connection>,
     by_app: HashMap<AppName, HashSet<ConnectionId>>,
     channels: HashMap<(AppName, ChannelName), Channel>,
-    /// The bytes each app's channels keep.
-    kept: HashMap<AppName, usize>,
+    /// What each app holds: channels, bytes kept, bytes of presence.
+    held: HashMap<AppName, Held>,
+}
+
+/// What one app's channels hold, against its limits.
+#[derive(Debug, Default)]
+struct Held {
+    channels: usize,
+    kept: usize,
+    presence: usize,
 }
 
 /// Socket events waiting to be recorded; beyond, they are dropped with a warning.
@@ -372,12 +392,45 @@ impl Registry {
             return Vec::new();
         };
         state.subscribers.remove(&id);
-        state.touched_ms = self.clock.now().unix_ms();
-        if state.members.remove(member).is_some() {
+        let now = self.clock.now().unix_ms();
+        state.touched_ms = now;
+        let slow = if let Some(gone) = state.members.remove(member) {
+            let held = self.held.entry(app.clone()).or_default();
+            held.presence = held.presence.saturating_sub(gone.size());
             let frame = presence_frame(channel, member, None);
             send_to(&self.connections, state.subscribers.iter(), true, &frame)
         } else {
             Vec::new()
+        };
+        self.forget_if_idle(&key, now);
+        slow
+    }
+
+    /// The channel, made if it is new and the app may hold one more.
+    fn channel(
+        &mut self,
+        app: &AppName,
+        channel: &ChannelName,
+        make: impl FnOnce() -> Channel,
+    ) -> Result<&mut Channel, RealtimeError> {
+        let key = (app.clone(), channel.clone());
+        if !self.channels.contains_key(&key) {
+            let held = self.held.entry(app.clone()).or_default();
+            if held.channels >= MAX_CHANNELS_PER_APP {
+                return Err(RealtimeError::TooManyChannels);
+            }
+            held.channels += 1;
+        }
+        Ok(self.channels.entry(key).or_insert_with(make))
+    }
+
+    /// Forgets the channel if nobody holds it and it keeps nothing (see [`Channel::is_idle`]).
+    fn forget_if_idle(&mut self, key: &(AppName, ChannelName), now_ms: i64) {
+        if self.channels.get(key).is_some_and(|c| c.is_idle(now_ms)) {
+            self.channels.remove(key);
+            if let Some(held) = self.held.get_mut(&key.0) {
+                held.channels = held.channels.saturating_sub(1);
+            }
         }
     }
 }
@@ -465,7 +518,7 @@ impl Hub {
                 connections: HashMap::new(),
                 by_app: HashMap::new(),
                 channels: HashMap::new(),
-                kept: HashMap::new(),
+                held: HashMap::new(),
             }),
             settings: StdMutex::new(HashMap::new()),
             settings_io: Mutex::new(()),
@@ -648,6 +701,24 @@ impl Hub {
         caller: &Caller,
     ) -> Result<(), RealtimeError> {
         let mut registry = self.0.registry.lock().await;
+        let connection = registry.connections.get(&id).ok_or(RealtimeError::Closed)?;
+        // A socket let in without a token that logs in counts as its user's from now on.
+        if let (None, Caller::User(principal)) = (&connection.user, caller) {
+            let app = connection.app.clone();
+            let open = registry.by_app.get(&app).map_or(0, |ids| {
+                ids.iter()
+                    .filter(|id| {
+                        registry
+                            .connections
+                            .get(id)
+                            .is_some_and(|c| c.user.as_deref() == Some(principal.user_id.as_str()))
+                    })
+                    .count()
+            });
+            if open >= self.0.limits.per_user {
+                return Err(RealtimeError::TooManyConnections(self.0.limits.per_user));
+            }
+        }
         let connection = registry
             .connections
             .get_mut(&id)
@@ -855,7 +926,7 @@ impl Hub {
             // Its channels and settings go with it: an app made again under its name starts
             // afresh.
             registry.channels.retain(|(of, _), _| of != app);
-            registry.kept.remove(app);
+            registry.held.remove(app);
             lock(&self.0.settings).remove(app);
         }
         let Some(ids) = registry.by_app.get(app).cloned() else {
@@ -909,4 +980,52 @@ fn lock<T>(mutex: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::clock::SystemClock;
+
+    fn registry() -> Registry {
+        Registry {
+            clock: Arc::new(SystemClock),
+            events: mpsc::channel(1).0,
+            connections: HashMap::new(),
+            by_app: HashMap::new(),
+            channels: HashMap::new(),
+            held: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn an_app_holds_a_bounded_number_of_channels_and_forgets_the_unjoined() {
+        let mut registry = registry();
+        let (app, other) = (
+            AppName::parse("one").unwrap(),
+            AppName::parse("two").unwrap(),
+        );
+        let new = || Channel::new("e".into(), settings::History::default(), 0);
+        for n in 0..MAX_CHANNELS_PER_APP {
+            let name = ChannelName::parse(&format!("room:{n}")).unwrap();
+            registry.channel(&app, &name, new).unwrap();
+        }
+        let one_more = ChannelName::parse("room:x").unwrap();
+        assert!(matches!(
+            registry.channel(&app, &one_more, new),
+            Err(RealtimeError::TooManyChannels)
+        ));
+        // Another app is not held back; an existing channel is still reached.
+        registry.channel(&other, &one_more, new).unwrap();
+        registry
+            .channel(&app, &ChannelName::parse("room:7").unwrap(), new)
+            .unwrap();
+        // A channel nobody joined that keeps nothing is forgotten at once, and counts no more.
+        let key = (app.clone(), ChannelName::parse("room:0").unwrap());
+        registry.forget_if_idle(&key, 0);
+        assert!(!registry.channels.contains_key(&key));
+        registry.channel(&app, &one_more, new).unwrap();
+    }
 }

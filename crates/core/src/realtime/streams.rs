@@ -2,18 +2,21 @@
 //! (and catching up where a client left it), publishing, direct messages to a user, presence,
 //! and dropping what is kept past its age.
 
-use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
 use cloudlet_store::AppName;
 use serde_json::{Value as Json, json};
 
+use serde_json::value::RawValue;
+
 use super::channels::{Channel, Member};
+use super::settings::History;
 use super::{
-    APP_HISTORY_BYTES, Act, ChannelName, Close, ConnectionId, Hub, Joined, MAX_PRESENCE_PAGE,
-    MAX_STATE, MAX_SUBSCRIPTIONS, Outbound, PresenceEntry, PresencePage, RealtimeError, Registry,
-    Resume, SETTINGS_KEY, Settings, SettingsBody, Subscription, lock, presence_frame, send_to,
+    APP_HISTORY_BYTES, APP_PRESENCE_BYTES, Act, ChannelName, Close, ConnectionId, Hub, Joined,
+    MAX_PRESENCE_PAGE, MAX_STATE, MAX_SUBSCRIPTIONS, Outbound, PresenceEntry, PresencePage,
+    RealtimeError, Registry, Resume, SETTINGS_KEY, Settings, SettingsBody, Subscription, lock,
+    presence_frame, send_to,
 };
 use crate::access::Caller;
 
@@ -91,6 +94,20 @@ impl Hub {
             return;
         };
         let mut slow = Vec::new();
+        // Sockets let in without a token, where that is no longer allowed, go.
+        if !settings.body.anonymous {
+            let anonymous: Vec<ConnectionId> = ids
+                .iter()
+                .copied()
+                .filter(|id| {
+                    registry
+                        .connections
+                        .get(id)
+                        .is_some_and(|c| matches!(c.caller, Caller::Anonymous))
+                })
+                .collect();
+            registry.close(anonymous, Close::AuthRequired);
+        }
         for id in ids {
             let Some(connection) = registry.connections.get(&id) else {
                 continue;
@@ -174,12 +191,18 @@ impl Hub {
         }
         let epoch = self.epoch();
         let mut registry = self.0.registry.lock().await;
-        let Registry {
-            connections,
-            channels,
-            ..
-        } = &mut *registry;
-        let connection = connections.get_mut(&id).ok_or(RealtimeError::Closed)?;
+        // Settings replaced since they were read: their recheck may have run already, so the
+        // new rules decide here, under the lock the recheck takes.
+        let current = lock(&self.0.settings).get(&app).cloned();
+        if let Some(current) = current
+            && !Arc::ptr_eq(&current, &settings)
+        {
+            Self::admit(&current, caller, &channel, Act::Join, now)?;
+            if presence {
+                Self::admit(&current, caller, &channel, Act::Presence, now)?;
+            }
+        }
+        let connection = registry.connections.get(&id).ok_or(RealtimeError::Closed)?;
         if connection.subscriptions.contains_key(sub) {
             return Err(RealtimeError::SubscriptionExists);
         }
@@ -193,13 +216,10 @@ impl Hub {
         if joined {
             return Err(RealtimeError::JoinedAlready);
         }
-        connection
-            .subscriptions
-            .insert(sub.to_owned(), Subscription::Channel(channel.clone()));
-        let state = channels
-            .entry((app, channel.clone()))
-            .or_insert_with(|| Channel::new(epoch, settings.history(&channel), now));
+        let keep = settings.history(&channel);
+        let state = registry.channel(&app, &channel, || Channel::new(epoch, keep, now))?;
         state.subscribers.insert(id, presence);
+        state.joined = true;
         state.touched_ms = now;
         let (epoch, seq) = (state.epoch.clone(), state.seq);
         let caught_up = match &after {
@@ -209,6 +229,11 @@ impl Hub {
             }
             Some(_) => None,
         };
+        if let Some(connection) = registry.connections.get_mut(&id) {
+            connection
+                .subscriptions
+                .insert(sub.to_owned(), Subscription::Channel(channel.clone()));
+        }
         Ok(match caught_up {
             Some((seq, missed)) => Joined {
                 epoch,
@@ -251,7 +276,7 @@ impl Hub {
                 "data": data,
             })
         };
-        Ok(self.emit(app, channel, &settings, frame).await)
+        self.emit(app, channel, &settings, frame).await
     }
 
     /// Sends `data` to every connection of user `to` that listens to its direct messages (and
@@ -272,9 +297,8 @@ impl Hub {
         }
         let from = user_of(caller);
         let frame = |seq: u64| json!({ "type": "direct", "seq": seq, "from": from, "data": data });
-        Ok(self
-            .emit(app, &ChannelName::direct(to), &settings, frame)
-            .await)
+        self.emit(app, &ChannelName::direct(to), &settings, frame)
+            .await
     }
 
     /// Numbers a message, keeps it as the channel's settings say, and sends it to the
@@ -286,34 +310,43 @@ impl Hub {
         channel: &ChannelName,
         settings: &Settings,
         frame: impl FnOnce(u64) -> Json,
-    ) -> u64 {
+    ) -> Result<u64, RealtimeError> {
         let now = self.now_ms();
-        let keep = settings.history(channel);
+        // A kind the app does not declare keeps nothing: no client may join it to come back.
+        let declared = channel.is_direct() || settings.kind(channel).is_some();
+        let keep = match declared {
+            true => settings.history(channel),
+            false => History {
+                count: 0,
+                age_secs: 0,
+            },
+        };
         let epoch = self.epoch();
         let mut registry = self.0.registry.lock().await;
+        let key = (app.clone(), channel.clone());
+        registry.channel(app, channel, || Channel::new(epoch, keep, now))?;
         let Registry {
             connections,
             channels,
-            kept,
+            held,
             ..
         } = &mut *registry;
-        let key = (app.clone(), channel.clone());
-        let state = channels
-            .entry(key.clone())
-            .or_insert_with(|| Channel::new(epoch, keep, now));
+        let state = channels.get_mut(&key).ok_or(RealtimeError::Closed)?;
         state.keep = keep;
         state.touched_ms = now;
-        let app_kept = kept.entry(app.clone()).or_default();
-        *app_kept = app_kept.saturating_sub(state.expire(now));
+        let held = held.entry(app.clone()).or_default();
+        held.kept = held.kept.saturating_sub(state.expire(now));
         state.seq += 1;
         let seq = state.seq;
         let frame: Arc<str> = Arc::from(frame(seq).to_string());
-        let room = APP_HISTORY_BYTES.saturating_sub(*app_kept);
+        let room = APP_HISTORY_BYTES.saturating_sub(held.kept);
         let (added, freed) = state.keep(seq, now, &frame, room);
-        *app_kept = (*app_kept + added).saturating_sub(freed);
+        held.kept = (held.kept + added).saturating_sub(freed);
         let slow = send_to(connections, state.subscribers.iter(), false, &frame);
+        // Published to, joined by nobody, keeping nothing: not remembered.
+        registry.forget_if_idle(&key, now);
         registry.close(slow, Close::SlowConsumer);
-        seq
+        Ok(seq)
     }
 
     /// Puts the connection in the presence of the channel of subscription `sub` with `state`
@@ -324,11 +357,13 @@ impl Hub {
         sub: &str,
         state: Json,
     ) -> Result<(), RealtimeError> {
-        let fits = state.is_object() && state.to_string().len() <= MAX_STATE;
-        if !fits {
+        // Kept as the text it is, which is what it costs.
+        let text = state.to_string();
+        if !state.is_object() || text.len() > MAX_STATE {
             return Err(RealtimeError::InvalidState);
         }
-        self.presence_change(id, sub, Some(state)).await
+        let raw = RawValue::from_string(text).map_err(|_| RealtimeError::InvalidState)?;
+        self.presence_change(id, sub, Some(raw)).await
     }
 
     /// Takes the connection out of the presence of the channel of subscription `sub`.
@@ -340,12 +375,13 @@ impl Hub {
         &self,
         id: ConnectionId,
         sub: &str,
-        state: Option<Json>,
+        state: Option<Box<RawValue>>,
     ) -> Result<(), RealtimeError> {
         let mut registry = self.0.registry.lock().await;
         let Registry {
             connections,
             channels,
+            held,
             ..
         } = &mut *registry;
         let connection = connections.get(&id).ok_or(RealtimeError::Closed)?;
@@ -361,13 +397,22 @@ impl Hub {
         else {
             return Err(RealtimeError::NoSubscription);
         };
+        let held = held.entry(connection.app.clone()).or_default();
+        let was = channel_state
+            .members
+            .get(&member_id)
+            .map_or(0, Member::size);
         let frame = match state {
             Some(state) => {
                 let member = Member {
                     connection: id,
                     user: connection.user.clone(),
-                    state: Arc::new(state),
+                    state,
                 };
+                if held.presence.saturating_sub(was) + member.size() > APP_PRESENCE_BYTES {
+                    return Err(RealtimeError::PresenceFull);
+                }
+                held.presence = held.presence.saturating_sub(was) + member.size();
                 let frame = presence_frame(&channel, &member_id, Some(&member));
                 channel_state.members.insert(member_id, member);
                 frame
@@ -376,6 +421,7 @@ impl Hub {
                 if channel_state.members.remove(&member_id).is_none() {
                     return Ok(());
                 }
+                held.presence = held.presence.saturating_sub(was);
                 presence_frame(&channel, &member_id, None)
             }
         };
@@ -416,7 +462,7 @@ impl Hub {
             .map(|(member, m)| PresenceEntry {
                 member: member.clone(),
                 user: m.user.clone(),
-                state: Arc::clone(&m.state),
+                state: m.state.clone(),
             })
             .collect();
         let next = (members.len() > limit).then(|| {
@@ -434,27 +480,26 @@ impl Hub {
     pub(super) async fn sweep(&self) {
         let now = self.now_ms();
         let mut registry = self.0.registry.lock().await;
-        let Registry { channels, kept, .. } = &mut *registry;
-        let mut freed: HashMap<AppName, usize> = HashMap::new();
+        let Registry { channels, held, .. } = &mut *registry;
         channels.retain(|(app, _), channel| {
-            *freed.entry(app.clone()).or_default() += channel.expire(now);
-            !channel.is_idle(now)
-        });
-        for (app, bytes) in freed {
-            if let Some(total) = kept.get_mut(&app) {
-                *total = total.saturating_sub(bytes);
-                if *total == 0 {
-                    kept.remove(&app);
-                }
+            let freed = channel.expire(now);
+            let idle = channel.is_idle(now);
+            if let Some(held) = held.get_mut(app) {
+                held.kept = held.kept.saturating_sub(freed);
+                held.channels -= usize::from(idle && held.channels > 0);
             }
-        }
+            !idle
+        });
+        held.retain(|_, held| held.channels > 0 || held.presence > 0 || held.kept > 0);
     }
 }
 
-/// Who a message is from: the user, or `null` for the server.
+/// Who a message is from: the user, `anonymous` for a socket without one, or `null` for the
+/// server side (which an anonymous client must not pass for).
 fn user_of(caller: &Caller) -> Option<&str> {
     match caller {
         Caller::User(user) => Some(&user.user_id),
-        _ => None,
+        Caller::Anonymous => Some("anonymous"),
+        Caller::Admin | Caller::AppKey(_) => None,
     }
 }

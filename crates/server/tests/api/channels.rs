@@ -322,6 +322,14 @@ async fn presence_changes_cost_one_diff_and_are_listed_in_pages() {
     )
     .await;
     refused(&next(&mut alice).await, "forbidden");
+    send(
+        &mut alice,
+        json!({ "type": "presence", "id": "q", "channel": "room:2", "limit": 0 }),
+    )
+    .await;
+    refused(&next(&mut alice).await, "invalid_message");
+    send(&mut alice, json!({ "type": "untrack", "id": "not an id" })).await;
+    refused(&next(&mut alice).await, "invalid_message");
 }
 
 #[tokio::test]
@@ -544,8 +552,64 @@ async fn anonymous_sockets_only_where_the_app_allows() {
         (&got[0]["type"], &got[1]["type"]),
         (&json!("message"), &json!("published"))
     );
-    // An app's key still opens a socket with a header.
-    let _ = &s.key;
+
+    // Where anonymous sockets may publish, their messages say so: `null` is the server's.
+    configure(
+        &s,
+        json!({ "anonymous": true, "channels": { "lobby": { "rules": { "join": "", "publish": "" } } } }),
+    )
+    .await;
+    let mut guest = s.open_bare().await;
+    send(
+        &mut guest,
+        json!({ "type": "subscribe", "id": "r", "channel": "lobby" }),
+    )
+    .await;
+    next(&mut guest).await;
+    assert_eq!(next(&mut guest).await["type"], "subscribed");
+    send(
+        &mut guest,
+        json!({ "type": "publish", "channel": "lobby", "data": "hi" }),
+    )
+    .await;
+    let heard = next(&mut bare).await;
+    assert_eq!(
+        (&heard["from"], &heard["data"]),
+        (&json!("anonymous"), &json!("hi"))
+    );
+
+    // Turning anonymous sockets off closes those open; a logged-in one stays.
+    configure(
+        &s,
+        json!({ "channels": { "lobby": { "rules": { "join": "" } } } }),
+    )
+    .await;
+    assert_eq!(closed(&mut guest).await, (4000, "auth_required".to_owned()));
+    send(&mut bare, json!({ "type": "ping", "id": 1 })).await;
+    let mut answers = Vec::new();
+    while answers.last().is_none_or(|m: &Value| m["type"] != "pong") {
+        answers.push(next(&mut bare).await);
+    }
+}
+
+#[tokio::test]
+async fn a_socket_that_logs_in_counts_against_its_users_limit() {
+    let s = crate::realtime::scene_with(|c| c.realtime.max_connections_per_user = 1).await;
+    configure(&s, json!({ "anonymous": true })).await;
+    let _alice = s.open(&s.alice).await;
+    let mut guest = s.open_bare().await;
+    send(&mut guest, json!({ "type": "ping", "id": 1 })).await;
+    assert_eq!(next(&mut guest).await["type"], "ready");
+    assert_eq!(next(&mut guest).await["type"], "pong");
+    send(&mut guest, json!({ "type": "auth", "token": s.alice })).await;
+    refused(&next(&mut guest).await, "too_many_connections");
+    // It stays what it was: anonymous.
+    send(
+        &mut guest,
+        json!({ "type": "subscribe", "id": "dm", "direct": true }),
+    )
+    .await;
+    refused(&next(&mut guest).await, "forbidden");
 }
 
 #[tokio::test]
@@ -586,6 +650,10 @@ async fn publishes_are_rate_limited_without_closing_the_socket() {
 #[tokio::test]
 async fn the_server_side_routes_check_what_they_are_given() {
     let s = scene().await;
+    // A kind nobody declares: the server may publish, nobody can join to hear it, and nothing
+    // of it is kept or remembered.
+    assert_eq!(admin_publish(&s, "undeclared:1", json!(1)).await, 1);
+    assert_eq!(admin_publish(&s, "undeclared:1", json!(2)).await, 1);
     let empty =
         s.t.admin(Method::GET, SETTINGS)
             .expect(StatusCode::OK)
