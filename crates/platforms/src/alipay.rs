@@ -32,6 +32,33 @@ pub fn signing_string<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) 
         .join("&")
 }
 
+/// Which parameters an asynchronous notification's signature covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyRule {
+    /// Every one but `sign` and `sign_type` ("rsaCheckV1"): trade notifications.
+    WithoutSignType,
+    /// Every one but `sign` ("rsaCheckV2"): open-platform messages.
+    WithSignType,
+}
+
+/// Checks an asynchronous notification's form parameters (URL-decoded once, as they came)
+/// against Alipay's public key, `shared/platforms.md` §4.2. A parameter sent twice fails it:
+/// what is verified must be what is read.
+pub fn verify_notify(key: &RsaPublicKey, params: &[(String, String)], rule: NotifyRule) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    if !params.iter().all(|(name, _)| seen.insert(name.as_str())) {
+        return false;
+    }
+    let Some((_, signature)) = params.iter().find(|(name, _)| name == "sign") else {
+        return false;
+    };
+    let covered = params
+        .iter()
+        .filter(|(name, _)| rule == NotifyRule::WithSignType || name != "sign_type")
+        .map(|(name, value)| (name.as_str(), value.as_str()));
+    verify(key, &signing_string(covered), signature)
+}
+
 /// The exact text of the JSON object that is the value of `root` in `body`, from its `{` to the
 /// matching `}` (strings and escapes respected): what Alipay's reply signature covers.
 pub fn response_object<'a>(body: &'a str, root: &str) -> Option<&'a str> {
@@ -332,5 +359,112 @@ mod tests {
     #[test]
     fn china_time_is_utc_plus_eight() {
         assert_eq!(china_time(1_406_142_470).unwrap(), "2014-07-24 03:07:50");
+    }
+}
+
+#[cfg(test)]
+mod notify_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// T9 of platforms.md: alipay-sdk-nodejs' trade notification, verified without `sign_type`.
+    const T9_KEY: &str = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAqObrdC7hrgAVM98tK0nv3hSQRGGKT4lBsQjHiGjeYZjOPIPHR5knm2jnnz/YGIXIofVHkA/tAlBAd5DrY7YpvI4tP5EONLtZKC2ghBMx7McI2wRD0xiqzxOQr1FuhZGJ8/AUokBzJrzY+aGX2xcOrxFYRlFilvVLTXg4LWjR1tdPkO6+i7wQZAIVMClPkwVRZEbaERRHlKqTzv2gGv5rDU8gRoe1LeaN+6BlbTqHWkQcNCUNrA8C6l17XAXGKDsm/9TFWwO8EPHHHCaQdjtV5/FdcWIt+L8SR1ss7EXTjYDFtxcKVv9rEoY1lX8T4mX+GbXfZHraG5NCF1+XioL5JwIDAQAB";
+
+    fn t9() -> Vec<(String, String)> {
+        [
+            ("gmt_create", "2019-08-15 15:56:22"),
+            ("charset", "utf-8"),
+            ("seller_email", "z97-yuquerevenue@service.aliyun.com"),
+            ("subject", "语雀空间 500人规模"),
+            ("sign", "QfTb8tqE1BMhS5qAnXtvsF3/jBkEvu9q9en0pdbBUDDjvKycZhQb7h8GDs4FKfi049PynaNuatxSgLb/nLWZpXyyh0LEWdK2S6Ri7nPwrVgOs08zugLO20vOQz44y3ti2Ncm8/wZts1Fr2gZ7pShnVX3d1B50hbsXnObT1r/U8ONNQjWXd0HIul4TG+Q3fm3svmSvFEy0WnzuhcyHPX5Gm4ELNctL6Qd5YniGJFNcc7kopHYtI/XD9YCKCH6Ct02rzUs9i11C9CsadtZn+WhxF26Dqt9sGEFajkJ8cxUTLi8+VCpLHsgPE8P0y095uQcDdK0YjCh4x7wVSov+lrmOQ=="),
+            ("buyer_id", "2088102534368455"),
+            ("invoice_amount", "0.10"),
+            ("notify_id", "2019081500222155624068450559358070"),
+            ("fund_bill_list", "[{\"amount\":\"0.10\",\"fundChannel\":\"ALIPAYACCOUNT\"}]"),
+            ("notify_type", "trade_status_sync"),
+            ("trade_status", "TRADE_SUCCESS"),
+            ("receipt_amount", "0.10"),
+            ("buyer_pay_amount", "0.10"),
+            ("app_id", "2019073166072302"),
+            ("sign_type", "RSA2"),
+            ("seller_id", "2088531891668739"),
+            ("gmt_payment", "2019-08-15 15:56:24"),
+            ("notify_time", "2019-08-15 15:56:25"),
+            ("version", "1.0"),
+            ("out_trade_no", "20190815155618536-564-57"),
+            ("total_amount", "0.10"),
+            ("trade_no", "2019081522001468450512505578"),
+            ("auth_app_id", "2019073166072302"),
+            ("buyer_logon_id", "xud***@126.com"),
+            ("point_amount", "0.00"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    #[test]
+    fn t9_a_trade_notification_verifies_without_its_sign_type() {
+        let key = public_key(T9_KEY).unwrap();
+        assert!(verify_notify(&key, &t9(), NotifyRule::WithoutSignType));
+        assert!(!verify_notify(&key, &t9(), NotifyRule::WithSignType));
+        // A changed amount, a parameter sent twice, no signature: refused.
+        let mut changed = t9();
+        changed
+            .iter_mut()
+            .find(|(k, _)| k == "total_amount")
+            .unwrap()
+            .1 = "100.00".into();
+        assert!(!verify_notify(&key, &changed, NotifyRule::WithoutSignType));
+        let mut twice = t9();
+        twice.push(("total_amount".into(), "100.00".into()));
+        assert!(!verify_notify(&key, &twice, NotifyRule::WithoutSignType));
+        let unsigned: Vec<_> = t9().into_iter().filter(|(k, _)| k != "sign").collect();
+        assert!(!verify_notify(&key, &unsigned, NotifyRule::WithoutSignType));
+    }
+
+    #[test]
+    fn t10_an_open_platform_message_keeps_its_sign_type() {
+        let key = public_key(
+            "-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAk6DCsBIUhWriFohzRV8F
+ic6oQWNnLKKILNk97VU5qcHEuxYzCujKoyva5gy1170mFJw4IcgJF8AyS7iDUwzA
+wF4Pp9CpWxDhUhe7mdQJhjBmvTcPLGFFrzlj6unO5lAcbdwaxPUtSxOaNxPJGrTK
+/wnKQSbjTMMltp1J68q2Tfgrsn/NdZ6lrxO9rvmky8kowqaH5NjntyHO59jCGabM
+j5sI14z8N61wB/QuIJrDuzIPMPrSNbq0cOWcSCDG09oUHTp9fk7suDB8UiFcmVTX
+OvK3d4HbeX8V9YsEMxrwxEoYgRRj6K2qrC6oxw480cqf2ueumCmHg6xrcgkyXK81
+hwIDAQAB
+-----END PUBLIC KEY-----",
+        )
+        .unwrap();
+        let params: Vec<(String, String)> = [
+            ("app_id", "2017122801303261"),
+            ("charset", "UTF-8"),
+            ("commodity_order_id", "2019030800000018079639"),
+            ("contactor", "技术支持测试的公司"),
+            ("merchant_pid", "2088721996721370"),
+            ("method", "alipay.open.servicemarket.order.notify"),
+            ("name", "技术支持测试的公司"),
+            ("notify_id", "2019030800222102023008121054923345"),
+            ("notify_time", "2019-03-08 10:20:23"),
+            ("notify_type", "servicemarket_order_notify"),
+            ("order_item_num", "1"),
+            ("order_ticket", "29b1c37d99ab48c5bd5bdaeaeaefbB37"),
+            ("order_time", "2019-03-08 10:20:08"),
+            ("phone", "17826894615"),
+            ("service_code", "58621634"),
+            ("sign", "MsK5SCw8oqLw4f0hiNSd5OVGXxBY3wnQeT8vn5PklJSZFWSZbK4hQbNvkp4ZezeXQH514cEv0ul6Qow8yh6e6yM06LfEL+EZjcpZ0nxzFGRNQ5qq2AUc1OaXQdk92AGvxh+Iq4NGpPQFBd4D8EBJa3NJd8+czMfQskceosOQFqUtLQMYa5DPs+VpN7VM5BdXjaVIuKn5d9Wm2B9dI9ObIM+YRySDkZZPv14DVmUvcrcqJfOR8aHvtSd7B4l92wUQPQgQKNcOQho7xOHS/Bk+Y74AZL2y7TkNmdDoq9OGsThuF5tDW9rI9nVwXxOtsuB+bstra+W7aw9x9DvkKgdSRw=="),
+            ("sign_type", "RSA2"),
+            ("timestamp", "2019-03-08 10:20:23"),
+            ("title", "麦禾商城模版"),
+            ("total_price", "0.00"),
+            ("version", "1.0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert!(verify_notify(&key, &params, NotifyRule::WithSignType));
+        assert!(!verify_notify(&key, &params, NotifyRule::WithoutSignType));
     }
 }
