@@ -275,6 +275,7 @@ async fn run_emulator(args: EmulatorArgs) -> Result<(), String> {
     println!("  QQ base_url:     http://{addr}/qq");
     println!("  Douyin base_url: http://{addr}/douyin");
     println!("  Alipay base_url: http://{addr}/alipay/gateway.do");
+    println!("  WeChat Pay base_url: http://{addr}/wechatpay");
     cloudlet_emulator::serve(listener, options, async {
         let _ = tokio::signal::ctrl_c().await;
     })

@@ -26,6 +26,10 @@
 //! GET  /qq/sns/jscode2session                 QQ code2Session
 //! POST /douyin/api/apps/v2/jscode2session     Douyin code2Session (v2)
 //! POST /alipay/gateway.do                     Alipay gateway: alipay.system.oauth.token
+//! POST /emulator/wechatpay/merchants          register a WeChat Pay merchant
+//! POST /emulator/wechatpay/pay                the user pays an order (its notification goes out)
+//! GET  /emulator/wechatpay/notifications      the payment notifications sent, and their answers
+//! POST /wechatpay/v3/pay/transactions/jsapi   WeChat Pay: a mini-program order (query, close too)
 //! ```
 
 mod alipay;
@@ -34,6 +38,7 @@ mod douyin;
 mod state;
 mod subscribe;
 mod wechat;
+mod wechat_pay;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -54,6 +59,9 @@ pub struct EmulatorOptions {
     pub code_ttl: Duration,
     /// How long an access token stays valid (WeChat: 7200 s).
     pub token_ttl: Duration,
+    /// The waits between a payment notification's tries after the first (WeChat Pay's
+    /// schedule, about 24 hours; tests shorten it).
+    pub pay_notify_retries: Vec<Duration>,
 }
 
 impl Default for EmulatorOptions {
@@ -61,6 +69,13 @@ impl Default for EmulatorOptions {
         EmulatorOptions {
             code_ttl: Duration::from_secs(300),
             token_ttl: Duration::from_secs(7200),
+            pay_notify_retries: [
+                15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600,
+                21600,
+            ]
+            .into_iter()
+            .map(Duration::from_secs)
+            .collect(),
         }
     }
 }
@@ -69,11 +84,12 @@ impl Default for EmulatorOptions {
 /// routes under its own prefix. A new protocol (WeChat Pay, Alipay's trade API) is a module with
 /// a `routes` function and one line here; the others do not change. A module that needs state
 /// of its own (orders, say) keeps it in its routes (an `Extension` layer), not in [`Emulator`].
-const PROTOCOLS: [fn() -> Router<Arc<Emulator>>; 4] = [
+const PROTOCOLS: [fn() -> Router<Arc<Emulator>>; 5] = [
     wechat::routes,
     subscribe::routes,
     douyin::routes,
     alipay::routes,
+    wechat_pay::routes,
 ];
 
 /// The emulator's routes: its control API and every protocol's.

@@ -78,6 +78,8 @@ pub(crate) struct Emulator {
     state: Mutex<State>,
     /// "Alipay"'s own key pair, made when the first Alipay app registers.
     pub alipay_key: std::sync::OnceLock<rsa::RsaPrivateKey>,
+    /// "WeChat Pay"'s own key pair, made when the first merchant registers.
+    pub wechat_pay_key: std::sync::OnceLock<rsa::RsaPrivateKey>,
 }
 
 /// Why a code was refused.
@@ -94,6 +96,7 @@ impl Emulator {
             options,
             state: Mutex::new(State::default()),
             alipay_key: std::sync::OnceLock::new(),
+            wechat_pay_key: std::sync::OnceLock::new(),
         }
     }
 

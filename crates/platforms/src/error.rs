@@ -15,6 +15,13 @@ pub enum PlatformError {
     /// Data that should decrypt or verify did not.
     #[error("{0}")]
     Crypto(&'static str),
+    /// A payment platform refused a request: its HTTP status, its code and message.
+    #[error("the payment platform refused ({status}): {code} {message}")]
+    PayRefused {
+        status: u16,
+        code: String,
+        message: String,
+    },
 }
 
 impl From<reqwest::Error> for PlatformError {

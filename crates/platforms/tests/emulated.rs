@@ -719,3 +719,250 @@ async fn wechat_expired_tokens_are_stale_and_a_fresh_one_sends() {
         .await
         .unwrap();
 }
+
+mod wechat_pay {
+    use std::sync::{Arc, Mutex};
+
+    use axum::http::{HeaderMap, StatusCode};
+    use cloudlet_platforms::wechat_pay::{
+        JsapiOrder, Merchant, Notification, PlatformKeys, Signed, WechatPayClient, decrypt, verify,
+    };
+    use rsa::RsaPrivateKey;
+    use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+
+    use super::*;
+
+    const MCHID: &str = "1900000109";
+
+    #[allow(clippy::disallowed_methods)] // The test's own clock is the system's.
+    fn now() -> i64 {
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    }
+    const SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A72";
+    const API_V3_KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    /// The merchant's notify_url: it keeps what it gets, refusing the first try.
+    #[derive(Clone, Default)]
+    struct Inbox(Arc<Mutex<Vec<(HeaderMap, String)>>>);
+
+    #[allow(clippy::disallowed_methods)] // A merchant's server, not Cloudlet's API.
+    async fn notify_server(inbox: Inbox) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/notify", listener.local_addr().unwrap());
+        let app = axum::Router::new().route(
+            "/notify",
+            axum::routing::post(move |headers: HeaderMap, body: String| {
+                let inbox = inbox.clone();
+                async move {
+                    let mut got = inbox.0.lock().unwrap();
+                    got.push((headers, body));
+                    if got.len() == 1 {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::NO_CONTENT
+                    }
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    fn order(no: &str, total: i64, notify_url: &str) -> JsapiOrder {
+        JsapiOrder {
+            appid: "wx0000000000000001".into(),
+            description: "a cup of tea".into(),
+            out_trade_no: no.into(),
+            time_expire: None,
+            attach: Some("table=7".into()),
+            notify_url: notify_url.into(),
+            total_fen: total,
+            payer_openid: "oUser".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn orders_are_signed_placed_paid_notified_and_closed_as_wechat_pay_does() {
+        let emulator = Emulator::start(EmulatorOptions {
+            pay_notify_retries: vec![Duration::from_millis(100); 3],
+            ..EmulatorOptions::default()
+        })
+        .await;
+        let key = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        let (status, registered) = emulator
+            .post(
+                "/emulator/wechatpay/merchants",
+                json!({
+                    "mchid": MCHID, "serial_no": SERIAL, "api_v3_key": API_V3_KEY,
+                    "public_key": key.to_public_key().to_public_key_pem(LineEnding::LF).unwrap(),
+                }),
+            )
+            .await;
+        assert_eq!(status, 200, "{registered}");
+        let keys = PlatformKeys::default()
+            .with(
+                registered["public_key_id"].as_str().unwrap(),
+                registered["public_key"].as_str().unwrap(),
+            )
+            .unwrap();
+        let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
+        let base = format!("{}/wechatpay", emulator.base);
+        let client = WechatPayClient::new(
+            emulator.platforms.clone(),
+            &base,
+            Merchant::new(MCHID, SERIAL, &pem).unwrap(),
+            keys.clone(),
+        );
+        let inbox = Inbox::default();
+        let notify_url = notify_server(inbox.clone()).await;
+
+        // An order, placed twice alike: one prepay id. Another under its number: refused.
+        let prepay = client
+            .jsapi(&order("T-0001", 100, &notify_url), now())
+            .await
+            .unwrap();
+        assert_eq!(
+            client
+                .jsapi(&order("T-0001", 100, &notify_url), now())
+                .await
+                .unwrap(),
+            prepay
+        );
+        let taken = client
+            .jsapi(&order("T-0001", 999, &notify_url), now())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(taken, PlatformError::PayRefused { status: 400, ref code, .. } if code == "INVALID_REQUEST"),
+            "{taken}"
+        );
+        let unpaid = client.query("T-0001", now()).await.unwrap();
+        assert_eq!(
+            (&unpaid["trade_state"], &unpaid["amount"]["total"]),
+            (&json!("NOTPAY"), &json!(100))
+        );
+        // wx.requestPayment's parameters verify with the merchant's public key.
+        let params = client.request_payment("wx0000000000000001", &prepay, now());
+        assert_eq!(params.package, format!("prepay_id={prepay}"));
+        let message = format!(
+            "wx0000000000000001\n{}\n{}\n{}\n",
+            params.time_stamp, params.nonce_str, params.package
+        );
+        assert!(cloudlet_platforms::rsa2::verify(
+            &key.to_public_key(),
+            &message,
+            &params.pay_sign
+        ));
+
+        // The user pays: the notification comes, is retried after a 500, and verifies and
+        // decrypts to the paid order.
+        let (status, paid) = emulator
+            .post(
+                "/emulator/wechatpay/pay",
+                json!({ "mchid": MCHID, "out_trade_no": "T-0001" }),
+            )
+            .await;
+        assert_eq!(status, 200, "{paid}");
+        for _ in 0..100 {
+            if inbox.0.lock().unwrap().len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let got = inbox.0.lock().unwrap().clone();
+        assert_eq!(got.len(), 2, "the first try was refused, the second taken");
+        let (headers, body) = &got[1];
+        let header = |name: &str| headers.get(name).unwrap().to_str().unwrap();
+        let signed = Signed {
+            timestamp: header("wechatpay-timestamp"),
+            nonce: header("wechatpay-nonce"),
+            signature: header("wechatpay-signature"),
+            serial: header("wechatpay-serial"),
+        };
+        verify(&keys, signed, body.as_bytes(), now()).unwrap();
+        let notification: Notification = serde_json::from_str(body).unwrap();
+        assert_eq!(notification.event_type, "TRANSACTION.SUCCESS");
+        let transaction: Value = serde_json::from_slice(
+            &decrypt(API_V3_KEY.as_bytes(), &notification.resource).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                &transaction["out_trade_no"],
+                &transaction["trade_state"],
+                &transaction["amount"]["total"],
+                &transaction["mchid"]
+            ),
+            (
+                &json!("T-0001"),
+                &json!("SUCCESS"),
+                &json!(100),
+                &json!(MCHID)
+            )
+        );
+        assert_eq!(transaction["transaction_id"], paid["transaction_id"]);
+        assert_eq!(
+            client.query("T-0001", now()).await.unwrap()["trade_state"],
+            "SUCCESS"
+        );
+        let closed = client.close("T-0001", now()).await.unwrap_err();
+        assert!(
+            matches!(closed, PlatformError::PayRefused { ref code, .. } if code == "ORDERPAID"),
+            "{closed}"
+        );
+
+        // An unpaid order closes; an unknown one is not there.
+        client
+            .jsapi(&order("T|0002", 1, &notify_url), now())
+            .await
+            .unwrap();
+        client.close("T|0002", now()).await.unwrap();
+        assert_eq!(
+            client.query("T|0002", now()).await.unwrap()["trade_state"],
+            "CLOSED"
+        );
+        let missing = client.query("T-9999", now()).await.unwrap_err();
+        assert!(
+            matches!(missing, PlatformError::PayRefused { status: 404, ref code, .. } if code == "ORDER_NOT_EXIST")
+        );
+
+        // Another key signing as the merchant: SIGN_ERROR. A reply signed by another key than
+        // the one configured: not believed.
+        let stranger = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        let forged = WechatPayClient::new(
+            emulator.platforms.clone(),
+            &base,
+            Merchant::new(
+                MCHID,
+                SERIAL,
+                &stranger.to_pkcs8_pem(LineEnding::LF).unwrap(),
+            )
+            .unwrap(),
+            keys.clone(),
+        );
+        let refused = forged.query("T-0001", now()).await.unwrap_err();
+        assert!(
+            matches!(refused, PlatformError::PayRefused { status: 401, ref code, .. } if code == "SIGN_ERROR"),
+            "{refused}"
+        );
+        let wrong_keys = PlatformKeys::default()
+            .with(
+                registered["public_key_id"].as_str().unwrap(),
+                &stranger
+                    .to_public_key()
+                    .to_public_key_pem(LineEnding::LF)
+                    .unwrap(),
+            )
+            .unwrap();
+        let credulous = WechatPayClient::new(
+            emulator.platforms.clone(),
+            &base,
+            Merchant::new(MCHID, SERIAL, &pem).unwrap(),
+            wrong_keys,
+        );
+        assert!(matches!(
+            credulous.query("T-0001", now()).await.unwrap_err(),
+            PlatformError::Crypto(_)
+        ));
+    }
+}

@@ -1,0 +1,638 @@
+//! WeChat Pay API v3 (`shared/platforms.md` §3), as the emulator answers it for merchants
+//! registered with it: each request's `Authorization` checked (the merchant, its certificate
+//! serial, a timestamp within 5 minutes, SHA256withRSA over method, path, time, nonce and body
+//! with the merchant's public key); replies signed with the emulator's WeChat Pay key (public
+//! key mode: `Wechatpay-Serial` is its `PUB_KEY_ID_…`); mini-program orders (`jsapi`), query
+//! and close; and, when a test says the user paid, the `TRANSACTION.SUCCESS` notification,
+//! signed and encrypted with the merchant's APIv3 key (AES-256-GCM), sent to the order's
+//! `notify_url` until it answers 200 or 204, on the emulator's retry schedule.
+//!
+//! ```text
+//! POST /emulator/wechatpay/merchants                        register a merchant
+//! POST /emulator/wechatpay/pay                              the user pays an order
+//! GET  /emulator/wechatpay/notifications                    what was sent, and the answers
+//! POST /wechatpay/v3/pay/transactions/jsapi                 place a mini-program order
+//! GET  /wechatpay/v3/pay/transactions/out-trade-no/{no}     query it (?mchid=)
+//! POST /wechatpay/v3/pay/transactions/out-trade-no/{no}/close
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aes_gcm::aead::{Aead, Payload};
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
+use rsa::pkcs8::{EncodePublicKey, LineEnding};
+use rsa::signature::{SignatureEncoding, Signer, Verifier};
+use rsa::{RsaPrivateKey, RsaPublicKey};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use time::OffsetDateTime;
+use time::macros::offset;
+
+use crate::state::{Emulator, new_token};
+
+/// How far a request's timestamp may be from the emulator's clock.
+const MAX_SKEW_SECS: i64 = 300;
+/// The emulator's WeChat Pay public key id, as `Wechatpay-Serial` names it.
+pub(crate) const PUBLIC_KEY_ID: &str = "PUB_KEY_ID_0114000000000000000000000000EMU";
+
+struct Merchant {
+    serial_no: String,
+    key: RsaPublicKey,
+    api_v3_key: Vec<u8>,
+    orders: HashMap<String, Order>,
+}
+
+#[derive(Clone)]
+struct Order {
+    appid: String,
+    total: i64,
+    openid: String,
+    notify_url: String,
+    attach: Option<String>,
+    prepay_id: String,
+    state: &'static str,
+    transaction_id: Option<String>,
+    success_time: Option<String>,
+}
+
+/// Every merchant and what was notified.
+#[derive(Default)]
+struct Pay {
+    merchants: Mutex<HashMap<String, Merchant>>,
+    notifications: Mutex<Vec<Value>>,
+}
+
+#[allow(clippy::disallowed_methods)] // The emulator has no domain code to steer from tests.
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[allow(clippy::disallowed_methods)] // The platform's routes, not Cloudlet's API: no contract.
+pub(crate) fn routes() -> Router<Arc<Emulator>> {
+    Router::new()
+        .route("/emulator/wechatpay/merchants", post(register))
+        .route("/emulator/wechatpay/pay", post(pay))
+        .route("/emulator/wechatpay/notifications", get(notifications))
+        .route("/wechatpay/v3/pay/transactions/jsapi", post(jsapi))
+        .route(
+            "/wechatpay/v3/pay/transactions/out-trade-no/{no}",
+            get(query),
+        )
+        .route(
+            "/wechatpay/v3/pay/transactions/out-trade-no/{no}/close",
+            post(close),
+        )
+        .layer(Extension(Arc::new(Pay::default())))
+}
+
+/// The emulator's WeChat Pay key, made on first use.
+async fn platform_key(emulator: &Emulator) -> Option<&RsaPrivateKey> {
+    if emulator.wechat_pay_key.get().is_none() {
+        let key =
+            tokio::task::spawn_blocking(|| RsaPrivateKey::new(&mut rand_core::OsRng, 2048).ok())
+                .await
+                .ok()
+                .flatten()?;
+        let _ = emulator.wechat_pay_key.set(key);
+    }
+    emulator.wechat_pay_key.get()
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({ "code": code, "message": message })),
+    )
+        .into_response()
+}
+
+/// A reply as WeChat Pay signs it: `Wechatpay-*` headers over time, nonce and body.
+fn signed(key: &RsaPrivateKey, status: StatusCode, body: String) -> Response {
+    let timestamp = now().unix_timestamp().to_string();
+    let nonce = new_token();
+    let signature = sign(key, &format!("{timestamp}\n{nonce}\n{body}\n"));
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("content-type", "application/json".to_owned()),
+        ("wechatpay-timestamp", timestamp),
+        ("wechatpay-nonce", nonce),
+        ("wechatpay-signature", signature),
+        ("wechatpay-serial", PUBLIC_KEY_ID.to_owned()),
+        (
+            "wechatpay-signature-type",
+            "WECHATPAY2-SHA256-RSA2048".to_owned(),
+        ),
+    ] {
+        if let Ok(value) = value.parse() {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
+
+fn sign(key: &RsaPrivateKey, message: &str) -> String {
+    let signature = SigningKey::<Sha256>::new(key.clone()).sign(message.as_bytes());
+    STANDARD.encode(signature.to_bytes())
+}
+
+#[derive(Deserialize)]
+struct Registration {
+    mchid: String,
+    serial_no: String,
+    /// The merchant's API certificate public key (PEM or base64 SPKI).
+    public_key: String,
+    api_v3_key: String,
+}
+
+async fn register(
+    State(emulator): State<Arc<Emulator>>,
+    Extension(pay): Extension<Arc<Pay>>,
+    axum::Json(registration): axum::Json<Registration>,
+) -> Response {
+    let Some(key) = crate::alipay::public_key(&registration.public_key) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "PARAM_ERROR",
+            "public_key is no RSA public key",
+        );
+    };
+    if registration.api_v3_key.len() != 32 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "PARAM_ERROR",
+            "an APIv3 key is 32 bytes",
+        );
+    }
+    let Some(platform) = platform_key(&emulator).await else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "no key");
+    };
+    let Ok(pem) = platform.to_public_key().to_public_key_pem(LineEnding::LF) else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "no key");
+    };
+    lock(&pay.merchants).insert(
+        registration.mchid.clone(),
+        Merchant {
+            serial_no: registration.serial_no.to_ascii_uppercase(),
+            key,
+            api_v3_key: registration.api_v3_key.into_bytes(),
+            orders: HashMap::new(),
+        },
+    );
+    axum::Json(json!({ "public_key_id": PUBLIC_KEY_ID, "public_key": pem })).into_response()
+}
+
+/// The `key="value"` pairs of an `Authorization` header, in any order.
+fn authorization(headers: &HeaderMap) -> Option<HashMap<String, String>> {
+    let header = headers.get("authorization")?.to_str().ok()?;
+    let pairs = header.strip_prefix("WECHATPAY2-SHA256-RSA2048 ")?;
+    pairs
+        .split(',')
+        .map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            let value = value.strip_prefix('"')?.strip_suffix('"')?;
+            Some((key.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+/// Checks a request's signature as WeChat Pay does: the merchant's id, or why not (a
+/// `SIGN_ERROR`).
+fn check(
+    pay: &Pay,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<String, &'static str> {
+    let refuse = |message: &'static str| message;
+    let pairs = authorization(headers)
+        .ok_or_else(|| refuse("no WECHATPAY2-SHA256-RSA2048 Authorization"))?;
+    let field = |name: &str| {
+        pairs
+            .get(name)
+            .ok_or_else(|| refuse("an Authorization field is missing"))
+    };
+    let (mchid, nonce, timestamp, serial, signature) = (
+        field("mchid")?,
+        field("nonce_str")?,
+        field("timestamp")?,
+        field("serial_no")?,
+        field("signature")?,
+    );
+    let at: i64 = timestamp
+        .parse()
+        .map_err(|_| refuse("timestamp is not a number"))?;
+    if (now().unix_timestamp() - at).abs() > MAX_SKEW_SECS {
+        return Err(refuse("the timestamp is not within 5 minutes"));
+    }
+    let merchants = lock(&pay.merchants);
+    let merchant = merchants
+        .get(mchid)
+        .ok_or_else(|| refuse("no such merchant"))?;
+    if !merchant.serial_no.eq_ignore_ascii_case(serial) {
+        return Err(refuse("serial_no is not the merchant's certificate"));
+    }
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let mut message = format!("{method}\n{path}\n{timestamp}\n{nonce}\n").into_bytes();
+    message.extend_from_slice(body);
+    message.push(b'\n');
+    let verified = STANDARD
+        .decode(signature)
+        .ok()
+        .and_then(|bytes| Signature::try_from(bytes.as_slice()).ok())
+        .is_some_and(|signature| {
+            VerifyingKey::<Sha256>::new(merchant.key.clone())
+                .verify(&message, &signature)
+                .is_ok()
+        });
+    if !verified {
+        return Err(refuse("the signature does not verify"));
+    }
+    Ok(mchid.clone())
+}
+
+#[derive(Deserialize)]
+struct Amount {
+    total: i64,
+    #[serde(default)]
+    currency: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Payer {
+    openid: String,
+}
+
+#[derive(Deserialize)]
+struct JsapiOrder {
+    appid: String,
+    mchid: String,
+    description: String,
+    out_trade_no: String,
+    notify_url: String,
+    amount: Amount,
+    payer: Payer,
+    #[serde(default)]
+    attach: Option<String>,
+    #[serde(default)]
+    time_expire: Option<String>,
+}
+
+async fn jsapi(
+    State(emulator): State<Arc<Emulator>>,
+    Extension(pay): Extension<Arc<Pay>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mchid = match check(&pay, &method, &uri, &headers, &body) {
+        Ok(mchid) => mchid,
+        Err(message) => return error(StatusCode::UNAUTHORIZED, "SIGN_ERROR", message),
+    };
+    let Ok(order) = serde_json::from_slice::<JsapiOrder>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "PARAM_ERROR",
+            "the body is not a jsapi order",
+        );
+    };
+    let valid_no = (6..=32).contains(&order.out_trade_no.len())
+        && order
+            .out_trade_no
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-|*".contains(&b));
+    let valid = order.mchid == mchid
+        && valid_no
+        && order.amount.total > 0
+        && order.amount.currency.as_deref().is_none_or(|c| c == "CNY")
+        && !order.description.is_empty()
+        && order.description.chars().count() <= 127
+        && order.notify_url.starts_with("http")
+        && !order.notify_url.contains('?')
+        && order.time_expire.as_deref().is_none_or(|t| {
+            OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).is_ok()
+        });
+    if !valid {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "PARAM_ERROR",
+            "a field breaks its rule",
+        );
+    }
+    let Some(key) = platform_key(&emulator).await else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "no key");
+    };
+    let mut merchants = lock(&pay.merchants);
+    let Some(merchant) = merchants.get_mut(&mchid) else {
+        return error(StatusCode::UNAUTHORIZED, "SIGN_ERROR", "no such merchant");
+    };
+    let prepay_id = match merchant.orders.get(&order.out_trade_no) {
+        // The same order again: its prepay id; another under the same number: refused.
+        Some(known) if known.state == "SUCCESS" => {
+            return error(StatusCode::FORBIDDEN, "ORDERPAID", "the order is paid");
+        }
+        Some(known) if known.state == "CLOSED" => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "ORDER_CLOSED",
+                "the order is closed",
+            );
+        }
+        Some(known)
+            if known.total == order.amount.total
+                && known.openid == order.payer.openid
+                && known.appid == order.appid =>
+        {
+            known.prepay_id.clone()
+        }
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_REQUEST",
+                "out_trade_no is taken by another order",
+            );
+        }
+        None => {
+            let prepay_id = format!("wx{}", new_token().replace(['-', '_'], ""));
+            merchant.orders.insert(
+                order.out_trade_no.clone(),
+                Order {
+                    appid: order.appid,
+                    total: order.amount.total,
+                    openid: order.payer.openid,
+                    notify_url: order.notify_url,
+                    attach: order.attach,
+                    prepay_id: prepay_id.clone(),
+                    state: "NOTPAY",
+                    transaction_id: None,
+                    success_time: None,
+                },
+            );
+            prepay_id
+        }
+    };
+    signed(
+        key,
+        StatusCode::OK,
+        json!({ "prepay_id": prepay_id }).to_string(),
+    )
+}
+
+/// The order as WeChat Pay's Transaction object.
+fn transaction(mchid: &str, out_trade_no: &str, order: &Order) -> Value {
+    let mut value = json!({
+        "appid": order.appid, "mchid": mchid, "out_trade_no": out_trade_no,
+        "trade_type": "JSAPI", "trade_state": order.state,
+        "trade_state_desc": match order.state { "SUCCESS" => "支付成功", "CLOSED" => "已关闭", _ => "未支付" },
+        "payer": { "openid": order.openid },
+        "amount": { "total": order.total, "currency": "CNY" },
+    });
+    if let Some(attach) = &order.attach {
+        value["attach"] = json!(attach);
+    }
+    if let (Some(id), Some(time)) = (&order.transaction_id, &order.success_time) {
+        value["transaction_id"] = json!(id);
+        value["success_time"] = json!(time);
+        value["bank_type"] = json!("OTHERS");
+        value["amount"]["payer_total"] = json!(order.total);
+        value["amount"]["payer_currency"] = json!("CNY");
+    }
+    value
+}
+
+#[derive(Deserialize)]
+struct MchidQuery {
+    mchid: String,
+}
+
+async fn query(
+    State(emulator): State<Arc<Emulator>>,
+    Extension(pay): Extension<Arc<Pay>>,
+    Path(no): Path<String>,
+    Query(params): Query<MchidQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let mchid = match check(&pay, &method, &uri, &headers, b"") {
+        Ok(mchid) => mchid,
+        Err(message) => return error(StatusCode::UNAUTHORIZED, "SIGN_ERROR", message),
+    };
+    if params.mchid != mchid {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "PARAM_ERROR",
+            "mchid is not the signer's",
+        );
+    }
+    let Some(key) = platform_key(&emulator).await else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "no key");
+    };
+    let merchants = lock(&pay.merchants);
+    let found = merchants.get(&mchid).and_then(|m| m.orders.get(&no));
+    match found {
+        Some(order) => signed(
+            key,
+            StatusCode::OK,
+            transaction(&mchid, &no, order).to_string(),
+        ),
+        None => error(StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "no such order"),
+    }
+}
+
+#[derive(Deserialize)]
+struct CloseBody {
+    mchid: String,
+}
+
+async fn close(
+    State(emulator): State<Arc<Emulator>>,
+    Extension(pay): Extension<Arc<Pay>>,
+    Path(no): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mchid = match check(&pay, &method, &uri, &headers, &body) {
+        Ok(mchid) => mchid,
+        Err(message) => return error(StatusCode::UNAUTHORIZED, "SIGN_ERROR", message),
+    };
+    let same = serde_json::from_slice::<CloseBody>(&body).is_ok_and(|b| b.mchid == mchid);
+    if !same {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "PARAM_ERROR",
+            "the body names another mchid",
+        );
+    }
+    let Some(key) = platform_key(&emulator).await else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "no key");
+    };
+    let mut merchants = lock(&pay.merchants);
+    let order = merchants
+        .get_mut(&mchid)
+        .and_then(|m| m.orders.get_mut(&no));
+    match order {
+        None => error(StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "no such order"),
+        Some(order) if order.state == "SUCCESS" => {
+            error(StatusCode::BAD_REQUEST, "ORDERPAID", "the order is paid")
+        }
+        Some(order) => {
+            order.state = "CLOSED";
+            signed(key, StatusCode::NO_CONTENT, String::new())
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct PayBody {
+    mchid: String,
+    out_trade_no: String,
+}
+
+/// The user pays: the order is paid, and its notification goes out.
+async fn pay(
+    State(emulator): State<Arc<Emulator>>,
+    Extension(pay): Extension<Arc<Pay>>,
+    axum::Json(body): axum::Json<PayBody>,
+) -> Response {
+    let Some(key) = platform_key(&emulator).await.cloned() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "no key");
+    };
+    let (order, api_v3_key) = {
+        let mut merchants = lock(&pay.merchants);
+        let Some(merchant) = merchants.get_mut(&body.mchid) else {
+            return error(StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "no such merchant");
+        };
+        let Some(order) = merchant.orders.get_mut(&body.out_trade_no) else {
+            return error(StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "no such order");
+        };
+        if order.state != "NOTPAY" {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "ORDER_CLOSED",
+                "the order is not payable",
+            );
+        }
+        order.state = "SUCCESS";
+        order.transaction_id = Some(format!(
+            "42000{}",
+            now().unix_timestamp_nanos() % 10i128.pow(23)
+        ));
+        let now = now().to_offset(offset!(+8));
+        order.success_time = now.replace_nanosecond(0).ok().and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        });
+        (order.clone(), merchant.api_v3_key.clone())
+    };
+    let resource = transaction(&body.mchid, &body.out_trade_no, &order).to_string();
+    let Some(notification) = notification(&api_v3_key, &resource) else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SYSTEM_ERROR",
+            "could not encrypt",
+        );
+    };
+    let retries = emulator.options.pay_notify_retries.clone();
+    tokio::spawn(deliver(
+        Arc::clone(&pay),
+        key,
+        order.notify_url.clone(),
+        notification,
+        retries,
+    ));
+    axum::Json(json!({ "transaction_id": order.transaction_id })).into_response()
+}
+
+/// A `TRANSACTION.SUCCESS` notification's body, its resource encrypted with the APIv3 key.
+fn notification(api_v3_key: &[u8], resource: &str) -> Option<String> {
+    let nonce = &new_token().replace(['-', '_'], "x")[..12];
+    let cipher = Aes256Gcm::new_from_slice(api_v3_key).ok()?;
+    let sealed = cipher
+        .encrypt(
+            Nonce::from_slice(nonce.as_bytes()),
+            Payload {
+                msg: resource.as_bytes(),
+                aad: b"transaction",
+            },
+        )
+        .ok()?;
+    let now = now().to_offset(offset!(+8)).replace_nanosecond(0).ok()?;
+    Some(
+        json!({
+            "id": new_token(),
+            "create_time": now.format(&time::format_description::well_known::Rfc3339).ok()?,
+            "resource_type": "encrypt-resource",
+            "event_type": "TRANSACTION.SUCCESS",
+            "summary": "支付成功",
+            "resource": {
+                "original_type": "transaction",
+                "algorithm": "AEAD_AES_256_GCM",
+                "ciphertext": STANDARD.encode(sealed),
+                "associated_data": "transaction",
+                "nonce": nonce,
+            },
+        })
+        .to_string(),
+    )
+}
+
+/// Posts a notification until it is answered 200 or 204, waiting `retries` between tries;
+/// each try is signed afresh (a new time and nonce), as WeChat Pay does.
+async fn deliver(
+    pay: Arc<Pay>,
+    key: RsaPrivateKey,
+    url: String,
+    body: String,
+    retries: Vec<Duration>,
+) {
+    let client = reqwest::Client::new();
+    let waits = std::iter::once(Duration::ZERO).chain(retries);
+    for wait in waits {
+        tokio::time::sleep(wait).await;
+        let timestamp = now().unix_timestamp().to_string();
+        let nonce = new_token();
+        let signature = sign(&key, &format!("{timestamp}\n{nonce}\n{body}\n"));
+        let answer = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("wechatpay-timestamp", &timestamp)
+            .header("wechatpay-nonce", &nonce)
+            .header("wechatpay-signature", &signature)
+            .header("wechatpay-serial", PUBLIC_KEY_ID)
+            .header("wechatpay-signature-type", "WECHATPAY2-SHA256-RSA2048")
+            .body(body.clone())
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        let status = answer.as_ref().map_or(0, |a| a.status().as_u16());
+        lock(&pay.notifications).push(json!({ "url": url, "status": status }));
+        if status == 200 || status == 204 {
+            return;
+        }
+    }
+}
+
+async fn notifications(Extension(pay): Extension<Arc<Pay>>) -> Response {
+    axum::Json(json!({ "items": *lock(&pay.notifications) })).into_response()
+}
