@@ -19,6 +19,7 @@ use cloudlet_core::realtime::{
     ChannelName, Close, ConnectionId, Hub, MAX_PRESENCE_PAGE, Outbound, PresencePage,
     RealtimeError, Resume, SettingsBody,
 };
+use futures_util::SinkExt;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use tokio::time::Instant;
@@ -235,6 +236,7 @@ async fn connect(
                 app,
                 socket,
                 publishes: (Instant::now(), 0),
+                cut: Default::default(),
             }
             .run(caller)
             .await;
@@ -424,15 +426,31 @@ struct Session {
     socket: WebSocket,
     /// The current second's publishes and direct messages.
     publishes: (Instant, u32),
+    /// Told when the hub cuts this connection.
+    cut: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Session {
     /// Sends a frame; false when the socket is gone or took longer than [`SEND_WITHIN`].
     async fn send_frame(&mut self, message: Message) -> bool {
-        matches!(
-            tokio::time::timeout(SEND_WITHIN, self.socket.send(message)).await,
-            Ok(Ok(()))
-        )
+        self.send_frames(std::iter::once(message)).await
+    }
+
+    /// Sends frames with one flush, all taken within [`SEND_WITHIN`], unless the hub cuts the
+    /// connection meanwhile (its queue filled behind a client that stopped reading); false when
+    /// the socket is gone.
+    async fn send_frames(&mut self, frames: impl IntoIterator<Item = Message>) -> bool {
+        let socket = &mut self.socket;
+        let sending = async {
+            for frame in frames {
+                socket.feed(frame).await?;
+            }
+            socket.flush().await
+        };
+        tokio::select! {
+            sent = tokio::time::timeout(SEND_WITHIN, sending) => matches!(sent, Ok(Ok(()))),
+            () = self.cut.notified() => false,
+        }
     }
 
     async fn send(&mut self, value: Json) -> bool {
@@ -446,12 +464,14 @@ impl Session {
             .await
     }
 
+    /// Sends a close frame (if the client still reads, within [`SEND_WITHIN`]).
     async fn close(&mut self, code: u16, reason: &'static str) {
         let frame = CloseFrame {
             code,
             reason: Utf8Bytes::from_static(reason),
         };
-        self.send_frame(Message::Close(Some(frame))).await;
+        let closing = self.socket.send(Message::Close(Some(frame)));
+        let _ = tokio::time::timeout(SEND_WITHIN, closing).await;
     }
 
     /// Whether the caller's session has been revoked since its token was checked.
@@ -549,7 +569,10 @@ impl Session {
             caller => (caller, None),
         };
         let (id, mut outbound) = match self.hub.connect(&self.app, &caller).await {
-            Ok(connected) => connected,
+            Ok(connected) => {
+                self.cut = connected.cut;
+                (connected.id, connected.outbound)
+            }
             Err(e) => {
                 self.refuse(e.into(), None).await;
                 self.close(4009, "too_many_connections").await;
@@ -633,15 +656,30 @@ impl Session {
                         self.close(why.code(), why.reason()).await;
                         return;
                     }
-                    Some(Outbound::Frame(frame)) => {
-                        let text = Message::Text(Utf8Bytes::from(String::from(&*frame)));
-                        if !self.send_frame(text).await {
+                    Some(first) => {
+                        // What else waits goes out with it, in one write.
+                        let mut frames = vec![first];
+                        while frames.len() < BATCH
+                            && let Ok(more) = outbound.try_recv()
+                        {
+                            frames.push(more);
+                        }
+                        let mut close = None;
+                        let mut messages = Vec::with_capacity(frames.len());
+                        for frame in frames {
+                            match frame {
+                                Outbound::Close(why) => {
+                                    close = Some(why);
+                                    break;
+                                }
+                                other => messages.extend(text_of(other)),
+                            }
+                        }
+                        if !self.send_frames(messages).await {
                             return;
                         }
-                    }
-                    Some(message) => {
-                        let value = serde_json::to_value(&message).unwrap_or(Json::Null);
-                        if !self.send(value).await {
+                        if let Some(why) = close {
+                            self.close(why.code(), why.reason()).await;
                             return;
                         }
                     }
@@ -722,9 +760,12 @@ impl Session {
         if !self.send(subscribed).await {
             return false;
         }
-        for frame in joined.missed {
-            let text = Message::Text(Utf8Bytes::from(String::from(&*frame)));
-            if !self.send_frame(text).await {
+        for missed in joined.missed.chunks(BATCH) {
+            let frames = missed
+                .iter()
+                .cloned()
+                .filter_map(|f| text_of(Outbound::Frame(f)));
+            if !self.send_frames(frames).await {
                 return false;
             }
         }
@@ -950,6 +991,21 @@ fn rate_limited() -> Refusal {
              and presence pages a second"
         ),
     )
+}
+
+/// How many waiting messages go out in one write.
+const BATCH: usize = 32;
+
+/// A message as a text frame: a shared frame as it is (no copy), others serialized.
+fn text_of(message: Outbound) -> Option<Message> {
+    match message {
+        Outbound::Frame(bytes) => Utf8Bytes::try_from(bytes).ok().map(Message::Text),
+        Outbound::Close(_) => None,
+        other => {
+            let text = serde_json::to_string(&other).ok()?;
+            Some(Message::Text(Utf8Bytes::from(text)))
+        }
+    }
 }
 
 /// `ready`: who the socket is for, and until when its token holds.

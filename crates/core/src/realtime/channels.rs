@@ -3,7 +3,8 @@
 //! present. Messages are kept as the frames sent, serialized once for every subscriber.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+
+use bytes::Bytes;
 
 use serde_json::value::RawValue;
 
@@ -18,7 +19,7 @@ pub const KEPT_OVERHEAD: usize = 64;
 struct Kept {
     seq: u64,
     at_ms: i64,
-    frame: Arc<str>,
+    frame: Bytes,
 }
 
 impl Kept {
@@ -110,11 +111,11 @@ impl Channel {
     /// is left of the app's budget, plus what this frees) allow, dropping its oldest messages
     /// first. A message that cannot be kept drops the rest too, so that what is kept never
     /// has a gap. Returns (bytes added, bytes freed).
-    pub fn keep(&mut self, seq: u64, at_ms: i64, frame: &Arc<str>, room: usize) -> (usize, usize) {
+    pub fn keep(&mut self, seq: u64, at_ms: i64, frame: &Bytes, room: usize) -> (usize, usize) {
         let kept = Kept {
             seq,
             at_ms,
-            frame: Arc::clone(frame),
+            frame: frame.clone(),
         };
         let size = kept.size();
         let mut freed = 0;
@@ -141,7 +142,7 @@ impl Channel {
     }
 
     /// The kept frames after message `after`, in order, if the channel still keeps all of them.
-    pub fn since(&self, after: u64) -> Option<Vec<Arc<str>>> {
+    pub fn since(&self, after: u64) -> Option<Vec<Bytes>> {
         if after >= self.seq {
             return Some(Vec::new());
         }
@@ -153,7 +154,7 @@ impl Channel {
             self.kept
                 .iter()
                 .filter(|k| k.seq > after)
-                .map(|k| Arc::clone(&k.frame))
+                .map(|k| k.frame.clone())
                 .collect(),
         )
     }
@@ -176,12 +177,16 @@ mod tests {
 
     fn publish(channel: &mut Channel, at_ms: i64, room: usize) -> (usize, usize) {
         channel.seq += 1;
-        let frame: Arc<str> = Arc::from(format!("m{}", channel.seq));
+        let frame = Bytes::from(format!("m{}", channel.seq));
         channel.keep(channel.seq, at_ms, &frame, room)
     }
 
-    fn frames(kept: Option<Vec<Arc<str>>>) -> Option<Vec<String>> {
-        kept.map(|v| v.iter().map(|f| f.to_string()).collect())
+    fn frames(kept: Option<Vec<Bytes>>) -> Option<Vec<String>> {
+        kept.map(|v| {
+            v.iter()
+                .map(|f| String::from_utf8(f.to_vec()).unwrap())
+                .collect()
+        })
     }
 
     #[test]

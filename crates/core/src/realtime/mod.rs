@@ -25,10 +25,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use cloudlet_store::{AppName, REALTIME_CONNECTED, REALTIME_DISCONNECTED, StoreError, TenantStore};
 use serde::Serialize;
 use serde_json::Value as Json;
-use tokio::sync::{Mutex, broadcast, mpsc};
+use tokio::sync::{Mutex, Notify, broadcast, mpsc};
 
 use self::channels::{Channel, Member};
 pub use self::settings::{Act, ChannelName, InvalidSettings, Settings, SettingsBody};
@@ -108,41 +109,51 @@ impl Close {
     }
 }
 
-/// What the hub asks a connection's transport to send.
+/// What the hub asks a connection's transport to send. Each variant is at most a pointer or two
+/// wide, so that the 256 slots of every connection's queue stay small.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Outbound {
     /// A change a subscription sees.
-    Change {
-        sub: String,
-        seq: u64,
-        event: Seen,
-        collection: String,
-        id: String,
-        /// The record after the change (none for `delete` and `leave`), shared by every
-        /// subscriber it goes to.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        record: Option<Arc<Json>>,
-    },
+    Change(Box<Change>),
     /// The subscription may have missed changes: refetch, then carry on from `epoch`.
-    Reset {
-        sub: String,
-        epoch: String,
-        reason: &'static str,
-    },
+    Reset(Box<Reset>),
     /// The subscription ended on the server's side (its collection was deleted).
-    Ended {
-        sub: String,
-        code: &'static str,
-        message: String,
-    },
+    Ended(Box<Ended>),
     /// A frame serialized once for every connection it goes to (a channel's message, a
     /// presence change).
     #[serde(skip)]
-    Frame(Arc<str>),
+    Frame(Bytes),
     /// Close the connection.
     #[serde(skip)]
     Close(Close),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub sub: String,
+    pub seq: u64,
+    pub event: Seen,
+    pub collection: String,
+    pub id: String,
+    /// The record after the change (none for `delete` and `leave`), shared by every
+    /// subscriber it goes to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<Arc<Json>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Reset {
+    pub sub: String,
+    pub epoch: String,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ended {
+    pub sub: String,
+    pub code: &'static str,
+    pub message: String,
 }
 
 /// Which of an app's sockets to close.
@@ -197,6 +208,15 @@ pub enum RealtimeError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnectionId(u64);
 
+/// A registered connection, for its transport: its id, what to send, and a signal that the
+/// server cut it (its queue filled, or its session was revoked) for a transport blocked on a
+/// client that stopped reading, which would otherwise hear of it only after its blocked send.
+pub struct Connected {
+    pub id: ConnectionId,
+    pub outbound: mpsc::Receiver<Outbound>,
+    pub cut: Arc<Notify>,
+}
+
 /// What a subscription follows.
 enum Subscription {
     /// Changes to a collection's records.
@@ -229,7 +249,7 @@ pub struct Resume {
 pub struct Joined {
     pub epoch: String,
     pub seq: u64,
-    pub missed: Vec<Arc<str>>,
+    pub missed: Vec<Bytes>,
     /// Set when what the client missed is no longer kept (`history`), or the channel is not
     /// the one it left (`epoch`: the server restarted, or the channel was forgotten).
     pub reset: Option<&'static str>,
@@ -266,12 +286,16 @@ struct Connection {
     /// Its id in channels' presence.
     member: String,
     out: mpsc::Sender<Outbound>,
+    /// Told when the server closes it.
+    cut: Arc<Notify>,
     subscriptions: HashMap<String, Subscription>,
 }
 
 struct Registry {
     /// Channels are stamped with it when left.
     clock: Arc<dyn Clock>,
+    /// How many sockets each user holds to each app: the per-user limit in one look.
+    per_user: HashMap<(AppName, String), usize>,
     /// Where sockets opening and closing are told, for the app's triggers.
     events: mpsc::Sender<SocketEvent>,
     connections: HashMap<ConnectionId, Connection>,
@@ -331,7 +355,7 @@ impl Tell for Option<SocketEvent> {
 }
 
 /// A presence change, as sent to the channel's presence watchers.
-fn presence_frame(channel: &ChannelName, member: &str, present: Option<&Member>) -> Arc<str> {
+fn presence_frame(channel: &ChannelName, member: &str, present: Option<&Member>) -> Bytes {
     let value = match present {
         Some(m) => serde_json::json!({
             "type": "presence_diff", "channel": channel.as_str(),
@@ -341,7 +365,7 @@ fn presence_frame(channel: &ChannelName, member: &str, present: Option<&Member>)
             "type": "presence_diff", "channel": channel.as_str(), "leave": {"member": member},
         }),
     };
-    Arc::from(value.to_string())
+    Bytes::from(value.to_string())
 }
 
 impl Registry {
@@ -359,9 +383,16 @@ impl Registry {
                     self.by_app.remove(&connection.app);
                 }
             }
+            if let Some(user) = &connection.user {
+                self.uncount(&connection.app, user);
+            }
             if let Some(why) = why {
                 // A full queue is the reason itself; the transport ends when the queue closes.
-                let _ = connection.out.try_send(Outbound::Close(why));
+                // A full queue is the reason itself: a transport blocked on a client that
+                // stopped reading is cut now rather than after its blocked send.
+                if connection.out.try_send(Outbound::Close(why)).is_err() {
+                    connection.cut.notify_one();
+                }
             }
             let at_ms = self.clock.now().unix_ms();
             SocketEvent::of(&connection, REALTIME_DISCONNECTED, at_ms).tell(&self.events);
@@ -372,6 +403,32 @@ impl Registry {
                 }
             }
         }
+    }
+
+    fn count(&mut self, app: &AppName, user: &str) -> usize {
+        let open = self
+            .per_user
+            .entry((app.clone(), user.to_owned()))
+            .or_default();
+        *open += 1;
+        *open
+    }
+
+    fn uncount(&mut self, app: &AppName, user: &str) {
+        let key = (app.clone(), user.to_owned());
+        if let Some(open) = self.per_user.get_mut(&key) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                self.per_user.remove(&key);
+            }
+        }
+    }
+
+    fn open_of(&self, app: &AppName, user: &str) -> usize {
+        self.per_user
+            .get(&(app.clone(), user.to_owned()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Closes connections from the server's side.
@@ -441,7 +498,7 @@ fn send_to<'a>(
     connections: &HashMap<ConnectionId, Connection>,
     subscribers: impl Iterator<Item = (&'a ConnectionId, &'a bool)>,
     presence: bool,
-    frame: &Arc<str>,
+    frame: &Bytes,
 ) -> Vec<ConnectionId> {
     let mut slow = Vec::new();
     for (id, watches) in subscribers {
@@ -451,7 +508,7 @@ fn send_to<'a>(
         if let Some(connection) = connections.get(id)
             && connection
                 .out
-                .try_send(Outbound::Frame(Arc::clone(frame)))
+                .try_send(Outbound::Frame(frame.clone()))
                 .is_err()
         {
             slow.push(*id);
@@ -514,6 +571,7 @@ impl Hub {
             limits,
             registry: Mutex::new(Registry {
                 clock,
+                per_user: HashMap::new(),
                 events,
                 connections: HashMap::new(),
                 by_app: HashMap::new(),
@@ -567,7 +625,7 @@ impl Hub {
         &self,
         app: &AppName,
         caller: &Caller,
-    ) -> Result<(ConnectionId, mpsc::Receiver<Outbound>), RealtimeError> {
+    ) -> Result<Connected, RealtimeError> {
         let key = matches!(caller, Caller::AppKey(_));
         let (session, user) = match caller {
             Caller::User(principal) => (
@@ -582,23 +640,15 @@ impl Hub {
             return Err(RealtimeError::AppFull(limits.per_app));
         }
         if let Some(user) = &user {
-            let open = registry.by_app.get(app).map_or(0, |ids| {
-                ids.iter()
-                    .filter(|id| {
-                        registry
-                            .connections
-                            .get(id)
-                            .is_some_and(|c| c.user.as_deref() == Some(user.as_str()))
-                    })
-                    .count()
-            });
-            if open >= limits.per_user {
+            if registry.open_of(app, user) >= limits.per_user {
                 return Err(RealtimeError::TooManyConnections(limits.per_user));
             }
+            registry.count(app, user);
         }
         let id = ConnectionId(self.0.next.fetch_add(1, Ordering::Relaxed));
         let member = self.epoch();
         let (out, receiver) = mpsc::channel(QUEUE);
+        let cut = Arc::new(Notify::new());
         registry.connections.insert(
             id,
             Connection {
@@ -609,6 +659,7 @@ impl Hub {
                 key,
                 member,
                 out,
+                cut: Arc::clone(&cut),
                 subscriptions: HashMap::new(),
             },
         );
@@ -617,7 +668,11 @@ impl Hub {
             let at_ms = self.now_ms();
             SocketEvent::of(connection, REALTIME_CONNECTED, at_ms).tell(&registry.events);
         }
-        Ok((id, receiver))
+        Ok(Connected {
+            id,
+            outbound: receiver,
+            cut,
+        })
     }
 
     /// Forgets a connection (its socket closed).
@@ -705,19 +760,10 @@ impl Hub {
         // A socket let in without a token that logs in counts as its user's from now on.
         if let (None, Caller::User(principal)) = (&connection.user, caller) {
             let app = connection.app.clone();
-            let open = registry.by_app.get(&app).map_or(0, |ids| {
-                ids.iter()
-                    .filter(|id| {
-                        registry
-                            .connections
-                            .get(id)
-                            .is_some_and(|c| c.user.as_deref() == Some(principal.user_id.as_str()))
-                    })
-                    .count()
-            });
-            if open >= self.0.limits.per_user {
+            if registry.open_of(&app, &principal.user_id) >= self.0.limits.per_user {
                 return Err(RealtimeError::TooManyConnections(self.0.limits.per_user));
             }
+            registry.count(&app, &principal.user_id);
         }
         let connection = registry
             .connections
@@ -799,14 +845,14 @@ impl Hub {
                 let record = matches!(seen, Seen::Create | Seen::Update)
                     .then(|| shared.clone())
                     .flatten();
-                let message = Outbound::Change {
+                let message = Outbound::Change(Box::new(Change {
                     sub: name.clone(),
                     seq: *seq,
                     event: seen,
                     collection: event.collection.clone(),
                     id: event.id.clone(),
                     record,
-                };
+                }));
                 if connection.out.try_send(message).is_err() {
                     slow.push(id);
                     break;
@@ -814,11 +860,11 @@ impl Hub {
             }
             for (name, (code, message)) in ended {
                 connection.subscriptions.remove(&name);
-                let message = Outbound::Ended {
+                let message = Outbound::Ended(Box::new(Ended {
                     sub: name,
                     code,
                     message,
-                };
+                }));
                 if connection.out.try_send(message).is_err() {
                     slow.push(id);
                 }
@@ -862,11 +908,11 @@ impl Hub {
                 };
                 *current = epoch.clone();
                 *seq = 0;
-                let message = Outbound::Reset {
+                let message = Outbound::Reset(Box::new(Reset {
                     sub: name.clone(),
                     epoch: epoch.clone(),
                     reason,
-                };
+                }));
                 if connection.out.try_send(message).is_err() {
                     slow.push(id);
                     break;
@@ -992,6 +1038,7 @@ mod tests {
     fn registry() -> Registry {
         Registry {
             clock: Arc::new(SystemClock),
+            per_user: HashMap::new(),
             events: mpsc::channel(1).0,
             connections: HashMap::new(),
             by_app: HashMap::new(),

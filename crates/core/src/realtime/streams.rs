@@ -8,6 +8,7 @@ use std::sync::Arc;
 use cloudlet_store::AppName;
 use serde_json::{Value as Json, json};
 
+use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::channels::{Channel, Member};
@@ -135,11 +136,11 @@ impl Hub {
             for (name, channel) in refused {
                 if let Some(connection) = registry.connections.get_mut(&id) {
                     connection.subscriptions.remove(&name);
-                    let ended = Outbound::Ended {
+                    let ended = Outbound::Ended(Box::new(super::Ended {
                         sub: name,
                         code: "forbidden",
                         message: "the app's realtime rules no longer let this caller in".into(),
-                    };
+                    }));
                     if connection.out.try_send(ended).is_err() {
                         slow.push(id);
                     }
@@ -338,7 +339,7 @@ impl Hub {
         held.kept = held.kept.saturating_sub(state.expire(now));
         state.seq += 1;
         let seq = state.seq;
-        let frame: Arc<str> = Arc::from(frame(seq).to_string());
+        let frame = Bytes::from(frame(seq).to_string());
         let room = APP_HISTORY_BYTES.saturating_sub(held.kept);
         let (added, freed) = state.keep(seq, now, &frame, room);
         held.kept = (held.kept + added).saturating_sub(freed);

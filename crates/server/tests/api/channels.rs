@@ -748,7 +748,8 @@ async fn a_client_that_stops_reading_is_cut_and_the_others_get_everything() {
         }
     };
     tokio::join!(publishing, reading);
-    // What reached Bob before the cut is in order; then the socket closes with 4008.
+    // What reached Bob before the cut is in order; then the socket ends: with 4008 if the close
+    // frame could still reach him, dropped if his buffers were full.
     let mut last = 0;
     let code = loop {
         let frame = tokio::time::timeout(std::time::Duration::from_secs(15), {
@@ -770,10 +771,11 @@ async fn a_client_that_stops_reading_is_cut_and_the_others_get_everything() {
                 break frame.map(|f| u16::from(f.code));
             }
             Some(Ok(_)) => {}
-            other => panic!("expected the close, got {other:?}"),
+            // Cut while its buffers were full: no close frame could reach it.
+            Some(Err(_)) | None => break None,
         }
     };
-    assert_eq!(code, Some(4008));
+    assert!(matches!(code, Some(4008) | None), "{code:?}");
     assert!(last < publishes, "bob was cut before the end ({last})");
     // The reader is still served.
     admin_publish(&s, "room:1", json!("after")).await;
