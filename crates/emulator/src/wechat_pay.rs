@@ -239,7 +239,7 @@ fn check(
     let at: i64 = timestamp
         .parse()
         .map_err(|_| refuse("timestamp is not a number"))?;
-    if (now().unix_timestamp() - at).abs() > MAX_SKEW_SECS {
+    if now().unix_timestamp().abs_diff(at) > MAX_SKEW_SECS.unsigned_abs() {
         return Err(refuse("the timestamp is not within 5 minutes"));
     }
     let merchants = lock(&pay.merchants);

@@ -42,11 +42,26 @@ pub enum NotifyRule {
 }
 
 /// Checks an asynchronous notification's form parameters (URL-decoded once, as they came)
-/// against Alipay's public key, `shared/platforms.md` §4.2. A parameter sent twice fails it:
-/// what is verified must be what is read.
+/// against Alipay's public key, `shared/platforms.md` §4.2. A parameter sent twice, a name that
+/// is not `[a-z0-9_]`, or a value holding `&` fails it: what is verified must be what is read.
+/// A notification only says what to check: an order's state changes after a query confirms it.
 pub fn verify_notify(key: &RsaPublicKey, params: &[(String, String)], rule: NotifyRule) -> bool {
     let mut seen = std::collections::HashSet::new();
     if !params.iter().all(|(name, _)| seen.insert(name.as_str())) {
+        return false;
+    }
+    // The signed text joins `name=value` with `&` and escapes nothing: a value holding `&`, or
+    // a name that is not a plain one, could split the same text into other parameters.
+    let plain = |name: &str| {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    if !params
+        .iter()
+        .all(|(name, value)| plain(name) && !value.contains('&'))
+    {
         return false;
     }
     let Some((_, signature)) = params.iter().find(|(name, _)| name == "sign") else {
@@ -422,6 +437,16 @@ mod notify_tests {
         assert!(!verify_notify(&key, &twice, NotifyRule::WithoutSignType));
         let unsigned: Vec<_> = t9().into_iter().filter(|(k, _)| k != "sign").collect();
         assert!(!verify_notify(&key, &unsigned, NotifyRule::WithoutSignType));
+        // The same signed text split into other parameters: `subject` swallowing what follows.
+        let mut split: Vec<(String, String)> = t9()
+            .into_iter()
+            .filter(|(k, _)| k != "subject" && k != "total_amount")
+            .collect();
+        split.push((
+            "subject".into(),
+            "语雀空间 500人规模&total_amount=0.10".into(),
+        ));
+        assert!(!verify_notify(&key, &split, NotifyRule::WithoutSignType));
     }
 
     #[test]

@@ -21,6 +21,8 @@ impl PlatformHttp {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("cloudlet/", env!("CARGO_PKG_VERSION")))
+            // The platforms do not redirect: one that seems to would send a signed body elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(PlatformHttp { client })
     }

@@ -441,14 +441,21 @@ impl Session {
     /// the socket is gone.
     async fn send_frames(&mut self, frames: impl IntoIterator<Item = Message>) -> bool {
         let socket = &mut self.socket;
+        // Each frame within its own deadline: a slow reader is not cut for a long batch.
         let sending = async {
             for frame in frames {
-                socket.feed(frame).await?;
+                let fed = tokio::time::timeout(SEND_WITHIN, socket.feed(frame)).await;
+                if !matches!(fed, Ok(Ok(()))) {
+                    return false;
+                }
             }
-            socket.flush().await
+            matches!(
+                tokio::time::timeout(SEND_WITHIN, socket.flush()).await,
+                Ok(Ok(()))
+            )
         };
         tokio::select! {
-            sent = tokio::time::timeout(SEND_WITHIN, sending) => matches!(sent, Ok(Ok(()))),
+            sent = sending => sent,
             () = self.cut.notified() => false,
         }
     }
@@ -657,22 +664,26 @@ impl Session {
                         return;
                     }
                     Some(first) => {
-                        // What else waits goes out with it, in one write.
-                        let mut frames = vec![first];
-                        while frames.len() < BATCH
-                            && let Ok(more) = outbound.try_recv()
-                        {
-                            frames.push(more);
-                        }
+                        // What else waits goes out with it, in one write: at most BATCH
+                        // messages and about BATCH_BYTES of them.
                         let mut close = None;
-                        let mut messages = Vec::with_capacity(frames.len());
-                        for frame in frames {
-                            match frame {
-                                Outbound::Close(why) => {
-                                    close = Some(why);
-                                    break;
-                                }
-                                other => messages.extend(text_of(other)),
+                        let mut messages = Vec::new();
+                        let mut bytes = 0;
+                        let mut next = Some(first);
+                        while let Some(message) = next.take() {
+                            if let Outbound::Close(why) = message {
+                                close = Some(why);
+                                break;
+                            }
+                            if let Some(text) = text_of(message) {
+                                bytes += match &text {
+                                    Message::Text(text) => text.len(),
+                                    _ => 0,
+                                };
+                                messages.push(text);
+                            }
+                            if messages.len() < BATCH && bytes < BATCH_BYTES {
+                                next = outbound.try_recv().ok();
                             }
                         }
                         if !self.send_frames(messages).await {
@@ -993,8 +1004,9 @@ fn rate_limited() -> Refusal {
     )
 }
 
-/// How many waiting messages go out in one write.
+/// How many waiting messages go out in one write, and about how many bytes of them.
 const BATCH: usize = 32;
+const BATCH_BYTES: usize = 64 * 1024;
 
 /// A message as a text frame: a shared frame as it is (no copy), others serialized.
 fn text_of(message: Outbound) -> Option<Message> {
