@@ -33,18 +33,29 @@ impl PlatformHttp {
 
     /// Reads an answer as text, refusing one over the size limit.
     pub(crate) async fn text(response: reqwest::Response) -> Result<String, PlatformError> {
+        let bytes = Self::bounded(response).await?;
+        String::from_utf8(bytes)
+            .map_err(|_| PlatformError::BadAnswer("the answer is not UTF-8".into()))
+    }
+
+    /// The answer's body, read a chunk at a time and given up on as soon as it passes
+    /// [`MAX_ANSWER_BYTES`], whatever its `content-length` said (a chunked one says nothing).
+    async fn bounded(mut response: reqwest::Response) -> Result<Vec<u8>, PlatformError> {
+        let too_large = || PlatformError::BadAnswer("the answer is too large".into());
         if response
             .content_length()
             .is_some_and(|len| len > MAX_ANSWER_BYTES as u64)
         {
-            return Err(PlatformError::BadAnswer("the answer is too large".into()));
+            return Err(too_large());
         }
-        let bytes = response.bytes().await?;
-        if bytes.len() > MAX_ANSWER_BYTES {
-            return Err(PlatformError::BadAnswer("the answer is too large".into()));
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| PlatformError::BadAnswer("the answer is not UTF-8".into()))
+        Ok(body)
     }
 
     /// Reads an answer as JSON whatever its content type says: WeChat's `jscode2session`
@@ -53,16 +64,7 @@ impl PlatformHttp {
         response: reqwest::Response,
     ) -> Result<T, PlatformError> {
         let status = response.status();
-        if response
-            .content_length()
-            .is_some_and(|len| len > MAX_ANSWER_BYTES as u64)
-        {
-            return Err(PlatformError::BadAnswer("the answer is too large".into()));
-        }
-        let bytes = response.bytes().await?;
-        if bytes.len() > MAX_ANSWER_BYTES {
-            return Err(PlatformError::BadAnswer("the answer is too large".into()));
-        }
+        let bytes = Self::bounded(response).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
             PlatformError::BadAnswer(format!("HTTP {status}, body is not the expected JSON: {e}"))
         })

@@ -966,3 +966,31 @@ mod wechat_pay {
         ));
     }
 }
+
+/// A platform whose answer never ends (chunked, no length): the client gives up past 1 MiB
+/// instead of holding it all.
+#[tokio::test]
+#[allow(clippy::disallowed_methods)] // A misbehaving platform, not Cloudlet's API.
+async fn an_endless_chunked_answer_is_refused_past_the_limit() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let endless = || async {
+        let chunk = axum::body::Bytes::from(vec![b' '; 64 * 1024]);
+        axum::body::Body::from_stream(futures_util::stream::repeat_with(move || {
+            Ok::<_, std::io::Error>(chunk.clone())
+        }))
+    };
+    let app = axum::Router::new().route("/sns/jscode2session", axum::routing::get(endless));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = WeChatClient::new(
+        PlatformHttp::new(Duration::from_secs(5)).unwrap(),
+        &base,
+        "wx-a",
+        "secret",
+    );
+    let refused = client.code_to_session("code").await.unwrap_err();
+    assert!(
+        matches!(&refused, PlatformError::BadAnswer(m) if m.contains("too large")),
+        "{refused}"
+    );
+}
