@@ -106,6 +106,23 @@ async fn deploy(t: &TestApp, app: &str, name: &str, body: Value) -> Value {
     .await
 }
 
+/// The `note` of every record of `collection`, oldest first, read as the admin.
+async fn notes_of(t: &TestApp, app: &str, collection: &str) -> Vec<String> {
+    let page = t
+        .admin(
+            Method::GET,
+            &format!("/v1/apps/{app}/collections/{collection}/records?sort=created_at"),
+        )
+        .expect(StatusCode::OK)
+        .await;
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["note"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 fn call(
     t: &TestApp,
     app: &str,
@@ -1027,21 +1044,7 @@ async fn data_triggers_run_after_writes_and_stop_at_a_bounded_depth() {
         .json(&json!({ "title": "milk" }))
         .expect(StatusCode::CREATED)
         .await;
-    let notes = || async {
-        let page = t
-            .admin(
-                Method::GET,
-                "/v1/apps/audited/collections/audit/records?sort=created_at",
-            )
-            .expect(StatusCode::OK)
-            .await;
-        page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["note"].as_str().unwrap().to_owned())
-            .collect::<Vec<_>>()
-    };
+    let notes = || notes_of(&t, "audited", "audit");
     for _ in 0..100 {
         if notes().await.len() >= 3 {
             break;
@@ -2593,21 +2596,7 @@ async fn sockets_opening_and_closing_trigger_functions() {
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let auth = json!({ "type": "auth", "token": alice });
     socket.send(Message::text(auth.to_string())).await.unwrap();
-    let notes = || async {
-        let page = t
-            .admin(
-                Method::GET,
-                "/v1/apps/sockets/collections/seen/records?sort=created_at",
-            )
-            .expect(StatusCode::OK)
-            .await;
-        page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["note"].as_str().unwrap().to_owned())
-            .collect::<Vec<_>>()
-    };
+    let notes = || notes_of(&t, "sockets", "seen");
     let until = |count: usize| {
         let notes = &notes;
         async move {
