@@ -5,7 +5,8 @@
 //!   each app's own database, in which [`UserStore`] keeps end users and sessions and
 //!   [`RecordStore`] keeps collections and their records, and [`FunctionStore`] functions,
 //!   their versions, invocation logs and environment secrets, and [`SiteStore`] the app's
-//!   static site, and [`FileStore`] what each uploaded file is; a [`BlobStore`] keeps the
+//!   static site, [`FileStore`] what each uploaded file is, and [`PaymentStore`] orders and
+//!   refunds; a [`BlobStore`] keeps the
 //!   files' bytes (a local directory or S3). Domain code in `cloudlet-core` sees only these
 //!   traits.
 //! - [`sqlite`] implements both on SQLite: one writer thread per database that batches concurrent
@@ -23,6 +24,7 @@ mod error;
 mod files;
 mod functions;
 mod listing;
+mod payments;
 pub mod postgres;
 mod queues;
 mod records;
@@ -44,6 +46,12 @@ pub use files::{
     NewFile, StoredBytes,
 };
 pub use functions::{FunctionLogRow, FunctionRow, FunctionStore, FunctionVersionRow, LogQuery};
+pub use payments::{
+    Applied, Cause, Change, Created, ORDER_CLOSED, ORDER_CREATED, ORDER_PAID,
+    ORDER_PARTLY_REFUNDED, ORDER_REFUNDED, OrderQuery, OrderRow, PAY_CLOSED, PAY_PAID,
+    PAY_REFUND_FAILED, PAY_REFUNDED, PayEventRow, PaymentStore, REFUND_FAILED, REFUND_PENDING,
+    REFUND_SUCCEEDED, RefundRow, Reserved,
+};
 pub use queues::{
     Claimed, DueApp, Failed, MessageRow, MessageState, NewMessage, QueueRow, QueueStats,
     QueueStore, Sent,

@@ -56,6 +56,7 @@ const FIRST: &[&str] = &[
     "sessions",
     "retired_session_secrets",
     "session_tombstones",
+    "_pay_orders",
 ];
 
 /// What one table's copy found: rows on each side and whether their hashes agree.

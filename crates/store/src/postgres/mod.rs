@@ -12,6 +12,7 @@
 
 mod files;
 mod functions;
+mod payments;
 mod queues;
 mod records;
 mod sites;
@@ -382,6 +383,14 @@ pub(crate) async fn row(
 /// disk too.
 pub(crate) async fn relax_commit(tx: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
     tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await?;
+    Ok(())
+}
+
+/// Makes the current transaction's commit wait for its WAL to reach the disk whatever the
+/// node's durability: for a payment's state, which the platform stops retrying once answered.
+pub(crate) async fn durable_commit(tx: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    tx.batch_execute("SET LOCAL synchronous_commit = on")
         .await?;
     Ok(())
 }

@@ -27,6 +27,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     super::files::MIGRATION,
     super::files::THUMBS,
     SETTINGS,
+    super::payments::MIGRATION,
 ];
 
 /// App-wide settings, one JSON document per key.

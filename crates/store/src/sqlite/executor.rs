@@ -10,7 +10,9 @@
 //! failure is harmless or repaired (a queue claim, a hint). A batch of relaxed writes only
 //! commits without its fsync (`synchronous = NORMAL` for that commit): it still survives the
 //! process crashing, and the next full commit's fsync covers it, since the WAL is written in
-//! order. A batch with any ordinary write commits as the database's durability says.
+//! order. A batch with any ordinary write commits as the database's durability says, and a
+//! batch with a *durable* write ([`Database::write_durable`]: a payment's state, which a
+//! platform stops retrying once it is answered) commits with its fsync whatever the durability.
 //!
 //! Reads take a permit (at most `readers` at once) and borrow an idle read-only connection. A
 //! read first runs inline, on the task that asked for it, within a budget of
@@ -49,7 +51,18 @@ type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// be released or rolled back: the batch can then not be trusted and is rolled back whole.
 struct WriteJob {
     run: Box<dyn FnOnce(&Connection) -> RanJob + Send>,
-    relaxed: bool,
+    commit: Commit,
+}
+
+/// What one write needs of its batch's commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// No fsync needed.
+    Relaxed,
+    /// The database's durability.
+    Default,
+    /// An fsync, whatever the durability.
+    Durable,
 }
 
 struct RanJob {
@@ -166,7 +179,7 @@ impl Database {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit(write, false).await
+        self.submit(write, Commit::Default).await
     }
 
     /// [`Database::write`] for bookkeeping that need not wait for the disk: once answered it
@@ -178,10 +191,20 @@ impl Database {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit(write, true).await
+        self.submit(write, Commit::Relaxed).await
     }
 
-    async fn submit<T, F>(&self, write: F, relaxed: bool) -> Result<T, StoreError>
+    /// [`Database::write`] committed with its fsync even under [`Durability::Process`]: once
+    /// answered it survives power loss.
+    pub async fn write_durable<T, F>(&self, write: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(write, Commit::Durable).await
+    }
+
+    async fn submit<T, F>(&self, write: F, commit: Commit) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -196,7 +219,7 @@ impl Database {
                 intact,
             }
         });
-        let job = WriteJob { run, relaxed };
+        let job = WriteJob { run, commit };
         let sender = lock(&self.inner.writer).clone().ok_or(StoreError::Closed)?;
         sender.send(job).map_err(|_| StoreError::Closed)?;
         answer
@@ -346,8 +369,8 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 }
 
 fn run_writer(conn: Connection, durability: Durability, jobs: mpsc::Receiver<WriteJob>) {
-    // Whether the connection now commits without fsync for a relaxed batch.
-    let mut relaxed_now = false;
+    // The `synchronous` the connection commits with now.
+    let mut synchronous_now = durability.synchronous();
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -356,20 +379,21 @@ fn run_writer(conn: Connection, durability: Durability, jobs: mpsc::Receiver<Wri
                 Err(_) => break,
             }
         }
-        let relaxed = durability == Durability::Full && batch.iter().all(|job| job.relaxed);
-        if relaxed != relaxed_now {
-            let synchronous = if relaxed {
-                Durability::Process.synchronous()
-            } else {
-                durability.synchronous()
-            };
+        let synchronous = if batch.iter().any(|job| job.commit == Commit::Durable) {
+            Durability::Full.synchronous()
+        } else if batch.iter().all(|job| job.commit == Commit::Relaxed) {
+            Durability::Process.synchronous()
+        } else {
+            durability.synchronous()
+        };
+        if synchronous != synchronous_now {
             if let Err(e) = conn.execute_batch(&format!("PRAGMA synchronous = {synchronous}")) {
                 let e = StoreError::from(e);
                 tracing::error!(error = %e, path = ?conn.path(), "could not set synchronous");
                 drop(batch);
                 continue;
             }
-            relaxed_now = relaxed;
+            synchronous_now = synchronous;
         }
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let e = StoreError::from(e);
@@ -471,6 +495,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = open_with(dir.path(), Durability::Process);
         assert_eq!(db.write_relaxed(synchronous).await.unwrap(), 1);
+        assert_eq!(db.write(synchronous).await.unwrap(), 1);
+        // A durable write has its fsync all the same, and the next ordinary one goes back.
+        assert_eq!(db.write_durable(synchronous).await.unwrap(), 2);
         assert_eq!(db.write(synchronous).await.unwrap(), 1);
         db.close();
     }

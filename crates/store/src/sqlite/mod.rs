@@ -8,6 +8,7 @@ mod executor;
 mod files;
 mod functions;
 mod migrate;
+mod payments;
 mod queues;
 mod records;
 mod sites;

@@ -41,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     super::files::MIGRATION,
     super::files::THUMBS,
     SETTINGS,
+    super::payments::MIGRATION,
 ];
 
 /// App-wide settings, one JSON document per key.

@@ -164,6 +164,15 @@ impl SqliteTenants {
     ) -> Result<T, StoreError> {
         self.lease(app).await?.db.write_relaxed(write).await
     }
+
+    /// [`SqliteTenants::write_app`] through [`Database::write_durable`](super::Database::write_durable).
+    pub(super) async fn write_app_durable<T: Send + 'static>(
+        &self,
+        app: &AppName,
+        write: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.lease(app).await?.db.write_durable(write).await
+    }
 }
 
 #[async_trait]

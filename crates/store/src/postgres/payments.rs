@@ -1,0 +1,549 @@
+//! [`PaymentStore`] on PostgreSQL, in each app's schema, with the same rows and outcomes as on
+//! SQLite. Several connections (and nodes) apply callbacks and reserve refunds at once, so each
+//! step is made safe on its own:
+//!
+//! - applying a change first locks the order's row (`FOR UPDATE`), so two callbacks of one
+//!   order are applied one after the other, and the second finds the event row the first wrote;
+//! - a refund is reserved with one conditional `UPDATE` of the order's `reserved_fen`, which
+//!   locks the row and re-checks the bound on the row as it is at that moment: concurrent
+//!   refunds of one order never reserve more than its amount;
+//! - both commit with `synchronous_commit = on`, whatever the node's durability.
+
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+
+use super::records::record_event;
+use super::{Postgres, durable_commit, execute, row, rows, schema};
+use crate::payments::{
+    Applied, Cause, Change, Created, ORDER_CLOSED, ORDER_CREATED, ORDER_PAID,
+    ORDER_PARTLY_REFUNDED, ORDER_REFUNDED, OrderQuery, OrderRow, PayEventRow, PaymentStore,
+    REFUND_FAILED, REFUND_PENDING, REFUND_SUCCEEDED, RefundRow, Reserved, change_event,
+};
+use crate::{AppName, Emit, StoreError};
+
+/// The schema step of an app's payments: SQLite's step 14.
+pub(super) const MIGRATION: &str = "
+    CREATE TABLE {s}._pay_orders (
+        id              text COLLATE \"C\" PRIMARY KEY,
+        provider        text NOT NULL,
+        out_trade_no    text COLLATE \"C\" NOT NULL UNIQUE,
+        key             text COLLATE \"C\" UNIQUE,
+        user_id         text COLLATE \"C\",
+        amount_fen      bigint NOT NULL CHECK (amount_fen > 0),
+        description     text NOT NULL,
+        metadata        text NOT NULL,
+        state           text NOT NULL,
+        refunded_fen    bigint NOT NULL DEFAULT 0,
+        reserved_fen    bigint NOT NULL DEFAULT 0 CHECK (reserved_fen <= amount_fen),
+        transaction_id  text,
+        prepay          text,
+        expires_at      bigint NOT NULL,
+        paid_at         bigint,
+        created_at      bigint NOT NULL,
+        updated_at      bigint NOT NULL
+    );
+    CREATE INDEX _pay_orders_by_user ON {s}._pay_orders (user_id, id);
+    CREATE TABLE {s}._pay_events (
+        order_id  text COLLATE \"C\" NOT NULL REFERENCES {s}._pay_orders (id),
+        name      text COLLATE \"C\" NOT NULL,
+        source    text NOT NULL,
+        payload   text NOT NULL,
+        at        bigint NOT NULL,
+        PRIMARY KEY (order_id, name)
+    );
+    CREATE TABLE {s}._pay_refunds (
+        out_refund_no  text COLLATE \"C\" PRIMARY KEY,
+        order_id       text COLLATE \"C\" NOT NULL REFERENCES {s}._pay_orders (id),
+        amount_fen     bigint NOT NULL CHECK (amount_fen > 0),
+        reason         text NOT NULL,
+        state          text NOT NULL,
+        refund_id      text,
+        created_at     bigint NOT NULL,
+        updated_at     bigint NOT NULL
+    );
+    CREATE INDEX _pay_refunds_by_order ON {s}._pay_refunds (order_id, created_at);
+";
+
+const ORDER_COLUMNS: &str = "id, provider, out_trade_no, key, user_id, amount_fen, description,
+    metadata, state, refunded_fen, reserved_fen, transaction_id, prepay, expires_at, paid_at,
+    created_at, updated_at";
+
+const REFUND_COLUMNS: &str =
+    "out_refund_no, order_id, amount_fen, reason, state, refund_id, created_at, updated_at";
+
+fn order_of(r: &Row) -> Result<OrderRow, StoreError> {
+    Ok(OrderRow {
+        id: r.try_get(0)?,
+        provider: r.try_get(1)?,
+        out_trade_no: r.try_get(2)?,
+        key: r.try_get(3)?,
+        user_id: r.try_get(4)?,
+        amount_fen: r.try_get(5)?,
+        description: r.try_get(6)?,
+        metadata: r.try_get(7)?,
+        state: r.try_get(8)?,
+        refunded_fen: r.try_get(9)?,
+        reserved_fen: r.try_get(10)?,
+        transaction_id: r.try_get(11)?,
+        prepay: r.try_get(12)?,
+        expires_at_ms: r.try_get(13)?,
+        paid_at_ms: r.try_get(14)?,
+        created_at_ms: r.try_get(15)?,
+        updated_at_ms: r.try_get(16)?,
+    })
+}
+
+fn refund_of(r: &Row) -> Result<RefundRow, StoreError> {
+    Ok(RefundRow {
+        out_refund_no: r.try_get(0)?,
+        order_id: r.try_get(1)?,
+        amount_fen: r.try_get(2)?,
+        reason: r.try_get(3)?,
+        state: r.try_get(4)?,
+        refund_id: r.try_get(5)?,
+        created_at_ms: r.try_get(6)?,
+        updated_at_ms: r.try_get(7)?,
+    })
+}
+
+/// The order whose `column` is `value`; `lock` takes its row for the transaction.
+async fn order_where(
+    client: &impl GenericClient,
+    s: &str,
+    column: &str,
+    value: &str,
+    lock: bool,
+) -> Result<Option<OrderRow>, StoreError> {
+    let sql = format!(
+        "SELECT {ORDER_COLUMNS} FROM {s}._pay_orders WHERE {column} = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    row(client, &sql, &[&value])
+        .await?
+        .as_ref()
+        .map(order_of)
+        .transpose()
+}
+
+async fn refund_in(
+    client: &impl GenericClient,
+    s: &str,
+    out_refund_no: &str,
+) -> Result<Option<RefundRow>, StoreError> {
+    let sql = format!("SELECT {REFUND_COLUMNS} FROM {s}._pay_refunds WHERE out_refund_no = $1");
+    row(client, &sql, &[&out_refund_no])
+        .await?
+        .as_ref()
+        .map(refund_of)
+        .transpose()
+}
+
+/// Moves the (locked) order as `change` asks, if its state allows; true when it moved.
+async fn move_order(
+    client: &impl GenericClient,
+    s: &str,
+    id: &str,
+    change: &Change,
+    at_ms: i64,
+) -> Result<bool, StoreError> {
+    let changed = match change {
+        Change::Paid {
+            transaction_id,
+            paid_at_ms,
+        } => {
+            let sql = format!(
+                "UPDATE {s}._pay_orders SET state = $2, transaction_id = $3, paid_at = $4,
+                     updated_at = $5
+                 WHERE id = $1 AND state = $6"
+            );
+            execute(
+                client,
+                &sql,
+                &[
+                    &id,
+                    &ORDER_PAID,
+                    transaction_id,
+                    paid_at_ms,
+                    &at_ms,
+                    &ORDER_CREATED,
+                ],
+            )
+            .await?
+        }
+        Change::Closed => {
+            let sql = format!(
+                "UPDATE {s}._pay_orders SET state = $2, updated_at = $3 WHERE id = $1 AND state = $4"
+            );
+            execute(client, &sql, &[&id, &ORDER_CLOSED, &at_ms, &ORDER_CREATED]).await?
+        }
+        Change::Refund {
+            out_refund_no,
+            refund_id,
+            succeeded,
+        } => {
+            let state = if *succeeded {
+                REFUND_SUCCEEDED
+            } else {
+                REFUND_FAILED
+            };
+            let sql = format!(
+                "UPDATE {s}._pay_refunds SET state = $2, refund_id = coalesce($3, refund_id),
+                     updated_at = $4
+                 WHERE out_refund_no = $1 AND order_id = $5 AND state = $6
+                 RETURNING amount_fen"
+            );
+            let settled = row(
+                client,
+                &sql,
+                &[
+                    out_refund_no,
+                    &state,
+                    refund_id,
+                    &at_ms,
+                    &id,
+                    &REFUND_PENDING,
+                ],
+            )
+            .await?;
+            let Some(settled) = settled else {
+                return Ok(false);
+            };
+            let amount: i64 = settled.try_get(0)?;
+            if *succeeded {
+                let sql = format!(
+                    "UPDATE {s}._pay_orders SET refunded_fen = refunded_fen + $2,
+                         state = CASE WHEN refunded_fen + $2 >= amount_fen THEN $3 ELSE $4 END,
+                         updated_at = $5
+                     WHERE id = $1"
+                );
+                execute(
+                    client,
+                    &sql,
+                    &[
+                        &id,
+                        &amount,
+                        &ORDER_REFUNDED,
+                        &ORDER_PARTLY_REFUNDED,
+                        &at_ms,
+                    ],
+                )
+                .await?
+            } else {
+                let sql = format!(
+                    "UPDATE {s}._pay_orders SET reserved_fen = reserved_fen - $2, updated_at = $3
+                     WHERE id = $1"
+                );
+                execute(client, &sql, &[&id, &amount, &at_ms]).await?
+            }
+        }
+    };
+    Ok(changed == 1)
+}
+
+#[async_trait]
+impl PaymentStore for Postgres {
+    async fn create_order(&self, app: &AppName, order: OrderRow) -> Result<Created, StoreError> {
+        let s = schema(app);
+        let mut client = self.app_client(app).await?;
+        let tx = client.transaction().await?;
+        // Two creations of one key: the second waits on the first's insert, then conflicts and
+        // finds its order.
+        let sql = format!(
+            "INSERT INTO {s}._pay_orders ({ORDER_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+             ON CONFLICT (key) DO NOTHING"
+        );
+        let inserted = execute(
+            &tx,
+            &sql,
+            &[
+                &order.id,
+                &order.provider,
+                &order.out_trade_no,
+                &order.key,
+                &order.user_id,
+                &order.amount_fen,
+                &order.description,
+                &order.metadata,
+                &order.state,
+                &order.refunded_fen,
+                &order.reserved_fen,
+                &order.transaction_id,
+                &order.prepay,
+                &order.expires_at_ms,
+                &order.paid_at_ms,
+                &order.created_at_ms,
+                &order.updated_at_ms,
+            ],
+        )
+        .await?;
+        let created = if inserted == 1 {
+            Created::New(order)
+        } else {
+            let key = order.key.as_deref().unwrap_or_default();
+            let existing = order_where(&tx, &s, "key", key, false)
+                .await?
+                .ok_or(StoreError::Conflict)?;
+            Created::Existing(existing)
+        };
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn set_prepay(
+        &self,
+        app: &AppName,
+        id: &str,
+        prepay: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "UPDATE {}._pay_orders SET prepay = $2, updated_at = $3 WHERE id = $1",
+            schema(app)
+        );
+        execute(&*client, &sql, &[&id, &prepay, &at_ms]).await?;
+        Ok(())
+    }
+
+    async fn order(&self, app: &AppName, id: &str) -> Result<Option<OrderRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        order_where(&*client, &schema(app), "id", id, false).await
+    }
+
+    async fn order_by_trade_no(
+        &self,
+        app: &AppName,
+        out_trade_no: &str,
+    ) -> Result<Option<OrderRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        order_where(&*client, &schema(app), "out_trade_no", out_trade_no, false).await
+    }
+
+    async fn orders(&self, app: &AppName, query: OrderQuery) -> Result<Vec<OrderRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM {}._pay_orders
+             WHERE ($1::text IS NULL OR user_id = $1) AND ($2::text IS NULL OR state = $2)
+                 AND ($3::text IS NULL OR id < $3)
+             ORDER BY id DESC LIMIT $4",
+            schema(app)
+        );
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        rows(
+            &*client,
+            &sql,
+            &[&query.user_id, &query.state, &query.before, &limit],
+        )
+        .await?
+        .iter()
+        .map(order_of)
+        .collect()
+    }
+
+    async fn apply(
+        &self,
+        app: &AppName,
+        id: &str,
+        change: Change,
+        cause: Cause,
+        emit: Option<Emit>,
+    ) -> Result<Applied, StoreError> {
+        let s = schema(app);
+        let mut client = self.app_client(app).await?;
+        let tx = client.transaction().await?;
+        durable_commit(&tx).await?;
+        let Some(before) = order_where(&tx, &s, "id", id, true).await? else {
+            return Err(StoreError::NotFound);
+        };
+        let name = change.event_name();
+        let sql = format!("SELECT 1 FROM {s}._pay_events WHERE order_id = $1 AND name = $2");
+        let seen = row(&tx, &sql, &[&id, &name]).await?.is_some();
+        if seen || !move_order(&tx, &s, id, &change, cause.at_ms).await? {
+            tx.commit().await?;
+            return Ok(Applied::Unchanged(before));
+        }
+        let sql = format!(
+            "INSERT INTO {s}._pay_events (order_id, name, source, payload, at)
+             VALUES ($1, $2, $3, $4, $5)"
+        );
+        execute(
+            &tx,
+            &sql,
+            &[&id, &name, &cause.source, &cause.payload, &cause.at_ms],
+        )
+        .await?;
+        let order = order_where(&tx, &s, "id", id, false)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let (key, payload) = change_event(&change, &order);
+        let emit = emit.unwrap_or(Emit {
+            depth: 0,
+            at_ms: cause.at_ms,
+            deliveries: Vec::new(),
+        });
+        record_event(&tx, &s, change.log_kind(), &key, &payload, &emit).await?;
+        tx.commit().await?;
+        Ok(Applied::Changed(order))
+    }
+
+    async fn reserve_refund(
+        &self,
+        app: &AppName,
+        refund: RefundRow,
+    ) -> Result<Reserved, StoreError> {
+        let s = schema(app);
+        let mut client = self.app_client(app).await?;
+        let tx = client.transaction().await?;
+        durable_commit(&tx).await?;
+        if let Some(existing) = refund_in(&tx, &s, &refund.out_refund_no).await? {
+            tx.commit().await?;
+            return Ok(Reserved::Existing(existing));
+        }
+        let sql = format!(
+            "UPDATE {s}._pay_orders SET reserved_fen = reserved_fen + $2, updated_at = $3
+             WHERE id = $1 AND state IN ($4, $5) AND reserved_fen + $2 <= amount_fen"
+        );
+        let reserved = execute(
+            &tx,
+            &sql,
+            &[
+                &refund.order_id,
+                &refund.amount_fen,
+                &refund.created_at_ms,
+                &ORDER_PAID,
+                &ORDER_PARTLY_REFUNDED,
+            ],
+        )
+        .await?;
+        if reserved == 0 {
+            let order = order_where(&tx, &s, "id", &refund.order_id, false)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            tx.commit().await?;
+            return Ok(
+                if order.state == ORDER_PAID || order.state == ORDER_PARTLY_REFUNDED {
+                    Reserved::Exceeds(order)
+                } else {
+                    Reserved::NotRefundable(order)
+                },
+            );
+        }
+        let sql = format!(
+            "INSERT INTO {s}._pay_refunds ({REFUND_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        );
+        let inserted = execute(
+            &tx,
+            &sql,
+            &[
+                &refund.out_refund_no,
+                &refund.order_id,
+                &refund.amount_fen,
+                &refund.reason,
+                &refund.state,
+                &refund.refund_id,
+                &refund.created_at_ms,
+                &refund.updated_at_ms,
+            ],
+        )
+        .await;
+        match inserted {
+            Ok(_) => {
+                tx.commit().await?;
+                Ok(Reserved::New(refund))
+            }
+            // The same number reserved meanwhile on another connection: this reservation is
+            // undone, and that refund is the answer.
+            Err(StoreError::Conflict) => {
+                drop(tx);
+                let client = self.app_client(app).await?;
+                refund_in(&*client, &s, &refund.out_refund_no)
+                    .await?
+                    .map(Reserved::Existing)
+                    .ok_or(StoreError::Conflict)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn refund(
+        &self,
+        app: &AppName,
+        out_refund_no: &str,
+    ) -> Result<Option<RefundRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        refund_in(&*client, &schema(app), out_refund_no).await
+    }
+
+    async fn set_refund_id(
+        &self,
+        app: &AppName,
+        out_refund_no: &str,
+        refund_id: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "UPDATE {}._pay_refunds SET refund_id = $2, updated_at = $3 WHERE out_refund_no = $1",
+            schema(app)
+        );
+        execute(&*client, &sql, &[&out_refund_no, &refund_id, &at_ms]).await?;
+        Ok(())
+    }
+
+    async fn refunds(&self, app: &AppName, order_id: &str) -> Result<Vec<RefundRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT {REFUND_COLUMNS} FROM {}._pay_refunds WHERE order_id = $1
+             ORDER BY created_at, out_refund_no",
+            schema(app)
+        );
+        rows(&*client, &sql, &[&order_id])
+            .await?
+            .iter()
+            .map(refund_of)
+            .collect()
+    }
+
+    async fn pay_events(
+        &self,
+        app: &AppName,
+        order_id: &str,
+    ) -> Result<Vec<PayEventRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT order_id, name, source, payload, at FROM {}._pay_events WHERE order_id = $1
+             ORDER BY at, name",
+            schema(app)
+        );
+        rows(&*client, &sql, &[&order_id])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(PayEventRow {
+                    order_id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    source: r.try_get(2)?,
+                    payload: r.try_get(3)?,
+                    at_ms: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn unsettled(&self, app: &AppName) -> Result<u64, StoreError> {
+        let client = self.app_client(app).await?;
+        let s = schema(app);
+        let sql = format!(
+            "SELECT (SELECT count(*) FROM {s}._pay_orders WHERE state = $1)
+                  + (SELECT count(*) FROM {s}._pay_refunds WHERE state = $2)"
+        );
+        let count: i64 = row(&*client, &sql, &[&ORDER_CREATED, &REFUND_PENDING])
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?
+            .unwrap_or(0);
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+}
