@@ -5,15 +5,24 @@
 //! key mode: `Wechatpay-Serial` is its `PUB_KEY_ID_…`); mini-program orders (`jsapi`), query
 //! and close; and, when a test says the user paid, the `TRANSACTION.SUCCESS` notification,
 //! signed and encrypted with the merchant's APIv3 key (AES-256-GCM), sent to the order's
-//! `notify_url` until it answers 200 or 204, on the emulator's retry schedule.
+//! `notify_url` until it answers 200 or 204, on the emulator's retry schedule; refunds (taken at
+//! once, answered `PROCESSING`, then `REFUND.SUCCESS` notified) and their query.
+//!
+//! What the platform does badly on a bad day, on request: a payment's notification dropped or
+//! sent several times (`/emulator/wechatpay/pay`), and notifications forged with the platform's
+//! own key (`/emulator/wechatpay/forge`: any resource, a stale time, a signature probe, a
+//! flipped GCM tag), so that a merchant's checks can be tested one by one.
 //!
 //! ```text
 //! POST /emulator/wechatpay/merchants                        register a merchant
 //! POST /emulator/wechatpay/pay                              the user pays an order
+//! POST /emulator/wechatpay/forge                            a notification signed as asked
 //! GET  /emulator/wechatpay/notifications                    what was sent, and the answers
 //! POST /wechatpay/v3/pay/transactions/jsapi                 place a mini-program order
 //! GET  /wechatpay/v3/pay/transactions/out-trade-no/{no}     query it (?mchid=)
 //! POST /wechatpay/v3/pay/transactions/out-trade-no/{no}/close
+//! POST /wechatpay/v3/refund/domestic/refunds                refund (part of) a paid order
+//! GET  /wechatpay/v3/refund/domestic/refunds/{no}           query a refund
 //! ```
 
 use std::collections::HashMap;
@@ -52,6 +61,16 @@ struct Merchant {
     key: RsaPublicKey,
     api_v3_key: Vec<u8>,
     orders: HashMap<String, Order>,
+    /// By `out_refund_no`.
+    refunds: HashMap<String, Refund>,
+}
+
+#[derive(Clone)]
+struct Refund {
+    out_trade_no: String,
+    refund_id: String,
+    refund: i64,
+    create_time: String,
 }
 
 #[derive(Clone)]
@@ -88,6 +107,7 @@ pub(crate) fn routes() -> Router<Arc<Emulator>> {
     Router::new()
         .route("/emulator/wechatpay/merchants", post(register))
         .route("/emulator/wechatpay/pay", post(pay))
+        .route("/emulator/wechatpay/forge", post(forge))
         .route("/emulator/wechatpay/notifications", get(notifications))
         .route("/wechatpay/v3/pay/transactions/jsapi", post(jsapi))
         .route(
@@ -97,6 +117,11 @@ pub(crate) fn routes() -> Router<Arc<Emulator>> {
         .route(
             "/wechatpay/v3/pay/transactions/out-trade-no/{no}/close",
             post(close),
+        )
+        .route("/wechatpay/v3/refund/domestic/refunds", post(refund))
+        .route(
+            "/wechatpay/v3/refund/domestic/refunds/{no}",
+            get(query_refund),
         )
         .layer(Extension(Arc::new(Pay::default())))
 }
@@ -193,6 +218,7 @@ async fn register(
             key,
             api_v3_key: registration.api_v3_key.into_bytes(),
             orders: HashMap::new(),
+            refunds: HashMap::new(),
         },
     );
     axum::Json(json!({ "public_key_id": PUBLIC_KEY_ID, "public_key": pem })).into_response()
@@ -507,6 +533,12 @@ async fn close(
 struct PayBody {
     mchid: String,
     out_trade_no: String,
+    /// `drop`: the notification is never sent (the merchant must query).
+    #[serde(default)]
+    notify: Option<String>,
+    /// Sends the notification this many times more, at once, besides its retries.
+    #[serde(default)]
+    duplicates: u32,
 }
 
 /// The user pays: the order is paid, and its notification goes out.
@@ -546,26 +578,311 @@ async fn pay(
         (order.clone(), merchant.api_v3_key.clone())
     };
     let resource = transaction(&body.mchid, &body.out_trade_no, &order).to_string();
-    let Some(notification) = notification(&api_v3_key, &resource) else {
+    let Some(notification) = notification(&api_v3_key, TRANSACTION_SUCCESS, &resource) else {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "SYSTEM_ERROR",
             "could not encrypt",
         );
     };
-    let retries = emulator.options.pay_notify_retries.clone();
-    tokio::spawn(deliver(
-        Arc::clone(&pay),
-        key,
-        order.notify_url.clone(),
-        notification,
-        retries,
-    ));
+    if body.notify.as_deref() != Some("drop") {
+        let retries = emulator.options.pay_notify_retries.clone();
+        for _ in 0..=body.duplicates.min(50) {
+            tokio::spawn(deliver(
+                Arc::clone(&pay),
+                key.clone(),
+                order.notify_url.clone(),
+                notification.clone(),
+                retries.clone(),
+            ));
+        }
+    }
     axum::Json(json!({ "transaction_id": order.transaction_id })).into_response()
 }
 
-/// A `TRANSACTION.SUCCESS` notification's body, its resource encrypted with the APIv3 key.
-fn notification(api_v3_key: &[u8], resource: &str) -> Option<String> {
+const TRANSACTION_SUCCESS: (&str, &str, &str) = ("TRANSACTION.SUCCESS", "transaction", "支付成功");
+const REFUND_SUCCESS: (&str, &str, &str) = ("REFUND.SUCCESS", "refund", "退款成功");
+
+#[derive(Deserialize)]
+struct RefundBody {
+    out_trade_no: String,
+    out_refund_no: String,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    notify_url: Option<String>,
+    amount: RefundAmount,
+}
+
+#[derive(Deserialize)]
+struct RefundAmount {
+    refund: i64,
+    total: i64,
+    currency: String,
+}
+
+/// The refund as WeChat Pay's Refund object (and its notification's resource).
+fn refund_value(
+    mchid: &str,
+    out_refund_no: &str,
+    refund: &Refund,
+    order: &Order,
+    status: &str,
+) -> Value {
+    json!({
+        "mchid": mchid,
+        "refund_id": refund.refund_id, "out_refund_no": out_refund_no,
+        "transaction_id": order.transaction_id, "out_trade_no": refund.out_trade_no,
+        "channel": "ORIGINAL", "user_received_account": "支付用户零钱",
+        "create_time": refund.create_time, "status": status, "refund_status": status,
+        "success_time": refund.create_time,
+        "amount": {
+            "total": order.total, "refund": refund.refund,
+            "payer_total": order.total, "payer_refund": refund.refund, "currency": "CNY",
+        },
+    })
+}
+
+/// A refund of a paid order: taken at once (the emulator's users are always reachable),
+/// answered `PROCESSING` as WeChat Pay answers, then notified as `REFUND.SUCCESS`.
+async fn refund(
+    State(emulator): State<Arc<Emulator>>,
+    Extension(pay): Extension<Arc<Pay>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mchid = match check(&pay, &method, &uri, &headers, &body) {
+        Ok(mchid) => mchid,
+        Err(message) => return error(StatusCode::UNAUTHORIZED, "SIGN_ERROR", message),
+    };
+    let Ok(asked) = serde_json::from_slice::<RefundBody>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "PARAM_ERROR",
+            "the body is not a refund",
+        );
+    };
+    let valid = asked.amount.refund > 0
+        && asked.amount.currency == "CNY"
+        && (1..=64).contains(&asked.out_refund_no.len())
+        && asked
+            .reason
+            .as_deref()
+            .is_none_or(|r| r.chars().count() <= 80);
+    if !valid {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "PARAM_ERROR",
+            "a field breaks its rule",
+        );
+    }
+    let Some(key) = platform_key(&emulator).await.cloned() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "no key");
+    };
+    let (value, resource, api_v3_key) = {
+        let mut merchants = lock(&pay.merchants);
+        let Some(merchant) = merchants.get_mut(&mchid) else {
+            return error(StatusCode::UNAUTHORIZED, "SIGN_ERROR", "no such merchant");
+        };
+        let Some(order) = merchant.orders.get(&asked.out_trade_no).cloned() else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "RESOURCE_NOT_EXISTS",
+                "no such order",
+            );
+        };
+        if let Some(known) = merchant.refunds.get(&asked.out_refund_no) {
+            // The same refund number again: that refund, as it is.
+            let value = refund_value(&mchid, &asked.out_refund_no, known, &order, "SUCCESS");
+            return signed(&key, StatusCode::OK, value.to_string());
+        }
+        if order.state != "SUCCESS" {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_REQUEST",
+                "the order is not paid",
+            );
+        }
+        if asked.amount.total != order.total {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "PARAM_ERROR",
+                "amount.total is not the order's",
+            );
+        }
+        let refunded: i64 = merchant
+            .refunds
+            .values()
+            .filter(|r| r.out_trade_no == asked.out_trade_no)
+            .map(|r| r.refund)
+            .sum();
+        if refunded + asked.amount.refund > order.total {
+            return error(
+                StatusCode::FORBIDDEN,
+                "NOT_ENOUGH",
+                "more than is left to refund",
+            );
+        }
+        let create_time = now()
+            .to_offset(offset!(+8))
+            .replace_nanosecond(0)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default();
+        let made = Refund {
+            out_trade_no: asked.out_trade_no.clone(),
+            refund_id: format!("50300{}", now().unix_timestamp_nanos() % 10i128.pow(23)),
+            refund: asked.amount.refund,
+            create_time,
+        };
+        let value = refund_value(&mchid, &asked.out_refund_no, &made, &order, "PROCESSING");
+        let resource = refund_value(&mchid, &asked.out_refund_no, &made, &order, "SUCCESS");
+        merchant.refunds.insert(asked.out_refund_no.clone(), made);
+        (value, resource, merchant.api_v3_key.clone())
+    };
+    if let Some(url) = asked.notify_url
+        && let Some(notification) = notification(&api_v3_key, REFUND_SUCCESS, &resource.to_string())
+    {
+        let retries = emulator.options.pay_notify_retries.clone();
+        tokio::spawn(deliver(
+            Arc::clone(&pay),
+            key.clone(),
+            url,
+            notification,
+            retries,
+        ));
+    }
+    signed(&key, StatusCode::OK, value.to_string())
+}
+
+async fn query_refund(
+    State(emulator): State<Arc<Emulator>>,
+    Extension(pay): Extension<Arc<Pay>>,
+    Path(no): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let mchid = match check(&pay, &method, &uri, &headers, b"") {
+        Ok(mchid) => mchid,
+        Err(message) => return error(StatusCode::UNAUTHORIZED, "SIGN_ERROR", message),
+    };
+    let Some(key) = platform_key(&emulator).await else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "no key");
+    };
+    let merchants = lock(&pay.merchants);
+    let Some(merchant) = merchants.get(&mchid) else {
+        return error(StatusCode::UNAUTHORIZED, "SIGN_ERROR", "no such merchant");
+    };
+    let found = merchant
+        .refunds
+        .get(&no)
+        .and_then(|r| Some((r, merchant.orders.get(&r.out_trade_no)?)));
+    match found {
+        Some((refund, order)) => {
+            let value = refund_value(&mchid, &no, refund, order, "SUCCESS");
+            signed(key, StatusCode::OK, value.to_string())
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            "RESOURCE_NOT_EXISTS",
+            "no such refund",
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct ForgeBody {
+    /// The merchant whose APIv3 key encrypts the resource.
+    mchid: String,
+    /// `TRANSACTION.SUCCESS` (the default) or `REFUND.SUCCESS`.
+    #[serde(default)]
+    event_type: Option<String>,
+    /// The resource, before encryption: anything at all.
+    resource: Value,
+    /// Signs as if at now plus this many seconds.
+    #[serde(default)]
+    time_offset_secs: i64,
+    /// A signature probe (`WECHATPAY/SIGNTEST/…`).
+    #[serde(default)]
+    probe: bool,
+    /// Flips a bit of the ciphertext's tag after encrypting (the signature is over the result).
+    #[serde(default)]
+    flip_tag: bool,
+}
+
+/// A notification as asked, signed with the platform's own key: the merchant gets to prove
+/// that it checks what a genuine signature does not.
+async fn forge(
+    State(emulator): State<Arc<Emulator>>,
+    Extension(pay): Extension<Arc<Pay>>,
+    axum::Json(asked): axum::Json<ForgeBody>,
+) -> Response {
+    let Some(key) = platform_key(&emulator).await.cloned() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "no key");
+    };
+    let Some(api_v3_key) = lock(&pay.merchants)
+        .get(&asked.mchid)
+        .map(|m| m.api_v3_key.clone())
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "RESOURCE_NOT_EXISTS",
+            "no such merchant",
+        );
+    };
+    let kind = match asked.event_type.as_deref() {
+        Some("REFUND.SUCCESS") => REFUND_SUCCESS,
+        _ => TRANSACTION_SUCCESS,
+    };
+    let Some(mut body) = notification(&api_v3_key, kind, &asked.resource.to_string()) else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SYSTEM_ERROR",
+            "could not encrypt",
+        );
+    };
+    if asked.flip_tag
+        && let Ok(mut envelope) = serde_json::from_str::<Value>(&body)
+        && let Some(sealed) = envelope["resource"]["ciphertext"]
+            .as_str()
+            .and_then(|c| STANDARD.decode(c).ok())
+    {
+        let mut sealed = sealed;
+        if let Some(last) = sealed.last_mut() {
+            *last ^= 1;
+        }
+        envelope["resource"]["ciphertext"] = json!(STANDARD.encode(sealed));
+        body = envelope.to_string();
+    }
+    let timestamp = (now().unix_timestamp() + asked.time_offset_secs).to_string();
+    let nonce = new_token();
+    let mut signature = sign(&key, &format!("{timestamp}\n{nonce}\n{body}\n"));
+    if asked.probe {
+        signature = format!("WECHATPAY/SIGNTEST/{signature}");
+    }
+    axum::Json(json!({
+        "body": body,
+        "headers": {
+            "wechatpay-timestamp": timestamp,
+            "wechatpay-nonce": nonce,
+            "wechatpay-signature": signature,
+            "wechatpay-serial": PUBLIC_KEY_ID,
+            "wechatpay-signature-type": "WECHATPAY2-SHA256-RSA2048",
+        },
+    }))
+    .into_response()
+}
+
+/// A notification's body (`kind`: its event type, resource type and summary), its resource
+/// encrypted with the APIv3 key.
+fn notification(api_v3_key: &[u8], kind: (&str, &str, &str), resource: &str) -> Option<String> {
+    let (event_type, original_type, summary) = kind;
     let nonce = &new_token().replace(['-', '_'], "x")[..12];
     let cipher = Aes256Gcm::new_from_slice(api_v3_key).ok()?;
     let sealed = cipher
@@ -573,7 +890,7 @@ fn notification(api_v3_key: &[u8], resource: &str) -> Option<String> {
             Nonce::from_slice(nonce.as_bytes()),
             Payload {
                 msg: resource.as_bytes(),
-                aad: b"transaction",
+                aad: original_type.as_bytes(),
             },
         )
         .ok()?;
@@ -583,13 +900,13 @@ fn notification(api_v3_key: &[u8], resource: &str) -> Option<String> {
             "id": new_token(),
             "create_time": now.format(&time::format_description::well_known::Rfc3339).ok()?,
             "resource_type": "encrypt-resource",
-            "event_type": "TRANSACTION.SUCCESS",
-            "summary": "支付成功",
+            "event_type": event_type,
+            "summary": summary,
             "resource": {
-                "original_type": "transaction",
+                "original_type": original_type,
                 "algorithm": "AEAD_AES_256_GCM",
                 "ciphertext": STANDARD.encode(sealed),
-                "associated_data": "transaction",
+                "associated_data": original_type,
                 "nonce": nonce,
             },
         })
@@ -626,7 +943,13 @@ async fn deliver(
             .send()
             .await;
         let status = answer.as_ref().map_or(0, |a| a.status().as_u16());
-        lock(&pay.notifications).push(json!({ "url": url, "status": status }));
+        lock(&pay.notifications).push(json!({
+            "url": url, "status": status, "body": body,
+            "headers": {
+                "wechatpay-timestamp": timestamp, "wechatpay-nonce": nonce,
+                "wechatpay-signature": signature, "wechatpay-serial": PUBLIC_KEY_ID,
+            },
+        }));
         if status == 200 || status == 204 {
             return;
         }

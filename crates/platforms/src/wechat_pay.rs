@@ -417,6 +417,51 @@ impl WechatPayClient {
         Ok(())
     }
 
+    /// Refunds (part of) a paid order; WeChat Pay's Refund object (`status` is `PROCESSING`
+    /// at first, then `SUCCESS`, `ABNORMAL` or `CLOSED`). The same `out_refund_no` again is the
+    /// same refund.
+    pub async fn refund(
+        &self,
+        refund: &RefundRequest,
+        now_secs: i64,
+    ) -> Result<serde_json::Value, PlatformError> {
+        let mut body = serde_json::json!({
+            "out_trade_no": refund.out_trade_no,
+            "out_refund_no": refund.out_refund_no,
+            "reason": refund.reason,
+            "notify_url": refund.notify_url,
+            "amount": { "refund": refund.refund_fen, "total": refund.total_fen, "currency": "CNY" },
+        });
+        if let Some(fields) = body.as_object_mut() {
+            fields.retain(|_, v| !v.is_null());
+        }
+        let (_, reply) = self
+            .call(
+                reqwest::Method::POST,
+                "/v3/refund/domestic/refunds",
+                Some(body.to_string()),
+                now_secs,
+            )
+            .await?;
+        refund_reply(&reply, &refund.out_refund_no)
+    }
+
+    /// A refund as WeChat Pay has it.
+    pub async fn query_refund(
+        &self,
+        out_refund_no: &str,
+        now_secs: i64,
+    ) -> Result<serde_json::Value, PlatformError> {
+        let path = format!(
+            "/v3/refund/domestic/refunds/{}",
+            path_segment(out_refund_no)
+        );
+        let (_, reply) = self
+            .call(reqwest::Method::GET, &path, None, now_secs)
+            .await?;
+        refund_reply(&reply, out_refund_no)
+    }
+
     /// `wx.requestPayment`'s parameters for a placed order, signed.
     pub fn request_payment(&self, appid: &str, prepay_id: &str, now_secs: i64) -> RequestPayment {
         let time_stamp = now_secs.to_string();
@@ -433,6 +478,31 @@ impl WechatPayClient {
             pay_sign,
         }
     }
+}
+
+/// A refund to ask of WeChat Pay.
+#[derive(Debug, Clone)]
+pub struct RefundRequest {
+    pub out_trade_no: String,
+    pub out_refund_no: String,
+    pub reason: Option<String>,
+    pub notify_url: Option<String>,
+    pub refund_fen: i64,
+    /// The order's amount, which WeChat Pay checks.
+    pub total_fen: i64,
+}
+
+/// A verified refund reply, if it is about `out_refund_no` (a genuine reply about another
+/// refund, replayed within its 300 s, is no answer).
+fn refund_reply(reply: &str, out_refund_no: &str) -> Result<serde_json::Value, PlatformError> {
+    let reply: serde_json::Value = serde_json::from_str(reply)
+        .map_err(|e| PlatformError::BadAnswer(format!("a refund reply: {e}")))?;
+    if reply["out_refund_no"] != out_refund_no {
+        return Err(PlatformError::BadAnswer(
+            "a refund reply about another refund".into(),
+        ));
+    }
+    Ok(reply)
 }
 
 /// A path segment percent-encoded (an order number may hold `|` and `*`).

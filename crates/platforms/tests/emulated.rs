@@ -725,7 +725,8 @@ mod wechat_pay {
 
     use axum::http::{HeaderMap, StatusCode};
     use cloudlet_platforms::wechat_pay::{
-        JsapiOrder, Merchant, Notification, PlatformKeys, Signed, WechatPayClient, decrypt, verify,
+        JsapiOrder, Merchant, Notification, PlatformKeys, RefundRequest, Signed, WechatPayClient,
+        decrypt, verify,
     };
     use rsa::RsaPrivateKey;
     use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
@@ -909,6 +910,68 @@ mod wechat_pay {
         assert!(
             matches!(closed, PlatformError::PayRefused { ref code, .. } if code == "ORDERPAID"),
             "{closed}"
+        );
+
+        // Refunds: a part, notified as REFUND.SUCCESS; the same number again is the same
+        // refund; more than is left is refused.
+        let refund = |no: &str, fen: i64| RefundRequest {
+            out_trade_no: "T-0001".into(),
+            out_refund_no: no.into(),
+            reason: Some("cold tea".into()),
+            notify_url: Some(notify_url.clone()),
+            refund_fen: fen,
+            total_fen: 100,
+        };
+        let first = client.refund(&refund("R-1", 60), now()).await.unwrap();
+        assert_eq!(
+            (&first["status"], &first["amount"]["refund"]),
+            (&json!("PROCESSING"), &json!(60))
+        );
+        let again = client.refund(&refund("R-1", 60), now()).await.unwrap();
+        assert_eq!(again["refund_id"], first["refund_id"]);
+        let too_much = client.refund(&refund("R-2", 41), now()).await.unwrap_err();
+        assert!(
+            matches!(too_much, PlatformError::PayRefused { status: 403, ref code, .. } if code == "NOT_ENOUGH"),
+            "{too_much}"
+        );
+        assert_eq!(
+            client.query_refund("R-1", now()).await.unwrap()["status"],
+            "SUCCESS"
+        );
+        for _ in 0..100 {
+            if inbox.0.lock().unwrap().len() >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (headers, body) = inbox.0.lock().unwrap()[2].clone();
+        let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
+        let (ts, nonce, signature, serial) = (
+            header("wechatpay-timestamp"),
+            header("wechatpay-nonce"),
+            header("wechatpay-signature"),
+            header("wechatpay-serial"),
+        );
+        let signed = Signed {
+            timestamp: &ts,
+            nonce: &nonce,
+            signature: &signature,
+            serial: &serial,
+        };
+        verify(&keys, signed, body.as_bytes(), now()).unwrap();
+        let notification: Notification = serde_json::from_str(&body).unwrap();
+        assert_eq!(notification.event_type, "REFUND.SUCCESS");
+        let refunded: Value = serde_json::from_slice(
+            &decrypt(API_V3_KEY.as_bytes(), &notification.resource).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                &refunded["out_refund_no"],
+                &refunded["refund_status"],
+                &refunded["amount"]["refund"]
+            ),
+            (&json!("R-1"), &json!("SUCCESS"), &json!(60))
         );
 
         // An unpaid order closes; an unknown one is not there.
