@@ -716,6 +716,12 @@ pub trait Triggers: Send + Sync {
         app: &AppName,
         kind: &str,
     ) -> Result<Option<(Emit, HintTicket)>, StoreError>;
+    /// What a payment event (`pay.paid`, …) records beside the order's change.
+    async fn emit_for_pay(
+        &self,
+        app: &AppName,
+        kind: &str,
+    ) -> Result<Option<(Emit, HintTicket)>, StoreError>;
     /// Called once a write that recorded deliveries is done.
     async fn emitted(&self, app: &AppName, ticket: HintTicket);
 }
@@ -862,8 +868,8 @@ impl Data {
                 let time = Timestamp::from_unix_ms(ms).to_rfc3339();
                 file.insert("created_at".to_owned(), Json::from(time));
             }
-        } else if event.kind.starts_with("realtime.") {
-            // As recorded: who, which socket.
+        } else if event.kind.starts_with("realtime.") || event.kind.starts_with("pay.") {
+            // As recorded: who, which socket; the order (and the refund) as the change left it.
         } else if event.kind.starts_with("auth.") {
             // The user as the API shows one: times as RFC 3339.
             if let Some(user) = payload.get_mut("user").and_then(Json::as_object_mut) {

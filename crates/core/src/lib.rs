@@ -7,6 +7,7 @@
 //! - [`data`]: collections, records and the rules that guard them; change events.
 //! - [`functions`]: deployed JavaScript, its versions, environment secrets, invocations, logs.
 //! - [`messages`]: subscribe messages: the consent ledger, sending through a queue.
+//! - [`payments`]: WeChat Pay: merchants, orders, verified callbacks, refunds, reconciliation.
 //! - [`queues`]: durable queues: sends, claims with leases, retries, dead letters.
 //! - [`sealing`]: secrets encrypted at rest under the instance's master key.
 //! - [`clock`] and [`random`]: the one door for time and randomness, so tests can control both.
@@ -23,6 +24,7 @@ pub mod data;
 pub mod files;
 pub mod functions;
 pub mod messages;
+pub mod payments;
 pub mod queues;
 pub mod random;
 pub mod realtime;

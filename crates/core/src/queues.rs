@@ -255,6 +255,42 @@ pub const TRIGGER_RETENTION_SECS: u64 = 7 * 24 * 3600;
 /// The queue that carries subscribe messages to the platform (see `crate::messages`).
 pub const MESSAGE_QUEUE: &str = "_messages";
 
+/// The queue of payment checks (see `crate::payments`): each asks the platform about an order
+/// or a refund that is not settled yet.
+pub const PAYMENT_QUEUE: &str = "_payments";
+
+/// How often [`PAYMENT_QUEUE`]'s checks retry: the first retry's delay, and the most.
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentBackoff {
+    pub backoff_secs: u64,
+    pub max_backoff_secs: u64,
+}
+
+impl Default for PaymentBackoff {
+    /// 5 s, doubling, at most a minute: a paid order whose callback was lost is found within
+    /// about a minute of its payment.
+    fn default() -> Self {
+        PaymentBackoff {
+            backoff_secs: 5,
+            max_backoff_secs: 60,
+        }
+    }
+}
+
+/// The settings of [`PAYMENT_QUEUE`]: a check is asked again until the order is paid or closed
+/// (an order lives a day at most) or the refund settled; 100 attempts a minute apart cover a
+/// day and more only with the longest orders, whose check is sent again by each placing.
+fn payment_settings(backoff: PaymentBackoff) -> QueueSettings {
+    QueueSettings {
+        visibility_timeout_secs: 60,
+        max_attempts: 100,
+        backoff_secs: backoff.backoff_secs,
+        max_backoff_secs: backoff.max_backoff_secs.max(backoff.backoff_secs),
+        retention_secs: TRIGGER_RETENTION_SECS,
+        dedup_window_secs: 24 * 3600,
+    }
+}
+
 /// The settings of [`MESSAGE_QUEUE`]: a send is one call to the platform, retried with backoff
 /// (2 s, doubling, at most 30 minutes) for about an hour while the platform is unavailable
 /// (12 attempts: 2 + 4 + … + 1024 s, then 1800 s), then kept with the dead letters. A claim
@@ -274,7 +310,7 @@ fn message_settings() -> QueueSettings {
 /// Whether `name` is one of Cloudlet's own queues, which only Cloudlet sends to and consumes:
 /// they can be inspected, replayed and purged, never declared, deleted, sent to or claimed.
 pub fn is_builtin_queue(name: &str) -> bool {
-    name == TRIGGER_QUEUE || name == MESSAGE_QUEUE
+    name == TRIGGER_QUEUE || name == MESSAGE_QUEUE || name == PAYMENT_QUEUE
 }
 
 /// A queue name: 1 to 64 of `a-z`, `0-9`, `_` and `-`, starting with a letter.
@@ -300,6 +336,7 @@ struct Inner {
     doorbell: Notify,
     triggers: QueueSettings,
     messages: QueueSettings,
+    payments: QueueSettings,
     /// Per app, what keeps the hint protocol safe in a live process (see [`Queues::hint`]).
     pulses: Mutex<HashMap<AppName, Pulse>>,
 }
@@ -336,6 +373,7 @@ impl Queues {
         clock: Arc<dyn Clock>,
         random: Arc<dyn Random>,
         trigger_visibility_secs: u64,
+        payment_backoff: PaymentBackoff,
     ) -> Self {
         Queues(Arc::new(Inner {
             store,
@@ -346,6 +384,7 @@ impl Queues {
             doorbell: Notify::new(),
             triggers: trigger_settings(trigger_visibility_secs),
             messages: message_settings(),
+            payments: payment_settings(payment_backoff),
             pulses: Mutex::new(HashMap::new()),
         }))
     }
@@ -401,6 +440,7 @@ impl Queues {
         match queue {
             TRIGGER_QUEUE => return Ok(self.0.triggers.clone()),
             MESSAGE_QUEUE => return Ok(self.0.messages.clone()),
+            PAYMENT_QUEUE => return Ok(self.0.payments.clone()),
             _ => {}
         }
         self.declared(app)

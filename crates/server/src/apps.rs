@@ -92,6 +92,14 @@ async fn delete_app(
     CallerOf(caller): CallerOf,
 ) -> Result<StatusCode, ApiError> {
     caller.require_app_admin(&app)?;
+    // Money first: an app whose orders may still be paid, or whose refunds are pending, is
+    // not deleted (its notifications would find nobody to answer them).
+    match state.payments().check_settled(&app).await {
+        Ok(()) => {}
+        Err(cloudlet_core::payments::PayError::Store(cloudlet_store::StoreError::NoSuchTenant)) => {
+        }
+        Err(e) => return Err(e.into()),
+    }
     let apps = state.apps().clone();
     let auth = state.auth().clone();
     let data = state.data().clone();

@@ -123,6 +123,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub functions: FunctionsConfig,
     pub queues: QueuesConfig,
+    pub payments: PaymentsConfig,
     pub files: FilesConfig,
     pub realtime: RealtimeConfig,
 }
@@ -265,6 +266,29 @@ impl Default for QueuesConfig {
     fn default() -> Self {
         QueuesConfig {
             trigger_visibility_secs: 120,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentsConfig {
+    /// How long after an order is placed it is first queried if no callback came, in seconds.
+    pub check_delay_secs: u64,
+    /// The first retry of a check, doubling up to `check_max_backoff_secs`.
+    pub check_backoff_secs: u64,
+    pub check_max_backoff_secs: u64,
+    /// How long an order may be paid when its creator does not say, in seconds.
+    pub order_ttl_secs: u64,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        PaymentsConfig {
+            check_delay_secs: 10,
+            check_backoff_secs: 5,
+            check_max_backoff_secs: 60,
+            order_ttl_secs: 30 * 60,
         }
     }
 }
@@ -417,6 +441,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             functions: FunctionsConfig::default(),
             queues: QueuesConfig::default(),
+            payments: PaymentsConfig::default(),
             files: FilesConfig::default(),
             realtime: RealtimeConfig::default(),
         }
@@ -521,6 +546,30 @@ impl Config {
             self.queues.trigger_visibility_secs,
             1,
             12 * 3600,
+        )?;
+        within(
+            "payments.check_delay_secs",
+            self.payments.check_delay_secs,
+            0,
+            3600,
+        )?;
+        within(
+            "payments.check_backoff_secs",
+            self.payments.check_backoff_secs,
+            1,
+            3600,
+        )?;
+        within(
+            "payments.check_max_backoff_secs",
+            self.payments.check_max_backoff_secs,
+            self.payments.check_backoff_secs,
+            3600,
+        )?;
+        within(
+            "payments.order_ttl_secs",
+            self.payments.order_ttl_secs,
+            60,
+            86_400,
         )?;
         within("functions.workers", self.functions.workers, 2, 1024)?;
         within(

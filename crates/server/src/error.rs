@@ -150,6 +150,24 @@ codes! {
     // Subscribe messages.
     NoPlatformIdentity = "no_platform_identity", 409, "the user has never logged in to the mini program of the WeChat provider named (default `wechat`), so has no openid there";
     NoSubscription = "no_subscription", 409, "the recipient has no grant left for the template: they have not allowed it in `wx.requestSubscribeMessage`, or every message they allowed was sent";
+    // Payments.
+    UnknownPayProvider = "unknown_pay_provider", 404, "a payment provider Cloudlet does not support (`wechat` is; Alipay comes later)";
+    PayNotConfigured = "pay_not_configured", 404, "the app has no merchant configuration for the provider (`PUT /v1/admin/apps/{app}/pay/merchants/{provider}`)";
+    InvalidMerchant = "invalid_merchant", 400, "a merchant configuration that breaks a rule: mchid, serial, keys that do not parse, an APIv3 key that is not 32 characters, a login provider that is not WeChat's";
+    InvalidOrder = "invalid_order", 400, "an order or refund that breaks a rule (amount 1 to 100000000 fen, description 1 to 127 characters, order number, metadata, key), or a `before` function's answer that is not a price";
+    ClientOrdersDisabled = "client_orders_disabled", 403, "a client asked for an order, and the app has no function with the trigger `{\"pay\": [\"before\"]}` to price it";
+    OrderNotFound = "order_not_found", 404, "no such order (also another user's, and a notification about an order the app does not have)";
+    RefundNotFound = "refund_not_found", 404, "no such refund (also a notification about one)";
+    OrderKeyReused = "order_key_reused", 409, "an order's idempotency key used again for another amount, user or provider";
+    TradeNoTaken = "trade_no_taken", 409, "an `out_trade_no` another order of the app has";
+    OrderState = "order_state", 409, "the order's state does not allow it: closing a paid order, refunding an unpaid one";
+    RefundExceeds = "refund_exceeds", 409, "the refund with those already made or pending would pass what was paid";
+    RefundReused = "refund_reused", 409, "an `out_refund_no` used before for another order or amount";
+    NotificationUnverified = "notification_unverified", 401, "a payment notification whose signature, time (300 s), key serial or encryption does not verify, or a signature probe: nothing of it was read";
+    NotificationMismatch = "notification_mismatch", 400, "a verified payment notification that does not match its order (merchant, app id, amount, order number): nothing changed";
+    PaymentRefused = "payment_refused", 502, "the payment platform refused the request; the message has its code (for a refund, its amount is free again)";
+    PaymentUnavailable = "payment_unavailable", 503, "the payment platform could not be reached or did not answer in time; try again (`retry-after`)";
+    PaymentsUnsettled = "payments_unsettled", 409, "deleting an app with orders that may still be paid or refunds pending: wait until they settle or close them";
     // Sites.
     InvalidSitePath = "invalid_site_path", 400, "a site file path that breaks the path rule, or one file too many";
     SiteFileNotFound = "site_file_not_found", 404, "no such file in the site";

@@ -22,6 +22,7 @@ mod messages;
 mod metrics;
 pub mod migrate;
 mod openapi;
+mod payments;
 mod queues;
 mod realtime;
 mod request_id;
@@ -45,6 +46,7 @@ use cloudlet_core::data::Data;
 use cloudlet_core::files::Files;
 use cloudlet_core::functions::{Capabilities, Execution, FunctionLimits, Functions, LogWriter};
 use cloudlet_core::messages::Messages;
+use cloudlet_core::payments::{PayError, PaymentOptions, Payments};
 use cloudlet_core::queues::Queues;
 use cloudlet_core::random::{OsRandom, Random};
 use cloudlet_core::sealing::Sealer;
@@ -52,8 +54,8 @@ use cloudlet_core::sites::Sites;
 use cloudlet_store::postgres::{Postgres, PostgresOptions};
 use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
 use cloudlet_store::{
-    BlobStore, DataDir, FileStore, FunctionStore, LocalBlobs, QueueStore, RecordStore, S3Blobs,
-    SiteStore, StoreError, SystemStore, TenantStore, UserStore,
+    BlobStore, DataDir, FileStore, FunctionStore, LocalBlobs, PaymentStore, QueueStore,
+    RecordStore, S3Blobs, SiteStore, StoreError, SystemStore, TenantStore, UserStore,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -80,6 +82,8 @@ pub enum StartError {
     Auth(#[from] AuthError),
     #[error("{} is not a Cloudlet data directory (it has no system.db)", .0.display())]
     NotADataDir(std::path::PathBuf),
+    #[error(transparent)]
+    Payments(#[from] PayError),
     #[error("could not start functions: {0}")]
     Functions(String),
     #[error("master key: {0}")]
@@ -208,6 +212,7 @@ struct AppStores {
     sites: Arc<dyn SiteStore>,
     queues: Arc<dyn QueueStore>,
     files: Arc<dyn FileStore>,
+    payments: Arc<dyn PaymentStore>,
 }
 
 impl AppStores {
@@ -220,6 +225,7 @@ impl AppStores {
             + SiteStore
             + QueueStore
             + FileStore
+            + PaymentStore
             + 'static,
     {
         AppStores {
@@ -229,7 +235,8 @@ impl AppStores {
             functions: backend.clone(),
             sites: backend.clone(),
             queues: backend.clone(),
-            files: backend,
+            files: backend.clone(),
+            payments: backend,
         }
     }
 }
@@ -360,6 +367,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         sites: site_store,
         queues: queue_store,
         files: file_store,
+        payments: payment_store,
     } = stores;
     let files = Files::new(
         file_store,
@@ -377,6 +385,10 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         Arc::clone(&clock),
         Arc::clone(&random),
         config.queues.trigger_visibility_secs,
+        cloudlet_core::queues::PaymentBackoff {
+            backoff_secs: config.payments.check_backoff_secs,
+            max_backoff_secs: config.payments.check_max_backoff_secs,
+        },
     );
     let data = Data::new(record_store, Arc::clone(&clock), Arc::clone(&random));
     let auth = Auth::new(
@@ -392,7 +404,27 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
             min_password_score: config.auth.min_password_score,
         },
     )?;
-    let messages = Messages::new(auth.clone(), user_store, queues.clone(), Arc::clone(&clock));
+    let messages = Messages::new(
+        auth.clone(),
+        Arc::clone(&user_store),
+        queues.clone(),
+        Arc::clone(&clock),
+    );
+    let payments = Payments::new(
+        payment_store,
+        Arc::clone(&system),
+        user_store,
+        auth.clone(),
+        queues.clone(),
+        Arc::clone(&clock),
+        Arc::clone(&random),
+        Sealer::new(&master_key),
+        PaymentOptions {
+            check_delay: Duration::from_secs(config.payments.check_delay_secs),
+            order_ttl: Duration::from_secs(config.payments.order_ttl_secs),
+            platform_timeout: Duration::from_secs(config.auth.platform_timeout_secs),
+        },
+    )?;
     let hub = cloudlet_core::realtime::Hub::new(
         data.clone(),
         Arc::clone(&tenant_store),
@@ -416,6 +448,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
             data.clone(),
             queues.clone(),
             messages.clone(),
+            payments.clone(),
             files.clone(),
             hub.clone(),
             fetcher,
@@ -428,6 +461,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     data.set_triggers(Arc::clone(&routing) as Arc<dyn cloudlet_core::data::Triggers>);
     files.set_triggers(Arc::clone(&routing) as Arc<dyn cloudlet_core::data::Triggers>);
     data.set_files(Arc::new(files.clone()));
+    payments.set_triggers(Arc::clone(&routing) as Arc<dyn cloudlet_core::data::Triggers>);
     auth.set_triggers(routing);
     let apps = Apps::new(
         Arc::clone(&system),
@@ -463,6 +497,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
             })
         })?,
     };
+    payments.set_public_url(public_url.as_str());
     let (routes, contract) = api(&config, public_url.as_str());
     let services = state::Services {
         apps,
@@ -470,6 +505,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         data,
         functions,
         messages,
+        payments,
         queues,
         sites,
         files,
@@ -589,6 +625,7 @@ fn api(config: &Config, public_url: &str) -> (Router<AppState>, utoipa::openapi:
         .merge(data::router(&bodies))
         .merge(functions::router(&bodies))
         .merge(messages::router(&bodies))
+        .merge(payments::router(&bodies))
         .merge(queues::router(&bodies))
         .merge(sites::router(&bodies))
         .merge(files::router(&bodies))

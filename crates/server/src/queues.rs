@@ -20,11 +20,12 @@ use axum::response::{IntoResponse, Response};
 use cloudlet_core::access::Caller;
 use cloudlet_core::apps::AppName;
 use cloudlet_core::functions::{
-    AuthEvent, FileEvent, FunctionError, MAX_TRIGGER_DEPTH, QueueTrigger, RealtimeEvent, Trigger,
+    AuthEvent, FileEvent, FunctionError, MAX_TRIGGER_DEPTH, PayEvent, QueueTrigger, RealtimeEvent,
+    Trigger,
 };
 use cloudlet_core::queues::{
-    Delivery, HintTicket, MAX_BATCH, MESSAGE_QUEUE, MessageView, Outgoing, QueueError,
-    QueueSettings, QueueView, SendReceipt, Which, is_builtin_queue, valid_queue_name,
+    Delivery, HintTicket, MAX_BATCH, MESSAGE_QUEUE, MessageView, Outgoing, PAYMENT_QUEUE,
+    QueueError, QueueSettings, QueueView, SendReceipt, Which, is_builtin_queue, valid_queue_name,
 };
 use cloudlet_store::{Emit, Failed, StoreError, TRIGGER_QUEUE, TriggerDelivery};
 use serde::{Deserialize, Serialize};
@@ -584,6 +585,18 @@ impl cloudlet_core::data::Triggers for TriggerRouting {
         self.emit(app, kind, functions, 0).await
     }
 
+    async fn emit_for_pay(
+        &self,
+        app: &AppName,
+        kind: &str,
+    ) -> Result<Option<(Emit, HintTicket)>, StoreError> {
+        let event = PayEvent::of_kind(kind)
+            .ok_or_else(|| StoreError::Task(format!("no payment event {kind:?}")))?;
+        let functions = self.functions.triggered_by_pay(app, event).await;
+        // Callbacks and checks come from outside any trigger's run.
+        self.emit(app, kind, functions, 0).await
+    }
+
     async fn emit_for_files(
         &self,
         app: &AppName,
@@ -851,10 +864,12 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
     }
     // Subscribe messages are sent whether or not the app has functions; last, as they wait on
     // a platform anyway, and the app's own consumers should not wait for this look.
-    consumed.push(MESSAGE_QUEUE.to_owned());
-    let look = dispatch_builtin(state, running, app, Builtin::Messages).await;
-    busy |= look == Look::Busy;
-    failed |= look == Look::Failed;
+    for builtin in [Builtin::Messages, Builtin::Payments] {
+        consumed.push(builtin.queue().to_owned());
+        let look = dispatch_builtin(state, running, app, builtin).await;
+        busy |= look == Look::Busy;
+        failed |= look == Look::Failed;
+    }
     let now = state.queues().now_ms();
     // Only queues somebody consumes: messages nobody takes need no look until a consumer is
     // deployed (which rings for the app).
@@ -907,6 +922,8 @@ enum Builtin {
     Triggers,
     /// Subscribe messages: each is one call to WeChat.
     Messages,
+    /// Payment checks: each queries a payment platform (and may close an order there).
+    Payments,
 }
 
 impl Builtin {
@@ -914,6 +931,7 @@ impl Builtin {
         match self {
             Builtin::Triggers => TRIGGER_QUEUE,
             Builtin::Messages => MESSAGE_QUEUE,
+            Builtin::Payments => PAYMENT_QUEUE,
         }
     }
 
@@ -921,7 +939,7 @@ impl Builtin {
     fn concurrency(self) -> usize {
         match self {
             Builtin::Triggers => TRIGGER_CONCURRENCY,
-            Builtin::Messages => MESSAGE_CONCURRENCY,
+            Builtin::Messages | Builtin::Payments => MESSAGE_CONCURRENCY,
         }
     }
 
@@ -931,7 +949,9 @@ impl Builtin {
     fn min_hide_secs(self, state: &AppState) -> u64 {
         match self {
             Builtin::Triggers => 0,
-            Builtin::Messages => 4 * state.auth().platform_timeout().as_secs() + 10,
+            Builtin::Messages | Builtin::Payments => {
+                4 * state.auth().platform_timeout().as_secs() + 10
+            }
         }
     }
 
@@ -939,6 +959,7 @@ impl Builtin {
         match self {
             Builtin::Triggers => deliver_trigger(state, app, delivery).await,
             Builtin::Messages => state.messages().deliver(app, delivery).await,
+            Builtin::Payments => state.payments().deliver(app, delivery).await,
         }
     }
 }
@@ -1031,6 +1052,8 @@ async fn deliver_trigger(state: &AppState, app: &AppName, delivery: Delivery) {
                 Trigger::Files
             } else if kind.starts_with("realtime.") {
                 Trigger::Realtime
+            } else if kind.starts_with("pay.") {
+                Trigger::Pay
             } else {
                 Trigger::Data
             };

@@ -10,6 +10,7 @@ use cloudlet_core::data::Data;
 use cloudlet_core::files::Files;
 use cloudlet_core::functions::Functions;
 use cloudlet_core::messages::Messages;
+use cloudlet_core::payments::Payments;
 use cloudlet_core::queues::Queues;
 use cloudlet_core::random::Random;
 use cloudlet_core::realtime::Hub;
@@ -29,6 +30,7 @@ struct Shared {
     data: Data,
     functions: Functions,
     messages: Messages,
+    payments: Payments,
     queues: Queues,
     sites: Sites,
     files: Files,
@@ -56,6 +58,7 @@ pub struct Services {
     pub data: Data,
     pub functions: Functions,
     pub messages: Messages,
+    pub payments: Payments,
     pub queues: Queues,
     pub sites: Sites,
     pub files: Files,
@@ -77,6 +80,7 @@ impl AppState {
             data,
             functions,
             messages,
+            payments,
             queues,
             sites,
             files,
@@ -92,6 +96,7 @@ impl AppState {
             data,
             functions,
             messages,
+            payments,
             queues,
             sites,
             files,
@@ -126,6 +131,10 @@ impl AppState {
 
     pub fn messages(&self) -> &Messages {
         &self.0.messages
+    }
+
+    pub fn payments(&self) -> &Payments {
+        &self.0.payments
     }
 
     pub fn queues(&self) -> &Queues {

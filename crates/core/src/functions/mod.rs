@@ -421,6 +421,58 @@ pub struct RealtimeTrigger {
     pub realtime: Vec<RealtimeEvent>,
 }
 
+/// A payment event a function may be triggered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PayEvent {
+    /// A client asks for an order: the function decides its price (`pay.before`, run at once,
+    /// never logged).
+    Before,
+    /// An order was paid (once per order).
+    Paid,
+    /// A refund succeeded (once per refund).
+    Refunded,
+    /// A refund failed at the platform; its amount may be refunded again.
+    RefundFailed,
+    /// An unpaid order was closed (expired, or closed by an admin).
+    Closed,
+}
+
+impl PayEvent {
+    /// The event's kind in the event log.
+    pub fn kind(self) -> &'static str {
+        match self {
+            PayEvent::Before => "pay.before",
+            PayEvent::Paid => cloudlet_store::PAY_PAID,
+            PayEvent::Refunded => cloudlet_store::PAY_REFUNDED,
+            PayEvent::RefundFailed => cloudlet_store::PAY_REFUND_FAILED,
+            PayEvent::Closed => cloudlet_store::PAY_CLOSED,
+        }
+    }
+
+    /// The event of a kind of the log.
+    pub fn of_kind(kind: &str) -> Option<Self> {
+        [
+            PayEvent::Before,
+            PayEvent::Paid,
+            PayEvent::Refunded,
+            PayEvent::RefundFailed,
+            PayEvent::Closed,
+        ]
+        .into_iter()
+        .find(|e| e.kind() == kind)
+    }
+}
+
+/// Runs a function on payment events: `{"pay": ["paid", "refunded"]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PayTrigger {
+    pub pay: Vec<PayEvent>,
+}
+
 /// One trigger of a function.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -431,6 +483,7 @@ pub enum TriggerDef {
     Auth(AuthTrigger),
     Files(FileTrigger),
     Realtime(RealtimeTrigger),
+    Pay(PayTrigger),
 }
 
 fn all_operations() -> Vec<Operation> {
@@ -499,6 +552,8 @@ pub enum Trigger {
     Files,
     /// A realtime socket opened or closed.
     Realtime,
+    /// A payment event.
+    Pay,
     /// A cron schedule.
     Schedule,
     /// Messages of a queue.
@@ -514,6 +569,7 @@ impl Trigger {
             Trigger::Auth => "auth",
             Trigger::Files => "files",
             Trigger::Realtime => "realtime",
+            Trigger::Pay => "pay",
             Trigger::Schedule => "schedule",
             Trigger::Queue => "queue",
         }
@@ -800,6 +856,14 @@ impl Functions {
                             "trigger on bucket {:?}: a bucket name and at least one of upload, delete",
                             trigger.bucket
                         )));
+                    }
+                }
+                TriggerDef::Pay(trigger) => {
+                    if trigger.pay.is_empty() {
+                        return Err(FunctionError::Invalid(
+                            "a pay trigger names at least one of paid, refunded, refund_failed, closed"
+                                .into(),
+                        ));
                     }
                 }
                 TriggerDef::Realtime(trigger) => {
@@ -1313,6 +1377,19 @@ impl Functions {
         .await
     }
 
+    /// The functions a payment event runs.
+    pub async fn triggered_by_pay(
+        &self,
+        app: &AppName,
+        event: PayEvent,
+    ) -> Result<Vec<String>, FunctionError> {
+        self.triggered_where(
+            app,
+            |t| matches!(t, TriggerDef::Pay(t) if t.pay.contains(&event)),
+        )
+        .await
+    }
+
     /// The functions an event of `bucket`'s files runs.
     pub async fn triggered_by_files(
         &self,
@@ -1344,6 +1421,7 @@ impl Functions {
                         | TriggerDef::Auth(_)
                         | TriggerDef::Files(_)
                         | TriggerDef::Realtime(_)
+                        | TriggerDef::Pay(_)
                 )
             })
         }))
@@ -1364,7 +1442,8 @@ impl Functions {
                     TriggerDef::Data(_)
                     | TriggerDef::Auth(_)
                     | TriggerDef::Files(_)
-                    | TriggerDef::Realtime(_) => None,
+                    | TriggerDef::Realtime(_)
+                    | TriggerDef::Pay(_) => None,
                 })
             })
             .collect())

@@ -16,9 +16,12 @@ pub(crate) struct Emulator {
 
 impl Emulator {
     pub(crate) async fn start() -> Emulator {
+        Emulator::start_with(cloudlet_emulator::EmulatorOptions::default()).await
+    }
+
+    pub(crate) async fn start_with(options: cloudlet_emulator::EmulatorOptions) -> Emulator {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let options = cloudlet_emulator::EmulatorOptions::default();
         tokio::spawn(cloudlet_emulator::serve(
             listener,
             options,

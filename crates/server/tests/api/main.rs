@@ -15,6 +15,7 @@ mod hostile;
 mod http;
 mod lifecycle;
 mod messages;
+mod payments;
 mod postgres;
 mod queues;
 mod realtime;

@@ -8,6 +8,7 @@ mod db;
 mod fetch;
 mod files;
 mod messages;
+mod pay;
 mod queue;
 mod realtime;
 
@@ -15,6 +16,7 @@ use cloudlet_core::data::Data;
 use cloudlet_core::files::Files;
 use cloudlet_core::functions::{Capabilities, HostFailure};
 use cloudlet_core::messages::Messages;
+use cloudlet_core::payments::Payments;
 use cloudlet_core::queues::Queues;
 use cloudlet_core::realtime::Hub;
 
@@ -27,6 +29,7 @@ pub fn all(
     data: Data,
     queues: Queues,
     messages: Messages,
+    payments: Payments,
     files: Files,
     hub: Hub,
     fetcher: Fetcher,
@@ -40,6 +43,7 @@ pub fn all(
         .with(queue::Queue { queues })
         .with(realtime::Realtime { hub })
         .with(messages::SubscribeMessages { messages })
+        .with(pay::Pay { payments })
         .with(fetcher)
 }
 

@@ -1,0 +1,693 @@
+//! Payments end to end, over real HTTP: the merchant configured, orders placed with the
+//! emulator's WeChat Pay, its signed and encrypted notifications (genuine, repeated, dropped
+//! and forged with its own key) sent to the server's notify route, reconciliation by query,
+//! refunds, closing, and the routes' refusals. Check schedules are scaled down through the
+//! server's `[payments]` settings and the emulator's retry schedule.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::auth::{Emulator, token};
+use crate::support::{Expect, NoContent, TestApp};
+
+const APPID: &str = "wx-shop";
+const MCHID: &str = "1900000109";
+const SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A72";
+const API_V3_KEY: &str = "0123456789abcdef0123456789abcdef";
+
+/// An RSA key pair made by OpenSSL: (private PEM, public PEM).
+fn openssl_key_pair() -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        "key.pem",
+    ]);
+    run(&["pkey", "-in", "key.pem", "-pubout", "-out", "pub.pem"]);
+    (
+        std::fs::read_to_string(dir.path().join("key.pem")).unwrap(),
+        std::fs::read_to_string(dir.path().join("pub.pem")).unwrap(),
+    )
+}
+
+struct Shop {
+    t: TestApp,
+    emulator: Emulator,
+    alice: String,
+    alice_id: String,
+}
+
+impl Emulator {
+    async fn pay_control(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(format!("{}/emulator/wechatpay/{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn sent_notifications(&self) -> Vec<Value> {
+        let body: Value = self
+            .http
+            .get(format!("{}/emulator/wechatpay/notifications", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["items"].as_array().unwrap().clone()
+    }
+}
+
+/// A server whose checks run within a second or two, app `shop` with WeChat login and WeChat
+/// Pay on the emulator, and Alice logged in.
+async fn shop() -> Shop {
+    let t = TestApp::builder()
+        .config(|c| {
+            c.payments.check_delay_secs = 1;
+            c.payments.check_backoff_secs = 1;
+            c.payments.check_max_backoff_secs = 1;
+        })
+        .start()
+        .await;
+    t.create_app("shop").await;
+    let emulator = Emulator::start_with(cloudlet_emulator::EmulatorOptions {
+        pay_notify_retries: vec![Duration::from_millis(200); 5],
+        ..cloudlet_emulator::EmulatorOptions::default()
+    })
+    .await;
+    emulator
+        .connect(&t, "shop", "wechat", APPID, "shop-secret")
+        .await;
+    let (private_key, public_key) = openssl_key_pair();
+    let (status, platform) = emulator
+        .pay_control(
+            "merchants",
+            json!({ "mchid": MCHID, "serial_no": SERIAL, "api_v3_key": API_V3_KEY,
+                    "public_key": public_key }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{platform}");
+    let view = t
+        .admin(Method::PUT, "/v1/admin/apps/shop/pay/merchants/wechat")
+        .json(&json!({
+            "mchid": MCHID, "serial_no": SERIAL, "private_key": private_key,
+            "api_v3_key": API_V3_KEY,
+            "platform_keys": [{ "serial": platform["public_key_id"], "public_key": platform["public_key"] }],
+            "base_url": format!("{}/wechatpay", emulator.base),
+        }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(view["mchid"], MCHID);
+    let grant = emulator
+        .login_as(&t, "shop", "wechat", APPID, "alice")
+        .await;
+    Shop {
+        alice: token(&grant).to_owned(),
+        alice_id: grant["user"]["id"].as_str().unwrap().to_owned(),
+        t,
+        emulator,
+    }
+}
+
+impl Shop {
+    async fn order(&self, amount_fen: i64, key: Option<&str>) -> Value {
+        self.t
+            .admin(Method::POST, "/v1/admin/apps/shop/pay/orders")
+            .json(
+                &json!({ "amount_fen": amount_fen, "description": "A pot of tea",
+                           "user": self.alice_id, "key": key, "metadata": { "sku": "tea-1" } }),
+            )
+            .expect(StatusCode::CREATED)
+            .await
+    }
+
+    async fn detail(&self, id: &str) -> Value {
+        self.t
+            .admin(Method::GET, &format!("/v1/admin/apps/shop/pay/orders/{id}"))
+            .expect(StatusCode::OK)
+            .await
+    }
+
+    async fn pay(&self, order: &Value, extra: Value) {
+        let mut body = json!({ "mchid": MCHID, "out_trade_no": order["out_trade_no"] });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (status, answer) = self.emulator.pay_control("pay", body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+
+    /// Posts a notification as the platform would: its body and its signature headers.
+    async fn deliver(&self, body: &str, headers: &Value) -> reqwest::Response {
+        let mut request = self
+            .t
+            .request(Method::POST, "/v1/apps/shop/pay/wechat/notify")
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        for (name, value) in headers.as_object().unwrap() {
+            request = request.header(name.as_str(), value.as_str().unwrap());
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn forge(&self, asked: Value) -> (String, Value) {
+        let (status, forged) = self.emulator.pay_control("forge", asked).await;
+        assert_eq!(status, StatusCode::OK, "{forged}");
+        (
+            forged["body"].as_str().unwrap().to_owned(),
+            forged["headers"].clone(),
+        )
+    }
+}
+
+/// Polls `check` until it holds, for up to 15 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..300 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never: {what}");
+}
+
+async fn state_of(s: &Shop, id: &str) -> String {
+    s.detail(id).await["state"].as_str().unwrap().to_owned()
+}
+
+/// A transaction resource as WeChat Pay's notification carries it, for `order`.
+fn transaction(order: &Value, total: i64) -> Value {
+    json!({
+        "appid": APPID, "mchid": MCHID, "out_trade_no": order["out_trade_no"],
+        "transaction_id": "4200000000000000000000000001", "trade_type": "JSAPI",
+        "trade_state": "SUCCESS", "success_time": "2026-12-03T10:00:00+08:00",
+        "payer": { "openid": "o-alice" }, "amount": { "total": total, "payer_total": total, "currency": "CNY" },
+    })
+}
+
+#[tokio::test]
+async fn an_order_is_paid_once_whatever_the_callbacks_repeat() {
+    let s = shop().await;
+    let order = s.order(100, Some("tap-1")).await;
+    let id = order["id"].as_str().unwrap();
+    assert_eq!(order["state"], "created");
+    assert_eq!(order["amount_fen"], 100);
+    let payment = &order["payment"];
+    assert!(
+        payment["package"]
+            .as_str()
+            .unwrap()
+            .starts_with("prepay_id=wx"),
+        "{payment}"
+    );
+    assert_eq!(payment["signType"], "RSA");
+    assert!(payment["paySign"].as_str().unwrap().len() > 300);
+
+    // A double tap: the same order, with fresh parameters; the key for another amount: refused.
+    let again = s.order(100, Some("tap-1")).await;
+    assert_eq!(again["id"], order["id"]);
+    assert_eq!(again["payment"]["package"], payment["package"]);
+    s.t.admin(Method::POST, "/v1/admin/apps/shop/pay/orders")
+        .json(&json!({ "amount_fen": 999, "description": "x", "user": s.alice_id, "key": "tap-1" }))
+        .expect_error(StatusCode::CONFLICT, "order_key_reused")
+        .await;
+
+    // Paid, and the notification sent four times at once, then retried if refused.
+    s.pay(&order, json!({ "duplicates": 3 })).await;
+    eventually("the order is paid", || async {
+        state_of(&s, id).await == "paid"
+    })
+    .await;
+    eventually("every copy was answered", || async {
+        let sent = s.emulator.sent_notifications().await;
+        sent.len() >= 4 && sent.iter().all(|n| n["status"] == 204)
+    })
+    .await;
+    let detail = s.detail(id).await;
+    let events = detail["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{detail}");
+    assert_eq!(
+        (&events[0]["name"], &events[0]["source"]),
+        (&json!("paid"), &json!("notify"))
+    );
+    assert!(
+        detail["transaction_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("42000")
+    );
+    assert_eq!(detail["metadata"]["sku"], "tea-1");
+
+    // The genuine notification replayed within its 300 s: taken, and changes nothing.
+    let genuine = s.emulator.sent_notifications().await[0].clone();
+    let answer = s
+        .deliver(genuine["body"].as_str().unwrap(), &genuine["headers"])
+        .await;
+    assert_eq!(answer.status(), StatusCode::NO_CONTENT);
+    assert_eq!(s.detail(id).await["events"].as_array().unwrap().len(), 1);
+    // An order paid answers no payment parameters any more.
+    let paid = s.order(100, Some("tap-1")).await;
+    assert_eq!(
+        (&paid["state"], paid.get("payment")),
+        (&json!("paid"), None)
+    );
+
+    // Its owner sees it; nobody else does.
+    let mine =
+        s.t.as_user(Method::GET, "shop", &format!("/pay/orders/{id}"), &s.alice)
+            .expect(StatusCode::OK)
+            .await;
+    assert_eq!(mine["state"], "paid");
+    let bob = s
+        .emulator
+        .login_as(&s.t, "shop", "wechat", APPID, "bob")
+        .await;
+    s.t.as_user(
+        Method::GET,
+        "shop",
+        &format!("/pay/orders/{id}"),
+        token(&bob),
+    )
+    .expect_error(StatusCode::NOT_FOUND, "order_not_found")
+    .await;
+}
+
+#[tokio::test]
+async fn forged_and_mismatched_notifications_change_nothing() {
+    let s = shop().await;
+    let order = s.order(100, None).await;
+    let id = order["id"].as_str().unwrap();
+    let good = transaction(&order, 100);
+
+    let refused = |why: &'static str, status: StatusCode, code: &'static str| (why, status, code);
+    let mut cases = Vec::new();
+    // Signed with the platform's own key, yet not to be believed.
+    for (asked, case) in [
+        (
+            json!({ "probe": true }),
+            refused(
+                "a signature probe",
+                StatusCode::UNAUTHORIZED,
+                "notification_unverified",
+            ),
+        ),
+        (
+            json!({ "time_offset_secs": -301 }),
+            refused(
+                "a stale one",
+                StatusCode::UNAUTHORIZED,
+                "notification_unverified",
+            ),
+        ),
+        (
+            json!({ "time_offset_secs": 400 }),
+            refused(
+                "one from the future",
+                StatusCode::UNAUTHORIZED,
+                "notification_unverified",
+            ),
+        ),
+        (
+            json!({ "flip_tag": true }),
+            refused(
+                "a flipped GCM tag",
+                StatusCode::UNAUTHORIZED,
+                "notification_unverified",
+            ),
+        ),
+    ] {
+        let mut asked = asked;
+        asked["mchid"] = json!(MCHID);
+        asked["resource"] = good.clone();
+        let (body, headers) = s.forge(asked).await;
+        cases.push((case, body, headers));
+    }
+    // Genuine signatures over what does not match the order.
+    for (field, value, code, status) in [
+        (
+            "amount",
+            json!({ "total": 1, "currency": "CNY" }),
+            "notification_mismatch",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "mchid",
+            json!("1900000999"),
+            "notification_mismatch",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "appid",
+            json!("wx-other"),
+            "notification_mismatch",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "trade_state",
+            json!("NOTPAY"),
+            "notification_mismatch",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "out_trade_no",
+            json!("nobody-s-order"),
+            "order_not_found",
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let mut resource = good.clone();
+        resource[field] = value;
+        let (body, headers) = s
+            .forge(json!({ "mchid": MCHID, "resource": resource }))
+            .await;
+        cases.push((("a field that does not match", status, code), body, headers));
+    }
+    // Changed after signing; another serial; another signature; no headers at all.
+    let (body, headers) = s.forge(json!({ "mchid": MCHID, "resource": good })).await;
+    cases.push((
+        refused(
+            "a body changed after signing",
+            StatusCode::UNAUTHORIZED,
+            "notification_unverified",
+        ),
+        body.replacen("\"id\"", "\"id\" ", 1),
+        headers.clone(),
+    ));
+    let mut other_serial = headers.clone();
+    other_serial["wechatpay-serial"] = json!("PUB_KEY_ID_0000000000000000000000000000OTHER");
+    cases.push((
+        refused(
+            "an unknown serial",
+            StatusCode::UNAUTHORIZED,
+            "notification_unverified",
+        ),
+        body.clone(),
+        other_serial,
+    ));
+    let mut other_signature = headers.clone();
+    let signature = headers["wechatpay-signature"].as_str().unwrap();
+    other_signature["wechatpay-signature"] = json!(format!("A{}", &signature[1..]));
+    cases.push((
+        refused(
+            "a signature that is not this body's",
+            StatusCode::UNAUTHORIZED,
+            "notification_unverified",
+        ),
+        body.clone(),
+        other_signature,
+    ));
+    cases.push((
+        refused(
+            "no signature headers",
+            StatusCode::UNAUTHORIZED,
+            "notification_unverified",
+        ),
+        body.clone(),
+        json!({}),
+    ));
+
+    for ((why, status, code), body, headers) in cases {
+        let answer = s.deliver(&body, &headers).await;
+        assert_eq!(answer.status(), status, "{why}");
+        let error: Value = answer.json().await.unwrap();
+        assert_eq!(error["error"]["code"], code, "{why}: {error}");
+    }
+    let detail = s.detail(id).await;
+    assert_eq!(detail["state"], "created");
+    assert_eq!(detail["events"], json!([]));
+
+    // The same, untouched: taken.
+    let answer = s.deliver(&body, &headers).await;
+    assert_eq!(answer.status(), StatusCode::NO_CONTENT);
+    assert_eq!(state_of(&s, id).await, "paid");
+}
+
+#[tokio::test]
+async fn a_lost_callback_is_recovered_by_asking_the_platform() {
+    let s = shop().await;
+    let order = s.order(250, None).await;
+    let id = order["id"].as_str().unwrap();
+    s.pay(&order, json!({ "notify": "drop" })).await;
+    eventually("the check finds the payment", || async {
+        state_of(&s, id).await == "paid"
+    })
+    .await;
+    let detail = s.detail(id).await;
+    assert_eq!(detail["events"][0]["source"], "query");
+    assert!(s.emulator.sent_notifications().await.is_empty());
+
+    // The client's "ok" is a hint: it confirms with the server, which asks the platform.
+    let other = s.order(300, None).await;
+    let other_id = other["id"].as_str().unwrap();
+    let path = format!("/pay/orders/{other_id}/confirm");
+    let before =
+        s.t.as_user(Method::POST, "shop", &path, &s.alice)
+            .expect(StatusCode::OK)
+            .await;
+    assert_eq!(before["state"], "created");
+    s.pay(&other, json!({ "notify": "drop" })).await;
+    let confirmed =
+        s.t.as_user(Method::POST, "shop", &path, &s.alice)
+            .expect(StatusCode::OK)
+            .await;
+    assert_eq!(confirmed["state"], "paid");
+}
+
+#[tokio::test]
+async fn refunds_never_pass_what_was_paid() {
+    let s = shop().await;
+    let unpaid = s.order(100, None).await;
+    let refund_path = |id: &Value| {
+        format!(
+            "/v1/admin/apps/shop/pay/orders/{}/refunds",
+            id.as_str().unwrap()
+        )
+    };
+    s.t.admin(Method::POST, &refund_path(&unpaid["id"]))
+        .json(&json!({ "amount_fen": 10 }))
+        .expect_error(StatusCode::CONFLICT, "order_state")
+        .await;
+    let order = s.order(100, None).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    s.pay(&order, json!({})).await;
+    eventually("paid", || async { state_of(&s, &id).await == "paid" }).await;
+
+    // Ten refunds of 15 at once: six fit in 100.
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..10 {
+        let request = s.t.admin(Method::POST, &refund_path(&order["id"])).json(
+            &json!({ "amount_fen": 15, "out_refund_no": format!("R-{n}"), "reason": "cold" }),
+        );
+        tasks.spawn(async move { request.send().await.unwrap() });
+    }
+    let mut taken = 0;
+    for answer in tasks.join_all().await {
+        match answer.status() {
+            StatusCode::OK => taken += 1,
+            StatusCode::CONFLICT => {
+                let error: Value = answer.json().await.unwrap();
+                assert_eq!(error["error"]["code"], "refund_exceeds");
+            }
+            other => panic!("{other}"),
+        }
+    }
+    assert_eq!(taken, 6);
+    eventually("the refunds are confirmed", || async {
+        let detail = s.detail(&id).await;
+        detail["refunds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["state"] == "succeeded")
+    })
+    .await;
+    let detail = s.detail(&id).await;
+    assert_eq!(
+        (&detail["state"], &detail["refunded_fen"]),
+        (&json!("partly_refunded"), &json!(90))
+    );
+    assert_eq!(detail["refunds"].as_array().unwrap().len(), 6);
+    // The same number again is the same refund; another amount under it is refused.
+    let first = detail["refunds"][0].clone();
+    let again =
+        s.t.admin(Method::POST, &refund_path(&order["id"]))
+            .json(&json!({ "amount_fen": 15, "out_refund_no": first["out_refund_no"] }))
+            .expect(StatusCode::OK)
+            .await;
+    assert_eq!(again["refund_id"], first["refund_id"]);
+    s.t.admin(Method::POST, &refund_path(&order["id"]))
+        .json(&json!({ "amount_fen": 5, "out_refund_no": first["out_refund_no"] }))
+        .expect_error(StatusCode::CONFLICT, "refund_reused")
+        .await;
+    // The last 10 empties it.
+    let last =
+        s.t.admin(Method::POST, &refund_path(&order["id"]))
+            .json(&json!({ "amount_fen": 10 }))
+            .expect(StatusCode::OK)
+            .await;
+    assert!(last["out_refund_no"].as_str().unwrap().starts_with("ref_"));
+    eventually("refunded", || async {
+        state_of(&s, &id).await == "refunded"
+    })
+    .await;
+    let names: Vec<Value> = s.detail(&id).await["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].clone())
+        .collect();
+    assert_eq!(names.len(), 8, "paid and seven refunds: {names:?}");
+}
+
+#[tokio::test]
+async fn orders_close_and_an_app_with_open_orders_stays() {
+    let s = shop().await;
+    let order = s.order(100, None).await;
+    let id = order["id"].as_str().unwrap();
+    // Money not settled: the app is not deleted.
+    s.t.admin(Method::DELETE, "/v1/admin/apps/shop")
+        .expect_error(StatusCode::CONFLICT, "payments_unsettled")
+        .await;
+    let closed =
+        s.t.admin(
+            Method::POST,
+            &format!("/v1/admin/apps/shop/pay/orders/{id}/close"),
+        )
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(closed["state"], "closed");
+    // Closed on the platform too: the user can not pay it any more.
+    let (status, _) = s
+        .emulator
+        .pay_control(
+            "pay",
+            json!({ "mchid": MCHID, "out_trade_no": order["out_trade_no"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    s.t.admin(
+        Method::POST,
+        &format!("/v1/admin/apps/shop/pay/orders/{id}/close"),
+    )
+    .expect_error(StatusCode::CONFLICT, "order_state")
+    .await;
+    let page =
+        s.t.admin(Method::GET, "/v1/admin/apps/shop/pay/orders?state=closed")
+            .expect(StatusCode::OK)
+            .await;
+    assert_eq!(page["items"][0]["id"], order["id"]);
+    s.t.admin(Method::DELETE, "/v1/admin/apps/shop")
+        .no_content()
+        .await;
+}
+
+#[tokio::test]
+async fn merchant_settings_and_orders_refuse_what_breaks_a_rule() {
+    let s = shop().await;
+    let view =
+        s.t.admin(Method::GET, "/v1/admin/apps/shop/pay/merchants/wechat")
+            .expect(StatusCode::OK)
+            .await;
+    let text = view.to_string();
+    assert!(
+        !text.contains(API_V3_KEY) && !text.contains("PRIVATE"),
+        "{text}"
+    );
+    assert!(
+        !s.t.stored_anywhere(API_V3_KEY.as_bytes()),
+        "the APIv3 key is sealed"
+    );
+    s.t.admin(Method::GET, "/v1/admin/apps/shop/pay/merchants/alipay")
+        .expect_error(StatusCode::NOT_FOUND, "unknown_pay_provider")
+        .await;
+    s.t.admin(Method::PUT, "/v1/admin/apps/shop/pay/merchants/wechat")
+        .json(
+            &json!({ "mchid": MCHID, "serial_no": SERIAL, "private_key": "not a key",
+                       "api_v3_key": API_V3_KEY, "platform_keys": [] }),
+        )
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_merchant")
+        .await;
+    for (body, why) in [
+        (json!({ "amount_fen": 0, "description": "x" }), "no amount"),
+        (
+            json!({ "amount_fen": 100_000_001, "description": "x" }),
+            "too much",
+        ),
+        (
+            json!({ "amount_fen": 1, "description": "" }),
+            "no description",
+        ),
+        (
+            json!({ "amount_fen": 1, "description": "x".repeat(128) }),
+            "a long description",
+        ),
+        (
+            json!({ "amount_fen": 1, "description": "x", "out_trade_no": "a b c d e" }),
+            "a bad number",
+        ),
+        (
+            json!({ "amount_fen": 1, "description": "x", "metadata": [1] }),
+            "metadata not an object",
+        ),
+        (
+            json!({ "amount_fen": 1, "description": "x", "expires_in_secs": 10 }),
+            "too short",
+        ),
+    ] {
+        let mut body = body;
+        body["user"] = json!(s.alice_id);
+        s.t.admin(Method::POST, "/v1/admin/apps/shop/pay/orders")
+            .json(&body)
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_order")
+            .await;
+        let _ = why;
+    }
+    // The client's route needs a `before` function to price its orders.
+    s.t.as_user(Method::POST, "shop", "/pay/orders", &s.alice)
+        .json(&json!({ "data": { "sku": "tea-1" } }))
+        .expect_error(StatusCode::FORBIDDEN, "client_orders_disabled")
+        .await;
+    // Notifications for an app without a merchant, and for an unknown provider.
+    s.t.create_app("bare").await;
+    let answer =
+        s.t.request(Method::POST, "/v1/apps/bare/pay/wechat/notify")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+    let answer =
+        s.t.request(Method::POST, "/v1/apps/shop/pay/paypal/notify")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+    s.t.admin(Method::GET, "/v1/admin/apps/shop/pay/orders/ord_missing")
+        .expect_error(StatusCode::NOT_FOUND, "order_not_found")
+        .await;
+}
