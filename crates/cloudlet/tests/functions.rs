@@ -2631,3 +2631,227 @@ async fn sockets_opening_and_closing_trigger_functions() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(notes().await.len(), 2);
 }
+
+/// An RSA key pair made by OpenSSL: (private PEM, public PEM).
+fn openssl_key_pair() -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "key.pem",
+        ][..],
+        &["pkey", "-in", "key.pem", "-pubout", "-out", "pub.pem"][..],
+    ] {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    (
+        std::fs::read_to_string(dir.path().join("key.pem")).unwrap(),
+        std::fs::read_to_string(dir.path().join("pub.pem")).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_shop_prices_orders_on_the_server_and_records_each_sale_once() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let emulator = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(cloudlet_emulator::serve(
+        listener,
+        cloudlet_emulator::EmulatorOptions {
+            pay_notify_retries: vec![Duration::from_millis(200); 5],
+            ..cloudlet_emulator::EmulatorOptions::default()
+        },
+        std::future::pending(),
+    ));
+    let http = reqwest::Client::new();
+    let control = |path: &'static str, body: Value| {
+        let (http, emulator) = (http.clone(), emulator.clone());
+        async move {
+            let response = http
+                .post(format!("{emulator}{path}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success(), "{path}");
+            response.json::<Value>().await.unwrap_or(Value::Null)
+        }
+    };
+    control(
+        "/emulator/apps",
+        json!({ "platform": "wechat", "appid": "wx-pay", "secret": "pay-secret" }),
+    )
+    .await;
+    let (private_key, public_key) = openssl_key_pair();
+    let platform = control(
+        "/emulator/wechatpay/merchants",
+        json!({ "mchid": "1900000109", "serial_no": "SERIAL01", "public_key": public_key,
+                "api_v3_key": "0123456789abcdef0123456789abcdef" }),
+    )
+    .await;
+    let code = control(
+        "/emulator/codes",
+        json!({ "platform": "wechat", "appid": "wx-pay", "user": "alice" }),
+    )
+    .await;
+
+    let t = server(false).await;
+    t.create_app("shop").await;
+    t.admin(Method::PUT, "/v1/admin/apps/shop/auth/providers/wechat")
+        .json(&json!({ "appid": "wx-pay", "secret": "pay-secret", "base_url": format!("{emulator}/wechat") }))
+        .expect(StatusCode::OK)
+        .await;
+    t.admin(Method::PUT, "/v1/admin/apps/shop/pay/merchants/wechat")
+        .json(&json!({
+            "mchid": "1900000109", "serial_no": "SERIAL01", "private_key": private_key,
+            "api_v3_key": "0123456789abcdef0123456789abcdef",
+            "platform_keys": [{ "serial": platform["public_key_id"], "public_key": platform["public_key"] }],
+            "base_url": format!("{emulator}/wechatpay"),
+        }))
+        .expect(StatusCode::OK)
+        .await;
+    let grant = t
+        .request(Method::POST, "/v1/apps/shop/auth/sessions")
+        .json(&json!({ "provider": "wechat", "code": code["code"] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let alice = grant["access_token"].as_str().unwrap().to_owned();
+    t.admin(Method::PUT, "/v1/admin/apps/shop/collections/sales")
+        .json(&json!({ "fields": [
+            { "name": "note", "type": "text" },
+            { "name": "event_id", "type": "number", "unique": true },
+        ], "rules": { "list": "" } }))
+        .expect(StatusCode::CREATED)
+        .await;
+    // The price is the server's: the client says what, the function says how much.
+    deploy(
+        &t,
+        "shop",
+        "price",
+        json!({
+            "source": r#"export default async (e, ctx) => {
+            if (e.data.sku !== "tea") throw new Error("no such product");
+            return { amount_fen: 150 * e.data.qty, description: `Tea x${e.data.qty}`,
+                     metadata: { sku: e.data.sku, qty: e.data.qty, by: ctx.auth.id } };
+        }"#,
+            "triggers": [{ "pay": ["before"] }]
+        }),
+    )
+    .await;
+    // Each sale recorded once: a unique event id makes a repeated delivery a no-op.
+    deploy(&t, "shop", "record", json!({
+        "source": r#"export default async (e, ctx) => {
+            try {
+                await ctx.db.collection("sales").add({ event_id: e.event_id,
+                    note: `${e.event} ${e.order.amount_fen} ${e.order.metadata.sku ?? "-"} ${e.refund ? e.refund.succeeded : "-"}` });
+            } catch (error) {
+                if (error.code !== "unique_violation") throw error;
+            }
+        }"#,
+        "triggers": [{ "pay": ["paid", "refunded"] }]
+    }))
+    .await;
+    deploy(&t, "shop", "cake", json!({
+        "source": r#"export default async (e, ctx) =>
+            ctx.pay.createOrder({ amount_fen: 500, description: "Cake", user: ctx.auth.id, key: e.key })"#
+    }))
+    .await;
+    deploy(&t, "shop", "give-back", json!({
+        "source": r#"export default async (e, ctx) => {
+            const refund = await ctx.pay.refund(e.id, { amount_fen: 100, out_refund_no: "R-1", reason: "spilled" });
+            const order = await ctx.pay.order(e.id);
+            return { refund, state: order.state, events: order.events.length };
+        }"#
+    }))
+    .await;
+
+    // A client order through the `before` function; a product it does not sell is refused.
+    let order = t
+        .request(Method::POST, "/v1/apps/shop/pay/orders")
+        .bearer_auth(&alice)
+        .json(&json!({ "data": { "sku": "tea", "qty": 2 }, "key": "tap" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    assert_eq!(order["amount_fen"], 300);
+    assert_eq!(order["metadata"]["qty"], 2);
+    assert!(order["payment"]["paySign"].is_string(), "{order}");
+    t.request(Method::POST, "/v1/apps/shop/pay/orders")
+        .bearer_auth(&alice)
+        .json(&json!({ "data": { "sku": "gold" } }))
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "function_error")
+        .await;
+
+    // From a function: ctx.pay.createOrder, idempotent by key.
+    let cake = call(&t, "shop", "cake", Some(&alice), json!({ "key": "c1" }))
+        .expect(StatusCode::OK)
+        .await;
+    let again = call(&t, "shop", "cake", Some(&alice), json!({ "key": "c1" }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(
+        (cake["amount_fen"].as_i64(), &cake["id"]),
+        (Some(500), &again["id"])
+    );
+
+    // Alice pays the tea; the notification comes three times; the sale is recorded once.
+    let paid = control(
+        "/emulator/wechatpay/pay",
+        json!({ "mchid": "1900000109", "out_trade_no": order["out_trade_no"], "duplicates": 2 }),
+    )
+    .await;
+    assert!(paid["transaction_id"].is_string());
+    let sales = || notes_of(&t, "shop", "sales");
+    for _ in 0..300 {
+        if !sales().await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sales().await, ["pay.paid 300 tea -"]);
+
+    // A refund from a function (clients can not refund), confirmed by its notification.
+    let refunded = call(
+        &t,
+        "shop",
+        "give-back",
+        Some(&alice),
+        json!({ "id": order["id"] }),
+    )
+    .expect(StatusCode::OK)
+    .await;
+    assert_eq!(refunded["refund"]["amount_fen"], 100, "{refunded}");
+    for _ in 0..300 {
+        if sales().await.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        sales().await,
+        ["pay.paid 300 tea -", "pay.refunded 300 tea true"]
+    );
+    let detail = t
+        .admin(
+            Method::GET,
+            &format!(
+                "/v1/admin/apps/shop/pay/orders/{}",
+                order["id"].as_str().unwrap()
+            ),
+        )
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(
+        (&detail["state"], &detail["refunded_fen"]),
+        (&json!("partly_refunded"), &json!(100))
+    );
+}
