@@ -5,6 +5,7 @@ mod client;
 mod dev;
 mod files;
 mod functions;
+mod pay;
 mod project;
 mod queues;
 mod serve;
@@ -56,6 +57,13 @@ enum Command {
         connection: client::Connection,
         #[command(subcommand)]
         command: queues::QueueCommand,
+    },
+    /// An app's payments: orders, show, refund, close.
+    Pay {
+        #[command(flatten)]
+        connection: client::Connection,
+        #[command(subcommand)]
+        command: pay::PayCommand,
     },
     /// An app's buckets and files: ls, put, get, rm.
     Files {
@@ -209,6 +217,10 @@ async fn run(command: Command) -> Result<(), String> {
             connection,
             command,
         } => files::run(connection, command).await,
+        Command::Pay {
+            connection,
+            command,
+        } => pay::run(connection, command).await,
         Command::Logs {
             connection,
             app,

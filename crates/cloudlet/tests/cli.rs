@@ -844,6 +844,41 @@ fn deploy_declares_queues_and_the_queue_commands_inspect_send_and_purge() {
 }
 
 #[test]
+fn pay_commands_reach_the_orders_routes_and_refuse_ids_that_are_not_ids() {
+    let (_dir, data) = temp();
+    let server = Server::start(&data, &[], &[("CLOUDLET_ADMIN_TOKEN", TOKEN)]);
+    let run = |args: &[&str]| server.run(args, TOKEN);
+    assert!(run(&["app", "create", "shop"]).status.success());
+    let listed = run(&["pay", "orders", "shop", "--state", "paid"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(stdout(&listed).starts_with("ORDER"), "{}", stdout(&listed));
+    let as_json = run(&["pay", "--json", "orders", "shop"]);
+    assert_eq!(json(&as_json)["items"], serde_json::json!([]));
+    fails_with(
+        &run(&["pay", "show", "shop", "ord_missing"]),
+        "order_not_found",
+    );
+    fails_with(
+        &run(&[
+            "pay",
+            "refund",
+            "shop",
+            "ord_missing",
+            "100",
+            "--reason",
+            "cold",
+        ]),
+        "order_not_found",
+    );
+    fails_with(
+        &run(&["pay", "close", "shop", "ord_missing"]),
+        "order_not_found",
+    );
+    fails_with(&run(&["pay", "show", "shop", "../x"]), "not an order id");
+    fails_with(&run(&["pay", "orders", "nope"]), "app_not_found");
+}
+
+#[test]
 fn deploy_sets_the_realtime_settings_once() {
     let (dir, data) = temp();
     let server = Server::start(&data, &[], &[("CLOUDLET_ADMIN_TOKEN", TOKEN)]);

@@ -568,7 +568,7 @@ impl Config {
         within(
             "payments.order_ttl_secs",
             self.payments.order_ttl_secs,
-            60,
+            1,
             86_400,
         )?;
         within("functions.workers", self.functions.workers, 2, 1024)?;

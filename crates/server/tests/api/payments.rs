@@ -81,11 +81,16 @@ impl Emulator {
 /// A server whose checks run within a second or two, app `shop` with WeChat login and WeChat
 /// Pay on the emulator, and Alice logged in.
 async fn shop() -> Shop {
+    shop_with(|_| {}).await
+}
+
+async fn shop_with(change: impl FnOnce(&mut cloudlet_server::Config)) -> Shop {
     let t = TestApp::builder()
         .config(|c| {
             c.payments.check_delay_secs = 1;
             c.payments.check_backoff_secs = 1;
             c.payments.check_max_backoff_secs = 1;
+            change(c);
         })
         .start()
         .await;
@@ -603,6 +608,29 @@ async fn orders_close_and_an_app_with_open_orders_stays() {
     s.t.admin(Method::DELETE, "/v1/admin/apps/shop")
         .no_content()
         .await;
+}
+
+#[tokio::test]
+async fn an_order_left_unpaid_is_closed_on_the_platform_when_it_expires() {
+    // Orders that expire two seconds after they are made.
+    let s = shop_with(|c| c.payments.order_ttl_secs = 2).await;
+    let order = s.order(100, None).await;
+    let id = order["id"].as_str().unwrap();
+    eventually("the order is closed", || async {
+        state_of(&s, id).await == "closed"
+    })
+    .await;
+    let detail = s.detail(id).await;
+    assert_eq!(detail["events"][0]["name"], "closed");
+    // Closed on the platform first: it can not be paid there any more.
+    let (status, _) = s
+        .emulator
+        .pay_control(
+            "pay",
+            json!({ "mchid": MCHID, "out_trade_no": order["out_trade_no"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
