@@ -93,7 +93,7 @@ enum Command {
     /// Create a project folder from a template.
     Init {
         dir: PathBuf,
-        /// The template: `todo`.
+        /// The template: `todo` or `shop`.
         #[arg(long, default_value = "todo")]
         template: String,
         /// The app's name (the folder's name by default).

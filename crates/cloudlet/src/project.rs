@@ -83,14 +83,76 @@ const TODO: &[(&str, &str)] = &[
     ),
 ];
 
+/// The shop template, built into the binary.
+const SHOP: &[(&str, &str)] = &[
+    (
+        "cloudlet.toml",
+        include_str!("../../../examples/shop/cloudlet.toml"),
+    ),
+    (
+        ".gitignore",
+        include_str!("../../../examples/shop/.gitignore"),
+    ),
+    (
+        "functions/price/index.js",
+        include_str!("../../../examples/shop/functions/price/index.js"),
+    ),
+    (
+        "functions/record/index.js",
+        include_str!("../../../examples/shop/functions/record/index.js"),
+    ),
+    (
+        "functions/seed/index.js",
+        include_str!("../../../examples/shop/functions/seed/index.js"),
+    ),
+    (
+        "miniprogram/app.js",
+        include_str!("../../../examples/shop/miniprogram/app.js"),
+    ),
+    (
+        "miniprogram/app.json",
+        include_str!("../../../examples/shop/miniprogram/app.json"),
+    ),
+    (
+        "miniprogram/config.js",
+        include_str!("../../../examples/shop/miniprogram/config.js"),
+    ),
+    (
+        "miniprogram/pages/index/index.js",
+        include_str!("../../../examples/shop/miniprogram/pages/index/index.js"),
+    ),
+    (
+        "miniprogram/pages/index/index.json",
+        include_str!("../../../examples/shop/miniprogram/pages/index/index.json"),
+    ),
+    (
+        "miniprogram/pages/index/index.wxml",
+        include_str!("../../../examples/shop/miniprogram/pages/index/index.wxml"),
+    ),
+    (
+        "miniprogram/pages/index/index.wxss",
+        include_str!("../../../examples/shop/miniprogram/pages/index/index.wxss"),
+    ),
+    (
+        "miniprogram/project.config.json",
+        include_str!("../../../examples/shop/miniprogram/project.config.json"),
+    ),
+    (
+        "miniprogram/sitemap.json",
+        include_str!("../../../examples/shop/miniprogram/sitemap.json"),
+    ),
+];
+
 /// The SDK's source (an ES module), written into a new project's mini program as CommonJS.
 const SDK: &str = include_str!("../../../sdk/js/src/index.js");
 
-/// `cloudlet init DIR --template todo [--app NAME]`.
+/// `cloudlet init DIR --template todo|shop [--app NAME]`.
 pub fn init(dir: &Path, template: &str, app: Option<&str>) -> Result<(), String> {
-    if template != "todo" {
-        return Err(format!("no template {template:?}; the templates: todo"));
-    }
+    let files = match template {
+        "todo" => TODO,
+        "shop" => SHOP,
+        other => return Err(format!("no template {other:?}; the templates: todo, shop")),
+    };
     if dir.join("cloudlet.toml").exists() {
         return Err(format!(
             "{} already holds a project (cloudlet.toml)",
@@ -104,15 +166,21 @@ pub fn init(dir: &Path, template: &str, app: Option<&str>) -> Result<(), String>
             .and_then(|n| n.to_str())
             .map(|n| n.to_ascii_lowercase())
             .filter(|n| app_path(n).is_ok())
-            .unwrap_or_else(|| "todo".to_owned()),
+            .unwrap_or_else(|| template.to_owned()),
     };
     app_path(&app)?;
-    for (path, content) in TODO {
+    for (path, content) in files {
         let content = match *path {
-            "cloudlet.toml" => content.replacen("app = \"todo\"", &format!("app = \"{app}\""), 1),
-            "miniprogram/config.js" => {
-                content.replacen("app: \"todo\"", &format!("app: \"{app}\""), 1)
-            }
+            "cloudlet.toml" => content.replacen(
+                &format!("app = \"{template}\""),
+                &format!("app = \"{app}\""),
+                1,
+            ),
+            "miniprogram/config.js" => content.replacen(
+                &format!("app: \"{template}\""),
+                &format!("app: \"{app}\""),
+                1,
+            ),
             _ => (*content).to_owned(),
         };
         write(&dir.join(path), &content)?;
@@ -125,10 +193,17 @@ pub fn init(dir: &Path, template: &str, app: Option<&str>) -> Result<(), String>
         "Created the {template} project for app {app:?} in {}:",
         dir.display()
     );
-    println!("  cloudlet.toml      collections, functions, schedules, logins");
-    println!("  functions/         stats (called by the clients), cleanup (daily)");
-    println!("  site/              the web client, served at /sites/{app}/");
-    println!("  miniprogram/       the WeChat mini program (open it in the developer tools)");
+    if template == "shop" {
+        println!("  cloudlet.toml      products, sales, the pay triggers, logins");
+        println!("  functions/         price (prices orders), record (paid sales), seed");
+        println!("  miniprogram/       the WeChat mini program (open it in the developer tools)");
+        println!("Then set the merchant's keys: docs/payments.md, \"Merchant setup\".");
+    } else {
+        println!("  cloudlet.toml      collections, functions, schedules, logins");
+        println!("  functions/         stats (called by the clients), cleanup (daily)");
+        println!("  site/              the web client, served at /sites/{app}/");
+        println!("  miniprogram/       the WeChat mini program (open it in the developer tools)");
+    }
     println!("Next: cloudlet deploy {}", dir.display());
     Ok(())
 }

@@ -843,6 +843,110 @@ fn deploy_declares_queues_and_the_queue_commands_inspect_send_and_purge() {
     fails_with(&run(&["queue", "peek", "jobs", "../x"]), "not a queue name");
 }
 
+/// `POST path` with a JSON body and an optional bearer token: (status line, body).
+fn http_post(addr: &str, path: &str, body: &str, token: Option<&str>) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer.lines().next().unwrap_or("").to_owned();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn the_shop_template_deploys_and_its_price_function_prices_client_orders() {
+    let (dir, data) = temp();
+    let server = Server::start(&data, &[], &[("CLOUDLET_ADMIN_TOKEN", TOKEN)]);
+    let project = dir.path().join("tea");
+    let project_arg = project.to_str().unwrap();
+    let run = |args: &[&str]| server.run(args, TOKEN);
+    let created = run(&["init", project_arg, "--template", "shop"]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    assert!(
+        stdout(&created).contains("for app \"tea\""),
+        "{}",
+        stdout(&created)
+    );
+    assert!(project.join("miniprogram/lib/cloudlet-sdk.js").is_file());
+    let deployed = run(&["deploy", project_arg]);
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+    let printed = stdout(&deployed);
+    for step in [
+        "create collection products",
+        "create collection sales",
+        "upload function price",
+        "upload function record",
+        "upload function seed",
+    ] {
+        assert!(printed.contains(step), "{step}: {printed}");
+    }
+    let seeded = run(&["fn", "invoke", "tea", "seed"]);
+    assert!(seeded.status.success(), "{}", stderr(&seeded));
+    assert!(
+        stdout(&seeded).contains("\"added\": 3") || stdout(&seeded).contains("\"added\":3"),
+        "{}",
+        stdout(&seeded)
+    );
+
+    // A buyer: the price function reads the product; a product it does not sell is refused,
+    // and one it sells is priced, then refused only for want of a merchant.
+    let (status, grant) = http_post(
+        &server.addr,
+        "/v1/apps/tea/auth/users",
+        r#"{"email":"kim@example.com","password":"a long and unusual passphrase 42"}"#,
+        None,
+    );
+    assert!(status.contains("201"), "{status} {grant}");
+    let grant: serde_json::Value = serde_json::from_str(&grant).unwrap();
+    let token = grant["access_token"].as_str().unwrap();
+    let (_, products) = http_get(
+        &server.addr,
+        "/v1/apps/tea/collections/products/records?sort=name",
+    );
+    let products: serde_json::Value = serde_json::from_str(&products).unwrap();
+    let tea = products["items"][0]["id"].as_str().unwrap();
+    let (status, body) = http_post(
+        &server.addr,
+        "/v1/apps/tea/pay/orders",
+        r#"{"data":{"product":"nope"}}"#,
+        Some(token),
+    );
+    assert!(
+        status.contains("422") && body.contains("no such product"),
+        "{status} {body}"
+    );
+    let (status, body) = http_post(
+        &server.addr,
+        "/v1/apps/tea/pay/orders",
+        &format!(r#"{{"data":{{"product":"{tea}","qty":2}}}}"#),
+        Some(token),
+    );
+    assert!(
+        status.contains("404") && body.contains("pay_not_configured"),
+        "{status} {body}"
+    );
+    // Clients write no products.
+    let (status, _) = http_post(
+        &server.addr,
+        "/v1/apps/tea/collections/products/records",
+        r#"{"name":"Free tea","price_fen":1}"#,
+        Some(token),
+    );
+    assert!(status.contains("403"), "{status}");
+}
+
 #[test]
 fn pay_commands_reach_the_orders_routes_and_refuse_ids_that_are_not_ids() {
     let (_dir, data) = temp();

@@ -1,0 +1,53 @@
+const app = getApp();
+
+/** Fen as yuan, for display: 1200 → "12.00". */
+const yuan = (fen) => `${Math.floor(fen / 100)}.${String(fen % 100).padStart(2, "0")}`;
+
+Page({
+  data: { products: [], sales: [], busy: "", message: "", error: "" },
+
+  async onShow() {
+    try {
+      // wx.login → a code → a Cloudlet session (WeChat Pay needs the buyer's openid).
+      if (!app.cloud.auth.isLoggedIn()) await app.cloud.auth.login();
+      await this.refresh();
+    } catch (error) {
+      this.setData({ error: `${error.message} (${error.code})` });
+    }
+  },
+
+  async refresh() {
+    const products = await app.cloud.db
+      .collection("products")
+      .where({ on_sale: true })
+      .orderBy("name")
+      .get();
+    const sales = await app.cloud.db.collection("sales").orderBy("created_at", "desc").limit(20).get();
+    this.setData({
+      products: products.items.map((p) => ({ ...p, price: yuan(p.price_fen) })),
+      sales: sales.items.map((s) => ({ ...s, paid: yuan(s.amount_fen) })),
+      error: "",
+    });
+  },
+
+  /**
+   * Buys one of a product: the server prices the order (functions/price), WeChat's payment
+   * sheet takes the money, and the server confirms with WeChat Pay before the page says "paid";
+   * the sale itself is recorded by functions/record when the payment's notification arrives.
+   */
+  async buy(event) {
+    const { id } = event.currentTarget.dataset;
+    this.setData({ busy: id, message: "", error: "" });
+    try {
+      // The key makes a double tap one order; paying it again after closing the sheet works.
+      const order = await app.cloud.pay.request({ data: { product: id, qty: 1 }, key: `buy-${id}` });
+      this.setData({ message: order.state === "paid" ? "Paid, thank you!" : "Payment pending" });
+      await this.refresh();
+    } catch (error) {
+      if (error.code === "payment_cancelled") this.setData({ message: "Payment cancelled" });
+      else this.setData({ error: `${error.message} (${error.code})` });
+    } finally {
+      this.setData({ busy: "" });
+    }
+  },
+});
