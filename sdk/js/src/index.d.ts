@@ -66,6 +66,15 @@ export interface SocketCapability {
   };
 }
 
+/**
+ * The `payment` capability (WeChat only: `wx.requestPayment`): the payment sheet for the
+ * parameters the server signed. Resolves on the platform's "ok"; rejects with `CloudError`
+ * `payment_cancelled` (the user closed the sheet) or `payment_failed`.
+ */
+export interface PaymentCapability {
+  requestPayment(payment: WechatPayment): Promise<void>;
+}
+
 export interface UploadProgress {
   /** 0 to 100. */
   progress: number;
@@ -83,7 +92,8 @@ export interface Adapter
     LoginCapability,
     Partial<SubscribeCapability>,
     Partial<UploadCapability>,
-    Partial<SocketCapability> {
+    Partial<SocketCapability>,
+    Partial<PaymentCapability> {
   name: string;
 }
 
@@ -251,6 +261,22 @@ export interface Client {
     /** Closes the socket and every watch. */
     close(): void;
   };
+  pay: {
+    /**
+     * Orders and pays: `{ data, key }` has the app's `{"pay": ["before"]}` function price an
+     * order (the same `key` again is the same order, with fresh payment parameters),
+     * `{ function, data }` calls a function that answers one (`ctx.pay.createOrder`). Then
+     * `wx.requestPayment`, then the server is asked (`POST …/confirm`, again a few times while it
+     * says `created`; `confirm: false`: the order as the server has it). Answers the order: check
+     * `state === "paid"`. Rejects with `payment_cancelled` or `payment_failed` (with `order_id`;
+     * the order stays payable), and on other platforms than WeChat with `payment_not_supported`.
+     */
+    request<M = Record<string, unknown>>(options: PayRequest): Promise<Order<M>>;
+    /** One of the user's orders. */
+    order<M = Record<string, unknown>>(id: string): Promise<Order<M>>;
+    /** Has the server ask the payment platform about the order; answers it as it then is. */
+    confirm<M = Record<string, unknown>>(id: string): Promise<Order<M>>;
+  };
   files: {
     /**
      * Uploads a file (a mini program's temporary path, or a web `Blob`/`File`) into a bucket
@@ -301,6 +327,41 @@ export interface SignedUrl {
   expires_at: string;
 }
 
+/** What `cloud.pay.request` takes: an order priced by the app's `before` function, or one a
+ * function makes. */
+export type PayRequest =
+  | { data?: unknown; key?: string; function?: undefined; confirm?: boolean }
+  | { function: string; data?: unknown; key?: undefined; confirm?: boolean };
+
+/** What `wx.requestPayment` takes, signed by the server. */
+export interface WechatPayment {
+  timeStamp: string;
+  nonceStr: string;
+  package: string;
+  signType: string;
+  paySign: string;
+}
+
+export interface Order<M = Record<string, unknown>> {
+  id: string;
+  /** `wechat`. */
+  provider: string;
+  out_trade_no: string;
+  user_id: string | null;
+  /** Integer fen (0.01 yuan). */
+  amount_fen: number;
+  description: string;
+  metadata: M;
+  state: "created" | "paid" | "partly_refunded" | "refunded" | "closed";
+  refunded_fen: number;
+  transaction_id: string | null;
+  expires_at: string;
+  paid_at: string | null;
+  created_at: string;
+  /** While the order may be paid, as it is created: what `wx.requestPayment` takes. */
+  payment?: WechatPayment;
+}
+
 export type SubscribeAnswer = "accept" | "reject" | "ban" | "filter";
 
 export interface Grant {
@@ -332,4 +393,8 @@ export declare class CloudError extends Error {
   request_id: string | null;
   /** The same as `request_id`. */
   requestId: string | null;
+  /** From `cloud.pay.request` once its order exists (`payment_cancelled`, …): the order's id. */
+  order_id?: string;
+  /** The same as `order_id`. */
+  orderId?: string;
 }

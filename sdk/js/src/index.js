@@ -61,6 +61,8 @@ const STORAGE_BY_OPTIONS = {
  *   it, so that a web page's own global of that name is not;
  * - `login`: that call, its options, and its answer as the body of `POST …/auth/sessions`;
  * - `storage`: how its synchronous storage is called;
+ * - `payment` (where the server makes its payment parameters): the call that shows the
+ *   platform's payment sheet for them;
  * - `calls` (where it differs from WeChat): for each call, `options` turns WeChat's options into
  *   its own and `answer` its answer into WeChat's; `failure` does the same for what every call
  *   fails with.
@@ -71,6 +73,10 @@ const MINI_PROGRAMS = [
     global: "wx",
     login: { call: "login", body: ({ code }) => ({ provider: "wechat", code }) },
     storage: STORAGE_BY_ARGUMENTS,
+    // WeChat Pay's, with the `{ timeStamp, nonceStr, package, signType, paySign }` the server
+    // signs. QQ's, Douyin's and Alipay's own payments (`qq.requestPayment`, `tt.pay`,
+    // `my.tradePay`) take their providers' orders, which the server does not make yet.
+    payment: "requestPayment",
   },
   {
     name: "qq",
@@ -236,6 +242,30 @@ const subscribe = {
             const answers = {};
             for (const id of tmplIds) if (typeof answer[id] === "string") answers[id] = answer[id];
             return answers;
+          },
+        }
+      : null,
+  web: null,
+};
+
+/**
+ * Paying: `requestPayment(payment)` shows the platform's payment sheet for the parameters the
+ * server signed with the order and resolves when the platform says it was paid (a hint only:
+ * the server is asked next); it rejects with `payment_cancelled` when the user closed the
+ * sheet (`requestPayment:fail cancel`), `payment_failed` otherwise. Only where the platform's
+ * description names its `payment` call, which only WeChat's does (WeChat Pay); the web has none.
+ */
+const payment = {
+  methods: ["requestPayment"],
+  miniProgram: (platform, api) =>
+    platform.payment && typeof api[platform.payment] === "function"
+      ? {
+          async requestPayment(parameters) {
+            await callApi(platform, api, platform.payment, { ...parameters }).catch((error) => {
+              const message = (error && error.errMsg) || `${platform.payment} failed`;
+              const cancelled = /\bcancel\b/.test(message);
+              throw new CloudError(cancelled ? "payment_cancelled" : "payment_failed", message);
+            });
           },
         }
       : null,
@@ -899,6 +929,92 @@ function files(client) {
   };
 }
 
+/** How many more times `cloud.pay.request` confirms an order the server still has unpaid after
+ * the platform said "ok" (its notification may be on the way), and how far apart. */
+const PAY_CONFIRM_RETRIES = 3;
+const PAY_CONFIRM_WAIT_MS = 1_000;
+
+/** `error` about the order `id`: a `CloudError` with `order_id` (and `orderId`) set. */
+function aboutOrder(error, id) {
+  const failure =
+    error instanceof CloudError
+      ? error
+      : new CloudError("payment_failed", String(error && error.message ? error.message : error));
+  failure.order_id = id;
+  failure.orderId = id;
+  return failure;
+}
+
+/**
+ * `cloud.pay`: the user's orders, priced on the server (docs/sdk.md, "Payments"). WeChat Pay only
+ * for now: elsewhere `request` rejects with `payment_not_supported` before any order is made.
+ */
+function pay(client) {
+  const path = (id, action = "") => {
+    if (typeof id !== "string" || id === "" || id === "." || id === "..") {
+      throw new CloudError("invalid_id", `${JSON.stringify(id)} is not an order id`);
+    }
+    return `/pay/orders/${encodeURIComponent(id)}${action}`;
+  };
+  const order = (id) => client._call("GET", path(id));
+  const confirm = (id) => client._call("POST", path(id, "/confirm"));
+  // The platform's "ok" is a hint: the server asks the platform, and while it still says
+  // `created` it is asked again a few times, a second apart; then the order is answered as is.
+  const confirmed = async (id) => {
+    let answer = await confirm(id);
+    for (let tries = 0; tries < PAY_CONFIRM_RETRIES && answer.state === "created"; tries += 1) {
+      await new Promise((resolve) => setTimeout(resolve, PAY_CONFIRM_WAIT_MS));
+      answer = await confirm(id);
+    }
+    return answer;
+  };
+  return {
+    /**
+     * Orders and pays: `{ data, key }` asks the app's `before` function to price an order
+     * (`POST …/pay/orders`; the same `key` again is the same order), `{ function, data }` calls a
+     * function that answers one (`ctx.pay.createOrder`). Then the platform's payment sheet
+     * (`wx.requestPayment`), then the server's word (`confirm: false`: the order as the server
+     * has it, without asking the platform). Answers the order: check `state === "paid"`. An order
+     * with nothing left to pay (paid already) is answered without the sheet. Rejects with
+     * `payment_cancelled` or `payment_failed` carrying `order_id` (the order stays payable),
+     * and with `payment_not_supported` on platforms other than WeChat.
+     */
+    request: async ({ function: name, data, key, confirm: confirming = true } = {}) => {
+      if (typeof client.adapter.requestPayment !== "function") {
+        throw new CloudError(
+          "payment_not_supported",
+          `only WeChat Pay is supported for now (wx.requestPayment in a WeChat mini program): ${client.adapter.name} can not pay`,
+        );
+      }
+      let placed;
+      if (name === undefined) {
+        const body = { data: data ?? null };
+        if (key !== undefined) body.key = String(key);
+        placed = await client._call("POST", "/pay/orders", body);
+      } else {
+        if (key !== undefined) {
+          throw new CloudError("invalid_argument", "a function makes its own order: pass its key in data");
+        }
+        placed = await client.functions.call(name, data);
+        if (!placed || typeof placed !== "object" || typeof placed.id !== "string") {
+          throw new CloudError("not_an_order", `the function ${name} answered no order (return what ctx.pay.createOrder answers)`);
+        }
+      }
+      if (!placed.payment) return placed;
+      try {
+        await client._platform.requestPayment(placed.payment);
+        return await (confirming ? confirmed(placed.id) : order(placed.id));
+      } catch (error) {
+        throw aboutOrder(error, placed.id);
+      }
+    },
+    /** One of the user's orders, as the server has it. */
+    order,
+    /** Has the server ask the payment platform about one of the user's orders; answers it then. */
+    confirm,
+  };
+}
+
 // ---- Registries --------------------------------------------------------------------------
 //
 // A new capability or feature is a section above and one entry here.
@@ -1286,10 +1402,10 @@ function realtime(client) {
   }
 }
 
-const CAPABILITIES = { request, storage, login, subscribe, upload, socket };
+const CAPABILITIES = { request, storage, login, subscribe, upload, socket, payment };
 
 /** The client's namespaces, by name, in the order a client builds them. */
-const FEATURES = new Map(Object.entries({ auth, db, functions, messages, files, realtime }));
+const FEATURES = new Map(Object.entries({ auth, db, functions, messages, files, realtime, pay }));
 
 /** Adds `cloud[name] = build(cloud)` to every client created from now on. */
 function registerFeature(name, build) {
