@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
@@ -24,6 +24,7 @@ use sha2::Sha256;
 use time::macros::{format_description, offset};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
+use crate::alipay_trade;
 use crate::state::{CodeProblem, Emulator, Platform, derived_id, new_token};
 
 /// How far a request's timestamp may be from the emulator's clock.
@@ -67,11 +68,20 @@ pub(crate) async fn public_key_pem(emulator: &Arc<Emulator>) -> Option<String> {
 /// Alipay's signed gateway (`alipay.system.oauth.token`).
 #[allow(clippy::disallowed_methods)] // The platform's routes, not Cloudlet's API: no contract.
 pub(crate) fn routes() -> Router<Arc<Emulator>> {
-    Router::new().route("/alipay/gateway.do", post(gateway))
+    Router::new()
+        .route("/alipay/gateway.do", post(gateway))
+        .route("/emulator/alipay/pay", post(alipay_trade::pay))
+        .route("/emulator/alipay/forge", post(alipay_trade::forge))
+        .route(
+            "/emulator/alipay/notifications",
+            get(alipay_trade::notifications),
+        )
+        .layer(Extension(Arc::new(alipay_trade::Trades::default())))
 }
 
 pub(crate) async fn gateway(
     State(emulator): State<Arc<Emulator>>,
+    Extension(trades): Extension<Arc<alipay_trade::Trades>>,
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
@@ -86,14 +96,22 @@ pub(crate) async fn gateway(
         Err(refusal) => refusal,
         Ok(()) => match method.as_str() {
             "alipay.system.oauth.token" => oauth_token(&emulator, &params),
-            _ => Reply::error(
-                "40002",
-                "Invalid Arguments",
-                "isv.invalid-method",
-                "不存在的方法名 / unknown method",
-            ),
+            other => alipay_trade::answer(&trades, other, &params).unwrap_or_else(|| {
+                Reply::error(
+                    "40002",
+                    "Invalid Arguments",
+                    "isv.invalid-method",
+                    "不存在的方法名 / unknown method",
+                )
+            }),
         },
     };
+    if method == "alipay.trade.refund"
+        && let Reply::Ok(object) = &answer
+        && object["fund_change"] == "Y"
+    {
+        alipay_trade::refund_notification(&emulator, &trades, &params);
+    }
     let root = match &answer {
         Reply::Ok(_) => format!("{}_response", method.replace('.', "_")),
         Reply::Error(_) => "error_response".to_owned(),
@@ -116,13 +134,13 @@ pub(crate) async fn gateway(
     ([(CONTENT_TYPE, "text/html;charset=utf-8")], body).into_response()
 }
 
-enum Reply {
+pub(crate) enum Reply {
     Ok(Value),
     Error(Value),
 }
 
 impl Reply {
-    fn error(code: &str, msg: &str, sub_code: &str, sub_msg: &str) -> Reply {
+    pub(crate) fn error(code: &str, msg: &str, sub_code: &str, sub_msg: &str) -> Reply {
         Reply::Error(json!({ "code": code, "msg": msg, "sub_code": sub_code, "sub_msg": sub_msg }))
     }
 }

@@ -33,6 +33,7 @@
 //! ```
 
 mod alipay;
+mod alipay_trade;
 mod control;
 mod douyin;
 mod state;

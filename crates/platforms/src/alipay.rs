@@ -262,6 +262,189 @@ impl AlipayClient {
         })
     }
 
+    /// Calls a gateway method with `biz_content` (and `extra` public parameters such as
+    /// `notify_url`): its verified reply object. A reply whose `code` is not `10000` is
+    /// [`PlatformError::PayRefused`] with its `sub_code` (`ACQ.TRADE_NOT_EXIST`, …).
+    pub async fn call_biz(
+        &self,
+        method: &str,
+        biz_content: &Value,
+        extra: &[(&str, &str)],
+        now_unix_secs: i64,
+    ) -> Result<Value, PlatformError> {
+        let timestamp = china_time(now_unix_secs)?;
+        let biz = biz_content.to_string();
+        let mut params = vec![
+            ("app_id", self.app_id.as_str()),
+            ("method", method),
+            ("format", "JSON"),
+            ("charset", "utf-8"),
+            ("sign_type", "RSA2"),
+            ("timestamp", timestamp.as_str()),
+            ("version", "1.0"),
+            ("biz_content", biz.as_str()),
+        ];
+        params.extend_from_slice(extra);
+        let signature = sign(&self.private_key, &signing_string(params.iter().copied()));
+        params.push(("sign", signature.as_str()));
+        let response = self
+            .http
+            .client()
+            .post(&self.gateway)
+            .form(&params)
+            .send()
+            .await?;
+        let body = PlatformHttp::text(response).await?;
+        let (object, _) = self.verified_response(&body, method)?;
+        let reply: Value = serde_json::from_str(object)
+            .map_err(|e| PlatformError::BadAnswer(format!("{method}: {e}")))?;
+        if reply["code"] != "10000" {
+            return Err(PlatformError::PayRefused {
+                status: reply["code"]
+                    .as_str()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0),
+                code: reply["sub_code"]
+                    .as_str()
+                    .or_else(|| reply["code"].as_str())
+                    .unwrap_or("UNKNOWN")
+                    .to_owned(),
+                message: reply["sub_msg"]
+                    .as_str()
+                    .or_else(|| reply["msg"].as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+            });
+        }
+        Ok(reply)
+    }
+
+    /// `alipay.trade.create` for a mini program (`JSAPI_PAY`): its `trade_no`, for
+    /// `my.tradePay`. `buyer` is the user's id at Alipay: a `2088…` user id, or an open id.
+    pub async fn trade_create(
+        &self,
+        trade: &TradeCreate,
+        now_unix_secs: i64,
+    ) -> Result<String, PlatformError> {
+        let mut biz = serde_json::json!({
+            "out_trade_no": trade.out_trade_no,
+            "total_amount": yuan(trade.total_fen),
+            "subject": trade.subject,
+            "product_code": "JSAPI_PAY",
+            "time_expire": trade.time_expire,
+        });
+        if is_user_id(&trade.buyer) {
+            biz["buyer_id"] = Value::from(trade.buyer.as_str());
+        } else {
+            biz["buyer_open_id"] = Value::from(trade.buyer.as_str());
+        }
+        let reply = self
+            .call_biz(
+                "alipay.trade.create",
+                &biz,
+                &[("notify_url", trade.notify_url.as_str())],
+                now_unix_secs,
+            )
+            .await?;
+        if reply["out_trade_no"] != trade.out_trade_no.as_str() {
+            return Err(PlatformError::BadAnswer(
+                "a trade.create reply about another order".into(),
+            ));
+        }
+        reply["trade_no"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| PlatformError::BadAnswer("trade.create without trade_no".into()))
+    }
+
+    /// `alipay.trade.query`: the trade as Alipay has it (`trade_status`, `total_amount`, …).
+    pub async fn trade_query(
+        &self,
+        out_trade_no: &str,
+        now_unix_secs: i64,
+    ) -> Result<Value, PlatformError> {
+        let biz = serde_json::json!({ "out_trade_no": out_trade_no });
+        let reply = self
+            .call_biz("alipay.trade.query", &biz, &[], now_unix_secs)
+            .await?;
+        if reply["out_trade_no"] != out_trade_no {
+            return Err(PlatformError::BadAnswer(
+                "a trade.query reply about another order".into(),
+            ));
+        }
+        Ok(reply)
+    }
+
+    /// `alipay.trade.close`: closes an unpaid trade.
+    pub async fn trade_close(
+        &self,
+        out_trade_no: &str,
+        now_unix_secs: i64,
+    ) -> Result<(), PlatformError> {
+        let biz = serde_json::json!({ "out_trade_no": out_trade_no });
+        self.call_biz("alipay.trade.close", &biz, &[], now_unix_secs)
+            .await?;
+        Ok(())
+    }
+
+    /// `alipay.trade.refund` of `refund_fen` under `out_request_no` (the same number again is
+    /// the same refund). `fund_change: "Y"` in the reply means money moved; anything else is
+    /// to be confirmed with [`AlipayClient::refund_query`].
+    pub async fn trade_refund(
+        &self,
+        out_trade_no: &str,
+        out_request_no: &str,
+        refund_fen: i64,
+        reason: Option<&str>,
+        now_unix_secs: i64,
+    ) -> Result<Value, PlatformError> {
+        let mut biz = serde_json::json!({
+            "out_trade_no": out_trade_no,
+            "out_request_no": out_request_no,
+            "refund_amount": yuan(refund_fen),
+        });
+        if let Some(reason) = reason {
+            biz["refund_reason"] = Value::from(reason);
+        }
+        let reply = self
+            .call_biz("alipay.trade.refund", &biz, &[], now_unix_secs)
+            .await?;
+        if reply["out_trade_no"] != out_trade_no {
+            return Err(PlatformError::BadAnswer(
+                "a trade.refund reply about another order".into(),
+            ));
+        }
+        Ok(reply)
+    }
+
+    /// `alipay.trade.fastpay.refund.query`: the refund as Alipay has it (`refund_status`
+    /// `REFUND_SUCCESS` once done; no such refund answers without it).
+    pub async fn refund_query(
+        &self,
+        out_trade_no: &str,
+        out_request_no: &str,
+        now_unix_secs: i64,
+    ) -> Result<Value, PlatformError> {
+        let biz = serde_json::json!({
+            "out_trade_no": out_trade_no,
+            "out_request_no": out_request_no,
+        });
+        let reply = self
+            .call_biz(
+                "alipay.trade.fastpay.refund.query",
+                &biz,
+                &[],
+                now_unix_secs,
+            )
+            .await?;
+        if reply["out_trade_no"] != out_trade_no {
+            return Err(PlatformError::BadAnswer(
+                "a refund query reply about another order".into(),
+            ));
+        }
+        Ok(reply)
+    }
+
     /// Finds the reply object (`<method>_response`, or `error_response`) and checks its
     /// signature over the exact bytes sent; an error reply without a signature is accepted
     /// unverified, as Alipay's SDKs do.
@@ -317,6 +500,48 @@ impl AlipayClient {
     }
 }
 
+/// A mini-program trade to create.
+#[derive(Debug, Clone)]
+pub struct TradeCreate {
+    pub out_trade_no: String,
+    pub total_fen: i64,
+    pub subject: String,
+    /// The payer's id at Alipay: a `2088…` user id or an open id.
+    pub buyer: String,
+    pub notify_url: String,
+    /// `yyyy-MM-dd HH:mm:ss` in China time.
+    pub time_expire: Option<String>,
+}
+
+/// Whether `id` is an Alipay user id (`2088` and 12 more digits) rather than an open id.
+fn is_user_id(id: &str) -> bool {
+    id.len() == 16 && id.starts_with("2088") && id.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Fen as Alipay writes amounts: yuan with two decimals (`1.50`).
+pub fn yuan(fen: i64) -> String {
+    format!("{}.{:02}", fen / 100, (fen % 100).abs())
+}
+
+/// An amount as Alipay writes it (`1.5`, `1.50`, `2`) in fen; `None` for anything else.
+pub fn fen_of(yuan: &str) -> Option<i64> {
+    let digits = |t: &str| !t.is_empty() && t.len() <= 12 && t.bytes().all(|b| b.is_ascii_digit());
+    let (whole, cents) = match yuan.split_once('.') {
+        Some((whole, cents)) if digits(cents) && cents.len() <= 2 => (whole, cents),
+        Some(_) => return None,
+        None => (yuan, ""),
+    };
+    if !digits(whole) {
+        return None;
+    }
+    let cents: i64 = format!("{cents:0<2}").parse().ok()?;
+    whole
+        .parse::<i64>()
+        .ok()?
+        .checked_mul(100)?
+        .checked_add(cents)
+}
+
 /// `yyyy-MM-dd HH:mm:ss` in UTC+8.
 pub fn china_time(unix_secs: i64) -> Result<String, PlatformError> {
     OffsetDateTime::from_unix_timestamp(unix_secs)
@@ -331,6 +556,28 @@ pub fn china_time(unix_secs: i64) -> Result<String, PlatformError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amounts_are_yuan_with_two_decimals_and_read_back_exactly() {
+        assert_eq!(yuan(1), "0.01");
+        assert_eq!(yuan(150), "1.50");
+        assert_eq!(yuan(100_000_000_00), "100000000.00");
+        for (text, fen) in [
+            ("1.5", Some(150)),
+            ("1.50", Some(150)),
+            ("2", Some(200)),
+            ("0.01", Some(1)),
+        ] {
+            assert_eq!(fen_of(text), fen, "{text}");
+        }
+        for bad in ["", "1.", ".5", "1.505", "-1", "1e2", "1,00", " 1"] {
+            assert_eq!(fen_of(bad), None, "{bad:?}");
+        }
+        assert!(is_user_id("2088102146225135"));
+        assert!(!is_user_id(
+            "074a1CcTG1LelxKe4xQC0zgNdId0nxi95b5lsNpazWYoCo5"
+        ));
+    }
 
     #[test]
     fn the_signing_string_sorts_skips_empty_values_and_sign_and_keeps_raw_values() {

@@ -1057,3 +1057,211 @@ async fn an_endless_chunked_answer_is_refused_past_the_limit() {
         "{refused}"
     );
 }
+
+/// Alipay's trade APIs through the signed gateway: a mini-program trade created, found, paid
+/// (its form notification verifies by the V1 rule), refunded in part and then whole (each
+/// notified on the payment's URL), and an unpaid one closed.
+#[tokio::test]
+async fn alipay_trades_are_created_paid_notified_refunded_and_closed() {
+    use std::sync::{Arc, Mutex};
+
+    use cloudlet_platforms::alipay::{AlipayClient, NotifyRule, TradeCreate, verify_notify};
+
+    let emulator = Emulator::start(EmulatorOptions {
+        pay_notify_retries: vec![Duration::from_millis(100); 3],
+        ..EmulatorOptions::default()
+    })
+    .await;
+    let (private_pem, public_pem) = openssl_key_pair();
+    let (_, registered) = emulator
+        .post(
+            "/emulator/apps",
+            json!({ "platform": "alipay", "app_id": "2021000000000002", "app_public_key": public_pem }),
+        )
+        .await;
+    let alipay_public_key = registered["alipay_public_key"].as_str().unwrap().to_owned();
+    let client = AlipayClient::new(
+        emulator.platforms.clone(),
+        &format!("{}/alipay/gateway.do", emulator.base),
+        "2021000000000002",
+        &private_pem,
+        &alipay_public_key,
+    )
+    .unwrap();
+
+    // The merchant's notify_url: it keeps each form, answering `success` after the first.
+    let forms: Arc<Mutex<Vec<String>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let notify_url = format!("http://{}/notify", listener.local_addr().unwrap());
+    let kept = Arc::clone(&forms);
+    #[allow(clippy::disallowed_methods)] // A merchant's server, not Cloudlet's API.
+    let app = axum::Router::new().route(
+        "/notify",
+        axum::routing::post(move |body: String| {
+            let kept = Arc::clone(&kept);
+            async move {
+                let mut got = kept.lock().unwrap();
+                got.push(body);
+                if got.len() == 1 { "fail" } else { "success" }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let trade = |no: &str, fen: i64| TradeCreate {
+        out_trade_no: no.into(),
+        total_fen: fen,
+        subject: "A pot of tea".into(),
+        buyer: "2088102146225135".into(),
+        notify_url: notify_url.clone(),
+        time_expire: None,
+    };
+    let trade_no = client
+        .trade_create(&trade("A_0001", 150), now())
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .trade_create(&trade("A_0001", 150), now())
+            .await
+            .unwrap(),
+        trade_no,
+        "the same trade again"
+    );
+    let changed = client
+        .trade_create(&trade("A_0001", 999), now())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(changed, PlatformError::PayRefused { ref code, .. } if code == "ACQ.CONTEXT_INCONSISTENT"),
+        "{changed}"
+    );
+    let found = client.trade_query("A_0001", now()).await.unwrap();
+    assert_eq!(
+        (&found["trade_status"], &found["total_amount"]),
+        (&json!("WAIT_BUYER_PAY"), &json!("1.50"))
+    );
+
+    let (status, paid) = emulator
+        .post(
+            "/emulator/alipay/pay",
+            json!({ "app_id": "2021000000000002", "out_trade_no": "A_0001" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{paid}");
+    assert_eq!(paid["trade_no"], json!(trade_no));
+    let key = cloudlet_platforms::rsa2::public_key(&alipay_public_key).unwrap();
+    let wait_for = |count: usize| {
+        let forms = Arc::clone(&forms);
+        async move {
+            for _ in 0..100 {
+                if forms.lock().unwrap().len() >= count {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            forms.lock().unwrap().clone()
+        }
+    };
+    let got = wait_for(2).await;
+    assert_eq!(got.len(), 2, "refused once with `fail`, then taken");
+    let params: Vec<(String, String)> = form_urlencoded::parse(got[1].as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    assert!(verify_notify(&key, &params, NotifyRule::WithoutSignType));
+    let field = |params: &[(String, String)], name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        field(&params, "trade_status").as_deref(),
+        Some("TRADE_SUCCESS")
+    );
+    assert_eq!(field(&params, "total_amount").as_deref(), Some("1.50"));
+    assert_eq!(field(&params, "out_trade_no").as_deref(), Some("A_0001"));
+    // A field changed after signing no longer verifies.
+    let mut changed = params.clone();
+    for (k, v) in &mut changed {
+        if k == "total_amount" {
+            *v = "0.01".into();
+        }
+    }
+    assert!(!verify_notify(&key, &changed, NotifyRule::WithoutSignType));
+
+    // A part refunded, then the rest; the same request number again moves no money.
+    let part = client
+        .trade_refund("A_0001", "R1", 50, Some("cold"), now())
+        .await
+        .unwrap();
+    assert_eq!(
+        (&part["fund_change"], &part["refund_fee"]),
+        (&json!("Y"), &json!("0.50"))
+    );
+    let again = client
+        .trade_refund("A_0001", "R1", 50, Some("cold"), now())
+        .await
+        .unwrap();
+    assert_eq!(again["fund_change"], "N");
+    let too_much = client
+        .trade_refund("A_0001", "R2", 101, None, now())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(too_much, PlatformError::PayRefused { .. }),
+        "{too_much}"
+    );
+    let queried = client.refund_query("A_0001", "R1", now()).await.unwrap();
+    assert_eq!(
+        (&queried["refund_status"], &queried["refund_amount"]),
+        (&json!("REFUND_SUCCESS"), &json!("0.50"))
+    );
+    let none = client.refund_query("A_0001", "R9", now()).await.unwrap();
+    assert!(none.get("refund_status").is_none(), "{none}");
+    let got = wait_for(3).await;
+    let params: Vec<(String, String)> = form_urlencoded::parse(got[2].as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    assert!(verify_notify(&key, &params, NotifyRule::WithoutSignType));
+    assert_eq!(
+        (
+            field(&params, "trade_status").as_deref(),
+            field(&params, "refund_fee").as_deref(),
+            field(&params, "out_biz_no").as_deref()
+        ),
+        (Some("TRADE_SUCCESS"), Some("0.50"), Some("R1"))
+    );
+    client
+        .trade_refund("A_0001", "R2", 100, None, now())
+        .await
+        .unwrap();
+    let got = wait_for(4).await;
+    let params: Vec<(String, String)> = form_urlencoded::parse(got[3].as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    assert_eq!(
+        field(&params, "trade_status").as_deref(),
+        Some("TRADE_CLOSED")
+    );
+    assert!(
+        field(&params, "gmt_refund").is_some(),
+        "a full refund, not a timeout"
+    );
+
+    // An unpaid trade closes; an unknown one is not there.
+    client
+        .trade_create(&trade("A_0002", 10), now())
+        .await
+        .unwrap();
+    client.trade_close("A_0002", now()).await.unwrap();
+    assert_eq!(
+        client.trade_query("A_0002", now()).await.unwrap()["trade_status"],
+        "TRADE_CLOSED"
+    );
+    let missing = client.trade_query("A_0009", now()).await.unwrap_err();
+    assert!(
+        matches!(missing, PlatformError::PayRefused { ref code, .. } if code == "ACQ.TRADE_NOT_EXIST"),
+        "{missing}"
+    );
+}
