@@ -561,7 +561,7 @@ mod tests {
     fn amounts_are_yuan_with_two_decimals_and_read_back_exactly() {
         assert_eq!(yuan(1), "0.01");
         assert_eq!(yuan(150), "1.50");
-        assert_eq!(yuan(100_000_000_00), "100000000.00");
+        assert_eq!(yuan(10_000_000_000), "100000000.00");
         for (text, fen) in [
             ("1.5", Some(150)),
             ("1.50", Some(150)),
