@@ -2747,9 +2747,10 @@ async fn a_shop_prices_orders_on_the_server_and_records_each_sale_once() {
         }),
     )
     .await;
-    // Each sale recorded once: a unique event id makes a repeated delivery a no-op.
+    // Each sale recorded once by its event id; only payment events may record.
     deploy(&t, "shop", "record", json!({
         "source": r#"export default async (e, ctx) => {
+            if (ctx.trigger !== "pay") throw new Error("recorded only on payment events");
             try {
                 await ctx.db.collection("sales").add({ event_id: e.event_id,
                     note: `${e.event} ${e.order.amount_fen} ${e.order.metadata.sku ?? "-"} ${e.refund ? e.refund.succeeded : "-"}` });
@@ -2767,6 +2768,7 @@ async fn a_shop_prices_orders_on_the_server_and_records_each_sale_once() {
     .await;
     deploy(&t, "shop", "give-back", json!({
         "source": r#"export default async (e, ctx) => {
+            if (!ctx.auth.admin) throw new Error("refunds are the shop's, not its buyers'");
             const refund = await ctx.pay.refund(e.id, { amount_fen: 100, out_refund_no: "R-1", reason: "spilled" });
             const order = await ctx.pay.order(e.id);
             return { refund, state: order.state, events: order.events.length };
@@ -2819,16 +2821,33 @@ async fn a_shop_prices_orders_on_the_server_and_records_each_sale_once() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(sales().await, ["pay.paid 300 tea -"]);
 
-    // A refund from a function (clients can not refund), confirmed by its notification.
-    let refunded = call(
+    // A buyer can not record a sale of their own by calling the function.
+    call(
+        &t,
+        "shop",
+        "record",
+        Some(&alice),
+        json!({ "event": "pay.paid", "event_id": 999,
+        "order": { "id": "ord_1", "amount_fen": 1, "metadata": {} } }),
+    )
+    .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "function_error")
+    .await;
+    // A refund from a function the admin calls (the buyer is refused), confirmed by its
+    // notification.
+    call(
         &t,
         "shop",
         "give-back",
         Some(&alice),
         json!({ "id": order["id"] }),
     )
-    .expect(StatusCode::OK)
+    .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "function_error")
     .await;
+    let refunded = t
+        .admin(Method::POST, "/v1/apps/shop/functions/give-back")
+        .json(&json!({ "id": order["id"] }))
+        .expect(StatusCode::OK)
+        .await;
     assert_eq!(refunded["refund"]["amount_fen"], 100, "{refunded}");
     for _ in 0..300 {
         if sales().await.len() >= 2 {

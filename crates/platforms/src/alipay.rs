@@ -262,6 +262,20 @@ impl AlipayClient {
         })
     }
 
+    /// A trade notification's form (`application/x-www-form-urlencoded`, as it came): its
+    /// parameters if it verifies with Alipay's key by the V1 rule, `None` otherwise.
+    pub fn verified_notification(&self, body: &[u8]) -> Option<Vec<(String, String)>> {
+        let params: Vec<(String, String)> = form_urlencoded::parse(body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        verify_notify(
+            &self.alipay_public_key,
+            &params,
+            NotifyRule::WithoutSignType,
+        )
+        .then_some(params)
+    }
+
     /// Calls a gateway method with `biz_content` (and `extra` public parameters such as
     /// `notify_url`): its verified reply object. A reply whose `code` is not `10000` is
     /// [`PlatformError::PayRefused`] with its `sub_code` (`ACQ.TRADE_NOT_EXIST`, …).

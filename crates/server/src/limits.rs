@@ -1,4 +1,5 @@
-//! Rate limits on the routes that attackers hammer: logins, sign-ups and refreshes. Token
+//! Rate limits on the routes that attackers hammer: logins, sign-ups and refreshes, and the
+//! payment routes a user may call (each order and each confirmation calls the platform). Token
 //! buckets per client, per app and per password account, in memory on this node: a burst of
 //! `per_minute` is allowed, then `per_minute` requests a minute. A client is its IPv4 address
 //! (also when it arrives IPv4-mapped on a dual-stack listener) or its IPv6 /64.
@@ -19,6 +20,9 @@ use axum::http::request::Parts;
 
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
+
+/// A user's orders and confirmations a minute, per app.
+const PAYER_PER_MINUTE: u32 = 30;
 
 /// The most buckets kept before idle ones are dropped.
 const MAX_BUCKETS: usize = 100_000;
@@ -107,6 +111,8 @@ pub struct AuthLimits {
     known: Mutex<HashMap<String, Instant>>,
     /// Whether to believe `x-forwarded-for` (only behind a proxy that sets it).
     pub trust_forwarded_for: bool,
+    /// A user's orders and order confirmations, per app: each is a call to a payment platform.
+    pub per_payer: RateLimiter,
 }
 
 impl AuthLimits {
@@ -122,6 +128,7 @@ impl AuthLimits {
             per_account: RateLimiter::new(failures_per_account_per_minute),
             known: Mutex::new(HashMap::new()),
             trust_forwarded_for,
+            per_payer: RateLimiter::new(PAYER_PER_MINUTE),
         }
     }
 
@@ -131,6 +138,21 @@ impl AuthLimits {
     pub fn check_login(&self, app: &str, client: IpAddr) -> Result<(), ApiError> {
         self.check_client(client)?;
         self.per_app.take(app).map_err(too_many)
+    }
+
+    /// Charges an order or a confirmation to the user: each calls a payment platform, whose
+    /// limits are the merchant's.
+    pub fn check_payer(&self, app: &str, user: &str) -> Result<(), ApiError> {
+        self.per_payer
+            .take(&format!("{app}/{user}"))
+            .map_err(|wait| {
+                let secs = wait.as_secs() + 1;
+                ApiError::new(
+                    Code::TooManyRequests,
+                    format!("too many orders and confirmations; try again in {secs} s"),
+                )
+                .retry_after(secs)
+            })
     }
 
     /// Charges a request to the client.

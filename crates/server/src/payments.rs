@@ -4,11 +4,12 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use cloudlet_core::apps::AppName;
 use cloudlet_core::functions::{PayEvent, Trigger};
 use cloudlet_core::payments::{
-    MerchantView, NewOrder, NewRefund, NotifySignature, OrderDetail, OrderView, PayError, Provider,
-    RefundView, WechatPayInput,
+    AlipayPayInput, MerchantView, NewOrder, NewRefund, NotifySignature, OrderDetail, OrderView,
+    PayError, Provider, RefundView, WechatPayInput,
 };
 use cloudlet_store::OrderQuery;
 use serde::{Deserialize, Serialize};
@@ -72,6 +73,14 @@ impl From<PayError> for ApiError {
     }
 }
 
+/// A merchant configuration: WeChat Pay's or Alipay's, by the path's provider.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Only its schema is used: the body is read by the provider's type.
+enum MerchantInput {
+    Wechat(WechatPayInput),
+    Alipay(AlipayPayInput),
+}
+
 #[derive(Deserialize, IntoParams)]
 struct ProviderPath {
     #[allow(dead_code)] // Read by `TargetApp`.
@@ -93,15 +102,16 @@ struct OrderPath {
     id: String,
 }
 
-/// Sets the app's merchant configuration: secrets sealed, never shown back.
+/// Sets the app's merchant configuration (a `WechatPayInput` for `wechat`, an `AlipayPayInput`
+/// for `alipay`): secrets sealed, never shown back.
 #[utoipa::path(put, path = "/v1/admin/apps/{app}/pay/merchants/{provider}", tag = "payments",
-    params(ProviderPath), request_body = WechatPayInput,
+    params(ProviderPath), request_body = MerchantInput,
     responses((status = 200, body = MerchantView)))]
 async fn put_merchant(
     State(state): State<AppState>,
     AdminOf(app): AdminOf,
     Path(path): Path<ProviderPath>,
-    Json(body): Json<WechatPayInput>,
+    Json(body): Json<Value>,
 ) -> Result<axum::Json<MerchantView>, ApiError> {
     let provider = path.provider()?;
     Ok(axum::Json(
@@ -281,6 +291,9 @@ async fn create_order(
     Json(body): Json<ClientOrder>,
 ) -> Result<(StatusCode, axum::Json<OrderView>), ApiError> {
     let principal = user(caller.clone())?;
+    state
+        .limits()
+        .check_payer(app.as_str(), &principal.user_id)?;
     let before = state
         .functions()
         .triggered_by_pay(&app, PayEvent::Before)
@@ -356,6 +369,9 @@ async fn confirm_order(
     Path(path): Path<OrderPath>,
 ) -> Result<axum::Json<OrderView>, ApiError> {
     let principal = user(caller)?;
+    state
+        .limits()
+        .check_payer(app.as_str(), &principal.user_id)?;
     Ok(axum::Json(
         state
             .payments()
@@ -364,19 +380,21 @@ async fn confirm_order(
     ))
 }
 
-/// A payment platform's notification (WeChat Pay: `TRANSACTION.SUCCESS`, `REFUND.*`). Verified
-/// over its raw bytes before anything is read; `204` once its change is durable, which tells
-/// the platform to stop retrying; anything else makes it retry.
+/// A payment platform's notification (WeChat Pay: `TRANSACTION.SUCCESS`, `REFUND.*`; Alipay: the
+/// trade's form). Verified over its raw bytes before anything is read; once its change is
+/// durable, the platform's success form (WeChat Pay `204`, Alipay `200 success`), which tells
+/// it to stop retrying; anything else makes it retry.
 #[utoipa::path(post, path = "/v1/apps/{app}/pay/{provider}/notify", tag = "payments",
     params(ProviderPath), request_body(content = String, content_type = "application/json"),
-    responses((status = 204, description = "taken")))]
+    responses((status = 204, description = "taken (WeChat Pay)"),
+        (status = 200, description = "taken (Alipay: the body is `success`)")))]
 async fn notify(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
     Path(path): Path<ProviderPath>,
     headers: HeaderMap,
     BodyBytes(body): BodyBytes,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let provider = path.provider()?;
     let header = |name: &str| {
         headers
@@ -391,7 +409,15 @@ async fn notify(
         serial: header("wechatpay-serial"),
     };
     match state.payments().notify(&app, provider, signed, &body).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Ok(()) => Ok(match provider {
+            Provider::Wechat => StatusCode::NO_CONTENT.into_response(),
+            Provider::Alipay => (StatusCode::OK, "success").into_response(),
+        }),
+        // Forgeries are the caller's to make as many of as they like: not one log line each.
+        Err(e @ PayError::Unverified(_)) => {
+            tracing::debug!(app = %app, error = %e, "a payment notification did not verify");
+            Err(e.into())
+        }
         Err(e) => {
             tracing::warn!(app = %app, error = %e, "a payment notification was refused");
             Err(e.into())

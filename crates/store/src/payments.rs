@@ -1,8 +1,7 @@
 //! Each app's payments, as stored in the app's own database: orders, the events that moved
-//! them (one row per order and event name, so a duplicate callback can not apply twice),
-//! refunds, and the verified callbacks kept for replay. What a payment means (who may order,
-//! which platform, what a callback must match) is decided in `cloudlet-core`; these are the rows
-//! and the atomic steps.
+//! them (one row per order and event name, so a duplicate callback can not apply twice), and
+//! refunds. What a payment means (who may order, which platform, what a callback must match) is
+//! decided in `cloudlet-core`; these are the rows and the atomic steps.
 //!
 //! An order's state only moves forward: `created` → `paid` → `partly_refunded` → `refunded`,
 //! and `closed` only from `created`. Every step is one transaction made of conditional updates,
@@ -10,9 +9,10 @@
 //! refund reserves its amount on the order's row (`reserved_fen`, which never passes the
 //! amount) before it is sent, so concurrent refunds can not refund more than was paid.
 //!
-//! Steps that settle money ([`PaymentStore::apply`], [`PaymentStore::reserve_refund`]) commit
-//! durably against power loss whatever the instance's durability: the platform stops retrying
-//! once it is answered, so the answer must never outlive the change.
+//! Steps that settle money ([`PaymentStore::create_order`], [`PaymentStore::apply`],
+//! [`PaymentStore::reserve_refund`]) commit durably against power loss whatever the instance's
+//! durability: an order may be paid as soon as it is placed, and the platform stops retrying
+//! once it is answered, so neither may outlive a crash less than the platform's word.
 
 use async_trait::async_trait;
 

@@ -650,6 +650,9 @@ async fn merchant_settings_and_orders_refuse_what_breaks_a_rule() {
         "the APIv3 key is sealed"
     );
     s.t.admin(Method::GET, "/v1/admin/apps/shop/pay/merchants/alipay")
+        .expect_error(StatusCode::NOT_FOUND, "pay_not_configured")
+        .await;
+    s.t.admin(Method::GET, "/v1/admin/apps/shop/pay/merchants/paypal")
         .expect_error(StatusCode::NOT_FOUND, "unknown_pay_provider")
         .await;
     s.t.admin(Method::PUT, "/v1/admin/apps/shop/pay/merchants/wechat")

@@ -247,6 +247,8 @@ impl PaymentStore for Postgres {
         let s = schema(app);
         let mut client = self.app_client(app).await?;
         let tx = client.transaction().await?;
+        // Durable: the platform may take money for the order as soon as it is placed.
+        durable_commit(&tx).await?;
         // Two creations of one key: the second waits on the first's insert, then conflicts and
         // finds its order.
         let sql = format!(

@@ -193,7 +193,8 @@ fn move_order(c: &Connection, id: &str, change: &Change, at_ms: i64) -> Result<b
 #[async_trait]
 impl PaymentStore for SqliteTenants {
     async fn create_order(&self, app: &AppName, order: OrderRow) -> Result<Created, StoreError> {
-        self.write_app(app, move |c| {
+        // Durable: the platform may take money for the order as soon as it is placed.
+        self.write_app_durable(app, move |c| {
             if let Some(key) = &order.key
                 && let Some(existing) = order_where(c, "key", key)?
             {

@@ -1,5 +1,6 @@
 // Adds three products to an empty shop: `cloudlet fn call shop seed` with the app's key.
 export default async function (event, ctx) {
+  if (!ctx.auth.admin) throw new Error("only the app's admin seeds the shop");
   const products = ctx.admin.db.collection("products");
   const existing = await products.list({ count: true, limit: 1 });
   if (existing.total > 0) return { added: 0 };

@@ -38,10 +38,18 @@ Page({
   async buy(event) {
     const { id } = event.currentTarget.dataset;
     this.setData({ busy: id, message: "", error: "" });
+    // One key per purchase: a double tap, or paying again after closing the sheet, is the same
+    // order; the next purchase of the product is a new one.
+    this.keys = this.keys || {};
+    this.keys[id] = this.keys[id] || `buy-${id}-${Date.now()}`;
     try {
-      // The key makes a double tap one order; paying it again after closing the sheet works.
-      const order = await app.cloud.pay.request({ data: { product: id, qty: 1 }, key: `buy-${id}` });
-      this.setData({ message: order.state === "paid" ? "Paid, thank you!" : "Payment pending" });
+      const order = await app.cloud.pay.request({ data: { product: id, qty: 1 }, key: this.keys[id] });
+      if (order.state === "created") {
+        this.setData({ message: "Payment pending" });
+      } else {
+        delete this.keys[id];
+        this.setData({ message: order.state === "paid" ? "Paid, thank you!" : `Order ${order.state}` });
+      }
       await this.refresh();
     } catch (error) {
       if (error.code === "payment_cancelled") this.setData({ message: "Payment cancelled" });

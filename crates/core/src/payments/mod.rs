@@ -1,10 +1,12 @@
 //! Payments: merchant configuration, orders priced on the server, verified callbacks, refunds
-//! and reconciliation. WeChat Pay API v3 (JSAPI, for mini programs) is supported; Alipay's
-//! trade APIs come next (the store and the routes already name the provider).
+//! and reconciliation, for WeChat Pay API v3 (JSAPI, `wx.requestPayment`; [`wechat`]) and
+//! Alipay (`alipay.trade.create`, `my.tradePay`; [`alipay`]). This module is the service and
+//! what both share; each provider module speaks its platform and answers in the service's words
+//! ([`Payment`], [`Found`], [`Notice`], [`RefundFound`]).
 //!
 //! - **Merchant configuration** lives beside the login providers in the control plane, as the
-//!   provider `pay.wechat`: what is not secret in the clear, the merchant's private key and
-//!   APIv3 key sealed under the master key. It is read on every use and parsed again only when
+//!   provider `pay.wechat` or `pay.alipay`: what is not secret in the clear, the private keys
+//!   (and WeChat Pay's APIv3 key) sealed under the master key. It is read on every use and parsed again only when
 //!   it changed, so a change on one node holds on every node.
 //! - **An order** is stored first (`created`, idempotent by the caller's key), then a check of
 //!   it is put on [`PAYMENT_QUEUE`], then it is placed with the platform. Whatever happens after
@@ -27,16 +29,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use cloudlet_platforms::PlatformError;
-use cloudlet_platforms::PlatformHttp;
-use cloudlet_platforms::wechat_pay::{
-    self, JsapiOrder, Merchant, Notification, PlatformKeys, RefundRequest, Signed, Unverified,
-    WechatPayClient,
-};
+use cloudlet_platforms::{PlatformError, PlatformHttp};
 use cloudlet_store::{
-    AppName, Applied, Cause, Change, Created, ORDER_CREATED, ORDER_PAID, ORDER_PARTLY_REFUNDED,
-    OrderQuery, OrderRow, PaymentStore, ProviderRow, REFUND_PENDING, RefundRow, Reserved,
-    StoreError, SystemStore, UserStore,
+    AppName, Applied, Cause, Change, Created, ORDER_CLOSED, ORDER_CREATED, OrderQuery, OrderRow,
+    PaymentStore, ProviderRow, REFUND_PENDING, RefundRow, Reserved, StoreError, SystemStore,
+    UserStore,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
@@ -50,6 +47,9 @@ use crate::queues::HintTicket;
 use crate::queues::{Delivery, Outgoing, PAYMENT_QUEUE, QueueError, Queues};
 use crate::random::Random;
 use crate::sealing::Sealer;
+
+mod alipay;
+mod wechat;
 
 /// A notification's signature headers (`Wechatpay-Timestamp`, `-Nonce`, `-Signature`,
 /// `-Serial`), as the HTTP layer hands them in.
@@ -66,12 +66,9 @@ pub const MAX_KEY_BYTES: usize = 64;
 /// Characters of a refund's reason (WeChat Pay's limit).
 pub const MAX_REASON_CHARS: usize = 80;
 
-/// The control plane's provider row of WeChat Pay's merchant configuration.
-const WECHAT_ROW: &str = "pay.wechat";
-
 #[derive(Debug, thiserror::Error)]
 pub enum PayError {
-    #[error("unknown payment provider {0:?}: payments support wechat (Alipay comes later)")]
+    #[error("unknown payment provider {0:?}: wechat or alipay")]
     UnknownProvider(String),
     #[error("payments with {0} are not configured for this app")]
     NotConfigured(String),
@@ -131,15 +128,17 @@ impl From<PlatformError> for PayError {
 }
 
 /// A payment provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Provider {
     Wechat,
+    Alipay,
 }
 
 impl Provider {
     pub fn parse(text: &str) -> Result<Self, PayError> {
         match text {
             "wechat" => Ok(Provider::Wechat),
+            "alipay" => Ok(Provider::Alipay),
             other => Err(PayError::UnknownProvider(other.chars().take(40).collect())),
         }
     }
@@ -147,85 +146,188 @@ impl Provider {
     pub fn name(self) -> &'static str {
         match self {
             Provider::Wechat => "wechat",
+            Provider::Alipay => "alipay",
+        }
+    }
+
+    /// The control plane's provider row of its merchant configuration.
+    fn row(self) -> &'static str {
+        match self {
+            Provider::Wechat => "pay.wechat",
+            Provider::Alipay => "pay.alipay",
+        }
+    }
+
+    /// Whether `no` is an order number the platform takes.
+    fn valid_trade_no(self, no: &str) -> bool {
+        match self {
+            Provider::Wechat => valid_number(no, 6, 32) && !no.contains('@'),
+            Provider::Alipay => {
+                (6..=64).contains(&no.len())
+                    && no.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            }
         }
     }
 }
 
 // ---- merchant configuration -----------------------------------------------------------------
 
-/// A key WeChat Pay signs with: a platform certificate's or the WeChat Pay public key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct PlatformKeyInput {
-    /// `PUB_KEY_ID_…` or the certificate's serial number.
-    pub serial: String,
-    /// PEM (or base64 SPKI or PKCS#1).
-    pub public_key: String,
-}
-
-/// WeChat Pay's merchant configuration, as an admin sets it.
-#[derive(Clone, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct WechatPayInput {
-    pub mchid: String,
-    /// The serial number of the merchant's API certificate.
-    pub serial_no: String,
-    /// The merchant's API private key (PKCS#8 PEM): sealed, never shown back.
-    pub private_key: String,
-    /// The APIv3 key (32 characters): sealed, never shown back.
-    pub api_v3_key: String,
-    /// The keys WeChat Pay signs with; two during a migration from certificates to the public
-    /// key.
-    pub platform_keys: Vec<PlatformKeyInput>,
-    /// The WeChat login provider whose users pay (their openid, its appid); `wechat` by default.
-    #[serde(default)]
-    pub login_provider: Option<String>,
-    /// WeChat Pay's API (the emulator's `http://…/wechatpay` in tests).
-    #[serde(default)]
-    pub base_url: Option<String>,
-}
-
-/// What is stored in the clear.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct WechatSettings {
-    mchid: String,
-    serial_no: String,
-    platform_keys: Vec<PlatformKeyInput>,
-    login_provider: String,
-    base_url: String,
-}
-
-/// What is sealed.
-#[derive(Serialize, Deserialize)]
-struct WechatSecrets {
-    private_key: String,
-    api_v3_key: String,
-}
+pub use alipay::AlipayPayInput;
+pub use wechat::{PlatformKeyInput, WechatPayInput};
 
 /// A merchant configuration as the admin API shows it: never its secrets.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MerchantView {
     pub provider: &'static str,
-    pub mchid: String,
-    pub serial_no: String,
-    /// The serials of the keys WeChat Pay signs with.
+    /// WeChat Pay's merchant id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mchid: Option<String>,
+    /// Alipay's app id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+    /// WeChat Pay: the merchant certificate's serial.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial_no: Option<String>,
+    /// WeChat Pay: the serials of the keys it signs with.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub platform_serials: Vec<String>,
     pub login_provider: String,
     pub base_url: String,
     pub updated_at: Timestamp,
 }
 
-/// A merchant ready to use, parsed from its row.
-struct Wechat {
-    client: WechatPayClient,
-    keys: PlatformKeys,
-    api_v3_key: Vec<u8>,
-    mchid: String,
+/// A provider's merchant, ready to use.
+enum Merchant {
+    Wechat(wechat::Wechat),
+    Alipay(alipay::Alipay),
+}
+
+/// A loaded merchant and the version of its row it was made from.
+struct Loaded {
+    merchant: Merchant,
     login_provider: String,
     updated_at_ms: i64,
+}
+
+impl Merchant {
+    /// Who the platform says the merchant is, in a payment: WeChat Pay's mchid, Alipay's app id.
+    fn id(&self) -> &str {
+        match self {
+            Merchant::Wechat(m) => &m.mchid,
+            Merchant::Alipay(m) => &m.app_id,
+        }
+    }
+
+    async fn query(&self, order: &OrderRow, now_secs: i64) -> Result<Found, PayError> {
+        match self {
+            Merchant::Wechat(m) => m.query(order, now_secs).await,
+            Merchant::Alipay(m) => m.query(order, now_secs).await,
+        }
+    }
+
+    async fn close(&self, order: &OrderRow, now_secs: i64) -> Result<Found, PayError> {
+        match self {
+            Merchant::Wechat(m) => m.close(order, now_secs).await,
+            Merchant::Alipay(m) => m.close(order, now_secs).await,
+        }
+    }
+
+    fn payment(&self, prepay: &Json, now_secs: i64) -> Option<Json> {
+        match self {
+            Merchant::Wechat(m) => m.payment(prepay, now_secs),
+            Merchant::Alipay(m) => m.payment(prepay),
+        }
+    }
+
+    async fn refund(
+        &self,
+        order: &OrderRow,
+        refund: &RefundRow,
+        notify_url: &str,
+        now_secs: i64,
+    ) -> Result<RefundFound, PayError> {
+        match self {
+            Merchant::Wechat(m) => m.refund(order, refund, notify_url, now_secs).await,
+            Merchant::Alipay(m) => m.refund(order, refund, now_secs).await,
+        }
+    }
+
+    async fn query_refund(
+        &self,
+        order: &OrderRow,
+        refund: &RefundRow,
+        now_secs: i64,
+    ) -> Result<RefundFound, PayError> {
+        match self {
+            Merchant::Wechat(m) => m.query_refund(order, refund, now_secs).await,
+            Merchant::Alipay(m) => m.query_refund(order, refund, now_secs).await,
+        }
+    }
+}
+
+/// A payment as a platform reported it (a notification or a query), before it is bound to an
+/// order.
+pub(crate) struct Payment {
+    out_trade_no: String,
+    transaction_id: Option<String>,
+    amount_fen: Option<i64>,
+    /// Who the platform says the merchant is.
+    merchant: String,
+    /// The app the payment was made in.
+    appid: String,
+    /// Whether the platform calls it paid.
+    paid: bool,
+    paid_at_ms: Option<i64>,
+    payload: Json,
+}
+
+/// What a query found of an order.
+pub(crate) enum Found {
+    Paid(Payment),
+    /// Not paid yet.
+    Waiting,
+    /// Closed there (the platform's words).
+    Closed(Json),
+    /// The platform does not know it (never placed).
+    Missing,
+}
+
+/// What a verified notification says.
+pub(crate) enum Notice {
+    Paid(Payment),
+    /// About a refund: its outcome, or `None` when it must be asked of a query.
+    Refund {
+        out_refund_no: String,
+        outcome: Option<RefundFound>,
+    },
+    /// An unpaid order closed there.
+    Closed {
+        out_trade_no: String,
+        payload: Json,
+    },
+    /// Nothing an order needs.
+    Ignore,
+}
+
+/// A refund as a platform reported it.
+pub(crate) struct RefundFacts {
+    out_trade_no: Option<String>,
+    refund_id: Option<String>,
+    amount_fen: Option<i64>,
+    merchant_ok: bool,
+    payload: Json,
+}
+
+/// What a platform says of a refund.
+pub(crate) enum RefundFound {
+    Succeeded(RefundFacts),
+    Failed(RefundFacts),
+    Pending(RefundFacts),
+    /// Refused when asked for: it never happened.
+    Refused(Json),
+    /// The platform does not know it (never asked for, or lost on the way).
+    Missing,
 }
 
 // ---- orders ---------------------------------------------------------------------------------
@@ -398,15 +500,15 @@ struct Inner {
     /// The server's public URL, which notification URLs are built on (set once it listens).
     public_url: OnceLock<String>,
     triggers: OnceLock<Arc<dyn Triggers>>,
-    merchants: Mutex<HashMap<AppName, Arc<Wechat>>>,
+    merchants: Mutex<HashMap<(AppName, Provider), Arc<Loaded>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn seal_place(app: &AppName) -> String {
-    format!("{app}/provider/{WECHAT_ROW}")
+fn seal_place(app: &AppName, row: &str) -> String {
+    format!("{app}/provider/{row}")
 }
 
 /// Whether `text` is 1 to `max` bytes of what the platform allows in an order or refund number.
@@ -482,81 +584,68 @@ impl Payments {
         self.0.clock.now().unix_ms()
     }
 
-    fn notify_url(&self, app: &AppName, provider: Provider, what: &str) -> String {
+    fn notify_url(&self, app: &AppName, provider: Provider) -> String {
         let base = self.0.public_url.get().map_or("", String::as_str);
-        format!("{base}/v1/apps/{app}/pay/{}/{what}", provider.name())
+        format!("{base}/v1/apps/{app}/pay/{}/notify", provider.name())
     }
 
     // ---- merchant configuration -------------------------------------------------------------
 
+    /// Sets the app's merchant configuration for `provider` from the admin's JSON.
     pub async fn configure(
         &self,
         app: &AppName,
         provider: Provider,
-        input: WechatPayInput,
+        body: Json,
     ) -> Result<MerchantView, PayError> {
-        let Provider::Wechat = provider;
-        let invalid = |why: &str| PayError::InvalidConfig(why.to_owned());
-        if !(1..=32).contains(&input.mchid.len())
-            || !input.mchid.bytes().all(|b| b.is_ascii_digit())
-        {
-            return Err(invalid("mchid is 1 to 32 digits"));
-        }
-        if !valid_number(&input.serial_no, 1, 64) {
-            return Err(invalid("serial_no is the certificate's serial number"));
-        }
-        if input.api_v3_key.len() != 32 {
-            return Err(invalid("api_v3_key is 32 characters"));
-        }
-        if input.platform_keys.is_empty() || input.platform_keys.len() > 4 {
-            return Err(invalid("platform_keys holds 1 to 4 keys"));
-        }
-        Merchant::new(&input.mchid, &input.serial_no, &input.private_key)
-            .map_err(|_| invalid("private_key is not an RSA private key (PKCS#8 PEM)"))?;
-        let mut keys = PlatformKeys::default();
-        for key in &input.platform_keys {
-            if !valid_number(&key.serial, 1, 64) {
-                return Err(invalid(
-                    "a platform key's serial is 1 to 64 letters and digits",
-                ));
-            }
-            keys = keys
-                .with(&key.serial, &key.public_key)
-                .map_err(|_| invalid("a platform key is not an RSA public key"))?;
-        }
-        let login_provider = input.login_provider.unwrap_or_else(|| "wechat".to_owned());
-        self.0.auth.wechat_appid(app, &login_provider).await?;
-        let base_url = input.base_url.unwrap_or_else(|| wechat_pay::API.to_owned());
-        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
-            return Err(invalid("base_url is an http(s) URL"));
-        }
-        let settings = WechatSettings {
-            mchid: input.mchid,
-            serial_no: input.serial_no,
-            platform_keys: input.platform_keys,
-            login_provider,
-            base_url,
-        };
-        let secrets = serde_json::to_vec(&WechatSecrets {
-            private_key: input.private_key,
-            api_v3_key: input.api_v3_key,
-        })
-        .map_err(|e| invalid(&e.to_string()))?;
+        let invalid = |e: serde_json::Error| PayError::InvalidConfig(e.to_string());
         let now = self.now_ms();
-        let row = ProviderRow {
-            provider: WECHAT_ROW.to_owned(),
-            settings: serde_json::to_string(&settings).map_err(|e| invalid(&e.to_string()))?,
-            sealed_secrets: Some(
+        let (settings, secrets, view, login) = match provider {
+            Provider::Wechat => {
+                let input: WechatPayInput = serde_json::from_value(body).map_err(invalid)?;
+                let (settings, secrets) = wechat::settings_of(input)?;
+                // The payer's openid is the login provider's: it must be a WeChat one.
                 self.0
-                    .sealer
-                    .seal(&secrets, &seal_place(app), &*self.0.random),
-            ),
+                    .auth
+                    .wechat_appid(app, &settings.login_provider)
+                    .await?;
+                let view = wechat::view_of(&settings, now);
+                let login = settings.login_provider.clone();
+                (
+                    serde_json::to_string(&settings).map_err(invalid)?,
+                    serde_json::to_vec(&secrets).map_err(invalid)?,
+                    view,
+                    login,
+                )
+            }
+            Provider::Alipay => {
+                let input: AlipayPayInput = serde_json::from_value(body).map_err(invalid)?;
+                let (settings, secrets) = alipay::settings_of(input)?;
+                let view = alipay::view_of(&settings, now);
+                let login = settings.login_provider.clone();
+                (
+                    serde_json::to_string(&settings).map_err(invalid)?,
+                    serde_json::to_vec(&secrets).map_err(invalid)?,
+                    view,
+                    login,
+                )
+            }
+        };
+        let row_name = provider.row();
+        let row = ProviderRow {
+            provider: row_name.to_owned(),
+            settings,
+            sealed_secrets: Some(self.0.sealer.seal(
+                &secrets,
+                &seal_place(app, row_name),
+                &*self.0.random,
+            )),
             updated_at_ms: now,
         };
         self.0.system.put_provider(app, row).await?;
-        lock(&self.0.merchants).remove(app);
-        tracing::info!(app = %app, "WeChat Pay merchant configured");
-        Ok(view_of(&settings, now))
+        lock(&self.0.merchants).remove(&(app.clone(), provider));
+        tracing::info!(app = %app, provider = provider.name(), login, "merchant configured");
+        Ok(view)
     }
 
     pub async fn merchant_view(
@@ -564,64 +653,82 @@ impl Payments {
         app: &AppName,
         provider: Provider,
     ) -> Result<MerchantView, PayError> {
-        let Provider::Wechat = provider;
         let row = self
             .0
             .system
-            .provider(app, WECHAT_ROW)
+            .provider(app, provider.row())
             .await?
             .ok_or_else(|| PayError::NotConfigured(provider.name().into()))?;
-        let settings: WechatSettings =
-            serde_json::from_str(&row.settings).map_err(|_| PayError::Sealing)?;
-        Ok(view_of(&settings, row.updated_at_ms))
+        let bad = |_| PayError::Sealing;
+        Ok(match provider {
+            Provider::Wechat => wechat::view_of(
+                &serde_json::from_str(&row.settings).map_err(bad)?,
+                row.updated_at_ms,
+            ),
+            Provider::Alipay => alipay::view_of(
+                &serde_json::from_str(&row.settings).map_err(bad)?,
+                row.updated_at_ms,
+            ),
+        })
     }
 
-    /// The app's WeChat Pay merchant, parsed again only when its row changed.
-    async fn wechat(&self, app: &AppName) -> Result<Arc<Wechat>, PayError> {
+    /// The app's merchant of `provider`, parsed again only when its row changed (so a change
+    /// made on another node holds here at the next use).
+    async fn merchant(&self, app: &AppName, provider: Provider) -> Result<Arc<Loaded>, PayError> {
         let row = self
             .0
             .system
-            .provider(app, WECHAT_ROW)
+            .provider(app, provider.row())
             .await?
-            .ok_or_else(|| PayError::NotConfigured("wechat".into()))?;
-        if let Some(known) = lock(&self.0.merchants).get(app)
+            .ok_or_else(|| PayError::NotConfigured(provider.name().into()))?;
+        let key = (app.clone(), provider);
+        if let Some(known) = lock(&self.0.merchants).get(&key)
             && known.updated_at_ms == row.updated_at_ms
         {
             return Ok(Arc::clone(known));
         }
-        let settings: WechatSettings =
-            serde_json::from_str(&row.settings).map_err(|_| PayError::Sealing)?;
         let sealed = row.sealed_secrets.as_deref().ok_or(PayError::Sealing)?;
-        let secrets: WechatSecrets = self
+        let plain = self
             .0
             .sealer
-            .open(sealed, &seal_place(app))
-            .ok()
-            .and_then(|plain| serde_json::from_slice(&plain).ok())
-            .ok_or(PayError::Sealing)?;
-        let merchant = Merchant::new(&settings.mchid, &settings.serial_no, &secrets.private_key)
+            .open(sealed, &seal_place(app, provider.row()))
             .map_err(|_| PayError::Sealing)?;
-        let mut keys = PlatformKeys::default();
-        for key in &settings.platform_keys {
-            keys = keys
-                .with(&key.serial, &key.public_key)
-                .map_err(|_| PayError::Sealing)?;
-        }
-        let wechat = Arc::new(Wechat {
-            client: WechatPayClient::new(
-                self.0.http.clone(),
-                &settings.base_url,
-                merchant,
-                keys.clone(),
-            ),
-            keys,
-            api_v3_key: secrets.api_v3_key.into_bytes(),
-            mchid: settings.mchid,
-            login_provider: settings.login_provider,
+        let bad = |_| PayError::Sealing;
+        let http = self.0.http.clone();
+        let (merchant, login_provider) = match provider {
+            Provider::Wechat => {
+                let settings: wechat::Settings =
+                    serde_json::from_str(&row.settings).map_err(bad)?;
+                let secrets = serde_json::from_slice(&plain).map_err(bad)?;
+                let login = settings.login_provider.clone();
+                (
+                    Merchant::Wechat(wechat::Wechat::open(http, &settings, secrets)?),
+                    login,
+                )
+            }
+            Provider::Alipay => {
+                let settings: alipay::Settings =
+                    serde_json::from_str(&row.settings).map_err(bad)?;
+                let secrets = serde_json::from_slice(&plain).map_err(bad)?;
+                let login = settings.login_provider.clone();
+                (
+                    Merchant::Alipay(alipay::Alipay::open(http, &settings, secrets)?),
+                    login,
+                )
+            }
+        };
+        let loaded = Arc::new(Loaded {
+            merchant,
+            login_provider,
             updated_at_ms: row.updated_at_ms,
         });
-        lock(&self.0.merchants).insert(app.clone(), Arc::clone(&wechat));
-        Ok(wechat)
+        lock(&self.0.merchants).insert(key, Arc::clone(&loaded));
+        Ok(loaded)
+    }
+
+    /// The merchant of an order's provider.
+    async fn merchant_of(&self, app: &AppName, order: &OrderRow) -> Result<Arc<Loaded>, PayError> {
+        self.merchant(app, Provider::parse(&order.provider)?).await
     }
 
     // ---- orders ----------------------------------------------------------------------------
@@ -640,13 +747,19 @@ impl Payments {
         if !(1..=MAX_DESCRIPTION_CHARS).contains(&chars) || !printable(&new.description) {
             return Err(invalid("description is 1 to 127 printable characters"));
         }
+        if provider == Provider::Alipay && new.description.contains(['/', '=', '&']) {
+            return Err(invalid("an Alipay description has no / = or &"));
+        }
         if !valid_user_id(&new.user) {
             return Err(invalid("user is a user id"));
         }
         if let Some(no) = &new.out_trade_no
-            && (!valid_number(no, 6, 32) || no.contains('@'))
+            && !provider.valid_trade_no(no)
         {
-            return Err(invalid("out_trade_no is 6 to 32 of A-Z a-z 0-9 _ - | *"));
+            return Err(invalid(match provider {
+                Provider::Wechat => "out_trade_no is 6 to 32 of A-Z a-z 0-9 _ - | *",
+                Provider::Alipay => "out_trade_no is 6 to 64 of A-Z a-z 0-9 _",
+            }));
         }
         let metadata = new.metadata.clone().unwrap_or_else(|| json!({}));
         if !metadata.is_object() || metadata.to_string().len() > MAX_METADATA_BYTES {
@@ -664,15 +777,20 @@ impl Payments {
             Some(secs) => secs as i64 * 1000,
             None => self.0.options.order_ttl.as_millis() as i64,
         };
-        let wechat = self.wechat(app).await?;
-        let (appid, openid) = self.payer(app, &new.user, &wechat.login_provider).await?;
+        let loaded = self.merchant(app, provider).await?;
+        let payer = self
+            .payer(app, &new.user, provider, &loaded.login_provider)
+            .await?;
         let now = self.now_ms();
         let id = self.new_id("ord_", now);
         let row = OrderRow {
             out_trade_no: new.out_trade_no.clone().unwrap_or_else(|| id.clone()),
             id,
             provider: provider.name().to_owned(),
-            key: new.key.as_ref().map(|k| format!("{}:{k}", new.user)),
+            key: new
+                .key
+                .as_ref()
+                .map(|k| format!("{}:{}:{k}", provider.name(), new.user)),
             user_id: Some(new.user.clone()),
             amount_fen: new.amount_fen,
             description: new.description.clone(),
@@ -689,12 +807,9 @@ impl Payments {
         };
         let order = match self.0.store.create_order(app, row).await {
             Ok(Created::New(order)) => {
-                self.check_later(
-                    app,
-                    Check::Order(order.id.clone()),
-                    self.0.options.check_delay,
-                )
-                .await?;
+                // The check first: whatever happens to the placing, the order is followed up.
+                self.check_later(app, Check::Order(order.id.clone()), 0)
+                    .await?;
                 order
             }
             Ok(Created::Existing(order)) => {
@@ -704,6 +819,12 @@ impl Payments {
                 if !same {
                     return Err(PayError::KeyReused);
                 }
+                if order.state == ORDER_CREATED {
+                    // Its check again, in case sending it failed the first time (the same key
+                    // within the day: sent once).
+                    self.check_later(app, Check::Order(order.id.clone()), 0)
+                        .await?;
+                }
                 order
             }
             Err(StoreError::Conflict) => return Err(PayError::TradeNoTaken),
@@ -712,55 +833,64 @@ impl Payments {
         if order.state != ORDER_CREATED || order.expires_at_ms <= now {
             return Ok(view(order, None));
         }
-        let prepay_id =
-            match prepay_of(&order).and_then(|p| p["prepay_id"].as_str().map(str::to_owned)) {
-                Some(id) => id,
-                None => {
-                    let placed = JsapiOrder {
-                        appid: appid.clone(),
-                        description: order.description.clone(),
-                        out_trade_no: order.out_trade_no.clone(),
-                        time_expire: china_time(order.expires_at_ms),
-                        attach: None,
-                        notify_url: self.notify_url(app, provider, "notify"),
-                        total_fen: order.amount_fen,
-                        payer_openid: openid,
-                    };
-                    let prepay_id = wechat.client.jsapi(&placed, now / 1000).await?;
-                    let prepay = json!({ "appid": appid, "prepay_id": prepay_id });
-                    self.0
-                        .store
-                        .set_prepay(app, &order.id, &prepay.to_string(), now)
-                        .await?;
-                    prepay_id
-                }
-            };
-        let payment = wechat
-            .client
-            .request_payment(&appid, &prepay_id, now / 1000);
-        let payment = serde_json::to_value(payment).map_err(|e| invalid(&e.to_string()))?;
-        Ok(view(order, Some(payment)))
+        // A WeChat Pay prepay id lasts two hours: an older one is placed again.
+        let fresh = |prepay: &Json| {
+            prepay["placed_at_ms"]
+                .as_i64()
+                .is_some_and(|at| now - at < PREPAY_FRESH_MS)
+        };
+        let prepay = match prepay_of(&order).filter(fresh) {
+            Some(prepay) => prepay,
+            None => {
+                let url = self.notify_url(app, provider);
+                let prepay = match (&loaded.merchant, &payer) {
+                    (Merchant::Wechat(m), Payer::Wechat { appid, openid }) => {
+                        m.place(&order, appid, openid, &url, now / 1000).await?
+                    }
+                    (Merchant::Alipay(m), Payer::Alipay { buyer }) => {
+                        m.place(&order, buyer, &url, now / 1000).await?
+                    }
+                    _ => return Err(PayError::Invalid("the payer is of another platform".into())),
+                };
+                let mut prepay = prepay;
+                prepay["placed_at_ms"] = json!(now);
+                self.0
+                    .store
+                    .set_prepay(app, &order.id, &prepay.to_string(), now)
+                    .await?;
+                prepay
+            }
+        };
+        let payment = loaded.merchant.payment(&prepay, now / 1000);
+        Ok(view(order, payment))
     }
 
-    /// The user's openid in the merchant's mini program, and its appid.
+    /// Who pays, as the platform knows them.
     async fn payer(
         &self,
         app: &AppName,
         user: &str,
-        provider: &str,
-    ) -> Result<(String, String), PayError> {
-        let appid = self.0.auth.wechat_appid(app, provider).await?;
-        match self.0.users.identity_of(app, user, provider).await? {
-            Some((openid, _)) => Ok((appid, openid)),
+        provider: Provider,
+        login_provider: &str,
+    ) -> Result<Payer, PayError> {
+        let appid = match provider {
+            Provider::Wechat => Some(self.0.auth.wechat_appid(app, login_provider).await?),
+            Provider::Alipay => None,
+        };
+        match self.0.users.identity_of(app, user, login_provider).await? {
+            Some((id, _)) => Ok(match appid {
+                Some(appid) => Payer::Wechat { appid, openid: id },
+                None => Payer::Alipay { buyer: id },
+            }),
             None if self.0.users.user(app, user).await?.is_none() => {
                 Err(AuthError::UserNotFound.into())
             }
-            None => Err(PayError::NoIdentity(provider.to_owned())),
+            None => Err(PayError::NoIdentity(login_provider.to_owned())),
         }
     }
 
     /// A new id, `{prefix}{time}{random}`: ordered by creation, 32 characters for orders (so
-    /// it can be the order number too).
+    /// it can be the order number too, on either platform).
     fn new_id(&self, prefix: &str, now_ms: i64) -> String {
         let mut bytes = [0u8; 8];
         self.0.random.fill(&mut bytes);
@@ -811,17 +941,15 @@ impl Payments {
         if order.state != ORDER_CREATED {
             return Ok(view(order, None));
         }
-        let wechat = self.wechat(app).await?;
-        let now = self.now_ms();
-        match wechat.client.query(&order.out_trade_no, now / 1000).await {
-            Ok(found) if found["trade_state"] == "SUCCESS" => {
+        let loaded = self.merchant_of(app, &order).await?;
+        match loaded.merchant.query(&order, self.now_ms() / 1000).await? {
+            Found::Paid(payment) => {
                 let applied = self
-                    .apply_paid(app, &wechat, &order, &found, "query")
+                    .apply_paid(app, &loaded.merchant, &order, payment, "query")
                     .await?;
                 Ok(view(applied, None))
             }
-            Ok(_) | Err(PlatformError::PayRefused { .. }) => Ok(view(order, None)),
-            Err(e) => Err(e.into()),
+            Found::Waiting | Found::Closed(_) | Found::Missing => Ok(view(order, None)),
         }
     }
 
@@ -865,37 +993,43 @@ impl Payments {
         if order.state != ORDER_CREATED {
             return Err(PayError::OrderState(order.state));
         }
-        let wechat = self.wechat(app).await?;
-        self.close_order(app, &wechat, &order, "admin").await
+        let loaded = self.merchant_of(app, &order).await?;
+        let closed = self
+            .close_order(app, &loaded.merchant, &order, "admin")
+            .await?;
+        if closed.state != ORDER_CLOSED {
+            return Err(PayError::OrderState(closed.state));
+        }
+        Ok(view(closed, None))
     }
 
-    /// Closes `order` on the platform, or takes its payment if the platform says it was paid.
+    /// Closes `order` on the platform, then here; or takes its payment if the platform says it
+    /// was paid. Answers the order as it then is.
     async fn close_order(
         &self,
         app: &AppName,
-        wechat: &Wechat,
+        merchant: &Merchant,
         order: &OrderRow,
         source: &str,
-    ) -> Result<OrderView, PayError> {
+    ) -> Result<OrderRow, PayError> {
         let now = self.now_ms();
-        match wechat.client.close(&order.out_trade_no, now / 1000).await {
-            Ok(()) => {}
-            // Never placed (placing failed): nothing to close there.
-            Err(PlatformError::PayRefused { code, .. }) if code == "ORDER_NOT_EXIST" => {}
-            Err(PlatformError::PayRefused { code, .. }) if code == "ORDERPAID" => {
-                let found = wechat.client.query(&order.out_trade_no, now / 1000).await?;
-                let paid = self.apply_paid(app, wechat, order, &found, "query").await?;
-                return Err(PayError::OrderState(paid.state));
+        let payload = match merchant.close(order, now / 1000).await? {
+            Found::Paid(payment) => {
+                return self
+                    .apply_paid(app, merchant, order, payment, "query")
+                    .await;
             }
-            Err(e) => return Err(e.into()),
-        }
+            Found::Closed(found) => found,
+            Found::Missing => json!({ "closed": "never placed" }),
+            // Not closable yet (a platform that says waiting): nothing to change.
+            Found::Waiting => return Ok(order.clone()),
+        };
         let cause = Cause {
             source: source.to_owned(),
-            payload: json!({ "closed_at": Timestamp::from_unix_ms(now).to_rfc3339() }).to_string(),
+            payload: payload.to_string(),
             at_ms: now,
         };
-        let applied = self.apply(app, &order.id, Change::Closed, cause).await?;
-        Ok(view(applied, None))
+        self.apply(app, &order.id, Change::Closed, cause).await
     }
 
     /// Applies a change with the deliveries of the functions its event triggers.
@@ -925,26 +1059,26 @@ impl Payments {
         })
     }
 
-    /// Takes a verified transaction (from a callback or a query) as the order's payment, if it
-    /// is this order's: the merchant, the app id, the number and the amount must all match.
+    /// Takes a verified payment (from a callback or a query) as the order's, if it is this
+    /// order's: the merchant, the app, the number and the amount must all match.
     async fn apply_paid(
         &self,
         app: &AppName,
-        wechat: &Wechat,
+        merchant: &Merchant,
         order: &OrderRow,
-        transaction: &Json,
+        payment: Payment,
         source: &str,
     ) -> Result<OrderRow, PayError> {
         let appid = prepay_of(order).and_then(|p| p["appid"].as_str().map(str::to_owned));
-        let mismatch = if transaction["mchid"] != wechat.mchid.as_str() {
-            Some("mchid")
-        } else if appid.is_none_or(|a| transaction["appid"] != a.as_str()) {
+        let mismatch = if payment.merchant != merchant.id() {
+            Some("merchant")
+        } else if appid.is_none_or(|a| a != payment.appid) {
             Some("appid")
-        } else if transaction["out_trade_no"] != order.out_trade_no.as_str() {
+        } else if payment.out_trade_no != order.out_trade_no {
             Some("out_trade_no")
-        } else if transaction["amount"]["total"] != order.amount_fen {
+        } else if payment.amount_fen != Some(order.amount_fen) {
             Some("amount")
-        } else if transaction["trade_state"] != "SUCCESS" {
+        } else if !payment.paid {
             Some("trade_state")
         } else {
             None
@@ -953,26 +1087,22 @@ impl Payments {
             tracing::warn!(app = %app, order = %order.id, field, "a payment that does not match its order");
             return Err(PayError::Mismatch(field.to_owned()));
         }
-        let transaction_id = transaction["transaction_id"]
-            .as_str()
+        let transaction_id = payment
+            .transaction_id
             .filter(|t| valid_number(t, 1, 64))
             .ok_or_else(|| PayError::Mismatch("transaction_id".into()))?;
         let now = self.now_ms();
-        let paid_at_ms = transaction["success_time"]
-            .as_str()
-            .and_then(parse_time_ms)
-            .unwrap_or(now);
         let change = Change::Paid {
-            transaction_id: transaction_id.to_owned(),
-            paid_at_ms,
+            transaction_id,
+            paid_at_ms: payment.paid_at_ms.unwrap_or(now),
         };
         let cause = Cause {
             source: source.to_owned(),
-            payload: transaction.to_string(),
+            payload: payment.payload.to_string(),
             at_ms: now,
         };
         let order = self.apply(app, &order.id, change, cause).await?;
-        if order.state == cloudlet_store::ORDER_CLOSED {
+        if order.state == ORDER_CLOSED {
             // Money was taken for an order closed here: the platform must have it closed too,
             // so this is a disagreement for a person to look at.
             tracing::error!(app = %app, order = %order.id, "a payment for a closed order");
@@ -982,108 +1112,144 @@ impl Payments {
 
     // ---- callbacks -------------------------------------------------------------------------
 
-    /// Handles a platform's notification: verified over `body` as it came, decrypted, bound to
-    /// the stored order and applied. `Ok` means the change (if any) is durable and the platform
-    /// may be told so.
+    /// Handles a platform's notification: verified over `body` as it came (WeChat Pay with its
+    /// signature headers, Alipay's form by its own `sign`), bound to the stored order and
+    /// applied. `Ok` means the change (if any) is durable and the platform may be told so.
     pub async fn notify(
         &self,
         app: &AppName,
         provider: Provider,
-        signed: Signed<'_>,
+        signature: NotifySignature<'_>,
         body: &[u8],
     ) -> Result<(), PayError> {
-        let Provider::Wechat = provider;
-        let wechat = self.wechat(app).await?;
+        let loaded = self.merchant(app, provider).await?;
         let now = self.now_ms();
-        wechat_pay::verify(&wechat.keys, signed, body, now / 1000).map_err(|e| {
-            let why = match e {
-                Unverified::Probe => "a signature probe",
-                Unverified::Stale => "a stale timestamp",
-                Unverified::UnknownSerial => "an unknown serial",
-                Unverified::BadSignature => "a bad signature",
-            };
-            PayError::Unverified(why.into())
-        })?;
-        let notification: Notification = serde_json::from_slice(body)
-            .map_err(|_| PayError::Unverified("not a notification".into()))?;
-        let plain = wechat_pay::decrypt(&wechat.api_v3_key, &notification.resource)
-            .map_err(|_| PayError::Unverified("its resource does not decrypt".into()))?;
-        let resource: Json = serde_json::from_slice(&plain)
-            .map_err(|_| PayError::Unverified("its resource is not JSON".into()))?;
-        match notification.event_type.as_str() {
-            "TRANSACTION.SUCCESS" => {
-                let no = resource["out_trade_no"].as_str().unwrap_or_default();
+        let notice = match &loaded.merchant {
+            Merchant::Wechat(m) => m.notice(signature, body, now / 1000)?,
+            Merchant::Alipay(m) => m.notice(body)?,
+        };
+        match notice {
+            Notice::Paid(payment) => {
                 let order = self
                     .0
                     .store
-                    .order_by_trade_no(app, no)
+                    .order_by_trade_no(app, &payment.out_trade_no)
                     .await?
                     .ok_or(PayError::OrderNotFound)?;
-                self.apply_paid(app, &wechat, &order, &resource, "notify")
+                self.apply_paid(app, &loaded.merchant, &order, payment, "notify")
                     .await?;
-                Ok(())
             }
-            "REFUND.SUCCESS" | "REFUND.ABNORMAL" | "REFUND.CLOSED" => {
-                self.apply_refund(app, &wechat, &resource, "notify").await
+            Notice::Refund {
+                out_refund_no,
+                outcome,
+            } => {
+                let refund = self.refund_row(app, &out_refund_no).await?;
+                let order = self.order_row(app, &refund.order_id).await?;
+                let outcome = match outcome {
+                    Some(outcome) => outcome,
+                    None => {
+                        loaded
+                            .merchant
+                            .query_refund(&order, &refund, now / 1000)
+                            .await?
+                    }
+                };
+                self.apply_refund(app, &order, &refund, outcome, "notify")
+                    .await?;
             }
-            // Other events (a complaint, say) change no order.
-            other => {
-                tracing::info!(app = %app, event = other, "a WeChat Pay notification left alone");
-                Ok(())
+            Notice::Closed {
+                out_trade_no,
+                payload,
+            } => {
+                let order = self
+                    .0
+                    .store
+                    .order_by_trade_no(app, &out_trade_no)
+                    .await?
+                    .ok_or(PayError::OrderNotFound)?;
+                let cause = Cause {
+                    source: "notify".to_owned(),
+                    payload: payload.to_string(),
+                    at_ms: now,
+                };
+                self.apply(app, &order.id, Change::Closed, cause).await?;
+            }
+            Notice::Ignore => {
+                tracing::info!(app = %app, "a payment notification left alone");
             }
         }
+        Ok(())
     }
 
-    /// Takes a verified refund (from a notification or a query) as its refund's outcome, if it
-    /// is that refund's.
-    async fn apply_refund(
-        &self,
-        app: &AppName,
-        wechat: &Wechat,
-        refund: &Json,
-        source: &str,
-    ) -> Result<(), PayError> {
-        let no = refund["out_refund_no"].as_str().unwrap_or_default();
-        let stored = self
-            .0
+    async fn refund_row(&self, app: &AppName, no: &str) -> Result<RefundRow, PayError> {
+        if !valid_number(no, 1, 64) {
+            return Err(PayError::RefundNotFound);
+        }
+        self.0
             .store
             .refund(app, no)
             .await?
-            .ok_or(PayError::RefundNotFound)?;
-        let order = self.order_row(app, &stored.order_id).await?;
-        // A notification says `refund_status`, a query `status`.
-        let status = refund["refund_status"]
-            .as_str()
-            .or_else(|| refund["status"].as_str())
-            .unwrap_or_default();
-        let mismatch = if refund.get("mchid").is_some() && refund["mchid"] != wechat.mchid.as_str()
+            .ok_or(PayError::RefundNotFound)
+    }
+
+    /// Takes what a platform said of a refund as its outcome, if it is that refund's.
+    async fn apply_refund(
+        &self,
+        app: &AppName,
+        order: &OrderRow,
+        refund: &RefundRow,
+        found: RefundFound,
+        source: &str,
+    ) -> Result<(), PayError> {
+        let (facts, succeeded) = match found {
+            RefundFound::Succeeded(facts) => (facts, true),
+            RefundFound::Failed(facts) => (facts, false),
+            // Still processing, or not known there: nothing to apply yet.
+            RefundFound::Pending(_) | RefundFound::Missing => return Ok(()),
+            RefundFound::Refused(payload) => {
+                let change = Change::Refund {
+                    out_refund_no: refund.out_refund_no.clone(),
+                    refund_id: None,
+                    succeeded: false,
+                };
+                let cause = Cause {
+                    source: source.to_owned(),
+                    payload: payload.to_string(),
+                    at_ms: self.now_ms(),
+                };
+                self.apply(app, &order.id, change, cause).await?;
+                return Ok(());
+            }
+        };
+        let mismatch = if !facts.merchant_ok {
+            Some("merchant")
+        } else if facts
+            .out_trade_no
+            .as_deref()
+            .is_some_and(|no| no != order.out_trade_no)
         {
-            Some("mchid")
-        } else if refund["out_trade_no"] != order.out_trade_no.as_str() {
             Some("out_trade_no")
-        } else if refund["amount"]["refund"] != stored.amount_fen {
+        } else if succeeded && facts.amount_fen != Some(refund.amount_fen) {
             Some("amount")
         } else {
             None
         };
         if let Some(field) = mismatch {
-            tracing::warn!(app = %app, refund = no, field, "a refund that does not match");
+            tracing::warn!(app = %app, refund = %refund.out_refund_no, field, "a refund that does not match");
             return Err(PayError::Mismatch(field.to_owned()));
         }
-        let succeeded = match status {
-            "SUCCESS" => true,
-            "ABNORMAL" | "CLOSED" => false,
-            // Still processing: nothing to apply yet.
-            _ => return Ok(()),
-        };
+        if succeeded && refund.state == cloudlet_store::REFUND_FAILED {
+            // Failed here (a refusal), done there: money moved that the books do not show.
+            tracing::error!(app = %app, refund = %refund.out_refund_no, "a refund failed here succeeded at the platform");
+        }
         let change = Change::Refund {
-            out_refund_no: no.to_owned(),
-            refund_id: refund["refund_id"].as_str().map(str::to_owned),
+            out_refund_no: refund.out_refund_no.clone(),
+            refund_id: facts.refund_id,
             succeeded,
         };
         let cause = Cause {
             source: source.to_owned(),
-            payload: refund.to_string(),
+            payload: facts.payload.to_string(),
             at_ms: self.now_ms(),
         };
         self.apply(app, &order.id, change, cause).await?;
@@ -1114,7 +1280,7 @@ impl Payments {
             return Err(invalid("reason is at most 80 printable characters"));
         }
         let order = self.order_row(app, order_id).await?;
-        let wechat = self.wechat(app).await?;
+        let loaded = self.merchant_of(app, &order).await?;
         let now = self.now_ms();
         let row = RefundRow {
             out_refund_no: new
@@ -1138,19 +1304,21 @@ impl Payments {
                 if refund.state != REFUND_PENDING {
                     return Ok(refund.into());
                 }
+                // Its check again, in case sending it failed the first time.
+                self.check_later(app, Check::Refund(refund.out_refund_no.clone()), 0)
+                    .await?;
                 refund
             }
             Reserved::Exceeds(_) => return Err(PayError::RefundExceeds),
             Reserved::NotRefundable(order) => return Err(PayError::OrderState(order.state)),
         };
         // The check first: whatever happens to the request, the refund is followed up.
-        self.check_later(
-            app,
-            Check::Refund(refund.out_refund_no.clone()),
-            self.0.options.check_delay,
-        )
-        .await?;
-        match self.send_refund(app, &wechat, &order, &refund).await {
+        self.check_later(app, Check::Refund(refund.out_refund_no.clone()), 0)
+            .await?;
+        match self
+            .send_refund(app, &loaded.merchant, &order, &refund)
+            .await
+        {
             Ok(()) | Err(PayError::PlatformUnavailable(_)) => {}
             Err(e) => return Err(e),
         }
@@ -1163,64 +1331,65 @@ impl Payments {
             .into())
     }
 
-    /// Asks the platform for a reserved refund; a refusal fails it (its amount is free again).
+    /// Asks the platform for a reserved refund and takes what it answers; a refusal fails the
+    /// refund (its amount is free again) and is answered as an error. Alipay wants 3 s between
+    /// refunds of one trade: a refund that comes sooner waits for its check to send it.
     async fn send_refund(
         &self,
         app: &AppName,
-        wechat: &Wechat,
+        merchant: &Merchant,
         order: &OrderRow,
         refund: &RefundRow,
     ) -> Result<(), PayError> {
-        let request = RefundRequest {
-            out_trade_no: order.out_trade_no.clone(),
-            out_refund_no: refund.out_refund_no.clone(),
-            reason: (!refund.reason.is_empty()).then(|| refund.reason.clone()),
-            notify_url: Some(self.notify_url(app, Provider::Wechat, "notify")),
-            refund_fen: refund.amount_fen,
-            total_fen: order.amount_fen,
-        };
         let now = self.now_ms();
-        match wechat.client.refund(&request, now / 1000).await {
-            Ok(reply) => {
-                if let Some(id) = reply["refund_id"].as_str() {
-                    self.0
-                        .store
-                        .set_refund_id(app, &refund.out_refund_no, id, now)
-                        .await?;
-                }
-                self.apply_refund(app, wechat, &reply, "query").await
+        if matches!(merchant, Merchant::Alipay(_)) {
+            let others = self.0.store.refunds(app, &order.id).await?;
+            let recent = others.iter().any(|r| {
+                r.out_refund_no != refund.out_refund_no
+                    && r.created_at_ms <= refund.created_at_ms
+                    && refund.created_at_ms - r.created_at_ms < ALIPAY_REFUND_SPACING_MS
+            });
+            if recent && now - refund.created_at_ms < ALIPAY_REFUND_SPACING_MS {
+                return Ok(());
             }
-            Err(PlatformError::PayRefused { code, message, .. }) => {
-                let change = Change::Refund {
-                    out_refund_no: refund.out_refund_no.clone(),
-                    refund_id: None,
-                    succeeded: false,
-                };
-                let cause = Cause {
-                    source: "query".to_owned(),
-                    payload: json!({ "code": code, "message": message }).to_string(),
-                    at_ms: now,
-                };
-                self.apply(app, &order.id, change, cause).await?;
-                Err(PayError::PlatformRefused(format!("{code} {message}")))
-            }
-            Err(e) => Err(e.into()),
+        }
+        let url = self.notify_url(app, Provider::parse(&order.provider)?);
+        let found = merchant.refund(order, refund, &url, now / 1000).await?;
+        if let RefundFound::Succeeded(facts) | RefundFound::Pending(facts) = &found
+            && let Some(id) = &facts.refund_id
+        {
+            self.0
+                .store
+                .set_refund_id(app, &refund.out_refund_no, id, now)
+                .await?;
+        }
+        let refused = match &found {
+            RefundFound::Refused(payload) => Some(payload.to_string()),
+            _ => None,
+        };
+        self.apply_refund(app, order, refund, found, "query")
+            .await?;
+        match refused {
+            Some(why) => Err(PayError::PlatformRefused(why)),
+            None => Ok(()),
         }
     }
 
     // ---- reconciliation ---------------------------------------------------------------------
 
+    /// Puts a check on [`PAYMENT_QUEUE`]; `generation` numbers the checks of one thing, so
+    /// that a check that ran out of attempts can send the next.
     async fn check_later(
         &self,
         app: &AppName,
         check: Check,
-        delay: Duration,
+        generation: u32,
     ) -> Result<(), PayError> {
         let key = match &check {
-            Check::Order(id) => format!("order:{id}"),
-            Check::Refund(no) => format!("refund:{no}"),
+            Check::Order(id) => format!("order:{id}:{generation}"),
+            Check::Refund(no) => format!("refund:{no}:{generation}"),
         };
-        let payload = serde_json::to_value(&check).map_err(|e| PayError::Invalid(e.to_string()))?;
+        let payload = json!({ "check": check, "generation": generation });
         self.0
             .queues
             .send_to(
@@ -1228,7 +1397,7 @@ impl Payments {
                 PAYMENT_QUEUE,
                 vec![Outgoing {
                     payload,
-                    delay_secs: Some(delay.as_secs_f64()),
+                    delay_secs: Some(self.0.options.check_delay.as_secs_f64()),
                     key: Some(key),
                 }],
             )
@@ -1237,44 +1406,49 @@ impl Payments {
     }
 
     /// Runs one check of [`PAYMENT_QUEUE`]: done (acknowledged) once the order is paid or
-    /// closed, or the refund settled; otherwise retried with the queue's backoff.
+    /// closed, or the refund settled; otherwise retried with the queue's backoff, and past its
+    /// last attempt followed by the next check, so that nothing is left unwatched.
     pub async fn deliver(&self, app: &AppName, delivery: Delivery) {
-        let outcome = match serde_json::from_value::<Check>(delivery.payload.clone()) {
-            Ok(Check::Order(id)) => self.check_order(app, &id).await,
-            Ok(Check::Refund(no)) => self.check_refund(app, &no).await,
+        let check = serde_json::from_value::<Check>(delivery.payload["check"].clone());
+        let generation = delivery.payload["generation"].as_u64().unwrap_or(0) as u32;
+        let outcome = match &check {
+            Ok(Check::Order(id)) => self.check_order(app, id).await,
+            Ok(Check::Refund(no)) => self.check_refund(app, no).await,
             Err(e) => Err(PayError::Invalid(format!("not a payment check: {e}"))),
         };
         let queues = &self.0.queues;
+        let last = delivery.attempt >= delivery.max_attempts;
         let settled = match outcome {
             Ok(true) => queues.ack(app, &delivery.id, &delivery.lease).await,
-            Ok(false) => queues
-                .fail(
-                    app,
-                    PAYMENT_QUEUE,
-                    &delivery.id,
-                    &delivery.lease,
-                    delivery.attempt,
-                    "not settled yet",
-                )
-                .await
-                .map(|_| ()),
             Err(
                 e @ (PayError::Invalid(_) | PayError::OrderNotFound | PayError::RefundNotFound),
             ) => queues
                 .give_up(app, &delivery.id, &delivery.lease, &e.to_string())
                 .await
                 .map(|_| ()),
-            Err(e) => queues
-                .fail(
-                    app,
-                    PAYMENT_QUEUE,
-                    &delivery.id,
-                    &delivery.lease,
-                    delivery.attempt,
-                    &e.to_string(),
-                )
-                .await
-                .map(|_| ()),
+            unsettled => {
+                let error = match unsettled {
+                    Err(e) => e.to_string(),
+                    _ => "not settled yet".to_owned(),
+                };
+                if last
+                    && let Ok(check) = check
+                    && let Err(e) = self.check_later(app, check, generation + 1).await
+                {
+                    tracing::warn!(app = %app, error = %e, "could not send the next payment check");
+                }
+                queues
+                    .fail(
+                        app,
+                        PAYMENT_QUEUE,
+                        &delivery.id,
+                        &delivery.lease,
+                        delivery.attempt,
+                        &error,
+                    )
+                    .await
+                    .map(|_| ())
+            }
         };
         if let Err(e) = settled {
             tracing::warn!(app = %app, error = %e, "a payment check could not be settled");
@@ -1287,67 +1461,61 @@ impl Payments {
         if order.state != ORDER_CREATED {
             return Ok(true);
         }
-        let wechat = self.wechat(app).await?;
+        let loaded = self.merchant_of(app, &order).await?;
         let now = self.now_ms();
-        let found = match wechat.client.query(&order.out_trade_no, now / 1000).await {
-            Ok(found) => Some(found),
-            Err(PlatformError::PayRefused { code, .. }) if code == "ORDER_NOT_EXIST" => None,
-            Err(e) => return Err(e.into()),
-        };
-        let state = found
-            .as_ref()
-            .and_then(|f| f["trade_state"].as_str())
-            .unwrap_or("NOTPAY")
-            .to_owned();
-        match (state.as_str(), found) {
-            ("SUCCESS", Some(found)) => {
-                self.apply_paid(app, &wechat, &order, &found, "query")
+        match loaded.merchant.query(&order, now / 1000).await? {
+            Found::Paid(payment) => {
+                self.apply_paid(app, &loaded.merchant, &order, payment, "query")
                     .await?;
                 Ok(true)
             }
-            ("CLOSED" | "REVOKED" | "PAYERROR", _) => {
+            Found::Closed(found) => {
                 let cause = Cause {
                     source: "query".to_owned(),
-                    payload: json!({ "trade_state": state }).to_string(),
+                    payload: found.to_string(),
                     at_ms: now,
                 };
                 self.apply(app, &order.id, Change::Closed, cause).await?;
                 Ok(true)
             }
-            _ if order.expires_at_ms <= now => {
-                match self.close_order(app, &wechat, &order, "query").await {
-                    Ok(_) | Err(PayError::OrderState(_)) => Ok(true),
-                    Err(e) => Err(e),
-                }
+            Found::Waiting | Found::Missing if order.expires_at_ms <= now => {
+                let closed = self
+                    .close_order(app, &loaded.merchant, &order, "query")
+                    .await?;
+                Ok(closed.state != ORDER_CREATED)
             }
-            _ => Ok(false),
+            Found::Waiting | Found::Missing => Ok(false),
         }
     }
 
     /// Whether the refund is settled after asking the platform; a refund the platform never
     /// received is asked for again.
     async fn check_refund(&self, app: &AppName, no: &str) -> Result<bool, PayError> {
-        let refund = self
-            .0
-            .store
-            .refund(app, no)
-            .await?
-            .ok_or(PayError::RefundNotFound)?;
+        let refund = self.refund_row(app, no).await?;
         if refund.state != REFUND_PENDING {
             return Ok(true);
         }
         let order = self.order_row(app, &refund.order_id).await?;
-        let wechat = self.wechat(app).await?;
+        let loaded = self.merchant_of(app, &order).await?;
         let now = self.now_ms();
-        match wechat.client.query_refund(no, now / 1000).await {
-            Ok(found) => self.apply_refund(app, &wechat, &found, "query").await?,
-            Err(PlatformError::PayRefused { code, .. }) if code == "RESOURCE_NOT_EXISTS" => {
-                match self.send_refund(app, &wechat, &order, &refund).await {
+        match loaded
+            .merchant
+            .query_refund(&order, &refund, now / 1000)
+            .await?
+        {
+            RefundFound::Missing => {
+                match self
+                    .send_refund(app, &loaded.merchant, &order, &refund)
+                    .await
+                {
                     Ok(()) | Err(PayError::PlatformRefused(_)) => {}
                     Err(e) => return Err(e),
                 }
             }
-            Err(e) => return Err(e.into()),
+            found => {
+                self.apply_refund(app, &order, &refund, found, "query")
+                    .await?
+            }
         }
         let now = self.0.store.refund(app, no).await?;
         Ok(now.is_none_or(|r| r.state != REFUND_PENDING))
@@ -1361,11 +1529,36 @@ impl Payments {
             n => Err(PayError::Unsettled(n)),
         }
     }
+}
 
-    /// The orders that count as paid for a sale (`paid` or `partly_refunded`).
-    pub fn is_paid(state: &str) -> bool {
-        state == ORDER_PAID || state == ORDER_PARTLY_REFUNDED
+/// How long a placing's answer is used before the order is placed again (WeChat Pay's prepay
+/// id lasts two hours).
+const PREPAY_FRESH_MS: i64 = 100 * 60 * 1000;
+
+/// Alipay asks for at least 3 s between refunds of one trade.
+const ALIPAY_REFUND_SPACING_MS: i64 = 3_000;
+
+/// Who pays, in the platform's ids.
+enum Payer {
+    Wechat { appid: String, openid: String },
+    Alipay { buyer: String },
+}
+
+/// A platform's API address: https, or http on this machine (the emulator). Signed requests go
+/// there, so a typo or an attacker's admin key must not send them elsewhere in the clear.
+fn valid_base_url(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
     }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = match host.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => host,
+    };
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
 }
 
 fn valid_user_id(id: &str) -> bool {
@@ -1398,22 +1591,6 @@ fn view(order: OrderRow, payment: Option<Json>) -> OrderView {
         paid_at: order.paid_at_ms.map(Timestamp::from_unix_ms),
         created_at: Timestamp::from_unix_ms(order.created_at_ms),
         payment,
-    }
-}
-
-fn view_of(settings: &WechatSettings, updated_at_ms: i64) -> MerchantView {
-    MerchantView {
-        provider: "wechat",
-        mchid: settings.mchid.clone(),
-        serial_no: settings.serial_no.clone(),
-        platform_serials: settings
-            .platform_keys
-            .iter()
-            .map(|k| k.serial.clone())
-            .collect(),
-        login_provider: settings.login_provider.clone(),
-        base_url: settings.base_url.clone(),
-        updated_at: Timestamp::from_unix_ms(updated_at_ms),
     }
 }
 
