@@ -604,7 +604,7 @@ async fn logins_are_rate_limited_per_client_ip_and_per_app() {
 }
 
 /// An RSA key pair made by OpenSSL: (private PEM, public PEM).
-fn openssl_key_pair() -> (String, String) {
+pub(crate) fn openssl_key_pair() -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
     for args in [
         &[

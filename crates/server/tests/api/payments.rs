@@ -9,40 +9,13 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::auth::{Emulator, token};
+use crate::auth::{Emulator, openssl_key_pair, token};
 use crate::support::{Expect, NoContent, TestApp};
 
 const APPID: &str = "wx-shop";
 const MCHID: &str = "1900000109";
 const SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A72";
 const API_V3_KEY: &str = "0123456789abcdef0123456789abcdef";
-
-/// An RSA key pair made by OpenSSL: (private PEM, public PEM).
-fn openssl_key_pair() -> (String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    };
-    run(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        "key.pem",
-    ]);
-    run(&["pkey", "-in", "key.pem", "-pubout", "-out", "pub.pem"]);
-    (
-        std::fs::read_to_string(dir.path().join("key.pem")).unwrap(),
-        std::fs::read_to_string(dir.path().join("pub.pem")).unwrap(),
-    )
-}
 
 struct Shop {
     t: TestApp,
@@ -721,4 +694,205 @@ async fn merchant_settings_and_orders_refuse_what_breaks_a_rule() {
     s.t.admin(Method::GET, "/v1/admin/apps/shop/pay/orders/ord_missing")
         .expect_error(StatusCode::NOT_FOUND, "order_not_found")
         .await;
+}
+
+/// Alipay end to end: the merchant app configured, an order created for `my.tradePay`, its form
+/// notification (sent three times) verified and applied once, forged forms refused, refunds
+/// (the second waits out Alipay's 3 s between refunds of a trade) confirmed by query, and an
+/// unpaid order closed.
+#[tokio::test]
+async fn alipay_orders_are_paid_once_refunded_and_closed() {
+    const APP_ID: &str = "2021000000000077";
+    let t = TestApp::builder()
+        .config(|c| {
+            c.payments.check_delay_secs = 1;
+            c.payments.check_backoff_secs = 1;
+            c.payments.check_max_backoff_secs = 1;
+        })
+        .start()
+        .await;
+    t.create_app("shop").await;
+    let emulator = Emulator::start_with(cloudlet_emulator::EmulatorOptions {
+        pay_notify_retries: vec![Duration::from_millis(200); 5],
+        ..cloudlet_emulator::EmulatorOptions::default()
+    })
+    .await;
+    let (private_key, public_key) = openssl_key_pair();
+    let registered: Value = emulator
+        .http
+        .post(format!("{}/emulator/apps", emulator.base))
+        .json(&json!({ "platform": "alipay", "app_id": APP_ID, "app_public_key": public_key }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys = json!({
+        "app_id": APP_ID,
+        "private_key": private_key,
+        "alipay_public_key": registered["alipay_public_key"],
+        "base_url": format!("{}/alipay/gateway.do", emulator.base),
+    });
+    t.configure("shop", "alipay", keys.clone()).await;
+    let view = t
+        .admin(Method::PUT, "/v1/admin/apps/shop/pay/merchants/alipay")
+        .json(&keys)
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(view["app_id"], APP_ID);
+    assert!(!view.to_string().contains("PRIVATE"), "{view}");
+    let code = emulator.code("alipay", APP_ID, "alice", false).await;
+    let grant = t
+        .login("shop", json!({ "provider": "alipay", "code": code }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let alice = grant["user"]["id"].as_str().unwrap().to_owned();
+    let order_of = |amount: i64| {
+        t.admin(Method::POST, "/v1/admin/apps/shop/pay/orders")
+            .json(&json!({ "provider": "alipay", "amount_fen": amount, "description": "A pot of tea", "user": alice }))
+    };
+    let detail = |id: &str| {
+        t.admin(Method::GET, &format!("/v1/admin/apps/shop/pay/orders/{id}"))
+            .expect(StatusCode::OK)
+    };
+    let order = order_of(150).expect(StatusCode::CREATED).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let trade_no = order["payment"]["tradeNO"].as_str().unwrap().to_owned();
+    assert!(trade_no.starts_with("2026"), "{order}");
+    // Alipay's descriptions take no / = or &.
+    t.admin(Method::POST, "/v1/admin/apps/shop/pay/orders")
+        .json(
+            &json!({ "provider": "alipay", "amount_fen": 1, "description": "a=b", "user": alice }),
+        )
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_order")
+        .await;
+
+    // Forms signed by "Alipay" that do not match the order: refused, nothing changes.
+    let notify = |body: String| {
+        t.request(Method::POST, "/v1/apps/shop/pay/alipay/notify")
+            .header(
+                "content-type",
+                "application/x-www-form-urlencoded; charset=utf-8",
+            )
+            .body(body)
+    };
+    let forge = |params: Value| {
+        let (http, base) = (emulator.http.clone(), emulator.base.clone());
+        async move {
+            let forged: Value = http
+                .post(format!("{base}/emulator/alipay/forge"))
+                .json(&json!({ "params": params }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            forged["body"].as_str().unwrap().to_owned()
+        }
+    };
+    let paid_form = |total: &str, app_id: &str| {
+        json!({
+            "notify_type": "trade_status_sync", "notify_id": "n1", "app_id": app_id,
+            "charset": "utf-8", "version": "1.0", "sign_type": "RSA2", "trade_no": trade_no,
+            "out_trade_no": order["out_trade_no"], "trade_status": "TRADE_SUCCESS",
+            "total_amount": total, "gmt_payment": "2026-12-03 10:00:00",
+        })
+    };
+    for (params, code) in [
+        (paid_form("0.01", APP_ID), "notification_mismatch"),
+        (
+            paid_form("1.50", "2021000000000099"),
+            "notification_mismatch",
+        ),
+    ] {
+        let answer = notify(forge(params).await).send().await.unwrap();
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+        let error: Value = answer.json().await.unwrap();
+        assert_eq!(error["error"]["code"], code, "{error}");
+    }
+    let genuine = forge(paid_form("1.50", APP_ID)).await;
+    let tampered = genuine.replace("total_amount=1.50", "total_amount=1.5");
+    let answer = notify(tampered).send().await.unwrap();
+    assert_eq!(
+        answer.status(),
+        StatusCode::UNAUTHORIZED,
+        "changed after signing"
+    );
+    assert_eq!(detail(&id).await["state"], "created");
+
+    // The user pays; the form comes three times; the order is paid once.
+    let paid: Value = emulator
+        .http
+        .post(format!("{}/emulator/alipay/pay", emulator.base))
+        .json(&json!({ "app_id": APP_ID, "out_trade_no": order["out_trade_no"], "duplicates": 2 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paid["trade_no"], json!(trade_no));
+    eventually("paid", || async { detail(&id).await["state"] == "paid" }).await;
+    eventually("every form answered success", || async {
+        let sent: Value = emulator
+            .http
+            .get(format!("{}/emulator/alipay/notifications", emulator.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let items = sent["items"].as_array().unwrap();
+        items.len() >= 3 && items.iter().all(|n| n["answer"] == "success")
+    })
+    .await;
+    let paid = detail(&id).await;
+    assert_eq!(paid["transaction_id"], json!(trade_no));
+    assert_eq!(paid["events"].as_array().unwrap().len(), 1, "{paid}");
+
+    // A part refunded, then at once the rest: Alipay's spacing holds the second back, and its
+    // check sends it.
+    let refunds = format!("/v1/admin/apps/shop/pay/orders/{id}/refunds");
+    let first = t
+        .admin(Method::POST, &refunds)
+        .json(&json!({ "amount_fen": 50, "out_refund_no": "AR1" }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(first["state"], "succeeded", "fund_change Y is money moved");
+    let second = t
+        .admin(Method::POST, &refunds)
+        .json(&json!({ "amount_fen": 100, "out_refund_no": "AR2" }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(second["state"], "pending");
+    eventually("refunded", || async {
+        detail(&id).await["state"] == "refunded"
+    })
+    .await;
+    assert_eq!(detail(&id).await["refunded_fen"], 150);
+
+    // An unpaid order closes, at Alipay first.
+    let other = order_of(10).expect(StatusCode::CREATED).await;
+    let closed = t
+        .admin(
+            Method::POST,
+            &format!(
+                "/v1/admin/apps/shop/pay/orders/{}/close",
+                other["id"].as_str().unwrap()
+            ),
+        )
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(closed["state"], "closed");
+    let refused = emulator
+        .http
+        .post(format!("{}/emulator/alipay/pay", emulator.base))
+        .json(&json!({ "app_id": APP_ID, "out_trade_no": other["out_trade_no"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
 }
