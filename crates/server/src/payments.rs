@@ -268,6 +268,9 @@ struct ClientOrder {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Priced {
+    /// `wechat` (the default) or `alipay`: the function knows which mini program asks.
+    #[serde(default)]
+    provider: Option<String>,
     amount_fen: i64,
     description: String,
     #[serde(default)]
@@ -323,11 +326,13 @@ async fn create_order(
     let priced: Priced = serde_json::from_str(answer.get()).map_err(|e| {
         ApiError::new(
             Code::InvalidOrder,
-            format!("the before function must answer {{amount_fen, description, metadata?}}: {e}"),
+            format!(
+                "the before function must answer {{amount_fen, description, provider?, metadata?}}: {e}"
+            ),
         )
     })?;
     let order = NewOrder {
-        provider: None,
+        provider: priced.provider,
         amount_fen: priced.amount_fen,
         description: priced.description,
         user: principal.user_id,
