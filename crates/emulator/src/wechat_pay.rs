@@ -17,6 +17,7 @@
 //! POST /emulator/wechatpay/merchants                        register a merchant
 //! POST /emulator/wechatpay/pay                              the user pays an order
 //! POST /emulator/wechatpay/forge                            a notification signed as asked
+//! POST /emulator/wechatpay/faults                           {lose_refund_answers: n}
 //! GET  /emulator/wechatpay/notifications                    what was sent, and the answers
 //! POST /wechatpay/v3/pay/transactions/jsapi                 place a mini-program order
 //! GET  /wechatpay/v3/pay/transactions/out-trade-no/{no}     query it (?mchid=)
@@ -91,6 +92,25 @@ struct Order {
 struct Pay {
     merchants: Mutex<HashMap<String, Merchant>>,
     notifications: Mutex<Vec<Value>>,
+    /// Refunds still to take and then answer `500 SYSTEM_ERROR` for, without notifying them: a
+    /// platform that did the work and failed to say so.
+    lost_refund_answers: Mutex<u32>,
+}
+
+#[derive(Deserialize)]
+struct Faults {
+    /// How many of the next refunds are taken, then answered `500 SYSTEM_ERROR`.
+    #[serde(default)]
+    lose_refund_answers: u32,
+}
+
+/// Sets faults for the next requests.
+async fn faults(
+    Extension(pay): Extension<Arc<Pay>>,
+    axum::Json(faults): axum::Json<Faults>,
+) -> Response {
+    *lock(&pay.lost_refund_answers) = faults.lose_refund_answers;
+    axum::Json(json!({})).into_response()
 }
 
 #[allow(clippy::disallowed_methods)] // The emulator has no domain code to steer from tests.
@@ -108,6 +128,7 @@ pub(crate) fn routes() -> Router<Arc<Emulator>> {
         .route("/emulator/wechatpay/merchants", post(register))
         .route("/emulator/wechatpay/pay", post(pay))
         .route("/emulator/wechatpay/forge", post(forge))
+        .route("/emulator/wechatpay/faults", post(faults))
         .route("/emulator/wechatpay/notifications", get(notifications))
         .route("/wechatpay/v3/pay/transactions/jsapi", post(jsapi))
         .route(
@@ -745,6 +766,17 @@ async fn refund(
         merchant.refunds.insert(asked.out_refund_no.clone(), made);
         (value, resource, merchant.api_v3_key.clone())
     };
+    {
+        let mut lost = lock(&pay.lost_refund_answers);
+        if *lost > 0 {
+            *lost -= 1;
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "SYSTEM_ERROR",
+                "系统错误 / retry the same request",
+            );
+        }
+    }
     if let Some(url) = asked.notify_url
         && let Some(notification) = notification(&api_v3_key, REFUND_SUCCESS, &resource.to_string())
     {

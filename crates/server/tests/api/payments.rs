@@ -541,6 +541,44 @@ async fn refunds_never_pass_what_was_paid() {
     assert_eq!(names.len(), 8, "paid and seven refunds: {names:?}");
 }
 
+/// WeChat Pay takes a refund and then answers `500 SYSTEM_ERROR` (and sends no notification):
+/// the refund stays pending with its amount reserved, so asking again can not pay twice, and
+/// its check finds it done.
+#[tokio::test]
+async fn a_refund_whose_answer_was_lost_is_not_failed_but_found_by_its_check() {
+    let s = shop().await;
+    let order = s.order(100, None).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    s.pay(&order, json!({})).await;
+    eventually("paid", || async { state_of(&s, &id).await == "paid" }).await;
+    let (status, _) = s
+        .emulator
+        .pay_control("faults", json!({ "lose_refund_answers": 1 }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let path = format!("/v1/admin/apps/shop/pay/orders/{id}/refunds");
+    let refund =
+        s.t.admin(Method::POST, &path)
+            .json(&json!({ "amount_fen": 70, "out_refund_no": "LOST-1" }))
+            .expect(StatusCode::OK)
+            .await;
+    assert_eq!(refund["state"], "pending", "{refund}");
+    // Its 70 stay reserved: another 70 does not fit.
+    s.t.admin(Method::POST, &path)
+        .json(&json!({ "amount_fen": 70, "out_refund_no": "LOST-2" }))
+        .expect_error(StatusCode::CONFLICT, "refund_exceeds")
+        .await;
+    eventually("the check finds it done", || async {
+        s.detail(&id).await["refunds"][0]["state"] == "succeeded"
+    })
+    .await;
+    let detail = s.detail(&id).await;
+    assert_eq!(
+        (&detail["state"], &detail["refunded_fen"]),
+        (&json!("partly_refunded"), &json!(70))
+    );
+}
+
 #[tokio::test]
 async fn orders_close_and_an_app_with_open_orders_stays() {
     let s = shop().await;
