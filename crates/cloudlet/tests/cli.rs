@@ -557,20 +557,7 @@ fn fn_commands_deploy_a_folder_call_it_roll_it_back_and_logs_show_the_calls() {
 
 /// A GET over a plain socket: the status line and the body.
 fn http_get(addr: &str, path: &str) -> (String, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let status = answer.lines().next().unwrap_or("").to_owned();
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    http_request(addr, "GET", path, None, None)
 }
 
 #[test]
@@ -845,14 +832,33 @@ fn deploy_declares_queues_and_the_queue_commands_inspect_send_and_purge() {
 
 /// `POST path` with a JSON body and an optional bearer token: (status line, body).
 fn http_post(addr: &str, path: &str, body: &str, token: Option<&str>) -> (String, String) {
+    http_request(addr, "POST", path, Some(body), token)
+}
+
+/// One request on a new connection: (status line, body).
+fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (String, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     let auth = token
         .map(|t| format!("authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let content = body
+        .map(|b| {
+            format!(
+                "content-type: application/json\r\ncontent-length: {}\r\n",
+                b.len()
+            )
+        })
+        .unwrap_or_default();
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\n\r\n{body}",
-        body.len()
+        "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{auth}{content}\r\n{}",
+        body.unwrap_or_default()
     )
     .unwrap();
     let mut answer = String::new();

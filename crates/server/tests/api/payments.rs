@@ -57,7 +57,9 @@ async fn shop() -> Shop {
     shop_with(|_| {}).await
 }
 
-async fn shop_with(change: impl FnOnce(&mut cloudlet_server::Config)) -> Shop {
+/// A server whose payment checks run a second apart, with app `shop`, and an emulator that
+/// retries notifications every 200 ms.
+async fn fast_checks(change: impl FnOnce(&mut cloudlet_server::Config)) -> (TestApp, Emulator) {
     let t = TestApp::builder()
         .config(|c| {
             c.payments.check_delay_secs = 1;
@@ -73,6 +75,11 @@ async fn shop_with(change: impl FnOnce(&mut cloudlet_server::Config)) -> Shop {
         ..cloudlet_emulator::EmulatorOptions::default()
     })
     .await;
+    (t, emulator)
+}
+
+async fn shop_with(change: impl FnOnce(&mut cloudlet_server::Config)) -> Shop {
+    let (t, emulator) = fast_checks(change).await;
     emulator
         .connect(&t, "shop", "wechat", APPID, "shop-secret")
         .await;
@@ -741,20 +748,7 @@ async fn merchant_settings_and_orders_refuse_what_breaks_a_rule() {
 #[tokio::test]
 async fn alipay_orders_are_paid_once_refunded_and_closed() {
     const APP_ID: &str = "2021000000000077";
-    let t = TestApp::builder()
-        .config(|c| {
-            c.payments.check_delay_secs = 1;
-            c.payments.check_backoff_secs = 1;
-            c.payments.check_max_backoff_secs = 1;
-        })
-        .start()
-        .await;
-    t.create_app("shop").await;
-    let emulator = Emulator::start_with(cloudlet_emulator::EmulatorOptions {
-        pay_notify_retries: vec![Duration::from_millis(200); 5],
-        ..cloudlet_emulator::EmulatorOptions::default()
-    })
-    .await;
+    let (t, emulator) = fast_checks(|_| {}).await;
     let (private_key, public_key) = openssl_key_pair();
     let registered: Value = emulator
         .http
