@@ -148,10 +148,10 @@ codes! {
     MessageTooLarge = "message_too_large", 413, "a message payload over 256 KiB of JSON";
     StaleLease = "stale_lease", 409, "acknowledging, extending or failing with a lease that is not the message's current one: the claim expired and the message went to another consumer, or it was settled already";
     // Subscribe messages.
-    NoPlatformIdentity = "no_platform_identity", 409, "the user has never logged in to the mini program of the WeChat provider named (default `wechat`), so has no openid there";
+    NoPlatformIdentity = "no_platform_identity", 409, "the user has never logged in to the mini program of the login provider named (default `wechat`; a payment's merchant names its own, `alipay` for Alipay), so has no id there";
     NoSubscription = "no_subscription", 409, "the recipient has no grant left for the template: they have not allowed it in `wx.requestSubscribeMessage`, or every message they allowed was sent";
     // Payments.
-    UnknownPayProvider = "unknown_pay_provider", 404, "a payment provider Cloudlet does not support (`wechat` is; Alipay comes later)";
+    UnknownPayProvider = "unknown_pay_provider", 404, "a payment provider Cloudlet does not support (`wechat` and `alipay` are)";
     PayNotConfigured = "pay_not_configured", 404, "the app has no merchant configuration for the provider (`PUT /v1/admin/apps/{app}/pay/merchants/{provider}`)";
     InvalidMerchant = "invalid_merchant", 400, "a merchant configuration that breaks a rule: mchid, serial, keys that do not parse, an APIv3 key that is not 32 characters, a login provider that is not WeChat's";
     InvalidOrder = "invalid_order", 400, "an order or refund that breaks a rule (amount 1 to 100000000 fen, description 1 to 127 characters, order number, metadata, key), or a `before` function's answer that is not a price";

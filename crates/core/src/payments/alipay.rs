@@ -266,6 +266,8 @@ impl Alipay {
                     json!({ "code": code, "message": message }),
                 ))
             }
+            // Busy or unknown: it may have been taken; the refund stays pending for its check.
+            Err(PlatformError::PayRefused { code, .. }) => Err(PayError::PlatformUnavailable(code)),
             Err(e) => Err(e.into()),
         }
     }
