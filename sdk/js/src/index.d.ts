@@ -67,12 +67,15 @@ export interface SocketCapability {
 }
 
 /**
- * The `payment` capability (WeChat only: `wx.requestPayment`): the payment sheet for the
- * parameters the server signed. Resolves on the platform's "ok"; rejects with `CloudError`
- * `payment_cancelled` (the user closed the sheet) or `payment_failed`.
+ * The `payment` capability (WeChat: `wx.requestPayment` for `wechat` orders; Alipay:
+ * `my.tradePay` for `alipay` orders): the payment sheet for the `payment` the server made with
+ * an order of `provider`. Resolves on the platform's "ok" (Alipay: `resultCode` 9000, or 8000
+ * and 6004, which the server is asked about too); rejects with `CloudError`
+ * `payment_cancelled` (the user closed the sheet; Alipay's 6001), `payment_failed`, or
+ * `payment_not_supported` for an order of another provider than the platform's.
  */
 export interface PaymentCapability {
-  requestPayment(payment: WechatPayment): Promise<void>;
+  requestPayment(payment: WechatPayment | AlipayPayment, provider?: string): Promise<void>;
 }
 
 export interface UploadProgress {
@@ -265,11 +268,14 @@ export interface Client {
     /**
      * Orders and pays: `{ data, key }` has the app's `{"pay": ["before"]}` function price an
      * order (the same `key` again is the same order, with fresh payment parameters),
-     * `{ function, data }` calls a function that answers one (`ctx.pay.createOrder`). Then
-     * `wx.requestPayment`, then the server is asked (`POST …/confirm`, again a few times while it
-     * says `created`; `confirm: false`: the order as the server has it). Answers the order: check
-     * `state === "paid"`. Rejects with `payment_cancelled` or `payment_failed` (with `order_id`;
-     * the order stays payable), and on other platforms than WeChat with `payment_not_supported`.
+     * `{ function, data }` calls a function that answers one (`ctx.pay.createOrder`); the
+     * server decides the provider. Then the sheet (`wx.requestPayment` for a `wechat` order,
+     * `my.tradePay` for an `alipay` one), then the server is asked (`POST …/confirm`, again a
+     * few times while it says `created`; `confirm: false`: the order as the server has it).
+     * Answers the order: check `state === "paid"`. Rejects with `payment_cancelled` or
+     * `payment_failed` (with `order_id`; the order stays payable), and with
+     * `payment_not_supported` on platforms other than WeChat and Alipay (before ordering) or for
+     * an order of the other platform's provider (with `order_id`).
      */
     request<M = Record<string, unknown>>(options: PayRequest): Promise<Order<M>>;
     /** One of the user's orders. */
@@ -333,6 +339,11 @@ export type PayRequest =
   | { data?: unknown; key?: string; function?: undefined; confirm?: boolean }
   | { function: string; data?: unknown; key?: undefined; confirm?: boolean };
 
+/** What `my.tradePay` takes: the trade the server created with Alipay. */
+export interface AlipayPayment {
+  tradeNO: string;
+}
+
 /** What `wx.requestPayment` takes, signed by the server. */
 export interface WechatPayment {
   timeStamp: string;
@@ -344,8 +355,8 @@ export interface WechatPayment {
 
 export interface Order<M = Record<string, unknown>> {
   id: string;
-  /** `wechat`. */
-  provider: string;
+  /** `wechat` or `alipay`: which platform's sheet pays it. */
+  provider: "wechat" | "alipay";
   out_trade_no: string;
   user_id: string | null;
   /** Integer fen (0.01 yuan). */
@@ -358,8 +369,9 @@ export interface Order<M = Record<string, unknown>> {
   expires_at: string;
   paid_at: string | null;
   created_at: string;
-  /** While the order may be paid, as it is created: what `wx.requestPayment` takes. */
-  payment?: WechatPayment;
+  /** While the order may be paid, as it is created: what `wx.requestPayment` takes (a `wechat`
+   * order) or `my.tradePay` (an `alipay` one). */
+  payment?: WechatPayment | AlipayPayment;
 }
 
 export type SubscribeAnswer = "accept" | "reject" | "ban" | "filter";

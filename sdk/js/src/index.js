@@ -61,8 +61,11 @@ const STORAGE_BY_OPTIONS = {
  *   it, so that a web page's own global of that name is not;
  * - `login`: that call, its options, and its answer as the body of `POST …/auth/sessions`;
  * - `storage`: how its synchronous storage is called;
- * - `payment` (where the server makes its payment parameters): the call that shows the
- *   platform's payment sheet for them;
+ * - `payment` (where the server makes orders for the platform's payment provider): the
+ *   provider (an order's `provider`), the call that shows the payment sheet for the order's
+ *   `payment`, and how its outcome is read: `answered(answer)` for what `success` gives and
+ *   `failed(error)` for what `fail` gives (in WeChat's spelling), each `null` where the sheet
+ *   says it was paid (a hint: the server is asked next) or `{ code, message }` to reject with;
  * - `calls` (where it differs from WeChat): for each call, `options` turns WeChat's options into
  *   its own and `answer` its answer into WeChat's; `failure` does the same for what every call
  *   fails with.
@@ -74,9 +77,18 @@ const MINI_PROGRAMS = [
     login: { call: "login", body: ({ code }) => ({ provider: "wechat", code }) },
     storage: STORAGE_BY_ARGUMENTS,
     // WeChat Pay's, with the `{ timeStamp, nonceStr, package, signType, paySign }` the server
-    // signs. QQ's, Douyin's and Alipay's own payments (`qq.requestPayment`, `tt.pay`,
-    // `my.tradePay`) take their providers' orders, which the server does not make yet.
-    payment: "requestPayment",
+    // signs. QQ's and Douyin's own payments (`qq.requestPayment`, `tt.pay`) take their
+    // providers' orders, which the server does not make: those platforms have no `payment`.
+    payment: {
+      provider: "wechat",
+      call: "requestPayment",
+      answered: () => null,
+      // `requestPayment:fail cancel` when the user closed the sheet.
+      failed: (error) => {
+        const message = (error && error.errMsg) || "requestPayment failed";
+        return { code: /\bcancel\b/.test(message) ? "payment_cancelled" : "payment_failed", message };
+      },
+    },
   },
   {
     name: "qq",
@@ -115,8 +127,41 @@ const MINI_PROGRAMS = [
       },
     },
     failure: (error) => ({ errMsg: error && error.errorMessage, ...error }),
+    // Alipay's, with the `{ tradeNO }` of the trade the server created (`alipay.trade.create`).
+    // my.tradePay calls `success` whatever the user did, with a `resultCode`.
+    payment: {
+      provider: "alipay",
+      call: "tradePay",
+      answered: (answer) => alipayOutcome(answer && answer.resultCode),
+      failed: (error) =>
+        error && error.resultCode !== undefined
+          ? alipayOutcome(error.resultCode)
+          : { code: "payment_failed", message: `my.tradePay failed: ${(error && error.errMsg) || "no reason given"}` },
+    },
   },
 ];
+
+/**
+ * What my.tradePay's `resultCode` means: 9000 paid, 8000 processing and 6004 unknown (each only
+ * a hint: the server is asked, as after WeChat's "ok"), 6001 the user cancelled, 6002 a network
+ * error and 4000 (or anything else) a failed payment.
+ */
+const ALIPAY_RESULTS = {
+  9000: null,
+  8000: null,
+  6004: null,
+  6001: { code: "payment_cancelled", reason: "the user cancelled" },
+  6002: { code: "payment_failed", reason: "a network error" },
+  4000: { code: "payment_failed", reason: "the payment failed" },
+};
+
+function alipayOutcome(resultCode) {
+  const code = String(resultCode);
+  const known = ALIPAY_RESULTS[code];
+  if (known === null) return null;
+  const { code: failure, reason } = known ?? { code: "payment_failed", reason: "an unknown result" };
+  return { code: failure, message: `my.tradePay resultCode ${code}: ${reason}` };
+}
 
 /**
  * `api[method](options)` of a mini-program platform, waiting for its `success` or `fail`
@@ -249,23 +294,30 @@ const subscribe = {
 };
 
 /**
- * Paying: `requestPayment(payment)` shows the platform's payment sheet for the parameters the
- * server signed with the order and resolves when the platform says it was paid (a hint only:
- * the server is asked next); it rejects with `payment_cancelled` when the user closed the
- * sheet (`requestPayment:fail cancel`), `payment_failed` otherwise. Only where the platform's
- * description names its `payment` call, which only WeChat's does (WeChat Pay); the web has none.
+ * Paying: `requestPayment(payment, provider)` shows the platform's payment sheet for the
+ * `payment` the server made with an order of `provider` (`wx.requestPayment` for `wechat`,
+ * `my.tradePay` for `alipay`) and resolves when the platform says it was paid, or may have been
+ * (a hint only: the server is asked next). It rejects with `payment_cancelled` when the user
+ * closed the sheet, `payment_failed` otherwise, and `payment_not_supported`, before any sheet,
+ * for an order of another provider than the platform's (a WeChat Pay order in an Alipay mini
+ * program). Only where the platform's description names its `payment` (WeChat's and Alipay's);
+ * the web has none.
  */
 const payment = {
   methods: ["requestPayment"],
   miniProgram: (platform, api) =>
-    platform.payment && typeof api[platform.payment] === "function"
+    platform.payment && typeof api[platform.payment.call] === "function"
       ? {
-          async requestPayment(parameters) {
-            await callApi(platform, api, platform.payment, { ...parameters }).catch((error) => {
-              const message = (error && error.errMsg) || `${platform.payment} failed`;
-              const cancelled = /\bcancel\b/.test(message);
-              throw new CloudError(cancelled ? "payment_cancelled" : "payment_failed", message);
-            });
+          async requestPayment(parameters, provider) {
+            const { provider: own, call, answered, failed } = platform.payment;
+            if (provider !== undefined && provider !== own) {
+              throw new CloudError(
+                "payment_not_supported",
+                `the order's provider is ${provider}: ${platform.global}.${call} pays ${own} orders only`,
+              );
+            }
+            const outcome = await callApi(platform, api, call, { ...parameters }).then(answered, failed);
+            if (outcome) throw new CloudError(outcome.code, outcome.message);
           },
         }
       : null,
@@ -946,8 +998,9 @@ function aboutOrder(error, id) {
 }
 
 /**
- * `cloud.pay`: the user's orders, priced on the server (docs/sdk.md, "Payments"). WeChat Pay only
- * for now: elsewhere `request` rejects with `payment_not_supported` before any order is made.
+ * `cloud.pay`: the user's orders, priced on the server (docs/sdk.md, "Payments"). WeChat Pay in
+ * WeChat mini programs and Alipay in Alipay mini programs: elsewhere `request` rejects with
+ * `payment_not_supported` before any order is made.
  */
 function pay(client) {
   const path = (id, action = "") => {
@@ -972,18 +1025,21 @@ function pay(client) {
     /**
      * Orders and pays: `{ data, key }` asks the app's `before` function to price an order
      * (`POST …/pay/orders`; the same `key` again is the same order), `{ function, data }` calls a
-     * function that answers one (`ctx.pay.createOrder`). Then the platform's payment sheet
-     * (`wx.requestPayment`), then the server's word (`confirm: false`: the order as the server
-     * has it, without asking the platform). Answers the order: check `state === "paid"`. An order
-     * with nothing left to pay (paid already) is answered without the sheet. Rejects with
-     * `payment_cancelled` or `payment_failed` carrying `order_id` (the order stays payable),
-     * and with `payment_not_supported` on platforms other than WeChat.
+     * function that answers one (`ctx.pay.createOrder`); the server decides the order's
+     * provider. Then the platform's payment sheet (`wx.requestPayment` for a WeChat Pay order,
+     * `my.tradePay` for an Alipay one), then the server's word (`confirm: false`: the order as
+     * the server has it, without asking the platform). Answers the order: check
+     * `state === "paid"`. An order with nothing left to pay (paid already) is answered without
+     * the sheet. Rejects with `payment_cancelled` or `payment_failed` carrying `order_id` (the
+     * order stays payable), with `payment_not_supported` on platforms other than WeChat and
+     * Alipay (before ordering), and with `payment_not_supported` carrying `order_id` for an
+     * order of the other provider (a WeChat Pay order in an Alipay mini program).
      */
     request: async ({ function: name, data, key, confirm: confirming = true } = {}) => {
       if (typeof client.adapter.requestPayment !== "function") {
         throw new CloudError(
           "payment_not_supported",
-          `only WeChat Pay is supported for now (wx.requestPayment in a WeChat mini program): ${client.adapter.name} can not pay`,
+          `${client.adapter.name} can not pay: payments are WeChat Pay in a WeChat mini program (wx.requestPayment) and Alipay in an Alipay mini program (my.tradePay)`,
         );
       }
       let placed;
@@ -1002,7 +1058,7 @@ function pay(client) {
       }
       if (!placed.payment) return placed;
       try {
-        await client._platform.requestPayment(placed.payment);
+        await client._platform.requestPayment(placed.payment, placed.provider);
         return await (confirming ? confirmed(placed.id) : order(placed.id));
       } catch (error) {
         throw aboutOrder(error, placed.id);
