@@ -451,9 +451,18 @@ impl AlipayClient {
                 now_unix_secs,
             )
             .await?;
-        if reply["out_trade_no"] != out_trade_no {
+        // A refund Alipay does not know answers without trade data; one it knows, with it.
+        let about_another = |field: &str, ours: &str| {
+            reply
+                .get(field)
+                .and_then(Value::as_str)
+                .is_some_and(|theirs| !theirs.is_empty() && theirs != ours)
+        };
+        if about_another("out_trade_no", out_trade_no)
+            || about_another("out_request_no", out_request_no)
+        {
             return Err(PlatformError::BadAnswer(
-                "a refund query reply about another order".into(),
+                "a refund query reply about another refund".into(),
             ));
         }
         Ok(reply)

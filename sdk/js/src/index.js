@@ -142,16 +142,17 @@ const MINI_PROGRAMS = [
 ];
 
 /**
- * What my.tradePay's `resultCode` means: 9000 paid, 8000 processing and 6004 unknown (each only
- * a hint: the server is asked, as after WeChat's "ok"), 6001 the user cancelled, 6002 a network
- * error and 4000 (or anything else) a failed payment.
+ * What my.tradePay's `resultCode` means: 9000 paid, 8000 processing, 6004 unknown and 6002 a
+ * network error (each only a hint, and a network error may come after the money was taken: the
+ * server is asked, as after WeChat's "ok"), 6001 the user cancelled, and 4000 (or anything
+ * else) a failed payment.
  */
 const ALIPAY_RESULTS = {
   9000: null,
   8000: null,
   6004: null,
   6001: { code: "payment_cancelled", reason: "the user cancelled" },
-  6002: { code: "payment_failed", reason: "a network error" },
+  6002: null,
   4000: { code: "payment_failed", reason: "the payment failed" },
 };
 

@@ -191,7 +191,8 @@ impl Alipay {
         }
         let fields = Json::Object(fields);
         let text = |name: &str| fields[name].as_str().unwrap_or_default().to_owned();
-        if fields.get("out_biz_no").is_some() || fields.get("gmt_refund").is_some() {
+        // Empty values are not signed: only a value says anything.
+        if !text("out_biz_no").is_empty() || !text("gmt_refund").is_empty() {
             // A refund: its outcome is asked of the refund query, not read off the form.
             return Ok(Notice::Refund {
                 out_refund_no: text("out_biz_no"),
@@ -289,8 +290,12 @@ impl Alipay {
             }
             Err(e) => return Err(e.into()),
         };
-        // No such refund: a success without a status.
-        if found["refund_status"] != "REFUND_SUCCESS" {
+        let amount = found["refund_amount"].as_str().and_then(fen_of);
+        // No such refund: a success without a status or an amount. (Older answers carry no
+        // status for a refund that is done: its amount is the sign.)
+        let done = found["refund_status"] == "REFUND_SUCCESS"
+            || (found.get("refund_status").is_none() && amount.is_some());
+        if !done {
             return Ok(if found.get("refund_status").is_none() {
                 RefundFound::Missing
             } else {
@@ -306,7 +311,7 @@ impl Alipay {
         Ok(RefundFound::Succeeded(RefundFacts {
             out_trade_no: found["out_trade_no"].as_str().map(str::to_owned),
             refund_id: found["trade_no"].as_str().map(str::to_owned),
-            amount_fen: found["refund_amount"].as_str().and_then(fen_of),
+            amount_fen: amount,
             merchant_ok: true,
             payload: found,
         }))

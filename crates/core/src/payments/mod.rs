@@ -787,10 +787,8 @@ impl Payments {
             out_trade_no: new.out_trade_no.clone().unwrap_or_else(|| id.clone()),
             id,
             provider: provider.name().to_owned(),
-            key: new
-                .key
-                .as_ref()
-                .map(|k| format!("{}:{}:{k}", provider.name(), new.user)),
+            // Per user, whatever the provider: one key is one order.
+            key: new.key.as_ref().map(|k| format!("{}:{k}", new.user)),
             user_id: Some(new.user.clone()),
             amount_fen: new.amount_fen,
             description: new.description.clone(),
@@ -1145,6 +1143,9 @@ impl Payments {
             } => {
                 let refund = self.refund_row(app, &out_refund_no).await?;
                 let order = self.order_row(app, &refund.order_id).await?;
+                if order.provider != provider.name() {
+                    return Err(PayError::Mismatch("provider".into()));
+                }
                 let outcome = match outcome {
                     Some(outcome) => outcome,
                     None => {
@@ -1167,6 +1168,9 @@ impl Payments {
                     .order_by_trade_no(app, &out_trade_no)
                     .await?
                     .ok_or(PayError::OrderNotFound)?;
+                if order.provider != provider.name() {
+                    return Err(PayError::Mismatch("provider".into()));
+                }
                 let cause = Cause {
                     source: "notify".to_owned(),
                     payload: payload.to_string(),
@@ -1316,7 +1320,7 @@ impl Payments {
         self.check_later(app, Check::Refund(refund.out_refund_no.clone()), 0)
             .await?;
         match self
-            .send_refund(app, &loaded.merchant, &order, &refund)
+            .send_refund(app, &loaded.merchant, &order, &refund, true)
             .await
         {
             Ok(()) | Err(PayError::PlatformUnavailable(_)) => {}
@@ -1331,8 +1335,8 @@ impl Payments {
             .into())
     }
 
-    /// Asks the platform for a reserved refund and takes what it answers; a refusal fails the
-    /// refund (its amount is free again) and is answered as an error. Alipay wants 3 s between
+    /// Asks the platform for a reserved refund and takes what it answers; a refusal of its
+    /// `first` sending fails the refund (its amount is free again) and is answered as an error. Alipay wants 3 s between
     /// refunds of one trade: a refund that comes sooner waits for its check to send it.
     async fn send_refund(
         &self,
@@ -1340,6 +1344,7 @@ impl Payments {
         merchant: &Merchant,
         order: &OrderRow,
         refund: &RefundRow,
+        first: bool,
     ) -> Result<(), PayError> {
         let now = self.now_ms();
         if matches!(merchant, Merchant::Alipay(_)) {
@@ -1367,6 +1372,10 @@ impl Payments {
             RefundFound::Refused(payload) => Some(payload.to_string()),
             _ => None,
         };
+        if !first && let Some(why) = refused {
+            tracing::warn!(app = %app, refund = %refund.out_refund_no, why, "a refund sent again was refused; asked again later");
+            return Err(PayError::PlatformRefused(why));
+        }
         self.apply_refund(app, order, refund, found, "query")
             .await?;
         match refused {
@@ -1504,8 +1513,10 @@ impl Payments {
             .await?
         {
             RefundFound::Missing => {
+                // Sent again: a refusal now may be of a refund done meanwhile (a closed trade
+                // refuses more), so it does not fail the refund; the next check asks again.
                 match self
-                    .send_refund(app, &loaded.merchant, &order, &refund)
+                    .send_refund(app, &loaded.merchant, &order, &refund, false)
                     .await
                 {
                     Ok(()) | Err(PayError::PlatformRefused(_)) => {}
