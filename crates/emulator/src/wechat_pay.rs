@@ -34,7 +34,7 @@ use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -259,6 +259,40 @@ fn authorization(headers: &HeaderMap) -> Option<HashMap<String, String>> {
         .collect()
 }
 
+/// A merchant's request whose `Authorization` checks out: the merchant, and the body it signed.
+/// Every WeChat Pay API route takes it last, after its path and query; a request that does not
+/// check out is answered `401 SIGN_ERROR` before the route runs.
+struct Signed {
+    pay: Arc<Pay>,
+    mchid: String,
+    body: Bytes,
+}
+
+impl FromRequest<Arc<Emulator>> for Signed {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, _: &Arc<Emulator>) -> Result<Self, Response> {
+        let (parts, body) = request.into_parts();
+        let pay = parts.extensions.get::<Arc<Pay>>().cloned().ok_or_else(|| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "SYSTEM_ERROR",
+                "no state",
+            )
+        })?;
+        let body = axum::body::to_bytes(body, 1 << 20).await.map_err(|_| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "PARAM_ERROR",
+                "the body is too large",
+            )
+        })?;
+        let mchid = check(&pay, &parts.method, &parts.uri, &parts.headers, &body)
+            .map_err(|message| error(StatusCode::UNAUTHORIZED, "SIGN_ERROR", message))?;
+        Ok(Signed { pay, mchid, body })
+    }
+}
+
 /// Checks a request's signature as WeChat Pay does: the merchant's id, or why not (a
 /// `SIGN_ERROR`).
 fn check(
@@ -344,16 +378,8 @@ struct JsapiOrder {
 
 async fn jsapi(
     State(emulator): State<Arc<Emulator>>,
-    Extension(pay): Extension<Arc<Pay>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    Signed { pay, mchid, body }: Signed,
 ) -> Response {
-    let mchid = match check(&pay, &method, &uri, &headers, &body) {
-        Ok(mchid) => mchid,
-        Err(message) => return error(StatusCode::UNAUTHORIZED, "SIGN_ERROR", message),
-    };
     let Ok(order) = serde_json::from_slice::<JsapiOrder>(&body) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -472,17 +498,10 @@ struct MchidQuery {
 
 async fn query(
     State(emulator): State<Arc<Emulator>>,
-    Extension(pay): Extension<Arc<Pay>>,
     Path(no): Path<String>,
     Query(params): Query<MchidQuery>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Signed { pay, mchid, .. }: Signed,
 ) -> Response {
-    let mchid = match check(&pay, &method, &uri, &headers, b"") {
-        Ok(mchid) => mchid,
-        Err(message) => return error(StatusCode::UNAUTHORIZED, "SIGN_ERROR", message),
-    };
     if params.mchid != mchid {
         return error(
             StatusCode::BAD_REQUEST,
@@ -512,17 +531,9 @@ struct CloseBody {
 
 async fn close(
     State(emulator): State<Arc<Emulator>>,
-    Extension(pay): Extension<Arc<Pay>>,
     Path(no): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    Signed { pay, mchid, body }: Signed,
 ) -> Response {
-    let mchid = match check(&pay, &method, &uri, &headers, &body) {
-        Ok(mchid) => mchid,
-        Err(message) => return error(StatusCode::UNAUTHORIZED, "SIGN_ERROR", message),
-    };
     let same = serde_json::from_slice::<CloseBody>(&body).is_ok_and(|b| b.mchid == mchid);
     if !same {
         return error(
@@ -668,16 +679,8 @@ fn refund_value(
 /// answered `PROCESSING` as WeChat Pay answers, then notified as `REFUND.SUCCESS`.
 async fn refund(
     State(emulator): State<Arc<Emulator>>,
-    Extension(pay): Extension<Arc<Pay>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    Signed { pay, mchid, body }: Signed,
 ) -> Response {
-    let mchid = match check(&pay, &method, &uri, &headers, &body) {
-        Ok(mchid) => mchid,
-        Err(message) => return error(StatusCode::UNAUTHORIZED, "SIGN_ERROR", message),
-    };
     let Ok(asked) = serde_json::from_slice::<RefundBody>(&body) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -794,16 +797,9 @@ async fn refund(
 
 async fn query_refund(
     State(emulator): State<Arc<Emulator>>,
-    Extension(pay): Extension<Arc<Pay>>,
     Path(no): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Signed { pay, mchid, .. }: Signed,
 ) -> Response {
-    let mchid = match check(&pay, &method, &uri, &headers, b"") {
-        Ok(mchid) => mchid,
-        Err(message) => return error(StatusCode::UNAUTHORIZED, "SIGN_ERROR", message),
-    };
     let Some(key) = platform_key(&emulator).await else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "no key");
     };
