@@ -1379,26 +1379,9 @@ async fn ctx_auth_carries_the_platform_openid_and_unionid_across_refreshes() {
 
 #[tokio::test]
 async fn ctx_messages_send_takes_a_grant_and_the_message_reaches_the_user() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let emulator = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(cloudlet_emulator::serve(
-        listener,
-        cloudlet_emulator::EmulatorOptions::default(),
-        std::future::pending(),
-    ));
-    let http = reqwest::Client::new();
-    let control = |path: &'static str, body: Value| {
-        let (http, emulator) = (http.clone(), emulator.clone());
-        async move {
-            let response = http
-                .post(format!("{emulator}{path}"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert!(response.status().is_success(), "{path}");
-        }
-    };
+    let emu = Emulator::start(cloudlet_emulator::EmulatorOptions::default()).await;
+    let (emulator, http) = (emu.base.clone(), emu.http.clone());
+    let control = |path: &'static str, body: Value| emu.control(path, body);
     control(
         "/emulator/apps",
         json!({ "platform": "wechat", "appid": "wx-msg", "secret": "msg-secret" }),
@@ -2632,6 +2615,41 @@ async fn sockets_opening_and_closing_trigger_functions() {
     assert_eq!(notes().await.len(), 2);
 }
 
+/// The platform emulator on an ephemeral port.
+struct Emulator {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Emulator {
+    async fn start(options: cloudlet_emulator::EmulatorOptions) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(cloudlet_emulator::serve(
+            listener,
+            options,
+            std::future::pending(),
+        ));
+        Emulator {
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// POSTs to the emulator's control API; expects success and answers its JSON (or null).
+    async fn control(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{path}");
+        response.json::<Value>().await.unwrap_or(Value::Null)
+    }
+}
+
 /// An RSA key pair made by OpenSSL: (private PEM, public PEM).
 fn openssl_key_pair() -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -2662,30 +2680,13 @@ fn openssl_key_pair() -> (String, String) {
 
 #[tokio::test]
 async fn a_shop_prices_orders_on_the_server_and_records_each_sale_once() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let emulator = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(cloudlet_emulator::serve(
-        listener,
-        cloudlet_emulator::EmulatorOptions {
-            pay_notify_retries: vec![Duration::from_millis(200); 5],
-            ..cloudlet_emulator::EmulatorOptions::default()
-        },
-        std::future::pending(),
-    ));
-    let http = reqwest::Client::new();
-    let control = |path: &'static str, body: Value| {
-        let (http, emulator) = (http.clone(), emulator.clone());
-        async move {
-            let response = http
-                .post(format!("{emulator}{path}"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert!(response.status().is_success(), "{path}");
-            response.json::<Value>().await.unwrap_or(Value::Null)
-        }
-    };
+    let emu = Emulator::start(cloudlet_emulator::EmulatorOptions {
+        pay_notify_retries: vec![Duration::from_millis(200); 5],
+        ..cloudlet_emulator::EmulatorOptions::default()
+    })
+    .await;
+    let emulator = emu.base.clone();
+    let control = |path: &'static str, body: Value| emu.control(path, body);
     control(
         "/emulator/apps",
         json!({ "platform": "wechat", "appid": "wx-pay", "secret": "pay-secret" }),

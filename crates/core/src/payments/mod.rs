@@ -895,10 +895,6 @@ impl Payments {
         format!("{prefix}{now_ms:012x}{}", hex::encode(bytes))
     }
 
-    pub async fn order(&self, app: &AppName, id: &str) -> Result<OrderView, PayError> {
-        Ok(view(self.order_row(app, id).await?, None))
-    }
-
     async fn order_row(&self, app: &AppName, id: &str) -> Result<OrderRow, PayError> {
         if !valid_number(id, 1, 64) {
             return Err(PayError::OrderNotFound);
