@@ -2149,7 +2149,8 @@ async fn queue_consumers_take_batches_retry_failures_and_dead_letter_poison() {
             .iter()
             .map(|r| r["title"].as_str().unwrap().to_owned())
             .collect();
-        if titles.len() >= 11 && queue["dead"] == 1 {
+        // The records are written before their batch is acknowledged: wait for both.
+        if titles.len() >= 11 && queue["dead"] == 1 && queue["in_flight"] == 0 {
             break (titles, queue);
         }
         assert!(
