@@ -6,13 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde::Deserialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::macros::{format_description, offset};
 
-pub use crate::rsa2::{private_key, public_key, sign, verify};
+pub use crate::rsa2::{PrivateKey, PublicKey, private_key, public_key, sign, verify};
 use crate::{PlatformError, PlatformHttp};
 
 /// The real gateway.
@@ -45,7 +44,7 @@ pub enum NotifyRule {
 /// against Alipay's public key, `shared/platforms.md` §4.2. A parameter sent twice, a name that
 /// is not `[a-z0-9_]`, or a value holding `&` fails it: what is verified must be what is read.
 /// A notification only says what to check: an order's state changes after a query confirms it.
-pub fn verify_notify(key: &RsaPublicKey, params: &[(String, String)], rule: NotifyRule) -> bool {
+pub fn verify_notify(key: &PublicKey, params: &[(String, String)], rule: NotifyRule) -> bool {
     let mut seen = std::collections::HashSet::new();
     if !params.iter().all(|(name, _)| seen.insert(name.as_str())) {
         return false;
@@ -136,8 +135,8 @@ pub struct AlipayClient {
     http: PlatformHttp,
     gateway: String,
     app_id: String,
-    private_key: RsaPrivateKey,
-    alipay_public_key: RsaPublicKey,
+    private_key: PrivateKey,
+    alipay_public_key: PublicKey,
 }
 
 impl std::fmt::Debug for AlipayClient {

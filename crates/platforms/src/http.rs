@@ -40,17 +40,25 @@ impl PlatformHttp {
 
     /// The answer's body, read a chunk at a time and given up on as soon as it passes
     /// [`MAX_ANSWER_BYTES`], whatever its `content-length` said (a chunked one says nothing).
-    async fn bounded(mut response: reqwest::Response) -> Result<Vec<u8>, PlatformError> {
+    async fn bounded(response: reqwest::Response) -> Result<Vec<u8>, PlatformError> {
+        Self::bounded_to(response, MAX_ANSWER_BYTES).await
+    }
+
+    /// The answer's body, up to `limit` bytes.
+    pub(crate) async fn bounded_to(
+        mut response: reqwest::Response,
+        limit: usize,
+    ) -> Result<Vec<u8>, PlatformError> {
         let too_large = || PlatformError::BadAnswer("the answer is too large".into());
         if response
             .content_length()
-            .is_some_and(|len| len > MAX_ANSWER_BYTES as u64)
+            .is_some_and(|len| len > limit as u64)
         {
             return Err(too_large());
         }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await? {
-            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            if body.len() + chunk.len() > limit {
                 return Err(too_large());
             }
             body.extend_from_slice(&chunk);

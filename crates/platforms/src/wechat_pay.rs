@@ -8,10 +8,11 @@ use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde::Deserialize;
 
-use crate::rsa2::{private_key, public_key, sign, verify_bytes};
+use crate::rsa2::{PrivateKey, PublicKey, private_key, public_key, sign, verify_bytes};
+
+pub mod bill;
 use crate::{PlatformError, PlatformHttp};
 
 /// The real API.
@@ -37,7 +38,7 @@ pub struct Merchant {
     pub mchid: String,
     /// The merchant API certificate's serial, uppercase hex.
     pub serial_no: String,
-    key: RsaPrivateKey,
+    key: PrivateKey,
 }
 
 impl std::fmt::Debug for Merchant {
@@ -91,7 +92,7 @@ impl Merchant {
 /// public key (`PUB_KEY_ID_…`), several at once while a merchant migrates.
 #[derive(Debug, Default, Clone)]
 pub struct PlatformKeys {
-    keys: Vec<(String, RsaPublicKey)>,
+    keys: Vec<(String, PublicKey)>,
 }
 
 impl PlatformKeys {
@@ -101,7 +102,7 @@ impl PlatformKeys {
         Ok(self)
     }
 
-    fn get(&self, serial: &str) -> Option<&RsaPublicKey> {
+    fn get(&self, serial: &str) -> Option<&PublicKey> {
         self.keys
             .iter()
             .find(|(known, _)| known.eq_ignore_ascii_case(serial))
@@ -277,6 +278,28 @@ impl WechatPayClient {
         }
     }
 
+    /// A request with the merchant's `Authorization` over its path, query and `body`.
+    fn authorized(
+        &self,
+        method: reqwest::Method,
+        url: reqwest::Url,
+        body: &str,
+        now_secs: i64,
+    ) -> reqwest::RequestBuilder {
+        let canonical = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let authorization =
+            self.merchant
+                .authorization(method.as_str(), &canonical, now_secs, &nonce(), body);
+        self.http
+            .client()
+            .request(method, url)
+            .header("authorization", authorization)
+            .header("accept", "application/json")
+    }
+
     /// Sends a signed request; the verified reply's status and body.
     async fn call(
         &self,
@@ -287,21 +310,8 @@ impl WechatPayClient {
     ) -> Result<(u16, String), PlatformError> {
         let url = reqwest::Url::parse(&format!("{}{path}", self.base))
             .map_err(|e| PlatformError::BadAnswer(format!("a bad URL: {e}")))?;
-        let canonical = match url.query() {
-            Some(query) => format!("{}?{query}", url.path()),
-            None => url.path().to_owned(),
-        };
-        let (timestamp, nonce) = (now_secs, nonce());
         let text = body.unwrap_or_default();
-        let authorization =
-            self.merchant
-                .authorization(method.as_str(), &canonical, timestamp, &nonce, &text);
-        let mut request = self
-            .http
-            .client()
-            .request(method, url)
-            .header("authorization", authorization)
-            .header("accept", "application/json");
+        let mut request = self.authorized(method, url, &text, now_secs);
         if !text.is_empty() {
             request = request
                 .header("content-type", "application/json")
@@ -521,6 +531,7 @@ fn path_segment(text: &str) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use rsa::RsaPrivateKey;
     use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 
     use super::*;
@@ -680,7 +691,7 @@ a7UAdb1c08hEQFVRbF14AR73xbnd8N0obCWJPCbzMCtkaSef4FdEEgEXJiw0VAJT
             .next()
             .unwrap()
             .trim_end_matches('"');
-        let public = key.to_public_key();
+        let public = PublicKey::from(&key.to_public_key());
         let message = request_message(
             "POST",
             "/v3/pay/transactions/jsapi",

@@ -850,7 +850,7 @@ mod wechat_pay {
             params.time_stamp, params.nonce_str, params.package
         );
         assert!(cloudlet_platforms::rsa2::verify(
-            &key.to_public_key(),
+            &(&key.to_public_key()).into(),
             &message,
             &params.pay_sign
         ));
