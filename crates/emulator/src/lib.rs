@@ -30,6 +30,7 @@
 //! POST /emulator/wechatpay/pay                the user pays an order (its notification goes out)
 //! GET  /emulator/wechatpay/notifications      the payment notifications sent, and their answers
 //! POST /wechatpay/v3/pay/transactions/jsapi   WeChat Pay: a mini-program order (query, close too)
+//! GET  /wechatpay/v3/bill/tradebill           WeChat Pay: a day's trade bill (and its download)
 //! ```
 
 mod alipay;

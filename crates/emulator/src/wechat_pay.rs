@@ -13,17 +13,25 @@
 //! own key (`/emulator/wechatpay/forge`: any resource, a stale time, a signature probe, a
 //! flipped GCM tag), so that a merchant's checks can be tested one by one.
 //!
+//! The daily trade bill (what a merchant reconciles against) is [`bill`]'s: it is made from the
+//! orders and refunds kept here, on the emulator's payment calendar, which a test may move a few
+//! days on (`/emulator/wechatpay/clock`) so that today's payments are in a bill already.
+//!
 //! ```text
 //! POST /emulator/wechatpay/merchants                        register a merchant
 //! POST /emulator/wechatpay/pay                              the user pays an order
 //! POST /emulator/wechatpay/forge                            a notification signed as asked
 //! POST /emulator/wechatpay/faults                           {lose_refund_answers: n}
+//! POST /emulator/wechatpay/clock                            {offset_secs}: move the calendar
+//! POST /emulator/wechatpay/bill                             a day's bill made wrong on purpose
 //! GET  /emulator/wechatpay/notifications                    what was sent, and the answers
 //! POST /wechatpay/v3/pay/transactions/jsapi                 place a mini-program order
 //! GET  /wechatpay/v3/pay/transactions/out-trade-no/{no}     query it (?mchid=)
 //! POST /wechatpay/v3/pay/transactions/out-trade-no/{no}/close
 //! POST /wechatpay/v3/refund/domestic/refunds                refund (part of) a paid order
 //! GET  /wechatpay/v3/refund/domestic/refunds/{no}           query a refund
+//! GET  /wechatpay/v3/bill/tradebill?bill_date=…            a day's trade bill: hash, URL
+//! GET  /wechatpay/v3/billdownload/file?token=                its file (not signed)
 //! ```
 
 use std::collections::HashMap;
@@ -52,6 +60,8 @@ use time::macros::offset;
 
 use crate::state::{Emulator, new_token};
 
+mod bill;
+
 /// How far a request's timestamp may be from the emulator's clock.
 const MAX_SKEW_SECS: i64 = 300;
 /// The emulator's WeChat Pay public key id, as `Wechatpay-Serial` names it.
@@ -72,6 +82,8 @@ struct Refund {
     refund_id: String,
     refund: i64,
     create_time: String,
+    /// When it succeeded, on the payment calendar (China time): at once, here.
+    success_time: OffsetDateTime,
 }
 
 #[derive(Clone)]
@@ -79,12 +91,15 @@ struct Order {
     appid: String,
     total: i64,
     openid: String,
+    /// What the bill names the goods (商品名称).
+    description: String,
     notify_url: String,
     attach: Option<String>,
     prepay_id: String,
     state: &'static str,
     transaction_id: Option<String>,
-    success_time: Option<String>,
+    /// When it was paid, on the payment calendar (China time).
+    success_time: Option<OffsetDateTime>,
 }
 
 /// Every merchant and what was notified.
@@ -95,6 +110,26 @@ struct Pay {
     /// Refunds still to take and then answer `500 SYSTEM_ERROR` for, without notifying them: a
     /// platform that did the work and failed to say so.
     lost_refund_answers: Mutex<u32>,
+    /// How far the payment calendar is from the real clock, in seconds (`/emulator/wechatpay/clock`).
+    clock_offset_secs: Mutex<i64>,
+    /// Bill settings asked for by tests, and the bill files waiting to be downloaded.
+    bills: bill::Bills,
+}
+
+impl Pay {
+    /// Now on the payment calendar, in China time, to the second: what payments, refunds and the
+    /// bill's "today" are dated by. Signature times and token lifetimes keep the real clock.
+    fn calendar_now(&self) -> OffsetDateTime {
+        let now = now() + time::Duration::seconds(*lock(&self.clock_offset_secs));
+        let now = now.to_offset(offset!(+8));
+        now.replace_nanosecond(0).unwrap_or(now)
+    }
+}
+
+/// RFC 3339, as WeChat Pay writes its times (`2026-12-02T10:00:00+08:00`).
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 #[derive(Deserialize)]
@@ -129,6 +164,8 @@ pub(crate) fn routes() -> Router<Arc<Emulator>> {
         .route("/emulator/wechatpay/pay", post(pay))
         .route("/emulator/wechatpay/forge", post(forge))
         .route("/emulator/wechatpay/faults", post(faults))
+        .route("/emulator/wechatpay/clock", post(bill::clock))
+        .route("/emulator/wechatpay/bill", post(bill::control))
         .route("/emulator/wechatpay/notifications", get(notifications))
         .route("/wechatpay/v3/pay/transactions/jsapi", post(jsapi))
         .route(
@@ -144,6 +181,8 @@ pub(crate) fn routes() -> Router<Arc<Emulator>> {
             "/wechatpay/v3/refund/domestic/refunds/{no}",
             get(query_refund),
         )
+        .route("/wechatpay/v3/bill/tradebill", get(bill::trade_bill))
+        .route("/wechatpay/v3/billdownload/file", get(bill::download))
         .layer(Extension(Arc::new(Pay::default())))
 }
 
@@ -451,6 +490,7 @@ async fn jsapi(
                     appid: order.appid,
                     total: order.amount.total,
                     openid: order.payer.openid,
+                    description: order.description,
                     notify_url: order.notify_url,
                     attach: order.attach,
                     prepay_id: prepay_id.clone(),
@@ -483,7 +523,7 @@ fn transaction(mchid: &str, out_trade_no: &str, order: &Order) -> Value {
     }
     if let (Some(id), Some(time)) = (&order.transaction_id, &order.success_time) {
         value["transaction_id"] = json!(id);
-        value["success_time"] = json!(time);
+        value["success_time"] = json!(rfc3339(*time));
         value["bank_type"] = json!("OTHERS");
         value["amount"]["payer_total"] = json!(order.total);
         value["amount"]["payer_currency"] = json!("CNY");
@@ -602,11 +642,7 @@ async fn pay(
             "42000{}",
             now().unix_timestamp_nanos() % 10i128.pow(23)
         ));
-        let now = now().to_offset(offset!(+8));
-        order.success_time = now.replace_nanosecond(0).ok().and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        });
+        order.success_time = Some(pay.calendar_now());
         (order.clone(), merchant.api_v3_key.clone())
     };
     let resource = transaction(&body.mchid, &body.out_trade_no, &order).to_string();
@@ -749,20 +785,13 @@ async fn refund(
                 "more than is left to refund",
             );
         }
-        let create_time = now()
-            .to_offset(offset!(+8))
-            .replace_nanosecond(0)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default();
+        let success_time = pay.calendar_now();
         let made = Refund {
             out_trade_no: asked.out_trade_no.clone(),
             refund_id: format!("50300{}", now().unix_timestamp_nanos() % 10i128.pow(23)),
             refund: asked.amount.refund,
-            create_time,
+            create_time: rfc3339(success_time),
+            success_time,
         };
         let value = refund_value(&mchid, &asked.out_refund_no, &made, &order, "PROCESSING");
         let resource = refund_value(&mchid, &asked.out_refund_no, &made, &order, "SUCCESS");
