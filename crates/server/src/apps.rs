@@ -94,7 +94,7 @@ async fn delete_app(
     caller.require_app_admin(&app)?;
     // Money first: an app whose orders may still be paid, or whose refunds are pending, is
     // not deleted (its notifications would find nobody to answer them).
-    match state.payments().check_settled(&app).await {
+    match state.payments().before_app_deleted(&app).await {
         Ok(()) => {}
         Err(cloudlet_core::payments::PayError::Store(cloudlet_store::StoreError::NoSuchTenant)) => {
         }

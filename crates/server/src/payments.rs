@@ -8,8 +8,9 @@ use axum::response::{IntoResponse, Response};
 use cloudlet_core::apps::AppName;
 use cloudlet_core::functions::{PayEvent, Trigger};
 use cloudlet_core::payments::{
-    AlipayPayInput, MerchantView, NewOrder, NewRefund, NotifySignature, OrderDetail, OrderView,
-    PayError, Provider, RefundView, WechatPayInput,
+    AlipayPayInput, BillDate, CallbackView, MAX_CALLBACKS_LISTED, MerchantView, NewOrder,
+    NewRefund, NotifySignature, OrderDetail, OrderView, PayError, Provider, RefundView, Report,
+    ReportSummary, WechatPayInput,
 };
 use cloudlet_store::OrderQuery;
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,11 @@ pub fn router(limits: &BodyLimits) -> Routes {
         .routes(routes!(get_order))
         .routes(routes!(close_order))
         .routes(routes!(refund_order))
+        .routes(routes!(list_callbacks))
+        .routes(routes!(get_callback))
+        .routes(routes!(replay_callback))
+        .routes(routes!(reconcile, list_reports))
+        .routes(routes!(get_report))
         .routes(routes!(create_order))
         .routes(routes!(my_order))
         .routes(routes!(confirm_order))
@@ -52,6 +58,11 @@ impl From<PayError> for ApiError {
             PayError::Invalid(_) => Code::InvalidOrder,
             PayError::OrderNotFound => Code::OrderNotFound,
             PayError::RefundNotFound => Code::RefundNotFound,
+            PayError::CallbackNotFound => Code::CallbackNotFound,
+            PayError::ReportNotFound => Code::ReportNotFound,
+            PayError::InvalidBillDate(_) => Code::InvalidBillDate,
+            PayError::BillNotReady(_) => Code::BillNotReady,
+            PayError::ReconcileUnsupported(_) => Code::ReconcileUnsupported,
             PayError::KeyReused => Code::OrderKeyReused,
             PayError::TradeNoTaken => Code::TradeNoTaken,
             PayError::OrderState(_) => Code::OrderState,
@@ -248,6 +259,167 @@ async fn refund_order(
 ) -> Result<axum::Json<RefundView>, ApiError> {
     Ok(axum::Json(
         state.payments().refund(&app, &path.id, body).await?,
+    ))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct CallbacksQuery {
+    /// Only this order's.
+    #[serde(default)]
+    order: Option<String>,
+    /// 1 to 200 (50 by default).
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct CallbackList {
+    items: Vec<CallbackView>,
+}
+
+/// The platforms' notifications that verified, newest first (once per notification however
+/// often it was retried), with what handling them did.
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/pay/callbacks", tag = "payments",
+    params(("app" = AppName, Path), CallbacksQuery),
+    responses((status = 200, body = CallbackList)))]
+async fn list_callbacks(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Query(query): Query<CallbacksQuery>,
+) -> Result<axum::Json<CallbackList>, ApiError> {
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=MAX_CALLBACKS_LISTED).contains(&limit) {
+        return Err(ApiError::new(Code::InvalidQuery, "limit is 1 to 200"));
+    }
+    if query.order.as_ref().is_some_and(|o| o.len() > 64) {
+        return Err(ApiError::new(
+            Code::InvalidQuery,
+            "order is at most 64 bytes",
+        ));
+    }
+    let items = state
+        .payments()
+        .callbacks(&app, query.order.as_deref(), limit)
+        .await?;
+    Ok(axum::Json(CallbackList { items }))
+}
+
+#[derive(Deserialize, IntoParams)]
+struct CallbackPath {
+    #[allow(dead_code)] // Read by `TargetApp`.
+    app: String,
+    id: String,
+}
+
+/// A kept notification, its body as it came.
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/pay/callbacks/{id}", tag = "payments",
+    params(CallbackPath), responses((status = 200, body = CallbackView)))]
+async fn get_callback(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Path(path): Path<CallbackPath>,
+) -> Result<axum::Json<CallbackView>, ApiError> {
+    Ok(axum::Json(state.payments().callback(&app, &path.id).await?))
+}
+
+/// Replays a kept notification: verified again with the merchant's keys as they are now (its
+/// age aside), then applied as if it came now. Its `outcome` says what the replay did; the
+/// replay is noted on the order's timeline.
+#[utoipa::path(post, path = "/v1/admin/apps/{app}/pay/callbacks/{id}/replay", tag = "payments",
+    params(CallbackPath), responses((status = 200, body = CallbackView)))]
+async fn replay_callback(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Path(path): Path<CallbackPath>,
+) -> Result<axum::Json<CallbackView>, ApiError> {
+    Ok(axum::Json(
+        state.payments().replay(&app, &path.id, "admin").await?,
+    ))
+}
+
+/// A day to reconcile.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ReconcileBody {
+    /// `wechat` (Alipay's bill is not read).
+    provider: String,
+    /// `YYYY-MM-DD`, a China-time day before today, within three months.
+    date: String,
+}
+
+/// Downloads the day's trade bill and compares it with the orders now; the report is kept
+/// (replacing the day's earlier one).
+#[utoipa::path(post, path = "/v1/admin/apps/{app}/pay/reconciliations", tag = "payments",
+    params(("app" = AppName, Path)), request_body = ReconcileBody,
+    responses((status = 200, body = Report)))]
+async fn reconcile(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Json(body): Json<ReconcileBody>,
+) -> Result<axum::Json<Report>, ApiError> {
+    let provider = Provider::parse(&body.provider)?;
+    let date = BillDate::parse(&body.date)?;
+    Ok(axum::Json(
+        state
+            .payments()
+            .reconcile(&app, provider, date, "admin")
+            .await?,
+    ))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ReportsQuery {
+    /// 1 to 400 (60 by default).
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ReportList {
+    items: Vec<ReportSummary>,
+}
+
+/// Kept reconciliation reports, newest day first.
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/pay/reconciliations", tag = "payments",
+    params(("app" = AppName, Path), ReportsQuery),
+    responses((status = 200, body = ReportList)))]
+async fn list_reports(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Query(query): Query<ReportsQuery>,
+) -> Result<axum::Json<ReportList>, ApiError> {
+    let limit = query.limit.unwrap_or(60);
+    if !(1..=400).contains(&limit) {
+        return Err(ApiError::new(Code::InvalidQuery, "limit is 1 to 400"));
+    }
+    let items = state.payments().reports(&app, limit).await?;
+    Ok(axum::Json(ReportList { items }))
+}
+
+#[derive(Deserialize, IntoParams)]
+struct ReportPath {
+    #[allow(dead_code)] // Read by `TargetApp`.
+    app: String,
+    /// `wechat`.
+    provider: String,
+    /// `YYYY-MM-DD`.
+    date: String,
+}
+
+/// A kept reconciliation report, with its differences.
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/pay/reconciliations/{provider}/{date}",
+    tag = "payments", params(ReportPath), responses((status = 200, body = Report)))]
+async fn get_report(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Path(path): Path<ReportPath>,
+) -> Result<axum::Json<Report>, ApiError> {
+    let provider = Provider::parse(&path.provider)?;
+    let date = BillDate::parse(&path.date)?;
+    Ok(axum::Json(
+        state.payments().report(&app, provider, date).await?,
     ))
 }
 

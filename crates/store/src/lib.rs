@@ -47,10 +47,10 @@ pub use files::{
 };
 pub use functions::{FunctionLogRow, FunctionRow, FunctionStore, FunctionVersionRow, LogQuery};
 pub use payments::{
-    Applied, Cause, Change, Created, ORDER_CLOSED, ORDER_CREATED, ORDER_PAID,
+    Applied, CallbackRow, Cause, Change, Created, ORDER_CLOSED, ORDER_CREATED, ORDER_PAID,
     ORDER_PARTLY_REFUNDED, ORDER_REFUNDED, OrderQuery, OrderRow, PAY_CLOSED, PAY_PAID,
     PAY_REFUND_FAILED, PAY_REFUNDED, PayEventRow, PaymentStore, REFUND_FAILED, REFUND_PENDING,
-    REFUND_SUCCEEDED, RefundRow, Reserved,
+    REFUND_SUCCEEDED, RefundRow, ReportRow, Reserved,
 };
 pub use queues::{
     Claimed, DueApp, Failed, MessageRow, MessageState, NewMessage, QueueRow, QueueStats,

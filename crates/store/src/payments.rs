@@ -169,6 +169,39 @@ pub struct PayEventRow {
     pub at_ms: i64,
 }
 
+/// A verified callback as it came (its signature headers and body), kept so an admin can
+/// replay it: a replay verifies it again, so a row changed in the database replays nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackRow {
+    pub id: String,
+    pub provider: String,
+    /// The platform's id of the notification (WeChat Pay's `id`, Alipay's `notify_id`): the
+    /// platform's retries of one notification share it, and share its row.
+    pub notify_id: String,
+    pub order_id: Option<String>,
+    /// The signature headers, JSON text (`{}` for Alipay, whose signature is in the body).
+    pub headers: String,
+    pub body: Vec<u8>,
+    /// What handling it last did: `applied`, `unchanged`, or the error code it was refused with.
+    pub outcome: String,
+    /// How many times it was handled: the platform's retries and replays.
+    pub handled: i64,
+    pub received_at_ms: i64,
+    pub last_at_ms: i64,
+}
+
+/// A stored reconciliation report: a day's bill of one provider compared with the orders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportRow {
+    pub provider: String,
+    /// `YYYY-MM-DD`, a China-time day.
+    pub bill_date: String,
+    /// JSON text.
+    pub report: String,
+    pub differences: i64,
+    pub created_at_ms: i64,
+}
+
 /// A page of orders, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrderQuery {
@@ -242,6 +275,56 @@ pub trait PaymentStore: Send + Sync {
     /// How many orders may still be paid (`created`) and refunds are pending: money not
     /// settled, which deleting the app would drop.
     async fn unsettled(&self, app: &AppName) -> Result<u64, StoreError>;
+    /// Adds an event row that changes nothing (an admin's action on the order, for its
+    /// timeline); an event of that order and name recorded before is kept.
+    async fn note(&self, app: &AppName, event: PayEventRow) -> Result<(), StoreError>;
+
+    /// Stores a verified callback, or, when its notification was stored before, its latest
+    /// outcome (and its order, once known); the row as it now is.
+    async fn record_callback(
+        &self,
+        app: &AppName,
+        callback: CallbackRow,
+    ) -> Result<CallbackRow, StoreError>;
+    async fn callback(&self, app: &AppName, id: &str) -> Result<Option<CallbackRow>, StoreError>;
+    /// Stored callbacks, newest first: an order's, or all of them.
+    async fn callbacks(
+        &self,
+        app: &AppName,
+        order_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<CallbackRow>, StoreError>;
+
+    /// A provider's orders paid, and refunds that succeeded here, in `[from_ms, to_ms)`.
+    async fn settled_between(
+        &self,
+        app: &AppName,
+        provider: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<(Vec<OrderRow>, Vec<RefundRow>), StoreError>;
+    /// The orders of these numbers that exist.
+    async fn orders_by_trade_nos(
+        &self,
+        app: &AppName,
+        numbers: Vec<String>,
+    ) -> Result<Vec<OrderRow>, StoreError>;
+    /// The refunds of these numbers that exist.
+    async fn refunds_by_numbers(
+        &self,
+        app: &AppName,
+        numbers: Vec<String>,
+    ) -> Result<Vec<RefundRow>, StoreError>;
+    /// Stores a report, replacing the one of the same provider and day.
+    async fn put_report(&self, app: &AppName, report: ReportRow) -> Result<(), StoreError>;
+    async fn report(
+        &self,
+        app: &AppName,
+        provider: &str,
+        bill_date: &str,
+    ) -> Result<Option<ReportRow>, StoreError>;
+    /// Reports, newest day first.
+    async fn reports(&self, app: &AppName, limit: usize) -> Result<Vec<ReportRow>, StoreError>;
 }
 
 /// The order as the log's payload shows it.

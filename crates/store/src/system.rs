@@ -104,6 +104,23 @@ pub trait SystemStore: Send + Sync {
         provider: &str,
     ) -> Result<Option<ProviderRow>, StoreError>;
     async fn providers(&self, app: &AppName) -> Result<Vec<ProviderRow>, StoreError>;
+    /// Keeps a copy of the app's provider rows whose name starts with `prefix` until
+    /// `until_ms`, for after the app is deleted (its payment merchants, whose platforms retry
+    /// notifications for a day or more); forgets copies whose time passed by `now_ms`.
+    async fn bury_providers(
+        &self,
+        app: &AppName,
+        prefix: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<u64, StoreError>;
+    /// A buried provider row of an app, while its time lasts.
+    async fn buried_provider(
+        &self,
+        app: &AppName,
+        provider: &str,
+        now_ms: i64,
+    ) -> Result<Option<ProviderRow>, StoreError>;
     /// The app's token-signing keys, newest first.
     async fn signing_keys(&self, app: &AppName) -> Result<Vec<SigningKeyRow>, StoreError>;
     /// Flushes pending writes and closes the store.

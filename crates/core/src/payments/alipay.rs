@@ -180,7 +180,7 @@ impl Alipay {
     }
 
     /// A notification: a form, verified by the V1 rule before any of it is read.
-    pub(super) fn notice(&self, body: &[u8]) -> Result<Notice, PayError> {
+    pub(super) fn notice(&self, body: &[u8]) -> Result<(String, Notice), PayError> {
         let params = self
             .client
             .verified_notification(body)
@@ -191,22 +191,25 @@ impl Alipay {
         }
         let fields = Json::Object(fields);
         let text = |name: &str| fields[name].as_str().unwrap_or_default().to_owned();
+        let notify_id = text("notify_id");
         // Empty values are not signed: only a value says anything.
         if !text("out_biz_no").is_empty() || !text("gmt_refund").is_empty() {
             // A refund: its outcome is asked of the refund query, not read off the form.
-            return Ok(Notice::Refund {
+            let notice = Notice::Refund {
                 out_refund_no: text("out_biz_no"),
                 outcome: None,
-            });
+            };
+            return Ok((notify_id, notice));
         }
-        Ok(match text("trade_status").as_str() {
+        let notice = match text("trade_status").as_str() {
             "TRADE_SUCCESS" | "TRADE_FINISHED" => Notice::Paid(self.payment_of(&fields)),
             "TRADE_CLOSED" => Notice::Closed {
                 out_trade_no: text("out_trade_no"),
                 payload: fields,
             },
             _ => Notice::Ignore,
-        })
+        };
+        Ok((notify_id, notice))
     }
 
     /// A trade (a query's reply or a notification's form) in the service's words.

@@ -49,11 +49,21 @@ use crate::random::Random;
 use crate::sealing::Sealer;
 
 mod alipay;
+mod callbacks;
+mod reconcile;
 mod wechat;
+
+pub use callbacks::{CallbackView, MAX_CALLBACKS_LISTED};
+pub use reconcile::{BillDate, Difference, Report, ReportSummary, Totals};
 
 /// A notification's signature headers (`Wechatpay-Timestamp`, `-Nonce`, `-Signature`,
 /// `-Serial`), as the HTTP layer hands them in.
 pub use cloudlet_platforms::wechat_pay::Signed as NotifySignature;
+
+/// How long a deleted app's merchants are kept to answer their platforms' retries.
+pub const BURIED_MERCHANT_DAYS: i64 = 3;
+/// The start of the names of payment merchants' provider rows.
+const PAY_ROW_PREFIX: &str = "pay.";
 
 /// The largest order: 1,000,000 yuan.
 pub const MAX_AMOUNT_FEN: i64 = 100_000_000;
@@ -80,6 +90,16 @@ pub enum PayError {
     OrderNotFound,
     #[error("no such refund")]
     RefundNotFound,
+    #[error("no such callback")]
+    CallbackNotFound,
+    #[error("no reconciliation report of that provider and day")]
+    ReportNotFound,
+    #[error("not a bill date (YYYY-MM-DD, within three months): {0}")]
+    InvalidBillDate(String),
+    #[error("the bill of {0} is not made yet (after 10:00 the next day, China time)")]
+    BillNotReady(String),
+    #[error("{0}'s bill is not read: its orders are reconciled by the per-order checks")]
+    ReconcileUnsupported(String),
     /// The idempotency key was used for an order that differs (amount, user, provider).
     #[error("the key was used for another order (amount, user or provider differ)")]
     KeyReused,
@@ -480,6 +500,11 @@ impl Default for PaymentOptions {
 enum Check {
     Order(String),
     Refund(String),
+    /// The daily comparison of a provider's bill of a day.
+    Bill {
+        provider: String,
+        date: String,
+    },
 }
 
 /// The payments service. Cheap to clone.
@@ -644,6 +669,11 @@ impl Payments {
         };
         self.0.system.put_provider(app, row).await?;
         lock(&self.0.merchants).remove(&(app.clone(), provider));
+        if provider == Provider::Wechat {
+            // Today's bill is compared tomorrow, then each day's the day after.
+            self.reconcile_later(app, provider, BillDate::of_ms(now))
+                .await?;
+        }
         tracing::info!(app = %app, provider = provider.name(), login, "merchant configured");
         Ok(view)
     }
@@ -681,6 +711,49 @@ impl Payments {
             .provider(app, provider.row())
             .await?
             .ok_or_else(|| PayError::NotConfigured(provider.name().into()))?;
+        self.open_merchant(app, provider, row)
+    }
+
+    /// A deleted app's merchant, kept while its platform may still retry notifications.
+    async fn buried_merchant(
+        &self,
+        app: &AppName,
+        provider: Provider,
+    ) -> Result<Option<Arc<Loaded>>, PayError> {
+        let now = self.now_ms();
+        match self
+            .0
+            .system
+            .buried_provider(app, provider.row(), now)
+            .await?
+        {
+            Some(row) => Ok(Some(self.open_merchant(app, provider, row)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Before an app is deleted: refused while its money is not settled; then its merchants
+    /// are kept for [`BURIED_MERCHANT_DAYS`], so that the platforms' retries of notifications
+    /// answered before are still verified and answered (WeChat Pay retries for a day, Alipay
+    /// for 25 hours).
+    pub async fn before_app_deleted(&self, app: &AppName) -> Result<(), PayError> {
+        self.check_settled(app).await?;
+        let now = self.now_ms();
+        let until = now + BURIED_MERCHANT_DAYS * 24 * 3600 * 1000;
+        self.0
+            .system
+            .bury_providers(app, PAY_ROW_PREFIX, now, until)
+            .await?;
+        Ok(())
+    }
+
+    /// Opens a merchant row's secrets (once per version of the row).
+    fn open_merchant(
+        &self,
+        app: &AppName,
+        provider: Provider,
+        row: ProviderRow,
+    ) -> Result<Arc<Loaded>, PayError> {
         let key = (app.clone(), provider);
         if let Some(known) = lock(&self.0.merchants).get(&key)
             && known.updated_at_ms == row.updated_at_ms
@@ -1104,83 +1177,6 @@ impl Payments {
         Ok(order)
     }
 
-    // ---- callbacks -------------------------------------------------------------------------
-
-    /// Handles a platform's notification: verified over `body` as it came (WeChat Pay with its
-    /// signature headers, Alipay's form by its own `sign`), bound to the stored order and
-    /// applied. `Ok` means the change (if any) is durable and the platform may be told so.
-    pub async fn notify(
-        &self,
-        app: &AppName,
-        provider: Provider,
-        signature: NotifySignature<'_>,
-        body: &[u8],
-    ) -> Result<(), PayError> {
-        let loaded = self.merchant(app, provider).await?;
-        let now = self.now_ms();
-        let notice = match &loaded.merchant {
-            Merchant::Wechat(m) => m.notice(signature, body, now / 1000)?,
-            Merchant::Alipay(m) => m.notice(body)?,
-        };
-        match notice {
-            Notice::Paid(payment) => {
-                let order = self
-                    .0
-                    .store
-                    .order_by_trade_no(app, &payment.out_trade_no)
-                    .await?
-                    .ok_or(PayError::OrderNotFound)?;
-                self.apply_paid(app, &loaded.merchant, &order, payment, "notify")
-                    .await?;
-            }
-            Notice::Refund {
-                out_refund_no,
-                outcome,
-            } => {
-                let refund = self.refund_row(app, &out_refund_no).await?;
-                let order = self.order_row(app, &refund.order_id).await?;
-                if order.provider != provider.name() {
-                    return Err(PayError::Mismatch("provider".into()));
-                }
-                let outcome = match outcome {
-                    Some(outcome) => outcome,
-                    None => {
-                        loaded
-                            .merchant
-                            .query_refund(&order, &refund, now / 1000)
-                            .await?
-                    }
-                };
-                self.apply_refund(app, &order, &refund, outcome, "notify")
-                    .await?;
-            }
-            Notice::Closed {
-                out_trade_no,
-                payload,
-            } => {
-                let order = self
-                    .0
-                    .store
-                    .order_by_trade_no(app, &out_trade_no)
-                    .await?
-                    .ok_or(PayError::OrderNotFound)?;
-                if order.provider != provider.name() {
-                    return Err(PayError::Mismatch("provider".into()));
-                }
-                let cause = Cause {
-                    source: "notify".to_owned(),
-                    payload: payload.to_string(),
-                    at_ms: now,
-                };
-                self.apply(app, &order.id, Change::Closed, cause).await?;
-            }
-            Notice::Ignore => {
-                tracing::info!(app = %app, "a payment notification left alone");
-            }
-        }
-        Ok(())
-    }
-
     async fn refund_row(&self, app: &AppName, no: &str) -> Result<RefundRow, PayError> {
         if !valid_number(no, 1, 64) {
             return Err(PayError::RefundNotFound);
@@ -1390,9 +1386,21 @@ impl Payments {
         check: Check,
         generation: u32,
     ) -> Result<(), PayError> {
+        let delay = self.0.options.check_delay.as_secs_f64();
+        self.queue_check(check, app, delay, generation).await
+    }
+
+    async fn queue_check(
+        &self,
+        check: Check,
+        app: &AppName,
+        delay_secs: f64,
+        generation: u32,
+    ) -> Result<(), PayError> {
         let key = match &check {
             Check::Order(id) => format!("order:{id}:{generation}"),
             Check::Refund(no) => format!("refund:{no}:{generation}"),
+            Check::Bill { provider, date } => format!("bill:{provider}:{date}:{generation}"),
         };
         let payload = json!({ "check": check, "generation": generation });
         self.0
@@ -1402,7 +1410,7 @@ impl Payments {
                 PAYMENT_QUEUE,
                 vec![Outgoing {
                     payload,
-                    delay_secs: Some(self.0.options.check_delay.as_secs_f64()),
+                    delay_secs: Some(delay_secs),
                     key: Some(key),
                 }],
             )
@@ -1419,14 +1427,21 @@ impl Payments {
         let outcome = match &check {
             Ok(Check::Order(id)) => self.check_order(app, id).await,
             Ok(Check::Refund(no)) => self.check_refund(app, no).await,
+            Ok(Check::Bill { provider, date }) => self.reconcile_daily(app, provider, date).await,
             Err(e) => Err(PayError::Invalid(format!("not a payment check: {e}"))),
         };
         let queues = &self.0.queues;
         let last = delivery.attempt >= delivery.max_attempts;
         let settled = match outcome {
             Ok(true) => queues.ack(app, &delivery.id, &delivery.lease).await,
+            // Nothing to check any more: a merchant removed stops its daily comparison too.
             Err(
-                e @ (PayError::Invalid(_) | PayError::OrderNotFound | PayError::RefundNotFound),
+                e @ (PayError::Invalid(_)
+                | PayError::OrderNotFound
+                | PayError::RefundNotFound
+                | PayError::NotConfigured(_)
+                | PayError::InvalidBillDate(_)
+                | PayError::ReconcileUnsupported(_)),
             ) => queues
                 .give_up(app, &delivery.id, &delivery.lease, &e.to_string())
                 .await

@@ -2,6 +2,7 @@
 //! service asks of a provider (place, query, close, read a notification, refund, query a
 //! refund) in WeChat Pay's words, answered in the service's ([`Payment`], [`Found`], …).
 
+use cloudlet_platforms::wechat_pay::bill::{self, BillRow};
 use cloudlet_platforms::wechat_pay::{
     self, JsapiOrder, Merchant, Notification, PlatformKeys, RefundRequest, Unverified,
     WechatPayClient,
@@ -232,7 +233,7 @@ impl Wechat {
         signature: NotifySignature<'_>,
         body: &[u8],
         now_secs: i64,
-    ) -> Result<Notice, PayError> {
+    ) -> Result<(String, Notice), PayError> {
         wechat_pay::verify(&self.keys, signature, body, now_secs).map_err(|e| {
             let why = match e {
                 Unverified::Probe => "a signature probe",
@@ -248,7 +249,7 @@ impl Wechat {
             .map_err(|_| PayError::Unverified("its resource does not decrypt".into()))?;
         let resource: Json = serde_json::from_slice(&plain)
             .map_err(|_| PayError::Unverified("its resource is not JSON".into()))?;
-        Ok(match notification.event_type.as_str() {
+        let notice = match notification.event_type.as_str() {
             "TRANSACTION.SUCCESS" => Notice::Paid(payment_of(resource)),
             "REFUND.SUCCESS" | "REFUND.ABNORMAL" | "REFUND.CLOSED" => Notice::Refund {
                 out_refund_no: resource["out_refund_no"]
@@ -258,7 +259,29 @@ impl Wechat {
                 outcome: Some(self.refund_found(resource)),
             },
             _ => Notice::Ignore,
-        })
+        };
+        Ok((notification.id, notice))
+    }
+
+    /// The trade bill of `bill_date`, parsed; `None` when WeChat Pay has none for that day
+    /// (`NO_STATEMENT_EXIST`: not made yet, or a day without trades).
+    pub(super) async fn bill(
+        &self,
+        bill_date: &str,
+        now_secs: i64,
+    ) -> Result<Option<Vec<BillRow>>, PayError> {
+        let text = match self.client.trade_bill(bill_date, now_secs).await {
+            Ok(text) => text,
+            Err(PlatformError::PayRefused { code, .. }) if code == "NO_STATEMENT_EXIST" => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // A day of 100,000 payments is tens of megabytes to cut up: off the async threads.
+        let rows = tokio::task::spawn_blocking(move || bill::parse(&text))
+            .await
+            .map_err(|e| PayError::PlatformUnavailable(e.to_string()))??;
+        Ok(Some(rows))
     }
 
     /// Asks for a reserved refund.

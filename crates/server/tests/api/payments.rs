@@ -928,3 +928,378 @@ async fn alipay_orders_are_paid_once_refunded_and_closed() {
         .unwrap();
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
 }
+
+/// A notification that came before its order is kept, refused; once the order exists, an admin
+/// replays it: verified again, applied as a replay, noted on the order's timeline. Replaying
+/// again changes nothing; a kept callback whose merchant keys changed replays nothing.
+#[tokio::test]
+async fn kept_callbacks_replay_verified_and_noted() {
+    let s = shop().await;
+    let early = json!({ "out_trade_no": "T-LATE-0001" });
+    let (body, headers) = s
+        .forge(json!({ "mchid": MCHID, "resource": transaction(&early, 100) }))
+        .await;
+    let answer = s.deliver(&body, &headers).await;
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+    // The platform retries it: one kept row, handled twice.
+    assert_eq!(
+        s.deliver(&body, &headers).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let kept =
+        s.t.admin(Method::GET, "/v1/admin/apps/shop/pay/callbacks")
+            .expect(StatusCode::OK)
+            .await;
+    let items = kept["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{kept}");
+    let callback = &items[0];
+    assert_eq!(callback["provider"], "wechat");
+    assert_eq!(callback["handled"], 2);
+    assert_eq!(callback["order_id"], Value::Null);
+    assert_eq!(callback["outcome"], "refused: no such order");
+    assert_eq!(callback["body"], body.as_str(), "the bytes as they came");
+    let cb = callback["id"].as_str().unwrap().to_owned();
+
+    // The order made afterwards with that number: the replay pays it.
+    let order =
+        s.t.admin(Method::POST, "/v1/admin/apps/shop/pay/orders")
+            .json(
+                &json!({ "amount_fen": 100, "description": "Late tea", "user": s.alice_id,
+                       "out_trade_no": "T-LATE-0001" }),
+            )
+            .expect(StatusCode::CREATED)
+            .await;
+    let id = order["id"].as_str().unwrap();
+    let replay = format!("/v1/admin/apps/shop/pay/callbacks/{cb}/replay");
+    let replayed =
+        s.t.admin(Method::POST, &replay)
+            .expect(StatusCode::OK)
+            .await;
+    assert_eq!(
+        (
+            &replayed["outcome"],
+            &replayed["handled"],
+            &replayed["order_id"]
+        ),
+        (&json!("applied"), &json!(3), &json!(id))
+    );
+    let detail = s.detail(id).await;
+    assert_eq!(detail["state"], "paid");
+    let events = detail["events"].as_array().unwrap();
+    assert_eq!(events[0]["name"], "paid");
+    assert_eq!(events[0]["source"], "replay");
+    let note = events.iter().find(|e| e["source"] == "admin").unwrap();
+    assert_eq!(
+        (&note["payload"]["action"], &note["payload"]["actor"]),
+        (&json!("replay"), &json!("admin"))
+    );
+    assert_eq!(note["payload"]["outcome"], "applied");
+    // Again: nothing moves, and the second replay is noted too.
+    let again =
+        s.t.admin(Method::POST, &replay)
+            .expect(StatusCode::OK)
+            .await;
+    assert_eq!(again["outcome"], "unchanged");
+    let detail = s.detail(id).await;
+    let paid = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == "paid")
+        .count();
+    assert_eq!(paid, 1);
+    let of_order =
+        s.t.admin(
+            Method::GET,
+            &format!("/v1/admin/apps/shop/pay/callbacks?order={id}"),
+        )
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(of_order["items"][0]["id"], cb.as_str());
+
+    // The merchant's platform key replaced: the kept bytes no longer verify, and nothing is
+    // changed or kept by replaying them.
+    let (_, other_key) = openssl_key_pair();
+    let (private_key, _) = openssl_key_pair();
+    s.t.admin(Method::PUT, "/v1/admin/apps/shop/pay/merchants/wechat")
+        .json(&json!({
+            "mchid": MCHID, "serial_no": SERIAL, "private_key": private_key,
+            "api_v3_key": API_V3_KEY,
+            "platform_keys": [{ "serial": headers["wechatpay-serial"], "public_key": other_key }],
+            "base_url": format!("{}/wechatpay", s.emulator.base),
+        }))
+        .expect(StatusCode::OK)
+        .await;
+    s.t.admin(Method::POST, &replay)
+        .expect_error(StatusCode::UNAUTHORIZED, "notification_unverified")
+        .await;
+    let kept =
+        s.t.admin(
+            Method::GET,
+            &format!("/v1/admin/apps/shop/pay/callbacks/{cb}"),
+        )
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(kept["handled"], 4, "the refused replay is not a handling");
+    let notes = s.detail(id).await["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["source"] == "admin")
+        .map(|e| e["payload"]["outcome"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(notes.len(), 3, "{notes:?}");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("refused: the notification does not verify"))
+    );
+
+    // Bad ids and limits.
+    for (path, status, code) in [
+        (
+            "/v1/admin/apps/shop/pay/callbacks/nope",
+            StatusCode::NOT_FOUND,
+            "callback_not_found",
+        ),
+        (
+            "/v1/admin/apps/shop/pay/callbacks/..%2F..",
+            StatusCode::NOT_FOUND,
+            "callback_not_found",
+        ),
+        (
+            "/v1/admin/apps/shop/pay/callbacks?limit=0",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            "/v1/admin/apps/shop/pay/callbacks?limit=201",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+    ] {
+        s.t.admin(Method::GET, path)
+            .expect_error(status, code)
+            .await;
+    }
+    s.t.admin(
+        Method::POST,
+        "/v1/admin/apps/shop/pay/callbacks/nope/replay",
+    )
+    .expect_error(StatusCode::NOT_FOUND, "callback_not_found")
+    .await;
+}
+
+/// Once an app with payments is deleted, its platform's retries of notifications answered
+/// before are still verified and answered, so the platform stops; forgeries are not.
+#[tokio::test]
+async fn a_deleted_apps_notifications_are_still_verified_and_answered() {
+    let s = shop().await;
+    let order = s.order(100, None).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    s.pay(&order, json!({})).await;
+    eventually("paid", || async { state_of(&s, &id).await == "paid" }).await;
+    let genuine = s.emulator.sent_notifications().await[0].clone();
+    s.t.admin(Method::DELETE, "/v1/admin/apps/shop")
+        .no_content()
+        .await;
+    let body = genuine["body"].as_str().unwrap();
+    let answer = s.deliver(body, &genuine["headers"]).await;
+    assert_eq!(answer.status(), StatusCode::NO_CONTENT);
+    let tampered = body.replacen("\"id\"", "\"id\" ", 1);
+    let answer = s.deliver(&tampered, &genuine["headers"]).await;
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    // An app that never had a merchant: nothing to verify with.
+    let answer =
+        s.t.request(Method::POST, "/v1/apps/never-was/pay/wechat/notify")
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+    let error: Value = answer.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "pay_not_configured");
+}
+
+/// The day's trade bill against the books: agreement reports nothing; a bill that says
+/// otherwise (another amount, a payment not here, a payment here it does not list) reports
+/// each difference; reports are kept and listed.
+#[tokio::test]
+async fn a_days_bill_is_compared_with_the_orders() {
+    let s = shop().await;
+    // Payments of yesterday: the emulator's calendar a day back while they are made.
+    let (status, _) = s
+        .emulator
+        .pay_control("clock", json!({ "offset_secs": -86_400 }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut orders = Vec::new();
+    for _ in 0..3 {
+        let order = s.order(100, None).await;
+        s.pay(&order, json!({})).await;
+        orders.push(order);
+    }
+    for order in &orders {
+        let id = order["id"].as_str().unwrap();
+        eventually("paid", || async { state_of(&s, id).await == "paid" }).await;
+    }
+    let refund_path = format!(
+        "/v1/admin/apps/shop/pay/orders/{}/refunds",
+        orders[0]["id"].as_str().unwrap()
+    );
+    s.t.admin(Method::POST, &refund_path)
+        .json(&json!({ "amount_fen": 30, "out_refund_no": "R-BILL-1" }))
+        .expect(StatusCode::OK)
+        .await;
+    let first = orders[0]["id"].as_str().unwrap().to_owned();
+    eventually("refunded", || async {
+        state_of(&s, &first).await == "partly_refunded"
+    })
+    .await;
+    let paid_at = s.detail(&first).await["paid_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, clock) = s
+        .emulator
+        .pay_control("clock", json!({ "offset_secs": 0 }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // The emulator's calendar back at today, China time.
+    let today = clock["now"].as_str().unwrap()[..10].to_owned();
+    // The China-time day of the payments.
+    let day = {
+        let paid =
+            time::OffsetDateTime::parse(&paid_at, &time::format_description::well_known::Rfc3339)
+                .unwrap()
+                .to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap());
+        format!(
+            "{:04}-{:02}-{:02}",
+            paid.year(),
+            u8::from(paid.month()),
+            paid.day()
+        )
+    };
+    let reconcile = |date: &str| {
+        s.t.admin(Method::POST, "/v1/admin/apps/shop/pay/reconciliations")
+            .json(&json!({ "provider": "wechat", "date": date }))
+    };
+    let agreed = reconcile(&day).expect(StatusCode::OK).await;
+    assert_eq!(agreed["differences"], 0, "{agreed}");
+    assert_eq!(agreed["bill"]["payments"], 3);
+    assert_eq!(agreed["bill"]["refunds"], 1);
+    assert_eq!(agreed["bill"]["refunded_fen"], 30);
+    assert_eq!(agreed["here"]["payments"], 3);
+    assert_eq!(agreed["here"]["paid_fen"], 300);
+    assert_eq!(agreed["source"], "admin");
+
+    // The bill made to differ: one amount, one payment it does not list, one it lists that
+    // nobody here made, a refund nobody here asked for.
+    let (status, answer) = s
+        .emulator
+        .pay_control(
+            "bill",
+            json!({
+                "mchid": MCHID, "bill_date": day,
+                "amounts": { orders[1]["out_trade_no"].as_str().unwrap(): 150 },
+                "omit": [orders[2]["out_trade_no"]],
+                "extra": [
+                    { "out_trade_no": "GHOST-000001", "transaction_id": "4200000000000000000000009999",
+                      "amount_fen": 5 },
+                    { "out_trade_no": orders[1]["out_trade_no"], "transaction_id": "4200000000000000000000009998",
+                      "amount_fen": 100, "state": "REFUND", "out_refund_no": "R-GHOST-1",
+                      "refund_id": "50300000000000000000000001", "refund_fen": 10 },
+                ],
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let report = reconcile(&day).expect(StatusCode::OK).await;
+    let mut found: Vec<(String, String)> = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_owned(),
+                d["out_refund_no"]
+                    .as_str()
+                    .or(d["out_trade_no"].as_str())
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    let mut expected = vec![
+        (
+            "amount".to_owned(),
+            orders[1]["out_trade_no"].as_str().unwrap().to_owned(),
+        ),
+        ("missing_here".to_owned(), "GHOST-000001".to_owned()),
+        (
+            "missing_there".to_owned(),
+            orders[2]["out_trade_no"].as_str().unwrap().to_owned(),
+        ),
+        ("refund_missing_here".to_owned(), "R-GHOST-1".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(found, expected, "{report}");
+    assert_eq!(report["differences"], 4);
+    let amount = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "amount")
+        .unwrap();
+    assert_eq!(
+        (
+            &amount["here"]["amount_fen"],
+            &amount["there"]["amount_fen"]
+        ),
+        (&json!(100), &json!(150))
+    );
+
+    // Kept: the day's latest report, listed.
+    let kept =
+        s.t.admin(
+            Method::GET,
+            &format!("/v1/admin/apps/shop/pay/reconciliations/wechat/{day}"),
+        )
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(kept, report);
+    let listed =
+        s.t.admin(Method::GET, "/v1/admin/apps/shop/pay/reconciliations")
+            .expect(StatusCode::OK)
+            .await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["items"][0]["differences"], 4);
+
+    // Refusals: today's bill is not made; not a day; too old; Alipay; no report.
+    reconcile(&today)
+        .expect_error(StatusCode::CONFLICT, "bill_not_ready")
+        .await;
+    for bad in ["2026-02-30", "yesterday", "2020-01-01"] {
+        reconcile(bad)
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_bill_date")
+            .await;
+    }
+    s.t.admin(Method::POST, "/v1/admin/apps/shop/pay/reconciliations")
+        .json(&json!({ "provider": "alipay", "date": day }))
+        .expect_error(StatusCode::NOT_FOUND, "pay_not_configured")
+        .await;
+    s.t.admin(
+        Method::GET,
+        "/v1/admin/apps/shop/pay/reconciliations/wechat/2026-01-01",
+    )
+    .expect_error(StatusCode::NOT_FOUND, "report_not_found")
+    .await;
+    s.t.admin(
+        Method::GET,
+        "/v1/admin/apps/shop/pay/reconciliations/wechat/..%2F..%2Fx",
+    )
+    .expect_error(StatusCode::BAD_REQUEST, "invalid_bill_date")
+    .await;
+}

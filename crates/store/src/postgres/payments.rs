@@ -16,9 +16,9 @@ use tokio_postgres::Row;
 use super::records::record_event;
 use super::{Postgres, durable_commit, execute, row, rows, schema};
 use crate::payments::{
-    Applied, Cause, Change, Created, ORDER_CLOSED, ORDER_CREATED, ORDER_PAID,
+    Applied, CallbackRow, Cause, Change, Created, ORDER_CLOSED, ORDER_CREATED, ORDER_PAID,
     ORDER_PARTLY_REFUNDED, ORDER_REFUNDED, OrderQuery, OrderRow, PayEventRow, PaymentStore,
-    REFUND_FAILED, REFUND_PENDING, REFUND_SUCCEEDED, RefundRow, Reserved, change_event,
+    REFUND_FAILED, REFUND_PENDING, REFUND_SUCCEEDED, RefundRow, ReportRow, Reserved, change_event,
 };
 use crate::{AppName, Emit, StoreError};
 
@@ -64,6 +64,63 @@ pub(super) const MIGRATION: &str = "
     );
     CREATE INDEX _pay_refunds_by_order ON {s}._pay_refunds (order_id, created_at);
 ";
+
+/// Verified callbacks, reports and the comparison's indexes: SQLite's step 15.
+pub(super) const CALLBACKS: &str = "
+    CREATE TABLE {s}._pay_callbacks (
+        id           text COLLATE \"C\" PRIMARY KEY,
+        provider     text NOT NULL,
+        notify_id    text COLLATE \"C\" NOT NULL,
+        order_id     text COLLATE \"C\",
+        headers      text NOT NULL,
+        body         bytea NOT NULL,
+        outcome      text NOT NULL,
+        handled      bigint NOT NULL,
+        received_at  bigint NOT NULL,
+        last_at      bigint NOT NULL,
+        UNIQUE (provider, notify_id)
+    );
+    CREATE INDEX _pay_callbacks_by_order ON {s}._pay_callbacks (order_id, received_at);
+    CREATE INDEX _pay_callbacks_by_time ON {s}._pay_callbacks (received_at);
+    CREATE TABLE {s}._pay_reports (
+        provider     text COLLATE \"C\" NOT NULL,
+        bill_date    text COLLATE \"C\" NOT NULL,
+        report       text NOT NULL,
+        differences  bigint NOT NULL,
+        created_at   bigint NOT NULL,
+        PRIMARY KEY (provider, bill_date)
+    );
+    CREATE INDEX _pay_orders_by_paid ON {s}._pay_orders (paid_at);
+    CREATE INDEX _pay_refunds_by_update ON {s}._pay_refunds (updated_at);
+";
+
+const CALLBACK_COLUMNS: &str = "id, provider, notify_id, order_id, headers, body, outcome, handled,
+    received_at, last_at";
+
+fn callback_of(r: &Row) -> Result<CallbackRow, StoreError> {
+    Ok(CallbackRow {
+        id: r.try_get(0)?,
+        provider: r.try_get(1)?,
+        notify_id: r.try_get(2)?,
+        order_id: r.try_get(3)?,
+        headers: r.try_get(4)?,
+        body: r.try_get(5)?,
+        outcome: r.try_get(6)?,
+        handled: r.try_get(7)?,
+        received_at_ms: r.try_get(8)?,
+        last_at_ms: r.try_get(9)?,
+    })
+}
+
+fn report_of(r: &Row) -> Result<ReportRow, StoreError> {
+    Ok(ReportRow {
+        provider: r.try_get(0)?,
+        bill_date: r.try_get(1)?,
+        report: r.try_get(2)?,
+        differences: r.try_get(3)?,
+        created_at_ms: r.try_get(4)?,
+    })
+}
 
 const ORDER_COLUMNS: &str = "id, provider, out_trade_no, key, user_id, amount_fen, description,
     metadata, state, refunded_fen, reserved_fen, transaction_id, prepay, expires_at, paid_at,
@@ -547,5 +604,228 @@ impl PaymentStore for Postgres {
             .transpose()?
             .unwrap_or(0);
         Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn note(&self, app: &AppName, event: PayEventRow) -> Result<(), StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "INSERT INTO {}._pay_events (order_id, name, source, payload, at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            schema(app)
+        );
+        execute(
+            &*client,
+            &sql,
+            &[
+                &event.order_id,
+                &event.name,
+                &event.source,
+                &event.payload,
+                &event.at_ms,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn record_callback(
+        &self,
+        app: &AppName,
+        callback: CallbackRow,
+    ) -> Result<CallbackRow, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "INSERT INTO {s}._pay_callbacks AS c ({CALLBACK_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8)
+             ON CONFLICT (provider, notify_id) DO UPDATE SET
+                 outcome = excluded.outcome,
+                 order_id = coalesce(excluded.order_id, c.order_id),
+                 handled = c.handled + 1,
+                 last_at = excluded.last_at
+             RETURNING {CALLBACK_COLUMNS}",
+            s = schema(app)
+        );
+        let stored = row(
+            &*client,
+            &sql,
+            &[
+                &callback.id,
+                &callback.provider,
+                &callback.notify_id,
+                &callback.order_id,
+                &callback.headers,
+                &callback.body,
+                &callback.outcome,
+                &callback.last_at_ms,
+            ],
+        )
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        callback_of(&stored)
+    }
+
+    async fn callback(&self, app: &AppName, id: &str) -> Result<Option<CallbackRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT {CALLBACK_COLUMNS} FROM {}._pay_callbacks WHERE id = $1",
+            schema(app)
+        );
+        row(&*client, &sql, &[&id])
+            .await?
+            .as_ref()
+            .map(callback_of)
+            .transpose()
+    }
+
+    async fn callbacks(
+        &self,
+        app: &AppName,
+        order_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<CallbackRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT {CALLBACK_COLUMNS} FROM {}._pay_callbacks
+             WHERE ($1::text IS NULL OR order_id = $1)
+             ORDER BY received_at DESC, id DESC LIMIT $2",
+            schema(app)
+        );
+        rows(&*client, &sql, &[&order_id, &limit])
+            .await?
+            .iter()
+            .map(callback_of)
+            .collect()
+    }
+
+    async fn settled_between(
+        &self,
+        app: &AppName,
+        provider: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<(Vec<OrderRow>, Vec<RefundRow>), StoreError> {
+        let client = self.app_client(app).await?;
+        let s = schema(app);
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM {s}._pay_orders
+             WHERE paid_at >= $2 AND paid_at < $3 AND provider = $1"
+        );
+        let orders = rows(&*client, &sql, &[&provider, &from_ms, &to_ms])
+            .await?
+            .iter()
+            .map(order_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        let columns: Vec<String> = REFUND_COLUMNS
+            .split(',')
+            .map(|c| format!("r.{}", c.trim()))
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM {s}._pay_refunds r JOIN {s}._pay_orders o ON o.id = r.order_id
+             WHERE r.updated_at >= $2 AND r.updated_at < $3 AND r.state = $4 AND o.provider = $1",
+            columns.join(", ")
+        );
+        let refunds = rows(
+            &*client,
+            &sql,
+            &[&provider, &from_ms, &to_ms, &REFUND_SUCCEEDED],
+        )
+        .await?
+        .iter()
+        .map(refund_of)
+        .collect::<Result<Vec<_>, _>>()?;
+        Ok((orders, refunds))
+    }
+
+    async fn orders_by_trade_nos(
+        &self,
+        app: &AppName,
+        numbers: Vec<String>,
+    ) -> Result<Vec<OrderRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM {}._pay_orders WHERE out_trade_no = ANY($1)",
+            schema(app)
+        );
+        rows(&*client, &sql, &[&numbers])
+            .await?
+            .iter()
+            .map(order_of)
+            .collect()
+    }
+
+    async fn refunds_by_numbers(
+        &self,
+        app: &AppName,
+        numbers: Vec<String>,
+    ) -> Result<Vec<RefundRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT {REFUND_COLUMNS} FROM {}._pay_refunds WHERE out_refund_no = ANY($1)",
+            schema(app)
+        );
+        rows(&*client, &sql, &[&numbers])
+            .await?
+            .iter()
+            .map(refund_of)
+            .collect()
+    }
+
+    async fn put_report(&self, app: &AppName, report: ReportRow) -> Result<(), StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "INSERT INTO {}._pay_reports (provider, bill_date, report, differences, created_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (provider, bill_date) DO UPDATE SET report = excluded.report,
+                 differences = excluded.differences, created_at = excluded.created_at",
+            schema(app)
+        );
+        execute(
+            &*client,
+            &sql,
+            &[
+                &report.provider,
+                &report.bill_date,
+                &report.report,
+                &report.differences,
+                &report.created_at_ms,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn report(
+        &self,
+        app: &AppName,
+        provider: &str,
+        bill_date: &str,
+    ) -> Result<Option<ReportRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT provider, bill_date, report, differences, created_at FROM {}._pay_reports
+             WHERE provider = $1 AND bill_date = $2",
+            schema(app)
+        );
+        row(&*client, &sql, &[&provider, &bill_date])
+            .await?
+            .as_ref()
+            .map(report_of)
+            .transpose()
+    }
+
+    async fn reports(&self, app: &AppName, limit: usize) -> Result<Vec<ReportRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT provider, bill_date, report, differences, created_at FROM {}._pay_reports
+             ORDER BY bill_date DESC, provider LIMIT $1",
+            schema(app)
+        );
+        rows(&*client, &sql, &[&limit])
+            .await?
+            .iter()
+            .map(report_of)
+            .collect()
     }
 }

@@ -71,6 +71,18 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     END
     $$;
 ",
+    // Not tied to `apps`: the rows outlive their app on purpose.
+    "
+    CREATE TABLE {s}.buried_providers (
+        app             text COLLATE \"C\" NOT NULL,
+        provider        text COLLATE \"C\" NOT NULL,
+        settings        text NOT NULL,
+        sealed_secrets  bytea,
+        updated_at      bigint NOT NULL,
+        until           bigint NOT NULL,
+        PRIMARY KEY (app, provider)
+    );
+",
 ];
 
 const ADMIN_TOKEN_HASH: &str = "admin_token_hash";
@@ -298,6 +310,45 @@ impl SystemStore for Postgres {
              WHERE app = $1 AND provider = $2"
         );
         row(&client, &sql, &[&app.as_str(), &provider])
+            .await?
+            .map(|r| provider_from_row(&r))
+            .transpose()
+    }
+
+    async fn bury_providers(
+        &self,
+        app: &AppName,
+        prefix: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let sql = format!("DELETE FROM {SYSTEM_SCHEMA}.buried_providers WHERE until <= $1");
+        execute(&client, &sql, &[&now_ms]).await?;
+        let sql = format!(
+            "INSERT INTO {SYSTEM_SCHEMA}.buried_providers
+                 (app, provider, settings, sealed_secrets, updated_at, until)
+             SELECT app, provider, settings, sealed_secrets, updated_at, $3
+             FROM {SYSTEM_SCHEMA}.app_providers WHERE app = $1 AND starts_with(provider, $2)
+             ON CONFLICT (app, provider) DO UPDATE SET settings = excluded.settings,
+                 sealed_secrets = excluded.sealed_secrets,
+                 updated_at = excluded.updated_at, until = excluded.until"
+        );
+        execute(&client, &sql, &[&app.as_str(), &prefix, &until_ms]).await
+    }
+
+    async fn buried_provider(
+        &self,
+        app: &AppName,
+        provider: &str,
+        now_ms: i64,
+    ) -> Result<Option<ProviderRow>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {PROVIDER_COLUMNS} FROM {SYSTEM_SCHEMA}.buried_providers
+             WHERE app = $1 AND provider = $2 AND until > $3"
+        );
+        row(&client, &sql, &[&app.as_str(), &provider, &now_ms])
             .await?
             .map(|r| provider_from_row(&r))
             .transpose()

@@ -28,6 +28,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     super::files::THUMBS,
     SETTINGS,
     super::payments::MIGRATION,
+    super::payments::CALLBACKS,
 ];
 
 /// App-wide settings, one JSON document per key.

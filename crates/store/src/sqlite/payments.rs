@@ -7,9 +7,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::SqliteTenants;
 use super::records::record_event;
 use crate::payments::{
-    Applied, Cause, Change, Created, ORDER_CLOSED, ORDER_CREATED, ORDER_PAID,
+    Applied, CallbackRow, Cause, Change, Created, ORDER_CLOSED, ORDER_CREATED, ORDER_PAID,
     ORDER_PARTLY_REFUNDED, ORDER_REFUNDED, OrderQuery, OrderRow, PayEventRow, PaymentStore,
-    REFUND_FAILED, REFUND_PENDING, REFUND_SUCCEEDED, RefundRow, Reserved, change_event,
+    REFUND_FAILED, REFUND_PENDING, REFUND_SUCCEEDED, RefundRow, ReportRow, Reserved, change_event,
 };
 use crate::{AppName, Emit, StoreError};
 
@@ -55,6 +55,64 @@ pub(super) const MIGRATION: &str = "
     ) STRICT;
     CREATE INDEX _pay_refunds_by_order ON _pay_refunds (order_id, created_at);
 ";
+
+/// Schema step 15: verified callbacks kept for replay, reconciliation reports, and the indexes
+/// a day's comparison reads by.
+pub(super) const CALLBACKS: &str = "
+    CREATE TABLE _pay_callbacks (
+        id           TEXT PRIMARY KEY,
+        provider     TEXT NOT NULL,
+        notify_id    TEXT NOT NULL,
+        order_id     TEXT,
+        headers      TEXT NOT NULL,
+        body         BLOB NOT NULL,
+        outcome      TEXT NOT NULL,
+        handled      INTEGER NOT NULL,
+        received_at  INTEGER NOT NULL,
+        last_at      INTEGER NOT NULL,
+        UNIQUE (provider, notify_id)
+    ) STRICT;
+    CREATE INDEX _pay_callbacks_by_order ON _pay_callbacks (order_id, received_at);
+    CREATE INDEX _pay_callbacks_by_time ON _pay_callbacks (received_at);
+    CREATE TABLE _pay_reports (
+        provider     TEXT NOT NULL,
+        bill_date    TEXT NOT NULL,
+        report       TEXT NOT NULL,
+        differences  INTEGER NOT NULL,
+        created_at   INTEGER NOT NULL,
+        PRIMARY KEY (provider, bill_date)
+    ) STRICT;
+    CREATE INDEX _pay_orders_by_paid ON _pay_orders (paid_at);
+    CREATE INDEX _pay_refunds_by_update ON _pay_refunds (updated_at);
+";
+
+const CALLBACK_COLUMNS: &str = "id, provider, notify_id, order_id, headers, body, outcome, handled,
+    received_at, last_at";
+
+fn callback_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallbackRow> {
+    Ok(CallbackRow {
+        id: r.get(0)?,
+        provider: r.get(1)?,
+        notify_id: r.get(2)?,
+        order_id: r.get(3)?,
+        headers: r.get(4)?,
+        body: r.get(5)?,
+        outcome: r.get(6)?,
+        handled: r.get(7)?,
+        received_at_ms: r.get(8)?,
+        last_at_ms: r.get(9)?,
+    })
+}
+
+fn report_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReportRow> {
+    Ok(ReportRow {
+        provider: r.get(0)?,
+        bill_date: r.get(1)?,
+        report: r.get(2)?,
+        differences: r.get(3)?,
+        created_at_ms: r.get(4)?,
+    })
+}
 
 const ORDER_COLUMNS: &str = "id, provider, out_trade_no, key, user_id, amount_fen, description,
     metadata, state, refunded_fen, reserved_fen, transaction_id, prepay, expires_at, paid_at,
@@ -454,4 +512,215 @@ impl PaymentStore for SqliteTenants {
         })
         .await
     }
+
+    async fn note(&self, app: &AppName, event: PayEventRow) -> Result<(), StoreError> {
+        self.write_app(app, move |c| {
+            c.prepare_cached(
+                "INSERT INTO _pay_events (order_id, name, source, payload, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![
+                event.order_id,
+                event.name,
+                event.source,
+                event.payload,
+                event.at_ms
+            ])
+            .map_err(super::from_write)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_callback(
+        &self,
+        app: &AppName,
+        callback: CallbackRow,
+    ) -> Result<CallbackRow, StoreError> {
+        self.write_app(app, move |c| {
+            Ok(c.prepare_cached(&format!(
+                "INSERT INTO _pay_callbacks ({CALLBACK_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)
+                 ON CONFLICT (provider, notify_id) DO UPDATE SET
+                     outcome = excluded.outcome,
+                     order_id = coalesce(excluded.order_id, _pay_callbacks.order_id),
+                     handled = _pay_callbacks.handled + 1,
+                     last_at = excluded.last_at
+                 RETURNING {CALLBACK_COLUMNS}"
+            ))?
+            .query_row(
+                params![
+                    callback.id,
+                    callback.provider,
+                    callback.notify_id,
+                    callback.order_id,
+                    callback.headers,
+                    callback.body,
+                    callback.outcome,
+                    callback.last_at_ms,
+                ],
+                callback_of,
+            )?)
+        })
+        .await
+    }
+
+    async fn callback(&self, app: &AppName, id: &str) -> Result<Option<CallbackRow>, StoreError> {
+        let id = id.to_owned();
+        self.read_app(app, move |c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {CALLBACK_COLUMNS} FROM _pay_callbacks WHERE id = ?1"
+            ))?
+            .query_row([&id], callback_of)
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn callbacks(
+        &self,
+        app: &AppName,
+        order_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<CallbackRow>, StoreError> {
+        let order_id = order_id.map(str::to_owned);
+        self.read_app(app, move |c| {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut statement = c.prepare_cached(&format!(
+                "SELECT {CALLBACK_COLUMNS} FROM _pay_callbacks
+                 WHERE (?1 IS NULL OR order_id = ?1)
+                 ORDER BY received_at DESC, id DESC LIMIT ?2"
+            ))?;
+            let rows = statement
+                .query_map(params![order_id, limit], callback_of)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn settled_between(
+        &self,
+        app: &AppName,
+        provider: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<(Vec<OrderRow>, Vec<RefundRow>), StoreError> {
+        let provider = provider.to_owned();
+        self.read_app(app, move |c| {
+            let orders = c
+                .prepare_cached(&format!(
+                    "SELECT {ORDER_COLUMNS} FROM _pay_orders
+                     WHERE paid_at >= ?2 AND paid_at < ?3 AND provider = ?1"
+                ))?
+                .query_map(params![provider, from_ms, to_ms], order_of)?
+                .collect::<Result<Vec<_>, _>>()?;
+            let refunds = c
+                .prepare_cached(&format!(
+                    "SELECT {} FROM _pay_refunds r JOIN _pay_orders o ON o.id = r.order_id
+                     WHERE r.updated_at >= ?2 AND r.updated_at < ?3 AND r.state = ?4
+                         AND o.provider = ?1",
+                    prefixed(REFUND_COLUMNS, "r.")
+                ))?
+                .query_map(
+                    params![provider, from_ms, to_ms, REFUND_SUCCEEDED],
+                    refund_of,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((orders, refunds))
+        })
+        .await
+    }
+
+    async fn orders_by_trade_nos(
+        &self,
+        app: &AppName,
+        numbers: Vec<String>,
+    ) -> Result<Vec<OrderRow>, StoreError> {
+        self.read_app(app, move |c| {
+            let mut found = Vec::new();
+            for no in &numbers {
+                found.extend(order_where(c, "out_trade_no", no)?);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn refunds_by_numbers(
+        &self,
+        app: &AppName,
+        numbers: Vec<String>,
+    ) -> Result<Vec<RefundRow>, StoreError> {
+        self.read_app(app, move |c| {
+            let mut found = Vec::new();
+            for no in &numbers {
+                found.extend(refund_in(c, no)?);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn put_report(&self, app: &AppName, report: ReportRow) -> Result<(), StoreError> {
+        self.write_app(app, move |c| {
+            c.prepare_cached(
+                "INSERT INTO _pay_reports (provider, bill_date, report, differences, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (provider, bill_date) DO UPDATE SET report = excluded.report,
+                     differences = excluded.differences, created_at = excluded.created_at",
+            )?
+            .execute(params![
+                report.provider,
+                report.bill_date,
+                report.report,
+                report.differences,
+                report.created_at_ms
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn report(
+        &self,
+        app: &AppName,
+        provider: &str,
+        bill_date: &str,
+    ) -> Result<Option<ReportRow>, StoreError> {
+        let (provider, date) = (provider.to_owned(), bill_date.to_owned());
+        self.read_app(app, move |c| {
+            Ok(c.prepare_cached(
+                "SELECT provider, bill_date, report, differences, created_at FROM _pay_reports
+                 WHERE provider = ?1 AND bill_date = ?2",
+            )?
+            .query_row([&provider, &date], report_of)
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn reports(&self, app: &AppName, limit: usize) -> Result<Vec<ReportRow>, StoreError> {
+        self.read_app(app, move |c| {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = c
+                .prepare_cached(
+                    "SELECT provider, bill_date, report, differences, created_at FROM _pay_reports
+                     ORDER BY bill_date DESC, provider LIMIT ?1",
+                )?
+                .query_map([limit], report_of)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+}
+
+/// `columns` (a comma-separated list) each with `prefix`.
+fn prefixed(columns: &str, prefix: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{prefix}{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -62,6 +62,18 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX due_work_by_at ON due_work (at);
 ",
+    // Not tied to `apps`: the rows outlive their app on purpose.
+    "
+    CREATE TABLE buried_providers (
+        app             TEXT NOT NULL,
+        provider        TEXT NOT NULL,
+        settings        TEXT NOT NULL,
+        sealed_secrets  BLOB,
+        updated_at      INTEGER NOT NULL,
+        until           INTEGER NOT NULL,
+        PRIMARY KEY (app, provider)
+    ) STRICT;
+",
 ];
 
 const ADMIN_TOKEN_HASH: &str = "admin_token_hash";
@@ -346,6 +358,51 @@ impl SystemStore for SqliteSystemStore {
                      WHERE app = ?1 AND provider = ?2",
                 )?
                 .query_row((&app, &provider), provider_from_row)
+                .optional()?)
+            })
+            .await
+    }
+
+    async fn bury_providers(
+        &self,
+        app: &AppName,
+        prefix: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let (app, prefix) = (app.to_owned(), prefix.to_owned());
+        self.db
+            .write(move |c| {
+                c.execute("DELETE FROM buried_providers WHERE until <= ?1", [now_ms])?;
+                let buried = c.execute(
+                    "INSERT INTO buried_providers
+                         (app, provider, settings, sealed_secrets, updated_at, until)
+                     SELECT app, provider, settings, sealed_secrets, updated_at, ?3
+                     FROM app_providers WHERE app = ?1 AND substr(provider, 1, length(?2)) = ?2
+                     ON CONFLICT (app, provider) DO UPDATE SET settings = excluded.settings,
+                         sealed_secrets = excluded.sealed_secrets,
+                         updated_at = excluded.updated_at, until = excluded.until",
+                    (&app, &prefix, until_ms),
+                )?;
+                Ok(buried as u64)
+            })
+            .await
+    }
+
+    async fn buried_provider(
+        &self,
+        app: &AppName,
+        provider: &str,
+        now_ms: i64,
+    ) -> Result<Option<ProviderRow>, StoreError> {
+        let (app, provider) = (app.to_owned(), provider.to_owned());
+        self.db
+            .read(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT provider, settings, sealed_secrets, updated_at FROM buried_providers
+                     WHERE app = ?1 AND provider = ?2 AND until > ?3",
+                )?
+                .query_row((&app, &provider, now_ms), provider_from_row)
                 .optional()?)
             })
             .await

@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     super::files::THUMBS,
     SETTINGS,
     super::payments::MIGRATION,
+    super::payments::CALLBACKS,
 ];
 
 /// App-wide settings, one JSON document per key.

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use cloudlet_store::postgres::testing::TestServer;
 use cloudlet_store::{
-    AppName, Applied, Cause, Change, Created, Emit, ORDER_CLOSED, ORDER_CREATED, ORDER_PAID,
-    ORDER_PARTLY_REFUNDED, ORDER_REFUNDED, OrderQuery, OrderRow, PAY_PAID, PAY_REFUNDED,
-    PaymentStore, REFUND_PENDING, REFUND_SUCCEEDED, RecordStore, RefundRow, Reserved, StoreError,
-    TriggerDelivery,
+    AppName, Applied, CallbackRow, Cause, Change, Created, Emit, ORDER_CLOSED, ORDER_CREATED,
+    ORDER_PAID, ORDER_PARTLY_REFUNDED, ORDER_REFUNDED, OrderQuery, OrderRow, PAY_PAID,
+    PAY_REFUNDED, PayEventRow, PaymentStore, REFUND_PENDING, REFUND_SUCCEEDED, RecordStore,
+    RefundRow, ReportRow, Reserved, StoreError, TriggerDelivery,
 };
 use tokio::task::JoinSet;
 
@@ -83,6 +83,8 @@ conformance!(
     concurrent_callbacks_pay_an_order_once,
     concurrent_refunds_never_pass_the_amount,
     unsettled_counts_what_may_still_move,
+    callbacks_are_kept_once_per_notification,
+    a_days_settlements_and_reports_are_found,
 );
 
 fn order(id: &str, amount_fen: i64, key: Option<&str>) -> OrderRow {
@@ -509,6 +511,183 @@ async fn unsettled_counts_what_may_still_move(stores: Stores) {
     );
     apply(&stores, "o1", refunded("r1", true)).await;
     assert_eq!(payments.unsettled(app).await.unwrap(), 0);
+}
+
+fn callback(id: &str, notify_id: &str, outcome: &str, at_ms: i64) -> CallbackRow {
+    CallbackRow {
+        id: id.into(),
+        provider: "wechat".into(),
+        notify_id: notify_id.into(),
+        order_id: None,
+        headers: r#"{"wechatpay-serial":"S"}"#.into(),
+        body: b"{\"id\":\"n1\"}\xff".to_vec(),
+        outcome: outcome.into(),
+        handled: 1,
+        received_at_ms: at_ms,
+        last_at_ms: at_ms,
+    }
+}
+
+async fn callbacks_are_kept_once_per_notification(stores: Stores) {
+    let (payments, app) = (&*stores.payments, &stores.app);
+    new_order(&stores, order("o1", 100, None)).await;
+    let first = payments
+        .record_callback(app, callback("c1", "n1", "order_not_found", 100))
+        .await
+        .unwrap();
+    assert_eq!((first.handled, first.order_id.as_deref()), (1, None));
+    assert_eq!(first.body, b"{\"id\":\"n1\"}\xff", "bytes as they came");
+    // The platform's retry of the same notification: one row, its latest outcome, its order
+    // once known; the first id and arrival stay.
+    let mut retry = callback("c2", "n1", "applied", 200);
+    retry.order_id = Some("o1".into());
+    let again = payments.record_callback(app, retry).await.unwrap();
+    assert_eq!(again.id, "c1");
+    assert_eq!(
+        (
+            again.handled,
+            again.outcome.as_str(),
+            again.order_id.as_deref()
+        ),
+        (2, "applied", Some("o1"))
+    );
+    assert_eq!((again.received_at_ms, again.last_at_ms), (100, 200));
+    // A later outcome without an order keeps the order.
+    let third = payments
+        .record_callback(app, callback("c3", "n1", "unchanged", 300))
+        .await
+        .unwrap();
+    assert_eq!((third.handled, third.order_id.as_deref()), (3, Some("o1")));
+    // Another provider's notification of the same id is another row.
+    let mut alipay = callback("c4", "n1", "applied", 400);
+    alipay.provider = "alipay".into();
+    payments.record_callback(app, alipay).await.unwrap();
+    assert_eq!(payments.callback(app, "c1").await.unwrap(), Some(third));
+    assert_eq!(payments.callback(app, "nope").await.unwrap(), None);
+    let all = payments.callbacks(app, None, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["c4", "c1"],
+        "newest first"
+    );
+    let of_order = payments.callbacks(app, Some("o1"), 10).await.unwrap();
+    assert_eq!(of_order.len(), 1);
+    assert_eq!(payments.callbacks(app, None, 1).await.unwrap().len(), 1);
+
+    // A note joins the order's timeline once, and changes nothing.
+    let note = PayEventRow {
+        order_id: "o1".into(),
+        name: "audit:1".into(),
+        source: "admin".into(),
+        payload: r#"{"action":"replay"}"#.into(),
+        at_ms: 500,
+    };
+    payments.note(app, note.clone()).await.unwrap();
+    payments.note(app, note.clone()).await.unwrap();
+    assert_eq!(payments.pay_events(app, "o1").await.unwrap(), vec![note]);
+    assert_eq!(
+        payments.order(app, "o1").await.unwrap().unwrap().state,
+        ORDER_CREATED
+    );
+}
+
+async fn a_days_settlements_and_reports_are_found(stores: Stores) {
+    let (payments, app) = (&*stores.payments, &stores.app);
+    for id in ["o1", "o2", "o3"] {
+        new_order(&stores, order(id, 100, None)).await;
+    }
+    let mut alipay = order("o4", 100, None);
+    alipay.provider = "alipay".into();
+    new_order(&stores, alipay).await;
+    for (id, at) in [("o1", 1_000), ("o2", 1_999), ("o3", 2_000), ("o4", 1_500)] {
+        let change = Change::Paid {
+            transaction_id: format!("t-{id}"),
+            paid_at_ms: at,
+        };
+        payments
+            .apply(app, id, change, cause(at), None)
+            .await
+            .unwrap();
+    }
+    payments
+        .reserve_refund(app, refund("r1", "o1", 40))
+        .await
+        .unwrap();
+    payments
+        .reserve_refund(app, refund("r2", "o2", 40))
+        .await
+        .unwrap();
+    payments
+        .apply(app, "o1", refunded("r1", true), cause(1_200), None)
+        .await
+        .unwrap();
+    // r2 is still pending: not a settlement.
+    let (orders, refunds) = payments
+        .settled_between(app, "wechat", 1_000, 2_000)
+        .await
+        .unwrap();
+    let mut ids: Vec<_> = orders.iter().map(|o| o.id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["o1", "o2"], "[from, to), this provider's only");
+    assert_eq!(
+        refunds
+            .iter()
+            .map(|r| r.out_refund_no.as_str())
+            .collect::<Vec<_>>(),
+        ["r1"]
+    );
+    let mut found: Vec<_> = payments
+        .orders_by_trade_nos(app, vec!["no-o3".into(), "no-x".into(), "no-o1".into()])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    found.sort_unstable();
+    assert_eq!(found, ["o1", "o3"]);
+    let refunds = payments
+        .refunds_by_numbers(app, vec!["r2".into(), "r9".into()])
+        .await
+        .unwrap();
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(refunds[0].state, REFUND_PENDING);
+
+    let report = |date: &str, differences: i64| ReportRow {
+        provider: "wechat".into(),
+        bill_date: date.into(),
+        report: format!(r#"{{"differences":{differences}}}"#),
+        differences,
+        created_at_ms: 7,
+    };
+    payments
+        .put_report(app, report("2026-12-01", 2))
+        .await
+        .unwrap();
+    payments
+        .put_report(app, report("2026-12-02", 0))
+        .await
+        .unwrap();
+    payments
+        .put_report(app, report("2026-12-01", 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        payments.report(app, "wechat", "2026-12-01").await.unwrap(),
+        Some(report("2026-12-01", 1)),
+        "replaced"
+    );
+    assert_eq!(
+        payments.report(app, "alipay", "2026-12-01").await.unwrap(),
+        None
+    );
+    let listed = payments.reports(app, 10).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|r| r.bill_date.as_str())
+            .collect::<Vec<_>>(),
+        ["2026-12-02", "2026-12-01"]
+    );
 }
 
 async fn payments_move_from_sqlite() {

@@ -92,6 +92,7 @@ on_both!(
     app_settings,
     an_app_never_provisioned_is_no_tenant,
     concurrent_writes,
+    buried_providers_outlive_their_app_for_a_while,
 );
 
 fn name(text: &str) -> AppName {
@@ -301,6 +302,87 @@ async fn providers_and_signing_keys(stores: Stores) {
     assert!(system.delete_app(&app).await.unwrap());
     assert!(system.providers(&app).await.unwrap().is_empty());
     assert!(system.signing_keys(&app).await.unwrap().is_empty());
+}
+
+async fn buried_providers_outlive_their_app_for_a_while(stores: Stores) {
+    let system = &*stores.system;
+    let app = name("shop");
+    system
+        .insert_app(app_row("shop", 1), signing_key("kid-1"))
+        .await
+        .unwrap();
+    let wechat = provider("pay.wechat", r#"{"mchid":"1"}"#, Some(vec![9, 9]), 10);
+    let alipay = provider("pay.alipay", "{}", Some(vec![8]), 11);
+    let login = provider("wechat", "{}", Some(vec![7]), 12);
+    for row in [&wechat, &alipay, &login] {
+        system.put_provider(&app, row.clone()).await.unwrap();
+    }
+    assert_eq!(
+        system.buried_provider(&app, "pay.wechat", 0).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        system
+            .bury_providers(&app, "pay.", 100, 1_000)
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(system.delete_app(&app).await.unwrap());
+    assert_eq!(system.provider(&app, "pay.wechat").await.unwrap(), None);
+    // Gone with the app: the login provider. Kept until their time: the merchants.
+    assert_eq!(
+        system
+            .buried_provider(&app, "pay.wechat", 999)
+            .await
+            .unwrap(),
+        Some(wechat.clone())
+    );
+    assert_eq!(
+        system
+            .buried_provider(&app, "pay.alipay", 500)
+            .await
+            .unwrap(),
+        Some(alipay)
+    );
+    assert_eq!(
+        system.buried_provider(&app, "wechat", 500).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        system
+            .buried_provider(&app, "pay.wechat", 1_000)
+            .await
+            .unwrap(),
+        None
+    );
+    // An app of the same name, made and deleted again: its merchant replaces the first's,
+    // and burying forgets what is past its time.
+    system
+        .insert_app(app_row("shop", 2), signing_key("kid-2"))
+        .await
+        .unwrap();
+    let second = provider("pay.wechat", r#"{"mchid":"2"}"#, Some(vec![1]), 20);
+    system.put_provider(&app, second.clone()).await.unwrap();
+    assert_eq!(
+        system
+            .bury_providers(&app, "pay.", 2_000, 3_000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        system
+            .buried_provider(&app, "pay.wechat", 2_500)
+            .await
+            .unwrap(),
+        Some(second)
+    );
+    assert_eq!(
+        system.buried_provider(&app, "pay.alipay", 0).await.unwrap(),
+        None,
+        "forgotten"
+    );
 }
 
 fn schedule(app: &str, function: &str, index: i64, next_at_ms: i64) -> ScheduleRow {
