@@ -1,5 +1,6 @@
 //! `cloudlet pay …`: an app's payments through the admin API: its orders, one order with its
-//! refunds and events, a refund, and closing an unpaid order.
+//! refunds and events, a refund, closing an unpaid order, the platforms' kept notifications
+//! and their replay, and the daily bill's reconciliation reports.
 
 use clap::Subcommand;
 use reqwest::Method;
@@ -36,14 +37,107 @@ pub enum PayCommand {
     },
     /// Close an unpaid order (on the payment platform first).
     Close { app: String, id: String },
+    /// List the platforms' notifications that verified, newest first, with what handling them
+    /// did.
+    Callbacks {
+        app: String,
+        /// Only this order's.
+        #[arg(long)]
+        order: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Replay a kept notification: verified again with the merchant's keys, then applied;
+    /// noted on its order's timeline.
+    Replay { app: String, id: String },
+    /// Compare a day's trade bill (YYYY-MM-DD, China time) with the orders now, and keep the
+    /// report.
+    Reconcile {
+        app: String,
+        date: String,
+        #[arg(long, default_value = "wechat")]
+        provider: String,
+    },
+    /// List the kept reconciliation reports, newest day first.
+    Reports { app: String },
+    /// Show a kept reconciliation report with its differences.
+    Report {
+        app: String,
+        date: String,
+        #[arg(long, default_value = "wechat")]
+        provider: String,
+    },
+}
+
+/// `/v1/admin/apps/{app}/pay/callbacks/{id}`, refusing ids that could change the URL.
+fn callback_path(app: &str, id: &str) -> Result<String, String> {
+    if !plain_id(id) {
+        return Err(format!("{id:?} is not a callback id"));
+    }
+    Ok(format!("{}/pay/callbacks/{id}", app_path(app)?))
+}
+
+fn plain_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// `/v1/admin/apps/{app}/pay/reconciliations/{provider}/{date}`, refusing what is not a
+/// provider or a date before it reaches a URL.
+fn report_path(app: &str, provider: &str, date: &str) -> Result<String, String> {
+    if !provider.bytes().all(|b| b.is_ascii_lowercase()) || provider.is_empty() {
+        return Err(format!("{provider:?} is not a payment provider"));
+    }
+    if date.len() != 10 || !date.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        return Err(format!("{date:?} is not a date (YYYY-MM-DD)"));
+    }
+    Ok(format!(
+        "{}/pay/reconciliations/{provider}/{date}",
+        app_path(app)?
+    ))
+}
+
+/// A report's summary and its differences, one per line.
+fn print_report(report: &Value) {
+    let totals = |side: &Value| {
+        format!(
+            "{} payments {} yuan, {} refunds {} yuan",
+            side["payments"],
+            fen(&side["paid_fen"]),
+            side["refunds"],
+            fen(&side["refunded_fen"])
+        )
+    };
+    println!(
+        "{} {}: {} difference(s)  (checked {}, {})",
+        text(&report["provider"]),
+        text(&report["bill_date"]),
+        report["differences"],
+        text(&report["checked_at"]),
+        text(&report["source"])
+    );
+    if report["bill_found"] == false {
+        println!("  no bill: the platform had no trades that day");
+    }
+    println!("  bill: {}", totals(&report["bill"]));
+    println!("  here: {}", totals(&report["here"]));
+    for d in report["items"].as_array().into_iter().flatten() {
+        let number = d["out_refund_no"]
+            .as_str()
+            .map(|r| format!("{} refund {r}", text(&d["out_trade_no"])))
+            .unwrap_or_else(|| text(&d["out_trade_no"]).to_owned());
+        println!(
+            "  {:<22} {}  here {}  there {}",
+            text(&d["kind"]),
+            number,
+            d["here"],
+            d["there"]
+        );
+    }
 }
 
 /// `/v1/admin/apps/{app}/pay/orders/{id}`, refusing ids that could change the URL.
 fn order_path(app: &str, id: &str) -> Result<String, String> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if !ok {
+    if !plain_id(id) {
         return Err(format!("{id:?} is not an order id"));
     }
     Ok(format!("{}/pay/orders/{id}", app_path(app)?))
@@ -171,6 +265,95 @@ pub async fn run(connection: Connection, command: PayCommand) -> Result<(), Stri
                 return print_json(&order);
             }
             println!("Order {} is {}", text(&order["id"]), text(&order["state"]));
+        }
+        PayCommand::Callbacks { app, order, limit } => {
+            let mut path = format!("{}/pay/callbacks?limit={limit}", app_path(&app)?);
+            if let Some(order) = order {
+                if !plain_id(&order) {
+                    return Err(format!("{order:?} is not an order id"));
+                }
+                path.push_str(&format!("&order={order}"));
+            }
+            let list = api.call(Method::GET, &path, None).await?;
+            if json {
+                return print_json(&list);
+            }
+            println!(
+                "{:<36} {:<7} {:>7}  {:<24} {:<36} OUTCOME",
+                "CALLBACK", "FROM", "HANDLED", "RECEIVED", "ORDER"
+            );
+            for c in list["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<36} {:<7} {:>7}  {:<24} {:<36} {}",
+                    text(&c["id"]),
+                    text(&c["provider"]),
+                    c["handled"],
+                    text(&c["received_at"]),
+                    text(&c["order_id"]),
+                    text(&c["outcome"])
+                );
+            }
+        }
+        PayCommand::Replay { app, id } => {
+            let path = format!("{}/replay", callback_path(&app, &id)?);
+            let replayed = api.call(Method::POST, &path, None).await?;
+            if json {
+                return print_json(&replayed);
+            }
+            println!(
+                "Callback {} replayed: {} (order {})",
+                text(&replayed["id"]),
+                text(&replayed["outcome"]),
+                text(&replayed["order_id"])
+            );
+        }
+        PayCommand::Reconcile {
+            app,
+            date,
+            provider,
+        } => {
+            // Checked as the report's path would be, though sent in the body.
+            report_path(&app, &provider, &date)?;
+            let path = format!("{}/pay/reconciliations", app_path(&app)?);
+            let body = json!({ "provider": provider, "date": date });
+            let report = api.call(Method::POST, &path, Some(body)).await?;
+            if json {
+                return print_json(&report);
+            }
+            print_report(&report);
+        }
+        PayCommand::Reports { app } => {
+            let path = format!("{}/pay/reconciliations", app_path(&app)?);
+            let list = api.call(Method::GET, &path, None).await?;
+            if json {
+                return print_json(&list);
+            }
+            println!(
+                "{:<8} {:<10} {:>11}  CHECKED",
+                "PROVIDER", "DATE", "DIFFERENCES"
+            );
+            for r in list["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<8} {:<10} {:>11}  {}",
+                    text(&r["provider"]),
+                    text(&r["bill_date"]),
+                    r["differences"],
+                    text(&r["checked_at"])
+                );
+            }
+        }
+        PayCommand::Report {
+            app,
+            date,
+            provider,
+        } => {
+            let report = api
+                .call(Method::GET, &report_path(&app, &provider, &date)?, None)
+                .await?;
+            if json {
+                return print_json(&report);
+            }
+            print_report(&report);
         }
     }
     Ok(())

@@ -986,6 +986,54 @@ fn pay_commands_reach_the_orders_routes_and_refuse_ids_that_are_not_ids() {
     );
     fails_with(&run(&["pay", "show", "shop", "../x"]), "not an order id");
     fails_with(&run(&["pay", "orders", "nope"]), "app_not_found");
+
+    // Kept notifications and their replay; reconciliation reports.
+    let callbacks = run(&["pay", "callbacks", "shop", "--order", "ord_1"]);
+    assert!(callbacks.status.success(), "{}", stderr(&callbacks));
+    assert!(
+        stdout(&callbacks).starts_with("CALLBACK"),
+        "{}",
+        stdout(&callbacks)
+    );
+    fails_with(
+        &run(&["pay", "replay", "shop", "cb_missing"]),
+        "callback_not_found",
+    );
+    fails_with(
+        &run(&["pay", "replay", "shop", "../x"]),
+        "not a callback id",
+    );
+    fails_with(
+        &run(&["pay", "callbacks", "shop", "--order", "a&b=c"]),
+        "not an order id",
+    );
+    fails_with(
+        &run(&["pay", "reconcile", "shop", "2026-02-30"]),
+        "invalid_bill_date",
+    );
+    fails_with(
+        &run(&[
+            "pay",
+            "reconcile",
+            "shop",
+            "2026-11-30",
+            "--provider",
+            "alipay",
+        ]),
+        "pay_not_configured",
+    );
+    fails_with(&run(&["pay", "report", "shop", "../../x.."]), "not a date");
+    fails_with(
+        &run(&["pay", "report", "shop", "2026-11-30"]),
+        "report_not_found",
+    );
+    let reports = run(&["pay", "reports", "shop"]);
+    assert!(reports.status.success(), "{}", stderr(&reports));
+    assert!(
+        stdout(&reports).starts_with("PROVIDER"),
+        "{}",
+        stdout(&reports)
+    );
 }
 
 #[test]

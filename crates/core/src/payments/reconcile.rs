@@ -338,6 +338,10 @@ impl Payments {
         date: BillDate,
         source: &str,
     ) -> Result<Report, PayError> {
+        let loaded = self.merchant(app, provider).await?;
+        let Merchant::Wechat(merchant) = &loaded.merchant else {
+            return Err(PayError::ReconcileUnsupported(provider.name().to_owned()));
+        };
         let now = self.now_ms();
         let today = BillDate::of_ms(now);
         if date.0 >= today.0 {
@@ -348,10 +352,6 @@ impl Payments {
                 "{date}: bills are kept for three months"
             )));
         }
-        let loaded = self.merchant(app, provider).await?;
-        let Merchant::Wechat(merchant) = &loaded.merchant else {
-            return Err(PayError::ReconcileUnsupported(provider.name().to_owned()));
-        };
         let bill = merchant.bill(&date.to_string(), now / 1000).await?;
         let bill_found = bill.is_some();
         let rows = match bill {

@@ -1277,6 +1277,26 @@ async fn a_days_bill_is_compared_with_the_orders() {
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
     assert_eq!(listed["items"][0]["differences"], 4);
 
+    // The daily comparison: configuring the merchant queued today's, due when its bill is.
+    let waiting =
+        s.t.admin(
+            Method::GET,
+            "/v1/admin/apps/shop/queues/_payments/messages?state=waiting&limit=1000",
+        )
+        .expect(StatusCode::OK)
+        .await;
+    let daily: Vec<&Value> = waiting["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["payload"]["check"].get("bill").is_some())
+        .collect();
+    assert_eq!(daily.len(), 1, "{waiting}");
+    assert_eq!(
+        daily[0]["payload"]["check"]["bill"],
+        json!({ "provider": "wechat", "date": today })
+    );
+
     // Refusals: today's bill is not made; not a day; too old; Alipay; no report.
     reconcile(&today)
         .expect_error(StatusCode::CONFLICT, "bill_not_ready")
