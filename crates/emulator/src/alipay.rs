@@ -10,7 +10,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Extension, RawQuery, State};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderMap;
+use axum::http::header::{CONTENT_TYPE, HOST};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
@@ -65,17 +66,21 @@ pub(crate) async fn public_key_pem(emulator: &Arc<Emulator>) -> Option<String> {
 }
 
 /// `POST /alipay/gateway.do`.
-/// Alipay's signed gateway (`alipay.system.oauth.token`).
+/// Alipay's signed gateway (`alipay.system.oauth.token`, the trade methods, the bill's URL),
+/// the bill's download link, and the trade controls.
 #[allow(clippy::disallowed_methods)] // The platform's routes, not Cloudlet's API: no contract.
 pub(crate) fn routes() -> Router<Arc<Emulator>> {
     Router::new()
         .route("/alipay/gateway.do", post(gateway))
+        .route("/alipay/billdownload", get(alipay_trade::bill::download))
         .route("/emulator/alipay/pay", post(alipay_trade::pay))
         .route("/emulator/alipay/forge", post(alipay_trade::forge))
         .route(
             "/emulator/alipay/notifications",
             get(alipay_trade::notifications),
         )
+        .route("/emulator/alipay/clock", post(alipay_trade::bill::clock))
+        .route("/emulator/alipay/bill", post(alipay_trade::bill::control))
         .layer(Extension(Arc::new(alipay_trade::Trades::default())))
 }
 
@@ -83,6 +88,7 @@ pub(crate) async fn gateway(
     State(emulator): State<Arc<Emulator>>,
     Extension(trades): Extension<Arc<alipay_trade::Trades>>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let mut params: BTreeMap<String, String> = BTreeMap::new();
@@ -92,18 +98,23 @@ pub(crate) async fn gateway(
         }
     }
     let method = params.get("method").cloned().unwrap_or_default();
+    let host = headers.get(HOST).and_then(|h| h.to_str().ok());
     let answer = match check_request(&emulator, &params) {
         Err(refusal) => refusal,
+        Ok(()) if method == alipay_trade::bill::METHOD => {
+            alipay_trade::bill::download_url(&emulator, &trades, &params, host).await
+        }
         Ok(()) => match method.as_str() {
             "alipay.system.oauth.token" => oauth_token(&emulator, &params),
-            other => alipay_trade::answer(&trades, other, &params).unwrap_or_else(|| {
-                Reply::error(
-                    "40002",
-                    "Invalid Arguments",
-                    "isv.invalid-method",
-                    "不存在的方法名 / unknown method",
-                )
-            }),
+            other => alipay_trade::answer(&trades, other, &params, emulator.calendar.now())
+                .unwrap_or_else(|| {
+                    Reply::error(
+                        "40002",
+                        "Invalid Arguments",
+                        "isv.invalid-method",
+                        "不存在的方法名 / unknown method",
+                    )
+                }),
         },
     };
     if method == "alipay.trade.refund"
@@ -112,9 +123,12 @@ pub(crate) async fn gateway(
     {
         alipay_trade::refund_notification(&emulator, &trades, &params);
     }
+    // Business failures (40004) come under the method's own key, as Alipay sends them (the
+    // official SDK verifies the signature of that object); the gateway's refusals under
+    // `error_response`.
     let root = match &answer {
-        Reply::Ok(_) => format!("{}_response", method.replace('.', "_")),
-        Reply::Error(_) => "error_response".to_owned(),
+        Reply::Error(object) if object["code"] != "40004" => "error_response".to_owned(),
+        Reply::Ok(_) | Reply::Error(_) => format!("{}_response", method.replace('.', "_")),
     };
     let object = match answer {
         Reply::Ok(object) | Reply::Error(object) => object,

@@ -7,10 +7,18 @@
 //! `notify_url` too: `TRADE_SUCCESS` with `refund_fee` and `out_biz_no` for a part,
 //! `TRADE_CLOSED` for the whole.
 //!
+//! Trades are created, paid and refunded on the emulator's payment calendar
+//! ([`crate::calendar`]): `gmt_create`, `gmt_payment`, `gmt_refund` and the rest follow it, so
+//! that a test can pay "yesterday"; `notify_time` keeps the real clock. The daily trade bill
+//! made from them (`alipay.data.dataservice.bill.downloadurl.query`) is [`bill`]'s.
+//!
 //! ```text
 //! POST /emulator/alipay/pay            {app_id, out_trade_no, notify?: "drop", duplicates?}
 //! POST /emulator/alipay/forge          {params}: the form signed as Alipay signs notifications
 //! GET  /emulator/alipay/notifications  what was sent, and the answers
+//! POST /emulator/alipay/clock          {offset_secs}: move the payment calendar
+//! POST /emulator/alipay/bill           a day's bill made wrong on purpose
+//! GET  /alipay/billdownload?token=     a bill's zip (not signed)
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +42,8 @@ use time::macros::{format_description, offset};
 use crate::alipay::Reply;
 use crate::state::{Emulator, new_token};
 
+pub(crate) mod bill;
+
 #[derive(Clone)]
 struct Trade {
     trade_no: String,
@@ -43,26 +53,49 @@ struct Trade {
     notify_url: String,
     /// `WAIT_BUYER_PAY`, `TRADE_SUCCESS` or `TRADE_CLOSED`.
     status: &'static str,
-    gmt_payment: Option<String>,
-    /// By `out_request_no`: the amount.
-    refunds: BTreeMap<String, i64>,
+    /// When it was created (`gmt_create`), on the payment calendar.
+    created: OffsetDateTime,
+    /// When it was paid (`gmt_payment`), on the payment calendar.
+    paid: Option<OffsetDateTime>,
+    /// By `out_request_no`.
+    refunds: BTreeMap<String, TradeRefund>,
 }
 
-/// Every app's trades, by (app id, out_trade_no), and what was notified.
+#[derive(Clone, Copy)]
+struct TradeRefund {
+    fen: i64,
+    /// When it was refunded (`gmt_refund_pay`), on the payment calendar.
+    at: OffsetDateTime,
+}
+
+impl Trade {
+    fn refunded(&self) -> i64 {
+        self.refunds.values().map(|r| r.fen).sum()
+    }
+}
+
+/// Every app's trades, by (app id, out_trade_no), what was notified, and the bills.
 #[derive(Default)]
 pub(crate) struct Trades {
     trades: Mutex<HashMap<(String, String), Trade>>,
     notifications: Mutex<Vec<Value>>,
+    bills: bill::Bills,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Now on the real clock, as Alipay writes times: what `notify_time` says (a notification is
+/// sent now, whatever day the payment calendar is on).
 #[allow(clippy::disallowed_methods)] // The emulator has no domain code to steer from tests.
 fn now_text() -> String {
-    OffsetDateTime::now_utc()
-        .to_offset(offset!(+8))
+    china_text(OffsetDateTime::now_utc())
+}
+
+/// `yyyy-MM-dd HH:mm:ss` in China time, as Alipay writes times.
+fn china_text(at: OffsetDateTime) -> String {
+    at.to_offset(offset!(+8))
         .format(format_description!(
             "[year]-[month]-[day] [hour]:[minute]:[second]"
         ))
@@ -92,11 +125,13 @@ fn business(sub_code: &str, sub_msg: &str) -> Reply {
     Reply::error("40004", "Business Failed", sub_code, sub_msg)
 }
 
-/// The gateway's trade methods; `None` for a method that is not one.
+/// The gateway's trade methods; `None` for a method that is not one. `now` is the payment
+/// calendar's, which dates trades and refunds.
 pub(crate) fn answer(
     trades: &Trades,
     method: &str,
     params: &BTreeMap<String, String>,
+    now: OffsetDateTime,
 ) -> Option<Reply> {
     let app_id = params.get("app_id").cloned().unwrap_or_default();
     let biz: Value = params
@@ -158,7 +193,8 @@ pub(crate) fn answer(
                             buyer,
                             notify_url,
                             status: "WAIT_BUYER_PAY",
-                            gmt_payment: None,
+                            created: now,
+                            paid: None,
                             refunds: BTreeMap::new(),
                         },
                     );
@@ -174,7 +210,7 @@ pub(crate) fn answer(
                 "code": "10000", "msg": "Success", "out_trade_no": out_trade_no,
                 "trade_no": trade.trade_no, "trade_status": trade.status,
                 "total_amount": yuan(trade.total_fen), trade.buyer.0: trade.buyer.1,
-                "send_pay_date": trade.gmt_payment,
+                "send_pay_date": trade.paid.map(china_text),
             })),
         },
         "alipay.trade.close" => match all.get_mut(&key) {
@@ -203,21 +239,24 @@ pub(crate) fn answer(
                 }
                 (Some(trade), Some(amount)) => {
                     let known = trade.refunds.get(&request_no).copied();
-                    let refunded: i64 = trade.refunds.values().sum();
                     let fresh = known.is_none();
-                    if request_no.is_empty() || (fresh && refunded + amount > trade.total_fen) {
+                    if request_no.is_empty()
+                        || (fresh && trade.refunded() + amount > trade.total_fen)
+                    {
                         return Some(business(
                             "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL",
                             "more than is left to refund",
                         ));
                     }
-                    if fresh {
-                        trade.refunds.insert(request_no.clone(), amount);
-                    }
-                    let refunded: i64 = trade.refunds.values().sum();
+                    let refund = known.unwrap_or(TradeRefund {
+                        fen: amount,
+                        at: now,
+                    });
+                    trade.refunds.insert(request_no.clone(), refund);
                     Reply::Ok(json!({
                         "code": "10000", "msg": "Success", "out_trade_no": out_trade_no,
-                        "trade_no": trade.trade_no, "refund_fee": yuan(refunded),
+                        "trade_no": trade.trade_no, "refund_fee": yuan(trade.refunded()),
+                        "gmt_refund_pay": china_text(refund.at),
                         "fund_change": if fresh { "Y" } else { "N" },
                     }))
                 }
@@ -233,10 +272,11 @@ pub(crate) fn answer(
                         "trade_no": trade.trade_no, "out_request_no": request_no,
                     });
                     // No such refund: a success without a status, as Alipay answers.
-                    if let Some(amount) = trade.refunds.get(request_no) {
-                        reply["refund_amount"] = json!(yuan(*amount));
+                    if let Some(refund) = trade.refunds.get(request_no) {
+                        reply["refund_amount"] = json!(yuan(refund.fen));
                         reply["total_amount"] = json!(yuan(trade.total_fen));
                         reply["refund_status"] = json!("REFUND_SUCCESS");
+                        reply["gmt_refund_pay"] = json!(china_text(refund.at));
                     }
                     Reply::Ok(reply)
                 }
@@ -270,8 +310,12 @@ pub(crate) fn refund_notification(
     let Some(trade) = lock(&trades.trades).get(&key).cloned() else {
         return;
     };
-    let refunded: i64 = trade.refunds.values().sum();
-    let now = now_text();
+    let request_no = biz["out_request_no"].as_str().unwrap_or_default();
+    let Some(refund) = trade.refunds.get(request_no) else {
+        return;
+    };
+    let refunded = trade.refunded();
+    let at = china_text(refund.at);
     let mut form = base_form(&app_id, &key.1, &trade);
     let full = refunded >= trade.total_fen;
     form.insert(
@@ -284,16 +328,10 @@ pub(crate) fn refund_notification(
         .into(),
     );
     form.insert("refund_fee".into(), yuan(refunded));
-    form.insert("gmt_refund".into(), now.clone());
-    form.insert(
-        "out_biz_no".into(),
-        biz["out_request_no"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    );
+    form.insert("gmt_refund".into(), at.clone());
+    form.insert("out_biz_no".into(), request_no.to_owned());
     if full {
-        form.insert("gmt_close".into(), now);
+        form.insert("gmt_close".into(), at);
     }
     send(emulator, trades, &trade.notify_url, form, 0);
 }
@@ -317,7 +355,11 @@ fn base_form(app_id: &str, out_trade_no: &str, trade: &Trade) -> BTreeMap<String
         ("receipt_amount", yuan(trade.total_fen)),
         ("buyer_pay_amount", yuan(trade.total_fen)),
         ("subject", trade.subject.clone()),
-        ("gmt_payment", trade.gmt_payment.clone().unwrap_or_default()),
+        ("gmt_create", china_text(trade.created)),
+        (
+            "gmt_payment",
+            trade.paid.map(china_text).unwrap_or_default(),
+        ),
         (
             "fund_bill_list",
             format!(
@@ -428,7 +470,7 @@ pub(crate) async fn pay(
             return control_error(StatusCode::BAD_REQUEST, "the trade is not payable");
         }
         trade.status = "TRADE_SUCCESS";
-        trade.gmt_payment = Some(now_text());
+        trade.paid = Some(emulator.calendar.now());
         trade.clone()
     };
     if body.notify.as_deref() != Some("drop") {

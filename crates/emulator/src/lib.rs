@@ -26,6 +26,8 @@
 //! GET  /qq/sns/jscode2session                 QQ code2Session
 //! POST /douyin/api/apps/v2/jscode2session     Douyin code2Session (v2)
 //! POST /alipay/gateway.do                     Alipay gateway: alipay.system.oauth.token
+//! GET  /alipay/billdownload?token=            Alipay: a day's trade bill, zipped (URL from the gateway)
+//! POST /emulator/alipay/clock                 move the payment calendar (WeChat Pay's too)
 //! POST /emulator/wechatpay/merchants          register a WeChat Pay merchant
 //! POST /emulator/wechatpay/pay                the user pays an order (its notification goes out)
 //! GET  /emulator/wechatpay/notifications      the payment notifications sent, and their answers
@@ -35,6 +37,7 @@
 
 mod alipay;
 mod alipay_trade;
+mod calendar;
 mod control;
 mod douyin;
 mod state;

@@ -80,6 +80,8 @@ pub(crate) struct Emulator {
     pub alipay_key: std::sync::OnceLock<rsa::RsaPrivateKey>,
     /// "WeChat Pay"'s own key pair, made when the first merchant registers.
     pub wechat_pay_key: std::sync::OnceLock<rsa::RsaPrivateKey>,
+    /// The payment calendar both payment platforms date payments, refunds and bills by.
+    pub calendar: crate::calendar::Calendar,
 }
 
 /// Why a code was refused.
@@ -97,6 +99,7 @@ impl Emulator {
             state: Mutex::new(State::default()),
             alipay_key: std::sync::OnceLock::new(),
             wechat_pay_key: std::sync::OnceLock::new(),
+            calendar: crate::calendar::Calendar::default(),
         }
     }
 

@@ -14,8 +14,9 @@
 //! flipped GCM tag), so that a merchant's checks can be tested one by one.
 //!
 //! The daily trade bill (what a merchant reconciles against) is [`bill`]'s: it is made from the
-//! orders and refunds kept here, on the emulator's payment calendar, which a test may move a few
-//! days on (`/emulator/wechatpay/clock`) so that today's payments are in a bill already.
+//! orders and refunds kept here, on the emulator's payment calendar ([`crate::calendar`], shared
+//! with Alipay), which a test may move a few days on (`/emulator/wechatpay/clock`) so that
+//! today's payments are in a bill already.
 //!
 //! ```text
 //! POST /emulator/wechatpay/merchants                        register a merchant
@@ -110,20 +111,8 @@ struct Pay {
     /// Refunds still to take and then answer `500 SYSTEM_ERROR` for, without notifying them: a
     /// platform that did the work and failed to say so.
     lost_refund_answers: Mutex<u32>,
-    /// How far the payment calendar is from the real clock, in seconds (`/emulator/wechatpay/clock`).
-    clock_offset_secs: Mutex<i64>,
     /// Bill settings asked for by tests, and the bill files waiting to be downloaded.
     bills: bill::Bills,
-}
-
-impl Pay {
-    /// Now on the payment calendar, in China time, to the second: what payments, refunds and the
-    /// bill's "today" are dated by. Signature times and token lifetimes keep the real clock.
-    fn calendar_now(&self) -> OffsetDateTime {
-        let now = now() + time::Duration::seconds(*lock(&self.clock_offset_secs));
-        let now = now.to_offset(offset!(+8));
-        now.replace_nanosecond(0).unwrap_or(now)
-    }
 }
 
 /// RFC 3339, as WeChat Pay writes its times (`2026-12-02T10:00:00+08:00`).
@@ -642,7 +631,7 @@ async fn pay(
             "42000{}",
             now().unix_timestamp_nanos() % 10i128.pow(23)
         ));
-        order.success_time = Some(pay.calendar_now());
+        order.success_time = Some(emulator.calendar.now());
         (order.clone(), merchant.api_v3_key.clone())
     };
     let resource = transaction(&body.mchid, &body.out_trade_no, &order).to_string();
@@ -785,7 +774,7 @@ async fn refund(
                 "more than is left to refund",
             );
         }
-        let success_time = pay.calendar_now();
+        let success_time = emulator.calendar.now();
         let made = Refund {
             out_trade_no: asked.out_trade_no.clone(),
             refund_id: format!("50300{}", now().unix_timestamp_nanos() % 10i128.pow(23)),

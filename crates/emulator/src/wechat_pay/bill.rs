@@ -1,8 +1,9 @@
 //! WeChat Pay's daily trade bill (交易账单), as a merchant downloads it to reconcile: the
 //! `tradebill` request (answered, signed, with the file's SHA-1 and a download URL), the file
 //! itself (not signed, gzipped when asked), and the bill's text, made from the merchant's orders
-//! and refunds of one China-time day on the payment calendar. Also owns that calendar's control
-//! (`/emulator/wechatpay/clock`, so that a test can reach the day after its payments) and the
+//! and refunds of one China-time day on the payment calendar. Also owns WeChat Pay's control of
+//! that calendar (`/emulator/wechatpay/clock`, so that a test can reach the day after its
+//! payments; the calendar is [`crate::calendar`]'s, shared with Alipay) and the
 //! per-day bill settings (`/emulator/wechatpay/bill`: rows added, left out or with another
 //! amount), which make the differences a reconciliation must find.
 //!
@@ -24,17 +25,16 @@ use serde::Deserialize;
 use serde_json::json;
 use sha1::{Digest, Sha1};
 use time::macros::{format_description, offset, time};
-use time::{Date, Month, OffsetDateTime};
+use time::{Date, OffsetDateTime};
 
 use super::{Merchant, Pay, Signed, error, lock, platform_key, rfc3339, signed};
+use crate::calendar::{self, bill_date};
 use crate::state::{Emulator, new_token};
 
 /// How long a download URL's token stays valid (WeChat Pay: 30 seconds).
 const TOKEN_TTL: Duration = Duration::from_secs(30);
 /// The most rows `extra_count` may generate.
 const MAX_GENERATED: u32 = 1_000_000;
-/// How far `/emulator/wechatpay/clock` may move the calendar: ten years.
-const MAX_CLOCK_OFFSET_SECS: i64 = 10 * 366 * 86_400;
 /// The fee of one fen of payment, in 1/100000 yuan (0.6 %).
 const FEE_PER_FEN: i64 = 6;
 
@@ -188,20 +188,19 @@ pub(super) struct ClockBody {
     offset_secs: i64,
 }
 
-/// Moves the payment calendar: `offset_secs` from the real clock.
+/// Moves the emulator's payment calendar (Alipay's too): `offset_secs` from the real clock.
 pub(super) async fn clock(
-    Extension(pay): Extension<Arc<Pay>>,
+    State(emulator): State<Arc<Emulator>>,
     axum::Json(body): axum::Json<ClockBody>,
 ) -> Response {
-    if body.offset_secs.abs() > MAX_CLOCK_OFFSET_SECS {
-        return error(
+    match emulator.calendar.set_offset(body.offset_secs) {
+        Some(now) => axum::Json(json!({ "now": rfc3339(now) })).into_response(),
+        None => error(
             StatusCode::BAD_REQUEST,
             "PARAM_ERROR",
             "offset_secs is more than ten years",
-        );
+        ),
     }
-    *lock(&pay.clock_offset_secs) = body.offset_secs;
-    axum::Json(json!({ "now": rfc3339(pay.calendar_now()) })).into_response()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -209,29 +208,6 @@ enum BillType {
     All,
     Success,
     Refund,
-}
-
-/// `YYYY-MM-DD`, and nothing else.
-fn bill_date(text: &str) -> Option<Date> {
-    if text.len() != 10 {
-        return None;
-    }
-    Date::parse(text, format_description!("[year]-[month]-[day]")).ok()
-}
-
-/// The same day three calendar months before `today` (the last day of that month if it is
-/// shorter): the oldest bill WeChat Pay still serves.
-fn three_months_before(today: Date) -> Date {
-    let (mut year, mut month) = (today.year(), today.month() as u8);
-    if month <= 3 {
-        year -= 1;
-        month += 9;
-    } else {
-        month -= 3;
-    }
-    let month = Month::try_from(month).unwrap_or(Month::January);
-    let day = today.day().min(month.length(year));
-    Date::from_calendar_date(year, month, day).unwrap_or(today)
 }
 
 /// The query's pairs (the last one wins).
@@ -269,7 +245,7 @@ pub(super) async fn trade_bill(
             "bill_date is YYYY-MM-DD, bill_type ALL, SUCCESS or REFUND, tar_type GZIP",
         );
     };
-    let today = pay.calendar_now().date();
+    let today = emulator.calendar.now().date();
     if date >= today {
         return error(
             StatusCode::BAD_REQUEST,
@@ -277,7 +253,7 @@ pub(super) async fn trade_bill(
             "the bill of a day is made after 10:00 the next day",
         );
     }
-    if date < three_months_before(today) {
+    if date < calendar::three_months_before(today) {
         return error(
             StatusCode::BAD_REQUEST,
             "NO_STATEMENT_EXIST",
@@ -599,7 +575,6 @@ fn render(mchid: &str, rows: &[Row]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::date;
 
     #[test]
     fn amounts_are_yuan() {
@@ -608,36 +583,6 @@ mod tests {
         assert_eq!(yuan(-250), "-2.50");
         assert_eq!(yuan5(6), "0.00006");
         assert_eq!(yuan5(74_076), "0.74076");
-    }
-
-    #[test]
-    fn three_months_back_stays_in_the_month() {
-        assert_eq!(
-            three_months_before(date!(2026 - 05 - 31)),
-            date!(2026 - 02 - 28)
-        );
-        assert_eq!(
-            three_months_before(date!(2026 - 02 - 10)),
-            date!(2025 - 11 - 10)
-        );
-        assert_eq!(
-            three_months_before(date!(2026 - 12 - 31)),
-            date!(2026 - 09 - 30)
-        );
-    }
-
-    #[test]
-    fn bill_dates_are_strict() {
-        assert_eq!(bill_date("2026-12-02"), Some(date!(2026 - 12 - 02)));
-        for bad in [
-            "20261202",
-            "2026-12-2",
-            "2026-13-01",
-            "2026-02-30",
-            "+2026-12-0",
-        ] {
-            assert_eq!(bill_date(bad), None, "{bad}");
-        }
     }
 
     #[test]
