@@ -12,6 +12,8 @@ use time::OffsetDateTime;
 use time::macros::{format_description, offset};
 
 pub use crate::rsa2::{PrivateKey, PublicKey, private_key, public_key, sign, verify};
+
+pub mod bill;
 use crate::{PlatformError, PlatformHttp};
 
 /// The real gateway.

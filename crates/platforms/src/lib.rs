@@ -15,6 +15,7 @@
 //! Every client takes a base URL, so that the emulator can stand in for the real servers.
 
 pub mod alipay;
+pub mod bill;
 pub mod douyin;
 mod error;
 mod http;

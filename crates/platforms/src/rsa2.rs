@@ -98,11 +98,14 @@ pub fn public_key(text: &str) -> Result<PublicKey, PlatformError> {
                 .or_else(|| RsaPublicKey::from_pkcs1_der(&der).ok())
         })
     };
-    parsed
-        .map(|key| PublicKey::from(&key))
-        .ok_or(PlatformError::Crypto(
-            "not an RSA public key (SPKI or PKCS#1, PEM or base64)",
-        ))
+    let key = parsed.ok_or(PlatformError::Crypto(
+        "not an RSA public key (SPKI or PKCS#1, PEM or base64)",
+    ))?;
+    // Verifying refuses shorter keys: refused here, where configuring one can say so.
+    if key.size() < 256 {
+        return Err(PlatformError::Crypto("an RSA public key under 2048 bits"));
+    }
+    Ok(PublicKey::from(&key))
 }
 
 fn strip_whitespace(text: &str) -> String {
@@ -141,4 +144,37 @@ pub fn verify_bytes(key: &PublicKey, content: &[u8], signature: &str) -> bool {
     }
     .verify(&RSA_PKCS1_2048_8192_SHA256, content, &signature)
     .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+
+    use super::*;
+
+    #[test]
+    fn keys_under_2048_bits_are_refused_and_2048_bit_ones_sign_and_verify() {
+        let mut rng = rsa::rand_core::OsRng;
+        let short = RsaPrivateKey::new(&mut rng, 1024).unwrap();
+        let short_public = short
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        assert!(public_key(&short_public).is_err());
+        assert!(private_key(&short.to_pkcs8_pem(LineEnding::LF).unwrap()).is_err());
+
+        let key = RsaPrivateKey::new(&mut rng, 2048).unwrap();
+        let signer = private_key(&key.to_pkcs8_pem(LineEnding::LF).unwrap()).unwrap();
+        let verifier = public_key(
+            &key.to_public_key()
+                .to_public_key_pem(LineEnding::LF)
+                .unwrap(),
+        )
+        .unwrap();
+        let signature = sign(&signer, "a=1&b=2");
+        assert!(verify(&verifier, "a=1&b=2", &signature));
+        assert!(!verify(&verifier, "a=1&b=3", &signature));
+        assert!(!verify(&verifier, "a=1&b=2", "not base64!"));
+        assert!(!verify(&verifier, "a=1&b=2", &signature[4..]));
+    }
 }

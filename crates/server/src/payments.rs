@@ -62,7 +62,6 @@ impl From<PayError> for ApiError {
             PayError::ReportNotFound => Code::ReportNotFound,
             PayError::InvalidBillDate(_) => Code::InvalidBillDate,
             PayError::BillNotReady(_) => Code::BillNotReady,
-            PayError::ReconcileUnsupported(_) => Code::ReconcileUnsupported,
             PayError::KeyReused => Code::OrderKeyReused,
             PayError::TradeNoTaken => Code::TradeNoTaken,
             PayError::OrderState(_) => Code::OrderState,
@@ -331,10 +330,16 @@ async fn get_callback(
 async fn replay_callback(
     State(state): State<AppState>,
     AdminOf(app): AdminOf,
+    CallerOf(caller): CallerOf,
     Path(path): Path<CallbackPath>,
 ) -> Result<axum::Json<CallbackView>, ApiError> {
+    // Who asked, as far as a bearer token says: the instance's admin token or the app's key.
+    let actor = match caller {
+        cloudlet_core::access::Caller::Admin => "admin token",
+        _ => "app key",
+    };
     Ok(axum::Json(
-        state.payments().replay(&app, &path.id, "admin").await?,
+        state.payments().replay(&app, &path.id, actor).await?,
     ))
 }
 

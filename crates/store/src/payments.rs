@@ -182,7 +182,7 @@ pub struct CallbackRow {
     /// The signature headers, JSON text (`{}` for Alipay, whose signature is in the body).
     pub headers: String,
     pub body: Vec<u8>,
-    /// What handling it last did: `applied`, `unchanged`, or the error code it was refused with.
+    /// What handling it last did: `applied`, `unchanged`, `ignored`, or `refused: ` and why.
     pub outcome: String,
     /// How many times it was handled: the platform's retries and replays.
     pub handled: i64,

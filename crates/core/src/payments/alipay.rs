@@ -276,6 +276,24 @@ impl Alipay {
         }
     }
 
+    /// The trade bill of `bill_date`, parsed; `None` when Alipay has none for that day.
+    pub(super) async fn bill(
+        &self,
+        bill_date: &str,
+        now_secs: i64,
+    ) -> Result<Option<Vec<alipay::bill::BillRow>>, PayError> {
+        let Some(zipped) = self.client.trade_bill(bill_date, now_secs).await? else {
+            return Ok(None);
+        };
+        // Unzipping, decoding and cutting up tens of megabytes: off the async threads.
+        let rows = tokio::task::spawn_blocking(move || {
+            alipay::bill::parse(&alipay::bill::details_of_zip(&zipped)?)
+        })
+        .await
+        .map_err(|e| PayError::PlatformUnavailable(e.to_string()))??;
+        Ok(Some(rows))
+    }
+
     pub(super) async fn query_refund(
         &self,
         order: &OrderRow,

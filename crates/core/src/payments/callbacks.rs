@@ -126,7 +126,7 @@ impl Payments {
             .await;
         let outcome = match &replayed {
             Ok(Some(kept)) => kept.outcome.clone(),
-            Ok(None) => "handled (not kept)".to_owned(),
+            Ok(None) => "handled".to_owned(),
             Err(e) => format!("refused: {e}"),
         };
         if let Some(order_id) = replayed
@@ -149,7 +149,7 @@ impl Payments {
         tracing::info!(app = %app, callback = %id, actor, outcome = %outcome, "a payment callback was replayed");
         replayed?
             .map(CallbackView::from)
-            .ok_or_else(|| PayError::Invalid("the replayed callback could not be kept".into()))
+            .ok_or(PayError::CallbackNotFound)
     }
 
     /// Kept callbacks, newest first: an order's, or the app's.
@@ -218,11 +218,16 @@ impl Payments {
             Merchant::Alipay(m) => m.notice(body)?,
         };
         if buried {
-            // The app is gone, and was deleted only with its money settled: this is a retry
-            // of a notification answered before, or news for a person to look at. Verified,
-            // logged, and answered, so the platform stops.
+            // The app is gone, deleted only with its money settled: a refund's or a close's
+            // news changes nothing owed, and is answered so the platform stops. A payment is
+            // not: an order made while the app was being deleted may have been paid, and a
+            // platform that keeps retrying (and shows it in the merchant's console) is how a
+            // person learns of it.
             let about = match &notice {
-                Notice::Paid(p) => format!("paid {}", p.out_trade_no),
+                Notice::Paid(p) => {
+                    tracing::error!(app = %app, provider = provider.name(), notify_id = %notify_id, out_trade_no = %p.out_trade_no, "a payment for a deleted app: not answered, the platform will retry");
+                    return Err(PayError::OrderNotFound);
+                }
                 Notice::Refund { out_refund_no, .. } => format!("refund {out_refund_no}"),
                 Notice::Closed { out_trade_no, .. } => format!("closed {out_trade_no}"),
                 Notice::Ignore => "nothing".to_owned(),
@@ -269,15 +274,17 @@ impl Payments {
             received_at_ms: now,
             last_at_ms: now,
         };
-        let kept = match self.0.store.record_callback(app, row).await {
-            Ok(kept) => Some(kept),
+        let kept = self.0.store.record_callback(app, row).await;
+        handled.outcome?;
+        match kept {
+            Ok(kept) => Ok(Some(kept)),
+            // An admin's replay says so; the platform is answered all the same.
+            Err(e) if arrival == Arrival::Replay => Err(e.into()),
             Err(e) => {
                 tracing::warn!(app = %app, error = %e, "a verified payment callback could not be kept");
-                None
+                Ok(None)
             }
-        };
-        handled.outcome?;
-        Ok(kept)
+        }
     }
 
     /// Applies what a verified notification says.

@@ -98,8 +98,7 @@ pub enum PayError {
     InvalidBillDate(String),
     #[error("the bill of {0} is not made yet (after 10:00 the next day, China time)")]
     BillNotReady(String),
-    #[error("{0}'s bill is not read: its orders are reconciled by the per-order checks")]
-    ReconcileUnsupported(String),
+
     /// The idempotency key was used for an order that differs (amount, user, provider).
     #[error("the key was used for another order (amount, user or provider differ)")]
     KeyReused,
@@ -282,6 +281,18 @@ impl Merchant {
         match self {
             Merchant::Wechat(m) => m.query_refund(order, refund, now_secs).await,
             Merchant::Alipay(m) => m.query_refund(order, refund, now_secs).await,
+        }
+    }
+
+    /// The trade bill of a day, parsed; `None` when the platform has none for it.
+    async fn bill(
+        &self,
+        bill_date: &str,
+        now_secs: i64,
+    ) -> Result<Option<Vec<cloudlet_platforms::bill::BillRow>>, PayError> {
+        match self {
+            Merchant::Wechat(m) => m.bill(bill_date, now_secs).await,
+            Merchant::Alipay(m) => m.bill(bill_date, now_secs).await,
         }
     }
 }
@@ -526,6 +537,8 @@ struct Inner {
     public_url: OnceLock<String>,
     triggers: OnceLock<Arc<dyn Triggers>>,
     merchants: Mutex<HashMap<(AppName, Provider), Arc<Loaded>>>,
+    /// One bill compared at a time on the server.
+    reconciling: tokio::sync::Semaphore,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -592,6 +605,7 @@ impl Payments {
             public_url: OnceLock::new(),
             triggers: OnceLock::new(),
             merchants: Mutex::new(HashMap::new()),
+            reconciling: tokio::sync::Semaphore::new(1),
         })))
     }
 
@@ -669,11 +683,9 @@ impl Payments {
         };
         self.0.system.put_provider(app, row).await?;
         lock(&self.0.merchants).remove(&(app.clone(), provider));
-        if provider == Provider::Wechat {
-            // Today's bill is compared tomorrow, then each day's the day after.
-            self.reconcile_later(app, provider, BillDate::of_ms(now))
-                .await?;
-        }
+        // Today's bill is compared tomorrow, then each day's the day after.
+        self.reconcile_later(app, provider, BillDate::of_ms(now), 0)
+            .await?;
         tracing::info!(app = %app, provider = provider.name(), login, "merchant configured");
         Ok(view)
     }
@@ -1427,7 +1439,9 @@ impl Payments {
         let outcome = match &check {
             Ok(Check::Order(id)) => self.check_order(app, id).await,
             Ok(Check::Refund(no)) => self.check_refund(app, no).await,
-            Ok(Check::Bill { provider, date }) => self.reconcile_daily(app, provider, date).await,
+            Ok(Check::Bill { provider, date }) => {
+                self.reconcile_daily(app, provider, date, generation).await
+            }
             Err(e) => Err(PayError::Invalid(format!("not a payment check: {e}"))),
         };
         let queues = &self.0.queues;
@@ -1440,8 +1454,7 @@ impl Payments {
                 | PayError::OrderNotFound
                 | PayError::RefundNotFound
                 | PayError::NotConfigured(_)
-                | PayError::InvalidBillDate(_)
-                | PayError::ReconcileUnsupported(_)),
+                | PayError::InvalidBillDate(_)),
             ) => queues
                 .give_up(app, &delivery.id, &delivery.lease, &e.to_string())
                 .await
@@ -1451,8 +1464,11 @@ impl Payments {
                     Err(e) => e.to_string(),
                     _ => "not settled yet".to_owned(),
                 };
+                // A day's comparison that keeps failing is left in the dead letters: the next
+                // day's was queued before it ran.
                 if last
                     && let Ok(check) = check
+                    && !matches!(check, Check::Bill { .. })
                     && let Err(e) = self.check_later(app, check, generation + 1).await
                 {
                     tracing::warn!(app = %app, error = %e, "could not send the next payment check");

@@ -8,13 +8,14 @@
 //! another stops, so configuring a merchant twice does not compare twice); an admin can compare
 //! any day of the last three months at once. Reports are kept, one per provider and day.
 //!
-//! Only WeChat Pay's bill is read. Alipay's bill is a zip of GBK CSV files behind a link
-//! outside the gateway; Alipay orders are reconciled by the per-order checks alone (see
-//! `docs/payments.md`).
+//! Both platforms' bills are read (WeChat Pay's gzipped CSV, checked by the SHA-1 of its signed
+//! reply; Alipay's zip of GBK CSV files behind an unsigned link to its own hosts) into the same
+//! rows. Reading and comparing run on blocking threads, one day at a time on the whole server:
+//! a merchant's `base_url` is an app admin's to set, so a bill is as hostile as any input.
 
 use std::collections::{HashMap, HashSet};
 
-use cloudlet_platforms::wechat_pay::bill::{BillKind, BillRow};
+use cloudlet_platforms::bill::{BillKind, BillRow};
 use cloudlet_store::{
     ORDER_PAID, ORDER_PARTLY_REFUNDED, ORDER_REFUNDED, OrderRow, REFUND_SUCCEEDED, RefundRow,
     ReportRow,
@@ -23,14 +24,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 use time::{Date, Month, PrimitiveDateTime, Time, UtcOffset};
 
-use super::{Check, Merchant, PayError, Payments, Provider};
+use super::{Check, PayError, Payments, Provider};
 use crate::apps::AppName;
 use crate::clock::Timestamp;
 
 /// Differences listed in a report, at most (all are counted).
 pub const MAX_LISTED_DIFFERENCES: usize = 1000;
-/// How far back a bill can be asked for (WeChat Pay keeps three months).
-const MAX_AGE_DAYS: i64 = 92;
+/// How far back a bill can be asked for (both platforms keep three months; the shortest three
+/// months are 89 days).
+const MAX_AGE_DAYS: i64 = 89;
+/// A day without a bill this long after it started had no trades there; before, the bill is
+/// late, not empty.
+const NO_BILL_AFTER_MS: i64 = 3 * 24 * 3600 * 1000;
+/// How long the daily comparison waits for a late bill before asking again.
+const LATE_BILL_RETRY_SECS: f64 = 3600.0;
 /// A refund that succeeded here in the first minutes of a day may be in the previous day's
 /// bill (it was done there before midnight and confirmed here after): not reported missing.
 const REFUND_GRACE_MS: i64 = 30 * 60 * 1000;
@@ -115,9 +122,11 @@ pub struct Totals {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Difference {
     /// `missing_here` (the platform took a payment of an order not here), `state` (paid there,
-    /// not paid here), `amount`, `transaction_id`, `missing_there` (paid here that day, not in
-    /// the bill), `refund_missing_here`, `refund_state`, `refund_amount`,
-    /// `refund_missing_there`, `unknown_row` (a line the bill names otherwise).
+    /// not paid here), `amount`, `transaction_id`, `duplicate` (a payment listed twice),
+    /// `missing_there` (paid here that day, not in the bill), `refund_missing_here`,
+    /// `refund_order` (a refund the bill puts on another order), `refund_state`,
+    /// `refund_amount`, `refund_missing_there`, `unknown_row` (a line the bill names
+    /// otherwise).
     pub kind: String,
     pub out_trade_no: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -232,7 +241,10 @@ fn compare(
         };
         match &row.kind {
             BillKind::Payment => {
-                billed_payments.insert(row.out_trade_no.as_str());
+                if !billed_payments.insert(row.out_trade_no.as_str()) {
+                    found.add(difference("duplicate", None, Json::Null));
+                    continue;
+                }
                 let Some(order) = orders.get(&row.out_trade_no) else {
                     found.add(difference("missing_here", None, Json::Null));
                     continue;
@@ -257,7 +269,12 @@ fn compare(
                     found.add(difference("refund_missing_here", None, Json::Null));
                     continue;
                 };
-                let kind = if refund.amount_fen != row.refund_fen {
+                let of_order = orders
+                    .get(&row.out_trade_no)
+                    .is_some_and(|o| o.id == refund.order_id);
+                let kind = if !of_order {
+                    Some("refund_order")
+                } else if refund.amount_fen != row.refund_fen {
                     Some("refund_amount")
                 } else if refund.state != REFUND_SUCCEEDED {
                     Some("refund_state")
@@ -316,11 +333,11 @@ fn totals_of_rows(rows: &[BillRow]) -> Totals {
         match row.kind {
             BillKind::Payment => {
                 totals.payments += 1;
-                totals.paid_fen += row.amount_fen;
+                totals.paid_fen = totals.paid_fen.saturating_add(row.amount_fen);
             }
             BillKind::Refund => {
                 totals.refunds += 1;
-                totals.refunded_fen += row.refund_fen;
+                totals.refunded_fen = totals.refunded_fen.saturating_add(row.refund_fen);
             }
             BillKind::Other(_) => {}
         }
@@ -339,9 +356,6 @@ impl Payments {
         source: &str,
     ) -> Result<Report, PayError> {
         let loaded = self.merchant(app, provider).await?;
-        let Merchant::Wechat(merchant) = &loaded.merchant else {
-            return Err(PayError::ReconcileUnsupported(provider.name().to_owned()));
-        };
         let now = self.now_ms();
         let today = BillDate::of_ms(now);
         if date.0 >= today.0 {
@@ -352,12 +366,19 @@ impl Payments {
                 "{date}: bills are kept for three months"
             )));
         }
-        let bill = merchant.bill(&date.to_string(), now / 1000).await?;
+        // One comparison at a time on the server: a bill is tens of megabytes of work.
+        let _turn = self
+            .0
+            .reconciling
+            .acquire()
+            .await
+            .map_err(|_| PayError::BillNotReady(date.to_string()))?;
+        let bill = loaded.merchant.bill(&date.to_string(), now / 1000).await?;
         let bill_found = bill.is_some();
         let rows = match bill {
             Some(rows) => rows,
-            // No bill: not made yet, or no trades that day once it must have been made.
-            None if now < date.ready_ms() => {
+            // No bill: late, or (days after) none because there were no trades that day.
+            None if now < date.start_ms() + NO_BILL_AFTER_MS => {
                 return Err(PayError::BillNotReady(date.to_string()));
             }
             None => Vec::new(),
@@ -401,26 +422,50 @@ impl Payments {
                 refunds.insert(refund.out_refund_no.clone(), refund);
             }
         }
-        let compared = compare(
-            &rows,
-            &day_orders,
-            &day_refunds,
-            &orders,
-            &refunds,
-            from + REFUND_GRACE_MS,
-        );
+        // The orders of the day's refunds, so a refund missing there names its order.
+        let known: HashSet<&str> = orders.values().map(|o| o.id.as_str()).collect();
+        let missing: Vec<String> = refunds
+            .values()
+            .map(|r| r.order_id.clone())
+            .filter(|id| !known.contains(id.as_str()))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        for id in missing {
+            if let Some(order) = store.order(app, &id).await? {
+                orders.insert(order.out_trade_no.clone(), order);
+            }
+        }
         let here = Totals {
             payments: day_orders.len() as u64,
-            paid_fen: day_orders.iter().map(|o| o.amount_fen).sum(),
+            paid_fen: day_orders
+                .iter()
+                .fold(0, |sum, o| sum.saturating_add(o.amount_fen)),
             refunds: day_refunds.len() as u64,
-            refunded_fen: day_refunds.iter().map(|r| r.amount_fen).sum(),
+            refunded_fen: day_refunds
+                .iter()
+                .fold(0, |sum, r| sum.saturating_add(r.amount_fen)),
         };
+        let bill_totals = totals_of_rows(&rows);
+        let grace_until = from + REFUND_GRACE_MS;
+        let compared = tokio::task::spawn_blocking(move || {
+            compare(
+                &rows,
+                &day_orders,
+                &day_refunds,
+                &orders,
+                &refunds,
+                grace_until,
+            )
+        })
+        .await
+        .map_err(|e| PayError::Invalid(format!("the comparison stopped: {e}")))?;
         let report = Report {
             provider: provider.name().to_owned(),
             bill_date: date.to_string(),
             source: source.to_owned(),
             bill_found,
-            bill: totals_of_rows(&rows),
+            bill: bill_totals,
             here,
             differences: compared.count,
             items: compared.items,
@@ -484,12 +529,14 @@ impl Payments {
             .collect())
     }
 
-    /// Queues the daily comparison of `date`'s bill, due when the bill is ready.
+    /// Queues the daily comparison of `date`'s bill, due when the bill is ready
+    /// (`generation` numbers the tries of one day).
     pub(super) async fn reconcile_later(
         &self,
         app: &AppName,
         provider: Provider,
         date: BillDate,
+        generation: u32,
     ) -> Result<(), PayError> {
         let now = self.now_ms();
         let due_in_secs = ((date.ready_ms() - now) / 1000).max(1);
@@ -497,16 +544,21 @@ impl Payments {
             provider: provider.name().to_owned(),
             date: date.to_string(),
         };
-        self.queue_check(check, app, due_in_secs as f64, 0).await
+        self.queue_check(check, app, due_in_secs as f64, generation)
+            .await
     }
 
-    /// Runs the daily comparison of `date`: done (true) once its report is kept and the next
-    /// day's is queued; a chain that finds the day done by another stops there.
+    /// Runs the daily comparison of `date`. The next day's is queued first (under a key, so
+    /// a retry does not queue it twice), so the chain goes on whatever becomes of this day; a
+    /// chain that finds the day compared by another stops there (configuring a merchant twice
+    /// starts two chains; they meet). A late bill is asked for again an hour later, for three
+    /// days; other failures are retried by the queue, then left in its dead letters.
     pub(super) async fn reconcile_daily(
         &self,
         app: &AppName,
         provider: &str,
         date: &str,
+        generation: u32,
     ) -> Result<bool, PayError> {
         let provider = Provider::parse(provider)?;
         let date = BillDate::parse(date)?;
@@ -515,14 +567,24 @@ impl Payments {
         {
             return Ok(true);
         }
-        match self.reconcile(app, provider, date, "daily").await {
-            Ok(_) => {}
-            // Too old to fetch (a queue that was stopped for months): skip to the next day.
-            Err(PayError::InvalidBillDate(_)) => {}
-            Err(e) => return Err(e),
+        if generation == 0 {
+            self.reconcile_later(app, provider, date.next(), 0).await?;
         }
-        self.reconcile_later(app, provider, date.next()).await?;
-        Ok(true)
+        match self.reconcile(app, provider, date, "daily").await {
+            Ok(_) => Ok(true),
+            // Too old to fetch (a queue that was stopped for months): nothing to do.
+            Err(PayError::InvalidBillDate(_)) => Ok(true),
+            Err(PayError::BillNotReady(_)) => {
+                let check = Check::Bill {
+                    provider: provider.name().to_owned(),
+                    date: date.to_string(),
+                };
+                self.queue_check(check, app, LATE_BILL_RETRY_SECS, generation + 1)
+                    .await?;
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -615,6 +677,8 @@ mod tests {
             .collect();
         refunds.insert("R2".into(), refund("R2", "B", 20, "pending", 1));
         refunds.insert("R3".into(), refund("R3", "B", 20, REFUND_SUCCEEDED, 1));
+        // R4 is of order A; the bill lists it on B.
+        refunds.insert("R4".into(), refund("R4", "A", 5, REFUND_SUCCEEDED, 1));
         let rows = vec![
             payment("A", 100, "t1"),
             payment("B", 90, "t2"),
@@ -625,6 +689,8 @@ mod tests {
             refund_row("R2", "B", 20),
             refund_row("R3", "B", 25),
             refund_row("R_NOT_HERE", "B", 5),
+            payment("A", 100, "t1"),
+            refund_row("R4", "B", 5),
             BillRow {
                 kind: BillKind::Other("REVOKED".into()),
                 ..payment("D", 1, "t8")
@@ -644,11 +710,13 @@ mod tests {
         kinds.sort();
         let expected: Vec<(String, String)> = [
             ("amount", "B"),
+            ("duplicate", "A"),
             ("missing_here", "NOT_HERE"),
             ("missing_there", "MISSING_THERE"),
             ("refund_amount", "R3"),
             ("refund_missing_here", "R_NOT_HERE"),
             ("refund_missing_there", "R_THERE"),
+            ("refund_order", "R4"),
             ("refund_state", "R2"),
             ("state", "C"),
             ("transaction_id", "T"),
@@ -658,7 +726,7 @@ mod tests {
         .map(|(k, n)| ((*k).to_owned(), (*n).to_owned()))
         .collect();
         assert_eq!(kinds, expected);
-        assert_eq!(found.count, 10);
+        assert_eq!(found.count, 12);
         // The bill and the books agreeing: nothing.
         let agreeing = compare(&rows[..1], &day_orders[..1], &[], &orders, &refunds, 1000);
         assert_eq!(agreeing.count, 0);

@@ -270,15 +270,16 @@ impl Wechat {
         bill_date: &str,
         now_secs: i64,
     ) -> Result<Option<Vec<BillRow>>, PayError> {
-        let text = match self.client.trade_bill(bill_date, now_secs).await {
-            Ok(text) => text,
+        let packed = match self.client.trade_bill(bill_date, now_secs).await {
+            Ok(packed) => packed,
             Err(PlatformError::PayRefused { code, .. }) if code == "NO_STATEMENT_EXIST" => {
                 return Ok(None);
             }
             Err(e) => return Err(e.into()),
         };
-        // A day of 100,000 payments is tens of megabytes to cut up: off the async threads.
-        let rows = tokio::task::spawn_blocking(move || bill::parse(&text))
+        // A day of 100,000 payments is tens of megabytes to unpack, hash and cut up: off the
+        // async threads.
+        let rows = tokio::task::spawn_blocking(move || bill::parse(&packed.unpack()?))
             .await
             .map_err(|e| PayError::PlatformUnavailable(e.to_string()))??;
         Ok(Some(rows))

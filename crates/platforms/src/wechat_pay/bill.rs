@@ -13,40 +13,42 @@ use sha1::{Digest, Sha1};
 
 use super::WechatPayClient;
 use crate::alipay::fen_of;
+pub use crate::bill::{BillKind, BillRow};
+use crate::bill::{DOWNLOAD_TIMEOUT, MAX_BILL_ROWS};
 use crate::{PlatformError, PlatformHttp};
 
 /// The largest bill downloaded (compressed) and the largest it may unpack to: a day of
 /// 100,000 payments is about 35 MB of text.
 const MAX_DOWNLOAD_BYTES: usize = 64 * 1024 * 1024;
-const MAX_BILL_BYTES: u64 = 512 * 1024 * 1024;
+const MAX_BILL_BYTES: u64 = 256 * 1024 * 1024;
 
-/// What a bill line is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BillKind {
-    /// A payment (`SUCCESS`).
-    Payment,
-    /// A refund (`REFUND`).
-    Refund,
-    /// Anything else the platform may list (kept, so it is reported rather than dropped).
-    Other(String),
+/// A bill as downloaded: gzipped, with the SHA-1 its signed reply gave for the text.
+#[derive(Debug, Clone)]
+pub struct Packed {
+    pub gzipped: Vec<u8>,
+    pub sha1: String,
 }
 
-/// One line of a trade bill.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BillRow {
-    /// China time, `YYYY-MM-DD HH:MM:SS`.
-    pub time: String,
-    pub appid: String,
-    pub mchid: String,
-    pub transaction_id: String,
-    pub out_trade_no: String,
-    pub kind: BillKind,
-    /// The order's amount (`订单金额`), in fen.
-    pub amount_fen: i64,
-    /// For a refund line: its numbers and amount.
-    pub refund_id: Option<String>,
-    pub out_refund_no: Option<String>,
-    pub refund_fen: i64,
+impl Packed {
+    /// The bill's text: unpacked (within the size limit) and checked against its SHA-1. Work
+    /// for a blocking thread.
+    pub fn unpack(&self) -> Result<String, PlatformError> {
+        let mut text = Vec::new();
+        flate2::read::GzDecoder::new(self.gzipped.as_slice())
+            .take(MAX_BILL_BYTES + 1)
+            .read_to_end(&mut text)
+            .map_err(|_| PlatformError::BadAnswer("a trade bill that is not gzip".into()))?;
+        if text.len() as u64 > MAX_BILL_BYTES {
+            return Err(PlatformError::BadAnswer("a trade bill too large".into()));
+        }
+        if !hex::encode(Sha1::digest(&text)).eq_ignore_ascii_case(&self.sha1) {
+            return Err(PlatformError::Crypto(
+                "a trade bill whose SHA-1 is not the one its reply signed",
+            ));
+        }
+        String::from_utf8(text)
+            .map_err(|_| PlatformError::BadAnswer("a trade bill that is not UTF-8".into()))
+    }
 }
 
 /// The columns read, by name.
@@ -59,7 +61,8 @@ const STATE: &str = "交易状态";
 const AMOUNT: &str = "订单金额";
 const REFUND_ID: &str = "微信退款单号";
 const OUT_REFUND_NO: &str = "商户退款单号";
-const REFUND: &str = "退款金额";
+/// The refund asked for (`退款金额` is what was settled, less any coupon's share).
+const REFUND: &str = "申请退款金额";
 const SUMMARY: &str = "总交易单数";
 
 /// Parses a trade bill's text. The summary's count must match the lines read, so a bill cut
@@ -107,6 +110,9 @@ pub fn parse(text: &str) -> Result<Vec<BillRow>, PlatformError> {
                     .map_err(|_| bad("with a bad count"))?,
             );
             break;
+        }
+        if rows.len() == MAX_BILL_ROWS {
+            return Err(bad(&format!("of more than {MAX_BILL_ROWS} lines")));
         }
         let values: Vec<&str> = fields(line).collect();
         if values.len() != header.len() {
@@ -172,12 +178,13 @@ fn fields(line: &str) -> impl Iterator<Item = &str> {
 
 impl WechatPayClient {
     /// The trade bill of `bill_date` (`YYYY-MM-DD`, a China-time day, available from 10:00 the
-    /// next day for three months), downloaded gzipped and checked against its SHA-1.
+    /// next day for three months), downloaded gzipped, to [`Packed::unpack`] off the async
+    /// threads.
     pub async fn trade_bill(
         &self,
         bill_date: &str,
         now_secs: i64,
-    ) -> Result<String, PlatformError> {
+    ) -> Result<Packed, PlatformError> {
         let valid = bill_date.len() == 10
             && bill_date.bytes().enumerate().all(|(i, b)| {
                 if i == 4 || i == 7 {
@@ -217,6 +224,7 @@ impl WechatPayClient {
             .map_err(|e| PlatformError::BadAnswer(format!("a bad download_url: {e}")))?;
         let response = self
             .authorized(reqwest::Method::GET, url, "", now_secs)
+            .timeout(DOWNLOAD_TIMEOUT)
             .send()
             .await?;
         let status = response.status().as_u16();
@@ -229,22 +237,10 @@ impl WechatPayClient {
                 message: refusal["message"].as_str().unwrap_or_default().to_owned(),
             });
         }
-        let packed = PlatformHttp::bounded_to(response, MAX_DOWNLOAD_BYTES).await?;
-        let mut text = Vec::new();
-        flate2::read::GzDecoder::new(packed.as_slice())
-            .take(MAX_BILL_BYTES + 1)
-            .read_to_end(&mut text)
-            .map_err(|_| PlatformError::BadAnswer("a trade bill that is not gzip".into()))?;
-        if text.len() as u64 > MAX_BILL_BYTES {
-            return Err(PlatformError::BadAnswer("a trade bill too large".into()));
-        }
-        if !hex::encode(Sha1::digest(&text)).eq_ignore_ascii_case(hash) {
-            return Err(PlatformError::Crypto(
-                "a trade bill whose SHA-1 is not the one its reply signed",
-            ));
-        }
-        String::from_utf8(text)
-            .map_err(|_| PlatformError::BadAnswer("a trade bill that is not UTF-8".into()))
+        Ok(Packed {
+            gzipped: PlatformHttp::bounded_to(response, MAX_DOWNLOAD_BYTES).await?,
+            sha1: hash.to_owned(),
+        })
     }
 }
 

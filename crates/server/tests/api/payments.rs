@@ -745,15 +745,19 @@ async fn merchant_settings_and_orders_refuse_what_breaks_a_rule() {
 /// notification (sent three times) verified and applied once, forged forms refused, refunds
 /// (the second waits out Alipay's 3 s between refunds of a trade) confirmed by query, and an
 /// unpaid order closed.
-#[tokio::test]
-async fn alipay_orders_are_paid_once_refunded_and_closed() {
-    const APP_ID: &str = "2021000000000077";
+/// Alipay's merchant (app `2021000000000077`) on the emulator for app `shop`, with Alice logged
+/// in through Alipay.
+const ALIPAY_APP_ID: &str = "2021000000000077";
+
+async fn alipay_shop() -> (TestApp, Emulator, String) {
     let (t, emulator) = fast_checks(|_| {}).await;
     let (private_key, public_key) = openssl_key_pair();
     let registered: Value = emulator
         .http
         .post(format!("{}/emulator/apps", emulator.base))
-        .json(&json!({ "platform": "alipay", "app_id": APP_ID, "app_public_key": public_key }))
+        .json(
+            &json!({ "platform": "alipay", "app_id": ALIPAY_APP_ID, "app_public_key": public_key }),
+        )
         .send()
         .await
         .unwrap()
@@ -761,7 +765,7 @@ async fn alipay_orders_are_paid_once_refunded_and_closed() {
         .await
         .unwrap();
     let keys = json!({
-        "app_id": APP_ID,
+        "app_id": ALIPAY_APP_ID,
         "private_key": private_key,
         "alipay_public_key": registered["alipay_public_key"],
         "base_url": format!("{}/alipay/gateway.do", emulator.base),
@@ -772,14 +776,20 @@ async fn alipay_orders_are_paid_once_refunded_and_closed() {
         .json(&keys)
         .expect(StatusCode::OK)
         .await;
-    assert_eq!(view["app_id"], APP_ID);
+    assert_eq!(view["app_id"], ALIPAY_APP_ID);
     assert!(!view.to_string().contains("PRIVATE"), "{view}");
-    let code = emulator.code("alipay", APP_ID, "alice", false).await;
+    let code = emulator.code("alipay", ALIPAY_APP_ID, "alice", false).await;
     let grant = t
         .login("shop", json!({ "provider": "alipay", "code": code }))
         .expect(StatusCode::CREATED)
         .await;
     let alice = grant["user"]["id"].as_str().unwrap().to_owned();
+    (t, emulator, alice)
+}
+
+#[tokio::test]
+async fn alipay_orders_are_paid_once_refunded_and_closed() {
+    let (t, emulator, alice) = alipay_shop().await;
     let order_of = |amount: i64| {
         t.admin(Method::POST, "/v1/admin/apps/shop/pay/orders")
             .json(&json!({ "provider": "alipay", "amount_fen": amount, "description": "A pot of tea", "user": alice }))
@@ -833,7 +843,7 @@ async fn alipay_orders_are_paid_once_refunded_and_closed() {
         })
     };
     for (params, code) in [
-        (paid_form("0.01", APP_ID), "notification_mismatch"),
+        (paid_form("0.01", ALIPAY_APP_ID), "notification_mismatch"),
         (
             paid_form("1.50", "2021000000000099"),
             "notification_mismatch",
@@ -844,7 +854,7 @@ async fn alipay_orders_are_paid_once_refunded_and_closed() {
         let error: Value = answer.json().await.unwrap();
         assert_eq!(error["error"]["code"], code, "{error}");
     }
-    let genuine = forge(paid_form("1.50", APP_ID)).await;
+    let genuine = forge(paid_form("1.50", ALIPAY_APP_ID)).await;
     let tampered = genuine.replace("total_amount=1.50", "total_amount=1.5");
     let answer = notify(tampered).send().await.unwrap();
     assert_eq!(
@@ -858,7 +868,7 @@ async fn alipay_orders_are_paid_once_refunded_and_closed() {
     let paid: Value = emulator
         .http
         .post(format!("{}/emulator/alipay/pay", emulator.base))
-        .json(&json!({ "app_id": APP_ID, "out_trade_no": order["out_trade_no"], "duplicates": 2 }))
+        .json(&json!({ "app_id": ALIPAY_APP_ID, "out_trade_no": order["out_trade_no"], "duplicates": 2 }))
         .send()
         .await
         .unwrap()
@@ -922,7 +932,7 @@ async fn alipay_orders_are_paid_once_refunded_and_closed() {
     let refused = emulator
         .http
         .post(format!("{}/emulator/alipay/pay", emulator.base))
-        .json(&json!({ "app_id": APP_ID, "out_trade_no": other["out_trade_no"] }))
+        .json(&json!({ "app_id": ALIPAY_APP_ID, "out_trade_no": other["out_trade_no"] }))
         .send()
         .await
         .unwrap();
@@ -991,7 +1001,7 @@ async fn kept_callbacks_replay_verified_and_noted() {
     let note = events.iter().find(|e| e["source"] == "admin").unwrap();
     assert_eq!(
         (&note["payload"]["action"], &note["payload"]["actor"]),
-        (&json!("replay"), &json!("admin"))
+        (&json!("replay"), &json!("admin token"))
     );
     assert_eq!(note["payload"]["outcome"], "applied");
     // Again: nothing moves, and the second replay is noted too.
@@ -1090,8 +1100,10 @@ async fn kept_callbacks_replay_verified_and_noted() {
     .await;
 }
 
-/// Once an app with payments is deleted, its platform's retries of notifications answered
-/// before are still verified and answered, so the platform stops; forgeries are not.
+/// Once an app with payments is deleted, its platform's retries of a refund's or a close's
+/// notification are still verified and answered, so the platform stops; a payment's is
+/// verified and not answered (money may be owed: the platform's retries tell a person); forgeries
+/// are refused.
 #[tokio::test]
 async fn a_deleted_apps_notifications_are_still_verified_and_answered() {
     let s = shop().await;
@@ -1099,15 +1111,39 @@ async fn a_deleted_apps_notifications_are_still_verified_and_answered() {
     let id = order["id"].as_str().unwrap().to_owned();
     s.pay(&order, json!({})).await;
     eventually("paid", || async { state_of(&s, &id).await == "paid" }).await;
-    let genuine = s.emulator.sent_notifications().await[0].clone();
+    s.t.admin(
+        Method::POST,
+        &format!("/v1/admin/apps/shop/pay/orders/{id}/refunds"),
+    )
+    .json(&json!({ "amount_fen": 100 }))
+    .expect(StatusCode::OK)
+    .await;
+    eventually("refunded", || async {
+        state_of(&s, &id).await == "refunded"
+    })
+    .await;
+    let sent = s.emulator.sent_notifications().await;
+    let of = |event: &str| {
+        sent.iter()
+            .find(|n| n["body"].as_str().unwrap().contains(event))
+            .unwrap()
+            .clone()
+    };
+    let (paid, refunded) = (of("TRANSACTION.SUCCESS"), of("REFUND.SUCCESS"));
     s.t.admin(Method::DELETE, "/v1/admin/apps/shop")
         .no_content()
         .await;
-    let body = genuine["body"].as_str().unwrap();
-    let answer = s.deliver(body, &genuine["headers"]).await;
+    let body = refunded["body"].as_str().unwrap();
+    let answer = s.deliver(body, &refunded["headers"]).await;
     assert_eq!(answer.status(), StatusCode::NO_CONTENT);
+    let answer = s
+        .deliver(paid["body"].as_str().unwrap(), &paid["headers"])
+        .await;
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+    let error: Value = answer.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "order_not_found");
     let tampered = body.replacen("\"id\"", "\"id\" ", 1);
-    let answer = s.deliver(&tampered, &genuine["headers"]).await;
+    let answer = s.deliver(&tampered, &refunded["headers"]).await;
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
     // An app that never had a merchant: nothing to verify with.
     let answer =
@@ -1322,4 +1358,135 @@ async fn a_days_bill_is_compared_with_the_orders() {
     )
     .expect_error(StatusCode::BAD_REQUEST, "invalid_bill_date")
     .await;
+}
+
+/// Alipay's bill (a zip of GBK CSV files behind its download link) against the books, as
+/// WeChat Pay's is.
+#[tokio::test]
+async fn an_alipay_days_bill_is_compared_with_the_orders() {
+    let (t, emulator, alice) = alipay_shop().await;
+    let control = |path: &str, body: Value| {
+        let (http, url) = (
+            emulator.http.clone(),
+            format!("{}/emulator/alipay/{path}", emulator.base),
+        );
+        async move {
+            let response = http.post(url).json(&body).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let state = |id: String| {
+        let request = t.admin(Method::GET, &format!("/v1/admin/apps/shop/pay/orders/{id}"));
+        async move { request.expect(StatusCode::OK).await["state"].clone() }
+    };
+    control("clock", json!({ "offset_secs": -86_400 })).await;
+    let mut orders = Vec::new();
+    for _ in 0..2 {
+        let order = t
+            .admin(Method::POST, "/v1/admin/apps/shop/pay/orders")
+            .json(&json!({ "provider": "alipay", "amount_fen": 150, "description": "Tea", "user": alice }))
+            .expect(StatusCode::CREATED)
+            .await;
+        control(
+            "pay",
+            json!({ "app_id": ALIPAY_APP_ID, "out_trade_no": order["out_trade_no"] }),
+        )
+        .await;
+        let id = order["id"].as_str().unwrap().to_owned();
+        eventually("paid", || {
+            let id = id.clone();
+            let state = &state;
+            async move { state(id).await == "paid" }
+        })
+        .await;
+        orders.push(order);
+    }
+    let refund = t
+        .admin(
+            Method::POST,
+            &format!(
+                "/v1/admin/apps/shop/pay/orders/{}/refunds",
+                orders[0]["id"].as_str().unwrap()
+            ),
+        )
+        .json(&json!({ "amount_fen": 50, "out_refund_no": "AR-BILL-1" }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(refund["state"], "succeeded");
+    let clock = control("clock", json!({ "offset_secs": 0 })).await;
+    let today = clock["now"].as_str().unwrap()[..10].to_owned();
+    let paid_at = {
+        let detail = t
+            .admin(
+                Method::GET,
+                &format!(
+                    "/v1/admin/apps/shop/pay/orders/{}",
+                    orders[0]["id"].as_str().unwrap()
+                ),
+            )
+            .expect(StatusCode::OK)
+            .await;
+        detail["paid_at"].as_str().unwrap().to_owned()
+    };
+    let day = time::OffsetDateTime::parse(&paid_at, &time::format_description::well_known::Rfc3339)
+        .unwrap()
+        .to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap())
+        .date()
+        .to_string();
+    assert_ne!(day, today, "paid on the day before");
+    let reconcile = || {
+        t.admin(Method::POST, "/v1/admin/apps/shop/pay/reconciliations")
+            .json(&json!({ "provider": "alipay", "date": day }))
+    };
+    let agreed = reconcile().expect(StatusCode::OK).await;
+    assert_eq!(agreed["differences"], 0, "{agreed}");
+    assert_eq!(
+        (&agreed["bill"]["payments"], &agreed["bill"]["paid_fen"]),
+        (&json!(2), &json!(300))
+    );
+    assert_eq!(
+        (&agreed["bill"]["refunds"], &agreed["bill"]["refunded_fen"]),
+        (&json!(1), &json!(50))
+    );
+    assert_eq!(agreed["here"]["payments"], 2);
+
+    control(
+        "bill",
+        json!({
+            "app_id": ALIPAY_APP_ID, "bill_date": day,
+            "amounts": { orders[1]["out_trade_no"].as_str().unwrap(): 999 },
+            "extra": [{ "out_trade_no": "GHOST-ALI-1", "trade_no": "2026120122001400000000009999", "amount_fen": 5 }],
+        }),
+    )
+    .await;
+    let report = reconcile().expect(StatusCode::OK).await;
+    let mut kinds: Vec<(String, String)> = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_owned(),
+                d["out_trade_no"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            (
+                "amount".to_owned(),
+                orders[1]["out_trade_no"].as_str().unwrap().to_owned()
+            ),
+            ("missing_here".to_owned(), "GHOST-ALI-1".to_owned()),
+        ],
+        "{report}"
+    );
+    // Today's bill is not made yet.
+    t.admin(Method::POST, "/v1/admin/apps/shop/pay/reconciliations")
+        .json(&json!({ "provider": "alipay", "date": today }))
+        .expect_error(StatusCode::CONFLICT, "bill_not_ready")
+        .await;
 }

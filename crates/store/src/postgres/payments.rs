@@ -685,17 +685,25 @@ impl PaymentStore for Postgres {
     ) -> Result<Vec<CallbackRow>, StoreError> {
         let client = self.app_client(app).await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let sql = format!(
-            "SELECT {CALLBACK_COLUMNS} FROM {}._pay_callbacks
-             WHERE ($1::text IS NULL OR order_id = $1)
-             ORDER BY received_at DESC, id DESC LIMIT $2",
-            schema(app)
-        );
-        rows(&*client, &sql, &[&order_id, &limit])
-            .await?
-            .iter()
-            .map(callback_of)
-            .collect()
+        let s = schema(app);
+        // Two statements, so each uses its index.
+        let found = match order_id {
+            Some(order_id) => {
+                let sql = format!(
+                    "SELECT {CALLBACK_COLUMNS} FROM {s}._pay_callbacks WHERE order_id = $1
+                     ORDER BY received_at DESC, id DESC LIMIT $2"
+                );
+                rows(&*client, &sql, &[&order_id, &limit]).await?
+            }
+            None => {
+                let sql = format!(
+                    "SELECT {CALLBACK_COLUMNS} FROM {s}._pay_callbacks
+                     ORDER BY received_at DESC, id DESC LIMIT $1"
+                );
+                rows(&*client, &sql, &[&limit]).await?
+            }
+        };
+        found.iter().map(callback_of).collect()
     }
 
     async fn settled_between(

@@ -586,14 +586,23 @@ impl PaymentStore for SqliteTenants {
         let order_id = order_id.map(str::to_owned);
         self.read_app(app, move |c| {
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let mut statement = c.prepare_cached(&format!(
-                "SELECT {CALLBACK_COLUMNS} FROM _pay_callbacks
-                 WHERE (?1 IS NULL OR order_id = ?1)
-                 ORDER BY received_at DESC, id DESC LIMIT ?2"
-            ))?;
-            let rows = statement
-                .query_map(params![order_id, limit], callback_of)?
-                .collect::<Result<Vec<_>, _>>()?;
+            // Two statements, so each uses its index.
+            let rows = match &order_id {
+                Some(order_id) => c
+                    .prepare_cached(&format!(
+                        "SELECT {CALLBACK_COLUMNS} FROM _pay_callbacks WHERE order_id = ?1
+                         ORDER BY received_at DESC, id DESC LIMIT ?2"
+                    ))?
+                    .query_map(params![order_id, limit], callback_of)?
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => c
+                    .prepare_cached(&format!(
+                        "SELECT {CALLBACK_COLUMNS} FROM _pay_callbacks
+                         ORDER BY received_at DESC, id DESC LIMIT ?1"
+                    ))?
+                    .query_map(params![limit], callback_of)?
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
             Ok(rows)
         })
         .await
