@@ -79,7 +79,7 @@ pub(crate) fn routes() -> Router<Arc<Emulator>> {
             "/emulator/alipay/notifications",
             get(alipay_trade::notifications),
         )
-        .route("/emulator/alipay/clock", post(alipay_trade::bill::clock))
+        .route("/emulator/alipay/clock", post(crate::calendar::clock))
         .route("/emulator/alipay/bill", post(alipay_trade::bill::control))
         .layer(Extension(Arc::new(alipay_trade::Trades::default())))
 }

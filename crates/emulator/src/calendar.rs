@@ -7,10 +7,18 @@
 //! Also the rules both platforms' bills share: a bill date is `YYYY-MM-DD`, and a bill can be
 //! had for the days before today, back to three calendar months.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
 use time::macros::{format_description, offset};
 use time::{Date, Month, OffsetDateTime};
+
+use crate::state::Emulator;
 
 /// How far the calendar may be moved: ten years either way.
 const MAX_OFFSET_SECS: i64 = 10 * 366 * 86_400;
@@ -37,6 +45,36 @@ impl Calendar {
         }
         self.offset_secs.store(offset_secs, Ordering::Relaxed);
         Some(self.now())
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ClockBody {
+    /// Seconds from the real clock; `0` puts the calendar back.
+    offset_secs: i64,
+}
+
+/// `POST /emulator/wechatpay/clock`, `POST /emulator/alipay/clock` (the same calendar): moves
+/// it `offset_secs` from the real clock; answers `{"now"}` on it, in China time. Past ten years
+/// either way, 400 `{"error"}` and no move.
+pub(crate) async fn clock(
+    State(emulator): State<Arc<Emulator>>,
+    axum::Json(body): axum::Json<ClockBody>,
+) -> Response {
+    let now = emulator
+        .calendar
+        .set_offset(body.offset_secs)
+        .and_then(|now| {
+            now.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        });
+    match now {
+        Some(now) => axum::Json(json!({ "now": now })).into_response(),
+        None => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({ "error": "offset_secs is more than ten years" })),
+        )
+            .into_response(),
     }
 }
 

@@ -153,7 +153,7 @@ pub(crate) fn routes() -> Router<Arc<Emulator>> {
         .route("/emulator/wechatpay/pay", post(pay))
         .route("/emulator/wechatpay/forge", post(forge))
         .route("/emulator/wechatpay/faults", post(faults))
-        .route("/emulator/wechatpay/clock", post(bill::clock))
+        .route("/emulator/wechatpay/clock", post(crate::calendar::clock))
         .route("/emulator/wechatpay/bill", post(bill::control))
         .route("/emulator/wechatpay/notifications", get(notifications))
         .route("/wechatpay/v3/pay/transactions/jsapi", post(jsapi))

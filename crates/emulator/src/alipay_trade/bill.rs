@@ -170,34 +170,6 @@ pub(crate) async fn control(
     axum::Json(json!({})).into_response()
 }
 
-#[derive(Deserialize)]
-pub(crate) struct ClockBody {
-    /// Seconds from the real clock; `0` puts the calendar back.
-    offset_secs: i64,
-}
-
-/// `POST /emulator/alipay/clock`: moves the emulator's payment calendar (WeChat Pay's too)
-/// `offset_secs` from the real clock.
-pub(crate) async fn clock(
-    State(emulator): State<Arc<Emulator>>,
-    axum::Json(body): axum::Json<ClockBody>,
-) -> Response {
-    let now = emulator
-        .calendar
-        .set_offset(body.offset_secs)
-        .and_then(|now| {
-            now.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        });
-    match now {
-        Some(now) => axum::Json(json!({ "now": now })).into_response(),
-        None => control_error(
-            StatusCode::BAD_REQUEST,
-            "offset_secs is more than ten years",
-        ),
-    }
-}
-
 /// A business failure in the method's own response object, as Alipay answers this method's.
 fn failure(sub_code: &str, sub_msg: &str) -> Reply {
     Reply::Ok(json!({

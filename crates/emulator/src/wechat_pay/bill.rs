@@ -27,7 +27,7 @@ use sha1::{Digest, Sha1};
 use time::macros::{format_description, offset, time};
 use time::{Date, OffsetDateTime};
 
-use super::{Merchant, Pay, Signed, error, lock, platform_key, rfc3339, signed};
+use super::{Merchant, Pay, Signed, error, lock, platform_key, signed};
 use crate::calendar::{self, bill_date};
 use crate::state::{Emulator, new_token};
 
@@ -180,27 +180,6 @@ pub(super) async fn control(
     };
     lock(&pay.bills.settings).insert((body.mchid, date), setting);
     axum::Json(json!({})).into_response()
-}
-
-#[derive(Deserialize)]
-pub(super) struct ClockBody {
-    /// Seconds from the real clock; `0` puts the calendar back.
-    offset_secs: i64,
-}
-
-/// Moves the emulator's payment calendar (Alipay's too): `offset_secs` from the real clock.
-pub(super) async fn clock(
-    State(emulator): State<Arc<Emulator>>,
-    axum::Json(body): axum::Json<ClockBody>,
-) -> Response {
-    match emulator.calendar.set_offset(body.offset_secs) {
-        Some(now) => axum::Json(json!({ "now": rfc3339(now) })).into_response(),
-        None => error(
-            StatusCode::BAD_REQUEST,
-            "PARAM_ERROR",
-            "offset_secs is more than ten years",
-        ),
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
