@@ -424,8 +424,8 @@ impl Payments {
         }
         // The orders of the day's refunds, so a refund missing there names its order.
         let known: HashSet<&str> = orders.values().map(|o| o.id.as_str()).collect();
-        let missing: Vec<String> = refunds
-            .values()
+        let missing: Vec<String> = day_refunds
+            .iter()
             .map(|r| r.order_id.clone())
             .filter(|id| !known.contains(id.as_str()))
             .collect::<HashSet<_>>()
