@@ -160,8 +160,8 @@ codes! {
     RefundNotFound = "refund_not_found", 404, "no such refund (also a notification about one)";
     CallbackNotFound = "callback_not_found", 404, "no kept payment notification with that id";
     ReportNotFound = "report_not_found", 404, "no reconciliation report of that provider and day";
-    InvalidBillDate = "invalid_bill_date", 400, "not a bill date: `YYYY-MM-DD`, a day that exists, within the three months the platform keeps bills";
-    BillNotReady = "bill_not_ready", 409, "the day's trade bill is not made yet: a day's bill is made after 10:00 the next day, China time";
+    InvalidBillDate = "invalid_bill_date", 400, "not a bill date: `YYYY-MM-DD`, a day that exists, at most 89 days ago (the platforms keep three months of bills)";
+    BillNotReady = "bill_not_ready", 409, "the day's trade bill is not there yet: it is made after 10:00 the next day (China time), and a day still without one 3 days after it began is compared as a day without trades";
     OrderKeyReused = "order_key_reused", 409, "an order's idempotency key used again for another amount, user or provider";
     TradeNoTaken = "trade_no_taken", 409, "an `out_trade_no` another order of the app has";
     OrderState = "order_state", 409, "the order's state does not allow it: closing a paid order, refunding an unpaid one";
