@@ -38,6 +38,21 @@ requests serialized once beforehand) on the same machine. Then:
   are held off (`check_delay_secs = 600`) so that the callbacks alone move the orders. At the
   end every order must be `paid` (as at the emulator) with exactly one `paid` event and no
   refund.
+- reconcile: a day's WeChat Pay trade bill compared with the orders (`POST
+  /v1/admin/apps/shop/pay/reconciliations`: the server downloads the gzipped bill from the
+  emulator, checks its SHA-1, parses it, looks up the orders and refunds it names, keeps the
+  report). With the emulator's payment calendar at 20:00 yesterday, China time
+  (`/emulator/wechatpay/clock`, about -86400 s), 10 orders are paid (9 notified, one with its
+  notification dropped) and two partly refunded; the calendar is put back. The bill of that
+  day is then set (`/emulator/wechatpay/bill`) to carry one difference of each kind the
+  emulator can make (INJECTED below: `amounts`, an `omit`, five `extra` rows, and the order
+  whose notification was dropped, `created` here with checks held off). First without
+  generated rows, where every injected difference must be listed by kind and number and
+  nothing else; then with `--reconcile-lines` (100,000) generated payment rows of orders nobody
+  made (`extra_count`, each itself a `missing_here`): the request's wall clock,
+  `--reconcile-calls` (3) times (each replaces the day's report), and `differences` must be
+  exactly the generated rows plus the injected ones (only the first 1,000 are listed: the
+  injected ones among them must have their kind).
 
 Every figure is the median of the runs with their spread. Writes bench/results/payments.json and
 the `payments` section of docs/performance.md.
@@ -53,6 +68,7 @@ import random
 import re
 import secrets
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,7 +77,8 @@ import time
 from common import (ROOT, TOKEN, Client, emulator, figure, fold, heading, meta, parse_args, percentile,
                     replace_docs_section, server, wait_ready, write_results)
 
-TARGETS = {"forged_accepted": 0, "callback_p99_ms": 20, "lost_within_secs": 120}
+TARGETS = {"forged_accepted": 0, "callback_p99_ms": 20, "lost_within_secs": 120,
+           "reconcile_lines": 100_000, "reconcile_secs": 5}
 
 APP = "shop"
 APPID = "wx-bench-shop"
@@ -753,6 +770,198 @@ def measure_crash(args, port, emulator_port):
             node.stop()
 
 
+# ---- reconciliation -----------------------------------------------------------------------------
+
+# The differences injected into the bill, by kind, in the order the docs list them: the emulator
+# can make each of these; not `refund_state` (its refunds succeed at once), `refund_missing_there`
+# (the server dates a refund by its own clock, not the emulator's calendar) or `unknown_row` (its
+# rows are SUCCESS or REFUND).
+INJECTED = [
+    ("amount", "`amounts`: another amount on a paid order's row"),
+    ("missing_there", "`omit`: a paid order left out"),
+    ("missing_here", "`extra`: a payment of an order nobody made"),
+    ("state", "paid there, `created` here (its notification dropped, checks held off)"),
+    ("transaction_id", "`extra`: a paid order's payment under another transaction, listed first"),
+    ("duplicate", "… and so its own row, listed after, a second payment"),
+    ("refund_missing_here", "`extra`: a refund nobody asked for"),
+    ("refund_amount", "`extra`: a real refund with another amount"),
+    ("refund_order", "`extra`: a real refund on another order"),
+]
+INJECTED_KINDS = [kind for kind, _ in INJECTED]
+# The China time of day the payments are dated, the day before: after noon, where the bill's
+# `extra` rows are, so that the one under another transaction comes first.
+PAID_AT_CHINA = datetime.time(20, 0)
+
+
+def china_day(seconds):
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone(datetime.timedelta(hours=8))).date().isoformat()
+
+
+def wait_states(shop, orders, states, timeout=60):
+    """Waits until every order is in one of `states`; their details."""
+    deadline = time.time() + timeout
+    while True:
+        details = shop.details(orders)
+        if all(d["state"] in states for d in details):
+            return details
+        if time.time() > deadline:
+            raise RuntimeError(f"orders not {'/'.join(states)} after {timeout} s: "
+                               f"{[d['state'] for d in details]}")
+        time.sleep(0.2)
+
+
+def measure_reconcile(args, port, emulator_port):
+    # Checks held off: the order whose notification is dropped stays `created` here.
+    with emulator(args.binary, emulator_port) as emulator_process, \
+            server(args.binary, port, CONFIG_HELD, log=args.log) as process:
+        shop = Shop(args, port, emulator_port)
+        platform = Client(emulator_port, bearer=None)
+        admin = Client(port)
+        admin.conn.timeout = 300
+        china = datetime.timezone(datetime.timedelta(hours=8))
+        yesterday = datetime.datetime.now(china).date() - datetime.timedelta(days=1)
+        paid_at = datetime.datetime.combine(yesterday, PAID_AT_CHINA, china).timestamp()
+        # The emulator's payment calendar at 20:00 yesterday (China time) while the orders are
+        # placed, paid and refunded: a day back, give or take 12 hours.
+        offset = round(paid_at - time.time())
+        platform.json("POST", "/emulator/wechatpay/clock", {"offset_secs": offset})
+        try:
+            orders = shop.orders(10, concurrency=4)
+            dropped, notified = orders[0], orders[1:]
+            _, dropped_transaction = shop.pay(dropped, drop=True)
+            transactions = {}
+            for order in notified:
+                _, transactions[order["out_trade_no"]] = shop.pay(order, drop=False)
+            wait_states(shop, notified, ("paid",))
+            refunded = notified[4:6]
+            refunds = []
+            for order in refunded:
+                refund = {"amount_fen": max(1, order["amount_fen"] // 3),
+                          "out_refund_no": f"RB{shop.rng.randrange(16**16):016x}"}
+                admin.json("POST", f"/v1/admin/apps/{APP}/pay/orders/{order['id']}/refunds", refund)
+                refunds.append(refund)
+            wait_states(shop, refunded, ("partly_refunded", "refunded"))
+        finally:
+            platform.json("POST", "/emulator/wechatpay/clock", {"offset_secs": 0})
+        details = {d["out_trade_no"]: d for d in shop.details(orders)}
+        if details[dropped["out_trade_no"]]["state"] != "created":
+            raise RuntimeError("the order whose notification was dropped is not `created` here")
+        days = {china_day(parse_time(details[o["out_trade_no"]]["paid_at"])) for o in notified}
+        if days != {yesterday.isoformat()}:
+            raise RuntimeError(f"the payments were dated {sorted(days)}, not {yesterday}")
+        day = yesterday.isoformat()
+
+        # One difference of each kind; notified[6] and [7] agree (notified[6] is named by two
+        # refund rows that are not its own).
+        amount, omitted, doubled, ghost_refunded = notified[0], notified[1], notified[2], notified[6]
+        (refunded_a, refund_a), (refunded_b, refund_b) = zip(refunded, refunds)
+        ghost = f"BENCH-GHOST-{shop.rng.randrange(16**12):012x}"
+        ghost_refund = f"RB-GHOST-{shop.rng.randrange(16**12):012x}"
+
+        def refund_row(order, out_refund_no, refund_fen):
+            return {"out_trade_no": order["out_trade_no"], "transaction_id": transactions[order["out_trade_no"]],
+                    "amount_fen": order["amount_fen"], "state": "REFUND", "out_refund_no": out_refund_no,
+                    "refund_id": f"50300{shop.rng.randrange(10**20, 10**21)}", "refund_fen": refund_fen}
+
+        setting = {
+            "mchid": MCHID, "bill_date": day,
+            "amounts": {amount["out_trade_no"]: amount["amount_fen"] + 1},
+            "omit": [omitted["out_trade_no"]],
+            "extra": [
+                {"out_trade_no": ghost, "transaction_id": f"42000{shop.rng.randrange(10**22, 10**23)}",
+                 "amount_fen": 500},
+                {"out_trade_no": doubled["out_trade_no"], "transaction_id": f"42000{shop.rng.randrange(10**22, 10**23)}",
+                 "amount_fen": doubled["amount_fen"]},
+                refund_row(ghost_refunded, ghost_refund, 1),
+                refund_row(refunded_a, refund_a["out_refund_no"], refund_a["amount_fen"] + 1),
+                refund_row(ghost_refunded, refund_b["out_refund_no"], refund_b["amount_fen"]),
+            ],
+        }
+        expected = {
+            ("amount", amount["out_trade_no"]), ("missing_there", omitted["out_trade_no"]),
+            ("missing_here", ghost), ("state", dropped["out_trade_no"]),
+            ("transaction_id", doubled["out_trade_no"]), ("duplicate", doubled["out_trade_no"]),
+            ("refund_missing_here", ghost_refund), ("refund_amount", refund_a["out_refund_no"]),
+            ("refund_order", refund_b["out_refund_no"]),
+        }
+        assert sorted(k for k, _ in expected) == sorted(INJECTED_KINDS)
+        numbers = {number for _, number in expected}
+
+        def found(report):
+            return [(d["kind"], d.get("out_refund_no") or d["out_trade_no"]) for d in report["items"]]
+
+        def reconcile():
+            start = time.perf_counter()
+            report = admin.json("POST", f"/v1/admin/apps/{APP}/pay/reconciliations",
+                                {"provider": "wechat", "date": day})
+            return report, time.perf_counter() - start
+
+        # The injected differences alone: each listed, by kind and number, and nothing else.
+        platform.json("POST", "/emulator/wechatpay/bill", setting)
+        small, small_secs = reconcile()
+        small_found = found(small)
+        if sorted(small_found) != sorted(expected) or small["differences"] != len(expected):
+            raise RuntimeError(f"the injected differences were not reported as injected: "
+                               f"{small['differences']} differences, {sorted(small_found)}; expected {sorted(expected)}")
+
+        # The same with generated rows: a bill of at least --reconcile-lines lines.
+        platform.json("POST", "/emulator/wechatpay/bill", {**setting, "extra_count": args.reconcile_lines})
+        want = args.reconcile_lines + len(expected)
+        server_cpu, emulator_cpu = cpu_secs(process.pid), cpu_secs(emulator_process.pid)
+        seconds, reports = [], []
+        for _ in range(args.reconcile_calls):
+            report, secs = reconcile()
+            seconds.append(secs)
+            reports.append(report)
+        server_cpu = cpu_secs(process.pid) - server_cpu
+        emulator_cpu = cpu_secs(emulator_process.pid) - emulator_cpu
+        for report in reports:
+            if report["differences"] != want:
+                raise RuntimeError(f"{report['differences']:,} differences reported of {want:,} expected")
+        report = reports[-1]
+        listed = found(report)
+        listed_injected = [f for f in listed if f[1] in numbers]
+        wrong = [f for f in listed_injected if f not in expected]
+        wrong += [(k, n) for k, n in listed if n not in numbers
+                  and not (k == "missing_here" and re.fullmatch(r"GEN\d+", n))]
+        if wrong or len(listed_injected) != len(set(listed_injected)):
+            raise RuntimeError(f"differences listed that were not injected as such: {wrong[:10]}")
+        kept = admin.json("GET", f"/v1/admin/apps/{APP}/pay/reconciliations/wechat/{day}")
+        if kept["differences"] != want:
+            raise RuntimeError(f"the kept report has {kept['differences']:,} differences, not {want:,}")
+        lines = report["bill"]["payments"] + report["bill"]["refunds"]
+        return {
+            "lines": lines,
+            "generated": args.reconcile_lines,
+            "extra_lines": len(setting["extra"]),
+            "real_lines": lines - args.reconcile_lines - len(setting["extra"]),
+            "bill_payments": report["bill"]["payments"],
+            "bill_refunds": report["bill"]["refunds"],
+            "here_payments": report["here"]["payments"],
+            "injected": len(expected),
+            "injected_found_alone": sum(1 for f in small_found if f in expected),
+            "small_bill_secs": round(small_secs, 3),
+            "differences": report["differences"],
+            "expected_differences": want,
+            "listed": len(listed),
+            "injected_listed": len(listed_injected),
+            "calls": len(seconds),
+            "secs": round(statistics.median(seconds), 3),
+            "secs_max": round(max(seconds), 3),
+            "server_cpu_secs": round(server_cpu / len(seconds), 3),
+            "emulator_cpu_secs": round(emulator_cpu / len(seconds), 3),
+            "server_peak_rss_mb": round(peak_rss_kib(process.pid) / 1024, 1),
+        }
+
+
+def peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
 # ---- runs, results, docs ------------------------------------------------------------------------
 
 def one_run(args):
@@ -764,6 +973,8 @@ def one_run(args):
     results["latency"] = measure_latency(args, p, p + 1, p + 2)
     print("== duplicates and a crash", file=sys.stderr)
     results["crash"] = measure_crash(args, p, p + 1)
+    print(f"== reconciliation: a bill of {args.reconcile_lines:,} generated lines", file=sys.stderr)
+    results["reconcile"] = measure_reconcile(args, p, p + 1)
     print(f"== lost callbacks (up to {args.lost_spread + 80:.0f} s)", file=sys.stderr)
     results["lost"] = measure_lost(args, p, p + 1)
     return results
@@ -841,6 +1052,29 @@ def write_docs(r):
         f"{crash['refund_effects']} orders with a refund or another event | | | refused, no effect: "
         f"{met(crash['refund_callbacks_taken'] == 0 and crash['refund_effects'] == 0)} |",
     ]
+    rc = r.get("reconcile")  # absent from results written before P5 was measured
+    if rc:
+        kinds = ", ".join(f"`{k}`" for k in INJECTED_KINDS)
+        found_all = (rc["differences"] == rc["expected_differences"]
+                     and rc["injected_found_alone"] == rc["injected"])
+        rows += [
+            f"| reconciliation: a day's WeChat Pay trade bill of {rc['lines']:,} lines "
+            f"({rc['generated']:,} generated payments of orders nobody made here, {rc['real_lines']} of the day's "
+            f"real payments and refunds, {rc['extra_lines']} injected), downloaded gzipped from the emulator, "
+            f"SHA-1 checked, parsed and compared with the orders: `POST …/pay/reconciliations`, wall clock, "
+            f"median of {rc['calls']} calls a run "
+            f"| **{figure(rc, 'secs', ' s')}** (the server's CPU {figure(rc, 'server_cpu_secs', ' s')}, the "
+            f"emulator's making the bill {figure(rc, 'emulator_cpu_secs', ' s')}; the server's peak RSS "
+            f"{figure(rc, 'server_peak_rss_mb', ' MB')}) | | "
+            f"| ≤ {t['reconcile_secs']} s for {t['reconcile_lines']:,} lines: "
+            f"{met(rc['lines'] >= t['reconcile_lines'] and rc['secs'] <= t['reconcile_secs'])} |",
+            f"| … differences reported: each generated row (`missing_here`) and {rc['injected']} injected, one of "
+            f"each kind the emulator can make ({kinds}) "
+            f"| **{rc['differences']:,} of {rc['expected_differences']:,}**; the same bill without the generated "
+            f"rows: {rc['injected_found_alone']} of {rc['injected']} listed, each by kind and number, nothing else; "
+            f"on the big bill {rc['injected_listed']} of them among the first {rc['listed']:,} listed (the rest "
+            f"sort after the generated rows), of their kind | | | 100 %: {met(found_all)} |",
+        ]
     cat_rows = []
     labels = {name: label for name, label, *_ in CATEGORIES}
     for name, cat in f["categories"].items():
@@ -852,7 +1086,9 @@ def write_docs(r):
             f"platform key: RSA 2048; the merchant's made by OpenSSL {v['openssl']}), a plain Node.js "
             f"{v['node']} merchant backend as the peer (bench/peers/payments/server.mjs, state in memory), "
             f"and one Python {v['python']} asyncio client (bench/payments.py), all on the same "
-            f"{m['cpus']} CPUs.\n\n"
+            f"{m['cpus']} CPUs" + (f" (1-minute load average as each run began: "
+                                   f"{', '.join(f'{x:.2f}' for x in m['load'])})" if m.get("load") else "") +
+            ".\n\n"
             "| measure | Cloudlet | Node.js peer | Cloudlet / peer | the issue's target for Cloudlet |\n"
             "|---|---|---|---|---|\n" + "\n".join(rows) +
             "\n\nForged callbacks by category (each sent at "
@@ -879,6 +1115,8 @@ def main():
     parser.add_argument("--lost-spread", type=float, help="their payments spread over this many seconds after creation (default 90; 3 with --quick)")
     parser.add_argument("--lost-wait", type=float, default=240, help="how long to wait for them after the last payment")
     parser.add_argument("--crash-orders", type=int, help="orders of the duplicates-and-crash stream (default 1,000; 50 with --quick)")
+    parser.add_argument("--reconcile-lines", type=int, help="generated rows of the reconciled bill (default 100,000; 10,000 with --quick)")
+    parser.add_argument("--reconcile-calls", type=int, default=3, help="times the big bill is reconciled per run (the median is reported)")
     parser.add_argument("--log", help="Cloudlet's output goes to this file")
     parser.add_argument("--quick", action="store_true", help="a smoke run: one run, small counts; no docs, no results file")
     parser.add_argument("--no-docs", action="store_true")
@@ -899,12 +1137,13 @@ def main():
     args.lost_orders = args.lost_orders or (10 if q else 200)
     args.lost_spread = args.lost_spread if args.lost_spread is not None else (3 if q else 90)
     args.crash_orders = args.crash_orders or (50 if q else 1000)
+    args.reconcile_lines = args.reconcile_lines or (10_000 if q else 100_000)
     args.binary = os.path.abspath(args.binary)
     if args.out is None and not q:
         args.out = os.path.join(ROOT, "bench/results/payments.json")
     args.merchant_key = openssl_key_pair()
 
-    runs = []
+    runs, loads = [], []
     marker = None if q else "/tmp/bench-running"
     try:
         if marker:
@@ -912,6 +1151,7 @@ def main():
         for number in range(1, args.runs + 1):
             if args.runs > 1:
                 print(f"== run {number} of {args.runs}", file=sys.stderr)
+            loads.append(os.getloadavg()[0])
             runs.append(one_run(args))
     finally:
         if marker and os.path.exists(marker):
@@ -919,7 +1159,7 @@ def main():
     results = fold(harmonize(runs))
     results["meta"] = meta(args.runs, concurrency=args.concurrency, duplicates=args.duplicates,
                            forged_concurrency=args.forged_concurrency, lost_spread=args.lost_spread,
-                           versions=versions(), targets=TARGETS)
+                           versions=versions(), targets=TARGETS, load=loads)
     if args.out:
         write_results(args.out, results)
     else:
