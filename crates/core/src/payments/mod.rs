@@ -1561,7 +1561,7 @@ impl Payments {
 
     /// Refuses while the app has money not settled: orders that may still be paid, refunds
     /// pending.
-    pub async fn check_settled(&self, app: &AppName) -> Result<(), PayError> {
+    async fn check_settled(&self, app: &AppName) -> Result<(), PayError> {
         match self.0.store.unsettled(app).await? {
             0 => Ok(()),
             n => Err(PayError::Unsettled(n)),

@@ -171,16 +171,46 @@ pub struct ReportSummary {
 /// Compares a day's bill rows with the books; `lookup` finds the orders and refunds the bill
 /// names that were not settled that day here.
 struct Comparison {
+    /// Up to [`MAX_LISTED_DIFFERENCES`] of each kind, so that a flood of one kind can not
+    /// push the others out of the list.
     items: Vec<Difference>,
+    listed: HashMap<&'static str, usize>,
     count: u64,
 }
 
+/// Kinds in the order a report lists them: money taken there that the books miss first, a
+/// flood of payments the books never heard of last.
+const KIND_ORDER: [&str; 12] = [
+    "state",
+    "amount",
+    "missing_there",
+    "refund_missing_there",
+    "refund_amount",
+    "refund_state",
+    "refund_order",
+    "transaction_id",
+    "duplicate",
+    "refund_missing_here",
+    "unknown_row",
+    "missing_here",
+];
+
 impl Comparison {
-    fn add(&mut self, difference: Difference) {
+    fn add(&mut self, kind: &'static str, difference: impl FnOnce() -> Difference) {
         self.count += 1;
-        if self.items.len() < MAX_LISTED_DIFFERENCES {
-            self.items.push(difference);
+        let listed = self.listed.entry(kind).or_default();
+        if *listed < MAX_LISTED_DIFFERENCES {
+            *listed += 1;
+            self.items.push(difference());
         }
+    }
+
+    /// The list, most pressing first, cut to [`MAX_LISTED_DIFFERENCES`].
+    fn finish(mut self) -> Self {
+        let rank = |kind: &str| KIND_ORDER.iter().position(|k| *k == kind).unwrap_or(0);
+        self.items.sort_by_key(|d| rank(&d.kind));
+        self.items.truncate(MAX_LISTED_DIFFERENCES);
+        self
     }
 }
 
@@ -226,11 +256,32 @@ fn compare(
 ) -> Comparison {
     let mut found = Comparison {
         items: Vec::new(),
+        listed: HashMap::new(),
         count: 0,
     };
-    let mut billed_payments = HashSet::new();
+    // A trade listed more than once: the line that matches the books (by the platform's
+    // number) is the payment, the others duplicates, in whatever order the bill has them.
+    let mut primary: HashMap<&str, usize> = HashMap::new();
+    for (index, row) in rows.iter().enumerate() {
+        if row.kind != BillKind::Payment {
+            continue;
+        }
+        let matches = |i: usize| {
+            orders.get(&rows[i].out_trade_no).is_some_and(|o| {
+                o.transaction_id.as_deref() == Some(rows[i].transaction_id.as_str())
+            })
+        };
+        primary
+            .entry(row.out_trade_no.as_str())
+            .and_modify(|first| {
+                if !matches(*first) && matches(index) {
+                    *first = index;
+                }
+            })
+            .or_insert(index);
+    }
     let mut billed_refunds = HashSet::new();
-    for row in rows {
+    for (index, row) in rows.iter().enumerate() {
         let difference = |kind: &str, order_id: Option<&str>, here: Json| Difference {
             kind: kind.to_owned(),
             out_trade_no: row.out_trade_no.clone(),
@@ -241,12 +292,14 @@ fn compare(
         };
         match &row.kind {
             BillKind::Payment => {
-                if !billed_payments.insert(row.out_trade_no.as_str()) {
-                    found.add(difference("duplicate", None, Json::Null));
+                if primary.get(row.out_trade_no.as_str()) != Some(&index) {
+                    found.add("duplicate", || difference("duplicate", None, Json::Null));
                     continue;
                 }
                 let Some(order) = orders.get(&row.out_trade_no) else {
-                    found.add(difference("missing_here", None, Json::Null));
+                    found.add("missing_here", || {
+                        difference("missing_here", None, Json::Null)
+                    });
                     continue;
                 };
                 let kind = if order.amount_fen != row.amount_fen {
@@ -259,14 +312,18 @@ fn compare(
                     None
                 };
                 if let Some(kind) = kind {
-                    found.add(difference(kind, Some(&order.id), order_facts(order)));
+                    found.add(kind, || {
+                        difference(kind, Some(&order.id), order_facts(order))
+                    });
                 }
             }
             BillKind::Refund => {
                 let no = row.out_refund_no.as_deref().unwrap_or_default();
                 billed_refunds.insert(no);
                 let Some(refund) = refunds.get(no) else {
-                    found.add(difference("refund_missing_here", None, Json::Null));
+                    found.add("refund_missing_here", || {
+                        difference("refund_missing_here", None, Json::Null)
+                    });
                     continue;
                 };
                 let of_order = orders
@@ -282,19 +339,21 @@ fn compare(
                     None
                 };
                 if let Some(kind) = kind {
-                    found.add(difference(
-                        kind,
-                        Some(&refund.order_id),
-                        refund_facts(refund),
-                    ));
+                    found.add(kind, || {
+                        difference(kind, Some(&refund.order_id), refund_facts(refund))
+                    });
                 }
             }
-            BillKind::Other(_) => found.add(difference("unknown_row", None, Json::Null)),
+            BillKind::Other(_) => {
+                found.add("unknown_row", || {
+                    difference("unknown_row", None, Json::Null)
+                });
+            }
         }
     }
     for order in day_orders {
-        if !billed_payments.contains(order.out_trade_no.as_str()) {
-            found.add(Difference {
+        if !primary.contains_key(order.out_trade_no.as_str()) {
+            found.add("missing_there", || Difference {
                 kind: "missing_there".to_owned(),
                 out_trade_no: order.out_trade_no.clone(),
                 out_refund_no: None,
@@ -314,7 +373,7 @@ fn compare(
                 .find(|o| o.id == refund.order_id)
                 .map(|o| o.out_trade_no.clone())
                 .unwrap_or_default();
-            found.add(Difference {
+            found.add("refund_missing_there", || Difference {
                 kind: "refund_missing_there".to_owned(),
                 out_trade_no,
                 out_refund_no: Some(refund.out_refund_no.clone()),
@@ -324,7 +383,7 @@ fn compare(
             });
         }
     }
-    found
+    found.finish()
 }
 
 fn totals_of_rows(rows: &[BillRow]) -> Totals {
@@ -730,6 +789,41 @@ mod tests {
         // The bill and the books agreeing: nothing.
         let agreeing = compare(&rows[..1], &day_orders[..1], &[], &orders, &refunds, 1000);
         assert_eq!(agreeing.count, 0);
+    }
+
+    #[test]
+    fn a_trade_listed_twice_is_one_duplicate_whichever_line_comes_first() {
+        let paid = order("X", 100, ORDER_PAID, "tx");
+        let orders: HashMap<String, OrderRow> = [("X".to_owned(), paid.clone())].into();
+        for rows in [
+            [payment("X", 100, "t-wrong"), payment("X", 100, "tx")],
+            [payment("X", 100, "tx"), payment("X", 100, "t-wrong")],
+        ] {
+            let found = compare(&rows, &[paid.clone()], &[], &orders, &HashMap::new(), 0);
+            let kinds: Vec<&str> = found.items.iter().map(|d| d.kind.as_str()).collect();
+            assert_eq!(kinds, ["duplicate"]);
+            assert_eq!(found.items[0].there["transaction_id"], "t-wrong");
+        }
+    }
+
+    #[test]
+    fn a_flood_of_one_kind_does_not_hide_the_others() {
+        let mine = order("MINE", 100, ORDER_PAID, "t1");
+        let rows: Vec<BillRow> = (0..MAX_LISTED_DIFFERENCES + 500)
+            .map(|i| payment(&format!("GHOST{i}"), 1, &format!("g{i}")))
+            .collect();
+        let found = compare(
+            &rows,
+            &[mine.clone()],
+            &[],
+            &HashMap::new(),
+            &HashMap::new(),
+            0,
+        );
+        assert_eq!(found.count, (MAX_LISTED_DIFFERENCES + 501) as u64);
+        assert_eq!(found.items.len(), MAX_LISTED_DIFFERENCES);
+        assert_eq!(found.items[0].kind, "missing_there", "most pressing first");
+        assert_eq!(found.items[0].out_trade_no, "MINE");
     }
 
     #[test]
