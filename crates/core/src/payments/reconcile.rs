@@ -799,7 +799,14 @@ mod tests {
             [payment("X", 100, "t-wrong"), payment("X", 100, "tx")],
             [payment("X", 100, "tx"), payment("X", 100, "t-wrong")],
         ] {
-            let found = compare(&rows, &[paid.clone()], &[], &orders, &HashMap::new(), 0);
+            let found = compare(
+                &rows,
+                std::slice::from_ref(&paid),
+                &[],
+                &orders,
+                &HashMap::new(),
+                0,
+            );
             let kinds: Vec<&str> = found.items.iter().map(|d| d.kind.as_str()).collect();
             assert_eq!(kinds, ["duplicate"]);
             assert_eq!(found.items[0].there["transaction_id"], "t-wrong");
@@ -814,7 +821,7 @@ mod tests {
             .collect();
         let found = compare(
             &rows,
-            &[mine.clone()],
+            std::slice::from_ref(&mine),
             &[],
             &HashMap::new(),
             &HashMap::new(),
