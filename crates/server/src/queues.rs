@@ -771,6 +771,9 @@ async fn sweep(state: &AppState, app: &AppName) {
     if let Err(e) = state.files().sweep(app).await {
         tracing::warn!(app = %app, error = %e, "could not sweep the files' trash");
     }
+    if let Err(e) = state.payments().sweep(app).await {
+        tracing::warn!(app = %app, error = %e, "could not sweep the payments' kept callbacks");
+    }
 }
 
 /// Claims and runs what `app` has due, then settles its hint.

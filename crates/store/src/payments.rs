@@ -287,6 +287,8 @@ pub trait PaymentStore: Send + Sync {
         callback: CallbackRow,
     ) -> Result<CallbackRow, StoreError>;
     async fn callback(&self, app: &AppName, id: &str) -> Result<Option<CallbackRow>, StoreError>;
+    /// Forgets kept callbacks last handled before `before_ms`; how many.
+    async fn sweep_callbacks(&self, app: &AppName, before_ms: i64) -> Result<u64, StoreError>;
     /// Stored callbacks, newest first: an order's, or all of them.
     async fn callbacks(
         &self,

@@ -114,6 +114,8 @@ pub trait SystemStore: Send + Sync {
         now_ms: i64,
         until_ms: i64,
     ) -> Result<u64, StoreError>;
+    /// Forgets buried provider rows whose time passed by `now_ms`; how many.
+    async fn forget_buried(&self, now_ms: i64) -> Result<u64, StoreError>;
     /// A buried provider row of an app, while its time lasts.
     async fn buried_provider(
         &self,

@@ -21,6 +21,9 @@ use cloudlet_store::{CallbackRow, PayEventRow};
 
 /// The most callbacks listed at once.
 pub const MAX_CALLBACKS_LISTED: usize = 200;
+/// How long a kept callback is kept after it was last handled: past any platform's retries and
+/// any reconciliation of its day.
+pub const CALLBACK_RETENTION_DAYS: i64 = 180;
 
 /// A kept callback, as admins see it.
 #[derive(Debug, Clone, Serialize)]
@@ -167,6 +170,16 @@ impl Payments {
             .into_iter()
             .map(CallbackView::from)
             .collect())
+    }
+
+    /// Forgets what payments no longer keep: the app's callbacks past their retention, and
+    /// (on the whole instance) deleted apps' merchants past their days.
+    pub async fn sweep(&self, app: &AppName) -> Result<u64, PayError> {
+        let now = self.now_ms();
+        let before = now - CALLBACK_RETENTION_DAYS * 24 * 3600 * 1000;
+        let swept = self.0.store.sweep_callbacks(app, before).await?;
+        let buried = self.0.system.forget_buried(now).await?;
+        Ok(swept + buried)
     }
 
     pub async fn callback(&self, app: &AppName, id: &str) -> Result<CallbackView, PayError> {

@@ -53,7 +53,7 @@ mod callbacks;
 mod reconcile;
 mod wechat;
 
-pub use callbacks::{CallbackView, MAX_CALLBACKS_LISTED};
+pub use callbacks::{CALLBACK_RETENTION_DAYS, CallbackView, MAX_CALLBACKS_LISTED};
 pub use reconcile::{BillDate, Difference, Report, ReportSummary, Totals};
 
 /// A notification's signature headers (`Wechatpay-Timestamp`, `-Nonce`, `-Signature`,

@@ -664,6 +664,15 @@ impl PaymentStore for Postgres {
         callback_of(&stored)
     }
 
+    async fn sweep_callbacks(&self, app: &AppName, before_ms: i64) -> Result<u64, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "DELETE FROM {}._pay_callbacks WHERE last_at < $1",
+            schema(app)
+        );
+        execute(&*client, &sql, &[&before_ms]).await
+    }
+
     async fn callback(&self, app: &AppName, id: &str) -> Result<Option<CallbackRow>, StoreError> {
         let client = self.app_client(app).await?;
         let sql = format!(

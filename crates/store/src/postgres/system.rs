@@ -337,6 +337,12 @@ impl SystemStore for Postgres {
         execute(&client, &sql, &[&app.as_str(), &prefix, &until_ms]).await
     }
 
+    async fn forget_buried(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let sql = format!("DELETE FROM {SYSTEM_SCHEMA}.buried_providers WHERE until <= $1");
+        execute(&client, &sql, &[&now_ms]).await
+    }
+
     async fn buried_provider(
         &self,
         app: &AppName,

@@ -565,6 +565,16 @@ impl PaymentStore for SqliteTenants {
         .await
     }
 
+    async fn sweep_callbacks(&self, app: &AppName, before_ms: i64) -> Result<u64, StoreError> {
+        self.write_app(app, move |c| {
+            let deleted = c
+                .prepare_cached("DELETE FROM _pay_callbacks WHERE last_at < ?1")?
+                .execute([before_ms])?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+
     async fn callback(&self, app: &AppName, id: &str) -> Result<Option<CallbackRow>, StoreError> {
         let id = id.to_owned();
         self.read_app(app, move |c| {

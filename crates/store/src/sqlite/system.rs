@@ -389,6 +389,14 @@ impl SystemStore for SqliteSystemStore {
             .await
     }
 
+    async fn forget_buried(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.db
+            .write(move |c| {
+                Ok(c.execute("DELETE FROM buried_providers WHERE until <= ?1", [now_ms])? as u64)
+            })
+            .await
+    }
+
     async fn buried_provider(
         &self,
         app: &AppName,

@@ -573,6 +573,10 @@ async fn callbacks_are_kept_once_per_notification(stores: Stores) {
     let of_order = payments.callbacks(app, Some("o1"), 10).await.unwrap();
     assert_eq!(of_order.len(), 1);
     assert_eq!(payments.callbacks(app, None, 1).await.unwrap().len(), 1);
+    // Forgotten by when they were last handled: c1 at 300, c4 at 400.
+    assert_eq!(payments.sweep_callbacks(app, 400).await.unwrap(), 1);
+    assert_eq!(payments.callback(app, "c1").await.unwrap(), None);
+    assert!(payments.callback(app, "c4").await.unwrap().is_some());
 
     // A note joins the order's timeline once, and changes nothing.
     let note = PayEventRow {

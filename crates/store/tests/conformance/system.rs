@@ -383,6 +383,13 @@ async fn buried_providers_outlive_their_app_for_a_while(stores: Stores) {
         None,
         "forgotten"
     );
+    // Forgotten on their own too, once their time passed.
+    assert_eq!(system.forget_buried(2_999).await.unwrap(), 0);
+    assert_eq!(system.forget_buried(3_000).await.unwrap(), 1);
+    assert_eq!(
+        system.buried_provider(&app, "pay.wechat", 0).await.unwrap(),
+        None
+    );
 }
 
 fn schedule(app: &str, function: &str, index: i64, next_at_ms: i64) -> ScheduleRow {
