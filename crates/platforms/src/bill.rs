@@ -6,6 +6,18 @@ pub const MAX_BILL_ROWS: usize = 2_000_000;
 /// How long a bill's download may take (a day's bill is tens of megabytes).
 pub const DOWNLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// Where each of `names` is in a bill's header line, or the first of them it lacks.
+pub(crate) fn columns<'a, const N: usize>(
+    header: &[&str],
+    names: [&'a str; N],
+) -> Result<[usize; N], &'a str> {
+    let mut at = [0; N];
+    for (slot, name) in at.iter_mut().zip(names) {
+        *slot = header.iter().position(|h| *h == name).ok_or(name)?;
+    }
+    Ok(at)
+}
+
 /// What a bill line is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BillKind {

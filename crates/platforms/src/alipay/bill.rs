@@ -19,7 +19,7 @@ use crate::{PlatformError, PlatformHttp};
 /// The largest zip downloaded, and the largest the details file may unpack to.
 const MAX_DOWNLOAD_BYTES: usize = 64 * 1024 * 1024;
 const MAX_BILL_BYTES: u64 = 256 * 1024 * 1024;
-use crate::bill::{DOWNLOAD_TIMEOUT, MAX_BILL_ROWS};
+use crate::bill::{DOWNLOAD_TIMEOUT, MAX_BILL_ROWS, columns};
 
 const TRADE_NO: &str = "支付宝交易号";
 const OUT_TRADE_NO: &str = "商户订单号";
@@ -62,20 +62,11 @@ pub fn parse(text: &str) -> Result<Vec<BillRow>, PlatformError> {
         }
     };
     let header: Vec<&str> = header.split(',').map(str::trim).collect();
-    let column = |name: &str| {
-        header
-            .iter()
-            .position(|h| *h == name)
-            .ok_or_else(|| bad(&format!("without the column {name}")))
-    };
-    let at = [
-        column(TRADE_NO)?,
-        column(OUT_TRADE_NO)?,
-        column(KIND)?,
-        column(FINISHED)?,
-        column(AMOUNT)?,
-        column(REFUND_NO)?,
-    ];
+    let at = columns(
+        &header,
+        [TRADE_NO, OUT_TRADE_NO, KIND, FINISHED, AMOUNT, REFUND_NO],
+    )
+    .map_err(|name| bad(&format!("without the column {name}")))?;
     let mut rows = Vec::new();
     let (mut payments, mut refunds) = (None, None);
     for line in lines {

@@ -14,7 +14,7 @@ use sha1::{Digest, Sha1};
 use super::WechatPayClient;
 use crate::alipay::fen_of;
 pub use crate::bill::{BillKind, BillRow};
-use crate::bill::{DOWNLOAD_TIMEOUT, MAX_BILL_ROWS};
+use crate::bill::{DOWNLOAD_TIMEOUT, MAX_BILL_ROWS, columns};
 use crate::{PlatformError, PlatformHttp};
 
 /// The largest bill downloaded (compressed) and the largest it may unpack to: a day of
@@ -80,24 +80,22 @@ pub fn parse(text: &str) -> Result<Vec<BillRow>, PlatformError> {
         .split(',')
         .map(str::trim)
         .collect();
-    let column = |name: &str| {
-        header
-            .iter()
-            .position(|h| *h == name)
-            .ok_or_else(|| bad(&format!("without the column {name}")))
-    };
-    let at = [
-        column(TIME)?,
-        column(APPID)?,
-        column(MCHID)?,
-        column(TRANSACTION_ID)?,
-        column(OUT_TRADE_NO)?,
-        column(STATE)?,
-        column(AMOUNT)?,
-        column(REFUND_ID)?,
-        column(OUT_REFUND_NO)?,
-        column(REFUND)?,
-    ];
+    let at = columns(
+        &header,
+        [
+            TIME,
+            APPID,
+            MCHID,
+            TRANSACTION_ID,
+            OUT_TRADE_NO,
+            STATE,
+            AMOUNT,
+            REFUND_ID,
+            OUT_REFUND_NO,
+            REFUND,
+        ],
+    )
+    .map_err(|name| bad(&format!("without the column {name}")))?;
     let mut rows = Vec::new();
     let mut count = None;
     while let Some(line) = lines.next() {
