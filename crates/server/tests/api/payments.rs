@@ -184,6 +184,36 @@ async fn state_of(s: &Shop, id: &str) -> String {
     s.detail(id).await["state"].as_str().unwrap().to_owned()
 }
 
+/// The China-time day (`YYYY-MM-DD`) of an RFC 3339 time.
+fn china_day(rfc3339: &str) -> String {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .unwrap()
+        .to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap())
+        .date()
+        .to_string()
+}
+
+/// A reconciliation report's listed differences as (kind, refund or order number), sorted.
+fn listed(report: &Value) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_owned(),
+                d["out_refund_no"]
+                    .as_str()
+                    .or(d["out_trade_no"].as_str())
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 /// A transaction resource as WeChat Pay's notification carries it, for `order`.
 fn transaction(order: &Value, total: i64) -> Value {
     json!({
@@ -1208,18 +1238,7 @@ async fn a_days_bill_is_compared_with_the_orders() {
     // The emulator's calendar back at today, China time.
     let today = clock["now"].as_str().unwrap()[..10].to_owned();
     // The China-time day of the payments.
-    let day = {
-        let paid =
-            time::OffsetDateTime::parse(&paid_at, &time::format_description::well_known::Rfc3339)
-                .unwrap()
-                .to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap());
-        format!(
-            "{:04}-{:02}-{:02}",
-            paid.year(),
-            u8::from(paid.month()),
-            paid.day()
-        )
-    };
+    let day = china_day(&paid_at);
     let reconcile = |date: &str| {
         s.t.admin(Method::POST, "/v1/admin/apps/shop/pay/reconciliations")
             .json(&json!({ "provider": "wechat", "date": date }))
@@ -1255,22 +1274,7 @@ async fn a_days_bill_is_compared_with_the_orders() {
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let report = reconcile(&day).expect(StatusCode::OK).await;
-    let mut found: Vec<(String, String)> = report["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["kind"].as_str().unwrap().to_owned(),
-                d["out_refund_no"]
-                    .as_str()
-                    .or(d["out_trade_no"].as_str())
-                    .unwrap()
-                    .to_owned(),
-            )
-        })
-        .collect();
-    found.sort();
+    let found = listed(&report);
     let mut expected = vec![
         (
             "amount".to_owned(),
@@ -1432,11 +1436,7 @@ async fn an_alipay_days_bill_is_compared_with_the_orders() {
             .await;
         detail["paid_at"].as_str().unwrap().to_owned()
     };
-    let day = time::OffsetDateTime::parse(&paid_at, &time::format_description::well_known::Rfc3339)
-        .unwrap()
-        .to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap())
-        .date()
-        .to_string();
+    let day = china_day(&paid_at);
     assert_ne!(day, today, "paid on the day before");
     let reconcile = || {
         t.admin(Method::POST, "/v1/admin/apps/shop/pay/reconciliations")
@@ -1464,18 +1464,7 @@ async fn an_alipay_days_bill_is_compared_with_the_orders() {
     )
     .await;
     let report = reconcile().expect(StatusCode::OK).await;
-    let mut kinds: Vec<(String, String)> = report["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["kind"].as_str().unwrap().to_owned(),
-                d["out_trade_no"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    kinds.sort();
+    let kinds = listed(&report);
     assert_eq!(
         kinds,
         [
