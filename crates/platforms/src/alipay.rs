@@ -334,6 +334,27 @@ impl AlipayClient {
         Ok(reply)
     }
 
+    /// [`AlipayClient::call_biz`] of a method about one trade: a genuine reply about another
+    /// trade (replayed to this server) is no answer.
+    async fn call_trade(
+        &self,
+        method: &str,
+        biz_content: &Value,
+        extra: &[(&str, &str)],
+        out_trade_no: &str,
+        now_unix_secs: i64,
+    ) -> Result<Value, PlatformError> {
+        let reply = self
+            .call_biz(method, biz_content, extra, now_unix_secs)
+            .await?;
+        if reply["out_trade_no"] != out_trade_no {
+            return Err(PlatformError::BadAnswer(format!(
+                "a {method} reply about another order"
+            )));
+        }
+        Ok(reply)
+    }
+
     /// `alipay.trade.create` for a mini program (`JSAPI_PAY`): its `trade_no`, for
     /// `my.tradePay`. `buyer` is the user's id at Alipay: a `2088…` user id, or an open id.
     pub async fn trade_create(
@@ -354,18 +375,14 @@ impl AlipayClient {
             biz["buyer_open_id"] = Value::from(trade.buyer.as_str());
         }
         let reply = self
-            .call_biz(
+            .call_trade(
                 "alipay.trade.create",
                 &biz,
                 &[("notify_url", trade.notify_url.as_str())],
+                &trade.out_trade_no,
                 now_unix_secs,
             )
             .await?;
-        if reply["out_trade_no"] != trade.out_trade_no.as_str() {
-            return Err(PlatformError::BadAnswer(
-                "a trade.create reply about another order".into(),
-            ));
-        }
         reply["trade_no"]
             .as_str()
             .map(str::to_owned)
@@ -379,15 +396,8 @@ impl AlipayClient {
         now_unix_secs: i64,
     ) -> Result<Value, PlatformError> {
         let biz = serde_json::json!({ "out_trade_no": out_trade_no });
-        let reply = self
-            .call_biz("alipay.trade.query", &biz, &[], now_unix_secs)
-            .await?;
-        if reply["out_trade_no"] != out_trade_no {
-            return Err(PlatformError::BadAnswer(
-                "a trade.query reply about another order".into(),
-            ));
-        }
-        Ok(reply)
+        self.call_trade("alipay.trade.query", &biz, &[], out_trade_no, now_unix_secs)
+            .await
     }
 
     /// `alipay.trade.close`: closes an unpaid trade.
@@ -421,15 +431,14 @@ impl AlipayClient {
         if let Some(reason) = reason {
             biz["refund_reason"] = Value::from(reason);
         }
-        let reply = self
-            .call_biz("alipay.trade.refund", &biz, &[], now_unix_secs)
-            .await?;
-        if reply["out_trade_no"] != out_trade_no {
-            return Err(PlatformError::BadAnswer(
-                "a trade.refund reply about another order".into(),
-            ));
-        }
-        Ok(reply)
+        self.call_trade(
+            "alipay.trade.refund",
+            &biz,
+            &[],
+            out_trade_no,
+            now_unix_secs,
+        )
+        .await
     }
 
     /// `alipay.trade.fastpay.refund.query`: the refund as Alipay has it (`refund_status`
