@@ -9,6 +9,7 @@
 //!   refunds; a [`BlobStore`] keeps the
 //!   files' bytes (a local directory or S3). Domain code in `cloudlet-core` sees only these
 //!   traits.
+//! - [`ConsoleStore`] keeps the web console's people, roles, sessions and audit log.
 //! - [`sqlite`] implements both on SQLite: one writer thread per database that batches concurrent
 //!   writes into one transaction, and a small pool of reader connections.
 //!
@@ -19,6 +20,7 @@
 
 mod app_name;
 pub mod blobs;
+mod console;
 mod data_dir;
 mod error;
 mod files;
@@ -39,6 +41,7 @@ pub use app_name::{AppName, InvalidAppName};
 pub use blobs::{
     Blob, BlobKey, BlobStore, ByteStream, FileId, LocalBlobs, S3Blobs, S3Settings, Variant,
 };
+pub use console::{AuditRow, ConsoleSessionRow, ConsoleStore, PersonRemoval, PersonRow, RoleRow};
 pub use data_dir::DataDir;
 pub use error::StoreError;
 pub use files::{

@@ -10,6 +10,7 @@
 //! changes (a prepared `SELECT *` must not outlive its columns) and when idle apps are swept,
 //! so it holds only the statements of apps in use.
 
+mod console;
 mod files;
 mod functions;
 mod payments;

@@ -83,6 +83,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (app, provider)
     );
 ",
+    super::console::MIGRATION,
 ];
 
 const ADMIN_TOKEN_HASH: &str = "admin_token_hash";

@@ -4,6 +4,7 @@
 //! batches concurrent writes into one transaction, and a small pool of read-only connections used
 //! from tokio's blocking pool, so the async runtime never waits on the disk.
 
+mod console;
 mod executor;
 mod files;
 mod functions;

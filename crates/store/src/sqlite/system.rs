@@ -74,6 +74,7 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (app, provider)
     ) STRICT;
 ",
+    super::console::MIGRATION,
 ];
 
 const ADMIN_TOKEN_HASH: &str = "admin_token_hash";

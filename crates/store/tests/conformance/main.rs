@@ -6,6 +6,7 @@
 
 mod backends;
 mod blobs;
+mod console;
 mod files;
 mod payments;
 mod postgres;
