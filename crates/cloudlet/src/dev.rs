@@ -49,6 +49,9 @@ pub async fn run(dir: PathBuf, listen: SocketAddr, emulator: SocketAddr) -> Resu
     .map_err(|e| e.to_string())?;
     let base = format!("http://{}", running.local_addr());
     println!("Cloudlet (development) is listening on {base}");
+    if let Some(console) = running.console_addr() {
+        println!("The console is at http://{console}/console/");
+    }
     println!("  data:      {}", dir.join(".cloudlet/data").display());
     println!("  emulator:  http://{emulator_addr} (WeChat base_url http://{emulator_addr}/wechat)");
     println!("  admin:     export CLOUDLET_SERVER={base} CLOUDLET_TOKEN={token}");

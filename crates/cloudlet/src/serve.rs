@@ -29,6 +29,9 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8700]
     #[arg(long, env = "CLOUDLET_LISTEN")]
     listen: Option<SocketAddr>,
+    /// The web console's address, or `off` [default: the API's address, next port]
+    #[arg(long, env = "CLOUDLET_CONSOLE_LISTEN")]
+    console_listen: Option<String>,
     /// Log line format [default: text]
     #[arg(long, env = "CLOUDLET_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormatArg>,
@@ -57,6 +60,9 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if let Some(console) = args.console_listen {
+        config.console.listen = console;
+    }
     if let Some(format) = args.log_format {
         config.log.format = match format {
             LogFormatArg::Text => LogFormat::Text,
@@ -83,6 +89,9 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         );
     }
     println!("Cloudlet is listening on http://{}", running.local_addr());
+    if let Some(console) = running.console_addr() {
+        println!("The console is at http://{console}/console/");
+    }
 
     let shutdown = running.shutdown_handle();
     tokio::spawn(async move {

@@ -3,6 +3,7 @@
 //!
 //! - [`apps`]: tenants: names, creation and deletion, secret keys, their databases.
 //! - [`access`]: who is calling the admin API: the admin token or an app's secret key.
+//! - [`console`]: the web console's people, their roles, sessions and audit log.
 //! - [`auth`]: end users: login providers, sessions, access tokens, accounts.
 //! - [`data`]: collections, records and the rules that guard them; change events.
 //! - [`functions`]: deployed JavaScript, its versions, environment secrets, invocations, logs.
@@ -20,6 +21,7 @@ pub mod access;
 pub mod apps;
 pub mod auth;
 pub mod clock;
+pub mod console;
 pub mod data;
 pub mod files;
 pub mod functions;

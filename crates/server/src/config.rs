@@ -126,6 +126,42 @@ pub struct Config {
     pub payments: PaymentsConfig,
     pub files: FilesConfig,
     pub realtime: RealtimeConfig,
+    pub console: ConsoleConfig,
+}
+
+/// The web console's own address: never the API's, which serves apps' sites and files.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// `""`: the API's address with the next port (8701 beside 8700; any free port when the
+    /// API's is 0); `"off"`: no console; or an address of its own.
+    pub listen: String,
+    /// Mark the session cookie `Secure`: set it when the console is reached over HTTPS.
+    pub secure_cookie: bool,
+}
+
+impl Config {
+    /// Where the console listens, if anywhere.
+    pub fn console_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.console.listen.trim() {
+            "" => {
+                let port = match self.listen.port() {
+                    0 => 0,
+                    port => port.checked_add(1).ok_or(ConfigError::Invalid {
+                        key: "console.listen",
+                        message: "the API listens on port 65535: give the console an address"
+                            .into(),
+                    })?,
+                };
+                Ok(Some(SocketAddr::new(self.listen.ip(), port)))
+            }
+            "off" => Ok(None),
+            address => address.parse().map(Some).map_err(|e| ConfigError::Invalid {
+                key: "console.listen",
+                message: format!("{address:?} is not an address ({e}), \"\" or \"off\""),
+            }),
+        }
+    }
 }
 
 /// How many realtime sockets may be open.
@@ -444,6 +480,7 @@ impl Default for Config {
             payments: PaymentsConfig::default(),
             files: FilesConfig::default(),
             realtime: RealtimeConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -517,6 +554,15 @@ impl Config {
                 });
             }
             Ok(())
+        }
+        if let Some(console) = self.console_listen()?
+            && console == self.listen
+            && console.port() != 0
+        {
+            return Err(ConfigError::Invalid {
+                key: "console.listen",
+                message: "the console needs an address of its own, not the API's".into(),
+            });
         }
         DatabaseUrl::parse(&self.database.url.0).map_err(|message| ConfigError::Invalid {
             key: "database.url",

@@ -172,6 +172,15 @@ codes! {
     PaymentRefused = "payment_refused", 502, "the payment platform refused the request; the message has its code (for a refund, its amount is free again)";
     PaymentUnavailable = "payment_unavailable", 503, "the payment platform could not be reached or did not answer in time; try again (`retry-after`)";
     PaymentsUnsettled = "payments_unsettled", 409, "deleting an app with orders that may still be paid or refunds pending: wait until they settle or close them";
+    // The console.
+    ConsoleLoginRequired = "console_login_required", 401, "a console request without a live session: log in to the console";
+    CsrfFailed = "csrf_failed", 403, "a console write without its session's `x-cloudlet-csrf` token, or from another origin";
+    AlreadySetUp = "already_set_up", 409, "the console's first owner exists: log in instead";
+    PersonNotFound = "person_not_found", 404, "no such person in the console";
+    PersonExists = "person_exists", 409, "a console person with that email exists";
+    LastOwner = "last_owner", 409, "the change would leave the instance without a console owner";
+    InvalidRole = "invalid_role", 400, "not a role: `owner` or `member` for the instance, `owner`, `developer` or `viewer` for an app";
+    InvalidPerson = "invalid_person", 400, "a person's name is empty, over 100 characters or holds control characters, or the instance has 1,000 people";
     // Sites.
     InvalidSitePath = "invalid_site_path", 400, "a site file path that breaks the path rule, or one file too many";
     SiteFileNotFound = "site_file_not_found", 404, "no such file in the site";
@@ -440,6 +449,28 @@ pub fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_owned());
     ApiError::internal(&format_args!("a handler panicked: {message}")).into_response()
+}
+
+impl From<cloudlet_core::console::ConsoleError> for ApiError {
+    fn from(e: cloudlet_core::console::ConsoleError) -> Self {
+        use cloudlet_core::console::ConsoleError;
+        let message = e.to_string();
+        let code = match e {
+            ConsoleError::LoginRequired => Code::ConsoleLoginRequired,
+            ConsoleError::InvalidLogin => Code::InvalidLogin,
+            ConsoleError::AlreadySetUp => Code::AlreadySetUp,
+            ConsoleError::InvalidAdminToken => Code::InvalidCredentials,
+            ConsoleError::Forbidden => Code::Forbidden,
+            ConsoleError::PersonNotFound => Code::PersonNotFound,
+            ConsoleError::PersonExists => Code::PersonExists,
+            ConsoleError::LastOwner => Code::LastOwner,
+            ConsoleError::InvalidRole(_) => Code::InvalidRole,
+            ConsoleError::InvalidName(_) => Code::InvalidPerson,
+            ConsoleError::Account(inner) => return inner.into(),
+            ConsoleError::Store(cause) => return ApiError::store(&cause, &message),
+        };
+        ApiError::new(code, message)
+    }
 }
 
 #[cfg(test)]

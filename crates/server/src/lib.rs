@@ -10,6 +10,7 @@ pub mod config;
 mod apps;
 mod auth;
 mod bounds;
+mod console;
 mod data;
 mod error;
 mod extract;
@@ -54,8 +55,8 @@ use cloudlet_core::sites::Sites;
 use cloudlet_store::postgres::{Postgres, PostgresOptions};
 use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
 use cloudlet_store::{
-    BlobStore, DataDir, FileStore, FunctionStore, LocalBlobs, PaymentStore, QueueStore,
-    RecordStore, S3Blobs, SiteStore, StoreError, SystemStore, TenantStore, UserStore,
+    BlobStore, ConsoleStore, DataDir, FileStore, FunctionStore, LocalBlobs, PaymentStore,
+    QueueStore, RecordStore, S3Blobs, SiteStore, StoreError, SystemStore, TenantStore, UserStore,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -154,6 +155,7 @@ fn given_master_key(
 /// the [`Shutdown`] and [`Running::wait`].
 pub struct Running {
     local_addr: SocketAddr,
+    console_addr: Option<SocketAddr>,
     admin_token: AdminTokenSetup,
     shutdown: Shutdown,
     task: JoinHandle<()>,
@@ -172,6 +174,11 @@ impl Shutdown {
 impl Running {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the web console listens, unless it is off.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console_addr
     }
 
     /// What start-up did with the admin token (a generated token is to be printed once).
@@ -200,6 +207,7 @@ struct Storage {
     data_dir: DataDir,
     master_key: [u8; 32],
     system: Arc<dyn SystemStore>,
+    console: Arc<dyn ConsoleStore>,
     apps: AppStores,
 }
 
@@ -288,6 +296,7 @@ async fn open_storage(config: &Config, options: &StartOptions) -> Result<Storage
             data_dir,
             master_key,
             system: postgres.clone(),
+            console: postgres.clone(),
             apps: AppStores::of(postgres),
         });
     }
@@ -308,10 +317,12 @@ async fn open_storage(config: &Config, options: &StartOptions) -> Result<Storage
     })
     .await
     .map_err(|e| StoreError::Task(e.to_string()))??;
+    let system = Arc::new(system);
     Ok(Storage {
         data_dir,
         master_key,
-        system: Arc::new(system),
+        system: system.clone(),
+        console: system,
         apps: AppStores::of(Arc::new(tenants)),
     })
 }
@@ -344,6 +355,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         data_dir,
         master_key,
         system,
+        console: console_store,
         apps: stores,
     } = open_storage(&config, &options).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -477,6 +489,14 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         config.http.trust_forwarded_for,
     );
     let tenants = tenant_store;
+    let console = cloudlet_core::console::Console::new(
+        console_store,
+        Arc::clone(&system),
+        access.clone(),
+        Arc::clone(&clock),
+        Arc::clone(&random),
+        &master_key,
+    );
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -488,6 +508,18 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         addr: config.listen,
         source,
     })?;
+    let (console_listener, console_addr) = match config.console_listen()? {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| StartError::Listen { addr, source })?;
+            (Some(listener), Some(bound))
+        }
+        None => (None, None),
+    };
     let public_url = match config.http.public_url.as_str() {
         "" => PublicUrl::of_listener(local_addr),
         configured => PublicUrl::parse(configured).map_err(|message| {
@@ -510,6 +542,8 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         sites,
         files,
         realtime: hub.clone(),
+        console,
+        console_secure_cookie: config.console.secure_cookie,
         access,
         system: Arc::clone(&system),
     };
@@ -537,12 +571,35 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let log = tokio::spawn(log_writer.run(async move {
         let _ = log_stopped.await;
     }));
-    let app = router(&config, routes, state.clone());
+    let console_app = console::routes(routes.clone(), &state);
+    let app = router(&config, routes, state.clone(), Listener::Api);
+    let console_app = router(&config, console_app, state.clone(), Listener::Console);
     let shutdown = Shutdown(shutdown_tx);
     let stop_all = shutdown.clone();
     let grace = config.shutdown_grace();
     let task = tokio::spawn(async move {
-        serve::serve(listener, app, state, connection_limits, shutdown_rx, grace).await;
+        let api = serve::serve(
+            listener,
+            app,
+            state.clone(),
+            connection_limits,
+            shutdown_rx.clone(),
+            grace,
+        );
+        let console = async {
+            if let Some(listener) = console_listener {
+                serve::serve(
+                    listener,
+                    console_app,
+                    state,
+                    connection_limits,
+                    shutdown_rx,
+                    grace,
+                )
+                .await;
+            }
+        };
+        tokio::join!(api, console);
         // Also when serving ended on its own: the background work must stop too. The loops
         // stop at once; the runs they started (triggered and scheduled functions) finish.
         stop_all.trigger();
@@ -560,6 +617,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     });
     Ok(Running {
         local_addr,
+        console_addr,
         admin_token,
         shutdown,
         task,
@@ -634,13 +692,27 @@ fn api(config: &Config, public_url: &str) -> (Router<AppState>, utoipa::openapi:
     (routes, openapi::finish(doc, public_url))
 }
 
+/// Which address a router serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    /// The API, apps' sites and files: for apps and their users.
+    Api,
+    /// The web console and the admin API behind its sessions.
+    Console,
+}
+
 /// The routes with what every request goes through, outermost last.
-fn router(config: &Config, routes: Router<AppState>, state: AppState) -> Router {
+fn router(
+    config: &Config,
+    routes: Router<AppState>,
+    state: AppState,
+    listener: Listener,
+) -> Router {
     let heads = bounds::HeadLimits {
         max_uri_bytes: config.http.max_uri_bytes,
         max_header_bytes: config.http.max_header_bytes,
     };
-    routes
+    let routes = routes
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         // Every route limits its own body (see `bounds`); this only keeps axum's default of
@@ -658,9 +730,14 @@ fn router(config: &Config, routes: Router<AppState>, state: AppState) -> Router 
         }))
         // A handler's panic answers like any other fault (inside CORS and the request id, so
         // that its answer has both).
-        .layer(CatchPanicLayer::custom(error::panicked))
+        .layer(CatchPanicLayer::custom(error::panicked));
+    let routes = match listener {
         // Outside the head check, so that a browser can read its 414 and 431 too.
-        .layer(cors(&config.http.cors_origins))
+        Listener::Api => routes.layer(cors(&config.http.cors_origins)),
+        // The console is called from its own page only: no CORS at all.
+        Listener::Console => routes.layer(middleware::from_fn(console::headers)),
+    };
+    routes
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_id::assign,

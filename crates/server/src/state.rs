@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use cloudlet_core::access::Access;
 use cloudlet_core::apps::Apps;
 use cloudlet_core::auth::Auth;
+use cloudlet_core::console::Console;
 use cloudlet_core::data::Data;
 use cloudlet_core::files::Files;
 use cloudlet_core::functions::Functions;
@@ -35,6 +36,9 @@ struct Shared {
     sites: Sites,
     files: Files,
     realtime: Hub,
+    console: Console,
+    /// Whether the console's session cookie is marked `Secure`.
+    console_secure_cookie: bool,
     limits: AuthLimits,
     access: Access,
     system: Arc<dyn SystemStore>,
@@ -63,6 +67,8 @@ pub struct Services {
     pub sites: Sites,
     pub files: Files,
     pub realtime: Hub,
+    pub console: Console,
+    pub console_secure_cookie: bool,
     pub access: Access,
     pub system: Arc<dyn SystemStore>,
 }
@@ -85,6 +91,8 @@ impl AppState {
             sites,
             files,
             realtime,
+            console,
+            console_secure_cookie,
             access,
             system,
         } = services;
@@ -101,6 +109,8 @@ impl AppState {
             sites,
             files,
             realtime,
+            console,
+            console_secure_cookie,
             limits,
             access,
             system,
@@ -151,6 +161,14 @@ impl AppState {
 
     pub fn realtime(&self) -> &Hub {
         &self.0.realtime
+    }
+
+    pub fn console(&self) -> &Console {
+        &self.0.console
+    }
+
+    pub fn console_secure_cookie(&self) -> bool {
+        self.0.console_secure_cookie
     }
 
     pub fn limits(&self) -> &AuthLimits {

@@ -8,6 +8,7 @@ mod apps;
 mod auth;
 mod channels;
 mod connections;
+mod console;
 mod data;
 mod errors;
 mod files;

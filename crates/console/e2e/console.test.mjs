@@ -1,0 +1,413 @@
+// The web console end to end, as its users meet it: a real `cloudlet serve` with its console
+// listener, Debian's Chromium driven by Playwright. The first owner sets the instance up,
+// creates an app, rotates its key and gives a viewer a role; the viewer sees only what a
+// viewer may and is refused by the server when trying more; the audit log shows what happened.
+// Also measures the console's first load (requests and bytes, printed for the docs) and takes a
+// screenshot of every page (into $CONSOLE_SCREENSHOTS, default ./screenshots).
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { after, before, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const BIN = process.env.CLOUDLET_BIN ?? resolve(here, "../../../target/debug/cloudlet");
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const SHOTS = process.env.CONSOLE_SCREENSHOTS ?? join(here, "screenshots");
+const TOKEN = randomBytes(20).toString("hex"); // 40 characters; the server wants 32 or more
+const OWNER = { email: "owner@example.com", name: "Olivia Owner", password: "seven quiet lanterns drift north" };
+const VIEWER = { email: "viewer@example.com", name: "Victor Viewer", password: "amber kettles hum in winter rain" };
+const APP = "shop-demo";
+
+// First load budget (the console's whole page: document, script, stylesheet, state).
+const MAX_REQUESTS = 6;
+const MAX_BYTES = 150_000;
+
+let dir;
+let server;
+let serverOutput = "";
+let serverExit = null;
+let api; // http://127.0.0.1:<port>: the API listener
+let consoleBase; // http://127.0.0.1:<port>: the console listener
+let browser;
+const problems = []; // page errors and CSP violations, from every page
+
+// ---------------------------------------------------------------------------------------------
+// The server and the browser
+
+/** Ports nobody listens on: all held open at once so that they differ, then let go. */
+async function freePorts(count) {
+  const probes = await Promise.all(
+    Array.from({ length: count }, () =>
+      new Promise((resolveProbe, reject) => {
+        const probe = createServer();
+        probe.on("error", reject);
+        probe.listen(0, "127.0.0.1", () => resolveProbe(probe));
+      }),
+    ),
+  );
+  const ports = probes.map((probe) => probe.address().port);
+  await Promise.all(probes.map((probe) => new Promise((closed) => probe.close(closed))));
+  return ports;
+}
+
+/** Polls `check` until it is true; fails early with the server's output if the server exits. */
+async function waitUntil(what, check, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (serverExit !== null) throw new Error(`the server exited (${serverExit}) before ${what}:\n${serverOutput}`);
+    try {
+      if (await check()) return;
+    } catch {
+      // Not listening yet.
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}:\n${serverOutput}`);
+    await sleep(100);
+  }
+}
+
+const answers = async (url) => (await fetch(url, { signal: AbortSignal.timeout(2_000) })).status === 200;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), "cloudlet-console-e2e-"));
+  mkdirSync(SHOTS, { recursive: true });
+  const [apiPort, consolePort] = await freePorts(2);
+  api = `http://127.0.0.1:${apiPort}`;
+  consoleBase = `http://127.0.0.1:${consolePort}`;
+  server = spawn(
+    BIN,
+    [
+      "serve",
+      "--data-dir", join(dir, "data"),
+      "--listen", `127.0.0.1:${apiPort}`,
+      "--console-listen", `127.0.0.1:${consolePort}`,
+    ],
+    {
+      env: { ...process.env, CLOUDLET_ADMIN_TOKEN: TOKEN, CLOUDLET_LOG_LEVEL: "warn" },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
+  server.stdout.on("data", (chunk) => (serverOutput += chunk));
+  server.stderr.on("data", (chunk) => (serverOutput += chunk));
+  server.on("exit", (code, signal) => (serverExit = code ?? signal));
+  server.on("error", (error) => (serverExit = `${error.message}: build it (cargo build) or set CLOUDLET_BIN`));
+  await waitUntil("the API answered /healthz", () => answers(`${api}/healthz`));
+  await waitUntil("the console answered /console/", () => answers(`${consoleBase}/console/`));
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+});
+
+after(async () => {
+  await browser?.close().catch(() => {});
+  await stopServer();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+async function stopServer() {
+  if (!server || serverExit !== null) return;
+  const exited = new Promise((resolveExit) => server.once("exit", resolveExit));
+  server.kill("SIGTERM");
+  const timedOut = await Promise.race([exited.then(() => false), sleep(10_000).then(() => true)]);
+  if (timedOut) server.kill("SIGKILL");
+}
+
+// Should the test runner itself be torn down, the server does not outlive it.
+process.on("exit", () => {
+  if (server && serverExit === null) server.kill("SIGKILL");
+});
+
+/** A fresh browser profile (no cookies) with one page, in English, watched for errors. */
+async function newPage() {
+  const context = await browser.newContext({ locale: "en-US", viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  page.on("console", (message) => {
+    if (message.type() === "error" && /Content[ -]Security[ -]Policy|Refused to/i.test(message.text())) {
+      problems.push(`CSP: ${message.text()}`);
+    }
+  });
+  return page;
+}
+
+const shot = (page, name) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+const text = (page, selector) => page.locator(selector).first().innerText();
+
+// ---------------------------------------------------------------------------------------------
+// The API, called straight (not through the console)
+
+async function adminGet(path, bearer) {
+  const response = await fetch(`${api}${path}`, { headers: { authorization: `Bearer ${bearer}` } });
+  return response.status;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Steps: each one builds on the ones before, so after a failure the rest are skipped.
+
+let broken = false;
+function step(name, body) {
+  test(name, async (t) => {
+    if (broken) return t.skip("an earlier step failed");
+    try {
+      await body();
+    } catch (error) {
+      broken = true;
+      // What the pages said often explains what the test saw.
+      if (problems.length) error.message += `\nfrom the pages:\n${problems.join("\n")}`;
+      throw error;
+    }
+  });
+}
+
+let owner; // the owner's page
+let viewer; // the viewer's page
+let firstKey;
+let secondKey;
+
+step("the first load is small: few requests, few bytes, compressed assets, a strict CSP", async () => {
+  owner = await newPage();
+  const requests = [];
+  const responses = [];
+  const onRequest = (request) => {
+    if (!request.url().startsWith("data:")) requests.push(request);
+  };
+  const onResponse = (response) => {
+    if (!response.url().startsWith("data:")) responses.push(response);
+  };
+  owner.on("request", onRequest);
+  owner.on("response", onResponse);
+  const document = await owner.goto(`${consoleBase}/console/`, { waitUntil: "networkidle" });
+  await owner.waitForSelector("[data-test=setup-form]");
+  owner.off("request", onRequest);
+  owner.off("response", onResponse);
+
+  assert.equal(document.status(), 200);
+  const csp = (await document.allHeaders())["content-security-policy"] ?? "";
+  assert.match(csp, /default-src 'self'/);
+  assert.match(csp, /script-src 'self'/);
+
+  let bytes = 0;
+  const lines = [];
+  for (const response of responses) {
+    const headers = await response.allHeaders();
+    let size = Number(headers["content-length"]);
+    if (!Number.isFinite(size) || headers["content-length"] === undefined) {
+      size = await response.body().then((body) => body.length, () => 0);
+    }
+    bytes += size;
+    lines.push(`  ${response.status()} ${new URL(response.url()).pathname} ${size} bytes ${headers["content-encoding"] ?? ""}`);
+  }
+  const asset = (pattern) => responses.find((r) => pattern.test(new URL(r.url()).pathname));
+  for (const [kind, pattern] of [["JS", /^\/console\/assets\/console\.[^/]+\.js$/], ["CSS", /^\/console\/assets\/console\.[^/]+\.css$/]]) {
+    const response = asset(pattern);
+    assert.ok(response, `the ${kind} asset was loaded from /console/assets/console.<hash>: ${lines.join("\n")}`);
+    assert.equal((await response.allHeaders())["content-encoding"], "gzip", `the ${kind} asset is gzipped`);
+  }
+  console.log(`console first load: ${requests.length} requests, ${bytes} bytes\n${lines.join("\n")}`);
+  assert.ok(requests.length <= MAX_REQUESTS, `${requests.length} requests on the first load`);
+  assert.ok(bytes <= MAX_BYTES, `${bytes} bytes on the first load`);
+  await shot(owner, "1-setup");
+});
+
+step("the first owner sets the instance up with the admin token and lands on Apps", async () => {
+  await owner.fill("[data-test=setup-token]", TOKEN);
+  await owner.fill("[data-test=setup-email]", OWNER.email);
+  await owner.fill("[data-test=setup-name]", OWNER.name);
+  await owner.fill("[data-test=setup-password]", OWNER.password);
+  await owner.click("[data-test=setup-submit]");
+  await owner.waitForSelector("[data-test=apps-page]");
+  assert.equal(new URL(owner.url()).hash, "#/apps");
+  assert.match(await text(owner, "[data-test=whoami]"), /Olivia Owner/);
+  await owner.waitForSelector("[data-test=nav-people]");
+});
+
+step("the owner creates an app and is shown its secret key once; the key works", async () => {
+  await owner.fill("[data-test=new-app-name]", APP);
+  await owner.click("[data-test=new-app-submit]");
+  await owner.waitForSelector("[data-test=secret-key]");
+  firstKey = (await owner.textContent("[data-test=secret-key]")).trim();
+  assert.ok(firstKey.length >= 16, `a secret key: ${firstKey}`);
+  await owner.waitForSelector(`[data-test=app-row][data-app=${APP}][data-role=owner]`);
+  await shot(owner, "2-apps");
+
+  assert.equal(await adminGet(`/v1/admin/apps/${APP}`, TOKEN), 200);
+  assert.equal(await adminGet(`/v1/admin/apps/${APP}`, firstKey), 200);
+});
+
+step("the owner rotates the app's key on its page: the old key stops working, the new one works", async () => {
+  await owner.click(`[data-test=app-link][data-app=${APP}]`);
+  await owner.waitForSelector("[data-test=app-details]");
+  assert.equal(new URL(owner.url()).hash, `#/apps/${APP}`);
+  assert.equal(await owner.locator("[data-test=delete-app]").count(), 1);
+  await owner.click("[data-test=rotate-key]");
+  await owner.click("[data-test=rotate-confirm]");
+  await owner.waitForSelector("[data-test=secret-key]");
+  secondKey = (await owner.textContent("[data-test=secret-key]")).trim();
+  assert.notEqual(secondKey, firstKey);
+  await owner.waitForSelector("[data-test=key-hint]");
+  const hint = (await owner.textContent("[data-test=key-hint]")).replace("…", "").trim();
+  assert.ok(hint && secondKey.startsWith(hint), `the key hint ${hint} is the new key's`);
+  await owner.waitForSelector("[data-test=collections]");
+  await shot(owner, "3-app");
+
+  assert.equal(await adminGet(`/v1/admin/apps/${APP}`, firstKey), 401);
+  assert.equal(await adminGet(`/v1/admin/apps/${APP}`, secondKey), 200);
+});
+
+step("the owner adds a viewer and gives them the viewer role on the app", async () => {
+  await owner.click("[data-test=nav-people]");
+  await owner.waitForSelector("[data-test=people-table]");
+  await owner.fill("[data-test=person-email]", VIEWER.email);
+  await owner.fill("[data-test=person-name]", VIEWER.name);
+  await owner.fill("[data-test=person-password]", VIEWER.password);
+  await owner.selectOption("[data-test=person-role]", "member");
+  await owner.click("[data-test=person-submit]");
+  const row = `[data-test=person-row][data-email="${VIEWER.email}"]`;
+  await owner.waitForSelector(row);
+  assert.equal(await owner.getAttribute(`${row} [data-test=instance-role] .badge`, "class"), "badge badge-member");
+
+  await owner.selectOption(`${row} [data-test=grant-app]`, APP);
+  await owner.selectOption(`${row} [data-test=grant-role]`, "viewer");
+  await owner.click(`${row} [data-test=grant-submit]`);
+  await owner.waitForSelector(`${row} [data-test=person-app-role][data-app=${APP}][data-role=viewer]`);
+  await shot(owner, "4-people");
+
+  const people = await owner.evaluate(async () => {
+    const response = await fetch("/console/api/people", { credentials: "same-origin" });
+    return response.json();
+  });
+  const person = people.items.find((p) => p.email === "viewer@example.com");
+  assert.equal(person?.instance_role, "member");
+  assert.deepEqual(person?.apps, { [APP]: "viewer" });
+});
+
+step("the viewer signs in and sees the app as a viewer, with nothing to create, rotate or delete", async () => {
+  await owner.click("[data-test=logout]");
+  await owner.waitForSelector("[data-test=login-form]");
+  await shot(owner, "5-login");
+
+  viewer = await newPage();
+  await viewer.goto(`${consoleBase}/console/`);
+  await viewer.waitForSelector("[data-test=login-form]");
+  // A wrong password: the server's error, with its code, in a banner.
+  await viewer.fill("[data-test=login-email]", VIEWER.email);
+  await viewer.fill("[data-test=login-password]", "not the password at all");
+  await viewer.click("[data-test=login-submit]");
+  await viewer.waitForSelector("[data-test=error][data-code=invalid_login]");
+  await viewer.fill("[data-test=login-password]", VIEWER.password);
+  await viewer.click("[data-test=login-submit]");
+  await viewer.waitForSelector(`[data-test=app-row][data-app=${APP}][data-role=viewer]`);
+  assert.equal(await viewer.locator("[data-test=app-row]").count(), 1);
+  assert.equal(await text(viewer, `[data-test=app-row][data-app=${APP}] [data-test=app-role]`), "Viewer");
+  assert.equal(await viewer.locator("[data-test=new-app-name]").count(), 0);
+  assert.equal(await viewer.locator("[data-test=nav-people]").count(), 0);
+
+  await viewer.click(`[data-test=app-link][data-app=${APP}]`);
+  await viewer.waitForSelector("[data-test=app-details]");
+  assert.equal(await viewer.locator("[data-test=rotate-key]").count(), 0);
+  assert.equal(await viewer.locator("[data-test=delete-app]").count(), 0);
+});
+
+step("the server refuses the viewer's admin calls: forbidden with the CSRF header, csrf_failed without", async () => {
+  const probe = await viewer.evaluate(async (app) => {
+    const state = await (await fetch("/console/api/state", { credentials: "same-origin" })).json();
+    const post = async (url, headers, body = "{}") => {
+      const response = await fetch(url, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "content-type": "application/json", ...headers },
+        body,
+      });
+      const answer = await response.json().catch(() => null);
+      return { status: response.status, code: answer?.error?.code ?? null };
+    };
+    const csrf = { "x-cloudlet-csrf": state.csrf };
+    return {
+      rotate: await post(`/v1/admin/apps/${app}/keys/rotate`, csrf),
+      rotateWithoutCsrf: await post(`/v1/admin/apps/${app}/keys/rotate`, {}),
+      create: await post("/v1/admin/apps", csrf, JSON.stringify({ name: "viewer-app" })),
+    };
+  }, APP);
+  assert.deepEqual(probe.rotate, { status: 403, code: "forbidden" });
+  assert.deepEqual(probe.rotateWithoutCsrf, { status: 403, code: "csrf_failed" });
+  assert.equal(probe.create.status, 403);
+  // Nothing changed: the key the owner got is still the one.
+  assert.equal(await adminGet(`/v1/admin/apps/${APP}`, secondKey), 200);
+});
+
+step("the console speaks Chinese when asked, remembers it, and stores nothing else", async () => {
+  await viewer.selectOption("#lang", "zh-CN");
+  await viewer.click("[data-test=nav-apps]");
+  await viewer.waitForSelector("[data-test=apps-table]");
+  assert.equal(await text(viewer, "[data-test=page-title]"), "应用");
+  assert.equal(await text(viewer, `[data-test=app-row][data-app=${APP}] [data-test=app-role]`), "查看者");
+  assert.equal(await viewer.evaluate(() => document.documentElement.lang), "zh-CN");
+  await shot(viewer, "6-apps-zh");
+
+  await viewer.reload();
+  await viewer.waitForSelector("[data-test=apps-table]");
+  assert.equal(await text(viewer, "[data-test=page-title]"), "应用");
+  const stored = await viewer.evaluate(() => ({ local: { ...localStorage }, session: { ...sessionStorage } }));
+  assert.deepEqual(stored, { local: { "cloudlet.console.lang": "zh-CN" }, session: {} });
+  await viewer.context().close();
+});
+
+step("back as the owner, the audit log shows the app's creation and the key rotation", async () => {
+  await owner.fill("[data-test=login-email]", OWNER.email);
+  await owner.fill("[data-test=login-password]", OWNER.password);
+  await owner.click("[data-test=login-submit]");
+  await owner.waitForSelector("[data-test=apps-page]");
+  await owner.click("[data-test=nav-audit]");
+
+  const entries = () =>
+    owner.$$eval("[data-test=audit-row]", (rows) =>
+      rows.map((row) => ({
+        actor: row.querySelector("[data-test=audit-actor]").textContent,
+        app: row.querySelector("[data-test=audit-entry-app]").textContent,
+        action: row.querySelector("[data-test=audit-action]").textContent,
+        status: Number(row.querySelector("[data-test=audit-status]").textContent),
+      })),
+    );
+  const created = (e) => /^POST \/v1\/admin\/apps(\?.*)?$/.test(e.action) && e.status === 201;
+  const rotated = (e) => e.action.includes("keys/rotate") && e.status === 200;
+  let log = [];
+  for (let attempt = 0; attempt < 20; attempt += 1) {
+    await owner.waitForSelector("[data-test=audit-table]");
+    await owner.waitForFunction(() => !document.querySelector("[data-test=audit-page] [role=status]"));
+    log = await entries();
+    if (log.some(created) && log.some(rotated)) break;
+    await sleep(250);
+    await owner.reload();
+  }
+  const creation = log.find(created);
+  const rotation = log.find(rotated);
+  assert.ok(creation, `the creation is in the log: ${JSON.stringify(log)}`);
+  assert.ok(rotation, `the rotation is in the log: ${JSON.stringify(log)}`);
+  assert.equal(creation.actor, OWNER.email);
+  assert.equal(rotation.actor, OWNER.email);
+  assert.equal(rotation.app, APP);
+  await shot(owner, "7-audit");
+
+  // Filtered to the app, every entry is the app's.
+  await owner.selectOption("[data-test=audit-app]", APP);
+  await owner.waitForFunction(
+    (app) => {
+      const rows = [...document.querySelectorAll("[data-test=audit-row] [data-test=audit-entry-app]")];
+      return rows.length > 0 && rows.every((cell) => cell.textContent === app);
+    },
+    APP,
+  );
+  await owner.context().close();
+});
+
+step("no page error and no CSP violation on any page", () => {
+  assert.deepEqual(problems, []);
+});

@@ -1,0 +1,634 @@
+//! The web console, on an address of its own: its page and files (from `cloudlet-console`),
+//! its API under `/console/api/` (setup, login, people, roles, the audit log), and the gate
+//! through which a logged-in person calls the admin API with their session cookie.
+//!
+//! The console never shares an origin with what apps serve (sites, files, HTTP functions), so
+//! no app's page can drive a person's session. On its address:
+//! - a session is an `HttpOnly`, `SameSite=Strict` cookie holding a random token (only its hash
+//!   is stored, shared by every node);
+//! - every write carries the session's CSRF token in `x-cloudlet-csrf`, and a browser's
+//!   `Origin` and `Sec-Fetch-Site` must say the console's own origin;
+//! - bearer tokens are ignored: the admin token only makes the first owner;
+//! - each route needs the role that [`policy`] says, checked before the body is read, and every
+//!   write is written to the audit log with who made it and how it ended;
+//! - every answer forbids framing and sniffing, and the page runs under a strict CSP.
+
+mod policy;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::header::{
+    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
+    COOKIE, HOST, LOCATION, ORIGIN, REFERRER_POLICY, SET_COOKIE, VARY, X_CONTENT_TYPE_OPTIONS,
+    X_FRAME_OPTIONS,
+};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use cloudlet_core::apps::AppName;
+use cloudlet_core::console::{AppRole, NewPerson, NewSession, Person, SESSION_TTL, SignedIn};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::error::{ApiError, Code};
+use crate::extract::{Json, Path, Query};
+use crate::limits::{AccountOutcome, ClientIp};
+use crate::state::AppState;
+
+pub use policy::Need;
+
+/// The session cookie's name.
+const COOKIE_NAME: &str = "cloudlet_console";
+/// The header that carries a session's CSRF token.
+const CSRF_HEADER: &str = "x-cloudlet-csrf";
+/// The login throttle's bucket name: not an app name (those never hold `~`).
+const THROTTLE: &str = "~console";
+/// The page's policy: its own script and stylesheet, and calls to its own origin; nothing else.
+const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
+    form-action 'self'; object-src 'none'";
+/// Everything else on the console's address is data, never a document.
+const DATA_CSP: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
+/// Bodies of the console's own API: small JSON.
+const MAX_BODY: usize = 16 * 1024;
+
+/// A person calling the admin API through the console's gate. The gate has checked their role
+/// for the route and its app; the handlers take them as an administrator of that app.
+#[derive(Clone)]
+pub struct ConsoleCaller;
+
+/// The console's routes on top of the API's `routes`, each API route behind the gate.
+///
+/// The console's own routes are not the API: they are served on the console's address only,
+/// for its page, and described in `docs/console.md` rather than in the OpenAPI contract.
+#[allow(clippy::disallowed_methods)]
+pub fn routes(api: Router<AppState>, state: &AppState) -> Router<AppState> {
+    let own = Router::new()
+        .route("/console/api/state", get(show_state))
+        .route("/console/api/setup", post(set_up))
+        .route("/console/api/login", post(log_in))
+        .route("/console/api/logout", post(log_out))
+        .route("/console/api/apps", get(list_apps))
+        .route("/console/api/people", get(list_people).post(add_person))
+        .route(
+            "/console/api/people/{id}",
+            axum::routing::delete(remove_person),
+        )
+        .route(
+            "/console/api/people/{id}/apps/{app}",
+            put(give_role).delete(take_role),
+        )
+        .route("/console/api/audit", get(audit_log))
+        .layer(DefaultBodyLimit::max(MAX_BODY));
+    api.route_layer(axum::middleware::from_fn_with_state(state.clone(), gate))
+        .merge(own)
+        .route("/", get(to_console))
+        .route("/console", get(to_console))
+        .route("/console/", get(page))
+        .route("/console/assets/{name}", get(asset))
+}
+
+/// Headers every answer of the console's address carries.
+pub async fn headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers
+        .entry(CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(DATA_CSP));
+    headers
+        .entry(CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    response
+}
+
+// ---- the gate -------------------------------------------------------------------------------
+
+/// Lets a person's request through to an API route if their role allows it, then notes a write
+/// in the audit log.
+async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let template = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let need = policy::need(&parts.method, &template);
+    if need == Need::Closed {
+        return ApiError::new(
+            Code::RouteNotFound,
+            "this route is not served on the console's address",
+        )
+        .into_response();
+    }
+    // Sessions only: a bearer token on this address is not looked at.
+    parts.headers.remove(axum::http::header::AUTHORIZATION);
+    let who = match signed_in(&state, &parts).await {
+        Ok(who) => who,
+        Err(refused) => return refused.into_response(),
+    };
+    let write = !is_read(&parts.method);
+    if write && let Err(refused) = check_write(&parts.headers, &who) {
+        return refused.into_response();
+    }
+    let app = match crate::extract::app_param(&mut parts, &state).await {
+        Ok(app) => app,
+        Err(refused) => return refused.into_response(),
+    };
+    let allowed = match (need, &app) {
+        (Need::InstanceOwner, _) => who.is_instance_owner(),
+        (Need::App(role), Some(app)) => who.may(app, role),
+        _ => false,
+    };
+    let action = format!("{} {}", parts.method, parts.uri.path());
+    if !allowed {
+        if write {
+            let console = state.console();
+            console
+                .audit(&who.person.email, app.as_ref(), &action, 403)
+                .await;
+        }
+        return ApiError::new(Code::Forbidden, "your console role does not allow this")
+            .into_response();
+    }
+    parts.extensions.insert(ConsoleCaller);
+    let response = next.run(Request::from_parts(parts, body)).await;
+    if write {
+        let status = response.status().as_u16();
+        let console = state.console();
+        console
+            .audit(&who.person.email, app.as_ref(), &action, status)
+            .await;
+    }
+    response
+}
+
+fn is_read(method: &Method) -> bool {
+    *method == Method::GET || *method == Method::HEAD
+}
+
+/// The person whose session cookie the request carries.
+async fn signed_in(state: &AppState, parts: &Parts) -> Result<SignedIn, ApiError> {
+    let token = session_token(&parts.headers).ok_or_else(login_required)?;
+    Ok(state.console().session(token).await?)
+}
+
+fn login_required() -> ApiError {
+    ApiError::new(
+        Code::ConsoleLoginRequired,
+        "log in to the console first (no session, or it expired)",
+    )
+}
+
+/// The session token of the `Cookie` header, if it is one that could be.
+fn session_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE_NAME)
+        .map(|(_, token)| token)
+        .filter(|token| {
+            token.starts_with("ccs_")
+                && token.len() <= 64
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+}
+
+/// A write must come from the console's own page: its origin (when a browser says it), and
+/// the session's CSRF token.
+fn check_write(headers: &HeaderMap, who: &SignedIn) -> Result<(), ApiError> {
+    same_origin(headers)?;
+    let given = headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if who.csrf_matches(given) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            Code::CsrfFailed,
+            "a console write needs its session's x-cloudlet-csrf token",
+        ))
+    }
+}
+
+/// Refuses a request a browser says came from another site: `Sec-Fetch-Site` other than
+/// `same-origin` (or `none`, typed by the person), or an `Origin` whose host is not this one.
+fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let cross = |why: &str| {
+        Err(ApiError::new(
+            Code::CsrfFailed,
+            format!("a console write from another origin ({why})"),
+        ))
+    };
+    if let Some(site) = text("sec-fetch-site")
+        && site != "same-origin"
+        && site != "none"
+    {
+        return cross("sec-fetch-site");
+    }
+    if let Some(origin) = text(ORIGIN.as_str()) {
+        let host = origin.split_once("://").map(|(_, host)| host);
+        if host.is_none() || host != text(HOST.as_str()) {
+            return cross("origin");
+        }
+    }
+    Ok(())
+}
+
+// ---- the page and its files ------------------------------------------------------------------
+
+async fn to_console() -> Response {
+    (
+        StatusCode::FOUND,
+        [(LOCATION, HeaderValue::from_static("/console/"))],
+    )
+        .into_response()
+}
+
+async fn page(headers: HeaderMap) -> Response {
+    let mut response = serve(cloudlet_console::index(), &headers, "no-cache");
+    response
+        .headers_mut()
+        .insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+    response
+}
+
+async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
+    match cloudlet_console::asset(&name) {
+        Some(asset) => serve(asset, &headers, "public, max-age=31536000, immutable"),
+        None => ApiError::new(Code::RouteNotFound, "no such console file").into_response(),
+    }
+}
+
+/// An embedded file, gzipped when the client takes gzip.
+fn serve(
+    asset: &'static cloudlet_console::Asset,
+    headers: &HeaderMap,
+    cache: &'static str,
+) -> Response {
+    let gzip = headers
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or_default().trim();
+            let refused = parts.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
+            name.eq_ignore_ascii_case("gzip") && !refused
+        });
+    let mut response = if gzip {
+        let mut response = Response::new(Body::from(asset.gzip));
+        response
+            .headers_mut()
+            .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        response
+    } else {
+        Response::new(Body::from(asset.raw))
+    };
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static(cache));
+    headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
+    response
+}
+
+// ---- the console's own API -------------------------------------------------------------------
+
+/// The logged-in person of a console API route; for a write, also its origin and CSRF token.
+struct Session(SignedIn);
+
+impl axum::extract::FromRequestParts<AppState> for Session {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let who = signed_in(state, parts).await?;
+        if !is_read(&parts.method) {
+            check_write(&parts.headers, &who)?;
+        }
+        Ok(Session(who))
+    }
+}
+
+#[derive(Serialize)]
+struct StateView {
+    setup_needed: bool,
+    person: Option<Person>,
+    csrf: Option<String>,
+}
+
+async fn show_state(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let console = state.console();
+    let who = match session_token(&headers) {
+        Some(token) => console.session(token).await.ok(),
+        None => None,
+    };
+    Ok(axum::Json(StateView {
+        setup_needed: console.setup_needed().await?,
+        csrf: who.as_ref().map(|w| w.csrf().to_owned()),
+        person: who.map(|w| w.person),
+    })
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetupBody {
+    admin_token: String,
+    email: String,
+    name: String,
+    password: String,
+}
+
+async fn set_up(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Json(body): Json<SetupBody>,
+) -> Result<Response, ApiError> {
+    same_origin(&headers)?;
+    // Guesses at the admin token are logins too.
+    state.limits().check_client(ip)?;
+    let session = state
+        .console()
+        .set_up(
+            &body.admin_token,
+            NewPerson {
+                email: body.email,
+                name: body.name,
+                password: body.password,
+                instance_role: "owner".into(),
+            },
+        )
+        .await?;
+    Ok(opened(&state, session))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    email: String,
+    password: String,
+}
+
+async fn log_in(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Json(body): Json<LoginBody>,
+) -> Result<Response, ApiError> {
+    same_origin(&headers)?;
+    let limits = state.limits();
+    limits.check_client(ip)?;
+    let account = cloudlet_core::auth::policy::account_of(&body.email);
+    let took = limits.take_account(THROTTLE, &account, ip)?;
+    let result = state.console().log_in(&body.email, &body.password).await;
+    let outcome = match &result {
+        Ok(_) => AccountOutcome::LoggedIn,
+        Err(cloudlet_core::console::ConsoleError::InvalidLogin) => AccountOutcome::WrongPassword,
+        Err(_) => AccountOutcome::Other,
+    };
+    limits.settle_account(THROTTLE, &account, ip, took, outcome);
+    let session = result?;
+    // Expired sessions go when somebody logs in: no loop needed for them.
+    if let Err(e) = state.console().sweep().await {
+        tracing::warn!(error = %e, "could not forget expired console sessions");
+    }
+    Ok(opened(&state, session))
+}
+
+/// The answer that opens a session: its cookie, and who it is with their CSRF token.
+fn opened(state: &AppState, session: NewSession) -> Response {
+    let secure = if state.console_secure_cookie() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{COOKIE_NAME}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        session.token,
+        SESSION_TTL.as_secs()
+    );
+    let mut response = axum::Json(json!({
+        "person": session.signed_in.person,
+        "csrf": session.signed_in.csrf(),
+    }))
+    .into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(SET_COOKIE, value);
+    }
+    response
+}
+
+async fn log_out(
+    State(state): State<AppState>,
+    Session(who): Session,
+) -> Result<Response, ApiError> {
+    state.console().log_out(&who).await?;
+    let cookie = format!("{COOKIE_NAME}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(SET_COOKIE, value);
+    }
+    Ok(response)
+}
+
+#[derive(Serialize)]
+struct AppView {
+    name: String,
+    role: AppRole,
+    created_at: cloudlet_core::clock::Timestamp,
+}
+
+async fn list_apps(
+    State(state): State<AppState>,
+    Session(who): Session,
+) -> Result<Response, ApiError> {
+    let items: Vec<AppView> = state
+        .console()
+        .apps_of(&who)
+        .await?
+        .into_iter()
+        .map(|(row, role)| AppView {
+            created_at: cloudlet_core::clock::Timestamp::from_unix_ms(row.created_at_ms),
+            name: row.name,
+            role,
+        })
+        .collect();
+    Ok(axum::Json(json!({ "items": items })).into_response())
+}
+
+async fn list_people(
+    State(state): State<AppState>,
+    Session(who): Session,
+) -> Result<Response, ApiError> {
+    let items = state.console().people(&who).await?;
+    Ok(axum::Json(json!({ "items": items })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PersonBody {
+    email: String,
+    name: String,
+    password: String,
+    instance_role: String,
+}
+
+async fn add_person(
+    State(state): State<AppState>,
+    Session(who): Session,
+    Json(body): Json<PersonBody>,
+) -> Result<Response, ApiError> {
+    let person = state
+        .console()
+        .add_person(
+            &who,
+            NewPerson {
+                email: body.email,
+                name: body.name,
+                password: body.password,
+                instance_role: body.instance_role,
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(person)).into_response())
+}
+
+/// A person's id as a path gives it: checked before it reaches the store.
+fn person_id(id: &str) -> Result<&str, ApiError> {
+    let well_formed = id.starts_with("cp_")
+        && id.len() <= 40
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if well_formed {
+        Ok(id)
+    } else {
+        Err(ApiError::new(Code::PersonNotFound, "no such person"))
+    }
+}
+
+async fn remove_person(
+    State(state): State<AppState>,
+    Session(who): Session,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.console().remove_person(&who, person_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct RolePath {
+    id: String,
+    app: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleBody {
+    role: String,
+}
+
+fn role_target(path: &RolePath) -> Result<(&str, AppName), ApiError> {
+    let app = AppName::parse(&path.app)
+        .map_err(|_| ApiError::new(Code::AppNotFound, format!("no app named {:?}", path.app)))?;
+    Ok((person_id(&path.id)?, app))
+}
+
+async fn give_role(
+    State(state): State<AppState>,
+    Session(who): Session,
+    Path(path): Path<RolePath>,
+    Json(body): Json<RoleBody>,
+) -> Result<StatusCode, ApiError> {
+    let (person, app) = role_target(&path)?;
+    let role = AppRole::parse(&body.role)?;
+    state
+        .console()
+        .set_role(&who, person, &app, Some(role))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn take_role(
+    State(state): State<AppState>,
+    Session(who): Session,
+    Path(path): Path<RolePath>,
+) -> Result<StatusCode, ApiError> {
+    let (person, app) = role_target(&path)?;
+    state.console().set_role(&who, person, &app, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    app: Option<String>,
+    before: Option<i64>,
+    limit: Option<usize>,
+}
+
+async fn audit_log(
+    State(state): State<AppState>,
+    Session(who): Session,
+    Query(params): Query<AuditParams>,
+) -> Result<Response, ApiError> {
+    let app = params
+        .app
+        .as_deref()
+        .map(|name| {
+            AppName::parse(name)
+                .map_err(|_| ApiError::new(Code::AppNotFound, format!("no app named {name:?}")))
+        })
+        .transpose()?;
+    let limit = params.limit.unwrap_or(50);
+    let rows = state
+        .console()
+        .audit_log(&who, app.as_ref(), params.before, limit)
+        .await?;
+    let next_before = (rows.len() == limit.clamp(1, cloudlet_core::console::MAX_AUDIT_PAGE))
+        .then(|| rows.last().map(|r| r.seq))
+        .flatten();
+    let items: Vec<_> = rows
+        .into_iter()
+        .map(|r| {
+            json!({
+                "seq": r.seq,
+                "at": cloudlet_core::clock::Timestamp::from_unix_ms(r.at_ms),
+                "actor": r.actor,
+                "app": r.app,
+                "action": r.action,
+                "status": r.status,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "items": items, "next_before": next_before })).into_response())
+}

@@ -1,0 +1,656 @@
+//! The web console's address: its page and files, the first owner, logins, sessions, roles on
+//! every admin route, CSRF and origin checks, and the audit log. Through real sockets, on both
+//! backends.
+
+use reqwest::header::{ACCEPT_ENCODING, COOKIE, SET_COOKIE};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{ADMIN_TOKEN, Expect, TestApp, expect_error, expect_json};
+
+/// Sends a request that answers `204 No Content`.
+trait NoContent {
+    async fn no_content(self);
+}
+
+impl NoContent for RequestBuilder {
+    async fn no_content(self) {
+        let response = self.send().await.unwrap();
+        let status = response.status();
+        assert_eq!(
+            status,
+            StatusCode::NO_CONTENT,
+            "{}",
+            response.text().await.unwrap()
+        );
+    }
+}
+
+const PASSWORD: &str = "correct horse battery staple 42";
+
+/// A person with a console session.
+struct Person {
+    base: String,
+    http: reqwest::Client,
+    cookie: String,
+    csrf: String,
+}
+
+impl Person {
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let builder = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .header(COOKIE, &self.cookie);
+        if method == Method::GET {
+            builder
+        } else {
+            builder.header("x-cloudlet-csrf", &self.csrf)
+        }
+    }
+}
+
+fn console_base(t: &TestApp) -> String {
+    format!("http://{}", t.running().console_addr().expect("a console"))
+}
+
+/// The session of an answer that opened one.
+async fn person_of(t: &TestApp, response: reqwest::Response) -> Person {
+    let cookie = response
+        .headers()
+        .get(SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .expect("a session cookie")
+        .to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    let body = expect_json(response, StatusCode::OK).await;
+    Person {
+        base: console_base(t),
+        http: reqwest::Client::new(),
+        cookie: cookie.split(';').next().unwrap().to_owned(),
+        csrf: body["csrf"].as_str().expect("a csrf token").to_owned(),
+    }
+}
+
+async fn set_up_owner(t: &TestApp) -> Person {
+    let response = reqwest::Client::new()
+        .post(format!("{}/console/api/setup", console_base(t)))
+        .json(&json!({
+            "admin_token": ADMIN_TOKEN, "email": "Owner@Example.com",
+            "name": "Olive Owner", "password": PASSWORD,
+        }))
+        .send()
+        .await
+        .unwrap();
+    person_of(t, response).await
+}
+
+async fn log_in(t: &TestApp, email: &str) -> Person {
+    let response = reqwest::Client::new()
+        .post(format!("{}/console/api/login", console_base(t)))
+        .json(&json!({ "email": email, "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    person_of(t, response).await
+}
+
+/// Adds a member with `role` on `app` (or none), and logs them in.
+async fn member(t: &TestApp, owner: &Person, email: &str, role: Option<(&str, &str)>) -> Person {
+    let added = owner
+        .request(Method::POST, "/console/api/people")
+        .json(&json!({
+            "email": email, "name": "Somebody", "password": PASSWORD, "instance_role": "member",
+        }))
+        .expect(StatusCode::CREATED)
+        .await;
+    if let Some((app, role)) = role {
+        let id = added["id"].as_str().unwrap();
+        owner
+            .request(Method::PUT, &format!("/console/api/people/{id}/apps/{app}"))
+            .json(&json!({ "role": role }))
+            .no_content()
+            .await;
+    }
+    log_in(t, email).await
+}
+
+#[tokio::test]
+async fn the_console_has_an_address_of_its_own_with_compressed_hashed_files() {
+    let t = TestApp::start().await;
+    let base = console_base(&t);
+    assert_ne!(t.running().console_addr(), Some(t.running().local_addr()));
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    let root = http.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(root.status(), StatusCode::FOUND);
+    assert_eq!(root.headers()["location"], "/console/");
+
+    let page = http
+        .get(format!("{base}/console/"))
+        .header(ACCEPT_ENCODING, "identity")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    assert!(page.headers().get("content-encoding").is_none());
+    let html = page.text().await.unwrap();
+    let script = html
+        .split("src=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page loads a script")
+        .to_owned();
+    assert!(
+        script.starts_with("/console/assets/console.") && script.ends_with(".js"),
+        "{script}"
+    );
+
+    let plain = http.get(format!("{base}{script}")).send().await.unwrap();
+    assert_eq!(plain.status(), StatusCode::OK);
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain_len = plain.bytes().await.unwrap().len();
+    let gzipped = http
+        .get(format!("{base}{script}"))
+        .header(ACCEPT_ENCODING, "br, gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    assert_eq!(
+        gzipped.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert!(
+        gzipped.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert!(gzipped.bytes().await.unwrap().len() < plain_len / 2);
+
+    let missing = http
+        .get(format!("{base}/console/assets/console.js"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(missing, StatusCode::NOT_FOUND, "route_not_found").await;
+
+    // Apps' content and the public routes are not on the console's address.
+    t.create_app("shop").await;
+    for (method, path) in [
+        (Method::GET, "/sites/shop/"),
+        (Method::GET, "/healthz"),
+        (Method::POST, "/v1/apps/shop/auth/sessions"),
+        (Method::GET, "/sdk/cloudlet.js"),
+        (Method::GET, "/v1/apps/shop/realtime"),
+    ] {
+        let answer = http
+            .request(method, format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    // … and the console is not on the API's.
+    t.request(Method::GET, "/console/")
+        .expect_error(StatusCode::NOT_FOUND, "route_not_found")
+        .await;
+    t.request(Method::GET, "/console/api/state")
+        .expect_error(StatusCode::NOT_FOUND, "route_not_found")
+        .await;
+}
+
+#[tokio::test]
+async fn the_admin_token_makes_the_first_owner_once_then_people_log_in() {
+    let t = TestApp::start().await;
+    let base = console_base(&t);
+    let http = reqwest::Client::new();
+    let state = http
+        .get(format!("{base}/console/api/state"))
+        .send()
+        .await
+        .unwrap();
+    let state = expect_json(state, StatusCode::OK).await;
+    assert_eq!(
+        state,
+        json!({ "setup_needed": true, "person": null, "csrf": null })
+    );
+
+    let setup = |token: &str, password: &str| {
+        http.post(format!("{base}/console/api/setup")).json(&json!({
+            "admin_token": token, "email": "owner@example.com", "name": "O", "password": password,
+        }))
+    };
+    setup("not-the-token", PASSWORD)
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_credentials")
+        .await;
+    setup(ADMIN_TOKEN, "password1")
+        .expect_error(StatusCode::BAD_REQUEST, "weak_password")
+        .await;
+    let owner = set_up_owner(&t).await;
+    setup(ADMIN_TOKEN, PASSWORD)
+        .expect_error(StatusCode::CONFLICT, "already_set_up")
+        .await;
+
+    let state = owner
+        .request(Method::GET, "/console/api/state")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(state["setup_needed"], false);
+    assert_eq!(state["person"]["email"], "owner@example.com");
+    assert_eq!(state["person"]["instance_role"], "owner");
+    assert_eq!(state["csrf"], owner.csrf.as_str());
+    assert!(state["person"].get("password_hash").is_none());
+
+    // The session is a cookie: the password's hash and the token are stored, not the token.
+    let token = owner.cookie.split_once('=').unwrap().1;
+    assert!(!t.stored_anywhere(token.as_bytes()));
+
+    http.post(format!("{base}/console/api/login"))
+        .json(&json!({ "email": "owner@example.com", "password": "wrong password here" }))
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_login")
+        .await;
+    let again = log_in(&t, "OWNER@example.com").await;
+    assert_ne!(again.cookie, owner.cookie);
+    assert_ne!(again.csrf, owner.csrf);
+
+    owner
+        .request(Method::POST, "/console/api/logout")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let state = owner
+        .request(Method::GET, "/console/api/state")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(state["person"], Value::Null);
+    owner
+        .request(Method::GET, "/console/api/apps")
+        .expect_error(StatusCode::UNAUTHORIZED, "console_login_required")
+        .await;
+    // The other session lives on.
+    again
+        .request(Method::GET, "/console/api/apps")
+        .expect(StatusCode::OK)
+        .await;
+}
+
+#[tokio::test]
+async fn roles_decide_every_admin_route_and_bearer_tokens_do_nothing_there() {
+    let t = TestApp::start().await;
+    let owner = set_up_owner(&t).await;
+    let created = owner
+        .request(Method::POST, "/v1/admin/apps")
+        .json(&json!({ "name": "shop" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    assert!(created["secret_key"].as_str().unwrap().starts_with("cls_"));
+    t.create_app("blog").await;
+    let viewer = member(&t, &owner, "viewer@example.com", Some(("shop", "viewer"))).await;
+    let developer = member(&t, &owner, "dev@example.com", Some(("shop", "developer"))).await;
+    let nobody = member(&t, &owner, "nobody@example.com", None).await;
+
+    let apps = viewer
+        .request(Method::GET, "/console/api/apps")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(apps["items"].as_array().unwrap().len(), 1);
+    assert_eq!(apps["items"][0]["name"], "shop");
+    assert_eq!(apps["items"][0]["role"], "viewer");
+    let apps = owner
+        .request(Method::GET, "/console/api/apps")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(apps["items"].as_array().unwrap().len(), 2);
+    let apps = nobody
+        .request(Method::GET, "/console/api/apps")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(apps["items"], json!([]));
+
+    let collection = json!({ "fields": [{ "name": "title", "type": "text" }] });
+    // A viewer reads, and changes nothing.
+    viewer
+        .request(Method::GET, "/v1/admin/apps/shop")
+        .expect(StatusCode::OK)
+        .await;
+    viewer
+        .request(Method::GET, "/v1/admin/apps/shop/collections")
+        .expect(StatusCode::OK)
+        .await;
+    for (method, path) in [
+        (Method::PUT, "/v1/admin/apps/shop/collections/notes"),
+        (Method::POST, "/v1/admin/apps/shop/keys/rotate"),
+        (Method::DELETE, "/v1/admin/apps/shop"),
+        (Method::POST, "/v1/admin/apps"),
+        (Method::GET, "/v1/admin/apps"),
+        (Method::GET, "/v1/admin/apps/shop/logs"),
+        (Method::GET, "/v1/admin/apps/shop/pay/orders"),
+        (Method::GET, "/v1/admin/apps/blog"),
+    ] {
+        viewer
+            .request(method.clone(), path)
+            .json(&collection)
+            .expect_error(StatusCode::FORBIDDEN, "forbidden")
+            .await;
+    }
+    // A developer changes the app, but not its key, and sees nothing of another app.
+    developer
+        .request(Method::PUT, "/v1/admin/apps/shop/collections/notes")
+        .json(&collection)
+        .expect(StatusCode::CREATED)
+        .await;
+    developer
+        .request(Method::GET, "/v1/admin/apps/shop/logs")
+        .expect(StatusCode::OK)
+        .await;
+    let record = developer
+        .request(Method::POST, "/v1/apps/shop/collections/notes/records")
+        .json(&json!({ "title": "from the console" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let listed = viewer
+        .request(Method::GET, "/v1/apps/shop/collections/notes/records")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(listed["items"][0]["id"], record["id"]);
+    viewer
+        .request(Method::POST, "/v1/apps/shop/collections/notes/records")
+        .json(&json!({ "title": "no" }))
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    for (method, path) in [
+        (Method::POST, "/v1/admin/apps/shop/keys/rotate"),
+        (Method::GET, "/v1/admin/apps/blog/collections"),
+        (Method::DELETE, "/v1/admin/apps/shop"),
+    ] {
+        developer
+            .request(method, path)
+            .json(&json!({}))
+            .expect_error(StatusCode::FORBIDDEN, "forbidden")
+            .await;
+    }
+    // Validation still applies to a console write: it bypasses rules, not checks.
+    developer
+        .request(Method::POST, "/v1/apps/shop/collections/notes/records")
+        .json(&json!({ "title": 7 }))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_field_value")
+        .await;
+    // An owner of the app rotates its key and gives roles on it; only instance owners delete.
+    let rotated = owner
+        .request(Method::POST, "/v1/admin/apps/shop/keys/rotate")
+        .json(&json!({}))
+        .expect(StatusCode::OK)
+        .await;
+    assert_ne!(rotated["secret_key"], created["secret_key"]);
+    owner
+        .request(Method::DELETE, "/v1/admin/apps/blog")
+        .no_content()
+        .await;
+
+    // The console's address takes sessions only: the admin token there is nobody.
+    let base = console_base(&t);
+    let http = reqwest::Client::new();
+    let bearer = http
+        .get(format!("{base}/v1/admin/apps/shop"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    expect_error(bearer, StatusCode::UNAUTHORIZED, "console_login_required").await;
+    let forged = http
+        .get(format!("{base}/v1/admin/apps/shop"))
+        .header(COOKIE, "cloudlet_console=ccs_forged")
+        .send()
+        .await
+        .unwrap();
+    expect_error(forged, StatusCode::UNAUTHORIZED, "console_login_required").await;
+    // A name that cannot be an app's is not found, whoever asks.
+    owner
+        .request(Method::GET, "/v1/admin/apps/..%2Fsystem")
+        .expect_error(StatusCode::NOT_FOUND, "app_not_found")
+        .await;
+}
+
+#[tokio::test]
+async fn writes_need_the_session_csrf_token_and_the_console_origin() {
+    let t = TestApp::start().await;
+    let owner = set_up_owner(&t).await;
+    let create = |name: &str| {
+        owner
+            .http
+            .post(format!("{}/v1/admin/apps", owner.base))
+            .header(COOKIE, &owner.cookie)
+            .json(&json!({ "name": name }))
+    };
+    create("a1")
+        .expect_error(StatusCode::FORBIDDEN, "csrf_failed")
+        .await;
+    create("a2")
+        .header("x-cloudlet-csrf", "not-the-token")
+        .expect_error(StatusCode::FORBIDDEN, "csrf_failed")
+        .await;
+    create("a3")
+        .header("x-cloudlet-csrf", &owner.csrf)
+        .header("origin", "http://evil.example")
+        .expect_error(StatusCode::FORBIDDEN, "csrf_failed")
+        .await;
+    create("a4")
+        .header("x-cloudlet-csrf", &owner.csrf)
+        .header("sec-fetch-site", "cross-site")
+        .expect_error(StatusCode::FORBIDDEN, "csrf_failed")
+        .await;
+    let console_host = owner.base.trim_start_matches("http://").to_owned();
+    create("a5")
+        .header("x-cloudlet-csrf", &owner.csrf)
+        .header("origin", format!("http://{console_host}"))
+        .header("sec-fetch-site", "same-origin")
+        .expect(StatusCode::CREATED)
+        .await;
+    let apps = owner
+        .request(Method::GET, "/console/api/apps")
+        .expect(StatusCode::OK)
+        .await;
+    let names: Vec<_> = apps["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("a5")], "refused writes changed nothing");
+    // The console's own writes too.
+    owner
+        .http
+        .post(format!("{}/console/api/people", owner.base))
+        .header(COOKIE, &owner.cookie)
+        .json(&json!({ "email": "x@example.com", "name": "X", "password": PASSWORD, "instance_role": "member" }))
+        .expect_error(StatusCode::FORBIDDEN, "csrf_failed")
+        .await;
+    owner
+        .http
+        .post(format!("{}/console/api/login", owner.base))
+        .header("origin", "http://evil.example")
+        .json(&json!({ "email": "owner@example.com", "password": PASSWORD }))
+        .expect_error(StatusCode::FORBIDDEN, "csrf_failed")
+        .await;
+}
+
+#[tokio::test]
+async fn people_and_roles_are_checked_and_the_audit_log_says_who_changed_what() {
+    let t = TestApp::start().await;
+    let owner = set_up_owner(&t).await;
+    owner
+        .request(Method::POST, "/v1/admin/apps")
+        .json(&json!({ "name": "shop" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let viewer = member(&t, &owner, "viewer@example.com", Some(("shop", "viewer"))).await;
+    let add = |email: &str, role: &str| {
+        owner
+            .request(Method::POST, "/console/api/people")
+            .json(&json!({
+                "email": email, "name": "N", "password": PASSWORD, "instance_role": role,
+            }))
+    };
+    add("viewer@example.com", "member")
+        .expect_error(StatusCode::CONFLICT, "person_exists")
+        .await;
+    add("new@example.com", "admin")
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_role")
+        .await;
+    add("not an email", "member")
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_email")
+        .await;
+    viewer
+        .request(Method::GET, "/console/api/people")
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    viewer
+        .request(Method::POST, "/console/api/people")
+        .json(&json!({ "email": "y@example.com", "name": "Y", "password": PASSWORD, "instance_role": "owner" }))
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+
+    let people = owner
+        .request(Method::GET, "/console/api/people")
+        .expect(StatusCode::OK)
+        .await;
+    let items = people["items"].as_array().unwrap();
+    let find = |email: &str| {
+        items
+            .iter()
+            .find(|p| p["email"] == email)
+            .unwrap_or_else(|| panic!("{email} in {people}"))
+    };
+    assert_eq!(
+        find("viewer@example.com")["apps"],
+        json!({ "shop": "viewer" })
+    );
+    let owner_id = find("owner@example.com")["id"].as_str().unwrap().to_owned();
+    let viewer_id = find("viewer@example.com")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A viewer cannot raise themselves.
+    viewer
+        .request(
+            Method::PUT,
+            &format!("/console/api/people/{viewer_id}/apps/shop"),
+        )
+        .json(&json!({ "role": "owner" }))
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    owner
+        .request(
+            Method::PUT,
+            &format!("/console/api/people/{viewer_id}/apps/shop"),
+        )
+        .json(&json!({ "role": "boss" }))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_role")
+        .await;
+    owner
+        .request(Method::PUT, "/console/api/people/cp_nobody/apps/shop")
+        .json(&json!({ "role": "viewer" }))
+        .expect_error(StatusCode::NOT_FOUND, "person_not_found")
+        .await;
+    owner
+        .request(
+            Method::PUT,
+            &format!("/console/api/people/{viewer_id}/apps/nope"),
+        )
+        .json(&json!({ "role": "viewer" }))
+        .expect_error(StatusCode::NOT_FOUND, "person_not_found")
+        .await;
+    owner
+        .request(Method::DELETE, "/console/api/people/..%2F..")
+        .expect_error(StatusCode::NOT_FOUND, "person_not_found")
+        .await;
+    owner
+        .request(Method::DELETE, &format!("/console/api/people/{owner_id}"))
+        .expect_error(StatusCode::CONFLICT, "last_owner")
+        .await;
+
+    // A refused write is in the log too, with who tried.
+    viewer
+        .request(Method::POST, "/v1/admin/apps/shop/keys/rotate")
+        .json(&json!({}))
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    owner
+        .request(Method::POST, "/v1/admin/apps/shop/keys/rotate")
+        .json(&json!({}))
+        .expect(StatusCode::OK)
+        .await;
+    let log = owner
+        .request(Method::GET, "/console/api/audit?limit=3")
+        .expect(StatusCode::OK)
+        .await;
+    let entries = log["items"].as_array().unwrap();
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries[0]["actor"], "owner@example.com");
+    assert_eq!(entries[0]["action"], "POST /v1/admin/apps/shop/keys/rotate");
+    assert_eq!(entries[0]["status"], 200);
+    assert_eq!(entries[0]["app"], "shop");
+    assert_eq!(entries[1]["actor"], "viewer@example.com");
+    assert_eq!(entries[1]["status"], 403);
+    let before = log["next_before"].as_i64().expect("more entries");
+    let older = owner
+        .request(
+            Method::GET,
+            &format!("/console/api/audit?limit=200&before={before}"),
+        )
+        .expect(StatusCode::OK)
+        .await;
+    let actions: Vec<_> = older["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        actions.iter().any(|a| a == "POST /v1/admin/apps"),
+        "{actions:?}"
+    );
+    assert!(actions.iter().any(|a| a == "setup"), "{actions:?}");
+    assert_eq!(older["next_before"], Value::Null);
+    // Members do not read the instance's log; an app's owners read their app's.
+    viewer
+        .request(Method::GET, "/console/api/audit")
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    viewer
+        .request(Method::GET, "/console/api/audit?app=shop")
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    owner
+        .request(Method::GET, "/console/api/audit?limit=abc")
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_query")
+        .await;
+
+    // Removing a person ends their sessions.
+    owner
+        .request(Method::DELETE, &format!("/console/api/people/{viewer_id}"))
+        .no_content()
+        .await;
+    viewer
+        .request(Method::GET, "/console/api/apps")
+        .expect_error(StatusCode::UNAUTHORIZED, "console_login_required")
+        .await;
+}
