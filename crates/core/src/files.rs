@@ -579,6 +579,11 @@ impl Drop for UploadSlot {
 }
 
 impl Files {
+    /// What the whole app holds: bytes and files, thumbnails counted.
+    pub async fn usage(&self, app: &AppName) -> Result<cloudlet_store::FileUsage, FileError> {
+        Ok(self.0.store.file_usage(app, None).await?)
+    }
+
     pub fn new(
         store: Arc<dyn FileStore>,
         blobs: Arc<dyn BlobStore>,

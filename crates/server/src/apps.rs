@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::ApiError;
-use crate::extract::{Admin, CallerOf, Json, Query, TargetApp};
+use crate::extract::{Admin, AdminOf, CallerOf, Json, Query, TargetApp};
 use crate::openapi::Routes;
 use crate::state::AppState;
 
@@ -23,6 +23,7 @@ pub fn router(limits: &BodyLimits) -> Routes {
         .routes(routes!(create_app, list_apps))
         .routes(routes!(show_app, delete_app))
         .routes(routes!(rotate_key))
+        .routes(routes!(app_usage))
         .routes(routes!(app_health));
     with_body_limit(routes, limits, limits.json)
 }
@@ -107,6 +108,7 @@ async fn delete_app(
     let queues = state.queues().clone();
     let files = state.files().clone();
     let realtime = state.realtime().clone();
+    let usage = state.usage().clone();
     to_completion(async move {
         // Its sockets first: nothing of the app may reach them while it goes, nor of a new app
         // of the same name after.
@@ -127,6 +129,7 @@ async fn delete_app(
         realtime.close_app(&app, AppSockets::All).await;
         functions.forget_app(&app);
         queues.forget(&app);
+        usage.forget(&app);
         deleted
     })
     .await?;
@@ -152,6 +155,43 @@ async fn rotate_key(
     })
     .await?;
     Ok(axum::Json(rotated).into_response())
+}
+
+/// An app's recent traffic and what it holds now, for the console's overview.
+#[derive(serde::Serialize, ToSchema)]
+struct AppUsage {
+    /// The last 60 minutes, oldest first: each `{at, requests, errors, client_errors,
+    /// invocations, p99_ms}`, counted by the node that answers.
+    #[schema(value_type = Vec<Object>)]
+    minutes: Vec<crate::usage::Point>,
+    /// The last 24 hours, the same way.
+    #[schema(value_type = Vec<Object>)]
+    hours: Vec<crate::usage::Point>,
+    /// Realtime sockets open on this node.
+    realtime_connections: usize,
+    /// Uploaded files and their bytes (thumbnails counted).
+    files: i64,
+    file_bytes: i64,
+}
+
+/// The app's traffic over the last hour and day, its open sockets and its files (see
+/// `docs/console.md`).
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/usage", tag = "apps",
+    params(("app" = AppName, Path)), responses((status = 200, body = AppUsage)))]
+async fn app_usage(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+) -> Result<Response, ApiError> {
+    let recent = state.usage().recent(&app);
+    let files = state.files().usage(&app).await?;
+    Ok(axum::Json(AppUsage {
+        minutes: recent.minutes,
+        hours: recent.hours,
+        realtime_connections: state.realtime().sockets_of(&app).await,
+        files: files.files,
+        file_bytes: files.bytes,
+    })
+    .into_response())
 }
 
 /// Public: reads from the app's own database, opening it if it is closed. What a client or a

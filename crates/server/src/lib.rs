@@ -30,6 +30,7 @@ mod request_id;
 mod serve;
 mod sites;
 mod state;
+mod usage;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -544,6 +545,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         realtime: hub.clone(),
         console,
         console_secure_cookie: config.console.secure_cookie,
+        usage: usage::Usage::new(Arc::clone(&clock)),
         access,
         system: Arc::clone(&system),
     };

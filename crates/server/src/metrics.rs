@@ -141,6 +141,9 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     state
         .metrics()
         .observe(method_label(&method), &route, status, elapsed.as_secs_f64());
+    if let Some(app) = app_of(&route, &path) {
+        state.usage().request(&app, status, elapsed);
+    }
     tracing::info!(
         method = %method,
         path,
@@ -193,4 +196,14 @@ pub async fn export(State(state): State<AppState>) -> Result<Response, ApiError>
         body,
     )
         .into_response())
+}
+
+/// The app a request was for: the path's segment where its route's template has `{app}`.
+fn app_of(route: &str, path: &str) -> Option<cloudlet_core::apps::AppName> {
+    let index = route.split('/').position(|s| s == "{app}")?;
+    let raw = path.split('/').nth(index)?;
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()?;
+    cloudlet_core::apps::AppName::parse(&decoded).ok()
 }

@@ -37,6 +37,7 @@ struct Shared {
     files: Files,
     realtime: Hub,
     console: Console,
+    usage: crate::usage::Usage,
     /// Whether the console's session cookie is marked `Secure`.
     console_secure_cookie: bool,
     limits: AuthLimits,
@@ -69,6 +70,7 @@ pub struct Services {
     pub realtime: Hub,
     pub console: Console,
     pub console_secure_cookie: bool,
+    pub usage: crate::usage::Usage,
     pub access: Access,
     pub system: Arc<dyn SystemStore>,
 }
@@ -93,6 +95,7 @@ impl AppState {
             realtime,
             console,
             console_secure_cookie,
+            usage,
             access,
             system,
         } = services;
@@ -111,6 +114,7 @@ impl AppState {
             realtime,
             console,
             console_secure_cookie,
+            usage,
             limits,
             access,
             system,
@@ -165,6 +169,10 @@ impl AppState {
 
     pub fn console(&self) -> &Console {
         &self.0.console
+    }
+
+    pub fn usage(&self) -> &crate::usage::Usage {
+        &self.0.usage
     }
 
     pub fn console_secure_cookie(&self) -> bool {

@@ -989,6 +989,12 @@ impl Hub {
     }
 
     /// Closes every connection (the server is shutting down).
+    /// How many sockets of `app` are open on this node.
+    pub async fn sockets_of(&self, app: &AppName) -> usize {
+        let registry = self.0.registry.lock().await;
+        registry.by_app.get(app).map_or(0, HashSet::len)
+    }
+
     pub async fn close_all(&self) {
         let mut registry = self.0.registry.lock().await;
         let ids: Vec<ConnectionId> = registry.connections.keys().copied().collect();

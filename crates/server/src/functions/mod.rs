@@ -316,7 +316,7 @@ pub(crate) async fn run(
         trigger,
     };
     let result = state.functions().invoke(call, event).await;
-    count(state, trigger, result.as_ref().err());
+    count(state, app, trigger, result.as_ref().err());
     result
 }
 
@@ -337,12 +337,15 @@ async fn run_http(
         trigger: Trigger::Http,
     };
     let result = state.functions().invoke_http(call, event).await;
-    count(state, Trigger::Http, result.as_ref().err());
+    count(state, app, Trigger::Http, result.as_ref().err());
     result
 }
 
-/// Counts an invocation in the metrics, by trigger and outcome.
-fn count(state: &AppState, trigger: Trigger, error: Option<&FunctionError>) {
+/// Counts an invocation in the metrics, by trigger and outcome, and in the app's usage.
+fn count(state: &AppState, app: &AppName, trigger: Trigger, error: Option<&FunctionError>) {
+    if !matches!(error, Some(FunctionError::NotFound(_))) {
+        state.usage().invocation(app);
+    }
     let outcome = match error {
         None => "ok",
         Some(FunctionError::Failed(_)) => "function_error",

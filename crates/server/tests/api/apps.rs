@@ -197,3 +197,69 @@ where
     }
     statuses
 }
+
+#[tokio::test]
+async fn an_apps_usage_counts_its_requests_errors_and_invocations_per_minute_and_hour() {
+    let t = TestApp::start().await;
+    t.create_app("shop").await;
+    t.create_app("blog").await;
+    for _ in 0..3 {
+        t.request(Method::GET, "/v1/apps/shop/health")
+            .expect(StatusCode::OK)
+            .await;
+    }
+    t.request(Method::GET, "/v1/apps/shop/collections/nope/records")
+        .expect_error(StatusCode::NOT_FOUND, "collection_not_found")
+        .await;
+    t.request(Method::POST, "/v1/apps/shop/auth/sessions")
+        .json(&json!({ "provider": "nope" }))
+        .expect_error(StatusCode::BAD_REQUEST, "unknown_provider")
+        .await;
+    // Calling a function that does not exist is no invocation.
+    t.request(Method::POST, "/v1/apps/shop/functions/nope")
+        .json(&json!({}))
+        .expect_error(StatusCode::NOT_FOUND, "function_not_found")
+        .await;
+    t.request(Method::GET, "/v1/apps/blog/health")
+        .expect(StatusCode::OK)
+        .await;
+    // A name that is no app's counts nowhere.
+    t.request(Method::GET, "/v1/admin/apps/ghost/usage")
+        .expect_error(StatusCode::UNAUTHORIZED, "missing_credentials")
+        .await;
+
+    let usage = t
+        .admin(Method::GET, "/v1/admin/apps/shop/usage")
+        .expect(StatusCode::OK)
+        .await;
+    let minutes = usage["minutes"].as_array().unwrap();
+    let hours = usage["hours"].as_array().unwrap();
+    assert_eq!((minutes.len(), hours.len()), (60, 24));
+    // Summed, in case the test ran across the turn of a minute or an hour.
+    let sum = |points: &[serde_json::Value], key: &str| {
+        points.iter().map(|p| p[key].as_u64().unwrap()).sum::<u64>()
+    };
+    // Three health checks and a 400; what was not found is not counted.
+    assert_eq!(sum(minutes, "requests"), 4, "{usage}");
+    assert_eq!(sum(minutes, "client_errors"), 1, "{usage}");
+    assert_eq!(sum(minutes, "invocations"), 0, "{usage}");
+    assert_eq!(sum(minutes, "errors"), 0);
+    assert_eq!(sum(hours, "requests"), 4, "{usage}");
+    for point in minutes.iter().chain(hours) {
+        assert_eq!(point["requests"] == 0, point["p99_ms"].is_null(), "{point}");
+    }
+    assert_eq!(usage["realtime_connections"], 0);
+    assert_eq!(
+        (usage["files"].as_i64(), usage["file_bytes"].as_i64()),
+        (Some(0), Some(0))
+    );
+
+    let blog = t
+        .admin(Method::GET, "/v1/admin/apps/blog/usage")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(sum(blog["minutes"].as_array().unwrap(), "requests"), 1);
+    t.admin(Method::GET, "/v1/admin/apps/ghost/usage")
+        .expect_error(StatusCode::NOT_FOUND, "app_not_found")
+        .await;
+}
