@@ -55,6 +55,8 @@ pub enum ConsoleError {
     Forbidden,
     #[error("no such person")]
     PersonNotFound,
+    #[error("no app named {0:?}")]
+    AppNotFound(String),
     #[error("a person with that email exists")]
     PersonExists,
     #[error("the instance would be left without an owner")]
@@ -251,6 +253,10 @@ impl Console {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(master_key)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         mac.update(b"cloudlet/console/csrf/v1");
+        // Made now, so that the first login with an unknown email takes no longer than others.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn_blocking(dummy_hash);
+        }
         Console(Arc::new(Inner {
             store,
             system,
@@ -343,6 +349,19 @@ impl Console {
         &self,
         who: &SignedIn,
     ) -> Result<Vec<(cloudlet_store::AppRow, AppRole)>, ConsoleError> {
+        if !who.is_instance_owner() {
+            // A member's apps are their roles: read those, not every app of the instance.
+            let mut apps = Vec::new();
+            for (name, role) in &who.roles {
+                let Ok(name) = AppName::parse(name) else {
+                    continue;
+                };
+                if let Some(row) = self.0.system.app(&name).await? {
+                    apps.push((row, *role));
+                }
+            }
+            return Ok(apps);
+        }
         let mut apps = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -463,7 +482,8 @@ impl Console {
             .set_role(person, app, role.map(AppRole::as_str))
             .await?
         {
-            return Err(ConsoleError::PersonNotFound);
+            // The person was there a moment ago: it is the app that is not.
+            return Err(ConsoleError::AppNotFound(app.to_string()));
         }
         let action = match role {
             Some(role) => format!("give {} {} on {app}", target.email, role.as_str()),
@@ -473,26 +493,37 @@ impl Console {
         Ok(())
     }
 
-    /// The audit log, newest first: all of it for instance owners, an app's for its owners.
+    /// The audit log, newest first, and the `before` of the next page if there may be one: all
+    /// of it for instance owners, an app's for its owners (only since the app was made: an
+    /// older app of the same name is not theirs to read).
     pub async fn audit_log(
         &self,
         who: &SignedIn,
         app: Option<&AppName>,
         before: Option<i64>,
         limit: usize,
-    ) -> Result<Vec<AuditRow>, ConsoleError> {
-        let allowed = match app {
-            None => who.is_instance_owner(),
-            Some(app) => who.may(app, AppRole::Owner),
+    ) -> Result<(Vec<AuditRow>, Option<i64>), ConsoleError> {
+        let since_ms = match app {
+            None if who.is_instance_owner() => i64::MIN,
+            Some(_) if who.is_instance_owner() => i64::MIN,
+            Some(app) if who.may(app, AppRole::Owner) => {
+                self.0
+                    .system
+                    .app(app)
+                    .await?
+                    .ok_or_else(|| ConsoleError::AppNotFound(app.to_string()))?
+                    .created_at_ms
+            }
+            _ => return Err(ConsoleError::Forbidden),
         };
-        if !allowed {
-            return Err(ConsoleError::Forbidden);
-        }
-        Ok(self
-            .0
-            .store
-            .audit(app, before, limit.clamp(1, MAX_AUDIT_PAGE))
-            .await?)
+        let limit = limit.clamp(1, MAX_AUDIT_PAGE);
+        let mut rows = self.0.store.audit(app, before, limit).await?;
+        let next = (rows.len() == limit)
+            .then(|| rows.last().map(|r| r.seq))
+            .flatten();
+        let older = rows.iter().any(|r| r.at_ms < since_ms);
+        rows.retain(|r| r.at_ms >= since_ms);
+        Ok((rows, if older { None } else { next }))
     }
 
     /// Notes what a person did. An entry that cannot be written is logged, not fatal: the

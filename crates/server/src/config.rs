@@ -138,6 +138,9 @@ pub struct ConsoleConfig {
     pub listen: String,
     /// Mark the session cookie `Secure`: set it when the console is reached over HTTPS.
     pub secure_cookie: bool,
+    /// Host names the console answers to besides IP addresses and `localhost` (the name it is
+    /// reached by behind a proxy): any other is refused, against DNS rebinding.
+    pub hosts: Vec<String>,
 }
 
 impl Config {

@@ -180,6 +180,7 @@ codes! {
     PersonExists = "person_exists", 409, "a console person with that email exists";
     LastOwner = "last_owner", 409, "the change would leave the instance without a console owner";
     InvalidRole = "invalid_role", 400, "not a role: `owner` or `member` for the instance, `owner`, `developer` or `viewer` for an app";
+    UnknownHost = "unknown_host", 421, "the console was asked for under a host name it does not serve: an IP address, `localhost` or a name of `[console] hosts`";
     InvalidPerson = "invalid_person", 400, "a person's name is empty, over 100 characters or holds control characters, or the instance has 1,000 people";
     // Sites.
     InvalidSitePath = "invalid_site_path", 400, "a site file path that breaks the path rule, or one file too many";
@@ -462,6 +463,7 @@ impl From<cloudlet_core::console::ConsoleError> for ApiError {
             ConsoleError::InvalidAdminToken => Code::InvalidCredentials,
             ConsoleError::Forbidden => Code::Forbidden,
             ConsoleError::PersonNotFound => Code::PersonNotFound,
+            ConsoleError::AppNotFound(_) => Code::AppNotFound,
             ConsoleError::PersonExists => Code::PersonExists,
             ConsoleError::LastOwner => Code::LastOwner,
             ConsoleError::InvalidRole(_) => Code::InvalidRole,

@@ -737,7 +737,14 @@ fn router(
         // Outside the head check, so that a browser can read its 414 and 431 too.
         Listener::Api => routes.layer(cors(&config.http.cors_origins)),
         // The console is called from its own page only: no CORS at all.
-        Listener::Console => routes.layer(middleware::from_fn(console::headers)),
+        Listener::Console => {
+            let hosts: Arc<[String]> = config.console.hosts.clone().into();
+            routes
+                .layer(middleware::from_fn(move |request, next| {
+                    console::check_host(Arc::clone(&hosts), request, next)
+                }))
+                .layer(middleware::from_fn(console::headers))
+        }
     };
     routes
         .layer(middleware::from_fn_with_state(

@@ -21,6 +21,11 @@ pub fn current() -> String {
     REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
 }
 
+/// `work` under the current request's id and span, for work spawned off the request's task.
+pub fn carried<F: std::future::Future>(work: F) -> impl std::future::Future<Output = F::Output> {
+    REQUEST_ID.scope(current(), work.in_current_span())
+}
+
 pub async fn assign(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let id = request
         .headers()

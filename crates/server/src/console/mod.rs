@@ -91,6 +91,44 @@ pub fn routes(api: Router<AppState>, state: &AppState) -> Router<AppState> {
         .route("/console/assets/{name}", get(asset))
 }
 
+/// Refuses a request for a host name the console does not serve, before anything else: a
+/// name an attacker controls that resolves to the console (DNS rebinding) would otherwise make
+/// a browser treat a page of that name as the console's own origin.
+pub async fn check_host(hosts: std::sync::Arc<[String]>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if host_allowed(host, &hosts) {
+        next.run(request).await
+    } else {
+        ApiError::new(
+            Code::UnknownHost,
+            "the console does not serve this host name: add it to [console] hosts",
+        )
+        .into_response()
+    }
+}
+
+/// An IP address (any port), `localhost`, or one of `hosts`.
+fn host_allowed(host: &str, hosts: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        // [::1]:8701
+        Some(rest) => {
+            return rest
+                .split_once(']')
+                .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || hosts
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(name))
+}
+
 /// Headers every answer of the console's address carries.
 pub async fn headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
@@ -153,9 +191,19 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
         (Need::App(role), Some(app)) => who.may(app, role),
         _ => false,
     };
-    let action = format!("{} {}", parts.method, parts.uri.path());
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path(), |p| p.as_str());
+    let action = format!("{} {target}", parts.method);
     if !allowed {
-        if write {
+        // A refused write is noted where the person has a say: on an app they hold a role on,
+        // or the instance's routes. Elsewhere it would only fill other apps' logs.
+        let noted = match &app {
+            Some(app) => who.role_on(app).is_some(),
+            None => true,
+        };
+        if write && noted {
             let console = state.console();
             console
                 .audit(&who.person.email, app.as_ref(), &action, 403)
@@ -165,15 +213,25 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
             .into_response();
     }
     parts.extensions.insert(ConsoleCaller);
-    let response = next.run(Request::from_parts(parts, body)).await;
-    if write {
+    let request = Request::from_parts(parts, body);
+    if !write {
+        return next.run(request).await;
+    }
+    // A write and its entry in the log run to the end together, whether or not the person
+    // waits for the answer: closing the connection must not leave a change out of the log.
+    let console = state.console().clone();
+    let done = state.tasks().spawn(crate::request_id::carried(async move {
+        let response = next.run(request).await;
         let status = response.status().as_u16();
-        let console = state.console();
         console
             .audit(&who.person.email, app.as_ref(), &action, status)
             .await;
+        response
+    }));
+    match done.await {
+        Ok(response) => response,
+        Err(e) => ApiError::internal(&format!("a console write failed: {e}")).into_response(),
     }
-    response
 }
 
 fn is_read(method: &Method) -> bool {
@@ -193,23 +251,29 @@ fn login_required() -> ApiError {
     )
 }
 
-/// The session token of the `Cookie` header, if it is one that could be.
+/// The session token of the `Cookie` header, if it is one that could be. Two cookies of the
+/// name are nobody: a page of another port of the same host can set cookies the browser sends
+/// here too, and must not slip its own session under a person's.
 fn session_token(headers: &HeaderMap) -> Option<&str> {
-    headers
+    let mut tokens = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_NAME)
-        .map(|(_, token)| token)
-        .filter(|token| {
-            token.starts_with("ccs_")
-                && token.len() <= 64
-                && token
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        })
+        .filter(|(name, _)| *name == COOKIE_NAME)
+        .map(|(_, token)| token);
+    let token = tokens.next()?;
+    if tokens.next().is_some() {
+        return None;
+    }
+    Some(token).filter(|token| {
+        token.starts_with("ccs_")
+            && token.len() <= 64
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    })
 }
 
 /// A write must come from the console's own page: its origin (when a browser says it), and
@@ -376,6 +440,7 @@ async fn set_up(
     same_origin(&headers)?;
     // Guesses at the admin token are logins too.
     state.limits().check_client(ip)?;
+    let email = cloudlet_core::auth::policy::account_of(&body.email);
     let session = state
         .console()
         .set_up(
@@ -388,6 +453,8 @@ async fn set_up(
             },
         )
         .await?;
+    // The owner's address is known to their account, as after a login.
+    state.limits().logged_in(THROTTLE, &email, ip);
     Ok(opened(&state, session))
 }
 
@@ -610,13 +677,10 @@ async fn audit_log(
         })
         .transpose()?;
     let limit = params.limit.unwrap_or(50);
-    let rows = state
+    let (rows, next_before) = state
         .console()
         .audit_log(&who, app.as_ref(), params.before, limit)
         .await?;
-    let next_before = (rows.len() == limit.clamp(1, cloudlet_core::console::MAX_AUDIT_PAGE))
-        .then(|| rows.last().map(|r| r.seq))
-        .flatten();
     let items: Vec<_> = rows
         .into_iter()
         .map(|r| {

@@ -3,10 +3,12 @@
 //! a route that is not in it is closed on the console's address (the gate answers 404), so a
 //! route added later is closed there until somebody decides its role here.
 //!
-//! What a viewer sees of personal data: the app's settings, schemas, records, functions, queues
-//! and channels, but not its users and their sessions, function logs (which print what
-//! functions were given), subscribe messages, presence (who is online) or payments: those need
-//! a developer. Records are the app's data as its developers designed it; a collection of
+//! What a viewer sees of personal data: the app's settings, schemas, records, functions, queues'
+//! depths and channels, but not its users and their sessions, function logs (which print what
+//! functions were given), queued and realtime messages, subscribe messages, presence (who is
+//! online) or payments: those need a developer. The app's secret key may do everything to the
+//! app, so only those who may delete it (instance owners) rotate it and see the new one; a
+//! refund, which pays money out, needs the app's owner. Records are the app's data as its developers designed it; a collection of
 //! personal data is as visible as the collection.
 
 use axum::http::Method;
@@ -44,14 +46,20 @@ pub fn need(method: &Method, template: &str) -> Need {
 
 /// `/v1/admin/apps/{app}…`, by what follows the app.
 fn admin_route(read: bool, method: &Method, rest: &str) -> Need {
+    // Queue messages and realtime messages carry what the app's users sent.
     let personal = ["/users/", "/sessions/", "/pay/", "/logs", "/messages"]
         .iter()
         .any(|prefix| rest.starts_with(prefix))
-        || rest.ends_with("/presence");
+        || rest.ends_with("/presence")
+        || rest.contains("/messages");
     let secrets = rest.starts_with("/auth/providers/") || rest.starts_with("/pay/merchants/");
     match rest {
         "" if *method == Method::DELETE => Need::InstanceOwner,
-        "/keys/rotate" => Need::App(AppRole::Owner),
+        // The secret key may do everything to its app, delete it too, outside the audit log:
+        // only those who may delete the app see a new one.
+        "/keys/rotate" => Need::InstanceOwner,
+        // Money leaves the merchant's account.
+        _ if rest.ends_with("/refunds") && !read => Need::App(AppRole::Owner),
         _ if secrets && !read => Need::App(AppRole::Owner),
         _ if secrets || personal || !read => Need::App(AppRole::Developer),
         _ => Need::App(AppRole::Viewer),
@@ -184,9 +192,15 @@ mod tests {
             ),
             (
                 Method::POST,
-                "/v1/admin/apps/{app}/keys/rotate",
+                "/v1/admin/apps/{app}/pay/orders/{id}/refunds",
                 AppRole::Owner,
             ),
+            (
+                Method::GET,
+                "/v1/admin/apps/{app}/queues/{queue}/messages",
+                AppRole::Developer,
+            ),
+            (Method::GET, "/v1/admin/apps/{app}/queues", AppRole::Viewer),
             (
                 Method::GET,
                 "/v1/admin/apps/{app}/collections",
@@ -211,6 +225,10 @@ mod tests {
             );
             assert_eq!(need(&method, path), Need::App(role), "{method} {path}");
         }
+        assert_eq!(
+            need(&Method::POST, "/v1/admin/apps/{app}/keys/rotate"),
+            Need::InstanceOwner
+        );
         assert_eq!(
             need(&Method::DELETE, "/v1/admin/apps/{app}"),
             Need::InstanceOwner

@@ -392,7 +392,7 @@ async fn roles_decide_every_admin_route_and_bearer_tokens_do_nothing_there() {
         .json(&json!({ "title": 7 }))
         .expect_error(StatusCode::BAD_REQUEST, "invalid_field_value")
         .await;
-    // An owner of the app rotates its key and gives roles on it; only instance owners delete.
+    // Instance owners rotate the key (the key may delete the app) and delete apps.
     let rotated = owner
         .request(Method::POST, "/v1/admin/apps/shop/keys/rotate")
         .json(&json!({}))
@@ -421,6 +421,68 @@ async fn roles_decide_every_admin_route_and_bearer_tokens_do_nothing_there() {
         .await
         .unwrap();
     expect_error(forged, StatusCode::UNAUTHORIZED, "console_login_required").await;
+    // An app's owner gives roles on it, but does not see a new key (it could delete the app).
+    let app_owner = member(&t, &owner, "boss@example.com", Some(("shop", "owner"))).await;
+    app_owner
+        .request(Method::POST, "/v1/admin/apps/shop/keys/rotate")
+        .json(&json!({}))
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    let people = owner
+        .request(Method::GET, "/console/api/people")
+        .expect(StatusCode::OK)
+        .await;
+    let nobody_id = people["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["email"] == "nobody@example.com")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app_owner
+        .request(
+            Method::PUT,
+            &format!("/console/api/people/{nobody_id}/apps/shop"),
+        )
+        .json(&json!({ "role": "viewer" }))
+        .no_content()
+        .await;
+    nobody
+        .request(Method::GET, "/v1/admin/apps/shop")
+        .expect(StatusCode::OK)
+        .await;
+
+    // Two session cookies are nobody's: a page of another port of the same host may set one
+    // that the browser sends here too.
+    let two = http
+        .get(format!("{base}/v1/admin/apps/shop"))
+        .header(COOKIE, format!("{}; {}", owner.cookie, viewer.cookie))
+        .send()
+        .await
+        .unwrap();
+    expect_error(two, StatusCode::UNAUTHORIZED, "console_login_required").await;
+
+    // A host name that is not the console's (DNS rebinding) is refused; IPs and localhost pass.
+    let port = t.running().console_addr().unwrap().port();
+    for (host, status) in [
+        (
+            format!("evil.example:{port}"),
+            StatusCode::MISDIRECTED_REQUEST,
+        ),
+        (format!("localhost:{port}"), StatusCode::OK),
+        (format!("127.0.0.1:{port}"), StatusCode::OK),
+    ] {
+        let answer = http
+            .get(format!("{base}/console/api/state"))
+            .header("host", &host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), status, "{host}");
+    }
+
     // A name that cannot be an app's is not found, whoever asks.
     owner
         .request(Method::GET, "/v1/admin/apps/..%2Fsystem")
@@ -576,7 +638,7 @@ async fn people_and_roles_are_checked_and_the_audit_log_says_who_changed_what() 
             &format!("/console/api/people/{viewer_id}/apps/nope"),
         )
         .json(&json!({ "role": "viewer" }))
-        .expect_error(StatusCode::NOT_FOUND, "person_not_found")
+        .expect_error(StatusCode::NOT_FOUND, "app_not_found")
         .await;
     owner
         .request(Method::DELETE, "/console/api/people/..%2F..")
@@ -587,9 +649,15 @@ async fn people_and_roles_are_checked_and_the_audit_log_says_who_changed_what() 
         .expect_error(StatusCode::CONFLICT, "last_owner")
         .await;
 
-    // A refused write is in the log too, with who tried.
+    // A refused write is in the log too, with who tried, where they hold a role; elsewhere it
+    // would only fill other apps' logs.
     viewer
-        .request(Method::POST, "/v1/admin/apps/shop/keys/rotate")
+        .request(Method::POST, "/v1/admin/apps/shop/keys/rotate?why=curious")
+        .json(&json!({}))
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    viewer
+        .request(Method::POST, "/v1/admin/apps/ghost/keys/rotate")
         .json(&json!({}))
         .expect_error(StatusCode::FORBIDDEN, "forbidden")
         .await;
@@ -609,6 +677,10 @@ async fn people_and_roles_are_checked_and_the_audit_log_says_who_changed_what() 
     assert_eq!(entries[0]["status"], 200);
     assert_eq!(entries[0]["app"], "shop");
     assert_eq!(entries[1]["actor"], "viewer@example.com");
+    assert_eq!(
+        entries[1]["action"],
+        "POST /v1/admin/apps/shop/keys/rotate?why=curious"
+    );
     assert_eq!(entries[1]["status"], 403);
     let before = log["next_before"].as_i64().expect("more entries");
     let older = owner
