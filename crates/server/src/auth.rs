@@ -7,16 +7,18 @@ use axum::response::{IntoResponse, Response};
 use cloudlet_core::access::Caller;
 use cloudlet_core::apps::AppName;
 use cloudlet_core::auth::providers::ProviderView;
-use cloudlet_core::auth::{AuthError, Login, Principal, SessionGrant, SessionView, User, policy};
+use cloudlet_core::auth::{
+    AuthError, Login, Principal, SessionGrant, SessionView, User, UserDetail, policy,
+};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::{ApiError, Code};
-use crate::extract::{AdminOf, CallerOf, Json, Path, TargetApp};
+use crate::extract::{AdminOf, CallerOf, Json, Path, Query, TargetApp};
 use crate::limits::{AccountOutcome, ClientIp};
 use crate::openapi::Routes;
 use crate::state::AppState;
@@ -24,6 +26,8 @@ use crate::state::AppState;
 pub fn router(limits: &BodyLimits) -> Routes {
     let routes = OpenApiRouter::new()
         .routes(routes!(configure_provider, show_provider))
+        .routes(routes!(list_users))
+        .routes(routes!(show_any_user, delete_any_user))
         .routes(routes!(user_sessions))
         .routes(routes!(revoke_session))
         .routes(routes!(create_session))
@@ -87,6 +91,88 @@ async fn show_provider(
 #[derive(Deserialize)]
 struct UserPath {
     user: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct UserQuery {
+    /// A user's id, phone, openid or unionid, or the start of their email.
+    search: Option<String>,
+    /// The `next_after` of the page before.
+    after: Option<String>,
+    /// 1 to 200; 50 by default.
+    limit: Option<usize>,
+}
+
+/// A page of users.
+#[derive(serde::Serialize, ToSchema)]
+struct UserPage {
+    items: Vec<User>,
+    /// Pass as `after` for the next page; `null` on the last.
+    next_after: Option<String>,
+}
+
+/// The app's users by id, or those a search names.
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/users", tag = "auth",
+    params(("app" = AppName, Path), UserQuery),
+    responses((status = 200, body = UserPage)))]
+async fn list_users(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Query(query): Query<UserQuery>,
+) -> Result<axum::Json<UserPage>, ApiError> {
+    let limit = query.limit.unwrap_or(50);
+    let too_long = |text: &Option<String>| text.as_ref().is_some_and(|t| t.len() > 256);
+    if !(1..=cloudlet_core::auth::MAX_USER_PAGE).contains(&limit)
+        || too_long(&query.search)
+        || too_long(&query.after)
+    {
+        return Err(ApiError::new(
+            Code::InvalidQuery,
+            "limit is 1 to 200; search and after at most 256 bytes",
+        ));
+    }
+    let search = query
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let (items, next_after) = state
+        .auth()
+        .users(&app, search, query.after.as_deref(), limit)
+        .await?;
+    Ok(axum::Json(UserPage { items, next_after }))
+}
+
+/// One user, with their identities (openids, unionids).
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/users/{user}", tag = "auth",
+    params(("app" = AppName, Path), ("user" = String, Path)),
+    responses((status = 200, body = UserDetail)))]
+async fn show_any_user(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Path(path): Path<UserPath>,
+) -> Result<axum::Json<UserDetail>, ApiError> {
+    Ok(axum::Json(
+        state.auth().user_detail(&app, &path.user).await?,
+    ))
+}
+
+/// Deletes a user as their own deletion does: identities, sessions (their tokens stop at
+/// once) and files.
+#[utoipa::path(delete, path = "/v1/admin/apps/{app}/users/{user}", tag = "auth",
+    params(("app" = AppName, Path), ("user" = String, Path)),
+    responses((status = 204, description = "deleted")))]
+async fn delete_any_user(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Path(path): Path<UserPath>,
+) -> Result<StatusCode, ApiError> {
+    state.auth().delete_user_by_id(&app, &path.user).await?;
+    if let Err(e) = state.files().sweep(&app).await {
+        tracing::warn!(app = %app, error = %e, "could not sweep the files' trash");
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A user's sessions.

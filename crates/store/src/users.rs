@@ -118,6 +118,21 @@ pub struct GrantKey<'a> {
 #[async_trait]
 pub trait UserStore: Send + Sync {
     async fn user(&self, app: &AppName, id: &str) -> Result<Option<UserRow>, StoreError>;
+    /// Users by id after `after`, at most `limit`. With `search`, only those it names: their id,
+    /// phone, an identity's subject (an openid) or unionid, exactly; or the start of their email.
+    async fn list_users(
+        &self,
+        app: &AppName,
+        search: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<UserRow>, StoreError>;
+    /// A user's identities, oldest first.
+    async fn identities_of(
+        &self,
+        app: &AppName,
+        user_id: &str,
+    ) -> Result<Vec<IdentityRow>, StoreError>;
     async fn user_by_identity(
         &self,
         app: &AppName,

@@ -141,10 +141,33 @@ pub enum Login {
     },
 }
 
+/// The most users in one page of the admin listing.
+pub const MAX_USER_PAGE: usize = 200;
+
+/// One of a user's logins: the provider and the user's id there (an openid on WeChat and QQ).
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IdentityView {
+    pub provider: String,
+    pub subject: String,
+    pub unionid: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// A user with their identities, as the admin API shows them.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserDetail {
+    #[serde(flatten)]
+    pub user: User,
+    pub identities: Vec<IdentityView>,
+}
+
 /// A user as the API shows them.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
+    /// The user's id in the app.
     pub id: String,
     pub created_at: Timestamp,
     pub last_login_at: Timestamp,
@@ -934,22 +957,67 @@ impl Auth {
 
     /// Deletes the account, its identities and sessions; its tokens stop working at once.
     pub async fn delete_user(&self, principal: &Principal) -> Result<(), AuthError> {
-        let (emit, ticket) = self.emit(&principal.app, USER_DELETED).await?;
+        self.delete_user_by_id(&principal.app, &principal.user_id)
+            .await
+    }
+
+    /// [`Auth::delete_user`], by an administrator of the app.
+    pub async fn delete_user_by_id(&self, app: &AppName, user_id: &str) -> Result<(), AuthError> {
+        let (emit, ticket) = self.emit(app, USER_DELETED).await?;
         let sessions = self
             .0
             .users
-            .delete_user(
-                &principal.app,
-                &principal.user_id,
-                self.0.clock.now().unix_ms(),
-                emit,
-            )
+            .delete_user(app, user_id, self.0.clock.now().unix_ms(), emit)
             .await?
             .ok_or(AuthError::UserNotFound)?;
-        self.emitted(&principal.app, ticket).await;
-        self.remember_revoked(&principal.app, &sessions).await?;
-        tracing::info!(app = %principal.app, user = %principal.user_id, "user deleted");
+        self.emitted(app, ticket).await;
+        self.remember_revoked(app, &sessions).await?;
+        tracing::info!(app = %app, user = %user_id, "user deleted");
         Ok(())
+    }
+
+    /// A page of the app's users by id, the next page's `after` if there may be one. With
+    /// `search`: those whose id, phone, openid or unionid it is, or whose email starts with it.
+    pub async fn users(
+        &self,
+        app: &AppName,
+        search: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<User>, Option<String>), AuthError> {
+        let limit = limit.clamp(1, MAX_USER_PAGE);
+        let rows = self.0.users.list_users(app, search, after, limit).await?;
+        let next = (rows.len() == limit)
+            .then(|| rows.last().map(|r| r.id.clone()))
+            .flatten();
+        Ok((rows.into_iter().map(User::from).collect(), next))
+    }
+
+    /// One user with their identities (the platforms' ids for them).
+    pub async fn user_detail(&self, app: &AppName, user_id: &str) -> Result<UserDetail, AuthError> {
+        let user = self
+            .0
+            .users
+            .user(app, user_id)
+            .await?
+            .ok_or(AuthError::UserNotFound)?;
+        let identities = self
+            .0
+            .users
+            .identities_of(app, user_id)
+            .await?
+            .into_iter()
+            .map(|row| IdentityView {
+                provider: row.provider,
+                subject: row.subject,
+                unionid: row.unionid,
+                created_at: Timestamp::from_unix_ms(row.created_at_ms),
+            })
+            .collect();
+        Ok(UserDetail {
+            user: user.into(),
+            identities,
+        })
     }
 
     /// Drops what is cached for an app (after it is deleted).

@@ -47,7 +47,7 @@ pub fn need(method: &Method, template: &str) -> Need {
 /// `/v1/admin/apps/{app}…`, by what follows the app.
 fn admin_route(read: bool, method: &Method, rest: &str) -> Need {
     // Queue messages and realtime messages carry what the app's users sent.
-    let personal = ["/users/", "/sessions/", "/pay/", "/logs", "/messages"]
+    let personal = ["/users", "/sessions/", "/pay/", "/logs", "/messages"]
         .iter()
         .any(|prefix| rest.starts_with(prefix))
         || rest.ends_with("/presence")
@@ -165,6 +165,16 @@ mod tests {
                 AppRole::Developer,
             ),
             (Method::GET, "/v1/admin/apps/{app}/logs", AppRole::Developer),
+            (
+                Method::GET,
+                "/v1/admin/apps/{app}/users",
+                AppRole::Developer,
+            ),
+            (
+                Method::DELETE,
+                "/v1/admin/apps/{app}/users/{user}",
+                AppRole::Developer,
+            ),
             (
                 Method::GET,
                 "/v1/admin/apps/{app}/pay/orders",

@@ -1017,3 +1017,109 @@ async fn guesses_sent_all_at_once_are_counted_before_any_is_checked() {
     assert_eq!(checked + throttled, 40, "{statuses:?}");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn admins_list_search_see_and_delete_users() {
+    let t = TestApp::start().await;
+    t.create_app("shop").await;
+    t.admin(Method::PUT, "/v1/admin/apps/shop/auth/providers/dev")
+        .json(&json!({ "enabled": true }))
+        .expect(StatusCode::OK)
+        .await;
+    let mut ids = Vec::new();
+    let mut tokens = Vec::new();
+    for name in ["ann", "bob", "cid"] {
+        let login = t
+            .request(Method::POST, "/v1/apps/shop/auth/sessions")
+            .json(&json!({ "provider": "dev", "user": name }))
+            .expect(StatusCode::CREATED)
+            .await;
+        ids.push(login["user"]["id"].as_str().unwrap().to_owned());
+        tokens.push(login["access_token"].as_str().unwrap().to_owned());
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+
+    let page = t
+        .admin(Method::GET, "/v1/admin/apps/shop/users?limit=2")
+        .expect(StatusCode::OK)
+        .await;
+    let listed = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(listed(&page), sorted[..2]);
+    let after = page["next_after"].as_str().unwrap();
+    let rest = t
+        .admin(
+            Method::GET,
+            &format!("/v1/admin/apps/shop/users?limit=2&after={after}"),
+        )
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(listed(&rest), sorted[2..]);
+    assert_eq!(rest["next_after"], Value::Null);
+
+    // The dev provider's subject is the name given: an identity, found by search.
+    let found = t
+        .admin(Method::GET, "/v1/admin/apps/shop/users?search=bob")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(listed(&found), [ids[1].clone()]);
+    let detail = t
+        .admin(
+            Method::GET,
+            &format!("/v1/admin/apps/shop/users/{}", ids[1]),
+        )
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(detail["id"], ids[1].as_str());
+    assert_eq!(detail["identities"][0]["provider"], "dev");
+    assert_eq!(detail["identities"][0]["subject"], "bob");
+
+    for bad in ["limit=0", "limit=201", "limit=x", "sort=id"] {
+        t.admin(Method::GET, &format!("/v1/admin/apps/shop/users?{bad}"))
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_query")
+            .await;
+    }
+    let long = "x".repeat(300);
+    t.admin(
+        Method::GET,
+        &format!("/v1/admin/apps/shop/users?search={long}"),
+    )
+    .expect_error(StatusCode::BAD_REQUEST, "invalid_query")
+    .await;
+
+    // Deleting bob ends his sessions at once and leaves the others.
+    let bob = format!("/v1/admin/apps/shop/users/{}", ids[1]);
+    let deleted = t.admin(Method::DELETE, &bob).send().await.unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    t.admin(Method::GET, &bob)
+        .expect_error(StatusCode::NOT_FOUND, "user_not_found")
+        .await;
+    t.admin(Method::DELETE, &bob)
+        .expect_error(StatusCode::NOT_FOUND, "user_not_found")
+        .await;
+    t.request(Method::GET, "/v1/apps/shop/auth/user")
+        .bearer_auth(&tokens[1])
+        .expect_error(StatusCode::UNAUTHORIZED, "session_revoked")
+        .await;
+    t.request(Method::GET, "/v1/apps/shop/auth/user")
+        .bearer_auth(&tokens[0])
+        .expect(StatusCode::OK)
+        .await;
+    let all = t
+        .admin(Method::GET, "/v1/admin/apps/shop/users")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(listed(&all).len(), 2);
+    // Only the app's administrators.
+    t.request(Method::GET, "/v1/admin/apps/shop/users")
+        .bearer_auth(&tokens[0])
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+}

@@ -152,6 +152,59 @@ impl UserStore for Postgres {
         user_of(row(&*client, &sql, &[&id]).await?)
     }
 
+    async fn list_users(
+        &self,
+        app: &AppName,
+        search: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<UserRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let s = schema(app);
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM {s}.users WHERE id > $2 AND ($1::text IS NULL
+                OR id = $1 OR phone = $1 OR left(email, length($1)) = $1
+                OR id IN (SELECT user_id FROM {s}.identities WHERE subject = $1 OR unionid = $1))
+             ORDER BY id LIMIT $3"
+        );
+        rows(
+            &*client,
+            &sql,
+            &[&search, &after.unwrap_or_default(), &(limit as i64)],
+        )
+        .await?
+        .iter()
+        .map(user_from_row)
+        .collect()
+    }
+
+    async fn identities_of(
+        &self,
+        app: &AppName,
+        user_id: &str,
+    ) -> Result<Vec<IdentityRow>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT provider, subject, user_id, unionid, family, created_at FROM {}.identities
+             WHERE user_id = $1 ORDER BY created_at, provider",
+            schema(app)
+        );
+        rows(&*client, &sql, &[&user_id])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(IdentityRow {
+                    provider: r.try_get(0)?,
+                    subject: r.try_get(1)?,
+                    user_id: r.try_get(2)?,
+                    unionid: r.try_get(3)?,
+                    family: r.try_get(4)?,
+                    created_at_ms: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
     async fn user_by_identity(
         &self,
         app: &AppName,

@@ -182,6 +182,57 @@ impl UserStore for SqliteTenants {
         self.read_app(app, move |c| select_user(c, &id)).await
     }
 
+    async fn list_users(
+        &self,
+        app: &AppName,
+        search: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<UserRow>, StoreError> {
+        let (search, after) = (
+            search.map(str::to_owned),
+            after.unwrap_or_default().to_owned(),
+        );
+        self.read_app(app, move |c| {
+            let sql = format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE id > ?2 AND (?1 IS NULL
+                    OR id = ?1 OR phone = ?1 OR substr(email, 1, length(?1)) = ?1
+                    OR id IN (SELECT user_id FROM identities WHERE subject = ?1 OR unionid = ?1))
+                 ORDER BY id LIMIT ?3"
+            );
+            Ok(c.prepare_cached(&sql)?
+                .query_map(params![search, after, limit as i64], user_from_row)?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn identities_of(
+        &self,
+        app: &AppName,
+        user_id: &str,
+    ) -> Result<Vec<IdentityRow>, StoreError> {
+        let user_id = user_id.to_owned();
+        self.read_app(app, move |c| {
+            Ok(c.prepare_cached(
+                "SELECT provider, subject, user_id, unionid, family, created_at FROM identities
+                 WHERE user_id = ?1 ORDER BY created_at, provider",
+            )?
+            .query_map([&user_id], |r| {
+                Ok(IdentityRow {
+                    provider: r.get(0)?,
+                    subject: r.get(1)?,
+                    user_id: r.get(2)?,
+                    unionid: r.get(3)?,
+                    family: r.get(4)?,
+                    created_at_ms: r.get(5)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     async fn user_by_identity(
         &self,
         app: &AppName,

@@ -91,6 +91,77 @@ fn sorted(mut ids: Vec<String>) -> Vec<String> {
     ids
 }
 
+async fn users_are_listed_by_id_and_found_by_search(s: &(impl UserStore + TenantStore)) {
+    let a = &app();
+    for i in 0..5 {
+        let mut row = user(&format!("u{i}"), Some(&format!("person{i}@example.com")));
+        row.phone = (i == 3).then(|| "+8613800000000".to_owned());
+        let id = (i < 2).then(|| {
+            identity(
+                "wechat",
+                &format!("openid-{i}"),
+                &row.id,
+                Some(&format!("union-{i}")),
+            )
+        });
+        s.create_user(a, row, None, id, None).await.unwrap();
+    }
+    s.add_identity(a, identity("qq", "qq-openid-0", "u0", None))
+        .await
+        .unwrap();
+    let ids = |rows: Vec<UserRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+
+    assert_eq!(
+        ids(s.list_users(a, None, None, 3).await.unwrap()),
+        ["u0", "u1", "u2"]
+    );
+    assert_eq!(
+        ids(s.list_users(a, None, Some("u2"), 3).await.unwrap()),
+        ["u3", "u4"]
+    );
+    assert!(
+        s.list_users(a, None, Some("u4"), 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for (search, found) in [
+        ("u2", vec!["u2"]),
+        ("openid-1", vec!["u1"]),
+        ("union-0", vec!["u0"]),
+        ("qq-openid-0", vec!["u0"]),
+        ("+8613800000000", vec!["u3"]),
+        ("person4@", vec!["u4"]),
+        ("person", vec!["u0", "u1", "u2", "u3", "u4"]),
+        ("erson", vec![]),
+        ("%", vec![]),
+        ("openid", vec![]),
+    ] {
+        assert_eq!(
+            ids(s.list_users(a, Some(search), None, 10).await.unwrap()),
+            found,
+            "{search}"
+        );
+    }
+    assert_eq!(
+        ids(s
+            .list_users(a, Some("person"), Some("u3"), 10)
+            .await
+            .unwrap()),
+        ["u4"]
+    );
+
+    let identities = s.identities_of(a, "u0").await.unwrap();
+    let providers: Vec<_> = identities.iter().map(|i| i.provider.as_str()).collect();
+    assert_eq!(providers, ["qq", "wechat"]);
+    assert_eq!(
+        identities[1],
+        identity("wechat", "openid-0", "u0", Some("union-0"))
+    );
+    assert!(s.identities_of(a, "u4").await.unwrap().is_empty());
+    assert!(s.identities_of(a, "nobody").await.unwrap().is_empty());
+}
+
 async fn users_are_found_by_identity_unionid_and_email(s: &(impl UserStore + TenantStore)) {
     let a = &app();
     let u1 = UserRow {
@@ -712,6 +783,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    users_are_listed_by_id_and_found_by_search,
     users_are_found_by_identity_unionid_and_email,
     duplicates_conflict_and_leave_nothing,
     identities_link_to_users,
