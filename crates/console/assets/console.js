@@ -4,7 +4,10 @@
 // served under a strict CSP), no innerHTML. The session is an HttpOnly cookie; the CSRF token
 // lives in a module variable only; localStorage holds the chosen language and nothing else.
 //
-// Routes: #/login, #/apps, #/apps/{name}, #/people, #/audit.
+// Routes: #/login, #/apps, #/apps/{name} (its overview), #/apps/{name}/data,
+// #/apps/{name}/data/{collection}, #/apps/{name}/functions, #/apps/{name}/functions/{fn},
+// #/apps/{name}/queues, #/apps/{name}/queues/{queue}, #/people, #/audit. What a person may change
+// on an app follows their role on it (from /console/api/apps); the server checks it again.
 //
 // data-test attributes (for the end-to-end test, crates/console/e2e/):
 //   header:  nav-apps, nav-people, nav-audit, whoami, logout, lang (also id="lang")
@@ -18,6 +21,28 @@
 //   app:     app-page, app-details, app-role, app-created, key-hint, key-created, collections,
 //            collection-row (data-collection), rotate-key, rotate-confirm, rotate-cancel,
 //            delete-app, delete-app-name, delete-app-confirm, delete-app-cancel
+//   tabs:    tab-overview, tab-data, tab-functions, tab-queues (the open one has
+//            aria-current="page")
+//   data:    data-page, collection (data-collection), collection-link (data-collection), fields,
+//            field-row (data-field), indexes, rule-list, rule-view, rule-create, rule-update,
+//            rule-delete, new-collection-form, new-collection-name, new-collection-json,
+//            new-collection-submit
+//   records: collection-page, collection-name, filter-form, filter, sort, apply-filter,
+//            records (data-page), record-row (data-id), record-id, record-field (data-field),
+//            page-prev, page-next, page-number, edit-record, record-editor (data-id),
+//            record-json, save-record, delete-record, delete-record-confirm,
+//            delete-record-cancel, new-record-form, new-record, new-record-submit
+//   fns:     functions-page, functions, function-row (data-fn), function-link (data-fn),
+//            function-version, function-triggers, function-page, function-details,
+//            function-active-version, function-source (data-file), versions,
+//            version-row (data-version, data-active), rollback (data-version), invoke-form,
+//            invoke-event, invoke-submit, invoke-result, logs-section, logs,
+//            log-row (data-outcome), logs-refresh
+//   queues:  queues-page, queues, queues-refresh, queue-row (data-queue), queue-link
+//            (data-queue), queue-ready, queue-in-flight, queue-delayed, queue-dead, queue-page,
+//            queue-details, dead-letters, dead, dead-hidden (messages refused to the role),
+//            dead-row (data-id), dead-error, replay (data-id), replay-all, purge-state, purge,
+//            purge-confirm, purge-cancel
 //   people:  people-page, people-table, person-row (data-email, data-id), instance-role,
 //            person-app-role (data-app, data-role), revoke-role (data-app), grant-app,
 //            grant-role, grant-submit, delete-person, delete-person-confirm,
@@ -130,6 +155,126 @@ const WORDS = {
     'audit.status': 'Status',
     'audit.older': 'Older entries',
     'audit.empty': 'Nothing recorded yet.',
+    refresh: 'Refresh',
+    none: 'None',
+    'err.json': 'That is not JSON: {message}',
+    'err.object': 'Write a JSON object: { … }.',
+    'app.sections': 'Sections of the app',
+    'tab.overview': 'Overview',
+    'tab.data': 'Data',
+    'tab.functions': 'Functions',
+    'tab.queues': 'Queues',
+    'data.all': 'All collections',
+    'data.version': 'version {version}',
+    'data.field': 'Field',
+    'data.type': 'Type',
+    'data.constraints': 'Constraints',
+    'data.indexes': 'Indexes',
+    'rule.list': 'List rule',
+    'rule.view': 'View rule',
+    'rule.create': 'Create rule',
+    'rule.update': 'Update rule',
+    'rule.delete': 'Delete rule',
+    'rule.everyone': 'Everyone',
+    'rule.admin': 'Admins and the secret key only',
+    'c.required': 'required',
+    'c.unique': 'unique',
+    'c.default': 'default',
+    'c.min_length': 'min. length',
+    'c.max_length': 'max. length',
+    'c.min': 'min.',
+    'c.max': 'max.',
+    'c.enum': 'one of',
+    'data.create': 'Create a collection',
+    'data.name': 'Collection name',
+    'data.nameHint': '1 to 40 characters: a–z, 0–9 and _, starting with a letter.',
+    'data.definition': 'Definition (JSON)',
+    'data.definitionHint':
+      'Fields, indexes and rules as the API takes them (see the data docs). Rules left out only let the owner of a record. An existing collection of that name is changed.',
+    'data.createSubmit': 'Save the collection',
+    'data.saved': 'Collection {name} saved.',
+    'data.filter': 'Filter',
+    'data.sort': 'Sort',
+    'data.apply': 'Apply',
+    'data.prev': 'Previous',
+    'data.next': 'Next',
+    'data.page': 'Page {page}',
+    'data.noRecords': 'No records.',
+    'data.created': 'Created',
+    'data.updated': 'Updated',
+    'data.edit': 'Edit',
+    'data.editLabel': 'Fields of {id} (JSON)',
+    'data.save': 'Save',
+    'data.delete': 'Delete',
+    'data.deleteQuestion': 'Delete this record?',
+    'data.deleteYes': 'Yes, delete',
+    'data.recordSaved': 'Record {id} saved.',
+    'data.recordDeleted': 'Record {id} deleted.',
+    'data.recordCreated': 'Record {id} created.',
+    'data.newRecord': 'New record',
+    'data.recordJson': 'Its fields (JSON)',
+    'data.createRecord': 'Create the record',
+    'fn.all': 'All functions',
+    'fn.none': 'No functions yet.',
+    'fn.name': 'Function',
+    'fn.version': 'Version',
+    'fn.triggers': 'Triggers',
+    'fn.callsOnly': 'Calls only',
+    'fn.updated': 'Deployed',
+    'fn.public': 'Public',
+    'fn.private': 'Logged-in users only',
+    'fn.access': 'Callable by',
+    'fn.limits': 'Limits',
+    'fn.limitsValue': '{ms} ms, {mb} MB',
+    'fn.source': 'Source of version {version}',
+    'fn.entry': 'entry',
+    'fn.versions': 'Versions',
+    'fn.deployed': 'Deployed',
+    'fn.active': 'Active',
+    'fn.rollback': 'Roll back to this',
+    'fn.rolledBack': 'Version {version} is the active one now.',
+    'fn.invoke': 'Invoke',
+    'fn.event': 'Event (JSON)',
+    'fn.eventHint': 'The function runs as the admin: ctx.auth is {"admin": true}.',
+    'fn.invokeSubmit': 'Invoke',
+    'fn.result': 'Result',
+    'fn.logs': 'Latest logs',
+    'fn.noLogs': 'No invocations yet.',
+    'fn.at': 'Time',
+    'fn.trigger': 'Trigger',
+    'fn.outcome': 'Outcome',
+    'fn.duration': 'Duration',
+    'fn.output': 'Output',
+    'q.title': 'Queues',
+    'q.all': 'All queues',
+    'q.none': 'No queues yet.',
+    'q.name': 'Queue',
+    'q.ready': 'Ready',
+    'q.inFlight': 'In flight',
+    'q.delayed': 'Delayed',
+    'q.dead': 'Dead letters',
+    'q.attempts': 'Attempts',
+    'q.visibility': 'Visibility timeout',
+    'q.retention': 'Kept for',
+    'q.seconds': '{n} s',
+    'q.deadLetters': 'Dead letters',
+    'q.noDead': 'No dead letters.',
+    'q.deadHidden': 'Your role on this app does not show queued messages: they carry what its users sent.',
+    'q.message': 'Message',
+    'q.lastError': 'Last error',
+    'q.sent': 'Sent',
+    'q.payload': 'Payload',
+    'q.replay': 'Replay',
+    'q.replayAll': 'Replay all',
+    'q.replayed': '{n} dead letters back in the queue.',
+    'q.purge': 'Purge',
+    'q.purgeWhich': 'Messages',
+    'q.purge.dead': 'Dead letters',
+    'q.purge.waiting': 'Waiting',
+    'q.purge.all': 'All',
+    'q.purgeQuestion': 'Delete these messages for ever?',
+    'q.purgeYes': 'Yes, purge',
+    'q.purged': '{n} messages deleted.',
   },
   'zh-CN': {
     'app.name': 'Cloudlet 控制台',
@@ -227,6 +372,125 @@ const WORDS = {
     'audit.status': '状态',
     'audit.older': '更早的记录',
     'audit.empty': '还没有记录。',
+    refresh: '刷新',
+    none: '无',
+    'err.json': '这不是有效的 JSON：{message}',
+    'err.object': '请输入一个 JSON 对象：{ … }。',
+    'app.sections': '应用的各部分',
+    'tab.overview': '概览',
+    'tab.data': '数据',
+    'tab.functions': '云函数',
+    'tab.queues': '队列',
+    'data.all': '全部集合',
+    'data.version': '版本 {version}',
+    'data.field': '字段',
+    'data.type': '类型',
+    'data.constraints': '约束',
+    'data.indexes': '索引',
+    'rule.list': '列表规则',
+    'rule.view': '查看规则',
+    'rule.create': '创建规则',
+    'rule.update': '更新规则',
+    'rule.delete': '删除规则',
+    'rule.everyone': '所有人',
+    'rule.admin': '仅管理员和密钥',
+    'c.required': '必填',
+    'c.unique': '唯一',
+    'c.default': '默认值',
+    'c.min_length': '最短',
+    'c.max_length': '最长',
+    'c.min': '最小',
+    'c.max': '最大',
+    'c.enum': '可选值',
+    'data.create': '创建集合',
+    'data.name': '集合名称',
+    'data.nameHint': '1 到 40 个字符：a–z、0–9 和 _，以字母开头。',
+    'data.definition': '定义（JSON）',
+    'data.definitionHint': '字段、索引和规则，格式与 API 相同（见数据文档）。未写的规则只允许记录的所有者。同名的已有集合会被修改。',
+    'data.createSubmit': '保存集合',
+    'data.saved': '已保存集合 {name}。',
+    'data.filter': '筛选',
+    'data.sort': '排序',
+    'data.apply': '应用',
+    'data.prev': '上一页',
+    'data.next': '下一页',
+    'data.page': '第 {page} 页',
+    'data.noRecords': '没有记录。',
+    'data.created': '创建时间',
+    'data.updated': '更新时间',
+    'data.edit': '编辑',
+    'data.editLabel': '{id} 的字段（JSON）',
+    'data.save': '保存',
+    'data.delete': '删除',
+    'data.deleteQuestion': '确定删除这条记录？',
+    'data.deleteYes': '确定删除',
+    'data.recordSaved': '已保存记录 {id}。',
+    'data.recordDeleted': '已删除记录 {id}。',
+    'data.recordCreated': '已创建记录 {id}。',
+    'data.newRecord': '新建记录',
+    'data.recordJson': '字段（JSON）',
+    'data.createRecord': '创建记录',
+    'fn.all': '全部云函数',
+    'fn.none': '还没有云函数。',
+    'fn.name': '云函数',
+    'fn.version': '版本',
+    'fn.triggers': '触发器',
+    'fn.callsOnly': '仅调用',
+    'fn.updated': '部署时间',
+    'fn.public': '公开',
+    'fn.private': '仅登录用户',
+    'fn.access': '可调用者',
+    'fn.limits': '限制',
+    'fn.limitsValue': '{ms} 毫秒，{mb} MB',
+    'fn.source': '版本 {version} 的源代码',
+    'fn.entry': '入口',
+    'fn.versions': '版本',
+    'fn.deployed': '部署时间',
+    'fn.active': '当前版本',
+    'fn.rollback': '回滚到此版本',
+    'fn.rolledBack': '版本 {version} 现在是当前版本。',
+    'fn.invoke': '调用',
+    'fn.event': '事件（JSON）',
+    'fn.eventHint': '以管理员身份运行：ctx.auth 为 {"admin": true}。',
+    'fn.invokeSubmit': '调用',
+    'fn.result': '结果',
+    'fn.logs': '最近日志',
+    'fn.noLogs': '还没有调用记录。',
+    'fn.at': '时间',
+    'fn.trigger': '触发方式',
+    'fn.outcome': '结果',
+    'fn.duration': '耗时',
+    'fn.output': '输出',
+    'q.title': '队列',
+    'q.all': '全部队列',
+    'q.none': '还没有队列。',
+    'q.name': '队列',
+    'q.ready': '待投递',
+    'q.inFlight': '投递中',
+    'q.delayed': '延迟',
+    'q.dead': '死信',
+    'q.attempts': '尝试次数',
+    'q.visibility': '可见性超时',
+    'q.retention': '保留时间',
+    'q.seconds': '{n} 秒',
+    'q.deadLetters': '死信',
+    'q.noDead': '没有死信。',
+    'q.deadHidden': '你在此应用的角色不能查看队列中的消息：其中有用户发送的内容。',
+    'q.message': '消息',
+    'q.lastError': '最后的错误',
+    'q.sent': '发送时间',
+    'q.payload': '内容',
+    'q.replay': '重新投递',
+    'q.replayAll': '全部重新投递',
+    'q.replayed': '{n} 条死信已回到队列。',
+    'q.purge': '清空',
+    'q.purgeWhich': '消息',
+    'q.purge.dead': '死信',
+    'q.purge.waiting': '等待中',
+    'q.purge.all': '全部',
+    'q.purgeQuestion': '永久删除这些消息？',
+    'q.purgeYes': '确定清空',
+    'q.purged': '已删除 {n} 条消息。',
   },
 };
 
@@ -267,11 +531,11 @@ function t(key, vars = {}) {
   return text.replace(/\{(\w+)\}/g, (_, name) => String(vars[name] ?? ''));
 }
 
-function formatTime(iso) {
+function formatTime(iso, seconds = false) {
   if (!iso) return '—';
   const date = new Date(iso);
   if (Number.isNaN(date.getTime())) return iso;
-  return new Intl.DateTimeFormat(lang, { dateStyle: 'medium', timeStyle: 'short' }).format(date);
+  return new Intl.DateTimeFormat(lang, { dateStyle: 'medium', timeStyle: seconds ? 'medium' : 'short' }).format(date);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -338,13 +602,13 @@ function notice(text) {
 }
 
 /** A labelled input: `<label for>` and the input (with a hint under it, if any). */
-function field(id, label, attrs = {}, hint = null) {
+function field(id, label, attrs = {}, hint = null, tag = 'input') {
   const hintId = hint ? `${id}-hint` : null;
   return h(
     'div',
     { class: 'field' },
     h('label', { for: id }, label),
-    h('input', { id, name: id, 'aria-describedby': hintId, ...attrs }),
+    h(tag, { id, name: id, 'aria-describedby': hintId, ...attrs }),
     hint ? h('small', { id: hintId, class: 'muted' }, hint) : null,
   );
 }
@@ -379,8 +643,9 @@ function table(attrs, headers, rows) {
   );
 }
 
-function time(iso) {
-  return h('time', { datetime: iso, title: iso }, formatTime(iso));
+/** A time, to the minute (or to the second). */
+function time(iso, seconds = false) {
+  return h('time', { datetime: iso, title: iso }, formatTime(iso, seconds));
 }
 
 /**
@@ -502,14 +767,13 @@ const path = (...parts) => parts.map(encodeURIComponent).join('/');
 
 const root = document.getElementById('root');
 
+/** The hash's parts, decoded: `#/apps/shop/data/todos` is ['apps', 'shop', 'data', 'todos']. */
 function route() {
-  let parts;
   try {
-    parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
+    return location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
   } catch {
-    parts = ['?'];
+    return ['?'];
   }
-  return { page: parts[0] ?? '', arg: parts[1] ?? null, extra: parts.length > 2 };
 }
 
 function go(hash) {
@@ -519,14 +783,15 @@ function go(hash) {
 
 function render() {
   document.documentElement.lang = lang;
-  const { page, arg, extra } = route();
+  const parts = route();
+  const [page = '', arg = null] = parts;
   if (!me && page !== 'login') return go('#/login');
   if (me && (page === 'login' || page === '')) return go('#/apps');
   const main = h('main', { id: 'main', class: 'main' });
   root.replaceChildren(header(page), main);
-  if (extra) return notFound(main);
+  if (page === 'apps' && arg) return pageApp(main, arg, parts.slice(2));
+  if (parts.length > 2) return notFound(main);
   if (page === 'login') return pageLogin(main);
-  if (page === 'apps' && arg) return pageApp(main, arg);
   if (page === 'apps') return pageApps(main);
   if (page === 'people' && !arg) return pagePeople(main);
   if (page === 'audit' && !arg) return pageAudit(main);
@@ -768,27 +1033,72 @@ function selectText(el) {
 // ---------------------------------------------------------------------------------------------
 // One app
 
-function pageApp(main, name) {
-  main.setAttribute('data-test', 'app-page');
+/** The app's sections: each a tab, each a page, and a page for one item of it. */
+const APP_TABS = {
+  overview: [pageOverview],
+  data: [pageData, pageCollection, 'collection'],
+  functions: [pageFunctions, pageFunction, 'function'],
+  queues: [pageQueues, pageQueue, 'queue'],
+};
+
+/**
+ * An app's page: its name, its tabs, then the section's own view, which is called with
+ * `{ name, body, role, item }`: `body` a slot to fill, `role` a promise of the person's role on
+ * the app (null when none), `item` the collection, function or queue of the hash, if any.
+ */
+function pageApp(main, name, [tab = 'overview', item = null, ...more]) {
+  const [list, one, what] = APP_TABS[tab] ?? [];
+  const view = item ? one : list;
+  if (!view || more.length) return notFound(main);
+  main.setAttribute('data-test', item ? `${what}-page` : tab === 'overview' ? 'app-page' : `${tab}-page`);
+  const base = `#/apps/${path(name)}`;
+  const tabs = h(
+    'nav',
+    { class: 'tabs', 'aria-label': t('app.sections') },
+    Object.keys(APP_TABS).map((key) =>
+      h(
+        'a',
+        {
+          href: key === 'overview' ? base : `${base}/${key}`,
+          'data-test': `tab-${key}`,
+          'aria-current': key === tab ? 'page' : null,
+        },
+        t(`tab.${key}`),
+      ),
+    ),
+  );
   const body = slot();
   body.set(loading());
   append(
     main,
     h('p', { class: 'crumb' }, h('a', { href: '#/apps' }, `← ${t('app.back')}`)),
     setTitle(name),
+    tabs,
     revealed?.rotated && revealed.app === name ? secretBox() : null,
     body,
   );
-  const app = `/v1/admin/apps/${path(name)}`;
-  Promise.allSettled([api('GET', '/console/api/apps'), api('GET', app), api('GET', `${app}/collections`)]).then(
-    ([apps, details, collections]) => {
+  const role = isOwner()
+    ? Promise.resolve('owner')
+    : api('GET', '/console/api/apps').then(
+        (answer) => answer?.items?.find((a) => a.name === name)?.role ?? null,
+        () => null,
+      );
+  view({ name, body, role, item });
+}
+
+/** Whether a role may change things (and read the personal data of function logs). */
+const writer = (role) => role === 'owner' || role === 'developer';
+const adminUrl = (name, ...rest) => `/v1/admin/apps/${path(name, ...rest)}`;
+
+function pageOverview({ name, body, role }) {
+  const app = adminUrl(name);
+  Promise.allSettled([role, api('GET', app), api('GET', `${app}/collections`)]).then(
+    ([mine, details, collections]) => {
       if (details.status === 'rejected') return body.set(errorBanner(details.reason));
-      const mine = apps.value?.items?.find((a) => a.name === name);
-      const role = isOwner() ? 'owner' : mine?.role ?? null;
       body.set(
-        appDetails(details.value, role),
-        collectionsSection(collections),
-        role === 'owner' ? rotateSection(name) : null,
+        appDetails(details.value, mine.value),
+        collectionsSection(name, collections),
+        mine.value === 'owner' ? rotateSection(name) : null,
         isOwner() ? deleteSection(name) : null,
       );
     },
@@ -812,7 +1122,7 @@ function appDetails(app, role) {
   );
 }
 
-function collectionsSection(result) {
+function collectionsSection(app, result) {
   let content;
   if (result.status === 'rejected') content = errorBanner(result.reason);
   else {
@@ -825,7 +1135,7 @@ function collectionsSection(result) {
             h(
               'tr',
               { 'data-test': 'collection-row', 'data-collection': c.name },
-              h('td', {}, h('code', {}, c.name)),
+              h('td', {}, h('a', { href: `#/apps/${path(app)}/data/${path(c.name)}` }, h('code', {}, c.name))),
               h('td', { class: 'num' }, fieldCount(c.fields)),
             ),
           ),
@@ -914,6 +1224,722 @@ function deleteSection(name) {
   };
   idle();
   return h('section', { class: 'card card-danger' }, h('h2', {}, t('app.deleteSection')), message, area);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared by the app's sections
+
+/** A JSON value in a table cell: text as it is, anything else as compact JSON, long ones cut. */
+function compact(value) {
+  if (value === null || value === undefined) return h('span', { class: 'muted' }, 'null');
+  const text = typeof value === 'string' ? value : JSON.stringify(value);
+  return text.length > 80 ? h('span', { title: text }, `${text.slice(0, 79)}…`) : text;
+}
+
+/** The JSON object typed into a textarea, or an ApiError that says what is wrong with it. */
+function parseObject(text) {
+  let value;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new ApiError(0, 'invalid_json', t('err.json', { message: error.message }));
+  }
+  if (!value || typeof value !== 'object' || Array.isArray(value)) throw new ApiError(0, 'invalid_json', t('err.object'));
+  return value;
+}
+
+const pretty = (value) => JSON.stringify(value, null, 2);
+
+/**
+ * A dangerous button that asks first: `label` (data-test `test`), then `question` with `yes`
+ * (`test`-confirm) and cancel (`test`-cancel). `action(area)` runs on yes.
+ */
+function confirmButton(label, question, yes, test, action) {
+  const area = h('span', { class: 'confirm-inline' });
+  const button = (text, attrs) => h('button', { type: 'button', class: 'button-small button-danger', ...attrs }, text);
+  const idle = () => area.replaceChildren(button(label, { 'data-test': test, onclick: ask }));
+  const ask = () =>
+    area.replaceChildren(
+      h('span', { class: 'muted' }, question),
+      button(yes, { 'data-test': `${test}-confirm`, onclick: () => action(area) }),
+      h('button', { type: 'button', class: 'button-small button-quiet', 'data-test': `${test}-cancel`, onclick: idle }, t('cancel')),
+    );
+  idle();
+  return area;
+}
+
+/** A card's heading with, at its end, a few buttons. */
+const cardHead = (title, ...buttons) => h('div', { class: 'card-head' }, h('h2', {}, title), h('div', { class: 'actions' }, buttons));
+const crumb = (href, text) => h('p', { class: 'crumb' }, h('a', { href }, `← ${text}`));
+const cell = (value, test) => h('td', { class: 'num', 'data-test': test }, value);
+const detailRow = (label, value, test) => [h('dt', {}, label), h('dd', { 'data-test': test }, value)];
+
+function loadInto(target, promise, show) {
+  return promise.then(
+    (answer) => target.set(show(answer)),
+    (error) => target.set(errorBanner(error)),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data: collections and their records
+
+const RULES = ['list', 'view', 'create', 'update', 'delete'];
+const CONSTRAINTS = ['default', 'min_length', 'max_length', 'min', 'max', 'enum'];
+const PAGE_SIZE = 50;
+const COLLECTION_EXAMPLE = { fields: [{ name: 'title', type: 'text', required: true }], indexes: [], rules: {} };
+
+const listOf = (answer) => (Array.isArray(answer) ? answer : answer?.items ?? []);
+
+function pageData({ name, body, role }) {
+  const list = slot();
+  list.set(loading());
+  const load = () =>
+    loadInto(list, api('GET', adminUrl(name, 'collections')), (answer) => {
+      const items = listOf(answer);
+      return items.length
+        ? items.map((c) => collectionCard(name, c))
+        : h('p', { class: 'muted card', 'data-test': 'collections' }, t('app.noCollections'));
+    });
+  role.then((mine) => body.set(list, writer(mine) ? newCollectionForm(name, load) : null));
+  load();
+}
+
+function collectionCard(app, c) {
+  const rules = c.rules ?? {};
+  const fields = c.fields ?? [];
+  const indexes = (c.indexes ?? []).map((index) =>
+    h('li', {}, h('code', {}, `(${(index.fields ?? []).join(', ')})`), index.unique ? [' ', t('c.unique')] : null),
+  );
+  return h(
+    'section',
+    { class: 'card', 'data-test': 'collection', 'data-collection': c.name },
+    cardHead(
+      h('a', { href: `#/apps/${path(app)}/data/${path(c.name)}`, 'data-test': 'collection-link', 'data-collection': c.name }, c.name),
+      h('span', { class: 'muted' }, t('data.version', { version: c.version })),
+    ),
+    table(
+      { 'data-test': 'fields' },
+      [t('data.field'), t('data.type'), t('data.constraints')],
+      fields.map((f) =>
+        h(
+          'tr',
+          { 'data-test': 'field-row', 'data-field': f.name },
+          h('td', {}, h('code', {}, f.name)),
+          h('td', {}, f.type, f.collection ? ` → ${f.collection}` : null),
+          h('td', {}, constraints(f)),
+        ),
+      ),
+    ),
+    h(
+      'dl',
+      { class: 'details' },
+      detailRow(
+        t('data.indexes'),
+        indexes.length ? h('ul', { class: 'plain' }, indexes) : h('span', { class: 'muted' }, t('none')),
+        'indexes',
+      ),
+      RULES.map((action) => detailRow(t(`rule.${action}`), ruleText(rules[action]), `rule-${action}`)),
+    ),
+  );
+}
+
+function constraints(f) {
+  const items = [f.required && t('c.required'), f.unique && t('c.unique')].filter(Boolean);
+  for (const key of CONSTRAINTS) {
+    if (f[key] !== undefined && f[key] !== null) items.push(`${t(`c.${key}`)} ${JSON.stringify(f[key])}`);
+  }
+  return items.length ? items.join(' · ') : h('span', { class: 'muted' }, '—');
+}
+
+function ruleText(rule) {
+  if (rule === '') return h('span', { class: 'badge' }, t('rule.everyone'));
+  if (rule === null) return h('span', { class: 'badge' }, t('rule.admin'));
+  return rule === undefined ? '—' : h('code', {}, rule);
+}
+
+function newCollectionForm(app, reload) {
+  const message = slot();
+  const submit = (form) =>
+    busy(form, message, async () => {
+      const name = form.elements['new-collection-name'].value.trim();
+      const definition = parseObject(form.elements['new-collection-json'].value);
+      const answer = await api('PUT', adminUrl(app, 'collections', name), definition);
+      await reload();
+      message.set(notice(t('data.saved', { name: answer?.name ?? name })));
+    });
+  return h(
+    'section',
+    { class: 'card' },
+    h('h2', {}, t('data.create')),
+    message,
+    h(
+      'form',
+      { class: 'stack', 'data-test': 'new-collection-form', onsubmit: onSubmit(submit) },
+      field(
+        'new-collection-name',
+        t('data.name'),
+        { required: true, autocomplete: 'off', spellcheck: 'false', maxlength: 40, 'data-test': 'new-collection-name' },
+        t('data.nameHint'),
+      ),
+      field(
+        'new-collection-json',
+        t('data.definition'),
+        { required: true, spellcheck: 'false', rows: 10, value: pretty(COLLECTION_EXAMPLE), 'data-test': 'new-collection-json' },
+        t('data.definitionHint'),
+        'textarea',
+      ),
+      h('button', { type: 'submit', class: 'button-primary', 'data-test': 'new-collection-submit' }, t('data.createSubmit')),
+    ),
+  );
+}
+
+function pageCollection({ name, body, role, item }) {
+  Promise.all([api('GET', adminUrl(name, 'collections', item)), role]).then(
+    ([collection, mine]) => body.set(recordBrowser(name, collection, writer(mine))),
+    (error) => body.set(crumb(`#/apps/${path(name)}/data`, t('data.all')), errorBanner(error)),
+  );
+}
+
+/**
+ * A collection's records, 50 a page: a filter and a sort, Next and Previous by the cursors the
+ * API answers (cursors[i] opens page i), and for those who may, creating, editing, deleting.
+ */
+function recordBrowser(app, collection, write) {
+  const url = `/v1/apps/${path(app, 'collections', collection.name)}/records`;
+  const fields = (collection.fields ?? []).map((f) => f.name);
+  const message = slot();
+  const list = slot();
+  const cursors = [null];
+  let page = 0;
+  let query = {};
+  let loads = 0;
+  const where = h('span', { class: 'muted', 'data-test': 'page-number' });
+  const prev = h('button', { type: 'button', 'data-test': 'page-prev', onclick: () => load(page - 1) }, `← ${t('data.prev')}`);
+  const next = h('button', { type: 'button', 'data-test': 'page-next', onclick: () => load(page + 1) }, `${t('data.next')} →`);
+
+  const load = async (to) => {
+    const mine = ++loads;
+    prev.disabled = next.disabled = true;
+    list.set(loading());
+    const params = new URLSearchParams({ limit: String(PAGE_SIZE), ...query });
+    if (cursors[to]) params.set('cursor', cursors[to]);
+    let shown;
+    try {
+      const answer = await api('GET', `${url}?${params}`);
+      page = to;
+      cursors.length = to + 1;
+      cursors.push(answer?.next_cursor ?? null);
+      shown = recordsTable(answer?.items ?? []);
+    } catch (error) {
+      shown = errorBanner(error);
+    }
+    if (mine !== loads) return;
+    list.set(shown);
+    prev.disabled = page === 0;
+    next.disabled = !cursors[page + 1];
+    where.textContent = t('data.page', { page: page + 1 });
+  };
+
+  const recordsTable = (items) => {
+    if (!items.length) return h('p', { class: 'muted', 'data-test': 'records', 'data-page': page + 1 }, t('data.noRecords'));
+    const headers = ['id', ...fields, t('data.created'), t('data.updated')];
+    return table({ 'data-test': 'records', 'data-page': page + 1 }, write ? [...headers, ''] : headers, items.map(recordRow));
+  };
+
+  const recordRow = (record) => {
+    const id = record.id;
+    const row = h(
+      'tr',
+      { 'data-test': 'record-row', 'data-id': id },
+      h('td', {}, h('code', { 'data-test': 'record-id' }, id)),
+      fields.map((f) => h('td', { 'data-test': 'record-field', 'data-field': f }, compact(record[f]))),
+      h('td', { class: 'nowrap' }, time(record.created_at, true)),
+      h('td', { class: 'nowrap' }, time(record.updated_at, true)),
+    );
+    if (!write) return row;
+    let editor = null;
+    const edit = () => {
+      if (editor) return editor.querySelector('textarea').focus();
+      const editable = Object.fromEntries(fields.map((f) => [f, record[f] ?? null]));
+      const problem = slot();
+      const close = () => {
+        editor.remove();
+        editor = null;
+      };
+      const save = (form) =>
+        busy(form, problem, async () => {
+          await api('PATCH', `${url}/${path(id)}`, parseObject(form.elements[`edit-${id}`].value));
+          message.set(notice(t('data.recordSaved', { id })));
+          await load(page);
+        });
+      editor = h(
+        'tr',
+        { class: 'editor', 'data-test': 'record-editor', 'data-id': id },
+        h(
+          'td',
+          { colspan: fields.length + 4 },
+          h(
+            'form',
+            { class: 'stack', onsubmit: onSubmit(save) },
+            problem,
+            field(
+              `edit-${id}`,
+              t('data.editLabel', { id }),
+              { rows: 6, spellcheck: 'false', value: pretty(editable), 'data-test': 'record-json' },
+              null,
+              'textarea',
+            ),
+            h(
+              'div',
+              { class: 'actions' },
+              h('button', { type: 'submit', class: 'button-primary', 'data-test': 'save-record' }, t('data.save')),
+              h('button', { type: 'button', class: 'button-quiet', onclick: close }, t('cancel')),
+            ),
+          ),
+        ),
+      );
+      row.after(editor);
+      editor.querySelector('textarea').focus();
+    };
+    const remove = (area) =>
+      busy(area, message, async () => {
+        await api('DELETE', `${url}/${path(id)}`);
+        message.set(notice(t('data.recordDeleted', { id })));
+        await load(page);
+      });
+    return append(
+      row,
+      h(
+        'td',
+        { class: 'nowrap' },
+        h('button', { type: 'button', class: 'button-small', 'data-test': 'edit-record', onclick: edit }, t('data.edit')),
+        ' ',
+        confirmButton(t('data.delete'), t('data.deleteQuestion'), t('data.deleteYes'), 'delete-record', remove),
+      ),
+    );
+  };
+
+  const search = (form) => {
+    query = {};
+    for (const key of ['filter', 'sort']) {
+      const value = form.elements[key].value.trim();
+      if (value) query[key] = value;
+    }
+    message.set();
+    cursors.length = 1;
+    page = 0;
+    load(0);
+  };
+  const input = (id, label, placeholder) => [
+    h('label', { for: id }, label),
+    h('input', { id, name: id, placeholder, autocomplete: 'off', spellcheck: 'false', 'data-test': id }),
+  ];
+  load(0);
+  return [
+    crumb(`#/apps/${path(app)}/data`, t('data.all')),
+    h('h2', { 'data-test': 'collection-name' }, collection.name),
+    h(
+      'form',
+      { class: 'toolbar filters', 'data-test': 'filter-form', onsubmit: onSubmit(search) },
+      input('filter', t('data.filter'), 'title ~ "milk" && done = false'),
+      input('sort', t('data.sort'), '-created_at'),
+      h('button', { type: 'submit', 'data-test': 'apply-filter' }, t('data.apply')),
+    ),
+    message,
+    list,
+    h('div', { class: 'actions' }, prev, next, where),
+    write ? newRecordForm(url, fields, collection.fields ?? [], message, () => load(page)) : null,
+  ];
+}
+
+/** A new record's JSON, prefilled with the collection's fields (their defaults, or empty). */
+function newRecordForm(url, names, fields, message, reload) {
+  const blank = { text: '', number: 0, integer: 0, bool: false };
+  const example = Object.fromEntries(fields.map((f) => [f.name, f.default ?? blank[f.type] ?? null]));
+  const problem = slot();
+  const submit = (form) =>
+    busy(form, problem, async () => {
+      const record = await api('POST', url, parseObject(form.elements['new-record'].value));
+      message.set(notice(t('data.recordCreated', { id: record?.id ?? '' })));
+      await reload();
+    });
+  return h(
+    'section',
+    { class: 'card' },
+    h('h2', {}, t('data.newRecord')),
+    problem,
+    h(
+      'form',
+      { class: 'stack', 'data-test': 'new-record-form', onsubmit: onSubmit(submit) },
+      field(
+        'new-record',
+        t('data.recordJson'),
+        { rows: Math.min(12, names.length + 3), spellcheck: 'false', value: pretty(example), 'data-test': 'new-record' },
+        null,
+        'textarea',
+      ),
+      h('button', { type: 'submit', class: 'button-primary', 'data-test': 'new-record-submit' }, t('data.createRecord')),
+    ),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Functions
+
+function triggerList(fn) {
+  const all = [...(fn.triggers ?? []), ...(fn.schedules ?? [])];
+  return all.length
+    ? h(
+        'ul',
+        { class: 'plain', 'data-test': 'function-triggers' },
+        all.map((trigger) => h('li', {}, h('code', {}, JSON.stringify(trigger)))),
+      )
+    : h('span', { class: 'muted', 'data-test': 'function-triggers' }, t('fn.callsOnly'));
+}
+
+function pageFunctions({ name, body }) {
+  loadInto(body, api('GET', adminUrl(name, 'functions')), (answer) => {
+    const items = answer?.items ?? [];
+    if (!items.length) return h('p', { class: 'muted card', 'data-test': 'functions' }, t('fn.none'));
+    return table(
+      { 'data-test': 'functions' },
+      [t('fn.name'), t('fn.version'), t('fn.triggers'), t('fn.updated')],
+      items.map((fn) =>
+        h(
+          'tr',
+          { 'data-test': 'function-row', 'data-fn': fn.name },
+          h(
+            'td',
+            {},
+            h('a', { href: `#/apps/${path(name)}/functions/${path(fn.name)}`, 'data-test': 'function-link', 'data-fn': fn.name }, fn.name),
+            fn.public ? [' ', h('span', { class: 'badge' }, t('fn.public'))] : null,
+          ),
+          cell(fn.version, 'function-version'),
+          h('td', {}, triggerList(fn)),
+          h('td', {}, time(fn.updated_at)),
+        ),
+      ),
+    );
+  });
+}
+
+function pageFunction({ name, body, role, item }) {
+  const url = adminUrl(name, 'functions', item);
+  const message = slot();
+  const load = () =>
+    Promise.all([api('GET', url), role]).then(
+      ([fn, mine]) => {
+        const write = writer(mine);
+        const logs = write ? logsSection(name, item) : null;
+        body.set(
+          crumb(`#/apps/${path(name)}/functions`, t('fn.all')),
+          h('h2', {}, item),
+          message,
+          functionDetails(fn),
+          write ? invokeForm(name, item, logs) : null,
+          functionSource(fn),
+          functionVersions(fn, write, rollback),
+          logs,
+        );
+      },
+      (error) => body.set(crumb(`#/apps/${path(name)}/functions`, t('fn.all')), errorBanner(error)),
+    );
+  const rollback = (version, el) =>
+    busy(el, message, async () => {
+      await api('POST', `${url}/rollback`, { version });
+      message.set(notice(t('fn.rolledBack', { version })));
+      await load();
+    });
+  load();
+}
+
+function functionDetails(fn) {
+  return h(
+    'section',
+    { class: 'card', 'data-test': 'function-details' },
+    h(
+      'dl',
+      { class: 'details' },
+      detailRow(t('fn.version'), fn.version, 'function-active-version'),
+      detailRow(t('fn.access'), t(fn.public ? 'fn.public' : 'fn.private')),
+      detailRow(t('fn.limits'), t('fn.limitsValue', { ms: fn.timeout_ms, mb: fn.memory_mb })),
+      detailRow(t('fn.triggers'), triggerList(fn)),
+      detailRow(t('fn.updated'), time(fn.updated_at)),
+    ),
+  );
+}
+
+function functionSource(fn) {
+  const files = Object.entries(fn.files ?? {}).sort(([a], [b]) => (a === fn.entry ? -1 : b === fn.entry ? 1 : a.localeCompare(b)));
+  return h(
+    'section',
+    { class: 'card' },
+    h('h2', {}, t('fn.source', { version: fn.version })),
+    files.map(([file, source]) => [
+      h('p', { class: 'muted file-name' }, h('code', {}, file), file === fn.entry ? ` · ${t('fn.entry')}` : null),
+      h('pre', { class: 'source', 'data-test': 'function-source', 'data-file': file }, h('code', {}, source)),
+    ]),
+  );
+}
+
+function functionVersions(fn, write, rollback) {
+  const rows = (fn.versions ?? []).map((v) => {
+    const action = h('td', {});
+    if (v.active) action.append(h('span', { class: 'badge badge-developer' }, t('fn.active')));
+    else if (write) {
+      action.append(
+        h(
+          'button',
+          {
+            type: 'button',
+            class: 'button-small',
+            'data-test': 'rollback',
+            'data-version': v.version,
+            onclick: () => rollback(v.version, action),
+          },
+          t('fn.rollback'),
+        ),
+      );
+    }
+    return h(
+      'tr',
+      { 'data-test': 'version-row', 'data-version': v.version, 'data-active': String(v.active) },
+      cell(v.version),
+      h('td', {}, time(v.created_at)),
+      action,
+    );
+  });
+  return h(
+    'section',
+    { class: 'card' },
+    h('h2', {}, t('fn.versions')),
+    table({ 'data-test': 'versions' }, [t('fn.version'), t('fn.deployed'), ''], rows),
+  );
+}
+
+function invokeForm(app, name, logs) {
+  const output = slot();
+  const submit = (form) =>
+    busy(form, output, async () => {
+      const result = await api('POST', `/v1/apps/${path(app, 'functions', name)}`, parseObject(form.elements['invoke-event'].value));
+      output.set(h('p', { class: 'muted' }, t('fn.result')), h('pre', { class: 'source', 'data-test': 'invoke-result' }, pretty(result)));
+    }).then(() => setTimeout(logs.load, 500)); // the log is written a few milliseconds after the call
+  return h(
+    'section',
+    { class: 'card' },
+    h('h2', {}, t('fn.invoke')),
+    h(
+      'form',
+      { class: 'stack', 'data-test': 'invoke-form', onsubmit: onSubmit(submit) },
+      field(
+        'invoke-event',
+        t('fn.event'),
+        { rows: 4, spellcheck: 'false', value: '{}', 'data-test': 'invoke-event' },
+        t('fn.eventHint'),
+        'textarea',
+      ),
+      h('button', { type: 'submit', class: 'button-primary', 'data-test': 'invoke-submit' }, t('fn.invokeSubmit')),
+    ),
+    output,
+  );
+}
+
+function logsSection(app, name) {
+  const list = slot();
+  list.set(loading());
+  const query = new URLSearchParams({ function: name, limit: '20' });
+  const load = () =>
+    loadInto(list, api('GET', `${adminUrl(app, 'logs')}?${query}`), (answer) => {
+      const items = answer?.items ?? [];
+      if (!items.length) return h('p', { class: 'muted' }, t('fn.noLogs'));
+      return table(
+        { 'data-test': 'logs' },
+        [t('fn.at'), t('fn.version'), t('fn.trigger'), t('fn.outcome'), t('fn.duration'), t('fn.output')],
+        items.map((entry) =>
+          h(
+            'tr',
+            { 'data-test': 'log-row', 'data-outcome': entry.outcome },
+            h('td', { class: 'nowrap' }, time(entry.at, true)),
+            cell(entry.version),
+            h('td', {}, entry.trigger),
+            h('td', { class: entry.outcome === 'ok' ? 'status-ok' : 'status-bad' }, entry.outcome),
+            cell(`${((entry.micros ?? 0) / 1000).toFixed(1)} ms`),
+            h('td', {}, logOutput(entry)),
+          ),
+        ),
+      );
+    });
+  const section = h(
+    'section',
+    { class: 'card', 'data-test': 'logs-section' },
+    cardHead(t('fn.logs'), h('button', { type: 'button', class: 'button-small', 'data-test': 'logs-refresh', onclick: () => load() }, t('refresh'))),
+    list,
+  );
+  section.load = load;
+  load();
+  return section;
+}
+
+/** What an invocation printed, and its error. */
+function logOutput(entry) {
+  const error = entry.error;
+  const lines = (entry.logs ?? []).map((line) => `[${line.level}] ${line.message}`);
+  if (error) lines.push(typeof error === 'string' ? error : error.message ?? JSON.stringify(error));
+  return lines.length ? h('pre', { class: 'log-lines' }, lines.join('\n')) : null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queues
+
+function pageQueues({ name, body }) {
+  const list = slot();
+  list.set(loading());
+  const load = () =>
+    loadInto(list, api('GET', adminUrl(name, 'queues')), (answer) => {
+      const items = answer?.items ?? [];
+      if (!items.length) return h('p', { class: 'muted', 'data-test': 'queues' }, t('q.none'));
+      return table(
+        { 'data-test': 'queues' },
+        [t('q.name'), t('q.ready'), t('q.inFlight'), t('q.delayed'), t('q.dead')],
+        items.map((q) =>
+          h(
+            'tr',
+            { 'data-test': 'queue-row', 'data-queue': q.name },
+            h('td', {}, h('a', { href: `#/apps/${path(name)}/queues/${path(q.name)}`, 'data-test': 'queue-link', 'data-queue': q.name }, q.name)),
+            cell(q.ready, 'queue-ready'),
+            cell(q.in_flight, 'queue-in-flight'),
+            cell(q.delayed, 'queue-delayed'),
+            cell(q.dead, 'queue-dead'),
+          ),
+        ),
+      );
+    });
+  body.set(
+    h(
+      'section',
+      { class: 'card' },
+      cardHead(t('q.title'), h('button', { type: 'button', class: 'button-small', 'data-test': 'queues-refresh', onclick: load }, t('refresh'))),
+      list,
+    ),
+  );
+  load();
+}
+
+function pageQueue({ name, body, role, item }) {
+  const url = adminUrl(name, 'queues', item);
+  const message = slot();
+  const back = crumb(`#/apps/${path(name)}/queues`, t('q.all'));
+  // The messages may be refused to a role that sees the counts (they carry what users sent).
+  const load = () =>
+    Promise.all([api('GET', url), api('GET', `${url}/messages?state=dead&limit=100`).catch((error) => error), role]).then(
+      ([queue, dead, mine]) => body.set(back, h('h2', {}, item), message, queueDetails(queue), deadLetters(url, dead, writer(mine), message, load)),
+      (error) => body.set(back, errorBanner(error)),
+    );
+  load();
+}
+
+function queueDetails(q) {
+  const s = q.settings ?? {};
+  return h(
+    'section',
+    { class: 'card', 'data-test': 'queue-details' },
+    h(
+      'dl',
+      { class: 'details' },
+      detailRow(t('q.ready'), q.ready, 'queue-ready'),
+      detailRow(t('q.inFlight'), q.in_flight, 'queue-in-flight'),
+      detailRow(t('q.delayed'), q.delayed, 'queue-delayed'),
+      detailRow(t('q.dead'), q.dead, 'queue-dead'),
+      detailRow(t('q.attempts'), s.max_attempts),
+      detailRow(t('q.visibility'), t('q.seconds', { n: s.visibility_timeout_secs })),
+      detailRow(t('q.retention'), t('q.seconds', { n: s.retention_secs })),
+    ),
+  );
+}
+
+function deadLetters(url, answer, write, message, reload) {
+  const refused = answer instanceof ApiError ? answer : null;
+  const items = refused ? [] : answer?.items ?? [];
+  /** Runs a change to the queue, says how it went, shows the queue again. */
+  const change = (el, work) =>
+    busy(el, message, async () => {
+      message.set(notice(await work()));
+      await reload();
+    });
+  const replay = (el, ids) =>
+    change(el, async () => t('q.replayed', { n: (await api('POST', `${url}/replay`, ids ? { ids } : {}))?.replayed ?? 0 }));
+  const rows = items.map((m) => {
+    const action = write
+      ? h(
+          'td',
+          {},
+          h(
+            'button',
+            { type: 'button', class: 'button-small', 'data-test': 'replay', 'data-id': m.id, onclick: (e) => replay(e.currentTarget.parentNode, [m.id]) },
+            t('q.replay'),
+          ),
+        )
+      : null;
+    return h(
+      'tr',
+      { 'data-test': 'dead-row', 'data-id': m.id },
+      h('td', {}, h('code', {}, m.id)),
+      cell(`${m.attempt}/${m.max_attempts}`),
+      h('td', { class: 'status-bad', 'data-test': 'dead-error' }, m.last_error ?? '—'),
+      h('td', { class: 'nowrap' }, time(m.sent_at, true)),
+      h('td', {}, h('code', {}, compact(m.payload))),
+      action,
+    );
+  });
+  const headers = [t('q.message'), t('q.attempts'), t('q.lastError'), t('q.sent'), t('q.payload')];
+  const state = h(
+    'select',
+    { id: 'purge-state', 'data-test': 'purge-state' },
+    ['dead', 'waiting', ''].map((s) => option(s, t(`q.purge.${s || 'all'}`))),
+  );
+  const purge = (area) =>
+    change(area, async () => {
+      const which = state.value ? `?state=${state.value}` : '';
+      return t('q.purged', { n: (await api('DELETE', `${url}/messages${which}`))?.purged ?? 0 });
+    });
+  return [
+    h(
+      'section',
+      { class: 'card', 'data-test': 'dead-letters' },
+      cardHead(
+        t('q.deadLetters'),
+        write && items.length
+          ? h(
+              'button',
+              { type: 'button', class: 'button-small', 'data-test': 'replay-all', onclick: (e) => replay(e.currentTarget.parentNode) },
+              t('q.replayAll'),
+            )
+          : null,
+      ),
+      refused?.status === 403
+        ? h('p', { class: 'muted', 'data-test': 'dead-hidden' }, t('q.deadHidden'))
+        : refused
+          ? errorBanner(refused)
+          : items.length
+            ? table({ 'data-test': 'dead' }, write ? [...headers, ''] : headers, rows)
+            : h('p', { class: 'muted', 'data-test': 'dead' }, t('q.noDead')),
+    ),
+    write
+      ? h(
+          'section',
+          { class: 'card card-danger' },
+          h('h2', {}, t('q.purge')),
+          h(
+            'div',
+            { class: 'toolbar' },
+            h('label', { for: 'purge-state' }, t('q.purgeWhich')),
+            state,
+            confirmButton(t('q.purge'), t('q.purgeQuestion'), t('q.purgeYes'), 'purge', purge),
+          ),
+        )
+      : null,
+  ];
 }
 
 // ---------------------------------------------------------------------------------------------

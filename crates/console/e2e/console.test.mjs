@@ -149,6 +149,15 @@ async function adminGet(path, bearer) {
   return response.status;
 }
 
+/** A call with a bearer token: its status and its JSON (null for none). */
+async function call(method, path, bearer, body) {
+  const headers = { authorization: `Bearer ${bearer}` };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const response = await fetch(`${api}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const answer = await response.text();
+  return { status: response.status, body: answer ? JSON.parse(answer) : null };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Steps: each one builds on the ones before, so after a failure the rest are skipped.
 
@@ -357,7 +366,6 @@ step("the console speaks Chinese when asked, remembers it, and stores nothing el
   assert.equal(await text(viewer, "[data-test=page-title]"), "应用");
   const stored = await viewer.evaluate(() => ({ local: { ...localStorage }, session: { ...sessionStorage } }));
   assert.deepEqual(stored, { local: { "cloudlet.console.lang": "zh-CN" }, session: {} });
-  await viewer.context().close();
 });
 
 step("back as the owner, the audit log shows the app's creation and the key rotation", async () => {
@@ -405,6 +413,258 @@ step("back as the owner, the audit log shows the app's creation and the key rota
     },
     APP,
   );
+});
+
+// ---------------------------------------------------------------------------------------------
+// An app's data, functions and queues
+
+const NOTES = `/v1/apps/${APP}/collections/notes/records`;
+const rowIds = (page) => page.$$eval("[data-test=record-row]", (rows) => rows.map((row) => row.dataset.id));
+const titles = (page) =>
+  page.$$eval("[data-test=record-row] [data-test=record-field][data-field=title]", (cells) => cells.map((c) => c.textContent));
+
+/** Clicks `selector` (which swaps the list for "loading") and waits for the records of `page`. */
+async function showRecords(page, selector, number) {
+  await page.click(selector);
+  await page.waitForSelector(`[data-test=records][data-page="${number}"]`);
+}
+
+step("the owner creates a collection on the Data page and pages, filters, creates, edits and deletes records", async () => {
+  await owner.click("[data-test=nav-apps]");
+  await owner.click(`[data-test=app-link][data-app=${APP}]`);
+  await owner.waitForSelector("[data-test=tab-data]");
+  await owner.click("[data-test=tab-data]");
+  await owner.waitForSelector("[data-test=new-collection-form]");
+  assert.equal(new URL(owner.url()).hash, `#/apps/${APP}/data`);
+  assert.equal(await owner.getAttribute("[data-test=tab-data]", "aria-current"), "page");
+
+  // A definition the server refuses: its error, with its code, in a banner.
+  await owner.fill("[data-test=new-collection-name]", "notes");
+  await owner.fill("[data-test=new-collection-json]", JSON.stringify({ fields: [{ name: "Bad Name", type: "text" }] }));
+  await owner.click("[data-test=new-collection-submit]");
+  await owner.waitForSelector("[data-test=new-collection-form] >> xpath=.. >> [data-test=error][data-code=invalid_collection]");
+
+  const definition = { fields: [{ name: "title", type: "text", required: true }, { name: "done", type: "bool" }] };
+  await owner.fill("[data-test=new-collection-json]", JSON.stringify(definition));
+  await owner.click("[data-test=new-collection-submit]");
+  const card = "[data-test=collection][data-collection=notes]";
+  await owner.waitForSelector(card);
+  await owner.waitForSelector("[data-test=notice]");
+  assert.deepEqual(await owner.$$eval(`${card} [data-test=field-row]`, (rows) => rows.map((r) => r.dataset.field)), ["title", "done"]);
+  assert.match(await text(owner, `${card} [data-test=field-row][data-field=title]`), /text\s+required/);
+  assert.equal(await text(owner, `${card} [data-test=rule-list]`), "owner = @auth.id");
+  assert.equal(await text(owner, `${card} [data-test=rule-create]`), "@auth.id != null");
+
+  // 120 records through the API, with the app's key.
+  for (let start = 1; start <= 120; start += 10) {
+    const answers = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => call("POST", NOTES, secondKey, { title: `note ${start + i}`, done: (start + i) % 2 === 0 })),
+    );
+    for (const answer of answers) assert.equal(answer.status, 201, JSON.stringify(answer.body));
+  }
+
+  // Pages of 50, by cursor.
+  await showRecords(owner, `${card} [data-test=collection-link]`, 1);
+  assert.equal(new URL(owner.url()).hash, `#/apps/${APP}/data/notes`);
+  const first = await rowIds(owner);
+  assert.equal(first.length, 50);
+  assert.ok(await owner.isDisabled("[data-test=page-prev]"));
+  await showRecords(owner, "[data-test=page-next]", 2);
+  const second = await rowIds(owner);
+  assert.equal(second.length, 50);
+  assert.ok(second.every((id) => !first.includes(id)), "the second page shows other records than the first");
+  await showRecords(owner, "[data-test=page-next]", 3);
+  const third = await rowIds(owner);
+  assert.equal(third.length, 20);
+  assert.ok(await owner.isDisabled("[data-test=page-next]"));
+  assert.equal(new Set([...first, ...second, ...third]).size, 120);
+  await showRecords(owner, "[data-test=page-prev]", 2);
+  assert.deepEqual(await rowIds(owner), second);
+
+  // A filter in the filter language: `~` is "contains".
+  await owner.fill("[data-test=filter]", 'title ~ "7"');
+  await showRecords(owner, "[data-test=apply-filter]", 1);
+  const matching = await titles(owner);
+  const expected = Array.from({ length: 120 }, (_, i) => `note ${i + 1}`).filter((title) => title.includes("7"));
+  assert.deepEqual([...matching].sort(), [...expected].sort());
+  assert.ok(await owner.isDisabled("[data-test=page-next]"));
+
+  // A filter that does not parse: the server's code and message.
+  await owner.fill("[data-test=filter]", "title = ");
+  await owner.click("[data-test=apply-filter]");
+  await owner.waitForSelector("[data-test=error][data-code=invalid_filter]");
+  assert.match(await text(owner, "[data-test=error]"), /invalid_filter/);
+  assert.equal(await owner.locator("[data-test=record-row]").count(), 0);
+
+  // A record made in the console is there for the API.
+  await owner.fill("[data-test=filter]", "");
+  await showRecords(owner, "[data-test=apply-filter]", 1);
+  await owner.fill("[data-test=new-record]", JSON.stringify({ title: "from the console", done: true }));
+  await owner.click("[data-test=new-record-submit]");
+  await owner.waitForSelector("[data-test=notice]");
+  const made = await call("GET", `${NOTES}?${new URLSearchParams({ filter: 'title = "from the console"' })}`, secondKey);
+  assert.equal(made.status, 200);
+  assert.equal(made.body.items.length, 1);
+  const id = made.body.items[0].id;
+  assert.equal(made.body.items[0].done, true);
+
+  // Edited: the editor holds its fields; the change reaches the API.
+  const row = `[data-test=record-row][data-id="${id}"]`;
+  await owner.fill("[data-test=filter]", `id = "${id}"`);
+  await showRecords(owner, "[data-test=apply-filter]", 1);
+  await owner.click(`${row} [data-test=edit-record]`);
+  const editor = `[data-test=record-editor][data-id="${id}"]`;
+  assert.deepEqual(JSON.parse(await owner.inputValue(`${editor} [data-test=record-json]`)), { title: "from the console", done: true });
+  await owner.fill(`${editor} [data-test=record-json]`, JSON.stringify({ title: "edited in the console", done: false }));
+  await owner.click(`${editor} [data-test=save-record]`);
+  await owner.waitForFunction(
+    (selector) => document.querySelector(selector)?.textContent === "edited in the console",
+    `${row} [data-test=record-field][data-field=title]`,
+  );
+  const edited = await call("GET", `${NOTES}/${id}`, secondKey);
+  assert.equal(edited.status, 200);
+  assert.equal(edited.body.title, "edited in the console");
+  assert.equal(edited.body.done, false);
+
+  // Deleted, after a confirmation: the API answers 404.
+  await owner.click(`${row} [data-test=delete-record]`);
+  await owner.click(`${row} [data-test=delete-record-confirm]`);
+  await owner.waitForSelector("p[data-test=records]");
+  const gone = await call("GET", `${NOTES}/${id}`, secondKey);
+  assert.equal(gone.status, 404);
+  assert.equal(gone.body.error.code, "record_not_found");
+
+  // A filter and a sort: the page is the API's.
+  const query = { filter: "done = true", sort: "-created_at,title" };
+  await owner.fill("[data-test=filter]", query.filter);
+  await owner.fill("[data-test=sort]", query.sort);
+  await showRecords(owner, "[data-test=apply-filter]", 1);
+  const page = await call("GET", `${NOTES}?${new URLSearchParams({ ...query, limit: "50" })}`, secondKey);
+  assert.deepEqual(await rowIds(owner), page.body.items.map((record) => record.id));
+  await shot(owner, "8-data");
+});
+
+const GREET = (version) => `export default async function (event, ctx) {
+  console.log("greeting", event.name);
+  if (event.fail) throw new Error("asked to fail");
+  return { hello: event.name ?? "world", version: ${version} };
+}
+`;
+
+step("the owner sees a function deployed through the API, rolls it back, invokes it and reads its logs", async () => {
+  for (const version of [1, 2]) {
+    const deployed = await call("PUT", `/v1/admin/apps/${APP}/functions/greet`, TOKEN, { source: GREET(version) });
+    assert.equal(deployed.status, 201, JSON.stringify(deployed.body));
+    assert.equal(deployed.body.version, version);
+  }
+  await owner.click("[data-test=tab-functions]");
+  const row = "[data-test=function-row][data-fn=greet]";
+  await owner.waitForSelector(row);
+  assert.equal(new URL(owner.url()).hash, `#/apps/${APP}/functions`);
+  assert.equal(await text(owner, `${row} [data-test=function-version]`), "2");
+
+  await owner.click(`${row} [data-test=function-link]`);
+  await owner.waitForSelector("[data-test=function-source][data-file='index.js']");
+  assert.equal(new URL(owner.url()).hash, `#/apps/${APP}/functions/greet`);
+  assert.equal(await owner.textContent("[data-test=function-source]"), GREET(2));
+
+  // Back to version 1: it is the active one, here and for the API.
+  await owner.click("[data-test=rollback][data-version='1']");
+  await owner.waitForSelector("[data-test=version-row][data-version='1'][data-active=true]");
+  assert.equal(await owner.textContent("[data-test=function-source]"), GREET(1));
+  assert.equal(await text(owner, "[data-test=function-active-version]"), "1");
+  assert.equal((await call("GET", `/v1/admin/apps/${APP}/functions/greet`, TOKEN)).body.version, 1);
+
+  // Invoked with an event: its result; and a failure: its error.
+  await owner.fill("[data-test=invoke-event]", JSON.stringify({ name: "Ada" }));
+  await owner.click("[data-test=invoke-submit]");
+  await owner.waitForSelector("[data-test=invoke-result]");
+  assert.deepEqual(JSON.parse(await owner.textContent("[data-test=invoke-result]")), { hello: "Ada", version: 1 });
+  await owner.fill("[data-test=invoke-event]", JSON.stringify({ fail: true }));
+  await owner.click("[data-test=invoke-submit]");
+  await owner.waitForSelector("[data-test=invoke-form] >> xpath=.. >> [data-test=error][data-code=function_error]");
+  assert.match(await text(owner, "[data-test=error]"), /asked to fail/);
+
+  // The log has both calls (it is written a few milliseconds after them).
+  let outcomes = [];
+  for (let attempt = 0; attempt < 40 && outcomes.length < 2; attempt += 1) {
+    await sleep(250);
+    await owner.click("[data-test=logs-refresh]");
+    await owner.waitForSelector("[data-test=logs-section] :is([data-test=logs], p:not([role=status]))");
+    outcomes = await owner.$$eval("[data-test=log-row]", (rows) => rows.map((r) => r.dataset.outcome));
+  }
+  assert.deepEqual(outcomes, ["error", "ok"]);
+  await shot(owner, "9-functions");
+});
+
+step("the owner sees the queues with their counts, replays a dead letter and purges", async () => {
+  const queues = `/v1/admin/apps/${APP}/queues`;
+  assert.equal((await call("PUT", `${queues}/emails`, TOKEN, {})).status, 201);
+  const messages = [1, 2, 3].map((n) => ({ payload: { to: `person${n}@example.com` } }));
+  assert.equal((await call("POST", `${queues}/emails/messages`, TOKEN, { messages })).status, 201);
+  // A message that failed its one attempt: a dead letter with its error.
+  assert.equal((await call("PUT", `${queues}/flaky`, TOKEN, { max_attempts: 1 })).status, 201);
+  assert.equal((await call("POST", `${queues}/flaky/messages`, TOKEN, { messages: [{ payload: { n: 1 } }] })).status, 201);
+  const [delivery] = (await call("POST", `${queues}/flaky/claims`, TOKEN, { max: 1 })).body.deliveries;
+  const failed = await call("POST", `${queues}/flaky/messages/${delivery.id}/fail`, TOKEN, { lease: delivery.lease, attempt: 1, error: "smtp down" });
+  assert.deepEqual(failed.body, { state: "dead" });
+
+  await owner.click("[data-test=tab-queues]");
+  const emails = "[data-test=queue-row][data-queue=emails]";
+  await owner.waitForSelector(emails);
+  assert.equal(new URL(owner.url()).hash, `#/apps/${APP}/queues`);
+  assert.equal(await text(owner, `${emails} [data-test=queue-ready]`), "3");
+  assert.equal(await text(owner, `${emails} [data-test=queue-dead]`), "0");
+  assert.equal(await text(owner, "[data-test=queue-row][data-queue=flaky] [data-test=queue-dead]"), "1");
+
+  await owner.click("[data-test=queue-link][data-queue=flaky]");
+  await owner.waitForSelector(`[data-test=dead-row][data-id=${delivery.id}]`);
+  assert.equal(await text(owner, "[data-test=dead-error]"), "smtp down");
+  await owner.click("[data-test=replay-all]");
+  await owner.waitForSelector("p[data-test=dead]");
+  assert.match(await text(owner, "[data-test=notice]"), /^1 /);
+  assert.equal(await text(owner, "[data-test=queue-details] [data-test=queue-ready]"), "1");
+
+  await owner.selectOption("[data-test=purge-state]", "waiting");
+  await owner.click("[data-test=purge]");
+  await owner.click("[data-test=purge-confirm]");
+  await owner.waitForFunction(() => document.querySelector("[data-test=queue-details] [data-test=queue-ready]")?.textContent === "0");
+  const flaky = (await call("GET", `${queues}/flaky`, TOKEN)).body;
+  assert.deepEqual([flaky.ready, flaky.dead], [0, 0]);
+
+  await owner.click("[data-test=tab-queues]");
+  await owner.waitForSelector(emails);
+  await shot(owner, "10-queues");
+});
+
+step("the viewer sees records, functions and queues, with nothing to change them", async () => {
+  await viewer.click(`[data-test=app-link][data-app=${APP}]`);
+  await viewer.click("[data-test=tab-data]");
+  await viewer.waitForSelector("[data-test=collection][data-collection=notes]");
+  assert.equal(await viewer.locator("[data-test=new-collection-form]").count(), 0);
+  await showRecords(viewer, "[data-test=collection-link][data-collection=notes]", 1);
+  assert.equal((await rowIds(viewer)).length, 50);
+  for (const control of ["new-record-form", "new-record", "edit-record", "delete-record"]) {
+    assert.equal(await viewer.locator(`[data-test=${control}]`).count(), 0, `the viewer has no ${control}`);
+  }
+  await showRecords(viewer, "[data-test=page-next]", 2);
+
+  await viewer.click("[data-test=tab-functions]");
+  await viewer.click("[data-test=function-link][data-fn=greet]");
+  await viewer.waitForSelector("[data-test=function-source]");
+  for (const control of ["invoke-form", "rollback", "logs-section"]) {
+    assert.equal(await viewer.locator(`[data-test=${control}]`).count(), 0, `the viewer has no ${control}`);
+  }
+
+  await viewer.click("[data-test=tab-queues]");
+  await viewer.click("[data-test=queue-link][data-queue=emails]");
+  await viewer.waitForSelector("[data-test=queue-details]");
+  // The messages themselves: shown, or said to be for developers, as the server decides.
+  await viewer.waitForSelector("[data-test=dead-letters] :is([data-test=dead], [data-test=dead-hidden])");
+  for (const control of ["replay-all", "purge", "purge-state"]) {
+    assert.equal(await viewer.locator(`[data-test=${control}]`).count(), 0, `the viewer has no ${control}`);
+  }
+  await viewer.context().close();
   await owner.context().close();
 });
 
