@@ -280,6 +280,26 @@ impl FromRequestParts<AppState> for ClientIp {
     }
 }
 
+/// The address of the connection itself, whatever `x-forwarded-for` says: for the console,
+/// whose address is not the API's, so that trusting the API's proxy does not let anybody who
+/// reaches the console directly choose the address their login tries are counted against.
+pub struct PeerIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for PeerIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(addr)| addr.ip());
+        Ok(PeerIp(peer))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,7 +35,7 @@ use serde_json::json;
 
 use crate::error::{ApiError, Code};
 use crate::extract::{Json, Path, Query};
-use crate::limits::{AccountOutcome, ClientIp};
+use crate::limits::{AccountOutcome, PeerIp};
 use crate::state::AppState;
 
 pub use policy::Need;
@@ -433,7 +433,7 @@ struct SetupBody {
 
 async fn set_up(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    PeerIp(ip): PeerIp,
     headers: HeaderMap,
     Json(body): Json<SetupBody>,
 ) -> Result<Response, ApiError> {
@@ -467,7 +467,7 @@ struct LoginBody {
 
 async fn log_in(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    PeerIp(ip): PeerIp,
     headers: HeaderMap,
     Json(body): Json<LoginBody>,
 ) -> Result<Response, ApiError> {
