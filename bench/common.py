@@ -100,7 +100,8 @@ def server(binary, port, config_text="", database=None, log=None):
     config = os.path.join(data, "bench.toml")
     with open(config, "w") as f:
         f.write(config_text)
-    env = dict(os.environ, CLOUDLET_ADMIN_TOKEN=TOKEN, CLOUDLET_LOG_LEVEL="warn")
+    env = dict(os.environ, CLOUDLET_ADMIN_TOKEN=TOKEN, CLOUDLET_LOG_LEVEL="warn",
+               CLOUDLET_CONSOLE_LISTEN="off")
     command = [binary, "serve", "--data-dir", os.path.join(data, "data"),
                "--listen", f"127.0.0.1:{port}", "--config", config]
     if database:

@@ -689,7 +689,8 @@ class Node:
         self.process = None
 
     def start(self):
-        env = dict(os.environ, CLOUDLET_ADMIN_TOKEN=TOKEN, CLOUDLET_LOG_LEVEL="warn")
+        env = dict(os.environ, CLOUDLET_ADMIN_TOKEN=TOKEN, CLOUDLET_LOG_LEVEL="warn",
+                   CLOUDLET_CONSOLE_LISTEN="off")
         output = open(self.args.log, "ab") if self.args.log else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [self.args.binary, "serve", "--data-dir", os.path.join(self.dir, "data"),

@@ -188,7 +188,8 @@ class Cloudlet:
                    "--listen", f"127.0.0.1:{self.port}", "--config", self.config]
         if self.database:
             command += ["--database", self.database]
-        env = dict(os.environ, CLOUDLET_ADMIN_TOKEN=TOKEN, CLOUDLET_LOG_LEVEL="warn")
+        env = dict(os.environ, CLOUDLET_ADMIN_TOKEN=TOKEN, CLOUDLET_LOG_LEVEL="warn",
+                   CLOUDLET_CONSOLE_LISTEN="off")
         env.pop("CLOUDLET_DATABASE", None)
         with open(os.path.join(self.dir, "server.log"), "ab") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=log)

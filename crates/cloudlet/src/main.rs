@@ -265,8 +265,14 @@ async fn migrate(data_dir: &std::path::Path, to: &str) -> Result<(), String> {
     })
     .await
     .map_err(|e| e.to_string())?;
+    let people = report
+        .console
+        .iter()
+        .find(|check| check.table == "console_people")
+        .map_or(0, |check| check.rows);
     println!(
-        "Done: {} apps and {} settings are in PostgreSQL. Start the server with --database.",
+        "Done: {} apps, {} settings and {people} console people (with their roles and the audit \
+         log; they log in again) are in PostgreSQL. Start the server with --database.",
         report.apps.len(),
         report.settings
     );

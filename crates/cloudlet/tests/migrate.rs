@@ -110,6 +110,57 @@ async fn an_instance_moves_to_postgres_whole_and_serves_from_there() {
     )
     .await;
     assert_eq!(before["items"].as_array().unwrap().len(), 3, "{before}");
+    // The console's first owner, and a viewer of the app.
+    let console = server.console.clone().expect("a console");
+    let http = reqwest::Client::new();
+    let setup = http
+        .post(format!("{console}/console/api/setup"))
+        .json(
+            &json!({ "admin_token": TOKEN, "email": "own@example.com", "name": "Own",
+                       "password": CONSOLE_PASSWORD }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(setup.status(), 200);
+    let cookie = setup.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let csrf = setup.json::<serde_json::Value>().await.unwrap()["csrf"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let viewer = http
+        .post(format!("{console}/console/api/people"))
+        .header("cookie", &cookie)
+        .header("x-cloudlet-csrf", &csrf)
+        .json(
+            &json!({ "email": "view@example.com", "name": "View", "password": CONSOLE_PASSWORD,
+                       "instance_role": "member" }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(viewer.status(), 201);
+    let viewer_id = viewer.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let role = http
+        .put(format!(
+            "{console}/console/api/people/{viewer_id}/apps/shop"
+        ))
+        .header("cookie", &cookie)
+        .header("x-cloudlet-csrf", &csrf)
+        .json(&json!({ "role": "viewer" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(role.status(), 204);
     server.stop();
 
     let pg = TestServer::shared();
@@ -184,8 +235,37 @@ async fn an_instance_moves_to_postgres_whole_and_serves_from_there() {
         .await
         .unwrap();
     assert_eq!(page.text().await.unwrap(), "<h1>shop</h1>");
+    // The console's people moved with their roles (and log in again: sessions stay behind).
+    let console = server.console.clone().expect("a console");
+    let login = reqwest::Client::new()
+        .post(format!("{console}/console/api/login"))
+        .json(&json!({ "email": "view@example.com", "password": CONSOLE_PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let apps = reqwest::Client::new()
+        .get(format!("{console}/console/api/apps"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(apps["items"][0]["name"], "shop", "{apps}");
+    assert_eq!(apps["items"][0]["role"], "viewer", "{apps}");
     server.stop();
 }
+
+const CONSOLE_PASSWORD: &str = "seven quiet lanterns drift north";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_migration_killed_halfway_finishes_when_run_again() {

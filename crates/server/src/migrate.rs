@@ -13,7 +13,9 @@ use cloudlet_core::random::OsRandom;
 use cloudlet_core::sealing::Sealer;
 use cloudlet_store::postgres::{Postgres, PostgresOptions};
 use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
-use cloudlet_store::transfer::{AppTransfer, transfer_app, transfer_settings};
+use cloudlet_store::transfer::{
+    AppTransfer, TableCheck, transfer_app, transfer_console, transfer_settings,
+};
 use cloudlet_store::{
     AppName, DataDir, Durability, QueueStore, RecordStore, SigningKeyRow, StoreError, SystemStore,
     TenantStore,
@@ -28,6 +30,8 @@ pub struct MigrateReport {
     pub apps: Vec<(String, AppTransfer)>,
     /// Control-plane settings copied (the admin token's hash).
     pub settings: u64,
+    /// The console's people, roles and audit log, copied or verified.
+    pub console: Vec<TableCheck>,
 }
 
 /// Moves the instance in `data_dir` into the PostgreSQL database at `url`. `progress` hears of
@@ -94,6 +98,7 @@ pub async fn migrate_to_postgres(
     let mut report = MigrateReport {
         apps: Vec::new(),
         settings: 0,
+        console: Vec::new(),
     };
     for name in source_apps {
         let app = AppName::parse(&name)
@@ -126,6 +131,9 @@ pub async fn migrate_to_postgres(
         report.apps.push((name, moved));
     }
     report.settings = transfer_settings(&system, &target).await?;
+    report.console = transfer_console(&system, &target)
+        .await
+        .map_err(|e| StartError::Migrate(format!("the console's people: {e}")))?;
     tenants.close_all().await;
     system.close().await;
     target.close_all().await;

@@ -571,6 +571,40 @@ async fn app_tables(tenants: &SqliteTenants, app: &AppName) -> Result<Vec<String
     Ok(names)
 }
 
+/// Copies the console's people, their roles and the audit log, once every app is there (roles
+/// name apps); verifies them instead when they were copied before. Sessions are not copied:
+/// people log in again on the new backend.
+pub async fn transfer_console(
+    system: &SqliteSystemStore,
+    target: &Postgres,
+) -> Result<Vec<TableCheck>, StoreError> {
+    const TABLES: [&str; 3] = ["console_people", "console_roles", "console_audit"];
+    let mut client = target.client().await?;
+    let tx = client.transaction().await?;
+    tx.batch_execute(&format!(
+        "LOCK TABLE {SYSTEM_SCHEMA}.console_people IN EXCLUSIVE MODE"
+    ))
+    .await?;
+    let present = tx
+        .query_opt(
+            &format!("SELECT 1 FROM {SYSTEM_SCHEMA}.console_people LIMIT 1"),
+            &[],
+        )
+        .await?
+        .is_some();
+    let mut checks = Vec::new();
+    for table in TABLES {
+        let source = Source::System(system);
+        checks.push(if present {
+            verify_table(&tx, source, SYSTEM_SCHEMA, table).await?
+        } else {
+            copy_table(&tx, source, SYSTEM_SCHEMA, table, "").await?
+        });
+    }
+    tx.commit().await?;
+    Ok(checks)
+}
+
 /// Copies the control plane's settings but the master-key check (the target keeps its own) and
 /// SQLite's mark of an open database.
 pub async fn transfer_settings(

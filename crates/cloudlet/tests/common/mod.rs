@@ -15,6 +15,8 @@ pub const TOKEN: &str = "test-admin-token-for-serve-42";
 pub struct Serve {
     child: Child,
     pub base: String,
+    /// The web console's address (`http://…`), unless it is off.
+    pub console: Option<String>,
 }
 
 impl Serve {
@@ -47,8 +49,25 @@ impl Serve {
                 break addr.to_owned();
             }
         };
+        // The console's line follows at once, if it listens.
+        let off = args.windows(2).any(|w| w == ["--console-listen", "off"])
+            || std::env::var("CLOUDLET_CONSOLE_LISTEN").is_ok_and(|v| v == "off");
+        let console = if off {
+            None
+        } else {
+            lines.next().and_then(Result::ok).and_then(|line| {
+                line.trim()
+                    .strip_prefix("The console is at ")
+                    .and_then(|url| url.strip_suffix("/console/"))
+                    .map(str::to_owned)
+            })
+        };
         std::thread::spawn(move || for _ in lines {});
-        Serve { child, base }
+        Serve {
+            child,
+            base,
+            console,
+        }
     }
 
     /// SIGTERM: a graceful stop.
