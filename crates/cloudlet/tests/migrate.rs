@@ -123,13 +123,7 @@ async fn an_instance_moves_to_postgres_whole_and_serves_from_there() {
         .await
         .unwrap();
     assert_eq!(setup.status(), 200);
-    let cookie = setup.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = session_cookie(&setup);
     let csrf = setup.json::<serde_json::Value>().await.unwrap()["csrf"]
         .as_str()
         .unwrap()
@@ -244,13 +238,7 @@ async fn an_instance_moves_to_postgres_whole_and_serves_from_there() {
         .await
         .unwrap();
     assert_eq!(login.status(), 200);
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = session_cookie(&login);
     let apps = reqwest::Client::new()
         .get(format!("{console}/console/api/apps"))
         .header("cookie", &cookie)
@@ -263,6 +251,12 @@ async fn an_instance_moves_to_postgres_whole_and_serves_from_there() {
     assert_eq!(apps["items"][0]["name"], "shop", "{apps}");
     assert_eq!(apps["items"][0]["role"], "viewer", "{apps}");
     server.stop();
+}
+
+/// The console session cookie an answer sets, as a request sends it back.
+fn session_cookie(answer: &reqwest::Response) -> String {
+    let set = answer.headers()["set-cookie"].to_str().unwrap();
+    set.split(';').next().unwrap().to_owned()
 }
 
 const CONSOLE_PASSWORD: &str = "seven quiet lanterns drift north";
