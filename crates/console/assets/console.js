@@ -6,8 +6,9 @@
 //
 // Routes: #/login, #/apps, #/apps/{name} (its overview), #/apps/{name}/data,
 // #/apps/{name}/data/{collection}, #/apps/{name}/functions, #/apps/{name}/functions/{fn},
-// #/apps/{name}/queues, #/apps/{name}/queues/{queue}, #/people, #/audit. What a person may change
-// on an app follows their role on it (from /console/api/apps); the server checks it again.
+// #/apps/{name}/queues, #/apps/{name}/queues/{queue}, #/apps/{name}/users,
+// #/apps/{name}/users/{id}, #/people, #/audit. What a person may change on an app follows their
+// role on it (from /console/api/apps); the server checks it again.
 //
 // data-test attributes (for the end-to-end test, crates/console/e2e/):
 //   header:  nav-apps, nav-people, nav-audit, whoami, logout, lang (also id="lang")
@@ -19,10 +20,15 @@
 //            app-role, create-app-form, new-app-name, new-app-submit
 //   secret:  secret-box, secret-key (its text is the key), copy-secret, secret-done
 //   app:     app-page, app-details, app-role, app-created, key-hint, key-created, collections,
-//            collection-row (data-collection), rotate-key, rotate-confirm, rotate-cancel,
-//            delete-app, delete-app-name, delete-app-confirm, delete-app-cancel
-//   tabs:    tab-overview, tab-data, tab-functions, tab-queues (the open one has
-//            aria-current="page")
+//            collection-row (data-collection), rotate-key, rotate-confirm, rotate-cancel (instance
+//            owners), delete-app, delete-app-name, delete-app-confirm, delete-app-cancel
+//   usage:   usage (data-range: hour or day), usage-range (the toggle; its buttons have
+//            data-range and aria-pressed), usage-refresh, usage-requests-total,
+//            usage-errors-total, usage-p99, usage-invocations-total, usage-connections,
+//            usage-files, usage-file-bytes (each tile's data-value holds the raw number),
+//            chart-requests, chart-p99, chart-invocations (the <svg>s)
+//   tabs:    tab-overview, tab-data, tab-functions, tab-queues, tab-users (developers and
+//            owners only; the open one has aria-current="page")
 //   data:    data-page, collection (data-collection), collection-link (data-collection), fields,
 //            field-row (data-field), indexes, rule-list, rule-view, rule-create, rule-update,
 //            rule-delete, new-collection-form, new-collection-name, new-collection-json,
@@ -43,6 +49,12 @@
 //            queue-details, dead-letters, dead, dead-hidden (messages refused to the role),
 //            dead-row (data-id), dead-error, replay (data-id), replay-all, purge-state, purge,
 //            purge-confirm, purge-cancel
+//   users:   users-page, user-search, user-search-submit, users, user-row (data-id), user-link,
+//            users-prev, users-next, user-page, user-details, identities,
+//            identity-row (data-provider), identity-subject, sessions,
+//            session-row (data-id, data-revoked), revoke-session (data-id),
+//            revoke-session-confirm, revoke-session-cancel, delete-user, delete-user-confirm,
+//            delete-user-cancel
 //   people:  people-page, people-table, person-row (data-email, data-id), instance-role,
 //            person-app-role (data-app, data-role), revoke-role (data-app), grant-app,
 //            grant-role, grant-submit, delete-person, delete-person-confirm,
@@ -275,6 +287,64 @@ const WORDS = {
     'q.purgeQuestion': 'Delete these messages for ever?',
     'q.purgeYes': 'Yes, purge',
     'q.purged': '{n} messages deleted.',
+    'tab.users': 'Users',
+    'usage.title': 'Traffic',
+    'usage.range': 'Period',
+    'usage.hour': 'Last hour',
+    'usage.day': 'Last day',
+    'usage.requests': 'Requests',
+    'usage.errors': 'Server errors',
+    'usage.clientErrors': 'Client errors (4xx)',
+    'usage.clientErrorsHint': '{n} client errors (4xx)',
+    'usage.p99': 'p99 latency, highest',
+    'usage.invocations': 'Function invocations',
+    'usage.connections': 'Realtime connections',
+    'usage.openNow': 'open now',
+    'usage.files': 'Files',
+    'usage.note': 'As counted by the server that answered, since it started.',
+    'usage.chartRequests': 'Requests and errors',
+    'usage.chartP99': 'p99 latency',
+    'usage.chartInvocations': 'Invocations',
+    'usage.max': 'max {value}',
+    'usage.barRequests': '{time}: {requests} requests, {client} client errors, {errors} server errors',
+    'usage.barP99': '{time}: p99 {value}',
+    'usage.barInvocations': '{time}: {n} invocations',
+    'usage.over2s': '> 2 s',
+    'unit.ms': '{n} ms',
+    'unit.s': '{n} s',
+    'users.title': 'Users',
+    'users.all': 'All users',
+    'users.search': 'Search',
+    'users.searchHint': 'An id, phone number, openid or unionid, or the start of an email.',
+    'users.id': 'User',
+    'users.phone': 'Phone',
+    'users.profile': 'Profile',
+    'users.lastLogin': 'Last login',
+    'users.none': 'No users yet.',
+    'users.noMatch': 'No user matches.',
+    'users.identities': 'Login identities',
+    'users.provider': 'Provider',
+    'users.subject': 'Id at the provider',
+    'users.linked': 'Linked',
+    'users.noIdentities': 'No identities.',
+    'users.sessions': 'Sessions',
+    'users.session': 'Session',
+    'users.refreshed': 'Refreshed',
+    'users.expires': 'Expires',
+    'users.state': 'State',
+    'users.live': 'Active',
+    'users.revoked': 'Revoked',
+    'users.expired': 'Expired',
+    'users.noSessions': 'No sessions.',
+    'users.revoke': 'Revoke',
+    'users.revokeQuestion': 'End this session?',
+    'users.revokeYes': 'Yes, revoke',
+    'users.revokedNotice': 'Session revoked: its tokens stop working at once.',
+    'users.delete': 'Delete the user',
+    'users.deleteWarning': 'This deletes the user with their identities, sessions and files. It cannot be undone.',
+    'users.deleteQuestion': 'Delete this user for ever?',
+    'users.deleteYes': 'Yes, delete',
+    'users.deleted': 'User {id} deleted.',
   },
   'zh-CN': {
     'app.name': 'Cloudlet 控制台',
@@ -491,6 +561,64 @@ const WORDS = {
     'q.purgeQuestion': '永久删除这些消息？',
     'q.purgeYes': '确定清空',
     'q.purged': '已删除 {n} 条消息。',
+    'tab.users': '用户',
+    'usage.title': '流量',
+    'usage.range': '时间范围',
+    'usage.hour': '最近一小时',
+    'usage.day': '最近一天',
+    'usage.requests': '请求',
+    'usage.errors': '服务器错误',
+    'usage.clientErrors': '客户端错误（4xx）',
+    'usage.clientErrorsHint': '{n} 个客户端错误（4xx）',
+    'usage.p99': 'p99 延迟（最高）',
+    'usage.invocations': '云函数调用',
+    'usage.connections': '实时连接',
+    'usage.openNow': '当前打开',
+    'usage.files': '文件',
+    'usage.note': '由响应请求的服务器统计，自其启动以来。',
+    'usage.chartRequests': '请求与错误',
+    'usage.chartP99': 'p99 延迟',
+    'usage.chartInvocations': '调用次数',
+    'usage.max': '最大 {value}',
+    'usage.barRequests': '{time}：{requests} 个请求，{client} 个客户端错误，{errors} 个服务器错误',
+    'usage.barP99': '{time}：p99 {value}',
+    'usage.barInvocations': '{time}：{n} 次调用',
+    'usage.over2s': '> 2 秒',
+    'unit.ms': '{n} 毫秒',
+    'unit.s': '{n} 秒',
+    'users.title': '用户',
+    'users.all': '全部用户',
+    'users.search': '搜索',
+    'users.searchHint': 'ID、手机号、openid 或 unionid，或邮箱的开头部分。',
+    'users.id': '用户',
+    'users.phone': '手机号',
+    'users.profile': '资料',
+    'users.lastLogin': '最近登录',
+    'users.none': '还没有用户。',
+    'users.noMatch': '没有匹配的用户。',
+    'users.identities': '登录身份',
+    'users.provider': '登录方式',
+    'users.subject': '在该平台的 ID',
+    'users.linked': '关联时间',
+    'users.noIdentities': '没有登录身份。',
+    'users.sessions': '会话',
+    'users.session': '会话',
+    'users.refreshed': '刷新时间',
+    'users.expires': '过期时间',
+    'users.state': '状态',
+    'users.live': '有效',
+    'users.revoked': '已撤销',
+    'users.expired': '已过期',
+    'users.noSessions': '没有会话。',
+    'users.revoke': '撤销',
+    'users.revokeQuestion': '结束这个会话？',
+    'users.revokeYes': '确定撤销',
+    'users.revokedNotice': '会话已撤销：其令牌立即失效。',
+    'users.delete': '删除用户',
+    'users.deleteWarning': '这会删除该用户及其登录身份、会话和文件，且无法撤销。',
+    'users.deleteQuestion': '永久删除这个用户？',
+    'users.deleteYes': '确定删除',
+    'users.deleted': '已删除用户 {id}。',
   },
 };
 
@@ -1039,6 +1167,8 @@ const APP_TABS = {
   data: [pageData, pageCollection, 'collection'],
   functions: [pageFunctions, pageFunction, 'function'],
   queues: [pageQueues, pageQueue, 'queue'],
+  // Personal data: a tab for developers and owners only (the server refuses viewers anyway).
+  users: [pageUsers, pageUser, 'user', writer],
 };
 
 /**
@@ -1052,21 +1182,22 @@ function pageApp(main, name, [tab = 'overview', item = null, ...more]) {
   if (!view || more.length) return notFound(main);
   main.setAttribute('data-test', item ? `${what}-page` : tab === 'overview' ? 'app-page' : `${tab}-page`);
   const base = `#/apps/${path(name)}`;
-  const tabs = h(
-    'nav',
-    { class: 'tabs', 'aria-label': t('app.sections') },
-    Object.keys(APP_TABS).map((key) =>
-      h(
-        'a',
-        {
-          href: key === 'overview' ? base : `${base}/${key}`,
-          'data-test': `tab-${key}`,
-          'aria-current': key === tab ? 'page' : null,
-        },
-        t(`tab.${key}`),
-      ),
-    ),
-  );
+  const tabLinks = (mine) =>
+    Object.entries(APP_TABS)
+      .filter(([, [, , , may]]) => !may || may(mine))
+      .map(([key]) =>
+        h(
+          'a',
+          {
+            href: key === 'overview' ? base : `${base}/${key}`,
+            'data-test': `tab-${key}`,
+            'aria-current': key === tab ? 'page' : null,
+          },
+          t(`tab.${key}`),
+        ),
+      );
+  // The tabs everybody has at once; those a role needs once the role is known.
+  const tabs = h('nav', { class: 'tabs', 'aria-label': t('app.sections') }, tabLinks(null));
   const body = slot();
   body.set(loading());
   append(
@@ -1083,22 +1214,27 @@ function pageApp(main, name, [tab = 'overview', item = null, ...more]) {
         (answer) => answer?.items?.find((a) => a.name === name)?.role ?? null,
         () => null,
       );
+  role.then((mine) => tabs.replaceChildren(...tabLinks(mine)));
   view({ name, body, role, item });
 }
 
-/** Whether a role may change things (and read the personal data of function logs). */
-const writer = (role) => role === 'owner' || role === 'developer';
+/** Whether a role may change things (and read personal data: function logs, users). */
+function writer(role) {
+  return role === 'owner' || role === 'developer';
+}
 const adminUrl = (name, ...rest) => `/v1/admin/apps/${path(name, ...rest)}`;
 
 function pageOverview({ name, body, role }) {
   const app = adminUrl(name);
+  const usage = usageSection(name);
   Promise.allSettled([role, api('GET', app), api('GET', `${app}/collections`)]).then(
     ([mine, details, collections]) => {
       if (details.status === 'rejected') return body.set(errorBanner(details.reason));
       body.set(
         appDetails(details.value, mine.value),
+        usage,
         collectionsSection(name, collections),
-        mine.value === 'owner' ? rotateSection(name) : null,
+        isOwner() ? rotateSection(name) : null,
         isOwner() ? deleteSection(name) : null,
       );
     },
@@ -1227,6 +1363,194 @@ function deleteSection(name) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Traffic: the overview's tiles and charts (GET …/usage: 60 minutes and 24 hours, oldest first)
+
+/** The latency buckets' bounds in ms; the last one stands for "over 2 s". */
+const OVER_2S = 4294967295;
+const P99_BOUNDS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, OVER_2S];
+const SVG = 'http://www.w3.org/2000/svg';
+
+/** An SVG element: attributes set as they are, children appended (no HTML parsed). */
+function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) if (value !== null && value !== undefined) el.setAttribute(key, String(value));
+  return append(el, ...children);
+}
+
+const num = (n) => new Intl.NumberFormat(lang).format(Number(n) || 0);
+
+function latency(ms) {
+  if (ms === null || ms === undefined) return '—';
+  if (ms >= OVER_2S) return t('usage.over2s');
+  return ms >= 1000 ? t('unit.s', { n: num(ms / 1000) }) : t('unit.ms', { n: num(ms) });
+}
+
+function bytes(n) {
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let value = Number(n) || 0;
+  let unit = 0;
+  for (; value >= 1024 && unit < units.length - 1; unit += 1) value /= 1024;
+  return `${new Intl.NumberFormat(lang, { maximumFractionDigits: value < 10 && unit ? 1 : 0 }).format(value)} ${units[unit]}`;
+}
+
+function usageSection(name) {
+  let answer = null;
+  let range = 'hour';
+  const content = slot();
+  content.set(loading());
+  const show = () => {
+    section.dataset.range = range;
+    for (const b of ranges) b.setAttribute('aria-pressed', String(b.dataset.range === range));
+    if (answer) content.set(usageView(answer, range));
+  };
+  const ranges = ['hour', 'day'].map((r) =>
+    h('button', { type: 'button', class: 'button-small', 'data-range': r, onclick: () => ((range = r), show()) }, t(`usage.${r}`)),
+  );
+  const refresh = h('button', { type: 'button', class: 'button-small', 'data-test': 'usage-refresh', onclick: () => load() }, t('refresh'));
+  const load = async () => {
+    refresh.disabled = true;
+    try {
+      answer = await api('GET', adminUrl(name, 'usage'));
+      show();
+    } catch (error) {
+      content.set(errorBanner(error));
+    }
+    refresh.disabled = false;
+  };
+  const section = h(
+    'section',
+    { class: 'card', 'data-test': 'usage' },
+    cardHead(t('usage.title'), h('div', { class: 'segmented', role: 'group', 'aria-label': t('usage.range'), 'data-test': 'usage-range' }, ranges), refresh),
+    content,
+  );
+  show();
+  load();
+  return section;
+}
+
+function usageView(answer, range) {
+  const points = (range === 'day' ? answer.hours : answer.minutes) ?? [];
+  const sum = (key) => points.reduce((total, p) => total + (Number(p[key]) || 0), 0);
+  const p99s = points.map((p) => p.p99_ms).filter((ms) => typeof ms === 'number');
+  const p99 = p99s.length ? Math.max(...p99s) : null;
+  const tile = (label, value, test, raw, hint) =>
+    h(
+      'div',
+      { class: 'tile' },
+      h('span', { class: 'tile-label' }, label),
+      h('strong', { class: 'tile-value', 'data-test': test, 'data-value': raw }, value),
+      hint,
+    );
+  const hint = (text, test, raw) => h('span', { class: 'muted tile-hint', 'data-test': test, 'data-value': raw }, text);
+  const [requests, errors, clientErrors, invocations] = ['requests', 'errors', 'client_errors', 'invocations'].map(sum);
+  const clock = (iso) => new Intl.DateTimeFormat(lang, { hour: '2-digit', minute: '2-digit' }).format(new Date(iso));
+  const bucket = (ms) => (ms === null || ms === undefined ? 0 : P99_BOUNDS.findIndex((bound) => ms <= bound) + 1 || P99_BOUNDS.length);
+  return [
+    h(
+      'div',
+      { class: 'tiles' },
+      tile(t('usage.requests'), num(requests), 'usage-requests-total', requests),
+      tile(t('usage.errors'), num(errors), 'usage-errors-total', errors, hint(t('usage.clientErrorsHint', { n: num(clientErrors) }))),
+      tile(t('usage.p99'), latency(p99), 'usage-p99', p99 ?? ''),
+      tile(t('usage.invocations'), num(invocations), 'usage-invocations-total', invocations),
+      tile(t('usage.connections'), num(answer.realtime_connections), 'usage-connections', answer.realtime_connections, hint(t('usage.openNow'))),
+      tile(t('usage.files'), num(answer.files), 'usage-files', answer.files, hint(bytes(answer.file_bytes), 'usage-file-bytes', answer.file_bytes)),
+    ),
+    h(
+      'div',
+      { class: 'charts' },
+      chart({
+        test: 'chart-requests',
+        title: t('usage.chartRequests'),
+        points,
+        clock,
+        // Errors are requests too: drawn over the bottom of their period's bar.
+        bars: [
+          ['bar', (p) => p.requests],
+          ['bar bar-client', (p) => (p.client_errors ?? 0) + (p.errors ?? 0)],
+          ['bar bar-error', (p) => p.errors],
+        ],
+        max: (top) => num(top),
+        label: (p) =>
+          t('usage.barRequests', { time: clock(p.at), requests: num(p.requests), client: num(p.client_errors), errors: num(p.errors) }),
+        legend: [
+          ['bar', t('usage.requests')],
+          ['bar-client', t('usage.clientErrors')],
+          ['bar-error', t('usage.errors')],
+        ],
+      }),
+      // The latency is a bucket's bound: drawn on the buckets' own (ordinal) scale.
+      chart({
+        test: 'chart-p99',
+        title: t('usage.chartP99'),
+        points,
+        clock,
+        bars: [['bar bar-p99', (p) => bucket(p.p99_ms)]],
+        max: (top) => latency(P99_BOUNDS[top - 1]),
+        label: (p) => t('usage.barP99', { time: clock(p.at), value: latency(p.p99_ms) }),
+      }),
+      chart({
+        test: 'chart-invocations',
+        title: t('usage.chartInvocations'),
+        points,
+        clock,
+        bars: [['bar bar-fn', (p) => p.invocations]],
+        max: (top) => num(top),
+        label: (p) => t('usage.barInvocations', { time: clock(p.at), n: num(p.invocations) }),
+      }),
+    ),
+    h('p', { class: 'muted small' }, t('usage.note')),
+  ];
+}
+
+/**
+ * A small bar chart, one period a bar: `bars` are [class, value of a point] drawn over each
+ * other (the first the tallest), scaled to the highest first value; the highest is written
+ * above, the first and last periods' times below, each bar's numbers in its tooltip.
+ */
+function chart({ test, title, points, clock, bars, max, label, legend }) {
+  const top = Math.max(0, ...points.map((p) => Number(bars[0][1](p)) || 0));
+  const width = 10;
+  const height = 100;
+  const periods = points.map((p, i) => {
+    const x = i * width;
+    const rects = bars.map(([cls, value]) => {
+      const v = Number(value(p)) || 0;
+      if (!v || !top) return null;
+      const tall = Math.max(1.5, (v / top) * height);
+      return svg('rect', { class: cls, x: x + 1, y: height - tall, width: width - 2, height: tall });
+    });
+    return svg('g', {}, svg('title', {}, label(p)), svg('rect', { class: 'hit', x, y: 0, width, height }), rects);
+  });
+  return h(
+    'figure',
+    { class: 'chart' },
+    h('figcaption', {}, h('span', {}, title), h('span', { class: 'muted' }, t('usage.max', { value: top ? max(top) : '0' }))),
+    svg(
+      'svg',
+      {
+        viewBox: `0 0 ${Math.max(1, points.length) * width} ${height}`,
+        preserveAspectRatio: 'none',
+        role: 'img',
+        'aria-label': title,
+        'data-test': test,
+      },
+      periods,
+    ),
+    points.length
+      ? h('div', { class: 'chart-axis muted' }, h('span', {}, clock(points[0].at)), h('span', {}, clock(points[points.length - 1].at)))
+      : null,
+    legend
+      ? h(
+          'div',
+          { class: 'chart-legend muted' },
+          legend.map(([cls, text]) => h('span', {}, h('span', { class: `swatch swatch-${cls}` }), text)),
+        )
+      : null,
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Shared by the app's sections
 
 /** A JSON value in a table cell: text as it is, anything else as compact JSON, long ones cut. */
@@ -1252,11 +1576,12 @@ const pretty = (value) => JSON.stringify(value, null, 2);
 
 /**
  * A dangerous button that asks first: `label` (data-test `test`), then `question` with `yes`
- * (`test`-confirm) and cancel (`test`-cancel). `action(area)` runs on yes.
+ * (`test`-confirm) and cancel (`test`-cancel). `action(area)` runs on yes. `attrs` go on both
+ * dangerous buttons (a `data-id`).
  */
-function confirmButton(label, question, yes, test, action) {
+function confirmButton(label, question, yes, test, action, attrs = {}) {
   const area = h('span', { class: 'confirm-inline' });
-  const button = (text, attrs) => h('button', { type: 'button', class: 'button-small button-danger', ...attrs }, text);
+  const button = (text, more) => h('button', { type: 'button', class: 'button-small button-danger', ...attrs, ...more }, text);
   const idle = () => area.replaceChildren(button(label, { 'data-test': test, onclick: ask }));
   const ask = () =>
     area.replaceChildren(
@@ -1940,6 +2265,220 @@ function deadLetters(url, answer, write, message, reload) {
         )
       : null,
   ];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Users: the app's end users, their login identities and sessions (developers and owners)
+
+/** A message for the next page, shown once if it is the one: { hash, text }. */
+let flash = null;
+
+function pageUsers({ name, body }) {
+  const url = adminUrl(name, 'users');
+  const message = slot();
+  if (flash?.hash === location.hash) message.set(notice(flash.text));
+  flash = null;
+  const list = slot();
+  const afters = [null]; // afters[i] opens page i
+  let page = 0;
+  let search = '';
+  let loads = 0;
+  const where = h('span', { class: 'muted' });
+  const prev = h('button', { type: 'button', 'data-test': 'users-prev', onclick: () => load(page - 1) }, `← ${t('data.prev')}`);
+  const next = h('button', { type: 'button', 'data-test': 'users-next', onclick: () => load(page + 1) }, `${t('data.next')} →`);
+  const load = async (to) => {
+    const mine = ++loads;
+    prev.disabled = next.disabled = true;
+    list.set(loading());
+    const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+    if (search) query.set('search', search);
+    if (afters[to]) query.set('after', afters[to]);
+    let shown;
+    try {
+      const answer = await api('GET', `${url}?${query}`);
+      page = to;
+      afters.length = to + 1;
+      afters.push(answer?.next_after ?? null);
+      shown = usersTable(name, answer?.items ?? [], search);
+    } catch (error) {
+      shown = errorBanner(error);
+    }
+    if (mine !== loads) return;
+    list.set(shown);
+    prev.disabled = page === 0;
+    next.disabled = !afters[page + 1];
+    where.textContent = t('data.page', { page: page + 1 });
+  };
+  const submit = (form) => {
+    search = form.elements['user-search'].value.trim();
+    message.set();
+    afters.length = 1;
+    load(0);
+  };
+  body.set(
+    h(
+      'form',
+      { class: 'toolbar filters', role: 'search', onsubmit: onSubmit(submit) },
+      h('label', { for: 'user-search' }, t('users.search')),
+      h('input', {
+        id: 'user-search',
+        name: 'user-search',
+        type: 'search',
+        autocomplete: 'off',
+        spellcheck: 'false',
+        maxlength: 256,
+        title: t('users.searchHint'),
+        'aria-describedby': 'user-search-hint',
+        'data-test': 'user-search',
+      }),
+      h('button', { type: 'submit', 'data-test': 'user-search-submit' }, t('users.search')),
+      h('small', { id: 'user-search-hint', class: 'muted' }, t('users.searchHint')),
+    ),
+    message,
+    list,
+    h('div', { class: 'actions' }, prev, next, where),
+  );
+  load(0);
+}
+
+function usersTable(app, users, search) {
+  if (!users.length) return h('p', { class: 'muted', 'data-test': 'users' }, t(search ? 'users.noMatch' : 'users.none'));
+  const orNone = (value) => value ?? h('span', { class: 'muted' }, '—');
+  return table(
+    { 'data-test': 'users' },
+    [t('users.id'), t('field.email'), t('users.phone'), t('users.profile'), t('data.created'), t('users.lastLogin')],
+    users.map((user) =>
+      h(
+        'tr',
+        { 'data-test': 'user-row', 'data-id': user.id },
+        h('td', {}, h('a', { href: `#/apps/${path(app)}/users/${path(user.id)}`, 'data-test': 'user-link' }, h('code', {}, user.id))),
+        h('td', {}, orNone(user.email)),
+        h('td', { class: 'nowrap' }, orNone(user.phone)),
+        h('td', {}, profileOf(user)),
+        h('td', { class: 'nowrap' }, time(user.created_at)),
+        h('td', { class: 'nowrap' }, time(user.last_login_at)),
+      ),
+    ),
+  );
+}
+
+const profileOf = (user) =>
+  user.profile && Object.keys(user.profile).length ? compact(user.profile) : h('span', { class: 'muted' }, '—');
+
+function pageUser({ name, body, item }) {
+  const url = adminUrl(name, 'users', item);
+  const back = crumb(`#/apps/${path(name)}/users`, t('users.all'));
+  const message = slot();
+  const sessions = slot();
+  sessions.set(loading());
+  const loadSessions = () =>
+    loadInto(sessions, api('GET', `${url}/sessions`), (answer) => sessionsTable(name, listOf(answer), message, loadSessions));
+  const remove = (area) =>
+    busy(area, message, async () => {
+      await api('DELETE', url);
+      flash = { hash: `#/apps/${path(name)}/users`, text: t('users.deleted', { id: item }) };
+      go(flash.hash);
+    });
+  api('GET', url).then(
+    (user) => {
+      body.set(
+        back,
+        h('h2', {}, h('code', {}, user.id)),
+        message,
+        h(
+          'section',
+          { class: 'card', 'data-test': 'user-details' },
+          h(
+            'dl',
+            { class: 'details' },
+            detailRow(t('field.email'), user.email ?? '—'),
+            detailRow(t('users.phone'), user.phone ?? '—'),
+            detailRow(t('data.created'), time(user.created_at)),
+            detailRow(t('users.lastLogin'), time(user.last_login_at)),
+            detailRow(t('users.profile'), profileOf(user)),
+          ),
+        ),
+        identitiesSection(user.identities ?? []),
+        h(
+          'section',
+          { class: 'card' },
+          cardHead(t('users.sessions'), h('button', { type: 'button', class: 'button-small', onclick: () => loadSessions() }, t('refresh'))),
+          sessions,
+        ),
+        h(
+          'section',
+          { class: 'card card-danger' },
+          h('h2', {}, t('users.delete')),
+          h('p', { class: 'warning' }, t('users.deleteWarning')),
+          confirmButton(t('users.delete'), t('users.deleteQuestion'), t('users.deleteYes'), 'delete-user', remove),
+        ),
+      );
+      loadSessions();
+    },
+    (error) => body.set(back, errorBanner(error)),
+  );
+}
+
+function identitiesSection(identities) {
+  return h(
+    'section',
+    { class: 'card' },
+    h('h2', {}, t('users.identities')),
+    identities.length
+      ? table(
+          { 'data-test': 'identities' },
+          [t('users.provider'), t('users.subject'), 'unionid', t('users.linked')],
+          identities.map((i) =>
+            h(
+              'tr',
+              { 'data-test': 'identity-row', 'data-provider': i.provider },
+              h('td', {}, h('code', {}, i.provider)),
+              h('td', {}, h('code', { 'data-test': 'identity-subject' }, i.subject)),
+              h('td', {}, i.unionid ? h('code', {}, i.unionid) : h('span', { class: 'muted' }, '—')),
+              h('td', { class: 'nowrap' }, time(i.created_at)),
+            ),
+          ),
+        )
+      : h('p', { class: 'muted', 'data-test': 'identities' }, t('users.noIdentities')),
+  );
+}
+
+function sessionsTable(app, sessions, message, reload) {
+  if (!sessions.length) return h('p', { class: 'muted', 'data-test': 'sessions' }, t('users.noSessions'));
+  const now = Date.now();
+  const rows = sessions.map((s) => {
+    const revoked = Boolean(s.revoked_at);
+    const live = !revoked && new Date(s.expires_at).getTime() > now;
+    const revoke = (area) =>
+      busy(area, message, async () => {
+        await api('DELETE', adminUrl(app, 'sessions', s.id));
+        message.set(notice(t('users.revokedNotice')));
+        await reload();
+      });
+    const state = revoked
+      ? h('span', { class: 'status-bad' }, t('users.revoked'), ' ', time(s.revoked_at))
+      : h('span', { class: live ? 'status-ok' : 'muted' }, t(live ? 'users.live' : 'users.expired'));
+    return h(
+      'tr',
+      { 'data-test': 'session-row', 'data-id': s.id, 'data-revoked': String(revoked) },
+      h('td', {}, h('code', {}, s.id)),
+      h('td', {}, h('code', {}, s.provider)),
+      h('td', { class: 'nowrap' }, time(s.created_at)),
+      h('td', { class: 'nowrap' }, time(s.refreshed_at)),
+      h('td', { class: 'nowrap' }, time(s.expires_at)),
+      h('td', {}, state),
+      h(
+        'td',
+        { class: 'nowrap' },
+        live ? confirmButton(t('users.revoke'), t('users.revokeQuestion'), t('users.revokeYes'), 'revoke-session', revoke, { 'data-id': s.id }) : null,
+      ),
+    );
+  });
+  return table(
+    { 'data-test': 'sessions' },
+    [t('users.session'), t('users.provider'), t('data.created'), t('users.refreshed'), t('users.expires'), t('users.state'), ''],
+    rows,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------

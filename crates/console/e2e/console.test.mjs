@@ -149,9 +149,9 @@ async function adminGet(path, bearer) {
   return response.status;
 }
 
-/** A call with a bearer token: its status and its JSON (null for none). */
+/** A call with a bearer token (or none): its status and its JSON (null for none). */
 async function call(method, path, bearer, body) {
-  const headers = { authorization: `Bearer ${bearer}` };
+  const headers = bearer ? { authorization: `Bearer ${bearer}` } : {};
   if (body !== undefined) headers["content-type"] = "application/json";
   const response = await fetch(`${api}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const answer = await response.text();
@@ -664,6 +664,165 @@ step("the viewer sees records, functions and queues, with nothing to change them
   for (const control of ["replay-all", "purge", "purge-state"]) {
     assert.equal(await viewer.locator(`[data-test=${control}]`).count(), 0, `the viewer has no ${control}`);
   }
+});
+
+// ---------------------------------------------------------------------------------------------
+// An app's traffic, its users, and who sees them
+
+/** The overview's totals, from the tiles' raw values. */
+const usageTotals = (page) =>
+  page.$eval("[data-test=usage]", (usage) =>
+    Object.fromEntries(
+      ["requests-total", "errors-total", "invocations-total", "connections", "files"].map((key) => [
+        key,
+        Number(usage.querySelector(`[data-test=usage-${key}]`).dataset.value),
+      ]),
+    ),
+  );
+
+step("the owner's overview shows the app's traffic: totals and charts, over the last hour and the last day", async () => {
+  await owner.click("[data-test=tab-overview]");
+  await owner.waitForSelector("[data-test=usage][data-range=hour] [data-test=usage-requests-total]");
+  assert.equal(new URL(owner.url()).hash, `#/apps/${APP}`);
+  const hour = await usageTotals(owner);
+  // The records, function calls and queue calls of the steps before, through the API.
+  assert.ok(hour["requests-total"] > 0, JSON.stringify(hour));
+  assert.ok(hour["invocations-total"] >= 2, `the two invocations are counted: ${JSON.stringify(hour)}`);
+  assert.equal(hour.connections, 0);
+  assert.equal(hour.files, 0);
+  for (const name of ["requests", "p99", "invocations"]) {
+    assert.equal(await owner.locator(`svg[data-test=chart-${name}]`).count(), 1, `the ${name} chart`);
+  }
+  assert.equal(await owner.locator("svg[data-test=chart-requests] g").count(), 60, "a bar a minute");
+  assert.ok((await owner.locator("svg[data-test=chart-requests] rect.bar").count()) > 0, "some minute has requests");
+  assert.ok((await owner.locator("svg[data-test=chart-p99] rect.bar").count()) > 0, "some minute has a p99");
+  assert.match(await text(owner, "[data-test=usage-p99]"), /^(\d[\d,.]* (ms|s)|> 2 s)$/);
+
+  await owner.click("[data-test=usage-range] [data-range=day]");
+  await owner.waitForSelector("[data-test=usage][data-range=day]");
+  assert.equal(await owner.getAttribute("[data-test=usage-range] [data-range=day]", "aria-pressed"), "true");
+  assert.equal(await owner.locator("svg[data-test=chart-requests] g").count(), 24, "a bar an hour");
+  const day = await usageTotals(owner);
+  for (const key of ["requests-total", "errors-total", "invocations-total"]) {
+    assert.ok(day[key] >= hour[key], `${key}: the day's ${day[key]}, the hour's ${hour[key]}`);
+  }
+
+  // Refreshed: at least as much as before (the refresh itself may count).
+  await owner.click("[data-test=usage-refresh]");
+  await owner.waitForSelector("[data-test=usage-refresh]:not([disabled])");
+  assert.ok((await usageTotals(owner))["requests-total"] >= day["requests-total"]);
+
+  await owner.click("[data-test=usage-range] [data-range=hour]");
+  await owner.waitForSelector("[data-test=usage][data-range=hour]");
+  await shot(owner, "11-overview");
+});
+
+step("the owner finds a user on the Users page, revokes their session and deletes another user", async () => {
+  const enabled = await call("PUT", `/v1/admin/apps/${APP}/auth/providers/dev`, TOKEN, { enabled: true });
+  assert.equal(enabled.status, 200, JSON.stringify(enabled.body));
+  const users = {};
+  for (const name of ["ann", "bob", "cat"]) {
+    const login = await call("POST", `/v1/apps/${APP}/auth/sessions`, null, { provider: "dev", user: name });
+    assert.equal(login.status, 201, JSON.stringify(login.body));
+    users[name] = login.body;
+  }
+  const ids = (page) => page.$$eval("[data-test=user-row]", (rows) => rows.map((row) => row.dataset.id));
+
+  await owner.click("[data-test=tab-users]");
+  await owner.waitForSelector("[data-test=users-page] [data-test=user-row]");
+  assert.equal(new URL(owner.url()).hash, `#/apps/${APP}/users`);
+  assert.equal(await owner.getAttribute("[data-test=tab-users]", "aria-current"), "page");
+  assert.deepEqual((await ids(owner)).sort(), Object.values(users).map((u) => u.user.id).sort());
+  assert.ok(await owner.isDisabled("[data-test=users-prev]"));
+  assert.ok(await owner.isDisabled("[data-test=users-next]"));
+
+  // The dev provider's subject is the name: a search finds bob, and only him.
+  await owner.fill("[data-test=user-search]", "bob");
+  await owner.click("[data-test=user-search-submit]");
+  await owner.waitForFunction(() => document.querySelectorAll("[data-test=user-row]").length === 1);
+  assert.deepEqual(await ids(owner), [users.bob.user.id]);
+
+  await owner.click("[data-test=user-link]");
+  await owner.waitForSelector("[data-test=user-page] [data-test=session-row]");
+  assert.equal(new URL(owner.url()).hash, `#/apps/${APP}/users/${users.bob.user.id}`);
+  assert.equal(await owner.locator("[data-test=identity-row]").count(), 1);
+  assert.equal(await text(owner, "[data-test=identity-row][data-provider=dev] [data-test=identity-subject]"), "bob");
+  assert.equal(await owner.locator("[data-test=session-row]").count(), 1);
+  const session = await owner.getAttribute("[data-test=session-row]", "data-id");
+  assert.equal(await owner.getAttribute("[data-test=session-row]", "data-revoked"), "false");
+  assert.equal((await call("GET", `/v1/apps/${APP}/auth/user`, users.bob.access_token)).status, 200);
+
+  // Revoked in the console: his access token stops working at once.
+  await owner.click(`[data-test=revoke-session][data-id="${session}"]`);
+  await owner.click(`[data-test=revoke-session-confirm][data-id="${session}"]`);
+  await owner.waitForSelector(`[data-test=session-row][data-id="${session}"][data-revoked=true]`);
+  await owner.waitForSelector("[data-test=notice]");
+  assert.equal(await owner.locator("[data-test=revoke-session]").count(), 0);
+  const revoked = await call("GET", `/v1/apps/${APP}/auth/user`, users.bob.access_token);
+  assert.equal(revoked.status, 401, JSON.stringify(revoked.body));
+  assert.equal(revoked.body.error.code, "session_revoked");
+
+  // Ann deleted after a second click: back on the list, without her; the API has no such user.
+  await owner.click("[data-test=tab-users]");
+  await owner.click(`[data-test=user-row][data-id="${users.ann.user.id}"] [data-test=user-link]`);
+  await owner.waitForSelector("[data-test=user-page] [data-test=sessions]");
+  await owner.click("[data-test=delete-user]");
+  await owner.click("[data-test=delete-user-confirm]");
+  await owner.waitForSelector("[data-test=users-page] [data-test=user-row]");
+  assert.equal(new URL(owner.url()).hash, `#/apps/${APP}/users`);
+  assert.match(await text(owner, "[data-test=notice]"), new RegExp(users.ann.user.id));
+  assert.deepEqual((await ids(owner)).sort(), [users.bob.user.id, users.cat.user.id].sort());
+  const gone = await call("GET", `/v1/admin/apps/${APP}/users/${users.ann.user.id}`, TOKEN);
+  assert.equal(gone.status, 404, JSON.stringify(gone.body));
+  assert.equal(gone.body.error.code, "user_not_found");
+  await shot(owner, "12-users");
+});
+
+step("an app owner who is not an instance owner sees the Users tab, but neither Rotate nor Delete", async () => {
+  const APP_OWNER = { email: "app-owner@example.com", name: "Ada Appowner", password: "crimson ferries sail past the harbour" };
+  const made = await owner.evaluate(async ({ person, app }) => {
+    const { csrf } = await (await fetch("/console/api/state", { credentials: "same-origin" })).json();
+    const send = async (method, url, body) => {
+      const headers = { "content-type": "application/json", "x-cloudlet-csrf": csrf };
+      const response = await fetch(url, { method, credentials: "same-origin", headers, body: JSON.stringify(body) });
+      return { status: response.status, body: await response.json().catch(() => null) };
+    };
+    const added = await send("POST", "/console/api/people", { ...person, instance_role: "member" });
+    const id = added.body?.id ?? added.body?.person?.id;
+    const granted = await send("PUT", `/console/api/people/${encodeURIComponent(id)}/apps/${app}`, { role: "owner" });
+    return { added, granted };
+  }, { person: APP_OWNER, app: APP });
+  assert.equal(made.added.status, 201, JSON.stringify(made.added));
+  assert.ok(made.granted.status < 300, JSON.stringify(made.granted));
+
+  const page = await newPage();
+  await page.goto(`${consoleBase}/console/`);
+  await page.fill("[data-test=login-email]", APP_OWNER.email);
+  await page.fill("[data-test=login-password]", APP_OWNER.password);
+  await page.click("[data-test=login-submit]");
+  await page.click(`[data-test=app-row][data-app=${APP}][data-role=owner] [data-test=app-link]`);
+  await page.waitForSelector("[data-test=app-details] [data-test=app-role]");
+  await page.waitForSelector("[data-test=usage-requests-total]");
+  await page.waitForSelector("[data-test=tab-users]");
+  assert.equal(await page.locator("[data-test=rotate-key]").count(), 0);
+  assert.equal(await page.locator("[data-test=delete-app]").count(), 0);
+  await page.click("[data-test=tab-users]");
+  await page.waitForSelector("[data-test=user-row]");
+  await page.context().close();
+});
+
+step("the viewer sees the traffic but no Users tab and no Rotate button; the users are refused", async () => {
+  await viewer.click("[data-test=tab-overview]");
+  await viewer.waitForSelector("[data-test=app-details]");
+  await viewer.waitForSelector("[data-test=usage-requests-total]");
+  for (const control of ["tab-users", "rotate-key", "delete-app"]) {
+    assert.equal(await viewer.locator(`[data-test=${control}]`).count(), 0, `the viewer has no ${control}`);
+  }
+  assert.equal(await viewer.locator("[data-test=tab-queues]").count(), 1);
+  // Typed into the address bar: the server's refusal.
+  await viewer.evaluate((app) => (location.hash = `#/apps/${app}/users`), APP);
+  await viewer.waitForSelector("[data-test=users-page] [data-test=error][data-code=forbidden]");
+  assert.equal(await viewer.locator("[data-test=tab-users]").count(), 0);
   await viewer.context().close();
   await owner.context().close();
 });
