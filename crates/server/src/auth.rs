@@ -96,7 +96,7 @@ struct UserPath {
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct UserQuery {
-    /// A user's id, phone, openid or unionid, or the start of their email.
+    /// A user's id, email, phone, openid or unionid (exactly: each is looked up by an index).
     search: Option<String>,
     /// The `next_after` of the page before.
     after: Option<String>,

@@ -141,7 +141,9 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     state
         .metrics()
         .observe(method_label(&method), &route, status, elapsed.as_secs_f64());
-    if let Some(app) = app_of(&route, &path) {
+    // Deleting an app is not traffic of it (nor of a new app of the same name).
+    let deleting = method == Method::DELETE && route == "/v1/admin/apps/{app}";
+    if !deleting && let Some(app) = app_of(&route, &path) {
         state.usage().request(&app, status, elapsed);
     }
     tracing::info!(

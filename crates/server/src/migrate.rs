@@ -131,9 +131,14 @@ pub async fn migrate_to_postgres(
         report.apps.push((name, moved));
     }
     report.settings = transfer_settings(&system, &target).await?;
-    report.console = transfer_console(&system, &target)
-        .await
-        .map_err(|e| StartError::Migrate(format!("the console's people: {e}")))?;
+    report.console = transfer_console(&system, &target).await.map_err(|e| {
+        StartError::Migrate(format!(
+            "the console's people: {e}. The apps are moved; the target has console people \
+                 other than this instance's. To copy this instance's, empty the target's \
+                 console_audit, console_roles and console_people (schema cloudlet) and run \
+                 again"
+        ))
+    })?;
     tenants.close_all().await;
     system.close().await;
     target.close_all().await;

@@ -22,6 +22,9 @@ use tokio_util::task::TaskTracker;
 use crate::limits::AuthLimits;
 use crate::metrics::Metrics;
 
+/// Console writes that may run at once on a node; more are refused `429`.
+const CONSOLE_WRITES: usize = 64;
+
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
 
@@ -38,6 +41,8 @@ struct Shared {
     realtime: Hub,
     console: Console,
     usage: crate::usage::Usage,
+    /// Console writes running at once (each runs to its end even if its client leaves).
+    console_writes: Arc<tokio::sync::Semaphore>,
     /// Whether the console's session cookie is marked `Secure`.
     console_secure_cookie: bool,
     limits: AuthLimits,
@@ -115,6 +120,7 @@ impl AppState {
             console,
             console_secure_cookie,
             usage,
+            console_writes: Arc::new(tokio::sync::Semaphore::new(CONSOLE_WRITES)),
             limits,
             access,
             system,
@@ -169,6 +175,11 @@ impl AppState {
 
     pub fn console(&self) -> &Console {
         &self.0.console
+    }
+
+    /// A place for one console write, if one is free.
+    pub fn console_write(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.0.console_writes).try_acquire_owned().ok()
     }
 
     pub fn usage(&self) -> &crate::usage::Usage {

@@ -3,10 +3,11 @@
 //! the last day. `/metrics` has no app labels on purpose (a series per app would grow without
 //! bound in Prometheus); this keeps a small, fixed amount per app instead, in this node's memory.
 //!
-//! Bounded: at most [`MAX_APPS`] apps are tracked (the least recently active one makes room),
-//! each in 84 buckets of 72 bytes, about 6 KiB. Requests answered `404` are not counted, and
-//! `401` or `403` (which anybody gets for any name) only for an app already tracked, so names
-//! of apps that do not exist cannot fill the table. A restart forgets the series; with several nodes, each shows its own traffic.
+//! Bounded: at most [`MAX_APPS`] apps are tracked (when full, the least recently active tenth
+//! makes room), each in 84 buckets of 72 bytes, about 6 KiB. Requests answered `404` are not
+//! counted, and other errors (which anybody gets for any name) only for an app already tracked:
+//! an app's entry starts with a request that succeeded, so names of apps that do not exist
+//! cannot fill the table. A restart forgets the series; with several nodes, each shows its own traffic.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,14 +47,14 @@ impl Bucket {
 
     /// The 99th percentile's bucket bound, in milliseconds (`None` without requests).
     fn p99_ms(&self) -> Option<u32> {
-        let total: u32 = self.latency.iter().sum();
+        let total: u64 = self.latency.iter().map(|&c| u64::from(c)).sum();
         if total == 0 {
             return None;
         }
         let rank = total - total / 100;
         let mut seen = 0;
-        for (i, count) in self.latency.iter().enumerate() {
-            seen += count;
+        for (i, &count) in self.latency.iter().enumerate() {
+            seen += u64::from(count);
             if seen >= rank {
                 return Some(LATENCY_MS.get(i).copied().unwrap_or(u32::MAX));
             }
@@ -126,13 +127,14 @@ impl Usage {
         }
     }
 
-    /// Counts a request to one of `app`'s routes. Answers that anybody can get for any name
-    /// (401, 403) count only for an app already tracked: they make no entry.
+    /// Counts a request to one of `app`'s routes. Only an answer that succeeded makes an entry
+    /// for an app not yet tracked: anybody can get an error (a 400, a 401, a 405) for any name,
+    /// and names of apps that do not exist must not fill the table.
     pub fn request(&self, app: &AppName, status: u16, elapsed: Duration) {
         if status == 404 {
             return;
         }
-        let anybody = status == 401 || status == 403;
+        let anybody = status >= 400;
         let ms = elapsed.as_millis();
         let slot = LATENCY_MS
             .iter()
@@ -204,18 +206,25 @@ impl Usage {
     fn with(&self, app: &AppName, may_add: bool, count: impl Fn(&mut Bucket)) {
         let minute = self.minute();
         let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
-        let known = apps.contains_key(app);
-        if !known && !may_add {
+        if let Some(series) = apps.get_mut(app) {
+            for bucket in series.buckets(minute) {
+                count(bucket);
+            }
             return;
         }
-        if !known && apps.len() >= MAX_APPS {
-            // The least recently active app makes room (a scan, only when the table is full).
-            let quiet = apps
+        if !may_add {
+            return;
+        }
+        if apps.len() >= MAX_APPS {
+            // The least recently active tenth makes room at once: one sort per 200 newcomers,
+            // not a scan per newcomer.
+            let mut quiet: Vec<(i64, AppName)> = apps
                 .iter()
-                .min_by_key(|(_, series)| series.last_minute)
-                .map(|(name, _)| name.clone());
-            if let Some(quiet) = quiet {
-                apps.remove(&quiet);
+                .map(|(name, series)| (series.last_minute, name.clone()))
+                .collect();
+            quiet.sort_unstable();
+            for (_, name) in quiet.into_iter().take(MAX_APPS / 10) {
+                apps.remove(&name);
             }
         }
         let series = apps
@@ -314,11 +323,11 @@ mod tests {
         usage.request(&app("app0"), 200, Duration::ZERO);
         usage.request(&app("newcomer"), 200, Duration::ZERO);
         let apps = usage.apps.lock().unwrap();
-        assert_eq!(apps.len(), MAX_APPS);
+        assert_eq!(apps.len(), MAX_APPS - MAX_APPS / 10 + 1);
         assert!(apps.contains_key(&app("app0")) && apps.contains_key(&app("newcomer")));
         drop(apps);
         // Not found is not counted, and what anybody may get for any name makes no entry.
-        for status in [401, 403, 404] {
+        for status in [400, 401, 403, 404, 405, 413] {
             usage.request(&app("nothing-here"), status, Duration::ZERO);
         }
         assert!(

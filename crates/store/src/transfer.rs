@@ -581,8 +581,9 @@ pub async fn transfer_console(
     const TABLES: [&str; 3] = ["console_people", "console_roles", "console_audit"];
     let mut client = target.client().await?;
     let tx = client.transaction().await?;
+    let s = SYSTEM_SCHEMA;
     tx.batch_execute(&format!(
-        "LOCK TABLE {SYSTEM_SCHEMA}.console_people IN EXCLUSIVE MODE"
+        "LOCK TABLE {s}.console_people, {s}.console_roles, {s}.console_audit IN EXCLUSIVE MODE"
     ))
     .await?;
     let present = tx

@@ -119,7 +119,7 @@ pub struct GrantKey<'a> {
 pub trait UserStore: Send + Sync {
     async fn user(&self, app: &AppName, id: &str) -> Result<Option<UserRow>, StoreError>;
     /// Users by id after `after`, at most `limit`. With `search`, only those it names: their id,
-    /// phone, an identity's subject (an openid) or unionid, exactly; or the start of their email.
+    /// email, phone, an identity's subject (an openid) or unionid, exactly, each by an index.
     async fn list_users(
         &self,
         app: &AppName,

@@ -977,7 +977,7 @@ impl Auth {
     }
 
     /// A page of the app's users by id, the next page's `after` if there may be one. With
-    /// `search`: those whose id, phone, openid or unionid it is, or whose email starts with it.
+    /// `search`: those whose id, email, phone, openid or unionid it is.
     pub async fn users(
         &self,
         app: &AppName,

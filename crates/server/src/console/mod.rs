@@ -30,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use cloudlet_core::apps::AppName;
 use cloudlet_core::console::{AppRole, NewPerson, NewSession, Person, SESSION_TTL, SignedIn};
+use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -219,9 +220,23 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
     }
     // A write and its entry in the log run to the end together, whether or not the person
     // waits for the answer: closing the connection must not leave a change out of the log.
+    // Those places are few, so that leaving connections cannot pile up writes.
+    let Some(place) = state.console_write() else {
+        return ApiError::new(
+            Code::TooManyRequests,
+            "too many console writes at once; try again",
+        )
+        .retry_after(1)
+        .into_response();
+    };
     let console = state.console().clone();
     let done = state.tasks().spawn(crate::request_id::carried(async move {
-        let response = next.run(request).await;
+        let _place = place;
+        // A write that panics is still noted, as the 500 it answers.
+        let response = std::panic::AssertUnwindSafe(next.run(request))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| ApiError::internal(&"a console write panicked").into_response());
         let status = response.status().as_u16();
         console
             .audit(&who.person.email, app.as_ref(), &action, status)

@@ -29,6 +29,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     SETTINGS,
     super::payments::MIGRATION,
     super::payments::CALLBACKS,
+    super::users::SEARCH,
 ];
 
 /// App-wide settings, one JSON document per key.

@@ -16,6 +16,13 @@ use crate::{
 };
 
 /// Schema step 1 of an app: SQLite's steps 2 (users, identities, sessions) and 3 (tombstones).
+/// What an administrator's search of users looks up: each by an index.
+pub(super) const SEARCH: &str = "
+    CREATE INDEX users_by_phone ON {s}.users (phone) WHERE phone IS NOT NULL;
+    CREATE INDEX identities_by_subject ON {s}.identities (subject);
+    CREATE INDEX identities_by_unionid_alone ON {s}.identities (unionid) WHERE unionid IS NOT NULL;
+";
+
 pub(super) const MIGRATION: &str = "
     CREATE TABLE {s}.users (
         id             text PRIMARY KEY,
@@ -161,21 +168,29 @@ impl UserStore for Postgres {
     ) -> Result<Vec<UserRow>, StoreError> {
         let client = self.app_client(app).await?;
         let s = schema(app);
-        let sql = format!(
-            "SELECT {USER_COLUMNS} FROM {s}.users WHERE id > $2 AND ($1::text IS NULL
-                OR id = $1 OR phone = $1 OR left(email, length($1)) = $1
-                OR id IN (SELECT user_id FROM {s}.identities WHERE subject = $1 OR unionid = $1))
-             ORDER BY id LIMIT $3"
-        );
-        rows(
-            &*client,
-            &sql,
-            &[&search, &after.unwrap_or_default(), &(limit as i64)],
-        )
-        .await?
-        .iter()
-        .map(user_from_row)
-        .collect()
+        let (after, limit) = (after.unwrap_or_default(), limit as i64);
+        // Each name a search may be is looked up by its own index, never a scan.
+        let found = match search {
+            None => {
+                let sql = format!(
+                    "SELECT {USER_COLUMNS} FROM {s}.users WHERE id > $1 ORDER BY id LIMIT $2"
+                );
+                rows(&*client, &sql, &[&after, &limit]).await?
+            }
+            Some(search) => {
+                let sql = format!(
+                    "SELECT {USER_COLUMNS} FROM {s}.users WHERE id > $2 AND id IN (
+                        SELECT id FROM {s}.users WHERE id = $1
+                        UNION SELECT id FROM {s}.users WHERE email = $1
+                        UNION SELECT id FROM {s}.users WHERE phone = $1
+                        UNION SELECT user_id FROM {s}.identities WHERE subject = $1
+                        UNION SELECT user_id FROM {s}.identities WHERE unionid = $1)
+                     ORDER BY id LIMIT $3"
+                );
+                rows(&*client, &sql, &[&search, &after, &limit]).await?
+            }
+        };
+        found.iter().map(user_from_row).collect()
     }
 
     async fn identities_of(

@@ -43,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     SETTINGS,
     super::payments::MIGRATION,
     super::payments::CALLBACKS,
+    super::users::SEARCH,
 ];
 
 /// App-wide settings, one JSON document per key.

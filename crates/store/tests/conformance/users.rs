@@ -131,9 +131,9 @@ async fn users_are_listed_by_id_and_found_by_search(s: &(impl UserStore + Tenant
         ("union-0", vec!["u0"]),
         ("qq-openid-0", vec!["u0"]),
         ("+8613800000000", vec!["u3"]),
-        ("person4@", vec!["u4"]),
-        ("person", vec!["u0", "u1", "u2", "u3", "u4"]),
-        ("erson", vec![]),
+        ("person4@example.com", vec!["u4"]),
+        ("person4@", vec![]),
+        ("person", vec![]),
         ("%", vec![]),
         ("openid", vec![]),
     ] {
@@ -143,12 +143,14 @@ async fn users_are_listed_by_id_and_found_by_search(s: &(impl UserStore + Tenant
             "{search}"
         );
     }
-    assert_eq!(
-        ids(s
-            .list_users(a, Some("person"), Some("u3"), 10)
+    // A search pages like the listing.
+    let found = s.list_users(a, Some("u4"), Some("u3"), 10).await.unwrap();
+    assert_eq!(ids(found), ["u4"]);
+    assert!(
+        s.list_users(a, Some("u3"), Some("u3"), 10)
             .await
-            .unwrap()),
-        ["u4"]
+            .unwrap()
+            .is_empty()
     );
 
     let identities = s.identities_of(a, "u0").await.unwrap();
