@@ -7,8 +7,9 @@
 // Routes: #/login, #/apps, #/apps/{name} (its overview), #/apps/{name}/data,
 // #/apps/{name}/data/{collection}, #/apps/{name}/functions, #/apps/{name}/functions/{fn},
 // #/apps/{name}/queues, #/apps/{name}/queues/{queue}, #/apps/{name}/users,
-// #/apps/{name}/users/{id}, #/people, #/audit. What a person may change on an app follows their
-// role on it (from /console/api/apps); the server checks it again.
+// #/apps/{name}/users/{id}, #/apps/{name}/payments, #/apps/{name}/payments/{order},
+// #/apps/{name}/realtime, #/apps/{name}/settings, #/people, #/audit. What a person may change
+// on an app follows their role on it (from /console/api/apps); the server checks it again.
 //
 // data-test attributes (for the end-to-end test, crates/console/e2e/):
 //   header:  nav-apps, nav-people, nav-audit, whoami, logout, lang (also id="lang")
@@ -27,8 +28,9 @@
 //            usage-errors-total, usage-p99, usage-invocations-total, usage-connections,
 //            usage-files, usage-file-bytes (each tile's data-value holds the raw number),
 //            chart-requests, chart-p99, chart-invocations (the <svg>s)
-//   tabs:    tab-overview, tab-data, tab-functions, tab-queues, tab-users (developers and
-//            owners only; the open one has aria-current="page")
+//   tabs:    tab-overview, tab-data, tab-functions, tab-queues, tab-users, tab-payments,
+//            tab-realtime, tab-settings (users, payments and settings for developers and owners
+//            only; the open one has aria-current="page")
 //   data:    data-page, collection (data-collection), collection-link (data-collection), fields,
 //            field-row (data-field), indexes, rule-list, rule-view, rule-create, rule-update,
 //            rule-delete, new-collection-form, new-collection-name, new-collection-json,
@@ -50,11 +52,29 @@
 //            dead-row (data-id), dead-error, replay (data-id), replay-all, purge-state, purge,
 //            purge-confirm, purge-cancel
 //   users:   users-page, user-search, user-search-submit, users, user-row (data-id), user-link,
-//            users-prev, users-next, user-page, user-details, identities,
+//            users-prev, users-next, users-number, user-page, user-details, identities,
 //            identity-row (data-provider), identity-subject, sessions,
 //            session-row (data-id, data-revoked), revoke-session (data-id),
 //            revoke-session-confirm, revoke-session-cancel, delete-user, delete-user-confirm,
 //            delete-user-cancel
+//   pay:     payments-page, orders-state, orders-user, orders-apply, orders, order-row (data-id,
+//            data-state), order-link, pay-state, orders-prev, orders-next, orders-number,
+//            callbacks, callback-row (data-id, data-outcome), callback-outcome, replay-callback,
+//            reports, report-row (data-provider, data-date), show-report, reconcile-provider,
+//            reconcile-date, reconcile-submit, report (data-provider, data-date), report-totals,
+//            report-differences (data-value), differences, difference-row (data-kind)
+//   order:   order-page, order-details (data-state), order-state, order-amount, order-refunded,
+//            close-order(-confirm, -cancel), refunds, refund-row (data-id, data-state),
+//            refund-form, refund-amount, refund-reason, refund(-confirm, -cancel), timeline,
+//            event-row (data-name, data-source), callbacks as above
+//   realtime: realtime-page, realtime-settings, realtime-kinds, kind-row (data-kind),
+//            realtime-json, realtime-save, presence-channel, presence-submit, presence-count
+//            (data-value), member-row (data-member), presence-prev, presence-next,
+//            presence-number, send-section, send-target, send-to, send-data, send-submit
+//   settings: settings-page, providers, provider-row (data-provider, data-enabled),
+//            provider-secret-set, edit-provider (data-provider), provider-form (data-provider),
+//            provider-input (data-field), provider-save, env, env-row (data-name),
+//            delete-env(-confirm, -cancel), env-name, env-value, env-submit
 //   people:  people-page, people-table, person-row (data-email, data-id), instance-role,
 //            person-app-role (data-app, data-role), revoke-role (data-app), grant-app,
 //            grant-role, grant-submit, delete-person, delete-person-confirm,
@@ -315,7 +335,7 @@ const WORDS = {
     'users.title': 'Users',
     'users.all': 'All users',
     'users.search': 'Search',
-    'users.searchHint': 'An id, phone number, openid or unionid, or the start of an email.',
+    'users.searchHint': 'An id, email, phone number, openid or unionid, exactly.',
     'users.id': 'User',
     'users.phone': 'Phone',
     'users.profile': 'Profile',
@@ -345,6 +365,89 @@ const WORDS = {
     'users.deleteQuestion': 'Delete this user for ever?',
     'users.deleteYes': 'Yes, delete',
     'users.deleted': 'User {id} deleted.',
+    'tab.payments': 'Payments',
+    'tab.realtime': 'Realtime',
+    'tab.settings': 'Settings',
+    show: 'Show',
+    kind: 'Kind',
+    yes: 'Yes',
+    no: 'No',
+    done: 'Done.',
+    sure: 'Are you sure?',
+    'set.notSet': 'Not set',
+    'ps.created': 'Unpaid',
+    'ps.paid': 'Paid',
+    'ps.partly_refunded': 'Partly refunded',
+    'ps.refunded': 'Refunded',
+    'ps.closed': 'Closed',
+    'ps.pending': 'Pending',
+    'ps.succeeded': 'Succeeded',
+    'ps.failed': 'Failed',
+    'pay.orders': 'Orders',
+    'pay.allStates': 'All states',
+    'pay.order': 'Order',
+    'pay.amount': 'Amount',
+    'pay.description': 'Description',
+    'pay.provider': 'Provider',
+    'pay.tradeNo': 'Merchant order no.',
+    'pay.transaction': 'Platform transaction',
+    'pay.metadata': 'Metadata',
+    'pay.timeline': 'Timeline',
+    'pay.event': 'Event',
+    'pay.source': 'Source',
+    'pay.note': 'admin note',
+    'pay.refunds': 'Refunds',
+    'pay.refundNo': 'Refund no.',
+    'pay.reason': 'Reason',
+    'pay.refund': 'Refund',
+    'pay.close': 'Close the order',
+    'pay.callbacks': 'Callbacks',
+    'pay.handled': 'Handled',
+    'pay.reports': 'Reconciliation',
+    'pay.day': 'Day',
+    'pay.differences': 'Differences',
+    'pay.checked': 'Checked',
+    'pay.compare': 'Compare a day',
+    'pay.compareHint': 'A day (China time) before today, within three months.',
+    'pay.bill': 'The bill',
+    'pay.here': 'Here',
+    'pay.noBill': 'The platform had no bill for that day.',
+    'rt.kept': '{count} messages, {secs} s',
+    'rt.kinds': 'Kinds of channel',
+    'rt.join': 'Join',
+    'rt.publish': 'Publish',
+    'rt.presence': 'Presence',
+    'rt.json': 'Settings (JSON)',
+    'rt.jsonHint': 'Replaces all the settings: see the realtime docs.',
+    'rt.channel': 'Channel',
+    'rt.channelHint': 'kind or kind:key, such as room:42',
+    'rt.count': '{n} present',
+    'rt.member': 'Member',
+    'rt.send': 'Send',
+    'rt.to': 'To',
+    'rt.data': 'Data (JSON)',
+    'p.wechat': 'WeChat',
+    'p.qq': 'QQ',
+    'p.douyin': 'Douyin',
+    'p.alipay': 'Alipay',
+    'p.password': 'Password',
+    'p.anonymous': 'Anonymous',
+    'p.dev': 'Dev login',
+    'set.providers': 'Login providers',
+    'set.ownersOnly': 'Owners only.',
+    'set.enabled': 'Enabled',
+    'set.secret': 'Secret',
+    'set.isSet': 'Set',
+    'set.appid': 'App id',
+    'set.privateKey': "The app's private key",
+    'set.publicKey': "Alipay's public key",
+    'set.baseUrl': 'API address',
+    'set.secretHint': 'Write-only: give it on every save.',
+    'env.title': 'Function environment',
+    'env.hint': 'Functions read them as ctx.env.NAME.',
+    'env.name': 'Name',
+    'env.nameHint': 'A–Z, 0–9 and _, not starting with a digit.',
+    'env.value': 'Value',
   },
   'zh-CN': {
     'app.name': 'Cloudlet 控制台',
@@ -589,7 +692,7 @@ const WORDS = {
     'users.title': '用户',
     'users.all': '全部用户',
     'users.search': '搜索',
-    'users.searchHint': 'ID、手机号、openid 或 unionid，或邮箱的开头部分。',
+    'users.searchHint': '完整的 ID、邮箱、手机号、openid 或 unionid。',
     'users.id': '用户',
     'users.phone': '手机号',
     'users.profile': '资料',
@@ -619,6 +722,89 @@ const WORDS = {
     'users.deleteQuestion': '永久删除这个用户？',
     'users.deleteYes': '确定删除',
     'users.deleted': '已删除用户 {id}。',
+    'tab.payments': '支付',
+    'tab.realtime': '实时',
+    'tab.settings': '设置',
+    show: '查看',
+    kind: '类型',
+    yes: '是',
+    no: '否',
+    done: '完成。',
+    sure: '确定吗？',
+    'set.notSet': '未设置',
+    'ps.created': '待支付',
+    'ps.paid': '已支付',
+    'ps.partly_refunded': '部分退款',
+    'ps.refunded': '已退款',
+    'ps.closed': '已关闭',
+    'ps.pending': '处理中',
+    'ps.succeeded': '成功',
+    'ps.failed': '失败',
+    'pay.orders': '订单',
+    'pay.allStates': '全部状态',
+    'pay.order': '订单',
+    'pay.amount': '金额',
+    'pay.description': '描述',
+    'pay.provider': '支付渠道',
+    'pay.tradeNo': '商户订单号',
+    'pay.transaction': '平台交易号',
+    'pay.metadata': '附加数据',
+    'pay.timeline': '时间线',
+    'pay.event': '事件',
+    'pay.source': '来源',
+    'pay.note': '管理员记录',
+    'pay.refunds': '退款',
+    'pay.refundNo': '退款单号',
+    'pay.reason': '原因',
+    'pay.refund': '退款',
+    'pay.close': '关闭订单',
+    'pay.callbacks': '支付通知',
+    'pay.handled': '处理次数',
+    'pay.reports': '对账',
+    'pay.day': '日期',
+    'pay.differences': '差异',
+    'pay.checked': '核对时间',
+    'pay.compare': '核对某一天',
+    'pay.compareHint': '今天之前三个月内的一天（北京时间）。',
+    'pay.bill': '平台账单',
+    'pay.here': '本地',
+    'pay.noBill': '平台当天没有账单。',
+    'rt.kept': '{count} 条，{secs} 秒',
+    'rt.kinds': '频道类型',
+    'rt.join': '加入',
+    'rt.publish': '发布',
+    'rt.presence': '在线状态',
+    'rt.json': '设置（JSON）',
+    'rt.jsonHint': '替换全部设置：见实时文档。',
+    'rt.channel': '频道',
+    'rt.channelHint': 'kind 或 kind:key，例如 room:42',
+    'rt.count': '{n} 人在线',
+    'rt.member': '成员',
+    'rt.send': '发送',
+    'rt.to': '发送给',
+    'rt.data': '数据（JSON）',
+    'p.wechat': '微信',
+    'p.qq': 'QQ',
+    'p.douyin': '抖音',
+    'p.alipay': '支付宝',
+    'p.password': '密码',
+    'p.anonymous': '匿名',
+    'p.dev': '开发登录',
+    'set.providers': '登录方式',
+    'set.ownersOnly': '仅限所有者。',
+    'set.enabled': '启用',
+    'set.secret': '密钥',
+    'set.isSet': '已设置',
+    'set.appid': 'AppID',
+    'set.privateKey': '应用私钥',
+    'set.publicKey': '支付宝公钥',
+    'set.baseUrl': '接口地址',
+    'set.secretHint': '只写：每次保存都要填写。',
+    'env.title': '云函数环境变量',
+    'env.hint': '云函数通过 ctx.env.NAME 读取。',
+    'env.name': '名称',
+    'env.nameHint': 'A–Z、0–9 和 _，不以数字开头。',
+    'env.value': '值',
   },
 };
 
@@ -1169,6 +1355,11 @@ const APP_TABS = {
   queues: [pageQueues, pageQueue, 'queue'],
   // Personal data: a tab for developers and owners only (the server refuses viewers anyway).
   users: [pageUsers, pageUser, 'user', writer],
+  // Orders, callbacks and bills: personal data too. Refunds need the app's owner.
+  payments: [pagePayments, pageOrder, 'order', writer],
+  realtime: [pageRealtime],
+  // Login providers (secrets: owners change them) and the functions' environment.
+  settings: [pageSettings, null, null, writer],
 };
 
 /**
@@ -1560,14 +1751,18 @@ function compact(value) {
   return text.length > 80 ? h('span', { title: text }, `${text.slice(0, 79)}…`) : text;
 }
 
-/** The JSON object typed into a textarea, or an ApiError that says what is wrong with it. */
-function parseObject(text) {
-  let value;
+/** The JSON typed into a textarea, or an ApiError that says what is wrong with it. */
+function parseJson(text) {
   try {
-    value = JSON.parse(text);
+    return JSON.parse(text);
   } catch (error) {
     throw new ApiError(0, 'invalid_json', t('err.json', { message: error.message }));
   }
+}
+
+/** The JSON object typed into a textarea (an ApiError otherwise). */
+function parseObject(text) {
+  const value = parseJson(text);
   if (!value || typeof value !== 'object' || Array.isArray(value)) throw new ApiError(0, 'invalid_json', t('err.object'));
   return value;
 }
@@ -1734,42 +1929,19 @@ function recordBrowser(app, collection, write) {
   const url = `/v1/apps/${path(app, 'collections', collection.name)}/records`;
   const fields = (collection.fields ?? []).map((f) => f.name);
   const message = slot();
-  const list = slot();
-  const cursors = [null];
-  let page = 0;
-  let query = {};
-  let loads = 0;
-  const where = h('span', { class: 'muted', 'data-test': 'page-number' });
-  const prev = h('button', { type: 'button', 'data-test': 'page-prev', onclick: () => load(page - 1) }, `← ${t('data.prev')}`);
-  const next = h('button', { type: 'button', 'data-test': 'page-next', onclick: () => load(page + 1) }, `${t('data.next')} →`);
+  let filters = {};
+  const records = pager(
+    'page',
+    (cursor) => api('GET', `${url}?${query({ limit: PAGE_SIZE, ...filters, cursor })}`),
+    (answer) => answer?.next_cursor,
+    (answer, page) => recordsTable(answer?.items ?? [], page + 1),
+  );
+  const load = () => records.reload();
 
-  const load = async (to) => {
-    const mine = ++loads;
-    prev.disabled = next.disabled = true;
-    list.set(loading());
-    const params = new URLSearchParams({ limit: String(PAGE_SIZE), ...query });
-    if (cursors[to]) params.set('cursor', cursors[to]);
-    let shown;
-    try {
-      const answer = await api('GET', `${url}?${params}`);
-      page = to;
-      cursors.length = to + 1;
-      cursors.push(answer?.next_cursor ?? null);
-      shown = recordsTable(answer?.items ?? []);
-    } catch (error) {
-      shown = errorBanner(error);
-    }
-    if (mine !== loads) return;
-    list.set(shown);
-    prev.disabled = page === 0;
-    next.disabled = !cursors[page + 1];
-    where.textContent = t('data.page', { page: page + 1 });
-  };
-
-  const recordsTable = (items) => {
-    if (!items.length) return h('p', { class: 'muted', 'data-test': 'records', 'data-page': page + 1 }, t('data.noRecords'));
+  const recordsTable = (items, page) => {
+    if (!items.length) return h('p', { class: 'muted', 'data-test': 'records', 'data-page': page }, t('data.noRecords'));
     const headers = ['id', ...fields, t('data.created'), t('data.updated')];
-    return table({ 'data-test': 'records', 'data-page': page + 1 }, write ? [...headers, ''] : headers, items.map(recordRow));
+    return table({ 'data-test': 'records', 'data-page': page }, write ? [...headers, ''] : headers, items.map(recordRow));
   };
 
   const recordRow = (record) => {
@@ -1796,7 +1968,7 @@ function recordBrowser(app, collection, write) {
         busy(form, problem, async () => {
           await api('PATCH', `${url}/${path(id)}`, parseObject(form.elements[`edit-${id}`].value));
           message.set(notice(t('data.recordSaved', { id })));
-          await load(page);
+          await load();
         });
       editor = h(
         'tr',
@@ -1831,7 +2003,7 @@ function recordBrowser(app, collection, write) {
       busy(area, message, async () => {
         await api('DELETE', `${url}/${path(id)}`);
         message.set(notice(t('data.recordDeleted', { id })));
-        await load(page);
+        await load();
       });
     return append(
       row,
@@ -1846,21 +2018,15 @@ function recordBrowser(app, collection, write) {
   };
 
   const search = (form) => {
-    query = {};
-    for (const key of ['filter', 'sort']) {
-      const value = form.elements[key].value.trim();
-      if (value) query[key] = value;
-    }
+    filters = { filter: form.elements.filter.value.trim(), sort: form.elements.sort.value.trim() };
     message.set();
-    cursors.length = 1;
-    page = 0;
-    load(0);
+    records.load(0);
   };
   const input = (id, label, placeholder) => [
     h('label', { for: id }, label),
     h('input', { id, name: id, placeholder, autocomplete: 'off', spellcheck: 'false', 'data-test': id }),
   ];
-  load(0);
+  records.load(0);
   return [
     crumb(`#/apps/${path(app)}/data`, t('data.all')),
     h('h2', { 'data-test': 'collection-name' }, collection.name),
@@ -1872,9 +2038,9 @@ function recordBrowser(app, collection, write) {
       h('button', { type: 'submit', 'data-test': 'apply-filter' }, t('data.apply')),
     ),
     message,
-    list,
-    h('div', { class: 'actions' }, prev, next, where),
-    write ? newRecordForm(url, fields, collection.fields ?? [], message, () => load(page)) : null,
+    records.list,
+    records.bar,
+    write ? newRecordForm(url, fields, collection.fields ?? [], message, load) : null,
   ];
 }
 
@@ -2278,42 +2444,17 @@ function pageUsers({ name, body }) {
   const message = slot();
   if (flash?.hash === location.hash) message.set(notice(flash.text));
   flash = null;
-  const list = slot();
-  const afters = [null]; // afters[i] opens page i
-  let page = 0;
   let search = '';
-  let loads = 0;
-  const where = h('span', { class: 'muted' });
-  const prev = h('button', { type: 'button', 'data-test': 'users-prev', onclick: () => load(page - 1) }, `← ${t('data.prev')}`);
-  const next = h('button', { type: 'button', 'data-test': 'users-next', onclick: () => load(page + 1) }, `${t('data.next')} →`);
-  const load = async (to) => {
-    const mine = ++loads;
-    prev.disabled = next.disabled = true;
-    list.set(loading());
-    const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
-    if (search) query.set('search', search);
-    if (afters[to]) query.set('after', afters[to]);
-    let shown;
-    try {
-      const answer = await api('GET', `${url}?${query}`);
-      page = to;
-      afters.length = to + 1;
-      afters.push(answer?.next_after ?? null);
-      shown = usersTable(name, answer?.items ?? [], search);
-    } catch (error) {
-      shown = errorBanner(error);
-    }
-    if (mine !== loads) return;
-    list.set(shown);
-    prev.disabled = page === 0;
-    next.disabled = !afters[page + 1];
-    where.textContent = t('data.page', { page: page + 1 });
-  };
+  const users = pager(
+    'users',
+    (after) => api('GET', `${url}?${query({ limit: PAGE_SIZE, search, after })}`),
+    (answer) => answer?.next_after,
+    (answer) => usersTable(name, answer?.items ?? [], search),
+  );
   const submit = (form) => {
     search = form.elements['user-search'].value.trim();
     message.set();
-    afters.length = 1;
-    load(0);
+    users.load(0);
   };
   body.set(
     h(
@@ -2335,10 +2476,10 @@ function pageUsers({ name, body }) {
       h('small', { id: 'user-search-hint', class: 'muted' }, t('users.searchHint')),
     ),
     message,
-    list,
-    h('div', { class: 'actions' }, prev, next, where),
+    users.list,
+    users.bar,
   );
-  load(0);
+  users.load(0);
 }
 
 function usersTable(app, users, search) {
@@ -2478,6 +2619,773 @@ function sessionsTable(app, sessions, message, reload) {
     { 'data-test': 'sessions' },
     [t('users.session'), t('users.provider'), t('data.created'), t('users.refreshed'), t('users.expires'), t('users.state'), ''],
     rows,
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared by payments, realtime and settings
+
+/**
+ * A list paged by cursor: `get(cursor)` fetches a page, `next(answer)` is the next page's
+ * cursor, `show(answer, page)` what to show. `load(0)` (re)starts at the first page.
+ */
+function pager(test, get, next, show) {
+  const list = slot();
+  const cursors = [null];
+  let page = 0;
+  let loads = 0;
+  const where = h('span', { class: 'muted', 'data-test': `${test}-number` });
+  const move = (step, text) => h('button', { type: 'button', 'data-test': `${test}-${step > 0 ? 'next' : 'prev'}`, onclick: () => load(page + step) }, text);
+  const prev = move(-1, `← ${t('data.prev')}`);
+  const after = move(1, `${t('data.next')} →`);
+  const bar = h('div', { class: 'actions', hidden: true }, prev, after, where);
+  const load = async (to) => {
+    const mine = ++loads;
+    if (!to) cursors.length = 1;
+    if (!to) page = 0;
+    prev.disabled = after.disabled = true;
+    bar.hidden = false;
+    list.set(loading());
+    let shown;
+    try {
+      const answer = await get(cursors[to]);
+      page = to;
+      cursors.length = to + 1;
+      cursors.push(next(answer) ?? null);
+      shown = show(answer, to);
+    } catch (error) {
+      shown = errorBanner(error);
+    }
+    if (mine !== loads) return;
+    list.set(shown);
+    prev.disabled = page === 0;
+    after.disabled = !cursors[page + 1];
+    where.textContent = t('data.page', { page: page + 1 });
+  };
+  return { list, bar, load, reload: () => load(page) };
+}
+
+const query = (params) => new URLSearchParams(Object.entries(params).filter(([, v]) => v !== null && v !== undefined && v !== ''));
+const codeOr = (value) => (value ? h('code', {}, value) : '—');
+const refreshButton = (load) => h('button', { type: 'button', class: 'button-small', onclick: () => load() }, t('refresh'));
+const unfold = (summary, value) =>
+  h('details', {}, h('summary', {}, summary), h('pre', { class: 'log-lines' }, typeof value === 'string' ? value : pretty(value)));
+
+// ---------------------------------------------------------------------------------------------
+// Payments: orders, refunds, callbacks, reconciliation (developers; refunds: owners)
+
+const ORDER_STATES = ['created', 'paid', 'partly_refunded', 'refunded', 'closed'];
+
+const money = (fen) => new Intl.NumberFormat(lang, { style: 'currency', currency: 'CNY' }).format((Number(fen) || 0) / 100);
+const payState = (state) => h('span', { class: `badge pay-${state}`, 'data-test': 'pay-state' }, t(`ps.${state}`));
+const orderLink = (app, id) => h('a', { href: `#/apps/${path(app)}/payments/${path(id)}`, 'data-test': 'order-link' }, h('code', {}, id));
+const userLink = (app, id) => (id ? h('a', { href: `#/apps/${path(app)}/users/${path(id)}` }, h('code', {}, id)) : '—');
+
+function pagePayments({ name, body }) {
+  const url = adminUrl(name, 'pay', 'orders');
+  let filter = {};
+  const orders = pager(
+    'orders',
+    (cursor) => api('GET', `${url}?${query({ ...filter, cursor, limit: PAGE_SIZE })}`),
+    (answer) => answer?.next_cursor,
+    (answer) => ordersTable(name, answer?.items ?? []),
+  );
+  const search = (form) => {
+    filter = { state: form.elements['orders-state'].value, user: form.elements['orders-user'].value.trim() };
+    orders.load(0);
+  };
+  body.set(
+    h(
+      'section',
+      { class: 'card' },
+      h('h2', {}, t('pay.orders')),
+      h(
+        'form',
+        { class: 'toolbar filters', onsubmit: onSubmit(search) },
+        h('label', { for: 'orders-state' }, t('users.state')),
+        h('select', { id: 'orders-state', 'data-test': 'orders-state' }, option('', t('pay.allStates')), ORDER_STATES.map((s) => option(s, t(`ps.${s}`)))),
+        h('label', { for: 'orders-user' }, t('users.id')),
+        h('input', { id: 'orders-user', maxlength: 64, autocomplete: 'off', spellcheck: 'false', placeholder: 'usr_…', 'data-test': 'orders-user' }),
+        h('button', { type: 'submit', 'data-test': 'orders-apply' }, t('data.apply')),
+      ),
+      orders.list,
+      orders.bar,
+    ),
+    callbacksSection(name),
+    reportsSection(name),
+  );
+  orders.load(0);
+}
+
+function ordersTable(app, orders) {
+  if (!orders.length) return h('p', { class: 'muted', 'data-test': 'orders' }, t('none'));
+  return table(
+    { 'data-test': 'orders' },
+    [t('pay.order'), t('users.state'), t('pay.amount'), t('ps.refunded'), t('users.id'), t('pay.description'), t('data.created')],
+    orders.map((o) =>
+      h(
+        'tr',
+        { 'data-test': 'order-row', 'data-id': o.id, 'data-state': o.state },
+        h('td', {}, orderLink(app, o.id), ' ', h('span', { class: 'muted' }, o.provider)),
+        h('td', {}, payState(o.state)),
+        cell(money(o.amount_fen)),
+        cell(o.refunded_fen ? money(o.refunded_fen) : '—'),
+        h('td', {}, userLink(app, o.user_id)),
+        h('td', {}, o.description),
+        h('td', { class: 'nowrap' }, time(o.created_at)),
+      ),
+    ),
+  );
+}
+
+function callbacksSection(app, order = null) {
+  const url = adminUrl(app, 'pay', 'callbacks');
+  const message = slot();
+  const list = slot();
+  list.set(loading());
+  const load = () =>
+    loadInto(list, api('GET', `${url}?${query({ order })}`), (answer) => {
+      const items = answer?.items ?? [];
+      if (!items.length) return h('p', { class: 'muted', 'data-test': 'callbacks' }, t('none'));
+      return table(
+        { 'data-test': 'callbacks' },
+        ['id', t('pay.provider'), t('pay.order'), t('fn.outcome'), t('pay.handled'), t('fn.at'), ''],
+        items.map((c) => {
+          const action = h('td', {});
+          const replay = () =>
+            busy(action, message, async () => {
+              const answer = await api('POST', `${url}/${path(c.id)}/replay`, {});
+              message.set(notice(`${t('done')} ${answer?.outcome ?? ''}`));
+              await load();
+            });
+          const button = { type: 'button', class: 'button-small', 'data-test': 'replay-callback', 'data-id': c.id, onclick: replay };
+          append(action, h('button', button, t('q.replay')));
+          return h(
+            'tr',
+            { 'data-test': 'callback-row', 'data-id': c.id, 'data-outcome': c.outcome },
+            h('td', {}, unfold(h('code', {}, c.id), c.body)),
+            h('td', {}, c.provider),
+            h('td', {}, c.order_id ? orderLink(app, c.order_id) : '—'),
+            h('td', { class: /^refused/.test(c.outcome) ? 'status-bad' : 'status-ok', 'data-test': 'callback-outcome' }, c.outcome),
+            cell(c.handled),
+            h('td', { class: 'nowrap' }, time(c.received_at, true)),
+            action,
+          );
+        }),
+      );
+    });
+  load();
+  return h('section', { class: 'card' }, cardHead(t('pay.callbacks'), refreshButton(load)), message, list);
+}
+
+function reportsSection(app) {
+  const url = adminUrl(app, 'pay', 'reconciliations');
+  const message = slot();
+  const list = slot();
+  const report = slot();
+  list.set(loading());
+  const show = (provider, date) => {
+    report.set(loading());
+    loadInto(report, api('GET', `${url}/${path(provider, date)}`), (answer) => reportView(app, answer));
+  };
+  const load = () =>
+    loadInto(list, api('GET', url), (answer) => {
+      const items = answer?.items ?? [];
+      if (!items.length) return h('p', { class: 'muted', 'data-test': 'reports' }, t('none'));
+      return table(
+        { 'data-test': 'reports' },
+        [t('pay.day'), t('pay.provider'), t('pay.differences'), t('pay.checked'), ''],
+        items.map((r) =>
+          h(
+            'tr',
+            { 'data-test': 'report-row', 'data-provider': r.provider, 'data-date': r.bill_date },
+            h('td', { class: 'nowrap' }, r.bill_date),
+            h('td', {}, r.provider),
+            h('td', { class: `num ${r.differences ? 'status-bad' : 'status-ok'}` }, r.differences),
+            h('td', { class: 'nowrap' }, time(r.checked_at)),
+            h(
+              'td',
+              {},
+              h('button', { type: 'button', class: 'button-small', 'data-test': 'show-report', onclick: () => show(r.provider, r.bill_date) }, t('show')),
+            ),
+          ),
+        ),
+      );
+    });
+  const compare = (form) =>
+    busy(form, message, async () => {
+      report.set();
+      const answer = await api('POST', url, { provider: form.elements['reconcile-provider'].value, date: form.elements['reconcile-date'].value });
+      report.set(reportView(app, answer));
+      await load();
+    });
+  // Yesterday in China, where the platforms' days are.
+  const yesterday = new Date(Date.now() + 8 * 3600e3 - 864e5).toISOString().slice(0, 10);
+  load();
+  return h(
+    'section',
+    { class: 'card' },
+    cardHead(t('pay.reports'), refreshButton(load)),
+    list,
+    message,
+    h(
+      'form',
+      { class: 'grid-form', onsubmit: onSubmit(compare) },
+      selectField('reconcile-provider', t('pay.provider'), [option('wechat', t('p.wechat')), option('alipay', t('p.alipay'))], {
+        'data-test': 'reconcile-provider',
+      }),
+      field('reconcile-date', t('pay.day'), { type: 'date', required: true, value: yesterday, 'data-test': 'reconcile-date' }, t('pay.compareHint')),
+      h('div', { class: 'field field-end' }, h('button', { type: 'submit', 'data-test': 'reconcile-submit' }, t('pay.compare'))),
+    ),
+    report,
+  );
+}
+
+function reportView(app, r) {
+  const totals = (label, x = {}) =>
+    h('tr', {}, h('td', {}, label), cell(x.payments ?? 0), cell(money(x.paid_fen)), cell(x.refunds ?? 0), cell(money(x.refunded_fen)));
+  const items = r.items ?? [];
+  return h(
+    'div',
+    { 'data-test': 'report', 'data-provider': r.provider, 'data-date': r.bill_date },
+    h('h3', {}, `${r.provider} · ${r.bill_date}`),
+    h('p', { class: 'muted' }, t('pay.checked'), ' ', time(r.checked_at), ` · ${r.source}`, r.bill_found ? null : ` · ${t('pay.noBill')}`),
+    table(
+      { 'data-test': 'report-totals' },
+      ['', t('tab.payments'), t('pay.amount'), t('pay.refunds'), t('ps.refunded')],
+      [totals(t('pay.bill'), r.bill), totals(t('pay.here'), r.here)],
+    ),
+    h(
+      'p',
+      { class: r.differences ? 'status-bad' : 'status-ok', 'data-test': 'report-differences', 'data-value': r.differences },
+      `${t('pay.differences')}: ${num(r.differences)}`,
+    ),
+    items.length
+      ? table(
+          { 'data-test': 'differences' },
+          [t('kind'), t('pay.tradeNo'), t('pay.refundNo'), t('pay.here'), t('pay.bill')],
+          items.map((d) =>
+            h(
+              'tr',
+              { 'data-test': 'difference-row', 'data-kind': d.kind },
+              h('td', {}, h('code', {}, d.kind)),
+              h('td', {}, d.order_id ? orderLink(app, d.order_id) : codeOr(d.out_trade_no)),
+              h('td', {}, codeOr(d.out_refund_no)),
+              h('td', {}, h('code', {}, compact(d.here))),
+              h('td', {}, h('code', {}, compact(d.there))),
+            ),
+          ),
+        )
+      : null,
+  );
+}
+
+function pageOrder({ name, body, role, item }) {
+  const url = adminUrl(name, 'pay', 'orders', item);
+  const back = crumb(`#/apps/${path(name)}/payments`, t('tab.payments'));
+  const message = slot();
+  const load = () =>
+    Promise.all([api('GET', url), role]).then(
+      ([order, mine]) => {
+        const close = (area) =>
+          busy(area, message, async () => {
+            await api('POST', `${url}/close`, {});
+            message.set(notice(t('done')));
+            await load();
+          });
+        const refundable = ['paid', 'partly_refunded'].includes(order.state);
+        body.set(
+          back,
+          h('h2', {}, h('code', {}, order.id)),
+          message,
+          orderDetails(name, order),
+          order.state === 'created'
+            ? h('div', { class: 'actions' }, confirmButton(t('pay.close'), t('sure'), t('yes'), 'close-order', close))
+            : null,
+          refundsSection(url, order, refundable && mine === 'owner', refundable, message, load),
+          timeline(order.events ?? []),
+          callbacksSection(name, order.id),
+        );
+      },
+      (error) => body.set(back, errorBanner(error)),
+    );
+  load();
+}
+
+function orderDetails(app, o) {
+  return h(
+    'section',
+    { class: 'card', 'data-test': 'order-details', 'data-state': o.state },
+    h(
+      'dl',
+      { class: 'details' },
+      detailRow(t('users.state'), payState(o.state), 'order-state'),
+      detailRow(t('pay.amount'), money(o.amount_fen), 'order-amount'),
+      detailRow(t('ps.refunded'), money(o.refunded_fen), 'order-refunded'),
+      detailRow(t('pay.description'), o.description),
+      detailRow(t('pay.provider'), o.provider),
+      detailRow(t('users.id'), userLink(app, o.user_id)),
+      detailRow(t('pay.tradeNo'), codeOr(o.out_trade_no)),
+      detailRow(t('pay.transaction'), codeOr(o.transaction_id)),
+      detailRow(t('pay.metadata'), h('code', {}, compact(o.metadata))),
+      detailRow(t('data.created'), time(o.created_at, true)),
+      detailRow(t('users.expires'), time(o.expires_at, true)),
+      detailRow(t('ps.paid'), time(o.paid_at, true)),
+    ),
+  );
+}
+
+function refundsSection(url, order, owner, refundable, message, reload) {
+  const refunds = order.refunds ?? [];
+  const left = (order.amount_fen ?? 0) - (order.refunded_fen ?? 0);
+  let form = null;
+  const refund = (area) =>
+    form.reportValidity() &&
+    busy(area, message, async () => {
+      const value = (key) => form.elements[`refund-${key}`].value.trim();
+      const answer = await api('POST', `${url}/refunds`, {
+        amount_fen: Math.round(Number(value('amount')) * 100),
+        ...(value('reason') ? { reason: value('reason') } : {}),
+      });
+      message.set(notice(`${t('done')} ${answer?.out_refund_no ?? ''}`));
+      await reload();
+    });
+  if (owner) {
+    form = h(
+      'form',
+      { class: 'grid-form', 'data-test': 'refund-form', onsubmit: onSubmit(() => {}) },
+      field('refund-amount', `${t('pay.amount')} (¥)`, {
+        type: 'number',
+        required: true,
+        min: 0.01,
+        step: 0.01,
+        max: left / 100,
+        value: (left / 100).toFixed(2),
+        'data-test': 'refund-amount',
+      }),
+      field('refund-reason', t('pay.reason'), { maxlength: 80, autocomplete: 'off', 'data-test': 'refund-reason' }),
+      h('div', { class: 'field field-end' }, confirmButton(t('pay.refund'), t('sure'), t('yes'), 'refund', refund)),
+    );
+  }
+  return h(
+    'section',
+    { class: 'card' },
+    h('h2', {}, t('pay.refunds')),
+    refunds.length
+      ? table(
+          { 'data-test': 'refunds' },
+          [t('pay.refundNo'), t('pay.amount'), t('users.state'), t('pay.reason'), t('pay.transaction'), t('data.created')],
+          refunds.map((r) =>
+            h(
+              'tr',
+              { 'data-test': 'refund-row', 'data-id': r.out_refund_no, 'data-state': r.state },
+              h('td', {}, h('code', {}, r.out_refund_no)),
+              cell(money(r.amount_fen)),
+              h('td', {}, payState(r.state)),
+              h('td', {}, r.reason || '—'),
+              h('td', {}, codeOr(r.refund_id)),
+              h('td', { class: 'nowrap' }, time(r.created_at, true)),
+            ),
+          ),
+        )
+      : h('p', { class: 'muted', 'data-test': 'refunds' }, t('none')),
+    form,
+    refundable && !owner ? h('p', { class: 'muted' }, t('set.ownersOnly')) : null,
+  );
+}
+
+function timeline(events) {
+  const sorted = [...events].sort((a, b) => new Date(a.at) - new Date(b.at));
+  return h(
+    'section',
+    { class: 'card' },
+    h('h2', {}, t('pay.timeline')),
+    sorted.length
+      ? table(
+          { 'data-test': 'timeline' },
+          [t('fn.at'), t('pay.event'), t('pay.source'), t('q.payload')],
+          sorted.map((e) =>
+            h(
+              'tr',
+              { 'data-test': 'event-row', 'data-name': e.name, 'data-source': e.source, class: e.source === 'admin' ? 'note' : null },
+              h('td', { class: 'nowrap' }, time(e.at, true)),
+              h('td', {}, h('code', {}, e.name)),
+              h('td', {}, h('span', { class: 'badge' }, e.source === 'admin' ? t('pay.note') : e.source)),
+              h('td', {}, unfold(h('code', {}, compact(e.payload)), e.payload)),
+            ),
+          ),
+        )
+      : h('p', { class: 'muted', 'data-test': 'timeline' }, t('none')),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Realtime: settings (developers edit them), presence and messages (developers)
+
+function pageRealtime({ name, body, role }) {
+  const url = adminUrl(name, 'realtime');
+  Promise.all([api('GET', url), role]).then(
+    ([settings, mine]) => {
+      const summary = slot();
+      summary.set(realtimeSummary(settings));
+      body.set(
+        summary,
+        writer(mine)
+          ? [realtimeEditor(url, settings, summary), presenceSection(url), sendSection(url)]
+          : h('section', { class: 'card' }, h('h2', {}, t('rt.json')), h('pre', { class: 'source', 'data-test': 'realtime-json' }, pretty(settings))),
+      );
+    },
+    (error) => body.set(errorBanner(error)),
+  );
+}
+
+function realtimeSummary(s) {
+  const rule = (r) => ruleText(r ?? null);
+  const kept = (history) => (history ? t('rt.kept', { count: num(history.count), secs: num(history.age_secs) }) : '—');
+  const kinds = Object.entries(s?.channels ?? {});
+  return h(
+    'section',
+    { class: 'card', 'data-test': 'realtime-settings' },
+    h('h2', {}, t('rt.kinds')),
+    kinds.length
+      ? table(
+          { 'data-test': 'realtime-kinds' },
+          [t('kind'), t('rt.join'), t('rt.publish'), t('rt.presence'), t('q.retention')],
+          kinds.map(([kind, c]) =>
+            h(
+              'tr',
+              { 'data-test': 'kind-row', 'data-kind': kind },
+              h('td', {}, h('code', {}, kind)),
+              ['join', 'publish', 'presence'].map((act) => h('td', {}, rule(c?.rules?.[act]))),
+              h('td', {}, kept(c?.history)),
+            ),
+          ),
+        )
+      : h('p', { class: 'muted', 'data-test': 'realtime-kinds' }, t('none')),
+  );
+}
+
+function realtimeEditor(url, settings, summary) {
+  const message = slot();
+  const save = (form) =>
+    busy(form, message, async () => {
+      const saved = await api('PUT', url, parseObject(form.elements['realtime-json'].value));
+      summary.set(realtimeSummary(saved));
+      form.elements['realtime-json'].value = pretty(saved);
+      message.set(notice(t('done')));
+    });
+  return h(
+    'section',
+    { class: 'card' },
+    message,
+    h(
+      'form',
+      { class: 'stack', onsubmit: onSubmit(save) },
+      field(
+        'realtime-json',
+        t('rt.json'),
+        { rows: 14, spellcheck: 'false', value: pretty(settings), 'data-test': 'realtime-json' },
+        t('rt.jsonHint'),
+        'textarea',
+      ),
+      h('button', { type: 'submit', class: 'button-primary', 'data-test': 'realtime-save' }, t('data.save')),
+    ),
+  );
+}
+
+function presenceSection(url) {
+  let channel = '';
+  const members = pager(
+    'presence',
+    (after) => api('GET', `${url}/channels/${path(channel)}/presence?${query({ after, limit: 100 })}`),
+    (answer) => answer?.next,
+    (answer) => [
+      h('p', { 'data-test': 'presence-count', 'data-value': answer?.count ?? 0 }, t('rt.count', { n: num(answer?.count) })),
+      answer?.members?.length
+        ? table(
+            {},
+            [t('rt.member'), t('users.id'), t('users.state')],
+            answer.members.map((m) =>
+              h(
+                'tr',
+                { 'data-test': 'member-row', 'data-member': m.member },
+                h('td', {}, h('code', {}, m.member)),
+                h('td', {}, codeOr(m.user)),
+                h('td', {}, h('code', {}, compact(m.state))),
+              ),
+            ),
+          )
+        : h('p', { class: 'muted' }, t('none')),
+    ],
+  );
+  const look = (form) => {
+    channel = form.elements['presence-channel'].value.trim();
+    members.load(0);
+  };
+  return h(
+    'section',
+    { class: 'card' },
+    h('h2', {}, t('rt.presence')),
+    h(
+      'form',
+      { class: 'toolbar filters', onsubmit: onSubmit(look) },
+      h('label', { for: 'presence-channel' }, t('rt.channel')),
+      h('input', {
+        id: 'presence-channel',
+        required: true,
+        maxlength: 161,
+        autocomplete: 'off',
+        spellcheck: 'false',
+        placeholder: t('rt.channelHint'),
+        'data-test': 'presence-channel',
+      }),
+      h('button', { type: 'submit', 'data-test': 'presence-submit' }, t('show')),
+    ),
+    members.list,
+    members.bar,
+  );
+}
+
+function sendSection(url) {
+  const message = slot();
+  const send = (form) =>
+    busy(form, message, async () => {
+      const data = parseJson(form.elements['send-data'].value);
+      const to = `${form.elements['send-target'].value}/${path(form.elements['send-to'].value.trim())}`;
+      const answer = await api('POST', `${url}/${to}/messages`, { data });
+      message.set(notice(`${t('done')} seq ${answer?.seq ?? ''}`));
+    });
+  return h(
+    'section',
+    { class: 'card', 'data-test': 'send-section' },
+    h('h2', {}, t('rt.send')),
+    message,
+    h(
+      'form',
+      { class: 'grid-form', onsubmit: onSubmit(send) },
+      selectField('send-target', t('rt.to'), [option('channels', t('rt.channel')), option('users', t('users.id'))], { 'data-test': 'send-target' }),
+      field(
+        'send-to',
+        `${t('rt.channel')} / ${t('users.id')}`,
+        { required: true, autocomplete: 'off', spellcheck: 'false', 'data-test': 'send-to' },
+        t('rt.channelHint'),
+      ),
+      field(
+        'send-data',
+        t('rt.data'),
+        { rows: 3, required: true, spellcheck: 'false', value: '{"text": "hello"}', 'data-test': 'send-data' },
+        null,
+        'textarea',
+      ),
+      h('div', { class: 'field field-end' }, h('button', { type: 'submit', class: 'button-primary', 'data-test': 'send-submit' }, t('rt.send'))),
+    ),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings: login providers (owners change them; secrets write-only), functions' env
+
+const PROVIDERS = ['wechat', 'qq', 'douyin', 'alipay', 'password', 'anonymous', 'dev'];
+/** [field, words, secret (write-only), textarea] of each kind of provider. */
+const PROVIDER_FIELDS = {
+  platform: [
+    ['appid', 'set.appid'],
+    ['secret', 'set.secret', true],
+    ['base_url', 'set.baseUrl'],
+  ],
+  alipay: [
+    ['app_id', 'set.appid'],
+    ['private_key', 'set.privateKey', true, true],
+    ['alipay_public_key', 'set.publicKey', false, true],
+    ['base_url', 'set.baseUrl'],
+  ],
+};
+const providerFields = (id) => PROVIDER_FIELDS[/^(wechat|qq|douyin)\b/.test(id) ? 'platform' : /^alipay\b/.test(id) ? 'alipay' : ''] ?? [];
+
+function pageSettings({ name, body, role }) {
+  role.then((mine) => body.set(providersSection(name, mine === 'owner'), envSection(name, writer(mine))));
+}
+
+function providersSection(app, owner) {
+  const message = slot();
+  const list = slot();
+  const editor = slot();
+  list.set(loading());
+  const load = async () => {
+    const answers = await Promise.allSettled(PROVIDERS.map((p) => api('GET', adminUrl(app, 'auth', 'providers', p))));
+    const failed = answers.find((a) => a.status === 'rejected');
+    list.set(failed ? errorBanner(failed.reason) : providersTable(answers.map((a) => a.value ?? {}), owner ? edit : null));
+  };
+  const done = (text) => {
+    editor.set();
+    message.set(notice(text));
+    load();
+  };
+  const edit = (view) => {
+    message.set();
+    editor.set(providerForm(app, view, done, () => editor.set()));
+    editor.querySelector('input')?.focus();
+  };
+  load();
+  return h(
+    'section',
+    { class: 'card' },
+    h('h2', {}, t('set.providers')),
+    owner ? null : h('p', { class: 'muted' }, t('set.ownersOnly')),
+    message,
+    list,
+    editor,
+  );
+}
+
+function providersTable(views, edit) {
+  const button = { type: 'button', class: 'button-small', 'data-test': 'edit-provider' };
+  return table(
+    { 'data-test': 'providers' },
+    [t('users.provider'), t('set.enabled'), t('tab.settings'), t('set.secret'), t('data.updated'), ''],
+    views.map((v) => {
+      const fields = providerFields(v.provider);
+      const secret = fields.find(([, , hidden]) => hidden)?.[0];
+      return h(
+        'tr',
+        { 'data-test': 'provider-row', 'data-provider': v.provider, 'data-enabled': String(Boolean(v.enabled)) },
+        h('td', {}, t(`p.${v.provider}`), ' ', h('code', { class: 'muted' }, v.provider)),
+        h('td', { class: v.enabled ? 'status-ok' : 'muted' }, t(v.enabled ? 'yes' : 'no')),
+        h(
+          'td',
+          {},
+          fields
+            .filter(([key, , hidden, long]) => !hidden && !long && v[key])
+            .map(([key, words]) => h('div', {}, h('span', { class: 'muted' }, `${t(words)}: `), h('code', {}, v[key]))),
+        ),
+        h(
+          'td',
+          {},
+          secret ? (v[secret] ? h('span', { class: 'badge badge-developer', 'data-test': 'provider-secret-set' }, t('set.isSet')) : t('set.notSet')) : '—',
+        ),
+        h('td', { class: 'nowrap' }, time(v.updated_at)),
+        h('td', {}, edit ? h('button', { ...button, 'data-provider': v.provider, onclick: () => edit(v) }, t('data.edit')) : null),
+      );
+    }),
+  );
+}
+
+/** A provider's form: its secrets never prefilled, and needed by every save. */
+function providerForm(app, view, done, cancel) {
+  const id = view.provider;
+  const message = slot();
+  const fields = providerFields(id);
+  const save = (form) =>
+    busy(form, message, async () => {
+      const body = { enabled: form.elements['pf-enabled'].checked };
+      for (const [key, , hidden] of fields) {
+        const value = form.elements[`pf-${key}`].value;
+        if (value.trim()) body[key] = hidden ? value : value.trim();
+      }
+      await api('PUT', adminUrl(app, 'auth', 'providers', id), body);
+      done(t('done'));
+    });
+  return h(
+    'form',
+    { class: 'card stack editor-card', 'data-test': 'provider-form', 'data-provider': id, onsubmit: onSubmit(save) },
+    h('h3', {}, t(`p.${id}`), ' ', h('code', { class: 'muted' }, id)),
+    message,
+    h(
+      'label',
+      { class: 'check' },
+      h('input', {
+        type: 'checkbox',
+        id: 'pf-enabled',
+        name: 'pf-enabled',
+        checked: Boolean(view.enabled),
+        'data-test': 'provider-input',
+        'data-field': 'enabled',
+      }),
+      t('set.enabled'),
+    ),
+    fields.map(([key, words, hidden, long]) =>
+      field(
+        `pf-${key}`,
+        t(words),
+        {
+          required: key !== 'base_url',
+          autocomplete: hidden ? 'new-password' : 'off',
+          spellcheck: 'false',
+          type: hidden && !long ? 'password' : null,
+          rows: long ? 4 : null,
+          value: hidden ? '' : view[key] ?? '',
+          'data-test': 'provider-input',
+          'data-field': key,
+        },
+        hidden ? `${t(view[key] ? 'set.isSet' : 'set.notSet')} · ${t('set.secretHint')}` : null,
+        long ? 'textarea' : 'input',
+      ),
+    ),
+    h(
+      'div',
+      { class: 'actions' },
+      h('button', { type: 'submit', class: 'button-primary', 'data-test': 'provider-save' }, t('data.save')),
+      h('button', { type: 'button', class: 'button-quiet', onclick: cancel }, t('cancel')),
+    ),
+  );
+}
+
+function envSection(app, write) {
+  const url = adminUrl(app, 'env');
+  const message = slot();
+  const list = slot();
+  list.set(loading());
+  const change = (el, name, value) =>
+    busy(el, message, async () => {
+      await api(value === undefined ? 'DELETE' : 'PUT', `${url}/${path(name)}`, value === undefined ? undefined : { value });
+      message.set(notice(t('done')));
+      if (value !== undefined) el.reset();
+      await load();
+    });
+  const load = () =>
+    loadInto(list, api('GET', url), (answer) => {
+      const names = answer?.names ?? [];
+      if (!names.length) return h('p', { class: 'muted', 'data-test': 'env' }, t('none'));
+      return table(
+        { 'data-test': 'env' },
+        [t('env.name'), ''],
+        names.map((name) =>
+          h(
+            'tr',
+            { 'data-test': 'env-row', 'data-name': name },
+            h('td', {}, h('code', {}, name)),
+            h(
+              'td',
+              {},
+              write ? confirmButton(t('data.delete'), t('sure'), t('yes'), 'delete-env', (area) => change(area, name), { 'data-name': name }) : null,
+            ),
+          ),
+        ),
+      );
+    });
+  load();
+  const set = (form) => change(form, form.elements['env-name'].value.trim(), form.elements['env-value'].value);
+  return h(
+    'section',
+    { class: 'card' },
+    h('h2', {}, t('env.title')),
+    h('p', { class: 'muted' }, t('env.hint')),
+    message,
+    list,
+    write
+      ? h(
+          'form',
+          { class: 'grid-form', onsubmit: onSubmit(set) },
+          field(
+            'env-name',
+            t('env.name'),
+            { required: true, maxlength: 64, pattern: '[A-Z_][A-Z0-9_]*', autocomplete: 'off', spellcheck: 'false', 'data-test': 'env-name' },
+            t('env.nameHint'),
+          ),
+          field('env-value', t('env.value'), { required: true, rows: 2, autocomplete: 'off', spellcheck: 'false', 'data-test': 'env-value' }, null, 'textarea'),
+          h('div', { class: 'field field-end' }, h('button', { type: 'submit', class: 'button-primary', 'data-test': 'env-submit' }, t('data.save'))),
+        )
+      : null,
   );
 }
 

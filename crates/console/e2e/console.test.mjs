@@ -827,6 +827,132 @@ step("the viewer sees the traffic but no Users tab and no Rotate button; the use
   await owner.context().close();
 });
 
+// ---------------------------------------------------------------------------------------------
+// Payments, realtime and the app's settings
+
+/** A fresh page signed in as `person`, on the app's `tab`. */
+async function signedInOn(person, tab) {
+  const page = await newPage();
+  await page.goto(`${consoleBase}/console/`);
+  await page.fill("[data-test=login-email]", person.email);
+  await page.fill("[data-test=login-password]", person.password);
+  await page.click("[data-test=login-submit]");
+  await page.click(`[data-test=app-link][data-app=${APP}]`);
+  await page.waitForSelector(`[data-test=tab-${tab}]`);
+  await page.click(`[data-test=tab-${tab}]`);
+  return page;
+}
+
+step("the owner's Payments tab: no orders, no reports, and without a merchant the server refuses to compare a day", async () => {
+  owner = await signedInOn(OWNER, "payments");
+  await owner.waitForSelector("[data-test=payments-page] p[data-test=orders]");
+  assert.equal(new URL(owner.url()).hash, `#/apps/${APP}/payments`);
+  assert.equal(await owner.getAttribute("[data-test=tab-payments]", "aria-current"), "page");
+  assert.equal(await owner.locator("[data-test=order-row]").count(), 0);
+  await owner.waitForSelector("[data-test=payments-page] p[data-test=callbacks]");
+  // The kept reports: none (or the server's refusal, in a banner, should it want a merchant).
+  await owner.waitForSelector("[data-test=payments-page] :is(p[data-test=reports], [data-test=error])");
+  // Yesterday (the form's default): the app has no WeChat Pay merchant.
+  assert.match(await owner.inputValue("[data-test=reconcile-date]"), /^\d{4}-\d{2}-\d{2}$/);
+  await owner.click("[data-test=reconcile-submit]");
+  await owner.waitForSelector("[data-test=error][data-code=pay_not_configured]");
+  assert.equal(await owner.locator("[data-test=report]").count(), 0);
+  await shot(owner, "13-payments");
+});
+
+step("the owner saves realtime settings with a kind of channel, looks at its presence and sends it a message", async () => {
+  await owner.click("[data-test=tab-realtime]");
+  await owner.waitForSelector("[data-test=realtime-page] textarea[data-test=realtime-json]");
+  assert.equal(await owner.locator("[data-test=kind-row]").count(), 0);
+  const settings = JSON.parse(await owner.inputValue("[data-test=realtime-json]"));
+  assert.deepEqual(settings.channels, {});
+
+  // A kind the server refuses: its code, and nothing saved.
+  await owner.fill("[data-test=realtime-json]", JSON.stringify({ channels: { Room: {} } }));
+  await owner.click("[data-test=realtime-save]");
+  await owner.waitForSelector("[data-test=error][data-code=invalid_realtime_settings]");
+
+  const rules = { join: "@auth.id != null", publish: "@auth.id != null", presence: "" };
+  settings.channels.room = { rules, history: { count: 50, age_secs: 60 } };
+  await owner.fill("[data-test=realtime-json]", JSON.stringify(settings, null, 2));
+  await owner.click("[data-test=realtime-save]");
+  await owner.waitForSelector("[data-test=kind-row][data-kind=room]");
+  await owner.waitForSelector("[data-test=notice]");
+  const saved = await call("GET", `/v1/admin/apps/${APP}/realtime`, TOKEN);
+  assert.equal(saved.status, 200, JSON.stringify(saved.body));
+  assert.deepEqual(Object.keys(saved.body.channels), ["room"]);
+  assert.deepEqual(saved.body.channels.room.rules, rules);
+  assert.deepEqual(saved.body.channels.room.history, { count: 50, age_secs: 60 });
+
+  // Nobody is in room:1; a message to it is numbered all the same.
+  await owner.fill("[data-test=presence-channel]", "room:1");
+  await owner.click("[data-test=presence-submit]");
+  await owner.waitForSelector("[data-test=presence-count][data-value='0']");
+  await owner.selectOption("[data-test=send-target]", "channels");
+  await owner.fill("[data-test=send-to]", "room:1");
+  await owner.fill("[data-test=send-data]", JSON.stringify({ text: "hello from the console" }));
+  await owner.click("[data-test=send-submit]");
+  await owner.waitForSelector("[data-test=send-section] [data-test=notice]");
+  await shot(owner, "14-realtime");
+});
+
+step("the owner turns the dev login on in Settings and sets a function secret; the API agrees, and secrets are never shown", async () => {
+  // Off first: the users' step turned it on through the API.
+  const off = await call("PUT", `/v1/admin/apps/${APP}/auth/providers/dev`, TOKEN, { enabled: false });
+  assert.equal(off.status, 200, JSON.stringify(off.body));
+  await owner.click("[data-test=tab-settings]");
+  await owner.waitForSelector("[data-test=provider-row][data-provider=dev][data-enabled=false]");
+  assert.equal(await owner.getAttribute("[data-test=tab-settings]", "aria-current"), "page");
+  await owner.click("[data-test=edit-provider][data-provider=dev]");
+  await owner.check("[data-test=provider-form][data-provider=dev] [data-test=provider-input][data-field=enabled]");
+  await owner.click("[data-test=provider-save]");
+  await owner.waitForSelector("[data-test=provider-row][data-provider=dev][data-enabled=true]");
+  const dev = await call("GET", `/v1/admin/apps/${APP}/auth/providers/dev`, TOKEN);
+  assert.equal(dev.status, 200, JSON.stringify(dev.body));
+  assert.equal(dev.body.enabled, true);
+
+  // WeChat with its secret: the row says a secret is set; the form never shows it.
+  const input = (name) => `[data-test=provider-form][data-provider=wechat] [data-test=provider-input][data-field=${name}]`;
+  await owner.click("[data-test=edit-provider][data-provider=wechat]");
+  assert.equal(await owner.inputValue(input("secret")), "");
+  await owner.check(input("enabled"));
+  await owner.fill(input("appid"), "wx-console");
+  await owner.fill(input("secret"), "console-secret-value");
+  await owner.click("[data-test=provider-save]");
+  await owner.waitForSelector("[data-test=provider-row][data-provider=wechat][data-enabled=true] [data-test=provider-secret-set]");
+  const wechat = await call("GET", `/v1/admin/apps/${APP}/auth/providers/wechat`, TOKEN);
+  assert.equal(wechat.body.appid, "wx-console");
+  assert.equal(wechat.body.secret, "********");
+  await owner.click("[data-test=edit-provider][data-provider=wechat]");
+  assert.equal(await owner.inputValue(input("appid")), "wx-console");
+  assert.equal(await owner.inputValue(input("secret")), "");
+  assert.ok(!(await owner.content()).includes("console-secret-value"), "the secret is nowhere on the page");
+
+  // A function secret: its name listed, its value never.
+  await owner.fill("[data-test=env-name]", "CONSOLE_SECRET");
+  await owner.fill("[data-test=env-value]", "a sealed value");
+  await owner.click("[data-test=env-submit]");
+  await owner.waitForSelector("[data-test=env-row][data-name=CONSOLE_SECRET]");
+  const env = await call("GET", `/v1/admin/apps/${APP}/env`, TOKEN);
+  assert.ok(env.body.names.includes("CONSOLE_SECRET"), JSON.stringify(env.body));
+  assert.ok(!(await owner.content()).includes("a sealed value"));
+  await shot(owner, "15-settings");
+});
+
+step("a viewer reads the realtime settings, with nothing to change, and has neither Payments nor Settings", async () => {
+  const page = await signedInOn(VIEWER, "realtime");
+  await page.waitForSelector("[data-test=realtime-page] pre[data-test=realtime-json]");
+  await page.waitForSelector("[data-test=kind-row][data-kind=room]");
+  for (const control of ["tab-payments", "tab-settings", "realtime-save", "presence-channel", "send-submit"]) {
+    assert.equal(await page.locator(`[data-test=${control}]`).count(), 0, `the viewer has no ${control}`);
+  }
+  // Typed into the address bar: the server's refusal.
+  await page.evaluate((app) => (location.hash = `#/apps/${app}/payments`), APP);
+  await page.waitForSelector("[data-test=payments-page] [data-test=error][data-code=forbidden]");
+  await page.context().close();
+  await owner.context().close();
+});
+
 step("no page error and no CSP violation on any page", () => {
   assert.deepEqual(problems, []);
 });
