@@ -216,7 +216,17 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
     parts.extensions.insert(ConsoleCaller);
     let request = Request::from_parts(parts, body);
     if !write {
-        return next.run(request).await;
+        let response = next.run(request).await;
+        // Who looked at whom: reading the app's users (a search, a user's page, their
+        // sessions) is noted like a change.
+        if template.starts_with("/v1/admin/apps/{app}/users") {
+            let status = response.status().as_u16();
+            let console = state.console();
+            console
+                .audit(&who.person.email, app.as_ref(), &action, status)
+                .await;
+        }
+        return response;
     }
     // A write and its entry in the log run to the end together, whether or not the person
     // waits for the answer: closing the connection must not leave a change out of the log.

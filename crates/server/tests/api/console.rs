@@ -370,6 +370,22 @@ async fn roles_decide_every_admin_route_and_bearer_tokens_do_nothing_there() {
         .expect(StatusCode::OK)
         .await;
     assert_eq!(listed["items"][0]["id"], record["id"]);
+    // Looking at the app's users is in the log, as a change is; other reads are not.
+    developer
+        .request(Method::GET, "/v1/admin/apps/shop/users?search=someone")
+        .expect(StatusCode::OK)
+        .await;
+    let log = owner
+        .request(Method::GET, "/console/api/audit?app=shop&limit=5")
+        .expect(StatusCode::OK)
+        .await;
+    let newest = &log["items"][0];
+    assert_eq!(newest["actor"], "dev@example.com", "{log}");
+    assert_eq!(
+        newest["action"],
+        "GET /v1/admin/apps/shop/users?search=someone"
+    );
+    assert_eq!(newest["status"], 200);
     viewer
         .request(Method::POST, "/v1/apps/shop/collections/notes/records")
         .json(&json!({ "title": "no" }))
