@@ -45,7 +45,8 @@
 //            function-active-version, function-source (data-file), versions,
 //            version-row (data-version, data-active), rollback (data-version), invoke-form,
 //            invoke-event, invoke-submit, invoke-result, logs-section, logs,
-//            log-row (data-outcome), logs-refresh
+//            log-row (data-outcome), logs-refresh, logs-follow (aria-pressed: while on, new
+//            entries are asked for every 2 s and put on top)
 //   queues:  queues-page, queues, queues-refresh, queue-row (data-queue), queue-link
 //            (data-queue), queue-ready, queue-in-flight, queue-delayed, queue-dead, queue-page,
 //            queue-details, dead-letters, dead, dead-hidden (messages refused to the role),
@@ -272,6 +273,8 @@ const WORDS = {
     'fn.result': 'Result',
     'fn.logs': 'Latest logs',
     'fn.noLogs': 'No invocations yet.',
+    'fn.follow': 'Follow',
+    'fn.following': 'Following',
     'fn.at': 'Time',
     'fn.trigger': 'Trigger',
     'fn.outcome': 'Outcome',
@@ -629,6 +632,8 @@ const WORDS = {
     'fn.result': '结果',
     'fn.logs': '最近日志',
     'fn.noLogs': '还没有调用记录。',
+    'fn.follow': '实时跟踪',
+    'fn.following': '跟踪中',
     'fn.at': '时间',
     'fn.trigger': '触发方式',
     'fn.outcome': '结果',
@@ -1000,6 +1005,8 @@ let me = null;
 let setupNeeded = false;
 /** A secret key just made, shown until the person leaves the page: { app, key, rotated }. */
 let revealed = null;
+/** Stops what the page shown runs in the background (the logs' Follow); render() calls it. */
+let leave = null;
 
 class ApiError extends Error {
   constructor(status, code, message, requestId) {
@@ -1096,6 +1103,7 @@ function go(hash) {
 }
 
 function render() {
+  leave?.();
   document.documentElement.lang = lang;
   const parts = route();
   const [page = '', arg = null] = parts;
@@ -2238,36 +2246,90 @@ function invokeForm(app, name, logs) {
 
 function logsSection(app, name) {
   const list = slot();
+  const message = slot();
   list.set(loading());
-  const query = new URLSearchParams({ function: name, limit: '20' });
+  const url = `${adminUrl(app, 'logs')}?function=${encodeURIComponent(name)}&limit=`;
+  let last = null; // the highest id shown (null: not loaded yet)
+  let rows = null; // the table's body, once there is one
+  let timer = null; // set while following
+  const row = (entry) =>
+    h(
+      'tr',
+      { 'data-test': 'log-row', 'data-outcome': entry.outcome },
+      h('td', { class: 'nowrap' }, time(entry.at, true)),
+      cell(entry.version),
+      h('td', {}, entry.trigger),
+      h('td', { class: entry.outcome === 'ok' ? 'status-ok' : 'status-bad' }, entry.outcome),
+      cell(`${((entry.micros ?? 0) / 1000).toFixed(1)} ms`),
+      h('td', {}, logOutput(entry)),
+    );
+  /** Puts `items` (newest first) on top of the rows shown, keeping the newest 200. */
+  const show = (items) => {
+    if (!items.length) return;
+    last = Math.max(last ?? 0, items[0].id);
+    if (!rows) {
+      const shown = table({ 'data-test': 'logs' }, [t('fn.at'), t('fn.version'), t('fn.trigger'), t('fn.outcome'), t('fn.duration'), t('fn.output')], []);
+      rows = shown.querySelector('tbody');
+      list.set(shown);
+    }
+    rows.prepend(...items.map(row));
+    while (rows.children.length > 200) rows.lastChild.remove();
+  };
   const load = () =>
-    loadInto(list, api('GET', `${adminUrl(app, 'logs')}?${query}`), (answer) => {
-      const items = answer?.items ?? [];
-      if (!items.length) return h('p', { class: 'muted' }, t('fn.noLogs'));
-      return table(
-        { 'data-test': 'logs' },
-        [t('fn.at'), t('fn.version'), t('fn.trigger'), t('fn.outcome'), t('fn.duration'), t('fn.output')],
-        items.map((entry) =>
-          h(
-            'tr',
-            { 'data-test': 'log-row', 'data-outcome': entry.outcome },
-            h('td', { class: 'nowrap' }, time(entry.at, true)),
-            cell(entry.version),
-            h('td', {}, entry.trigger),
-            h('td', { class: entry.outcome === 'ok' ? 'status-ok' : 'status-bad' }, entry.outcome),
-            cell(`${((entry.micros ?? 0) / 1000).toFixed(1)} ms`),
-            h('td', {}, logOutput(entry)),
-          ),
-        ),
-      );
-    });
+    api('GET', `${url}20`).then(
+      (answer) => {
+        const items = answer?.items ?? [];
+        rows = null;
+        last = items[0]?.id ?? 0;
+        if (items.length) show(items);
+        else list.set(h('p', { class: 'muted' }, t('fn.noLogs')));
+      },
+      (error) => {
+        rows = last = null;
+        list.set(errorBanner(error));
+        refused(error);
+      },
+    );
+  const refused = (error) => (error.status === 401 || error.status === 403) && stop();
+  const stop = () => {
+    clearTimeout(timer);
+    timer = null;
+    if (leave === stop) leave = null;
+    follow.setAttribute('aria-pressed', 'false');
+    follow.className = 'button-small';
+    follow.textContent = t('fn.follow');
+  };
+  const tick = async () => {
+    const mine = timer;
+    if (!section.isConnected) return stop();
+    try {
+      if (last === null) await load();
+      else show(((await api('GET', `${url}100&after=${last}`))?.items ?? []).filter((e) => e.id > last).reverse());
+      message.set();
+    } catch (error) {
+      message.set(errorBanner(error));
+      refused(error);
+    }
+    if (timer === mine) timer = setTimeout(tick, 2000); // not if stopped (or started again) meanwhile
+  };
+  const follow = h('button', { type: 'button', 'data-test': 'logs-follow', onclick: () => (timer ? stop() : start()) });
+  const start = () => {
+    leave?.();
+    leave = stop;
+    follow.setAttribute('aria-pressed', 'true');
+    follow.className = 'button-small button-primary';
+    follow.textContent = t('fn.following');
+    timer = setTimeout(tick, 2000);
+  };
   const section = h(
     'section',
     { class: 'card', 'data-test': 'logs-section' },
-    cardHead(t('fn.logs'), h('button', { type: 'button', class: 'button-small', 'data-test': 'logs-refresh', onclick: () => load() }, t('refresh'))),
+    cardHead(t('fn.logs'), follow, h('button', { type: 'button', class: 'button-small', 'data-test': 'logs-refresh', onclick: () => load() }, t('refresh'))),
+    message,
     list,
   );
-  section.load = load;
+  section.load = () => timer || load(); // following, the new entries come anyway
+  stop();
   load();
   return section;
 }

@@ -594,6 +594,26 @@ step("the owner sees a function deployed through the API, rolls it back, invokes
     outcomes = await owner.$$eval("[data-test=log-row]", (rows) => rows.map((r) => r.dataset.outcome));
   }
   assert.deepEqual(outcomes, ["error", "ok"]);
+
+  // Followed: a call made elsewhere (through the API) comes on top within seconds, without a
+  // reload (the mark on the window would be gone) and without Refresh; then no more once off.
+  const follow = "[data-test=logs-follow]";
+  assert.equal(await owner.getAttribute(follow, "aria-pressed"), "false");
+  assert.equal(await text(owner, follow), "Follow");
+  await owner.evaluate(() => (window.notReloaded = true));
+  await owner.click(follow);
+  assert.equal(await owner.getAttribute(follow, "aria-pressed"), "true");
+  assert.equal(await text(owner, follow), "Following");
+  const called = await call("POST", `/v1/apps/${APP}/functions/greet`, TOKEN, { name: "Bea" });
+  assert.equal(called.status, 200, JSON.stringify(called.body));
+  await owner.waitForFunction(() => document.querySelectorAll("[data-test=log-row]").length === 3, null, { timeout: 10_000 });
+  assert.match(await text(owner, "[data-test=log-row]"), /greeting Bea/);
+  assert.equal(await owner.evaluate(() => window.notReloaded), true);
+  await owner.click(follow);
+  assert.equal(await owner.getAttribute(follow, "aria-pressed"), "false");
+  assert.equal((await call("POST", `/v1/apps/${APP}/functions/greet`, TOKEN, { name: "Cy" })).status, 200);
+  await sleep(3_000);
+  assert.equal(await owner.locator("[data-test=log-row]").count(), 3, "nothing new once off");
   await shot(owner, "9-functions");
 });
 
