@@ -21,8 +21,8 @@ pub enum Need {
     InstanceOwner,
     /// At least this role on the app of the route's `{app}`.
     App(AppRole),
-    /// Not served on the console's address: user content (sites, files, HTTP functions), the
-    /// end users' own routes, and anything not decided.
+    /// Not served on the console's address: apps' pages (sites, HTTP functions), signed file
+    /// URLs, the end users' own routes, and anything not decided.
     Closed,
 }
 
@@ -66,12 +66,22 @@ fn admin_route(read: bool, method: &Method, rest: &str) -> Need {
     }
 }
 
-/// `/v1/apps/{app}…`: the console reads and edits records as an admin (no rules, still
-/// validated) and invokes functions; the end users' own routes stay closed.
+/// `/v1/apps/{app}…`: the console reads and edits records and files as an admin (no rules,
+/// still validated) and invokes functions; the end users' own routes stay closed. A file's
+/// bytes are safe to serve here: what is not a raster image, audio or video is an attachment,
+/// every answer is `nosniff`, and the console's address sandboxes every answer but its page.
 fn app_route(read: bool, rest: &str) -> Need {
+    let data = [
+        "/collections/{collection}/records",
+        "/collections/{collection}/records/{id}",
+        "/buckets/{bucket}/files",
+        "/files/{bucket}",
+        "/files/{bucket}/{file}",
+        "/files/{bucket}/{file}/info",
+    ];
     match rest {
         "/health" if read => Need::App(AppRole::Viewer),
-        "/collections/{collection}/records" | "/collections/{collection}/records/{id}" => {
+        _ if data.contains(&rest) => {
             if read {
                 Need::App(AppRole::Viewer)
             } else {
@@ -141,10 +151,9 @@ mod tests {
     }
 
     #[test]
-    fn user_content_and_end_users_routes_are_closed() {
+    fn sites_http_functions_and_end_users_routes_are_closed() {
         for (method, path) in every_route() {
             let user_content = path.starts_with("/sites/")
-                || path.contains("/files/")
                 || path.contains("/file-urls")
                 || path.contains("/http/")
                 || path == "/v1/apps/{app}/realtime"

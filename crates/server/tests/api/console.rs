@@ -742,3 +742,79 @@ async fn people_and_roles_are_checked_and_the_audit_log_says_who_changed_what() 
         .expect_error(StatusCode::UNAUTHORIZED, "console_login_required")
         .await;
 }
+
+#[tokio::test]
+async fn files_are_browsed_uploaded_and_deleted_through_the_console_and_never_run_there() {
+    let t = TestApp::start().await;
+    let owner = set_up_owner(&t).await;
+    t.create_app("shop").await;
+    t.admin(Method::PUT, "/v1/admin/apps/shop/buckets/docs")
+        .json(&json!({}))
+        .expect(StatusCode::OK)
+        .await;
+    let viewer = member(&t, &owner, "viewer@example.com", Some(("shop", "viewer"))).await;
+    let developer = member(&t, &owner, "dev@example.com", Some(("shop", "developer"))).await;
+    const BOUNDARY: &str = "console-test-boundary";
+    let form = |name: &str, content_type: &str, bytes: &str| {
+        format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+             Content-Type: {content_type}\r\n\r\n{bytes}\r\n--{BOUNDARY}--\r\n"
+        )
+    };
+    let upload = |who: &Person| {
+        who.request(Method::POST, "/v1/apps/shop/files/docs")
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(form("page.html", "text/html", "<script>alert(1)</script>"))
+    };
+    upload(&viewer)
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    let file = upload(&developer).expect(StatusCode::CREATED).await;
+    let id = file["id"].as_str().unwrap().to_owned();
+
+    let listed = viewer
+        .request(Method::GET, "/v1/apps/shop/buckets/docs/files")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(listed["items"][0]["id"], id.as_str(), "{listed}");
+    // The bytes come, but as an attachment that no browser runs on the console's origin.
+    let download = viewer
+        .request(Method::GET, &format!("/v1/apps/shop/files/docs/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), StatusCode::OK);
+    let headers = download.headers().clone();
+    assert!(
+        headers["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("sandbox")
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(download.text().await.unwrap(), "<script>alert(1)</script>");
+
+    viewer
+        .request(Method::DELETE, &format!("/v1/apps/shop/files/docs/{id}"))
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    developer
+        .request(Method::DELETE, &format!("/v1/apps/shop/files/docs/{id}"))
+        .no_content()
+        .await;
+    // Signed URLs for the API's address stay there.
+    developer
+        .request(Method::POST, "/v1/apps/shop/file-urls")
+        .json(&json!({ "files": [id] }))
+        .expect_error(StatusCode::NOT_FOUND, "route_not_found")
+        .await;
+}
