@@ -5,7 +5,8 @@
 // lives in a module variable only; localStorage holds the chosen language and nothing else.
 //
 // Routes: #/login, #/apps, #/apps/{name} (its overview), #/apps/{name}/data,
-// #/apps/{name}/data/{collection}, #/apps/{name}/functions, #/apps/{name}/functions/{fn},
+// #/apps/{name}/data/{collection}, #/apps/{name}/files, #/apps/{name}/files/{bucket},
+// #/apps/{name}/functions, #/apps/{name}/functions/{fn},
 // #/apps/{name}/queues, #/apps/{name}/queues/{queue}, #/apps/{name}/users,
 // #/apps/{name}/users/{id}, #/apps/{name}/payments, #/apps/{name}/payments/{order},
 // #/apps/{name}/realtime, #/apps/{name}/settings, #/people, #/audit. What a person may change
@@ -28,7 +29,7 @@
 //            usage-errors-total, usage-p99, usage-invocations-total, usage-connections,
 //            usage-files, usage-file-bytes (each tile's data-value holds the raw number),
 //            chart-requests, chart-p99, chart-invocations (the <svg>s)
-//   tabs:    tab-overview, tab-data, tab-functions, tab-queues, tab-users, tab-payments,
+//   tabs:    tab-overview, tab-data, tab-files, tab-functions, tab-queues, tab-users, tab-payments,
 //            tab-realtime, tab-settings (users, payments and settings for developers and owners
 //            only; the open one has aria-current="page")
 //   data:    data-page, collection (data-collection), collection-link (data-collection), fields,
@@ -40,6 +41,10 @@
 //            page-prev, page-next, page-number, edit-record, record-editor (data-id),
 //            record-json, save-record, delete-record, delete-record-confirm,
 //            delete-record-cancel, new-record-form, new-record, new-record-submit
+//   files:   files-page, buckets, bucket-row (data-bucket), bucket-link (data-bucket),
+//            bucket-page, bucket-details, files (data-page), file-row (data-id), file-preview,
+//            file-link, files-prev, files-next, files-number, upload-form, upload-input,
+//            upload-submit, delete-file, delete-file-confirm, delete-file-cancel (developers)
 //   fns:     functions-page, functions, function-row (data-fn), function-link (data-fn),
 //            function-version, function-triggers, function-page, function-details,
 //            function-active-version, function-source (data-file), versions,
@@ -197,6 +202,24 @@ const WORDS = {
     'tab.data': 'Data',
     'tab.functions': 'Functions',
     'tab.queues': 'Queues',
+    'tab.files': 'Files',
+    'files.buckets': 'Buckets',
+    'files.none': 'No buckets yet: declare one with the admin API or in cloudlet.toml.',
+    'files.all': 'All buckets',
+    'files.bucket': 'Bucket',
+    'files.types': 'Types',
+    'files.max': 'Largest file',
+    'files.thumbs': 'Thumbnail sizes',
+    'files.noFiles': 'No files.',
+    'files.size': 'Size',
+    'files.owner': 'Owner',
+    'files.upload': 'Upload a file',
+    'files.send': 'Upload',
+    'files.file': 'File',
+    'files.uploadHint': 'Up to {size}. The type is read from the bytes.',
+    'files.uploaded': 'File {name} uploaded.',
+    'files.deleteQuestion': 'Delete this file?',
+    'files.deleted': 'File {name} deleted.',
     'data.all': 'All collections',
     'data.version': 'version {version}',
     'data.field': 'Field',
@@ -557,6 +580,24 @@ const WORDS = {
     'tab.data': '数据',
     'tab.functions': '云函数',
     'tab.queues': '队列',
+    'tab.files': '文件',
+    'files.buckets': '存储桶',
+    'files.none': '还没有存储桶：可通过管理 API 或 cloudlet.toml 声明。',
+    'files.all': '全部存储桶',
+    'files.bucket': '存储桶',
+    'files.types': '类型',
+    'files.max': '单个文件上限',
+    'files.thumbs': '缩略图尺寸',
+    'files.noFiles': '没有文件。',
+    'files.size': '大小',
+    'files.owner': '所有者',
+    'files.upload': '上传文件',
+    'files.send': '上传',
+    'files.file': '文件',
+    'files.uploadHint': '最大 {size}。类型按文件内容判断。',
+    'files.uploaded': '已上传文件 {name}。',
+    'files.deleteQuestion': '确定删除这个文件？',
+    'files.deleted': '已删除文件 {name}。',
     'data.all': '全部集合',
     'data.version': '版本 {version}',
     'data.field': '字段',
@@ -1018,16 +1059,20 @@ class ApiError extends Error {
 }
 
 /**
- * Calls the server: JSON in, JSON out (null for an empty answer). Non-GET requests carry the
+ * Calls the server: JSON (or a FormData) in, JSON out (null for an empty answer). Non-GET requests carry the
  * CSRF header; a `csrf_failed` is retried once with a fresh token. Throws ApiError.
  */
 async function api(method, url, body, retried = false) {
   const headers = { accept: 'application/json' };
   const init = { method, credentials: 'same-origin', headers };
   if (method !== 'GET') {
-    headers['content-type'] = 'application/json';
     if (csrf) headers['x-cloudlet-csrf'] = csrf;
-    if (body !== undefined) init.body = JSON.stringify(body);
+    // A form (an upload): the browser writes its content type, with the boundary.
+    if (body instanceof FormData) init.body = body;
+    else {
+      headers['content-type'] = 'application/json';
+      if (body !== undefined) init.body = JSON.stringify(body);
+    }
   }
   let response;
   try {
@@ -1359,6 +1404,7 @@ function selectText(el) {
 const APP_TABS = {
   overview: [pageOverview],
   data: [pageData, pageCollection, 'collection'],
+  files: [pageFiles, pageBucket, 'bucket'],
   functions: [pageFunctions, pageFunction, 'function'],
   queues: [pageQueues, pageQueue, 'queue'],
   // Personal data: a tab for developers and owners only (the server refuses viewers anyway).
@@ -2081,6 +2127,157 @@ function newRecordForm(url, names, fields, message, reload) {
       h('button', { type: 'submit', class: 'button-primary', 'data-test': 'new-record-submit' }, t('data.createRecord')),
     ),
   );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files: the app's buckets and their files
+
+/** Raster images, which the server answers inline (anything else is an attachment). */
+const RASTER = ['image/jpeg', 'image/png', 'image/gif', 'image/webp', 'image/avif', 'image/bmp'];
+/** Those the server makes thumbnails of. */
+const THUMBED = RASTER.slice(0, 4);
+const FILE_RULES = ['list', 'view', 'create', 'delete'];
+
+function pageFiles({ name, body }) {
+  loadInto(body, api('GET', adminUrl(name, 'buckets')), (answer) => {
+    const buckets = answer?.buckets ?? [];
+    if (!buckets.length) return h('p', { class: 'muted card', 'data-test': 'buckets' }, t('files.none'));
+    return h(
+      'section',
+      { class: 'card' },
+      h('h2', {}, t('files.buckets')),
+      table(
+        { 'data-test': 'buckets' },
+        [t('files.bucket'), t('files.types'), t('files.max'), t('files.thumbs')],
+        buckets.map((b) =>
+          h(
+            'tr',
+            { 'data-test': 'bucket-row', 'data-bucket': b.name },
+            h('td', {}, h('a', { href: `#/apps/${path(name)}/files/${path(b.name)}`, 'data-test': 'bucket-link', 'data-bucket': b.name }, b.name)),
+            h('td', {}, codes(b.types)),
+            cell(bytes(b.max_bytes)),
+            h('td', {}, codes(b.thumbs)),
+          ),
+        ),
+      ),
+    );
+  });
+}
+
+const codes = (list) => (list?.length ? list.map((x, i) => [i ? ' ' : null, h('code', {}, x)]) : h('span', { class: 'muted' }, '—'));
+
+/** A thumbnail size's pixels (a side of 0 follows the other), to find the smallest. */
+const thumbArea = (size) => {
+  const [w, h0] = size.match(/\d+/g).map(Number);
+  return (w || h0) * (h0 || w);
+};
+
+function pageBucket({ name, body, role, item }) {
+  const back = crumb(`#/apps/${path(name)}/files`, t('files.all'));
+  Promise.all([api('GET', adminUrl(name, 'buckets', item)), role]).then(
+    ([bucket, mine]) => body.set(back, fileBrowser(name, bucket, writer(mine))),
+    (error) => body.set(back, errorBanner(error)),
+  );
+}
+
+/**
+ * A bucket's settings and its files, newest first, 50 a page (so at most 50 previews a page,
+ * lazily loaded: a thumbnail of the bucket's smallest size, else the image itself); for
+ * developers, uploading and deleting.
+ */
+function fileBrowser(app, bucket, write) {
+  const list = `/v1/apps/${path(app, 'buckets', bucket.name)}/files`;
+  const url = `/v1/apps/${path(app, 'files', bucket.name)}`;
+  const thumb = [...(bucket.thumbs ?? [])].sort((a, b) => thumbArea(a) - thumbArea(b))[0];
+  const message = slot();
+  const files = pager(
+    'files',
+    (cursor) => api('GET', `${list}?${query({ limit: PAGE_SIZE, cursor })}`),
+    (answer) => answer?.next_cursor,
+    (answer, page) => {
+      const items = (answer?.items ?? []).slice(0, PAGE_SIZE);
+      if (!items.length) return h('p', { class: 'muted', 'data-test': 'files', 'data-page': page + 1 }, t('files.noFiles'));
+      const headers = ['', t('field.name'), t('data.type'), t('files.size'), t('files.owner'), t('data.created')];
+      return table({ 'data-test': 'files', 'data-page': page + 1 }, write ? [...headers, ''] : headers, items.map(fileRow));
+    },
+  );
+  const fileRow = (file) => {
+    const href = `${url}/${path(file.id)}`;
+    const image = RASTER.includes(file.type);
+    const src = thumb && THUMBED.includes(file.type) ? `${href}?${query({ thumb })}` : href;
+    const remove = (area) =>
+      busy(area, message, async () => {
+        await api('DELETE', href);
+        message.set(notice(t('files.deleted', { name: file.name })));
+        await files.reload();
+      });
+    return h(
+      'tr',
+      { 'data-test': 'file-row', 'data-id': file.id },
+      h(
+        'td',
+        {},
+        image
+          ? h('img', { class: 'preview', src, alt: '', width: 48, height: 48, loading: 'lazy', decoding: 'async', 'data-test': 'file-preview' })
+          : null,
+      ),
+      h(
+        'td',
+        {},
+        h('a', { href, 'data-test': 'file-link', target: image ? '_blank' : null, rel: 'noopener', download: image ? null : file.name }, file.name),
+        h('br'),
+        h('code', { class: 'small muted' }, file.id),
+      ),
+      h('td', {}, h('code', {}, file.type)),
+      cell(bytes(file.size)),
+      h('td', {}, codeOr(file.owner)),
+      h('td', { class: 'nowrap' }, time(file.created_at, true)),
+      write ? h('td', {}, confirmButton(t('data.delete'), t('files.deleteQuestion'), t('data.deleteYes'), 'delete-file', remove)) : null,
+    );
+  };
+  const upload = (form) =>
+    busy(form, message, async () => {
+      const input = form.elements['upload-input'];
+      const data = new FormData();
+      data.append('file', input.files[0]);
+      const file = await api('POST', url, data);
+      form.reset();
+      message.set(notice(t('files.uploaded', { name: file?.name ?? '' })));
+      await files.load(0);
+    });
+  files.load(0);
+  const rules = bucket.rules ?? {};
+  return [
+    h(
+      'section',
+      { class: 'card', 'data-test': 'bucket-details' },
+      h('h2', {}, bucket.name),
+      h(
+        'dl',
+        { class: 'details' },
+        detailRow(t('files.types'), codes(bucket.types)),
+        detailRow(t('files.max'), bytes(bucket.max_bytes)),
+        detailRow(t('files.thumbs'), codes(bucket.thumbs)),
+        FILE_RULES.map((action) => detailRow(t(`rule.${action}`), ruleText(rules[action]))),
+      ),
+    ),
+    message,
+    files.list,
+    files.bar,
+    write
+      ? h(
+          'section',
+          { class: 'card' },
+          h('h2', {}, t('files.upload')),
+          h(
+            'form',
+            { class: 'inline-form', 'data-test': 'upload-form', onsubmit: onSubmit(upload) },
+            field('upload-input', t('files.file'), { type: 'file', required: true, 'data-test': 'upload-input' }, t('files.uploadHint', { size: bytes(bucket.max_bytes) })),
+            h('button', { type: 'submit', class: 'button-primary', 'data-test': 'upload-submit' }, t('files.send')),
+          ),
+        )
+      : null,
+  ];
 }
 
 // ---------------------------------------------------------------------------------------------

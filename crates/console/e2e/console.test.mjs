@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -969,6 +969,82 @@ step("a viewer reads the realtime settings, with nothing to change, and has neit
   // Typed into the address bar: the server's refusal.
   await page.evaluate((app) => (location.hash = `#/apps/${app}/payments`), APP);
   await page.waitForSelector("[data-test=payments-page] [data-test=error][data-code=forbidden]");
+  await page.context().close();
+  await owner.context().close();
+});
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+/** A 2×2 PNG of four colours. */
+const PNG = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR42mNQCT8qWOHFsEVZ4sWhKAAffAUHwdz5ZgAAAABJRU5ErkJggg==";
+
+step("the owner uploads an image into a bucket on the Files page, sees its preview and deletes it; a viewer sees the buckets but cannot upload", async () => {
+  const bucket = await call("PUT", `/v1/admin/apps/${APP}/buckets/photos`, TOKEN, {
+    types: ["image/*"],
+    max_bytes: 1048576,
+    thumbs: ["400x0", "64x64"],
+  });
+  assert.equal(bucket.status, 200, JSON.stringify(bucket.body));
+  const listed = async () => {
+    const answer = await call("GET", `/v1/apps/${APP}/buckets/photos/files`, TOKEN);
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    return answer.body.items;
+  };
+
+  owner = await signedInOn(OWNER, "files");
+  await owner.waitForSelector("[data-test=files-page] [data-test=bucket-row][data-bucket=photos]");
+  assert.equal(await owner.getAttribute("[data-test=tab-files]", "aria-current"), "page");
+  assert.match(await text(owner, "[data-test=bucket-row][data-bucket=photos]"), /image\/\*[\s\S]*1 MB[\s\S]*400x0/);
+  await owner.click("[data-test=bucket-link][data-bucket=photos]");
+  await owner.waitForSelector("[data-test=bucket-page] p[data-test=files]");
+  assert.equal(new URL(owner.url()).hash, `#/apps/${APP}/files/photos`);
+  assert.equal(await owner.locator("[data-test=files-next]").isDisabled(), true);
+
+  const file = join(dir, "dots.png");
+  writeFileSync(file, Buffer.from(PNG, "base64"));
+  await owner.setInputFiles("[data-test=upload-input]", file);
+  await owner.click("[data-test=upload-submit]");
+  await owner.waitForSelector("[data-test=notice]");
+  const row = owner.locator("[data-test=file-row]");
+  await row.first().waitFor();
+  assert.equal(await row.count(), 1);
+  const id = await row.getAttribute("data-id");
+  const [stored] = await listed();
+  assert.equal(stored.id, id);
+  assert.equal(stored.name, "dots.png");
+  assert.equal(stored.type, "image/png");
+  assert.match(await row.innerText(), /dots\.png[\s\S]*image\/png[\s\S]*79 B/);
+
+  // The preview: the bucket's smallest thumbnail, loaded lazily, from the console's origin.
+  const url = `/v1/apps/${APP}/files/photos/${id}`;
+  const preview = row.locator("[data-test=file-preview]");
+  assert.equal(await preview.getAttribute("src"), `${url}?thumb=64x64`);
+  assert.equal(await preview.getAttribute("loading"), "lazy");
+  await owner.waitForFunction(() => {
+    const image = document.querySelector("[data-test=file-preview]");
+    return image?.complete && image.naturalWidth > 0;
+  });
+  assert.equal(await row.locator("[data-test=file-link]").getAttribute("href"), url);
+  const bytes = await owner.evaluate(async (href) => {
+    const response = await fetch(href);
+    return { status: response.status, type: response.headers.get("content-type"), size: (await response.arrayBuffer()).byteLength };
+  }, url);
+  assert.deepEqual(bytes, { status: 200, type: "image/png", size: 79 });
+  await shot(owner, "16-files");
+
+  await owner.click("[data-test=delete-file]");
+  await owner.click("[data-test=delete-file-confirm]");
+  await owner.waitForSelector("[data-test=bucket-page] p[data-test=files]");
+  assert.deepEqual(await listed(), []);
+
+  const page = await signedInOn(VIEWER, "files");
+  await page.click("[data-test=bucket-link][data-bucket=photos]");
+  await page.waitForSelector("[data-test=bucket-page] [data-test=bucket-details]");
+  await page.waitForSelector("[data-test=bucket-page] p[data-test=files]");
+  for (const control of ["upload-form", "upload-input", "upload-submit", "delete-file"]) {
+    assert.equal(await page.locator(`[data-test=${control}]`).count(), 0, `the viewer has no ${control}`);
+  }
   await page.context().close();
   await owner.context().close();
 });
