@@ -205,8 +205,8 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
             None => true,
         };
         if write && noted {
-            let console = state.console();
-            console
+            state
+                .console()
                 .audit(&who.person.email, app.as_ref(), &action, 403)
                 .await;
         }
@@ -221,8 +221,8 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
         // sessions) is noted like a change.
         if template.starts_with("/v1/admin/apps/{app}/users") {
             let status = response.status().as_u16();
-            let console = state.console();
-            console
+            state
+                .console()
                 .audit(&who.person.email, app.as_ref(), &action, status)
                 .await;
         }
