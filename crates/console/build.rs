@@ -41,14 +41,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         index = index.replace(placeholder, &format!("/console/assets/{name}"));
         write_pair(out, &name, &bytes)?;
-        writeln!(table, "    {},", entry(&name, content_type))?;
+        writeln!(table, "    {},", entry(&name, content_type, &short))?;
     }
     table.push(']');
     write_pair(out, "index.html", index.as_bytes())?;
+    let hash = Sha256::digest(index.as_bytes());
+    let short: String = hash[..6].iter().map(|b| format!("{b:02x}")).collect();
     let code = format!(
         "/// The hashed files, by name.\npub static FILES: &[Asset] = {table};\n\
          /// The page that loads them.\npub static INDEX: Asset = {};\n",
-        entry("index.html", "text/html; charset=utf-8")
+        entry("index.html", "text/html; charset=utf-8", &short)
     );
     std::fs::write(out.join("assets.rs"), code)?;
     Ok(())
@@ -62,9 +64,10 @@ fn write_pair(out: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(out.join(format!("{name}.gz")), gzip.finish()?)
 }
 
-fn entry(name: &str, content_type: &str) -> String {
+fn entry(name: &str, content_type: &str, hash: &str) -> String {
+    let etag = format!("\"{hash}\"");
     format!(
-        "Asset {{ name: {name:?}, content_type: {content_type:?}, \
+        "Asset {{ name: {name:?}, content_type: {content_type:?}, etag: {etag:?}, \
          raw: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}\")), \
          gzip: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}.gz\")) }}"
     )

@@ -357,6 +357,130 @@ async fn bad_deploys_are_refused_with_their_codes() {
 }
 
 #[tokio::test]
+async fn the_console_follows_the_invocation_log_over_its_own_socket() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let t = server(false).await;
+    scene(&t, "tailed").await;
+    deploy(
+        &t,
+        "tailed",
+        "echo",
+        json!({
+            "source": "export default async (e) => { console.log('saw', e.n); return e.n; }",
+            "public": true
+        }),
+    )
+    .await;
+    deploy(
+        &t,
+        "tailed",
+        "quiet",
+        json!({
+            "source": "export default async () => 0", "public": true
+        }),
+    )
+    .await;
+    call(&t, "tailed", "echo", None, json!({ "n": 0 }))
+        .expect(StatusCode::OK)
+        .await;
+
+    // The first owner, through the console's own API.
+    let console = t.running().console_addr().expect("a console");
+    let opened = reqwest::Client::new()
+        .post(format!("http://{console}/console/api/setup"))
+        .json(&json!({
+            "admin_token": support::ADMIN_TOKEN, "email": "owner@example.com",
+            "name": "Olive", "password": "correct horse battery staple 42",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), StatusCode::OK);
+    let cookie = opened.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let mut request = format!("ws://{console}/console/api/apps/tailed/live")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", cookie.parse().unwrap());
+    request
+        .headers_mut()
+        .insert("origin", format!("http://{console}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let next = async move |socket: &mut tokio_tungstenite::WebSocketStream<_>, kind: &str| loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message within 10 s")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = frame {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if value["type"] == kind {
+                return value;
+            }
+        }
+    };
+
+    // Following one function from now on: what came before is not sent again, another
+    // function's entries are not sent, each new entry comes once, oldest first.
+    socket
+        .send(Message::text(
+            json!({ "type": "tail", "function": "echo" }).to_string(),
+        ))
+        .await
+        .unwrap();
+    let tailing = next(&mut socket, "tailing").await;
+    assert!(tailing["after"].as_i64().unwrap() > 0, "{tailing}");
+    call(&t, "tailed", "quiet", None, json!({}))
+        .expect(StatusCode::OK)
+        .await;
+    for n in 1..=3 {
+        call(&t, "tailed", "echo", None, json!({ "n": n }))
+            .expect(StatusCode::OK)
+            .await;
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let logs = next(&mut socket, "logs").await;
+        for entry in logs["items"].as_array().unwrap() {
+            assert_eq!(entry["function"], "echo", "{entry}");
+            seen.push(entry["logs"][0]["message"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(seen, ["saw 1", "saw 2", "saw 3"]);
+
+    // Stopped, nothing more comes.
+    socket
+        .send(Message::text(json!({ "type": "untail" }).to_string()))
+        .await
+        .unwrap();
+    next(&mut socket, "untailed").await;
+    call(&t, "tailed", "echo", None, json!({ "n": 4 }))
+        .expect(StatusCode::OK)
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(2500);
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, socket.next()).await {
+        assert!(!frame.to_string().contains("saw 4"), "{frame}");
+    }
+
+    // Who followed the log is in the audit log.
+    let audit = reqwest::Client::new()
+        .get(format!("http://{console}/console/api/audit"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(audit["items"][0]["action"], "TAIL logs of echo", "{audit}");
+}
+
+#[tokio::test]
 async fn callers_need_a_token_unless_public_and_ctx_db_keeps_each_users_rules() {
     let t = server(false).await;
     let (alice, bob) = scene(&t, "notes").await;

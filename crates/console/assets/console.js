@@ -452,6 +452,49 @@ const WORDS = {
     'rt.send': 'Send',
     'rt.to': 'To',
     'rt.data': 'Data (JSON)',
+    'rt.sockets': 'Open sockets',
+    'rt.socketsNow': 'Sockets:',
+    'rt.usersNow': 'users:',
+    'rt.socket': 'Socket',
+    'rt.caller': 'Opened by',
+    'rt.caller.user': 'a user',
+    'rt.caller.anonymous': 'anonymous',
+    'rt.caller.server': 'the server side',
+    'rt.opened': 'Opened',
+    'rt.subscriptions': 'Subscriptions',
+    'rt.watch': 'Watch a channel',
+    'rt.watchHint': 'Its messages and presence changes as they happen, as its subscribers get them. Watching does not make you present; it is noted in the audit log.',
+    'rt.watchButton': 'Watch',
+    'rt.unwatch': 'Stop watching',
+    'rt.from': 'From',
+    'rt.socketClosed': 'The live connection closed: reload the page.',
+    'set.schedules': 'Schedules',
+    'set.schedulesHint': "Set by each function's deploy (its schedules); times in the schedule's time zone.",
+    'set.noSchedules': 'No function has a schedule.',
+    'set.cron': 'Cron',
+    'set.timezone': 'Time zone',
+    'set.limits': 'Limits',
+    'set.limitsHint': "The instance's, the same for every app: change them in the server's configuration.",
+    'set.limit': 'Limit',
+    'set.value': 'Value',
+    'set.unlimited': 'no limit',
+    'lim.body': 'Largest request body',
+    'lim.perAddress': 'Connections per client address',
+    'lim.token': 'Access token lifetime',
+    'lim.session': 'Session lifetime',
+    'lim.days': '{n} days',
+    'lim.loginsIp': 'Logins per address per minute',
+    'lim.loginsApp': 'Logins per app per minute',
+    'lim.passwords': 'Wrong passwords per account per minute',
+    'lim.timeout': 'Function time (default / most)',
+    'lim.memory': 'Function memory (default / most)',
+    'lim.concurrent': 'Invocations at once',
+    'lim.logs': 'Log entries kept',
+    'lim.appFiles': 'Files per app (bytes · files)',
+    'lim.userFiles': 'Files per user (bytes · files)',
+    'lim.sockets': 'Realtime sockets per app',
+    'lim.userSockets': 'Realtime sockets per user',
+    'lim.queue': 'Queue message size · queues',
     'p.wechat': 'WeChat',
     'p.qq': 'QQ',
     'p.douyin': 'Douyin',
@@ -829,6 +872,49 @@ const WORDS = {
     'rt.send': '发送',
     'rt.to': '发送给',
     'rt.data': '数据（JSON）',
+    'rt.sockets': '打开的连接',
+    'rt.socketsNow': '连接：',
+    'rt.usersNow': '用户：',
+    'rt.socket': '连接',
+    'rt.caller': '打开者',
+    'rt.caller.user': '用户',
+    'rt.caller.anonymous': '匿名',
+    'rt.caller.server': '服务端',
+    'rt.opened': '打开时间',
+    'rt.subscriptions': '订阅数',
+    'rt.watch': '监听频道',
+    'rt.watchHint': '实时查看频道的消息和在线变化，与订阅者收到的一样。监听不会让你出现在在线列表中；监听会记入审计日志。',
+    'rt.watchButton': '监听',
+    'rt.unwatch': '停止监听',
+    'rt.from': '发送者',
+    'rt.socketClosed': '实时连接已断开：请刷新页面。',
+    'set.schedules': '定时任务',
+    'set.schedulesHint': '由各函数部署时的 schedules 设定；时间按该任务的时区。',
+    'set.noSchedules': '没有函数设定了定时任务。',
+    'set.cron': 'Cron',
+    'set.timezone': '时区',
+    'set.limits': '限制',
+    'set.limitsHint': '实例级限制，所有应用相同：在服务器配置中修改。',
+    'set.limit': '限制项',
+    'set.value': '值',
+    'set.unlimited': '不限',
+    'lim.body': '请求体上限',
+    'lim.perAddress': '每个客户端地址的连接数',
+    'lim.token': '访问令牌有效期',
+    'lim.session': '会话有效期',
+    'lim.days': '{n} 天',
+    'lim.loginsIp': '每个地址每分钟登录次数',
+    'lim.loginsApp': '每个应用每分钟登录次数',
+    'lim.passwords': '每个账号每分钟密码错误次数',
+    'lim.timeout': '函数时长（默认 / 上限）',
+    'lim.memory': '函数内存（默认 / 上限）',
+    'lim.concurrent': '同时调用数',
+    'lim.logs': '保留的日志条数',
+    'lim.appFiles': '每个应用的文件（字节 · 个数）',
+    'lim.userFiles': '每个用户的文件（字节 · 个数）',
+    'lim.sockets': '每个应用的实时连接',
+    'lim.userSockets': '每个用户的实时连接',
+    'lim.queue': '队列消息大小 · 队列数',
     'p.wechat': '微信',
     'p.qq': 'QQ',
     'p.douyin': '抖音',
@@ -2448,7 +2534,7 @@ function logsSection(app, name) {
   const url = `${adminUrl(app, 'logs')}?function=${encodeURIComponent(name)}&limit=`;
   let last = null; // the highest id shown (null: not loaded yet)
   let rows = null; // the table's body, once there is one
-  let timer = null; // set while following
+  let live = null; // the console's socket, while following
   const row = (entry) =>
     h(
       'tr',
@@ -2489,34 +2575,32 @@ function logsSection(app, name) {
     );
   const refused = (error) => (error.status === 401 || error.status === 403) && stop();
   const stop = () => {
-    clearTimeout(timer);
-    timer = null;
+    live?.close();
+    live = null;
     if (leave === stop) leave = null;
     follow.setAttribute('aria-pressed', 'false');
     follow.className = 'button-small';
     follow.textContent = t('fn.follow');
   };
-  const tick = async () => {
-    const mine = timer;
-    if (!section.isConnected) return stop();
-    try {
-      if (last === null) await load();
-      else show(((await api('GET', `${url}100&after=${last}`))?.items ?? []).filter((e) => e.id > last).reverse());
-      message.set();
-    } catch (error) {
-      message.set(errorBanner(error));
-      refused(error);
+  // Following: the server sends each new entry (oldest first) over the console's socket.
+  const heard = (m) => {
+    if (m.type === 'logs') show((m.items ?? []).filter((e) => e.id > (last ?? 0)).reverse());
+    else if (m.type === 'error') message.set(errorBanner(new ApiError(400, m.code, m.message)));
+    else if (m.type === 'closed') {
+      if (m.code !== 1000) message.set(errorBanner(new ApiError(0, m.reason || 'closed', t('rt.socketClosed'))));
+      stop();
     }
-    if (timer === mine) timer = setTimeout(tick, 2000); // not if stopped (or started again) meanwhile
   };
-  const follow = h('button', { type: 'button', 'data-test': 'logs-follow', onclick: () => (timer ? stop() : start()) });
+  const follow = h('button', { type: 'button', 'data-test': 'logs-follow', onclick: () => (live ? stop() : start()) });
   const start = () => {
     leave?.();
     leave = stop;
+    message.set();
+    live = liveSocket(app, heard);
+    live.send({ type: 'tail', function: name, after: last ?? undefined });
     follow.setAttribute('aria-pressed', 'true');
     follow.className = 'button-small button-primary';
     follow.textContent = t('fn.following');
-    timer = setTimeout(tick, 2000);
   };
   const section = h(
     'section',
@@ -2525,7 +2609,7 @@ function logsSection(app, name) {
     message,
     list,
   );
-  section.load = () => timer || load(); // following, the new entries come anyway
+  section.load = () => live || load(); // following, the new entries come anyway
   stop();
   load();
   return section;
@@ -3290,7 +3374,7 @@ function pageRealtime({ name, body, role }) {
       body.set(
         summary,
         writer(mine)
-          ? [realtimeEditor(url, settings, summary), presenceSection(url), sendSection(url)]
+          ? [...liveSections(name, url), realtimeEditor(url, settings, summary), presenceSection(url), sendSection(url)]
           : h('section', { class: 'card' }, h('h2', {}, t('rt.json')), h('pre', { class: 'source', 'data-test': 'realtime-json' }, pretty(settings))),
       );
     },
@@ -3405,6 +3489,174 @@ function presenceSection(url) {
   );
 }
 
+/**
+ * The console's own socket to an app (docs/console.md): `heard` gets each message the server
+ * sends, then `{type: 'closed', code, reason}` once. What is sent before it opens waits.
+ */
+function liveSocket(app, heard) {
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const ws = new WebSocket(`${scheme}://${location.host}/console/api/apps/${path(app)}/live`);
+  const waiting = [];
+  let closed = false;
+  ws.onopen = () => waiting.splice(0).forEach((m) => ws.send(m));
+  ws.onmessage = (event) => {
+    let message;
+    try {
+      message = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    heard(message);
+  };
+  ws.onclose = (event) => {
+    if (closed) return;
+    closed = true;
+    heard({ type: 'closed', code: event.code, reason: event.reason });
+  };
+  return {
+    send(message) {
+      const text = JSON.stringify(message);
+      if (ws.readyState === WebSocket.OPEN) ws.send(text);
+      else if (ws.readyState === WebSocket.CONNECTING) waiting.push(text);
+    },
+    /** Closes it on the page's side: `heard` hears no more. */
+    close() {
+      closed = true;
+      ws.close(1000);
+    },
+  };
+}
+
+/** The sockets list and the channel watcher, over one console socket while the page is shown. */
+function liveSections(app, url) {
+  const sockets = socketsSection(url);
+  const watch = watchSection();
+  leave?.();
+  const live = liveSocket(app, (m) => {
+    if (m.type === 'sockets') sockets.counted(m);
+    else watch.heard(m);
+  });
+  watch.live = live;
+  leave = () => live.close();
+  return [sockets, watch];
+}
+
+/** The app's open sockets (on this node): live counts, and a paged list. */
+function socketsSection(url) {
+  const count = h('strong', { 'data-test': 'sockets-count', 'data-value': '' }, '—');
+  const users = h('strong', { 'data-test': 'sockets-users', 'data-value': '' }, '—');
+  const counted = (answer) => {
+    count.dataset.value = String(answer?.count ?? 0);
+    count.textContent = num(answer?.count ?? 0);
+    users.dataset.value = String(answer?.users ?? 0);
+    users.textContent = num(answer?.users ?? 0);
+  };
+  const sockets = pager(
+    'sockets',
+    (after) => api('GET', `${url}/sockets?${query({ after, limit: 50 })}`),
+    (answer) => answer?.next,
+    (answer) => {
+      counted(answer);
+      return answer?.sockets?.length
+        ? table(
+            {},
+            [t('rt.socket'), t('users.id'), t('rt.caller'), t('rt.opened'), t('rt.subscriptions')],
+            answer.sockets.map((s) =>
+              h(
+                'tr',
+                { 'data-test': 'socket-row', 'data-socket': s.id },
+                h('td', {}, h('code', {}, s.id)),
+                h('td', {}, codeOr(s.user)),
+                h('td', {}, t(`rt.caller.${s.caller}`)),
+                h('td', { class: 'nowrap' }, time(s.opened_at, true)),
+                cell(s.subscriptions),
+              ),
+            ),
+          )
+        : h('p', { class: 'muted' }, t('none'));
+    },
+  );
+  sockets.load(0);
+  const section = h(
+    'section',
+    { class: 'card', 'data-test': 'sockets-section' },
+    cardHead(t('rt.sockets'), refreshButton(() => sockets.reload())),
+    h('p', {}, t('rt.socketsNow'), ' ', count, ' · ', t('rt.usersNow'), ' ', users),
+    sockets.list,
+    sockets.bar,
+  );
+  section.counted = counted;
+  return section;
+}
+
+/** XpmJS's channel debugger: a channel's messages and presence changes as they happen. */
+function watchSection() {
+  const message = slot();
+  const chips = h('div', { class: 'actions', 'data-test': 'watched' });
+  const rows = h('tbody', {});
+  const traffic = h('table', { class: 'table', 'data-test': 'traffic' }, h('thead', {}, h('tr', {}, [t('fn.at'), t('rt.channel'), t('kind'), t('rt.from'), t('rt.data')].map((c) => h('th', {}, c)))), rows);
+  const watched = new Set();
+  const line = (channel, kind, from, data) => {
+    rows.prepend(
+      h(
+        'tr',
+        { 'data-test': 'traffic-row', 'data-kind': kind, 'data-channel': channel },
+        h('td', { class: 'nowrap' }, time(new Date().toISOString(), true)),
+        h('td', {}, h('code', {}, channel)),
+        h('td', {}, h('span', { class: 'badge' }, kind)),
+        h('td', {}, codeOr(from)),
+        h('td', {}, h('code', {}, compact(data))),
+      ),
+    );
+    while (rows.children.length > 200) rows.lastChild.remove();
+  };
+  const chip = (channel) =>
+    h(
+      'span',
+      { class: 'badge badge-developer', 'data-test': 'watched-channel', 'data-channel': channel },
+      channel,
+      ' ',
+      h('button', { type: 'button', class: 'button-small', 'aria-label': t('rt.unwatch'), 'data-test': 'unwatch', onclick: () => section.live?.send({ type: 'unwatch', channel }) }, '×'),
+    );
+  const showChips = () => chips.replaceChildren(...[...watched].map(chip));
+  const heard = (m) => {
+    if (m.type === 'message') line(m.channel, 'message', m.from, m.data);
+    else if (m.type === 'presence_diff') line(m.channel, m.join ? 'join' : 'leave', m.join?.user ?? m.leave?.member, m.join?.state ?? null);
+    else if (m.type === 'watching') watched.add(m.channel) && showChips();
+    else if (m.type === 'unwatched') watched.delete(m.channel) && showChips();
+    else if (m.type === 'error') message.set(errorBanner(new ApiError(400, m.code, m.message)));
+    else if (m.type === 'closed') {
+      section.live = null;
+      watched.clear();
+      showChips();
+      if (m.code !== 1000) message.set(errorBanner(new ApiError(0, m.reason || 'closed', t('rt.socketClosed'))));
+    }
+  };
+  const watch = (form) => {
+    message.set();
+    if (!section.live) return message.set(errorBanner(new ApiError(0, 'closed', t('rt.socketClosed'))));
+    section.live.send({ type: 'watch', channel: form.elements['watch-channel'].value.trim() });
+  };
+  const section = h(
+    'section',
+    { class: 'card', 'data-test': 'watch-section' },
+    h('h2', {}, t('rt.watch')),
+    h('p', { class: 'muted' }, t('rt.watchHint')),
+    message,
+    h(
+      'form',
+      { class: 'toolbar filters', onsubmit: onSubmit(watch) },
+      h('label', { for: 'watch-channel' }, t('rt.channel')),
+      h('input', { id: 'watch-channel', required: true, maxlength: 161, autocomplete: 'off', spellcheck: 'false', placeholder: t('rt.channelHint'), 'data-test': 'watch-channel' }),
+      h('button', { type: 'submit', 'data-test': 'watch-submit' }, t('rt.watchButton')),
+    ),
+    chips,
+    traffic,
+  );
+  section.heard = heard;
+  return section;
+}
+
 function sendSection(url) {
   const message = slot();
   const send = (form) =>
@@ -3462,7 +3714,7 @@ const PROVIDER_FIELDS = {
 const providerFields = (id) => PROVIDER_FIELDS[/^(wechat|qq|douyin)\b/.test(id) ? 'platform' : /^alipay\b/.test(id) ? 'alipay' : ''] ?? [];
 
 function pageSettings({ name, body, role }) {
-  role.then((mine) => body.set(providersSection(name, mine === 'owner'), envSection(name, writer(mine))));
+  role.then((mine) => body.set(providersSection(name, mine === 'owner'), envSection(name, writer(mine)), schedulesSection(name), limitsSection(name)));
 }
 
 function providersSection(app, owner) {
@@ -3587,6 +3839,62 @@ function providerForm(app, view, done, cancel) {
       h('button', { type: 'button', class: 'button-quiet', onclick: cancel }, t('cancel')),
     ),
   );
+}
+
+/** The functions' cron schedules, as their deploys declare them. */
+function schedulesSection(app) {
+  const list = slot();
+  loadInto(list, api('GET', adminUrl(app, 'functions')), (answer) => {
+    const rows = (answer?.items ?? []).flatMap((f) => (f.schedules ?? []).map((s) => [f.name, s]));
+    if (!rows.length) return h('p', { class: 'muted', 'data-test': 'schedules' }, t('set.noSchedules'));
+    return table(
+      { 'data-test': 'schedules' },
+      [t('tab.functions'), t('set.cron'), t('set.timezone'), t('rt.data')],
+      rows.map(([fn, s]) =>
+        h(
+          'tr',
+          { 'data-test': 'schedule-row', 'data-function': fn },
+          h('td', {}, h('a', { href: `#/apps/${path(app)}/functions` }, h('code', {}, fn))),
+          h('td', {}, h('code', {}, s.cron)),
+          h('td', {}, s.timezone ?? 'UTC'),
+          h('td', {}, s.data === null || s.data === undefined ? '—' : h('code', {}, compact(s.data))),
+        ),
+      ),
+    );
+  });
+  return h('section', { class: 'card' }, h('h2', {}, t('set.schedules')), h('p', { class: 'muted' }, t('set.schedulesHint')), list);
+}
+
+/** The limits every app of the instance runs under (from its configuration). */
+function limitsSection(app) {
+  const list = slot();
+  const quota = (n) => (n ? bytes(n) : t('set.unlimited'));
+  const count = (n) => (n ? num(n) : t('set.unlimited'));
+  loadInto(list, api('GET', adminUrl(app, 'limits')), (l) =>
+    table(
+      { 'data-test': 'limits' },
+      [t('set.limit'), t('set.value')],
+      [
+        ['lim.body', bytes(l.max_body_bytes)],
+        ['lim.perAddress', count(l.max_connections_per_address)],
+        ['lim.token', `${num(l.access_token_ttl_secs)} s`],
+        ['lim.session', t('lim.days', { n: num(l.session_ttl_days) })],
+        ['lim.loginsIp', num(l.logins_per_ip_per_minute)],
+        ['lim.loginsApp', num(l.logins_per_app_per_minute)],
+        ['lim.passwords', num(l.password_failures_per_account_per_minute)],
+        ['lim.timeout', `${num(l.function_default_timeout_ms)} ms / ${num(l.function_max_timeout_ms)} ms`],
+        ['lim.memory', `${num(l.function_default_memory_mb)} MB / ${num(l.function_max_memory_mb)} MB`],
+        ['lim.concurrent', num(l.function_max_concurrent)],
+        ['lim.logs', num(l.function_log_entries)],
+        ['lim.appFiles', `${quota(l.file_app_bytes)} · ${count(l.file_app_files)}`],
+        ['lim.userFiles', `${quota(l.file_user_bytes)} · ${count(l.file_user_files)}`],
+        ['lim.sockets', num(l.realtime_max_connections)],
+        ['lim.userSockets', num(l.realtime_max_connections_per_user)],
+        ['lim.queue', `${bytes(l.queue_max_payload_bytes)} · ${num(l.queue_max_queues)}`],
+      ].map(([key, value]) => h('tr', { 'data-test': 'limit-row', 'data-limit': key }, h('td', {}, t(key)), h('td', {}, value))),
+    ),
+  );
+  return h('section', { class: 'card' }, h('h2', {}, t('set.limits')), h('p', { class: 'muted' }, t('set.limitsHint')), list);
 }
 
 function envSection(app, write) {

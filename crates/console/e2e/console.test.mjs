@@ -913,7 +913,31 @@ step("the owner saves realtime settings with a kind of channel, looks at its pre
   await owner.fill("[data-test=send-data]", JSON.stringify({ text: "hello from the console" }));
   await owner.click("[data-test=send-submit]");
   await owner.waitForSelector("[data-test=send-section] [data-test=notice]");
+
+  // Watched live over the console's own socket: what the server side publishes comes as it
+  // happens; the console's watch is itself a socket of the app, counted and listed.
+  await owner.waitForSelector("[data-test=sockets-count][data-value='0']");
+  await owner.fill("[data-test=watch-channel]", "room:1");
+  await owner.click("[data-test=watch-submit]");
+  await owner.waitForSelector("[data-test=watched-channel][data-channel='room:1']");
+  const published = await call("POST", `/v1/admin/apps/${APP}/realtime/channels/room:1/messages`, TOKEN, { data: { text: "seen live" } });
+  assert.equal(published.status, 200, JSON.stringify(published.body));
+  await owner.waitForSelector("[data-test=traffic-row][data-kind=message][data-channel='room:1']");
+  assert.match(await text(owner, "[data-test=traffic-row]"), /seen live/);
+  await owner.waitForSelector("[data-test=sockets-count][data-value='1']", { timeout: 10_000 });
+  await owner.click("[data-test=sockets-section] .card-head button");
+  await owner.waitForSelector("[data-test=socket-row]");
+  const sockets = await call("GET", `/v1/admin/apps/${APP}/realtime/sockets`, TOKEN);
+  assert.equal(sockets.body.count, 1, JSON.stringify(sockets.body));
+  assert.equal(await owner.getAttribute("[data-test=socket-row]", "data-socket"), sockets.body.sockets[0].id);
   await shot(owner, "14-realtime");
+
+  // Unwatched: no more traffic rows.
+  await owner.click("[data-test=watched-channel][data-channel='room:1'] [data-test=unwatch]");
+  await owner.waitForSelector("[data-test=watched-channel]", { state: "detached" });
+  await call("POST", `/v1/admin/apps/${APP}/realtime/channels/room:1/messages`, TOKEN, { data: { text: "unseen" } });
+  await sleep(1_000);
+  assert.equal(await owner.locator("[data-test=traffic-row]").count(), 1);
 });
 
 step("the owner turns the dev login on in Settings and sets a function secret; the API agrees, and secrets are never shown", async () => {
@@ -956,6 +980,20 @@ step("the owner turns the dev login on in Settings and sets a function secret; t
   const env = await call("GET", `/v1/admin/apps/${APP}/env`, TOKEN);
   assert.ok(env.body.names.includes("CONSOLE_SECRET"), JSON.stringify(env.body));
   assert.ok(!(await owner.content()).includes("a sealed value"));
+
+  // Schedules, as a deploy declares them; the limits, as the server says.
+  const nightly = await call("PUT", `/v1/admin/apps/${APP}/functions/nightly`, TOKEN, {
+    source: "export default async () => 'tidied'",
+    schedules: [{ cron: "0 3 * * *", timezone: "Asia/Shanghai" }],
+  });
+  assert.equal(nightly.status, 201, JSON.stringify(nightly.body));
+  await owner.reload();
+  await owner.waitForSelector("[data-test=schedule-row][data-function=nightly]");
+  assert.match(await text(owner, "[data-test=schedule-row][data-function=nightly]"), /0 3 \* \* \*.*Asia\/Shanghai/);
+  const limits = await call("GET", `/v1/admin/apps/${APP}/limits`, TOKEN);
+  assert.equal(limits.status, 200, JSON.stringify(limits.body));
+  const sockets = await text(owner, "[data-test=limit-row][data-limit='lim.userSockets']");
+  assert.match(sockets, new RegExp(`${limits.body.realtime_max_connections_per_user}$`));
   await shot(owner, "15-settings");
 });
 

@@ -9,6 +9,8 @@ pub struct Asset {
     /// Its file name: `console.3f2a91c0b4de.js`, or `index.html`.
     pub name: &'static str,
     pub content_type: &'static str,
+    /// A strong entity tag of its content (a quoted hash prefix), for `If-None-Match`.
+    pub etag: &'static str,
     pub raw: &'static [u8],
     pub gzip: &'static [u8],
 }

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cloudlet_core::apps::{App, AppError, AppHealth, AppName, AppPage, CreatedApp, RotatedKey};
 use cloudlet_core::realtime::AppSockets;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -24,6 +24,7 @@ pub fn router(limits: &BodyLimits) -> Routes {
         .routes(routes!(show_app, delete_app))
         .routes(routes!(rotate_key))
         .routes(routes!(app_usage))
+        .routes(routes!(app_limits))
         .routes(routes!(app_health));
     with_body_limit(routes, limits, limits.json)
 }
@@ -214,4 +215,82 @@ async fn to_completion<T: Send + 'static>(
         Ok(result) => result.map_err(ApiError::from),
         Err(e) => Err(ApiError::internal(&e)),
     }
+}
+
+/// The limits every app of the instance runs under, from the instance's configuration (there
+/// are no per-app overrides): what the console's Settings page shows.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AppLimits {
+    /// The largest JSON body of a request (`http.max_body_bytes`).
+    pub max_body_bytes: usize,
+    /// Connections one client address may hold (`http.max_connections_per_address`).
+    pub max_connections_per_address: usize,
+    pub access_token_ttl_secs: u64,
+    pub session_ttl_days: u64,
+    pub logins_per_ip_per_minute: u32,
+    pub logins_per_app_per_minute: u32,
+    pub password_failures_per_account_per_minute: u32,
+    /// A function's time and memory when its settings name none, and the most they may name.
+    pub function_default_timeout_ms: u64,
+    pub function_max_timeout_ms: u64,
+    pub function_default_memory_mb: u64,
+    pub function_max_memory_mb: u64,
+    /// Invocations of one app running or waiting at once.
+    pub function_max_concurrent: usize,
+    /// Invocation log entries kept per app.
+    pub function_log_entries: i64,
+    /// File quotas (0: none): per app, and per user within the app.
+    pub file_app_bytes: u64,
+    pub file_app_files: u64,
+    pub file_user_bytes: u64,
+    pub file_user_files: u64,
+    /// Realtime sockets of the app at once (on each node), and of one user.
+    pub realtime_max_connections: usize,
+    pub realtime_max_connections_per_user: usize,
+    /// The largest queue message, and how many queues an app may have.
+    pub queue_max_payload_bytes: usize,
+    pub queue_max_queues: usize,
+}
+
+impl AppLimits {
+    pub fn of(
+        config: &crate::Config,
+        functions: &cloudlet_core::functions::FunctionLimits,
+    ) -> Self {
+        AppLimits {
+            max_body_bytes: config.http.max_body_bytes,
+            max_connections_per_address: config.http.max_connections_per_address,
+            access_token_ttl_secs: config.auth.access_token_ttl_secs,
+            session_ttl_days: config.auth.session_ttl_days,
+            logins_per_ip_per_minute: config.auth.logins_per_ip_per_minute,
+            logins_per_app_per_minute: config.auth.logins_per_app_per_minute,
+            password_failures_per_account_per_minute: config
+                .auth
+                .password_failures_per_account_per_minute,
+            function_default_timeout_ms: config.functions.default_timeout_ms,
+            function_max_timeout_ms: config.functions.max_timeout_ms,
+            function_default_memory_mb: config.functions.default_memory_mb,
+            function_max_memory_mb: config.functions.max_memory_mb,
+            function_max_concurrent: config.functions.max_concurrent_per_app,
+            function_log_entries: functions.log_retention,
+            file_app_bytes: config.files.app_bytes,
+            file_app_files: config.files.app_files,
+            file_user_bytes: config.files.user_bytes,
+            file_user_files: config.files.user_files,
+            realtime_max_connections: config.realtime.max_connections_per_app,
+            realtime_max_connections_per_user: config.realtime.max_connections_per_user,
+            queue_max_payload_bytes: cloudlet_core::queues::MAX_PAYLOAD_BYTES,
+            queue_max_queues: cloudlet_core::queues::MAX_QUEUES,
+        }
+    }
+}
+
+/// The limits the app runs under: the instance's, the same for every app.
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/limits", tag = "apps",
+    params(("app" = AppName, Path)), responses((status = 200, body = AppLimits)))]
+async fn app_limits(
+    State(state): State<AppState>,
+    AdminOf(_app): AdminOf,
+) -> axum::Json<AppLimits> {
+    axum::Json(state.app_limits().clone())
 }

@@ -532,6 +532,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     };
     payments.set_public_url(public_url.as_str());
     let (routes, contract) = api(&config, public_url.as_str());
+    let app_limits = apps::AppLimits::of(&config, functions.limits());
     let services = state::Services {
         apps,
         auth,
@@ -546,6 +547,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         console,
         console_secure_cookie: config.console.secure_cookie,
         usage: usage::Usage::new(Arc::clone(&clock)),
+        app_limits,
         access,
         system: Arc::clone(&system),
     };

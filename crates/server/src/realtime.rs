@@ -16,8 +16,8 @@ use axum::response::Response;
 use cloudlet_core::access::Caller;
 use cloudlet_core::apps::AppName;
 use cloudlet_core::realtime::{
-    ChannelName, Close, ConnectionId, Hub, MAX_PRESENCE_PAGE, Outbound, PresencePage,
-    RealtimeError, Resume, SettingsBody,
+    ChannelName, Close, ConnectionId, Hub, MAX_PRESENCE_PAGE, MAX_SOCKETS_PAGE, Outbound,
+    PresencePage, RealtimeError, Resume, SettingsBody, SocketsPage,
 };
 use futures_util::SinkExt;
 use serde::Deserialize;
@@ -58,7 +58,8 @@ pub fn router(limits: &BodyLimits) -> Routes {
         .routes(routes!(get_settings, put_settings))
         .routes(routes!(publish))
         .routes(routes!(send_to_user))
-        .routes(routes!(presence));
+        .routes(routes!(presence))
+        .routes(routes!(sockets));
     with_body_limit(routes, limits, limits.json)
 }
 
@@ -201,6 +202,51 @@ async fn presence(
             limit,
         )
         .await?;
+    Ok(axum::Json(page))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct SocketsQuery {
+    /// The last socket id of the previous page.
+    after: Option<String>,
+    /// 1 to 1,000 (default 100).
+    limit: Option<usize>,
+}
+
+/// The app's open sockets on this node: how many, how many distinct users hold them, and a
+/// page of them in id order (an id is also the socket's member id in channels' presence).
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/realtime/sockets", tag = "realtime",
+    params(("app" = AppName, Path), SocketsQuery),
+    responses((status = 200, body = SocketsPage)))]
+async fn sockets(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Query(query): Query<SocketsQuery>,
+) -> Result<axum::Json<SocketsPage>, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_SOCKETS_PAGE).contains(&limit) {
+        return Err(ApiError::new(
+            Code::InvalidQuery,
+            format!("limit is 1 to {MAX_SOCKETS_PAGE}"),
+        ));
+    }
+    // A socket id is 16 lowercase hex digits; anything else is no socket's.
+    if let Some(after) = &query.after
+        && !(after.len() == 16
+            && after
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+    {
+        return Err(ApiError::new(
+            Code::InvalidQuery,
+            "after is a socket id: 16 lowercase hex digits",
+        ));
+    }
+    let page = state
+        .realtime()
+        .sockets(&app, query.after.as_deref(), limit)
+        .await;
     Ok(axum::Json(page))
 }
 
@@ -1009,7 +1055,7 @@ const BATCH: usize = 32;
 const BATCH_BYTES: usize = 64 * 1024;
 
 /// A message as a text frame: a shared frame as it is (no copy), others serialized.
-fn text_of(message: Outbound) -> Option<Message> {
+pub(crate) fn text_of(message: Outbound) -> Option<Message> {
     match message {
         Outbound::Frame(bytes) => Utf8Bytes::try_from(bytes).ok().map(Message::Text),
         Outbound::Close(_) => None,

@@ -41,6 +41,7 @@ struct Shared {
     realtime: Hub,
     console: Console,
     usage: crate::usage::Usage,
+    app_limits: crate::apps::AppLimits,
     /// Console writes running at once (each runs to its end even if its client leaves).
     console_writes: Arc<tokio::sync::Semaphore>,
     /// Whether the console's session cookie is marked `Secure`.
@@ -76,6 +77,7 @@ pub struct Services {
     pub console: Console,
     pub console_secure_cookie: bool,
     pub usage: crate::usage::Usage,
+    pub app_limits: crate::apps::AppLimits,
     pub access: Access,
     pub system: Arc<dyn SystemStore>,
 }
@@ -101,6 +103,7 @@ impl AppState {
             console,
             console_secure_cookie,
             usage,
+            app_limits,
             access,
             system,
         } = services;
@@ -120,6 +123,7 @@ impl AppState {
             console,
             console_secure_cookie,
             usage,
+            app_limits,
             console_writes: Arc::new(tokio::sync::Semaphore::new(CONSOLE_WRITES)),
             limits,
             access,
@@ -184,6 +188,11 @@ impl AppState {
 
     pub fn usage(&self) -> &crate::usage::Usage {
         &self.0.usage
+    }
+
+    /// The limits every app runs under.
+    pub fn app_limits(&self) -> &crate::apps::AppLimits {
+        &self.0.app_limits
     }
 
     pub fn console_secure_cookie(&self) -> bool {

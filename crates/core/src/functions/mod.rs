@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json, json};
 use sha2::Digest;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, broadcast, mpsc};
 
 use crate::access::Caller;
 use crate::clock::{Clock, Timestamp};
@@ -620,6 +620,8 @@ struct Inner {
     /// Bumped by every forgetting, so that a load that raced with a change is not cached.
     generation: AtomicU64,
     log: mpsc::UnboundedSender<(AppName, FunctionLogRow)>,
+    /// Told each app whose log entries this node wrote.
+    written: broadcast::Sender<AppName>,
 }
 
 /// An app's functions that have triggers, with their triggers.
@@ -662,7 +664,13 @@ pub struct LogWriter {
     entries: mpsc::UnboundedReceiver<(AppName, FunctionLogRow)>,
     store: Arc<dyn FunctionStore>,
     keep: i64,
+    /// Told each app whose entries were written, for those following its logs.
+    written: broadcast::Sender<AppName>,
 }
+
+/// Apps whose log entries were written and not yet taken by a slow follower; beyond, it hears
+/// that it lagged and reads anyway.
+const LOGS_WRITTEN: usize = 256;
 
 impl LogWriter {
     /// Writes entries as they come until `stop` resolves, then writes what is queued and
@@ -691,8 +699,10 @@ impl LogWriter {
             by_app.entry(app).or_default().push(row);
         }
         for (app, rows) in by_app {
-            if let Err(e) = self.store.append_logs(&app, rows, self.keep).await {
-                tracing::warn!(app = %app, error = %e, "could not write function logs");
+            match self.store.append_logs(&app, rows, self.keep).await {
+                // Nobody following is no error.
+                Ok(()) => drop(self.written.send(app)),
+                Err(e) => tracing::warn!(app = %app, error = %e, "could not write function logs"),
             }
         }
     }
@@ -714,10 +724,12 @@ impl Functions {
             capabilities,
         } = execution;
         let (log, entries) = mpsc::unbounded_channel::<(AppName, FunctionLogRow)>();
+        let (written, _) = broadcast::channel(LOGS_WRITTEN);
         let writer = LogWriter {
             entries,
             store: Arc::clone(&store),
             keep: limits.log_retention,
+            written: written.clone(),
         };
         let functions = Functions(Arc::new(Inner {
             store,
@@ -735,6 +747,7 @@ impl Functions {
             triggered: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             log,
+            written,
         }));
         (functions, writer)
     }
@@ -1098,6 +1111,12 @@ impl Functions {
             .into_iter()
             .map(|(name, _)| name)
             .collect())
+    }
+
+    /// Hears each app whose invocation log entries this node writes (entries of other nodes
+    /// are not told): a follower of the logs reads `after` its last entry when its app is.
+    pub fn logs_written(&self) -> broadcast::Receiver<AppName> {
+        self.0.written.subscribe()
     }
 
     pub async fn logs(
@@ -1588,7 +1607,7 @@ fn parse_settings(settings: &str) -> Settings {
 }
 
 /// Function names: 1 to 40 of `a-z`, `0-9`, `_` and `-`, starting with a letter.
-fn check_name(name: &str) -> Result<(), FunctionError> {
+pub fn check_name(name: &str) -> Result<(), FunctionError> {
     let valid = (1..=40).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name

@@ -48,6 +48,8 @@ pub const MAX_STATE: usize = 1024;
 pub const APP_HISTORY_BYTES: usize = 16 << 20;
 /// The longest page of a channel's presence.
 pub const MAX_PRESENCE_PAGE: usize = 1000;
+/// The longest page of an app's open sockets.
+pub const MAX_SOCKETS_PAGE: usize = 1000;
 /// The most channels (direct message streams included) one app holds in memory at once.
 pub const MAX_CHANNELS_PER_APP: usize = 50_000;
 /// The most bytes of presence (states and members) one app holds at once.
@@ -274,8 +276,36 @@ pub struct PresenceEntry {
     pub state: Box<serde_json::value::RawValue>,
 }
 
+/// One page of an app's open sockets (on this node).
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SocketsPage {
+    /// How many sockets are open.
+    pub count: usize,
+    /// How many distinct users hold them.
+    pub users: usize,
+    pub sockets: Vec<SocketEntry>,
+    /// The socket to list after for the next page.
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SocketEntry {
+    /// The socket's id: its member id in channels' presence.
+    pub id: String,
+    pub user: Option<String>,
+    /// `user`, `anonymous`, or `server` (the admin token or an app key).
+    pub caller: &'static str,
+    pub opened_at: crate::clock::Timestamp,
+    /// Its subscriptions: collections and channels.
+    pub subscriptions: usize,
+}
+
 struct Connection {
     app: AppName,
+    /// When it opened, in Unix milliseconds.
+    opened_ms: i64,
     /// Who opened it, as of its latest token.
     caller: Caller,
     /// The session and user of its token (none for the admin token or an app key).
@@ -649,10 +679,12 @@ impl Hub {
         let member = self.epoch();
         let (out, receiver) = mpsc::channel(QUEUE);
         let cut = Arc::new(Notify::new());
+        let opened_ms = self.now_ms();
         registry.connections.insert(
             id,
             Connection {
                 app: app.clone(),
+                opened_ms,
                 caller: caller.clone(),
                 session,
                 user,
@@ -988,13 +1020,65 @@ impl Hub {
         registry.close(closed, Close::SessionRevoked);
     }
 
-    /// Closes every connection (the server is shutting down).
     /// How many sockets of `app` are open on this node.
     pub async fn sockets_of(&self, app: &AppName) -> usize {
         let registry = self.0.registry.lock().await;
         registry.by_app.get(app).map_or(0, HashSet::len)
     }
 
+    /// A page of the sockets of `app` open on this node: `limit` of them (at most
+    /// [`MAX_SOCKETS_PAGE`]) after the one with id `after`, in id order, with how many sockets
+    /// and distinct users there are. One pass over the app's sockets, whatever the page.
+    pub async fn sockets(&self, app: &AppName, after: Option<&str>, limit: usize) -> SocketsPage {
+        let limit = limit.clamp(1, MAX_SOCKETS_PAGE);
+        let registry = self.0.registry.lock().await;
+        let mut page: Vec<&Connection> = Vec::new();
+        let mut users: HashSet<&str> = HashSet::new();
+        let ids = registry.by_app.get(app);
+        for connection in ids
+            .into_iter()
+            .flatten()
+            .filter_map(|id| registry.connections.get(id))
+        {
+            if let Some(user) = &connection.user {
+                users.insert(user);
+            }
+            if after.is_none_or(|after| connection.member.as_str() > after) {
+                page.push(connection);
+            }
+        }
+        // The first `limit + 1` in id order, without sorting the rest.
+        if page.len() > limit + 1 {
+            page.select_nth_unstable_by(limit, |a, b| a.member.cmp(&b.member));
+            page.truncate(limit + 1);
+        }
+        page.sort_unstable_by(|a, b| a.member.cmp(&b.member));
+        let next = (page.len() > limit).then(|| {
+            page.truncate(limit);
+            page.last().map(|c| c.member.clone())
+        });
+        SocketsPage {
+            count: ids.map_or(0, HashSet::len),
+            users: users.len(),
+            sockets: page
+                .into_iter()
+                .map(|c| SocketEntry {
+                    id: c.member.clone(),
+                    user: c.user.clone(),
+                    caller: match c.caller {
+                        Caller::User(_) => "user",
+                        Caller::Anonymous => "anonymous",
+                        Caller::Admin | Caller::AppKey(_) => "server",
+                    },
+                    opened_at: crate::clock::Timestamp::from_unix_ms(c.opened_ms),
+                    subscriptions: c.subscriptions.len(),
+                })
+                .collect(),
+            next: next.flatten(),
+        }
+    }
+
+    /// Closes every connection (the server is shutting down).
     pub async fn close_all(&self) {
         let mut registry = self.0.registry.lock().await;
         let ids: Vec<ConnectionId> = registry.connections.keys().copied().collect();

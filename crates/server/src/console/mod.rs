@@ -13,6 +13,7 @@
 //!   write is written to the audit log with who made it and how it ended;
 //! - every answer forbids framing and sniffing, and the page runs under a strict CSP.
 
+mod live;
 mod policy;
 
 use axum::Router;
@@ -20,8 +21,8 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header::{
     ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
-    COOKIE, HOST, LOCATION, ORIGIN, REFERRER_POLICY, SET_COOKIE, VARY, X_CONTENT_TYPE_OPTIONS,
-    X_FRAME_OPTIONS,
+    COOKIE, ETAG, HOST, IF_NONE_MATCH, LOCATION, ORIGIN, REFERRER_POLICY, SET_COOKIE, VARY,
+    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -83,6 +84,7 @@ pub fn routes(api: Router<AppState>, state: &AppState) -> Router<AppState> {
             put(give_role).delete(take_role),
         )
         .route("/console/api/audit", get(audit_log))
+        .route("/console/api/apps/{app}/live", get(live::live))
         .layer(DefaultBodyLimit::max(MAX_BODY));
     api.route_layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .merge(own)
@@ -266,6 +268,11 @@ fn is_read(method: &Method) -> bool {
 /// The person whose session cookie the request carries.
 async fn signed_in(state: &AppState, parts: &Parts) -> Result<SignedIn, ApiError> {
     let token = session_token(&parts.headers).ok_or_else(login_required)?;
+    session_of(state, token).await
+}
+
+/// The person whose session `token` is.
+async fn session_of(state: &AppState, token: &str) -> Result<SignedIn, ApiError> {
     Ok(state.console().session(token).await?)
 }
 
@@ -359,7 +366,18 @@ async fn to_console() -> Response {
 }
 
 async fn page(headers: HeaderMap) -> Response {
-    let mut response = serve(cloudlet_console::index(), &headers, "no-cache");
+    let index = cloudlet_console::index();
+    // A return visit asks again (`no-cache`) and, the console unchanged, gets no body.
+    let mut response = if unchanged(index, &headers) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        let headers = response.headers_mut();
+        headers.insert(ETAG, HeaderValue::from_static(index.etag));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
+        response
+    } else {
+        serve(index, &headers, "no-cache")
+    };
     response
         .headers_mut()
         .insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
@@ -403,7 +421,19 @@ fn serve(
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static(cache));
     headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
+    headers.insert(ETAG, HeaderValue::from_static(asset.etag));
     response
+}
+
+/// Whether the client holds this very file already (`If-None-Match` names its tag, or `*`).
+fn unchanged(asset: &cloudlet_console::Asset, headers: &HeaderMap) -> bool {
+    headers
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == asset.etag || tag == "*")
 }
 
 // ---- the console's own API -------------------------------------------------------------------

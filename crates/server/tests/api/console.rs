@@ -148,7 +148,26 @@ async fn the_console_has_an_address_of_its_own_with_compressed_hashed_files() {
     );
     assert_eq!(page.headers()["x-frame-options"], "DENY");
     assert!(page.headers().get("content-encoding").is_none());
+    let etag = page.headers()["etag"].to_str().unwrap().to_owned();
     let html = page.text().await.unwrap();
+    // A return visit with the page's tag gets no body; another tag gets the page.
+    let again = http
+        .get(format!("{base}/console/"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(again.headers()["etag"], etag.as_str());
+    assert!(again.bytes().await.unwrap().is_empty());
+    let other = http
+        .get(format!("{base}/console/"))
+        .header("if-none-match", "\"0000\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+    assert_eq!(other.text().await.unwrap(), html);
     let script = html
         .split("src=\"")
         .nth(1)
@@ -817,4 +836,263 @@ async fn files_are_browsed_uploaded_and_deleted_through_the_console_and_never_ru
         .json(&json!({ "files": [id] }))
         .expect_error(StatusCode::NOT_FOUND, "route_not_found")
         .await;
+}
+
+/// The console's own socket to `app`, opened with `person`'s cookie from `origin`.
+async fn live(
+    t: &TestApp,
+    person: &Person,
+    app: &str,
+    origin: Option<&str>,
+) -> Result<crate::realtime::Socket, StatusCode> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let addr = t.running().console_addr().expect("a console");
+    let mut request = format!("ws://{addr}/console/api/apps/{app}/live")
+        .into_client_request()
+        .unwrap();
+    let headers = request.headers_mut();
+    headers.insert("cookie", person.cookie.parse().unwrap());
+    if let Some(origin) = origin {
+        headers.insert("origin", origin.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status()),
+        Err(other) => panic!("the handshake failed: {other}"),
+    }
+}
+
+/// The next message of `kind` on the console's socket (others skipped), within 5 seconds.
+async fn next_of(socket: &mut crate::realtime::Socket, kind: &str) -> Value {
+    loop {
+        let message = crate::realtime::next(socket).await;
+        if message["type"] == kind {
+            return message;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_console_lists_sockets_and_watches_a_channel_live_from_its_own_page_only() {
+    let s = crate::realtime::scene().await;
+    let t = &s.t;
+    t.admin(Method::PUT, "/v1/admin/apps/notes/realtime")
+        .json(&json!({ "channels": { "room": { "rules": {
+            "join": "@auth.id != null", "publish": "@auth.id != null",
+            "presence": "@auth.id != null",
+        } } } }))
+        .expect(StatusCode::OK)
+        .await;
+    let owner = set_up_owner(t).await;
+    let viewer = member(t, &owner, "viewer@example.com", Some(("notes", "viewer"))).await;
+    let mut alice = s.open(&s.alice).await;
+    let bob = s.open(&s.bob).await;
+
+    // The app's sockets, paged in id order, with how many users hold them.
+    let first = owner
+        .request(Method::GET, "/v1/admin/apps/notes/realtime/sockets?limit=1")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(
+        (first["count"].as_u64(), first["users"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(first["sockets"][0]["caller"], "user");
+    let next = first["next"].as_str().expect("a second page").to_owned();
+    let second = owner
+        .request(
+            Method::GET,
+            &format!("/v1/admin/apps/notes/realtime/sockets?limit=1&after={next}"),
+        )
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(second["sockets"].as_array().unwrap().len(), 1);
+    assert!(second["next"].is_null());
+    assert!(second["sockets"][0]["id"].as_str().unwrap() > next.as_str());
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "after=..%2F..",
+        "after=ABCDEF0123456789",
+    ] {
+        owner
+            .request(
+                Method::GET,
+                &format!("/v1/admin/apps/notes/realtime/sockets?{bad}"),
+            )
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_query")
+            .await;
+    }
+    // Who is online is personal: a viewer does not see it, nor watch live.
+    viewer
+        .request(Method::GET, "/v1/admin/apps/notes/realtime/sockets")
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    // The limits every app runs under are for everyone with a role.
+    let limits = viewer
+        .request(Method::GET, "/v1/admin/apps/notes/limits")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(limits["realtime_max_connections"], 5000);
+    assert_eq!(limits["queue_max_payload_bytes"], 256 * 1024);
+
+    // The socket opens from the console's page only: its origin, a session, a developer.
+    let own = format!("http://{}", t.running().console_addr().unwrap());
+    let api = format!("http://{}", t.running().local_addr());
+    assert_eq!(
+        live(t, &owner, "notes", None).await.err(),
+        Some(StatusCode::FORBIDDEN)
+    );
+    assert_eq!(
+        live(t, &owner, "notes", Some(&api)).await.err(),
+        Some(StatusCode::FORBIDDEN)
+    );
+    assert_eq!(
+        live(t, &viewer, "notes", Some(&own)).await.err(),
+        Some(StatusCode::FORBIDDEN)
+    );
+    let nobody = Person {
+        cookie: "cloudlet_console=ccs_nobody".into(),
+        ..member(t, &owner, "nobody@example.com", None).await
+    };
+    assert_eq!(
+        live(t, &nobody, "notes", Some(&own)).await.err(),
+        Some(StatusCode::UNAUTHORIZED)
+    );
+    assert_eq!(
+        live(t, &owner, "ghost", Some(&own)).await.err(),
+        Some(StatusCode::NOT_FOUND)
+    );
+
+    let mut console = live(t, &owner, "notes", Some(&own))
+        .await
+        .expect("a socket");
+    crate::realtime::send(
+        &mut console,
+        json!({ "type": "watch", "channel": "room:1" }),
+    )
+    .await;
+    let watching = next_of(&mut console, "watching").await;
+    assert_eq!(watching["channel"], "room:1");
+    for (bad, code) in [
+        (
+            json!({ "type": "watch", "channel": "room:1" }),
+            "subscription_exists",
+        ),
+        (
+            json!({ "type": "watch", "channel": "Bad Name" }),
+            "invalid_channel",
+        ),
+        (
+            json!({ "type": "watch", "channel": "~user:abc" }),
+            "invalid_channel",
+        ),
+        (json!({ "type": "listen" }), "invalid_message"),
+        (
+            json!({ "type": "tail", "function": "../x" }),
+            "invalid_message",
+        ),
+    ] {
+        crate::realtime::send(&mut console, bad).await;
+        assert_eq!(next_of(&mut console, "error").await["code"], code);
+    }
+
+    // What a user publishes and what the server publishes, as the channel's subscribers get
+    // them; a member's presence as its watchers do.
+    crate::realtime::send(
+        &mut alice,
+        json!({ "type": "subscribe", "id": "r", "channel": "room:1", "presence": true }),
+    )
+    .await;
+    assert_eq!(
+        crate::realtime::next(&mut alice).await["type"],
+        "subscribed"
+    );
+    crate::realtime::send(
+        &mut alice,
+        json!({ "type": "track", "id": "r", "state": { "typing": true } }),
+    )
+    .await;
+    let diff = next_of(&mut console, "presence_diff").await;
+    assert_eq!(diff["join"]["state"]["typing"], true);
+    crate::realtime::send(
+        &mut alice,
+        json!({ "type": "publish", "channel": "room:1", "data": { "text": "hi" } }),
+    )
+    .await;
+    let heard = next_of(&mut console, "message").await;
+    assert_eq!(
+        (heard["channel"].as_str(), heard["data"]["text"].as_str()),
+        (Some("room:1"), Some("hi"))
+    );
+    assert_eq!(heard["from"], diff["join"]["user"]);
+    owner
+        .request(
+            Method::POST,
+            "/v1/admin/apps/notes/realtime/channels/room:1/messages",
+        )
+        .json(&json!({ "data": { "text": "from the console" } }))
+        .expect(StatusCode::OK)
+        .await;
+    let heard = next_of(&mut console, "message").await;
+    assert_eq!(heard["data"]["text"], "from the console");
+    assert!(heard["from"].is_null());
+
+    // The counts come when they change: Bob leaves, his socket and he are no longer counted;
+    // Alice's socket and the console's own (it watches through the hub) are.
+    drop(bob);
+    loop {
+        let counts = next_of(&mut console, "sockets").await;
+        if (counts["count"].as_u64(), counts["users"].as_u64()) == (Some(2), Some(1)) {
+            break;
+        }
+        assert!(counts["count"].as_u64() >= Some(2), "{counts}");
+    }
+
+    // Who watched what is in the audit log.
+    let audit = owner
+        .request(Method::GET, "/console/api/audit")
+        .expect(StatusCode::OK)
+        .await;
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "WATCH channel room:1" && e["app"] == "notes"),
+        "{audit}"
+    );
+
+    // Unwatched, the channel's traffic stops coming.
+    crate::realtime::send(
+        &mut console,
+        json!({ "type": "unwatch", "channel": "room:1" }),
+    )
+    .await;
+    next_of(&mut console, "unwatched").await;
+    owner
+        .request(
+            Method::POST,
+            "/v1/admin/apps/notes/realtime/channels/room:1/messages",
+        )
+        .json(&json!({ "data": { "text": "unheard" } }))
+        .expect(StatusCode::OK)
+        .await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+    while let Ok(Some(Ok(frame))) =
+        tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut console)).await
+    {
+        assert!(!frame.to_string().contains("unheard"), "{frame}");
+    }
+
+    // A logged-out session opens nothing (an open socket ends at its next check of the
+    // session, every 30 s).
+    owner
+        .request(Method::POST, "/console/api/logout")
+        .no_content()
+        .await;
+    assert_eq!(
+        live(t, &owner, "notes", Some(&own)).await.err(),
+        Some(StatusCode::UNAUTHORIZED)
+    );
 }
