@@ -36,6 +36,9 @@ pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 pub const MAX_PEOPLE: usize = 1_000;
 /// The most audit entries in one page.
 pub const MAX_AUDIT_PAGE: usize = 200;
+/// Old audit entries one delete forgets, and the deletes one sweep makes at most.
+pub const AUDIT_SWEEP: usize = 10_000;
+const AUDIT_SWEEPS: usize = 10;
 /// Names are shown, not trusted: a bound keeps the tables small.
 const MAX_NAME_CHARS: usize = 100;
 /// Console passwords guard every app: the strength estimate must say "very unguessable".
@@ -542,10 +545,27 @@ impl Console {
         }
     }
 
-    /// Forgets expired sessions.
-    pub async fn sweep(&self) -> Result<u64, ConsoleError> {
+    /// Forgets expired sessions, and audit entries older than `keep_audit` (none: kept for
+    /// ever), at most [`AUDIT_SWEEP`] of them at a time so that the system database is never
+    /// held long; a sweep after a long while takes several.
+    pub async fn sweep(&self, keep_audit: Option<Duration>) -> Result<u64, ConsoleError> {
         let now = self.0.clock.now().unix_ms();
-        Ok(self.0.store.delete_expired_console_sessions(now).await?)
+        let mut forgotten = self.0.store.delete_expired_console_sessions(now).await?;
+        if let Some(keep) = keep_audit {
+            let before = now.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+            for _ in 0..AUDIT_SWEEPS {
+                let gone = self
+                    .0
+                    .store
+                    .delete_audit_before(before, AUDIT_SWEEP)
+                    .await?;
+                forgotten += gone;
+                if gone < AUDIT_SWEEP as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(forgotten)
     }
 
     async fn person_row(&self, person: NewPerson) -> Result<PersonRow, ConsoleError> {

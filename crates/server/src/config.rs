@@ -130,7 +130,7 @@ pub struct Config {
 }
 
 /// The web console's own address: never the API's, which serves apps' sites and files.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsoleConfig {
     /// `""`: the API's address with the next port (8701 beside 8700; any free port when the
@@ -141,6 +141,27 @@ pub struct ConsoleConfig {
     /// Host names the console answers to besides IP addresses and `localhost` (the name it is
     /// reached by behind a proxy): any other is refused, against DNS rebinding.
     pub hosts: Vec<String>,
+    /// Days the audit log keeps an entry (0: for ever). Older entries go when somebody logs
+    /// in, as expired sessions do.
+    pub audit_days: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            listen: String::new(),
+            secure_cookie: false,
+            hosts: Vec::new(),
+            audit_days: 365,
+        }
+    }
+}
+
+impl ConsoleConfig {
+    /// How long the audit log keeps an entry; none: for ever.
+    pub fn keep_audit(&self) -> Option<std::time::Duration> {
+        (self.audit_days > 0).then(|| std::time::Duration::from_secs(self.audit_days * 86_400))
+    }
 }
 
 impl Config {
@@ -711,6 +732,7 @@ impl Config {
             1,
             86_400,
         )?;
+        within("console.audit_days", self.console.audit_days, 0, 36_500)?;
         within(
             "http.body_read_timeout_secs",
             self.http.body_read_timeout_secs,
@@ -937,6 +959,26 @@ mod tests {
             parse("[apps]\nmax_opn = 1")
                 .unwrap_err()
                 .contains("unknown field")
+        );
+    }
+
+    #[test]
+    fn the_audit_log_keeps_a_year_by_default_and_for_ever_at_zero() {
+        let config = parse("").unwrap();
+        assert_eq!(
+            config.console.keep_audit(),
+            Some(std::time::Duration::from_secs(365 * 86_400))
+        );
+        let config = parse("[console]\naudit_days = 0\n").unwrap();
+        assert_eq!(config.console.keep_audit(), None);
+        config.validate().unwrap();
+        let config = parse("[console]\naudit_days = 36501\n").unwrap();
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("console.audit_days")
         );
     }
 

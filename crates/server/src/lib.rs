@@ -546,6 +546,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         realtime: hub.clone(),
         console,
         console_secure_cookie: config.console.secure_cookie,
+        console_keep_audit: config.console.keep_audit(),
         usage: usage::Usage::new(Arc::clone(&clock)),
         app_limits,
         access,

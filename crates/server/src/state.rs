@@ -46,6 +46,8 @@ struct Shared {
     console_writes: Arc<tokio::sync::Semaphore>,
     /// Whether the console's session cookie is marked `Secure`.
     console_secure_cookie: bool,
+    /// How long the console's audit log keeps an entry; none: for ever.
+    console_keep_audit: Option<std::time::Duration>,
     limits: AuthLimits,
     access: Access,
     system: Arc<dyn SystemStore>,
@@ -76,6 +78,7 @@ pub struct Services {
     pub realtime: Hub,
     pub console: Console,
     pub console_secure_cookie: bool,
+    pub console_keep_audit: Option<std::time::Duration>,
     pub usage: crate::usage::Usage,
     pub app_limits: crate::apps::AppLimits,
     pub access: Access,
@@ -102,6 +105,7 @@ impl AppState {
             realtime,
             console,
             console_secure_cookie,
+            console_keep_audit,
             usage,
             app_limits,
             access,
@@ -122,6 +126,7 @@ impl AppState {
             realtime,
             console,
             console_secure_cookie,
+            console_keep_audit,
             usage,
             app_limits,
             console_writes: Arc::new(tokio::sync::Semaphore::new(CONSOLE_WRITES)),
@@ -193,6 +198,10 @@ impl AppState {
     /// The limits every app runs under.
     pub fn app_limits(&self) -> &crate::apps::AppLimits {
         &self.0.app_limits
+    }
+
+    pub fn console_keep_audit(&self) -> Option<std::time::Duration> {
+        self.0.console_keep_audit
     }
 
     pub fn console_secure_cookie(&self) -> bool {

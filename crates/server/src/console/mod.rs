@@ -539,9 +539,10 @@ async fn log_in(
     };
     limits.settle_account(THROTTLE, &account, ip, took, outcome);
     let session = result?;
-    // Expired sessions go when somebody logs in: no loop needed for them.
-    if let Err(e) = state.console().sweep().await {
-        tracing::warn!(error = %e, "could not forget expired console sessions");
+    // Expired sessions and old audit entries go when somebody logs in: no loop needed for
+    // them (the log grows only while people use the console).
+    if let Err(e) = state.console().sweep(state.console_keep_audit()).await {
+        tracing::warn!(error = %e, "could not forget expired console sessions and old audit entries");
     }
     Ok(opened(&state, session))
 }

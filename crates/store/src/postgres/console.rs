@@ -304,6 +304,16 @@ impl ConsoleStore for Postgres {
         Ok(added.try_get(0)?)
     }
 
+    async fn delete_audit_before(&self, before_ms: i64, limit: usize) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "DELETE FROM {SYSTEM_SCHEMA}.console_audit WHERE seq IN (
+                 SELECT seq FROM {SYSTEM_SCHEMA}.console_audit WHERE at < $1
+                 ORDER BY seq LIMIT $2)"
+        );
+        execute(&client, &sql, &[&before_ms, &(limit as i64)]).await
+    }
+
     async fn audit(
         &self,
         app: Option<&AppName>,

@@ -324,6 +324,18 @@ impl ConsoleStore for SqliteSystemStore {
             .await
     }
 
+    async fn delete_audit_before(&self, before_ms: i64, limit: usize) -> Result<u64, StoreError> {
+        self.database()
+            .write(move |c| {
+                Ok(c.execute(
+                    "DELETE FROM console_audit WHERE seq IN (
+                         SELECT seq FROM console_audit WHERE at < ?1 ORDER BY seq LIMIT ?2)",
+                    (before_ms, limit as i64),
+                )? as u64)
+            })
+            .await
+    }
+
     async fn audit(
         &self,
         app: Option<&AppName>,

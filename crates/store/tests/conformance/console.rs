@@ -215,6 +215,22 @@ async fn the_audit_log_pages_newest_first(s: Arc<dyn Control>) {
     assert_eq!(actions, ["action 4", "action 2", "action 0"]);
 }
 
+async fn old_audit_entries_go_oldest_first_a_batch_at_a_time(s: Arc<dyn Control>) {
+    for at_ms in [10, 11, 12, 30, 31] {
+        let mut row = entry("a@x.io", Some("shop"), &format!("at {at_ms}"));
+        row.at_ms = at_ms;
+        s.append_audit(row).await.unwrap();
+    }
+    // Before 30: three entries, two at most at a time, the oldest first.
+    assert_eq!(s.delete_audit_before(30, 2).await.unwrap(), 2);
+    let left = s.audit(None, None, 10).await.unwrap();
+    let actions: Vec<_> = left.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["at 31", "at 30", "at 12"]);
+    assert_eq!(s.delete_audit_before(30, 2).await.unwrap(), 1);
+    assert_eq!(s.delete_audit_before(30, 2).await.unwrap(), 0);
+    assert_eq!(s.audit(None, None, 10).await.unwrap().len(), 2);
+}
+
 async fn sqlite() -> (Arc<dyn Control>, Arc<tempfile::TempDir>) {
     let (system, _tenants, dir) = crate::backends::sqlite().await;
     (system, dir)
@@ -245,6 +261,7 @@ on_both!(
     people_and_roles,
     sessions_expire_and_go_with_their_person,
     the_audit_log_pages_newest_first,
+    old_audit_entries_go_oldest_first_a_batch_at_a_time,
 );
 
 /// Two nodes set up the first owner at once, many times: exactly one wins each time.
