@@ -50,6 +50,12 @@ pub enum DataError {
     CollectionExists(String),
     #[error("invalid collection: {0}")]
     InvalidCollection(String),
+    /// A rule of a collection's definition that does not parse or check: which, and where.
+    #[error("invalid collection: {rule} rule: {error}")]
+    InvalidRule {
+        rule: &'static str,
+        error: QueryError,
+    },
     #[error("{0}; send \"force\": true to do it anyway")]
     DestructiveChange(String),
     #[error("no such record")]
@@ -232,6 +238,17 @@ fn column_type(kind: FieldKind) -> ColumnType {
     }
 }
 
+/// A collection's name, or why it cannot be one.
+fn check_name(name: &str) -> Result<(), DataError> {
+    if valid_name(name) {
+        Ok(())
+    } else {
+        Err(DataError::InvalidCollection(format!(
+            "collection name {name:?}: 1 to 40 of a-z, 0-9 and _, starting with a letter"
+        )))
+    }
+}
+
 /// How a rule applies, compiled.
 #[derive(Debug, Clone)]
 enum RuleSql {
@@ -322,10 +339,13 @@ impl Compiled {
                 None => RuleSql::Locked,
                 Some(text) if text.trim().is_empty() => RuleSql::Open,
                 Some(text) => {
-                    let expr = cloudlet_query::parse(&text, Limits::default())
-                        .map_err(|e| invalid(format!("{action} rule: {e}")))?;
-                    let predicate = Predicate::new(expr, schema.clone())
-                        .map_err(|e| invalid(format!("{action} rule: {e}")))?;
+                    let invalid_rule = |error| DataError::InvalidRule {
+                        rule: action,
+                        error,
+                    };
+                    let expr =
+                        cloudlet_query::parse(&text, Limits::default()).map_err(invalid_rule)?;
+                    let predicate = Predicate::new(expr, schema.clone()).map_err(invalid_rule)?;
                     RuleSql::When(Arc::new(predicate))
                 }
             };
@@ -965,11 +985,7 @@ impl Data {
         name: &str,
         def: CollectionDef,
     ) -> Result<(CollectionView, bool), DataError> {
-        if !valid_name(name) {
-            return Err(DataError::InvalidCollection(format!(
-                "collection name {name:?}: 1 to 40 of a-z, 0-9 and _, starting with a letter"
-            )));
-        }
+        check_name(name)?;
         let force = def.force;
         let def = CollectionDef {
             force: false,
@@ -1027,6 +1043,7 @@ impl Data {
         name: &str,
         def: CollectionDef,
     ) -> Result<Plan, DataError> {
+        check_name(name)?;
         let def = CollectionDef {
             force: false,
             dry_run: false,

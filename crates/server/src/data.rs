@@ -6,7 +6,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cloudlet_core::apps::AppName;
-use cloudlet_core::data::{CollectionDef, CollectionView, ListRequest, Plan, RecordPage, Write};
+use cloudlet_core::data::{
+    CollectionDef, CollectionView, DataError, ListRequest, Plan, RecordPage, Write,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -23,6 +25,7 @@ pub fn router(limits: &BodyLimits) -> Routes {
     let routes = OpenApiRouter::new()
         .routes(routes!(list_collections))
         .routes(routes!(show_collection, put_collection, drop_collection))
+        .routes(routes!(check_collection))
         .routes(routes!(list_records, create_record))
         .routes(routes!(get_record, update_record, delete_record))
         .routes(routes!(batch));
@@ -106,6 +109,73 @@ async fn put_collection(
         StatusCode::OK
     };
     Ok((status, axum::Json(CollectionChange::Done(view))).into_response())
+}
+
+/// What checking a definition found: whether it is valid, what putting it would do, or what is
+/// wrong with it.
+#[derive(Serialize, ToSchema)]
+struct CollectionCheck {
+    valid: bool,
+    plan: Option<Plan>,
+    problem: Option<Problem>,
+}
+
+/// What is wrong with a definition: the error `PUT` would answer, and for a rule, which rule and
+/// where in it (in characters from 0).
+#[derive(Serialize, ToSchema)]
+struct Problem {
+    code: &'static str,
+    message: String,
+    rule: Option<&'static str>,
+    position: Option<usize>,
+}
+
+/// Checks a definition and changes nothing (the console checks rules as they are typed): the
+/// plan, or the problem with the rule and the position it is at. An error only for what is not
+/// the definition's fault (no such app).
+#[utoipa::path(post, path = "/v1/admin/apps/{app}/collections/{name}/check", tag = "data",
+    params(("app" = AppName, Path), ("name" = String, Path)), request_body = CollectionDef,
+    responses((status = 200, body = CollectionCheck)))]
+async fn check_collection(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Path(CollectionName { name }): Path<CollectionName>,
+    Json(def): Json<CollectionDef>,
+) -> Result<axum::Json<CollectionCheck>, ApiError> {
+    let rules = def.rules.clone();
+    let problem = match state.data().plan_collection(&app, &name, def).await {
+        Ok(plan) => {
+            return Ok(axum::Json(CollectionCheck {
+                valid: true,
+                plan: Some(plan),
+                problem: None,
+            }));
+        }
+        Err(DataError::InvalidRule { rule, error }) => Problem {
+            code: "invalid_collection",
+            message: format!("{rule} rule: {}", error.message),
+            rule: Some(rule),
+            // The parser counts bytes; a person's editor counts characters.
+            position: rules.get(rule).map(|text| {
+                let text = text.as_deref().unwrap_or_default();
+                text.char_indices()
+                    .take_while(|(at, _)| *at < error.position)
+                    .count()
+            }),
+        },
+        Err(e @ DataError::InvalidCollection(_)) => Problem {
+            code: "invalid_collection",
+            message: e.to_string(),
+            rule: None,
+            position: None,
+        },
+        Err(e) => return Err(e.into()),
+    };
+    Ok(axum::Json(CollectionCheck {
+        valid: false,
+        plan: None,
+        problem: Some(problem),
+    }))
 }
 
 /// Drops a collection and its records.

@@ -365,7 +365,9 @@ impl From<DataError> for ApiError {
         let code = match &e {
             DataError::CollectionNotFound(_) => Code::CollectionNotFound,
             DataError::CollectionExists(_) => Code::CollectionExists,
-            DataError::InvalidCollection(_) => Code::InvalidCollection,
+            DataError::InvalidCollection(_) | DataError::InvalidRule { .. } => {
+                Code::InvalidCollection
+            }
             DataError::DestructiveChange(_) => Code::DestructiveChange,
             DataError::RecordNotFound => Code::RecordNotFound,
             DataError::Forbidden(_) => Code::Forbidden,

@@ -24,6 +24,8 @@ use crate::metrics::Metrics;
 
 /// Console writes that may run at once on a node; more are refused `429`.
 const CONSOLE_WRITES: usize = 64;
+/// The console's live sockets open at once on a node: each looks at its app every 2 seconds.
+const CONSOLE_LIVE: usize = 64;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
@@ -44,6 +46,8 @@ struct Shared {
     app_limits: crate::apps::AppLimits,
     /// Console writes running at once (each runs to its end even if its client leaves).
     console_writes: Arc<tokio::sync::Semaphore>,
+    /// The console's live sockets open.
+    console_live: Arc<tokio::sync::Semaphore>,
     /// Whether the console's session cookie is marked `Secure`.
     console_secure_cookie: bool,
     /// How long the console's audit log keeps an entry; none: for ever.
@@ -130,6 +134,7 @@ impl AppState {
             usage,
             app_limits,
             console_writes: Arc::new(tokio::sync::Semaphore::new(CONSOLE_WRITES)),
+            console_live: Arc::new(tokio::sync::Semaphore::new(CONSOLE_LIVE)),
             limits,
             access,
             system,
@@ -187,6 +192,11 @@ impl AppState {
     }
 
     /// A place for one console write, if one is free.
+    /// A place for one more live console socket, if there is one.
+    pub fn console_live(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.0.console_live).try_acquire_owned().ok()
+    }
+
     pub fn console_write(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         Arc::clone(&self.0.console_writes).try_acquire_owned().ok()
     }

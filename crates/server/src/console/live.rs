@@ -11,7 +11,8 @@
 //! the person's session cookie, and a developer's role on the app (channel messages and logs
 //! are personal data, see [`super::policy`]). The session and the role are checked again every
 //! [`RECHECK_EVERY`]: a person logged out or taken off the app stops watching. Every channel
-//! watched and every log followed is written to the audit log.
+//! watched and every log followed is written to the audit log. A node holds at most 64 of
+//! these sockets (`429 too_many_requests` beyond), since each looks at its app every 2 s.
 //!
 //! The protocol (docs/console.md): the page sends `{"type":"watch","channel":…}`,
 //! `{"type":"unwatch","channel":…}`, `{"type":"tail","function":…,"after":…}` and
@@ -98,6 +99,13 @@ pub(super) async fn live(
         ));
     }
     state.apps().get(&app).await?;
+    let place = state.console_live().ok_or_else(|| {
+        ApiError::new(
+            Code::TooManyRequests,
+            "too many live console sockets on this node; close another page",
+        )
+        .retry_after(10)
+    })?;
     let upgrade = upgrade.map_err(|_| {
         ApiError::new(
             Code::UpgradeRequired,
@@ -111,6 +119,7 @@ pub(super) async fn live(
         .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| {
             Live {
+                _place: place,
                 socket,
                 state,
                 app,
@@ -152,6 +161,8 @@ struct Tail {
 
 /// One open console socket.
 struct Live {
+    /// Its place among the node's live console sockets.
+    _place: tokio::sync::OwnedSemaphorePermit,
     socket: WebSocket,
     state: AppState,
     app: AppName,
@@ -431,8 +442,7 @@ impl Live {
 
     /// The app's socket counts, if they changed since last sent.
     async fn send_counts(&mut self) -> Result<(), End> {
-        let page = self.state.realtime().sockets(&self.app, None, 1).await;
-        let counts = (page.count, page.users);
+        let counts = self.state.realtime().counts(&self.app).await;
         if self.counts == Some(counts) {
             return Ok(());
         }

@@ -167,7 +167,8 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_default();
-    let need = policy::need(&parts.method, &template);
+    let method = parts.method.clone();
+    let need = policy::need(&method, &template);
     if need == Need::Closed {
         return ApiError::new(
             Code::RouteNotFound,
@@ -182,6 +183,8 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
         Err(refused) => return refused.into_response(),
     };
     let write = !is_read(&parts.method);
+    // A route that changes nothing is no change for the audit log, allowed or refused.
+    let noted_change = write && !policy::changes_nothing(&method, &template);
     if write && let Err(refused) = check_write(&parts.headers, &who) {
         return refused.into_response();
     }
@@ -206,7 +209,7 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
             Some(app) => who.role_on(app).is_some(),
             None => true,
         };
-        if write && noted {
+        if noted_change && noted {
             state
                 .console()
                 .audit(&who.person.email, app.as_ref(), &action, 403)
@@ -217,6 +220,9 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
     }
     parts.extensions.insert(ConsoleCaller);
     let request = Request::from_parts(parts, body);
+    if write && !noted_change {
+        return next.run(request).await;
+    }
     if !write {
         let response = next.run(request).await;
         // Who looked at whom: reading the app's users (a search, a user's page, their

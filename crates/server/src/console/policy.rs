@@ -44,6 +44,12 @@ pub fn need(method: &Method, template: &str) -> Need {
     Need::Closed
 }
 
+/// Whether a route that takes a body changes nothing (checking a collection's definition, which
+/// the console does as rules are typed): it needs its role, but is no change for the audit log.
+pub fn changes_nothing(method: &Method, template: &str) -> bool {
+    *method == Method::POST && template == "/v1/admin/apps/{app}/collections/{name}/check"
+}
+
 /// `/v1/admin/apps/{app}…`, by what follows the app.
 fn admin_route(read: bool, method: &Method, rest: &str) -> Need {
     // Queue messages and realtime messages carry what the app's users sent.
@@ -259,6 +265,15 @@ mod tests {
             Need::InstanceOwner
         );
         assert_eq!(need(&Method::POST, "/v1/admin/apps"), Need::InstanceOwner);
+        // Checking a definition changes nothing, and still needs a developer.
+        let check = "/v1/admin/apps/{app}/collections/{name}/check";
+        assert!(routes.iter().any(|(m, p)| *m == Method::POST && p == check));
+        assert!(changes_nothing(&Method::POST, check));
+        assert_eq!(need(&Method::POST, check), Need::App(AppRole::Developer));
+        assert!(!changes_nothing(
+            &Method::PUT,
+            "/v1/admin/apps/{app}/collections/{name}"
+        ));
         assert_eq!(need(&Method::GET, "/v1/admin/apps"), Need::InstanceOwner);
     }
 }

@@ -1096,3 +1096,129 @@ async fn the_console_lists_sockets_and_watches_a_channel_live_from_its_own_page_
         Some(StatusCode::UNAUTHORIZED)
     );
 }
+
+#[tokio::test]
+async fn a_definition_is_checked_with_its_rule_errors_at_their_position_changing_nothing() {
+    let t = TestApp::start().await;
+    t.create_app("shop").await;
+    let check = |name: &str, body: Value| {
+        t.admin(
+            Method::POST,
+            &format!("/v1/admin/apps/shop/collections/{name}/check"),
+        )
+        .json(&body)
+        .expect(StatusCode::OK)
+    };
+    let fields = json!([{ "name": "title", "type": "text" }]);
+
+    let fine = check(
+        "todos",
+        json!({ "fields": fields, "rules": { "list": "title ~ 'a'" } }),
+    )
+    .await;
+    assert_eq!(
+        fine,
+        json!({ "valid": true, "plan": "create", "problem": null })
+    );
+
+    // The position counts characters: `é` is two bytes, one character.
+    let unknown = check(
+        "todos",
+        json!({ "fields": fields, "rules": { "list": "title = 'é' && nope = 1" } }),
+    )
+    .await;
+    assert_eq!(unknown["valid"], false);
+    let problem = &unknown["problem"];
+    assert_eq!(
+        (
+            problem["code"].as_str(),
+            problem["rule"].as_str(),
+            problem["position"].as_u64()
+        ),
+        (Some("invalid_collection"), Some("list"), Some(15)),
+        "{unknown}"
+    );
+    assert!(
+        problem["message"].as_str().unwrap().contains("nope"),
+        "{unknown}"
+    );
+    let syntax = check(
+        "todos",
+        json!({ "fields": fields, "rules": { "update": "title = " } }),
+    )
+    .await;
+    assert_eq!(syntax["problem"]["rule"], "update", "{syntax}");
+    assert!(syntax["problem"]["position"].is_u64(), "{syntax}");
+    // Not a rule's problem: no rule, no position.
+    for (name, body) in [
+        ("Bad", json!({ "fields": fields })),
+        (
+            "todos",
+            json!({ "fields": fields, "indexes": [{ "fields": [] }] }),
+        ),
+        (
+            "todos",
+            json!({ "fields": fields, "indexes": [{ "fields": ["nope"] }] }),
+        ),
+    ] {
+        let answer = check(name, body).await;
+        assert_eq!(answer["valid"], false, "{answer}");
+        assert!(answer["problem"]["rule"].is_null() && answer["problem"]["position"].is_null());
+    }
+    // Checking made nothing; against a collection, the plan says what putting would do.
+    let listed = t
+        .admin(Method::GET, "/v1/admin/apps/shop/collections")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(
+        listed
+            .as_array()
+            .map(Vec::len)
+            .or(listed["items"].as_array().map(Vec::len)),
+        Some(0)
+    );
+    t.admin(Method::PUT, "/v1/admin/apps/shop/collections/todos")
+        .json(&json!({ "fields": fields }))
+        .expect(StatusCode::CREATED)
+        .await;
+    assert_eq!(
+        check("todos", json!({ "fields": fields })).await["plan"],
+        "unchanged"
+    );
+    assert_eq!(
+        check("todos", json!({ "fields": [] })).await["plan"],
+        "destroy"
+    );
+    t.admin(Method::POST, "/v1/admin/apps/ghost/collections/todos/check")
+        .json(&json!({ "fields": fields }))
+        .expect_error(StatusCode::NOT_FOUND, "app_not_found")
+        .await;
+
+    // Through the console: a developer's check is no change for the audit log; a viewer may not.
+    let owner = set_up_owner(&t).await;
+    let developer = member(&t, &owner, "dev@example.com", Some(("shop", "developer"))).await;
+    let viewer = member(&t, &owner, "viewer@example.com", Some(("shop", "viewer"))).await;
+    let answer = developer
+        .request(Method::POST, "/v1/admin/apps/shop/collections/todos/check")
+        .json(&json!({ "fields": fields, "rules": { "view": "nope = 1" } }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(answer["problem"]["rule"], "view");
+    viewer
+        .request(Method::POST, "/v1/admin/apps/shop/collections/todos/check")
+        .json(&json!({ "fields": fields }))
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    let audit = owner
+        .request(Method::GET, "/console/api/audit")
+        .expect(StatusCode::OK)
+        .await;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(!actions.is_empty(), "the roles given are there");
+    assert!(actions.iter().all(|a| !a.contains("/check")), "{actions:?}");
+}
