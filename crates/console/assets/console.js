@@ -34,8 +34,19 @@
 //            only; the open one has aria-current="page")
 //   data:    data-page, collection (data-collection), collection-link (data-collection), fields,
 //            field-row (data-field), indexes, rule-list, rule-view, rule-create, rule-update,
-//            rule-delete, new-collection-form, new-collection-name, new-collection-json,
-//            new-collection-submit
+//            rule-delete, edit-schema (data-collection; developers and owners)
+//   schema:  the editor: new-collection-form (creating; with new-collection-name) or
+//            schema-editor (data-collection), holding schema-fields, schema-field (data-field),
+//            field-name, field-type, field-required, field-unique, field-constraint (data-key:
+//            default, min_length, max_length, min, max, enum, collection; those of the type
+//            shown), remove-field, add-field, schema-indexes, schema-index, index-fields,
+//            index-unique, remove-index, add-index, rule-editor (data-rule), rule-mode
+//            (data-rule; default, admin, everyone, when), rule-input (data-rule; aria-invalid
+//            when wrong), rule-error (data-rule), rule-error-at (the <mark> on the character the
+//            server pointed at; data-position, from 0), schema-problem (a problem not a rule's),
+//            schema-check (data-valid, data-plan: the latest check's answer; neither while
+//            checking), schema-force (the confirmation a plan that loses data needs),
+//            schema-save, schema-cancel
 //   records: collection-page, collection-name, filter-form, filter, sort, apply-filter,
 //            records (data-page), record-row (data-id), record-id, record-field (data-field),
 //            page-prev, page-next, page-number, edit-record, record-editor (data-id),
@@ -244,11 +255,52 @@ const WORDS = {
     'data.create': 'Create a collection',
     'data.name': 'Collection name',
     'data.nameHint': '1 to 40 characters: a–z, 0–9 and _, starting with a letter.',
-    'data.definition': 'Definition (JSON)',
-    'data.definitionHint':
-      'Fields, indexes and rules as the API takes them (see the data docs). Rules left out only let the owner of a record. An existing collection of that name is changed.',
     'data.createSubmit': 'Save the collection',
     'data.saved': 'Collection {name} saved.',
+    'data.editSchema': 'Edit schema',
+    'schema.fields': 'Fields',
+    'schema.fieldName': 'Name',
+    'schema.required': 'Required',
+    'schema.unique': 'Unique',
+    'schema.c.default': 'Default (JSON)',
+    'schema.c.min_length': 'Min. length',
+    'schema.c.max_length': 'Max. length',
+    'schema.c.min': 'Min.',
+    'schema.c.max': 'Max.',
+    'schema.c.enum': 'One of',
+    'schema.commas': 'comma-separated',
+    'schema.c.collection': 'Target collection',
+    'schema.removeField': 'Remove',
+    'schema.removeFieldLabel': 'Remove the field {name}',
+    'schema.addField': 'Add a field',
+    'schema.indexFields': 'Fields (comma-separated)',
+    'schema.removeIndex': 'Remove',
+    'schema.addIndex': 'Add an index',
+    'schema.indexesHint': 'Besides the built-in ones on (owner, created_at) and created_at.',
+    'schema.rules': 'Rules',
+    'schema.rulesHint': 'A condition is an expression of the filter language, such as owner = @auth.id.',
+    'schema.defaultRules': 'Default: only the owner of a record may list, view, update and delete it; any logged-in user may create.',
+    'schema.condition': '{rule}: condition',
+    'rule.mode.default': 'Default',
+    'rule.mode.admin': 'Only admins',
+    'rule.mode.everyone': 'Everyone',
+    'rule.mode.when': 'When…',
+    'schema.emptyRule': 'Write a condition, or choose Everyone.',
+    'schema.badDefault': 'The default of {field} is not JSON: {message}',
+    'schema.badNumber': '{what} of {field} is not a valid number.',
+    'schema.badEnum': 'The allowed values of {field} must be numbers.',
+    'schema.goTo': 'Put the cursor there',
+    'schema.checking': 'Checking…',
+    'schema.needName': 'Type a name to check the collection.',
+    'schema.plan.create': 'Valid: saving creates the collection.',
+    'schema.plan.alter': 'Valid: saving changes the collection.',
+    'schema.plan.destroy': 'Changes that lose data: saving needs confirmation.',
+    'schema.plan.unchanged': 'Valid: no change.',
+    'schema.invalid': 'Not valid yet: see the problem marked.',
+    'schema.failed': 'Could not check it.',
+    'schema.force': 'I understand that the data of removed or retyped fields will be lost.',
+    'schema.confirmFirst': 'These changes lose data: tick the box to confirm them first.',
+    'schema.save': 'Save the schema',
     'data.filter': 'Filter',
     'data.sort': 'Sort',
     'data.apply': 'Apply',
@@ -665,10 +717,52 @@ const WORDS = {
     'data.create': '创建集合',
     'data.name': '集合名称',
     'data.nameHint': '1 到 40 个字符：a–z、0–9 和 _，以字母开头。',
-    'data.definition': '定义（JSON）',
-    'data.definitionHint': '字段、索引和规则，格式与 API 相同（见数据文档）。未写的规则只允许记录的所有者。同名的已有集合会被修改。',
     'data.createSubmit': '保存集合',
     'data.saved': '已保存集合 {name}。',
+    'data.editSchema': '编辑结构',
+    'schema.fields': '字段',
+    'schema.fieldName': '名称',
+    'schema.required': '必填',
+    'schema.unique': '唯一',
+    'schema.c.default': '默认值（JSON）',
+    'schema.c.min_length': '最短长度',
+    'schema.c.max_length': '最长长度',
+    'schema.c.min': '最小值',
+    'schema.c.max': '最大值',
+    'schema.c.enum': '可选值',
+    'schema.commas': '逗号分隔',
+    'schema.c.collection': '关联的集合',
+    'schema.removeField': '移除',
+    'schema.removeFieldLabel': '移除字段 {name}',
+    'schema.addField': '添加字段',
+    'schema.indexFields': '字段（逗号分隔）',
+    'schema.removeIndex': '移除',
+    'schema.addIndex': '添加索引',
+    'schema.indexesHint': '(owner, created_at) 和 created_at 上的内置索引之外的索引。',
+    'schema.rules': '规则',
+    'schema.rulesHint': '条件用筛选语言书写，例如 owner = @auth.id。',
+    'schema.defaultRules': '默认：只有记录的所有者可以列出、查看、更新和删除它；任何已登录的用户都可以创建。',
+    'schema.condition': '{rule}：条件',
+    'rule.mode.default': '默认',
+    'rule.mode.admin': '仅管理员',
+    'rule.mode.everyone': '所有人',
+    'rule.mode.when': '满足条件时…',
+    'schema.emptyRule': '请填写条件，或选择“所有人”。',
+    'schema.badDefault': '字段 {field} 的默认值不是有效的 JSON：{message}',
+    'schema.badNumber': '字段 {field} 的{what}不是有效的数字。',
+    'schema.badEnum': '字段 {field} 的可选值必须是数字。',
+    'schema.goTo': '把光标移到这里',
+    'schema.checking': '正在检查…',
+    'schema.needName': '填写名称后即可检查集合。',
+    'schema.plan.create': '有效：保存后将创建集合。',
+    'schema.plan.alter': '有效：保存后将修改集合。',
+    'schema.plan.destroy': '这些修改会丢失数据：保存前需要确认。',
+    'schema.plan.unchanged': '有效：没有改动。',
+    'schema.invalid': '还不能保存：请查看标出的问题。',
+    'schema.failed': '无法检查。',
+    'schema.force': '我明白：被移除或改了类型的字段，其数据将会丢失。',
+    'schema.confirmFirst': '这些修改会丢失数据：请先勾选确认。',
+    'schema.save': '保存结构',
     'data.filter': '筛选',
     'data.sort': '排序',
     'data.apply': '应用',
@@ -1947,37 +2041,85 @@ function loadInto(target, promise, show) {
 const RULES = ['list', 'view', 'create', 'update', 'delete'];
 const CONSTRAINTS = ['default', 'min_length', 'max_length', 'min', 'max', 'enum'];
 const PAGE_SIZE = 50;
-const COLLECTION_EXAMPLE = { fields: [{ name: 'title', type: 'text', required: true }], indexes: [], rules: {} };
+const FIELD_TYPES = ['text', 'number', 'integer', 'bool', 'datetime', 'json', 'relation', 'file'];
+/** The constraints the schema editor offers for a type, besides `default` (which all have). */
+const TYPE_CONSTRAINTS = {
+  text: ['min_length', 'max_length', 'enum'],
+  number: ['min', 'max', 'enum'],
+  integer: ['min', 'max', 'enum'],
+  relation: ['collection'],
+};
+const NUMERIC = ['number', 'integer'];
+const CONSTRAINT_KEYS = ['default', 'min_length', 'max_length', 'min', 'max', 'enum', 'collection'];
+/** A value as JSON when it is JSON (`true`, `2`, `"a"`), else as the text it is. */
+const literal = (text) => {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+};
+/** A default of each type, as the placeholder of the default's input. */
+const DEFAULT_EXAMPLES = { text: '"draft"', number: '0', integer: '0', bool: 'false', datetime: '"2026-01-01T00:00:00Z"', json: '{}' };
+/** The keys of a field that the editor writes: any other key of an existing field is kept as it was. */
+const FIELD_KEYS = ['name', 'type', 'required', 'unique', 'default', 'min_length', 'max_length', 'min', 'max', 'enum', 'collection'];
+/** How a rule is given: left out (the server's default), null, "" or an expression. */
+const RULE_MODES = ['default', 'admin', 'everyone', 'when'];
+const DEFAULT_RULES = { list: 'owner = @auth.id', view: 'owner = @auth.id', create: '@auth.id != null', update: 'owner = @auth.id', delete: 'owner = @auth.id' };
+/** How long typing pauses before the definition is checked, in ms. */
+const CHECK_DELAY = 300;
+/** The <datalist> of the app's collections (a relation's target), one on the Data page. */
+const COLLECTION_NAMES = 'collection-names';
 
 const listOf = (answer) => (Array.isArray(answer) ? answer : answer?.items ?? []);
+let lastId = 0;
+const uniqueId = (prefix) => `${prefix}-${++lastId}`;
 
 function pageData({ name, body, role }) {
   const list = slot();
+  const names = h('datalist', { id: COLLECTION_NAMES });
   list.set(loading());
-  const load = () =>
-    loadInto(list, api('GET', adminUrl(name, 'collections')), (answer) => {
+  // After a save: `{ name, text }`, the notice shown on that collection's card.
+  const load = (flash = null) =>
+    loadInto(list, Promise.all([api('GET', adminUrl(name, 'collections')), role]), ([answer, mine]) => {
       const items = listOf(answer);
+      names.replaceChildren(...items.map((c) => h('option', { value: c.name })));
       return items.length
-        ? items.map((c) => collectionCard(name, c))
+        ? items.map((c) => collectionCard(name, c, writer(mine) ? load : null, flash?.name === c.name ? flash.text : null))
         : h('p', { class: 'muted card', 'data-test': 'collections' }, t('app.noCollections'));
     });
-  role.then((mine) => body.set(list, writer(mine) ? newCollectionForm(name, load) : null));
+  role.then((mine) => body.set(list, names, writer(mine) ? newCollectionForm(name, load) : null));
   load();
 }
 
-function collectionCard(app, c) {
+/** A collection, read-only; with `reload` (developers and owners), its "Edit schema". */
+function collectionCard(app, c, reload, saved) {
+  const card = h('section', { class: 'card', 'data-test': 'collection', 'data-collection': c.name });
+  const title = h('a', { href: `#/apps/${path(app)}/data/${path(c.name)}`, 'data-test': 'collection-link', 'data-collection': c.name }, c.name);
+  const version = h('span', { class: 'muted' }, t('data.version', { version: c.version }));
+  const show = (text = null) => {
+    const edit = reload
+      ? h('button', { type: 'button', class: 'button-small', 'data-test': 'edit-schema', 'data-collection': c.name, onclick: open }, t('data.editSchema'))
+      : null;
+    card.replaceChildren();
+    append(card, cardHead(title, version, edit), text ? notice(text) : null, collectionView(c));
+  };
+  const open = () => {
+    const editor = schemaEditor(app, c, { saved: (text) => reload({ name: c.name, text }), cancel: () => show() });
+    card.replaceChildren(cardHead(title, h('span', { class: 'badge' }, t('data.editSchema')), version), editor);
+    editor.querySelector('input')?.focus();
+  };
+  show(saved);
+  return card;
+}
+
+function collectionView(c) {
   const rules = c.rules ?? {};
   const fields = c.fields ?? [];
   const indexes = (c.indexes ?? []).map((index) =>
     h('li', {}, h('code', {}, `(${(index.fields ?? []).join(', ')})`), index.unique ? [' ', t('c.unique')] : null),
   );
-  return h(
-    'section',
-    { class: 'card', 'data-test': 'collection', 'data-collection': c.name },
-    cardHead(
-      h('a', { href: `#/apps/${path(app)}/data/${path(c.name)}`, 'data-test': 'collection-link', 'data-collection': c.name }, c.name),
-      h('span', { class: 'muted' }, t('data.version', { version: c.version })),
-    ),
+  return [
     table(
       { 'data-test': 'fields' },
       [t('data.field'), t('data.type'), t('data.constraints')],
@@ -2001,7 +2143,7 @@ function collectionCard(app, c) {
       ),
       RULES.map((action) => detailRow(t(`rule.${action}`), ruleText(rules[action]), `rule-${action}`)),
     ),
-  );
+  ];
 }
 
 function constraints(f) {
@@ -2018,40 +2160,492 @@ function ruleText(rule) {
   return rule === undefined ? '—' : h('code', {}, rule);
 }
 
+/** The card that creates a collection: the schema editor with a name; fresh again once saved. */
 function newCollectionForm(app, reload) {
+  const card = h('section', { class: 'card' });
+  const fresh = (text = null) => {
+    card.replaceChildren();
+    append(
+      card,
+      h('h2', {}, t('data.create')),
+      text ? notice(text) : null,
+      schemaEditor(app, null, {
+        saved: async (said) => {
+          await reload();
+          fresh(said);
+        },
+      }),
+    );
+  };
+  fresh();
+  return card;
+}
+
+/**
+ * The schema editor of a collection (`existing`), or of a new one (null: with its name): fields,
+ * indexes and the five rules. Every change is checked by the server (`…/check`, after a pause
+ * in typing; only the latest answer counts): its plan, or its problem, which for a rule is shown
+ * under that rule with the place it is at. Saving puts the definition; a plan that loses data
+ * needs a confirmation first (and is sent with `force`). `saved(text)` runs after a save,
+ * `cancel()` on Cancel (none for a new collection).
+ */
+function schemaEditor(app, existing, { saved, cancel = null }) {
+  const creating = !existing;
+  const id = uniqueId('schema');
   const message = slot();
-  const submit = (form) =>
-    busy(form, message, async () => {
-      const name = form.elements['new-collection-name'].value.trim();
-      const definition = parseObject(form.elements['new-collection-json'].value);
-      const answer = await api('PUT', adminUrl(app, 'collections', name), definition);
-      await reload();
-      message.set(notice(t('data.saved', { name: answer?.name ?? name })));
-    });
-  return h(
-    'section',
-    { class: 'card' },
-    h('h2', {}, t('data.create')),
-    message,
-    h(
-      'form',
-      { class: 'stack', 'data-test': 'new-collection-form', onsubmit: onSubmit(submit) },
-      field(
-        'new-collection-name',
+  const problem = slot({ 'data-test': 'schema-problem' });
+  const status = h('p', { class: 'schema-check', 'data-test': 'schema-check', 'aria-live': 'polite' });
+  const fieldRows = h('div', { class: 'schema-rows', 'data-test': 'schema-fields' });
+  const indexRows = h('div', { class: 'schema-rows', 'data-test': 'schema-indexes' });
+  const force = h('input', { type: 'checkbox', id: `${id}-force`, 'data-test': 'schema-force' });
+  const forceBox = h('label', { class: 'check schema-force', for: `${id}-force`, hidden: true }, force, t('schema.force'));
+  const save = h('button', { type: 'submit', class: 'button-primary', 'data-test': 'schema-save' }, t(creating ? 'data.createSubmit' : 'schema.save'));
+  let timer = null;
+  let asked = 0; // bumped by every change: an answer to an older definition is dropped
+  let plan = null; // the plan of the last answer
+
+  const nameField = creating
+    ? field(
+        `${id}-name`,
         t('data.name'),
         { required: true, autocomplete: 'off', spellcheck: 'false', maxlength: 40, 'data-test': 'new-collection-name' },
         t('data.nameHint'),
+      )
+    : null;
+  const nameInput = nameField?.querySelector('input');
+  const collectionName = () => (creating ? nameInput.value.trim() : existing.name);
+
+  // ---- fields
+  const fieldRow = (f = { name: '', type: 'text' }) => {
+    const key = uniqueId(`${id}-f`);
+    const input = (k, attrs) => h('input', { id: `${key}-${k}`, autocomplete: 'off', spellcheck: 'false', ...attrs });
+    const name = input('name', { value: f.name ?? '', required: true, maxlength: 40, 'data-test': 'field-name' });
+    const type = h(
+      'select',
+      { id: `${key}-type`, 'data-test': 'field-type' },
+      FIELD_TYPES.map((x) => option(x, x, x === f.type)),
+    );
+    if (!FIELD_TYPES.includes(f.type)) type.append(option(f.type, f.type, true)); // kept as it is
+    const check = (k, on, label) =>
+      h('label', { class: 'check' }, h('input', { type: 'checkbox', id: `${key}-${k}`, checked: Boolean(on), 'data-test': `field-${k}` }), label);
+    const required = check('required', f.required, t('schema.required'));
+    const unique = check('unique', f.unique, t('schema.unique'));
+    const shown = (k) => (k === 'enum' ? (f.enum ?? []).map((v) => (typeof v === 'string' ? v : JSON.stringify(v))).join(', ') : f[k]);
+    // Those of its type, and any other the field already has (while its type stays).
+    const offered = () => [
+      ...new Set(['default', ...(TYPE_CONSTRAINTS[type.value] ?? []), ...(type.value === f.type ? CONSTRAINT_KEYS.filter((k) => f[k] !== undefined) : [])]),
+    ];
+    const numberAttrs = (k) =>
+      k === 'min_length' || k === 'max_length' ? { type: 'number', min: 0, step: 1 } : k === 'min' || k === 'max' ? { type: 'number', step: 'any' } : {};
+    const boxes = Object.fromEntries(
+      CONSTRAINT_KEYS.map((k) => {
+        const value = k === 'default' ? (f.default === undefined ? '' : JSON.stringify(f.default)) : shown(k) ?? '';
+        const el = input(k, {
+          value: String(value),
+          'data-test': 'field-constraint',
+          'data-key': k,
+          list: k === 'collection' ? COLLECTION_NAMES : null,
+          ...numberAttrs(k),
+        });
+        const commas = k === 'enum' ? h('span', { class: 'visually-hidden' }, ` (${t('schema.commas')})`) : null;
+        return [k, h('div', { class: `field field-${k}` }, h('label', { for: el.id }, t(`schema.c.${k}`), commas), el)];
+      }),
+    );
+    const remove = h('button', { type: 'button', class: 'button-small button-quiet', 'data-test': 'remove-field' }, t('schema.removeField'));
+    const row = h(
+      'div',
+      { class: 'schema-row', 'data-test': 'schema-field' },
+      h('div', { class: 'field field-name' }, h('label', { for: name.id }, t('schema.fieldName')), name),
+      h('div', { class: 'field field-type' }, h('label', { for: type.id }, t('data.type')), type),
+      required,
+      unique,
+      Object.values(boxes),
+      remove,
+    );
+    const fit = () => {
+      const applies = offered();
+      for (const [k, box] of Object.entries(boxes)) box.hidden = !applies.includes(k);
+      boxes.default.querySelector('input').placeholder = DEFAULT_EXAMPLES[type.value] ?? '"…"';
+      boxes.enum.querySelector('input').placeholder = NUMERIC.includes(type.value) ? '1, 2, 3' : 'a, b, c';
+      row.dataset.field = name.value.trim();
+      remove.setAttribute('aria-label', t('schema.removeFieldLabel', { name: name.value.trim() }));
+    };
+    type.addEventListener('change', fit);
+    name.addEventListener('input', fit);
+    remove.addEventListener('click', () => {
+      row.remove();
+      changed();
+    });
+    /** The field as the API takes it; what cannot be sent goes into `problems`. */
+    row.read = (problems) => {
+      const out = { name: name.value.trim(), type: type.value };
+      if (required.querySelector('input').checked) out.required = true;
+      if (unique.querySelector('input').checked) out.unique = true;
+      for (const [k, v] of Object.entries(f)) if (!FIELD_KEYS.includes(k)) out[k] = v;
+      const bad = (el, text) => problems.push({ el, message: text });
+      for (const k of offered()) {
+        const el = boxes[k].querySelector('input');
+        const text = el.value.trim();
+        if (el.validity.badInput) {
+          bad(el, t('schema.badNumber', { what: t(`schema.c.${k}`), field: out.name }));
+          continue;
+        }
+        if (!text) continue;
+        if (k === 'default') {
+          try {
+            out.default = JSON.parse(text);
+          } catch (error) {
+            bad(el, t('schema.badDefault', { field: out.name, message: error.message }));
+          }
+        } else if (k === 'enum') {
+          const values = text.split(',').map((v) => v.trim()).filter(Boolean);
+          if (NUMERIC.includes(type.value)) {
+            const numbers = values.map(Number);
+            if (numbers.some((n) => !Number.isFinite(n))) bad(el, t('schema.badEnum', { field: out.name }));
+            else out.enum = numbers;
+          } else if (type.value === 'text') out.enum = values;
+          else out.enum = values.map(literal); // kept from a field of another type: JSON values
+        } else if (k === 'collection') {
+          out.collection = text;
+        } else {
+          const n = Number(text);
+          const length = k.endsWith('_length');
+          if (!Number.isFinite(n) || (length && (!Number.isInteger(n) || n < 0))) {
+            bad(el, t('schema.badNumber', { what: t(`schema.c.${k}`), field: out.name }));
+          } else out[k] = n;
+        }
+      }
+      return out;
+    };
+    fit();
+    return row;
+  };
+
+  // ---- indexes
+  const indexRow = (index = { fields: [], unique: false }) => {
+    const key = uniqueId(`${id}-i`);
+    const names = h('input', {
+      id: `${key}-fields`,
+      autocomplete: 'off',
+      spellcheck: 'false',
+      placeholder: 'owner, done',
+      value: (index.fields ?? []).join(', '),
+      'data-test': 'index-fields',
+    });
+    const unique = h('input', { type: 'checkbox', id: `${key}-unique`, checked: Boolean(index.unique), 'data-test': 'index-unique' });
+    const row = h(
+      'div',
+      { class: 'schema-row', 'data-test': 'schema-index' },
+      h('div', { class: 'field field-index' }, h('label', { for: names.id }, t('schema.indexFields')), names),
+      h('label', { class: 'check' }, unique, t('schema.unique')),
+      h(
+        'button',
+        {
+          type: 'button',
+          class: 'button-small button-quiet',
+          'data-test': 'remove-index',
+          onclick: () => {
+            row.remove();
+            changed();
+          },
+        },
+        t('schema.removeIndex'),
       ),
-      field(
-        'new-collection-json',
-        t('data.definition'),
-        { required: true, spellcheck: 'false', rows: 10, value: pretty(COLLECTION_EXAMPLE), 'data-test': 'new-collection-json' },
-        t('data.definitionHint'),
-        'textarea',
+    );
+    row.read = () => {
+      const fields = names.value.split(',').map((v) => v.trim()).filter(Boolean);
+      if (!fields.length) return null; // an empty row is no index
+      const out = { fields, unique: unique.checked };
+      for (const [k, v] of Object.entries(index)) if (k !== 'fields' && k !== 'unique') out[k] = v;
+      return out;
+    };
+    return row;
+  };
+
+  // ---- rules
+  const ruleRows = RULES.map((action) => {
+    const current = existing?.rules?.[action];
+    const modes = current === undefined ? RULE_MODES : RULE_MODES.slice(1);
+    const mode0 = current === undefined ? 'default' : current === null ? 'admin' : current.trim() ? 'when' : 'everyone';
+    const key = `${id}-rule-${action}`;
+    const mode = h(
+      'select',
+      { id: `${key}-mode`, 'data-test': 'rule-mode', 'data-rule': action },
+      modes.map((m) => option(m, t(`rule.mode.${m}`), m === mode0)),
+    );
+    const input = h('input', {
+      id: key,
+      class: 'rule-input',
+      autocomplete: 'off',
+      spellcheck: 'false',
+      value: typeof current === 'string' && current.trim() ? current : '',
+      placeholder: DEFAULT_RULES[action],
+      'aria-label': t('schema.condition', { rule: t(`rule.${action}`) }),
+      'data-test': 'rule-input',
+      'data-rule': action,
+    });
+    const place = h('div', { class: 'rule-problem' });
+    const fit = () => {
+      input.hidden = mode.value !== 'when';
+    };
+    mode.addEventListener('change', () => {
+      fit();
+      if (mode.value !== 'when') return;
+      if (!input.value.trim()) input.value = DEFAULT_RULES[action];
+      input.focus();
+    });
+    fit();
+    const row = h(
+      'div',
+      { class: 'rule-row', 'data-test': 'rule-editor', 'data-rule': action },
+      h('label', { for: mode.id }, t(`rule.${action}`)),
+      mode,
+      input,
+      place,
+    );
+    /** Shows what is wrong with this rule, with the character at `position` marked. */
+    const wrong = (text, position = null) => {
+      const errorId = `${key}-error`;
+      input.setAttribute('aria-invalid', 'true');
+      input.setAttribute('aria-describedby', errorId);
+      let where = null;
+      if (position !== null && position !== undefined) {
+        // The server counts characters (code points), as Array.from does; the input counts UTF-16 units.
+        const chars = Array.from(input.value);
+        const at = Math.max(0, Math.min(position, chars.length));
+        const before = chars.slice(0, at).join('');
+        const goTo = () => {
+          input.focus();
+          input.setSelectionRange(before.length, before.length + (chars[at]?.length ?? 0));
+        };
+        where = h(
+          'button',
+          { type: 'button', class: 'rule-where', title: t('schema.goTo'), onclick: goTo },
+          before,
+          h('mark', { 'data-test': 'rule-error-at', 'data-position': at }, chars[at] ?? '\u00a0'),
+          chars.slice(at + 1).join(''),
+        );
+      }
+      place.replaceChildren(h('div', { class: 'rule-error', id: errorId, 'data-test': 'rule-error', 'data-rule': action }, h('span', {}, text), where));
+    };
+    const right = () => {
+      input.removeAttribute('aria-invalid');
+      input.removeAttribute('aria-describedby');
+      place.replaceChildren();
+    };
+    const read = (problems) => {
+      if (mode.value === 'default') return undefined;
+      if (mode.value === 'admin') return null;
+      if (mode.value === 'everyone') return '';
+      if (!input.value.trim()) problems.push({ rule: action, message: t('schema.emptyRule') });
+      return input.value;
+    };
+    return { action, row, read, wrong, right };
+  });
+  const ruleOf = (action) => ruleRows.find((r) => r.action === action);
+
+  // ---- checking
+  const setStatus = (text, { valid = null, plan: shown = null, tone = '' } = {}) => {
+    status.className = `schema-check ${tone}`.trim();
+    for (const [attr, value] of [['data-valid', valid], ['data-plan', shown]]) {
+      if (value === null) status.removeAttribute(attr);
+      else status.setAttribute(attr, String(value));
+    }
+    status.textContent = text;
+  };
+  const sync = () => {
+    forceBox.hidden = plan !== 'destroy';
+    if (plan !== 'destroy') force.checked = false;
+    save.disabled = plan === 'destroy' && !force.checked;
+  };
+  const clearProblems = () => {
+    problem.set();
+    ruleRows.forEach((r) => r.right());
+    form.querySelectorAll('[aria-invalid]').forEach((el) => el.removeAttribute('aria-invalid'));
+  };
+  /** The definition in the editor, and what in it cannot be sent. */
+  const collect = () => {
+    const problems = [];
+    const fields = [...fieldRows.children].map((row) => row.read(problems));
+    const indexes = [...indexRows.children].map((row) => row.read()).filter(Boolean);
+    const rules = {};
+    for (const r of ruleRows) {
+      const value = r.read(problems);
+      if (value !== undefined) rules[r.action] = value;
+    }
+    return { definition: { fields, indexes, rules }, problems };
+  };
+  /** Checks the definition now: the answer, with what was checked (null when it could not be). */
+  const check = async () => {
+    clearTimeout(timer);
+    timer = null;
+    const mine = ++asked;
+    const name = collectionName();
+    const { definition, problems } = collect();
+    if (problems.length) {
+      clearProblems();
+      plan = null;
+      for (const p of problems) {
+        if (p.rule) ruleOf(p.rule).wrong(p.message);
+        else p.el.setAttribute('aria-invalid', 'true');
+      }
+      const first = problems.find((p) => !p.rule);
+      if (first) problem.set(errorBanner({ message: first.message }));
+      setStatus(t('schema.invalid'), { valid: false, tone: 'schema-bad' });
+      sync();
+      return null;
+    }
+    if (!name) {
+      clearProblems();
+      plan = null;
+      setStatus(t('schema.needName'));
+      sync();
+      return null;
+    }
+    let answer;
+    try {
+      answer = await api('POST', `${adminUrl(app, 'collections', name)}/check`, definition);
+    } catch (error) {
+      if (mine !== asked) return null;
+      clearProblems();
+      plan = null;
+      problem.set(errorBanner(error));
+      setStatus(t('schema.failed'), { tone: 'schema-bad' });
+      sync();
+      return null;
+    }
+    if (mine !== asked) return null; // the definition changed meanwhile: its own check counts
+    clearProblems();
+    plan = answer?.valid ? answer.plan : null;
+    if (answer?.valid) {
+      const tone = plan === 'destroy' ? 'schema-warn' : 'schema-ok';
+      setStatus(t(`schema.plan.${plan}`), { valid: true, plan, tone });
+    } else {
+      const p = answer?.problem ?? {};
+      const rule = p.rule ? ruleOf(p.rule) : null;
+      if (rule) rule.wrong(p.message, p.position);
+      else problem.set(errorBanner({ message: p.message, code: p.code }));
+      setStatus(t('schema.invalid'), { valid: false, tone: 'schema-bad' });
+    }
+    sync();
+    return { answer, name, definition };
+  };
+  /** After a change: checked once typing pauses. */
+  const changed = () => {
+    asked++;
+    clearTimeout(timer);
+    setStatus(t('schema.checking'), { tone: 'schema-pending' });
+    timer = setTimeout(() => form.isConnected && check(), CHECK_DELAY);
+  };
+
+  const submit = async () => {
+    await busy(form, message, async () => {
+      const checked = await check();
+      if (!checked?.answer?.valid) return;
+      const { answer, name, definition } = checked;
+      if (answer.plan === 'destroy' && !force.checked) {
+        message.set(errorBanner({ message: t('schema.confirmFirst') }));
+        return force.focus();
+      }
+      const body = answer.plan === 'destroy' ? { ...definition, force: true } : definition;
+      const done = await api('PUT', adminUrl(app, 'collections', name), body);
+      await saved(t('data.saved', { name: done?.name ?? name }));
+    });
+    sync();
+  };
+
+  const form = h(
+    'form',
+    {
+      class: 'stack schema',
+      'data-test': creating ? 'new-collection-form' : 'schema-editor',
+      'data-collection': existing?.name,
+      novalidate: true,
+      onsubmit: onSubmit(submit),
+      oninput: (event) => event.target !== force && changed(),
+      onchange: (event) => {
+        if (event.target === force) sync();
+        else if (event.target.tagName === 'SELECT' || event.target.type === 'checkbox') changed();
+      },
+    },
+    message,
+    problem,
+    nameField,
+    h('h3', {}, t('schema.fields')),
+    fieldRows,
+    h(
+      'div',
+      { class: 'actions' },
+      h(
+        'button',
+        {
+          type: 'button',
+          class: 'button-small',
+          'data-test': 'add-field',
+          onclick: () => {
+            const row = fieldRow();
+            fieldRows.append(row);
+            row.querySelector('input').focus();
+            changed();
+          },
+        },
+        `+ ${t('schema.addField')}`,
       ),
-      h('button', { type: 'submit', class: 'button-primary', 'data-test': 'new-collection-submit' }, t('data.createSubmit')),
+    ),
+    h('h3', {}, t('data.indexes')),
+    h('p', { class: 'muted small-note' }, t('schema.indexesHint')),
+    indexRows,
+    h(
+      'div',
+      { class: 'actions' },
+      h(
+        'button',
+        {
+          type: 'button',
+          class: 'button-small',
+          'data-test': 'add-index',
+          onclick: () => {
+            const row = indexRow();
+            indexRows.append(row);
+            row.querySelector('input').focus();
+            changed();
+          },
+        },
+        `+ ${t('schema.addIndex')}`,
+      ),
+    ),
+    h('h3', {}, t('schema.rules')),
+    h('p', { class: 'muted small-note' }, t('schema.rulesHint'), creating ? [h('br'), t('schema.defaultRules')] : null),
+    h('div', { class: 'rules' }, ruleRows.map((r) => r.row)),
+    status,
+    forceBox,
+    h(
+      'div',
+      { class: 'actions' },
+      save,
+      cancel
+        ? h(
+            'button',
+            {
+              type: 'button',
+              class: 'button-quiet',
+              'data-test': 'schema-cancel',
+              onclick: () => {
+                asked++;
+                clearTimeout(timer);
+                cancel();
+              },
+            },
+            t('cancel'),
+          )
+        : null,
     ),
   );
+  fieldRows.append(...(existing?.fields ?? [{ name: '', type: 'text' }]).map(fieldRow));
+  indexRows.append(...(existing?.indexes ?? []).map(indexRow));
+  if (creating) setStatus(t('schema.needName'));
+  else changed();
+  return form;
 }
 
 function pageCollection({ name, body, role, item }) {

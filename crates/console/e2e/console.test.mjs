@@ -434,19 +434,38 @@ step("the owner creates a collection on the Data page and pages, filters, create
   await owner.click(`[data-test=app-link][data-app=${APP}]`);
   await owner.waitForSelector("[data-test=tab-data]");
   await owner.click("[data-test=tab-data]");
-  await owner.waitForSelector("[data-test=new-collection-form]");
+  const form = "[data-test=new-collection-form]";
+  await owner.waitForSelector(form);
   assert.equal(new URL(owner.url()).hash, `#/apps/${APP}/data`);
   assert.equal(await owner.getAttribute("[data-test=tab-data]", "aria-current"), "page");
 
-  // A definition the server refuses: its error, with its code, in a banner.
-  await owner.fill("[data-test=new-collection-name]", "notes");
-  await owner.fill("[data-test=new-collection-json]", JSON.stringify({ fields: [{ name: "Bad Name", type: "text" }] }));
-  await owner.click("[data-test=new-collection-submit]");
-  await owner.waitForSelector("[data-test=new-collection-form] >> xpath=.. >> [data-test=error][data-code=invalid_collection]");
+  // The schema editor: nothing to check before a name; then a field name the server refuses,
+  // said as it is typed (above the form: it is not a rule's), and again on saving.
+  assert.equal(await owner.getAttribute(`${form} [data-test=schema-check]`, "data-valid"), null);
+  await owner.fill(`${form} [data-test=new-collection-name]`, "notes");
+  const fieldA = `${form} [data-test=schema-field] >> nth=0`;
+  await owner.fill(`${fieldA} >> [data-test=field-name]`, "Bad Name");
+  await owner.waitForSelector(`${form} [data-test=schema-check][data-valid=false]`);
+  await owner.waitForSelector(`${form} [data-test=schema-problem] [data-test=error][data-code=invalid_collection]`);
+  assert.match(await text(owner, `${form} [data-test=schema-problem]`), /Bad Name/);
+  await owner.click(`${form} [data-test=schema-save]`);
+  await owner.waitForSelector(`${form} [data-test=schema-problem] [data-test=error][data-code=invalid_collection]`);
+  assert.equal(await owner.locator("[data-test=collection][data-collection=notes]").count(), 0);
 
-  const definition = { fields: [{ name: "title", type: "text", required: true }, { name: "done", type: "bool" }] };
-  await owner.fill("[data-test=new-collection-json]", JSON.stringify(definition));
-  await owner.click("[data-test=new-collection-submit]");
+  // title: text, required; done: bool. Only what applies to a type is offered.
+  await owner.fill(`${fieldA} >> [data-test=field-name]`, "title");
+  await owner.check(`${fieldA} >> [data-test=field-required]`);
+  assert.ok(await owner.isVisible(`${fieldA} >> [data-test=field-constraint][data-key=max_length]`));
+  assert.ok(!(await owner.isVisible(`${fieldA} >> [data-test=field-constraint][data-key=min]`)));
+  await owner.click(`${form} [data-test=add-field]`);
+  const fieldB = `${form} [data-test=schema-field] >> nth=1`;
+  await owner.fill(`${fieldB} >> [data-test=field-name]`, "done");
+  await owner.selectOption(`${fieldB} >> [data-test=field-type]`, "bool");
+  assert.ok(!(await owner.isVisible(`${fieldB} >> [data-test=field-constraint][data-key=max_length]`)));
+  // Rules left at "Default": the server's.
+  assert.equal(await owner.inputValue(`${form} [data-test=rule-mode][data-rule=list]`), "default");
+  await owner.waitForSelector(`${form} [data-test=schema-check][data-valid=true][data-plan=create]`);
+  await owner.click(`${form} [data-test=schema-save]`);
   const card = "[data-test=collection][data-collection=notes]";
   await owner.waitForSelector(card);
   await owner.waitForSelector("[data-test=notice]");
@@ -542,6 +561,120 @@ step("the owner creates a collection on the Data page and pages, filters, create
   const page = await call("GET", `${NOTES}?${new URLSearchParams({ ...query, limit: "50" })}`, secondKey);
   assert.deepEqual(await rowIds(owner), page.body.items.map((record) => record.id));
   await shot(owner, "8-data");
+});
+
+step("the owner edits a collection's schema: rules checked as they are typed, fields added and removed", async () => {
+  const NOTES_ADMIN = `/v1/admin/apps/${APP}/collections/notes`;
+  const card = "[data-test=collection][data-collection=notes]";
+  const editor = "[data-test=schema-editor][data-collection=notes]";
+  const check = `${editor} [data-test=schema-check]`;
+  const planned = (plan) => owner.waitForSelector(`${check}[data-valid=true][data-plan=${plan}]`);
+  const open = async () => {
+    await owner.click(`${card} [data-test=edit-schema]`);
+    await owner.waitForSelector(editor);
+    await planned("unchanged"); // as it is, it is checked too
+  };
+  await owner.click("[data-test=tab-data]");
+  await open();
+  // The editor holds the collection as it is, its rules as they are.
+  assert.deepEqual(await owner.$$eval(`${editor} [data-test=field-name]`, (inputs) => inputs.map((i) => i.value)), ["title", "done"]);
+  assert.equal(await owner.inputValue(`${editor} [data-test=rule-mode][data-rule=list]`), "when");
+  assert.equal(await owner.inputValue(`${editor} [data-test=rule-input][data-rule=list]`), "owner = @auth.id");
+  assert.equal(await owner.locator(`${editor} [data-test=rule-mode][data-rule=list] option[value=default]`).count(), 0);
+
+  // A list rule with an unknown field: said under that rule, the character the server points at marked.
+  const bad = "title = 'é' && nope = 1";
+  const input = `${editor} [data-test=rule-input][data-rule=list]`;
+  await owner.fill(input, bad);
+  const error = `${editor} [data-test=rule-error][data-rule=list]`;
+  await owner.waitForSelector(error);
+  await owner.waitForSelector(`${check}[data-valid=false]`);
+  const stored = (await call("GET", NOTES_ADMIN, TOKEN)).body;
+  const definition = (list) => ({ fields: stored.fields, indexes: stored.indexes, rules: { ...stored.rules, list } });
+  const server = await call("POST", `${NOTES_ADMIN}/check`, TOKEN, definition(bad));
+  assert.equal(server.status, 200, JSON.stringify(server.body));
+  assert.equal(server.body.valid, false);
+  assert.equal(server.body.problem.rule, "list");
+  const position = server.body.problem.position;
+  assert.equal([...bad][position], "n", `the server points at the n of nope: ${JSON.stringify(server.body)}`);
+  const at = `${error} [data-test=rule-error-at]`;
+  assert.equal(Number(await owner.getAttribute(at, "data-position")), position);
+  assert.equal(await text(owner, at), "n");
+  assert.equal(await owner.getAttribute(input, "aria-invalid"), "true");
+  assert.ok((await text(owner, error)).includes(server.body.problem.message), await text(owner, error));
+  assert.equal(await owner.locator(`${editor} [data-test=schema-problem] [data-test=error]`).count(), 0);
+  // Clicking where it is puts the cursor on it.
+  await owner.click(`${error} .rule-where`);
+  assert.deepEqual(await owner.$eval(input, (el) => [el.selectionStart, el.selectionEnd]), [position, position + 1]);
+  await shot(owner, "17-schema");
+
+  // Fixed: valid, an alteration; saved, and the API has the rule.
+  const good = "title != 'é' && owner = @auth.id";
+  await owner.fill(input, good);
+  await planned("alter");
+  assert.equal(await owner.locator(error).count(), 0);
+  assert.equal(await owner.getAttribute(input, "aria-invalid"), null);
+  assert.ok(await owner.isEnabled(`${editor} [data-test=schema-save]`));
+  await owner.click(`${editor} [data-test=schema-save]`);
+  await owner.waitForSelector(`${card} [data-test=notice]`);
+  assert.equal(await owner.locator(editor).count(), 0);
+  assert.equal(await text(owner, `${card} [data-test=rule-list]`), good);
+  let saved = (await call("GET", NOTES_ADMIN, TOKEN)).body;
+  assert.equal(saved.rules.list, good);
+  assert.equal(saved.rules.view, "owner = @auth.id");
+  const version = saved.version;
+
+  // A field added (an integer from 0 to 5), an index, a rule opened to everyone: an alteration.
+  await open();
+  await owner.click(`${editor} [data-test=add-field]`);
+  const added = `${editor} [data-test=schema-field] >> nth=2`;
+  await owner.fill(`${added} >> [data-test=field-name]`, "priority");
+  await owner.selectOption(`${added} >> [data-test=field-type]`, "integer");
+  await owner.fill(`${added} >> [data-test=field-constraint][data-key=min]`, "0");
+  await owner.fill(`${added} >> [data-test=field-constraint][data-key=max]`, "5");
+  await owner.fill(`${added} >> [data-test=field-constraint][data-key=default]`, "nope");
+  await owner.waitForSelector(`${check}[data-valid=false]`);
+  await owner.waitForSelector(`${editor} [data-test=schema-problem] [data-test=error]`);
+  await owner.fill(`${added} >> [data-test=field-constraint][data-key=default]`, "1");
+  await owner.click(`${editor} [data-test=add-index]`);
+  await owner.fill(`${editor} [data-test=index-fields]`, "done, priority");
+  await owner.selectOption(`${editor} [data-test=rule-mode][data-rule=view]`, "everyone");
+  await planned("alter");
+  await owner.click(`${editor} [data-test=schema-save]`);
+  await owner.waitForSelector(`${card} [data-test=notice]`);
+  await owner.waitForSelector(`${card} [data-test=field-row][data-field=priority]`);
+  saved = (await call("GET", NOTES_ADMIN, TOKEN)).body;
+  assert.equal(saved.version, version + 1);
+  assert.deepEqual(
+    saved.fields.find((f) => f.name === "priority"),
+    { name: "priority", type: "integer", default: 1, min: 0, max: 5 },
+  );
+  assert.deepEqual(saved.indexes, [{ fields: ["done", "priority"], unique: false }]);
+  assert.equal(saved.rules.view, "");
+  assert.equal(saved.rules.list, good);
+
+  // Removing it loses its values: the plan says so, and saving waits for the confirmation.
+  await open();
+  await owner.click(`${editor} [data-test=schema-index] [data-test=remove-index]`);
+  await owner.click(`${editor} [data-test=schema-field][data-field=priority] [data-test=remove-field]`);
+  await planned("destroy");
+  assert.ok(await owner.isDisabled(`${editor} [data-test=schema-save]`));
+  assert.ok(await owner.isVisible(`${editor} [data-test=schema-force]`));
+  await owner.check(`${editor} [data-test=schema-force]`);
+  await owner.click(`${editor} [data-test=schema-save]`);
+  await owner.waitForSelector(`${card} [data-test=notice]`);
+  saved = (await call("GET", NOTES_ADMIN, TOKEN)).body;
+  assert.deepEqual(saved.fields.map((f) => f.name), ["title", "done"]);
+  assert.deepEqual(saved.indexes, []);
+  assert.equal(saved.version, version + 2);
+  assert.deepEqual(await owner.$$eval(`${card} [data-test=field-row]`, (rows) => rows.map((r) => r.dataset.field)), ["title", "done"]);
+
+  // Cancel leaves it as it was.
+  await open();
+  await owner.fill(`${editor} [data-test=field-name] >> nth=0`, "renamed");
+  await owner.click(`${editor} [data-test=schema-cancel]`);
+  await owner.waitForSelector(`${card} [data-test=field-row][data-field=title]`);
+  assert.equal((await call("GET", NOTES_ADMIN, TOKEN)).body.version, version + 2);
 });
 
 const GREET = (version) => `export default async function (event, ctx) {
@@ -661,7 +794,9 @@ step("the viewer sees records, functions and queues, with nothing to change them
   await viewer.click(`[data-test=app-link][data-app=${APP}]`);
   await viewer.click("[data-test=tab-data]");
   await viewer.waitForSelector("[data-test=collection][data-collection=notes]");
-  assert.equal(await viewer.locator("[data-test=new-collection-form]").count(), 0);
+  for (const control of ["new-collection-form", "edit-schema", "schema-editor"]) {
+    assert.equal(await viewer.locator(`[data-test=${control}]`).count(), 0, `the viewer has no ${control}`);
+  }
   await showRecords(viewer, "[data-test=collection-link][data-collection=notes]", 1);
   assert.equal((await rowIds(viewer)).length, 50);
   for (const control of ["new-record-form", "new-record", "edit-record", "delete-record"]) {
