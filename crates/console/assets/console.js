@@ -2533,6 +2533,8 @@ function schemaEditor(app, existing, { saved, cancel = null }) {
   /** After a change: checked once typing pauses. */
   const changed = () => {
     asked++;
+    // A confirmation is for the change it was given to: any edit asks for it again.
+    force.checked = false;
     clearTimeout(timer);
     setStatus(t('schema.checking'), { tone: 'schema-pending' });
     timer = setTimeout(() => form.isConnected && check(), CHECK_DELAY);

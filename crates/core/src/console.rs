@@ -553,17 +553,25 @@ impl Console {
         let mut forgotten = self.0.store.delete_expired_console_sessions(now).await?;
         if let Some(keep) = keep_audit {
             let before = now.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+            let mut entries = 0;
             for _ in 0..AUDIT_SWEEPS {
                 let gone = self
                     .0
                     .store
                     .delete_audit_before(before, AUDIT_SWEEP)
                     .await?;
-                forgotten += gone;
+                entries += gone;
                 if gone < AUDIT_SWEEP as u64 {
                     break;
                 }
             }
+            if entries > 0 {
+                // The log says what it forgot: a gap in it is never silent.
+                let days = keep.as_secs() / 86_400;
+                let what = format!("FORGET {entries} audit entries older than {days} days");
+                self.audit("cloudlet", None, &what, 200).await;
+            }
+            forgotten += entries;
         }
         Ok(forgotten)
     }

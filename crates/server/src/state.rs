@@ -26,6 +26,31 @@ use crate::metrics::Metrics;
 const CONSOLE_WRITES: usize = 64;
 /// The console's live sockets open at once on a node: each looks at its app every 2 seconds.
 const CONSOLE_LIVE: usize = 64;
+/// Of those, one person's: a few pages open, not the node's every place.
+const CONSOLE_LIVE_PER_PERSON: usize = 4;
+
+/// A live console socket's place on the node, given back when it is dropped.
+pub struct LivePlace {
+    /// Held while the socket is open.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    people: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    person: String,
+}
+
+impl Drop for LivePlace {
+    fn drop(&mut self) {
+        let mut counts = self
+            .people
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(held) = counts.get_mut(&self.person) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                counts.remove(&self.person);
+            }
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
@@ -46,8 +71,9 @@ struct Shared {
     app_limits: crate::apps::AppLimits,
     /// Console writes running at once (each runs to its end even if its client leaves).
     console_writes: Arc<tokio::sync::Semaphore>,
-    /// The console's live sockets open.
+    /// The console's live sockets open, and each person's count of them.
     console_live: Arc<tokio::sync::Semaphore>,
+    console_live_people: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     /// Whether the console's session cookie is marked `Secure`.
     console_secure_cookie: bool,
     /// How long the console's audit log keeps an entry; none: for ever.
@@ -135,6 +161,7 @@ impl AppState {
             app_limits,
             console_writes: Arc::new(tokio::sync::Semaphore::new(CONSOLE_WRITES)),
             console_live: Arc::new(tokio::sync::Semaphore::new(CONSOLE_LIVE)),
+            console_live_people: Arc::default(),
             limits,
             access,
             system,
@@ -192,9 +219,27 @@ impl AppState {
     }
 
     /// A place for one console write, if one is free.
-    /// A place for one more live console socket, if there is one.
-    pub fn console_live(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        Arc::clone(&self.0.console_live).try_acquire_owned().ok()
+    /// A place for one more live console socket of `person`, if the node and they have one.
+    pub fn console_live(&self, person: &str) -> Option<LivePlace> {
+        let people = Arc::clone(&self.0.console_live_people);
+        {
+            let mut counts = people
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let held = counts.entry(person.to_owned()).or_default();
+            if *held >= CONSOLE_LIVE_PER_PERSON {
+                return None;
+            }
+            *held += 1;
+        }
+        // Counted now: if the node has no place, dropping this gives the person's back.
+        let mut place = LivePlace {
+            _permit: None,
+            people,
+            person: person.to_owned(),
+        };
+        place._permit = Some(Arc::clone(&self.0.console_live).try_acquire_owned().ok()?);
+        Some(place)
     }
 
     pub fn console_write(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {

@@ -99,7 +99,8 @@ pub trait ConsoleStore: Send + Sync {
     async fn delete_expired_console_sessions(&self, now_ms: i64) -> Result<u64, StoreError>;
     /// Appends an entry (its `seq` is ignored) and returns its sequence number.
     async fn append_audit(&self, row: AuditRow) -> Result<i64, StoreError>;
-    /// Deletes at most `limit` of the oldest entries made before `before_ms`; how many went.
+    /// Of the `limit` oldest entries, deletes those made before `before_ms` (reading no more of
+    /// the log than that); how many went.
     async fn delete_audit_before(&self, before_ms: i64, limit: usize) -> Result<u64, StoreError>;
     /// The newest entries before `before` (all when `None`), of one app or of all, newest first.
     async fn audit(

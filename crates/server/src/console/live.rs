@@ -11,8 +11,9 @@
 //! the person's session cookie, and a developer's role on the app (channel messages and logs
 //! are personal data, see [`super::policy`]). The session and the role are checked again every
 //! [`RECHECK_EVERY`]: a person logged out or taken off the app stops watching. Every channel
-//! watched and every log followed is written to the audit log. A node holds at most 64 of
-//! these sockets (`429 too_many_requests` beyond), since each looks at its app every 2 s.
+//! watched and every log followed is written to the audit log (once a socket). A node holds at
+//! most 64 of these sockets, 4 of one person's (`429 too_many_requests` beyond), since each
+//! looks at its app every 2 s; a page that answers no ping for a minute is cut.
 //!
 //! The protocol (docs/console.md): the page sends `{"type":"watch","channel":…}`,
 //! `{"type":"unwatch","channel":…}`, `{"type":"tail","function":…,"after":…}` and
@@ -20,7 +21,7 @@
 //! `message`), and sends the hub's `message` and `presence_diff` frames, `logs` (`items`, oldest
 //! first) and `sockets` (`count`, `users`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -58,6 +59,8 @@ const RECHECK_EVERY: Duration = Duration::from_secs(30);
 const LOOK_EVERY: Duration = Duration::from_secs(2);
 /// How often the server pings, under the 60 s idle timeout of common proxies.
 const PING_EVERY: Duration = Duration::from_secs(25);
+/// How long a page may say nothing (not even a pong) before its socket counts as gone.
+const SILENT_FOR: Duration = Duration::from_secs(60);
 /// How long one frame may take to go out.
 const SEND_WITHIN: Duration = Duration::from_secs(10);
 /// Log entries read at once; a burst of more is read page after page, up to [`LOG_PAGES`].
@@ -99,10 +102,10 @@ pub(super) async fn live(
         ));
     }
     state.apps().get(&app).await?;
-    let place = state.console_live().ok_or_else(|| {
+    let place = state.console_live(&who.person.id).ok_or_else(|| {
         ApiError::new(
             Code::TooManyRequests,
-            "too many live console sockets on this node; close another page",
+            "too many live console pages open (4 a person, 64 a node); close another",
         )
         .retry_after(10)
     })?;
@@ -130,6 +133,8 @@ pub(super) async fn live(
                 next_sub: 0,
                 tail: None,
                 counts: None,
+                noted: HashSet::new(),
+                heard: Instant::now(),
             }
             .run()
         })
@@ -162,7 +167,7 @@ struct Tail {
 /// One open console socket.
 struct Live {
     /// Its place among the node's live console sockets.
-    _place: tokio::sync::OwnedSemaphorePermit,
+    _place: crate::state::LivePlace,
     socket: WebSocket,
     state: AppState,
     app: AppName,
@@ -176,6 +181,10 @@ struct Live {
     tail: Option<Tail>,
     /// The socket counts last sent.
     counts: Option<(usize, usize)>,
+    /// What the audit log has from this socket already.
+    noted: HashSet<String>,
+    /// When the page was last heard from (a pong answers each ping).
+    heard: Instant,
 }
 
 /// Why the server ends a console socket: its close code and reason.
@@ -215,6 +224,7 @@ impl Live {
         loop {
             tokio::select! {
                 incoming = self.socket.recv() => {
+                    self.heard = Instant::now();
                     let text = match incoming {
                         Some(Ok(Message::Text(text))) => text,
                         Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Err(End::Gone),
@@ -255,7 +265,13 @@ impl Live {
                     self.send_counts().await?;
                 }
                 _ = recheck.tick() => self.recheck().await?,
-                _ = ping.tick() => self.send(Message::Ping(Default::default())).await?,
+                _ = ping.tick() => {
+                    // A page that answered none of the last pings is gone (half-open).
+                    if self.heard.elapsed() > SILENT_FOR {
+                        return Err(End::Close(1001, "no_pong"));
+                    }
+                    self.send(Message::Ping(Default::default())).await?;
+                }
             }
         }
     }
@@ -308,7 +324,14 @@ impl Live {
                             .refuse("invalid_message", "after is an entry id".into())
                             .await;
                     }
-                    None => self.newest_log(function.clone()).await,
+                    None => match self.newest_log(function.clone()).await {
+                        Some(after) => after,
+                        None => {
+                            return self
+                                .refuse("internal_error", "the log cannot be read now".into())
+                                .await;
+                        }
+                    },
                 };
                 self.note(&format!(
                     "TAIL logs of {}",
@@ -389,8 +412,9 @@ impl Live {
         }
     }
 
-    /// The id of the newest entry of the log (of `function`), 0 if there is none.
-    async fn newest_log(&mut self, function: Option<String>) -> i64 {
+    /// The id of the newest entry of the log (of `function`), 0 if there is none; none if the
+    /// log cannot be read (following from 0 would send all of it).
+    async fn newest_log(&mut self, function: Option<String>) -> Option<i64> {
         let query = LogQuery {
             function,
             outcome: None,
@@ -399,8 +423,11 @@ impl Live {
             limit: 1,
         };
         match self.state.functions().logs(&self.app, query).await {
-            Ok(entries) => entries.first().map_or(0, |e| e.id),
-            Err(_) => 0,
+            Ok(entries) => Some(entries.first().map_or(0, |e| e.id)),
+            Err(e) => {
+                tracing::warn!(app = %self.app, error = %e, "a console could not read logs");
+                None
+            }
         }
     }
 
@@ -451,9 +478,12 @@ impl Live {
             .await
     }
 
-    /// Notes in the audit log what the person started to watch: personal data, like reading
-    /// the app's users.
+    /// Notes in the audit log what the person started to watch (personal data, like reading
+    /// the app's users), once a socket: watching again is no new entry.
     async fn note(&mut self, what: &str) {
+        if !self.noted.insert(what.to_owned()) {
+            return;
+        }
         self.state
             .console()
             .audit(&self.who.person.email, Some(&self.app), what, 200)

@@ -221,6 +221,15 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
     parts.extensions.insert(ConsoleCaller);
     let request = Request::from_parts(parts, body);
     if write && !noted_change {
+        // No change, but work all the same: as many at once as writes.
+        let Some(_place) = state.console_write() else {
+            return ApiError::new(
+                Code::TooManyRequests,
+                "too many console writes at once; try again",
+            )
+            .retry_after(1)
+            .into_response();
+        };
         return next.run(request).await;
     }
     if !write {

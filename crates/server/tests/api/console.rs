@@ -1085,6 +1085,32 @@ async fn the_console_lists_sockets_and_watches_a_channel_live_from_its_own_page_
         assert!(!frame.to_string().contains("unheard"), "{frame}");
     }
 
+    // Four live pages a person at once; a closed one gives its place back.
+    let mut more = Vec::new();
+    for _ in 0..3 {
+        more.push(
+            live(t, &owner, "notes", Some(&own))
+                .await
+                .expect("a socket"),
+        );
+    }
+    assert_eq!(
+        live(t, &owner, "notes", Some(&own)).await.err(),
+        Some(StatusCode::TOO_MANY_REQUESTS)
+    );
+    let mut last = more.pop().unwrap();
+    last.close(None).await.unwrap();
+    drop(last);
+    let mut reopened = None;
+    for _ in 0..100 {
+        if let Ok(socket) = live(t, &owner, "notes", Some(&own)).await {
+            reopened = Some(socket);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(reopened.is_some(), "the closed page's place came back");
+
     // A logged-out session opens nothing (an open socket ends at its next check of the
     // session, every 30 s).
     owner

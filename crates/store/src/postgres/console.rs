@@ -307,9 +307,8 @@ impl ConsoleStore for Postgres {
     async fn delete_audit_before(&self, before_ms: i64, limit: usize) -> Result<u64, StoreError> {
         let client = self.client().await?;
         let sql = format!(
-            "DELETE FROM {SYSTEM_SCHEMA}.console_audit WHERE seq IN (
-                 SELECT seq FROM {SYSTEM_SCHEMA}.console_audit WHERE at < $1
-                 ORDER BY seq LIMIT $2)"
+            "DELETE FROM {SYSTEM_SCHEMA}.console_audit WHERE at < $1 AND seq IN (
+                 SELECT seq FROM {SYSTEM_SCHEMA}.console_audit ORDER BY seq LIMIT $2)"
         );
         execute(&client, &sql, &[&before_ms, &(limit as i64)]).await
     }

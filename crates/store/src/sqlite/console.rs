@@ -328,8 +328,10 @@ impl ConsoleStore for SqliteSystemStore {
         self.database()
             .write(move |c| {
                 Ok(c.execute(
-                    "DELETE FROM console_audit WHERE seq IN (
-                         SELECT seq FROM console_audit WHERE at < ?1 ORDER BY seq LIMIT ?2)",
+                    // The oldest `limit` entries by their key (no scan of the table), those of
+                    // them made before `before_ms`.
+                    "DELETE FROM console_audit WHERE at < ?1 AND seq IN (
+                         SELECT seq FROM console_audit ORDER BY seq LIMIT ?2)",
                     (before_ms, limit as i64),
                 )? as u64)
             })
