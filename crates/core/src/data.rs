@@ -2083,6 +2083,7 @@ fn parse_sort(sort: Option<&str>, compiled: &Compiled) -> Result<Vec<SortKey>, D
         return Ok(vec![SortKey {
             column: "created_at".into(),
             descending: false,
+            never_null: true,
         }]);
     };
     let mut keys = Vec::new();
@@ -2102,6 +2103,7 @@ fn parse_sort(sort: Option<&str>, compiled: &Compiled) -> Result<Vec<SortKey>, D
             Some(_) => keys.push(SortKey {
                 column: name.to_owned(),
                 descending,
+                never_null: matches!(name, "id" | "created_at" | "updated_at"),
             }),
         }
         if keys.len() > 4 {

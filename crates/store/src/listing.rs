@@ -220,6 +220,20 @@ fn keyset_after(
         ties_descending(sort),
         SqlValue::Text(id.to_owned()),
     ));
+    // The alternatives below are exact, but no index seeks an OR of them: where the first key
+    // is never null, a bound on it alone lets the database start at the cursor rather than
+    // walk every row before it.
+    let bound = match (sort.first(), values.first()) {
+        (Some(key), Some(value)) if key.never_null && !matches!(value, SqlValue::Null) => {
+            let op = if key.descending { "<=" } else { ">=" };
+            Some(format!(
+                "{} {op} {}",
+                quote(&key.column),
+                next(value, params)
+            ))
+        }
+        _ => None,
+    };
     let mut alternatives = Vec::new();
     for i in 0..keys.len() {
         let mut parts = Vec::new();
@@ -238,5 +252,8 @@ fn keyset_after(
         });
         alternatives.push(format!("({})", parts.join(" AND ")));
     }
-    format!("({})", alternatives.join(" OR "))
+    match bound {
+        Some(bound) => format!("({bound} AND ({}))", alternatives.join(" OR ")),
+        None => format!("({})", alternatives.join(" OR ")),
+    }
 }

@@ -273,6 +273,9 @@ impl Condition {
 pub struct SortKey {
     pub column: String,
     pub descending: bool,
+    /// The column is never null (`id`, `created_at`, `updated_at`): a cursor then bounds it
+    /// in a way an index can seek, so a page deep in the listing costs what the first does.
+    pub never_null: bool,
 }
 
 /// What a listing asks for. Results are ordered by `sort`, then by `id`.

@@ -695,6 +695,7 @@ mod tests {
             let sort = vec![SortKey {
                 column: "rank".into(),
                 descending,
+                never_null: false,
             }];
             let mut seen = Vec::new();
             let mut after = None;
@@ -760,9 +761,42 @@ mod tests {
         }
         // The owner index serves the default sort, under the default owner rule.
         let sql = "SELECT * FROM r_todos WHERE owner = 'a' ORDER BY created_at, id LIMIT 5";
-        let plan = plan(sql.into()).await.unwrap();
-        assert!(plan.contains("USING INDEX r_todos:owner"), "{plan}");
-        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        let owned = plan(sql.into()).await.unwrap();
+        assert!(owned.contains("USING INDEX r_todos:owner"), "{owned}");
+        assert!(!owned.contains("TEMP B-TREE"), "{owned}");
+        // A cursor deep in a listing by a column never null starts at the cursor: the index
+        // is searched by a bound on it, not walked from the first row.
+        for descending in [false, true] {
+            let select = Select {
+                condition: Condition::always(),
+                sort: vec![SortKey {
+                    column: "created_at".into(),
+                    descending,
+                    never_null: true,
+                }],
+                after: Some((vec![SqlValue::Int(5)], "r9".into())),
+                limit: 5,
+                offset: 0,
+                count: false,
+            };
+            let (sql, values) =
+                crate::listing::listing_sql(cloudlet_query::Dialect::Sqlite, "r_todos", &select)
+                    .page;
+            let plan = s
+                .read_app(&app, move |c| {
+                    let mut statement = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                    let rows = statement.query_map(bind(&values), |r| r.get::<_, String>(3))?;
+                    Ok(rows.collect::<Result<Vec<_>, _>>()?.join("; "))
+                })
+                .await
+                .unwrap();
+            let bound = if descending {
+                "created_at<?"
+            } else {
+                "created_at>?"
+            };
+            assert!(plan.contains(bound), "{plan}");
+        }
     }
 
     #[tokio::test]
