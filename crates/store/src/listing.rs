@@ -234,6 +234,17 @@ fn keyset_after(
         }
         _ => None,
     };
+    // SQLite would answer an OR of conditions on an indexed column by looking each up in the
+    // index and sorting all that is left (every row to the end of the listing, for a page near
+    // its start); a unary `+` keeps the index for the order, walked from where the listing
+    // starts (or from the bound) to the cursor and read a page on, never sorted.
+    let keys: Vec<(String, bool, SqlValue)> = match dialect {
+        Dialect::Sqlite => keys
+            .into_iter()
+            .map(|(column, descending, value)| (format!("+{column}"), descending, value))
+            .collect(),
+        Dialect::Postgres => keys,
+    };
     let mut alternatives = Vec::new();
     for i in 0..keys.len() {
         let mut parts = Vec::new();

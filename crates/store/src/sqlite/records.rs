@@ -797,6 +797,49 @@ mod tests {
             };
             assert!(plan.contains(bound), "{plan}");
         }
+        // A cursor on a column that may be null, under a filter on it: the declared index on
+        // rank gives the order, walked to the cursor, not each alternative of the cursor looked
+        // up and everything left sorted.
+        let positive = || {
+            let schema = std::sync::Arc::new(
+                cloudlet_query::Schema::new().with("rank", cloudlet_query::FieldType::Integer),
+            );
+            let expr = cloudlet_query::parse("rank > 0", cloudlet_query::Limits::default())
+                .expect("a valid filter");
+            let filter = cloudlet_query::Predicate::new(expr, schema).expect("a checked filter");
+            Condition::with_bindings(cloudlet_query::Bindings::default())
+                .and(std::sync::Arc::new(filter))
+        };
+        for descending in [false, true] {
+            let select = Select {
+                condition: positive(),
+                sort: vec![SortKey {
+                    column: "rank".into(),
+                    descending,
+                    never_null: false,
+                }],
+                after: Some((vec![SqlValue::Int(5)], "r9".into())),
+                limit: 5,
+                offset: 0,
+                count: false,
+            };
+            let (sql, values) =
+                crate::listing::listing_sql(cloudlet_query::Dialect::Sqlite, "r_todos", &select)
+                    .page;
+            let plan = s
+                .read_app(&app, move |c| {
+                    let mut statement = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                    let rows = statement.query_map(bind(&values), |r| r.get::<_, String>(3))?;
+                    Ok(rows.collect::<Result<Vec<_>, _>>()?.join("; "))
+                })
+                .await
+                .unwrap();
+            assert!(plan.contains("USING INDEX r_todos:i1"), "{plan}");
+            assert!(
+                !plan.contains("TEMP B-TREE") && !plan.contains("MULTI-INDEX"),
+                "{plan}"
+            );
+        }
     }
 
     #[tokio::test]
