@@ -69,18 +69,28 @@ def answers(port, path):
         return False
 
 
+class Cloudlet:
+    def __init__(self, process, api_port, console_port, token, cookie):
+        self.process, self.api_port, self.console_port = process, api_port, console_port
+        self.token, self.cookie = token, cookie
+
+
 @contextlib.contextmanager
-def cloudlet(binary, log=None):
+def cloudlet(binary, config_text="", log=None):
     """`cloudlet serve` with its console listener on a fresh data directory, its first owner
-    made; yields the console's port."""
+    made; yields a `Cloudlet` with its ports, the admin token and the session cookie."""
     api_port, console_port = free_ports(2)
     data = tempfile.mkdtemp(prefix="cloudlet-bench-console-")
+    config = os.path.join(data, "bench.toml")
+    with open(config, "w") as f:
+        f.write(config_text)
     token = secrets.token_hex(20)  # 40 characters: the server wants 32 or more
-    env = dict(os.environ, CLOUDLET_ADMIN_TOKEN=token, CLOUDLET_LOG_LEVEL="warn")
+    listen = f"127.0.0.1:{console_port}"
+    env = dict(os.environ, CLOUDLET_ADMIN_TOKEN=token, CLOUDLET_LOG_LEVEL="warn", CLOUDLET_CONSOLE_LISTEN=listen)
     output = open(log, "ab") if log else subprocess.DEVNULL
     process = subprocess.Popen(
         [binary, "serve", "--data-dir", os.path.join(data, "data"), "--listen", f"127.0.0.1:{api_port}",
-         "--console-listen", f"127.0.0.1:{console_port}"],
+         "--console-listen", listen, "--config", config],
         env=env, stdout=output, stderr=output)
     try:
         deadline = time.time() + 60
@@ -95,7 +105,11 @@ def cloudlet(binary, log=None):
         body = response.read()
         if response.status != 200:
             raise RuntimeError(f"POST /console/api/setup: {response.status} {body[:300]!r}")
-        yield console_port
+        cookies = [c.split(";", 1)[0].strip() for c in response.headers.get_all("set-cookie") or []]
+        cookie = next((c for c in cookies if c.startswith("cloudlet_console=")), None)
+        if not cookie:
+            raise RuntimeError(f"POST /console/api/setup set no cloudlet_console cookie: {cookies}")
+        yield Cloudlet(process, api_port, console_port, token, cookie)
     finally:
         process.terminate()
         process.wait(timeout=60)
@@ -117,7 +131,8 @@ def ratio(a, b):
 
 
 def run(args, number):
-    with cloudlet(args.binary, args.log) as console_port:
+    with cloudlet(args.binary, log=args.log) as server:
+        console_port = server.console_port
         (pb_port,) = free_ports(1)
         with pocketbase(args.pocketbase, pb_port):
             targets = [

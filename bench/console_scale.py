@@ -50,11 +50,8 @@ import json
 import math
 import os
 import resource
-import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 
@@ -62,7 +59,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from common import (ROOT, Client, fold, heading, meta, ms, parse_args, replace_docs_section, rss_kib,  # noqa: E402
                     write_results)
-from console import OWNER, answers, free_ports  # noqa: E402
+from console import cloudlet, free_ports  # noqa: E402
 from data import PB_ADMIN, parallel, pocketbase  # noqa: E402
 from realtime import CONFIG as REALTIME_CONFIG, harmonize  # noqa: E402
 
@@ -78,55 +75,6 @@ CLOUDLET_BATCH, POCKETBASE_BATCH = 100, 500
 
 
 # ---- the servers ------------------------------------------------------------------------------
-
-class Cloudlet:
-    def __init__(self, process, api_port, console_port, token, cookie):
-        self.process, self.api_port, self.console_port = process, api_port, console_port
-        self.token, self.cookie = token, cookie
-
-
-@contextlib.contextmanager
-def cloudlet(binary, config_text="", log=None):
-    """`cloudlet serve` with its console listener on a fresh data directory, its first owner
-    made (as bench/console.py); yields a `Cloudlet` with the session cookie."""
-    api_port, console_port = free_ports(2)
-    data = tempfile.mkdtemp(prefix="cloudlet-bench-console-scale-")
-    config = os.path.join(data, "bench.toml")
-    with open(config, "w") as f:
-        f.write(config_text)
-    token = secrets.token_hex(20)  # 40 characters: the server wants 32 or more
-    listen = f"127.0.0.1:{console_port}"
-    env = dict(os.environ, CLOUDLET_ADMIN_TOKEN=token, CLOUDLET_LOG_LEVEL="warn", CLOUDLET_CONSOLE_LISTEN=listen)
-    output = open(log, "ab") if log else subprocess.DEVNULL
-    process = subprocess.Popen(
-        [binary, "serve", "--data-dir", os.path.join(data, "data"), "--listen", f"127.0.0.1:{api_port}",
-         "--console-listen", listen, "--config", config],
-        env=env, stdout=output, stderr=output)
-    try:
-        deadline = time.time() + 60
-        while not (answers(api_port, "/readyz") and answers(console_port, "/console/")):
-            if time.time() > deadline or process.poll() is not None:
-                raise RuntimeError(f"{binary} did not start (exit {process.poll()})")
-            time.sleep(0.1)
-        conn = http.client.HTTPConnection("127.0.0.1", console_port, timeout=30)
-        conn.request("POST", "/console/api/setup", body=json.dumps({"admin_token": token, **OWNER}),
-                     headers={"content-type": "application/json"})
-        response = conn.getresponse()
-        body = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"POST /console/api/setup: {response.status} {body[:300]!r}")
-        cookies = [c.split(";", 1)[0].strip() for c in response.headers.get_all("set-cookie") or []]
-        cookie = next((c for c in cookies if c.startswith("cloudlet_console=")), None)
-        if not cookie:
-            raise RuntimeError(f"POST /console/api/setup set no cloudlet_console cookie: {cookies}")
-        yield Cloudlet(process, api_port, console_port, token, cookie)
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        if log:
-            output.close()
-        shutil.rmtree(data, ignore_errors=True)
-
 
 class Timed:
     """One keep-alive connection sending GETs with fixed headers (the session cookie, or a

@@ -764,6 +764,17 @@ mod tests {
         let owned = plan(sql.into()).await.unwrap();
         assert!(owned.contains("USING INDEX r_todos:owner"), "{owned}");
         assert!(!owned.contains("TEMP B-TREE"), "{owned}");
+        // The plan of a listing as the store writes it, its values bound.
+        let listing_plan = |select: Select| {
+            let (sql, values) =
+                crate::listing::listing_sql(cloudlet_query::Dialect::Sqlite, "r_todos", &select)
+                    .page;
+            s.read_app(&app, move |c| {
+                let mut statement = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let rows = statement.query_map(bind(&values), |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?.join("; "))
+            })
+        };
         // A cursor deep in a listing by a column never null starts at the cursor: the index
         // is searched by a bound on it, not walked from the first row.
         for descending in [false, true] {
@@ -779,17 +790,7 @@ mod tests {
                 offset: 0,
                 count: false,
             };
-            let (sql, values) =
-                crate::listing::listing_sql(cloudlet_query::Dialect::Sqlite, "r_todos", &select)
-                    .page;
-            let plan = s
-                .read_app(&app, move |c| {
-                    let mut statement = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-                    let rows = statement.query_map(bind(&values), |r| r.get::<_, String>(3))?;
-                    Ok(rows.collect::<Result<Vec<_>, _>>()?.join("; "))
-                })
-                .await
-                .unwrap();
+            let plan = listing_plan(select).await.unwrap();
             let bound = if descending {
                 "created_at<?"
             } else {
@@ -823,17 +824,7 @@ mod tests {
                 offset: 0,
                 count: false,
             };
-            let (sql, values) =
-                crate::listing::listing_sql(cloudlet_query::Dialect::Sqlite, "r_todos", &select)
-                    .page;
-            let plan = s
-                .read_app(&app, move |c| {
-                    let mut statement = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-                    let rows = statement.query_map(bind(&values), |r| r.get::<_, String>(3))?;
-                    Ok(rows.collect::<Result<Vec<_>, _>>()?.join("; "))
-                })
-                .await
-                .unwrap();
+            let plan = listing_plan(select).await.unwrap();
             assert!(plan.contains("USING INDEX r_todos:i1"), "{plan}");
             assert!(
                 !plan.contains("TEMP B-TREE") && !plan.contains("MULTI-INDEX"),
