@@ -16,8 +16,8 @@ use axum::response::Response;
 use cloudlet_core::access::Caller;
 use cloudlet_core::apps::AppName;
 use cloudlet_core::realtime::{
-    ChannelName, Close, ConnectionId, Hub, MAX_PRESENCE_PAGE, MAX_SOCKETS_PAGE, Outbound,
-    PresencePage, RealtimeError, Resume, SettingsBody, SocketsPage,
+    ChannelName, ChannelsPage, Close, ConnectionId, Hub, MAX_PRESENCE_PAGE, MAX_SOCKETS_PAGE,
+    Outbound, PresencePage, RealtimeError, Resume, SettingsBody, SocketsPage,
 };
 use futures_util::SinkExt;
 use serde::Deserialize;
@@ -59,7 +59,8 @@ pub fn router(limits: &BodyLimits) -> Routes {
         .routes(routes!(publish))
         .routes(routes!(send_to_user))
         .routes(routes!(presence))
-        .routes(routes!(sockets));
+        .routes(routes!(sockets))
+        .routes(routes!(channels));
     with_body_limit(routes, limits, limits.json)
 }
 
@@ -246,6 +247,45 @@ async fn sockets(
     let page = state
         .realtime()
         .sockets(&app, query.after.as_deref(), limit)
+        .await;
+    Ok(axum::Json(page))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ChannelsQuery {
+    /// The last channel of the previous page.
+    after: Option<String>,
+    /// 1 to 1,000 (default 100).
+    limit: Option<usize>,
+}
+
+/// The app's channels on this node (those subscribed to or keeping messages; users' direct
+/// message streams aside): how many, and a page of them in name order with their subscribers,
+/// members present and latest message number.
+#[utoipa::path(get, path = "/v1/admin/apps/{app}/realtime/channels", tag = "realtime",
+    params(("app" = AppName, Path), ChannelsQuery),
+    responses((status = 200, body = ChannelsPage)))]
+async fn channels(
+    State(state): State<AppState>,
+    AdminOf(app): AdminOf,
+    Query(query): Query<ChannelsQuery>,
+) -> Result<axum::Json<ChannelsPage>, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_SOCKETS_PAGE).contains(&limit) {
+        return Err(ApiError::new(
+            Code::InvalidQuery,
+            format!("limit is 1 to {MAX_SOCKETS_PAGE}"),
+        ));
+    }
+    // A channel's name, checked as one, is only compared: anything else is no channel's.
+    if let Some(after) = &query.after {
+        ChannelName::parse(after)
+            .map_err(|message| ApiError::new(Code::InvalidQuery, format!("after: {message}")))?;
+    }
+    let page = state
+        .realtime()
+        .channels(&app, query.after.as_deref(), limit)
         .await;
     Ok(axum::Json(page))
 }

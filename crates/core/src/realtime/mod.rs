@@ -48,7 +48,7 @@ pub const MAX_STATE: usize = 1024;
 pub const APP_HISTORY_BYTES: usize = 16 << 20;
 /// The longest page of a channel's presence.
 pub const MAX_PRESENCE_PAGE: usize = 1000;
-/// The longest page of an app's open sockets.
+/// The longest page of an app's open sockets, or of its channels.
 pub const MAX_SOCKETS_PAGE: usize = 1000;
 /// The most channels (direct message streams included) one app holds in memory at once.
 pub const MAX_CHANNELS_PER_APP: usize = 50_000;
@@ -274,6 +274,30 @@ pub struct PresenceEntry {
     pub user: Option<String>,
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub state: Box<serde_json::value::RawValue>,
+}
+
+/// One page of an app's channels held in memory on this node (subscribed to, or keeping
+/// messages), users' direct message streams aside.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChannelsPage {
+    /// How many there are.
+    pub count: usize,
+    pub channels: Vec<ChannelEntry>,
+    /// The channel to list after for the next page.
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChannelEntry {
+    pub name: String,
+    /// Sockets subscribed to it.
+    pub subscribers: usize,
+    /// Members present in it.
+    pub present: usize,
+    /// The number of its latest message.
+    pub seq: u64,
 }
 
 /// One page of an app's open sockets (on this node).
@@ -1037,6 +1061,47 @@ impl Hub {
     pub async fn sockets_of(&self, app: &AppName) -> usize {
         let registry = self.0.registry.lock().await;
         registry.by_app.get(app).map_or(0, HashSet::len)
+    }
+
+    /// A page of the app's channels on this node: `limit` of them (at most
+    /// [`MAX_SOCKETS_PAGE`]) after the one named `after`, in name order, and how many there are.
+    /// Users' direct message streams are not listed (they are personal, one per user).
+    pub async fn channels(&self, app: &AppName, after: Option<&str>, limit: usize) -> ChannelsPage {
+        let limit = limit.clamp(1, MAX_SOCKETS_PAGE);
+        let registry = self.0.registry.lock().await;
+        let mut count = 0;
+        let mut page: Vec<(&ChannelName, &Channel)> = Vec::new();
+        for ((of, name), channel) in &registry.channels {
+            if of != app || name.is_direct() {
+                continue;
+            }
+            count += 1;
+            if after.is_none_or(|after| name.as_str() > after) {
+                page.push((name, channel));
+            }
+        }
+        if page.len() > limit + 1 {
+            page.select_nth_unstable_by(limit, |a, b| a.0.as_str().cmp(b.0.as_str()));
+            page.truncate(limit + 1);
+        }
+        page.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        let next = (page.len() > limit).then(|| {
+            page.truncate(limit);
+            page.last().map(|(name, _)| name.as_str().to_owned())
+        });
+        ChannelsPage {
+            count,
+            channels: page
+                .into_iter()
+                .map(|(name, channel)| ChannelEntry {
+                    name: name.as_str().to_owned(),
+                    subscribers: channel.subscribers.len(),
+                    present: channel.members.len(),
+                    seq: channel.seq,
+                })
+                .collect(),
+            next: next.flatten(),
+        }
     }
 
     /// How many sockets of `app` are open on this node, and how many users hold them.

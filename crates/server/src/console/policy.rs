@@ -6,7 +6,8 @@
 //! What a viewer sees of personal data: the app's settings, schemas, records, functions, queues'
 //! depths and channels, but not its users and their sessions, function logs (which print what
 //! functions were given), queued and realtime messages, subscribe messages, presence (who is
-//! online, which sockets are open) or payments: those need a developer. The app's secret key may do everything to the
+//! online, which sockets are open, which channels are live: their names may hold user ids) or
+//! payments: those need a developer. The app's secret key may do everything to the
 //! app, so only those who may delete it (instance owners) rotate it and see the new one; a
 //! refund, which pays money out, needs the app's owner. Records are the app's data as its developers designed it; a collection of
 //! personal data is as visible as the collection.
@@ -58,6 +59,7 @@ fn admin_route(read: bool, method: &Method, rest: &str) -> Need {
         .any(|prefix| rest.starts_with(prefix))
         || rest.ends_with("/presence")
         || rest.ends_with("/sockets")
+        || rest.ends_with("/realtime/channels")
         || rest.contains("/messages");
     let secrets = rest.starts_with("/auth/providers/") || rest.starts_with("/pay/merchants/");
     match rest {
@@ -219,6 +221,11 @@ mod tests {
             (
                 Method::GET,
                 "/v1/admin/apps/{app}/realtime/sockets",
+                AppRole::Developer,
+            ),
+            (
+                Method::GET,
+                "/v1/admin/apps/{app}/realtime/channels",
                 AppRole::Developer,
             ),
             (

@@ -1038,6 +1038,41 @@ async fn the_console_lists_sockets_and_watches_a_channel_live_from_its_own_page_
     assert_eq!(heard["data"]["text"], "from the console");
     assert!(heard["from"].is_null());
 
+    // The app's live channels with their counts: Alice and the console subscribe, Alice is
+    // present, two messages went out. Users' own streams are not listed.
+    let channels = owner
+        .request(
+            Method::GET,
+            "/v1/admin/apps/notes/realtime/channels?limit=1",
+        )
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(
+        channels,
+        json!({ "count": 1, "channels": [
+            { "name": "room:1", "subscribers": 2, "present": 1, "seq": 2 },
+        ], "next": null })
+    );
+    let after = owner
+        .request(
+            Method::GET,
+            "/v1/admin/apps/notes/realtime/channels?after=room:1",
+        )
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(after["channels"], json!([]));
+    owner
+        .request(
+            Method::GET,
+            "/v1/admin/apps/notes/realtime/channels?after=Bad%20Name",
+        )
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_query")
+        .await;
+    viewer
+        .request(Method::GET, "/v1/admin/apps/notes/realtime/channels")
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+
     // The counts come when they change: Bob leaves, his socket and he are no longer counted;
     // Alice's socket and the console's own (it watches through the hub) are.
     drop(bob);
