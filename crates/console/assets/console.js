@@ -57,12 +57,18 @@
 //            file-link, files-prev, files-next, files-number, upload-form, upload-input,
 //            upload-submit, delete-file, delete-file-confirm, delete-file-cancel (developers)
 //   fns:     functions-page, functions, function-row (data-fn), function-link (data-fn),
-//            function-version, function-triggers, function-page, function-details,
-//            function-active-version, function-source (data-file), versions,
+//            function-version, function-triggers, new-function, new-function-form,
+//            new-function-name, new-function-source, new-function-public, new-function-submit,
+//            new-function-cancel (developers and owners), function-page, function-details,
+//            function-active-version, function-source (data-file), edit-function, deploy-form,
+//            deploy-file (several files only), deploy-source (data-file: the file shown),
+//            deploy-timeout, deploy-memory, deploy-public, deploy-settings (the other settings
+//            as JSON), deploy-submit, deploy-cancel, versions,
 //            version-row (data-version, data-active), rollback (data-version), invoke-form,
-//            invoke-event, invoke-submit, invoke-result, logs-section, logs,
-//            log-row (data-outcome), logs-refresh, logs-follow (aria-pressed: while on, new
-//            entries are asked for every 2 s and put on top)
+//            invoke-event, invoke-submit, invoke-result, logs-section, logs-outcome (the filter:
+//            empty for all), logs, log-row (data-id, data-outcome), logs-older, logs-refresh,
+//            logs-follow (aria-pressed: while on, new entries that pass the filter come over
+//            the console's socket and are put on top)
 //   queues:  queues-page, queues, queues-refresh, queue-row (data-queue), queue-link
 //            (data-queue), queue-ready, queue-in-flight, queue-delayed, queue-dead, queue-page,
 //            queue-details, dead-letters, dead, dead-hidden (messages refused to the role),
@@ -87,7 +93,12 @@
 //   realtime: realtime-page, realtime-settings, realtime-kinds, kind-row (data-kind),
 //            realtime-json, realtime-save, presence-channel, presence-submit, presence-count
 //            (data-value), member-row (data-member), presence-prev, presence-next,
-//            presence-number, send-section, send-target, send-to, send-data, send-submit
+//            presence-number, send-section, send-target, send-to, send-data, send-submit,
+//            sockets-section, sockets-count and sockets-users (data-value), socket-row
+//            (data-socket), channels-section, channels-count (data-value), channel-row
+//            (data-channel), watch-row, watch-section, watch-channel, watch-submit,
+//            watched-channel (data-channel), unwatch, traffic, traffic-row (data-kind,
+//            data-channel)
 //   settings: settings-page, providers, provider-row (data-provider, data-enabled),
 //            provider-secret-set, edit-provider (data-provider), provider-form (data-provider),
 //            provider-input (data-field), provider-save, env, env-row (data-name),
@@ -355,6 +366,33 @@ const WORDS = {
     'fn.outcome': 'Outcome',
     'fn.duration': 'Duration',
     'fn.output': 'Output',
+    'fn.edit': 'Edit and deploy',
+    'fn.fromVersion': 'from version {version}',
+    'fn.file': 'File',
+    'fn.sourceField': 'Source',
+    'fn.timeout': 'Time limit (ms)',
+    'fn.memory': 'Memory limit (MB)',
+    'fn.publicLabel': 'Public: callable without logging in',
+    'fn.settingsJson': 'Triggers, schedules and concurrency (JSON)',
+    'fn.settingsHint': 'As the active version has them: "triggers", "schedules" and "max_concurrency" (see the functions docs).',
+    'fn.settingsKeys': 'Only "triggers", "schedules" and "max_concurrency" go here, not: {keys}',
+    'fn.deploy': 'Deploy',
+    'fn.deployedVersion': 'Version {version} is deployed and active.',
+    'fn.new': 'New function',
+    'fn.newName': 'Name',
+    'fn.nameHint': '1 to 40 characters: a–z, 0–9, _ and -, starting with a letter.',
+    'fn.badName': 'That is not a valid function name.',
+    'fn.exists': 'There is a function named {name} already: open it to deploy a new version.',
+    'fn.created': 'Function {name} is deployed (version {version}).',
+    'fn.logOutcome': 'Show',
+    'fn.allOutcomes': 'All outcomes',
+    'fn.o.ok': 'OK',
+    'fn.o.error': 'Errors',
+    'fn.o.timeout': 'Timed out',
+    'fn.o.memory_limit': 'Out of memory',
+    'fn.o.result_too_large': 'Result too large',
+    'fn.noMatchingLogs': 'No invocations with this outcome.',
+    'fn.older': 'Older entries',
     'q.title': 'Queues',
     'q.all': 'All queues',
     'q.none': 'No queues yet.',
@@ -505,6 +543,11 @@ const WORDS = {
     'rt.to': 'To',
     'rt.data': 'Data (JSON)',
     'rt.sockets': 'Open sockets',
+    'rt.channels': 'Live channels',
+    'rt.channelsNow': '{n} channels',
+    'rt.subscribers': 'Subscribers',
+    'rt.presentNow': 'Present',
+    'rt.lastSeq': 'Messages',
     'rt.socketsNow': 'Sockets:',
     'rt.usersNow': 'users:',
     'rt.socket': 'Socket',
@@ -817,6 +860,33 @@ const WORDS = {
     'fn.outcome': '结果',
     'fn.duration': '耗时',
     'fn.output': '输出',
+    'fn.edit': '编辑并部署',
+    'fn.fromVersion': '基于版本 {version}',
+    'fn.file': '文件',
+    'fn.sourceField': '源代码',
+    'fn.timeout': '超时（毫秒）',
+    'fn.memory': '内存上限（MB）',
+    'fn.publicLabel': '公开：无需登录即可调用',
+    'fn.settingsJson': '触发器、定时任务与并发（JSON）',
+    'fn.settingsHint': '当前版本的 "triggers"、"schedules" 和 "max_concurrency"（详见云函数文档）。',
+    'fn.settingsKeys': '这里只能填写 "triggers"、"schedules" 和 "max_concurrency"，不能包含：{keys}',
+    'fn.deploy': '部署',
+    'fn.deployedVersion': '版本 {version} 已部署，现在是当前版本。',
+    'fn.new': '新建云函数',
+    'fn.newName': '名称',
+    'fn.nameHint': '1 到 40 个字符：a–z、0–9、_ 和 -，以字母开头。',
+    'fn.badName': '这不是有效的云函数名称。',
+    'fn.exists': '已有名为 {name} 的云函数：请打开它来部署新版本。',
+    'fn.created': '云函数 {name} 已部署（版本 {version}）。',
+    'fn.logOutcome': '显示',
+    'fn.allOutcomes': '全部结果',
+    'fn.o.ok': '成功',
+    'fn.o.error': '出错',
+    'fn.o.timeout': '超时',
+    'fn.o.memory_limit': '内存超限',
+    'fn.o.result_too_large': '结果过大',
+    'fn.noMatchingLogs': '没有这种结果的调用记录。',
+    'fn.older': '更早的记录',
     'q.title': '队列',
     'q.all': '全部队列',
     'q.none': '还没有队列。',
@@ -967,6 +1037,11 @@ const WORDS = {
     'rt.to': '发送给',
     'rt.data': '数据（JSON）',
     'rt.sockets': '打开的连接',
+    'rt.channels': '活跃频道',
+    'rt.channelsNow': '{n} 个频道',
+    'rt.subscribers': '订阅者',
+    'rt.presentNow': '在线',
+    'rt.lastSeq': '消息数',
     'rt.socketsNow': '连接：',
     'rt.usersNow': '用户：',
     'rt.socket': '连接',
@@ -2976,52 +3051,146 @@ function triggerList(fn) {
     : h('span', { class: 'muted', 'data-test': 'function-triggers' }, t('fn.callsOnly'));
 }
 
-function pageFunctions({ name, body }) {
-  loadInto(body, api('GET', adminUrl(name, 'functions')), (answer) => {
-    const items = answer?.items ?? [];
-    if (!items.length) return h('p', { class: 'muted card', 'data-test': 'functions' }, t('fn.none'));
-    return table(
-      { 'data-test': 'functions' },
-      [t('fn.name'), t('fn.version'), t('fn.triggers'), t('fn.updated')],
-      items.map((fn) =>
+/** Function names: 1 to 40 of a-z, 0-9, _ and -, starting with a letter (as the server says). */
+const FUNCTION_NAME = /^[a-z][a-z0-9_-]{0,39}$/;
+const EXAMPLE_FUNCTION = "export default async (event, ctx) => ({ hello: event.name ?? 'world' })\n";
+/** The settings a deploy takes besides the sources, `public` and the limits: edited as JSON. */
+const OTHER_SETTINGS = ['triggers', 'schedules', 'max_concurrency'];
+/** What an invocation's log entry may say of it (cloudlet-core's `Functions::invoke`). */
+const LOG_OUTCOMES = ['ok', 'error', 'timeout', 'memory_limit', 'result_too_large'];
+const LOG_PAGE = 20;
+/** Log rows kept on the page while following (paging with Older may show more). */
+const LOG_KEEP = 200;
+
+function pageFunctions({ name, body, role }) {
+  loadInto(body, Promise.all([api('GET', adminUrl(name, 'functions')), role]), ([answer, mine]) => [
+    writer(mine) ? newFunction(name) : null,
+    functionsTable(name, answer?.items ?? []),
+  ]);
+}
+
+function functionsTable(name, items) {
+  if (!items.length) return h('p', { class: 'muted card', 'data-test': 'functions' }, t('fn.none'));
+  return table(
+    { 'data-test': 'functions' },
+    [t('fn.name'), t('fn.version'), t('fn.triggers'), t('fn.updated')],
+    items.map((fn) =>
+      h(
+        'tr',
+        { 'data-test': 'function-row', 'data-fn': fn.name },
         h(
-          'tr',
-          { 'data-test': 'function-row', 'data-fn': fn.name },
-          h(
-            'td',
-            {},
-            h('a', { href: `#/apps/${path(name)}/functions/${path(fn.name)}`, 'data-test': 'function-link', 'data-fn': fn.name }, fn.name),
-            fn.public ? [' ', h('span', { class: 'badge' }, t('fn.public'))] : null,
-          ),
-          cell(fn.version, 'function-version'),
-          h('td', {}, triggerList(fn)),
-          h('td', {}, time(fn.updated_at)),
+          'td',
+          {},
+          h('a', { href: `#/apps/${path(name)}/functions/${path(fn.name)}`, 'data-test': 'function-link', 'data-fn': fn.name }, fn.name),
+          fn.public ? [' ', h('span', { class: 'badge' }, t('fn.public'))] : null,
         ),
+        cell(fn.version, 'function-version'),
+        h('td', {}, triggerList(fn)),
+        h('td', {}, time(fn.updated_at)),
       ),
-    );
-  });
+    ),
+  );
+}
+
+/** "New function" (developers and owners): a button, then a form that deploys version 1. */
+function newFunction(app) {
+  const area = slot();
+  const closed = () =>
+    area.set(h('div', { class: 'actions' }, h('button', { type: 'button', class: 'button-primary', 'data-test': 'new-function', onclick: opened }, t('fn.new'))));
+  const opened = () => {
+    area.set(newFunctionForm(app, closed));
+    area.querySelector('input')?.focus();
+  };
+  closed();
+  return area;
+}
+
+function newFunctionForm(app, cancel) {
+  const message = slot();
+  const submit = (form) =>
+    busy(form, message, async () => {
+      const name = form.elements['new-function-name'].value.trim();
+      if (!FUNCTION_NAME.test(name)) throw new ApiError(0, null, t('fn.badName'));
+      const url = adminUrl(app, 'functions', name);
+      // A deploy of an existing name would be its new version: this form only creates.
+      const exists = await api('GET', url).then(
+        () => true,
+        (error) => (error.status === 404 ? false : Promise.reject(error)),
+      );
+      if (exists) throw new ApiError(0, null, t('fn.exists', { name }));
+      const answer = await api('PUT', url, {
+        source: form.elements['new-function-source'].value,
+        public: form.elements['new-function-public'].checked,
+      });
+      flash = { hash: `#/apps/${path(app)}/functions/${path(name)}`, text: t('fn.created', { name, version: answer?.version ?? 1 }) };
+      go(flash.hash);
+    });
+  return h(
+    'section',
+    { class: 'card' },
+    h('h2', {}, t('fn.new')),
+    h(
+      'form',
+      { class: 'stack', 'data-test': 'new-function-form', onsubmit: onSubmit(submit) },
+      field(
+        'new-function-name',
+        t('fn.newName'),
+        { required: true, autocomplete: 'off', spellcheck: 'false', maxlength: 40, 'data-test': 'new-function-name' },
+        t('fn.nameHint'),
+      ),
+      field(
+        'new-function-source',
+        t('fn.sourceField'),
+        { class: 'code-input', rows: 8, spellcheck: 'false', autocomplete: 'off', wrap: 'off', value: EXAMPLE_FUNCTION, 'data-test': 'new-function-source' },
+        null,
+        'textarea',
+      ),
+      h(
+        'label',
+        { class: 'check' },
+        h('input', { type: 'checkbox', id: 'new-function-public', name: 'new-function-public', 'data-test': 'new-function-public' }),
+        t('fn.publicLabel'),
+      ),
+      message,
+      h(
+        'div',
+        { class: 'actions' },
+        h('button', { type: 'submit', class: 'button-primary', 'data-test': 'new-function-submit' }, t('fn.deploy')),
+        h('button', { type: 'button', class: 'button-quiet', 'data-test': 'new-function-cancel', onclick: cancel }, t('cancel')),
+      ),
+    ),
+  );
 }
 
 function pageFunction({ name, body, role, item }) {
   const url = adminUrl(name, 'functions', item);
   const message = slot();
+  if (flash?.hash === location.hash) message.set(notice(flash.text));
+  flash = null;
+  const back = () => crumb(`#/apps/${path(name)}/functions`, t('fn.all'));
+  // The invoke form and the logs are made once and kept when the rest is shown again after a
+  // deploy or a rollback: what was typed, the filter and the Follow stay.
+  let kept = null;
   const load = () =>
     Promise.all([api('GET', url), role]).then(
       ([fn, mine]) => {
         const write = writer(mine);
-        const logs = write ? logsSection(name, item) : null;
+        if (write && !kept) {
+          const logs = logsSection(name, item);
+          kept = { logs, invoke: invokeForm(name, item, logs) };
+        }
         body.set(
-          crumb(`#/apps/${path(name)}/functions`, t('fn.all')),
+          back(),
           h('h2', {}, item),
           message,
           functionDetails(fn),
-          write ? invokeForm(name, item, logs) : null,
-          functionSource(fn),
+          kept?.invoke,
+          functionSource(name, fn, write ? deployed : null),
           functionVersions(fn, write, rollback),
-          logs,
+          kept?.logs,
         );
       },
-      (error) => body.set(crumb(`#/apps/${path(name)}/functions`, t('fn.all')), errorBanner(error)),
+      (error) => body.set(back(), errorBanner(error)),
     );
   const rollback = (version, el) =>
     busy(el, message, async () => {
@@ -3029,6 +3198,10 @@ function pageFunction({ name, body, role, item }) {
       message.set(notice(t('fn.rolledBack', { version })));
       await load();
     });
+  const deployed = async (answer) => {
+    message.set(notice(t('fn.deployedVersion', { version: answer?.version })));
+    await load();
+  };
   load();
 }
 
@@ -3048,16 +3221,127 @@ function functionDetails(fn) {
   );
 }
 
-function functionSource(fn) {
-  const files = Object.entries(fn.files ?? {}).sort(([a], [b]) => (a === fn.entry ? -1 : b === fn.entry ? 1 : a.localeCompare(b)));
+/** The active version's files, its entry first: [[name, source], …]. */
+function sourceFiles(fn) {
+  const files = Object.entries(fn.files ?? {});
+  if (!files.length) files.push([fn.entry ?? 'index.js', '']);
+  return files.sort(([a], [b]) => (a === fn.entry ? -1 : b === fn.entry ? 1 : a.localeCompare(b)));
+}
+
+/** The active version's sources; with `deployed` (developers and owners), "Edit and deploy". */
+function functionSource(app, fn, deployed) {
+  const card = h('section', { class: 'card' });
+  const show = () => {
+    const edit = deployed
+      ? h('button', { type: 'button', class: 'button-small', 'data-test': 'edit-function', onclick: open }, t('fn.edit'))
+      : null;
+    card.replaceChildren();
+    append(
+      card,
+      cardHead(t('fn.source', { version: fn.version }), edit),
+      sourceFiles(fn).map(([file, source]) => [
+        h('p', { class: 'muted file-name' }, h('code', {}, file), file === fn.entry ? ` · ${t('fn.entry')}` : null),
+        h('pre', { class: 'source', 'data-test': 'function-source', 'data-file': file }, h('code', {}, source)),
+      ]),
+    );
+  };
+  const open = () => {
+    const editor = deployForm(app, fn, { deployed, cancel: show });
+    card.replaceChildren(cardHead(t('fn.edit'), h('span', { class: 'muted' }, t('fn.fromVersion', { version: fn.version }))), editor);
+    editor.querySelector('textarea')?.focus();
+  };
+  show();
+  return card;
+}
+
+/**
+ * The editor of a function's next version, prefilled with the active one: the files' sources
+ * (one at a time, each file's text kept while another is shown), `public`, the limits, and the
+ * other settings as JSON. Deploying puts them all; `deployed(answer)` runs after.
+ */
+function deployForm(app, fn, { deployed, cancel }) {
+  const message = slot();
+  const files = Object.fromEntries(sourceFiles(fn));
+  const names = Object.keys(files);
+  const entry = fn.entry ?? names[0];
+  let current = Object.hasOwn(files, entry) ? entry : names[0];
+  const other = { triggers: fn.triggers ?? [], schedules: fn.schedules ?? [] };
+  if (fn.max_concurrency !== undefined && fn.max_concurrency !== null) other.max_concurrency = fn.max_concurrency;
+  const choose = (event) => {
+    const source = event.currentTarget.form.elements['deploy-source'];
+    files[current] = source.value;
+    current = event.currentTarget.value;
+    source.value = files[current];
+    source.setAttribute('data-file', current);
+  };
+  const submit = (form) =>
+    busy(form, message, async () => {
+      files[current] = form.elements['deploy-source'].value;
+      const more = parseObject(form.elements['deploy-settings'].value);
+      const unknown = Object.keys(more).filter((key) => !OTHER_SETTINGS.includes(key));
+      if (unknown.length) throw new ApiError(0, 'invalid_json', t('fn.settingsKeys', { keys: unknown.join(', ') }));
+      const answer = await api('PUT', adminUrl(app, 'functions', fn.name), {
+        ...more,
+        files: { ...files },
+        entry,
+        public: form.elements['deploy-public'].checked,
+        timeout_ms: Number(form.elements['deploy-timeout'].value),
+        memory_mb: Number(form.elements['deploy-memory'].value),
+      });
+      await deployed(answer);
+    });
+  /** Rows enough for the longest of `texts` (and one to type on), from `least` to `most`. */
+  const rowsFor = (texts, least, most) => Math.min(most, Math.max(least, ...texts.map((text) => String(text).split('\n').length + 1)));
+  const number = (id, label, value) =>
+    field(id, t(label), { type: 'number', min: 1, step: 1, required: true, value: String(value ?? ''), 'data-test': id });
   return h(
-    'section',
-    { class: 'card' },
-    h('h2', {}, t('fn.source', { version: fn.version })),
-    files.map(([file, source]) => [
-      h('p', { class: 'muted file-name' }, h('code', {}, file), file === fn.entry ? ` · ${t('fn.entry')}` : null),
-      h('pre', { class: 'source', 'data-test': 'function-source', 'data-file': file }, h('code', {}, source)),
-    ]),
+    'form',
+    { class: 'stack', 'data-test': 'deploy-form', onsubmit: onSubmit(submit) },
+    names.length > 1
+      ? selectField(
+          'deploy-file',
+          t('fn.file'),
+          names.map((file) => option(file, file === entry ? `${file} · ${t('fn.entry')}` : file, file === current)),
+          { 'data-test': 'deploy-file', onchange: choose },
+        )
+      : null,
+    field(
+      'deploy-source',
+      names.length > 1 ? t('fn.sourceField') : [t('fn.sourceField'), ' ', h('code', { class: 'muted' }, current)],
+      { class: 'code-input', rows: rowsFor(Object.values(files), 8, 30), spellcheck: 'false', autocomplete: 'off', wrap: 'off', value: files[current], 'data-test': 'deploy-source', 'data-file': current },
+      null,
+      'textarea',
+    ),
+    h(
+      'div',
+      { class: 'grid-form' },
+      number('deploy-timeout', 'fn.timeout', fn.timeout_ms),
+      number('deploy-memory', 'fn.memory', fn.memory_mb),
+      h(
+        'div',
+        { class: 'field field-end' },
+        h(
+          'label',
+          { class: 'check' },
+          h('input', { type: 'checkbox', id: 'deploy-public', name: 'deploy-public', checked: Boolean(fn.public), 'data-test': 'deploy-public' }),
+          t('fn.publicLabel'),
+        ),
+      ),
+    ),
+    field(
+      'deploy-settings',
+      t('fn.settingsJson'),
+      { rows: rowsFor([pretty(other)], 3, 16), spellcheck: 'false', autocomplete: 'off', value: pretty(other), 'data-test': 'deploy-settings' },
+      t('fn.settingsHint'),
+      'textarea',
+    ),
+    message,
+    h(
+      'div',
+      { class: 'actions' },
+      h('button', { type: 'submit', class: 'button-primary', 'data-test': 'deploy-submit' }, t('fn.deploy')),
+      h('button', { type: 'button', class: 'button-quiet', 'data-test': 'deploy-cancel', onclick: cancel }, t('cancel')),
+    ),
   );
 }
 
@@ -3123,18 +3407,32 @@ function invokeForm(app, name, logs) {
   );
 }
 
+/**
+ * A function's latest log entries (newest first), filtered by outcome, with Older (the page
+ * before the oldest row shown) and Follow (new entries over the console's socket, which sends
+ * all of the function's: those the filter leaves out are not shown).
+ */
 function logsSection(app, name) {
   const list = slot();
   const message = slot();
   list.set(loading());
-  const url = `${adminUrl(app, 'logs')}?function=${encodeURIComponent(name)}&limit=`;
-  let last = null; // the highest id shown (null: not loaded yet)
+  const outcome = h(
+    'select',
+    { id: 'logs-outcome', class: 'select-small', 'data-test': 'logs-outcome', onchange: () => load() },
+    option('', t('fn.allOutcomes')),
+    LOG_OUTCOMES.map((o) => option(o, t(`fn.o.${o}`))),
+  );
+  const older = h('button', { type: 'button', class: 'button-small', hidden: true, 'data-test': 'logs-older', onclick: () => more() }, t('fn.older'));
+  const logsUrl = (before = null) => `${adminUrl(app, 'logs')}?${query({ function: name, outcome: outcome.value, before, limit: LOG_PAGE })}`;
+  const matches = (entry) => !outcome.value || entry.outcome === outcome.value;
+  let last = null; // the highest id seen (null: not loaded yet)
   let rows = null; // the table's body, once there is one
   let live = null; // the console's socket, while following
+  let loads = 0; // the latest load: an earlier one's answer (another filter) is dropped
   const row = (entry) =>
     h(
       'tr',
-      { 'data-test': 'log-row', 'data-outcome': entry.outcome },
+      { 'data-test': 'log-row', 'data-id': entry.id, 'data-outcome': entry.outcome },
       h('td', { class: 'nowrap' }, time(entry.at, true)),
       cell(entry.version),
       h('td', {}, entry.trigger),
@@ -3142,7 +3440,7 @@ function logsSection(app, name) {
       cell(`${((entry.micros ?? 0) / 1000).toFixed(1)} ms`),
       h('td', {}, logOutput(entry)),
     );
-  /** Puts `items` (newest first) on top of the rows shown, keeping the newest 200. */
+  /** Puts `items` (newest first) on top of the rows shown, keeping the newest LOG_KEEP. */
   const show = (items) => {
     if (!items.length) return;
     last = Math.max(last ?? 0, items[0].id);
@@ -3152,23 +3450,51 @@ function logsSection(app, name) {
       list.set(shown);
     }
     rows.prepend(...items.map(row));
-    while (rows.children.length > 200) rows.lastChild.remove();
+    if (rows.children.length > LOG_KEEP) {
+      while (rows.children.length > LOG_KEEP) rows.lastChild.remove();
+      older.hidden = false;
+    }
   };
-  const load = () =>
-    api('GET', `${url}20`).then(
+  const load = () => {
+    const mine = ++loads;
+    older.hidden = true;
+    return api('GET', logsUrl()).then(
       (answer) => {
+        if (mine !== loads) return;
         const items = answer?.items ?? [];
         rows = null;
         last = items[0]?.id ?? 0;
         if (items.length) show(items);
-        else list.set(h('p', { class: 'muted' }, t('fn.noLogs')));
+        else list.set(h('p', { class: 'muted' }, t(outcome.value ? 'fn.noMatchingLogs' : 'fn.noLogs')));
+        older.hidden = items.length < LOG_PAGE;
       },
       (error) => {
+        if (mine !== loads) return;
         rows = last = null;
         list.set(errorBanner(error));
         refused(error);
       },
     );
+  };
+  /** The page of entries older than the oldest row shown, under them. */
+  const more = async () => {
+    const oldest = rows?.lastElementChild?.getAttribute('data-id');
+    if (!oldest) return;
+    const mine = loads;
+    older.disabled = true;
+    message.set();
+    try {
+      const items = (await api('GET', logsUrl(oldest)))?.items ?? [];
+      if (mine !== loads || !rows) return; // shown again meanwhile
+      append(rows, items.map(row));
+      older.hidden = items.length < LOG_PAGE;
+    } catch (error) {
+      message.set(errorBanner(error));
+      refused(error);
+    } finally {
+      older.disabled = false;
+    }
+  };
   const refused = (error) => (error.status === 401 || error.status === 403) && stop();
   const stop = () => {
     live?.close();
@@ -3180,8 +3506,11 @@ function logsSection(app, name) {
   };
   // Following: the server sends each new entry (oldest first) over the console's socket.
   const heard = (m) => {
-    if (m.type === 'logs') show((m.items ?? []).filter((e) => e.id > (last ?? 0)).reverse());
-    else if (m.type === 'error') message.set(errorBanner(new ApiError(400, m.code, m.message)));
+    if (m.type === 'logs') {
+      const fresh = (m.items ?? []).filter((e) => e.id > (last ?? 0));
+      if (fresh.length) last = Math.max(last ?? 0, ...fresh.map((e) => e.id));
+      show(fresh.filter(matches).reverse());
+    } else if (m.type === 'error') message.set(errorBanner(new ApiError(400, m.code, m.message)));
     else if (m.type === 'closed') {
       if (m.code !== 1000) message.set(errorBanner(new ApiError(0, m.reason || 'closed', t('rt.socketClosed'))));
       stop();
@@ -3193,7 +3522,8 @@ function logsSection(app, name) {
     leave = stop;
     message.set();
     live = liveSocket(app, heard);
-    live.send({ type: 'tail', function: name, after: last ?? undefined });
+    // Filtered, with no entry shown: from the newest entry (not through all the others).
+    live.send({ type: 'tail', function: name, after: outcome.value && !last ? undefined : last ?? undefined });
     follow.setAttribute('aria-pressed', 'true');
     follow.className = 'button-small button-primary';
     follow.textContent = t('fn.following');
@@ -3201,9 +3531,16 @@ function logsSection(app, name) {
   const section = h(
     'section',
     { class: 'card', 'data-test': 'logs-section' },
-    cardHead(t('fn.logs'), follow, h('button', { type: 'button', class: 'button-small', 'data-test': 'logs-refresh', onclick: () => load() }, t('refresh'))),
+    cardHead(
+      t('fn.logs'),
+      h('label', { for: 'logs-outcome', class: 'muted label-small' }, t('fn.logOutcome')),
+      outcome,
+      follow,
+      h('button', { type: 'button', class: 'button-small', 'data-test': 'logs-refresh', onclick: () => load() }, t('refresh')),
+    ),
     message,
     list,
+    h('div', { class: 'actions' }, older),
   );
   section.load = () => live || load(); // following, the new entries come anyway
   stop();
@@ -4096,6 +4433,7 @@ function liveSocket(app, heard) {
   let closed = false;
   ws.onopen = () => waiting.splice(0).forEach((m) => ws.send(m));
   ws.onmessage = (event) => {
+    if (closed) return; // closed on this side: what was still on its way is not wanted
     let message;
     try {
       message = JSON.parse(event.data);
@@ -4134,7 +4472,44 @@ function liveSections(app, url) {
   });
   watch.live = live;
   leave = () => live.close();
-  return [sockets, watch];
+  return [sockets, channelsSection(url, watch), watch];
+}
+
+/** The app's live channels (on this node) with their counts; a name opens it in the watcher. */
+function channelsSection(url, watch) {
+  const channels = pager(
+    'channels',
+    (after) => api('GET', `${url}/channels?${query({ after, limit: 50 })}`),
+    (answer) => answer?.next,
+    (answer) => [
+      h('p', { 'data-test': 'channels-count', 'data-value': answer?.count ?? 0 }, t('rt.channelsNow', { n: num(answer?.count) })),
+      answer?.channels?.length
+        ? table(
+            {},
+            [t('rt.channel'), t('rt.subscribers'), t('rt.presentNow'), t('rt.lastSeq'), ''],
+            answer.channels.map((c) =>
+              h(
+                'tr',
+                { 'data-test': 'channel-row', 'data-channel': c.name },
+                h('td', {}, h('code', {}, c.name)),
+                cell(num(c.subscribers)),
+                cell(num(c.present)),
+                cell(num(c.seq)),
+                h('td', {}, h('button', { type: 'button', class: 'button-small', 'data-test': 'watch-row', onclick: () => watch.watch(c.name) }, t('rt.watchButton'))),
+              ),
+            ),
+          )
+        : h('p', { class: 'muted' }, t('none')),
+    ],
+  );
+  channels.load(0);
+  return h(
+    'section',
+    { class: 'card', 'data-test': 'channels-section' },
+    cardHead(t('rt.channels'), refreshButton(() => channels.reload())),
+    channels.list,
+    channels.bar,
+  );
 }
 
 /** The app's open sockets (on this node): live counts, and a paged list. */
@@ -4228,11 +4603,12 @@ function watchSection() {
       if (m.code !== 1000) message.set(errorBanner(new ApiError(0, m.reason || 'closed', t('rt.socketClosed'))));
     }
   };
-  const watch = (form) => {
+  const watchChannel = (channel) => {
     message.set();
     if (!section.live) return message.set(errorBanner(new ApiError(0, 'closed', t('rt.socketClosed'))));
-    section.live.send({ type: 'watch', channel: form.elements['watch-channel'].value.trim() });
+    section.live.send({ type: 'watch', channel });
   };
+  const watch = (form) => watchChannel(form.elements['watch-channel'].value.trim());
   const section = h(
     'section',
     { class: 'card', 'data-test': 'watch-section' },
@@ -4250,6 +4626,7 @@ function watchSection() {
     traffic,
   );
   section.heard = heard;
+  section.watch = watchChannel;
   return section;
 }
 

@@ -746,8 +746,186 @@ step("the owner sees a function deployed through the API, rolls it back, invokes
   assert.equal(await owner.getAttribute(follow, "aria-pressed"), "false");
   assert.equal((await call("POST", `/v1/apps/${APP}/functions/greet`, TOKEN, { name: "Cy" })).status, 200);
   await sleep(3_000);
-  assert.equal(await owner.locator("[data-test=log-row]").count(), 3, "nothing new once off");
+  const dump = await owner.$$eval("[data-test=log-row]", (rows) => rows.map((r) => `${r.dataset.id} ${r.innerText.replace(/\s+/g, " ").slice(0, 80)}`));
+  assert.equal(dump.length, 3, `nothing new once off: ${dump.join(" | ")}`);
   await shot(owner, "9-functions");
+});
+
+/** The ids of the log rows shown, top to bottom. */
+const logIds = (page) => page.$$eval("[data-test=log-row]", (rows) => rows.map((row) => Number(row.dataset.id)));
+
+step("the owner edits and deploys a function in the console, creates another, and filters and pages the logs", async () => {
+  const greet = `/v1/admin/apps/${APP}/functions/greet`;
+  const active = (await call("GET", greet, TOKEN)).body;
+  assert.equal(active.version, 1, "rolled back to 1 in the step before");
+
+  // The editor holds the active version: its source and its settings.
+  await owner.click("[data-test=edit-function]");
+  await owner.waitForSelector("[data-test=deploy-form]");
+  assert.equal(await owner.inputValue("[data-test=deploy-source]"), GREET(1));
+  assert.equal(await owner.getAttribute("[data-test=deploy-source]", "spellcheck"), "false");
+  assert.equal(await owner.getAttribute("[data-test=deploy-source]", "data-file"), "index.js");
+  assert.equal(await owner.locator("[data-test=deploy-file]").count(), 0, "one file: nothing to choose");
+  assert.equal(await owner.isChecked("[data-test=deploy-public]"), false);
+  assert.equal(await owner.inputValue("[data-test=deploy-timeout]"), String(active.timeout_ms));
+  assert.equal(await owner.inputValue("[data-test=deploy-memory]"), String(active.memory_mb));
+  assert.deepEqual(JSON.parse(await owner.inputValue("[data-test=deploy-settings]")), { triggers: [], schedules: [] });
+
+  // Deployed: version 3, active here and for the API, with what was typed.
+  await owner.fill("[data-test=deploy-source]", GREET(3));
+  await owner.fill("[data-test=deploy-timeout]", "4000");
+  await owner.fill("[data-test=deploy-settings]", JSON.stringify({ triggers: [], schedules: [], max_concurrency: 3 }));
+  await owner.click("[data-test=deploy-submit]");
+  await owner.waitForSelector("[data-test=version-row][data-version='3'][data-active=true]");
+  assert.match(await text(owner, "[data-test=notice]"), /^Version 3 is deployed/);
+  assert.equal(await owner.locator("[data-test=deploy-form]").count(), 0, "the editor is closed");
+  assert.equal(await owner.textContent("[data-test=function-source]"), GREET(3));
+  assert.equal(await text(owner, "[data-test=function-active-version]"), "3");
+  const deployed = (await call("GET", greet, TOKEN)).body;
+  assert.equal(deployed.version, 3);
+  assert.deepEqual(deployed.versions.filter((v) => v.active).map((v) => v.version), [3]);
+  assert.deepEqual(deployed.files, { "index.js": GREET(3) });
+  assert.equal(deployed.entry, "index.js");
+  assert.deepEqual(
+    [deployed.public, deployed.timeout_ms, deployed.memory_mb, deployed.max_concurrency],
+    [false, 4000, active.memory_mb, 3],
+  );
+
+  // Invoked in the console: the new version answers.
+  await owner.fill("[data-test=invoke-event]", JSON.stringify({ name: "Dee" }));
+  await owner.click("[data-test=invoke-submit]");
+  await owner.waitForSelector("[data-test=invoke-result]");
+  assert.deepEqual(JSON.parse(await owner.textContent("[data-test=invoke-result]")), { hello: "Dee", version: 3 });
+  // Its log entry, on top once written, at version 3.
+  for (let attempt = 0; attempt < 40 && !/greeting Dee/.test(await text(owner, "[data-test=log-row]")); attempt += 1) {
+    await sleep(250);
+    await owner.click("[data-test=logs-refresh]");
+  }
+  assert.match(await text(owner, "[data-test=log-row]"), /^\S.*\t3\tcall\tok\t.*greeting Dee/s);
+
+  // A syntax error: refused with the server's code, nothing typed lost, version 3 still active.
+  const broken = "export default async (event) => {\n  return { hello: \n";
+  await owner.click("[data-test=edit-function]");
+  assert.equal(await owner.inputValue("[data-test=deploy-source]"), GREET(3));
+  await owner.fill("[data-test=deploy-source]", broken);
+  await owner.click("[data-test=deploy-submit]");
+  await owner.waitForSelector("[data-test=deploy-form] [data-test=error][data-code=function_syntax_error]");
+  assert.equal(await owner.inputValue("[data-test=deploy-source]"), broken);
+  assert.equal(await owner.inputValue("[data-test=deploy-timeout]"), "4000");
+  const refused = (await call("GET", greet, TOKEN)).body;
+  assert.equal(refused.version, 3);
+  assert.equal(refused.versions.length, 3, "nothing stored");
+  assert.deepEqual(refused.files, { "index.js": GREET(3) });
+  await shot(owner, "18-deploy");
+  await owner.click("[data-test=deploy-cancel]");
+  await owner.waitForSelector("[data-test=function-source]");
+  assert.equal(await owner.textContent("[data-test=function-source]"), GREET(3));
+
+  // The log searched: an error made through the API, and calls enough for a second page.
+  const invoke = (event) => call("POST", `/v1/apps/${APP}/functions/greet`, TOKEN, event);
+  const logged = async (outcome = "") =>
+    (await call("GET", `/v1/admin/apps/${APP}/logs?function=greet&limit=500${outcome && `&outcome=${outcome}`}`, TOKEN)).body.items;
+  assert.equal((await invoke({ fail: true })).status, 422);
+  for (let n = 0; n < 20; n += 1) assert.equal((await invoke({ name: `n${n}` })).status, 200);
+  // Ada, the failure, Bea, Cy (the step before), Dee, this failure and the 20.
+  await waitUntil("the calls are logged", async () => (await logged()).length === 26, 10_000);
+  const errors = await logged("error");
+  assert.equal(errors.length, 2);
+
+  await owner.selectOption("[data-test=logs-outcome]", "error");
+  await owner.waitForFunction(
+    (n) => {
+      const rows = [...document.querySelectorAll("[data-test=log-row]")];
+      return rows.length === n && rows.every((row) => row.dataset.outcome === "error");
+    },
+    errors.length,
+  );
+  assert.deepEqual(await logIds(owner), errors.map((e) => e.id));
+  assert.equal(await owner.isVisible("[data-test=logs-older]"), false, "one page of errors");
+
+  // Followed with the filter: a new error comes on top, a success does not.
+  const follow = "[data-test=logs-follow]";
+  await owner.click(follow);
+  assert.equal(await owner.getAttribute(follow, "aria-pressed"), "true");
+  assert.equal((await invoke({ name: "Ola" })).status, 200);
+  assert.equal((await invoke({ fail: true })).status, 422);
+  await owner.waitForFunction((n) => document.querySelectorAll("[data-test=log-row]").length === n, errors.length + 1, { timeout: 10_000 });
+  assert.deepEqual(
+    await owner.$$eval("[data-test=log-row]", (rows) => rows.map((row) => row.dataset.outcome)),
+    ["error", "error", "error"],
+  );
+  await owner.click(follow);
+  assert.equal(await owner.getAttribute(follow, "aria-pressed"), "false");
+
+  // All outcomes again: the newest 20, then Older adds the rest, and is gone at the end.
+  const everything = await logged();
+  assert.equal(everything.length, 28);
+  await owner.selectOption("[data-test=logs-outcome]", "");
+  await owner.waitForFunction(
+    () => document.querySelectorAll("[data-test=log-row]").length === 20 && document.querySelector("[data-test=log-row][data-outcome=ok]"),
+  );
+  assert.deepEqual(await logIds(owner), everything.slice(0, 20).map((e) => e.id));
+  await owner.waitForSelector("[data-test=logs-older]", { state: "visible" });
+  await owner.click("[data-test=logs-older]");
+  await owner.waitForFunction((n) => document.querySelectorAll("[data-test=log-row]").length === n, everything.length);
+  assert.deepEqual(await logIds(owner), everything.map((e) => e.id));
+  await owner.waitForSelector("[data-test=logs-older]", { state: "hidden" });
+
+  // A new function from the list: a taken name is refused, a new one deployed and opened.
+  await owner.click("[data-test=tab-functions]");
+  await owner.click("[data-test=new-function]");
+  const form = "[data-test=new-function-form]";
+  await owner.waitForSelector(form);
+  assert.match(await owner.inputValue("[data-test=new-function-source]"), /^export default async \(event, ctx\) =>/);
+  await owner.fill("[data-test=new-function-name]", "greet");
+  await owner.click("[data-test=new-function-submit]");
+  await owner.waitForSelector(`${form} [data-test=error]`);
+  assert.match(await text(owner, `${form} [data-test=error]`), /greet/);
+  assert.equal((await call("GET", greet, TOKEN)).body.version, 3, "greet is left alone");
+  await owner.fill("[data-test=new-function-name]", "welcome");
+  await owner.check("[data-test=new-function-public]");
+  await shot(owner, "19-new-function");
+  await owner.click("[data-test=new-function-submit]");
+  await owner.waitForSelector("[data-test=function-page] [data-test=function-source][data-file='index.js']");
+  assert.equal(new URL(owner.url()).hash, `#/apps/${APP}/functions/welcome`);
+  assert.match(await text(owner, "[data-test=notice]"), /welcome.*version 1/);
+  assert.equal(await text(owner, "[data-test=function-active-version]"), "1");
+  const welcome = await call("POST", `/v1/apps/${APP}/functions/welcome`, TOKEN, { name: "Fay" });
+  assert.equal(welcome.status, 200, JSON.stringify(welcome.body));
+  assert.deepEqual(welcome.body, { hello: "Fay" });
+  const anybody = await call("POST", `/v1/apps/${APP}/functions/welcome`, null, {});
+  assert.deepEqual([anybody.status, anybody.body], [200, { hello: "world" }], "public: callable without a token");
+
+  // Several files: one shown at a time, each one's text kept; the settings not shown as fields
+  // (a schedule) go back as they were.
+  const INDEX = 'import { price } from "./lib/price.js";\nexport default async (event) => ({ total: price(event.n ?? 1) });\n';
+  const PRICE = (each) => `export const price = (n) => n * ${each};\n`;
+  const schedules = [{ cron: "0 4 1 1 *", timezone: "Asia/Shanghai", data: { tidy: true } }];
+  const priced = `/v1/admin/apps/${APP}/functions/priced`;
+  const first = await call("PUT", priced, TOKEN, { files: { "index.js": INDEX, "lib/price.js": PRICE(2) }, entry: "index.js", schedules });
+  assert.equal(first.status, 201, JSON.stringify(first.body));
+  await owner.click("[data-test=tab-functions]");
+  await owner.click("[data-test=function-link][data-fn=priced]");
+  await owner.click("[data-test=edit-function]");
+  const source = "[data-test=deploy-source]";
+  const file = "[data-test=deploy-file]";
+  await owner.waitForSelector(source);
+  assert.deepEqual(await owner.$$eval(`${file} option`, (options) => options.map((o) => o.value)), ["index.js", "lib/price.js"]);
+  assert.deepEqual([await owner.getAttribute(source, "data-file"), await owner.inputValue(source)], ["index.js", INDEX]);
+  assert.deepEqual(JSON.parse(await owner.inputValue("[data-test=deploy-settings]")), { triggers: [], schedules });
+  await owner.selectOption(file, "lib/price.js");
+  assert.deepEqual([await owner.getAttribute(source, "data-file"), await owner.inputValue(source)], ["lib/price.js", PRICE(2)]);
+  await owner.fill(source, PRICE(5));
+  await owner.selectOption(file, "index.js");
+  assert.equal(await owner.inputValue(source), INDEX);
+  await owner.selectOption(file, "lib/price.js");
+  assert.equal(await owner.inputValue(source), PRICE(5), "the edit was kept");
+  await owner.click("[data-test=deploy-submit]");
+  await owner.waitForSelector("[data-test=version-row][data-version='2'][data-active=true]");
+  const repriced = (await call("GET", priced, TOKEN)).body;
+  assert.deepEqual(repriced.files, { "index.js": INDEX, "lib/price.js": PRICE(5) });
+  assert.deepEqual([repriced.entry, repriced.schedules], ["index.js", schedules]);
+  assert.deepEqual((await call("POST", `/v1/apps/${APP}/functions/priced`, TOKEN, { n: 3 })).body, { total: 15 });
 });
 
 step("the owner sees the queues with their counts, replays a dead letter and purges", async () => {
@@ -805,9 +983,13 @@ step("the viewer sees records, functions and queues, with nothing to change them
   await showRecords(viewer, "[data-test=page-next]", 2);
 
   await viewer.click("[data-test=tab-functions]");
+  await viewer.waitForSelector("[data-test=function-row][data-fn=greet]");
+  for (const control of ["new-function", "new-function-form"]) {
+    assert.equal(await viewer.locator(`[data-test=${control}]`).count(), 0, `the viewer has no ${control}`);
+  }
   await viewer.click("[data-test=function-link][data-fn=greet]");
   await viewer.waitForSelector("[data-test=function-source]");
-  for (const control of ["invoke-form", "rollback", "logs-section"]) {
+  for (const control of ["invoke-form", "rollback", "logs-section", "logs-outcome", "edit-function", "deploy-form"]) {
     assert.equal(await viewer.locator(`[data-test=${control}]`).count(), 0, `the viewer has no ${control}`);
   }
 
@@ -1060,6 +1242,13 @@ step("the owner saves realtime settings with a kind of channel, looks at its pre
   await owner.waitForSelector("[data-test=traffic-row][data-kind=message][data-channel='room:1']");
   assert.match(await text(owner, "[data-test=traffic-row]"), /seen live/);
   await owner.waitForSelector("[data-test=sockets-count][data-value='1']", { timeout: 10_000 });
+  // The live channels: room:1, with the console's watch as its subscriber and two messages.
+  await owner.click("[data-test=channels-section] .card-head button");
+  await owner.waitForSelector("[data-test=channel-row][data-channel='room:1']");
+  const channels = await call("GET", `/v1/admin/apps/${APP}/realtime/channels`, TOKEN);
+  assert.equal(channels.status, 200, JSON.stringify(channels.body));
+  assert.deepEqual(channels.body.channels, [{ name: "room:1", subscribers: 1, present: 0, seq: 2 }]);
+  assert.match(await text(owner, "[data-test=channel-row][data-channel='room:1']"), /room:1\s+1\s+0\s+2/);
   await owner.click("[data-test=sockets-section] .card-head button");
   await owner.waitForSelector("[data-test=socket-row]");
   const sockets = await call("GET", `/v1/admin/apps/${APP}/realtime/sockets`, TOKEN);
