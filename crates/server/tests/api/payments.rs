@@ -1155,6 +1155,16 @@ async fn a_deleted_apps_notifications_are_still_verified_and_answered() {
         state_of(&s, &id).await == "refunded"
     })
     .await;
+    // The order may be refunded by the refund's own answer before the platform has sent its
+    // notification: wait for that too.
+    eventually("the refund's notification", || async {
+        s.emulator.sent_notifications().await.iter().any(|n| {
+            n["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("REFUND.SUCCESS"))
+        })
+    })
+    .await;
     let sent = s.emulator.sent_notifications().await;
     let of = |event: &str| {
         sent.iter()
