@@ -3386,7 +3386,7 @@ function invokeForm(app, name, logs) {
     busy(form, output, async () => {
       const result = await api('POST', `/v1/apps/${path(app, 'functions', name)}`, parseObject(form.elements['invoke-event'].value));
       output.set(h('p', { class: 'muted' }, t('fn.result')), h('pre', { class: 'source', 'data-test': 'invoke-result' }, pretty(result)));
-    }).then(() => setTimeout(logs.load, 500)); // the log is written a few milliseconds after the call
+    }).then(() => logs.reloadSoon()); // the log is written a few milliseconds after the call
   return h(
     'section',
     { class: 'card' },
@@ -3497,6 +3497,7 @@ function logsSection(app, name) {
   };
   const refused = (error) => (error.status === 401 || error.status === 403) && stop();
   const stop = () => {
+    clearTimeout(soon);
     live?.close();
     live = null;
     if (leave === stop) leave = null;
@@ -3520,6 +3521,7 @@ function logsSection(app, name) {
   const start = () => {
     leave?.();
     leave = stop;
+    clearTimeout(soon);
     message.set();
     live = liveSocket(app, heard);
     // Filtered, with no entry shown: from the newest entry (not through all the others).
@@ -3542,7 +3544,13 @@ function logsSection(app, name) {
     list,
     h('div', { class: 'actions' }, older),
   );
-  section.load = () => live || load(); // following, the new entries come anyway
+  // After an invoke here: its entry, once written (unless following: it comes anyway). Following
+  // started or stopped since makes it moot: what it would show came or is not wanted.
+  let soon = null;
+  section.reloadSoon = () => {
+    clearTimeout(soon);
+    soon = setTimeout(() => live || load(), 500);
+  };
   stop();
   load();
   return section;
