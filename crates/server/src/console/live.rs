@@ -88,7 +88,7 @@ pub(super) async fn live(
             "the console's socket is opened by its page (no Origin)",
         ));
     }
-    same_origin(&headers)?;
+    same_origin(&headers, state.console_secure_cookie())?;
     let token = super::session_token(&headers)
         .ok_or_else(super::login_required)?
         .to_owned();

@@ -185,7 +185,8 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
     let write = !is_read(&parts.method);
     // A route that changes nothing is no change for the audit log, allowed or refused.
     let noted_change = write && !policy::changes_nothing(&method, &template);
-    if write && let Err(refused) = check_write(&parts.headers, &who) {
+    if write && let Err(refused) = check_write(&parts.headers, &who, state.console_secure_cookie())
+    {
         return refused.into_response();
     }
     let app = match crate::extract::app_param(&mut parts, &state).await {
@@ -325,8 +326,8 @@ fn session_token(headers: &HeaderMap) -> Option<&str> {
 
 /// A write must come from the console's own page: its origin (when a browser says it), and
 /// the session's CSRF token.
-fn check_write(headers: &HeaderMap, who: &SignedIn) -> Result<(), ApiError> {
-    same_origin(headers)?;
+fn check_write(headers: &HeaderMap, who: &SignedIn, https: bool) -> Result<(), ApiError> {
+    same_origin(headers, https)?;
     let given = headers
         .get(CSRF_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -342,8 +343,11 @@ fn check_write(headers: &HeaderMap, who: &SignedIn) -> Result<(), ApiError> {
 }
 
 /// Refuses a request a browser says came from another site: `Sec-Fetch-Site` other than
-/// `same-origin` (or `none`, typed by the person), or an `Origin` whose host is not this one.
-fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+/// `same-origin` (or `none`, typed by the person), or an `Origin` whose host is not this one,
+/// or whose scheme is not the console's: `https` when its cookie is `Secure` (so that a page
+/// served over plain HTTP on the same host and port cannot pass for it), else `http` or
+/// `https` (behind a proxy that ends TLS).
+fn same_origin(headers: &HeaderMap, https: bool) -> Result<(), ApiError> {
     let text = |name| {
         headers
             .get(name)
@@ -362,8 +366,15 @@ fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
         return cross("sec-fetch-site");
     }
     if let Some(origin) = text(ORIGIN.as_str()) {
-        let host = origin.split_once("://").map(|(_, host)| host);
-        if host.is_none() || host != text(HOST.as_str()) {
+        let Some((scheme, host)) = origin.split_once("://") else {
+            return cross("origin");
+        };
+        let scheme_ok = match scheme {
+            "https" => true,
+            "http" => !https,
+            _ => false,
+        };
+        if !scheme_ok || Some(host) != text(HOST.as_str()) {
             return cross("origin");
         }
     }
@@ -462,7 +473,7 @@ impl axum::extract::FromRequestParts<AppState> for Session {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let who = signed_in(state, parts).await?;
         if !is_read(&parts.method) {
-            check_write(&parts.headers, &who)?;
+            check_write(&parts.headers, &who, state.console_secure_cookie())?;
         }
         Ok(Session(who))
     }
@@ -507,7 +518,7 @@ async fn set_up(
     headers: HeaderMap,
     Json(body): Json<SetupBody>,
 ) -> Result<Response, ApiError> {
-    same_origin(&headers)?;
+    same_origin(&headers, state.console_secure_cookie())?;
     // Guesses at the admin token are logins too.
     state.limits().check_client(ip)?;
     let email = cloudlet_core::auth::policy::account_of(&body.email);
@@ -541,7 +552,7 @@ async fn log_in(
     headers: HeaderMap,
     Json(body): Json<LoginBody>,
 ) -> Result<Response, ApiError> {
-    same_origin(&headers)?;
+    same_origin(&headers, state.console_secure_cookie())?;
     let limits = state.limits();
     limits.check_client(ip)?;
     let account = cloudlet_core::auth::policy::account_of(&body.email);

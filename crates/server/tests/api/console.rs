@@ -1283,3 +1283,42 @@ async fn a_definition_is_checked_with_its_rule_errors_at_their_position_changing
     assert!(!actions.is_empty(), "the roles given are there");
     assert!(actions.iter().all(|a| !a.contains("/check")), "{actions:?}");
 }
+
+#[tokio::test]
+async fn a_console_behind_https_takes_writes_from_its_https_origin_only() {
+    let t = TestApp::builder()
+        .config(|c| c.console.secure_cookie = true)
+        .start()
+        .await;
+    let owner = set_up_owner(&t).await;
+    let host = owner.base.trim_start_matches("http://").to_owned();
+    let create = |name: &str, origin: String| {
+        owner
+            .http
+            .post(format!("{}/v1/admin/apps", owner.base))
+            .header(COOKIE, &owner.cookie)
+            .header("x-cloudlet-csrf", &owner.csrf)
+            .header("origin", origin)
+            .json(&json!({ "name": name }))
+    };
+    // The same host and port over plain HTTP is another origin: a page there must not pass.
+    create("b1", format!("http://{host}"))
+        .expect_error(StatusCode::FORBIDDEN, "csrf_failed")
+        .await;
+    create("b2", format!("ftp://{host}"))
+        .expect_error(StatusCode::FORBIDDEN, "csrf_failed")
+        .await;
+    create("b3", format!("https://{host}"))
+        .expect(StatusCode::CREATED)
+        .await;
+    // The live socket too.
+    assert_eq!(
+        live(&t, &owner, "b3", Some(&format!("http://{host}")))
+            .await
+            .err(),
+        Some(StatusCode::FORBIDDEN)
+    );
+    live(&t, &owner, "b3", Some(&format!("https://{host}")))
+        .await
+        .expect("a socket from the https origin");
+}
