@@ -262,6 +262,21 @@ def write_results(path, results):
     print(json.dumps(results, indent=2))
 
 
+def publish(section, result, table, out, no_docs, script=None):
+    """A run's results: printed only (`no_docs`), or written to `out` and, where
+    docs/performance.md has the section's markers, into it; then its table."""
+    if no_docs:
+        print(json.dumps(result, indent=2))
+    else:
+        write_results(out, result)
+        doc = open(os.path.join(ROOT, "docs/performance.md")).read()
+        if f"<!-- {section}:begin" in doc:
+            replace_docs_section(section, table, script)
+        else:
+            print(f"docs/performance.md has no {section} markers: table not written there", file=sys.stderr)
+    print("\n" + table)
+
+
 def replace_docs_section(name, text, script=None):
     """Replaces what stands between `<!-- {name}:begin …` and `<!-- {name}:end -->`; the section
     says it was written by `bench/{script}.py` (by default, the section's name)."""

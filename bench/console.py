@@ -39,7 +39,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from common import ROOT, fold, heading, meta, parse_args, replace_docs_section, write_results  # noqa: E402
+from common import ROOT, fold, heading, meta, parse_args, publish  # noqa: E402
 from data import pocketbase  # noqa: E402
 
 # Issue's targets for Cloudlet's console: the whole first load.
@@ -277,16 +277,7 @@ def main():
     print(assets_table(result["cloudlet"], "Cloudlet"), file=sys.stderr)
     print(assets_table(result["pocketbase"], "PocketBase"), file=sys.stderr)
     text = table(result)
-    if args.no_docs:
-        print(json.dumps(result, indent=2))
-    else:
-        write_results(args.out, result)
-        doc = open(os.path.join(ROOT, "docs/performance.md")).read()
-        if "<!-- console:begin" in doc:
-            replace_docs_section("console", text)
-        else:
-            print("docs/performance.md has no console markers: table not written there", file=sys.stderr)
-    print("\n" + text)
+    publish("console", result, text, args.out, args.no_docs)
 
 
 if __name__ == "__main__":

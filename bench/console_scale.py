@@ -57,8 +57,8 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from common import (ROOT, Client, fold, heading, meta, ms, parse_args, replace_docs_section, rss_kib,  # noqa: E402
-                    write_results)
+from common import (ROOT, Client, fold, heading, meta, ms, parse_args, publish,  # noqa: E402
+                    replace_docs_section, rss_kib)
 from console import cloudlet, free_ports  # noqa: E402
 from data import PB_ADMIN, parallel, pocketbase  # noqa: E402
 from realtime import CONFIG as REALTIME_CONFIG, harmonize  # noqa: E402
@@ -645,16 +645,7 @@ def main():
                           rows=args.rows, requests=args.requests, sockets=args.sockets, nofile=hard,
                           rt_requests=args.rt_requests, targets=TARGETS, versions=versions(args))
     table = text(result)
-    if args.no_docs:
-        print(json.dumps(result, indent=2))
-    else:
-        write_results(args.out, result)
-        doc = open(os.path.join(ROOT, "docs/performance.md")).read()
-        if "<!-- console_scale:begin" in doc:
-            replace_docs_section("console_scale", table)
-        else:
-            print("docs/performance.md has no console_scale markers: table not written there", file=sys.stderr)
-    print("\n" + table)
+    publish("console_scale", result, table, args.out, args.no_docs)
 
 
 if __name__ == "__main__":

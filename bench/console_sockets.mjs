@@ -21,6 +21,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import readline from 'node:readline';
+import { pool } from './pool.mjs';
 
 const s = JSON.parse(process.argv[2] || '{}');
 const require = createRequire(path.join(path.resolve(s.modules), 'noop.js'));
@@ -57,24 +58,6 @@ function call(method, urlPath, body) {
     if (data) req.write(data);
     req.end();
   });
-}
-
-// Runs `work(i)` for i in [0, count) with at most `width` at once; the errors are counted.
-async function pool(count, width, work) {
-  let next = 0, failed = 0;
-  const firstErrors = [];
-  await Promise.all(Array.from({ length: Math.min(width, count) }, async () => {
-    while (next < count) {
-      const i = next++;
-      try {
-        await work(i);
-      } catch (e) {
-        failed++;
-        if (firstErrors.length < 3) firstErrors.push(String(e.message || e));
-      }
-    }
-  }));
-  return { failed, firstErrors };
 }
 
 async function tokens(users) {

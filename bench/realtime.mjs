@@ -17,6 +17,7 @@ import http from 'node:http';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { pool } from './pool.mjs';
 
 const [mode, settingsText] = process.argv.slice(2);
 const s = JSON.parse(settingsText || '{}');
@@ -70,24 +71,6 @@ async function must(method, urlPath, body, expect, headers) {
   const res = await call(method, urlPath, body, headers);
   if (res.status !== expect) throw new Error(`${method} ${urlPath}: ${res.status} ${JSON.stringify(res.body).slice(0, 300)}`);
   return res.body;
-}
-
-// Runs `work(i)` for i in [0, count) with at most `width` at once; the errors are counted.
-async function pool(count, width, work) {
-  let next = 0, failed = 0;
-  const firstErrors = [];
-  await Promise.all(Array.from({ length: Math.min(width, count) }, async () => {
-    while (next < count) {
-      const i = next++;
-      try {
-        await work(i);
-      } catch (e) {
-        failed++;
-        if (firstErrors.length < 3) firstErrors.push(String(e.message || e));
-      }
-    }
-  }));
-  return { failed, firstErrors };
 }
 
 const admin = { authorization: `Bearer ${s.token}` };
