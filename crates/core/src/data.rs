@@ -5,17 +5,21 @@
 //! per schema version and applied inside the database: the list rule is ANDed into every
 //! listing, the view, update and delete rules guard their statements, and the create rule is
 //! checked on the inserted row before the write commits. A record a caller may not see answers
-//! exactly as a missing one does. Every committed write is published as a [`ChangeEvent`].
+//! exactly as a missing one does. Every write records its event in the app's event log in the
+//! same transaction, and rings ([`Data::rings`]) once it commits; the log is read back as
+//! [`ChangeEvent`]s in commit order ([`Data::changes_after`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cloudlet_query::{Bindings, Expr, FieldType, Limits, Predicate, QueryError, Schema};
 use cloudlet_store::{
-    AppName, BatchOp, BatchOutcome, CollectionRow, ColumnDef, ColumnType, Condition, Emit,
-    IndexDef, Record, RecordStore, Select, SortKey, SqlValue, StoreError, TableChange, TableDef,
+    AppName, BatchOp, BatchOutcome, Bell, CollectionRow, ColumnDef, ColumnType, Condition, Emit,
+    IndexDef, LogBounds, LogPosition, Record, RecordStore, Select, SortKey, SqlValue, StoreError,
+    TableChange, TableDef, Topic,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
@@ -263,7 +267,6 @@ enum RuleSql {
 /// A collection ready to serve: its definition, schema and compiled rules.
 #[derive(Debug)]
 struct Compiled {
-    name: String,
     def: CollectionDef,
     version: i64,
     schema: Arc<Schema>,
@@ -272,7 +275,7 @@ struct Compiled {
 }
 
 impl Compiled {
-    fn new(name: &str, mut def: CollectionDef, version: i64) -> Result<Self, DataError> {
+    fn new(mut def: CollectionDef, version: i64) -> Result<Self, DataError> {
         let invalid = |m: String| DataError::InvalidCollection(m);
         if def.fields.len() > MAX_FIELDS {
             return Err(invalid(format!("at most {MAX_FIELDS} fields")));
@@ -352,7 +355,6 @@ impl Compiled {
             rules.insert(action, rule);
         }
         Ok(Compiled {
-            name: name.to_owned(),
             def,
             version,
             schema,
@@ -489,7 +491,7 @@ fn has_nul(value: &Json) -> bool {
 pub fn table_of(row: &CollectionRow) -> Result<TableDef, DataError> {
     let def: CollectionDef = serde_json::from_str(&row.definition)
         .map_err(|e| DataError::Store(StoreError::Task(format!("stored definition: {e}"))))?;
-    Ok(Compiled::new(&row.name, def, row.version)?.table())
+    Ok(Compiled::new(def, row.version)?.table())
 }
 
 /// A record from its stored columns as an event holds them.
@@ -549,7 +551,7 @@ pub enum Operation {
     Delete,
 }
 
-/// A committed write.
+/// A committed write, as read from the event log.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChangeEvent {
     pub app: AppName,
@@ -677,7 +679,13 @@ struct Inner {
     random: Arc<dyn Random>,
     /// Compiled collections per app, loaded on first use.
     cache: Mutex<HashMap<AppName, AppCollections>>,
-    events: broadcast::Sender<ChangeEvent>,
+    /// Moved on by every [`Data::forget_app`]: a load that read the store before it is not
+    /// kept (it may hold what the forgetting replaced).
+    generation: std::sync::atomic::AtomicU64,
+    /// Rung with the app of every committed write ([`Data::rings`]).
+    events: broadcast::Sender<AppName>,
+    /// The other nodes' doorbell, set by the composition root.
+    bell: std::sync::OnceLock<Arc<dyn Bell>>,
     /// Which functions a write triggers, set once the functions service exists.
     triggers: std::sync::OnceLock<Arc<dyn Triggers>>,
     /// Who may view which file, set once the files service exists.
@@ -758,10 +766,17 @@ impl Data {
             clock,
             random,
             cache: Mutex::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
             events,
+            bell: std::sync::OnceLock::new(),
             triggers: std::sync::OnceLock::new(),
             files: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Rings the other nodes on every write and collection change. Set once.
+    pub fn set_bell(&self, bell: Arc<dyn Bell>) {
+        let _ = self.0.bell.set(bell);
     }
 
     /// Connects `file` fields to the files service, which says who may view which file.
@@ -816,17 +831,28 @@ impl Data {
 
     /// What a write records for its triggers, at the depth of the running trigger (0 outside
     /// one).
+    ///
+    /// Every write records its event, triggering or not: the log is also what realtime
+    /// subscribers read, in commit order, and resume from.
     async fn emit(
         &self,
         app: &AppName,
         collection: &str,
         operation: Operation,
-    ) -> Result<Option<(Emit, HintTicket)>, DataError> {
-        let Some(triggers) = self.0.triggers.get() else {
-            return Ok(None);
-        };
+    ) -> Result<(Option<Emit>, Option<HintTicket>), DataError> {
         let depth = TRIGGER_DEPTH.try_with(|depth| *depth).unwrap_or(0);
-        Ok(triggers.emit_for(app, collection, operation, depth).await?)
+        if let Some(triggers) = self.0.triggers.get()
+            && let Some((emit, ticket)) =
+                triggers.emit_for(app, collection, operation, depth).await?
+        {
+            return Ok((Some(emit), Some(ticket)));
+        }
+        let logged = Emit {
+            depth: i64::from(depth),
+            at_ms: self.0.clock.now().unix_ms(),
+            deliveries: Vec::new(),
+        };
+        Ok((Some(logged), None))
     }
 
     /// Records an event no write causes (`realtime.connect`, `realtime.disconnect`) for the
@@ -924,49 +950,122 @@ impl Data {
         Ok(Some((payload, depth)))
     }
 
-    /// Every committed write, as it happens. A slow subscriber misses events (it is told).
-    pub fn subscribe(&self) -> broadcast::Receiver<ChangeEvent> {
+    /// The app of every committed write, as it happens: a ring to read the app's event log
+    /// ([`Data::changes_after`]). A slow subscriber misses rings (it is told), never changes.
+    pub fn rings(&self) -> broadcast::Receiver<AppName> {
         self.0.events.subscribe()
     }
 
-    /// Drops what is cached for an app: after its collections change, or it is deleted.
+    /// The app's record changes after `after` in the event log, in commit order, from at most
+    /// `limit` events read (events of other kinds are passed over): each with its position,
+    /// the records as the API shows them.
+    pub async fn changes_after(
+        &self,
+        app: &AppName,
+        after: LogPosition,
+        limit: usize,
+    ) -> Result<ChangesPage, DataError> {
+        let page = self.0.records.events_after(app, after, limit).await?;
+        let mut changes = ChangesPage {
+            reached: page.events.last().map_or(after, |e| e.position()),
+            full: page.events.len() >= limit,
+            pending: page.pending,
+            changes: Vec::new(),
+        };
+        for event in page.events {
+            let operation = match event.kind.as_str() {
+                "records.create" => Operation::Create,
+                "records.update" => Operation::Update,
+                "records.delete" => Operation::Delete,
+                _ => continue,
+            };
+            let payload: Json = serde_json::from_str(&event.payload)
+                .map_err(|e| DataError::Store(StoreError::Task(format!("stored event: {e}"))))?;
+            let collection = payload["collection"].as_str().unwrap_or_default();
+            // The records as the API shows them; as stored if the collection is gone (its
+            // watchers' subscriptions end when the change is prepared).
+            let compiled = self.collection(app, collection).await.ok();
+            let side = |name: &str| {
+                let columns = payload[name].as_object()?;
+                Some(match &compiled {
+                    Some(compiled) => record_json(compiled, &stored_record(columns)),
+                    None => Json::Object(columns.clone()),
+                })
+            };
+            changes.changes.push((
+                event.position(),
+                ChangeEvent {
+                    app: app.clone(),
+                    collection: collection.to_owned(),
+                    id: payload["id"].as_str().unwrap_or_default().to_owned(),
+                    operation,
+                    old: side("old"),
+                    new: side("new"),
+                    depth: u8::try_from(event.depth).unwrap_or(u8::MAX),
+                },
+            ));
+        }
+        Ok(changes)
+    }
+
+    /// Where the app's event log was swept to and where it ends.
+    pub async fn log_bounds(&self, app: &AppName) -> Result<LogBounds, DataError> {
+        Ok(self.0.records.event_bounds(app).await?)
+    }
+
+    /// Drops what is cached for an app: after its collections change (here or on another
+    /// node), or it is deleted.
     pub fn forget_app(&self, app: &AppName) {
-        self.0
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(app);
+        let mut cache = self.0.cache.lock().unwrap_or_else(|p| p.into_inner());
+        self.0.generation.fetch_add(1, Ordering::AcqRel);
+        cache.remove(app);
+    }
+
+    /// Drops every app's cached collections (another node's changes may have been missed).
+    pub fn forget_all(&self) {
+        let mut cache = self.0.cache.lock().unwrap_or_else(|p| p.into_inner());
+        self.0.generation.fetch_add(1, Ordering::AcqRel);
+        cache.clear();
+    }
+
+    /// After a change of the app's collections here: forgotten, and the other nodes told.
+    fn collections_changed(&self, app: &AppName) {
+        self.forget_app(app);
+        if let Some(bell) = self.0.bell.get() {
+            bell.ring(app, Topic::Collections);
+        }
+    }
+
+    /// Another node wrote to the app: its event log has more (rings this node's readers).
+    pub fn heard(&self, app: &AppName) {
+        let _ = self.0.events.send(app.clone());
     }
 
     async fn collections_of(
         &self,
         app: &AppName,
     ) -> Result<Arc<HashMap<String, Arc<Compiled>>>, DataError> {
-        if let Some(cached) = self
-            .0
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(app)
-        {
-            return Ok(Arc::clone(cached));
-        }
+        let generation = {
+            let cache = self.0.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(cached) = cache.get(app) {
+                return Ok(Arc::clone(cached));
+            }
+            self.0.generation.load(Ordering::Acquire)
+        };
         let mut loaded = HashMap::new();
         for row in self.0.records.collections(app).await? {
             let def: CollectionDef = serde_json::from_str(&row.definition).map_err(|e| {
                 DataError::Store(StoreError::Task(format!("stored definition: {e}")))
             })?;
-            loaded.insert(
-                row.name.clone(),
-                Arc::new(Compiled::new(&row.name, def, row.version)?),
-            );
+            loaded.insert(row.name.clone(), Arc::new(Compiled::new(def, row.version)?));
         }
         let loaded = Arc::new(loaded);
-        self.0
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(app.to_owned(), Arc::clone(&loaded));
+        let mut cache = self.0.cache.lock().unwrap_or_else(|p| p.into_inner());
+        // Kept only if nothing was forgotten since the read began: otherwise the read may
+        // hold what a change replaced, and the next use reads again.
+        if self.0.generation.load(Ordering::Acquire) == generation {
+            cache.insert(app.to_owned(), Arc::clone(&loaded));
+        }
         Ok(loaded)
     }
 
@@ -993,7 +1092,7 @@ impl Data {
             ..def
         };
         if let Some(existing) = self.collections_of(app).await?.get(name).cloned() {
-            let compiled = Compiled::new(name, def, existing.version + 1)?;
+            let compiled = Compiled::new(def, existing.version + 1)?;
             if existing.def == compiled.def {
                 return Ok((view(name, &existing), false));
             }
@@ -1006,11 +1105,11 @@ impl Data {
                 version: compiled.version,
             };
             let altered = self.0.records.alter_collection(app, row, change).await;
-            self.forget_app(app);
+            self.collections_changed(app);
             altered?;
             return Ok((view(name, &compiled), false));
         }
-        let compiled = Compiled::new(name, def, 1)?;
+        let compiled = Compiled::new(def, 1)?;
         if self.collections_of(app).await?.len() >= MAX_COLLECTIONS {
             return Err(DataError::InvalidCollection(format!(
                 "an app has at most {MAX_COLLECTIONS} collections"
@@ -1028,7 +1127,7 @@ impl Data {
             .records
             .create_collection(app, row, compiled.table())
             .await;
-        self.forget_app(app);
+        self.collections_changed(app);
         match created {
             Ok(()) => Ok((view(name, &compiled), true)),
             Err(StoreError::Conflict) => Err(DataError::CollectionExists(name.to_owned())),
@@ -1051,11 +1150,11 @@ impl Data {
         };
         match self.collections_of(app).await?.get(name).cloned() {
             None => {
-                Compiled::new(name, def, 1)?;
+                Compiled::new(def, 1)?;
                 Ok(Plan::Create)
             }
             Some(existing) => {
-                let compiled = Compiled::new(name, def, existing.version + 1)?;
+                let compiled = Compiled::new(def, existing.version + 1)?;
                 if existing.def == compiled.def {
                     return Ok(Plan::Unchanged);
                 }
@@ -1085,7 +1184,7 @@ impl Data {
 
     pub async fn drop_collection(&self, app: &AppName, name: &str) -> Result<(), DataError> {
         let dropped = self.0.records.drop_collection(app, name).await?;
-        self.forget_app(app);
+        self.collections_changed(app);
         if dropped {
             Ok(())
         } else {
@@ -1280,8 +1379,7 @@ impl Data {
                     let (emit, ticket) = self
                         .emit(app, &name, Operation::Create)
                         .await
-                        .map_err(in_batch)?
-                        .unzip();
+                        .map_err(in_batch)?;
                     tickets.extend(ticket);
                     BatchOp::Insert {
                         collection: name,
@@ -1300,8 +1398,7 @@ impl Data {
                     let (emit, ticket) = self
                         .emit(app, &name, Operation::Update)
                         .await
-                        .map_err(in_batch)?
-                        .unzip();
+                        .map_err(in_batch)?;
                     tickets.extend(ticket);
                     BatchOp::Update {
                         collection: name,
@@ -1320,8 +1417,7 @@ impl Data {
                     let (emit, ticket) = self
                         .emit(app, &name, Operation::Delete)
                         .await
-                        .map_err(in_batch)?
-                        .unzip();
+                        .map_err(in_batch)?;
                     tickets.extend(ticket);
                     BatchOp::Delete {
                         collection: name,
@@ -1347,40 +1443,15 @@ impl Data {
             },
             other => DataError::from(other),
         })?;
+        self.ring(app);
         let mut results = Vec::with_capacity(outcomes.len());
         for (outcome, compiled) in outcomes.iter().zip(&collections) {
-            let name = &compiled.name;
             match outcome {
-                BatchOutcome::Inserted(record) => {
-                    let created = record_json(compiled, record);
-                    let id = created["id"].as_str().unwrap_or_default().to_owned();
-                    self.publish(
-                        app,
-                        name,
-                        &id,
-                        Operation::Create,
-                        None,
-                        Some(created.clone()),
-                    );
-                    results.push(created);
-                }
-                BatchOutcome::Updated(old, new) => {
-                    let (old, new) = (record_json(compiled, old), record_json(compiled, new));
-                    let id = new["id"].as_str().unwrap_or_default().to_owned();
-                    self.publish(
-                        app,
-                        name,
-                        &id,
-                        Operation::Update,
-                        Some(old),
-                        Some(new.clone()),
-                    );
-                    results.push(new);
+                BatchOutcome::Inserted(record) | BatchOutcome::Updated(_, record) => {
+                    results.push(record_json(compiled, record));
                 }
                 BatchOutcome::Deleted(old) => {
-                    let old = record_json(compiled, old);
-                    let id = old["id"].as_str().unwrap_or_default().to_owned();
-                    self.publish(app, name, &id, Operation::Delete, Some(old), None);
+                    let id = record_json(compiled, old)["id"].clone();
                     results.push(serde_json::json!({ "id": id, "deleted": true }));
                 }
             }
@@ -1398,8 +1469,8 @@ impl Data {
         admit(app, actor)?;
         let compiled = self.collection(app, collection).await?;
         self.check_file_fields(app, &compiled, actor, &data).await?;
-        let (id, record, check) = self.new_record(&compiled, actor, &data)?;
-        let (emit, ticket) = self.emit(app, collection, Operation::Create).await?.unzip();
+        let (_, record, check) = self.new_record(&compiled, actor, &data)?;
+        let (emit, ticket) = self.emit(app, collection, Operation::Create).await?;
         match self
             .0
             .records
@@ -1411,16 +1482,8 @@ impl Data {
             Err(e) => return Err(e.into()),
         }
         self.emitted(app, ticket.into_iter().collect()).await;
-        let created = record_json(&compiled, &record);
-        self.publish(
-            app,
-            collection,
-            &id,
-            Operation::Create,
-            None,
-            Some(created.clone()),
-        );
-        Ok(created)
+        self.ring(app);
+        Ok(record_json(&compiled, &record))
     }
 
     pub async fn get(
@@ -1467,24 +1530,16 @@ impl Data {
         record_id(id)?;
         self.check_file_fields(app, &compiled, actor, &data).await?;
         let (condition, set) = self.changes(&compiled, actor, &data)?;
-        let (emit, ticket) = self.emit(app, collection, Operation::Update).await?.unzip();
+        let (emit, ticket) = self.emit(app, collection, Operation::Update).await?;
         let updated = self
             .0
             .records
             .update(app, collection, id, condition, set, emit)
             .await;
         self.emitted(app, ticket.into_iter().collect()).await;
-        let (old, new) = updated?.ok_or(DataError::RecordNotFound)?;
-        let (old, new) = (record_json(&compiled, &old), record_json(&compiled, &new));
-        self.publish(
-            app,
-            collection,
-            id,
-            Operation::Update,
-            Some(old),
-            Some(new.clone()),
-        );
-        Ok(new)
+        let (_, new) = updated?.ok_or(DataError::RecordNotFound)?;
+        self.ring(app);
+        Ok(record_json(&compiled, &new))
     }
 
     pub async fn delete(
@@ -1500,22 +1555,15 @@ impl Data {
         let condition = self
             .rule(&compiled, "delete", actor, None)
             .ok_or(DataError::RecordNotFound)?;
-        let (emit, ticket) = self.emit(app, collection, Operation::Delete).await?.unzip();
+        let (emit, ticket) = self.emit(app, collection, Operation::Delete).await?;
         let deleted = self
             .0
             .records
             .delete(app, collection, id, condition, emit)
             .await;
         self.emitted(app, ticket.into_iter().collect()).await;
-        let old = deleted?.ok_or(DataError::RecordNotFound)?;
-        self.publish(
-            app,
-            collection,
-            id,
-            Operation::Delete,
-            Some(record_json(&compiled, &old)),
-            None,
-        );
+        deleted?.ok_or(DataError::RecordNotFound)?;
+        self.ring(app);
         Ok(())
     }
 
@@ -1710,25 +1758,14 @@ impl Data {
         })
     }
 
-    fn publish(
-        &self,
-        app: &AppName,
-        collection: &str,
-        id: &str,
-        operation: Operation,
-        old: Option<Json>,
-        new: Option<Json>,
-    ) {
-        // No subscriber is fine: nothing consumes events yet.
-        let _ = self.0.events.send(ChangeEvent {
-            app: app.to_owned(),
-            collection: collection.to_owned(),
-            id: id.to_owned(),
-            operation,
-            old,
-            new,
-            depth: TRIGGER_DEPTH.try_with(|depth| *depth).unwrap_or(0),
-        });
+    /// Rings for the app's event log to be read: a write committed (its changes are in the
+    /// log, which is what readers read).
+    fn ring(&self, app: &AppName) {
+        // No subscriber is fine: the realtime hub may not be running.
+        let _ = self.0.events.send(app.clone());
+        if let Some(bell) = self.0.bell.get() {
+            bell.ring(app, Topic::Records);
+        }
     }
 }
 
@@ -1857,6 +1894,19 @@ impl Data {
             _ => None,
         })
     }
+}
+
+/// Record changes read from the event log ([`Data::changes_after`]).
+#[derive(Debug)]
+pub struct ChangesPage {
+    /// The changes, each with its place in the log.
+    pub changes: Vec<(LogPosition, ChangeEvent)>,
+    /// The position of the last event read (of any kind), or where the read started.
+    pub reached: LogPosition,
+    /// As many events were read as asked for: there may be more.
+    pub full: bool,
+    /// Later events are committed but not yet in order: read again shortly.
+    pub pending: bool,
 }
 
 /// A change ready to be judged for each watcher ([`Data::prepare`]).

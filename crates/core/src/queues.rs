@@ -333,6 +333,10 @@ struct Inner {
     random: Arc<dyn Random>,
     /// Each app's declared queues, loaded on first use.
     declared: Mutex<HashMap<AppName, Arc<HashMap<String, QueueSettings>>>>,
+    /// Moved on whenever declarations are forgotten: a load that read before is not kept.
+    generation: std::sync::atomic::AtomicU64,
+    /// The other nodes' doorbell, set by the composition root.
+    bell: std::sync::OnceLock<Arc<dyn cloudlet_store::Bell>>,
     doorbell: Notify,
     triggers: QueueSettings,
     messages: QueueSettings,
@@ -381,6 +385,8 @@ impl Queues {
             clock,
             random,
             declared: Mutex::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            bell: std::sync::OnceLock::new(),
             doorbell: Notify::new(),
             triggers: trigger_settings(trigger_visibility_secs),
             messages: message_settings(),
@@ -423,16 +429,24 @@ impl Queues {
         &self,
         app: &AppName,
     ) -> Result<Arc<HashMap<String, QueueSettings>>, QueueError> {
-        if let Some(found) = lock(&self.0.declared).get(app) {
-            return Ok(Arc::clone(found));
-        }
+        let generation = {
+            let declared = lock(&self.0.declared);
+            if let Some(found) = declared.get(app) {
+                return Ok(Arc::clone(found));
+            }
+            self.0.generation.load(std::sync::atomic::Ordering::Acquire)
+        };
         let mut loaded = HashMap::new();
         for row in self.0.store.queues(app).await? {
             let settings = serde_json::from_str(&row.settings).unwrap_or_default();
             loaded.insert(row.name, settings);
         }
         let loaded = Arc::new(loaded);
-        lock(&self.0.declared).insert(app.clone(), Arc::clone(&loaded));
+        let mut declared = lock(&self.0.declared);
+        // Not kept if declarations were forgotten since the read began (it may be older).
+        if self.0.generation.load(std::sync::atomic::Ordering::Acquire) == generation {
+            declared.insert(app.clone(), Arc::clone(&loaded));
+        }
         Ok(loaded)
     }
 
@@ -452,8 +466,39 @@ impl Queues {
 
     /// Forgets what is kept of an app (it was deleted).
     pub fn forget(&self, app: &AppName) {
-        lock(&self.0.declared).remove(app);
+        self.heard(app);
         lock(&self.0.pulses).remove(app);
+    }
+
+    /// Rings the other nodes whenever a queue is declared or deleted here. Set once.
+    pub fn set_bell(&self, bell: Arc<dyn cloudlet_store::Bell>) {
+        let _ = self.0.bell.set(bell);
+    }
+
+    /// Forgets the app's declared queues: another node changed them.
+    pub fn heard(&self, app: &AppName) {
+        let mut declared = lock(&self.0.declared);
+        self.0
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        declared.remove(app);
+    }
+
+    /// Forgets every app's declared queues (another node's changes may have been missed).
+    pub fn heard_everything(&self) {
+        let mut declared = lock(&self.0.declared);
+        self.0
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        declared.clear();
+    }
+
+    /// After a queue of the app is declared or deleted here: forgotten, the nodes told.
+    fn declarations_changed(&self, app: &AppName) {
+        self.forget(app);
+        if let Some(bell) = self.0.bell.get() {
+            bell.ring(app, cloudlet_store::Topic::Queues);
+        }
     }
 
     /// Makes the control plane's hint for `app` no later than `at_ms`, before the write that
@@ -550,7 +595,7 @@ impl Queues {
                 },
             )
             .await?;
-        self.forget(app);
+        self.declarations_changed(app);
         Ok((self.view(app, name).await?, created))
     }
 
@@ -561,7 +606,7 @@ impl Queues {
             )));
         }
         let deleted = self.0.store.delete_queue(app, name).await?;
-        self.forget(app);
+        self.declarations_changed(app);
         if !deleted {
             return Err(QueueError::NotFound(name.to_owned()));
         }

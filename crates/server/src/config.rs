@@ -52,6 +52,10 @@ pub struct DatabaseConfig {
     /// How long a request waits for a free connection before `503 database_unavailable`, in
     /// seconds.
     pub pool_wait_secs: f64,
+    /// Whether several nodes may serve the database at once (PostgreSQL only). Off, a node
+    /// refuses to start while another serves it. On, nodes keep their caches in step through
+    /// the database's doorbell; what is still per node is listed in docs/operations.md.
+    pub shared: bool,
 }
 
 impl Default for DatabaseConfig {
@@ -60,6 +64,7 @@ impl Default for DatabaseConfig {
             url: DatabaseUrl::default(),
             pool_size: 16,
             pool_wait_secs: 5.0,
+            shared: false,
         }
     }
 }
@@ -592,6 +597,14 @@ impl Config {
             key: "database.url",
             message,
         })?;
+        if self.database.shared && self.database.url.postgres().is_none() {
+            return Err(ConfigError::Invalid {
+                key: "database.shared",
+                message: "several nodes share a PostgreSQL database: set database.url too \
+                          (SQLite in a data directory serves one node)"
+                    .into(),
+            });
+        }
         within("database.pool_size", self.database.pool_size, 1, 1000)?;
         within(
             "database.pool_wait_secs",
@@ -980,6 +993,22 @@ mod tests {
                 .to_string()
                 .contains("console.audit_days")
         );
+    }
+
+    #[test]
+    fn a_shared_database_is_a_postgresql_one() {
+        let error = parse("[database]\nshared = true\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("database.shared"), "{error}");
+        let config =
+            parse("[database]\nshared = true\nurl = \"postgres://db.internal/cloudlet\"\n")
+                .unwrap();
+        config.validate().unwrap();
+        assert!(config.database.shared);
+        assert!(!parse("").unwrap().database.shared, "one node by default");
     }
 
     #[test]

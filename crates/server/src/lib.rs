@@ -22,6 +22,7 @@ mod memory;
 mod messages;
 mod metrics;
 pub mod migrate;
+mod nodes;
 mod openapi;
 mod payments;
 mod queues;
@@ -56,8 +57,9 @@ use cloudlet_core::sites::Sites;
 use cloudlet_store::postgres::{Postgres, PostgresOptions};
 use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
 use cloudlet_store::{
-    BlobStore, ConsoleStore, DataDir, FileStore, FunctionStore, LocalBlobs, PaymentStore,
-    QueueStore, RecordStore, S3Blobs, SiteStore, StoreError, SystemStore, TenantStore, UserStore,
+    Bell, BlobStore, ConsoleStore, DataDir, FileStore, FunctionStore, LocalBlobs, NoBell,
+    PaymentStore, QueueStore, RecordStore, S3Blobs, SiteStore, StoreError, SystemStore,
+    TenantStore, UserStore,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -210,6 +212,8 @@ struct Storage {
     system: Arc<dyn SystemStore>,
     console: Arc<dyn ConsoleStore>,
     apps: AppStores,
+    /// Rings the other nodes of a shared database (none on SQLite).
+    bell: Arc<dyn Bell>,
 }
 
 /// Every per-app store, as the one backend that implements them all.
@@ -291,7 +295,12 @@ async fn open_storage(config: &Config, options: &StartOptions) -> Result<Storage
             max_open: config.apps.max_open,
         })
         .await?;
-        postgres.claim_sole_node().await?;
+        if !config.database.shared {
+            postgres.claim_sole_node().await?;
+        }
+        let mut node = [0u8; 8];
+        OsRandom.fill(&mut node);
+        let bell = postgres.bell(format!("{:016x}", u64::from_le_bytes(node)));
         let postgres = Arc::new(postgres);
         return Ok(Storage {
             data_dir,
@@ -299,6 +308,7 @@ async fn open_storage(config: &Config, options: &StartOptions) -> Result<Storage
             system: postgres.clone(),
             console: postgres.clone(),
             apps: AppStores::of(postgres),
+            bell,
         });
     }
     let opening = config.clone();
@@ -325,6 +335,7 @@ async fn open_storage(config: &Config, options: &StartOptions) -> Result<Storage
         system: system.clone(),
         console: system,
         apps: AppStores::of(Arc::new(tenants)),
+        bell: Arc::new(NoBell::default()),
     })
 }
 
@@ -358,6 +369,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         system,
         console: console_store,
         apps: stores,
+        bell,
     } = open_storage(&config, &options).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let random: Arc<dyn Random> = Arc::new(OsRandom);
@@ -476,6 +488,11 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     data.set_files(Arc::new(files.clone()));
     payments.set_triggers(Arc::clone(&routing) as Arc<dyn cloudlet_core::data::Triggers>);
     auth.set_triggers(routing);
+    data.set_bell(Arc::clone(&bell));
+    functions.set_bell(Arc::clone(&bell));
+    auth.set_bell(Arc::clone(&bell));
+    queues.set_bell(Arc::clone(&bell));
+    hub.set_bell(Arc::clone(&bell));
     let apps = Apps::new(
         Arc::clone(&system),
         Arc::clone(&tenant_store),
@@ -572,6 +589,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     tasks.spawn(functions::run_schedules(state.clone(), shutdown_rx.clone()));
     tasks.spawn(queues::run_dispatcher(state.clone(), shutdown_rx.clone()));
     tasks.spawn(run_realtime(hub, state.auth().clone(), shutdown_rx.clone()));
+    tasks.spawn(nodes::hear(state.clone(), bell, shutdown_rx.clone()));
     let (stop_log, log_stopped) = tokio::sync::oneshot::channel::<()>();
     let log = tokio::spawn(log_writer.run(async move {
         let _ = log_stopped.await;

@@ -16,8 +16,8 @@ use axum::response::Response;
 use cloudlet_core::access::Caller;
 use cloudlet_core::apps::AppName;
 use cloudlet_core::realtime::{
-    ChannelName, ChannelsPage, Close, ConnectionId, Hub, MAX_PRESENCE_PAGE, MAX_SOCKETS_PAGE,
-    Outbound, PresencePage, RealtimeError, Resume, SettingsBody, SocketsPage,
+    ChannelName, ChannelsPage, Close, ConnectionId, Hub, Joined, MAX_PRESENCE_PAGE,
+    MAX_SOCKETS_PAGE, Outbound, PresencePage, RealtimeError, Resume, SettingsBody, SocketsPage,
 };
 use futures_util::SinkExt;
 use serde::Deserialize;
@@ -428,7 +428,9 @@ impl From<RealtimeError> for Refusal {
                 "subscription_exists"
             }
             RealtimeError::NoSubscription => "no_subscription",
-            RealtimeError::NotAChannel(_) | RealtimeError::InvalidState => "invalid_message",
+            RealtimeError::NotAChannel(_)
+            | RealtimeError::InvalidState
+            | RealtimeError::InvalidResume => "invalid_message",
             RealtimeError::TooManyConnections(_) | RealtimeError::AppFull(_) => {
                 "too_many_connections"
             }
@@ -450,7 +452,9 @@ impl From<RealtimeError> for ApiError {
             RealtimeError::TooManyChannels => Code::TooManyChannels,
             RealtimeError::PresenceFull => Code::PresenceFull,
             RealtimeError::InvalidSettings(_) => Code::InvalidRealtimeSettings,
-            RealtimeError::InvalidState | RealtimeError::NotAChannel(_) => Code::InvalidBody,
+            RealtimeError::InvalidState
+            | RealtimeError::NotAChannel(_)
+            | RealtimeError::InvalidResume => Code::InvalidBody,
             RealtimeError::TooManySubscriptions
             | RealtimeError::SubscriptionExists
             | RealtimeError::JoinedAlready
@@ -811,7 +815,9 @@ impl Session {
         self.publishes.1 <= MAX_PUBLISHES_PER_SECOND
     }
 
-    /// Subscribes to a collection's changes; false when the socket is gone.
+    /// Subscribes to a collection's changes: `subscribed`, then what the client missed since
+    /// `after`, in order, or a `reset` if the log no longer holds it; false when the socket is
+    /// gone.
     async fn subscribe(
         &mut self,
         id: ConnectionId,
@@ -819,16 +825,14 @@ impl Session {
         sub: &str,
         collection: &str,
         filter: Option<String>,
+        after: Option<Resume>,
     ) -> bool {
         match self
             .hub
-            .subscribe(id, caller, sub, collection, filter.as_deref())
+            .subscribe(id, caller, sub, collection, filter.as_deref(), after)
             .await
         {
-            Ok(epoch) => {
-                self.send(json!({ "type": "subscribed", "id": sub, "epoch": epoch }))
-                    .await
-            }
+            Ok(joined) => self.joined(sub, joined).await,
             Err(e) => self.refuse(e.into(), Some(sub)).await,
         }
     }
@@ -844,16 +848,25 @@ impl Session {
         presence: bool,
         after: Option<Resume>,
     ) -> bool {
-        let joined = match self
+        match self
             .hub
             .join(id, caller, sub, channel, presence, after)
             .await
         {
-            Ok(joined) => joined,
-            Err(e) => return self.refuse(e.into(), Some(sub)).await,
-        };
-        let subscribed =
+            Ok(joined) => self.joined(sub, joined).await,
+            Err(e) => self.refuse(e.into(), Some(sub)).await,
+        }
+    }
+
+    /// Answers a subscription's start: `subscribed` (with its place in the log, for a
+    /// collection's), what the client missed, then the `reset` if it missed too much; false
+    /// when the socket is gone.
+    async fn joined(&mut self, sub: &str, joined: Joined) -> bool {
+        let mut subscribed =
             json!({ "type": "subscribed", "id": sub, "epoch": joined.epoch, "seq": joined.seq });
+        if let Some(pos) = &joined.pos {
+            subscribed["pos"] = json!(pos);
+        }
         if !self.send(subscribed).await {
             return false;
         }
@@ -923,8 +936,10 @@ impl Session {
                     Err(refusal) => return self.refuse(refusal, None).await,
                 };
                 let target = match (collection, channel, direct) {
-                    (Some(collection), None, false) if !presence && after.is_none() => {
-                        return self.subscribe(id, caller, &sub, &collection, filter).await;
+                    (Some(collection), None, false) if !presence => {
+                        return self
+                            .subscribe(id, caller, &sub, &collection, filter, after)
+                            .await;
                     }
                     (None, Some(channel), false) if filter.is_none() => channel_name(&channel),
                     (None, None, true) if filter.is_none() => match caller {

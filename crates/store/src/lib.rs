@@ -19,6 +19,7 @@
 //! `cloudlet-core`.
 
 mod app_name;
+pub mod bell;
 pub mod blobs;
 mod console;
 mod data_dir;
@@ -38,6 +39,7 @@ pub mod transfer;
 mod users;
 
 pub use app_name::{AppName, InvalidAppName};
+pub use bell::{Bell, NoBell, Ring, Topic, Topics};
 pub use blobs::{
     Blob, BlobKey, BlobStore, ByteStream, FileId, LocalBlobs, S3Blobs, S3Settings, Variant,
 };
@@ -61,8 +63,9 @@ pub use queues::{
 };
 pub use records::{
     BatchOp, BatchOutcome, CollectionRow, ColumnDef, ColumnType, Condition, Emit, EventRow,
-    IndexDef, REALTIME_CONNECTED, REALTIME_DISCONNECTED, Record, RecordStore, Select, SortKey,
-    SqlValue, TRIGGER_QUEUE, TableChange, TableDef, TriggerDelivery,
+    EventsPage, IndexDef, LogBounds, LogPosition, REALTIME_CONNECTED, REALTIME_DISCONNECTED,
+    Record, RecordStore, Select, SortKey, SqlValue, TRIGGER_QUEUE, TableChange, TableDef,
+    TriggerDelivery,
 };
 pub use sites::{SiteFile, SiteStore};
 pub use sqlite::Durability;

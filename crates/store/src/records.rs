@@ -110,9 +110,78 @@ pub struct TriggerDelivery {
     pub max_attempts: i64,
 }
 
+/// A place in an app's event log. Events are read in this order, and it is the order their
+/// transactions committed in as far as any reader can tell: on SQLite the sequence alone (one
+/// writer; `tx` is 0), on PostgreSQL the writing transaction's id, then the sequence, read only
+/// below the oldest write transaction still running, so that no event can later appear before
+/// one already read (see `docs/architecture.md`). Shown as `{tx}.{seq}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct LogPosition {
+    pub tx: i64,
+    pub seq: i64,
+}
+
+impl LogPosition {
+    /// `{tx}.{seq}`, two non-negative integers; `None` for anything else.
+    pub fn parse(text: &str) -> Option<LogPosition> {
+        let (tx, seq) = text.split_once('.')?;
+        let number = |digits: &str| {
+            (!digits.is_empty() && digits.len() <= 19 && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| digits.parse::<i64>().ok())
+                .flatten()
+        };
+        Some(LogPosition {
+            tx: number(tx)?,
+            seq: number(seq)?,
+        })
+    }
+}
+
+impl std::fmt::Display for LogPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.tx, self.seq)
+    }
+}
+
+/// Events of the log in order after a position ([`RecordStore::events_after`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventsPage {
+    pub events: Vec<EventRow>,
+    /// Later events are committed but not yet in order (an older transaction still runs, on
+    /// PostgreSQL): read again shortly.
+    pub pending: bool,
+}
+
+/// The ends of an app's event log ([`RecordStore::event_bounds`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogBounds {
+    /// The last position a sweep deleted: a reader at or past it has missed nothing.
+    pub swept: Option<LogPosition>,
+    /// The last event in order.
+    pub last: Option<LogPosition>,
+}
+
+impl LogBounds {
+    /// Where a reader that starts now starts: after everything in order.
+    pub fn end(&self) -> LogPosition {
+        self.last.max(self.swept).unwrap_or_default()
+    }
+
+    /// Whether a reader that left off at `at` can read everything after it: nothing after it
+    /// was swept, and it is a place of this log (not past its end).
+    pub fn keeps(&self, at: LogPosition) -> bool {
+        self.swept.is_none_or(|swept| at >= swept) && at <= self.end()
+    }
+}
+
+/// The settings key under which an app's log keeps its sweep horizon.
+pub(crate) const EVENTS_SWEPT: &str = "events.swept";
+
 /// An event of the app's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRow {
+    /// The writing transaction (see [`LogPosition`]).
+    pub tx: i64,
     pub seq: i64,
     pub kind: String,
     pub key: String,
@@ -120,6 +189,15 @@ pub struct EventRow {
     pub payload: String,
     pub depth: i64,
     pub at_ms: i64,
+}
+
+impl EventRow {
+    pub fn position(&self) -> LogPosition {
+        LogPosition {
+            tx: self.tx,
+            seq: self.seq,
+        }
+    }
 }
 
 /// A stored record as JSON: its columns and their values as stored.
@@ -366,8 +444,18 @@ pub trait RecordStore: Send + Sync {
     ) -> Result<Option<Record>, StoreError>;
     /// The event `seq` of the app's log.
     async fn event(&self, app: &AppName, seq: i64) -> Result<Option<EventRow>, StoreError>;
-    /// Deletes the events recorded before `before_ms`; returns how many.
+    /// Deletes the events recorded before `before_ms` (those in order up to the last of them)
+    /// and remembers the last position deleted; returns how many.
     async fn sweep_events(&self, app: &AppName, before_ms: i64) -> Result<u64, StoreError>;
+    /// At most `limit` events after `after`, in log order ([`LogPosition`]).
+    async fn events_after(
+        &self,
+        app: &AppName,
+        after: LogPosition,
+        limit: usize,
+    ) -> Result<EventsPage, StoreError>;
+    /// Where the log was swept to, and its last event in order.
+    async fn event_bounds(&self, app: &AppName) -> Result<LogBounds, StoreError>;
     /// Records an event that no write of the app's data causes (a realtime socket opened or
     /// closed) with its trigger deliveries, in one transaction.
     async fn append_event(

@@ -162,7 +162,9 @@ export interface WatchOptions {
   /** A filter in the language of docs/data.md. */
   filter?: string;
   onError?: (error: CloudError) => void;
-  /** Changes may have been missed (a reconnect, a server that fell behind): list again. */
+  /** Changes were missed that the server no longer holds (`history`: a client gone more than
+   * 8 days or 10,000 events): list again. After an ordinary reconnect the missed changes come
+   * instead, in order, once. */
   onReset?: (reason: string) => void;
 }
 

@@ -1082,6 +1082,15 @@ const FINAL_CLOSES = new Set([4000, 4003]);
 /** Reconnection waits, from half a second up to half a minute, with jitter. */
 const RECONNECT_MIN_MS = 500;
 const RECONNECT_MAX_MS = 30_000;
+/** The later of two places in an app's event log (`"{tx}.{seq}"`, either may be missing). */
+function laterPosition(a, b) {
+  if (!a) return b;
+  if (!b) return a;
+  const [at, as] = a.split(".").map(Number);
+  const [bt, bs] = b.split(".").map(Number);
+  return at > bt || (at === bt && as >= bs) ? a : b;
+}
+
 /** How long a socket may stay silent (the server pings every 25 s) before it counts as dead. */
 const SILENCE_MS = 60_000;
 
@@ -1091,9 +1100,9 @@ const SILENCE_MS = 60_000;
  * authenticates with the user's token (or none, where the app lets anonymous sockets in),
  * refreshes it in-band before it expires, reconnects with jittered backoff after a drop (and at
  * once when a mini program comes back to the foreground), and subscribes again to everything
- * watched. A record watcher is told `reset` when changes may have been missed (after a
- * reconnect too): list again. Channels and direct messages resume where they left off: the
- * server sends what was missed, in order, once, or a `reset` when it no longer keeps it.
+ * watched, resuming where it left off: the server sends what was missed, in order, once (record
+ * changes from the app's event log; channel and direct messages from their kept history), or a
+ * `reset` when it no longer holds it, and the watcher lists again.
  */
 function realtime(client) {
   // Every subscription by its id: `{ kind: "records" | "channel" | "direct", … }`.
@@ -1113,8 +1122,12 @@ function realtime(client) {
     if (socket && ready) socket.send(JSON.stringify(message));
   };
   const subscribeMessage = (id, w) => {
-    if (w.kind === "records") return { type: "subscribe", id, collection: w.collection, filter: w.filter };
-    const target = w.kind === "channel" ? { channel: w.channel, presence: w.presence } : { direct: true };
+    const target =
+      w.kind === "records"
+        ? { collection: w.collection, filter: w.filter }
+        : w.kind === "channel"
+          ? { channel: w.channel, presence: w.presence }
+          : { direct: true };
     return { type: "subscribe", id, ...target, after: w.last ?? undefined };
   };
   const streamOf = (message) => {
@@ -1218,15 +1231,14 @@ function realtime(client) {
       case "subscribed": {
         const w = watches.get(message.id);
         if (!w) break;
+        // It carries on from here: what was missed follows, in order (or a `reset`).
+        w.last = { epoch: message.epoch, seq: message.seq };
         if (w.kind === "records") {
-          // Subscribed again after a reconnect: what happened while the socket was down is
-          // unknown, so list again (from now on nothing is missed).
-          if (w.active) w.onReset?.("reconnected");
-        } else {
-          // A channel carries on from here: what was missed follows, in order.
-          w.last = { epoch: message.epoch, seq: message.seq };
+          w.pos = laterPosition(w.pos, message.pos);
+          w.last.pos = w.pos;
+        } else if (w.state !== undefined) {
           // Presence is per socket: be present again.
-          if (w.state !== undefined) send({ type: "track", id: message.id, state: w.state });
+          send({ type: "track", id: message.id, state: w.state });
         }
         w.active = true;
         w.subscribed();
@@ -1260,12 +1272,16 @@ function realtime(client) {
       }
       case "change": {
         const w = watches.get(message.sub);
-        if (w) w.onChange({ event: message.event, id: message.id, record: message.record ?? null, seq: message.seq });
+        // Never twice: a change at or before the last one heard is a repeat.
+        if (!w || (w.last && message.seq <= w.last.seq)) break;
+        w.pos = laterPosition(w.pos, message.pos);
+        w.last = { epoch: w.last?.epoch, seq: message.seq, pos: w.pos };
+        w.onChange({ event: message.event, id: message.id, record: message.record ?? null, seq: message.seq });
         break;
       }
       case "reset": {
         const w = watches.get(message.sub);
-        if (w && w.kind !== "records") w.last = { epoch: message.epoch, seq: w.last?.seq ?? 0 };
+        if (w) w.last = { epoch: message.epoch, seq: w.kind === "records" ? 0 : w.last?.seq ?? 0, pos: w.pos };
         w?.onReset?.(message.reason);
         break;
       }

@@ -26,8 +26,8 @@ use cloudlet_platforms::qq::QqClient;
 use cloudlet_platforms::wechat::{SubscribeError, SubscribeMessage, WeChatClient};
 use cloudlet_platforms::{PlatformError, PlatformHttp};
 use cloudlet_store::{
-    AppName, Emit, IdentityRow, ProviderRow, Rotation, SessionRow, StoreError, SystemStore,
-    USER_CREATED, USER_DELETED, UserRow, UserStore,
+    AppName, Bell, Emit, IdentityRow, ProviderRow, Rotation, SessionRow, StoreError, SystemStore,
+    Topic, USER_CREATED, USER_DELETED, UserRow, UserStore,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -274,6 +274,8 @@ struct Inner {
     triggers: OnceLock<Arc<dyn Triggers>>,
     /// Sessions revoked (logged out, revoked, their user deleted), for whoever holds them open.
     revocations: tokio::sync::broadcast::Sender<Revocation>,
+    /// The other nodes' doorbell, set by the composition root.
+    bell: OnceLock<Arc<dyn Bell>>,
 }
 
 /// Sessions of an app that were just revoked: their tokens no longer authenticate, and
@@ -321,6 +323,7 @@ impl Auth {
             vault: Mutex::new(HashMap::new()),
             triggers: OnceLock::new(),
             revocations: tokio::sync::broadcast::channel(1024).0,
+            bell: OnceLock::new(),
         })))
     }
 
@@ -1020,10 +1023,14 @@ impl Auth {
         })
     }
 
-    /// Drops what is cached for an app (after it is deleted).
+    /// Drops what is cached for an app (after it is deleted), and tells the other nodes (who
+    /// find it gone when they read its keys again).
     pub fn forget_app(&self, app: &AppName) {
         lock(&self.0.keys).remove(app);
         lock(&self.0.vault).retain(|(vault_app, _), _| vault_app != app);
+        if let Some(bell) = self.0.bell.get() {
+            bell.ring(app, Topic::Auth);
+        }
     }
 
     // ---- WeChat business APIs -----------------------------------------------------------
@@ -1180,7 +1187,53 @@ impl Auth {
             app: app.to_owned(),
             sessions: sessions.to_vec(),
         });
+        if let Some(bell) = self.0.bell.get() {
+            bell.ring(app, Topic::Auth);
+        }
         Ok(())
+    }
+
+    /// Rings the other nodes whenever sessions are revoked here. Set once.
+    pub fn set_bell(&self, bell: Arc<dyn Bell>) {
+        let _ = self.0.bell.set(bell);
+    }
+
+    /// Another node revoked sessions of the app (or deleted it): its keys and revocations are
+    /// read again, and the sessions newly revoked told to whoever holds them open. False when
+    /// the app no longer exists.
+    pub async fn heard(&self, app: &AppName) -> bool {
+        let before = lock(&self.0.keys).remove(app);
+        let now = match self.app_keys(app).await {
+            Ok(keys) => keys,
+            Err(AuthError::InvalidToken) => return false,
+            Err(e) => {
+                // Not read now: read on next use (nothing stale is kept).
+                tracing::warn!(app = %app, error = %e, "could not read the app's keys again");
+                lock(&self.0.keys).remove(app);
+                return true;
+            }
+        };
+        let fresh: Vec<String> = {
+            let known = before.as_ref().map(|keys| lock(&keys.revoked).clone());
+            lock(&now.revoked)
+                .keys()
+                .filter(|session| known.as_ref().is_none_or(|k| !k.contains_key(*session)))
+                .cloned()
+                .collect()
+        };
+        if !fresh.is_empty() {
+            let _ = self.0.revocations.send(Revocation {
+                app: app.clone(),
+                sessions: fresh,
+            });
+        }
+        true
+    }
+
+    /// Drops every app's cached keys and revocations (another node's changes may have been
+    /// missed); sockets are checked again by their holders.
+    pub fn heard_everything(&self) {
+        lock(&self.0.keys).clear();
     }
 
     /// Whether a session was revoked within the last token lifetime (its tokens then no

@@ -619,6 +619,8 @@ struct Inner {
     triggered: Mutex<HashMap<AppName, Triggered>>,
     /// Bumped by every forgetting, so that a load that raced with a change is not cached.
     generation: AtomicU64,
+    /// The other nodes' doorbell, set by the composition root.
+    bell: std::sync::OnceLock<Arc<dyn cloudlet_store::Bell>>,
     log: mpsc::UnboundedSender<(AppName, FunctionLogRow)>,
     /// Told each app whose log entries this node wrote.
     written: broadcast::Sender<AppName>,
@@ -746,6 +748,7 @@ impl Functions {
             envs: Mutex::new(HashMap::new()),
             triggered: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            bell: std::sync::OnceLock::new(),
             log,
             written,
         }));
@@ -754,6 +757,36 @@ impl Functions {
 
     pub fn limits(&self) -> &FunctionLimits {
         &self.0.limits
+    }
+
+    /// Rings the other nodes on every change of an app's functions. Set once.
+    pub fn set_bell(&self, bell: Arc<dyn cloudlet_store::Bell>) {
+        let _ = self.0.bell.set(bell);
+    }
+
+    /// Tells the other nodes that the app's functions changed.
+    fn ring(&self, app: &AppName) {
+        if let Some(bell) = self.0.bell.get() {
+            bell.ring(app, cloudlet_store::Topic::Functions);
+        }
+    }
+
+    /// Drops what is cached of the app's functions (versions, environments, triggers): another
+    /// node changed them.
+    pub fn heard(&self, app: &AppName) {
+        self.0.generation.fetch_add(1, Ordering::AcqRel);
+        lock(&self.0.active).retain(|(a, _), _| a != app);
+        lock(&self.0.envs).remove(app);
+        lock(&self.0.triggered).remove(app);
+    }
+
+    /// Drops what is cached of every app's functions (another node's changes may have been
+    /// missed).
+    pub fn heard_everything(&self) {
+        self.0.generation.fetch_add(1, Ordering::AcqRel);
+        lock(&self.0.active).clear();
+        lock(&self.0.envs).clear();
+        lock(&self.0.triggered).clear();
     }
 
     /// Whether deploying `deploy` would change the function: the same sources and settings as
@@ -1096,6 +1129,7 @@ impl Functions {
         let changed = self.0.store.set_env(app, name, sealed).await?;
         self.0.generation.fetch_add(1, Ordering::AcqRel);
         lock(&self.0.envs).remove(app);
+        self.ring(app);
         if !changed && removing {
             return Err(FunctionError::InvalidEnv(format!("no value named {name}")));
         }
@@ -1336,10 +1370,12 @@ impl Functions {
         lock(&self.0.triggered).remove(app);
     }
 
+    /// After a change of the function here: forgotten, and the other nodes told.
     fn forget(&self, app: &AppName, name: &str) {
         self.0.generation.fetch_add(1, Ordering::AcqRel);
         lock(&self.0.active).remove(&(app.to_owned(), name.to_owned()));
         lock(&self.0.triggered).remove(app);
+        self.ring(app);
     }
 
     /// The app's functions with a trigger that `matches`.

@@ -9,14 +9,17 @@
 //! by app, so a change costs only the connections of its app, and each subscription is judged
 //! in memory against the collection's list rule and its filter ([`Data::judge`]): no database
 //! read per subscriber. Each subscription numbers what it delivers (`seq`, from 1) within an
-//! `epoch` drawn when it starts, so a client can tell a gap from nothing.
+//! `epoch` drawn when it starts, so a client can tell a gap from nothing. Record changes are
+//! read from the app's event log in commit order ([`records`]), so each carries its place in
+//! the log, and a client that comes back resumes from it.
 //!
 //! Nothing is lost silently: a connection whose queue is full (it stopped reading) is closed
-//! with [`Close::SlowConsumer`], and if the hub itself falls behind the change stream, every
-//! subscription gets a `reset` (refetch, then carry on). Revoked sessions (logout, revocation,
-//! a deleted user) have their connections closed at once.
+//! with [`Close::SlowConsumer`], and what a resuming client can no longer get is a `reset`
+//! (refetch, then carry on). Revoked sessions (logout, revocation, a deleted user) have their
+//! connections closed at once.
 
 pub mod channels;
+mod records;
 pub mod settings;
 mod streams;
 
@@ -26,7 +29,9 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cloudlet_store::{AppName, REALTIME_CONNECTED, REALTIME_DISCONNECTED, StoreError, TenantStore};
+use cloudlet_store::{
+    AppName, LogPosition, REALTIME_CONNECTED, REALTIME_DISCONNECTED, StoreError, TenantStore,
+};
 use serde::Serialize;
 use serde_json::Value as Json;
 use tokio::sync::{Mutex, Notify, broadcast, mpsc};
@@ -142,6 +147,8 @@ pub struct Change {
     /// subscriber it goes to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub record: Option<Arc<Json>>,
+    /// The change's place in the app's event log: where to resume after it.
+    pub pos: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -186,6 +193,10 @@ pub enum RealtimeError {
     ChannelNotFound(String),
     #[error("the app's realtime rules do not let this caller {0}")]
     Forbidden(&'static str),
+    #[error(
+        "a collection's subscription resumes `after` its last change's `pos`; a channel's has none"
+    )]
+    InvalidResume,
     #[error("this connection has joined the channel already")]
     JoinedAlready,
     #[error("subscription {0} is not a channel's")]
@@ -221,11 +232,11 @@ pub struct Connected {
 
 /// What a subscription follows.
 enum Subscription {
-    /// Changes to a collection's records.
+    /// Changes to a collection's records, those after `from` in the app's event log.
     Records {
         watch: Box<Watch>,
-        epoch: String,
         seq: u64,
+        from: LogPosition,
     },
     /// A channel's messages (a user's direct messages included); its sequence is the channel's.
     Channel(ChannelName),
@@ -237,12 +248,15 @@ impl Subscription {
     }
 }
 
-/// Where a client that comes back left a channel: the epoch and the last message it has.
+/// Where a client that comes back left a subscription: the epoch and the last message it has,
+/// and for a collection's, that change's place in the event log (`pos`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resume {
     pub epoch: String,
     pub seq: u64,
+    #[serde(default)]
+    pub pos: Option<String>,
 }
 
 /// A channel subscription's start: where the channel is, what the client missed (frames to
@@ -255,6 +269,8 @@ pub struct Joined {
     /// Set when what the client missed is no longer kept (`history`), or the channel is not
     /// the one it left (`epoch`: the server restarted, or the channel was forgotten).
     pub reset: Option<&'static str>,
+    /// A collection's subscription: its place in the event log once `missed` is sent.
+    pub pos: Option<String>,
 }
 
 /// One page of a channel's presence.
@@ -615,6 +631,11 @@ struct Inner {
     /// Held while settings are read from or written to the store, so that a read cannot put
     /// back what a write replaced.
     settings_io: Mutex<()>,
+    /// How far each app's event log has been delivered, for the apps whose records some
+    /// subscription watches; held while the log is read and delivered ([`records`]).
+    tails: Mutex<HashMap<AppName, LogPosition>>,
+    /// The other nodes' doorbell, set by the composition root.
+    bell: std::sync::OnceLock<Arc<dyn cloudlet_store::Bell>>,
     /// Socket events to record, taken by [`Hub::run`].
     events: StdMutex<Option<mpsc::Receiver<SocketEvent>>>,
     next: AtomicU64,
@@ -647,6 +668,8 @@ impl Hub {
             }),
             settings: StdMutex::new(HashMap::new()),
             settings_io: Mutex::new(()),
+            tails: Mutex::new(HashMap::new()),
+            bell: std::sync::OnceLock::new(),
             events: StdMutex::new(Some(recorded)),
             next: AtomicU64::new(1),
         }))
@@ -654,13 +677,23 @@ impl Hub {
 
     /// Runs the hub until the change stream ends: every committed change to its subscribers,
     /// every revoked session's connections closed. Spawn it once.
+    ///
+    /// A committed write on this node rings for its app's log to be read; the logs of watched
+    /// apps are also read every [`records::POLL_EVERY`] for what other nodes wrote, and again
+    /// shortly while events wait for an older transaction.
     pub async fn run(self, auth: Auth) {
         if let Some(events) = lock(&self.0.events).take() {
             tokio::spawn(record(self.0.data.clone(), events));
         }
-        let mut changes = self.0.data.subscribe();
+        let mut changes = self.0.data.rings();
         let mut revocations = auth.revocations();
         let mut sweeps = tokio::time::interval(SWEEP_EVERY);
+        let mut polls = tokio::time::interval(records::POLL_EVERY);
+        polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Apps with events waiting for an older transaction, read again at `retry`.
+        let mut pending: HashSet<AppName> = HashSet::new();
+        let retry = tokio::time::sleep(records::PENDING_RETRY);
+        tokio::pin!(retry);
         loop {
             tokio::select! {
                 // Revocations first: a revoked session must hear nothing more.
@@ -674,15 +707,50 @@ impl Hub {
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
-                change = changes.recv() => match change {
-                    Ok(event) => self.deliver(&event).await,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "the realtime hub fell behind the changes");
-                        self.reset_all("missed").await;
+                change = changes.recv() => {
+                    let mut rung = HashSet::new();
+                    let mut next = Some(change);
+                    // Every ring waiting is taken: one read of each app's log for all of them.
+                    while let Some(change) = next.take() {
+                        match change {
+                            Ok(app) => {
+                                rung.insert(app);
+                            }
+                            Err(broadcast::error::RecvError::Lagged(_)) => {
+                                // Some rings were missed, never the changes: they are in the
+                                // log, and every watched app's is read.
+                                rung.extend(self.tailed().await);
+                            }
+                            Err(broadcast::error::RecvError::Closed) => return,
+                        }
+                        next = match changes.try_recv() {
+                            Ok(app) => Some(Ok(app)),
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                Some(Err(broadcast::error::RecvError::Lagged(n)))
+                            }
+                            Err(_) => None,
+                        };
                     }
-                    Err(broadcast::error::RecvError::Closed) => return,
+                    pending.extend(self.pull(rung).await);
+                    if !pending.is_empty() {
+                        retry.as_mut().reset(tokio::time::Instant::now() + records::PENDING_RETRY);
+                    }
                 },
-                _ = sweeps.tick() => self.sweep().await,
+                () = &mut retry, if !pending.is_empty() => {
+                    pending = self.pull(std::mem::take(&mut pending)).await;
+                    retry.as_mut().reset(tokio::time::Instant::now() + records::PENDING_RETRY);
+                },
+                _ = polls.tick() => {
+                    let tailed = self.tailed().await.into_iter().collect();
+                    pending.extend(self.pull(tailed).await);
+                    if !pending.is_empty() {
+                        retry.as_mut().reset(tokio::time::Instant::now() + records::PENDING_RETRY);
+                    }
+                },
+                _ = sweeps.tick() => {
+                    self.sweep().await;
+                    self.untail().await;
+                },
             }
         }
     }
@@ -753,51 +821,6 @@ impl Hub {
             .drop_connections(vec![(id, None)]);
     }
 
-    /// Starts a subscription `sub` of the connection; answers its epoch.
-    pub async fn subscribe(
-        &self,
-        id: ConnectionId,
-        caller: &Caller,
-        sub: &str,
-        collection: &str,
-        filter: Option<&str>,
-    ) -> Result<String, RealtimeError> {
-        let app = {
-            let registry = self.0.registry.lock().await;
-            let connection = registry.connections.get(&id).ok_or(RealtimeError::Closed)?;
-            if connection.subscriptions.contains_key(sub) {
-                return Err(RealtimeError::SubscriptionExists);
-            }
-            if connection.subscriptions.len() >= MAX_SUBSCRIPTIONS {
-                return Err(RealtimeError::TooManySubscriptions);
-            }
-            connection.app.clone()
-        };
-        // Checked without the registry held: it may read the collection's definition.
-        let watch = self.0.data.watch(&app, caller, collection, filter).await?;
-        let epoch = self.epoch();
-        let mut registry = self.0.registry.lock().await;
-        let connection = registry
-            .connections
-            .get_mut(&id)
-            .ok_or(RealtimeError::Closed)?;
-        if connection.subscriptions.len() >= MAX_SUBSCRIPTIONS {
-            return Err(RealtimeError::TooManySubscriptions);
-        }
-        if connection.subscriptions.contains_key(sub) {
-            return Err(RealtimeError::SubscriptionExists);
-        }
-        connection.subscriptions.insert(
-            sub.to_owned(),
-            Subscription::Records {
-                watch: Box::new(watch),
-                epoch: epoch.clone(),
-                seq: 0,
-            },
-        );
-        Ok(epoch)
-    }
-
     /// Ends a subscription.
     pub async fn unsubscribe(&self, id: ConnectionId, sub: &str) -> Result<(), RealtimeError> {
         let mut registry = self.0.registry.lock().await;
@@ -863,7 +886,9 @@ impl Hub {
         hex::encode(bytes)
     }
 
-    async fn deliver(&self, event: &ChangeEvent) {
+    /// Hands a change read from the log at `position` to every subscription that sees it and
+    /// started before it.
+    async fn deliver(&self, event: &ChangeEvent, position: LogPosition) {
         if !self.watched(event).await {
             return;
         }
@@ -888,10 +913,13 @@ impl Hub {
             };
             let mut ended = Vec::new();
             for (name, subscription) in &mut connection.subscriptions {
-                let Subscription::Records { watch, seq, .. } = subscription else {
+                let Subscription::Records {
+                    watch, seq, from, ..
+                } = subscription
+                else {
                     continue;
                 };
-                if watch.collection() != event.collection {
+                if watch.collection() != event.collection || position <= *from {
                     continue;
                 }
                 let judged = match &change {
@@ -921,6 +949,7 @@ impl Hub {
                     collection: event.collection.clone(),
                     id: event.id.clone(),
                     record,
+                    pos: position.to_string(),
                 }));
                 if connection.out.try_send(message).is_err() {
                     slow.push(id);
@@ -957,40 +986,6 @@ impl Hub {
         })
     }
 
-    async fn reset_all(&self, reason: &'static str) {
-        let mut registry = self.0.registry.lock().await;
-        let mut slow = Vec::new();
-        let ids: Vec<ConnectionId> = registry.connections.keys().copied().collect();
-        for id in ids {
-            let epoch = self.epoch();
-            let Some(connection) = registry.connections.get_mut(&id) else {
-                continue;
-            };
-            for (name, subscription) in &mut connection.subscriptions {
-                let Subscription::Records {
-                    epoch: current,
-                    seq,
-                    ..
-                } = subscription
-                else {
-                    continue;
-                };
-                *current = epoch.clone();
-                *seq = 0;
-                let message = Outbound::Reset(Box::new(Reset {
-                    sub: name.clone(),
-                    epoch: epoch.clone(),
-                    reason,
-                }));
-                if connection.out.try_send(message).is_err() {
-                    slow.push(id);
-                    break;
-                }
-            }
-        }
-        registry.close(slow, Close::SlowConsumer);
-    }
-
     async fn revoke(&self, revocation: &Revocation) {
         let mut registry = self.0.registry.lock().await;
         let Some(ids) = registry.by_app.get(&revocation.app).cloned() else {
@@ -1011,7 +1006,9 @@ impl Hub {
 
     /// Checks every user connection's session against the revoked ones (some revocations were
     /// missed).
-    async fn recheck(&self, auth: &Auth) {
+    /// Closes the sockets whose sessions were revoked (checked again, one by one: some may
+    /// have been revoked unheard).
+    pub async fn recheck(&self, auth: &Auth) {
         let sessions: Vec<(ConnectionId, AppName, String)> = {
             let registry = self.0.registry.lock().await;
             registry

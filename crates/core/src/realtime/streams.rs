@@ -83,8 +83,40 @@ impl Hub {
                 .await?;
             lock(&self.0.settings).insert(app.clone(), Arc::clone(&settings));
         }
+        if let Some(bell) = self.0.bell.get() {
+            bell.ring(app, cloudlet_store::Topic::Realtime);
+        }
         self.recheck_channels(app, &settings).await;
         Ok(settings)
+    }
+
+    /// Rings the other nodes whenever the app's settings change here. Set once.
+    pub fn set_bell(&self, bell: Arc<dyn cloudlet_store::Bell>) {
+        let _ = self.0.bell.set(bell);
+    }
+
+    /// Another node changed the app's settings: they are read again, and live channel
+    /// subscriptions the new rules refuse end.
+    pub async fn heard_settings(&self, app: &AppName) {
+        {
+            let _io = self.0.settings_io.lock().await;
+            lock(&self.0.settings).remove(app);
+        }
+        match self.settings(app).await {
+            Ok(settings) => self.recheck_channels(app, &settings).await,
+            Err(e) => {
+                tracing::warn!(app = %app, error = %e, "could not read the realtime settings")
+            }
+        }
+    }
+
+    /// Every app's settings are read again (another node's changes may have been missed).
+    pub async fn heard_everything(&self) {
+        let apps: Vec<AppName> = lock(&self.0.settings).keys().cloned().collect();
+        for app in apps {
+            self.heard_settings(&app).await;
+        }
+        self.catch_up().await;
     }
 
     /// Ends the app's channel subscriptions its settings no longer allow.
@@ -183,6 +215,9 @@ impl Hub {
         presence: bool,
         after: Option<Resume>,
     ) -> Result<Joined, RealtimeError> {
+        if after.as_ref().is_some_and(|after| after.pos.is_some()) {
+            return Err(RealtimeError::InvalidResume);
+        }
         let app = self.app_of(id).await?;
         let settings = self.settings(&app).await?;
         let now = self.now_ms();
@@ -241,6 +276,7 @@ impl Hub {
                 seq,
                 missed,
                 reset: None,
+                pos: None,
             },
             None => Joined {
                 epoch: epoch.clone(),
@@ -250,6 +286,7 @@ impl Hub {
                     Some(after) if after.epoch == epoch => "history",
                     _ => "epoch",
                 }),
+                pos: None,
             },
         })
     }

@@ -478,3 +478,288 @@ async fn sockets_are_capped_per_user_and_per_app() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Subscribes to todos resuming `after` (a JSON object or null); the `subscribed` answer.
+async fn resume(socket: &mut Socket, id: &str, filter: Option<&str>, after: Value) -> Value {
+    send(
+        socket,
+        json!({ "type": "subscribe", "id": id, "collection": "todos", "filter": filter,
+                "after": after }),
+    )
+    .await;
+    let answer = next(socket).await;
+    assert_eq!(answer["type"], "subscribed", "{answer}");
+    answer
+}
+
+/// Where a subscription is, to resume from: its epoch, last seq and last pos.
+fn left_at(epoch: &Value, last: &Value) -> Value {
+    json!({ "epoch": epoch, "seq": last["seq"], "pos": last["pos"] })
+}
+
+#[tokio::test]
+async fn a_client_that_comes_back_gets_what_it_missed_once_in_order() {
+    let s = scene().await;
+    let mut alice = s.open(&s.alice).await;
+    let all = resume(&mut alice, "all", None, Value::Null).await;
+    let open = resume(&mut alice, "open", Some("done = false"), Value::Null).await;
+    assert_eq!((&all["seq"], &open["seq"]), (&json!(0), &json!(0)));
+    assert!(all["pos"].is_string(), "{all}");
+    let milk = s.create(&s.alice, json!({ "title": "milk" })).await;
+    let milk = milk["id"].as_str().unwrap().to_owned();
+    let mut got = [next(&mut alice).await, next(&mut alice).await];
+    got.sort_by_key(|m| m["sub"].as_str().unwrap().to_owned());
+    assert_eq!(
+        got[0]["pos"], got[1]["pos"],
+        "one change, one place in the log"
+    );
+    let (all_at, open_at) = (
+        left_at(&all["epoch"], &got[0]),
+        left_at(&open["epoch"], &got[1]),
+    );
+    alice.close(None).await.unwrap();
+
+    // While Alice is away: her own changes, Bob's (which she may not list), a leave, a delete.
+    let bread = s.create(&s.alice, json!({ "title": "bread" })).await;
+    let bread = bread["id"].as_str().unwrap().to_owned();
+    s.create(&s.bob, json!({ "title": "bob's" })).await;
+    s.update(&s.alice, &milk, json!({ "done": true })).await;
+    s.t.request(
+        Method::DELETE,
+        &format!("/v1/apps/notes/collections/todos/records/{bread}"),
+    )
+    .bearer_auth(&s.alice)
+    .no_content()
+    .await;
+
+    // Back: each subscription gets what it missed, numbered on, in the log's order, once.
+    let mut alice = s.open(&s.alice).await;
+    let back = resume(&mut alice, "all", None, all_at.clone()).await;
+    assert_eq!((&back["epoch"], &back["seq"]), (&all["epoch"], &json!(1)));
+    let mut missed = Vec::new();
+    for _ in 0..3 {
+        missed.push(next(&mut alice).await);
+    }
+    let seen: Vec<_> = missed
+        .iter()
+        .map(|m| {
+            (
+                m["sub"].clone(),
+                m["event"].clone(),
+                m["id"].clone(),
+                m["seq"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (json!("all"), json!("create"), json!(bread), json!(2)),
+            (json!("all"), json!("update"), json!(milk), json!(3)),
+            (json!("all"), json!("delete"), json!(bread), json!(4)),
+        ]
+    );
+    assert_eq!(missed[1]["record"]["done"], true);
+    let back_open = resume(&mut alice, "open", Some("done = false"), open_at).await;
+    assert_eq!(back_open["seq"], 1);
+    let seen: Vec<_> = [next(&mut alice).await, next(&mut alice).await]
+        .iter()
+        .map(|m| (m["event"].clone(), m["id"].clone(), m["seq"].clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (json!("create"), json!(bread), json!(2)),
+            (json!("leave"), json!(milk), json!(3)),
+        ],
+        "`open` saw bread created, then milk leave (done)"
+    );
+    let deleted = next(&mut alice).await;
+    assert_eq!(
+        (&deleted["event"], &deleted["seq"]),
+        (&json!("delete"), &json!(4))
+    );
+    quiet(&mut alice).await;
+
+    // Live again, numbered on.
+    s.create(&s.alice, json!({ "title": "eggs" })).await;
+    let mut got = [next(&mut alice).await, next(&mut alice).await];
+    got.sort_by_key(|m| m["sub"].as_str().unwrap().to_owned());
+    assert_eq!((&got[0]["seq"], &got[1]["seq"]), (&json!(5), &json!(5)));
+
+    // Resuming twice from the same place gives the same, again: the client decides.
+    let mut again = s.open(&s.alice).await;
+    resume(&mut again, "all", None, all_at).await;
+    let first = next(&mut again).await;
+    assert_eq!((&first["id"], &first["seq"]), (&json!(bread), &json!(2)));
+}
+
+#[tokio::test]
+async fn a_resume_the_log_cannot_serve_is_a_reset_and_a_bad_one_an_error() {
+    let s = scene().await;
+    let mut alice = s.open(&s.alice).await;
+    let bad = [
+        json!({ "epoch": "e", "seq": 1 }),
+        json!({ "epoch": "e", "seq": 1, "pos": "x" }),
+        json!({ "epoch": "e", "seq": 1, "pos": "1.-2" }),
+        json!({ "epoch": "e", "seq": 1, "pos": "99999999999999999999.1" }),
+        json!({ "epoch": "e", "seq": 1, "pos": "0.1", "more": true }),
+    ];
+    for after in bad {
+        send(
+            &mut alice,
+            json!({ "type": "subscribe", "id": "a", "collection": "todos", "after": after }),
+        )
+        .await;
+        let answer = next(&mut alice).await;
+        assert_eq!(
+            (&answer["type"], &answer["code"]),
+            (&json!("error"), &json!("invalid_message")),
+            "{after}: {answer}"
+        );
+    }
+    // A channel's resume has no `pos`.
+    send(
+        &mut alice,
+        json!({ "type": "subscribe", "id": "c", "channel": "room:1",
+                "after": { "epoch": "e", "seq": 1, "pos": "0.1" } }),
+    )
+    .await;
+    assert_eq!(next(&mut alice).await["code"], "invalid_message");
+
+    // A place past the log's end (another log's: the app was made again): a reset, then
+    // changes from now, numbered from 1 in a new epoch.
+    let far = json!({ "epoch": "old", "seq": 9, "pos": "9000000.9000000" });
+    let answer = resume(&mut alice, "a", None, far).await;
+    let reset = next(&mut alice).await;
+    assert_eq!(
+        (&reset["type"], &reset["sub"], &reset["reason"]),
+        (&json!("reset"), &json!("a"), &json!("history"))
+    );
+    assert_ne!(answer["epoch"], "old");
+    assert_eq!(reset["epoch"], answer["epoch"]);
+    s.create(&s.alice, json!({ "title": "new" })).await;
+    let change = next(&mut alice).await;
+    assert_eq!((&change["sub"], &change["seq"]), (&json!("a"), &json!(1)));
+}
+
+#[tokio::test]
+async fn changes_missed_across_a_restart_are_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = crate::support::TestApp::builder()
+        .data_dir(dir.path())
+        .start()
+        .await;
+    t.create_app("notes").await;
+    t.configure("notes", "dev", json!({ "enabled": true }))
+        .await;
+    let alice = t.dev_login("notes", "alice").await;
+    // The access token holds across the restart: the app's signing keys are kept.
+    let alice = alice["access_token"].as_str().unwrap().to_owned();
+    t.admin(Method::PUT, "/v1/admin/apps/notes/collections/todos")
+        .json(&json!({ "fields": [{ "name": "title", "type": "text" }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let s = Scene {
+        alice: alice.clone(),
+        bob: String::new(),
+        key: String::new(),
+        t,
+    };
+    let mut socket = s.open(&s.alice).await;
+    let all = resume(&mut socket, "all", None, Value::Null).await;
+    s.create(&s.alice, json!({ "title": "before" })).await;
+    let first = next(&mut socket).await;
+    let at = left_at(&all["epoch"], &first);
+    drop(socket);
+    let missed = s.create(&s.alice, json!({ "title": "missed" })).await;
+    s.t.stop().await;
+
+    let t = crate::support::TestApp::builder()
+        .data_dir(dir.path())
+        .start()
+        .await;
+    let s = Scene {
+        alice,
+        bob: String::new(),
+        key: String::new(),
+        t,
+    };
+    let after = s.create(&s.alice, json!({ "title": "after" })).await;
+    let mut socket = s.open(&s.alice).await;
+    resume(&mut socket, "all", None, at).await;
+    for (record, seq) in [(&missed, 2), (&after, 3)] {
+        let change = next(&mut socket).await;
+        assert_eq!(
+            (&change["event"], &change["id"], &change["seq"]),
+            (&json!("create"), &record["id"], &json!(seq))
+        );
+    }
+    quiet(&mut socket).await;
+}
+
+#[tokio::test]
+async fn concurrent_writes_reach_a_client_that_keeps_coming_back_once_each() {
+    let s = std::sync::Arc::new(scene().await);
+    // Four writers at once: on PostgreSQL their transactions commit in another order than
+    // their sequence numbers were handed out.
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let s = s.clone();
+        writers.spawn(async move {
+            for n in 0..40 {
+                s.create(&s.alice, json!({ "title": format!("{w}-{n}") }))
+                    .await;
+            }
+        });
+    }
+    let mut socket = s.open(&s.alice).await;
+    let first = resume(&mut socket, "all", None, Value::Null).await;
+    let (epoch, mut seq, mut pos) = (first["epoch"].clone(), 0u64, first["pos"].clone());
+    let mut seen = Vec::new();
+    // Read a few changes, drop the socket, come back where it left off; until every write has
+    // come (or a generous deadline passes: then the count says what was lost).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < 160 && tokio::time::Instant::now() < deadline {
+        let mut got = 0;
+        while got < 7 {
+            let Ok(Some(Ok(Message::Text(text)))) =
+                tokio::time::timeout(Duration::from_millis(500), socket.next()).await
+            else {
+                break;
+            };
+            let change: Value = serde_json::from_str(&text).unwrap();
+            if change["type"] != "change" {
+                continue;
+            }
+            seq += 1;
+            assert_eq!(change["seq"], seq, "numbered without a gap: {change}");
+            seen.push(change["id"].as_str().unwrap().to_owned());
+            pos = change["pos"].clone();
+            got += 1;
+        }
+        while let Some(done) = writers.try_join_next() {
+            done.unwrap();
+        }
+        drop(socket);
+        socket = s.open(&s.alice).await;
+        let back = resume(
+            &mut socket,
+            "all",
+            None,
+            json!({ "epoch": epoch, "seq": seq, "pos": pos }),
+        )
+        .await;
+        assert_eq!(back["seq"], seq, "{back}");
+    }
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "a change came twice");
+    assert_eq!(seen.len(), 160, "every write came");
+    // Nothing more comes after the last.
+    quiet(&mut socket).await;
+}

@@ -10,6 +10,7 @@
 //! changes (a prepared `SELECT *` must not outlive its columns) and when idle apps are swept,
 //! so it holds only the statements of apps in use.
 
+mod bell;
 mod console;
 mod files;
 mod functions;
@@ -19,6 +20,7 @@ mod records;
 mod sites;
 mod system;
 mod tenants;
+pub use bell::PgBell;
 pub(crate) use records::create_table_sql;
 pub(crate) use tenants::MIGRATIONS as APP_MIGRATIONS;
 pub use tenants::SCHEMA_VERSION;
@@ -94,6 +96,8 @@ pub struct Postgres {
     wait: Duration,
     /// The connection holding the sole-node lock, once claimed.
     node_lock: Mutex<Option<deadpool_postgres::ClientWrapper>>,
+    /// How to connect, for connections of their own (the bell's listener).
+    config: tokio_postgres::Config,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -126,7 +130,7 @@ impl Postgres {
         config.options(&settings);
         let target = describe(&config);
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -144,6 +148,7 @@ impl Postgres {
             pool,
             max_open: options.max_open.max(1),
             node_lock: Mutex::new(None),
+            config,
             touched: Mutex::new(HashMap::new()),
             per_app: (options.pool_size / 2).max(1),
             wait: options.wait,
@@ -199,6 +204,12 @@ impl Postgres {
             client: self.client().await?,
             _permit: permit,
         })
+    }
+
+    /// The bell of this node (named `node`, a name no other node has), ringing the other nodes
+    /// of the database and hearing them.
+    pub fn bell(&self, node: String) -> Arc<PgBell> {
+        PgBell::start(self.pool.clone(), self.config.clone(), node)
     }
 
     /// Makes this process the only node serving the database, for as long as it runs (a

@@ -13,8 +13,9 @@ use crate::listing::{
     self, column_type, declared_index_prefixes, index_sql, listing_sql, quote, table,
 };
 use crate::records::{
-    BatchOp, BatchOutcome, CollectionRow, Condition, Emit, EventRow, Record, RecordStore, Select,
-    SqlValue, TRIGGER_QUEUE, TableChange, TableDef, delivery_payload, event_of, written_id,
+    BatchOp, BatchOutcome, CollectionRow, Condition, EVENTS_SWEPT, Emit, EventRow, EventsPage,
+    LogBounds, LogPosition, Record, RecordStore, Select, SqlValue, TRIGGER_QUEUE, TableChange,
+    TableDef, delivery_payload, event_of, written_id,
 };
 use crate::{AppName, StoreError};
 
@@ -255,17 +256,23 @@ impl RecordStore for Postgres {
         let s = schema(app);
         let mut client = self.app_client(app).await?;
         let tx = client.transaction().await?;
-        insert_in(&tx, &s, collection, &record, &check).await?;
-        emit_in(
-            &tx,
-            &s,
-            emit.as_ref(),
-            "create",
-            collection,
-            None,
-            Some(&record),
-        )
-        .await?;
+        // The record and its event at once: tokio-postgres pipelines statements awaited
+        // together, so the event costs no round trip of its own. Either failing fails the
+        // transaction; the insert's error (a conflict, a refused check) is the one told.
+        let (inserted, emitted) = tokio::join!(
+            insert_in(&tx, &s, collection, &record, &check),
+            emit_in(
+                &tx,
+                &s,
+                emit.as_ref(),
+                "create",
+                collection,
+                None,
+                Some(&record),
+            )
+        );
+        inserted?;
+        emitted?;
         tx.commit().await?;
         Ok(())
     }
@@ -453,28 +460,124 @@ impl RecordStore for Postgres {
     async fn event(&self, app: &AppName, seq: i64) -> Result<Option<EventRow>, StoreError> {
         let client = self.app_client(app).await?;
         let sql = format!(
-            "SELECT seq, kind, key, payload, depth, at FROM {}._events WHERE seq = $1",
+            "SELECT {EVENT_COLUMNS} FROM {}._events WHERE seq = $1",
             schema(app)
         );
         row(&*client, &sql, &[&seq])
             .await?
-            .map(|r| {
-                Ok(EventRow {
-                    seq: r.try_get(0)?,
-                    kind: r.try_get(1)?,
-                    key: r.try_get(2)?,
-                    payload: r.try_get(3)?,
-                    depth: r.try_get(4)?,
-                    at_ms: r.try_get(5)?,
-                })
-            })
+            .map(|r| event_row(&r))
             .transpose()
     }
 
     async fn sweep_events(&self, app: &AppName, before_ms: i64) -> Result<u64, StoreError> {
+        let s = schema(app);
+        let mut client = self.app_client(app).await?;
+        let tx = client.transaction().await?;
+        // One sweep of the app at a time, so that its horizon only moves forward.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[&format!("{s}.{EVENTS_SWEPT}")],
+        )
+        .await?;
+        // What goes ends before the first event in order that stays: one recorded at or after
+        // `before_ms`, or one an older running transaction may yet precede. Found by reading
+        // from the oldest (what is read is what goes: the log keeps no index by time, which
+        // every write would pay for).
+        let kept = row(
+            &tx,
+            &format!(
+                "SELECT tx, seq FROM {s}._events WHERE at >= $1 OR tx >= {XMIN}
+                 ORDER BY tx, seq LIMIT 1"
+            ),
+            &[&before_ms],
+        )
+        .await?;
+        let kept = match kept {
+            Some(r) => (r.try_get::<_, i64>(0)?, r.try_get::<_, i64>(1)?),
+            None => (i64::MAX, i64::MAX),
+        };
+        let edge = row(
+            &tx,
+            &format!(
+                "SELECT tx, seq FROM {s}._events WHERE (tx, seq) < ($1, $2)
+                 ORDER BY tx DESC, seq DESC LIMIT 1"
+            ),
+            &[&kept.0, &kept.1],
+        )
+        .await?;
+        let Some(edge) = edge else {
+            return Ok(0);
+        };
+        let swept = LogPosition {
+            tx: edge.try_get(0)?,
+            seq: edge.try_get(1)?,
+        };
+        let deleted = execute(
+            &tx,
+            &format!("DELETE FROM {s}._events WHERE (tx, seq) <= ($1, $2)"),
+            &[&swept.tx, &swept.seq],
+        )
+        .await?;
+        execute(
+            &tx,
+            &format!(
+                "INSERT INTO {s}._settings (key, value, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (key) DO UPDATE
+                 SET value = excluded.value, updated_at = excluded.updated_at"
+            ),
+            &[&EVENTS_SWEPT, &swept.to_string(), &before_ms],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn events_after(
+        &self,
+        app: &AppName,
+        after: LogPosition,
+        limit: usize,
+    ) -> Result<EventsPage, StoreError> {
         let client = self.app_client(app).await?;
-        let sql = format!("DELETE FROM {}._events WHERE at < $1", schema(app));
-        execute(&*client, &sql, &[&before_ms]).await
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS}, tx < {XMIN} FROM {}._events
+             WHERE (tx, seq) > ($1, $2) ORDER BY tx, seq LIMIT $3",
+            schema(app)
+        );
+        let mut page = EventsPage::default();
+        for r in rows(&*client, &sql, &[&after.tx, &after.seq, &limit]).await? {
+            // An event whose transaction is not below every running one may yet be preceded
+            // by one committing later: it waits, and so does everything after it.
+            let in_order: bool = r.try_get(7)?;
+            if !in_order {
+                page.pending = true;
+                break;
+            }
+            page.events.push(event_row(&r)?);
+        }
+        Ok(page)
+    }
+
+    async fn event_bounds(&self, app: &AppName) -> Result<LogBounds, StoreError> {
+        let s = schema(app);
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT (SELECT value FROM {s}._settings WHERE key = $1), last.tx, last.seq
+             FROM (SELECT 1) AS one LEFT JOIN (
+                 SELECT tx, seq FROM {s}._events WHERE tx < {XMIN}
+                 ORDER BY tx DESC, seq DESC LIMIT 1
+             ) AS last ON true"
+        );
+        let found = row(&*client, &sql, &[&EVENTS_SWEPT])
+            .await?
+            .ok_or_else(|| StoreError::Task("the log's bounds were not read".into()))?;
+        let swept: Option<String> = found.try_get(0)?;
+        let (tx, seq): (Option<i64>, Option<i64>) = (found.try_get(1)?, found.try_get(2)?);
+        Ok(LogBounds {
+            swept: swept.as_deref().and_then(LogPosition::parse),
+            last: tx.zip(seq).map(|(tx, seq)| LogPosition { tx, seq }),
+        })
     }
 
     async fn append_event(
@@ -505,6 +608,36 @@ pub(super) const EVENTS: &str = "
     );
     CREATE INDEX _events_by_time ON {s}._events (at);
 ";
+
+/// The schema step that orders the log by commit: each event carries its transaction's id, and
+/// readers read in `(tx, seq)` order below the oldest running transaction ([`XMIN`]). Events
+/// from before the step keep 0, before every later one. The index by time goes: every record
+/// write records an event, and the sweep reads the log in order instead.
+pub(super) const EVENT_ORDER: &str = "
+    ALTER TABLE {s}._events ADD COLUMN tx bigint NOT NULL DEFAULT 0;
+    ALTER TABLE {s}._events ALTER COLUMN tx SET DEFAULT (pg_current_xact_id()::text::bigint);
+    CREATE INDEX _events_by_position ON {s}._events (tx, seq);
+    DROP INDEX {s}._events_by_time;
+";
+
+/// The oldest transaction id still running when the statement's snapshot was taken: every
+/// transaction below it has committed or rolled back, and every later one gets a higher id.
+const XMIN: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+
+/// The columns [`event_row`] reads, in its order.
+const EVENT_COLUMNS: &str = "tx, seq, kind, key, payload, depth, at";
+
+fn event_row(r: &tokio_postgres::Row) -> Result<EventRow, StoreError> {
+    Ok(EventRow {
+        tx: r.try_get(0)?,
+        seq: r.try_get(1)?,
+        kind: r.try_get(2)?,
+        key: r.try_get(3)?,
+        payload: r.try_get(4)?,
+        depth: r.try_get(5)?,
+        at_ms: r.try_get(6)?,
+    })
+}
 
 /// Records a write's event and its trigger deliveries, in the write's own transaction.
 async fn emit_in(

@@ -30,6 +30,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     super::payments::MIGRATION,
     super::payments::CALLBACKS,
     super::users::SEARCH,
+    super::records::EVENT_ORDER,
 ];
 
 /// App-wide settings, one JSON document per key.

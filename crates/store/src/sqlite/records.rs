@@ -11,8 +11,9 @@ use crate::listing::{
     column_type, create_table_sql, declared_index_prefixes, index_sql, listing_sql, quote, table,
 };
 use crate::records::{
-    BatchOp, BatchOutcome, CollectionRow, Condition, Emit, EventRow, Record, RecordStore, Select,
-    SqlValue, TRIGGER_QUEUE, TableChange, TableDef, delivery_payload, event_of, written_id,
+    BatchOp, BatchOutcome, CollectionRow, Condition, EVENTS_SWEPT, Emit, EventRow, EventsPage,
+    LogBounds, LogPosition, Record, RecordStore, Select, SqlValue, TRIGGER_QUEUE, TableChange,
+    TableDef, delivery_payload, event_of, written_id,
 };
 use crate::{AppName, StoreError};
 
@@ -296,19 +297,10 @@ impl RecordStore for SqliteTenants {
 
     async fn event(&self, app: &AppName, seq: i64) -> Result<Option<EventRow>, StoreError> {
         self.read_app(app, move |c| {
-            Ok(c.prepare_cached(
-                "SELECT seq, kind, key, payload, depth, at FROM _events WHERE seq = ?1",
-            )?
-            .query_row([seq], |r| {
-                Ok(EventRow {
-                    seq: r.get(0)?,
-                    kind: r.get(1)?,
-                    key: r.get(2)?,
-                    payload: r.get(3)?,
-                    depth: r.get(4)?,
-                    at_ms: r.get(5)?,
-                })
-            })
+            Ok(c.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM _events WHERE seq = ?1"
+            ))?
+            .query_row([seq], event_row)
             .optional()?)
         })
         .await
@@ -316,10 +308,71 @@ impl RecordStore for SqliteTenants {
 
     async fn sweep_events(&self, app: &AppName, before_ms: i64) -> Result<u64, StoreError> {
         self.write_app(app, move |c| {
+            // One writer: the sequence is the log's order. What goes ends before the first
+            // event recorded at or after `before_ms`, found by reading from the oldest (what
+            // is read is what goes: the log keeps no index by time, which every write would
+            // pay for).
+            let kept: Option<i64> = c
+                .prepare_cached("SELECT seq FROM _events WHERE at >= ?1 ORDER BY seq LIMIT 1")?
+                .query_row([before_ms], |r| r.get(0))
+                .optional()?;
+            let edge: Option<i64> = c
+                .prepare_cached("SELECT max(seq) FROM _events WHERE seq < ?1")?
+                .query_row([kept.unwrap_or(i64::MAX)], |r| r.get(0))?;
+            let Some(edge) = edge else {
+                return Ok(0);
+            };
             let deleted = c
-                .prepare_cached("DELETE FROM _events WHERE at < ?1")?
-                .execute([before_ms])?;
+                .prepare_cached("DELETE FROM _events WHERE seq <= ?1")?
+                .execute([edge])?;
+            let swept = LogPosition { tx: 0, seq: edge };
+            c.prepare_cached(
+                "INSERT INTO _settings (key, value, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE
+                 SET value = excluded.value, updated_at = excluded.updated_at",
+            )?
+            .execute(params![EVENTS_SWEPT, swept.to_string(), before_ms])?;
             Ok(deleted as u64)
+        })
+        .await
+    }
+
+    async fn events_after(
+        &self,
+        app: &AppName,
+        after: LogPosition,
+        limit: usize,
+    ) -> Result<EventsPage, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read_app(app, move |c| {
+            let events = c
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM _events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                ))?
+                .query_map([after.seq, limit], event_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            // Committed in sequence order: nothing is ever pending.
+            Ok(EventsPage {
+                events,
+                pending: false,
+            })
+        })
+        .await
+    }
+
+    async fn event_bounds(&self, app: &AppName) -> Result<LogBounds, StoreError> {
+        self.read_app(app, move |c| {
+            let swept: Option<String> = c
+                .prepare_cached("SELECT value FROM _settings WHERE key = ?1")?
+                .query_row([EVENTS_SWEPT], |r| r.get(0))
+                .optional()?;
+            let last: Option<i64> = c
+                .prepare_cached("SELECT max(seq) FROM _events")?
+                .query_row([], |r| r.get(0))?;
+            Ok(LogBounds {
+                swept: swept.as_deref().and_then(LogPosition::parse),
+                last: last.map(|seq| LogPosition { tx: 0, seq }),
+            })
         })
         .await
     }
@@ -417,6 +470,30 @@ pub(super) const EVENTS: &str = "
     ) STRICT;
     CREATE INDEX _events_by_time ON _events (at);
 ";
+
+/// The schema step that gives each event its transaction, as PostgreSQL's log has it (always 0
+/// here: the sequence is the order), so that `cloudlet migrate` copies the table as it is; and
+/// drops the index by time (every record write now records an event: the sweep reads the log
+/// in order instead).
+pub(super) const EVENT_ORDER: &str = "
+    ALTER TABLE _events ADD COLUMN tx INTEGER NOT NULL DEFAULT 0;
+    DROP INDEX _events_by_time;
+";
+
+/// The columns [`event_row`] reads, in its order.
+const EVENT_COLUMNS: &str = "tx, seq, kind, key, payload, depth, at";
+
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok(EventRow {
+        tx: r.get(0)?,
+        seq: r.get(1)?,
+        kind: r.get(2)?,
+        key: r.get(3)?,
+        payload: r.get(4)?,
+        depth: r.get(5)?,
+        at_ms: r.get(6)?,
+    })
+}
 
 /// Records a write's event and its trigger deliveries, in the write's own transaction.
 fn emit_in(

@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     super::payments::MIGRATION,
     super::payments::CALLBACKS,
     super::users::SEARCH,
+    super::records::EVENT_ORDER,
 ];
 
 /// App-wide settings, one JSON document per key.

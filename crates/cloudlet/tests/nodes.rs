@@ -1,0 +1,372 @@
+//! Three `cloudlet serve` processes of this binary on one PostgreSQL database
+//! (`[database] shared = true`), requests spread over them: what one node changes holds on the
+//! others (rules, revoked sessions, deployed functions, declared queues), a write through one
+//! reaches a realtime subscriber on another, and no acknowledged write is lost when a node is
+//! killed under load. Each waits with a generous bound; how fast the nodes hear each other is
+//! measured in `bench/`, not here.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Serve, TOKEN, call};
+use futures_util::{SinkExt, StreamExt};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Polls `check` every 20 ms until it holds; panics with `what` after 10 seconds.
+async fn within<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "waited 10 s for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn node(dir: &std::path::Path, n: usize, url: &str, config: &std::path::Path) -> Serve {
+    Serve::start_with(
+        &dir.join(format!("node{n}")),
+        Some(url),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--console-listen",
+            "off",
+        ],
+    )
+}
+
+async fn login(base: &str, user: &str) -> Value {
+    let (status, session) = call(
+        Method::POST,
+        format!("{base}/v1/apps/shop/auth/sessions"),
+        "",
+        Some(json!({ "provider": "dev", "user": user })),
+    )
+    .await;
+    assert_eq!(status, 201, "{session}");
+    session
+}
+
+async fn titles(base: &str, token: &str) -> Option<Vec<String>> {
+    let (status, page) = call(
+        Method::GET,
+        format!("{base}/v1/apps/shop/collections/todos/records?sort=created_at"),
+        token,
+        None,
+    )
+    .await;
+    (status == 200).then(|| {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["title"].as_str().unwrap().to_owned())
+            .collect()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_on_one_database_keep_in_step() {
+    let url = cloudlet_store::postgres::testing::TestServer::shared().database();
+    let dir = tempfile::tempdir().unwrap();
+    // Every node of a database needs the same master key: a file here, as a secret mount
+    // would be on nodes without a persistent disk.
+    let key = dir.path().join("master.key");
+    std::fs::write(&key, "5e".repeat(32)).unwrap();
+    let config = dir.path().join("cloudlet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "master_key_file = {:?}\n[database]\nshared = true\n",
+            key.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let nodes: Vec<Serve> = (0..3).map(|n| node(dir.path(), n, &url, &config)).collect();
+    let (a, b, c) = (
+        nodes[0].base.clone(),
+        nodes[1].base.clone(),
+        nodes[2].base.clone(),
+    );
+
+    // The app, made through A: B and C serve it at once.
+    let (status, _) = call(
+        Method::POST,
+        format!("{a}/v1/admin/apps"),
+        TOKEN,
+        Some(json!({ "name": "shop" })),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, _) = call(
+        Method::PUT,
+        format!("{b}/v1/admin/apps/shop/auth/providers/dev"),
+        TOKEN,
+        Some(json!({ "enabled": true })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let todos = json!({ "fields": [{ "name": "title", "type": "text" }] });
+    let (status, _) = call(
+        Method::PUT,
+        format!("{c}/v1/admin/apps/shop/collections/todos"),
+        TOKEN,
+        Some(todos.clone()),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let alice = login(&a, "alice").await;
+    let bob = login(&b, "bob").await;
+    let alice_token = alice["access_token"].as_str().unwrap().to_owned();
+    let bob_token = bob["access_token"].as_str().unwrap().to_owned();
+
+    // A rule changed through A holds on B and C (whose caches hold the old one).
+    let (status, _) = call(
+        Method::POST,
+        format!("{c}/v1/apps/shop/collections/todos/records"),
+        &alice_token,
+        Some(json!({ "title": "alice's" })),
+    )
+    .await;
+    assert_eq!(status, 201);
+    for node in [&b, &c] {
+        assert_eq!(titles(node, &bob_token).await, Some(vec![]), "owners only");
+    }
+    let open = json!({
+        "fields": [{ "name": "title", "type": "text" }],
+        "rules": { "list": "", "view": "" }
+    });
+    let (status, _) = call(
+        Method::PUT,
+        format!("{a}/v1/admin/apps/shop/collections/todos"),
+        TOKEN,
+        Some(open),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for node in [&b, &c] {
+        within("the rule changed on A to hold here", || async {
+            titles(node, &bob_token).await == Some(vec!["alice's".to_owned()])
+        })
+        .await;
+    }
+
+    // A write through A reaches a realtime subscriber on B.
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!(
+        "{}/v1/apps/shop/realtime",
+        b.replace("http", "ws")
+    ))
+    .await
+    .unwrap();
+    let send = |value: Value| Message::text(value.to_string());
+    socket
+        .send(send(json!({ "type": "auth", "token": bob_token })))
+        .await
+        .unwrap();
+    socket
+        .send(send(
+            json!({ "type": "subscribe", "id": "all", "collection": "todos" }),
+        ))
+        .await
+        .unwrap();
+    let mut next = async || loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message within 10 s")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = frame {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if value["type"] != "ping" {
+                return value;
+            }
+        }
+    };
+    assert_eq!(next().await["type"], "ready");
+    assert_eq!(next().await["type"], "subscribed");
+    let (status, created) = call(
+        Method::POST,
+        format!("{a}/v1/apps/shop/collections/todos/records"),
+        &alice_token,
+        Some(json!({ "title": "live" })),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let change = next().await;
+    assert_eq!(
+        (&change["event"], &change["id"]),
+        (&json!("create"), &created["id"])
+    );
+
+    // A session revoked through A is refused on C (which has its keys cached).
+    assert!(titles(&c, &alice_token).await.is_some());
+    let (status, _) = call(
+        Method::DELETE,
+        format!("{a}/v1/apps/shop/auth/sessions/current"),
+        &alice_token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    within("the session revoked on A to be refused on C", || async {
+        titles(&c, &alice_token).await.is_none()
+    })
+    .await;
+
+    // A function deployed through B serves on A; a new version too.
+    for version in [1, 2] {
+        let source = format!("export default async () => ({{ v: {version} }})");
+        let (status, deployed) = call(
+            Method::PUT,
+            format!("{b}/v1/admin/apps/shop/functions/which"),
+            TOKEN,
+            Some(json!({ "source": source })),
+        )
+        .await;
+        assert_eq!(status, 201, "{deployed}");
+        within("the version deployed on B to serve on A", || async {
+            let (status, answer) = call(
+                Method::POST,
+                format!("{a}/v1/apps/shop/functions/which"),
+                TOKEN,
+                Some(json!({})),
+            )
+            .await;
+            status == 200 && answer["v"] == version
+        })
+        .await;
+    }
+
+    // A queue declared through C takes messages on A.
+    let (status, refused) = call(
+        Method::POST,
+        format!("{a}/v1/admin/apps/shop/queues/mail/messages"),
+        TOKEN,
+        Some(json!({ "messages": [{ "payload": {} }] })),
+    )
+    .await;
+    assert_eq!(
+        status, 404,
+        "no such queue yet (and A has looked): {refused}"
+    );
+    let (status, _) = call(
+        Method::PUT,
+        format!("{c}/v1/admin/apps/shop/queues/mail"),
+        TOKEN,
+        Some(json!({})),
+    )
+    .await;
+    assert!(status == 200 || status == 201, "{status}");
+    within("the queue declared on C to take messages on A", || async {
+        let (status, _) = call(
+            Method::POST,
+            format!("{a}/v1/admin/apps/shop/queues/mail/messages"),
+            TOKEN,
+            Some(json!({ "messages": [{ "payload": {} }] })),
+        )
+        .await;
+        status == 201 || status == 200
+    })
+    .await;
+    drop(nodes);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_acknowledged_write_is_lost_when_a_node_is_killed_under_load() {
+    let url = cloudlet_store::postgres::testing::TestServer::shared().database();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("master.key");
+    std::fs::write(&key, "6f".repeat(32)).unwrap();
+    let config = dir.path().join("cloudlet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "master_key_file = {:?}\n[database]\nshared = true\n",
+            key.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut nodes: Vec<Option<Serve>> = (0..3)
+        .map(|n| Some(node(dir.path(), n, &url, &config)))
+        .collect();
+    let bases: Vec<String> = nodes
+        .iter()
+        .map(|n| n.as_ref().unwrap().base.clone())
+        .collect();
+    let (status, _) = call(
+        Method::POST,
+        format!("{}/v1/admin/apps", bases[0]),
+        TOKEN,
+        Some(json!({ "name": "shop" })),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, _) = call(
+        Method::PUT,
+        format!("{}/v1/admin/apps/shop/collections/todos", bases[1]),
+        TOKEN,
+        Some(json!({ "fields": [{ "name": "title", "type": "text" }] })),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    // Writers spread round-robin over the three nodes; node 2 is killed partway.
+    let http = reqwest::Client::new();
+    let mut acknowledged = Vec::new();
+    for n in 0..300 {
+        if n == 150 {
+            nodes[2].take().unwrap().kill();
+        }
+        let base = &bases[n % 3];
+        let answer = http
+            .post(format!("{base}/v1/apps/shop/collections/todos/records"))
+            .bearer_auth(TOKEN)
+            .json(&json!({ "title": format!("t{n}") }))
+            .send()
+            .await;
+        if let Ok(response) = answer
+            && response.status() == 201
+        {
+            let record: Value = response.json().await.unwrap();
+            acknowledged.push(record["id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(
+        acknowledged.len() >= 250,
+        "{} acknowledged",
+        acknowledged.len()
+    );
+    let mut stored = Vec::new();
+    let mut after = String::new();
+    loop {
+        let (status, page) = call(
+            Method::GET,
+            format!(
+                "{}/v1/apps/shop/collections/todos/records?limit=100{after}",
+                bases[0]
+            ),
+            TOKEN,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        for item in page["items"].as_array().unwrap() {
+            stored.push(item["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => after = format!("&cursor={cursor}"),
+            None => break,
+        }
+    }
+    for id in &acknowledged {
+        assert!(stored.contains(id), "acknowledged {id} is not stored");
+    }
+}

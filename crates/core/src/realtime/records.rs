@@ -1,0 +1,251 @@
+//! Record-change subscriptions, read from each app's event log: the hub keeps, for every app
+//! whose records some subscription watches, how far its log has been delivered (its tail), and
+//! reads on from there in commit order ([`Data::changes_after`]) when a write on this node rings,
+//! on a timer for writes of other nodes, and shortly again while later events wait for an older
+//! transaction. Each change goes out with its place in the log (`pos`), so a client that comes
+//! back names where it left off and gets what it missed from the log, judged by today's rules,
+//! numbered on from its last `seq`, in one answer; or a `reset` when the log no longer holds it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cloudlet_store::{AppName, LogPosition, StoreError};
+
+use super::{Change, Hub, Joined, Outbound, RealtimeError, Resume, Subscription};
+use crate::access::Caller;
+use crate::data::{Seen, Watch};
+use crate::realtime::MAX_SUBSCRIPTIONS;
+
+/// How many events one read of a log takes.
+const PULL: usize = 256;
+/// The most events read to resume one subscription: a client gone longer than that refetches.
+pub const MAX_REPLAY: usize = 10_000;
+/// How soon a log with events waiting for an older transaction is read again.
+pub(super) const PENDING_RETRY: Duration = Duration::from_millis(2);
+/// How often the watched apps' logs are read for what other nodes wrote.
+pub(super) const POLL_EVERY: Duration = Duration::from_secs(1);
+
+impl Hub {
+    /// Starts a subscription `sub` of the connection to `collection`'s changes (narrowed by
+    /// `filter`): from now, or, with `after`, from where the client left off, what it missed
+    /// first; a `reset` when the log no longer holds that.
+    pub async fn subscribe(
+        &self,
+        id: super::ConnectionId,
+        caller: &Caller,
+        sub: &str,
+        collection: &str,
+        filter: Option<&str>,
+        after: Option<Resume>,
+    ) -> Result<Joined, RealtimeError> {
+        let resume = match after {
+            None => None,
+            Some(resume) => {
+                let at = resume
+                    .pos
+                    .as_deref()
+                    .and_then(LogPosition::parse)
+                    .ok_or(RealtimeError::InvalidResume)?;
+                Some((resume, at))
+            }
+        };
+        let app = {
+            let registry = self.0.registry.lock().await;
+            let connection = registry.connections.get(&id).ok_or(RealtimeError::Closed)?;
+            if connection.subscriptions.contains_key(sub) {
+                return Err(RealtimeError::SubscriptionExists);
+            }
+            if connection.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+                return Err(RealtimeError::TooManySubscriptions);
+            }
+            connection.app.clone()
+        };
+        // Checked without the registry held: it may read the collection's definition.
+        let mut watch = self.0.data.watch(&app, caller, collection, filter).await?;
+        // Held until the subscription is registered: nothing is delivered meanwhile, so what
+        // it replays and what the hub delivers to it next meet at the tail.
+        let mut tails = self.0.tails.lock().await;
+        let tail = match tails.get(&app) {
+            Some(tail) => *tail,
+            None => {
+                let end = self.0.data.log_bounds(&app).await?.end();
+                tails.insert(app.clone(), end);
+                end
+            }
+        };
+        let mut joined = Joined {
+            epoch: self.epoch(),
+            seq: 0,
+            missed: Vec::new(),
+            reset: None,
+            pos: None,
+        };
+        let mut from = tail;
+        // The last number the subscription gave.
+        let mut last = 0;
+        if let Some((resume, at)) = resume {
+            let kept = self.0.data.log_bounds(&app).await?.keeps(at);
+            let replayed = match kept {
+                true => {
+                    self.replay(&app, &mut watch, sub, at, tail, resume.seq)
+                        .await?
+                }
+                false => None,
+            };
+            match replayed {
+                Some((missed, seq)) => {
+                    joined.epoch = resume.epoch;
+                    joined.seq = resume.seq;
+                    joined.missed = missed;
+                    last = seq;
+                    // A client that read past this node's tail (on another node) skips what
+                    // it has.
+                    from = from.max(at);
+                }
+                None => joined.reset = Some("history"),
+            }
+        }
+        joined.pos = Some(from.to_string());
+        let mut registry = self.0.registry.lock().await;
+        let connection = registry
+            .connections
+            .get_mut(&id)
+            .ok_or(RealtimeError::Closed)?;
+        if connection.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+            return Err(RealtimeError::TooManySubscriptions);
+        }
+        if connection.subscriptions.contains_key(sub) {
+            return Err(RealtimeError::SubscriptionExists);
+        }
+        connection.subscriptions.insert(
+            sub.to_owned(),
+            Subscription::Records {
+                watch: Box::new(watch),
+                seq: last,
+                from,
+            },
+        );
+        Ok(joined)
+    }
+
+    /// What `watch` sees of the log after `at` up to `until`, as frames numbered on from
+    /// `seq`, with the last number; `None` when that is more than [`MAX_REPLAY`] events.
+    async fn replay(
+        &self,
+        app: &AppName,
+        watch: &mut Watch,
+        sub: &str,
+        mut at: LogPosition,
+        until: LogPosition,
+        mut seq: u64,
+    ) -> Result<Option<(Vec<Bytes>, u64)>, RealtimeError> {
+        let mut missed = Vec::new();
+        let mut read = 0;
+        while at < until {
+            if read >= MAX_REPLAY {
+                return Ok(None);
+            }
+            let page = self.0.data.changes_after(app, at, PULL).await?;
+            read += PULL;
+            for (position, event) in page.changes {
+                if position > until {
+                    break;
+                }
+                let change = self.0.data.prepare(&event).await?;
+                let Some(seen) = self.0.data.judge(&change, watch)? else {
+                    continue;
+                };
+                seq += 1;
+                let record = matches!(seen, Seen::Create | Seen::Update)
+                    .then(|| event.new.map(Arc::new))
+                    .flatten();
+                let frame = Outbound::Change(Box::new(Change {
+                    sub: sub.to_owned(),
+                    seq,
+                    event: seen,
+                    collection: event.collection,
+                    id: event.id,
+                    record,
+                    pos: position.to_string(),
+                }));
+                let bytes =
+                    serde_json::to_vec(&frame).map_err(|e| StoreError::Task(e.to_string()))?;
+                missed.push(Bytes::from(bytes));
+            }
+            // Everything up to `until` was read in order once (it is the tail): a short page
+            // means the log holds nothing more.
+            if page.reached == at || !page.full {
+                break;
+            }
+            at = page.reached;
+        }
+        Ok(Some((missed, seq)))
+    }
+
+    /// Reads each of `apps`' logs on from its tail and delivers what it holds; answers the
+    /// apps whose later events wait for an older transaction (or whose read failed).
+    pub(super) async fn pull(&self, apps: HashSet<AppName>) -> HashSet<AppName> {
+        let mut again = HashSet::new();
+        if apps.is_empty() {
+            return again;
+        }
+        let mut tails = self.0.tails.lock().await;
+        for app in apps {
+            let Some(mut at) = tails.get(&app).copied() else {
+                continue;
+            };
+            loop {
+                let page = match self.0.data.changes_after(&app, at, PULL).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::warn!(app = %app, error = %e, "could not read the event log");
+                        again.insert(app.clone());
+                        break;
+                    }
+                };
+                for (position, event) in &page.changes {
+                    self.deliver(event, *position).await;
+                }
+                at = page.reached;
+                tails.insert(app.clone(), at);
+                if page.pending {
+                    again.insert(app.clone());
+                }
+                if !page.full {
+                    break;
+                }
+            }
+        }
+        again
+    }
+
+    /// Reads every followed log on (what other nodes wrote may not have been rung).
+    pub async fn catch_up(&self) {
+        let tailed = self.tailed().await.into_iter().collect();
+        self.pull(tailed).await;
+    }
+
+    /// The apps whose logs are followed.
+    pub(super) async fn tailed(&self) -> Vec<AppName> {
+        self.0.tails.lock().await.keys().cloned().collect()
+    }
+
+    /// Stops following the logs of apps that no subscription watches any more.
+    pub(super) async fn untail(&self) {
+        let mut tails = self.0.tails.lock().await;
+        let registry = self.0.registry.lock().await;
+        tails.retain(|app, _| {
+            registry.by_app.get(app).is_some_and(|ids| {
+                ids.iter().any(|id| {
+                    registry.connections.get(id).is_some_and(|c| {
+                        c.subscriptions
+                            .values()
+                            .any(|s| matches!(s, Subscription::Records { .. }))
+                    })
+                })
+            })
+        });
+    }
+}

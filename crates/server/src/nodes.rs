@@ -1,0 +1,68 @@
+//! What this node does when another node of the same database rings ([`cloudlet_store::Bell`]):
+//! it drops what it cached of the app (collections and rules, functions, keys and revocations,
+//! realtime settings, declared queues) and reads the app's event log for its realtime
+//! subscribers. When rings may have been missed (the listening connection was lost), it drops
+//! everything cached and reads every followed log.
+
+use cloudlet_core::realtime::AppSockets;
+use cloudlet_store::{Bell, Ring, Topic, Topics};
+use tokio::sync::{broadcast, watch};
+
+use crate::state::AppState;
+
+/// Hears the other nodes until shutdown.
+pub(crate) async fn hear(
+    state: AppState,
+    bell: std::sync::Arc<dyn Bell>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut rings = bell.rings();
+    loop {
+        let ring = tokio::select! {
+            ring = rings.recv() => ring,
+            _ = shutdown.changed() => return,
+        };
+        match ring {
+            Ok(Ring::App(app, topics)) => heard(&state, &app, topics).await,
+            Ok(Ring::Everything) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                heard_everything(&state).await;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn heard(state: &AppState, app: &cloudlet_store::AppName, topics: Topics) {
+    if topics.has(Topic::Collections) {
+        state.data().forget_app(app);
+    }
+    if topics.has(Topic::Functions) {
+        state.functions().heard(app);
+    }
+    if topics.has(Topic::Queues) {
+        state.queues().heard(app);
+    }
+    if topics.has(Topic::Realtime) {
+        state.realtime().heard_settings(app).await;
+    }
+    if topics.has(Topic::Auth) && !state.auth().heard(app).await {
+        // Deleted on another node: nothing of it may go on here.
+        state.realtime().close_app(app, AppSockets::All).await;
+        state.data().forget_app(app);
+        state.functions().heard(app);
+        state.queues().heard(app);
+    }
+    if topics.has(Topic::Records) {
+        state.data().heard(app);
+    }
+}
+
+async fn heard_everything(state: &AppState) {
+    tracing::info!("the other nodes' rings may have been missed: every cache is dropped");
+    state.data().forget_all();
+    state.functions().heard_everything();
+    state.queues().heard_everything();
+    state.auth().heard_everything();
+    state.realtime().heard_everything().await;
+    state.realtime().recheck(state.auth()).await;
+}

@@ -1,0 +1,184 @@
+//! The doorbell on PostgreSQL ([`crate::Bell`]): rings gathered for [`GATHER`] and sent as one
+//! `NOTIFY` on the channel [`CHANNEL`] (a `NOTIFY` takes a lock held to the end of the
+//! notifying transaction, so one per write would serialise every write of the database; one
+//! per node every few milliseconds costs nothing), and heard on a connection of the node's own
+//! that `LISTEN`s. When that connection is lost the node reconnects by itself, and hears
+//! [`Ring::Everything`] once it listens again: whatever was rung meanwhile is unknown.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use futures_util::StreamExt;
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use crate::AppName;
+use crate::bell::{Bell, Ring, Topic, Topics, messages, parse_message};
+use crate::sqlite::lock;
+
+/// The channel every node listens on.
+pub const CHANNEL: &str = "cloudlet_bell";
+/// How long rings are gathered before they are sent.
+const GATHER: Duration = Duration::from_millis(5);
+/// How long a node waits before it connects again to listen.
+const RECONNECT: Duration = Duration::from_secs(1);
+
+/// A node's bell on PostgreSQL. Its tasks end when it is dropped.
+pub struct PgBell {
+    node: String,
+    pending: Mutex<BTreeMap<AppName, Topics>>,
+    wake: Notify,
+    heard: broadcast::Sender<Ring>,
+    /// Told when the bell is dropped, for the listening task.
+    stop: Arc<Notify>,
+}
+
+impl Drop for PgBell {
+    fn drop(&mut self) {
+        self.stop.notify_one();
+    }
+}
+
+impl Bell for PgBell {
+    fn ring(&self, app: &AppName, topic: Topic) {
+        let mut pending = lock(&self.pending);
+        let topics = pending.entry(app.clone()).or_default();
+        *topics = topics.with(topic);
+        drop(pending);
+        self.wake.notify_one();
+    }
+
+    fn rings(&self) -> broadcast::Receiver<Ring> {
+        self.heard.subscribe()
+    }
+}
+
+impl PgBell {
+    /// Starts the bell of node `node` (a name no other node has): sends over `pool`, listens
+    /// on a connection of its own made with `config`.
+    pub(super) fn start(pool: Pool, config: tokio_postgres::Config, node: String) -> Arc<PgBell> {
+        let stop = Arc::new(Notify::new());
+        let bell = Arc::new(PgBell {
+            node,
+            pending: Mutex::new(BTreeMap::new()),
+            wake: Notify::new(),
+            heard: broadcast::channel(4096).0,
+            stop: Arc::clone(&stop),
+        });
+        tokio::spawn(send(Arc::downgrade(&bell), pool));
+        tokio::spawn(listen(Arc::downgrade(&bell), config, stop));
+        bell
+    }
+}
+
+/// Sends what is rung, gathered, until the bell is dropped.
+async fn send(bell: Weak<PgBell>, pool: Pool) {
+    loop {
+        let Some(strong) = bell.upgrade() else {
+            return;
+        };
+        // Woken by a ring, or every second to notice that the bell is gone.
+        let _ = tokio::time::timeout(Duration::from_secs(1), strong.wake.notified()).await;
+        tokio::time::sleep(GATHER).await;
+        let rings = std::mem::take(&mut *lock(&strong.pending));
+        if rings.is_empty() {
+            continue;
+        }
+        let node = strong.node.clone();
+        drop(strong);
+        for message in messages(&node, &rings) {
+            let sent = match pool.get().await {
+                Ok(client) => client
+                    .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &message])
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = sent {
+                // The other nodes' caches then hold until their own checks: say so.
+                tracing::warn!(error = %e, "could not ring the other nodes");
+            }
+        }
+    }
+}
+
+/// Listens for the other nodes' rings until the bell is dropped, connecting again whenever
+/// the connection is lost.
+async fn listen(bell: Weak<PgBell>, config: tokio_postgres::Config, stop: Arc<Notify>) {
+    loop {
+        tokio::select! {
+            () = stop.notified() => return,
+            () = listen_once(&bell, &config) => {}
+        }
+        if bell.upgrade().is_none() {
+            return;
+        }
+        tokio::select! {
+            () = stop.notified() => return,
+            () = tokio::time::sleep(RECONNECT) => {}
+        }
+    }
+}
+
+/// One listening connection, until it ends.
+async fn listen_once(bell: &Weak<PgBell>, config: &tokio_postgres::Config) {
+    let (client, mut connection) = match config.connect(NoTls).await {
+        Ok(connected) => connected,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not connect to hear the other nodes");
+            return;
+        }
+    };
+    let (heard, mut messages) = mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = stream.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if heard.send(n.payload().to_owned()).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "lost the connection that hears the other nodes");
+                    return;
+                }
+            }
+        }
+    });
+    if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+        tracing::warn!(error = %e, "could not listen to the other nodes");
+        driver.abort();
+        return;
+    }
+    // Listening from here: what was rung before is unknown.
+    match bell.upgrade() {
+        Some(bell) => {
+            let _ = bell.heard.send(Ring::Everything);
+        }
+        None => {
+            driver.abort();
+            return;
+        }
+    }
+    while let Some(message) = messages.recv().await {
+        let Some(bell) = bell.upgrade() else {
+            break;
+        };
+        match parse_message(&message) {
+            Some((node, _)) if node == bell.node => {}
+            Some((_, rings)) => {
+                for ring in rings {
+                    let _ = bell.heard.send(ring);
+                }
+            }
+            None => tracing::warn!("a ring that is not one was heard"),
+        }
+    }
+    driver.abort();
+    drop(client);
+}
