@@ -85,7 +85,8 @@ async fn three_nodes_on_one_database_keep_in_step() {
     std::fs::write(
         &config,
         format!(
-            "master_key_file = {:?}\n[database]\nshared = true\n",
+            "master_key_file = {:?}\n[database]\nshared = true\n\
+             [auth]\nlogins_per_ip_per_minute = 8\n",
             key.to_str().unwrap()
         ),
     )
@@ -276,6 +277,30 @@ async fn three_nodes_on_one_database_keep_in_step() {
         status == 201 || status == 200
     })
     .await;
+
+    // Logins from one address spread over the three nodes draw on one budget (8 a minute;
+    // two were made above): the ninth is refused wherever it goes.
+    let mut more = 0;
+    for n in 0.. {
+        let base = [&a, &b, &c][n % 3];
+        let (status, _) = call(
+            Method::POST,
+            format!("{base}/v1/apps/shop/auth/sessions"),
+            "",
+            Some(json!({ "provider": "dev", "user": format!("u{n}") })),
+        )
+        .await;
+        if status == 429 {
+            break;
+        }
+        assert_eq!(status, 201);
+        more += 1;
+        assert!(
+            more <= 6,
+            "round-robin over the nodes multiplied the budget"
+        );
+    }
+    assert_eq!(more, 6);
     drop(nodes);
 }
 

@@ -251,14 +251,14 @@ async fn create_session(
     Json(body): Json<LoginBody>,
 ) -> Result<Response, ApiError> {
     let limits = state.limits();
-    limits.check_login(&app, ip)?;
+    limits.check_login(&app, ip).await?;
     // Password guesses are counted per account as well as per address.
     let account = (body.provider == "password")
         .then(|| body.email.as_deref().map(policy::account_of))
         .flatten();
     let request = body.into_login()?;
     let took = match &account {
-        Some(account) => limits.take_account(&app, account, ip)?,
+        Some(account) => limits.take_account(&app, account, ip).await?,
         None => false,
     };
     let login = match state.apps().get(&app).await {
@@ -275,7 +275,9 @@ async fn create_session(
             Err(e) if e.code == Code::InvalidLogin => AccountOutcome::WrongPassword,
             Err(_) => AccountOutcome::Other,
         };
-        limits.settle_account(&app, account, ip, took, outcome);
+        limits
+            .settle_account(&app, account, ip, took, outcome)
+            .await;
     }
     Ok((StatusCode::CREATED, axum::Json(login?)).into_response())
 }
@@ -297,7 +299,7 @@ async fn sign_up(
     TargetApp(app): TargetApp,
     Json(body): Json<SignUp>,
 ) -> Result<Response, ApiError> {
-    state.limits().check_login(&app, ip)?;
+    state.limits().check_login(&app, ip).await?;
     state.apps().get(&app).await?;
     let grant = state
         .auth()
@@ -326,7 +328,7 @@ async fn refresh(
     TargetApp(app): TargetApp,
     Json(body): Json<RefreshBody>,
 ) -> Result<Response, ApiError> {
-    state.limits().check_client(ip)?;
+    state.limits().check_client(ip).await?;
     state.apps().get(&app).await?;
     Ok(axum::Json(state.auth().refresh(&app, &body.session_id).await?).into_response())
 }

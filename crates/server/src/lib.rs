@@ -58,7 +58,7 @@ use cloudlet_store::postgres::{Postgres, PostgresOptions};
 use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
 use cloudlet_store::{
     Bell, BlobStore, ConsoleStore, DataDir, FileStore, FunctionStore, LocalBlobs, NoBell,
-    PaymentStore, QueueStore, RecordStore, S3Blobs, SiteStore, StoreError, SystemStore,
+    PaymentStore, QueueStore, RateStore, RecordStore, S3Blobs, SiteStore, StoreError, SystemStore,
     TenantStore, UserStore,
 };
 use tokio::net::TcpListener;
@@ -214,6 +214,8 @@ struct Storage {
     apps: AppStores,
     /// Rings the other nodes of a shared database (none on SQLite).
     bell: Arc<dyn Bell>,
+    /// The rate limits every node of a shared database counts (none: each node its own).
+    rates: Option<Arc<dyn RateStore>>,
 }
 
 /// Every per-app store, as the one backend that implements them all.
@@ -302,6 +304,10 @@ async fn open_storage(config: &Config, options: &StartOptions) -> Result<Storage
         OsRandom.fill(&mut node);
         let bell = postgres.bell(format!("{:016x}", u64::from_le_bytes(node)));
         let postgres = Arc::new(postgres);
+        let rates = config
+            .database
+            .shared
+            .then(|| postgres.clone() as Arc<dyn RateStore>);
         return Ok(Storage {
             data_dir,
             master_key,
@@ -309,6 +315,7 @@ async fn open_storage(config: &Config, options: &StartOptions) -> Result<Storage
             console: postgres.clone(),
             apps: AppStores::of(postgres),
             bell,
+            rates,
         });
     }
     let opening = config.clone();
@@ -336,6 +343,7 @@ async fn open_storage(config: &Config, options: &StartOptions) -> Result<Storage
         console: system,
         apps: AppStores::of(Arc::new(tenants)),
         bell: Arc::new(NoBell::default()),
+        rates: None,
     })
 }
 
@@ -370,6 +378,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         console: console_store,
         apps: stores,
         bell,
+        rates,
     } = open_storage(&config, &options).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let random: Arc<dyn Random> = Arc::new(OsRandom);
@@ -505,7 +514,15 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         config.auth.logins_per_app_per_minute,
         config.auth.password_failures_per_account_per_minute,
         config.http.trust_forwarded_for,
+        rates.clone().map(|store| limits::Shared {
+            store,
+            clock: Arc::clone(&clock),
+        }),
     );
+    let rates_sweep = rates.map(|store| limits::Shared {
+        store,
+        clock: Arc::clone(&clock),
+    });
     let tenants = tenant_store;
     let console = cloudlet_core::console::Console::new(
         console_store,
@@ -590,6 +607,9 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     tasks.spawn(queues::run_dispatcher(state.clone(), shutdown_rx.clone()));
     tasks.spawn(run_realtime(hub, state.auth().clone(), shutdown_rx.clone()));
     tasks.spawn(nodes::hear(state.clone(), bell, shutdown_rx.clone()));
+    if let Some(rates) = rates_sweep {
+        tasks.spawn(nodes::sweep_rate_buckets(rates, shutdown_rx.clone()));
+    }
     let (stop_log, log_stopped) = tokio::sync::oneshot::channel::<()>();
     let log = tokio::spawn(log_writer.run(async move {
         let _ = log_stopped.await;

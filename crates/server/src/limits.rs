@@ -1,8 +1,10 @@
 //! Rate limits on the routes that attackers hammer: logins, sign-ups and refreshes, and the
 //! payment routes a user may call (each order and each confirmation calls the platform). Token
-//! buckets per client, per app and per password account, in memory on this node: a burst of
-//! `per_minute` is allowed, then `per_minute` requests a minute. A client is its IPv4 address
-//! (also when it arrives IPv4-mapped on a dual-stack listener) or its IPv6 /64.
+//! buckets per client, per app and per password account: a burst of `per_minute` is allowed,
+//! then `per_minute` requests a minute. In memory on a node alone with its database; in the
+//! database when several nodes share it (`database.shared`), so that spreading requests over
+//! the nodes does not multiply anyone's budget. A client is its IPv4 address (also when it
+//! arrives IPv4-mapped on a dual-stack listener) or its IPv6 /64.
 //!
 //! Failed password logins are also counted per account, so that guesses spread over many
 //! addresses are slowed as much as guesses from one. The account's owner is not locked out by
@@ -11,12 +13,15 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
+
+use cloudlet_core::clock::Clock;
+use cloudlet_store::{Rate, RateStore};
 
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
@@ -35,6 +40,24 @@ struct Bucket {
 pub struct RateLimiter {
     per_minute: u32,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// The buckets of every node, in the database, when several nodes share it: this
+    /// limiter's are named `{name}/{key}` there, on the clock of [`Shared`].
+    shared: Option<(Shared, &'static str)>,
+}
+
+/// The store of the buckets several nodes share, and the clock they are taken by (every
+/// node's clock is taken to agree to well within a second).
+#[derive(Clone)]
+pub struct Shared {
+    pub store: Arc<dyn RateStore>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Shared {
+    /// Now, in microseconds since the Unix epoch.
+    pub fn now_us(&self) -> i64 {
+        self.clock.now().unix_ms().saturating_mul(1000)
+    }
 }
 
 impl RateLimiter {
@@ -42,16 +65,52 @@ impl RateLimiter {
         RateLimiter {
             per_minute,
             buckets: Mutex::new(HashMap::new()),
+            shared: None,
+        }
+    }
+
+    /// A limiter whose buckets are in `shared`, shared by the nodes, named `{name}/{key}`.
+    pub fn shared(per_minute: u32, shared: Shared, name: &'static str) -> Self {
+        RateLimiter {
+            shared: Some((shared, name)),
+            ..RateLimiter::new(per_minute)
         }
     }
 
     /// Takes one request from `key`'s bucket; `Err` with the time to wait when it is empty.
-    pub fn take(&self, key: &str) -> Result<(), Duration> {
+    pub async fn take(&self, key: &str) -> Result<(), Duration> {
+        if let Some((shared, name)) = &self.shared {
+            let rate = Rate {
+                per_minute: self.per_minute,
+            };
+            let taken = shared
+                .store
+                .take(&format!("{name}/{key}"), rate, shared.now_us())
+                .await;
+            match taken {
+                Ok(None) => return Ok(()),
+                Ok(Some(wait_us)) => {
+                    return Err(Duration::from_micros(wait_us.unsigned_abs()));
+                }
+                // The database out of reach: this node's own count holds meanwhile, rather
+                // than none or a refusal of everybody.
+                Err(e) => tracing::warn!(error = %e, "the shared rate limits are out of reach"),
+            }
+        }
         self.draw(key, true)
     }
 
     /// Puts back one request taken from `key`'s bucket (one that turned out not to count).
-    pub fn give_back(&self, key: &str) {
+    pub async fn give_back(&self, key: &str) {
+        if let Some((shared, name)) = &self.shared {
+            let rate = Rate {
+                per_minute: self.per_minute,
+            };
+            if let Err(e) = shared.store.give_back(&format!("{name}/{key}"), rate).await {
+                tracing::warn!(error = %e, "the shared rate limits are out of reach");
+            }
+            return;
+        }
         let capacity = f64::from(self.per_minute);
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(bucket) = buckets.get_mut(key) {
@@ -116,35 +175,43 @@ pub struct AuthLimits {
 }
 
 impl AuthLimits {
+    /// The limiters, in `shared` (the database several nodes share) when given, else in this
+    /// node's memory.
     pub fn new(
         per_ip_per_minute: u32,
         per_app_per_minute: u32,
         failures_per_account_per_minute: u32,
         trust_forwarded_for: bool,
+        shared: Option<Shared>,
     ) -> Self {
+        let limiter = |per_minute, name| match &shared {
+            Some(shared) => RateLimiter::shared(per_minute, shared.clone(), name),
+            None => RateLimiter::new(per_minute),
+        };
         AuthLimits {
-            per_ip: RateLimiter::new(per_ip_per_minute),
-            per_app: RateLimiter::new(per_app_per_minute),
-            per_account: RateLimiter::new(failures_per_account_per_minute),
+            per_ip: limiter(per_ip_per_minute, "ip"),
+            per_app: limiter(per_app_per_minute, "app"),
+            per_account: limiter(failures_per_account_per_minute, "account"),
             known: Mutex::new(HashMap::new()),
             trust_forwarded_for,
-            per_payer: RateLimiter::new(PAYER_PER_MINUTE),
+            per_payer: limiter(PAYER_PER_MINUTE, "payer"),
         }
     }
 
     /// Charges a login or sign-up to the client and to the app. (The app's bucket protects its
     /// platform quota; refreshes, which call no platform, are charged to the client only, so
     /// that nobody can lock an app's users out of their sessions.)
-    pub fn check_login(&self, app: &str, client: IpAddr) -> Result<(), ApiError> {
-        self.check_client(client)?;
-        self.per_app.take(app).map_err(too_many)
+    pub async fn check_login(&self, app: &str, client: IpAddr) -> Result<(), ApiError> {
+        self.check_client(client).await?;
+        self.per_app.take(app).await.map_err(too_many)
     }
 
     /// Charges an order or a confirmation to the user: each calls a payment platform, whose
     /// limits are the merchant's.
-    pub fn check_payer(&self, app: &str, user: &str) -> Result<(), ApiError> {
+    pub async fn check_payer(&self, app: &str, user: &str) -> Result<(), ApiError> {
         self.per_payer
             .take(&format!("{app}/{user}"))
+            .await
             .map_err(|wait| {
                 let secs = wait.as_secs() + 1;
                 ApiError::new(
@@ -156,8 +223,11 @@ impl AuthLimits {
     }
 
     /// Charges a request to the client.
-    pub fn check_client(&self, client: IpAddr) -> Result<(), ApiError> {
-        self.per_ip.take(&client_key(client)).map_err(too_many)
+    pub async fn check_client(&self, client: IpAddr) -> Result<(), ApiError> {
+        self.per_ip
+            .take(&client_key(client))
+            .await
+            .map_err(too_many)
     }
 
     /// Before a password is checked: takes one try from the account's bucket, refused while it
@@ -165,19 +235,25 @@ impl AuthLimits {
     /// counts its tries). Taking before the check counts the guesses that run at once too.
     /// `Ok(true)` when a try was taken: [`AuthLimits::settle_account`] gives it back unless the
     /// password was wrong.
-    pub fn take_account(&self, app: &str, account: &str, client: IpAddr) -> Result<bool, ApiError> {
+    pub async fn take_account(
+        &self,
+        app: &str,
+        account: &str,
+        client: IpAddr,
+    ) -> Result<bool, ApiError> {
         if self.is_known(app, account, client) {
             return Ok(false);
         }
         self.per_account
             .take(&account_key(app, account))
+            .await
             .map_err(too_many)?;
         Ok(true)
     }
 
     /// After a password login: a wrong password keeps the try it took; anything else gives it
     /// back, and a success makes the client known to the account.
-    pub fn settle_account(
+    pub async fn settle_account(
         &self,
         app: &str,
         account: &str,
@@ -186,7 +262,7 @@ impl AuthLimits {
         outcome: AccountOutcome,
     ) {
         if took && outcome != AccountOutcome::WrongPassword {
-            self.per_account.give_back(&account_key(app, account));
+            self.per_account.give_back(&account_key(app, account)).await;
         }
         if outcome == AccountOutcome::LoggedIn {
             self.logged_in(app, account, client);
@@ -304,18 +380,18 @@ impl FromRequestParts<AppState> for PeerIp {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_bucket_allows_its_burst_then_refuses_with_a_wait() {
+    #[tokio::test]
+    async fn a_bucket_allows_its_burst_then_refuses_with_a_wait() {
         let limiter = RateLimiter::new(3);
         for _ in 0..3 {
-            limiter.take("a").unwrap();
+            limiter.take("a").await.unwrap();
         }
-        let wait = limiter.take("a").unwrap_err();
+        let wait = limiter.take("a").await.unwrap_err();
         assert!(
             wait > Duration::from_secs(10) && wait <= Duration::from_secs(20),
             "{wait:?}"
         );
-        limiter.take("b").unwrap();
+        limiter.take("b").await.unwrap();
     }
 
     #[test]
@@ -330,24 +406,27 @@ mod tests {
         assert_eq!(client_key(a), client_key(b));
     }
 
-    #[test]
-    fn failures_slow_an_account_for_strangers_but_not_for_known_addresses() {
-        let limits = AuthLimits::new(1000, 1000, 2, false);
+    #[tokio::test]
+    async fn failures_slow_an_account_for_strangers_but_not_for_known_addresses() {
+        let limits = AuthLimits::new(1000, 1000, 2, false, None);
         let owner: IpAddr = "198.51.100.1".parse().unwrap();
         limits.logged_in("shop", "ann@example.com", owner);
         // Two guesses in flight at once both take their try before either is checked.
-        let guesses: Vec<bool> = (0..2)
-            .map(|i| {
-                let stranger = IpAddr::from([10, 0, 0, i]);
+        let mut guesses = Vec::new();
+        for i in 0..2 {
+            let stranger = IpAddr::from([10, 0, 0, i]);
+            guesses.push(
                 limits
                     .take_account("shop", "ann@example.com", stranger)
-                    .unwrap()
-            })
-            .collect();
+                    .await
+                    .unwrap(),
+            );
+        }
         assert_eq!(guesses, [true, true]);
         let next = IpAddr::from([10, 0, 0, 9]);
         let refused = limits
             .take_account("shop", "ann@example.com", next)
+            .await
             .unwrap_err();
         assert_eq!(refused.code, Code::TooManyRequests);
         assert!(refused.retry_after.is_some());
@@ -355,14 +434,18 @@ mod tests {
         assert!(
             !limits
                 .take_account("shop", "ann@example.com", owner)
+                .await
                 .unwrap()
         );
         // A try that checked no password is given back.
         for _ in 0..3 {
             let took = limits
                 .take_account("shop", "bob@example.com", next)
+                .await
                 .unwrap();
-            limits.settle_account("shop", "bob@example.com", next, took, AccountOutcome::Other);
+            limits
+                .settle_account("shop", "bob@example.com", next, took, AccountOutcome::Other)
+                .await;
         }
     }
 }

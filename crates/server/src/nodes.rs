@@ -2,13 +2,32 @@
 //! it drops what it cached of the app (collections and rules, functions, keys and revocations,
 //! realtime settings, declared queues) and reads the app's event log for its realtime
 //! subscribers. When rings may have been missed (the listening connection was lost), it drops
-//! everything cached and reads every followed log.
+//! everything cached and reads every followed log. It also sweeps the rate limits the nodes
+//! share.
 
 use cloudlet_core::realtime::AppSockets;
 use cloudlet_store::{Bell, Ring, Topic, Topics};
 use tokio::sync::{broadcast, watch};
 
 use crate::state::AppState;
+
+/// Deletes the shared rate-limit buckets that are full again, every ten minutes, until
+/// shutdown (each node does; deleting twice deletes nothing).
+pub(crate) async fn sweep_rate_buckets(
+    rates: crate::limits::Shared,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = rates.store.sweep_buckets(rates.now_us()).await {
+            tracing::warn!(error = %e, "could not sweep the shared rate limits");
+        }
+    }
+}
 
 /// Hears the other nodes until shutdown.
 pub(crate) async fn hear(

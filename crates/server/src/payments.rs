@@ -473,7 +473,8 @@ async fn create_order(
     let principal = user(caller.clone())?;
     state
         .limits()
-        .check_payer(app.as_str(), &principal.user_id)?;
+        .check_payer(app.as_str(), &principal.user_id)
+        .await?;
     let before = state
         .functions()
         .triggered_by_pay(&app, PayEvent::Before)
@@ -553,7 +554,8 @@ async fn confirm_order(
     let principal = user(caller)?;
     state
         .limits()
-        .check_payer(app.as_str(), &principal.user_id)?;
+        .check_payer(app.as_str(), &principal.user_id)
+        .await?;
     Ok(axum::Json(
         state
             .payments()

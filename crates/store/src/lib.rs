@@ -26,6 +26,7 @@ mod data_dir;
 mod error;
 mod files;
 mod functions;
+mod limits;
 mod listing;
 mod payments;
 pub mod postgres;
@@ -51,6 +52,7 @@ pub use files::{
     NewFile, StoredBytes,
 };
 pub use functions::{FunctionLogRow, FunctionRow, FunctionStore, FunctionVersionRow, LogQuery};
+pub use limits::{Rate, RateStore};
 pub use payments::{
     Applied, CallbackRow, Cause, Change, Created, ORDER_CLOSED, ORDER_CREATED, ORDER_PAID,
     ORDER_PARTLY_REFUNDED, ORDER_REFUNDED, OrderQuery, OrderRow, PAY_CLOSED, PAY_PAID,

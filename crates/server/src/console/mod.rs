@@ -520,7 +520,7 @@ async fn set_up(
 ) -> Result<Response, ApiError> {
     same_origin(&headers, state.console_secure_cookie())?;
     // Guesses at the admin token are logins too.
-    state.limits().check_client(ip)?;
+    state.limits().check_client(ip).await?;
     let email = cloudlet_core::auth::policy::account_of(&body.email);
     let session = state
         .console()
@@ -554,16 +554,18 @@ async fn log_in(
 ) -> Result<Response, ApiError> {
     same_origin(&headers, state.console_secure_cookie())?;
     let limits = state.limits();
-    limits.check_client(ip)?;
+    limits.check_client(ip).await?;
     let account = cloudlet_core::auth::policy::account_of(&body.email);
-    let took = limits.take_account(THROTTLE, &account, ip)?;
+    let took = limits.take_account(THROTTLE, &account, ip).await?;
     let result = state.console().log_in(&body.email, &body.password).await;
     let outcome = match &result {
         Ok(_) => AccountOutcome::LoggedIn,
         Err(cloudlet_core::console::ConsoleError::InvalidLogin) => AccountOutcome::WrongPassword,
         Err(_) => AccountOutcome::Other,
     };
-    limits.settle_account(THROTTLE, &account, ip, took, outcome);
+    limits
+        .settle_account(THROTTLE, &account, ip, took, outcome)
+        .await;
     let session = result?;
     // Expired sessions and old audit entries go when somebody logs in: no loop needed for
     // them (the log grows only while people use the console).

@@ -701,6 +701,9 @@ async fn changes_missed_across_a_restart_are_resumed() {
 #[tokio::test]
 async fn concurrent_writes_reach_a_client_that_keeps_coming_back_once_each() {
     let s = std::sync::Arc::new(scene().await);
+    // Subscribed first: a subscription hears what is written from then on.
+    let mut socket = s.open(&s.alice).await;
+    let first = resume(&mut socket, "all", None, Value::Null).await;
     // Four writers at once: on PostgreSQL their transactions commit in another order than
     // their sequence numbers were handed out.
     let mut writers = tokio::task::JoinSet::new();
@@ -713,8 +716,6 @@ async fn concurrent_writes_reach_a_client_that_keeps_coming_back_once_each() {
             }
         });
     }
-    let mut socket = s.open(&s.alice).await;
-    let first = resume(&mut socket, "all", None, Value::Null).await;
     let (epoch, mut seq, mut pos) = (first["epoch"].clone(), 0u64, first["pos"].clone());
     let mut seen = Vec::new();
     // Read a few changes, drop the socket, come back where it left off; until every write has

@@ -14,6 +14,7 @@ mod bell;
 mod console;
 mod files;
 mod functions;
+mod limits;
 mod payments;
 mod queues;
 mod records;

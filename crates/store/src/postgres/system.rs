@@ -84,6 +84,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
 ",
     super::console::MIGRATION,
+    super::limits::MIGRATION,
 ];
 
 const ADMIN_TOKEN_HASH: &str = "admin_token_hash";

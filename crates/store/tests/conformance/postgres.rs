@@ -139,3 +139,79 @@ async fn a_new_app_starts_empty_and_a_late_deletion_spares_a_recreated_app() {
         .collect();
     assert_eq!(names, ["notes"]);
 }
+
+/// Nodes sharing one database count one budget: takes racing on four stores (four nodes) let
+/// exactly a bucket's worth through, a refusal says how long to wait, a try given back is one
+/// more, and full buckets are swept. Keys are stored as their SHA-256, not as given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limits_shared_by_nodes_count_one_budget() {
+    use cloudlet_store::{Rate, RateStore};
+    let url = TestServer::shared().database();
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        nodes.push(std::sync::Arc::new(
+            Postgres::open(options(url.clone())).await.unwrap(),
+        ));
+    }
+    let rate = Rate { per_minute: 10 };
+    let now = 1_000_000_000_000i64;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..40 {
+        let node = nodes[n % 4].clone();
+        tasks.spawn(async move { node.take("ip/203.0.113.7", rate, now).await.unwrap() });
+    }
+    let mut taken = 0;
+    let mut waits = Vec::new();
+    while let Some(outcome) = tasks.join_next().await {
+        match outcome.unwrap() {
+            None => taken += 1,
+            Some(wait) => waits.push(wait),
+        }
+    }
+    assert_eq!(taken, 10, "a bucket's worth, whichever node was asked");
+    // Empty: the next request is one interval (6 s) away.
+    assert!(waits.iter().all(|w| *w > 0 && *w <= 6_000_000), "{waits:?}");
+    // Six seconds later, one more; given back, one more again.
+    let later = now + 6_000_000;
+    assert_eq!(
+        nodes[1].take("ip/203.0.113.7", rate, later).await.unwrap(),
+        None
+    );
+    assert!(
+        nodes[2]
+            .take("ip/203.0.113.7", rate, later)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    nodes[3].give_back("ip/203.0.113.7", rate).await.unwrap();
+    assert_eq!(
+        nodes[0].take("ip/203.0.113.7", rate, later).await.unwrap(),
+        None
+    );
+    // Another key has its own bucket.
+    assert_eq!(
+        nodes[0].take("ip/203.0.113.8", rate, later).await.unwrap(),
+        None
+    );
+
+    let server = TestServer::shared();
+    let listed = server.sql(
+        TestServer::database_name(&url),
+        "SELECT key FROM cloudlet.rate_buckets ORDER BY key",
+    );
+    let stored: Vec<&str> = listed
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(stored.len(), 2);
+    assert!(
+        stored
+            .iter()
+            .all(|k| k.len() == 64 && !k.contains("203.0.113")),
+        "{stored:?}"
+    );
+    // A minute on, both are full again and swept.
+    assert_eq!(nodes[0].sweep_buckets(later + 61_000_000).await.unwrap(), 2);
+}
