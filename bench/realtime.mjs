@@ -5,7 +5,9 @@
 //
 //   node bench/realtime.mjs MODE '{"json": "settings"}'   # prints one JSON object
 //
-// Modes: cloudlet, peer (the same protocol; logins differ), pocketbase.
+// Modes: cloudlet, peer (the same protocol; logins differ), pocketbase. Cloudlet's run ends with
+// record changes (a collection's subscribers under its owner rule, while records are written),
+// which the peer does not have.
 //
 // To keep up with 10,000 subscribers, a channel's message is not JSON-parsed: its `channel` and
 // `seq` are read from the text, and each socket checks that its `seq`s follow on, one by one
@@ -78,7 +80,7 @@ const publishPath = (channel) => `/v1/admin/apps/${s.app}/realtime/channels/${en
 const publish = (channel, data) => must('POST', publishPath(channel), { data }, 200, admin);
 
 // ------------------------------------------------------------------------------------ tokens
-async function tokens(users) {
+async function tokens(users, prefix = 'u') {
   if (mode === 'peer') {
     // The peer checks an HMAC-SHA256 signature, as Cloudlet checks its JWTs' (HS256).
     return Array.from({ length: users }, (_, i) => {
@@ -88,7 +90,7 @@ async function tokens(users) {
   }
   const out = new Array(users);
   const result = await pool(users, 8, async (i) => {
-    const body = await must('POST', `/v1/apps/${s.app}/auth/sessions`, { provider: 'dev', user: `u${i}` }, 201);
+    const body = await must('POST', `/v1/apps/${s.app}/auth/sessions`, { provider: 'dev', user: `${prefix}${i}` }, 201);
     out[i] = body.access_token;
   });
   if (result.failed) throw new Error(`logins failed: ${result.failed}: ${result.firstErrors}`);
@@ -98,6 +100,7 @@ async function tokens(users) {
 // ----------------------------------------------------------------------------------- sockets
 const stats = { deliveries: 0, gaps: 0, duplicates: 0, resets: 0, errors: {}, closes: {} };
 let onDelivery = null; // (channel, seq, sock)
+let onChange = null; // (change message, sock)
 
 function handle(sock, raw) {
   const text = raw.toString();
@@ -118,6 +121,7 @@ function handle(sock, raw) {
   }
   const m = JSON.parse(text);
   if (m.type === 'ready') {
+    sock.user = m.user;
     sock.resolve('ready', m);
   } else if (m.type === 'subscribed') {
     const channel = sock.subs.get(m.id);
@@ -129,6 +133,8 @@ function handle(sock, raw) {
   } else if (m.type === 'error') {
     stats.errors[m.code] = (stats.errors[m.code] || 0) + 1;
     sock.reject(`subscribed:${m.id}`, new Error(`error ${m.code}: ${m.message}`));
+  } else if (m.type === 'change') {
+    if (onChange) onChange(m, sock);
   } else if (m.type === 'ping') {
     sock.ws.send('{"type":"pong"}');
   }
@@ -171,6 +177,12 @@ function subscribe(sock, id, channel, after) {
   sock.subs.set(id, channel);
   const done = waiter(sock, `subscribed:${id}`);
   sock.ws.send(JSON.stringify({ type: 'subscribe', id, channel, ...(after ? { after } : {}) }));
+  return done;
+}
+
+function subscribeCollection(sock, id, collection) {
+  const done = waiter(sock, `subscribed:${id}`);
+  sock.ws.send(JSON.stringify({ type: 'subscribe', id, collection }));
   return done;
 }
 
@@ -335,6 +347,121 @@ async function resume(token) {
   };
 }
 
+// ---------------------------------------------------------------------------- record changes
+// Cloudlet only. `records_subscribers` sockets of `records_users` users subscribe to `todos`,
+// whose default rules let each user list only their own records, while records are created at
+// `records_rate` a second, each by a random one of the users.
+const todosPath = `/v1/apps/${s.app}/collections/todos/records`;
+const bearer = (token) => ({ authorization: `Bearer ${token}` });
+const LOST_AFTER_MS = 5000;
+
+// Creates `todos` and checks that its default rules keep one user's records from another.
+async function createTodos(t) {
+  await must('PUT', `/v1/admin/apps/${s.app}/collections/todos`,
+    { fields: [{ name: 'title', type: 'text' }, { name: 'n', type: 'number' }] }, 201, admin);
+  // Made before anyone subscribes, so that no socket receives it.
+  const mine = await must('POST', todosPath, { title: 'check', n: -1 }, 201, bearer(t[0]));
+  const lists = async (token) => {
+    const page = await must('GET', todosPath, undefined, 200, bearer(token));
+    return page.items.some((r) => r.id === mine.id);
+  };
+  if (!(await lists(t[0])) || (await lists(t[1]))) throw new Error("todos: rec0's record is not listed for rec0, or is for rec1");
+}
+
+// The subscribers: socket i is user i % users's; each keeps the first receipt time of every
+// record (by its `n`) in `got`.
+async function todoSubscribers(t) {
+  const sockets = new Array(s.records_subscribers);
+  const connect = await pool(sockets.length, s.connect_width, async (i) => {
+    const sock = await open(t[i % t.length]);
+    sock.got = new Map();
+    await subscribeCollection(sock, 't', 'todos');
+    sockets[i] = sock;
+  });
+  if (connect.failed) throw new Error(`todos subscribers failed: ${connect.failed} ${connect.firstErrors}`);
+  return sockets;
+}
+
+// Creates `records_writes` records, paced by the clock: write n is sent at start + n / rate,
+// whether or not the ones before it were answered, so that several may be in flight. Each
+// write is { user, acked }: `acked` is when its 201 arrived (its change committed by then).
+// Returns when the writes began.
+async function writeTodos(t, writes) {
+  const answers = [];
+  let failed = 0, firstError = null;
+  const start = now();
+  for (let n = 0; n < s.records_writes; n++) {
+    const wait = start + (n * 1000) / s.records_rate - now();
+    if (wait > 0) await sleep(wait);
+    const user = Math.floor(Math.random() * t.length);
+    writes[n] = { user, acked: null };
+    answers.push(must('POST', todosPath, { title: 'w', n }, 201, bearer(t[user])).then(
+      () => { writes[n].acked = now(); },
+      (e) => { failed++; firstError = firstError || e.message; }));
+  }
+  await Promise.all(answers);
+  if (failed) throw new Error(`${failed} writes failed: ${firstError}`);
+  return start;
+}
+
+// Latencies (receipt − 201 answer) of every delivery, and the writes that did not reach every
+// socket of their owner within LOST_AFTER_MS.
+function judge(writes, byUser, sockets) {
+  const latencies = [];
+  let early = 0, lost = 0;
+  for (const sock of sockets) {
+    for (const [n, at] of sock.got) {
+      const latency = at - writes[n].acked;
+      // The change can arrive before the 201 does (client and server share the processors, and
+      // the answer and the change travel apart): such a delivery counts as 0 ms.
+      if (latency < 0) early++;
+      latencies.push(Math.max(0, latency));
+    }
+  }
+  writes.forEach((w, n) => {
+    const late = (sock) => !sock.got.has(n) || sock.got.get(n) - w.acked > LOST_AFTER_MS;
+    if (byUser[w.user].some(late)) lost++;
+  });
+  return { latencies, early, lost };
+}
+
+async function recordChanges() {
+  const t = await tokens(s.records_users, 'rec');
+  await createTodos(t);
+  const sockets = await todoSubscribers(t);
+  const byUser = t.map((_, u) => sockets.filter((_, i) => i % t.length === u));
+  const userIds = byUser.map((own) => own[0].user);
+  log(`${sockets.length} sockets of ${t.length} users subscribed to todos; ${s.records_writes} writes at ${s.records_rate}/s`);
+
+  const writes = new Array(s.records_writes);
+  let delivered = 0, wrong = 0, duplicates = 0;
+  onChange = (m, sock) => {
+    const at = now(), n = m.record.n;
+    if (sock.got.has(n)) { duplicates++; return; }
+    sock.got.set(n, at);
+    // Wrong: a socket of anyone but the writer (the record's owner), or a record whose owner
+    // is not its writer.
+    const owner = userIds[writes[n].user];
+    if (sock.user !== owner || m.record.owner !== owner) wrong++;
+    else delivered++;
+  };
+  const start = await writeTodos(t, writes);
+  const lastAck = Math.max(...writes.map((w) => w.acked));
+  const expected = writes.reduce((sum, w) => sum + byUser[w.user].length, 0);
+  while (delivered < expected && now() < lastAck + LOST_AFTER_MS) await sleep(20);
+  await sleep(200); // anything after the last expected delivery would be a duplicate
+  onChange = null;
+  await Promise.all(sockets.map(closeSocket));
+
+  const { latencies, early, lost } = judge(writes, byUser, sockets);
+  return {
+    subscribers: sockets.length, users: t.length, writes: s.records_writes, rate: s.records_rate,
+    writes_per_sec: Math.round((writes.length * 1000) / (lastAck - start)), deliveries: latencies.length,
+    p50_ms: pct(latencies, 50), p99_ms: pct(latencies, 99), max_ms: pct(latencies, 100), before_answer: early,
+    wrong, lost, duplicates,
+  };
+}
+
 async function websocketRun() {
   const n = s.connections;
   const users = Math.ceil(n / 10);
@@ -400,6 +527,11 @@ async function websocketRun() {
     server_rss_end_kib: rssKib(s.server_pid),
   };
   for (const sock of live) sock.ws.terminate();
+  if (mode === 'cloudlet') {
+    await sleep(1000); // the server lets go of those sockets first
+    log('record changes');
+    result.records = await recordChanges();
+  }
   return result;
 }
 

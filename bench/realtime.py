@@ -28,6 +28,13 @@ machine's processors. Each run, on fresh servers:
 - resume: a socket in a channel that keeps 2,000 messages leaves, `--resume-messages` are
   published, and after `--absence-seconds` it comes back with `after: {epoch, seq}`: what it
   received, in order, without duplicates or reset, and how long it took (connect included).
+- record changes (Cloudlet only, once the sockets above are gone): a collection `todos` under its
+  default rules (a user lists only their own records; checked first), `--records-subscribers`
+  (1,000) sockets of `--records-users` (100) users subscribed to it, while `--records-writes`
+  (2,000; the issue's is 10,000) records are created at `--records-rate` (200) a second, paced,
+  each by a random one of the users: from each write's 201 answer to each receipt (p50, p99,
+  max; a receipt before the answer counts as 0 ms), deliveries to a socket of another user than
+  the writer, writes that did not reach every socket of their writer within 5 s, repeats.
 
 Every figure is the median of the runs with their spread. Writes bench/results/realtime.json
 and the `realtime` section of docs/performance.md.
@@ -48,7 +55,8 @@ import time
 from common import (ROOT, TOKEN, Client, figure, fold, heading, meta, parse_args, replace_docs_section, server,
                     wait_ready, write_results)
 
-TARGETS = {"connect_per_sec": 2000, "growth_mb": 180, "fanout_p99_ms": 20, "slow_worse": 0.10}
+TARGETS = {"connect_per_sec": 2000, "growth_mb": 180, "fanout_p99_ms": 20, "slow_worse": 0.10,
+           "records_p99_ms": 20, "records_wrong": 0}
 
 CONFIG = """
 [auth]
@@ -96,7 +104,9 @@ def client_settings(args, port, pid, **extra):
             "fan_big": args.fan_big, "publishes": args.publishes, "big_publishes": args.big_publishes,
             "gap_ms": 20, "sustain_seconds": args.sustain_seconds, "window": args.window,
             "flood_rate": args.flood_rate, "slow_wait": args.slow_wait, "fill_seconds": 4,
-            "absence_seconds": args.absence_seconds, "resume_messages": args.resume_messages, **extra}
+            "absence_seconds": args.absence_seconds, "resume_messages": args.resume_messages,
+            "records_subscribers": args.records_subscribers, "records_users": args.records_users,
+            "records_writes": args.records_writes, "records_rate": args.records_rate, **extra}
 
 
 def run_cloudlet(args):
@@ -218,6 +228,20 @@ def mb_figure(section, key):
     return figure(converted, "v", " MB")
 
 
+def record_rows(rec, t):
+    """The rows of the record changes, which only Cloudlet has."""
+    return [
+        f"| record changes, {rec['subscribers']:,} subscribers (owner rule) of {rec['users']:,} users, "
+        f"{rec['rate']:,} writes/s: change (201 answer) to delivery, p99 "
+        f"| {figure(rec, 'p99_ms', ' ms')} (p50 {figure(rec, 'p50_ms', ' ms')}, max {figure(rec, 'max_ms', ' ms')}; "
+        f"{rec['deliveries']:,} deliveries, {figure(rec, 'writes_per_sec', ' writes/s')}) | n/a | | "
+        f"| ≤ {t['records_p99_ms']} ms: {met(rec['p99_ms'] <= t['records_p99_ms'])} |",
+        f"| deliveries to a user who may not list the record (of {rec['writes']:,} writes); writes lost, repeats "
+        f"| {rec['wrong']:,} ({rec['lost']:,} lost, {rec['duplicates']:,} duplicates) | n/a | | "
+        f"| {t['records_wrong']}: {met(rec['wrong'] <= t['records_wrong'])} |",
+    ]
+
+
 def write_docs(r):
     c, p, pb, ratio, m = r["cloudlet"], r["peer"], r["pocketbase"], r["ratios"], r["meta"]
     v, t = m["versions"], m["targets"]
@@ -275,6 +299,7 @@ def write_docs(r):
         f"| resume after {m['absence_seconds']} s away, {m['resume_messages']:,} messages missed "
         f"(received, order, duplicates, resets, reconnect to last message) "
         f"| {resume(c)} | {resume(p)} | | | all, in order, no duplicate, no reset |",
+        *(record_rows(c["records"], t) if "records" in c else []),  # results from before the phase
     ]
     text = (f"{heading(m)}; Cloudlet against a plain Node.js {v['node']} server on ws {v['ws']} "
             f"(bench/peers/realtime/server.mjs) and PocketBase {v['pocketbase']}'s realtime (SSE); "
@@ -303,6 +328,13 @@ def main():
     parser.add_argument("--slow-wait", type=float, default=20, help="seconds to wait for the slow consumer's closing")
     parser.add_argument("--absence-seconds", type=float, help="resume: time away (default 5, the issue's is 60; 1 with --quick)")
     parser.add_argument("--resume-messages", type=int, default=1000, help="resume: messages missed")
+    parser.add_argument("--records-subscribers", type=int,
+                        help="record changes: subscribed sockets (default 1,000; 200 with --quick)")
+    parser.add_argument("--records-users", type=int,
+                        help="record changes: users the sockets are spread over (default 100; 20 with --quick)")
+    parser.add_argument("--records-writes", type=int,
+                        help="record changes: records created (default 2,000, the issue's is 10,000; 400 with --quick)")
+    parser.add_argument("--records-rate", type=int, default=200, help="record changes: writes a second")
     parser.add_argument("--no-pocketbase", action="store_true")
     parser.add_argument("--log", help="Cloudlet's output goes to this file")
     parser.add_argument("--quick", action="store_true", help="a smoke run: one run, small counts; no docs, no results file")
@@ -334,6 +366,13 @@ def main():
     args.big_publishes = args.big_publishes or (5 if args.quick else 20)
     args.sustain_seconds = args.sustain_seconds or (2 if args.quick else 10)
     args.absence_seconds = args.absence_seconds or (1 if args.quick else 5)
+    args.records_subscribers = args.records_subscribers or (200 if args.quick else 1000)
+    args.records_users = args.records_users or (20 if args.quick else 100)
+    args.records_writes = args.records_writes or (400 if args.quick else 2000)
+    # Every user needs a socket, two users for the rule check, and the sockets of one user stay
+    # within CONFIG's max_connections_per_user.
+    if not 2 <= args.records_users <= args.records_subscribers <= 16 * args.records_users:
+        parser.error("--records-users must be at least 2, and --records-subscribers 1 to 16 times as many")
     if args.out is None and not args.quick:
         args.out = os.path.join(ROOT, "bench/results/realtime.json")
 
@@ -354,6 +393,8 @@ def main():
                            fan_big=args.fan_big, publishes=args.publishes, big_publishes=args.big_publishes,
                            sustain_seconds=args.sustain_seconds, window=args.window, flood_rate=args.flood_rate,
                            absence_seconds=args.absence_seconds, resume_messages=args.resume_messages,
+                           records_subscribers=args.records_subscribers, records_users=args.records_users,
+                           records_writes=args.records_writes, records_rate=args.records_rate,
                            versions=versions(args), targets=TARGETS)
     if args.out:
         write_results(args.out, results)

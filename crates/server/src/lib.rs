@@ -297,12 +297,15 @@ async fn open_storage(config: &Config, options: &StartOptions) -> Result<Storage
             max_open: config.apps.max_open,
         })
         .await?;
-        if !config.database.shared {
+        // Alone, nobody needs ringing; shared, the nodes ring each other.
+        let bell: Arc<dyn Bell> = if config.database.shared {
+            let mut node = [0u8; 8];
+            OsRandom.fill(&mut node);
+            postgres.bell(format!("{:016x}", u64::from_le_bytes(node)))
+        } else {
             postgres.claim_sole_node().await?;
-        }
-        let mut node = [0u8; 8];
-        OsRandom.fill(&mut node);
-        let bell = postgres.bell(format!("{:016x}", u64::from_le_bytes(node)));
+            Arc::new(NoBell::default())
+        };
         let postgres = Arc::new(postgres);
         let rates = config
             .database

@@ -64,17 +64,6 @@ impl Hub {
         };
         // Checked without the registry held: it may read the collection's definition.
         let mut watch = self.0.data.watch(&app, caller, collection, filter).await?;
-        // Held until the subscription is registered: nothing is delivered meanwhile, so what
-        // it replays and what the hub delivers to it next meet at the tail.
-        let mut tails = self.0.tails.lock().await;
-        let tail = match tails.get(&app) {
-            Some(tail) => *tail,
-            None => {
-                let end = self.0.data.log_bounds(&app).await?.end();
-                tails.insert(app.clone(), end);
-                end
-            }
-        };
         let mut joined = Joined {
             epoch: self.epoch(),
             seq: 0,
@@ -82,11 +71,16 @@ impl Hub {
             reset: None,
             pos: None,
         };
-        let mut from = tail;
-        // The last number the subscription gave.
-        let mut last = 0;
+        // A client coming back first gets what it missed up to the tail as it is now, read
+        // without the tail held: a long catch-up must not hold every other delivery back.
+        // `caught` is where that reading reached and the last number it gave.
+        let mut caught = None;
         if let Some((resume, at)) = resume {
             let kept = self.0.data.log_bounds(&app).await?.keeps(at);
+            let tail = {
+                let mut tails = self.0.tails.lock().await;
+                self.tail(&mut tails, &app).await?
+            };
             let replayed = match kept {
                 true => {
                     self.replay(&app, &mut watch, sub, at, tail, resume.seq)
@@ -99,12 +93,37 @@ impl Hub {
                     joined.epoch = resume.epoch;
                     joined.seq = resume.seq;
                     joined.missed = missed;
-                    last = seq;
                     // A client that read past this node's tail (on another node) skips what
                     // it has.
-                    from = from.max(at);
+                    caught = Some((at.max(tail), seq));
                 }
                 None => joined.reset = Some("history"),
+            }
+        }
+        // Held until the subscription is registered: nothing is delivered meanwhile, so what
+        // it replays and what the hub delivers to it next meet at the tail.
+        let mut tails = self.0.tails.lock().await;
+        let tail = self.tail(&mut tails, &app).await?;
+        let mut from = tail;
+        // The last number the subscription gave.
+        let mut last = 0;
+        if let Some((reached, seq)) = caught {
+            // What came while the catch-up was read (usually little).
+            match self
+                .replay(&app, &mut watch, sub, reached, tail, seq)
+                .await?
+            {
+                Some((mut missed, seq)) => {
+                    joined.missed.append(&mut missed);
+                    last = seq;
+                    from = tail.max(reached);
+                }
+                None => {
+                    joined.epoch = self.epoch();
+                    joined.seq = 0;
+                    joined.missed.clear();
+                    joined.reset = Some("history");
+                }
             }
         }
         joined.pos = Some(from.to_string());
@@ -128,6 +147,20 @@ impl Hub {
             },
         );
         Ok(joined)
+    }
+
+    /// Where the app's log has been delivered to, followed from its end if it was not yet.
+    async fn tail(
+        &self,
+        tails: &mut std::collections::HashMap<AppName, LogPosition>,
+        app: &AppName,
+    ) -> Result<LogPosition, RealtimeError> {
+        if let Some(tail) = tails.get(app) {
+            return Ok(*tail);
+        }
+        let end = self.0.data.log_bounds(app).await?.end();
+        tails.insert(app.clone(), end);
+        Ok(end)
     }
 
     /// What `watch` sees of the log after `at` up to `until`, as frames numbered on from
