@@ -92,6 +92,46 @@ async fn three_nodes_on_one_database_keep_in_step() {
     )
     .unwrap();
     let nodes: Vec<Serve> = (0..3).map(|n| node(dir.path(), n, &url, &config)).collect();
+    // A node that would serve the database alone is refused while they share it.
+    let alone = dir.path().join("alone.toml");
+    std::fs::write(
+        &alone,
+        format!("master_key_file = {:?}\n", key.to_str().unwrap()),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(common::BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--console-listen",
+            "off",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("alone"))
+        .args(["--database", &url, "--config", alone.to_str().unwrap()])
+        .env("CLOUDLET_ADMIN_TOKEN", TOKEN)
+        .env_remove("CLOUDLET_DATABASE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("a node alone started beside shared ones");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(!status.success());
+    assert!(said.contains("another Cloudlet node"), "{said}");
+
     let (a, b, c) = (
         nodes[0].base.clone(),
         nodes[1].base.clone(),

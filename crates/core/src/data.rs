@@ -988,7 +988,13 @@ impl Data {
             let side = |name: &str| {
                 let columns = payload[name].as_object()?;
                 Some(match &compiled {
-                    Some(compiled) => record_json(compiled, &stored_record(columns)),
+                    // Only the fields the collection has now: a field dropped since is gone
+                    // with its values, also from the log's copies.
+                    Some(compiled) => {
+                        let mut record = stored_record(columns);
+                        record.retain(|(name, _)| compiled.field_kind(name).is_some());
+                        record_json(compiled, &record)
+                    }
                     None => Json::Object(columns.clone()),
                 })
             };

@@ -299,6 +299,7 @@ async fn open_storage(config: &Config, options: &StartOptions) -> Result<Storage
         .await?;
         // Alone, nobody needs ringing; shared, the nodes ring each other.
         let bell: Arc<dyn Bell> = if config.database.shared {
+            postgres.claim_shared_node().await?;
             let mut node = [0u8; 8];
             OsRandom.fill(&mut node);
             postgres.bell(format!("{:016x}", u64::from_le_bytes(node)))
@@ -505,6 +506,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     auth.set_bell(Arc::clone(&bell));
     queues.set_bell(Arc::clone(&bell));
     hub.set_bell(Arc::clone(&bell));
+    hub.set_resume_key(&master_key);
     let apps = Apps::new(
         Arc::clone(&system),
         Arc::clone(&tenant_store),

@@ -1234,6 +1234,8 @@ function realtime(client) {
         // It carries on from here: what was missed follows, in order (or a `reset`).
         w.last = { epoch: message.epoch, seq: message.seq };
         if (w.kind === "records") {
+          // Where the server starts it: kept for a reset, which starts over from there.
+          w.started = message.pos;
           w.pos = laterPosition(w.pos, message.pos);
           w.last.pos = w.pos;
         } else if (w.state !== undefined) {
@@ -1281,7 +1283,13 @@ function realtime(client) {
       }
       case "reset": {
         const w = watches.get(message.sub);
-        if (w) w.last = { epoch: message.epoch, seq: w.kind === "records" ? 0 : w.last?.seq ?? 0, pos: w.pos };
+        if (w && w.kind === "records") {
+          // Starting over: from where the server started it, not a place it could not serve.
+          w.pos = w.started;
+          w.last = { epoch: message.epoch, seq: 0, pos: w.pos };
+        } else if (w) {
+          w.last = { epoch: message.epoch, seq: w.last?.seq ?? 0 };
+        }
         w?.onReset?.(message.reason);
         break;
       }

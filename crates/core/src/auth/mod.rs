@@ -1203,8 +1203,13 @@ impl Auth {
     /// the app no longer exists.
     pub async fn heard(&self, app: &AppName) -> bool {
         let before = lock(&self.0.keys).remove(app);
-        let now = match self.app_keys(app).await {
-            Ok(keys) => keys,
+        // Read now and put in place of whatever is cached: a load that began before the
+        // change (by a request meanwhile) must not be what stays.
+        let now = match self.load_keys(app).await {
+            Ok(keys) => {
+                lock(&self.0.keys).insert(app.clone(), Arc::clone(&keys));
+                keys
+            }
             Err(AuthError::InvalidToken) => return false,
             Err(e) => {
                 // Not read now: read on next use (nothing stale is kept).
@@ -1256,6 +1261,15 @@ impl Auth {
         if let Some(keys) = lock(&self.0.keys).get(app) {
             return Ok(Arc::clone(keys));
         }
+        let loaded = self.load_keys(app).await?;
+        // Two first requests may both load; either result is complete, keep the first.
+        Ok(Arc::clone(
+            lock(&self.0.keys).entry(app.to_owned()).or_insert(loaded),
+        ))
+    }
+
+    /// The app's signing keys and recent revocations as the store has them now.
+    async fn load_keys(&self, app: &AppName) -> Result<Arc<AppKeys>, AuthError> {
         let mut keys: Vec<(String, Vec<u8>)> = Vec::new();
         for key in self.0.system.signing_keys(app).await? {
             let secret = if key.secret.len() == UNSEALED_SIGNING_KEY_LEN {
@@ -1284,14 +1298,10 @@ impl Auth {
             .into_iter()
             .map(|session| (session, now + window))
             .collect();
-        let loaded = Arc::new(AppKeys {
+        Ok(Arc::new(AppKeys {
             keys,
             revoked: Mutex::new(revoked),
-        });
-        // Two first requests may both load; either result is complete, keep the first.
-        Ok(Arc::clone(
-            lock(&self.0.keys).entry(app.to_owned()).or_insert(loaded),
-        ))
+        }))
     }
 }
 

@@ -636,6 +636,10 @@ struct Inner {
     tails: Mutex<HashMap<AppName, LogPosition>>,
     /// The other nodes' doorbell, set by the composition root.
     bell: std::sync::OnceLock<Arc<dyn cloudlet_store::Bell>>,
+    /// Signs the places in the log given to clients ([`records`]): drawn at start, or derived
+    /// from the master key ([`Hub::set_resume_key`]) so that they hold across restarts and
+    /// nodes.
+    resume_key: StdMutex<[u8; 32]>,
     /// Socket events to record, taken by [`Hub::run`].
     events: StdMutex<Option<mpsc::Receiver<SocketEvent>>>,
     next: AtomicU64,
@@ -650,6 +654,8 @@ impl Hub {
         limits: Limits,
     ) -> Self {
         let (events, recorded) = mpsc::channel(SOCKET_EVENTS);
+        let mut drawn = [0u8; 32];
+        random.fill(&mut drawn);
         Hub(Arc::new(Inner {
             data,
             tenants,
@@ -670,6 +676,7 @@ impl Hub {
             settings_io: Mutex::new(()),
             tails: Mutex::new(HashMap::new()),
             bell: std::sync::OnceLock::new(),
+            resume_key: StdMutex::new(drawn),
             events: StdMutex::new(Some(recorded)),
             next: AtomicU64::new(1),
         }))
@@ -949,7 +956,7 @@ impl Hub {
                     collection: event.collection.clone(),
                     id: event.id.clone(),
                     record,
-                    pos: position.to_string(),
+                    pos: self.seal(&event.app, &event.collection, &connection.caller, position),
                 }));
                 if connection.out.try_send(message).is_err() {
                     slow.push(id);
@@ -1033,6 +1040,11 @@ impl Hub {
     /// Closes an app's sockets: all of them (the app is deleted), or those of its secret key
     /// (it was rotated).
     pub async fn close_app(&self, app: &AppName, which: AppSockets) {
+        if which == AppSockets::All {
+            // Deleted: a new app of the name starts a new log, which this tail is not a place
+            // of.
+            self.0.tails.lock().await.remove(app);
+        }
         let mut registry = self.0.registry.lock().await;
         if which == AppSockets::All {
             // Its channels and settings go with it: an app made again under its name starts

@@ -5,6 +5,11 @@
 //! transaction. Each change goes out with its place in the log (`pos`), so a client that comes
 //! back names where it left off and gets what it missed from the log, judged by today's rules,
 //! numbered on from its last `seq`, in one answer; or a `reset` when the log no longer holds it.
+//!
+//! A place given to a client is signed for its app, collection and caller (an HMAC under a key
+//! derived from the master key): a client can resume only from where this server let it be,
+//! never read the log's history from a place of its choosing (which would replay old versions of
+//! records, and deleted ones, that its rules happen to let it list today).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,6 +27,8 @@ use crate::realtime::MAX_SUBSCRIPTIONS;
 const PULL: usize = 256;
 /// The most events read to resume one subscription: a client gone longer than that refetches.
 pub const MAX_REPLAY: usize = 10_000;
+/// The most bytes of missed changes one resume sends (held until sent): beyond, a reset.
+pub const MAX_REPLAY_BYTES: usize = 8 << 20;
 /// How soon a log with events waiting for an older transaction is read again.
 pub(super) const PENDING_RETRY: Duration = Duration::from_millis(2);
 /// How often the watched apps' logs are read for what other nodes wrote.
@@ -40,17 +47,6 @@ impl Hub {
         filter: Option<&str>,
         after: Option<Resume>,
     ) -> Result<Joined, RealtimeError> {
-        let resume = match after {
-            None => None,
-            Some(resume) => {
-                let at = resume
-                    .pos
-                    .as_deref()
-                    .and_then(LogPosition::parse)
-                    .ok_or(RealtimeError::InvalidResume)?;
-                Some((resume, at))
-            }
-        };
         let app = {
             let registry = self.0.registry.lock().await;
             let connection = registry.connections.get(&id).ok_or(RealtimeError::Closed)?;
@@ -62,6 +58,18 @@ impl Hub {
             }
             connection.app.clone()
         };
+        // A place this server did not give this caller for this collection (another key, another
+        // app, forged) is one it can not resume from: a reset, never history.
+        let (resume, unsigned) = match after {
+            None => (None, false),
+            Some(resume) => {
+                let text = resume.pos.as_deref().ok_or(RealtimeError::InvalidResume)?;
+                match self.open(&app, collection, caller, text)? {
+                    Some(at) => (Some((resume, at)), false),
+                    None => (None, true),
+                }
+            }
+        };
         // Checked without the registry held: it may read the collection's definition.
         let mut watch = self.0.data.watch(&app, caller, collection, filter).await?;
         let mut joined = Joined {
@@ -71,6 +79,9 @@ impl Hub {
             reset: None,
             pos: None,
         };
+        if unsigned {
+            joined.reset = Some("history");
+        }
         // A client coming back first gets what it missed up to the tail as it is now, read
         // without the tail held: a long catch-up must not hold every other delivery back.
         // `caught` is where that reading reached and the last number it gave.
@@ -83,7 +94,7 @@ impl Hub {
             };
             let replayed = match kept {
                 true => {
-                    self.replay(&app, &mut watch, sub, at, tail, resume.seq)
+                    self.replay(&app, caller, &mut watch, sub, at, tail, resume.seq)
                         .await?
                 }
                 false => None,
@@ -110,7 +121,7 @@ impl Hub {
         if let Some((reached, seq)) = caught {
             // What came while the catch-up was read (usually little).
             match self
-                .replay(&app, &mut watch, sub, reached, tail, seq)
+                .replay(&app, caller, &mut watch, sub, reached, tail, seq)
                 .await?
             {
                 Some((mut missed, seq)) => {
@@ -126,7 +137,7 @@ impl Hub {
                 }
             }
         }
-        joined.pos = Some(from.to_string());
+        joined.pos = Some(self.seal(&app, collection, caller, from));
         let mut registry = self.0.registry.lock().await;
         let connection = registry
             .connections
@@ -149,6 +160,70 @@ impl Hub {
         Ok(joined)
     }
 
+    /// A place in `app`'s log as given to `caller` for `collection`: `{tx}.{seq}.{signature}`.
+    pub(super) fn seal(
+        &self,
+        app: &AppName,
+        collection: &str,
+        caller: &Caller,
+        position: LogPosition,
+    ) -> String {
+        let signature = self.signature(app, collection, caller, &position.to_string());
+        format!("{position}.{}", hex::encode(signature))
+    }
+
+    /// The place a client names, if this server gave it to this caller for this collection;
+    /// [`RealtimeError::InvalidResume`] for text that is no place at all.
+    fn open(
+        &self,
+        app: &AppName,
+        collection: &str,
+        caller: &Caller,
+        text: &str,
+    ) -> Result<Option<LogPosition>, RealtimeError> {
+        let (place, signature) = text.rsplit_once('.').ok_or(RealtimeError::InvalidResume)?;
+        let position = LogPosition::parse(place).ok_or(RealtimeError::InvalidResume)?;
+        let given = hex::decode(signature).map_err(|_| RealtimeError::InvalidResume)?;
+        let expected = self.signature(app, collection, caller, place);
+        // Compared in constant time.
+        let same = given.len() == expected.len()
+            && given
+                .iter()
+                .zip(expected.iter())
+                .fold(0u8, |d, (a, b)| d | (a ^ b))
+                == 0;
+        Ok(same.then_some(position))
+    }
+
+    fn signature(&self, app: &AppName, collection: &str, caller: &Caller, place: &str) -> [u8; 16] {
+        use hmac::{Hmac, Mac};
+        let key = *super::lock(&self.0.resume_key);
+        let who = match caller {
+            Caller::User(user) => user.user_id.as_str(),
+            Caller::Anonymous => "~anonymous",
+            Caller::Admin | Caller::AppKey(_) => "~server",
+        };
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        for part in [app.as_str(), collection, who, place] {
+            mac.update(part.as_bytes());
+            mac.update(&[0]);
+        }
+        let mut signature = [0u8; 16];
+        signature.copy_from_slice(&mac.finalize().into_bytes()[..16]);
+        signature
+    }
+
+    /// Signs the places in the log given to clients with a key of `master_key`'s, so that
+    /// they hold across restarts and on every node of a database.
+    pub fn set_resume_key(&self, master_key: &[u8; 32]) {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        hash.update(b"cloudlet/realtime/resume/v1\0");
+        hash.update(master_key);
+        *super::lock(&self.0.resume_key) = hash.finalize().into();
+    }
+
     /// Where the app's log has been delivered to, followed from its end if it was not yet.
     async fn tail(
         &self,
@@ -164,10 +239,13 @@ impl Hub {
     }
 
     /// What `watch` sees of the log after `at` up to `until`, as frames numbered on from
-    /// `seq`, with the last number; `None` when that is more than [`MAX_REPLAY`] events.
+    /// `seq`, with the last number; `None` when that is more than [`MAX_REPLAY`] events read or
+    /// [`MAX_REPLAY_BYTES`] to send.
+    #[allow(clippy::too_many_arguments)]
     async fn replay(
         &self,
         app: &AppName,
+        caller: &Caller,
         watch: &mut Watch,
         sub: &str,
         mut at: LogPosition,
@@ -176,6 +254,7 @@ impl Hub {
     ) -> Result<Option<(Vec<Bytes>, u64)>, RealtimeError> {
         let mut missed = Vec::new();
         let mut read = 0;
+        let mut bytes_held = 0;
         while at < until {
             if read >= MAX_REPLAY {
                 return Ok(None);
@@ -186,6 +265,10 @@ impl Hub {
                 if position > until {
                     break;
                 }
+                // Another collection's change (perhaps of one since dropped) is nothing to it.
+                if event.collection != watch.collection() {
+                    continue;
+                }
                 let change = self.0.data.prepare(&event).await?;
                 let Some(seen) = self.0.data.judge(&change, watch)? else {
                     continue;
@@ -194,6 +277,7 @@ impl Hub {
                 let record = matches!(seen, Seen::Create | Seen::Update)
                     .then(|| event.new.map(Arc::new))
                     .flatten();
+                let pos = self.seal(app, &event.collection, caller, position);
                 let frame = Outbound::Change(Box::new(Change {
                     sub: sub.to_owned(),
                     seq,
@@ -201,10 +285,14 @@ impl Hub {
                     collection: event.collection,
                     id: event.id,
                     record,
-                    pos: position.to_string(),
+                    pos,
                 }));
                 let bytes =
                     serde_json::to_vec(&frame).map_err(|e| StoreError::Task(e.to_string()))?;
+                bytes_held += bytes.len();
+                if bytes_held > MAX_REPLAY_BYTES {
+                    return Ok(None);
+                }
                 missed.push(Bytes::from(bytes));
             }
             // Everything up to `until` was read in order once (it is the tail): a short page
@@ -218,7 +306,7 @@ impl Hub {
     }
 
     /// Reads each of `apps`' logs on from its tail and delivers what it holds; answers the
-    /// apps whose later events wait for an older transaction (or whose read failed).
+    /// apps whose later events wait for an older transaction.
     pub(super) async fn pull(&self, apps: HashSet<AppName>) -> HashSet<AppName> {
         let mut again = HashSet::new();
         if apps.is_empty() {
@@ -233,8 +321,9 @@ impl Hub {
                 let page = match self.0.data.changes_after(&app, at, PULL).await {
                     Ok(page) => page,
                     Err(e) => {
+                        // Read again at the next ring or poll (within a second), not in a
+                        // tight loop while the database is out of reach.
                         tracing::warn!(app = %app, error = %e, "could not read the event log");
-                        again.insert(app.clone());
                         break;
                     }
                 };

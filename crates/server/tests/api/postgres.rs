@@ -458,6 +458,20 @@ async fn one_node_per_database_and_a_node_with_another_master_key_is_refused() {
         .err()
         .expect("a second node on one database must not start");
     assert!(err.to_string().contains("another Cloudlet node"), "{err}");
+    // Nor a node that would share it: it would ring nobody who listens.
+    let shared = tempfile::tempdir().unwrap();
+    let err = on(&url)
+        .data_dir(shared.path())
+        .master_key(K1)
+        .config(|c| c.database.shared = true)
+        .try_start()
+        .await
+        .err()
+        .expect("a shared node beside one that serves alone must not start");
+    assert!(
+        err.to_string().contains("serves this database alone"),
+        "{err}"
+    );
     a.request(Method::GET, "/v1/apps/fleet/auth/user")
         .bearer_auth(&access)
         .expect(StatusCode::OK)

@@ -627,9 +627,9 @@ async fn a_resume_the_log_cannot_serve_is_a_reset_and_a_bad_one_an_error() {
     .await;
     assert_eq!(next(&mut alice).await["code"], "invalid_message");
 
-    // A place past the log's end (another log's: the app was made again): a reset, then
-    // changes from now, numbered from 1 in a new epoch.
-    let far = json!({ "epoch": "old", "seq": 9, "pos": "9000000.9000000" });
+    // A place this server did not give (forged: no valid signature): a reset, then changes
+    // from now, numbered from 1 in a new epoch. Never the log's history from a chosen place.
+    let far = json!({ "epoch": "old", "seq": 9, "pos": "0.0.00112233445566778899aabbccddeeff" });
     let answer = resume(&mut alice, "a", None, far).await;
     let reset = next(&mut alice).await;
     assert_eq!(
@@ -641,6 +641,22 @@ async fn a_resume_the_log_cannot_serve_is_a_reset_and_a_bad_one_an_error() {
     s.create(&s.alice, json!({ "title": "new" })).await;
     let change = next(&mut alice).await;
     assert_eq!((&change["sub"], &change["seq"]), (&json!("a"), &json!(1)));
+
+    // A place given to Alice is not Bob's to resume from (nor another collection's): a reset.
+    let given = json!({ "epoch": answer["epoch"], "seq": 0, "pos": answer["pos"] });
+    let mut bob = s.open(&s.bob).await;
+    resume(&mut bob, "b", None, given.clone()).await;
+    assert_eq!(next(&mut bob).await["reason"], "history");
+    // Alice herself resumes from it: the change since, nothing else.
+    let mut again = s.open(&s.alice).await;
+    let back = resume(&mut again, "a", None, given).await;
+    assert_eq!(back["epoch"], answer["epoch"]);
+    let replayed = next(&mut again).await;
+    assert_eq!(
+        (&replayed["type"], &replayed["seq"]),
+        (&json!("change"), &json!(1))
+    );
+    quiet(&mut again).await;
 }
 
 #[tokio::test]

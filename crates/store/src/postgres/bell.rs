@@ -88,6 +88,7 @@ async fn send(bell: Weak<PgBell>, pool: Pool) {
         }
         let node = strong.node.clone();
         drop(strong);
+        let mut failed = false;
         for message in messages(&node, &rings) {
             let sent = match pool.get().await {
                 Ok(client) => client
@@ -98,9 +99,31 @@ async fn send(bell: Weak<PgBell>, pool: Pool) {
                 Err(e) => Err(e.to_string()),
             };
             if let Err(e) = sent {
-                // The other nodes' caches then hold until their own checks: say so.
-                tracing::warn!(error = %e, "could not ring the other nodes");
+                tracing::warn!(error = %e, "could not ring the other nodes; ringing again");
+                failed = true;
+                break;
             }
+        }
+        if failed {
+            // Never dropped: rung again (a ring twice only drops a cache twice) once the
+            // database answers, while the other nodes' caches may be stale meanwhile.
+            let Some(strong) = bell.upgrade() else {
+                return;
+            };
+            {
+                let mut pending = lock(&strong.pending);
+                for (app, topics) in rings {
+                    let merged = pending.entry(app).or_default();
+                    for topic in Topic::ALL {
+                        if topics.has(topic) {
+                            *merged = merged.with(topic);
+                        }
+                    }
+                }
+            }
+            strong.wake.notify_one();
+            drop(strong);
+            tokio::time::sleep(RECONNECT).await;
         }
     }
 }

@@ -214,8 +214,8 @@ impl Postgres {
     }
 
     /// Makes this process the only node serving the database, for as long as it runs (a
-    /// session lock on a connection of its own): until nodes keep their caches in step, a
-    /// second node would serve rules, keys and sessions the first one changed.
+    /// session lock on a connection of its own): a node that does not ring others (nor hear
+    /// them) must be alone, or it would serve rules, keys and sessions another one changed.
     pub async fn claim_sole_node(&self) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
         let claimed: bool = client
@@ -227,12 +227,35 @@ impl Postgres {
             .try_get(0)?;
         if !claimed {
             return Err(StoreError::Unavailable(
-                "another Cloudlet node serves this database; run one node per database \
-                 (docs/operations.md#postgresql)"
+                "another Cloudlet node serves this database; run one node per database, or \
+                 set database.shared = true on every node (docs/operations.md#postgresql)"
                     .into(),
             ));
         }
         // The lock lives with its session: keep the connection out of the pool for good.
+        *super::sqlite::lock(&self.node_lock) = Some(Object::take(client));
+        Ok(())
+    }
+
+    /// Makes this process one of the nodes sharing the database (a shared session lock on the
+    /// sole-node key): refused while a node serves it alone, and a node that would serve it
+    /// alone is refused while this one runs, so that no node goes without the others' rings.
+    pub async fn claim_shared_node(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        let claimed: bool = client
+            .query_one(
+                &format!("SELECT pg_try_advisory_lock_shared(hashtext('{SOLE_NODE_LOCK}'))"),
+                &[],
+            )
+            .await?
+            .try_get(0)?;
+        if !claimed {
+            return Err(StoreError::Unavailable(
+                "a Cloudlet node serves this database alone (database.shared is off there); \
+                 set database.shared = true on every node (docs/operations.md#postgresql)"
+                    .into(),
+            ));
+        }
         *super::sqlite::lock(&self.node_lock) = Some(Object::take(client));
         Ok(())
     }
@@ -244,7 +267,8 @@ impl Postgres {
         if let Some(client) = held {
             let _ = client
                 .execute(
-                    &format!("SELECT pg_advisory_unlock(hashtext('{SOLE_NODE_LOCK}'))"),
+                    // Its connection holds this lock only, alone or shared.
+                    "SELECT pg_advisory_unlock_all()",
                     &[],
                 )
                 .await;

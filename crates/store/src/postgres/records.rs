@@ -479,17 +479,25 @@ impl RecordStore for Postgres {
             &[&format!("{s}.{EVENTS_SWEPT}")],
         )
         .await?;
+        // Only events below one oldest-running-transaction line, taken once: every transaction
+        // below it has ended, so what is read and deleted below it can not change between the
+        // statements (each of which has a snapshot of its own), and an event committed
+        // meanwhile is above it and stays.
+        let line: i64 = row(&tx, &format!("SELECT {XMIN}"), &[])
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?
+            .ok_or_else(|| StoreError::Task("no snapshot".into()))?;
         // What goes ends before the first event in order that stays: one recorded at or after
-        // `before_ms`, or one an older running transaction may yet precede. Found by reading
-        // from the oldest (what is read is what goes: the log keeps no index by time, which
-        // every write would pay for).
+        // `before_ms`, or one above the line. Found by reading from the oldest (what is read
+        // is what goes: the log keeps no index by time, which every write would pay for).
         let kept = row(
             &tx,
             &format!(
-                "SELECT tx, seq FROM {s}._events WHERE at >= $1 OR tx >= {XMIN}
+                "SELECT tx, seq FROM {s}._events WHERE at >= $1 OR tx >= $2
                  ORDER BY tx, seq LIMIT 1"
             ),
-            &[&before_ms],
+            &[&before_ms, &line],
         )
         .await?;
         let kept = match kept {
@@ -499,10 +507,10 @@ impl RecordStore for Postgres {
         let edge = row(
             &tx,
             &format!(
-                "SELECT tx, seq FROM {s}._events WHERE (tx, seq) < ($1, $2)
+                "SELECT tx, seq FROM {s}._events WHERE (tx, seq) < ($1, $2) AND tx < $3
                  ORDER BY tx DESC, seq DESC LIMIT 1"
             ),
-            &[&kept.0, &kept.1],
+            &[&kept.0, &kept.1, &line],
         )
         .await?;
         let Some(edge) = edge else {
@@ -514,8 +522,8 @@ impl RecordStore for Postgres {
         };
         let deleted = execute(
             &tx,
-            &format!("DELETE FROM {s}._events WHERE (tx, seq) <= ($1, $2)"),
-            &[&swept.tx, &swept.seq],
+            &format!("DELETE FROM {s}._events WHERE (tx, seq) <= ($1, $2) AND tx < $3"),
+            &[&swept.tx, &swept.seq, &line],
         )
         .await?;
         execute(
