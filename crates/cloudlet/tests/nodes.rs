@@ -73,24 +73,26 @@ async fn titles(base: &str, token: &str) -> Option<Vec<String>> {
     })
 }
 
+/// The master key file and the configuration of nodes sharing a database (with `more` after).
+/// Every node of a database needs the same master key: a file here, as a secret mount would
+/// be on nodes without a persistent disk.
+fn shared_config(dir: &std::path::Path, more: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = dir.join("master.key");
+    std::fs::write(&key, "5e".repeat(32)).unwrap();
+    let config = dir.join("cloudlet.toml");
+    let text = format!(
+        "master_key_file = {:?}\n[database]\nshared = true\n{more}",
+        key.to_str().unwrap()
+    );
+    std::fs::write(&config, text).unwrap();
+    (key, config)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn three_nodes_on_one_database_keep_in_step() {
     let url = cloudlet_store::postgres::testing::TestServer::shared().database();
     let dir = tempfile::tempdir().unwrap();
-    // Every node of a database needs the same master key: a file here, as a secret mount
-    // would be on nodes without a persistent disk.
-    let key = dir.path().join("master.key");
-    std::fs::write(&key, "5e".repeat(32)).unwrap();
-    let config = dir.path().join("cloudlet.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "master_key_file = {:?}\n[database]\nshared = true\n\
-             [auth]\nlogins_per_ip_per_minute = 8\n",
-            key.to_str().unwrap()
-        ),
-    )
-    .unwrap();
+    let (key, config) = shared_config(dir.path(), "[auth]\nlogins_per_ip_per_minute = 8\n");
     let nodes: Vec<Serve> = (0..3).map(|n| node(dir.path(), n, &url, &config)).collect();
     // A node that would serve the database alone is refused while they share it.
     let alone = dir.path().join("alone.toml");
@@ -348,17 +350,7 @@ async fn three_nodes_on_one_database_keep_in_step() {
 async fn no_acknowledged_write_is_lost_when_a_node_is_killed_under_load() {
     let url = cloudlet_store::postgres::testing::TestServer::shared().database();
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("master.key");
-    std::fs::write(&key, "6f".repeat(32)).unwrap();
-    let config = dir.path().join("cloudlet.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "master_key_file = {:?}\n[database]\nshared = true\n",
-            key.to_str().unwrap()
-        ),
-    )
-    .unwrap();
+    let (_, config) = shared_config(dir.path(), "");
     let mut nodes: Vec<Option<Serve>> = (0..3)
         .map(|n| Some(node(dir.path(), n, &url, &config)))
         .collect();
