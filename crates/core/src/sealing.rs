@@ -42,6 +42,17 @@ impl std::fmt::Debug for Sealer {
     }
 }
 
+/// A key of its own for one use (`label`) of the master key: the master key is 32 uniformly
+/// random bytes, so a hash of it with a label is unrelated to any other derived from it.
+pub fn derive_key(master_key: &[u8; 32], label: &str) -> [u8; 32] {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(label.as_bytes());
+    hash.update([0]);
+    hash.update(master_key);
+    hash.finalize().into()
+}
+
 impl Sealer {
     pub fn new(master_key: &[u8; 32]) -> Self {
         Sealer {

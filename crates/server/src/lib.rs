@@ -507,6 +507,9 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     queues.set_bell(Arc::clone(&bell));
     hub.set_bell(Arc::clone(&bell));
     hub.set_resume_key(&master_key);
+    if config.database.shared {
+        hub.set_shared();
+    }
     let apps = Apps::new(
         Arc::clone(&system),
         Arc::clone(&tenant_store),
@@ -514,6 +517,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         Arc::clone(&random),
         Sealer::new(&master_key),
     );
+    let rates_secret = cloudlet_core::sealing::derive_key(&master_key, "cloudlet/rate-limits/v1");
     let limits = limits::AuthLimits::new(
         config.auth.logins_per_ip_per_minute,
         config.auth.logins_per_app_per_minute,
@@ -522,11 +526,13 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         rates.clone().map(|store| limits::Shared {
             store,
             clock: Arc::clone(&clock),
+            secret: rates_secret,
         }),
     );
     let rates_sweep = rates.map(|store| limits::Shared {
         store,
         clock: Arc::clone(&clock),
+        secret: rates_secret,
     });
     let tenants = tenant_store;
     let console = cloudlet_core::console::Console::new(

@@ -45,15 +45,24 @@ pub struct RateLimiter {
     shared: Option<(Shared, &'static str)>,
 }
 
-/// The store of the buckets several nodes share, and the clock they are taken by (every
-/// node's clock is taken to agree to well within a second).
+/// The store of the buckets several nodes share, the clock they are taken by (every node's
+/// clock is taken to agree to well within a second), and a secret of the instance's that goes
+/// into each bucket's name before the store hashes it, so that a stored name does not give
+/// away the address or the account it counts (both are easy to guess from a plain hash).
 #[derive(Clone)]
 pub struct Shared {
     pub store: Arc<dyn RateStore>,
     pub clock: Arc<dyn Clock>,
+    pub secret: [u8; 32],
 }
 
 impl Shared {
+    /// The stored bucket `key` of limiter `name`.
+    fn bucket(&self, name: &str, key: &str) -> String {
+        let secret: String = self.secret.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{secret}/{name}/{key}")
+    }
+
     /// Now, in microseconds since the Unix epoch.
     pub fn now_us(&self) -> i64 {
         self.clock.now().unix_ms().saturating_mul(1000)
@@ -85,7 +94,7 @@ impl RateLimiter {
             };
             let taken = shared
                 .store
-                .take(&format!("{name}/{key}"), rate, shared.now_us())
+                .take(&shared.bucket(name, key), rate, shared.now_us())
                 .await;
             match taken {
                 Ok(None) => return Ok(()),
@@ -106,7 +115,11 @@ impl RateLimiter {
             let rate = Rate {
                 per_minute: self.per_minute,
             };
-            if let Err(e) = shared.store.give_back(&format!("{name}/{key}"), rate).await {
+            if let Err(e) = shared
+                .store
+                .give_back(&shared.bucket(name, key), rate)
+                .await
+            {
                 tracing::warn!(error = %e, "the shared rate limits are out of reach");
             }
             return;

@@ -640,6 +640,9 @@ struct Inner {
     /// from the master key ([`Hub::set_resume_key`]) so that they hold across restarts and
     /// nodes.
     resume_key: StdMutex<[u8; 32]>,
+    /// Whether other nodes write to the same database: then the watched apps' logs are also
+    /// read every [`records::POLL_EVERY`], whatever the rings.
+    shared: std::sync::atomic::AtomicBool,
     /// Socket events to record, taken by [`Hub::run`].
     events: StdMutex<Option<mpsc::Receiver<SocketEvent>>>,
     next: AtomicU64,
@@ -677,6 +680,7 @@ impl Hub {
             tails: Mutex::new(HashMap::new()),
             bell: std::sync::OnceLock::new(),
             resume_key: StdMutex::new(drawn),
+            shared: std::sync::atomic::AtomicBool::new(false),
             events: StdMutex::new(Some(recorded)),
             next: AtomicU64::new(1),
         }))
@@ -685,9 +689,10 @@ impl Hub {
     /// Runs the hub until the change stream ends: every committed change to its subscribers,
     /// every revoked session's connections closed. Spawn it once.
     ///
-    /// A committed write on this node rings for its app's log to be read; the logs of watched
-    /// apps are also read every [`records::POLL_EVERY`] for what other nodes wrote, and again
-    /// shortly while events wait for an older transaction.
+    /// A committed write on this node rings for its app's log to be read (and, through the
+    /// doorbell, a write on another node); with other nodes, the logs of watched apps are also
+    /// read every [`records::POLL_EVERY`] whatever the rings, and again shortly while events
+    /// wait for an older transaction.
     pub async fn run(self, auth: Auth) {
         if let Some(events) = lock(&self.0.events).take() {
             tokio::spawn(record(self.0.data.clone(), events));
@@ -747,7 +752,7 @@ impl Hub {
                     pending = self.pull(std::mem::take(&mut pending)).await;
                     retry.as_mut().reset(tokio::time::Instant::now() + records::PENDING_RETRY);
                 },
-                _ = polls.tick() => {
+                _ = polls.tick(), if self.0.shared.load(Ordering::Relaxed) => {
                     let tailed = self.tailed().await.into_iter().collect();
                     pending.extend(self.pull(tailed).await);
                     if !pending.is_empty() {

@@ -217,11 +217,8 @@ impl Hub {
     /// Signs the places in the log given to clients with a key of `master_key`'s, so that
     /// they hold across restarts and on every node of a database.
     pub fn set_resume_key(&self, master_key: &[u8; 32]) {
-        use sha2::Digest;
-        let mut hash = sha2::Sha256::new();
-        hash.update(b"cloudlet/realtime/resume/v1\0");
-        hash.update(master_key);
-        *super::lock(&self.0.resume_key) = hash.finalize().into();
+        *super::lock(&self.0.resume_key) =
+            crate::sealing::derive_key(master_key, "cloudlet/realtime/resume/v1");
     }
 
     /// Where the app's log has been delivered to, followed from its end if it was not yet.

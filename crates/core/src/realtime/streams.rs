@@ -95,6 +95,14 @@ impl Hub {
         let _ = self.0.bell.set(bell);
     }
 
+    /// Other nodes write to the same database: the watched apps' logs are also read every
+    /// second, should a ring be late or lost.
+    pub fn set_shared(&self) {
+        self.0
+            .shared
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Another node changed the app's settings: they are read again, and live channel
     /// subscriptions the new rules refuse end.
     pub async fn heard_settings(&self, app: &AppName) {
