@@ -17,6 +17,13 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+/// A request that must answer `status`; its body.
+async fn must(method: Method, url: String, token: &str, body: Option<Value>, status: u16) -> Value {
+    let (got, answer) = call(method, url, token, body).await;
+    assert_eq!(got, status, "{answer}");
+    answer
+}
+
 /// Polls `check` every 20 ms until it holds; panics with `what` after 10 seconds.
 async fn within<F, Fut>(what: &str, mut check: F)
 where
@@ -44,15 +51,14 @@ fn node(dir: &std::path::Path, n: usize, url: &str, config: &std::path::Path) ->
 }
 
 async fn login(base: &str, user: &str) -> Value {
-    let (status, session) = call(
+    must(
         Method::POST,
         format!("{base}/v1/apps/shop/auth/sessions"),
         "",
         Some(json!({ "provider": "dev", "user": user })),
+        201,
     )
-    .await;
-    assert_eq!(status, 201, "{session}");
-    session
+    .await
 }
 
 async fn titles(base: &str, token: &str) -> Option<Vec<String>> {
@@ -141,45 +147,45 @@ async fn three_nodes_on_one_database_keep_in_step() {
     );
 
     // The app, made through A: B and C serve it at once.
-    let (status, _) = call(
+    must(
         Method::POST,
         format!("{a}/v1/admin/apps"),
         TOKEN,
         Some(json!({ "name": "shop" })),
+        201,
     )
     .await;
-    assert_eq!(status, 201);
-    let (status, _) = call(
+    must(
         Method::PUT,
         format!("{b}/v1/admin/apps/shop/auth/providers/dev"),
         TOKEN,
         Some(json!({ "enabled": true })),
+        200,
     )
     .await;
-    assert_eq!(status, 200);
     let todos = json!({ "fields": [{ "name": "title", "type": "text" }] });
-    let (status, _) = call(
+    must(
         Method::PUT,
         format!("{c}/v1/admin/apps/shop/collections/todos"),
         TOKEN,
         Some(todos.clone()),
+        201,
     )
     .await;
-    assert_eq!(status, 201);
     let alice = login(&a, "alice").await;
     let bob = login(&b, "bob").await;
     let alice_token = alice["access_token"].as_str().unwrap().to_owned();
     let bob_token = bob["access_token"].as_str().unwrap().to_owned();
 
     // A rule changed through A holds on B and C (whose caches hold the old one).
-    let (status, _) = call(
+    must(
         Method::POST,
         format!("{c}/v1/apps/shop/collections/todos/records"),
         &alice_token,
         Some(json!({ "title": "alice's" })),
+        201,
     )
     .await;
-    assert_eq!(status, 201);
     for node in [&b, &c] {
         assert_eq!(titles(node, &bob_token).await, Some(vec![]), "owners only");
     }
@@ -187,14 +193,14 @@ async fn three_nodes_on_one_database_keep_in_step() {
         "fields": [{ "name": "title", "type": "text" }],
         "rules": { "list": "", "view": "" }
     });
-    let (status, _) = call(
+    must(
         Method::PUT,
         format!("{a}/v1/admin/apps/shop/collections/todos"),
         TOKEN,
         Some(open),
+        200,
     )
     .await;
-    assert_eq!(status, 200);
     for node in [&b, &c] {
         within("the rule changed on A to hold here", || async {
             titles(node, &bob_token).await == Some(vec!["alice's".to_owned()])
@@ -235,14 +241,14 @@ async fn three_nodes_on_one_database_keep_in_step() {
     };
     assert_eq!(next().await["type"], "ready");
     assert_eq!(next().await["type"], "subscribed");
-    let (status, created) = call(
+    let created = must(
         Method::POST,
         format!("{a}/v1/apps/shop/collections/todos/records"),
         &alice_token,
         Some(json!({ "title": "live" })),
+        201,
     )
     .await;
-    assert_eq!(status, 201);
     let change = next().await;
     assert_eq!(
         (&change["event"], &change["id"]),
@@ -251,14 +257,14 @@ async fn three_nodes_on_one_database_keep_in_step() {
 
     // A session revoked through A is refused on C (which has its keys cached).
     assert!(titles(&c, &alice_token).await.is_some());
-    let (status, _) = call(
+    must(
         Method::DELETE,
         format!("{a}/v1/apps/shop/auth/sessions/current"),
         &alice_token,
         None,
+        204,
     )
     .await;
-    assert_eq!(status, 204);
     within("the session revoked on A to be refused on C", || async {
         titles(&c, &alice_token).await.is_none()
     })
@@ -267,14 +273,14 @@ async fn three_nodes_on_one_database_keep_in_step() {
     // A function deployed through B serves on A; a new version too.
     for version in [1, 2] {
         let source = format!("export default async () => ({{ v: {version} }})");
-        let (status, deployed) = call(
+        must(
             Method::PUT,
             format!("{b}/v1/admin/apps/shop/functions/which"),
             TOKEN,
             Some(json!({ "source": source })),
+            201,
         )
         .await;
-        assert_eq!(status, 201, "{deployed}");
         within("the version deployed on B to serve on A", || async {
             let (status, answer) = call(
                 Method::POST,
@@ -358,22 +364,22 @@ async fn no_acknowledged_write_is_lost_when_a_node_is_killed_under_load() {
         .iter()
         .map(|n| n.as_ref().unwrap().base.clone())
         .collect();
-    let (status, _) = call(
+    must(
         Method::POST,
         format!("{}/v1/admin/apps", bases[0]),
         TOKEN,
         Some(json!({ "name": "shop" })),
+        201,
     )
     .await;
-    assert_eq!(status, 201);
-    let (status, _) = call(
+    must(
         Method::PUT,
         format!("{}/v1/admin/apps/shop/collections/todos", bases[1]),
         TOKEN,
         Some(json!({ "fields": [{ "name": "title", "type": "text" }] })),
+        201,
     )
     .await;
-    assert_eq!(status, 201);
 
     // Writers spread round-robin over the three nodes; node 2 is killed partway.
     let http = reqwest::Client::new();
