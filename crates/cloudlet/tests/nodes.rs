@@ -1,8 +1,9 @@
 //! Three `cloudlet serve` processes of this binary on one PostgreSQL database
 //! (`[database] shared = true`), requests spread over them: what one node changes holds on the
 //! others (rules, revoked sessions, deployed functions, declared queues), a write through one
-//! reaches a realtime subscriber on another, and no acknowledged write is lost when a node is
-//! killed under load. Each waits with a generous bound; how fast the nodes hear each other is
+//! reaches a realtime subscriber on another, no acknowledged write is lost when a node is
+//! killed under load, and a schedule runs every tick, each enqueued once, while nodes are killed
+//! and started again. Each waits with a generous bound; how fast the nodes hear each other is
 //! measured in `bench/`, not here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -432,4 +433,99 @@ async fn no_acknowledged_write_is_lost_when_a_node_is_killed_under_load() {
     for id in &acknowledged {
         assert!(stored.contains(id), "acknowledged {id} is not stored");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_runs_once_per_tick_while_nodes_are_killed_and_restarted() {
+    let url = cloudlet_store::postgres::testing::TestServer::shared().database();
+    let dir = tempfile::tempdir().unwrap();
+    // A run claimed by a killed node is claimed again 2 s later (two minutes by default).
+    let (_, config) = shared_config(dir.path(), "[queues]\ntrigger_visibility_secs = 2\n");
+    let mut nodes: Vec<Option<Serve>> = (0..3)
+        .map(|n| Some(node(dir.path(), n, &url, &config)))
+        .collect();
+    let base = |nodes: &[Option<Serve>], n: usize| nodes[n].as_ref().unwrap().base.clone();
+    let a = base(&nodes, 0);
+    must(
+        Method::POST,
+        format!("{a}/v1/admin/apps"),
+        TOKEN,
+        Some(json!({ "name": "timed" })),
+        201,
+    )
+    .await;
+    let fields = json!({ "fields": [
+        { "name": "second", "type": "integer" },
+        { "name": "event", "type": "text" },
+        { "name": "attempt", "type": "integer" },
+    ] });
+    must(
+        Method::PUT,
+        format!("{a}/v1/admin/apps/timed/collections/ticks"),
+        TOKEN,
+        Some(fields),
+        201,
+    )
+    .await;
+    // Every run takes half a second (so that kills land in runs), then records its tick's
+    // second and event id.
+    let source = "export default async (e, ctx) => { \
+                  await new Promise((done) => setTimeout(done, 500)); \
+                  await ctx.db.collection('ticks').add({ second: Date.parse(e.scheduled_at) / 1000, \
+                  event: e.event_id, attempt: e.attempt }) }";
+    must(
+        Method::PUT,
+        format!("{a}/v1/admin/apps/timed/functions/tick"),
+        TOKEN,
+        Some(json!({ "source": source, "schedules": [{ "cron": "* * * * * *" }] })),
+        201,
+    )
+    .await;
+
+    // For about ten seconds, each node in turn is killed and started again: two always run.
+    for round in 0..8 {
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let n = round % 3;
+        nodes[n].take().unwrap().kill();
+        nodes[n] = Some(node(dir.path(), n, &url, &config));
+    }
+    let reader = base(&nodes, 1);
+    let runs = || async {
+        must(
+            Method::GET,
+            format!("{reader}/v1/apps/timed/collections/ticks/records?limit=100"),
+            TOKEN,
+            None,
+            200,
+        )
+        .await["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["second"].as_i64().unwrap(), r["event"].to_string()))
+            .collect::<Vec<(i64, String)>>()
+    };
+    // Every tick from the first to the latest but one runs (a killed node's run once its claim
+    // expires).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let seen = loop {
+        let seen = runs().await;
+        let seconds: std::collections::BTreeSet<i64> = seen.iter().map(|(s, _)| *s).collect();
+        if let (Some(&first), Some(&last)) = (seconds.first(), seconds.last())
+            && last - first >= 10
+            && (first..last).all(|s| seconds.contains(&s))
+        {
+            break seen;
+        }
+        assert!(Instant::now() < deadline, "a tick did not run: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Each tick was enqueued once: all of a tick's runs (more than one only when a node died
+    // after the run wrote and before it was acknowledged) share its event id.
+    let mut events = std::collections::BTreeMap::new();
+    for (second, event) in &seen {
+        let first = events.entry(*second).or_insert(event);
+        assert_eq!(*first, event, "tick {second} was enqueued twice: {seen:?}");
+    }
+    drop(nodes);
 }

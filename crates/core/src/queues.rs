@@ -21,7 +21,7 @@ use cloudlet_store::{
     QueueStore, Sent, StoreError, SystemStore, TRIGGER_QUEUE,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
+use serde_json::{Value as Json, json};
 use tokio::sync::Notify;
 
 use crate::clock::{Clock, Timestamp};
@@ -703,22 +703,8 @@ impl Queues {
                 max_attempts: settings.max_attempts.into(),
             });
         }
-        // The hint first: it may then only be early, never late.
-        let due = new.iter().map(|m| m.visible_at_ms).min().unwrap_or(now);
-        let ticket = self.hint(app, due).await?;
-        let sent = self
-            .0
-            .store
-            .send(
-                app,
-                queue,
-                new,
-                now,
-                (settings.dedup_window_secs * 1000) as i64,
-            )
-            .await?;
-        self.hinted(app, ticket).await?;
-        self.0.doorbell.notify_one();
+        let window_ms = (settings.dedup_window_secs * 1000) as i64;
+        let sent = self.put(app, queue, new, now, window_ms).await?;
         Ok(sent
             .into_iter()
             .map(|s| match s {
@@ -732,6 +718,62 @@ impl Queues {
                 },
             })
             .collect())
+    }
+
+    /// Enqueues the run of a schedule's tick on the triggers' queue, once. The tick's `key`
+    /// (function, schedule, time) is kept as long as the queue keeps deliveries (a week), so
+    /// that enqueueing the same tick again, by this node after a crash or by another node that
+    /// read the same due schedule, is a no-op; the schedule is moved on only after this, so
+    /// that a tick is never lost between the two.
+    pub async fn send_tick(
+        &self,
+        app: &AppName,
+        function: &str,
+        key: String,
+        event: Json,
+    ) -> Result<SendReceipt, QueueError> {
+        let now = self.now();
+        let message = NewMessage {
+            id: self.token("msg_"),
+            payload: json!({ "function": function, "schedule": event }).to_string(),
+            key: Some(key),
+            visible_at_ms: now,
+            max_attempts: self.0.triggers.max_attempts.into(),
+            depth: 0,
+        };
+        let window_ms = (TRIGGER_RETENTION_SECS * 1000) as i64;
+        let sent = self
+            .put(app, TRIGGER_QUEUE, vec![message], now, window_ms)
+            .await?;
+        match sent.into_iter().next() {
+            Some(Sent::Queued(id)) => Ok(SendReceipt {
+                id,
+                duplicate: false,
+            }),
+            Some(Sent::Duplicate(id)) => Ok(SendReceipt {
+                id,
+                duplicate: true,
+            }),
+            None => Err(StoreError::Task("a send answered nothing".to_owned()).into()),
+        }
+    }
+
+    /// Stores new messages, the app's hint moved first (it may then only be early, never
+    /// late), and wakes the dispatcher.
+    async fn put(
+        &self,
+        app: &AppName,
+        queue: &str,
+        new: Vec<NewMessage>,
+        now: i64,
+        window_ms: i64,
+    ) -> Result<Vec<Sent>, QueueError> {
+        let due = new.iter().map(|m| m.visible_at_ms).min().unwrap_or(now);
+        let ticket = self.hint(app, due).await?;
+        let sent = self.0.store.send(app, queue, new, now, window_ms).await?;
+        self.hinted(app, ticket).await?;
+        self.0.doorbell.notify_one();
+        Ok(sent)
     }
 
     /// Claims up to `max` messages for `hide_secs` (the queue's visibility timeout when `None`).

@@ -797,20 +797,13 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
     let mut busy = false;
     let mut failed = false;
     let mut consumed: Vec<String> = consumers.iter().map(|(_, t)| t.queue.clone()).collect();
-    let triggered = match state.functions().has_event_triggers(app).await {
-        Ok(triggered) => triggered,
-        Err(e) => {
-            tracing::warn!(app = %app, error = %e, "could not read the data triggers");
-            settle(state, app, version, later, pulse).await;
-            return;
-        }
-    };
-    if triggered {
-        consumed.push(TRIGGER_QUEUE.to_owned());
-        let look = dispatch_builtin(state, running, app, Builtin::Triggers).await;
-        busy |= look == Look::Busy;
-        failed |= look == Look::Failed;
-    }
+    // Always looked at: events' triggers and schedules' ticks put deliveries there, and one
+    // whose function has gone since fails its attempts into the dead letters instead of
+    // waiting for a consumer.
+    consumed.push(TRIGGER_QUEUE.to_owned());
+    let look = dispatch_builtin(state, running, app, Builtin::Triggers).await;
+    busy |= look == Look::Busy;
+    failed |= look == Look::Failed;
     for (function, trigger) in consumers {
         let key = (app.clone(), function.clone());
         // A claim outlives the run that takes it: the function's time, and a margin for
@@ -1042,14 +1035,27 @@ async fn deliver_trigger(state: &AppState, app: &AppName, delivery: Delivery) {
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let seq = delivery.payload["event"].as_i64().unwrap_or_default();
-    let outcome = match state.data().trigger_event(app, seq).await {
+    let event = match delivery.payload.get("schedule") {
+        // A schedule's tick carries its event; the delivery's id is the tick's.
+        Some(tick) => {
+            let mut event = tick.clone();
+            event["event_id"] = Value::from(delivery.id.clone());
+            Ok(Some((event, 0)))
+        }
+        None => {
+            let seq = delivery.payload["event"].as_i64().unwrap_or_default();
+            state.data().trigger_event(app, seq).await
+        }
+    };
+    let outcome = match event {
         // The event is gone (swept, or the app's data replaced): nothing to run.
         Ok(None) => Ok(()),
         Ok(Some((mut event, depth))) => {
             event["attempt"] = Value::from(delivery.attempt);
             let kind = event["event"].as_str().unwrap_or_default();
-            let trigger = if kind.starts_with("auth.") {
+            let trigger = if delivery.payload.get("schedule").is_some() {
+                Trigger::Schedule
+            } else if kind.starts_with("auth.") {
                 Trigger::Auth
             } else if kind.starts_with("files.") {
                 Trigger::Files

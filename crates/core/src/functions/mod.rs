@@ -274,6 +274,30 @@ fn utc() -> String {
 /// The most schedules one function may declare.
 const MAX_SCHEDULES: usize = 8;
 
+/// How late a schedule's tick may run and still be followed by every tick after it.
+const CATCH_UP_MS: i64 = 60_000;
+
+/// A schedule's tick that is due (see [`Functions::due_ticks`]).
+#[derive(Debug, Clone)]
+pub struct Tick {
+    pub row: ScheduleRow,
+    /// What the run gets: `{cron, timezone, scheduled_at, data}`.
+    pub event: Json,
+    /// Where the schedule goes once this tick's run is enqueued.
+    pub next_ms: i64,
+}
+
+impl Tick {
+    /// The tick's idempotency key on the triggers' queue: the same on every node and after a
+    /// restart, so that it is enqueued once.
+    pub fn key(&self) -> String {
+        format!(
+            "schedule:{}:{}:{}",
+            self.row.function, self.row.index, self.row.next_at_ms
+        )
+    }
+}
+
 impl Schedule {
     /// The first time after `after` (Unix milliseconds) the schedule names; `None` if it names
     /// none (a pattern for a date that never comes).
@@ -1330,34 +1354,50 @@ impl Functions {
         result
     }
 
-    /// Claims the schedules due now: each is moved to its next time (so it is claimed once) and
-    /// returned with the event its run gets. A run missed while the server was down runs once,
-    /// late; the ones before it are not caught up.
-    pub async fn claim_due(&self, limit: usize) -> Result<Vec<(ScheduleRow, Json)>, FunctionError> {
-        let now = self.0.clock.now();
-        let mut claimed = Vec::new();
-        for row in self.0.system.due_schedules(now.unix_ms(), limit).await? {
-            let schedule = Schedule {
-                cron: row.cron.clone(),
-                timezone: row.timezone.clone(),
-                data: Json::Null,
-            };
-            let next = schedule
-                .next_after(now.unix_ms())
-                .ok()
-                .flatten()
-                .unwrap_or(i64::MAX);
-            if self.0.system.advance_schedule(&row, next).await? {
+    /// The schedules' ticks due now, each with the event its run gets and the time its
+    /// schedule moves on to. A tick less than a minute late is followed by the ticks after it
+    /// (a busy moment delays runs, it does not skip them); a schedule further behind (the
+    /// server was down) runs once, late, and goes on from now.
+    pub async fn due_ticks(&self, limit: usize) -> Result<Vec<Tick>, FunctionError> {
+        let now = self.0.clock.now().unix_ms();
+        let rows = self.0.system.due_schedules(now, limit).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let schedule = Schedule {
+                    cron: row.cron.clone(),
+                    timezone: row.timezone.clone(),
+                    data: Json::Null,
+                };
+                let from = if now - row.next_at_ms <= CATCH_UP_MS {
+                    row.next_at_ms
+                } else {
+                    now
+                };
+                let next_ms = schedule.next_after(from).ok().flatten().unwrap_or(i64::MAX);
                 let event = json!({
                     "cron": row.cron,
                     "timezone": row.timezone,
                     "scheduled_at": Timestamp::from_unix_ms(row.next_at_ms),
                     "data": serde_json::from_str::<Json>(&row.data).unwrap_or(Json::Null),
                 });
-                claimed.push((row, event));
-            }
-        }
-        Ok(claimed)
+                Tick {
+                    row,
+                    event,
+                    next_ms,
+                }
+            })
+            .collect())
+    }
+
+    /// Moves a tick's schedule on, once the tick's run is enqueued: false if another node (or
+    /// a deploy that replaced the schedule) did first.
+    pub async fn advance(&self, tick: &Tick) -> Result<bool, FunctionError> {
+        Ok(self
+            .0
+            .system
+            .advance_schedule(&tick.row, tick.next_ms)
+            .await?)
     }
 
     /// Forgets everything cached of an app (it was deleted).
@@ -1463,23 +1503,6 @@ impl Functions {
     /// call).
     pub async fn timeout_ms(&self, app: &AppName, name: &str) -> Result<u64, FunctionError> {
         Ok(self.active(app, name).await?.settings.timeout_ms)
-    }
-
-    /// Whether any of the app's functions is triggered by events of the log (writes, users'
-    /// accounts): whether the triggers' queue has a consumer.
-    pub async fn has_event_triggers(&self, app: &AppName) -> Result<bool, FunctionError> {
-        Ok(self.triggers(app).await?.iter().any(|(_, triggers)| {
-            triggers.iter().any(|t| {
-                matches!(
-                    t,
-                    TriggerDef::Data(_)
-                        | TriggerDef::Auth(_)
-                        | TriggerDef::Files(_)
-                        | TriggerDef::Realtime(_)
-                        | TriggerDef::Pay(_)
-                )
-            })
-        }))
     }
 
     /// The app's queue consumers: each function with a queue trigger, and the trigger.

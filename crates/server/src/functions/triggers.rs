@@ -1,16 +1,14 @@
-//! The background loop that runs functions on cron schedules, as the admin: rules do not
-//! apply. (Data triggers and queues are delivered by the queue dispatcher, `crate::queues`.)
+//! The background loop that enqueues the runs of functions' cron schedules. Each due tick's run
+//! goes to the app's triggers' queue under the tick's key, and only then is the schedule moved
+//! on: a tick is enqueued once however many nodes read it due, and a node killed between the
+//! two leaves the tick due for the next look (here or on another node), whose enqueue is a
+//! no-op. The dispatcher (`crate::queues`) runs it, as the admin, at least once.
 
 use std::time::Duration;
 
-use cloudlet_core::access::Caller;
-use cloudlet_core::functions::Trigger;
-
-use super::{raw, run};
 use crate::state::AppState;
 
-/// Runs the functions whose schedules are due, as the admin, checking every second until
-/// shutdown.
+/// Enqueues the runs of the schedules that are due, checking every second until shutdown.
 pub async fn run_schedules(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -19,38 +17,27 @@ pub async fn run_schedules(state: AppState, mut shutdown: tokio::sync::watch::Re
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let due = match state.functions().claim_due(100).await {
+        let due = match state.functions().due_ticks(100).await {
             Ok(due) => due,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the schedules");
                 continue;
             }
         };
-        for (schedule, event) in due {
-            let run_state = state.clone();
-            state.tasks().spawn(async move {
-                let state = run_state;
-                let request_id = state.new_request_id();
-                let (app, name) = (&schedule.app, &schedule.function);
-                let outcome = match raw(&event) {
-                    Ok(event) => {
-                        run(
-                            &state,
-                            app,
-                            name,
-                            Caller::Admin,
-                            Trigger::Schedule,
-                            &request_id,
-                            event,
-                        )
-                        .await
-                    }
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = outcome {
-                    tracing::debug!(app = %schedule.app, function = schedule.function, error = %e, "a scheduled run failed");
-                }
-            });
+        for tick in due {
+            let (app, function) = (&tick.row.app, &tick.row.function);
+            let sent = state
+                .queues()
+                .send_tick(app, function, tick.key(), tick.event.clone())
+                .await;
+            if let Err(e) = sent {
+                // Left due: the next look enqueues it.
+                tracing::warn!(app = %app, function, error = %e, "could not enqueue a scheduled run");
+                continue;
+            }
+            if let Err(e) = state.functions().advance(&tick).await {
+                tracing::warn!(app = %app, function, error = %e, "could not move a schedule on");
+            }
         }
     }
 }
