@@ -87,9 +87,12 @@ fn shared_config(dir: &std::path::Path, more: &str) -> (std::path::PathBuf, std:
     let key = dir.join("master.key");
     std::fs::write(&key, "5e".repeat(32)).unwrap();
     let config = dir.join("cloudlet.toml");
+    // Their files in one directory, as a volume every node mounts would be.
+    let files = dir.join("files");
     let text = format!(
-        "master_key_file = {:?}\n[database]\nshared = true\n{more}",
-        key.to_str().unwrap()
+        "master_key_file = {:?}\n[database]\nshared = true\n[files]\nurl = \"file://{}\"\n{more}",
+        key.to_str().unwrap(),
+        files.to_str().unwrap()
     );
     std::fs::write(&config, text).unwrap();
     (key, config)
@@ -294,6 +297,38 @@ async fn three_nodes_on_one_database_keep_in_step() {
         })
         .await;
     }
+
+    // A file uploaded through B is read through C: the nodes share their files' directory.
+    must(
+        Method::PUT,
+        format!("{a}/v1/admin/apps/shop/buckets/notes"),
+        TOKEN,
+        Some(json!({})),
+        200,
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let within_b = http
+        .post(format!("{b}/v1/apps/shop/files/notes"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain")
+        .body("written on B")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(within_b.status(), 201);
+    let file: Value = within_b.json().await.unwrap();
+    let read = http
+        .get(format!(
+            "{c}/v1/apps/shop/files/notes/{}",
+            file["id"].as_str().unwrap()
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    assert_eq!(read.text().await.unwrap(), "written on B");
 
     // A queue declared through C takes messages on A.
     let (status, refused) = call(

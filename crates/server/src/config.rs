@@ -216,7 +216,8 @@ impl Default for RealtimeConfig {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilesConfig {
-    /// `""` for the data directory's `files/`, or `s3://bucket` or `s3://bucket/prefix`.
+    /// `""` for the data directory's `files/`; `file:///path` for a directory every node
+    /// mounts; `s3://bucket` or `s3://bucket/prefix`.
     pub url: String,
     /// An S3-compatible service's endpoint (`https://…`); empty for AWS.
     pub endpoint: String,
@@ -274,20 +275,34 @@ impl FilesConfig {
         }
     }
 
+    /// The directory of a `file:///path` url (`None` for the data directory's or S3).
+    pub fn directory(&self) -> Result<Option<std::path::PathBuf>, ConfigError> {
+        let Some(path) = self.url.strip_prefix("file://") else {
+            return Ok(None);
+        };
+        let path = std::path::Path::new(path);
+        if !path.is_absolute() || path.components().any(|c| c.as_os_str() == "..") {
+            return Err(ConfigError::Invalid {
+                key: "files.url",
+                message: format!("{:?} is not file:// and an absolute path", self.url),
+            });
+        }
+        Ok(Some(path.to_owned()))
+    }
+
     /// The S3 bucket of `url`, with the keys from the environment if set there; `None` for
-    /// the local directory.
+    /// a directory.
     pub fn s3_settings(&self) -> Result<Option<cloudlet_store::S3Settings>, ConfigError> {
-        if self.url.is_empty() {
+        if self.url.is_empty() || self.url.starts_with("file://") {
             return Ok(None);
         }
         let invalid = |message: String| ConfigError::Invalid {
             key: "files.url",
             message,
         };
-        let rest = self
-            .url
-            .strip_prefix("s3://")
-            .ok_or_else(|| invalid("\"\" (the data directory) or s3://bucket[/prefix]".into()))?;
+        let rest = self.url.strip_prefix("s3://").ok_or_else(|| {
+            invalid("\"\" (the data directory), file:///path or s3://bucket[/prefix]".into())
+        })?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let valid_bucket = (3..=63).contains(&bucket.len())
             && bucket
@@ -602,6 +617,17 @@ impl Config {
                 key: "database.shared",
                 message: "several nodes share a PostgreSQL database: set database.url too \
                           (SQLite in a data directory serves one node)"
+                    .into(),
+            });
+        }
+        self.files.directory()?;
+        self.files.s3_settings()?;
+        if self.database.shared && self.files.url.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "files.url",
+                message: "nodes sharing a database must share their files too: \
+                          s3://bucket[/prefix], or file:///path for a directory every node \
+                          mounts (not one node's data directory)"
                     .into(),
             });
         }
@@ -1003,11 +1029,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("database.shared"), "{error}");
-        let config =
-            parse("[database]\nshared = true\nurl = \"postgres://db.internal/cloudlet\"\n")
-                .unwrap();
-        config.validate().unwrap();
-        assert!(config.database.shared);
+        let shared = "[database]\nshared = true\nurl = \"postgres://db.internal/cloudlet\"\n";
+        let error = parse(shared).unwrap().validate().unwrap_err().to_string();
+        assert!(
+            error.contains("files.url"),
+            "files in one node's data directory: {error}"
+        );
+        for files in ["s3://cloudlet-files", "file:///mnt/cloudlet-files"] {
+            let config = parse(&format!("{shared}[files]\nurl = {files:?}\n")).unwrap();
+            config.validate().unwrap();
+            assert!(config.database.shared);
+        }
+        for files in ["file://relative/files", "file:///mnt/../etc", "ftp://files"] {
+            let error = parse(&format!("[files]\nurl = {files:?}\n"))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("files.url"), "{files}: {error}");
+        }
         assert!(!parse("").unwrap().database.shared, "one node by default");
     }
 

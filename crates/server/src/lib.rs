@@ -351,16 +351,35 @@ async fn open_storage(config: &Config, options: &StartOptions) -> Result<Storage
     })
 }
 
-/// The blob store of `files.url`: S3, or the data directory's `files/`.
-async fn open_blobs(config: &Config, data_dir: &DataDir) -> Result<Arc<dyn BlobStore>, StartError> {
+/// The blob store of `files.url`: S3, a directory, or the data directory's `files/`. Nodes
+/// sharing a database share the directory, each writing apart.
+async fn open_blobs(
+    config: &Config,
+    data_dir: &DataDir,
+    clock: &dyn Clock,
+) -> Result<Arc<dyn BlobStore>, StartError> {
     if let Some(settings) = config.files.s3_settings().map_err(StartError::Config)? {
         return Ok(Arc::new(S3Blobs::new(settings)?));
     }
-    let root = data_dir.root().join("files");
+    let root = match config.files.directory().map_err(StartError::Config)? {
+        Some(directory) => directory,
+        None => data_dir.root().join("files"),
+    };
     let durability = config.durability.into();
-    let blobs = tokio::task::spawn_blocking(move || LocalBlobs::open(&root, durability))
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))??;
+    let shared = config.database.shared;
+    let mut node = [0u8; 8];
+    OsRandom.fill(&mut node);
+    let node = format!("{:016x}", u64::from_le_bytes(node));
+    let now_ms = clock.now().unix_ms();
+    let blobs = tokio::task::spawn_blocking(move || {
+        if shared {
+            LocalBlobs::open_shared(&root, durability, &node, now_ms)
+        } else {
+            LocalBlobs::open(&root, durability)
+        }
+    })
+    .await
+    .map_err(|e| StoreError::Task(e.to_string()))??;
     Ok(Arc::new(blobs))
 }
 
@@ -409,7 +428,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     } = stores;
     let files = Files::new(
         file_store,
-        open_blobs(&config, &data_dir).await?,
+        open_blobs(&config, &data_dir, clock.as_ref()).await?,
         Arc::clone(&clock),
         Arc::clone(&random),
         cloudlet_core::files::url_key(&master_key),

@@ -2,7 +2,8 @@
 //! `{root}/{app}/thumbs/{file id}/`. A blob is written to `{root}/.tmp/` and
 //! renamed into place once whole, so a reader (or a crash) never sees part of one; whatever a
 //! crash leaves in `.tmp/` is removed when the store opens (one process holds a data
-//! directory). With [`Durability::Full`] the file and its directory are fsynced before the
+//! directory). Nodes that share a directory (a volume every node mounts) each write to
+//! `.tmp/{node}/` instead, and remove only what nodes left there more than a day ago. With [`Durability::Full`] the file and its directory are fsynced before the
 //! write is answered, as a database commit would be.
 
 use std::io::SeekFrom;
@@ -21,6 +22,8 @@ const READ_CHUNK: usize = 64 * 1024;
 
 pub struct LocalBlobs {
     root: PathBuf,
+    /// Where blobs are written before they are renamed into place.
+    tmp: PathBuf,
     durability: Durability,
     /// Writes to files running at once, across every upload: each holds a thread of the
     /// blocking pool (and that thread's allocator caches), so a hundred uploads at once take
@@ -41,11 +44,61 @@ impl LocalBlobs {
             Err(e) => return Err(StoreError::io(&tmp)(e)),
         }
         std::fs::create_dir_all(&tmp).map_err(StoreError::io(&tmp))?;
-        Ok(LocalBlobs {
+        Ok(LocalBlobs::at(root, tmp, durability))
+    }
+
+    /// The store at `root`, shared with other nodes: this one (`node`, unique to this start)
+    /// writes in `.tmp/{node}/`. What any node left there more than a day before `now_ms` (a
+    /// node that crashed mid-upload) is removed: files, then directories that are empty and
+    /// as old (a live node whose directory goes writes it again). Blocking.
+    pub fn open_shared(
+        root: &Path,
+        durability: Durability,
+        node: &str,
+        now_ms: i64,
+    ) -> Result<LocalBlobs, StoreError> {
+        let all = root.join(".tmp");
+        std::fs::create_dir_all(&all).map_err(StoreError::io(&all))?;
+        let day_ago = std::time::SystemTime::UNIX_EPOCH
+            + std::time::Duration::from_millis(
+                u64::try_from(now_ms.saturating_sub(24 * 3600 * 1000)).unwrap_or(0),
+            );
+        let old = |entry: &std::fs::DirEntry| {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| modified < day_ago)
+        };
+        // Other nodes may be sweeping too: what is gone is no error.
+        for node_dir in std::fs::read_dir(&all)
+            .map_err(StoreError::io(&all))?
+            .flatten()
+        {
+            let Ok(files) = std::fs::read_dir(node_dir.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                if old(&file) {
+                    let _ = std::fs::remove_file(file.path());
+                }
+            }
+            if old(&node_dir) {
+                // Only if empty: a live node's upload in it stays.
+                let _ = std::fs::remove_dir(node_dir.path());
+            }
+        }
+        let tmp = all.join(node);
+        std::fs::create_dir_all(&tmp).map_err(StoreError::io(&tmp))?;
+        Ok(LocalBlobs::at(root, tmp, durability))
+    }
+
+    fn at(root: &Path, tmp: PathBuf, durability: Durability) -> LocalBlobs {
+        LocalBlobs {
             root: root.to_path_buf(),
+            tmp,
             durability,
             writes: std::sync::Arc::new(tokio::sync::Semaphore::new(WRITES_AT_ONCE)),
-        })
+        }
     }
 
     fn path(&self, key: &BlobKey) -> PathBuf {
@@ -55,9 +108,18 @@ impl LocalBlobs {
     async fn write_whole(&self, tmp: &Path, mut body: ByteStream) -> Result<(), StoreError> {
         let path = tmp.to_path_buf();
         let mut file = Some(
-            self.blocking(move || std::fs::File::create(&path))
-                .await
-                .map_err(StoreError::io(tmp))?,
+            self.blocking(move || match std::fs::File::create(&path) {
+                // Another node swept this node's empty directory (see `open_shared`).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                    std::fs::File::create(&path)
+                }
+                created => created,
+            })
+            .await
+            .map_err(StoreError::io(tmp))?,
         );
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(StoreError::io(tmp))?;
@@ -99,10 +161,7 @@ impl LocalBlobs {
 #[async_trait]
 impl BlobStore for LocalBlobs {
     async fn put(&self, key: &BlobKey, body: ByteStream) -> Result<(), StoreError> {
-        let tmp = self
-            .root
-            .join(".tmp")
-            .join(key.to_string().replace('/', "-"));
+        let tmp = self.tmp.join(key.to_string().replace('/', "-"));
         if let Err(e) = self.write_whole(&tmp, body).await {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(e);
@@ -245,6 +304,7 @@ async fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::blobs::FileId;
 
     #[test]
     fn what_a_crash_left_in_tmp_is_removed_at_open() {
@@ -254,5 +314,41 @@ mod tests {
         std::fs::write(root.join(".tmp").join("shop-fil_half"), b"half a photo").unwrap();
         LocalBlobs::open(&root, Durability::Full).unwrap();
         assert_eq!(std::fs::read_dir(root.join(".tmp")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn nodes_sharing_a_directory_keep_apart_what_they_write_and_sweep_only_old_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("files");
+        let a = LocalBlobs::open_shared(&root, Durability::Full, "node-a", 0).unwrap();
+        std::fs::write(root.join(".tmp/node-a/shop-fil_half"), b"half a photo").unwrap();
+        // The file system's time of that write.
+        let written = std::fs::metadata(root.join(".tmp/node-a"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        let now_ms = written
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        // A second node starting does not touch the first one's upload in progress.
+        let b = LocalBlobs::open_shared(&root, Durability::Full, "node-b", now_ms).unwrap();
+        assert!(root.join(".tmp/node-a/shop-fil_half").exists());
+        // A day later, what node A left (it crashed, or ran on) is removed by the next node to
+        // start; node B's empty directory too.
+        LocalBlobs::open_shared(&root, Durability::Full, "node-c", now_ms + 25 * 3600 * 1000)
+            .unwrap();
+        assert!(!root.join(".tmp/node-a/shop-fil_half").exists());
+        assert!(!root.join(".tmp/node-b").exists());
+        // Both still write into the one directory.
+        let app = AppName::parse("shop").unwrap();
+        let key = BlobKey::new(&app, &FileId::parse("fil_0123456789abcdefghijkl").unwrap());
+        let body = || -> ByteStream {
+            Box::pin(futures_util::stream::iter([Ok(bytes::Bytes::from_static(
+                b"photo",
+            ))]))
+        };
+        a.put(&key, body()).await.unwrap();
+        assert!(b.get(&key, None).await.unwrap().is_some());
     }
 }
