@@ -629,6 +629,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     // Every background task is tracked, so that shutdown joins them before the databases close.
     let tasks = state.tasks().clone();
     tasks.spawn(close_idle_apps(
+        state.clone(),
         Arc::clone(&tenants),
         config.idle_timeout(),
         shutdown_rx.clone(),
@@ -709,8 +710,10 @@ async fn run_realtime(
     }
 }
 
-/// Closes app databases that have been idle for `idle`, checking a few times per period.
+/// Closes app databases that have been idle for `idle`, checking a few times per period, and
+/// drops what the services cached of those apps (it is read again on the next use).
 async fn close_idle_apps(
+    state: AppState,
     tenants: Arc<dyn TenantStore>,
     idle: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -722,8 +725,11 @@ async fn close_idle_apps(
         tokio::select! {
             _ = ticks.tick() => {
                 let closed = tenants.close_idle(idle).await;
-                if closed > 0 {
-                    tracing::debug!(closed, "closed idle app databases");
+                for app in &closed {
+                    state.forget_idle(app);
+                }
+                if !closed.is_empty() {
+                    tracing::debug!(closed = closed.len(), "closed idle app databases");
                     let _ = tokio::task::spawn_blocking(memory::release_free_memory).await;
                 }
             }

@@ -16,7 +16,7 @@ use cloudlet_core::queues::Queues;
 use cloudlet_core::random::Random;
 use cloudlet_core::realtime::Hub;
 use cloudlet_core::sites::Sites;
-use cloudlet_store::SystemStore;
+use cloudlet_store::{AppName, SystemStore};
 use tokio_util::task::TaskTracker;
 
 use crate::limits::AuthLimits;
@@ -282,6 +282,16 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    /// Drops what the services cached of an app whose database idled out: its collections
+    /// and rules, functions, declared queues, keys and revocations (each read again on next
+    /// use), so that a node's memory follows the apps in use, not every app it ever served.
+    pub fn forget_idle(&self, app: &AppName) {
+        self.data().forget_app(app);
+        self.functions().heard(app);
+        self.queues().heard(app);
+        self.auth().forget_idle(app);
     }
 
     /// Where background work is spawned, so that shutdown waits for it.

@@ -35,8 +35,9 @@ pub trait TenantStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// How many app databases are open now.
     fn open_count(&self) -> usize;
-    /// Closes the databases nobody has used for `idle_for`; returns how many it closed.
-    async fn close_idle(&self, idle_for: Duration) -> usize;
+    /// Closes the databases nobody has used for `idle_for`; returns their apps, and those
+    /// closed since the last call to make room for others (what is cached of them may go).
+    async fn close_idle(&self, idle_for: Duration) -> Vec<AppName>;
     /// Flushes and closes every open database.
     async fn close_all(&self);
 }

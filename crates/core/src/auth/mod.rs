@@ -1241,6 +1241,12 @@ impl Auth {
         lock(&self.0.keys).clear();
     }
 
+    /// Drops the app's keys and revocations from memory (the app idled out; they are read
+    /// again on its next request). The platform tokens stay: fetching one is a platform call.
+    pub fn forget_idle(&self, app: &AppName) {
+        lock(&self.0.keys).remove(app);
+    }
+
     /// Whether a session was revoked within the last token lifetime (its tokens then no
     /// longer authenticate): for what holds a session open, to check again.
     pub async fn is_revoked(&self, app: &AppName, session_id: &str) -> bool {

@@ -242,3 +242,83 @@ async fn a_master_key_from_the_environment_replaces_the_file_and_must_match_one_
         .expect("a key that differs from master.key is refused");
     assert!(err.to_string().contains("master.key"), "{err}");
 }
+
+#[tokio::test]
+async fn what_a_node_cached_of_an_app_is_dropped_when_the_app_idles_out() {
+    let t = TestApp::builder()
+        .config(|c| c.apps.idle_timeout_secs = 2)
+        .start()
+        .await;
+    t.create_app("shop").await;
+    t.admin(Method::PUT, "/v1/admin/apps/shop/auth/providers/dev")
+        .json(&serde_json::json!({ "enabled": true }))
+        .expect(StatusCode::OK)
+        .await;
+    t.admin(Method::PUT, "/v1/admin/apps/shop/collections/todos")
+        .json(&serde_json::json!({ "fields": [{ "name": "title", "type": "text" }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let login = async |user: &str| {
+        let session = t
+            .request(Method::POST, "/v1/apps/shop/auth/sessions")
+            .json(&serde_json::json!({ "provider": "dev", "user": user }))
+            .expect(StatusCode::CREATED)
+            .await;
+        session["access_token"].as_str().unwrap().to_owned()
+    };
+    let (alice, bob) = (login("alice").await, login("bob").await);
+    t.request(Method::POST, "/v1/apps/shop/collections/todos/records")
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({ "title": "alice's" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let bob_sees = async || {
+        t.request(Method::GET, "/v1/apps/shop/collections/todos/records")
+            .bearer_auth(&bob)
+            .expect(StatusCode::OK)
+            .await["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(bob_sees().await, 0, "owners only");
+
+    // Another node opened the list rule and its ring was lost: the database says so, this
+    // node's cache does not.
+    match &t.database {
+        None => {
+            let db = rusqlite::Connection::open(t.data_dir.join("apps/shop/data.db")).unwrap();
+            db.execute(
+                "UPDATE _collections SET definition = json_set(definition, '$.rules.list', '')
+                 WHERE name = 'todos'",
+                [],
+            )
+            .unwrap();
+        }
+        Some(url) => {
+            let server = cloudlet_store::postgres::testing::TestServer::shared();
+            server.sql(
+                cloudlet_store::postgres::testing::TestServer::database_name(url),
+                "UPDATE app_shop._collections
+                 SET definition = jsonb_set(definition::jsonb, '{rules,list}', '\"\"')::text
+                 WHERE name = 'todos'",
+            );
+        }
+    }
+    assert_eq!(
+        bob_sees().await,
+        0,
+        "the cached rule holds while the app is in use"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.open_apps().await > 0 {
+        assert!(Instant::now() < deadline, "the app did not idle out");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        bob_sees().await,
+        1,
+        "the rule read again after the app idled out"
+    );
+    t.stop().await;
+}

@@ -130,15 +130,21 @@ impl TenantStore for Postgres {
         lock(&self.touched).len()
     }
 
-    async fn close_idle(&self, idle_for: Duration) -> usize {
+    async fn close_idle(&self, idle_for: Duration) -> Vec<AppName> {
         let now = Instant::now();
-        let closed = {
+        let closed: Vec<AppName> = {
             let mut touched = lock(&self.touched);
-            let before = touched.len();
-            touched.retain(|_, slot| now.duration_since(slot.at) < idle_for);
-            before - touched.len()
+            let idle: Vec<AppName> = touched
+                .iter()
+                .filter(|(_, slot)| now.duration_since(slot.at) >= idle_for)
+                .map(|(app, _)| app.clone())
+                .collect();
+            for app in &idle {
+                touched.remove(app);
+            }
+            idle
         };
-        if closed > 0 {
+        if !closed.is_empty() {
             self.forget_statements();
         }
         // A server process keeps the definition of every table it has touched for as long as

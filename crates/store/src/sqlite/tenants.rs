@@ -85,6 +85,8 @@ struct Pool {
     slots: HashMap<AppName, Arc<Slot>>,
     /// Apps being destroyed: leases are refused until their files are gone.
     gone: HashSet<AppName>,
+    /// Apps closed to make room, not yet reported by `close_idle`.
+    evicted: Vec<AppName>,
     /// Set by `close_all`: nothing opens any more.
     closed: bool,
 }
@@ -198,7 +200,7 @@ impl SqliteTenants {
     fn take_unused(
         pool: &mut Pool,
         choose: impl FnOnce(Vec<(&AppName, &Arc<Slot>)>) -> Vec<AppName>,
-    ) -> Vec<Arc<Slot>> {
+    ) -> Vec<(AppName, Arc<Slot>)> {
         let unused = pool
             .slots
             .iter()
@@ -206,7 +208,7 @@ impl SqliteTenants {
             .collect();
         choose(unused)
             .into_iter()
-            .filter_map(|name| pool.slots.remove(&name))
+            .filter_map(|name| pool.slots.remove(&name).map(|slot| (name, slot)))
             .collect()
     }
 
@@ -219,14 +221,17 @@ impl SqliteTenants {
             if excess == 0 {
                 return;
             }
-            Self::take_unused(&mut pool, |mut unused| {
+            let evicted = Self::take_unused(&mut pool, |mut unused| {
                 unused.sort_by_key(|(_, slot)| slot.last_used_ms.load(Ordering::Relaxed));
                 unused
                     .into_iter()
                     .take(excess)
                     .map(|(name, _)| name.clone())
                     .collect()
-            })
+            });
+            let (names, slots): (Vec<_>, Vec<_>) = evicted.into_iter().unzip();
+            pool.evicted.extend(names);
+            slots
         };
         tokio::task::spawn_blocking(move || close_slots(evicted));
     }
@@ -343,24 +348,33 @@ impl TenantStore for SqliteTenants {
             .count()
     }
 
-    async fn close_idle(&self, idle_for: Duration) -> usize {
+    async fn close_idle(&self, idle_for: Duration) -> Vec<AppName> {
         let cutoff = self.now_ms().saturating_sub(idle_for.as_millis() as u64);
-        let idle = Self::take_unused(&mut lock(&self.pool), |unused| {
-            unused
-                .into_iter()
-                .filter(|(_, slot)| slot.last_used_ms.load(Ordering::Relaxed) <= cutoff)
-                .map(|(name, _)| name.clone())
-                .collect()
-        });
-        let count = idle.len();
-        if count > 0 {
+        let (closed, idle) = {
+            let mut pool = lock(&self.pool);
+            let idle = Self::take_unused(&mut pool, |unused| {
+                unused
+                    .into_iter()
+                    .filter(|(_, slot)| slot.last_used_ms.load(Ordering::Relaxed) <= cutoff)
+                    .map(|(name, _)| name.clone())
+                    .collect()
+            });
+            let mut closed = std::mem::take(&mut pool.evicted);
+            let mut slots = Vec::with_capacity(idle.len());
+            for (name, slot) in idle {
+                closed.push(name);
+                slots.push(slot);
+            }
+            (closed, slots)
+        };
+        if !idle.is_empty() {
             let _ = blocking(move || {
                 close_slots(idle);
                 Ok(())
             })
             .await;
         }
-        count
+        closed
     }
 
     async fn close_all(&self) {
@@ -416,7 +430,11 @@ mod tests {
             2,
             "the least recently used one was closed"
         );
-        assert_eq!(tenants.close_idle(Duration::ZERO).await, 2);
+        // The one closed to make room, then the two idle ones.
+        let mut closed = tenants.close_idle(Duration::ZERO).await;
+        assert_eq!(closed.remove(0), name("aa"));
+        closed.sort();
+        assert_eq!(closed, [name("bb"), name("cc")]);
         assert_eq!(tenants.open_count(), 0);
         tenants.health(&name("aa")).await.unwrap();
         assert_eq!(tenants.open_count(), 1);
