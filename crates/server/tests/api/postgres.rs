@@ -1,6 +1,7 @@
 //! Faults of the PostgreSQL backend, on PostgreSQL servers the tests start themselves (always,
 //! whatever `CLOUDLET_TEST_DATABASE` says): the database out of reach at start, restarted under
-//! load, a pool exhausted by slow queries, and nodes that disagree on the master key.
+//! load, a pool exhausted by slow queries, nodes that disagree on the master key, and a shared
+//! node that loses the connection it hears the other nodes on.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -517,4 +518,80 @@ async fn one_node_per_database_and_a_node_with_another_master_key_is_refused() {
         .expect(StatusCode::OK)
         .await;
     c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_node_that_lost_its_listening_connection_drops_what_it_cached() {
+    let pg = TestServer::shared();
+    let url = pg.database();
+    let db = TestServer::database_name(&url).to_owned();
+    let files = tempfile::tempdir().unwrap();
+    let files_url = format!("file://{}", files.path().display());
+    let t = on(&url)
+        .config(move |c| {
+            c.database.shared = true;
+            c.files.url = files_url;
+        })
+        .start()
+        .await;
+    app_with_todos(&t, "shop").await;
+    t.admin(Method::PUT, "/v1/admin/apps/shop/auth/providers/dev")
+        .json(&json!({ "enabled": true }))
+        .expect(StatusCode::OK)
+        .await;
+    let login = async |user: &str| {
+        let session = t
+            .request(Method::POST, "/v1/apps/shop/auth/sessions")
+            .json(&json!({ "provider": "dev", "user": user }))
+            .expect(StatusCode::CREATED)
+            .await;
+        session["access_token"].as_str().unwrap().to_owned()
+    };
+    let (alice, bob) = (login("alice").await, login("bob").await);
+    t.request(Method::POST, "/v1/apps/shop/collections/todos/records")
+        .bearer_auth(&alice)
+        .json(&json!({ "title": "alice's" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let bob_sees = async || {
+        t.request(Method::GET, "/v1/apps/shop/collections/todos/records")
+            .bearer_auth(&bob)
+            .expect(StatusCode::OK)
+            .await["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(bob_sees().await, 0, "owners only");
+
+    // Another node opens the list rule while this one is not listening: the ring is lost.
+    blocking(|| {
+        pg.sql(
+            &db,
+            "UPDATE app_shop._collections
+             SET definition = jsonb_set(definition::jsonb, '{rules,list}', '\"\"')::text
+             WHERE name = 'todos'",
+        )
+    });
+    assert_eq!(bob_sees().await, 0, "the cached rule holds");
+    let cut = blocking(|| {
+        pg.sql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = '{db}' AND query = 'LISTEN cloudlet_bell') cut"
+            ),
+        )
+    });
+    assert_eq!(cut.trim(), "1", "one listening connection");
+    // Listening again, the node drops everything it cached (rings may have been missed).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bob_sees().await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the cached rule outlived a lost listener"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t.stop().await;
 }
