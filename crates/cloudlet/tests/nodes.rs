@@ -18,6 +18,26 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The socket's next message but pings, within 10 seconds.
+async fn next_frame(socket: &mut Socket) -> Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message within 10 s")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = frame {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if value["type"] != "ping" {
+                return value;
+            }
+        }
+    }
+}
+
 /// A request that must answer `status`; its body.
 async fn must(method: Method, url: String, token: &str, body: Option<Value>, status: u16) -> Value {
     let (got, answer) = call(method, url, token, body).await;
@@ -230,21 +250,8 @@ async fn three_nodes_on_one_database_keep_in_step() {
         ))
         .await
         .unwrap();
-    let mut next = async || loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .expect("a message within 10 s")
-            .unwrap()
-            .unwrap();
-        if let Message::Text(text) = frame {
-            let value: Value = serde_json::from_str(&text).unwrap();
-            if value["type"] != "ping" {
-                return value;
-            }
-        }
-    };
-    assert_eq!(next().await["type"], "ready");
-    assert_eq!(next().await["type"], "subscribed");
+    assert_eq!(next_frame(&mut socket).await["type"], "ready");
+    assert_eq!(next_frame(&mut socket).await["type"], "subscribed");
     let created = must(
         Method::POST,
         format!("{a}/v1/apps/shop/collections/todos/records"),
@@ -253,10 +260,104 @@ async fn three_nodes_on_one_database_keep_in_step() {
         201,
     )
     .await;
-    let change = next().await;
+    let change = next_frame(&mut socket).await;
     assert_eq!(
         (&change["event"], &change["id"]),
         (&json!("create"), &created["id"])
+    );
+
+    // A message published through A, and one sent to bob through C, reach his socket on B;
+    // a second subscriber on C hears the channel's messages in the same order.
+    must(
+        Method::PUT,
+        format!("{c}/v1/admin/apps/shop/realtime"),
+        TOKEN,
+        Some(json!({ "channels": { "room": { "rules": { "join": "" } } } })),
+        200,
+    )
+    .await;
+    let (mut other, _) = tokio_tungstenite::connect_async(format!(
+        "{}/v1/apps/shop/realtime",
+        c.replace("http", "ws")
+    ))
+    .await
+    .unwrap();
+    for (socket, token) in [(&mut socket, &bob_token), (&mut other, &alice_token)] {
+        socket
+            .send(send(json!({ "type": "auth", "token": token })))
+            .await
+            .unwrap();
+        socket
+            .send(send(
+                json!({ "type": "subscribe", "id": "r", "channel": "room:1" }),
+            ))
+            .await
+            .unwrap();
+    }
+    loop {
+        // The settings changed on C may not have reached B yet: join again until it has.
+        let answer = next_frame(&mut socket).await;
+        if answer["type"] == "subscribed" {
+            break;
+        }
+        // The token again is a refresh, answered `ready`.
+        if answer["type"] == "ready" {
+            continue;
+        }
+        assert_eq!(answer["code"], "channel_not_found", "{answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        socket
+            .send(send(
+                json!({ "type": "subscribe", "id": "r", "channel": "room:1" }),
+            ))
+            .await
+            .unwrap();
+    }
+    let mut heard_on_c = Vec::new();
+    for n in 0..5 {
+        let via = [&a, &c][n % 2];
+        let published = must(
+            Method::POST,
+            format!("{via}/v1/admin/apps/shop/realtime/channels/room:1/messages"),
+            TOKEN,
+            Some(json!({ "data": { "n": n } })),
+            200,
+        )
+        .await;
+        assert!(published["seq"].as_u64().is_some(), "{published}");
+    }
+    let mut heard_on_b = Vec::new();
+    while heard_on_b.len() < 5 {
+        let message = next_frame(&mut socket).await;
+        assert_eq!(message["type"], "message", "{message}");
+        heard_on_b.push(message["data"]["n"].as_u64().unwrap());
+    }
+    while heard_on_c.len() < 5 {
+        let value = next_frame(&mut other).await;
+        if value["type"] == "message" {
+            heard_on_c.push(value["data"]["n"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(heard_on_b, [0, 1, 2, 3, 4], "in the order published");
+    assert_eq!(heard_on_c, heard_on_b);
+    let bob_id = bob["user"]["id"].as_str().unwrap();
+    socket
+        .send(send(json!({ "type": "subscribe", "id": "dm", "direct": true })))
+        .await
+        .unwrap();
+    assert_eq!(next_frame(&mut socket).await["type"], "subscribed");
+    must(
+        Method::POST,
+        format!("{c}/v1/admin/apps/shop/realtime/users/{bob_id}/messages"),
+        TOKEN,
+        Some(json!({ "data": "hello bob" })),
+        200,
+    )
+    .await;
+    let direct = next_frame(&mut socket).await;
+    assert_eq!(
+        (&direct["type"], &direct["data"]),
+        (&json!("direct"), &json!("hello bob"))
     );
 
     // A session revoked through A is refused on C (which has its keys cached).

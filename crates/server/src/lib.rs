@@ -58,8 +58,8 @@ use cloudlet_store::postgres::{Postgres, PostgresOptions};
 use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
 use cloudlet_store::{
     Bell, BlobStore, ConsoleStore, DataDir, FileStore, FunctionStore, LocalBlobs, NoBell,
-    PaymentStore, QueueStore, RateStore, RecordStore, S3Blobs, SiteStore, StoreError, SystemStore,
-    TenantStore, UserStore,
+    PaymentStore, QueueStore, RateStore, RecordStore, Relay, S3Blobs, SiteStore, StoreError,
+    SystemStore, TenantStore, UserStore,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -216,6 +216,8 @@ struct Storage {
     bell: Arc<dyn Bell>,
     /// The rate limits every node of a shared database counts (none: each node its own).
     rates: Option<Arc<dyn RateStore>>,
+    /// Channel and direct messages between the nodes of a shared database (none alone).
+    relay: Option<Arc<dyn Relay>>,
 }
 
 /// Every per-app store, as the one backend that implements them all.
@@ -308,10 +310,9 @@ async fn open_storage(config: &Config, options: &StartOptions) -> Result<Storage
             Arc::new(NoBell::default())
         };
         let postgres = Arc::new(postgres);
-        let rates = config
-            .database
-            .shared
-            .then(|| postgres.clone() as Arc<dyn RateStore>);
+        let shared = config.database.shared;
+        let rates = shared.then(|| postgres.clone() as Arc<dyn RateStore>);
+        let relay = shared.then(|| postgres.clone() as Arc<dyn Relay>);
         return Ok(Storage {
             data_dir,
             master_key,
@@ -320,6 +321,7 @@ async fn open_storage(config: &Config, options: &StartOptions) -> Result<Storage
             apps: AppStores::of(postgres),
             bell,
             rates,
+            relay,
         });
     }
     let opening = config.clone();
@@ -348,6 +350,7 @@ async fn open_storage(config: &Config, options: &StartOptions) -> Result<Storage
         apps: AppStores::of(Arc::new(tenants)),
         bell: Arc::new(NoBell::default()),
         rates: None,
+        relay: None,
     })
 }
 
@@ -402,6 +405,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         apps: stores,
         bell,
         rates,
+        relay,
     } = open_storage(&config, &options).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let random: Arc<dyn Random> = Arc::new(OsRandom);
@@ -528,6 +532,9 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     hub.set_resume_key(&master_key);
     if config.database.shared {
         hub.set_shared();
+    }
+    if let Some(relay) = relay {
+        hub.set_relay(relay);
     }
     let apps = Apps::new(
         Arc::clone(&system),

@@ -74,6 +74,9 @@ async fn heard(state: &AppState, app: &cloudlet_store::AppName, topics: Topics) 
     if topics.has(Topic::Records) {
         state.data().heard(app);
     }
+    if topics.has(Topic::Messages) {
+        state.realtime().heard_relay();
+    }
 }
 
 async fn heard_everything(state: &AppState) {

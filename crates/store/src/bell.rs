@@ -26,16 +26,19 @@ pub enum Topic {
     Realtime,
     /// The app's declared queues.
     Queues,
+    /// A channel or direct message was relayed (see [`crate::Relay`]).
+    Messages,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 6] = [
+    pub const ALL: [Topic; 7] = [
         Topic::Records,
         Topic::Collections,
         Topic::Functions,
         Topic::Auth,
         Topic::Realtime,
         Topic::Queues,
+        Topic::Messages,
     ];
 
     fn letter(self) -> char {
@@ -46,6 +49,7 @@ impl Topic {
             Topic::Auth => 'a',
             Topic::Realtime => 't',
             Topic::Queues => 'q',
+            Topic::Messages => 'm',
         }
     }
 }

@@ -32,6 +32,7 @@ mod payments;
 pub mod postgres;
 mod queues;
 mod records;
+mod relay;
 mod sites;
 pub mod sqlite;
 mod system;
@@ -69,6 +70,7 @@ pub use records::{
     Record, RecordStore, Select, SortKey, SqlValue, TRIGGER_QUEUE, TableChange, TableDef,
     TriggerDelivery,
 };
+pub use relay::{Relay, RelayPage, Relayed};
 pub use sites::{SiteFile, SiteStore};
 pub use sqlite::Durability;
 pub use system::{AppRow, Page, ProviderRow, ScheduleRow, SigningKeyRow, SystemStore};

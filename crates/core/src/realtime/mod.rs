@@ -20,6 +20,7 @@
 
 pub mod channels;
 mod records;
+mod relay;
 pub mod settings;
 mod streams;
 
@@ -643,6 +644,11 @@ struct Inner {
     /// Whether other nodes write to the same database: then the watched apps' logs are also
     /// read every [`records::POLL_EVERY`], whatever the rings.
     shared: std::sync::atomic::AtomicBool,
+    /// Passes channel and direct messages between nodes ([`relay`]), when they share a
+    /// database; this node's place in it, and its rings.
+    relay: std::sync::OnceLock<Arc<dyn cloudlet_store::Relay>>,
+    relay_tail: Mutex<relay::RelayTail>,
+    relay_rung: Notify,
     /// Socket events to record, taken by [`Hub::run`].
     events: StdMutex<Option<mpsc::Receiver<SocketEvent>>>,
     next: AtomicU64,
@@ -681,6 +687,9 @@ impl Hub {
             bell: std::sync::OnceLock::new(),
             resume_key: StdMutex::new(drawn),
             shared: std::sync::atomic::AtomicBool::new(false),
+            relay: std::sync::OnceLock::new(),
+            relay_tail: Mutex::new(relay::RelayTail::default()),
+            relay_rung: Notify::new(),
             events: StdMutex::new(Some(recorded)),
             next: AtomicU64::new(1),
         }))
@@ -702,8 +711,11 @@ impl Hub {
         let mut sweeps = tokio::time::interval(SWEEP_EVERY);
         let mut polls = tokio::time::interval(records::POLL_EVERY);
         polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Apps with events waiting for an older transaction, read again at `retry`.
+        // Apps with events waiting for an older transaction, read again at `retry`; and
+        // whether the relay has such a message.
         let mut pending: HashSet<AppName> = HashSet::new();
+        // Where this node starts reading the relay: from now.
+        let mut relay_pending = self.pull_relay_now().await;
         let retry = tokio::time::sleep(records::PENDING_RETRY);
         tokio::pin!(retry);
         loop {
@@ -748,20 +760,29 @@ impl Hub {
                         retry.as_mut().reset(tokio::time::Instant::now() + records::PENDING_RETRY);
                     }
                 },
-                () = &mut retry, if !pending.is_empty() => {
+                () = self.0.relay_rung.notified(), if self.relayed() => {
+                    relay_pending = self.pull_relay_now().await;
+                    if relay_pending {
+                        retry.as_mut().reset(tokio::time::Instant::now() + relay::PENDING_RETRY);
+                    }
+                },
+                () = &mut retry, if !pending.is_empty() || relay_pending => {
                     pending = self.pull(std::mem::take(&mut pending)).await;
+                    relay_pending = relay_pending && self.pull_relay_now().await;
                     retry.as_mut().reset(tokio::time::Instant::now() + records::PENDING_RETRY);
                 },
                 _ = polls.tick(), if self.0.shared.load(Ordering::Relaxed) => {
                     let tailed = self.tailed().await.into_iter().collect();
                     pending.extend(self.pull(tailed).await);
-                    if !pending.is_empty() {
+                    relay_pending |= self.pull_relay_now().await;
+                    if !pending.is_empty() || relay_pending {
                         retry.as_mut().reset(tokio::time::Instant::now() + records::PENDING_RETRY);
                     }
                 },
                 _ = sweeps.tick() => {
                     self.sweep().await;
                     self.untail().await;
+                    self.sweep_relay().await;
                 },
             }
         }

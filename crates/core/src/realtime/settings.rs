@@ -65,6 +65,17 @@ impl ChannelName {
         })
     }
 
+    /// A name as [`ChannelName::as_str`] gave it (a channel's, or a user's direct messages').
+    pub fn from_stored(text: &str) -> Option<ChannelName> {
+        match text
+            .strip_prefix(DIRECT)
+            .and_then(|rest| rest.strip_prefix(':'))
+        {
+            Some(user) => Some(ChannelName::direct(user)),
+            None => ChannelName::parse(text).ok(),
+        }
+    }
+
     /// The stream of direct messages to `user`.
     pub fn direct(user: &str) -> ChannelName {
         ChannelName {

@@ -316,6 +316,9 @@ impl Hub {
         let settings = self.settings(app).await?;
         Self::admit(&settings, caller, channel, Act::Publish, self.now_ms())?;
         let from = user_of(caller);
+        if self.relayed() {
+            return self.relay_out(app, channel, from, data).await;
+        }
         let frame = |seq: u64| {
             json!({
                 "type": "message", "channel": channel.as_str(), "seq": seq, "from": from,
@@ -342,6 +345,11 @@ impl Hub {
             ));
         }
         let from = user_of(caller);
+        if self.relayed() {
+            return self
+                .relay_out(app, &ChannelName::direct(to), from, data)
+                .await;
+        }
         let frame = |seq: u64| json!({ "type": "direct", "seq": seq, "from": from, "data": data });
         self.emit(app, &ChannelName::direct(to), &settings, frame)
             .await
@@ -350,7 +358,7 @@ impl Hub {
     /// Numbers a message, keeps it as the channel's settings say, and sends it to the
     /// channel's subscribers, all under the registry's lock: every subscriber sees the
     /// channel's messages in one order.
-    async fn emit(
+    pub(super) async fn emit(
         &self,
         app: &AppName,
         channel: &ChannelName,

@@ -18,6 +18,7 @@ mod limits;
 mod payments;
 mod queues;
 mod records;
+mod relay;
 mod sites;
 mod system;
 mod tenants;

@@ -630,7 +630,7 @@ pub(super) const EVENT_ORDER: &str = "
 
 /// The oldest transaction id still running when the statement's snapshot was taken: every
 /// transaction below it has committed or rolled back, and every later one gets a higher id.
-const XMIN: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+pub(super) const XMIN: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
 
 /// The columns [`event_row`] reads, in its order.
 const EVENT_COLUMNS: &str = "tx, seq, kind, key, payload, depth, at";

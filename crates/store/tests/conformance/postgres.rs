@@ -215,3 +215,64 @@ async fn rate_limits_shared_by_nodes_count_one_budget() {
     // A minute on, both are full again and swept.
     assert_eq!(nodes[0].sweep_buckets(later + 61_000_000).await.unwrap(), 2);
 }
+
+/// Messages relayed between nodes are read by every node in commit order: a node starting
+/// reads from the end, a message of an older transaction that commits last is read first and
+/// nothing after it before it commits, and messages older than the sweep go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_messages_are_read_in_commit_order_from_where_a_node_starts() {
+    use cloudlet_store::{LogPosition, Relay};
+    let url = TestServer::shared().database();
+    let (a, b) = (
+        Postgres::open(options(url.clone())).await.unwrap(),
+        Postgres::open(options(url.clone())).await.unwrap(),
+    );
+    let shop = app("shop");
+    assert_eq!(b.relay_end().await.unwrap(), LogPosition::default());
+    let first = a.relay(&shop, "room:1", "{\"n\":1}", 1_000).await.unwrap();
+    // Node B starts here: after the first message.
+    let start = b.relay_end().await.unwrap();
+    assert_eq!(start, first);
+    let second = a.relay(&shop, "room:1", "{\"n\":2}", 2_000).await.unwrap();
+    let page = b.relayed_after(start, 10).await.unwrap();
+    assert!(!page.pending && !page.full);
+    assert_eq!(page.messages.len(), 1);
+    let read = &page.messages[0];
+    assert_eq!(
+        (read.at, read.app.as_str(), read.channel.as_str(), read.body.as_str()),
+        (second, "shop", "room:1", "{\"n\":2}")
+    );
+
+    // An older transaction takes its id, a younger one relays and commits, then the older one
+    // relays and commits: the older one's is read first, and nothing before it commits.
+    let (older, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    older
+        .batch_execute("BEGIN; SELECT pg_current_xact_id()")
+        .await
+        .unwrap();
+    a.relay(&shop, "room:1", "\"younger\"", 3_000).await.unwrap();
+    let page = b.relayed_after(second, 10).await.unwrap();
+    assert!(page.messages.is_empty() && page.pending, "{page:?}");
+    older
+        .batch_execute(
+            "INSERT INTO cloudlet.relay (app, channel, body, at)
+             VALUES ('shop', 'room:1', '\"older\"', 3000);
+             COMMIT",
+        )
+        .await
+        .unwrap();
+    let page = b.relayed_after(second, 10).await.unwrap();
+    let bodies: Vec<&str> = page.messages.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["\"older\"", "\"younger\""]);
+    assert!(!page.pending);
+    // A full page says so.
+    assert!(b.relayed_after(start, 2).await.unwrap().full);
+
+    // Messages stored before the sweep's time go.
+    assert_eq!(a.sweep_relay(2_500).await.unwrap(), 2);
+    let left = b.relayed_after(LogPosition::default(), 10).await.unwrap();
+    assert_eq!(left.messages.len(), 2);
+}
