@@ -342,7 +342,9 @@ async fn three_nodes_on_one_database_keep_in_step() {
     assert_eq!(heard_on_c, heard_on_b);
     let bob_id = bob["user"]["id"].as_str().unwrap();
     socket
-        .send(send(json!({ "type": "subscribe", "id": "dm", "direct": true })))
+        .send(send(
+            json!({ "type": "subscribe", "id": "dm", "direct": true }),
+        ))
         .await
         .unwrap();
     assert_eq!(next_frame(&mut socket).await["type"], "subscribed");

@@ -535,6 +535,10 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     }
     if let Some(relay) = relay {
         hub.set_relay(relay);
+        // Before the node serves: a socket that joins reads every message relayed after.
+        hub.start_relay()
+            .await
+            .map_err(|e| StoreError::Task(format!("the realtime relay: {e}")))?;
     }
     let apps = Apps::new(
         Arc::clone(&system),

@@ -1067,10 +1067,15 @@ async fn deliver_trigger(state: &AppState, app: &AppName, delivery: Delivery) {
                 Trigger::Data
             };
             let request_id = state.new_request_id();
+            // A scheduled run starts a chain, as a call does; a triggered one is one deeper.
+            let depth = match trigger {
+                Trigger::Schedule => 0,
+                _ => depth.saturating_add(1),
+            };
             match crate::functions::raw(&event) {
                 Ok(event) => cloudlet_core::data::TRIGGER_DEPTH
                     .scope(
-                        depth.saturating_add(1),
+                        depth,
                         crate::functions::run(
                             state,
                             app,

@@ -196,7 +196,7 @@ mod tests {
         for bad in ["n\nno-topics", "n\nBAD_NAME r", "n\napp z", "n\napp r\n"] {
             assert!(parse_message(bad).is_none(), "{bad:?}");
         }
-        let (_, rings) = parse_message("n\napp rcftq").unwrap();
+        let (_, rings) = parse_message("n\napp rcftqm").unwrap();
         let Ring::App(_, topics) = &rings[0] else {
             panic!("an app's ring");
         };

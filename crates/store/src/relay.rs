@@ -21,6 +21,9 @@ pub struct Relayed {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RelayPage {
     pub messages: Vec<Relayed>,
+    /// Where this read reached: the last message's place, or past rows that are not messages
+    /// any more (their app's name unreadable); the place asked from when nothing was read.
+    pub reached: LogPosition,
     /// A later message waits for an older transaction: read again shortly.
     pub pending: bool,
     /// The page holds as many as asked: more may follow.
@@ -29,13 +32,12 @@ pub struct RelayPage {
 
 #[async_trait]
 pub trait Relay: Send + Sync {
-    /// Stores a message for every node; its place.
+    /// Stores a message for every node; its place. Its time is the database's.
     async fn relay(
         &self,
         app: &AppName,
         channel: &str,
         body: &str,
-        at_ms: i64,
     ) -> Result<LogPosition, StoreError>;
     /// Up to `limit` messages after `after`, in commit order.
     async fn relayed_after(
@@ -45,6 +47,7 @@ pub trait Relay: Send + Sync {
     ) -> Result<RelayPage, StoreError>;
     /// Where a node starting now begins reading: after every message that can be read now.
     async fn relay_end(&self) -> Result<LogPosition, StoreError>;
-    /// Deletes the messages stored before `before_ms`; how many.
-    async fn sweep_relay(&self, before_ms: i64) -> Result<u64, StoreError>;
+    /// Deletes the messages stored more than `keep_ms` ago by the database's clock, of those
+    /// every node can read (none that an older transaction still holds back); how many.
+    async fn sweep_relay(&self, keep_ms: i64) -> Result<u64, StoreError>;
 }

@@ -268,6 +268,9 @@ struct Inner {
     http: PlatformHttp,
     options: AuthOptions,
     keys: Mutex<HashMap<AppName, Arc<AppKeys>>>,
+    /// Counts the drops of cached keys (under `keys`' lock): a load that a drop overtook is
+    /// used but not kept, since it may predate what the drop was for.
+    keys_dropped: std::sync::atomic::AtomicU64,
     /// WeChat access tokens per (app, provider), one fetch at a time per key.
     vault: Mutex<HashMap<(AppName, String), VaultSlot>>,
     /// Where account events go (the functions they trigger): set by the composition root.
@@ -320,6 +323,7 @@ impl Auth {
             http,
             options,
             keys: Mutex::new(HashMap::new()),
+            keys_dropped: std::sync::atomic::AtomicU64::new(0),
             vault: Mutex::new(HashMap::new()),
             triggers: OnceLock::new(),
             revocations: tokio::sync::broadcast::channel(1024).0,
@@ -1026,7 +1030,7 @@ impl Auth {
     /// Drops what is cached for an app (after it is deleted), and tells the other nodes (who
     /// find it gone when they read its keys again).
     pub fn forget_app(&self, app: &AppName) {
-        lock(&self.0.keys).remove(app);
+        self.drop_keys(Some(app));
         lock(&self.0.vault).retain(|(vault_app, _), _| vault_app != app);
         if let Some(bell) = self.0.bell.get() {
             bell.ring(app, Topic::Auth);
@@ -1202,7 +1206,7 @@ impl Auth {
     /// read again, and the sessions newly revoked told to whoever holds them open. False when
     /// the app no longer exists.
     pub async fn heard(&self, app: &AppName) -> bool {
-        let before = lock(&self.0.keys).remove(app);
+        let before = self.drop_keys(Some(app));
         // Read now and put in place of whatever is cached: a load that began before the
         // change (by a request meanwhile) must not be what stays.
         let now = match self.load_keys(app).await {
@@ -1214,7 +1218,7 @@ impl Auth {
             Err(e) => {
                 // Not read now: read on next use (nothing stale is kept).
                 tracing::warn!(app = %app, error = %e, "could not read the app's keys again");
-                lock(&self.0.keys).remove(app);
+                self.drop_keys(Some(app));
                 return true;
             }
         };
@@ -1238,13 +1242,28 @@ impl Auth {
     /// Drops every app's cached keys and revocations (another node's changes may have been
     /// missed); sockets are checked again by their holders.
     pub fn heard_everything(&self) {
-        lock(&self.0.keys).clear();
+        self.drop_keys(None);
+    }
+
+    /// Drops the cached keys of `app` (of every app for `None`); what was cached of it.
+    fn drop_keys(&self, app: Option<&AppName>) -> Option<Arc<AppKeys>> {
+        let mut keys = lock(&self.0.keys);
+        self.0
+            .keys_dropped
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        match app {
+            Some(app) => keys.remove(app),
+            None => {
+                keys.clear();
+                None
+            }
+        }
     }
 
     /// Drops the app's keys and revocations from memory (the app idled out; they are read
     /// again on its next request). The platform tokens stay: fetching one is a platform call.
     pub fn forget_idle(&self, app: &AppName) {
-        lock(&self.0.keys).remove(app);
+        self.drop_keys(Some(app));
     }
 
     /// Whether a session was revoked within the last token lifetime (its tokens then no
@@ -1264,14 +1283,28 @@ impl Auth {
 
     /// The app's signing keys and recent revocations, loaded on first use.
     async fn app_keys(&self, app: &AppName) -> Result<Arc<AppKeys>, AuthError> {
-        if let Some(keys) = lock(&self.0.keys).get(app) {
-            return Ok(Arc::clone(keys));
-        }
+        let dropped = {
+            let keys = lock(&self.0.keys);
+            if let Some(keys) = keys.get(app) {
+                return Ok(Arc::clone(keys));
+            }
+            self.0
+                .keys_dropped
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
         let loaded = self.load_keys(app).await?;
+        let mut keys = lock(&self.0.keys);
+        if self
+            .0
+            .keys_dropped
+            .load(std::sync::atomic::Ordering::Acquire)
+            != dropped
+        {
+            // A drop overtook this load (a revocation's, an idle app's): not kept.
+            return Ok(loaded);
+        }
         // Two first requests may both load; either result is complete, keep the first.
-        Ok(Arc::clone(
-            lock(&self.0.keys).entry(app.to_owned()).or_insert(loaded),
-        ))
+        Ok(Arc::clone(keys.entry(app.to_owned()).or_insert(loaded)))
     }
 
     /// The app's signing keys and recent revocations as the store has them now.

@@ -299,6 +299,18 @@ impl Tick {
 }
 
 impl Schedule {
+    /// Where the schedule goes once its tick at `tick_ms` is enqueued at `now_ms`: the tick
+    /// after it if it is at most [`CATCH_UP_MS`] late, else the first after now (`i64::MAX`
+    /// for none).
+    pub fn moves_on_from(&self, tick_ms: i64, now_ms: i64) -> i64 {
+        let from = if now_ms - tick_ms <= CATCH_UP_MS {
+            tick_ms
+        } else {
+            now_ms
+        };
+        self.next_after(from).ok().flatten().unwrap_or(i64::MAX)
+    }
+
     /// The first time after `after` (Unix milliseconds) the schedule names; `None` if it names
     /// none (a pattern for a date that never comes).
     pub fn next_after(&self, after: i64) -> Result<Option<i64>, String> {
@@ -1369,12 +1381,7 @@ impl Functions {
                     timezone: row.timezone.clone(),
                     data: Json::Null,
                 };
-                let from = if now - row.next_at_ms <= CATCH_UP_MS {
-                    row.next_at_ms
-                } else {
-                    now
-                };
-                let next_ms = schedule.next_after(from).ok().flatten().unwrap_or(i64::MAX);
+                let next_ms = schedule.moves_on_from(row.next_at_ms, now);
                 let event = json!({
                     "cron": row.cron,
                     "timezone": row.timezone,
@@ -1731,6 +1738,25 @@ mod tests {
             timezone: timezone.into(),
             data: Json::Null,
         }
+    }
+
+    #[test]
+    fn a_late_tick_is_followed_by_the_next_unless_a_minute_late() {
+        let every_second = schedule("* * * * * *", "UTC");
+        let tick = 1_800_000_000_000;
+        // Late (a busy moment): the next tick is the one after it, due already.
+        assert_eq!(every_second.moves_on_from(tick, tick + 2_500), tick + 1_000);
+        assert_eq!(
+            every_second.moves_on_from(tick, tick + 60_000),
+            tick + 1_000
+        );
+        // More than a minute late (the server was down): on from now.
+        assert_eq!(
+            every_second.moves_on_from(tick, tick + 60_500),
+            tick + 61_000
+        );
+        let never = schedule("0 0 30 2 *", "UTC");
+        assert_eq!(never.moves_on_from(tick, tick), i64::MAX);
     }
 
     #[test]

@@ -712,11 +712,12 @@ impl Hub {
         let mut polls = tokio::time::interval(records::POLL_EVERY);
         polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Apps with events waiting for an older transaction, read again at `retry`; and
-        // whether the relay has such a message.
+        // whether the relay has such a message. While they keep waiting (a long transaction
+        // on the database), the reads back off from 2 ms to 100 ms.
         let mut pending: HashSet<AppName> = HashSet::new();
-        // Where this node starts reading the relay: from now.
         let mut relay_pending = self.pull_relay_now().await;
-        let retry = tokio::time::sleep(records::PENDING_RETRY);
+        let mut retry_every = records::PENDING_RETRY;
+        let retry = tokio::time::sleep(retry_every);
         tokio::pin!(retry);
         loop {
             tokio::select! {
@@ -755,28 +756,35 @@ impl Hub {
                             Err(_) => None,
                         };
                     }
+                    let waiting = !pending.is_empty() || relay_pending;
                     pending.extend(self.pull(rung).await);
-                    if !pending.is_empty() {
-                        retry.as_mut().reset(tokio::time::Instant::now() + records::PENDING_RETRY);
+                    if !waiting && !pending.is_empty() {
+                        retry_every = records::PENDING_RETRY;
+                        retry.as_mut().reset(tokio::time::Instant::now() + retry_every);
                     }
                 },
                 () = self.0.relay_rung.notified(), if self.relayed() => {
+                    let waiting = !pending.is_empty() || relay_pending;
                     relay_pending = self.pull_relay_now().await;
-                    if relay_pending {
-                        retry.as_mut().reset(tokio::time::Instant::now() + relay::PENDING_RETRY);
+                    if !waiting && relay_pending {
+                        retry_every = records::PENDING_RETRY;
+                        retry.as_mut().reset(tokio::time::Instant::now() + retry_every);
                     }
                 },
                 () = &mut retry, if !pending.is_empty() || relay_pending => {
                     pending = self.pull(std::mem::take(&mut pending)).await;
                     relay_pending = relay_pending && self.pull_relay_now().await;
-                    retry.as_mut().reset(tokio::time::Instant::now() + records::PENDING_RETRY);
+                    retry_every = (retry_every * 2).min(records::PENDING_RETRY_MOST);
+                    retry.as_mut().reset(tokio::time::Instant::now() + retry_every);
                 },
                 _ = polls.tick(), if self.0.shared.load(Ordering::Relaxed) => {
+                    let waiting = !pending.is_empty() || relay_pending;
                     let tailed = self.tailed().await.into_iter().collect();
                     pending.extend(self.pull(tailed).await);
                     relay_pending |= self.pull_relay_now().await;
-                    if !pending.is_empty() || relay_pending {
-                        retry.as_mut().reset(tokio::time::Instant::now() + records::PENDING_RETRY);
+                    if !waiting && (!pending.is_empty() || relay_pending) {
+                        retry_every = records::PENDING_RETRY;
+                        retry.as_mut().reset(tokio::time::Instant::now() + retry_every);
                     }
                 },
                 _ = sweeps.tick() => {

@@ -29,8 +29,10 @@ const PULL: usize = 256;
 pub const MAX_REPLAY: usize = 10_000;
 /// The most bytes of missed changes one resume sends (held until sent): beyond, a reset.
 pub const MAX_REPLAY_BYTES: usize = 8 << 20;
-/// How soon a log with events waiting for an older transaction is read again.
+/// How soon a log with events waiting for an older transaction is read again: first, and at
+/// most while they keep waiting (doubling between).
 pub(super) const PENDING_RETRY: Duration = Duration::from_millis(2);
+pub(super) const PENDING_RETRY_MOST: Duration = Duration::from_millis(100);
 /// How often the watched apps' logs are read for what other nodes wrote.
 pub(super) const POLL_EVERY: Duration = Duration::from_secs(1);
 

@@ -20,10 +20,13 @@ use super::{Hub, RealtimeError};
 
 /// How many messages one read of the relay takes.
 const PULL: usize = 256;
-/// How long a publisher waits for its message to come back through the relay.
-const ROUND_TRIP: Duration = Duration::from_secs(5);
-/// How soon the relay is read again while a message waits for an older transaction.
-pub(super) const PENDING_RETRY: Duration = Duration::from_millis(2);
+/// How long a publisher waits for its message to come back through the relay, to answer the
+/// number it has here.
+const ROUND_TRIP: Duration = Duration::from_secs(1);
+/// How soon a publisher reads the relay again while its message waits for an older
+/// transaction: first, and at most (doubling between).
+const WAIT_FIRST: Duration = Duration::from_millis(2);
+const WAIT_MOST: Duration = Duration::from_millis(50);
 /// How many delivered messages' numbers are remembered for their publishers.
 const REMEMBERED: usize = 4096;
 /// How long the relay keeps a message: every node has read it well before.
@@ -53,8 +56,20 @@ impl Hub {
         self.0.relay_rung.notify_one();
     }
 
-    /// Stores a message of `channel` for every node and waits until this node has delivered
-    /// it; the number it has here.
+    /// Where this node starts reading the relay: after every message that can be read now.
+    /// Called before the node serves, so that no socket joins before it.
+    pub async fn start_relay(&self) -> Result<(), RealtimeError> {
+        if let Some(relay) = self.0.relay.get() {
+            let end = relay.relay_end().await?;
+            self.0.relay_tail.lock().await.at.get_or_insert(end);
+        }
+        Ok(())
+    }
+
+    /// Stores a message of `channel` for every node, then waits (a second at most) until this
+    /// node has delivered it: the number it has here, or 0 when it has none yet (or none at
+    /// all: the app's channels are full here). Once stored, the message is sent: it is on its
+    /// way to every node, and the publisher must not send it again.
     pub(super) async fn relay_out(
         &self,
         app: &cloudlet_store::AppName,
@@ -68,34 +83,29 @@ impl Hub {
         // This node reads from before the message, so that it is delivered here too.
         self.pull_relay().await?;
         let body = json!({ "from": from, "data": data }).to_string();
-        let at = relay
-            .relay(app, channel.as_str(), &body, self.now_ms())
-            .await?;
+        let at = relay.relay(app, channel.as_str(), &body).await?;
         if let Some(bell) = self.0.bell.get() {
             bell.ring(app, cloudlet_store::Topic::Messages);
         }
         let deadline = tokio::time::Instant::now() + ROUND_TRIP;
+        let mut wait = WAIT_FIRST;
         loop {
-            self.pull_relay().await?;
+            // A failure to read is this node's: the message is sent all the same.
+            let _ = self.pull_relay().await;
             {
                 let tail = self.0.relay_tail.lock().await;
                 match tail.delivered.iter().find(|(place, _)| *place == at) {
-                    Some((_, Some(seq))) => return Ok(*seq),
-                    Some((_, None)) => return Err(RealtimeError::Closed),
-                    // Read past (remembered no more, or unreadable): delivered elsewhere.
-                    None if tail.at.is_some_and(|read| read >= at) => {
-                        return Err(RealtimeError::Closed);
-                    }
+                    Some((_, seq)) => return Ok(seq.unwrap_or(0)),
+                    // Read past and remembered no more (many messages since).
+                    None if tail.at.is_some_and(|read| read >= at) => return Ok(0),
                     None => {}
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(cloudlet_store::StoreError::Task(
-                    "a relayed message did not come back in time".into(),
-                )
-                .into());
+                return Ok(0);
             }
-            tokio::time::sleep(PENDING_RETRY).await;
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(WAIT_MOST);
         }
     }
 
@@ -117,8 +127,6 @@ impl Hub {
         loop {
             let page = relay.relayed_after(at, PULL).await?;
             for message in page.messages {
-                at = message.at;
-                tail.at = Some(at);
                 let channel = ChannelName::from_stored(&message.channel);
                 let body = serde_json::from_str::<Json>(&message.body).ok();
                 let seq = match channel.zip(body) {
@@ -136,8 +144,10 @@ impl Hub {
                 if tail.delivered.len() >= REMEMBERED {
                     tail.delivered.pop_front();
                 }
-                tail.delivered.push_back((at, seq));
+                tail.delivered.push_back((message.at, seq));
             }
+            at = page.reached;
+            tail.at = Some(at);
             if page.pending {
                 return Ok(true);
             }
@@ -187,7 +197,7 @@ impl Hub {
     /// Deletes what the relay no longer needs to keep.
     pub(super) async fn sweep_relay(&self) {
         if let Some(relay) = self.0.relay.get()
-            && let Err(e) = relay.sweep_relay(self.now_ms() - KEEP_MS).await
+            && let Err(e) = relay.sweep_relay(KEEP_MS).await
         {
             tracing::warn!(error = %e, "could not sweep the relayed messages");
         }

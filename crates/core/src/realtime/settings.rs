@@ -418,6 +418,24 @@ mod tests {
     }
 
     #[test]
+    fn stored_names_read_back_as_they_were() {
+        for name in [
+            ChannelName::parse("lobby").unwrap(),
+            ChannelName::parse("room:42:a.b@c").unwrap(),
+            ChannelName::direct("usr_7Yx-1"),
+        ] {
+            let back = ChannelName::from_stored(name.as_str()).unwrap();
+            assert_eq!(back, name);
+            assert_eq!(back.is_direct(), name.is_direct());
+        }
+        // No channel an app can name reads back as a user's direct messages.
+        assert!(!ChannelName::from_stored("user:usr_1").unwrap().is_direct());
+        for bad in ["", "~user", "Room:1", "room:", "~other:x"] {
+            assert!(ChannelName::from_stored(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
     fn names_are_kinds_and_keys() {
         let name = ChannelName::parse("room:42:b").unwrap();
         assert_eq!((name.kind(), name.key()), ("room", "42:b"));

@@ -75,6 +75,10 @@ impl LocalBlobs {
             .flatten()
         {
             let Ok(files) = std::fs::read_dir(node_dir.path()) else {
+                // A file of a run before the directory was shared.
+                if old(&node_dir) {
+                    let _ = std::fs::remove_file(node_dir.path());
+                }
                 continue;
             };
             for file in files.flatten() {

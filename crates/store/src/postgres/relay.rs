@@ -19,7 +19,7 @@ pub(super) const MIGRATION: &str = "
         app      text COLLATE \"C\" NOT NULL,
         channel  text COLLATE \"C\" NOT NULL,
         body     text NOT NULL,
-        at       bigint NOT NULL,
+        at       bigint NOT NULL DEFAULT ((extract(epoch FROM clock_timestamp()) * 1000)::bigint),
         PRIMARY KEY (tx, seq)
     );
     CREATE INDEX relay_by_at ON {s}.relay (at);
@@ -32,16 +32,15 @@ impl Relay for Postgres {
         app: &AppName,
         channel: &str,
         body: &str,
-        at_ms: i64,
     ) -> Result<LogPosition, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         relax_commit(&tx).await?;
         let sql = format!(
-            "INSERT INTO {SYSTEM_SCHEMA}.relay (app, channel, body, at) VALUES ($1, $2, $3, $4)
+            "INSERT INTO {SYSTEM_SCHEMA}.relay (app, channel, body) VALUES ($1, $2, $3)
              RETURNING tx, seq"
         );
-        let found = row(&tx, &sql, &[&app.as_str(), &channel, &body, &at_ms])
+        let found = row(&tx, &sql, &[&app.as_str(), &channel, &body])
             .await?
             .ok_or_else(|| StoreError::Task("the relayed message has no place".into()))?;
         let at = LogPosition {
@@ -66,6 +65,7 @@ impl Relay for Postgres {
         let found = rows(&client, &sql, &[&after.tx, &after.seq, &limit]).await?;
         let mut page = RelayPage {
             full: found.len() as i64 == limit,
+            reached: after,
             ..RelayPage::default()
         };
         for r in found {
@@ -76,15 +76,17 @@ impl Relay for Postgres {
                 page.full = false;
                 break;
             }
+            let at = LogPosition {
+                tx: r.try_get(0)?,
+                seq: r.try_get(1)?,
+            };
+            page.reached = at;
             let app: String = r.try_get(2)?;
             let Ok(app) = AppName::parse(&app) else {
                 continue;
             };
             page.messages.push(Relayed {
-                at: LogPosition {
-                    tx: r.try_get(0)?,
-                    seq: r.try_get(1)?,
-                },
+                at,
                 app,
                 channel: r.try_get(3)?,
                 body: r.try_get(4)?,
@@ -108,9 +110,13 @@ impl Relay for Postgres {
         })
     }
 
-    async fn sweep_relay(&self, before_ms: i64) -> Result<u64, StoreError> {
+    async fn sweep_relay(&self, keep_ms: i64) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        let sql = format!("DELETE FROM {SYSTEM_SCHEMA}.relay WHERE at < $1");
-        execute(&client, &sql, &[&before_ms]).await
+        let sql = format!(
+            "DELETE FROM {SYSTEM_SCHEMA}.relay
+             WHERE tx < {XMIN}
+               AND at < (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $1"
+        );
+        execute(&client, &sql, &[&keep_ms]).await
     }
 }

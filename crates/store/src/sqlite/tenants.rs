@@ -359,7 +359,11 @@ impl TenantStore for SqliteTenants {
                     .map(|(name, _)| name.clone())
                     .collect()
             });
-            let mut closed = std::mem::take(&mut pool.evicted);
+            // Those closed to make room that were opened again since are in use, not idle.
+            let mut closed: Vec<AppName> = std::mem::take(&mut pool.evicted)
+                .into_iter()
+                .filter(|app| !pool.slots.contains_key(app))
+                .collect();
             let mut slots = Vec::with_capacity(idle.len());
             for (name, slot) in idle {
                 closed.push(name);

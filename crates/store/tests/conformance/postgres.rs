@@ -229,17 +229,22 @@ async fn relayed_messages_are_read_in_commit_order_from_where_a_node_starts() {
     );
     let shop = app("shop");
     assert_eq!(b.relay_end().await.unwrap(), LogPosition::default());
-    let first = a.relay(&shop, "room:1", "{\"n\":1}", 1_000).await.unwrap();
+    let first = a.relay(&shop, "room:1", "{\"n\":1}").await.unwrap();
     // Node B starts here: after the first message.
     let start = b.relay_end().await.unwrap();
     assert_eq!(start, first);
-    let second = a.relay(&shop, "room:1", "{\"n\":2}", 2_000).await.unwrap();
+    let second = a.relay(&shop, "room:1", "{\"n\":2}").await.unwrap();
     let page = b.relayed_after(start, 10).await.unwrap();
     assert!(!page.pending && !page.full);
     assert_eq!(page.messages.len(), 1);
     let read = &page.messages[0];
     assert_eq!(
-        (read.at, read.app.as_str(), read.channel.as_str(), read.body.as_str()),
+        (
+            read.at,
+            read.app.as_str(),
+            read.channel.as_str(),
+            read.body.as_str()
+        ),
         (second, "shop", "room:1", "{\"n\":2}")
     );
 
@@ -253,13 +258,13 @@ async fn relayed_messages_are_read_in_commit_order_from_where_a_node_starts() {
         .batch_execute("BEGIN; SELECT pg_current_xact_id()")
         .await
         .unwrap();
-    a.relay(&shop, "room:1", "\"younger\"", 3_000).await.unwrap();
+    a.relay(&shop, "room:1", "\"younger\"").await.unwrap();
     let page = b.relayed_after(second, 10).await.unwrap();
     assert!(page.messages.is_empty() && page.pending, "{page:?}");
     older
         .batch_execute(
-            "INSERT INTO cloudlet.relay (app, channel, body, at)
-             VALUES ('shop', 'room:1', '\"older\"', 3000);
+            "INSERT INTO cloudlet.relay (app, channel, body)
+             VALUES ('shop', 'room:1', '\"older\"');
              COMMIT",
         )
         .await
@@ -271,8 +276,27 @@ async fn relayed_messages_are_read_in_commit_order_from_where_a_node_starts() {
     // A full page says so.
     assert!(b.relayed_after(start, 2).await.unwrap().full);
 
-    // Messages stored before the sweep's time go.
-    assert_eq!(a.sweep_relay(2_500).await.unwrap(), 2);
+    // Messages older than what is kept go, by the database's clock; not one an older
+    // transaction still holds back, however old.
+    assert_eq!(a.sweep_relay(60_000).await.unwrap(), 0, "all are new");
+    older
+        .batch_execute("BEGIN; SELECT pg_current_xact_id()")
+        .await
+        .unwrap();
+    a.relay(&shop, "room:1", "\"held\"").await.unwrap();
+    let server = TestServer::shared();
+    let db = TestServer::database_name(&url);
+    server.sql(db, "UPDATE cloudlet.relay SET at = 0");
+    assert_eq!(a.sweep_relay(60_000).await.unwrap(), 4);
+    older.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(a.sweep_relay(60_000).await.unwrap(), 1);
     let left = b.relayed_after(LogPosition::default(), 10).await.unwrap();
-    assert_eq!(left.messages.len(), 2);
+    assert!(left.messages.is_empty());
+
+    // A row that is no message any more (its app's name unreadable) is read past.
+    let last = a.relay(&shop, "room:1", "\"after\"").await.unwrap();
+    server.sql(db, "UPDATE cloudlet.relay SET app = 'Not An App'");
+    let page = b.relayed_after(LogPosition::default(), 10).await.unwrap();
+    assert!(page.messages.is_empty());
+    assert_eq!(page.reached, last);
 }
