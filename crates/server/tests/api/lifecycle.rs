@@ -249,39 +249,8 @@ async fn what_a_node_cached_of_an_app_is_dropped_when_the_app_idles_out() {
         .config(|c| c.apps.idle_timeout_secs = 2)
         .start()
         .await;
-    t.create_app("shop").await;
-    t.admin(Method::PUT, "/v1/admin/apps/shop/auth/providers/dev")
-        .json(&serde_json::json!({ "enabled": true }))
-        .expect(StatusCode::OK)
-        .await;
-    t.admin(Method::PUT, "/v1/admin/apps/shop/collections/todos")
-        .json(&serde_json::json!({ "fields": [{ "name": "title", "type": "text" }] }))
-        .expect(StatusCode::CREATED)
-        .await;
-    let login = async |user: &str| {
-        let session = t
-            .request(Method::POST, "/v1/apps/shop/auth/sessions")
-            .json(&serde_json::json!({ "provider": "dev", "user": user }))
-            .expect(StatusCode::CREATED)
-            .await;
-        session["access_token"].as_str().unwrap().to_owned()
-    };
-    let (alice, bob) = (login("alice").await, login("bob").await);
-    t.request(Method::POST, "/v1/apps/shop/collections/todos/records")
-        .bearer_auth(&alice)
-        .json(&serde_json::json!({ "title": "alice's" }))
-        .expect(StatusCode::CREATED)
-        .await;
-    let bob_sees = async || {
-        t.request(Method::GET, "/v1/apps/shop/collections/todos/records")
-            .bearer_auth(&bob)
-            .expect(StatusCode::OK)
-            .await["items"]
-            .as_array()
-            .unwrap()
-            .len()
-    };
-    assert_eq!(bob_sees().await, 0, "owners only");
+    let bob = t.alice_and_bob("shop").await;
+    assert_eq!(t.listed("shop", &bob).await, 0, "owners only");
 
     // Another node opened the list rule and its ring was lost: the database says so, this
     // node's cache does not.
@@ -306,7 +275,7 @@ async fn what_a_node_cached_of_an_app_is_dropped_when_the_app_idles_out() {
         }
     }
     assert_eq!(
-        bob_sees().await,
+        t.listed("shop", &bob).await,
         0,
         "the cached rule holds while the app is in use"
     );
@@ -316,7 +285,7 @@ async fn what_a_node_cached_of_an_app_is_dropped_when_the_app_idles_out() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        bob_sees().await,
+        t.listed("shop", &bob).await,
         1,
         "the rule read again after the app idled out"
     );

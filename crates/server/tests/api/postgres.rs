@@ -534,35 +534,8 @@ async fn a_shared_node_that_lost_its_listening_connection_drops_what_it_cached()
         })
         .start()
         .await;
-    app_with_todos(&t, "shop").await;
-    t.admin(Method::PUT, "/v1/admin/apps/shop/auth/providers/dev")
-        .json(&json!({ "enabled": true }))
-        .expect(StatusCode::OK)
-        .await;
-    let login = async |user: &str| {
-        let session = t
-            .request(Method::POST, "/v1/apps/shop/auth/sessions")
-            .json(&json!({ "provider": "dev", "user": user }))
-            .expect(StatusCode::CREATED)
-            .await;
-        session["access_token"].as_str().unwrap().to_owned()
-    };
-    let (alice, bob) = (login("alice").await, login("bob").await);
-    t.request(Method::POST, "/v1/apps/shop/collections/todos/records")
-        .bearer_auth(&alice)
-        .json(&json!({ "title": "alice's" }))
-        .expect(StatusCode::CREATED)
-        .await;
-    let bob_sees = async || {
-        t.request(Method::GET, "/v1/apps/shop/collections/todos/records")
-            .bearer_auth(&bob)
-            .expect(StatusCode::OK)
-            .await["items"]
-            .as_array()
-            .unwrap()
-            .len()
-    };
-    assert_eq!(bob_sees().await, 0, "owners only");
+    let bob = t.alice_and_bob("shop").await;
+    assert_eq!(t.listed("shop", &bob).await, 0, "owners only");
 
     // Another node opens the list rule while this one is not listening: the ring is lost.
     blocking(|| {
@@ -573,7 +546,7 @@ async fn a_shared_node_that_lost_its_listening_connection_drops_what_it_cached()
              WHERE name = 'todos'",
         )
     });
-    assert_eq!(bob_sees().await, 0, "the cached rule holds");
+    assert_eq!(t.listed("shop", &bob).await, 0, "the cached rule holds");
     let cut = blocking(|| {
         pg.sql(
             "postgres",
@@ -586,7 +559,7 @@ async fn a_shared_node_that_lost_its_listening_connection_drops_what_it_cached()
     assert_eq!(cut.trim(), "1", "one listening connection");
     // Listening again, the node drops everything it cached (rings may have been missed).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while bob_sees().await == 0 {
+    while t.listed("shop", &bob).await == 0 {
         assert!(
             Instant::now() < deadline,
             "the cached rule outlived a lost listener"

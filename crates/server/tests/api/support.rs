@@ -213,6 +213,59 @@ impl TestApp {
             .to_owned()
     }
 
+    /// App `app` with a collection `todos` only a record's owner lists (the default rules),
+    /// the dev login on, and one record of alice's: bob's access token, for
+    /// [`TestApp::listed`] (which starts at 0).
+    pub async fn alice_and_bob(&self, app: &str) -> String {
+        self.create_app(app).await;
+        self.admin(
+            Method::PUT,
+            &format!("/v1/admin/apps/{app}/auth/providers/dev"),
+        )
+        .json(&json!({ "enabled": true }))
+        .expect(StatusCode::OK)
+        .await;
+        self.admin(
+            Method::PUT,
+            &format!("/v1/admin/apps/{app}/collections/todos"),
+        )
+        .json(&json!({ "fields": [{ "name": "title", "type": "text" }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+        let mut tokens = Vec::new();
+        for user in ["alice", "bob"] {
+            let session = self
+                .request(Method::POST, &format!("/v1/apps/{app}/auth/sessions"))
+                .json(&json!({ "provider": "dev", "user": user }))
+                .expect(StatusCode::CREATED)
+                .await;
+            tokens.push(session["access_token"].as_str().unwrap().to_owned());
+        }
+        self.request(
+            Method::POST,
+            &format!("/v1/apps/{app}/collections/todos/records"),
+        )
+        .bearer_auth(&tokens[0])
+        .json(&json!({ "title": "alice's" }))
+        .expect(StatusCode::CREATED)
+        .await;
+        tokens.swap_remove(1)
+    }
+
+    /// How many of `app`'s todos the bearer of `token` lists.
+    pub async fn listed(&self, app: &str, token: &str) -> usize {
+        self.request(
+            Method::GET,
+            &format!("/v1/apps/{app}/collections/todos/records"),
+        )
+        .bearer_auth(token)
+        .expect(StatusCode::OK)
+        .await["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    }
+
     pub async fn metrics(&self) -> String {
         self.request(Method::GET, "/metrics")
             .send()
