@@ -310,6 +310,13 @@ async fn open_storage(config: &Config, options: &StartOptions) -> Result<Storage
             Arc::new(NoBell::default())
         };
         let postgres = Arc::new(postgres);
+        // The claim lives with a connection: made again if the database restarts. The task
+        // ends when the storage closes and gives the claim up.
+        tokio::spawn({
+            let postgres = Arc::clone(&postgres);
+            let shared = config.database.shared;
+            async move { postgres.keep_node_claim(shared).await }
+        });
         let shared = config.database.shared;
         let rates = shared.then(|| postgres.clone() as Arc<dyn RateStore>);
         let relay = shared.then(|| postgres.clone() as Arc<dyn Relay>);

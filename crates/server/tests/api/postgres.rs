@@ -218,6 +218,31 @@ async fn a_database_restarted_under_load_answers_503_then_recovers_and_loses_not
         writer.await.unwrap();
     }
     let outcomes = outcomes.lock().unwrap().clone();
+    // The node's claim to serve the database alone went with its connection; it is made
+    // again, so that a node of the other kind is still refused.
+    let db = TestServer::database_name(&url).to_owned();
+    let claims = || {
+        blocking(|| {
+            pg.sql(
+                "postgres",
+                &format!(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                     WHERE l.locktype = 'advisory' AND l.mode = 'ExclusiveLock'
+                       AND l.granted AND d.datname = '{db}'"
+                ),
+            )
+        })
+        .trim()
+        .to_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while claims() != "1" {
+        assert!(
+            Instant::now() < deadline,
+            "the node's claim was not made again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Every request was answered in time, with 201 or with 503 database_unavailable and
     // retry-after: never a hang, a dropped connection or another status such as 500.

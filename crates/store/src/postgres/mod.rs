@@ -78,6 +78,8 @@ impl std::fmt::Debug for PostgresOptions {
 
 /// The session lock of the node serving the database.
 const SOLE_NODE_LOCK: &str = "cloudlet: the serving node";
+/// How often a node looks whether the connection holding its claim is still there.
+const NODE_CLAIM_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long a pooled connection is kept: closing older ones (idle, at the idle sweeps) bounds
 /// what each server process has cached of the apps it served.
@@ -218,47 +220,76 @@ impl Postgres {
     /// session lock on a connection of its own): a node that does not ring others (nor hear
     /// them) must be alone, or it would serve rules, keys and sessions another one changed.
     pub async fn claim_sole_node(&self) -> Result<(), StoreError> {
-        let client = self.pool.get().await?;
-        let claimed: bool = client
-            .query_one(
-                "SELECT pg_try_advisory_lock(hashtext('cloudlet: the serving node'))",
-                &[],
-            )
-            .await?
-            .try_get(0)?;
-        if !claimed {
+        if !self.try_claim(false).await? {
             return Err(StoreError::Unavailable(
                 "another Cloudlet node serves this database; run one node per database, or \
                  set database.shared = true on every node (docs/operations.md#postgresql)"
                     .into(),
             ));
         }
-        // The lock lives with its session: keep the connection out of the pool for good.
-        *super::sqlite::lock(&self.node_lock) = Some(Object::take(client));
         Ok(())
+    }
+
+    /// Takes the sole-node lock (`shared`: its shared form) on a connection kept out of the
+    /// pool for good, since the lock lives with its session; false if another node holds it.
+    async fn try_claim(&self, shared: bool) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let take = match shared {
+            true => "pg_try_advisory_lock_shared",
+            false => "pg_try_advisory_lock",
+        };
+        let claimed: bool = client
+            .query_one(&format!("SELECT {take}(hashtext('{SOLE_NODE_LOCK}'))"), &[])
+            .await?
+            .try_get(0)?;
+        if claimed {
+            *super::sqlite::lock(&self.node_lock) = Some(Object::take(client));
+        }
+        Ok(claimed)
     }
 
     /// Makes this process one of the nodes sharing the database (a shared session lock on the
     /// sole-node key): refused while a node serves it alone, and a node that would serve it
     /// alone is refused while this one runs, so that no node goes without the others' rings.
     pub async fn claim_shared_node(&self) -> Result<(), StoreError> {
-        let client = self.pool.get().await?;
-        let claimed: bool = client
-            .query_one(
-                &format!("SELECT pg_try_advisory_lock_shared(hashtext('{SOLE_NODE_LOCK}'))"),
-                &[],
-            )
-            .await?
-            .try_get(0)?;
-        if !claimed {
+        if !self.try_claim(true).await? {
             return Err(StoreError::Unavailable(
                 "a Cloudlet node serves this database alone (database.shared is off there); \
                  set database.shared = true on every node (docs/operations.md#postgresql)"
                     .into(),
             ));
         }
-        *super::sqlite::lock(&self.node_lock) = Some(Object::take(client));
         Ok(())
+    }
+
+    /// Keeps this node's claim (alone, or `shared`) while it runs: the lock lives with its
+    /// connection, so when the database restarts it is gone, and a node of the other kind
+    /// could start. Every few seconds the connection is looked at; once lost, the claim is made
+    /// again as soon as the database answers. Should a node of the other kind have started in
+    /// between, that is said loudly: one of them must be stopped. Ends when the claim is given
+    /// up (`release_sole_node`).
+    pub async fn keep_node_claim(&self, shared: bool) {
+        let mut every = tokio::time::interval(NODE_CLAIM_CHECK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let lost = match super::sqlite::lock(&self.node_lock).as_ref() {
+                None => return,
+                Some(client) => client.is_closed(),
+            };
+            if !lost {
+                continue;
+            }
+            match self.try_claim(shared).await {
+                Ok(true) => tracing::info!("the node's claim on the database was made again"),
+                Ok(false) => tracing::error!(
+                    shared,
+                    "while the database was out of reach a node of the other kind (alone, or \
+                     shared) started serving it: stop this node or that one"
+                ),
+                Err(e) => tracing::warn!(error = %e, "could not claim the database again yet"),
+            }
+        }
     }
 
     /// Gives up the sole-node lock, if this process holds it, so that a node started right
