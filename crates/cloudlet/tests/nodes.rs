@@ -122,7 +122,10 @@ fn shared_config(dir: &std::path::Path, more: &str) -> (std::path::PathBuf, std:
 async fn three_nodes_on_one_database_keep_in_step() {
     let url = cloudlet_store::postgres::testing::TestServer::shared().database();
     let dir = tempfile::tempdir().unwrap();
-    let (key, config) = shared_config(dir.path(), "[auth]\nlogins_per_ip_per_minute = 8\n");
+    let (key, config) = shared_config(
+        dir.path(),
+        "[auth]\nlogins_per_ip_per_minute = 8\n[realtime]\nnode_lease_secs = 2\n",
+    );
     let nodes: Vec<Serve> = (0..3).map(|n| node(dir.path(), n, &url, &config)).collect();
     // A node that would serve the database alone is refused while they share it.
     let alone = dir.path().join("alone.toml");
@@ -272,7 +275,7 @@ async fn three_nodes_on_one_database_keep_in_step() {
         Method::PUT,
         format!("{c}/v1/admin/apps/shop/realtime"),
         TOKEN,
-        Some(json!({ "channels": { "room": { "rules": { "join": "" } } } })),
+        Some(json!({ "channels": { "room": { "rules": { "join": "", "presence": "" } } } })),
         200,
     )
     .await;
@@ -282,17 +285,14 @@ async fn three_nodes_on_one_database_keep_in_step() {
     ))
     .await
     .unwrap();
+    // Bob watches the room's presence too.
+    let join = json!({ "type": "subscribe", "id": "r", "channel": "room:1", "presence": true });
     for (socket, token) in [(&mut socket, &bob_token), (&mut other, &alice_token)] {
         socket
             .send(send(json!({ "type": "auth", "token": token })))
             .await
             .unwrap();
-        socket
-            .send(send(
-                json!({ "type": "subscribe", "id": "r", "channel": "room:1" }),
-            ))
-            .await
-            .unwrap();
+        socket.send(send(join.clone())).await.unwrap();
     }
     loop {
         // The settings changed on C may not have reached B yet: join again until it has.
@@ -306,12 +306,7 @@ async fn three_nodes_on_one_database_keep_in_step() {
         }
         assert_eq!(answer["code"], "channel_not_found", "{answer}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-        socket
-            .send(send(
-                json!({ "type": "subscribe", "id": "r", "channel": "room:1" }),
-            ))
-            .await
-            .unwrap();
+        socket.send(send(join.clone())).await.unwrap();
     }
     let mut heard_on_c = Vec::new();
     for n in 0..5 {
@@ -361,6 +356,49 @@ async fn three_nodes_on_one_database_keep_in_step() {
         (&direct["type"], &direct["data"]),
         (&json!("direct"), &json!("hello bob"))
     );
+
+    // Carol, on C, is present in the room: bob, watching on B, hears her join, and a page
+    // of the room's presence through A lists her.
+    let carol = login(&c, "carol").await;
+    let (mut carols, _) = tokio_tungstenite::connect_async(format!(
+        "{}/v1/apps/shop/realtime",
+        c.replace("http", "ws")
+    ))
+    .await
+    .unwrap();
+    for message in [
+        json!({ "type": "auth", "token": carol["access_token"] }),
+        join.clone(),
+        json!({ "type": "track", "id": "r", "state": { "here": true } }),
+    ] {
+        carols.send(send(message)).await.unwrap();
+    }
+    loop {
+        let frame = next_frame(&mut carols).await;
+        assert_ne!(frame["type"], "error", "{frame}");
+        if frame["type"] == "tracked" {
+            break;
+        }
+    }
+    let carol_member = member_of(&c, &carol["user"]["id"]).await;
+    let joined = next_frame(&mut socket).await;
+    assert_eq!(joined["type"], "presence_diff", "{joined}");
+    assert_eq!(
+        (&joined["join"]["member"], &joined["join"]["state"]),
+        (&json!(carol_member), &json!({ "here": true }))
+    );
+    within("carol in the room's presence as A reads it", || async {
+        let page = must(
+            Method::GET,
+            format!("{a}/v1/admin/apps/shop/realtime/channels/room:1/presence"),
+            TOKEN,
+            None,
+            200,
+        )
+        .await;
+        page["count"] == 1 && page["members"][0]["member"] == json!(carol_member)
+    })
+    .await;
 
     // A session revoked through A is refused on C (which has its keys cached).
     assert!(titles(&c, &alice_token).await.is_some());
@@ -466,7 +504,7 @@ async fn three_nodes_on_one_database_keep_in_step() {
     .await;
 
     // Logins from one address spread over the three nodes draw on one budget (8 a minute;
-    // two were made above): the ninth is refused wherever it goes.
+    // three were made above): the ninth is refused wherever it goes.
     let mut more = 0;
     for n in 0.. {
         let base = [&a, &b, &c][n % 3];
@@ -483,12 +521,42 @@ async fn three_nodes_on_one_database_keep_in_step() {
         assert_eq!(status, 201);
         more += 1;
         assert!(
-            more <= 6,
+            more <= 5,
             "round-robin over the nodes multiplied the budget"
         );
     }
-    assert_eq!(more, 6);
+    assert_eq!(more, 5);
+
+    // Node C dies: within its lease, carol leaves the room as bob on B sees it.
+    let mut nodes = nodes;
+    nodes.pop().unwrap().kill();
+    loop {
+        let frame = next_frame(&mut socket).await;
+        if frame["type"] == "presence_diff" {
+            assert_eq!(frame["leave"]["member"], json!(carol_member), "{frame}");
+            break;
+        }
+    }
     drop(nodes);
+}
+
+/// The member id (in presence) of the one socket `user` has open on `base`.
+async fn member_of(base: &str, user: &Value) -> String {
+    let page = must(
+        Method::GET,
+        format!("{base}/v1/admin/apps/shop/realtime/sockets"),
+        TOKEN,
+        None,
+        200,
+    )
+    .await;
+    page["sockets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| &s["user"] == user)
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .expect("the user's socket")
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -201,6 +201,9 @@ pub struct RealtimeConfig {
     pub max_connections_per_app: usize,
     /// Sockets of one user to one app at once.
     pub max_connections_per_user: usize,
+    /// With a shared database: how long a node that stops renewing (it died) keeps its
+    /// sockets' presence on the other nodes.
+    pub node_lease_secs: u64,
 }
 
 impl Default for RealtimeConfig {
@@ -208,6 +211,7 @@ impl Default for RealtimeConfig {
         RealtimeConfig {
             max_connections_per_app: 5_000,
             max_connections_per_user: 16,
+            node_lease_secs: 30,
         }
     }
 }
@@ -649,6 +653,12 @@ impl Config {
             self.realtime.max_connections_per_user,
             1,
             self.realtime.max_connections_per_app,
+        )?;
+        within(
+            "realtime.node_lease_secs",
+            self.realtime.node_lease_secs,
+            1,
+            3600,
         )?;
         within(
             "queues.trigger_visibility_secs",

@@ -543,7 +543,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     if let Some(relay) = relay {
         hub.set_relay(relay);
         // Before the node serves: a socket that joins reads every message relayed after.
-        hub.start_relay()
+        hub.start_relay(Duration::from_secs(config.realtime.node_lease_secs))
             .await
             .map_err(|e| StoreError::Task(format!("the realtime relay: {e}")))?;
     }

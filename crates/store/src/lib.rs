@@ -70,7 +70,7 @@ pub use records::{
     Record, RecordStore, Select, SortKey, SqlValue, TRIGGER_QUEUE, TableChange, TableDef,
     TriggerDelivery,
 };
-pub use relay::{Relay, RelayPage, Relayed};
+pub use relay::{LeaveBody, Present, PresentPage, Relay, RelayPage, Relayed};
 pub use sites::{SiteFile, SiteStore};
 pub use sqlite::Durability;
 pub use system::{AppRow, Page, ProviderRow, ScheduleRow, SigningKeyRow, SystemStore};

@@ -30,6 +30,27 @@ pub struct RelayPage {
     pub full: bool,
 }
 
+/// Someone present in a channel, on some node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Present {
+    pub app: AppName,
+    pub channel: String,
+    pub member: String,
+    pub user: Option<String>,
+    /// JSON text.
+    pub state: String,
+}
+
+/// A page of a channel's presence ([`Relay::presence_page`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PresentPage {
+    pub count: usize,
+    pub members: Vec<Present>,
+}
+
+/// What a presence change relays for the others: the body of a leave of `Present`.
+pub type LeaveBody<'a> = &'a (dyn Fn(&Present) -> String + Sync);
+
 #[async_trait]
 pub trait Relay: Send + Sync {
     /// Stores a message for every node; its place. Its time is the database's.
@@ -50,4 +71,35 @@ pub trait Relay: Send + Sync {
     /// Deletes the messages stored more than `keep_ms` ago by the database's clock, of those
     /// every node can read (none that an older transaction still holds back); how many.
     async fn sweep_relay(&self, keep_ms: i64) -> Result<u64, StoreError>;
+
+    /// Puts `present` in its channel's presence as a member of node `node` (or replaces its
+    /// state), and relays `body` (the change, for the other nodes), in one transaction.
+    async fn present(&self, node: &str, present: &Present, body: &str) -> Result<(), StoreError>;
+    /// Takes a member out of its channel's presence and relays `body`, in one transaction;
+    /// nothing (and no message) if it was not there.
+    async fn absent(
+        &self,
+        app: &AppName,
+        channel: &str,
+        member: &str,
+        body: &str,
+    ) -> Result<(), StoreError>;
+    /// Up to `limit` members of a channel's presence after member `after`, in member order,
+    /// and how many there are.
+    async fn presence_page(
+        &self,
+        app: &AppName,
+        channel: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<PresentPage, StoreError>;
+    /// Says node `node` lives for `lease_ms` more (by the database's clock).
+    async fn renew_node(&self, node: &str, lease_ms: i64) -> Result<(), StoreError>;
+    /// Takes out of every presence the members of node `node` (`None`: of every node whose
+    /// lease ran out) and relays a leave for each (`leave`), in one transaction; how many.
+    async fn drop_node(
+        &self,
+        node: Option<&str>,
+        leave: LeaveBody<'_>,
+    ) -> Result<usize, StoreError>;
 }

@@ -376,6 +376,9 @@ struct Registry {
     channels: HashMap<(AppName, ChannelName), Channel>,
     /// What each app holds: channels, bytes kept, bytes of presence.
     held: HashMap<AppName, Held>,
+    /// Where this node's presence changes go to be told to the other nodes (when it shares
+    /// its database: [`relay`]).
+    presence_out: Option<mpsc::UnboundedSender<relay::PresenceOut>>,
 }
 
 /// What one app's channels hold, against its limits.
@@ -537,6 +540,14 @@ impl Registry {
         let slow = if let Some(gone) = state.members.remove(member) {
             let held = self.held.entry(app.clone()).or_default();
             held.presence = held.presence.saturating_sub(gone.size());
+            if let Some(out) = &self.presence_out {
+                let _ = out.send(relay::PresenceOut::Leave {
+                    app: app.clone(),
+                    channel: channel.clone(),
+                    member: member.to_owned(),
+                    user: gone.user.clone(),
+                });
+            }
             let frame = presence_frame(channel, member, None);
             send_to(&self.connections, state.subscribers.iter(), true, &frame)
         } else {
@@ -649,6 +660,10 @@ struct Inner {
     relay: std::sync::OnceLock<Arc<dyn cloudlet_store::Relay>>,
     relay_tail: Mutex<relay::RelayTail>,
     relay_rung: Notify,
+    /// This node's name among those sharing the database (drawn at start), and how long its
+    /// lease on its members' presence lasts.
+    relay_node: String,
+    relay_lease_ms: std::sync::atomic::AtomicI64,
     /// Socket events to record, taken by [`Hub::run`].
     events: StdMutex<Option<mpsc::Receiver<SocketEvent>>>,
     next: AtomicU64,
@@ -665,6 +680,8 @@ impl Hub {
         let (events, recorded) = mpsc::channel(SOCKET_EVENTS);
         let mut drawn = [0u8; 32];
         random.fill(&mut drawn);
+        let mut node = [0u8; 8];
+        random.fill(&mut node);
         Hub(Arc::new(Inner {
             data,
             tenants,
@@ -680,6 +697,7 @@ impl Hub {
                 by_app: HashMap::new(),
                 channels: HashMap::new(),
                 held: HashMap::new(),
+                presence_out: None,
             }),
             settings: StdMutex::new(HashMap::new()),
             settings_io: Mutex::new(()),
@@ -690,6 +708,8 @@ impl Hub {
             relay: std::sync::OnceLock::new(),
             relay_tail: Mutex::new(relay::RelayTail::default()),
             relay_rung: Notify::new(),
+            relay_node: hex::encode(node),
+            relay_lease_ms: std::sync::atomic::AtomicI64::new(30_000),
             events: StdMutex::new(Some(recorded)),
             next: AtomicU64::new(1),
         }))
@@ -717,6 +737,10 @@ impl Hub {
         let mut pending: HashSet<AppName> = HashSet::new();
         let mut relay_pending = self.pull_relay_now().await;
         let mut retry_every = records::PENDING_RETRY;
+        // This node's lease on its members' presence (with other nodes), renewed a few times
+        // a lease.
+        let mut leases = tokio::time::interval(self.lease_every());
+        leases.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let retry = tokio::time::sleep(retry_every);
         tokio::pin!(retry);
         loop {
@@ -792,6 +816,7 @@ impl Hub {
                     self.untail().await;
                     self.sweep_relay().await;
                 },
+                _ = leases.tick(), if self.relayed() => self.keep_lease().await,
             }
         }
     }
@@ -1207,9 +1232,13 @@ impl Hub {
 
     /// Closes every connection (the server is shutting down).
     pub async fn close_all(&self) {
-        let mut registry = self.0.registry.lock().await;
-        let ids: Vec<ConnectionId> = registry.connections.keys().copied().collect();
-        registry.close(ids, Close::GoingAway);
+        {
+            let mut registry = self.0.registry.lock().await;
+            let ids: Vec<ConnectionId> = registry.connections.keys().copied().collect();
+            registry.close(ids, Close::GoingAway);
+        }
+        // Stopping, this node leaves the other nodes' presence now, not at its lease's end.
+        self.leave_nodes().await;
     }
 }
 
@@ -1262,6 +1291,7 @@ mod tests {
             by_app: HashMap::new(),
             channels: HashMap::new(),
             held: HashMap::new(),
+            presence_out: None,
         }
     }
 

@@ -6,17 +6,24 @@
 //! messages in one order. The numbers (`seq`) are each node's own, within its `epoch`: a client
 //! that comes back to another node gets the `reset` of a channel it did not leave there.
 //!
-//! Presence stays with each node's own sockets.
+//! Presence across nodes is kept in the database ([`cloudlet_store::Relay::present`]): each
+//! change of this node's members is written there, with a message that tells the other nodes'
+//! presence watchers, in one transaction (in the order the changes happened, by one task). A
+//! page of presence is read from there. Each node renews a lease; the members of a node whose
+//! lease ran out (it died) are taken out, and their leaves told, by the first node to see it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cloudlet_store::{LogPosition, Relay};
+use cloudlet_store::{AppName, LogPosition, Present, Relay};
+use serde_json::value::RawValue;
 use serde_json::{Value as Json, json};
+use tokio::sync::mpsc;
 
 use super::settings::ChannelName;
-use super::{Hub, RealtimeError};
+use super::{Close, Hub, PresenceEntry, PresencePage, RealtimeError, send_to};
 
 /// How many messages one read of the relay takes.
 const PULL: usize = 256;
@@ -31,6 +38,37 @@ const WAIT_MOST: Duration = Duration::from_millis(50);
 const REMEMBERED: usize = 4096;
 /// How long the relay keeps a message: every node has read it well before.
 const KEEP_MS: i64 = 60_000;
+
+/// A change of this node's presence, to write and tell the other nodes.
+pub(super) enum PresenceOut {
+    Join {
+        app: AppName,
+        channel: ChannelName,
+        member: String,
+        user: Option<String>,
+        /// JSON text.
+        state: String,
+    },
+    Leave {
+        app: AppName,
+        channel: ChannelName,
+        member: String,
+        user: Option<String>,
+    },
+}
+
+/// What a presence change relays: the member, and the node it is on (which delivered it to
+/// its own watchers already).
+fn presence_body(node: &str, member: &str, user: Option<&str>, state: Option<&str>) -> String {
+    let state = state
+        .and_then(|text| serde_json::from_str::<Json>(text).ok())
+        .unwrap_or(Json::Null);
+    json!({
+        "presence": { "member": member, "user": user, "state": state },
+        "node": node,
+    })
+    .to_string()
+}
 
 /// Where this node has read the relay to, and the numbers it gave the latest messages.
 #[derive(Default)]
@@ -56,14 +94,126 @@ impl Hub {
         self.0.relay_rung.notify_one();
     }
 
-    /// Where this node starts reading the relay: after every message that can be read now.
+    /// Where this node starts reading the relay: after every message that can be read now;
+    /// and its lease, and the task that writes its presence changes, with a lease of `lease`.
     /// Called before the node serves, so that no socket joins before it.
-    pub async fn start_relay(&self) -> Result<(), RealtimeError> {
-        if let Some(relay) = self.0.relay.get() {
-            let end = relay.relay_end().await?;
-            self.0.relay_tail.lock().await.at.get_or_insert(end);
-        }
+    pub async fn start_relay(&self, lease: Duration) -> Result<(), RealtimeError> {
+        let Some(relay) = self.0.relay.get() else {
+            return Ok(());
+        };
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1);
+        self.0.relay_lease_ms.store(lease_ms, Ordering::Relaxed);
+        relay.renew_node(&self.0.relay_node, lease_ms).await?;
+        let end = relay.relay_end().await?;
+        self.0.relay_tail.lock().await.at.get_or_insert(end);
+        let (out, changes) = mpsc::unbounded_channel();
+        self.0.registry.lock().await.presence_out = Some(out);
+        tokio::spawn(write_presence(
+            Arc::clone(relay),
+            self.0.relay_node.clone(),
+            self.0.bell.get().cloned(),
+            changes,
+        ));
         Ok(())
+    }
+
+    /// How often this node renews its lease and looks for nodes whose lease ran out.
+    pub(super) fn lease_every(&self) -> Duration {
+        let lease = self.0.relay_lease_ms.load(Ordering::Relaxed);
+        Duration::from_millis(u64::try_from(lease / 3).unwrap_or(1).max(1))
+    }
+
+    /// Renews this node's lease, and takes out of the presence the members of nodes whose
+    /// lease ran out, telling their watchers.
+    pub(super) async fn keep_lease(&self) {
+        let Some(relay) = self.0.relay.get() else {
+            return;
+        };
+        let lease_ms = self.0.relay_lease_ms.load(Ordering::Relaxed);
+        if let Err(e) = relay.renew_node(&self.0.relay_node, lease_ms).await {
+            tracing::warn!(error = %e, "could not renew this node's lease");
+        }
+        let leave = |p: &Present| presence_body("", &p.member, p.user.as_deref(), None);
+        match relay.drop_node(None, &leave).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(members = n, "members of a node gone left their channels");
+                self.heard_relay();
+            }
+            Err(e) => tracing::warn!(error = %e, "could not look for nodes gone"),
+        }
+    }
+
+    /// This node stops: its members leave the presence the other nodes read.
+    pub(super) async fn leave_nodes(&self) {
+        if let Some(relay) = self.0.relay.get() {
+            let leave =
+                |p: &Present| presence_body(&self.0.relay_node, &p.member, p.user.as_deref(), None);
+            if let Err(e) = relay.drop_node(Some(&self.0.relay_node), &leave).await {
+                tracing::warn!(error = %e, "could not take this node's members out of presence");
+            }
+        }
+    }
+
+    /// A page of a channel's presence on every node (see [`Hub::presence`]).
+    pub(super) async fn shared_presence(
+        &self,
+        app: &AppName,
+        channel: &ChannelName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<PresencePage, RealtimeError> {
+        let Some(relay) = self.0.relay.get() else {
+            return Err(RealtimeError::Closed);
+        };
+        let page = relay
+            .presence_page(app, channel.as_str(), after, limit + 1)
+            .await?;
+        let mut members: Vec<PresenceEntry> = page
+            .members
+            .into_iter()
+            .filter_map(|p| {
+                Some(PresenceEntry {
+                    state: RawValue::from_string(p.state).ok()?,
+                    member: p.member,
+                    user: p.user,
+                })
+            })
+            .collect();
+        let next = (members.len() > limit).then(|| {
+            members.truncate(limit);
+            members.last().map(|m| m.member.clone())
+        });
+        Ok(PresencePage {
+            count: page.count,
+            members,
+            next: next.flatten(),
+        })
+    }
+
+    /// Tells this node's presence watchers of `channel` a change on another node.
+    async fn deliver_presence(&self, app: &AppName, channel: &ChannelName, change: &Json) {
+        let member = &change["member"];
+        let frame = if change["state"].is_null() {
+            json!({ "type": "presence_diff", "channel": channel.as_str(), "leave": { "member": member } })
+        } else {
+            json!({
+                "type": "presence_diff", "channel": channel.as_str(),
+                "join": { "member": member, "user": change["user"], "state": change["state"] },
+            })
+        };
+        let frame = bytes::Bytes::from(frame.to_string());
+        let mut registry = self.0.registry.lock().await;
+        let Some(state) = registry.channels.get(&(app.clone(), channel.clone())) else {
+            return;
+        };
+        let slow = send_to(
+            &registry.connections,
+            state.subscribers.iter(),
+            true,
+            &frame,
+        );
+        registry.close(slow, Close::SlowConsumer);
     }
 
     /// Stores a message of `channel` for every node, then waits (a second at most) until this
@@ -177,6 +327,13 @@ impl Hub {
         channel: &ChannelName,
         body: Json,
     ) -> Result<u64, RealtimeError> {
+        if let Some(change) = body.get("presence") {
+            // This node's own changes reached its watchers when they happened.
+            if body["node"].as_str() != Some(self.0.relay_node.as_str()) {
+                self.deliver_presence(app, channel, change).await;
+            }
+            return Ok(0);
+        }
         let settings = self.settings(app).await?;
         let (from, data) = (&body["from"], &body["data"]);
         if channel.is_direct() {
@@ -200,6 +357,57 @@ impl Hub {
             && let Err(e) = relay.sweep_relay(KEEP_MS).await
         {
             tracing::warn!(error = %e, "could not sweep the relayed messages");
+        }
+    }
+}
+
+/// Writes this node's presence changes, in order, each with the message that tells the other
+/// nodes, until the hub is gone. A change that can not be written is logged: the member's
+/// presence on the other nodes stays as it was until its next change or its node's lease ends.
+async fn write_presence(
+    relay: Arc<dyn Relay>,
+    node: String,
+    bell: Option<Arc<dyn cloudlet_store::Bell>>,
+    mut changes: mpsc::UnboundedReceiver<PresenceOut>,
+) {
+    while let Some(change) = changes.recv().await {
+        let (app, written) = match change {
+            PresenceOut::Join {
+                app,
+                channel,
+                member,
+                user,
+                state,
+            } => {
+                let body = presence_body(&node, &member, user.as_deref(), Some(&state));
+                let present = Present {
+                    app: app.clone(),
+                    channel: channel.as_str().to_owned(),
+                    member,
+                    user,
+                    state,
+                };
+                let written = relay.present(&node, &present, &body).await;
+                (app, written)
+            }
+            PresenceOut::Leave {
+                app,
+                channel,
+                member,
+                user,
+            } => {
+                let body = presence_body(&node, &member, user.as_deref(), None);
+                let written = relay.absent(&app, channel.as_str(), &member, &body).await;
+                (app, written)
+            }
+        };
+        match written {
+            Ok(()) => {
+                if let Some(bell) = &bell {
+                    bell.ring(&app, cloudlet_store::Topic::Messages);
+                }
+            }
+            Err(e) => tracing::warn!(app = %app, error = %e, "could not share a presence change"),
         }
     }
 }

@@ -436,6 +436,7 @@ impl Hub {
             connections,
             channels,
             held,
+            presence_out,
             ..
         } = &mut *registry;
         let connection = connections.get(&id).ok_or(RealtimeError::Closed)?;
@@ -468,14 +469,31 @@ impl Hub {
                 }
                 held.presence = held.presence.saturating_sub(was) + member.size();
                 let frame = presence_frame(&channel, &member_id, Some(&member));
+                if let Some(out) = presence_out.as_ref() {
+                    let _ = out.send(super::relay::PresenceOut::Join {
+                        app: connection.app.clone(),
+                        channel: channel.clone(),
+                        member: member_id.clone(),
+                        user: member.user.clone(),
+                        state: member.state.get().to_owned(),
+                    });
+                }
                 channel_state.members.insert(member_id, member);
                 frame
             }
             None => {
-                if channel_state.members.remove(&member_id).is_none() {
+                let Some(gone) = channel_state.members.remove(&member_id) else {
                     return Ok(());
-                }
+                };
                 held.presence = held.presence.saturating_sub(was);
+                if let Some(out) = presence_out.as_ref() {
+                    let _ = out.send(super::relay::PresenceOut::Leave {
+                        app: connection.app.clone(),
+                        channel: channel.clone(),
+                        member: member_id.clone(),
+                        user: gone.user,
+                    });
+                }
                 presence_frame(&channel, &member_id, None)
             }
         };
@@ -497,6 +515,9 @@ impl Hub {
         let settings = self.settings(app).await?;
         Self::admit(&settings, caller, channel, Act::Presence, self.now_ms())?;
         let limit = limit.clamp(1, MAX_PRESENCE_PAGE);
+        if self.relayed() {
+            return self.shared_presence(app, channel, after, limit).await;
+        }
         let registry = self.0.registry.lock().await;
         let Some(state) = registry.channels.get(&(app.clone(), channel.clone())) else {
             return Ok(PresencePage {

@@ -3,12 +3,17 @@
 //! transaction (`super::records::XMIN`), so that no message can appear before one already read.
 //! Messages are written without waiting for the disk: one lost to a crash of the database server
 //! is a realtime message, which its history could not have kept either.
+//!
+//! Channels' presence on several nodes is the `presence` table (each member with its node), and
+//! each node's lease the `nodes` table: a change of presence is written with the message that
+//! tells the other nodes, in one transaction, and the members of a node whose lease ran out are
+//! taken out, with a leave relayed for each, by whichever node sees it first.
 
 use async_trait::async_trait;
 
 use super::records::XMIN;
 use super::{Postgres, SYSTEM_SCHEMA, execute, relax_commit, row, rows};
-use crate::relay::{Relay, RelayPage, Relayed};
+use crate::relay::{LeaveBody, Present, PresentPage, Relay, RelayPage, Relayed};
 use crate::{AppName, LogPosition, StoreError};
 
 /// The control plane's step that adds the table.
@@ -24,6 +29,32 @@ pub(super) const MIGRATION: &str = "
     );
     CREATE INDEX relay_by_at ON {s}.relay (at);
 ";
+
+/// The control plane's step that adds presence and the nodes' leases.
+pub(super) const PRESENCE_MIGRATION: &str = "
+    CREATE TABLE {s}.nodes (
+        node        text COLLATE \"C\" PRIMARY KEY,
+        expires_at  bigint NOT NULL
+    );
+    CREATE TABLE {s}.presence (
+        app      text COLLATE \"C\" NOT NULL,
+        channel  text COLLATE \"C\" NOT NULL,
+        member   text COLLATE \"C\" NOT NULL,
+        node     text COLLATE \"C\" NOT NULL,
+        user_id  text,
+        state    text NOT NULL,
+        PRIMARY KEY (app, channel, member)
+    );
+    CREATE INDEX presence_by_node ON {s}.presence (node);
+";
+
+/// The database's clock, in Unix milliseconds.
+const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+/// Inserts one relayed message (`$1` app, `$2` channel, `$3` body).
+fn insert_relayed() -> String {
+    format!("INSERT INTO {SYSTEM_SCHEMA}.relay (app, channel, body) VALUES ($1, $2, $3)")
+}
 
 #[async_trait]
 impl Relay for Postgres {
@@ -108,6 +139,171 @@ impl Relay for Postgres {
             },
             None => LogPosition::default(),
         })
+    }
+
+    async fn present(&self, node: &str, present: &Present, body: &str) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        relax_commit(&tx).await?;
+        let sql = format!(
+            "INSERT INTO {SYSTEM_SCHEMA}.presence (app, channel, member, node, user_id, state)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (app, channel, member)
+             DO UPDATE SET node = excluded.node, user_id = excluded.user_id, state = excluded.state"
+        );
+        let app = present.app.as_str();
+        execute(
+            &tx,
+            &sql,
+            &[
+                &app,
+                &present.channel,
+                &present.member,
+                &node,
+                &present.user,
+                &present.state,
+            ],
+        )
+        .await?;
+        execute(&tx, &insert_relayed(), &[&app, &present.channel, &body]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn absent(
+        &self,
+        app: &AppName,
+        channel: &str,
+        member: &str,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        relax_commit(&tx).await?;
+        let sql = format!(
+            "DELETE FROM {SYSTEM_SCHEMA}.presence WHERE app = $1 AND channel = $2 AND member = $3"
+        );
+        if execute(&tx, &sql, &[&app.as_str(), &channel, &member]).await? > 0 {
+            execute(&tx, &insert_relayed(), &[&app.as_str(), &channel, &body]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn presence_page(
+        &self,
+        app: &AppName,
+        channel: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<PresentPage, StoreError> {
+        let client = self.client().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT count(*) FROM {SYSTEM_SCHEMA}.presence WHERE app = $1 AND channel = $2"
+        );
+        let count: i64 = row(&client, &sql, &[&app.as_str(), &channel])
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?
+            .unwrap_or(0);
+        let sql = format!(
+            "SELECT member, user_id, state FROM {SYSTEM_SCHEMA}.presence
+             WHERE app = $1 AND channel = $2 AND member > $3
+             ORDER BY member LIMIT $4"
+        );
+        let members = rows(
+            &client,
+            &sql,
+            &[&app.as_str(), &channel, &after.unwrap_or(""), &limit],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(Present {
+                app: app.clone(),
+                channel: channel.to_owned(),
+                member: r.try_get(0)?,
+                user: r.try_get(1)?,
+                state: r.try_get(2)?,
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+        Ok(PresentPage {
+            count: usize::try_from(count).unwrap_or(0),
+            members,
+        })
+    }
+
+    async fn renew_node(&self, node: &str, lease_ms: i64) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "INSERT INTO {SYSTEM_SCHEMA}.nodes (node, expires_at) VALUES ($1, {NOW_MS} + $2)
+             ON CONFLICT (node) DO UPDATE SET expires_at = excluded.expires_at"
+        );
+        execute(&client, &sql, &[&node, &lease_ms]).await?;
+        Ok(())
+    }
+
+    async fn drop_node(
+        &self,
+        node: Option<&str>,
+        leave: LeaveBody<'_>,
+    ) -> Result<usize, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Whichever node deletes a lease takes its members out: one relays their leaves.
+        let gone: Vec<String> = match node {
+            Some(node) => {
+                let sql = format!("DELETE FROM {SYSTEM_SCHEMA}.nodes WHERE node = $1");
+                execute(&tx, &sql, &[&node]).await?;
+                vec![node.to_owned()]
+            }
+            None => {
+                let sql = format!(
+                    "DELETE FROM {SYSTEM_SCHEMA}.nodes WHERE expires_at < {NOW_MS} RETURNING node"
+                );
+                rows(&tx, &sql, &[])
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get(0))
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let sql = format!(
+            "DELETE FROM {SYSTEM_SCHEMA}.presence WHERE node = ANY($1)
+             RETURNING app, channel, member, user_id, state"
+        );
+        let mut taken = Vec::new();
+        for r in rows(&tx, &sql, &[&gone]).await? {
+            let app: String = r.try_get(0)?;
+            let Ok(app) = AppName::parse(&app) else {
+                continue;
+            };
+            taken.push(Present {
+                app,
+                channel: r.try_get(1)?,
+                member: r.try_get(2)?,
+                user: r.try_get(3)?,
+                state: r.try_get(4)?,
+            });
+        }
+        let (mut apps, mut channels, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
+        for present in &taken {
+            apps.push(present.app.as_str());
+            channels.push(present.channel.as_str());
+            bodies.push(leave(present));
+        }
+        let sql = format!(
+            "INSERT INTO {SYSTEM_SCHEMA}.relay (app, channel, body)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[])"
+        );
+        execute(&tx, &sql, &[&apps, &channels, &bodies]).await?;
+        tx.commit().await?;
+        Ok(taken.len())
     }
 
     async fn sweep_relay(&self, keep_ms: i64) -> Result<u64, StoreError> {

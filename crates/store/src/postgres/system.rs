@@ -86,6 +86,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     super::console::MIGRATION,
     super::limits::MIGRATION,
     super::relay::MIGRATION,
+    super::relay::PRESENCE_MIGRATION,
 ];
 
 const ADMIN_TOKEN_HASH: &str = "admin_token_hash";

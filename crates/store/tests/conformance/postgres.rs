@@ -300,3 +300,93 @@ async fn relayed_messages_are_read_in_commit_order_from_where_a_node_starts() {
     assert!(page.messages.is_empty());
     assert_eq!(page.reached, last);
 }
+
+/// Presence shared by nodes: a member's change is written with the message telling the
+/// others; a page reads every node's members; a node whose lease ran out has its members taken
+/// out, a leave relayed for each, by one node only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_shared_by_nodes_goes_with_a_node_or_its_lease() {
+    use cloudlet_store::{Present, Relay};
+    let url = TestServer::shared().database();
+    let (a, b) = (
+        Postgres::open(options(url.clone())).await.unwrap(),
+        Postgres::open(options(url.clone())).await.unwrap(),
+    );
+    let shop = app("shop");
+    let start = b.relay_end().await.unwrap();
+    let member = |node: &str, n: u8| Present {
+        app: shop.clone(),
+        channel: "room:1".into(),
+        member: format!("{node}-{n}"),
+        user: Some(format!("usr_{n}")),
+        state: format!("{{\"n\":{n}}}"),
+    };
+    a.renew_node("node-a", 60_000).await.unwrap();
+    // Node B's lease is already over.
+    b.renew_node("node-b", -1).await.unwrap();
+    for n in 0..3 {
+        a.present("node-a", &member("a", n), "join").await.unwrap();
+    }
+    b.present("node-b", &member("b", 0), "join").await.unwrap();
+    // A new state replaces the old.
+    let mut again = member("a", 0);
+    again.state = "{\"n\":9}".into();
+    a.present("node-a", &again, "join").await.unwrap();
+    a.absent(&shop, "room:1", "a-1", "leave").await.unwrap();
+    // Absent twice: no second message.
+    a.absent(&shop, "room:1", "a-1", "leave").await.unwrap();
+
+    let page = b.presence_page(&shop, "room:1", None, 2).await.unwrap();
+    assert_eq!(page.count, 3);
+    let members: Vec<(&str, &str)> = page
+        .members
+        .iter()
+        .map(|p| (p.member.as_str(), p.state.as_str()))
+        .collect();
+    assert_eq!(members, [("a-0", "{\"n\":9}"), ("a-2", "{\"n\":2}")]);
+    let rest = b
+        .presence_page(&shop, "room:1", Some("a-2"), 2)
+        .await
+        .unwrap();
+    assert_eq!(rest.members.len(), 1);
+    assert_eq!(rest.members[0].user.as_deref(), Some("usr_0"));
+
+    // Both nodes look for leases run out: node B's member is taken out once.
+    let leave = |p: &Present| format!("leave {}", p.member);
+    let taken = a.drop_node(None, &leave).await.unwrap() + b.drop_node(None, &leave).await.unwrap();
+    assert_eq!(taken, 1);
+    assert_eq!(
+        b.presence_page(&shop, "room:1", None, 10)
+            .await
+            .unwrap()
+            .count,
+        2
+    );
+    // Node A stops: its members go.
+    assert_eq!(a.drop_node(Some("node-a"), &leave).await.unwrap(), 2);
+    assert_eq!(
+        b.presence_page(&shop, "room:1", None, 10)
+            .await
+            .unwrap()
+            .count,
+        0
+    );
+
+    let relayed = b.relayed_after(start, 100).await.unwrap();
+    let mut bodies: Vec<&str> = relayed.messages.iter().map(|m| m.body.as_str()).collect();
+    bodies.sort_unstable();
+    assert_eq!(
+        bodies,
+        [
+            "join",
+            "join",
+            "join",
+            "join",
+            "join",
+            "leave",
+            "leave a-0",
+            "leave a-2",
+            "leave b-0"
+        ]
+    );
+}
