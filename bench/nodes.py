@@ -38,7 +38,10 @@ SETTINGS = "[auth]\nlogins_per_ip_per_minute = 1000000\nlogins_per_app_per_minut
 
 
 def shared_settings(key_file):
-    return f"master_key_file = {json.dumps(key_file)}\n[database]\nshared = true\n" + SETTINGS
+    # Shared nodes share their files too: a directory beside the key, as a mounted volume.
+    files = os.path.join(os.path.dirname(key_file), "files")
+    return (f"master_key_file = {json.dumps(key_file)}\n[database]\nshared = true\n"
+            f"[files]\nurl = {json.dumps('file://' + files)}\n" + SETTINGS)
 
 
 def database(pg, name):

@@ -50,6 +50,8 @@ pub struct PresentPage {
 
 /// What a presence change relays for the others: the body of a leave of `Present`.
 pub type LeaveBody<'a> = &'a (dyn Fn(&Present) -> String + Sync);
+/// The body of a join (`true`) or a leave (`false`) of `Present`.
+pub type ChangeBody<'a> = &'a (dyn Fn(&Present, bool) -> String + Sync);
 
 #[async_trait]
 pub trait Relay: Send + Sync {
@@ -95,11 +97,23 @@ pub trait Relay: Send + Sync {
     ) -> Result<PresentPage, StoreError>;
     /// Says node `node` lives for `lease_ms` more (by the database's clock).
     async fn renew_node(&self, node: &str, lease_ms: i64) -> Result<(), StoreError>;
-    /// Takes out of every presence the members of node `node` (`None`: of every node whose
-    /// lease ran out) and relays a leave for each (`leave`), in one transaction; how many.
-    async fn drop_node(
+    /// Renews node `node`'s lease and makes its rows of presence `members` (what it holds in
+    /// memory), relaying a join or a leave (`body`) for each row it adds, changes or removes,
+    /// in one transaction: whatever a lost write or a lapsed lease left wrong is made right.
+    /// How many rows changed.
+    async fn sync_node(
         &self,
-        node: Option<&str>,
-        leave: LeaveBody<'_>,
+        node: &str,
+        lease_ms: i64,
+        members: &[Present],
+        body: ChangeBody<'_>,
     ) -> Result<usize, StoreError>;
+    /// Takes node `node` out: its lease, and its members out of every presence, relaying a
+    /// leave for each (`leave`), in one transaction; how many members.
+    async fn drop_node(&self, node: &str, leave: LeaveBody<'_>) -> Result<usize, StoreError>;
+    /// The same for every node but `me` whose lease ran out, and for members of nodes that
+    /// hold no lease; how many members.
+    async fn drop_gone(&self, me: &str, leave: LeaveBody<'_>) -> Result<usize, StoreError>;
+    /// Takes every member of `app` out of every presence (the app was deleted).
+    async fn forget_presence(&self, app: &AppName) -> Result<(), StoreError>;
 }

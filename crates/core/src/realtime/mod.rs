@@ -378,7 +378,7 @@ struct Registry {
     held: HashMap<AppName, Held>,
     /// Where this node's presence changes go to be told to the other nodes (when it shares
     /// its database: [`relay`]).
-    presence_out: Option<mpsc::UnboundedSender<relay::PresenceOut>>,
+    presence_out: Option<mpsc::Sender<relay::PresenceOut>>,
 }
 
 /// What one app's channels hold, against its limits.
@@ -541,7 +541,7 @@ impl Registry {
             let held = self.held.entry(app.clone()).or_default();
             held.presence = held.presence.saturating_sub(gone.size());
             if let Some(out) = &self.presence_out {
-                let _ = out.send(relay::PresenceOut::Leave {
+                let _ = out.try_send(relay::PresenceOut::Leave {
                     app: app.clone(),
                     channel: channel.clone(),
                     member: member.to_owned(),
@@ -1111,6 +1111,10 @@ impl Hub {
             registry.channels.retain(|(of, _), _| of != app);
             registry.held.remove(app);
             lock(&self.0.settings).remove(app);
+            // Its presence on every node goes too (this node's members leave no diff).
+            if let Some(out) = &registry.presence_out {
+                let _ = out.try_send(relay::PresenceOut::ForgetApp(app.clone()));
+            }
         }
         let Some(ids) = registry.by_app.get(app).cloned() else {
             return;

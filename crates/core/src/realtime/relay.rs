@@ -39,8 +39,14 @@ const REMEMBERED: usize = 4096;
 /// How long the relay keeps a message: every node has read it well before.
 const KEEP_MS: i64 = 60_000;
 
+/// How many presence changes may wait to be written: past that they are dropped, and the
+/// next lease tick writes what this node holds (see [`Hub::keep_lease`]).
+const PRESENCE_QUEUE: usize = 10_000;
+
 /// A change of this node's presence, to write and tell the other nodes.
 pub(super) enum PresenceOut {
+    /// The app was deleted: every node's members of it go.
+    ForgetApp(AppName),
     Join {
         app: AppName,
         channel: ChannelName,
@@ -106,7 +112,7 @@ impl Hub {
         relay.renew_node(&self.0.relay_node, lease_ms).await?;
         let end = relay.relay_end().await?;
         self.0.relay_tail.lock().await.at.get_or_insert(end);
-        let (out, changes) = mpsc::unbounded_channel();
+        let (out, changes) = mpsc::channel(PRESENCE_QUEUE);
         self.0.registry.lock().await.presence_out = Some(out);
         tokio::spawn(write_presence(
             Arc::clone(relay),
@@ -123,18 +129,51 @@ impl Hub {
         Duration::from_millis(u64::try_from(lease / 3).unwrap_or(1).max(1))
     }
 
-    /// Renews this node's lease, and takes out of the presence the members of nodes whose
-    /// lease ran out, telling their watchers.
+    /// Renews this node's lease and writes what it holds of presence over what the database
+    /// has of it (a write lost, a queue full, a lease that lapsed while this node lived), then
+    /// takes out of the presence the members of nodes whose lease ran out, telling their
+    /// watchers.
     pub(super) async fn keep_lease(&self) {
         let Some(relay) = self.0.relay.get() else {
             return;
         };
         let lease_ms = self.0.relay_lease_ms.load(Ordering::Relaxed);
-        if let Err(e) = relay.renew_node(&self.0.relay_node, lease_ms).await {
-            tracing::warn!(error = %e, "could not renew this node's lease");
+        let held: Vec<Present> = {
+            let registry = self.0.registry.lock().await;
+            registry
+                .channels
+                .iter()
+                .flat_map(|((app, channel), state)| {
+                    state.members.iter().map(|(member, m)| Present {
+                        app: app.clone(),
+                        channel: channel.as_str().to_owned(),
+                        member: member.clone(),
+                        user: m.user.clone(),
+                        state: m.state.get().to_owned(),
+                    })
+                })
+                .collect()
+        };
+        let node = self.0.relay_node.as_str();
+        let body = |p: &Present, join: bool| {
+            presence_body(
+                node,
+                &p.member,
+                p.user.as_deref(),
+                join.then_some(p.state.as_str()),
+            )
+        };
+        match relay.sync_node(node, lease_ms, &held, &body).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "this node's presence was written again"),
+            Err(e) => {
+                // Not renewed: this node takes nobody else out meanwhile.
+                tracing::warn!(error = %e, "could not renew this node's lease");
+                return;
+            }
         }
         let leave = |p: &Present| presence_body("", &p.member, p.user.as_deref(), None);
-        match relay.drop_node(None, &leave).await {
+        match relay.drop_gone(node, &leave).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(members = n, "members of a node gone left their channels");
@@ -149,7 +188,7 @@ impl Hub {
         if let Some(relay) = self.0.relay.get() {
             let leave =
                 |p: &Present| presence_body(&self.0.relay_node, &p.member, p.user.as_deref(), None);
-            if let Err(e) = relay.drop_node(Some(&self.0.relay_node), &leave).await {
+            if let Err(e) = relay.drop_node(&self.0.relay_node, &leave).await {
                 tracing::warn!(error = %e, "could not take this node's members out of presence");
             }
         }
@@ -165,6 +204,11 @@ impl Hub {
     ) -> Result<PresencePage, RealtimeError> {
         let Some(relay) = self.0.relay.get() else {
             return Err(RealtimeError::Closed);
+        };
+        // Member ids are hex: nothing follows a place with a NUL (which the database refuses).
+        let after = match after {
+            Some(after) if after.contains('\0') => Some("\u{10ffff}"),
+            other => other,
         };
         let page = relay
             .presence_page(app, channel.as_str(), after, limit + 1)
@@ -368,10 +412,14 @@ async fn write_presence(
     relay: Arc<dyn Relay>,
     node: String,
     bell: Option<Arc<dyn cloudlet_store::Bell>>,
-    mut changes: mpsc::UnboundedReceiver<PresenceOut>,
+    mut changes: mpsc::Receiver<PresenceOut>,
 ) {
     while let Some(change) = changes.recv().await {
         let (app, written) = match change {
+            PresenceOut::ForgetApp(app) => {
+                let written = relay.forget_presence(&app).await;
+                (app, written)
+            }
             PresenceOut::Join {
                 app,
                 channel,

@@ -470,7 +470,7 @@ impl Hub {
                 held.presence = held.presence.saturating_sub(was) + member.size();
                 let frame = presence_frame(&channel, &member_id, Some(&member));
                 if let Some(out) = presence_out.as_ref() {
-                    let _ = out.send(super::relay::PresenceOut::Join {
+                    let _ = out.try_send(super::relay::PresenceOut::Join {
                         app: connection.app.clone(),
                         channel: channel.clone(),
                         member: member_id.clone(),
@@ -487,7 +487,7 @@ impl Hub {
                 };
                 held.presence = held.presence.saturating_sub(was);
                 if let Some(out) = presence_out.as_ref() {
-                    let _ = out.send(super::relay::PresenceOut::Leave {
+                    let _ = out.try_send(super::relay::PresenceOut::Leave {
                         app: connection.app.clone(),
                         channel: channel.clone(),
                         member: member_id.clone(),

@@ -486,10 +486,14 @@ async fn one_node_per_database_and_a_node_with_another_master_key_is_refused() {
     assert!(err.to_string().contains("another Cloudlet node"), "{err}");
     // Nor a node that would share it: it would ring nobody who listens.
     let shared = tempfile::tempdir().unwrap();
+    let files = format!("file://{}", shared.path().join("files").display());
     let err = on(&url)
         .data_dir(shared.path())
         .master_key(K1)
-        .config(|c| c.database.shared = true)
+        .config(move |c| {
+            c.database.shared = true;
+            c.files.url = files;
+        })
         .try_start()
         .await
         .err()

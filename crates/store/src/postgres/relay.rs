@@ -13,7 +13,9 @@ use async_trait::async_trait;
 
 use super::records::XMIN;
 use super::{Postgres, SYSTEM_SCHEMA, execute, relax_commit, row, rows};
-use crate::relay::{LeaveBody, Present, PresentPage, Relay, RelayPage, Relayed};
+use std::collections::{HashMap, HashSet};
+
+use crate::relay::{ChangeBody, LeaveBody, Present, PresentPage, Relay, RelayPage, Relayed};
 use crate::{AppName, LogPosition, StoreError};
 
 /// The control plane's step that adds the table.
@@ -245,65 +247,135 @@ impl Relay for Postgres {
         Ok(())
     }
 
-    async fn drop_node(
+    async fn sync_node(
         &self,
-        node: Option<&str>,
-        leave: LeaveBody<'_>,
+        node: &str,
+        lease_ms: i64,
+        members: &[Present],
+        body: ChangeBody<'_>,
     ) -> Result<usize, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        // Whichever node deletes a lease takes its members out: one relays their leaves.
-        let gone: Vec<String> = match node {
-            Some(node) => {
-                let sql = format!("DELETE FROM {SYSTEM_SCHEMA}.nodes WHERE node = $1");
-                execute(&tx, &sql, &[&node]).await?;
-                vec![node.to_owned()]
-            }
-            None => {
-                let sql = format!(
-                    "DELETE FROM {SYSTEM_SCHEMA}.nodes WHERE expires_at < {NOW_MS} RETURNING node"
-                );
-                rows(&tx, &sql, &[])
-                    .await?
-                    .iter()
-                    .map(|r| r.try_get(0))
-                    .collect::<Result<_, _>>()?
-            }
-        };
-        if gone.is_empty() {
-            return Ok(0);
-        }
         let sql = format!(
-            "DELETE FROM {SYSTEM_SCHEMA}.presence WHERE node = ANY($1)
+            "INSERT INTO {SYSTEM_SCHEMA}.nodes (node, expires_at) VALUES ($1, {NOW_MS} + $2)
+             ON CONFLICT (node) DO UPDATE SET expires_at = excluded.expires_at"
+        );
+        execute(&tx, &sql, &[&node, &lease_ms]).await?;
+        let sql = format!(
+            "SELECT app, channel, member, user_id, state FROM {SYSTEM_SCHEMA}.presence
+             WHERE node = $1 FOR UPDATE"
+        );
+        let mut stored: HashMap<(String, String, String), (Option<String>, String)> =
+            HashMap::new();
+        for r in rows(&tx, &sql, &[&node]).await? {
+            stored.insert(
+                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?),
+                (r.try_get(3)?, r.try_get(4)?),
+            );
+        }
+        let mut changes: Vec<(&Present, bool)> = Vec::new();
+        let mut kept = HashSet::new();
+        for present in members {
+            let key = (
+                present.app.as_str().to_owned(),
+                present.channel.clone(),
+                present.member.clone(),
+            );
+            let same = stored
+                .get(&key)
+                .is_some_and(|(user, state)| *user == present.user && *state == present.state);
+            if !same {
+                changes.push((present, true));
+            }
+            kept.insert(key);
+        }
+        let gone: Vec<Present> = stored
+            .into_iter()
+            .filter(|(key, _)| !kept.contains(key))
+            .filter_map(|((app, channel, member), (user, state))| {
+                Some(Present {
+                    app: AppName::parse(&app).ok()?,
+                    channel,
+                    member,
+                    user,
+                    state,
+                })
+            })
+            .collect();
+        changes.extend(gone.iter().map(|p| (p, false)));
+        let upsert = format!(
+            "INSERT INTO {SYSTEM_SCHEMA}.presence (app, channel, member, node, user_id, state)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (app, channel, member)
+             DO UPDATE SET node = excluded.node, user_id = excluded.user_id, state = excluded.state"
+        );
+        let delete = format!(
+            "DELETE FROM {SYSTEM_SCHEMA}.presence
+             WHERE app = $1 AND channel = $2 AND member = $3 AND node = $4"
+        );
+        for (present, join) in &changes {
+            let app = present.app.as_str();
+            if *join {
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+                    &app,
+                    &present.channel,
+                    &present.member,
+                    &node,
+                    &present.user,
+                    &present.state,
+                ];
+                execute(&tx, &upsert, &params).await?;
+            } else {
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                    [&app, &present.channel, &present.member, &node];
+                execute(&tx, &delete, &params).await?;
+            }
+            let text = body(present, *join);
+            execute(&tx, &insert_relayed(), &[&app, &present.channel, &text]).await?;
+        }
+        tx.commit().await?;
+        Ok(changes.len())
+    }
+
+    async fn drop_node(&self, node: &str, leave: LeaveBody<'_>) -> Result<usize, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let sql = format!("DELETE FROM {SYSTEM_SCHEMA}.nodes WHERE node = $1");
+        execute(&tx, &sql, &[&node]).await?;
+        let sql = format!(
+            "DELETE FROM {SYSTEM_SCHEMA}.presence WHERE node = $1
              RETURNING app, channel, member, user_id, state"
         );
-        let mut taken = Vec::new();
-        for r in rows(&tx, &sql, &[&gone]).await? {
-            let app: String = r.try_get(0)?;
-            let Ok(app) = AppName::parse(&app) else {
-                continue;
-            };
-            taken.push(Present {
-                app,
-                channel: r.try_get(1)?,
-                member: r.try_get(2)?,
-                user: r.try_get(3)?,
-                state: r.try_get(4)?,
-            });
-        }
-        let (mut apps, mut channels, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
-        for present in &taken {
-            apps.push(present.app.as_str());
-            channels.push(present.channel.as_str());
-            bodies.push(leave(present));
-        }
-        let sql = format!(
-            "INSERT INTO {SYSTEM_SCHEMA}.relay (app, channel, body)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[])"
-        );
-        execute(&tx, &sql, &[&apps, &channels, &bodies]).await?;
+        let taken = presents(rows(&tx, &sql, &[&node]).await?)?;
+        relay_leaves(&tx, &taken, leave).await?;
         tx.commit().await?;
         Ok(taken.len())
+    }
+
+    async fn drop_gone(&self, me: &str, leave: LeaveBody<'_>) -> Result<usize, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Whichever node deletes a lease takes its members out: one relays their leaves.
+        let sql =
+            format!("DELETE FROM {SYSTEM_SCHEMA}.nodes WHERE expires_at < {NOW_MS} AND node <> $1");
+        execute(&tx, &sql, &[&me]).await?;
+        let sql = format!(
+            "DELETE FROM {SYSTEM_SCHEMA}.presence p
+             WHERE p.node <> $1
+               AND NOT EXISTS (SELECT 1 FROM {SYSTEM_SCHEMA}.nodes n WHERE n.node = p.node)
+             RETURNING app, channel, member, user_id, state"
+        );
+        let taken = presents(rows(&tx, &sql, &[&me]).await?)?;
+        relay_leaves(&tx, &taken, leave).await?;
+        tx.commit().await?;
+        Ok(taken.len())
+    }
+
+    async fn forget_presence(&self, app: &AppName) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let sql = format!("DELETE FROM {SYSTEM_SCHEMA}.presence WHERE app = $1");
+        execute(&client, &sql, &[&app.as_str()]).await?;
+        Ok(())
     }
 
     async fn sweep_relay(&self, keep_ms: i64) -> Result<u64, StoreError> {
@@ -315,4 +387,47 @@ impl Relay for Postgres {
         );
         execute(&client, &sql, &[&keep_ms]).await
     }
+}
+
+/// Rows of `presence` as read (`app, channel, member, user_id, state`); those of an app whose
+/// name is unreadable left out.
+fn presents(found: Vec<tokio_postgres::Row>) -> Result<Vec<Present>, StoreError> {
+    let mut taken = Vec::new();
+    for r in found {
+        let app: String = r.try_get(0)?;
+        let Ok(app) = AppName::parse(&app) else {
+            continue;
+        };
+        taken.push(Present {
+            app,
+            channel: r.try_get(1)?,
+            member: r.try_get(2)?,
+            user: r.try_get(3)?,
+            state: r.try_get(4)?,
+        });
+    }
+    Ok(taken)
+}
+
+/// Relays a leave for each of `taken`, in one statement.
+async fn relay_leaves(
+    tx: &deadpool_postgres::Transaction<'_>,
+    taken: &[Present],
+    leave: LeaveBody<'_>,
+) -> Result<(), StoreError> {
+    if taken.is_empty() {
+        return Ok(());
+    }
+    let (mut apps, mut channels, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
+    for present in taken {
+        apps.push(present.app.as_str());
+        channels.push(present.channel.as_str());
+        bodies.push(leave(present));
+    }
+    let sql = format!(
+        "INSERT INTO {SYSTEM_SCHEMA}.relay (app, channel, body)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[])"
+    );
+    execute(tx, &sql, &[&apps, &channels, &bodies]).await?;
+    Ok(())
 }

@@ -351,9 +351,12 @@ async fn presence_shared_by_nodes_goes_with_a_node_or_its_lease() {
     assert_eq!(rest.members.len(), 1);
     assert_eq!(rest.members[0].user.as_deref(), Some("usr_0"));
 
-    // Both nodes look for leases run out: node B's member is taken out once.
+    // Both nodes look for leases run out: node B's member is taken out once, and a node never
+    // takes itself out.
     let leave = |p: &Present| format!("leave {}", p.member);
-    let taken = a.drop_node(None, &leave).await.unwrap() + b.drop_node(None, &leave).await.unwrap();
+    let taken = a.drop_gone("node-a", &leave).await.unwrap()
+        + b.drop_gone("node-b", &leave).await.unwrap()
+        + a.drop_gone("node-a", &leave).await.unwrap();
     assert_eq!(taken, 1);
     assert_eq!(
         b.presence_page(&shop, "room:1", None, 10)
@@ -362,8 +365,38 @@ async fn presence_shared_by_nodes_goes_with_a_node_or_its_lease() {
             .count,
         2
     );
+    // Node B, alive after all, writes what it holds back (its member, and a new one).
+    let body =
+        |p: &Present, join: bool| format!("{} {}", if join { "sync" } else { "gone" }, p.member);
+    let held = [member("b", 0), member("b", 1)];
+    assert_eq!(
+        b.sync_node("node-b", 60_000, &held, &body).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        b.sync_node("node-b", 60_000, &held, &body).await.unwrap(),
+        0,
+        "in step"
+    );
+    assert_eq!(
+        b.sync_node("node-b", 60_000, &held[..1], &body)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        b.presence_page(&shop, "room:1", None, 10)
+            .await
+            .unwrap()
+            .count,
+        3
+    );
     // Node A stops: its members go.
-    assert_eq!(a.drop_node(Some("node-a"), &leave).await.unwrap(), 2);
+    assert_eq!(a.drop_node("node-a", &leave).await.unwrap(), 2);
+    let left = b.presence_page(&shop, "room:1", None, 10).await.unwrap();
+    assert_eq!(left.count, 1);
+    // The app is deleted: its presence goes on every node.
+    b.forget_presence(&shop).await.unwrap();
     assert_eq!(
         b.presence_page(&shop, "room:1", None, 10)
             .await
@@ -375,18 +408,19 @@ async fn presence_shared_by_nodes_goes_with_a_node_or_its_lease() {
     let relayed = b.relayed_after(start, 100).await.unwrap();
     let mut bodies: Vec<&str> = relayed.messages.iter().map(|m| m.body.as_str()).collect();
     bodies.sort_unstable();
-    assert_eq!(
-        bodies,
-        [
-            "join",
-            "join",
-            "join",
-            "join",
-            "join",
-            "leave",
-            "leave a-0",
-            "leave a-2",
-            "leave b-0"
-        ]
-    );
+    let expected = [
+        "gone b-1",
+        "join",
+        "join",
+        "join",
+        "join",
+        "join",
+        "leave",
+        "leave a-0",
+        "leave a-2",
+        "leave b-0",
+        "sync b-0",
+        "sync b-1",
+    ];
+    assert_eq!(bodies, expected);
 }
