@@ -312,11 +312,10 @@ async fn open_storage(config: &Config, options: &StartOptions) -> Result<Storage
         let postgres = Arc::new(postgres);
         // The claim lives with a connection: made again if the database restarts. The task
         // ends when the storage closes and gives the claim up.
-        tokio::spawn({
-            let postgres = Arc::clone(&postgres);
-            let shared = config.database.shared;
-            async move { postgres.keep_node_claim(shared).await }
-        });
+        tokio::spawn(Postgres::keep_node_claim(
+            Arc::downgrade(&postgres),
+            config.database.shared,
+        ));
         let shared = config.database.shared;
         let rates = shared.then(|| postgres.clone() as Arc<dyn RateStore>);
         let relay = shared.then(|| postgres.clone() as Arc<dyn Relay>);

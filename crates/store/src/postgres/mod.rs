@@ -267,20 +267,24 @@ impl Postgres {
     /// could start. Every few seconds the connection is looked at; once lost, the claim is made
     /// again as soon as the database answers. Should a node of the other kind have started in
     /// between, that is said loudly: one of them must be stopped. Ends when the claim is given
-    /// up (`release_sole_node`).
-    pub async fn keep_node_claim(&self, shared: bool) {
+    /// up (`release_sole_node`) or the store is gone (held weakly, so that a node that fails
+    /// to start lets its claim go with its store).
+    pub async fn keep_node_claim(store: std::sync::Weak<Postgres>, shared: bool) {
         let mut every = tokio::time::interval(NODE_CLAIM_CHECK);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            let lost = match super::sqlite::lock(&self.node_lock).as_ref() {
+            let Some(store) = store.upgrade() else {
+                return;
+            };
+            let lost = match super::sqlite::lock(&store.node_lock).as_ref() {
                 None => return,
                 Some(client) => client.is_closed(),
             };
             if !lost {
                 continue;
             }
-            match self.try_claim(shared).await {
+            match store.try_claim(shared).await {
                 Ok(true) => tracing::info!("the node's claim on the database was made again"),
                 Ok(false) => tracing::error!(
                     shared,
