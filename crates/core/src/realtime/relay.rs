@@ -274,8 +274,6 @@ impl Hub {
         let Some(relay) = self.0.relay.get() else {
             return Err(RealtimeError::Closed);
         };
-        // This node reads from before the message, so that it is delivered here too.
-        self.pull_relay().await?;
         let body = json!({ "from": from, "data": data }).to_string();
         let at = relay.relay(app, channel.as_str(), &body).await?;
         if let Some(bell) = self.0.bell.get() {

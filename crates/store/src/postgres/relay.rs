@@ -147,26 +147,8 @@ impl Relay for Postgres {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         relax_commit(&tx).await?;
-        let sql = format!(
-            "INSERT INTO {SYSTEM_SCHEMA}.presence (app, channel, member, node, user_id, state)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (app, channel, member)
-             DO UPDATE SET node = excluded.node, user_id = excluded.user_id, state = excluded.state"
-        );
+        put_present(&tx, node, present).await?;
         let app = present.app.as_str();
-        execute(
-            &tx,
-            &sql,
-            &[
-                &app,
-                &present.channel,
-                &present.member,
-                &node,
-                &present.user,
-                &present.state,
-            ],
-        )
-        .await?;
         execute(&tx, &insert_relayed(), &[&app, &present.channel, &body]).await?;
         tx.commit().await?;
         Ok(())
@@ -303,12 +285,6 @@ impl Relay for Postgres {
             })
             .collect();
         changes.extend(gone.iter().map(|p| (p, false)));
-        let upsert = format!(
-            "INSERT INTO {SYSTEM_SCHEMA}.presence (app, channel, member, node, user_id, state)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (app, channel, member)
-             DO UPDATE SET node = excluded.node, user_id = excluded.user_id, state = excluded.state"
-        );
         let delete = format!(
             "DELETE FROM {SYSTEM_SCHEMA}.presence
              WHERE app = $1 AND channel = $2 AND member = $3 AND node = $4"
@@ -316,15 +292,7 @@ impl Relay for Postgres {
         for (present, join) in &changes {
             let app = present.app.as_str();
             if *join {
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
-                    &app,
-                    &present.channel,
-                    &present.member,
-                    &node,
-                    &present.user,
-                    &present.state,
-                ];
-                execute(&tx, &upsert, &params).await?;
+                put_present(&tx, node, present).await?;
             } else {
                 let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
                     [&app, &present.channel, &present.member, &node];
@@ -429,5 +397,34 @@ async fn relay_leaves(
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[])"
     );
     execute(tx, &sql, &[&apps, &channels, &bodies]).await?;
+    Ok(())
+}
+
+/// Puts a member in its channel's presence as node `node`'s (or replaces its state).
+async fn put_present(
+    tx: &deadpool_postgres::Transaction<'_>,
+    node: &str,
+    present: &Present,
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO {SYSTEM_SCHEMA}.presence (app, channel, member, node, user_id, state)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (app, channel, member)
+         DO UPDATE SET node = excluded.node, user_id = excluded.user_id, state = excluded.state"
+    );
+    let app = present.app.as_str();
+    execute(
+        tx,
+        &sql,
+        &[
+            &app,
+            &present.channel,
+            &present.member,
+            &node,
+            &present.user,
+            &present.state,
+        ],
+    )
+    .await?;
     Ok(())
 }
