@@ -95,9 +95,7 @@ pub trait Relay: Send + Sync {
         after: Option<&str>,
         limit: usize,
     ) -> Result<PresentPage, StoreError>;
-    /// Says node `node` lives for `lease_ms` more (by the database's clock).
-    async fn renew_node(&self, node: &str, lease_ms: i64) -> Result<(), StoreError>;
-    /// Renews node `node`'s lease and makes its rows of presence `members` (what it holds in
+    /// Renews node `node`'s lease for `lease_ms` more (by the database's clock) and makes its rows of presence `members` (what it holds in
     /// memory), relaying a join or a leave (`body`) for each row it adds, changes or removes,
     /// in one transaction: whatever a lost write or a lapsed lease left wrong is made right.
     /// How many rows changed.

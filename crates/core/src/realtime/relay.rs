@@ -109,7 +109,11 @@ impl Hub {
         };
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1);
         self.0.relay_lease_ms.store(lease_ms, Ordering::Relaxed);
-        relay.renew_node(&self.0.relay_node, lease_ms).await?;
+        // A new node holds nobody yet: this only takes its lease.
+        let nobody = |_: &Present, _: bool| String::new();
+        relay
+            .sync_node(&self.0.relay_node, lease_ms, &[], &nobody)
+            .await?;
         let end = relay.relay_end().await?;
         self.0.relay_tail.lock().await.at.get_or_insert(end);
         let (out, changes) = mpsc::channel(PRESENCE_QUEUE);

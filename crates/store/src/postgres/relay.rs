@@ -219,16 +219,6 @@ impl Relay for Postgres {
         })
     }
 
-    async fn renew_node(&self, node: &str, lease_ms: i64) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        let sql = format!(
-            "INSERT INTO {SYSTEM_SCHEMA}.nodes (node, expires_at) VALUES ($1, {NOW_MS} + $2)
-             ON CONFLICT (node) DO UPDATE SET expires_at = excluded.expires_at"
-        );
-        execute(&client, &sql, &[&node, &lease_ms]).await?;
-        Ok(())
-    }
-
     async fn sync_node(
         &self,
         node: &str,

@@ -327,9 +327,10 @@ async fn presence_shared_by_nodes_goes_with_a_node_or_its_lease() {
         user: Some(format!("usr_{n}")),
         state: format!("{{\"n\":{n}}}"),
     };
-    a.renew_node("node-a", 60_000).await.unwrap();
+    let nobody = |_: &Present, _: bool| String::new();
+    a.sync_node("node-a", 60_000, &[], &nobody).await.unwrap();
     // Node B's lease is already over.
-    b.renew_node("node-b", -1).await.unwrap();
+    b.sync_node("node-b", -1, &[], &nobody).await.unwrap();
     for n in 0..3 {
         a.present("node-a", &member("a", n), "join").await.unwrap();
     }
