@@ -284,10 +284,14 @@ async fn what_a_node_cached_of_an_app_is_dropped_when_the_app_idles_out() {
         assert!(Instant::now() < deadline, "the app did not idle out");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(
-        t.listed("shop", &bob).await,
-        1,
-        "the rule read again after the app idled out"
-    );
+    // The caches go just after the database closes: a request in between may still find them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while t.listed("shop", &bob).await != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the rule was not read again after the app idled out"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     t.stop().await;
 }
