@@ -1764,6 +1764,13 @@ impl Data {
         })
     }
 
+    /// Rings for the app's event log to be read on this node only: a reader that starts
+    /// following it where it is in order may have later events waiting for an older
+    /// transaction, and it must read on when they are in order, with or without a later write.
+    pub fn ring_here(&self, app: &AppName) {
+        let _ = self.0.events.send(app.clone());
+    }
+
     /// Rings for the app's event log to be read: a write committed (its changes are in the
     /// log, which is what readers read).
     fn ring(&self, app: &AppName) {

@@ -234,6 +234,10 @@ impl Hub {
         }
         let end = self.0.data.log_bounds(app).await?.end();
         tails.insert(app.clone(), end);
+        // Events committed after `end` but waiting for an older transaction (on PostgreSQL)
+        // were rung before there was a tail to read on from: the hub reads on now, and keeps
+        // reading until they are in order.
+        self.0.data.ring_here(app);
         Ok(end)
     }
 

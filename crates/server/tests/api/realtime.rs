@@ -497,6 +497,52 @@ fn left_at(epoch: &Value, last: &Value) -> Value {
     json!({ "epoch": epoch, "seq": last["seq"], "pos": last["pos"] })
 }
 
+/// On PostgreSQL a committed change is read from the log only once every older transaction
+/// has ended (one may yet commit a change before it). A subscriber that starts meanwhile starts
+/// from before it, and gets it when that transaction ends, with no later write to ring for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_held_back_by_an_older_transaction_reaches_a_subscriber_that_came_meanwhile() {
+    use cloudlet_store::postgres::testing::TestServer;
+    let s = scene().await;
+    // On SQLite a change is in order as it commits: nothing holds it back.
+    let Some(url) = s.t.database.clone() else {
+        return;
+    };
+    let pg = TestServer::shared();
+    let db = TestServer::database_name(&url).to_owned();
+    // Short: an open transaction holds back every database's log on the server.
+    let hold = tokio::task::block_in_place(|| pg.session(&db, "BEGIN; SELECT txid_current();"));
+    let held = || {
+        tokio::task::block_in_place(|| {
+            pg.sql(
+                &db,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND application_name = 'psql' AND backend_xid IS NOT NULL",
+            )
+        })
+        .trim()
+            == "1"
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !held() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the transaction did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let record = s.create(&s.alice, json!({ "title": "held back" })).await;
+    let mut socket = s.open(&s.alice).await;
+    resume(&mut socket, "all", None, Value::Null).await;
+    tokio::task::block_in_place(|| hold.release()).expect("the holding session ran");
+    let change = next(&mut socket).await;
+    assert_eq!(
+        (&change["event"], &change["id"]),
+        (&json!("create"), &record["id"])
+    );
+    quiet(&mut socket).await;
+}
+
 #[tokio::test]
 async fn a_client_that_comes_back_gets_what_it_missed_once_in_order() {
     let s = scene().await;
