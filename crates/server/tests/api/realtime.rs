@@ -543,6 +543,37 @@ async fn a_change_held_back_by_an_older_transaction_reaches_a_subscriber_that_ca
     quiet(&mut socket).await;
 }
 
+/// A create its rule refuses, checked on the row as it goes in, leaves no event behind: the
+/// subscriber's first change is the next create that holds.
+#[tokio::test]
+async fn a_create_its_rule_refuses_is_no_change() {
+    let s = scene().await;
+    s.t.admin(Method::PUT, "/v1/admin/apps/notes/collections/todos")
+        .json(&json!({
+            "fields": [
+                { "name": "title", "type": "text" },
+                { "name": "done", "type": "bool", "default": false }
+            ],
+            "rules": { "create": "@auth.id != null && title != \"no\"" }
+        }))
+        .expect(StatusCode::OK)
+        .await;
+    let mut socket = s.open(&s.alice).await;
+    resume(&mut socket, "all", None, Value::Null).await;
+    s.t.request(Method::POST, "/v1/apps/notes/collections/todos/records")
+        .bearer_auth(&s.alice)
+        .json(&json!({ "title": "no" }))
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    let record = s.create(&s.alice, json!({ "title": "yes" })).await;
+    let change = next(&mut socket).await;
+    assert_eq!(
+        (&change["event"], &change["id"], &change["seq"]),
+        (&json!("create"), &record["id"], &json!(1))
+    );
+    quiet(&mut socket).await;
+}
+
 #[tokio::test]
 async fn a_client_that_comes_back_gets_what_it_missed_once_in_order() {
     let s = scene().await;

@@ -255,26 +255,37 @@ impl RecordStore for Postgres {
     ) -> Result<(), StoreError> {
         let s = schema(app);
         let mut client = self.app_client(app).await?;
-        let tx = client.transaction().await?;
-        // The record and its event at once: tokio-postgres pipelines statements awaited
-        // together, so the event costs no round trip of its own. Either failing fails the
-        // transaction; the insert's error (a conflict, a refused check) is the one told.
-        let (inserted, emitted) = tokio::join!(
-            insert_in(&tx, &s, collection, &record, &check),
-            emit_in(
-                &tx,
-                &s,
-                emit.as_ref(),
-                "create",
-                collection,
-                None,
-                Some(&record),
-            )
-        );
-        inserted?;
-        emitted?;
-        tx.commit().await?;
-        Ok(())
+        match emit {
+            // Trigger deliveries carry the event's sequence: a transaction, in which the
+            // record and its event go at once (tokio-postgres pipelines statements awaited
+            // together). Either failing fails it; the insert's error (a conflict, a refused
+            // check) is the one told.
+            Some(emit) if !emit.deliveries.is_empty() => {
+                let tx = client.transaction().await?;
+                let (inserted, emitted) = tokio::join!(
+                    insert_in(&tx, &s, collection, &record, &check, None),
+                    emit_in(
+                        &tx,
+                        &s,
+                        Some(&emit),
+                        "create",
+                        collection,
+                        None,
+                        Some(&record),
+                    )
+                );
+                inserted?;
+                emitted?;
+                tx.commit().await?;
+                Ok(())
+            }
+            // Otherwise one statement is its own transaction: the record, its check and its
+            // event in one round trip, where a transaction block takes three.
+            emit => {
+                let event = emit.map(|emit| Logged::of("create", collection, &record, &emit));
+                insert_in(&*client, &s, collection, &record, &check, event).await
+            }
+        }
     }
 
     async fn select(
@@ -359,7 +370,7 @@ impl RecordStore for Postgres {
                     check,
                     emit,
                 } => {
-                    insert_in(&tx, &s, &collection, &record, &check)
+                    insert_in(&tx, &s, &collection, &record, &check, None)
                         .await
                         .map_err(failed)?;
                     emit_in(
@@ -708,14 +719,60 @@ pub(super) async fn record_event(
     Ok(())
 }
 
-/// Inserts `record`, then requires `check` of it; the caller's transaction is dropped
-/// (rolled back) when the check fails.
+/// A write's event recorded by the write's own statement (one with no trigger deliveries,
+/// which need its sequence).
+struct Logged {
+    kind: String,
+    key: String,
+    payload: String,
+    depth: i64,
+    at_ms: i64,
+}
+
+impl Logged {
+    fn of(operation: &str, collection: &str, new: &Record, emit: &Emit) -> Logged {
+        let id = written_id(None, Some(new));
+        let (kind, key, payload) = event_of(operation, collection, &id, None, Some(new));
+        Logged {
+            kind,
+            key,
+            payload,
+            depth: emit.depth,
+            at_ms: emit.at_ms,
+        }
+    }
+
+    /// The common table expression that inserts it, its values pushed onto `values` (and
+    /// numbered after those already there).
+    fn insert(self, app: &str, values: &mut Vec<SqlValue>) -> String {
+        let first = values.len() + 1;
+        values.extend([
+            SqlValue::Text(self.kind),
+            SqlValue::Text(self.key),
+            SqlValue::Text(self.payload),
+            SqlValue::Int(self.depth),
+            SqlValue::Int(self.at_ms),
+        ]);
+        let placeholders: Vec<String> = (first..first + 5)
+            .map(|i| Dialect::Postgres.placeholder(i))
+            .collect();
+        format!(
+            "\"event:row\" AS (INSERT INTO {app}._events (kind, key, payload, depth, at) \
+             VALUES ({}))",
+            placeholders.join(", ")
+        )
+    }
+}
+
+/// Inserts `record`, then requires `check` of it, and records `event` in the same statement;
+/// the caller's transaction is dropped (rolled back) when the check fails.
 async fn insert_in(
     client: &impl Cached,
     app: &str,
     collection: &str,
     record: &Record,
     check: &Condition,
+    event: Option<Logged>,
 ) -> Result<(), StoreError> {
     let table = qualified(app, collection);
     let columns: Vec<String> = record.iter().map(|(name, _)| quote(name)).collect();
@@ -728,17 +785,25 @@ async fn insert_in(
         placeholders.join(", ")
     );
     let mut values: Vec<SqlValue> = record.iter().map(|(_, v)| v.clone()).collect();
+    // PostgreSQL runs a data-modifying common table expression whether or not the statement
+    // reads it, and a statement fails whole.
+    let event = event.map(|event| event.insert(app, &mut values));
     if check.is_always() {
+        let sql = match event {
+            Some(event) => format!("WITH {event} {insert}"),
+            None => insert,
+        };
         let inserted = params(&values);
-        dynamic_execute(client, &insert, &refs(&inserted)).await?;
+        dynamic_execute(client, &sql, &refs(&inserted)).await?;
         return Ok(());
     }
     // One statement: the row goes in, then the check is evaluated on it; when it does not
     // hold the statement fails (`check_failed()` raises), which undoes the insert with it.
     let (condition, checked) = check.to_sql(Dialect::Postgres, values.len());
     values.extend(checked);
+    let event = event.map(|event| format!(", {event}")).unwrap_or_default();
     let sql = format!(
-        "WITH {TABLE_ALIAS} AS ({insert} RETURNING *)
+        "WITH {TABLE_ALIAS} AS ({insert} RETURNING *){event}
          SELECT CASE WHEN {condition} THEN true ELSE {SYSTEM_SCHEMA}.check_failed() END
          FROM {TABLE_ALIAS}"
     );
