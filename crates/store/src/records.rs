@@ -200,21 +200,36 @@ impl EventRow {
     }
 }
 
-/// A stored record as JSON: its columns and their values as stored.
-pub(crate) fn record_value(record: &Record) -> serde_json::Value {
-    let mut object = serde_json::Map::new();
-    for (name, value) in record {
-        let value = match value {
-            SqlValue::Null => serde_json::Value::Null,
-            SqlValue::Bool(b) => serde_json::Value::Bool(*b),
-            SqlValue::Int(i) => serde_json::Value::from(*i),
-            SqlValue::Float(f) => serde_json::Number::from_f64(*f)
-                .map_or(serde_json::Value::Null, serde_json::Value::Number),
-            SqlValue::Text(t) => serde_json::Value::String(t.clone()),
-        };
-        object.insert(name.clone(), value);
+/// A stored record as JSON: its columns and their values as stored, written straight from
+/// the record (a JSON value built first would copy every name and text).
+struct StoredRecord<'a>(&'a Record);
+
+impl serde::Serialize for StoredRecord<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in self.0 {
+            match value {
+                SqlValue::Null => map.serialize_entry(name, &())?,
+                SqlValue::Bool(b) => map.serialize_entry(name, b)?,
+                SqlValue::Int(i) => map.serialize_entry(name, i)?,
+                // JSON has no NaN or infinity: serde_json writes them as null.
+                SqlValue::Float(f) => map.serialize_entry(name, f)?,
+                SqlValue::Text(t) => map.serialize_entry(name, t)?,
+            }
+        }
+        map.end()
     }
-    serde_json::Value::Object(object)
+}
+
+/// The payload of a record write's event.
+#[derive(serde::Serialize)]
+struct WritePayload<'a> {
+    collection: &'a str,
+    id: &'a str,
+    operation: &'a str,
+    old: Option<StoredRecord<'a>>,
+    new: Option<StoredRecord<'a>>,
 }
 
 /// The id of the record a write touched.
@@ -241,17 +256,18 @@ pub(crate) fn event_of(
     old: Option<&Record>,
     new: Option<&Record>,
 ) -> (String, String, String) {
-    let payload = serde_json::json!({
-        "collection": collection,
-        "id": id,
-        "operation": operation,
-        "old": old.map(record_value),
-        "new": new.map(record_value),
-    });
+    let payload = WritePayload {
+        collection,
+        id,
+        operation,
+        old: old.map(StoredRecord),
+        new: new.map(StoredRecord),
+    };
     (
         format!("records.{operation}"),
         format!("{collection}/{id}"),
-        payload.to_string(),
+        serde_json::to_string(&payload)
+            .unwrap_or_else(|_| unreachable!("a record's values are always JSON")),
     )
 }
 
@@ -471,3 +487,45 @@ pub trait RecordStore: Send + Sync {
 /// The log's kinds of realtime events.
 pub const REALTIME_CONNECTED: &str = "realtime.connect";
 pub const REALTIME_DISCONNECTED: &str = "realtime.disconnect";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_event_carries_the_record_as_stored() {
+        let old: Record = vec![
+            ("id".into(), SqlValue::Text("r1".into())),
+            ("title".into(), SqlValue::Text("say \"hi\" 你好\n".into())),
+            ("done".into(), SqlValue::Bool(false)),
+            ("n".into(), SqlValue::Int(i64::MIN)),
+            ("score".into(), SqlValue::Float(0.5)),
+            ("nan".into(), SqlValue::Float(f64::NAN)),
+            ("gone".into(), SqlValue::Null),
+        ];
+        let (kind, key, payload) = event_of("delete", "todos", "r1", Some(&old), None);
+        assert_eq!(
+            (kind.as_str(), key.as_str()),
+            ("records.delete", "todos/r1")
+        );
+        let payload: serde_json::Value = serde_json::from_str(&payload).unwrap();
+        assert_eq!(
+            payload,
+            serde_json::json!({
+                "collection": "todos",
+                "id": "r1",
+                "operation": "delete",
+                "old": {
+                    "id": "r1",
+                    "title": "say \"hi\" 你好\n",
+                    "done": false,
+                    "n": i64::MIN,
+                    "score": 0.5,
+                    "nan": null,
+                    "gone": null
+                },
+                "new": null
+            })
+        );
+    }
+}
