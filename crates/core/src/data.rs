@@ -1042,7 +1042,8 @@ impl Data {
         }
     }
 
-    /// Another node wrote to the app: its event log has more (rings this node's readers).
+    /// The app's event log may have more than this node's readers read (another node wrote
+    /// to it, or a reader starts following it): rings this node's readers, not other nodes.
     pub fn heard(&self, app: &AppName) {
         let _ = self.0.events.send(app.clone());
     }
@@ -1762,13 +1763,6 @@ impl Data {
             }
             Ok(())
         })
-    }
-
-    /// Rings for the app's event log to be read on this node only: a reader that starts
-    /// following it where it is in order may have later events waiting for an older
-    /// transaction, and it must read on when they are in order, with or without a later write.
-    pub fn ring_here(&self, app: &AppName) {
-        let _ = self.0.events.send(app.clone());
     }
 
     /// Rings for the app's event log to be read: a write committed (its changes are in the

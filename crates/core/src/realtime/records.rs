@@ -237,7 +237,7 @@ impl Hub {
         // Events committed after `end` but waiting for an older transaction (on PostgreSQL)
         // were rung before there was a tail to read on from: the hub reads on now, and keeps
         // reading until they are in order.
-        self.0.data.ring_here(app);
+        self.0.data.heard(app);
         Ok(end)
     }
 

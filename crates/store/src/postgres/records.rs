@@ -765,7 +765,8 @@ impl Logged {
 }
 
 /// Inserts `record`, then requires `check` of it, and records `event` in the same statement;
-/// the caller's transaction is dropped (rolled back) when the check fails.
+/// when the check fails the statement fails whole (and the caller's transaction, if any, is
+/// dropped: rolled back).
 async fn insert_in(
     client: &impl Cached,
     app: &str,
