@@ -189,11 +189,14 @@ fn order_by(dialect: Dialect, sort: &[SortKey]) -> String {
             format!("{} {direction}{}", quote(&k.column), nulls(k.descending))
         })
         .collect();
-    order.push(if ties_descending(sort) {
-        "\"id\" DESC".into()
-    } else {
-        "\"id\" ASC".into()
-    });
+    // `id` is never NULL, but PostgreSQL matches an index to an order by its NULLs too: said
+    // as the index has them, or the page is sorted from every row of its sort keys' last value.
+    let descending = ties_descending(sort);
+    order.push(format!(
+        "\"id\" {}{}",
+        if descending { "DESC" } else { "ASC" },
+        nulls(descending)
+    ));
     order.join(", ")
 }
 
@@ -266,5 +269,61 @@ fn keyset_after(
     match bound {
         Some(bound) => format!("({bound} AND ({}))", alternatives.join(" OR ")),
         None => format!("({})", alternatives.join(" OR ")),
+    }
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::*;
+    use crate::postgres::testing::TestServer;
+    use crate::records::{ColumnDef, Condition};
+
+    /// On PostgreSQL a page sorted on an indexed field, either way, is read from the index in
+    /// order, its `id` tie-break too: no sort of the rows that share the last sort value.
+    #[test]
+    fn a_page_sorted_on_an_indexed_field_is_read_from_the_index_either_way() {
+        let pg = TestServer::shared();
+        let url = pg.database();
+        let db = TestServer::database_name(&url);
+        let definition = TableDef {
+            columns: vec![ColumnDef {
+                name: "priority".into(),
+                column_type: ColumnType::Integer,
+                unique: false,
+            }],
+            indexes: vec![IndexDef {
+                columns: vec!["priority".into()],
+                unique: false,
+            }],
+        };
+        let table = super::table("todos");
+        let mut setup = create_table_sql(Dialect::Postgres, &table, "todos", &definition);
+        // Five priorities: a page of 20 is inside the rows of one.
+        setup.push(format!(
+            "INSERT INTO {table} (id, created_at, updated_at, owner, priority)
+             SELECT 'r' || g, g, g, 'u', g % 5 FROM generate_series(1, 5000) AS g"
+        ));
+        setup.push(format!("ANALYZE {table}"));
+        pg.sql(db, &(setup.join(";\n") + ";"));
+        for descending in [true, false] {
+            let select = Select {
+                condition: Condition::always(),
+                sort: vec![SortKey {
+                    column: "priority".into(),
+                    descending,
+                    never_null: false,
+                }],
+                after: None,
+                limit: 20,
+                offset: 0,
+                count: false,
+            };
+            let (sql, values) = listing_sql(Dialect::Postgres, &table, &select).page;
+            assert_eq!(values, [SqlValue::Int(20), SqlValue::Int(0)]);
+            let sql = sql.replace("$1", "20").replace("$2", "0");
+            let plan = pg.sql(db, &format!("SET enable_seqscan = off; EXPLAIN {sql}"));
+            assert!(plan.contains("Index Scan"), "{sql}\n{plan}");
+            assert!(!plan.contains("Sort"), "{sql}\n{plan}");
+        }
     }
 }
