@@ -51,7 +51,7 @@ fn blocking<T>(work: impl FnOnce() -> T) -> T {
 }
 
 /// Polls `done` every 20 ms until it holds; panics with `what` after `limit`.
-async fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) async fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
         assert!(Instant::now() < deadline, "waited {limit:?} for {what}");

@@ -529,14 +529,7 @@ async fn a_change_held_back_by_an_older_transaction_reaches_a_subscriber_that_ca
         .trim()
             == "1"
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !held() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the transaction did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::postgres::wait_until(Duration::from_secs(10), "the holding transaction", held).await;
     let record = s.create(&s.alice, json!({ "title": "held back" })).await;
     let mut socket = s.open(&s.alice).await;
     resume(&mut socket, "all", None, Value::Null).await;
