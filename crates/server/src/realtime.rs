@@ -307,8 +307,10 @@ async fn connect(
     state.apps().get(&app).await?;
     let upgrade = upgrade.map_err(|e| ApiError::new(Code::UpgradeRequired, e.body_text()))?;
     Ok(upgrade
-        // Small buffers: most sockets are idle most of the time.
-        .read_buffer_size(4 * 1024)
+        // Small buffers: most sockets are idle most of the time, and a client's messages are
+        // small (the read buffer is allocated for each socket up front; a larger frame grows
+        // it as it arrives).
+        .read_buffer_size(1024)
         .write_buffer_size(4 * 1024)
         // The library refuses what is far over the limit before buffering it; what is just
         // over is refused here, with its own close code.
@@ -648,6 +650,26 @@ impl Session {
     }
 
     async fn run(mut self, caller: Caller) {
+        // Every socket keeps this future for its life: what runs once, and what handles a
+        // client's message, are boxed, so that it is only as large as waiting needs.
+        let Some((id, caller, first, mut outbound)) = Box::pin(self.open(caller)).await else {
+            return;
+        };
+        self.serve(id, caller, first, &mut outbound).await;
+        self.hub.disconnect(id).await;
+    }
+
+    /// Authenticates the caller (when the upgrade did not), registers the socket and checks
+    /// the session once more; `None` when the socket was refused and closed.
+    async fn open(
+        &mut self,
+        caller: Caller,
+    ) -> Option<(
+        ConnectionId,
+        Caller,
+        Option<ClientMessage>,
+        tokio::sync::mpsc::Receiver<Outbound>,
+    )> {
         let (caller, first) = match caller {
             Caller::Anonymous => {
                 let anonymous = match self.hub.settings(&self.app).await {
@@ -655,17 +677,14 @@ impl Session {
                     Err(e) => {
                         self.refuse(e.into(), None).await;
                         self.close(1011, "internal_error").await;
-                        return;
+                        return None;
                     }
                 };
-                match self.first_auth(anonymous).await {
-                    Some(first) => first,
-                    None => return,
-                }
+                self.first_auth(anonymous).await?
             }
             caller => (caller, None),
         };
-        let (id, mut outbound) = match self.hub.connect(&self.app, &caller).await {
+        let (id, outbound) = match self.hub.connect(&self.app, &caller).await {
             Ok(connected) => {
                 self.cut = connected.cut;
                 (connected.id, connected.outbound)
@@ -673,7 +692,7 @@ impl Session {
             Err(e) => {
                 self.refuse(e.into(), None).await;
                 self.close(4009, "too_many_connections").await;
-                return;
+                return None;
             }
         };
         // A revocation between the token's check and the registration found no socket to close.
@@ -681,10 +700,9 @@ impl Session {
             self.hub.disconnect(id).await;
             self.close(Close::SessionRevoked.code(), Close::SessionRevoked.reason())
                 .await;
-            return;
+            return None;
         }
-        self.serve(id, caller, first, &mut outbound).await;
-        self.hub.disconnect(id).await;
+        Some((id, caller, first, outbound))
     }
 
     async fn serve(
@@ -700,7 +718,7 @@ impl Session {
         let expiry = tokio::time::sleep_until(expires(&caller, self.hub.now_ms()));
         tokio::pin!(expiry);
         if let Some(first) = first
-            && !self.handle(id, &mut caller, first, expiry.as_mut()).await
+            && !Box::pin(self.handle(id, &mut caller, first, expiry.as_mut())).await
         {
             return;
         }
@@ -737,7 +755,9 @@ impl Session {
                     }
                     match parse(&text) {
                         Ok(message) => {
-                            if !self.handle(id, &mut caller, message, expiry.as_mut()).await {
+                            if !Box::pin(self.handle(id, &mut caller, message, expiry.as_mut()))
+                                .await
+                            {
                                 return;
                             }
                         }
