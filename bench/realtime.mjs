@@ -270,6 +270,9 @@ function serverClosed(localPort) {
 async function slowConsumer(token, fanSmall) {
   // One more socket joins the fan-out channel and a channel of its own, then stops reading;
   // its own channel gets `flood_rate` messages of 32 KiB a second, so that its buffers fill.
+  // The same fan-out is measured first with the flood on and the socket still reading (the
+  // control): what the flood's publishing costs on the shared processors, apart from the
+  // socket that stops.
   const before = rssKib(s.server_pid);
   let peak = before;
   const sampler = setInterval(() => { peak = Math.max(peak, rssKib(s.server_pid)); }, 100);
@@ -277,8 +280,6 @@ async function slowConsumer(token, fanSmall) {
   await subscribe(slow, 'fa', 'f:a');
   await subscribe(slow, 's', 's:slow');
   const localPort = slow.ws._socket.localPort;
-  slow.ws._socket.pause();
-  const paused = now();
   let flooding = true, flooded = 0;
   const big = 'y'.repeat(32 * 1024 - 64);
   const flood = (async () => {
@@ -290,6 +291,10 @@ async function slowConsumer(token, fanSmall) {
       await sleep(Math.max(0, gap - (now() - t)));
     }
   })();
+  await sleep(1000);
+  const control = await fanout('f:a', fanSmall, s.publishes, s.gap_ms, slow);
+  slow.ws._socket.pause();
+  const paused = now();
   // Its kernel buffers fill first (about 4 MB on loopback here); measure once they have.
   await sleep(s.fill_seconds * 1000);
   const withSlow = await fanout('f:a', fanSmall, s.publishes, s.gap_ms, slow);
@@ -310,7 +315,7 @@ async function slowConsumer(token, fanSmall) {
   });
   if (slow.closed === null) slow.ws.terminate();
   return {
-    ...withSlow, flood_messages: flooded, flood_kib: flooded * 32, closed_after_secs: closedAfter === null ? null : +closedAfter.toFixed(2),
+    ...withSlow, control_p50_ms: control.p50_ms, control_p99_ms: control.p99_ms, flood_messages: flooded, flood_kib: flooded * 32, closed_after_secs: closedAfter === null ? null : +closedAfter.toFixed(2),
     close_code: code, rss_growth_kib: peak - before, waited_secs: s.slow_wait,
   };
 }
