@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{Postgres, execute, row, rows, schema};
+use super::{Postgres, execute, relax_commit, row, rows, schema};
 use crate::functions::{FunctionLogRow, FunctionRow, FunctionStore, FunctionVersionRow, LogQuery};
 use crate::{AppName, StoreError};
 
@@ -222,6 +222,8 @@ impl FunctionStore for Postgres {
         let s = schema(app);
         let mut client = self.app_client(app).await?;
         let tx = client.transaction().await?;
+        // Relaxed: logs lost to a crash of PostgreSQL are only logs.
+        relax_commit(&tx).await?;
         // Appends take turns (reads go on): ids are then committed in the order they are
         // drawn, as on SQLite's one writer.
         let sql = format!("LOCK TABLE {s}._function_logs IN EXCLUSIVE MODE");

@@ -448,7 +448,6 @@ pub(crate) async fn row(
     Ok(client.query_opt(&statement, params).await?)
 }
 
-/// Runs `sql`, prepared once per connection; returns how many rows it changed.
 /// Lets the current transaction commit without waiting for its WAL to reach the disk
 /// (`synchronous_commit = off` for it alone): for bookkeeping whose loss in a crash of
 /// PostgreSQL is harmless or repaired (a queue claim, a hint of due work). It never breaks the
@@ -468,6 +467,51 @@ pub(crate) async fn durable_commit(tx: &tokio_postgres::Transaction<'_>) -> Resu
     Ok(())
 }
 
+/// The rows of `sql` (prepared once per connection), run as a transaction of its own that
+/// commits relaxed, as [`relax_commit`] does, in one round trip (see [`relaxed`]).
+pub(crate) async fn relaxed_rows(
+    client: &deadpool_postgres::ClientWrapper,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, StoreError> {
+    let statement = client.prepare_cached(sql).await?;
+    relaxed(client, client.query(&statement, params)).await
+}
+
+/// Runs `sql` (prepared once per connection) as a transaction of its own that commits
+/// relaxed, in one round trip; returns how many rows it changed.
+pub(crate) async fn relaxed_execute(
+    client: &deadpool_postgres::ClientWrapper,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let statement = client.prepare_cached(sql).await?;
+    relaxed(client, client.execute(&statement, params)).await
+}
+
+/// Runs one prepared statement between a `BEGIN` that relaxes the commit and a `COMMIT`, all
+/// sent together: tokio-postgres pipelines requests that are polled at once, and `join3`
+/// polls them in order, so a relaxed statement costs the one round trip an ordinary one does
+/// (where `transaction()`, `relax_commit`, the statement and `commit()` take four). Should the
+/// statement fail, PostgreSQL answers the `COMMIT` of the aborted transaction with a rollback;
+/// should the caller stop waiting, all three were sent: either way the connection is left idle.
+async fn relaxed<T>(
+    client: &deadpool_postgres::ClientWrapper,
+    statement: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, StoreError> {
+    let (begun, done, committed) = futures_util::future::join3(
+        client.batch_execute("BEGIN; SET LOCAL synchronous_commit = off"),
+        statement,
+        client.batch_execute("COMMIT"),
+    )
+    .await;
+    begun?;
+    let done = done?;
+    committed?;
+    Ok(done)
+}
+
+/// Runs `sql`, prepared once per connection; returns how many rows it changed.
 pub(crate) async fn execute(
     client: &impl GenericClient,
     sql: &str,

@@ -18,10 +18,11 @@
 //! - the sweep skips rows that others hold: what it skips is swept next time.
 
 use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{Postgres, execute, relax_commit, row, rows, schema};
+use super::{Postgres, execute, relaxed_rows, row, rows, schema};
 use crate::queues::{
     Claimed, EXPIRED, Failed, MessageRow, MessageState, NewMessage, QueueRow, QueueStats,
     QueueStore, Sent,
@@ -89,6 +90,47 @@ fn message_from_row(r: &Row) -> Result<MessageRow, StoreError> {
         last_error: r.try_get(7)?,
         created_at_ms: r.try_get(8)?,
     })
+}
+
+/// Inserts the messages of a send that are not duplicates, in one statement.
+async fn insert_messages(
+    client: &impl GenericClient,
+    s: &str,
+    queue: &str,
+    now_ms: i64,
+    messages: &[NewMessage],
+    duplicates: &[Option<String>],
+) -> Result<(), StoreError> {
+    let mut ids = Vec::new();
+    let mut payloads = Vec::new();
+    let mut visible = Vec::new();
+    let mut attempts = Vec::new();
+    let mut depths = Vec::new();
+    for (message, duplicate) in messages.iter().zip(duplicates) {
+        if duplicate.is_none() {
+            ids.push(message.id.as_str());
+            payloads.push(message.payload.as_str());
+            visible.push(message.visible_at_ms);
+            attempts.push(message.max_attempts);
+            depths.push(message.depth);
+        }
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let insert = format!(
+        "INSERT INTO {s}._queue_messages (id, queue, payload, state, visible_at, attempt,
+             max_attempts, created_at, updated_at, depth)
+         SELECT m.id, $1, m.payload, 0, m.visible_at, 0, m.max_attempts, $2, $2, m.depth
+         FROM unnest($3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[])
+             WITH ORDINALITY AS m (id, payload, visible_at, max_attempts, depth, n)
+         ORDER BY m.n"
+    );
+    let params: [&(dyn ToSql + Sync); 7] = [
+        &queue, &now_ms, &ids, &payloads, &visible, &attempts, &depths,
+    ];
+    execute(client, &insert, &params).await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -162,7 +204,6 @@ impl QueueStore for Postgres {
     ) -> Result<Vec<Sent>, StoreError> {
         let s = schema(app);
         let mut client = self.app_client(app).await?;
-        let tx = client.transaction().await?;
         // The keys first, in key order (then message order, so that within a send the first
         // message of a key wins, as on SQLite): concurrent sends lock keys in one order.
         let mut keyed: Vec<(&str, usize)> = messages
@@ -172,6 +213,16 @@ impl QueueStore for Postgres {
             .collect();
         keyed.sort_unstable();
         let mut duplicates: Vec<Option<String>> = vec![None; messages.len()];
+        if keyed.is_empty() {
+            // Without keys one statement is the whole send, its own transaction: one round
+            // trip where a transaction block takes three.
+            insert_messages(&*client, &s, queue, now_ms, &messages, &duplicates).await?;
+            return Ok(messages
+                .into_iter()
+                .map(|message| Sent::Queued(message.id))
+                .collect());
+        }
+        let tx = client.transaction().await?;
         // Takes the key if it is new or expired; an unexpired key is left alone (and locked,
         // so that it can not expire or go before it is read below).
         let take = format!(
@@ -196,34 +247,7 @@ impl QueueStore for Postgres {
                 .try_get(0)?;
             duplicates[i] = Some(first);
         }
-        let mut ids = Vec::new();
-        let mut payloads = Vec::new();
-        let mut visible = Vec::new();
-        let mut attempts = Vec::new();
-        let mut depths = Vec::new();
-        for (message, duplicate) in messages.iter().zip(&duplicates) {
-            if duplicate.is_none() {
-                ids.push(message.id.as_str());
-                payloads.push(message.payload.as_str());
-                visible.push(message.visible_at_ms);
-                attempts.push(message.max_attempts);
-                depths.push(message.depth);
-            }
-        }
-        if !ids.is_empty() {
-            let insert = format!(
-                "INSERT INTO {s}._queue_messages (id, queue, payload, state, visible_at, attempt,
-                     max_attempts, created_at, updated_at, depth)
-                 SELECT m.id, $1, m.payload, 0, m.visible_at, 0, m.max_attempts, $2, $2, m.depth
-                 FROM unnest($3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[])
-                     WITH ORDINALITY AS m (id, payload, visible_at, max_attempts, depth, n)
-                 ORDER BY m.n"
-            );
-            let params: [&(dyn ToSql + Sync); 7] = [
-                &queue, &now_ms, &ids, &payloads, &visible, &attempts, &depths,
-            ];
-            execute(&tx, &insert, &params).await?;
-        }
+        insert_messages(&tx, &s, queue, now_ms, &messages, &duplicates).await?;
         tx.commit().await?;
         Ok(messages
             .into_iter()
@@ -244,27 +268,25 @@ impl QueueStore for Postgres {
         until_ms: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
         let s = schema(app);
-        let mut client = self.app_client(app).await?;
-        let tx = client.transaction().await?;
+        let client = self.app_client(app).await?;
+        // One statement. First, expired claims with their attempts spent die; one held by
+        // someone else (a claimer burying it, its holder settling it) is theirs: skipped here,
+        // and never claimed below. Then the due messages by due time, then order of sending,
+        // numbered to pair with the leases. Rows another transaction holds are skipped; one
+        // changed by a transaction that committed since this statement began is checked again,
+        // and left if no longer due. Both parts see one snapshot, and take disjoint rows.
         // Relaxed: a claim lost to a crash of PostgreSQL only means its messages are delivered
         // again under the same attempt number.
-        relax_commit(&tx).await?;
-        // Expired claims with their attempts spent die. One held by someone else (a claimer
-        // burying it, its holder settling it) is theirs: skipped here, and never claimed below.
-        let bury = format!(
-            "UPDATE {s}._queue_messages
-             SET state = 2, lease = NULL, last_error = $3, updated_at = $2
-             WHERE id IN (
-                 SELECT id FROM {s}._queue_messages
-                 WHERE queue = $1 AND state = 1 AND visible_at <= $2 AND attempt >= max_attempts
-                 FOR UPDATE SKIP LOCKED)"
-        );
-        execute(&tx, &bury, &[&queue, &now_ms, &EXPIRED]).await?;
-        // The due messages by due time, then order of sending, numbered to pair with the
-        // leases. Rows another transaction holds are skipped; one changed by a transaction
-        // that committed since this statement began is checked again, and left if no longer due.
         let take = format!(
-            "WITH picked AS (
+            "WITH buried AS (
+                 UPDATE {s}._queue_messages
+                 SET state = 2, lease = NULL, last_error = $6, updated_at = $2
+                 WHERE id IN (
+                     SELECT id FROM {s}._queue_messages
+                     WHERE queue = $1 AND state = 1 AND visible_at <= $2
+                       AND attempt >= max_attempts
+                     FOR UPDATE SKIP LOCKED)
+             ), picked AS (
                  SELECT id, row_number() OVER (ORDER BY visible_at, rowid) AS n FROM (
                      SELECT id, visible_at, rowid FROM {s}._queue_messages
                      WHERE queue = $1 AND state < 2 AND visible_at <= $2
@@ -281,9 +303,9 @@ impl QueueStore for Postgres {
                  m.depth"
         );
         let limit = leases.len() as i64;
-        let params: [&(dyn ToSql + Sync); 5] = [&queue, &now_ms, &limit, &until_ms, &leases];
-        let taken = rows(&tx, &take, &params).await?;
-        tx.commit().await?;
+        let params: [&(dyn ToSql + Sync); 6] =
+            [&queue, &now_ms, &limit, &until_ms, &leases, &EXPIRED];
+        let taken = relaxed_rows(&client, &take, &params).await?;
         let mut claimed = taken
             .iter()
             .map(|r| {
@@ -308,11 +330,14 @@ impl QueueStore for Postgres {
 
     async fn ack(&self, app: &AppName, id: &str, lease: &str) -> Result<bool, StoreError> {
         let client = self.app_client(app).await?;
+        // Relaxed: an acknowledgement lost to a crash of PostgreSQL only means its message is
+        // delivered again (at least once).
         let sql = format!(
-            "DELETE FROM {}._queue_messages WHERE id = $1 AND state = 1 AND lease = $2",
+            "DELETE FROM {}._queue_messages WHERE id = $1 AND state = 1 AND lease = $2
+             RETURNING id",
             schema(app)
         );
-        Ok(execute(&*client, &sql, &[&id, &lease]).await? == 1)
+        Ok(relaxed_rows(&client, &sql, &[&id, &lease]).await?.len() == 1)
     }
 
     async fn ack_many(
@@ -321,7 +346,8 @@ impl QueueStore for Postgres {
         acks: Vec<(String, String)>,
     ) -> Result<Vec<bool>, StoreError> {
         let client = self.app_client(app).await?;
-        // One statement: the messages whose lease is current go, in one commit.
+        // One statement: the messages whose lease is current go, in one commit, relaxed as
+        // `ack`'s.
         let sql = format!(
             "DELETE FROM {}._queue_messages m
              USING unnest($1::text[], $2::text[]) AS a (id, lease)
@@ -333,7 +359,7 @@ impl QueueStore for Postgres {
             .iter()
             .map(|(id, lease)| (id.as_str(), lease.as_str()))
             .unzip();
-        let gone: std::collections::HashSet<String> = rows(&*client, &sql, &[&ids, &leases])
+        let gone: std::collections::HashSet<String> = relaxed_rows(&client, &sql, &[&ids, &leases])
             .await?
             .iter()
             .map(|r| r.try_get(0))

@@ -12,7 +12,7 @@
 use async_trait::async_trait;
 
 use super::records::XMIN;
-use super::{Postgres, SYSTEM_SCHEMA, execute, relax_commit, row, rows};
+use super::{Postgres, SYSTEM_SCHEMA, execute, relax_commit, relaxed_rows, row, rows};
 use std::collections::{HashMap, HashSet};
 
 use crate::relay::{ChangeBody, LeaveBody, Present, PresentPage, Relay, RelayPage, Relayed};
@@ -66,22 +66,19 @@ impl Relay for Postgres {
         channel: &str,
         body: &str,
     ) -> Result<LogPosition, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        relax_commit(&tx).await?;
+        let client = self.client().await?;
         let sql = format!(
             "INSERT INTO {SYSTEM_SCHEMA}.relay (app, channel, body) VALUES ($1, $2, $3)
              RETURNING tx, seq"
         );
-        let found = row(&tx, &sql, &[&app.as_str(), &channel, &body])
+        let found = relaxed_rows(&client, &sql, &[&app.as_str(), &channel, &body])
             .await?
+            .pop()
             .ok_or_else(|| StoreError::Task("the relayed message has no place".into()))?;
-        let at = LogPosition {
+        Ok(LogPosition {
             tx: found.try_get(0)?,
             seq: found.try_get(1)?,
-        };
-        tx.commit().await?;
-        Ok(at)
+        })
     }
 
     async fn relayed_after(

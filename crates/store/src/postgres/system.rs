@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
-use super::{Postgres, SYSTEM_SCHEMA, execute, relax_commit, row, rows};
+use super::{Postgres, SYSTEM_SCHEMA, execute, relaxed_execute, row, rows};
 use crate::{
     AppName, AppRow, DueApp, Page, ProviderRow, ScheduleRow, SigningKeyRow, StoreError, SystemStore,
 };
@@ -457,13 +457,10 @@ impl SystemStore for Postgres {
     }
 
     async fn hint_due(&self, app: &AppName, at_ms: i64) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
+        let client = self.client().await?;
         // Relaxed: the write the hint announces commits after it, in the same WAL, and its
         // flush takes the hint to disk too.
-        let tx = client.transaction().await?;
-        relax_commit(&tx).await?;
-        execute(&tx, &lower_hint_sql(), &[&app.as_str(), &at_ms]).await?;
-        tx.commit().await?;
+        relaxed_execute(&client, &lower_hint_sql(), &[&app.as_str(), &at_ms]).await?;
         Ok(())
     }
 
@@ -500,24 +497,21 @@ impl SystemStore for Postgres {
         version: i64,
         next: Option<i64>,
     ) -> Result<bool, StoreError> {
-        let mut client = self.client().await?;
+        let client = self.client().await?;
         // Relaxed: a settle lost to a crash leaves the hint early, never late.
-        let tx = client.transaction().await?;
-        relax_commit(&tx).await?;
         let changed = match next {
             Some(at) => {
                 let sql = format!(
                     "UPDATE {SYSTEM_SCHEMA}.due_work SET at = $3 WHERE app = $1 AND version = $2"
                 );
-                execute(&tx, &sql, &[&app.as_str(), &version, &at]).await?
+                relaxed_execute(&client, &sql, &[&app.as_str(), &version, &at]).await?
             }
             None => {
                 let sql =
                     format!("DELETE FROM {SYSTEM_SCHEMA}.due_work WHERE app = $1 AND version = $2");
-                execute(&tx, &sql, &[&app.as_str(), &version]).await?
+                relaxed_execute(&client, &sql, &[&app.as_str(), &version]).await?
             }
         };
-        tx.commit().await?;
         Ok(changed == 1)
     }
 

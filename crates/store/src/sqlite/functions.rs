@@ -191,7 +191,8 @@ impl FunctionStore for SqliteTenants {
         entries: Vec<FunctionLogRow>,
         keep: i64,
     ) -> Result<(), StoreError> {
-        self.write_app(app, move |c| {
+        // Relaxed: logs lost to a power cut are only logs.
+        self.write_app_relaxed(app, move |c| {
             let mut insert = c.prepare_cached(
                 "INSERT INTO _function_logs
                  (at, request_id, function, version, trigger, outcome, micros, memory, cold, detail)

@@ -247,7 +247,9 @@ impl QueueStore for SqliteTenants {
 
     async fn ack(&self, app: &AppName, id: &str, lease: &str) -> Result<bool, StoreError> {
         let (id, lease) = (id.to_owned(), lease.to_owned());
-        self.write_app(app, move |c| {
+        // Relaxed: an acknowledgement lost to a power cut (not to a crash of the process) only
+        // means its message is delivered again (at least once).
+        self.write_app_relaxed(app, move |c| {
             let deleted = c
                 .prepare_cached(
                     "DELETE FROM _queue_messages WHERE id = ?1 AND state = ?2 AND lease = ?3",
@@ -263,7 +265,8 @@ impl QueueStore for SqliteTenants {
         app: &AppName,
         acks: Vec<(String, String)>,
     ) -> Result<Vec<bool>, StoreError> {
-        self.write_app(app, move |c| {
+        // Relaxed, as `ack`.
+        self.write_app_relaxed(app, move |c| {
             let mut delete = c.prepare_cached(
                 "DELETE FROM _queue_messages WHERE id = ?1 AND state = ?2 AND lease = ?3",
             )?;
