@@ -34,6 +34,13 @@ pub(super) const DEPTH: &str = "
     ALTER TABLE {s}._queue_messages ADD COLUMN depth bigint NOT NULL DEFAULT 0;
 ";
 
+/// Schema step 16 of an app: SQLite's step 18, the same indexes.
+pub(super) const SPENT: &str = "
+    DROP INDEX {s}._queue_messages_next;
+    CREATE INDEX _queue_messages_spent ON {s}._queue_messages (queue, visible_at)
+        WHERE state = 1 AND attempt >= max_attempts;
+";
+
 /// The schema step of an app's queues. Message states are SQLite's codes (0 waiting,
 /// 1 claimed, 2 dead); statements spell them as literals, so that the planner can match the
 /// partial indexes. `rowid` stands for SQLite's own: the order of sending, by which messages
@@ -532,9 +539,12 @@ impl QueueStore for Postgres {
         queues: Vec<String>,
     ) -> Result<Option<i64>, StoreError> {
         let client = self.app_client(app).await?;
+        // Each queue's first through `_queue_messages_due`.
         let sql = format!(
-            "SELECT min(visible_at) FROM {}._queue_messages
-             WHERE queue = ANY($1::text[]) AND state < 2",
+            "SELECT min(first.visible_at) FROM unnest($1::text[]) AS q (name)
+             CROSS JOIN LATERAL (
+                 SELECT visible_at FROM {}._queue_messages
+                 WHERE queue = q.name AND state < 2 ORDER BY visible_at LIMIT 1) first",
             schema(app)
         );
         Ok(match row(&*client, &sql, &[&queues]).await? {

@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     super::payments::CALLBACKS,
     super::users::SEARCH,
     super::records::EVENT_ORDER,
+    super::queues::SPENT,
 ];
 
 /// App-wide settings, one JSON document per key.
