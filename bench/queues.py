@@ -2,9 +2,9 @@
 """Durable queues: Cloudlet against BullMQ on Redis (or, with `--database postgres`, against
 graphile-worker on PostgreSQL), side by side, in the same run.
 
-Both keep every acknowledged write on disk: Cloudlet on SQLite with its default durability
-(`full`: each commit fsynced before it is acknowledged), Redis with `appendonly yes` and
-`appendfsync always`. Redis is Debian's `redis-server`, started here on a temporary directory
+Both answer a send only once it is on disk: Cloudlet on SQLite with its default durability
+(`full`; its claims and acknowledgements are relaxed writes, docs/operations.md), Redis with
+`appendonly yes` and `appendfsync always`. Redis is Debian's `redis-server`, started here on a temporary directory
 and a loopback port; BullMQ is npm `bullmq` (with `ioredis`) as locked in bench/peers/bullmq.
 One Node.js process (bench/queues.mjs) drives either side. Each run measures, on fresh servers
 (a fresh app, or a flushed Redis, per workload):

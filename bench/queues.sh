@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The queues benchmark: Cloudlet's durable queues against BullMQ on Redis, side by side in the
-# same run, both fsyncing every acknowledged write (Cloudlet's default durability `full`; Redis
-# with `appendonly yes`, `appendfsync always`). Builds release; installs, if missing: Redis
+# same run, both answering a send only once it is on disk (Cloudlet's default durability `full`;
+# Redis with `appendonly yes`, `appendfsync always`). Builds release; installs, if missing: Redis
 # (apt: redis-server; the benchmark starts its own throwaway server on a loopback port),
 # Node.js and npm (apt), BullMQ (npm ci from bench/peers/bullmq into bench/.tools/bullmq). Then
 # runs bench/queues.py. Results: bench/results/queues.json and the `queues` section of
