@@ -494,7 +494,8 @@ pub(crate) async fn relaxed_execute(
 /// polls them in order, so a relaxed statement costs the one round trip an ordinary one does
 /// (where `transaction()`, `relax_commit`, the statement and `commit()` take four). Should the
 /// statement fail, PostgreSQL answers the `COMMIT` of the aborted transaction with a rollback;
-/// should the caller stop waiting, all three were sent: either way the connection is left idle.
+/// should the caller stop waiting, all three were sent, and the write commits all the same (as
+/// a write handed to SQLite's writer does): either way the connection is left idle.
 async fn relaxed<T>(
     client: &deadpool_postgres::ClientWrapper,
     statement: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,

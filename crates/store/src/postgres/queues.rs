@@ -34,7 +34,8 @@ pub(super) const DEPTH: &str = "
     ALTER TABLE {s}._queue_messages ADD COLUMN depth bigint NOT NULL DEFAULT 0;
 ";
 
-/// Schema step 16 of an app: SQLite's step 18, the same indexes.
+/// Schema step 16 of an app: SQLite's step 18, the index across queues gone and the index of
+/// spent claims added.
 pub(super) const SPENT: &str = "
     DROP INDEX {s}._queue_messages_next;
     CREATE INDEX _queue_messages_spent ON {s}._queue_messages (queue, visible_at)

@@ -20,7 +20,7 @@ pub(super) const DEPTH: &str = "
 /// next due message is found through `_queue_messages_due`, and every send and claim paid for
 /// it), and expired claims with their attempts spent are found through an index of the claims
 /// on their last attempt alone, where the search went through every claimed message of the
-/// queue (held by consumers at work, and those acknowledged since the last vacuum).
+/// queue (on PostgreSQL also those acknowledged since the last vacuum).
 pub(super) const SPENT: &str = "
     DROP INDEX _queue_messages_next;
     CREATE INDEX _queue_messages_spent ON _queue_messages (queue, visible_at)
