@@ -450,9 +450,11 @@ pub(crate) async fn row(
 
 /// Lets the current transaction commit without waiting for its WAL to reach the disk
 /// (`synchronous_commit = off` for it alone): for bookkeeping whose loss in a crash of
-/// PostgreSQL is harmless or repaired (a queue claim, a hint of due work). It never breaks the
-/// database, and as the WAL is written in order, any later ordinary commit's flush takes it to
-/// disk too.
+/// PostgreSQL is harmless or repaired (a function's log, a realtime presence entry). It never
+/// breaks the database, and as the WAL is written in order, any later ordinary commit's flush
+/// takes it to disk too. A relaxed transaction of one statement (a queue claim or
+/// acknowledgement, a hint of due work) goes through [`relaxed_rows`] or [`relaxed_execute`]
+/// instead, in one round trip.
 pub(crate) async fn relax_commit(tx: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
     tx.batch_execute("SET LOCAL synchronous_commit = off")
         .await?;
