@@ -10,8 +10,8 @@
 //! failure is harmless or repaired (a queue claim or acknowledgement, a function's log, a
 //! hint). A batch of relaxed writes only commits without its fsync (`synchronous = NORMAL` for
 //! that commit): it still survives the process crashing, and the next full commit's fsync
-//! covers it, since the WAL is written in order. A batch with any ordinary write commits as the database's durability says, and a
-//! batch with a *durable* write ([`Database::write_durable`]: a payment's state, which a
+//! covers it, since the WAL is written in order. A batch with any ordinary write commits as the
+//! database's durability says, and a batch with a *durable* write ([`Database::write_durable`]: a payment's state, which a
 //! platform stops retrying once it is answered) commits with its fsync whatever the durability.
 //!
 //! Each write's savepoint journals the original of every page it changes. SQLite keeps that
