@@ -7,12 +7,12 @@
 //! is where SQLite's write throughput under concurrency comes from.
 //!
 //! A write may be *relaxed* ([`Database::write_relaxed`]): bookkeeping whose loss on a power
-//! failure is harmless or repaired (a queue claim or acknowledgement, a function's log, a
-//! hint). A batch of relaxed writes only commits without its fsync (`synchronous = NORMAL` for
-//! that commit): it still survives the process crashing, and the next full commit's fsync
-//! covers it, since the WAL is written in order. A batch with any ordinary write commits as the
-//! database's durability says, and a batch with a *durable* write ([`Database::write_durable`]: a payment's state, which a
-//! platform stops retrying once it is answered) commits with its fsync whatever the durability.
+//! failure is harmless or repaired (a queue claim or acknowledgement, a function's log, a hint). A
+//! batch of relaxed writes only commits without its fsync (`synchronous = NORMAL` for that commit):
+//! it still survives the process crashing, and the next full commit's fsync covers it, since the
+//! WAL is written in order. A batch with any ordinary write commits as the database's durability
+//! says, and a batch with a *durable* write ([`Database::write_durable`]: a payment's state, which
+//! a platform stops retrying once it is answered) commits with its fsync whatever the durability.
 //!
 //! Each write's savepoint journals the original of every page it changes. SQLite keeps that
 //! journal in memory up to a threshold and spills the rest to a temporary file; its default
