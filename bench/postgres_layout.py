@@ -605,12 +605,12 @@ def descriptor_budget():
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         soft = hard
     # Cloudlet sets aside 3 descriptors per SQLite connection of each app that may be open
-    # (1 + 2 readers), 3 per function worker (32) and 256 for the rest, and wants at least 64
-    # connections on top (docs/configuration.md).
-    needed = 1000 * 3 * 3 + 32 * 3 + 256 + 64
+    # (1 + 2 readers) and one for its WAL, 3 per function worker (32) and 256 for the rest,
+    # and wants at least 64 connections on top (docs/configuration.md).
+    needed = 1000 * (3 * 3 + 1) + 32 * 3 + 256 + 64
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return soft, None
-    max_open = max(8, (soft - 32 * 3 - 256 - 256) // 9)
+    max_open = max(8, (soft - 32 * 3 - 256 - 256) // 10)
     print(f"== ulimit -n is {soft}: apps.max_open lowered to {max_open}", file=sys.stderr)
     return soft, max_open
 

@@ -759,7 +759,8 @@ impl Queues {
     }
 
     /// Stores new messages, the app's hint moved first (it may then only be early, never
-    /// late), and wakes the dispatcher.
+    /// late), and wakes the dispatcher as soon as they are committed, while their fsync runs:
+    /// the send is answered once they are on disk.
     async fn put(
         &self,
         app: &AppName,
@@ -770,9 +771,14 @@ impl Queues {
     ) -> Result<Vec<Sent>, QueueError> {
         let due = new.iter().map(|m| m.visible_at_ms).min().unwrap_or(now);
         let ticket = self.hint(app, due).await?;
-        let sent = self.0.store.send(app, queue, new, now, window_ms).await?;
+        let (sent, on_disk) = self
+            .0
+            .store
+            .send_committed(app, queue, new, now, window_ms)
+            .await?;
         self.hinted(app, ticket).await?;
         self.0.doorbell.notify_one();
+        on_disk.wait().await?;
         Ok(sent)
     }
 

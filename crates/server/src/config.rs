@@ -874,7 +874,8 @@ impl Config {
     /// `Too many open files`.
     pub fn max_connections(&self, descriptor_limit: u64) -> Result<usize, ConfigError> {
         let per_app = (1 + self.apps.readers_per_app as u64)
-            * cloudlet_store::sqlite::DESCRIPTORS_PER_CONNECTION;
+            * cloudlet_store::sqlite::DESCRIPTORS_PER_CONNECTION
+            + cloudlet_store::sqlite::DESCRIPTORS_PER_DATABASE;
         let committed = RESERVED_DESCRIPTORS
             + self.apps.max_open as u64 * per_app
             + self.functions.workers as u64 * cloudlet_js::pool::DESCRIPTORS_PER_WORKER;
@@ -1090,10 +1091,11 @@ mod tests {
     #[test]
     fn the_connection_cap_is_what_the_descriptors_leave_and_overcommitting_is_refused() {
         let config = Config::default();
-        // 1000 open apps × 3 connections × 3 descriptors, 32 workers × 3, 256 kept.
+        // 1000 open apps × (3 connections × 3 descriptors + the WAL's), 32 workers × 3, 256
+        // kept.
         assert_eq!(
             config.max_connections(20_000).unwrap(),
-            20_000 - 9_000 - 96 - 256
+            20_000 - 10_000 - 96 - 256
         );
         let too_few = config.max_connections(4096).unwrap_err().to_string();
         assert!(too_few.contains("apps.max_open"), "{too_few}");

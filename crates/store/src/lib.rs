@@ -72,7 +72,7 @@ pub use records::{
 };
 pub use relay::{LeaveBody, Present, PresentPage, Relay, RelayPage, Relayed};
 pub use sites::{SiteFile, SiteStore};
-pub use sqlite::Durability;
+pub use sqlite::{Durability, OnDisk};
 pub use system::{AppRow, Page, ProviderRow, ScheduleRow, SigningKeyRow, SystemStore};
 pub use tenants::{TenantHealth, TenantStore};
 pub use users::{

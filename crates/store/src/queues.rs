@@ -12,7 +12,7 @@
 
 use async_trait::async_trait;
 
-use crate::{AppName, StoreError};
+use crate::{AppName, OnDisk, StoreError};
 
 /// What an expired claim whose attempts are spent records as its last error.
 pub(crate) const EXPIRED: &str = "the claim expired before it was acknowledged";
@@ -156,6 +156,21 @@ pub trait QueueStore: Send + Sync {
         now_ms: i64,
         key_ttl_ms: i64,
     ) -> Result<Vec<Sent>, StoreError>;
+    /// [`QueueStore::send`] answered once the messages are committed, when consumers can
+    /// claim them, and before they are on disk: the send may be acknowledged to its sender only
+    /// once [`OnDisk::wait`] resolves. A store whose commits are visible only once durable
+    /// answers with them durable.
+    async fn send_committed(
+        &self,
+        app: &AppName,
+        queue: &str,
+        messages: Vec<NewMessage>,
+        now_ms: i64,
+        key_ttl_ms: i64,
+    ) -> Result<(Vec<Sent>, OnDisk), StoreError> {
+        let sent = self.send(app, queue, messages, now_ms, key_ttl_ms).await?;
+        Ok((sent, OnDisk::now()))
+    }
     /// Claims up to `leases.len()` claimable messages in order of `visible_at`, then of sending
     /// (first in, first out among messages due at the same moment), giving each a
     /// lease of `leases` and hiding it until `until_ms`. Claims that expired with their

@@ -1,18 +1,31 @@
-//! One SQLite database file: a writer thread and a pool of readers.
+//! One SQLite database file: a writer thread, a sync thread and a pool of readers.
 //!
 //! Writes are closures sent to the writer thread. The thread takes every write waiting in its
 //! queue (up to [`MAX_BATCH`]), runs each inside its own savepoint within one `BEGIN IMMEDIATE`
-//! transaction, commits once, and only then answers the callers. A failing write rolls back its
-//! savepoint alone; the others in its batch still commit. One fsync serves the whole batch, which
-//! is where SQLite's write throughput under concurrency comes from.
+//! transaction and commits once. A failing write rolls back its savepoint alone; the others in
+//! its batch still commit.
 //!
-//! A write may be *relaxed* ([`Database::write_relaxed`]): bookkeeping whose loss on a power
-//! failure is harmless or repaired (a queue claim or acknowledgement, a function's log, a hint). A
-//! batch of relaxed writes only commits without its fsync (`synchronous = NORMAL` for that commit):
-//! it still survives the process crashing, and the next full commit's fsync covers it, since the
-//! WAL is written in order. A batch with any ordinary write commits as the database's durability
-//! says, and a batch with a *durable* write ([`Database::write_durable`]: a payment's state, which
-//! a platform stops retrying once it is answered) commits with its fsync whatever the durability.
+//! A commit does not wait for the disk on the writer thread (`synchronous = NORMAL`): once it is
+//! in the WAL it is visible to every later read and write, and the writer goes on with the next
+//! batch while the sync thread makes the WAL durable (`fdatasync`) and only then answers the
+//! writes that asked for it. One fsync serves every batch committed while the one before it ran,
+//! which is where SQLite's write throughput under concurrency comes from, and a write's effects
+//! can be acted on in the process (a queue's consumer woken, see [`Database::write_committed`])
+//! while its fsync runs. Reads may so see a commit that a power loss would still undo
+//! ([`Database::wait_on_disk`] waits for what a read saw to be on disk); nothing is *answered*
+//! before it is on disk, and since the WAL is read back only up to its first incomplete commit,
+//! a later commit never survives an earlier one. (SQLite's automatic checkpoints still fsync on
+//! the writer thread, within the commit that starts them.) A failed fsync stops the database's
+//! writes until the process restarts: the pages the kernel failed to write may since be marked
+//! clean, so neither a later fsync nor opening the database again proves anything.
+//!
+//! What a write waits for is its [`Commit`]: a *relaxed* write ([`Database::write_relaxed`]:
+//! bookkeeping whose loss on a power failure is harmless or repaired, such as a queue claim or
+//! acknowledgement, a function's log, a hint) is answered at its commit: it survives the process
+//! crashing, and the next fsync covers it. An ordinary write waits for the fsync when the
+//! database's durability is [`Durability::Full`], and a *durable* one
+//! ([`Database::write_durable`]: a payment's state, which a platform stops retrying once it is
+//! answered) whatever the durability.
 //!
 //! Each write's savepoint journals the original of every page it changes. SQLite keeps that
 //! journal in memory up to a threshold and spills the rest to a temporary file; its default
@@ -32,8 +45,10 @@
 //! have no effects, so running one again is safe; the closure is `Fn` for that reason.
 
 use std::cell::Cell;
+use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -84,12 +99,11 @@ const STEPS_PER_CHECK: i32 = 200;
 /// How long a reader waits for a locked database (on the blocking pool only).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-/// Runs one write in the current batch. `intact` is false when the write's savepoint could not
-/// be released or rolled back: the batch can then not be trusted and is rolled back whole.
+/// Told the batch's outcome: committed (with the wait for its fsync) or not.
+type Completion = Box<dyn FnOnce(Result<OnDisk, StoreError>) + Send>;
+/// Runs one write in the current batch.
 struct WriteJob {
     run: Box<dyn FnOnce(&Connection) -> RanJob + Send>,
-    commit: Commit,
 }
 
 /// What one write needs of its batch's commit.
@@ -103,10 +117,77 @@ enum Commit {
     Durable,
 }
 
+impl Commit {
+    fn waits_for_disk(self, durability: Durability) -> bool {
+        match self {
+            Commit::Relaxed => false,
+            Commit::Default => durability == Durability::Full,
+            Commit::Durable => true,
+        }
+    }
+}
+
+/// A write that ran. `intact` is false when its savepoint could not be released or rolled
+/// back: the batch can then not be trusted and is rolled back whole.
 struct RanJob {
     complete: Completion,
+    commit: Commit,
     intact: bool,
 }
+
+/// Answers a write once the fsync that covers its commit is done.
+type SyncWaiter = oneshot::Sender<Result<(), String>>;
+
+/// A committed write's wait for the disk ([`Database::write_committed`]): it resolves once the
+/// write would survive a power loss, at once when its durability does not ask for that.
+#[must_use = "a write is acknowledged only once it is on disk"]
+pub struct OnDisk(Option<oneshot::Receiver<Result<(), String>>>);
+
+impl OnDisk {
+    /// A write that is already as durable as it needs to be.
+    pub fn now() -> OnDisk {
+        OnDisk(None)
+    }
+
+    /// Waits for the fsync.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self.0 {
+            None => Ok(()),
+            Some(synced) => synced
+                .await
+                .map_err(|_| StoreError::Task("the database closed before its fsync".into()))?
+                .map_err(StoreError::Task),
+        }
+    }
+}
+
+/// What the writer and the sync thread share.
+#[derive(Default)]
+struct SyncState {
+    /// Set once an fsync failed: no write is taken or answered after it.
+    failed: AtomicBool,
+    /// Commits begun: counted before `COMMIT`, so that whoever sees a commit sees it counted.
+    begun: AtomicU64,
+    /// Commits done: counted after `COMMIT` (the writer is one thread: `begun` is `done` or one
+    /// more).
+    done: AtomicU64,
+    /// The commits an fsync has covered: `done` as it was when the last good fsync began.
+    synced: AtomicU64,
+    /// Fsyncs begun (counted before the gate).
+    #[cfg(test)]
+    syncs: AtomicU64,
+    /// Held before each fsync: a test holds it to keep commits from reaching the disk.
+    #[cfg(test)]
+    gate: Mutex<()>,
+    /// Fails the next fsync.
+    #[cfg(test)]
+    fail_next: AtomicBool,
+}
+
+/// The databases whose fsync failed in this process. The kernel may have dropped the pages it
+/// could not write and marked them clean, so neither a later fsync nor opening the database
+/// again proves anything: they take no writes until the server restarts.
+static FAILED_SYNCS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 type Migration = fn(&Connection, &Path) -> Result<(), StoreError>;
 
 #[derive(Clone, Copy)]
@@ -127,21 +208,11 @@ pub struct DatabaseOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// Every commit is on disk (fsync) before it is acknowledged: it survives power loss.
-    /// Concurrent writers share one commit, so under load they share its fsync too.
+    /// Concurrent writers share one fsync.
     Full,
     /// A commit is in the operating system's hands when acknowledged: it survives the process
-    /// crashing, but the last commits may be lost if the machine does (SQLite's WAL with
-    /// `synchronous = NORMAL`).
+    /// crashing, but the last commits may be lost if the machine does.
     Process,
-}
-
-impl Durability {
-    fn synchronous(self) -> &'static str {
-        match self {
-            Durability::Full => "FULL",
-            Durability::Process => "NORMAL",
-        }
-    }
 }
 
 /// A handle to an open database. Cloning is cheap; the database closes when [`Database::close`]
@@ -155,6 +226,10 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
+    sync: Arc<SyncState>,
+    /// For [`Database::wait_on_disk`]; dropped on close, so that the sync thread can stop.
+    to_sync: Mutex<Option<mpsc::Sender<Vec<SyncWaiter>>>>,
+    durability: Durability,
     readers: Mutex<Vec<Connection>>,
     reader_permits: Arc<Semaphore>,
 }
@@ -164,6 +239,9 @@ impl Database {
     /// thread. Blocking: call it from a blocking context.
     pub fn open(path: &Path, options: DatabaseOptions) -> Result<Self, StoreError> {
         configure_sqlite();
+        if lock(&FAILED_SYNCS).iter().any(|failed| failed == path) {
+            return Err(failed_sync());
+        }
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if options.create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
@@ -174,26 +252,38 @@ impl Database {
             }
             _ => e.into(),
         })?;
-        conn.execute_batch(&format!(
+        // The schema's steps commit with their fsync; the writer's commits leave it to the sync
+        // thread.
+        conn.execute_batch(
             "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = {};
+             PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = ON;
              PRAGMA busy_timeout = 5000;",
-            options.durability.synchronous()
-        ))?;
+        )?;
         stable_plans(&conn)?;
         (options.migrate)(&conn, path)?;
+        conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        let wal = open_wal(&conn, path)?;
 
+        let file = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let sync = Arc::new(SyncState::default());
+        let (to_sync, pending) = mpsc::channel::<Vec<SyncWaiter>>();
+        let sync_state = Arc::clone(&sync);
+        let failing = path.to_path_buf();
+        let syncer = std::thread::Builder::new()
+            .name(format!("sqlite-sync:{file}"))
+            .spawn(move || run_syncer(&wal, &failing, &sync_state, pending))
+            .map_err(StoreError::io(path))?;
+        let waits = to_sync.clone();
         let (sender, receiver) = mpsc::channel::<WriteJob>();
-        let name = format!(
-            "sqlite-writer:{}",
-            path.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        );
+        let writer_sync = Arc::clone(&sync);
+        let durability = options.durability;
         let writer_thread = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || run_writer(conn, options.durability, receiver))
+            .name(format!("sqlite-writer:{file}"))
+            .spawn(move || run_writer(conn, durability, receiver, &writer_sync, to_sync, syncer))
             .map_err(StoreError::io(path))?;
 
         Ok(Database {
@@ -201,6 +291,9 @@ impl Database {
                 path: path.to_path_buf(),
                 writer: Mutex::new(Some(sender)),
                 writer_thread: Mutex::new(Some(writer_thread)),
+                sync,
+                to_sync: Mutex::new(Some(waits)),
+                durability: options.durability,
                 readers: Mutex::new(Vec::new()),
                 reader_permits: Arc::new(Semaphore::new(options.readers.max(1))),
             }),
@@ -243,7 +336,53 @@ impl Database {
         self.submit(write, Commit::Durable).await
     }
 
+    /// [`Database::write`] answered as soon as it is committed, before its fsync: from then on
+    /// every read and write of the database sees it, but only once [`OnDisk::wait`] has
+    /// resolved may it be acknowledged to whoever asked for it. For acting on a write while its
+    /// fsync runs, such as waking a queue's consumer.
+    pub async fn write_committed<T, F>(&self, write: F) -> Result<(T, OnDisk), StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.stage(write, Commit::Default).await
+    }
+
+    /// Waits until every write committed before the call is on disk, when the durability asks
+    /// that of ordinary writes (at once with [`Durability::Process`]). For reads whose result
+    /// leaves the process to be relied on later, such as positions in the event log: a read may
+    /// see commits that a power cut would still undo.
+    pub async fn wait_on_disk(&self) -> Result<(), StoreError> {
+        let sync = &self.inner.sync;
+        if self.inner.durability == Durability::Process {
+            return Ok(());
+        }
+        // Nothing committed since the last fsync began: nothing to wait for.
+        let begun = sync.begun.load(Ordering::Acquire);
+        if sync.synced.load(Ordering::Acquire) >= begun && !sync.failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let (waiter, synced) = oneshot::channel();
+        let sent = lock(&self.inner.to_sync)
+            .as_ref()
+            .is_some_and(|to_sync| to_sync.send(vec![waiter]).is_ok());
+        if !sent {
+            return Err(StoreError::Closed);
+        }
+        OnDisk(Some(synced)).wait().await
+    }
+
     async fn submit<T, F>(&self, write: F, commit: Commit) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (value, on_disk) = self.stage(write, commit).await?;
+        on_disk.wait().await?;
+        Ok(value)
+    }
+
+    async fn stage<T, F>(&self, write: F, commit: Commit) -> Result<(T, OnDisk), StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -252,18 +391,26 @@ impl Database {
         let run = Box::new(move |conn: &Connection| {
             let (outcome, intact) = run_in_savepoint(conn, write);
             RanJob {
-                complete: Box::new(move |committed: Result<(), StoreError>| {
-                    let _ = reply.send(outcome.and_then(|value| committed.map(|()| value)));
+                complete: Box::new(move |committed: Result<OnDisk, StoreError>| {
+                    let _ = reply.send(outcome.and_then(|value| committed.map(|d| (value, d))));
                 }),
+                commit,
                 intact,
             }
         });
-        let job = WriteJob { run, commit };
+        let job = WriteJob { run };
+        if self.inner.sync.failed.load(Ordering::Acquire) {
+            return Err(failed_sync());
+        }
         let sender = lock(&self.inner.writer).clone().ok_or(StoreError::Closed)?;
         sender.send(job).map_err(|_| StoreError::Closed)?;
-        answer
-            .await
-            .map_err(|_| StoreError::Task("the write batch could not begin".into()))?
+        answer.await.map_err(|_| {
+            if self.inner.sync.failed.load(Ordering::Acquire) {
+                failed_sync()
+            } else {
+                StoreError::Task("the write batch could not begin".into())
+            }
+        })?
     }
 
     /// Runs `read` on a read-only connection: inline if a reader is idle and the read fits in
@@ -328,6 +475,7 @@ impl Database {
         // read-only connection can not.
         self.inner.reader_permits.close();
         lock(&self.inner.readers).clear();
+        lock(&self.inner.to_sync).take();
         lock(&self.inner.writer).take();
         if let Some(thread) = lock(&self.inner.writer_thread).take() {
             let _ = thread.join();
@@ -407,9 +555,14 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-fn run_writer(conn: Connection, durability: Durability, jobs: mpsc::Receiver<WriteJob>) {
-    // The `synchronous` the connection commits with now.
-    let mut synchronous_now = durability.synchronous();
+fn run_writer(
+    conn: Connection,
+    durability: Durability,
+    jobs: mpsc::Receiver<WriteJob>,
+    sync: &SyncState,
+    to_sync: mpsc::Sender<Vec<SyncWaiter>>,
+    syncer: JoinHandle<()>,
+) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -418,45 +571,142 @@ fn run_writer(conn: Connection, durability: Durability, jobs: mpsc::Receiver<Wri
                 Err(_) => break,
             }
         }
-        let synchronous = if batch.iter().any(|job| job.commit == Commit::Durable) {
-            Durability::Full.synchronous()
-        } else if batch.iter().all(|job| job.commit == Commit::Relaxed) {
-            Durability::Process.synchronous()
-        } else {
-            durability.synchronous()
-        };
-        if synchronous != synchronous_now {
-            if let Err(e) = conn.execute_batch(&format!("PRAGMA synchronous = {synchronous}")) {
-                let e = StoreError::from(e);
-                tracing::error!(error = %e, path = ?conn.path(), "could not set synchronous");
-                drop(batch);
-                continue;
-            }
-            synchronous_now = synchronous;
+        if sync.failed.load(Ordering::Acquire) {
+            // Dropping the jobs unrun drops their reply channels: each caller gets an error.
+            drop(batch);
+            continue;
         }
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let e = StoreError::from(e);
             tracing::error!(error = %e, path = ?conn.path(), "could not begin a write batch");
-            // Dropping the jobs unrun drops their reply channels: each caller gets an error.
             drop(batch);
             continue;
         }
         let ran: Vec<RanJob> = batch.into_iter().map(|job| (job.run)(&conn)).collect();
         let committed = if ran.iter().all(|job| job.intact) {
-            conn.execute_batch("COMMIT")
-                .map_err(|e| format!("commit failed: {e}"))
+            sync.begun.fetch_add(1, Ordering::AcqRel);
+            let committed = conn
+                .execute_batch("COMMIT")
+                .map_err(|e| format!("commit failed: {e}"));
+            sync.done.fetch_add(1, Ordering::AcqRel);
+            committed
         } else {
             Err("a savepoint could not be closed; the batch was rolled back".to_owned())
         };
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        for job in ran {
-            (job.complete)(committed.clone().map_err(StoreError::Task));
+        // The fsync is asked for before anyone is answered, so that it starts at once.
+        let mut waiters = Vec::new();
+        let outcomes: Vec<Result<OnDisk, StoreError>> = ran
+            .iter()
+            .map(|job| match &committed {
+                Ok(()) if job.commit.waits_for_disk(durability) => {
+                    let (waiter, synced) = oneshot::channel();
+                    waiters.push(waiter);
+                    Ok(OnDisk(Some(synced)))
+                }
+                Ok(()) => Ok(OnDisk::now()),
+                Err(e) => Err(StoreError::Task(e.clone())),
+            })
+            .collect();
+        // Should the sync thread be gone, the waiters drop: their writes answer an error.
+        if !waiters.is_empty() {
+            let _ = to_sync.send(waiters);
+        }
+        for (job, outcome) in ran.into_iter().zip(outcomes) {
+            (job.complete)(outcome);
         }
     }
-    // The last sender is gone: every queued write has been answered. Dropping `conn` closes the
-    // file; SQLite checkpoints the WAL when its last connection closes.
+    // The last sender is gone: every queued write has been answered or handed to the sync
+    // thread, which finishes its fsyncs and stops. Dropping `conn` then closes the file;
+    // SQLite checkpoints the WAL when its last connection closes.
+    drop(to_sync);
+    let _ = syncer.join();
+}
+
+/// What a write is told once an fsync of its database failed.
+fn failed_sync() -> StoreError {
+    StoreError::Task(
+        "the disk failed to sync this database: it takes no writes until the server restarts"
+            .into(),
+    )
+}
+
+/// The WAL, opened for the sync thread, and its name made durable. SQLite names it after the
+/// database file as it resolved it (through symbolic links); it exists once the schema's steps
+/// have read the database in WAL mode, and is removed only when the last connection closes,
+/// the writer's, after the sync thread has stopped.
+fn open_wal(conn: &Connection, path: &Path) -> Result<File, StoreError> {
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Task(format!(
+            "{} is in journal mode {mode}, not WAL",
+            path.display()
+        )));
+    }
+    let resolved = conn
+        .path()
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| path.to_path_buf(), PathBuf::from);
+    let mut wal = resolved.into_os_string();
+    wal.push("-wal");
+    let wal = PathBuf::from(wal);
+    let file = File::open(&wal).map_err(StoreError::io(&wal))?;
+    if let Some(dir) = wal.parent() {
+        File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(StoreError::io(dir))?;
+    }
+    Ok(file)
+}
+
+/// Makes the WAL durable for the writes that wait for it: one fsync for every batch committed
+/// since the last one began. After a failed fsync it answers every later wait with the failure.
+fn run_syncer(wal: &File, path: &Path, sync: &SyncState, pending: mpsc::Receiver<Vec<SyncWaiter>>) {
+    while let Ok(mut waiters) = pending.recv() {
+        while let Ok(more) = pending.try_recv() {
+            waiters.extend(more);
+        }
+        let answer = if sync.failed.load(Ordering::Acquire) {
+            Err(failed_sync().to_string())
+        } else {
+            let covered = sync.done.load(Ordering::Acquire);
+            match sync_data(wal, sync) {
+                Ok(()) => {
+                    sync.synced.fetch_max(covered, Ordering::AcqRel);
+                    Ok(())
+                }
+                Err(e) => {
+                    sync.failed.store(true, Ordering::Release);
+                    lock(&FAILED_SYNCS).push(path.to_path_buf());
+                    tracing::error!(
+                        error = %e,
+                        path = ?path,
+                        "the WAL could not be synced: the database takes no more writes until the server restarts"
+                    );
+                    Err(format!("the disk failed to sync the database: {e}"))
+                }
+            }
+        };
+        for waiter in waiters {
+            let _ = waiter.send(answer.clone());
+        }
+    }
+}
+
+fn sync_data(wal: &File, sync: &SyncState) -> std::io::Result<()> {
+    #[cfg(test)]
+    {
+        sync.syncs.fetch_add(1, Ordering::Relaxed);
+        drop(lock(&sync.gate));
+        if sync.fail_next.swap(false, Ordering::AcqRel) {
+            return Err(std::io::Error::other("an injected failure"));
+        }
+    }
+    #[cfg(not(test))]
+    let _ = sync;
+    wal.sync_data()
 }
 
 /// Runs `write` in a savepoint; returns its outcome and whether the savepoint was closed.
@@ -503,42 +753,180 @@ mod tests {
         Database::open(&dir.join("t.db"), options).unwrap()
     }
 
-    #[tokio::test]
-    async fn the_writer_commits_as_durably_as_asked() {
-        // SQLite's `synchronous`: 2 is FULL (fsync every commit), 1 is NORMAL.
-        for (durability, synchronous) in [(Durability::Full, 2), (Durability::Process, 1)] {
-            let dir = tempfile::tempdir().unwrap();
-            let db = open_with(dir.path(), durability);
-            let found: i64 = db
-                .write(|c| Ok(c.query_row("PRAGMA synchronous", [], |r| r.get(0))?))
-                .await
-                .unwrap();
-            assert_eq!(found, synchronous, "{durability:?}");
-            db.close();
+    fn syncs(db: &Database) -> u64 {
+        db.inner.sync.syncs.load(Ordering::Relaxed)
+    }
+
+    fn put(k: &'static str) -> impl FnOnce(&Connection) -> Result<(), StoreError> + Send {
+        move |c| {
+            c.execute("INSERT OR REPLACE INTO t(k, v) VALUES (?1, 1)", [k])?;
+            Ok(())
         }
     }
 
     #[tokio::test]
-    async fn a_relaxed_write_alone_skips_the_fsync_and_an_ordinary_one_restores_it() {
-        let synchronous = |c: &Connection| -> Result<i64, StoreError> {
-            Ok(c.query_row("PRAGMA synchronous", [], |r| r.get(0))?)
-        };
+    async fn a_write_waits_for_an_fsync_as_its_durability_asks() {
         let dir = tempfile::tempdir().unwrap();
         let db = open_with(dir.path(), Durability::Full);
-        assert_eq!(db.write_relaxed(synchronous).await.unwrap(), 1);
-        assert_eq!(db.write(synchronous).await.unwrap(), 2);
-        assert_eq!(db.write_relaxed(synchronous).await.unwrap(), 1);
+        db.write_relaxed(put("a")).await.unwrap();
+        assert_eq!(syncs(&db), 0, "a relaxed write does not wait for the disk");
+        db.write(put("b")).await.unwrap();
+        assert_eq!(
+            syncs(&db),
+            1,
+            "an ordinary write does, with full durability"
+        );
+        db.write_durable(put("c")).await.unwrap();
+        assert_eq!(syncs(&db), 2);
         db.close();
 
-        // With process durability every commit is already relaxed.
         let dir = tempfile::tempdir().unwrap();
         let db = open_with(dir.path(), Durability::Process);
-        assert_eq!(db.write_relaxed(synchronous).await.unwrap(), 1);
-        assert_eq!(db.write(synchronous).await.unwrap(), 1);
-        // A durable write has its fsync all the same, and the next ordinary one goes back.
-        assert_eq!(db.write_durable(synchronous).await.unwrap(), 2);
-        assert_eq!(db.write(synchronous).await.unwrap(), 1);
+        db.write_relaxed(put("a")).await.unwrap();
+        db.write(put("b")).await.unwrap();
+        assert_eq!(
+            syncs(&db),
+            0,
+            "with process durability no ordinary write waits"
+        );
+        db.write_durable(put("c")).await.unwrap();
+        assert_eq!(
+            syncs(&db),
+            1,
+            "a durable write waits whatever the durability"
+        );
         db.close();
+    }
+
+    #[tokio::test]
+    async fn every_commit_is_left_to_the_sync_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        let found: i64 = db
+            .write(|c| Ok(c.query_row("PRAGMA synchronous", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(found, 1, "NORMAL: the writer's commits do not fsync");
+        db.close();
+    }
+
+    #[tokio::test]
+    async fn a_committed_write_is_seen_before_it_is_on_disk_and_answered_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        db.write(put("warm")).await.unwrap();
+        let gate = lock(&db.inner.sync.gate);
+        let ((), on_disk) = db.write_committed(put("k")).await.unwrap();
+        let seen: i64 = db
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM t WHERE k = 'k'", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(seen, 1, "committed, so visible");
+        // Other writes commit while the fsync waits; ordinary ones are answered after it.
+        db.write_relaxed(put("relaxed")).await.unwrap();
+        let ordinary = tokio::spawn({
+            let db = db.clone();
+            async move { db.write(put("ordinary")).await }
+        });
+        let barrier = tokio::spawn({
+            let db = db.clone();
+            async move { db.wait_on_disk().await }
+        });
+        let mut on_disk = std::pin::pin!(on_disk.wait());
+        let early = tokio::time::timeout(Duration::from_millis(50), &mut on_disk).await;
+        assert!(early.is_err(), "not on disk while the fsync is held");
+        assert!(!ordinary.is_finished() && !barrier.is_finished());
+        drop(gate);
+        on_disk.await.unwrap();
+        ordinary.await.unwrap().unwrap();
+        barrier.await.unwrap().unwrap();
+        db.close();
+    }
+
+    #[tokio::test]
+    async fn waiting_on_disk_is_at_once_with_process_durability() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_with(dir.path(), Durability::Process);
+        db.write(put("a")).await.unwrap();
+        let _gate = lock(&db.inner.sync.gate);
+        db.wait_on_disk().await.unwrap();
+        assert_eq!(syncs(&db), 0);
+    }
+
+    #[tokio::test]
+    async fn waiting_on_disk_syncs_only_what_no_fsync_covered() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        db.write(put("a")).await.unwrap();
+        assert_eq!(syncs(&db), 1);
+        // Everything committed is on disk: no fsync, even with the sync thread held.
+        {
+            let _gate = lock(&db.inner.sync.gate);
+            db.wait_on_disk().await.unwrap();
+        }
+        assert_eq!(syncs(&db), 1);
+        // A relaxed commit is not: waiting for it takes an fsync.
+        db.write_relaxed(put("b")).await.unwrap();
+        db.wait_on_disk().await.unwrap();
+        assert_eq!(syncs(&db), 2);
+        db.wait_on_disk().await.unwrap();
+        assert_eq!(syncs(&db), 2);
+        db.close();
+    }
+
+    /// Waits until `n` fsyncs have begun (the last one may be held at the gate).
+    async fn until_syncs(db: &Database, n: u64) {
+        for _ in 0..1000 {
+            if syncs(db) >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("{n} fsyncs never began");
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_fsync_no_write_is_answered_or_taken_and_reads_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let db = open(dir.path());
+        db.write(put("a")).await.unwrap();
+        // `b`'s fsync is held, then fails; `c`, committed meanwhile, waits for a later fsync,
+        // whose success would prove nothing.
+        let gate = lock(&db.inner.sync.gate);
+        let first = tokio::spawn({
+            let db = db.clone();
+            async move { db.write(put("b")).await }
+        });
+        until_syncs(&db, 2).await;
+        let ((), later) = db.write_committed(put("c")).await.unwrap();
+        db.inner.sync.fail_next.store(true, Ordering::Release);
+        drop(gate);
+        let failed = first.await.unwrap().unwrap_err();
+        assert!(failed.to_string().contains("failed to sync"), "{failed}");
+        let later = later.wait().await.unwrap_err();
+        assert!(later.to_string().contains("failed to sync"), "{later}");
+        assert_eq!(syncs(&db), 2, "no fsync after the failed one");
+        let refused = db.write(put("d")).await.unwrap_err();
+        assert!(refused.to_string().contains("failed to sync"), "{refused}");
+        let rows: i64 = db
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(rows, 3, "a, b and c are committed; d was refused");
+        db.close();
+        // Opening it again does not make it trustworthy.
+        let options = DatabaseOptions {
+            readers: 1,
+            durability: Durability::Full,
+            create: false,
+            migrate,
+        };
+        let reopened = Database::open(&path, options).err().unwrap();
+        assert!(
+            reopened.to_string().contains("failed to sync"),
+            "{reopened}"
+        );
     }
 
     /// Runs `sql` (one integer back) through `read` and tells which threads ran the closure.

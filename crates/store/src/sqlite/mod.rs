@@ -17,7 +17,7 @@ mod system;
 mod tenants;
 mod users;
 
-pub use executor::{Database, DatabaseOptions, Durability};
+pub use executor::{Database, DatabaseOptions, Durability, OnDisk};
 pub(crate) use system::OPEN_MARK;
 pub use system::SqliteSystemStore;
 pub use tenants::{SCHEMA_VERSION, SqliteTenants, TenantPoolOptions};
@@ -25,6 +25,9 @@ pub use tenants::{SCHEMA_VERSION, SqliteTenants, TenantPoolOptions};
 /// Descriptors one open SQLite connection holds in WAL mode: the database, its `-wal` and its
 /// `-shm`. An open app holds one writer connection and up to `readers` reader connections.
 pub const DESCRIPTORS_PER_CONNECTION: u64 = 3;
+/// Descriptors an open database holds besides its connections: its sync thread's handle on the
+/// WAL.
+pub const DESCRIPTORS_PER_DATABASE: u64 = 1;
 
 use std::sync::{Mutex, MutexGuard};
 

@@ -9,7 +9,7 @@ use crate::queues::{
     Claimed, EXPIRED, Failed, MessageRow, MessageState, NewMessage, QueueRow, QueueStats,
     QueueStore, Sent,
 };
-use crate::{AppName, StoreError};
+use crate::{AppName, OnDisk, StoreError};
 
 /// Schema step 10 of an app database: the trigger depth a message was sent at.
 pub(super) const DEPTH: &str = "
@@ -156,8 +156,23 @@ impl QueueStore for SqliteTenants {
         now_ms: i64,
         key_ttl_ms: i64,
     ) -> Result<Vec<Sent>, StoreError> {
+        let (sent, on_disk) = self
+            .send_committed(app, queue, messages, now_ms, key_ttl_ms)
+            .await?;
+        on_disk.wait().await?;
+        Ok(sent)
+    }
+
+    async fn send_committed(
+        &self,
+        app: &AppName,
+        queue: &str,
+        messages: Vec<NewMessage>,
+        now_ms: i64,
+        key_ttl_ms: i64,
+    ) -> Result<(Vec<Sent>, OnDisk), StoreError> {
         let queue = queue.to_owned();
-        self.write_app(app, move |c| {
+        self.write_app_committed(app, move |c| {
             let mut sent = Vec::with_capacity(messages.len());
             for message in &messages {
                 if let Some(key) = &message.key {

@@ -344,20 +344,28 @@ impl RecordStore for SqliteTenants {
         limit: usize,
     ) -> Result<EventsPage, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read_app(app, move |c| {
-            let events = c
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM _events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
-                ))?
-                .query_map([after.seq, limit], event_row)?
-                .collect::<Result<Vec<_>, _>>()?;
-            // Committed in sequence order: nothing is ever pending.
-            Ok(EventsPage {
-                events,
-                pending: false,
+        let lease = self.lease(app).await?;
+        let page = lease
+            .db
+            .read(move |c| {
+                let events = c
+                    .prepare_cached(&format!(
+                        "SELECT {EVENT_COLUMNS} FROM _events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                    ))?
+                    .query_map([after.seq, limit], event_row)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                // Committed in sequence order: nothing is ever pending.
+                Ok(EventsPage {
+                    events,
+                    pending: false,
+                })
             })
-        })
-        .await
+            .await?;
+        // A read sees commits before their fsync, and a power cut would undo those and give
+        // their sequence numbers to other events; a client that resumed from one would skip
+        // those. So the page leaves only once what it read is on disk.
+        lease.db.wait_on_disk().await?;
+        Ok(page)
     }
 
     async fn event_bounds(&self, app: &AppName) -> Result<LogBounds, StoreError> {

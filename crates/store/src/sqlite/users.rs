@@ -163,6 +163,15 @@ impl SqliteTenants {
         self.lease(app).await?.db.write(write).await
     }
 
+    /// [`SqliteTenants::write_app`] through [`Database::write_committed`](super::Database::write_committed).
+    pub(super) async fn write_app_committed<T: Send + 'static>(
+        &self,
+        app: &AppName,
+        write: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<(T, crate::OnDisk), StoreError> {
+        self.lease(app).await?.db.write_committed(write).await
+    }
+
     /// [`SqliteTenants::write_app`] through [`Database::write_relaxed`](super::Database::write_relaxed).
     pub(super) async fn write_app_relaxed<T: Send + 'static>(
         &self,
