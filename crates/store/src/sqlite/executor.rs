@@ -162,7 +162,6 @@ impl OnDisk {
 }
 
 /// What the writer and the sync thread share.
-#[derive(Default)]
 struct SyncState {
     /// Set once an fsync failed: no write is taken or answered after it.
     failed: AtomicBool,
@@ -182,6 +181,26 @@ struct SyncState {
     /// Fails the next fsync.
     #[cfg(test)]
     fail_next: AtomicBool,
+}
+
+impl SyncState {
+    fn new() -> SyncState {
+        SyncState {
+            failed: AtomicBool::new(false),
+            // What the WAL held when the database was opened counts as one commit that no
+            // fsync covered yet: a process that crashed, or this file's last `Database` still
+            // closing, may have left commits that never had their fsync.
+            begun: AtomicU64::new(1),
+            done: AtomicU64::new(1),
+            synced: AtomicU64::new(0),
+            #[cfg(test)]
+            syncs: AtomicU64::new(0),
+            #[cfg(test)]
+            gate: Mutex::new(()),
+            #[cfg(test)]
+            fail_next: AtomicBool::new(false),
+        }
+    }
 }
 
 /// The databases whose fsync failed in this process. The kernel may have dropped the pages it
@@ -269,7 +288,7 @@ impl Database {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let sync = Arc::new(SyncState::default());
+        let sync = Arc::new(SyncState::new());
         let (to_sync, pending) = mpsc::channel::<Vec<SyncWaiter>>();
         let sync_state = Arc::clone(&sync);
         let failing = path.to_path_buf();
@@ -633,10 +652,10 @@ fn failed_sync() -> StoreError {
     )
 }
 
-/// The WAL, opened for the sync thread, and its name made durable. SQLite names it after the
-/// database file as it resolved it (through symbolic links); it exists once the schema's steps
-/// have read the database in WAL mode, and is removed only when the last connection closes,
-/// the writer's, after the sync thread has stopped.
+/// The WAL, opened for the sync thread. SQLite names it after the database file as it
+/// resolved it (through symbolic links); it exists once the schema's steps have read the
+/// database in WAL mode, and is removed only when the last connection closes, the writer's,
+/// after the sync thread has stopped.
 fn open_wal(conn: &Connection, path: &Path) -> Result<File, StoreError> {
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -652,18 +671,14 @@ fn open_wal(conn: &Connection, path: &Path) -> Result<File, StoreError> {
     let mut wal = resolved.into_os_string();
     wal.push("-wal");
     let wal = PathBuf::from(wal);
-    let file = File::open(&wal).map_err(StoreError::io(&wal))?;
-    if let Some(dir) = wal.parent() {
-        File::open(dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(StoreError::io(dir))?;
-    }
-    Ok(file)
+    File::open(&wal).map_err(StoreError::io(&wal))
 }
 
 /// Makes the WAL durable for the writes that wait for it: one fsync for every batch committed
 /// since the last one began. After a failed fsync it answers every later wait with the failure.
 fn run_syncer(wal: &File, path: &Path, sync: &SyncState, pending: mpsc::Receiver<Vec<SyncWaiter>>) {
+    // The WAL may be new since the database was opened: its name must reach the disk too.
+    let mut named = false;
     while let Ok(mut waiters) = pending.recv() {
         while let Ok(more) = pending.try_recv() {
             waiters.extend(more);
@@ -672,7 +687,14 @@ fn run_syncer(wal: &File, path: &Path, sync: &SyncState, pending: mpsc::Receiver
             Err(failed_sync().to_string())
         } else {
             let covered = sync.done.load(Ordering::Acquire);
-            match sync_data(wal, sync) {
+            let synced = sync_data(wal, sync).and_then(|()| {
+                if !named {
+                    sync_directory(path)?;
+                    named = true;
+                }
+                Ok(())
+            });
+            match synced {
                 Ok(()) => {
                     sync.synced.fetch_max(covered, Ordering::AcqRel);
                     Ok(())
@@ -692,6 +714,14 @@ fn run_syncer(wal: &File, path: &Path, sync: &SyncState, pending: mpsc::Receiver
         for waiter in waiters {
             let _ = waiter.send(answer.clone());
         }
+    }
+}
+
+/// Syncs the directory that holds the database and its WAL.
+fn sync_directory(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
+        _ => File::open(".")?.sync_all(),
     }
 }
 
@@ -840,6 +870,26 @@ mod tests {
         on_disk.await.unwrap();
         ordinary.await.unwrap().unwrap();
         barrier.await.unwrap().unwrap();
+        // The held fsync had taken `k` alone; the rest came during it and took one more.
+        assert_eq!(syncs(&db), 3);
+        db.close();
+    }
+
+    #[tokio::test]
+    async fn a_commit_made_during_an_fsync_is_not_counted_as_covered_by_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        let gate = lock(&db.inner.sync.gate);
+        let first = tokio::spawn({
+            let db = db.clone();
+            async move { db.write(put("a")).await }
+        });
+        until_syncs(&db, 1).await;
+        db.write_relaxed(put("b")).await.unwrap();
+        drop(gate);
+        first.await.unwrap().unwrap();
+        db.wait_on_disk().await.unwrap();
+        assert_eq!(syncs(&db), 2, "`b` needed an fsync of its own");
         db.close();
     }
 
@@ -857,20 +907,23 @@ mod tests {
     async fn waiting_on_disk_syncs_only_what_no_fsync_covered() {
         let dir = tempfile::tempdir().unwrap();
         let db = open(dir.path());
-        db.write(put("a")).await.unwrap();
+        // What the WAL held when it was opened was never synced by this database.
+        db.wait_on_disk().await.unwrap();
         assert_eq!(syncs(&db), 1);
+        db.write(put("a")).await.unwrap();
+        assert_eq!(syncs(&db), 2);
         // Everything committed is on disk: no fsync, even with the sync thread held.
         {
             let _gate = lock(&db.inner.sync.gate);
             db.wait_on_disk().await.unwrap();
         }
-        assert_eq!(syncs(&db), 1);
+        assert_eq!(syncs(&db), 2);
         // A relaxed commit is not: waiting for it takes an fsync.
         db.write_relaxed(put("b")).await.unwrap();
         db.wait_on_disk().await.unwrap();
-        assert_eq!(syncs(&db), 2);
+        assert_eq!(syncs(&db), 3);
         db.wait_on_disk().await.unwrap();
-        assert_eq!(syncs(&db), 2);
+        assert_eq!(syncs(&db), 3);
         db.close();
     }
 

@@ -369,20 +369,26 @@ impl RecordStore for SqliteTenants {
     }
 
     async fn event_bounds(&self, app: &AppName) -> Result<LogBounds, StoreError> {
-        self.read_app(app, move |c| {
-            let swept: Option<String> = c
-                .prepare_cached("SELECT value FROM _settings WHERE key = ?1")?
-                .query_row([EVENTS_SWEPT], |r| r.get(0))
-                .optional()?;
-            let last: Option<i64> = c
-                .prepare_cached("SELECT max(seq) FROM _events")?
-                .query_row([], |r| r.get(0))?;
-            Ok(LogBounds {
-                swept: swept.as_deref().and_then(LogPosition::parse),
-                last: last.map(|seq| LogPosition { tx: 0, seq }),
+        let lease = self.lease(app).await?;
+        let bounds = lease
+            .db
+            .read(move |c| {
+                let swept: Option<String> = c
+                    .prepare_cached("SELECT value FROM _settings WHERE key = ?1")?
+                    .query_row([EVENTS_SWEPT], |r| r.get(0))
+                    .optional()?;
+                let last: Option<i64> = c
+                    .prepare_cached("SELECT max(seq) FROM _events")?
+                    .query_row([], |r| r.get(0))?;
+                Ok(LogBounds {
+                    swept: swept.as_deref().and_then(LogPosition::parse),
+                    last: last.map(|seq| LogPosition { tx: 0, seq }),
+                })
             })
-        })
-        .await
+            .await?;
+        // The last position goes to clients as where they are (see `events_after`).
+        lease.db.wait_on_disk().await?;
+        Ok(bounds)
     }
 
     async fn append_event(
