@@ -5,19 +5,20 @@
 //! transaction and commits once. A failing write rolls back its savepoint alone; the others in
 //! its batch still commit.
 //!
-//! A commit does not wait for the disk on the writer thread (`synchronous = NORMAL`): once it is
-//! in the WAL it is visible to every later read and write, and the writer goes on with the next
-//! batch while the sync thread makes the WAL durable (`fdatasync`) and only then answers the
-//! writes that asked for it. One fsync serves every batch committed while the one before it ran,
-//! which is where SQLite's write throughput under concurrency comes from, and a write's effects
-//! can be acted on in the process (a queue's consumer woken, see [`Database::write_committed`])
-//! while its fsync runs. Reads may so see a commit that a power loss would still undo
-//! ([`Database::wait_on_disk`] waits for what a read saw to be on disk); nothing is *answered*
-//! before it is on disk, and since the WAL is read back only up to its first incomplete commit,
-//! a later commit never survives an earlier one. (SQLite's automatic checkpoints still fsync on
-//! the writer thread, within the commit that starts them.) A failed fsync stops the database's
-//! writes until the process restarts: the pages the kernel failed to write may since be marked
-//! clean, so neither a later fsync nor opening the database again proves anything.
+//! A commit does not wait for the disk (`synchronous = NORMAL`): once it is in the WAL it is
+//! visible to every later read and write. The writes of the batch that must be on disk are
+//! answered after an `fdatasync` of the WAL that began after their commit. When more writes are
+//! queued, the writer runs that fsync itself before their batch, which gathers meanwhile: one
+//! commit and one fsync per batch under load, which is where SQLite's write throughput under
+//! concurrency comes from. When none are, it hands the fsync to the sync thread and takes what
+//! comes next at once, so that a write's effects can be acted on in the process while its
+//! fsync runs (a queue's consumer woken and claiming, see [`Database::write_committed`]).
+//! Reads may so see a commit that a power loss would still undo ([`Database::wait_on_disk`]
+//! waits for what a read saw to be on disk); nothing is *answered* before it is on disk, and
+//! since the WAL is read back only up to its first incomplete commit, a later commit never
+//! survives an earlier one. A failed fsync stops the database's writes until the process
+//! restarts: the pages the kernel failed to write may since be marked clean, so neither a later
+//! fsync nor opening the database again proves anything.
 //!
 //! What a write waits for is its [`Commit`]: a *relaxed* write ([`Database::write_relaxed`]:
 //! bookkeeping whose loss on a power failure is harmless or repaired, such as a queue claim or
@@ -633,7 +634,6 @@ fn run_writer(
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        // The fsync is asked for before anyone is answered, so that it starts at once.
         let mut waiters = Vec::new();
         let outcomes: Vec<Result<OnDisk, StoreError>> = commits
             .into_iter()
@@ -647,22 +647,23 @@ fn run_writer(
                 Err(e) => Err(StoreError::Task(e.clone())),
             })
             .collect();
+        // With more writes waiting, the fsync runs here, as before the next batch, which
+        // gathers meanwhile: one commit per fsync, and no hand-off to pay under load. With none,
+        // it runs on the sync thread, handed over before anyone is answered so that it starts at
+        // once, and what comes next (a queue's consumer claiming the message just sent) commits
+        // while it runs. Should the sync thread be gone, the waiters drop: their writes answer
+        // an error.
+        if !waiters.is_empty() {
+            next = jobs.try_recv().ok();
+            if next.is_none() {
+                let _ = to_sync.send(std::mem::take(&mut waiters));
+            }
+        }
         for (job, outcome) in ran.into_iter().zip(outcomes) {
             (job.complete)(outcome);
         }
-        if waiters.is_empty() {
-            continue;
-        }
-        // With more writes waiting, the fsync runs here, as before the next batch, which
-        // gathers meanwhile: one commit per fsync, and no hand-off to pay under load. With none,
-        // it runs on the sync thread, so that what comes next (a queue's consumer claiming the
-        // message just sent) commits while it runs. Should the sync thread be gone, the waiters
-        // drop: their writes answer an error.
-        next = jobs.try_recv().ok();
-        if next.is_some() {
+        if !waiters.is_empty() {
             answer(waiters, &fsync(sync));
-        } else {
-            let _ = to_sync.send(waiters);
         }
     }
     // The last sender is gone: every queued write has been answered or handed to the sync
