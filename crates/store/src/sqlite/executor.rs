@@ -810,6 +810,9 @@ fn run_in_savepoint<T>(
 }
 
 #[cfg(test)]
+// The sync gate is a std mutex held across awaits on purpose: holding it stands for a slow
+// disk, and the sync thread, not the runtime, is what waits on it.
+#[allow(clippy::await_holding_lock)]
 mod tests {
     use super::*;
 
