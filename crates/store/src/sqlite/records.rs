@@ -344,51 +344,41 @@ impl RecordStore for SqliteTenants {
         limit: usize,
     ) -> Result<EventsPage, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let lease = self.lease(app).await?;
-        let page = lease
-            .db
-            .read(move |c| {
-                let events = c
-                    .prepare_cached(&format!(
-                        "SELECT {EVENT_COLUMNS} FROM _events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
-                    ))?
-                    .query_map([after.seq, limit], event_row)?
-                    .collect::<Result<Vec<_>, _>>()?;
-                // Committed in sequence order: nothing is ever pending.
-                Ok(EventsPage {
-                    events,
-                    pending: false,
-                })
-            })
-            .await?;
         // A read sees commits before their fsync, and a power cut would undo those and give
         // their sequence numbers to other events; a client that resumed from one would skip
         // those. So the page leaves only once what it read is on disk.
-        lease.db.wait_on_disk().await?;
-        Ok(page)
+        self.read_app_on_disk(app, move |c| {
+            let events = c
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM _events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                ))?
+                .query_map([after.seq, limit], event_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            // Committed in sequence order: nothing is ever pending.
+            Ok(EventsPage {
+                events,
+                pending: false,
+            })
+        })
+        .await
     }
 
     async fn event_bounds(&self, app: &AppName) -> Result<LogBounds, StoreError> {
-        let lease = self.lease(app).await?;
-        let bounds = lease
-            .db
-            .read(move |c| {
-                let swept: Option<String> = c
-                    .prepare_cached("SELECT value FROM _settings WHERE key = ?1")?
-                    .query_row([EVENTS_SWEPT], |r| r.get(0))
-                    .optional()?;
-                let last: Option<i64> = c
-                    .prepare_cached("SELECT max(seq) FROM _events")?
-                    .query_row([], |r| r.get(0))?;
-                Ok(LogBounds {
-                    swept: swept.as_deref().and_then(LogPosition::parse),
-                    last: last.map(|seq| LogPosition { tx: 0, seq }),
-                })
-            })
-            .await?;
         // The last position goes to clients as where they are (see `events_after`).
-        lease.db.wait_on_disk().await?;
-        Ok(bounds)
+        self.read_app_on_disk(app, move |c| {
+            let swept: Option<String> = c
+                .prepare_cached("SELECT value FROM _settings WHERE key = ?1")?
+                .query_row([EVENTS_SWEPT], |r| r.get(0))
+                .optional()?;
+            let last: Option<i64> = c
+                .prepare_cached("SELECT max(seq) FROM _events")?
+                .query_row([], |r| r.get(0))?;
+            Ok(LogBounds {
+                swept: swept.as_deref().and_then(LogPosition::parse),
+                last: last.map(|seq| LogPosition { tx: 0, seq }),
+            })
+        })
+        .await
     }
 
     async fn append_event(

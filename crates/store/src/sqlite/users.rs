@@ -155,6 +155,20 @@ impl SqliteTenants {
         self.lease(app).await?.db.read(read).await
     }
 
+    /// [`SqliteTenants::read_app`] for a read whose result leaves the process to be relied on
+    /// later: answered once what it read is on disk (see
+    /// [`Database::wait_on_disk`](super::Database::wait_on_disk)).
+    pub(crate) async fn read_app_on_disk<T: Send + 'static>(
+        &self,
+        app: &AppName,
+        read: impl Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let lease = self.lease(app).await?;
+        let value = lease.db.read(read).await?;
+        lease.db.wait_on_disk().await?;
+        Ok(value)
+    }
+
     pub(super) async fn write_app<T: Send + 'static>(
         &self,
         app: &AppName,
