@@ -2200,6 +2200,90 @@ async fn a_flood_on_one_apps_queue_does_not_hold_up_another_apps_messages() {
 }
 
 #[tokio::test]
+async fn a_consumer_running_batch_after_batch_makes_room_for_its_apps_triggers_and_stops_when_undeployed()
+ {
+    let t = server(false).await;
+    let (alice, _) = scene(&t, "busy").await;
+    t.admin(Method::PUT, "/v1/admin/apps/busy/collections/audit")
+        .json(&json!({ "fields": [{ "name": "note", "type": "text" }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    t.admin(Method::PUT, "/v1/admin/apps/busy/queues/work")
+        .json(&json!({}))
+        .expect(StatusCode::CREATED)
+        .await;
+    // Sixteen batches at once take every place the dispatcher gives one app, and each comes
+    // full, so each place takes its next batch itself; a message takes 20 ms, so the backlog
+    // of 3,000 lasts about four seconds.
+    deploy(
+        &t,
+        "busy",
+        "slow",
+        json!({
+            "source": "export default async () => { await new Promise((r) => setTimeout(r, 20)); }",
+            "triggers": [{ "queue": "work", "batch": 1, "concurrency": 16 }]
+        }),
+    )
+    .await;
+    deploy(&t, "busy", "audit", json!({
+        "source": "export default async (e, ctx) => ctx.db.collection('audit').add({ note: `${e.operation} ${e.new.title}` })",
+        "triggers": [{ "collection": "todos", "on": ["create"] }]
+    }))
+    .await;
+    for chunk in 0..30 {
+        let messages: Vec<Value> = (0..100)
+            .map(|i| json!({ "payload": { "n": chunk * 100 + i } }))
+            .collect();
+        t.admin(Method::POST, "/v1/admin/apps/busy/queues/work/messages")
+            .json(&json!({ "messages": messages }))
+            .expect(StatusCode::CREATED)
+            .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queue_counts(&t, "busy", "work").await[1] < Some(16) {
+        assert!(
+            Instant::now() < deadline,
+            "the consumer never took its 16 places"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    t.request(Method::POST, "/v1/apps/busy/collections/todos/records")
+        .bearer_auth(&alice)
+        .json(&json!({ "title": "milk" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    assert_eq!(audit_notes_when(&t, "busy", 1).await, vec!["create milk"]);
+    // It ran while the backlog was still there: a place was given back to it, not left to
+    // the consumer until its queue ran dry.
+    let [ready, ..] = queue_counts(&t, "busy", "work").await;
+    assert!(ready > Some(1000), "{ready:?}");
+
+    // Once the function consumes the queue no more, no place takes another batch of it.
+    deploy(
+        &t,
+        "busy",
+        "slow",
+        json!({ "source": "export default async () => {}" }),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queue_counts(&t, "busy", "work").await[1] != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "the former consumer kept its claims"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let [left, ..] = queue_counts(&t, "busy", "work").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        queue_counts(&t, "busy", "work").await,
+        [left, Some(0), Some(0)]
+    );
+    assert!(left > Some(1000), "{left:?}");
+}
+
+#[tokio::test]
 async fn queue_consumers_take_batches_retry_failures_and_dead_letter_poison() {
     let t = server(false).await;
     scene(&t, "jobs").await;

@@ -5,12 +5,13 @@
 //! plane comes due, and at least once a second. For each app the hint says is due it claims, per
 //! consumer (a function with a `{"queue": …}` trigger), up to `batch` messages at a time while
 //! fewer than `concurrency` batches of that consumer run, and runs the function on them as the
-//! admin. A run that returns acknowledges the batch (except the ids it lists under `failed`);
+//! admin. A run whose batch came full claims its next batch itself, in the same place, until
+//! the queue runs short or due work of the app waits for a place (`Places`). A run that returns acknowledges the batch (except the ids it lists under `failed`);
 //! one that throws, times out or runs out of memory fails every message of it, which then retry
 //! with backoff and at last move to the dead letters. Then the app's hint is settled to its next
 //! due time, unless a send moved the hint meanwhile.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -679,19 +680,70 @@ const TRIGGER_CONCURRENCY: usize = 8;
 const MESSAGE_CONCURRENCY: usize = 4;
 const DISPATCH_PER_APP: usize = 16;
 
-/// How many runs the dispatcher has going for `app`.
-fn app_running(running: &Running, app: &AppName) -> usize {
-    lock(running)
-        .iter()
-        .filter(|((a, _), _)| a == app)
-        .map(|(_, n)| *n)
-        .sum()
-}
-
 // ---- the dispatcher -----------------------------------------------------------------------
 
-/// Batches running now, per app and consuming function.
-type Running = Arc<Mutex<HashMap<(AppName, String), usize>>>;
+/// A consumer of an app: a function, or one of Cloudlet's queues.
+type Consumer = (AppName, String);
+
+/// The dispatcher's places: the batches running now, per consumer, and the apps whose due work
+/// waits because all of the app's places are taken.
+#[derive(Clone, Default)]
+struct Places(Arc<Mutex<PlacesInner>>);
+
+#[derive(Default)]
+struct PlacesInner {
+    running: HashMap<Consumer, usize>,
+    waiting: HashSet<AppName>,
+}
+
+impl Places {
+    /// Whether `consumer` may start one more batch: fewer than `limit` of its own run, and
+    /// fewer than `DISPATCH_PER_APP` of its app's. When the app's are what stops it, the app is
+    /// marked as waiting, so that a consumer running batch after batch gives a place back.
+    fn room(&self, consumer: &Consumer, limit: usize) -> bool {
+        let mut places = lock(&self.0);
+        if places.running.get(consumer).copied().unwrap_or(0) >= limit {
+            return false;
+        }
+        let app = &consumer.0;
+        let app_running: usize = places
+            .running
+            .iter()
+            .filter(|((a, _), _)| a == app)
+            .map(|(_, n)| *n)
+            .sum();
+        if app_running >= DISPATCH_PER_APP {
+            places.waiting.insert(app.clone());
+            return false;
+        }
+        true
+    }
+
+    fn enter(&self, consumer: &Consumer) {
+        *lock(&self.0).running.entry(consumer.clone()).or_insert(0) += 1;
+    }
+
+    fn leave(&self, consumer: &Consumer) {
+        let mut places = lock(&self.0);
+        if let Some(count) = places.running.get_mut(consumer) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                places.running.remove(consumer);
+            }
+        }
+    }
+
+    /// A look at `app` begins: it sees for itself what waits.
+    fn looking(&self, app: &AppName) {
+        lock(&self.0).waiting.remove(app);
+    }
+
+    /// True (once per look that found the app's places taken) if due work of `app` waits for a
+    /// place: the caller gives its place back to the dispatcher.
+    fn yield_to_waiting(&self, app: &AppName) -> bool {
+        lock(&self.0).waiting.remove(app)
+    }
+}
 
 /// How often an app's queues and event log are swept of what they no longer keep, and how long
 /// the event log keeps an event.
@@ -711,7 +763,7 @@ const IDLE_RECHECK_MS: i64 = 1_000;
 
 /// Delivers due messages to their consumers until shutdown.
 pub async fn run_dispatcher(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let running: Running = Arc::default();
+    let places = Places::default();
     let mut swept: HashMap<AppName, std::time::Instant> = HashMap::new();
     loop {
         let wait = match state.system().next_hint().await {
@@ -744,7 +796,7 @@ pub async fn run_dispatcher(state: AppState, mut shutdown: tokio::sync::watch::R
             }
         };
         for app in due {
-            dispatch_app(&state, &running, &app.app, app.version).await;
+            dispatch_app(&state, &places, &app.app, app.version).await;
             let stale = swept
                 .get(&app.app)
                 .is_none_or(|at| at.elapsed() >= SWEEP_EVERY);
@@ -777,10 +829,11 @@ async fn sweep(state: &AppState, app: &AppName) {
 }
 
 /// Claims and runs what `app` has due, then settles its hint.
-async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, version: i64) {
+async fn dispatch_app(state: &AppState, places: &Places, app: &AppName, version: i64) {
     // Taken before anything is read: a write that makes work due after this point stops the
     // settle below (see `Queues::hint`).
     let pulse = state.queues().pulse(app);
+    places.looking(app);
     let now = state.queues().now_ms();
     let started = now;
     let later = Some(now + IDLE_RECHECK_MS);
@@ -801,23 +854,17 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
     // whose function has gone since fails its attempts into the dead letters instead of
     // waiting for a consumer.
     consumed.push(TRIGGER_QUEUE.to_owned());
-    let look = dispatch_builtin(state, running, app, Builtin::Triggers).await;
+    let look = dispatch_builtin(state, places, app, Builtin::Triggers).await;
     busy |= look == Look::Busy;
     failed |= look == Look::Failed;
     for (function, trigger) in consumers {
-        let key = (app.clone(), function.clone());
-        // A claim outlives the run that takes it: the function's time, and a margin for
-        // waiting for a worker.
-        let hide_secs = match state.functions().timeout_ms(app, &function).await {
-            Ok(ms) => ms.div_ceil(1000) + RUN_MARGIN_SECS,
-            Err(_) => {
-                failed = true;
-                continue;
-            }
+        let consumer = (app.clone(), function.clone());
+        let Some(hide_secs) = hide_secs(state, app, &function).await else {
+            failed = true;
+            continue;
         };
         loop {
-            let now_running = lock(running).get(&key).copied().unwrap_or(0);
-            if now_running >= trigger.concurrency || app_running(running, app) >= DISPATCH_PER_APP {
+            if !places.room(&consumer, trigger.concurrency) {
                 busy = true;
                 break;
             }
@@ -837,32 +884,22 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
             if batch.is_empty() {
                 break;
             }
-            *lock(running).entry(key.clone()).or_insert(0) += 1;
-            let (state, running, key, trigger) = (
+            places.enter(&consumer);
+            let run = run_consumer(
                 state.clone(),
-                Arc::clone(running),
-                key.clone(),
+                places.clone(),
+                consumer.clone(),
                 trigger.clone(),
+                batch,
             );
-            state.clone().tasks().spawn(async move {
-                consume(&state, &key.0, &key.1, &trigger, batch).await;
-                if let Some(count) = lock(&running).get_mut(&key) {
-                    *count = count.saturating_sub(1);
-                }
-                // A place came free: the app is worth a look now, whatever its hint said.
-                let now = state.queues().now_ms();
-                if let Err(e) = state.queues().touch(&key.0, now).await {
-                    tracing::warn!(app = %key.0, error = %e, "could not hint the queue");
-                }
-                state.queues().doorbell().notify_one();
-            });
+            state.tasks().spawn(run);
         }
     }
     // Subscribe messages are sent whether or not the app has functions; last, as they wait on
     // a platform anyway, and the app's own consumers should not wait for this look.
     for builtin in [Builtin::Messages, Builtin::Payments] {
         consumed.push(builtin.queue().to_owned());
-        let look = dispatch_builtin(state, running, app, builtin).await;
+        let look = dispatch_builtin(state, places, app, builtin).await;
         busy |= look == Look::Busy;
         failed |= look == Look::Failed;
     }
@@ -895,6 +932,68 @@ async fn dispatch_app(state: &AppState, running: &Running, app: &AppName, versio
         next
     };
     settle(state, app, version, next, pulse).await;
+}
+
+/// How long a claim for `function` hides its messages: the function's time, and a margin for
+/// waiting for a worker (a claim outlives the run that takes it). None if it can not be read.
+async fn hide_secs(state: &AppState, app: &AppName, function: &str) -> Option<u64> {
+    let ms = state.functions().timeout_ms(app, function).await.ok()?;
+    Some(ms.div_ceil(1000) + RUN_MARGIN_SECS)
+}
+
+/// Runs a consumer's batches in one of its places: the batch the dispatcher claimed and, while
+/// each batch comes full (more is likely due), the next, claimed here, with no look of the
+/// dispatcher between them. It gives the place back when a batch comes short, when due work of
+/// the app waits for a place, when the consumer changed or the server stops.
+///
+/// Its own claims need no hint: a claim only moves its messages' due time later (to the claim's
+/// expiry), so the hint the dispatcher settled stays no later than the app's work.
+async fn run_consumer(
+    state: AppState,
+    places: Places,
+    consumer: Consumer,
+    trigger: QueueTrigger,
+    mut batch: Vec<Delivery>,
+) {
+    let (app, function) = (&consumer.0, consumer.1.as_str());
+    loop {
+        let full = batch.len() >= trigger.batch;
+        consume(&state, app, function, &trigger, batch).await;
+        if !full || !state.is_accepting() || places.yield_to_waiting(app) {
+            break;
+        }
+        let unchanged = matches!(
+            state.functions().queue_consumers(app).await,
+            Ok(consumers) if consumers.iter().any(|(f, t)| f == function && *t == trigger)
+        );
+        let hide = hide_secs(&state, app, function).await;
+        let (true, Some(hide_secs)) = (unchanged, hide) else {
+            break;
+        };
+        batch = match state
+            .queues()
+            .claim_for_dispatch(app, &trigger.queue, trigger.batch, hide_secs)
+            .await
+        {
+            Ok(next) if !next.is_empty() => next,
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(app = %app, queue = trigger.queue, error = %e, "could not claim");
+                break;
+            }
+        };
+    }
+    give_back(&state, &places, &consumer).await;
+}
+
+/// A run is over: its place is free, and the app is worth a look now, whatever its hint said.
+async fn give_back(state: &AppState, places: &Places, consumer: &Consumer) {
+    places.leave(consumer);
+    let now = state.queues().now_ms();
+    if let Err(e) = state.queues().touch(&consumer.0, now).await {
+        tracing::warn!(app = %consumer.0, error = %e, "could not hint the queue");
+    }
+    state.queues().doorbell().notify_one();
 }
 
 /// Moves the app's hint to `next`, unless work became due since the look began.
@@ -974,7 +1073,7 @@ enum Look {
 /// Claims and runs the app's due deliveries of one of Cloudlet's queues.
 async fn dispatch_builtin(
     state: &AppState,
-    running: &Running,
+    places: &Places,
     app: &AppName,
     builtin: Builtin,
 ) -> Look {
@@ -994,8 +1093,7 @@ async fn dispatch_builtin(
     }
     let hide_secs = builtin.min_hide_secs(state);
     loop {
-        let now_running = lock(running).get(&key).copied().unwrap_or(0);
-        if now_running >= builtin.concurrency() || app_running(running, app) >= DISPATCH_PER_APP {
+        if !places.room(&key, builtin.concurrency()) {
             return Look::Busy;
         }
         let batch = match state
@@ -1012,18 +1110,11 @@ async fn dispatch_builtin(
         let Some(delivery) = batch.into_iter().next() else {
             return Look::Idle;
         };
-        *lock(running).entry(key.clone()).or_insert(0) += 1;
-        let (state, running, key) = (state.clone(), Arc::clone(running), key.clone());
+        places.enter(&key);
+        let (state, places, key) = (state.clone(), places.clone(), key.clone());
         state.clone().tasks().spawn(async move {
             builtin.deliver(&state, &key.0, delivery).await;
-            if let Some(count) = lock(&running).get_mut(&key) {
-                *count = count.saturating_sub(1);
-            }
-            let now = state.queues().now_ms();
-            if let Err(e) = state.queues().touch(&key.0, now).await {
-                tracing::warn!(app = %key.0, error = %e, "could not hint the queue");
-            }
-            state.queues().doorbell().notify_one();
+            give_back(&state, &places, &key).await;
         });
     }
 }
