@@ -2199,6 +2199,80 @@ async fn a_flood_on_one_apps_queue_does_not_hold_up_another_apps_messages() {
         .await;
 }
 
+/// How many batches queue consumers started, claimed `by` a look, a send or a run.
+async fn batches(t: &TestApp, by: &str) -> u64 {
+    let prefix = format!("cloudlet_queue_batches_total{{by=\"{by}\"}} ");
+    t.metrics()
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_send_to_a_consumer_with_a_free_place_is_claimed_by_the_send_itself() {
+    let t = server(false).await;
+    scene(&t, "handed").await;
+    t.admin(Method::PUT, "/v1/admin/apps/handed/collections/done")
+        .json(&json!({ "fields": [{ "name": "note", "type": "text" }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    t.admin(Method::PUT, "/v1/admin/apps/handed/queues/work")
+        .json(&json!({}))
+        .expect(StatusCode::CREATED)
+        .await;
+    // One place; each run takes 300 ms and writes down what it ran on.
+    deploy(&t, "handed", "worker", json!({
+        "source": "export default async (e, ctx) => { \
+            await new Promise((r) => setTimeout(r, 300)); \
+            for (const m of e.messages) await ctx.admin.db.collection('done').add({ note: `${m.payload.n}:${m.attempt}` }); }",
+        "triggers": [{ "queue": "work", "batch": 1, "concurrency": 1 }]
+    }))
+    .await;
+    let send = |n: u32| {
+        t.admin(Method::POST, "/v1/admin/apps/handed/queues/work/messages")
+            .json(&json!({ "messages": [{ "payload": { "n": n } }] }))
+            .expect(StatusCode::CREATED)
+    };
+    // The consumer is idle: the send claims for it, so the message is taken by the time the
+    // send is answered.
+    send(1).await;
+    assert_eq!(
+        queue_counts(&t, "handed", "work").await,
+        [Some(0), Some(1), Some(0)]
+    );
+    assert_eq!(batches(&t, "send").await, 1);
+    // Its one place is taken: the next send waits, and the run, its batch full, takes it next.
+    send(2).await;
+    assert_eq!(
+        queue_counts(&t, "handed", "work").await,
+        [Some(1), Some(1), Some(0)]
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while notes_of(&t, "handed", "done").await.len() < 2 {
+        assert!(Instant::now() < deadline, "the runs never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(batches(&t, "run").await, 1);
+    // Once the run found nothing more and gave its place back, a send claims again.
+    while queue_counts(&t, "handed", "work").await[1] != Some(0) {
+        assert!(Instant::now() < deadline, "the place was never given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    send(3).await;
+    assert_eq!(batches(&t, "send").await, 2);
+    while notes_of(&t, "handed", "done").await.len() < 3 {
+        assert!(Instant::now() < deadline, "the last run never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Each once, on its first attempt, and the dispatcher never had to claim.
+    let mut notes = notes_of(&t, "handed", "done").await;
+    notes.sort();
+    assert_eq!(notes, ["1:1", "2:1", "3:1"]);
+    assert_eq!(batches(&t, "look").await, 0);
+}
+
 #[tokio::test]
 async fn a_consumer_running_batch_after_batch_makes_room_for_its_apps_triggers_and_stops_when_undeployed()
  {

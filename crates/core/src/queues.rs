@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cloudlet_store::{
-    AppName, Claimed, Failed, MessageRow, MessageState, NewMessage, QueueRow, QueueStats,
-    QueueStore, Sent, StoreError, SystemStore, TRIGGER_QUEUE,
+    AppName, ClaimAtSend, Claimed, Failed, MessageRow, MessageState, NewMessage, QueueRow,
+    QueueStats, QueueStore, Sent, StoreError, SystemStore, TRIGGER_QUEUE,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
@@ -322,6 +322,28 @@ pub fn valid_queue_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
+/// A consumer with a free place on this node, which takes a send's messages in the send's own
+/// transaction (the dispatcher, which owns the places, implements it): the consumer starts at
+/// the commit, with no look of the dispatcher between.
+#[async_trait::async_trait]
+pub trait Taker: Send + Sync {
+    /// Takes a place of a consumer of `queue` that has one free now, if any does.
+    async fn reserve(&self, app: &AppName, queue: &str) -> Option<Place>;
+    /// Runs the place's consumer on what the send claimed for it, or gives the place back if
+    /// nothing (the send failed, or nothing was due).
+    fn take(&self, app: &AppName, place: Place, deliveries: Vec<Delivery>);
+}
+
+/// A place [`Taker::reserve`] took: the consuming function, its trigger (how many messages it
+/// takes at once), and how long a claim for it hides them at least (longer than its run may
+/// last).
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub consumer: String,
+    pub trigger: crate::functions::QueueTrigger,
+    pub min_hide_secs: u64,
+}
+
 /// The queues service. Cheap to clone.
 #[derive(Clone)]
 pub struct Queues(Arc<Inner>);
@@ -337,6 +359,8 @@ struct Inner {
     generation: std::sync::atomic::AtomicU64,
     /// The other nodes' doorbell, set by the composition root.
     bell: std::sync::OnceLock<Arc<dyn cloudlet_store::Bell>>,
+    /// Takes sends for consumers with free places, set by the composition root.
+    taker: std::sync::OnceLock<Arc<dyn Taker>>,
     doorbell: Notify,
     triggers: QueueSettings,
     messages: QueueSettings,
@@ -387,6 +411,7 @@ impl Queues {
             declared: Mutex::new(HashMap::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
             bell: std::sync::OnceLock::new(),
+            taker: std::sync::OnceLock::new(),
             doorbell: Notify::new(),
             triggers: trigger_settings(trigger_visibility_secs),
             messages: message_settings(),
@@ -473,6 +498,11 @@ impl Queues {
     /// Rings the other nodes whenever a queue is declared or deleted here. Set once.
     pub fn set_bell(&self, bell: Arc<dyn cloudlet_store::Bell>) {
         let _ = self.0.bell.set(bell);
+    }
+
+    /// Hands sends to consumers with free places on this node. Set once.
+    pub fn set_taker(&self, taker: Arc<dyn Taker>) {
+        let _ = self.0.taker.set(taker);
     }
 
     /// Forgets the app's declared queues: another node changed them.
@@ -704,7 +734,12 @@ impl Queues {
             });
         }
         let window_ms = (settings.dedup_window_secs * 1000) as i64;
-        let sent = self.put(app, queue, new, now, window_ms).await?;
+        let sent = if is_builtin_queue(queue) {
+            self.put(app, queue, new, now, window_ms).await?
+        } else {
+            self.put_to_consumer(app, queue, &settings, new, now, window_ms)
+                .await?
+        };
         Ok(sent
             .into_iter()
             .map(|s| match s {
@@ -778,6 +813,72 @@ impl Queues {
             .await?;
         self.hinted(app, ticket).await?;
         self.0.doorbell.notify_one();
+        on_disk.wait().await?;
+        Ok(sent)
+    }
+
+    /// [`Queues::put`], handing what is due at once to a consumer of the queue with a free
+    /// place on this node, if one has: the send claims for it in its own transaction, and the
+    /// consumer starts at the commit. The claim takes what is due first, as any does, so a
+    /// send behind a backlog hands over the backlog's first messages, and the consumer takes
+    /// batch after batch while they come full.
+    async fn put_to_consumer(
+        &self,
+        app: &AppName,
+        queue: &str,
+        settings: &QueueSettings,
+        new: Vec<NewMessage>,
+        now: i64,
+        window_ms: i64,
+    ) -> Result<Vec<Sent>, QueueError> {
+        let due = new.iter().map(|m| m.visible_at_ms).min().unwrap_or(now);
+        let taker = self.0.taker.get().filter(|_| due <= now);
+        let place = match taker {
+            Some(taker) => taker.reserve(app, queue).await,
+            None => None,
+        };
+        let (Some(taker), Some(place)) = (taker, place) else {
+            return self.put(app, queue, new, now, window_ms).await;
+        };
+        // A claim outlives the run that takes it, and is never shorter than the queue says.
+        let hide = settings
+            .visibility_timeout_secs
+            .max(place.min_hide_secs)
+            .min(12 * 3600);
+        let claim = ClaimAtSend {
+            leases: (0..place.trigger.batch)
+                .map(|_| self.token("lease_"))
+                .collect(),
+            until_ms: now + (hide * 1000) as i64,
+        };
+        // The hint covers the messages' due time, and so the claim's expiry, which is later.
+        let ticket = match self.hint(app, due).await {
+            Ok(ticket) => ticket,
+            Err(e) => {
+                taker.take(app, place, Vec::new());
+                return Err(e.into());
+            }
+        };
+        let sent = self
+            .0
+            .store
+            .send_and_claim(app, queue, new, now, window_ms, claim)
+            .await;
+        let (sent, claimed, on_disk) = match sent {
+            Ok(sent) => sent,
+            Err(e) => {
+                taker.take(app, place, Vec::new());
+                return Err(e.into());
+            }
+        };
+        // A full batch may have left more due for the consumer's other places: the dispatcher
+        // looks. Otherwise the claim took everything due, and there is nothing to look at.
+        let full = claimed.len() >= place.trigger.batch;
+        taker.take(app, place, claimed.into_iter().map(delivery).collect());
+        self.hinted(app, ticket).await?;
+        if full {
+            self.0.doorbell.notify_one();
+        }
         on_disk.wait().await?;
         Ok(sent)
     }

@@ -634,6 +634,9 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         system: Arc::clone(&system),
     };
     let state = AppState::new(services, limits, &contract, &*random);
+    state
+        .queues()
+        .set_taker(Arc::new(queues::Handoff::new(&state)));
     tracing::info!(
         addr = %local_addr,
         public_url = public_url.as_str(),

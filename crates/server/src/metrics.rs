@@ -1,5 +1,6 @@
 //! Prometheus metrics: requests by route, method and status, latency histograms by route, open
-//! app databases, function invocations by trigger and outcome, and thumbnails made. Routes are labelled by their template (`/v1/admin/apps/{app}`), never by
+//! app databases, function invocations by trigger and outcome, queue consumers' batches by who
+//! claimed them, and thumbnails made. Routes are labelled by their template (`/v1/admin/apps/{app}`), never by
 //! the concrete path, so the number of series stays bounded however many apps there are.
 
 use std::time::Instant;
@@ -33,6 +34,11 @@ struct RouteLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BatchLabels {
+    by: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FunctionLabels {
     trigger: &'static str,
     outcome: &'static str,
@@ -46,6 +52,7 @@ pub struct Metrics {
     latency: HistogramFamily,
     open_apps: Gauge,
     functions: Family<FunctionLabels, Counter>,
+    batches: Family<BatchLabels, Counter>,
     thumbnails: Counter,
     thumbnail_failures: Counter,
 }
@@ -75,6 +82,12 @@ impl Default for Metrics {
             "Function invocations, by trigger (call, http, data, schedule, queue) and outcome (ok or the error code)",
             functions.clone(),
         );
+        let batches = Family::<BatchLabels, Counter>::default();
+        registry.register(
+            "queue_batches",
+            "Batches queue consumers started, by who claimed them: the dispatcher's look (look), the send itself, for a consumer with a free place (send), or the consumer's run, after a full batch (run)",
+            batches.clone(),
+        );
         let thumbnails = Counter::default();
         registry.register(
             "thumbnails_made",
@@ -93,6 +106,7 @@ impl Default for Metrics {
             latency,
             open_apps,
             functions,
+            batches,
             thumbnails,
             thumbnail_failures,
         }
@@ -105,6 +119,11 @@ impl Metrics {
         self.functions
             .get_or_create(&FunctionLabels { trigger, outcome })
             .inc();
+    }
+
+    /// Counts a queue consumer's batch by who claimed it: `look`, `send` or `run`.
+    pub fn queue_batch(&self, by: &'static str) {
+        self.batches.get_or_create(&BatchLabels { by }).inc();
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {

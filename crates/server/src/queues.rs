@@ -25,8 +25,9 @@ use cloudlet_core::functions::{
     Trigger,
 };
 use cloudlet_core::queues::{
-    Delivery, HintTicket, MAX_BATCH, MESSAGE_QUEUE, MessageView, Outgoing, PAYMENT_QUEUE,
-    QueueError, QueueSettings, QueueView, SendReceipt, Which, is_builtin_queue, valid_queue_name,
+    Delivery, HintTicket, MAX_BATCH, MESSAGE_QUEUE, MessageView, Outgoing, PAYMENT_QUEUE, Place,
+    QueueError, QueueSettings, QueueView, SendReceipt, Taker, Which, is_builtin_queue,
+    valid_queue_name,
 };
 use cloudlet_store::{Emit, Failed, StoreError, TRIGGER_QUEUE, TriggerDelivery};
 use serde::{Deserialize, Serialize};
@@ -39,7 +40,7 @@ use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::{ApiError, Code};
 use crate::extract::{AdminOf, Json, Path, Query};
 use crate::openapi::Routes;
-use crate::state::AppState;
+use crate::state::{AppState, WeakState};
 
 pub fn router(limits: &BodyLimits) -> Routes {
     let routes = OpenApiRouter::new()
@@ -688,7 +689,7 @@ type Consumer = (AppName, String);
 /// The dispatcher's places: the batches running now, per consumer, and the apps whose due work
 /// waits because all of the app's places are taken.
 #[derive(Clone, Default)]
-struct Places(Arc<Mutex<PlacesInner>>);
+pub(crate) struct Places(Arc<Mutex<PlacesInner>>);
 
 #[derive(Default)]
 struct PlacesInner {
@@ -697,10 +698,20 @@ struct PlacesInner {
 }
 
 impl Places {
-    /// Whether `consumer` may start one more batch: fewer than `limit` of its own run, and
-    /// fewer than `DISPATCH_PER_APP` of its app's. When the app's are what stops it, the app is
-    /// marked as waiting, so that a consumer running batch after batch gives a place back.
-    fn room(&self, consumer: &Consumer, limit: usize) -> bool {
+    /// Takes a place for one more batch of `consumer`, if fewer than `limit` of its own run
+    /// and fewer than `DISPATCH_PER_APP` of its app's. When the app's are what stops it, the
+    /// app is marked as waiting, so that a consumer running batch after batch gives a place
+    /// back (the dispatcher's looks; a send goes to the dispatcher instead, see [`Places::take`]).
+    fn take_or_wait(&self, consumer: &Consumer, limit: usize) -> bool {
+        self.enter(consumer, limit, true)
+    }
+
+    /// [`Places::take_or_wait`] without marking the app as waiting.
+    fn take(&self, consumer: &Consumer, limit: usize) -> bool {
+        self.enter(consumer, limit, false)
+    }
+
+    fn enter(&self, consumer: &Consumer, limit: usize, wait: bool) -> bool {
         let mut places = lock(&self.0);
         if places.running.get(consumer).copied().unwrap_or(0) >= limit {
             return false;
@@ -713,14 +724,13 @@ impl Places {
             .map(|(_, n)| *n)
             .sum();
         if app_running >= DISPATCH_PER_APP {
-            places.waiting.insert(app.clone());
+            if wait {
+                places.waiting.insert(app.clone());
+            }
             return false;
         }
+        *places.running.entry(consumer.clone()).or_insert(0) += 1;
         true
-    }
-
-    fn enter(&self, consumer: &Consumer) {
-        *lock(&self.0).running.entry(consumer.clone()).or_insert(0) += 1;
     }
 
     fn leave(&self, consumer: &Consumer) {
@@ -763,7 +773,7 @@ const IDLE_RECHECK_MS: i64 = 1_000;
 
 /// Delivers due messages to their consumers until shutdown.
 pub async fn run_dispatcher(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let places = Places::default();
+    let places = state.places().clone();
     let mut swept: HashMap<AppName, std::time::Instant> = HashMap::new();
     loop {
         let wait = match state.system().next_hint().await {
@@ -864,7 +874,7 @@ async fn dispatch_app(state: &AppState, places: &Places, app: &AppName, version:
             continue;
         };
         loop {
-            if !places.room(&consumer, trigger.concurrency) {
+            if !places.take_or_wait(&consumer, trigger.concurrency) {
                 busy = true;
                 break;
             }
@@ -873,18 +883,20 @@ async fn dispatch_app(state: &AppState, places: &Places, app: &AppName, version:
                 .claim_for_dispatch(app, &trigger.queue, trigger.batch, hide_secs)
                 .await
             {
-                Ok(batch) => batch,
-                Err(QueueError::NotFound(_)) => break,
-                Err(e) => {
-                    tracing::warn!(app = %app, queue = trigger.queue, error = %e, "could not claim");
-                    failed = true;
+                Ok(batch) if !batch.is_empty() => batch,
+                claimed => {
+                    places.leave(&consumer);
+                    match claimed {
+                        Ok(_) | Err(QueueError::NotFound(_)) => {}
+                        Err(e) => {
+                            tracing::warn!(app = %app, queue = trigger.queue, error = %e, "could not claim");
+                            failed = true;
+                        }
+                    }
                     break;
                 }
             };
-            if batch.is_empty() {
-                break;
-            }
-            places.enter(&consumer);
+            state.metrics().queue_batch("look");
             let run = run_consumer(
                 state.clone(),
                 places.clone(),
@@ -975,7 +987,10 @@ async fn run_consumer(
             .claim_for_dispatch(app, &trigger.queue, trigger.batch, hide_secs)
             .await
         {
-            Ok(next) if !next.is_empty() => next,
+            Ok(next) if !next.is_empty() => {
+                state.metrics().queue_batch("run");
+                next
+            }
             Ok(_) => break,
             Err(e) => {
                 tracing::warn!(app = %app, queue = trigger.queue, error = %e, "could not claim");
@@ -984,6 +999,62 @@ async fn run_consumer(
         };
     }
     give_back(&state, &places, &consumer).await;
+}
+
+/// Sends handed to a consumer with a free place on this node ([`Taker`]): the place is taken
+/// from the dispatcher's, and the run is [`run_consumer`], as if the dispatcher had claimed.
+pub(crate) struct Handoff(WeakState);
+
+impl Handoff {
+    pub(crate) fn new(state: &AppState) -> Self {
+        Handoff(state.downgrade())
+    }
+}
+
+#[async_trait::async_trait]
+impl Taker for Handoff {
+    async fn reserve(&self, app: &AppName, queue: &str) -> Option<Place> {
+        let state = self.0.upgrade()?;
+        if !state.is_accepting() {
+            return None;
+        }
+        let consumers = state.functions().queue_consumers(app).await.ok()?;
+        for (function, trigger) in consumers {
+            if trigger.queue != queue {
+                continue;
+            }
+            let consumer = (app.clone(), function.clone());
+            let Some(min_hide_secs) = hide_secs(&state, app, &function).await else {
+                continue;
+            };
+            if state.places().take(&consumer, trigger.concurrency) {
+                return Some(Place {
+                    consumer: function,
+                    trigger,
+                    min_hide_secs,
+                });
+            }
+        }
+        None
+    }
+
+    fn take(&self, app: &AppName, place: Place, deliveries: Vec<Delivery>) {
+        let Some(state) = self.0.upgrade() else {
+            return;
+        };
+        let consumer = (app.clone(), place.consumer);
+        let places = state.places().clone();
+        if deliveries.is_empty() {
+            state
+                .clone()
+                .tasks()
+                .spawn(async move { give_back(&state, &places, &consumer).await });
+            return;
+        }
+        state.metrics().queue_batch("send");
+        let run = run_consumer(state.clone(), places, consumer, place.trigger, deliveries);
+        state.tasks().spawn(run);
+    }
 }
 
 /// A run is over: its place is free, and the app is worth a look now, whatever its hint said.
@@ -1093,24 +1164,25 @@ async fn dispatch_builtin(
     }
     let hide_secs = builtin.min_hide_secs(state);
     loop {
-        if !places.room(&key, builtin.concurrency()) {
+        if !places.take_or_wait(&key, builtin.concurrency()) {
             return Look::Busy;
         }
-        let batch = match state
+        let claimed = state
             .queues()
             .claim_for_dispatch(app, builtin.queue(), 1, hide_secs)
-            .await
-        {
-            Ok(batch) => batch,
+            .await;
+        let delivery = match claimed.map(|batch| batch.into_iter().next()) {
+            Ok(Some(delivery)) => delivery,
+            Ok(None) => {
+                places.leave(&key);
+                return Look::Idle;
+            }
             Err(e) => {
+                places.leave(&key);
                 tracing::warn!(app = %app, queue = builtin.queue(), error = %e, "could not claim");
                 return Look::Failed;
             }
         };
-        let Some(delivery) = batch.into_iter().next() else {
-            return Look::Idle;
-        };
-        places.enter(&key);
         let (state, places, key) = (state.clone(), places.clone(), key.clone());
         state.clone().tasks().spawn(async move {
             builtin.deliver(&state, &key.0, delivery).await;

@@ -55,6 +55,15 @@ impl Drop for LivePlace {
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
 
+/// [`AppState`] without keeping it alive.
+pub(crate) struct WeakState(std::sync::Weak<Shared>);
+
+impl WeakState {
+    pub(crate) fn upgrade(&self) -> Option<AppState> {
+        self.0.upgrade().map(AppState)
+    }
+}
+
 struct Shared {
     apps: Apps,
     auth: Auth,
@@ -92,6 +101,8 @@ struct Shared {
     requests: AtomicU64,
     /// False once shutdown has begun, so that load balancers stop sending traffic.
     accepting: AtomicBool,
+    /// The places of queue consumers' runs on this node (the dispatcher's, and sends').
+    places: crate::queues::Places,
 }
 
 /// The services every handler reaches.
@@ -171,6 +182,7 @@ impl AppState {
             request_id_prefix: prefix.iter().map(|b| format!("{b:02x}")).collect(),
             requests: AtomicU64::new(0),
             accepting: AtomicBool::new(true),
+            places: crate::queues::Places::default(),
         }))
     }
 
@@ -295,6 +307,15 @@ impl AppState {
     }
 
     /// Where background work is spawned, so that shutdown waits for it.
+    pub(crate) fn places(&self) -> &crate::queues::Places {
+        &self.0.places
+    }
+
+    /// A handle that does not keep the state alive (for what the state itself holds).
+    pub(crate) fn downgrade(&self) -> WeakState {
+        WeakState(Arc::downgrade(&self.0))
+    }
+
     pub fn tasks(&self) -> &TaskTracker {
         &self.0.tasks
     }

@@ -61,8 +61,8 @@ pub use payments::{
     REFUND_SUCCEEDED, RefundRow, ReportRow, Reserved,
 };
 pub use queues::{
-    Claimed, DueApp, Failed, MessageRow, MessageState, NewMessage, QueueRow, QueueStats,
-    QueueStore, Sent,
+    ClaimAtSend, Claimed, DueApp, Failed, MessageRow, MessageState, NewMessage, QueueRow,
+    QueueStats, QueueStore, Sent,
 };
 pub use records::{
     BatchOp, BatchOutcome, CollectionRow, ColumnDef, ColumnType, Condition, Emit, EventRow,

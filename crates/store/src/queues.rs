@@ -130,6 +130,14 @@ pub struct QueueStats {
     pub next_at_ms: Option<i64>,
 }
 
+/// The claim a send makes of what is due, for a consumer with a free place
+/// ([`QueueStore::send_and_claim`]): one lease per message it may take, hidden until `until_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimAtSend {
+    pub leases: Vec<String>,
+    pub until_ms: i64,
+}
+
 /// An app the control plane's hint says has work due, with the hint's version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueApp {
@@ -170,6 +178,27 @@ pub trait QueueStore: Send + Sync {
     ) -> Result<(Vec<Sent>, OnDisk), StoreError> {
         let sent = self.send(app, queue, messages, now_ms, key_ttl_ms).await?;
         Ok((sent, OnDisk::now()))
+    }
+    /// [`QueueStore::send_committed`], then [`QueueStore::claim`] in the same transaction
+    /// where the store can: a send handed at once to a consumer with a free place. The claim
+    /// takes what is due first, as any claim does, so a send behind a backlog takes the
+    /// backlog's first messages, not its own.
+    async fn send_and_claim(
+        &self,
+        app: &AppName,
+        queue: &str,
+        messages: Vec<NewMessage>,
+        now_ms: i64,
+        key_ttl_ms: i64,
+        claim: ClaimAtSend,
+    ) -> Result<(Vec<Sent>, Vec<Claimed>, OnDisk), StoreError> {
+        let (sent, on_disk) = self
+            .send_committed(app, queue, messages, now_ms, key_ttl_ms)
+            .await?;
+        let claimed = self
+            .claim(app, queue, claim.leases, now_ms, claim.until_ms)
+            .await?;
+        Ok((sent, claimed, on_disk))
     }
     /// Claims up to `leases.len()` claimable messages in order of `visible_at`, then of sending
     /// (first in, first out among messages due at the same moment), giving each a

@@ -141,6 +141,7 @@ type SyncWaiter = oneshot::Sender<Result<(), String>>;
 
 /// A committed write's wait for the disk ([`Database::write_committed`]): it resolves once the
 /// write would survive a power loss, at once when its durability does not ask for that.
+#[derive(Debug)]
 #[must_use = "a write is acknowledged only once it is on disk"]
 pub struct OnDisk(Option<oneshot::Receiver<Result<(), String>>>);
 

@@ -6,8 +6,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteTenants;
 use crate::queues::{
-    Claimed, EXPIRED, Failed, MessageRow, MessageState, NewMessage, QueueRow, QueueStats,
-    QueueStore, Sent,
+    ClaimAtSend, Claimed, EXPIRED, Failed, MessageRow, MessageState, NewMessage, QueueRow,
+    QueueStats, QueueStore, Sent,
 };
 use crate::{AppName, OnDisk, StoreError};
 
@@ -173,54 +173,29 @@ impl QueueStore for SqliteTenants {
     ) -> Result<(Vec<Sent>, OnDisk), StoreError> {
         let queue = queue.to_owned();
         self.write_app_committed(app, move |c| {
-            let mut sent = Vec::with_capacity(messages.len());
-            for message in &messages {
-                if let Some(key) = &message.key {
-                    let seen: Option<String> = c
-                        .prepare_cached(
-                            "SELECT message_id FROM _queue_keys
-                             WHERE queue = ?1 AND key = ?2 AND expires_at > ?3",
-                        )?
-                        .query_row(params![queue, key, now_ms], |r| r.get(0))
-                        .optional()?;
-                    if let Some(id) = seen {
-                        sent.push(Sent::Duplicate(id));
-                        continue;
-                    }
-                    c.prepare_cached(
-                        "INSERT INTO _queue_keys (queue, key, message_id, expires_at)
-                         VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT (queue, key) DO UPDATE
-                         SET message_id = excluded.message_id, expires_at = excluded.expires_at",
-                    )?
-                    .execute(params![
-                        queue,
-                        key,
-                        message.id,
-                        now_ms + key_ttl_ms
-                    ])?;
-                }
-                c.prepare_cached(
-                    "INSERT INTO _queue_messages (id, queue, payload, state, visible_at, attempt,
-                         max_attempts, created_at, updated_at, depth)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?7, ?8)",
-                )?
-                .execute(params![
-                    message.id,
-                    queue,
-                    message.payload,
-                    WAITING,
-                    message.visible_at_ms,
-                    message.max_attempts,
-                    now_ms,
-                    message.depth
-                ])
-                .map_err(super::from_write)?;
-                sent.push(Sent::Queued(message.id.clone()));
-            }
-            Ok(sent)
+            insert_messages(c, &queue, &messages, now_ms, key_ttl_ms)
         })
         .await
+    }
+
+    async fn send_and_claim(
+        &self,
+        app: &AppName,
+        queue: &str,
+        messages: Vec<NewMessage>,
+        now_ms: i64,
+        key_ttl_ms: i64,
+        claim: ClaimAtSend,
+    ) -> Result<(Vec<Sent>, Vec<Claimed>, OnDisk), StoreError> {
+        let queue = queue.to_owned();
+        let ((sent, claimed), on_disk) = self
+            .write_app_committed(app, move |c| {
+                let sent = insert_messages(c, &queue, &messages, now_ms, key_ttl_ms)?;
+                let claimed = claim_messages(c, &queue, claim.leases, now_ms, claim.until_ms)?;
+                Ok((sent, claimed))
+            })
+            .await?;
+        Ok((sent, claimed, on_disk))
     }
 
     async fn claim(
@@ -235,40 +210,7 @@ impl QueueStore for SqliteTenants {
         // Relaxed: a claim lost to a power cut (not to a crash of the process) only means its
         // messages are delivered again under the same attempt number.
         self.write_app_relaxed(app, move |c| {
-            bury_expired(c, &queue, now_ms)?;
-            let ids: Vec<String> = c
-                .prepare_cached(
-                    // `state < 2` written out, so that the partial index serves the claim in
-                    // due order instead of a sort of the whole backlog.
-                    "SELECT id FROM _queue_messages INDEXED BY _queue_messages_due
-                     WHERE queue = ?1 AND state < 2 AND visible_at <= ?2
-                     ORDER BY visible_at, rowid LIMIT ?3",
-                )?
-                .query_map(params![queue, now_ms, leases.len() as i64], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            let mut claimed = Vec::with_capacity(ids.len());
-            let mut update = c.prepare_cached(
-                "UPDATE _queue_messages
-                 SET state = ?2, lease = ?3, visible_at = ?4, attempt = attempt + 1, updated_at = ?5
-                 WHERE id = ?1
-                 RETURNING payload, attempt, max_attempts, created_at, depth",
-            )?;
-            for (id, lease) in ids.into_iter().zip(leases) {
-                let (payload, attempt, max_attempts, created_at_ms, depth) = update
-                    .query_row(params![id, CLAIMED, lease, until_ms, now_ms], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                    })?;
-                claimed.push(Claimed {
-                    id,
-                    payload,
-                    attempt,
-                    max_attempts,
-                    lease,
-                    created_at_ms,
-                    depth,
-                });
-            }
-            Ok(claimed)
+            claim_messages(c, &queue, leases, now_ms, until_ms)
         })
         .await
     }
@@ -542,4 +484,100 @@ impl QueueStore for SqliteTenants {
         })
         .await
     }
+}
+
+/// Inserts new messages of `queue` (a key used within `key_ttl_ms` makes a duplicate).
+fn insert_messages(
+    c: &Connection,
+    queue: &str,
+    messages: &[NewMessage],
+    now_ms: i64,
+    key_ttl_ms: i64,
+) -> Result<Vec<Sent>, StoreError> {
+    let mut sent = Vec::with_capacity(messages.len());
+    for message in messages {
+        if let Some(key) = &message.key {
+            let seen: Option<String> = c
+                .prepare_cached(
+                    "SELECT message_id FROM _queue_keys
+                     WHERE queue = ?1 AND key = ?2 AND expires_at > ?3",
+                )?
+                .query_row(params![queue, key, now_ms], |r| r.get(0))
+                .optional()?;
+            if let Some(id) = seen {
+                sent.push(Sent::Duplicate(id));
+                continue;
+            }
+            c.prepare_cached(
+                "INSERT INTO _queue_keys (queue, key, message_id, expires_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (queue, key) DO UPDATE
+                 SET message_id = excluded.message_id, expires_at = excluded.expires_at",
+            )?
+            .execute(params![queue, key, message.id, now_ms + key_ttl_ms])?;
+        }
+        c.prepare_cached(
+            "INSERT INTO _queue_messages (id, queue, payload, state, visible_at, attempt,
+                 max_attempts, created_at, updated_at, depth)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?7, ?8)",
+        )?
+        .execute(params![
+            message.id,
+            queue,
+            message.payload,
+            WAITING,
+            message.visible_at_ms,
+            message.max_attempts,
+            now_ms,
+            message.depth
+        ])
+        .map_err(super::from_write)?;
+        sent.push(Sent::Queued(message.id.clone()));
+    }
+    Ok(sent)
+}
+
+/// Claims up to `leases.len()` due messages of `queue`, first due first, once the expired
+/// claims with their attempts spent are buried.
+fn claim_messages(
+    c: &Connection,
+    queue: &str,
+    leases: Vec<String>,
+    now_ms: i64,
+    until_ms: i64,
+) -> Result<Vec<Claimed>, StoreError> {
+    bury_expired(c, queue, now_ms)?;
+    let ids: Vec<String> = c
+        .prepare_cached(
+            // `state < 2` written out, so that the partial index serves the claim in
+            // due order instead of a sort of the whole backlog.
+            "SELECT id FROM _queue_messages INDEXED BY _queue_messages_due
+             WHERE queue = ?1 AND state < 2 AND visible_at <= ?2
+             ORDER BY visible_at, rowid LIMIT ?3",
+        )?
+        .query_map(params![queue, now_ms, leases.len() as i64], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut claimed = Vec::with_capacity(ids.len());
+    let mut update = c.prepare_cached(
+        "UPDATE _queue_messages
+         SET state = ?2, lease = ?3, visible_at = ?4, attempt = attempt + 1, updated_at = ?5
+         WHERE id = ?1
+         RETURNING payload, attempt, max_attempts, created_at, depth",
+    )?;
+    for (id, lease) in ids.into_iter().zip(leases) {
+        let (payload, attempt, max_attempts, created_at_ms, depth) = update
+            .query_row(params![id, CLAIMED, lease, until_ms, now_ms], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?;
+        claimed.push(Claimed {
+            id,
+            payload,
+            attempt,
+            max_attempts,
+            lease,
+            created_at_ms,
+            depth,
+        });
+    }
+    Ok(claimed)
 }

@@ -18,8 +18,8 @@ use std::time::Duration;
 use cloudlet_store::postgres::Postgres;
 use cloudlet_store::postgres::testing::TestServer;
 use cloudlet_store::{
-    AppName, Claimed, DueApp, Failed, MessageRow, MessageState, NewMessage, QueueRow, QueueStats,
-    QueueStore, Sent, StoreError, SystemStore, TenantStore,
+    AppName, ClaimAtSend, Claimed, DueApp, Failed, MessageRow, MessageState, NewMessage, QueueRow,
+    QueueStats, QueueStore, Sent, StoreError, SystemStore, TenantStore,
 };
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
@@ -126,6 +126,7 @@ macro_rules! conformance {
 conformance!(
     queues_are_declared_replaced_and_deleted,
     claims_take_due_messages_in_order,
+    a_send_claims_what_is_due_first_in_its_own_transaction,
     an_expired_claim_goes_to_the_next_consumer,
     extend_keeps_a_claim_hidden,
     failures_retry_then_die_once,
@@ -621,6 +622,118 @@ async fn expired_claims_with_attempts_spent_die(st: Stores) {
         ["m", "n"]
     );
     assert_eq!(st.messages("q", MessageState::Claimed).await, []);
+}
+
+async fn a_send_claims_what_is_due_first_in_its_own_transaction(st: Stores) {
+    let (q, a) = (st.q(), &st.app);
+    st.put("q").await;
+    let claim = |names: &[&str]| ClaimAtSend {
+        leases: leases(names),
+        until_ms: 60_000,
+    };
+    // An empty queue: the send's own messages, at most one per lease, first sent first.
+    let (sent, claimed, on_disk) = q
+        .send_and_claim(
+            a,
+            "q",
+            vec![msg("a", 1_000), msg("b", 1_000), msg("c", 1_000)],
+            1_000,
+            100,
+            claim(&["l1", "l2"]),
+        )
+        .await
+        .unwrap();
+    on_disk.wait().await.unwrap();
+    assert_eq!(sent, queued(&["a", "b", "c"]));
+    assert_eq!(ids_of(&claimed), ["a", "b"]);
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|c| (c.lease.as_str(), c.attempt, c.payload.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("l1", 1, payload("a").as_str()),
+            ("l2", 1, payload("b").as_str())
+        ]
+    );
+    assert_eq!(
+        row_ids(&st.messages("q", MessageState::Claimed).await),
+        ["a", "b"]
+    );
+    // Behind a backlog (c), a send hands over the backlog first; a duplicate of a key, or a
+    // message due later, is not claimed.
+    let (sent, claimed, _) = q
+        .send_and_claim(
+            a,
+            "q",
+            vec![
+                NewMessage {
+                    key: Some("k".into()),
+                    ..msg("d", 2_000)
+                },
+                NewMessage {
+                    key: Some("k".into()),
+                    ..msg("e", 2_000)
+                },
+                msg("f", 5_000),
+            ],
+            2_000,
+            100,
+            claim(&["l3", "l4", "l5"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        sent,
+        [
+            Sent::Queued("d".into()),
+            Sent::Duplicate("d".into()),
+            Sent::Queued("f".into())
+        ]
+    );
+    assert_eq!(ids_of(&claimed), ["c", "d"]);
+    assert_eq!(
+        row_ids(&st.messages("q", MessageState::Waiting).await),
+        ["f"]
+    );
+    // The claims are ordinary ones: their leases acknowledge them; they hide until `until_ms`.
+    assert!(st.ack("a", "l1").await);
+    assert!(!st.ack("b", "l3").await);
+    assert_eq!(
+        ids_of(&st.claim("q", &["x", "y"], 59_999, 70_000).await),
+        ["f"]
+    );
+    assert_eq!(
+        ids_of(&st.claim("q", &["z1", "z2", "z3"], 60_000, 70_000).await),
+        ["b", "c", "d"]
+    );
+    // Nothing due: nothing claimed, the message kept.
+    let (sent, claimed, _) = q
+        .send_and_claim(a, "q", vec![msg("g", 90_000)], 61_000, 100, claim(&["l6"]))
+        .await
+        .unwrap();
+    assert_eq!((sent, claimed.len()), (queued(&["g"]), 0));
+    // A send that fails (an id taken) neither enqueues nor claims anything.
+    let err = q
+        .send_and_claim(
+            a,
+            "q",
+            vec![msg("h", 0), msg("g", 0)],
+            95_000,
+            100,
+            claim(&["l7", "l8"]),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict), "{err:?}");
+    assert_eq!(
+        row_ids(&st.messages("q", MessageState::Waiting).await),
+        ["g"]
+    );
+    assert_eq!(
+        row_ids(&st.messages("q", MessageState::Claimed).await),
+        ["b", "c", "d", "f"]
+    );
 }
 
 async fn idempotency_keys_hold_for_their_window(st: Stores) {
