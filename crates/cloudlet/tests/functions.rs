@@ -2209,6 +2209,16 @@ async fn batches(t: &TestApp, by: &str) -> u64 {
         .map_or(0, |n| n.trim().parse().unwrap())
 }
 
+/// How many queue consumers' batches (and Cloudlet's own deliveries) run now.
+async fn runs(t: &TestApp) -> u64 {
+    t.metrics()
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix("cloudlet_queue_runs "))
+        .map(|n| n.trim().parse().unwrap())
+        .expect("the queue runs gauge")
+}
+
 #[tokio::test]
 async fn a_send_to_a_consumer_with_a_free_place_is_claimed_by_the_send_itself() {
     let t = server(false).await;
@@ -2255,11 +2265,10 @@ async fn a_send_to_a_consumer_with_a_free_place_is_claimed_by_the_send_itself() 
     }
     assert_eq!(batches(&t, "run").await, 1);
     // Once the run found nothing more and gave its place back, a send claims again.
-    while queue_counts(&t, "handed", "work").await[1] != Some(0) {
+    while runs(&t).await != 0 {
         assert!(Instant::now() < deadline, "the place was never given back");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
     send(3).await;
     assert_eq!(batches(&t, "send").await, 2);
     while notes_of(&t, "handed", "done").await.len() < 3 {
@@ -2274,7 +2283,7 @@ async fn a_send_to_a_consumer_with_a_free_place_is_claimed_by_the_send_itself() 
 }
 
 #[tokio::test]
-async fn a_consumer_running_batch_after_batch_makes_room_for_its_apps_triggers_and_stops_when_undeployed()
+async fn a_consumer_running_batch_after_batch_makes_room_for_its_apps_other_work_and_stops_when_undeployed()
  {
     let t = server(false).await;
     let (alice, _) = scene(&t, "busy").await;
@@ -2282,19 +2291,21 @@ async fn a_consumer_running_batch_after_batch_makes_room_for_its_apps_triggers_a
         .json(&json!({ "fields": [{ "name": "note", "type": "text" }] }))
         .expect(StatusCode::CREATED)
         .await;
-    t.admin(Method::PUT, "/v1/admin/apps/busy/queues/work")
-        .json(&json!({}))
-        .expect(StatusCode::CREATED)
-        .await;
+    for queue in ["work", "other"] {
+        t.admin(Method::PUT, &format!("/v1/admin/apps/busy/queues/{queue}"))
+            .json(&json!({}))
+            .expect(StatusCode::CREATED)
+            .await;
+    }
     // Sixteen batches at once take every place the dispatcher gives one app, and each comes
-    // full, so each place takes its next batch itself; a message takes 20 ms, so the backlog
-    // of 3,000 lasts about four seconds.
+    // full, so each place takes its next batch itself; a message takes 50 ms, so the backlog
+    // of 3,000 lasts about ten seconds.
     deploy(
         &t,
         "busy",
         "slow",
         json!({
-            "source": "export default async () => { await new Promise((r) => setTimeout(r, 20)); }",
+            "source": "export default async () => { await new Promise((r) => setTimeout(r, 50)); }",
             "triggers": [{ "queue": "work", "batch": 1, "concurrency": 16 }]
         }),
     )
@@ -2302,6 +2313,12 @@ async fn a_consumer_running_batch_after_batch_makes_room_for_its_apps_triggers_a
     deploy(&t, "busy", "audit", json!({
         "source": "export default async (e, ctx) => ctx.db.collection('audit').add({ note: `${e.operation} ${e.new.title}` })",
         "triggers": [{ "collection": "todos", "on": ["create"] }]
+    }))
+    .await;
+    // Another consumer of the app, looked at after `slow` by the dispatcher.
+    deploy(&t, "busy", "zulu", json!({
+        "source": "export default async (e, ctx) => { for (const m of e.messages) await ctx.admin.db.collection('audit').add({ note: m.payload.note }); }",
+        "triggers": [{ "queue": "other" }]
     }))
     .await;
     for chunk in 0..30 {
@@ -2327,8 +2344,16 @@ async fn a_consumer_running_batch_after_batch_makes_room_for_its_apps_triggers_a
         .expect(StatusCode::CREATED)
         .await;
     assert_eq!(audit_notes_when(&t, "busy", 1).await, vec!["create milk"]);
-    // It ran while the backlog was still there: a place was given back to it, not left to
-    // the consumer until its queue ran dry.
+    t.admin(Method::POST, "/v1/admin/apps/busy/queues/other/messages")
+        .json(&json!({ "messages": [{ "payload": { "note": "not starved" } }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    assert_eq!(
+        audit_notes_when(&t, "busy", 2).await,
+        vec!["create milk", "not starved"]
+    );
+    // Both ran while the backlog was still there: a place was given back to each, not left
+    // to the busy consumer until its queue ran dry.
     let [ready, ..] = queue_counts(&t, "busy", "work").await;
     assert!(ready > Some(1000), "{ready:?}");
 

@@ -840,47 +840,78 @@ impl Queues {
         let (Some(taker), Some(place)) = (taker, place) else {
             return self.put(app, queue, new, now, window_ms).await;
         };
-        // A claim outlives the run that takes it, and is never shorter than the queue says.
+        // From here the place is held: the hint, the send, the run's start and the pulse go
+        // together, in a task of their own, even if the caller goes away (a client that
+        // disconnects drops its request's future).
         let hide = settings
             .visibility_timeout_secs
             .max(place.min_hide_secs)
             .min(12 * 3600);
+        let (queues, taker, app, queue) = (
+            self.clone(),
+            Arc::clone(taker),
+            app.clone(),
+            queue.to_owned(),
+        );
+        let handing = tokio::spawn(async move {
+            let handed = queues
+                .hand_over(&app, &queue, &place, hide, new, window_ms)
+                .await;
+            let (sent, claimed, on_disk, ticket) = match handed {
+                Ok(handed) => handed,
+                Err(e) => {
+                    taker.take(&app, place, Vec::new());
+                    return Err(e);
+                }
+            };
+            let full = claimed.len() >= place.trigger.batch;
+            taker.take(&app, place, claimed);
+            queues.hinted(&app, ticket).await?;
+            // A full batch may have left more due for the consumer's other places: the
+            // dispatcher looks now. Otherwise the claim took everything due; the hint, due
+            // now, brings a look within a second anyway, which settles it to the claims'
+            // expiry.
+            if full {
+                queues.0.doorbell.notify_one();
+            }
+            Ok((sent, on_disk))
+        });
+        let (sent, on_disk) = handing
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        on_disk.wait().await?;
+        Ok(sent)
+    }
+
+    /// The held part of [`Queues::put_to_consumer`]: the hint, then the send, claiming for
+    /// `place` what is due first, hidden `hide_secs`; the ticket goes to [`Queues::hinted`]
+    /// once the run has its deliveries.
+    async fn hand_over(
+        &self,
+        app: &AppName,
+        queue: &str,
+        place: &Place,
+        hide_secs: u64,
+        new: Vec<NewMessage>,
+        window_ms: i64,
+    ) -> Result<(Vec<Sent>, Vec<Delivery>, cloudlet_store::OnDisk, HintTicket), QueueError> {
+        let now = self.now();
+        // The hint covers the messages' due time; the claim's expiry is later.
+        let due = new.iter().map(|m| m.visible_at_ms).min().unwrap_or(now);
+        let ticket = self.hint(app, due).await?;
         let claim = ClaimAtSend {
             leases: (0..place.trigger.batch)
                 .map(|_| self.token("lease_"))
                 .collect(),
-            until_ms: now + (hide * 1000) as i64,
+            until_ms: now + (hide_secs * 1000) as i64,
         };
-        // The hint covers the messages' due time, and so the claim's expiry, which is later.
-        let ticket = match self.hint(app, due).await {
-            Ok(ticket) => ticket,
-            Err(e) => {
-                taker.take(app, place, Vec::new());
-                return Err(e.into());
-            }
-        };
-        let sent = self
+        let (sent, claimed, on_disk) = self
             .0
             .store
             .send_and_claim(app, queue, new, now, window_ms, claim)
-            .await;
-        let (sent, claimed, on_disk) = match sent {
-            Ok(sent) => sent,
-            Err(e) => {
-                taker.take(app, place, Vec::new());
-                return Err(e.into());
-            }
-        };
-        // A full batch may have left more due for the consumer's other places: the dispatcher
-        // looks. Otherwise the claim took everything due, and there is nothing to look at.
-        let full = claimed.len() >= place.trigger.batch;
-        taker.take(app, place, claimed.into_iter().map(delivery).collect());
-        self.hinted(app, ticket).await?;
-        if full {
-            self.0.doorbell.notify_one();
-        }
-        on_disk.wait().await?;
-        Ok(sent)
+            .await?;
+        let claimed = claimed.into_iter().map(delivery).collect();
+        Ok((sent, claimed, on_disk, ticket))
     }
 
     /// Claims up to `max` messages for `hide_secs` (the queue's visibility timeout when `None`).

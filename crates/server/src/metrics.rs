@@ -1,6 +1,6 @@
 //! Prometheus metrics: requests by route, method and status, latency histograms by route, open
 //! app databases, function invocations by trigger and outcome, queue consumers' batches by who
-//! claimed them, and thumbnails made. Routes are labelled by their template (`/v1/admin/apps/{app}`), never by
+//! claimed them and the runs going now, and thumbnails made. Routes are labelled by their template (`/v1/admin/apps/{app}`), never by
 //! the concrete path, so the number of series stays bounded however many apps there are.
 
 use std::time::Instant;
@@ -53,6 +53,7 @@ pub struct Metrics {
     open_apps: Gauge,
     functions: Family<FunctionLabels, Counter>,
     batches: Family<BatchLabels, Counter>,
+    queue_runs: Gauge,
     thumbnails: Counter,
     thumbnail_failures: Counter,
 }
@@ -88,6 +89,12 @@ impl Default for Metrics {
             "Batches queue consumers started, by who claimed them: the dispatcher's look (look), the send itself, for a consumer with a free place (send), or the consumer's run, after a full batch (run)",
             batches.clone(),
         );
+        let queue_runs = Gauge::default();
+        registry.register(
+            "queue_runs",
+            "Queue consumers' batches and Cloudlet's own deliveries (triggers, subscribe messages, payment checks) running now",
+            queue_runs.clone(),
+        );
         let thumbnails = Counter::default();
         registry.register(
             "thumbnails_made",
@@ -107,6 +114,7 @@ impl Default for Metrics {
             open_apps,
             functions,
             batches,
+            queue_runs,
             thumbnails,
             thumbnail_failures,
         }
@@ -197,6 +205,7 @@ fn method_label(method: &Method) -> &'static str {
 pub async fn export(State(state): State<AppState>) -> Result<Response, ApiError> {
     let metrics = state.metrics();
     metrics.open_apps.set(state.apps().open_databases() as i64);
+    metrics.queue_runs.set(state.places().running() as i64);
     // The files service counts; the counter shows its count (never less than before).
     metrics.thumbnails.inner().fetch_max(
         state.files().thumbnails_made(),

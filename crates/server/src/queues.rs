@@ -686,37 +686,64 @@ const DISPATCH_PER_APP: usize = 16;
 /// A consumer of an app: a function, or one of Cloudlet's queues.
 type Consumer = (AppName, String);
 
-/// The dispatcher's places: the batches running now, per consumer, and the apps whose due work
-/// waits because all of the app's places are taken.
+/// The places of consumers' runs on this node: the batches running now, per consumer (at most
+/// its `concurrency`, and at most `DISPATCH_PER_APP` of an app's together), and the consumers
+/// with due work that found all of their app's places taken.
+///
+/// A waiting consumer is owed a place: the next run of its app that comes to the end of a full
+/// batch gives its place back instead of claiming again ([`Places::yield_to_waiting`]), and
+/// until the waiting consumer has entered, no other consumer of the app takes a place (not a
+/// look's, not a send's), so the place freed for it goes to it.
 #[derive(Clone, Default)]
 pub(crate) struct Places(Arc<Mutex<PlacesInner>>);
 
 #[derive(Default)]
 struct PlacesInner {
     running: HashMap<Consumer, usize>,
-    waiting: HashSet<AppName>,
+    waiting: HashSet<Consumer>,
+    /// Per app, places still to be given back for its waiting consumers.
+    owed: HashMap<AppName, usize>,
+}
+
+impl PlacesInner {
+    /// No more places owed to `app` than it has consumers waiting.
+    fn owe_at_most_waiting(&mut self, app: &AppName) {
+        let waiting = self.waiting.iter().filter(|(a, _)| a == app).count();
+        if waiting == 0 {
+            self.owed.remove(app);
+        } else if let Some(owed) = self.owed.get_mut(app) {
+            *owed = (*owed).min(waiting);
+        }
+    }
+}
+
+/// What [`Places::take`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// A place is taken: run, then [`Places::leave`].
+    Entered,
+    /// The consumer runs its `concurrency` already, or another consumer of the app is owed
+    /// the next place.
+    Busy,
+    /// The app's places are all taken: [`Places::wait`] if the consumer has due work.
+    Full,
 }
 
 impl Places {
-    /// Takes a place for one more batch of `consumer`, if fewer than `limit` of its own run
-    /// and fewer than `DISPATCH_PER_APP` of its app's. When the app's are what stops it, the
-    /// app is marked as waiting, so that a consumer running batch after batch gives a place
-    /// back (the dispatcher's looks; a send goes to the dispatcher instead, see [`Places::take`]).
-    fn take_or_wait(&self, consumer: &Consumer, limit: usize) -> bool {
-        self.enter(consumer, limit, true)
-    }
-
-    /// [`Places::take_or_wait`] without marking the app as waiting.
-    fn take(&self, consumer: &Consumer, limit: usize) -> bool {
-        self.enter(consumer, limit, false)
-    }
-
-    fn enter(&self, consumer: &Consumer, limit: usize, wait: bool) -> bool {
+    /// Takes a place for one more batch of `consumer`, allowed `limit` at once.
+    fn take(&self, consumer: &Consumer, limit: usize) -> Entry {
         let mut places = lock(&self.0);
         if places.running.get(consumer).copied().unwrap_or(0) >= limit {
-            return false;
+            return Entry::Busy;
         }
         let app = &consumer.0;
+        let other_waits = places
+            .waiting
+            .iter()
+            .any(|waiting| waiting.0 == *app && waiting != consumer);
+        if other_waits && !places.waiting.contains(consumer) {
+            return Entry::Busy;
+        }
         let app_running: usize = places
             .running
             .iter()
@@ -724,13 +751,13 @@ impl Places {
             .map(|(_, n)| *n)
             .sum();
         if app_running >= DISPATCH_PER_APP {
-            if wait {
-                places.waiting.insert(app.clone());
-            }
-            return false;
+            return Entry::Full;
         }
         *places.running.entry(consumer.clone()).or_insert(0) += 1;
-        true
+        if places.waiting.remove(consumer) {
+            places.owe_at_most_waiting(app);
+        }
+        Entry::Entered
     }
 
     fn leave(&self, consumer: &Consumer) {
@@ -743,15 +770,47 @@ impl Places {
         }
     }
 
-    /// A look at `app` begins: it sees for itself what waits.
-    fn looking(&self, app: &AppName) {
-        lock(&self.0).waiting.remove(app);
+    /// `consumer` has due work and found its app's places all taken: it is owed the next.
+    fn wait(&self, consumer: &Consumer) {
+        let mut places = lock(&self.0);
+        if places.waiting.insert(consumer.clone()) {
+            *places.owed.entry(consumer.0.clone()).or_insert(0) += 1;
+        }
     }
 
-    /// True (once per look that found the app's places taken) if due work of `app` waits for a
-    /// place: the caller gives its place back to the dispatcher.
+    /// `consumer` has no work due (any more): it is owed nothing.
+    fn unwait(&self, consumer: &Consumer) {
+        let mut places = lock(&self.0);
+        if places.waiting.remove(consumer) {
+            places.owe_at_most_waiting(&consumer.0);
+        }
+    }
+
+    /// A look at `app` begins: consumers that are no longer the app's (`current`) wait no more.
+    fn looking(&self, app: &AppName, current: &HashSet<&str>) {
+        let mut places = lock(&self.0);
+        places
+            .waiting
+            .retain(|(a, name)| a != app || current.contains(name.as_str()));
+        places.owe_at_most_waiting(app);
+    }
+
+    /// True if a consumer of `app` is owed a place (once per owed place): the caller, a run at
+    /// the end of a full batch, gives its place back to the dispatcher.
     fn yield_to_waiting(&self, app: &AppName) -> bool {
-        lock(&self.0).waiting.remove(app)
+        let mut places = lock(&self.0);
+        match places.owed.get_mut(app) {
+            Some(owed) if *owed > 0 => {
+                *owed -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// How many batches and deliveries run now.
+    pub(crate) fn running(&self) -> usize {
+        lock(&self.0).running.values().sum()
     }
 }
 
@@ -843,7 +902,6 @@ async fn dispatch_app(state: &AppState, places: &Places, app: &AppName, version:
     // Taken before anything is read: a write that makes work due after this point stops the
     // settle below (see `Queues::hint`).
     let pulse = state.queues().pulse(app);
-    places.looking(app);
     let now = state.queues().now_ms();
     let started = now;
     let later = Some(now + IDLE_RECHECK_MS);
@@ -855,6 +913,12 @@ async fn dispatch_app(state: &AppState, places: &Places, app: &AppName, version:
             return;
         }
     };
+    let current = consumers
+        .iter()
+        .map(|(function, _)| function.as_str())
+        .chain(Builtin::ALL.map(Builtin::queue))
+        .collect();
+    places.looking(app, &current);
     // Work left due for lack of room (`busy`: a finished batch rings), or because a step
     // failed (`failed`: looked at again after a pause, not in a tight loop).
     let mut busy = false;
@@ -873,10 +937,37 @@ async fn dispatch_app(state: &AppState, places: &Places, app: &AppName, version:
             failed = true;
             continue;
         };
+        // A read first, as for Cloudlet's own queues: a claim is a write, and takes a place
+        // while it runs.
+        match state
+            .queues()
+            .next_due(app, vec![trigger.queue.clone()])
+            .await
+        {
+            Ok(Some(at)) if at <= state.queues().now_ms() => {}
+            Ok(_) => {
+                places.unwait(&consumer);
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(app = %app, queue = trigger.queue, error = %e, "could not look");
+                failed = true;
+                continue;
+            }
+        }
         loop {
-            if !places.take_or_wait(&consumer, trigger.concurrency) {
-                busy = true;
-                break;
+            match places.take(&consumer, trigger.concurrency) {
+                Entry::Entered => {}
+                Entry::Busy => {
+                    busy = true;
+                    break;
+                }
+                // Its work is due (above): it is owed the next place.
+                Entry::Full => {
+                    busy = true;
+                    places.wait(&consumer);
+                    break;
+                }
             }
             let batch = match state
                 .queues()
@@ -1027,7 +1118,7 @@ impl Taker for Handoff {
             let Some(min_hide_secs) = hide_secs(&state, app, &function).await else {
                 continue;
             };
-            if state.places().take(&consumer, trigger.concurrency) {
+            if state.places().take(&consumer, trigger.concurrency) == Entry::Entered {
                 return Some(Place {
                     consumer: function,
                     trigger,
@@ -1093,6 +1184,8 @@ enum Builtin {
 }
 
 impl Builtin {
+    const ALL: [Builtin; 3] = [Builtin::Triggers, Builtin::Messages, Builtin::Payments];
+
     fn queue(self) -> &'static str {
         match self {
             Builtin::Triggers => TRIGGER_QUEUE,
@@ -1156,7 +1249,10 @@ async fn dispatch_builtin(
         .await
     {
         Ok(Some(at)) if at <= state.queues().now_ms() => {}
-        Ok(_) => return Look::Idle,
+        Ok(_) => {
+            places.unwait(&key);
+            return Look::Idle;
+        }
         Err(e) => {
             tracing::warn!(app = %app, queue = builtin.queue(), error = %e, "could not look");
             return Look::Failed;
@@ -1164,8 +1260,14 @@ async fn dispatch_builtin(
     }
     let hide_secs = builtin.min_hide_secs(state);
     loop {
-        if !places.take_or_wait(&key, builtin.concurrency()) {
-            return Look::Busy;
+        match places.take(&key, builtin.concurrency()) {
+            Entry::Entered => {}
+            Entry::Busy => return Look::Busy,
+            // Due work was found above.
+            Entry::Full => {
+                places.wait(&key);
+                return Look::Busy;
+            }
         }
         let claimed = state
             .queues()

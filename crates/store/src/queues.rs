@@ -179,8 +179,9 @@ pub trait QueueStore: Send + Sync {
         let sent = self.send(app, queue, messages, now_ms, key_ttl_ms).await?;
         Ok((sent, OnDisk::now()))
     }
-    /// [`QueueStore::send_committed`], then [`QueueStore::claim`] in the same transaction
-    /// where the store can: a send handed at once to a consumer with a free place. The claim
+    /// [`QueueStore::send_committed`], then [`QueueStore::claim`], in the same transaction
+    /// where the store can (SQLite; the default is a send, then a claim that may come back
+    /// empty if it fails): a send handed at once to a consumer with a free place. The claim
     /// takes what is due first, as any claim does, so a send behind a backlog takes the
     /// backlog's first messages, not its own.
     async fn send_and_claim(
@@ -195,9 +196,15 @@ pub trait QueueStore: Send + Sync {
         let (sent, on_disk) = self
             .send_committed(app, queue, messages, now_ms, key_ttl_ms)
             .await?;
+        // The send is committed: a failed claim leaves its messages to the dispatcher rather
+        // than answer the sender with an error it would retry.
         let claimed = self
             .claim(app, queue, claim.leases, now_ms, claim.until_ms)
-            .await?;
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(app = %app, queue, error = %e, "a send could not claim for its consumer");
+                Vec::new()
+            });
         Ok((sent, claimed, on_disk))
     }
     /// Claims up to `leases.len()` claimable messages in order of `visible_at`, then of sending

@@ -126,7 +126,7 @@ macro_rules! conformance {
 conformance!(
     queues_are_declared_replaced_and_deleted,
     claims_take_due_messages_in_order,
-    a_send_claims_what_is_due_first_in_its_own_transaction,
+    a_send_claims_what_is_due_first_for_its_consumer,
     an_expired_claim_goes_to_the_next_consumer,
     extend_keeps_a_claim_hidden,
     failures_retry_then_die_once,
@@ -624,7 +624,7 @@ async fn expired_claims_with_attempts_spent_die(st: Stores) {
     assert_eq!(st.messages("q", MessageState::Claimed).await, []);
 }
 
-async fn a_send_claims_what_is_due_first_in_its_own_transaction(st: Stores) {
+async fn a_send_claims_what_is_due_first_for_its_consumer(st: Stores) {
     let (q, a) = (st.q(), &st.app);
     st.put("q").await;
     let claim = |names: &[&str]| ClaimAtSend {
