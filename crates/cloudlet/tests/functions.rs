@@ -2231,10 +2231,10 @@ async fn a_send_to_a_consumer_with_a_free_place_is_claimed_by_the_send_itself() 
         .json(&json!({}))
         .expect(StatusCode::CREATED)
         .await;
-    // One place; each run takes 300 ms and writes down what it ran on.
+    // One place; each run takes a second and writes down what it ran on.
     deploy(&t, "handed", "worker", json!({
         "source": "export default async (e, ctx) => { \
-            await new Promise((r) => setTimeout(r, 300)); \
+            await new Promise((r) => setTimeout(r, 1000)); \
             for (const m of e.messages) await ctx.admin.db.collection('done').add({ note: `${m.payload.n}:${m.attempt}` }); }",
         "triggers": [{ "queue": "work", "batch": 1, "concurrency": 1 }]
     }))
@@ -2297,16 +2297,16 @@ async fn a_consumer_running_batch_after_batch_makes_room_for_its_apps_other_work
             .expect(StatusCode::CREATED)
             .await;
     }
-    // Sixteen batches at once take every place the dispatcher gives one app, and each comes
-    // full, so each place takes its next batch itself; a message takes 50 ms, so the backlog
-    // of 3,000 lasts about ten seconds.
+    // Allowed more batches at once than an app runs (16), this consumer takes every place of
+    // the app, and each batch comes full, so each place takes its next batch itself; a message
+    // takes 100 ms, so the backlog of 3,000 lasts about twenty seconds.
     deploy(
         &t,
         "busy",
         "slow",
         json!({
-            "source": "export default async () => { await new Promise((r) => setTimeout(r, 50)); }",
-            "triggers": [{ "queue": "work", "batch": 1, "concurrency": 16 }]
+            "source": "export default async () => { await new Promise((r) => setTimeout(r, 100)); }",
+            "triggers": [{ "queue": "work", "batch": 1, "concurrency": 20 }]
         }),
     )
     .await;

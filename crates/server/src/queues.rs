@@ -688,31 +688,52 @@ type Consumer = (AppName, String);
 
 /// The places of consumers' runs on this node: the batches running now, per consumer (at most
 /// its `concurrency`, and at most `DISPATCH_PER_APP` of an app's together), and the consumers
-/// with due work that found all of their app's places taken.
+/// with due work shut out because all of their app's places were taken.
 ///
-/// A waiting consumer is owed a place: the next run of its app that comes to the end of a full
-/// batch gives its place back instead of claiming again ([`Places::yield_to_waiting`]), and
-/// until the waiting consumer has entered, no other consumer of the app takes a place (not a
-/// look's, not a send's), so the place freed for it goes to it.
+/// A consumer shut out is owed a place: the next run of its app that comes to the end of a
+/// full batch gives its place back instead of claiming again ([`Places::yield_to_waiting`]),
+/// and until the consumer owed it has entered, no other consumer of the app takes a place (not
+/// a look's, not a send's), so the place freed for it goes to it.
 #[derive(Clone, Default)]
-pub(crate) struct Places(Arc<Mutex<PlacesInner>>);
+pub(crate) struct Places(Arc<Mutex<HashMap<AppName, AppPlaces>>>);
 
+/// One app's places; dropped when nothing of the app runs or waits.
 #[derive(Default)]
-struct PlacesInner {
-    running: HashMap<Consumer, usize>,
-    waiting: HashSet<Consumer>,
-    /// Per app, places still to be given back for its waiting consumers.
-    owed: HashMap<AppName, usize>,
+struct AppPlaces {
+    /// Batches running now, per consumer (a function's name, or one of Cloudlet's queues).
+    running: HashMap<String, usize>,
+    /// Consumers owed a place.
+    waiting: HashSet<String>,
+    /// Places still to be given back for them: at most one per consumer waiting.
+    owed: usize,
 }
 
-impl PlacesInner {
-    /// No more places owed to `app` than it has consumers waiting.
-    fn owe_at_most_waiting(&mut self, app: &AppName) {
-        let waiting = self.waiting.iter().filter(|(a, _)| a == app).count();
-        if waiting == 0 {
-            self.owed.remove(app);
-        } else if let Some(owed) = self.owed.get_mut(app) {
-            *owed = (*owed).min(waiting);
+impl AppPlaces {
+    fn total(&self) -> usize {
+        self.running.values().sum()
+    }
+
+    fn take(&mut self, name: &str, limit: usize) -> Entry {
+        let own = self.running.get(name).copied().unwrap_or(0);
+        if own >= limit {
+            return Entry::Busy;
+        }
+        if !self.waiting.contains(name) && !self.waiting.is_empty() {
+            return Entry::Busy;
+        }
+        if self.total() >= DISPATCH_PER_APP {
+            // Shut out only if none of the places is its own: a consumer that runs gets more
+            // as its runs end.
+            return if own == 0 { Entry::Full } else { Entry::Busy };
+        }
+        *self.running.entry(name.to_owned()).or_insert(0) += 1;
+        self.unwait(name);
+        Entry::Entered
+    }
+
+    fn unwait(&mut self, consumer: &str) {
+        if self.waiting.remove(consumer) {
+            self.owed = self.owed.min(self.waiting.len());
         }
     }
 }
@@ -722,86 +743,79 @@ impl PlacesInner {
 enum Entry {
     /// A place is taken: run, then [`Places::leave`].
     Entered,
-    /// The consumer runs its `concurrency` already, or another consumer of the app is owed
-    /// the next place.
+    /// The consumer runs its `concurrency` already, or some of the app's places are its own,
+    /// or another consumer of the app is owed the next place.
     Busy,
-    /// The app's places are all taken: [`Places::wait`] if the consumer has due work.
+    /// The app's places are all taken, none by this consumer: [`Places::wait`] if it has due
+    /// work.
     Full,
 }
 
 impl Places {
     /// Takes a place for one more batch of `consumer`, allowed `limit` at once.
-    fn take(&self, consumer: &Consumer, limit: usize) -> Entry {
-        let mut places = lock(&self.0);
-        if places.running.get(consumer).copied().unwrap_or(0) >= limit {
-            return Entry::Busy;
-        }
-        let app = &consumer.0;
-        let other_waits = places
-            .waiting
-            .iter()
-            .any(|waiting| waiting.0 == *app && waiting != consumer);
-        if other_waits && !places.waiting.contains(consumer) {
-            return Entry::Busy;
-        }
-        let app_running: usize = places
-            .running
-            .iter()
-            .filter(|((a, _), _)| a == app)
-            .map(|(_, n)| *n)
-            .sum();
-        if app_running >= DISPATCH_PER_APP {
-            return Entry::Full;
-        }
-        *places.running.entry(consumer.clone()).or_insert(0) += 1;
-        if places.waiting.remove(consumer) {
-            places.owe_at_most_waiting(app);
-        }
-        Entry::Entered
+    fn take(&self, (app, name): &Consumer, limit: usize) -> Entry {
+        let mut all = lock(&self.0);
+        let entry = all.entry(app.clone()).or_default().take(name, limit);
+        Self::forget_if_empty(&mut all, app);
+        entry
     }
 
-    fn leave(&self, consumer: &Consumer) {
-        let mut places = lock(&self.0);
-        if let Some(count) = places.running.get_mut(consumer) {
+    fn leave(&self, (app, name): &Consumer) {
+        let mut all = lock(&self.0);
+        let Some(places) = all.get_mut(app) else {
+            return;
+        };
+        if let Some(count) = places.running.get_mut(name) {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                places.running.remove(consumer);
+                places.running.remove(name);
             }
         }
+        Self::forget_if_empty(&mut all, app);
     }
 
-    /// `consumer` has due work and found its app's places all taken: it is owed the next.
-    fn wait(&self, consumer: &Consumer) {
+    /// `consumer`, shut out with due work, is owed the next place.
+    fn wait(&self, (app, name): &Consumer) {
         let mut places = lock(&self.0);
-        if places.waiting.insert(consumer.clone()) {
-            *places.owed.entry(consumer.0.clone()).or_insert(0) += 1;
+        let places = places.entry(app.clone()).or_default();
+        if places.waiting.insert(name.clone()) {
+            places.owed += 1;
         }
     }
 
     /// `consumer` has no work due (any more): it is owed nothing.
-    fn unwait(&self, consumer: &Consumer) {
-        let mut places = lock(&self.0);
-        if places.waiting.remove(consumer) {
-            places.owe_at_most_waiting(&consumer.0);
+    fn unwait(&self, (app, name): &Consumer) {
+        let mut all = lock(&self.0);
+        if let Some(places) = all.get_mut(app) {
+            places.unwait(name);
         }
+        Self::forget_if_empty(&mut all, app);
     }
 
     /// A look at `app` begins: consumers that are no longer the app's (`current`) wait no more.
     fn looking(&self, app: &AppName, current: &HashSet<&str>) {
-        let mut places = lock(&self.0);
-        places
-            .waiting
-            .retain(|(a, name)| a != app || current.contains(name.as_str()));
-        places.owe_at_most_waiting(app);
+        let mut all = lock(&self.0);
+        if let Some(places) = all.get_mut(app) {
+            let gone: Vec<String> = places
+                .waiting
+                .iter()
+                .filter(|name| !current.contains(name.as_str()))
+                .cloned()
+                .collect();
+            for name in gone {
+                places.unwait(&name);
+            }
+        }
+        Self::forget_if_empty(&mut all, app);
     }
 
-    /// True if a consumer of `app` is owed a place (once per owed place): the caller, a run at
+    /// True if a consumer of `app` is owed a place (once per place owed): the caller, a run at
     /// the end of a full batch, gives its place back to the dispatcher.
     fn yield_to_waiting(&self, app: &AppName) -> bool {
-        let mut places = lock(&self.0);
-        match places.owed.get_mut(app) {
-            Some(owed) if *owed > 0 => {
-                *owed -= 1;
+        let mut all = lock(&self.0);
+        match all.get_mut(app) {
+            Some(places) if places.owed > 0 => {
+                places.owed -= 1;
                 true
             }
             _ => false,
@@ -810,7 +824,16 @@ impl Places {
 
     /// How many batches and deliveries run now.
     pub(crate) fn running(&self) -> usize {
-        lock(&self.0).running.values().sum()
+        lock(&self.0).values().map(AppPlaces::total).sum()
+    }
+
+    fn forget_if_empty(all: &mut HashMap<AppName, AppPlaces>, app: &AppName) {
+        if all
+            .get(app)
+            .is_some_and(|p| p.running.is_empty() && p.waiting.is_empty())
+        {
+            all.remove(app);
+        }
     }
 }
 
