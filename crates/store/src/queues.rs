@@ -180,8 +180,8 @@ pub trait QueueStore: Send + Sync {
         Ok((sent, OnDisk::now()))
     }
     /// [`QueueStore::send_committed`], then [`QueueStore::claim`], in the same transaction
-    /// where the store can (SQLite; the default is a send, then a claim that may come back
-    /// empty if it fails): a send handed at once to a consumer with a free place. The claim
+    /// where the store can (the default is a send, then a claim that comes back empty if it
+    /// fails): a send handed at once to a consumer with a free place. The claim
     /// takes what is due first, as any claim does, so a send behind a backlog takes the
     /// backlog's first messages, not its own.
     async fn send_and_claim(

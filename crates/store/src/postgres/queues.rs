@@ -24,10 +24,10 @@ use tokio_postgres::types::ToSql;
 
 use super::{Postgres, execute, relaxed_rows, row, rows, schema};
 use crate::queues::{
-    Claimed, EXPIRED, Failed, MessageRow, MessageState, NewMessage, QueueRow, QueueStats,
-    QueueStore, Sent,
+    ClaimAtSend, Claimed, EXPIRED, Failed, MessageRow, MessageState, NewMessage, QueueRow,
+    QueueStats, QueueStore, Sent,
 };
-use crate::{AppName, StoreError};
+use crate::{AppName, OnDisk, StoreError};
 
 /// Schema step 8 of an app: SQLite's step 10, the trigger depth a message was sent at.
 pub(super) const DEPTH: &str = "
@@ -109,36 +109,134 @@ async fn insert_messages(
     messages: &[NewMessage],
     duplicates: &[Option<String>],
 ) -> Result<(), StoreError> {
-    let mut ids = Vec::new();
-    let mut payloads = Vec::new();
-    let mut visible = Vec::new();
-    let mut attempts = Vec::new();
-    let mut depths = Vec::new();
-    for (message, duplicate) in messages.iter().zip(duplicates) {
-        if duplicate.is_none() {
-            ids.push(message.id.as_str());
-            payloads.push(message.payload.as_str());
-            visible.push(message.visible_at_ms);
-            attempts.push(message.max_attempts);
-            depths.push(message.depth);
-        }
-    }
-    if ids.is_empty() {
+    let columns = Columns::of(messages, duplicates);
+    if columns.ids.is_empty() {
         return Ok(());
     }
-    let insert = format!(
+    execute(client, &insert_sql(s), &columns.params(&queue, &now_ms)).await?;
+    Ok(())
+}
+
+/// The inserts of messages, as the columns of [`insert_sql`].
+struct Columns<'a> {
+    ids: Vec<&'a str>,
+    payloads: Vec<&'a str>,
+    visible: Vec<i64>,
+    attempts: Vec<i64>,
+    depths: Vec<i64>,
+}
+
+impl<'a> Columns<'a> {
+    /// The messages that are not duplicates.
+    fn of(messages: &'a [NewMessage], duplicates: &[Option<String>]) -> Self {
+        let mut columns = Columns {
+            ids: Vec::new(),
+            payloads: Vec::new(),
+            visible: Vec::new(),
+            attempts: Vec::new(),
+            depths: Vec::new(),
+        };
+        for (message, duplicate) in messages.iter().zip(duplicates) {
+            if duplicate.is_none() {
+                columns.ids.push(message.id.as_str());
+                columns.payloads.push(message.payload.as_str());
+                columns.visible.push(message.visible_at_ms);
+                columns.attempts.push(message.max_attempts);
+                columns.depths.push(message.depth);
+            }
+        }
+        columns
+    }
+
+    fn params<'p>(
+        &'p self,
+        queue: &'p (dyn ToSql + Sync),
+        now_ms: &'p (dyn ToSql + Sync),
+    ) -> [&'p (dyn ToSql + Sync); 7] {
+        [
+            queue,
+            now_ms,
+            &self.ids,
+            &self.payloads,
+            &self.visible,
+            &self.attempts,
+            &self.depths,
+        ]
+    }
+}
+
+/// The insert of messages into queue `$1` at `$2`, their columns `$3` to `$7` ([`Columns`]).
+fn insert_sql(s: &str) -> String {
+    format!(
         "INSERT INTO {s}._queue_messages (id, queue, payload, state, visible_at, attempt,
              max_attempts, created_at, updated_at, depth)
          SELECT m.id, $1, m.payload, 0, m.visible_at, 0, m.max_attempts, $2, $2, m.depth
          FROM unnest($3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[])
              WITH ORDINALITY AS m (id, payload, visible_at, max_attempts, depth, n)
          ORDER BY m.n"
-    );
-    let params: [&(dyn ToSql + Sync); 7] = [
-        &queue, &now_ms, &ids, &payloads, &visible, &attempts, &depths,
-    ];
-    execute(client, &insert, &params).await?;
-    Ok(())
+    )
+}
+
+/// The claim of up to `$3` due messages of queue `$1` at `$2`, hidden until `$4`, with the
+/// leases `$5` (`$6`: what a spent claim records). Its rows go to [`claimed_of`].
+fn claim_sql(s: &str) -> String {
+    // One statement. First, expired claims with their attempts spent die; one held by
+    // someone else (a claimer burying it, its holder settling it) is theirs: skipped here,
+    // and never claimed below. Then the due messages by due time, then order of sending,
+    // numbered to pair with the leases. Rows another transaction holds are skipped; one
+    // changed by a transaction that committed since this statement began is checked again,
+    // and left if no longer due. Both parts see one snapshot, and take disjoint rows.
+    // Relaxed: a claim lost to a crash of PostgreSQL only means its messages are delivered
+    // again under the same attempt number.
+    format!(
+        "WITH buried AS (
+                 UPDATE {s}._queue_messages
+                 SET state = 2, lease = NULL, last_error = $6, updated_at = $2
+                 WHERE id IN (
+                     SELECT id FROM {s}._queue_messages
+                     WHERE queue = $1 AND state = 1 AND visible_at <= $2
+                       AND attempt >= max_attempts
+                     FOR UPDATE SKIP LOCKED)
+             ), picked AS (
+                 SELECT id, row_number() OVER (ORDER BY visible_at, rowid) AS n FROM (
+                     SELECT id, visible_at, rowid FROM {s}._queue_messages
+                     WHERE queue = $1 AND state < 2 AND visible_at <= $2
+                       AND (state = 0 OR attempt < max_attempts)
+                     ORDER BY visible_at, rowid LIMIT $3
+                     FOR UPDATE SKIP LOCKED) due
+             )
+             UPDATE {s}._queue_messages m
+             SET state = 1, lease = l.lease, visible_at = $4, attempt = m.attempt + 1,
+                 updated_at = $2
+             FROM picked JOIN unnest($5::text[]) WITH ORDINALITY AS l (lease, n) USING (n)
+             WHERE m.id = picked.id
+             RETURNING picked.n, m.id, m.payload, m.attempt, m.max_attempts, m.lease, m.created_at,
+                 m.depth"
+    )
+}
+
+/// The claims a [`claim_sql`] statement returned, in lease order.
+fn claimed_of(taken: &[Row]) -> Result<Vec<Claimed>, StoreError> {
+    let mut claimed = taken
+        .iter()
+        .map(|r| {
+            let n: i64 = r.try_get(0)?;
+            Ok((
+                n,
+                Claimed {
+                    id: r.try_get(1)?,
+                    payload: r.try_get(2)?,
+                    attempt: r.try_get(3)?,
+                    max_attempts: r.try_get(4)?,
+                    lease: r.try_get(5)?,
+                    created_at_ms: r.try_get(6)?,
+                    depth: r.try_get(7)?,
+                },
+            ))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    claimed.sort_unstable_by_key(|(n, _)| *n);
+    Ok(claimed.into_iter().map(|(_, c)| c).collect())
 }
 
 #[async_trait]
@@ -275,65 +373,66 @@ impl QueueStore for Postgres {
         now_ms: i64,
         until_ms: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let s = schema(app);
         let client = self.app_client(app).await?;
-        // One statement. First, expired claims with their attempts spent die; one held by
-        // someone else (a claimer burying it, its holder settling it) is theirs: skipped here,
-        // and never claimed below. Then the due messages by due time, then order of sending,
-        // numbered to pair with the leases. Rows another transaction holds are skipped; one
-        // changed by a transaction that committed since this statement began is checked again,
-        // and left if no longer due. Both parts see one snapshot, and take disjoint rows.
-        // Relaxed: a claim lost to a crash of PostgreSQL only means its messages are delivered
-        // again under the same attempt number.
-        let take = format!(
-            "WITH buried AS (
-                 UPDATE {s}._queue_messages
-                 SET state = 2, lease = NULL, last_error = $6, updated_at = $2
-                 WHERE id IN (
-                     SELECT id FROM {s}._queue_messages
-                     WHERE queue = $1 AND state = 1 AND visible_at <= $2
-                       AND attempt >= max_attempts
-                     FOR UPDATE SKIP LOCKED)
-             ), picked AS (
-                 SELECT id, row_number() OVER (ORDER BY visible_at, rowid) AS n FROM (
-                     SELECT id, visible_at, rowid FROM {s}._queue_messages
-                     WHERE queue = $1 AND state < 2 AND visible_at <= $2
-                       AND (state = 0 OR attempt < max_attempts)
-                     ORDER BY visible_at, rowid LIMIT $3
-                     FOR UPDATE SKIP LOCKED) due
-             )
-             UPDATE {s}._queue_messages m
-             SET state = 1, lease = l.lease, visible_at = $4, attempt = m.attempt + 1,
-                 updated_at = $2
-             FROM picked JOIN unnest($5::text[]) WITH ORDINALITY AS l (lease, n) USING (n)
-             WHERE m.id = picked.id
-             RETURNING picked.n, m.id, m.payload, m.attempt, m.max_attempts, m.lease, m.created_at,
-                 m.depth"
-        );
         let limit = leases.len() as i64;
         let params: [&(dyn ToSql + Sync); 6] =
             [&queue, &now_ms, &limit, &until_ms, &leases, &EXPIRED];
-        let taken = relaxed_rows(&client, &take, &params).await?;
-        let mut claimed = taken
-            .iter()
-            .map(|r| {
-                let n: i64 = r.try_get(0)?;
-                Ok((
-                    n,
-                    Claimed {
-                        id: r.try_get(1)?,
-                        payload: r.try_get(2)?,
-                        attempt: r.try_get(3)?,
-                        max_attempts: r.try_get(4)?,
-                        lease: r.try_get(5)?,
-                        created_at_ms: r.try_get(6)?,
-                        depth: r.try_get(7)?,
-                    },
-                ))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        claimed.sort_unstable_by_key(|(n, _)| *n);
-        Ok(claimed.into_iter().map(|(_, c)| c).collect())
+        let taken = relaxed_rows(&client, &claim_sql(&schema(app)), &params).await?;
+        claimed_of(&taken)
+    }
+
+    async fn send_and_claim(
+        &self,
+        app: &AppName,
+        queue: &str,
+        messages: Vec<NewMessage>,
+        now_ms: i64,
+        key_ttl_ms: i64,
+        claim: ClaimAtSend,
+    ) -> Result<(Vec<Sent>, Vec<Claimed>, OnDisk), StoreError> {
+        if messages.iter().any(|m| m.key.is_some()) {
+            // Keys take a transaction of their own (see `send`); the claim follows it.
+            let sent = self.send(app, queue, messages, now_ms, key_ttl_ms).await?;
+            let claimed = self
+                .claim(app, queue, claim.leases, now_ms, claim.until_ms)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(app = %app, queue, error = %e, "a send could not claim for its consumer");
+                    Vec::new()
+                });
+            return Ok((sent, claimed, OnDisk::now()));
+        }
+        let s = schema(app);
+        let client = self.app_client(app).await?;
+        let insert = client.prepare_cached(&insert_sql(&s)).await?;
+        let take = client.prepare_cached(&claim_sql(&s)).await?;
+        let columns = Columns::of(&messages, &vec![None; messages.len()]);
+        let limit = claim.leases.len() as i64;
+        let claim_params: [&(dyn ToSql + Sync); 6] = [
+            &queue,
+            &now_ms,
+            &limit,
+            &claim.until_ms,
+            &claim.leases,
+            &EXPIRED,
+        ];
+        // One transaction in one round trip (tokio-postgres pipelines what is polled at once):
+        // the insert, the claim, which sees it, and a commit that waits for the WAL's flush
+        // as a send's does. Should the insert fail, the claim fails with it and PostgreSQL
+        // answers the `COMMIT` of the aborted transaction with a rollback.
+        let (begun, inserted, taken, committed) = futures_util::future::join4(
+            client.batch_execute("BEGIN"),
+            client.execute(&insert, &columns.params(&queue, &now_ms)),
+            client.query(&take, &claim_params),
+            client.batch_execute("COMMIT"),
+        )
+        .await;
+        begun?;
+        inserted?;
+        let taken = taken?;
+        committed?;
+        let sent = messages.into_iter().map(|m| Sent::Queued(m.id)).collect();
+        Ok((sent, claimed_of(&taken)?, OnDisk::now()))
     }
 
     async fn ack(&self, app: &AppName, id: &str, lease: &str) -> Result<bool, StoreError> {
