@@ -6,7 +6,9 @@
 //! consumer (a function with a `{"queue": …}` trigger), up to `batch` messages at a time while
 //! fewer than `concurrency` batches of that consumer run, and runs the function on them as the
 //! admin. A run whose batch came full claims its next batch itself, in the same place, until
-//! the queue runs short or due work of the app waits for a place (`Places`). A run that returns acknowledges the batch (except the ids it lists under `failed`);
+//! the queue runs short or another consumer of the app is owed a place (`Places`); a send to
+//! a consumer with a free place claims for it itself (`Handoff`). A run that returns
+//! acknowledges the batch (except the ids it lists under `failed`);
 //! one that throws, times out or runs out of memory fails every message of it, which then retry
 //! with backoff and at last move to the dead letters. Then the app's hint is settled to its next
 //! due time, unless a send moved the hint meanwhile.

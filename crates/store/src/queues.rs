@@ -146,6 +146,25 @@ pub struct DueApp {
     pub version: i64,
 }
 
+/// The claim of [`QueueStore::send_and_claim`] made after its send committed: a failed claim
+/// leaves the messages to the dispatcher rather than answer the sender with an error it would
+/// retry.
+pub(crate) async fn claim_after_send<S: QueueStore + ?Sized>(
+    store: &S,
+    app: &AppName,
+    queue: &str,
+    now_ms: i64,
+    claim: ClaimAtSend,
+) -> Vec<Claimed> {
+    store
+        .claim(app, queue, claim.leases, now_ms, claim.until_ms)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(app = %app, queue, error = %e, "a send could not claim for its consumer");
+            Vec::new()
+        })
+}
+
 #[async_trait]
 pub trait QueueStore: Send + Sync {
     async fn queues(&self, app: &AppName) -> Result<Vec<QueueRow>, StoreError>;
@@ -196,15 +215,7 @@ pub trait QueueStore: Send + Sync {
         let (sent, on_disk) = self
             .send_committed(app, queue, messages, now_ms, key_ttl_ms)
             .await?;
-        // The send is committed: a failed claim leaves its messages to the dispatcher rather
-        // than answer the sender with an error it would retry.
-        let claimed = self
-            .claim(app, queue, claim.leases, now_ms, claim.until_ms)
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(app = %app, queue, error = %e, "a send could not claim for its consumer");
-                Vec::new()
-            });
+        let claimed = claim_after_send(self, app, queue, now_ms, claim).await;
         Ok((sent, claimed, on_disk))
     }
     /// Claims up to `leases.len()` claimable messages in order of `visible_at`, then of sending

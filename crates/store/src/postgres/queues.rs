@@ -25,7 +25,7 @@ use tokio_postgres::types::ToSql;
 use super::{Postgres, execute, relaxed_rows, row, rows, schema};
 use crate::queues::{
     ClaimAtSend, Claimed, EXPIRED, Failed, MessageRow, MessageState, NewMessage, QueueRow,
-    QueueStats, QueueStore, Sent,
+    QueueStats, QueueStore, Sent, claim_after_send,
 };
 use crate::{AppName, OnDisk, StoreError};
 
@@ -393,13 +393,7 @@ impl QueueStore for Postgres {
         if messages.iter().any(|m| m.key.is_some()) {
             // Keys take a transaction of their own (see `send`); the claim follows it.
             let sent = self.send(app, queue, messages, now_ms, key_ttl_ms).await?;
-            let claimed = self
-                .claim(app, queue, claim.leases, now_ms, claim.until_ms)
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::warn!(app = %app, queue, error = %e, "a send could not claim for its consumer");
-                    Vec::new()
-                });
+            let claimed = claim_after_send(self, app, queue, now_ms, claim).await;
             return Ok((sent, claimed, OnDisk::now()));
         }
         let s = schema(app);
