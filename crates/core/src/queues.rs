@@ -6,9 +6,10 @@
 //! key that makes a repeated send a no-op for `dedup_window_secs`.
 //!
 //! Storage is the app's own database (`QueueStore`); the control plane keeps a hint of when each
-//! app next has work due (`SystemStore::hint_due`), written before the message, so the
-//! dispatcher finds due work without opening idle apps: the app's database is the truth, and a
-//! hint without work behind it costs one look. A send rings [`Queues::doorbell`], so a waiting
+//! app next has work due (`SystemStore::hint_due`), written before the message (on SQLite, after
+//! a send its consumer starts on at once: see [`Queues::hint_or_defer`]), so the dispatcher
+//! finds due work without opening idle apps: the app's database is the truth, and a hint
+//! without work behind it costs one look. A send rings [`Queues::doorbell`], so a waiting
 //! consumer starts at once rather than at the next poll.
 
 use std::collections::HashMap;
@@ -382,6 +383,8 @@ struct Pulse {
 pub struct HintTicket {
     settles: u64,
     at_ms: i64,
+    /// False when the hint is left to [`Queues::hinted`] (see [`Queues::hint_or_defer`]).
+    written: bool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -538,13 +541,41 @@ impl Queues {
     /// the pulse after the write stops a settle that looked at the app before the write
     /// committed, or, when the settle already happened, writes the hint again.
     pub async fn hint(&self, app: &AppName, at_ms: i64) -> Result<HintTicket, StoreError> {
-        let settles = lock(&self.0.pulses).entry(app.clone()).or_default().settles;
+        let ticket = self.ticket(app, at_ms);
         self.0.system.hint_due(app, at_ms).await?;
-        Ok(HintTicket { settles, at_ms })
+        Ok(HintTicket {
+            written: true,
+            ..ticket
+        })
+    }
+
+    /// [`Queues::hint`] for a write whose work starts at its commit (a send claimed for its
+    /// consumer): where the control plane repairs hints after a crash
+    /// ([`SystemStore::hints_repaired_at_start`]), the hint's own write is left to
+    /// [`Queues::hinted`], after the work has started, instead of delaying it. The pulse is
+    /// taken now, before the write, as the protocol needs.
+    pub async fn hint_or_defer(&self, app: &AppName, at_ms: i64) -> Result<HintTicket, StoreError> {
+        if self.0.system.hints_repaired_at_start() {
+            Ok(self.ticket(app, at_ms))
+        } else {
+            self.hint(app, at_ms).await
+        }
+    }
+
+    fn ticket(&self, app: &AppName, at_ms: i64) -> HintTicket {
+        let settles = lock(&self.0.pulses).entry(app.clone()).or_default().settles;
+        HintTicket {
+            settles,
+            at_ms,
+            written: false,
+        }
     }
 
     /// The second half of [`Queues::hint`], once the write is done.
     pub async fn hinted(&self, app: &AppName, ticket: HintTicket) -> Result<(), StoreError> {
+        if !ticket.written {
+            self.0.system.hint_due(app, ticket.at_ms).await?;
+        }
         let settled_since = {
             let mut pulses = lock(&self.0.pulses);
             let pulse = pulses.entry(app.clone()).or_default();
@@ -896,9 +927,10 @@ impl Queues {
         window_ms: i64,
     ) -> Result<(Vec<Sent>, Vec<Delivery>, cloudlet_store::OnDisk, HintTicket), QueueError> {
         let now = self.now();
-        // The hint covers the messages' due time; the claim's expiry is later.
+        // The hint covers the messages' due time; the claim's expiry is later. On SQLite it
+        // is written after the run has started (see `hint_or_defer`).
         let due = new.iter().map(|m| m.visible_at_ms).min().unwrap_or(now);
-        let ticket = self.hint(app, due).await?;
+        let ticket = self.hint_or_defer(app, due).await?;
         let claim = ClaimAtSend {
             leases: (0..place.trigger.batch)
                 .map(|_| self.token("lease_"))

@@ -150,6 +150,14 @@ pub trait SystemStore: Send + Sync {
     /// [`SystemStore::hint_due`] as an ordinary (fsynced) commit: for a hint written after the
     /// work it announces, which no later commit of that work would take to disk.
     async fn hint_due_durably(&self, app: &AppName, at_ms: i64) -> Result<(), StoreError>;
+    /// Whether every stop that did not close this store leaves every app hinted due at its
+    /// next open, as SQLite's does (one process owns the files). A hint may then follow the
+    /// write it announces instead of preceding it: a crash between the two is repaired at the
+    /// next start. Not where other nodes run on while one dies (PostgreSQL): no start would
+    /// repair a hint that node never wrote.
+    fn hints_repaired_at_start(&self) -> bool {
+        false
+    }
     /// Apps whose hint is due at `now_ms`, earliest first.
     async fn due_apps(&self, now_ms: i64, limit: usize) -> Result<Vec<DueApp>, StoreError>;
     /// Replaces the hint of `app` with `next` (or removes it) if its version is still

@@ -650,18 +650,22 @@ fn run_writer(
             .collect();
         // With more writes waiting, the fsync runs here, as before the next batch, which
         // gathers meanwhile: one commit per fsync, and no hand-off to pay under load. With none,
-        // it runs on the sync thread, handed over before anyone is answered so that it starts at
-        // once, and what comes next (a queue's consumer claiming the message just sent) commits
-        // while it runs. Should the sync thread be gone, the waiters drop: their writes answer
-        // an error.
-        if !waiters.is_empty() {
+        // it runs on the sync thread, and what comes next (the writes of a queue's consumer that
+        // started at the send's commit) commits while it runs. Whether a write is waiting is
+        // decided before anyone is answered (else the first write of whoever is answered could
+        // arrive first and wait for the fsync here); the hand-over itself comes after the
+        // answers, so that the task woken at the commit wakes first, and the sync thread a few
+        // microseconds later. Should the sync thread be gone, the waiters drop: their writes
+        // answer an error.
+        let hand_over = !waiters.is_empty() && {
             next = jobs.try_recv().ok();
-            if next.is_none() {
-                let _ = to_sync.send(std::mem::take(&mut waiters));
-            }
-        }
+            next.is_none()
+        };
         for (job, outcome) in ran.into_iter().zip(outcomes) {
             (job.complete)(outcome);
+        }
+        if hand_over {
+            let _ = to_sync.send(std::mem::take(&mut waiters));
         }
         if !waiters.is_empty() {
             answer(waiters, &fsync(sync));
