@@ -333,6 +333,9 @@ pub trait Taker: Send + Sync {
     /// Runs the place's consumer on what the send claimed for it, or gives the place back if
     /// nothing (the send failed, or nothing was due).
     fn take(&self, app: &AppName, place: Place, deliveries: Vec<Delivery>);
+    /// Runs a hand-over (the send, its claim, the run's start, the hint) among the node's
+    /// background work, so that a stop waits for it as it waits for the runs.
+    fn spawn(&self, hand_over: futures_util::future::BoxFuture<'static, ()>);
 }
 
 /// A place [`Taker::reserve`] took: the consuming function, its trigger (how many messages it
@@ -537,9 +540,10 @@ impl Queues {
     /// Makes the control plane's hint for `app` no later than `at_ms`, before the write that
     /// makes work due then; the caller hands the ticket to [`Queues::hinted`] once that write
     /// is done. Together they keep the hint never later than the work, also when the dispatcher
-    /// settles the hint between the two: the hint (durable, before the write) covers a crash;
-    /// the pulse after the write stops a settle that looked at the app before the write
-    /// committed, or, when the settle already happened, writes the hint again.
+    /// settles the hint between the two: the hint, committed before the write, covers a crash
+    /// (on SQLite, where hints are relaxed, the repair at start covers a power cut); the pulse
+    /// after the write stops a settle that looked at the app before the write committed, or,
+    /// when the settle already happened, writes the hint again.
     pub async fn hint(&self, app: &AppName, at_ms: i64) -> Result<HintTicket, StoreError> {
         let ticket = self.ticket(app, at_ms);
         self.0.system.hint_due(app, at_ms).await?;
@@ -573,21 +577,33 @@ impl Queues {
 
     /// The second half of [`Queues::hint`], once the write is done.
     pub async fn hinted(&self, app: &AppName, ticket: HintTicket) -> Result<(), StoreError> {
-        if !ticket.written {
-            self.0.system.hint_due(app, ticket.at_ms).await?;
-        }
+        let written = match ticket.written {
+            true => Ok(()),
+            false => self.0.system.hint_due(app, ticket.at_ms).await,
+        };
         let settled_since = {
             let mut pulses = lock(&self.0.pulses);
             let pulse = pulses.entry(app.clone()).or_default();
             pulse.epoch += 1;
             pulse.settles != ticket.settles
         };
-        if settled_since {
+        let rewritten = match settled_since {
             // After the write: its own commit must reach the disk, no later one of the work
             // would take it there.
-            self.0.system.hint_due_durably(app, ticket.at_ms).await?;
+            true => self.0.system.hint_due_durably(app, ticket.at_ms).await,
+            false => Ok(()),
+        };
+        match written.and(rewritten) {
+            Err(e) if !ticket.written => {
+                // A deferred hint follows work that has committed and started: its sender must
+                // not hear of a failure and send it again. The run's end hints the app again,
+                // and a system database that refuses writes can not clear its open mark, so the
+                // next start looks at every app.
+                tracing::warn!(app = %app, error = %e, "could not hint the work of a send");
+                Ok(())
+            }
+            outcome => outcome,
         }
-        Ok(())
     }
 
     /// A hint with no write behind it: the app is worth a look at `at_ms`.
@@ -872,8 +888,8 @@ impl Queues {
             return self.put(app, queue, new, now, window_ms).await;
         };
         // From here the place is held: the hint, the send, the run's start and the pulse go
-        // together, in a task of their own, even if the caller goes away (a client that
-        // disconnects drops its request's future).
+        // together, in a task of their own among the node's background work, even if the
+        // caller goes away (a client that disconnects drops its request's future).
         let hide = settings
             .visibility_timeout_secs
             .max(place.min_hide_secs)
@@ -884,39 +900,45 @@ impl Queues {
             app.clone(),
             queue.to_owned(),
         );
-        let handing = tokio::spawn(async move {
-            let handed = queues
-                .hand_over(&app, &queue, &place, hide, new, window_ms)
-                .await;
-            let (sent, claimed, on_disk, ticket) = match handed {
-                Ok(handed) => handed,
-                Err(e) => {
-                    taker.take(&app, place, Vec::new());
-                    return Err(e);
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let spawner = Arc::clone(&taker);
+        spawner.spawn(Box::pin(async move {
+            let handed = async {
+                let handed = queues
+                    .hand_over(&app, &queue, &place, hide, new, window_ms)
+                    .await;
+                let (sent, claimed, on_disk, ticket) = match handed {
+                    Ok(handed) => handed,
+                    Err(e) => {
+                        taker.take(&app, place, Vec::new());
+                        return Err(e);
+                    }
+                };
+                let full = claimed.len() >= place.trigger.batch;
+                taker.take(&app, place, claimed);
+                queues.hinted(&app, ticket).await?;
+                // A full batch may have left more due for the consumer's other places: the
+                // dispatcher looks now. Otherwise the claim took everything due; the hint, due
+                // now, brings a look within a second anyway, which settles it to the claims'
+                // expiry.
+                if full {
+                    queues.0.doorbell.notify_one();
                 }
+                Ok((sent, on_disk))
             };
-            let full = claimed.len() >= place.trigger.batch;
-            taker.take(&app, place, claimed);
-            queues.hinted(&app, ticket).await?;
-            // A full batch may have left more due for the consumer's other places: the
-            // dispatcher looks now. Otherwise the claim took everything due; the hint, due
-            // now, brings a look within a second anyway, which settles it to the claims'
-            // expiry.
-            if full {
-                queues.0.doorbell.notify_one();
-            }
-            Ok((sent, on_disk))
-        });
-        let (sent, on_disk) = handing
+            let _ = answer.send(handed.await);
+        }));
+        let (sent, on_disk) = answered
             .await
-            .map_err(|e| StoreError::Task(e.to_string()))??;
+            .map_err(|_| StoreError::Task("the hand-over of a send was dropped".into()))??;
         on_disk.wait().await?;
         Ok(sent)
     }
 
-    /// The held part of [`Queues::put_to_consumer`]: the hint, then the send, claiming for
-    /// `place` what is due first, hidden `hide_secs`; the ticket goes to [`Queues::hinted`]
-    /// once the run has its deliveries.
+    /// The held part of [`Queues::put_to_consumer`]: the hint (on SQLite, only its pulse: see
+    /// [`Queues::hint_or_defer`]), then the send, claiming for `place` what is due first,
+    /// hidden `hide_secs`; the ticket goes to [`Queues::hinted`] once the run has its
+    /// deliveries.
     async fn hand_over(
         &self,
         app: &AppName,

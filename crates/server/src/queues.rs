@@ -1171,6 +1171,14 @@ impl Taker for Handoff {
         let run = run_consumer(state.clone(), places, consumer, place.trigger, deliveries);
         state.tasks().spawn(run);
     }
+
+    fn spawn(&self, hand_over: futures_util::future::BoxFuture<'static, ()>) {
+        match self.0.upgrade() {
+            Some(state) => drop(state.tasks().spawn(hand_over)),
+            // The node is going away: nothing tracks its work any more.
+            None => drop(tokio::spawn(hand_over)),
+        }
+    }
 }
 
 /// A run is over: its place is free, and the app is worth a look now, whatever its hint said.
