@@ -950,9 +950,17 @@ impl Queues {
     ) -> Result<(Vec<Sent>, Vec<Delivery>, cloudlet_store::OnDisk, HintTicket), QueueError> {
         let now = self.now();
         // The hint covers the messages' due time; the claim's expiry is later. On SQLite it
-        // is written after the run has started (see `hint_or_defer`).
+        // is written after the run has started (see `hint_or_defer`); on PostgreSQL the send
+        // writes it, first, in its own round trip.
         let due = new.iter().map(|m| m.visible_at_ms).min().unwrap_or(now);
-        let ticket = self.hint_or_defer(app, due).await?;
+        let ticket = if self.0.store.hints_at_send() {
+            HintTicket {
+                written: true,
+                ..self.ticket(app, due)
+            }
+        } else {
+            self.hint_or_defer(app, due).await?
+        };
         let claim = ClaimAtSend {
             leases: (0..place.trigger.batch)
                 .map(|_| self.token("lease_"))

@@ -218,6 +218,13 @@ pub trait QueueStore: Send + Sync {
         let claimed = claim_after_send(self, app, queue, now_ms, claim).await;
         Ok((sent, claimed, on_disk))
     }
+    /// Whether [`QueueStore::send_and_claim`] lowers the control plane's hint of the app to its
+    /// messages' due time itself ([`crate::SystemStore::hint_due`]), in a transaction of its
+    /// own that commits before the send's, so that its caller need not hint first. PostgreSQL,
+    /// where both live in one database, sends the two in one round trip.
+    fn hints_at_send(&self) -> bool {
+        false
+    }
     /// Claims up to `leases.len()` claimable messages in order of `visible_at`, then of sending
     /// (first in, first out among messages due at the same moment), giving each a
     /// lease of `leases` and hiding it until `until_ms`. Claims that expired with their

@@ -241,6 +241,10 @@ fn claimed_of(taken: &[Row]) -> Result<Vec<Claimed>, StoreError> {
 
 #[async_trait]
 impl QueueStore for Postgres {
+    fn hints_at_send(&self) -> bool {
+        true
+    }
+
     async fn queues(&self, app: &AppName) -> Result<Vec<QueueRow>, StoreError> {
         let client = self.app_client(app).await?;
         let sql = format!(
@@ -390,14 +394,24 @@ impl QueueStore for Postgres {
         key_ttl_ms: i64,
         claim: ClaimAtSend,
     ) -> Result<(Vec<Sent>, Vec<Claimed>, OnDisk), StoreError> {
+        // The hint first, as `hints_at_send` promises.
+        let due = messages
+            .iter()
+            .map(|m| m.visible_at_ms)
+            .min()
+            .unwrap_or(now_ms);
         if messages.iter().any(|m| m.key.is_some()) {
             // Keys take a transaction of their own (see `send`); the claim follows it.
+            crate::SystemStore::hint_due(self, app, due).await?;
             let sent = self.send(app, queue, messages, now_ms, key_ttl_ms).await?;
             let claimed = claim_after_send(self, app, queue, now_ms, claim).await;
             return Ok((sent, claimed, OnDisk::now()));
         }
         let s = schema(app);
         let client = self.app_client(app).await?;
+        let hint = client
+            .prepare_cached(&super::system::lower_hint_sql())
+            .await?;
         let insert = client.prepare_cached(&insert_sql(&s)).await?;
         let take = client.prepare_cached(&claim_sql(&s)).await?;
         let columns = Columns::of(&messages, &vec![None; messages.len()]);
@@ -410,17 +424,30 @@ impl QueueStore for Postgres {
             &claim.leases,
             &EXPIRED,
         ];
-        // One transaction in one round trip (tokio-postgres pipelines what is polled at once):
-        // the insert, the claim, which sees it, and a commit that waits for the WAL's flush
-        // as a send's does. Should the insert fail, the claim fails with it and PostgreSQL
-        // answers the `COMMIT` of the aborted transaction with a rollback.
-        let (begun, inserted, taken, committed) = futures_util::future::join4(
+        // Two transactions in one round trip (tokio-postgres pipelines what is polled at once,
+        // and `join!` polls in order): the hint's, relaxed, whose commit the send's flush takes
+        // to disk; then the insert, the claim, which sees it, and a commit that waits for the
+        // WAL's flush as a send's does. Should the insert fail, the claim fails with it and
+        // PostgreSQL answers the `COMMIT` of the aborted transaction with a rollback.
+        let app_name = app.as_str();
+        let hint_params: [&(dyn ToSql + Sync); 2] = [&app_name, &due];
+        let insert_params = columns.params(&queue, &now_ms);
+        let (hint_begun, hinted, hint_committed, begun, inserted, taken, committed) = futures_util::join!(
+            client.batch_execute("BEGIN; SET LOCAL synchronous_commit = off"),
+            client.execute(&hint, &hint_params),
+            client.batch_execute("COMMIT"),
             client.batch_execute("BEGIN"),
-            client.execute(&insert, &columns.params(&queue, &now_ms)),
+            client.execute(&insert, &insert_params),
             client.query(&take, &claim_params),
             client.batch_execute("COMMIT"),
-        )
-        .await;
+        );
+        if let Err(e) = hint_begun.and(hinted).and(hint_committed) {
+            // The send went on without its hint (nothing short of a lost connection makes the
+            // upsert of one row fail, and that fails the send too). It is not undone for it:
+            // the run's end hints the app again, and only this node dying mid-run would leave
+            // its claims without a hint until another write of the app.
+            tracing::warn!(app = %app, error = %e, "could not hint a send");
+        }
         begun?;
         inserted?;
         let taken = taken?;

@@ -131,7 +131,7 @@ fn app_name(text: &str) -> Result<AppName, StoreError> {
 }
 
 /// Makes an app's hint no later than `$2`, and moves its version.
-fn lower_hint_sql() -> String {
+pub(super) fn lower_hint_sql() -> String {
     format!(
         "INSERT INTO {SYSTEM_SCHEMA}.due_work AS d (app, at, version) VALUES ($1, $2, 1)
          ON CONFLICT (app) DO UPDATE

@@ -646,6 +646,17 @@ async fn a_send_claims_what_is_due_first_for_its_consumer(st: Stores) {
     on_disk.wait().await.unwrap();
     assert_eq!(sent, queued(&["a", "b", "c"]));
     assert_eq!(ids_of(&claimed), ["a", "b"]);
+    // A store that hints its sends has lowered the app's hint to their due time; one that does
+    // not has left the hints alone.
+    let hinted = st
+        .system
+        .due_apps(i64::MAX, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| &d.app == a)
+        .map(|d| d.at_ms);
+    assert_eq!(hinted, q.hints_at_send().then_some(1_000));
     assert_eq!(
         claimed
             .iter()
