@@ -120,6 +120,13 @@ async fn a_secret_key_may_do_what_the_admin_token_may_for_its_own_app_only() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    // The key went with its app: no route of the app takes it any more.
+    for path in ["/v1/admin/apps/app-a", "/v1/admin/apps/app-a/queues"] {
+        t.request(Method::GET, path)
+            .bearer_auth(new_key)
+            .expect_error(StatusCode::UNAUTHORIZED, "invalid_credentials")
+            .await;
+    }
     t.stop().await;
 }
 
