@@ -1,6 +1,7 @@
 // The load side of the queues benchmark (bench/queues.py runs it): one Node.js process drives
-// either Cloudlet (its admin HTTP API, through node:http with keep-alive connections) or BullMQ
-// (on the Redis server bench/queues.py started), so that both are driven by the same runtime.
+// either Cloudlet (its admin HTTP API with the app's secret key, through node:http with keep-alive
+// connections) or BullMQ (on the Redis server bench/queues.py started), so that both are driven
+// by the same runtime.
 //
 //   node bench/queues.mjs MODE '{"json": "settings"}'   # prints one JSON object
 //

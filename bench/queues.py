@@ -49,7 +49,7 @@ import tempfile
 import time
 import urllib.parse
 
-from common import (ROOT, TOKEN, Client, figure, heading, meta, parse_args, repeat, replace_docs_section,
+from common import (ROOT, Client, figure, heading, meta, parse_args, repeat, replace_docs_section,
                     server)
 
 TARGETS = {"enqueue": 20000, "claim_ack": 10000, "latency_p50_ms": 1.0, "latency_p99_ms": 5.0,
@@ -152,23 +152,27 @@ def left(queue_counts):
 
 def measure_cloudlet(args):
     port = args.port
-    base = {"port": port, "token": TOKEN, "queue": "q"}
     results = {}
     with server(args.binary, port, log=args.log, database=args.database_url):
         admin = Client(port)
 
-        new_app(port, "enqueue", "q")
-        results["enqueue"] = node("cloudlet-enqueue", {**base, "app": "enqueue", "clients": 8,
+        def base(key):
+            # The load clients hold the app's secret key, as a backend does (the admin token is
+            # the whole instance's).
+            return {"port": port, "token": key["secret_key"], "queue": "q"}
+
+        key = new_app(port, "enqueue", "q")
+        results["enqueue"] = node("cloudlet-enqueue", {**base(key), "app": "enqueue", "clients": 8,
                                                        "batch": 100, "seconds": args.seconds})
 
-        new_app(port, "claim", "q")
-        node("cloudlet-fill", {**base, "app": "claim", "count": args.messages})
-        results["claim_ack_http"] = node("cloudlet-claim", {**base, "app": "claim", "consumers": 16,
+        key = new_app(port, "claim", "q")
+        node("cloudlet-fill", {**base(key), "app": "claim", "count": args.messages})
+        results["claim_ack_http"] = node("cloudlet-claim", {**base(key), "app": "claim", "consumers": 16,
                                                             "max": 16})
         results["claim_ack_http"]["left"] = left(counts(admin, "claim", "q"))
 
-        new_app(port, "drain", "q")
-        node("cloudlet-fill", {**base, "app": "drain", "count": args.messages})
+        key = new_app(port, "drain", "q")
+        node("cloudlet-fill", {**base(key), "app": "drain", "count": args.messages})
         start = time.perf_counter()
         deploy(admin, "drain", "noop", "export default async () => {}",
                {"queue": "q", "batch": 10, "concurrency": 16})
@@ -190,8 +194,8 @@ def measure_cloudlet(args):
                        {"name": "hr", "type": "bool"}]}, expect=201)
         deploy(admin, "latency", "stamp", LATENCY_FUNCTION, {"queue": "q", "batch": 1, "concurrency": 1})
         # One warm-up message (the first run compiles the function), not counted.
-        node("cloudlet-latency-send", {**base, "app": "latency", "count": 1, "gap_ms": 500})
-        node("cloudlet-latency-send", {**base, "app": "latency", "count": args.latency_messages,
+        node("cloudlet-latency-send", {**base(key), "app": "latency", "count": 1, "gap_ms": 500})
+        node("cloudlet-latency-send", {**base(key), "app": "latency", "count": args.latency_messages,
                                        "gap_ms": args.gap_ms})
         time.sleep(1)
         records = list_records(port, key["secret_key"], "latency", "starts")
@@ -211,7 +215,7 @@ def measure_cloudlet(args):
             "fields": [{"name": "sent", "type": "number"}, {"name": "started", "type": "number"},
                        {"name": "hr", "type": "bool"}]}, expect=201)
         deploy(admin, "delayed", "stamp", DELAYED_FUNCTION, {"queue": "q", "batch": 10, "concurrency": 4})
-        node("cloudlet-delayed-send", {**base, "app": "delayed", "delays": args.delays})
+        node("cloudlet-delayed-send", {**base(key), "app": "delayed", "delays": args.delays})
         deadline = time.perf_counter() + max(args.delays) + 60
         while left(counts(admin, "delayed", "q")) > 0 and time.perf_counter() < deadline:
             time.sleep(0.5)
@@ -369,7 +373,7 @@ def write_docs(r):
     else:
         setup = (f"BullMQ {v['bullmq']} (ioredis {v['ioredis']}) on Redis {v['redis']} with `appendonly yes`, "
                  f"`appendfsync always`; Cloudlet on SQLite, `durability = \"full\"` (the default); both driven")
-    table = f"""{heading(m)}; {setup} by one Node.js {v['node']} process (bench/queues.mjs) on the same machine. {m['messages']:,} messages for the claim and drain rows, {m['seconds']} s of enqueueing, {m['latency_messages']} latency samples {m['gap_ms']} ms apart (Cloudlet's start time: {c['latency_function']['clock']} inside the function, so its delays read up to {res:g} ms short; {peer}'s: `performance.now()` in the sending process).
+    table = f"""{heading(m)}; {setup} by one Node.js {v['node']} process (bench/queues.mjs) on the same machine. {m['messages']:,} messages for the claim and drain rows, {m['seconds']} s of enqueueing, {m['latency_messages']} latency samples {m['gap_ms']} ms apart; Cloudlet's clients hold each app's secret key (Cloudlet's start time: {c['latency_function']['clock']} inside the function, so its delays read up to {res:g} ms short; {peer}'s: `performance.now()` in the sending process).
 
 | workload | Cloudlet | {peer} | Cloudlet / {peer} | issue 15's target for Cloudlet |
 |---|---|---|---|---|
