@@ -1315,6 +1315,75 @@ mod tests {
         }
     }
 
+    /// On SQLite a send handed to its consumer leaves its hint's write to `hinted`, which
+    /// writes it; should that write fail, the send, committed and running, is not failed for
+    /// it, where a hint before its write fails its write.
+    #[tokio::test]
+    async fn a_deferred_hint_is_written_by_hinted_and_its_failure_fails_nothing() {
+        use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
+        use cloudlet_store::{AppRow, Durability, SigningKeyRow};
+
+        let dir = tempfile::tempdir().unwrap();
+        let apps = dir.path().join("apps");
+        std::fs::create_dir(&apps).unwrap();
+        let system = Arc::new(
+            SqliteSystemStore::open(&dir.path().join("system.db"), Durability::Full).unwrap(),
+        );
+        let options = TenantPoolOptions {
+            max_open: 2,
+            readers: 1,
+            durability: Durability::Full,
+        };
+        let tenants = Arc::new(SqliteTenants::open(apps, options).unwrap());
+        let clock = crate::clock::ManualClock::at(Timestamp::from_unix_ms(1_000));
+        let queues = Queues::new(
+            tenants,
+            system.clone(),
+            Arc::new(clock),
+            Arc::new(SeededRandom::new(3)),
+            30,
+            PaymentBackoff::default(),
+        );
+        let row = AppRow {
+            name: "shop".into(),
+            created_at_ms: 1,
+            secret_key_hash: vec![1; 32],
+            secret_key_hint: "cls_abcd".into(),
+            secret_key_created_at_ms: 1,
+        };
+        let key = SigningKeyRow {
+            kid: "k1".into(),
+            secret: vec![7; 32],
+            created_at_ms: 1,
+        };
+        system.insert_app(row, key).await.unwrap();
+        let app = AppName::parse("shop").unwrap();
+        let hinted_at = || async {
+            system
+                .due_apps(i64::MAX, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| d.at_ms)
+                .collect::<Vec<_>>()
+        };
+
+        let ticket = queues.hint_or_defer(&app, 5_000).await.unwrap();
+        assert_eq!(
+            hinted_at().await,
+            Vec::<i64>::new(),
+            "deferred: not written yet"
+        );
+        queues.hinted(&app, ticket).await.unwrap();
+        assert_eq!(hinted_at().await, [5_000]);
+
+        // The system database refuses writes from now on.
+        system.close().await;
+        let ticket = queues.hint_or_defer(&app, 2_000).await.unwrap();
+        queues.hinted(&app, ticket).await.unwrap();
+        assert!(queues.hint(&app, 2_000).await.is_err());
+    }
+
     #[test]
     fn queue_names_and_settings_are_checked() {
         assert!(valid_queue_name("emails"));
