@@ -916,7 +916,11 @@ impl Queues {
                 };
                 let full = claimed.len() >= place.trigger.batch;
                 taker.take(&app, place, claimed);
-                queues.hinted(&app, ticket).await?;
+                if let Err(e) = queues.hinted(&app, ticket).await {
+                    // The send has committed and its run started: its sender must not hear of
+                    // a failure and send again. The run's end hints the app again.
+                    tracing::warn!(app = %app, error = %e, "could not hint the work of a send");
+                }
                 // A full batch may have left more due for the consumer's other places: the
                 // dispatcher looks now. Otherwise the claim took everything due; the hint, due
                 // now, brings a look within a second anyway, which settles it to the claims'

@@ -441,17 +441,22 @@ impl QueueStore for Postgres {
             client.query(&take, &claim_params),
             client.batch_execute("COMMIT"),
         );
-        if let Err(e) = hint_begun.and(hinted).and(hint_committed) {
-            // The send went on without its hint (nothing short of a lost connection makes the
-            // upsert of one row fail, and that fails the send too). It is not undone for it:
-            // the run's end hints the app again, and only this node dying mid-run would leave
-            // its claims without a hint until another write of the app.
-            tracing::warn!(app = %app, error = %e, "could not hint a send");
-        }
+        let unhinted = hint_begun.and(hinted).and(hint_committed).err();
         begun?;
         inserted?;
         let taken = taken?;
         committed?;
+        if let Some(e) = unhinted {
+            // The send committed without its hint: it is written after, as an ordinary commit
+            // (no later one of the send takes it to disk), rather than the send undone or its
+            // sender told of a failure it would answer by sending again.
+            tracing::warn!(app = %app, error = %e, "could not hint a send before it; hinting after");
+            if let Err(e) = crate::SystemStore::hint_due_durably(self, app, due).await {
+                // The run's end hints the app again; only this node dying mid-run would leave
+                // its claims without a hint until another write of the app.
+                tracing::warn!(app = %app, error = %e, "could not hint a send");
+            }
+        }
         let sent = messages.into_iter().map(|m| Sent::Queued(m.id)).collect();
         Ok((sent, claimed_of(&taken)?, OnDisk::now()))
     }
