@@ -553,13 +553,19 @@ impl Queues {
         })
     }
 
-    /// [`Queues::hint`] for a write whose work starts at its commit (a send claimed for its
-    /// consumer): where the control plane repairs hints after a crash
-    /// ([`SystemStore::hints_repaired_at_start`]), the hint's own write is left to
-    /// [`Queues::hinted`], after the work has started, instead of delaying it. The pulse is
-    /// taken now, before the write, as the protocol needs.
+    /// [`Queues::hint`] for a send claimed for its consumer, whose work starts at its commit.
+    /// The pulse is taken now, before the write, as the protocol needs; the hint's own write
+    /// is left to the send where the store writes it first in the send's round trip
+    /// ([`QueueStore::hints_at_send`]), and to [`Queues::hinted`], after the work has started,
+    /// where the control plane repairs hints after a crash
+    /// ([`SystemStore::hints_repaired_at_start`]).
     pub async fn hint_or_defer(&self, app: &AppName, at_ms: i64) -> Result<HintTicket, StoreError> {
-        if self.0.system.hints_repaired_at_start() {
+        if self.0.store.hints_at_send() {
+            Ok(HintTicket {
+                written: true,
+                ..self.ticket(app, at_ms)
+            })
+        } else if self.0.system.hints_repaired_at_start() {
             Ok(self.ticket(app, at_ms))
         } else {
             self.hint(app, at_ms).await
@@ -587,23 +593,13 @@ impl Queues {
             pulse.epoch += 1;
             pulse.settles != ticket.settles
         };
-        let rewritten = match settled_since {
+        written?;
+        if settled_since {
             // After the write: its own commit must reach the disk, no later one of the work
             // would take it there.
-            true => self.0.system.hint_due_durably(app, ticket.at_ms).await,
-            false => Ok(()),
-        };
-        match written.and(rewritten) {
-            Err(e) if !ticket.written => {
-                // A deferred hint follows work that has committed and started: its sender must
-                // not hear of a failure and send it again. The run's end hints the app again,
-                // and a system database that refuses writes can not clear its open mark, so the
-                // next start looks at every app.
-                tracing::warn!(app = %app, error = %e, "could not hint the work of a send");
-                Ok(())
-            }
-            outcome => outcome,
+            self.0.system.hint_due_durably(app, ticket.at_ms).await?;
         }
+        Ok(())
     }
 
     /// A hint with no write behind it: the app is worth a look at `at_ms`.
@@ -918,7 +914,9 @@ impl Queues {
                 taker.take(&app, place, claimed);
                 if let Err(e) = queues.hinted(&app, ticket).await {
                     // The send has committed and its run started: its sender must not hear of
-                    // a failure and send again. The run's end hints the app again.
+                    // a failure and send again. The run's end hints the app again, and a
+                    // system database that refuses writes can not clear its open mark, so the
+                    // next start looks at every app.
                     tracing::warn!(app = %app, error = %e, "could not hint the work of a send");
                 }
                 // A full batch may have left more due for the consumer's other places: the
@@ -954,17 +952,10 @@ impl Queues {
     ) -> Result<(Vec<Sent>, Vec<Delivery>, cloudlet_store::OnDisk, HintTicket), QueueError> {
         let now = self.now();
         // The hint covers the messages' due time; the claim's expiry is later. On SQLite it
-        // is written after the run has started (see `hint_or_defer`); on PostgreSQL the send
-        // writes it, first, in its own round trip.
+        // is written after the run has started; on PostgreSQL the send writes it, first, in
+        // its own round trip (see `hint_or_defer`).
         let due = new.iter().map(|m| m.visible_at_ms).min().unwrap_or(now);
-        let ticket = if self.0.store.hints_at_send() {
-            HintTicket {
-                written: true,
-                ..self.ticket(app, due)
-            }
-        } else {
-            self.hint_or_defer(app, due).await?
-        };
+        let ticket = self.hint_or_defer(app, due).await?;
         let claim = ClaimAtSend {
             leases: (0..place.trigger.batch)
                 .map(|_| self.token("lease_"))
@@ -1319,13 +1310,38 @@ mod tests {
         }
     }
 
-    /// On SQLite a send handed to its consumer leaves its hint's write to `hinted`, which
-    /// writes it; should that write fail, the send, committed and running, is not failed for
+    /// Takes every send for one consumer and keeps what the sends claimed for it.
+    #[derive(Default)]
+    struct Keeper(Mutex<Vec<Delivery>>);
+
+    #[async_trait::async_trait]
+    impl Taker for Keeper {
+        async fn reserve(&self, _: &AppName, queue: &str) -> Option<Place> {
+            Some(Place {
+                consumer: "worker".into(),
+                trigger: crate::functions::QueueTrigger {
+                    queue: queue.into(),
+                    batch: 1,
+                    concurrency: 1,
+                },
+                min_hide_secs: 30,
+            })
+        }
+        fn take(&self, _: &AppName, _: Place, deliveries: Vec<Delivery>) {
+            lock(&self.0).extend(deliveries);
+        }
+        fn spawn(&self, hand_over: futures_util::future::BoxFuture<'static, ()>) {
+            tokio::spawn(hand_over);
+        }
+    }
+
+    /// On SQLite a send handed to its consumer leaves its hint's write until the run has its
+    /// messages; should that write fail, the send, committed and running, is not failed for
     /// it, where a hint before its write fails its write.
     #[tokio::test]
-    async fn a_deferred_hint_is_written_by_hinted_and_its_failure_fails_nothing() {
+    async fn a_handed_over_send_hints_after_its_run_starts_and_a_failed_hint_fails_nothing() {
         use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
-        use cloudlet_store::{AppRow, Durability, SigningKeyRow};
+        use cloudlet_store::{AppRow, Durability, SigningKeyRow, TenantStore};
 
         let dir = tempfile::tempdir().unwrap();
         let apps = dir.path().join("apps");
@@ -1341,13 +1357,15 @@ mod tests {
         let tenants = Arc::new(SqliteTenants::open(apps, options).unwrap());
         let clock = crate::clock::ManualClock::at(Timestamp::from_unix_ms(1_000));
         let queues = Queues::new(
-            tenants,
+            tenants.clone(),
             system.clone(),
             Arc::new(clock),
             Arc::new(SeededRandom::new(3)),
             30,
             PaymentBackoff::default(),
         );
+        let keeper = Arc::new(Keeper::default());
+        queues.set_taker(keeper.clone());
         let row = AppRow {
             name: "shop".into(),
             created_at_ms: 1,
@@ -1362,6 +1380,11 @@ mod tests {
         };
         system.insert_app(row, key).await.unwrap();
         let app = AppName::parse("shop").unwrap();
+        tenants.provision(&app).await.unwrap();
+        queues
+            .declare(&app, "work", QueueSettings::default())
+            .await
+            .unwrap();
         let hinted_at = || async {
             system
                 .due_apps(i64::MAX, 10)
@@ -1371,7 +1394,16 @@ mod tests {
                 .map(|d| d.at_ms)
                 .collect::<Vec<_>>()
         };
+        let send = |n: u32| {
+            let message = Outgoing {
+                payload: json!({ "n": n }),
+                delay_secs: None,
+                key: None,
+            };
+            queues.send(&app, "work", vec![message])
+        };
 
+        // Deferred, the hint is not written before the send: only by `hinted`, after.
         let ticket = queues.hint_or_defer(&app, 5_000).await.unwrap();
         assert_eq!(
             hinted_at().await,
@@ -1381,11 +1413,18 @@ mod tests {
         queues.hinted(&app, ticket).await.unwrap();
         assert_eq!(hinted_at().await, [5_000]);
 
-        // The system database refuses writes from now on.
+        // A send handed over: claimed for the consumer in its transaction, and hinted.
+        send(1).await.unwrap();
+        assert_eq!(lock(&keeper.0).len(), 1);
+        assert_eq!(hinted_at().await, [1_000]);
+
+        // The system database refuses writes from now on: a hint before its write fails it,
+        // the hint after a handed-over send fails nothing.
         system.close().await;
-        let ticket = queues.hint_or_defer(&app, 2_000).await.unwrap();
-        queues.hinted(&app, ticket).await.unwrap();
         assert!(queues.hint(&app, 2_000).await.is_err());
+        send(2).await.unwrap();
+        let taken: Vec<Json> = lock(&keeper.0).iter().map(|d| d.payload.clone()).collect();
+        assert_eq!(taken, [json!({ "n": 1 }), json!({ "n": 2 })]);
     }
 
     #[test]
