@@ -341,11 +341,15 @@ pub trait Taker: Send + Sync {
 /// A place [`Taker::reserve`] took: the consuming function, its trigger (how many messages it
 /// takes at once), and how long a claim for it hides them at least (longer than its run may
 /// last).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Place {
     pub consumer: String,
     pub trigger: crate::functions::QueueTrigger,
     pub min_hide_secs: u64,
+    /// The taker's hold on the place, which gives it back when dropped unless
+    /// [`Taker::take`] carries it into a run: a hand-over that panics between the two leaves
+    /// no place taken for good.
+    pub held: Box<dyn std::any::Any + Send + Sync>,
 }
 
 /// The queues service. Cheap to clone.
@@ -1325,6 +1329,7 @@ mod tests {
                     concurrency: 1,
                 },
                 min_hide_secs: 30,
+                held: Box::new(()),
             })
         }
         fn take(&self, _: &AppName, _: Place, deliveries: Vec<Delivery>) {

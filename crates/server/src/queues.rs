@@ -715,22 +715,22 @@ impl AppPlaces {
         self.running.values().sum()
     }
 
-    fn take(&mut self, name: &str, limit: usize) -> Entry {
+    fn take(&mut self, name: &str, limit: usize) -> Taken {
         let own = self.running.get(name).copied().unwrap_or(0);
         if own >= limit {
-            return Entry::Busy;
+            return Taken::Busy;
         }
         if !self.waiting.contains(name) && !self.waiting.is_empty() {
-            return Entry::Busy;
+            return Taken::Busy;
         }
         if self.total() >= DISPATCH_PER_APP {
             // Shut out only if none of the places is its own: a consumer that runs gets more
             // as its runs end.
-            return if own == 0 { Entry::Full } else { Entry::Busy };
+            return if own == 0 { Taken::Full } else { Taken::Busy };
         }
         *self.running.entry(name.to_owned()).or_insert(0) += 1;
         self.unwait(name);
-        Entry::Entered
+        Taken::Entered
     }
 
     fn unwait(&mut self, consumer: &str) {
@@ -740,11 +740,32 @@ impl AppPlaces {
     }
 }
 
-/// What [`Places::take`] found.
+/// [`Entry`] under the lock, before a seat is made of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Entry {
-    /// A place is taken: run, then [`Places::leave`].
+enum Taken {
     Entered,
+    Busy,
+    Full,
+}
+
+/// A place taken among its app's ([`Places::take`]), given back when dropped: a run that
+/// ends, a claim that found nothing, and a run or a hand-over that panics alike leave no place
+/// taken for good.
+pub(crate) struct Seat {
+    places: Places,
+    consumer: Consumer,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.places.leave(&self.consumer);
+    }
+}
+
+/// What [`Places::take`] found.
+enum Entry {
+    /// A place is taken: run, then drop the seat.
+    Entered(Seat),
     /// The consumer runs its `concurrency` already, or some of the app's places are its own,
     /// or another consumer of the app is owed the next place.
     Busy,
@@ -755,11 +776,23 @@ enum Entry {
 
 impl Places {
     /// Takes a place for one more batch of `consumer`, allowed `limit` at once.
-    fn take(&self, (app, name): &Consumer, limit: usize) -> Entry {
-        let mut all = lock(&self.0);
-        let entry = all.entry(app.clone()).or_default().take(name, limit);
-        Self::forget_if_empty(&mut all, app);
-        entry
+    fn take(&self, consumer: &Consumer, limit: usize) -> Entry {
+        let (app, name) = consumer;
+        let entered = {
+            let mut all = lock(&self.0);
+            let entered = all.entry(app.clone()).or_default().take(name, limit);
+            Self::forget_if_empty(&mut all, app);
+            entered
+        };
+        // Made once the lock is let go: a seat dropped takes it.
+        match entered {
+            Taken::Entered => Entry::Entered(Seat {
+                places: self.clone(),
+                consumer: consumer.clone(),
+            }),
+            Taken::Busy => Entry::Busy,
+            Taken::Full => Entry::Full,
+        }
     }
 
     fn leave(&self, (app, name): &Consumer) {
@@ -981,8 +1014,8 @@ async fn dispatch_app(state: &AppState, places: &Places, app: &AppName, version:
             }
         }
         loop {
-            match places.take(&consumer, trigger.concurrency) {
-                Entry::Entered => {}
+            let seat = match places.take(&consumer, trigger.concurrency) {
+                Entry::Entered(seat) => seat,
                 Entry::Busy => {
                     busy = true;
                     break;
@@ -993,7 +1026,7 @@ async fn dispatch_app(state: &AppState, places: &Places, app: &AppName, version:
                     places.wait(&consumer);
                     break;
                 }
-            }
+            };
             let batch = match state
                 .queues()
                 .claim_for_dispatch(app, &trigger.queue, trigger.batch, hide_secs)
@@ -1001,7 +1034,7 @@ async fn dispatch_app(state: &AppState, places: &Places, app: &AppName, version:
             {
                 Ok(batch) if !batch.is_empty() => batch,
                 claimed => {
-                    places.leave(&consumer);
+                    drop(seat);
                     match claimed {
                         Ok(_) | Err(QueueError::NotFound(_)) => {}
                         Err(e) => {
@@ -1013,13 +1046,7 @@ async fn dispatch_app(state: &AppState, places: &Places, app: &AppName, version:
                 }
             };
             state.metrics().queue_batch("look");
-            let run = run_consumer(
-                state.clone(),
-                places.clone(),
-                consumer.clone(),
-                trigger.clone(),
-                batch,
-            );
+            let run = run_consumer(state.clone(), seat, trigger.clone(), batch);
             state.tasks().spawn(run);
         }
     }
@@ -1078,16 +1105,15 @@ async fn hide_secs(state: &AppState, app: &AppName, function: &str) -> Option<u6
 /// expiry), so the hint the dispatcher settled stays no later than the app's work.
 async fn run_consumer(
     state: AppState,
-    places: Places,
-    consumer: Consumer,
+    seat: Seat,
     trigger: QueueTrigger,
     mut batch: Vec<Delivery>,
 ) {
-    let (app, function) = (&consumer.0, consumer.1.as_str());
+    let (app, function) = (&seat.consumer.0, seat.consumer.1.as_str());
     loop {
         let full = batch.len() >= trigger.batch;
         consume(&state, app, function, &trigger, batch).await;
-        if !full || !state.is_accepting() || places.yield_to_waiting(app) {
+        if !full || !state.is_accepting() || seat.places.yield_to_waiting(app) {
             break;
         }
         let unchanged = matches!(
@@ -1114,7 +1140,7 @@ async fn run_consumer(
             }
         };
     }
-    give_back(&state, &places, &consumer).await;
+    give_back(&state, seat).await;
 }
 
 /// Sends handed to a consumer with a free place on this node ([`Taker`]): the place is taken
@@ -1143,32 +1169,33 @@ impl Taker for Handoff {
             let Some(min_hide_secs) = hide_secs(&state, app, &function).await else {
                 continue;
             };
-            if state.places().take(&consumer, trigger.concurrency) == Entry::Entered {
+            if let Entry::Entered(seat) = state.places().take(&consumer, trigger.concurrency) {
                 return Some(Place {
                     consumer: function,
                     trigger,
                     min_hide_secs,
+                    held: Box::new(seat),
                 });
             }
         }
         None
     }
 
-    fn take(&self, app: &AppName, place: Place, deliveries: Vec<Delivery>) {
-        let Some(state) = self.0.upgrade() else {
+    fn take(&self, _: &AppName, place: Place, deliveries: Vec<Delivery>) {
+        // A place of another taker's, or a node going away: dropped, it is given back.
+        let (Some(state), Ok(seat)) = (self.0.upgrade(), place.held.downcast::<Seat>()) else {
             return;
         };
-        let consumer = (app.clone(), place.consumer);
-        let places = state.places().clone();
+        let seat = *seat;
         if deliveries.is_empty() {
             state
                 .clone()
                 .tasks()
-                .spawn(async move { give_back(&state, &places, &consumer).await });
+                .spawn(async move { give_back(&state, seat).await });
             return;
         }
         state.metrics().queue_batch("send");
-        let run = run_consumer(state.clone(), places, consumer, place.trigger, deliveries);
+        let run = run_consumer(state.clone(), seat, place.trigger, deliveries);
         state.tasks().spawn(run);
     }
 
@@ -1182,11 +1209,14 @@ impl Taker for Handoff {
 }
 
 /// A run is over: its place is free, and the app is worth a look now, whatever its hint said.
-async fn give_back(state: &AppState, places: &Places, consumer: &Consumer) {
-    places.leave(consumer);
+/// (A run that panics gives its place back as it unwinds, and no more: its messages come back
+/// when their claims expire, which the app's hint already covers.)
+async fn give_back(state: &AppState, seat: Seat) {
+    let app = seat.consumer.0.clone();
+    drop(seat);
     let now = state.queues().now_ms();
-    if let Err(e) = state.queues().touch(&consumer.0, now).await {
-        tracing::warn!(app = %consumer.0, error = %e, "could not hint the queue");
+    if let Err(e) = state.queues().touch(&app, now).await {
+        tracing::warn!(app = %app, error = %e, "could not hint the queue");
     }
     state.queues().doorbell().notify_one();
 }
@@ -1293,35 +1323,31 @@ async fn dispatch_builtin(
     }
     let hide_secs = builtin.min_hide_secs(state);
     loop {
-        match places.take(&key, builtin.concurrency()) {
-            Entry::Entered => {}
+        let seat = match places.take(&key, builtin.concurrency()) {
+            Entry::Entered(seat) => seat,
             Entry::Busy => return Look::Busy,
             // Due work was found above.
             Entry::Full => {
                 places.wait(&key);
                 return Look::Busy;
             }
-        }
+        };
         let claimed = state
             .queues()
             .claim_for_dispatch(app, builtin.queue(), 1, hide_secs)
             .await;
         let delivery = match claimed.map(|batch| batch.into_iter().next()) {
             Ok(Some(delivery)) => delivery,
-            Ok(None) => {
-                places.leave(&key);
-                return Look::Idle;
-            }
+            Ok(None) => return Look::Idle,
             Err(e) => {
-                places.leave(&key);
                 tracing::warn!(app = %app, queue = builtin.queue(), error = %e, "could not claim");
                 return Look::Failed;
             }
         };
-        let (state, places, key) = (state.clone(), places.clone(), key.clone());
+        let state = state.clone();
         state.clone().tasks().spawn(async move {
-            builtin.deliver(&state, &key.0, delivery).await;
-            give_back(&state, &places, &key).await;
+            builtin.deliver(&state, &seat.consumer.0, delivery).await;
+            give_back(&state, seat).await;
         });
     }
 }
@@ -1512,4 +1538,35 @@ fn reported_failures(result: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A seat holds its consumer's place until it is dropped: at a run's end, or as a run that
+    /// panics unwinds.
+    #[tokio::test]
+    async fn a_place_comes_back_when_its_seat_drops_even_in_a_run_that_panics() {
+        let places = Places::default();
+        let worker = (AppName::parse("shop").unwrap(), "worker".to_owned());
+        let Entry::Entered(seat) = places.take(&worker, 1) else {
+            panic!("a free place was refused");
+        };
+        assert!(matches!(places.take(&worker, 1), Entry::Busy));
+        assert_eq!(places.running(), 1);
+
+        let run = tokio::spawn(async move {
+            let _seat = seat;
+            panic!("a consumer's run fails in a way nobody foresaw");
+        });
+        assert!(run.await.unwrap_err().is_panic());
+        assert_eq!(places.running(), 0);
+        assert!(matches!(places.take(&worker, 1), Entry::Entered(_)));
+        assert_eq!(
+            places.running(),
+            0,
+            "a seat dropped at once gives its place back"
+        );
+    }
 }

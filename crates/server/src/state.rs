@@ -230,7 +230,6 @@ impl AppState {
         &self.0.console
     }
 
-    /// A place for one console write, if one is free.
     /// A place for one more live console socket of `person`, if the node and they have one.
     pub fn console_live(&self, person: &str) -> Option<LivePlace> {
         let people = Arc::clone(&self.0.console_live_people);
@@ -254,6 +253,7 @@ impl AppState {
         Some(place)
     }
 
+    /// A place for one console write, if one is free.
     pub fn console_write(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         Arc::clone(&self.0.console_writes).try_acquire_owned().ok()
     }
