@@ -463,6 +463,55 @@ fn contents(pg: &TestServer, url: &str) -> Vec<String> {
         .collect()
 }
 
+/// App creations in a burst take turns at their schemas' DDL: the node's requests keep their
+/// connections meanwhile, and no creation waits past the pool's wait for one and fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_app_creations_takes_turns_and_leaves_the_pool_to_requests() {
+    let pg = TestServer::shared();
+    let url = pg.database();
+    let t = on(&url)
+        .config(|c| {
+            c.database.pool_size = 4;
+            c.database.pool_wait_secs = 0.2;
+        })
+        .start()
+        .await;
+    let key = app_with_todos(&t, "busy").await;
+    let creates: Vec<_> = (0..24)
+        .map(|i| {
+            tokio::spawn(
+                t.admin(Method::POST, "/v1/admin/apps")
+                    .json(&json!({ "name": format!("burst-{i}") }))
+                    .send(),
+            )
+        })
+        .collect();
+    let mut reads = 0;
+    while !creates.iter().all(|c| c.is_finished()) {
+        t.request(Method::GET, "/v1/apps/busy/collections/todos/records")
+            .bearer_auth(&key)
+            .expect(StatusCode::OK)
+            .await;
+        reads += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut statuses = Vec::new();
+    for create in creates {
+        statuses.push(create.await.unwrap().unwrap().status());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::CREATED),
+        "{statuses:?}"
+    );
+    assert!(reads > 0, "no request was made during the burst");
+    let page = t
+        .admin(Method::GET, "/v1/admin/apps?limit=100")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 25);
+    t.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_node_per_database_and_a_node_with_another_master_key_is_refused() {
     const K1: &str = "1111111111111111111111111111111111111111111111111111111111111111";

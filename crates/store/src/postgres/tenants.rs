@@ -50,6 +50,7 @@ impl TenantStore for Postgres {
         // starts empty: a schema left by a deletion cut short is dropped first, in the same
         // transaction and under the same lock as the deletion's.
         let schema = schema(app);
+        let _turn = self.schema_change().await?;
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&schema])
@@ -63,6 +64,7 @@ impl TenantStore for Postgres {
 
     async fn destroy(&self, app: &AppName) -> Result<(), StoreError> {
         let schema = schema(app);
+        let _turn = self.schema_change().await?;
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&schema])
