@@ -1181,9 +1181,14 @@ impl Taker for Handoff {
         None
     }
 
-    fn take(&self, _: &AppName, place: Place, deliveries: Vec<Delivery>) {
-        // A place of another taker's, or a node going away: dropped, it is given back.
-        let (Some(state), Ok(seat)) = (self.0.upgrade(), place.held.downcast::<Seat>()) else {
+    fn take(&self, app: &AppName, place: Place, deliveries: Vec<Delivery>) {
+        // A node going away: the place is dropped, and its claim expires.
+        let Some(state) = self.0.upgrade() else {
+            return;
+        };
+        let Ok(seat) = place.held.downcast::<Seat>() else {
+            // Not a place this taker gave: nothing to run it in, nothing to give back.
+            tracing::error!(app = %app, consumer = place.consumer, claimed = deliveries.len(), "a hand-over came back with a place of another taker's; its claims wait for their expiry");
             return;
         };
         let seat = *seat;

@@ -463,21 +463,24 @@ fn contents(pg: &TestServer, url: &str) -> Vec<String> {
         .collect()
 }
 
-/// App creations in a burst take turns at their schemas' DDL: the node's requests keep their
-/// connections meanwhile, and no creation waits past the pool's wait for one and fails.
+/// App creations in a burst take turns at their schemas' DDL (one at a time with a pool of
+/// 4): the node's requests keep their connections meanwhile, and no creation waits past the
+/// pool's wait for one and fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_app_creations_takes_turns_and_leaves_the_pool_to_requests() {
+    const BURST: usize = 24;
     let pg = TestServer::shared();
     let url = pg.database();
+    let db = TestServer::database_name(&url).to_owned();
     let t = on(&url)
         .config(|c| {
             c.database.pool_size = 4;
-            c.database.pool_wait_secs = 0.2;
+            c.database.pool_wait_secs = 1.0;
         })
         .start()
         .await;
     let key = app_with_todos(&t, "busy").await;
-    let creates: Vec<_> = (0..24)
+    let creates: Vec<_> = (0..BURST)
         .map(|i| {
             tokio::spawn(
                 t.admin(Method::POST, "/v1/admin/apps")
@@ -486,14 +489,24 @@ async fn a_burst_of_app_creations_takes_turns_and_leaves_the_pool_to_requests() 
             )
         })
         .collect();
-    let mut reads = 0;
+    // A schema is created under a transaction-level advisory lock on its name: those granted
+    // at once are the creations in their DDL at once.
+    let in_ddl = format!(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND objid IN (SELECT (hashtext(format('\"app_burst-%s\"', i))::bigint & 4294967295)::oid \
+                       FROM generate_series(0, {}) AS i)",
+        BURST - 1
+    );
+    let (mut reads, mut most_at_once) = (0, 0);
     while !creates.iter().all(|c| c.is_finished()) {
         t.request(Method::GET, "/v1/apps/busy/collections/todos/records")
             .bearer_auth(&key)
             .expect(StatusCode::OK)
             .await;
         reads += 1;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let at_once: usize = blocking(|| pg.sql(&db, &in_ddl)).trim().parse().unwrap();
+        most_at_once = most_at_once.max(at_once);
     }
     let mut statuses = Vec::new();
     for create in creates {
@@ -504,11 +517,12 @@ async fn a_burst_of_app_creations_takes_turns_and_leaves_the_pool_to_requests() 
         "{statuses:?}"
     );
     assert!(reads > 0, "no request was made during the burst");
+    assert_eq!(most_at_once, 1, "schemas created at once, at most");
     let page = t
         .admin(Method::GET, "/v1/admin/apps?limit=100")
         .expect(StatusCode::OK)
         .await;
-    assert_eq!(page["items"].as_array().unwrap().len(), 25);
+    assert_eq!(page["items"].as_array().unwrap().len(), BURST + 1);
     t.stop().await;
 }
 

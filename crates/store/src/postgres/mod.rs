@@ -114,6 +114,10 @@ pub struct Postgres {
 /// their turn without a connection.
 const SCHEMA_CHANGES_PER_POOL: usize = 8;
 
+/// How long an app's creation or deletion waits for its turn: long enough for a burst of
+/// hundreds (each takes about a tenth of a second), bounded so that one stuck in line is told.
+const SCHEMA_TURN_WAIT: Duration = Duration::from_secs(30);
+
 impl std::fmt::Debug for Postgres {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Postgres").finish_non_exhaustive()
@@ -184,14 +188,18 @@ impl Postgres {
     }
 
     /// A turn to create or drop an app's schema ([`SCHEMA_CHANGES_PER_POOL`]), held until
-    /// dropped.
+    /// dropped; unavailable after [`SCHEMA_TURN_WAIT`].
     pub(crate) async fn schema_change(
         &self,
     ) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
-        self.schema_changes
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Unavailable("the store is closing".into()))
+        match tokio::time::timeout(SCHEMA_TURN_WAIT, self.schema_changes.acquire()).await {
+            Ok(Ok(turn)) => Ok(turn),
+            // The semaphore is never closed.
+            Ok(Err(_)) | Err(_) => Err(StoreError::Unavailable(format!(
+                "no turn to create or drop an app's schema within {} s",
+                SCHEMA_TURN_WAIT.as_secs()
+            ))),
+        }
     }
 
     /// A pooled connection for work on `app`, which counts as a use of the app. The map of
