@@ -156,7 +156,7 @@ def main():
         pg.stop()
     results["meta"] = meta(args.runs, changes=args.changes, seconds=args.seconds,
                            postgres=pg.version)
-    publish("nodes", results, table(results), args.out, args.no_docs, script="bench/nodes.sh")
+    publish("nodes", results, table(results), args.out, args.no_docs)
 
 
 if __name__ == "__main__":
