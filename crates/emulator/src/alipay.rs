@@ -10,8 +10,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Extension, RawQuery, State};
-use axum::http::HeaderMap;
 use axum::http::header::{CONTENT_TYPE, HOST};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
@@ -81,6 +81,7 @@ pub(crate) fn routes() -> Router<Arc<Emulator>> {
         )
         .route("/emulator/alipay/clock", post(crate::calendar::clock))
         .route("/emulator/alipay/bill", post(alipay_trade::bill::control))
+        .route("/emulator/alipay/faults", post(alipay_trade::faults))
         .layer(Extension(Arc::new(alipay_trade::Trades::default())))
 }
 
@@ -121,6 +122,9 @@ pub(crate) async fn gateway(
         && let Reply::Ok(object) = &answer
         && object["fund_change"] == "Y"
     {
+        if alipay_trade::refund_answer_lost(&trades) {
+            return StatusCode::GATEWAY_TIMEOUT.into_response();
+        }
         alipay_trade::refund_notification(&emulator, &trades, &params);
     }
     // Business failures (40004) come under the method's own key, as Alipay sends them (the

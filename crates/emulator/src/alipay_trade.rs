@@ -18,6 +18,7 @@
 //! GET  /emulator/alipay/notifications  what was sent, and the answers
 //! POST /emulator/alipay/clock          {offset_secs}: move the payment calendar
 //! POST /emulator/alipay/bill           a day's bill made wrong on purpose
+//! POST /emulator/alipay/faults         {lose_refund_answers: n}
 //! GET  /alipay/billdownload?token=     a bill's zip (not signed)
 //! ```
 
@@ -78,6 +79,9 @@ impl Trade {
 #[derive(Default)]
 pub(crate) struct Trades {
     trades: Mutex<HashMap<(String, String), Trade>>,
+    /// How many of the next refunds are made, then neither answered (the gateway times out)
+    /// nor notified: only a query finds them.
+    lost_refund_answers: Mutex<u32>,
     notifications: Mutex<Vec<Value>>,
     bills: bill::Bills,
 }
@@ -253,6 +257,11 @@ pub(crate) fn answer(
                         at: now,
                     });
                     trade.refunds.insert(request_no.clone(), refund);
+                    // Refunded whole, the trade is over, as Alipay closes it (and refuses any
+                    // refund of it since, its own again included).
+                    if trade.refunded() >= trade.total_fen {
+                        trade.status = "TRADE_CLOSED";
+                    }
                     Reply::Ok(json!({
                         "code": "10000", "msg": "Success", "out_trade_no": out_trade_no,
                         "trade_no": trade.trade_no, "refund_fee": yuan(trade.refunded()),
@@ -503,4 +512,28 @@ pub(crate) async fn forge(
 
 pub(crate) async fn notifications(Extension(trades): Extension<Arc<Trades>>) -> Response {
     axum::Json(json!({ "items": *lock(&trades.notifications) })).into_response()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Faults {
+    #[serde(default)]
+    lose_refund_answers: u32,
+}
+
+/// Sets faults for the next requests.
+pub(crate) async fn faults(
+    Extension(trades): Extension<Arc<Trades>>,
+    axum::Json(faults): axum::Json<Faults>,
+) -> Response {
+    *lock(&trades.lost_refund_answers) = faults.lose_refund_answers;
+    axum::Json(json!({})).into_response()
+}
+
+/// Whether the answer (and the notification) of a refund just made is lost, by
+/// [`faults`].
+pub(crate) fn refund_answer_lost(trades: &Trades) -> bool {
+    let mut lost = lock(&trades.lost_refund_answers);
+    let lose = *lost > 0;
+    *lost = lost.saturating_sub(1);
+    lose
 }

@@ -1303,7 +1303,12 @@ impl Payments {
             created_at_ms: now,
             updated_at_ms: now,
         };
-        let refund = match self.0.store.reserve_refund(app, row).await? {
+        let reserved = self.0.store.reserve_refund(app, row).await?;
+        // A refund sent before (its number again) is not failed by a refusal now: that may be
+        // of the refund itself, done meanwhile (a closed trade refuses more), as for a check's
+        // sending again. It stays pending, and its check asks the platform.
+        let first = matches!(reserved, Reserved::New(_));
+        let refund = match reserved {
             Reserved::New(refund) => refund,
             Reserved::Existing(refund) => {
                 if refund.order_id != order.id || refund.amount_fen != new.amount_fen {
@@ -1324,10 +1329,11 @@ impl Payments {
         self.check_later(app, Check::Refund(refund.out_refund_no.clone()), 0)
             .await?;
         match self
-            .send_refund(app, &loaded.merchant, &order, &refund, true)
+            .send_refund(app, &loaded.merchant, &order, &refund, first)
             .await
         {
             Ok(()) | Err(PayError::PlatformUnavailable(_)) => {}
+            Err(PayError::PlatformRefused(_)) if !first => {}
             Err(e) => return Err(e),
         }
         Ok(self

@@ -972,6 +972,71 @@ async fn alipay_orders_are_paid_once_refunded_and_closed() {
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
 }
 
+/// An Alipay refund whose answer was lost went through, and refunded whole, closed the trade.
+/// Asked for again under its number, Alipay refuses the closed trade: that refusal does not
+/// fail the refund (whose amount would be free to refund twice), which stays pending until its
+/// check finds it done.
+#[tokio::test]
+async fn an_alipay_refund_asked_again_after_its_lost_answer_is_not_failed_by_a_refusal() {
+    let (t, emulator, alice) = alipay_shop().await;
+    let order = t
+        .admin(Method::POST, "/v1/admin/apps/shop/pay/orders")
+        .json(&json!({ "provider": "alipay", "amount_fen": 100, "description": "A pot of tea", "user": alice }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let detail = |id: &str| {
+        t.admin(Method::GET, &format!("/v1/admin/apps/shop/pay/orders/{id}"))
+            .expect(StatusCode::OK)
+    };
+    let control = |path: &str, body: Value| {
+        let request = emulator
+            .http
+            .post(format!("{}/emulator/alipay/{path}", emulator.base))
+            .json(&body);
+        async move { request.send().await.unwrap().status() }
+    };
+    let paid = control(
+        "pay",
+        json!({ "app_id": ALIPAY_APP_ID, "out_trade_no": order["out_trade_no"] }),
+    )
+    .await;
+    assert_eq!(paid, StatusCode::OK);
+    eventually("paid", || async { detail(&id).await["state"] == "paid" }).await;
+
+    let faults = control("faults", json!({ "lose_refund_answers": 1 })).await;
+    assert_eq!(faults, StatusCode::OK);
+    let refunds = format!("/v1/admin/apps/shop/pay/orders/{id}/refunds");
+    let ask = || {
+        t.admin(Method::POST, &refunds)
+            .json(&json!({ "amount_fen": 100, "out_refund_no": "AR-LOST" }))
+            .expect(StatusCode::OK)
+    };
+    assert_eq!(ask().await["state"], "pending", "its answer was lost");
+    let again = ask().await;
+    assert_eq!(
+        again["state"], "pending",
+        "refused as a closed trade's: {again}"
+    );
+    t.admin(Method::POST, &refunds)
+        .json(&json!({ "amount_fen": 1, "out_refund_no": "AR-MORE" }))
+        .expect_error(StatusCode::CONFLICT, "refund_exceeds")
+        .await;
+    eventually("the check finds it done", || async {
+        detail(&id).await["state"] == "refunded"
+    })
+    .await;
+    let done = detail(&id).await;
+    assert_eq!(done["refunded_fen"], 100);
+    let states: Vec<&Value> = done["refunds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["state"])
+        .collect();
+    assert_eq!(states, [&json!("succeeded")], "{done}");
+}
+
 /// A notification that came before its order is kept, refused; once the order exists, an admin
 /// replays it: verified again, applied as a replay, noted on the order's timeline. Replaying
 /// again changes nothing; a kept callback whose merchant keys changed replays nothing.
