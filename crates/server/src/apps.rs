@@ -148,10 +148,13 @@ async fn rotate_key(
     caller.require_app_admin(&app)?;
     let apps = state.apps().clone();
     let realtime = state.realtime().clone();
+    let auth = state.auth().clone();
     let rotated = to_completion(async move {
         let rotated = apps.rotate_key(&app).await;
-        // The old key stops working at once: the sockets it opened too.
+        // The old key stops working at once: the sockets it opened too, here and (told) on
+        // the other nodes.
         realtime.close_app(&app, AppSockets::OfKey).await;
+        auth.key_replaced(&app);
         rotated
     })
     .await?;

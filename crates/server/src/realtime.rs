@@ -19,6 +19,7 @@ use cloudlet_core::realtime::{
     ChannelName, ChannelsPage, Close, ConnectionId, Hub, Joined, MAX_PRESENCE_PAGE,
     MAX_SOCKETS_PAGE, Outbound, PresencePage, RealtimeError, Resume, SettingsBody, SocketsPage,
 };
+use cloudlet_core::secrets::SecretHash;
 use futures_util::SinkExt;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -302,9 +303,11 @@ async fn connect(
     State(state): State<AppState>,
     TargetApp(app): TargetApp,
     CallerOf(caller): CallerOf,
+    headers: axum::http::HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     state.apps().get(&app).await?;
+    let key = key_of(&caller, crate::extract::bearer(&headers).ok().flatten());
     let upgrade = upgrade.map_err(|e| ApiError::new(Code::UpgradeRequired, e.body_text()))?;
     Ok(upgrade
         // Small buffers: most sockets are idle most of the time, and a client's messages are
@@ -325,6 +328,7 @@ async fn connect(
                 socket,
                 publishes: (Instant::now(), 0),
                 cut: Default::default(),
+                key,
             }
             .run(caller)
             .await;
@@ -520,6 +524,17 @@ struct Session {
     publishes: (Instant, u32),
     /// Told when the hub cuts this connection.
     cut: std::sync::Arc<tokio::sync::Notify>,
+    /// The hash of the app's secret key the caller presented, if it is the app's key: checked
+    /// again at every ping, so that a key rotated on another node closes its sockets here too.
+    key: Option<SecretHash>,
+}
+
+/// The hash of `token` if it is what made `caller` the app's key.
+fn key_of(caller: &Caller, token: Option<&str>) -> Option<SecretHash> {
+    match (caller, token) {
+        (Caller::AppKey(_), Some(token)) => Some(SecretHash::of(token)),
+        _ => None,
+    }
 }
 
 impl Session {
@@ -573,12 +588,23 @@ impl Session {
         let _ = tokio::time::timeout(SEND_WITHIN, closing).await;
     }
 
-    /// Whether the caller's session has been revoked since its token was checked.
+    /// Whether the caller's session has been revoked since its token was checked, or the
+    /// app's key it presented replaced (rotated, on this node or another).
     async fn revoked(&mut self, caller: &Caller) -> bool {
-        match caller {
-            Caller::User(principal) => {
+        match (caller, &self.key) {
+            (Caller::User(principal), _) => {
                 let auth = self.state.auth().clone();
                 auth.is_revoked(&self.app, &principal.session_id).await
+            }
+            (Caller::AppKey(_), Some(key)) => {
+                match self.state.system().app_by_key_hash(key.as_bytes()).await {
+                    Ok(owner) => owner.as_ref() != Some(&self.app),
+                    // Not known now: asked again at the next ping.
+                    Err(e) => {
+                        tracing::warn!(app = %self.app, error = %e, "could not check a socket's app key");
+                        false
+                    }
+                }
             }
             _ => false,
         }
@@ -621,7 +647,10 @@ impl Session {
             };
             match parse(&text) {
                 Ok(ClientMessage::Auth { token }) => match self.authenticate(&token).await {
-                    Ok(caller) => return Some((caller, None)),
+                    Ok(caller) => {
+                        self.key = key_of(&caller, Some(&token));
+                        return Some((caller, None));
+                    }
                     Err(refusal) => {
                         self.refuse(refusal, None).await;
                         self.close(4000, "auth_failed").await;
@@ -702,6 +731,20 @@ impl Session {
                 .await;
             return None;
         }
+        // Settings that stopped letting sockets in without a token while this one waited for
+        // its first message (up to AUTH_WITHIN) found it not yet registered.
+        if matches!(caller, Caller::Anonymous)
+            && !self
+                .hub
+                .settings(&self.app)
+                .await
+                .is_ok_and(|settings| settings.body.anonymous)
+        {
+            self.hub.disconnect(id).await;
+            self.close(Close::AuthRequired.code(), Close::AuthRequired.reason())
+                .await;
+            return None;
+        }
         Some((id, caller, first, outbound))
     }
 
@@ -777,6 +820,7 @@ impl Session {
                         // What else waits goes out with it, in one write: at most BATCH
                         // messages and about BATCH_BYTES of them.
                         let mut close = None;
+                        let mut check_key = false;
                         let mut messages = Vec::new();
                         let mut bytes = 0;
                         let mut next = Some(first);
@@ -785,6 +829,7 @@ impl Session {
                                 close = Some(why);
                                 break;
                             }
+                            check_key |= matches!(message, Outbound::CheckKey);
                             if let Some(text) = text_of(message) {
                                 bytes += match &text {
                                     Message::Text(text) => text.len(),
@@ -803,6 +848,11 @@ impl Session {
                             self.close(why.code(), why.reason()).await;
                             return;
                         }
+                        if check_key && self.revoked(&caller).await {
+                            let why = Close::SessionRevoked;
+                            self.close(why.code(), why.reason()).await;
+                            return;
+                        }
                     }
                     // The hub let go of this connection without a word: its queue was full.
                     None => {
@@ -811,6 +861,11 @@ impl Session {
                     }
                 },
                 _ = pings.tick() => {
+                    if self.key.is_some() && self.revoked(&caller).await {
+                        let why = Close::SessionRevoked;
+                        self.close(why.code(), why.reason()).await;
+                        return;
+                    }
                     if !self.send_frame(Message::Ping(Default::default())).await
                         || !self.send(json!({ "type": "ping" })).await
                     {
@@ -924,6 +979,7 @@ impl Session {
                     if let Err(e) = self.hub.reauthorize(id, &fresh).await {
                         return self.refuse(e.into(), None).await;
                     }
+                    self.key = key_of(&fresh, Some(&token));
                     if self.revoked(&fresh).await {
                         self.close(Close::SessionRevoked.code(), Close::SessionRevoked.reason())
                             .await;
@@ -1133,7 +1189,7 @@ const BATCH_BYTES: usize = 64 * 1024;
 pub(crate) fn text_of(message: Outbound) -> Option<Message> {
     match message {
         Outbound::Frame(bytes) => Utf8Bytes::try_from(bytes).ok().map(Message::Text),
-        Outbound::Close(_) => None,
+        Outbound::Close(_) | Outbound::CheckKey => None,
         other => {
             let text = serde_json::to_string(&other).ok()?;
             Some(Message::Text(Utf8Bytes::from(text)))

@@ -1037,6 +1037,14 @@ impl Auth {
         }
     }
 
+    /// Tells the other nodes that the app's secret key was replaced: the sockets opened
+    /// with the old one there check theirs.
+    pub fn key_replaced(&self, app: &AppName) {
+        if let Some(bell) = self.0.bell.get() {
+            bell.ring(app, Topic::Auth);
+        }
+    }
+
     // ---- WeChat business APIs -----------------------------------------------------------
 
     /// Binds the phone number behind a WeChat `getPhoneNumber` code to the user.

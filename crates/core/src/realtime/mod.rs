@@ -135,6 +135,10 @@ pub enum Outbound {
     /// Close the connection.
     #[serde(skip)]
     Close(Close),
+    /// Check that the app's key the connection was opened with is still the app's (it may
+    /// have been rotated on another node).
+    #[serde(skip)]
+    CheckKey,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1004,7 +1008,8 @@ impl Hub {
                         continue;
                     }
                 };
-                *seq += 1;
+                // Resumed from the number a client says it had: a huge one must not overflow.
+                *seq = seq.saturating_add(1);
                 let record = matches!(seen, Seen::Create | Seen::Update)
                     .then(|| shared.clone())
                     .flatten();
@@ -1127,6 +1132,26 @@ impl Hub {
             })
             .collect();
         registry.close(closed, Close::SessionRevoked);
+    }
+
+    /// Asks every socket of `app` opened with the app's key to check that it still is (the
+    /// app's key may have been rotated on another node); a socket whose queue is full goes.
+    pub async fn check_keys(&self, app: &AppName) {
+        let mut registry = self.0.registry.lock().await;
+        let Some(ids) = registry.by_app.get(app) else {
+            return;
+        };
+        let slow: Vec<ConnectionId> = ids
+            .iter()
+            .filter(|id| {
+                registry
+                    .connections
+                    .get(id)
+                    .is_some_and(|c| c.key && c.out.try_send(Outbound::CheckKey).is_err())
+            })
+            .copied()
+            .collect();
+        registry.close(slow, Close::SlowConsumer);
     }
 
     /// How many sockets of `app` are open on this node.

@@ -276,7 +276,8 @@ impl Hub {
                 let Some(seen) = self.0.data.judge(&change, watch)? else {
                     continue;
                 };
-                seq += 1;
+                // Resumed from the number a client says it had: a huge one must not overflow.
+                seq = seq.saturating_add(1);
                 let record = matches!(seen, Seen::Create | Seen::Update)
                     .then(|| event.new.map(Arc::new))
                     .flatten();

@@ -578,13 +578,25 @@ async fn anonymous_sockets_only_where_the_app_allows() {
         (&json!("anonymous"), &json!("hi"))
     );
 
-    // Turning anonymous sockets off closes those open; a logged-in one stays.
+    // Turning anonymous sockets off closes those open; a logged-in one stays. One that was
+    // still waiting to be let in (no first message yet) is not let in after.
+    let mut waiting = s.open_bare().await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     configure(
         &s,
         json!({ "channels": { "lobby": { "rules": { "join": "" } } } }),
     )
     .await;
     assert_eq!(closed(&mut guest).await, (4000, "auth_required".to_owned()));
+    send(
+        &mut waiting,
+        json!({ "type": "subscribe", "id": "r", "channel": "lobby" }),
+    )
+    .await;
+    assert_eq!(
+        closed(&mut waiting).await,
+        (4000, "auth_required".to_owned())
+    );
     send(&mut bare, json!({ "type": "ping", "id": 1 })).await;
     let mut answers = Vec::new();
     while answers.last().is_none_or(|m: &Value| m["type"] != "pong") {

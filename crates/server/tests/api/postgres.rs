@@ -616,6 +616,47 @@ async fn one_node_per_database_and_a_node_with_another_master_key_is_refused() {
     c.stop().await;
 }
 
+/// A socket opened with an app's key on one node closes when the key is rotated on another
+/// (told through the doorbell), as it does on the node that rotated it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_key_rotated_on_one_node_closes_its_sockets_on_another() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    const KEY: &str = "3333333333333333333333333333333333333333333333333333333333333333";
+    let pg = TestServer::shared();
+    let url = pg.database();
+    let files = tempfile::tempdir().unwrap();
+    let files_url = format!("file://{}", files.path().display());
+    let node = || {
+        let files_url = files_url.clone();
+        on(&url).master_key(KEY).config(move |c| {
+            c.database.shared = true;
+            c.files.url = files_url;
+        })
+    };
+    let a = node().start().await;
+    let key = a.create_app("keyed").await;
+    let b = node().start().await;
+    let mut request = format!("ws://{}/v1/apps/keyed/realtime", b.running().local_addr())
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(crate::realtime::next(&mut socket).await["type"], "ready");
+
+    a.admin(Method::POST, "/v1/admin/apps/keyed/keys/rotate")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(
+        crate::realtime::closed(&mut socket).await,
+        (4003, "session_revoked".into())
+    );
+    b.stop().await;
+    a.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_node_that_lost_its_listening_connection_drops_what_it_cached() {
     let pg = TestServer::shared();
