@@ -545,6 +545,8 @@ struct Inner {
     /// Which functions a file's upload or deletion triggers, set once the functions exist.
     triggers: std::sync::OnceLock<Arc<dyn crate::data::Triggers>>,
     cache: Mutex<Cache>,
+    /// Rings the other nodes when a bucket changes. Set once.
+    bell: std::sync::OnceLock<Arc<dyn cloudlet_store::Bell>>,
     /// Uploads running, per app and per (app, user).
     running: Mutex<HashMap<(AppName, Option<String>), usize>>,
     thumbnails: thumbnails::Thumbnails,
@@ -603,6 +605,7 @@ impl Files {
             cache: Mutex::new(Cache::default()),
             running: Mutex::new(HashMap::new()),
             thumbnails: thumbnails::Thumbnails::new(),
+            bell: std::sync::OnceLock::new(),
         }))
     }
 
@@ -672,11 +675,32 @@ impl Files {
             .ok_or_else(|| FileError::BucketNotFound(name.to_owned()))
     }
 
-    /// Forgets what is cached of an app (it was deleted).
+    /// Forgets what is cached of an app (it was deleted, or another node changed its
+    /// buckets).
     pub fn forget(&self, app: &AppName) {
         let mut cache = lock(&self.0.cache);
         cache.apps.remove(app);
         cache.changes += 1;
+    }
+
+    /// Forgets what is cached of every app (the other nodes' rings may have been missed).
+    pub fn forget_all(&self) {
+        let mut cache = lock(&self.0.cache);
+        cache.apps.clear();
+        cache.changes += 1;
+    }
+
+    /// Rings the other nodes when a bucket changes. Set once.
+    pub fn set_bell(&self, bell: Arc<dyn cloudlet_store::Bell>) {
+        let _ = self.0.bell.set(bell);
+    }
+
+    /// A bucket of `app` changed here: forgotten here, and the other nodes told.
+    fn changed(&self, app: &AppName) {
+        self.forget(app);
+        if let Some(bell) = self.0.bell.get() {
+            bell.ring(app, cloudlet_store::Topic::Buckets);
+        }
     }
 
     /// Declares or replaces a bucket. Admin and app key only.
@@ -705,7 +729,7 @@ impl Files {
             updated_at_ms: now,
         };
         self.0.store.put_bucket(app, row).await?;
-        self.forget(app);
+        self.changed(app);
         Ok(bucket.view)
     }
 
@@ -744,7 +768,7 @@ impl Files {
     ) -> Result<(), FileError> {
         admin_only(app, caller)?;
         let deleted = self.0.store.delete_bucket(app, name).await?;
-        self.forget(app);
+        self.changed(app);
         if !deleted {
             return Err(FileError::BucketNotFound(name.to_owned()));
         }

@@ -535,6 +535,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     auth.set_bell(Arc::clone(&bell));
     queues.set_bell(Arc::clone(&bell));
     hub.set_bell(Arc::clone(&bell));
+    files.set_bell(Arc::clone(&bell));
     hub.set_resume_key(&master_key);
     if config.database.shared {
         hub.set_shared();

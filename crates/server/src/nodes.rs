@@ -72,12 +72,16 @@ async fn heard(state: &AppState, app: &cloudlet_store::AppName, topics: Topics) 
             // Deleted on another node: nothing of it may go on here.
             state.realtime().close_app(app, AppSockets::All).await;
             state.data().forget_app(app);
+            state.files().forget(app);
             state.functions().heard(app);
             state.queues().heard(app);
         }
     }
     if topics.has(Topic::Records) {
         state.data().heard(app);
+    }
+    if topics.has(Topic::Buckets) {
+        state.files().forget(app);
     }
     if topics.has(Topic::Messages) {
         state.realtime().heard_relay();
@@ -87,6 +91,7 @@ async fn heard(state: &AppState, app: &cloudlet_store::AppName, topics: Topics) 
 async fn heard_everything(state: &AppState) {
     tracing::info!("the other nodes' rings may have been missed: every cache is dropped");
     state.data().forget_all();
+    state.files().forget_all();
     state.functions().heard_everything();
     state.queues().heard_everything();
     state.auth().heard_everything();

@@ -297,10 +297,12 @@ impl AppState {
     }
 
     /// Drops what the services cached of an app whose database idled out: its collections
-    /// and rules, functions, declared queues, keys and revocations (each read again on next
-    /// use), so that a node's memory follows the apps in use, not every app it ever served.
+    /// and rules, buckets, functions, declared queues, keys and revocations (each read again
+    /// on next use), so that a node's memory follows the apps in use, not every app it ever
+    /// served.
     pub fn forget_idle(&self, app: &AppName) {
         self.data().forget_app(app);
+        self.files().forget(app);
         self.functions().heard(app);
         self.queues().heard(app);
         self.auth().forget_idle(app);

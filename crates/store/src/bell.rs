@@ -1,6 +1,6 @@
 //! The doorbell between nodes that share one database. A node that changes something the other
 //! nodes cache or follow (an app's records, its collections, functions, sessions, realtime
-//! settings or queues) rings once for that app and [`Topic`]; the other nodes hear a [`Ring`] and
+//! settings, queues or buckets) rings once for that app and [`Topic`]; the other nodes hear a [`Ring`] and
 //! drop what they cached, or read the app's event log. On one node ([`NoBell`], SQLite) nothing
 //! needs ringing. On PostgreSQL ([`crate::postgres::PgBell`]) rings are gathered for a few
 //! milliseconds and sent as one small `NOTIFY`, never one per write.
@@ -28,10 +28,12 @@ pub enum Topic {
     Queues,
     /// A channel or direct message was relayed (see [`crate::Relay`]).
     Messages,
+    /// The app's file buckets: their rules, types and sizes.
+    Buckets,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 7] = [
+    pub const ALL: [Topic; 8] = [
         Topic::Records,
         Topic::Collections,
         Topic::Functions,
@@ -39,6 +41,7 @@ impl Topic {
         Topic::Realtime,
         Topic::Queues,
         Topic::Messages,
+        Topic::Buckets,
     ];
 
     fn letter(self) -> char {
@@ -50,6 +53,7 @@ impl Topic {
             Topic::Realtime => 't',
             Topic::Queues => 'q',
             Topic::Messages => 'm',
+            Topic::Buckets => 'b',
         }
     }
 }
@@ -196,7 +200,7 @@ mod tests {
         for bad in ["n\nno-topics", "n\nBAD_NAME r", "n\napp z", "n\napp r\n"] {
             assert!(parse_message(bad).is_none(), "{bad:?}");
         }
-        let (_, rings) = parse_message("n\napp rcftqm").unwrap();
+        let (_, rings) = parse_message("n\napp rcftqmb").unwrap();
         let Ring::App(_, topics) = &rings[0] else {
             panic!("an app's ring");
         };

@@ -616,6 +616,65 @@ async fn one_node_per_database_and_a_node_with_another_master_key_is_refused() {
     c.stop().await;
 }
 
+/// A node on `url` that shares it with others: the same master key, files in `files`.
+fn shared_node(url: &str, master_key: &str, files: &std::path::Path) -> TestAppBuilder {
+    let files_url = format!("file://{}", files.display());
+    on(url).master_key(master_key).config(move |c| {
+        c.database.shared = true;
+        c.files.url = files_url;
+    })
+}
+
+/// A bucket's rules changed on one node hold on another at once: the nodes forget the buckets
+/// they compiled when told through the doorbell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_made_private_on_one_node_is_private_on_another() {
+    const KEY: &str = "4444444444444444444444444444444444444444444444444444444444444444";
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
+    let pg = TestServer::shared();
+    let url = pg.database();
+    let files = tempfile::tempdir().unwrap();
+    let a = shared_node(&url, KEY, files.path()).start().await;
+    let bob = a.alice_and_bob("snaps").await;
+    let bucket = |view: &str| {
+        a.admin(Method::PUT, "/v1/admin/apps/snaps/buckets/photos")
+            .json(&json!({ "types": ["image/png"], "rules": { "view": view } }))
+            .expect(StatusCode::OK)
+    };
+    bucket("").await;
+    let b = shared_node(&url, KEY, files.path()).start().await;
+    let file = b
+        .request(Method::POST, "/v1/apps/snaps/files/photos?name=a.png")
+        .bearer_auth(&bob)
+        .header("content-type", "image/png")
+        .body(PNG.to_vec())
+        .expect(StatusCode::CREATED)
+        .await;
+    let path = format!(
+        "/v1/apps/snaps/files/photos/{}",
+        file["id"].as_str().unwrap()
+    );
+    let anyone = || async { b.request(Method::GET, &path).send().await.unwrap().status() };
+    assert_eq!(
+        anyone().await,
+        StatusCode::OK,
+        "public, and B has compiled it"
+    );
+
+    bucket("owner = @auth.id").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while anyone().await == StatusCode::OK {
+        assert!(
+            Instant::now() < deadline,
+            "B still serves the bucket as public"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_ne!(anyone().await, StatusCode::OK);
+    b.stop().await;
+    a.stop().await;
+}
+
 /// A socket opened with an app's key on one node closes when the key is rotated on another
 /// (told through the doorbell), as it does on the node that rotated it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -625,14 +684,7 @@ async fn an_app_key_rotated_on_one_node_closes_its_sockets_on_another() {
     let pg = TestServer::shared();
     let url = pg.database();
     let files = tempfile::tempdir().unwrap();
-    let files_url = format!("file://{}", files.path().display());
-    let node = || {
-        let files_url = files_url.clone();
-        on(&url).master_key(KEY).config(move |c| {
-            c.database.shared = true;
-            c.files.url = files_url;
-        })
-    };
+    let node = || shared_node(&url, KEY, files.path());
     let a = node().start().await;
     let key = a.create_app("keyed").await;
     let b = node().start().await;
