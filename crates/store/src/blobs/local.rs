@@ -162,14 +162,26 @@ impl LocalBlobs {
     }
 }
 
+/// A temporary file not (yet) renamed into place, removed when dropped.
+struct Unplaced(Option<PathBuf>);
+
+impl Drop for Unplaced {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            // One unlink; a file already gone is fine.
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 #[async_trait]
 impl BlobStore for LocalBlobs {
     async fn put(&self, key: &BlobKey, body: ByteStream) -> Result<(), StoreError> {
         let tmp = self.tmp.join(key.to_string().replace('/', "-"));
-        if let Err(e) = self.write_whole(&tmp, body).await {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e);
-        }
+        // Removed if the put fails, and if it is dropped midway (its request's client went
+        // away, and the request's future with it): nothing is left until the next start.
+        let mut unplaced = Unplaced(Some(tmp.clone()));
+        self.write_whole(&tmp, body).await?;
         let path = self.path(key);
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         let placed = async {
@@ -185,8 +197,8 @@ impl BlobStore for LocalBlobs {
             Ok(())
         };
         let placed: Result<(), StoreError> = placed.await;
-        if placed.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
+        if placed.is_ok() {
+            unplaced.0 = None;
         }
         placed
     }
@@ -354,5 +366,37 @@ mod tests {
         };
         a.put(&key, body()).await.unwrap();
         assert!(b.get(&key, None).await.unwrap().is_some());
+    }
+
+    /// A put dropped midway (its request's client went away) leaves no temporary file, nor
+    /// does one whose body fails; one that completes leaves only its blob.
+    #[tokio::test]
+    async fn a_put_dropped_or_failed_midway_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("files");
+        let blobs = LocalBlobs::open(&root, Durability::Full).unwrap();
+        let app = AppName::parse("shop").unwrap();
+        let key = BlobKey::new(&app, &FileId::parse("fil_0123456789abcdefghijkl").unwrap());
+        let leftovers = || std::fs::read_dir(root.join(".tmp")).unwrap().count();
+
+        // A first chunk arrives, then nothing more: the put waits for the rest.
+        let stalled: ByteStream = Box::pin(
+            futures_util::stream::iter([Ok(bytes::Bytes::from_static(b"half a photo"))])
+                .chain(futures_util::stream::pending()),
+        );
+        let mut put = blobs.put(&key, stalled);
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(200), &mut put).await;
+        assert!(waited.is_err(), "the put waits for the rest of its body");
+        assert_eq!(leftovers(), 1, "its temporary file is being written");
+        drop(put);
+        assert_eq!(leftovers(), 0, "dropped, it leaves nothing");
+
+        let failing: ByteStream = Box::pin(futures_util::stream::iter([
+            Ok(bytes::Bytes::from_static(b"half")),
+            Err(std::io::Error::other("the client went away")),
+        ]));
+        assert!(blobs.put(&key, failing).await.is_err());
+        assert_eq!(leftovers(), 0);
+        assert!(blobs.get(&key, None).await.unwrap().is_none());
     }
 }
