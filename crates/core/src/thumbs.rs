@@ -39,6 +39,9 @@ pub const MAX_PROGRESSIVE_BYTES: u64 = 128 * 1024 * 1024;
 pub const MAX_SCANS: usize = 100;
 /// What one decode may allocate.
 const MAX_DECODE_BYTES: u64 = 256 * 1024 * 1024;
+/// What a JPEG may take decoded at the scale it is decoded at (about 22 million pixels in
+/// colour): a crop that keeps most of one side of a very long image decodes it whole.
+pub const MAX_SCALED_JPEG_BYTES: u64 = 64 * 1024 * 1024;
 /// A JPEG thumbnail's quality.
 const JPEG_QUALITY: u8 = 82;
 
@@ -272,6 +275,17 @@ fn decode_jpeg(bytes: &[u8], spec: &ThumbSpec) -> Result<DynamicImage, ThumbErro
     let factor = spec.plan(w, h).factor().max(spec.plan(h, w).factor());
     let want = |side: u32| (f64::from(side) * factor).ceil().clamp(1.0, 65_535.0) as u16;
     let (dw, dh) = decoder.scale(want(w), want(h)).map_err(invalid)?;
+    let bytes_per_pixel: u64 = match info.pixel_format {
+        jpeg_decoder::PixelFormat::L8 => 1,
+        jpeg_decoder::PixelFormat::L16 => 2,
+        jpeg_decoder::PixelFormat::RGB24 => 3,
+        jpeg_decoder::PixelFormat::CMYK32 => 4,
+    };
+    check_pixels(
+        dw.into(),
+        dh.into(),
+        MAX_SCALED_JPEG_BYTES / bytes_per_pixel,
+    )?;
     let pixels = decoder.decode().map_err(invalid)?;
     let (dw, dh) = (u32::from(dw), u32::from(dh));
     let short = || ThumbError::Invalid("fewer pixels than the header says".into());
@@ -497,6 +511,28 @@ mod tests {
                     .ok_or_else(|| "short".to_owned())
             })
             .expect("a thumbnail decodes")
+    }
+
+    /// A JPEG of 65535×976 pixels cropped square to 800: the crop keeps 800 of its 976 rows,
+    /// so it would be decoded unscaled, all 64 million pixels of it. Refused before decoding.
+    #[test]
+    fn a_jpeg_too_large_at_the_scale_it_needs_is_refused_before_decoding() {
+        let mut long = jpeg(16, 16, None);
+        let sof = long.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        long[sof + 5..sof + 7].copy_from_slice(&976u16.to_be_bytes());
+        long[sof + 7..sof + 9].copy_from_slice(&65535u16.to_be_bytes());
+        let refused = render(&long, "image/jpeg", &spec("800x800")).err();
+        assert!(
+            matches!(
+                refused,
+                Some(ThumbError::TooManyPixels {
+                    width: 65535,
+                    height: 976,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
     }
 
     #[test]
