@@ -192,6 +192,11 @@ impl Alipay {
         let fields = Json::Object(fields);
         let text = |name: &str| fields[name].as_str().unwrap_or_default().to_owned();
         let notify_id = text("notify_id");
+        // Every notice is of this merchant's app: a form signed for another app of the same
+        // Alipay key says nothing of this one's orders.
+        if text("app_id") != self.app_id {
+            return Err(PayError::Mismatch("app_id".into()));
+        }
         // Empty values are not signed: only a value says anything.
         if !text("out_biz_no").is_empty() || !text("gmt_refund").is_empty() {
             // A refund: its outcome is asked of the refund query, not read off the form.

@@ -875,12 +875,16 @@ async fn alipay_orders_are_paid_once_refunded_and_closed() {
             "total_amount": total, "gmt_payment": "2026-12-03 10:00:00",
         })
     };
+    // A close signed for another app of the same Alipay key closes nothing here.
+    let mut closed_elsewhere = paid_form("1.50", "2021000000000099");
+    closed_elsewhere["trade_status"] = json!("TRADE_CLOSED");
     for (params, code) in [
         (paid_form("0.01", ALIPAY_APP_ID), "notification_mismatch"),
         (
             paid_form("1.50", "2021000000000099"),
             "notification_mismatch",
         ),
+        (closed_elsewhere, "notification_mismatch"),
     ] {
         let answer = notify(forge(params).await).send().await.unwrap();
         assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
