@@ -141,6 +141,18 @@ impl Channel {
         (size, freed)
     }
 
+    /// Keeps from now on as `keep` says, dropping at once what it no longer allows (a history
+    /// shortened or turned off hides the past now, not at the next publish); the bytes freed.
+    pub fn limit(&mut self, keep: History, now_ms: i64) -> usize {
+        self.keep = keep;
+        let count = keep.count as usize;
+        let mut freed = 0;
+        while !self.kept.is_empty() && (self.kept.len() > count || keep.age_secs == 0) {
+            freed += self.pop();
+        }
+        freed + self.expire(now_ms)
+    }
+
     /// The kept frames after message `after`, in order, if the channel still keeps all of them.
     pub fn since(&self, after: u64) -> Option<Vec<Bytes>> {
         if after >= self.seq {
@@ -187,6 +199,34 @@ mod tests {
                 .map(|f| String::from_utf8(f.to_vec()).unwrap())
                 .collect()
         })
+    }
+
+    #[test]
+    fn a_shorter_history_drops_what_it_no_longer_keeps_at_once() {
+        let mut c = channel(5, 60);
+        for _ in 0..4 {
+            publish(&mut c, 0, usize::MAX);
+        }
+        let before = c.kept_bytes();
+        let freed = c.limit(
+            History {
+                count: 2,
+                age_secs: 60,
+            },
+            0,
+        );
+        assert_eq!(frames(c.since(2)), Some(vec!["m3".into(), "m4".into()]));
+        assert_eq!(c.since(1), None, "m2 is gone");
+        assert_eq!(before - c.kept_bytes(), freed);
+        c.limit(
+            History {
+                count: 2,
+                age_secs: 0,
+            },
+            0,
+        );
+        assert_eq!(c.since(3), None, "a history turned off keeps nothing");
+        assert_eq!(c.kept_bytes(), 0);
     }
 
     #[test]

@@ -188,6 +188,17 @@ impl Hub {
                 slow.extend(registry.leave(app, &channel, id, &member));
             }
         }
+        // What each channel keeps follows the new settings at once: a history shortened or
+        // turned off hides the past now, not at the channel's next message.
+        let Registry { channels, held, .. } = &mut *registry;
+        let freed: usize = channels
+            .iter_mut()
+            .filter(|((of, _), _)| of == app)
+            .map(|((_, channel), state)| state.limit(keeps(settings, channel), now))
+            .sum();
+        if let Some(held) = held.get_mut(app) {
+            held.kept = held.kept.saturating_sub(freed);
+        }
         registry.close(slow, Close::SlowConsumer);
     }
 
@@ -366,15 +377,7 @@ impl Hub {
         frame: impl FnOnce(u64) -> Json,
     ) -> Result<u64, RealtimeError> {
         let now = self.now_ms();
-        // A kind the app does not declare keeps nothing: no client may join it to come back.
-        let declared = channel.is_direct() || settings.kind(channel).is_some();
-        let keep = match declared {
-            true => settings.history(channel),
-            false => History {
-                count: 0,
-                age_secs: 0,
-            },
-        };
+        let keep = keeps(settings, channel);
         let epoch = self.epoch();
         let mut registry = self.0.registry.lock().await;
         let key = (app.clone(), channel.clone());
@@ -576,5 +579,18 @@ fn user_of(caller: &Caller) -> Option<&str> {
         Caller::User(user) => Some(&user.user_id),
         Caller::Anonymous => Some("anonymous"),
         Caller::Admin | Caller::AppKey(_) => None,
+    }
+}
+
+/// What `channel` keeps under `settings`: a kind the app does not declare keeps nothing (no
+/// client may join it to come back).
+fn keeps(settings: &Settings, channel: &ChannelName) -> History {
+    if channel.is_direct() || settings.kind(channel).is_some() {
+        settings.history(channel)
+    } else {
+        History {
+            count: 0,
+            age_secs: 0,
+        }
     }
 }

@@ -429,6 +429,24 @@ async fn a_client_that_comes_back_gets_what_it_missed_once_or_a_reset() {
     )
     .await;
     assert_eq!(next(&mut carol).await["reason"], "epoch");
+
+    // A history turned off hides the past at once, not at the channel's next message.
+    configure(
+        &s,
+        json!({ "channels": {
+            "room": { "rules": { "join": "" }, "history": { "count": 1000, "age_secs": 300 } },
+            "small": { "rules": { "join": "" }, "history": { "count": 0 } }
+        } }),
+    )
+    .await;
+    let mut dave = s.open(&s.bob).await;
+    join(
+        &mut dave,
+        "s",
+        json!({ "channel": "small:1", "after": { "epoch": small_epoch, "seq": 2 } }),
+    )
+    .await;
+    assert_eq!(next(&mut dave).await["reason"], "history");
 }
 
 #[tokio::test]
