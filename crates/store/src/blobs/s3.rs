@@ -5,8 +5,9 @@
 //! larger one as a multipart upload of `PART_BYTES` parts, at most [`PARTS_IN_FLIGHT`] in flight,
 //! completed only once the stream ends (an object is never visible half written). One upload
 //! therefore holds at most `PART_BYTES × (PARTS_IN_FLIGHT + 1)` of memory (15 MiB), and at most
-//! [`MAX_PUTS`] uploads stream at once (the others wait their turn, their bytes held back by
-//! TCP), so all of a server's part buffers stay under 240 MiB however many upload. A failed
+//! [`MAX_PUTS`] uploads stream at once, at most [`MAX_PUTS_PER_APP`] of one app's (the others
+//! wait their turn, their bytes held back by TCP), so all of a server's part buffers stay under
+//! 240 MiB however many upload, and one app's slow uploads leave the others places. A failed
 //! upload is aborted; one cut short by a crash leaves an incomplete multipart upload that S3 does
 //! not show, which the bucket's lifecycle rule `AbortIncompleteMultipartUpload` removes.
 //!
@@ -38,6 +39,11 @@ pub const PART_BYTES: usize = 5 * 1024 * 1024;
 pub const PARTS_IN_FLIGHT: usize = 2;
 /// Uploads streaming to the bucket at once, across apps.
 pub const MAX_PUTS: usize = 16;
+/// Of those, one app's at once: an app's slow uploads (a body may trickle at the least pace
+/// the server allows for hours) can not take every place from the other apps.
+pub const MAX_PUTS_PER_APP: usize = 4;
+/// Apps whose places are remembered with no upload running, before they are forgotten.
+const IDLE_APPS_KEPT: usize = 64;
 
 /// Where and how to reach the bucket.
 #[derive(Clone, Default)]
@@ -72,6 +78,8 @@ pub struct S3Blobs {
     settings: S3Settings,
     /// Places for uploads streaming now ([`MAX_PUTS`]).
     puts: tokio::sync::Semaphore,
+    /// Each app's places among them ([`MAX_PUTS_PER_APP`]), while it has uploads.
+    app_puts: std::sync::Mutex<std::collections::HashMap<AppName, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl S3Blobs {
@@ -100,7 +108,37 @@ impl S3Blobs {
             store: Arc::new(store),
             settings,
             puts: tokio::sync::Semaphore::new(MAX_PUTS),
+            app_puts: Default::default(),
         })
+    }
+
+    /// A place for one more upload of `app`, among its own and then among all: the app's is
+    /// taken first, so an app waiting on its own slow uploads holds none of the others'.
+    async fn place(
+        &self,
+        app: &AppName,
+    ) -> Result<
+        (
+            tokio::sync::OwnedSemaphorePermit,
+            tokio::sync::SemaphorePermit<'_>,
+        ),
+        StoreError,
+    > {
+        let own = {
+            let mut apps = crate::sqlite::lock(&self.app_puts);
+            // Apps with no upload (only this map holds their places) go once there are many.
+            if apps.len() > IDLE_APPS_KEPT {
+                apps.retain(|_, places| Arc::strong_count(places) > 1);
+            }
+            Arc::clone(
+                apps.entry(app.clone())
+                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_PUTS_PER_APP))),
+            )
+        };
+        let closed = |e: tokio::sync::AcquireError| StoreError::Blobs(e.to_string());
+        let own = own.acquire_owned().await.map_err(closed)?;
+        let all = self.puts.acquire().await.map_err(closed)?;
+        Ok((own, all))
     }
 
     fn path(&self, key: &BlobKey) -> ObjectPath {
@@ -150,11 +188,7 @@ fn blob_error(e: object_store::Error) -> StoreError {
 #[async_trait]
 impl BlobStore for S3Blobs {
     async fn put(&self, key: &BlobKey, mut body: ByteStream) -> Result<(), StoreError> {
-        let _place = self
-            .puts
-            .acquire()
-            .await
-            .map_err(|e| StoreError::Blobs(e.to_string()))?;
+        let _places = self.place(key.app()).await?;
         let mut writer =
             BufWriter::with_capacity(Arc::clone(&self.store), self.path(key), PART_BYTES)
                 .with_max_concurrency(PARTS_IN_FLIGHT);
@@ -239,5 +273,65 @@ impl S3Blobs {
             .try_for_each(|_| futures_util::future::ready(Ok(())))
             .await
             .map_err(blob_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::blobs::FileId;
+
+    /// One app's uploads hold at most [`MAX_PUTS_PER_APP`] places: its next one waits holding
+    /// none of all, while another app's goes ahead; the places come back when they end.
+    #[tokio::test]
+    async fn one_apps_slow_uploads_leave_places_to_the_other_apps() {
+        let blobs = Arc::new(
+            S3Blobs::new(S3Settings {
+                bucket: "photos".into(),
+                endpoint: "http://127.0.0.1:9".into(),
+                path_style: true,
+                ..S3Settings::default()
+            })
+            .unwrap(),
+        );
+        // A body that never comes: nothing is sent, the upload just holds its places.
+        let put = |app: &str, n: usize| {
+            let blobs = Arc::clone(&blobs);
+            let key = BlobKey::new(
+                &AppName::parse(app).unwrap(),
+                &FileId::parse(&format!("fil_{n:022}")).unwrap(),
+            );
+            tokio::spawn(async move {
+                let body: ByteStream = Box::pin(futures_util::stream::pending());
+                blobs.put(&key, body).await
+            })
+        };
+        let settle = || tokio::time::sleep(std::time::Duration::from_millis(100));
+        let slow: Vec<_> = (0..=MAX_PUTS_PER_APP).map(|n| put("slow", n)).collect();
+        settle().await;
+        assert_eq!(
+            blobs.puts.available_permits(),
+            MAX_PUTS - MAX_PUTS_PER_APP,
+            "the app's next upload waits for one of its own places"
+        );
+        let other = put("other", 0);
+        settle().await;
+        assert_eq!(
+            blobs.puts.available_permits(),
+            MAX_PUTS - MAX_PUTS_PER_APP - 1,
+            "another app's goes ahead"
+        );
+        for upload in slow.iter().chain([&other]) {
+            upload.abort();
+        }
+        settle().await;
+        assert_eq!(blobs.puts.available_permits(), MAX_PUTS);
+        assert!(
+            crate::sqlite::lock(&blobs.app_puts)
+                .values()
+                .all(|places| places.available_permits() == MAX_PUTS_PER_APP)
+        );
     }
 }
