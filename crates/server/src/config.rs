@@ -204,6 +204,9 @@ pub struct RealtimeConfig {
     /// With a shared database: how long a node that stops renewing (it died) keeps its
     /// sockets' presence on the other nodes.
     pub node_lease_secs: u64,
+    /// MiB of missed record changes held at once for subscriptions catching up, all sockets
+    /// together: past it, a resume gets a `reset` (the client refetches).
+    pub catch_up_mib: usize,
 }
 
 impl Default for RealtimeConfig {
@@ -212,6 +215,7 @@ impl Default for RealtimeConfig {
             max_connections_per_app: 5_000,
             max_connections_per_user: 16,
             node_lease_secs: 30,
+            catch_up_mib: 64,
         }
     }
 }
@@ -659,6 +663,12 @@ impl Config {
             self.realtime.node_lease_secs,
             1,
             3600,
+        )?;
+        within(
+            "realtime.catch_up_mib",
+            self.realtime.catch_up_mib,
+            1,
+            65_536,
         )?;
         within(
             "queues.trigger_visibility_secs",

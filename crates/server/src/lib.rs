@@ -500,6 +500,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         cloudlet_core::realtime::Limits {
             per_app: config.realtime.max_connections_per_app,
             per_user: config.realtime.max_connections_per_user,
+            catch_up_bytes: config.realtime.catch_up_mib << 20,
         },
     );
     let fetcher = functions::Fetcher::new(config.functions.allow_private_fetch)

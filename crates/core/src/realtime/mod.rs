@@ -72,6 +72,9 @@ pub struct Limits {
     pub per_app: usize,
     /// Of one user to one app (WeChat allows five sockets per mini program).
     pub per_user: usize,
+    /// Bytes of missed record changes held at once for subscriptions catching up, all
+    /// together (each holds its catch-up until it is sent): past it, a resume gets a `reset`.
+    pub catch_up_bytes: usize,
 }
 /// Messages waiting to be sent to one connection before it counts as not reading.
 pub const QUEUE: usize = 256;
@@ -276,6 +279,9 @@ pub struct Joined {
     pub reset: Option<&'static str>,
     /// A collection's subscription: its place in the event log once `missed` is sent.
     pub pos: Option<String>,
+    /// What `missed` holds of the node's budget for catch-ups, given back when it is dropped
+    /// (once sent).
+    pub held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// One page of a channel's presence.
@@ -647,6 +653,8 @@ struct Inner {
     /// Held while settings are read from or written to the store, so that a read cannot put
     /// back what a write replaced.
     settings_io: Mutex<()>,
+    /// What catch-ups hold now, in KiB ([`Limits::catch_up_bytes`]).
+    catch_ups: Arc<tokio::sync::Semaphore>,
     /// How far each app's event log has been delivered, for the apps whose records some
     /// subscription watches; held while the log is read and delivered ([`records`]).
     tails: Mutex<HashMap<AppName, LogPosition>>,
@@ -686,6 +694,8 @@ impl Hub {
         random.fill(&mut drawn);
         let mut node = [0u8; 8];
         random.fill(&mut node);
+        let catch_up_kib =
+            (limits.catch_up_bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         Hub(Arc::new(Inner {
             data,
             tenants,
@@ -705,6 +715,7 @@ impl Hub {
             }),
             settings: StdMutex::new(HashMap::new()),
             settings_io: Mutex::new(()),
+            catch_ups: Arc::new(tokio::sync::Semaphore::new(catch_up_kib)),
             tails: Mutex::new(HashMap::new()),
             bell: std::sync::OnceLock::new(),
             resume_key: StdMutex::new(drawn),

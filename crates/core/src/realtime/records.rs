@@ -80,6 +80,7 @@ impl Hub {
             missed: Vec::new(),
             reset: None,
             pos: None,
+            held: None,
         };
         if unsigned {
             joined.reset = Some("history");
@@ -96,8 +97,16 @@ impl Hub {
             };
             let replayed = match kept {
                 true => {
-                    self.replay(&app, caller, &mut watch, sub, at, tail, resume.seq)
-                        .await?
+                    self.replay(
+                        &app,
+                        caller,
+                        &mut watch,
+                        sub,
+                        (at, tail),
+                        resume.seq,
+                        &mut joined.held,
+                    )
+                    .await?
                 }
                 false => None,
             };
@@ -110,7 +119,10 @@ impl Hub {
                     // it has.
                     caught = Some((at.max(tail), seq));
                 }
-                None => joined.reset = Some("history"),
+                None => {
+                    joined.reset = Some("history");
+                    joined.held = None;
+                }
             }
         }
         // Held until the subscription is registered: nothing is delivered meanwhile, so what
@@ -123,7 +135,15 @@ impl Hub {
         if let Some((reached, seq)) = caught {
             // What came while the catch-up was read (usually little).
             match self
-                .replay(&app, caller, &mut watch, sub, reached, tail, seq)
+                .replay(
+                    &app,
+                    caller,
+                    &mut watch,
+                    sub,
+                    (reached, tail),
+                    seq,
+                    &mut joined.held,
+                )
                 .await?
             {
                 Some((mut missed, seq)) => {
@@ -135,6 +155,7 @@ impl Hub {
                     joined.epoch = self.epoch();
                     joined.seq = 0;
                     joined.missed.clear();
+                    joined.held = None;
                     joined.reset = Some("history");
                 }
             }
@@ -242,8 +263,9 @@ impl Hub {
     }
 
     /// What `watch` sees of the log after `at` up to `until`, as frames numbered on from
-    /// `seq`, with the last number; `None` when that is more than [`MAX_REPLAY`] events read or
-    /// [`MAX_REPLAY_BYTES`] to send.
+    /// `seq`, with the last number; `None` when that is more than [`MAX_REPLAY`] events read,
+    /// [`MAX_REPLAY_BYTES`] to send, or more than the node's budget for catch-ups has left
+    /// (what the frames take of it is added to `held`).
     #[allow(clippy::too_many_arguments)]
     async fn replay(
         &self,
@@ -251,9 +273,9 @@ impl Hub {
         caller: &Caller,
         watch: &mut Watch,
         sub: &str,
-        mut at: LogPosition,
-        until: LogPosition,
+        (mut at, until): (LogPosition, LogPosition),
         mut seq: u64,
+        held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<Option<(Vec<Bytes>, u64)>, RealtimeError> {
         let mut missed = Vec::new();
         let mut read = 0;
@@ -296,6 +318,15 @@ impl Hub {
                 bytes_held += bytes.len();
                 if bytes_held > MAX_REPLAY_BYTES {
                     return Ok(None);
+                }
+                let kib = u32::try_from(bytes.len().div_ceil(1024)).unwrap_or(u32::MAX);
+                let Ok(share) = Arc::clone(&self.0.catch_ups).try_acquire_many_owned(kib) else {
+                    // Other catch-ups hold the node's budget: this client refetches instead.
+                    return Ok(None);
+                };
+                match held {
+                    Some(held) => held.merge(share),
+                    None => *held = Some(share),
                 }
                 missed.push(Bytes::from(bytes));
             }

@@ -296,6 +296,8 @@ impl Hub {
                 missed,
                 reset: None,
                 pos: None,
+                // The channel's kept frames, shared: counted in its app's history budget.
+                held: None,
             },
             None => Joined {
                 epoch: epoch.clone(),
@@ -306,6 +308,7 @@ impl Hub {
                     _ => "epoch",
                 }),
                 pos: None,
+                held: None,
             },
         })
     }

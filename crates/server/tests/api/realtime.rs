@@ -670,6 +670,45 @@ async fn a_client_that_comes_back_gets_what_it_missed_once_in_order() {
     assert_eq!((&first["id"], &first["seq"]), (&json!(bread), &json!(2)));
 }
 
+/// What subscriptions catching up hold at once on a node is bounded (`realtime.catch_up_mib`,
+/// here 1): a resume that needs more than the budget gets a `reset` (its client refetches)
+/// rather than the memory, and one within it is caught up.
+#[tokio::test]
+async fn a_catch_up_past_the_nodes_budget_for_them_is_a_reset() {
+    let s = scene_with(|c| c.realtime.catch_up_mib = 1).await;
+    let mut alice = s.open(&s.alice).await;
+    let all = resume(&mut alice, "all", None, Value::Null).await;
+    s.create(&s.alice, json!({ "title": "first" })).await;
+    let at = left_at(&all["epoch"], &next(&mut alice).await);
+    alice.close(None).await.unwrap();
+    // While away: about 500 KB of changes, then as much again, then more.
+    let long = "x".repeat(50_000);
+    let away = |count: usize| {
+        let long = long.clone();
+        let s = &s;
+        async move {
+            for _ in 0..count {
+                s.create(&s.alice, json!({ "title": long })).await;
+            }
+        }
+    };
+    away(10).await;
+    let mut back = s.open(&s.alice).await;
+    resume(&mut back, "all", None, at.clone()).await;
+    for n in 2..=11 {
+        assert_eq!(next(&mut back).await["seq"], n, "within the budget");
+    }
+    back.close(None).await.unwrap();
+    away(20).await;
+    let mut again = s.open(&s.alice).await;
+    resume(&mut again, "all", None, at).await;
+    assert_eq!(
+        next(&mut again).await["reason"],
+        "history",
+        "1.5 MB of changes past a budget of 1 MiB"
+    );
+}
+
 #[tokio::test]
 async fn a_resume_the_log_cannot_serve_is_a_reset_and_a_bad_one_an_error() {
     let s = scene().await;
