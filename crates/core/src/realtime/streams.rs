@@ -131,6 +131,18 @@ impl Hub {
     async fn recheck_channels(&self, app: &AppName, settings: &Settings) {
         let now = self.now_ms();
         let mut registry = self.0.registry.lock().await;
+        // What each channel keeps follows the new settings at once, whether or not anyone is
+        // connected now: a history shortened or turned off hides the past now, not at the
+        // channel's next message.
+        let Registry { channels, held, .. } = &mut *registry;
+        let freed: usize = channels
+            .iter_mut()
+            .filter(|((of, _), _)| of == app)
+            .map(|((_, channel), state)| state.limit(keeps(settings, channel), now))
+            .sum();
+        if let Some(held) = held.get_mut(app) {
+            held.kept = held.kept.saturating_sub(freed);
+        }
         let Some(ids) = registry.by_app.get(app).cloned() else {
             return;
         };
@@ -187,17 +199,6 @@ impl Hub {
                 }
                 slow.extend(registry.leave(app, &channel, id, &member));
             }
-        }
-        // What each channel keeps follows the new settings at once: a history shortened or
-        // turned off hides the past now, not at the channel's next message.
-        let Registry { channels, held, .. } = &mut *registry;
-        let freed: usize = channels
-            .iter_mut()
-            .filter(|((of, _), _)| of == app)
-            .map(|((_, channel), state)| state.limit(keeps(settings, channel), now))
-            .sum();
-        if let Some(held) = held.get_mut(app) {
-            held.kept = held.kept.saturating_sub(freed);
         }
         registry.close(slow, Close::SlowConsumer);
     }

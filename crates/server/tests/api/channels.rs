@@ -430,7 +430,23 @@ async fn a_client_that_comes_back_gets_what_it_missed_once_or_a_reset() {
     .await;
     assert_eq!(next(&mut carol).await["reason"], "epoch");
 
-    // A history turned off hides the past at once, not at the channel's next message.
+    // A history turned off hides the past at once, not at the channel's next message, even
+    // with nobody connected when it changes.
+    for socket in [alice, again, bob, carol] {
+        drop(socket);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let sockets =
+            s.t.admin(Method::GET, "/v1/admin/apps/notes/realtime/sockets")
+                .expect(StatusCode::OK)
+                .await;
+        if sockets["count"] == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{sockets}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     configure(
         &s,
         json!({ "channels": {
