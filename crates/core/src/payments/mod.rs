@@ -1304,9 +1304,8 @@ impl Payments {
             updated_at_ms: now,
         };
         let reserved = self.0.store.reserve_refund(app, row).await?;
-        // A refund sent before (its number again) is not failed by a refusal now: that may be
-        // of the refund itself, done meanwhile (a closed trade refuses more), as for a check's
-        // sending again. It stays pending, and its check asks the platform.
+        // A refund sent before (its number again) is sent again as a check sends it: a
+        // refusal then is weighed against the platform's own word on the refund.
         let first = matches!(reserved, Reserved::New(_));
         let refund = match reserved {
             Reserved::New(refund) => refund,
@@ -1333,7 +1332,6 @@ impl Payments {
             .await
         {
             Ok(()) | Err(PayError::PlatformUnavailable(_)) => {}
-            Err(PayError::PlatformRefused(_)) if !first => {}
             Err(e) => return Err(e),
         }
         Ok(self
@@ -1345,8 +1343,9 @@ impl Payments {
             .into())
     }
 
-    /// Asks the platform for a reserved refund and takes what it answers; a refusal of its
-    /// `first` sending fails the refund (its amount is free again) and is answered as an error. Alipay wants 3 s between
+    /// Asks the platform for a reserved refund and takes what it answers; a refusal fails the
+    /// refund (its amount is free again) and is answered as an error, unless the refund was
+    /// sent before (not `first`) and the platform's query finds it. Alipay wants 3 s between
     /// refunds of one trade: a refund that comes sooner waits for its check to send it.
     async fn send_refund(
         &self,
@@ -1382,10 +1381,20 @@ impl Payments {
             RefundFound::Refused(payload) => Some(payload.to_string()),
             _ => None,
         };
-        if !first && let Some(why) = refused {
-            tracing::warn!(app = %app, refund = %refund.out_refund_no, why, "a refund sent again was refused; asked again later");
-            return Err(PayError::PlatformRefused(why));
-        }
+        // Sent again and refused: the refusal may be of the refund itself, done meanwhile (a
+        // trade refunded whole is closed, and refuses any refund since, its own included). The
+        // platform's word on the refund decides: one it has is taken as it is; one it does not
+        // know never happened, and the refusal stands.
+        let found = match (&refused, first) {
+            (Some(why), false) => match merchant.query_refund(order, refund, now / 1000).await? {
+                RefundFound::Missing => found,
+                known => {
+                    tracing::info!(app = %app, refund = %refund.out_refund_no, why, "a refund sent again was refused, and found done");
+                    return self.apply_refund(app, order, refund, known, "query").await;
+                }
+            },
+            _ => found,
+        };
         self.apply_refund(app, order, refund, found, "query")
             .await?;
         match refused {
@@ -1546,8 +1555,8 @@ impl Payments {
             .await?
         {
             RefundFound::Missing => {
-                // Sent again: a refusal now may be of a refund done meanwhile (a closed trade
-                // refuses more), so it does not fail the refund; the next check asks again.
+                // Sent again: a refusal is weighed against the platform's word on the refund
+                // (`send_refund`); one that stands fails it, which settles this check.
                 match self
                     .send_refund(app, &loaded.merchant, &order, &refund, false)
                     .await
