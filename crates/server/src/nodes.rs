@@ -64,18 +64,16 @@ async fn heard(state: &AppState, app: &cloudlet_store::AppName, topics: Topics) 
     if topics.has(Topic::Realtime) {
         state.realtime().heard_settings(app).await;
     }
-    if topics.has(Topic::Auth) {
-        if state.auth().heard(app).await {
-            // Its key may have been rotated on another node.
-            state.realtime().check_keys(app).await;
-        } else {
-            // Deleted on another node: nothing of it may go on here.
-            state.realtime().close_app(app, AppSockets::All).await;
-            state.data().forget_app(app);
-            state.files().forget(app);
-            state.functions().heard(app);
-            state.queues().heard(app);
-        }
+    if topics.has(Topic::Keys) {
+        state.realtime().check_keys(app).await;
+    }
+    if topics.has(Topic::Auth) && !state.auth().heard(app).await {
+        // Deleted on another node: nothing of it may go on here.
+        state.realtime().close_app(app, AppSockets::All).await;
+        state.data().forget_app(app);
+        state.files().forget(app);
+        state.functions().heard(app);
+        state.queues().heard(app);
     }
     if topics.has(Topic::Records) {
         state.data().heard(app);

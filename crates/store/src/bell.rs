@@ -30,10 +30,12 @@ pub enum Topic {
     Messages,
     /// The app's file buckets: their rules, types and sizes.
     Buckets,
+    /// The app's secret key was replaced: the sockets opened with the old one close.
+    Keys,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 8] = [
+    pub const ALL: [Topic; 9] = [
         Topic::Records,
         Topic::Collections,
         Topic::Functions,
@@ -42,6 +44,7 @@ impl Topic {
         Topic::Queues,
         Topic::Messages,
         Topic::Buckets,
+        Topic::Keys,
     ];
 
     fn letter(self) -> char {
@@ -54,13 +57,14 @@ impl Topic {
             Topic::Queues => 'q',
             Topic::Messages => 'm',
             Topic::Buckets => 'b',
+            Topic::Keys => 'k',
         }
     }
 }
 
 /// A set of topics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct Topics(u8);
+pub struct Topics(u16);
 
 impl Topics {
     pub fn with(self, topic: Topic) -> Topics {
@@ -71,7 +75,7 @@ impl Topics {
         self.0 & Self::bit(topic) != 0
     }
 
-    fn bit(topic: Topic) -> u8 {
+    fn bit(topic: Topic) -> u16 {
         1 << Topic::ALL.iter().position(|t| *t == topic).unwrap_or(0)
     }
 
@@ -200,7 +204,7 @@ mod tests {
         for bad in ["n\nno-topics", "n\nBAD_NAME r", "n\napp z", "n\napp r\n"] {
             assert!(parse_message(bad).is_none(), "{bad:?}");
         }
-        let (_, rings) = parse_message("n\napp rcftqmb").unwrap();
+        let (_, rings) = parse_message("n\napp rcftqmbk").unwrap();
         let Ring::App(_, topics) = &rings[0] else {
             panic!("an app's ring");
         };

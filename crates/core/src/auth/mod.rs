@@ -1041,7 +1041,7 @@ impl Auth {
     /// with the old one there check theirs.
     pub fn key_replaced(&self, app: &AppName) {
         if let Some(bell) = self.0.bell.get() {
-            bell.ring(app, Topic::Auth);
+            bell.ring(app, Topic::Keys);
         }
     }
 
