@@ -39,9 +39,10 @@ pub const MAX_PROGRESSIVE_BYTES: u64 = 128 * 1024 * 1024;
 pub const MAX_SCANS: usize = 100;
 /// What one decode may allocate.
 const MAX_DECODE_BYTES: u64 = 256 * 1024 * 1024;
-/// What a JPEG may take decoded at the scale it is decoded at (about 22 million pixels in
-/// colour): a crop that keeps most of one side of a very long image decodes it whole.
-pub const MAX_SCALED_JPEG_BYTES: u64 = 64 * 1024 * 1024;
+/// What a JPEG may take decoded at the scale it is decoded at (about 44 million pixels in
+/// colour; the decoder holds about as much again while it works, within [`MAX_DECODE_BYTES`]):
+/// a crop that keeps most of one side of a very long image decodes it whole.
+pub const MAX_SCALED_JPEG_BYTES: u64 = 128 * 1024 * 1024;
 /// A JPEG thumbnail's quality.
 const JPEG_QUALITY: u8 = 82;
 

@@ -151,6 +151,13 @@ pub trait BlobStore: Send + Sync {
     /// process dies first, nothing is left under `key`.
     async fn put(&self, key: &BlobKey, body: ByteStream) -> Result<(), StoreError>;
 
+    /// [`BlobStore::put`] of bytes already whole in memory (a thumbnail just made): they
+    /// need no place among the uploads streaming in, and wait behind none of them.
+    async fn put_whole(&self, key: &BlobKey, bytes: Bytes) -> Result<(), StoreError> {
+        self.put(key, Box::pin(futures_util::stream::iter([Ok(bytes)])))
+            .await
+    }
+
     /// The bytes of `range` (the whole blob when `None`), or `None` for a missing blob. The
     /// range must lie within the blob: the caller knows its size from the metadata.
     async fn get(

@@ -254,7 +254,7 @@ impl Files {
             return Err(FileError::ImageTooLarge(size));
         }
         // The place is taken before the source is read: those waiting hold no image.
-        let _decode = self
+        let decode = self
             .0
             .thumbnails
             .decodes
@@ -282,9 +282,11 @@ impl Files {
                 .await
                 // A decoder's panic is a bad image's, not the server's.
                 .map_err(|e| ThumbError::Invalid(format!("the decoder failed: {e}")))??;
+        // Decoded: the place is another's while this one is stored.
+        drop(decode);
         self.0.thumbnails.made.fetch_add(1, Ordering::Relaxed);
         let bytes = Bytes::from(thumbnail.bytes);
-        self.0.blobs.put(key, body_of(bytes.to_vec())).await?;
+        self.0.blobs.put_whole(key, bytes.clone()).await?;
         let counted = self
             .0
             .store

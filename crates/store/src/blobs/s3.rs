@@ -213,6 +213,15 @@ impl BlobStore for S3Blobs {
             .map_err(|e| StoreError::Blobs(e.to_string()))
     }
 
+    async fn put_whole(&self, key: &BlobKey, bytes: bytes::Bytes) -> Result<(), StoreError> {
+        // One `PutObject`, visible whole or not at all; its bytes are the caller's already.
+        self.store
+            .put(&self.path(key), bytes.into())
+            .await
+            .map_err(blob_error)?;
+        Ok(())
+    }
+
     async fn get(
         &self,
         key: &BlobKey,

@@ -163,6 +163,7 @@ conformance!(
     deletes_are_idempotent_and_an_app_goes_whole,
     a_files_variants_go_with_it,
     a_wrong_secret_is_refused,
+    a_whole_blob_waits_behind_no_upload_streaming_in,
 );
 
 fn app(text: &str) -> AppName {
@@ -240,6 +241,43 @@ async fn a_large_blob_streams_in_parts(under: Under) {
         .await
         .unwrap();
     assert_eq!(tail, &back[back.len() - 3..]);
+}
+
+/// A thumbnail, whole in memory, is stored while the app's uploads stream in as slowly as a
+/// client may send them (on S3 they hold all of the app's places): it waits behind none.
+async fn a_whole_blob_waits_behind_no_upload_streaming_in(under: Under) {
+    let stalled: Vec<_> = "abcdefgh"
+        .chars()
+        .map(|seed| {
+            let blobs = Arc::clone(&under.blobs);
+            tokio::spawn(async move {
+                let key = BlobKey::new(&app("shop"), &file(seed));
+                let trickle: ByteStream = Box::pin(
+                    stream::iter([Ok(Bytes::from_static(b"half a photo"))])
+                        .chain(stream::pending()),
+                );
+                blobs.put(&key, trickle).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let thumb = BlobKey::new(&app("shop"), &file('t'));
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        under
+            .blobs
+            .put_whole(&thumb, Bytes::from_static(b"a thumbnail")),
+    )
+    .await
+    .expect("stored without waiting for the uploads")
+    .unwrap();
+    assert_eq!(
+        read(&*under.blobs, &thumb, None).await.unwrap(),
+        b"a thumbnail"
+    );
+    for upload in stalled {
+        upload.abort();
+    }
 }
 
 async fn a_failed_upload_leaves_nothing(under: Under) {
