@@ -77,7 +77,9 @@ async fn audit_notes(t: &TestApp, app: &str) -> Vec<String> {
 /// The notes of `app`'s `audit` collection once there are at least `count` of them (triggered
 /// runs are asynchronous), or as they are after four seconds.
 async fn audit_notes_when(t: &TestApp, app: &str, count: usize) -> Vec<String> {
-    for _ in 0..200 {
+    // Up to about 10 s: a trigger's run on a loaded two-processor machine, on PostgreSQL,
+    // behind an app's busy consumer, once took more than 4.
+    for _ in 0..500 {
         let notes = audit_notes(t, app).await;
         if notes.len() >= count {
             return notes;
