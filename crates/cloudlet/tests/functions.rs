@@ -75,7 +75,7 @@ async fn audit_notes(t: &TestApp, app: &str) -> Vec<String> {
 }
 
 /// The notes of `app`'s `audit` collection once there are at least `count` of them (triggered
-/// runs are asynchronous), or as they are after four seconds.
+/// runs are asynchronous), or as they are after about ten seconds.
 async fn audit_notes_when(t: &TestApp, app: &str, count: usize) -> Vec<String> {
     // Up to about 10 s: a trigger's run on a loaded two-processor machine, on PostgreSQL,
     // behind an app's busy consumer, once took more than 4.

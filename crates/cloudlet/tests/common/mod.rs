@@ -26,6 +26,13 @@ impl Serve {
 
     /// With extra arguments (`--config FILE`, say).
     pub fn start_with(data_dir: &Path, database: Option<&str>, args: &[&str]) -> Serve {
+        // Its log, beside the data directory: told when it does not start.
+        let log_path = data_dir.with_extension("serve.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
         let mut command = Command::new(BIN);
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -33,7 +40,7 @@ impl Serve {
             .env("CLOUDLET_ADMIN_TOKEN", TOKEN)
             .env_remove("CLOUDLET_DATABASE")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(log);
         if let Some(url) = database {
             command.args(["--database", url]);
         }
@@ -41,10 +48,12 @@ impl Serve {
         let mut child = command.spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let base = loop {
-            let line = lines
-                .next()
-                .expect("serve prints where it listens")
-                .unwrap();
+            let Some(line) = lines.next() else {
+                let status = child.wait().unwrap();
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("serve ended ({status}) before it said where it listens; its log:\n{log}");
+            };
+            let line = line.unwrap();
             if let Some(addr) = line.trim().strip_prefix("Cloudlet is listening on ") {
                 break addr.to_owned();
             }
