@@ -578,6 +578,11 @@ impl Session {
             .await
     }
 
+    /// Closes with one of the hub's reasons ([`Close`]: its code and reason).
+    async fn end(&mut self, why: Close) {
+        self.close(why.code(), why.reason()).await;
+    }
+
     /// Sends a close frame (if the client still reads, within [`SEND_WITHIN`]).
     async fn close(&mut self, code: u16, reason: &'static str) {
         let frame = CloseFrame {
@@ -727,8 +732,7 @@ impl Session {
         // A revocation between the token's check and the registration found no socket to close.
         if self.revoked(&caller).await {
             self.hub.disconnect(id).await;
-            self.close(Close::SessionRevoked.code(), Close::SessionRevoked.reason())
-                .await;
+            self.end(Close::SessionRevoked).await;
             return None;
         }
         // Settings that stopped letting sockets in without a token while this one waited for
@@ -741,8 +745,7 @@ impl Session {
                 .is_ok_and(|settings| settings.body.anonymous)
         {
             self.hub.disconnect(id).await;
-            self.close(Close::AuthRequired.code(), Close::AuthRequired.reason())
-                .await;
+            self.end(Close::AuthRequired).await;
             return None;
         }
         Some((id, caller, first, outbound))
@@ -793,7 +796,7 @@ impl Session {
                     }
                     window.1 += 1;
                     if window.1 > MAX_MESSAGES_PER_SECOND {
-                        self.close(Close::RateLimited.code(), Close::RateLimited.reason()).await;
+                        self.end(Close::RateLimited).await;
                         return;
                     }
                     match parse(&text) {
@@ -813,7 +816,7 @@ impl Session {
                 }
                 out = outbound.recv() => match out {
                     Some(Outbound::Close(why)) => {
-                        self.close(why.code(), why.reason()).await;
+                        self.end(why).await;
                         return;
                     }
                     Some(first) => {
@@ -845,25 +848,23 @@ impl Session {
                             return;
                         }
                         if let Some(why) = close {
-                            self.close(why.code(), why.reason()).await;
+                            self.end(why).await;
                             return;
                         }
                         if check_key && self.revoked(&caller).await {
-                            let why = Close::SessionRevoked;
-                            self.close(why.code(), why.reason()).await;
+                            self.end(Close::SessionRevoked).await;
                             return;
                         }
                     }
                     // The hub let go of this connection without a word: its queue was full.
                     None => {
-                        self.close(Close::SlowConsumer.code(), Close::SlowConsumer.reason()).await;
+                        self.end(Close::SlowConsumer).await;
                         return;
                     }
                 },
                 _ = pings.tick() => {
                     if self.key.is_some() && self.revoked(&caller).await {
-                        let why = Close::SessionRevoked;
-                        self.close(why.code(), why.reason()).await;
+                        self.end(Close::SessionRevoked).await;
                         return;
                     }
                     if !self.send_frame(Message::Ping(Default::default())).await
@@ -873,7 +874,7 @@ impl Session {
                     }
                 }
                 () = &mut expiry => {
-                    self.close(Close::TokenExpired.code(), Close::TokenExpired.reason()).await;
+                    self.end(Close::TokenExpired).await;
                     return;
                 }
             }
@@ -981,8 +982,7 @@ impl Session {
                     }
                     self.key = key_of(&fresh, Some(&token));
                     if self.revoked(&fresh).await {
-                        self.close(Close::SessionRevoked.code(), Close::SessionRevoked.reason())
-                            .await;
+                        self.end(Close::SessionRevoked).await;
                         return false;
                     }
                     expiry.reset(expires(&fresh, self.hub.now_ms()));
