@@ -675,8 +675,8 @@ impl Files {
             .ok_or_else(|| FileError::BucketNotFound(name.to_owned()))
     }
 
-    /// Forgets what is cached of an app (it was deleted, or another node changed its
-    /// buckets).
+    /// Forgets what is cached of an app (it was deleted or idled out, or another node
+    /// changed its buckets).
     pub fn forget(&self, app: &AppName) {
         let mut cache = lock(&self.0.cache);
         cache.apps.remove(app);
