@@ -20,6 +20,13 @@
 //! restarts: the pages the kernel failed to write may since be marked clean, so neither a later
 //! fsync nor opening the database again proves anything.
 //!
+//! A small write may skip the writer thread ([`Database::write_committed_small`], a queue's
+//! send of a few messages): when no write is queued or running, its caller takes the write
+//! connection and runs it as a batch of its own, handing its fsync to the sync thread as an
+//! idle writer does. A lone write spends most of its time waking the writer thread and being
+//! woken by it; under load the writer is busy, and small writes queue like the rest. The
+//! connection's lock makes the two one writer: commits still run one at a time.
+//!
 //! What a write waits for is its [`Commit`]: a *relaxed* write ([`Database::write_relaxed`]:
 //! bookkeeping whose loss on a power failure is harmless or repaired, such as a queue claim or
 //! acknowledgement, a function's log, a hint) is answered at its commit: it survives the process
@@ -49,8 +56,8 @@ use std::cell::Cell;
 use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, TryLockError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -136,6 +143,15 @@ struct RanJob {
     intact: bool,
 }
 
+/// What the writer thread shares with the writes that may run on their caller
+/// ([`Database::write_committed_small`]).
+struct WriterShared {
+    /// The write connection, held while a batch runs; `None` once the writer thread stopped.
+    conn: Mutex<Option<Connection>>,
+    /// Writes sent to the writer thread and not yet taken from its queue.
+    queued: AtomicUsize,
+}
+
 /// Answers a write once the fsync that covers its commit is done.
 type SyncWaiter = oneshot::Sender<Result<(), String>>;
 
@@ -169,8 +185,8 @@ struct SyncState {
     failed: AtomicBool,
     /// Commits begun: counted before `COMMIT`, so that whoever sees a commit sees it counted.
     begun: AtomicU64,
-    /// Commits done: counted after `COMMIT` (the writer is one thread: `begun` is `done` or one
-    /// more).
+    /// Commits done: counted after `COMMIT` (commits run one at a time, under the write
+    /// connection's lock: `begun` is `done` or one more).
     done: AtomicU64,
     /// The commits an fsync has covered: `done` as it was when the last good fsync began.
     synced: AtomicU64,
@@ -261,6 +277,8 @@ pub struct Database {
 struct Inner {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    /// The write connection and its queue's length, shared with the writer thread.
+    shared: Arc<WriterShared>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     sync: Arc<SyncState>,
     /// For [`Database::wait_on_disk`]; dropped on close, so that the sync thread can stop.
@@ -316,15 +334,30 @@ impl Database {
         let (sender, receiver) = mpsc::channel::<WriteJob>();
         let writer_sync = Arc::clone(&sync);
         let durability = options.durability;
+        let shared = Arc::new(WriterShared {
+            conn: Mutex::new(Some(conn)),
+            queued: AtomicUsize::new(0),
+        });
+        let writer_shared = Arc::clone(&shared);
         let writer_thread = std::thread::Builder::new()
             .name(format!("sqlite-writer:{file}"))
-            .spawn(move || run_writer(conn, durability, receiver, &writer_sync, to_sync, syncer))
+            .spawn(move || {
+                run_writer(
+                    &writer_shared,
+                    durability,
+                    receiver,
+                    &writer_sync,
+                    to_sync,
+                    syncer,
+                )
+            })
             .map_err(StoreError::io(path))?;
 
         Ok(Database {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 writer: Mutex::new(Some(sender)),
+                shared,
                 writer_thread: Mutex::new(Some(writer_thread)),
                 sync,
                 to_sync: Mutex::new(Some(waits)),
@@ -383,6 +416,68 @@ impl Database {
         self.stage(write, Commit::Default).await
     }
 
+    /// [`Database::write_committed`] for a write known to be small (a few rows of bounded
+    /// size). When no write is queued or running, it runs and commits on the calling task, its
+    /// fsync handed to the sync thread as an idle writer hands it: the hand-off to the writer
+    /// thread and back (two wake-ups of sleeping threads, most of a lone write's time) is
+    /// spared, at the price of holding the async task for the write itself. Otherwise it
+    /// queues for the writer thread like any write.
+    pub async fn write_committed_small<T, F>(&self, write: F) -> Result<(T, OnDisk), StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        match self.commit_inline(write, Commit::Default) {
+            Ok(done) => done,
+            Err(write) => self.stage(write, Commit::Default).await,
+        }
+    }
+
+    /// Runs `write` as a batch of its own on the calling thread, if the writer is idle;
+    /// otherwise gives it back.
+    fn commit_inline<T, F>(
+        &self,
+        write: F,
+        commit: Commit,
+    ) -> Result<Result<(T, OnDisk), StoreError>, F>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let shared = &self.inner.shared;
+        if shared.queued.load(Ordering::Acquire) != 0
+            || self.inner.sync.failed.load(Ordering::Acquire)
+        {
+            return Err(write);
+        }
+        let guard = match shared.conn.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return Err(write),
+        };
+        let Some(conn) = guard.as_ref() else {
+            return Err(write);
+        };
+        let (job, mut answer) = write_job(write, commit);
+        let finished = run_batch(conn, vec![job], self.inner.durability, &self.inner.sync);
+        drop(guard);
+        if let Some((ran, outcomes, waiters)) = finished {
+            for (job, outcome) in ran.into_iter().zip(outcomes) {
+                (job.complete)(outcome);
+            }
+            if !waiters.is_empty() {
+                if let Some(to_sync) = lock(&self.inner.to_sync).as_ref() {
+                    let _ = to_sync.send(waiters);
+                }
+            }
+        }
+        Ok(match answer.try_recv() {
+            Ok(done) => done,
+            Err(_) if self.inner.sync.failed.load(Ordering::Acquire) => Err(failed_sync()),
+            Err(_) => Err(StoreError::Task("the write batch could not begin".into())),
+        })
+    }
+
     /// Waits until every write committed before the call is on disk, when the durability asks
     /// that of ordinary writes (at once with [`Durability::Process`]). For reads whose result
     /// leaves the process to be relied on later, such as positions in the event log: a read may
@@ -422,22 +517,16 @@ impl Database {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let run = Box::new(move |conn: &Connection| {
-            let (outcome, intact) = run_in_savepoint(conn, write);
-            RanJob {
-                complete: Box::new(move |committed: Result<OnDisk, StoreError>| {
-                    let _ = reply.send(outcome.and_then(|value| committed.map(|d| (value, d))));
-                }),
-                intact,
-            }
-        });
-        let job = WriteJob { run, commit };
+        let (job, answer) = write_job(write, commit);
         if self.inner.sync.failed.load(Ordering::Acquire) {
             return Err(failed_sync());
         }
         let sender = lock(&self.inner.writer).clone().ok_or(StoreError::Closed)?;
-        sender.send(job).map_err(|_| StoreError::Closed)?;
+        self.inner.shared.queued.fetch_add(1, Ordering::AcqRel);
+        if sender.send(job).is_err() {
+            self.inner.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(StoreError::Closed);
+        }
         answer.await.map_err(|_| {
             if self.inner.sync.failed.load(Ordering::Acquire) {
                 failed_sync()
@@ -589,8 +678,84 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// A write's job for a batch, and where its outcome is answered.
+#[allow(clippy::type_complexity)]
+fn write_job<T, F>(
+    write: F,
+    commit: Commit,
+) -> (WriteJob, oneshot::Receiver<Result<(T, OnDisk), StoreError>>)
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    let (reply, answer) = oneshot::channel();
+    let run = Box::new(move |conn: &Connection| {
+        let (outcome, intact) = run_in_savepoint(conn, write);
+        RanJob {
+            complete: Box::new(move |committed: Result<OnDisk, StoreError>| {
+                let _ = reply.send(outcome.and_then(|value| committed.map(|d| (value, d))));
+            }),
+            intact,
+        }
+    });
+    (WriteJob { run, commit }, answer)
+}
+
+/// A batch that ran: each write, what its commit was, and the waiters of the fsync its writes
+/// wait for (not yet handed to anyone).
+type Finished = (
+    Vec<RanJob>,
+    Vec<Result<OnDisk, StoreError>>,
+    Vec<SyncWaiter>,
+);
+
+/// Runs `batch` in one transaction, each write in its savepoint, and commits it. `None` when
+/// the transaction could not begin: the writes are dropped unrun, and their callers get an
+/// error.
+fn run_batch(
+    conn: &Connection,
+    batch: Vec<WriteJob>,
+    durability: Durability,
+    sync: &SyncState,
+) -> Option<Finished> {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let e = StoreError::from(e);
+        tracing::error!(error = %e, path = ?conn.path(), "could not begin a write batch");
+        return None;
+    }
+    let commits: Vec<Commit> = batch.iter().map(|job| job.commit).collect();
+    let ran: Vec<RanJob> = batch.into_iter().map(|job| (job.run)(conn)).collect();
+    let committed = if ran.iter().all(|job| job.intact) {
+        sync.begun.fetch_add(1, Ordering::AcqRel);
+        let committed = conn
+            .execute_batch("COMMIT")
+            .map_err(|e| format!("commit failed: {e}"));
+        sync.done.fetch_add(1, Ordering::AcqRel);
+        committed
+    } else {
+        Err("a savepoint could not be closed; the batch was rolled back".to_owned())
+    };
+    if committed.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    let mut waiters = Vec::new();
+    let outcomes = commits
+        .into_iter()
+        .map(|commit| match &committed {
+            Ok(()) if commit.waits_for_disk(durability) => {
+                let (waiter, synced) = oneshot::channel();
+                waiters.push(waiter);
+                Ok(OnDisk(Some(synced)))
+            }
+            Ok(()) => Ok(OnDisk::now()),
+            Err(e) => Err(StoreError::Task(e.clone())),
+        })
+        .collect();
+    Some((ran, outcomes, waiters))
+}
+
 fn run_writer(
-    conn: Connection,
+    shared: &WriterShared,
     durability: Durability,
     jobs: mpsc::Receiver<WriteJob>,
     sync: &SyncState,
@@ -609,45 +774,21 @@ fn run_writer(
         };
         let mut batch = vec![first];
         take_waiting(&jobs, &mut batch);
+        // Counted out only now: a write taken early (`next`) is still queued until its batch.
+        shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
         if sync.failed.load(Ordering::Acquire) {
             // Dropping the jobs unrun drops their reply channels: each caller gets an error.
             drop(batch);
             continue;
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let e = StoreError::from(e);
-            tracing::error!(error = %e, path = ?conn.path(), "could not begin a write batch");
-            drop(batch);
-            continue;
-        }
-        let commits: Vec<Commit> = batch.iter().map(|job| job.commit).collect();
-        let ran: Vec<RanJob> = batch.into_iter().map(|job| (job.run)(&conn)).collect();
-        let committed = if ran.iter().all(|job| job.intact) {
-            sync.begun.fetch_add(1, Ordering::AcqRel);
-            let committed = conn
-                .execute_batch("COMMIT")
-                .map_err(|e| format!("commit failed: {e}"));
-            sync.done.fetch_add(1, Ordering::AcqRel);
-            committed
-        } else {
-            Err("a savepoint could not be closed; the batch was rolled back".to_owned())
+        // Held for the batch alone: between batches, a small write may run on its caller.
+        let finished = match lock(&shared.conn).as_ref() {
+            Some(conn) => run_batch(conn, batch, durability, sync),
+            None => None,
         };
-        if committed.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        let mut waiters = Vec::new();
-        let outcomes: Vec<Result<OnDisk, StoreError>> = commits
-            .into_iter()
-            .map(|commit| match &committed {
-                Ok(()) if commit.waits_for_disk(durability) => {
-                    let (waiter, synced) = oneshot::channel();
-                    waiters.push(waiter);
-                    Ok(OnDisk(Some(synced)))
-                }
-                Ok(()) => Ok(OnDisk::now()),
-                Err(e) => Err(StoreError::Task(e.clone())),
-            })
-            .collect();
+        let Some((ran, outcomes, mut waiters)) = finished else {
+            continue;
+        };
         // With more writes waiting, the fsync runs here, as before the next batch, which
         // gathers meanwhile: one commit per fsync, and no hand-off to pay under load. With none,
         // it runs on the sync thread, and what comes next (the writes of a queue's consumer that
@@ -672,10 +813,11 @@ fn run_writer(
         }
     }
     // The last sender is gone: every queued write has been answered or handed to the sync
-    // thread, which finishes its fsyncs and stops. Dropping `conn` then closes the file;
-    // SQLite checkpoints the WAL when its last connection closes.
+    // thread, which finishes its fsyncs and stops. Dropping the connection then closes the
+    // file; SQLite checkpoints the WAL when its last connection closes.
     drop(to_sync);
     let _ = syncer.join();
+    drop(lock(&shared.conn).take());
 }
 
 /// Adds the writes waiting in the queue to `batch`, up to [`MAX_BATCH`].
@@ -989,6 +1131,109 @@ mod tests {
         db.close();
     }
 
+    /// A write that records which thread ran it.
+    fn put_noting_thread(
+        k: &'static str,
+        threads: &Arc<Mutex<Vec<String>>>,
+    ) -> impl FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static {
+        let threads = Arc::clone(threads);
+        move |c| {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            lock(&threads).push(name);
+            put(k)(c)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_write_commits_on_its_caller_when_the_writer_is_idle_and_queues_when_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let gate = lock(&db.inner.sync.gate);
+        let ((), on_disk) = db
+            .write_committed_small(put_noting_thread("a", &ran))
+            .await
+            .unwrap();
+        assert!(has(&db, "a").await, "committed before its fsync");
+        let mut on_disk = std::pin::pin!(on_disk.wait());
+        let early = tokio::time::timeout(Duration::from_millis(50), &mut on_disk).await;
+        assert!(early.is_err(), "answered on disk only after its fsync");
+        drop(gate);
+        on_disk.await.unwrap();
+        let synced_by = lock(&db.inner.sync.threads).clone();
+        assert_eq!(synced_by.len(), 1, "{synced_by:?}");
+        assert!(synced_by[0].starts_with("sqlite-sync:"), "{synced_by:?}");
+
+        // With the writer busy, it queues: the writer thread runs it after the batch it is in.
+        let slow = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.write(|c| {
+                    std::thread::sleep(Duration::from_millis(100));
+                    put("b")(c)
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let ((), on_disk) = db
+            .write_committed_small(put_noting_thread("c", &ran))
+            .await
+            .unwrap();
+        on_disk.wait().await.unwrap();
+        slow.await.unwrap().unwrap();
+        assert!(has(&db, "b").await && has(&db, "c").await);
+
+        // The writer took `c` early, to decide `b`'s fsync: once its batch is done, the
+        // writer is idle again and the next small write is its caller's.
+        let ((), on_disk) = db
+            .write_committed_small(put_noting_thread("d", &ran))
+            .await
+            .unwrap();
+        on_disk.wait().await.unwrap();
+
+        let ran = lock(&ran).clone();
+        let caller = std::thread::current().name().unwrap_or("").to_owned();
+        assert_eq!(ran.len(), 3, "{ran:?}");
+        assert_eq!(ran[0], caller, "idle: on the caller's thread");
+        assert!(
+            ran[1].starts_with("sqlite-writer:"),
+            "busy: queued, {ran:?}"
+        );
+        assert_eq!(ran[2], caller, "idle again: on the caller's thread");
+        db.close();
+    }
+
+    #[tokio::test]
+    async fn a_small_write_that_fails_or_panics_on_its_caller_rolls_back_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        let failed = db
+            .write_committed_small(|c| {
+                put("half")(c)?;
+                Err::<(), _>(StoreError::Task("refused".into()))
+            })
+            .await
+            .err()
+            .unwrap();
+        assert!(failed.to_string().contains("refused"), "{failed}");
+        let panicked = db
+            .write_committed_small(|_| -> Result<(), StoreError> { panic!("boom") })
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(panicked, StoreError::Task(_)), "{panicked}");
+        let ((), on_disk) = db.write_committed_small(put("after")).await.unwrap();
+        on_disk.wait().await.unwrap();
+        assert!(!has(&db, "half").await, "the failed write left nothing");
+        assert!(has(&db, "after").await);
+        db.close();
+        assert!(matches!(
+            db.write_committed_small(put("closed")).await,
+            Err(StoreError::Closed)
+        ));
+    }
+
     #[tokio::test]
     async fn waiting_on_disk_is_at_once_with_process_durability() {
         let dir = tempfile::tempdir().unwrap();
@@ -1061,6 +1306,8 @@ mod tests {
         assert!(later.to_string().contains("failed to sync"), "{later}");
         assert_eq!(syncs(&db), 2, "no fsync after the failed one");
         let refused = db.write(put("d")).await.unwrap_err();
+        assert!(refused.to_string().contains("failed to sync"), "{refused}");
+        let refused = db.write_committed_small(put("d")).await.err().unwrap();
         assert!(refused.to_string().contains("failed to sync"), "{refused}");
         let rows: i64 = db
             .read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))

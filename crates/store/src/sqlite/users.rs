@@ -186,6 +186,16 @@ impl SqliteTenants {
         self.lease(app).await?.db.write_committed(write).await
     }
 
+    /// [`SqliteTenants::write_app`] through
+    /// [`Database::write_committed_small`](super::Database::write_committed_small).
+    pub(super) async fn write_app_committed_small<T: Send + 'static>(
+        &self,
+        app: &AppName,
+        write: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<(T, crate::OnDisk), StoreError> {
+        self.lease(app).await?.db.write_committed_small(write).await
+    }
+
     /// [`SqliteTenants::write_app`] through [`Database::write_relaxed`](super::Database::write_relaxed).
     pub(super) async fn write_app_relaxed<T: Send + 'static>(
         &self,
