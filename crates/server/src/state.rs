@@ -24,20 +24,64 @@ use crate::metrics::Metrics;
 
 /// Console writes that may run at once on a node; more are refused `429`.
 const CONSOLE_WRITES: usize = 64;
+/// Of those, one person's: a few at once is plenty for a person at a page, and one person (a
+/// developer of one app, uploading slowly) must not hold every other person's.
+const CONSOLE_WRITES_PER_PERSON: usize = 8;
 /// The console's live sockets open at once on a node: each looks at its app every 2 seconds.
 const CONSOLE_LIVE: usize = 64;
 /// Of those, one person's: a few pages open, not the node's every place.
 const CONSOLE_LIVE_PER_PERSON: usize = 4;
 
-/// A live console socket's place on the node, given back when it is dropped.
-pub struct LivePlace {
-    /// Held while the socket is open.
+/// A node's places for one kind of console work, of which one person holds at most a few.
+struct PersonPlaces {
+    node: Arc<tokio::sync::Semaphore>,
+    /// Each person's places held.
+    people: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    per_person: usize,
+}
+
+impl PersonPlaces {
+    fn new(node: usize, per_person: usize) -> Self {
+        PersonPlaces {
+            node: Arc::new(tokio::sync::Semaphore::new(node)),
+            people: Arc::default(),
+            per_person,
+        }
+    }
+
+    /// A place for one more of `person`'s, if the node and they have one.
+    fn take(&self, person: &str) -> Option<ConsolePlace> {
+        let people = Arc::clone(&self.people);
+        {
+            let mut counts = people
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let held = counts.entry(person.to_owned()).or_default();
+            if *held >= self.per_person {
+                return None;
+            }
+            *held += 1;
+        }
+        // Counted now: if the node has no place, dropping this gives the person's back.
+        let mut place = ConsolePlace {
+            _permit: None,
+            people,
+            person: person.to_owned(),
+        };
+        place._permit = Some(Arc::clone(&self.node).try_acquire_owned().ok()?);
+        Some(place)
+    }
+}
+
+/// A person's place on the node for a console write or live socket, given back when dropped.
+pub struct ConsolePlace {
+    /// Held while the work runs.
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
     people: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     person: String,
 }
 
-impl Drop for LivePlace {
+impl Drop for ConsolePlace {
     fn drop(&mut self) {
         let mut counts = self
             .people
@@ -79,10 +123,9 @@ struct Shared {
     usage: crate::usage::Usage,
     app_limits: crate::apps::AppLimits,
     /// Console writes running at once (each runs to its end even if its client leaves).
-    console_writes: Arc<tokio::sync::Semaphore>,
+    console_writes: PersonPlaces,
     /// The console's live sockets open, and each person's count of them.
-    console_live: Arc<tokio::sync::Semaphore>,
-    console_live_people: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    console_live: PersonPlaces,
     /// Whether the console's session cookie is marked `Secure`.
     console_secure_cookie: bool,
     /// How long the console's audit log keeps an entry; none: for ever.
@@ -170,9 +213,8 @@ impl AppState {
             console_keep_audit,
             usage,
             app_limits,
-            console_writes: Arc::new(tokio::sync::Semaphore::new(CONSOLE_WRITES)),
-            console_live: Arc::new(tokio::sync::Semaphore::new(CONSOLE_LIVE)),
-            console_live_people: Arc::default(),
+            console_writes: PersonPlaces::new(CONSOLE_WRITES, CONSOLE_WRITES_PER_PERSON),
+            console_live: PersonPlaces::new(CONSOLE_LIVE, CONSOLE_LIVE_PER_PERSON),
             limits,
             access,
             system,
@@ -231,31 +273,13 @@ impl AppState {
     }
 
     /// A place for one more live console socket of `person`, if the node and they have one.
-    pub fn console_live(&self, person: &str) -> Option<LivePlace> {
-        let people = Arc::clone(&self.0.console_live_people);
-        {
-            let mut counts = people
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let held = counts.entry(person.to_owned()).or_default();
-            if *held >= CONSOLE_LIVE_PER_PERSON {
-                return None;
-            }
-            *held += 1;
-        }
-        // Counted now: if the node has no place, dropping this gives the person's back.
-        let mut place = LivePlace {
-            _permit: None,
-            people,
-            person: person.to_owned(),
-        };
-        place._permit = Some(Arc::clone(&self.0.console_live).try_acquire_owned().ok()?);
-        Some(place)
+    pub fn console_live(&self, person: &str) -> Option<ConsolePlace> {
+        self.0.console_live.take(person)
     }
 
-    /// A place for one console write, if one is free.
-    pub fn console_write(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        Arc::clone(&self.0.console_writes).try_acquire_owned().ok()
+    /// A place for one more console write of `person`, if the node and they have one.
+    pub fn console_write(&self, person: &str) -> Option<ConsolePlace> {
+        self.0.console_writes.take(person)
     }
 
     pub fn usage(&self) -> &crate::usage::Usage {
@@ -334,5 +358,43 @@ impl AppState {
     pub fn new_request_id(&self) -> String {
         let n = self.0.requests.fetch_add(1, Ordering::Relaxed);
         format!("{}{n:016x}", self.0.request_id_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_person_holds_a_few_of_the_nodes_places_and_gives_them_back() {
+        let places = PersonPlaces::new(5, 3);
+        let mallory: Vec<ConsolePlace> = (0..3).map(|_| places.take("mallory").unwrap()).collect();
+        assert!(
+            places.take("mallory").is_none(),
+            "a person's share is taken"
+        );
+        let alice = places.take("alice").unwrap();
+        let _bob = places.take("bob").unwrap();
+        assert!(
+            places.take("carol").is_none(),
+            "the node's places are taken"
+        );
+        assert!(places.take("mallory").is_none());
+        drop(alice);
+        let _carol = places.take("carol").unwrap();
+        drop(mallory);
+        assert!(
+            places.take("mallory").is_some(),
+            "dropped places are given back"
+        );
+        let counts = places
+            .people
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        assert_eq!(
+            counts.get("alice"),
+            None,
+            "a person holding nothing is forgotten"
+        );
     }
 }

@@ -89,7 +89,7 @@ pub(super) async fn live(
         ));
     }
     same_origin(&headers, state.console_secure_cookie())?;
-    let token = super::session_token(&headers)
+    let token = super::session_token(&headers, super::cookie_name(&state))
         .ok_or_else(super::login_required)?
         .to_owned();
     let who = session_of(&state, &token).await?;
@@ -167,7 +167,7 @@ struct Tail {
 /// One open console socket.
 struct Live {
     /// Its place among the node's live console sockets.
-    _place: crate::state::LivePlace,
+    _place: crate::state::ConsolePlace,
     socket: WebSocket,
     state: AppState,
     app: AppName,

@@ -43,7 +43,20 @@ use crate::state::AppState;
 pub use policy::Need;
 
 /// The session cookie's name.
+/// The session cookie's name. With `secure_cookie` it takes the `__Host-` prefix, which a
+/// browser accepts only from this very host, over HTTPS, without `Domain` and with `Path=/`:
+/// a page of a sibling host name (`evil.example.com` beside `console.example.com`) can then
+/// neither plant a session of its own under it nor shadow it with a second cookie of the name.
 const COOKIE_NAME: &str = "cloudlet_console";
+const SECURE_COOKIE_NAME: &str = "__Host-cloudlet_console";
+
+fn cookie_name(state: &AppState) -> &'static str {
+    if state.console_secure_cookie() {
+        SECURE_COOKIE_NAME
+    } else {
+        COOKIE_NAME
+    }
+}
 /// The header that carries a session's CSRF token.
 const CSRF_HEADER: &str = "x-cloudlet-csrf";
 /// The login throttle's bucket name: not an app name (those never hold `~`).
@@ -189,6 +202,13 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
     {
         return refused.into_response();
     }
+    // Reads too come from the console's own pages alone: another site's `<img src>` must not
+    // make a person's browser search an app's users (a read the audit log notes in their
+    // name) or render thumbnails. The cookie is `SameSite=Strict`, but an app's site on a
+    // sibling host name is the same site.
+    if !write && let Err(refused) = same_origin(&parts.headers, state.console_secure_cookie()) {
+        return refused.into_response();
+    }
     let app = match crate::extract::app_param(&mut parts, &state).await {
         Ok(app) => app,
         Err(refused) => return refused.into_response(),
@@ -223,7 +243,7 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
     let request = Request::from_parts(parts, body);
     if write && !noted_change {
         // No change, but work all the same: as many at once as writes.
-        let Some(_place) = state.console_write() else {
+        let Some(_place) = state.console_write(&who.person.id) else {
             return ApiError::new(
                 Code::TooManyRequests,
                 "too many console writes at once; try again",
@@ -249,7 +269,7 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
     // A write and its entry in the log run to the end together, whether or not the person
     // waits for the answer: closing the connection must not leave a change out of the log.
     // Those places are few, so that leaving connections cannot pile up writes.
-    let Some(place) = state.console_write() else {
+    let Some(place) = state.console_write(&who.person.id) else {
         return ApiError::new(
             Code::TooManyRequests,
             "too many console writes at once; try again",
@@ -283,7 +303,7 @@ fn is_read(method: &Method) -> bool {
 
 /// The person whose session cookie the request carries.
 async fn signed_in(state: &AppState, parts: &Parts) -> Result<SignedIn, ApiError> {
-    let token = session_token(&parts.headers).ok_or_else(login_required)?;
+    let token = session_token(&parts.headers, cookie_name(state)).ok_or_else(login_required)?;
     session_of(state, token).await
 }
 
@@ -302,14 +322,14 @@ fn login_required() -> ApiError {
 /// The session token of the `Cookie` header, if it is one that could be. Two cookies of the
 /// name are nobody: a page of another port of the same host can set cookies the browser sends
 /// here too, and must not slip its own session under a person's.
-fn session_token(headers: &HeaderMap) -> Option<&str> {
+fn session_token<'h>(headers: &'h HeaderMap, cookie: &str) -> Option<&'h str> {
     let mut tokens = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(name, _)| *name == COOKIE_NAME)
+        .filter(|(name, _)| *name == cookie)
         .map(|(_, token)| token);
     let token = tokens.next()?;
     if tokens.next().is_some() {
@@ -356,7 +376,7 @@ fn same_origin(headers: &HeaderMap, https: bool) -> Result<(), ApiError> {
     let cross = |why: &str| {
         Err(ApiError::new(
             Code::CsrfFailed,
-            format!("a console write from another origin ({why})"),
+            format!("a console request from another origin ({why})"),
         ))
     };
     if let Some(site) = text("sec-fetch-site")
@@ -491,7 +511,7 @@ async fn show_state(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let console = state.console();
-    let who = match session_token(&headers) {
+    let who = match session_token(&headers, cookie_name(&state)) {
         Some(token) => console.session(token).await.ok(),
         None => None,
     };
@@ -583,7 +603,8 @@ fn opened(state: &AppState, session: NewSession) -> Response {
         ""
     };
     let cookie = format!(
-        "{COOKIE_NAME}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        "{}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        cookie_name(state),
         session.token,
         SESSION_TTL.as_secs()
     );
@@ -603,7 +624,15 @@ async fn log_out(
     Session(who): Session,
 ) -> Result<Response, ApiError> {
     state.console().log_out(&who).await?;
-    let cookie = format!("{COOKIE_NAME}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    let secure = if state.console_secure_cookie() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}",
+        cookie_name(&state)
+    );
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(SET_COOKIE, value);

@@ -571,6 +571,40 @@ async fn writes_need_the_session_csrf_token_and_the_console_origin() {
         .map(|a| a["name"].clone())
         .collect();
     assert_eq!(names, [json!("a5")], "refused writes changed nothing");
+    // Reads of the API too: another site's page cannot have the browser search an app's
+    // users, which the audit log would note in the person's name.
+    let audited = || async {
+        owner
+            .request(Method::GET, "/console/api/audit")
+            .expect(StatusCode::OK)
+            .await["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let before = audited().await;
+    for site in ["same-site", "cross-site"] {
+        owner
+            .http
+            .get(format!("{}/v1/admin/apps/a5/users?search=ceo", owner.base))
+            .header(COOKIE, &owner.cookie)
+            .header("sec-fetch-site", site)
+            .expect_error(StatusCode::FORBIDDEN, "csrf_failed")
+            .await;
+    }
+    assert_eq!(audited().await, before, "a refused read is noted nowhere");
+    owner
+        .http
+        .get(format!("{}/v1/admin/apps/a5/users?search=ceo", owner.base))
+        .header(COOKIE, &owner.cookie)
+        .header("sec-fetch-site", "same-origin")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(
+        audited().await,
+        before + 1,
+        "the console's own read is noted"
+    );
     // The console's own writes too.
     owner
         .http
@@ -1291,6 +1325,28 @@ async fn a_console_behind_https_takes_writes_from_its_https_origin_only() {
         .start()
         .await;
     let owner = set_up_owner(&t).await;
+    // Behind HTTPS the cookie's name takes the `__Host-` prefix, which a sibling host name
+    // cannot set; a cookie of the plain name beside it (set by such a host) is not looked at.
+    assert!(
+        owner.cookie.starts_with("__Host-cloudlet_console=ccs_"),
+        "{}",
+        owner.cookie
+    );
+    owner
+        .http
+        .get(format!("{}/console/api/apps", owner.base))
+        .header(
+            COOKIE,
+            format!("cloudlet_console=ccs_planted; {}", owner.cookie),
+        )
+        .expect(StatusCode::OK)
+        .await;
+    owner
+        .http
+        .get(format!("{}/console/api/apps", owner.base))
+        .header(COOKIE, owner.cookie.replace("__Host-", ""))
+        .expect_error(StatusCode::UNAUTHORIZED, "console_login_required")
+        .await;
     let host = owner.base.trim_start_matches("http://").to_owned();
     let create = |name: &str, origin: String| {
         owner
