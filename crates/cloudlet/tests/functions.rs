@@ -3184,4 +3184,53 @@ async fn a_shop_prices_orders_on_the_server_and_records_each_sale_once() {
         (&detail["state"], &detail["refunded_fen"]),
         (&json!("partly_refunded"), &json!(100))
     );
+
+    // A `closed` trigger that opens and closes an order of its own triggers itself: the depth
+    // rides on the event, and stops it as it stops data triggers.
+    deploy(
+        &t,
+        "shop",
+        "reopen",
+        json!({
+            "source": r#"export default async (e, ctx) => {
+            await ctx.db.collection("sales").add({ note: `reopened ${e.order.id}` });
+            const next = await ctx.pay.createOrder({ amount_fen: 1, description: "Loop",
+                user: e.order.user_id, key: `loop-${e.event_id}` });
+            await ctx.pay.close(next.id);
+        }"#,
+            "triggers": [{ "pay": ["closed"] }]
+        }),
+    )
+    .await;
+    let first = call(&t, "shop", "cake", Some(&alice), json!({ "key": "c2" }))
+        .expect(StatusCode::OK)
+        .await;
+    t.admin(
+        Method::POST,
+        &format!(
+            "/v1/admin/apps/shop/pay/orders/{}/close",
+            first["id"].as_str().unwrap()
+        ),
+    )
+    .expect(StatusCode::OK)
+    .await;
+    let reopened = || async {
+        sales()
+            .await
+            .into_iter()
+            .filter(|note| note.starts_with("reopened"))
+            .count()
+    };
+    for _ in 0..300 {
+        if reopened().await >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        reopened().await,
+        3,
+        "the admin's close (depth 0) ran it at 1, its close at 2, that one's at 3 (the bound), and no further"
+    );
 }

@@ -749,6 +749,7 @@ pub trait Triggers: Send + Sync {
         &self,
         app: &AppName,
         kind: &str,
+        depth: u8,
     ) -> Result<Option<(Emit, HintTicket)>, StoreError>;
     /// Called once a write that recorded deliveries is done.
     async fn emitted(&self, app: &AppName, ticket: HintTicket);
@@ -1368,6 +1369,7 @@ impl Data {
         }
         let mut prepared = Vec::with_capacity(operations.len());
         let mut collections = Vec::with_capacity(operations.len());
+        let mut names = Vec::with_capacity(operations.len());
         let mut tickets = Vec::new();
         for (index, operation) in operations.into_iter().enumerate() {
             let in_batch = |source: DataError| DataError::InBatch {
@@ -1376,6 +1378,7 @@ impl Data {
             };
             let name = operation.collection().to_owned();
             let compiled = self.collection(app, &name).await.map_err(in_batch)?;
+            names.push(name.clone());
             let op = match operation {
                 Write::Create { data, .. } => {
                     self.check_file_fields(app, &compiled, actor, &data)
@@ -1452,10 +1455,11 @@ impl Data {
         })?;
         self.ring(app);
         let mut results = Vec::with_capacity(outcomes.len());
-        for (outcome, compiled) in outcomes.iter().zip(&collections) {
+        for ((outcome, compiled), name) in outcomes.iter().zip(&collections).zip(&names) {
             match outcome {
-                BatchOutcome::Inserted(record) | BatchOutcome::Updated(_, record) => {
-                    results.push(record_json(compiled, record));
+                BatchOutcome::Inserted(record) => results.push(record_json(compiled, record)),
+                BatchOutcome::Updated(_, record) => {
+                    results.push(self.as_viewed(app, name, compiled, actor, record).await?);
                 }
                 BatchOutcome::Deleted(old) => {
                     let id = record_json(compiled, old)["id"].clone();
@@ -1546,7 +1550,43 @@ impl Data {
         self.emitted(app, ticket.into_iter().collect()).await;
         let (_, new) = updated?.ok_or(DataError::RecordNotFound)?;
         self.ring(app);
-        Ok(record_json(&compiled, &new))
+        self.as_viewed(app, collection, &compiled, actor, &new)
+            .await
+    }
+
+    /// A record just updated, as the caller's view rule shows it: whole when the caller may
+    /// view it, otherwise its id alone. An update rule wider than the view rule (anyone may
+    /// mark an open ticket done; only its owner reads it) must not read records out through
+    /// the answer to an update, an empty one included.
+    async fn as_viewed(
+        &self,
+        app: &AppName,
+        collection: &str,
+        compiled: &Compiled,
+        actor: &Caller,
+        record: &Record,
+    ) -> Result<Json, DataError> {
+        let json = record_json(compiled, record);
+        let open = matches!(actor, Caller::Admin | Caller::AppKey(_))
+            || matches!(compiled.rules.get("view"), Some(RuleSql::Open));
+        if open {
+            return Ok(json);
+        }
+        let id = json["id"].clone();
+        let visible = match (self.rule(compiled, "view", actor, None), id.as_str()) {
+            (Some(condition), Some(id)) => self
+                .0
+                .records
+                .get(app, collection, id, condition)
+                .await?
+                .is_some(),
+            _ => false,
+        };
+        Ok(if visible {
+            json
+        } else {
+            serde_json::json!({ "id": id })
+        })
     }
 
     pub async fn delete(

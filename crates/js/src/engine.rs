@@ -36,6 +36,9 @@ const WARM_HEAP_BUDGET: usize = 512 * 1024 * 1024;
 const MEMORY_SAMPLE_EVERY: u64 = 16;
 /// The longest console line kept.
 const MAX_LOG_LINE: usize = 8 * 1024;
+/// The most bytes of console lines kept per invocation, whatever their number: an app's log
+/// keeps thousands of invocations, and each is one row.
+const MAX_LOG_BYTES: usize = 32 * 1024;
 
 /// Names the bytecode format: a digest of a probe module's bytecode, so that any change of the
 /// engine (whose bytecode is only readable by the same build) asks for a new compile.
@@ -358,6 +361,7 @@ impl Engine {
                         bundle,
                         &self.shims,
                         &invocation.limits,
+                        &invocation.seed,
                         deadline,
                         self.long_run.clone(),
                         io,
@@ -452,6 +456,8 @@ struct State {
     next_timer: Cell<u32>,
     timers: RefCell<BTreeMap<u32, Instant>>,
     logs: RefCell<Vec<LogLine>>,
+    /// The bytes of `logs`' messages.
+    log_bytes: Cell<usize>,
     logs_dropped: Cell<usize>,
     max_log_lines: Cell<usize>,
     random: RefCell<Drbg>,
@@ -465,6 +471,7 @@ struct State {
 
 impl State {
     fn take_logs(&self) -> (Vec<LogLine>, usize) {
+        self.log_bytes.set(0);
         (
             std::mem::take(&mut *self.logs.borrow_mut()),
             self.logs_dropped.replace(0),
@@ -476,14 +483,21 @@ impl State {
             self.logs_dropped.set(self.logs_dropped.get() + 1);
             return;
         }
-        if message.len() > MAX_LOG_LINE {
-            let mut end = MAX_LOG_LINE;
+        let room = MAX_LOG_BYTES.saturating_sub(self.log_bytes.get());
+        if room == 0 {
+            self.logs_dropped.set(self.logs_dropped.get() + 1);
+            return;
+        }
+        let longest = MAX_LOG_LINE.min(room);
+        if message.len() > longest {
+            let mut end = longest;
             while !message.is_char_boundary(end) {
                 end -= 1;
             }
             message.truncate(end);
             message.push('…');
         }
+        self.log_bytes.set(self.log_bytes.get() + message.len());
         self.logs.borrow_mut().push(LogLine { level, message });
     }
 }
@@ -496,6 +510,18 @@ struct Drbg {
 }
 
 impl Drbg {
+    /// The stream a module's load draws from, apart from its invocation's own.
+    fn for_module_load(invocation_seed: &[u8; 32]) -> Drbg {
+        let seed = Sha256::new()
+            .chain_update(b"cloudlet: module load")
+            .chain_update(invocation_seed)
+            .finalize();
+        Drbg {
+            seed: seed.into(),
+            counter: 0,
+        }
+    }
+
     fn fill(&mut self, out: &mut [u8]) {
         for chunk in out.chunks_mut(32) {
             let block = Sha256::new()
@@ -525,6 +551,7 @@ impl Instance {
         bundle: &Bundle,
         shims: &[CompiledShim],
         limits: &Limits,
+        seed: &[u8; 32],
         deadline: Instant,
         long_run: Option<LongRun>,
         io: &mut dyn HostIo,
@@ -533,6 +560,10 @@ impl Instance {
             long_run,
             // The module's own code counts as running, like the call it is made for.
             since: Cell::new(Some(Instant::now())),
+            // The module's own code draws from a stream of its own, seeded by the invocation
+            // that loads it: a value made at load (a key, an id) is neither the same on every
+            // cold start nor the first value the invocation itself draws.
+            random: RefCell::new(Drbg::for_module_load(seed)),
             ..State::default()
         });
         state.max_log_lines.set(limits.max_log_lines);
@@ -959,7 +990,17 @@ impl Resolver for FileResolver {
                 part => parts.push(part),
             }
         }
-        Ok(parts.join("/"))
+        let resolved = parts.join("/");
+        // The engine's own modules (the prelude, the capabilities' shims) are named with a
+        // colon, which no function file has: `./cloudlet:prelude` must not reach them.
+        if resolved.contains(':') {
+            return Err(rquickjs::Error::new_resolving_message(
+                base,
+                name,
+                "only the function's own files",
+            ));
+        }
+        Ok(resolved)
     }
 }
 
@@ -1090,6 +1131,28 @@ mod tests {
     }
 
     #[test]
+    fn console_lines_are_bounded_in_bytes_as_well_as_in_number() {
+        let source = "export default async () => {
+            for (let i = 0; i < 10; i++) console.log(String(i).repeat(20000));
+            return 1;
+        }";
+        let limits = Limits {
+            max_log_lines: 100,
+            ..limits()
+        };
+        let (finished, _) = run_with(&[("index.js", source)], serde_json::Value::Null, limits);
+        let bytes: usize = finished.logs.iter().map(|l| l.message.len()).sum();
+        assert!(bytes <= MAX_LOG_BYTES + '…'.len_utf8(), "{bytes}");
+        assert_eq!(
+            finished.logs.len(),
+            4,
+            "three whole lines and the rest of the budget"
+        );
+        assert!(finished.logs.iter().all(|l| l.message.ends_with('…')));
+        assert_eq!(finished.logs_dropped, 6);
+    }
+
+    #[test]
     fn modules_import_each_other_and_a_syntax_error_has_its_position() {
         let files = [
             (
@@ -1195,6 +1258,59 @@ mod tests {
                 "y": "two words", "host": "example.com", "uuid": true, "timed": true
             })
         );
+    }
+
+    #[test]
+    fn values_drawn_at_load_come_from_the_loading_invocations_seed() {
+        let source = "const atLoad = crypto.randomUUID();
+            export default async () => ({ atLoad, inRun: crypto.randomUUID() });";
+        let files = [("index.js".to_owned(), source.to_owned())].into();
+        let bundle = compile(&files, "index.js").unwrap();
+        let invoke = |engine: &mut Engine, seed: u8, bundle: Option<Bundle>| {
+            let invocation = Invocation {
+                id: 1,
+                key: "k".into(),
+                bundle,
+                event: raw(serde_json::Value::Null),
+                context: raw(serde_json::json!({})),
+                limits: limits(),
+                seed: [seed; 32],
+            };
+            let finished = engine.invoke(invocation, &mut Replies::default()).unwrap();
+            let value = ok(&finished);
+            (value["atLoad"].clone(), value["inRun"].clone())
+        };
+        let (first_load, first_run) = invoke(&mut Engine::new(4, 4), 1, Some(bundle.clone()));
+        let (other_load, _) = invoke(&mut Engine::new(4, 4), 2, Some(bundle.clone()));
+        assert_ne!(first_load, other_load, "two cold starts draw apart");
+        assert_ne!(first_load, first_run, "the load's stream is not the call's");
+        let mut engine = Engine::new(4, 4);
+        let (cold_load, _) = invoke(&mut engine, 1, Some(bundle));
+        let (warm_load, warm_run) = invoke(&mut engine, 3, None);
+        assert_eq!(
+            (cold_load.clone(), warm_load),
+            (first_load, cold_load),
+            "module state stays"
+        );
+        assert_ne!(warm_run, first_run, "each call draws from its own seed");
+    }
+
+    #[test]
+    fn the_engines_own_modules_can_not_be_imported() {
+        for name in [
+            "./cloudlet:prelude",
+            "./cloudlet:capability:echo",
+            "./a/../cloudlet:prelude",
+        ] {
+            let source = format!(
+                "export default async () => {{
+                    try {{ await import('{name}'); return 'imported'; }}
+                    catch (e) {{ return 'refused'; }}
+                }}"
+            );
+            let (finished, _) = run(&[("index.js", &source)], serde_json::Value::Null);
+            assert_eq!(ok(&finished), serde_json::json!("refused"), "{name}");
+        }
     }
 
     #[test]

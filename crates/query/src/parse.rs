@@ -23,6 +23,12 @@ pub struct Limits {
     pub max_depth: usize,
     /// The most items in an `in` list.
     pub max_list: usize,
+    /// The most comparisons (`a = b`, `a in [...]`, a bare operand) in one expression: `&&` and
+    /// `||` chain them without nesting, and a realtime filter is judged, comparison by
+    /// comparison, against every change its subscriber may see.
+    pub max_comparisons: usize,
+    /// The most `~` and `!~` comparisons, each a search through a whole text.
+    pub max_contains: usize,
 }
 
 impl Default for Limits {
@@ -31,6 +37,8 @@ impl Default for Limits {
             max_length: 4096,
             max_depth: 16,
             max_list: 100,
+            max_comparisons: 64,
+            max_contains: 8,
         }
     }
 }
@@ -174,6 +182,9 @@ struct Parser<'a> {
     token: Token,
     at: usize,
     depth: usize,
+    /// Comparisons, and `~` comparisons among them, read so far.
+    comparisons: usize,
+    contains: usize,
     limits: Limits,
 }
 
@@ -202,6 +213,8 @@ pub fn parse(src: &str, limits: Limits) -> Result<Expr, QueryError> {
         token,
         at,
         depth: 0,
+        comparisons: 0,
+        contains: 0,
         limits,
     };
     if parser.token == Token::End {
@@ -293,11 +306,43 @@ impl Parser<'_> {
         }
     }
 
+    /// Counts one comparison (a search through text when `contains`) against the limits.
+    fn count(&mut self, at: usize, contains: bool) -> Result<(), QueryError> {
+        self.comparisons += 1;
+        self.contains += usize::from(contains);
+        if self.comparisons > self.limits.max_comparisons {
+            return Err(QueryError::new(
+                ErrorKind::TooLong,
+                at,
+                format!(
+                    "an expression holds at most {} comparisons",
+                    self.limits.max_comparisons
+                ),
+            ));
+        }
+        if self.contains > self.limits.max_contains {
+            return Err(QueryError::new(
+                ErrorKind::TooLong,
+                at,
+                format!(
+                    "an expression holds at most {} ~ and !~ comparisons",
+                    self.limits.max_contains
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn predicate(&mut self) -> Result<Expr, QueryError> {
+        let start = self.at;
         let left = self.operand()?;
         match self.token.clone() {
             Token::Op(op) => {
                 let at = self.at;
+                self.count(
+                    at,
+                    matches!(op, CompareOp::Contains | CompareOp::NotContains),
+                )?;
                 self.advance()?;
                 let right = self.operand()?;
                 Ok(Expr::Compare {
@@ -309,6 +354,7 @@ impl Parser<'_> {
             }
             Token::Name(name) if name == "in" => {
                 let at = self.at;
+                self.count(at, false)?;
                 self.advance()?;
                 if self.token != Token::OpenList {
                     return Err(self.unexpected("[ after in"));
@@ -333,7 +379,10 @@ impl Parser<'_> {
                 self.advance()?;
                 Ok(Expr::In { left, list, at })
             }
-            _ => Ok(Expr::Truth(left)),
+            _ => {
+                self.count(start, false)?;
+                Ok(Expr::Truth(left))
+            }
         }
     }
 
@@ -489,5 +538,28 @@ mod tests {
         assert_eq!(p(&nots).unwrap_err().kind, ErrorKind::TooDeep);
         let list = format!("a in [{}]", vec!["1"; 101].join(","));
         assert_eq!(p(&list).unwrap_err().kind, ErrorKind::TooLong);
+    }
+
+    #[test]
+    fn chains_of_comparisons_are_bounded_without_nesting() {
+        let chain = |term: &str, n: usize| vec![term; n].join(" || ");
+        assert!(p(&chain("a = 1", 64)).is_ok());
+        let long = p(&chain("a = 1", 65)).unwrap_err();
+        assert_eq!(long.kind, ErrorKind::TooLong, "{long}");
+        assert!(long.message.contains("64 comparisons"), "{long}");
+        assert!(p(&chain("a", 64)).is_ok());
+        assert_eq!(p(&chain("a", 65)).unwrap_err().kind, ErrorKind::TooLong);
+        assert!(p(&chain("a in [1, 2]", 64)).is_ok());
+        assert_eq!(
+            p(&chain("a in [1]", 65)).unwrap_err().kind,
+            ErrorKind::TooLong
+        );
+        // `~` searches are bounded apart, more tightly, whichever way they are chained.
+        assert!(p(&chain("t ~ 'zq'", 8)).is_ok());
+        let searches = p(&format!("{} && t !~ 'q'", chain("t ~ 'zq'", 8))).unwrap_err();
+        assert_eq!(searches.kind, ErrorKind::TooLong, "{searches}");
+        assert!(searches.message.contains("8 ~"), "{searches}");
+        let nested = format!("({}) && ({})", chain("t ~ 'a'", 4), chain("t ~ 'b'", 5));
+        assert_eq!(p(&nested).unwrap_err().kind, ErrorKind::TooLong);
     }
 }

@@ -141,7 +141,7 @@ impl SqlBuilder {
                 let alternatives: Vec<String> = groups
                     .into_iter()
                     .map(|(kind, items)| {
-                        let left_sql = self.json_guarded(left, kind, schema);
+                        let left_sql = self.json_guarded(left, kind);
                         let items: Vec<String> = items
                             .into_iter()
                             .map(|item| self.value_side(item, schema, true))
@@ -227,11 +227,11 @@ impl SqlBuilder {
                     return "(NULL)".into();
                 };
                 let (l, r) = if std::ptr::eq(json_side, left) {
-                    let l = self.json_guarded(left, kind, schema);
+                    let l = self.json_guarded(left, kind);
                     (l, self.value_side(right, schema, true))
                 } else {
                     let l = self.value_side(left, schema, true);
-                    (l, self.json_guarded(right, kind, schema))
+                    (l, self.json_guarded(right, kind))
                 };
                 format!("({l} {} {r})", symbol(op))
             }
@@ -248,9 +248,13 @@ impl SqlBuilder {
 
     /// A JSON operand as a value of `kind`, or NULL when it holds another type (or JSON null,
     /// or nothing).
-    fn json_guarded(&mut self, operand: &Operand, kind: JsonKind, schema: &Schema) -> String {
+    fn json_guarded(&mut self, operand: &Operand, kind: JsonKind) -> String {
         let Operand::Field { path, .. } = operand else {
-            return self.operand(operand, schema);
+            // The one JSON operand that is not a field: a JSON field's value in the body being
+            // written, bound as its JSON text. As in memory, it compares with no value (only
+            // with null): on SQLite the text `"admin"` would differ from 'admin' and order
+            // after every number, so `@request.data.meta != 'admin'` held for "admin".
+            return "(NULL)".into();
         };
         let column = quote(&path[0]);
         match self.dialect {
@@ -282,7 +286,7 @@ impl SqlBuilder {
                     column
                 } else {
                     let p = self.param(
-                        Param::Value(Value::Text(format!("{{{}}}", path[1..].join(",")))),
+                        Param::Value(Value::Text(pg_path(&path[1..]))),
                         Cast::TextArray,
                     );
                     format!("({column} #> {p})")
@@ -394,7 +398,7 @@ impl SqlBuilder {
                     }
                     Dialect::Postgres => {
                         let p = self.param(
-                            Param::Value(Value::Text(format!("{{{}}}", path[1..].join(",")))),
+                            Param::Value(Value::Text(pg_path(&path[1..]))),
                             Cast::TextArray,
                         );
                         format!("({column} #> {p})")
@@ -489,6 +493,14 @@ fn literal_param(literal: &Literal) -> (Param, Cast) {
 /// A quoted identifier. Names come from the schema; quotes are doubled all the same.
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A JSON path as PostgreSQL's `text[]` literal, for `#>`. Every segment is quoted: unquoted,
+/// a segment spelled `null` (in any case) would be the array's NULL, and the path would find
+/// nothing (segments are words, so a quote or backslash never needs escaping).
+fn pg_path(segments: &[String]) -> String {
+    let quoted: Vec<String> = segments.iter().map(|s| format!("\"{s}\"")).collect();
+    format!("{{{}}}", quoted.join(","))
 }
 
 /// `$.a.b[0]` from checked segments (word characters only).

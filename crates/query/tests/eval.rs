@@ -132,6 +132,7 @@ fn the_shared_cases_match_the_rows_both_databases_return() {
         ("j6", json!({})),
         ("j7", json!({"v": "abc"})),
         ("j8", json!({"v": [1, 2]})),
+        ("j9", json!({"null": 7})),
     ]
     .into_iter()
     .map(|(id, meta)| Row {

@@ -227,6 +227,55 @@ fn json_values_compare_only_with_values_of_their_own_type() {
 }
 
 #[test]
+fn a_json_fields_request_value_compares_only_with_null_in_sql_and_in_memory() {
+    use cloudlet_query::{Bindings, Predicate};
+    use std::sync::Arc;
+    let schema = Arc::new(schema());
+    let conn = database();
+    let body = Bindings {
+        request_data: [("meta".to_owned(), Value::Text("\"admin\"".into()))].into(),
+        ..Bindings::default()
+    };
+    for (rule, expected) in [
+        ("@request.data.meta != 'admin'", false),
+        ("@request.data.meta = 'admin'", false),
+        ("@request.data.meta > 3", false),
+        ("@request.data.meta in ['admin', 3]", false),
+        ("!(@request.data.meta = 'admin')", false),
+        ("@request.data.meta != null", true),
+        ("@request.data.meta = null", false),
+    ] {
+        let predicate =
+            Predicate::new(parse(rule, Limits::default()).unwrap(), schema.clone()).unwrap();
+        let compiled = predicate.sql(Dialect::Sqlite);
+        let params: Vec<rusqlite::types::Value> = compiled
+            .params
+            .iter()
+            .map(|param| match body.resolve(param) {
+                Value::Text(t) => rusqlite::types::Value::Text(t),
+                Value::Int(i) => rusqlite::types::Value::Integer(i),
+                _ => rusqlite::types::Value::Null,
+            })
+            .collect();
+        let in_sql: bool = conn
+            .query_row(
+                &format!("SELECT coalesce(({}), 0) <> 0", compiled.sql),
+                rusqlite::params_from_iter(params.iter()),
+                |r| r.get(0),
+            )
+            .unwrap_or_else(|e| panic!("{rule}: {}: {e}", compiled.sql));
+        let record = cloudlet_query::Record::default();
+        let in_memory = predicate.matches(&record, &body);
+        assert_eq!(
+            (in_sql, in_memory),
+            (expected, expected),
+            "{rule}: {}",
+            compiled.sql
+        );
+    }
+}
+
+#[test]
 fn a_predicate_says_whether_it_reads_the_body_being_written() {
     use cloudlet_query::Predicate;
     use std::sync::Arc;

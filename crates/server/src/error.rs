@@ -110,7 +110,7 @@ codes! {
     InvalidFilter = "invalid_filter", 400, "a filter does not parse";
     UnknownField = "unknown_field", 400, "a field the collection does not have";
     TypeMismatch = "type_mismatch", 400, "a filter compares a field with a value of another type";
-    FilterTooLong = "filter_too_long", 400, "a filter over its length limit";
+    FilterTooLong = "filter_too_long", 400, "a filter over its length limit (bytes, `in` items, comparisons or `~` comparisons)";
     FilterTooDeep = "filter_too_deep", 400, "a filter nested too deep";
     InvalidSort = "invalid_sort", 400, "a sort on an unknown field or in a bad form";
     InvalidCursor = "invalid_cursor", 400, "a cursor that is not one this listing gave";
@@ -174,7 +174,7 @@ codes! {
     PaymentsUnsettled = "payments_unsettled", 409, "deleting an app with orders that may still be paid or refunds pending: wait until they settle or close them";
     // The console.
     ConsoleLoginRequired = "console_login_required", 401, "a console request without a live session: log in to the console";
-    CsrfFailed = "csrf_failed", 403, "a console write without its session's `x-cloudlet-csrf` token, or from another origin";
+    CsrfFailed = "csrf_failed", 403, "a console write without its session's `x-cloudlet-csrf` token, or a console request from another origin";
     AlreadySetUp = "already_set_up", 409, "the console's first owner exists: log in instead";
     PersonNotFound = "person_not_found", 404, "no such person in the console";
     PersonExists = "person_exists", 409, "a console person with that email exists";
@@ -211,6 +211,7 @@ codes! {
     PresenceFull = "presence_full", 429, "the app's presence holds as many bytes as it may (16 MiB of states)";
     // The server.
     NotReady = "not_ready", 503, "from `/readyz` only: the server is starting or shutting down";
+    QueryTimeout = "query_timeout", 503, "a database query ran past its 30 s and was stopped (a filter too costly for the data: narrow it, or index its fields); on SQLite and PostgreSQL alike";
     DatabaseUnavailable = "database_unavailable", 503, "the database can not be reached now, or every connection stayed busy past `database.pool_wait_secs` (`retry-after` says when to try again)";
     InternalError = "internal_error", 500, "a fault of the server; the details are in its log under the request id";
 }
@@ -252,6 +253,13 @@ impl ApiError {
                 .retry_after(1)
             }
             StoreError::NoSuchTenant => ApiError::new(Code::AppNotFound, "no such app"),
+            StoreError::TimedOut => {
+                tracing::warn!(error = %whole, "a query ran past its time");
+                ApiError::new(
+                    Code::QueryTimeout,
+                    "the query ran past its time limit and was stopped",
+                )
+            }
             _ => ApiError::internal(whole),
         }
     }

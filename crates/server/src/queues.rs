@@ -593,12 +593,12 @@ impl cloudlet_core::data::Triggers for TriggerRouting {
         &self,
         app: &AppName,
         kind: &str,
+        depth: u8,
     ) -> Result<Option<(Emit, HintTicket)>, StoreError> {
         let event = PayEvent::of_kind(kind)
             .ok_or_else(|| StoreError::Task(format!("no payment event {kind:?}")))?;
         let functions = self.functions.triggered_by_pay(app, event).await;
-        // Callbacks and checks come from outside any trigger's run.
-        self.emit(app, kind, functions, 0).await
+        self.emit(app, kind, functions, depth).await
     }
 
     async fn emit_for_files(

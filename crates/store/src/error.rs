@@ -39,6 +39,10 @@ pub enum StoreError {
     /// The database was closed (the app was evicted or the server is shutting down).
     #[error("the database is closed")]
     Closed,
+    /// A statement ran past its time limit ([`STATEMENT_TIMEOUT`](crate::STATEMENT_TIMEOUT))
+    /// and was stopped.
+    #[error("a statement ran past its time limit and was stopped")]
+    TimedOut,
     /// A database file was written by a newer Cloudlet than this one.
     #[error("database {path} has schema version {found}, newer than this build knows ({known})")]
     SchemaTooNew {

@@ -40,6 +40,11 @@ mod tenants;
 pub mod transfer;
 mod users;
 
+/// How long one statement may run, on either backend: a request's query that runs longer (a
+/// pathological filter over a large table) is stopped ([`StoreError::TimedOut`]), so that it
+/// can not hold a connection, or one of an app's SQLite readers, for ever.
+pub const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub use app_name::{AppName, InvalidAppName};
 pub use bell::{Bell, NoBell, Ring, Topic, Topics};
 pub use blobs::{

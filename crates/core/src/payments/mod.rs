@@ -1121,7 +1121,15 @@ impl Payments {
     ) -> Result<OrderRow, PayError> {
         let kind = change.log_kind();
         let emitted = match self.0.triggers.get() {
-            Some(triggers) => triggers.emit_for_pay(app, kind).await?,
+            // Callbacks and checks come from outside any trigger's run (depth 0); a change made
+            // by a function (`ctx.pay.close`) counts one deeper than the function, or a `pay`
+            // trigger that closes an order would trigger itself for ever.
+            Some(triggers) => {
+                let depth = crate::data::TRIGGER_DEPTH
+                    .try_with(|depth| *depth)
+                    .unwrap_or(0);
+                triggers.emit_for_pay(app, kind, depth).await?
+            }
             None => None,
         };
         let (emit, ticket): (_, Option<HintTicket>) = match emitted {

@@ -74,7 +74,8 @@ pub const CASES: &[(&str, &[&str])] = &[
 /// or a missing key, the comparison is unknown and the row is not returned.
 pub const JSON_ROWS: &str = r#"
     ('j1', '{"v": 2}'), ('j2', '{"v": "2"}'), ('j3', '{"v": true}'), ('j4', '{"v": null}'),
-    ('j5', '{"v": 1}'), ('j6', '{}'), ('j7', '{"v": "abc"}'), ('j8', '{"v": [1, 2]}')"#;
+    ('j5', '{"v": 1}'), ('j6', '{}'), ('j7', '{"v": "abc"}'), ('j8', '{"v": [1, 2]}'),
+    ('j9', '{"null": 7}')"#;
 
 pub const JSON_CASES: &[(&str, &[&str])] = &[
     ("meta.v = 2", &["j1"]),
@@ -82,7 +83,9 @@ pub const JSON_CASES: &[(&str, &[&str])] = &[
     ("meta.v = true", &["j3"]),
     ("meta.v", &["j3"]),
     ("!meta.v", &[]),
-    ("meta.v = null", &["j4", "j6"]),
+    ("meta.v = null", &["j4", "j6", "j9"]),
+    // A key spelled like a keyword is a key like any other.
+    ("meta.null = 7", &["j9"]),
     ("meta.v != null", &["j1", "j2", "j3", "j5", "j7", "j8"]),
     ("meta.v < 5", &["j1", "j5"]),
     ("meta.v >= 1.5", &["j1"]),

@@ -659,6 +659,65 @@ async fn a_batch_writes_everything_or_nothing() {
 }
 
 #[tokio::test]
+async fn an_update_answers_only_what_the_callers_view_rule_shows() {
+    let s = scene().await;
+    let alices = s
+        .create(
+            &s.alice,
+            json!({ "title": "secret", "meta": { "pin": 1234 } }),
+        )
+        .await;
+    let id = alices["id"].as_str().unwrap();
+    // Anyone may update (mark a record done); only its owner views it (the default).
+    s.t.admin(Method::PUT, "/v1/admin/apps/notes/collections/todos")
+        .json(&json!({
+            "fields": [
+                { "name": "title", "type": "text", "required": true, "max_length": 200 },
+                { "name": "done", "type": "bool", "default": false },
+                { "name": "priority", "type": "integer", "min": 0, "max": 5 },
+                { "name": "meta", "type": "json" },
+                { "name": "due", "type": "datetime" }
+            ],
+            "indexes": [{ "fields": ["done"] }],
+            "rules": { "update": "" }
+        }))
+        .expect(StatusCode::OK)
+        .await;
+    let empty = s
+        .records(Method::PATCH, Some(&s.bob), &format!("/{id}"))
+        .json(&json!({}))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(
+        empty,
+        json!({ "id": id }),
+        "an empty update reads nothing out"
+    );
+    let batch =
+        s.t.request(Method::POST, "/v1/apps/notes/batch")
+            .bearer_auth(&s.bob)
+            .json(&json!({ "operations": [
+            { "op": "update", "collection": "todos", "id": id, "data": { "done": true } },
+            { "op": "create", "collection": "todos", "data": { "title": "bob's own" } },
+        ] }))
+            .expect(StatusCode::OK)
+            .await;
+    assert_eq!(batch["results"][0], json!({ "id": id }), "{batch}");
+    assert_eq!(batch["results"][1]["title"], "bob's own", "{batch}");
+    // The owner, who may view it, is answered the whole record, bob's change in it.
+    let own = s
+        .records(Method::PATCH, Some(&s.alice), &format!("/{id}"))
+        .json(&json!({ "priority": 2 }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(
+        (&own["title"], &own["done"], &own["meta"]["pin"]),
+        (&json!("secret"), &json!(true), &json!(1234))
+    );
+    s.t.stop().await;
+}
+
+#[tokio::test]
 async fn fields_pick_and_relations_expand_under_the_targets_view_rules() {
     let s = scene().await;
     let put = |name: &str, body: Value| {

@@ -85,10 +85,6 @@ const NODE_CLAIM_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 /// what each server process has cached of the apps it served.
 pub(crate) const CONNECTION_MAX_AGE: Duration = Duration::from_secs(300);
 
-/// How long one statement may run: a request's query that runs longer (a pathological filter
-/// over a large table) is cancelled by the server, so it can not hold a connection for ever.
-const STATEMENT_TIMEOUT: &str = "30s";
-
 /// Every store on one PostgreSQL database.
 pub struct Postgres {
     pool: Pool,
@@ -141,7 +137,10 @@ impl Postgres {
         config
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30));
-        let mut settings = format!("-c statement_timeout={STATEMENT_TIMEOUT}");
+        let mut settings = format!(
+            "-c statement_timeout={}ms",
+            crate::STATEMENT_TIMEOUT.as_millis()
+        );
         if options.durability == Durability::Process {
             settings.push_str(" -c synchronous_commit=off");
         }
@@ -564,6 +563,10 @@ impl From<tokio_postgres::Error> for StoreError {
             // Raised by `check_failed()`, when a write's check condition does not hold.
             if code.code() == "CL001" {
                 return StoreError::CheckFailed;
+            }
+            // Raised by `statement_timeout` (nothing else cancels a statement here).
+            if *code == SqlState::QUERY_CANCELED {
+                return StoreError::TimedOut;
             }
             if *code == SqlState::UNDEFINED_TABLE || *code == SqlState::INVALID_SCHEMA_NAME {
                 return StoreError::NoSuchTenant;

@@ -106,6 +106,13 @@ const INLINE_BUDGET: Duration = Duration::from_micros(200);
 const STEPS_PER_CHECK: i32 = 200;
 /// How long a reader waits for a locked database (on the blocking pool only).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a read may run on the blocking pool before it is stopped: as long as a statement
+/// on PostgreSQL (shorter in this module's tests).
+const READ_TIMEOUT: Duration = if cfg!(test) {
+    Duration::from_millis(500)
+} else {
+    crate::STATEMENT_TIMEOUT
+};
 
 /// Told the batch's outcome: committed (with the wait for its fsync) or not.
 type Completion = Box<dyn FnOnce(Result<OnDisk, StoreError>) + Send>;
@@ -465,10 +472,11 @@ impl Database {
             for (job, outcome) in ran.into_iter().zip(outcomes) {
                 (job.complete)(outcome);
             }
-            if !waiters.is_empty() {
-                if let Some(to_sync) = lock(&self.inner.to_sync).as_ref() {
-                    let _ = to_sync.send(waiters);
-                }
+            // Should the sync thread be gone, the waiters drop: the write answers an error.
+            if !waiters.is_empty()
+                && let Some(to_sync) = lock(&self.inner.to_sync).as_ref()
+            {
+                let _ = to_sync.send(waiters);
             }
         }
         Ok(match answer.try_recv() {
@@ -576,7 +584,7 @@ impl Database {
                 Some(conn) => conn,
                 None => open_reader(&inner.path)?,
             };
-            let result = read(&conn);
+            let result = run_timed(&conn, &read);
             lock(&inner.readers).push(conn);
             result
         })
@@ -607,6 +615,8 @@ impl Database {
 }
 
 thread_local! {
+    /// While a read runs on the blocking pool: when it is stopped, and whether it was.
+    static TIMED: Cell<Option<(Instant, bool)>> = const { Cell::new(None) };
     /// While a read runs inline: when its budget ends, and whether it was given up.
     static INLINE: Cell<Option<(Instant, bool)>> = const { Cell::new(None) };
 }
@@ -624,6 +634,35 @@ fn run_inline<T>(
         _ if given_up => None,
         Ok(result) => Some(result),
         Err(_) => Some(Err(StoreError::Task("a read panicked".into()))),
+    }
+}
+
+/// Runs `read` on the blocking pool, stopped past [`READ_TIMEOUT`] with
+/// [`StoreError::TimedOut`].
+fn run_timed<T>(
+    conn: &Connection,
+    read: &impl Fn(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    TIMED.set(Some((Instant::now() + READ_TIMEOUT, false)));
+    let result = read(conn);
+    match TIMED.take() {
+        Some((_, true)) => Err(StoreError::TimedOut),
+        _ => result,
+    }
+}
+
+/// Whether the read running on this thread is past its time: inline, its budget (it is given
+/// up, to run again); on the blocking pool, [`READ_TIMEOUT`] (it is stopped).
+fn out_of_time() -> bool {
+    if let Some((deadline, _)) = INLINE.get() {
+        return Instant::now() >= deadline && give_up_inline();
+    }
+    match TIMED.get() {
+        Some((deadline, _)) if Instant::now() >= deadline => {
+            TIMED.set(Some((deadline, true)));
+            true
+        }
+        _ => false,
     }
 }
 
@@ -658,15 +697,7 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     stable_plans(&conn)?;
     // Both handlers run on the thread executing the statement, so they see whether this read
     // runs inline.
-    conn.progress_handler(
-        STEPS_PER_CHECK,
-        Some(|| {
-            INLINE
-                .get()
-                .is_some_and(|(deadline, _)| Instant::now() >= deadline)
-                && give_up_inline()
-        }),
-    );
+    conn.progress_handler(STEPS_PER_CHECK, Some(out_of_time));
     conn.busy_handler(Some(|attempt: i32| {
         if give_up_inline() {
             return false;
@@ -1368,6 +1399,29 @@ mod tests {
         // The connection came back and the next short read is inline again.
         let (_, threads) = read_recording_threads(&db, "SELECT 1").await;
         assert_eq!(threads, vec![here]);
+    }
+
+    #[tokio::test]
+    async fn a_read_past_its_time_is_stopped_and_its_reader_serves_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        db.write(put("a")).await.unwrap();
+        let started = Instant::now();
+        let endless = db
+            .read(|c| {
+                Ok(c.query_row(
+                    "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) \
+                     SELECT count(*) FROM n",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )?)
+            })
+            .await;
+        assert!(matches!(endless, Err(StoreError::TimedOut)), "{endless:?}");
+        let took = started.elapsed();
+        assert!(took >= READ_TIMEOUT && took < READ_TIMEOUT * 10, "{took:?}");
+        assert!(has(&db, "a").await, "the reader serves the next read");
+        db.close();
     }
 
     #[tokio::test]
