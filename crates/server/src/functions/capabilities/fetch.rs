@@ -42,6 +42,15 @@ pub const MAX_FETCHES_PER_APP: usize = 16;
 /// Name lookups in flight at once. A lookup runs on a thread of its own (the system resolver
 /// blocks), which goes on after its fetch gave up, so they are counted until they end.
 const MAX_LOOKUPS: usize = 32;
+/// Of those, one app's: an app whose functions start lookups that never answer (names under a
+/// name server that keeps silent) and give up on them must not hold every app's lookups.
+const MAX_LOOKUPS_PER_APP: usize = 8;
+
+tokio::task_local! {
+    /// The lookups the app whose fetch is being sent may start: set around the send, read by
+    /// [`PublicOnly`] (the resolver is the client's, shared by every app).
+    static APP_LOOKUPS: Arc<Semaphore>;
+}
 
 const MAX_FETCH_BODY: usize = 10 * 1024 * 1024;
 /// How the resolver says it refused a name.
@@ -93,6 +102,7 @@ impl Fetcher {
             .dns_resolver(Arc::new(PublicOnly {
                 allow_private,
                 lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
+                lookup: system_lookup,
             }))
             // No idle sockets kept: a function can reach any number of hosts, and each idle
             // socket would be a descriptor outside the budget.
@@ -138,24 +148,28 @@ impl Fetcher {
             request = request.body(body);
         }
         // The app's share first, so that an app at its share waits without holding a socket.
-        let _share = AppShares::take(&self.apps, app).await;
+        let share = AppShares::take(&self.apps, app).await;
+        let app_lookups = share.lookups();
         let _socket = self
             .sockets
             .acquire()
             .await
             .map_err(|_| failure("fetch_failed", "the server is shutting down"))?;
-        let mut response = request.send().await.map_err(|e| {
-            // The resolver's refusal comes back wrapped in the connection error.
-            let mut source: Option<&dyn std::error::Error> = Some(&e);
-            while let Some(error) = source {
-                if error.to_string().contains(NOT_PUBLIC) {
-                    return failure("fetch_refused", error.to_string());
+        let mut response = APP_LOOKUPS
+            .scope(app_lookups, request.send())
+            .await
+            .map_err(|e| {
+                // The resolver's refusal comes back wrapped in the connection error.
+                let mut source: Option<&dyn std::error::Error> = Some(&e);
+                while let Some(error) = source {
+                    if error.to_string().contains(NOT_PUBLIC) {
+                        return failure("fetch_refused", error.to_string());
+                    }
+                    source = error.source();
                 }
-                source = error.source();
-            }
-            // Without the URL: its query may hold a key the caller must not see.
-            failure("fetch_failed", e.without_url().to_string())
-        })?;
+                // Without the URL: its query may hold a key the caller must not see.
+                failure("fetch_failed", e.without_url().to_string())
+            })?;
         let status = response.status().as_u16();
         let final_url = response.url().to_string();
         let headers: Map<String, Value> = response
@@ -193,7 +207,14 @@ impl Fetcher {
 /// forgotten when its last one ends.
 #[derive(Default)]
 struct AppShares {
-    apps: Mutex<HashMap<AppName, Arc<Semaphore>>>,
+    apps: Mutex<HashMap<AppName, AppBudget>>,
+}
+
+/// One app's requests and name lookups in flight.
+struct AppBudget {
+    fetches: Arc<Semaphore>,
+    /// Held by lookup threads until they end, past their fetch.
+    lookups: Arc<Semaphore>,
 }
 
 /// One request's place in its app's share.
@@ -201,24 +222,36 @@ struct Share {
     shares: Arc<AppShares>,
     app: AppName,
     permit: Option<OwnedSemaphorePermit>,
+    lookups: Option<Arc<Semaphore>>,
 }
 
 impl AppShares {
     async fn take(shares: &Arc<AppShares>, app: &AppName) -> Share {
-        let semaphore = {
+        let (fetches, lookups) = {
             let mut apps = shares.apps.lock().unwrap_or_else(PoisonError::into_inner);
-            let semaphore = apps
-                .entry(app.clone())
-                .or_insert_with(|| Arc::new(Semaphore::new(MAX_FETCHES_PER_APP)));
-            Arc::clone(semaphore)
+            let budget = apps.entry(app.clone()).or_insert_with(|| AppBudget {
+                fetches: Arc::new(Semaphore::new(MAX_FETCHES_PER_APP)),
+                lookups: Arc::new(Semaphore::new(MAX_LOOKUPS_PER_APP)),
+            });
+            (Arc::clone(&budget.fetches), Arc::clone(&budget.lookups))
         };
         // Never closed, so acquiring only waits.
-        let permit = semaphore.acquire_owned().await.ok();
+        let permit = fetches.acquire_owned().await.ok();
         Share {
             shares: Arc::clone(shares),
             app: app.clone(),
             permit,
+            lookups: Some(lookups),
         }
+    }
+}
+
+impl Share {
+    /// The app's lookups, for the resolver.
+    fn lookups(&self) -> Arc<Semaphore> {
+        self.lookups
+            .clone()
+            .unwrap_or_else(|| Arc::new(Semaphore::new(MAX_LOOKUPS_PER_APP)))
     }
 }
 
@@ -230,10 +263,14 @@ impl Drop for Share {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         drop(self.permit.take());
-        // Only the map holds it, with every permit back: nobody fetches or waits for this app.
-        let unused = apps.get(&self.app).is_some_and(|semaphore| {
-            Arc::strong_count(semaphore) == 1
-                && semaphore.available_permits() == MAX_FETCHES_PER_APP
+        drop(self.lookups.take());
+        // Only the map holds them, with every permit back: nobody fetches, waits or looks a
+        // name up for this app (a lookup thread still running keeps its app's budget, or a
+        // new one would let the app start more).
+        let unused = apps.get(&self.app).is_some_and(|budget| {
+            Arc::strong_count(&budget.fetches) == 1
+                && budget.fetches.available_permits() == MAX_FETCHES_PER_APP
+                && Arc::strong_count(&budget.lookups) == 1
         });
         if unused {
             apps.remove(&self.app);
@@ -247,22 +284,37 @@ struct PublicOnly {
     allow_private: bool,
     /// Lookups in flight, each holding its permit until its thread ends.
     lookups: Arc<Semaphore>,
+    /// The lookup itself (blocking): the system resolver's.
+    lookup: fn(&str) -> std::io::Result<Vec<SocketAddr>>,
+}
+
+fn system_lookup(host: &str) -> std::io::Result<Vec<SocketAddr>> {
+    Ok((host, 0).to_socket_addrs()?.collect())
 }
 
 impl reqwest::dns::Resolve for PublicOnly {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let allow_private = self.allow_private;
         let lookups = Arc::clone(&self.lookups);
+        let lookup = self.lookup;
+        // Read where the fetch is sent (a connection finished in the background, when another
+        // answered first, counts against the node's lookups alone).
+        let app_lookups = APP_LOOKUPS.try_with(Arc::clone).ok();
         Box::pin(async move {
+            let app_permit = match app_lookups {
+                Some(app_lookups) => Some(app_lookups.acquire_owned().await?),
+                None => None,
+            };
             let permit = lookups.acquire_owned().await?;
             let host = name.as_str().to_owned();
-            // The permit goes with the thread: a lookup its fetch gave up on still counts.
+            // The permits go with the thread: a lookup its fetch gave up on still counts.
             let resolved = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                (host.as_str(), 0).to_socket_addrs()
+                let _permits = (permit, app_permit);
+                lookup(&host)
             })
             .await??;
             let found: Vec<SocketAddr> = resolved
+                .into_iter()
                 .filter(|a| allow_private || is_public(a.ip()))
                 .collect();
             if found.is_empty() {
@@ -332,6 +384,83 @@ fn is_public(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::dns::Resolve;
+
+    /// Held by a test: lookups of names starting with `stuck` wait for it, as under a name
+    /// server that keeps silent.
+    static SILENT: Mutex<()> = Mutex::new(());
+
+    fn gated_lookup(host: &str) -> std::io::Result<Vec<SocketAddr>> {
+        if host.starts_with("stuck") {
+            drop(SILENT.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+        Ok(vec!["93.184.216.34:0".parse().unwrap()])
+    }
+
+    /// Whether `host` resolves within `ms` for the app of `app_lookups`.
+    async fn resolves_in(
+        ms: u64,
+        resolver: &PublicOnly,
+        app_lookups: &Arc<Semaphore>,
+        host: &str,
+    ) -> bool {
+        let name: reqwest::dns::Name = host.parse().unwrap();
+        APP_LOOKUPS
+            .scope(Arc::clone(app_lookups), async {
+                tokio::time::timeout(Duration::from_millis(ms), resolver.resolve(name)).await
+            })
+            .await
+            .is_ok_and(|found| found.is_ok())
+    }
+
+    async fn resolves(resolver: &PublicOnly, app_lookups: &Arc<Semaphore>, host: &str) -> bool {
+        resolves_in(500, resolver, app_lookups, host).await
+    }
+
+    // The guard is held across awaits on purpose: it stands for a silent name server, and the
+    // lookup threads, not the runtime, wait on it.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_app_giving_up_on_silent_lookups_holds_its_own_share_of_them_alone() {
+        let resolver = PublicOnly {
+            allow_private: false,
+            lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
+            lookup: gated_lookup,
+        };
+        let (a, b) = (
+            Arc::new(Semaphore::new(MAX_LOOKUPS_PER_APP)),
+            Arc::new(Semaphore::new(MAX_LOOKUPS_PER_APP)),
+        );
+        let silent = SILENT.lock().unwrap_or_else(PoisonError::into_inner);
+        // App A asks for as many lookups as the node has, giving up on each.
+        for i in 0..MAX_LOOKUPS {
+            assert!(!resolves_in(20, &resolver, &a, &format!("stuck{i}.example")).await);
+        }
+        assert_eq!(
+            resolver.lookups.available_permits(),
+            MAX_LOOKUPS - MAX_LOOKUPS_PER_APP,
+            "only A's share of threads is stuck"
+        );
+        assert!(
+            resolves(&resolver, &b, "fine.example").await,
+            "B still looks names up"
+        );
+        assert!(
+            !resolves(&resolver, &a, "fine.example").await,
+            "A waits for its own"
+        );
+        drop(silent);
+        for _ in 0..100 {
+            if resolver.lookups.available_permits() == MAX_LOOKUPS {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            resolves(&resolver, &a, "fine.example").await,
+            "A's come back"
+        );
+    }
 
     #[test]
     fn only_public_addresses_are_public() {
