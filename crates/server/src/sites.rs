@@ -2,13 +2,18 @@
 //! `/sites/{app}/…` with content types, ETags and cache headers; and the client SDK at
 //! `/sdk/cloudlet.js` for them to import.
 
+use std::sync::{Arc, OnceLock};
+
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use cloudlet_core::apps::AppName;
 use cloudlet_core::sites::SiteError;
 use cloudlet_store::SiteFile;
+use http_body_util::Full;
 use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -171,6 +176,62 @@ async fn serve(
     serve_path(&state, &app, &path, &headers).await
 }
 
+/// Bytes of site files a node holds in answers at once. A file is read whole (up to 10 MiB) and
+/// held until its client has read it: without a bound, slow readers of a large public file
+/// could hold any amount of memory.
+const SITE_BYTES_IN_ANSWERS: usize = 256 << 20;
+
+fn site_bytes() -> &'static Arc<Semaphore> {
+    static BYTES: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    BYTES.get_or_init(|| Arc::new(Semaphore::new(SITE_BYTES_IN_ANSWERS)))
+}
+
+/// A site file's bytes in an answer, holding their place among [`SITE_BYTES_IN_ANSWERS`] until
+/// the answer is sent or dropped.
+struct HeldBody {
+    body: Full<Bytes>,
+    _place: OwnedSemaphorePermit,
+}
+
+impl http_body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// `content` as an answer's body, if the node has room for its bytes.
+fn held(content: Vec<u8>) -> Result<axum::body::Body, ApiError> {
+    let busy = || {
+        ApiError::new(
+            Code::ServerBusy,
+            "the server holds as many site files in answers as it may; try again",
+        )
+        .retry_after(1)
+    };
+    let bytes = u32::try_from(content.len()).map_err(|_| busy())?;
+    let place = Arc::clone(site_bytes())
+        .try_acquire_many_owned(bytes)
+        .map_err(|_| busy())?;
+    Ok(axum::body::Body::new(HeldBody {
+        body: Full::new(Bytes::from(content)),
+        _place: place,
+    }))
+}
+
 async fn serve_path(
     state: &AppState,
     app: &AppName,
@@ -195,7 +256,7 @@ async fn serve_path(
     let mut response = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        content.into_response()
+        held(content)?.into_response()
     };
     let out = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&etag) {
@@ -210,4 +271,33 @@ async fn serve_path(
         HeaderValue::from_static("nosniff"),
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn answers_hold_their_bytes_of_the_nodes_room_until_sent() {
+        let free = || site_bytes().available_permits();
+        let before = free();
+        let body = held(vec![7; 1000]).unwrap();
+        assert_eq!(free(), before - 1000, "held while the answer is out");
+        let sent = body.collect().await.unwrap().to_bytes();
+        assert_eq!(sent.len(), 1000);
+        assert_eq!(free(), before, "given back once sent");
+
+        let hog = Arc::clone(site_bytes())
+            .try_acquire_many_owned(u32::try_from(before - 10).unwrap())
+            .unwrap();
+        let refused = held(vec![7; 11]).err().unwrap();
+        assert_eq!(
+            (refused.code, refused.retry_after),
+            (Code::ServerBusy, Some(1))
+        );
+        drop(hog);
+        drop(held(vec![7; 11]).unwrap());
+        assert_eq!(free(), before);
+    }
 }
