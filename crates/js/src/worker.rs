@@ -1,7 +1,8 @@
 //! The `cloudlet worker` process: reads frames on stdin, runs them one at a time, answers on
 //! stdout. It opens nothing of its own: the file-descriptor limit is lowered to the ones it
-//! holds, so JavaScript (which has no file or socket API here anyway) could not open a file or a
-//! socket even through a bug in the engine; every I/O is a host call.
+//! holds, and a seccomp filter refuses the system calls that open files or sockets, start
+//! programs or reach other processes, so JavaScript (which has no file or socket API here
+//! anyway) could not do so even through a bug in the engine; every I/O is a host call.
 //!
 //! One thread does everything: it waits for input with `poll`, so that it can also sweep idle
 //! runtimes and stop at an invocation's deadline, with no reader thread to hand frames over.
@@ -52,7 +53,7 @@ pub fn run(idle: Duration) -> io::Result<()> {
         cpu_at_start: Duration::ZERO,
         demoted: false,
     }));
-    confine();
+    confine()?;
     // The server's first frame names the capabilities' shims.
     let shims = match inbox.borrow_mut().next(Instant::now() + SETUP_TIMEOUT)? {
         Next::Frame(ToWorker::Setup { shims }) => shims,
@@ -395,8 +396,9 @@ fn cpu_time() -> Duration {
     )
 }
 
-/// No new files or sockets, no new privileges, no core dumps.
-fn confine() {
+/// No new files or sockets, no new privileges, no core dumps, and no system call that reaches
+/// outside the process.
+fn confine() -> io::Result<()> {
     let limit = |value| libc::rlimit {
         rlim_cur: value,
         rlim_max: value,
@@ -410,5 +412,271 @@ fn confine() {
         libc::setrlimit(libc::RLIMIT_CORE, &limit(0));
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
         libc::setrlimit(libc::RLIMIT_NOFILE, &limit(4));
+    }
+    #[cfg(target_os = "linux")]
+    seccomp::install()?;
+    Ok(())
+}
+
+/// A seccomp filter for the worker: the limit on descriptors alone does not hold against native
+/// code run through a bug in the engine (it could close a standard descriptor and open a file or
+/// a socket in its place, or signal the server, which runs as the same user). The filter
+/// refuses (`EPERM`) every system call that opens a file or a socket, starts a program, signals
+/// or inspects another process, changes another process's priority, or reaches a kernel
+/// surface the worker has no use for; the worker itself only reads, writes and polls its pipes,
+/// allocates memory, reads clocks and lowers its own priority. A list of refusals rather than of
+/// allowances: an allocator or the standard library reaching for a call not foreseen here must
+/// not kill a worker in production.
+#[cfg(target_os = "linux")]
+mod seccomp {
+    use std::collections::BTreeMap;
+    use std::io;
+
+    use seccompiler::{
+        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule,
+    };
+
+    /// Refused whatever their arguments.
+    const REFUSED: &[libc::c_long] = &[
+        // Files: opening, making, naming, mounting.
+        libc::SYS_openat,
+        libc::SYS_openat2,
+        libc::SYS_open_by_handle_at,
+        libc::SYS_name_to_handle_at,
+        libc::SYS_mknodat,
+        libc::SYS_linkat,
+        libc::SYS_symlinkat,
+        libc::SYS_unlinkat,
+        libc::SYS_renameat,
+        libc::SYS_renameat2,
+        libc::SYS_mkdirat,
+        libc::SYS_fchmodat,
+        libc::SYS_fchownat,
+        libc::SYS_truncate,
+        libc::SYS_chdir,
+        libc::SYS_chroot,
+        libc::SYS_mount,
+        libc::SYS_umount2,
+        libc::SYS_pivot_root,
+        libc::SYS_memfd_create,
+        // Sockets.
+        libc::SYS_socket,
+        libc::SYS_socketpair,
+        libc::SYS_connect,
+        libc::SYS_bind,
+        libc::SYS_listen,
+        libc::SYS_accept,
+        libc::SYS_accept4,
+        // Programs and other processes.
+        libc::SYS_execve,
+        libc::SYS_execveat,
+        libc::SYS_kill,
+        libc::SYS_tkill,
+        libc::SYS_rt_sigqueueinfo,
+        libc::SYS_rt_tgsigqueueinfo,
+        libc::SYS_pidfd_open,
+        libc::SYS_pidfd_send_signal,
+        libc::SYS_pidfd_getfd,
+        libc::SYS_ptrace,
+        libc::SYS_process_vm_readv,
+        libc::SYS_process_vm_writev,
+        libc::SYS_kcmp,
+        // Kernel surfaces.
+        libc::SYS_bpf,
+        libc::SYS_perf_event_open,
+        libc::SYS_userfaultfd,
+        libc::SYS_io_uring_setup,
+        libc::SYS_io_uring_enter,
+        libc::SYS_io_uring_register,
+        libc::SYS_keyctl,
+        libc::SYS_add_key,
+        libc::SYS_request_key,
+        libc::SYS_unshare,
+        libc::SYS_setns,
+        libc::SYS_personality,
+        libc::SYS_init_module,
+        libc::SYS_finit_module,
+        libc::SYS_delete_module,
+        libc::SYS_kexec_load,
+        libc::SYS_reboot,
+        libc::SYS_swapon,
+        libc::SYS_swapoff,
+        libc::SYS_acct,
+        libc::SYS_syslog,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_open,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_creat,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_mknod,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_link,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_symlink,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_unlink,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_rename,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_mkdir,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_rmdir,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_chmod,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_chown,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_lchown,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_fork,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_vfork,
+    ];
+
+    /// Refused unless they name this process: (call, which argument is the process).
+    const OWN_ONLY: &[(libc::c_long, u8)] = &[
+        (libc::SYS_tgkill, 0),
+        (libc::SYS_setpriority, 1),
+        (libc::SYS_sched_setscheduler, 0),
+        (libc::SYS_sched_setparam, 0),
+        (libc::SYS_sched_setattr, 0),
+        (libc::SYS_sched_setaffinity, 0),
+        (libc::SYS_ioprio_set, 1),
+        (libc::SYS_prlimit64, 0),
+    ];
+
+    pub fn install() -> io::Result<()> {
+        let own = u64::from(std::process::id());
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+            REFUSED.iter().map(|call| (*call, Vec::new())).collect();
+        for &(call, arg) in OWN_ONLY {
+            // Refused when the process named is neither 0 (this one) nor this one's id.
+            let other = SeccompRule::new(vec![
+                SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, 0)
+                    .map_err(failed)?,
+                SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, own)
+                    .map_err(failed)?,
+            ])
+            .map_err(failed)?;
+            rules.insert(call, vec![other]);
+        }
+        let arch: seccompiler::TargetArch = std::env::consts::ARCH.try_into().map_err(failed)?;
+        let refused = SeccompAction::Errno(u32::try_from(libc::EPERM).map_err(failed)?);
+        let filter =
+            SeccompFilter::new(rules, SeccompAction::Allow, refused, arch).map_err(failed)?;
+        let program: BpfProgram = filter.try_into().map_err(failed)?;
+        seccompiler::apply_filter(&program).map_err(failed)
+    }
+
+    fn failed(e: impl std::fmt::Display) -> io::Error {
+        io::Error::other(format!("seccomp: {e}"))
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// Set in the child process that [`a_confined_worker_opens_nothing_and_signals_no_one`]
+    /// starts: the confinement applies to a whole process, not to one test among others.
+    const CHILD: &str = "CLOUDLET_TEST_CONFINED_CHILD";
+
+    /// What a system call answered: its result, or the error number.
+    fn outcome(result: libc::c_long) -> String {
+        if result >= 0 {
+            format!("ok:{result}")
+        } else {
+            format!(
+                "errno:{}",
+                io::Error::last_os_error().raw_os_error().unwrap_or(0)
+            )
+        }
+    }
+
+    #[test]
+    fn confined_child() {
+        if std::env::var_os(CHILD).is_none() {
+            return;
+        }
+        let parent = libc::c_long::from(std::os::unix::process::parent_id());
+        confine().unwrap();
+        // SAFETY: plain system calls with valid arguments; their effects are the test.
+        #[allow(unsafe_code)]
+        let seen = unsafe {
+            let socket = libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM, 0);
+            let socket = outcome(socket);
+            // A standard descriptor closed frees its number for a file: the filter, not the
+            // limit on descriptors, must stop the open.
+            libc::close(2);
+            let path = c"/etc/hostname";
+            let open = outcome(libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                libc::O_RDONLY,
+            ));
+            let signal = outcome(libc::syscall(libc::SYS_kill, parent, 0));
+            let exec = outcome(libc::syscall(
+                libc::SYS_execve,
+                c"/bin/true".as_ptr(),
+                std::ptr::null::<*const libc::c_char>(),
+                std::ptr::null::<*const libc::c_char>(),
+            ));
+            let renice = outcome(libc::syscall(
+                libc::SYS_setpriority,
+                libc::PRIO_PROCESS,
+                parent,
+                19,
+            ));
+            let own = outcome(libc::syscall(
+                libc::SYS_setpriority,
+                libc::PRIO_PROCESS,
+                0,
+                19,
+            ));
+            let memory = outcome(libc::syscall(
+                libc::SYS_mmap,
+                0,
+                1 << 20,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            ));
+            format!(
+                "socket={socket} open={open} kill={signal} execve={exec} renice={renice} own={} mmap={}",
+                own.split(':').next().unwrap_or(""),
+                memory.split(':').next().unwrap_or("")
+            )
+        };
+        println!("CONFINED {seen}");
+    }
+
+    #[test]
+    fn a_confined_worker_opens_nothing_and_signals_no_one() {
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "worker::tests::confined_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let seen = stdout
+            .lines()
+            .find_map(|line| line.split_once("CONFINED ").map(|(_, seen)| seen))
+            .unwrap_or_else(|| panic!("no answer from the child: {stdout}"));
+        let eperm = format!("errno:{}", libc::EPERM);
+        assert_eq!(
+            seen,
+            format!(
+                "socket={eperm} open={eperm} kill={eperm} execve={eperm} renice={eperm} own=ok mmap=ok"
+            ),
+            "{stdout}"
+        );
     }
 }
