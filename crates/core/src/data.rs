@@ -1459,7 +1459,7 @@ impl Data {
             match outcome {
                 BatchOutcome::Inserted(record) => results.push(record_json(compiled, record)),
                 BatchOutcome::Updated(_, record) => {
-                    results.push(self.as_viewed(app, name, compiled, actor, record).await?);
+                    results.push(self.as_viewed(app, name, compiled, actor, record).await);
                 }
                 BatchOutcome::Deleted(old) => {
                     let id = record_json(compiled, old)["id"].clone();
@@ -1550,8 +1550,9 @@ impl Data {
         self.emitted(app, ticket.into_iter().collect()).await;
         let (_, new) = updated?.ok_or(DataError::RecordNotFound)?;
         self.ring(app);
-        self.as_viewed(app, collection, &compiled, actor, &new)
-            .await
+        Ok(self
+            .as_viewed(app, collection, &compiled, actor, &new)
+            .await)
     }
 
     /// A record just updated, as the caller's view rule shows it: whole when the caller may
@@ -1565,28 +1566,30 @@ impl Data {
         compiled: &Compiled,
         actor: &Caller,
         record: &Record,
-    ) -> Result<Json, DataError> {
+    ) -> Json {
         let json = record_json(compiled, record);
         let open = matches!(actor, Caller::Admin | Caller::AppKey(_))
             || matches!(compiled.rules.get("view"), Some(RuleSql::Open));
         if open {
-            return Ok(json);
+            return json;
         }
         let id = json["id"].clone();
+        // The write has committed: a failed look at it answers as a hidden record would, never
+        // an error that a client would retry.
         let visible = match (self.rule(compiled, "view", actor, None), id.as_str()) {
             (Some(condition), Some(id)) => self
                 .0
                 .records
                 .get(app, collection, id, condition)
-                .await?
-                .is_some(),
+                .await
+                .is_ok_and(|found| found.is_some()),
             _ => false,
         };
-        Ok(if visible {
+        if visible {
             json
         } else {
             serde_json::json!({ "id": id })
-        })
+        }
     }
 
     pub async fn delete(

@@ -285,11 +285,7 @@ impl SqlBuilder {
                 let value = if path.len() == 1 {
                     column
                 } else {
-                    let p = self.param(
-                        Param::Value(Value::Text(pg_path(&path[1..]))),
-                        Cast::TextArray,
-                    );
-                    format!("({column} #> {p})")
+                    self.pg_at(&column, &path[1..])
                 };
                 format!("(CASE WHEN jsonb_typeof({value}) = '{json_type}' THEN {value} END)")
             }
@@ -396,13 +392,7 @@ impl SqlBuilder {
                         );
                         format!("json_extract({column}, {p})")
                     }
-                    Dialect::Postgres => {
-                        let p = self.param(
-                            Param::Value(Value::Text(pg_path(&path[1..]))),
-                            Cast::TextArray,
-                        );
-                        format!("({column} #> {p})")
-                    }
+                    Dialect::Postgres => self.pg_at(&column, &path[1..]),
                 }
             }
             Operand::Variable { variable, .. } => match variable {
@@ -424,6 +414,38 @@ impl SqlBuilder {
                 let (param, cast) = literal_param(literal);
                 self.param(param, cast)
             }
+        }
+    }
+
+    /// The JSON value at `segments` below `column` on PostgreSQL. A digit segment indexes an
+    /// array and only an array, as on SQLite and in memory: `#>` alone would also read it as an
+    /// object's key (`meta.0` finding `{"0": 1}`), so each one is guarded.
+    fn pg_at(&mut self, column: &str, segments: &[String]) -> String {
+        let mut guards = Vec::new();
+        for (at, segment) in segments.iter().enumerate() {
+            if !segment.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let parent = if at == 0 {
+                column.to_owned()
+            } else {
+                let p = self.param(
+                    Param::Value(Value::Text(pg_path(&segments[..at]))),
+                    Cast::TextArray,
+                );
+                format!("({column} #> {p})")
+            };
+            guards.push(format!("jsonb_typeof({parent}) = 'array'"));
+        }
+        let p = self.param(
+            Param::Value(Value::Text(pg_path(segments))),
+            Cast::TextArray,
+        );
+        let value = format!("({column} #> {p})");
+        if guards.is_empty() {
+            value
+        } else {
+            format!("(CASE WHEN {} THEN {value} END)", guards.join(" AND "))
         }
     }
 

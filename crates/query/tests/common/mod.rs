@@ -75,7 +75,7 @@ pub const CASES: &[(&str, &[&str])] = &[
 pub const JSON_ROWS: &str = r#"
     ('j1', '{"v": 2}'), ('j2', '{"v": "2"}'), ('j3', '{"v": true}'), ('j4', '{"v": null}'),
     ('j5', '{"v": 1}'), ('j6', '{}'), ('j7', '{"v": "abc"}'), ('j8', '{"v": [1, 2]}'),
-    ('j9', '{"null": 7}')"#;
+    ('j9', '{"null": 7}'), ('j10', '{"0": 1, "v": {"0": 1}}'), ('j11', '{"v": [5]}')"#;
 
 pub const JSON_CASES: &[(&str, &[&str])] = &[
     ("meta.v = 2", &["j1"]),
@@ -86,7 +86,14 @@ pub const JSON_CASES: &[(&str, &[&str])] = &[
     ("meta.v = null", &["j4", "j6", "j9"]),
     // A key spelled like a keyword is a key like any other.
     ("meta.null = 7", &["j9"]),
-    ("meta.v != null", &["j1", "j2", "j3", "j5", "j7", "j8"]),
+    // A digit indexes an array, and only an array (never an object's key "0").
+    ("meta.0 = 1", &[]),
+    ("meta.v.0 = 1", &["j8"]),
+    ("meta.v.0 = 5", &["j11"]),
+    (
+        "meta.v != null",
+        &["j1", "j10", "j11", "j2", "j3", "j5", "j7", "j8"],
+    ),
     ("meta.v < 5", &["j1", "j5"]),
     ("meta.v >= 1.5", &["j1"]),
     ("meta.v > 'a'", &["j7"]),
@@ -97,5 +104,8 @@ pub const JSON_CASES: &[(&str, &[&str])] = &[
     // (JSON null included) does not contain it; nothing there is unknown.
     ("meta.v ~ 1", &["j8"]),
     ("meta.v ~ '1'", &[]),
-    ("meta.v !~ 1", &["j1", "j2", "j3", "j4", "j5", "j7"]),
+    (
+        "meta.v !~ 1",
+        &["j1", "j10", "j11", "j2", "j3", "j4", "j5", "j7"],
+    ),
 ];

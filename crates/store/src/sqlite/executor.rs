@@ -457,6 +457,11 @@ impl Database {
         {
             return Err(write);
         }
+        // Held until the waiters are handed over, so that the sync thread outlives them; gone
+        // once the database is closing, and then nothing is committed here.
+        let Some(to_sync) = lock(&self.inner.to_sync).clone() else {
+            return Err(write);
+        };
         let guard = match shared.conn.try_lock() {
             Ok(guard) => guard,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
@@ -465,20 +470,22 @@ impl Database {
         let Some(conn) = guard.as_ref() else {
             return Err(write);
         };
-        let (job, mut answer) = write_job(write, commit);
-        let finished = run_batch(conn, vec![job], self.inner.durability, &self.inner.sync);
-        drop(guard);
-        if let Some((ran, outcomes, waiters)) = finished {
-            for (job, outcome) in ran.into_iter().zip(outcomes) {
-                (job.complete)(outcome);
-            }
-            // Should the sync thread be gone, the waiters drop: the write answers an error.
-            if !waiters.is_empty()
-                && let Some(to_sync) = lock(&self.inner.to_sync).as_ref()
-            {
-                let _ = to_sync.send(waiters);
-            }
+        if !begin_inline(conn) {
+            return Err(write);
         }
+        let (job, mut answer) = write_job(write, commit);
+        let finished = run_begun(conn, vec![job], self.inner.durability, &self.inner.sync);
+        end_inline(conn);
+        drop(guard);
+        let (ran, outcomes, waiters) = finished;
+        for (job, outcome) in ran.into_iter().zip(outcomes) {
+            (job.complete)(outcome);
+        }
+        if !waiters.is_empty() {
+            // Should the sync thread be gone, the waiters drop: the write answers an error.
+            let _ = to_sync.send(waiters);
+        }
+        drop(to_sync);
         Ok(match answer.try_recv() {
             Ok(done) => done,
             Err(_) if self.inner.sync.failed.load(Ordering::Acquire) => Err(failed_sync()),
@@ -754,6 +761,47 @@ fn run_batch(
         tracing::error!(error = %e, path = ?conn.path(), "could not begin a write batch");
         return None;
     }
+    Some(run_begun(conn, batch, durability, sync))
+}
+
+/// How long the write connection waits for another connection's lock (on the writer thread).
+const WRITER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The WAL's pages past which a commit on the writer thread checkpoints it (SQLite's default).
+const WAL_AUTOCHECKPOINT: i64 = 1000;
+
+/// Begins a write on its caller's task: without waiting for another connection's lock (an
+/// earlier `Database` of the file still closing), and without the checkpoint SQLite would run
+/// at the commit that takes the WAL past [`WAL_AUTOCHECKPOINT`] pages, which syncs the WAL and
+/// the database file: both are the writer thread's, whose next commit checkpoints instead.
+/// False when the transaction did not begin (the write then queues for the writer thread).
+fn begin_inline(conn: &Connection) -> bool {
+    let begun = conn.busy_timeout(Duration::ZERO).is_ok()
+        && conn.pragma_update(None, "wal_autocheckpoint", 0).is_ok()
+        && conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+    if !begun {
+        end_inline(conn);
+    }
+    begun
+}
+
+/// Gives the write connection back its waiting and checkpoints, for the writer thread.
+fn end_inline(conn: &Connection) {
+    let restored = conn.busy_timeout(WRITER_BUSY_TIMEOUT).is_ok()
+        && conn
+            .pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)
+            .is_ok();
+    if !restored {
+        tracing::error!(path = ?conn.path(), "could not restore the write connection's settings");
+    }
+}
+
+/// [`run_batch`] in a transaction already begun.
+fn run_begun(
+    conn: &Connection,
+    batch: Vec<WriteJob>,
+    durability: Durability,
+    sync: &SyncState,
+) -> Finished {
     let commits: Vec<Commit> = batch.iter().map(|job| job.commit).collect();
     let ran: Vec<RanJob> = batch.into_iter().map(|job| (job.run)(conn)).collect();
     let committed = if ran.iter().all(|job| job.intact) {
@@ -782,7 +830,7 @@ fn run_batch(
             Err(e) => Err(StoreError::Task(e.clone())),
         })
         .collect();
-    Some((ran, outcomes, waiters))
+    (ran, outcomes, waiters)
 }
 
 fn run_writer(
@@ -1232,6 +1280,63 @@ mod tests {
             "busy: queued, {ran:?}"
         );
         assert_eq!(ran[2], caller, "idle again: on the caller's thread");
+        db.close();
+    }
+
+    /// The write connection's autocheckpoint threshold and busy timeout, as a write sees them.
+    fn settings(c: &Connection) -> Result<(i64, i64), StoreError> {
+        Ok((
+            c.pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))?,
+            c.pragma_query_value(None, "busy_timeout", |r| r.get(0))?,
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_small_write_on_its_caller_neither_checkpoints_nor_waits_for_a_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        let (inline, _) = db.write_committed_small(settings).await.unwrap();
+        assert_eq!(
+            inline,
+            (0, 0),
+            "the checkpoint and the waiting are the writer thread's"
+        );
+        let on_writer = db.write(settings).await.unwrap();
+        assert_eq!(
+            on_writer,
+            (WAL_AUTOCHECKPOINT, 5000),
+            "and given back to it"
+        );
+        db.close();
+    }
+
+    #[tokio::test]
+    async fn a_small_write_after_close_began_is_refused_and_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        db.write(put("warm")).await.unwrap();
+        // `a`'s fsync is held, so the closing writer waits for the sync thread.
+        let gate = lock(&db.inner.sync.gate);
+        let first = tokio::spawn({
+            let db = db.clone();
+            async move { db.write(put("a")).await }
+        });
+        until_syncs(&db, 2).await;
+        let closing = tokio::task::spawn_blocking({
+            let db = db.clone();
+            move || db.close()
+        });
+        while lock(&db.inner.to_sync).is_some() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let refused = db.write_committed_small(put("b")).await;
+        assert!(matches!(refused, Err(StoreError::Closed)), "{refused:?}");
+        drop(gate);
+        first.await.unwrap().unwrap();
+        closing.await.unwrap();
+        let db = open(dir.path());
+        assert!(has(&db, "a").await);
+        assert!(!has(&db, "b").await, "refused, so not written");
         db.close();
     }
 

@@ -65,7 +65,9 @@ const DEAD: i64 = 2;
 
 /// The most messages, and payload bytes, of a send small enough to commit on its sender's task
 /// when the writer is idle ([`Database::write_committed_small`](super::Database::write_committed_small)):
-/// a few rows, written in tens of microseconds.
+/// a few rows, written in tens of microseconds. (A claim in the same write first buries the
+/// queue's expired claims that have no attempt left; a backlog of those, which only the app's
+/// own consumers leave, is buried once, by whichever claim comes first.)
 const SMALL_SEND: (usize, usize) = (16, 16 * 1024);
 
 /// Whether a send is small enough to commit on its sender's task.
@@ -202,7 +204,9 @@ impl QueueStore for SqliteTenants {
         claim: ClaimAtSend,
     ) -> Result<(Vec<Sent>, Vec<Claimed>, OnDisk), StoreError> {
         let queue = queue.to_owned();
-        let small = small(&messages);
+        // The claim reads and rewrites what it takes: one message at most (whose payload is
+        // bounded) keeps the write small; a consumer that takes batches queues for the writer.
+        let small = small(&messages) && claim.leases.len() <= 1;
         let write = move |c: &Connection| {
             let sent = insert_messages(c, &queue, &messages, now_ms, key_ttl_ms)?;
             let claimed = claim_messages(c, &queue, claim.leases, now_ms, claim.until_ms)?;
