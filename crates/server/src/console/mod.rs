@@ -278,14 +278,21 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
         .into_response();
     };
     let console = state.console().clone();
+    let creates_app = method == Method::POST && template == "/v1/admin/apps";
     let done = state.tasks().spawn(crate::request_id::carried(async move {
         let _place = place;
         // A write that panics is still noted, as the 500 it answers.
-        let response = std::panic::AssertUnwindSafe(next.run(request))
+        let mut response = std::panic::AssertUnwindSafe(next.run(request))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| ApiError::internal(&"a console write panicked").into_response());
         let status = response.status().as_u16();
+        let mut app = app;
+        if creates_app && status == 201 {
+            // The new app's name is in the body, not the path: the entry names it too.
+            let (named, answer) = created_app(response).await;
+            (app, response) = (named, answer);
+        }
         console
             .audit(&who.person.email, app.as_ref(), &action, status)
             .await;
@@ -295,6 +302,23 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
         Ok(response) => response,
         Err(e) => ApiError::internal(&format!("a console write failed: {e}")).into_response(),
     }
+}
+
+/// The app an app's creation answered (its JSON's `name`), and the answer as it was.
+async fn created_app(response: Response) -> (Option<AppName>, Response) {
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        let failed = ApiError::internal(&"the new app's answer could not be read");
+        return (None, failed.into_response());
+    };
+    let name = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|answer| answer["name"].as_str().map(str::to_owned))
+        .and_then(|name| AppName::parse(&name).ok());
+    (
+        name,
+        Response::from_parts(parts, axum::body::Body::from(bytes)),
+    )
 }
 
 fn is_read(method: &Method) -> bool {

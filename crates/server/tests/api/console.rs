@@ -571,6 +571,19 @@ async fn writes_need_the_session_csrf_token_and_the_console_origin() {
         .map(|a| a["name"].clone())
         .collect();
     assert_eq!(names, [json!("a5")], "refused writes changed nothing");
+    // The app made is named in the log, though its name came in the body.
+    let log = owner
+        .request(Method::GET, "/console/api/audit")
+        .expect(StatusCode::OK)
+        .await;
+    let made: Vec<&Value> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "POST /v1/admin/apps" && e["status"] == 201)
+        .collect();
+    assert_eq!(made.len(), 1, "{log}");
+    assert_eq!(made[0]["app"], "a5", "{log}");
     // Reads of the API too: another site's page cannot have the browser search an app's
     // users, which the audit log would note in the person's name.
     let audited = || async {
