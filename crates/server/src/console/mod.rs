@@ -209,6 +209,22 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
     if !write && let Err(refused) = same_origin(&parts.headers, state.console_secure_cookie()) {
         return refused.into_response();
     }
+    // A read the audit log notes in the person's name must say where it comes from: a browser
+    // that sends no `Sec-Fetch-Site` (and no `Origin` on a GET) could be carrying another
+    // page's `<img>`.
+    let audited_read = !write && template.starts_with("/v1/admin/apps/{app}/users");
+    if audited_read
+        && parts
+            .headers
+            .get("sec-fetch-site")
+            .is_none_or(|site| site != "same-origin")
+    {
+        return ApiError::new(
+            Code::CsrfFailed,
+            "reading an app's users on the console's address needs Sec-Fetch-Site: same-origin",
+        )
+        .into_response();
+    }
     let app = match crate::extract::app_param(&mut parts, &state).await {
         Ok(app) => app,
         Err(refused) => return refused.into_response(),
@@ -257,7 +273,7 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
         let response = next.run(request).await;
         // Who looked at whom: reading the app's users (a search, a user's page, their
         // sessions) is noted like a change.
-        if template.starts_with("/v1/admin/apps/{app}/users") {
+        if audited_read {
             let status = response.status().as_u16();
             state
                 .console()

@@ -37,11 +37,14 @@ struct Person {
 }
 
 impl Person {
+    /// A request as the console's page makes it: with the session, and said to come from
+    /// the page's own origin (as browsers say).
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let builder = self
             .http
             .request(method.clone(), format!("{}{path}", self.base))
-            .header(COOKIE, &self.cookie);
+            .header(COOKIE, &self.cookie)
+            .header("sec-fetch-site", "same-origin");
         if method == Method::GET {
             builder
         } else {
@@ -596,6 +599,13 @@ async fn writes_need_the_session_csrf_token_and_the_console_origin() {
             .len()
     };
     let before = audited().await;
+    let unsaid = owner
+        .http
+        .get(format!("{}/v1/admin/apps/a5/users?search=ceo", owner.base))
+        .header(COOKIE, &owner.cookie);
+    unsaid
+        .expect_error(StatusCode::FORBIDDEN, "csrf_failed")
+        .await;
     for site in ["same-site", "cross-site"] {
         owner
             .http
