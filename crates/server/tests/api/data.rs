@@ -14,6 +14,21 @@ struct Scene {
     bob_id: String,
 }
 
+/// The scene's `todos` collection, with `rules`.
+fn todos(rules: Value) -> Value {
+    json!({
+        "fields": [
+            { "name": "title", "type": "text", "required": true, "max_length": 200 },
+            { "name": "done", "type": "bool", "default": false },
+            { "name": "priority", "type": "integer", "min": 0, "max": 5 },
+            { "name": "meta", "type": "json" },
+            { "name": "due", "type": "datetime" }
+        ],
+        "indexes": [{ "fields": ["done"] }],
+        "rules": rules
+    })
+}
+
 async fn scene() -> Scene {
     let t = TestApp::start().await;
     let key = t.create_app("notes").await;
@@ -29,16 +44,7 @@ async fn scene() -> Scene {
     let bob = login("bob").expect(StatusCode::CREATED).await;
     let created = t
         .admin(Method::PUT, "/v1/admin/apps/notes/collections/todos")
-        .json(&json!({
-            "fields": [
-                { "name": "title", "type": "text", "required": true, "max_length": 200 },
-                { "name": "done", "type": "bool", "default": false },
-                { "name": "priority", "type": "integer", "min": 0, "max": 5 },
-                { "name": "meta", "type": "json" },
-                { "name": "due", "type": "datetime" }
-            ],
-            "indexes": [{ "fields": ["done"] }]
-        }))
+        .json(&todos(json!({})))
         .expect(StatusCode::CREATED)
         .await;
     assert_eq!(
@@ -670,17 +676,7 @@ async fn an_update_answers_only_what_the_callers_view_rule_shows() {
     let id = alices["id"].as_str().unwrap();
     // Anyone may update (mark a record done); only its owner views it (the default).
     s.t.admin(Method::PUT, "/v1/admin/apps/notes/collections/todos")
-        .json(&json!({
-            "fields": [
-                { "name": "title", "type": "text", "required": true, "max_length": 200 },
-                { "name": "done", "type": "bool", "default": false },
-                { "name": "priority", "type": "integer", "min": 0, "max": 5 },
-                { "name": "meta", "type": "json" },
-                { "name": "due", "type": "datetime" }
-            ],
-            "indexes": [{ "fields": ["done"] }],
-            "rules": { "update": "" }
-        }))
+        .json(&todos(json!({ "update": "" })))
         .expect(StatusCode::OK)
         .await;
     let empty = s

@@ -1181,6 +1181,25 @@ mod tests {
         found == 1
     }
 
+    /// A write of `k` that holds the writer thread for 100 ms, under way when this returns.
+    async fn busy_writer(
+        db: &Database,
+        k: &'static str,
+    ) -> tokio::task::JoinHandle<Result<(), StoreError>> {
+        let slow = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.write(move |c| {
+                    std::thread::sleep(Duration::from_millis(100));
+                    put(k)(c)
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        slow
+    }
+
     #[tokio::test]
     async fn an_idle_writer_hands_its_fsync_over_and_a_busy_one_syncs_itself() {
         let dir = tempfile::tempdir().unwrap();
@@ -1188,17 +1207,7 @@ mod tests {
         db.write(put("a")).await.unwrap();
         // `b` holds the writer for a while; `c` is queued meanwhile, so once `b` commits the
         // writer finds more to do and runs `b`'s fsync itself before `c`'s batch.
-        let slow = tokio::spawn({
-            let db = db.clone();
-            async move {
-                db.write(|c| {
-                    std::thread::sleep(Duration::from_millis(100));
-                    put("b")(c)
-                })
-                .await
-            }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let slow = busy_writer(&db, "b").await;
         db.write(put("c")).await.unwrap();
         slow.await.unwrap().unwrap();
         let threads = lock(&db.inner.sync.threads).clone();
@@ -1244,17 +1253,7 @@ mod tests {
         assert!(synced_by[0].starts_with("sqlite-sync:"), "{synced_by:?}");
 
         // With the writer busy, it queues: the writer thread runs it after the batch it is in.
-        let slow = tokio::spawn({
-            let db = db.clone();
-            async move {
-                db.write(|c| {
-                    std::thread::sleep(Duration::from_millis(100));
-                    put("b")(c)
-                })
-                .await
-            }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let slow = busy_writer(&db, "b").await;
         let ((), on_disk) = db
             .write_committed_small(put_noting_thread("c", &ran))
             .await
