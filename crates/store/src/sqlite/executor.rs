@@ -318,9 +318,9 @@ impl Database {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
-             PRAGMA foreign_keys = ON;
-             PRAGMA busy_timeout = 5000;",
+             PRAGMA foreign_keys = ON;",
         )?;
+        conn.busy_timeout(WRITER_BUSY_TIMEOUT)?;
         stable_plans(&conn)?;
         (options.migrate)(&conn, path)?;
         conn.execute_batch("PRAGMA synchronous = NORMAL")?;
@@ -716,12 +716,11 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Where a write's outcome is answered: its value and the wait for its fsync, or its error.
+type Answer<T> = oneshot::Receiver<Result<(T, OnDisk), StoreError>>;
+
 /// A write's job for a batch, and where its outcome is answered.
-#[allow(clippy::type_complexity)]
-fn write_job<T, F>(
-    write: F,
-    commit: Commit,
-) -> (WriteJob, oneshot::Receiver<Result<(T, OnDisk), StoreError>>)
+fn write_job<T, F>(write: F, commit: Commit) -> (WriteJob, Answer<T>)
 where
     T: Send + 'static,
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -1301,9 +1300,10 @@ mod tests {
             "the checkpoint and the waiting are the writer thread's"
         );
         let on_writer = db.write(settings).await.unwrap();
+        let waits = i64::try_from(WRITER_BUSY_TIMEOUT.as_millis()).unwrap();
         assert_eq!(
             on_writer,
-            (WAL_AUTOCHECKPOINT, 5000),
+            (WAL_AUTOCHECKPOINT, waits),
             "and given back to it"
         );
         db.close();
