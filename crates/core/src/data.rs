@@ -1336,6 +1336,31 @@ impl Data {
         Ok((id, record, check))
     }
 
+    /// Whether the create rule lets `actor` create `record` (from `data`), judged in memory.
+    /// The database checks the rule after the row is in, so a duplicate value of a unique
+    /// field fails first: a refused create would answer `409` for a value that exists and
+    /// `403` for one that does not, telling anyone whether it exists. A create the rule refuses
+    /// answers `403` either way.
+    fn may_create(
+        &self,
+        compiled: &Compiled,
+        actor: &Caller,
+        data: &Map<String, Json>,
+        record: &Record,
+    ) -> bool {
+        let rule = match actor {
+            Caller::Admin | Caller::AppKey(_) => return true,
+            _ => match compiled.rules.get("create") {
+                Some(RuleSql::Open) => return true,
+                None | Some(RuleSql::Locked) => return false,
+                Some(RuleSql::When(predicate)) => predicate,
+            },
+        };
+        let bindings = self.bindings(compiled, actor, Some(data));
+        columns_of(compiled, &record_json(compiled, record))
+            .is_some_and(|columns| rule.matches(&columns, &bindings))
+    }
+
     /// The update rule to guard with and the columns `data` sets.
     fn changes(
         &self,
@@ -1370,6 +1395,8 @@ impl Data {
         let mut prepared = Vec::with_capacity(operations.len());
         let mut collections = Vec::with_capacity(operations.len());
         let mut names = Vec::with_capacity(operations.len());
+        // The creates their rule refuses: refused, not duplicates, if a unique field conflicts.
+        let mut refused = HashSet::new();
         let mut tickets = Vec::new();
         for (index, operation) in operations.into_iter().enumerate() {
             let in_batch = |source: DataError| DataError::InBatch {
@@ -1386,6 +1413,9 @@ impl Data {
                         .map_err(in_batch)?;
                     let (_, record, check) =
                         self.new_record(&compiled, actor, &data).map_err(in_batch)?;
+                    if !self.may_create(&compiled, actor, &data, &record) {
+                        refused.insert(index);
+                    }
                     let (emit, ticket) = self
                         .emit(app, &name, Operation::Create)
                         .await
@@ -1447,6 +1477,9 @@ impl Data {
                 index,
                 source: Box::new(match *source {
                     StoreError::CheckFailed => DataError::Forbidden("create"),
+                    StoreError::Conflict if refused.contains(&index) => {
+                        DataError::Forbidden("create")
+                    }
                     StoreError::NotFound => DataError::RecordNotFound,
                     other => DataError::from(other),
                 }),
@@ -1490,6 +1523,9 @@ impl Data {
         {
             Ok(()) => {}
             Err(StoreError::CheckFailed) => return Err(DataError::Forbidden("create")),
+            Err(StoreError::Conflict) if !self.may_create(&compiled, actor, &data, &record) => {
+                return Err(DataError::Forbidden("create"));
+            }
             Err(e) => return Err(e.into()),
         }
         self.emitted(app, ticket.into_iter().collect()).await;

@@ -714,6 +714,52 @@ async fn an_update_answers_only_what_the_callers_view_rule_shows() {
 }
 
 #[tokio::test]
+async fn a_create_the_rule_refuses_never_tells_whether_a_unique_value_exists() {
+    let s = scene().await;
+    // Only the app's backend adds people; nobody may list them.
+    s.t.admin(Method::PUT, "/v1/admin/apps/notes/collections/people")
+        .json(&json!({
+            "fields": [{ "name": "email", "type": "text", "unique": true }],
+            "rules": { "create": "@auth.id = 'nobody'", "list": null, "view": null }
+        }))
+        .expect(StatusCode::CREATED)
+        .await;
+    s.t.request(Method::POST, "/v1/apps/notes/collections/people/records")
+        .bearer_auth(&s.key)
+        .json(&json!({ "email": "ceo@example.com" }))
+        .expect(StatusCode::CREATED)
+        .await;
+    for email in ["ceo@example.com", "nobody@example.com"] {
+        s.t.request(Method::POST, "/v1/apps/notes/collections/people/records")
+            .bearer_auth(&s.alice)
+            .json(&json!({ "email": email }))
+            .expect_error(StatusCode::FORBIDDEN, "forbidden")
+            .await;
+        let batch =
+            s.t.request(Method::POST, "/v1/apps/notes/batch")
+                .bearer_auth(&s.alice)
+                .json(&json!({ "operations": [
+                { "op": "create", "collection": "people", "data": { "email": email } },
+            ] }))
+                .expect_error(StatusCode::FORBIDDEN, "forbidden")
+                .await;
+        assert!(
+            batch["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("operation 0:")
+        );
+    }
+    // Whoever may create still learns of a duplicate: that is what a unique field is.
+    s.t.request(Method::POST, "/v1/apps/notes/collections/people/records")
+        .bearer_auth(&s.key)
+        .json(&json!({ "email": "ceo@example.com" }))
+        .expect_error(StatusCode::CONFLICT, "unique_violation")
+        .await;
+    s.t.stop().await;
+}
+
+#[tokio::test]
 async fn fields_pick_and_relations_expand_under_the_targets_view_rules() {
     let s = scene().await;
     let put = |name: &str, body: Value| {
