@@ -149,9 +149,14 @@ impl<'a> Lexer<'a> {
 
     fn number(&mut self, at: usize) -> Result<(Token, usize), QueryError> {
         let rest = &self.src[at..];
+        // Right after a path's `.`, digits are an array index and the next `.` goes on with
+        // the path (`meta.tags.0.name`), where a number would have read `0.` as a float.
+        let index = self.src[..at].ends_with('.');
         let len = rest
             .char_indices()
-            .find(|&(i, c)| !(c.is_ascii_digit() || c == '.' || (i == 0 && c == '-')))
+            .find(|&(i, c)| {
+                !(c.is_ascii_digit() || (c == '.' && !index) || (i == 0 && c == '-' && !index))
+            })
             .map_or(rest.len(), |(i, _)| i);
         let text = &rest[..len];
         self.pos = at + len;

@@ -134,7 +134,7 @@ fn the_shared_cases_match_the_rows_both_databases_return() {
         ("j8", json!({"v": [1, 2]})),
         ("j9", json!({"null": 7})),
         ("j10", json!({"0": 1, "v": {"0": 1}})),
-        ("j11", json!({"v": [5]})),
+        ("j11", json!({"v": [5, {"w": [6]}]})),
     ]
     .into_iter()
     .map(|(id, meta)| Row {
