@@ -1314,14 +1314,15 @@ class ApiError extends Error {
 }
 
 /**
- * Calls the server: JSON (or a FormData) in, JSON out (null for an empty answer). Non-GET requests carry the
- * CSRF header; a `csrf_failed` is retried once with a fresh token. Throws ApiError.
+ * Calls the server: JSON (or a FormData) in, JSON out (null for an empty answer). Every request carries the
+ * CSRF header (reads of an app's users need it where the browser sends no Sec-Fetch-Site: over plain HTTP to an
+ * address that is not loopback); a write's `csrf_failed` is retried once with a fresh token. Throws ApiError.
  */
 async function api(method, url, body, retried = false) {
   const headers = { accept: 'application/json' };
   const init = { method, credentials: 'same-origin', headers };
+  if (csrf) headers['x-cloudlet-csrf'] = csrf;
   if (method !== 'GET') {
-    if (csrf) headers['x-cloudlet-csrf'] = csrf;
     // A form (an upload): the browser writes its content type, with the boundary.
     if (body instanceof FormData) init.body = body;
     else {

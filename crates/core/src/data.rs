@@ -1356,7 +1356,12 @@ impl Data {
                 Some(RuleSql::When(predicate)) => predicate,
             },
         };
-        let bindings = self.bindings(compiled, actor, Some(data));
+        // `@now` as the record's own time (the database's check read the clock with it), not
+        // the time of this second look, which may come long after.
+        let mut bindings = self.bindings(compiled, actor, Some(data));
+        if let Some((_, SqlValue::Int(at))) = record.iter().find(|(name, _)| name == "created_at") {
+            bindings.now_ms = *at;
+        }
         columns_of(compiled, &record_json(compiled, record))
             .is_some_and(|columns| rule.matches(&columns, &bindings))
     }

@@ -66,6 +66,8 @@ enum Token {
 struct Lexer<'a> {
     src: &'a str,
     pos: usize,
+    /// The last token was a `.`: digits next are an array index (`meta.items.0.name`).
+    after_dot: bool,
 }
 
 impl<'a> Lexer<'a> {
@@ -75,6 +77,7 @@ impl<'a> Lexer<'a> {
 
     /// The next token and where it starts.
     fn next(&mut self) -> Result<(Token, usize), QueryError> {
+        let after_dot = std::mem::take(&mut self.after_dot);
         let rest = &self.src[self.pos..];
         let trimmed = rest.trim_start();
         self.pos += rest.len() - trimmed.len();
@@ -110,6 +113,7 @@ impl<'a> Lexer<'a> {
                 }
                 (Token::Variable(name.to_owned()), 1 + name.len())
             }
+            (c, _) if c.is_ascii_digit() && after_dot => return self.index(at),
             (c, _)
                 if c.is_ascii_digit()
                     || (c == '-' && chars.next().is_some_and(|d| d.is_ascii_digit())) =>
@@ -122,8 +126,23 @@ impl<'a> Lexer<'a> {
             }
             (c, _) => return Err(self.error(at, format!("unexpected character {c:?}"))),
         };
+        self.after_dot = token == Token::Dot;
         self.pos += len;
         Ok((token, at))
+    }
+
+    /// An array index in a path: digits only, so that a `.` after them goes on with the path
+    /// (where a number would read `0.` as a float).
+    fn index(&mut self, at: usize) -> Result<(Token, usize), QueryError> {
+        let rest = &self.src[at..];
+        let len = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let text = &rest[..len];
+        self.pos = at + len;
+        text.parse::<i64>()
+            .map(|i| (Token::Int(i), at))
+            .map_err(|_| self.error(at, format!("{text} is not an array index in range")))
     }
 
     fn text(&mut self, quote: char, at: usize) -> Result<(Token, usize), QueryError> {
@@ -149,14 +168,9 @@ impl<'a> Lexer<'a> {
 
     fn number(&mut self, at: usize) -> Result<(Token, usize), QueryError> {
         let rest = &self.src[at..];
-        // Right after a path's `.`, digits are an array index and the next `.` goes on with
-        // the path (`meta.tags.0.name`), where a number would have read `0.` as a float.
-        let index = self.src[..at].ends_with('.');
         let len = rest
             .char_indices()
-            .find(|&(i, c)| {
-                !(c.is_ascii_digit() || (c == '.' && !index) || (i == 0 && c == '-' && !index))
-            })
+            .find(|&(i, c)| !(c.is_ascii_digit() || c == '.' || (i == 0 && c == '-')))
             .map_or(rest.len(), |(i, _)| i);
         let text = &rest[..len];
         self.pos = at + len;
@@ -211,7 +225,11 @@ pub fn parse(src: &str, limits: Limits) -> Result<Expr, QueryError> {
             "a filter may not contain the NUL character",
         ));
     }
-    let mut lexer = Lexer { src, pos: 0 };
+    let mut lexer = Lexer {
+        src,
+        pos: 0,
+        after_dot: false,
+    };
     let (token, at) = lexer.next()?;
     let mut parser = Parser {
         lexer,
@@ -543,6 +561,26 @@ mod tests {
         assert_eq!(p(&nots).unwrap_err().kind, ErrorKind::TooDeep);
         let list = format!("a in [{}]", vec!["1"; 101].join(","));
         assert_eq!(p(&list).unwrap_err().kind, ErrorKind::TooLong);
+    }
+
+    #[test]
+    fn a_path_goes_on_after_an_array_index() {
+        let path = |src: &str| match p(src).unwrap() {
+            Expr::Compare {
+                left: Operand::Field { path, .. },
+                ..
+            } => path,
+            other => panic!("{other:?}"),
+        };
+        let expected = ["meta", "items", "0", "name"].map(String::from).to_vec();
+        assert_eq!(path("meta.items.0.name = 1"), expected);
+        assert_eq!(path("meta.items. 0.name = 1"), expected);
+        assert_eq!(path("meta.a.0.1 = 1.5").len(), 4, "an index after an index");
+        assert!(
+            p("meta.items.0 = 1.5 && a = -2.5").is_ok(),
+            "numbers stay numbers"
+        );
+        assert!(p("meta.-1 = 1").is_err());
     }
 
     #[test]

@@ -47,8 +47,18 @@ async fn create_app(
 ) -> Result<Response, ApiError> {
     let apps = state.apps().clone();
     let created = to_completion(async move { apps.create(&new.name).await }).await?;
-    Ok((StatusCode::CREATED, axum::Json(created)).into_response())
+    let name = AppName::parse(&created.name).ok();
+    let mut response = (StatusCode::CREATED, axum::Json(created)).into_response();
+    if let Some(name) = name {
+        response.extensions_mut().insert(Made(name));
+    }
+    Ok(response)
 }
+
+/// The app a request made, on its answer: for the console's audit log, whose entry names the
+/// app a route acted on (this one's name comes in the body, not the path).
+#[derive(Clone)]
+pub struct Made(pub AppName);
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

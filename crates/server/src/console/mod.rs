@@ -209,19 +209,24 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
     if !write && let Err(refused) = same_origin(&parts.headers, state.console_secure_cookie()) {
         return refused.into_response();
     }
-    // A read the audit log notes in the person's name must say where it comes from: a browser
+    // A read the audit log notes in the person's name must show where it comes from: a browser
     // that sends no `Sec-Fetch-Site` (and no `Origin` on a GET) could be carrying another
-    // page's `<img>`.
+    // page's `<img>`. The session's CSRF token does (the console's page sends it on every
+    // request), for browsers that send no `Sec-Fetch-Site` to a plain-HTTP address.
     let audited_read = !write && template.starts_with("/v1/admin/apps/{app}/users");
-    if audited_read
-        && parts
+    let from_the_page = parts
+        .headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site == "same-origin")
+        || parts
             .headers
-            .get("sec-fetch-site")
-            .is_none_or(|site| site != "same-origin")
-    {
+            .get(CSRF_HEADER)
+            .and_then(|token| token.to_str().ok())
+            .is_some_and(|token| who.csrf_matches(token));
+    if audited_read && !from_the_page {
         return ApiError::new(
             Code::CsrfFailed,
-            "reading an app's users on the console's address needs Sec-Fetch-Site: same-origin",
+            "reading an app's users on the console's address needs Sec-Fetch-Site: same-origin or the session's x-cloudlet-csrf token",
         )
         .into_response();
     }
@@ -294,21 +299,17 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
         .into_response();
     };
     let console = state.console().clone();
-    let creates_app = method == Method::POST && template == "/v1/admin/apps";
     let done = state.tasks().spawn(crate::request_id::carried(async move {
         let _place = place;
         // A write that panics is still noted, as the 500 it answers.
-        let mut response = std::panic::AssertUnwindSafe(next.run(request))
+        let response = std::panic::AssertUnwindSafe(next.run(request))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| ApiError::internal(&"a console write panicked").into_response());
         let status = response.status().as_u16();
-        let mut app = app;
-        if creates_app && status == 201 {
-            // The new app's name is in the body, not the path: the entry names it too.
-            let (named, answer) = created_app(response).await;
-            (app, response) = (named, answer);
-        }
+        // An app made names itself on the answer: its name came in the body, not the path.
+        let made = response.extensions().get::<crate::apps::Made>();
+        let app = app.or_else(|| made.map(|made| made.0.clone()));
         console
             .audit(&who.person.email, app.as_ref(), &action, status)
             .await;
@@ -318,23 +319,6 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
         Ok(response) => response,
         Err(e) => ApiError::internal(&format!("a console write failed: {e}")).into_response(),
     }
-}
-
-/// The app an app's creation answered (its JSON's `name`), and the answer as it was.
-async fn created_app(response: Response) -> (Option<AppName>, Response) {
-    let (parts, body) = response.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
-        let failed = ApiError::internal(&"the new app's answer could not be read");
-        return (None, failed.into_response());
-    };
-    let name = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|answer| answer["name"].as_str().map(str::to_owned))
-        .and_then(|name| AppName::parse(&name).ok());
-    (
-        name,
-        Response::from_parts(parts, axum::body::Body::from(bytes)),
-    )
 }
 
 fn is_read(method: &Method) -> bool {

@@ -157,7 +157,15 @@ struct WriterShared {
     conn: Mutex<Option<Connection>>,
     /// Writes sent to the writer thread and not yet taken from its queue.
     queued: AtomicUsize,
+    /// Writes committed on their callers since the writer thread last committed. Those never
+    /// checkpoint the WAL; past [`MAX_INLINE_RUN`] the next small write goes to the writer,
+    /// whose commit does.
+    inline_run: AtomicUsize,
 }
+
+/// The most writes committed on their callers in a row (a few WAL pages each), so that a
+/// database written only by small writes still has its WAL checkpointed.
+const MAX_INLINE_RUN: usize = 256;
 
 /// Answers a write once the fsync that covers its commit is done.
 type SyncWaiter = oneshot::Sender<Result<(), String>>;
@@ -315,12 +323,14 @@ impl Database {
         })?;
         // The schema's steps commit with their fsync; the writer's commits leave it to the sync
         // thread.
+        // First, so that an earlier `Database` of the file still checkpointing as it closes is
+        // waited for from the first statement.
+        conn.busy_timeout(WRITER_BUSY_TIMEOUT)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = ON;",
         )?;
-        conn.busy_timeout(WRITER_BUSY_TIMEOUT)?;
         stable_plans(&conn)?;
         (options.migrate)(&conn, path)?;
         conn.execute_batch("PRAGMA synchronous = NORMAL")?;
@@ -344,6 +354,7 @@ impl Database {
         let shared = Arc::new(WriterShared {
             conn: Mutex::new(Some(conn)),
             queued: AtomicUsize::new(0),
+            inline_run: AtomicUsize::new(0),
         });
         let writer_shared = Arc::clone(&shared);
         let writer_thread = std::thread::Builder::new()
@@ -453,6 +464,7 @@ impl Database {
     {
         let shared = &self.inner.shared;
         if shared.queued.load(Ordering::Acquire) != 0
+            || shared.inline_run.load(Ordering::Acquire) >= MAX_INLINE_RUN
             || self.inner.sync.failed.load(Ordering::Acquire)
         {
             return Err(write);
@@ -476,6 +488,7 @@ impl Database {
         let (job, mut answer) = write_job(write, commit);
         let finished = run_begun(conn, vec![job], self.inner.durability, &self.inner.sync);
         end_inline(conn);
+        shared.inline_run.fetch_add(1, Ordering::AcqRel);
         drop(guard);
         let (ran, outcomes, waiters) = finished;
         for (job, outcome) in ran.into_iter().zip(outcomes) {
@@ -864,6 +877,9 @@ fn run_writer(
             Some(conn) => run_batch(conn, batch, durability, sync),
             None => None,
         };
+        // This commit checkpointed the WAL if it had grown: small writes may skip the thread
+        // again.
+        shared.inline_run.store(0, Ordering::Release);
         let Some((ran, outcomes, mut waiters)) = finished else {
             continue;
         };
@@ -1220,14 +1236,15 @@ mod tests {
 
     /// A write that records which thread ran it.
     fn put_noting_thread(
-        k: &'static str,
+        k: impl Into<String>,
         threads: &Arc<Mutex<Vec<String>>>,
     ) -> impl FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static {
-        let threads = Arc::clone(threads);
+        let (k, threads) = (k.into(), Arc::clone(threads));
         move |c| {
             let name = std::thread::current().name().unwrap_or("").to_owned();
             lock(&threads).push(name);
-            put(k)(c)
+            c.execute("INSERT OR REPLACE INTO t(k, v) VALUES (?1, 1)", [k])?;
+            Ok(())
         }
     }
 
@@ -1336,6 +1353,30 @@ mod tests {
         let db = open(dir.path());
         assert!(has(&db, "a").await);
         assert!(!has(&db, "b").await, "refused, so not written");
+        db.close();
+    }
+
+    #[tokio::test]
+    async fn a_run_of_small_writes_leaves_one_to_the_writer_whose_commit_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        for i in 0..MAX_INLINE_RUN + 10 {
+            let ((), on_disk) = db
+                .write_committed_small(put_noting_thread(format!("k{i}"), &ran))
+                .await
+                .unwrap();
+            on_disk.wait().await.unwrap();
+        }
+        let ran = lock(&ran).clone();
+        let on_writer: Vec<usize> = (0..ran.len())
+            .filter(|&i| ran[i].starts_with("sqlite-writer:"))
+            .collect();
+        assert_eq!(
+            on_writer,
+            [MAX_INLINE_RUN],
+            "one in a run of {MAX_INLINE_RUN}"
+        );
         db.close();
     }
 
