@@ -532,6 +532,25 @@ fn to_json(kind: Option<FieldKind>, value: &SqlValue) -> Json {
     }
 }
 
+/// What `actor` must satisfy for `action` on the collection: `None` when it may not at all (a
+/// locked rule), `Some(None)` when nothing (the admin token, the app's key, an open rule), or
+/// the rule's predicate. (The caller was checked against the app on the way in, see
+/// `check_caller`.)
+fn guard<'c>(
+    compiled: &'c Compiled,
+    action: &str,
+    actor: &Caller,
+) -> Option<Option<&'c Arc<Predicate>>> {
+    if matches!(actor, Caller::Admin | Caller::AppKey(_)) {
+        return Some(None);
+    }
+    match compiled.rules.get(action)? {
+        RuleSql::Locked => None,
+        RuleSql::Open => Some(None),
+        RuleSql::When(predicate) => Some(Some(predicate)),
+    }
+}
+
 fn record_json(compiled: &Compiled, record: &Record) -> Json {
     let mut object = Map::new();
     for (name, value) in record {
@@ -1210,16 +1229,7 @@ impl Data {
         actor: &Caller,
         data: Option<&Map<String, Json>>,
     ) -> Option<Condition> {
-        // The caller was checked against the app on the way in (see `check_caller`).
-        let rule = if matches!(actor, Caller::Admin | Caller::AppKey(_)) {
-            None
-        } else {
-            match compiled.rules.get(action)? {
-                RuleSql::Locked => return None,
-                RuleSql::Open => None,
-                RuleSql::When(predicate) => Some(predicate),
-            }
-        };
+        let rule = guard(compiled, action, actor)?;
         // The body's values are converted only for a rule that reads them.
         let data = data.filter(|_| rule.is_some_and(|p| p.uses_request_data()));
         let all = Condition::with_bindings(self.bindings(compiled, actor, data));
@@ -1348,19 +1358,28 @@ impl Data {
         data: &Map<String, Json>,
         record: &Record,
     ) -> bool {
-        let rule = match actor {
-            Caller::Admin | Caller::AppKey(_) => return true,
-            _ => match compiled.rules.get("create") {
-                Some(RuleSql::Open) => return true,
-                None | Some(RuleSql::Locked) => return false,
-                Some(RuleSql::When(predicate)) => predicate,
-            },
-        };
-        // `@now` as the record's own time (the database's check read the clock with it), not
-        // the time of this second look, which may come long after.
-        let mut bindings = self.bindings(compiled, actor, Some(data));
-        if let Some((_, SqlValue::Int(at))) = record.iter().find(|(name, _)| name == "created_at") {
-            bindings.now_ms = *at;
+        match guard(compiled, "create", actor) {
+            None => false,
+            Some(None) => true,
+            Some(Some(rule)) => self.holds(rule, compiled, actor, Some(data), record, "created_at"),
+        }
+    }
+
+    /// Whether `rule` holds for `record` written by `actor` (from `data`), judged in memory,
+    /// `@now` being the record's own time in column `at` (the clock its write read), not the
+    /// time of this look, which may come long after.
+    fn holds(
+        &self,
+        rule: &Predicate,
+        compiled: &Compiled,
+        actor: &Caller,
+        data: Option<&Map<String, Json>>,
+        record: &Record,
+        at: &str,
+    ) -> bool {
+        let mut bindings = self.bindings(compiled, actor, data);
+        if let Some((_, SqlValue::Int(ms))) = record.iter().find(|(name, _)| name == at) {
+            bindings.now_ms = *ms;
         }
         columns_of(compiled, &record_json(compiled, record))
             .is_some_and(|columns| rule.matches(&columns, &bindings))
@@ -1399,7 +1418,6 @@ impl Data {
         }
         let mut prepared = Vec::with_capacity(operations.len());
         let mut collections = Vec::with_capacity(operations.len());
-        let mut names = Vec::with_capacity(operations.len());
         // The creates their rule refuses: refused, not duplicates, if a unique field conflicts.
         let mut refused = HashSet::new();
         let mut tickets = Vec::new();
@@ -1410,7 +1428,6 @@ impl Data {
             };
             let name = operation.collection().to_owned();
             let compiled = self.collection(app, &name).await.map_err(in_batch)?;
-            names.push(name.clone());
             let op = match operation {
                 Write::Create { data, .. } => {
                     self.check_file_fields(app, &compiled, actor, &data)
@@ -1493,11 +1510,11 @@ impl Data {
         })?;
         self.ring(app);
         let mut results = Vec::with_capacity(outcomes.len());
-        for ((outcome, compiled), name) in outcomes.iter().zip(&collections).zip(&names) {
+        for (outcome, compiled) in outcomes.iter().zip(&collections) {
             match outcome {
                 BatchOutcome::Inserted(record) => results.push(record_json(compiled, record)),
                 BatchOutcome::Updated(_, record) => {
-                    results.push(self.as_viewed(app, name, compiled, actor, record).await);
+                    results.push(self.as_viewed(compiled, actor, record));
                 }
                 BatchOutcome::Deleted(old) => {
                     let id = record_json(compiled, old)["id"].clone();
@@ -1591,45 +1608,25 @@ impl Data {
         self.emitted(app, ticket.into_iter().collect()).await;
         let (_, new) = updated?.ok_or(DataError::RecordNotFound)?;
         self.ring(app);
-        Ok(self
-            .as_viewed(app, collection, &compiled, actor, &new)
-            .await)
+        Ok(self.as_viewed(&compiled, actor, &new))
     }
 
     /// A record just updated, as the caller's view rule shows it: whole when the caller may
     /// view it, otherwise its id alone. An update rule wider than the view rule (anyone may
     /// mark an open ticket done; only its owner reads it) must not read records out through
-    /// the answer to an update, an empty one included.
-    async fn as_viewed(
-        &self,
-        app: &AppName,
-        collection: &str,
-        compiled: &Compiled,
-        actor: &Caller,
-        record: &Record,
-    ) -> Json {
+    /// the answer to an update, an empty one included. Judged in memory: rules read only the
+    /// record and the caller.
+    fn as_viewed(&self, compiled: &Compiled, actor: &Caller, record: &Record) -> Json {
         let json = record_json(compiled, record);
-        let open = matches!(actor, Caller::Admin | Caller::AppKey(_))
-            || matches!(compiled.rules.get("view"), Some(RuleSql::Open));
-        if open {
-            return json;
-        }
-        let id = json["id"].clone();
-        // The write has committed: a failed look at it answers as a hidden record would, never
-        // an error that a client would retry.
-        let visible = match (self.rule(compiled, "view", actor, None), id.as_str()) {
-            (Some(condition), Some(id)) => self
-                .0
-                .records
-                .get(app, collection, id, condition)
-                .await
-                .is_ok_and(|found| found.is_some()),
-            _ => false,
+        let visible = match guard(compiled, "view", actor) {
+            None => false,
+            Some(None) => true,
+            Some(Some(rule)) => self.holds(rule, compiled, actor, None, record, "updated_at"),
         };
         if visible {
             json
         } else {
-            serde_json::json!({ "id": id })
+            serde_json::json!({ "id": json["id"] })
         }
     }
 
@@ -1956,13 +1953,8 @@ impl Data {
                 .transpose()?;
             watch.compiled = (compiled.version, predicate);
         }
-        let rule = match &watch.caller {
-            Caller::Admin | Caller::AppKey(_) => None,
-            _ => match compiled.rules.get("list") {
-                None | Some(RuleSql::Locked) => return Ok(None),
-                Some(RuleSql::Open) => None,
-                Some(RuleSql::When(predicate)) => Some(predicate),
-            },
+        let Some(rule) = guard(compiled, "list", &watch.caller) else {
+            return Ok(None);
         };
         let filter = watch.compiled.1.as_ref();
         // One `@now` for every watcher of the change.

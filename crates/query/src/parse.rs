@@ -333,27 +333,21 @@ impl Parser<'_> {
     fn count(&mut self, at: usize, contains: bool) -> Result<(), QueryError> {
         self.comparisons += 1;
         self.contains += usize::from(contains);
-        if self.comparisons > self.limits.max_comparisons {
-            return Err(QueryError::new(
+        let limits = &self.limits;
+        let over = [
+            (self.comparisons, limits.max_comparisons, ""),
+            (self.contains, limits.max_contains, " ~ and !~"),
+        ]
+        .into_iter()
+        .find(|&(count, max, _)| count > max);
+        match over {
+            Some((_, max, kind)) => Err(QueryError::new(
                 ErrorKind::TooLong,
                 at,
-                format!(
-                    "an expression holds at most {} comparisons",
-                    self.limits.max_comparisons
-                ),
-            ));
+                format!("an expression holds at most {max}{kind} comparisons"),
+            )),
+            None => Ok(()),
         }
-        if self.contains > self.limits.max_contains {
-            return Err(QueryError::new(
-                ErrorKind::TooLong,
-                at,
-                format!(
-                    "an expression holds at most {} ~ and !~ comparisons",
-                    self.limits.max_contains
-                ),
-            ));
-        }
-        Ok(())
     }
 
     fn predicate(&mut self) -> Result<Expr, QueryError> {
