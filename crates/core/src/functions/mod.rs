@@ -9,6 +9,7 @@
 
 pub mod host;
 pub mod http;
+mod logs;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json, json};
 use sha2::Digest;
-use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio::sync::{Semaphore, broadcast};
 
 use crate::access::Caller;
 use crate::clock::{Clock, Timestamp};
@@ -31,6 +32,7 @@ use crate::data::Operation;
 use crate::random::Random;
 use crate::sealing::Sealer;
 pub use host::{CallScope, Capabilities, Capability, HostFailure, HostReply, ScopedCalls};
+pub use logs::LogWriter;
 
 /// A compile error, where it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -206,8 +208,6 @@ impl Default for FunctionLimits {
 }
 
 const MAX_FILES: usize = 64;
-/// How long the log writer gathers entries before writing them in one transaction.
-const LOG_BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 const MAX_SOURCE_BYTES: usize = 1024 * 1024;
 /// The largest deploy request: its sources as JSON strings (escaping can grow them) and the
 /// settings around them.
@@ -657,9 +657,8 @@ struct Inner {
     generation: AtomicU64,
     /// The other nodes' doorbell, set by the composition root.
     bell: std::sync::OnceLock<Arc<dyn cloudlet_store::Bell>>,
-    log: mpsc::UnboundedSender<(AppName, FunctionLogRow)>,
-    /// Told each app whose log entries this node wrote.
-    written: broadcast::Sender<AppName>,
+    /// Where runs put their log entries, for the [`LogWriter`].
+    log: logs::LogQueue,
 }
 
 /// An app's functions that have triggers, with their triggers.
@@ -695,57 +694,6 @@ impl Drop for Admitted {
     }
 }
 
-/// Writes invocation logs off the invocations' path, gathering what arrives within
-/// [`LOG_BATCH_WINDOW`] into one write per app. The composition root runs it (see
-/// [`LogWriter::run`]) so that shutdown can flush it before the databases close.
-pub struct LogWriter {
-    entries: mpsc::UnboundedReceiver<(AppName, FunctionLogRow)>,
-    store: Arc<dyn FunctionStore>,
-    keep: i64,
-    /// Told each app whose entries were written, for those following its logs.
-    written: broadcast::Sender<AppName>,
-}
-
-/// Apps whose log entries were written and not yet taken by a slow follower; beyond, it hears
-/// that it lagged and reads anyway.
-const LOGS_WRITTEN: usize = 256;
-
-impl LogWriter {
-    /// Writes entries as they come until `stop` resolves, then writes what is queued and
-    /// returns.
-    pub async fn run(mut self, stop: impl Future<Output = ()>) {
-        tokio::pin!(stop);
-        loop {
-            let first = tokio::select! {
-                first = self.entries.recv() => first,
-                () = &mut stop => None,
-            };
-            let Some(first) = first else { break };
-            // Gather what arrives for a moment: one write for many invocations.
-            tokio::time::sleep(LOG_BATCH_WINDOW).await;
-            self.write(Some(first)).await;
-        }
-        self.write(None).await;
-    }
-
-    async fn write(&mut self, first: Option<(AppName, FunctionLogRow)>) {
-        let mut by_app: HashMap<AppName, Vec<FunctionLogRow>> = HashMap::new();
-        for (app, row) in first.into_iter() {
-            by_app.entry(app).or_default().push(row);
-        }
-        while let Ok((app, row)) = self.entries.try_recv() {
-            by_app.entry(app).or_default().push(row);
-        }
-        for (app, rows) in by_app {
-            match self.store.append_logs(&app, rows, self.keep).await {
-                // Nobody following is no error.
-                Ok(()) => drop(self.written.send(app)),
-                Err(e) => tracing::warn!(app = %app, error = %e, "could not write function logs"),
-            }
-        }
-    }
-}
-
 impl Functions {
     /// The service, and the writer of its invocation logs, which the caller runs.
     pub fn new(
@@ -761,14 +709,7 @@ impl Functions {
             engine,
             capabilities,
         } = execution;
-        let (log, entries) = mpsc::unbounded_channel::<(AppName, FunctionLogRow)>();
-        let (written, _) = broadcast::channel(LOGS_WRITTEN);
-        let writer = LogWriter {
-            entries,
-            store: Arc::clone(&store),
-            keep: limits.log_retention,
-            written: written.clone(),
-        };
+        let (log, writer) = logs::LogQueue::new(Arc::clone(&store), limits.log_retention);
         let functions = Functions(Arc::new(Inner {
             store,
             system,
@@ -786,7 +727,6 @@ impl Functions {
             generation: AtomicU64::new(0),
             bell: std::sync::OnceLock::new(),
             log,
-            written,
         }));
         (functions, writer)
     }
@@ -1186,7 +1126,7 @@ impl Functions {
     /// Hears each app whose invocation log entries this node writes (entries of other nodes
     /// are not told): a follower of the logs reads `after` its last entry when its app is.
     pub fn logs_written(&self) -> broadcast::Receiver<AppName> {
-        self.0.written.subscribe()
+        self.0.log.written.subscribe()
     }
 
     pub async fn logs(
@@ -1359,10 +1299,9 @@ impl Functions {
             micros: i64::try_from(ran.micros).unwrap_or(i64::MAX),
             memory_bytes: i64::try_from(ran.memory_bytes).unwrap_or(i64::MAX),
             cold: ran.cold,
-            detail: json!({ "logs": logs, "logs_dropped": ran.logs_dropped, "error": error })
-                .to_string(),
+            detail: self.0.log.detail(logs, ran.logs_dropped, error),
         };
-        let _ = self.0.log.send((app.to_owned(), entry));
+        self.0.log.send(app, entry);
         result
     }
 

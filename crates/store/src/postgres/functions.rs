@@ -228,30 +228,41 @@ impl FunctionStore for Postgres {
         // drawn, as on SQLite's one writer.
         let sql = format!("LOCK TABLE {s}._function_logs IN EXCLUSIVE MODE");
         execute(&tx, &sql, &[]).await?;
+        // One statement for the batch, its columns as arrays, inserted in the batch's order.
         let sql = format!(
             "INSERT INTO {s}._function_logs
              (at, request_id, function, version, trigger, outcome, micros, memory, cold, detail)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+             SELECT e.at, e.request_id, e.function, e.version, e.trigger, e.outcome, e.micros,
+                 e.memory, e.cold, e.detail
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[],
+                 $6::text[], $7::bigint[], $8::bigint[], $9::boolean[], $10::text[])
+                 WITH ORDINALITY AS e (at, request_id, function, version, trigger, outcome,
+                     micros, memory, cold, detail, n)
+             ORDER BY e.n"
         );
-        for e in &entries {
-            execute(
-                &tx,
-                &sql,
-                &[
-                    &e.at_ms,
-                    &e.request_id,
-                    &e.function,
-                    &e.version,
-                    &e.trigger,
-                    &e.outcome,
-                    &e.micros,
-                    &e.memory_bytes,
-                    &e.cold,
-                    &e.detail,
-                ],
-            )
-            .await?;
-        }
+        let at: Vec<i64> = entries.iter().map(|e| e.at_ms).collect();
+        let request_id: Vec<&str> = entries.iter().map(|e| e.request_id.as_str()).collect();
+        let function: Vec<&str> = entries.iter().map(|e| e.function.as_str()).collect();
+        let version: Vec<i64> = entries.iter().map(|e| e.version).collect();
+        let trigger: Vec<&str> = entries.iter().map(|e| e.trigger.as_str()).collect();
+        let outcome: Vec<&str> = entries.iter().map(|e| e.outcome.as_str()).collect();
+        let micros: Vec<i64> = entries.iter().map(|e| e.micros).collect();
+        let memory: Vec<i64> = entries.iter().map(|e| e.memory_bytes).collect();
+        let cold: Vec<bool> = entries.iter().map(|e| e.cold).collect();
+        let detail: Vec<&str> = entries.iter().map(|e| e.detail.as_str()).collect();
+        let params: [&(dyn ToSql + Sync); 10] = [
+            &at,
+            &request_id,
+            &function,
+            &version,
+            &trigger,
+            &outcome,
+            &micros,
+            &memory,
+            &cold,
+            &detail,
+        ];
+        execute(&tx, &sql, &params).await?;
         // The newest `keep` stay. Identity ids can have gaps (a rolled back append), so the
         // cut is counted in rows rather than computed from the largest id.
         let sql = format!(

@@ -1143,7 +1143,8 @@ async fn deploys_waiting_on_one_function_get_distinct_versions() {
 /// Identity ids have gaps where an append was rolled back; trimming still keeps `keep` rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn trimming_counts_rows_across_gaps_in_ids() {
-    let stores = postgres().await;
+    let url = TestServer::shared().database();
+    let stores = postgres_at(url.clone()).await;
     let app = new_app(&stores, "gaps", 1).await;
     let functions = &stores.functions;
     let entries = |from: i64| {
@@ -1152,10 +1153,22 @@ async fn trimming_counts_rows_across_gaps_in_ids() {
             .collect::<Vec<_>>()
     };
     functions.append_logs(&app, entries(0), 5).await.unwrap();
-    // Text may not hold NUL on PostgreSQL: the batch fails after drawing ids.
+    // Text may not hold NUL on PostgreSQL: the batch fails, and none of it is written.
     let mut bad = entries(10);
     bad[2].detail = "\0".into();
     assert!(functions.append_logs(&app, bad, 5).await.is_err());
+    // An append rolled back after drawing its ids leaves a gap.
+    let mut raw = session(&url).await;
+    let tx = raw.transaction().await.unwrap();
+    tx.execute(
+        "INSERT INTO \"app_gaps\"._function_logs
+         (at, request_id, function, version, trigger, outcome, micros, memory, cold, detail)
+         SELECT 0, 'x', 'f', 1, 'call', 'ok', 0, 0, false, '{}' FROM generate_series(1, 3)",
+        &[],
+    )
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
     functions.append_logs(&app, entries(3), 5).await.unwrap();
     let query = LogQuery {
         limit: 100,
@@ -1163,7 +1176,10 @@ async fn trimming_counts_rows_across_gaps_in_ids() {
     };
     let logs = functions.function_logs(&app, query).await.unwrap();
     assert_eq!(requests(&logs), ["r5", "r4", "r3", "r2", "r1"]);
-    assert!(logs[2].id - logs[3].id > 1, "a gap of the failed batch");
+    assert!(
+        logs[2].id - logs[3].id > 1,
+        "a gap of the rolled back append"
+    );
 }
 
 /// Listings sort by bytes, as on SQLite, even in a database whose collation sorts `apple`
