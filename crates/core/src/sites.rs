@@ -3,15 +3,29 @@
 
 use std::sync::Arc;
 
-use cloudlet_store::{AppName, SiteFile, SiteStore, StoreError};
+use cloudlet_store::{AppName, SiteFile, SitePut, SiteRoom, SiteStore, StoreError};
 use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
 
 /// The largest file a site may hold.
 pub const MAX_FILE_BYTES: usize = 10 * 1024 * 1024;
-/// The most files a site may hold.
-const MAX_FILES: usize = 2_000;
+
+/// How much each app's site may hold (`sites.*` settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SiteBounds {
+    pub max_files: u64,
+    pub max_bytes: u64,
+}
+
+impl Default for SiteBounds {
+    fn default() -> Self {
+        SiteBounds {
+            max_files: 2_000,
+            max_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SiteError {
@@ -19,8 +33,10 @@ pub enum SiteError {
     InvalidPath(String),
     #[error("a site file is at most {MAX_FILE_BYTES} bytes")]
     TooLarge,
-    #[error("a site holds at most {MAX_FILES} files")]
-    TooManyFiles,
+    #[error("a site holds at most {0} files")]
+    TooManyFiles(u64),
+    #[error("a site holds at most {0} bytes of files in all")]
+    TooManyBytes(u64),
     #[error("no such file")]
     NotFound,
     #[error(transparent)]
@@ -33,18 +49,24 @@ pub struct Sites(Arc<Inner>);
 struct Inner {
     store: Arc<dyn SiteStore>,
     clock: Arc<dyn Clock>,
+    bounds: SiteBounds,
 }
 
 impl Sites {
-    pub fn new(store: Arc<dyn SiteStore>, clock: Arc<dyn Clock>) -> Self {
-        Sites(Arc::new(Inner { store, clock }))
+    pub fn new(store: Arc<dyn SiteStore>, clock: Arc<dyn Clock>, bounds: SiteBounds) -> Self {
+        Sites(Arc::new(Inner {
+            store,
+            clock,
+            bounds,
+        }))
     }
 
     pub async fn files(&self, app: &AppName) -> Result<Vec<SiteFile>, SiteError> {
         Ok(self.0.store.site_files(app).await?)
     }
 
-    /// Stores a file; its content type comes from its extension.
+    /// Stores a file, or replaces the one at its path, if the site keeps within its bounds;
+    /// its content type comes from its extension.
     pub async fn put(
         &self,
         app: &AppName,
@@ -55,10 +77,6 @@ impl Sites {
         if content.len() > MAX_FILE_BYTES {
             return Err(SiteError::TooLarge);
         }
-        let files = self.0.store.site_files(app).await?;
-        if files.len() >= MAX_FILES && !files.iter().any(|f| f.path == path) {
-            return Err(SiteError::TooManyFiles);
-        }
         let file = SiteFile {
             path: path.to_owned(),
             content_type: content_type(path).to_owned(),
@@ -66,11 +84,21 @@ impl Sites {
             size: content.len() as i64,
             updated_at_ms: self.0.clock.now().unix_ms(),
         };
-        self.0
+        let bounds = self.0.bounds;
+        let room = SiteRoom {
+            max_files: i64::try_from(bounds.max_files).unwrap_or(i64::MAX),
+            max_bytes: i64::try_from(bounds.max_bytes).unwrap_or(i64::MAX),
+        };
+        match self
+            .0
             .store
-            .put_site_file(app, file.clone(), content)
-            .await?;
-        Ok(file)
+            .put_site_file(app, file.clone(), content, room)
+            .await?
+        {
+            SitePut::Stored => Ok(file),
+            SitePut::TooManyFiles => Err(SiteError::TooManyFiles(bounds.max_files)),
+            SitePut::TooManyBytes => Err(SiteError::TooManyBytes(bounds.max_bytes)),
+        }
     }
 
     pub async fn delete(&self, app: &AppName, path: &str) -> Result<(), SiteError> {

@@ -130,6 +130,7 @@ pub struct Config {
     pub queues: QueuesConfig,
     pub payments: PaymentsConfig,
     pub files: FilesConfig,
+    pub sites: SitesConfig,
     pub realtime: RealtimeConfig,
     pub console: ConsoleConfig,
 }
@@ -342,6 +343,33 @@ impl FilesConfig {
     }
 }
 
+/// How much each app's static site may hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SitesConfig {
+    pub max_files: u64,
+    pub max_bytes: u64,
+}
+
+impl Default for SitesConfig {
+    fn default() -> Self {
+        let bounds = cloudlet_core::sites::SiteBounds::default();
+        SitesConfig {
+            max_files: bounds.max_files,
+            max_bytes: bounds.max_bytes,
+        }
+    }
+}
+
+impl SitesConfig {
+    pub fn bounds(&self) -> cloudlet_core::sites::SiteBounds {
+        cloudlet_core::sites::SiteBounds {
+            max_files: self.max_files,
+            max_bytes: self.max_bytes,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueuesConfig {
@@ -531,6 +559,7 @@ impl Default for Config {
             queues: QueuesConfig::default(),
             payments: PaymentsConfig::default(),
             files: FilesConfig::default(),
+            sites: SitesConfig::default(),
             realtime: RealtimeConfig::default(),
             console: ConsoleConfig::default(),
         }
@@ -670,6 +699,8 @@ impl Config {
             1,
             65_536,
         )?;
+        within("sites.max_files", self.sites.max_files, 1, 1_000_000)?;
+        within("sites.max_bytes", self.sites.max_bytes, 1, 1 << 40)?;
         within(
             "queues.trigger_visibility_secs",
             self.queues.trigger_visibility_secs,

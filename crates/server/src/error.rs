@@ -183,7 +183,8 @@ codes! {
     UnknownHost = "unknown_host", 421, "the console was asked for under a host name it does not serve: an IP address, `localhost` or a name of `[console] hosts`";
     InvalidPerson = "invalid_person", 400, "a person's name is empty, over 100 characters or holds control characters, or the instance has 1,000 people";
     // Sites.
-    InvalidSitePath = "invalid_site_path", 400, "a site file path that breaks the path rule, or one file too many";
+    InvalidSitePath = "invalid_site_path", 400, "a site file path that breaks the path rule";
+    SiteFull = "site_full", 403, "the site would hold more files or bytes than it may (`sites.max_files`, `sites.max_bytes`)";
     SiteFileNotFound = "site_file_not_found", 404, "no such file in the site";
     // Files.
     BucketNotFound = "bucket_not_found", 404, "no such bucket (also for names that can not be one)";

@@ -445,7 +445,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         config.files.quotas(),
     );
     tracing::info!(files = files.blobs_description(), "file storage");
-    let sites = Sites::new(site_store, Arc::clone(&clock));
+    let sites = Sites::new(site_store, Arc::clone(&clock), config.sites.bounds());
     let queues = Queues::new(
         queue_store,
         Arc::clone(&system),

@@ -44,7 +44,7 @@ impl From<SiteError> for ApiError {
         let code = match &e {
             SiteError::InvalidPath(_) => Code::InvalidSitePath,
             SiteError::TooLarge => Code::PayloadTooLarge,
-            SiteError::TooManyFiles => Code::InvalidSitePath,
+            SiteError::TooManyFiles(_) | SiteError::TooManyBytes(_) => Code::SiteFull,
             SiteError::NotFound => Code::SiteFileNotFound,
             SiteError::Store(cause) => return ApiError::store(cause, &e),
         };

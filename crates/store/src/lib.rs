@@ -76,7 +76,7 @@ pub use records::{
     TriggerDelivery,
 };
 pub use relay::{LeaveBody, Present, PresentPage, Relay, RelayPage, Relayed};
-pub use sites::{SiteFile, SiteStore};
+pub use sites::{SiteFile, SitePut, SiteRoom, SiteStore};
 pub use sqlite::{Durability, OnDisk};
 pub use system::{AppRow, Page, ProviderRow, ScheduleRow, SigningKeyRow, SystemStore};
 pub use tenants::{TenantHealth, TenantStore};

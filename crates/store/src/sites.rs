@@ -15,6 +15,39 @@ pub struct SiteFile {
     pub updated_at_ms: i64,
 }
 
+/// How much one site may hold: files, and bytes of them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SiteRoom {
+    pub max_files: i64,
+    pub max_bytes: i64,
+}
+
+/// What became of a file put into a site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SitePut {
+    Stored,
+    /// Not stored: the site would hold more files than its room.
+    TooManyFiles,
+    /// Not stored: the site's files would hold more bytes than its room.
+    TooManyBytes,
+}
+
+impl SitePut {
+    /// Whether a site holding `files` files of `bytes` bytes, of which the file at the path
+    /// put (if there is one) holds `replaced`, may take a file of `size` bytes there.
+    pub fn judge(room: SiteRoom, files: i64, bytes: i64, replaced: Option<i64>, size: i64) -> Self {
+        let files_after = files + i64::from(replaced.is_none());
+        let bytes_after = bytes - replaced.unwrap_or(0) + size;
+        if files_after > room.max_files {
+            SitePut::TooManyFiles
+        } else if bytes_after > room.max_bytes {
+            SitePut::TooManyBytes
+        } else {
+            SitePut::Stored
+        }
+    }
+}
+
 #[async_trait]
 pub trait SiteStore: Send + Sync {
     /// Every file, without content, by path.
@@ -25,12 +58,16 @@ pub trait SiteStore: Send + Sync {
         app: &AppName,
         path: &str,
     ) -> Result<Option<(SiteFile, Vec<u8>)>, StoreError>;
+    /// Stores a file, or replaces the one at its path, if the site keeps within `room`
+    /// afterwards; the count and the store are one step, so that concurrent puts can not pass
+    /// the room together.
     async fn put_site_file(
         &self,
         app: &AppName,
         file: SiteFile,
         content: Vec<u8>,
-    ) -> Result<(), StoreError>;
+        room: SiteRoom,
+    ) -> Result<SitePut, StoreError>;
     /// False when there was no such file.
     async fn delete_site_file(&self, app: &AppName, path: &str) -> Result<bool, StoreError>;
 }

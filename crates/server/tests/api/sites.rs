@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode, header};
 use serde_json::json;
 
-use crate::support::{Expect, TestApp};
+use crate::support::{Expect, NoContent, TestApp};
 
 #[tokio::test]
 async fn a_site_is_uploaded_listed_and_served_with_types_etags_and_cache_headers() {
@@ -143,4 +143,54 @@ async fn bad_site_paths_and_other_apps_keys_are_refused() {
         .expect(StatusCode::OK)
         .await;
     assert_eq!(listed, json!({ "files": [] }));
+}
+
+#[tokio::test]
+async fn a_site_keeps_within_its_files_and_bytes_and_a_refused_put_changes_nothing() {
+    let t = TestApp::builder()
+        .config(|c| {
+            c.sites.max_files = 2;
+            c.sites.max_bytes = 10;
+        })
+        .start()
+        .await;
+    t.create_app("web").await;
+    let put = |path: &str, body: &'static str| {
+        t.admin(Method::PUT, &format!("/v1/admin/apps/web/site/{path}"))
+            .body(body)
+    };
+    put("index.html", "12345").expect(StatusCode::OK).await;
+    put("a.css", "123456")
+        .expect_error(StatusCode::FORBIDDEN, "site_full")
+        .await;
+    put("a.css", "12345").expect(StatusCode::OK).await;
+    put("b.css", "")
+        .expect_error(StatusCode::FORBIDDEN, "site_full")
+        .await;
+    // A replaced file counts its new size, not its old one too.
+    put("index.html", "1234").expect(StatusCode::OK).await;
+    let listed = t
+        .admin(Method::GET, "/v1/admin/apps/web/site")
+        .expect(StatusCode::OK)
+        .await;
+    let files: Vec<(String, i64)> = listed["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_owned(),
+                f["size"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        files,
+        [("a.css".to_owned(), 5), ("index.html".to_owned(), 4)]
+    );
+    // A deleted file makes room again.
+    t.admin(Method::DELETE, "/v1/admin/apps/web/site/a.css")
+        .no_content()
+        .await;
+    put("b.css", "123456").expect(StatusCode::OK).await;
 }

@@ -1,11 +1,13 @@
 //! [`SiteStore`] on PostgreSQL, in each app's schema: the static site's files and their
-//! content. Every write is one statement (an upsert, a delete), so nodes need no lock.
+//! content. A put counts the site and stores the file in one transaction that holds the
+//! table's lock against other puts (reads go on), so that nodes putting at once can not pass a
+//! site's room together; a delete is one statement.
 
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
 use super::{Postgres, execute, row, rows, schema};
-use crate::sites::{SiteFile, SiteStore};
+use crate::sites::{SiteFile, SitePut, SiteRoom, SiteStore};
 use crate::{AppName, StoreError};
 
 /// Paths are `COLLATE "C"`, so that files list in byte order as in SQLite.
@@ -67,18 +69,41 @@ impl SiteStore for Postgres {
         app: &AppName,
         file: SiteFile,
         content: Vec<u8>,
-    ) -> Result<(), StoreError> {
-        let client = self.app_client(app).await?;
+        room: SiteRoom,
+    ) -> Result<SitePut, StoreError> {
+        let s = schema(app);
+        let mut client = self.app_client(app).await?;
+        let tx = client.transaction().await?;
+        // Puts take turns (reads go on), so that the count below holds until the commit.
+        let sql = format!("LOCK TABLE {s}._site_files IN SHARE ROW EXCLUSIVE MODE");
+        execute(&tx, &sql, &[]).await?;
         let sql = format!(
-            "INSERT INTO {}._site_files (path, content_type, sha256, size, updated_at, content)
+            "SELECT count(*), coalesce(sum(size), 0)::bigint,
+                 (SELECT size FROM {s}._site_files WHERE path = $1)
+             FROM {s}._site_files"
+        );
+        let counted = row(&tx, &sql, &[&file.path])
+            .await?
+            .ok_or(StoreError::Conflict)?;
+        let put = SitePut::judge(
+            room,
+            counted.try_get(0)?,
+            counted.try_get(1)?,
+            counted.try_get(2)?,
+            file.size,
+        );
+        if put != SitePut::Stored {
+            return Ok(put);
+        }
+        let sql = format!(
+            "INSERT INTO {s}._site_files (path, content_type, sha256, size, updated_at, content)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (path) DO UPDATE SET content_type = excluded.content_type,
                sha256 = excluded.sha256, size = excluded.size,
-               updated_at = excluded.updated_at, content = excluded.content",
-            schema(app)
+               updated_at = excluded.updated_at, content = excluded.content"
         );
         execute(
-            &*client,
+            &tx,
             &sql,
             &[
                 &file.path,
@@ -90,7 +115,8 @@ impl SiteStore for Postgres {
             ],
         )
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(SitePut::Stored)
     }
 
     async fn delete_site_file(&self, app: &AppName, path: &str) -> Result<bool, StoreError> {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
 use super::SqliteTenants;
-use crate::sites::{SiteFile, SiteStore};
+use crate::sites::{SiteFile, SitePut, SiteRoom, SiteStore};
 use crate::{AppName, StoreError};
 
 pub(super) const MIGRATION: &str = "
@@ -63,8 +63,26 @@ impl SiteStore for SqliteTenants {
         app: &AppName,
         file: SiteFile,
         content: Vec<u8>,
-    ) -> Result<(), StoreError> {
+        room: SiteRoom,
+    ) -> Result<SitePut, StoreError> {
         self.write_app(app, move |c| {
+            // The writer thread runs one write at a time: nothing changes the site in between.
+            let (files, bytes): (i64, i64) = c.query_row(
+                "SELECT count(*), coalesce(sum(size), 0) FROM _site_files",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let replaced: Option<i64> = c
+                .query_row(
+                    "SELECT size FROM _site_files WHERE path = ?1",
+                    [&file.path],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let put = SitePut::judge(room, files, bytes, replaced, file.size);
+            if put != SitePut::Stored {
+                return Ok(put);
+            }
             c.execute(
                 "INSERT INTO _site_files (path, content_type, sha256, size, updated_at, content)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -80,7 +98,7 @@ impl SiteStore for SqliteTenants {
                     content
                 ],
             )?;
-            Ok(())
+            Ok(SitePut::Stored)
         })
         .await
     }

@@ -12,8 +12,8 @@ use cloudlet_store::postgres::testing::TestServer;
 use cloudlet_store::postgres::{Postgres, PostgresOptions};
 use cloudlet_store::{
     AppName, AppRow, Durability, FunctionLogRow, FunctionRow, FunctionStore, FunctionVersionRow,
-    LogQuery, ProviderRow, ScheduleRow, SigningKeyRow, SiteFile, SiteStore, StoreError,
-    SystemStore, TenantStore,
+    LogQuery, ProviderRow, ScheduleRow, SigningKeyRow, SiteFile, SitePut, SiteRoom, SiteStore,
+    StoreError, SystemStore, TenantStore,
 };
 use tokio::task::JoinSet;
 
@@ -89,6 +89,7 @@ on_both!(
     logs,
     environment,
     site_files,
+    site_room,
     app_settings,
     an_app_never_provisioned_is_no_tenant,
     concurrent_writes,
@@ -823,6 +824,12 @@ fn site_file(path: &str, content: &[u8], at: i64) -> SiteFile {
     }
 }
 
+/// Room enough for every site of these tests but the one that tests the room.
+const ROOM: SiteRoom = SiteRoom {
+    max_files: 100,
+    max_bytes: 1 << 20,
+};
+
 async fn site_files(stores: Stores) {
     let app = new_app(&stores, "site", 1).await;
     let sites = &*stores.sites;
@@ -833,15 +840,15 @@ async fn site_files(stores: Stores) {
     let style = site_file("Style.css", b"body{}", 2);
     let logo = site_file("img/logo.png", &[0, 159, 146, 150, 255], 3);
     sites
-        .put_site_file(&app, index.clone(), b"<h1>hi</h1>".to_vec())
+        .put_site_file(&app, index.clone(), b"<h1>hi</h1>".to_vec(), ROOM)
         .await
         .unwrap();
     sites
-        .put_site_file(&app, style.clone(), b"body{}".to_vec())
+        .put_site_file(&app, style.clone(), b"body{}".to_vec(), ROOM)
         .await
         .unwrap();
     sites
-        .put_site_file(&app, logo.clone(), vec![0, 159, 146, 150, 255])
+        .put_site_file(&app, logo.clone(), vec![0, 159, 146, 150, 255], ROOM)
         .await
         .unwrap();
     assert_eq!(
@@ -859,7 +866,7 @@ async fn site_files(stores: Stores) {
         ..site_file("index.html", b"<h1>bye</h1>", 4)
     };
     sites
-        .put_site_file(&app, index.clone(), b"<h1>bye</h1>".to_vec())
+        .put_site_file(&app, index.clone(), b"<h1>bye</h1>".to_vec(), ROOM)
         .await
         .unwrap();
     assert_eq!(
@@ -872,6 +879,66 @@ async fn site_files(stores: Stores) {
     assert!(!sites.delete_site_file(&app, "style.css").await.unwrap());
     assert_eq!(sites.site_file(&app, "Style.css").await.unwrap(), None);
     assert_eq!(sites.site_files(&app).await.unwrap(), [logo, index]);
+}
+
+/// A site keeps within its room of files and bytes, a file replaced counting only its new
+/// size, and puts at once from many clients (nodes, on PostgreSQL) can not pass it together.
+async fn site_room(stores: Stores) {
+    let app = new_app(&stores, "siteroom", 1).await;
+    let sites = &*stores.sites;
+    let room = SiteRoom {
+        max_files: 3,
+        max_bytes: 10,
+    };
+    let put = |path: &'static str, content: &'static [u8]| {
+        sites.put_site_file(&app, site_file(path, content, 1), content.to_vec(), room)
+    };
+    assert_eq!(put("a", b"1234").await.unwrap(), SitePut::Stored);
+    assert_eq!(put("b", b"1234").await.unwrap(), SitePut::Stored);
+    assert_eq!(put("c", b"123").await.unwrap(), SitePut::TooManyBytes);
+    assert_eq!(put("c", b"12").await.unwrap(), SitePut::Stored);
+    assert_eq!(put("d", b"").await.unwrap(), SitePut::TooManyFiles);
+    // Replacing a file counts its new size instead of its old one, and no file more.
+    assert_eq!(put("a", b"12").await.unwrap(), SitePut::Stored);
+    assert_eq!(put("a", b"12345").await.unwrap(), SitePut::TooManyBytes);
+    // Full to the byte: 10 bytes, which counting the old size too would make 12.
+    assert_eq!(put("a", b"1234").await.unwrap(), SitePut::Stored);
+    let files = sites.site_files(&app).await.unwrap();
+    let sizes: Vec<(String, i64)> = files.into_iter().map(|f| (f.path, f.size)).collect();
+    let expected = [("a", 4), ("b", 4), ("c", 2)].map(|(p, n)| (p.to_owned(), n));
+    assert_eq!(sizes, expected, "what was refused changed nothing");
+    assert_eq!(
+        sites.site_file(&app, "a").await.unwrap().map(|(_, c)| c),
+        Some(b"1234".to_vec())
+    );
+
+    // Twenty puts of new files at once into a site with room for five more.
+    let other = new_app(&stores, "siterace", 2).await;
+    let room = SiteRoom {
+        max_files: 5,
+        max_bytes: 1 << 20,
+    };
+    let mut puts = JoinSet::new();
+    for i in 0..20 {
+        let sites = Arc::clone(&stores.sites);
+        let other = other.clone();
+        puts.spawn(async move {
+            let path = format!("f{i}");
+            let file = SiteFile {
+                path: path.clone(),
+                ..site_file("x", b"x", 1)
+            };
+            sites.put_site_file(&other, file, b"x".to_vec(), room).await
+        });
+    }
+    let mut stored = 0;
+    while let Some(put) = puts.join_next().await {
+        if put.unwrap().unwrap() == SitePut::Stored {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 5);
+    assert_eq!(sites.site_files(&other).await.unwrap().len(), 5);
 }
 
 async fn app_settings(stores: Stores) {
@@ -1216,7 +1283,7 @@ async fn names_sort_by_bytes_whatever_the_database_locale() {
         let file = site_file(name, b"x", 1);
         stores
             .sites
-            .put_site_file(&app, file, b"x".to_vec())
+            .put_site_file(&app, file, b"x".to_vec(), ROOM)
             .await
             .unwrap();
     }
