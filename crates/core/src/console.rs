@@ -11,8 +11,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cloudlet_store::{
@@ -27,6 +25,7 @@ use subtle::ConstantTimeEq;
 use crate::access::{Access, Caller};
 use crate::auth::{AuthError, policy};
 use crate::clock::{Clock, Timestamp};
+use crate::passwords;
 use crate::random::Random;
 use crate::secrets::{NewSecret, SecretHash};
 
@@ -257,9 +256,7 @@ impl Console {
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         mac.update(b"cloudlet/console/csrf/v1");
         // Made now, so that the first login with an unknown email takes no longer than others.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn_blocking(dummy_hash);
-        }
+        passwords::warm();
         Console(Arc::new(Inner {
             store,
             system,
@@ -303,19 +300,10 @@ impl Console {
         let email = policy::account_of(email);
         let row = self.0.store.person_by_email(&email).await?;
         // An unknown email costs a hash check too, so timing does not tell who has a login.
-        let hash = row
-            .as_ref()
-            .map_or_else(|| dummy_hash().to_owned(), |r| r.password_hash.clone());
-        let password = password.to_owned();
-        let matches = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash).is_ok_and(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?;
+        let hash = row.as_ref().map(|r| r.password_hash.clone());
+        let matches = passwords::matches(password.to_owned(), hash)
+            .await
+            .map_err(|e| ConsoleError::Account(e.into()))?;
         match row {
             Some(row) if matches => {
                 self.audit(&row.email, None, "login", 200).await;
@@ -591,17 +579,9 @@ impl Console {
         }
         let mut salt = [0u8; 16];
         self.0.random.fill(&mut salt);
-        let salt =
-            SaltString::encode_b64(&salt).map_err(|e| ConsoleError::InvalidName(e.to_string()))?;
-        let password = person.password;
-        let password_hash = tokio::task::spawn_blocking(move || {
-            Argon2::default()
-                .hash_password(password.as_bytes(), &salt)
-                .map(|h| h.to_string())
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
-        .map_err(|e| ConsoleError::InvalidName(e.to_string()))?;
+        let password_hash = passwords::hash(person.password, salt)
+            .await
+            .map_err(|e| ConsoleError::Account(e.into()))?;
         let mut id = [0u8; 12];
         self.0.random.fill(&mut id);
         Ok(PersonRow {
@@ -653,19 +633,6 @@ impl Console {
             csrf: URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()),
         })
     }
-}
-
-/// An argon2id hash to check against when an email is unknown. Made once.
-fn dummy_hash() -> &'static str {
-    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| {
-        let salt = SaltString::encode_b64(b"cloudlet-console-dummy")
-            .unwrap_or_else(|_| unreachable!("a fixed, valid salt"));
-        Argon2::default()
-            .hash_password(b"not a password anyone has", &salt)
-            .map(|h| h.to_string())
-            .unwrap_or_default()
-    })
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub mod data;
 pub mod files;
 pub mod functions;
 pub mod messages;
+pub mod passwords;
 pub mod payments;
 pub mod queues;
 pub mod random;

@@ -8,7 +8,7 @@ use cloudlet_core::access::Caller;
 use cloudlet_core::apps::AppName;
 use cloudlet_core::auth::providers::ProviderView;
 use cloudlet_core::auth::{
-    AuthError, Login, Principal, SessionGrant, SessionView, User, UserDetail, policy,
+    AuthError, Login, LoginCode, Principal, SessionGrant, SessionView, User, UserDetail, policy,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -233,8 +233,14 @@ impl LoginBody {
             },
             _ => Login::Platform {
                 provider: self.provider,
-                code: self.code,
-                anonymous_code: self.anonymous_code,
+                code: self
+                    .code
+                    .map(|code| LoginCode::parse("code", code))
+                    .transpose()?,
+                anonymous_code: self
+                    .anonymous_code
+                    .map(|code| LoginCode::parse("anonymous_code", code))
+                    .transpose()?,
             },
         })
     }
@@ -401,15 +407,19 @@ fn wechat() -> String {
     responses((status = 200, body = User)))]
 async fn bind_phone(
     State(state): State<AppState>,
-    TargetApp(_): TargetApp,
+    ClientIp(ip): ClientIp,
+    TargetApp(app): TargetApp,
     CallerOf(caller): CallerOf,
     Json(body): Json<PhoneCode>,
 ) -> Result<axum::Json<User>, ApiError> {
     let principal = user(caller)?;
+    let code = LoginCode::parse("code", body.code).map_err(|_| AuthError::InvalidPhoneCode)?;
+    // Each bind calls WeChat, as a login does: counted as one.
+    state.limits().check_login(&app, ip).await?;
     Ok(axum::Json(
         state
             .auth()
-            .bind_phone(&principal, &body.provider, &body.code)
+            .bind_phone(&principal, &body.provider, &code)
             .await?,
     ))
 }

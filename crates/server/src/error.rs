@@ -69,7 +69,7 @@ codes! {
     UriTooLong = "uri_too_long", 414, "the request target is over `http.max_uri_bytes`";
     HeadersTooLarge = "headers_too_large", 431, "the request headers are over `http.max_header_bytes`";
     RequestTimeout = "request_timeout", 408, "the request body paused longer than `http.body_read_timeout_secs`, or averaged under 1 KiB/s over a stretch that long";
-    ServerBusy = "server_busy", 503, "the server is at its connection limit, or holds as many bytes of site files in answers as it may (256 MiB) (`retry-after` says when to try again)";
+    ServerBusy = "server_busy", 503, "the server is at its connection limit, holds as many bytes of site files in answers as it may (256 MiB), or checks as many passwords at once as it may (`retry-after` says when to try again)";
     // Who is calling.
     MissingCredentials = "missing_credentials", 401, "no `Authorization` header where the route needs one";
     InvalidCredentials = "invalid_credentials", 401, "not a bearer token, or no such token or key";
@@ -356,6 +356,9 @@ impl From<AuthError> for ApiError {
             AuthError::PlatformRateLimited => Code::TooManyRequests,
             AuthError::Store(cause) => return ApiError::store(cause, &e),
             AuthError::Sealing => return ApiError::internal(&e),
+            AuthError::Busy => {
+                return ApiError::new(Code::ServerBusy, e.to_string()).retry_after(1);
+            }
         };
         ApiError::new(code, e.to_string())
     }

@@ -335,11 +335,22 @@ fn client_key(client: IpAddr) -> String {
 }
 
 fn account_key(app: &str, account: &str) -> String {
-    format!("{app}\0{account}")
+    format!("{app}\0{}", account_digest(account))
 }
 
 fn known_key(app: &str, account: &str, client: IpAddr) -> String {
-    format!("{app}\0{account}\0{}", client_key(client))
+    format!("{app}\0{}\0{}", account_digest(account), client_key(client))
+}
+
+/// An account as it goes into a key: its SHA-256, so that what a key holds does not grow with
+/// what a client sent as an email (anything, up to the body's limit, when it is no email).
+fn account_digest(account: &str) -> String {
+    let digest = cloudlet_core::secrets::SecretHash::of(account);
+    digest
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn too_many(wait: Duration) -> ApiError {

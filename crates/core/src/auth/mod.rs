@@ -16,8 +16,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cloudlet_platforms::alipay::AlipayClient;
@@ -35,6 +33,7 @@ use serde_json::{Map, Value};
 use crate::apps::{UNSEALED_SIGNING_KEY_LEN, signing_key_place};
 use crate::clock::{Clock, Timestamp};
 use crate::data::Triggers;
+use crate::passwords::{self, PasswordWorkError};
 use crate::queues::HintTicket;
 use crate::random::Random;
 use crate::sealing::Sealer;
@@ -98,6 +97,17 @@ pub enum AuthError {
     Store(#[from] StoreError),
     #[error("a stored secret could not be opened")]
     Sealing,
+    #[error("too many passwords are being checked at once; try again")]
+    Busy,
+}
+
+impl From<PasswordWorkError> for AuthError {
+    fn from(e: PasswordWorkError) -> Self {
+        match e {
+            PasswordWorkError::Busy => AuthError::Busy,
+            PasswordWorkError::Failed(problem) => AuthError::Store(StoreError::Task(problem)),
+        }
+    }
 }
 
 /// How long credentials live.
@@ -128,8 +138,8 @@ pub enum Login {
     /// A platform login code (and for Douyin, optionally an anonymous code).
     Platform {
         provider: String,
-        code: Option<String>,
-        anonymous_code: Option<String>,
+        code: Option<LoginCode>,
+        anonymous_code: Option<LoginCode>,
     },
     Password {
         email: String,
@@ -139,6 +149,34 @@ pub enum Login {
     Dev {
         user: String,
     },
+}
+
+/// A code a platform gave the client (a login code, a phone number code), as it may be sent
+/// on to the platform: 1 to 512 printable ASCII characters. The platforms' codes are a few
+/// dozen letters and digits; this keeps anything else from reaching their requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginCode(String);
+
+impl LoginCode {
+    pub const MAX_BYTES: usize = 512;
+
+    /// The code in `text`, for the request field `field`.
+    pub fn parse(field: &str, text: String) -> Result<Self, AuthError> {
+        let valid = (1..=Self::MAX_BYTES).contains(&text.len())
+            && text.bytes().all(|b| b.is_ascii_graphic());
+        if valid {
+            Ok(LoginCode(text))
+        } else {
+            Err(AuthError::InvalidLoginRequest(format!(
+                "{field} must be 1 to {} printable ASCII characters",
+                Self::MAX_BYTES
+            )))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// The most users in one page of the admin listing.
@@ -472,8 +510,8 @@ impl Auth {
         &self,
         app: &AppName,
         provider: &str,
-        code: Option<String>,
-        anonymous_code: Option<String>,
+        code: Option<LoginCode>,
+        anonymous_code: Option<LoginCode>,
     ) -> Result<(UserRow, Option<String>), AuthError> {
         let (kind, settings, secret) = self.enabled_provider(app, provider).await?;
         let (ProviderKind::Platform(platform), Some(secret)) = (kind, secret) else {
@@ -488,11 +526,11 @@ impl Auth {
                 let code = code.ok_or_else(code_required)?;
                 let session = if platform == Platform::WeChat {
                     WeChatClient::new(http, &s.base_url, &s.appid, &secret)
-                        .code_to_session(&code)
+                        .code_to_session(code.as_str())
                         .await
                 } else {
                     QqClient::new(http, &s.base_url, &s.appid, &secret)
-                        .code_to_session(&code)
+                        .code_to_session(code.as_str())
                         .await
                 }
                 .map_err(platform_error)?;
@@ -500,7 +538,10 @@ impl Auth {
             }
             (Platform::Douyin, Settings::Platform(s)) => {
                 let session = DouyinClient::new(http, &s.base_url, &s.appid, &secret)
-                    .code_to_session(code.as_deref(), anonymous_code.as_deref())
+                    .code_to_session(
+                        code.as_ref().map(LoginCode::as_str),
+                        anonymous_code.as_ref().map(LoginCode::as_str),
+                    )
                     .await
                     .map_err(platform_error)?;
                 match (session.openid, session.anonymous_openid) {
@@ -518,7 +559,7 @@ impl Auth {
                         .map_err(|e| AuthError::ProviderMisconfigured(e.to_string()))?;
                 let now_secs = self.0.clock.now().unix_ms() / 1000;
                 let token = client
-                    .oauth_token(&code, now_secs)
+                    .oauth_token(code.as_str(), now_secs)
                     .await
                     .map_err(alipay_error)?;
                 let subject = token.user_id.or(token.open_id).ok_or_else(|| {
@@ -697,25 +738,10 @@ impl Auth {
         let email = policy::account_of(email);
         let found = self.0.users.user_by_email(app, &email).await?;
         let (user, hash) = match found {
-            Some((user, Some(hash))) => (Some(user), hash),
-            _ => (None, String::new()),
+            Some((user, Some(hash))) => (Some(user), Some(hash)),
+            _ => (None, None),
         };
-        let password = password.to_owned();
-        let matches = blocking(move || {
-            let hash = if hash.is_empty() {
-                dummy_hash()
-            } else {
-                hash.as_str()
-            };
-            PasswordHash::new(hash)
-                .map(|parsed| {
-                    Argon2::default()
-                        .verify_password(password.as_bytes(), &parsed)
-                        .is_ok()
-                })
-                .unwrap_or(false)
-        })
-        .await?;
+        let matches = passwords::matches(password.to_owned(), hash).await?;
         match user {
             Some(user) if matches => Ok(user),
             _ => Err(AuthError::InvalidLogin),
@@ -725,15 +751,7 @@ impl Auth {
     async fn hash_password(&self, password: String) -> Result<String, AuthError> {
         let mut salt = [0u8; 16];
         self.0.random.fill(&mut salt);
-        let salt = SaltString::encode_b64(&salt)
-            .map_err(|e| AuthError::InvalidLoginRequest(e.to_string()))?;
-        blocking(move || {
-            Argon2::default()
-                .hash_password(password.as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|e| AuthError::InvalidLoginRequest(e.to_string()))
-        })
-        .await?
+        Ok(passwords::hash(password, salt).await?)
     }
 
     // ---- sessions and tokens ----------------------------------------------------------
@@ -1052,8 +1070,9 @@ impl Auth {
         &self,
         principal: &Principal,
         provider: &str,
-        code: &str,
+        code: &LoginCode,
     ) -> Result<User, AuthError> {
+        let code = code.as_str();
         let app = &principal.app;
         let client = self.wechat_client(app, provider).await?;
         let mut token = self
@@ -1410,27 +1429,4 @@ fn alipay_error(e: PlatformError) -> AuthError {
         PlatformError::Crypto(problem) => AuthError::ProviderMisconfigured(problem.to_owned()),
         other => AuthError::PlatformUnavailable(other.to_string()),
     }
-}
-
-/// Runs CPU-heavy work (argon2) on the blocking pool, off the async threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, AuthError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| AuthError::Store(StoreError::Task(e.to_string())))
-}
-
-/// An argon2id hash to check against when an email is unknown, so that the answer takes as long
-/// as for a known one and timing does not tell which emails have accounts. Made once.
-fn dummy_hash() -> &'static str {
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| {
-        let salt =
-            SaltString::encode_b64(b"cloudlet-dummy-salt").unwrap_or_else(|_| unreachable!());
-        Argon2::default()
-            .hash_password(b"not a password anyone has", &salt)
-            .map(|h| h.to_string())
-            .unwrap_or_default()
-    })
 }

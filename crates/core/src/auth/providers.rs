@@ -213,12 +213,31 @@ impl ProviderInput {
 
 fn base_url_or_default(base_url: Option<String>, platform: Platform) -> Result<String, String> {
     let base_url = base_url.unwrap_or_else(|| platform.default_base_url().to_owned());
-    if !(base_url.starts_with("https://") || base_url.starts_with("http://"))
-        || base_url.len() > 200
-    {
-        return Err("base_url must be an http(s) URL".into());
+    if !valid_base_url(&base_url) || base_url.len() > 200 {
+        return Err(
+            "base_url must be an https URL (or http to 127.0.0.1, localhost or [::1])".into(),
+        );
     }
     Ok(base_url.trim_end_matches('/').to_owned())
+}
+
+/// A platform's API address: https, or http on this machine (the emulator). Secrets and signed
+/// requests go there (WeChat's login call carries the app secret in its query), and its
+/// answers say who a user is, so a typo or an attacker's admin key must not send them elsewhere
+/// in the clear.
+pub(crate) fn valid_base_url(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match host.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => host,
+    };
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
 }
 
 /// A provider's configuration as the admin API shows it: secrets masked.
@@ -321,9 +340,21 @@ mod tests {
             json!({"appid":"wx1"}),
             json!({"appid":"","secret":"s"}),
             json!({"appid":"wx1","secret":"s","base_url":"ftp://x"}),
+            json!({"appid":"wx1","secret":"s","base_url":"http://api.weixin.qq.com"}),
+            json!({"appid":"wx1","secret":"s","base_url":"http://10.0.0.1:8080"}),
+            json!({"appid":"wx1","secret":"s","base_url":"http://127.0.0.1@evil.example"}),
             json!({"appid":"wx1","secret":"s","extra":1}),
         ] {
             assert!(ProviderInput::parse(wechat, bad).is_err());
+        }
+        for good in [
+            "https://api.example.com",
+            "http://127.0.0.1:9000",
+            "http://localhost:9000/wx",
+            "http://[::1]:9000",
+        ] {
+            let input = json!({"appid":"wx1","secret":"s","base_url":good});
+            assert!(ProviderInput::parse(wechat, input).is_ok(), "{good}");
         }
         assert!(ProviderInput::parse(ProviderKind::Dev, json!({"enabled":"yes"})).is_err());
         assert!(

@@ -55,7 +55,7 @@ pub(super) fn settings_of(input: AlipayPayInput) -> Result<(Settings, Secrets), 
         return Err(invalid("app_id is the mini program's app id (digits)"));
     }
     let base_url = input.base_url.unwrap_or_else(|| alipay::GATEWAY.to_owned());
-    if !super::valid_base_url(&base_url) {
+    if !crate::auth::providers::valid_base_url(&base_url) {
         return Err(invalid(
             "base_url is an https URL (http only on this machine, for the emulator)",
         ));

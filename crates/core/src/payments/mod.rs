@@ -1605,23 +1605,6 @@ enum Payer {
     Alipay { buyer: String },
 }
 
-/// A platform's API address: https, or http on this machine (the emulator). Signed requests go
-/// there, so a typo or an attacker's admin key must not send them elsewhere in the clear.
-fn valid_base_url(url: &str) -> bool {
-    if url.starts_with("https://") {
-        return true;
-    }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return false;
-    };
-    let host = rest.split(['/', '?']).next().unwrap_or_default();
-    let host = match host.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => host,
-    };
-    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
-}
-
 fn valid_user_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id

@@ -98,7 +98,7 @@ pub(super) fn settings_of(input: WechatPayInput) -> Result<(Settings, Secrets), 
             .map_err(|_| invalid("a platform key is not an RSA public key"))?;
     }
     let base_url = input.base_url.unwrap_or_else(|| wechat_pay::API.to_owned());
-    if !super::valid_base_url(&base_url) {
+    if !crate::auth::providers::valid_base_url(&base_url) {
         return Err(invalid(
             "base_url is an https URL (http only on this machine, for the emulator)",
         ));

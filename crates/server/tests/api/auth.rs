@@ -1125,3 +1125,52 @@ async fn admins_list_search_see_and_delete_users() {
         .expect_error(StatusCode::FORBIDDEN, "forbidden")
         .await;
 }
+
+#[tokio::test]
+async fn codes_that_are_no_codes_and_platforms_in_the_clear_are_refused_before_any_call() {
+    let emulator = Emulator::start().await;
+    let t = TestApp::start().await;
+    t.create_app("codes").await;
+    emulator
+        .connect(&t, "codes", "wechat", "wx-codes", "codes-secret")
+        .await;
+    // A made-up code of the right shape reaches WeChat, which refuses it.
+    t.login("codes", json!({ "provider": "wechat", "code": "made-up" }))
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_login_code")
+        .await;
+    // Others are refused here.
+    for code in ["", "a b", "x\u{7f}", "码", &"c".repeat(513)] {
+        t.login("codes", json!({ "provider": "wechat", "code": code }))
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_login_request")
+            .await;
+    }
+    t.login(
+        "codes",
+        json!({ "provider": "douyin", "anonymous_code": "a\nb" }),
+    )
+    .expect_error(StatusCode::BAD_REQUEST, "invalid_login_request")
+    .await;
+    let grant = emulator
+        .login_as(&t, "codes", "wechat", "wx-codes", "alice")
+        .await;
+    t.as_user(Method::POST, "codes", "/auth/user/phone", token(&grant))
+        .json(&json!({ "code": "c".repeat(513) }))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_phone_code")
+        .await;
+
+    // A platform's address is https, or http to this machine only.
+    for base_url in [
+        "http://api.weixin.qq.com",
+        "http://10.0.0.1:8080/wechat",
+        "http://127.0.0.1@evil.example/",
+    ] {
+        t.admin(Method::PUT, "/v1/admin/apps/codes/auth/providers/qq")
+            .json(&json!({ "appid": "1101", "secret": "s", "base_url": base_url }))
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_provider_config")
+            .await;
+    }
+    t.admin(Method::PUT, "/v1/admin/apps/codes/auth/providers/qq")
+        .json(&json!({ "appid": "1101", "secret": "s", "base_url": "https://api.q.qq.com" }))
+        .expect(StatusCode::OK)
+        .await;
+}
