@@ -1288,6 +1288,69 @@ async fn auth_triggers_run_when_users_are_created_and_deleted() {
 }
 
 #[tokio::test]
+async fn users_may_not_call_what_triggers_and_schedules_run_unless_it_is_deployed_callable() {
+    let t = server(false).await;
+    let (alice, _) = scene(&t, "forge").await;
+    let source =
+        "export default async (e, ctx) => ({ trigger: ctx.trigger, who: e.user?.id ?? null })";
+    let event = json!({ "event": "auth.user_deleted", "user": { "id": "someone-else" } });
+    let http = |token: Option<&str>| {
+        let request = t.request(Method::POST, "/v1/apps/forge/http/cleanup/now");
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    };
+    for declared in [
+        json!({ "source": source, "triggers": [{ "auth": ["user_deleted"] }] }),
+        json!({ "source": source, "schedules": [{ "cron": "0 3 * * *" }] }),
+        json!({ "source": source, "public": true, "triggers": [{ "auth": ["user_deleted"] }] }),
+        json!({ "source": source, "callable": false }),
+    ] {
+        deploy(&t, "forge", "cleanup", declared.clone()).await;
+        call(&t, "forge", "cleanup", Some(&alice), event.clone())
+            .expect_error(StatusCode::FORBIDDEN, "function_not_callable")
+            .await;
+        call(&t, "forge", "cleanup", None, event.clone())
+            .expect_error(StatusCode::FORBIDDEN, "function_not_callable")
+            .await;
+        http(Some(&alice))
+            .expect_error(StatusCode::FORBIDDEN, "function_not_callable")
+            .await;
+        // The admin may, to try it.
+        let ran = t
+            .admin(Method::POST, "/v1/apps/forge/functions/cleanup")
+            .json(&event)
+            .expect(StatusCode::OK)
+            .await;
+        assert_eq!(
+            ran,
+            json!({ "trigger": "call", "who": "someone-else" }),
+            "{declared}"
+        );
+    }
+    // Deployed callable, users call it, and `ctx.trigger` tells their calls apart.
+    deploy(
+        &t,
+        "forge",
+        "cleanup",
+        json!({
+            "source": source, "callable": true, "triggers": [{ "auth": ["user_deleted"] }]
+        }),
+    )
+    .await;
+    let ran = call(&t, "forge", "cleanup", Some(&alice), event.clone())
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(ran["trigger"], "call");
+    let shown = t
+        .admin(Method::GET, "/v1/admin/apps/forge/functions/cleanup")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(shown["callable"], true);
+}
+
+#[tokio::test]
 async fn shutdown_lets_triggered_runs_finish_and_flushes_their_log_before_closing() {
     let dir = tempfile::tempdir().unwrap();
     let start = || {
@@ -3132,7 +3195,8 @@ async fn a_shop_prices_orders_on_the_server_and_records_each_sale_once() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(sales().await, ["pay.paid 300 tea -"]);
 
-    // A buyer can not record a sale of their own by calling the function.
+    // A buyer can not record a sale of their own by calling the function: its triggers run
+    // it, and nobody else but the admin.
     call(
         &t,
         "shop",
@@ -3141,7 +3205,7 @@ async fn a_shop_prices_orders_on_the_server_and_records_each_sale_once() {
         json!({ "event": "pay.paid", "event_id": 999,
         "order": { "id": "ord_1", "amount_fen": 1, "metadata": {} } }),
     )
-    .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "function_error")
+    .expect_error(StatusCode::FORBIDDEN, "function_not_callable")
     .await;
     // A refund from a function the admin calls (the buyer is refused), confirmed by its
     // notification.

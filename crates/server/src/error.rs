@@ -124,6 +124,7 @@ codes! {
     InvalidExpand = "invalid_expand", 400, "an `expand` of a field that is not a relation, or too deep";
     // Functions.
     FunctionNotFound = "function_not_found", 404, "no such function (or it was deleted)";
+    FunctionNotCallable = "function_not_callable", 403, "an end user called a function that triggers or schedules run, which was not deployed `callable`";
     VersionNotFound = "version_not_found", 404, "rollback to a version that does not exist";
     InvalidFunction = "invalid_function", 400, "a deploy breaks a rule of functions";
     FunctionSyntaxError = "function_syntax_error", 400, "a deploy does not compile";
@@ -425,6 +426,7 @@ impl From<FunctionError> for ApiError {
                 );
             }
             FunctionError::Unauthenticated => Code::MissingCredentials,
+            FunctionError::NotCallable => Code::FunctionNotCallable,
             FunctionError::Failed(_) => Code::FunctionError,
             FunctionError::Timeout => Code::FunctionTimeout,
             FunctionError::MemoryLimit => Code::FunctionMemoryLimit,

@@ -149,6 +149,10 @@ pub enum FunctionError {
     Syntax(CompileFailure),
     #[error("this function needs an access token")]
     Unauthenticated,
+    #[error(
+        "this function is run by its triggers or schedules, not called: deploy it with \"callable\": true to let users call it"
+    )]
+    NotCallable,
     /// The function threw: its message, for the caller.
     #[error("{0}")]
     Failed(String),
@@ -225,6 +229,9 @@ pub struct Deploy {
     pub entry: Option<String>,
     #[serde(default)]
     pub public: bool,
+    /// Whether end users may call it (`POST …/functions/{name}`, `…/http/{name}`). Left out:
+    /// yes, unless it declares triggers or schedules, whose events a caller could forge.
+    pub callable: Option<bool>,
     pub timeout_ms: Option<u64>,
     pub memory_mb: Option<u64>,
     /// Invocations of this function in at once (running or waiting); more answer
@@ -535,6 +542,9 @@ pub const MAX_TRIGGER_DEPTH: u8 = 3;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Settings {
     pub public: bool,
+    /// As deployed ([`Deploy::callable`]); see [`Settings::callable`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callable: Option<bool>,
     pub timeout_ms: u64,
     pub memory_mb: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -543,6 +553,16 @@ pub struct Settings {
     pub triggers: Vec<TriggerDef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schedules: Vec<Schedule>,
+}
+
+impl Settings {
+    /// Whether end users may call the function: as deployed, or else unless something else
+    /// (a trigger, a schedule) runs it. Such a function trusts its event, which a caller
+    /// would make up.
+    pub fn callable(&self) -> bool {
+        self.callable
+            .unwrap_or(self.triggers.is_empty() && self.schedules.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -944,6 +964,7 @@ impl Functions {
         }
         let settings = Settings {
             public: deploy.public,
+            callable: deploy.callable,
             timeout_ms: deploy.timeout_ms.unwrap_or(limits.default_timeout_ms),
             memory_mb: deploy.memory_mb.unwrap_or(limits.default_memory_mb),
             max_concurrency: deploy.max_concurrency,
@@ -1195,6 +1216,13 @@ impl Functions {
         } = call;
         let active = self.active(app, name).await?;
         let settings = &active.settings;
+        let by_client = matches!(trigger, Trigger::Call | Trigger::Http);
+        if by_client
+            && !settings.callable()
+            && matches!(caller, Caller::User(_) | Caller::Anonymous)
+        {
+            return Err(FunctionError::NotCallable);
+        }
         if !settings.public && matches!(caller, Caller::Anonymous) {
             return Err(FunctionError::Unauthenticated);
         }
@@ -1603,6 +1631,7 @@ fn env_place(app: &AppName, name: &str) -> String {
 fn parse_settings(settings: &str) -> Settings {
     serde_json::from_str(settings).unwrap_or(Settings {
         public: false,
+        callable: None,
         timeout_ms: FunctionLimits::default().default_timeout_ms,
         memory_mb: FunctionLimits::default().default_memory_mb,
         max_concurrency: None,
