@@ -863,7 +863,10 @@ fn install_natives<'js>(ctx: &Ctx<'js>, state: &Rc<State>) -> rquickjs::Result<(
         Function::new(ctx.clone(), move |ms: f64| {
             let id = s.next_timer.get() + 1;
             s.next_timer.set(id);
-            let delay = Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 86_400.0));
+            // The prelude passes `Math.max(0, …)`, but the guest may have replaced `Math.max`:
+            // whatever arrives (NaN too) is a delay, never a panic.
+            let delay = Duration::try_from_secs_f64((ms / 1000.0).clamp(0.0, 86_400.0))
+                .unwrap_or(Duration::ZERO);
             s.timers.borrow_mut().insert(id, Instant::now() + delay);
             id
         })?,
@@ -1258,6 +1261,20 @@ mod tests {
                 "y": "two words", "host": "example.com", "uuid": true, "timed": true
             })
         );
+    }
+
+    #[test]
+    fn timers_take_whatever_delay_a_guest_makes_without_a_panic() {
+        // The prelude's `Math.max` is the guest's: NaN once reached the native and panicked.
+        let source = "export default async () => {
+            Math.max = () => NaN;
+            await new Promise((resolve) => setTimeout(resolve, 0));
+            Math.max = () => -Infinity;
+            await new Promise((resolve) => setTimeout(resolve, 0));
+            return 'done';
+        }";
+        let (finished, _) = run(&[("index.js", source)], serde_json::Value::Null);
+        assert_eq!(ok(&finished), serde_json::json!("done"));
     }
 
     #[test]

@@ -186,7 +186,7 @@ impl Fetcher {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| failure("fetch_failed", e.to_string()))?
+            .map_err(|e| failure("fetch_failed", e.without_url().to_string()))?
         {
             if body.len() + chunk.len() > MAX_FETCH_BODY {
                 return Err(failure(
