@@ -332,7 +332,26 @@ impl Engine {
 
     /// Keeps the code of `key` for its next invocations.
     pub fn keep_bundle(&mut self, key: &str, bundle: Bundle) {
+        self.remember_bundle(key, bundle);
+    }
+
+    /// Keeps a bundle, within [`MAX_BUNDLES_BYTES`] as well as the count: the least recently
+    /// used go first, never the one just kept.
+    fn remember_bundle(&mut self, key: &str, bundle: Bundle) {
         remember(&mut self.bundles, self.max_bundles, key, bundle);
+        let mut bytes: usize = self.bundles.values().map(|(b, _)| bundle_bytes(b)).sum();
+        while bytes > MAX_BUNDLES_BYTES {
+            let oldest = self
+                .bundles
+                .iter()
+                .filter(|(k, _)| k.as_str() != key)
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            let Some(oldest) = oldest else { break };
+            if let Some((dropped, _)) = self.bundles.remove(&oldest) {
+                bytes -= bundle_bytes(&dropped);
+            }
+        }
     }
 
     /// Drops runtimes and bytecode unused for `idle`.
@@ -349,7 +368,7 @@ impl Engine {
         let started = Instant::now();
         let deadline = started + Duration::from_millis(invocation.limits.timeout_ms);
         if let Some(bundle) = invocation.bundle.clone() {
-            remember(&mut self.bundles, self.max_bundles, &invocation.key, bundle);
+            self.remember_bundle(&invocation.key, bundle);
         }
         let (instance, cold) = match self.warm.remove(&invocation.key) {
             Some((instance, _)) => (Ok(instance), false),
@@ -421,6 +440,20 @@ impl Engine {
 }
 
 /// Inserts into a bounded map, evicting the least recently used entry when full.
+/// The most bytes of bundles one worker keeps (bytecode in base64: a large function's is a
+/// few MiB). Past it, a function's code is sent again with its next invocation.
+const MAX_BUNDLES_BYTES: usize = 64 * 1024 * 1024;
+
+/// What a bundle holds in memory, near enough.
+fn bundle_bytes(bundle: &Bundle) -> usize {
+    bundle.entry.len()
+        + bundle
+            .modules
+            .iter()
+            .map(|(name, code)| name.len() + code.len())
+            .sum::<usize>()
+}
+
 fn remember<T>(map: &mut HashMap<String, (T, Instant)>, max: usize, key: &str, value: T) {
     if map.len() >= max.max(1) && !map.contains_key(key) {
         let oldest = map
@@ -1261,6 +1294,32 @@ mod tests {
                 "y": "two words", "host": "example.com", "uuid": true, "timed": true
             })
         );
+    }
+
+    #[test]
+    fn a_worker_keeps_bundles_within_their_bytes_the_newest_first() {
+        let mut engine = Engine::new(1, 256);
+        let big = |n: usize| Bundle {
+            engine: "test".into(),
+            entry: "index.js".into(),
+            modules: [("index.js".to_owned(), n.to_string().repeat(9 * 1024 * 1024))].into(),
+        };
+        for n in 0..10 {
+            engine.keep_bundle(&format!("k{n}"), big(n));
+            let bytes: usize = engine.bundles.values().map(|(b, _)| bundle_bytes(b)).sum();
+            assert!(bytes <= MAX_BUNDLES_BYTES, "{bytes}");
+            assert!(engine.has_code(&format!("k{n}")), "the newest is kept");
+        }
+        assert!(!engine.has_code("k0"), "the oldest went first");
+        assert_eq!(engine.bundles.len(), MAX_BUNDLES_BYTES / (9 * 1024 * 1024));
+        // One bundle over the bytes on its own is still kept: it is the one about to run.
+        let huge = Bundle {
+            modules: [("index.js".to_owned(), "h".repeat(MAX_BUNDLES_BYTES + 1))].into(),
+            ..big(0)
+        };
+        engine.keep_bundle("huge", huge);
+        assert!(engine.has_code("huge"));
+        assert_eq!(engine.bundles.len(), 1);
     }
 
     #[test]

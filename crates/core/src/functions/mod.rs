@@ -669,7 +669,7 @@ struct Inner {
     running_functions: Mutex<HashMap<(AppName, String), Arc<Admission>>>,
     /// Active versions and unsealed environments, loaded on first use and forgotten on every
     /// change made through this service (and when an app is deleted).
-    active: Mutex<HashMap<(AppName, String), Arc<Active>>>,
+    active: Mutex<ActiveCache>,
     envs: Mutex<HashMap<AppName, Arc<Map<String, Json>>>>,
     /// Each app's functions with triggers.
     triggered: Mutex<HashMap<AppName, Triggered>>,
@@ -683,6 +683,57 @@ struct Inner {
 
 /// An app's functions that have triggers, with their triggers.
 type Triggered = Arc<Vec<(String, Vec<TriggerDef>)>>;
+
+/// The most bytes of code the active versions in memory hold, all apps together. Past it,
+/// versions are dropped (whichever come first) and read again on their next call: an app with
+/// thousands of large functions must not take the server's memory.
+const MAX_ACTIVE_BYTES: usize = 256 * 1024 * 1024;
+
+/// The active versions in memory, within [`MAX_ACTIVE_BYTES`] of code.
+#[derive(Default)]
+struct ActiveCache {
+    versions: HashMap<(AppName, String), Arc<Active>>,
+    bytes: usize,
+}
+
+impl ActiveCache {
+    fn get(&self, key: &(AppName, String)) -> Option<Arc<Active>> {
+        self.versions.get(key).map(Arc::clone)
+    }
+
+    /// Keeps `active`, dropping others first if its code would not fit.
+    fn insert(&mut self, key: (AppName, String), active: Arc<Active>) {
+        if let Some(old) = self.versions.remove(&key) {
+            self.bytes -= old.bundle.len();
+        }
+        while self.bytes + active.bundle.len() > MAX_ACTIVE_BYTES {
+            let Some(other) = self.versions.keys().next().cloned() else {
+                break;
+            };
+            if let Some(dropped) = self.versions.remove(&other) {
+                self.bytes -= dropped.bundle.len();
+            }
+        }
+        self.bytes += active.bundle.len();
+        self.versions.insert(key, active);
+    }
+
+    fn remove(&mut self, app: &AppName, name: &str) {
+        if let Some(old) = self.versions.remove(&(app.to_owned(), name.to_owned())) {
+            self.bytes -= old.bundle.len();
+        }
+    }
+
+    fn forget_app(&mut self, app: &AppName) {
+        self.versions.retain(|(a, _), _| a != app);
+        self.bytes = self.versions.values().map(|v| v.bundle.len()).sum();
+    }
+
+    fn clear(&mut self) {
+        self.versions.clear();
+        self.bytes = 0;
+    }
+}
 
 /// The active version of a function, as invocations need it.
 struct Active {
@@ -741,7 +792,7 @@ impl Functions {
             capabilities,
             running: Mutex::new(HashMap::new()),
             running_functions: Mutex::new(HashMap::new()),
-            active: Mutex::new(HashMap::new()),
+            active: Mutex::new(ActiveCache::default()),
             envs: Mutex::new(HashMap::new()),
             triggered: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
@@ -771,7 +822,7 @@ impl Functions {
     /// node changed them.
     pub fn heard(&self, app: &AppName) {
         self.0.generation.fetch_add(1, Ordering::AcqRel);
-        lock(&self.0.active).retain(|(a, _), _| a != app);
+        lock(&self.0.active).forget_app(app);
         lock(&self.0.envs).remove(app);
         lock(&self.0.triggered).remove(app);
     }
@@ -1377,7 +1428,7 @@ impl Functions {
     /// Forgets everything cached of an app (it was deleted).
     pub fn forget_app(&self, app: &AppName) {
         self.0.generation.fetch_add(1, Ordering::AcqRel);
-        lock(&self.0.active).retain(|(a, _), _| a != app);
+        lock(&self.0.active).forget_app(app);
         lock(&self.0.envs).remove(app);
         lock(&self.0.running).remove(app);
         lock(&self.0.running_functions).retain(|(a, _), _| a != app);
@@ -1387,7 +1438,7 @@ impl Functions {
     /// After a change of the function here: forgotten, and the other nodes told.
     fn forget(&self, app: &AppName, name: &str) {
         self.0.generation.fetch_add(1, Ordering::AcqRel);
-        lock(&self.0.active).remove(&(app.to_owned(), name.to_owned()));
+        lock(&self.0.active).remove(app, name);
         lock(&self.0.triggered).remove(app);
         self.ring(app);
     }
@@ -1528,7 +1579,7 @@ impl Functions {
     async fn active(&self, app: &AppName, name: &str) -> Result<Arc<Active>, FunctionError> {
         let cached = (app.to_owned(), name.to_owned());
         if let Some(active) = lock(&self.0.active).get(&cached) {
-            return Ok(Arc::clone(active));
+            return Ok(active);
         }
         let generation = self.0.generation.load(Ordering::Acquire);
         let (row, version) = self
@@ -1761,5 +1812,37 @@ mod tests {
                 "{cron} {zone}"
             );
         }
+    }
+
+    #[test]
+    fn the_active_versions_in_memory_keep_within_their_bytes() {
+        let app = AppName::parse("shop").expect("a name");
+        let active = |n: usize, bytes: usize| {
+            Arc::new(Active {
+                version: 1,
+                settings: parse_settings(""),
+                bundle: Arc::from("b".repeat(bytes)),
+                key: format!("k{n}"),
+            })
+        };
+        let mut cache = ActiveCache::default();
+        let each = MAX_ACTIVE_BYTES / 4 + 1;
+        for n in 0..10 {
+            let key = (app.clone(), format!("f{n}"));
+            cache.insert(key.clone(), active(n, each));
+            assert!(cache.bytes <= MAX_ACTIVE_BYTES, "{}", cache.bytes);
+            assert!(cache.get(&key).is_some(), "the one kept last is there");
+            let counted: usize = cache.versions.values().map(|v| v.bundle.len()).sum();
+            assert_eq!(cache.bytes, counted);
+        }
+        assert_eq!(cache.versions.len(), 3);
+        // Replacing a version counts its new size only.
+        let key = (app.clone(), "f9".to_owned());
+        cache.insert(key.clone(), active(9, 10));
+        assert_eq!(cache.bytes, 2 * each + 10);
+        cache.remove(&app, "f9");
+        assert_eq!(cache.bytes, 2 * each);
+        cache.forget_app(&app);
+        assert_eq!((cache.bytes, cache.versions.len()), (0, 0));
     }
 }
