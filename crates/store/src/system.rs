@@ -133,11 +133,14 @@ pub trait SystemStore: Send + Sync {
         function: &str,
         schedules: Vec<ScheduleRow>,
     ) -> Result<(), StoreError>;
-    /// Schedules due at `now_ms`, soonest first.
+    /// Schedules due at `now_ms`, soonest first (ties by app, function and index), at most
+    /// `per_app` of one app: an app with more due than a look takes can not hold back the
+    /// others' schedules.
     async fn due_schedules(
         &self,
         now_ms: i64,
         limit: usize,
+        per_app: usize,
     ) -> Result<Vec<ScheduleRow>, StoreError>;
     /// Moves a schedule's next run from `from_ms` to `to_ms`; false if it was not at `from_ms`
     /// any more (another claimed it, or it changed), so that each run is claimed once.

@@ -1388,9 +1388,13 @@ impl Functions {
     /// schedule moves on to. A tick less than a minute late is followed by the ticks after it
     /// (a busy moment delays runs, it does not skip them); a schedule further behind (the
     /// server was down) runs once, late, and goes on from now.
-    pub async fn due_ticks(&self, limit: usize) -> Result<Vec<Tick>, FunctionError> {
+    pub async fn due_ticks(
+        &self,
+        limit: usize,
+        per_app: usize,
+    ) -> Result<Vec<Tick>, FunctionError> {
         let now = self.0.clock.now().unix_ms();
-        let rows = self.0.system.due_schedules(now, limit).await?;
+        let rows = self.0.system.due_schedules(now, limit, per_app).await?;
         Ok(rows
             .into_iter()
             .map(|row| {

@@ -13,6 +13,9 @@ use crate::state::AppState;
 
 /// How many due ticks one look reads, besides those waiting after a failure.
 const LOOK: usize = 100;
+/// How many of them may be one app's: an app whose schedules are due faster than this node
+/// enqueues them falls behind on its own, and the others' ticks still go every second.
+const LOOK_PER_APP: usize = 10;
 /// How long a tick whose enqueue failed (its app's database out of reach) waits before this
 /// node tries it again: meanwhile it is read past, so that it holds no other schedule back.
 const AFTER_FAILURE: Duration = Duration::from_secs(30);
@@ -30,7 +33,11 @@ pub async fn run_schedules(state: AppState, mut shutdown: tokio::sync::watch::Re
         }
         let now = Instant::now();
         failing.retain(|_, again| *again > now);
-        let due = match state.functions().due_ticks(LOOK + failing.len()).await {
+        let due = match state
+            .functions()
+            .due_ticks(LOOK + failing.len(), LOOK_PER_APP + failing.len())
+            .await
+        {
             Ok(due) => due,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the schedules");

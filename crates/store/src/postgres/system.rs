@@ -420,14 +420,20 @@ impl SystemStore for Postgres {
         &self,
         now_ms: i64,
         limit: usize,
+        per_app: usize,
     ) -> Result<Vec<ScheduleRow>, StoreError> {
         let client = self.client().await?;
+        let per_app = i64::try_from(per_app).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         // Ties are broken by key, so that every node sees one order.
         let sql = format!(
-            "SELECT app, function, idx, cron, timezone, data, next_at FROM {SYSTEM_SCHEMA}.schedules
-             WHERE next_at <= $1 ORDER BY next_at, app, function, idx LIMIT $2"
+            "SELECT app, function, idx, cron, timezone, data, next_at FROM (
+                 SELECT app, function, idx, cron, timezone, data, next_at,
+                     row_number() OVER (PARTITION BY app ORDER BY next_at, function, idx) AS n
+                 FROM {SYSTEM_SCHEMA}.schedules WHERE next_at <= $1) due
+             WHERE n <= $3 ORDER BY next_at, app, function, idx LIMIT $2"
         );
-        rows(&client, &sql, &[&now_ms, &(limit as i64)])
+        rows(&client, &sql, &[&now_ms, &limit, &per_app])
             .await?
             .iter()
             .map(schedule_from_row)

@@ -468,14 +468,21 @@ impl SystemStore for SqliteSystemStore {
         &self,
         now_ms: i64,
         limit: usize,
+        per_app: usize,
     ) -> Result<Vec<ScheduleRow>, StoreError> {
+        let per_app = i64::try_from(per_app).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.db
             .read(move |c| {
                 Ok(c.prepare_cached(
-                    "SELECT app, function, idx, cron, timezone, data, next_at FROM schedules
-                     WHERE next_at <= ?1 ORDER BY next_at LIMIT ?2",
+                    "SELECT app, function, idx, cron, timezone, data, next_at FROM (
+                         SELECT app, function, idx, cron, timezone, data, next_at,
+                             row_number() OVER (PARTITION BY app
+                                 ORDER BY next_at, function, idx) AS n
+                         FROM schedules WHERE next_at <= ?1)
+                     WHERE n <= ?3 ORDER BY next_at, app, function, idx LIMIT ?2",
                 )?
-                .query_map(rusqlite::params![now_ms, limit as i64], |r| {
+                .query_map(rusqlite::params![now_ms, limit, per_app], |r| {
                     Ok(ScheduleRow {
                         app: r.get(0)?,
                         function: r.get(1)?,

@@ -427,26 +427,26 @@ async fn schedules(stores: Stores) {
         .unwrap();
 
     assert_eq!(
-        system.due_schedules(250, 10).await.unwrap(),
+        system.due_schedules(250, 10, 10).await.unwrap(),
         [tick[0].clone(), tock.clone()]
     );
     assert_eq!(
-        system.due_schedules(200, 10).await.unwrap(),
+        system.due_schedules(200, 10, 10).await.unwrap(),
         [tick[0].clone(), tock.clone()],
         "due at the very millisecond"
     );
     assert_eq!(
-        system.due_schedules(1_000, 1).await.unwrap(),
+        system.due_schedules(1_000, 1, 10).await.unwrap(),
         [tick[0].clone()]
     );
-    assert!(system.due_schedules(99, 10).await.unwrap().is_empty());
+    assert!(system.due_schedules(99, 10, 10).await.unwrap().is_empty());
 
     // A compare-and-set: the second claim of one run fails.
     assert!(system.advance_schedule(&tick[0], 400).await.unwrap());
     assert!(!system.advance_schedule(&tick[0], 500).await.unwrap());
     let moved = schedule("cron", "tick", 0, 400);
     assert_eq!(
-        system.due_schedules(1_000, 10).await.unwrap(),
+        system.due_schedules(1_000, 10, 10).await.unwrap(),
         [tock.clone(), tick[1].clone(), moved.clone()]
     );
     assert!(
@@ -463,17 +463,55 @@ async fn schedules(stores: Stores) {
         .await
         .unwrap();
     assert_eq!(
-        system.due_schedules(1_000, 10).await.unwrap(),
+        system.due_schedules(1_000, 10, 10).await.unwrap(),
         [fresh, tock]
     );
     system
         .replace_schedules(&app, "tock", Vec::new())
         .await
         .unwrap();
-    assert_eq!(system.due_schedules(1_000, 10).await.unwrap().len(), 1);
+    assert_eq!(system.due_schedules(1_000, 10, 10).await.unwrap().len(), 1);
 
     assert!(system.delete_app(&app).await.unwrap());
-    assert!(system.due_schedules(i64::MAX, 10).await.unwrap().is_empty());
+    assert!(
+        system
+            .due_schedules(i64::MAX, 10, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // One app with many schedules due takes at most `per_app` of a look: its earliest.
+    let (busy, quiet) = (name("busy"), name("quiet"));
+    system
+        .insert_app(app_row("busy", 2), signing_key("b"))
+        .await
+        .unwrap();
+    system
+        .insert_app(app_row("quiet", 3), signing_key("q"))
+        .await
+        .unwrap();
+    let many: Vec<ScheduleRow> = (0..8)
+        .map(|i| schedule("busy", "flood", i, 10 + i))
+        .collect();
+    system
+        .replace_schedules(&busy, "flood", many.clone())
+        .await
+        .unwrap();
+    let late = schedule("quiet", "daily", 0, 50);
+    system
+        .replace_schedules(&quiet, "daily", vec![late.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        system.due_schedules(1_000, 5, 2).await.unwrap(),
+        [many[0].clone(), many[1].clone(), late.clone()]
+    );
+    assert_eq!(system.due_schedules(1_000, 2, 2).await.unwrap(), many[..2]);
+    assert_eq!(
+        system.due_schedules(1_000, 100, 100).await.unwrap().len(),
+        9
+    );
 }
 
 fn version_row(source: &str, at: i64) -> FunctionVersionRow {
@@ -1055,7 +1093,11 @@ async fn concurrently(node_a: Stores, node_b: Stores) {
     }
     let claims: Vec<i64> = tasks.join_all().await.into_iter().flatten().collect();
     assert_eq!(claims.len(), 1, "one claim of the run: {claims:?}");
-    let due = nodes[1].system.due_schedules(i64::MAX, 10).await.unwrap();
+    let due = nodes[1]
+        .system
+        .due_schedules(i64::MAX, 10, 10)
+        .await
+        .unwrap();
     assert_eq!(due, [schedule("busy", "f", 0, claims[0])]);
 
     let mut tasks = JoinSet::new();
@@ -1070,7 +1112,11 @@ async fn concurrently(node_a: Stores, node_b: Stores) {
     for result in tasks.join_all().await {
         result.unwrap();
     }
-    let due = nodes[0].system.due_schedules(i64::MAX, 10).await.unwrap();
+    let due = nodes[0]
+        .system
+        .due_schedules(i64::MAX, 10, 10)
+        .await
+        .unwrap();
     assert_eq!(due.len(), 2);
     assert_eq!(
         due[0].next_at_ms, due[1].next_at_ms,
@@ -1158,7 +1204,7 @@ async fn a_schedule_run_held_by_another_transaction_is_claimed_once() {
     let won: Vec<i64> = outcomes.iter().filter(|o| o.1).map(|o| o.0).collect();
     assert_eq!(won.len(), 1, "{outcomes:?}");
     assert_eq!(
-        stores.system.due_schedules(i64::MAX, 10).await.unwrap(),
+        stores.system.due_schedules(i64::MAX, 10, 10).await.unwrap(),
         [schedule("cas", "f", 0, won[0])]
     );
 }
