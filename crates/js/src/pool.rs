@@ -9,7 +9,8 @@
 //! process under `max_workers`). An app that holds some may take another only while it holds
 //! fewer than `per_app` and more than `reserved` stay free, so however many apps are busy, and
 //! however they are busy (computing, awaiting, flooding), `reserved` workers' worth of room is
-//! always there for apps that ask for little. Long computations cannot crowd the processor
+//! always there for apps that ask for little. A deploy's compile is one of its app's jobs and
+//! takes a worker by the same rule. Long computations cannot crowd the processor
 //! either: a worker whose invocation has computed for a while runs at the lowest priority and
 //! is retired afterwards (see `worker`).
 //!
@@ -138,8 +139,8 @@ struct Worker {
 
 struct Job {
     id: u64,
-    /// Empty for a compile, which never has anything queued behind it.
     app: String,
+    /// The code's key; empty for a compile, which never has anything queued behind it.
     key: String,
     timeout: Duration,
     /// How long its code typically runs, when known (else the whole queue budget).
@@ -184,15 +185,18 @@ impl Pool {
         })
     }
 
-    /// Compiles sources to bytecode in a worker.
+    /// Compiles `app`'s sources to bytecode in a worker. The compile is one of the app's jobs:
+    /// it takes a worker as the app's calls do, within its share, so that a flood of deploys
+    /// can not take the workers other apps' calls need.
     pub async fn compile(
         self: &Arc<Self>,
+        app: &str,
         files: BTreeMap<String, String>,
         entry: String,
     ) -> Result<Result<Bundle, CompileError>, PoolError> {
         let frame = encode(&ToWorker::Compile { files, entry }).map_err(died)?;
         loop {
-            let (job, mut events) = self.job(String::new(), String::new(), COMPILE_TIMEOUT);
+            let (job, mut events) = self.job(app.to_owned(), String::new(), COMPILE_TIMEOUT);
             let (reservation, _) = self.assign(job, Mode::Alone).await?;
             if !self.send(reservation, frame.clone()).await {
                 continue;
@@ -427,11 +431,9 @@ impl Pool {
         let idle = workers.iter().filter(|s| s.is_idle()).count();
         let unspawned = max.saturating_sub(workers.len() + state.starting.len());
         let free = idle + unspawned;
-        // Compiles and apps that hold no worker take any free one; the others keep `reserved`
-        // free for them (see the module's notes).
-        let may_grow = job.app.is_empty()
-            || held == 0
-            || (held < self.options.per_app && free > self.options.reserved);
+        // Apps that hold no worker take any free one; the others keep `reserved` free for them
+        // (see the module's notes).
+        let may_grow = held == 0 || (held < self.options.per_app && free > self.options.reserved);
         // Short calls go behind others of their app on a warm worker before they wake another:
         // one busy worker outruns several that take turns sleeping, and the wait stays short.
         let now = Instant::now();
@@ -796,7 +798,12 @@ impl Slot {
 
     /// Has work, all of it `app`'s, none of it a compile.
     fn only_serves(&self, app: &str) -> bool {
-        self.load() > 0 && self.jobs.iter().chain(&self.reserved).all(|j| j.app == app)
+        self.load() > 0
+            && self
+                .jobs
+                .iter()
+                .chain(&self.reserved)
+                .all(|j| j.app == app && !j.key.is_empty())
     }
 }
 

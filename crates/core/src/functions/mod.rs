@@ -127,9 +127,11 @@ pub struct Execution {
 /// Compiles and runs JavaScript.
 #[async_trait]
 pub trait Engine: Send + Sync {
-    /// Compiles the files; the outer error is the engine's, the inner one the code's.
+    /// Compiles `app`'s files (a compile counts as one of the app's runs, for fairness); the
+    /// outer error is the engine's, the inner one the code's.
     async fn compile(
         &self,
+        app: &AppName,
         files: BTreeMap<String, String>,
         entry: String,
     ) -> Result<Result<String, CompileFailure>, EngineError>;
@@ -873,7 +875,7 @@ impl Functions {
         let bundle = self
             .0
             .engine
-            .compile(files, entry)
+            .compile(app, files, entry)
             .await?
             .map_err(FunctionError::Syntax)?;
         let now = self.0.clock.now();

@@ -10,6 +10,7 @@ use cloudlet_core::functions::{
 };
 use cloudlet_js::pool::{Pool, PoolError};
 use cloudlet_js::protocol::{Bundle, HostOutcome, Invocation, Limits, Outcome};
+use cloudlet_store::AppName;
 use serde_json::Value;
 
 /// Runs functions on the worker pool.
@@ -21,10 +22,11 @@ pub struct WorkerEngine {
 impl Engine for WorkerEngine {
     async fn compile(
         &self,
+        app: &AppName,
         files: BTreeMap<String, String>,
         entry: String,
     ) -> Result<Result<String, CompileFailure>, EngineError> {
-        match self.pool.compile(files, entry).await {
+        match self.pool.compile(app.as_str(), files, entry).await {
             Ok(Ok(bundle)) => serde_json::to_string(&bundle)
                 .map(Ok)
                 .map_err(|e| EngineError(e.to_string())),
