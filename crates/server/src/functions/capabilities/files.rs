@@ -17,12 +17,17 @@ use super::failure;
 const MAX_READ_BYTES: i64 = 16 * 1024 * 1024 - 64 * 1024;
 /// The most bytes of reads held at once by every function of the instance: a read waits for
 /// room, so that many calls reading large files cannot exhaust the server's memory.
-pub const READS_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
+pub const READS_IN_FLIGHT_BYTES: usize = 128 * 1024 * 1024;
+/// The most of them one app's functions hold: two of the largest reads, so that one app's
+/// large reads can not keep every other app's small ones waiting.
+pub const READS_IN_FLIGHT_BYTES_PER_APP: usize = 32 * 1024 * 1024;
 
 pub struct FileAccess {
     pub files: Files,
-    /// Permits are bytes: a read holds as many as its file's size while it runs.
+    /// Permits are bytes: a read holds as many as its file's size while it runs, first of its
+    /// app's share, then of the instance's.
     pub reads: std::sync::Arc<tokio::sync::Semaphore>,
+    pub app_reads: std::sync::Arc<super::shares::AppShares>,
 }
 
 /// One call: as the admin (`ctx.admin.files`) or as the caller, and what it asks.
@@ -125,6 +130,7 @@ impl Capability for FileAccess {
                     ))));
                 }
                 let size = usize::try_from(info.size).unwrap_or(0);
+                let _share = self.app_reads.take(app, size).await;
                 let _room = self
                     .reads
                     .acquire_many(u32::try_from(size).unwrap_or(u32::MAX))

@@ -1,0 +1,110 @@
+//! Each app's share of something every function of the node draws on (the bytes of file reads
+//! in flight): a semaphore per app that holds some of it, forgotten when its last holder lets
+//! go, so that one app can take at most its share and never the whole.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use cloudlet_store::AppName;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The apps' shares: `each` permits per app.
+pub struct AppShares {
+    each: usize,
+    apps: Mutex<HashMap<AppName, Arc<Semaphore>>>,
+}
+
+/// What one holder took of its app's share, given back when dropped.
+pub struct Held {
+    shares: Arc<AppShares>,
+    app: AppName,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl AppShares {
+    pub fn new(each: usize) -> Arc<Self> {
+        Arc::new(AppShares {
+            each,
+            apps: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes `n` of `app`'s share (at most the whole share), waiting until they are free.
+    pub async fn take(self: &Arc<Self>, app: &AppName, n: usize) -> Held {
+        let share = {
+            let mut apps = self.apps.lock().unwrap_or_else(PoisonError::into_inner);
+            let each = self.each;
+            Arc::clone(
+                apps.entry(app.clone())
+                    .or_insert_with(|| Arc::new(Semaphore::new(each))),
+            )
+        };
+        let n = u32::try_from(n.min(self.each)).unwrap_or(u32::MAX);
+        // Never closed, so acquiring only waits.
+        let permit = share.acquire_many_owned(n).await.ok();
+        Held {
+            shares: Arc::clone(self),
+            app: app.clone(),
+            permit,
+        }
+    }
+
+    /// How many apps hold some now.
+    #[cfg(test)]
+    fn apps(&self) -> usize {
+        self.apps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut apps = self
+            .shares
+            .apps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        drop(self.permit.take());
+        // Only the map holds it, with every permit back: nobody holds or waits for this app.
+        let unused = apps.get(&self.app).is_some_and(|share| {
+            Arc::strong_count(share) == 1 && share.available_permits() == self.shares.each
+        });
+        if unused {
+            apps.remove(&self.app);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_app_waits_for_its_own_share_and_others_do_not_wait_for_it() {
+        let shares = AppShares::new(10);
+        let (shop, blog) = (
+            AppName::parse("shop").expect("a name"),
+            AppName::parse("blog").expect("a name"),
+        );
+        let first = shares.take(&shop, 8).await;
+        // Another app takes its whole share at once.
+        let other = shares.take(&blog, 10).await;
+        // The first app's next 8 wait until its first 8 are back.
+        let waiting = shares.take(&shop, 8);
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), &mut waiting)
+                .await
+                .is_err()
+        );
+        drop(first);
+        let second = waiting.await;
+        // More than a share takes the whole share.
+        drop(second);
+        let all = shares.take(&shop, 1_000).await;
+        drop((all, other));
+        assert_eq!(shares.apps(), 0, "forgotten once nobody holds any");
+    }
+}
