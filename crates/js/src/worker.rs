@@ -566,7 +566,32 @@ mod seccomp {
         let filter =
             SeccompFilter::new(rules, SeccompAction::Allow, refused, arch).map_err(failed)?;
         let program: BpfProgram = filter.try_into().map_err(failed)?;
-        seccompiler::apply_filter(&program).map_err(failed)
+        seccompiler::apply_filter(&program).map_err(failed)?;
+        #[cfg(target_arch = "x86_64")]
+        seccompiler::apply_filter(&refuse_x32()).map_err(failed)?;
+        Ok(())
+    }
+
+    /// A second filter, on x86_64: refuses every call made through the x32 ABI (its numbers
+    /// have bit 30 set, under the same audit architecture), which the first filter, matching
+    /// exact x86_64 numbers, would let through on a kernel with x32 turned on. (Calls through
+    /// the 32-bit ABI are of another architecture, which the first filter kills.)
+    #[cfg(target_arch = "x86_64")]
+    fn refuse_x32() -> BpfProgram {
+        // BPF_LD | BPF_W | BPF_ABS, BPF_JMP | BPF_JGE | BPF_K and BPF_RET | BPF_K.
+        const LOAD_WORD: u16 = 0x20;
+        const JUMP_IF_AT_LEAST: u16 = 0x35;
+        const RETURN: u16 = 0x06;
+        const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+        let op = |code, k, jt, jf| seccompiler::sock_filter { code, jt, jf, k };
+        let refused = libc::SECCOMP_RET_ERRNO | libc::EPERM.unsigned_abs();
+        vec![
+            // The call's number, at the start of `seccomp_data`.
+            op(LOAD_WORD, 0, 0, 0),
+            op(JUMP_IF_AT_LEAST, X32_SYSCALL_BIT, 0, 1),
+            op(RETURN, refused, 0, 0),
+            op(RETURN, libc::SECCOMP_RET_ALLOW, 0, 0),
+        ]
     }
 
     fn failed(e: impl std::fmt::Display) -> io::Error {
@@ -606,6 +631,13 @@ mod tests {
         let seen = unsafe {
             let socket = libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM, 0);
             let socket = outcome(socket);
+            // The same call through the x32 ABI (its number with bit 30 set).
+            let x32 = outcome(libc::syscall(
+                libc::SYS_socket | 0x4000_0000,
+                libc::AF_INET,
+                libc::SOCK_STREAM,
+                0,
+            ));
             // A standard descriptor closed frees its number for a file: the filter, not the
             // limit on descriptors, must stop the open.
             libc::close(2);
@@ -645,7 +677,7 @@ mod tests {
                 0,
             ));
             format!(
-                "socket={socket} open={open} kill={signal} execve={exec} renice={renice} own={} mmap={}",
+                "socket={socket} x32={x32} open={open} kill={signal} execve={exec} renice={renice} own={} mmap={}",
                 own.split(':').next().unwrap_or(""),
                 memory.split(':').next().unwrap_or("")
             )
@@ -674,7 +706,7 @@ mod tests {
         assert_eq!(
             seen,
             format!(
-                "socket={eperm} open={eperm} kill={eperm} execve={eperm} renice={eperm} own=ok mmap=ok"
+                "socket={eperm} x32={eperm} open={eperm} kill={eperm} execve={eperm} renice={eperm} own=ok mmap=ok"
             ),
             "{stdout}"
         );
