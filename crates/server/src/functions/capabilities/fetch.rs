@@ -4,9 +4,9 @@
 //! ways (`fetch.js` turns strings, `URLSearchParams` and typed arrays into them, and the reply
 //! into a `Response` that reads them as text, JSON or bytes).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -132,7 +132,7 @@ impl Fetcher {
             .host_str()
             .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
             .and_then(|h| h.parse::<IpAddr>().ok());
-        if let Some(ip) = literal.filter(|ip| !self.allow_private && !is_public(*ip)) {
+        if let Some(ip) = literal.filter(|ip| !self.allow_private && !reachable(*ip)) {
             return Err(failure(
                 "fetch_refused",
                 format!("{ip} is not a public address"),
@@ -315,7 +315,7 @@ impl reqwest::dns::Resolve for PublicOnly {
             .await??;
             let found: Vec<SocketAddr> = resolved
                 .into_iter()
-                .filter(|a| allow_private || is_public(a.ip()))
+                .filter(|a| allow_private || reachable(a.ip()))
                 .collect();
             if found.is_empty() {
                 return Err(format!("{} {NOT_PUBLIC}", name.as_str()).into());
@@ -323,6 +323,56 @@ impl reqwest::dns::Resolve for PublicOnly {
             Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs)
         })
     }
+}
+
+/// Whether a function may reach an address: a public one, and none of this machine's own.
+fn reachable(ip: IpAddr) -> bool {
+    is_public(ip) && !own_addresses().contains(&ip)
+}
+
+/// The addresses of this machine's interfaces, read at the first fetch. A public address of
+/// the machine itself routes locally, past any firewall in front of it, to whatever listens
+/// on all interfaces (the API, the console, another service). Interfaces added later are not
+/// seen until the server restarts.
+fn own_addresses() -> &'static HashSet<IpAddr> {
+    static OWN: OnceLock<HashSet<IpAddr>> = OnceLock::new();
+    OWN.get_or_init(|| {
+        let mut own = HashSet::new();
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        // SAFETY: `getifaddrs` gives a list that is only read here, each address as the
+        // structure its family names, and then freed once.
+        #[allow(unsafe_code)]
+        unsafe {
+            if libc::getifaddrs(&mut list) != 0 {
+                tracing::warn!(
+                    "could not read this machine's addresses; fetch refuses only non-public ones"
+                );
+                return own;
+            }
+            let mut at = list;
+            while !at.is_null() {
+                let address = (*at).ifa_addr;
+                if !address.is_null() {
+                    match i32::from((*address).sa_family) {
+                        libc::AF_INET => {
+                            let v4 = &*address.cast::<libc::sockaddr_in>();
+                            own.insert(IpAddr::from(
+                                u32::from_be(v4.sin_addr.s_addr).to_be_bytes(),
+                            ));
+                        }
+                        libc::AF_INET6 => {
+                            let v6 = &*address.cast::<libc::sockaddr_in6>();
+                            own.insert(IpAddr::from(v6.sin6_addr.s6_addr));
+                        }
+                        _ => {}
+                    }
+                }
+                at = (*at).ifa_next;
+            }
+            libc::freeifaddrs(list);
+        }
+        own
+    })
 }
 
 /// Whether an address is on the public internet: not loopback, private, link-local (cloud
@@ -356,9 +406,13 @@ fn is_public(ip: IpAddr) -> bool {
                 ))
             };
             // Addresses that carry an IPv4 address are judged by it: mapped (`::ffff:a.b.c.d`),
-            // compatible (`::a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`) and 6to4 (`2002:a.b.c.d::`).
+            // translated (`::ffff:0:a.b.c.d`), compatible (`::a.b.c.d`), NAT64
+            // (`64:ff9b::a.b.c.d`) and 6to4 (`2002:a.b.c.d::`).
             if let Some(v4) = ip.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
+            }
+            if segments[..6] == [0, 0, 0, 0, 0xffff, 0] {
+                return is_public(embedded(12));
             }
             let compatible = segments[..6].iter().all(|s| *s == 0);
             if compatible && !ip.is_loopback() && !ip.is_unspecified() {
@@ -376,7 +430,13 @@ fn is_public(ip: IpAddr) -> bool {
                 || ip.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
-                || (first & 0xffc0) == 0xfec0)
+                || (first & 0xffc0) == 0xfec0
+                // NAT64 for local use (`64:ff9b:1::/48`), whose IPv4 side is a local network's.
+                || segments[..3] == [0x64, 0xff9b, 1]
+                // Teredo (its IPv4 side is hidden), documentation, discard-only.
+                || segments[..2] == [0x2001, 0]
+                || segments[..2] == [0x2001, 0xdb8]
+                || segments[..4] == [0x100, 0, 0, 0])
         }
     }
 }
@@ -483,10 +543,26 @@ mod tests {
             "fec0::1",
             "240.0.0.1",
             "192.0.0.8",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a9fe:a9fe",
+            "64:ff9b:1::a00:1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:db8::1",
+            "100::1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
-        for public in ["1.1.1.1", "93.184.216.34", "2606:4700::1111"] {
+        // This machine's own addresses are its interfaces' (loopback's among them), and none
+        // is reachable.
+        assert!(own_addresses().contains(&"127.0.0.1".parse::<IpAddr>().unwrap()));
+        assert!(own_addresses().iter().all(|own| !reachable(*own)));
+        for public in [
+            "1.1.1.1",
+            "93.184.216.34",
+            "2606:4700::1111",
+            "::ffff:0:101:101",
+            "2001:4860:4860::8888",
+        ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }
