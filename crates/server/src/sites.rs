@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use cloudlet_core::apps::AppName;
 use cloudlet_core::sites::SiteError;
 use cloudlet_store::SiteFile;
-use http_body_util::Full;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use utoipa::ToSchema;
@@ -187,11 +186,19 @@ fn site_bytes() -> &'static Arc<Semaphore> {
 }
 
 /// A site file's bytes in an answer, holding their place among [`SITE_BYTES_IN_ANSWERS`] until
-/// the answer is sent or dropped.
+/// the last of them is handed to the connection, or the answer is dropped. They go out in
+/// copies of [`CHUNK`] bytes: the connection takes the next only when it has written enough of
+/// the last (its buffer is bounded), so a slow reader holds the file here, counted, rather
+/// than in the connection's buffer, uncounted; and no chunk it still holds keeps the whole
+/// file alive once the place is given back.
 struct HeldBody {
-    body: Full<Bytes>,
-    _place: OwnedSemaphorePermit,
+    content: Vec<u8>,
+    sent: usize,
+    place: Option<OwnedSemaphorePermit>,
 }
+
+/// The bytes of a site file handed to the connection at a time.
+const CHUNK: usize = 64 * 1024;
 
 impl http_body::Body for HeldBody {
     type Data = Bytes;
@@ -199,17 +206,30 @@ impl http_body::Body for HeldBody {
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        let this = &mut *self;
+        if this.sent >= this.content.len() {
+            return std::task::Poll::Ready(None);
+        }
+        let end = (this.sent + CHUNK).min(this.content.len());
+        let chunk = Bytes::copy_from_slice(&this.content[this.sent..end]);
+        this.sent = end;
+        if this.sent == this.content.len() {
+            // All handed over: the file's bytes and their place go now.
+            this.content = Vec::new();
+            this.sent = 0;
+            this.place = None;
+        }
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.sent >= self.content.len()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
+        http_body::SizeHint::with_exact((self.content.len() - self.sent) as u64)
     }
 }
 
@@ -227,8 +247,9 @@ fn held(content: Vec<u8>) -> Result<axum::body::Body, ApiError> {
         .try_acquire_many_owned(bytes)
         .map_err(|_| busy())?;
     Ok(axum::body::Body::new(HeldBody {
-        body: Full::new(Bytes::from(content)),
-        _place: place,
+        content,
+        sent: 0,
+        place: Some(place),
     }))
 }
 
@@ -299,5 +320,25 @@ mod tests {
         drop(hog);
         drop(held(vec![7; 11]).unwrap());
         assert_eq!(free(), before);
+
+        // A larger file goes out a chunk at a time, its place held until the last is taken.
+        let size = 2 * CHUNK + 10;
+        let mut body = held((0..size).map(|i| (i % 251) as u8).collect()).unwrap();
+        let mut sent = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let chunk = frame.unwrap().into_data().unwrap();
+            assert!(chunk.len() <= CHUNK);
+            sent.extend_from_slice(&chunk);
+            if sent.len() < size {
+                assert_eq!(free(), before - size, "held while some is not taken");
+            }
+        }
+        assert_eq!(
+            free(),
+            before,
+            "given back with the last chunk, the body still alive"
+        );
+        assert_eq!(sent, (0..size).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+        drop(body);
     }
 }
