@@ -667,7 +667,8 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let log = tokio::spawn(log_writer.run(async move {
         let _ = log_stopped.await;
     }));
-    let console_app = console::routes(routes.clone(), &state);
+    let body_rate_window = Duration::from_secs(config.http.body_read_timeout_secs);
+    let console_app = console::routes(routes.clone(), &state, body_rate_window);
     let app = router(&config, routes, state.clone(), Listener::Api);
     let console_app = router(&config, console_app, state.clone(), Listener::Console);
     let shutdown = Shutdown(shutdown_tx);

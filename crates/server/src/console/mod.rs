@@ -80,7 +80,11 @@ pub struct ConsoleCaller;
 /// The console's own routes are not the API: they are served on the console's address only,
 /// for its page, and described in `docs/console.md` rather than in the OpenAPI contract.
 #[allow(clippy::disallowed_methods)]
-pub fn routes(api: Router<AppState>, state: &AppState) -> Router<AppState> {
+pub fn routes(
+    api: Router<AppState>,
+    state: &AppState,
+    body_rate_window: std::time::Duration,
+) -> Router<AppState> {
     let own = Router::new()
         .route("/console/api/state", get(show_state))
         .route("/console/api/setup", post(set_up))
@@ -98,7 +102,12 @@ pub fn routes(api: Router<AppState>, state: &AppState) -> Router<AppState> {
         )
         .route("/console/api/audit", get(audit_log))
         .route("/console/api/apps/{app}/live", get(live::live))
-        .layer(DefaultBodyLimit::max(MAX_BODY));
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        // A body must arrive at the API's least rate, or a login sent a byte at a time would
+        // hold its connection for days.
+        .route_layer(axum::middleware::from_fn(move |request, next| {
+            crate::bounds::limit_body(MAX_BODY, body_rate_window, request, next)
+        }));
     api.route_layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .merge(own)
         .route("/", get(to_console))

@@ -317,6 +317,45 @@ async fn a_body_sent_a_byte_at_a_time_is_cut_off_and_uploads_wait_for_credential
     t.stop().await;
 }
 
+#[tokio::test]
+async fn a_console_login_sent_a_byte_at_a_time_is_cut_off_too() {
+    let t = TestApp::builder()
+        .config(|c| c.http.body_read_timeout_secs = 1)
+        .start()
+        .await;
+    let console = t.running().console_addr().expect("a console listener");
+    let mut stream = TcpStream::connect(console).await.unwrap();
+    stream
+        .write_all(
+            b"POST /console/api/login HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..100 {
+            if stream.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        stream
+    });
+    let mut stream = trickle.await.unwrap();
+    let (answer, _) = until_closed_now(&mut stream).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408") && answer.contains("\"request_timeout\""),
+        "{answer}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+    t.stop().await;
+}
+
 /// What the server sent on `stream` until it closed it.
 async fn until_closed_now(stream: &mut TcpStream) -> (Vec<u8>, Instant) {
     let mut answer = Vec::new();
