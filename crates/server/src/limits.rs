@@ -307,19 +307,36 @@ impl AuthLimits {
     }
 
     /// The client's address: the peer's, or, behind a trusted proxy, the last `x-forwarded-for`
-    /// entry: the one that proxy appended (entries before it are the client's to write).
+    /// entry: the one that proxy appended (entries before it are the client's to write). The
+    /// last entry of the last such header: a proxy may add a header line of its own rather
+    /// than append to the client's (HAProxy does), and an entry may carry a port.
     pub fn client_ip(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> IpAddr {
         let forwarded = self
             .trust_forwarded_for
-            .then(|| headers.get("x-forwarded-for"))
+            .then(|| headers.get_all("x-forwarded-for").iter().next_back())
             .flatten()
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').next())
-            .and_then(|v| v.trim().parse().ok());
+            .and_then(|v| forwarded_ip(v.trim()));
         forwarded
             .or(peer.map(|p| p.ip()))
             .unwrap_or(IpAddr::from([0, 0, 0, 0]))
     }
+}
+
+/// An `x-forwarded-for` entry's address: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1` or
+/// `[2001:db8::1]:5678`.
+fn forwarded_ip(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            entry
+                .strip_prefix('[')
+                .and_then(|rest| rest.strip_suffix(']'))
+                .and_then(|inner| inner.parse().ok())
+        })
 }
 
 /// A client's bucket: its IPv4 address (an IPv4-mapped IPv6 address is its IPv4 one), or its
@@ -428,6 +445,36 @@ mod tests {
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
         assert_eq!(client_key(a), client_key(b));
+    }
+
+    #[test]
+    fn the_client_behind_a_proxy_is_the_last_entry_of_the_last_forwarded_header() {
+        let limits = AuthLimits::new(1000, 1000, 2, true, None);
+        let peer: SocketAddr = "10.0.0.2:40000".parse().unwrap();
+        let ip = |lines: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for line in lines {
+                headers.append("x-forwarded-for", line.parse().unwrap());
+            }
+            limits.client_ip(&headers, Some(peer)).to_string()
+        };
+        // The client's own line first, the proxy's line after it (HAProxy's way).
+        assert_eq!(ip(&["6.6.6.6", "203.0.113.9"]), "203.0.113.9");
+        assert_eq!(ip(&["6.6.6.6, 203.0.113.9"]), "203.0.113.9");
+        assert_eq!(ip(&["203.0.113.9:5678"]), "203.0.113.9");
+        assert_eq!(ip(&["[2001:db8::7]:5678"]), "2001:db8::7");
+        assert_eq!(ip(&["2001:db8::7"]), "2001:db8::7");
+        assert_eq!(ip(&["[2001:db8::7]"]), "2001:db8::7");
+        assert_eq!(ip(&["not an address"]), "10.0.0.2");
+        assert_eq!(ip(&[]), "10.0.0.2");
+        // Not trusted, the header is not read at all.
+        let untrusting = AuthLimits::new(1000, 1000, 2, false, None);
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        assert_eq!(
+            untrusting.client_ip(&headers, Some(peer)).to_string(),
+            "10.0.0.2"
+        );
     }
 
     #[tokio::test]

@@ -102,8 +102,15 @@ impl Connections {
                 address: None,
             });
         }
-        // One client behind IPv4 is one address, whether it arrived as v4 or v4-mapped v6.
-        let ip = ip.to_canonical();
+        // One client behind IPv4 is one address, whether it arrived as v4 or v4-mapped v6; over
+        // IPv6 it is its /64, whose addresses are all its own to use.
+        let ip = match ip.to_canonical() {
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                IpAddr::from(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+            v4 => v4,
+        };
         let mut counts = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
         let count = counts.entry(ip).or_insert(0);
         if *count >= self.limits.max_per_address {
@@ -421,4 +428,34 @@ pub fn descriptor_limit() -> u64 {
         }
     }
     limit.rlim_cur
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cap_per_address_counts_an_ipv6_64_as_one_address() {
+        let connections = Connections::new(ConnectionLimits {
+            max_connections: 100,
+            max_per_address: 2,
+            header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            max_head_bytes: 1024,
+            cors_any_origin: true,
+        });
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let a = connections.admit(ip("2001:db8:1:2::1")).unwrap();
+        let b = connections.admit(ip("2001:db8:1:2:ffff::9")).unwrap();
+        assert!(connections.admit(ip("2001:db8:1:2::77")).is_none());
+        let other = connections.admit(ip("2001:db8:1:3::1"));
+        assert!(other.is_some(), "another /64 is another address");
+        let v4 = connections.admit(ip("203.0.113.1")).unwrap();
+        let mapped = connections.admit(ip("::ffff:203.0.113.1")).unwrap();
+        assert!(connections.admit(ip("203.0.113.1")).is_none());
+        drop((a, v4));
+        assert!(connections.admit(ip("2001:db8:1:2::1")).is_some());
+        assert!(connections.admit(ip("203.0.113.1")).is_some());
+        drop((b, mapped, other));
+    }
 }
