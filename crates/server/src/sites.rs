@@ -145,8 +145,13 @@ async fn sdk() -> Response {
 /// `/sites/{app}` → `/sites/{app}/`, so that the page's relative links resolve inside the site.
 #[utoipa::path(get, path = "/sites/{app}", tag = "sites", params(("app" = AppName, Path)),
     responses((status = 308, description = "to `/sites/{app}/`")))]
-async fn to_folder(TargetApp(app): TargetApp) -> Redirect {
-    Redirect::permanent(&format!("/sites/{app}/"))
+async fn to_folder(
+    State(state): State<AppState>,
+    TargetApp(app): TargetApp,
+) -> Result<Redirect, ApiError> {
+    // Only an app's: a redirect is a success, which would count traffic of any name made up.
+    state.apps().get(&app).await?;
+    Ok(Redirect::permanent(&format!("/sites/{app}/")))
 }
 
 /// The site's `index.html`.

@@ -110,6 +110,15 @@ async fn a_site_is_uploaded_listed_and_served_with_types_etags_and_cache_headers
     t.request(Method::GET, "/sites/nope/")
         .expect_error(StatusCode::NOT_FOUND, "app_not_found")
         .await;
+    // Not even redirected: a made-up name is no app's traffic.
+    let unfollowing = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    unfollowing
+        .get(format!("{}/sites/nope", t.base))
+        .expect_error(StatusCode::NOT_FOUND, "app_not_found")
+        .await;
 }
 
 #[tokio::test]
