@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cloudlet_core::access::Caller;
 use cloudlet_core::apps::AppName;
-use cloudlet_core::auth::providers::ProviderView;
+use cloudlet_core::auth::providers::{ProviderKind, ProviderView};
 use cloudlet_core::auth::{
     AuthError, Login, LoginCode, Principal, SessionGrant, SessionView, User, UserDetail, policy,
 };
@@ -257,7 +257,14 @@ async fn create_session(
     Json(body): Json<LoginBody>,
 ) -> Result<Response, ApiError> {
     let limits = state.limits();
-    limits.check_login(&app, ip).await?;
+    if matches!(
+        ProviderKind::of(&body.provider),
+        Some(ProviderKind::Platform(_))
+    ) {
+        limits.check_platform_call(&app, ip).await?;
+    } else {
+        limits.check_client(ip).await?;
+    }
     // Password guesses are counted per account as well as per address.
     let account = (body.provider == "password")
         .then(|| body.email.as_deref().map(policy::account_of))
@@ -305,7 +312,7 @@ async fn sign_up(
     TargetApp(app): TargetApp,
     Json(body): Json<SignUp>,
 ) -> Result<Response, ApiError> {
-    state.limits().check_login(&app, ip).await?;
+    state.limits().check_client(ip).await?;
     state.apps().get(&app).await?;
     let grant = state
         .auth()
@@ -414,8 +421,8 @@ async fn bind_phone(
 ) -> Result<axum::Json<User>, ApiError> {
     let principal = user(caller)?;
     let code = LoginCode::parse("code", body.code).map_err(|_| AuthError::InvalidPhoneCode)?;
-    // Each bind calls WeChat, as a login does: counted as one.
-    state.limits().check_login(&app, ip).await?;
+    // Each bind calls WeChat, as a platform login does: counted as one.
+    state.limits().check_platform_call(&app, ip).await?;
     Ok(axum::Json(
         state
             .auth()

@@ -507,9 +507,10 @@ pub struct AuthConfig {
     pub session_ttl_days: u64,
     /// Timeout of calls to the platforms' servers, in seconds.
     pub platform_timeout_secs: u64,
-    /// Logins, sign-ups and refreshes one client IP may make a minute (and at once).
+    /// Logins, sign-ups, phone binds and refreshes one client IP may make a minute (and at
+    /// once).
     pub logins_per_ip_per_minute: u32,
-    /// Logins, sign-ups and refreshes one app may take a minute (and at once).
+    /// Calls of a platform (its logins, phone binds) one app may take a minute (and at once).
     pub logins_per_app_per_minute: u32,
     /// Failed password logins one account may have a minute (and at once) from addresses that
     /// have not logged in to it before.

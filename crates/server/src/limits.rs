@@ -211,10 +211,12 @@ impl AuthLimits {
         }
     }
 
-    /// Charges a login or sign-up to the client and to the app. (The app's bucket protects its
-    /// platform quota; refreshes, which call no platform, are charged to the client only, so
-    /// that nobody can lock an app's users out of their sessions.)
-    pub async fn check_login(&self, app: &str, client: IpAddr) -> Result<(), ApiError> {
+    /// Charges a call of a platform (a login through it, a phone number bind) to the client and
+    /// to the app, whose bucket protects the app's platform quota. What calls no platform (a
+    /// password, anonymous or dev login, a sign-up, a refresh) is charged to the client only
+    /// ([`AuthLimits::check_client`]): a flood of those from many addresses must not lock an
+    /// app's users out.
+    pub async fn check_platform_call(&self, app: &str, client: IpAddr) -> Result<(), ApiError> {
         self.check_client(client).await?;
         self.per_app.take(app).await.map_err(too_many)
     }

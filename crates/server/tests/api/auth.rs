@@ -561,6 +561,7 @@ async fn users_edit_their_profile_delete_their_account_and_admins_revoke_session
 
 #[tokio::test]
 async fn logins_are_rate_limited_per_client_ip_and_per_app() {
+    let emulator = Emulator::start().await;
     let t = TestApp::builder()
         .config(|c| {
             c.auth.logins_per_ip_per_minute = 1000;
@@ -571,20 +572,36 @@ async fn logins_are_rate_limited_per_client_ip_and_per_app() {
     for app in ["busy", "calm"] {
         t.create_app(app).await;
         t.configure(app, "dev", json!({ "enabled": true })).await;
+        emulator
+            .connect(&t, app, "wechat", &format!("wx-{app}"), "secret")
+            .await;
     }
-    for _ in 0..3 {
-        t.dev_login("busy", "a").await;
+    for user in ["a", "b", "c"] {
+        emulator
+            .login_as(&t, "busy", "wechat", "wx-busy", user)
+            .await;
     }
-    t.login("busy", json!({ "provider": "dev", "user": "a" }))
+    let code = emulator.code("wechat", "wx-busy", "d", false).await;
+    t.login("busy", json!({ "provider": "wechat", "code": code }))
         .expect_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
         .await;
-    // Refreshes call no platform: the app's bucket does not apply, so nobody can lock the
-    // app's users out of their sessions.
+    // What calls no platform is not charged to the app, so that a flood of it can not lock the
+    // app's users out: logins without a platform, sign-ups, refreshes.
+    for _ in 0..5 {
+        t.dev_login("busy", "a").await;
+    }
+    t.request(Method::POST, "/v1/apps/busy/auth/users")
+        .json(&json!({ "email": "a@b.cd", "password": "correct horse battery staple" }))
+        .expect(StatusCode::CREATED)
+        .await;
     t.request(Method::POST, "/v1/apps/busy/auth/refresh")
         .json(&json!({ "session_id": "x" }))
         .expect_error(StatusCode::UNAUTHORIZED, "invalid_session")
         .await;
-    t.dev_login("calm", "a").await;
+    // Another app's bucket is its own.
+    emulator
+        .login_as(&t, "calm", "wechat", "wx-calm", "a")
+        .await;
     t.stop().await;
 
     let t = TestApp::builder()
