@@ -392,6 +392,32 @@ async fn open_blobs(
     Ok(Arc::new(blobs))
 }
 
+/// The most connections the console's listener holds: its people's pages and live views.
+const MAX_CONSOLE_CONNECTIONS: usize = 256;
+
+/// The API's and the console's connection limits, out of `limits` for both: an eighth of the
+/// connections, at most [`MAX_CONSOLE_CONNECTIONS`], go to the console when it listens.
+fn split_connections(
+    limits: serve::ConnectionLimits,
+    console: bool,
+) -> (serve::ConnectionLimits, serve::ConnectionLimits) {
+    let total = limits.max_connections;
+    let to_console = if console {
+        (total / 8).clamp(1, MAX_CONSOLE_CONNECTIONS)
+    } else {
+        0
+    };
+    let api = serve::ConnectionLimits {
+        max_connections: total.saturating_sub(to_console).max(1),
+        ..limits
+    };
+    let console = serve::ConnectionLimits {
+        max_connections: to_console.max(1),
+        ..limits
+    };
+    (api, console)
+}
+
 /// Opens the data directory, the databases and the listener, then serves until shut down.
 pub async fn start(config: Config, options: StartOptions) -> Result<Running, StartError> {
     config.validate()?;
@@ -674,12 +700,16 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let shutdown = Shutdown(shutdown_tx);
     let stop_all = shutdown.clone();
     let grace = config.shutdown_grace();
+    // The two listeners share the descriptors set aside for connections: the console takes a
+    // small part of them, the API the rest.
+    let (api_limits, console_limits) =
+        split_connections(connection_limits, console_listener.is_some());
     let task = tokio::spawn(async move {
         let api = serve::serve(
             listener,
             app,
             state.clone(),
-            connection_limits,
+            api_limits,
             shutdown_rx.clone(),
             grace,
         );
@@ -689,7 +719,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
                     listener,
                     console_app,
                     state,
-                    connection_limits,
+                    console_limits,
                     shutdown_rx,
                     grace,
                 )
@@ -948,4 +978,33 @@ pub async fn reset_admin_token(data_dir: &std::path::Path) -> Result<String, Sta
     system.close().await;
     drop(data_dir);
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_console_takes_an_eighth_of_the_connections_at_most_256() {
+        let limits = |max_connections| serve::ConnectionLimits {
+            max_connections,
+            max_per_address: 0,
+            header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            max_head_bytes: 1024,
+            cors_any_origin: true,
+        };
+        let split = |total, console| {
+            let (api, console) = split_connections(limits(total), console);
+            (api.max_connections, console.max_connections)
+        };
+        assert_eq!(split(64, true), (56, 8));
+        assert_eq!(split(9_648, true), (9_392, 256));
+        assert_eq!(split(4, true), (3, 1));
+        assert_eq!(
+            split(9_648, false).0,
+            9_648,
+            "all the API's without a console"
+        );
+    }
 }
