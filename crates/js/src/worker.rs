@@ -561,37 +561,73 @@ mod seccomp {
             .map_err(failed)?;
             rules.insert(call, vec![other]);
         }
+        // A thread or a process, yes; one in new namespaces (a user namespace's capabilities
+        // reach kernel code a worker has no use for), no.
+        let namespaces = [
+            libc::CLONE_NEWUSER,
+            libc::CLONE_NEWNS,
+            libc::CLONE_NEWNET,
+            libc::CLONE_NEWPID,
+            libc::CLONE_NEWIPC,
+            libc::CLONE_NEWUTS,
+            libc::CLONE_NEWCGROUP,
+        ];
+        let mut in_namespaces = Vec::new();
+        for flag in namespaces {
+            let flag = u64::from(flag.unsigned_abs());
+            in_namespaces.push(
+                SeccompRule::new(vec![
+                    SeccompCondition::new(
+                        0,
+                        SeccompCmpArgLen::Qword,
+                        SeccompCmpOp::MaskedEq(flag),
+                        flag,
+                    )
+                    .map_err(failed)?,
+                ])
+                .map_err(failed)?,
+            );
+        }
+        rules.insert(libc::SYS_clone, in_namespaces);
         let arch: seccompiler::TargetArch = std::env::consts::ARCH.try_into().map_err(failed)?;
         let refused = SeccompAction::Errno(u32::try_from(libc::EPERM).map_err(failed)?);
         let filter =
             SeccompFilter::new(rules, SeccompAction::Allow, refused, arch).map_err(failed)?;
         let program: BpfProgram = filter.try_into().map_err(failed)?;
         seccompiler::apply_filter(&program).map_err(failed)?;
-        #[cfg(target_arch = "x86_64")]
-        seccompiler::apply_filter(&refuse_x32()).map_err(failed)?;
-        Ok(())
+        seccompiler::apply_filter(&by_number()).map_err(failed)
     }
 
-    /// A second filter, on x86_64: refuses every call made through the x32 ABI (its numbers
-    /// have bit 30 set, under the same audit architecture), which the first filter, matching
-    /// exact x86_64 numbers, would let through on a kernel with x32 turned on. (Calls through
-    /// the 32-bit ABI are of another architecture, which the first filter kills.)
-    #[cfg(target_arch = "x86_64")]
-    fn refuse_x32() -> BpfProgram {
-        // BPF_LD | BPF_W | BPF_ABS, BPF_JMP | BPF_JGE | BPF_K and BPF_RET | BPF_K.
+    /// A second filter, of what the first can not say: `clone3` answers that it does not
+    /// exist (its flags are in memory a filter can not read; the C library then makes threads
+    /// with `clone`, whose flags the first filter reads), and on x86_64 every call made through
+    /// the x32 ABI is refused (its numbers have bit 30 set, under the same audit architecture,
+    /// so the first filter's exact x86_64 numbers let them through on a kernel with x32 on;
+    /// calls through the 32-bit ABI are of another architecture, which the first filter kills).
+    fn by_number() -> BpfProgram {
+        // BPF_LD | BPF_W | BPF_ABS, BPF_JMP | BPF_JEQ | BPF_K, BPF_JMP | BPF_JGE | BPF_K and
+        // BPF_RET | BPF_K.
         const LOAD_WORD: u16 = 0x20;
+        const JUMP_IF_EQUAL: u16 = 0x15;
         const JUMP_IF_AT_LEAST: u16 = 0x35;
         const RETURN: u16 = 0x06;
-        const X32_SYSCALL_BIT: u32 = 0x4000_0000;
         let op = |code, k, jt, jf| seccompiler::sock_filter { code, jt, jf, k };
-        let refused = libc::SECCOMP_RET_ERRNO | libc::EPERM.unsigned_abs();
-        vec![
+        let errno = |e: libc::c_int| libc::SECCOMP_RET_ERRNO | e.unsigned_abs();
+        let clone3 = u32::try_from(libc::SYS_clone3).unwrap_or(u32::MAX);
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+        let mut program = vec![
             // The call's number, at the start of `seccomp_data`.
             op(LOAD_WORD, 0, 0, 0),
-            op(JUMP_IF_AT_LEAST, X32_SYSCALL_BIT, 0, 1),
-            op(RETURN, refused, 0, 0),
-            op(RETURN, libc::SECCOMP_RET_ALLOW, 0, 0),
-        ]
+            op(JUMP_IF_EQUAL, clone3, 0, 1),
+            op(RETURN, errno(libc::ENOSYS), 0, 0),
+        ];
+        #[cfg(target_arch = "x86_64")]
+        program.extend([
+            op(JUMP_IF_AT_LEAST, 0x4000_0000, 0, 1),
+            op(RETURN, errno(libc::EPERM), 0, 0),
+        ]);
+        program.push(op(RETURN, libc::SECCOMP_RET_ALLOW, 0, 0));
+        program
     }
 
     fn failed(e: impl std::fmt::Display) -> io::Error {
@@ -631,6 +667,18 @@ mod tests {
         let seen = unsafe {
             let socket = libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM, 0);
             let socket = outcome(socket);
+            // A process in a new user namespace (with CLONE_THREAD, which makes it invalid
+            // anyway: unfiltered, the call fails with EINVAL and makes no process), and
+            // `clone3`, whose flags no filter can read.
+            let namespaced = outcome(libc::syscall(
+                libc::SYS_clone,
+                libc::CLONE_NEWUSER | libc::CLONE_THREAD,
+                0,
+                0,
+                0,
+                0,
+            ));
+            let clone3 = outcome(libc::syscall(libc::SYS_clone3, 0, 0));
             // The same call through the x32 ABI (its number with bit 30 set).
             let x32 = outcome(libc::syscall(
                 libc::SYS_socket | 0x4000_0000,
@@ -677,7 +725,7 @@ mod tests {
                 0,
             ));
             format!(
-                "socket={socket} x32={x32} open={open} kill={signal} execve={exec} renice={renice} own={} mmap={}",
+                "socket={socket} x32={x32} clone={namespaced} clone3={clone3} open={open} kill={signal} execve={exec} renice={renice} own={} mmap={}",
                 own.split(':').next().unwrap_or(""),
                 memory.split(':').next().unwrap_or("")
             )
@@ -703,10 +751,11 @@ mod tests {
             .find_map(|line| line.split_once("CONFINED ").map(|(_, seen)| seen))
             .unwrap_or_else(|| panic!("no answer from the child: {stdout}"));
         let eperm = format!("errno:{}", libc::EPERM);
+        let enosys = format!("errno:{}", libc::ENOSYS);
         assert_eq!(
             seen,
             format!(
-                "socket={eperm} x32={eperm} open={eperm} kill={eperm} execve={eperm} renice={eperm} own=ok mmap=ok"
+                "socket={eperm} x32={eperm} clone={eperm} clone3={enosys} open={eperm} kill={eperm} execve={eperm} renice={eperm} own=ok mmap=ok"
             ),
             "{stdout}"
         );
