@@ -301,7 +301,7 @@ impl Console {
         let row = self.0.store.person_by_email(&email).await?;
         // An unknown email costs a hash check too, so timing does not tell who has a login.
         let hash = row.as_ref().map(|r| r.password_hash.clone());
-        let matches = passwords::matches(password.to_owned(), hash)
+        let matches = passwords::matches(password.to_owned(), hash, passwords::CONSOLE)
             .await
             .map_err(|e| ConsoleError::Account(e.into()))?;
         match row {
@@ -579,7 +579,7 @@ impl Console {
         }
         let mut salt = [0u8; 16];
         self.0.random.fill(&mut salt);
-        let password_hash = passwords::hash(person.password, salt)
+        let password_hash = passwords::hash(person.password, salt, passwords::CONSOLE)
             .await
             .map_err(|e| ConsoleError::Account(e.into()))?;
         let mut id = [0u8; 12];

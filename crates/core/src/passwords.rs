@@ -3,25 +3,98 @@
 //! Each costs 19 MiB of memory and tens of milliseconds of a processor (argon2's defaults). A
 //! flood of logins or sign-ups, each with another email from another address so that no rate
 //! limit holds it, would otherwise take every blocking thread (512) and gigabytes of memory. So
-//! at most two per processor run at once; the rest wait their turn for up to [`WAIT`], then
-//! are refused as [`PasswordWorkError::Busy`].
+//! a node works out at most four per processor at once, and one app (or the console) at most
+//! one per processor of them, so that a flood against one app leaves the others their turns;
+//! the rest wait for up to [`WAIT`], then are refused as [`PasswordWorkError::Busy`]. A turn is
+//! held by the work itself, until it ends: a caller that goes away does not give it back early.
 
-use std::sync::{LazyLock, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How long a hash waits for its turn before it is refused.
 const WAIT: Duration = Duration::from_secs(2);
 
-/// The turns: two per processor, so that one processor's turns are never all waiting on
-/// memory, and no more.
-static TURNS: LazyLock<Semaphore> = LazyLock::new(|| {
+/// Whose turns the console's logins take: no app's name (names have no `/`).
+pub const CONSOLE: &str = "/console";
+
+/// The node's turns.
+static TURNS: LazyLock<Arc<Turns>> = LazyLock::new(|| {
     let processors = std::thread::available_parallelism().map_or(1, usize::from);
-    Semaphore::new(processors * 2)
+    Turns::new(processors * 4, processors)
 });
+
+/// Turns at once: `all` of them, and `each` of one app's.
+struct Turns {
+    all: Arc<Semaphore>,
+    each: usize,
+    /// The apps that hold or wait for turns.
+    apps: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// An app's place among the turns: its share (and the node's, once taken), given back when
+/// dropped, and the app forgotten when nobody holds or waits for its turns.
+struct Turn {
+    turns: Arc<Turns>,
+    whose: String,
+    share: Option<OwnedSemaphorePermit>,
+    node: Option<OwnedSemaphorePermit>,
+}
+
+impl Turns {
+    fn new(all: usize, each: usize) -> Arc<Self> {
+        Arc::new(Turns {
+            all: Arc::new(Semaphore::new(all)),
+            each: each.clamp(1, all),
+            apps: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A turn of `whose`, once its share and the node have one free.
+    async fn take(self: &Arc<Self>, whose: &str) -> Turn {
+        let share = {
+            let mut apps = self.apps.lock().unwrap_or_else(PoisonError::into_inner);
+            let each = self.each;
+            Arc::clone(
+                apps.entry(whose.to_owned())
+                    .or_insert_with(|| Arc::new(Semaphore::new(each))),
+            )
+        };
+        // Made before waiting, so that a wait given up forgets the app too.
+        let mut turn = Turn {
+            turns: Arc::clone(self),
+            whose: whose.to_owned(),
+            share: None,
+            node: None,
+        };
+        // Never closed, so acquiring only waits.
+        turn.share = share.acquire_owned().await.ok();
+        turn.node = Arc::clone(&self.all).acquire_owned().await.ok();
+        turn
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut apps = self
+            .turns
+            .apps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        drop(self.node.take());
+        drop(self.share.take());
+        let unused = apps.get(&self.whose).is_some_and(|share| {
+            Arc::strong_count(share) == 1 && share.available_permits() == self.turns.each
+        });
+        if unused {
+            apps.remove(&self.whose);
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordWorkError {
@@ -31,11 +104,16 @@ pub enum PasswordWorkError {
     Failed(String),
 }
 
-/// The argon2id hash of `password` under `salt`.
-pub async fn hash(password: String, salt: [u8; 16]) -> Result<String, PasswordWorkError> {
+/// The argon2id hash of `password` under `salt`, in a turn of `whose` (an app, or
+/// [`CONSOLE`]).
+pub async fn hash(
+    password: String,
+    salt: [u8; 16],
+    whose: &str,
+) -> Result<String, PasswordWorkError> {
     let salt =
         SaltString::encode_b64(&salt).map_err(|e| PasswordWorkError::Failed(e.to_string()))?;
-    in_turn(move || {
+    in_turn(whose, move || {
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
@@ -44,10 +122,15 @@ pub async fn hash(password: String, salt: [u8; 16]) -> Result<String, PasswordWo
     .await?
 }
 
-/// Whether `password` matches `hash`. Without a hash (an unknown email) a hash made for no one
-/// is checked, so that the answer takes as long and timing does not tell who has an account.
-pub async fn matches(password: String, hash: Option<String>) -> Result<bool, PasswordWorkError> {
-    in_turn(move || {
+/// Whether `password` matches `hash`, in a turn of `whose`. Without a hash (an unknown email) a
+/// hash made for no one is checked, so that the answer takes as long and timing does not tell
+/// who has an account.
+pub async fn matches(
+    password: String,
+    hash: Option<String>,
+    whose: &str,
+) -> Result<bool, PasswordWorkError> {
+    in_turn(whose, move || {
         let checked = hash.as_deref().unwrap_or_else(|| dummy_hash());
         let matched = PasswordHash::new(checked).is_ok_and(|parsed| {
             Argon2::default()
@@ -67,27 +150,33 @@ pub fn warm() {
     }
 }
 
-/// Runs `work` on the blocking pool once a turn is free.
+/// Runs `work` on the blocking pool once a turn of `whose` is free.
 async fn in_turn<T: Send + 'static>(
+    whose: &str,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, PasswordWorkError> {
-    in_turn_of(&TURNS, WAIT, work).await
+    in_turn_of(&TURNS, whose, WAIT, work).await
 }
 
 async fn in_turn_of<T: Send + 'static>(
-    turns: &Semaphore,
+    turns: &Arc<Turns>,
+    whose: &str,
     wait: Duration,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, PasswordWorkError> {
-    let turn = tokio::time::timeout(wait, turns.acquire())
+    let turn = tokio::time::timeout(wait, turns.take(whose))
         .await
-        .map_err(|_| PasswordWorkError::Busy)?
         .map_err(|_| PasswordWorkError::Busy)?;
-    let done = tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| PasswordWorkError::Failed(e.to_string()));
-    drop(turn);
-    done
+    if turn.share.is_none() || turn.node.is_none() {
+        return Err(PasswordWorkError::Busy);
+    }
+    // The work holds its turn: dropped with it, however the caller fares meanwhile.
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        work()
+    })
+    .await
+    .map_err(|e| PasswordWorkError::Failed(e.to_string()))
 }
 
 /// An argon2id hash of a password no one has. Made once.
@@ -109,44 +198,82 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_matches_its_password_only_and_no_hash_matches_nothing() {
-        let made = hash("correct horse".into(), [7; 16]).await.expect("hashed");
+        let made = hash("correct horse".into(), [7; 16], "shop")
+            .await
+            .expect("hashed");
         assert!(made.starts_with("$argon2id$"));
+        let check = |password: &str, hash: Option<String>| matches(password.into(), hash, "shop");
         assert!(
-            matches("correct horse".into(), Some(made.clone()))
+            check("correct horse", Some(made.clone()))
                 .await
                 .expect("checked")
         );
-        assert!(
-            !matches("wrong horse".into(), Some(made))
-                .await
-                .expect("checked")
-        );
+        assert!(!check("wrong horse", Some(made)).await.expect("checked"));
         // Without a hash nothing matches, not even the password of the hash checked instead.
         assert!(
-            !matches("not a password anyone has".into(), None)
+            !check("not a password anyone has", None)
                 .await
                 .expect("checked")
         );
         assert!(
-            !matches("x".into(), Some("not a hash".into()))
+            !check("x", Some("not a hash".into()))
                 .await
                 .expect("checked")
         );
     }
 
     #[tokio::test]
-    async fn work_waits_for_a_turn_and_is_refused_as_busy_when_none_comes() {
-        let turns = Semaphore::new(1);
-        let held = turns.acquire().await.expect("a turn");
-        let refused = in_turn_of(&turns, Duration::from_millis(20), || 1).await;
+    async fn an_app_waits_for_its_share_others_get_theirs_and_busy_past_the_wait() {
+        let turns = Turns::new(3, 2);
+        let (started, mut running) = tokio::sync::mpsc::unbounded_channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Arc::new(Mutex::new(released));
+        // Two long works of one app take its share.
+        let mut long = Vec::new();
+        for _ in 0..2 {
+            let (started, released) = (started.clone(), Arc::clone(&released));
+            let turns = Arc::clone(&turns);
+            long.push(tokio::spawn(async move {
+                in_turn_of(&turns, "flood", Duration::from_secs(30), move || {
+                    started.send(()).expect("the test listens");
+                    let _ = released.lock().expect("a lock").recv();
+                })
+                .await
+            }));
+        }
+        running.recv().await.expect("one runs");
+        running.recv().await.expect("two run");
+        // The app's third waits past its wait and is refused; another app gets its turn.
+        let refused = in_turn_of(&turns, "flood", Duration::from_millis(50), || 0).await;
         assert!(
             matches!(refused, Err(PasswordWorkError::Busy)),
             "{refused:?}"
         );
-        // A turn given back within the wait is taken.
-        let waiting = in_turn_of(&turns, Duration::from_secs(30), || 2);
-        let (done, ()) = tokio::join!(waiting, async move { drop(held) });
-        assert_eq!(done.expect("ran"), 2);
-        assert_eq!(turns.available_permits(), 1, "the turn is given back");
+        let other = in_turn_of(&turns, "calm", Duration::from_millis(500), || 1).await;
+        assert_eq!(other.expect("ran"), 1);
+        // A caller that goes away does not give its turn back while its work runs.
+        long.remove(0).abort();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            turns.all.available_permits(),
+            1,
+            "both long works hold theirs"
+        );
+        release.send(()).expect("one listens");
+        release.send(()).expect("the other listens");
+        for work in long {
+            work.await.expect("joined").expect("ran");
+        }
+        for _ in 0..100 {
+            if turns.all.available_permits() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(turns.all.available_permits(), 3, "every turn is back");
+        assert!(
+            turns.apps.lock().expect("a lock").is_empty(),
+            "no app is remembered"
+        );
     }
 }

@@ -707,7 +707,7 @@ impl Auth {
         self.enabled_provider(app, "password").await?;
         let email = normalize_email(email)?;
         check_password(password, &email, self.0.options.min_password_score)?;
-        let hash = self.hash_password(password.to_owned()).await?;
+        let hash = self.hash_password(app, password.to_owned()).await?;
         let user = self.new_user(Some(email.clone()), None);
         let identity = IdentityRow {
             provider: "password".into(),
@@ -741,17 +741,17 @@ impl Auth {
             Some((user, Some(hash))) => (Some(user), Some(hash)),
             _ => (None, None),
         };
-        let matches = passwords::matches(password.to_owned(), hash).await?;
+        let matches = passwords::matches(password.to_owned(), hash, app.as_str()).await?;
         match user {
             Some(user) if matches => Ok(user),
             _ => Err(AuthError::InvalidLogin),
         }
     }
 
-    async fn hash_password(&self, password: String) -> Result<String, AuthError> {
+    async fn hash_password(&self, app: &AppName, password: String) -> Result<String, AuthError> {
         let mut salt = [0u8; 16];
         self.0.random.fill(&mut salt);
-        Ok(passwords::hash(password, salt).await?)
+        Ok(passwords::hash(password, salt, app.as_str()).await?)
     }
 
     // ---- sessions and tokens ----------------------------------------------------------
