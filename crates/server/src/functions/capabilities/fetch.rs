@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -325,54 +325,72 @@ impl reqwest::dns::Resolve for PublicOnly {
     }
 }
 
-/// Whether a function may reach an address: a public one, and none of this machine's own.
+/// Whether a function may reach an address: a public one, and none of this machine's own (also
+/// not as an IPv4-mapped IPv6 address, which reaches the IPv4 one).
 fn reachable(ip: IpAddr) -> bool {
-    is_public(ip) && !own_addresses().contains(&ip)
+    reachable_beside(ip, &own_addresses())
 }
 
-/// The addresses of this machine's interfaces, read at the first fetch. A public address of
-/// the machine itself routes locally, past any firewall in front of it, to whatever listens
-/// on all interfaces (the API, the console, another service). Interfaces added later are not
-/// seen until the server restarts.
-fn own_addresses() -> &'static HashSet<IpAddr> {
-    static OWN: OnceLock<HashSet<IpAddr>> = OnceLock::new();
-    OWN.get_or_init(|| {
-        let mut own = HashSet::new();
-        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-        // SAFETY: `getifaddrs` gives a list that is only read here, each address as the
-        // structure its family names, and then freed once.
-        #[allow(unsafe_code)]
-        unsafe {
-            if libc::getifaddrs(&mut list) != 0 {
-                tracing::warn!(
-                    "could not read this machine's addresses; fetch refuses only non-public ones"
-                );
-                return own;
-            }
-            let mut at = list;
-            while !at.is_null() {
-                let address = (*at).ifa_addr;
-                if !address.is_null() {
-                    match i32::from((*address).sa_family) {
-                        libc::AF_INET => {
-                            let v4 = &*address.cast::<libc::sockaddr_in>();
-                            own.insert(IpAddr::from(
-                                u32::from_be(v4.sin_addr.s_addr).to_be_bytes(),
-                            ));
-                        }
-                        libc::AF_INET6 => {
-                            let v6 = &*address.cast::<libc::sockaddr_in6>();
-                            own.insert(IpAddr::from(v6.sin6_addr.s6_addr));
-                        }
-                        _ => {}
-                    }
-                }
-                at = (*at).ifa_next;
-            }
-            libc::freeifaddrs(list);
+/// Whether `ip` is public and none of `own`.
+fn reachable_beside(ip: IpAddr, own: &HashSet<IpAddr>) -> bool {
+    is_public(ip) && !own.contains(&ip.to_canonical())
+}
+
+/// How long the machine's addresses are taken to stay the same.
+const OWN_ADDRESSES_FOR: Duration = Duration::from_secs(60);
+
+/// The addresses of this machine's interfaces, read again a minute after they were last read
+/// (a DHCP lease or an IPv6 temporary address changes them). A public address of the machine
+/// itself routes locally, past any firewall in front of it, to whatever listens on all
+/// interfaces (the API, the console, another service).
+fn own_addresses() -> Arc<HashSet<IpAddr>> {
+    static OWN: Mutex<Option<(std::time::Instant, Arc<HashSet<IpAddr>>)>> = Mutex::new(None);
+    let mut own = OWN.lock().unwrap_or_else(PoisonError::into_inner);
+    match &*own {
+        Some((read, addresses)) if read.elapsed() < OWN_ADDRESSES_FOR => Arc::clone(addresses),
+        _ => {
+            let addresses = Arc::new(interface_addresses());
+            *own = Some((std::time::Instant::now(), Arc::clone(&addresses)));
+            addresses
         }
-        own
-    })
+    }
+}
+
+/// The addresses of this machine's interfaces, as they are now.
+fn interface_addresses() -> HashSet<IpAddr> {
+    let mut own = HashSet::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: `getifaddrs` gives a list that is only read here, each address as the structure
+    // its family names, and then freed once.
+    #[allow(unsafe_code)]
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            tracing::warn!(
+                "could not read this machine's addresses; fetch refuses only non-public ones"
+            );
+            return own;
+        }
+        let mut at = list;
+        while !at.is_null() {
+            let address = (*at).ifa_addr;
+            if !address.is_null() {
+                match i32::from((*address).sa_family) {
+                    libc::AF_INET => {
+                        let v4 = &*address.cast::<libc::sockaddr_in>();
+                        own.insert(IpAddr::from(u32::from_be(v4.sin_addr.s_addr).to_be_bytes()));
+                    }
+                    libc::AF_INET6 => {
+                        let v6 = &*address.cast::<libc::sockaddr_in6>();
+                        own.insert(IpAddr::from(v6.sin6_addr.s6_addr).to_canonical());
+                    }
+                    _ => {}
+                }
+            }
+            at = (*at).ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    own
 }
 
 /// Whether an address is on the public internet: not loopback, private, link-local (cloud
@@ -556,6 +574,15 @@ mod tests {
         // is reachable.
         assert!(own_addresses().contains(&"127.0.0.1".parse::<IpAddr>().unwrap()));
         assert!(own_addresses().iter().all(|own| !reachable(*own)));
+        // A machine with a public address of its own: neither it nor its IPv4-mapped form.
+        let own: HashSet<IpAddr> = ["93.184.216.34".parse().unwrap()].into();
+        for refused in ["93.184.216.34", "::ffff:93.184.216.34"] {
+            assert!(
+                !reachable_beside(refused.parse().unwrap(), &own),
+                "{refused}"
+            );
+        }
+        assert!(reachable_beside("1.1.1.1".parse().unwrap(), &own));
         for public in [
             "1.1.1.1",
             "93.184.216.34",
