@@ -1311,9 +1311,15 @@ async fn users_may_not_call_what_triggers_and_schedules_run_unless_it_is_deploye
         call(&t, "forge", "cleanup", Some(&alice), event.clone())
             .expect_error(StatusCode::FORBIDDEN, "function_not_callable")
             .await;
-        call(&t, "forge", "cleanup", None, event.clone())
-            .expect_error(StatusCode::FORBIDDEN, "function_not_callable")
-            .await;
+        if declared["public"] == true {
+            call(&t, "forge", "cleanup", None, event.clone())
+                .expect_error(StatusCode::FORBIDDEN, "function_not_callable")
+                .await;
+        } else {
+            call(&t, "forge", "cleanup", None, event.clone())
+                .expect_error(StatusCode::UNAUTHORIZED, "missing_credentials")
+                .await;
+        }
         http(Some(&alice))
             .expect_error(StatusCode::FORBIDDEN, "function_not_callable")
             .await;

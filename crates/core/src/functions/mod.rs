@@ -691,44 +691,54 @@ type Triggered = Arc<Vec<(String, Vec<TriggerDef>)>>;
 /// thousands of large functions must not take the server's memory.
 const MAX_ACTIVE_BYTES: usize = 256 * 1024 * 1024;
 
-/// The active versions in memory, within [`MAX_ACTIVE_BYTES`] of code.
+/// The active versions in memory, within [`MAX_ACTIVE_BYTES`] of code, the least recently
+/// used dropped first.
 #[derive(Default)]
 struct ActiveCache {
-    versions: HashMap<(AppName, String), Arc<Active>>,
+    versions: HashMap<(AppName, String), (Arc<Active>, std::time::Instant)>,
     bytes: usize,
 }
 
 impl ActiveCache {
-    fn get(&self, key: &(AppName, String)) -> Option<Arc<Active>> {
-        self.versions.get(key).map(Arc::clone)
+    fn get(&mut self, key: &(AppName, String)) -> Option<Arc<Active>> {
+        let (active, used) = self.versions.get_mut(key)?;
+        *used = std::time::Instant::now();
+        Some(Arc::clone(active))
     }
 
-    /// Keeps `active`, dropping others first if its code would not fit.
+    /// Keeps `active`, dropping the least recently used others first if its code would not
+    /// fit.
     fn insert(&mut self, key: (AppName, String), active: Arc<Active>) {
-        if let Some(old) = self.versions.remove(&key) {
+        if let Some((old, _)) = self.versions.remove(&key) {
             self.bytes -= old.bundle.len();
         }
         while self.bytes + active.bundle.len() > MAX_ACTIVE_BYTES {
-            let Some(other) = self.versions.keys().next().cloned() else {
+            let Some(oldest) = self
+                .versions
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(key, _)| key.clone())
+            else {
                 break;
             };
-            if let Some(dropped) = self.versions.remove(&other) {
+            if let Some((dropped, _)) = self.versions.remove(&oldest) {
                 self.bytes -= dropped.bundle.len();
             }
         }
         self.bytes += active.bundle.len();
-        self.versions.insert(key, active);
+        self.versions
+            .insert(key, (active, std::time::Instant::now()));
     }
 
     fn remove(&mut self, app: &AppName, name: &str) {
-        if let Some(old) = self.versions.remove(&(app.to_owned(), name.to_owned())) {
+        if let Some((old, _)) = self.versions.remove(&(app.to_owned(), name.to_owned())) {
             self.bytes -= old.bundle.len();
         }
     }
 
     fn forget_app(&mut self, app: &AppName) {
         self.versions.retain(|(a, _), _| a != app);
-        self.bytes = self.versions.values().map(|v| v.bundle.len()).sum();
+        self.bytes = self.versions.values().map(|(v, _)| v.bundle.len()).sum();
     }
 
     fn clear(&mut self) {
@@ -1269,15 +1279,16 @@ impl Functions {
         } = call;
         let active = self.active(app, name).await?;
         let settings = &active.settings;
+        // A caller without a token learns no more of a private function than that it needs one.
+        if !settings.public && matches!(caller, Caller::Anonymous) {
+            return Err(FunctionError::Unauthenticated);
+        }
         let by_client = matches!(trigger, Trigger::Call | Trigger::Http);
         if by_client
             && !settings.callable()
             && matches!(caller, Caller::User(_) | Caller::Anonymous)
         {
             return Err(FunctionError::NotCallable);
-        }
-        if !settings.public && matches!(caller, Caller::Anonymous) {
-            return Err(FunctionError::Unauthenticated);
         }
         let _function_admitted = match settings.max_concurrency {
             Some(max) => Some(self.admit_function(app, name, max)?),
@@ -1838,8 +1849,12 @@ mod tests {
             cache.insert(key.clone(), active(n, each));
             assert!(cache.bytes <= MAX_ACTIVE_BYTES, "{}", cache.bytes);
             assert!(cache.get(&key).is_some(), "the one kept last is there");
-            let counted: usize = cache.versions.values().map(|v| v.bundle.len()).sum();
+            let counted: usize = cache.versions.values().map(|(v, _)| v.bundle.len()).sum();
             assert_eq!(cache.bytes, counted);
+            // f0 is used before every insert: never the least recently used, never dropped.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            assert!(cache.get(&(app.clone(), "f0".to_owned())).is_some(), "{n}");
+            std::thread::sleep(std::time::Duration::from_millis(2));
         }
         assert_eq!(cache.versions.len(), 3);
         // Replacing a version counts its new size only.
@@ -1848,6 +1863,7 @@ mod tests {
         assert_eq!(cache.bytes, 2 * each + 10);
         cache.remove(&app, "f9");
         assert_eq!(cache.bytes, 2 * each);
+        assert!(cache.get(&(app.clone(), "f0".to_owned())).is_some());
         cache.forget_app(&app);
         assert_eq!((cache.bytes, cache.versions.len()), (0, 0));
     }
