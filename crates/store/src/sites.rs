@@ -34,13 +34,14 @@ pub enum SitePut {
 
 impl SitePut {
     /// Whether a site holding `files` files of `bytes` bytes, of which the file at the path
-    /// put (if there is one) holds `replaced`, may take a file of `size` bytes there.
+    /// put (if there is one) holds `replaced`, may take a file of `size` bytes there. A site
+    /// already past its room (the room was made smaller) may still replace a file with one no
+    /// larger: only growing past the room is refused.
     pub fn judge(room: SiteRoom, files: i64, bytes: i64, replaced: Option<i64>, size: i64) -> Self {
-        let files_after = files + i64::from(replaced.is_none());
         let bytes_after = bytes - replaced.unwrap_or(0) + size;
-        if files_after > room.max_files {
+        if replaced.is_none() && files + 1 > room.max_files {
             SitePut::TooManyFiles
-        } else if bytes_after > room.max_bytes {
+        } else if bytes_after > room.max_bytes && bytes_after > bytes {
             SitePut::TooManyBytes
         } else {
             SitePut::Stored

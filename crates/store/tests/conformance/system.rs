@@ -941,6 +941,23 @@ async fn site_room(stores: Stores) {
     assert_eq!(put("a", b"12345").await.unwrap(), SitePut::TooManyBytes);
     // Full to the byte: 10 bytes, which counting the old size too would make 12.
     assert_eq!(put("a", b"1234").await.unwrap(), SitePut::Stored);
+    // A room made smaller than the site: its files may still be replaced, not grown.
+    let smaller = SiteRoom {
+        max_files: 2,
+        max_bytes: 8,
+    };
+    let put_in = |path: &'static str, content: &'static [u8], room| {
+        sites.put_site_file(&app, site_file(path, content, 1), content.to_vec(), room)
+    };
+    assert_eq!(put_in("c", b"12", smaller).await.unwrap(), SitePut::Stored);
+    assert_eq!(
+        put_in("c", b"123", smaller).await.unwrap(),
+        SitePut::TooManyBytes
+    );
+    assert_eq!(
+        put_in("d", b"", smaller).await.unwrap(),
+        SitePut::TooManyFiles
+    );
     let files = sites.site_files(&app).await.unwrap();
     let sizes: Vec<(String, i64)> = files.into_iter().map(|f| (f.path, f.size)).collect();
     let expected = [("a", 4), ("b", 4), ("c", 2)].map(|(p, n)| (p.to_owned(), n));

@@ -40,13 +40,15 @@ impl AppShares {
             )
         };
         let n = u32::try_from(n.min(self.each)).unwrap_or(u32::MAX);
-        // Never closed, so acquiring only waits.
-        let permit = share.acquire_many_owned(n).await.ok();
-        Held {
+        // Made before waiting, so that a wait given up forgets the app too.
+        let mut held = Held {
             shares: Arc::clone(self),
             app: app.clone(),
-            permit,
-        }
+            permit: None,
+        };
+        // Never closed, so acquiring only waits.
+        held.permit = share.acquire_many_owned(n).await.ok();
+        held
     }
 
     /// How many apps hold some now.
@@ -106,5 +108,14 @@ mod tests {
         let all = shares.take(&shop, 1_000).await;
         drop((all, other));
         assert_eq!(shares.apps(), 0, "forgotten once nobody holds any");
+        // A wait given up leaves nothing behind either, even when what it waited for was
+        // given back first.
+        let first = shares.take(&shop, 8).await;
+        let mut waiting = Box::pin(shares.take(&shop, 8));
+        let wait = std::time::Duration::from_millis(20);
+        assert!(tokio::time::timeout(wait, &mut waiting).await.is_err());
+        drop(first);
+        drop(waiting);
+        assert_eq!(shares.apps(), 0, "forgotten with the wait");
     }
 }
