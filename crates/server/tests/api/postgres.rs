@@ -675,6 +675,77 @@ async fn a_bucket_made_private_on_one_node_is_private_on_another() {
     a.stop().await;
 }
 
+/// A field added to a collection on one node: another node that has served the collection
+/// (its connections hold prepared `SELECT *` statements of the old columns) serves it with the
+/// new field at once, rather than failing with "cached plan must not change result type".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_changed_on_one_node_is_served_on_another_without_stale_statements() {
+    const KEY: &str = "5555555555555555555555555555555555555555555555555555555555555555";
+    let pg = TestServer::shared();
+    let url = pg.database();
+    let files = tempfile::tempdir().unwrap();
+    let a = shared_node(&url, KEY, files.path()).start().await;
+    let key = app_with_todos(&a, "cols").await;
+    let b = shared_node(&url, KEY, files.path()).start().await;
+    let records = "/v1/apps/cols/collections/todos/records";
+    // B prepares its statements of the collection on several of its connections.
+    for i in 0..8 {
+        b.request(Method::POST, records)
+            .bearer_auth(&key)
+            .json(&json!({ "title": format!("t{i}") }))
+            .expect(StatusCode::CREATED)
+            .await;
+        b.request(Method::GET, records)
+            .bearer_auth(&key)
+            .expect(StatusCode::OK)
+            .await;
+    }
+    a.admin(Method::PUT, "/v1/admin/apps/cols/collections/todos")
+        .json(&json!({ "fields": [
+            { "name": "title", "type": "text", "required": true },
+            { "name": "note", "type": "text" }
+        ] }))
+        .expect(StatusCode::OK)
+        .await;
+    // Within the ring's way to B, every request there succeeds and sees the new field.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let created = b
+            .request(Method::POST, records)
+            .bearer_auth(&key)
+            .json(&json!({ "title": "after", "note": "n" }))
+            .send()
+            .await
+            .unwrap();
+        let listed = b
+            .request(Method::GET, records)
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        if created.status() == StatusCode::CREATED && listed.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B still fails on the changed collection: {} {}",
+            created.status(),
+            listed.text().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..16 {
+        let page = b
+            .request(Method::GET, records)
+            .bearer_auth(&key)
+            .expect(StatusCode::OK)
+            .await;
+        assert!(page["items"][0].get("note").is_some(), "{page}");
+    }
+    b.stop().await;
+    a.stop().await;
+}
+
 /// A socket opened with an app's key on one node closes when the key is rotated on another
 /// (told through the doorbell), as it does on the node that rotated it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,8 +67,8 @@ impl PgBell {
             heard: broadcast::channel(4096).0,
             stop: Arc::clone(&stop),
         });
-        tokio::spawn(send(Arc::downgrade(&bell), pool));
-        tokio::spawn(listen(Arc::downgrade(&bell), config, stop));
+        tokio::spawn(send(Arc::downgrade(&bell), pool.clone()));
+        tokio::spawn(listen(Arc::downgrade(&bell), pool, config, stop));
         bell
     }
 }
@@ -130,11 +130,11 @@ async fn send(bell: Weak<PgBell>, pool: Pool) {
 
 /// Listens for the other nodes' rings until the bell is dropped, connecting again whenever
 /// the connection is lost.
-async fn listen(bell: Weak<PgBell>, config: tokio_postgres::Config, stop: Arc<Notify>) {
+async fn listen(bell: Weak<PgBell>, pool: Pool, config: tokio_postgres::Config, stop: Arc<Notify>) {
     loop {
         tokio::select! {
             () = stop.notified() => return,
-            () = listen_once(&bell, &config) => {}
+            () = listen_once(&bell, &pool, &config) => {}
         }
         if bell.upgrade().is_none() {
             return;
@@ -146,8 +146,23 @@ async fn listen(bell: Weak<PgBell>, config: tokio_postgres::Config, stop: Arc<No
     }
 }
 
+/// Passes a ring on, after what the store itself must do on it: a collection changed by
+/// another node (columns added or dropped) makes this node's prepared statements of it
+/// (`SELECT *`, `RETURNING *`) fail with "cached plan must not change result type", so they
+/// are forgotten, as the changing node forgets its own.
+fn hear(bell: &PgBell, pool: &Pool, ring: Ring) {
+    let collections = match &ring {
+        Ring::App(_, topics) => topics.has(Topic::Collections),
+        Ring::Everything => true,
+    };
+    if collections {
+        pool.manager().statement_caches.clear();
+    }
+    let _ = bell.heard.send(ring);
+}
+
 /// One listening connection, until it ends.
-async fn listen_once(bell: &Weak<PgBell>, config: &tokio_postgres::Config) {
+async fn listen_once(bell: &Weak<PgBell>, pool: &Pool, config: &tokio_postgres::Config) {
     let (client, mut connection) = match config.connect(NoTls).await {
         Ok(connected) => connected,
         Err(e) => {
@@ -180,9 +195,7 @@ async fn listen_once(bell: &Weak<PgBell>, config: &tokio_postgres::Config) {
     }
     // Listening from here: what was rung before is unknown.
     match bell.upgrade() {
-        Some(bell) => {
-            let _ = bell.heard.send(Ring::Everything);
-        }
+        Some(bell) => hear(&bell, pool, Ring::Everything),
         None => {
             driver.abort();
             return;
@@ -196,7 +209,7 @@ async fn listen_once(bell: &Weak<PgBell>, config: &tokio_postgres::Config) {
             Some((node, _)) if node == bell.node => {}
             Some((_, rings)) => {
                 for ring in rings {
-                    let _ = bell.heard.send(ring);
+                    hear(&bell, pool, ring);
                 }
             }
             None => tracing::warn!("a ring that is not one was heard"),
