@@ -323,3 +323,79 @@ async fn a_migration_killed_halfway_finishes_when_run_again() {
     std::thread::sleep(Duration::from_millis(10));
     server.stop();
 }
+
+/// Work waiting on Cloudlet's own queues (here a trigger delivery whose run failed, waiting to
+/// be tried again) is found on time after the move: the target holds the app's hint of due
+/// work, as it does for the app's declared queues.
+#[tokio::test(flavor = "multi_thread")]
+async fn work_waiting_on_cloudlets_own_queues_is_hinted_after_the_move() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Serve::start(&data, None);
+    let base = server.base.clone();
+    let admin = |method: Method, path: &str, body: Option<serde_json::Value>| {
+        call(method, format!("{base}{path}"), TOKEN, body)
+    };
+    let (status, body) = admin(
+        Method::POST,
+        "/v1/admin/apps",
+        Some(json!({ "name": "hooks" })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = admin(
+        Method::PUT,
+        "/v1/admin/apps/hooks/collections/notes",
+        Some(json!({ "fields": [{ "name": "title", "type": "text" }] })),
+    )
+    .await;
+    assert!(status == 200 || status == 201, "{body}");
+    let (status, body) = admin(
+        Method::PUT,
+        "/v1/admin/apps/hooks/functions/later",
+        Some(json!({
+            "source": "export default () => { throw new Error('not now') }",
+            "triggers": [{ "collection": "notes" }]
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = admin(
+        Method::POST,
+        "/v1/apps/hooks/collections/notes/records",
+        Some(json!({ "title": "a" })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    // Its first run fails; the delivery waits on `_triggers` to be tried again.
+    let mut failed = false;
+    for _ in 0..200 {
+        let (_, logs) = admin(Method::GET, "/v1/admin/apps/hooks/logs?outcome=error", None).await;
+        if logs["items"]
+            .as_array()
+            .is_some_and(|items| !items.is_empty())
+        {
+            failed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(failed, "the trigger ran and failed");
+    server.stop();
+
+    let pg = TestServer::shared();
+    let url = pg.database();
+    let moved = migrate(&data, &url);
+    assert!(
+        moved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    let db = TestServer::database_name(&url);
+    let hinted = pg.sql(
+        db,
+        "SELECT count(*) FROM cloudlet.due_work WHERE app = 'hooks'",
+    );
+    assert_eq!(hinted.trim(), "1", "the moved app's due work is hinted");
+}

@@ -118,12 +118,21 @@ pub async fn migrate_to_postgres(
         let moved = transfer_app(&system, &tenants, &target, &app, &collections, &keys)
             .await
             .map_err(|e| StartError::Migrate(format!("app {name}: {e}")))?;
-        // The moved app's queued work, if any, must be found on time there too.
-        let queues: Vec<String> = QueueStore::queues(&target, &app)
+        // The moved app's queued work, if any, must be found on time there too: on its declared
+        // queues and on Cloudlet's own (trigger deliveries, subscribe messages, payment checks).
+        let mut queues: Vec<String> = QueueStore::queues(&target, &app)
             .await?
             .into_iter()
             .map(|q| q.name)
             .collect();
+        queues.extend(
+            [
+                cloudlet_store::TRIGGER_QUEUE,
+                cloudlet_core::queues::MESSAGE_QUEUE,
+                cloudlet_core::queues::PAYMENT_QUEUE,
+            ]
+            .map(str::to_owned),
+        );
         if let Some(at) = QueueStore::next_due(&target, &app, queues).await? {
             SystemStore::hint_due(&target, &app, at).await?;
         }
