@@ -1238,7 +1238,19 @@ impl Auth {
         // change (by a request meanwhile) must not be what stays.
         let now = match self.load_keys(app).await {
             Ok(keys) => {
-                lock(&self.0.keys).insert(app.clone(), Arc::clone(&keys));
+                let mut cache = lock(&self.0.keys);
+                // Keys loaded meanwhile (a revocation here reads them again after its commit)
+                // may know revocations this load began too early to see: they are kept too.
+                if let Some(meanwhile) = cache.get(app) {
+                    let theirs = lock(&meanwhile.revoked).clone();
+                    let mut ours = lock(&keys.revoked);
+                    for (session, until) in theirs {
+                        let kept = ours.entry(session).or_insert(until);
+                        *kept = (*kept).max(until);
+                    }
+                }
+                cache.insert(app.clone(), Arc::clone(&keys));
+                drop(cache);
                 keys
             }
             Err(AuthError::InvalidToken) => return false,
