@@ -598,7 +598,11 @@ impl Queues {
             pulse.settles != ticket.settles
         };
         written?;
-        if settled_since {
+        // Another node's settle is seen by no pulse here: one that read the app's work before
+        // the write committed would remove the hint after it (its version check passes, the
+        // hint's bump came before the write). Written again after the write, the hint moves
+        // the version past any such settle, or comes back after it.
+        if settled_since || self.0.system.hints_settled_elsewhere() {
             // After the write: its own commit must reach the disk, no later one of the work
             // would take it there.
             self.0.system.hint_due_durably(app, ticket.at_ms).await?;
@@ -1338,6 +1342,107 @@ mod tests {
         fn spawn(&self, hand_over: futures_util::future::BoxFuture<'static, ()>) {
             tokio::spawn(hand_over);
         }
+    }
+
+    /// Two nodes on one PostgreSQL database: B looks at the app between A's hint and A's write,
+    /// finds nothing due, and settles the hint after the write committed. A's pulse can not
+    /// see B's settle, so A writes the hint again after its write, and the work stays hinted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_settle_by_another_node_between_a_hint_and_its_write_leaves_the_work_hinted() {
+        use cloudlet_store::postgres::testing::TestServer;
+        use cloudlet_store::postgres::{Postgres, PostgresOptions};
+        use cloudlet_store::{AppRow, Durability, NewMessage, SigningKeyRow, TenantStore};
+
+        let url = TestServer::shared().database();
+        let node = || async {
+            let store = Arc::new(
+                Postgres::open(PostgresOptions {
+                    url: url.clone(),
+                    pool_size: 4,
+                    wait: std::time::Duration::from_secs(5),
+                    durability: Durability::Full,
+                    max_open: 8,
+                })
+                .await
+                .unwrap(),
+            );
+            store.claim_shared_node().await.unwrap();
+            let queues = Queues::new(
+                store.clone(),
+                store.clone(),
+                Arc::new(crate::clock::ManualClock::at(Timestamp::from_unix_ms(
+                    1_000,
+                ))),
+                Arc::new(SeededRandom::new(5)),
+                30,
+                PaymentBackoff::default(),
+            );
+            (store, queues)
+        };
+        let (a, queues_a) = node().await;
+        let (b, queues_b) = node().await;
+        let row = AppRow {
+            name: "relay".into(),
+            created_at_ms: 1,
+            secret_key_hash: vec![2; 32],
+            secret_key_hint: "cls_abcd".into(),
+            secret_key_created_at_ms: 1,
+        };
+        let key = SigningKeyRow {
+            kid: "k1".into(),
+            secret: vec![7; 32],
+            created_at_ms: 1,
+        };
+        a.insert_app(row, key).await.unwrap();
+        let app = AppName::parse("relay").unwrap();
+        TenantStore::provision(&*a, &app).await.unwrap();
+        queues_a
+            .declare(&app, "work", QueueSettings::default())
+            .await
+            .unwrap();
+        let due = |store: Arc<Postgres>| async move { store.due_apps(i64::MAX, 10).await.unwrap() };
+        // Nothing is due yet (declaring hints nothing, or whatever it hinted is settled).
+        for stale in due(b.clone()).await {
+            let pulse = queues_b.pulse(&stale.app);
+            assert!(
+                queues_b
+                    .settle(&stale.app, stale.version, None, pulse)
+                    .await
+                    .unwrap()
+            );
+        }
+
+        // A hints, B looks before A's write and finds nothing.
+        let ticket = queues_a.hint(&app, 1_000).await.unwrap();
+        let seen = due(b.clone()).await;
+        assert_eq!(seen.len(), 1);
+        let pulse = queues_b.pulse(&app);
+        let next = QueueStore::next_due(&*b, &app, vec!["work".into()])
+            .await
+            .unwrap();
+        assert_eq!(next, None, "B looked before the write");
+        // A's write commits; then B settles what it saw; then A's hint's second half.
+        let message = NewMessage {
+            id: "msg_1".into(),
+            payload: "{}".into(),
+            key: None,
+            visible_at_ms: 1_000,
+            max_attempts: 5,
+            depth: 0,
+        };
+        QueueStore::send(&*a, &app, "work", vec![message], 1_000, 60_000)
+            .await
+            .unwrap();
+        assert!(
+            queues_b
+                .settle(&app, seen[0].version, next, pulse)
+                .await
+                .unwrap(),
+            "B's settle went through: it could not know of the write"
+        );
+        queues_a.hinted(&app, ticket).await.unwrap();
+        let hinted: Vec<AppName> = due(b.clone()).await.into_iter().map(|d| d.app).collect();
+        assert_eq!(hinted, [app], "the message is hinted, not stranded");
     }
 
     /// On SQLite a send handed to its consumer leaves its hint's write until the run has its

@@ -161,6 +161,13 @@ pub trait SystemStore: Send + Sync {
     fn hints_repaired_at_start(&self) -> bool {
         false
     }
+    /// Whether other processes settle this store's hints too (nodes sharing a PostgreSQL
+    /// database). One of them may have read an app's work before a write committed and settle
+    /// its hint after, which no pulse of this node sees: a hint is then written again after
+    /// every write it announces.
+    fn hints_settled_elsewhere(&self) -> bool {
+        false
+    }
     /// Apps whose hint is due at `now_ms`, earliest first.
     async fn due_apps(&self, now_ms: i64, limit: usize) -> Result<Vec<DueApp>, StoreError>;
     /// Replaces the hint of `app` with `next` (or removes it) if its version is still

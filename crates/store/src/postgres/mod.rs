@@ -96,6 +96,8 @@ pub struct Postgres {
     wait: Duration,
     /// The connection holding the sole-node lock, once claimed.
     node_lock: Mutex<Option<deadpool_postgres::ClientWrapper>>,
+    /// Whether this node shares the database with others ([`Postgres::claim_shared_node`]).
+    shared: std::sync::atomic::AtomicBool,
     /// How to connect, for connections of their own (the bell's listener).
     config: tokio_postgres::Config,
     /// App schemas created or dropped at once ([`SCHEMA_CHANGES_PER_POOL`]).
@@ -165,6 +167,7 @@ impl Postgres {
             pool,
             max_open: options.max_open.max(1),
             node_lock: Mutex::new(None),
+            shared: std::sync::atomic::AtomicBool::new(false),
             config,
             touched: Mutex::new(HashMap::new()),
             per_app: (options.pool_size / 2).max(1),
@@ -288,7 +291,14 @@ impl Postgres {
                     .into(),
             ));
         }
+        self.shared
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
+    }
+
+    /// Whether other nodes share the database (and settle its hints of due work).
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Keeps this node's claim (alone, or `shared`) while it runs: the lock lives with its

@@ -141,6 +141,10 @@ pub(super) fn lower_hint_sql() -> String {
 
 #[async_trait]
 impl SystemStore for Postgres {
+    fn hints_settled_elsewhere(&self) -> bool {
+        self.is_shared()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
         row(&client, "SELECT 1", &[]).await?;
