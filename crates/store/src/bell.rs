@@ -20,7 +20,7 @@ pub enum Topic {
     Collections,
     /// A function's code, active version, environment or triggers.
     Functions,
-    /// Sessions revoked, or the app's signing keys.
+    /// Sessions revoked, the app's signing keys, or a login provider's settings.
     Auth,
     /// The app's realtime settings.
     Realtime,

@@ -403,6 +403,10 @@ impl Auth {
             )
             .await?;
         lock(&self.0.vault).remove(&(app.to_owned(), provider.to_owned()));
+        // The other nodes' vaults hold the old settings' access token too.
+        if let Some(bell) = self.0.bell.get() {
+            bell.ring(app, Topic::Auth);
+        }
         tracing::info!(app = %app, provider, "login provider configured");
         Ok(ProviderView::of(provider, &input.settings, Some(now)))
     }
@@ -1229,10 +1233,13 @@ impl Auth {
         let _ = self.0.bell.set(bell);
     }
 
-    /// Another node revoked sessions of the app (or deleted it): its keys and revocations are
+    /// Another node revoked sessions of the app, changed a login provider of it (or deleted it):
+    /// its access tokens of the platforms are fetched again, its keys and revocations are
     /// read again, and the sessions newly revoked told to whoever holds them open. False when
     /// the app no longer exists.
     pub async fn heard(&self, app: &AppName) -> bool {
+        // A provider's settings may have changed there: its access token is fetched again.
+        lock(&self.0.vault).retain(|(vault_app, _), _| vault_app != app);
         let before = self.drop_keys(Some(app));
         // Read now and put in place of whatever is cached: a load that began before the
         // change (by a request meanwhile) must not be what stays.
@@ -1282,6 +1289,7 @@ impl Auth {
     /// missed); sockets are checked again by their holders.
     pub fn heard_everything(&self) {
         self.drop_keys(None);
+        lock(&self.0.vault).clear();
     }
 
     /// Drops the cached keys of `app` (of every app for `None`); what was cached of it.

@@ -746,6 +746,73 @@ async fn a_collection_changed_on_one_node_is_served_on_another_without_stale_sta
     a.stop().await;
 }
 
+/// A login provider reconfigured on one node (another mini program's appid): another node that
+/// holds an access token of the old one in its vault fetches the new one's, rather than calling
+/// WeChat with the old app's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_reconfigured_on_one_node_gets_a_new_access_token_on_another() {
+    const KEY: &str = "6666666666666666666666666666666666666666666666666666666666666666";
+    let emulator = crate::auth::Emulator::start().await;
+    let pg = TestServer::shared();
+    let url = pg.database();
+    let files = tempfile::tempdir().unwrap();
+    let a = shared_node(&url, KEY, files.path()).start().await;
+    a.create_app("tel").await;
+    emulator
+        .connect(&a, "tel", "wechat", "wx-old", "old-secret")
+        .await;
+    let b = shared_node(&url, KEY, files.path()).start().await;
+    let grant = emulator
+        .login_as(&b, "tel", "wechat", "wx-old", "alice")
+        .await;
+    let access = crate::auth::token(&grant).to_owned();
+    let phone_code = |appid: &'static str| {
+        let emulator = &emulator;
+        async move {
+            let body: Value = emulator
+                .http
+                .post(format!("{}/emulator/codes", emulator.base))
+                .json(&json!({ "platform": "wechat", "appid": appid, "user": "alice", "phone": "+86 13800138000" }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["code"].as_str().unwrap().to_owned()
+        }
+    };
+    let bind = |code: String| {
+        b.request(Method::POST, "/v1/apps/tel/auth/user/phone")
+            .bearer_auth(&access)
+            .json(&json!({ "code": code }))
+    };
+    // B binds through the old mini program: its vault now holds wx-old's token.
+    bind(phone_code("wx-old").await)
+        .expect(StatusCode::OK)
+        .await;
+    // A moves the provider to another mini program.
+    emulator
+        .connect(&a, "tel", "wechat", "wx-new", "new-secret")
+        .await;
+    // Within the ring's way, B calls WeChat with wx-new's token: the new app's code binds.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = bind(phone_code("wx-new").await).send().await.unwrap();
+        if answer.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B still calls WeChat with the old app's token: {}",
+            answer.text().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.stop().await;
+    a.stop().await;
+}
+
 /// A socket opened with an app's key on one node closes when the key is rotated on another
 /// (told through the doorbell), as it does on the node that rotated it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
