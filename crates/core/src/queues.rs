@@ -1344,6 +1344,30 @@ mod tests {
         }
     }
 
+    /// App `name`, made in `system` and provisioned in `tenants`.
+    async fn with_app(
+        system: &dyn cloudlet_store::SystemStore,
+        tenants: &dyn cloudlet_store::TenantStore,
+        name: &str,
+    ) -> AppName {
+        let row = cloudlet_store::AppRow {
+            name: name.into(),
+            created_at_ms: 1,
+            secret_key_hash: vec![1; 32],
+            secret_key_hint: "cls_abcd".into(),
+            secret_key_created_at_ms: 1,
+        };
+        let key = cloudlet_store::SigningKeyRow {
+            kid: "k1".into(),
+            secret: vec![7; 32],
+            created_at_ms: 1,
+        };
+        system.insert_app(row, key).await.unwrap();
+        let app = AppName::parse(name).unwrap();
+        tenants.provision(&app).await.unwrap();
+        app
+    }
+
     /// Two nodes on one PostgreSQL database: B looks at the app between A's hint and A's write,
     /// finds nothing due, and settles the hint after the write committed. A's pulse can not
     /// see B's settle, so A writes the hint again after its write, and the work stays hinted.
@@ -1351,7 +1375,7 @@ mod tests {
     async fn a_settle_by_another_node_between_a_hint_and_its_write_leaves_the_work_hinted() {
         use cloudlet_store::postgres::testing::TestServer;
         use cloudlet_store::postgres::{Postgres, PostgresOptions};
-        use cloudlet_store::{AppRow, Durability, NewMessage, SigningKeyRow, TenantStore};
+        use cloudlet_store::{Durability, NewMessage};
 
         let url = TestServer::shared().database();
         let node = || async {
@@ -1381,21 +1405,7 @@ mod tests {
         };
         let (a, queues_a) = node().await;
         let (b, queues_b) = node().await;
-        let row = AppRow {
-            name: "relay".into(),
-            created_at_ms: 1,
-            secret_key_hash: vec![2; 32],
-            secret_key_hint: "cls_abcd".into(),
-            secret_key_created_at_ms: 1,
-        };
-        let key = SigningKeyRow {
-            kid: "k1".into(),
-            secret: vec![7; 32],
-            created_at_ms: 1,
-        };
-        a.insert_app(row, key).await.unwrap();
-        let app = AppName::parse("relay").unwrap();
-        TenantStore::provision(&*a, &app).await.unwrap();
+        let app = with_app(&*a, &*a, "relay").await;
         queues_a
             .declare(&app, "work", QueueSettings::default())
             .await
@@ -1450,8 +1460,8 @@ mod tests {
     /// it, where a hint before its write fails its write.
     #[tokio::test]
     async fn a_handed_over_send_hints_after_its_run_starts_and_a_failed_hint_fails_nothing() {
+        use cloudlet_store::Durability;
         use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
-        use cloudlet_store::{AppRow, Durability, SigningKeyRow, TenantStore};
 
         let dir = tempfile::tempdir().unwrap();
         let apps = dir.path().join("apps");
@@ -1476,21 +1486,7 @@ mod tests {
         );
         let keeper = Arc::new(Keeper::default());
         queues.set_taker(keeper.clone());
-        let row = AppRow {
-            name: "shop".into(),
-            created_at_ms: 1,
-            secret_key_hash: vec![1; 32],
-            secret_key_hint: "cls_abcd".into(),
-            secret_key_created_at_ms: 1,
-        };
-        let key = SigningKeyRow {
-            kid: "k1".into(),
-            secret: vec![7; 32],
-            created_at_ms: 1,
-        };
-        system.insert_app(row, key).await.unwrap();
-        let app = AppName::parse("shop").unwrap();
-        tenants.provision(&app).await.unwrap();
+        let app = with_app(&*system, &*tenants, "shop").await;
         queues
             .declare(&app, "work", QueueSettings::default())
             .await

@@ -69,6 +69,21 @@ impl Emulator {
             .unwrap();
         body["code"].as_str().unwrap().to_owned()
     }
+
+    /// A WeChat `getPhoneNumber` code of `user` in `appid`, for `phone`.
+    pub(crate) async fn phone_code(&self, appid: &str, user: &str, phone: &str) -> String {
+        let body: Value = self
+            .http
+            .post(format!("{}/emulator/codes", self.base))
+            .json(&json!({ "platform": "wechat", "appid": appid, "user": user, "phone": phone }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["code"].as_str().unwrap().to_owned()
+    }
 }
 
 impl Emulator {
@@ -739,17 +754,8 @@ async fn wechat_phone_numbers_bind_through_one_shared_access_token() {
     let phone_code = |n: u32| {
         let emulator = &emulator;
         async move {
-            let body: Value = emulator
-                .http
-                .post(format!("{}/emulator/codes", emulator.base))
-                .json(&json!({ "platform": "wechat", "appid": "wx-phone", "user": "alice", "phone": format!("+86 1380013800{n}") }))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            body["code"].as_str().unwrap().to_owned()
+            let phone = format!("+86 1380013800{n}");
+            emulator.phone_code("wx-phone", "alice", &phone).await
         }
     };
     let token_requests = || async {

@@ -766,22 +766,7 @@ async fn a_provider_reconfigured_on_one_node_gets_a_new_access_token_on_another(
         .login_as(&b, "tel", "wechat", "wx-old", "alice")
         .await;
     let access = crate::auth::token(&grant).to_owned();
-    let phone_code = |appid: &'static str| {
-        let emulator = &emulator;
-        async move {
-            let body: Value = emulator
-                .http
-                .post(format!("{}/emulator/codes", emulator.base))
-                .json(&json!({ "platform": "wechat", "appid": appid, "user": "alice", "phone": "+86 13800138000" }))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            body["code"].as_str().unwrap().to_owned()
-        }
-    };
+    let phone_code = |appid: &'static str| emulator.phone_code(appid, "alice", "+86 13800138000");
     let bind = |code: String| {
         b.request(Method::POST, "/v1/apps/tel/auth/user/phone")
             .bearer_auth(&access)
