@@ -57,25 +57,24 @@ impl Emulator {
         user: &str,
         anonymous: bool,
     ) -> String {
-        let body: Value = self
-            .http
-            .post(format!("{}/emulator/codes", self.base))
-            .json(&json!({ "platform": platform, "appid": appid, "user": user, "anonymous": anonymous }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body["code"].as_str().unwrap().to_owned()
+        self.issue(
+            json!({ "platform": platform, "appid": appid, "user": user, "anonymous": anonymous }),
+        )
+        .await
     }
 
     /// A WeChat `getPhoneNumber` code of `user` in `appid`, for `phone`.
     pub(crate) async fn phone_code(&self, appid: &str, user: &str, phone: &str) -> String {
+        self.issue(json!({ "platform": "wechat", "appid": appid, "user": user, "phone": phone }))
+            .await
+    }
+
+    /// A code the emulator issues as `request` asks (`POST /emulator/codes`).
+    async fn issue(&self, request: Value) -> String {
         let body: Value = self
             .http
             .post(format!("{}/emulator/codes", self.base))
-            .json(&json!({ "platform": "wechat", "appid": appid, "user": user, "phone": phone }))
+            .json(&request)
             .send()
             .await
             .unwrap()
