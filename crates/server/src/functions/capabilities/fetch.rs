@@ -4,7 +4,7 @@
 //! ways (`fetch.js` turns strings, `URLSearchParams` and typed arrays into them, and the reply
 //! into a `Response` that reads them as text, JSON or bytes).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -14,7 +14,9 @@ use cloudlet_core::apps::AppName;
 use cloudlet_core::functions::{CallScope, Capability, HostFailure, HostReply};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::shares::AppShares;
+use tokio::sync::Semaphore;
 
 fn failure(code: &str, message: impl Into<String>) -> HostFailure {
     HostFailure::new(code, message)
@@ -31,7 +33,10 @@ pub struct Fetcher {
     sockets: Arc<Semaphore>,
     /// Each app's share of them, so that one app fetching from slow servers can not hold every
     /// other app's requests up.
-    apps: Arc<AppShares>,
+    app_fetches: Arc<AppShares>,
+    /// Each app's share of the name lookups, held by lookup threads until they end, past their
+    /// fetch.
+    app_lookups: Arc<AppShares>,
 }
 
 /// Requests `fetch` makes at once across the instance; more wait their turn (within their
@@ -112,7 +117,8 @@ impl Fetcher {
             client,
             allow_private,
             sockets: Arc::new(Semaphore::new(MAX_FETCHES)),
-            apps: Arc::default(),
+            app_fetches: AppShares::new(MAX_FETCHES_PER_APP),
+            app_lookups: AppShares::new(MAX_LOOKUPS_PER_APP),
         })
     }
 
@@ -148,8 +154,9 @@ impl Fetcher {
             request = request.body(body);
         }
         // The app's share first, so that an app at its share waits without holding a socket.
-        let share = AppShares::take(&self.apps, app).await;
-        let app_lookups = share.lookups();
+        let _share = self.app_fetches.take(app, 1).await;
+        let lookups = self.app_lookups.take(app, 0).await;
+        let app_lookups = lookups.share();
         let _socket = self
             .sockets
             .acquire()
@@ -200,81 +207,6 @@ impl Fetcher {
             value: json!({ "status": status, "headers": headers, "url": final_url }),
             bytes: body,
         })
-    }
-}
-
-/// Each app's share of the requests in flight: a semaphore per app that has requests in flight,
-/// forgotten when its last one ends.
-#[derive(Default)]
-struct AppShares {
-    apps: Mutex<HashMap<AppName, AppBudget>>,
-}
-
-/// One app's requests and name lookups in flight.
-struct AppBudget {
-    fetches: Arc<Semaphore>,
-    /// Held by lookup threads until they end, past their fetch.
-    lookups: Arc<Semaphore>,
-}
-
-/// One request's place in its app's share.
-struct Share {
-    shares: Arc<AppShares>,
-    app: AppName,
-    permit: Option<OwnedSemaphorePermit>,
-    lookups: Option<Arc<Semaphore>>,
-}
-
-impl AppShares {
-    async fn take(shares: &Arc<AppShares>, app: &AppName) -> Share {
-        let (fetches, lookups) = {
-            let mut apps = shares.apps.lock().unwrap_or_else(PoisonError::into_inner);
-            let budget = apps.entry(app.clone()).or_insert_with(|| AppBudget {
-                fetches: Arc::new(Semaphore::new(MAX_FETCHES_PER_APP)),
-                lookups: Arc::new(Semaphore::new(MAX_LOOKUPS_PER_APP)),
-            });
-            (Arc::clone(&budget.fetches), Arc::clone(&budget.lookups))
-        };
-        // Never closed, so acquiring only waits.
-        let permit = fetches.acquire_owned().await.ok();
-        Share {
-            shares: Arc::clone(shares),
-            app: app.clone(),
-            permit,
-            lookups: Some(lookups),
-        }
-    }
-}
-
-impl Share {
-    /// The app's lookups, for the resolver.
-    fn lookups(&self) -> Arc<Semaphore> {
-        self.lookups
-            .clone()
-            .unwrap_or_else(|| Arc::new(Semaphore::new(MAX_LOOKUPS_PER_APP)))
-    }
-}
-
-impl Drop for Share {
-    fn drop(&mut self) {
-        let mut apps = self
-            .shares
-            .apps
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        drop(self.permit.take());
-        drop(self.lookups.take());
-        // Only the map holds them, with every permit back: nobody fetches, waits or looks a
-        // name up for this app (a lookup thread still running keeps its app's budget, or a
-        // new one would let the app start more).
-        let unused = apps.get(&self.app).is_some_and(|budget| {
-            Arc::strong_count(&budget.fetches) == 1
-                && budget.fetches.available_permits() == MAX_FETCHES_PER_APP
-                && Arc::strong_count(&budget.lookups) == 1
-        });
-        if unused {
-            apps.remove(&self.app);
-        }
     }
 }
 

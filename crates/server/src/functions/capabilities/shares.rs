@@ -1,6 +1,7 @@
 //! Each app's share of something every function of the node draws on (the bytes of file reads
-//! in flight): a semaphore per app that holds some of it, forgotten when its last holder lets
-//! go, so that one app can take at most its share and never the whole.
+//! in flight, `fetch`'s requests and name lookups): a semaphore per app that holds some of it,
+//! forgotten when nobody holds, waits for or keeps a handle on it, so that one app can take at
+//! most its share and never the whole.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,6 +19,7 @@ pub struct AppShares {
 pub struct Held {
     shares: Arc<AppShares>,
     app: AppName,
+    share: Arc<Semaphore>,
     permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -44,6 +46,7 @@ impl AppShares {
         let mut held = Held {
             shares: Arc::clone(self),
             app: app.clone(),
+            share: Arc::clone(&share),
             permit: None,
         };
         // Never closed, so acquiring only waits.
@@ -61,6 +64,14 @@ impl AppShares {
     }
 }
 
+impl Held {
+    /// The app's whole share, for work that takes from it on its own (a name lookup's thread,
+    /// which may outlive this holder): the app is remembered while any handle lives.
+    pub fn share(&self) -> Arc<Semaphore> {
+        Arc::clone(&self.share)
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         let mut apps = self
@@ -69,9 +80,10 @@ impl Drop for Held {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         drop(self.permit.take());
-        // Only the map holds it, with every permit back: nobody holds or waits for this app.
+        // Only the map and this holder have it, with every permit back: nobody else holds,
+        // waits for or keeps a handle on this app's share.
         let unused = apps.get(&self.app).is_some_and(|share| {
-            Arc::strong_count(share) == 1 && share.available_permits() == self.shares.each
+            Arc::strong_count(share) == 2 && share.available_permits() == self.shares.each
         });
         if unused {
             apps.remove(&self.app);
@@ -117,5 +129,24 @@ mod tests {
         drop(first);
         drop(waiting);
         assert_eq!(shares.apps(), 0, "forgotten with the wait");
+    }
+
+    #[tokio::test]
+    async fn a_handle_on_the_share_keeps_the_app_remembered_past_its_holder() {
+        let shares = AppShares::new(2);
+        let shop = AppName::parse("shop").expect("a name");
+        let held = shares.take(&shop, 0).await;
+        let share = held.share();
+        // A lookup's thread takes from the share on its own, past its fetch.
+        let lookup = Arc::clone(&share).try_acquire_owned().expect("a permit");
+        drop(held);
+        assert_eq!(shares.apps(), 1, "a share in use is not forgotten");
+        // A new holder meets the same share, one permit short: forgetting it would have given
+        // the app a whole new share while its lookup runs on.
+        let again = shares.take(&shop, 0).await;
+        assert_eq!(again.share().available_permits(), 1);
+        drop((lookup, share));
+        drop(again);
+        assert_eq!(shares.apps(), 0, "forgotten once the last handle is gone");
     }
 }
