@@ -2094,23 +2094,35 @@ struct Shape {
     expand: Vec<Vec<String>>,
 }
 
+/// The most paths a `fields` or `expand` parameter may name.
+const MAX_SHAPE_PATHS: usize = 32;
+
 impl Shape {
     fn parse(
         compiled: &Compiled,
         fields: Option<&str>,
         expand: Option<&str>,
     ) -> Result<Shape, DataError> {
-        let split = |text: &str| -> Vec<Vec<String>> {
-            text.split(',')
+        // Each path once (a repeat would copy its value again for every record), at most
+        // MAX_SHAPE_PATHS of them.
+        let split = |text: &str, what: fn(String) -> DataError| {
+            let mut paths: Vec<Vec<String>> = text
+                .split(',')
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
                 .map(|p| p.split('.').map(str::to_owned).collect())
-                .collect()
+                .collect();
+            paths.sort();
+            paths.dedup();
+            if paths.len() > MAX_SHAPE_PATHS {
+                return Err(what(format!("at most {MAX_SHAPE_PATHS} paths")));
+            }
+            Ok(paths)
         };
         let fields = match fields.filter(|f| !f.trim().is_empty()) {
             None => None,
             Some(text) => {
-                let paths = split(text);
+                let paths = split(text, DataError::InvalidFields)?;
                 for path in &paths {
                     let head = path[0].as_str();
                     let known = head == "expand" || compiled.field_kind(head).is_some();
@@ -2129,10 +2141,20 @@ impl Shape {
                         )));
                     }
                 }
-                Some(paths)
+                // A path inside another asked-for one comes with it: every value is copied
+                // once.
+                let inside = |path: &Vec<String>| {
+                    paths
+                        .iter()
+                        .any(|outer| outer.len() < path.len() && path.starts_with(outer))
+                };
+                Some(paths.iter().filter(|p| !inside(p)).cloned().collect())
             }
         };
-        let expand = expand.map(split).unwrap_or_default();
+        let expand = match expand {
+            Some(text) => split(text, DataError::InvalidExpand)?,
+            None => Vec::new(),
+        };
         for path in &expand {
             if path.len() > MAX_EXPAND_DEPTH {
                 return Err(DataError::InvalidExpand(format!(

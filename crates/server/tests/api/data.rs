@@ -839,6 +839,24 @@ async fn fields_pick_and_relations_expand_under_the_targets_view_rules() {
         picked,
         json!({ "id": task["id"], "title": "ship", "meta": { "a": { "b": 1 } } })
     );
+    // Asked twice, or inside another asked-for path: each value comes once.
+    let repeated = get("fields=title,meta.a.b,title,meta,meta.a")
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(
+        repeated,
+        get("fields=title,meta").expect(StatusCode::OK).await
+    );
+    let many: Vec<String> = (0..33).map(|i| format!("meta.k{i}")).collect();
+    get(&format!("fields={}", many.join(",")))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_fields")
+        .await;
+    get(&format!("fields={}", many[..32].join(",")))
+        .expect(StatusCode::OK)
+        .await;
+    get(&format!("expand={}", ["assignee"; 40].join(",")))
+        .expect(StatusCode::OK)
+        .await;
     let listed =
         s.t.request(
             Method::GET,
