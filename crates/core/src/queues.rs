@@ -610,6 +610,17 @@ impl Queues {
         Ok(())
     }
 
+    /// [`Queues::hinted`] once the write has committed: a failure is logged, not answered,
+    /// since the caller must not hear of a failure for what is done (a sender would send again,
+    /// a consumer lose the leases of what it claimed). The hint written before the write still
+    /// stands; a system database that refuses writes can not clear its open mark either, so
+    /// the next start looks at every app.
+    async fn hinted_after_commit(&self, app: &AppName, ticket: HintTicket, what: &str) {
+        if let Err(e) = self.hinted(app, ticket).await {
+            tracing::warn!(app = %app, error = %e, "could not hint the work of {what}");
+        }
+    }
+
     /// A hint with no write behind it: the app is worth a look at `at_ms`.
     pub async fn touch(&self, app: &AppName, at_ms: i64) -> Result<(), StoreError> {
         let ticket = self.hint(app, at_ms).await?;
@@ -862,7 +873,7 @@ impl Queues {
             .store
             .send_committed(app, queue, new, now, window_ms)
             .await?;
-        self.hinted(app, ticket).await?;
+        self.hinted_after_commit(app, ticket, "a send").await;
         self.0.doorbell.notify_one();
         on_disk.wait().await?;
         Ok(sent)
@@ -920,13 +931,8 @@ impl Queues {
                 };
                 let full = claimed.len() >= place.trigger.batch;
                 taker.take(&app, place, claimed);
-                if let Err(e) = queues.hinted(&app, ticket).await {
-                    // The send has committed and its run started: its sender must not hear of
-                    // a failure and send again. The run's end hints the app again, and a
-                    // system database that refuses writes can not clear its open mark, so the
-                    // next start looks at every app.
-                    tracing::warn!(app = %app, error = %e, "could not hint the work of a send");
-                }
+                // The run's end hints the app again.
+                queues.hinted_after_commit(&app, ticket, "a send").await;
                 // A full batch may have left more due for the consumer's other places: the
                 // dispatcher looks now. Otherwise the claim took everything due; the hint, due
                 // now, brings a look within a second anyway, which settles it to the claims'
@@ -1045,7 +1051,7 @@ impl Queues {
         let leases = (0..max).map(|_| self.token("lease_")).collect();
         let claimed = self.0.store.claim(app, queue, leases, now, until).await?;
         if let Some(ticket) = ticket {
-            self.hinted(app, ticket).await?;
+            self.hinted_after_commit(app, ticket, "a claim").await;
         }
         Ok(claimed.into_iter().map(delivery).collect())
     }
@@ -1243,6 +1249,7 @@ impl Queues {
             .collect();
         queues.push((TRIGGER_QUEUE.to_owned(), self.0.triggers.clone()));
         queues.push((MESSAGE_QUEUE.to_owned(), self.0.messages.clone()));
+        queues.push((PAYMENT_QUEUE.to_owned(), self.0.payments.clone()));
         let now = self.now();
         let mut swept = 0;
         for (queue, settings) in queues {
@@ -1531,6 +1538,61 @@ mod tests {
         send(2).await.unwrap();
         let taken: Vec<Json> = lock(&keeper.0).iter().map(|d| d.payload.clone()).collect();
         assert_eq!(taken, [json!({ "n": 1 }), json!({ "n": 2 })]);
+    }
+
+    /// Cloudlet's own queues are swept as declared ones are: a payment check left waiting past
+    /// its queue's retention goes, and its key with it.
+    #[tokio::test]
+    async fn a_sweep_takes_what_cloudlets_own_queues_keep_no_longer() {
+        use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
+        use cloudlet_store::{Durability, NewMessage};
+
+        let dir = tempfile::tempdir().unwrap();
+        let apps = dir.path().join("apps");
+        std::fs::create_dir(&apps).unwrap();
+        let system = Arc::new(
+            SqliteSystemStore::open(&dir.path().join("system.db"), Durability::Full).unwrap(),
+        );
+        let options = TenantPoolOptions {
+            max_open: 2,
+            readers: 1,
+            durability: Durability::Full,
+        };
+        let tenants = Arc::new(SqliteTenants::open(apps, options).unwrap());
+        let clock = Arc::new(crate::clock::ManualClock::at(Timestamp::from_unix_ms(
+            1_000,
+        )));
+        let queues = Queues::new(
+            tenants.clone(),
+            system.clone(),
+            clock.clone(),
+            Arc::new(SeededRandom::new(3)),
+            30,
+            PaymentBackoff::default(),
+        );
+        let app = with_app(&*system, &*tenants, "shop").await;
+        for (queue, id) in [(PAYMENT_QUEUE, "msg_p"), (MESSAGE_QUEUE, "msg_m")] {
+            let check = NewMessage {
+                id: id.into(),
+                payload: "{}".into(),
+                key: Some(format!("{id}:key")),
+                visible_at_ms: i64::MAX / 2,
+                max_attempts: 5,
+                depth: 0,
+            };
+            QueueStore::send(&*tenants, &app, queue, vec![check], 1_000, i64::MAX / 2)
+                .await
+                .unwrap();
+        }
+        clock.advance_ms(TRIGGER_RETENTION_SECS as i64 * 1000 + 1_000);
+        assert_eq!(queues.sweep(&app).await.unwrap(), 2);
+        for queue in [PAYMENT_QUEUE, MESSAGE_QUEUE] {
+            let left =
+                QueueStore::messages(&*tenants, &app, queue, MessageState::Waiting, None, 10)
+                    .await
+                    .unwrap();
+            assert!(left.is_empty(), "{queue}: {left:?}");
+        }
     }
 
     #[test]
