@@ -172,8 +172,26 @@ fn confirm_delete(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn text(value: &Value) -> &str {
-    value.as_str().unwrap_or("-")
+/// A string of an answer as a terminal may show it: control characters (an escape sequence
+/// in a function's log line or a dead letter's error, which end users' data can reach) are
+/// written as escapes instead of reaching the terminal.
+pub(crate) fn text(value: &Value) -> std::borrow::Cow<'_, str> {
+    let raw = value.as_str().unwrap_or("-");
+    if raw.chars().any(char::is_control) {
+        raw.chars()
+            .flat_map(|c| {
+                let shown: Vec<char> = if c.is_control() {
+                    c.escape_default().collect()
+                } else {
+                    vec![c]
+                };
+                shown
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        raw.into()
+    }
 }
 
 pub(crate) fn print_json(value: &Value) -> Result<(), String> {
@@ -301,5 +319,20 @@ impl Api {
             message.push_str(&format!(" [request {id}]"));
         }
         Err(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_for_a_terminal_writes_control_characters_as_escapes() {
+        let hostile = Value::from("boom\u{1b}]0;owned\u{7}\r\nnext");
+        let shown = text(&hostile);
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert_eq!(shown, "boom\\u{1b}]0;owned\\u{7}\\r\\nnext");
+        assert_eq!(text(&Value::from("plain, 中文")), "plain, 中文");
+        assert_eq!(text(&Value::Null), "-");
     }
 }

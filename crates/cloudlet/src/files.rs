@@ -79,7 +79,7 @@ pub async fn run(connection: Connection, command: FilesCommand) -> Result<(), St
             }
             println!("{:<24} {:>12}  {:<24} VIEW", "BUCKET", "MAX BYTES", "TYPES");
             for b in list["buckets"].as_array().into_iter().flatten() {
-                let types: Vec<&str> = b["types"]
+                let types: Vec<_> = b["types"]
                     .as_array()
                     .into_iter()
                     .flatten()

@@ -232,10 +232,10 @@ fn print_entry(entry: &Value, json: bool) -> Result<(), String> {
     for line in entry["logs"].as_array().into_iter().flatten() {
         println!("    {:5} {}", text(&line["level"]), text(&line["message"]));
     }
-    if let Some(message) = entry["error"]["message"].as_str() {
-        println!("    error {message}");
+    if entry["error"]["message"].is_string() {
+        println!("    error {}", text(&entry["error"]["message"]));
         for line in entry["error"]["stack"].as_str().unwrap_or("").lines() {
-            println!("          {line}");
+            println!("          {}", text(&Value::from(line)));
         }
     }
     Ok(())

@@ -121,10 +121,14 @@ fn print_report(report: &Value) {
     println!("  bill: {}", totals(&report["bill"]));
     println!("  here: {}", totals(&report["here"]));
     for d in report["items"].as_array().into_iter().flatten() {
-        let number = d["out_refund_no"]
-            .as_str()
-            .map(|r| format!("{} refund {r}", text(&d["out_trade_no"])))
-            .unwrap_or_else(|| text(&d["out_trade_no"]).to_owned());
+        let number = match d["out_refund_no"].is_string() {
+            true => format!(
+                "{} refund {}",
+                text(&d["out_trade_no"]),
+                text(&d["out_refund_no"])
+            ),
+            false => text(&d["out_trade_no"]).into_owned(),
+        };
         println!(
             "  {:<22} {}  here {}  there {}",
             text(&d["kind"]),

@@ -176,10 +176,10 @@ fn print_messages(page: &Value, json: bool) -> Result<(), String> {
         return print_json(page);
     }
     for m in page["items"].as_array().into_iter().flatten() {
-        let error = m["last_error"]
-            .as_str()
-            .map(|e| format!("  error: {e}"))
-            .unwrap_or_default();
+        let error = match m["last_error"].is_string() {
+            true => format!("  error: {}", text(&m["last_error"])),
+            false => String::new(),
+        };
         println!(
             "{}  attempt {}/{}  {}  {}{error}",
             text(&m["id"]),
