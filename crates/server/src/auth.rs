@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::{ApiError, Code};
-use crate::extract::{AdminOf, CallerOf, Json, Path, Query, TargetApp};
+use crate::extract::{AdminOf, CallerOf, Json, Operator, Path, Query, TargetApp};
 use crate::limits::{AccountOutcome, ClientIp};
 use crate::openapi::Routes;
 use crate::state::AppState;
@@ -64,13 +64,14 @@ struct ProviderPath {
 async fn configure_provider(
     State(state): State<AppState>,
     AdminOf(app): AdminOf,
+    Operator(addresses): Operator,
     Path(path): Path<ProviderPath>,
     Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
     Ok(axum::Json(
         state
             .auth()
-            .configure_provider(&app, &path.provider, body)
+            .configure_provider(&app, &path.provider, body, addresses)
             .await?,
     )
     .into_response())

@@ -329,6 +329,7 @@ impl From<AuthError> for ApiError {
             AuthError::UnknownProvider(_) => Code::UnknownProvider,
             AuthError::ProviderNotEnabled(_) => Code::ProviderNotEnabled,
             AuthError::InvalidProviderConfig(_) => Code::InvalidProviderConfig,
+            AuthError::AddressNotAllowed => Code::Forbidden,
             AuthError::InvalidLoginRequest(_) => Code::InvalidLoginRequest,
             AuthError::InvalidLoginCode => Code::InvalidLoginCode,
             AuthError::ProviderMisconfigured(_) => Code::ProviderMisconfigured,

@@ -9,6 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use cloudlet_core::access::{AccessError, Caller};
 use cloudlet_core::apps::AppName;
+use cloudlet_core::auth::PlatformAddresses;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, Code};
@@ -237,6 +238,30 @@ async fn caller_of(
         ));
     }
     Ok(caller)
+}
+
+/// Which platform addresses the caller may give an app
+/// ([`cloudlet_core::auth::PlatformAddresses`]): any, for the instance's operator (the admin
+/// token, or a console instance owner); the platform's own otherwise (an app's key, an app's
+/// console owners).
+pub struct Operator(pub PlatformAddresses);
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let operator = match parts.extensions.get::<crate::console::ConsoleCaller>() {
+            Some(person) => person.instance_owner,
+            None => {
+                let CallerOf(caller) = CallerOf::from_request_parts(parts, state).await?;
+                matches!(caller, Caller::Admin)
+            }
+        };
+        Ok(Operator(match operator {
+            true => PlatformAddresses::Any,
+            false => PlatformAddresses::Own,
+        }))
+    }
 }
 
 /// The app an admin route acts on, once its caller is known to administer it (the admin token,

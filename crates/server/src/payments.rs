@@ -22,7 +22,7 @@ use utoipa_axum::routes;
 use crate::auth::user;
 use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::{ApiError, Code};
-use crate::extract::{AdminOf, BodyBytes, CallerOf, Json, Path, Query, TargetApp};
+use crate::extract::{AdminOf, BodyBytes, CallerOf, Json, Operator, Path, Query, TargetApp};
 use crate::openapi::Routes;
 use crate::state::AppState;
 
@@ -55,6 +55,7 @@ impl From<PayError> for ApiError {
             PayError::UnknownProvider(_) => Code::UnknownPayProvider,
             PayError::NotConfigured(_) => Code::PayNotConfigured,
             PayError::InvalidConfig(_) => Code::InvalidMerchant,
+            PayError::AddressNotAllowed => Code::Forbidden,
             PayError::Invalid(_) => Code::InvalidOrder,
             PayError::OrderNotFound => Code::OrderNotFound,
             PayError::RefundNotFound => Code::RefundNotFound,
@@ -120,12 +121,16 @@ struct OrderPath {
 async fn put_merchant(
     State(state): State<AppState>,
     AdminOf(app): AdminOf,
+    Operator(addresses): Operator,
     Path(path): Path<ProviderPath>,
     Json(body): Json<Value>,
 ) -> Result<axum::Json<MerchantView>, ApiError> {
     let provider = path.provider()?;
     Ok(axum::Json(
-        state.payments().configure(&app, provider, body).await?,
+        state
+            .payments()
+            .configure(&app, provider, body, addresses)
+            .await?,
     ))
 }
 

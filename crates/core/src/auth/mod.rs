@@ -39,6 +39,7 @@ use crate::random::Random;
 use crate::sealing::Sealer;
 use crate::secrets::SecretHash;
 use policy::{check_password, normalize_email};
+pub use providers::PlatformAddresses;
 use providers::{Platform, ProviderInput, ProviderKind, ProviderView, Settings};
 use tokens::{Claims, TokenProblem};
 
@@ -53,6 +54,10 @@ pub enum AuthError {
     ProviderNotEnabled(String),
     #[error("invalid provider configuration: {0}")]
     InvalidProviderConfig(String),
+    #[error(
+        "only the instance's operator may point an app at another address than the platform's own"
+    )]
+    AddressNotAllowed,
     #[error("invalid login request: {0}")]
     InvalidLoginRequest(String),
     #[error("the login code is invalid, expired or already used")]
@@ -376,10 +381,20 @@ impl Auth {
         app: &AppName,
         provider: &str,
         body: Value,
+        addresses: PlatformAddresses,
     ) -> Result<ProviderView, AuthError> {
         let kind = ProviderKind::of(provider)
             .ok_or_else(|| AuthError::UnknownProvider(provider.to_owned()))?;
         let input = ProviderInput::parse(kind, body).map_err(AuthError::InvalidProviderConfig)?;
+        if let (ProviderKind::Platform(platform), Some(wanted)) = (
+            kind,
+            ProviderView::of(provider, &input.settings, None).base_url,
+        ) {
+            let current = self.provider_view(app, provider).await?.base_url;
+            if !addresses.allow(&wanted, platform.default_base_url(), current.as_deref()) {
+                return Err(AuthError::AddressNotAllowed);
+            }
+        }
         let now = self.0.clock.now();
         let sealed_secrets = input.secret.map(|secret| {
             self.0.sealer.seal(

@@ -29,7 +29,7 @@ impl Platform {
         }
     }
 
-    fn default_base_url(self) -> &'static str {
+    pub(crate) fn default_base_url(self) -> &'static str {
         match self {
             Platform::WeChat => cloudlet_platforms::wechat::API_BASE,
             Platform::Qq => cloudlet_platforms::qq::API_BASE,
@@ -221,23 +221,51 @@ fn base_url_or_default(base_url: Option<String>, platform: Platform) -> Result<S
     Ok(base_url.trim_end_matches('/').to_owned())
 }
 
-/// A platform's API address: https, or http on this machine (the emulator). Secrets and signed
-/// requests go there (WeChat's login call carries the app secret in its query), and its
-/// answers say who a user is, so a typo or an attacker's admin key must not send them elsewhere
-/// in the clear.
+/// A platform's API address: https, or http on this machine (the emulator), with no user,
+/// query or fragment (Cloudlet appends the platform's paths to it). Secrets and signed requests
+/// go there (WeChat's login call carries the app secret in its query), and its answers say who
+/// a user is, so a typo must not send them elsewhere in the clear. Who may set an address other
+/// than the platform's own is [`PlatformAddresses`]'s to say.
 pub(crate) fn valid_base_url(url: &str) -> bool {
+    let odd = |c: char| c.is_control() || c.is_whitespace() || matches!(c, '?' | '#' | '@' | '\\');
+    if url.chars().any(odd) {
+        return false;
+    }
     if url.starts_with("https://") {
-        return true;
+        return url.len() > "https://".len();
     }
     let Some(rest) = url.strip_prefix("http://") else {
         return false;
     };
-    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = rest.split('/').next().unwrap_or_default();
     let host = match host.rsplit_once(':') {
         Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
         _ => host,
     };
     matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+}
+
+/// Which platform addresses a caller may give an app. An address other than the platform's
+/// own (the emulator, a proxy) makes the server send requests wherever it says: to this
+/// machine's loopback services, to hosts inside the operator's network. So only the instance's
+/// operator (the admin token, a console instance owner) may set one; an app's key and its
+/// console owners may keep what is set and go back to the platform's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlatformAddresses {
+    /// The platform's own address, or the one set now.
+    Own,
+    /// Any valid address.
+    Any,
+}
+
+impl PlatformAddresses {
+    /// Whether `wanted` may be set, the platform's own being `default` and the address set now
+    /// `current`.
+    pub(crate) fn allow(self, wanted: &str, default: &str, current: Option<&str>) -> bool {
+        self == PlatformAddresses::Any
+            || wanted.trim_end_matches('/') == default.trim_end_matches('/')
+            || current == Some(wanted)
+    }
 }
 
 /// A provider's configuration as the admin API shows it: secrets masked.
@@ -343,6 +371,11 @@ mod tests {
             json!({"appid":"wx1","secret":"s","base_url":"http://api.weixin.qq.com"}),
             json!({"appid":"wx1","secret":"s","base_url":"http://10.0.0.1:8080"}),
             json!({"appid":"wx1","secret":"s","base_url":"http://127.0.0.1@evil.example"}),
+            json!({"appid":"wx1","secret":"s","base_url":"https://user@api.example.com"}),
+            json!({"appid":"wx1","secret":"s","base_url":"http://127.0.0.1:2379/v2/keys?q="}),
+            json!({"appid":"wx1","secret":"s","base_url":"http://127.0.0.1:2379/x#"}),
+            json!({"appid":"wx1","secret":"s","base_url":"https://api.example.com/a b"}),
+            json!({"appid":"wx1","secret":"s","base_url":"https://"}),
             json!({"appid":"wx1","secret":"s","extra":1}),
         ] {
             assert!(ProviderInput::parse(wechat, bad).is_err());
@@ -356,6 +389,23 @@ mod tests {
             let input = json!({"appid":"wx1","secret":"s","base_url":good});
             assert!(ProviderInput::parse(wechat, input).is_ok(), "{good}");
         }
+        // Only the operator points an app elsewhere than the platform; others keep what is set.
+        let own = PlatformAddresses::Own;
+        let wechat_api = Platform::WeChat.default_base_url();
+        assert!(own.allow(wechat_api, wechat_api, None));
+        assert!(own.allow(&format!("{wechat_api}/"), wechat_api, None));
+        assert!(!own.allow("http://127.0.0.1:9000", wechat_api, None));
+        assert!(own.allow(
+            "http://127.0.0.1:9000",
+            wechat_api,
+            Some("http://127.0.0.1:9000")
+        ));
+        assert!(!own.allow(
+            "http://127.0.0.1:9001",
+            wechat_api,
+            Some("http://127.0.0.1:9000")
+        ));
+        assert!(PlatformAddresses::Any.allow("http://127.0.0.1:9001", wechat_api, None));
         assert!(ProviderInput::parse(ProviderKind::Dev, json!({"enabled":"yes"})).is_err());
         assert!(
             ProviderInput::parse(ProviderKind::Dev, json!({"enabled":true}))

@@ -40,7 +40,7 @@ use serde_json::{Value as Json, json};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
-use crate::auth::{Auth, AuthError};
+use crate::auth::{Auth, AuthError, PlatformAddresses};
 use crate::clock::{Clock, Timestamp};
 use crate::data::Triggers;
 use crate::queues::HintTicket;
@@ -84,6 +84,10 @@ pub enum PayError {
     NotConfigured(String),
     #[error("invalid merchant configuration: {0}")]
     InvalidConfig(String),
+    #[error(
+        "only the instance's operator may point an app at another address than the platform's own"
+    )]
+    AddressNotAllowed,
     #[error("{0}")]
     Invalid(String),
     #[error("no such order")]
@@ -636,6 +640,7 @@ impl Payments {
         app: &AppName,
         provider: Provider,
         body: Json,
+        addresses: PlatformAddresses,
     ) -> Result<MerchantView, PayError> {
         let invalid = |e: serde_json::Error| PayError::InvalidConfig(e.to_string());
         let now = self.now_ms();
@@ -670,6 +675,18 @@ impl Payments {
                 )
             }
         };
+        let current = match self.merchant_view(app, provider).await {
+            Ok(current) => Some(current.base_url),
+            Err(PayError::NotConfigured(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let default = match provider {
+            Provider::Wechat => cloudlet_platforms::wechat_pay::API,
+            Provider::Alipay => cloudlet_platforms::alipay::GATEWAY,
+        };
+        if !addresses.allow(&view.base_url, default, current.as_deref()) {
+            return Err(PayError::AddressNotAllowed);
+        }
         let row_name = provider.row();
         let row = ProviderRow {
             provider: row_name.to_owned(),

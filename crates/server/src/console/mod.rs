@@ -73,7 +73,11 @@ const MAX_BODY: usize = 16 * 1024;
 /// A person calling the admin API through the console's gate. The gate has checked their role
 /// for the route and its app; the handlers take them as an administrator of that app.
 #[derive(Clone)]
-pub struct ConsoleCaller;
+pub struct ConsoleCaller {
+    /// Whether the person owns the instance (and so may do what the admin token may beyond
+    /// one app's administration: see [`crate::extract::Operator`]).
+    pub instance_owner: bool,
+}
 
 /// The console's routes on top of the API's `routes`, each API route behind the gate.
 ///
@@ -269,7 +273,9 @@ async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Re
         return ApiError::new(Code::Forbidden, "your console role does not allow this")
             .into_response();
     }
-    parts.extensions.insert(ConsoleCaller);
+    parts.extensions.insert(ConsoleCaller {
+        instance_owner: who.is_instance_owner(),
+    });
     let request = Request::from_parts(parts, body);
     if write && !noted_change {
         // No change, but work all the same: as many at once as writes.

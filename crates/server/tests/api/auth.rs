@@ -1196,3 +1196,46 @@ async fn codes_that_are_no_codes_and_platforms_in_the_clear_are_refused_before_a
         .expect(StatusCode::OK)
         .await;
 }
+
+/// An app's key may not point the app's login calls elsewhere than the platform (to this
+/// machine's other services, or hosts inside the operator's network); the admin token may (the
+/// emulator), and the key may keep what the admin set or go back to the platform's own.
+#[tokio::test]
+async fn only_the_admin_token_points_an_app_at_another_platform_address() {
+    let t = TestApp::start().await;
+    let key = t.create_app("shop").await;
+    let put = |token: &str, base_url: Option<&str>| {
+        let mut body = json!({ "appid": "wx1", "secret": "s" });
+        if let Some(base_url) = base_url {
+            body["base_url"] = json!(base_url);
+        }
+        t.request(Method::PUT, "/v1/admin/apps/shop/auth/providers/wechat")
+            .bearer_auth(token)
+            .json(&body)
+    };
+    for elsewhere in ["http://127.0.0.1:2379/v2", "https://10.0.0.1"] {
+        put(&key, Some(elsewhere))
+            .expect_error(StatusCode::FORBIDDEN, "forbidden")
+            .await;
+    }
+    put(&key, Some("http://127.0.0.1:2379/v2?q="))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_provider_config")
+        .await;
+    let own = put(&key, None).expect(StatusCode::OK).await;
+    assert_eq!(own["base_url"], "https://api.weixin.qq.com");
+    put(&key, Some("https://api.weixin.qq.com/"))
+        .expect(StatusCode::OK)
+        .await;
+    // The admin token points it at the emulator; the key keeps that, and may change nothing
+    // else about where the calls go.
+    let emulator = "http://127.0.0.1:9/wechat";
+    put(crate::support::ADMIN_TOKEN, Some(emulator))
+        .expect(StatusCode::OK)
+        .await;
+    let kept = put(&key, Some(emulator)).expect(StatusCode::OK).await;
+    assert_eq!(kept["base_url"], emulator);
+    put(&key, Some("http://127.0.0.1:10/wechat"))
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    t.stop().await;
+}

@@ -772,6 +772,42 @@ async fn merchant_settings_and_orders_refuse_what_breaks_a_rule() {
     s.t.admin(Method::GET, "/v1/admin/apps/shop/pay/orders/ord_missing")
         .expect_error(StatusCode::NOT_FOUND, "order_not_found")
         .await;
+
+    // The app's key keeps the address the admin set and may go back to the platform's own,
+    // but may not send the merchant's calls anywhere else (this machine's other services).
+    let key =
+        s.t.admin(Method::POST, "/v1/admin/apps/shop/keys/rotate")
+            .expect(StatusCode::OK)
+            .await["secret_key"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let (private_key, public_key) = openssl_key_pair();
+    let merchant = |base_url: Option<String>| {
+        let mut body = json!({ "mchid": MCHID, "serial_no": SERIAL, "private_key": private_key,
+            "api_v3_key": API_V3_KEY,
+            "platform_keys": [{ "serial": "PUBKEY1", "public_key": public_key }] });
+        if let Some(base_url) = base_url {
+            body["base_url"] = json!(base_url);
+        }
+        s.t.request(Method::PUT, "/v1/admin/apps/shop/pay/merchants/wechat")
+            .bearer_auth(&key)
+            .json(&body)
+    };
+    for elsewhere in ["http://127.0.0.1:2379/v2", "https://10.0.0.1"] {
+        merchant(Some(elsewhere.into()))
+            .expect_error(StatusCode::FORBIDDEN, "forbidden")
+            .await;
+    }
+    let kept = merchant(Some(format!("{}/wechatpay", s.emulator.base)))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(kept["base_url"], format!("{}/wechatpay", s.emulator.base));
+    let own = merchant(None).expect(StatusCode::OK).await;
+    assert_eq!(own["base_url"], "https://api.mch.weixin.qq.com");
+    merchant(Some(format!("{}/wechatpay", s.emulator.base)))
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
 }
 
 /// Alipay end to end: the merchant app configured, an order created for `my.tradePay`, its form
