@@ -385,7 +385,7 @@ impl Messages {
     /// WeChat's code) when it will not.
     pub async fn deliver(&self, app: &AppName, delivery: Delivery) {
         let queues = &self.0.queues;
-        let queued: Queued = match serde_json::from_value(delivery.payload.clone()) {
+        let queued: Queued = match serde_json::from_str(delivery.payload.get()) {
             Ok(queued) => queued,
             Err(e) => {
                 let error = format!("not a subscribe message: {e}");

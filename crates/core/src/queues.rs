@@ -186,7 +186,9 @@ pub struct Delivery {
     pub attempt: i64,
     pub max_attempts: i64,
     pub lease: String,
-    pub payload: Json,
+    /// The payload as it was sent, kept as its JSON text (see [`Payload`]).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub payload: Payload,
     pub sent_at: String,
 }
 
@@ -196,13 +198,29 @@ pub struct Delivery {
 pub struct MessageView {
     pub id: String,
     pub state: &'static str,
-    pub payload: Json,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub payload: Payload,
     pub attempt: i64,
     pub max_attempts: i64,
     /// Waiting: when it may be delivered; in flight: when its claim expires.
     pub visible_at: String,
     pub last_error: Option<String>,
     pub sent_at: String,
+}
+
+/// The payload bytes a page of messages holds at most: the page ends at the first message past
+/// them (the first always comes). A thousand payloads of 256 KiB would be 256 MiB.
+pub const MAX_PAGE_BYTES: usize = 8 << 20;
+
+/// A message's payload as its JSON text, written out as it is. Never made into a
+/// [`serde_json::Value`] on the way out: an array of 128 Ki zeros is 256 KiB of text but 4 MiB
+/// of values, so a page of such messages, or a consumer's batch, would take a node's memory.
+pub type Payload = Box<serde_json::value::RawValue>;
+
+/// The stored text as a [`Payload`] (`null` if it is not JSON, which a stored payload always is).
+fn payload_of(text: String) -> Payload {
+    serde_json::value::RawValue::from_string(text)
+        .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned())
 }
 
 /// Which messages an inspection or a purge means.
@@ -1183,7 +1201,14 @@ impl Queues {
         let rows = self
             .0
             .store
-            .messages(app, queue, which.state(), after, limit.clamp(1, 1000))
+            .messages(
+                app,
+                queue,
+                which.state(),
+                after,
+                limit.clamp(1, 1000),
+                MAX_PAGE_BYTES,
+            )
             .await?;
         Ok(rows.into_iter().map(message_view).collect())
     }
@@ -1278,7 +1303,7 @@ fn view_of(row: QueueRow, counts: QueueStats) -> QueueView {
 
 fn delivery(claimed: Claimed) -> Delivery {
     Delivery {
-        payload: serde_json::from_str(&claimed.payload).unwrap_or(Json::Null),
+        payload: payload_of(claimed.payload),
         id: claimed.id,
         attempt: claimed.attempt,
         max_attempts: claimed.max_attempts,
@@ -1290,7 +1315,7 @@ fn delivery(claimed: Claimed) -> Delivery {
 
 fn message_view(row: MessageRow) -> MessageView {
     MessageView {
-        payload: serde_json::from_str(&row.payload).unwrap_or(Json::Null),
+        payload: payload_of(row.payload),
         id: row.id,
         state: state_name(row.state),
         attempt: row.attempt,
@@ -1536,7 +1561,10 @@ mod tests {
         system.close().await;
         assert!(queues.hint(&app, 2_000).await.is_err());
         send(2).await.unwrap();
-        let taken: Vec<Json> = lock(&keeper.0).iter().map(|d| d.payload.clone()).collect();
+        let taken: Vec<Json> = lock(&keeper.0)
+            .iter()
+            .map(|d| serde_json::from_str(d.payload.get()).unwrap())
+            .collect();
         assert_eq!(taken, [json!({ "n": 1 }), json!({ "n": 2 })]);
     }
 
@@ -1587,10 +1615,17 @@ mod tests {
         clock.advance_ms(TRIGGER_RETENTION_SECS as i64 * 1000 + 1_000);
         assert_eq!(queues.sweep(&app).await.unwrap(), 2);
         for queue in [PAYMENT_QUEUE, MESSAGE_QUEUE] {
-            let left =
-                QueueStore::messages(&*tenants, &app, queue, MessageState::Waiting, None, 10)
-                    .await
-                    .unwrap();
+            let left = QueueStore::messages(
+                &*tenants,
+                &app,
+                queue,
+                MessageState::Waiting,
+                None,
+                10,
+                usize::MAX,
+            )
+            .await
+            .unwrap();
             assert!(left.is_empty(), "{queue}: {left:?}");
         }
     }

@@ -23,8 +23,8 @@ use axum::response::{IntoResponse, Response};
 use cloudlet_core::access::Caller;
 use cloudlet_core::apps::AppName;
 use cloudlet_core::functions::{
-    AuthEvent, FileEvent, FunctionError, MAX_TRIGGER_DEPTH, PayEvent, QueueTrigger, RealtimeEvent,
-    Trigger,
+    AuthEvent, EngineError, FileEvent, FunctionError, MAX_TRIGGER_DEPTH, PayEvent, QueueTrigger,
+    RealtimeEvent, Trigger,
 };
 use cloudlet_core::queues::{
     Delivery, HintTicket, MAX_BATCH, MESSAGE_QUEUE, MessageView, Outgoing, PAYMENT_QUEUE, Place,
@@ -33,7 +33,8 @@ use cloudlet_core::queues::{
 };
 use cloudlet_store::{Emit, Failed, StoreError, TRIGGER_QUEUE, TriggerDelivery};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -1360,11 +1361,10 @@ async fn dispatch_builtin(
 /// Runs the function a trigger delivery names on its event, as the admin, one trigger deeper,
 /// and settles the delivery by the outcome.
 async fn deliver_trigger(state: &AppState, app: &AppName, delivery: Delivery) {
-    let function = delivery.payload["function"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let event = match delivery.payload.get("schedule") {
+    // Cloudlet's own payload, small: `{"function", "event"}` or `{"function", "schedule"}`.
+    let payload: Value = serde_json::from_str(delivery.payload.get()).unwrap_or_default();
+    let function = payload["function"].as_str().unwrap_or_default().to_owned();
+    let event = match payload.get("schedule") {
         // A schedule's tick carries its event; the delivery's id is the tick's.
         Some(tick) => {
             let mut event = tick.clone();
@@ -1372,7 +1372,7 @@ async fn deliver_trigger(state: &AppState, app: &AppName, delivery: Delivery) {
             Ok(Some((event, 0)))
         }
         None => {
-            let seq = delivery.payload["event"].as_i64().unwrap_or_default();
+            let seq = payload["event"].as_i64().unwrap_or_default();
             state.data().trigger_event(app, seq).await
         }
     };
@@ -1382,7 +1382,7 @@ async fn deliver_trigger(state: &AppState, app: &AppName, delivery: Delivery) {
         Ok(Some((mut event, depth))) => {
             event["attempt"] = Value::from(delivery.attempt);
             let kind = event["event"].as_str().unwrap_or_default();
-            let trigger = if delivery.payload.get("schedule").is_some() {
+            let trigger = if payload.get("schedule").is_some() {
                 Trigger::Schedule
             } else if kind.starts_with("auth.") {
                 Trigger::Auth
@@ -1443,6 +1443,21 @@ async fn deliver_trigger(state: &AppState, app: &AppName, delivery: Delivery) {
     }
 }
 
+/// What a queue's consumer receives.
+#[derive(serde::Serialize)]
+struct ConsumerEvent<'a> {
+    queue: &'a str,
+    messages: Vec<ConsumerMessage<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct ConsumerMessage<'a> {
+    id: &'a str,
+    attempt: i64,
+    payload: &'a RawValue,
+    sent_at: &'a str,
+}
+
 /// Runs `function` on a batch and settles each message by the outcome.
 async fn consume(
     state: &AppState,
@@ -1451,20 +1466,33 @@ async fn consume(
     trigger: &QueueTrigger,
     batch: Vec<Delivery>,
 ) {
-    let event = json!({
-        "queue": trigger.queue,
-        "messages": batch.iter().map(|d| json!({
-            "id": d.id,
-            "attempt": d.attempt,
-            "payload": d.payload,
-            "sent_at": d.sent_at,
-        })).collect::<Vec<_>>(),
-    });
+    // The payloads go into the event as the text they were sent as, never as JSON values (see
+    // `Payload`), and are let go of once they are in it: settling needs ids and leases.
+    let event = serde_json::value::to_raw_value(&ConsumerEvent {
+        queue: &trigger.queue,
+        messages: batch
+            .iter()
+            .map(|d| ConsumerMessage {
+                id: &d.id,
+                attempt: d.attempt,
+                payload: &d.payload,
+                sent_at: &d.sent_at,
+            })
+            .collect(),
+    })
+    .map_err(|e| FunctionError::Engine(EngineError(e.to_string())));
+    let batch: Vec<Delivery> = batch
+        .into_iter()
+        .map(|d| Delivery {
+            payload: RawValue::NULL.to_owned(),
+            ..d
+        })
+        .collect();
     let request_id = state.new_request_id();
     // The run's writes and sends carry the depth its messages were sent at (the deepest of
     // the batch), so that a cycle through queues and triggers stops at the bound.
     let depth = batch.iter().map(|d| d.depth).max().unwrap_or(0);
-    let outcome = match crate::functions::raw(&event) {
+    let outcome = match event {
         Ok(event) => {
             cloudlet_core::data::TRIGGER_DEPTH
                 .scope(

@@ -266,7 +266,8 @@ pub trait QueueStore: Send + Sync {
         retry_at_ms: Option<i64>,
     ) -> Result<Failed, StoreError>;
     async fn queue_stats(&self, app: &AppName, now_ms: i64) -> Result<Vec<QueueStats>, StoreError>;
-    /// Messages of `queue` in `state`, by id after `after`.
+    /// Messages of `queue` in `state`, by id after `after`: at most `limit`, and none once
+    /// those before it hold `max_bytes` of payload (the first always comes).
     async fn messages(
         &self,
         app: &AppName,
@@ -274,6 +275,7 @@ pub trait QueueStore: Send + Sync {
         state: MessageState,
         after: Option<&str>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<MessageRow>, StoreError>;
     /// Moves dead letters (those of `ids`, or all) back to waiting, due at `now_ms`, with their
     /// attempts reset and their retention counted from now; returns how many.

@@ -1474,8 +1474,10 @@ impl Payments {
     /// closed, or the refund settled; otherwise retried with the queue's backoff, and past its
     /// last attempt followed by the next check, so that nothing is left unwatched.
     pub async fn deliver(&self, app: &AppName, delivery: Delivery) {
-        let check = serde_json::from_value::<Check>(delivery.payload["check"].clone());
-        let generation = delivery.payload["generation"].as_u64().unwrap_or(0) as u32;
+        // Cloudlet's own payload, small: `{"check", "generation"}`.
+        let payload: Json = serde_json::from_str(delivery.payload.get()).unwrap_or_default();
+        let check = serde_json::from_value::<Check>(payload["check"].clone());
+        let generation = payload["generation"].as_u64().unwrap_or(0) as u32;
         let outcome = match &check {
             Ok(Check::Order(id)) => self.check_order(app, id).await,
             Ok(Check::Refund(no)) => self.check_refund(app, no).await,

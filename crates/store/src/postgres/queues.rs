@@ -581,15 +581,26 @@ impl QueueStore for Postgres {
         state: MessageState,
         after: Option<&str>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<MessageRow>, StoreError> {
         let client = self.app_client(app).await?;
+        // The page ends where the payloads before a message hold `max_bytes`: counted by the
+        // server, so that the rows past it are never sent.
         let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM {}._queue_messages
-             WHERE queue = $1 AND state = $2 AND id > $3 ORDER BY id LIMIT $4",
+            "SELECT {MESSAGE_COLUMNS} FROM (
+                 SELECT {MESSAGE_COLUMNS},
+                        sum(octet_length(payload)) OVER (ORDER BY id) - octet_length(payload)
+                            AS before
+                 FROM {}._queue_messages
+                 WHERE queue = $1 AND state = $2 AND id > $3 ORDER BY id LIMIT $4
+             ) page WHERE before < $5 ORDER BY id",
             schema(app)
         );
         let after = after.unwrap_or("");
-        let params: [&(dyn ToSql + Sync); 4] = [&queue, &state.code(), &after, &(limit as i64)];
+        // At least 1: no payload is empty (JSON), so the first is always under it.
+        let max_bytes = i64::try_from(max_bytes.max(1)).unwrap_or(i64::MAX);
+        let params: [&(dyn ToSql + Sync); 5] =
+            [&queue, &state.code(), &after, &(limit as i64), &max_bytes];
         rows(&*client, &sql, &params)
             .await?
             .iter()

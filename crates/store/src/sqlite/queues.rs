@@ -369,6 +369,7 @@ impl QueueStore for SqliteTenants {
         state: MessageState,
         after: Option<&str>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<MessageRow>, StoreError> {
         let queue = queue.to_owned();
         let after = after.unwrap_or("").to_owned();
@@ -377,14 +378,22 @@ impl QueueStore for SqliteTenants {
                 "SELECT {MESSAGE_COLUMNS} FROM _queue_messages
                  WHERE queue = ?1 AND state = ?2 AND id > ?3 ORDER BY id LIMIT ?4"
             );
-            let rows = c
-                .prepare_cached(&sql)?
-                .query_map(
-                    params![queue, state.code(), after, limit as i64],
-                    message_from_row,
-                )?
-                .collect::<Result<_, _>>()?;
-            Ok(rows)
+            let mut statement = c.prepare_cached(&sql)?;
+            let rows = statement.query_map(
+                params![queue, state.code(), after, limit as i64],
+                message_from_row,
+            )?;
+            // Read one at a time, so that the rows past the bytes are never read.
+            let (mut page, mut bytes) = (Vec::new(), 0);
+            for row in rows {
+                if !page.is_empty() && bytes >= max_bytes {
+                    break;
+                }
+                let row = row?;
+                bytes += row.payload.len();
+                page.push(row);
+            }
+            Ok(page)
         })
         .await
     }

@@ -227,7 +227,7 @@ impl Stores {
 
     async fn messages(&self, queue: &str, state: MessageState) -> Vec<MessageRow> {
         self.q()
-            .messages(&self.app, queue, state, None, 100)
+            .messages(&self.app, queue, state, None, 100, usize::MAX)
             .await
             .unwrap()
     }
@@ -923,7 +923,14 @@ async fn messages_page_by_id_per_state(st: Stores) {
     let mut after: Option<String> = None;
     loop {
         let page = q
-            .messages(a, "q", MessageState::Waiting, after.as_deref(), 2)
+            .messages(
+                a,
+                "q",
+                MessageState::Waiting,
+                after.as_deref(),
+                2,
+                usize::MAX,
+            )
             .await
             .unwrap();
         if page.is_empty() {
@@ -935,10 +942,26 @@ async fn messages_page_by_id_per_state(st: Stores) {
     }
     assert_eq!(seen, ["m03", "m04", "m05", "m06", "m07"]);
     let page = q
-        .messages(a, "q", MessageState::Waiting, Some("m04"), 2)
+        .messages(a, "q", MessageState::Waiting, Some("m04"), 2, usize::MAX)
         .await
         .unwrap();
     assert_eq!(row_ids(&page), ["m05", "m06"]);
+    // A page ends at the first message whose predecessors hold the bytes (each payload here is
+    // 11 bytes); the first always comes.
+    assert_eq!(payload("m03").len(), 11);
+    for (max_bytes, expected) in [
+        (0, &["m03"][..]),
+        (1, &["m03"]),
+        (11, &["m03"]),
+        (12, &["m03", "m04"]),
+        (23, &["m03", "m04", "m05"]),
+    ] {
+        let page = q
+            .messages(a, "q", MessageState::Waiting, None, 100, max_bytes)
+            .await
+            .unwrap();
+        assert_eq!(row_ids(&page), expected, "{max_bytes} bytes");
+    }
     assert_eq!(
         st.messages("q", MessageState::Claimed).await,
         ["m01", "m02"]
@@ -958,7 +981,7 @@ async fn messages_page_by_id_per_state(st: Stores) {
     );
     assert_eq!(st.messages("q", MessageState::Dead).await, []);
     assert_eq!(
-        q.messages(a, "q", MessageState::Waiting, None, 0)
+        q.messages(a, "q", MessageState::Waiting, None, 0, usize::MAX)
             .await
             .unwrap(),
         []
@@ -1308,7 +1331,7 @@ async fn concurrent_claimers_deliver_each_message_once() {
                 if claimed.is_empty() {
                     // Empty while others hold the rest: done once nothing waits.
                     let waiting = node
-                        .messages(&app, "q", MessageState::Waiting, None, 1)
+                        .messages(&app, "q", MessageState::Waiting, None, 1, usize::MAX)
                         .await
                         .unwrap();
                     if waiting.is_empty() {
@@ -1433,7 +1456,7 @@ async fn concurrent_sends_of_one_key_queue_once() {
         }
     }
     let waiting = nodes[0]
-        .messages(&app, "q", MessageState::Waiting, None, 1_000)
+        .messages(&app, "q", MessageState::Waiting, None, 1_000, usize::MAX)
         .await
         .unwrap();
     assert_eq!(waiting.len(), ROUNDS, "one message per key");
@@ -1547,7 +1570,7 @@ async fn claims_and_sweeps_pass_over_rows_another_transaction_holds() {
     .expect("the sweep waited for a held row");
     assert_eq!(swept, 0);
     let dead = node
-        .messages(&app, "q", MessageState::Dead, None, 10)
+        .messages(&app, "q", MessageState::Dead, None, 10, usize::MAX)
         .await
         .unwrap();
     assert_eq!(
@@ -1563,7 +1586,7 @@ async fn claims_and_sweeps_pass_over_rows_another_transaction_holds() {
         .unwrap();
     assert_eq!(ids_of(&claimed), ["m1"], "never the spent one");
     let dead = node
-        .messages(&app, "q", MessageState::Dead, None, 10)
+        .messages(&app, "q", MessageState::Dead, None, 10, usize::MAX)
         .await
         .unwrap();
     assert_eq!(row_ids(&dead), ["dead", "spent"]);
@@ -1660,8 +1683,12 @@ async fn queues_move_from_sqlite_in_order() {
         MessageState::Dead,
     ] {
         assert_eq!(
-            to.messages(&app, "q", state, None, 10).await.unwrap(),
-            from.messages(&app, "q", state, None, 10).await.unwrap()
+            to.messages(&app, "q", state, None, 10, usize::MAX)
+                .await
+                .unwrap(),
+            from.messages(&app, "q", state, None, 10, usize::MAX)
+                .await
+                .unwrap()
         );
     }
     assert_eq!(
