@@ -893,6 +893,12 @@ const IDLE_RECHECK_MS: i64 = 1_000;
 pub async fn run_dispatcher(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let places = state.places().clone();
     let mut swept: HashMap<AppName, std::time::Instant> = HashMap::new();
+    // Sweeps run on a task of their own, one app at a time: a long one (millions of expired
+    // messages, a busy app's event log) must not hold up every other app's deliveries.
+    let (sweeps, waiting) = tokio::sync::mpsc::channel(SWEEPS_WAITING);
+    state
+        .tasks()
+        .spawn(run_sweeper(state.clone(), waiting, shutdown.clone()));
     loop {
         let wait = match state.system().next_hint().await {
             Ok(Some(at)) => {
@@ -928,13 +934,34 @@ pub async fn run_dispatcher(state: AppState, mut shutdown: tokio::sync::watch::R
             let stale = swept
                 .get(&app.app)
                 .is_none_or(|at| at.elapsed() >= SWEEP_EVERY);
-            if stale {
-                sweep(&state, &app.app).await;
+            // Taken again at a later look when the sweeper has too many waiting.
+            if stale && sweeps.try_send(app.app.clone()).is_ok() {
                 swept.insert(app.app.clone(), std::time::Instant::now());
             }
         }
         if swept.len() > 100_000 {
             swept.retain(|_, at| at.elapsed() < SWEEP_EVERY);
+        }
+    }
+}
+
+/// Apps waiting for the sweeper.
+const SWEEPS_WAITING: usize = 256;
+
+/// Sweeps the apps the dispatcher hands it, one at a time, until shutdown.
+async fn run_sweeper(
+    state: AppState,
+    mut waiting: tokio::sync::mpsc::Receiver<AppName>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let app = tokio::select! {
+            app = waiting.recv() => app,
+            _ = shutdown.changed() => None,
+        };
+        match app {
+            Some(app) if !*shutdown.borrow() => sweep(&state, &app).await,
+            _ => return,
         }
     }
 }

@@ -462,7 +462,12 @@ async fn a_page_of_large_messages_ends_at_its_bytes_and_the_next_goes_on() {
         .collect();
     numbers.sort_unstable();
     assert_eq!(numbers, (0..40).collect::<Vec<_>>());
-    assert!(first.iter().chain(&rest).all(|m| m["payload"]["text"] == big));
+    assert!(
+        first
+            .iter()
+            .chain(&rest)
+            .all(|m| m["payload"]["text"] == big)
+    );
     let delivered = claim(&t, 1, None).await;
     assert_eq!(delivered[0]["payload"]["text"], big);
     t.stop().await;
