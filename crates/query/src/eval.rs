@@ -174,6 +174,17 @@ impl<'a> Eval<'a> {
             // `= null` is `IS NULL`; `!= null` (the only other operator the checker lets a
             // null take) is `IS NOT NULL`.
             let other = if null_literal(left) { right } else { left };
+            // `@request.data.x = null`: whether the body leaves x out (as the SQL asks).
+            if let (
+                CompareOp::Eq,
+                Operand::Variable {
+                    variable: Variable::RequestData(field),
+                    ..
+                },
+            ) = (op, other)
+            {
+                return Some(!self.bindings.request_data.contains_key(field));
+            }
             let is_null = matches!(self.value(other), V::Null);
             return Some(if op == CompareOp::Eq {
                 is_null

@@ -47,7 +47,7 @@ impl Predicate {
         self.sql(Dialect::Sqlite)
             .params
             .iter()
-            .any(|p| matches!(p, Param::RequestData(_)))
+            .any(|p| matches!(p, Param::RequestData(_) | Param::RequestDataLeftOut(_)))
     }
 
     /// The expression's truth for `record` (its columns as stored, see [`Record`]) and the
@@ -108,6 +108,10 @@ impl Bindings {
             Param::AuthId => text(&self.auth_id),
             Param::AuthProvider => text(&self.auth_provider),
             Param::Now => Value::Int(self.now_ms),
+            Param::RequestDataLeftOut(field) => match self.request_data.contains_key(field) {
+                true => Value::Int(1),
+                false => Value::Null,
+            },
             Param::RequestData(field) => {
                 self.request_data.get(field).cloned().unwrap_or(Value::Null)
             }

@@ -48,6 +48,9 @@ pub enum Param {
     Now,
     /// A field of the body being written.
     RequestData(String),
+    /// Null when the body being written leaves the field out, 1 when it has the field (even
+    /// as `null`): `@request.data.field = null`.
+    RequestDataLeftOut(String),
 }
 
 /// Compiles expressions into SQL fragments that share one list of parameters, so that a rule
@@ -197,6 +200,19 @@ impl SqlBuilder {
             };
             if null_both {
                 return format!("(NULL {test})");
+            }
+            // `@request.data.x = null` asks whether the body leaves x out: a body that sets it
+            // to null sets it (to clear it), so a rule keeping x unchanged refuses that too.
+            if let (
+                CompareOp::Eq,
+                Operand::Variable {
+                    variable: Variable::RequestData(field),
+                    ..
+                },
+            ) = (op, other)
+            {
+                let sql = self.param(Param::RequestDataLeftOut(field.clone()), Cast::BigInt);
+                return format!("({sql} IS NULL)");
             }
             let sql = self.operand(other, schema);
             // A JSON `null` is null, as a missing key is (PostgreSQL's `#>` answers the JSON

@@ -18,7 +18,9 @@ use serde_json::{Value as Json, json};
 
 fn bind(param: &Param, auth: Option<&str>) -> ToSqlOutput<'static> {
     let value = match param {
-        Param::Value(Value::Null) | Param::RequestData(_) => Sql::Null,
+        Param::Value(Value::Null) | Param::RequestData(_) | Param::RequestDataLeftOut(_) => {
+            Sql::Null
+        }
         Param::Value(Value::Bool(b)) => Sql::Integer(i64::from(*b)),
         Param::Value(Value::Int(i)) => Sql::Integer(*i),
         Param::Value(Value::Float(f)) => Sql::Real(*f),

@@ -14,7 +14,9 @@ use cloudlet_store::postgres::testing::TestServer;
 fn literal(param: &Param) -> String {
     let text = |t: &str| format!("'{}'", t.replace('\'', "''"));
     match param {
-        Param::Value(Value::Null) | Param::RequestData(_) => "NULL".into(),
+        Param::Value(Value::Null) | Param::RequestData(_) | Param::RequestDataLeftOut(_) => {
+            "NULL".into()
+        }
         Param::Value(Value::Bool(b)) => b.to_string(),
         Param::Value(Value::Int(i)) => i.to_string(),
         Param::Value(Value::Float(f)) => format!("{f:?}"),

@@ -35,7 +35,7 @@ fn bind(param: &Param) -> ToSqlOutput<'static> {
         Param::AuthId => Sql::Text(common::AUTH_ID.into()),
         Param::AuthProvider => Sql::Text(common::AUTH_PROVIDER.into()),
         Param::Now => Sql::Integer(common::NOW_MS),
-        Param::RequestData(_) => Sql::Null,
+        Param::RequestData(_) | Param::RequestDataLeftOut(_) => Sql::Null,
     };
     ToSqlOutput::Owned(value)
 }
@@ -272,6 +272,68 @@ fn a_json_fields_request_value_compares_only_with_null_in_sql_and_in_memory() {
             "{rule}: {}",
             compiled.sql
         );
+    }
+}
+
+/// `@request.data.x = null` is true only when the body leaves x out; `!= null` only when it gives
+/// x a value: a body setting x to null passes neither, in SQL and in memory alike.
+#[test]
+fn a_request_field_set_to_null_is_neither_left_out_nor_a_value() {
+    use cloudlet_query::{Bindings, Predicate};
+    use std::sync::Arc;
+    let schema = Arc::new(schema());
+    let conn = database();
+    let bodies = [
+        ("left out", Bindings::default()),
+        (
+            "null",
+            Bindings {
+                request_data: [("priority".to_owned(), Value::Null)].into(),
+                ..Bindings::default()
+            },
+        ),
+        (
+            "a value",
+            Bindings {
+                request_data: [("priority".to_owned(), Value::Int(2))].into(),
+                ..Bindings::default()
+            },
+        ),
+    ];
+    for (rule, expected) in [
+        ("@request.data.priority = null", [true, false, false]),
+        ("null = @request.data.priority", [true, false, false]),
+        ("@request.data.priority != null", [false, false, true]),
+        ("!(@request.data.priority = null)", [false, true, true]),
+    ] {
+        let predicate =
+            Predicate::new(parse(rule, Limits::default()).unwrap(), schema.clone()).unwrap();
+        assert!(predicate.uses_request_data(), "{rule}");
+        let compiled = predicate.sql(Dialect::Sqlite);
+        for ((body_name, body), expected) in bodies.iter().zip(expected) {
+            let params: Vec<rusqlite::types::Value> = compiled
+                .params
+                .iter()
+                .map(|param| match body.resolve(param) {
+                    Value::Int(i) => rusqlite::types::Value::Integer(i),
+                    _ => rusqlite::types::Value::Null,
+                })
+                .collect();
+            let in_sql: bool = conn
+                .query_row(
+                    &format!("SELECT coalesce(({}), 0) <> 0", compiled.sql),
+                    rusqlite::params_from_iter(params.iter()),
+                    |r| r.get(0),
+                )
+                .unwrap_or_else(|e| panic!("{rule}: {}: {e}", compiled.sql));
+            let in_memory = predicate.matches(&cloudlet_query::Record::default(), body);
+            assert_eq!(
+                (in_sql, in_memory),
+                (expected, expected),
+                "{rule} with the field {body_name}: {}",
+                compiled.sql
+            );
+        }
     }
 }
 

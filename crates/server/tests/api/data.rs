@@ -713,6 +713,56 @@ async fn an_update_answers_only_what_the_callers_view_rule_shows() {
     s.t.stop().await;
 }
 
+/// `@request.data.x = null` asks whether the body leaves x out: a body that sets x to null sets
+/// it (clears it), so an owner may not clear what only the admin sets. `!= null` asks for a
+/// value, which null is not.
+#[tokio::test]
+async fn a_rule_that_keeps_a_field_unchanged_refuses_setting_it_to_null() {
+    let s = scene().await;
+    s.t.admin(Method::PUT, "/v1/admin/apps/notes/collections/todos")
+        .json(&todos(json!({
+            "update": "owner = @auth.id && @request.data.priority = null && @request.data.meta = null",
+            "create": "@auth.id != null && @request.data.due != null",
+        })))
+        .expect(StatusCode::OK)
+        .await;
+    let created = s
+        .create(
+            &s.alice,
+            json!({ "title": "ship", "due": "2026-12-24T00:00:00Z" }),
+        )
+        .await;
+    s.records(Method::POST, Some(&s.alice), "")
+        .json(&json!({ "title": "no date", "due": null }))
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    let id = created["id"].as_str().unwrap();
+    // The admin hides it from its owner's edits with a priority and a note.
+    s.t.admin(
+        Method::PATCH,
+        &format!("/v1/apps/notes/collections/todos/records/{id}"),
+    )
+    .json(&json!({ "priority": 5, "meta": { "by": "moderator" } }))
+    .expect(StatusCode::OK)
+    .await;
+    for cleared in [json!({ "priority": null }), json!({ "meta": null })] {
+        s.records(Method::PATCH, Some(&s.alice), &format!("/{id}"))
+            .json(&cleared)
+            .expect_error(StatusCode::NOT_FOUND, "record_not_found")
+            .await;
+    }
+    let renamed = s
+        .records(Method::PATCH, Some(&s.alice), &format!("/{id}"))
+        .json(&json!({ "title": "shipped" }))
+        .expect(StatusCode::OK)
+        .await;
+    assert_eq!(
+        (&renamed["title"], &renamed["priority"], &renamed["meta"]),
+        (&json!("shipped"), &json!(5), &json!({ "by": "moderator" }))
+    );
+    s.t.stop().await;
+}
+
 #[tokio::test]
 async fn a_create_the_rule_refuses_never_tells_whether_a_unique_value_exists() {
     let s = scene().await;
