@@ -19,7 +19,7 @@ use cloudlet_query::{Bindings, Expr, FieldType, Limits, Predicate, QueryError, S
 use cloudlet_store::{
     AppName, BatchOp, BatchOutcome, Bell, CollectionRow, ColumnDef, ColumnType, Condition, Emit,
     IndexDef, LogBounds, LogPosition, Record, RecordStore, Select, SortKey, SqlValue, StoreError,
-    TableChange, TableDef, Topic,
+    TableChange, TableDef, Topic, record_bytes,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
@@ -36,6 +36,14 @@ pub const MAX_BATCH: usize = 100;
 pub const MAX_PAGE: usize = 500;
 /// The largest record, as JSON.
 pub const MAX_RECORD_BYTES: usize = 256 * 1024;
+/// The stored bytes a page of records holds at most: the page ends early, with its cursor, at
+/// the first record past them. A record's json values take many times their text in memory
+/// (an array of zeros sixteen times), so five hundred records of 256 KiB would take gigabytes.
+pub const MAX_PAGE_BYTES: usize = 4 << 20;
+/// The stored bytes a page's expansions may read and copy into its records, all levels and
+/// relations counted; a page whose expansions are more is refused (`invalid_expand`): ask for
+/// fewer records at once.
+pub const MAX_EXPAND_BYTES: usize = 16 << 20;
 const MAX_FIELDS: usize = 100;
 /// Declared indexes per collection, and collections per app: every table and index is a lock
 /// a schema change takes and an entry in the database's catalog.
@@ -1578,7 +1586,7 @@ impl Data {
             .ok_or(DataError::RecordNotFound)?;
         let shape = Shape::parse(&compiled, fields, expand)?;
         let mut items = vec![record_json(&compiled, &record)];
-        self.expand(app, &compiled, actor, &mut items, &shape.expand)
+        self.expand(app, &compiled, actor, &mut items, &shape.expand, &mut 0)
             .await?;
         Ok(items
             .pop()
@@ -1703,9 +1711,13 @@ impl Data {
             limit,
             offset,
             count: request.count,
+            max_bytes: MAX_PAGE_BYTES,
         };
         let (records, total) = self.0.records.select(app, collection, select).await?;
-        let next_cursor = (records.len() == limit)
+        // Full, or ended early at its bytes: there may be more after it.
+        let more = records.len() == limit
+            || records.iter().map(record_bytes).sum::<usize>() >= MAX_PAGE_BYTES;
+        let next_cursor = more
             .then(|| records.last().map(|last| encode_cursor(&sort, last)))
             .flatten();
         let shape = Shape::parse(
@@ -1714,7 +1726,7 @@ impl Data {
             request.expand.as_deref(),
         )?;
         let mut items: Vec<Json> = records.iter().map(|r| record_json(&compiled, r)).collect();
-        self.expand(app, &compiled, actor, &mut items, &shape.expand)
+        self.expand(app, &compiled, actor, &mut items, &shape.expand, &mut 0)
             .await?;
         let items: Vec<Json> = items.into_iter().map(|item| shape.project(item)).collect();
         let file_urls = match request.file_urls.as_deref() {
@@ -1769,6 +1781,9 @@ impl Data {
 
     /// Puts under `expand` of each record the records its relation fields point to, as far as
     /// the view rules of their collections let the actor see them.
+    /// Expands `paths` on `items`; what it read and copied in is added to `spent` (stored bytes),
+    /// which may not pass [`MAX_EXPAND_BYTES`]. Answers, for each of `items`, about how many
+    /// bytes its expansions hold.
     fn expand<'a>(
         &'a self,
         app: &'a AppName,
@@ -1776,9 +1791,12 @@ impl Data {
         actor: &'a Caller,
         items: &'a mut [Json],
         paths: &'a [Vec<String>],
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), DataError>> + Send + 'a>>
-    {
+        spent: &'a mut usize,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Vec<usize>, DataError>> + Send + 'a>,
+    > {
         Box::pin(async move {
+            let mut held = vec![0; items.len()];
             let mut heads: Vec<&str> = paths.iter().map(|p| p[0].as_str()).collect();
             heads.sort_unstable();
             heads.dedup();
@@ -1792,11 +1810,14 @@ impl Data {
                     .clone()
                     .ok_or_else(|| DataError::InvalidExpand(format!("{head} is not a relation")))?;
                 let target = self.collection(app, &target_name).await?;
-                let ids: Vec<String> = items
+                let mut ids: Vec<String> = items
                     .iter()
                     .filter_map(|item| item[head].as_str().map(str::to_owned))
                     .collect();
-                let mut related: HashMap<String, Json> = HashMap::new();
+                ids.sort_unstable();
+                ids.dedup();
+                // Each related record with about the bytes it holds, its own expansions in.
+                let mut related: HashMap<String, (Json, usize)> = HashMap::new();
                 if !ids.is_empty()
                     && let Some(condition) = self.rule(&target, "view", actor, None)
                 {
@@ -1808,30 +1829,45 @@ impl Data {
                         limit,
                         offset: 0,
                         count: false,
+                        // Read past what is left to spend, it would be refused anyway.
+                        max_bytes: MAX_EXPAND_BYTES.saturating_sub(*spent).saturating_add(1),
                     };
                     let (records, _) = self.0.records.select(app, &target_name, select).await?;
+                    let sizes: Vec<usize> = records.iter().map(record_bytes).collect();
+                    spend(spent, sizes.iter().sum())?;
                     let mut found: Vec<Json> =
                         records.iter().map(|r| record_json(&target, r)).collect();
+                    drop(records);
                     let deeper: Vec<Vec<String>> = paths
                         .iter()
                         .filter(|p| p[0] == head && p.len() > 1)
                         .map(|p| p[1..].to_vec())
                         .collect();
-                    if !deeper.is_empty() {
-                        self.expand(app, &target, actor, &mut found, &deeper)
-                            .await?;
-                    }
-                    for record in found {
+                    let nested = match deeper.is_empty() {
+                        true => vec![0; found.len()],
+                        false => {
+                            self.expand(app, &target, actor, &mut found, &deeper, spent)
+                                .await?
+                        }
+                    };
+                    for ((record, size), nested) in found.into_iter().zip(sizes).zip(nested) {
                         if let Some(id) = record["id"].as_str() {
-                            related.insert(id.to_owned(), record);
+                            related.insert(id.to_owned(), (record, size + nested));
                         }
                     }
                 }
-                for item in items.iter_mut() {
-                    let Some(target) = item[head].as_str().and_then(|id| related.get(id)).cloned()
+                for (item, held) in items.iter_mut().zip(held.iter_mut()) {
+                    let Some((target, size)) = item[head]
+                        .as_str()
+                        .and_then(|id| related.get(id))
+                        .map(|(target, size)| (target.clone(), *size))
                     else {
                         continue;
                     };
+                    // Every copy counts: a thousand records pointing at one large record would
+                    // hold a thousand copies of it.
+                    spend(spent, size)?;
+                    *held += size;
                     if let Some(object) = item.as_object_mut() {
                         let expand = object
                             .entry("expand")
@@ -1842,7 +1878,7 @@ impl Data {
                     }
                 }
             }
-            Ok(())
+            Ok(held)
         })
     }
 
@@ -2197,6 +2233,19 @@ impl Shape {
             insert_path(&mut out, path, value.clone());
         }
         Json::Object(out)
+    }
+}
+
+/// Adds `bytes` to what a page's expansions have `spent`, refusing the page past
+/// [`MAX_EXPAND_BYTES`].
+fn spend(spent: &mut usize, bytes: usize) -> Result<(), DataError> {
+    *spent += bytes;
+    match *spent > MAX_EXPAND_BYTES {
+        true => Err(DataError::InvalidExpand(format!(
+            "the expansions are over {} MiB: ask for fewer records at once",
+            MAX_EXPAND_BYTES >> 20
+        ))),
+        false => Ok(()),
     }
 }
 

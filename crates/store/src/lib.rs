@@ -73,7 +73,7 @@ pub use records::{
     BatchOp, BatchOutcome, CollectionRow, ColumnDef, ColumnType, Condition, Emit, EventRow,
     EventsPage, IndexDef, LogBounds, LogPosition, REALTIME_CONNECTED, REALTIME_DISCONNECTED,
     Record, RecordStore, Select, SortKey, SqlValue, TRIGGER_QUEUE, TableChange, TableDef,
-    TriggerDelivery,
+    TriggerDelivery, record_bytes,
 };
 pub use relay::{LeaveBody, Present, PresentPage, Relay, RelayPage, Relayed};
 pub use sites::{SiteFile, SitePut, SiteRoom, SiteStore};

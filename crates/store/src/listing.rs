@@ -317,6 +317,7 @@ mod tests {
                 limit: 20,
                 offset: 0,
                 count: false,
+                max_bytes: usize::MAX,
             };
             let (sql, values) = listing_sql(Dialect::Postgres, &table, &select).page;
             assert_eq!(values, [SqlValue::Int(20), SqlValue::Int(0)]);

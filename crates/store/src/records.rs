@@ -382,6 +382,20 @@ pub struct Select {
     pub limit: usize,
     pub offset: usize,
     pub count: bool,
+    /// Rows stop once those read hold this many bytes of values ([`record_bytes`]); the first
+    /// always comes. `usize::MAX` for no bound.
+    pub max_bytes: usize,
+}
+
+/// About how many bytes a record's values hold: its text and blobs, 8 for anything else.
+pub fn record_bytes(record: &Record) -> usize {
+    record
+        .iter()
+        .map(|(_, value)| match value {
+            SqlValue::Text(text) => text.len(),
+            _ => 8,
+        })
+        .sum()
 }
 
 #[async_trait]

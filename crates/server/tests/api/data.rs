@@ -763,6 +763,70 @@ async fn a_rule_that_keeps_a_field_unchanged_refuses_setting_it_to_null() {
     s.t.stop().await;
 }
 
+/// A page ends early at 4 MiB of stored records, with a cursor to the rest; expansions that
+/// would read and copy more than 16 MiB into a page are refused, and fewer records at once pass.
+#[tokio::test]
+async fn a_page_of_large_records_ends_at_its_bytes_and_large_expansions_are_refused() {
+    let s = scene().await;
+    let big = "x".repeat(250_000);
+    for i in 0..20 {
+        s.create(
+            &s.alice,
+            json!({ "title": format!("t{i:02}"), "meta": big }),
+        )
+        .await;
+    }
+    let first = s.list(Some(&s.alice), "limit=100&sort=title").await;
+    let count = first["items"].as_array().unwrap().len();
+    assert!(
+        (10..20).contains(&count),
+        "{count} records on the first page"
+    );
+    let cursor = first["next_cursor"].as_str().expect("a cursor to the rest");
+    let rest = s
+        .list(
+            Some(&s.alice),
+            &format!("limit=100&sort=title&cursor={cursor}"),
+        )
+        .await;
+    let mut seen = titles(&first);
+    seen.extend(titles(&rest));
+    let expected: Vec<String> = (0..20).map(|i| format!("t{i:02}")).collect();
+    assert_eq!(seen, expected, "every record once, in order");
+    assert_eq!(rest["next_cursor"], Value::Null);
+
+    // A hundred small records pointing at one large one: each would hold a copy of it.
+    s.t.admin(Method::PUT, "/v1/admin/apps/notes/collections/links")
+        .json(&json!({ "fields": [{ "name": "to", "type": "relation", "collection": "todos" }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let target = first["items"][0]["id"].as_str().unwrap();
+    let links = "/v1/apps/notes/collections/links/records";
+    for _ in 0..100 {
+        s.t.request(Method::POST, links)
+            .bearer_auth(&s.alice)
+            .json(&json!({ "to": target }))
+            .expect(StatusCode::CREATED)
+            .await;
+    }
+    let list = |query: &str| {
+        s.t.request(Method::GET, &format!("{links}?{query}"))
+            .bearer_auth(&s.alice)
+    };
+    list("limit=100&expand=to")
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_expand")
+        .await;
+    let fewer = list("limit=20&expand=to").expect(StatusCode::OK).await;
+    assert!(
+        fewer["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|link| link["expand"]["to"]["meta"] == big)
+    );
+    s.t.stop().await;
+}
+
 #[tokio::test]
 async fn a_create_the_rule_refuses_never_tells_whether_a_unique_value_exists() {
     let s = scene().await;

@@ -15,7 +15,7 @@ use crate::listing::{
 use crate::records::{
     BatchOp, BatchOutcome, CollectionRow, Condition, EVENTS_SWEPT, Emit, EventRow, EventsPage,
     LogBounds, LogPosition, Record, RecordStore, Select, SqlValue, TRIGGER_QUEUE, TableChange,
-    TableDef, delivery_payload, event_of, written_id,
+    TableDef, delivery_payload, event_of, record_bytes, written_id,
 };
 use crate::{AppName, StoreError};
 
@@ -109,6 +109,30 @@ async fn records(
         .iter()
         .map(record_of)
         .collect()
+}
+
+/// [`records`], stopping once the records read hold `max_bytes` ([`record_bytes`]); the first
+/// always comes. The rows past it are let go of as they arrive.
+async fn records_within(
+    client: &impl Cached,
+    sql: &str,
+    values: &[SqlValue],
+    max_bytes: usize,
+) -> Result<Vec<Record>, StoreError> {
+    let params = params(values);
+    let statement = prepared(client, sql).await?;
+    let rows = client.query_raw(&statement, refs(&params)).await?;
+    futures_util::pin_mut!(rows);
+    let (mut records, mut bytes) = (Vec::new(), 0);
+    while records.is_empty() || bytes < max_bytes {
+        let Some(row) = futures_util::TryStreamExt::try_next(&mut rows).await? else {
+            break;
+        };
+        let record = record_of(&row)?;
+        bytes += record_bytes(&record);
+        records.push(record);
+    }
+    Ok(records)
 }
 
 #[async_trait]
@@ -306,7 +330,10 @@ impl RecordStore for Postgres {
             None => None,
         };
         let (sql, values) = &listing.page;
-        Ok((records(&*client, sql, values).await?, total))
+        Ok((
+            records_within(&*client, sql, values, select.max_bytes).await?,
+            total,
+        ))
     }
 
     async fn get(

@@ -13,7 +13,7 @@ use crate::listing::{
 use crate::records::{
     BatchOp, BatchOutcome, CollectionRow, Condition, EVENTS_SWEPT, Emit, EventRow, EventsPage,
     LogBounds, LogPosition, Record, RecordStore, Select, SqlValue, TRIGGER_QUEUE, TableChange,
-    TableDef, delivery_payload, event_of, written_id,
+    TableDef, delivery_payload, event_of, record_bytes, written_id,
 };
 use crate::{AppName, StoreError};
 
@@ -70,11 +70,25 @@ fn query_records(
     sql: &str,
     params: &[SqlValue],
 ) -> Result<Vec<Record>, StoreError> {
+    query_records_within(conn, sql, params, usize::MAX)
+}
+
+/// [`query_records`], stopping once the records read hold `max_bytes` ([`record_bytes`]); the
+/// first always comes. The rows past it are never read.
+fn query_records_within(
+    conn: &Connection,
+    sql: &str,
+    params: &[SqlValue],
+    max_bytes: usize,
+) -> Result<Vec<Record>, StoreError> {
     let mut statement = conn.prepare_cached(sql)?;
     let mut rows = statement.query(bind(params))?;
     let mut names: Vec<String> = Vec::new();
     let mut records = Vec::new();
-    while let Some(row) = rows.next()? {
+    let mut bytes = 0;
+    while (records.is_empty() || bytes < max_bytes)
+        && let Some(row) = rows.next()?
+    {
         if names.is_empty() {
             names = row
                 .as_ref()
@@ -87,6 +101,7 @@ fn query_records(
         for (i, name) in names.iter().enumerate() {
             record.push((name.clone(), value_of(row.get_ref(i)?)));
         }
+        bytes += record_bytes(&record);
         records.push(record);
     }
     Ok(records)
@@ -232,7 +247,10 @@ impl RecordStore for SqliteTenants {
                 None => None,
             };
             let (sql, params) = &listing.page;
-            Ok((query_records(c, sql, params)?, total))
+            Ok((
+                query_records_within(c, sql, params, select.max_bytes)?,
+                total,
+            ))
         })
         .await
     }
@@ -788,6 +806,7 @@ mod tests {
                     limit: 2,
                     offset: 0,
                     count: seen.is_empty(),
+                    max_bytes: usize::MAX,
                 };
                 let (page, total) = s.select(&name("app"), "todos", select).await.unwrap();
                 if seen.is_empty() {
@@ -807,6 +826,7 @@ mod tests {
                 limit: 100,
                 offset: 0,
                 count: false,
+                max_bytes: usize::MAX,
             };
             let (all, _) = s.select(&name("app"), "todos", everything).await.unwrap();
             assert_eq!(seen, ids(&all), "descending: {descending}");
@@ -870,6 +890,7 @@ mod tests {
                 limit: 5,
                 offset: 0,
                 count: false,
+                max_bytes: usize::MAX,
             };
             let plan = listing_plan(select).await.unwrap();
             let bound = if descending {
@@ -904,6 +925,7 @@ mod tests {
                 limit: 5,
                 offset: 0,
                 count: false,
+                max_bytes: usize::MAX,
             };
             let plan = listing_plan(select).await.unwrap();
             assert!(plan.contains("USING INDEX r_todos:i1"), "{plan}");
