@@ -21,6 +21,7 @@ use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::{ApiError, Code};
 use crate::extract::{AdminOf, BodyBytes, Path, TargetApp};
 use crate::openapi::Routes;
+use crate::shares::{AppShares, Held};
 use crate::state::AppState;
 
 pub fn router(limits: &BodyLimits) -> Routes {
@@ -185,9 +186,18 @@ async fn serve(
 /// could hold any amount of memory.
 const SITE_BYTES_IN_ANSWERS: usize = 256 << 20;
 
+/// Of those, one app's: slow readers of one app's large file must not make every other app's
+/// site busy.
+const SITE_BYTES_IN_ANSWERS_PER_APP: usize = SITE_BYTES_IN_ANSWERS / 4;
+
 fn site_bytes() -> &'static Arc<Semaphore> {
     static BYTES: OnceLock<Arc<Semaphore>> = OnceLock::new();
     BYTES.get_or_init(|| Arc::new(Semaphore::new(SITE_BYTES_IN_ANSWERS)))
+}
+
+fn app_site_bytes() -> &'static Arc<AppShares> {
+    static BYTES: OnceLock<Arc<AppShares>> = OnceLock::new();
+    BYTES.get_or_init(|| AppShares::new(SITE_BYTES_IN_ANSWERS_PER_APP))
 }
 
 /// A site file's bytes in an answer, holding their place among [`SITE_BYTES_IN_ANSWERS`] until
@@ -199,7 +209,7 @@ fn site_bytes() -> &'static Arc<Semaphore> {
 struct HeldBody {
     content: Vec<u8>,
     sent: usize,
-    place: Option<OwnedSemaphorePermit>,
+    place: Option<(OwnedSemaphorePermit, Held)>,
 }
 
 /// The bytes of a site file handed to the connection at a time.
@@ -238,8 +248,8 @@ impl http_body::Body for HeldBody {
     }
 }
 
-/// `content` as an answer's body, if the node has room for its bytes.
-fn held(content: Vec<u8>) -> Result<axum::body::Body, ApiError> {
+/// `content` as an answer's body, if the node and `app`'s share of it have room for its bytes.
+fn held(app: &AppName, content: Vec<u8>) -> Result<axum::body::Body, ApiError> {
     let busy = || {
         ApiError::new(
             Code::ServerBusy,
@@ -248,9 +258,13 @@ fn held(content: Vec<u8>) -> Result<axum::body::Body, ApiError> {
         .retry_after(1)
     };
     let bytes = u32::try_from(content.len()).map_err(|_| busy())?;
+    let share = app_site_bytes()
+        .try_take(app, content.len())
+        .ok_or_else(busy)?;
     let place = Arc::clone(site_bytes())
         .try_acquire_many_owned(bytes)
         .map_err(|_| busy())?;
+    let place = (place, share);
     Ok(axum::body::Body::new(HeldBody {
         content,
         sent: 0,
@@ -282,7 +296,7 @@ async fn serve_path(
     let mut response = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        held(content)?.into_response()
+        held(app, content)?.into_response()
     };
     let out = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&etag) {
@@ -306,6 +320,8 @@ mod tests {
 
     #[tokio::test]
     async fn answers_hold_their_bytes_of_the_nodes_room_until_sent() {
+        let app = AppName::parse("shop").unwrap();
+        let held = |content: Vec<u8>| held(&app, content);
         let free = || site_bytes().available_permits();
         let before = free();
         let body = held(vec![7; 1000]).unwrap();
@@ -345,5 +361,20 @@ mod tests {
         );
         assert_eq!(sent, (0..size).map(|i| (i % 251) as u8).collect::<Vec<_>>());
         drop(body);
+
+        // One app's answers hold at most its share: another app's site is still served.
+        let (slow, other) = (
+            AppName::parse("slow-site").unwrap(),
+            AppName::parse("other-site").unwrap(),
+        );
+        let share = app_site_bytes()
+            .try_take(&slow, SITE_BYTES_IN_ANSWERS_PER_APP - 10)
+            .unwrap();
+        let refused = super::held(&slow, vec![7; 11]).err().unwrap();
+        assert_eq!(refused.code, Code::ServerBusy);
+        drop(super::held(&other, vec![7; 11]).unwrap());
+        drop(share);
+        drop(super::held(&slow, vec![7; 11]).unwrap());
+        assert_eq!(free(), before);
     }
 }

@@ -15,7 +15,7 @@ use cloudlet_core::functions::{CallScope, Capability, HostFailure, HostReply};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::shares::AppShares;
+use crate::shares::AppShares;
 use tokio::sync::Semaphore;
 
 fn failure(code: &str, message: impl Into<String>) -> HostFailure {

@@ -1,5 +1,6 @@
-//! Each app's share of something every function of the node draws on (the bytes of file reads
-//! in flight, `fetch`'s requests and name lookups): a semaphore per app that holds some of it,
+//! Each app's share of something every app on the node draws on (the bytes of functions' file
+//! reads in flight, `fetch`'s requests and name lookups, site files in answers): a semaphore per
+//! app that holds some of it,
 //! forgotten when nobody holds, waits for or keeps a handle on it, so that one app can take at
 //! most its share and never the whole.
 
@@ -33,14 +34,7 @@ impl AppShares {
 
     /// Takes `n` of `app`'s share (at most the whole share), waiting until they are free.
     pub async fn take(self: &Arc<Self>, app: &AppName, n: usize) -> Held {
-        let share = {
-            let mut apps = self.apps.lock().unwrap_or_else(PoisonError::into_inner);
-            let each = self.each;
-            Arc::clone(
-                apps.entry(app.clone())
-                    .or_insert_with(|| Arc::new(Semaphore::new(each))),
-            )
-        };
+        let share = self.share_of(app);
         let n = u32::try_from(n.min(self.each)).unwrap_or(u32::MAX);
         // Made before waiting, so that a wait given up forgets the app too.
         let mut held = Held {
@@ -52,6 +46,30 @@ impl AppShares {
         // Never closed, so acquiring only waits.
         held.permit = share.acquire_many_owned(n).await.ok();
         held
+    }
+
+    /// Takes `n` of `app`'s share (at most the whole share) if they are free now.
+    pub fn try_take(self: &Arc<Self>, app: &AppName, n: usize) -> Option<Held> {
+        let share = self.share_of(app);
+        let n = u32::try_from(n.min(self.each)).unwrap_or(u32::MAX);
+        let permit = Arc::clone(&share).try_acquire_many_owned(n).ok();
+        // Made either way, so that a refusal forgets the app too.
+        let held = Held {
+            shares: Arc::clone(self),
+            app: app.clone(),
+            share,
+            permit,
+        };
+        held.permit.is_some().then_some(held)
+    }
+
+    fn share_of(&self, app: &AppName) -> Arc<Semaphore> {
+        let mut apps = self.apps.lock().unwrap_or_else(PoisonError::into_inner);
+        let each = self.each;
+        Arc::clone(
+            apps.entry(app.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(each))),
+        )
     }
 
     /// How many apps hold some now.
@@ -148,5 +166,40 @@ mod tests {
         drop((lookup, share));
         drop(again);
         assert_eq!(shares.apps(), 0, "forgotten once the last handle is gone");
+    }
+
+    #[tokio::test]
+    async fn taking_without_waiting_gets_what_is_free_or_nothing() {
+        let shares = AppShares::new(10);
+        let (shop, blog) = (
+            AppName::parse("shop").expect("a name"),
+            AppName::parse("blog").expect("a name"),
+        );
+        let first = shares.try_take(&shop, 8).expect("free");
+        assert!(
+            shares.try_take(&shop, 8).is_none(),
+            "the shop's share is spent"
+        );
+        let other = shares
+            .try_take(&blog, 8)
+            .expect("another app's share is its own");
+        drop(first);
+        let again = shares.try_take(&shop, 8).expect("free again");
+        drop((again, other));
+        assert!(shares.try_take(&shop, 100).is_some_and(drop_it));
+        assert_eq!(
+            shares.apps(),
+            0,
+            "a refusal and its holders leave nothing behind"
+        );
+        let held = shares.try_take(&shop, 10).expect("free");
+        assert!(shares.try_take(&shop, 1).is_none());
+        drop(held);
+        assert_eq!(shares.apps(), 0);
+    }
+
+    fn drop_it(held: Held) -> bool {
+        drop(held);
+        true
     }
 }
