@@ -472,7 +472,9 @@ impl SqlBuilder {
             Dialect::Sqlite => placeholder,
             Dialect::Postgres => {
                 let ty = match cast {
-                    Cast::Text => "text",
+                    // Byte order whatever the database's locale, as every text column and
+                    // SQLite: two texts of the request compare here with no column to say.
+                    Cast::Text => "text COLLATE \"C\"",
                     // Sent as the text of an array literal (`{a,b}`, word characters only)
                     // and cast by the server, so every parameter is a scalar on the wire.
                     Cast::TextArray => "text::text[]",

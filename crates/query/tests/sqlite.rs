@@ -157,7 +157,7 @@ fn a_rule_and_a_filter_share_one_parameter_list() {
         .unwrap();
     assert_eq!(
         compiled,
-        "(((\"owner\" = $1::text) AND ((CASE WHEN jsonb_typeof((\"meta\" #> $2::text::text[])) = 'number' THEN (\"meta\" #> $2::text::text[]) END) >= to_jsonb($3::bigint))) AND (\"title\" ILIKE $4::text ESCAPE '\\'))"
+        "(((\"owner\" = $1::text COLLATE \"C\") AND ((CASE WHEN jsonb_typeof((\"meta\" #> $2::text::text[])) = 'number' THEN (\"meta\" #> $2::text::text[]) END) >= to_jsonb($3::bigint))) AND (\"title\" ILIKE $4::text COLLATE \"C\" ESCAPE '\\'))"
     );
 }
 

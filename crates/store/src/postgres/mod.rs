@@ -181,6 +181,23 @@ impl Postgres {
             other => other,
         })?;
         migrate(&mut client, SYSTEM_SCHEMA, system::MIGRATIONS).await?;
+        // Text columns and the request's texts compare byte by byte whatever the locale; the
+        // strings inside JSON values compare by the database's.
+        let collation: Option<String> = client
+            .query_opt(
+                "SELECT datcollate FROM pg_database WHERE datname = current_database()",
+                &[],
+            )
+            .await?
+            .map(|row| row.get(0));
+        if let Some(collation) = collation.filter(|c| !byte_order(c)) {
+            tracing::warn!(
+                collation,
+                "the database's collation is not C: strings inside json fields compare by it, \
+                 not byte by byte as on SQLite; create the database with --locale C \
+                 (docs/operations.md)"
+            );
+        }
         Ok(store)
     }
 
@@ -718,4 +735,27 @@ pub(crate) fn record_of(row: &Row) -> Result<Record, StoreError> {
         record.push((column.name().to_owned(), cell.0));
     }
     Ok(record)
+}
+
+/// Whether a collation orders text byte by byte (code point order is the same for UTF-8).
+fn byte_order(collation: &str) -> bool {
+    matches!(
+        collation.to_ascii_lowercase().as_str(),
+        "c" | "posix" | "c.utf8" | "c.utf-8" | "ucs_basic"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_order;
+
+    #[test]
+    fn only_byte_order_collations_pass_without_a_warning() {
+        for collation in ["C", "POSIX", "C.UTF-8", "C.utf8", "ucs_basic"] {
+            assert!(byte_order(collation), "{collation}");
+        }
+        for collation in ["en_US.UTF-8", "zh_CN.utf8", "und-x-icu", ""] {
+            assert!(!byte_order(collation), "{collation}");
+        }
+    }
 }
