@@ -196,8 +196,20 @@ pub(crate) fn text(value: &Value) -> std::borrow::Cow<'_, str> {
 
 pub(crate) fn print_json(value: &Value) -> Result<(), String> {
     let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
-    println!("{text}");
+    println!("{}", terminal_json(&text));
     Ok(())
+}
+
+/// JSON text with the control characters JSON leaves as they are (DEL, and the C1 controls a
+/// terminal may take for an escape sequence) escaped: they only occur inside strings, where
+/// `\u` escapes mean the same.
+fn terminal_json(text: &str) -> String {
+    text.chars()
+        .map(|c| match c.is_control() && c != '\n' {
+            true => format!("\\u{:04x}", c as u32),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 pub(crate) struct Api {
@@ -334,5 +346,17 @@ mod tests {
         assert_eq!(shown, "boom\\u{1b}]0;owned\\u{7}\\r\\nnext");
         assert_eq!(text(&Value::from("plain, 中文")), "plain, 中文");
         assert_eq!(text(&Value::Null), "-");
+    }
+
+    #[test]
+    fn json_for_a_terminal_escapes_what_json_leaves_as_is() {
+        let value = serde_json::json!({ "error": "csi\u{9b}31m del\u{7f} esc\u{1b}" });
+        let pretty = serde_json::to_string_pretty(&value).unwrap();
+        let shown = terminal_json(&pretty);
+        assert!(
+            !shown.chars().any(|c| c.is_control() && c != '\n'),
+            "{shown:?}"
+        );
+        assert_eq!(serde_json::from_str::<Value>(&shown).unwrap(), value);
     }
 }

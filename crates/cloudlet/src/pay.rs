@@ -215,8 +215,12 @@ pub async fn run(connection: Connection, command: PayCommand) -> Result<(), Stri
                 text(&order["user_id"]),
                 text(&order["out_trade_no"])
             );
-            if let Some(id) = order["transaction_id"].as_str() {
-                println!("  transaction {id}  paid {}", text(&order["paid_at"]));
+            if order["transaction_id"].is_string() {
+                println!(
+                    "  transaction {}  paid {}",
+                    text(&order["transaction_id"]),
+                    text(&order["paid_at"])
+                );
             }
             for r in order["refunds"].as_array().into_iter().flatten() {
                 println!(

@@ -82,6 +82,11 @@ pub enum DataError {
     InvalidCursor,
     #[error("limit must be 1 to {MAX_PAGE}, offset 0 to {MAX_OFFSET}")]
     InvalidPage,
+    #[error(
+        "the page's records are over {} MiB: ask for fewer at once, or page with next_cursor",
+        MAX_PAGE_BYTES >> 20
+    )]
+    PageTooLarge,
     #[error("no field named {0:?}")]
     UnknownField(String),
     #[error("{0} is set by the server")]
@@ -1681,6 +1686,8 @@ impl Data {
             });
         };
         let limit = request.limit.unwrap_or(20);
+        // Paging by offset: a page ended early would skip records before the next offset.
+        let by_offset = request.offset.is_some() && request.cursor.is_none();
         let offset = request.offset.unwrap_or(0);
         if !(1..=MAX_PAGE).contains(&limit) || offset > MAX_OFFSET {
             return Err(DataError::InvalidPage);
@@ -1715,8 +1722,12 @@ impl Data {
         };
         let (records, total) = self.0.records.select(app, collection, select).await?;
         // Full, or ended early at its bytes: there may be more after it.
-        let more = records.len() == limit
-            || records.iter().map(record_bytes).sum::<usize>() >= MAX_PAGE_BYTES;
+        let cut = records.len() < limit
+            && records.iter().map(record_bytes).sum::<usize>() >= MAX_PAGE_BYTES;
+        if cut && by_offset {
+            return Err(DataError::PageTooLarge);
+        }
+        let more = records.len() == limit || cut;
         let next_cursor = more
             .then(|| records.last().map(|last| encode_cursor(&sort, last)))
             .flatten();

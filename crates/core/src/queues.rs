@@ -187,7 +187,7 @@ pub struct Delivery {
     pub max_attempts: i64,
     pub lease: String,
     /// The payload as it was sent, kept as its JSON text (see [`Payload`]).
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
     pub payload: Payload,
     pub sent_at: String,
 }
@@ -198,7 +198,7 @@ pub struct Delivery {
 pub struct MessageView {
     pub id: String,
     pub state: &'static str,
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
     pub payload: Payload,
     pub attempt: i64,
     pub max_attempts: i64,
@@ -1112,7 +1112,7 @@ impl Queues {
         let until = self.now() + (hide_secs * 1000) as i64;
         let ticket = self.hint(app, until).await?;
         let extended = self.0.store.extend(app, id, lease, until).await?;
-        self.hinted(app, ticket).await?;
+        self.hinted_after_commit(app, ticket, "an extension").await;
         if extended {
             Ok(())
         } else {
@@ -1177,7 +1177,7 @@ impl Queues {
             .fail(app, id, lease, &error, now, retry_at)
             .await?;
         if let Some(ticket) = ticket {
-            self.hinted(app, ticket).await?;
+            self.hinted_after_commit(app, ticket, "a failure").await;
         }
         match failed {
             Failed::Stale => Err(QueueError::StaleLease),
@@ -1224,7 +1224,7 @@ impl Queues {
         let now = self.now();
         let ticket = self.hint(app, now).await?;
         let moved = self.0.store.replay(app, queue, ids, now).await?;
-        self.hinted(app, ticket).await?;
+        self.hinted_after_commit(app, ticket, "a replay").await;
         self.0.doorbell.notify_one();
         Ok(moved)
     }

@@ -257,6 +257,23 @@ impl SqlBuilder {
                     || matches!(type_of(right, schema), Ok(Ty::Datetime));
                 let l = self.side(left, schema, json, datetime);
                 let r = self.side(right, schema, json, datetime);
+                // Two texts with no column to give their collation (`@request.data.title >=
+                // 'm'`) order by the database's locale on PostgreSQL: byte by byte, as every
+                // text column and SQLite. Only ordering: equality is the same in every locale
+                // PostgreSQL sets a database to, and a column's own collation keeps its index.
+                let field = |o: &Operand| matches!(o, Operand::Field { .. });
+                let ordering = matches!(
+                    op,
+                    CompareOp::Lt | CompareOp::Le | CompareOp::Gt | CompareOp::Ge
+                );
+                if self.dialect == Dialect::Postgres
+                    && ordering
+                    && !field(left)
+                    && !field(right)
+                    && matches!(type_of(left, schema), Ok(Ty::Text))
+                {
+                    return format!("({l} COLLATE \"C\" {} {r})", symbol(op));
+                }
                 format!("({l} {} {r})", symbol(op))
             }
         }
@@ -472,9 +489,7 @@ impl SqlBuilder {
             Dialect::Sqlite => placeholder,
             Dialect::Postgres => {
                 let ty = match cast {
-                    // Byte order whatever the database's locale, as every text column and
-                    // SQLite: two texts of the request compare here with no column to say.
-                    Cast::Text => "text COLLATE \"C\"",
+                    Cast::Text => "text",
                     // Sent as the text of an array literal (`{a,b}`, word characters only)
                     // and cast by the server, so every parameter is a scalar on the wire.
                     Cast::TextArray => "text::text[]",

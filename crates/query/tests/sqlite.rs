@@ -157,7 +157,7 @@ fn a_rule_and_a_filter_share_one_parameter_list() {
         .unwrap();
     assert_eq!(
         compiled,
-        "(((\"owner\" = $1::text COLLATE \"C\") AND ((CASE WHEN jsonb_typeof((\"meta\" #> $2::text::text[])) = 'number' THEN (\"meta\" #> $2::text::text[]) END) >= to_jsonb($3::bigint))) AND (\"title\" ILIKE $4::text COLLATE \"C\" ESCAPE '\\'))"
+        "(((\"owner\" = $1::text) AND ((CASE WHEN jsonb_typeof((\"meta\" #> $2::text::text[])) = 'number' THEN (\"meta\" #> $2::text::text[]) END) >= to_jsonb($3::bigint))) AND (\"title\" ILIKE $4::text ESCAPE '\\'))"
     );
 }
 
@@ -335,6 +335,27 @@ fn a_request_field_set_to_null_is_neither_left_out_nor_a_value() {
             );
         }
     }
+}
+
+/// On PostgreSQL two texts with no column between them order byte by byte (`COLLATE "C"`), as
+/// a text column and SQLite do; a column keeps its own collation, and with it its index.
+#[test]
+fn texts_with_no_column_order_byte_by_byte_on_postgres() {
+    let compile = |text: &str| {
+        SqlBuilder::new(Dialect::Postgres)
+            .compile(&parse(text, Limits::default()).unwrap(), &schema())
+            .unwrap()
+    };
+    assert_eq!(
+        compile("@request.data.title >= 'm'"),
+        "($1::text COLLATE \"C\" >= $2::text)"
+    );
+    assert_eq!(compile("title >= 'm'"), "(\"title\" >= $1::text)");
+    assert_eq!(compile("owner = @auth.id"), "(\"owner\" = $1::text)");
+    assert_eq!(
+        compile("@request.data.title = 'm'"),
+        "($1::text = $2::text)"
+    );
 }
 
 #[test]

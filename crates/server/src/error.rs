@@ -69,11 +69,11 @@ codes! {
     UriTooLong = "uri_too_long", 414, "the request target is over `http.max_uri_bytes`";
     HeadersTooLarge = "headers_too_large", 431, "the request headers are over `http.max_header_bytes`";
     RequestTimeout = "request_timeout", 408, "the request body paused longer than `http.body_read_timeout_secs`, or averaged under 1 KiB/s over a stretch that long";
-    ServerBusy = "server_busy", 503, "the server is at its connection limit, holds as many bytes of site files in answers as it may (256 MiB), or checks as many passwords at once as it may (`retry-after` says when to try again)";
+    ServerBusy = "server_busy", 503, "the server is at its connection limit, holds as many bytes of site files in answers as it may (256 MiB, 64 MiB of one app's), or checks as many passwords at once as it may (`retry-after` says when to try again)";
     // Who is calling.
     MissingCredentials = "missing_credentials", 401, "no `Authorization` header where the route needs one";
     InvalidCredentials = "invalid_credentials", 401, "not a bearer token, or no such token or key";
-    Forbidden = "forbidden", 403, "a valid key or token used on another app, or on a route it may not use";
+    Forbidden = "forbidden", 403, "a valid key or token used on another app, or on a route it may not use; an app's key setting a platform `base_url` other than the platform's own";
     // Apps.
     InvalidAppName = "invalid_app_name", 400, "a new app's name breaks the naming rule";
     AppAlreadyExists = "app_already_exists", 409, "the app name is taken";
@@ -120,8 +120,8 @@ codes! {
     UniqueViolation = "unique_violation", 409, "a value a unique field already has";
     RecordTooLarge = "record_too_large", 413, "a record over 256 KiB";
     InvalidBatch = "invalid_batch", 400, "a batch that is empty or over 100 operations";
-    InvalidFields = "invalid_fields", 400, "a `fields` projection names an unknown field";
-    InvalidExpand = "invalid_expand", 400, "an `expand` of a field that is not a relation, or too deep";
+    InvalidFields = "invalid_fields", 400, "a `fields` projection names an unknown field, or more than 32 paths";
+    InvalidExpand = "invalid_expand", 400, "an `expand` of a field that is not a relation, too deep, of more than 32 paths, or whose page would read and copy more than 16 MiB of records";
     // Functions.
     FunctionNotFound = "function_not_found", 404, "no such function (or it was deleted)";
     FunctionNotCallable = "function_not_callable", 403, "an end user called a function that triggers or schedules run, which was not deployed `callable`";
@@ -394,7 +394,9 @@ impl From<DataError> for ApiError {
             },
             DataError::InvalidSort(_) => Code::InvalidSort,
             DataError::InvalidCursor => Code::InvalidCursor,
-            DataError::InvalidPage | DataError::InvalidFileUrls(_) => Code::InvalidQuery,
+            DataError::InvalidPage | DataError::PageTooLarge | DataError::InvalidFileUrls(_) => {
+                Code::InvalidQuery
+            }
             DataError::UnknownField(_) => Code::UnknownField,
             DataError::ReadOnlyField(_) => Code::ReadOnlyField,
             DataError::MissingField(_) => Code::MissingField,

@@ -896,6 +896,7 @@ pub async fn run_dispatcher(state: AppState, mut shutdown: tokio::sync::watch::R
     // Sweeps run on a task of their own, one app at a time: a long one (millions of expired
     // messages, a busy app's event log) must not hold up every other app's deliveries.
     let (sweeps, waiting) = tokio::sync::mpsc::channel(SWEEPS_WAITING);
+    let mut sweeper_gone = false;
     state
         .tasks()
         .spawn(run_sweeper(state.clone(), waiting, shutdown.clone()));
@@ -935,8 +936,19 @@ pub async fn run_dispatcher(state: AppState, mut shutdown: tokio::sync::watch::R
                 .get(&app.app)
                 .is_none_or(|at| at.elapsed() >= SWEEP_EVERY);
             // Taken again at a later look when the sweeper has too many waiting.
-            if stale && sweeps.try_send(app.app.clone()).is_ok() {
-                swept.insert(app.app.clone(), std::time::Instant::now());
+            if stale {
+                match sweeps.try_send(app.app.clone()) {
+                    Ok(()) => {
+                        swept.insert(app.app.clone(), std::time::Instant::now());
+                    }
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {}
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                        if !sweeper_gone {
+                            tracing::error!("the sweeper has stopped: nothing is swept any more");
+                        }
+                        sweeper_gone = true;
+                    }
+                }
             }
         }
         if swept.len() > 100_000 {
@@ -960,7 +972,16 @@ async fn run_sweeper(
             _ = shutdown.changed() => None,
         };
         match app {
-            Some(app) if !*shutdown.borrow() => sweep(&state, &app).await,
+            Some(app) if !*shutdown.borrow() => {
+                // On a task of its own: a sweep that panics is logged, and the next goes on.
+                let sweeping = tokio::spawn({
+                    let (state, app) = (state.clone(), app.clone());
+                    async move { sweep(&state, &app).await }
+                });
+                if let Err(e) = sweeping.await {
+                    tracing::error!(app = %app, error = %e, "a sweep failed");
+                }
+            }
             _ => return,
         }
     }

@@ -579,7 +579,9 @@ class Query {
     if (s.where.length) params.filter = s.where.join(" && ");
     if (s.sort.length) params.sort = s.sort.join(",");
     if (s.limit !== undefined) params.limit = s.limit;
-    if (s.offset) params.offset = s.offset;
+    // Paging by offset says so even for the first page (`offset=0`): a page past the server's
+    // bytes is then refused rather than cut short, which would skip records between pages.
+    if (s.offset !== undefined) params.offset = s.offset;
     if (s.fields) params.fields = s.fields;
     if (s.expand) params.expand = s.expand;
     if (s.cursor) params.cursor = s.cursor;
@@ -603,7 +605,7 @@ class Query {
     return {
       ...page,
       ...(fileUrls ? { file_urls: fileUrls } : {}),
-      next: cursor ? () => this._with({ cursor, offset: 0 }).get() : null,
+      next: cursor ? () => this._with({ cursor, offset: undefined }).get() : null,
     };
   }
 

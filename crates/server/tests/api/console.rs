@@ -1401,3 +1401,34 @@ async fn a_console_behind_https_takes_writes_from_its_https_origin_only() {
         .await
         .expect("a socket from the https origin");
 }
+
+/// Through the console, an app's owner keeps a provider's address or goes back to the
+/// platform's own; only an instance owner points it elsewhere (the emulator, a proxy).
+#[tokio::test]
+async fn only_instance_owners_point_an_app_at_another_platform_address_in_the_console() {
+    let t = TestApp::start().await;
+    let owner = set_up_owner(&t).await;
+    t.create_app("shop").await;
+    let app_owner = member(&t, &owner, "app-owner@example.com", Some(("shop", "owner"))).await;
+    let put = |person: &Person, base_url: Option<&str>| {
+        let mut body = json!({ "appid": "wx1", "secret": "s" });
+        if let Some(base_url) = base_url {
+            body["base_url"] = json!(base_url);
+        }
+        person
+            .request(Method::PUT, "/v1/admin/apps/shop/auth/providers/wechat")
+            .json(&body)
+    };
+    put(&app_owner, Some("http://127.0.0.1:2379/v2"))
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    put(&app_owner, None).expect(StatusCode::OK).await;
+    let emulator = "http://127.0.0.1:9/wechat";
+    put(&owner, Some(emulator)).expect(StatusCode::OK).await;
+    let kept = put(&app_owner, Some(emulator)).expect(StatusCode::OK).await;
+    assert_eq!(kept["base_url"], emulator);
+    put(&app_owner, Some("http://127.0.0.1:10/wechat"))
+        .expect_error(StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    t.stop().await;
+}

@@ -794,6 +794,18 @@ async fn a_page_of_large_records_ends_at_its_bytes_and_large_expansions_are_refu
     let expected: Vec<String> = (0..20).map(|i| format!("t{i:02}")).collect();
     assert_eq!(seen, expected, "every record once, in order");
     assert_eq!(rest["next_cursor"], Value::Null);
+    // Paging by offset, a page cut short would skip records: it is refused instead.
+    s.records(
+        Method::GET,
+        Some(&s.alice),
+        "?limit=100&offset=0&sort=title",
+    )
+    .expect_error(StatusCode::BAD_REQUEST, "invalid_query")
+    .await;
+    let by_offset = s
+        .list(Some(&s.alice), "limit=10&offset=10&sort=title")
+        .await;
+    assert_eq!(titles(&by_offset), expected[10..]);
 
     // A hundred small records pointing at one large one: each would hold a copy of it.
     s.t.admin(Method::PUT, "/v1/admin/apps/notes/collections/links")

@@ -183,13 +183,33 @@ impl Postgres {
         migrate(&mut client, SYSTEM_SCHEMA, system::MIGRATIONS).await?;
         // Text columns and the request's texts compare byte by byte whatever the locale; the
         // strings inside JSON values compare by the database's.
-        let collation: Option<String> = client
+        // As JSON, so that the columns of newer versions are read where they exist: the
+        // locale provider (15) and an ICU or builtin locale (`daticulocale` 15-16, `datlocale`
+        // 17), which is the default collation when the provider is not libc.
+        let database: Option<serde_json::Value> = client
             .query_opt(
-                "SELECT datcollate FROM pg_database WHERE datname = current_database()",
+                "SELECT to_jsonb(d)::text FROM pg_database d WHERE datname = current_database()",
                 &[],
             )
             .await?
-            .map(|row| row.get(0));
+            .and_then(|row| serde_json::from_str(row.get::<_, &str>(0)).ok());
+        let collation = database.map(|d| {
+            let text = |key: &str| d[key].as_str().unwrap_or_default().to_owned();
+            match text("datlocprovider").as_str() {
+                "" | "c" => text("datcollate"),
+                provider => {
+                    let locale = [text("datlocale"), text("daticulocale")]
+                        .into_iter()
+                        .find(|l| !l.is_empty())
+                        .unwrap_or_default();
+                    // Only the builtin provider's C locales order byte by byte.
+                    match provider {
+                        "b" => locale,
+                        _ => format!("{locale} (ICU)"),
+                    }
+                }
+            }
+        });
         if let Some(collation) = collation.filter(|c| !byte_order(c)) {
             tracing::warn!(
                 collation,
@@ -754,7 +774,7 @@ mod tests {
         for collation in ["C", "POSIX", "C.UTF-8", "C.utf8", "ucs_basic"] {
             assert!(byte_order(collation), "{collation}");
         }
-        for collation in ["en_US.UTF-8", "zh_CN.utf8", "und-x-icu", ""] {
+        for collation in ["en_US.UTF-8", "zh_CN.utf8", "und-x-icu", "C (ICU)", ""] {
             assert!(!byte_order(collation), "{collation}");
         }
     }
