@@ -283,6 +283,13 @@ fn load(dir: &Path) -> Result<Project, String> {
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()
     };
+    // Every name goes into a URL path: one that could change the path (`..`, `/`, `%2e`) is
+    // refused before anything is sent. The server checks the rest of its rules.
+    for key in ["collections", "queues", "buckets", "functions", "providers"] {
+        for name in table(key).keys() {
+            url_segment(key, name)?;
+        }
+    }
     let mut functions = BTreeMap::new();
     let folder = dir.join("functions");
     for (name, settings) in table("functions") {
@@ -312,6 +319,11 @@ fn load(dir: &Path) -> Result<Project, String> {
     } else {
         BTreeMap::new()
     };
+    for path in site.keys() {
+        for segment in path.split('/') {
+            url_segment("site", segment)?;
+        }
+    }
     Ok(Project {
         app,
         collections: table("collections"),
@@ -388,12 +400,44 @@ fn same_realtime(written: &Value, current: &Value) -> bool {
     &expected == current
 }
 
+/// Refuses a name or a path segment that could change the URL it goes into: only ASCII
+/// letters, digits, `_`, `-` and (not alone, not `..`) `.`.
+fn url_segment(kind: &str, name: &str) -> Result<(), String> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"_-.".contains(&b);
+    if name.is_empty()
+        || name.len() > 200
+        || name == "."
+        || name == ".."
+        || !name.bytes().all(allowed)
+    {
+        return Err(format!(
+            "{kind}: {name:?} is not a name Cloudlet takes (letters, digits, _, - and .)"
+        ));
+    }
+    Ok(())
+}
+
+/// The settings of a provider that are secrets, which may come from the environment.
+const SECRET_SETTINGS: [&str; 2] = ["secret", "private_key"];
+
 /// `secret = { env = "WECHAT_SECRET" }` → the variable's value, so that secrets stay out of
-/// the project folder.
+/// the project folder. Only a secret setting takes one, and never one of Cloudlet's own
+/// variables: a project folder from elsewhere must not send `CLOUDLET_TOKEN` to a platform.
 fn with_env_secrets(provider: &str, settings: Value) -> Result<Value, String> {
     let mut settings = settings.as_object().cloned().unwrap_or_default();
     for (key, value) in settings.iter_mut() {
         if let Some(var) = value.get("env").and_then(Value::as_str) {
+            if !SECRET_SETTINGS.contains(&key.as_str()) {
+                return Err(format!(
+                    "providers.{provider}.{key}: only {} come from the environment",
+                    SECRET_SETTINGS.join(" and ")
+                ));
+            }
+            if var.to_ascii_uppercase().starts_with("CLOUDLET_") {
+                return Err(format!(
+                    "providers.{provider}.{key}: {var} is Cloudlet's own variable, not a provider's secret"
+                ));
+            }
             let secret = std::env::var(var).map_err(|_| {
                 format!("providers.{provider}.{key}: set the environment variable {var}")
             })?;
@@ -435,6 +479,18 @@ fn read_tree(
                 .to_owned();
             if name.starts_with('.') || name == "node_modules" {
                 continue;
+            }
+            // Not followed: a link could publish any file of this machine (`/proc/self/environ`
+            // holds the deployer's token) as a site file.
+            if std::fs::symlink_metadata(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .file_type()
+                .is_symlink()
+            {
+                return Err(format!(
+                    "{}: a symbolic link; copy the file into the project instead",
+                    path.display()
+                ));
             }
             if path.is_dir() {
                 folders.push(path);

@@ -672,6 +672,48 @@ fn init_and_deploy_bring_an_app_in_line_with_a_project_and_a_second_deploy_chang
         &run(&["deploy", broken.to_str().unwrap()]),
         "neither functions/ghost/",
     );
+
+    // A project folder from elsewhere may not reach another app's paths, send Cloudlet's own
+    // token as a provider's secret, or publish a file outside the folder through a link.
+    for (toml, refused) in [
+        (
+            "[collections.\"../../prod/collections/todos\"]\n",
+            "is not a name Cloudlet takes",
+        ),
+        (
+            "[providers.\"%2e%2e\"]\nenabled = true\n",
+            "is not a name Cloudlet takes",
+        ),
+        (
+            "[providers.wechat]\nappid = \"wx1\"\nsecret = { env = \"CLOUDLET_TOKEN\" }\n",
+            "is Cloudlet's own variable",
+        ),
+        (
+            "[providers.wechat]\nappid = { env = \"HOME\" }\nsecret = \"s\"\n",
+            "only secret and private_key come from the environment",
+        ),
+    ] {
+        std::fs::write(
+            broken.join("cloudlet.toml"),
+            format!("app = \"broken\"\n{toml}"),
+        )
+        .unwrap();
+        fails_with(&run(&["deploy", broken.to_str().unwrap()]), refused);
+    }
+    std::fs::write(broken.join("cloudlet.toml"), "app = \"broken\"\n").unwrap();
+    std::fs::create_dir_all(broken.join("site")).unwrap();
+    std::os::unix::fs::symlink("/proc/self/environ", broken.join("site/env.txt")).unwrap();
+    fails_with(
+        &run(&["deploy", broken.to_str().unwrap()]),
+        "a symbolic link",
+    );
+    std::fs::remove_file(broken.join("site/env.txt")).unwrap();
+    std::fs::create_dir_all(broken.join("site/%2e%2e")).unwrap();
+    std::fs::write(broken.join("site/%2e%2e/index.html"), "<p>x</p>").unwrap();
+    fails_with(
+        &run(&["deploy", broken.to_str().unwrap()]),
+        "is not a name Cloudlet takes",
+    );
 }
 
 #[test]
