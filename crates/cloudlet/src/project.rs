@@ -417,6 +417,16 @@ fn url_segment(kind: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a platform address is on this machine (the emulator).
+fn on_this_machine(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    let host = host.rsplit_once(':').map_or(host, |(host, _)| host);
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+}
+
 /// The settings of a provider that are secrets, which may come from the environment.
 const SECRET_SETTINGS: [&str; 2] = ["secret", "private_key"];
 
@@ -579,12 +589,22 @@ pub async fn deploy_to(
             !secret && current.get(k) != Some(v)
         });
         if differs {
+            // A login's calls sent to a new address off this machine carry the app's secret
+            // there: said in the plan, and applied only with --force.
+            let elsewhere = settings["base_url"]
+                .as_str()
+                .filter(|url| current["base_url"].as_str() != Some(*url) && !on_this_machine(url));
             steps.push(Step {
-                what: format!("configure login {name}"),
+                what: match elsewhere {
+                    Some(url) => {
+                        format!("configure login {name}, its calls (and secret) going to {url}")
+                    }
+                    None => format!("configure login {name}"),
+                },
                 method: Method::PUT,
                 path,
                 body: Body::Json(settings.clone()),
-                destructive: false,
+                destructive: elsewhere.is_some(),
             });
         }
     }
@@ -793,7 +813,11 @@ pub async fn deploy_to(
         return Ok(());
     }
     if steps.iter().any(|s| s.destructive) && !force {
-        return Err("the plan loses data (marked !); run again with --force to apply it".into());
+        return Err(
+            "the plan loses data or sends a login's secret to a new address (marked !); \
+             run again with --force to apply it"
+                .into(),
+        );
     }
     let total = steps.len();
     for (i, step) in steps.into_iter().enumerate() {

@@ -700,6 +700,21 @@ fn init_and_deploy_bring_an_app_in_line_with_a_project_and_a_second_deploy_chang
         .unwrap();
         fails_with(&run(&["deploy", broken.to_str().unwrap()]), refused);
     }
+    // A login pointed at an address off this machine waits for --force, and says where.
+    std::fs::write(
+        broken.join("cloudlet.toml"),
+        "app = \"broken\"\n[providers.wechat]\nappid = \"wx1\"\nsecret = \"s\"\nbase_url = \"https://wx.example.com\"\n",
+    )
+    .unwrap();
+    let waits = run(&["deploy", broken.to_str().unwrap()]);
+    fails_with(&waits, "run again with --force");
+    assert!(
+        stdout(&waits).contains(
+            "! configure login wechat, its calls (and secret) going to https://wx.example.com"
+        ),
+        "{}",
+        stdout(&waits)
+    );
     std::fs::write(broken.join("cloudlet.toml"), "app = \"broken\"\n").unwrap();
     std::fs::create_dir_all(broken.join("site")).unwrap();
     std::os::unix::fs::symlink("/proc/self/environ", broken.join("site/env.txt")).unwrap();
