@@ -1476,6 +1476,16 @@ async fn schedules_run_their_function_until_it_is_deleted() {
             .expect_error(StatusCode::BAD_REQUEST, "invalid_function")
             .await;
     }
+    // A schedule's data is copied into every tick: at most 16 KiB of it.
+    let data = |bytes: usize| json!({ "text": "x".repeat(bytes) });
+    t.admin(Method::PUT, "/v1/admin/apps/timed/functions/bad")
+        .json(&json!({ "source": "export default 1", "schedules": [{ "cron": "0 3 * * *", "data": data(16 * 1024) }] }))
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_function")
+        .await;
+    t.admin(Method::PUT, "/v1/admin/apps/timed/functions/fits")
+        .json(&json!({ "source": "export default 1", "schedules": [{ "cron": "0 3 * * *", "data": data(16 * 1000) }] }))
+        .expect(StatusCode::CREATED)
+        .await;
 }
 
 #[tokio::test]

@@ -282,6 +282,12 @@ fn utc() -> String {
 
 /// The most schedules one function may declare.
 const MAX_SCHEDULES: usize = 8;
+/// The largest `data` a schedule passes its function, as JSON: every tick copies it into the
+/// triggers' queue, and the scheduler reads it from the node's shared system database.
+const MAX_SCHEDULE_DATA: usize = 16 * 1024;
+/// The most functions one app holds: each may declare [`MAX_SCHEDULES`] schedules in the
+/// system database every app's schedules share.
+pub const MAX_FUNCTIONS_PER_APP: usize = 200;
 
 /// How late a schedule's tick may run and still be followed by every tick after it.
 const CATCH_UP_MS: i64 = 60_000;
@@ -878,6 +884,13 @@ impl Functions {
         deploy: Deploy,
     ) -> Result<FunctionInfo, FunctionError> {
         let (source, settings, schedules) = self.prepare(app, name, deploy)?;
+        if self.0.store.function(app, name).await?.is_none()
+            && self.0.store.functions(app).await?.len() >= MAX_FUNCTIONS_PER_APP
+        {
+            return Err(FunctionError::Invalid(format!(
+                "an app holds at most {MAX_FUNCTIONS_PER_APP} functions"
+            )));
+        }
         let files: BTreeMap<String, String> =
             serde_json::from_value(source["files"].clone()).unwrap_or_default();
         let entry = source["entry"].as_str().unwrap_or("index.js").to_owned();
@@ -1012,6 +1025,12 @@ impl Functions {
         let now = self.0.clock.now();
         let mut schedules = Vec::new();
         for (index, schedule) in deploy.schedules.iter().enumerate() {
+            if schedule.data.to_string().len() > MAX_SCHEDULE_DATA {
+                return Err(FunctionError::Invalid(format!(
+                    "a schedule's data is at most {} KiB of JSON",
+                    MAX_SCHEDULE_DATA / 1024
+                )));
+            }
             let next = schedule
                 .next_after(now.unix_ms())
                 .map_err(FunctionError::Invalid)?;

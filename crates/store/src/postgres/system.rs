@@ -431,11 +431,13 @@ impl SystemStore for Postgres {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         // Ties are broken by key, so that every node sees one order.
         let sql = format!(
-            "SELECT app, function, idx, cron, timezone, data, next_at FROM (
-                 SELECT app, function, idx, cron, timezone, data, next_at,
+            // The window over keys alone: a row's data is read only once chosen.
+            "SELECT s.app, s.function, s.idx, s.cron, s.timezone, s.data, s.next_at FROM (
+                 SELECT app, function, idx, next_at,
                      row_number() OVER (PARTITION BY app ORDER BY next_at, function, idx) AS n
                  FROM {SYSTEM_SCHEMA}.schedules WHERE next_at <= $1) due
-             WHERE n <= $3 ORDER BY next_at, app, function, idx LIMIT $2"
+             JOIN {SYSTEM_SCHEMA}.schedules s USING (app, function, idx)
+             WHERE due.n <= $3 ORDER BY due.next_at, due.app, due.function, due.idx LIMIT $2"
         );
         rows(&client, &sql, &[&now_ms, &limit, &per_app])
             .await?

@@ -475,12 +475,17 @@ impl SystemStore for SqliteSystemStore {
         self.db
             .read(move |c| {
                 Ok(c.prepare_cached(
-                    "SELECT app, function, idx, cron, timezone, data, next_at FROM (
-                         SELECT app, function, idx, cron, timezone, data, next_at,
+                    // The window over keys alone: a row's data is read only once chosen.
+                    "SELECT s.app, s.function, s.idx, s.cron, s.timezone, s.data, s.next_at
+                     FROM (
+                         SELECT app, function, idx, next_at,
                              row_number() OVER (PARTITION BY app
                                  ORDER BY next_at, function, idx) AS n
-                         FROM schedules WHERE next_at <= ?1)
-                     WHERE n <= ?3 ORDER BY next_at, app, function, idx LIMIT ?2",
+                         FROM schedules WHERE next_at <= ?1) due
+                     JOIN schedules s
+                         ON s.app = due.app AND s.function = due.function AND s.idx = due.idx
+                     WHERE due.n <= ?3
+                     ORDER BY due.next_at, due.app, due.function, due.idx LIMIT ?2",
                 )?
                 .query_map(rusqlite::params![now_ms, limit, per_app], |r| {
                     Ok(ScheduleRow {
