@@ -163,6 +163,9 @@ fn install_shims<'js>(
     Ok(())
 }
 
+/// How many times its source a file's compiled code may be (plus 1 MiB).
+const MAX_CODE_PER_SOURCE: usize = 8;
+
 /// Compiles `files` (ES modules by file name) to bytecode. Every file is compiled, so a syntax
 /// error anywhere is reported at deploy, with its file, line and column.
 pub fn compile(files: &BTreeMap<String, String>, entry: &str) -> Result<Bundle, CompileError> {
@@ -192,12 +195,27 @@ pub fn compile(files: &BTreeMap<String, String>, entry: &str) -> Result<Bundle, 
     for (name, source) in files {
         // A context per file: each file's module is compiled once in it, on its own.
         let context = Context::full(&runtime).map_err(|e| failure(name, e.to_string()))?;
+        // Without the source text: QuickJS keeps every function's own text, so a function
+        // nested n deep would hold its file's text n times (a 1 MiB file became tens of MiB
+        // of code). Lines and columns stay, for stacks.
+        let options = WriteOptions {
+            strip_source: true,
+            ..WriteOptions::default()
+        };
         let written = context.with(|ctx| {
             Module::declare(ctx.clone(), name.as_str(), source.as_str())
-                .and_then(|module| module.write(WriteOptions::default()))
+                .and_then(|module| module.write(options))
                 .catch(&ctx)
                 .map_err(|caught| compile_error(name, caught))
         })?;
+        if written.len() > MAX_CODE_PER_SOURCE * source.len() + (1 << 20) {
+            return Err(failure(
+                name,
+                format!(
+                    "its compiled code is over {MAX_CODE_PER_SOURCE} times its source: split it up"
+                ),
+            ));
+        }
         modules.insert(name.clone(), BASE64.encode(written));
     }
     Ok(Bundle {
@@ -1148,6 +1166,37 @@ mod tests {
             Outcome::Ok { json } => serde_json::from_str(json.get()).unwrap(),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Functions nested deep keep their lines for stacks, not their text: the code stays about
+    /// the size of its source.
+    #[test]
+    fn compiled_code_keeps_no_copy_of_the_source_per_nested_function() {
+        let padding = format!("/* {} */", "x".repeat(20_000));
+        let mut source = String::from("export default ");
+        for _ in 0..20 {
+            source.push_str(&format!("() => {{ {padding}\n return "));
+        }
+        source.push_str("1");
+        for _ in 0..20 {
+            source.push_str(" }");
+        }
+        let files = BTreeMap::from([("index.js".to_owned(), source.clone())]);
+        let bundle = compile(&files, "index.js").unwrap();
+        let code = BASE64.decode(&bundle.modules["index.js"]).unwrap();
+        assert!(
+            code.len() < source.len() / 4,
+            "{} bytes of code for {} of source",
+            code.len(),
+            source.len()
+        );
+        let thrown = "export default () => { null.x }";
+        let (finished, _) = run(&[("index.js", thrown)], serde_json::json!({}));
+        assert!(
+            format!("{:?}", finished.outcome).contains("index.js:1"),
+            "{:?}",
+            finished.outcome
+        );
     }
 
     #[test]
