@@ -1177,7 +1177,7 @@ mod tests {
         for _ in 0..20 {
             source.push_str(&format!("() => {{ {padding}\n return "));
         }
-        source.push_str("1");
+        source.push('1');
         for _ in 0..20 {
             source.push_str(" }");
         }
