@@ -118,6 +118,7 @@ impl From<StoreError> for DataError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict => DataError::UniqueViolation,
+            StoreError::TooLarge => DataError::RecordTooLarge,
             other => DataError::Store(other),
         }
     }

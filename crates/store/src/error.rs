@@ -23,6 +23,12 @@ pub enum StoreError {
     /// The write would pass a quota; it was rolled back.
     #[error("the write would pass a quota")]
     OverQuota,
+    /// An update would make its record larger than [`MAX_RECORD_STORED_BYTES`]; it was
+    /// rolled back.
+    ///
+    /// [`MAX_RECORD_STORED_BYTES`]: crate::records::MAX_RECORD_STORED_BYTES
+    #[error("the record would be over its size limit")]
+    TooLarge,
     /// Another process holds the data directory.
     #[error(
         "data directory {path} is in use by another cloudlet process{}; stop it or pass a different --data-dir",

@@ -387,7 +387,18 @@ pub struct Select {
     pub max_bytes: usize,
 }
 
-/// About how many bytes a record's values hold: its text and blobs, 8 for anything else.
+/// The stored bytes ([`record_bytes`]) an update may grow a record to: a body is at most
+/// 256 KiB, but an update of some fields adds to the others, so a hundred updates of 256 KiB
+/// could make one record of 25 MiB. An update that leaves a record smaller is always taken.
+pub const MAX_RECORD_STORED_BYTES: usize = 256 * 1024;
+
+/// Whether an update from `old` to `new` grows its record past [`MAX_RECORD_STORED_BYTES`].
+pub(crate) fn grows_too_large(old: &Record, new: &Record) -> bool {
+    let new = record_bytes(new);
+    new > MAX_RECORD_STORED_BYTES && new > record_bytes(old)
+}
+
+/// About how many bytes a record's values hold: its text, 8 for anything else.
 pub fn record_bytes(record: &Record) -> usize {
     record
         .iter()

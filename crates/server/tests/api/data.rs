@@ -839,6 +839,48 @@ async fn a_page_of_large_records_ends_at_its_bytes_and_large_expansions_are_refu
     s.t.stop().await;
 }
 
+/// A body is at most 256 KiB, and so is what updates make of a record: one field at a time
+/// must not grow it past that. An update that leaves it smaller is always taken.
+#[tokio::test]
+async fn updates_may_not_grow_a_record_past_its_size_limit() {
+    let s = scene().await;
+    s.t.admin(Method::PUT, "/v1/admin/apps/notes/collections/parts")
+        .json(&json!({ "fields": [{ "name": "a", "type": "json" }, { "name": "b", "type": "json" }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    let parts = "/v1/apps/notes/collections/parts/records";
+    let big = "x".repeat(200_000);
+    let created =
+        s.t.request(Method::POST, parts)
+            .bearer_auth(&s.alice)
+            .json(&json!({ "a": big }))
+            .expect(StatusCode::CREATED)
+            .await;
+    let record = format!("{parts}/{}", created["id"].as_str().unwrap());
+    let patch = |body: Value| {
+        s.t.request(Method::PATCH, &record)
+            .bearer_auth(&s.alice)
+            .json(&body)
+    };
+    patch(json!({ "b": big }))
+        .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "record_too_large")
+        .await;
+    let kept =
+        s.t.request(Method::GET, &record)
+            .bearer_auth(&s.alice)
+            .expect(StatusCode::OK)
+            .await;
+    assert_eq!(
+        kept["b"],
+        Value::Null,
+        "nothing of the refused update was kept"
+    );
+    patch(json!({ "a": "small" })).expect(StatusCode::OK).await;
+    let grown = patch(json!({ "b": big })).expect(StatusCode::OK).await;
+    assert_eq!((&grown["a"], &grown["b"]), (&json!("small"), &json!(big)));
+    s.t.stop().await;
+}
+
 #[tokio::test]
 async fn a_create_the_rule_refuses_never_tells_whether_a_unique_value_exists() {
     let s = scene().await;

@@ -15,7 +15,7 @@ use crate::listing::{
 use crate::records::{
     BatchOp, BatchOutcome, CollectionRow, Condition, EVENTS_SWEPT, Emit, EventRow, EventsPage,
     LogBounds, LogPosition, Record, RecordStore, Select, SqlValue, TRIGGER_QUEUE, TableChange,
-    TableDef, delivery_payload, event_of, record_bytes, written_id,
+    TableDef, delivery_payload, event_of, grows_too_large, record_bytes, written_id,
 };
 use crate::{AppName, StoreError};
 
@@ -891,6 +891,10 @@ async fn update_in(
         .await?
         .pop()
         .ok_or_else(|| StoreError::Task("the updated record vanished".into()))?;
+    if grows_too_large(&old, &new) {
+        // The transaction is dropped uncommitted, so rolled back.
+        return Err(StoreError::TooLarge);
+    }
     Ok(Some((old, new)))
 }
 
