@@ -650,9 +650,10 @@ struct Inner {
     registry: Mutex<Registry>,
     /// Each app's settings, compiled, as last read or written.
     settings: StdMutex<HashMap<AppName, Arc<Settings>>>,
-    /// Held while settings are read from or written to the store, so that a read cannot put
-    /// back what a write replaced.
-    settings_io: Mutex<()>,
+    /// Each app's lock, held while its settings are read from or written to the store, so that
+    /// a read cannot put back what a write replaced. One per app: one app's slow database must
+    /// not hold up every other app's reads.
+    settings_io: StdMutex<HashMap<AppName, Arc<Mutex<()>>>>,
     /// What catch-ups hold now, in KiB ([`Limits::catch_up_bytes`]).
     catch_ups: Arc<tokio::sync::Semaphore>,
     /// How far each app's event log has been delivered, for the apps whose records some
@@ -714,7 +715,7 @@ impl Hub {
                 presence_out: None,
             }),
             settings: StdMutex::new(HashMap::new()),
-            settings_io: Mutex::new(()),
+            settings_io: StdMutex::new(HashMap::new()),
             catch_ups: Arc::new(tokio::sync::Semaphore::new(catch_up_kib)),
             tails: Mutex::new(HashMap::new()),
             bell: std::sync::OnceLock::new(),

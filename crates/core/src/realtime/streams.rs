@@ -36,13 +36,26 @@ fn recipient(to: &str) -> Result<&str, RealtimeError> {
 }
 
 impl Hub {
+    /// The app's settings lock. Kept while the app's settings are (an app's few bytes); taken
+    /// away with them.
+    fn settings_io(&self, app: &AppName) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = lock(&self.0.settings_io);
+        if locks.len() > 4 * lock(&self.0.settings).len() + 1024 {
+            // Locks of apps whose settings are no longer kept, and nobody holds.
+            let kept = lock(&self.0.settings);
+            locks.retain(|app, io| kept.contains_key(app) || Arc::strong_count(io) > 1);
+        }
+        Arc::clone(locks.entry(app.clone()).or_default())
+    }
+
     /// The app's settings, compiled (the defaults if it stored none: no channel, nobody
     /// anonymous, direct messages from the server only).
     pub async fn settings(&self, app: &AppName) -> Result<Arc<Settings>, RealtimeError> {
         if let Some(settings) = lock(&self.0.settings).get(app) {
             return Ok(Arc::clone(settings));
         }
-        let _io = self.0.settings_io.lock().await;
+        let io = self.settings_io(app);
+        let _io = io.lock().await;
         if let Some(settings) = lock(&self.0.settings).get(app) {
             return Ok(Arc::clone(settings));
         }
@@ -75,7 +88,8 @@ impl Hub {
             RealtimeError::Store(cloudlet_store::StoreError::Unavailable(e.to_string()))
         })?;
         {
-            let _io = self.0.settings_io.lock().await;
+            let io = self.settings_io(app);
+            let _io = io.lock().await;
             let now = self.now_ms();
             self.0
                 .tenants
@@ -107,7 +121,8 @@ impl Hub {
     /// subscriptions the new rules refuse end.
     pub async fn heard_settings(&self, app: &AppName) {
         {
-            let _io = self.0.settings_io.lock().await;
+            let io = self.settings_io(app);
+            let _io = io.lock().await;
             lock(&self.0.settings).remove(app);
         }
         match self.settings(app).await {
