@@ -292,9 +292,12 @@ fn load(dir: &Path) -> Result<Project, String> {
     }
     let mut functions = BTreeMap::new();
     let folder = dir.join("functions");
+    not_a_link(&folder)?;
     for (name, settings) in table("functions") {
         let mut body: Map<String, Value> = settings.as_object().cloned().unwrap_or_default();
         let single = folder.join(format!("{name}.js"));
+        not_a_link(&folder.join(&name))?;
+        not_a_link(&single)?;
         if folder.join(&name).is_dir() {
             body.insert("files".into(), json!(read_sources(&folder.join(&name))?));
             body.entry("entry").or_insert(json!("index.js"));
@@ -314,6 +317,7 @@ fn load(dir: &Path) -> Result<Project, String> {
         providers.insert(name.clone(), with_env_secrets(&name, settings)?);
     }
     let site_dir = dir.join("site");
+    not_a_link(&site_dir)?;
     let site = if site_dir.is_dir() {
         read_tree(&site_dir, &|_| true)?
     } else {
@@ -417,7 +421,15 @@ fn url_segment(kind: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether a platform address is on this machine (the emulator).
+/// The platforms' own addresses.
+const PLATFORMS: [&str; 4] = [
+    cloudlet_platforms::wechat::API_BASE,
+    cloudlet_platforms::qq::API_BASE,
+    cloudlet_platforms::douyin::API_BASE,
+    cloudlet_platforms::alipay::GATEWAY,
+];
+
+/// Whether an address is on this machine (the emulator, a server run here).
 fn on_this_machine(url: &str) -> bool {
     let Some(rest) = url.strip_prefix("http://") else {
         return false;
@@ -427,22 +439,26 @@ fn on_this_machine(url: &str) -> bool {
     matches!(host, "127.0.0.1" | "localhost" | "[::1]")
 }
 
-/// The settings of a provider that are secrets, which may come from the environment.
-const SECRET_SETTINGS: [&str; 2] = ["secret", "private_key"];
+/// Refuses a symbolic link: followed, it could publish any file of this machine (a link to
+/// `~/.ssh` as `site`, to `/proc/self/environ` with the deployer's token) as a site file. A
+/// path that does not exist is not one.
+fn not_a_link(path: &Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(format!(
+            "{}: a symbolic link; copy what it points to into the project instead",
+            path.display()
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// `secret = { env = "WECHAT_SECRET" }` → the variable's value, so that secrets stay out of
-/// the project folder. Only a secret setting takes one, and never one of Cloudlet's own
-/// variables: a project folder from elsewhere must not send `CLOUDLET_TOKEN` to a platform.
+/// the project folder; never one of Cloudlet's own variables: a project folder from elsewhere
+/// must not send `CLOUDLET_TOKEN` to a platform.
 fn with_env_secrets(provider: &str, settings: Value) -> Result<Value, String> {
     let mut settings = settings.as_object().cloned().unwrap_or_default();
     for (key, value) in settings.iter_mut() {
         if let Some(var) = value.get("env").and_then(Value::as_str) {
-            if !SECRET_SETTINGS.contains(&key.as_str()) {
-                return Err(format!(
-                    "providers.{provider}.{key}: only {} come from the environment",
-                    SECRET_SETTINGS.join(" and ")
-                ));
-            }
             if var.to_ascii_uppercase().starts_with("CLOUDLET_") {
                 return Err(format!(
                     "providers.{provider}.{key}: {var} is Cloudlet's own variable, not a provider's secret"
@@ -490,18 +506,7 @@ fn read_tree(
             if name.starts_with('.') || name == "node_modules" {
                 continue;
             }
-            // Not followed: a link could publish any file of this machine (`/proc/self/environ`
-            // holds the deployer's token) as a site file.
-            if std::fs::symlink_metadata(&path)
-                .map_err(|e| format!("{}: {e}", path.display()))?
-                .file_type()
-                .is_symlink()
-            {
-                return Err(format!(
-                    "{}: a symbolic link; copy the file into the project instead",
-                    path.display()
-                ));
-            }
+            not_a_link(&path)?;
             if path.is_dir() {
                 folders.push(path);
             } else if keep(&name) {
@@ -591,9 +596,14 @@ pub async fn deploy_to(
         if differs {
             // A login's calls sent to a new address off this machine carry the app's secret
             // there: said in the plan, and applied only with --force.
-            let elsewhere = settings["base_url"]
-                .as_str()
-                .filter(|url| current["base_url"].as_str() != Some(*url) && !on_this_machine(url));
+            let trimmed = |url: &str| url.trim_end_matches('/').to_owned();
+            let elsewhere = settings["base_url"].as_str().filter(|url| {
+                current["base_url"].as_str().map(trimmed) != Some(trimmed(url))
+                    && !PLATFORMS.contains(&trimmed(url).as_str())
+                    // The emulator beside a server on this machine; a server elsewhere would
+                    // call its own machine's services.
+                    && !(development || on_this_machine(api.base()) && on_this_machine(url))
+            });
             steps.push(Step {
                 what: match elsewhere {
                     Some(url) => {

@@ -688,10 +688,6 @@ fn init_and_deploy_bring_an_app_in_line_with_a_project_and_a_second_deploy_chang
             "[providers.wechat]\nappid = \"wx1\"\nsecret = { env = \"CLOUDLET_TOKEN\" }\n",
             "is Cloudlet's own variable",
         ),
-        (
-            "[providers.wechat]\nappid = { env = \"HOME\" }\nsecret = \"s\"\n",
-            "only secret and private_key come from the environment",
-        ),
     ] {
         std::fs::write(
             broken.join("cloudlet.toml"),
@@ -723,6 +719,17 @@ fn init_and_deploy_bring_an_app_in_line_with_a_project_and_a_second_deploy_chang
         "a symbolic link",
     );
     std::fs::remove_file(broken.join("site/env.txt")).unwrap();
+    // The site folder itself a link (to ~/.ssh, say): refused too.
+    std::fs::remove_dir_all(broken.join("site")).unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("id_ed25519"), "a private key").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, broken.join("site")).unwrap();
+    fails_with(
+        &run(&["deploy", broken.to_str().unwrap()]),
+        "a symbolic link",
+    );
+    std::fs::remove_file(broken.join("site")).unwrap();
     std::fs::create_dir_all(broken.join("site/%2e%2e")).unwrap();
     std::fs::write(broken.join("site/%2e%2e/index.html"), "<p>x</p>").unwrap();
     fails_with(

@@ -1713,7 +1713,7 @@ impl Data {
             None => None,
         };
         let select = Select {
-            condition,
+            condition: condition.clone(),
             sort: sort.clone(),
             after,
             limit,
@@ -1723,10 +1723,30 @@ impl Data {
         };
         let (records, total) = self.0.records.select(app, collection, select).await?;
         // Full, or ended early at its bytes: there may be more after it.
-        let cut = records.len() < limit
+        let mut cut = records.len() < limit
             && records.iter().map(record_bytes).sum::<usize>() >= MAX_PAGE_BYTES;
         if cut && by_offset {
-            return Err(DataError::PageTooLarge);
+            // Refused only if a record was left out: the page may just be the last.
+            let next = Select {
+                condition,
+                sort: sort.clone(),
+                after: None,
+                limit: 1,
+                offset: offset + records.len(),
+                count: false,
+                max_bytes: 1,
+            };
+            if !self
+                .0
+                .records
+                .select(app, collection, next)
+                .await?
+                .0
+                .is_empty()
+            {
+                return Err(DataError::PageTooLarge);
+            }
+            cut = false;
         }
         let more = records.len() == limit || cut;
         let next_cursor = more

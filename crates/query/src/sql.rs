@@ -266,11 +266,15 @@ impl SqlBuilder {
                     op,
                     CompareOp::Lt | CompareOp::Le | CompareOp::Gt | CompareOp::Ge
                 );
+                let text = |o: &Operand| matches!(type_of(o, schema), Ok(Ty::Text));
                 if self.dialect == Dialect::Postgres
                     && ordering
+                    && !datetime
+                    && !json
                     && !field(left)
                     && !field(right)
-                    && matches!(type_of(left, schema), Ok(Ty::Text))
+                    && text(left)
+                    && text(right)
                 {
                     return format!("({l} COLLATE \"C\" {} {r})", symbol(op));
                 }

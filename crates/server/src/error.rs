@@ -118,7 +118,7 @@ codes! {
     MissingField = "missing_field", 400, "a required field is missing or null";
     InvalidFieldValue = "invalid_field_value", 400, "a value breaks its field's type or constraints";
     UniqueViolation = "unique_violation", 409, "a value a unique field already has";
-    RecordTooLarge = "record_too_large", 413, "a record over 256 KiB: a body, or what an update would grow its record to";
+    RecordTooLarge = "record_too_large", 413, "a body over 256 KiB of JSON, or an update that would grow its record past 512 KiB stored";
     InvalidBatch = "invalid_batch", 400, "a batch that is empty or over 100 operations";
     InvalidFields = "invalid_fields", 400, "a `fields` projection names an unknown field, or more than 32 paths";
     InvalidExpand = "invalid_expand", 400, "an `expand` of a field that is not a relation, too deep, of more than 32 paths, or whose page would read and copy more than 16 MiB of records";

@@ -943,7 +943,8 @@ pub async fn run_dispatcher(state: AppState, mut shutdown: tokio::sync::watch::R
                     }
                     Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {}
                     Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
-                        if !sweeper_gone {
+                        // At shutdown the sweeper goes first.
+                        if !sweeper_gone && !*shutdown.borrow() {
                             tracing::error!("the sweeper has stopped: nothing is swept any more");
                         }
                         sweeper_gone = true;
@@ -974,7 +975,7 @@ async fn run_sweeper(
         match app {
             Some(app) if !*shutdown.borrow() => {
                 // On a task of its own: a sweep that panics is logged, and the next goes on.
-                let sweeping = tokio::spawn({
+                let sweeping = state.tasks().spawn({
                     let (state, app) = (state.clone(), app.clone());
                     async move { sweep(&state, &app).await }
                 });

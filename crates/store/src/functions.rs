@@ -5,6 +5,10 @@ use async_trait::async_trait;
 
 use crate::{AppName, StoreError};
 
+/// The most functions one app holds: each may declare schedules in the system database every
+/// app's schedules share. A deploy of one more is refused ([`StoreError::OverQuota`]).
+pub const MAX_FUNCTIONS_PER_APP: usize = 200;
+
 /// A function and the version that answers its calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionRow {

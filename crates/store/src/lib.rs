@@ -57,7 +57,9 @@ pub use files::{
     BucketRow, FILE_DELETED, FILE_UPLOADED, FileQuery, FileQuota, FileRow, FileStore, FileUsage,
     NewFile, StoredBytes,
 };
-pub use functions::{FunctionLogRow, FunctionRow, FunctionStore, FunctionVersionRow, LogQuery};
+pub use functions::{
+    FunctionLogRow, FunctionRow, FunctionStore, FunctionVersionRow, LogQuery, MAX_FUNCTIONS_PER_APP,
+};
 pub use limits::{Rate, RateStore};
 pub use payments::{
     Applied, CallbackRow, Cause, Change, Created, ORDER_CLOSED, ORDER_CREATED, ORDER_PAID,

@@ -388,9 +388,11 @@ pub struct Select {
 }
 
 /// The stored bytes ([`record_bytes`]) an update may grow a record to: a body is at most
-/// 256 KiB, but an update of some fields adds to the others, so a hundred updates of 256 KiB
-/// could make one record of 25 MiB. An update that leaves a record smaller is always taken.
-pub const MAX_RECORD_STORED_BYTES: usize = 256 * 1024;
+/// 256 KiB of JSON, but an update of some fields adds to the others, so a hundred updates of
+/// 256 KiB could make one record of 25 MiB. Twice a body, since what a body holds can take more
+/// once stored (PostgreSQL writes json values back with spaces after `,` and `:`). An update
+/// that leaves a record smaller is always taken.
+pub const MAX_RECORD_STORED_BYTES: usize = 512 * 1024;
 
 /// Whether an update from `old` to `new` grows its record past [`MAX_RECORD_STORED_BYTES`].
 pub(crate) fn grows_too_large(old: &Record, new: &Record) -> bool {

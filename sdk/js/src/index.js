@@ -553,7 +553,7 @@ class Query {
 
   /** Page `page` (from 1) of `size` records. */
   paginate(page, size = 20) {
-    return this._with({ limit: size, offset: Math.max(0, (page - 1) * size) });
+    return this._with({ limit: size, offset: Math.max(0, (page - 1) * size) || 0 });
   }
 
   fields(...names) {

@@ -285,9 +285,7 @@ const MAX_SCHEDULES: usize = 8;
 /// The largest `data` a schedule passes its function, as JSON: every tick copies it into the
 /// triggers' queue, and the scheduler reads it from the node's shared system database.
 const MAX_SCHEDULE_DATA: usize = 16 * 1024;
-/// The most functions one app holds: each may declare [`MAX_SCHEDULES`] schedules in the
-/// system database every app's schedules share.
-pub const MAX_FUNCTIONS_PER_APP: usize = 200;
+pub use cloudlet_store::MAX_FUNCTIONS_PER_APP;
 
 /// How late a schedule's tick may run and still be followed by every tick after it.
 const CATCH_UP_MS: i64 = 60_000;
@@ -863,6 +861,7 @@ impl Functions {
         deploy: Deploy,
     ) -> Result<DeployPlan, FunctionError> {
         let (source, settings, _) = self.prepare(app, name, deploy)?;
+        self.room_for(app, name).await?;
         Ok(match self.0.store.function(app, name).await? {
             None => DeployPlan::Create,
             Some((row, active)) => {
@@ -884,13 +883,8 @@ impl Functions {
         deploy: Deploy,
     ) -> Result<FunctionInfo, FunctionError> {
         let (source, settings, schedules) = self.prepare(app, name, deploy)?;
-        if self.0.store.function(app, name).await?.is_none()
-            && self.0.store.functions(app).await?.len() >= MAX_FUNCTIONS_PER_APP
-        {
-            return Err(FunctionError::Invalid(format!(
-                "an app holds at most {MAX_FUNCTIONS_PER_APP} functions"
-            )));
-        }
+        // Checked before the compile, and again as the function is stored.
+        self.room_for(app, name).await?;
         let files: BTreeMap<String, String> =
             serde_json::from_value(source["files"].clone()).unwrap_or_default();
         let entry = source["entry"].as_str().unwrap_or("index.js").to_owned();
@@ -914,7 +908,11 @@ impl Functions {
             .0
             .store
             .deploy_function(app, name, settings_json, row)
-            .await?;
+            .await
+            .map_err(|e| match e {
+                StoreError::OverQuota => too_many_functions(),
+                other => other.into(),
+            })?;
         self.forget(app, name);
         self.0
             .system
@@ -926,6 +924,16 @@ impl Functions {
             settings,
             updated_at: now,
         })
+    }
+
+    /// Refuses a new function when the app holds [`MAX_FUNCTIONS_PER_APP`].
+    async fn room_for(&self, app: &AppName, name: &str) -> Result<(), FunctionError> {
+        if self.0.store.function(app, name).await?.is_none()
+            && self.0.store.functions(app).await?.len() >= MAX_FUNCTIONS_PER_APP
+        {
+            return Err(too_many_functions());
+        }
+        Ok(())
     }
 
     /// Checks a deploy and returns its sources (`{"files","entry"}`), settings and schedules.
@@ -1777,6 +1785,12 @@ fn check_files(files: &BTreeMap<String, String>, entry: &str) -> Result<(), Func
         )));
     }
     Ok(())
+}
+
+fn too_many_functions() -> FunctionError {
+    FunctionError::Invalid(format!(
+        "an app holds at most {MAX_FUNCTIONS_PER_APP} functions"
+    ))
 }
 
 #[cfg(test)]

@@ -806,6 +806,11 @@ async fn a_page_of_large_records_ends_at_its_bytes_and_large_expansions_are_refu
         .list(Some(&s.alice), "limit=10&offset=10&sort=title")
         .await;
     assert_eq!(titles(&by_offset), expected[10..]);
+    // Past 4 MiB but the last page: nothing left out, nothing refused.
+    let last = s
+        .list(Some(&s.alice), "limit=100&offset=3&sort=title")
+        .await;
+    assert_eq!(titles(&last), expected[3..]);
 
     // A hundred small records pointing at one large one: each would hold a copy of it.
     s.t.admin(Method::PUT, "/v1/admin/apps/notes/collections/links")
@@ -844,8 +849,13 @@ async fn a_page_of_large_records_ends_at_its_bytes_and_large_expansions_are_refu
 #[tokio::test]
 async fn updates_may_not_grow_a_record_past_its_size_limit() {
     let s = scene().await;
+    let fields = json!([
+        { "name": "a", "type": "json" },
+        { "name": "b", "type": "json" },
+        { "name": "c", "type": "json" }
+    ]);
     s.t.admin(Method::PUT, "/v1/admin/apps/notes/collections/parts")
-        .json(&json!({ "fields": [{ "name": "a", "type": "json" }, { "name": "b", "type": "json" }] }))
+        .json(&json!({ "fields": fields }))
         .expect(StatusCode::CREATED)
         .await;
     let parts = "/v1/apps/notes/collections/parts/records";
@@ -862,7 +872,9 @@ async fn updates_may_not_grow_a_record_past_its_size_limit() {
             .bearer_auth(&s.alice)
             .json(&body)
     };
-    patch(json!({ "b": big }))
+    // 400 KB stored: within the 512 KiB an update may grow a record to; 600 KB is not.
+    patch(json!({ "b": big })).expect(StatusCode::OK).await;
+    patch(json!({ "c": big }))
         .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "record_too_large")
         .await;
     let kept =
@@ -871,13 +883,13 @@ async fn updates_may_not_grow_a_record_past_its_size_limit() {
             .expect(StatusCode::OK)
             .await;
     assert_eq!(
-        kept["b"],
+        kept["c"],
         Value::Null,
         "nothing of the refused update was kept"
     );
     patch(json!({ "a": "small" })).expect(StatusCode::OK).await;
-    let grown = patch(json!({ "b": big })).expect(StatusCode::OK).await;
-    assert_eq!((&grown["a"], &grown["b"]), (&json!("small"), &json!(big)));
+    let grown = patch(json!({ "c": big })).expect(StatusCode::OK).await;
+    assert_eq!((&grown["a"], &grown["c"]), (&json!("small"), &json!(big)));
     s.t.stop().await;
 }
 

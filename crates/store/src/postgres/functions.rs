@@ -11,7 +11,9 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::{Postgres, execute, relax_commit, row, rows, schema};
-use crate::functions::{FunctionLogRow, FunctionRow, FunctionStore, FunctionVersionRow, LogQuery};
+use crate::functions::{
+    FunctionLogRow, FunctionRow, FunctionStore, FunctionVersionRow, LogQuery, MAX_FUNCTIONS_PER_APP,
+};
 use crate::{AppName, StoreError};
 
 pub(super) const MIGRATION: &str = "
@@ -86,6 +88,25 @@ impl FunctionStore for Postgres {
         let s = schema(app);
         let mut client = self.app_client(app).await?;
         let tx = client.transaction().await?;
+        // A new function counts against the app's: one deploy of a new name at a time (deploys
+        // are rare), so that concurrent ones can not each see room for one more.
+        let exists = format!("SELECT 1 FROM {s}._functions WHERE name = $1");
+        if row(&tx, &exists, &[&name]).await?.is_none() {
+            execute(
+                &tx,
+                &format!("LOCK TABLE {s}._functions IN SHARE ROW EXCLUSIVE MODE"),
+                &[],
+            )
+            .await?;
+            let count = format!("SELECT count(*) FROM {s}._functions");
+            let held: i64 = match row(&tx, &count, &[]).await? {
+                Some(r) => r.try_get(0)?,
+                None => 0,
+            };
+            if held >= MAX_FUNCTIONS_PER_APP as i64 {
+                return Err(StoreError::OverQuota);
+            }
+        }
         // Creating or updating the function's row first locks it: a concurrent deploy of the
         // same function waits here, then reads the versions this one committed.
         let upsert = format!(

@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
 use super::SqliteTenants;
-use crate::functions::{FunctionLogRow, FunctionRow, FunctionStore, FunctionVersionRow, LogQuery};
+use crate::functions::{
+    FunctionLogRow, FunctionRow, FunctionStore, FunctionVersionRow, LogQuery, MAX_FUNCTIONS_PER_APP,
+};
 use crate::{AppName, StoreError};
 
 pub(super) const MIGRATION: &str = "
@@ -69,6 +71,16 @@ impl FunctionStore for SqliteTenants {
     ) -> Result<i64, StoreError> {
         let name = name.to_owned();
         self.write_app(app, move |c| {
+            // A new function counts against the app's (writes are one at a time here).
+            let exists: bool = c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM _functions WHERE name = ?1)",
+                [&name],
+                |r| r.get(0),
+            )?;
+            let held: i64 = c.query_row("SELECT count(*) FROM _functions", [], |r| r.get(0))?;
+            if !exists && held >= MAX_FUNCTIONS_PER_APP as i64 {
+                return Err(StoreError::OverQuota);
+            }
             let next: i64 = c.query_row(
                 "SELECT coalesce(max(version), 0) + 1 FROM _function_versions WHERE name = ?1",
                 [&name],

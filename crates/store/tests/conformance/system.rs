@@ -86,6 +86,7 @@ on_both!(
     providers_and_signing_keys,
     schedules,
     functions_and_versions,
+    an_app_holds_so_many_functions_even_deployed_at_once,
     logs,
     environment,
     site_files,
@@ -521,6 +522,46 @@ fn version_row(source: &str, at: i64) -> FunctionVersionRow {
         bundle: format!(r#"{{"code":"{source}"}}"#),
         created_at_ms: at,
     }
+}
+
+/// A deploy of one function more than an app may hold is refused, however many come at
+/// once; a function it holds deploys again.
+async fn an_app_holds_so_many_functions_even_deployed_at_once(stores: Stores) {
+    let app = new_app(&stores, "many", 1).await;
+    let functions = Arc::clone(&stores.functions);
+    for n in 0..cloudlet_store::MAX_FUNCTIONS_PER_APP - 4 {
+        functions
+            .deploy_function(&app, &format!("f{n}"), "{}".into(), version_row("x", 1))
+            .await
+            .unwrap();
+    }
+    let mut deploys = JoinSet::new();
+    for n in 0..12 {
+        let (functions, app) = (Arc::clone(&functions), app.clone());
+        deploys.spawn(async move {
+            functions
+                .deploy_function(&app, &format!("new{n}"), "{}".into(), version_row("x", 2))
+                .await
+        });
+    }
+    let (mut taken, mut refused) = (0, 0);
+    while let Some(outcome) = deploys.join_next().await {
+        match outcome.unwrap() {
+            Ok(_) => taken += 1,
+            Err(StoreError::OverQuota) => refused += 1,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!((taken, refused), (4, 8));
+    assert_eq!(
+        functions.functions(&app).await.unwrap().len(),
+        cloudlet_store::MAX_FUNCTIONS_PER_APP
+    );
+    let again = functions
+        .deploy_function(&app, "f0", "{}".into(), version_row("y", 3))
+        .await
+        .unwrap();
+    assert_eq!(again, 2, "a function the app holds deploys again");
 }
 
 async fn functions_and_versions(stores: Stores) {
