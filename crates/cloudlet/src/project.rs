@@ -421,13 +421,16 @@ fn url_segment(kind: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The platforms' own addresses.
-const PLATFORMS: [&str; 4] = [
-    cloudlet_platforms::wechat::API_BASE,
-    cloudlet_platforms::qq::API_BASE,
-    cloudlet_platforms::douyin::API_BASE,
-    cloudlet_platforms::alipay::GATEWAY,
-];
+/// The own address of the platform of login `provider` (`wechat`, `wechat-shop`, …).
+fn platform_of(provider: &str) -> Option<&'static str> {
+    match provider.split('-').next() {
+        Some("wechat") => Some(cloudlet_platforms::wechat::API_BASE),
+        Some("qq") => Some(cloudlet_platforms::qq::API_BASE),
+        Some("douyin") => Some(cloudlet_platforms::douyin::API_BASE),
+        Some("alipay") => Some(cloudlet_platforms::alipay::GATEWAY),
+        _ => None,
+    }
+}
 
 /// Whether an address is on this machine (the emulator, a server run here).
 fn on_this_machine(url: &str) -> bool {
@@ -599,10 +602,10 @@ pub async fn deploy_to(
             let trimmed = |url: &str| url.trim_end_matches('/').to_owned();
             let elsewhere = settings["base_url"].as_str().filter(|url| {
                 current["base_url"].as_str().map(trimmed) != Some(trimmed(url))
-                    && !PLATFORMS.contains(&trimmed(url).as_str())
+                    && platform_of(name) != Some(trimmed(url).as_str())
                     // The emulator beside a server on this machine; a server elsewhere would
                     // call its own machine's services.
-                    && !(development || on_this_machine(api.base()) && on_this_machine(url))
+                    && !(on_this_machine(api.base()) && on_this_machine(url))
             });
             steps.push(Step {
                 what: match elsewhere {

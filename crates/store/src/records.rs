@@ -394,10 +394,29 @@ pub struct Select {
 /// that leaves a record smaller is always taken.
 pub const MAX_RECORD_STORED_BYTES: usize = 512 * 1024;
 
-/// Whether an update from `old` to `new` grows its record past [`MAX_RECORD_STORED_BYTES`].
+/// Whether an update from `old` to `new` grows its record past [`MAX_RECORD_STORED_BYTES`],
+/// json values measured as Cloudlet writes them (PostgreSQL answers `1e308` as 309 digits).
 pub(crate) fn grows_too_large(old: &Record, new: &Record) -> bool {
-    let new = record_bytes(new);
-    new > MAX_RECORD_STORED_BYTES && new > record_bytes(old)
+    if record_bytes(new) <= MAX_RECORD_STORED_BYTES {
+        return false;
+    }
+    let new = compact_bytes(new);
+    new > MAX_RECORD_STORED_BYTES && new > compact_bytes(old)
+}
+
+/// [`record_bytes`], with each text that is a JSON array or object measured compactly.
+fn compact_bytes(record: &Record) -> usize {
+    record
+        .iter()
+        .map(|(_, value)| match value {
+            SqlValue::Text(text) if text.starts_with(['[', '{']) => {
+                serde_json::from_str::<serde_json::Value>(text)
+                    .map_or(text.len(), |json| json.to_string().len())
+            }
+            SqlValue::Text(text) => text.len(),
+            _ => 8,
+        })
+        .sum()
 }
 
 /// About how many bytes a record's values hold: its text, 8 for anything else.

@@ -98,8 +98,9 @@ impl FunctionStore for Postgres {
                 &[],
             )
             .await?;
-            let count = format!("SELECT count(*) FROM {s}._functions");
-            let held: i64 = match row(&tx, &count, &[]).await? {
+            // Another deploy of the same name may have made it meanwhile: that is a redeploy.
+            let count = format!("SELECT count(*) FROM {s}._functions WHERE name <> $1");
+            let held: i64 = match row(&tx, &count, &[&name]).await? {
                 Some(r) => r.try_get(0)?,
                 None => 0,
             };
