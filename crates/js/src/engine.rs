@@ -994,7 +994,12 @@ fn caught_outcome(caught: CaughtError<'_>, state: &State) -> Outcome {
         ),
         CaughtError::Error(e) => (e.to_string(), String::new()),
     };
+    // QuickJS throws null when it can not even make the error object of running out of memory;
+    // a function that throws null itself is taken for the same (there is no telling them apart
+    // once the stack has unwound and freed what filled the heap).
+    let thrown_null = matches!(&caught, CaughtError::Value(v) if v.is_null());
     if message == "out of memory"
+        || thrown_null
         || matches!(caught, CaughtError::Error(rquickjs::Error::Allocation))
     {
         return Outcome::MemoryLimit;
