@@ -1376,6 +1376,45 @@ mod tests {
         }
     }
 
+    type OnSqlite = (
+        tempfile::TempDir,
+        Arc<cloudlet_store::sqlite::SqliteSystemStore>,
+        Arc<cloudlet_store::sqlite::SqliteTenants>,
+        Arc<crate::clock::ManualClock>,
+        Queues,
+    );
+
+    /// Queues on SQLite in a temporary directory, their clock at 1,000 ms.
+    fn on_sqlite() -> OnSqlite {
+        use cloudlet_store::Durability;
+        use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
+
+        let dir = tempfile::tempdir().unwrap();
+        let apps = dir.path().join("apps");
+        std::fs::create_dir(&apps).unwrap();
+        let system = Arc::new(
+            SqliteSystemStore::open(&dir.path().join("system.db"), Durability::Full).unwrap(),
+        );
+        let options = TenantPoolOptions {
+            max_open: 2,
+            readers: 1,
+            durability: Durability::Full,
+        };
+        let tenants = Arc::new(SqliteTenants::open(apps, options).unwrap());
+        let clock = Arc::new(crate::clock::ManualClock::at(Timestamp::from_unix_ms(
+            1_000,
+        )));
+        let queues = Queues::new(
+            tenants.clone(),
+            system.clone(),
+            clock.clone(),
+            Arc::new(SeededRandom::new(3)),
+            30,
+            PaymentBackoff::default(),
+        );
+        (dir, system, tenants, clock, queues)
+    }
+
     /// App `name`, made in `system` and provisioned in `tenants`.
     async fn with_app(
         system: &dyn cloudlet_store::SystemStore,
@@ -1492,30 +1531,7 @@ mod tests {
     /// it, where a hint before its write fails its write.
     #[tokio::test]
     async fn a_handed_over_send_hints_after_its_run_starts_and_a_failed_hint_fails_nothing() {
-        use cloudlet_store::Durability;
-        use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
-
-        let dir = tempfile::tempdir().unwrap();
-        let apps = dir.path().join("apps");
-        std::fs::create_dir(&apps).unwrap();
-        let system = Arc::new(
-            SqliteSystemStore::open(&dir.path().join("system.db"), Durability::Full).unwrap(),
-        );
-        let options = TenantPoolOptions {
-            max_open: 2,
-            readers: 1,
-            durability: Durability::Full,
-        };
-        let tenants = Arc::new(SqliteTenants::open(apps, options).unwrap());
-        let clock = crate::clock::ManualClock::at(Timestamp::from_unix_ms(1_000));
-        let queues = Queues::new(
-            tenants.clone(),
-            system.clone(),
-            Arc::new(clock),
-            Arc::new(SeededRandom::new(3)),
-            30,
-            PaymentBackoff::default(),
-        );
+        let (_dir, system, tenants, _clock, queues) = on_sqlite();
         let keeper = Arc::new(Keeper::default());
         queues.set_taker(keeper.clone());
         let app = with_app(&*system, &*tenants, "shop").await;
@@ -1572,32 +1588,9 @@ mod tests {
     /// its queue's retention goes, and its key with it.
     #[tokio::test]
     async fn a_sweep_takes_what_cloudlets_own_queues_keep_no_longer() {
-        use cloudlet_store::sqlite::{SqliteSystemStore, SqliteTenants, TenantPoolOptions};
-        use cloudlet_store::{Durability, NewMessage};
+        use cloudlet_store::NewMessage;
 
-        let dir = tempfile::tempdir().unwrap();
-        let apps = dir.path().join("apps");
-        std::fs::create_dir(&apps).unwrap();
-        let system = Arc::new(
-            SqliteSystemStore::open(&dir.path().join("system.db"), Durability::Full).unwrap(),
-        );
-        let options = TenantPoolOptions {
-            max_open: 2,
-            readers: 1,
-            durability: Durability::Full,
-        };
-        let tenants = Arc::new(SqliteTenants::open(apps, options).unwrap());
-        let clock = Arc::new(crate::clock::ManualClock::at(Timestamp::from_unix_ms(
-            1_000,
-        )));
-        let queues = Queues::new(
-            tenants.clone(),
-            system.clone(),
-            clock.clone(),
-            Arc::new(SeededRandom::new(3)),
-            30,
-            PaymentBackoff::default(),
-        );
+        let (_dir, system, tenants, clock, queues) = on_sqlite();
         let app = with_app(&*system, &*tenants, "shop").await;
         for (queue, id) in [(PAYMENT_QUEUE, "msg_p"), (MESSAGE_QUEUE, "msg_m")] {
             let check = NewMessage {

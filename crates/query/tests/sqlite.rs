@@ -226,6 +226,33 @@ fn json_values_compare_only_with_values_of_their_own_type() {
     }
 }
 
+/// A predicate's truth for an empty record and the body of `bindings`, in SQLite and in memory.
+fn in_sql_and_in_memory(
+    conn: &Connection,
+    predicate: &cloudlet_query::Predicate,
+    bindings: &cloudlet_query::Bindings,
+) -> (bool, bool) {
+    let compiled = predicate.sql(Dialect::Sqlite);
+    let params: Vec<rusqlite::types::Value> = compiled
+        .params
+        .iter()
+        .map(|param| match bindings.resolve(param) {
+            Value::Text(t) => rusqlite::types::Value::Text(t),
+            Value::Int(i) => rusqlite::types::Value::Integer(i),
+            _ => rusqlite::types::Value::Null,
+        })
+        .collect();
+    let in_sql: bool = conn
+        .query_row(
+            &format!("SELECT coalesce(({}), 0) <> 0", compiled.sql),
+            rusqlite::params_from_iter(params.iter()),
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", compiled.sql));
+    let in_memory = predicate.matches(&cloudlet_query::Record::default(), bindings);
+    (in_sql, in_memory)
+}
+
 #[test]
 fn a_json_fields_request_value_compares_only_with_null_in_sql_and_in_memory() {
     use cloudlet_query::{Bindings, Predicate};
@@ -247,30 +274,11 @@ fn a_json_fields_request_value_compares_only_with_null_in_sql_and_in_memory() {
     ] {
         let predicate =
             Predicate::new(parse(rule, Limits::default()).unwrap(), schema.clone()).unwrap();
-        let compiled = predicate.sql(Dialect::Sqlite);
-        let params: Vec<rusqlite::types::Value> = compiled
-            .params
-            .iter()
-            .map(|param| match body.resolve(param) {
-                Value::Text(t) => rusqlite::types::Value::Text(t),
-                Value::Int(i) => rusqlite::types::Value::Integer(i),
-                _ => rusqlite::types::Value::Null,
-            })
-            .collect();
-        let in_sql: bool = conn
-            .query_row(
-                &format!("SELECT coalesce(({}), 0) <> 0", compiled.sql),
-                rusqlite::params_from_iter(params.iter()),
-                |r| r.get(0),
-            )
-            .unwrap_or_else(|e| panic!("{rule}: {}: {e}", compiled.sql));
-        let record = cloudlet_query::Record::default();
-        let in_memory = predicate.matches(&record, &body);
         assert_eq!(
-            (in_sql, in_memory),
+            in_sql_and_in_memory(&conn, &predicate, &body),
             (expected, expected),
             "{rule}: {}",
-            compiled.sql
+            predicate.sql(Dialect::Sqlite).sql
         );
     }
 }
@@ -309,29 +317,12 @@ fn a_request_field_set_to_null_is_neither_left_out_nor_a_value() {
         let predicate =
             Predicate::new(parse(rule, Limits::default()).unwrap(), schema.clone()).unwrap();
         assert!(predicate.uses_request_data(), "{rule}");
-        let compiled = predicate.sql(Dialect::Sqlite);
         for ((body_name, body), expected) in bodies.iter().zip(expected) {
-            let params: Vec<rusqlite::types::Value> = compiled
-                .params
-                .iter()
-                .map(|param| match body.resolve(param) {
-                    Value::Int(i) => rusqlite::types::Value::Integer(i),
-                    _ => rusqlite::types::Value::Null,
-                })
-                .collect();
-            let in_sql: bool = conn
-                .query_row(
-                    &format!("SELECT coalesce(({}), 0) <> 0", compiled.sql),
-                    rusqlite::params_from_iter(params.iter()),
-                    |r| r.get(0),
-                )
-                .unwrap_or_else(|e| panic!("{rule}: {}: {e}", compiled.sql));
-            let in_memory = predicate.matches(&cloudlet_query::Record::default(), body);
             assert_eq!(
-                (in_sql, in_memory),
+                in_sql_and_in_memory(&conn, &predicate, body),
                 (expected, expected),
                 "{rule} with the field {body_name}: {}",
-                compiled.sql
+                predicate.sql(Dialect::Sqlite).sql
             );
         }
     }
