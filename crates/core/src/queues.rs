@@ -815,10 +815,17 @@ impl Queues {
         }
         let window_ms = (settings.dedup_window_secs * 1000) as i64;
         let sent = if is_builtin_queue(queue) {
-            self.put(app, queue, new, now, window_ms).await?
+            self.put(app, queue, new, now, window_ms).await
         } else {
             self.put_to_consumer(app, queue, &settings, new, now, window_ms)
-                .await?
+                .await
+        };
+        let sent = match sent {
+            // Deleted since its settings were read: the store took nothing.
+            Err(QueueError::Store(StoreError::NotFound)) => {
+                return Err(QueueError::NotFound(queue.to_owned()));
+            }
+            sent => sent?,
         };
         Ok(sent
             .into_iter()

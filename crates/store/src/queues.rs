@@ -165,6 +165,14 @@ pub(crate) async fn claim_after_send<S: QueueStore + ?Sized>(
         })
 }
 
+/// Whether messages go into `queue` only while it is declared: every queue but Cloudlet's own,
+/// whose names begin with `_` (an app's begin with a letter). A send checks the declaration in
+/// its own transaction, so that it can not fill a queue that a concurrent delete has just
+/// removed: its messages would be orphans, never swept, back if the name were declared again.
+pub fn must_be_declared(queue: &str) -> bool {
+    !queue.starts_with('_')
+}
+
 #[async_trait]
 pub trait QueueStore: Send + Sync {
     async fn queues(&self, app: &AppName) -> Result<Vec<QueueRow>, StoreError>;
@@ -174,7 +182,8 @@ pub trait QueueStore: Send + Sync {
     async fn delete_queue(&self, app: &AppName, name: &str) -> Result<bool, StoreError>;
     /// Enqueues `messages` in one transaction. A message whose key was used within the last
     /// `key_ttl_ms` is not enqueued again ([`Sent::Duplicate`]); otherwise its key lives
-    /// `key_ttl_ms` from `now_ms`.
+    /// `key_ttl_ms` from `now_ms`. A queue that [`must_be_declared`] and is not (deleted since
+    /// its sender looked, say) takes nothing: [`StoreError::NotFound`].
     async fn send(
         &self,
         app: &AppName,

@@ -25,7 +25,7 @@ use tokio_postgres::types::ToSql;
 use super::{Postgres, execute, relaxed_rows, row, rows, schema};
 use crate::queues::{
     ClaimAtSend, Claimed, EXPIRED, Failed, MessageRow, MessageState, NewMessage, QueueRow,
-    QueueStats, QueueStore, Sent, claim_after_send,
+    QueueStats, QueueStore, Sent, claim_after_send, must_be_declared,
 };
 use crate::{AppName, OnDisk, StoreError};
 
@@ -113,8 +113,13 @@ async fn insert_messages(
     if columns.ids.is_empty() {
         return Ok(());
     }
-    execute(client, &insert_sql(s), &columns.params(&queue, &now_ms)).await?;
-    Ok(())
+    let inserted = execute(
+        client,
+        &insert_sql(s, queue),
+        &columns.params(&queue, &now_ms),
+    )
+    .await?;
+    all_inserted(inserted, &columns)
 }
 
 /// The inserts of messages, as the columns of [`insert_sql`].
@@ -166,15 +171,33 @@ impl<'a> Columns<'a> {
 }
 
 /// The insert of messages into queue `$1` at `$2`, their columns `$3` to `$7` ([`Columns`]).
-fn insert_sql(s: &str) -> String {
+/// Into a queue that [`must_be_declared`], only while it is: the insert holds the declaration
+/// (a key share lock) until it commits, so that a delete of the queue waits for it and then
+/// takes its messages too, or goes first and leaves it nothing to insert ([`all_inserted`]).
+fn insert_sql(s: &str, queue: &str) -> String {
+    let declared = if must_be_declared(queue) {
+        format!("WHERE EXISTS (SELECT FROM {s}._queues WHERE name = $1 FOR KEY SHARE)")
+    } else {
+        String::new()
+    };
     format!(
         "INSERT INTO {s}._queue_messages (id, queue, payload, state, visible_at, attempt,
              max_attempts, created_at, updated_at, depth)
          SELECT m.id, $1, m.payload, 0, m.visible_at, 0, m.max_attempts, $2, $2, m.depth
          FROM unnest($3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[])
              WITH ORDINALITY AS m (id, payload, visible_at, max_attempts, depth, n)
+         {declared}
          ORDER BY m.n"
     )
+}
+
+/// Whether [`insert_sql`] inserted every message of `columns`: if not, the queue was not
+/// declared.
+fn all_inserted(inserted: u64, columns: &Columns) -> Result<(), StoreError> {
+    if inserted < columns.ids.len() as u64 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
 }
 
 /// The claim of up to `$3` due messages of queue `$1` at `$2`, hidden until `$4`, with the
@@ -412,7 +435,7 @@ impl QueueStore for Postgres {
         let hint = client
             .prepare_cached(&super::system::lower_hint_sql())
             .await?;
-        let insert = client.prepare_cached(&insert_sql(&s)).await?;
+        let insert = client.prepare_cached(&insert_sql(&s, queue)).await?;
         let take = client.prepare_cached(&claim_sql(&s)).await?;
         let columns = Columns::of(&messages, &vec![None; messages.len()]);
         let limit = claim.leases.len() as i64;
@@ -443,9 +466,12 @@ impl QueueStore for Postgres {
         );
         let unhinted = hint_begun.and(hinted).and(hint_committed).err();
         begun?;
-        inserted?;
+        let inserted = inserted?;
         let taken = taken?;
         committed?;
+        // A queue deleted since its sender looked: nothing was sent, and nothing of it is left
+        // to claim.
+        all_inserted(inserted, &columns)?;
         if let Some(e) = unhinted {
             // The send committed without its hint: it is written after, as an ordinary commit
             // (no later one of the send takes it to disk), rather than the send undone or its

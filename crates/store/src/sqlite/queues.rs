@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::SqliteTenants;
 use crate::queues::{
     ClaimAtSend, Claimed, EXPIRED, Failed, MessageRow, MessageState, NewMessage, QueueRow,
-    QueueStats, QueueStore, Sent,
+    QueueStats, QueueStore, Sent, must_be_declared,
 };
 use crate::{AppName, OnDisk, StoreError};
 
@@ -525,6 +525,14 @@ fn insert_messages(
     now_ms: i64,
     key_ttl_ms: i64,
 ) -> Result<Vec<Sent>, StoreError> {
+    // In the send's transaction: a delete of the queue is before it or after it, whole.
+    if must_be_declared(queue)
+        && !c
+            .prepare_cached("SELECT 1 FROM _queues WHERE name = ?1")?
+            .exists([queue])?
+    {
+        return Err(StoreError::NotFound);
+    }
     let mut sent = Vec::with_capacity(messages.len());
     for message in messages {
         if let Some(key) = &message.key {

@@ -111,6 +111,11 @@ macro_rules! conformance {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn a_send_waits_for_a_delete_of_its_queue_and_takes_nothing() {
+                super::a_send_waits_for_a_delete_of_its_queue_and_takes_nothing().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn concurrent_puts_of_one_queue_create_it_once() {
                 super::concurrent_puts_of_one_queue_create_it_once().await;
             }
@@ -135,6 +140,7 @@ conformance!(
     a_failure_without_retry_dies_at_once,
     idempotency_keys_hold_for_their_window,
     a_failed_send_enqueues_nothing,
+    a_send_to_a_queue_not_declared_takes_nothing,
     stats_count_each_state,
     messages_page_by_id_per_state,
     replay_moves_dead_letters_back,
@@ -857,6 +863,49 @@ async fn a_failed_send_enqueues_nothing(st: Stores) {
     );
 }
 
+async fn a_send_to_a_queue_not_declared_takes_nothing(st: Stores) {
+    let (q, a) = (st.q(), &st.app);
+    st.put("q").await;
+    st.send("q", vec![keyed("before", "k")], 0).await;
+    assert!(q.delete_queue(a, "q").await.unwrap());
+    let claim = || ClaimAtSend {
+        leases: leases(&["l"]),
+        until_ms: 100,
+    };
+    for queue in ["q", "never"] {
+        let plain = q.send(a, queue, vec![msg("plain", 0)], 0, 1_000).await;
+        assert!(matches!(plain, Err(StoreError::NotFound)), "{plain:?}");
+        let keyed = q.send(a, queue, vec![keyed("keyed", "k")], 0, 1_000).await;
+        assert!(matches!(keyed, Err(StoreError::NotFound)), "{keyed:?}");
+        let committed = q
+            .send_committed(a, queue, vec![msg("committed", 0)], 0, 1_000)
+            .await;
+        assert!(
+            matches!(committed, Err(StoreError::NotFound)),
+            "{committed:?}"
+        );
+        let claimed = q
+            .send_and_claim(a, queue, vec![msg("claimed", 0)], 0, 1_000, claim())
+            .await;
+        assert!(matches!(claimed, Err(StoreError::NotFound)), "{claimed:?}");
+    }
+    // Declared again, the queue is empty and its key new.
+    st.put("q").await;
+    for state in [MessageState::Waiting, MessageState::Claimed] {
+        assert_eq!(st.messages("q", state).await, []);
+        assert_eq!(st.messages("never", state).await, []);
+    }
+    assert_eq!(
+        st.send("q", vec![keyed("after", "k")], 0).await,
+        queued(&["after"])
+    );
+    // Cloudlet's own queues are never declared.
+    assert_eq!(
+        st.send("_triggers", vec![msg("own", 0)], 0).await,
+        queued(&["own"])
+    );
+}
+
 async fn stats_count_each_state(st: Stores) {
     let (q, a) = (st.q(), &st.app);
     for name in ["c", "a", "b"] {
@@ -877,7 +926,6 @@ async fn stats_count_each_state(st: Stores) {
     st.kill("a", "dead", 0).await;
     assert_eq!(ids_of(&st.claim("a", &["l"], 1, 300).await), ["flight"]);
     st.send("b", vec![msg("b1", 50)], 0).await;
-    st.send("ghost", vec![msg("g1", 0)], 0).await;
 
     assert_eq!(
         q.queue_stats(a, 100).await.unwrap(),
@@ -913,6 +961,7 @@ async fn stats_count_each_state(st: Stores) {
 async fn messages_page_by_id_per_state(st: Stores) {
     let (q, a) = (st.q(), &st.app);
     st.put("q").await;
+    st.put("other").await;
     let ids = ["m01", "m02", "m03", "m04", "m05", "m06", "m07"];
     st.send("q", ids.iter().map(|id| msg(id, 0)).collect(), 3)
         .await;
@@ -1034,6 +1083,7 @@ async fn replay_moves_dead_letters_back(st: Stores) {
 async fn purge_deletes_by_state(st: Stores) {
     let (q, a) = (st.q(), &st.app);
     st.put("q").await;
+    st.put("other").await;
     st.send(
         "q",
         vec![
@@ -1076,6 +1126,8 @@ async fn next_due_is_the_earliest_pending(st: Stores) {
     let (q, a) = (st.q(), &st.app);
     let both = || vec!["q1".to_owned(), "q2".to_owned()];
     assert_eq!(q.next_due(a, both()).await.unwrap(), None);
+    st.put("q1").await;
+    st.put("q2").await;
     st.send("q1", vec![msg("a", 300), msg("b", 200)], 0).await;
     st.send("q2", vec![with_attempts(msg("c", 100), 1)], 0)
         .await;
@@ -1108,6 +1160,7 @@ async fn next_due_is_the_earliest_pending(st: Stores) {
 async fn sweep_deletes_old_messages_and_keys(st: Stores) {
     let (q, a) = (st.q(), &st.app);
     st.put("q").await;
+    st.put("other").await;
     // Sent at 100: one to die at 150, one to stay claimed, one waiting (delayed), a keyed one.
     st.send(
         "q",
@@ -1293,7 +1346,8 @@ async fn an_app_never_provisioned_is_no_tenant(st: Stores) {
     assert!(matches!(err, StoreError::NoSuchTenant), "{err:?}");
 }
 
-/// `count` stores on one fresh PostgreSQL database, as `count` nodes, with one app provisioned.
+/// `count` stores on one fresh PostgreSQL database, as `count` nodes, with one app provisioned
+/// and its queues `q` and `keys` declared.
 async fn nodes(count: usize, pool_size: usize) -> (Vec<Arc<Postgres>>, AppName) {
     nodes_at(&TestServer::shared().database(), count, pool_size).await
 }
@@ -1304,6 +1358,10 @@ async fn nodes_at(url: &str, count: usize, pool_size: usize) -> (Vec<Arc<Postgre
         nodes.push(open_postgres(url, pool_size).await);
     }
     let app = add_app(&*nodes[0], &*nodes[0], "busy").await;
+    for name in ["q", "keys"] {
+        let declared = queue(name, "{}", 1);
+        nodes[0].put_queue(&app, declared).await.unwrap();
+    }
     (nodes, app)
 }
 
@@ -1500,6 +1558,43 @@ async fn concurrent_sends_of_crossed_keys_do_not_deadlock() {
 
 /// A claim or a sweep that waited for a row another transaction holds would stall every
 /// consumer behind one slow one: they pass over it, and take it once it is free.
+/// A send that reads the queue declared while a delete of it is under way waits for the delete
+/// and then takes nothing, rather than leave messages behind it.
+async fn a_send_waits_for_a_delete_of_its_queue_and_takes_nothing() {
+    let url = TestServer::shared().database();
+    let (nodes, app) = nodes_at(&url, 1, 4).await;
+    let node = Arc::clone(&nodes[0]);
+    let (other, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    for (i, keys) in [false, true].into_iter().enumerate() {
+        let name = format!("doomed{i}");
+        node.put_queue(&app, queue(&name, "{}", 1)).await.unwrap();
+        other.batch_execute("BEGIN").await.unwrap();
+        let deleted = other
+            .execute("DELETE FROM \"app_busy\"._queues WHERE name = $1", &[&name])
+            .await
+            .unwrap();
+        assert_eq!(deleted, 1);
+        let message = if keys { keyed("m", "k") } else { msg("m", 0) };
+        let send = {
+            let (node, app, name) = (Arc::clone(&node), app.clone(), name.clone());
+            tokio::spawn(async move { node.send(&app, &name, vec![message], 0, 1_000).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!send.is_finished(), "the send waits for the delete");
+        other.batch_execute("COMMIT").await.unwrap();
+        let sent = send.await.unwrap();
+        assert!(matches!(sent, Err(StoreError::NotFound)), "{sent:?}");
+        let left = node
+            .messages(&app, &name, MessageState::Waiting, None, 10, usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(left, []);
+    }
+}
+
 async fn claims_and_sweeps_pass_over_rows_another_transaction_holds() {
     let url = TestServer::shared().database();
     let (nodes, app) = nodes_at(&url, 1, 4).await;
@@ -1622,7 +1717,8 @@ async fn concurrent_puts_of_one_queue_create_it_once() {
         let created = tasks.join_all().await.into_iter().filter(|c| *c).count();
         assert_eq!(created, 1, "round {round}: created once");
     }
-    assert_eq!(nodes[0].queues(&app).await.unwrap().len(), ROUNDS);
+    // With `q` and `keys`, which `nodes` declares.
+    assert_eq!(nodes[0].queues(&app).await.unwrap().len(), ROUNDS + 2);
 }
 
 /// `cloudlet migrate` copies an app's queues as they are: PostgreSQL's `rowid` takes SQLite's,
