@@ -987,20 +987,29 @@ impl Files {
     }
 
     /// Drops a failed upload: its blob at once if it got that far (the row's trash entry covers
-    /// a crash before this).
+    /// a crash before this). An upload whose completion committed though its answer was lost
+    /// is no longer pending: its row and blob stay.
     async fn abandon(&self, app: &AppName, key: &BlobKey) {
         let id = key.file().as_str().to_owned();
-        if let Err(e) = self.0.store.abandon_upload(app, &id).await {
-            tracing::warn!(app = %app, key = %key, error = %e, "could not drop a failed upload");
-            return;
-        }
+        let trashed = match self.0.store.abandon_upload(app, &id).await {
+            Ok(true) => true,
+            Ok(false) => return,
+            // The app was deleted meanwhile with all its rows, and its blobs before this one
+            // was written: nothing else will ever delete it.
+            Err(StoreError::NoSuchTenant) => false,
+            Err(e) => {
+                tracing::warn!(app = %app, key = %key, error = %e, "could not drop a failed upload");
+                return;
+            }
+        };
         // Its row is gone, its id in the trash: the blob can go, and then the trash entry.
         match self.0.blobs.delete(key).await {
-            Ok(()) => {
+            Ok(()) if trashed => {
                 if let Err(e) = self.0.store.forget_trashed(app, vec![id]).await {
                     tracing::warn!(app = %app, key = %key, error = %e, "could not empty the trash");
                 }
             }
+            Ok(()) => {}
             Err(e) => {
                 tracing::warn!(app = %app, key = %key, error = %e, "could not delete a failed upload's blob");
             }

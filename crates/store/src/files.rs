@@ -152,8 +152,11 @@ pub trait FileStore: Send + Sync {
         check: Condition,
         emit: Option<Emit>,
     ) -> Result<FileRow, StoreError>;
-    /// Forgets an upload that failed; its blob id goes to the trash.
-    async fn abandon_upload(&self, app: &AppName, id: &str) -> Result<(), StoreError>;
+    /// Forgets an upload that failed; its blob id goes to the trash. False when there was no
+    /// pending upload of that id to forget: it completed after all (a commit whose answer was
+    /// lost), or its row went another way (whose trash entry covers its blob). Either way its
+    /// blob is not the caller's to delete.
+    async fn abandon_upload(&self, app: &AppName, id: &str) -> Result<bool, StoreError>;
 
     /// A ready file, if `condition` (a bucket's rule, compiled against the file's columns
     /// `id`, `bucket`, `owner`, `name`, `type`, `size`, `metadata`, `created_at`,

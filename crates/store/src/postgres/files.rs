@@ -301,14 +301,13 @@ impl FileStore for Postgres {
         Ok(file)
     }
 
-    async fn abandon_upload(&self, app: &AppName, id: &str) -> Result<(), StoreError> {
+    async fn abandon_upload(&self, app: &AppName, id: &str) -> Result<bool, StoreError> {
         let client = self.app_client(app).await?;
         let sql = format!(
             "DELETE FROM {}._files WHERE id = $1 AND NOT ready",
             schema(app)
         );
-        execute(&*client, &sql, &[&id]).await?;
-        Ok(())
+        Ok(execute(&*client, &sql, &[&id]).await? == 1)
     }
 
     async fn file(

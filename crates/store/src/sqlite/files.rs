@@ -267,12 +267,13 @@ impl FileStore for SqliteTenants {
         .await
     }
 
-    async fn abandon_upload(&self, app: &AppName, id: &str) -> Result<(), StoreError> {
+    async fn abandon_upload(&self, app: &AppName, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.write_app(app, move |c| {
-            c.prepare_cached("DELETE FROM _files WHERE id = ?1 AND ready = 0")?
+            let removed = c
+                .prepare_cached("DELETE FROM _files WHERE id = ?1 AND ready = 0")?
                 .execute([&id])?;
-            Ok(())
+            Ok(removed == 1)
         })
         .await
     }

@@ -347,8 +347,14 @@ async fn a_completion_past_a_quota_changes_nothing(st: Stores) {
     assert_eq!(usage(&st, None).await, (101, 3));
     assert_eq!(usage(&st, Some("u2")).await, (1, 1));
     // The refused upload is abandoned: its id goes to the trash.
-    f.abandon_upload(a, "f4").await.unwrap();
+    assert!(f.abandon_upload(a, "f4").await.unwrap());
     assert_eq!(trashed(&st).await, ["f4"]);
+    // A ready file is no pending upload: abandoning it (after a completion whose answer was
+    // lost) leaves it, and its blob, alone.
+    assert!(!f.abandon_upload(a, "f1").await.unwrap());
+    assert!(!f.abandon_upload(a, "f4").await.unwrap(), "once");
+    assert_eq!(trashed(&st).await, ["f4"]);
+    assert!(f.file(a, "f1", always()).await.unwrap().is_some());
     assert_eq!(
         usage(&st, None).await,
         (101, 3),
