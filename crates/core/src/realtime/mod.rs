@@ -923,12 +923,20 @@ impl Hub {
     }
 
     /// The connection's user, authenticated again with a fresh token: its subscriptions go on
-    /// with it. A token of another user is refused by the caller of this.
+    /// with it, but for the channels the app's rules refuse it now (a rule on its provider, on
+    /// the time, or a socket let in without a token). A token of another user is refused by the
+    /// caller of this.
     pub async fn reauthorize(
         &self,
         id: ConnectionId,
         caller: &Caller,
     ) -> Result<(), RealtimeError> {
+        let app = {
+            let registry = self.0.registry.lock().await;
+            let connection = registry.connections.get(&id).ok_or(RealtimeError::Closed)?;
+            connection.app.clone()
+        };
+        let settings = self.settings(&app).await?;
         let mut registry = self.0.registry.lock().await;
         let connection = registry.connections.get(&id).ok_or(RealtimeError::Closed)?;
         // A socket let in without a token that logs in counts as its user's from now on.
@@ -954,6 +962,8 @@ impl Hub {
                 watch.reauthorize(caller.clone());
             }
         }
+        let slow = registry.end_refused_channels(&app, id, &settings, self.now_ms());
+        registry.close(slow, Close::SlowConsumer);
         Ok(())
     }
 

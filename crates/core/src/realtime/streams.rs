@@ -177,43 +177,7 @@ impl Hub {
             registry.close(anonymous, Close::AuthRequired);
         }
         for id in ids {
-            let Some(connection) = registry.connections.get(&id) else {
-                continue;
-            };
-            let refused: Vec<(String, ChannelName)> = connection
-                .subscriptions
-                .iter()
-                .filter_map(|(name, subscription)| match subscription {
-                    Subscription::Channel(channel) => Some((name, channel)),
-                    Subscription::Records { .. } => None,
-                })
-                .filter(|(_, channel)| {
-                    let watches = registry
-                        .channels
-                        .get(&(app.clone(), (*channel).clone()))
-                        .and_then(|c| c.subscribers.get(&id).copied())
-                        .unwrap_or(false);
-                    let caller = &connection.caller;
-                    !settings.allows(caller, channel, Act::Join, now)
-                        || (watches && !settings.allows(caller, channel, Act::Presence, now))
-                })
-                .map(|(name, channel)| (name.clone(), channel.clone()))
-                .collect();
-            let member = connection.member.clone();
-            for (name, channel) in refused {
-                if let Some(connection) = registry.connections.get_mut(&id) {
-                    connection.subscriptions.remove(&name);
-                    let ended = Outbound::Ended(Box::new(super::Ended {
-                        sub: name,
-                        code: "forbidden",
-                        message: "the app's realtime rules no longer let this caller in".into(),
-                    }));
-                    if connection.out.try_send(ended).is_err() {
-                        slow.push(id);
-                    }
-                }
-                slow.extend(registry.leave(app, &channel, id, &member));
-            }
+            slow.extend(registry.end_refused_channels(app, id, settings, now));
         }
         registry.close(slow, Close::SlowConsumer);
     }
@@ -588,6 +552,59 @@ impl Hub {
             !idle
         });
         held.retain(|_, held| held.channels > 0 || held.presence > 0 || held.kept > 0);
+    }
+}
+
+impl Registry {
+    /// Ends the channel subscriptions of connection `id` of `app` that `settings` no longer
+    /// let its caller hold (to join, or to watch presence); the connections found too slow to
+    /// be told (some may be other members, told of the leave).
+    pub(super) fn end_refused_channels(
+        &mut self,
+        app: &AppName,
+        id: ConnectionId,
+        settings: &Settings,
+        now: i64,
+    ) -> Vec<ConnectionId> {
+        let mut slow = Vec::new();
+        let Some(connection) = self.connections.get(&id) else {
+            return Vec::new();
+        };
+        let refused: Vec<(String, ChannelName)> = connection
+            .subscriptions
+            .iter()
+            .filter_map(|(name, subscription)| match subscription {
+                Subscription::Channel(channel) => Some((name, channel)),
+                Subscription::Records { .. } => None,
+            })
+            .filter(|(_, channel)| {
+                let watches = self
+                    .channels
+                    .get(&(app.clone(), (*channel).clone()))
+                    .and_then(|c| c.subscribers.get(&id).copied())
+                    .unwrap_or(false);
+                let caller = &connection.caller;
+                !settings.allows(caller, channel, Act::Join, now)
+                    || (watches && !settings.allows(caller, channel, Act::Presence, now))
+            })
+            .map(|(name, channel)| (name.clone(), channel.clone()))
+            .collect();
+        let member = connection.member.clone();
+        for (name, channel) in refused {
+            if let Some(connection) = self.connections.get_mut(&id) {
+                connection.subscriptions.remove(&name);
+                let ended = Outbound::Ended(Box::new(super::Ended {
+                    sub: name,
+                    code: "forbidden",
+                    message: "the app's realtime rules no longer let this caller in".into(),
+                }));
+                if connection.out.try_send(ended).is_err() {
+                    slow.push(id);
+                }
+            }
+            slow.extend(self.leave(app, &channel, id, &member));
+        }
+        slow
     }
 }
 

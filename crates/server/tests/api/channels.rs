@@ -639,6 +639,48 @@ async fn anonymous_sockets_only_where_the_app_allows() {
 }
 
 #[tokio::test]
+async fn a_socket_that_logs_in_leaves_the_channels_its_rules_now_refuse() {
+    let s = scene().await;
+    configure(
+        &s,
+        json!({ "anonymous": true, "channels": {
+            "guests": { "rules": { "join": "@auth.id = null" } },
+            "lobby": { "rules": { "join": "" } }
+        } }),
+    )
+    .await;
+    let mut socket = s.open_bare().await;
+    send(
+        &mut socket,
+        json!({ "type": "subscribe", "id": "g", "channel": "guests:1" }),
+    )
+    .await;
+    assert_eq!(next(&mut socket).await["type"], "ready");
+    assert_eq!(next(&mut socket).await["type"], "subscribed");
+    assert_eq!(
+        joined(&mut socket, "l", "lobby").await["type"],
+        "subscribed"
+    );
+
+    send(&mut socket, json!({ "type": "auth", "token": s.alice })).await;
+    let mut got = [next(&mut socket).await, next(&mut socket).await];
+    got.sort_by_key(|m| m["type"].as_str().unwrap().to_owned());
+    assert_eq!(
+        (&got[0]["type"], &got[0]["sub"], &got[0]["code"]),
+        (&json!("ended"), &json!("g"), &json!("forbidden"))
+    );
+    assert_eq!(got[1]["type"], "ready");
+    // Its guests' channel says nothing more to it; the lobby goes on.
+    admin_publish(&s, "guests:1", json!("guests only")).await;
+    admin_publish(&s, "lobby", json!("everyone")).await;
+    let heard = next(&mut socket).await;
+    assert_eq!(
+        (&heard["type"], &heard["channel"], &heard["data"]),
+        (&json!("message"), &json!("lobby"), &json!("everyone"))
+    );
+}
+
+#[tokio::test]
 async fn a_socket_that_logs_in_counts_against_its_users_limit() {
     let s = crate::realtime::scene_with(|c| c.realtime.max_connections_per_user = 1).await;
     configure(&s, json!({ "anonymous": true })).await;
