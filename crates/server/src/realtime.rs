@@ -51,6 +51,14 @@ const SEND_WITHIN: Duration = Duration::from_secs(10);
 /// Publishes and direct messages a client may send per second; more are refused
 /// (`rate_limited`) and the socket stays open.
 pub const MAX_PUBLISHES_PER_SECOND: u32 = 20;
+/// Resumes of a collection's subscription (each may read up to 10,000 events of the log) a
+/// socket may ask for in [`RESUMES_WINDOW`]: enough to restore every subscription it may hold
+/// after a reconnect; more are refused (`rate_limited`) and the socket stays open.
+pub const MAX_RESUMES: u32 = cloudlet_core::realtime::MAX_SUBSCRIPTIONS as u32;
+const RESUMES_WINDOW: Duration = Duration::from_secs(60);
+/// How long what a client missed may take, all told, to go out: a client that reads it slowly
+/// holds the node's budget for catch-ups no longer (its socket is closed, 4008).
+const CATCH_UP_WITHIN: Duration = Duration::from_secs(60);
 
 pub fn router(limits: &BodyLimits) -> Routes {
     // A handshake has no body; one announced is refused like on every route.
@@ -327,6 +335,7 @@ async fn connect(
                 app,
                 socket,
                 publishes: (Instant::now(), 0),
+                resumes: (Instant::now(), 0),
                 cut: Default::default(),
                 key,
             }
@@ -522,6 +531,8 @@ struct Session {
     socket: WebSocket,
     /// The current second's publishes and direct messages.
     publishes: (Instant, u32),
+    /// The current [`RESUMES_WINDOW`]'s resumes of collections' subscriptions.
+    resumes: (Instant, u32),
     /// Told when the hub cuts this connection.
     cut: std::sync::Arc<tokio::sync::Notify>,
     /// The hash of the app's secret key the caller presented, if it is the app's key: checked
@@ -891,6 +902,16 @@ impl Session {
         self.publishes.1 <= MAX_PUBLISHES_PER_SECOND
     }
 
+    /// Counts a resume of a collection's subscription against [`MAX_RESUMES`]: false when
+    /// over it.
+    fn resume_allowed(&mut self) -> bool {
+        if self.resumes.0.elapsed() >= RESUMES_WINDOW {
+            self.resumes = (Instant::now(), 0);
+        }
+        self.resumes.1 += 1;
+        self.resumes.1 <= MAX_RESUMES
+    }
+
     /// Subscribes to a collection's changes: `subscribed`, then what the client missed since
     /// `after`, in order, or a `reset` if the log no longer holds it; false when the socket is
     /// gone.
@@ -903,6 +924,13 @@ impl Session {
         filter: Option<String>,
         after: Option<Resume>,
     ) -> bool {
+        if after.is_some() && !self.resume_allowed() {
+            let refusal = Refusal(
+                "rate_limited",
+                format!("at most {MAX_RESUMES} resumes of collections' subscriptions a minute"),
+            );
+            return self.refuse(refusal, Some(sub)).await;
+        }
         match self
             .hub
             .subscribe(id, caller, sub, collection, filter.as_deref(), after)
@@ -946,12 +974,23 @@ impl Session {
         if !self.send(subscribed).await {
             return false;
         }
-        for missed in joined.missed.chunks(BATCH) {
-            let frames = missed
-                .iter()
-                .cloned()
-                .filter_map(|f| text_of(Outbound::Frame(f)));
-            if !self.send_frames(frames).await {
+        let catching_up = async {
+            for missed in joined.missed.chunks(BATCH) {
+                let frames = missed
+                    .iter()
+                    .cloned()
+                    .filter_map(|f| text_of(Outbound::Frame(f)));
+                if !self.send_frames(frames).await {
+                    return false;
+                }
+            }
+            true
+        };
+        match tokio::time::timeout(CATCH_UP_WITHIN, catching_up).await {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(_) => {
+                self.end(Close::SlowConsumer).await;
                 return false;
             }
         }

@@ -774,6 +774,42 @@ async fn a_resume_the_log_cannot_serve_is_a_reset_and_a_bad_one_an_error() {
     quiet(&mut again).await;
 }
 
+/// Each resume may read thousands of events of the log: a socket may ask for enough of them to
+/// restore every subscription it may hold, and then waits, its socket open.
+#[tokio::test]
+async fn resumes_are_rate_limited_without_closing_the_socket() {
+    // docs/realtime.md's limit: as many as a socket's subscriptions, a minute.
+    const MAX_RESUMES: u32 = 64;
+    let s = scene().await;
+    let mut alice = s.open(&s.alice).await;
+    send(
+        &mut alice,
+        json!({ "type": "subscribe", "id": "first", "collection": "todos" }),
+    )
+    .await;
+    let first = next(&mut alice).await;
+    let from = json!({ "epoch": first["epoch"], "seq": 0, "pos": first["pos"] });
+    send(&mut alice, json!({ "type": "unsubscribe", "id": "first" })).await;
+    assert_eq!(next(&mut alice).await["type"], "unsubscribed");
+    for i in 0..MAX_RESUMES {
+        resume(&mut alice, &format!("r{i}"), None, from.clone()).await;
+    }
+    send(&mut alice, json!({ "type": "unsubscribe", "id": "r0" })).await;
+    assert_eq!(next(&mut alice).await["type"], "unsubscribed");
+    send(
+        &mut alice,
+        json!({ "type": "subscribe", "id": "r0", "collection": "todos", "after": from }),
+    )
+    .await;
+    let refused = next(&mut alice).await;
+    assert_eq!(
+        (&refused["type"], &refused["code"], &refused["id"]),
+        (&json!("error"), &json!("rate_limited"), &json!("r0"))
+    );
+    // A subscription from now reads nothing of the log: it is not one of them.
+    subscribe(&mut alice, "now", None).await;
+}
+
 #[tokio::test]
 async fn changes_missed_across_a_restart_are_resumed() {
     let dir = tempfile::tempdir().unwrap();
