@@ -327,6 +327,12 @@ impl Payments {
                     Ok(None) => return refused(None, PayError::OrderNotFound),
                     Err(e) => return refused(None, e.into()),
                 };
+                // As for refunds and closes: one provider's notice never moves another's order
+                // (the appid compared in `apply_paid` would refuse it too).
+                if order.provider != provider.name() {
+                    let order_id = Some(order.id.clone());
+                    return refused(order_id, PayError::Mismatch("provider".into()));
+                }
                 let after = self
                     .apply_paid(app, merchant, &order, payment, source)
                     .await;
