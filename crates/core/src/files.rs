@@ -106,6 +106,10 @@ pub enum FileError {
     QuotaExceeded(&'static str),
     #[error("the upload ended before the file did: {0}")]
     Incomplete(String),
+    /// Reading the upload's body failed (the client went, paused too long, sent too much): the
+    /// cause is kept for the API to tell which.
+    #[error("the upload ended before the file did: {0}")]
+    Interrupted(#[source] std::io::Error),
     #[error("the range is outside the file")]
     RangeNotSatisfiable { size: u64 },
     #[error("invalid signed URL: {0}")]
@@ -484,8 +488,9 @@ fn intake(body: ByteStream, bucket: Arc<Bucket>, tally: Arc<Mutex<Tally>>) -> By
                     }
                 }
                 Some(Err(e)) => {
-                    t.refusal = Some(FileError::Incomplete(e.to_string()));
-                    Err(e)
+                    let kind = e.kind();
+                    t.refusal = Some(FileError::Interrupted(e));
+                    Err(std::io::Error::new(kind, "the upload's body failed"))
                 }
                 None => {
                     let checked = if t.size == 0 {

@@ -68,6 +68,16 @@ impl From<FileError> for ApiError {
             FileError::InvalidMetadata(_) | FileError::InvalidRequest(_) => Code::InvalidUpload,
             FileError::QuotaExceeded(_) => Code::QuotaExceeded,
             FileError::Incomplete(_) => Code::IncompleteUpload,
+            // Paused too long is 408, as on every route; a client gone, 400.
+            FileError::Interrupted(cause) => {
+                let inner = cause
+                    .get_ref()
+                    .map(|inner| inner as &(dyn std::error::Error + 'static));
+                match body_failure(cause).or_else(|| inner.and_then(body_failure)) {
+                    Some(failure) => return failure,
+                    None => Code::IncompleteUpload,
+                }
+            }
             FileError::RangeNotSatisfiable { .. } => Code::RangeNotSatisfiable,
             FileError::InvalidSignature(_) => Code::InvalidSignature,
             FileError::Expired => Code::UrlExpired,
@@ -360,7 +370,7 @@ async fn upload_multipart(
             declared_size: None,
             body_length: length,
         };
-        let stream: ByteStream = Box::pin(field.map_err(|e| std::io::Error::other(e.to_string())));
+        let stream: ByteStream = Box::pin(field.map_err(std::io::Error::other));
         in_file.store(true, Ordering::Relaxed);
         let stored = state
             .files()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{ADMIN_TOKEN, TestApp, raw_request};
+use crate::support::{ADMIN_TOKEN, Expect, TestApp, raw_request};
 
 /// Reads until the server closes the connection; what it sent, and when it closed.
 async fn until_closed(mut stream: TcpStream, limit: Duration) -> Option<(Vec<u8>, Instant)> {
@@ -288,6 +288,37 @@ async fn a_body_sent_a_byte_at_a_time_is_cut_off_and_uploads_wait_for_credential
     .await;
     assert_eq!(refused.status, 401);
     assert_eq!(refused.json()["error"]["code"], "missing_credentials");
+    t.stop().await;
+}
+
+/// A file whose bytes stop coming is cut off as any body is, `408 request_timeout`, whether
+/// it is a plain body or the file part of a form.
+#[tokio::test]
+async fn a_file_upload_sent_a_byte_at_a_time_is_cut_off() {
+    let t = TestApp::builder()
+        .config(|c| c.http.body_read_timeout_secs = 1)
+        .start()
+        .await;
+    t.create_app("shop").await;
+    t.admin(reqwest::Method::PUT, "/v1/admin/apps/shop/buckets/docs")
+        .json(&serde_json::json!({}))
+        .expect(reqwest::StatusCode::OK)
+        .await;
+    let addr = t.running().local_addr();
+    let plain = format!(
+        "POST /v1/apps/shop/files/docs?name=a.bin HTTP/1.1\r\nhost: t\r\n\
+         authorization: Bearer {ADMIN_TOKEN}\r\ncontent-type: application/octet-stream\r\n\
+         content-length: 1000\r\n\r\n"
+    );
+    trickled_body_is_cut_off(addr, plain.leak().as_bytes()).await;
+    let form = format!(
+        "POST /v1/apps/shop/files/docs HTTP/1.1\r\nhost: t\r\n\
+         authorization: Bearer {ADMIN_TOKEN}\r\ncontent-type: multipart/form-data; boundary=XX\r\n\
+         content-length: 1000\r\n\r\n\
+         --XX\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a.bin\"\r\n\
+         content-type: application/octet-stream\r\n\r\n"
+    );
+    trickled_body_is_cut_off(addr, form.leak().as_bytes()).await;
     t.stop().await;
 }
 
