@@ -174,6 +174,22 @@ impl Drop for Unplaced {
     }
 }
 
+impl LocalBlobs {
+    /// The folders from `dir` up to the root that do not exist yet, deepest first.
+    async fn missing_folders(&self, dir: &Path) -> Vec<PathBuf> {
+        let mut missing = Vec::new();
+        let mut at = Some(dir);
+        while let Some(folder) = at.filter(|f| f.starts_with(&self.root) && *f != self.root) {
+            if tokio::fs::try_exists(folder).await.unwrap_or(true) {
+                break;
+            }
+            missing.push(folder.to_path_buf());
+            at = folder.parent();
+        }
+        missing
+    }
+}
+
 #[async_trait]
 impl BlobStore for LocalBlobs {
     async fn put(&self, key: &BlobKey, body: ByteStream) -> Result<(), StoreError> {
@@ -185,14 +201,27 @@ impl BlobStore for LocalBlobs {
         let path = self.path(key);
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         let placed = async {
+            let full = self.durability == Durability::Full;
+            let created = if full {
+                self.missing_folders(&dir).await
+            } else {
+                Vec::new()
+            };
             tokio::fs::create_dir_all(&dir)
                 .await
                 .map_err(StoreError::io(&dir))?;
             tokio::fs::rename(&tmp, &path)
                 .await
                 .map_err(StoreError::io(&path))?;
-            if self.durability == Durability::Full {
+            if full {
                 sync_dir(&dir).await?;
+                // A folder made for it (the app's first file, a file's first thumbnail) is an
+                // entry of its parent, which a power cut could lose too.
+                for folder in created {
+                    if let Some(parent) = folder.parent() {
+                        sync_dir(parent).await?;
+                    }
+                }
             }
             Ok(())
         };
@@ -330,6 +359,28 @@ mod tests {
         std::fs::write(root.join(".tmp").join("shop-fil_half"), b"half a photo").unwrap();
         LocalBlobs::open(&root, Durability::Full).unwrap();
         assert_eq!(std::fs::read_dir(root.join(".tmp")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_folders_a_put_makes_are_known_to_be_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("files");
+        let blobs = LocalBlobs::open(&root, Durability::Full).unwrap();
+        std::fs::create_dir_all(root.join("shop")).unwrap();
+        assert_eq!(
+            blobs.missing_folders(&root.join("shop/thumbs/fil_a")).await,
+            [root.join("shop/thumbs/fil_a"), root.join("shop/thumbs")]
+        );
+        assert_eq!(
+            blobs.missing_folders(&root.join("shop")).await,
+            [] as [PathBuf; 0]
+        );
+        // Never above the root.
+        assert_eq!(blobs.missing_folders(&root).await, [] as [PathBuf; 0]);
+        assert_eq!(
+            blobs.missing_folders(&dir.path().join("elsewhere/x")).await,
+            [] as [PathBuf; 0]
+        );
     }
 
     #[tokio::test]
