@@ -110,21 +110,35 @@ impl Sites {
         }
     }
 
-    /// The file that answers `path` (as requested, without the leading `/`): the file itself,
-    /// or for a folder (`""`, `docs/`) its `index.html`.
+    /// The file that answers `path` (as requested, without the leading `/`) and its content:
+    /// the file itself, or for a folder (`""`, `docs/`) its `index.html`.
     pub async fn serve(&self, app: &AppName, path: &str) -> Result<(SiteFile, Vec<u8>), SiteError> {
-        let path = if path.is_empty() || path.ends_with('/') {
-            format!("{path}index.html")
-        } else {
-            path.to_owned()
-        };
-        check_path(&path).map_err(|_| SiteError::NotFound)?;
         self.0
             .store
-            .site_file(app, &path)
+            .site_file(app, &served_path(path)?)
             .await?
             .ok_or(SiteError::NotFound)
     }
+
+    /// The file that answers `path`, as [`Sites::serve`] finds it, without its content.
+    pub async fn find(&self, app: &AppName, path: &str) -> Result<SiteFile, SiteError> {
+        self.0
+            .store
+            .site_file_info(app, &served_path(path)?)
+            .await?
+            .ok_or(SiteError::NotFound)
+    }
+}
+
+/// The file that answers a request's `path`: for a folder, its `index.html`.
+fn served_path(path: &str) -> Result<String, SiteError> {
+    let path = if path.is_empty() || path.ends_with('/') {
+        format!("{path}index.html")
+    } else {
+        path.to_owned()
+    };
+    check_path(&path).map_err(|_| SiteError::NotFound)?;
+    Ok(path)
 }
 
 fn check_path(path: &str) -> Result<(), SiteError> {

@@ -248,8 +248,10 @@ impl http_body::Body for HeldBody {
     }
 }
 
-/// `content` as an answer's body, if the node and `app`'s share of it have room for its bytes.
-fn held(app: &AppName, content: Vec<u8>) -> Result<axum::body::Body, ApiError> {
+/// A place for `bytes` of a site file in answers, if the node and `app`'s share of it have
+/// room: taken before the file is read, so that answers waiting to be read hold no more than
+/// it.
+fn place_for(app: &AppName, bytes: usize) -> Result<(OwnedSemaphorePermit, Held), ApiError> {
     let busy = || {
         ApiError::new(
             Code::ServerBusy,
@@ -257,19 +259,27 @@ fn held(app: &AppName, content: Vec<u8>) -> Result<axum::body::Body, ApiError> {
         )
         .retry_after(1)
     };
-    let bytes = u32::try_from(content.len()).map_err(|_| busy())?;
-    let share = app_site_bytes()
-        .try_take(app, content.len())
-        .ok_or_else(busy)?;
+    let permits = u32::try_from(bytes).map_err(|_| busy())?;
+    let share = app_site_bytes().try_take(app, bytes).ok_or_else(busy)?;
     let place = Arc::clone(site_bytes())
-        .try_acquire_many_owned(bytes)
+        .try_acquire_many_owned(permits)
         .map_err(|_| busy())?;
-    let place = (place, share);
-    Ok(axum::body::Body::new(HeldBody {
+    Ok((place, share))
+}
+
+/// `content` as an answer's body, holding `place` until it is sent.
+fn held_in(place: (OwnedSemaphorePermit, Held), content: Vec<u8>) -> axum::body::Body {
+    axum::body::Body::new(HeldBody {
         content,
         sent: 0,
         place: Some(place),
-    }))
+    })
+}
+
+/// `content` as an answer's body, if the node and `app`'s share of it have room for its bytes.
+#[cfg(test)]
+fn held(app: &AppName, content: Vec<u8>) -> Result<axum::body::Body, ApiError> {
+    Ok(held_in(place_for(app, content.len())?, content))
 }
 
 async fn serve_path(
@@ -278,32 +288,48 @@ async fn serve_path(
     path: &str,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (file, content) = state.sites().serve(app, path).await?;
-    let etag = format!("\"{}\"", file.sha256);
+    // What the file is first: a revalidation that matches reads none of its bytes, and the
+    // rest take their place among the bytes in answers before they are read.
+    let mut file = state.sites().find(app, path).await?;
+    let etag = |file: &SiteFile| format!("\"{}\"", file.sha256);
+    let matches = |file: &SiteFile| {
+        let etag = etag(file);
+        headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|tag| tag.trim() == etag || tag.trim() == "*")
+            })
+    };
+    let mut response = if matches(&file) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let place = place_for(app, usize::try_from(file.size).unwrap_or(usize::MAX))?;
+        let (read, content) = state.sites().serve(app, path).await?;
+        // Deployed again meanwhile: the new file is answered, in a place of its own size.
+        let place = if content.len() as i64 == file.size {
+            place
+        } else {
+            drop(place);
+            place_for(app, content.len())?
+        };
+        file = read;
+        held_in(place, content).into_response()
+    };
     // HTML is checked every time (so a deploy shows at once); the rest may be reused a while.
     let cache = if file.content_type.starts_with("text/html") {
         "no-cache"
     } else {
         "public, max-age=300"
     };
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|tag| tag.trim() == etag || tag.trim() == "*")
-        });
-    let mut response = if matches {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        held(app, content)?.into_response()
-    };
+    let not_modified = response.status() == StatusCode::NOT_MODIFIED;
     let out = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&etag) {
+    if let Ok(value) = HeaderValue::from_str(&etag(&file)) {
         out.insert(header::ETAG, value);
     }
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    if let (false, Ok(value)) = (matches, HeaderValue::from_str(&file.content_type)) {
+    if let (false, Ok(value)) = (not_modified, HeaderValue::from_str(&file.content_type)) {
         out.insert(header::CONTENT_TYPE, value);
     }
     out.insert(

@@ -53,6 +53,12 @@ impl SitePut {
 pub trait SiteStore: Send + Sync {
     /// Every file, without content, by path.
     async fn site_files(&self, app: &AppName) -> Result<Vec<SiteFile>, StoreError>;
+    /// One file, without its content.
+    async fn site_file_info(
+        &self,
+        app: &AppName,
+        path: &str,
+    ) -> Result<Option<SiteFile>, StoreError>;
     /// One file and its content.
     async fn site_file(
         &self,

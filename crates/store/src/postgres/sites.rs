@@ -47,6 +47,23 @@ impl SiteStore for Postgres {
             .collect()
     }
 
+    async fn site_file_info(
+        &self,
+        app: &AppName,
+        path: &str,
+    ) -> Result<Option<SiteFile>, StoreError> {
+        let client = self.app_client(app).await?;
+        let sql = format!(
+            "SELECT path, content_type, sha256, size, updated_at FROM {}._site_files
+             WHERE path = $1",
+            schema(app)
+        );
+        row(&*client, &sql, &[&path])
+            .await?
+            .map(|r| file_from_row(&r))
+            .transpose()
+    }
+
     async fn site_file(
         &self,
         app: &AppName,

@@ -41,6 +41,23 @@ impl SiteStore for SqliteTenants {
         .await
     }
 
+    async fn site_file_info(
+        &self,
+        app: &AppName,
+        path: &str,
+    ) -> Result<Option<SiteFile>, StoreError> {
+        let path = path.to_owned();
+        self.read_app(app, move |c| {
+            Ok(c.prepare_cached(
+                "SELECT path, content_type, sha256, size, updated_at FROM _site_files
+                 WHERE path = ?1",
+            )?
+            .query_row([&path], file_from_row)
+            .optional()?)
+        })
+        .await
+    }
+
     async fn site_file(
         &self,
         app: &AppName,

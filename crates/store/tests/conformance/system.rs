@@ -939,6 +939,11 @@ async fn site_files(stores: Stores) {
         sites.site_file(&app, "img/logo.png").await.unwrap(),
         Some((logo.clone(), vec![0, 159, 146, 150, 255]))
     );
+    assert_eq!(
+        sites.site_file_info(&app, "img/logo.png").await.unwrap(),
+        Some(logo.clone()),
+        "without its content"
+    );
 
     let index = SiteFile {
         content_type: "text/html".into(),
@@ -957,6 +962,7 @@ async fn site_files(stores: Stores) {
     assert!(!sites.delete_site_file(&app, "Style.css").await.unwrap());
     assert!(!sites.delete_site_file(&app, "style.css").await.unwrap());
     assert_eq!(sites.site_file(&app, "Style.css").await.unwrap(), None);
+    assert_eq!(sites.site_file_info(&app, "Style.css").await.unwrap(), None);
     assert_eq!(sites.site_files(&app).await.unwrap(), [logo, index]);
 }
 
