@@ -446,9 +446,9 @@ impl From<RealtimeError> for Refusal {
             RealtimeError::NotAChannel(_)
             | RealtimeError::InvalidState
             | RealtimeError::InvalidResume => "invalid_message",
-            RealtimeError::TooManyConnections(_) | RealtimeError::AppFull(_) => {
-                "too_many_connections"
-            }
+            RealtimeError::TooManyConnections(_)
+            | RealtimeError::AppFull(_)
+            | RealtimeError::AnonymousFull(_) => "too_many_connections",
             RealtimeError::Closed => "closed",
             _ => return ApiError::from(e).into(),
         };
@@ -476,6 +476,7 @@ impl From<RealtimeError> for ApiError {
             | RealtimeError::NoSubscription
             | RealtimeError::TooManyConnections(_)
             | RealtimeError::AppFull(_)
+            | RealtimeError::AnonymousFull(_)
             | RealtimeError::Closed => Code::InvalidBody,
         };
         ApiError::new(code, e.to_string())

@@ -195,6 +195,10 @@ pub enum RealtimeError {
     TooManyConnections(usize),
     #[error("the app has {0} connections open already")]
     AppFull(usize),
+    #[error(
+        "sockets without a login hold {0} of the app's connections already, as many as they may"
+    )]
+    AnonymousFull(usize),
     #[error("the connection is closed")]
     Closed,
     #[error("the app declares no channel of kind {0}")]
@@ -379,6 +383,9 @@ struct Registry {
     per_user: HashMap<(AppName, String), usize>,
     /// How many distinct users hold sockets to each app (those of `per_user`, counted).
     users: HashMap<AppName, usize>,
+    /// How many sockets without a login each app has: at most half of its limit, so that a
+    /// flood of them never locks its users out.
+    anonymous: HashMap<AppName, usize>,
     /// Where sockets opening and closing are told, for the app's triggers.
     events: mpsc::Sender<SocketEvent>,
     connections: HashMap<ConnectionId, Connection>,
@@ -472,6 +479,9 @@ impl Registry {
             if let Some(user) = &connection.user {
                 self.uncount(&connection.app, user);
             }
+            if matches!(connection.caller, Caller::Anonymous) {
+                self.unanonymous(&connection.app);
+            }
             if let Some(why) = why {
                 // A full queue is the reason itself; the transport ends when the queue closes.
                 // A full queue is the reason itself: a transport blocked on a client that
@@ -502,6 +512,16 @@ impl Registry {
             *self.users.entry(app.clone()).or_default() += 1;
         }
         open
+    }
+
+    /// One socket without a login fewer: closed, or logged in.
+    fn unanonymous(&mut self, app: &AppName) {
+        if let Some(open) = self.anonymous.get_mut(app) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                self.anonymous.remove(app);
+            }
+        }
     }
 
     fn uncount(&mut self, app: &AppName, user: &str) {
@@ -707,6 +727,7 @@ impl Hub {
                 clock,
                 per_user: HashMap::new(),
                 users: HashMap::new(),
+                anonymous: HashMap::new(),
                 events,
                 connections: HashMap::new(),
                 by_app: HashMap::new(),
@@ -856,6 +877,14 @@ impl Hub {
         if registry.by_app.get(app).map_or(0, HashSet::len) >= limits.per_app {
             return Err(RealtimeError::AppFull(limits.per_app));
         }
+        if matches!(caller, Caller::Anonymous) {
+            let most = limits.per_app / 2;
+            let open = registry.anonymous.entry(app.clone()).or_default();
+            if *open >= most {
+                return Err(RealtimeError::AnonymousFull(most));
+            }
+            *open += 1;
+        }
         if let Some(user) = &user {
             if registry.open_of(app, user) >= limits.per_user {
                 return Err(RealtimeError::TooManyConnections(limits.per_user));
@@ -956,11 +985,16 @@ impl Hub {
             connection.session = Some(principal.session_id.clone());
             connection.user = Some(principal.user_id.clone());
         }
+        let logged_in =
+            matches!(connection.caller, Caller::Anonymous) && !matches!(caller, Caller::Anonymous);
         connection.caller = caller.clone();
         for subscription in connection.subscriptions.values_mut() {
             if let Subscription::Records { watch, .. } = subscription {
                 watch.reauthorize(caller.clone());
             }
+        }
+        if logged_in {
+            registry.unanonymous(&app);
         }
         let slow = registry.end_refused_channels(&app, id, &settings, self.now_ms());
         registry.close(slow, Close::SlowConsumer);
@@ -1337,6 +1371,7 @@ mod tests {
             clock: Arc::new(SystemClock),
             per_user: HashMap::new(),
             users: HashMap::new(),
+            anonymous: HashMap::new(),
             events: mpsc::channel(1).0,
             connections: HashMap::new(),
             by_app: HashMap::new(),

@@ -680,6 +680,39 @@ async fn a_socket_that_logs_in_leaves_the_channels_its_rules_now_refuse() {
     );
 }
 
+/// Sockets without a login take at most half of the app's: a flood of them leaves its users
+/// room.
+#[tokio::test]
+async fn sockets_without_a_login_take_at_most_half_of_the_apps() {
+    let s = crate::realtime::scene_with(|c| {
+        c.realtime.max_connections_per_app = 4;
+        c.realtime.max_connections_per_user = 1;
+    })
+    .await;
+    configure(&s, json!({ "anonymous": true })).await;
+    let anonymous = || async {
+        let mut socket = s.open_bare().await;
+        send(&mut socket, json!({ "type": "ping", "id": 1 })).await;
+        let first = next(&mut socket).await;
+        (socket, first)
+    };
+    let (mut guest, first) = anonymous().await;
+    assert_eq!(first["type"], "ready");
+    let (_other, first) = anonymous().await;
+    assert_eq!(first["type"], "ready");
+    let (mut refused_one, first) = anonymous().await;
+    assert_eq!(first["code"], "too_many_connections", "{first}");
+    assert_eq!(closed(&mut refused_one).await.0, 4009);
+    // The users' half is theirs.
+    let _alice = s.open(&s.alice).await;
+    // A guest that logs in is one of them: its place among the guests is free again.
+    assert_eq!(next(&mut guest).await["type"], "pong");
+    send(&mut guest, json!({ "type": "auth", "token": s.bob })).await;
+    assert_eq!(next(&mut guest).await["type"], "ready");
+    let (_again, first) = anonymous().await;
+    assert_eq!(first["type"], "ready", "{first}");
+}
+
 #[tokio::test]
 async fn a_socket_that_logs_in_counts_against_its_users_limit() {
     let s = crate::realtime::scene_with(|c| c.realtime.max_connections_per_user = 1).await;
