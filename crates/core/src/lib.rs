@@ -33,5 +33,6 @@ pub mod random;
 pub mod realtime;
 pub mod sealing;
 pub mod secrets;
+pub mod shares;
 pub mod sites;
 pub mod thumbs;

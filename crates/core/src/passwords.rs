@@ -8,13 +8,14 @@
 //! the rest wait for up to [`WAIT`], then are refused as [`PasswordWorkError::Busy`]. A turn is
 //! held by the work itself, until it ends: a caller that goes away does not give it back early.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::shares::{Held, Shares};
 
 /// How long a hash waits for its turn before it is refused.
 const WAIT: Duration = Duration::from_secs(2);
@@ -28,70 +29,34 @@ static TURNS: LazyLock<Arc<Turns>> = LazyLock::new(|| {
     Turns::new(processors * 4, processors)
 });
 
-/// Turns at once: `all` of them, and `each` of one app's.
+/// Turns at once: `all` of them, and one app's share of them.
 struct Turns {
     all: Arc<Semaphore>,
-    each: usize,
-    /// The apps that hold or wait for turns.
-    apps: Mutex<HashMap<String, Arc<Semaphore>>>,
+    apps: Arc<Shares<String>>,
 }
 
-/// An app's place among the turns: its share (and the node's, once taken), given back when
-/// dropped, and the app forgotten when nobody holds or waits for its turns.
+/// An app's place among the turns: the node's (given back first) and its share's.
 struct Turn {
-    turns: Arc<Turns>,
-    whose: String,
-    share: Option<OwnedSemaphorePermit>,
     node: Option<OwnedSemaphorePermit>,
+    _share: Held<String>,
 }
 
 impl Turns {
     fn new(all: usize, each: usize) -> Arc<Self> {
         Arc::new(Turns {
             all: Arc::new(Semaphore::new(all)),
-            each: each.clamp(1, all),
-            apps: Mutex::new(HashMap::new()),
+            apps: Shares::new(each.clamp(1, all)),
         })
     }
 
     /// A turn of `whose`, once its share and the node have one free.
     async fn take(self: &Arc<Self>, whose: &str) -> Turn {
-        let share = {
-            let mut apps = self.apps.lock().unwrap_or_else(PoisonError::into_inner);
-            let each = self.each;
-            Arc::clone(
-                apps.entry(whose.to_owned())
-                    .or_insert_with(|| Arc::new(Semaphore::new(each))),
-            )
-        };
-        // Made before waiting, so that a wait given up forgets the app too.
-        let mut turn = Turn {
-            turns: Arc::clone(self),
-            whose: whose.to_owned(),
-            share: None,
-            node: None,
-        };
+        let share = self.apps.take(&whose.to_owned(), 1).await;
         // Never closed, so acquiring only waits.
-        turn.share = share.acquire_owned().await.ok();
-        turn.node = Arc::clone(&self.all).acquire_owned().await.ok();
-        turn
-    }
-}
-
-impl Drop for Turn {
-    fn drop(&mut self) {
-        let mut apps = self
-            .turns
-            .apps
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        drop(self.node.take());
-        drop(self.share.take());
-        let unused = apps.get(&self.whose).is_some_and(|share| {
-            Arc::strong_count(share) == 1 && share.available_permits() == self.turns.each
-        });
-        if unused {
-            apps.remove(&self.whose);
+        let node = Arc::clone(&self.all).acquire_owned().await.ok();
+        Turn {
+            node,
+            _share: share,
         }
     }
 }
@@ -167,7 +132,7 @@ async fn in_turn_of<T: Send + 'static>(
     let turn = tokio::time::timeout(wait, turns.take(whose))
         .await
         .map_err(|_| PasswordWorkError::Busy)?;
-    if turn.share.is_none() || turn.node.is_none() {
+    if turn.node.is_none() {
         return Err(PasswordWorkError::Busy);
     }
     // The work holds its turn: dropped with it, however the caller fares meanwhile.
@@ -194,6 +159,8 @@ fn dummy_hash() -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
 
     #[tokio::test]
@@ -271,9 +238,6 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(turns.all.available_permits(), 3, "every turn is back");
-        assert!(
-            turns.apps.lock().expect("a lock").is_empty(),
-            "no app is remembered"
-        );
+        assert_eq!(turns.apps.apps(), 0, "no app is remembered");
     }
 }

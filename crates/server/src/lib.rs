@@ -29,7 +29,6 @@ mod queues;
 mod realtime;
 mod request_id;
 mod serve;
-mod shares;
 mod sites;
 mod state;
 mod usage;

@@ -21,8 +21,8 @@ use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::{ApiError, Code};
 use crate::extract::{AdminOf, BodyBytes, Path, TargetApp};
 use crate::openapi::Routes;
-use crate::shares::{AppShares, Held};
 use crate::state::AppState;
+use cloudlet_core::shares::{AppShares, Held};
 
 pub fn router(limits: &BodyLimits) -> Routes {
     let files = OpenApiRouter::new().routes(routes!(put_file, delete_file));

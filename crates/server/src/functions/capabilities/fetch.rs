@@ -15,7 +15,7 @@ use cloudlet_core::functions::{CallScope, Capability, HostFailure, HostReply};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::shares::AppShares;
+use cloudlet_core::shares::AppShares;
 use tokio::sync::Semaphore;
 
 fn failure(code: &str, message: impl Into<String>) -> HostFailure {

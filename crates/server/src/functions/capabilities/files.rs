@@ -27,7 +27,7 @@ pub struct FileAccess {
     /// Permits are bytes: a read holds as many as its file's size while it runs, first of its
     /// app's share, then of the instance's.
     pub reads: std::sync::Arc<tokio::sync::Semaphore>,
-    pub app_reads: std::sync::Arc<crate::shares::AppShares>,
+    pub app_reads: std::sync::Arc<cloudlet_core::shares::AppShares>,
 }
 
 /// One call: as the admin (`ctx.admin.files`) or as the caller, and what it asks.

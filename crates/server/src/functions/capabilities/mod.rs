@@ -39,7 +39,7 @@ pub fn all(
         .with(files::FileAccess {
             files,
             reads: std::sync::Arc::new(tokio::sync::Semaphore::new(files::READS_IN_FLIGHT_BYTES)),
-            app_reads: crate::shares::AppShares::new(files::READS_IN_FLIGHT_BYTES_PER_APP),
+            app_reads: cloudlet_core::shares::AppShares::new(files::READS_IN_FLIGHT_BYTES_PER_APP),
         })
         .with(queue::Queue { queues })
         .with(realtime::Realtime { hub })

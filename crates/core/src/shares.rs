@@ -1,39 +1,43 @@
 //! Each app's share of something every app on the node draws on (the bytes of functions' file
-//! reads in flight, `fetch`'s requests and name lookups, site files in answers): a semaphore per
-//! app that holds some of it,
-//! forgotten when nobody holds, waits for or keeps a handle on it, so that one app can take at
-//! most its share and never the whole.
+//! reads in flight, `fetch`'s requests and name lookups, site files in answers, turns at
+//! hashing passwords): a semaphore per app that holds some of it, forgotten when nobody holds,
+//! waits for or keeps a handle on it, so that one app can take at most its share and never the
+//! whole.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cloudlet_store::AppName;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// The apps' shares: `each` permits per app.
-pub struct AppShares {
+/// The shares of whoever draws (`K`: an app, say): `each` permits each.
+pub struct Shares<K: Hash + Eq + Clone> {
     each: usize,
-    apps: Mutex<HashMap<AppName, Arc<Semaphore>>>,
+    apps: Mutex<HashMap<K, Arc<Semaphore>>>,
 }
 
+/// The apps' shares.
+pub type AppShares = Shares<AppName>;
+
 /// What one holder took of its app's share, given back when dropped.
-pub struct Held {
-    shares: Arc<AppShares>,
-    app: AppName,
+pub struct Held<K: Hash + Eq + Clone = AppName> {
+    shares: Arc<Shares<K>>,
+    app: K,
     share: Arc<Semaphore>,
     permit: Option<OwnedSemaphorePermit>,
 }
 
-impl AppShares {
+impl<K: Hash + Eq + Clone> Shares<K> {
     pub fn new(each: usize) -> Arc<Self> {
-        Arc::new(AppShares {
+        Arc::new(Shares {
             each,
             apps: Mutex::new(HashMap::new()),
         })
     }
 
     /// Takes `n` of `app`'s share (at most the whole share), waiting until they are free.
-    pub async fn take(self: &Arc<Self>, app: &AppName, n: usize) -> Held {
+    pub async fn take(self: &Arc<Self>, app: &K, n: usize) -> Held<K> {
         let share = self.share_of(app);
         let n = u32::try_from(n.min(self.each)).unwrap_or(u32::MAX);
         // Made before waiting, so that a wait given up forgets the app too.
@@ -49,7 +53,7 @@ impl AppShares {
     }
 
     /// Takes `n` of `app`'s share (at most the whole share) if they are free now.
-    pub fn try_take(self: &Arc<Self>, app: &AppName, n: usize) -> Option<Held> {
+    pub fn try_take(self: &Arc<Self>, app: &K, n: usize) -> Option<Held<K>> {
         let share = self.share_of(app);
         let n = u32::try_from(n.min(self.each)).unwrap_or(u32::MAX);
         let permit = Arc::clone(&share).try_acquire_many_owned(n).ok();
@@ -63,7 +67,7 @@ impl AppShares {
         held.permit.is_some().then_some(held)
     }
 
-    fn share_of(&self, app: &AppName) -> Arc<Semaphore> {
+    fn share_of(&self, app: &K) -> Arc<Semaphore> {
         let mut apps = self.apps.lock().unwrap_or_else(PoisonError::into_inner);
         let each = self.each;
         Arc::clone(
@@ -74,7 +78,7 @@ impl AppShares {
 
     /// How many apps hold some now.
     #[cfg(test)]
-    fn apps(&self) -> usize {
+    pub(crate) fn apps(&self) -> usize {
         self.apps
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -82,7 +86,7 @@ impl AppShares {
     }
 }
 
-impl Held {
+impl<K: Hash + Eq + Clone> Held<K> {
     /// The app's whole share, for work that takes from it on its own (a name lookup's thread,
     /// which may outlive this holder): the app is remembered while any handle lives.
     pub fn share(&self) -> Arc<Semaphore> {
@@ -90,7 +94,7 @@ impl Held {
     }
 }
 
-impl Drop for Held {
+impl<K: Hash + Eq + Clone> Drop for Held<K> {
     fn drop(&mut self) {
         let mut apps = self
             .shares
