@@ -991,6 +991,8 @@ impl Session {
             Ok(true) => {}
             Ok(false) => return false,
             Err(_) => {
+                // What was left to send, and its share of the node's budget, go first.
+                drop(joined);
                 self.end(Close::SlowConsumer).await;
                 return false;
             }

@@ -878,7 +878,7 @@ impl Hub {
             return Err(RealtimeError::AppFull(limits.per_app));
         }
         if matches!(caller, Caller::Anonymous) {
-            let most = limits.per_app / 2;
+            let most = (limits.per_app / 2).max(1);
             let open = registry.anonymous.entry(app.clone()).or_default();
             if *open >= most {
                 return Err(RealtimeError::AnonymousFull(most));

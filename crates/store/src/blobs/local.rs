@@ -9,6 +9,7 @@
 use std::io::SeekFrom;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::PoisonError;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -29,10 +30,17 @@ pub struct LocalBlobs {
     /// blocking pool (and that thread's allocator caches), so a hundred uploads at once take
     /// turns on a few threads instead of starting a hundred.
     writes: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Folders whose entries in their parents a put of this process has synced (with
+    /// durability full): a put into any other syncs them first, though another put may have
+    /// made the folder (and not synced it yet).
+    synced: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 /// Blocking writes of uploads running at once.
 const WRITES_AT_ONCE: usize = 8;
+
+/// Folders remembered as synced: past this many they are forgotten (and synced once more).
+const SYNCED_FOLDERS: usize = 10_000;
 
 impl LocalBlobs {
     /// The store at `root` (created if missing), its leftover temporary files removed. Blocking.
@@ -102,6 +110,7 @@ impl LocalBlobs {
             tmp,
             durability,
             writes: std::sync::Arc::new(tokio::sync::Semaphore::new(WRITES_AT_ONCE)),
+            synced: Default::default(),
         }
     }
 
@@ -175,18 +184,28 @@ impl Drop for Unplaced {
 }
 
 impl LocalBlobs {
-    /// The folders from `dir` up to the root that do not exist yet, deepest first.
-    async fn missing_folders(&self, dir: &Path) -> Vec<PathBuf> {
-        let mut missing = Vec::new();
+    /// The folders from `dir` up to the root (not the root) not known to be synced in their
+    /// parents, deepest first.
+    fn unsynced_folders(&self, dir: &Path) -> Vec<PathBuf> {
+        let synced = self.synced.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut unsynced = Vec::new();
         let mut at = Some(dir);
         while let Some(folder) = at.filter(|f| f.starts_with(&self.root) && *f != self.root) {
-            if tokio::fs::try_exists(folder).await.unwrap_or(true) {
+            if synced.contains(folder) {
                 break;
             }
-            missing.push(folder.to_path_buf());
+            unsynced.push(folder.to_path_buf());
             at = folder.parent();
         }
-        missing
+        unsynced
+    }
+
+    fn remember_synced(&self, folder: PathBuf) {
+        let mut synced = self.synced.lock().unwrap_or_else(PoisonError::into_inner);
+        if synced.len() >= SYNCED_FOLDERS {
+            synced.clear();
+        }
+        synced.insert(folder);
     }
 }
 
@@ -201,26 +220,21 @@ impl BlobStore for LocalBlobs {
         let path = self.path(key);
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         let placed = async {
-            let full = self.durability == Durability::Full;
-            let created = if full {
-                self.missing_folders(&dir).await
-            } else {
-                Vec::new()
-            };
             tokio::fs::create_dir_all(&dir)
                 .await
                 .map_err(StoreError::io(&dir))?;
             tokio::fs::rename(&tmp, &path)
                 .await
                 .map_err(StoreError::io(&path))?;
-            if full {
+            if self.durability == Durability::Full {
                 sync_dir(&dir).await?;
                 // A folder made for it (the app's first file, a file's first thumbnail) is an
                 // entry of its parent, which a power cut could lose too.
-                for folder in created {
+                for folder in self.unsynced_folders(&dir) {
                     if let Some(parent) = folder.parent() {
                         sync_dir(parent).await?;
                     }
+                    self.remember_synced(folder);
                 }
             }
             Ok(())
@@ -362,23 +376,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_folders_a_put_makes_are_known_to_be_synced() {
+    async fn a_put_syncs_its_folders_in_their_parents_once() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("files");
         let blobs = LocalBlobs::open(&root, Durability::Full).unwrap();
-        std::fs::create_dir_all(root.join("shop")).unwrap();
+        let app = AppName::parse("shop").unwrap();
+        let key = BlobKey::new(&app, &FileId::parse("fil_0123456789abcdefghijkl").unwrap());
+        let folder = blobs.path(&key).parent().unwrap().to_path_buf();
+        // Whether a folder exists says nothing: another put may have made it, unsynced.
+        std::fs::create_dir_all(&folder).unwrap();
+        let mut expected = Vec::new();
+        let mut at = folder.as_path();
+        while at != root {
+            expected.push(at.to_path_buf());
+            at = at.parent().unwrap();
+        }
+        assert!(!expected.is_empty());
+        assert_eq!(blobs.unsynced_folders(&folder), expected);
+        let body: ByteStream = Box::pin(futures_util::stream::once(async {
+            Ok(bytes::Bytes::from_static(b"a photo"))
+        }));
+        blobs.put(&key, body).await.unwrap();
+        assert_eq!(blobs.unsynced_folders(&folder), [] as [PathBuf; 0]);
+        // Never the root, nor above it.
+        assert_eq!(blobs.unsynced_folders(&root), [] as [PathBuf; 0]);
         assert_eq!(
-            blobs.missing_folders(&root.join("shop/thumbs/fil_a")).await,
-            [root.join("shop/thumbs/fil_a"), root.join("shop/thumbs")]
-        );
-        assert_eq!(
-            blobs.missing_folders(&root.join("shop")).await,
-            [] as [PathBuf; 0]
-        );
-        // Never above the root.
-        assert_eq!(blobs.missing_folders(&root).await, [] as [PathBuf; 0]);
-        assert_eq!(
-            blobs.missing_folders(&dir.path().join("elsewhere/x")).await,
+            blobs.unsynced_folders(&dir.path().join("elsewhere/x")),
             [] as [PathBuf; 0]
         );
     }

@@ -356,6 +356,14 @@ impl QueueStore for Postgres {
                 .collect());
         }
         let tx = client.transaction().await?;
+        // The declaration before the keys, as a delete of the queue takes them: the other way
+        // round, a delete waiting for a key this send holds would wait for each other.
+        if must_be_declared(queue) {
+            let declared = format!("SELECT FROM {s}._queues WHERE name = $1 FOR KEY SHARE");
+            if row(&tx, &declared, &[&queue]).await?.is_none() {
+                return Err(StoreError::NotFound);
+            }
+        }
         // Takes the key if it is new or expired; an unexpired key is left alone (and locked,
         // so that it can not expire or go before it is read below).
         let take = format!(

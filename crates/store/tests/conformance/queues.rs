@@ -1556,10 +1556,11 @@ async fn concurrent_sends_of_crossed_keys_do_not_deadlock() {
     }
 }
 
-/// A claim or a sweep that waited for a row another transaction holds would stall every
-/// consumer behind one slow one: they pass over it, and take it once it is free.
 /// A send that reads the queue declared while a delete of it is under way waits for the delete
-/// and then takes nothing, rather than leave messages behind it.
+/// and then takes nothing, rather than leave messages behind it. A send with a key takes the
+/// declaration before the key, as the delete does: the other way round, a key used before
+/// (and expired) would be held by the send while the delete waits for it, and the send waits
+/// for the delete.
 async fn a_send_waits_for_a_delete_of_its_queue_and_takes_nothing() {
     let url = TestServer::shared().database();
     let (nodes, app) = nodes_at(&url, 1, 4).await;
@@ -1571,6 +1572,9 @@ async fn a_send_waits_for_a_delete_of_its_queue_and_takes_nothing() {
     for (i, keys) in [false, true].into_iter().enumerate() {
         let name = format!("doomed{i}");
         node.put_queue(&app, queue(&name, "{}", 1)).await.unwrap();
+        // A key used before, expired by the time of the send.
+        let used = node.send(&app, &name, vec![keyed("m0", "k")], 0, 1);
+        used.await.unwrap();
         other.batch_execute("BEGIN").await.unwrap();
         let deleted = other
             .execute("DELETE FROM \"app_busy\"._queues WHERE name = $1", &[&name])
@@ -1580,10 +1584,18 @@ async fn a_send_waits_for_a_delete_of_its_queue_and_takes_nothing() {
         let message = if keys { keyed("m", "k") } else { msg("m", 0) };
         let send = {
             let (node, app, name) = (Arc::clone(&node), app.clone(), name.clone());
-            tokio::spawn(async move { node.send(&app, &name, vec![message], 0, 1_000).await })
+            tokio::spawn(async move { node.send(&app, &name, vec![message], 10, 1_000).await })
         };
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!send.is_finished(), "the send waits for the delete");
+        // The rest of the delete, as `delete_queue` does it, is not held up by the send.
+        for table in ["_queue_messages", "_queue_keys"] {
+            let sql = format!("DELETE FROM \"app_busy\".{table} WHERE queue = $1");
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&name];
+            let rest = other.execute(&sql, &params);
+            let rest = tokio::time::timeout(Duration::from_millis(500), rest).await;
+            assert_eq!(rest.expect("not held up").unwrap(), 1, "{table}");
+        }
         other.batch_execute("COMMIT").await.unwrap();
         let sent = send.await.unwrap();
         assert!(matches!(sent, Err(StoreError::NotFound)), "{sent:?}");
@@ -1595,6 +1607,8 @@ async fn a_send_waits_for_a_delete_of_its_queue_and_takes_nothing() {
     }
 }
 
+/// A claim or a sweep that waited for a row another transaction holds would stall every
+/// consumer behind one slow one: they pass over it, and take it once it is free.
 async fn claims_and_sweeps_pass_over_rows_another_transaction_holds() {
     let url = TestServer::shared().database();
     let (nodes, app) = nodes_at(&url, 1, 4).await;
