@@ -334,8 +334,8 @@ async fn connect(
                 hub,
                 app,
                 socket,
-                publishes: (Instant::now(), 0),
-                resumes: (Instant::now(), 0),
+                publishes: Window::new(),
+                resumes: Window::new(),
                 cut: Default::default(),
                 key,
             }
@@ -531,14 +531,39 @@ struct Session {
     app: AppName,
     socket: WebSocket,
     /// The current second's publishes and direct messages.
-    publishes: (Instant, u32),
+    publishes: Window,
     /// The current [`RESUMES_WINDOW`]'s resumes of collections' subscriptions.
-    resumes: (Instant, u32),
+    resumes: Window,
     /// Told when the hub cuts this connection.
     cut: std::sync::Arc<tokio::sync::Notify>,
     /// The hash of the app's secret key the caller presented, if it is the app's key: checked
     /// again at every ping, so that a key rotated on another node closes its sockets here too.
     key: Option<SecretHash>,
+}
+
+/// What a socket did in the current window of one of its rate limits: when the window began,
+/// and how many it counted.
+struct Window {
+    began: Instant,
+    count: u32,
+}
+
+impl Window {
+    fn new() -> Window {
+        Window {
+            began: Instant::now(),
+            count: 0,
+        }
+    }
+
+    /// Counts one more, in windows of `length`: false when that is past `most`.
+    fn allow(&mut self, length: Duration, most: u32) -> bool {
+        if self.began.elapsed() >= length {
+            *self = Window::new();
+        }
+        self.count += 1;
+        self.count <= most
+    }
 }
 
 /// The hash of `token` if it is what made `caller` the app's key.
@@ -781,7 +806,7 @@ impl Session {
             return;
         }
         let mut pings = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
-        let mut window = (Instant::now(), 0u32);
+        let mut received = Window::new();
         loop {
             tokio::select! {
                 message = self.socket.recv() => {
@@ -803,11 +828,7 @@ impl Session {
                         self.close(1009, "message_too_large").await;
                         return;
                     }
-                    if window.0.elapsed() >= Duration::from_secs(1) {
-                        window = (Instant::now(), 0);
-                    }
-                    window.1 += 1;
-                    if window.1 > MAX_MESSAGES_PER_SECOND {
+                    if !received.allow(Duration::from_secs(1), MAX_MESSAGES_PER_SECOND) {
                         self.end(Close::RateLimited).await;
                         return;
                     }
@@ -896,21 +917,14 @@ impl Session {
     /// Counts a publish or a direct message against [`MAX_PUBLISHES_PER_SECOND`]: false when
     /// over it.
     fn publish_allowed(&mut self) -> bool {
-        if self.publishes.0.elapsed() >= Duration::from_secs(1) {
-            self.publishes = (Instant::now(), 0);
-        }
-        self.publishes.1 += 1;
-        self.publishes.1 <= MAX_PUBLISHES_PER_SECOND
+        self.publishes
+            .allow(Duration::from_secs(1), MAX_PUBLISHES_PER_SECOND)
     }
 
     /// Counts a resume of a collection's subscription against [`MAX_RESUMES`]: false when
     /// over it.
     fn resume_allowed(&mut self) -> bool {
-        if self.resumes.0.elapsed() >= RESUMES_WINDOW {
-            self.resumes = (Instant::now(), 0);
-        }
-        self.resumes.1 += 1;
-        self.resumes.1 <= MAX_RESUMES
+        self.resumes.allow(RESUMES_WINDOW, MAX_RESUMES)
     }
 
     /// Subscribes to a collection's changes: `subscribed`, then what the client missed since
