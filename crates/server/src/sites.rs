@@ -292,17 +292,15 @@ async fn serve_path(
     // rest take their place among the bytes in answers before they are read.
     let mut file = state.sites().find(app, path).await?;
     let etag = |file: &SiteFile| format!("\"{}\"", file.sha256);
-    let matches = |file: &SiteFile| {
-        let etag = etag(file);
-        headers
-            .get(header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(',')
-                    .any(|tag| tag.trim() == etag || tag.trim() == "*")
-            })
-    };
-    let mut response = if matches(&file) {
+    let known = etag(&file);
+    let not_modified = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|tag| tag.trim() == known || tag.trim() == "*")
+        });
+    let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let place = place_for(app, usize::try_from(file.size).unwrap_or(usize::MAX))?;
@@ -323,7 +321,6 @@ async fn serve_path(
     } else {
         "public, max-age=300"
     };
-    let not_modified = response.status() == StatusCode::NOT_MODIFIED;
     let out = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&etag(&file)) {
         out.insert(header::ETAG, value);
