@@ -7,6 +7,7 @@
 //! JavaScript never sees protocol pings), and ending it when its token expires unrefreshed.
 //! What it receives comes from the hub ([`cloudlet_core::realtime::Hub`]).
 
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -20,7 +21,7 @@ use cloudlet_core::realtime::{
     MAX_SOCKETS_PAGE, Outbound, PresencePage, RealtimeError, Resume, SettingsBody, SocketsPage,
 };
 use cloudlet_core::secrets::SecretHash;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use tokio::time::Instant;
@@ -566,6 +567,58 @@ impl Window {
     }
 }
 
+/// What woke a waiting socket.
+enum Woken<R> {
+    /// A frame from the client (`R`: one, or an error), or nothing: the client went away.
+    Received(Option<R>),
+    /// What the hub queued for the socket, or nothing: the hub let go of it.
+    Outbound(Option<Outbound>),
+    Ping,
+    /// The token expired.
+    Expired,
+}
+
+/// The order in which a waiting socket looks at what may wake it. What the hub queued comes
+/// first: a busy socket mostly delivers, and a wake-up that looks at the client's side first
+/// costs a fan-out that much more. The rest comes first after [`DELIVERIES_IN_A_ROW`]
+/// deliveries, so that a steady stream never holds off the client's messages, pings and expiry.
+#[derive(Default)]
+struct Turns {
+    deliveries_in_a_row: u32,
+}
+
+impl Turns {
+    fn poll<S: futures_util::Stream + Unpin>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        outbound: &mut tokio::sync::mpsc::Receiver<Outbound>,
+        socket: &mut S,
+        pings: &mut tokio::time::Interval,
+        expiry: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> Poll<Woken<S::Item>> {
+        let hub_first = self.deliveries_in_a_row < DELIVERIES_IN_A_ROW;
+        if hub_first && let Poll::Ready(out) = outbound.poll_recv(cx) {
+            self.deliveries_in_a_row += 1;
+            return Poll::Ready(Woken::Outbound(out));
+        }
+        self.deliveries_in_a_row = 0;
+        if let Poll::Ready(message) = socket.poll_next_unpin(cx) {
+            return Poll::Ready(Woken::Received(message));
+        }
+        if pings.poll_tick(cx).is_ready() {
+            return Poll::Ready(Woken::Ping);
+        }
+        if expiry.poll(cx).is_ready() {
+            return Poll::Ready(Woken::Expired);
+        }
+        if !hub_first && let Poll::Ready(out) = outbound.poll_recv(cx) {
+            self.deliveries_in_a_row = 1;
+            return Poll::Ready(Woken::Outbound(out));
+        }
+        Poll::Pending
+    }
+}
+
 /// The hash of `token` if it is what made `caller` the app's key.
 fn key_of(caller: &Caller, token: Option<&str>) -> Option<SecretHash> {
     match (caller, token) {
@@ -599,6 +652,8 @@ impl Session {
             )
         };
         tokio::select! {
+            // The cut is only looked at while the frames wait: most go out at once.
+            biased;
             sent = sending => sent,
             () = self.cut.notified() => false,
         }
@@ -721,13 +776,14 @@ impl Session {
     }
 
     async fn run(mut self, caller: Caller) {
-        // Every socket keeps this future for its life: what runs once, and what handles a
-        // client's message, are boxed, so that it is only as large as waiting needs.
+        // Every socket keeps this future for its life, and it is as large as the largest step
+        // it awaits in place: what runs once, and each step after a wake-up, are boxed, so that
+        // it holds only what waiting needs (docs/performance.md, "Realtime").
         let Some((id, caller, first, mut outbound)) = Box::pin(self.open(caller)).await else {
             return;
         };
         self.serve(id, caller, first, &mut outbound).await;
-        self.hub.disconnect(id).await;
+        Box::pin(self.hub.disconnect(id)).await;
     }
 
     /// Authenticates the caller (when the upgrade did not), registers the socket and checks
@@ -788,6 +844,8 @@ impl Session {
         Some((id, caller, first, outbound))
     }
 
+    /// Waits for the client's messages, the hub's, pings and the token's expiry, and acts on
+    /// each, until the socket closes.
     async fn serve(
         &mut self,
         id: ConnectionId,
@@ -795,123 +853,160 @@ impl Session {
         first: Option<ClientMessage>,
         outbound: &mut tokio::sync::mpsc::Receiver<Outbound>,
     ) {
-        if !self.send(ready(&caller)).await {
-            return;
-        }
         let expiry = tokio::time::sleep_until(expires(&caller, self.hub.now_ms()));
         tokio::pin!(expiry);
-        if let Some(first) = first
-            && !Box::pin(self.handle(id, &mut caller, first, expiry.as_mut())).await
-        {
+        if !Box::pin(self.greet(id, &mut caller, first, expiry.as_mut())).await {
             return;
         }
         let mut pings = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
         let mut received = Window::new();
+        let mut turns = Turns::default();
         loop {
-            tokio::select! {
-                message = self.socket.recv() => {
-                    let text = match message {
-                        Some(Ok(Message::Text(text))) => text,
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                        Some(Ok(Message::Binary(_))) => {
-                            self.close(1003, "binary_frame").await;
-                            return;
-                        }
-                        Some(Ok(Message::Close(_))) | None => return,
-                        // Broken framing, or far over the size limit.
-                        Some(Err(_)) => {
-                            self.close(1002, "protocol_error").await;
-                            return;
-                        }
-                    };
-                    if text.len() > MAX_MESSAGE {
-                        self.close(1009, "message_too_large").await;
-                        return;
-                    }
-                    if !received.allow(Duration::from_secs(1), MAX_MESSAGES_PER_SECOND) {
-                        self.end(Close::RateLimited).await;
-                        return;
-                    }
-                    match parse(&text) {
-                        Ok(message) => {
-                            if !Box::pin(self.handle(id, &mut caller, message, expiry.as_mut()))
-                                .await
-                            {
-                                return;
-                            }
-                        }
-                        Err(refusal) => {
-                            if !self.refuse(refusal, None).await {
-                                return;
-                            }
-                        }
-                    }
+            let woken = std::future::poll_fn(|cx| {
+                turns.poll(cx, outbound, &mut self.socket, &mut pings, expiry.as_mut())
+            })
+            .await;
+            let carry_on = match woken {
+                Woken::Received(message) => {
+                    let step =
+                        self.receive(id, &mut caller, message, &mut received, expiry.as_mut());
+                    Box::pin(step).await
                 }
-                out = outbound.recv() => match out {
-                    Some(Outbound::Close(why)) => {
-                        self.end(why).await;
-                        return;
-                    }
-                    Some(first) => {
-                        // What else waits goes out with it, in one write: at most BATCH
-                        // messages and about BATCH_BYTES of them.
-                        let mut close = None;
-                        let mut check_key = false;
-                        let mut messages = Vec::new();
-                        let mut bytes = 0;
-                        let mut next = Some(first);
-                        while let Some(message) = next.take() {
-                            if let Outbound::Close(why) = message {
-                                close = Some(why);
-                                break;
-                            }
-                            check_key |= matches!(message, Outbound::CheckKey);
-                            if let Some(text) = text_of(message) {
-                                bytes += match &text {
-                                    Message::Text(text) => text.len(),
-                                    _ => 0,
-                                };
-                                messages.push(text);
-                            }
-                            if messages.len() < BATCH && bytes < BATCH_BYTES {
-                                next = outbound.try_recv().ok();
-                            }
-                        }
-                        if !self.send_frames(messages).await {
-                            return;
-                        }
-                        if let Some(why) = close {
-                            self.end(why).await;
-                            return;
-                        }
-                        if check_key && self.revoked(&caller).await {
-                            self.end(Close::SessionRevoked).await;
-                            return;
-                        }
-                    }
-                    // The hub let go of this connection without a word: its queue was full.
-                    None => {
-                        self.end(Close::SlowConsumer).await;
-                        return;
-                    }
-                },
-                _ = pings.tick() => {
-                    if self.key.is_some() && self.revoked(&caller).await {
-                        self.end(Close::SessionRevoked).await;
-                        return;
-                    }
-                    if !self.send_frame(Message::Ping(Default::default())).await
-                        || !self.send(json!({ "type": "ping" })).await
-                    {
-                        return;
-                    }
+                Woken::Outbound(out) => Box::pin(self.deliver(&caller, out, outbound)).await,
+                Woken::Ping => Box::pin(self.ping(&caller)).await,
+                Woken::Expired => {
+                    Box::pin(self.end(Close::TokenExpired)).await;
+                    false
                 }
-                () = &mut expiry => {
-                    self.end(Close::TokenExpired).await;
-                    return;
-                }
+            };
+            if !carry_on {
+                return;
             }
         }
+    }
+
+    /// `ready`, then the first message if the socket came in without a token; false when the
+    /// socket is gone.
+    async fn greet(
+        &mut self,
+        id: ConnectionId,
+        caller: &mut Caller,
+        first: Option<ClientMessage>,
+        expiry: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> bool {
+        if !self.send(ready(caller)).await {
+            return false;
+        }
+        match first {
+            Some(first) => Box::pin(self.handle(id, caller, first, expiry)).await,
+            None => true,
+        }
+    }
+
+    /// Acts on a frame from the client (counted against [`MAX_MESSAGES_PER_SECOND`]); false
+    /// when the socket is gone or closed.
+    async fn receive(
+        &mut self,
+        id: ConnectionId,
+        caller: &mut Caller,
+        message: Option<Result<Message, axum::Error>>,
+        received: &mut Window,
+        expiry: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> bool {
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => return true,
+            Some(Ok(Message::Binary(_))) => {
+                self.close(1003, "binary_frame").await;
+                return false;
+            }
+            Some(Ok(Message::Close(_))) | None => return false,
+            // Broken framing, or far over the size limit.
+            Some(Err(_)) => {
+                self.close(1002, "protocol_error").await;
+                return false;
+            }
+        };
+        if text.len() > MAX_MESSAGE {
+            self.close(1009, "message_too_large").await;
+            return false;
+        }
+        if !received.allow(Duration::from_secs(1), MAX_MESSAGES_PER_SECOND) {
+            self.end(Close::RateLimited).await;
+            return false;
+        }
+        match parse(&text) {
+            Ok(message) => Box::pin(self.handle(id, caller, message, expiry)).await,
+            Err(refusal) => self.refuse(refusal, None).await,
+        }
+    }
+
+    /// Sends what the hub queued for the socket, `first` and what else waits, in one write (at
+    /// most [`BATCH`] messages and about [`BATCH_BYTES`] of them); false when the socket is
+    /// gone or closed.
+    async fn deliver(
+        &mut self,
+        caller: &Caller,
+        first: Option<Outbound>,
+        outbound: &mut tokio::sync::mpsc::Receiver<Outbound>,
+    ) -> bool {
+        let first = match first {
+            Some(Outbound::Close(why)) => {
+                self.end(why).await;
+                return false;
+            }
+            Some(first) => first,
+            // The hub let go of this connection without a word: its queue was full.
+            None => {
+                self.end(Close::SlowConsumer).await;
+                return false;
+            }
+        };
+        let mut close = None;
+        let mut check_key = false;
+        let mut messages = Vec::new();
+        let mut bytes = 0;
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            if let Outbound::Close(why) = message {
+                close = Some(why);
+                break;
+            }
+            check_key |= matches!(message, Outbound::CheckKey);
+            if let Some(text) = text_of(message) {
+                bytes += match &text {
+                    Message::Text(text) => text.len(),
+                    _ => 0,
+                };
+                messages.push(text);
+            }
+            if messages.len() < BATCH && bytes < BATCH_BYTES {
+                next = outbound.try_recv().ok();
+            }
+        }
+        if !self.send_frames(messages).await {
+            return false;
+        }
+        if let Some(why) = close {
+            self.end(why).await;
+            return false;
+        }
+        if check_key && self.revoked(caller).await {
+            self.end(Close::SessionRevoked).await;
+            return false;
+        }
+        true
+    }
+
+    /// Checks the app's key again if the socket came in with it, then pings (a WebSocket ping,
+    /// and one the SDK answers); false when the socket is gone or closed.
+    async fn ping(&mut self, caller: &Caller) -> bool {
+        if self.key.is_some() && self.revoked(caller).await {
+            self.end(Close::SessionRevoked).await;
+            return false;
+        }
+        self.send_frame(Message::Ping(Default::default())).await
+            && self.send(json!({ "type": "ping" })).await
     }
 
     /// Counts a publish or a direct message against [`MAX_PUBLISHES_PER_SECOND`]: false when
@@ -1237,6 +1332,9 @@ fn rate_limited() -> Refusal {
     )
 }
 
+/// How many deliveries in a row a socket makes before it looks at the client's side first.
+const DELIVERIES_IN_A_ROW: u32 = 8;
+
 /// How many waiting messages go out in one write, and about how many bytes of them.
 const BATCH: usize = 32;
 const BATCH_BYTES: usize = 64 * 1024;
@@ -1285,5 +1383,53 @@ fn same_identity(current: &Caller, fresh: &Caller) -> bool {
         // A socket let in without a token may log in.
         (Caller::Anonymous, Caller::User(_)) => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What wakes a socket with `queued` messages from the hub and one from the client waiting,
+    /// in order, until the client's.
+    async fn wakes_until_the_client(queued: usize) -> Vec<&'static str> {
+        let (hub, mut outbound) = tokio::sync::mpsc::channel(64);
+        for _ in 0..queued {
+            hub.try_send(Outbound::CheckKey).expect("room");
+        }
+        let mut socket = futures_util::stream::iter(["hello"]);
+        let later = Instant::now() + Duration::from_secs(3600);
+        let mut pings = tokio::time::interval_at(later, PING_EVERY);
+        let expiry = tokio::time::sleep_until(later);
+        tokio::pin!(expiry);
+        let mut turns = Turns::default();
+        let mut wakes = Vec::new();
+        loop {
+            let woken = std::future::poll_fn(|cx| {
+                turns.poll(cx, &mut outbound, &mut socket, &mut pings, expiry.as_mut())
+            })
+            .await;
+            match woken {
+                Woken::Outbound(_) => wakes.push("hub"),
+                Woken::Received(message) => {
+                    assert_eq!(message, Some("hello"));
+                    wakes.push("client");
+                    return wakes;
+                }
+                Woken::Ping | Woken::Expired => panic!("nothing was due"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_steady_stream_from_the_hub_does_not_hold_off_the_client() {
+        let wakes = wakes_until_the_client(20).await;
+        let hub_first = vec!["hub"; DELIVERIES_IN_A_ROW as usize];
+        assert_eq!(wakes, [hub_first, vec!["client"]].concat());
+    }
+
+    #[tokio::test]
+    async fn the_client_is_heard_at_once_when_the_hub_has_nothing() {
+        assert_eq!(wakes_until_the_client(0).await, ["client"]);
     }
 }
