@@ -49,6 +49,8 @@ const AUTH_WITHIN: Duration = Duration::from_secs(10);
 const AUTH_TRIES: u32 = 3;
 /// How long one frame may take to go out: a client that stops reading holds nothing longer.
 const SEND_WITHIN: Duration = Duration::from_secs(10);
+/// How long a closed socket is still read for the client's own close frame.
+const LINGER: Duration = Duration::from_secs(1);
 /// Publishes and direct messages a client may send per second; more are refused
 /// (`rate_limited`) and the socket stays open.
 pub const MAX_PUBLISHES_PER_SECOND: u32 = 20;
@@ -581,7 +583,8 @@ enum Woken<R> {
 /// The order in which a waiting socket looks at what may wake it. What the hub queued comes
 /// first: a busy socket mostly delivers, and a wake-up that looks at the client's side first
 /// costs a fan-out that much more. The rest comes first after [`DELIVERIES_IN_A_ROW`]
-/// deliveries, so that a steady stream never holds off the client's messages, pings and expiry.
+/// deliveries, so that a steady stream never holds off the token's expiry, the pings and the
+/// client's messages (an expired token still gets at most that many batches).
 #[derive(Default)]
 struct Turns {
     deliveries_in_a_row: u32,
@@ -602,14 +605,16 @@ impl Turns {
             return Poll::Ready(Woken::Outbound(out));
         }
         self.deliveries_in_a_row = 0;
-        if let Poll::Ready(message) = socket.poll_next_unpin(cx) {
-            return Poll::Ready(Woken::Received(message));
+        // The timers before the client, so that a client that keeps its socket full holds
+        // off neither its token's expiry nor the pings (and the check of its app key at each).
+        if expiry.poll(cx).is_ready() {
+            return Poll::Ready(Woken::Expired);
         }
         if pings.poll_tick(cx).is_ready() {
             return Poll::Ready(Woken::Ping);
         }
-        if expiry.poll(cx).is_ready() {
-            return Poll::Ready(Woken::Expired);
+        if let Poll::Ready(message) = socket.poll_next_unpin(cx) {
+            return Poll::Ready(Woken::Received(message));
         }
         if !hub_first && let Poll::Ready(out) = outbound.poll_recv(cx) {
             self.deliveries_in_a_row = 1;
@@ -779,11 +784,19 @@ impl Session {
         // Every socket keeps this future for its life, and it is as large as the largest step
         // it awaits in place: what runs once, and each step after a wake-up, are boxed, so that
         // it holds only what waiting needs (docs/performance.md, "Realtime").
-        let Some((id, caller, first, mut outbound)) = Box::pin(self.open(caller)).await else {
-            return;
-        };
-        self.serve(id, caller, first, &mut outbound).await;
-        Box::pin(self.hub.disconnect(id)).await;
+        if let Some((id, caller, first, mut outbound)) = Box::pin(self.open(caller)).await {
+            self.serve(id, caller, first, &mut outbound).await;
+            Box::pin(self.hub.disconnect(id)).await;
+        }
+        Box::pin(self.linger()).await;
+    }
+
+    /// Reads what the client still sends, until it closes too, for at most [`LINGER`]: a
+    /// socket let go of with bytes unread is reset, and the reset may overtake the close frame
+    /// on its way (a client flooding the socket would not learn why it was closed).
+    async fn linger(&mut self) {
+        let draining = async { while let Some(Ok(_)) = self.socket.recv().await {} };
+        let _ = tokio::time::timeout(LINGER, draining).await;
     }
 
     /// Authenticates the caller (when the upgrade did not), registers the socket and checks
@@ -914,8 +927,9 @@ impl Session {
         expiry: std::pin::Pin<&mut tokio::time::Sleep>,
     ) -> bool {
         let text = match message {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => return true,
+            Some(Ok(Message::Text(text))) => Some(text),
+            // Counted too: each costs a wake-up, and a ping an answer.
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
             Some(Ok(Message::Binary(_))) => {
                 self.close(1003, "binary_frame").await;
                 return false;
@@ -927,7 +941,7 @@ impl Session {
                 return false;
             }
         };
-        if text.len() > MAX_MESSAGE {
+        if text.as_ref().is_some_and(|text| text.len() > MAX_MESSAGE) {
             self.close(1009, "message_too_large").await;
             return false;
         }
@@ -935,6 +949,9 @@ impl Session {
             self.end(Close::RateLimited).await;
             return false;
         }
+        let Some(text) = text else {
+            return true;
+        };
         match parse(&text) {
             Ok(message) => Box::pin(self.handle(id, caller, message, expiry)).await,
             Err(refusal) => self.refuse(refusal, None).await,
@@ -1390,35 +1407,51 @@ fn same_identity(current: &Caller, fresh: &Caller) -> bool {
 mod tests {
     use super::*;
 
-    /// What wakes a socket with `queued` messages from the hub and one from the client waiting,
-    /// in order, until the client's.
-    async fn wakes_until_the_client(queued: usize) -> Vec<&'static str> {
+    /// What wakes a socket, in order, until `last` (at most 100 wake-ups): with `queued`
+    /// messages from the hub, a client that sends `sent` frames (or without end), and a ping
+    /// and the token's expiry due (a second ago) or not (in an hour).
+    async fn wakes_until(
+        last: &str,
+        queued: usize,
+        sent: Option<usize>,
+        ping_due: bool,
+        expiry_due: bool,
+    ) -> Vec<&'static str> {
+        let at = |due| match due {
+            true => Instant::now() - Duration::from_secs(1),
+            false => Instant::now() + Duration::from_secs(3600),
+        };
         let (hub, mut outbound) = tokio::sync::mpsc::channel(64);
         for _ in 0..queued {
             hub.try_send(Outbound::CheckKey).expect("room");
         }
-        let mut socket = futures_util::stream::iter(["hello"]);
-        let later = Instant::now() + Duration::from_secs(3600);
-        let mut pings = tokio::time::interval_at(later, PING_EVERY);
-        let expiry = tokio::time::sleep_until(later);
+        let frames = futures_util::stream::repeat("hello");
+        let mut socket = frames.take(sent.unwrap_or(usize::MAX));
+        let mut pings = tokio::time::interval_at(at(ping_due), PING_EVERY);
+        let expiry = tokio::time::sleep_until(at(expiry_due));
         tokio::pin!(expiry);
         let mut turns = Turns::default();
         let mut wakes = Vec::new();
-        loop {
+        while wakes.last() != Some(&last) && wakes.len() < 100 {
             let woken = std::future::poll_fn(|cx| {
                 turns.poll(cx, &mut outbound, &mut socket, &mut pings, expiry.as_mut())
             })
             .await;
-            match woken {
-                Woken::Outbound(_) => wakes.push("hub"),
+            wakes.push(match woken {
+                Woken::Outbound(_) => "hub",
                 Woken::Received(message) => {
                     assert_eq!(message, Some("hello"));
-                    wakes.push("client");
-                    return wakes;
+                    "client"
                 }
-                Woken::Ping | Woken::Expired => panic!("nothing was due"),
-            }
+                Woken::Ping => "ping",
+                Woken::Expired => "expired",
+            });
         }
+        wakes
+    }
+
+    async fn wakes_until_the_client(queued: usize) -> Vec<&'static str> {
+        wakes_until("client", queued, Some(1), false, false).await
     }
 
     #[tokio::test]
@@ -1431,5 +1464,21 @@ mod tests {
     #[tokio::test]
     async fn the_client_is_heard_at_once_when_the_hub_has_nothing() {
         assert_eq!(wakes_until_the_client(0).await, ["client"]);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_keeps_its_socket_full_holds_off_neither_expiry_nor_pings() {
+        assert_eq!(
+            wakes_until("expired", 0, None, false, true).await,
+            ["expired"]
+        );
+        assert_eq!(wakes_until("ping", 0, None, true, false).await, ["ping"]);
+    }
+
+    #[tokio::test]
+    async fn a_steady_stream_from_the_hub_holds_off_the_expiry_for_a_few_deliveries_at_most() {
+        let wakes = wakes_until("expired", 20, None, false, true).await;
+        let hub_first = vec!["hub"; DELIVERIES_IN_A_ROW as usize];
+        assert_eq!(wakes, [hub_first, vec!["expired"]].concat());
     }
 }

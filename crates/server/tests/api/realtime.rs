@@ -437,6 +437,14 @@ async fn bad_messages_get_their_codes_and_leave_the_socket_open() {
         }
     }
     assert_eq!(closed(&mut flood).await, (4029, "rate_limited".into()));
+    // WebSocket pings count too: each is a wake-up and an answer.
+    let mut pings = s.open(&s.alice).await;
+    for _ in 0..300 {
+        if pings.send(Message::Ping(Vec::new().into())).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(closed(&mut pings).await, (4029, "rate_limited".into()));
 }
 
 #[tokio::test]
