@@ -3,12 +3,9 @@
 //! Two kinds of bearer secret administer apps: the instance's admin token (everything) and each
 //! app's secret key (everything the admin token may do, for that app only). Both are stored as
 //! hashes; the admin token's hash is kept in memory so that the common check needs no database
-//! read, and so are the app keys this node has seen work ([`KnownKeys`]) until they are
-//! replaced or their app deleted, here or on another node. End users carry access tokens
-//! instead, checked by [`crate::auth`].
+//! read. End users carry access tokens instead, checked by [`crate::auth`].
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use cloudlet_store::{AppName, StoreError, SystemStore};
 
@@ -114,41 +111,6 @@ impl std::fmt::Debug for AdminTokenSetup {
 pub struct Access {
     system: Arc<dyn SystemStore>,
     admin: SecretHash,
-    keys: Arc<Mutex<KnownKeys>>,
-}
-
-/// The app keys this node has seen work, by hash, so that a backend's calls with its app's
-/// key cost no database read each (on PostgreSQL, a round trip). Only keys that worked are
-/// kept, at most one an app. A key is forgotten when it is replaced or its app deleted: here
-/// at once, from another node when its ring arrives (all of them when rings may have been
-/// missed). A read that began before a forgetting is not kept ([`KnownKeys::forgotten`]).
-#[derive(Default)]
-pub struct KnownKeys {
-    apps: HashMap<SecretHash, AppName>,
-    /// Counts forgettings: a key read from the database is kept only if none happened since
-    /// the read began, lest it bring back a key replaced meanwhile.
-    forgotten: u64,
-}
-
-impl KnownKeys {
-    /// Keeps `hash` as `app`'s key, read when [`KnownKeys::forgotten`] was `since`: unless a
-    /// key was forgotten since.
-    fn keep(&mut self, hash: SecretHash, app: &AppName, since: u64) {
-        if self.forgotten == since {
-            // One key an app: the one it replaced, if still here, goes.
-            self.apps.retain(|_, known| known != app);
-            self.apps.insert(hash, app.clone());
-        }
-    }
-
-    /// Forgets `app`'s key, or every app's.
-    fn forget(&mut self, app: Option<&AppName>) {
-        match app {
-            Some(app) => self.apps.retain(|_, known| known != app),
-            None => self.apps.clear(),
-        }
-        self.forgotten += 1;
-    }
 }
 
 impl Access {
@@ -187,15 +149,7 @@ impl Access {
                 (SecretHash::of(&token), AdminTokenSetup::Generated(token))
             }
         };
-        let keys = Arc::default();
-        Ok((
-            Access {
-                system,
-                admin,
-                keys,
-            },
-            setup,
-        ))
+        Ok((Access { system, admin }, setup))
     }
 
     /// Replaces the admin token with a new random one and returns it. For the offline
@@ -225,112 +179,9 @@ impl Access {
         if self.admin.matches(&hash) {
             return Ok(Caller::Admin);
         }
-        let since = {
-            let keys = self.known_keys();
-            if let Some(app) = keys.apps.get(&hash) {
-                return Ok(Caller::AppKey(app.clone()));
-            }
-            keys.forgotten
-        };
         match self.system.app_by_key_hash(hash.as_bytes()).await? {
-            Some(app) => {
-                self.known_keys().keep(hash, &app, since);
-                Ok(Caller::AppKey(app))
-            }
+            Some(app) => Ok(Caller::AppKey(app)),
             None => Err(AccessError::InvalidCredentials),
         }
-    }
-
-    /// Forgets the app's key: it was replaced, or the app deleted (here, or on another node).
-    pub fn forget_key(&self, app: &AppName) {
-        self.known_keys().forget(Some(app));
-    }
-
-    /// Forgets every app's key: another node's rings may have been missed.
-    pub fn forget_keys(&self) {
-        self.known_keys().forget(None);
-    }
-
-    fn known_keys(&self) -> std::sync::MutexGuard<'_, KnownKeys> {
-        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use cloudlet_store::Durability;
-    use cloudlet_store::sqlite::SqliteSystemStore;
-
-    use super::*;
-    use crate::random::SeededRandom;
-
-    /// An app `shop` whose secret key is `key`, in a system store of its own.
-    async fn with_app(key: &str) -> (tempfile::TempDir, Arc<dyn SystemStore>, AppName) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("system.db");
-        let system: Arc<dyn SystemStore> =
-            Arc::new(SqliteSystemStore::open(&path, Durability::Full).unwrap());
-        let row = cloudlet_store::AppRow {
-            name: "shop".into(),
-            created_at_ms: 1,
-            secret_key_hash: SecretHash::of(key).as_bytes().to_vec(),
-            secret_key_hint: "cls_abcd".into(),
-            secret_key_created_at_ms: 1,
-        };
-        let signing = cloudlet_store::SigningKeyRow {
-            kid: "k1".into(),
-            secret: vec![7; 32],
-            created_at_ms: 1,
-        };
-        system.insert_app(row, signing).await.unwrap();
-        (dir, system, AppName::parse("shop").unwrap())
-    }
-
-    #[tokio::test]
-    async fn a_known_key_is_taken_until_it_is_forgotten() {
-        let (_dir, system, shop) = with_app("cls_old").await;
-        let random = SeededRandom::new(1);
-        let (access, _) = Access::start(system.clone(), Some("admin-token-0123456789"), &random)
-            .await
-            .unwrap();
-        let caller = access.authenticate(Some("cls_old")).await.unwrap();
-        assert!(matches!(caller, Caller::AppKey(app) if app == shop));
-
-        // Replaced in the database behind its back (as another node does): still known here,
-        // until the ring says so.
-        let new = SecretHash::of("cls_new").as_bytes().to_vec();
-        assert!(
-            system
-                .replace_app_key(&shop, new, "x".into(), 2)
-                .await
-                .unwrap()
-        );
-        assert!(access.authenticate(Some("cls_old")).await.is_ok());
-        access.forget_key(&shop);
-        assert!(matches!(
-            access.authenticate(Some("cls_old")).await,
-            Err(AccessError::InvalidCredentials)
-        ));
-        assert!(access.authenticate(Some("cls_new")).await.is_ok());
-        assert!(matches!(
-            access.authenticate(Some("cls_other")).await,
-            Err(AccessError::InvalidCredentials)
-        ));
-    }
-
-    #[test]
-    fn a_key_read_before_a_forgetting_is_not_kept() {
-        let shop = AppName::parse("shop").unwrap();
-        let mut keys = KnownKeys::default();
-        let since = keys.forgotten;
-        // Replaced while the read was on its way.
-        keys.forget(Some(&shop));
-        keys.keep(SecretHash::of("cls_old"), &shop, since);
-        assert!(keys.apps.is_empty());
-
-        keys.keep(SecretHash::of("cls_new"), &shop, keys.forgotten);
-        assert_eq!(keys.apps.get(&SecretHash::of("cls_new")), Some(&shop));
-        keys.forget(None);
-        assert!(keys.apps.is_empty());
     }
 }

@@ -38,7 +38,7 @@ impl NewSecret {
 }
 
 /// The SHA-256 of a secret.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SecretHash([u8; 32]);
 
 impl std::fmt::Debug for SecretHash {

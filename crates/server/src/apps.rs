@@ -120,13 +120,11 @@ async fn delete_app(
     let files = state.files().clone();
     let realtime = state.realtime().clone();
     let usage = state.usage().clone();
-    let access = state.access().clone();
     to_completion(async move {
         // Its sockets first: nothing of the app may reach them while it goes, nor of a new app
         // of the same name after.
         realtime.close_app(&app, AppSockets::All).await;
         let deleted = apps.delete(&app).await;
-        access.forget_key(&app);
         // The blobs after the database: a file row never outlives its blob. Blobs left by a
         // deletion cut short are gone with the next deletion of the name.
         if deleted.is_ok()
@@ -161,12 +159,10 @@ async fn rotate_key(
     let apps = state.apps().clone();
     let realtime = state.realtime().clone();
     let auth = state.auth().clone();
-    let access = state.access().clone();
     let rotated = to_completion(async move {
         let rotated = apps.rotate_key(&app).await;
         // The old key stops working at once: the sockets it opened too, here and (told) on
         // the other nodes.
-        access.forget_key(&app);
         realtime.close_app(&app, AppSockets::OfKey).await;
         auth.key_replaced(&app);
         rotated

@@ -65,13 +65,7 @@ async fn heard(state: &AppState, app: &cloudlet_store::AppName, topics: Topics) 
         state.realtime().heard_settings(app).await;
     }
     if topics.has(Topic::Keys) {
-        state.access().forget_key(app);
         state.realtime().check_keys(app).await;
-    }
-    if topics.has(Topic::Auth) {
-        // The app may have been deleted, and made again under the same name, since its key
-        // was read here: the old key must not let anyone into the new app.
-        state.access().forget_key(app);
     }
     if topics.has(Topic::Auth) && !state.auth().heard(app).await {
         // Deleted on another node: nothing of it may go on here.
@@ -99,7 +93,6 @@ async fn heard_everything(state: &AppState) {
     state.functions().heard_everything();
     state.queues().heard_everything();
     state.auth().heard_everything();
-    state.access().forget_keys();
     state.realtime().heard_everything().await;
     state.realtime().recheck(state.auth()).await;
 }
