@@ -67,6 +67,9 @@ impl Topic {
 pub struct Topics(u16);
 
 impl Topics {
+    /// Every topic.
+    pub const ALL: Topics = Topics((1 << Topic::ALL.len()) - 1);
+
     pub fn with(self, topic: Topic) -> Topics {
         Topics(self.0 | Self::bit(topic))
     }
@@ -153,20 +156,29 @@ pub(crate) fn messages(node: &str, rings: &BTreeMap<AppName, Topics>) -> Vec<Str
     messages
 }
 
-/// The sending node and the rings of a message; `None` for a message that is not one.
-pub(crate) fn parse_message(message: &str) -> Option<(&str, Vec<Ring>)> {
+/// The sending node and the rings of a message. What this node cannot read (a topic it does not
+/// know, as from a node of a newer version during a rolling upgrade, or a line that is not a
+/// ring) is never dropped, since what it told would be lost: an unknown topic is heard as every
+/// topic of its app, and a line that is not a ring as `Everything` (alone: it covers the rest).
+pub(crate) fn parse_message(message: &str) -> (&str, Vec<Ring>) {
     let mut lines = message.split('\n');
-    let node = lines.next()?;
-    let rings = lines
-        .map(|line| {
-            let (app, letters) = line.split_once(' ')?;
-            Some(Ring::App(
-                AppName::parse(app).ok()?,
-                Topics::parse(letters)?,
-            ))
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some((node, rings))
+    let node = lines.next().unwrap_or_default();
+    let mut rings = Vec::new();
+    for line in lines {
+        let app = line
+            .split_once(' ')
+            .and_then(|(app, letters)| Some((AppName::parse(app).ok()?, letters)));
+        match app {
+            Some((app, letters)) => {
+                rings.push(Ring::App(
+                    app,
+                    Topics::parse(letters).unwrap_or(Topics::ALL),
+                ));
+            }
+            None => return (node, vec![Ring::Everything]),
+        }
+    }
+    (node, rings)
 }
 
 #[cfg(test)]
@@ -187,7 +199,7 @@ mod tests {
         let mut heard = Vec::new();
         for message in &sent {
             assert!(message.len() <= MAX_MESSAGE);
-            let (node, mut got) = parse_message(message).unwrap();
+            let (node, mut got) = parse_message(message);
             assert_eq!(node, "node1");
             heard.append(&mut got);
         }
@@ -200,19 +212,27 @@ mod tests {
     }
 
     #[test]
-    fn a_message_that_is_not_one_is_refused() {
-        for bad in ["n\nno-topics", "n\nBAD_NAME r", "n\napp z", "n\napp r\n"] {
-            assert!(parse_message(bad).is_none(), "{bad:?}");
+    fn what_a_node_cannot_read_is_heard_as_more_never_dropped() {
+        let app = || AppName::parse("app").unwrap();
+        // A topic this version does not know: every topic of the app.
+        let (node, rings) = parse_message("n\napp rz");
+        assert_eq!(node, "n");
+        assert_eq!(rings, [Ring::App(app(), Topics::ALL)]);
+        assert!(Topic::ALL.iter().all(|t| Topics::ALL.has(*t)));
+        // A line that is not a ring: everything, once.
+        for bad in [
+            "n\nno-topics",
+            "n\nBAD_NAME r",
+            "n\napp r\n",
+            "n\napp r\nx\ny",
+        ] {
+            assert_eq!(parse_message(bad).1, [Ring::Everything], "{bad:?}");
         }
-        let (_, rings) = parse_message("n\napp rcftqmbk").unwrap();
-        let Ring::App(_, topics) = &rings[0] else {
-            panic!("an app's ring");
-        };
-        assert!(
-            Topic::ALL
-                .iter()
-                .all(|t| topics.has(*t) || *t == Topic::Auth)
-        );
-        assert!(!topics.has(Topic::Auth));
+        let (_, rings) = parse_message("n\napp rcftqmbk");
+        let expected = Topic::ALL
+            .iter()
+            .filter(|t| **t != Topic::Auth)
+            .fold(Topics::default(), |topics, t| topics.with(*t));
+        assert_eq!(rings, [Ring::App(app(), expected)]);
     }
 }

@@ -205,14 +205,15 @@ async fn listen_once(bell: &Weak<PgBell>, pool: &Pool, config: &tokio_postgres::
         let Some(bell) = bell.upgrade() else {
             break;
         };
-        match parse_message(&message) {
-            Some((node, _)) if node == bell.node => {}
-            Some((_, rings)) => {
-                for ring in rings {
-                    hear(&bell, pool, ring);
-                }
+        let (node, rings) = parse_message(&message);
+        if node == bell.node {
+            continue;
+        }
+        for ring in rings {
+            if ring == Ring::Everything {
+                tracing::warn!("a ring that is not one was heard: every cache is dropped");
             }
-            None => tracing::warn!("a ring that is not one was heard"),
+            hear(&bell, pool, ring);
         }
     }
     driver.abort();
