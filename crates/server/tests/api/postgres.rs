@@ -799,7 +799,8 @@ async fn a_provider_reconfigured_on_one_node_gets_a_new_access_token_on_another(
 }
 
 /// A socket opened with an app's key on one node closes when the key is rotated on another
-/// (told through the doorbell), as it does on the node that rotated it.
+/// (told through the doorbell), as it does on the node that rotated it; and no node takes the
+/// old key any more, even one that took it a moment before (nothing may cache it there).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_key_rotated_on_one_node_closes_its_sockets_on_another() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -820,14 +821,25 @@ async fn an_app_key_rotated_on_one_node_closes_its_sockets_on_another() {
     );
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     assert_eq!(crate::realtime::next(&mut socket).await["type"], "ready");
+    let with_key = |key: &str| {
+        b.request(Method::GET, "/v1/admin/apps/keyed")
+            .bearer_auth(key)
+    };
+    with_key(&key).expect(StatusCode::OK).await;
 
-    a.admin(Method::POST, "/v1/admin/apps/keyed/keys/rotate")
+    let rotated = a
+        .admin(Method::POST, "/v1/admin/apps/keyed/keys/rotate")
         .expect(StatusCode::OK)
         .await;
     assert_eq!(
         crate::realtime::closed(&mut socket).await,
         (4003, "session_revoked".into())
     );
+    with_key(&key)
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_credentials")
+        .await;
+    let new_key = rotated["secret_key"].as_str().unwrap();
+    with_key(new_key).expect(StatusCode::OK).await;
     b.stop().await;
     a.stop().await;
 }
