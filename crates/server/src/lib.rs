@@ -685,7 +685,11 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     tasks.spawn(functions::run_schedules(state.clone(), shutdown_rx.clone()));
     tasks.spawn(queues::run_dispatcher(state.clone(), shutdown_rx.clone()));
     tasks.spawn(run_realtime(hub, state.auth().clone(), shutdown_rx.clone()));
-    tasks.spawn(nodes::hear(state.clone(), bell, shutdown_rx.clone()));
+    tasks.spawn(nodes::hear(
+        state.clone(),
+        Arc::clone(&bell),
+        shutdown_rx.clone(),
+    ));
     if let Some(rates) = rates_sweep {
         tasks.spawn(nodes::sweep_rate_buckets(rates, shutdown_rx.clone()));
     }
@@ -737,6 +741,8 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         // Last, the invocation log: every run that could write to it has ended.
         let _ = stop_log.send(());
         let _ = log.await;
+        // What this node changed last reaches the other nodes before its connections close.
+        bell.flush().await;
         tenants.close_all().await;
         system.close().await;
         drop(data_dir);

@@ -111,11 +111,15 @@ pub enum Ring {
 }
 
 /// Rings and hears rings.
+#[async_trait::async_trait]
 pub trait Bell: Send + Sync {
     /// Tells the other nodes that `topic` of `app` changed (after the change committed).
     fn ring(&self, app: &AppName, topic: Topic);
     /// What the other nodes ring, from now on.
     fn rings(&self) -> broadcast::Receiver<Ring>;
+    /// Sends what was rung and not sent yet, now: for a node that stops, lest the other nodes
+    /// keep what it changed last.
+    async fn flush(&self) {}
 }
 
 /// The bell of a node alone with its database: nobody to ring, nothing to hear.
@@ -127,6 +131,7 @@ impl Default for NoBell {
     }
 }
 
+#[async_trait::async_trait]
 impl Bell for NoBell {
     fn ring(&self, _app: &AppName, _topic: Topic) {}
 

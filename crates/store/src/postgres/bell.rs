@@ -28,6 +28,7 @@ const RECONNECT: Duration = Duration::from_secs(1);
 /// A node's bell on PostgreSQL. Its tasks end when it is dropped.
 pub struct PgBell {
     node: String,
+    pool: Pool,
     pending: Mutex<BTreeMap<AppName, Topics>>,
     wake: Notify,
     heard: broadcast::Sender<Ring>,
@@ -41,6 +42,7 @@ impl Drop for PgBell {
     }
 }
 
+#[async_trait::async_trait]
 impl Bell for PgBell {
     fn ring(&self, app: &AppName, topic: Topic) {
         let mut pending = lock(&self.pending);
@@ -53,6 +55,13 @@ impl Bell for PgBell {
     fn rings(&self) -> broadcast::Receiver<Ring> {
         self.heard.subscribe()
     }
+
+    async fn flush(&self) {
+        let rings = std::mem::take(&mut *lock(&self.pending));
+        if let Err(e) = notify(&self.pool, &self.node, &rings).await {
+            tracing::warn!(error = %e, "could not ring the other nodes before stopping");
+        }
+    }
 }
 
 impl PgBell {
@@ -62,6 +71,7 @@ impl PgBell {
         let stop = Arc::new(Notify::new());
         let bell = Arc::new(PgBell {
             node,
+            pool: pool.clone(),
             pending: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
             heard: broadcast::channel(4096).0,
@@ -88,23 +98,8 @@ async fn send(bell: Weak<PgBell>, pool: Pool) {
         }
         let node = strong.node.clone();
         drop(strong);
-        let mut failed = false;
-        for message in messages(&node, &rings) {
-            let sent = match pool.get().await {
-                Ok(client) => client
-                    .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &message])
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = sent {
-                tracing::warn!(error = %e, "could not ring the other nodes; ringing again");
-                failed = true;
-                break;
-            }
-        }
-        if failed {
+        if let Err(e) = notify(&pool, &node, &rings).await {
+            tracing::warn!(error = %e, "could not ring the other nodes; ringing again");
             // Never dropped: rung again (a ring twice only drops a cache twice) once the
             // database answers, while the other nodes' caches may be stale meanwhile.
             let Some(strong) = bell.upgrade() else {
@@ -126,6 +121,18 @@ async fn send(bell: Weak<PgBell>, pool: Pool) {
             tokio::time::sleep(RECONNECT).await;
         }
     }
+}
+
+/// Sends `rings` as node `node`'s, in as many messages as they take.
+async fn notify(pool: &Pool, node: &str, rings: &BTreeMap<AppName, Topics>) -> Result<(), String> {
+    for message in messages(node, rings) {
+        let client = pool.get().await.map_err(|e| e.to_string())?;
+        client
+            .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &message])
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Listens for the other nodes' rings until the bell is dropped, connecting again whenever

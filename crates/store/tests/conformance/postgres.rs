@@ -465,3 +465,29 @@ async fn swept(store: &Postgres, expected: u64) {
     }
     assert_eq!(total, expected);
 }
+
+/// A node that stops sends what it rang last before its connections close: rung, flushed and
+/// closed at once, the other node hears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_rings_what_it_changed_last() {
+    use cloudlet_store::{Bell, Ring, Topic, Topics};
+
+    let url = TestServer::shared().database();
+    let hearing = Postgres::open(options(url.clone())).await.unwrap();
+    let ear = hearing.bell("hearing".into());
+    let mut rings = ear.rings();
+    // Listening once the bell says rings may have been missed (it listens from then on).
+    let first = tokio::time::timeout(Duration::from_secs(10), rings.recv()).await;
+    assert_eq!(first.unwrap().unwrap(), Ring::Everything);
+
+    let stopping = Postgres::open(options(url)).await.unwrap();
+    let bell = stopping.bell("stopping".into());
+    bell.ring(&app("shop"), Topic::Keys);
+    bell.flush().await;
+    stopping.close_all().await;
+    drop(bell);
+
+    let heard = tokio::time::timeout(Duration::from_secs(5), rings.recv()).await;
+    let expected = Ring::App(app("shop"), Topics::default().with(Topic::Keys));
+    assert_eq!(heard.expect("the ring within 5 s").unwrap(), expected);
+}
