@@ -741,8 +741,14 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         // Last, the invocation log: every run that could write to it has ended.
         let _ = stop_log.send(());
         let _ = log.await;
-        // What this node changed last reaches the other nodes before its connections close.
-        bell.flush().await;
+        // What this node changed last reaches the other nodes before its connections close
+        // (unless the database does not answer in time).
+        if tokio::time::timeout(Duration::from_secs(2), bell.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("could not ring the other nodes before stopping: the database is slow");
+        }
         tenants.close_all().await;
         system.close().await;
         drop(data_dir);

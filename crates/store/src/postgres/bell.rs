@@ -29,6 +29,9 @@ const RECONNECT: Duration = Duration::from_secs(1);
 pub struct PgBell {
     node: String,
     pool: Pool,
+    /// Held while rings taken from `pending` are being sent, so that a flush waits for what
+    /// the send task already took.
+    sending: tokio::sync::Mutex<()>,
     pending: Mutex<BTreeMap<AppName, Topics>>,
     wake: Notify,
     heard: broadcast::Sender<Ring>,
@@ -57,6 +60,7 @@ impl Bell for PgBell {
     }
 
     async fn flush(&self) {
+        let _sending = self.sending.lock().await;
         let rings = std::mem::take(&mut *lock(&self.pending));
         if let Err(e) = notify(&self.pool, &self.node, &rings).await {
             tracing::warn!(error = %e, "could not ring the other nodes before stopping");
@@ -72,6 +76,7 @@ impl PgBell {
         let bell = Arc::new(PgBell {
             node,
             pool: pool.clone(),
+            sending: tokio::sync::Mutex::new(()),
             pending: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
             heard: broadcast::channel(4096).0,
@@ -92,13 +97,15 @@ async fn send(bell: Weak<PgBell>, pool: Pool) {
         // Woken by a ring, or every second to notice that the bell is gone.
         let _ = tokio::time::timeout(Duration::from_secs(1), strong.wake.notified()).await;
         tokio::time::sleep(GATHER).await;
+        let sending = strong.sending.lock().await;
         let rings = std::mem::take(&mut *lock(&strong.pending));
         if rings.is_empty() {
             continue;
         }
-        let node = strong.node.clone();
+        let sent = notify(&pool, &strong.node, &rings).await;
+        drop(sending);
         drop(strong);
-        if let Err(e) = notify(&pool, &node, &rings).await {
+        if let Err(e) = sent {
             tracing::warn!(error = %e, "could not ring the other nodes; ringing again");
             // Never dropped: rung again (a ring twice only drops a cache twice) once the
             // database answers, while the other nodes' caches may be stale meanwhile.
