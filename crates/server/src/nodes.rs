@@ -44,11 +44,22 @@ pub(crate) async fn hear(
         match ring {
             Ok(Ring::App(app, topics)) => heard(&state, &app, topics).await,
             Ok(Ring::Everything) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                skip_waiting(&mut rings);
                 heard_everything(&state).await;
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
+}
+
+/// Skips the rings already waiting, before a pass over everything that covers them: a burst
+/// of passes (as a flood of malformed rings makes) costs one, not one each.
+fn skip_waiting(rings: &mut broadcast::Receiver<Ring>) {
+    use broadcast::error::TryRecvError;
+    while !matches!(
+        rings.try_recv(),
+        Err(TryRecvError::Empty | TryRecvError::Closed)
+    ) {}
 }
 
 async fn heard(state: &AppState, app: &cloudlet_store::AppName, topics: Topics) {
@@ -95,4 +106,26 @@ async fn heard_everything(state: &AppState) {
     state.auth().heard_everything();
     state.realtime().heard_everything().await;
     state.realtime().recheck(state.auth()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_rings_before_a_pass_over_everything_is_skipped_whole() {
+        let (bell, mut rings) = broadcast::channel(4);
+        // More than the channel holds: the receiver lags, and goes on past it.
+        for _ in 0..10 {
+            let _ = bell.send(Ring::Everything);
+        }
+        skip_waiting(&mut rings);
+        assert!(matches!(
+            rings.try_recv(),
+            Err(broadcast::error::TryRecvError::Empty)
+        ));
+        // What comes after the pass began is heard.
+        let _ = bell.send(Ring::Everything);
+        assert_eq!(rings.try_recv().unwrap(), Ring::Everything);
+    }
 }
