@@ -74,6 +74,11 @@ impl Topics {
         Topics(self.0 | Self::bit(topic))
     }
 
+    /// The topics of both.
+    pub fn union(self, other: Topics) -> Topics {
+        Topics(self.0 | other.0)
+    }
+
     pub fn has(self, topic: Topic) -> bool {
         self.0 & Self::bit(topic) != 0
     }

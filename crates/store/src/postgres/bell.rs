@@ -60,9 +60,7 @@ impl Bell for PgBell {
     }
 
     async fn flush(&self) {
-        let _sending = self.sending.lock().await;
-        let rings = std::mem::take(&mut *lock(&self.pending));
-        if let Err(e) = notify(&self.pool, &self.node, &rings).await {
+        if let Err((e, _)) = self.send_pending().await {
             tracing::warn!(error = %e, "could not ring the other nodes before stopping");
         }
     }
@@ -82,14 +80,14 @@ impl PgBell {
             heard: broadcast::channel(4096).0,
             stop: Arc::clone(&stop),
         });
-        tokio::spawn(send(Arc::downgrade(&bell), pool.clone()));
+        tokio::spawn(send(Arc::downgrade(&bell)));
         tokio::spawn(listen(Arc::downgrade(&bell), pool, config, stop));
         bell
     }
 }
 
 /// Sends what is rung, gathered, until the bell is dropped.
-async fn send(bell: Weak<PgBell>, pool: Pool) {
+async fn send(bell: Weak<PgBell>) {
     loop {
         let Some(strong) = bell.upgrade() else {
             return;
@@ -97,36 +95,33 @@ async fn send(bell: Weak<PgBell>, pool: Pool) {
         // Woken by a ring, or every second to notice that the bell is gone.
         let _ = tokio::time::timeout(Duration::from_secs(1), strong.wake.notified()).await;
         tokio::time::sleep(GATHER).await;
-        let sending = strong.sending.lock().await;
-        let rings = std::mem::take(&mut *lock(&strong.pending));
-        if rings.is_empty() {
-            continue;
-        }
-        let sent = notify(&pool, &strong.node, &rings).await;
-        drop(sending);
-        drop(strong);
-        if let Err(e) = sent {
+        if let Err((e, rings)) = strong.send_pending().await {
             tracing::warn!(error = %e, "could not ring the other nodes; ringing again");
             // Never dropped: rung again (a ring twice only drops a cache twice) once the
             // database answers, while the other nodes' caches may be stale meanwhile.
-            let Some(strong) = bell.upgrade() else {
-                return;
-            };
             {
                 let mut pending = lock(&strong.pending);
                 for (app, topics) in rings {
                     let merged = pending.entry(app).or_default();
-                    for topic in Topic::ALL {
-                        if topics.has(topic) {
-                            *merged = merged.with(topic);
-                        }
-                    }
+                    *merged = merged.union(topics);
                 }
             }
             strong.wake.notify_one();
             drop(strong);
             tokio::time::sleep(RECONNECT).await;
         }
+    }
+}
+
+impl PgBell {
+    /// Sends what was rung and not sent yet; on failure, what it took. One send at a time, so
+    /// that a flush waits for what the send task already took.
+    async fn send_pending(&self) -> Result<(), (String, BTreeMap<AppName, Topics>)> {
+        let _sending = self.sending.lock().await;
+        let rings = std::mem::take(&mut *lock(&self.pending));
+        notify(&self.pool, &self.node, &rings)
+            .await
+            .map_err(|e| (e, rings))
     }
 }
 
