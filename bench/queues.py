@@ -27,7 +27,8 @@ One Node.js process (bench/queues.mjs) drives either side. Each run measures, on
 
 With `--database postgres`, Cloudlet stores its queues on PostgreSQL and the peer is
 graphile-worker (npm, as locked in bench/peers/graphile-worker) on the same throwaway server
-(Debian's PostgreSQL, default settings: fsync on, synchronous_commit on), each in its own
+(Debian's PostgreSQL, default settings: fsync on, synchronous_commit on; `track_wal_io_timing`
+on, to time the WAL's flushes, which each send's commit waits for), each in its own
 database; the same workloads, through `WorkerUtils.addJobs`, a runner with the same
 concurrency and `runAt` for the delayed messages.
 
@@ -195,8 +196,10 @@ def measure_cloudlet(args):
         deploy(admin, "latency", "stamp", LATENCY_FUNCTION, {"queue": "q", "batch": 1, "concurrency": 1})
         # One warm-up message (the first run compiles the function), not counted.
         node("cloudlet-latency-send", {**base(key), "app": "latency", "count": 1, "gap_ms": 500})
+        flushes = wal_flushes(args.pg) if args.pg else None
         node("cloudlet-latency-send", {**base(key), "app": "latency", "count": args.latency_messages,
                                        "gap_ms": args.gap_ms})
+        wal_flush = flush_ms(flushes, wal_flushes(args.pg)) if args.pg else None
         time.sleep(1)
         records = list_records(port, key["secret_key"], "latency", "starts")
         records.sort(key=lambda r: r["sent"])
@@ -209,6 +212,8 @@ def measure_cloudlet(args):
             "clock": "performance.timeOrigin + performance.now()" if all(r["hr"] for r in records)
             else "Date.now() (1 ms resolution)",
         }
+        if wal_flush is not None:
+            results["latency_function"]["wal_flush_ms"] = wal_flush
 
         key = new_app(port, "delayed", "q")
         admin.json("PUT", "/v1/admin/apps/delayed/collections/starts", {
@@ -269,10 +274,26 @@ def measure_graphile(args):
     graphile_reset(args)
     results["claim_ack"] = node("graphile-work", {**base, "count": args.messages, "concurrency": 16})
     graphile_reset(args)
+    flushes = wal_flushes(args.pg)
     results["latency"] = node("graphile-latency", {**base, "count": args.latency_messages, "gap_ms": args.gap_ms})
+    results["latency"]["wal_flush_ms"] = flush_ms(flushes, wal_flushes(args.pg))
     graphile_reset(args)
     results["delayed"] = node("graphile-delayed", {**base, "delays": args.delays, "concurrency": 4})
     return results
+
+
+def wal_flushes(pg):
+    """PostgreSQL's WAL flushes so far and the milliseconds they took, from `pg_stat_wal` (the
+    benchmark's server times them: `track_wal_io_timing` on)."""
+    syncs, ms = pg.query("SELECT wal_sync, wal_sync_time FROM pg_stat_wal")[0]
+    return int(syncs), float(ms)
+
+
+def flush_ms(before, after):
+    """The mean time of one WAL flush between two `wal_flushes` readings: what a commit that
+    waits for the disk waits at least."""
+    syncs = after[0] - before[0]
+    return round((after[1] - before[1]) / syncs, 3) if syncs else 0.0
 
 
 def graphile_reset(args):
@@ -369,7 +390,7 @@ def write_docs(r):
         setup = (f"graphile-worker {v['graphile_worker']} (pg {v['pg']}, its defaults: a pool of 10, "
                  f"`pollInterval` 2 s) and Cloudlet (`database.pool_size` 16, the default) on one "
                  f"PostgreSQL {v['postgres']} server with its default settings (fsync on, "
-                 f"synchronous_commit on), each in its own database; both driven")
+                 f"synchronous_commit on; `track_wal_io_timing` on to time the WAL's flushes), each in its own database; both driven")
     else:
         setup = (f"BullMQ {v['bullmq']} (ioredis {v['ioredis']}) on Redis {v['redis']} with `appendonly yes`, "
                  f"`appendfsync always`; Cloudlet on SQLite, `durability = \"full\"` (the default); both driven")
@@ -378,6 +399,12 @@ def write_docs(r):
 | workload | Cloudlet | {peer} | Cloudlet / {peer} | issue 15's target for Cloudlet |
 |---|---|---|---|---|
 """ + "\n".join(rows)
+    flushes = c["latency_function"].get("wal_flush_ms"), b["latency"].get("wal_flush_ms")
+    if postgres and None not in flushes:
+        table += (f"\n\nA send's commit waits for PostgreSQL's WAL flush: during the latency samples one "
+                  f"flush took {figure(c['latency_function'], 'wal_flush_ms', ' ms')} on average "
+                  f"under Cloudlet's, {figure(b['latency'], 'wal_flush_ms', ' ms')} under {peer}'s "
+                  f"(`pg_stat_wal`: `wal_sync_time` over `wal_sync`).")
     replace_docs_section("queues-postgres" if postgres else "queues", table, script="queues")
 
 
@@ -429,6 +456,9 @@ def main():
         sys.path.insert(0, os.path.join(ROOT, "bench"))
         from postgres_layout import PostgresServer
         args.pg = PostgresServer()
+        # The time of each WAL flush, which every send's commit waits for (a latency's floor).
+        args.pg.psql("postgres", "ALTER SYSTEM SET track_wal_io_timing = on")
+        args.pg.psql("postgres", "SELECT pg_reload_conf()")
         args.database_url = args.pg.url
         args.peer_database = f"postgres://cloudlet@127.0.0.1:{args.pg.port}/graphile"
     try:
