@@ -710,18 +710,30 @@ impl QueueStore for Postgres {
         queues: Vec<String>,
     ) -> Result<Option<i64>, StoreError> {
         let client = self.app_client(app).await?;
-        // Each queue's first through `_queue_messages_due`.
+        // Each queue's first through `_queue_messages_due`, one statement per queue, all on
+        // one round trip (polled together, they go out pipelined). One statement over an
+        // array of queues was planned again on every call (about 0.1 ms of PostgreSQL's
+        // time, where running it took a tenth of that), and the dispatcher asks after
+        // every look.
         let sql = format!(
-            "SELECT min(first.visible_at) FROM unnest($1::text[]) AS q (name)
-             CROSS JOIN LATERAL (
-                 SELECT visible_at FROM {}._queue_messages
-                 WHERE queue = q.name AND state < 2 ORDER BY visible_at LIMIT 1) first",
+            "SELECT visible_at FROM {}._queue_messages
+             WHERE queue = $1 AND state < 2 ORDER BY visible_at LIMIT 1",
             schema(app)
         );
-        Ok(match row(&*client, &sql, &[&queues]).await? {
-            Some(r) => r.try_get(0)?,
-            None => None,
-        })
+        let statement = client.prepare_cached(&sql).await?;
+        let params: Vec<[&(dyn ToSql + Sync); 1]> = queues.iter().map(|q| [q as _]).collect();
+        let firsts = futures_util::future::try_join_all(
+            params
+                .iter()
+                .map(|queue| client.query_opt(&statement, queue)),
+        )
+        .await?;
+        let mut next: Option<i64> = None;
+        for first in firsts.into_iter().flatten() {
+            let at: i64 = first.try_get(0)?;
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        Ok(next)
     }
 
     async fn sweep_queues(

@@ -1137,6 +1137,11 @@ async fn next_due_is_the_earliest_pending(st: Stores) {
         Some(200),
         "only the queues asked about"
     );
+    assert_eq!(
+        q.next_due(a, Vec::new()).await.unwrap(),
+        None,
+        "no queue asked about"
+    );
     st.claim("q2", &["lc"], 100, 250).await;
     assert_eq!(q.next_due(a, both()).await.unwrap(), Some(200));
     st.claim("q1", &["lb"], 200, 1_000).await;
