@@ -956,7 +956,10 @@ impl Queues {
                 };
                 let full = claimed.len() >= place.trigger.batch;
                 taker.take(&app, place, claimed);
-                // The run's end hints the app again.
+                // The hint's second half once the send has committed, which on PostgreSQL
+                // (whose claim is answered before its commit) is once it is on disk. The
+                // run's end hints the app again.
+                let on_disk = on_disk.wait().await;
                 queues.hinted_after_commit(&app, ticket, "a send").await;
                 // A full batch may have left more due for the consumer's other places: the
                 // dispatcher looks now. Otherwise the claim took everything due; the hint, due
@@ -965,15 +968,14 @@ impl Queues {
                 if full {
                     queues.0.doorbell.notify_one();
                 }
-                Ok((sent, on_disk))
+                on_disk?;
+                Ok(sent)
             };
             let _ = answer.send(handed.await);
         }));
-        let (sent, on_disk) = answered
+        answered
             .await
-            .map_err(|_| StoreError::Task("the hand-over of a send was dropped".into()))??;
-        on_disk.wait().await?;
-        Ok(sent)
+            .map_err(|_| StoreError::Task("the hand-over of a send was dropped".into()))?
     }
 
     /// The held part of [`Queues::put_to_consumer`]: the hint (on SQLite, only its pulse: see

@@ -19,6 +19,7 @@
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
+use tokio::sync::oneshot;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -445,44 +446,69 @@ impl QueueStore for Postgres {
             .await?;
         let insert = client.prepare_cached(&insert_sql(&s, queue)).await?;
         let take = client.prepare_cached(&claim_sql(&s)).await?;
-        let columns = Columns::of(&messages, &vec![None; messages.len()]);
-        let limit = claim.leases.len() as i64;
-        let claim_params: [&(dyn ToSql + Sync); 6] = [
-            &queue,
-            &now_ms,
-            &limit,
-            &claim.until_ms,
-            &claim.leases,
-            &EXPIRED,
-        ];
-        // Two transactions in one round trip (tokio-postgres pipelines what is polled at once,
-        // and `join!` polls in order): the hint's, relaxed, whose commit the send's flush takes
-        // to disk; then the insert, the claim, which sees it, and a commit that waits for the
-        // WAL's flush as a send's does. Should the insert fail, the claim fails with it and
-        // PostgreSQL answers the `COMMIT` of the aborted transaction with a rollback.
-        let app_name = app.as_str();
-        let hint_params: [&(dyn ToSql + Sync); 2] = [&app_name, &due];
-        let insert_params = columns.params(&queue, &now_ms);
-        let (hint_begun, hinted, hint_committed, begun, inserted, taken, committed) = futures_util::join!(
-            client.batch_execute("BEGIN; SET LOCAL synchronous_commit = off"),
-            client.execute(&hint, &hint_params),
-            client.batch_execute("COMMIT"),
-            client.batch_execute("BEGIN"),
-            client.execute(&insert, &insert_params),
-            client.query(&take, &claim_params),
-            client.batch_execute("COMMIT"),
-        );
-        let unhinted = hint_begun.and(hinted).and(hint_committed).err();
-        begun?;
-        let inserted = inserted?;
-        let taken = taken?;
-        committed?;
-        // A queue deleted since its sender looked: nothing was sent, and nothing of it is left
-        // to claim.
-        all_inserted(inserted, &columns)?;
+        let sent = messages
+            .iter()
+            .map(|m| Sent::Queued(m.id.clone()))
+            .collect();
+        // The claim is answered before the commit is, as on SQLite before the fsync: its
+        // deliveries may start while the WAL's flush runs, and the sender is answered once
+        // the commit is (`OnDisk`). Should the commit fail after all (PostgreSQL gone), a run
+        // may have started on a message that was never sent, whose sender was told so: at
+        // least once. The statements go on in a task of their own, so that the commit is
+        // awaited whether or not anyone still waits for it.
+        let (claimed_tx, claimed_rx) = oneshot::channel();
+        let (committed_tx, committed_rx) = oneshot::channel();
+        let (app_name, queue) = (app.as_str().to_owned(), queue.to_owned());
+        tokio::spawn(async move {
+            let columns = Columns::of(&messages, &vec![None; messages.len()]);
+            let limit = claim.leases.len() as i64;
+            let claim_params: [&(dyn ToSql + Sync); 6] = [
+                &queue,
+                &now_ms,
+                &limit,
+                &claim.until_ms,
+                &claim.leases,
+                &EXPIRED,
+            ];
+            let hint_params: [&(dyn ToSql + Sync); 2] = [&app_name, &due];
+            let insert_params = columns.params(&queue, &now_ms);
+            // Two transactions in one round trip (tokio-postgres pipelines what is polled at
+            // once, and `join!` polls in order): the hint's, relaxed, whose commit the send's
+            // flush takes to disk; then the insert, the claim, which sees it, and a commit
+            // that waits for the WAL's flush as a send's does. Should the insert fail, the
+            // claim fails with it and PostgreSQL answers the `COMMIT` of the aborted
+            // transaction with a rollback.
+            let claimed = async {
+                let (hint_begun, hinted, hint_committed, begun, inserted, taken) = futures_util::join!(
+                    client.batch_execute("BEGIN; SET LOCAL synchronous_commit = off"),
+                    client.execute(&hint, &hint_params),
+                    client.batch_execute("COMMIT"),
+                    client.batch_execute("BEGIN"),
+                    client.execute(&insert, &insert_params),
+                    client.query(&take, &claim_params),
+                );
+                let unhinted = hint_begun.and(hinted).and(hint_committed).err();
+                let claimed = begun
+                    .map_err(StoreError::from)
+                    .and_then(|()| Ok((inserted?, taken?)))
+                    // A queue deleted since its sender looked: nothing was sent, and nothing
+                    // of it is left to claim.
+                    .and_then(|(inserted, taken)| {
+                        all_inserted(inserted, &columns)?;
+                        claimed_of(&taken)
+                    })
+                    .map(|claimed| (claimed, unhinted));
+                let _ = claimed_tx.send(claimed);
+            };
+            let ((), committed) = futures_util::join!(claimed, client.batch_execute("COMMIT"));
+            let _ = committed_tx.send(committed.map_err(StoreError::from));
+        });
+        let (claimed, unhinted) = claimed_rx
+            .await
+            .map_err(|_| StoreError::Task("the task of a send ended before its claim".into()))??;
         if let Some(e) = unhinted {
-            // The send committed without its hint: it is written after, as an ordinary commit
-            // (no later one of the send takes it to disk), rather than the send undone or its
+            // The send went on without its hint: it is written now, as an ordinary commit (no
+            // later one of the send takes it to disk), rather than the send undone or its
             // sender told of a failure it would answer by sending again.
             tracing::warn!(app = %app, error = %e, "could not hint a send before it; hinting after");
             if let Err(e) = crate::SystemStore::hint_due_durably(self, app, due).await {
@@ -491,8 +517,7 @@ impl QueueStore for Postgres {
                 tracing::warn!(app = %app, error = %e, "could not hint a send");
             }
         }
-        let sent = messages.into_iter().map(|m| Sent::Queued(m.id)).collect();
-        Ok((sent, claimed_of(&taken)?, OnDisk::now()))
+        Ok((sent, claimed, OnDisk::commit(committed_rx)))
     }
 
     async fn ack(&self, app: &AppName, id: &str, lease: &str) -> Result<bool, StoreError> {

@@ -174,22 +174,42 @@ type SyncWaiter = oneshot::Sender<Result<(), String>>;
 /// write would survive a power loss, at once when its durability does not ask for that.
 #[derive(Debug)]
 #[must_use = "a write is acknowledged only once it is on disk"]
-pub struct OnDisk(Option<oneshot::Receiver<Result<(), String>>>);
+pub struct OnDisk(Pending);
+
+/// What an [`OnDisk`] waits for.
+#[derive(Debug)]
+enum Pending {
+    /// Nothing: the write is as durable as it needs to be.
+    Nothing,
+    /// An fsync of SQLite's WAL, answered by the sync thread.
+    Fsync(oneshot::Receiver<Result<(), String>>),
+    /// A commit on PostgreSQL, answered by the task that sent it.
+    Commit(oneshot::Receiver<Result<(), StoreError>>),
+}
 
 impl OnDisk {
     /// A write that is already as durable as it needs to be.
     pub fn now() -> OnDisk {
-        OnDisk(None)
+        OnDisk(Pending::Nothing)
     }
 
-    /// Waits for the fsync.
+    /// A write whose commit (on PostgreSQL, where a commit returns once it is on disk) is
+    /// answered on `committed`.
+    pub(crate) fn commit(committed: oneshot::Receiver<Result<(), StoreError>>) -> OnDisk {
+        OnDisk(Pending::Commit(committed))
+    }
+
+    /// Waits for the fsync, or the commit.
     pub async fn wait(self) -> Result<(), StoreError> {
         match self.0 {
-            None => Ok(()),
-            Some(synced) => synced
+            Pending::Nothing => Ok(()),
+            Pending::Fsync(synced) => synced
                 .await
                 .map_err(|_| StoreError::Task("the database closed before its fsync".into()))?
                 .map_err(StoreError::Task),
+            Pending::Commit(committed) => committed.await.map_err(|_| {
+                StoreError::Task("the task of a commit ended before its answer".into())
+            })?,
         }
     }
 }
@@ -527,7 +547,7 @@ impl Database {
         if !sent {
             return Err(StoreError::Closed);
         }
-        OnDisk(Some(synced)).wait().await
+        OnDisk(Pending::Fsync(synced)).wait().await
     }
 
     async fn submit<T, F>(&self, write: F, commit: Commit) -> Result<T, StoreError>
@@ -836,7 +856,7 @@ fn run_begun(
             Ok(()) if commit.waits_for_disk(durability) => {
                 let (waiter, synced) = oneshot::channel();
                 waiters.push(waiter);
-                Ok(OnDisk(Some(synced)))
+                Ok(OnDisk(Pending::Fsync(synced)))
             }
             Ok(()) => Ok(OnDisk::now()),
             Err(e) => Err(StoreError::Task(e.clone())),
