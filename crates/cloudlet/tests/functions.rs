@@ -2300,6 +2300,66 @@ async fn runs(t: &TestApp) -> u64 {
         .expect("the queue runs gauge")
 }
 
+/// A send's claim starts its run before the send's commit is answered (on PostgreSQL, while
+/// the commit waits for the WAL's flush). A run that ends before the commit does still
+/// acknowledges what it ran: it waits for the commit, since until then no other connection
+/// sees the send's messages or their claims. Here the commit takes 300 ms (a deferred
+/// constraint trigger that sleeps), so that the run's acknowledgement would come first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_ends_before_its_sends_commit_still_acknowledges_it() {
+    let t = server(false).await;
+    scene(&t, "early").await;
+    t.admin(Method::PUT, "/v1/admin/apps/early/collections/done")
+        .json(&json!({ "fields": [{ "name": "note", "type": "text" }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    t.admin(Method::PUT, "/v1/admin/apps/early/queues/work")
+        .json(&json!({ "visibility_timeout_secs": 120 }))
+        .expect(StatusCode::CREATED)
+        .await;
+    if let Some(url) = &t.database {
+        let pg = cloudlet_store::postgres::testing::TestServer::shared();
+        let db = cloudlet_store::postgres::testing::TestServer::database_name(url);
+        tokio::task::block_in_place(|| {
+            pg.sql(
+                db,
+                "CREATE FUNCTION \"app_early\".slow_commit() RETURNS trigger LANGUAGE plpgsql \
+                 AS $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$; \
+                 CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON \"app_early\"._queue_messages \
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW \
+                 EXECUTE FUNCTION \"app_early\".slow_commit();",
+            )
+        });
+    }
+    // The run notes what it ran on, in the collection's own commit, before it ends.
+    deploy(&t, "early", "worker", json!({
+        "source": "export default async (e, ctx) => { \
+            for (const m of e.messages) await ctx.admin.db.collection('done').add({ note: `${m.payload.n}:${m.attempt}` }); }",
+        "triggers": [{ "queue": "work", "batch": 1, "concurrency": 1 }]
+    }))
+    .await;
+    t.admin(Method::POST, "/v1/admin/apps/early/queues/work/messages")
+        .json(&json!({ "messages": [{ "payload": { "n": 1 } }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    assert_eq!(
+        batches(&t, "send").await,
+        1,
+        "the send claimed for the idle consumer"
+    );
+    // Acknowledged: nothing waits or is in flight, long before the claim's 120 s would expire.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queue_counts(&t, "early", "work").await != [Some(0), Some(0), Some(0)] {
+        assert!(
+            Instant::now() < deadline,
+            "the run's acknowledgement was lost: {:?}",
+            queue_counts(&t, "early", "work").await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(notes_of(&t, "early", "done").await, ["1:1"]);
+}
+
 #[tokio::test]
 async fn a_send_to_a_consumer_with_a_free_place_is_claimed_by_the_send_itself() {
     let t = server(false).await;

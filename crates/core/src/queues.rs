@@ -349,11 +349,34 @@ pub trait Taker: Send + Sync {
     /// Takes a place of a consumer of `queue` that has one free now, if any does.
     async fn reserve(&self, app: &AppName, queue: &str) -> Option<Place>;
     /// Runs the place's consumer on what the send claimed for it, or gives the place back if
-    /// nothing (the send failed, or nothing was due).
-    fn take(&self, app: &AppName, place: Place, deliveries: Vec<Delivery>);
+    /// nothing (the send failed, or nothing was due). The run may start before the send's
+    /// commit is answered; it settles its deliveries only once `committed` says the commit
+    /// held (on PostgreSQL another connection sees neither the send's messages nor its claims
+    /// before that, and would find every lease stale).
+    fn take(&self, app: &AppName, place: Place, deliveries: Vec<Delivery>, committed: Committed);
     /// Runs a hand-over (the send, its claim, the run's start, the hint) among the node's
     /// background work, so that a stop waits for it as it waits for the runs.
     fn spawn(&self, hand_over: futures_util::future::BoxFuture<'static, ()>);
+}
+
+/// Whether the send that claimed a run's deliveries has committed ([`Taker::take`]): the run
+/// waits for it before it settles them.
+#[derive(Debug)]
+pub struct Committed(Option<tokio::sync::oneshot::Receiver<bool>>);
+
+impl Committed {
+    /// Deliveries claimed by a commit already answered (a claim of their own).
+    pub fn now() -> Committed {
+        Committed(None)
+    }
+
+    /// Whether the commit held: false if it failed, or its answer can no longer come.
+    pub async fn held(self) -> bool {
+        match self.0 {
+            None => true,
+            Some(answer) => answer.await.unwrap_or(false),
+        }
+    }
 }
 
 /// A place [`Taker::reserve`] took: the consuming function, its trigger (how many messages it
@@ -950,16 +973,19 @@ impl Queues {
                 let (sent, claimed, on_disk, ticket) = match handed {
                     Ok(handed) => handed,
                     Err(e) => {
-                        taker.take(&app, place, Vec::new());
+                        taker.take(&app, place, Vec::new(), Committed::now());
                         return Err(e);
                     }
                 };
                 let full = claimed.len() >= place.trigger.batch;
-                taker.take(&app, place, claimed);
-                // The hint's second half once the send has committed, which on PostgreSQL
-                // (whose claim is answered before its commit) is once it is on disk. The
-                // run's end hints the app again.
+                let (held, committed) = tokio::sync::oneshot::channel();
+                taker.take(&app, place, claimed, Committed(Some(committed)));
+                // The run's settling and the hint's second half wait for the send's commit,
+                // which on PostgreSQL (whose claim is answered before its commit) is answered
+                // once it is on disk, as on SQLite the fsync is. The run's end hints the app
+                // again.
                 let on_disk = on_disk.wait().await;
+                let _ = held.send(on_disk.is_ok());
                 queues.hinted_after_commit(&app, ticket, "a send").await;
                 // A full batch may have left more due for the consumer's other places: the
                 // dispatcher looks now. Otherwise the claim took everything due; the hint, due
@@ -1377,7 +1403,7 @@ mod tests {
                 held: Box::new(()),
             })
         }
-        fn take(&self, _: &AppName, _: Place, deliveries: Vec<Delivery>) {
+        fn take(&self, _: &AppName, _: Place, deliveries: Vec<Delivery>, _: Committed) {
             lock(&self.0).extend(deliveries);
         }
         fn spawn(&self, hand_over: futures_util::future::BoxFuture<'static, ()>) {

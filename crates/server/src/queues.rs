@@ -27,9 +27,9 @@ use cloudlet_core::functions::{
     RealtimeEvent, Trigger,
 };
 use cloudlet_core::queues::{
-    Delivery, HintTicket, MAX_BATCH, MESSAGE_QUEUE, MessageView, Outgoing, PAYMENT_QUEUE, Place,
-    QueueError, QueueSettings, QueueView, SendReceipt, Taker, Which, is_builtin_queue,
-    valid_queue_name,
+    Committed, Delivery, HintTicket, MAX_BATCH, MESSAGE_QUEUE, MessageView, Outgoing,
+    PAYMENT_QUEUE, Place, QueueError, QueueSettings, QueueView, SendReceipt, Taker, Which,
+    is_builtin_queue, valid_queue_name,
 };
 use cloudlet_store::{Emit, Failed, StoreError, TRIGGER_QUEUE, TriggerDelivery};
 use serde::{Deserialize, Serialize};
@@ -1096,7 +1096,13 @@ async fn dispatch_app(state: &AppState, places: &Places, app: &AppName, version:
                 }
             };
             state.metrics().queue_batch("look");
-            let run = run_consumer(state.clone(), seat, trigger.clone(), batch);
+            let run = run_consumer(
+                state.clone(),
+                seat,
+                trigger.clone(),
+                batch,
+                Committed::now(),
+            );
             state.tasks().spawn(run);
         }
     }
@@ -1158,11 +1164,13 @@ async fn run_consumer(
     seat: Seat,
     trigger: QueueTrigger,
     mut batch: Vec<Delivery>,
+    mut committed: Committed,
 ) {
     let (app, function) = (&seat.consumer.0, seat.consumer.1.as_str());
     loop {
         let full = batch.len() >= trigger.batch;
-        consume(&state, app, function, &trigger, batch).await;
+        let settled = std::mem::replace(&mut committed, Committed::now());
+        consume(&state, app, function, &trigger, batch, settled).await;
         if !full || !state.is_accepting() || seat.places.yield_to_waiting(app) {
             break;
         }
@@ -1231,7 +1239,7 @@ impl Taker for Handoff {
         None
     }
 
-    fn take(&self, app: &AppName, place: Place, deliveries: Vec<Delivery>) {
+    fn take(&self, app: &AppName, place: Place, deliveries: Vec<Delivery>, committed: Committed) {
         // A node going away: the place is dropped, and its claim expires.
         let Some(state) = self.0.upgrade() else {
             return;
@@ -1250,7 +1258,7 @@ impl Taker for Handoff {
             return;
         }
         state.metrics().queue_batch("send");
-        let run = run_consumer(state.clone(), seat, place.trigger, deliveries);
+        let run = run_consumer(state.clone(), seat, place.trigger, deliveries, committed);
         state.tasks().spawn(run);
     }
 
@@ -1514,6 +1522,7 @@ async fn consume(
     function: &str,
     trigger: &QueueTrigger,
     batch: Vec<Delivery>,
+    committed: Committed,
 ) {
     // The payloads go into the event as the text they were sent as, never as JSON values (see
     // `Payload`), and are let go of once they are in it: settling needs ids and leases.
@@ -1570,6 +1579,12 @@ async fn consume(
         }
         Err(e) => (batch.iter().map(|d| d.id.clone()).collect(), e.to_string()),
     };
+    // Settled once the claim is committed (a send's claim may start its run before): a send
+    // whose commit failed took its messages and claims with it, and leaves nothing to settle.
+    if !committed.held().await {
+        tracing::debug!(app = %app, queue = trigger.queue, "a send's commit failed after its claim started a run: nothing to settle");
+        return;
+    }
     // The successes are acknowledged together, in one commit; the failures one by one.
     let (failures, successes): (Vec<Delivery>, Vec<Delivery>) =
         batch.into_iter().partition(|d| failed.contains(&d.id));

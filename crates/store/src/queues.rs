@@ -211,7 +211,11 @@ pub trait QueueStore: Send + Sync {
     /// where the store can (the default is a send, then a claim that comes back empty if it
     /// fails): a send handed at once to a consumer with a free place. The claim
     /// takes what is due first, as any claim does, so a send behind a backlog takes the
-    /// backlog's first messages, not its own.
+    /// backlog's first messages, not its own. The claims may be answered before the commit
+    /// is (on PostgreSQL, while it waits for the WAL's flush): a run may start on them at once,
+    /// but neither they nor the send's messages are seen by another connection before
+    /// [`OnDisk::wait`] resolves, so they are settled only after it, and not at all if it
+    /// fails (the claims went with the send).
     async fn send_and_claim(
         &self,
         app: &AppName,

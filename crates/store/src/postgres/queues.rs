@@ -450,10 +450,12 @@ impl QueueStore for Postgres {
             .iter()
             .map(|m| Sent::Queued(m.id.clone()))
             .collect();
-        // The claim is answered before the commit is, as on SQLite before the fsync: its
-        // deliveries may start while the WAL's flush runs, and the sender is answered once
-        // the commit is (`OnDisk`). Should the commit fail after all (PostgreSQL gone), a run
-        // may have started on a message that was never sent, whose sender was told so: at
+        // The claim is answered before the commit is: its deliveries may start while the WAL's
+        // flush runs (on SQLite a run starts before the fsync), and the sender is answered once
+        // the commit is (`OnDisk`). Unlike SQLite's, this commit is seen by no other connection
+        // before it is answered, so the run settles its deliveries only after (see
+        // `send_and_claim`'s contract). Should the commit fail after all (PostgreSQL gone), a
+        // run may have started on a message that was never sent, whose sender was told so: at
         // least once. The statements go on in a task of their own, so that the commit is
         // awaited whether or not anyone still waits for it.
         let (claimed_tx, claimed_rx) = oneshot::channel();

@@ -132,7 +132,6 @@ conformance!(
     queues_are_declared_replaced_and_deleted,
     claims_take_due_messages_in_order,
     a_send_claims_what_is_due_first_for_its_consumer,
-    a_claim_at_send_is_settled_while_its_commit_is_awaited,
     an_expired_claim_goes_to_the_next_consumer,
     extend_keeps_a_claim_hidden,
     failures_retry_then_die_once,
@@ -751,38 +750,6 @@ async fn a_send_claims_what_is_due_first_for_its_consumer(st: Stores) {
     assert_eq!(
         row_ids(&st.messages("q", MessageState::Claimed).await),
         ["b", "c", "d", "f"]
-    );
-}
-
-/// The claim of a send is answered before its commit may be (on PostgreSQL, where the run
-/// starts during the WAL's flush): a consumer that settles it at once, on another connection,
-/// is not refused for it.
-async fn a_claim_at_send_is_settled_while_its_commit_is_awaited(st: Stores) {
-    let (q, a) = (st.q(), &st.app);
-    st.put("q").await;
-    let (sent, claimed, on_disk) = q
-        .send_and_claim(
-            a,
-            "q",
-            vec![msg("a", 1_000), msg("b", 1_000)],
-            1_000,
-            100,
-            ClaimAtSend {
-                leases: leases(&["l1"]),
-                until_ms: 60_000,
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(sent, queued(&["a", "b"]));
-    assert_eq!(ids_of(&claimed), ["a"]);
-    let (acked, committed) = tokio::join!(st.ack("a", "l1"), on_disk.wait());
-    committed.unwrap();
-    assert!(acked, "the claim's ack waits for the send's commit");
-    assert_eq!(st.messages("q", MessageState::Claimed).await, []);
-    assert_eq!(
-        row_ids(&st.messages("q", MessageState::Waiting).await),
-        ["b"]
     );
 }
 
