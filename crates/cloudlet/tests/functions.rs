@@ -2303,8 +2303,9 @@ async fn runs(t: &TestApp) -> u64 {
 /// A send's claim starts its run before the send's commit is answered (on PostgreSQL, while
 /// the commit waits for the WAL's flush). A run that ends before the commit does still
 /// acknowledges what it ran: it waits for the commit, since until then no other connection
-/// sees the send's messages or their claims. Here the commit takes 300 ms (a deferred
-/// constraint trigger that sleeps), so that the run's acknowledgement would come first.
+/// sees the send's messages or their claims. On PostgreSQL the test holds the commit back
+/// (a deferred constraint trigger waits for an advisory lock the test holds) until the run
+/// has ended; on SQLite the send commits as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_ends_before_its_sends_commit_still_acknowledges_it() {
     let t = server(false).await;
@@ -2317,20 +2318,6 @@ async fn a_run_that_ends_before_its_sends_commit_still_acknowledges_it() {
         .json(&json!({ "visibility_timeout_secs": 120 }))
         .expect(StatusCode::CREATED)
         .await;
-    if let Some(url) = &t.database {
-        let pg = cloudlet_store::postgres::testing::TestServer::shared();
-        let db = cloudlet_store::postgres::testing::TestServer::database_name(url);
-        tokio::task::block_in_place(|| {
-            pg.sql(
-                db,
-                "CREATE FUNCTION \"app_early\".slow_commit() RETURNS trigger LANGUAGE plpgsql \
-                 AS $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$; \
-                 CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON \"app_early\"._queue_messages \
-                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW \
-                 EXECUTE FUNCTION \"app_early\".slow_commit();",
-            )
-        });
-    }
     // The run notes what it ran on, in the collection's own commit, before it ends.
     deploy(&t, "early", "worker", json!({
         "source": "export default async (e, ctx) => { \
@@ -2338,10 +2325,55 @@ async fn a_run_that_ends_before_its_sends_commit_still_acknowledges_it() {
         "triggers": [{ "queue": "work", "batch": 1, "concurrency": 1 }]
     }))
     .await;
-    t.admin(Method::POST, "/v1/admin/apps/early/queues/work/messages")
-        .json(&json!({ "messages": [{ "payload": { "n": 1 } }] }))
-        .expect(StatusCode::CREATED)
-        .await;
+    let held = t.database.as_ref().map(|url| {
+        let pg = cloudlet_store::postgres::testing::TestServer::shared();
+        let db = cloudlet_store::postgres::testing::TestServer::database_name(url);
+        tokio::task::block_in_place(|| {
+            pg.sql(
+                db,
+                "CREATE FUNCTION \"app_early\".held_commit() RETURNS trigger LANGUAGE plpgsql \
+                 AS $$ BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NULL; END $$; \
+                 CREATE CONSTRAINT TRIGGER held_commit AFTER INSERT ON \"app_early\"._queue_messages \
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW \
+                 EXECUTE FUNCTION \"app_early\".held_commit();",
+            );
+            let lock = pg.session(db, "SELECT pg_advisory_lock(4242);");
+            let taken = || {
+                pg.sql(
+                    db,
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                     AND objid = 4242",
+                )
+                .trim()
+                    == "1"
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !taken() {
+                assert!(Instant::now() < deadline, "the advisory lock was never taken");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            lock
+        })
+    });
+    let send = t
+        .admin(Method::POST, "/v1/admin/apps/early/queues/work/messages")
+        .json(&json!({ "messages": [{ "payload": { "n": 1 } }] }));
+    let send = tokio::spawn(async move { send.send().await.unwrap().status() });
+    // The run ends (and settles, or tries to) while the send's commit is held back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while notes_of(&t, "early", "done").await.is_empty() {
+        assert!(Instant::now() < deadline, "the run never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if let Some(lock) = held {
+        assert!(
+            !send.is_finished(),
+            "the send was answered before its commit"
+        );
+        tokio::task::block_in_place(|| lock.release()).unwrap();
+    }
+    assert_eq!(send.await.unwrap(), StatusCode::CREATED);
     assert_eq!(
         batches(&t, "send").await,
         1,

@@ -350,17 +350,17 @@ pub trait Taker: Send + Sync {
     async fn reserve(&self, app: &AppName, queue: &str) -> Option<Place>;
     /// Runs the place's consumer on what the send claimed for it, or gives the place back if
     /// nothing (the send failed, or nothing was due). The run may start before the send's
-    /// commit is answered; it settles its deliveries only once `committed` says the commit
-    /// held (on PostgreSQL another connection sees neither the send's messages nor its claims
-    /// before that, and would find every lease stale).
+    /// commit is answered; it settles its deliveries only once `committed` is (on PostgreSQL
+    /// another connection sees neither the send's messages nor its claims before that, and
+    /// would find every lease stale).
     fn take(&self, app: &AppName, place: Place, deliveries: Vec<Delivery>, committed: Committed);
     /// Runs a hand-over (the send, its claim, the run's start, the hint) among the node's
     /// background work, so that a stop waits for it as it waits for the runs.
     fn spawn(&self, hand_over: futures_util::future::BoxFuture<'static, ()>);
 }
 
-/// Whether the send that claimed a run's deliveries has committed ([`Taker::take`]): the run
-/// waits for it before it settles them.
+/// The answer to the commit of the send that claimed a run's deliveries ([`Taker::take`]):
+/// the run waits for it before it settles them.
 #[derive(Debug)]
 pub struct Committed(Option<tokio::sync::oneshot::Receiver<bool>>);
 
@@ -370,8 +370,10 @@ impl Committed {
         Committed(None)
     }
 
-    /// Whether the commit held: false if it failed, or its answer can no longer come.
-    pub async fn held(self) -> bool {
+    /// Waits for the commit's answer: whether it reported success. False says the commit
+    /// failed, or that its outcome is unknown (a connection lost during `COMMIT`, an answer
+    /// that can no longer come): the deliveries may or may not exist.
+    pub async fn answered(self) -> bool {
         match self.0 {
             None => true,
             Some(answer) => answer.await.unwrap_or(false),

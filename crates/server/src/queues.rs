@@ -1579,11 +1579,12 @@ async fn consume(
         }
         Err(e) => (batch.iter().map(|d| d.id.clone()).collect(), e.to_string()),
     };
-    // Settled once the claim is committed (a send's claim may start its run before): a send
-    // whose commit failed took its messages and claims with it, and leaves nothing to settle.
-    if !committed.held().await {
-        tracing::debug!(app = %app, queue = trigger.queue, "a send's commit failed after its claim started a run: nothing to settle");
-        return;
+    // Settled once the send that claimed them has its commit answered (a send's claim may
+    // start its run before). A commit that failed took the messages and claims with it, and
+    // settling them finds every lease stale; one whose outcome is unknown (the connection lost
+    // during `COMMIT`) may have held, and then settling is what keeps the run from its second.
+    if !committed.answered().await {
+        tracing::warn!(app = %app, queue = trigger.queue, "a run started on a send whose commit failed or has an unknown outcome: its messages may not exist");
     }
     // The successes are acknowledged together, in one commit; the failures one by one.
     let (failures, successes): (Vec<Delivery>, Vec<Delivery>) =

@@ -214,8 +214,9 @@ pub trait QueueStore: Send + Sync {
     /// backlog's first messages, not its own. The claims may be answered before the commit
     /// is (on PostgreSQL, while it waits for the WAL's flush): a run may start on them at once,
     /// but neither they nor the send's messages are seen by another connection before
-    /// [`OnDisk::wait`] resolves, so they are settled only after it, and not at all if it
-    /// fails (the claims went with the send).
+    /// [`OnDisk::wait`] resolves, so they are settled only after it. Should it fail, they may
+    /// or may not exist (a commit undone, or one whose answer was lost): settling finds them
+    /// stale, or settles them.
     async fn send_and_claim(
         &self,
         app: &AppName,
