@@ -401,7 +401,8 @@ def write_docs(r):
 """ + "\n".join(rows)
     flushes = c["latency_function"].get("wal_flush_ms"), b["latency"].get("wal_flush_ms")
     if postgres and None not in flushes:
-        table += (f"\n\nA send's commit waits for PostgreSQL's WAL flush: during the latency samples one "
+        table += (f"\n\nEach send's commit waits for PostgreSQL's WAL flush (Cloudlet's consumer may start "
+                  f"before it; its sender is answered after): during the latency samples one "
                   f"flush took {figure(c['latency_function'], 'wal_flush_ms', ' ms')} on average "
                   f"under Cloudlet's, {figure(b['latency'], 'wal_flush_ms', ' ms')} under {peer}'s "
                   f"(`pg_stat_wal`: `wal_sync_time` over `wal_sync`).")
