@@ -2300,6 +2300,79 @@ async fn runs(t: &TestApp) -> u64 {
         .expect("the queue runs gauge")
 }
 
+/// A send handed to an idle consumer with an app key that held before checks the key in the
+/// send itself (on PostgreSQL in its own transaction, which saves the key's lookup before the
+/// run can start): a key rotated away sends nothing and starts no run; the new one sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_handed_to_a_consumer_goes_only_with_a_key_that_holds() {
+    let t = server(false).await;
+    let old = t.create_app("keyed").await;
+    t.admin(Method::PUT, "/v1/admin/apps/keyed/collections/done")
+        .json(&json!({ "fields": [{ "name": "note", "type": "text" }] }))
+        .expect(StatusCode::CREATED)
+        .await;
+    t.admin(Method::PUT, "/v1/admin/apps/keyed/queues/work")
+        .json(&json!({}))
+        .expect(StatusCode::CREATED)
+        .await;
+    deploy(&t, "keyed", "worker", json!({
+        "source": "export default async (e, ctx) => { \
+            for (const m of e.messages) await ctx.admin.db.collection('done').add({ note: m.payload.n }); }",
+        "triggers": [{ "queue": "work", "batch": 1, "concurrency": 1 }]
+    }))
+    .await;
+    let send = |key: &str, n: &str| {
+        t.request(Method::POST, "/v1/admin/apps/keyed/queues/work/messages")
+            .bearer_auth(key)
+            .json(&json!({ "messages": [{ "payload": { "n": n } }] }))
+    };
+    // Until the runs have ended and settled: the consumer is idle again.
+    let ran = |notes: &'static [&'static str]| {
+        let t = &t;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while notes_of(t, "keyed", "done").await != notes
+                || runs(t).await != 0
+                || queue_counts(t, "keyed", "work").await != [Some(0), Some(0), Some(0)]
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "ran {:?}",
+                    notes_of(t, "keyed", "done").await
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // The key is looked up the first time, then taken on trust: each send, once the run
+    // before it has ended, is handed to the idle consumer.
+    send(&old, "a").expect(StatusCode::CREATED).await;
+    ran(&["a"]).await;
+    send(&old, "b").expect(StatusCode::CREATED).await;
+    ran(&["a", "b"]).await;
+    assert_eq!(
+        batches(&t, "send").await,
+        2,
+        "each send was handed to the idle consumer"
+    );
+    let new = t
+        .admin(Method::POST, "/v1/admin/apps/keyed/keys/rotate")
+        .expect(StatusCode::OK)
+        .await["secret_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    send(&old, "refused")
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_credentials")
+        .await;
+    send(&new, "c").expect(StatusCode::CREATED).await;
+    ran(&["a", "b", "c"]).await;
+    send(&new, "d").expect(StatusCode::CREATED).await;
+    ran(&["a", "b", "c", "d"]).await;
+    assert_eq!(batches(&t, "send").await, 4);
+    t.stop().await;
+}
+
 /// A send's claim starts its run before the send's commit is answered (on PostgreSQL, while
 /// the commit waits for the WAL's flush). A run that ends before the commit does still
 /// acknowledges what it ran: it waits for the commit, since until then no other connection

@@ -5,7 +5,8 @@
 //! hashes; the admin token's hash is kept in memory so that the common check needs no database
 //! read. End users carry access tokens instead, checked by [`crate::auth`].
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use cloudlet_store::{AppName, StoreError, SystemStore};
 
@@ -86,6 +87,10 @@ impl Caller {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// What start-up did with the admin token. (`Debug` hides a generated token.)
 #[derive(PartialEq, Eq)]
 pub enum AdminTokenSetup {
@@ -111,6 +116,44 @@ impl std::fmt::Debug for AdminTokenSetup {
 pub struct Access {
     system: Arc<dyn SystemStore>,
     admin: SecretHash,
+    /// The last key of each app that held here ([`Access::key_to_check`]): only ever a hint of
+    /// which key to try without a lookup, never taken as proof.
+    held: Arc<Mutex<HashMap<AppName, SecretHash>>>,
+}
+
+/// Apps whose last key that held is kept; past it, the oldest go (all of them: it is a hint).
+const MAX_HELD_KEYS: usize = 10_000;
+
+/// An app's secret key that held here before, taken on trust by a write that checks it itself,
+/// in its own transaction where the store can ([`cloudlet_store::QueueStore::checks_app_key_at_send`])
+/// and before anything is written otherwise; such a write answers nothing but its success
+/// before the key is known to hold (see [`KeyToCheck::holds`]).
+#[derive(Clone)]
+pub struct KeyToCheck {
+    app: AppName,
+    hash: SecretHash,
+}
+
+impl std::fmt::Debug for KeyToCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyToCheck({})", self.app)
+    }
+}
+
+impl KeyToCheck {
+    pub fn app(&self) -> &AppName {
+        &self.app
+    }
+
+    /// The SHA-256 of the key, as the apps' rows keep it.
+    pub fn hash(&self) -> &[u8] {
+        self.hash.as_bytes()
+    }
+
+    /// Whether it is its app's key now (one lookup).
+    pub async fn holds(&self, system: &dyn SystemStore) -> Result<bool, StoreError> {
+        Ok(system.app_by_key_hash(self.hash()).await?.as_ref() == Some(&self.app))
+    }
 }
 
 impl Access {
@@ -149,7 +192,15 @@ impl Access {
                 (SecretHash::of(&token), AdminTokenSetup::Generated(token))
             }
         };
-        Ok((Access { system, admin }, setup))
+        let held = Arc::default();
+        Ok((
+            Access {
+                system,
+                admin,
+                held,
+            },
+            setup,
+        ))
     }
 
     /// Replaces the admin token with a new random one and returns it. For the offline
@@ -180,8 +231,142 @@ impl Access {
             return Ok(Caller::Admin);
         }
         match self.system.app_by_key_hash(hash.as_bytes()).await? {
-            Some(app) => Ok(Caller::AppKey(app)),
+            Some(app) => {
+                let mut held = lock(&self.held);
+                if held.len() >= MAX_HELD_KEYS && !held.contains_key(&app) {
+                    held.clear();
+                }
+                held.insert(app.clone(), hash);
+                Ok(Caller::AppKey(app))
+            }
             None => Err(AccessError::InvalidCredentials),
         }
+    }
+
+    /// `bearer` as a key to check in the write it authorizes, if it is the key of `app` that
+    /// last held here; `None` otherwise (then [`Access::authenticate`] looks it up).
+    pub fn key_to_check(&self, bearer: &str, app: &AppName) -> Option<KeyToCheck> {
+        let hash = SecretHash::of(bearer);
+        let held = lock(&self.held);
+        held.get(app)
+            .filter(|last| last.matches(&hash))
+            .map(|_| KeyToCheck {
+                app: app.clone(),
+                hash,
+            })
+    }
+
+    /// Forgets the app's key (rotated or deleted, here or on another node): the next call
+    /// with any key of it is looked up.
+    pub fn forget_app(&self, app: &AppName) {
+        lock(&self.held).remove(app);
+    }
+
+    /// Forgets every app's key (another node's rotations may have been missed).
+    pub fn forget_all(&self) {
+        lock(&self.held).clear();
+    }
+
+    /// Forgets a key that did not hold: the next call with it is looked up.
+    pub fn forget(&self, key: &KeyToCheck) {
+        let mut held = lock(&self.held);
+        if held
+            .get(&key.app)
+            .is_some_and(|last| last.matches(&key.hash))
+        {
+            held.remove(&key.app);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::SeededRandom;
+    use cloudlet_store::sqlite::SqliteSystemStore;
+    use cloudlet_store::{AppRow, Durability, SigningKeyRow};
+
+    async fn with_apps(dir: &tempfile::TempDir, apps: &[(&str, &str)]) -> Access {
+        let system: Arc<dyn SystemStore> = Arc::new(
+            SqliteSystemStore::open(&dir.path().join("system.db"), Durability::Full).unwrap(),
+        );
+        for (name, key) in apps {
+            let row = AppRow {
+                name: (*name).into(),
+                created_at_ms: 1,
+                secret_key_hash: SecretHash::of(key).as_bytes().to_vec(),
+                secret_key_hint: "cls_".into(),
+                secret_key_created_at_ms: 1,
+            };
+            let signing = SigningKeyRow {
+                kid: "k1".into(),
+                secret: vec![7; 32],
+                created_at_ms: 1,
+            };
+            system.insert_app(row, signing).await.unwrap();
+        }
+        let random = SeededRandom::new(1);
+        Access::start(system, Some("an-admin-token-long-enough"), &random)
+            .await
+            .unwrap()
+            .0
+    }
+
+    #[tokio::test]
+    async fn only_a_key_that_held_for_its_own_app_is_taken_to_check_and_forgetting_undoes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let access = with_apps(&dir, &[("shop", "cls_shop"), ("blog", "cls_blog")]).await;
+        let (shop, blog) = (
+            AppName::parse("shop").unwrap(),
+            AppName::parse("blog").unwrap(),
+        );
+        // Nothing before a lookup found it.
+        assert!(access.key_to_check("cls_shop", &shop).is_none());
+        assert_eq!(
+            access.authenticate(Some("cls_shop")).await.unwrap(),
+            Caller::AppKey(shop.clone())
+        );
+        let key = access.key_to_check("cls_shop", &shop).unwrap();
+        assert_eq!(key.app(), &shop);
+        assert_eq!(key.hash(), SecretHash::of("cls_shop").as_bytes());
+        // Not for another app, another key, the admin token, or a refused key.
+        assert!(access.key_to_check("cls_shop", &blog).is_none());
+        assert!(access.key_to_check("cls_blog", &shop).is_none());
+        assert!(access.key_to_check("cls_other", &shop).is_none());
+        assert!(
+            access
+                .key_to_check("an-admin-token-long-enough", &shop)
+                .is_none()
+        );
+        assert!(access.authenticate(Some("cls_other")).await.is_err());
+        assert!(access.key_to_check("cls_other", &shop).is_none());
+        // A key that held once is checked again when asked.
+        assert!(key.holds(&*access.system).await.unwrap());
+        // Forgetting a key, its app, or everything: looked up again.
+        access.forget(&key);
+        assert!(access.key_to_check("cls_shop", &shop).is_none());
+        access.authenticate(Some("cls_shop")).await.unwrap();
+        access.authenticate(Some("cls_blog")).await.unwrap();
+        access.forget_app(&shop);
+        assert!(access.key_to_check("cls_shop", &shop).is_none());
+        assert!(access.key_to_check("cls_blog", &blog).is_some());
+        access.forget_all();
+        assert!(access.key_to_check("cls_blog", &blog).is_none());
+        // A newer key of the app replaces the older.
+        access.authenticate(Some("cls_shop")).await.unwrap();
+        access
+            .system
+            .replace_app_key(
+                &shop,
+                SecretHash::of("cls_new").as_bytes().to_vec(),
+                "cls_".into(),
+                2,
+            )
+            .await
+            .unwrap();
+        assert!(!key.holds(&*access.system).await.unwrap());
+        access.authenticate(Some("cls_new")).await.unwrap();
+        assert!(access.key_to_check("cls_shop", &shop).is_none());
+        assert!(access.key_to_check("cls_new", &shop).is_some());
     }
 }

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 use tokio::sync::Notify;
 
+use crate::access::KeyToCheck;
 use crate::clock::{Clock, Timestamp};
 use crate::random::Random;
 
@@ -788,12 +789,60 @@ impl Queues {
         self.send_to(app, queue, messages).await
     }
 
+    /// [`Queues::send`] by the holder of an app key that held on this node before and is not
+    /// checked yet ([`KeyToCheck`]): the store checks it in the send's own transaction where
+    /// it can (on PostgreSQL, which saves the lookup's round trip before the run can start),
+    /// and it is looked up before the send otherwise. Nothing but the receipts is answered
+    /// before the key is known to hold: an error of the send is answered as the key's refusal
+    /// ([`StoreError::KeyRefused`]) unless a lookup finds it holds.
+    pub async fn send_with_key(
+        &self,
+        key: &KeyToCheck,
+        queue: &str,
+        messages: Vec<Outgoing>,
+    ) -> Result<Vec<SendReceipt>, QueueError> {
+        let sent = match is_builtin_queue(queue) {
+            true => Err(QueueError::NotFound(queue.to_owned())),
+            false => {
+                self.send_checking(key.app(), queue, messages, Some(key))
+                    .await
+            }
+        };
+        match sent {
+            Ok(sent) => Ok(sent),
+            Err(QueueError::Store(StoreError::KeyRefused)) => Err(StoreError::KeyRefused.into()),
+            Err(e) => match key.holds(&*self.0.system).await? {
+                true => Err(e),
+                false => Err(StoreError::KeyRefused.into()),
+            },
+        }
+    }
+
+    /// Refuses a key to check that is not its app's, where its send's store does not check it.
+    async fn check_first(&self, key: Option<&KeyToCheck>) -> Result<(), QueueError> {
+        match key {
+            Some(key) if !key.holds(&*self.0.system).await? => Err(StoreError::KeyRefused.into()),
+            _ => Ok(()),
+        }
+    }
+
     /// Sends to any queue, Cloudlet's own too.
     pub(crate) async fn send_to(
         &self,
         app: &AppName,
         queue: &str,
         messages: Vec<Outgoing>,
+    ) -> Result<Vec<SendReceipt>, QueueError> {
+        self.send_checking(app, queue, messages, None).await
+    }
+
+    /// [`Queues::send_to`], with a key to check, if any, as [`Queues::send_with_key`] says.
+    async fn send_checking(
+        &self,
+        app: &AppName,
+        queue: &str,
+        messages: Vec<Outgoing>,
+        key: Option<&KeyToCheck>,
     ) -> Result<Vec<SendReceipt>, QueueError> {
         if messages.is_empty() || messages.len() > MAX_BATCH {
             return Err(QueueError::InvalidMessage(format!(
@@ -838,11 +887,12 @@ impl Queues {
                 max_attempts: settings.max_attempts.into(),
             });
         }
-        let window_ms = (settings.dedup_window_secs * 1000) as i64;
         let sent = if is_builtin_queue(queue) {
+            self.check_first(key).await?;
+            let window_ms = (settings.dedup_window_secs * 1000) as i64;
             self.put(app, queue, new, now, window_ms).await
         } else {
-            self.put_to_consumer(app, queue, &settings, new, now, window_ms)
+            self.put_to_consumer(app, queue, &settings, new, now, key)
                 .await
         };
         let sent = match sent {
@@ -934,6 +984,9 @@ impl Queues {
     /// consumer starts at the commit. The claim takes what is due first, as any does, so a
     /// send behind a backlog hands over the backlog's first messages, and the consumer takes
     /// batch after batch while they come full.
+    ///
+    /// A `key` to check is checked by the store in the send's own transaction where it can
+    /// ([`QueueStore::checks_app_key_at_send`]), before the send otherwise.
     async fn put_to_consumer(
         &self,
         app: &AppName,
@@ -941,7 +994,7 @@ impl Queues {
         settings: &QueueSettings,
         new: Vec<NewMessage>,
         now: i64,
-        window_ms: i64,
+        key: Option<&KeyToCheck>,
     ) -> Result<Vec<Sent>, QueueError> {
         let due = new.iter().map(|m| m.visible_at_ms).min().unwrap_or(now);
         let taker = self.0.taker.get().filter(|_| due <= now);
@@ -950,27 +1003,37 @@ impl Queues {
             None => None,
         };
         let (Some(taker), Some(place)) = (taker, place) else {
+            self.check_first(key).await?;
+            let window_ms = (settings.dedup_window_secs * 1000) as i64;
             return self.put(app, queue, new, now, window_ms).await;
         };
         // From here the place is held: the hint, the send, the run's start and the pulse go
         // together, in a task of their own among the node's background work, even if the
         // caller goes away (a client that disconnects drops its request's future).
-        let hide = settings
-            .visibility_timeout_secs
-            .max(place.min_hide_secs)
-            .min(12 * 3600);
-        let (queues, taker, app, queue) = (
+        let app_key = match key {
+            Some(key) if self.0.store.checks_app_key_at_send() => Some(key.hash().to_vec()),
+            Some(key) => {
+                if let Err(e) = self.check_first(Some(key)).await {
+                    taker.take(app, place, Vec::new(), Committed::now());
+                    return Err(e);
+                }
+                None
+            }
+            None => None,
+        };
+        let (queues, taker, app, queue, settings) = (
             self.clone(),
             Arc::clone(taker),
             app.clone(),
             queue.to_owned(),
+            settings.clone(),
         );
         let (answer, answered) = tokio::sync::oneshot::channel();
         let spawner = Arc::clone(&taker);
         spawner.spawn(Box::pin(async move {
             let handed = async {
                 let handed = queues
-                    .hand_over(&app, &queue, &place, hide, new, window_ms)
+                    .hand_over(&app, &queue, &settings, &place, new, app_key.as_deref())
                     .await;
                 let (sent, claimed, on_disk, ticket) = match handed {
                     Ok(handed) => handed,
@@ -1008,18 +1071,23 @@ impl Queues {
 
     /// The held part of [`Queues::put_to_consumer`]: the hint (on SQLite, only its pulse: see
     /// [`Queues::hint_or_defer`]), then the send, claiming for `place` what is due first,
-    /// hidden `hide_secs`; the ticket goes to [`Queues::hinted`] once the run has its
-    /// deliveries.
+    /// hidden the queue's visibility timeout or longer than the run may last; the ticket goes
+    /// to [`Queues::hinted`] once the run has its deliveries. `app_key`, the store checks.
     async fn hand_over(
         &self,
         app: &AppName,
         queue: &str,
+        settings: &QueueSettings,
         place: &Place,
-        hide_secs: u64,
         new: Vec<NewMessage>,
-        window_ms: i64,
+        app_key: Option<&[u8]>,
     ) -> Result<(Vec<Sent>, Vec<Delivery>, cloudlet_store::OnDisk, HintTicket), QueueError> {
         let now = self.now();
+        let window_ms = (settings.dedup_window_secs * 1000) as i64;
+        let hide_secs = settings
+            .visibility_timeout_secs
+            .max(place.min_hide_secs)
+            .min(12 * 3600);
         // The hint covers the messages' due time; the claim's expiry is later. On SQLite it
         // is written after the run has started; on PostgreSQL the send writes it, first, in
         // its own round trip (see `hint_or_defer`).
@@ -1034,7 +1102,7 @@ impl Queues {
         let (sent, claimed, on_disk) = self
             .0
             .store
-            .send_and_claim(app, queue, new, now, window_ms, claim)
+            .send_and_claim(app, queue, new, now, window_ms, claim, app_key)
             .await?;
         let claimed = claimed.into_iter().map(delivery).collect();
         Ok((sent, claimed, on_disk, ticket))

@@ -120,6 +120,7 @@ async fn delete_app(
     let files = state.files().clone();
     let realtime = state.realtime().clone();
     let usage = state.usage().clone();
+    let access = state.access().clone();
     to_completion(async move {
         // Its sockets first: nothing of the app may reach them while it goes, nor of a new app
         // of the same name after.
@@ -135,6 +136,7 @@ async fn delete_app(
         // Forgotten whether or not the deletion finished: its row may be gone already, and
         // nothing cached of the old app may serve a new one of the same name.
         auth.forget_app(&app);
+        access.forget_app(&app);
         data.forget_app(&app);
         // Again: a settings read in flight during the deletion may have cached the old app's.
         realtime.close_app(&app, AppSockets::All).await;
@@ -159,8 +161,11 @@ async fn rotate_key(
     let apps = state.apps().clone();
     let realtime = state.realtime().clone();
     let auth = state.auth().clone();
+    let access = state.access().clone();
     let rotated = to_completion(async move {
         let rotated = apps.rotate_key(&app).await;
+        // Sends no longer take the old key on trust here (they check it anyway).
+        access.forget_app(&app);
         // The old key stops working at once: the sockets it opened too, here and (told) on
         // the other nodes.
         realtime.close_app(&app, AppSockets::OfKey).await;

@@ -255,6 +255,8 @@ impl ApiError {
                 .retry_after(1)
             }
             StoreError::NoSuchTenant => ApiError::new(Code::AppNotFound, "no such app"),
+            // A write's app key, checked in the write: answered as the key's lookup would.
+            StoreError::KeyRefused => ApiError::from(AccessError::InvalidCredentials),
             StoreError::TimedOut => {
                 tracing::warn!(error = %whole, "a query ran past its time");
                 ApiError::new(

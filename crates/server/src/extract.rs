@@ -7,7 +7,7 @@ use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
-use cloudlet_core::access::{AccessError, Caller};
+use cloudlet_core::access::{AccessError, Caller, KeyToCheck};
 use cloudlet_core::apps::AppName;
 use cloudlet_core::auth::PlatformAddresses;
 use serde::de::DeserializeOwned;
@@ -282,6 +282,33 @@ impl FromRequestParts<AppState> for AdminOf {
             state.apps().get(&app).await?;
         }
         Ok(AdminOf(app))
+    }
+}
+
+/// [`AdminOf`] for a write that can check an app key itself ([`KeyToCheck`], so far a queue's
+/// send): the key of the app that last held on this node is taken without a lookup, and the
+/// write checks it, answering nothing but its success before the key is known to hold. Such a
+/// key may make the server read the request's body (within the route's limit) before it is
+/// checked; any other caller is established as [`AdminOf`] does, before the body is read.
+pub struct KeyedAdminOf(pub AppName, pub Option<KeyToCheck>);
+
+impl FromRequestParts<AppState> for KeyedAdminOf {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let TargetApp(app) = TargetApp::from_request_parts(parts, state).await?;
+        let console = parts
+            .extensions
+            .get::<crate::console::ConsoleCaller>()
+            .is_some();
+        if !console
+            && let Ok(Some(token)) = bearer(&parts.headers)
+            && let Some(key) = state.access().key_to_check(token, &app)
+        {
+            return Ok(KeyedAdminOf(app, Some(key)));
+        }
+        let AdminOf(app) = AdminOf::from_request_parts(parts, state).await?;
+        Ok(KeyedAdminOf(app, None))
     }
 }
 

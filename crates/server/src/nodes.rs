@@ -76,10 +76,12 @@ async fn heard(state: &AppState, app: &cloudlet_store::AppName, topics: Topics) 
         state.realtime().heard_settings(app).await;
     }
     if topics.has(Topic::Keys) {
+        state.access().forget_app(app);
         state.realtime().check_keys(app).await;
     }
     if topics.has(Topic::Auth) && !state.auth().heard(app).await {
         // Deleted on another node: nothing of it may go on here.
+        state.access().forget_app(app);
         state.realtime().close_app(app, AppSockets::All).await;
         state.data().forget_app(app);
         state.files().forget(app);
@@ -104,6 +106,7 @@ async fn heard_everything(state: &AppState) {
     state.functions().heard_everything();
     state.queues().heard_everything();
     state.auth().heard_everything();
+    state.access().forget_all();
     state.realtime().heard_everything().await;
     state.realtime().recheck(state.auth()).await;
 }

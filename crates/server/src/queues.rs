@@ -41,7 +41,7 @@ use utoipa_axum::routes;
 
 use crate::bounds::{BodyLimits, with_body_limit};
 use crate::error::{ApiError, Code};
-use crate::extract::{AdminOf, Json, Path, Query};
+use crate::extract::{AdminOf, Json, KeyedAdminOf, Path, Query};
 use crate::openapi::Routes;
 use crate::state::{AppState, WeakState};
 
@@ -196,14 +196,39 @@ struct SendAnswer {
     request_body = SendBody, responses((status = 201, body = SendAnswer)))]
 async fn send(
     State(state): State<AppState>,
-    AdminOf(app): AdminOf,
-    Path(path): Path<QueuePath>,
-    Json(body): Json<SendBody>,
+    KeyedAdminOf(app, key): KeyedAdminOf,
+    path: Result<Path<QueuePath>, ApiError>,
+    body: Result<Json<SendBody>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let sent = state
-        .queues()
-        .send(&app, path.name()?, body.messages)
-        .await?;
+    let path = path.and_then(|Path(path)| path.name().map(str::to_owned));
+    let sent = match key {
+        None => {
+            let path = path?;
+            let Json(body) = body?;
+            state.queues().send(&app, &path, body.messages).await
+        }
+        // A key not checked yet: the send checks it, and answers only its success before
+        // it is known to hold, a body that does not fit included.
+        Some(key) => {
+            let sent = match (body, path) {
+                (Ok(Json(body)), Ok(name)) => {
+                    state
+                        .queues()
+                        .send_with_key(&key, &name, body.messages)
+                        .await
+                }
+                (Err(e), _) | (_, Err(e)) => match key.holds(state.system()).await {
+                    Ok(true) => return Err(e),
+                    Ok(false) => Err(StoreError::KeyRefused.into()),
+                    Err(e) => Err(e.into()),
+                },
+            };
+            if let Err(QueueError::Store(StoreError::KeyRefused)) = &sent {
+                state.access().forget(&key);
+            }
+            sent
+        }
+    }?;
     Ok((StatusCode::CREATED, axum::Json(SendAnswer { sent })).into_response())
 }
 

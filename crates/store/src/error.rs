@@ -20,6 +20,10 @@ pub enum StoreError {
     /// A write's check condition did not hold; the write was rolled back.
     #[error("the write's check condition does not hold")]
     CheckFailed,
+    /// The app key that authorized a write is not the app's (rotated, or the app deleted);
+    /// nothing was written.
+    #[error("the app key is not the app's")]
+    KeyRefused,
     /// The write would pass a quota; it was rolled back.
     #[error("the write would pass a quota")]
     OverQuota,

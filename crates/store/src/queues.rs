@@ -217,6 +217,12 @@ pub trait QueueStore: Send + Sync {
     /// [`OnDisk::wait`] resolves, so they are settled only after it. Should it fail, they may
     /// or may not exist (a commit undone, or one whose answer was lost): settling finds them
     /// stale, or settles them.
+    ///
+    /// With `app_key` (the SHA-256 of the app secret key that sent, which its caller has not
+    /// checked: see [`QueueStore::checks_app_key_at_send`]), nothing is sent or claimed unless
+    /// it is the app's key: [`StoreError::KeyRefused`]. A store that can not check it refuses
+    /// every such send.
+    #[allow(clippy::too_many_arguments)]
     async fn send_and_claim(
         &self,
         app: &AppName,
@@ -225,7 +231,11 @@ pub trait QueueStore: Send + Sync {
         now_ms: i64,
         key_ttl_ms: i64,
         claim: ClaimAtSend,
+        app_key: Option<&[u8]>,
     ) -> Result<(Vec<Sent>, Vec<Claimed>, OnDisk), StoreError> {
+        if app_key.is_some() {
+            return Err(StoreError::KeyRefused);
+        }
         let (sent, on_disk) = self
             .send_committed(app, queue, messages, now_ms, key_ttl_ms)
             .await?;
@@ -237,6 +247,12 @@ pub trait QueueStore: Send + Sync {
     /// own that commits before the send's, so that its caller need not hint first. PostgreSQL,
     /// where both live in one database, sends the two in one round trip.
     fn hints_at_send(&self) -> bool {
+        false
+    }
+    /// Whether [`QueueStore::send_and_claim`] checks an app key itself, in the send's own
+    /// transaction, where the key's lookup would otherwise take a round trip of its own before
+    /// the send: PostgreSQL, where the control plane and the apps live in one database.
+    fn checks_app_key_at_send(&self) -> bool {
         false
     }
     /// Claims up to `leases.len()` claimable messages in order of `visible_at`, then of sending

@@ -427,6 +427,87 @@ async fn the_triggers_queue_and_malformed_tokens_are_refused_with_their_codes() 
     t.stop().await;
 }
 
+/// A send with an app key that held before is not looked up first: the send checks it (on
+/// PostgreSQL in its own transaction when it hands messages to a consumer, here with none
+/// before it), and answers nothing but its success before the key is known to hold. So a key
+/// rotated away, or a deleted app's with its name taken again, sends nothing, and learns from
+/// its answers no more than that it is refused, whatever it sends where.
+#[tokio::test]
+async fn a_key_that_no_longer_holds_sends_nothing_and_learns_nothing() {
+    let t = TestApp::start().await;
+    let mut key = t.create_app("shop").await;
+    t.admin(Method::PUT, "/v1/admin/apps/shop/queues/emails")
+        .json(&json!({}))
+        .expect(StatusCode::CREATED)
+        .await;
+    let send_as = |key: &str, path: &str, body: &str| {
+        t.request(Method::POST, &format!("/v1/admin/apps/shop/queues/{path}"))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+    };
+    let rotate = || async {
+        t.admin(Method::POST, "/v1/admin/apps/shop/keys/rotate")
+            .expect(StatusCode::OK)
+            .await["secret_key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let one = r#"{"messages": [{"payload": 1}]}"#;
+    // Looked up the first time, taken on trust after.
+    send_as(&key, "emails/messages", one)
+        .expect(StatusCode::CREATED)
+        .await;
+    let cases = [
+        ("emails/messages", one),
+        ("nope/messages", one),
+        ("_triggers/messages", one),
+        ("%FF/messages", one),
+        ("emails/messages", r#"{"messages": 5}"#),
+        ("emails/messages", "not json"),
+        (
+            "emails/messages",
+            r#"{"messages": [{"payload": 1, "delay_secs": -1}]}"#,
+        ),
+    ];
+    for (path, body) in cases {
+        let next = rotate().await;
+        send_as(&key, path, body)
+            .expect_error(StatusCode::UNAUTHORIZED, "invalid_credentials")
+            .await;
+        key = next;
+        // The new key sends (and so is taken on trust the next time).
+        send_as(&key, "emails/messages", one)
+            .expect(StatusCode::CREATED)
+            .await;
+    }
+    assert_eq!(counts(&t).await, json!([1 + cases.len(), 0, 0, 0]));
+    // A key that holds is told what is wrong.
+    send_as(&key, "nope/messages", one)
+        .expect_error(StatusCode::NOT_FOUND, "queue_not_found")
+        .await;
+    send_as(&key, "emails/messages", r#"{"messages": 5}"#)
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
+        .await;
+    // The app deleted and its name taken again: the old app's key opens nothing of the new.
+    t.admin(Method::DELETE, "/v1/admin/apps/shop")
+        .send()
+        .await
+        .map(|r| assert_eq!(r.status(), StatusCode::NO_CONTENT))
+        .unwrap();
+    t.create_app("shop").await;
+    t.admin(Method::PUT, "/v1/admin/apps/shop/queues/emails")
+        .json(&json!({}))
+        .expect(StatusCode::CREATED)
+        .await;
+    send_as(&key, "emails/messages", one)
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_credentials")
+        .await;
+    assert_eq!(counts(&t).await, json!([0, 0, 0, 0]));
+    t.stop().await;
+}
+
 /// A page of messages ends at 8 MiB of payloads (a thousand of 256 KiB would be 256 MiB, and
 /// many times that as JSON values), and the next page goes on from it; payloads come back as
 /// they were sent.

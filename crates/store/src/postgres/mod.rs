@@ -611,6 +611,10 @@ impl From<tokio_postgres::Error> for StoreError {
             if code.code() == "CL001" {
                 return StoreError::CheckFailed;
             }
+            // Raised by `key_refused()`, when a write's app key is not the app's.
+            if code.code() == "CL002" {
+                return StoreError::KeyRefused;
+            }
             // Raised by `statement_timeout` (nothing else cancels a statement here).
             if *code == SqlState::QUERY_CANCELED {
                 return StoreError::TimedOut;

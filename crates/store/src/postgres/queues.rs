@@ -269,6 +269,10 @@ impl QueueStore for Postgres {
         true
     }
 
+    fn checks_app_key_at_send(&self) -> bool {
+        true
+    }
+
     async fn queues(&self, app: &AppName) -> Result<Vec<QueueRow>, StoreError> {
         let client = self.app_client(app).await?;
         let sql = format!(
@@ -425,6 +429,7 @@ impl QueueStore for Postgres {
         now_ms: i64,
         key_ttl_ms: i64,
         claim: ClaimAtSend,
+        app_key: Option<&[u8]>,
     ) -> Result<(Vec<Sent>, Vec<Claimed>, OnDisk), StoreError> {
         // The hint first, as `hints_at_send` promises.
         let due = messages
@@ -433,7 +438,16 @@ impl QueueStore for Postgres {
             .min()
             .unwrap_or(now_ms);
         if messages.iter().any(|m| m.key.is_some()) {
-            // Keys take a transaction of their own (see `send`); the claim follows it.
+            // Keys take a transaction of their own (see `send`); the claim follows it. The app
+            // key is looked up first: this send takes several round trips anyway.
+            if let Some(hash) = app_key
+                && crate::SystemStore::app_by_key_hash(self, hash)
+                    .await?
+                    .as_ref()
+                    != Some(app)
+            {
+                return Err(StoreError::KeyRefused);
+            }
             crate::SystemStore::hint_due(self, app, due).await?;
             let sent = self.send(app, queue, messages, now_ms, key_ttl_ms).await?;
             let claimed = claim_after_send(self, app, queue, now_ms, claim).await;
@@ -441,11 +455,22 @@ impl QueueStore for Postgres {
         }
         let s = schema(app);
         let client = self.app_client(app).await?;
-        let hint = client
-            .prepare_cached(&super::system::lower_hint_sql())
-            .await?;
+        let hint = match app_key {
+            Some(_) => super::system::lower_hint_if_key_sql(),
+            None => super::system::lower_hint_sql(),
+        };
+        let hint = client.prepare_cached(&hint).await?;
         let insert = client.prepare_cached(&insert_sql(&s, queue)).await?;
         let take = client.prepare_cached(&claim_sql(&s)).await?;
+        let key_holds = match app_key {
+            Some(_) => Some(
+                client
+                    .prepare_cached(&super::system::key_holds_sql())
+                    .await?,
+            ),
+            None => None,
+        };
+        let app_key = app_key.map(<[u8]>::to_vec);
         let sent = messages
             .iter()
             .map(|m| Sent::Queued(m.id.clone()))
@@ -472,25 +497,38 @@ impl QueueStore for Postgres {
                 &claim.leases,
                 &EXPIRED,
             ];
-            let hint_params: [&(dyn ToSql + Sync); 2] = [&app_name, &due];
+            let mut hint_params: Vec<&(dyn ToSql + Sync)> = vec![&app_name, &due];
+            if app_key.is_some() {
+                hint_params.push(&app_key);
+            }
+            let key_params: [&(dyn ToSql + Sync); 2] = [&app_name, &app_key];
             let insert_params = columns.params(&queue, &now_ms);
             // Two transactions in one round trip (tokio-postgres pipelines what is polled at
             // once, and `join!` polls in order): the hint's, relaxed, whose commit the send's
             // flush takes to disk; then the insert, the claim, which sees it, and a commit
-            // that waits for the WAL's flush as a send's does. Should the insert fail, the
-            // claim fails with it and PostgreSQL answers the `COMMIT` of the aborted
-            // transaction with a rollback.
+            // that waits for the WAL's flush as a send's does. With an app key to check, the
+            // check comes first in the send's transaction. Should the check or the insert
+            // fail, what follows fails with it and PostgreSQL answers the `COMMIT` of the
+            // aborted transaction with a rollback.
+            let key_checked = async {
+                match &key_holds {
+                    Some(statement) => client.execute(statement, &key_params).await.map(drop),
+                    None => Ok(()),
+                }
+            };
             let claimed = async {
-                let (hint_begun, hinted, hint_committed, begun, inserted, taken) = futures_util::join!(
+                let (hint_begun, hinted, hint_committed, begun, key_held, inserted, taken) = futures_util::join!(
                     client.batch_execute("BEGIN; SET LOCAL synchronous_commit = off"),
                     client.execute(&hint, &hint_params),
                     client.batch_execute("COMMIT"),
                     client.batch_execute("BEGIN"),
+                    key_checked,
                     client.execute(&insert, &insert_params),
                     client.query(&take, &claim_params),
                 );
                 let unhinted = hint_begun.and(hinted).and(hint_committed).err();
                 let claimed = begun
+                    .and(key_held)
                     .map_err(StoreError::from)
                     .and_then(|()| Ok((inserted?, taken?)))
                     // A queue deleted since its sender looked: nothing was sent, and nothing

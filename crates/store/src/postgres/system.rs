@@ -87,6 +87,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     super::limits::MIGRATION,
     super::relay::MIGRATION,
     super::relay::PRESENCE_MIGRATION,
+    // Raised by a write that an app key authorizes when the key is no longer the app's,
+    // undoing the write with it (see `QueueStore::send_and_claim`).
+    "
+    CREATE FUNCTION {s}.key_refused() RETURNS boolean LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'the app key is not the app''s' USING ERRCODE = 'CL002';
+    END
+    $$;
+",
 ];
 
 const ADMIN_TOKEN_HASH: &str = "admin_token_hash";
@@ -130,10 +139,34 @@ fn app_name(text: &str) -> Result<AppName, StoreError> {
     AppName::parse(text).map_err(|e| StoreError::Database(Box::new(e)))
 }
 
+/// Raises `key_refused()` (undoing the transaction it is in) unless `$2` is the SHA-256 of app
+/// `$1`'s secret key.
+pub(super) fn key_holds_sql() -> String {
+    format!(
+        "SELECT CASE WHEN EXISTS (
+             SELECT FROM {SYSTEM_SCHEMA}.apps WHERE name = $1 AND secret_key_hash = $2)
+         THEN true ELSE {SYSTEM_SCHEMA}.key_refused() END"
+    )
+}
+
 /// Makes an app's hint no later than `$2`, and moves its version.
 pub(super) fn lower_hint_sql() -> String {
     format!(
         "INSERT INTO {SYSTEM_SCHEMA}.due_work AS d (app, at, version) VALUES ($1, $2, 1)
+         ON CONFLICT (app) DO UPDATE
+         SET at = least(d.at, excluded.at), version = d.version + 1"
+    )
+}
+
+/// [`lower_hint_sql`] only if `$3` is the SHA-256 of app `$1`'s secret key: a send that checks
+/// its key in its own transaction ([`key_holds_sql`]) writes nothing, its hint included, if the
+/// key is not the app's.
+pub(super) fn lower_hint_if_key_sql() -> String {
+    format!(
+        "INSERT INTO {SYSTEM_SCHEMA}.due_work AS d (app, at, version)
+         SELECT $1::text, $2::bigint, 1
+         WHERE EXISTS (
+             SELECT FROM {SYSTEM_SCHEMA}.apps WHERE name = $1 AND secret_key_hash = $3)
          ON CONFLICT (app) DO UPDATE
          SET at = least(d.at, excluded.at), version = d.version + 1"
     )

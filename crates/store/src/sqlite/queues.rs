@@ -202,7 +202,13 @@ impl QueueStore for SqliteTenants {
         now_ms: i64,
         key_ttl_ms: i64,
         claim: ClaimAtSend,
+        app_key: Option<&[u8]>,
     ) -> Result<(Vec<Sent>, Vec<Claimed>, OnDisk), StoreError> {
+        // The apps' keys are in another file: its caller checks them first
+        // (`checks_app_key_at_send`).
+        if app_key.is_some() {
+            return Err(StoreError::KeyRefused);
+        }
         let queue = queue.to_owned();
         // The claim reads and rewrites what it takes: one message at most (whose payload is
         // bounded) keeps the write small; a consumer that takes batches queues for the writer.

@@ -132,6 +132,7 @@ conformance!(
     queues_are_declared_replaced_and_deleted,
     claims_take_due_messages_in_order,
     a_send_claims_what_is_due_first_for_its_consumer,
+    a_send_with_an_app_key_goes_only_while_the_key_is_the_apps,
     an_expired_claim_goes_to_the_next_consumer,
     extend_keeps_a_claim_hidden,
     failures_retry_then_die_once,
@@ -646,6 +647,7 @@ async fn a_send_claims_what_is_due_first_for_its_consumer(st: Stores) {
             1_000,
             100,
             claim(&["l1", "l2"]),
+            None,
         )
         .await
         .unwrap();
@@ -697,6 +699,7 @@ async fn a_send_claims_what_is_due_first_for_its_consumer(st: Stores) {
             2_000,
             100,
             claim(&["l3", "l4", "l5"]),
+            None,
         )
         .await
         .unwrap();
@@ -726,7 +729,15 @@ async fn a_send_claims_what_is_due_first_for_its_consumer(st: Stores) {
     );
     // Nothing due: nothing claimed, the message kept.
     let (sent, claimed, _) = q
-        .send_and_claim(a, "q", vec![msg("g", 90_000)], 61_000, 100, claim(&["l6"]))
+        .send_and_claim(
+            a,
+            "q",
+            vec![msg("g", 90_000)],
+            61_000,
+            100,
+            claim(&["l6"]),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!((sent, claimed.len()), (queued(&["g"]), 0));
@@ -739,6 +750,7 @@ async fn a_send_claims_what_is_due_first_for_its_consumer(st: Stores) {
             95_000,
             100,
             claim(&["l7", "l8"]),
+            None,
         )
         .await
         .unwrap_err();
@@ -751,6 +763,98 @@ async fn a_send_claims_what_is_due_first_for_its_consumer(st: Stores) {
         row_ids(&st.messages("q", MessageState::Claimed).await),
         ["b", "c", "d", "f"]
     );
+}
+
+async fn a_send_with_an_app_key_goes_only_while_the_key_is_the_apps(st: Stores) {
+    let (q, a) = (st.q(), &st.app);
+    st.put("q").await;
+    let claim = |lease: &str| ClaimAtSend {
+        leases: leases(&[lease]),
+        until_ms: 60_000,
+    };
+    // A backlog, which a send's claim would take first.
+    assert_eq!(st.send("q", vec![msg("w", 0)], 0).await, queued(&["w"]));
+    let key = a.as_str().as_bytes().to_vec();
+    let send = |id: &'static str, lease: &'static str, key: Vec<u8>| async move {
+        q.send_and_claim(a, "q", vec![msg(id, 0)], 0, 100, claim(lease), Some(&key))
+            .await
+    };
+    if !q.checks_app_key_at_send() {
+        // Its caller checks the key first: one handed over anyway is refused, never taken.
+        let refused = send("x", "l1", key).await;
+        assert!(
+            matches!(refused, Err(StoreError::KeyRefused)),
+            "{refused:?}"
+        );
+        assert_eq!(
+            row_ids(&st.messages("q", MessageState::Waiting).await),
+            ["w"]
+        );
+        return;
+    }
+    let (sent, claimed, on_disk) = send("x", "l1", key.clone()).await.unwrap();
+    on_disk.wait().await.unwrap();
+    assert_eq!((sent, ids_of(&claimed)), (queued(&["x"]), vec!["w"]));
+    // Another app's key, and the app's old key once replaced: nothing sent, nothing claimed,
+    // the app's hint untouched.
+    st.system
+        .replace_app_key(a, vec![9; 32], "cls_new".into(), 2)
+        .await
+        .unwrap();
+    let hint = || async {
+        st.system
+            .due_apps(i64::MAX, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|d| &d.app == a)
+            .map(|d| (d.at_ms, d.version))
+    };
+    let before = hint().await;
+    for wrong in [b"other".to_vec(), key, Vec::new()] {
+        let refused = send("y", "l2", wrong).await;
+        assert!(
+            matches!(refused, Err(StoreError::KeyRefused)),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(hint().await, before);
+    assert_eq!(
+        row_ids(&st.messages("q", MessageState::Waiting).await),
+        ["x"]
+    );
+    assert_eq!(
+        row_ids(&st.messages("q", MessageState::Claimed).await),
+        ["w"]
+    );
+    // The new key sends, and its claim takes what is due first.
+    let (sent, claimed, on_disk) = send("z", "l3", vec![9; 32]).await.unwrap();
+    on_disk.wait().await.unwrap();
+    assert_eq!((sent, ids_of(&claimed)), (queued(&["z"]), vec!["x"]));
+    // A keyed send checks it too.
+    let keyed_send = |key: Vec<u8>| async move {
+        q.send_and_claim(
+            a,
+            "q",
+            vec![keyed("k1", "k")],
+            0,
+            100,
+            claim("l4"),
+            Some(&key),
+        )
+        .await
+    };
+    let refused = keyed_send(a.as_str().as_bytes().to_vec()).await;
+    assert!(
+        matches!(refused, Err(StoreError::KeyRefused)),
+        "{refused:?}"
+    );
+    assert_eq!(
+        row_ids(&st.messages("q", MessageState::Waiting).await),
+        ["z"]
+    );
+    let (sent, _, _) = keyed_send(vec![9; 32]).await.unwrap();
+    assert_eq!(sent, queued(&["k1"]));
 }
 
 async fn idempotency_keys_hold_for_their_window(st: Stores) {
@@ -885,7 +989,7 @@ async fn a_send_to_a_queue_not_declared_takes_nothing(st: Stores) {
             "{committed:?}"
         );
         let claimed = q
-            .send_and_claim(a, queue, vec![msg("claimed", 0)], 0, 1_000, claim())
+            .send_and_claim(a, queue, vec![msg("claimed", 0)], 0, 1_000, claim(), None)
             .await;
         assert!(matches!(claimed, Err(StoreError::NotFound)), "{claimed:?}");
     }
