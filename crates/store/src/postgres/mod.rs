@@ -226,6 +226,21 @@ impl Postgres {
         Ok(self.pool.get().await?)
     }
 
+    /// A pooled connection if one is idle now, without waiting for one or connecting: for
+    /// work that can do without ([`QueueStore::send_and_claim`](crate::QueueStore)'s hint, which
+    /// otherwise goes first on the send's own connection).
+    pub(crate) async fn idle_client(&self) -> Option<Object> {
+        if self.pool.status().available == 0 {
+            return None;
+        }
+        let now = deadpool_postgres::Timeouts {
+            wait: Some(Duration::ZERO),
+            create: Some(Duration::ZERO),
+            recycle: Some(Duration::from_secs(1)),
+        };
+        self.pool.timeout_get(&now).await.ok()
+    }
+
     /// A turn to create or drop an app's schema ([`SCHEMA_CHANGES_PER_POOL`]), held until
     /// dropped; unavailable after [`SCHEMA_TURN_WAIT`].
     pub(crate) async fn schema_change(
@@ -574,7 +589,7 @@ pub(crate) async fn relaxed_execute(
 /// statement fail, PostgreSQL answers the `COMMIT` of the aborted transaction with a rollback;
 /// should the caller stop waiting, all three were sent, and the write commits all the same (as
 /// a write handed to SQLite's writer does): either way the connection is left idle.
-async fn relaxed<T>(
+pub(crate) async fn relaxed<T>(
     client: &deadpool_postgres::ClientWrapper,
     statement: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, StoreError> {

@@ -18,7 +18,7 @@
 //! - the sweep skips rows that others hold: what it skips is swept next time.
 
 use async_trait::async_trait;
-use deadpool_postgres::GenericClient;
+use deadpool_postgres::{GenericClient, Object};
 use tokio::sync::oneshot;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -459,7 +459,20 @@ impl QueueStore for Postgres {
             Some(_) => super::system::lower_hint_if_key_sql(),
             None => super::system::lower_hint_sql(),
         };
-        let hint = client.prepare_cached(&hint).await?;
+        // The hint on a connection of its own if one is idle, alongside the send, so that its
+        // statements are off the run's path (the send's `COMMIT` goes once the hint's is
+        // answered, so the hint still commits first); otherwise first on the send's.
+        let own = match self.idle_client().await {
+            Some(other) => match other.prepare_cached(&hint).await {
+                Ok(statement) => Some((other, statement)),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        let (own, hint) = match own {
+            Some((other, statement)) => (Some(other), statement),
+            None => (None, client.prepare_cached(&hint).await?),
+        };
         let insert = client.prepare_cached(&insert_sql(&s, queue)).await?;
         let take = client.prepare_cached(&claim_sql(&s)).await?;
         let key_holds = match app_key {
@@ -505,28 +518,33 @@ impl QueueStore for Postgres {
             let insert_params = columns.params(&queue, &now_ms);
             // Two transactions in one round trip (tokio-postgres pipelines what is polled at
             // once, and `join!` polls in order): the hint's, relaxed, whose commit the send's
-            // flush takes to disk; then the insert, the claim, which sees it, and a commit
-            // that waits for the WAL's flush as a send's does. With an app key to check, the
-            // check comes first in the send's transaction. Should the check or the insert
-            // fail, what follows fails with it and PostgreSQL answers the `COMMIT` of the
-            // aborted transaction with a rollback.
+            // flush takes to disk (on a connection of its own at the same time, or first on
+            // this one); then the insert, the claim, which sees it, and a commit that waits for
+            // the WAL's flush as a send's does. With an app key to check, the check comes first
+            // in the send's transaction. Should the check or the insert fail, what follows
+            // fails with it and PostgreSQL answers the `COMMIT` of the aborted transaction with
+            // a rollback.
+            let hint_on: &Object = own.as_ref().unwrap_or(&client);
+            let (hint_answered, hint_done) = oneshot::channel();
+            let hinted = async {
+                let hinted = super::relaxed(hint_on, hint_on.execute(&hint, &hint_params)).await;
+                let _ = hint_answered.send(hinted.err());
+            };
             let key_checked = async {
                 match &key_holds {
                     Some(statement) => client.execute(statement, &key_params).await.map(drop),
                     None => Ok(()),
                 }
             };
+            // The run may start on the claims before the hint is answered: nothing of the send
+            // is seen before its commit, which comes after the hint's.
             let claimed = async {
-                let (hint_begun, hinted, hint_committed, begun, key_held, inserted, taken) = futures_util::join!(
-                    client.batch_execute("BEGIN; SET LOCAL synchronous_commit = off"),
-                    client.execute(&hint, &hint_params),
-                    client.batch_execute("COMMIT"),
+                let (begun, key_held, inserted, taken) = futures_util::join!(
                     client.batch_execute("BEGIN"),
                     key_checked,
                     client.execute(&insert, &insert_params),
                     client.query(&take, &claim_params),
                 );
-                let unhinted = hint_begun.and(hinted).and(hint_committed).err();
                 let claimed = begun
                     .and(key_held)
                     .map_err(StoreError::from)
@@ -536,27 +554,43 @@ impl QueueStore for Postgres {
                     .and_then(|(inserted, taken)| {
                         all_inserted(inserted, &columns)?;
                         claimed_of(&taken)
-                    })
-                    .map(|claimed| (claimed, unhinted));
+                    });
                 let _ = claimed_tx.send(claimed);
             };
-            let ((), committed) = futures_util::join!(claimed, client.batch_execute("COMMIT"));
-            let _ = committed_tx.send(committed.map_err(StoreError::from));
+            let committed = async {
+                let (committed, unhinted) = match &own {
+                    // On another connection: the send's commit waits for the hint's.
+                    Some(_) => {
+                        let unhinted = hint_done.await;
+                        (client.batch_execute("COMMIT").await, unhinted)
+                    }
+                    // On this one, the hint's commit comes first anyway.
+                    None => futures_util::join!(client.batch_execute("COMMIT"), hint_done),
+                };
+                let committed = committed.map_err(StoreError::from);
+                if let (Ok(Some(e)), Ok(())) = (unhinted, &committed) {
+                    // The send went on without its hint: it is written now, as an ordinary
+                    // commit (no later one of the send takes it to disk), before the sender is
+                    // answered, rather than the send undone or its sender told of a failure it
+                    // would answer by sending again. Should that fail too, the run's end hints
+                    // the app again; only this node dying mid-run would leave its claims
+                    // without a hint until another write of the app.
+                    tracing::warn!(app = app_name, error = %e, "could not hint a send before it; hinting after");
+                    let sql = super::system::lower_hint_sql();
+                    let params: [&(dyn ToSql + Sync); 2] = [&app_name, &due];
+                    if let Err(e) = super::execute(hint_on, &sql, &params).await {
+                        tracing::warn!(app = app_name, error = %e, "could not hint a send");
+                    }
+                }
+                committed
+            };
+            // Polled in order: on a shared connection the hint's statements go first.
+            let ((), (), committed) = futures_util::join!(hinted, claimed, committed);
+            let _ = committed_tx.send(committed);
         });
-        let (claimed, unhinted) = claimed_rx
+        let claimed = claimed_rx
             .await
             .map_err(|_| StoreError::Task("the task of a send ended before its claim".into()))??;
-        if let Some(e) = unhinted {
-            // The send went on without its hint: it is written now, as an ordinary commit (no
-            // later one of the send takes it to disk), rather than the send undone or its
-            // sender told of a failure it would answer by sending again.
-            tracing::warn!(app = %app, error = %e, "could not hint a send before it; hinting after");
-            if let Err(e) = crate::SystemStore::hint_due_durably(self, app, due).await {
-                // The run's end hints the app again; only this node dying mid-run would leave
-                // its claims without a hint until another write of the app.
-                tracing::warn!(app = %app, error = %e, "could not hint a send");
-            }
-        }
         Ok((sent, claimed, OnDisk::commit(committed_rx)))
     }
 
