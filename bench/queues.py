@@ -196,6 +196,8 @@ def measure_cloudlet(args):
         deploy(admin, "latency", "stamp", LATENCY_FUNCTION, {"queue": "q", "batch": 1, "concurrency": 1})
         # One warm-up message (the first run compiles the function), not counted.
         node("cloudlet-latency-send", {**base(key), "app": "latency", "count": 1, "gap_ms": 500})
+        if args.pg:
+            quiet(args.pg)
         flushes = wal_flushes(args.pg) if args.pg else None
         node("cloudlet-latency-send", {**base(key), "app": "latency", "count": args.latency_messages,
                                        "gap_ms": args.gap_ms})
@@ -274,12 +276,26 @@ def measure_graphile(args):
     graphile_reset(args)
     results["claim_ack"] = node("graphile-work", {**base, "count": args.messages, "concurrency": 16})
     graphile_reset(args)
+    quiet(args.pg)
     flushes = wal_flushes(args.pg)
     results["latency"] = node("graphile-latency", {**base, "count": args.latency_messages, "gap_ms": args.gap_ms})
     results["latency"]["wal_flush_ms"] = flush_ms(flushes, wal_flushes(args.pg))
     graphile_reset(args)
     results["delayed"] = node("graphile-delayed", {**base, "delays": args.delays, "concurrency": 4})
     return results
+
+
+def quiet(pg):
+    """Lets PostgreSQL finish what the workloads before left it, on both sides before the latency
+    samples (one message at a time, which time the queue, not a neighbour's cleanup): the
+    checkpoint that an enqueue's hundreds of thousands of rows started, spread over minutes
+    (`CHECKPOINT` ends it now), and autovacuum's pass over those rows (waited for, up to a
+    minute)."""
+    pg.psql("postgres", "CHECKPOINT")
+    deadline = time.time() + 60
+    while time.time() < deadline and int(pg.query(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")[0][0]):
+        time.sleep(0.5)
 
 
 def wal_flushes(pg):
@@ -390,7 +406,11 @@ def write_docs(r):
         setup = (f"graphile-worker {v['graphile_worker']} (pg {v['pg']}, its defaults: a pool of 10, "
                  f"`pollInterval` 2 s) and Cloudlet (`database.pool_size` 16, the default) on one "
                  f"PostgreSQL {v['postgres']} server with its default settings (fsync on, "
-                 f"synchronous_commit on; `track_wal_io_timing` on to time the WAL's flushes), each in its own database; both driven")
+                 f"synchronous_commit on; `track_wal_io_timing` on to time the WAL's flushes), each in its own database"
+                 + ("; before each side's latency samples the benchmark ends the checkpoint the "
+                    "workloads before them started (`CHECKPOINT`) and waits for autovacuum to finish"
+                    if m.get("quiet_before_latency") else "")
+                 + "; both driven")
     else:
         setup = (f"BullMQ {v['bullmq']} (ioredis {v['ioredis']}) on Redis {v['redis']} with `appendonly yes`, "
                  f"`appendfsync always`; Cloudlet on SQLite, `durability = \"full\"` (the default); both driven")
@@ -471,6 +491,7 @@ def main():
     results["meta"] = meta(args.runs, seconds=args.seconds, messages=args.messages, database=args.database,
                            latency_messages=args.latency_messages, gap_ms=args.gap_ms,
                            delayed=args.delayed, delayed_window=args.delayed_window,
+                           quiet_before_latency=args.pg is not None,
                            versions=version_info, targets=TARGETS)
     if args.out:
         from common import write_results
