@@ -18,7 +18,7 @@
 //! - the sweep skips rows that others hold: what it skips is swept next time.
 
 use async_trait::async_trait;
-use deadpool_postgres::{GenericClient, Object};
+use deadpool_postgres::GenericClient;
 use tokio::sync::oneshot;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -524,11 +524,16 @@ impl QueueStore for Postgres {
             // in the send's transaction. Should the check or the insert fail, what follows
             // fails with it and PostgreSQL answers the `COMMIT` of the aborted transaction with
             // a rollback.
-            let hint_on: &Object = own.as_ref().unwrap_or(&client);
+            let separate = own.is_some();
             let (hint_answered, hint_done) = oneshot::channel();
             let hinted = async {
-                let hinted = super::relaxed(hint_on, hint_on.execute(&hint, &hint_params)).await;
-                let _ = hint_answered.send(hinted.err());
+                // A connection of its own goes back to the pool as soon as the hint is done.
+                let hinted = match own {
+                    Some(other) => super::relaxed(&other, other.execute(&hint, &hint_params)).await,
+                    None => super::relaxed(&client, client.execute(&hint, &hint_params)).await,
+                };
+                let _ = hint_answered.send(());
+                hinted.err()
             };
             let key_checked = async {
                 match &key_holds {
@@ -555,37 +560,35 @@ impl QueueStore for Postgres {
                         all_inserted(inserted, &columns)?;
                         claimed_of(&taken)
                     });
+                let sent = claimed.is_ok();
                 let _ = claimed_tx.send(claimed);
+                sent
             };
             let committed = async {
-                let (committed, unhinted) = match &own {
-                    // On another connection: the send's commit waits for the hint's.
-                    Some(_) => {
-                        let unhinted = hint_done.await;
-                        (client.batch_execute("COMMIT").await, unhinted)
-                    }
-                    // On this one, the hint's commit comes first anyway.
-                    None => futures_util::join!(client.batch_execute("COMMIT"), hint_done),
-                };
-                let committed = committed.map_err(StoreError::from);
-                if let (Ok(Some(e)), Ok(())) = (unhinted, &committed) {
-                    // The send went on without its hint: it is written now, as an ordinary
-                    // commit (no later one of the send takes it to disk), before the sender is
-                    // answered, rather than the send undone or its sender told of a failure it
-                    // would answer by sending again. Should that fail too, the run's end hints
-                    // the app again; only this node dying mid-run would leave its claims
-                    // without a hint until another write of the app.
-                    tracing::warn!(app = app_name, error = %e, "could not hint a send before it; hinting after");
-                    let sql = super::system::lower_hint_sql();
-                    let params: [&(dyn ToSql + Sync); 2] = [&app_name, &due];
-                    if let Err(e) = super::execute(hint_on, &sql, &params).await {
-                        tracing::warn!(app = app_name, error = %e, "could not hint a send");
-                    }
+                // On another connection the send's commit waits for the hint's; on this one
+                // the hint's comes first anyway.
+                if separate {
+                    let _ = hint_done.await;
                 }
-                committed
+                client.batch_execute("COMMIT").await
             };
             // Polled in order: on a shared connection the hint's statements go first.
-            let ((), (), committed) = futures_util::join!(hinted, claimed, committed);
+            let (unhinted, sent, committed) = futures_util::join!(hinted, claimed, committed);
+            let committed = committed.map_err(StoreError::from);
+            if let (Some(e), true, Ok(())) = (unhinted, sent, &committed) {
+                // The send went on without its hint: it is written now, on the send's own
+                // connection, as an ordinary commit (no later one of the send takes it to
+                // disk), before the sender is answered, rather than the send undone or its
+                // sender told of a failure it would answer by sending again. Should that fail
+                // too, the run's end hints the app again; only this node dying mid-run would
+                // leave its claims without a hint until another write of the app.
+                tracing::warn!(app = app_name, error = %e, "could not hint a send before it; hinting after");
+                let sql = super::system::lower_hint_sql();
+                let params: [&(dyn ToSql + Sync); 2] = [&app_name, &due];
+                if let Err(e) = super::execute(&*client, &sql, &params).await {
+                    tracing::warn!(app = app_name, error = %e, "could not hint a send");
+                }
+            }
             let _ = committed_tx.send(committed);
         });
         let claimed = claimed_rx
