@@ -246,22 +246,17 @@ fn claim_sql(s: &str) -> String {
 /// message after every older one due at the same time): the claim picks from the older due
 /// messages and the new due ones together, updates the older ones it picked, and inserts the
 /// new ones it picked already claimed, sparing them an update. Older due messages locked but
-/// not picked (new ones due earlier came first) stay locked, unclaimed, until the commit. A
-/// queue that [`must_be_declared`] is held first (a key share lock, as [`insert_sql`]'s), before
-/// any message: a send to one that is not declared inserts and claims nothing. Its rows: each
-/// claim (`claimed_of`) with, in every row, how many messages were inserted; one row with no
-/// claim if there is none.
+/// not picked (new ones due earlier came first) stay locked, unclaimed, until the commit. Its
+/// rows: each claim (`claimed_of`) with, in every row, how many messages were inserted; one
+/// row with no claim if there is none.
 fn send_and_claim_sql(s: &str, queue: &str) -> String {
-    let (declaration, declared) = if must_be_declared(queue) {
-        (
-            format!("declared AS (SELECT FROM {s}._queues WHERE name = $1 FOR KEY SHARE), "),
-            "AND EXISTS (SELECT FROM declared)",
-        )
+    let declared = if must_be_declared(queue) {
+        format!("WHERE EXISTS (SELECT FROM {s}._queues WHERE name = $1 FOR KEY SHARE)")
     } else {
-        (String::new(), "")
+        String::new()
     };
     format!(
-        "WITH {declaration}buried AS (
+        "WITH buried AS (
                  UPDATE {s}._queue_messages
                  SET state = 2, lease = NULL, last_error = $11, updated_at = $2
                  WHERE id IN (
@@ -273,11 +268,11 @@ fn send_and_claim_sql(s: &str, queue: &str) -> String {
                  SELECT m.id, m.payload, m.visible_at, m.max_attempts, m.depth, m.n
                  FROM unnest($3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[])
                      WITH ORDINALITY AS m (id, payload, visible_at, max_attempts, depth, n)
-                 WHERE true {declared}
+                 {declared}
              ), old AS (
                  SELECT id, visible_at, rowid FROM {s}._queue_messages
                  WHERE queue = $1 AND state < 2 AND visible_at <= $2
-                   AND (state = 0 OR attempt < max_attempts) {declared}
+                   AND (state = 0 OR attempt < max_attempts)
                  ORDER BY visible_at, rowid LIMIT $8
                  FOR UPDATE SKIP LOCKED
              ), picked AS (
@@ -606,11 +601,11 @@ impl QueueStore for Postgres {
             // Two transactions in one round trip (tokio-postgres pipelines what is polled at
             // once, and `join!` polls in order): the hint's, relaxed, whose commit the send's
             // flush takes to disk (on a connection of its own at the same time, or first on
-            // this one); then the send and its claim (`send_and_claim_sql`), and a commit that
-            // waits for the WAL's flush as a send's does. With an app key to check, the check
-            // comes first in the send's transaction. Should the check or the send fail, what
-            // follows fails with it and PostgreSQL answers the `COMMIT` of the aborted
-            // transaction with a rollback.
+            // this one); then the insert, the claim, which sees it, and a commit that waits for
+            // the WAL's flush as a send's does. With an app key to check, the check comes first
+            // in the send's transaction. Should the check or the insert fail, what follows
+            // fails with it and PostgreSQL answers the `COMMIT` of the aborted transaction with
+            // a rollback.
             let separate = own.is_some();
             let (hint_answered, hint_done) = oneshot::channel();
             let hinted = async {
@@ -648,12 +643,10 @@ impl QueueStore for Postgres {
                             None => 0,
                         };
                         all_inserted(u64::try_from(sent).unwrap_or(0), &columns)?;
-                        let mut claims = Vec::with_capacity(rows.len());
-                        for row in rows {
-                            if row.try_get::<_, Option<i64>>(0)?.is_some() {
-                                claims.push(row);
-                            }
-                        }
+                        let claims: Vec<Row> = rows
+                            .into_iter()
+                            .filter(|r| matches!(r.try_get::<_, Option<i64>>(0), Ok(Some(_))))
+                            .collect();
                         claimed_of(&claims)
                     });
                 let sent = claimed.is_ok();
