@@ -239,81 +239,6 @@ fn claim_sql(s: &str) -> String {
     )
 }
 
-/// A send and its claim in one statement: the messages of [`insert_sql`] (`$1` to `$7`), and
-/// the claim of [`claim_sql`] over them and what was due before (up to `$8`, hidden until `$9`,
-/// with the leases `$10`; `$11`: what a spent claim records). As if the messages were
-/// inserted and then the due ones claimed in order of due time, then of sending (each new
-/// message after every older one due at the same time): the claim picks from the older due
-/// messages and the new due ones together, updates the older ones it picked, and inserts the
-/// new ones it picked already claimed, sparing them an update. Older due messages locked but
-/// not picked (new ones due earlier came first) stay locked, unclaimed, until the commit. Its
-/// rows: each claim (`claimed_of`) with, in every row, how many messages were inserted; one
-/// row with no claim if there is none.
-fn send_and_claim_sql(s: &str, queue: &str) -> String {
-    let declared = if must_be_declared(queue) {
-        format!("WHERE EXISTS (SELECT FROM {s}._queues WHERE name = $1 FOR KEY SHARE)")
-    } else {
-        String::new()
-    };
-    format!(
-        "WITH buried AS (
-                 UPDATE {s}._queue_messages
-                 SET state = 2, lease = NULL, last_error = $11, updated_at = $2
-                 WHERE id IN (
-                     SELECT id FROM {s}._queue_messages
-                     WHERE queue = $1 AND state = 1 AND visible_at <= $2
-                       AND attempt >= max_attempts
-                     FOR UPDATE SKIP LOCKED)
-             ), new AS (
-                 SELECT m.id, m.payload, m.visible_at, m.max_attempts, m.depth, m.n
-                 FROM unnest($3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[])
-                     WITH ORDINALITY AS m (id, payload, visible_at, max_attempts, depth, n)
-                 {declared}
-             ), old AS (
-                 SELECT id, visible_at, rowid FROM {s}._queue_messages
-                 WHERE queue = $1 AND state < 2 AND visible_at <= $2
-                   AND (state = 0 OR attempt < max_attempts)
-                 ORDER BY visible_at, rowid LIMIT $8
-                 FOR UPDATE SKIP LOCKED
-             ), picked AS (
-                 SELECT id, is_new, row_number() OVER (ORDER BY visible_at, is_new, o) AS k
-                 FROM (
-                     SELECT id, visible_at, false AS is_new, rowid AS o FROM old
-                     UNION ALL
-                     SELECT id, visible_at, true, n FROM new WHERE visible_at <= $2
-                     ORDER BY visible_at, is_new, o LIMIT $8) due
-             ), taken AS (
-                 UPDATE {s}._queue_messages m
-                 SET state = 1, lease = ($10::text[])[p.k::int], visible_at = $9,
-                     attempt = m.attempt + 1, updated_at = $2
-                 FROM picked p
-                 WHERE m.id = p.id AND NOT p.is_new
-                 RETURNING p.k, m.id, m.payload, m.attempt, m.max_attempts, m.lease, m.created_at,
-                     m.depth
-             ), inserted AS (
-                 INSERT INTO {s}._queue_messages (id, queue, payload, state, visible_at, attempt,
-                     max_attempts, lease, created_at, updated_at, depth)
-                 SELECT m.id, $1, m.payload,
-                     CASE WHEN p.k IS NULL THEN 0 ELSE 1 END,
-                     CASE WHEN p.k IS NULL THEN m.visible_at ELSE $9 END,
-                     CASE WHEN p.k IS NULL THEN 0 ELSE 1 END,
-                     m.max_attempts, ($10::text[])[p.k::int], $2, $2, m.depth
-                 FROM new m LEFT JOIN picked p ON p.is_new AND p.id = m.id
-                 ORDER BY m.n
-                 RETURNING id, payload, attempt, max_attempts, lease, created_at, depth
-             ), claims AS (
-                 SELECT k, id, payload, attempt, max_attempts, lease, created_at, depth FROM taken
-                 UNION ALL
-                 SELECT p.k, i.id, i.payload, i.attempt, i.max_attempts, i.lease, i.created_at,
-                     i.depth
-                 FROM inserted i JOIN picked p ON p.is_new AND p.id = i.id
-             )
-         SELECT c.k, c.id, c.payload, c.attempt, c.max_attempts, c.lease, c.created_at, c.depth,
-             s.sent
-         FROM (SELECT count(*) AS sent FROM inserted) s LEFT JOIN claims c ON true"
-    )
-}
-
 /// The claims a [`claim_sql`] statement returned, in lease order.
 fn claimed_of(taken: &[Row]) -> Result<Vec<Claimed>, StoreError> {
     let mut claimed = taken
@@ -548,9 +473,8 @@ impl QueueStore for Postgres {
             Some((other, statement)) => (Some(other), statement),
             None => (None, client.prepare_cached(&hint).await?),
         };
-        let send_claim = client
-            .prepare_cached(&send_and_claim_sql(&s, queue))
-            .await?;
+        let insert = client.prepare_cached(&insert_sql(&s, queue)).await?;
+        let take = client.prepare_cached(&claim_sql(&s)).await?;
         let key_holds = match app_key {
             Some(_) => Some(
                 client
@@ -578,16 +502,9 @@ impl QueueStore for Postgres {
         tokio::spawn(async move {
             let columns = Columns::of(&messages, &vec![None; messages.len()]);
             let limit = claim.leases.len() as i64;
-            let [q, now, ids, payloads, visible, attempts, depths] =
-                columns.params(&queue, &now_ms);
-            let send_claim_params: [&(dyn ToSql + Sync); 11] = [
-                q,
-                now,
-                ids,
-                payloads,
-                visible,
-                attempts,
-                depths,
+            let claim_params: [&(dyn ToSql + Sync); 6] = [
+                &queue,
+                &now_ms,
                 &limit,
                 &claim.until_ms,
                 &claim.leases,
@@ -598,6 +515,7 @@ impl QueueStore for Postgres {
                 hint_params.push(&app_key);
             }
             let key_params: [&(dyn ToSql + Sync); 2] = [&app_name, &app_key];
+            let insert_params = columns.params(&queue, &now_ms);
             // Two transactions in one round trip (tokio-postgres pipelines what is polled at
             // once, and `join!` polls in order): the hint's, relaxed, whose commit the send's
             // flush takes to disk (on a connection of its own at the same time, or first on
@@ -626,28 +544,21 @@ impl QueueStore for Postgres {
             // The run may start on the claims before the hint is answered: nothing of the send
             // is seen before its commit, which comes after the hint's.
             let claimed = async {
-                let (begun, key_held, taken) = futures_util::join!(
+                let (begun, key_held, inserted, taken) = futures_util::join!(
                     client.batch_execute("BEGIN"),
                     key_checked,
-                    client.query(&send_claim, &send_claim_params),
+                    client.execute(&insert, &insert_params),
+                    client.query(&take, &claim_params),
                 );
                 let claimed = begun
                     .and(key_held)
-                    .and(taken)
                     .map_err(StoreError::from)
-                    .and_then(|rows| {
-                        // A queue deleted since its sender looked: nothing was sent, and
-                        // nothing of it is left to claim.
-                        let sent: i64 = match rows.first() {
-                            Some(row) => row.try_get(8)?,
-                            None => 0,
-                        };
-                        all_inserted(u64::try_from(sent).unwrap_or(0), &columns)?;
-                        let claims: Vec<Row> = rows
-                            .into_iter()
-                            .filter(|r| matches!(r.try_get::<_, Option<i64>>(0), Ok(Some(_))))
-                            .collect();
-                        claimed_of(&claims)
+                    .and_then(|()| Ok((inserted?, taken?)))
+                    // A queue deleted since its sender looked: nothing was sent, and nothing
+                    // of it is left to claim.
+                    .and_then(|(inserted, taken)| {
+                        all_inserted(inserted, &columns)?;
+                        claimed_of(&taken)
                     });
                 let sent = claimed.is_ok();
                 let _ = claimed_tx.send(claimed);
