@@ -133,6 +133,7 @@ conformance!(
     claims_take_due_messages_in_order,
     a_send_claims_what_is_due_first_for_its_consumer,
     a_send_with_an_app_key_goes_only_while_the_key_is_the_apps,
+    a_send_claims_its_own_and_older_messages_in_due_order,
     an_expired_claim_goes_to_the_next_consumer,
     extend_keeps_a_claim_hidden,
     failures_retry_then_die_once,
@@ -762,6 +763,62 @@ async fn a_send_claims_what_is_due_first_for_its_consumer(st: Stores) {
     assert_eq!(
         row_ids(&st.messages("q", MessageState::Claimed).await),
         ["b", "c", "d", "f"]
+    );
+}
+
+/// The claim of a send takes its own messages and the older ones in one order, by due time
+/// then by sending, as if the send had been committed first: a new message due before an
+/// older one goes first; one not due yet stays.
+async fn a_send_claims_its_own_and_older_messages_in_due_order(st: Stores) {
+    let (q, a) = (st.q(), &st.app);
+    st.put("q").await;
+    assert_eq!(
+        st.send("q", vec![msg("old-late", 1_500), msg("old-early", 500)], 0)
+            .await,
+        queued(&["old-late", "old-early"])
+    );
+    let claim = |names: &[&str]| ClaimAtSend {
+        leases: leases(names),
+        until_ms: 60_000,
+    };
+    let (sent, claimed, on_disk) = q
+        .send_and_claim(
+            a,
+            "q",
+            vec![
+                msg("new-due", 1_000),
+                msg("new-later", 9_000),
+                msg("new-now", 2_000),
+            ],
+            2_000,
+            100,
+            claim(&["l1", "l2", "l3"]),
+            None,
+        )
+        .await
+        .unwrap();
+    on_disk.wait().await.unwrap();
+    assert_eq!(sent, queued(&["new-due", "new-later", "new-now"]));
+    assert_eq!(ids_of(&claimed), ["old-early", "new-due", "old-late"]);
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|c| (c.lease.as_str(), c.attempt))
+            .collect::<Vec<_>>(),
+        [("l1", 1), ("l2", 1), ("l3", 1)]
+    );
+    assert_eq!(
+        row_ids(&st.messages("q", MessageState::Waiting).await),
+        ["new-later", "new-now"]
+    );
+    // The claims are ordinary ones: their leases settle them.
+    assert!(st.ack("new-due", "l2").await);
+    assert!(!st.ack("old-late", "l2").await);
+    assert!(st.ack("old-late", "l3").await);
+    // The rest keeps its order: the one due now first.
+    assert_eq!(
+        ids_of(&st.claim("q", &["x", "y"], 9_000, 70_000).await),
+        ["new-now", "new-later"]
     );
 }
 
