@@ -208,10 +208,11 @@ async fn send(
             state.queues().send(&app, &path, body.messages).await
         }
         // A key not checked yet: the send checks it, and answers only its success before
-        // it is known to hold, a body that does not fit included.
+        // it is known to hold, a path or a body that does not fit included (in that order,
+        // as for any other caller).
         Some(key) => {
-            let sent = match (body, path) {
-                (Ok(Json(body)), Ok(name)) => {
+            let sent = match (path, body) {
+                (Ok(name), Ok(Json(body))) => {
                     state
                         .queues()
                         .send_with_key(&key, &name, body.messages)
