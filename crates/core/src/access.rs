@@ -121,7 +121,7 @@ pub struct Access {
     held: Arc<Mutex<HashMap<AppName, SecretHash>>>,
 }
 
-/// Apps whose last key that held is kept; past it, the oldest go (all of them: it is a hint).
+/// Apps whose last key that held is kept; past it, all are forgotten (it is only a hint).
 const MAX_HELD_KEYS: usize = 10_000;
 
 /// An app's secret key that held here before, taken on trust by a write that checks it itself,
