@@ -813,6 +813,18 @@ async fn fetch_refuses_private_addresses_unless_allowed() {
     );
 }
 
+/// An RFC 3339 UTC time as its date and its seconds into the day, which compare in time order
+/// whatever the digits of the fraction.
+fn moment(at: &Value) -> (String, f64) {
+    let at = at.as_str().unwrap().strip_suffix('Z').unwrap();
+    let (date, time) = at.split_once('T').unwrap();
+    let parts: Vec<f64> = time.split(':').map(|p| p.parse().unwrap()).collect();
+    (
+        date.to_owned(),
+        parts[0] * 3600.0 + parts[1] * 60.0 + parts[2],
+    )
+}
+
 #[tokio::test]
 async fn every_invocation_is_logged_with_its_outcome_and_console_lines() {
     let t = server(false).await;
@@ -856,11 +868,17 @@ async fn every_invocation_is_logged_with_its_outcome_and_console_lines() {
             .contains("index.js")
     );
     assert_eq!(
-        newest["logs"][1],
-        json!({ "level": "error", "message": "careful" })
+        (&newest["logs"][1]["level"], &newest["logs"][1]["message"]),
+        (&json!("error"), &json!("careful"))
     );
     assert_eq!(items[1]["outcome"], "ok");
     assert_eq!(items[1]["logs"][0]["message"], r#"got {"n":1}"#);
+    // Each line has the time it was written, to the microsecond: after its invocation began
+    // (the entry's time, to the millisecond), and in order.
+    let lines = newest["logs"].as_array().unwrap();
+    let at: Vec<(String, f64)> = lines.iter().map(|l| moment(&l["at"])).collect();
+    let began = moment(&newest["at"]);
+    assert!(began <= at[0] && at[0] <= at[1], "{began:?} {at:?}");
     assert_eq!(
         (items[0]["cold"].as_bool(), items[1]["cold"].as_bool()),
         (Some(false), Some(true))

@@ -28,6 +28,14 @@ impl Timestamp {
     }
 }
 
+/// Unix microseconds as RFC 3339 UTC, to the microsecond (`2026-11-21T20:15:45.123456Z`).
+pub fn micros_to_rfc3339(us: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| us.to_string())
+}
+
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.to_rfc3339())

@@ -530,6 +530,14 @@ impl State {
     }
 
     fn log(&self, level: String, mut message: String) {
+        // The line's time, to the microsecond, by the clock the function's `Date.now()` reads
+        // (real time, whatever time the server's tests pretend). It is for whoever reads the
+        // logs: the function can not read it, and a run's time to the microsecond was in its
+        // log entry (`micros`) already.
+        #[allow(clippy::disallowed_methods)]
+        let at_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
         if self.logs.borrow().len() >= self.max_log_lines.get() {
             self.logs_dropped.set(self.logs_dropped.get() + 1);
             return;
@@ -549,7 +557,11 @@ impl State {
             message.push('…');
         }
         self.log_bytes.set(self.log_bytes.get() + message.len());
-        self.logs.borrow_mut().push(LogLine { level, message });
+        self.logs.borrow_mut().push(LogLine {
+            level,
+            message,
+            at_us,
+        });
     }
 }
 
@@ -1218,6 +1230,34 @@ mod tests {
         assert_eq!(finished.logs.len(), 1);
         assert_eq!(finished.logs[0].message, r#"hello {"n":21}"#);
         assert!(finished.cold);
+    }
+
+    #[test]
+    // The lines' times are wall-clock times, read here to bound them.
+    #[allow(clippy::disallowed_methods)]
+    fn each_console_line_has_the_time_it_was_written() {
+        let wall = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_micros() as i64
+        };
+        let source = "export default async () => {
+            console.log('first');
+            const from = Date.now();
+            while (Date.now() - from < 5) {}
+            console.log('second');
+        }";
+        let before = wall();
+        let (finished, _) = run(&[("index.js", source)], serde_json::Value::Null);
+        let after = wall();
+        let at: Vec<i64> = finished.logs.iter().map(|l| l.at_us).collect();
+        assert_eq!(at.len(), 2, "{:?}", finished.logs);
+        assert!(before <= at[0] && at[1] <= after, "{before} {at:?} {after}");
+        // Five milliseconds of waiting apart, to the microsecond (`Date.now()` counts whole
+        // milliseconds, so the wait is at least four).
+        assert!(at[1] - at[0] >= 4_000, "{at:?}");
+        assert!(at.iter().any(|t| t % 1000 != 0), "{at:?}");
     }
 
     #[test]

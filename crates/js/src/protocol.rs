@@ -209,6 +209,8 @@ impl PartialEq for Outcome {
 pub struct LogLine {
     pub level: String,
     pub message: String,
+    /// When the line was written, in Unix microseconds: see the engine's `State::log`.
+    pub at_us: i64,
 }
 
 /// One frame without an attachment, ready to write in one call.

@@ -104,10 +104,19 @@ pub enum RunOutcome {
     ResultTooLarge(usize),
 }
 
+/// A console line of a run.
+#[derive(Debug, Clone)]
+pub struct ConsoleLine {
+    pub level: String,
+    pub message: String,
+    /// When it was written, in Unix microseconds (the function's own clock).
+    pub at_us: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Ran {
     pub outcome: RunOutcome,
-    pub logs: Vec<(String, String)>,
+    pub logs: Vec<ConsoleLine>,
     pub logs_dropped: usize,
     pub memory_bytes: usize,
     pub cold: bool,
@@ -1405,7 +1414,13 @@ impl Functions {
         let logs: Vec<Json> = ran
             .logs
             .into_iter()
-            .map(|(level, message)| json!({ "level": level, "message": message }))
+            .map(|line| {
+                json!({
+                    "level": line.level,
+                    "message": line.message,
+                    "at": crate::clock::micros_to_rfc3339(line.at_us),
+                })
+            })
             .collect();
         let entry = FunctionLogRow {
             id: 0,

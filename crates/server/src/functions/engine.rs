@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cloudlet_core::functions::{
-    CompileFailure, Engine, EngineError, HostFailure, HostReply, Ran, Run, RunOutcome, ScopedCalls,
+    CompileFailure, ConsoleLine, Engine, EngineError, HostFailure, HostReply, Ran, Run, RunOutcome,
+    ScopedCalls,
 };
 use cloudlet_js::pool::{Pool, PoolError};
 use cloudlet_js::protocol::{Bundle, HostOutcome, Invocation, Limits, Outcome};
@@ -80,7 +81,11 @@ impl Engine for WorkerEngine {
             logs: finished
                 .logs
                 .into_iter()
-                .map(|l| (l.level, l.message))
+                .map(|l| ConsoleLine {
+                    level: l.level,
+                    message: l.message,
+                    at_us: l.at_us,
+                })
                 .collect(),
             logs_dropped: finished.logs_dropped,
             memory_bytes: finished.memory_bytes,

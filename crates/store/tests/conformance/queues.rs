@@ -134,6 +134,7 @@ conformance!(
     a_send_claims_what_is_due_first_for_its_consumer,
     a_send_with_an_app_key_goes_only_while_the_key_is_the_apps,
     a_send_claims_its_own_and_older_messages_in_due_order,
+    a_send_to_an_idle_queue_claims_its_due_messages_as_a_claim_would,
     an_expired_claim_goes_to_the_next_consumer,
     extend_keeps_a_claim_hidden,
     failures_retry_then_die_once,
@@ -820,6 +821,83 @@ async fn a_send_claims_its_own_and_older_messages_in_due_order(st: Stores) {
         ids_of(&st.claim("q", &["x", "y"], 9_000, 70_000).await),
         ["new-now", "new-later"]
     );
+}
+
+async fn a_send_to_an_idle_queue_claims_its_due_messages_as_a_claim_would(st: Stores) {
+    let (q, a) = (st.q(), &st.app);
+    st.put("q").await;
+    // Nothing else due, and a lease for every due message: they are claimed in order of due
+    // time, then of sending, one lease each, hidden until the claim's expiry; the one due
+    // later waits.
+    let (sent, claimed, on_disk) = q
+        .send_and_claim(
+            a,
+            "q",
+            vec![
+                msg("a", 1_000),
+                msg("later", 5_000),
+                msg("b", 400),
+                msg("c", 1_000),
+            ],
+            1_000,
+            100,
+            ClaimAtSend {
+                leases: leases(&["l1", "l2", "l3", "l4"]),
+                until_ms: 60_000,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    on_disk.wait().await.unwrap();
+    assert_eq!(sent, queued(&["a", "later", "b", "c"]));
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|c| (
+                c.id.as_str(),
+                c.lease.as_str(),
+                c.attempt,
+                c.max_attempts,
+                c.payload.as_str()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("b", "l1", 1, 3, payload("b").as_str()),
+            ("a", "l2", 1, 3, payload("a").as_str()),
+            ("c", "l3", 1, 3, payload("c").as_str()),
+        ]
+    );
+    let rows = st.messages("q", MessageState::Claimed).await;
+    let mut hidden: Vec<(&str, i64, i64)> = rows
+        .iter()
+        .map(|r| (r.id.as_str(), r.visible_at_ms, r.attempt))
+        .collect();
+    hidden.sort_unstable();
+    assert_eq!(
+        hidden,
+        [("a", 60_000, 1), ("b", 60_000, 1), ("c", 60_000, 1)]
+    );
+    assert_eq!(
+        row_ids(&st.messages("q", MessageState::Waiting).await),
+        ["later"]
+    );
+    // Ordinary claims: hidden from other claims until they expire, settled by their leases.
+    assert_eq!(
+        ids_of(&st.claim("q", &["x"], 5_000, 70_000).await),
+        ["later"]
+    );
+    assert!(!st.ack("a", "l1").await);
+    assert!(st.ack("a", "l2").await);
+    assert_eq!(
+        st.fail("b", "l1", "no", 2_000, 3_000).await,
+        Failed::Retrying
+    );
+    assert_eq!(
+        ids_of(&st.claim("q", &["y", "z"], 3_000, 70_000).await),
+        ["b"]
+    );
+    assert_eq!(ids_of(&st.claim("q", &["w"], 60_000, 70_000).await), ["c"]);
 }
 
 async fn a_send_with_an_app_key_goes_only_while_the_key_is_the_apps(st: Stores) {
