@@ -38,7 +38,6 @@ queues_postgres.json and `queues-postgres`).
 """
 
 import argparse
-import calendar
 import contextlib
 import json
 import os
@@ -71,11 +70,19 @@ export default async (event, ctx) => {
 
 LATENCY_FUNCTION = """
 export default async (event, ctx) => {
-  // The start: this line's time, which the function's log keeps to the microsecond (the
-  // function's own performance.now() counts in steps of 0.1 ms).
-  console.log(event.messages[0].id);
+  // The start, read to the microsecond from the function's own clock, which counts in steps
+  // of 0.1 ms: the turns of a busy loop until the clock's next step, over the turns of the
+  // whole step after it, are the share of a step by which the start came before that next
+  // step. (The start is the first line; the loops only read the clock.)
+  const first = performance.now();
+  let turns = 0;
+  while (performance.now() === first) turns++;
+  const next = performance.now();
+  let step = 0;
+  while (performance.now() === next) step++;
+  const started = performance.timeOrigin + next - 0.1 * turns / Math.max(step, 1);
   for (const m of event.messages) {
-    await ctx.db.collection('starts').add({ message: m.id, sent: m.payload.sent });
+    await ctx.db.collection('starts').add({ sent: m.payload.sent, started, turns, step });
   }
 };
 """
@@ -190,7 +197,8 @@ def measure_cloudlet(args):
 
         key = new_app(port, "latency", "q")
         admin.json("PUT", "/v1/admin/apps/latency/collections/starts", {
-            "fields": [{"name": "message", "type": "text"}, {"name": "sent", "type": "number"}]},
+            "fields": [{"name": "sent", "type": "number"}, {"name": "started", "type": "number"},
+                       {"name": "turns", "type": "integer"}, {"name": "step", "type": "integer"}]},
             expect=201)
         deploy(admin, "latency", "stamp", LATENCY_FUNCTION, {"queue": "q", "batch": 1, "concurrency": 1})
         # One warm-up message (the first run compiles the function), not counted.
@@ -204,14 +212,17 @@ def measure_cloudlet(args):
         time.sleep(1)
         records = list_records(port, key["secret_key"], "latency", "starts")
         records.sort(key=lambda r: r["sent"])
-        started = first_lines(admin, "latency", "stamp", len(records))
-        delays = [(started[r["message"]] - r["sent"]) for r in records[1:] if r["message"] in started]
+        delays = [(r["started"] - r["sent"]) for r in records[1:]]
         if len(delays) != args.latency_messages:
             raise RuntimeError(f"{len(delays)} of {args.latency_messages} latency messages started")
+        steps = sorted(r["step"] for r in records[1:])
         results["latency_function"] = {
             "p50_ms": percentile(delays, 50), "p99_ms": percentile(delays, 99),
             "max_ms": percentile(delays, 100), "samples": len(delays),
-            "clock": "the time of the function's first console line, which its log keeps (µs)",
+            "clock": "interpolated",
+            # Turns of the busy loop in one 0.1 ms step of the function's clock: the reading's
+            # resolution is a step over these.
+            "turns_per_step_p50": steps[len(steps) // 2],
         }
         if wal_flush is not None:
             results["latency_function"]["wal_flush_ms"] = wal_flush
@@ -231,34 +242,6 @@ def measure_cloudlet(args):
                               "max_ms": percentile(late, 100), "started": len(late),
                               "sent": len(args.delays)}
     return results
-
-
-def first_lines(admin, app, function, expected):
-    """The time of each run's first console line (the message id it logged), in Unix
-    milliseconds, by message id; the log is written a few milliseconds after each run."""
-    deadline = time.perf_counter() + 30
-    while True:
-        started, before = {}, None
-        while True:
-            page = admin.json("GET", f"/v1/admin/apps/{app}/logs?function={function}&limit=500"
-                              + (f"&before={before}" if before else ""))["items"]
-            for entry in page:
-                if entry["logs"]:
-                    line = entry["logs"][0]
-                    started[line["message"]] = unix_ms(line["at"])
-            if len(page) < 500:
-                break
-            before = page[-1]["id"]
-        if len(started) >= expected or time.perf_counter() > deadline:
-            return started
-        time.sleep(0.2)
-
-
-def unix_ms(rfc3339):
-    """`2026-12-05T19:40:01.123456Z` as Unix milliseconds, to the microsecond."""
-    whole, _, fraction = rfc3339.removesuffix("Z").partition(".")
-    seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
-    return seconds * 1000 + float("0." + (fraction or "0")) * 1000
 
 
 def list_records(port, key, app, collection):
@@ -402,6 +385,7 @@ def write_docs(r):
     # fallback, 1 ms, or performance.now(), 0.1 ms); a console line's time is to the microsecond.
     clock = c["latency_function"]["clock"]
     res = 1.0 if clock.startswith("Date.now") else 0.1 if clock.startswith("performance") else 0.0
+    turns = c["latency_function"].get("turns_per_step_p50")
     rows = [
         f"| enqueue, 8 clients × batches of 100 | admin HTTP `POST …/queues/q/messages`: "
         f"{figure(c['enqueue'], 'messages_per_sec', ' msg/s')} | {api['enqueue']}: "
@@ -434,9 +418,11 @@ def write_docs(r):
         started = (f"Cloudlet's start time: {clock} inside the function, so its delays read up to "
                    f"{res:g} ms short")
     else:
-        started = ("Cloudlet's start time: the time its consumer's first `console.log` was called, "
-                   "which the function's log keeps to the microsecond; for the delayed messages, "
-                   "`performance.now()` inside the function, so they read up to 0.1 ms short")
+        started = ("Cloudlet's start time: the function's own clock at its first line "
+                   "(`performance.timeOrigin + performance.now()`, which counts in steps of 0.1 ms), "
+                   "read between its steps by counting a busy loop's turns up to the next step and "
+                   f"through the step after ({turns} turns a step, the median); for the delayed "
+                   "messages, the clock as it reads, so they read up to 0.1 ms short")
     if postgres:
         setup = (f"graphile-worker {v['graphile_worker']} (pg {v['pg']}, its defaults: a pool of 10, "
                  f"`pollInterval` 2 s) and Cloudlet (`database.pool_size` 16, the default) on one "

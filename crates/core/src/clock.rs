@@ -28,12 +28,22 @@ impl Timestamp {
     }
 }
 
-/// Unix microseconds as RFC 3339 UTC, to the microsecond (`2026-11-21T20:15:45.123456Z`).
+/// Unix microseconds as RFC 3339 UTC, always with six digits of fraction
+/// (`2026-11-21T20:15:45.123400Z`), so that such times sort as text.
 pub fn micros_to_rfc3339(us: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| us.to_string())
+    match OffsetDateTime::from_unix_timestamp(us.div_euclid(1_000_000)) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            us.rem_euclid(1_000_000)
+        ),
+        Err(_) => us.to_string(),
+    }
 }
 
 impl Serialize for Timestamp {
@@ -106,5 +116,18 @@ mod tests {
         let clock = ManualClock::at(t);
         clock.advance_ms(877);
         assert_eq!(clock.now().to_rfc3339(), "2023-11-14T22:13:21Z");
+    }
+
+    #[test]
+    fn microseconds_always_have_six_digits_of_fraction() {
+        assert_eq!(
+            micros_to_rfc3339(1_700_000_000_123_400),
+            "2023-11-14T22:13:20.123400Z"
+        );
+        assert_eq!(
+            micros_to_rfc3339(1_700_000_001_000_000),
+            "2023-11-14T22:13:21.000000Z"
+        );
+        assert_eq!(micros_to_rfc3339(-1), "1969-12-31T23:59:59.999999Z");
     }
 }

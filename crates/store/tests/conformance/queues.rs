@@ -827,17 +827,17 @@ async fn a_send_to_an_idle_queue_claims_its_due_messages_as_a_claim_would(st: St
     let (q, a) = (st.q(), &st.app);
     st.put("q").await;
     // Nothing else due, and a lease for every due message: they are claimed in order of due
-    // time, then of sending, one lease each, hidden until the claim's expiry; the one due
+    // time, then of sending (not of id), one lease each, hidden until the claim's expiry; the one due
     // later waits.
     let (sent, claimed, on_disk) = q
         .send_and_claim(
             a,
             "q",
             vec![
-                msg("a", 1_000),
+                msg("c", 1_000),
                 msg("later", 5_000),
                 msg("b", 400),
-                msg("c", 1_000),
+                msg("a", 1_000),
             ],
             1_000,
             100,
@@ -850,7 +850,7 @@ async fn a_send_to_an_idle_queue_claims_its_due_messages_as_a_claim_would(st: St
         .await
         .unwrap();
     on_disk.wait().await.unwrap();
-    assert_eq!(sent, queued(&["a", "later", "b", "c"]));
+    assert_eq!(sent, queued(&["c", "later", "b", "a"]));
     assert_eq!(
         claimed
             .iter()
@@ -864,8 +864,8 @@ async fn a_send_to_an_idle_queue_claims_its_due_messages_as_a_claim_would(st: St
             .collect::<Vec<_>>(),
         [
             ("b", "l1", 1, 3, payload("b").as_str()),
-            ("a", "l2", 1, 3, payload("a").as_str()),
-            ("c", "l3", 1, 3, payload("c").as_str()),
+            ("c", "l2", 1, 3, payload("c").as_str()),
+            ("a", "l3", 1, 3, payload("a").as_str()),
         ]
     );
     let rows = st.messages("q", MessageState::Claimed).await;
@@ -887,8 +887,8 @@ async fn a_send_to_an_idle_queue_claims_its_due_messages_as_a_claim_would(st: St
         ids_of(&st.claim("q", &["x"], 5_000, 70_000).await),
         ["later"]
     );
-    assert!(!st.ack("a", "l1").await);
-    assert!(st.ack("a", "l2").await);
+    assert!(!st.ack("c", "l1").await);
+    assert!(st.ack("c", "l2").await);
     assert_eq!(
         st.fail("b", "l1", "no", 2_000, 3_000).await,
         Failed::Retrying
@@ -897,7 +897,7 @@ async fn a_send_to_an_idle_queue_claims_its_due_messages_as_a_claim_would(st: St
         ids_of(&st.claim("q", &["y", "z"], 3_000, 70_000).await),
         ["b"]
     );
-    assert_eq!(ids_of(&st.claim("q", &["w"], 60_000, 70_000).await), ["c"]);
+    assert_eq!(ids_of(&st.claim("q", &["w"], 60_000, 70_000).await), ["a"]);
 }
 
 async fn a_send_with_an_app_key_goes_only_while_the_key_is_the_apps(st: Stores) {
