@@ -525,7 +525,8 @@ struct State {
 /// A runtime's clock, `performance`'s: when the runtime started, in Unix microseconds by the
 /// wall clock `Date.now()` reads (QuickJS's own: a function's time is real time, whatever time
 /// the server's tests pretend), and a monotonic count since then in steps of 0.1 ms: fine
-/// enough to time a call, coarse enough to be no timer for side channels.
+/// enough to time a call, coarse to make it a poor timer for side channels (a busy loop that
+/// counts its turns to the next step still reads between steps, which no jitter stops yet).
 #[derive(Debug, Clone, Copy)]
 struct FunctionClock {
     origin_us: i64,
