@@ -827,8 +827,8 @@ async fn a_send_to_an_idle_queue_claims_its_due_messages_as_a_claim_would(st: St
     let (q, a) = (st.q(), &st.app);
     st.put("q").await;
     // Nothing else due, and a lease for every due message: they are claimed in order of due
-    // time, then of sending (not of id), one lease each, hidden until the claim's expiry; the one due
-    // later waits.
+    // time, then of sending (not of id), one lease each, hidden until the claim's expiry; the
+    // one due later waits.
     let (sent, claimed, on_disk) = q
         .send_and_claim(
             a,
