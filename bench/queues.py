@@ -58,31 +58,30 @@ TARGETS = {"enqueue": 20000, "claim_ack": 10000, "latency_p50_ms": 1.0, "latency
 
 DELAYED_FUNCTION = """
 export default async (event, ctx) => {
-  const hr = typeof performance !== 'undefined' && performance.timeOrigin
-    ? performance.timeOrigin + performance.now() : NaN;
-  const wall = Date.now();
-  const started = Math.abs(hr - wall) < 50 ? hr : wall;
+  // The clock as it reads, in steps of 0.1 ms: a lateness reads up to 0.1 ms short.
+  const started = performance.timeOrigin + performance.now();
   await ctx.db.batch(event.messages.map((m) => ({
-    op: 'create', collection: 'starts', data: { sent: m.payload.due, started, hr: started === hr },
+    op: 'create', collection: 'starts', data: { sent: m.payload.due, started },
   })));
 };
 """
 
 LATENCY_FUNCTION = """
 export default async (event, ctx) => {
-  // The start, read to the microsecond from the function's own clock, which counts in steps
-  // of 0.1 ms: the turns of a busy loop until the clock's next step, over the turns of the
-  // whole step after it, are the share of a step by which the start came before that next
-  // step. (The start is the first line; the loops only read the clock.)
+  // The start, read between the steps of the function's own clock (0.1 ms): at the first
+  // line the clock reads `first`; a busy loop counts its turns until the clock moves to the
+  // next step's edge (`edge`), then the turns of the whole step after it. The driver puts the
+  // start `turns` turns before the edge, a turn being a step over the runs' median `step` (a
+  // run preempted while counting `step` would otherwise put its start too early).
   const first = performance.now();
   let turns = 0;
   while (performance.now() === first) turns++;
   const next = performance.now();
   let step = 0;
   while (performance.now() === next) step++;
-  const started = performance.timeOrigin + next - 0.1 * turns / Math.max(step, 1);
+  const edge = performance.timeOrigin + next;
   for (const m of event.messages) {
-    await ctx.db.collection('starts').add({ sent: m.payload.sent, started, turns, step });
+    await ctx.db.collection('starts').add({ sent: m.payload.sent, edge, turns, step });
   }
 };
 """
@@ -197,7 +196,7 @@ def measure_cloudlet(args):
 
         key = new_app(port, "latency", "q")
         admin.json("PUT", "/v1/admin/apps/latency/collections/starts", {
-            "fields": [{"name": "sent", "type": "number"}, {"name": "started", "type": "number"},
+            "fields": [{"name": "sent", "type": "number"}, {"name": "edge", "type": "number"},
                        {"name": "turns", "type": "integer"}, {"name": "step", "type": "integer"}]},
             expect=201)
         deploy(admin, "latency", "stamp", LATENCY_FUNCTION, {"queue": "q", "batch": 1, "concurrency": 1})
@@ -212,25 +211,29 @@ def measure_cloudlet(args):
         time.sleep(1)
         records = list_records(port, key["secret_key"], "latency", "starts")
         records.sort(key=lambda r: r["sent"])
-        delays = [(r["started"] - r["sent"]) for r in records[1:]]
-        if len(delays) != args.latency_messages:
-            raise RuntimeError(f"{len(delays)} of {args.latency_messages} latency messages started")
-        steps = sorted(r["step"] for r in records[1:])
+        samples = records[1:]
+        if len(samples) != args.latency_messages:
+            raise RuntimeError(f"{len(samples)} of {args.latency_messages} latency messages started")
+        # Turns of the busy loop in one 0.1 ms step of the function's clock, the median: a
+        # start lies that share of a step before its edge, at most one step. A run preempted
+        # while it counted up to the edge counts fewer turns, and its start reads late.
+        step = sorted(r["step"] for r in samples)[len(samples) // 2]
+        delays = [r["edge"] - 0.1 * min(r["turns"] / step, 1.0) - r["sent"] for r in samples]
         results["latency_function"] = {
             "p50_ms": percentile(delays, 50), "p99_ms": percentile(delays, 99),
             "max_ms": percentile(delays, 100), "samples": len(delays),
             "clock": "interpolated",
-            # Turns of the busy loop in one 0.1 ms step of the function's clock: the reading's
-            # resolution is a step over these.
-            "turns_per_step_p50": steps[len(steps) // 2],
+            "turns_per_step_p50": step,
+            # Runs whose count up to the edge outran the median step (capped at one step).
+            "turns_over_a_step": sum(r["turns"] > step for r in samples),
         }
         if wal_flush is not None:
             results["latency_function"]["wal_flush_ms"] = wal_flush
 
         key = new_app(port, "delayed", "q")
         admin.json("PUT", "/v1/admin/apps/delayed/collections/starts", {
-            "fields": [{"name": "sent", "type": "number"}, {"name": "started", "type": "number"},
-                       {"name": "hr", "type": "bool"}]}, expect=201)
+            "fields": [{"name": "sent", "type": "number"}, {"name": "started", "type": "number"}]},
+            expect=201)
         deploy(admin, "delayed", "stamp", DELAYED_FUNCTION, {"queue": "q", "batch": 10, "concurrency": 4})
         node("cloudlet-delayed-send", {**base(key), "app": "delayed", "delays": args.delays})
         deadline = time.perf_counter() + max(args.delays) + 60
@@ -386,6 +389,7 @@ def write_docs(r):
     clock = c["latency_function"]["clock"]
     res = 1.0 if clock.startswith("Date.now") else 0.1 if clock.startswith("performance") else 0.0
     turns = c["latency_function"].get("turns_per_step_p50")
+    over = c["latency_function"].get("turns_over_a_step", 0)
     rows = [
         f"| enqueue, 8 clients × batches of 100 | admin HTTP `POST …/queues/q/messages`: "
         f"{figure(c['enqueue'], 'messages_per_sec', ' msg/s')} | {api['enqueue']}: "
@@ -421,7 +425,10 @@ def write_docs(r):
         started = ("Cloudlet's start time: the function's own clock at its first line "
                    "(`performance.timeOrigin + performance.now()`, which counts in steps of 0.1 ms), "
                    "read between its steps by counting a busy loop's turns up to the next step and "
-                   f"through the step after ({turns} turns a step, the median); for the delayed "
+                   f"through the step after (a turn is a step over the samples' median count, "
+                   f"{turns}; {over:g} of a run's {m['latency_messages']} samples counted more up to "
+                   "the edge and were capped at one step, the median); "
+                   "for the delayed "
                    "messages, the clock as it reads, so they read up to 0.1 ms short")
     if postgres:
         setup = (f"graphile-worker {v['graphile_worker']} (pg {v['pg']}, its defaults: a pool of 10, "

@@ -535,11 +535,12 @@ struct FunctionClock {
 
 impl FunctionClock {
     fn start() -> Self {
-        let started = Instant::now();
+        // The wall clock first: the count starts after it, so the clock never runs ahead.
         #[allow(clippy::disallowed_methods)]
         let origin_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        let started = Instant::now();
         FunctionClock { origin_us, started }
     }
 
@@ -1268,20 +1269,39 @@ mod tests {
                 .unwrap()
                 .as_micros() as i64
         };
+        // The function's clock as it reads it around the first line.
         let source = "export default async () => {
+            const before = performance.now();
             console.log('first');
+            const after = performance.now();
             const from = Date.now();
             while (Date.now() - from < 5) {}
             console.log('second');
+            return [performance.timeOrigin, before, after];
         }";
-        let before = wall();
+        let started = wall();
         let (finished, _) = run(&[("index.js", source)], serde_json::Value::Null);
-        let after = wall();
+        let ended = wall();
         let at: Vec<i64> = finished.logs.iter().map(|l| l.at_us).collect();
         assert_eq!(at.len(), 2, "{:?}", finished.logs);
-        assert!(before <= at[0] && at[1] <= after, "{before} {at:?} {after}");
+        let read: Vec<f64> = serde_json::from_value(ok(&finished)).unwrap();
+        // The line's time is what the clock read: its origin (to the microsecond, give or take
+        // one for the float) and a whole number of 0.1 ms steps, between the readings around
+        // the line; and real time.
+        let origin = (read[0] * 1000.0).round() as i64;
+        let steps = (read[1] * 10.0).round() as i64..=(read[2] * 10.0).round() as i64;
+        assert!(
+            steps
+                .clone()
+                .any(|step| (at[0] - (origin + step * 100)).abs() <= 1),
+            "{read:?} {steps:?} {at:?}"
+        );
+        assert!(
+            started <= at[0] && at[1] <= ended,
+            "{started} {at:?} {ended}"
+        );
         // Five milliseconds of waiting apart (`Date.now()` counts whole milliseconds, so the
-        // wait is at least four), as the function's clock counts: in steps of 0.1 ms.
+        // wait is at least four), in steps of 0.1 ms.
         assert!(at[1] - at[0] >= 4_000, "{at:?}");
         assert_eq!((at[1] - at[0]) % 100, 0, "{at:?}");
     }
