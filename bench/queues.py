@@ -426,8 +426,9 @@ def write_docs(r):
                    "(`performance.timeOrigin + performance.now()`, which counts in steps of 0.1 ms), "
                    "read between its steps by counting a busy loop's turns up to the next step and "
                    f"through the step after (a turn is a step over the samples' median count, "
-                   f"{turns}; {over:g} of a run's {m['latency_messages']} samples counted more up to "
-                   "the edge and were capped at one step, the median); "
+                   f"{turns}; a median {over:g} of a run's {m['latency_messages']} samples counted "
+                   "more turns than that up to the edge, and were put one step before it, the "
+                   "earliest they can be); "
                    "for the delayed "
                    "messages, the clock as it reads, so they read up to 0.1 ms short")
     if postgres:
