@@ -9,7 +9,7 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -28,17 +28,10 @@ const BUCKET: &str = "blobs";
 
 struct Rclone {
     endpoint: String,
-    _child: ChildGuard,
-    _dir: tempfile::TempDir,
-}
-
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    /// The server runs under a shell that reads this pipe until it closes, which it does when
+    /// the test binary exits (a static is never dropped): then the shell stops the server and
+    /// removes its directory, as the PostgreSQL test server's does.
+    _shell: (Child, ChildStdin),
 }
 
 fn rclone_binary() -> Option<PathBuf> {
@@ -66,24 +59,28 @@ fn rclone() -> Option<&'static Rclone> {
                 );
                 return None;
             };
-            let dir = tempfile::tempdir().unwrap();
-            std::fs::create_dir(dir.path().join(BUCKET)).unwrap();
+            let dir = tempfile::tempdir().unwrap().keep();
+            std::fs::create_dir(dir.join(BUCKET)).unwrap();
             let port = TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()
                 .unwrap()
                 .port();
-            let child = Command::new(binary)
-                .args(["serve", "s3", "--addr"])
+            let script = "\"$0\" serve s3 --addr \"$1\" --auth-key \"$2\" \"$3\" >/dev/null 2>&1 & \
+                pid=$!; cat >/dev/null; kill $pid; wait $pid; rm -rf \"$3\"";
+            let mut child = Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .arg(binary)
                 .arg(format!("127.0.0.1:{port}"))
-                .arg("--auth-key")
                 .arg(format!("{ACCESS_KEY},{SECRET_KEY}"))
-                .arg(dir.path())
+                .arg(&dir)
+                .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("rclone serve s3 starts");
-            let child = ChildGuard(child);
+            let stdin = child.stdin.take().unwrap();
             let deadline = Instant::now() + Duration::from_secs(20);
             while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
                 assert!(Instant::now() < deadline, "rclone serve s3 did not listen");
@@ -91,8 +88,7 @@ fn rclone() -> Option<&'static Rclone> {
             }
             Some(Rclone {
                 endpoint: format!("http://127.0.0.1:{port}"),
-                _child: child,
-                _dir: dir,
+                _shell: (child, stdin),
             })
         })
         .as_ref()
