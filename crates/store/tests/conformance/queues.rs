@@ -227,6 +227,29 @@ impl Stores {
             .unwrap()
     }
 
+    /// A send handed to a consumer (no app key to check), once it is on disk: what it sent, and
+    /// what it claimed with the leases `names`, hidden until `until_ms`.
+    async fn send_claiming(
+        &self,
+        queue: &str,
+        messages: Vec<NewMessage>,
+        now_ms: i64,
+        names: &[&str],
+        until_ms: i64,
+    ) -> (Vec<Sent>, Vec<Claimed>) {
+        let claim = ClaimAtSend {
+            leases: leases(names),
+            until_ms,
+        };
+        let (sent, claimed, on_disk) = self
+            .q()
+            .send_and_claim(&self.app, queue, messages, now_ms, 100, claim, None)
+            .await
+            .unwrap();
+        on_disk.wait().await.unwrap();
+        (sent, claimed)
+    }
+
     async fn claim(&self, queue: &str, names: &[&str], now_ms: i64, until_ms: i64) -> Vec<Claimed> {
         self.q()
             .claim(&self.app, queue, leases(names), now_ms, until_ms)
@@ -641,19 +664,15 @@ async fn a_send_claims_what_is_due_first_for_its_consumer(st: Stores) {
         until_ms: 60_000,
     };
     // An empty queue: the send's own messages, at most one per lease, first sent first.
-    let (sent, claimed, on_disk) = q
-        .send_and_claim(
-            a,
+    let (sent, claimed) = st
+        .send_claiming(
             "q",
             vec![msg("a", 1_000), msg("b", 1_000), msg("c", 1_000)],
             1_000,
-            100,
-            claim(&["l1", "l2"]),
-            None,
+            &["l1", "l2"],
+            60_000,
         )
-        .await
-        .unwrap();
-    on_disk.wait().await.unwrap();
+        .await;
     assert_eq!(sent, queued(&["a", "b", "c"]));
     assert_eq!(ids_of(&claimed), ["a", "b"]);
     // A store that hints its sends has lowered the app's hint to their due time; one that does
@@ -683,9 +702,8 @@ async fn a_send_claims_what_is_due_first_for_its_consumer(st: Stores) {
     );
     // Behind a backlog (c), a send hands over the backlog first; a duplicate of a key, or a
     // message due later, is not claimed.
-    let (sent, claimed, _) = q
-        .send_and_claim(
-            a,
+    let (sent, claimed) = st
+        .send_claiming(
             "q",
             vec![
                 NewMessage {
@@ -699,12 +717,10 @@ async fn a_send_claims_what_is_due_first_for_its_consumer(st: Stores) {
                 msg("f", 5_000),
             ],
             2_000,
-            100,
-            claim(&["l3", "l4", "l5"]),
-            None,
+            &["l3", "l4", "l5"],
+            60_000,
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(
         sent,
         [
@@ -730,18 +746,9 @@ async fn a_send_claims_what_is_due_first_for_its_consumer(st: Stores) {
         ["b", "c", "d"]
     );
     // Nothing due: nothing claimed, the message kept.
-    let (sent, claimed, _) = q
-        .send_and_claim(
-            a,
-            "q",
-            vec![msg("g", 90_000)],
-            61_000,
-            100,
-            claim(&["l6"]),
-            None,
-        )
-        .await
-        .unwrap();
+    let (sent, claimed) = st
+        .send_claiming("q", vec![msg("g", 90_000)], 61_000, &["l6"], 60_000)
+        .await;
     assert_eq!((sent, claimed.len()), (queued(&["g"]), 0));
     // A send that fails (an id taken) neither enqueues nor claims anything.
     let err = q
@@ -771,20 +778,14 @@ async fn a_send_claims_what_is_due_first_for_its_consumer(st: Stores) {
 /// then by sending, as if the send had been committed first: a new message due before an
 /// older one goes first; one not due yet stays.
 async fn a_send_claims_its_own_and_older_messages_in_due_order(st: Stores) {
-    let (q, a) = (st.q(), &st.app);
     st.put("q").await;
     assert_eq!(
         st.send("q", vec![msg("old-late", 1_500), msg("old-early", 500)], 0)
             .await,
         queued(&["old-late", "old-early"])
     );
-    let claim = |names: &[&str]| ClaimAtSend {
-        leases: leases(names),
-        until_ms: 60_000,
-    };
-    let (sent, claimed, on_disk) = q
-        .send_and_claim(
-            a,
+    let (sent, claimed) = st
+        .send_claiming(
             "q",
             vec![
                 msg("new-due", 1_000),
@@ -792,13 +793,10 @@ async fn a_send_claims_its_own_and_older_messages_in_due_order(st: Stores) {
                 msg("new-now", 2_000),
             ],
             2_000,
-            100,
-            claim(&["l1", "l2", "l3"]),
-            None,
+            &["l1", "l2", "l3"],
+            60_000,
         )
-        .await
-        .unwrap();
-    on_disk.wait().await.unwrap();
+        .await;
     assert_eq!(sent, queued(&["new-due", "new-later", "new-now"]));
     assert_eq!(ids_of(&claimed), ["old-early", "new-due", "old-late"]);
     assert_eq!(
@@ -824,32 +822,19 @@ async fn a_send_claims_its_own_and_older_messages_in_due_order(st: Stores) {
 }
 
 async fn a_send_to_an_idle_queue_claims_its_due_messages_as_a_claim_would(st: Stores) {
-    let (q, a) = (st.q(), &st.app);
     st.put("q").await;
     // Nothing else due, and a lease for every due message: they are claimed in order of due
     // time, then of sending (not of id), one lease each, hidden until the claim's expiry; the
     // one due later waits.
-    let (sent, claimed, on_disk) = q
-        .send_and_claim(
-            a,
-            "q",
-            vec![
-                msg("c", 1_000),
-                msg("later", 5_000),
-                msg("b", 400),
-                msg("a", 1_000),
-            ],
-            1_000,
-            100,
-            ClaimAtSend {
-                leases: leases(&["l1", "l2", "l3", "l4"]),
-                until_ms: 60_000,
-            },
-            None,
-        )
-        .await
-        .unwrap();
-    on_disk.wait().await.unwrap();
+    let messages = vec![
+        msg("c", 1_000),
+        msg("later", 5_000),
+        msg("b", 400),
+        msg("a", 1_000),
+    ];
+    let (sent, claimed) = st
+        .send_claiming("q", messages, 1_000, &["l1", "l2", "l3", "l4"], 60_000)
+        .await;
     assert_eq!(sent, queued(&["c", "later", "b", "a"]));
     assert_eq!(
         claimed
